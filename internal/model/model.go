@@ -1,0 +1,324 @@
+// Package model is the service-network model: the intermediate representation
+// that every provider (Kubernetes, files) translates into, that the control
+// plane stores and validates, and that every proxy compiles into a route table.
+//
+// It owns the types, their defaults and their validation. It must not know
+// about Kubernetes, storage or the wire: those live in translate, store and
+// server. Every object carries its owner (the cluster that wrote it), so that
+// the control plane can refuse writes from anyone else and proxies can tell
+// which targets are reachable directly and which need a peer hop.
+package model
+
+import "time"
+
+// Kind names a type of stored object.
+type Kind string
+
+// The kinds of object the control plane stores.
+const (
+	KindServiceNetwork Kind = "ServiceNetwork"
+	KindService        Kind = "Service"
+	KindTargetGroup    Kind = "TargetGroup"
+)
+
+// Kinds lists every stored kind.
+var Kinds = []Kind{KindServiceNetwork, KindTargetGroup, KindService}
+
+// Meta is carried by every stored object.
+type Meta struct {
+	// Name is unique within the object's kind.
+	Name string `json:"name"`
+	// Owner is the cluster (or host group) that wrote the object. Only that
+	// cluster may change or delete it.
+	Owner string `json:"owner"`
+	// Revision is the store revision at which the object last changed. The
+	// control plane sets it; a writer sends the revision it read to make an
+	// update conditional (optimistic concurrency), or 0 for an unconditional write.
+	Revision int64 `json:"revision,omitempty"`
+}
+
+// SourceRef names the user-facing object a model object was translated from,
+// so that errors, logs and status can point back at it.
+type SourceRef struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	// File is set by the file provider: the file the object was read from.
+	File string `json:"file,omitempty"`
+}
+
+// NetworkMode says how a network's services are exposed.
+type NetworkMode string
+
+const (
+	// ModeServiceNetwork is east-west (the `trellis` GatewayClass): every
+	// service gets a generated DNS name and is reachable from every cluster
+	// associated with the network through that cluster's proxy.
+	ModeServiceNetwork NetworkMode = "ServiceNetwork"
+	// ModeEdge is north-south (the `trellis-edge` GatewayClass): services are
+	// reached at the Gateway's own address by their hostnames only.
+	ModeEdge NetworkMode = "Edge"
+)
+
+// ServiceNetwork is a logical boundary that services join and clusters
+// associate with. In Gateway API terms it is one Gateway.
+type ServiceNetwork struct {
+	Meta
+	Mode NetworkMode `json:"mode"`
+	// Domain is the DNS suffix of the generated service names, for example
+	// "my-hotel.trellis.internal". Empty in edge mode.
+	Domain string     `json:"domain,omitempty"`
+	Source *SourceRef `json:"source,omitempty"`
+}
+
+// Protocol is a listener or target-group protocol.
+type Protocol string
+
+// Protocols. Not every protocol is valid everywhere: see Validate.
+const (
+	ProtocolHTTP           Protocol = "HTTP"
+	ProtocolHTTPS          Protocol = "HTTPS"
+	ProtocolTLSPassthrough Protocol = "TLS_PASSTHROUGH"
+	ProtocolTCP            Protocol = "TCP"
+)
+
+// ProtocolVersion is the HTTP version spoken to a target group's targets.
+type ProtocolVersion string
+
+// Protocol versions, as Lattice names them.
+const (
+	HTTP1 ProtocolVersion = "HTTP1"
+	HTTP2 ProtocolVersion = "HTTP2"
+	GRPC  ProtocolVersion = "GRPC"
+)
+
+// Service is one routable service in a network: a set of listeners sharing one
+// ordered list of rules. It is the model of one route (HTTPRoute, GRPCRoute).
+type Service struct {
+	Meta
+	// Network is the ServiceNetwork this service belongs to.
+	Network string `json:"network"`
+	// DNSName is the generated name clients use, e.g.
+	// "inventory-default.my-hotel.trellis.internal". Empty in edge mode.
+	DNSName string `json:"dnsName,omitempty"`
+	// CustomDomains are further host names the service answers to. A name may
+	// start with "*." to match any single-or-more-label prefix, as in the
+	// Gateway API.
+	CustomDomains []string   `json:"customDomains,omitempty"`
+	Listeners     []Listener `json:"listeners"`
+	// Rules are matched in order: the first rule with a matching match wins
+	// among the rules of this service. Across services sharing a host name
+	// the proxy orders rules by Gateway API precedence, using CreatedAt and
+	// Source as the final tie-breakers.
+	Rules     []Rule     `json:"rules"`
+	CreatedAt time.Time  `json:"createdAt,omitzero"`
+	Source    *SourceRef `json:"source,omitempty"`
+}
+
+// Hostnames returns every name the service answers to: its DNS name first,
+// then its custom domains.
+func (s *Service) Hostnames() []string {
+	names := make([]string, 0, 1+len(s.CustomDomains))
+	if s.DNSName != "" {
+		names = append(names, s.DNSName)
+	}
+	return append(names, s.CustomDomains...)
+}
+
+// Listener is a port and protocol on which a service is served.
+type Listener struct {
+	Name     string   `json:"name"`
+	Port     int32    `json:"port"`
+	Protocol Protocol `json:"protocol"`
+}
+
+// Rule is an ordered list of matches (any one may match) and an action.
+// A rule with no matches matches every request.
+type Rule struct {
+	Name    string  `json:"name,omitempty"`
+	Matches []Match `json:"matches,omitempty"`
+	Action  Action  `json:"action"`
+}
+
+// Match is a conjunction: every condition set in it must hold.
+type Match struct {
+	Path        *PathMatch   `json:"path,omitempty"`
+	Method      string       `json:"method,omitempty"`
+	Headers     []ValueMatch `json:"headers,omitempty"`
+	QueryParams []ValueMatch `json:"queryParams,omitempty"`
+}
+
+// PathMatchType is how a path is compared.
+type PathMatchType string
+
+// Path match types, named as in the Gateway API.
+const (
+	PathExact             PathMatchType = "Exact"
+	PathPrefix            PathMatchType = "PathPrefix"
+	PathRegularExpression PathMatchType = "RegularExpression"
+)
+
+// PathMatch compares the request path.
+type PathMatch struct {
+	Type  PathMatchType `json:"type"`
+	Value string        `json:"value"`
+}
+
+// ValueMatchType is how a header or query value is compared.
+type ValueMatchType string
+
+// Value match types, named as in the Gateway API.
+const (
+	ValueExact             ValueMatchType = "Exact"
+	ValueRegularExpression ValueMatchType = "RegularExpression"
+)
+
+// ValueMatch compares one header (name case-insensitive) or query parameter
+// (name case-sensitive).
+type ValueMatch struct {
+	Type  ValueMatchType `json:"type"`
+	Name  string         `json:"name"`
+	Value string         `json:"value"`
+}
+
+// Action is what a rule does. Exactly one member is set.
+type Action struct {
+	Forward       *ForwardAction       `json:"forward,omitempty"`
+	FixedResponse *FixedResponseAction `json:"fixedResponse,omitempty"`
+}
+
+// ForwardAction splits requests across target groups by weight.
+type ForwardAction struct {
+	Backends []WeightedTargetGroup `json:"backends"`
+}
+
+// WeightedTargetGroup is one share of a forward action. A backend whose
+// TargetGroup is empty stands for an invalid reference: its share of
+// requests is answered with 500, as the Gateway API requires.
+type WeightedTargetGroup struct {
+	TargetGroup string `json:"targetGroup"`
+	Weight      int32  `json:"weight"`
+}
+
+// FixedResponseAction answers without forwarding.
+type FixedResponseAction struct {
+	StatusCode int `json:"statusCode"`
+}
+
+// TargetGroup is a set of targets that receive traffic the same way.
+type TargetGroup struct {
+	Meta
+	Protocol        Protocol        `json:"protocol"`
+	ProtocolVersion ProtocolVersion `json:"protocolVersion"`
+	// Port is the default target port, used by targets with no port of their own.
+	Port        int32       `json:"port,omitempty"`
+	HealthCheck HealthCheck `json:"healthCheck"`
+	Targets     []Target    `json:"targets,omitempty"`
+	Source      *SourceRef  `json:"source,omitempty"`
+}
+
+// TargetState is the control plane's view of a target's lifecycle. Health as
+// observed by active checks is the proxy's business, not the model's.
+type TargetState string
+
+const (
+	// TargetActive targets take new requests.
+	TargetActive TargetState = "Active"
+	// TargetDraining targets take no new requests; requests already in
+	// flight to them finish.
+	TargetDraining TargetState = "Draining"
+)
+
+// Target is one endpoint.
+type Target struct {
+	Address string `json:"address"`
+	// Port overrides the target group's port when non-zero.
+	Port int32 `json:"port,omitempty"`
+	// Cluster is the cluster whose network the address belongs to. A proxy in
+	// another cluster reaches it through that cluster's proxy (a peer hop),
+	// which is what makes overlapping pod CIDRs work.
+	Cluster string      `json:"cluster"`
+	State   TargetState `json:"state"`
+}
+
+// EffectivePort is the port to dial for t in group tg.
+func (t Target) EffectivePort(tg *TargetGroup) int32 {
+	if t.Port != 0 {
+		return t.Port
+	}
+	return tg.Port
+}
+
+// HealthCheck configures active health checks of a target group's targets.
+// Zero fields take the Lattice defaults (see Defaulted).
+type HealthCheck struct {
+	// Enabled defaults to true for HTTP1 target groups and false for HTTP2,
+	// GRPC and TCP ones, as in Lattice.
+	Enabled                 *bool           `json:"enabled,omitempty"`
+	Protocol                Protocol        `json:"protocol,omitempty"`
+	ProtocolVersion         ProtocolVersion `json:"protocolVersion,omitempty"`
+	Port                    int32           `json:"port,omitempty"`
+	Path                    string          `json:"path,omitempty"`
+	IntervalSeconds         int32           `json:"intervalSeconds,omitempty"`
+	TimeoutSeconds          int32           `json:"timeoutSeconds,omitempty"`
+	HealthyThresholdCount   int32           `json:"healthyThresholdCount,omitempty"`
+	UnhealthyThresholdCount int32           `json:"unhealthyThresholdCount,omitempty"`
+	// Matcher lists the healthy status codes: "200", "200,202", "200-299".
+	Matcher string `json:"matcher,omitempty"`
+}
+
+// The Lattice health-check defaults.
+const (
+	DefaultHealthCheckPath     = "/"
+	DefaultHealthCheckInterval = 30
+	DefaultHealthCheckTimeout  = 5
+	DefaultHealthyThreshold    = 5
+	DefaultUnhealthyThreshold  = 2
+	DefaultHealthCheckMatcher  = "200"
+	DefaultHealthCheckProtocol = ProtocolHTTP
+	DefaultHealthCheckVersion  = HTTP1
+)
+
+// Defaulted returns h with every unset field given its Lattice default for a
+// target group speaking version v with protocol p.
+func (h HealthCheck) Defaulted(p Protocol, v ProtocolVersion) HealthCheck {
+	if h.Enabled == nil {
+		on := p != ProtocolTCP && (v == "" || v == HTTP1)
+		h.Enabled = &on
+	}
+	if h.Protocol == "" {
+		h.Protocol = DefaultHealthCheckProtocol
+	}
+	if h.ProtocolVersion == "" {
+		h.ProtocolVersion = DefaultHealthCheckVersion
+	}
+	if h.Path == "" {
+		h.Path = DefaultHealthCheckPath
+	}
+	if h.IntervalSeconds == 0 {
+		h.IntervalSeconds = DefaultHealthCheckInterval
+	}
+	if h.TimeoutSeconds == 0 {
+		h.TimeoutSeconds = DefaultHealthCheckTimeout
+	}
+	if h.HealthyThresholdCount == 0 {
+		h.HealthyThresholdCount = DefaultHealthyThreshold
+	}
+	if h.UnhealthyThresholdCount == 0 {
+		h.UnhealthyThresholdCount = DefaultUnhealthyThreshold
+	}
+	if h.Matcher == "" {
+		h.Matcher = DefaultHealthCheckMatcher
+	}
+	return h
+}
+
+// Snapshot is a consistent view of every object at one store revision. It is
+// what a proxy compiles: the control plane's watch stream is turned into a
+// sequence of snapshots by the client, one per revision.
+type Snapshot struct {
+	Revision     int64            `json:"revision"`
+	Networks     []ServiceNetwork `json:"networks"`
+	Services     []Service        `json:"services"`
+	TargetGroups []TargetGroup    `json:"targetGroups"`
+}

@@ -1,0 +1,407 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// FieldError is one invalid field. Field is a JSON path into the object, such
+// as "rules[0].action.forward.backends[1].weight".
+type FieldError struct {
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Detail }
+
+// FieldErrors collects every invalid field of one object, so a user sees all
+// problems at once rather than one per attempt.
+type FieldErrors []*FieldError
+
+func (es FieldErrors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// err returns es as an error, or nil when empty.
+func (es FieldErrors) err() error {
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}
+
+type fieldErrs struct{ list FieldErrors }
+
+func (f *fieldErrs) add(field, format string, args ...any) {
+	f.list = append(f.list, &FieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
+}
+
+// Object is any stored object.
+type Object interface {
+	ObjectMeta() *Meta
+	ObjectKind() Kind
+	Validate() error
+}
+
+func (n *ServiceNetwork) ObjectMeta() *Meta { return &n.Meta }
+func (s *Service) ObjectMeta() *Meta        { return &s.Meta }
+func (t *TargetGroup) ObjectMeta() *Meta    { return &t.Meta }
+
+func (*ServiceNetwork) ObjectKind() Kind { return KindServiceNetwork }
+func (*Service) ObjectKind() Kind        { return KindService }
+func (*TargetGroup) ObjectKind() Kind    { return KindTargetGroup }
+
+// New returns an empty object of kind k.
+func New(k Kind) (Object, error) {
+	switch k {
+	case KindServiceNetwork:
+		return &ServiceNetwork{}, nil
+	case KindService:
+		return &Service{}, nil
+	case KindTargetGroup:
+		return &TargetGroup{}, nil
+	}
+	return nil, fmt.Errorf("unknown kind %q", k)
+}
+
+// ParseKind maps a kind's name, case-insensitively and in singular or plural
+// form ("service", "Services", "targetgroups"), to the Kind.
+func ParseKind(s string) (Kind, error) {
+	l := strings.TrimSuffix(strings.ToLower(s), "s")
+	for _, k := range Kinds {
+		if strings.ToLower(string(k)) == l {
+			return k, nil
+		}
+	}
+	return "", fmt.Errorf("unknown kind %q", s)
+}
+
+// Key is the store key of the object of kind k named name.
+func Key(k Kind, name string) string { return "/" + string(k) + "/" + name }
+
+// KindPrefix is the store key prefix of every object of kind k.
+func KindPrefix(k Kind) string { return "/" + string(k) + "/" }
+
+// ParseKey splits a store key into kind and name.
+func ParseKey(key string) (Kind, string, error) {
+	rest, ok := strings.CutPrefix(key, "/")
+	if ok {
+		if kind, name, ok := strings.Cut(rest, "/"); ok && name != "" {
+			if k, err := ParseKind(kind); err == nil && string(k) == kind {
+				return k, name, nil
+			}
+		}
+	}
+	return "", "", fmt.Errorf("malformed key %q", key)
+}
+
+// nameRE is the DNS-subdomain-like form object names take: lower-case
+// alphanumerics, '-' and '.', starting and ending alphanumeric.
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
+
+func validateMeta(f *fieldErrs, m *Meta) {
+	switch {
+	case m.Name == "":
+		f.add("name", "required")
+	case len(m.Name) > 253 || !nameRE.MatchString(m.Name):
+		f.add("name", "%q must be at most 253 lower-case alphanumerics, '-' or '.', starting and ending alphanumeric", m.Name)
+	}
+	if m.Owner == "" {
+		f.add("owner", "required")
+	} else if len(m.Owner) > 63 || !nameRE.MatchString(m.Owner) {
+		f.add("owner", "%q is not a valid cluster name", m.Owner)
+	}
+}
+
+// Validate checks a service network.
+func (n *ServiceNetwork) Validate() error {
+	var f fieldErrs
+	validateMeta(&f, &n.Meta)
+	switch n.Mode {
+	case ModeServiceNetwork:
+		if n.Domain == "" {
+			f.add("domain", "required in mode %s", n.Mode)
+		} else if !validHostname(n.Domain, false) {
+			f.add("domain", "%q is not a valid DNS name", n.Domain)
+		}
+	case ModeEdge:
+		if n.Domain != "" {
+			f.add("domain", "must be empty in mode %s", n.Mode)
+		}
+	default:
+		f.add("mode", "must be %s or %s, not %q", ModeServiceNetwork, ModeEdge, n.Mode)
+	}
+	return f.list.err()
+}
+
+// Validate checks a service and its rules.
+func (s *Service) Validate() error {
+	var f fieldErrs
+	validateMeta(&f, &s.Meta)
+	if s.Network == "" {
+		f.add("network", "required")
+	}
+	if s.DNSName != "" && !validHostname(s.DNSName, false) {
+		f.add("dnsName", "%q is not a valid DNS name", s.DNSName)
+	}
+	for i, d := range s.CustomDomains {
+		if !validHostname(d, true) {
+			f.add(fmt.Sprintf("customDomains[%d]", i), "%q is not a valid host name or wildcard", d)
+		}
+	}
+	if len(s.Listeners) == 0 {
+		f.add("listeners", "at least one listener is required")
+	}
+	ports := map[int32]int{}
+	for i, l := range s.Listeners {
+		p := fmt.Sprintf("listeners[%d]", i)
+		if l.Port < 1 || l.Port > 65535 {
+			f.add(p+".port", "%d is not in 1-65535", l.Port)
+		} else if j, dup := ports[l.Port]; dup {
+			f.add(p+".port", "%d is already used by listeners[%d]", l.Port, j)
+		}
+		ports[l.Port] = i
+		switch l.Protocol {
+		case ProtocolHTTP, ProtocolHTTPS, ProtocolTLSPassthrough:
+		default:
+			f.add(p+".protocol", "must be HTTP, HTTPS or TLS_PASSTHROUGH, not %q", l.Protocol)
+		}
+	}
+	for i := range s.Rules {
+		validateRule(&f, fmt.Sprintf("rules[%d]", i), &s.Rules[i])
+	}
+	return f.list.err()
+}
+
+func validateRule(f *fieldErrs, p string, r *Rule) {
+	for i, m := range r.Matches {
+		mp := fmt.Sprintf("%s.matches[%d]", p, i)
+		if m.Path != nil {
+			validatePath(f, mp+".path", m.Path)
+		}
+		if m.Method != "" && !validToken(m.Method) {
+			f.add(mp+".method", "%q is not an HTTP method token", m.Method)
+		}
+		for j, h := range m.Headers {
+			hp := fmt.Sprintf("%s.headers[%d]", mp, j)
+			if !validToken(h.Name) {
+				f.add(hp+".name", "%q is not a valid header name", h.Name)
+			}
+			validateValueMatch(f, hp, h)
+		}
+		for j, q := range m.QueryParams {
+			qp := fmt.Sprintf("%s.queryParams[%d]", mp, j)
+			if q.Name == "" {
+				f.add(qp+".name", "required")
+			}
+			validateValueMatch(f, qp, q)
+		}
+	}
+	a := r.Action
+	switch {
+	case a.Forward != nil && a.FixedResponse != nil:
+		f.add(p+".action", "exactly one of forward and fixedResponse may be set")
+	case a.Forward != nil:
+		if len(a.Forward.Backends) == 0 {
+			f.add(p+".action.forward.backends", "at least one backend is required")
+		}
+		for i, b := range a.Forward.Backends {
+			if b.Weight < 0 || b.Weight > 1_000_000 {
+				f.add(fmt.Sprintf("%s.action.forward.backends[%d].weight", p, i), "%d is not in 0-1000000", b.Weight)
+			}
+		}
+	case a.FixedResponse != nil:
+		if c := a.FixedResponse.StatusCode; c < 200 || c > 599 {
+			f.add(p+".action.fixedResponse.statusCode", "%d is not in 200-599", c)
+		}
+	default:
+		f.add(p+".action", "one of forward and fixedResponse is required")
+	}
+}
+
+func validatePath(f *fieldErrs, p string, m *PathMatch) {
+	switch m.Type {
+	case PathExact, PathPrefix:
+		if !strings.HasPrefix(m.Value, "/") {
+			f.add(p+".value", "%q must start with '/'", m.Value)
+		}
+	case PathRegularExpression:
+		if _, err := regexp.Compile(m.Value); err != nil {
+			f.add(p+".value", "invalid regular expression: %v", err)
+		}
+	default:
+		f.add(p+".type", "must be Exact, PathPrefix or RegularExpression, not %q", m.Type)
+	}
+}
+
+func validateValueMatch(f *fieldErrs, p string, m ValueMatch) {
+	switch m.Type {
+	case ValueExact:
+	case ValueRegularExpression:
+		if _, err := regexp.Compile(m.Value); err != nil {
+			f.add(p+".value", "invalid regular expression: %v", err)
+		}
+	default:
+		f.add(p+".type", "must be Exact or RegularExpression, not %q", m.Type)
+	}
+}
+
+// Validate checks a target group and its targets.
+func (t *TargetGroup) Validate() error {
+	var f fieldErrs
+	validateMeta(&f, &t.Meta)
+	switch t.Protocol {
+	case ProtocolHTTP, ProtocolHTTPS, ProtocolTCP:
+	default:
+		f.add("protocol", "must be HTTP, HTTPS or TCP, not %q", t.Protocol)
+	}
+	switch t.ProtocolVersion {
+	case HTTP1, HTTP2, GRPC:
+	default:
+		f.add("protocolVersion", "must be HTTP1, HTTP2 or GRPC, not %q", t.ProtocolVersion)
+	}
+	if t.Port < 0 || t.Port > 65535 {
+		f.add("port", "%d is not in 0-65535", t.Port)
+	}
+	validateHealthCheck(&f, &t.HealthCheck)
+	for i, tg := range t.Targets {
+		p := fmt.Sprintf("targets[%d]", i)
+		if _, err := netip.ParseAddr(tg.Address); err != nil {
+			f.add(p+".address", "%q is not an IP address", tg.Address)
+		}
+		if tg.Port < 0 || tg.Port > 65535 {
+			f.add(p+".port", "%d is not in 0-65535", tg.Port)
+		} else if tg.Port == 0 && t.Port == 0 {
+			f.add(p+".port", "required when the target group has no port")
+		}
+		if tg.Cluster == "" {
+			f.add(p+".cluster", "required")
+		}
+		switch tg.State {
+		case TargetActive, TargetDraining:
+		default:
+			f.add(p+".state", "must be Active or Draining, not %q", tg.State)
+		}
+	}
+	return f.list.err()
+}
+
+// The ranges Lattice accepts; 0 means "use the default".
+func validateHealthCheck(f *fieldErrs, h *HealthCheck) {
+	check := func(field string, v, lo, hi int32) {
+		if v != 0 && (v < lo || v > hi) {
+			f.add("healthCheck."+field, "%d is not in %d-%d", v, lo, hi)
+		}
+	}
+	check("port", h.Port, 1, 65535)
+	check("intervalSeconds", h.IntervalSeconds, 5, 300)
+	check("timeoutSeconds", h.TimeoutSeconds, 1, 120)
+	check("healthyThresholdCount", h.HealthyThresholdCount, 2, 10)
+	check("unhealthyThresholdCount", h.UnhealthyThresholdCount, 2, 10)
+	if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+		f.add("healthCheck.path", "%q must start with '/'", h.Path)
+	}
+	if h.Matcher != "" {
+		if err := validateMatcher(h.Matcher); err != nil {
+			f.add("healthCheck.matcher", "%v", err)
+		}
+	}
+	switch h.Protocol {
+	case "", ProtocolHTTP, ProtocolHTTPS:
+	default:
+		f.add("healthCheck.protocol", "must be HTTP or HTTPS, not %q", h.Protocol)
+	}
+	switch h.ProtocolVersion {
+	case "", HTTP1, HTTP2:
+	default:
+		f.add("healthCheck.protocolVersion", "must be HTTP1 or HTTP2, not %q", h.ProtocolVersion)
+	}
+}
+
+// ParseMatcher parses a health-check matcher ("200", "200,202", "200-299")
+// into inclusive ranges of status codes.
+func ParseMatcher(s string) ([][2]int, error) {
+	var out [][2]int
+	for part := range strings.SplitSeq(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(part), "-")
+		a, err := parseStatus(lo)
+		if err != nil {
+			return nil, err
+		}
+		b := a
+		if isRange {
+			if b, err = parseStatus(hi); err != nil {
+				return nil, err
+			}
+			if b < a {
+				return nil, fmt.Errorf("range %q is backwards", part)
+			}
+		}
+		out = append(out, [2]int{a, b})
+	}
+	return out, nil
+}
+
+func validateMatcher(s string) error {
+	_, err := ParseMatcher(s)
+	return err
+}
+
+func parseStatus(s string) (int, error) {
+	var n int
+	if len(s) != 3 {
+		return 0, fmt.Errorf("%q is not a status code in 200-499", s)
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%q is not a status code in 200-499", s)
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n < 200 || n > 499 {
+		return 0, fmt.Errorf("%q is not a status code in 200-499", s)
+	}
+	return n, nil
+}
+
+// validHostname reports whether s is a DNS name (lower-case labels of
+// alphanumerics and '-'), optionally with a leading "*." wildcard label.
+func validHostname(s string, wildcard bool) bool {
+	if wildcard {
+		s = strings.TrimPrefix(s, "*.")
+	}
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validToken reports whether s is an RFC 9110 token (method and header names).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
