@@ -322,3 +322,15 @@ type Snapshot struct {
 	Services     []Service        `json:"services"`
 	TargetGroups []TargetGroup    `json:"targetGroups"`
 }
+
+// Add appends obj to the snapshot's list of its kind.
+func (s *Snapshot) Add(obj Object) {
+	switch o := obj.(type) {
+	case *ServiceNetwork:
+		s.Networks = append(s.Networks, *o)
+	case *Service:
+		s.Services = append(s.Services, *o)
+	case *TargetGroup:
+		s.TargetGroups = append(s.TargetGroups, *o)
+	}
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy"
+)
+
+func newProxy() *cobra.Command {
+	var (
+		serverURL, token, cluster, bind string
+		idle                            time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "proxy --server URL --cluster NAME",
+		Short: "Run a proxy that follows the control plane's configuration",
+		Long: `Run a proxy. It follows the control plane's watch stream, compiles each
+configuration revision into a route table and serves it. While the control
+plane is unreachable it keeps serving the last configuration and reconnects
+with backoff. The token comes from --token or the TRELLIS_TOKEN variable.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if token == "" {
+				token = os.Getenv("TRELLIS_TOKEN")
+			}
+			if token == "" {
+				return errors.New("no token: give --token or set TRELLIS_TOKEN")
+			}
+			log := slog.Default()
+			cl, err := client.New(serverURL, token, client.Options{Logger: log})
+			if err != nil {
+				return err
+			}
+			px := proxy.New(proxy.Config{Cluster: cluster, BindAddress: bind, Logger: log})
+			out := cmd.OutOrStdout()
+			known := map[int32]string{}
+			err = cl.Follow(cmd.Context(), client.FollowOptions{IdleTimeout: idle}, func(snap *model.Snapshot) {
+				if err := px.Update(snap); err != nil {
+					log.Error("configuration not fully applied", "revision", snap.Revision, "err", err)
+				}
+				for port, addr := range px.Addrs() {
+					if known[port] != addr {
+						fmt.Fprintf(out, "proxy: listening on %s\n", addr)
+					}
+				}
+				known = px.Addrs()
+				log.Info("configuration applied", "revision", px.Revision())
+			})
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			px.Shutdown(sctx)
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", "control-plane API address")
+	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
+	f.StringVar(&cluster, "cluster", "", "name of the cluster this proxy runs in (required)")
+	f.StringVar(&bind, "bind", "127.0.0.1", "address the listeners bind")
+	f.DurationVar(&idle, "idle-timeout", 35*time.Second, "reconnect when the stream is silent this long")
+	cmd.MarkFlagRequired("cluster")
+	return cmd
+}

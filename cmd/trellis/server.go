@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/internal/store/bolt"
+)
+
+func newServer() *cobra.Command {
+	var (
+		listen, dataDir, tokenFile string
+		tokens                     []string
+		heartbeat                  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane: the API and watch stream over the embedded store",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			auth, err := loadTokens(tokens, tokenFile)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(dataDir, 0o700); err != nil {
+				return err
+			}
+			st, err := bolt.Open(filepath.Join(dataDir, "trellis.db"), bolt.Options{Logger: slog.Default()})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "control plane: API on http://%s (store in %s)\n", ln.Addr(), dataDir)
+			h := server.New(st, server.Config{Tokens: auth, Heartbeat: heartbeat, Logger: slog.Default()})
+			return serveHTTP(cmd.Context(), ln, h)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:7070", "address of the API")
+	f.StringVar(&dataDir, "data", "trellis-data", "directory for the store")
+	f.StringArrayVar(&tokens, "token", nil, "accepted bearer token as TOKEN=CLUSTER (repeatable; prefer --token-file)")
+	f.StringVar(&tokenFile, "token-file", "", "file of accepted tokens, one 'TOKEN CLUSTER' per line ('#' comments)")
+	f.DurationVar(&heartbeat, "heartbeat", 10*time.Second, "heartbeat interval of idle watch streams")
+	return cmd
+}
+
+// loadTokens merges --token flags and a token file into token → cluster.
+func loadTokens(flags []string, file string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, t := range flags {
+		tok, cluster, ok := strings.Cut(t, "=")
+		if !ok || tok == "" || cluster == "" {
+			return nil, fmt.Errorf("--token %q: want TOKEN=CLUSTER", t)
+		}
+		out[tok] = cluster
+	}
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for n := 1; sc.Scan(); n++ {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			fields := strings.Fields(line)
+			if len(fields) != 2 {
+				return nil, fmt.Errorf("%s:%d: want 'TOKEN CLUSTER'", file, n)
+			}
+			out[fields[0]] = fields[1]
+		}
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("--token-file: %w", err)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no tokens: give --token or --token-file")
+	}
+	return out, nil
+}
+
+// serveHTTP serves h on ln until ctx ends, then shuts down gracefully.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

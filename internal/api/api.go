@@ -1,0 +1,96 @@
+// Package api holds the JSON shapes of the control plane's HTTP API, shared by
+// the server that speaks it and the client that calls it. It holds types
+// only: behaviour lives in server and client.
+//
+// Endpoints (all under a bearer token):
+//
+//	GET    /v1/{kind}              list        → List
+//	GET    /v1/{kind}/{name}       get         → the object
+//	PUT    /v1/{kind}/{name}       create/update (conditional when the body's revision is set)
+//	DELETE /v1/{kind}/{name}?revision=N
+//	POST   /v1/apply               replace everything the caller owns → ApplyResult
+//	GET    /v1/watch?revision=N    newline-delimited WatchMessage stream
+//
+// {kind} is a model.Kind in any case, singular or plural ("services").
+// Errors are an Error body with an HTTP status: 400 malformed, 401 no or bad
+// token, 403 owned by another cluster, 404 not found, 409 revision conflict,
+// 422 invalid object (Fields names each invalid field).
+package api
+
+import (
+	"encoding/json"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Message string `json:"message"`
+	// Fields is set for 422 responses: every invalid field of the object.
+	Fields model.FieldErrors `json:"fields,omitempty"`
+}
+
+// List is the body of a list response.
+type List struct {
+	Revision int64             `json:"revision"`
+	Items    []json.RawMessage `json:"items"`
+}
+
+// ApplyRequest replaces the whole set of objects the caller's cluster owns
+// with Objects: missing objects are created, changed ones updated, unchanged
+// ones left alone (their revision does not move) and owned objects absent
+// from the request deleted — all in one transaction at one revision.
+type ApplyRequest struct {
+	Objects Objects `json:"objects"`
+}
+
+// Objects is a set of model objects by kind.
+type Objects struct {
+	Networks     []model.ServiceNetwork `json:"networks,omitempty"`
+	Services     []model.Service        `json:"services,omitempty"`
+	TargetGroups []model.TargetGroup    `json:"targetGroups,omitempty"`
+}
+
+// ApplyResult says what an apply did.
+type ApplyResult struct {
+	// Revision is the store revision after the apply; unchanged if nothing changed.
+	Revision  int64 `json:"revision"`
+	Created   int   `json:"created"`
+	Updated   int   `json:"updated"`
+	Deleted   int   `json:"deleted"`
+	Unchanged int   `json:"unchanged"`
+}
+
+// WatchMessage types.
+const (
+	// WatchSnapshot carries every object at Revision. It is the first
+	// message unless the client resumed from a revision still in history.
+	WatchSnapshot = "snapshot"
+	// WatchChanges carries one committed transaction.
+	WatchChanges = "changes"
+	// WatchHeartbeat is sent when idle so clients can detect a dead stream.
+	WatchHeartbeat = "heartbeat"
+)
+
+// WatchMessage is one line of the watch stream.
+type WatchMessage struct {
+	Type     string          `json:"type"`
+	Revision int64           `json:"revision"`
+	Snapshot *model.Snapshot `json:"snapshot,omitempty"`
+	Changes  []Change        `json:"changes,omitempty"`
+}
+
+// Change operations.
+const (
+	OpPut    = "put"
+	OpDelete = "delete"
+)
+
+// Change is one object put or deleted in a transaction.
+type Change struct {
+	Op   string     `json:"op"`
+	Kind model.Kind `json:"kind"`
+	Name string     `json:"name"`
+	// Object is the object as stored (with its revision), for puts.
+	Object json.RawMessage `json:"object,omitempty"`
+}

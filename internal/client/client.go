@@ -1,0 +1,186 @@
+// Package client calls the control plane's HTTP API (package api describes
+// it). Providers use Apply to publish what they translated; proxies use
+// Follow to receive a consistent model.Snapshot per configuration revision,
+// surviving control-plane outages by reconnecting and resuming.
+//
+// It must not interpret the model beyond assembling snapshots: compiling
+// them is the proxy's job.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/model"
+)
+
+// Client talks to one control-plane server.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+	log   *slog.Logger
+}
+
+// Options configure a Client. The zero value works.
+type Options struct {
+	// HTTPClient defaults to a client with no overall timeout (watches are
+	// long-lived); calls are bounded by their contexts.
+	HTTPClient *http.Client
+	Logger     *slog.Logger
+}
+
+// New returns a client for the server at baseURL authenticating with token.
+func New(baseURL, token string, opts Options) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("server address %q: %w", baseURL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("server address %q: want http(s)://host:port", baseURL)
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Client{base: u, token: token, http: opts.HTTPClient, log: opts.Logger}, nil
+}
+
+// APIError is a non-2xx answer from the server.
+type APIError struct {
+	Status int
+	// Body is what the server said, including the invalid fields of a 422.
+	Body api.Error
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("server: %d %s: %s", e.Status, http.StatusText(e.Status), e.Body.Message)
+}
+
+// IsNotFound reports whether err is the server's 404.
+func IsNotFound(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
+}
+
+// IsConflict reports whether err is the server's 409 (a stale revision).
+func IsConflict(err error) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Status == http.StatusConflict
+}
+
+func (c *Client) url(path string, query url.Values) string {
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.RawQuery = query.Encode()
+	return u.String()
+}
+
+// do sends a request with an optional JSON body and decodes a JSON answer
+// into out (when non-nil).
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url(path, query), body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return decodeError(resp)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
+	}
+	return nil
+}
+
+func decodeError(resp *http.Response) error {
+	ae := &APIError{Status: resp.StatusCode}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err := json.Unmarshal(b, &ae.Body); err != nil || ae.Body.Message == "" {
+		ae.Body.Message = strings.TrimSpace(string(b))
+	}
+	return ae
+}
+
+func objectPath(obj model.Object) string {
+	return "/v1/" + string(obj.ObjectKind()) + "/" + url.PathEscape(obj.ObjectMeta().Name)
+}
+
+// Get reads the object of obj's kind and name into obj.
+func (c *Client) Get(ctx context.Context, obj model.Object) error {
+	return c.do(ctx, http.MethodGet, objectPath(obj), nil, nil, obj)
+}
+
+// Put creates or updates obj; when obj's revision is set the write succeeds
+// only if the stored object is still at that revision. On success obj holds
+// what was stored, including its new revision.
+func (c *Client) Put(ctx context.Context, obj model.Object) error {
+	return c.do(ctx, http.MethodPut, objectPath(obj), nil, obj, obj)
+}
+
+// Delete deletes obj, conditionally on its revision when set.
+func (c *Client) Delete(ctx context.Context, obj model.Object) error {
+	q := url.Values{}
+	if rev := obj.ObjectMeta().Revision; rev != 0 {
+		q.Set("revision", fmt.Sprint(rev))
+	}
+	return c.do(ctx, http.MethodDelete, objectPath(obj), q, nil, nil)
+}
+
+// List returns every object of kind k and the revision of the read.
+func (c *Client) List(ctx context.Context, k model.Kind) ([]model.Object, int64, error) {
+	var l api.List
+	if err := c.do(ctx, http.MethodGet, "/v1/"+string(k), nil, nil, &l); err != nil {
+		return nil, 0, err
+	}
+	out := make([]model.Object, 0, len(l.Items))
+	for _, raw := range l.Items {
+		obj, err := model.New(k)
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := json.Unmarshal(raw, obj); err != nil {
+			return nil, 0, fmt.Errorf("decoding %s: %w", k, err)
+		}
+		out = append(out, obj)
+	}
+	return out, l.Revision, nil
+}
+
+// Apply makes the set of objects the caller's cluster owns exactly objs, in
+// one transaction.
+func (c *Client) Apply(ctx context.Context, objs *api.Objects) (api.ApplyResult, error) {
+	var res api.ApplyResult
+	err := c.do(ctx, http.MethodPost, "/v1/apply", nil, api.ApplyRequest{Objects: *objs}, &res)
+	return res, err
+}

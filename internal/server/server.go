@@ -1,0 +1,472 @@
+// Package server is the control plane's HTTP API: authenticated CRUD of model
+// objects with optimistic concurrency and ownership, an atomic per-owner
+// apply for providers, and the watch stream proxies follow.
+//
+// It owns encoding objects into the store, validating them and enforcing
+// ownership (a cluster may only write what it owns). It must not know about
+// Kubernetes or the data plane: providers and proxies reach it over HTTP
+// through package client, and the wire shapes live in package api.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/store"
+)
+
+// maxBody bounds a request body; an apply of every object a large cluster
+// owns fits comfortably.
+const maxBody = 64 << 20
+
+// Config configures a Server.
+type Config struct {
+	// Tokens maps each accepted bearer token to the cluster it authenticates
+	// as. Objects written with a token are owned by that cluster.
+	Tokens map[string]string
+	// Heartbeat is how often an idle watch stream sends a heartbeat (default 10 s).
+	Heartbeat time.Duration
+	Logger    *slog.Logger
+}
+
+// Server serves the API over a Store.
+type Server struct {
+	st  store.Store
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// New returns a Server backed by st.
+func New(st store.Store, cfg Config) *Server {
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	s.mux.Handle("GET /v1/watch", s.authed(s.watch))
+	s.mux.Handle("POST /v1/apply", s.authed(s.apply))
+	s.mux.Handle("GET /v1/{kind}", s.authed(s.list))
+	s.mux.Handle("GET /v1/{kind}/{name}", s.authed(s.get))
+	s.mux.Handle("PUT /v1/{kind}/{name}", s.authed(s.put))
+	s.mux.Handle("DELETE /v1/{kind}/{name}", s.authed(s.delete))
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// handler is an authenticated handler; cluster is the caller's identity.
+type handler func(w http.ResponseWriter, r *http.Request, cluster string) error
+
+// httpError is an error with the status it should be answered with.
+type httpError struct {
+	status int
+	body   api.Error
+}
+
+func (e *httpError) Error() string { return e.body.Message }
+
+func errorf(status int, format string, args ...any) error {
+	return &httpError{status: status, body: api.Error{Message: fmt.Sprintf(format, args...)}}
+}
+
+func (s *Server) authed(h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cluster, ok := s.authenticate(r)
+		if !ok {
+			writeError(w, errorf(http.StatusUnauthorized, "missing or unknown bearer token"))
+			return
+		}
+		if err := h(w, r, cluster); err != nil {
+			var he *httpError
+			if !errors.As(err, &he) {
+				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeError(w, err)
+		}
+	})
+}
+
+func (s *Server) authenticate(r *http.Request) (string, bool) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		return "", false
+	}
+	// Compare against every token in constant time so response timing does
+	// not reveal how much of a guess was right.
+	cluster, found := "", false
+	for t, c := range s.cfg.Tokens {
+		if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
+			cluster, found = c, true
+		}
+	}
+	return cluster, found
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var he *httpError
+	var ce *store.ConflictError
+	var fe model.FieldErrors
+	switch {
+	case errors.As(err, &he):
+	case errors.As(err, &fe):
+		he = &httpError{status: http.StatusUnprocessableEntity, body: api.Error{Message: err.Error(), Fields: fe}}
+	case errors.As(err, &ce):
+		he = &httpError{status: http.StatusConflict, body: api.Error{Message: ce.Error()}}
+	case errors.Is(err, store.ErrNotFound):
+		he = &httpError{status: http.StatusNotFound, body: api.Error{Message: err.Error()}}
+	default:
+		he = &httpError{status: http.StatusInternalServerError, body: api.Error{Message: err.Error()}}
+	}
+	writeJSON(w, he.status, he.body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func pathKind(r *http.Request) (model.Kind, error) {
+	k, err := model.ParseKind(r.PathValue("kind"))
+	if err != nil {
+		return "", errorf(http.StatusNotFound, "%v", err)
+	}
+	return k, nil
+}
+
+// decodeBody decodes a JSON body strictly: an unknown field is an error that
+// names it, never silently dropped.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errorf(http.StatusBadRequest, "decoding request body: %v", err)
+	}
+	return nil
+}
+
+// encode is the stored form of an object: JSON without its revision, which
+// the store tracks itself. Encoding is deterministic, so equal objects have
+// equal bytes.
+func encode(obj model.Object) ([]byte, error) {
+	m := obj.ObjectMeta()
+	rev := m.Revision
+	m.Revision = 0
+	b, err := json.Marshal(obj)
+	m.Revision = rev
+	return b, err
+}
+
+// decode turns a stored value back into an object carrying its revision.
+func decode(kv store.KeyValue) (model.Object, error) {
+	kind, _, err := model.ParseKey(kv.Key)
+	if err != nil {
+		return nil, err
+	}
+	obj, err := model.New(kind)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(kv.Value, obj); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", kv.Key, err)
+	}
+	obj.ObjectMeta().Revision = kv.ModRevision
+	return obj, nil
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
+	kind, err := pathKind(r)
+	if err != nil {
+		return err
+	}
+	kv, err := s.st.Get(r.Context(), model.Key(kind, r.PathValue("name")))
+	if err != nil {
+		return err
+	}
+	obj, err := decode(kv)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, obj)
+	return nil
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
+	kind, err := pathKind(r)
+	if err != nil {
+		return err
+	}
+	kvs, rev, err := s.st.List(r.Context(), model.KindPrefix(kind))
+	if err != nil {
+		return err
+	}
+	out := api.List{Revision: rev, Items: make([]json.RawMessage, 0, len(kvs))}
+	for _, kv := range kvs {
+		obj, err := decode(kv)
+		if err != nil {
+			return err
+		}
+		b, err := json.Marshal(obj)
+		if err != nil {
+			return err
+		}
+		out.Items = append(out.Items, b)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// checkOwner refuses to let cluster touch an object another cluster owns.
+func checkOwner(kv store.KeyValue, cluster string) error {
+	var m model.Meta
+	if err := json.Unmarshal(kv.Value, &m); err != nil {
+		return fmt.Errorf("decoding %s: %w", kv.Key, err)
+	}
+	if m.Owner != cluster {
+		return errorf(http.StatusForbidden, "%s is owned by cluster %q, not %q", kv.Key, m.Owner, cluster)
+	}
+	return nil
+}
+
+// claim sets the object's owner to the caller, refusing an explicit other owner.
+func claim(obj model.Object, cluster string) error {
+	m := obj.ObjectMeta()
+	switch m.Owner {
+	case "":
+		m.Owner = cluster
+	case cluster:
+	default:
+		return &httpError{status: http.StatusForbidden, body: api.Error{
+			Message: fmt.Sprintf("owner %q: cluster %q may only write objects it owns", m.Owner, cluster),
+			Fields:  model.FieldErrors{{Field: "owner", Detail: "must be the caller's cluster " + cluster}},
+		}}
+	}
+	return nil
+}
+
+func (s *Server) put(w http.ResponseWriter, r *http.Request, cluster string) error {
+	kind, err := pathKind(r)
+	if err != nil {
+		return err
+	}
+	obj, err := model.New(kind)
+	if err != nil {
+		return err
+	}
+	if err := decodeBody(r, obj); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	m := obj.ObjectMeta()
+	switch m.Name {
+	case "":
+		m.Name = name
+	case name:
+	default:
+		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{
+			Message: fmt.Sprintf("name %q does not match the path's %q", m.Name, name),
+			Fields:  model.FieldErrors{{Field: "name", Detail: "must match the name in the path"}},
+		}}
+	}
+	if err := claim(obj, cluster); err != nil {
+		return err
+	}
+	if err := obj.Validate(); err != nil {
+		return err
+	}
+	key := model.Key(kind, name)
+	existing, err := s.st.Get(r.Context(), key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		existing = store.KeyValue{}
+	case err != nil:
+		return err
+	default:
+		if err := checkOwner(existing, cluster); err != nil {
+			return err
+		}
+	}
+	value, err := encode(obj)
+	if err != nil {
+		return err
+	}
+	op := store.Op{Type: store.OpPut, Key: key, Value: value, IfRevision: m.Revision}
+	if m.Revision == 0 && existing.ModRevision != 0 {
+		// Unconditional by the caller's choice, but still guarded against a
+		// concurrent change of owner between our read and our write.
+		op.IfRevision = existing.ModRevision
+	}
+	rev, err := s.st.Txn(r.Context(), op)
+	if err != nil {
+		return err
+	}
+	m.Revision = rev
+	status := http.StatusOK
+	if existing.ModRevision == 0 {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, obj)
+	return nil
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, cluster string) error {
+	kind, err := pathKind(r)
+	if err != nil {
+		return err
+	}
+	var ifRev int64
+	if v := r.URL.Query().Get("revision"); v != "" {
+		if _, err := fmt.Sscan(v, &ifRev); err != nil || ifRev < 0 {
+			return errorf(http.StatusBadRequest, "revision %q is not a non-negative integer", v)
+		}
+	}
+	key := model.Key(kind, r.PathValue("name"))
+	existing, err := s.st.Get(r.Context(), key)
+	if err != nil {
+		return err
+	}
+	if err := checkOwner(existing, cluster); err != nil {
+		return err
+	}
+	if ifRev == 0 {
+		ifRev = existing.ModRevision
+	}
+	rev, err := s.st.Txn(r.Context(), store.Op{Type: store.OpDelete, Key: key, IfRevision: ifRev})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]int64{"revision": rev})
+	return nil
+}
+
+func (s *Server) apply(w http.ResponseWriter, r *http.Request, cluster string) error {
+	var req api.ApplyRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	desired, err := desiredObjects(&req.Objects, cluster)
+	if err != nil {
+		return err
+	}
+	// A concurrent writer can move a key between our read and our write; the
+	// transaction's preconditions catch that, and we re-plan from a fresh read.
+	for attempt := 0; ; attempt++ {
+		res, err := s.applyOnce(r.Context(), desired, cluster)
+		if errors.Is(err, store.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+}
+
+// desiredObjects validates and encodes an apply request's objects by key.
+func desiredObjects(objs *api.Objects, cluster string) (map[string][]byte, error) {
+	desired := map[string][]byte{}
+	var fields model.FieldErrors
+	add := func(field string, obj model.Object) error {
+		if err := claim(obj, cluster); err != nil {
+			return err
+		}
+		if err := obj.Validate(); err != nil {
+			var fe model.FieldErrors
+			if !errors.As(err, &fe) {
+				return err
+			}
+			for _, e := range fe {
+				fields = append(fields, &model.FieldError{Field: field + "." + e.Field, Detail: e.Detail})
+			}
+			return nil
+		}
+		key := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
+		if _, dup := desired[key]; dup {
+			fields = append(fields, &model.FieldError{Field: field + ".name", Detail: "duplicate name " + obj.ObjectMeta().Name})
+			return nil
+		}
+		b, err := encode(obj)
+		desired[key] = b
+		return err
+	}
+	for i := range objs.Networks {
+		if err := add(fmt.Sprintf("objects.networks[%d]", i), &objs.Networks[i]); err != nil {
+			return nil, err
+		}
+	}
+	for i := range objs.Services {
+		if err := add(fmt.Sprintf("objects.services[%d]", i), &objs.Services[i]); err != nil {
+			return nil, err
+		}
+	}
+	for i := range objs.TargetGroups {
+		if err := add(fmt.Sprintf("objects.targetGroups[%d]", i), &objs.TargetGroups[i]); err != nil {
+			return nil, err
+		}
+	}
+	if len(fields) > 0 {
+		return nil, fields
+	}
+	return desired, nil
+}
+
+func (s *Server) applyOnce(ctx context.Context, desired map[string][]byte, cluster string) (api.ApplyResult, error) {
+	var res api.ApplyResult
+	kvs, rev, err := s.st.List(ctx, "/")
+	if err != nil {
+		return res, err
+	}
+	existing := make(map[string]store.KeyValue, len(kvs))
+	var ops []store.Op
+	for _, kv := range kvs {
+		var m model.Meta
+		if err := json.Unmarshal(kv.Value, &m); err != nil {
+			return res, fmt.Errorf("decoding %s: %w", kv.Key, err)
+		}
+		existing[kv.Key] = kv
+		if _, wanted := desired[kv.Key]; wanted {
+			if m.Owner != cluster {
+				return res, errorf(http.StatusForbidden, "%s is owned by cluster %q, not %q", kv.Key, m.Owner, cluster)
+			}
+			continue
+		}
+		if m.Owner == cluster {
+			ops = append(ops, store.Op{Type: store.OpDelete, Key: kv.Key, IfRevision: kv.ModRevision})
+			res.Deleted++
+		}
+	}
+	for key, value := range desired {
+		kv, ok := existing[key]
+		switch {
+		case !ok:
+			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: value, IfRevision: store.MustNotExist})
+			res.Created++
+		case string(kv.Value) == string(value):
+			res.Unchanged++
+		default:
+			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: value, IfRevision: kv.ModRevision})
+			res.Updated++
+		}
+	}
+	res.Revision = rev
+	if len(ops) == 0 {
+		return res, nil
+	}
+	res.Revision, err = s.st.Txn(ctx, ops...)
+	return res, err
+}

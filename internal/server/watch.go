@@ -1,0 +1,155 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/store"
+)
+
+// watch streams the configuration: a snapshot (unless the client resumes from
+// a revision still in history), then every transaction in order, with
+// heartbeats while idle. It ends when the client goes away or the store ends
+// the watch; clients reconnect with the last revision they saw.
+func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) error {
+	var from int64
+	if v := r.URL.Query().Get("revision"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return errorf(http.StatusBadRequest, "revision %q is not a non-negative integer", v)
+		}
+		from = n
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+
+	var first *api.WatchMessage
+	events, err := s.resume(ctx, from)
+	if err != nil {
+		if first, from, err = s.snapshot(ctx); err != nil {
+			return err
+		}
+		if events, err = s.st.Watch(ctx, "/", from); err != nil {
+			return err
+		}
+	}
+
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	send := func(m *api.WatchMessage) bool {
+		if err := enc.Encode(m); err != nil {
+			return false
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return true
+	}
+	if first != nil && !send(first) {
+		return nil
+	}
+	s.log.Debug("watch started", "cluster", cluster, "revision", from, "snapshot", first != nil)
+
+	heartbeat := time.NewTicker(s.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	last := from
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-heartbeat.C:
+			if !send(&api.WatchMessage{Type: api.WatchHeartbeat, Revision: last}) {
+				return nil
+			}
+		case ev, ok := <-events:
+			if !ok {
+				// The store ended the watch (a slow reader, or shutdown). The
+				// client resumes from `last`.
+				return nil
+			}
+			msg, err := changesMessage(ev)
+			if err != nil {
+				s.log.Error("watch: encoding changes", "revision", ev.Revision, "err", err)
+				return nil
+			}
+			if !send(msg) {
+				return nil
+			}
+			last = ev.Revision
+			heartbeat.Reset(s.cfg.Heartbeat)
+		}
+	}
+}
+
+// resume watches from a client's revision, or fails when the client must
+// start over from a snapshot: it has none, its revision was compacted, or it
+// is ahead of this store (the server's data was replaced).
+func (s *Server) resume(ctx context.Context, from int64) (<-chan store.Event, error) {
+	if from == 0 {
+		return nil, errors.New("no revision")
+	}
+	cur, err := s.st.Revision(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if from > cur {
+		return nil, fmt.Errorf("revision %d is ahead of the store's %d", from, cur)
+	}
+	return s.st.Watch(ctx, "/", from)
+}
+
+// snapshot reads every object at one revision.
+func (s *Server) snapshot(ctx context.Context) (*api.WatchMessage, int64, error) {
+	kvs, rev, err := s.st.List(ctx, "/")
+	if err != nil {
+		return nil, 0, err
+	}
+	snap := &model.Snapshot{Revision: rev}
+	for _, kv := range kvs {
+		obj, err := decode(kv)
+		if err != nil {
+			return nil, 0, err
+		}
+		snap.Add(obj)
+	}
+	return &api.WatchMessage{Type: api.WatchSnapshot, Revision: rev, Snapshot: snap}, rev, nil
+}
+
+func changesMessage(ev store.Event) (*api.WatchMessage, error) {
+	msg := &api.WatchMessage{Type: api.WatchChanges, Revision: ev.Revision}
+	for _, c := range ev.Changes {
+		kind, name, err := model.ParseKey(c.KV.Key)
+		if err != nil {
+			return nil, err
+		}
+		ch := api.Change{Op: api.OpPut, Kind: kind, Name: name}
+		if c.Type == store.ChangeDelete {
+			ch.Op = api.OpDelete
+		} else {
+			obj, err := decode(c.KV)
+			if err != nil {
+				return nil, err
+			}
+			if ch.Object, err = json.Marshal(obj); err != nil {
+				return nil, err
+			}
+		}
+		msg.Changes = append(msg.Changes, ch)
+	}
+	slices.SortFunc(msg.Changes, func(a, b api.Change) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name))
+	})
+	return msg, nil
+}

@@ -1,0 +1,272 @@
+// Package standalone runs the whole of Trellis in one process — the
+// control-plane server with its embedded store, the file provider and one
+// proxy — wired exactly as the separate processes are: the provider and the
+// proxy reach the server over its HTTP API on loopback. It is `trellis up`,
+// the quick start and the harness end-to-end tests drive.
+//
+// It owns the wiring and the user-facing progress lines, nothing else.
+package standalone
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/demo"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/provider/file"
+	"trellis.dev/trellis/internal/proxy"
+	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/internal/translate"
+)
+
+// Config configures Run.
+type Config struct {
+	// ConfigDir holds the Gateway API YAML the file provider serves.
+	ConfigDir string
+	// Bind is the address the proxy's listeners bind (default 127.0.0.1).
+	Bind string
+	// APIListen is the control-plane API's address (default 127.0.0.1:7070;
+	// port 0 picks a free one).
+	APIListen string
+	// DataDir keeps the store. Empty means a temporary directory removed on
+	// exit: in this mode the files are the source of truth.
+	DataDir string
+	// Cluster names this cluster, the owner of everything the files define.
+	Cluster string
+	// Demo serves every loopback endpoint in the configuration with the
+	// built-in echo backend, named after the endpoint's Service.
+	Demo bool
+	// Out receives progress lines meant for a person.
+	Out    io.Writer
+	Logger *slog.Logger
+}
+
+// Run serves until ctx ends, then shuts everything down gracefully.
+func Run(ctx context.Context, cfg Config) (err error) {
+	cfg.Bind = cmp.Or(cfg.Bind, "127.0.0.1")
+	cfg.APIListen = cmp.Or(cfg.APIListen, "127.0.0.1:7070")
+	cfg.Cluster = cmp.Or(cfg.Cluster, "local")
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger
+	if _, err := os.Stat(cfg.ConfigDir); err != nil {
+		return fmt.Errorf("config directory: %w", err)
+	}
+
+	dataDir := cfg.DataDir
+	if dataDir == "" {
+		if dataDir, err = os.MkdirTemp("", "trellis-up-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dataDir)
+	} else if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+	st, err := bolt.Open(filepath.Join(dataDir, "trellis.db"), bolt.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// Errors from the goroutines below end the run; the first one wins.
+	errc := make(chan error, 4)
+	fail := func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
+		cancel()
+	}
+
+	token, err := randomToken()
+	if err != nil {
+		return err
+	}
+	apiLn, err := net.Listen("tcp", cfg.APIListen)
+	if err != nil {
+		return fmt.Errorf("control-plane API: %w", err)
+	}
+	apiURL := "http://" + apiLn.Addr().String()
+	apiSrv := &http.Server{
+		Handler:           server.New(st, server.Config{Tokens: map[string]string{token: cfg.Cluster}, Logger: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	wg.Go(func() {
+		if err := apiSrv.Serve(apiLn); !errors.Is(err, http.ErrServerClosed) {
+			fail(fmt.Errorf("control-plane API: %w", err))
+		}
+	})
+	defer shutdown(apiSrv)
+	fmt.Fprintf(cfg.Out, "control plane: API on %s (store in %s)\n", apiURL, dataDir)
+
+	cl, err := client.New(apiURL, token, client.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+
+	if cfg.Demo {
+		if err := startDemo(ctx, &wg, cfg, fail); err != nil {
+			return err
+		}
+	}
+
+	px := proxy.New(proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log})
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		px.Shutdown(sctx)
+	}()
+	report := newReporter(cfg.Out)
+	wg.Go(func() {
+		cl.Follow(ctx, client.FollowOptions{}, func(snap *model.Snapshot) {
+			if err := px.Update(snap); err != nil {
+				log.Error("proxy: configuration not fully applied", "revision", snap.Revision, "err", err)
+			}
+			report.proxyUpdated(snap, px.Addrs())
+		})
+	})
+
+	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log}
+	wg.Go(func() {
+		err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
+			res, err := cl.Apply(ctx, &api.Objects{Networks: out.Networks, Services: out.Services, TargetGroups: out.TargetGroups})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cfg.Out, "config: applied revision %d (%d created, %d updated, %d deleted, %d unchanged)\n",
+				res.Revision, res.Created, res.Updated, res.Deleted, res.Unchanged)
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			fail(fmt.Errorf("file provider: %w", err))
+		}
+	})
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	return err
+}
+
+func shutdown(srv *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+}
+
+func randomToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// startDemo runs an echo backend on every loopback endpoint the configuration
+// names, each answering with its Service's name.
+func startDemo(ctx context.Context, wg *sync.WaitGroup, cfg Config, fail func(error)) error {
+	in, err := file.Load(cfg.ConfigDir)
+	if err != nil {
+		return fmt.Errorf("--demo needs a loadable configuration: %w", err)
+	}
+	started := map[string]bool{}
+	for _, es := range in.EndpointSlices {
+		backend := es.Labels["kubernetes.io/service-name"]
+		for _, ep := range es.Endpoints {
+			for _, a := range ep.Addresses {
+				ip, err := netip.ParseAddr(a)
+				if err != nil || !ip.IsLoopback() {
+					continue
+				}
+				for _, p := range es.Ports {
+					if p.Port == nil {
+						continue
+					}
+					addr := netip.AddrPortFrom(ip, uint16(*p.Port)).String()
+					if started[addr] {
+						continue
+					}
+					started[addr] = true
+					ln, err := net.Listen("tcp", addr)
+					if err != nil {
+						return fmt.Errorf("demo backend %s: %w", backend, err)
+					}
+					fmt.Fprintf(cfg.Out, "demo: echo backend %q on %s\n", backend, addr)
+					wg.Go(func() {
+						if err := demo.Serve(ctx, ln, backend); err != nil {
+							fail(fmt.Errorf("demo backend %s: %w", backend, err))
+						}
+					})
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// reporter prints what the proxy serves whenever that changes.
+type reporter struct {
+	out      io.Writer
+	mu       sync.Mutex
+	last     string
+	lastAddr map[int32]string
+}
+
+func newReporter(out io.Writer) *reporter { return &reporter{out: out, lastAddr: map[int32]string{}} }
+
+func (r *reporter) proxyUpdated(snap *model.Snapshot, addrs map[int32]string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range slices.Sorted(maps.Keys(addrs)) {
+		if r.lastAddr[p] != addrs[p] {
+			fmt.Fprintf(r.out, "proxy: listening on %s\n", addrs[p])
+		}
+	}
+	r.lastAddr = addrs
+
+	var b strings.Builder
+	for _, s := range snap.Services {
+		var ports []string
+		for _, l := range s.Listeners {
+			ports = append(ports, fmt.Sprint(l.Port))
+		}
+		names := s.Hostnames()
+		if len(names) == 0 {
+			names = []string{"(any host)"}
+		}
+		fmt.Fprintf(&b, "service %s: %s (port %s)\n", s.Name, strings.Join(names, ", "), strings.Join(ports, ", "))
+	}
+	if b.String() != r.last {
+		r.last = b.String()
+		fmt.Fprintf(r.out, "proxy: serving revision %d\n%s", snap.Revision, b.String())
+	}
+}
