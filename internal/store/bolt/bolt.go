@@ -13,9 +13,11 @@
 // writes its keys, its history entry and the trimmed history in one bbolt
 // transaction, which fsyncs before Txn returns: an acknowledged write
 // survives a crash (kill -9, power loss on a disk that honours fsync).
+// Transactions are serialized and each pays for its own fsync.
 //
-// Events handed to watchers share their Value slices between watchers;
-// consumers must treat them as read-only.
+// Values are opaque bytes: encoding and validating model objects belongs to
+// the server, not here. Events handed to watchers share their Value slices
+// between watchers; consumers must treat them as read-only.
 package bolt
 
 import (
@@ -296,29 +298,26 @@ func (s *Store) apply(tx *bbolt.Tx, ops []store.Op) (store.Event, int64, error) 
 	}
 	rev := cur + 1
 
-	// Check all preconditions before the first write: a conflict must leave
-	// no trace (the rollback would undo writes anyway, but this keeps the
-	// reasoning local).
+	// Work out every change before writing any, so a conflict in a later op
+	// returns before anything is touched.
 	changes := make([]store.Change, 0, len(ops))
 	for _, op := range ops {
-		var old store.KeyValue
+		var oldCreate, oldMod int64
 		raw := keys.Get([]byte(op.Key))
-		if raw != nil {
-			if old, err = decodeRecord(op.Key, raw); err != nil {
-				return store.Event{}, 0, err
+		exists := raw != nil
+		if exists {
+			if oldCreate, oldMod, _, err = decodeHeader(raw); err != nil {
+				return store.Event{}, 0, fmt.Errorf("key %s: %w", op.Key, err)
 			}
 		}
-		exists := raw != nil
-		switch {
-		case op.IfRevision == store.MustNotExist && exists,
-			op.IfRevision > 0 && old.ModRevision != op.IfRevision:
-			return store.Event{}, 0, &store.ConflictError{Key: op.Key, Expected: op.IfRevision, Actual: old.ModRevision}
+		if op.IfRevision == store.MustNotExist && exists || op.IfRevision > 0 && oldMod != op.IfRevision {
+			return store.Event{}, 0, &store.ConflictError{Key: op.Key, Expected: op.IfRevision, Actual: oldMod}
 		}
 		switch {
 		case op.Type == store.OpPut:
 			create := rev
 			if exists {
-				create = old.CreateRevision
+				create = oldCreate
 			}
 			// Copy: the caller may reuse its buffer once Txn returns, but
 			// watchers keep this slice. Never nil, so nil means "deleted".

@@ -49,13 +49,18 @@ func encodeRecord(kv store.KeyValue) []byte {
 // decodeRecord decodes a keys bucket value, copying it out of bbolt's memory
 // (valid only for the transaction).
 func decodeRecord(key string, raw []byte) (store.KeyValue, error) {
-	d := decoder{b: raw}
-	kv := store.KeyValue{Key: key, CreateRevision: d.int(), ModRevision: d.int()}
-	if d.err != nil {
-		return store.KeyValue{}, fmt.Errorf("key %s: %w", key, errCorrupt)
+	create, mod, value, err := decodeHeader(raw)
+	if err != nil {
+		return store.KeyValue{}, fmt.Errorf("key %s: %w", key, err)
 	}
-	kv.Value = append([]byte{}, d.b...)
-	return kv, nil
+	return store.KeyValue{Key: key, Value: append([]byte{}, value...), CreateRevision: create, ModRevision: mod}, nil
+}
+
+// decodeHeader splits a keys bucket value without copying the value.
+func decodeHeader(raw []byte) (create, mod int64, value []byte, err error) {
+	d := decoder{b: raw}
+	create, mod = d.int(), d.int()
+	return create, mod, d.b, d.err
 }
 
 func encodeChanges(changes []store.Change) []byte {

@@ -1,0 +1,327 @@
+// Package file is the standalone provider: it reads Gateway API objects and
+// the Services and EndpointSlices they use from YAML files in a directory,
+// translates them, and hands every good result to its caller, re-reading the
+// directory whenever it changes.
+//
+// It owns file decoding (strict, like the Kubernetes API server: an unknown
+// field is an error) and the watch loop. It must not interpret the objects,
+// which is package translate's job, nor write to the store, which is the
+// apply callback's.
+package file
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
+
+	"trellis.dev/trellis/internal/translate"
+)
+
+// DefaultNamespace is the namespace of objects that name none.
+const DefaultNamespace = "default"
+
+// Load reads every *.yaml and *.yml file directly in dir, in name order.
+// Subdirectories and names starting with "." (editor temporaries, the
+// "..data" links of a mounted ConfigMap) are skipped; symbolic links to files
+// are followed. It reports every error it finds, each naming its file,
+// document and field, rather than stopping at the first.
+func Load(dir string) (*translate.Input, error) {
+	c, err := load(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &c.input, nil
+}
+
+// Parse decodes the multi-document YAML in data, read from the file called
+// name (used in errors only), as Load decodes each file.
+func Parse(name string, data []byte) (*translate.Input, error) {
+	c := newConfig()
+	c.parse(name, data)
+	if err := errors.Join(c.errs...); err != nil {
+		return nil, err
+	}
+	return &c.input, nil
+}
+
+// config is what was read from a directory, with where each object came from.
+type config struct {
+	input translate.Input
+	where map[objectKey]location
+	errs  []error
+}
+
+type objectKey struct{ kind, namespace, name string }
+
+// location is where an object was defined.
+type location struct {
+	file string
+	line int
+}
+
+func (l location) String() string { return l.file + ":" + strconv.Itoa(l.line) }
+
+func newConfig() *config { return &config{where: map[objectKey]location{}} }
+
+func load(dir string) (*config, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read config directory: %w", err)
+	}
+	c := newConfig()
+	for _, e := range entries {
+		if !isConfigFile(e.Name()) {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		info, err := os.Stat(path)
+		if err != nil {
+			c.errs = append(c.errs, err)
+			continue
+		}
+		if info.IsDir() {
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			c.errs = append(c.errs, err)
+			continue
+		}
+		c.parse(path, data)
+	}
+	if err := errors.Join(c.errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// isConfigFile reports whether a directory entry named name is read by Load.
+func isConfigFile(name string) bool {
+	return !strings.HasPrefix(name, ".") && (strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml"))
+}
+
+// document is one YAML document of a file.
+type document struct {
+	data []byte
+	// line is the file line of the document's first content.
+	line int
+}
+
+// separatorRE matches a YAML document separator line.
+var separatorRE = regexp.MustCompile(`^---(\s|$)`)
+
+// splitDocuments splits a multi-document YAML file at its "---" lines,
+// dropping documents with no content.
+func splitDocuments(data []byte) []document {
+	var (
+		docs  []document
+		cur   []byte
+		first int // line of the current document's first content; 0 while none
+	)
+	flush := func() {
+		if first != 0 {
+			docs = append(docs, document{data: cur, line: first})
+		}
+		cur, first = nil, 0
+	}
+	for i, line := range bytes.SplitAfter(data, []byte("\n")) {
+		if separatorRE.Match(line) {
+			flush()
+			// Content may follow the marker ("--- |"); a comment is not content.
+			line = append([]byte("   "), line[3:]...)
+		}
+		// Drop the blank and comment lines before the first content, so that
+		// the document's line 1 is file line first.
+		if first == 0 {
+			if t := bytes.TrimSpace(line); len(t) == 0 || t[0] == '#' {
+				continue
+			}
+			first = i + 1
+		}
+		cur = append(cur, line...)
+	}
+	flush()
+	return docs
+}
+
+// yamlLineRE finds the line numbers in YAML parser errors, which count from
+// the start of the document; newlineRE the breaks in multi-line ones.
+var (
+	yamlLineRE = regexp.MustCompile(`line (\d+)`)
+	newlineRE  = regexp.MustCompile(`\s*\n\s*`)
+)
+
+// parse decodes every document of one file, recording errors.
+func (c *config) parse(name string, data []byte) {
+	for n, doc := range splitDocuments(data) {
+		where := location{file: name, line: doc.line}
+		desc, err := c.decode(doc, where)
+		if err == nil {
+			continue
+		}
+		for _, e := range unjoin(err) {
+			c.errs = append(c.errs, fmt.Errorf("%s: document %d%s: %w", where, n+1, desc, e))
+		}
+	}
+}
+
+// header is what identifies a document, read before its kind is known.
+type header struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"metadata"`
+}
+
+// decode decodes one document into c.input. desc describes the object for
+// errors, e.g. " (HTTPRoute default/inventory)".
+func (c *config) decode(doc document, where location) (desc string, err error) {
+	j, err := yaml.YAMLToJSONStrict(doc.data)
+	if err != nil {
+		// One line per error, with line numbers counted in the file.
+		msg := newlineRE.ReplaceAllString(err.Error(), " ")
+		msg = yamlLineRE.ReplaceAllStringFunc(msg, func(s string) string {
+			n, _ := strconv.Atoi(strings.TrimPrefix(s, "line "))
+			return "line " + strconv.Itoa(doc.line+n-1)
+		})
+		return "", errors.New(msg)
+	}
+	var raw any
+	if err := json.Unmarshal(j, &raw); err != nil {
+		return "", err
+	}
+	if _, ok := raw.(map[string]any); !ok {
+		return "", fmt.Errorf("a document must be a mapping with apiVersion and kind, not %s", jsonKind(raw))
+	}
+	var h header
+	// The header is best effort: the strict decode below names any error.
+	_ = json.Unmarshal(j, &h)
+	if what := strings.TrimSpace(h.Kind + " " + objectName(h.Metadata.Namespace, h.Metadata.Name)); what != "" {
+		desc = " (" + what + ")"
+	}
+
+	kind, ok := kinds[gvk{h.APIVersion, h.Kind}]
+	if !ok {
+		return desc, unsupported(h.APIVersion, h.Kind)
+	}
+	obj := kind.new()
+	if err := decodeStrict(j, raw, obj); err != nil {
+		return desc, err
+	}
+	meta := obj.(metav1.Object)
+	if err := checkMeta(kind.kind, kind.namespaced, meta); err != nil {
+		return desc, err
+	}
+	key := objectKey{kind.kind, meta.GetNamespace(), meta.GetName()}
+	if prev, dup := c.where[key]; dup {
+		return desc, fmt.Errorf("%s %s is already defined at %s", kind.kind, objectName(key.namespace, key.name), prev)
+	}
+	c.where[key] = where
+	kind.add(&c.input, obj)
+	return desc, nil
+}
+
+func objectName(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}
+
+// gvk is an apiVersion and kind.
+type gvk struct{ apiVersion, kind string }
+
+// kindInfo says how to decode and collect one supported kind.
+type kindInfo struct {
+	kind       string
+	namespaced bool
+	new        func() any
+	add        func(in *translate.Input, obj any)
+}
+
+// kinds are the supported kinds, by apiVersion and kind.
+var kinds = map[gvk]kindInfo{
+	{"gateway.networking.k8s.io/v1", "GatewayClass"}: {
+		kind: "GatewayClass",
+		new:  func() any { return &gatewayv1.GatewayClass{} },
+		add: func(in *translate.Input, obj any) {
+			in.GatewayClasses = append(in.GatewayClasses, *obj.(*gatewayv1.GatewayClass))
+		},
+	},
+	{"gateway.networking.k8s.io/v1", "Gateway"}: {
+		kind: "Gateway", namespaced: true,
+		new: func() any { return &gatewayv1.Gateway{} },
+		add: func(in *translate.Input, obj any) { in.Gateways = append(in.Gateways, *obj.(*gatewayv1.Gateway)) },
+	},
+	{"gateway.networking.k8s.io/v1", "HTTPRoute"}: {
+		kind: "HTTPRoute", namespaced: true,
+		new: func() any { return &gatewayv1.HTTPRoute{} },
+		add: func(in *translate.Input, obj any) { in.HTTPRoutes = append(in.HTTPRoutes, *obj.(*gatewayv1.HTTPRoute)) },
+	},
+	{"v1", "Service"}: {
+		kind: "Service", namespaced: true,
+		new: func() any { return &corev1.Service{} },
+		add: func(in *translate.Input, obj any) { in.Services = append(in.Services, *obj.(*corev1.Service)) },
+	},
+	{"discovery.k8s.io/v1", "EndpointSlice"}: {
+		kind: "EndpointSlice", namespaced: true,
+		new: func() any { return &discoveryv1.EndpointSlice{} },
+		add: func(in *translate.Input, obj any) {
+			in.EndpointSlices = append(in.EndpointSlices, *obj.(*discoveryv1.EndpointSlice))
+		},
+	},
+}
+
+// unsupported explains why apiVersion and kind are not read.
+func unsupported(apiVersion, kind string) error {
+	if apiVersion == "" || kind == "" {
+		return errors.New("apiVersion and kind are required")
+	}
+	for k := range kinds {
+		if k.kind == kind {
+			return fmt.Errorf("%s must have apiVersion %s, not %s", kind, k.apiVersion, apiVersion)
+		}
+	}
+	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway and HTTPRoute (%s/v1), Service (v1) and EndpointSlice (discovery.k8s.io/v1)",
+		kind, apiVersion, gatewayv1.GroupName)
+}
+
+// checkMeta checks an object's name and namespace as the API server would,
+// defaulting the namespace of namespaced objects.
+func checkMeta(kind string, namespaced bool, m metav1.Object) error {
+	if !namespaced {
+		if m.GetNamespace() != "" {
+			return fmt.Errorf("metadata.namespace: %s is cluster-scoped and takes no namespace", kind)
+		}
+	} else if m.GetNamespace() == "" {
+		m.SetNamespace(DefaultNamespace)
+	} else if errs := validation.IsDNS1123Label(m.GetNamespace()); len(errs) > 0 {
+		return fmt.Errorf("metadata.namespace: %q is invalid: %s", m.GetNamespace(), strings.Join(errs, "; "))
+	}
+	if m.GetName() == "" {
+		return errors.New("metadata.name: required")
+	}
+	validName := validation.IsDNS1123Subdomain
+	if kind == "Service" {
+		validName = validation.IsDNS1035Label
+	}
+	if errs := validName(m.GetName()); len(errs) > 0 {
+		return fmt.Errorf("metadata.name: %q is invalid: %s", m.GetName(), strings.Join(errs, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,217 @@
+package file
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"trellis.dev/trellis/internal/translate"
+)
+
+// DefaultDebounce is how long the directory must stay unchanged before it is
+// read again.
+const DefaultDebounce = 50 * time.Millisecond
+
+// DefaultCluster owns what the provider translates when Provider.Cluster is
+// empty.
+const DefaultCluster = "local"
+
+// Retry delays after a failed apply: doubling from the first to the last.
+const (
+	retryFirst = time.Second
+	retryLast  = 30 * time.Second
+)
+
+// Provider watches a directory of YAML files and applies their translation
+// each time it changes. A configuration that fails to load or translates
+// with problems is logged and not applied, so the last good one stays in
+// force. The zero value of every field but Dir works.
+type Provider struct {
+	// Dir is the directory read (see Load for which files).
+	Dir string
+	// Cluster owns every translated object; DefaultCluster when empty.
+	Cluster string
+	// Logger receives one record per error or problem; slog.Default() when nil.
+	Logger *slog.Logger
+	// Debounce is how long changes must settle before the directory is read
+	// again; DefaultDebounce when zero.
+	Debounce time.Duration
+	// OnResult, if set, is called after every attempt to load, translate and
+	// apply, with nil when the result was applied. It runs on Run's goroutine.
+	OnResult func(err error)
+
+	mu      sync.Mutex
+	lastErr error
+}
+
+// ProblemsError reports that the configuration translated with problems and
+// so was not applied. Each problem's Object.File names the file its object
+// came from.
+type ProblemsError struct {
+	Problems []translate.Problem
+}
+
+func (e *ProblemsError) Error() string {
+	lines := make([]string, 1, 1+len(e.Problems))
+	lines[0] = fmt.Sprintf("configuration not applied: %d problem(s)", len(e.Problems))
+	for _, p := range e.Problems {
+		lines = append(lines, p.String())
+	}
+	return strings.Join(lines, "\n")
+}
+
+// LastError returns the outcome of the latest attempt: nil if it was
+// applied, else why not (a load error, a *ProblemsError, or an apply error).
+func (p *Provider) LastError() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastErr
+}
+
+// Run reads and applies the directory, then again after every change to it,
+// until ctx is done, when it returns nil. It returns an error only if the
+// directory cannot be watched. apply receives each good translation; if it
+// fails, Run logs the error and tries again after a growing delay or the next
+// change, whichever comes first.
+func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out *translate.Output) error) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", p.Dir, err)
+	}
+	defer w.Close()
+	// Watch the directory, not the files: editors and ConfigMap volumes
+	// replace files by renaming over them, which a watch on a file misses.
+	// Watching before the first read means no change is missed.
+	if err := w.Add(p.Dir); err != nil {
+		return fmt.Errorf("watch %s: %w", p.Dir, err)
+	}
+	debounce := cmp.Or(p.Debounce, DefaultDebounce)
+	settled := time.NewTimer(0) // the first attempt
+	retry := time.NewTimer(0)
+	retry.Stop()
+	retryDelay := retryFirst
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if p.relevant(ev) {
+				settled.Reset(debounce)
+			}
+			continue
+		case err, ok := <-w.Errors:
+			if !ok {
+				return nil
+			}
+			p.logger().Error("watching config directory", "dir", p.Dir, "err", err)
+			continue
+		case <-settled.C:
+		case <-retry.C:
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !p.attempt(ctx, apply) {
+			retry.Stop()
+			retryDelay = retryFirst
+			continue
+		}
+		retry.Reset(retryDelay)
+		retryDelay = min(2*retryDelay, retryLast)
+	}
+}
+
+// relevant reports whether ev may change what Load reads: a change to a
+// config file, to a ConfigMap volume's "..data" link, or to the directory.
+func (p *Provider) relevant(ev fsnotify.Event) bool {
+	if ev.Op == fsnotify.Chmod {
+		return false
+	}
+	name := filepath.Base(ev.Name)
+	return isConfigFile(name) || strings.HasPrefix(name, "..") || filepath.Clean(ev.Name) == filepath.Clean(p.Dir)
+}
+
+// attempt loads, translates and, if both succeed, applies the directory,
+// recording and reporting the outcome. It reports whether apply failed,
+// which is worth retrying without a change.
+func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *translate.Output) error) (applyFailed bool) {
+	start := time.Now()
+	log := p.logger()
+	out, err := p.translate()
+	if err == nil {
+		if err = apply(ctx, out); err != nil {
+			err = fmt.Errorf("apply configuration from %s: %w", p.Dir, err)
+			applyFailed = ctx.Err() == nil
+		}
+	}
+	var problems *ProblemsError
+	switch {
+	case err == nil:
+		log.Info("configuration applied", "dir", p.Dir, "networks", len(out.Networks), "services", len(out.Services),
+			"targetGroups", len(out.TargetGroups), "took", time.Since(start))
+	case errors.As(err, &problems):
+		for _, pr := range problems.Problems {
+			log.Error("configuration problem", "file", pr.Object.File, "object", pr.Object.Kind+" "+objectName(pr.Object.Namespace, pr.Object.Name),
+				"field", pr.Field, "reason", pr.Reason, "message", pr.Message)
+		}
+		log.Error("configuration not applied; the last good one stays in force", "dir", p.Dir, "problems", len(problems.Problems))
+	default:
+		for _, e := range unjoin(err) {
+			log.Error("configuration error", "err", e)
+		}
+		log.Error("configuration not applied; the last good one stays in force", "dir", p.Dir)
+	}
+	p.mu.Lock()
+	p.lastErr = err
+	p.mu.Unlock()
+	if p.OnResult != nil {
+		p.OnResult(err)
+	}
+	return applyFailed
+}
+
+// translate loads and translates the directory. It fails with the load
+// errors, or with a *ProblemsError naming each problem's file.
+func (p *Provider) translate() (*translate.Output, error) {
+	c, err := load(p.Dir)
+	if err != nil {
+		return nil, err
+	}
+	c.input.Cluster = cmp.Or(p.Cluster, DefaultCluster)
+	out := translate.Translate(&c.input)
+	if len(out.Problems) > 0 {
+		problems := make([]translate.Problem, len(out.Problems))
+		for i, pr := range out.Problems {
+			pr.Object.File = c.where[objectKey{pr.Object.Kind, pr.Object.Namespace, pr.Object.Name}].file
+			problems[i] = pr
+		}
+		return nil, &ProblemsError{Problems: problems}
+	}
+	return out, nil
+}
+
+func (p *Provider) logger() *slog.Logger {
+	if p.Logger != nil {
+		return p.Logger
+	}
+	return slog.Default()
+}
+
+// unjoin returns the errors joined in err, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

@@ -1,0 +1,444 @@
+package router
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"regexp/syntax"
+	"slices"
+	"strconv"
+	"strings"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/balancer"
+)
+
+// Compiler compiles snapshots into route tables. It keeps the compiled
+// regular expressions of its last successful compilation and reuses them in
+// the next, so that a config change compiles only the expressions that are
+// new. Its zero value is ready. A Compiler is not safe for concurrent use;
+// the tables it returns are.
+type Compiler struct {
+	regexps map[string]*regexp.Regexp
+}
+
+// Compile builds the route table of snap.
+//
+// Every service with an HTTP listener contributes its rules to a virtual
+// host per host name on that listener's port; an edge-mode service with no
+// host names contributes to the port's catch-all host. The rules of all
+// services sharing a virtual host are merged and ordered by Gateway API
+// precedence, one entry per match: exact path, then regular expression, then
+// longer path prefix; then a method match; then more header matches; then
+// more query matches; then the older service (CreatedAt); then the service's
+// source "namespace/name" (its own name when it has no source); then rule
+// and match order within the service. A rule without matches matches every
+// request, like a match of path prefix "/".
+//
+// Listeners of other protocols are not served yet and are left out.
+//
+// Compile fails, naming the object and field, on anything it cannot turn into
+// a table that does what the snapshot says: a regular expression that does
+// not parse, an unknown match type or target state, a path that does not
+// start with '/', an action that is not exactly one of forward and fixed
+// response, a fixed status outside 200-599, a negative weight, a target with
+// no port, or two target groups of one name. Model validation rejects all of
+// these before they are stored; Compile checks again because a proxy must
+// never serve a table it half understands.
+func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
+	if snap == nil {
+		return nil, errors.New("nil snapshot")
+	}
+	b := builder{
+		ports:   map[int32]*hostBuilder{},
+		groups:  make(map[string]*Group, len(snap.TargetGroups)),
+		prev:    c.regexps,
+		regexps: map[string]*regexp.Regexp{},
+	}
+	for i := range snap.TargetGroups {
+		tg := &snap.TargetGroups[i]
+		if _, dup := b.groups[tg.Name]; dup {
+			return nil, fmt.Errorf("target group %s: duplicate name", tg.Name)
+		}
+		g, err := compileGroup(tg)
+		if err != nil {
+			return nil, fmt.Errorf("target group %s: %w", tg.Name, err)
+		}
+		b.groups[tg.Name] = g
+	}
+	edge := make(map[string]bool, len(snap.Networks))
+	for _, n := range snap.Networks {
+		edge[n.Name] = n.Mode == model.ModeEdge
+	}
+	for i := range snap.Services {
+		svc := &snap.Services[i]
+		if err := b.addService(svc, edge[svc.Network]); err != nil {
+			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
+		}
+	}
+	c.regexps = b.regexps
+	return b.table(snap.Revision), nil
+}
+
+func compileGroup(tg *model.TargetGroup) (*Group, error) {
+	g := &Group{Name: tg.Name}
+	for i, t := range tg.Targets {
+		port := t.EffectivePort(tg)
+		if port < 1 || port > 65535 {
+			return nil, fieldError(fmt.Sprintf("targets[%d].port", i), "%d is not in 1-65535 (nor is the target group's port)", port)
+		}
+		switch t.State {
+		case model.TargetActive:
+			g.targets = append(g.targets, Target{
+				Addr:    net.JoinHostPort(t.Address, strconv.Itoa(int(port))),
+				Cluster: t.Cluster,
+			})
+		case model.TargetDraining:
+		default:
+			return nil, fieldError(fmt.Sprintf("targets[%d].state", i), "must be Active or Draining, not %q", t.State)
+		}
+	}
+	return g, nil
+}
+
+func fieldError(field, format string, args ...any) error {
+	return &model.FieldError{Field: field, Detail: fmt.Sprintf(format, args...)}
+}
+
+// inField places the *model.FieldError err under the field parent. Field
+// paths are built only on failure, keeping them off the cost of compiling.
+func inField(parent string, err error) error {
+	var fe *model.FieldError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	sep := "."
+	if strings.HasPrefix(fe.Field, "[") {
+		sep = ""
+	}
+	return &model.FieldError{Field: parent + sep + fe.Field, Detail: fe.Detail}
+}
+
+// builder holds one compilation's state: the entries collected per port and
+// host name before they are sorted, the compiled target groups, and the
+// regular expressions compiled so far (regexps) or last time (prev).
+type builder struct {
+	ports   map[int32]*hostBuilder
+	groups  map[string]*Group
+	prev    map[string]*regexp.Regexp
+	regexps map[string]*regexp.Regexp
+}
+
+type hostBuilder struct {
+	exact    map[string][]pending
+	wildcard map[string][]pending
+	any      []pending
+}
+
+// pending is an entry with the keys it is sorted by.
+type pending struct {
+	entry
+	svc *model.Service
+	// source is the service's source "namespace/name", or its name.
+	source      string
+	rule, match int
+}
+
+func (b *builder) addService(svc *model.Service, edge bool) error {
+	entries, err := b.compileRules(svc)
+	if err != nil {
+		return err
+	}
+	hosts := make([]string, 0, 1+len(svc.CustomDomains))
+	for _, h := range svc.Hostnames() {
+		if h = strings.ToLower(h); !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	for _, l := range svc.Listeners {
+		if l.Protocol != model.ProtocolHTTP {
+			continue
+		}
+		hb := b.ports[l.Port]
+		if hb == nil {
+			hb = &hostBuilder{exact: map[string][]pending{}, wildcard: map[string][]pending{}}
+			b.ports[l.Port] = hb
+		}
+		if edge && len(hosts) == 0 {
+			hb.any = append(hb.any, entries...)
+		}
+		for _, h := range hosts {
+			if suffix, ok := strings.CutPrefix(h, "*."); ok {
+				hb.wildcard["."+suffix] = append(hb.wildcard["."+suffix], entries...)
+			} else {
+				hb.exact[h] = append(hb.exact[h], entries...)
+			}
+		}
+	}
+	return nil
+}
+
+func (b *builder) compileRules(svc *model.Service) ([]pending, error) {
+	source := svc.Name
+	if svc.Source != nil {
+		source = svc.Source.Namespace + "/" + svc.Source.Name
+	}
+	n := 0
+	for ri := range svc.Rules {
+		n += max(1, len(svc.Rules[ri].Matches))
+	}
+	out := make([]pending, 0, n)
+	for ri := range svc.Rules {
+		rule := &svc.Rules[ri]
+		route, err := b.compileAction(&rule.Action)
+		if err != nil {
+			return nil, inField(fmt.Sprintf("rules[%d]", ri), err)
+		}
+		route.Service, route.Rule = svc.Name, ri
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []model.Match{{}}
+		}
+		for mi := range matches {
+			e, err := b.compileMatch(&matches[mi])
+			if err != nil {
+				return nil, inField(fmt.Sprintf("rules[%d].matches[%d]", ri, mi), err)
+			}
+			e.route = route
+			out = append(out, pending{entry: e, svc: svc, source: source, rule: ri, match: mi})
+		}
+	}
+	return out, nil
+}
+
+func (b *builder) compileAction(a *model.Action) (*Route, error) {
+	switch {
+	case a.Forward != nil && a.FixedResponse != nil:
+		return nil, fieldError("action", "exactly one of forward and fixedResponse may be set")
+	case a.FixedResponse != nil:
+		if c := a.FixedResponse.StatusCode; c < 200 || c > 599 {
+			return nil, fieldError("action.fixedResponse.statusCode", "%d is not in 200-599", c)
+		}
+		return &Route{Status: a.FixedResponse.StatusCode}, nil
+	case a.Forward != nil:
+		bs := a.Forward.Backends
+		route := &Route{backends: make([]Backend, len(bs))}
+		weights := make([]int32, len(bs))
+		for i, wb := range bs {
+			if wb.Weight < 0 {
+				return nil, fieldError(fmt.Sprintf("action.forward.backends[%d].weight", i), "%d is negative", wb.Weight)
+			}
+			weights[i] = wb.Weight
+			route.backends[i].TargetGroup = wb.TargetGroup
+			if wb.TargetGroup != "" {
+				route.backends[i].group = b.groups[wb.TargetGroup]
+			}
+		}
+		route.weights = balancer.NewWeighted(weights)
+		return route, nil
+	}
+	return nil, fieldError("action", "one of forward and fixedResponse is required")
+}
+
+// compileMatch compiles one match. A match without a path condition is a
+// path prefix "/" match, as in the Gateway API.
+func (b *builder) compileMatch(m *model.Match) (entry, error) {
+	e := entry{kind: pathPrefix, method: m.Method}
+	if m.Path != nil {
+		v := m.Path.Value
+		switch m.Path.Type {
+		case model.PathExact, model.PathPrefix:
+			if !strings.HasPrefix(v, "/") {
+				return e, fieldError("path.value", "%q must start with '/'", v)
+			}
+			e.path = v
+			if m.Path.Type == model.PathExact {
+				e.kind = pathExact
+			} else {
+				e.path = normalizePrefix(v)
+			}
+		case model.PathRegularExpression:
+			re, err := b.regexp(v)
+			if err != nil {
+				return e, fieldError("path.value", "invalid regular expression: %v", err)
+			}
+			e.kind, e.pathRE = pathRegex, re
+		default:
+			return e, fieldError("path.type", "must be Exact, PathPrefix or RegularExpression, not %q", m.Path.Type)
+		}
+	}
+	var err error
+	if e.headers, err = b.compileValues(m.Headers, http.CanonicalHeaderKey); err != nil {
+		return e, inField("headers", err)
+	}
+	if e.query, err = b.compileValues(m.QueryParams, func(s string) string { return s }); err != nil {
+		return e, inField("queryParams", err)
+	}
+	return e, nil
+}
+
+// normalizePrefix drops a prefix's trailing slash, which the Gateway API
+// ignores, so that "/" becomes "" and "/foo/" becomes "/foo".
+func normalizePrefix(v string) string {
+	if v == "/" {
+		return ""
+	}
+	return strings.TrimSuffix(v, "/")
+}
+
+// compileValues compiles header or query conditions, keeping only the first
+// condition for each name (after canon) as the Gateway API requires. Error
+// fields are relative to the list, as in "[2].value".
+func (b *builder) compileValues(ms []model.ValueMatch, canon func(string) string) ([]valueMatch, error) {
+	var out []valueMatch
+	for i, m := range ms {
+		name := canon(m.Name)
+		if slices.ContainsFunc(out, func(v valueMatch) bool { return v.name == name }) {
+			continue
+		}
+		vm := valueMatch{name: name}
+		switch m.Type {
+		case model.ValueExact:
+			vm.value = m.Value
+		case model.ValueRegularExpression:
+			re, err := b.regexp(m.Value)
+			if err != nil {
+				return nil, fieldError(fmt.Sprintf("[%d].value", i), "invalid regular expression: %v", err)
+			}
+			vm.re = re
+		default:
+			return nil, fieldError(fmt.Sprintf("[%d].type", i), "must be Exact or RegularExpression, not %q", m.Type)
+		}
+		out = append(out, vm)
+	}
+	return out, nil
+}
+
+// regexp returns the RE2 expression expr compiled to match whole inputs,
+// reusing this or the previous compilation's. Compiled expressions are safe
+// to share between tables.
+func (b *builder) regexp(expr string) (*regexp.Regexp, error) {
+	if re := b.regexps[expr]; re != nil {
+		return re, nil
+	}
+	re := b.prev[expr]
+	if re == nil {
+		// Parse expr alone first: wrapped, "a)|(b" would compile.
+		if _, err := syntax.Parse(expr, syntax.Perl); err != nil {
+			return nil, err
+		}
+		var err error
+		if re, err = regexp.Compile(`^(?:` + expr + `)$`); err != nil {
+			return nil, err
+		}
+	}
+	b.regexps[expr] = re
+	return re, nil
+}
+
+// table sorts every virtual host's entries and indexes them.
+func (b *builder) table(revision int64) *Table {
+	t := &Table{revision: revision, ports: make(map[int32]*hostTable, len(b.ports))}
+	for port, hb := range b.ports {
+		ht := &hostTable{exact: make(map[string]*vhost, len(hb.exact))}
+		for name, ps := range hb.exact {
+			ht.exact[name] = newVhost(ps)
+		}
+		if len(hb.wildcard) > 0 {
+			ht.wildcard = make(map[string]*vhost, len(hb.wildcard))
+			for suffix, ps := range hb.wildcard {
+				ht.wildcard[suffix] = newVhost(ps)
+			}
+		}
+		if len(hb.any) > 0 {
+			ht.any = newVhost(hb.any)
+		}
+		t.ports[port] = ht
+		t.portList = append(t.portList, port)
+	}
+	slices.Sort(t.portList)
+	return t
+}
+
+func newVhost(ps []pending) *vhost {
+	slices.SortStableFunc(ps, comparePrecedence)
+	vh := &vhost{entries: make([]entry, len(ps))}
+	for i := range ps {
+		vh.entries[i] = ps[i].entry
+	}
+	for start := 0; start < len(vh.entries); {
+		e := &vh.entries[start]
+		end := start + 1
+		for end < len(vh.entries) && vh.entries[end].kind == e.kind &&
+			(e.kind == pathRegex || vh.entries[end].path == e.path) {
+			end++
+		}
+		run := vh.entries[start:end:end]
+		switch e.kind {
+		case pathExact:
+			if vh.exact == nil {
+				vh.exact = map[string][]entry{}
+			}
+			vh.exact[e.path] = run
+		case pathRegex:
+			vh.regex = run
+		case pathPrefix:
+			if vh.prefix == nil {
+				vh.prefix = map[string][]entry{}
+			}
+			vh.prefix[e.path] = run
+		}
+		start = end
+	}
+	return vh
+}
+
+// comparePrecedence orders entries by Gateway API precedence, highest first.
+// Exact and prefix entries of equal length are grouped by path, which changes
+// no outcome (two different paths of one length never match one request) and
+// lets the paths be indexed.
+func comparePrecedence(a, b pending) int {
+	if c := cmp.Compare(a.kind, b.kind); c != 0 {
+		return c
+	}
+	if a.kind != pathRegex {
+		if c := cmp.Compare(len(b.path), len(a.path)); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.path, b.path); c != 0 {
+			return c
+		}
+	}
+	if c := cmp.Compare(hasMethod(b), hasMethod(a)); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(len(b.headers), len(a.headers)); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(len(b.query), len(a.query)); c != 0 {
+		return c
+	}
+	if c := a.svc.CreatedAt.Compare(b.svc.CreatedAt); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.source, b.source); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.svc.Name, b.svc.Name); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.rule, b.rule); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.match, b.match)
+}
+
+func hasMethod(p pending) int {
+	if p.method != "" {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,115 @@
+package router
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// linearMatch is the reference the indexed vhost.match must agree with: a
+// scan of every entry in precedence order, restating path matching from the
+// Gateway API (a prefix matches itself and anything below it, segment by
+// segment).
+func linearMatch(vh *vhost, r *http.Request) *Route {
+	path := r.URL.Path
+	for i := range vh.entries {
+		e := &vh.entries[i]
+		var ok bool
+		switch e.kind {
+		case pathExact:
+			ok = path == e.path
+		case pathRegex:
+			ok = e.pathRE.MatchString(path)
+		case pathPrefix:
+			ok = path == e.path || strings.HasPrefix(path, e.path+"/")
+		}
+		if ok && e.matchesRest(r) {
+			return e.route
+		}
+	}
+	return nil
+}
+
+// overlapTable is one host with overlapping rules of every kind across
+// services of different ages.
+func overlapTable(t testing.TB) *Table {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	hdr := []model.ValueMatch{{Type: model.ValueExact, Name: "x-a", Value: "1"}}
+	hdrRE := []model.ValueMatch{{Type: model.ValueRegularExpression, Name: "x-a", Value: "[0-9]+"}}
+	qry := []model.ValueMatch{{Type: model.ValueExact, Name: "q", Value: "1"}}
+	var services []model.Service
+	matchSets := [][]model.Match{
+		{{Path: prefix("/")}, {Path: exact("/a")}},
+		{{Path: prefix("/a")}, {Path: prefix("/a/"), Method: http.MethodPost}},
+		{{Path: prefix("/a/b"), Headers: hdr}, {Path: prefix("/a//")}},
+		{{Path: exact("/a/b")}, {Path: exact("/a/b"), Headers: hdrRE}},
+		{{Path: regex("/a/.*"), Headers: hdr}, {Path: regex("/(a|b)/b")}},
+		{{Path: prefix("/ab"), QueryParams: qry}, {Path: prefix("/a/b/c")}},
+		{{Method: http.MethodGet, Headers: hdrRE}},
+		{{Path: prefix("/a/b"), Method: http.MethodGet}},
+	}
+	for i, ms := range matchSets {
+		var rules []model.Rule
+		for j, m := range ms {
+			rules = append(rules, rule(200+10*i+j, m))
+		}
+		services = append(services, model.Service{
+			Meta: model.Meta{Name: string(rune('a' + i))}, Network: "edge", CustomDomains: []string{"p.example.com"},
+			Listeners: http80(), Rules: rules,
+			// Some services share a creation time so that names break ties.
+			CreatedAt: t0.Add(time.Duration(i/2) * time.Minute),
+		})
+	}
+	return mustCompile(t, &model.Snapshot{Networks: networks, Services: services})
+}
+
+func TestIndexAgreesWithScan(t *testing.T) {
+	tab := overlapTable(t)
+	vh := tab.ports[80].exact["p.example.com"]
+	paths := []string{"", "/", "//", "/a", "/a/", "/a//", "/a//x", "/ab", "/abc", "/a/b", "/a/b/", "/a/bc",
+		"/a/b/c", "/a/b/c/d", "/b/b", "/x", "/a/x/y"}
+	hits := map[*Route]bool{}
+	for _, path := range paths {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			for _, h := range []string{"", "1", "22"} {
+				for _, q := range []string{"", "q=1"} {
+					r := &http.Request{Method: method, Host: "p.example.com", URL: &url.URL{Path: path, RawQuery: q}, Header: http.Header{}}
+					if h != "" {
+						r.Header.Set("X-A", h)
+					}
+					got, want := vh.match(r), linearMatch(vh, r)
+					if got != want {
+						t.Errorf("%s %q x-a=%q ?%s: index = %s, scan = %s", method, path, h, q, routeName(got), routeName(want))
+					}
+					hits[got] = true
+				}
+			}
+		}
+	}
+	// Guard against a vacuous pass: most rules must be reachable.
+	if len(hits) < 12 {
+		t.Errorf("only %d distinct routes matched; the table does not exercise precedence", len(hits))
+	}
+}
+
+// FuzzMatch checks that no request makes Match panic and that the index
+// agrees with a scan for any path, method, header and query.
+func FuzzMatch(f *testing.F) {
+	f.Add("p.example.com", "/a/b/c", "GET", "1", "q=1")
+	f.Add("P.Example.com.:80", "/a//x", "POST", "22", "q=%31")
+	f.Add("[::1", "", "", "", "&&=")
+	f.Add("x.p.example.com", "/ab/", "DELETE", "abc", "q")
+	tab := overlapTable(f)
+	vh := tab.ports[80].exact["p.example.com"]
+	f.Fuzz(func(t *testing.T, host, path, method, header, query string) {
+		r := &http.Request{Method: method, Host: host, URL: &url.URL{Path: path, RawQuery: query}, Header: http.Header{"X-A": {header}}}
+		tab.Match(80, r)
+		if got, want := vh.match(r), linearMatch(vh, r); got != want {
+			t.Errorf("%s %q x-a=%q ?%s: index = %s, scan = %s", method, path, header, query, routeName(got), routeName(want))
+		}
+	})
+}

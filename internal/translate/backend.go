@@ -1,0 +1,198 @@
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// targetGroupEntry is a target group made for one Service port.
+type targetGroupEntry struct {
+	svc  types.NamespacedName
+	port int32
+	// tg is nil when the target group failed validation.
+	tg *model.TargetGroup
+}
+
+// backend translates one backendRef to a weighted target group. An invalid
+// reference becomes a backend with no target group, whose share of requests
+// the proxy answers with 500, as the Gateway API requires.
+func (t *translator) backend(r *gatewayv1.HTTPRoute, src model.SourceRef, p string, b *gatewayv1.HTTPBackendRef) model.WeightedTargetGroup {
+	out := model.WeightedTargetGroup{Weight: deref(b.Weight, 1)}
+	fail := func(field string, reason gatewayv1.RouteConditionReason, format string, args ...any) model.WeightedTargetGroup {
+		t.problem(src, p+field, string(reason), format, args...)
+		return out
+	}
+	if len(b.Filters) > 0 {
+		return fail(".filters", gatewayv1.RouteReasonUnsupportedValue, "backend filters are not supported yet; this backend's share is answered with 500")
+	}
+	if g, k := deref(b.Group, ""), deref(b.Kind, "Service"); (g != "" && g != "core") || k != "Service" {
+		return fail(".kind", gatewayv1.RouteReasonInvalidKind, "backend kind %s is not supported; only Service is", groupKind(g, k))
+	}
+	ns := string(deref(b.Namespace, gatewayv1.Namespace(r.Namespace)))
+	key := types.NamespacedName{Namespace: ns, Name: string(b.Name)}
+	if ns != r.Namespace {
+		return fail(".namespace", gatewayv1.RouteReasonRefNotPermitted,
+			"Service %s is in another namespace; ReferenceGrant is not supported yet, so only Services in the route's namespace may be used", key)
+	}
+	if b.Port == nil {
+		return fail(".port", gatewayv1.RouteReasonUnsupportedValue, "port is required when referring to a Service")
+	}
+	svc := t.services[key]
+	if svc == nil {
+		return fail(".name", gatewayv1.RouteReasonBackendNotFound, "Service %s not found", key)
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return fail(".name", gatewayv1.RouteReasonUnsupportedValue, "Service %s is of type ExternalName, which is not supported", key)
+	}
+	i := slices.IndexFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == *b.Port })
+	if i < 0 {
+		return fail(".port", gatewayv1.RouteReasonBackendNotFound, "Service %s has no port %d", key, *b.Port)
+	}
+	sp := &svc.Spec.Ports[i]
+	if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d is %s; HTTP needs TCP", key, sp.Port, sp.Protocol)
+	}
+	version, ok := protocolVersion(deref(sp.AppProtocol, ""))
+	if !ok {
+		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d has appProtocol %q, which is not supported",
+			key, sp.Port, *sp.AppProtocol)
+	}
+	name := fmt.Sprintf("%s-%s-%d", svc.Name, svc.Namespace, sp.Port)
+	e := t.tgs[name]
+	if e == nil {
+		e = &targetGroupEntry{svc: key, port: sp.Port, tg: t.targetGroup(name, svc, sp, version)}
+		t.tgs[name] = e
+	}
+	if e.svc != key || e.port != sp.Port {
+		return fail("", ReasonNameConflict, "target group name %q is already used by Service %s port %d; rename one of the Services", name, e.svc, e.port)
+	}
+	if e.tg == nil {
+		return fail("", gatewayv1.RouteReasonBackendNotFound, "Service %s port %d does not translate to a valid target group (see the Service's problems)", key, sp.Port)
+	}
+	out.TargetGroup = name
+	return out
+}
+
+// groupKind formats a group and kind as the Gateway API writes them.
+func groupKind(group gatewayv1.Group, kind gatewayv1.Kind) string {
+	if group == "" {
+		return string(kind)
+	}
+	return string(kind) + "." + string(group)
+}
+
+// protocolVersion maps a Service port's appProtocol to the HTTP version the
+// proxy speaks to its targets.
+func protocolVersion(appProtocol string) (model.ProtocolVersion, bool) {
+	switch appProtocol {
+	case "", "http", "kubernetes.io/ws":
+		return model.HTTP1, true
+	case "kubernetes.io/h2c":
+		return model.HTTP2, true
+	case "grpc":
+		return model.GRPC, true
+	}
+	return "", false
+}
+
+// targetGroup makes the target group of one Service port from the Service's
+// EndpointSlices, or returns nil (with problems) if it is invalid.
+func (t *translator) targetGroup(name string, svc *corev1.Service, sp *corev1.ServicePort, version model.ProtocolVersion) *model.TargetGroup {
+	src := ref("Service", svc.Namespace, svc.Name)
+	tg := &model.TargetGroup{
+		Meta:            model.Meta{Name: name, Owner: t.in.Cluster},
+		Protocol:        model.ProtocolHTTP,
+		ProtocolVersion: version,
+		Source:          &src,
+	}
+	type endpoint struct {
+		addr netip.Addr
+		port int32
+	}
+	states := map[endpoint]model.TargetState{}
+	for _, es := range t.endpointSlices[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}] {
+		esSrc := ref("EndpointSlice", es.Namespace, es.Name)
+		port, ok := t.slicePort(es, esSrc, sp)
+		if !ok {
+			continue
+		}
+		for i, ep := range es.Endpoints {
+			state, ok := targetState(ep.Conditions)
+			if !ok {
+				continue
+			}
+			for j, a := range ep.Addresses {
+				addr, err := netip.ParseAddr(a)
+				if err != nil || addr.Zone() != "" {
+					t.problem(esSrc, fmt.Sprintf("endpoints[%d].addresses[%d]", i, j), string(gatewayv1.RouteReasonUnsupportedValue),
+						"%q is not an IP address", a)
+					continue
+				}
+				k := endpoint{addr.Unmap(), port}
+				if states[k] != model.TargetActive {
+					states[k] = state
+				}
+			}
+		}
+	}
+	for k, state := range states {
+		tg.Targets = append(tg.Targets, model.Target{Address: k.addr.String(), Port: k.port, Cluster: t.in.Cluster, State: state})
+	}
+	slices.SortFunc(tg.Targets, func(a, b model.Target) int {
+		return cmp.Or(netip.MustParseAddr(a.Address).Compare(netip.MustParseAddr(b.Address)), cmp.Compare(a.Port, b.Port))
+	})
+	if err := tg.Validate(); err != nil {
+		t.invalid(src, err, func(f string) string {
+			if f == "name" {
+				return "metadata.name"
+			}
+			return ""
+		})
+		return nil
+	}
+	return tg
+}
+
+// slicePort returns the port number an EndpointSlice gives the Service port
+// sp, matched by name (an unnamed Service port matches the unnamed slice
+// port). ok is false when the slice does not carry the port or cannot be used.
+func (t *translator) slicePort(es *discoveryv1.EndpointSlice, esSrc model.SourceRef, sp *corev1.ServicePort) (int32, bool) {
+	if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+		t.problem(esSrc, "addressType", string(gatewayv1.RouteReasonUnsupportedValue), "address type %q is not supported; only IPv4 and IPv6 are", es.AddressType)
+		return 0, false
+	}
+	for k, p := range es.Ports {
+		if deref(p.Name, "") != sp.Name || deref(p.Protocol, corev1.ProtocolTCP) != cmp.Or(sp.Protocol, corev1.ProtocolTCP) {
+			continue
+		}
+		if p.Port == nil || *p.Port < 1 || *p.Port > 65535 {
+			t.problem(esSrc, fmt.Sprintf("ports[%d].port", k), string(gatewayv1.RouteReasonUnsupportedValue), "a port in 1-65535 is required")
+			return 0, false
+		}
+		return *p.Port, true
+	}
+	return 0, false
+}
+
+// targetState maps EndpointSlice conditions to a target state. Ready
+// endpoints (an unset ready counts as ready) are active; endpoints that are
+// terminating but still serving drain, so rolling updates do not drop
+// requests; the rest are left out.
+func targetState(c discoveryv1.EndpointConditions) (model.TargetState, bool) {
+	switch {
+	case deref(c.Ready, true):
+		return model.TargetActive, true
+	case deref(c.Serving, false) && deref(c.Terminating, false):
+		return model.TargetDraining, true
+	}
+	return "", false
+}

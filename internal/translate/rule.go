@@ -1,0 +1,127 @@
+package translate
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// defaultRule is what the Gateway API defaults an empty rules list to: one
+// rule matching every path, with no backends (so answering 500).
+var defaultRule = gatewayv1.HTTPRouteRule{Matches: []gatewayv1.HTTPRouteMatch{{}}}
+
+// rules translates the route's rules, in order. Precedence between matches
+// is the proxy's business; the order kept here is its final tie-breaker.
+func (t *translator) rules(r *gatewayv1.HTTPRoute, src model.SourceRef) []model.Rule {
+	specRules := r.Spec.Rules
+	if len(specRules) == 0 {
+		specRules = []gatewayv1.HTTPRouteRule{defaultRule}
+	}
+	out := make([]model.Rule, len(specRules))
+	for i := range specRules {
+		out[i] = t.rule(r, src, i, &specRules[i])
+	}
+	return out
+}
+
+func (t *translator) rule(r *gatewayv1.HTTPRoute, src model.SourceRef, i int, rule *gatewayv1.HTTPRouteRule) model.Rule {
+	p := fmt.Sprintf("spec.rules[%d]", i)
+	unsupported := func(field, what, effect string) {
+		t.problem(src, p+field, string(gatewayv1.RouteReasonUnsupportedValue), "%s not supported yet; %s", what, effect)
+	}
+	out := model.Rule{Name: fmt.Sprintf("rule-%d", i)}
+	if rule.Name != nil {
+		out.Name = string(*rule.Name)
+	}
+	matches := rule.Matches
+	if len(matches) == 0 {
+		// An empty list matches every request: one match on PathPrefix "/".
+		matches = []gatewayv1.HTTPRouteMatch{{}}
+	}
+	for j := range matches {
+		out.Matches = append(out.Matches, t.match(src, fmt.Sprintf("%s.matches[%d]", p, j), &matches[j]))
+	}
+	for j, f := range rule.Filters {
+		unsupported(fmt.Sprintf(".filters[%d]", j), fmt.Sprintf("filter %s is", f.Type), "the rule answers 500")
+	}
+	if rule.Timeouts != nil {
+		unsupported(".timeouts", "timeouts are", "the rule is served without them")
+	}
+	if rule.Retry != nil {
+		unsupported(".retry", "retries are", "the rule is served without them")
+	}
+	if rule.SessionPersistence != nil {
+		unsupported(".sessionPersistence", "session persistence is", "the rule is served without it")
+	}
+	var backends []model.WeightedTargetGroup
+	for j := range rule.BackendRefs {
+		backends = append(backends, t.backend(r, src, fmt.Sprintf("%s.backendRefs[%d]", p, j), &rule.BackendRefs[j]))
+	}
+	switch {
+	case len(rule.Filters) > 0:
+		// A filter must never be skipped (a redirect skipped would forward
+		// instead): the rule answers 500 until filters are implemented.
+		out.Action.FixedResponse = &model.FixedResponseAction{StatusCode: http.StatusInternalServerError}
+	case len(backends) == 0:
+		// No backends: the Gateway API requires a 500.
+		out.Action.FixedResponse = &model.FixedResponseAction{StatusCode: http.StatusInternalServerError}
+	default:
+		out.Action.Forward = &model.ForwardAction{Backends: backends}
+	}
+	return out
+}
+
+// httpMethods are the methods the Gateway API lets a match name.
+var httpMethods = map[gatewayv1.HTTPMethod]bool{
+	gatewayv1.HTTPMethodGet: true, gatewayv1.HTTPMethodHead: true, gatewayv1.HTTPMethodPost: true,
+	gatewayv1.HTTPMethodPut: true, gatewayv1.HTTPMethodDelete: true, gatewayv1.HTTPMethodConnect: true,
+	gatewayv1.HTTPMethodOptions: true, gatewayv1.HTTPMethodTrace: true, gatewayv1.HTTPMethodPatch: true,
+}
+
+// match translates one match, applying the Gateway API defaults: path
+// PathPrefix "/", header and query matches Exact. Values the model rejects
+// are passed on for its validation to name.
+func (t *translator) match(src model.SourceRef, p string, m *gatewayv1.HTTPRouteMatch) model.Match {
+	path := model.PathMatch{Type: model.PathPrefix, Value: "/"}
+	if m.Path != nil {
+		path.Type = model.PathMatchType(deref(m.Path.Type, gatewayv1.PathMatchPathPrefix))
+		path.Value = deref(m.Path.Value, "/")
+	}
+	out := model.Match{Path: &path}
+	if m.Method != nil {
+		if !httpMethods[*m.Method] {
+			t.problem(src, p+".method", string(gatewayv1.RouteReasonUnsupportedValue), "%q is not one of the methods the Gateway API allows", *m.Method)
+		}
+		out.Method = string(*m.Method)
+	}
+	seen := map[string]int{}
+	for k, h := range m.Headers {
+		name := strings.ToLower(string(h.Name))
+		if first, dup := seen[name]; dup {
+			t.problem(src, fmt.Sprintf("%s.headers[%d].name", p, k), string(gatewayv1.RouteReasonUnsupportedValue),
+				"header %q is already matched by headers[%d]; the Gateway API ignores all but the first", h.Name, first)
+			continue
+		}
+		seen[name] = k
+		out.Headers = append(out.Headers, model.ValueMatch{
+			Type: model.ValueMatchType(deref(h.Type, gatewayv1.HeaderMatchExact)), Name: string(h.Name), Value: h.Value,
+		})
+	}
+	clear(seen)
+	for k, q := range m.QueryParams {
+		if first, dup := seen[string(q.Name)]; dup {
+			t.problem(src, fmt.Sprintf("%s.queryParams[%d].name", p, k), string(gatewayv1.RouteReasonUnsupportedValue),
+				"query parameter %q is already matched by queryParams[%d]; the Gateway API ignores all but the first", q.Name, first)
+			continue
+		}
+		seen[string(q.Name)] = k
+		out.QueryParams = append(out.QueryParams, model.ValueMatch{
+			Type: model.ValueMatchType(deref(q.Type, gatewayv1.QueryParamMatchExact)), Name: string(q.Name), Value: q.Value,
+		})
+	}
+	return out
+}

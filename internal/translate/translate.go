@@ -1,0 +1,246 @@
+// Package translate turns Gateway API objects (GatewayClass, Gateway,
+// HTTPRoute) and the Services and EndpointSlices they point at into the
+// service-network model: networks, services and target groups.
+//
+// It owns the mapping rules and names every input it cannot honour as a
+// Problem (object, field, reason), so that providers can surface it as a
+// status condition or a log line. It is pure: no I/O, no clock, and no
+// knowledge of where the objects came from (files or a Kubernetes API
+// server), so every provider shares it. It must not write status, touch the
+// store, or mutate its input.
+package translate
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// The controller names that make a GatewayClass ours.
+const (
+	// ServiceNetworkController marks east-west classes: each Gateway is a
+	// service network (Lattice semantics).
+	ServiceNetworkController gatewayv1.GatewayController = "trellis.dev/service-network"
+	// EdgeController marks north-south classes: each Gateway is a set of
+	// listeners at its own address.
+	EdgeController gatewayv1.GatewayController = "trellis.dev/gateway"
+)
+
+// DomainSuffix ends every service network's domain: the Gateway "my-hotel"
+// makes the network domain "my-hotel.trellis.internal".
+const DomainSuffix = "trellis.internal"
+
+// Input is every object the translator considers. Objects must be unique by
+// kind, namespace and name; order does not matter.
+type Input struct {
+	// Cluster owns every produced object and every target, e.g. "local".
+	Cluster        string
+	GatewayClasses []gatewayv1.GatewayClass
+	Gateways       []gatewayv1.Gateway
+	HTTPRoutes     []gatewayv1.HTTPRoute
+	Services       []corev1.Service
+	EndpointSlices []discoveryv1.EndpointSlice
+}
+
+// Output is the model translated from an Input. Every produced object passes
+// its model Validate. Each list is sorted by name.
+type Output struct {
+	Networks     []model.ServiceNetwork `json:"networks,omitempty"`
+	Services     []model.Service        `json:"services,omitempty"`
+	TargetGroups []model.TargetGroup    `json:"targetGroups,omitempty"`
+	// Problems lists every input that is invalid or not supported, grouped by
+	// object. Objects outside trellis's GatewayClasses produce none.
+	Problems []Problem `json:"problems,omitempty"`
+}
+
+// Problem is one input the translator could not honour.
+type Problem struct {
+	// Object is the offending Kubernetes object. Translate leaves File empty;
+	// a provider that knows it may fill it in.
+	Object model.SourceRef `json:"object"`
+	// Field is a path into Object, e.g. "spec.rules[0].backendRefs[1].weight".
+	Field string `json:"field,omitempty"`
+	// Reason is a Gateway API condition reason where one fits.
+	Reason string `json:"reason"`
+	// Message says what is wrong for a human.
+	Message string `json:"message"`
+}
+
+// String formats p as "file: Kind namespace/name: field: message (Reason)".
+func (p Problem) String() string {
+	var b strings.Builder
+	if p.Object.File != "" {
+		b.WriteString(p.Object.File + ": ")
+	}
+	b.WriteString(p.Object.Kind + " ")
+	if p.Object.Namespace != "" {
+		b.WriteString(p.Object.Namespace + "/")
+	}
+	b.WriteString(p.Object.Name + ": ")
+	if p.Field != "" {
+		b.WriteString(p.Field + ": ")
+	}
+	fmt.Fprintf(&b, "%s (%s)", p.Message, p.Reason)
+	return b.String()
+}
+
+// Reasons for which the Gateway API defines no condition reason.
+const (
+	// ReasonNameConflict: two inputs translate to the same model name; the
+	// later one (by namespace and name) is not used.
+	ReasonNameConflict = "NameConflict"
+)
+
+// Translate maps in to the model. It is deterministic and never fails: what it
+// cannot translate it reports in Output.Problems and leaves out (a listener,
+// a parent, a route) or answers with 500 (a backend or a rule), as the Gateway
+// API requires.
+func Translate(in *Input) *Output {
+	t := newTranslator(in)
+	t.translateClasses()
+	t.translateGateways()
+	t.translateRoutes()
+	return t.output()
+}
+
+// translator holds the indexes and results of one Translate call.
+type translator struct {
+	in  *Input
+	out Output
+	// seen dedupes problems: the same rule translated for two networks
+	// reports its problems once.
+	seen map[Problem]bool
+
+	classes map[string]*classInfo
+	// gateways holds the Gateways of our classes; foreign those of any other
+	// (or no) class, which belong to someone else.
+	gateways map[types.NamespacedName]*gatewayInfo
+	foreign  map[types.NamespacedName]bool
+	networks map[string]types.NamespacedName // network name → Gateway that made it
+
+	services       map[types.NamespacedName]*corev1.Service
+	endpointSlices map[types.NamespacedName][]*discoveryv1.EndpointSlice // by Service
+	serviceOf      map[string]types.NamespacedName                       // model service name → route
+	tgs            map[string]*targetGroupEntry                          // by name
+	tgsEmitted     map[string]bool
+}
+
+// classInfo is one of our GatewayClasses.
+type classInfo struct {
+	mode model.NetworkMode
+	// rejected says why the class is not accepted; empty when it is.
+	rejected string
+}
+
+func newTranslator(in *Input) *translator {
+	t := &translator{
+		in:             in,
+		seen:           map[Problem]bool{},
+		classes:        map[string]*classInfo{},
+		gateways:       map[types.NamespacedName]*gatewayInfo{},
+		foreign:        map[types.NamespacedName]bool{},
+		networks:       map[string]types.NamespacedName{},
+		services:       map[types.NamespacedName]*corev1.Service{},
+		endpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
+		serviceOf:      map[string]types.NamespacedName{},
+		tgs:            map[string]*targetGroupEntry{},
+		tgsEmitted:     map[string]bool{},
+	}
+	for _, s := range sortedByName(in.Services, func(s *corev1.Service) (string, string) { return s.Namespace, s.Name }) {
+		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		if t.services[key] == nil {
+			t.services[key] = s
+		}
+	}
+	for _, es := range sortedByName(in.EndpointSlices, func(s *discoveryv1.EndpointSlice) (string, string) { return s.Namespace, s.Name }) {
+		svc := es.Labels[discoveryv1.LabelServiceName]
+		if svc == "" {
+			continue
+		}
+		key := types.NamespacedName{Namespace: es.Namespace, Name: svc}
+		t.endpointSlices[key] = append(t.endpointSlices[key], es)
+	}
+	return t
+}
+
+// problem records one problem, once.
+func (t *translator) problem(obj model.SourceRef, field, reason, format string, args ...any) {
+	p := Problem{Object: obj, Field: field, Reason: reason, Message: fmt.Sprintf(format, args...)}
+	if !t.seen[p] {
+		t.seen[p] = true
+		t.out.Problems = append(t.out.Problems, p)
+	}
+}
+
+// invalid records a model validation failure of an object translated from
+// obj as problems, mapping each model field to the input field it came from.
+func (t *translator) invalid(obj model.SourceRef, err error, field func(string) string) {
+	var fes model.FieldErrors
+	if !errors.As(err, &fes) {
+		t.problem(obj, "", string(gatewayv1.RouteReasonUnsupportedValue), "%v", err)
+		return
+	}
+	for _, fe := range fes {
+		if f := field(fe.Field); f != "" {
+			t.problem(obj, f, string(gatewayv1.RouteReasonUnsupportedValue), "%s", fe.Detail)
+		} else {
+			t.problem(obj, "", string(gatewayv1.RouteReasonUnsupportedValue), "translates to an invalid model object: %v", fe)
+		}
+	}
+}
+
+func (t *translator) output() *Output {
+	byName := func(m *model.Meta) string { return m.Name }
+	slices.SortFunc(t.out.Networks, func(a, b model.ServiceNetwork) int { return cmp.Compare(byName(&a.Meta), byName(&b.Meta)) })
+	slices.SortFunc(t.out.Services, func(a, b model.Service) int { return cmp.Compare(byName(&a.Meta), byName(&b.Meta)) })
+	for name := range t.tgsEmitted {
+		t.out.TargetGroups = append(t.out.TargetGroups, *t.tgs[name].tg)
+	}
+	slices.SortFunc(t.out.TargetGroups, func(a, b model.TargetGroup) int { return cmp.Compare(byName(&a.Meta), byName(&b.Meta)) })
+	// Group problems by object; within one object they stay in the order
+	// found, which follows the object's fields.
+	slices.SortStableFunc(t.out.Problems, func(a, b Problem) int {
+		return cmp.Or(
+			cmp.Compare(a.Object.Kind, b.Object.Kind),
+			cmp.Compare(a.Object.Namespace, b.Object.Namespace),
+			cmp.Compare(a.Object.Name, b.Object.Name))
+	})
+	return &t.out
+}
+
+// sortedByName returns pointers to the elements of objs ordered by namespace
+// and name, leaving objs untouched.
+func sortedByName[T any](objs []T, key func(*T) (ns, name string)) []*T {
+	out := make([]*T, len(objs))
+	for i := range objs {
+		out[i] = &objs[i]
+	}
+	slices.SortStableFunc(out, func(a, b *T) int {
+		ans, an := key(a)
+		bns, bn := key(b)
+		return cmp.Or(cmp.Compare(ans, bns), cmp.Compare(an, bn))
+	})
+	return out
+}
+
+// ref returns the SourceRef of a Kubernetes object.
+func ref(kind, namespace, name string) model.SourceRef {
+	return model.SourceRef{Kind: kind, Namespace: namespace, Name: name}
+}
+
+// deref returns *p, or def when p is nil.
+func deref[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}

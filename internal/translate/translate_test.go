@@ -1,0 +1,194 @@
+package translate_test
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/provider/file"
+	"trellis.dev/trellis/internal/translate"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files from the current output")
+
+// TestGolden translates testdata/<case>/input.yaml and compares the result
+// with testdata/<case>/output.golden.yaml.
+func TestGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/*/input.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inputs) == 0 {
+		t.Fatal("no golden cases found")
+	}
+	for _, input := range inputs {
+		dir := filepath.Dir(input)
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			data, err := os.ReadFile(input)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, err := file.Parse(input, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in.Cluster = "local"
+			out := translate.Translate(in)
+			checkValid(t, out)
+			checkOrderIndependent(t, in, out)
+			compareGolden(t, filepath.Join(dir, "output.golden.yaml"), out)
+		})
+	}
+}
+
+// TestQuickstartExample checks that the example the quick start documents
+// translates exactly as its golden copy in testdata does.
+func TestQuickstartExample(t *testing.T) {
+	in, err := file.Load("../../examples/quickstart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Cluster = "local"
+	out := translate.Translate(in)
+	if len(out.Problems) > 0 {
+		t.Errorf("the quick start has problems: %v", out.Problems)
+	}
+	got, err := yaml.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("testdata/quickstart/output.golden.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("examples/quickstart and testdata/quickstart/input.yaml have drifted apart; got:\n%s", got)
+	}
+}
+
+func compareGolden(t *testing.T, path string, out *translate.Output) {
+	t.Helper()
+	got, err := yaml.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("output differs from %s (run go test -update and review the diff); got:\n%s", path, got)
+	}
+}
+
+// checkValid checks the promises Output makes: every object valid, lists
+// sorted by name, every problem naming its object.
+func checkValid(t *testing.T, out *translate.Output) {
+	t.Helper()
+	var objs []model.Object
+	for i := range out.Networks {
+		objs = append(objs, &out.Networks[i])
+	}
+	for i := range out.Services {
+		objs = append(objs, &out.Services[i])
+	}
+	for i := range out.TargetGroups {
+		objs = append(objs, &out.TargetGroups[i])
+	}
+	for _, o := range objs {
+		if err := o.Validate(); err != nil {
+			t.Errorf("%s %s is invalid: %v", o.ObjectKind(), o.ObjectMeta().Name, err)
+		}
+	}
+	sorted := func(names []string) bool { return slices.IsSorted(names) }
+	var nets, svcs, tgs []string
+	for _, n := range out.Networks {
+		nets = append(nets, n.Name)
+	}
+	for _, s := range out.Services {
+		svcs = append(svcs, s.Name)
+	}
+	for _, tg := range out.TargetGroups {
+		tgs = append(tgs, tg.Name)
+	}
+	if !sorted(nets) || !sorted(svcs) || !sorted(tgs) {
+		t.Errorf("output not sorted by name: %v %v %v", nets, svcs, tgs)
+	}
+	for _, p := range out.Problems {
+		if p.Object.Kind == "" || p.Object.Name == "" || p.Reason == "" || p.Message == "" {
+			t.Errorf("incomplete problem: %+v", p)
+		}
+	}
+	// Every backend names a produced target group, or none.
+	have := map[string]bool{}
+	for _, tg := range out.TargetGroups {
+		have[tg.Name] = true
+	}
+	for _, s := range out.Services {
+		for _, r := range s.Rules {
+			if r.Action.Forward == nil {
+				continue
+			}
+			for _, b := range r.Action.Forward.Backends {
+				if b.TargetGroup != "" && !have[b.TargetGroup] {
+					t.Errorf("service %s uses missing target group %q", s.Name, b.TargetGroup)
+				}
+			}
+		}
+	}
+}
+
+// checkOrderIndependent translates in with every list reversed and expects
+// the same output.
+func checkOrderIndependent(t *testing.T, in *translate.Input, want *translate.Output) {
+	t.Helper()
+	rev := *in
+	rev.GatewayClasses = slices.Clone(in.GatewayClasses)
+	slices.Reverse(rev.GatewayClasses)
+	rev.Gateways = slices.Clone(in.Gateways)
+	slices.Reverse(rev.Gateways)
+	rev.HTTPRoutes = slices.Clone(in.HTTPRoutes)
+	slices.Reverse(rev.HTTPRoutes)
+	rev.Services = slices.Clone(in.Services)
+	slices.Reverse(rev.Services)
+	rev.EndpointSlices = slices.Clone(in.EndpointSlices)
+	slices.Reverse(rev.EndpointSlices)
+	a, _ := yaml.Marshal(want)
+	b, _ := yaml.Marshal(translate.Translate(&rev))
+	if !bytes.Equal(a, b) {
+		t.Errorf("output depends on input order; reversed input gives:\n%s", b)
+	}
+}
+
+// FuzzTranslate feeds arbitrary YAML through the file decoder and the
+// translator: neither may panic, and whatever is produced must be valid.
+func FuzzTranslate(f *testing.F) {
+	inputs, _ := filepath.Glob("testdata/*/input.yaml")
+	for _, input := range inputs {
+		data, err := os.ReadFile(input)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in, err := file.Parse("fuzz.yaml", data)
+		if err != nil {
+			return
+		}
+		in.Cluster = "local"
+		checkValid(t, translate.Translate(in))
+	})
+}

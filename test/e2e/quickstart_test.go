@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/test/netns"
+)
+
+const (
+	proxyURL      = "http://127.0.0.1:8080/"
+	inventoryHost = "inventory.example.com"
+)
+
+// upQuickstart runs the README's quick start — `trellis up --config
+// examples/quickstart --demo`, on a copy of the example so a test may edit
+// it — in a fresh namespace, and waits until the inventory service answers.
+func upQuickstart(t *testing.T) (*proc, *http.Client, string) {
+	t.Helper()
+	ns := netns.New(t)
+	dir := copyDir(t, "../../examples/quickstart")
+	up := start(t, ns, "up", "up", "--config", dir, "--demo")
+	c := ns.HTTPClient(5 * time.Second)
+	up.waitOutput(t, 15*time.Second, "proxy: listening on 127.0.0.1:8080")
+	waitFor(t, 10*time.Second, "the inventory service to answer", func() bool {
+		status, _, err := get(c, proxyURL, inventoryHost)
+		return err == nil && status == http.StatusOK
+	})
+	return up, c, dir
+}
+
+// The quick start as the README gives it: 400 requests to the inventory
+// service split 50/50 between its two versions within ±8 points, and the
+// other services answer on their generated DNS names.
+func TestQuickstartSplitsInventory(t *testing.T) {
+	up, c, _ := upQuickstart(t)
+
+	counts := split(t, c, proxyURL, inventoryHost, 400)
+	t.Logf("400 requests to %s: %v", inventoryHost, counts)
+	assertShare(t, counts, 400, "inventory-ver1", 50, 8)
+	assertShare(t, counts, 400, "inventory-ver2", 50, 8)
+
+	for _, svc := range []string{"parking", "review", "inventory"} {
+		name := svc + "-default.my-hotel.trellis.internal"
+		if !strings.Contains(up.stdout.String(), name) {
+			t.Errorf("trellis up did not print the DNS name %s", name)
+		}
+		status, backend, err := get(c, proxyURL, name)
+		if err != nil || status != http.StatusOK || !strings.HasPrefix(backend, svc) {
+			t.Errorf("GET via %s: status %d backend %q err %v", name, status, backend, err)
+		}
+	}
+	if status, _, err := get(c, proxyURL, "unknown.example.com"); err != nil || status != http.StatusNotFound {
+		t.Errorf("unknown host: status %d err %v, want 404", status, err)
+	}
+}
+
+// setWeights rewrites the inventory route's two weights in place, as a
+// person editing the file would.
+func setWeights(t *testing.T, dir string, ver1, ver2 string) {
+	t.Helper()
+	path := filepath.Join(dir, "inventory.yaml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weights := regexp.MustCompile(`weight: \d+`)
+	n := 0
+	out := weights.ReplaceAllStringFunc(string(b), func(string) string {
+		n++
+		if n == 1 {
+			return "weight: " + ver1
+		}
+		return "weight: " + ver2
+	})
+	if n != 2 {
+		t.Fatalf("inventory.yaml has %d weights, want 2 (ver1 first)", n)
+	}
+	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Editing the route to 90/10 shifts live traffic within 2 s.
+func TestWeightEditShiftsTraffic(t *testing.T) {
+	_, c, dir := upQuickstart(t)
+	assertShare(t, split(t, c, proxyURL, inventoryHost, 40), 40, "inventory-ver1", 50, 8)
+
+	start := time.Now()
+	setWeights(t, dir, "90", "10")
+	// Sample traffic in batches of 20 until one shows the new split.
+	var delay time.Duration
+	for {
+		if counts := split(t, c, proxyURL, inventoryHost, 20); counts["inventory-ver1"] >= 16 {
+			delay = time.Since(start)
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("traffic did not shift to 90/10 within 5 s")
+		}
+	}
+	t.Logf("MEASURED file edit → traffic shift: %v", delay.Round(time.Millisecond))
+	if delay > 2*time.Second {
+		t.Errorf("traffic shifted after %v, want within 2 s", delay)
+	}
+	counts := split(t, c, proxyURL, inventoryHost, 400)
+	assertShare(t, counts, 400, "inventory-ver1", 90, 8)
+	assertShare(t, counts, 400, "inventory-ver2", 10, 8)
+}
+
+// Bad YAML and an invalid route are reported naming the file and the field,
+// and the last good configuration keeps serving.
+func TestInvalidConfigKeepsLastGood(t *testing.T) {
+	up, c, dir := upQuickstart(t)
+
+	// A misspelled field in a new file: rejected, named, nothing changes.
+	broken := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: broken
+  namespace: default
+spec:
+  parentRefs:
+  - name: my-hotel
+  rules:
+  - backendRefs:
+    - name: parking
+      port: 80
+      weigth: 5
+`
+	if err := os.WriteFile(filepath.Join(dir, "broken.yaml"), []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	up.waitOutput(t, 5*time.Second, "broken.yaml")
+	up.waitOutput(t, 5*time.Second, "weigth")
+	assertShare(t, split(t, c, proxyURL, inventoryHost, 100), 100, "inventory-ver1", 50, 8)
+	if err := os.Remove(filepath.Join(dir, "broken.yaml")); err != nil {
+		t.Fatal(err)
+	}
+
+	// A route whose backend does not exist: rejected as a whole, naming the
+	// file and the field; the previous split keeps serving (no 500s).
+	path := filepath.Join(dir, "inventory.yaml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(string(b), "- name: inventory-ver2\n", "- name: inventory-ver3\n", 1)
+	if bad == string(b) {
+		t.Fatal("could not find the inventory-ver2 backendRef in inventory.yaml")
+	}
+	before := len(up.stderr.String())
+	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "an error naming inventory.yaml and the backendRef", func() bool {
+		fresh := up.stderr.String()[before:]
+		return strings.Contains(fresh, "inventory.yaml") && strings.Contains(fresh, "backendRefs[1]") &&
+			strings.Contains(fresh, "inventory-ver3")
+	})
+	counts := split(t, c, proxyURL, inventoryHost, 100)
+	assertShare(t, counts, 100, "inventory-ver1", 50, 8)
+	assertShare(t, counts, 100, "inventory-ver2", 50, 8)
+}

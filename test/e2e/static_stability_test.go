@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/netns"
+)
+
+// inventoryObjects is the quick start's inventory service as model objects,
+// split ver1:ver2 by the given weights.
+func inventoryObjects(ver1, ver2 int32) *api.Objects {
+	tg := func(name string, port int32) model.TargetGroup {
+		return model.TargetGroup{
+			Meta:            model.Meta{Name: name},
+			Protocol:        model.ProtocolHTTP,
+			ProtocolVersion: model.HTTP1,
+			Targets:         []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "local", State: model.TargetActive}},
+		}
+	}
+	return &api.Objects{
+		Networks: []model.ServiceNetwork{{
+			Meta: model.Meta{Name: "my-hotel"}, Mode: model.ModeServiceNetwork, Domain: "my-hotel.trellis.internal",
+		}},
+		Services: []model.Service{{
+			Meta:          model.Meta{Name: "inventory-default.my-hotel"},
+			Network:       "my-hotel",
+			DNSName:       "inventory-default.my-hotel.trellis.internal",
+			CustomDomains: []string{inventoryHost},
+			Listeners:     []model.Listener{{Name: "http", Port: 8080, Protocol: model.ProtocolHTTP}},
+			Rules: []model.Rule{{
+				Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/"}}},
+				Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{
+					{TargetGroup: "inventory-ver1", Weight: ver1},
+					{TargetGroup: "inventory-ver2", Weight: ver2},
+				}}},
+			}},
+		}},
+		TargetGroups: []model.TargetGroup{tg("inventory-ver1", 18083), tg("inventory-ver2", 18084)},
+	}
+}
+
+// The proxy keeps answering from its last configuration while the control
+// plane is down, and picks up changes once it is back.
+func TestProxyServesWhileServerDown(t *testing.T) {
+	ns := netns.New(t)
+	data := t.TempDir()
+	const token = "e2e-token"
+	serverArgs := []string{"server", "--listen", "127.0.0.1:7070", "--data", data, "--token", token + "=local", "--heartbeat", "500ms"}
+	srv := start(t, ns, "server", serverArgs...)
+	srv.waitOutput(t, 10*time.Second, "API on")
+	start(t, ns, "echo-ver1", "echo", "--listen", "127.0.0.1:18083", "--name", "inventory-ver1")
+	start(t, ns, "echo-ver2", "echo", "--listen", "127.0.0.1:18084", "--name", "inventory-ver2")
+	px := start(t, ns, "proxy", "proxy", "--server", "http://127.0.0.1:7070", "--token", token,
+		"--cluster", "local", "--idle-timeout", "2s")
+
+	c := ns.HTTPClient(5 * time.Second)
+	cl, err := client.New("http://127.0.0.1:7070", token, client.Options{HTTPClient: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := cl.Apply(ctx, inventoryObjects(50, 50)); err != nil {
+		t.Fatal(err)
+	}
+	px.waitOutput(t, 10*time.Second, "listening on 127.0.0.1:8080")
+	waitFor(t, 10*time.Second, "the proxy to serve inventory", func() bool {
+		status, _, err := get(c, proxyURL, inventoryHost)
+		return err == nil && status == http.StatusOK
+	})
+
+	srv.kill()
+	px.waitOutput(t, 10*time.Second, "configuration stream broke")
+	// Keep asking for several seconds of outage, across the proxy's retries.
+	total := map[string]int{}
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		for k, v := range split(t, c, proxyURL, inventoryHost, 10) {
+			total[k] += v
+		}
+	}
+	n := total["inventory-ver1"] + total["inventory-ver2"]
+	t.Logf("while the server was down: %v", total)
+	if n < 100 {
+		t.Fatalf("only %d answers during the outage", n)
+	}
+	assertShare(t, total, n, "inventory-ver1", 50, 8)
+
+	// The server comes back on the same data; a change reaches the proxy.
+	srv = start(t, ns, "server-again", serverArgs...)
+	srv.waitOutput(t, 10*time.Second, "API on")
+	if _, err := cl.Apply(ctx, inventoryObjects(90, 10)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the proxy to pick up 90/10 after reconnecting", func() bool {
+		return split(t, c, proxyURL, inventoryHost, 20)["inventory-ver1"] >= 16
+	})
+	counts := split(t, c, proxyURL, inventoryHost, 200)
+	assertShare(t, counts, 200, "inventory-ver1", 90, 8)
+}
