@@ -106,10 +106,11 @@ type Service struct {
 	// Gateway API.
 	CustomDomains []string   `json:"customDomains,omitempty"`
 	Listeners     []Listener `json:"listeners"`
-	// Rules are matched in order: the first rule with a matching match wins
-	// among the rules of this service. Across services sharing a host name
-	// the proxy orders rules by Gateway API precedence, using CreatedAt and
-	// Source as the final tie-breakers.
+	// Rules are not matched in list order: the proxy ranks every match of
+	// every rule of every service sharing a host name by Gateway API
+	// precedence (path kind and length, method, header count, query count),
+	// then by the oldest CreatedAt, then Source namespace/name, and only then
+	// by rule order.
 	Rules     []Rule     `json:"rules"`
 	CreatedAt time.Time  `json:"createdAt,omitzero"`
 	Source    *SourceRef `json:"source,omitempty"`

@@ -46,7 +46,7 @@ func (t *translator) backend(r *gatewayv1.HTTPRoute, src model.SourceRef, p stri
 	if b.Port == nil {
 		return fail(".port", gatewayv1.RouteReasonUnsupportedValue, "port is required when referring to a Service")
 	}
-	svc := t.services[key]
+	svc := t.kubeServices[key]
 	if svc == nil {
 		return fail(".name", gatewayv1.RouteReasonBackendNotFound, "Service %s not found", key)
 	}

@@ -40,24 +40,23 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
 	if r.Spec.UseDefaultGateways != "" && r.Spec.UseDefaultGateways != gatewayv1.GatewayDefaultScopeNone {
 		t.problem(src, "spec.useDefaultGateways", string(gatewayv1.RouteReasonUnsupportedValue), "default Gateways are not supported yet")
 	}
-	if !hostsOK {
-		// An invalid hostname rejects the whole route: serving it without
-		// that name could widen what it matches.
-		return
-	}
-	if len(attached) == 0 {
-		// Report the rules' problems too, so that every problem shows at once.
+	// An invalid hostname rejects the whole route: serving it without that
+	// name could widen what it matches.
+	if !hostsOK || len(attached) == 0 {
+		// No service to make, but report the rules' problems too, so that
+		// every problem shows at once.
 		t.rules(r, src)
 		return
 	}
 	for _, a := range attached {
+		source := src
 		svc := model.Service{
 			Meta:      model.Meta{Name: fmt.Sprintf("%s-%s.%s", r.Name, r.Namespace, a.gw.network), Owner: t.in.Cluster},
 			Network:   a.gw.network,
 			Listeners: a.listeners,
 			Rules:     t.rules(r, src),
 			CreatedAt: r.CreationTimestamp.UTC(),
-			Source:    &src,
+			Source:    &source,
 		}
 		if a.gw.mode == model.ModeServiceNetwork {
 			svc.DNSName = fmt.Sprintf("%s-%s.%s.%s", r.Name, r.Namespace, a.gw.network, DomainSuffix)
@@ -66,7 +65,7 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
 			svc.CustomDomains = a.hosts
 		}
 		key := types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
-		if other, taken := t.serviceOf[svc.Name]; taken && other != key {
+		if other, taken := t.serviceRoutes[svc.Name]; taken && other != key {
 			t.problem(src, "metadata.name", ReasonNameConflict,
 				"service name %q is already used by HTTPRoute %s; rename one of them", svc.Name, other)
 			continue
@@ -75,12 +74,12 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
 			t.invalid(src, err, serviceField)
 			continue
 		}
-		t.serviceOf[svc.Name] = key
+		t.serviceRoutes[svc.Name] = key
 		for _, rule := range svc.Rules {
 			if rule.Action.Forward != nil {
 				for _, b := range rule.Action.Forward.Backends {
 					if b.TargetGroup != "" {
-						t.tgsEmitted[b.TargetGroup] = true
+						t.tgsUsed[b.TargetGroup] = true
 					}
 				}
 			}

@@ -95,8 +95,9 @@ func (p Problem) String() string {
 
 // Reasons for which the Gateway API defines no condition reason.
 const (
-	// ReasonNameConflict: two inputs translate to the same model name; the
-	// later one (by namespace and name) is not used.
+	// ReasonNameConflict: two inputs translate to the same model name. The
+	// first claimant keeps it: Gateways and routes are met in namespace/name
+	// order, target groups through the routes that use them.
 	ReasonNameConflict = "NameConflict"
 )
 
@@ -127,11 +128,11 @@ type translator struct {
 	foreign  map[types.NamespacedName]bool
 	networks map[string]types.NamespacedName // network name → Gateway that made it
 
-	services       map[types.NamespacedName]*corev1.Service
+	kubeServices   map[types.NamespacedName]*corev1.Service
 	endpointSlices map[types.NamespacedName][]*discoveryv1.EndpointSlice // by Service
-	serviceOf      map[string]types.NamespacedName                       // model service name → route
+	serviceRoutes  map[string]types.NamespacedName                       // model service name → route
 	tgs            map[string]*targetGroupEntry                          // by name
-	tgsEmitted     map[string]bool
+	tgsUsed        map[string]bool
 }
 
 // classInfo is one of our GatewayClasses.
@@ -149,16 +150,16 @@ func newTranslator(in *Input) *translator {
 		gateways:       map[types.NamespacedName]*gatewayInfo{},
 		foreign:        map[types.NamespacedName]bool{},
 		networks:       map[string]types.NamespacedName{},
-		services:       map[types.NamespacedName]*corev1.Service{},
+		kubeServices:   map[types.NamespacedName]*corev1.Service{},
 		endpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
-		serviceOf:      map[string]types.NamespacedName{},
+		serviceRoutes:  map[string]types.NamespacedName{},
 		tgs:            map[string]*targetGroupEntry{},
-		tgsEmitted:     map[string]bool{},
+		tgsUsed:        map[string]bool{},
 	}
 	for _, s := range sortedByName(in.Services, func(s *corev1.Service) (string, string) { return s.Namespace, s.Name }) {
 		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
-		if t.services[key] == nil {
-			t.services[key] = s
+		if t.kubeServices[key] == nil {
+			t.kubeServices[key] = s
 		}
 	}
 	for _, es := range sortedByName(in.EndpointSlices, func(s *discoveryv1.EndpointSlice) (string, string) { return s.Namespace, s.Name }) {
@@ -199,13 +200,14 @@ func (t *translator) invalid(obj model.SourceRef, err error, field func(string) 
 }
 
 func (t *translator) output() *Output {
-	byName := func(m *model.Meta) string { return m.Name }
-	slices.SortFunc(t.out.Networks, func(a, b model.ServiceNetwork) int { return cmp.Compare(byName(&a.Meta), byName(&b.Meta)) })
-	slices.SortFunc(t.out.Services, func(a, b model.Service) int { return cmp.Compare(byName(&a.Meta), byName(&b.Meta)) })
-	for name := range t.tgsEmitted {
+	slices.SortFunc(t.out.Networks, func(a, b model.ServiceNetwork) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(t.out.Services, func(a, b model.Service) int { return cmp.Compare(a.Name, b.Name) })
+	// Only the target groups of produced services: a route that failed to
+	// attach or validate leaves none behind.
+	for name := range t.tgsUsed {
 		t.out.TargetGroups = append(t.out.TargetGroups, *t.tgs[name].tg)
 	}
-	slices.SortFunc(t.out.TargetGroups, func(a, b model.TargetGroup) int { return cmp.Compare(byName(&a.Meta), byName(&b.Meta)) })
+	slices.SortFunc(t.out.TargetGroups, func(a, b model.TargetGroup) int { return cmp.Compare(a.Name, b.Name) })
 	// Group problems by object; within one object they stay in the order
 	// found, which follows the object's fields.
 	slices.SortStableFunc(t.out.Problems, func(a, b Problem) int {

@@ -39,7 +39,14 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			in.Cluster = "local"
+			before, err := yaml.Marshal(in)
+			if err != nil {
+				t.Fatal(err)
+			}
 			out := translate.Translate(in)
+			if after, _ := yaml.Marshal(in); !bytes.Equal(before, after) {
+				t.Error("Translate changed its input")
+			}
 			checkValid(t, out)
 			checkOrderIndependent(t, in, out)
 			compareGolden(t, filepath.Join(dir, "output.golden.yaml"), out)

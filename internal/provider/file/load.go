@@ -211,11 +211,13 @@ func (c *config) decode(doc document, where location) (desc string, err error) {
 	var h header
 	// The header is best effort: the strict decode below names any error.
 	_ = json.Unmarshal(j, &h)
+	kind, ok := kinds[gvk{h.APIVersion, h.Kind}]
+	if kind.namespaced && h.Metadata.Namespace == "" {
+		h.Metadata.Namespace = DefaultNamespace
+	}
 	if what := strings.TrimSpace(h.Kind + " " + objectName(h.Metadata.Namespace, h.Metadata.Name)); what != "" {
 		desc = " (" + what + ")"
 	}
-
-	kind, ok := kinds[gvk{h.APIVersion, h.Kind}]
 	if !ok {
 		return desc, unsupported(h.APIVersion, h.Kind)
 	}
@@ -236,6 +238,8 @@ func (c *config) decode(doc document, where location) (desc string, err error) {
 	return desc, nil
 }
 
+// objectName formats an object's name as "namespace/name", or "name" for a
+// cluster-scoped object.
 func objectName(namespace, name string) string {
 	if namespace == "" {
 		return name

@@ -78,15 +78,15 @@ func TestLoadErrors(t *testing.T) {
 	}{{
 		name:  "unknown field",
 		files: map[string]string{"inventory.yaml": service + "---\n" + strings.Replace(route, "port: 80", "port: 80\n          weigth: 50", 1)},
-		want:  []string{`inventory.yaml:9: document 2 (HTTPRoute inventory): unknown field "spec.rules[0].backendRefs[0].weigth"`},
+		want:  []string{`inventory.yaml:9: document 2 (HTTPRoute default/inventory): unknown field "spec.rules[0].backendRefs[0].weigth"`},
 	}, {
 		name:  "field names are case-sensitive",
 		files: map[string]string{"inventory.yaml": strings.Replace(route, "port: 80", "Port: 80", 1)},
-		want:  []string{`inventory.yaml:1: document 1 (HTTPRoute inventory): unknown field "spec.rules[0].backendRefs[0].Port"`},
+		want:  []string{`inventory.yaml:1: document 1 (HTTPRoute default/inventory): unknown field "spec.rules[0].backendRefs[0].Port"`},
 	}, {
 		name:  "every unknown field is named",
 		files: map[string]string{"svc.yaml": strings.Replace(service, "spec:", "labels: {}\nspec:\n  selectr: {}", 1)},
-		want:  []string{`svc.yaml:1: document 1 (Service inventory-ver1): unknown field "labels"`, `unknown field "spec.selectr"`},
+		want:  []string{`svc.yaml:1: document 1 (Service default/inventory-ver1): unknown field "labels"`, `unknown field "spec.selectr"`},
 	}, {
 		name:  "unsupported kind",
 		files: map[string]string{"grpc.yaml": "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata:\n  name: g\n"},
@@ -110,7 +110,7 @@ func TestLoadErrors(t *testing.T) {
 	}, {
 		name:  "wrong type",
 		files: map[string]string{"svc.yaml": strings.Replace(service, "port: 80", "port: eighty", 1)},
-		want:  []string{`svc.yaml:1: document 1 (Service inventory-ver1): spec.ports.port: cannot use a string as int32`},
+		want:  []string{`svc.yaml:1: document 1 (Service default/inventory-ver1): spec.ports.port: cannot use a string as int32`},
 	}, {
 		name:  "duplicate key",
 		files: map[string]string{"svc.yaml": service + "spec: {}\n"},
@@ -125,7 +125,7 @@ func TestLoadErrors(t *testing.T) {
 	}, {
 		name:  "invalid name",
 		files: map[string]string{"svc.yaml": strings.Replace(service, "inventory-ver1", "Inventory_1", 1)},
-		want:  []string{`svc.yaml:1: document 1 (Service Inventory_1): metadata.name: "Inventory_1" is invalid`},
+		want:  []string{`svc.yaml:1: document 1 (Service default/Inventory_1): metadata.name: "Inventory_1" is invalid`},
 	}, {
 		name:  "cluster-scoped with a namespace",
 		files: map[string]string{"gc.yaml": "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: t\n  namespace: x\nspec:\n  controllerName: trellis.dev/service-network\n"},
@@ -136,7 +136,7 @@ func TestLoadErrors(t *testing.T) {
 			"a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
 			"b.yaml": route + "---\n" + strings.Replace(service, "ports:", "portz:", 1),
 		},
-		want: []string{`a.yaml:1: document 1 (ConfigMap c): kind ConfigMap (v1) is not supported`, `b.yaml:13: document 2 (Service inventory-ver1): unknown field "spec.portz"`},
+		want: []string{`a.yaml:1: document 1 (ConfigMap c): kind ConfigMap (v1) is not supported`, `b.yaml:13: document 2 (Service default/inventory-ver1): unknown field "spec.portz"`},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -79,8 +79,10 @@ func (p *Provider) LastError() error {
 // Run reads and applies the directory, then again after every change to it,
 // until ctx is done, when it returns nil. It returns an error only if the
 // directory cannot be watched. apply receives each good translation; if it
-// fails, Run logs the error and tries again after a growing delay or the next
-// change, whichever comes first.
+// fails, Run logs the error and tries again after a delay growing from 1s to
+// 30s, or at the next change, whichever comes first. The directory itself
+// must stay: if it is removed, Run reports the load error and stops seeing
+// changes, keeping the last good configuration.
 func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out *translate.Output) error) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -94,8 +96,8 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 		return fmt.Errorf("watch %s: %w", p.Dir, err)
 	}
 	debounce := cmp.Or(p.Debounce, DefaultDebounce)
-	settled := time.NewTimer(0) // the first attempt
-	retry := time.NewTimer(0)
+	settled := time.NewTimer(0)        // the first attempt
+	retry := time.NewTimer(retryFirst) // runs only after a failed apply
 	retry.Stop()
 	retryDelay := retryFirst
 	for {
