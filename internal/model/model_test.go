@@ -1,0 +1,217 @@
+package model
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+func validService() *Service {
+	return &Service{
+		Meta:      Meta{Name: "inventory-default.hotel", Owner: "east"},
+		Network:   "hotel",
+		DNSName:   "inventory-default.hotel.trellis.internal",
+		Listeners: []Listener{{Name: "http", Port: 8080, Protocol: ProtocolHTTP}},
+		Rules: []Rule{{
+			Matches: []Match{{Path: &PathMatch{Type: PathPrefix, Value: "/"}}},
+			Action: Action{Forward: &ForwardAction{Backends: []WeightedTargetGroup{
+				{TargetGroup: "v1", Weight: 50}, {TargetGroup: "v2", Weight: 50},
+			}}},
+		}},
+	}
+}
+
+// fieldsOf returns the fields a validation error names, sorted.
+func fieldsOf(t *testing.T, err error) []string {
+	t.Helper()
+	if err == nil {
+		return nil
+	}
+	var fe FieldErrors
+	if !errors.As(err, &fe) {
+		t.Fatalf("error %v is not FieldErrors", err)
+	}
+	var out []string
+	for _, e := range fe {
+		out = append(out, e.Field)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestServiceValidationNamesEveryBadField(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Service)
+		want   []string
+	}{
+		{"valid", func(*Service) {}, nil},
+		{"no name or owner", func(s *Service) { s.Name, s.Owner = "", "" }, []string{"name", "owner"}},
+		{"upper-case name", func(s *Service) { s.Name = "Inventory" }, []string{"name"}},
+		{"bad port and protocol", func(s *Service) { s.Listeners[0] = Listener{Port: 0, Protocol: "SMTP"} },
+			[]string{"listeners[0].port", "listeners[0].protocol"}},
+		{"duplicate port", func(s *Service) { s.Listeners = append(s.Listeners, Listener{Port: 8080, Protocol: ProtocolHTTP}) },
+			[]string{"listeners[1].port"}},
+		{"no listeners", func(s *Service) { s.Listeners = nil }, []string{"listeners"}},
+		{"bad custom domain", func(s *Service) { s.CustomDomains = []string{"ok.example.com", "Bad_Name"} },
+			[]string{"customDomains[1]"}},
+		{"wildcard custom domain", func(s *Service) { s.CustomDomains = []string{"*.example.com"} }, nil},
+		{"relative path", func(s *Service) { s.Rules[0].Matches[0].Path.Value = "api" },
+			[]string{"rules[0].matches[0].path.value"}},
+		{"bad regex", func(s *Service) { s.Rules[0].Matches[0].Path = &PathMatch{Type: PathRegularExpression, Value: "("} },
+			[]string{"rules[0].matches[0].path.value"}},
+		{"bad header name and type", func(s *Service) {
+			s.Rules[0].Matches[0].Headers = []ValueMatch{{Type: "Prefix", Name: "x env", Value: "a"}}
+		}, []string{"rules[0].matches[0].headers[0].name", "rules[0].matches[0].headers[0].type"}},
+		{"negative weight", func(s *Service) { s.Rules[0].Action.Forward.Backends[1].Weight = -1 },
+			[]string{"rules[0].action.forward.backends[1].weight"}},
+		{"no action", func(s *Service) { s.Rules[0].Action = Action{} }, []string{"rules[0].action"}},
+		{"two actions", func(s *Service) { s.Rules[0].Action.FixedResponse = &FixedResponseAction{StatusCode: 404} },
+			[]string{"rules[0].action"}},
+		{"bad fixed status", func(s *Service) { s.Rules[0].Action = Action{FixedResponse: &FixedResponseAction{StatusCode: 99}} },
+			[]string{"rules[0].action.fixedResponse.statusCode"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := validService()
+			tt.mutate(s)
+			if got := fieldsOf(t, s.Validate()); !slices.Equal(got, tt.want) {
+				t.Errorf("fields = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTargetGroupValidation(t *testing.T) {
+	valid := func() *TargetGroup {
+		return &TargetGroup{
+			Meta: Meta{Name: "v1", Owner: "east"}, Protocol: ProtocolHTTP, ProtocolVersion: HTTP1,
+			Targets: []Target{{Address: "10.0.0.1", Port: 8080, Cluster: "east", State: TargetActive}},
+		}
+	}
+	tests := []struct {
+		name   string
+		mutate func(*TargetGroup)
+		want   []string
+	}{
+		{"valid", func(*TargetGroup) {}, nil},
+		{"ipv6 target", func(tg *TargetGroup) { tg.Targets[0].Address = "fd00::1" }, nil},
+		{"hostname target", func(tg *TargetGroup) { tg.Targets[0].Address = "backend.local" }, []string{"targets[0].address"}},
+		{"no port anywhere", func(tg *TargetGroup) { tg.Targets[0].Port = 0 }, []string{"targets[0].port"}},
+		{"group port suffices", func(tg *TargetGroup) { tg.Targets[0].Port, tg.Port = 0, 80 }, nil},
+		{"no cluster, bad state", func(tg *TargetGroup) { tg.Targets[0].Cluster, tg.Targets[0].State = "", "Gone" },
+			[]string{"targets[0].cluster", "targets[0].state"}},
+		{"bad protocol", func(tg *TargetGroup) { tg.Protocol, tg.ProtocolVersion = "UDP", "HTTP3" },
+			[]string{"protocol", "protocolVersion"}},
+		{"health check out of range", func(tg *TargetGroup) {
+			tg.HealthCheck = HealthCheck{IntervalSeconds: 1, TimeoutSeconds: 121, HealthyThresholdCount: 11, Path: "health", Matcher: "200-199"}
+		}, []string{"healthCheck.healthyThresholdCount", "healthCheck.intervalSeconds", "healthCheck.matcher", "healthCheck.path", "healthCheck.timeoutSeconds"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg := valid()
+			tt.mutate(tg)
+			if got := fieldsOf(t, tg.Validate()); !slices.Equal(got, tt.want) {
+				t.Errorf("fields = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestNetworkValidation(t *testing.T) {
+	tests := []struct {
+		n    ServiceNetwork
+		want []string
+	}{
+		{ServiceNetwork{Meta: Meta{Name: "hotel", Owner: "east"}, Mode: ModeServiceNetwork, Domain: "hotel.trellis.internal"}, nil},
+		{ServiceNetwork{Meta: Meta{Name: "hotel", Owner: "east"}, Mode: ModeServiceNetwork}, []string{"domain"}},
+		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: ModeEdge, Domain: "x.internal"}, []string{"domain"}},
+		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: "Mesh"}, []string{"mode"}},
+	}
+	for _, tt := range tests {
+		if got := fieldsOf(t, tt.n.Validate()); !slices.Equal(got, tt.want) {
+			t.Errorf("%+v: fields = %v, want %v", tt.n, got, tt.want)
+		}
+	}
+}
+
+// The defaults are Lattice's: on for HTTP1 groups, off for HTTP2, GRPC and
+// TCP ones; 30 s / 5 s / 5 / 2 / "/" / "200".
+func TestHealthCheckDefaults(t *testing.T) {
+	h := HealthCheck{}.Defaulted(ProtocolHTTP, HTTP1)
+	if !*h.Enabled || h.IntervalSeconds != 30 || h.TimeoutSeconds != 5 || h.HealthyThresholdCount != 5 ||
+		h.UnhealthyThresholdCount != 2 || h.Path != "/" || h.Matcher != "200" || h.Protocol != ProtocolHTTP || h.ProtocolVersion != HTTP1 {
+		t.Errorf("HTTP1 defaults = %+v", h)
+	}
+	for _, c := range []struct {
+		p Protocol
+		v ProtocolVersion
+	}{{ProtocolHTTP, HTTP2}, {ProtocolHTTP, GRPC}, {ProtocolTCP, HTTP1}} {
+		if h := (HealthCheck{}).Defaulted(c.p, c.v); *h.Enabled {
+			t.Errorf("%s/%s: health checks enabled by default, want disabled", c.p, c.v)
+		}
+	}
+	on := true
+	if h := (HealthCheck{Enabled: &on, IntervalSeconds: 10, Path: "/healthz"}).Defaulted(ProtocolHTTP, HTTP2); !*h.Enabled || h.IntervalSeconds != 10 || h.Path != "/healthz" {
+		t.Errorf("explicit settings overridden: %+v", h)
+	}
+}
+
+func TestParseMatcher(t *testing.T) {
+	tests := []struct {
+		in   string
+		want [][2]int
+		err  bool
+	}{
+		{"200", [][2]int{{200, 200}}, false},
+		{"200,202", [][2]int{{200, 200}, {202, 202}}, false},
+		{"200-299, 404", [][2]int{{200, 299}, {404, 404}}, false},
+		{"199", nil, true},
+		{"500", nil, true},
+		{"299-200", nil, true},
+		{"2x0", nil, true},
+		{"", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseMatcher(tt.in)
+		if (err != nil) != tt.err || !slices.Equal(got, tt.want) {
+			t.Errorf("ParseMatcher(%q) = %v, %v", tt.in, got, err)
+		}
+	}
+}
+
+func FuzzParseMatcher(f *testing.F) {
+	for _, s := range []string{"200", "200,202", "200-299", "404-200", ",,", "2000"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ranges, err := ParseMatcher(s)
+		if err != nil {
+			return
+		}
+		for _, r := range ranges {
+			if r[0] < 200 || r[1] > 499 || r[0] > r[1] {
+				t.Fatalf("ParseMatcher(%q) accepted range %v", s, r)
+			}
+		}
+	})
+}
+
+func TestKeysRoundTrip(t *testing.T) {
+	for _, k := range Kinds {
+		kind, name, err := ParseKey(Key(k, "a.b-c"))
+		if err != nil || kind != k || name != "a.b-c" {
+			t.Errorf("ParseKey(Key(%s)) = %s, %s, %v", k, kind, name, err)
+		}
+	}
+	for _, bad := range []string{"", "/", "/Service", "/Service/", "Service/x", "/service/x", "/Nope/x"} {
+		if _, _, err := ParseKey(bad); err == nil {
+			t.Errorf("ParseKey(%q) accepted", bad)
+		}
+	}
+	for _, s := range []string{"service", "Services", "TARGETGROUPS", "servicenetwork"} {
+		if _, err := ParseKind(s); err != nil {
+			t.Errorf("ParseKind(%q): %v", s, err)
+		}
+	}
+}

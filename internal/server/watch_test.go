@@ -1,0 +1,149 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/internal/store/bolt"
+)
+
+// firstMessage opens a raw watch from rev and returns its first non-heartbeat message.
+func firstMessage(t *testing.T, url string, rev int64) api.WatchMessage {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/watch?revision=%d", url, rev), nil)
+	req.Header.Set("Authorization", "Bearer "+tokenA)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m api.WatchMessage
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Type != api.WatchHeartbeat {
+			return m
+		}
+	}
+	t.Fatalf("watch from %d ended without a message: %v", rev, sc.Err())
+	return api.WatchMessage{}
+}
+
+// Resuming from a revision in history sends only what came after it; a
+// revision of 0, or one the store never reached, gets a snapshot.
+func TestWatchResumesFromRevision(t *testing.T) {
+	url, east, _ := newServer(t)
+	ctx := context.Background()
+	a := targetGroup("a", 1)
+	if err := east.Put(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b := targetGroup("b", 2)
+	if err := east.Put(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+
+	m := firstMessage(t, url, a.Revision)
+	if m.Type != api.WatchChanges || m.Revision != b.Revision || len(m.Changes) != 1 || m.Changes[0].Name != "b" {
+		t.Errorf("resume from %d: %+v, want the change that created b", a.Revision, m)
+	}
+	for _, rev := range []int64{0, b.Revision + 100} {
+		m := firstMessage(t, url, rev)
+		if m.Type != api.WatchSnapshot || m.Snapshot == nil || len(m.Snapshot.TargetGroups) != 2 || m.Revision != b.Revision {
+			t.Errorf("watch from %d: %+v, want a snapshot of both groups at %d", rev, m, b.Revision)
+		}
+	}
+}
+
+// When the stream breaks, Follow reconnects, resumes and misses nothing:
+// every change made while it was cut off arrives, in order.
+func TestFollowResumesAfterBrokenStream(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{tokenA: "east"}, Heartbeat: 50 * time.Millisecond}))
+	defer srv.Close()
+	var logs syncBuffer
+	cl, _ := client.New(srv.URL, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	// Writes use connections of their own, so cutting connections cuts
+	// only the watch.
+	writer, _ := client.New(srv.URL, tokenA, client.Options{
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := make(chan *model.Snapshot, 1000)
+	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond},
+		func(s *model.Snapshot) { snaps <- s })
+
+	const writes = 30
+	for i := range writes {
+		if err := writer.Put(ctx, targetGroup(fmt.Sprintf("tg-%02d", i), int32(1000+i))); err != nil {
+			t.Fatal(err)
+		}
+		if i%5 == 2 {
+			srv.CloseClientConnections() // cut the watch mid-stream
+		}
+	}
+	var last *model.Snapshot
+	deadline := time.After(10 * time.Second)
+	for last == nil || len(last.TargetGroups) < writes {
+		select {
+		case s := <-snaps:
+			if last != nil && s.Revision < last.Revision {
+				t.Fatalf("revision went back from %d to %d", last.Revision, s.Revision)
+			}
+			last = s
+		case <-deadline:
+			t.Fatalf("after 10 s the follower has %d of %d target groups", len(last.TargetGroups), writes)
+		}
+	}
+	if n := strings.Count(logs.String(), "configuration stream broke"); n == 0 {
+		t.Error("the stream was never cut: the test proves nothing about resuming")
+	}
+	for i, tg := range last.TargetGroups {
+		if want := fmt.Sprintf("tg-%02d", i); tg.Name != want || tg.Targets[0].Port != int32(1000+i) {
+			t.Errorf("target group %d = %s port %d", i, tg.Name, tg.Targets[0].Port)
+		}
+	}
+}
+
+// syncBuffer collects log output written from the follower's goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
