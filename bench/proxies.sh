@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Side-by-side throughput and latency of the Trellis proxy, nginx and HAProxy
+# on this machine, with an equivalent route table:
+#   host bench.example.com + path prefix /api + header x-env: prod
+#   → two weighted target groups (50/50), one backend each.
+# The backends are nginx returning a small fixed body. Each proxy is driven
+# by wrk in interleaved rounds (so drift on the machine hits all of them
+# alike), and the medians of rps, p50 and p99 go into docs/benchmarks.md
+# between the BEGIN/END proxies markers.
+#
+# Usage: [TRELLIS_BIN=path] bench/proxies.sh [ROUNDS] [SECONDS] [CONNECTIONS]   (defaults 5 10 64)
+# Everything listens on 127.0.0.1 only; the script stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+DURATION=${2:-10}
+CONNS=${3:-64}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]})); then
+  echo "== installing ${need[*]} from Debian"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian's packages start services on install; stop any so they do not compete.
+(service nginx stop; service haproxy stop) >/dev/null 2>&1 || true
+
+work=$(mktemp -d /tmp/trellis-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx-proxy.pid" ] && kill "$(cat "$work/nginx-proxy.pid")" 2>/dev/null || true
+  [ -f "$work/nginx-backend.pid" ] && kill "$(cat "$work/nginx-backend.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+B1=18101 B2=18102 P_TRELLIS=18110 P_NGINX=18111 P_HAPROXY=18112
+
+# Backends: one nginx, two ports, each naming itself.
+cat >"$work/backend.conf" <<CONF
+worker_processes 1;
+pid $work/nginx-backend.pid;
+error_log $work/backend-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$B1 backlog=4096; keepalive_requests 1000000; location / { return 200 "backend-1\n"; } }
+  server { listen 127.0.0.1:$B2 backlog=4096; keepalive_requests 1000000; location / { return 200 "backend-2\n"; } }
+}
+CONF
+nginx -c "$work/backend.conf" -p "$work"
+
+# nginx as the proxy.
+cat >"$work/nginx-proxy.conf" <<CONF
+worker_processes 2;
+pid $work/nginx-proxy.pid;
+error_log $work/proxy-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream split { server 127.0.0.1:$B1 weight=50; server 127.0.0.1:$B2 weight=50; keepalive 256; }
+  server {
+    listen 127.0.0.1:$P_NGINX backlog=4096 default_server;
+    return 404;
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX;
+    server_name bench.example.com;
+    keepalive_requests 1000000;
+    location /api/ {
+      if (\$http_x_env != "prod") { return 404; }
+      proxy_pass http://split;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+    location = /api { return 404; }
+  }
+}
+CONF
+nginx -c "$work/nginx-proxy.conf" -p "$work"
+
+# HAProxy.
+cat >"$work/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$P_HAPROXY
+  acl host hdr(host) -i bench.example.com
+  acl api path /api
+  acl api path_beg /api/
+  acl env req.hdr(x-env) -m str prod
+  option forwardfor
+  use_backend split if host api env
+  default_backend none
+backend split
+  balance roundrobin
+  server b1 127.0.0.1:$B1 weight 50
+  server b2 127.0.0.1:$B2 weight 50
+backend none
+  http-request return status 404
+CONF
+haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
+pids+=("$(cat "$work/haproxy.pid")")
+
+# Trellis: the same table as Gateway API YAML, served by `trellis up`.
+mkdir -p "$work/trellis"
+cat >"$work/trellis/bench.yaml" <<CONF
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis-edge}
+spec: {controllerName: trellis.dev/gateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bench}
+spec:
+  gatewayClassName: trellis-edge
+  listeners: [{name: http, protocol: HTTP, port: $P_TRELLIS}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bench}
+spec:
+  parentRefs: [{name: bench}]
+  hostnames: [bench.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /api}
+      headers: [{name: x-env, value: prod}]
+    backendRefs:
+    - {name: b1, port: 80, weight: 50}
+    - {name: b2, port: 80, weight: 50}
+CONF
+for i in 1 2; do
+  port=$B1; [ "$i" = 2 ] && port=$B2
+  cat >>"$work/trellis/bench.yaml" <<CONF
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b$i}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: b$i, labels: {kubernetes.io/service-name: b$i}}
+addressType: IPv4
+ports: [{name: http, port: $port}]
+endpoints: [{addresses: [127.0.0.1]}]
+CONF
+done
+# TRELLIS_BIN benchmarks a prebuilt binary instead of building this tree.
+bin=${TRELLIS_BIN:-$work/trellis-bin}
+[ -n "${TRELLIS_BIN:-}" ] || go build -o "$bin" ./cmd/trellis
+"$bin" up --config "$work/trellis" --api-listen 127.0.0.1:0 --log-level warn >"$work/trellis.log" 2>&1 &
+pids+=($!)
+
+url() { echo "http://127.0.0.1:$1/api/items"; }
+check() { # name port
+  for _ in $(seq 100); do
+    if curl -fsS -H 'Host: bench.example.com' -H 'x-env: prod' "$(url "$2")" 2>/dev/null | grep -q backend-; then return 0; fi
+    sleep 0.1
+  done
+  echo "$1 does not serve the route"; cat "$work"/*.log; exit 1
+}
+check trellis $P_TRELLIS; check nginx $P_NGINX; check haproxy $P_HAPROXY
+# The header match must hold everywhere: without it, 404.
+for p in $P_TRELLIS $P_NGINX $P_HAPROXY; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.example.com' "$(url $p)")
+  [ "$code" = 404 ] || { echo "port $p answered $code without the header, want 404"; exit 1; }
+done
+
+# wrk's latency in ms, whatever unit it prints.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f\n", v}'; }
+run() { # name port → "rps p50 p99"
+  out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -H 'Host: bench.example.com' -H 'x-env: prod' "$(url "$2")")
+  if echo "$out" | grep -q 'Non-2xx'; then echo "$1: non-2xx answers under load"; echo "$out"; exit 1; fi
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
+  echo "$rps $p50 $p99"
+}
+declare -A results
+for r in $(seq "$ROUNDS"); do
+  for name in trellis nginx haproxy; do
+    case $name in trellis) port=$P_TRELLIS;; nginx) port=$P_NGINX;; haproxy) port=$P_HAPROXY;; esac
+    res=$(run $name $port)
+    echo "round $r $name: rps p50ms p99ms = $res"
+    results[$name]+="$res"$'\n'
+  done
+done
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
+table=$(mktemp)
+{
+  echo "<!-- BEGIN proxies (generated by bench/proxies.sh) -->"
+  echo "Run $(date -u +%Y-%m-%d): \`bench/proxies.sh $ROUNDS $DURATION $CONNS\` — $ROUNDS interleaved rounds of"
+  echo "\`wrk -t2 -c$CONNS -d${DURATION}s\` per proxy; medians. nginx $(nginx -v 2>&1 | sed 's/.*\///'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(go version | awk '{print $3}')."
+  echo
+  echo "| proxy | rps | p50 (ms) | p99 (ms) |"
+  echo "|---|---|---|---|"
+  for name in trellis nginx haproxy; do
+    echo "| $name | $(col $name 1) | $(col $name 2) | $(col $name 3) |"
+  done
+  echo
+  echo "Trellis / nginx rps ratio: $(awk -v t="$(col trellis 1)" -v n="$(col nginx 1)" 'BEGIN {printf "%.2f", t/n}')×;" \
+       "p99 Trellis $(col trellis 3) ms vs nginx $(col nginx 3) ms."
+  echo "<!-- END proxies -->"
+} >"$table"
+cat "$table"
+doc=docs/benchmarks.md
+if grep -q 'BEGIN proxies' "$doc"; then
+  python3 - "$doc" "$table" <<'PY'
+import re, sys
+doc, table = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
+s = open(doc).read()
+s = re.sub(r"<!-- BEGIN proxies.*?<!-- END proxies -->", lambda m: table, s, flags=re.S)
+open(doc, "w").write(s)
+PY
+else
+  printf '\n## Proxy throughput: Trellis, nginx, HAProxy\n\n%s\n' "$(cat "$table")" >>"$doc"
+fi
+rm -f "$table"
