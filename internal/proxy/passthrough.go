@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"trellis.dev/trellis/internal/proxy/sni"
+)
+
+// Limits of TLS passthrough connections.
+const (
+	// helloTimeout bounds how long a client may take to send its
+	// ClientHello before its connection is closed.
+	helloTimeout = 10 * time.Second
+	// passthroughDialTimeout bounds connecting to the chosen target.
+	passthroughDialTimeout = 5 * time.Second
+)
+
+// passthroughPick chooses where a TLS connection for serverName goes: the
+// target's address, or ok false when no service on the port takes the name.
+type passthroughPick func(serverName string) (addr string, ok bool)
+
+// passthroughServer serves one TLS_PASSTHROUGH port: it reads each
+// connection's SNI without terminating TLS, picks a target by it and
+// splices the untouched stream to that target, both ways, until either side
+// closes. The target's own certificate reaches the client.
+type passthroughServer struct {
+	ln   net.Listener
+	pick passthroughPick
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func newPassthroughServer(ln net.Listener, pick passthroughPick, log *slog.Logger) *passthroughServer {
+	return &passthroughServer{ln: ln, pick: pick, log: log, conns: map[net.Conn]struct{}{}}
+}
+
+// serve accepts connections until the listener closes.
+func (s *passthroughServer) serve() error {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		if !s.track(c, true) {
+			c.Close()
+			continue
+		}
+		s.wg.Go(func() {
+			defer s.track(c, false)
+			defer c.Close()
+			s.handle(c)
+		})
+	}
+}
+
+// track adds or removes an active connection; adding fails once closed.
+func (s *passthroughServer) track(c net.Conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.conns, c)
+		return true
+	}
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *passthroughServer) handle(client net.Conn) {
+	hello, replay, err := sni.Peek(client, helloTimeout)
+	if err != nil {
+		s.log.Debug("passthrough: no TLS ClientHello", "remote", client.RemoteAddr(), "err", err)
+		return
+	}
+	addr, ok := s.pick(hello.ServerName)
+	if !ok {
+		// No service for the name: close without a word; a TLS alert
+		// would need a certificate we do not have.
+		s.log.Debug("passthrough: no service for server name", "server_name", hello.ServerName)
+		return
+	}
+	target, err := net.DialTimeout("tcp", addr, passthroughDialTimeout)
+	if err != nil {
+		s.log.Warn("passthrough: target unreachable", "server_name", hello.ServerName, "target", addr, "err", err)
+		return
+	}
+	defer target.Close()
+	splice(replay, client, target)
+}
+
+// splice copies both ways until both directions are done, passing each
+// side's end of stream on as a half-close so protocols that rely on it
+// (TLS close_notify then FIN) finish cleanly.
+func splice(clientR io.Reader, client, target net.Conn) {
+	done := make(chan struct{}, 2)
+	go func() {
+		io.Copy(target, clientR)
+		closeWrite(target)
+		done <- struct{}{}
+	}()
+	go func() {
+		io.Copy(client, target)
+		closeWrite(client)
+		done <- struct{}{}
+	}()
+	<-done
+	<-done
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
+}
+
+// stopAccepting closes the listening socket, freeing the port; spliced
+// connections carry on until drain.
+func (s *passthroughServer) stopAccepting() { s.ln.Close() }
+
+// drain waits for spliced connections to end, closing them all when ctx
+// ends first.
+func (s *passthroughServer) drain(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
