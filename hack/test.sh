@@ -23,5 +23,9 @@ go vet ./...
 echo "== staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
+echo "== Kubernetes control plane for the integration tests (cached after the first build)"
+TRELLIS_KUBE_BIN=$(./hack/build-kube.sh | tail -n1)
+export TRELLIS_KUBE_BIN
+
 echo "== go test"
 go test -race -count=1 -timeout 20m ./...

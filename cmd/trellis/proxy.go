@@ -18,6 +18,8 @@ import (
 func newProxy() *cobra.Command {
 	var (
 		serverURL, token, cluster, bind string
+		cacheFile                       string
+		accessLog, adminListen          string
 		idle                            time.Duration
 	)
 	cmd := &cobra.Command{
@@ -40,10 +42,23 @@ with backoff. The token comes from --token or the TRELLIS_TOKEN variable.`,
 			if err != nil {
 				return err
 			}
-			px := proxy.New(proxy.Config{Cluster: cluster, BindAddress: bind, Logger: log})
 			out := cmd.OutOrStdout()
+			logOut, closeLog, err := openAccessLog(accessLog, out)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			px := proxy.New(proxy.Config{Cluster: cluster, BindAddress: bind, Logger: log, AccessLog: logOut, AdminAddress: adminListen})
+			if adminListen != "" {
+				addr, err := px.ListenAdmin()
+				if err != nil {
+					px.Shutdown(context.Background())
+					return err
+				}
+				fmt.Fprintf(out, "proxy: metrics and health on http://%s (/metrics, /healthz, /readyz)\n", addr)
+			}
 			known := map[int32]string{}
-			err = cl.Follow(cmd.Context(), client.FollowOptions{IdleTimeout: idle}, func(snap *model.Snapshot) {
+			err = cl.Follow(cmd.Context(), client.FollowOptions{IdleTimeout: idle, CacheFile: cacheFile}, func(snap *model.Snapshot) {
 				if err := px.Update(snap); err != nil {
 					log.Error("configuration not fully applied", "revision", snap.Revision, "err", err)
 				}
@@ -70,6 +85,9 @@ with backoff. The token comes from --token or the TRELLIS_TOKEN variable.`,
 	f.StringVar(&cluster, "cluster", "", "name of the cluster this proxy runs in (required)")
 	f.StringVar(&bind, "bind", "127.0.0.1", "address the listeners bind")
 	f.DurationVar(&idle, "idle-timeout", 35*time.Second, "reconnect when the stream is silent this long")
+	f.StringVar(&cacheFile, "cache", "", "file keeping the last configuration, served at start while the control plane is unreachable")
+	f.StringVar(&accessLog, "access-log", "", accessLogUsage)
+	f.StringVar(&adminListen, "admin-listen", defaultAdminListen, adminListenUsage)
 	cmd.MarkFlagRequired("cluster")
 	return cmd
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"github.com/spf13/cobra"
 
@@ -9,28 +11,53 @@ import (
 )
 
 func newUp() *cobra.Command {
-	var cfg standalone.Config
+	var (
+		cfg       standalone.Config
+		pool      string
+		accessLog string
+	)
 	cmd := &cobra.Command{
-		Use:   "up --config DIR",
-		Short: "Run control plane, file provider and proxy in one process (the quick start)",
-		Long: `Run the control plane (embedded store), the file provider and a proxy in one
-process. The provider reads Gateway API YAML (GatewayClass, Gateway, HTTPRoute,
-Service, EndpointSlice) from --config and re-applies it when the files change;
-an invalid change is reported and the last good configuration keeps serving.`,
+		Use:   "up (--config DIR | --kubeconfig FILE)",
+		Short: "Run control plane, a provider and proxy in one process (the quick start)",
+		Long: `Run the control plane (embedded store), a provider and a proxy in one
+process. With --config the file provider reads Gateway API YAML (GatewayClass,
+Gateway, HTTPRoute, ReferenceGrant, Namespace, Service, EndpointSlice) from the
+directory and re-applies it when the files change; an invalid change is
+reported and the last good configuration keeps serving. With --kubeconfig the
+Kubernetes controller watches that cluster instead and writes status back;
+edge Gateways get addresses from --gateway-addresses.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pool != "" {
+				p, err := netip.ParsePrefix(pool)
+				if err != nil {
+					return fmt.Errorf("--gateway-addresses: %w", err)
+				}
+				cfg.GatewayAddresses = p
+			}
 			cfg.Out = cmd.OutOrStdout()
 			cfg.Logger = slog.Default()
+			w, closeLog, err := openAccessLog(accessLog, cfg.Out)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			cfg.AccessLog = w
 			return standalone.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.ConfigDir, "config", "", "directory of Gateway API YAML to serve (required)")
+	f.StringVar(&cfg.ConfigDir, "config", "", "directory of Gateway API YAML to serve")
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "serve the Gateway API objects of this cluster instead of a directory")
+	f.StringVar(&pool, "gateway-addresses", "", "with --kubeconfig: CIDR edge Gateways get their addresses from, e.g. 198.18.100.0/24")
 	f.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address the proxy's listeners bind")
 	f.StringVar(&cfg.APIListen, "api-listen", "127.0.0.1:7070", "address of the control-plane API (port 0 picks one)")
 	f.StringVar(&cfg.DataDir, "data", "", "directory for the store (default: a temporary directory removed on exit)")
 	f.StringVar(&cfg.Cluster, "cluster", "local", "name of this cluster, the owner of what the files define")
 	f.BoolVar(&cfg.Demo, "demo", false, "serve every loopback endpoint in the config with a built-in echo backend")
-	cmd.MarkFlagRequired("config")
+	f.StringVar(&accessLog, "access-log", "", accessLogUsage)
+	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
+	cmd.MarkFlagsOneRequired("config", "kubeconfig")
+	cmd.MarkFlagsMutuallyExclusive("config", "kubeconfig")
 	return cmd
 }

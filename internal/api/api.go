@@ -9,6 +9,7 @@
 //	PUT    /v1/{kind}/{name}       create/update (conditional when the body's revision is set)
 //	DELETE /v1/{kind}/{name}?revision=N
 //	POST   /v1/apply               replace everything the caller owns → ApplyResult
+//	POST   /v1/txn                 put and delete some of the caller's objects atomically → TxnResult
 //	GET    /v1/watch?revision=N    newline-delimited WatchMessage stream
 //
 // {kind} is a model.Kind in any case, singular or plural ("services").
@@ -49,11 +50,47 @@ type Objects struct {
 	Networks     []model.ServiceNetwork `json:"networks,omitempty"`
 	Services     []model.Service        `json:"services,omitempty"`
 	TargetGroups []model.TargetGroup    `json:"targetGroups,omitempty"`
+	Certificates []model.Certificate    `json:"certificates,omitempty"`
 }
 
 // ApplyResult says what an apply did.
 type ApplyResult struct {
 	// Revision is the store revision after the apply; unchanged if nothing changed.
+	Revision  int64 `json:"revision"`
+	Created   int   `json:"created"`
+	Updated   int   `json:"updated"`
+	Deleted   int   `json:"deleted"`
+	Unchanged int   `json:"unchanged"`
+}
+
+// TxnRequest changes some of the caller's objects in one transaction: every
+// put and delete happens, at one revision, or none does. It is how a
+// provider that tracks what it sent (the Kubernetes controller) sends only
+// what changed.
+//
+// A put whose object carries a revision succeeds only if the stored object
+// is still at that revision; without one it creates or overwrites. A put of
+// an object equal to the stored one is not rewritten. A delete with a
+// revision succeeds only if the stored object is at that revision; without
+// one, deleting an object that does not exist is not an error. Every object
+// touched must be the caller's (403 otherwise) and every put valid (422,
+// fields prefixed "puts.services[2]."); a failed precondition is a 409.
+type TxnRequest struct {
+	Puts    Objects     `json:"puts,omitzero"`
+	Deletes []ObjectRef `json:"deletes,omitempty"`
+}
+
+// ObjectRef names one object, optionally at a revision.
+type ObjectRef struct {
+	Kind     model.Kind `json:"kind"`
+	Name     string     `json:"name"`
+	Revision int64      `json:"revision,omitempty"`
+}
+
+// TxnResult says what a transaction did.
+type TxnResult struct {
+	// Revision is the store revision after the transaction; unchanged if
+	// nothing changed.
 	Revision  int64 `json:"revision"`
 	Created   int   `json:"created"`
 	Updated   int   `json:"updated"`

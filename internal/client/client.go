@@ -184,3 +184,11 @@ func (c *Client) Apply(ctx context.Context, objs *api.Objects) (api.ApplyResult,
 	err := c.do(ctx, http.MethodPost, "/v1/apply", nil, api.ApplyRequest{Objects: *objs}, &res)
 	return res, err
 }
+
+// Txn puts and deletes some of the caller's objects in one transaction (see
+// api.TxnRequest).
+func (c *Client) Txn(ctx context.Context, req *api.TxnRequest) (api.TxnResult, error) {
+	var res api.TxnResult
+	err := c.do(ctx, http.MethodPost, "/v1/txn", nil, req, &res)
+	return res, err
+}

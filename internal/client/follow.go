@@ -27,6 +27,11 @@ type FollowOptions struct {
 	// doubles on each failure and resets once a stream delivers (defaults
 	// 100 ms and 5 s).
 	MinBackoff, MaxBackoff time.Duration
+	// CacheFile, when set, keeps the last snapshot on disk: Follow delivers
+	// it at once when it starts, before the control plane answers, and
+	// resumes the watch from its revision. A proxy restarted during a
+	// control-plane outage thereby serves its last configuration.
+	CacheFile string
 }
 
 // Follow watches the configuration and calls apply with a complete snapshot
@@ -40,6 +45,9 @@ func (c *Client) Follow(ctx context.Context, opts FollowOptions, apply func(*mod
 	opts.MinBackoff = cmp.Or(opts.MinBackoff, 100*time.Millisecond)
 	opts.MaxBackoff = cmp.Or(opts.MaxBackoff, 5*time.Second)
 	cache := newCache()
+	if opts.CacheFile != "" {
+		apply = c.withCacheFile(opts.CacheFile, cache, apply)
+	}
 	backoff := opts.MinBackoff
 	for {
 		delivered, err := c.stream(ctx, opts.IdleTimeout, cache, apply)
@@ -152,6 +160,9 @@ func (c *cache) reset(s *model.Snapshot) {
 	}
 	for i := range s.TargetGroups {
 		c.objects[model.KindTargetGroup][s.TargetGroups[i].Name] = &s.TargetGroups[i]
+	}
+	for i := range s.Certificates {
+		c.objects[model.KindCertificate][s.Certificates[i].Name] = &s.Certificates[i]
 	}
 }
 

@@ -19,10 +19,11 @@ const (
 	KindServiceNetwork Kind = "ServiceNetwork"
 	KindService        Kind = "Service"
 	KindTargetGroup    Kind = "TargetGroup"
+	KindCertificate    Kind = "Certificate"
 )
 
 // Kinds lists every stored kind.
-var Kinds = []Kind{KindServiceNetwork, KindTargetGroup, KindService}
+var Kinds = []Kind{KindServiceNetwork, KindCertificate, KindTargetGroup, KindService}
 
 // Meta is carried by every stored object.
 type Meta struct {
@@ -67,8 +68,13 @@ type ServiceNetwork struct {
 	Mode NetworkMode `json:"mode"`
 	// Domain is the DNS suffix of the generated service names, for example
 	// "my-hotel.trellis.internal". Empty in edge mode.
-	Domain string     `json:"domain,omitempty"`
-	Source *SourceRef `json:"source,omitempty"`
+	Domain string `json:"domain,omitempty"`
+	// Addresses are the IP addresses an edge network's listeners are served
+	// on (its Gateway's status.addresses). Empty in service-network mode,
+	// and in edge mode when the provider assigns none: a proxy then serves
+	// the network on its own configured bind address.
+	Addresses []string   `json:"addresses,omitempty"`
+	Source    *SourceRef `json:"source,omitempty"`
 }
 
 // Protocol is a listener or target-group protocol.
@@ -131,14 +137,37 @@ type Listener struct {
 	Name     string   `json:"name"`
 	Port     int32    `json:"port"`
 	Protocol Protocol `json:"protocol"`
+	// Certificates names the Certificate objects an HTTPS listener serves,
+	// chosen by SNI. Required for HTTPS, empty for other protocols.
+	Certificates []string `json:"certificates,omitempty"`
+	// Hostname is the Gateway listener's own host name (edge mode), which
+	// may start with "*.". A request is served by the most specific
+	// listener of its port whose Hostname matches its Host, as the Gateway
+	// API's listener isolation requires: an exact name first, then the
+	// longest wildcard, then the listeners with no Hostname. Empty takes
+	// every host the port's other listeners do not.
+	Hostname string `json:"hostname,omitempty"`
+	// Hostnames are the host names the service answers to on this
+	// listener (edge mode: the route's hostnames intersected with the
+	// listener's Hostname). Empty means the service's Hostnames(); an edge
+	// service with neither answers to every host its listener takes.
+	Hostnames []string `json:"hostnames,omitempty"`
 }
 
-// Rule is an ordered list of matches (any one may match) and an action.
-// A rule with no matches matches every request.
+// Rule is an ordered list of matches (any one may match), filters and an
+// action. A rule with no matches matches every request.
 type Rule struct {
 	Name    string  `json:"name,omitempty"`
 	Matches []Match `json:"matches,omitempty"`
-	Action  Action  `json:"action"`
+	// Filters run in order on every request the rule matches, before the
+	// action.
+	Filters []Filter `json:"filters,omitempty"`
+	// Action is what the rule does after its filters. It may be empty only
+	// when a redirect filter answers every request.
+	Action             Action              `json:"action,omitzero"`
+	Timeouts           *Timeouts           `json:"timeouts,omitempty"`
+	Retry              *Retry              `json:"retry,omitempty"`
+	SessionPersistence *SessionPersistence `json:"sessionPersistence,omitempty"`
 }
 
 // Match is a conjunction: every condition set in it must hold.
@@ -199,6 +228,8 @@ type ForwardAction struct {
 type WeightedTargetGroup struct {
 	TargetGroup string `json:"targetGroup"`
 	Weight      int32  `json:"weight"`
+	// Filters run, after the rule's, only on requests sent to this backend.
+	Filters []Filter `json:"filters,omitempty"`
 }
 
 // FixedResponseAction answers without forwarding.
@@ -322,6 +353,7 @@ type Snapshot struct {
 	Networks     []ServiceNetwork `json:"networks"`
 	Services     []Service        `json:"services"`
 	TargetGroups []TargetGroup    `json:"targetGroups"`
+	Certificates []Certificate    `json:"certificates,omitempty"`
 }
 
 // Add appends obj to the snapshot's list of its kind.
@@ -333,5 +365,7 @@ func (s *Snapshot) Add(obj Object) {
 		s.Services = append(s.Services, *o)
 	case *TargetGroup:
 		s.TargetGroups = append(s.TargetGroups, *o)
+	case *Certificate:
+		s.Certificates = append(s.Certificates, *o)
 	}
 }

@@ -127,6 +127,11 @@ func TestNetworkValidation(t *testing.T) {
 		{ServiceNetwork{Meta: Meta{Name: "hotel", Owner: "east"}, Mode: ModeServiceNetwork}, []string{"domain"}},
 		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: ModeEdge, Domain: "x.internal"}, []string{"domain"}},
 		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: "Mesh"}, []string{"mode"}},
+		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: ModeEdge, Addresses: []string{"198.18.100.1", "2001:db8::1"}}, nil},
+		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: ModeEdge, Addresses: []string{"198.18.100.1", "nope", "198.18.100.1", "2001:DB8::1"}},
+			[]string{"addresses[1]", "addresses[2]", "addresses[3]"}},
+		{ServiceNetwork{Meta: Meta{Name: "hotel", Owner: "east"}, Mode: ModeServiceNetwork, Domain: "hotel.trellis.internal", Addresses: []string{"198.18.100.1"}},
+			[]string{"addresses"}},
 	}
 	for _, tt := range tests {
 		if got := fieldsOf(t, tt.n.Validate()); !slices.Equal(got, tt.want) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -66,6 +67,8 @@ func New(k Kind) (Object, error) {
 		return &Service{}, nil
 	case KindTargetGroup:
 		return &TargetGroup{}, nil
+	case KindCertificate:
+		return &Certificate{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", k)
 }
@@ -134,8 +137,23 @@ func (n *ServiceNetwork) Validate() error {
 		if n.Domain != "" {
 			f.add("domain", "must be empty in mode %s", n.Mode)
 		}
+		seen := map[netip.Addr]int{}
+		for i, a := range n.Addresses {
+			ip, err := netip.ParseAddr(a)
+			switch {
+			case err != nil || ip.Zone() != "" || ip.String() != a:
+				f.add(fmt.Sprintf("addresses[%d]", i), "%q is not an IP address in canonical form", a)
+			case seen[ip] != 0:
+				f.add(fmt.Sprintf("addresses[%d]", i), "%s is already addresses[%d]", a, seen[ip]-1)
+			default:
+				seen[ip] = i + 1
+			}
+		}
 	default:
 		f.add("mode", "must be %s or %s, not %q", ModeServiceNetwork, ModeEdge, n.Mode)
+	}
+	if n.Mode != ModeEdge && len(n.Addresses) > 0 {
+		f.add("addresses", "must be empty in mode %s", n.Mode)
 	}
 	return f.list.err()
 }
@@ -158,25 +176,71 @@ func (s *Service) Validate() error {
 	if len(s.Listeners) == 0 {
 		f.add("listeners", "at least one listener is required")
 	}
-	ports := map[int32]int{}
-	for i, l := range s.Listeners {
-		p := fmt.Sprintf("listeners[%d]", i)
-		if l.Port < 1 || l.Port > 65535 {
-			f.add(p+".port", "%d is not in 1-65535", l.Port)
-		} else if j, dup := ports[l.Port]; dup {
-			f.add(p+".port", "%d is already used by listeners[%d]", l.Port, j)
-		}
-		ports[l.Port] = i
-		switch l.Protocol {
-		case ProtocolHTTP, ProtocolHTTPS, ProtocolTLSPassthrough:
-		default:
-			f.add(p+".protocol", "must be HTTP, HTTPS or TLS_PASSTHROUGH, not %q", l.Protocol)
-		}
-	}
+	validateListeners(&f, s.Listeners)
 	for i := range s.Rules {
 		validateRule(&f, fmt.Sprintf("rules[%d]", i), &s.Rules[i])
 	}
 	return f.list.err()
+}
+
+// validateListeners checks a service's listeners. A port may carry several
+// listeners of one protocol with different host names.
+func validateListeners(f *fieldErrs, ls []Listener) {
+	type portHost struct {
+		port int32
+		host string
+	}
+	seen := map[portHost]int{}
+	protocols := map[int32]int{}
+	for i, l := range ls {
+		p := fmt.Sprintf("listeners[%d]", i)
+		if l.Port < 1 || l.Port > 65535 {
+			f.add(p+".port", "%d is not in 1-65535", l.Port)
+		} else if j, dup := seen[portHost{l.Port, l.Hostname}]; dup {
+			f.add(p+".port", "%d is already used by listeners[%d]", l.Port, j)
+		} else if j, ok := protocols[l.Port]; ok && ls[j].Protocol != l.Protocol {
+			f.add(p+".protocol", "port %d is %s in listeners[%d]", l.Port, ls[j].Protocol, j)
+		}
+		seen[portHost{l.Port, l.Hostname}] = i
+		if _, ok := protocols[l.Port]; !ok {
+			protocols[l.Port] = i
+		}
+		switch l.Protocol {
+		case ProtocolHTTPS:
+			if len(l.Certificates) == 0 {
+				f.add(p+".certificates", "an HTTPS listener needs at least one certificate")
+			}
+		case ProtocolHTTP, ProtocolTLSPassthrough:
+			if len(l.Certificates) > 0 {
+				f.add(p+".certificates", "only HTTPS listeners terminate TLS; %s takes no certificates", l.Protocol)
+			}
+		default:
+			f.add(p+".protocol", "must be HTTP, HTTPS or TLS_PASSTHROUGH, not %q", l.Protocol)
+		}
+		if l.Hostname != "" && !validHostname(l.Hostname, true) {
+			f.add(p+".hostname", "%q is not a valid host name or wildcard", l.Hostname)
+		}
+		for j, h := range l.Hostnames {
+			hp := fmt.Sprintf("%s.hostnames[%d]", p, j)
+			switch {
+			case !validHostname(h, true):
+				f.add(hp, "%q is not a valid host name or wildcard", h)
+			case l.Hostname != "" && !HostnameWithin(h, l.Hostname):
+				f.add(hp, "%q is not within the listener's hostname %q", h, l.Hostname)
+			}
+		}
+	}
+}
+
+// HostnameWithin reports whether every host name matches h also matches
+// the listener hostname l: they are equal, or l is a wildcard ("*.a.com",
+// one or more labels) covering h ("b.a.com", "*.b.a.com").
+func HostnameWithin(h, l string) bool {
+	if h == l {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(l, "*")
+	return ok && len(h) > len(suffix) && strings.HasSuffix(h, suffix)
 }
 
 func validateRule(f *fieldErrs, p string, r *Rule) {
@@ -203,8 +267,21 @@ func validateRule(f *fieldErrs, p string, r *Rule) {
 			validateValueMatch(f, qp, q)
 		}
 	}
+	prefixOnly := !slices.ContainsFunc(r.Matches, func(m Match) bool { return m.Path != nil && m.Path.Type != PathPrefix })
+	validateFilters(f, p+".filters", r.Filters, prefixOnly)
+	if r.Timeouts != nil {
+		validateTimeouts(f, p+".timeouts", r.Timeouts)
+	}
+	if r.Retry != nil {
+		validateRetry(f, p+".retry", r.Retry)
+	}
+	if r.SessionPersistence != nil {
+		validateSession(f, p+".sessionPersistence", r.SessionPersistence)
+	}
 	a := r.Action
 	switch {
+	case a.Forward == nil && a.FixedResponse == nil && slices.ContainsFunc(r.Filters, func(fl Filter) bool { return fl.Redirect != nil }):
+		// The redirect answers every request; there is nothing to do after it.
 	case a.Forward != nil && a.FixedResponse != nil:
 		f.add(p+".action", "exactly one of forward and fixedResponse may be set")
 	case a.Forward != nil:
@@ -212,9 +289,11 @@ func validateRule(f *fieldErrs, p string, r *Rule) {
 			f.add(p+".action.forward.backends", "at least one backend is required")
 		}
 		for i, b := range a.Forward.Backends {
+			bp := fmt.Sprintf("%s.action.forward.backends[%d]", p, i)
 			if b.Weight < 0 || b.Weight > 1_000_000 {
-				f.add(fmt.Sprintf("%s.action.forward.backends[%d].weight", p, i), "%d is not in 0-1000000", b.Weight)
+				f.add(bp+".weight", "%d is not in 0-1000000", b.Weight)
 			}
+			validateFilters(f, bp+".filters", b.Filters, prefixOnly)
 		}
 	case a.FixedResponse != nil:
 		if c := a.FixedResponse.StatusCode; c < 200 || c > 599 {

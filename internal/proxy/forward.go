@@ -63,7 +63,7 @@ func newLocalForwarder(transport http.RoundTripper, log *slog.Logger) *localForw
 	f := &localForwarder{log: log}
 	f.rp = &httputil.ReverseProxy{
 		Rewrite:      rewrite,
-		Transport:    transport,
+		Transport:    retryingTransport{base: transport},
 		BufferPool:   &bufferPool{},
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		ErrorHandler: f.upstreamError,
@@ -76,18 +76,17 @@ func (f *localForwarder) forward(w http.ResponseWriter, r *http.Request, t *rout
 }
 
 // rewrite points the outbound request at the chosen target. It keeps the
-// Host header the client sent, and sets X-Forwarded-For, -Host and -Proto
-// from this hop only: the inbound X-Forwarded-* headers, which any client
-// can forge, are dropped.
+// Host header the client sent and sets the forwarding and identity headers
+// (setForwardedHeaders), replacing any the client forged.
 func rewrite(pr *httputil.ProxyRequest) {
 	t := pr.In.Context().Value(targetKey{}).(*router.Target)
-	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Scheme = targetScheme(t)
 	pr.Out.URL.Host = t.Addr
-	pr.SetXForwarded()
+	setForwardedHeaders(pr)
 }
 
 // upstreamError answers 502 when the target cannot be reached or fails
-// before sending a response.
+// before sending a response, and 504 when a timeout of the rule ran out.
 func (f *localForwarder) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	t := r.Context().Value(targetKey{}).(*router.Target)
 	level := slog.LevelWarn
@@ -96,7 +95,7 @@ func (f *localForwarder) upstreamError(w http.ResponseWriter, r *http.Request, e
 		level = slog.LevelDebug
 	}
 	f.log.Log(r.Context(), level, "upstream request failed", "target", t.Addr, "host", r.Host, "path", r.URL.Path, "err", err)
-	w.WriteHeader(http.StatusBadGateway)
+	w.WriteHeader(upstreamStatus(r, err))
 }
 
 // peerHop stands in for the peer tunnel to other clusters' proxies, which is

@@ -4,9 +4,11 @@
 // It owns the listeners, the request path (match a route, pick a backend and
 // a target, forward) and the atomic swap of compiled route tables. Compiling
 // and matching live in proxy/router, the selection arithmetic in
-// proxy/balancer. It must not talk to the control plane or the store (its
-// caller feeds it snapshots through Update) and must not modify the
-// snapshots it is given.
+// proxy/balancer, target health (active checks, outlier ejection) in
+// proxy/health, the access log's format and writer in proxy/accesslog; the
+// identity headers, metrics and the admin listener are here. It must not
+// talk to the control plane or the store (its caller feeds it snapshots
+// through Update) and must not modify the snapshots it is given.
 //
 // The request path takes no locks: each request loads the current table
 // from an atomic pointer and works on that immutable table to the end, so an
@@ -17,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -39,6 +42,16 @@ type Config struct {
 	BindAddress string
 	// Logger receives the proxy's logs; nil discards them.
 	Logger *slog.Logger
+	// AccessLog receives one JSON object per request, one per line, in the
+	// shape of Lattice's access logs (package accesslog); nil turns access
+	// logging off. It is written off the request path: when it falls
+	// behind, entries are dropped and counted, never waited for.
+	AccessLog io.Writer
+	// AdminAddress is where ListenAdmin serves /metrics, /healthz and
+	// /readyz, such as "127.0.0.1:9901".
+	AdminAddress string
+
+	test testKnobs
 }
 
 // Limits of the listeners' HTTP servers.
@@ -58,10 +71,12 @@ type Proxy struct {
 	cluster   string
 	log       *slog.Logger
 	table     atomic.Pointer[router.Table]
-	transport *http.Transport
+	transport *upstream
 	// local forwards to targets in this proxy's cluster, peer to targets
 	// in any other cluster.
 	local, peer forwarder
+	// mirrors holds a slot per mirrored request in flight.
+	mirrors chan struct{}
 	// listen opens the listener for a port of the model; tests replace it
 	// to listen on ephemeral ports.
 	listen func(port int32) (net.Listener, error)
@@ -70,13 +85,19 @@ type Proxy struct {
 	// takes it.
 	mu        sync.Mutex
 	compiler  router.Compiler
-	listeners map[int32]*listener
+	listeners map[int32]portServer
+	// certs holds the certificate index of each HTTPS port, swapped in with
+	// the route table; certCache keeps parsed certificates between Updates.
+	certs     atomic.Pointer[map[int32]*certIndex]
+	certCache certCache
 	shutdown  bool
 	// drains counts listeners draining in the background after their port
 	// left the config; stopDrains cuts their drain short.
 	drains     sync.WaitGroup
 	drainCtx   context.Context
 	stopDrains context.CancelFunc
+
+	observability
 }
 
 // New returns a proxy with no listeners and an empty route table, at
@@ -86,73 +107,76 @@ func New(cfg Config) *Proxy {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	transport := newTransport()
+	transport := newUpstream()
 	p := &Proxy{
 		cluster:   cfg.Cluster,
 		log:       log,
 		transport: transport,
-		local:     newLocalForwarder(transport, log),
+		local:     newLocalForwarder(observeAttempts{transport}, log),
 		peer:      peerHop{log: log},
+		mirrors:   make(chan struct{}, maxMirrorsInFlight),
 		listen: func(port int32) (net.Listener, error) {
 			return net.Listen("tcp", net.JoinHostPort(cfg.BindAddress, strconv.Itoa(int(port))))
 		},
-		listeners: map[int32]*listener{},
+		listeners: map[int32]portServer{},
+		certCache: certCache{},
 	}
 	p.table.Store(&router.Table{})
+	p.certs.Store(&map[int32]*certIndex{})
 	p.drainCtx, p.stopDrains = context.WithCancel(context.Background())
+	p.initObservability(cfg)
 	return p
 }
 
 // Update compiles snap into a route table and swaps it in atomically:
 // requests already in flight finish on the table they started with. If
 // compilation fails, the table now serving stays and the error is returned.
+// Target health follows the snapshot's target groups first: targets that
+// stay keep their health, new ones start their checks.
 //
-// It then reconciles listeners: it opens one HTTP/1.1 listener for every
-// port with an HTTP listener in the snapshot's services and gracefully
-// closes the listeners whose port is gone. A listener that fails to bind is
-// reported in the returned error while the rest of the config applies; the
-// next Update tries to bind it again.
+// It then reconciles listeners: one per port in the table, of the port's
+// protocol — HTTP (HTTP/1.1 and h2c), HTTPS (TLS terminated with the
+// certificate the client's SNI selects, then HTTP/1.1 or HTTP/2 by ALPN) or
+// TLS passthrough (routed by SNI, not decrypted). Listeners whose port is
+// gone, or whose port changed protocol, close gracefully. A listener that
+// fails to bind is reported in the returned error while the rest of the
+// config applies; the next Update tries to bind it again.
 func (p *Proxy) Update(snap *model.Snapshot) error {
+	received := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.shutdown {
 		return errors.New("proxy is shut down")
 	}
-	t, err := p.compiler.Compile(snap)
+	t, err := p.compile(snap)
 	if err != nil {
 		return fmt.Errorf("route table not updated: %w", err)
 	}
+	certs, certProblems := p.certCache.compileCerts(snap)
 	p.table.Store(t)
+	p.certs.Store(&certs)
 	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "ports", t.Ports())
-	p.warnUnserved(snap)
-	return p.reconcile(t.Ports())
-}
-
-// warnUnserved logs, once per protocol, the listeners that the proxy does
-// not serve yet.
-func (p *Proxy) warnUnserved(snap *model.Snapshot) {
-	counts := map[model.Protocol]int{}
-	for i := range snap.Services {
-		for _, l := range snap.Services[i].Listeners {
-			if l.Protocol != model.ProtocolHTTP {
-				counts[l.Protocol]++
-			}
-		}
+	for _, c := range t.Conflicts() {
+		p.log.Warn("listener not served", "reason", c)
 	}
-	for proto, n := range counts {
-		p.log.Warn("listeners not served: protocol not supported yet", "protocol", proto, "listeners", n)
+	for _, e := range certProblems {
+		p.log.Warn("certificate not served", "err", e)
 	}
+	err = p.reconcile(t)
+	p.programmed(t, received)
+	return err
 }
 
 // reconcile opens a listener for every port in ports that has none and
 // closes every listener whose port is not in ports. p.mu must be held.
-func (p *Proxy) reconcile(ports []int32) error {
+func (p *Proxy) reconcile(t *router.Table) error {
+	ports := t.Ports()
 	want := make(map[int32]bool, len(ports))
 	for _, port := range ports {
 		want[port] = true
 	}
 	for port, l := range p.listeners {
-		if want[port] {
+		if want[port] && l.protocol() == t.Protocol(port) {
 			continue
 		}
 		delete(p.listeners, port)
@@ -166,21 +190,21 @@ func (p *Proxy) reconcile(ports []int32) error {
 				p.log.Warn("listener closed before its requests finished", "port", port, "err", err)
 			}
 		})
-		p.log.Info("listener closing", "port", port, "addr", l.addr)
+		p.log.Info("listener closing", "port", port, "addr", l.address(), "protocol", l.protocol())
 	}
 	var errs []error
 	for _, port := range ports {
 		if p.listeners[port] != nil {
 			continue
 		}
-		l, err := p.open(port)
+		l, err := p.open(port, t.Protocol(port))
 		if err != nil {
 			p.log.Error("listener failed to open", "port", port, "err", err)
 			errs = append(errs, fmt.Errorf("listener on port %d: %w", port, err))
 			continue
 		}
 		p.listeners[port] = l
-		p.log.Info("listener open", "port", port, "addr", l.addr)
+		p.log.Info("listener open", "port", port, "addr", l.address(), "protocol", l.protocol())
 	}
 	return errors.Join(errs...)
 }
@@ -196,7 +220,7 @@ func (p *Proxy) Addrs() map[int32]string {
 	defer p.mu.Unlock()
 	out := make(map[int32]string, len(p.listeners))
 	for port, l := range p.listeners {
-		out[port] = l.addr
+		out[port] = l.address()
 	}
 	return out
 }
@@ -204,12 +228,14 @@ func (p *Proxy) Addrs() map[int32]string {
 // Shutdown stops every listener accepting and waits for the requests in
 // flight, including those on listeners already closing after an Update, to
 // finish. If ctx ends first, it closes the remaining connections and returns
-// the context's error. After Shutdown, Update fails.
+// the context's error. Last it stops the health checks, writes out the access
+// log and closes the admin listener. After Shutdown, Update fails.
 func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.ready.Store(false)
 	p.mu.Lock()
 	p.shutdown = true
 	listeners := p.listeners
-	p.listeners = map[int32]*listener{}
+	p.listeners = map[int32]portServer{}
 	p.mu.Unlock()
 
 	errs := make([]error, 0, len(listeners)+1)
@@ -241,35 +267,22 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.stopDrains()
 	p.transport.CloseIdleConnections()
+	errs = append(errs, p.closeObservability(ctx))
 	return errors.Join(errs...)
 }
 
 // serveHTTP is the request path of the listener on port.
 func (p *Proxy) serveHTTP(port int32, w http.ResponseWriter, r *http.Request) {
+	x, w, r := p.begin(port, w, r)
+	if x == nil {
+		return
+	}
+	defer p.end(x)
 	route := p.table.Load().Match(port, r)
-	switch {
-	case route == nil:
+	x.route = route
+	if route == nil {
 		w.WriteHeader(http.StatusNotFound)
 		return
-	case route.Status != 0:
-		w.WriteHeader(route.Status)
-		return
 	}
-	// A backend with no weight, an invalid reference or a missing target
-	// group answers 500, as the Gateway API requires.
-	b := route.Pick()
-	if b == nil || b.Group() == nil {
-		w.WriteHeader(http.StatusInternalServerError)
-		return
-	}
-	t := b.Group().Pick()
-	if t == nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		return
-	}
-	if t.Cluster == p.cluster {
-		p.local.forward(w, r, t)
-	} else {
-		p.peer.forward(w, r, t)
-	}
+	p.serveRoute(port, w, r, route)
 }

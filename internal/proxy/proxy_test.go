@@ -96,8 +96,12 @@ func target(t *testing.T, srv *httptest.Server, state model.TargetState) model.T
 	return model.Target{Address: host, Port: int32(n), Cluster: cluster, State: state}
 }
 
+// group is a target group with health checks off, so that routing tests
+// see every target from the start (health_test.go turns them on).
 func group(name string, targets ...model.Target) model.TargetGroup {
-	return model.TargetGroup{Meta: model.Meta{Name: name, Owner: cluster}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, Targets: targets}
+	off := false
+	return model.TargetGroup{Meta: model.Meta{Name: name, Owner: cluster}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
+		HealthCheck: model.HealthCheck{Enabled: &off}, Targets: targets}
 }
 
 func forward(backends ...model.WeightedTargetGroup) model.Action {
@@ -430,8 +434,8 @@ func TestForwarding(t *testing.T) {
 	if got := r.header.Get("X-Seen-Host"); got != "Up.Example.com:8080" {
 		t.Errorf("target saw Host %q, want the client's Host header", got)
 	}
-	if got := r.header.Get("X-Seen-Forwarded-For"); got != "127.0.0.1" {
-		t.Errorf("target saw X-Forwarded-For %q, want only the client's address", got)
+	if got := r.header.Get("X-Seen-Forwarded-For"); got != "6.6.6.6, 127.0.0.1" {
+		t.Errorf("target saw X-Forwarded-For %q, want the client's list with its address appended", got)
 	}
 
 	if r := cl.get(addr, "down.example.com", "/"); r.status != http.StatusBadGateway {

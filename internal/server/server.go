@@ -59,6 +59,7 @@ func New(st store.Store, cfg Config) *Server {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.Handle("GET /v1/watch", s.authed(s.watch))
 	s.mux.Handle("POST /v1/apply", s.authed(s.apply))
+	s.mux.Handle("POST /v1/txn", s.authed(s.txn))
 	s.mux.Handle("GET /v1/{kind}", s.authed(s.list))
 	s.mux.Handle("GET /v1/{kind}/{name}", s.authed(s.get))
 	s.mux.Handle("PUT /v1/{kind}/{name}", s.authed(s.put))
@@ -358,9 +359,13 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, cluster string) e
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
-	desired, err := desiredObjects(&req.Objects, cluster)
+	puts, err := validObjects("objects", &req.Objects, cluster)
 	if err != nil {
 		return err
+	}
+	desired := make(map[string][]byte, len(puts))
+	for key, p := range puts {
+		desired[key] = p.value
 	}
 	// A concurrent writer can move a key between our read and our write; the
 	// transaction's preconditions catch that, and we re-plan from a fresh read.
@@ -377,9 +382,18 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, cluster string) e
 	}
 }
 
-// desiredObjects validates and encodes an apply request's objects by key.
-func desiredObjects(objs *api.Objects, cluster string) (map[string][]byte, error) {
-	desired := map[string][]byte{}
+// encodedPut is one validated object to write: its stored form and the
+// revision it must be at (0 for none).
+type encodedPut struct {
+	value      []byte
+	ifRevision int64
+}
+
+// validObjects validates and encodes a set of objects by key. Field paths
+// of invalid objects start with prefix ("objects.services[2].port"); when
+// some are invalid the error is model.FieldErrors.
+func validObjects(prefix string, objs *api.Objects, cluster string) (map[string]encodedPut, error) {
+	out := map[string]encodedPut{}
 	var fields model.FieldErrors
 	add := func(field string, obj model.Object) error {
 		if err := claim(obj, cluster); err != nil {
@@ -396,33 +410,40 @@ func desiredObjects(objs *api.Objects, cluster string) (map[string][]byte, error
 			return nil
 		}
 		key := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
-		if _, dup := desired[key]; dup {
+		if _, dup := out[key]; dup {
 			fields = append(fields, &model.FieldError{Field: field + ".name", Detail: "duplicate name " + obj.ObjectMeta().Name})
 			return nil
 		}
 		b, err := encode(obj)
-		desired[key] = b
+		out[key] = encodedPut{value: b, ifRevision: obj.ObjectMeta().Revision}
 		return err
 	}
 	for i := range objs.Networks {
-		if err := add(fmt.Sprintf("objects.networks[%d]", i), &objs.Networks[i]); err != nil {
+		if err := add(fmt.Sprintf("%s.networks[%d]", prefix, i), &objs.Networks[i]); err != nil {
 			return nil, err
 		}
 	}
 	for i := range objs.Services {
-		if err := add(fmt.Sprintf("objects.services[%d]", i), &objs.Services[i]); err != nil {
+		if err := add(fmt.Sprintf("%s.services[%d]", prefix, i), &objs.Services[i]); err != nil {
 			return nil, err
 		}
 	}
 	for i := range objs.TargetGroups {
-		if err := add(fmt.Sprintf("objects.targetGroups[%d]", i), &objs.TargetGroups[i]); err != nil {
+		if err := add(fmt.Sprintf("%s.targetGroups[%d]", prefix, i), &objs.TargetGroups[i]); err != nil {
+			return nil, err
+		}
+	}
+	for i := range objs.Certificates {
+		if err := add(fmt.Sprintf("%s.certificates[%d]", prefix, i), &objs.Certificates[i]); err != nil {
 			return nil, err
 		}
 	}
 	if len(fields) > 0 {
-		return nil, fields
+		// The valid objects too, so that a caller can check more fields
+		// against them.
+		return out, fields
 	}
-	return desired, nil
+	return out, nil
 }
 
 func (s *Server) applyOnce(ctx context.Context, desired map[string][]byte, cluster string) (api.ApplyResult, error) {
@@ -469,4 +490,115 @@ func (s *Server) applyOnce(ctx context.Context, desired map[string][]byte, clust
 	}
 	res.Revision, err = s.st.Txn(ctx, ops...)
 	return res, err
+}
+
+func (s *Server) txn(w http.ResponseWriter, r *http.Request, cluster string) error {
+	var req api.TxnRequest
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	puts, err := validObjects("puts", &req.Puts, cluster)
+	var fields model.FieldErrors
+	if err != nil && !errors.As(err, &fields) {
+		return err
+	}
+	deletes := map[string]int64{}
+	for i, d := range req.Deletes {
+		field := fmt.Sprintf("deletes[%d]", i)
+		kind, err := model.ParseKind(string(d.Kind))
+		if err != nil || kind != d.Kind {
+			fields = append(fields, &model.FieldError{Field: field + ".kind", Detail: fmt.Sprintf("%q is not a kind", d.Kind)})
+			continue
+		}
+		if d.Name == "" {
+			fields = append(fields, &model.FieldError{Field: field + ".name", Detail: "required"})
+			continue
+		}
+		key := model.Key(kind, d.Name)
+		if _, both := puts[key]; both {
+			fields = append(fields, &model.FieldError{Field: field, Detail: fmt.Sprintf("%s %s is also put", kind, d.Name)})
+			continue
+		}
+		if _, dup := deletes[key]; dup {
+			fields = append(fields, &model.FieldError{Field: field, Detail: fmt.Sprintf("%s %s is already deleted", kind, d.Name)})
+			continue
+		}
+		deletes[key] = d.Revision
+	}
+	if len(fields) > 0 {
+		return fields
+	}
+	// As in apply, a concurrent writer may move a key we read without a
+	// precondition of the caller's; re-plan from a fresh read.
+	for attempt := 0; ; attempt++ {
+		res, retry, err := s.txnOnce(r.Context(), puts, deletes, cluster)
+		if retry && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+}
+
+// txnOnce plans and commits one attempt of a transaction. retry is true
+// when it failed on a precondition the server chose, not the caller.
+func (s *Server) txnOnce(ctx context.Context, puts map[string]encodedPut, deletes map[string]int64, cluster string) (res api.TxnResult, retry bool, err error) {
+	var ops []store.Op
+	callerRevs := false
+	read := func(key string) (store.KeyValue, bool, error) {
+		kv, err := s.st.Get(ctx, key)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return kv, false, nil
+		case err != nil:
+			return kv, false, err
+		}
+		return kv, true, checkOwner(kv, cluster)
+	}
+	for key, p := range puts {
+		kv, exists, err := read(key)
+		if err != nil {
+			return res, false, err
+		}
+		switch {
+		case p.ifRevision != 0 && kv.ModRevision != p.ifRevision:
+			return res, false, &store.ConflictError{Key: key, Expected: p.ifRevision, Actual: kv.ModRevision}
+		case !exists:
+			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: p.value, IfRevision: store.MustNotExist})
+			res.Created++
+		case string(kv.Value) == string(p.value):
+			res.Unchanged++
+		default:
+			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: p.value, IfRevision: kv.ModRevision})
+			res.Updated++
+		}
+		callerRevs = callerRevs || p.ifRevision != 0
+	}
+	for key, rev := range deletes {
+		kv, exists, err := read(key)
+		if err != nil {
+			return res, false, err
+		}
+		switch {
+		case rev != 0 && kv.ModRevision != rev:
+			return res, false, &store.ConflictError{Key: key, Expected: rev, Actual: kv.ModRevision}
+		case !exists:
+			continue
+		}
+		ops = append(ops, store.Op{Type: store.OpDelete, Key: key, IfRevision: kv.ModRevision})
+		res.Deleted++
+		callerRevs = callerRevs || rev != 0
+	}
+	if len(ops) == 0 {
+		// Nothing to write; report the current revision.
+		_, res.Revision, err = s.st.List(ctx, model.KindPrefix(model.KindServiceNetwork))
+		return res, false, err
+	}
+	res.Revision, err = s.st.Txn(ctx, ops...)
+	// A conflict on a revision the caller named is the caller's to handle;
+	// one on a revision we read is retried.
+	return res, errors.Is(err, store.ErrConflict) && !callerRevs, err
 }

@@ -1,8 +1,9 @@
 // Package standalone runs the whole of Trellis in one process — the
-// control-plane server with its embedded store, the file provider and one
-// proxy — wired exactly as the separate processes are: the provider and the
-// proxy reach the server over its HTTP API on loopback. It is `trellis up`,
-// the quick start and the harness end-to-end tests drive.
+// control-plane server with its embedded store, a provider (the file
+// provider, or the Kubernetes controller against a cluster) and one proxy —
+// wired exactly as the separate processes are: the provider and the proxy
+// reach the server over its HTTP API on loopback. It is `trellis up`, the
+// quick start and the harness end-to-end tests drive.
 //
 // It owns the wiring and the user-facing progress lines, nothing else.
 package standalone
@@ -27,8 +28,12 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/controller"
 	"trellis.dev/trellis/internal/demo"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/file"
@@ -41,7 +46,14 @@ import (
 // Config configures Run.
 type Config struct {
 	// ConfigDir holds the Gateway API YAML the file provider serves.
+	// Exactly one of ConfigDir and Kubeconfig is set.
 	ConfigDir string
+	// Kubeconfig, when set, runs the Kubernetes controller against that
+	// cluster instead of the file provider.
+	Kubeconfig string
+	// GatewayAddresses is the pool edge Gateways get their addresses from
+	// when the controller runs (see controller.Config.AddressPool).
+	GatewayAddresses netip.Prefix
 	// Bind is the address the proxy's listeners bind (default 127.0.0.1).
 	Bind string
 	// APIListen is the control-plane API's address (default 127.0.0.1:7070;
@@ -55,6 +67,12 @@ type Config struct {
 	// Demo serves every loopback endpoint in the configuration with the
 	// built-in echo backend, named after the endpoint's Service.
 	Demo bool
+	// AccessLog receives the proxy's access log (see proxy.Config); nil
+	// turns it off.
+	AccessLog io.Writer
+	// AdminListen is the address of the proxy's admin listener (/metrics,
+	// /healthz, /readyz); empty means none.
+	AdminListen string
 	// Out receives progress lines meant for a person.
 	Out    io.Writer
 	Logger *slog.Logger
@@ -72,8 +90,21 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
-	if _, err := os.Stat(cfg.ConfigDir); err != nil {
-		return fmt.Errorf("config directory: %w", err)
+	var kube *rest.Config
+	switch {
+	case (cfg.ConfigDir == "") == (cfg.Kubeconfig == ""):
+		return errors.New("give exactly one of a config directory and a kubeconfig")
+	case cfg.Kubeconfig != "":
+		if cfg.Demo {
+			return errors.New("--demo serves the endpoints of a config directory; it does not work with a kubeconfig")
+		}
+		if kube, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig); err != nil {
+			return fmt.Errorf("kubeconfig: %w", err)
+		}
+	default:
+		if _, err := os.Stat(cfg.ConfigDir); err != nil {
+			return fmt.Errorf("config directory: %w", err)
+		}
 	}
 
 	dataDir := cfg.DataDir
@@ -137,12 +168,19 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 
-	px := proxy.New(proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log})
+	px := proxy.New(proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen})
 	defer func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
 		px.Shutdown(sctx)
 	}()
+	if cfg.AdminListen != "" {
+		addr, err := px.ListenAdmin()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cfg.Out, "proxy: metrics and health on http://%s (/metrics, /healthz, /readyz)\n", addr)
+	}
 	report := newReporter(cfg.Out)
 	wg.Go(func() {
 		cl.Follow(ctx, client.FollowOptions{}, func(snap *model.Snapshot) {
@@ -153,21 +191,19 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		})
 	})
 
-	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log}
-	wg.Go(func() {
-		err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
-			res, err := cl.Apply(ctx, &api.Objects{Networks: out.Networks, Services: out.Services, TargetGroups: out.TargetGroups})
-			if err != nil {
-				return err
+	if kube != nil {
+		wg.Go(func() {
+			err := controller.Run(ctx, controller.Config{
+				Kube: kube, ControlPlane: cl, Cluster: cfg.Cluster, AddressPool: cfg.GatewayAddresses, Logger: log,
+			})
+			if err != nil && ctx.Err() == nil {
+				fail(fmt.Errorf("kubernetes controller: %w", err))
 			}
-			fmt.Fprintf(cfg.Out, "config: applied revision %d (%d created, %d updated, %d deleted, %d unchanged)\n",
-				res.Revision, res.Created, res.Updated, res.Deleted, res.Unchanged)
-			return nil
 		})
-		if err != nil && ctx.Err() == nil {
-			fail(fmt.Errorf("file provider: %w", err))
-		}
-	})
+		fmt.Fprintf(cfg.Out, "controller: watching the cluster of %s\n", cfg.Kubeconfig)
+	} else {
+		wg.Go(func() { runFileProvider(ctx, cfg, cl, log, fail) })
+	}
 
 	select {
 	case <-ctx.Done():
@@ -175,6 +211,23 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	cancel()
 	return err
+}
+
+// runFileProvider applies the configuration directory until ctx ends.
+func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *slog.Logger, fail func(error)) {
+	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log}
+	err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
+		res, err := cl.Apply(ctx, &api.Objects{Networks: out.Networks, Services: out.Services, TargetGroups: out.TargetGroups})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cfg.Out, "config: applied revision %d (%d created, %d updated, %d deleted, %d unchanged)\n",
+			res.Revision, res.Created, res.Updated, res.Deleted, res.Unchanged)
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		fail(fmt.Errorf("file provider: %w", err))
+	}
 }
 
 func shutdown(srv *http.Server) {

@@ -31,17 +31,19 @@ func (t *translator) backend(r *gatewayv1.HTTPRoute, src model.SourceRef, p stri
 		t.problem(src, p+field, string(reason), format, args...)
 		return out
 	}
-	if len(b.Filters) > 0 {
-		return fail(".filters", gatewayv1.RouteReasonUnsupportedValue, "backend filters are not supported yet; this backend's share is answered with 500")
+	filters, ok := t.filters(r, src, p+".filters", b.Filters)
+	if !ok {
+		return out // a filter that cannot be honoured: this backend's share answers 500
 	}
+	out.Filters = filters
 	if g, k := deref(b.Group, ""), deref(b.Kind, "Service"); (g != "" && g != "core") || k != "Service" {
 		return fail(".kind", gatewayv1.RouteReasonInvalidKind, "backend kind %s is not supported; only Service is", groupKind(g, k))
 	}
 	ns := string(deref(b.Namespace, gatewayv1.Namespace(r.Namespace)))
 	key := types.NamespacedName{Namespace: ns, Name: string(b.Name)}
-	if ns != r.Namespace {
+	if ns != r.Namespace && !t.granted("HTTPRoute", r.Namespace, "", "Service", key) {
 		return fail(".namespace", gatewayv1.RouteReasonRefNotPermitted,
-			"Service %s is in another namespace; ReferenceGrant is not supported yet, so only Services in the route's namespace may be used", key)
+			"Service %s is in another namespace and no ReferenceGrant there allows HTTPRoutes from namespace %q to use it", key, r.Namespace)
 	}
 	if b.Port == nil {
 		return fail(".port", gatewayv1.RouteReasonUnsupportedValue, "port is required when referring to a Service")
@@ -195,4 +197,30 @@ func targetState(c discoveryv1.EndpointConditions) (model.TargetState, bool) {
 		return model.TargetDraining, true
 	}
 	return "", false
+}
+
+// granted reports whether a ReferenceGrant in the target's namespace lets
+// objects of fromKind (in the Gateway API group) in fromNamespace refer to
+// the object of toGroup and toKind named target.
+func (t *translator) granted(fromKind gatewayv1.Kind, fromNamespace string, toGroup gatewayv1.Group, toKind gatewayv1.Kind, target types.NamespacedName) bool {
+	for _, g := range t.grants[target.Namespace] {
+		from := slices.ContainsFunc(g.Spec.From, func(f gatewayv1.ReferenceGrantFrom) bool {
+			return f.Group == gatewayGroup && f.Kind == fromKind && string(f.Namespace) == fromNamespace
+		})
+		to := slices.ContainsFunc(g.Spec.To, func(to gatewayv1.ReferenceGrantTo) bool {
+			return normalGroup(to.Group) == normalGroup(toGroup) && to.Kind == toKind && (to.Name == nil || string(*to.Name) == target.Name)
+		})
+		if from && to {
+			return true
+		}
+	}
+	return false
+}
+
+// normalGroup maps the core group's two spellings ("" and "core") to "".
+func normalGroup(g gatewayv1.Group) gatewayv1.Group {
+	if g == "core" {
+		return ""
+	}
+	return g
 }

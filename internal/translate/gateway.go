@@ -1,9 +1,14 @@
 package translate
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -12,26 +17,50 @@ import (
 
 // gatewayInfo is one Gateway of our classes.
 type gatewayInfo struct {
-	gw   *gatewayv1.Gateway
-	mode model.NetworkMode
-	// network is the network the Gateway makes; empty when notAccepted.
+	gw         *gatewayv1.Gateway
+	mode       model.NetworkMode
+	controller gatewayv1.GatewayController
+	// network is the network the Gateway makes; empty when notAccepted or
+	// unassigned.
 	network string
-	// notAccepted says why routes cannot attach; empty when they can.
-	notAccepted string
-	listeners   []listenerInfo
+	// notAccepted says why routes cannot attach, and notAcceptedReason is
+	// the Gateway API reason; empty when they can.
+	notAccepted       string
+	notAcceptedReason string
+	// unassigned says why an accepted edge Gateway has no address, and so
+	// is not programmed; empty when it has one.
+	unassigned string
+	addresses  []gatewayv1.GatewayStatusAddress
+	listeners  []listenerInfo
 }
 
 // listenerInfo is one listener of a Gateway, checked.
 type listenerInfo struct {
 	spec *gatewayv1.Listener
-	// usable is false when the listener is invalid or unsupported; the
-	// Gateway's problems say why.
+	// usable is false when the listener is invalid, unsupported or in
+	// conflict; its problems say why.
 	usable bool
 	from   gatewayv1.FromNamespaces
-	// allowsHTTPRoute is false when allowedRoutes.kinds leaves HTTPRoute out.
-	allowsHTTPRoute bool
+	// selector admits route namespaces when from is Selector.
+	selector labels.Selector
+	// supportedKinds are the route kinds the listener admits.
+	supportedKinds []gatewayv1.RouteGroupKind
 	// hostname is lower-cased; empty matches any host.
 	hostname string
+
+	// The problems behind the listener's conditions.
+	notAccepted []Problem
+	unresolved  []Problem
+	conflict    *Problem
+	// attached counts the routes accepted on the listener; routes are
+	// those routes.
+	attached int32
+	routes   map[model.SourceRef]bool
+}
+
+// admits reports whether the listener takes routes of kind.
+func (l *listenerInfo) admits(kind gatewayv1.Kind) bool {
+	return slices.ContainsFunc(l.supportedKinds, func(k gatewayv1.RouteGroupKind) bool { return k.Kind == kind })
 }
 
 const gatewayGroup = gatewayv1.Group(gatewayv1.GroupName)
@@ -51,13 +80,14 @@ func (t *translator) translateClasses() {
 		default:
 			continue
 		}
-		info := &classInfo{mode: mode}
+		info := &classInfo{mode: mode, controller: gc.Spec.ControllerName}
 		if gc.Spec.ParametersRef != nil {
 			info.rejected = "its parametersRef is not supported"
 			t.problem(ref("GatewayClass", "", gc.Name), "spec.parametersRef", string(gatewayv1.GatewayClassReasonInvalidParameters),
 				"parameters are not supported; the GatewayClass is not accepted")
 		}
 		t.classes[gc.Name] = info
+		t.classStatus(gc, info)
 	}
 }
 
@@ -81,16 +111,19 @@ func (t *translator) translateGateways() {
 			}
 			continue
 		}
-		info := &gatewayInfo{gw: gw, mode: class.mode}
+		info := &gatewayInfo{gw: gw, mode: class.mode, controller: class.controller}
 		t.gateways[key] = info
+		t.gatewayOrder = append(t.gatewayOrder, key)
 		info.listeners = t.listeners(gw, src, class.mode)
-		unsupported := t.unsupportedGatewayFields(gw, src)
+		addrs, unsupported := t.gatewayAddresses(gw, src, class.mode)
 		switch {
 		case class.rejected != "":
 			info.notAccepted = fmt.Sprintf("its GatewayClass %q is not accepted: %s", gw.Spec.GatewayClassName, class.rejected)
+			info.notAcceptedReason = string(gatewayv1.GatewayReasonInvalid)
 			continue
-		case unsupported != "":
-			info.notAccepted = unsupported
+		case unsupported != nil:
+			info.notAccepted = "it sets unsupported fields: " + problemsMessage(unsupported)
+			info.notAcceptedReason = unsupported[0].Reason
 			continue
 		}
 		n := model.ServiceNetwork{
@@ -102,23 +135,47 @@ func (t *translator) translateGateways() {
 			n.Domain = gw.Name + "." + DomainSuffix
 		} else {
 			n.Name = gw.Name + "-" + gw.Namespace
+			n.Addresses = addrs
 		}
 		if other, taken := t.networks[n.Name]; taken {
 			info.notAccepted = fmt.Sprintf("its network name %q is already used by Gateway %s", n.Name, other)
+			info.notAcceptedReason = ReasonNameConflict
 			t.problem(src, "metadata.name", ReasonNameConflict,
 				"network %q is already made by Gateway %s; this Gateway is not accepted", n.Name, other)
 			continue
 		}
 		if err := n.Validate(); err != nil {
 			info.notAccepted = "it translates to an invalid network"
-			t.invalid(src, err, func(string) string { return "metadata.name" })
+			info.notAcceptedReason = string(gatewayv1.GatewayReasonInvalid)
+			t.invalid(src, err, func(f string) string {
+				if strings.HasPrefix(f, "addresses") {
+					return "spec.addresses"
+				}
+				return "metadata.name"
+			})
 			continue
 		}
 		t.networks[n.Name] = key
+		if class.mode == model.ModeEdge && len(addrs) == 0 && t.in.GatewayAddresses != nil {
+			// The provider assigns addresses and had none for this
+			// Gateway: serving it on some other address would publish a
+			// wrong one, so it is not programmed.
+			info.unassigned = "no address is assigned to this Gateway (is the address pool exhausted?)"
+			t.problem(src, "status.addresses", string(gatewayv1.GatewayReasonAddressNotAssigned), "%s", info.unassigned)
+			continue
+		}
 		info.network = n.Name
+		if n.Domain != "" {
+			info.addresses = []gatewayv1.GatewayStatusAddress{{Type: ptr(gatewayv1.HostnameAddressType), Value: n.Domain}}
+		}
+		for _, a := range n.Addresses {
+			info.addresses = append(info.addresses, gatewayv1.GatewayStatusAddress{Type: ptr(gatewayv1.IPAddressType), Value: a})
+		}
 		t.out.Networks = append(t.out.Networks, n)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func (t *translator) classExists(name string) bool {
 	for i := range t.in.GatewayClasses {
@@ -129,18 +186,37 @@ func (t *translator) classExists(name string) bool {
 	return false
 }
 
-// unsupportedGatewayFields reports the Gateway-level fields trellis does not
-// implement yet. Each would change where or how the Gateway is served, so a
-// Gateway that sets one is not accepted rather than served differently from
-// what it asks. It returns why, or "" when none is set.
-func (t *translator) unsupportedGatewayFields(gw *gatewayv1.Gateway, src model.SourceRef) string {
-	var bad []string
+// gatewayAddresses returns the addresses an edge Gateway is served on:
+// those it requests in spec.addresses, else those the provider assigned.
+// It also reports the Gateway-level fields trellis does not implement yet.
+// Each would change where or how the Gateway is served, so a Gateway that
+// sets one is not accepted rather than served differently from what it
+// asks; unsupported lists the problems, nil when there are none.
+func (t *translator) gatewayAddresses(gw *gatewayv1.Gateway, src model.SourceRef, mode model.NetworkMode) (addrs []string, unsupported []Problem) {
 	report := func(field, reason, format string, args ...any) {
-		bad = append(bad, field)
-		t.problem(src, field, reason, format, args...)
+		unsupported = append(unsupported, t.problem(src, field, reason, format, args...))
 	}
 	if len(gw.Spec.Addresses) > 0 {
-		report("spec.addresses", string(gatewayv1.GatewayReasonUnsupportedAddress), "requested addresses are not supported yet")
+		if mode == model.ModeServiceNetwork {
+			report("spec.addresses", string(gatewayv1.GatewayReasonUnsupportedAddress),
+				"a service network is reached by its DNS names, not at requested addresses")
+		} else {
+			for i, a := range gw.Spec.Addresses {
+				field := fmt.Sprintf("spec.addresses[%d]", i)
+				if typ := deref(a.Type, gatewayv1.IPAddressType); typ != gatewayv1.IPAddressType {
+					report(field+".type", string(gatewayv1.GatewayReasonUnsupportedAddress), "address type %q is not supported; only IPAddress is", typ)
+					continue
+				}
+				ip, err := netip.ParseAddr(a.Value)
+				if err != nil || ip.Zone() != "" {
+					report(field+".value", string(gatewayv1.GatewayReasonUnsupportedAddress), "%q is not an IP address", a.Value)
+					continue
+				}
+				addrs = append(addrs, ip.String())
+			}
+		}
+	} else if mode == model.ModeEdge {
+		addrs = t.in.GatewayAddresses[gw.Namespace+"/"+gw.Name]
 	}
 	if gw.Spec.Infrastructure != nil {
 		report("spec.infrastructure", string(gatewayv1.GatewayReasonInvalidParameters), "infrastructure is not supported yet")
@@ -154,11 +230,11 @@ func (t *translator) unsupportedGatewayFields(gw *gatewayv1.Gateway, src model.S
 	if gw.Spec.DefaultScope != "" && gw.Spec.DefaultScope != gatewayv1.GatewayDefaultScopeNone {
 		report("spec.defaultScope", string(gatewayv1.RouteReasonUnsupportedValue), "default Gateways are not supported yet")
 	}
-	if len(bad) == 0 {
-		return ""
-	}
-	return "it sets unsupported fields: " + strings.Join(bad, ", ")
+	return slices.Compact(addrs), unsupported
 }
+
+// routeKinds are the route kinds an HTTP listener admits.
+var httpRouteKinds = []gatewayv1.RouteGroupKind{{Group: ptr(gatewayGroup), Kind: "HTTPRoute"}}
 
 // listeners checks every listener of gw. An invalid or unsupported listener is
 // reported and left unusable; the others still serve.
@@ -176,33 +252,35 @@ func (t *translator) listeners(gw *gatewayv1.Gateway, src model.SourceRef, mode 
 	for i := range gw.Spec.Listeners {
 		l := &gw.Spec.Listeners[i]
 		p := fmt.Sprintf("spec.listeners[%d]", i)
-		li := listenerInfo{spec: l, usable: true, allowsHTTPRoute: true, from: gatewayv1.NamespacesFromSame}
+		li := listenerInfo{spec: l, usable: true, from: gatewayv1.NamespacesFromSame}
 		fail := func(field, reason, format string, args ...any) {
 			li.usable = false
-			t.problem(src, p+field, reason, format, args...)
+			li.notAccepted = append(li.notAccepted, t.problem(src, p+field, reason, format, args...))
 		}
 		if j, dup := names[l.Name]; dup {
-			fail(".name", string(gatewayv1.RouteReasonUnsupportedValue), "listener name %q is already used by spec.listeners[%d]", l.Name, j)
+			fail(".name", string(gatewayv1.ListenerReasonUnsupportedValue), "listener name %q is already used by spec.listeners[%d]", l.Name, j)
 		} else {
 			names[l.Name] = i
 		}
-		if l.Protocol != gatewayv1.HTTPProtocolType {
+		if l.Protocol == gatewayv1.HTTPProtocolType {
+			li.supportedKinds = slices.Clone(httpRouteKinds)
+		} else {
 			fail(".protocol", string(gatewayv1.ListenerReasonUnsupportedProtocol), "protocol %q is not supported yet; only HTTP is", l.Protocol)
 		}
 		if l.Port < 1 || l.Port > 65535 {
-			fail(".port", string(gatewayv1.RouteReasonUnsupportedValue), "%d is not in 1-65535", l.Port)
+			fail(".port", string(gatewayv1.ListenerReasonUnsupportedValue), "%d is not in 1-65535", l.Port)
 		}
 		if l.TLS != nil && l.Protocol == gatewayv1.HTTPProtocolType {
-			fail(".tls", string(gatewayv1.RouteReasonUnsupportedValue), "tls must not be set on an HTTP listener")
+			fail(".tls", string(gatewayv1.ListenerReasonUnsupportedValue), "tls must not be set on an HTTP listener")
 		}
 		if l.Hostname != nil {
 			h := strings.ToLower(string(*l.Hostname))
 			switch {
 			case mode == model.ModeServiceNetwork:
-				fail(".hostname", string(gatewayv1.RouteReasonUnsupportedValue),
+				fail(".hostname", string(gatewayv1.ListenerReasonUnsupportedValue),
 					"a service-network listener takes no hostname: every route is reachable by its generated name and its own hostnames")
 			case !validHostname(h):
-				fail(".hostname", string(gatewayv1.RouteReasonUnsupportedValue), "%q is not a valid host name or wildcard", *l.Hostname)
+				fail(".hostname", string(gatewayv1.ListenerReasonUnsupportedValue), "%q is not a valid host name or wildcard", *l.Hostname)
 			default:
 				li.hostname = h
 			}
@@ -213,27 +291,37 @@ func (t *translator) listeners(gw *gatewayv1.Gateway, src model.SourceRef, mode 
 				case gatewayv1.NamespacesFromSame, gatewayv1.NamespacesFromAll, gatewayv1.NamespacesFromNone:
 					li.from = from
 				case gatewayv1.NamespacesFromSelector:
-					fail(".allowedRoutes.namespaces.from", string(gatewayv1.RouteReasonUnsupportedValue), "namespace selectors are not supported yet; use Same or All")
+					li.from = from
+					sel, err := selector(ar.Namespaces.Selector)
+					if err != nil {
+						fail(".allowedRoutes.namespaces.selector", string(gatewayv1.ListenerReasonUnsupportedValue), "%v", err)
+					}
+					li.selector = sel
 				default:
-					fail(".allowedRoutes.namespaces.from", string(gatewayv1.RouteReasonUnsupportedValue), "%q is not Same, All, Selector or None", from)
+					fail(".allowedRoutes.namespaces.from", string(gatewayv1.ListenerReasonUnsupportedValue), "%q is not Same, All, Selector or None", from)
 				}
 			}
 			if len(ar.Kinds) > 0 {
-				li.allowsHTTPRoute = false
+				var kinds []gatewayv1.RouteGroupKind
 				for j, k := range ar.Kinds {
-					if deref(k.Group, gatewayGroup) == gatewayGroup && k.Kind == "HTTPRoute" {
-						li.allowsHTTPRoute = true
+					g := deref(k.Group, gatewayGroup)
+					if g == gatewayGroup && slices.ContainsFunc(li.supportedKinds, func(s gatewayv1.RouteGroupKind) bool { return s.Kind == k.Kind }) {
+						kinds = append(kinds, gatewayv1.RouteGroupKind{Group: ptr(g), Kind: k.Kind})
 						continue
 					}
-					t.problem(src, fmt.Sprintf("%s.allowedRoutes.kinds[%d]", p, j), string(gatewayv1.ListenerReasonInvalidRouteKinds),
-						"route kind %s is not supported on an HTTP listener, which takes HTTPRoute", groupKind(deref(k.Group, gatewayGroup), k.Kind))
+					li.unresolved = append(li.unresolved, t.problem(src, fmt.Sprintf("%s.allowedRoutes.kinds[%d]", p, j), string(gatewayv1.ListenerReasonInvalidRouteKinds),
+						"route kind %s is not supported on %s listener, which takes %s", groupKind(g, k.Kind), describeProtocol(l.Protocol), describeKinds(li.supportedKinds)))
 				}
+				li.supportedKinds = kinds
 			}
 		}
 		if li.usable {
 			ph := portHost{l.Port, li.hostname}
 			if j, dup := taken[ph]; dup {
-				fail("", string(gatewayv1.ListenerReasonHostnameConflict), "port %d with %s is already served by spec.listeners[%d]", l.Port, describeHost(li.hostname), j)
+				li.usable = false
+				c := t.problem(src, p, string(gatewayv1.ListenerReasonHostnameConflict), "port %d with %s is already served by spec.listeners[%d]", l.Port, describeHost(li.hostname), j)
+				li.conflict = &c
+				li.notAccepted = append(li.notAccepted, c)
 			} else {
 				taken[ph] = i
 			}
@@ -241,4 +329,36 @@ func (t *translator) listeners(gw *gatewayv1.Gateway, src model.SourceRef, mode 
 		out[i] = li
 	}
 	return out
+}
+
+// selector parses a listener's namespace selector.
+func selector(s *metav1.LabelSelector) (labels.Selector, error) {
+	if s == nil {
+		return nil, errors.New("from Selector needs a selector")
+	}
+	sel, err := metav1.LabelSelectorAsSelector(s)
+	if err != nil {
+		return nil, fmt.Errorf("invalid selector: %w", err)
+	}
+	return sel, nil
+}
+
+// describeProtocol names a listener protocol with its article, for messages.
+func describeProtocol(p gatewayv1.ProtocolType) string {
+	if p == gatewayv1.HTTPProtocolType || p == gatewayv1.HTTPSProtocolType {
+		return "an " + string(p)
+	}
+	return "a " + string(p)
+}
+
+// describeKinds lists route kinds for messages.
+func describeKinds(kinds []gatewayv1.RouteGroupKind) string {
+	if len(kinds) == 0 {
+		return "no route kind"
+	}
+	var names []string
+	for _, k := range kinds {
+		names = append(names, string(k.Kind))
+	}
+	return strings.Join(names, " and ")
 }

@@ -2,10 +2,12 @@ package translate
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -15,27 +17,34 @@ import (
 // attachment is where a route serves in one network: the listeners it
 // attached to and the host names it answers on them.
 type attachment struct {
-	gw        *gatewayInfo
+	gw *gatewayInfo
+	// listeners are where the route is served. In edge mode there is one
+	// per Gateway listener, carrying the listener's hostname and the host
+	// names the route answers on it; in service-network mode one per port.
 	listeners []model.Listener
-	// hosts are the custom domains; anyHost means every Host matches (an
-	// edge listener and route that both name no host).
-	hosts   []string
-	anyHost bool
+	// parents are the parentRefs that attached through this network.
+	parents []*parentResult
 }
 
 // translateRoutes makes one model service per route and network it attaches to.
 func (t *translator) translateRoutes() {
 	for _, r := range sortedByName(t.in.HTTPRoutes, func(r *gatewayv1.HTTPRoute) (string, string) { return r.Namespace, r.Name }) {
-		t.httpRoute(r)
+		src := ref("HTTPRoute", r.Namespace, r.Name)
+		t.cur = &routeState{src: src, generation: r.Generation}
+		if t.httpRoute(r, src) {
+			t.routeStatus(t.cur)
+		}
+		t.cur = nil
 	}
 }
 
-func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
-	src := ref("HTTPRoute", r.Namespace, r.Name)
+// httpRoute translates one route. It returns false when the route is not
+// ours at all (it names only other implementations' parents).
+func (t *translator) httpRoute(r *gatewayv1.HTTPRoute, src model.SourceRef) bool {
 	hostnames, hostsOK := t.routeHostnames(r, src)
 	attached, ours := t.attach(r, src, hostnames)
 	if !ours {
-		return // attached only to other implementations' parents
+		return false
 	}
 	if r.Spec.UseDefaultGateways != "" && r.Spec.UseDefaultGateways != gatewayv1.GatewayDefaultScopeNone {
 		t.problem(src, "spec.useDefaultGateways", string(gatewayv1.RouteReasonUnsupportedValue), "default Gateways are not supported yet")
@@ -46,8 +55,9 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
 		// No service to make, but report the rules' problems too, so that
 		// every problem shows at once.
 		t.rules(r, src)
-		return
+		return true
 	}
+	key := types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
 	for _, a := range attached {
 		source := src
 		svc := model.Service{
@@ -61,31 +71,82 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
 		if a.gw.mode == model.ModeServiceNetwork {
 			svc.DNSName = fmt.Sprintf("%s-%s.%s.%s", r.Name, r.Namespace, a.gw.network, DomainSuffix)
 			svc.CustomDomains = slices.Clone(hostnames)
-		} else if !a.anyHost {
-			svc.CustomDomains = a.hosts
 		}
-		key := types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
 		if other, taken := t.serviceRoutes[svc.Name]; taken && other != key {
-			t.problem(src, "metadata.name", ReasonNameConflict,
-				"service name %q is already used by HTTPRoute %s; rename one of them", svc.Name, other)
+			a.reject(t.problem(src, "metadata.name", ReasonNameConflict,
+				"service name %q is already used by HTTPRoute %s; rename one of them", svc.Name, other))
 			continue
 		}
-		if err := svc.Validate(); err != nil {
-			t.invalid(src, err, serviceField)
+		if !t.validService(&svc, src) {
 			continue
 		}
 		t.serviceRoutes[svc.Name] = key
-		for _, rule := range svc.Rules {
-			if rule.Action.Forward != nil {
-				for _, b := range rule.Action.Forward.Backends {
-					if b.TargetGroup != "" {
-						t.tgsUsed[b.TargetGroup] = true
-					}
-				}
-			}
+		if svc.DNSName != "" {
+			t.cur.dnsNames = append(t.cur.dnsNames, svc.DNSName)
 		}
+		usedTargetGroups(svc.Rules, func(tg string) { t.tgsUsed[tg] = true })
 		t.out.Services = append(t.out.Services, svc)
 	}
+	return true
+}
+
+// reject marks every parentRef that attached through a as failed with p.
+func (a *attachment) reject(p Problem) {
+	for _, pr := range a.parents {
+		if pr.failure == nil {
+			pr.failure = &p
+		}
+	}
+}
+
+// validService validates svc. A rule that makes it invalid is dropped, and
+// the route served without it, as long as one rule remains; otherwise the
+// route is rejected. It reports false when svc cannot be served.
+func (t *translator) validService(svc *model.Service, src model.SourceRef) bool {
+	err := svc.Validate()
+	if err == nil {
+		return true
+	}
+	var fes model.FieldErrors
+	bad := map[int]bool{}
+	other := !errors.As(err, &fes)
+	for _, fe := range fes {
+		var i int
+		if _, scanErr := fmt.Sscanf(fe.Field, "rules[%d]", &i); scanErr == nil {
+			bad[i] = true
+		} else {
+			other = true
+		}
+	}
+	before := len(t.cur.problems)
+	t.invalid(src, err, serviceField)
+	reason := func() Problem {
+		if len(t.cur.problems) > before {
+			return t.cur.problems[before]
+		}
+		return Problem{Object: src, Reason: string(gatewayv1.RouteReasonUnsupportedValue), Message: err.Error()}
+	}
+	if other || len(bad) == len(svc.Rules) {
+		// Rules are the same on every parent, so the route is rejected on
+		// all of them.
+		p := reason()
+		if t.cur.fatal == nil {
+			t.cur.fatal = &p
+		}
+		return false
+	}
+	var kept []model.Rule
+	for i, r := range svc.Rules {
+		if bad[i] {
+			if d := fmt.Sprintf("rules[%d]", i); !slices.Contains(t.cur.dropped, d) {
+				t.cur.dropped = append(t.cur.dropped, d)
+			}
+			continue
+		}
+		kept = append(kept, r)
+	}
+	svc.Rules = kept
+	return true
 }
 
 // routeHostnames returns the route's hostnames lower-cased, sorted and
@@ -97,8 +158,11 @@ func (t *translator) routeHostnames(r *gatewayv1.HTTPRoute, src model.SourceRef)
 		l := strings.ToLower(string(h))
 		if !validHostname(l) {
 			ok = false
-			t.problem(src, fmt.Sprintf("spec.hostnames[%d]", i), string(gatewayv1.RouteReasonUnsupportedValue),
+			p := t.problem(src, fmt.Sprintf("spec.hostnames[%d]", i), string(gatewayv1.RouteReasonUnsupportedValue),
 				"%q is not a valid host name or wildcard; the route is not accepted", h)
+			if t.cur.fatal == nil {
+				t.cur.fatal = &p
+			}
 			continue
 		}
 		out = append(out, l)
@@ -129,42 +193,58 @@ func (t *translator) attach(r *gatewayv1.HTTPRoute, src model.SourceRef, hostnam
 		ours = true
 		field := fmt.Sprintf("spec.parentRefs[%d]", i)
 		gw := t.gateways[key]
+		res := &parentResult{index: i, ref: pr, controller: ServiceNetworkController}
+		t.cur.parents = append(t.cur.parents, res)
+		fail := func(reason, format string, args ...any) {
+			p := t.problem(src, field, reason, format, args...)
+			res.failure = &p
+		}
 		if gw == nil {
-			t.problem(src, field, string(gatewayv1.RouteReasonNoMatchingParent), "Gateway %s not found", key)
+			// No Gateway, so no class says whose it is: trellis reports it
+			// under its service-network controller name.
+			fail(string(gatewayv1.RouteReasonNoMatchingParent), "Gateway %s not found", key)
 			continue
 		}
+		res.controller = gw.controller
 		if gw.notAccepted != "" {
-			t.problem(src, field, string(gatewayv1.RouteReasonNoMatchingParent), "Gateway %s is not accepted: %s", key, gw.notAccepted)
+			fail(string(gatewayv1.RouteReasonNoMatchingParent), "Gateway %s is not accepted: %s", key, gw.notAccepted)
+			continue
+		}
+		if gw.unassigned != "" {
+			fail(string(gatewayv1.RouteReasonPending), "Gateway %s is not programmed: %s", key, gw.unassigned)
 			continue
 		}
 		a := byNetwork[gw.network]
 		if a == nil {
 			a = &attachment{gw: gw}
 		}
-		if !t.attachParent(r, src, field, pr, gw, hostnames, a) {
+		if p := t.attachParent(r, src, field, pr, gw, hostnames, a, res); p != nil {
+			res.failure = p
 			continue
 		}
+		a.parents = append(a.parents, res)
 		if byNetwork[gw.network] == nil {
 			byNetwork[gw.network] = a
 			attached = append(attached, a)
 		}
 	}
 	for _, a := range attached {
-		slices.SortFunc(a.listeners, func(x, y model.Listener) int { return cmp.Compare(x.Port, y.Port) })
-		slices.Sort(a.hosts)
-		a.hosts = slices.Compact(a.hosts)
+		slices.SortFunc(a.listeners, func(x, y model.Listener) int {
+			return cmp.Or(cmp.Compare(x.Port, y.Port), cmp.Compare(x.Hostname, y.Hostname))
+		})
 	}
 	return attached, ours
 }
 
 // attachParent attaches the route to the listeners of gw that parentRef pr
-// selects, adding them to a. It reports why when none accepts the route.
+// selects, adding them to a and res. It returns the problem when no listener
+// accepts the route.
 func (t *translator) attachParent(r *gatewayv1.HTTPRoute, src model.SourceRef, field string, pr gatewayv1.ParentReference,
-	gw *gatewayInfo, hostnames []string, a *attachment) bool {
+	gw *gatewayInfo, hostnames []string, a *attachment, res *parentResult) *Problem {
 	key := types.NamespacedName{Namespace: gw.gw.Namespace, Name: gw.gw.Name}
 	var selected, usable, allowed int
-	attached := false
-	for _, l := range gw.listeners {
+	for i := range gw.listeners {
+		l := &gw.listeners[i]
 		if pr.SectionName != nil && *pr.SectionName != l.spec.Name || pr.Port != nil && *pr.Port != l.spec.Port {
 			continue
 		}
@@ -173,7 +253,7 @@ func (t *translator) attachParent(r *gatewayv1.HTTPRoute, src model.SourceRef, f
 			continue
 		}
 		usable++
-		if !l.allowsHTTPRoute || !allowsNamespace(l.from, gw.gw.Namespace, r.Namespace) {
+		if !l.admits("HTTPRoute") || !t.allowsNamespace(l, gw.gw.Namespace, r.Namespace) {
 			continue
 		}
 		allowed++
@@ -181,28 +261,37 @@ func (t *translator) attachParent(r *gatewayv1.HTTPRoute, src model.SourceRef, f
 		if !ok {
 			continue
 		}
-		attached = true
-		a.hosts = append(a.hosts, hosts...)
-		a.anyHost = a.anyHost || anyHost
-		if !slices.ContainsFunc(a.listeners, func(ml model.Listener) bool { return ml.Port == l.spec.Port }) {
-			a.listeners = append(a.listeners, model.Listener{Name: string(l.spec.Name), Port: l.spec.Port, Protocol: model.ProtocolHTTP})
+		res.listeners = append(res.listeners, l)
+		ml := model.Listener{Name: string(l.spec.Name), Port: l.spec.Port, Protocol: model.ProtocolHTTP}
+		if gw.mode == model.ModeEdge {
+			// Each listener keeps its own hostname and the route's names on
+			// it, so that a name is served only where it attached.
+			ml.Hostname = l.hostname
+			if !anyHost {
+				ml.Hostnames = hosts
+			}
+		}
+		if !slices.ContainsFunc(a.listeners, func(o model.Listener) bool { return o.Port == ml.Port && o.Hostname == ml.Hostname }) {
+			a.listeners = append(a.listeners, ml)
 		}
 	}
+	var p Problem
 	switch {
-	case attached:
+	case len(res.listeners) > 0:
+		return nil
 	case selected == 0:
-		t.problem(src, field, string(gatewayv1.RouteReasonNoMatchingParent), "Gateway %s has no listener%s", key, describeSection(pr))
+		p = t.problem(src, field, string(gatewayv1.RouteReasonNoMatchingParent), "Gateway %s has no listener%s", key, describeSection(pr))
 	case usable == 0:
-		t.problem(src, field, string(gatewayv1.RouteReasonNoMatchingParent),
+		p = t.problem(src, field, string(gatewayv1.RouteReasonNoMatchingParent),
 			"Gateway %s has no valid listener%s (see the Gateway's problems)", key, describeSection(pr))
 	case allowed == 0:
-		t.problem(src, field, string(gatewayv1.RouteReasonNotAllowedByListeners),
+		p = t.problem(src, field, string(gatewayv1.RouteReasonNotAllowedByListeners),
 			"no listener of Gateway %s%s allows HTTPRoutes from namespace %q", key, describeSection(pr), r.Namespace)
 	default:
-		t.problem(src, field, string(gatewayv1.RouteReasonNoMatchingListenerHostname),
+		p = t.problem(src, field, string(gatewayv1.RouteReasonNoMatchingListenerHostname),
 			"no hostname of the route matches a listener hostname of Gateway %s%s", key, describeSection(pr))
 	}
-	return attached
+	return &p
 }
 
 // describeSection names the listener a parentRef selects, for messages.
@@ -217,14 +306,17 @@ func describeSection(pr gatewayv1.ParentReference) string {
 	return s
 }
 
-// allowsNamespace reports whether a listener admitting routes from `from`
-// on a Gateway in gwNamespace admits a route in routeNamespace.
-func allowsNamespace(from gatewayv1.FromNamespaces, gwNamespace, routeNamespace string) bool {
-	switch from {
+// allowsNamespace reports whether listener l of a Gateway in gwNamespace
+// admits a route in routeNamespace.
+func (t *translator) allowsNamespace(l *listenerInfo, gwNamespace, routeNamespace string) bool {
+	switch l.from {
 	case gatewayv1.NamespacesFromAll:
 		return true
 	case gatewayv1.NamespacesFromSame:
 		return gwNamespace == routeNamespace
+	case gatewayv1.NamespacesFromSelector:
+		ns := t.namespaces[routeNamespace]
+		return ns != nil && l.selector != nil && l.selector.Matches(labels.Set(ns.Labels))
 	}
 	return false
 }
@@ -249,6 +341,8 @@ func listenerHosts(mode model.NetworkMode, listener string, hostnames []string) 
 			hosts = append(hosts, host)
 		}
 	}
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
 	return hosts, false, len(hosts) > 0
 }
 
@@ -258,7 +352,7 @@ func listenerHosts(mode model.NetworkMode, listener string, hostnames []string) 
 func serviceField(f string) string {
 	switch {
 	case strings.HasPrefix(f, "rules["):
-		return "spec." + strings.Replace(f, ".action.forward.backends[", ".backendRefs[", 1)
+		return "spec." + ruleField(strings.Replace(f, ".action.forward.backends[", ".backendRefs[", 1))
 	case f == "name" || f == "dnsName":
 		return "metadata.name"
 	case strings.HasPrefix(f, "customDomains"):

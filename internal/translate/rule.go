@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -30,9 +31,6 @@ func (t *translator) rules(r *gatewayv1.HTTPRoute, src model.SourceRef) []model.
 
 func (t *translator) rule(r *gatewayv1.HTTPRoute, src model.SourceRef, i int, rule *gatewayv1.HTTPRouteRule) model.Rule {
 	p := fmt.Sprintf("spec.rules[%d]", i)
-	unsupported := func(field, what, effect string) {
-		t.problem(src, p+field, string(gatewayv1.RouteReasonUnsupportedValue), "%s not supported yet; %s", what, effect)
-	}
 	out := model.Rule{Name: fmt.Sprintf("rule-%d", i)}
 	if rule.Name != nil {
 		out.Name = string(*rule.Name)
@@ -45,31 +43,34 @@ func (t *translator) rule(r *gatewayv1.HTTPRoute, src model.SourceRef, i int, ru
 	for j := range matches {
 		out.Matches = append(out.Matches, t.match(src, fmt.Sprintf("%s.matches[%d]", p, j), &matches[j]))
 	}
-	for j, f := range rule.Filters {
-		unsupported(fmt.Sprintf(".filters[%d]", j), fmt.Sprintf("filter %s is", f.Type), "the rule answers 500")
-	}
+	filters, filtersOK := t.filters(r, src, p+".filters", rule.Filters)
 	if rule.Timeouts != nil {
-		unsupported(".timeouts", "timeouts are", "the rule is served without them")
+		out.Timeouts = t.timeouts(src, p+".timeouts", rule.Timeouts)
 	}
 	if rule.Retry != nil {
-		unsupported(".retry", "retries are", "the rule is served without them")
+		out.Retry = t.retry(src, p+".retry", rule.Retry)
 	}
 	if rule.SessionPersistence != nil {
-		unsupported(".sessionPersistence", "session persistence is", "the rule is served without it")
+		out.SessionPersistence = t.session(r, src, p+".sessionPersistence", i, rule.SessionPersistence)
 	}
 	var backends []model.WeightedTargetGroup
 	for j := range rule.BackendRefs {
 		backends = append(backends, t.backend(r, src, fmt.Sprintf("%s.backendRefs[%d]", p, j), &rule.BackendRefs[j]))
 	}
 	switch {
-	case len(rule.Filters) > 0:
+	case !filtersOK:
 		// A filter must never be skipped (a redirect skipped would forward
-		// instead): the rule answers 500 until filters are implemented.
+		// instead): the rule answers 500.
 		out.Action.FixedResponse = &model.FixedResponseAction{StatusCode: http.StatusInternalServerError}
+	case slices.ContainsFunc(filters, func(f model.Filter) bool { return f.Redirect != nil }):
+		// The redirect answers every request; backends are never used.
+		out.Filters = filters
 	case len(backends) == 0:
 		// No backends: the Gateway API requires a 500.
+		out.Filters = filters
 		out.Action.FixedResponse = &model.FixedResponseAction{StatusCode: http.StatusInternalServerError}
 	default:
+		out.Filters = filters
 		out.Action.Forward = &model.ForwardAction{Backends: backends}
 	}
 	return out

@@ -43,12 +43,27 @@ const DomainSuffix = "trellis.internal"
 // kind, namespace and name; order does not matter.
 type Input struct {
 	// Cluster owns every produced object and every target, e.g. "local".
-	Cluster        string
-	GatewayClasses []gatewayv1.GatewayClass
-	Gateways       []gatewayv1.Gateway
-	HTTPRoutes     []gatewayv1.HTTPRoute
-	Services       []corev1.Service
-	EndpointSlices []discoveryv1.EndpointSlice
+	Cluster         string
+	GatewayClasses  []gatewayv1.GatewayClass
+	Gateways        []gatewayv1.Gateway
+	HTTPRoutes      []gatewayv1.HTTPRoute
+	ReferenceGrants []gatewayv1.ReferenceGrant
+	Services        []corev1.Service
+	EndpointSlices  []discoveryv1.EndpointSlice
+	// Namespaces are consulted by listeners that admit routes by namespace
+	// selector; a route in a namespace not listed matches no selector.
+	Namespaces []corev1.Namespace
+	// GatewayAddresses are the IP addresses the provider assigned to edge
+	// Gateways that request none in spec.addresses, keyed "namespace/name".
+	// A provider that assigns addresses (the controller) sets it, even
+	// empty: an edge Gateway it assigned nothing is then not programmed. A
+	// provider that does not (the file provider, whose proxy binds one
+	// configured address) leaves it nil.
+	GatewayAddresses map[string][]string
+	// GatewayAPIVersion is the bundle version of the installed Gateway API
+	// CRDs ("v1.6.3"), when the provider knows it; GatewayClasses then
+	// report whether it is supported.
+	GatewayAPIVersion string
 }
 
 // Output is the model translated from an Input. Every produced object passes
@@ -60,6 +75,9 @@ type Output struct {
 	// Problems lists every input that is invalid or not supported, grouped by
 	// object. Objects outside trellis's GatewayClasses produce none.
 	Problems []Problem `json:"problems,omitempty"`
+	// Status is what a provider that can report back (the controller)
+	// writes into the objects' status. It agrees with Problems.
+	Status Status `json:"status,omitzero"`
 }
 
 // Problem is one input the translator could not honour.
@@ -110,6 +128,9 @@ func Translate(in *Input) *Output {
 	t.translateClasses()
 	t.translateGateways()
 	t.translateRoutes()
+	for _, key := range t.gatewayOrder {
+		t.out.Status.Gateways = append(t.out.Status.Gateways, t.gatewayStatus(t.gateways[key]))
+	}
 	return t.output()
 }
 
@@ -124,9 +145,16 @@ type translator struct {
 	classes map[string]*classInfo
 	// gateways holds the Gateways of our classes; foreign those of any other
 	// (or no) class, which belong to someone else.
-	gateways map[types.NamespacedName]*gatewayInfo
-	foreign  map[types.NamespacedName]bool
-	networks map[string]types.NamespacedName // network name → Gateway that made it
+	gateways     map[types.NamespacedName]*gatewayInfo
+	gatewayOrder []types.NamespacedName
+	foreign      map[types.NamespacedName]bool
+	networks     map[string]types.NamespacedName // network name → Gateway that made it
+	namespaces   map[string]*corev1.Namespace
+	// grants holds the ReferenceGrants by the namespace they grant access to.
+	grants map[string][]*gatewayv1.ReferenceGrant
+	// cur is the route being translated; its problems are collected for
+	// its status.
+	cur *routeState
 
 	kubeServices   map[types.NamespacedName]*corev1.Service
 	endpointSlices map[types.NamespacedName][]*discoveryv1.EndpointSlice // by Service
@@ -137,7 +165,8 @@ type translator struct {
 
 // classInfo is one of our GatewayClasses.
 type classInfo struct {
-	mode model.NetworkMode
+	mode       model.NetworkMode
+	controller gatewayv1.GatewayController
 	// rejected says why the class is not accepted; empty when it is.
 	rejected string
 }
@@ -155,6 +184,14 @@ func newTranslator(in *Input) *translator {
 		serviceRoutes:  map[string]types.NamespacedName{},
 		tgs:            map[string]*targetGroupEntry{},
 		tgsUsed:        map[string]bool{},
+		namespaces:     map[string]*corev1.Namespace{},
+		grants:         map[string][]*gatewayv1.ReferenceGrant{},
+	}
+	for i := range in.Namespaces {
+		t.namespaces[in.Namespaces[i].Name] = &in.Namespaces[i]
+	}
+	for _, g := range sortedByName(in.ReferenceGrants, func(g *gatewayv1.ReferenceGrant) (string, string) { return g.Namespace, g.Name }) {
+		t.grants[g.Namespace] = append(t.grants[g.Namespace], g)
 	}
 	for _, s := range sortedByName(in.Services, func(s *corev1.Service) (string, string) { return s.Namespace, s.Name }) {
 		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
@@ -173,13 +210,17 @@ func newTranslator(in *Input) *translator {
 	return t
 }
 
-// problem records one problem, once.
-func (t *translator) problem(obj model.SourceRef, field, reason, format string, args ...any) {
+// problem records one problem, once, and returns it.
+func (t *translator) problem(obj model.SourceRef, field, reason, format string, args ...any) Problem {
 	p := Problem{Object: obj, Field: field, Reason: reason, Message: fmt.Sprintf(format, args...)}
 	if !t.seen[p] {
 		t.seen[p] = true
 		t.out.Problems = append(t.out.Problems, p)
+		if t.cur != nil && t.cur.src == obj {
+			t.cur.problems = append(t.cur.problems, p)
+		}
 	}
+	return p
 }
 
 // invalid records a model validation failure of an object translated from
@@ -208,6 +249,7 @@ func (t *translator) output() *Output {
 		t.out.TargetGroups = append(t.out.TargetGroups, *t.tgs[name].tg)
 	}
 	slices.SortFunc(t.out.TargetGroups, func(a, b model.TargetGroup) int { return cmp.Compare(a.Name, b.Name) })
+	t.out.Status.sort()
 	// Group problems by object; within one object they stay in the order
 	// found, which follows the object's fields.
 	slices.SortStableFunc(t.out.Problems, func(a, b Problem) int {

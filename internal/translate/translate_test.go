@@ -2,7 +2,9 @@ package translate_test
 
 import (
 	"bytes"
+	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +20,9 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files from the current output")
 
 // TestGolden translates testdata/<case>/input.yaml and compares the result
-// with testdata/<case>/output.golden.yaml.
+// with testdata/<case>/output.golden.yaml. An optional
+// testdata/<case>/options.yaml sets what a provider adds to the objects
+// (see options).
 func TestGolden(t *testing.T) {
 	inputs, err := filepath.Glob("testdata/*/input.yaml")
 	if err != nil {
@@ -39,6 +43,9 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			in.Cluster = "local"
+			if err := readOptions(filepath.Join(dir, "options.yaml"), in); err != nil {
+				t.Fatal(err)
+			}
 			before, err := yaml.Marshal(in)
 			if err != nil {
 				t.Fatal(err)
@@ -77,6 +84,30 @@ func TestQuickstartExample(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("examples/quickstart and testdata/quickstart/input.yaml have drifted apart; got:\n%s", got)
 	}
+}
+
+// options are the Input fields a provider sets beside the objects.
+type options struct {
+	GatewayAddresses  map[string][]string `json:"gatewayAddresses"`
+	GatewayAPIVersion string              `json:"gatewayAPIVersion"`
+}
+
+// readOptions sets in's provider fields from the file at path, if any.
+func readOptions(path string, in *translate.Input) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var o options
+	if err := yaml.UnmarshalStrict(data, &o); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	in.GatewayAddresses = o.GatewayAddresses
+	in.GatewayAPIVersion = o.GatewayAPIVersion
+	return nil
 }
 
 func compareGolden(t *testing.T, path string, out *translate.Output) {
@@ -172,6 +203,10 @@ func checkOrderIndependent(t *testing.T, in *translate.Input, want *translate.Ou
 	slices.Reverse(rev.Services)
 	rev.EndpointSlices = slices.Clone(in.EndpointSlices)
 	slices.Reverse(rev.EndpointSlices)
+	rev.ReferenceGrants = slices.Clone(in.ReferenceGrants)
+	slices.Reverse(rev.ReferenceGrants)
+	rev.Namespaces = slices.Clone(in.Namespaces)
+	slices.Reverse(rev.Namespaces)
 	a, _ := yaml.Marshal(want)
 	b, _ := yaml.Marshal(translate.Translate(&rev))
 	if !bytes.Equal(a, b) {

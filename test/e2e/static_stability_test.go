@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -54,10 +55,13 @@ func TestProxyServesWhileServerDown(t *testing.T) {
 	serverArgs := []string{"server", "--listen", "127.0.0.1:7070", "--data", data, "--token", token + "=local", "--heartbeat", "500ms"}
 	srv := start(t, ns, "server", serverArgs...)
 	srv.waitOutput(t, 10*time.Second, "API on")
-	start(t, ns, "echo-ver1", "echo", "--listen", "127.0.0.1:18083", "--name", "inventory-ver1")
-	start(t, ns, "echo-ver2", "echo", "--listen", "127.0.0.1:18084", "--name", "inventory-ver2")
-	px := start(t, ns, "proxy", "proxy", "--server", "http://127.0.0.1:7070", "--token", token,
-		"--cluster", "local", "--idle-timeout", "2s")
+	for name, addr := range map[string]string{"inventory-ver1": "127.0.0.1:18083", "inventory-ver2": "127.0.0.1:18084"} {
+		echo := start(t, ns, name, "echo", "--listen", addr, "--name", name)
+		echo.waitOutput(t, 10*time.Second, "echo:")
+	}
+	proxyArgs := []string{"proxy", "--server", "http://127.0.0.1:7070", "--token", token,
+		"--cluster", "local", "--idle-timeout", "2s", "--cache", filepath.Join(t.TempDir(), "proxy-cache.json")}
+	px := start(t, ns, "proxy", proxyArgs...)
 
 	c := ns.HTTPClient(5 * time.Second)
 	cl, err := client.New("http://127.0.0.1:7070", token, client.Options{HTTPClient: c})
@@ -90,6 +94,15 @@ func TestProxyServesWhileServerDown(t *testing.T) {
 	}
 	assertShare(t, total, n, "inventory-ver1", 50, 8)
 
+	// The proxy itself restarts while the server is still down: it serves
+	// its cached configuration.
+	px.kill()
+	px = start(t, ns, "proxy-restarted", proxyArgs...)
+	px.waitOutput(t, 10*time.Second, "listening on 127.0.0.1:8080")
+	counts := split(t, c, proxyURL, inventoryHost, 100)
+	t.Logf("restarted proxy, server still down: %v", counts)
+	assertShare(t, counts, 100, "inventory-ver1", 50, 8)
+
 	// The server comes back on the same data; a change reaches the proxy.
 	srv = start(t, ns, "server-again", serverArgs...)
 	srv.waitOutput(t, 10*time.Second, "API on")
@@ -99,6 +112,6 @@ func TestProxyServesWhileServerDown(t *testing.T) {
 	waitFor(t, 15*time.Second, "the proxy to pick up 90/10 after reconnecting", func() bool {
 		return split(t, c, proxyURL, inventoryHost, 20)["inventory-ver1"] >= 16
 	})
-	counts := split(t, c, proxyURL, inventoryHost, 200)
+	counts = split(t, c, proxyURL, inventoryHost, 200)
 	assertShare(t, counts, 200, "inventory-ver1", 90, 8)
 }

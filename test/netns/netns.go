@@ -1,8 +1,8 @@
 // Package netns gives tests network namespaces of their own: a fresh
 // loopback, 198.18.0.0/15 made local (so tests can use many addresses
-// without any of them leaving the machine), processes started inside, and a
-// dialer that connects from inside. Namespaces and processes are removed
-// when the test ends, pass or fail.
+// without any of them leaving the machine), processes started inside, and
+// dialing and listening from the test process inside it. Namespaces and
+// processes are removed when the test ends, pass or fail.
 //
 // It needs root (CAP_SYS_ADMIN) and the `ip` command from iproute2. It is
 // test support only; nothing in the product imports it.
@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,8 +31,11 @@ const LocalRange = "198.18.0.0/15"
 
 // NS is one network namespace.
 type NS struct {
-	Name  string
-	dials chan dialReq
+	Name string
+	// jobs carries functions to the namespace's OS thread (see loop);
+	// closed is closed when the namespace goes away.
+	jobs   chan func()
+	closed chan struct{}
 }
 
 // New creates a namespace with loopback up and LocalRange local, removed at
@@ -43,18 +47,18 @@ func New(t testing.TB) *NS {
 	}
 	b := make([]byte, 4)
 	rand.Read(b)
-	ns := &NS{Name: "trellis-test-" + hex.EncodeToString(b), dials: make(chan dialReq)}
+	ns := &NS{Name: "trellis-test-" + hex.EncodeToString(b), jobs: make(chan func()), closed: make(chan struct{})}
 	run(t, "ip", "netns", "add", ns.Name)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns.Name).Run() })
 	run(t, "ip", "-n", ns.Name, "link", "set", "lo", "up")
 	run(t, "ip", "-n", ns.Name, "route", "add", "local", LocalRange, "dev", "lo")
 
 	ready := make(chan error, 1)
-	go ns.dialLoop(ready)
+	go ns.loop(ready)
 	if err := <-ready; err != nil {
 		t.Fatalf("netns: entering %s: %v", ns.Name, err)
 	}
-	t.Cleanup(func() { close(ns.dials) })
+	t.Cleanup(func() { close(ns.closed) })
 	return ns
 }
 
@@ -67,27 +71,54 @@ func run(t testing.TB, name string, args ...string) {
 
 // Command returns a command that runs inside the namespace. The process is
 // the program itself (`ip netns exec` execs it), so killing cmd.Process
-// kills the program.
+// kills the program. Start it with ns.Start to tie its life to the test
+// binary's.
 func (ns *NS) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
 }
 
-type dialReq struct {
-	ctx           context.Context
-	network, addr string
-	reply         chan dialResult
+// Start starts cmd from the namespace's OS thread, so the process begins
+// life inside the namespace even when cmd is a plain exec.Command, and sets
+// its parent-death signal to SIGKILL: the kernel kills the process when that
+// thread ends, which is when the namespace is removed or the test binary
+// exits for any reason (a failed test, a panic, a -timeout). Use it for
+// processes that must never outlive the test.
+func (ns *NS) Start(cmd *exec.Cmd) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	var err error
+	if doErr := ns.Do(context.Background(), func() { err = cmd.Start() }); doErr != nil {
+		return doErr
+	}
+	return err
 }
 
-type dialResult struct {
-	conn net.Conn
-	err  error
+// Do runs f on the namespace's OS thread and waits for it. A socket belongs
+// to the namespace of the thread that creates it, so sockets (and processes)
+// that f creates synchronously are inside the namespace; goroutines f starts
+// are not. Calls are serialized, so f should not block for long. Do returns
+// an error without running f when ctx ends first or the namespace is gone.
+func (ns *NS) Do(ctx context.Context, f func()) error {
+	done := make(chan struct{})
+	job := func() { defer close(done); f() }
+	select {
+	case ns.jobs <- job:
+	case <-ns.closed:
+		return fmt.Errorf("netns %s: namespace removed", ns.Name)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-done
+	return nil
 }
 
-// dialLoop runs on an OS thread moved into the namespace. A socket belongs
-// to the namespace of the thread that creates it, so every dial happens
-// here. The thread never leaves the namespace: when the loop ends the
-// goroutine exits still locked, and the runtime discards the thread.
-func (ns *NS) dialLoop(ready chan<- error) {
+// loop runs on an OS thread moved into the namespace and executes Do's
+// functions there. The thread never leaves the namespace: when the loop ends
+// the goroutine exits still locked, and the runtime discards the thread
+// (which also fires the parent-death signal of processes started by Start).
+func (ns *NS) loop(ready chan<- error) {
 	runtime.LockOSThread()
 	f, err := os.Open("/var/run/netns/" + ns.Name)
 	if err != nil {
@@ -100,33 +131,60 @@ func (ns *NS) dialLoop(ready chan<- error) {
 	if err != nil {
 		return
 	}
-	var d net.Dialer
-	for req := range ns.dials {
-		// A literal address is dialed on this goroutine (no resolver, no
-		// parallel attempts), so the socket is created on this thread.
-		conn, err := d.DialContext(req.ctx, req.network, req.addr)
-		req.reply <- dialResult{conn, err}
+	for {
+		select {
+		case job := <-ns.jobs:
+			job()
+		case <-ns.closed:
+			return
+		}
 	}
 }
 
 // DialContext connects from inside the namespace. addr must be a literal
 // IP address and port.
 func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if err := literal(addr); err != nil {
+		return nil, fmt.Errorf("netns: dial %s: %w", addr, err)
+	}
+	var d net.Dialer
+	var conn net.Conn
+	var err error
+	// A literal address is dialed on the calling goroutine (no resolver, no
+	// parallel attempts), so the socket is created on the namespace's thread.
+	if doErr := ns.Do(ctx, func() { conn, err = d.DialContext(ctx, network, addr) }); doErr != nil {
+		return nil, doErr
+	}
+	return conn, err
+}
+
+// Listen announces on a local address inside the namespace, like net.Listen.
+// addr must be a literal IP address (any in LocalRange, or loopback) and
+// port; port 0 picks a free one. Use it to serve from the test process to
+// clients inside the namespace.
+func (ns *NS) Listen(network, addr string) (net.Listener, error) {
+	if err := literal(addr); err != nil {
+		return nil, fmt.Errorf("netns: listen %s: %w", addr, err)
+	}
+	var ln net.Listener
+	var err error
+	if doErr := ns.Do(context.Background(), func() { ln, err = net.Listen(network, addr) }); doErr != nil {
+		return nil, doErr
+	}
+	return ln, err
+}
+
+// literal checks that addr is host:port with a literal IP host: a name would
+// be resolved on other goroutines, outside the namespace.
+func literal(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if net.ParseIP(host) == nil {
-		return nil, fmt.Errorf("netns: dial %s: only literal IP addresses can be dialed inside a namespace", addr)
+		return fmt.Errorf("only literal IP addresses can be used inside a namespace")
 	}
-	req := dialReq{ctx: ctx, network: network, addr: addr, reply: make(chan dialResult, 1)}
-	select {
-	case ns.dials <- req:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	res := <-req.reply
-	return res.conn, res.err
+	return nil
 }
 
 // HTTPClient returns a client whose connections are made inside the namespace.

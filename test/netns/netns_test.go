@@ -2,10 +2,14 @@ package netns
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -45,4 +49,122 @@ func TestDialReachesOnlyInside(t *testing.T) {
 		ln.Close()
 		t.Fatal("198.18.0.7 is bindable in the host namespace; the range must be local only inside the test namespace")
 	}
+}
+
+// A listener from Listen is inside the namespace: it binds an address of
+// LocalRange (which the host cannot) and the namespace's dialer reaches it;
+// its loopback is the namespace's, not the host's.
+func TestListenServesInside(t *testing.T) {
+	ns := New(t)
+	ln, err := ns.Listen("tcp", "198.18.0.9:0")
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from inside")
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	resp, err := ns.HTTPClient(2 * time.Second).Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatalf("GET %s through the namespace: %v", ln.Addr(), err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "hello from inside" {
+		t.Fatalf("body %q", body)
+	}
+
+	lo, err := ns.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("Listen on the namespace's loopback: %v", err)
+	}
+	defer lo.Close()
+	// Dialing the same port on the host's loopback must not reach it
+	// (it is refused, or reaches an unrelated host process).
+	if c, err := net.DialTimeout("tcp", lo.Addr().String(), time.Second); err == nil {
+		c.Close()
+	}
+	lo.(*net.TCPListener).SetDeadline(time.Now().Add(300 * time.Millisecond))
+	if c, err := lo.Accept(); err == nil {
+		c.Close()
+		t.Fatal("a dial on the host's loopback reached a listener inside the namespace")
+	}
+
+	if _, err := ns.Listen("tcp", "localhost:0"); err == nil || !strings.Contains(err.Error(), "literal IP") {
+		t.Fatalf("Listen on a host name: got %v, want an error about literal IP addresses", err)
+	}
+}
+
+// Start puts the process in the namespace, and the process dies with the
+// test binary even when the binary exits without any cleanup (as on a
+// -timeout panic). The test re-runs itself as a helper that starts a
+// process and exits abruptly.
+func TestStartKillsWithTestBinary(t *testing.T) {
+	if os.Getenv("TRELLIS_NETNS_START_HELPER") == "1" {
+		startAndExit(t)
+		return
+	}
+	helper := exec.Command(os.Args[0], "-test.run=^TestStartKillsWithTestBinary$", "-test.count=1")
+	helper.Env = append(os.Environ(), "TRELLIS_NETNS_START_HELPER=1")
+	out, err := helper.CombinedOutput()
+	var pid int
+	var name string
+	for _, line := range strings.Split(string(out), "\n") {
+		if _, scanErr := fmt.Sscanf(line, "started pid=%d ns=%s", &pid, &name); scanErr == nil {
+			break
+		}
+	}
+	if name != "" {
+		// The helper exited without its cleanups; remove its namespace.
+		defer exec.Command("ip", "netns", "del", name).Run()
+	}
+	if pid == 0 || helper.ProcessState.ExitCode() != 3 {
+		t.Fatalf("helper: %v, output:\n%s", err, out)
+	}
+	for deadline := time.Now().Add(5 * time.Second); alive(pid, "sleep"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("process %d outlived the test binary that started it", pid)
+		}
+	}
+}
+
+// startAndExit is the helper's side: start a long sleep with Start, check
+// it is inside the namespace, report it and exit without cleaning up.
+func startAndExit(t *testing.T) {
+	ns := New(t)
+	cmd := exec.Command("sleep", "600")
+	if err := ns.Start(cmd); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	var procNS, wantNS syscall.Stat_t
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), &procNS); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat("/var/run/netns/"+ns.Name, &wantNS); err != nil {
+		t.Fatal(err)
+	}
+	if procNS.Ino != wantNS.Ino || procNS.Dev != wantNS.Dev {
+		cmd.Process.Kill()
+		t.Fatalf("process is in network namespace inode %d, want %d (%s)", procNS.Ino, wantNS.Ino, ns.Name)
+	}
+	fmt.Printf("started pid=%d ns=%s\n", cmd.Process.Pid, ns.Name)
+	os.Exit(3)
+}
+
+// alive reports whether pid is a running (not zombie) process named comm.
+func alive(pid int, comm string) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...
+	s := string(stat)
+	lp, rp := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if lp < 0 || rp < 0 || rp+2 >= len(s) {
+		return false
+	}
+	return s[lp+1:rp] == comm && s[rp+2] != 'Z'
 }

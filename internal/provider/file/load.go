@@ -277,6 +277,18 @@ var kinds = map[gvk]kindInfo{
 		new: func() any { return &gatewayv1.HTTPRoute{} },
 		add: func(in *translate.Input, obj any) { in.HTTPRoutes = append(in.HTTPRoutes, *obj.(*gatewayv1.HTTPRoute)) },
 	},
+	{"gateway.networking.k8s.io/v1", "ReferenceGrant"}: {
+		kind: "ReferenceGrant", namespaced: true,
+		new: func() any { return &gatewayv1.ReferenceGrant{} },
+		add: func(in *translate.Input, obj any) {
+			in.ReferenceGrants = append(in.ReferenceGrants, *obj.(*gatewayv1.ReferenceGrant))
+		},
+	},
+	{"v1", "Namespace"}: {
+		kind: "Namespace",
+		new:  func() any { return &corev1.Namespace{} },
+		add:  func(in *translate.Input, obj any) { in.Namespaces = append(in.Namespaces, *obj.(*corev1.Namespace)) },
+	},
 	{"v1", "Service"}: {
 		kind: "Service", namespaced: true,
 		new: func() any { return &corev1.Service{} },
@@ -301,7 +313,7 @@ func unsupported(apiVersion, kind string) error {
 			return fmt.Errorf("%s must have apiVersion %s, not %s", kind, k.apiVersion, apiVersion)
 		}
 	}
-	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway and HTTPRoute (%s/v1), Service (v1) and EndpointSlice (discovery.k8s.io/v1)",
+	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute and ReferenceGrant (%s/v1), Namespace and Service (v1) and EndpointSlice (discovery.k8s.io/v1)",
 		kind, apiVersion, gatewayv1.GroupName)
 }
 

@@ -22,14 +22,19 @@ import (
 // new. Its zero value is ready. A Compiler is not safe for concurrent use;
 // the tables it returns are.
 type Compiler struct {
+	// Hooks link the tables to the proxy's health state and annotations.
+	Hooks   CompileHooks
 	regexps map[string]*regexp.Regexp
 }
 
 // Compile builds the route table of snap.
 //
 // Every service with an HTTP listener contributes its rules to a virtual
-// host per host name on that listener's port; an edge-mode service with no
-// host names contributes to the port's catch-all host. The rules of all
+// host per host name on that listener's port: the listener's own Hostnames,
+// or else the service's. An edge-mode service with neither contributes to
+// the catch-all host. A listener with a Hostname keeps its virtual hosts
+// apart from the port's other listeners', and a request is served only by
+// the most specific listener whose Hostname matches it. The rules of all
 // services sharing a virtual host are merged and ordered by Gateway API
 // precedence, one entry per match: exact path, then regular expression, then
 // longer path prefix; then a method match; then more header matches; then
@@ -38,14 +43,19 @@ type Compiler struct {
 // and match order within the service. A rule without matches matches every
 // request, like a match of path prefix "/".
 //
-// Listeners of other protocols are not served yet and are left out.
+// HTTPS listeners are routed exactly like HTTP ones once TLS is
+// terminated. A TLS_PASSTHROUGH listener contributes its services to the
+// port's server-name table instead (MatchSNI). The first listener on a port
+// decides its protocol; a later listener with another protocol is left out
+// and reported by Conflicts.
 //
 // Compile fails, naming the object and field, on anything it cannot turn into
 // a table that does what the snapshot says: a regular expression that does
 // not parse, an unknown match type or target state, a path that does not
 // start with '/', an action that is not exactly one of forward and fixed
 // response, a fixed status outside 200-599, a negative weight, a target with
-// no port, or two target groups of one name. Model validation rejects all of
+// no port, two target groups of one name, or a filter, retry or session it
+// cannot honour. Model validation rejects all of
 // these before they are stored; Compile checks again because a proxy must
 // never serve a table it half understands.
 func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
@@ -53,10 +63,13 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 		return nil, errors.New("nil snapshot")
 	}
 	b := builder{
-		ports:   map[int32]*hostBuilder{},
-		groups:  make(map[string]*Group, len(snap.TargetGroups)),
-		prev:    c.regexps,
-		regexps: map[string]*regexp.Regexp{},
+		ports:     map[int32]*hostBuilder{},
+		tls:       map[int32]*hostBuilder{},
+		protocols: map[int32]model.Protocol{},
+		groups:    make(map[string]*Group, len(snap.TargetGroups)),
+		prev:      c.regexps,
+		regexps:   map[string]*regexp.Regexp{},
+		hooks:     c.Hooks,
 	}
 	for i := range snap.TargetGroups {
 		tg := &snap.TargetGroups[i]
@@ -67,6 +80,7 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 		if err != nil {
 			return nil, fmt.Errorf("target group %s: %w", tg.Name, err)
 		}
+		c.link(g)
 		b.groups[tg.Name] = g
 	}
 	edge := make(map[string]bool, len(snap.Networks))
@@ -84,7 +98,7 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 }
 
 func compileGroup(tg *model.TargetGroup) (*Group, error) {
-	g := &Group{Name: tg.Name}
+	g := &Group{Name: tg.Name, Protocol: tg.Protocol, Version: tg.ProtocolVersion}
 	for i, t := range tg.Targets {
 		port := t.EffectivePort(tg)
 		if port < 1 || port > 65535 {
@@ -126,16 +140,30 @@ func inField(parent string, err error) error {
 // host name before they are sorted, the compiled target groups, and the
 // regular expressions compiled so far (regexps) or last time (prev).
 type builder struct {
-	ports   map[int32]*hostBuilder
-	groups  map[string]*Group
-	prev    map[string]*regexp.Regexp
-	regexps map[string]*regexp.Regexp
+	ports map[int32]*hostBuilder
+	// tls holds the server-name tables of TLS passthrough ports.
+	tls map[int32]*hostBuilder
+	// protocols is the protocol of each port: the first listener on a port
+	// decides it, and later listeners with another are left out.
+	protocols map[int32]model.Protocol
+	conflicts []string
+	groups    map[string]*Group
+	prev      map[string]*regexp.Regexp
+	regexps   map[string]*regexp.Regexp
+	hooks     CompileHooks
 }
 
 type hostBuilder struct {
 	exact    map[string][]pending
 	wildcard map[string][]pending
 	any      []pending
+	// listeners holds the entries of the listeners with a hostname, by
+	// that hostname.
+	listeners map[string]*hostBuilder
+}
+
+func newHostBuilder() *hostBuilder {
+	return &hostBuilder{exact: map[string][]pending{}, wildcard: map[string][]pending{}}
 }
 
 // pending is an entry with the keys it is sorted by.
@@ -152,20 +180,39 @@ func (b *builder) addService(svc *model.Service, edge bool) error {
 	if err != nil {
 		return err
 	}
-	hosts := make([]string, 0, 1+len(svc.CustomDomains))
-	for _, h := range svc.Hostnames() {
-		if h = strings.ToLower(h); !slices.Contains(hosts, h) {
-			hosts = append(hosts, h)
-		}
-	}
+	svcHosts := lowerUnique(svc.Hostnames())
 	for _, l := range svc.Listeners {
-		if l.Protocol != model.ProtocolHTTP {
+		if p, taken := b.protocols[l.Port]; taken && p != l.Protocol {
+			b.conflicts = append(b.conflicts, fmt.Sprintf("service %s listener %q: port %d already serves %s, not %s", svc.Name, l.Name, l.Port, p, l.Protocol))
 			continue
 		}
-		hb := b.ports[l.Port]
+		ports := b.ports
+		switch l.Protocol {
+		case model.ProtocolHTTP, model.ProtocolHTTPS:
+		case model.ProtocolTLSPassthrough:
+			ports = b.tls
+		default:
+			b.conflicts = append(b.conflicts, fmt.Sprintf("service %s listener %q: protocol %s is not served", svc.Name, l.Name, l.Protocol))
+			continue
+		}
+		b.protocols[l.Port] = l.Protocol
+		hb := ports[l.Port]
 		if hb == nil {
-			hb = &hostBuilder{exact: map[string][]pending{}, wildcard: map[string][]pending{}}
-			b.ports[l.Port] = hb
+			hb = newHostBuilder()
+			ports[l.Port] = hb
+		}
+		if name := strings.ToLower(l.Hostname); name != "" {
+			if hb.listeners == nil {
+				hb.listeners = map[string]*hostBuilder{}
+			}
+			if hb.listeners[name] == nil {
+				hb.listeners[name] = newHostBuilder()
+			}
+			hb = hb.listeners[name]
+		}
+		hosts := svcHosts
+		if len(l.Hostnames) > 0 {
+			hosts = lowerUnique(l.Hostnames)
 		}
 		if edge && len(hosts) == 0 {
 			hb.any = append(hb.any, entries...)
@@ -181,6 +228,17 @@ func (b *builder) addService(svc *model.Service, edge bool) error {
 	return nil
 }
 
+// lowerUnique returns names lower-cased, without repeats.
+func lowerUnique(names []string) []string {
+	out := make([]string, 0, len(names))
+	for _, h := range names {
+		if h = strings.ToLower(h); !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
 func (b *builder) compileRules(svc *model.Service) ([]pending, error) {
 	source := svc.Name
 	if svc.Source != nil {
@@ -193,11 +251,12 @@ func (b *builder) compileRules(svc *model.Service) ([]pending, error) {
 	out := make([]pending, 0, n)
 	for ri := range svc.Rules {
 		rule := &svc.Rules[ri]
-		route, err := b.compileAction(&rule.Action)
+		route, err := b.compileRule(rule)
 		if err != nil {
 			return nil, inField(fmt.Sprintf("rules[%d]", ri), err)
 		}
 		route.Service, route.Rule = svc.Name, ri
+		b.annotate(svc, ri, route)
 		matches := rule.Matches
 		if len(matches) == 0 {
 			matches = []model.Match{{}}
@@ -208,6 +267,13 @@ func (b *builder) compileRules(svc *model.Service) ([]pending, error) {
 				return nil, inField(fmt.Sprintf("rules[%d].matches[%d]", ri, mi), err)
 			}
 			e.route = route
+			if e.kind == pathPrefix && e.path != "" {
+				// The route of a prefix match knows its prefix, for
+				// ReplacePrefixMatch; the copy shares the weighted schedule.
+				rc := *route
+				rc.MatchedPrefix = e.path
+				e.route = &rc
+			}
 			out = append(out, pending{entry: e, svc: svc, source: source, rule: ri, match: mi})
 		}
 	}
@@ -341,26 +407,54 @@ func (b *builder) regexp(expr string) (*regexp.Regexp, error) {
 
 // table sorts every virtual host's entries and indexes them.
 func (b *builder) table(revision int64) *Table {
-	t := &Table{revision: revision, ports: make(map[int32]*hostTable, len(b.ports))}
+	t := &Table{
+		revision:  revision,
+		ports:     make(map[int32]*hostTable, len(b.ports)),
+		tls:       make(map[int32]*hostTable, len(b.tls)),
+		protocols: b.protocols,
+		conflicts: b.conflicts,
+	}
 	for port, hb := range b.ports {
-		ht := &hostTable{exact: make(map[string]*vhost, len(hb.exact))}
-		for name, ps := range hb.exact {
-			ht.exact[name] = newVhost(ps)
-		}
-		if len(hb.wildcard) > 0 {
-			ht.wildcard = make(map[string]*vhost, len(hb.wildcard))
-			for suffix, ps := range hb.wildcard {
-				ht.wildcard[suffix] = newVhost(ps)
-			}
-		}
-		if len(hb.any) > 0 {
-			ht.any = newVhost(hb.any)
-		}
-		t.ports[port] = ht
+		t.ports[port] = hb.table()
+	}
+	for port, hb := range b.tls {
+		t.tls[port] = hb.table()
+	}
+	for port := range b.protocols {
 		t.portList = append(t.portList, port)
 	}
 	slices.Sort(t.portList)
 	return t
+}
+
+func (hb *hostBuilder) table() *hostTable {
+	ht := &hostTable{exact: make(map[string]*vhost, len(hb.exact))}
+	for name, ps := range hb.exact {
+		ht.exact[name] = newVhost(ps)
+	}
+	if len(hb.wildcard) > 0 {
+		ht.wildcard = make(map[string]*vhost, len(hb.wildcard))
+		for suffix, ps := range hb.wildcard {
+			ht.wildcard[suffix] = newVhost(ps)
+		}
+	}
+	if len(hb.any) > 0 {
+		ht.any = newVhost(hb.any)
+	}
+	for name, l := range hb.listeners {
+		if suffix, ok := strings.CutPrefix(name, "*."); ok {
+			if ht.wildcardListeners == nil {
+				ht.wildcardListeners = map[string]*hostTable{}
+			}
+			ht.wildcardListeners["."+suffix] = l.table()
+		} else {
+			if ht.exactListeners == nil {
+				ht.exactListeners = map[string]*hostTable{}
+			}
+			ht.exactListeners[name] = l.table()
+		}
+	}
+	return ht
 }
 
 func newVhost(ps []pending) *vhost {

@@ -166,7 +166,7 @@ func TestMatch(t *testing.T) {
 		{"no host on port without catch-all", req{port: 81, host: "unknown.org", target: "/"}, "-"},
 		{"service-network service without names", req{port: 82, host: "unknown.org", target: "/"}, "-"},
 		{"port not served", req{port: 83, host: inv, target: "/"}, "-"},
-		{"HTTPS listener not served yet", req{port: 443, host: "tls.example.com", target: "/"}, "-"},
+		{"HTTPS listener routes like HTTP once TLS is terminated", req{port: 443, host: "tls.example.com", target: "/"}, "tls/0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,8 +182,66 @@ func TestMatch(t *testing.T) {
 	if got := tab.Revision(); got != 7 {
 		t.Errorf("Revision = %d, want 7", got)
 	}
-	if got := fmt.Sprint(tab.Ports()); got != "[80 81 82]" {
-		t.Errorf("Ports = %s, want [80 81 82]", got)
+	if got := fmt.Sprint(tab.Ports()); got != "[80 81 82 443]" {
+		t.Errorf("Ports = %s, want [80 81 82 443]", got)
+	}
+	if tab.Protocol(80) != model.ProtocolHTTP || tab.Protocol(443) != model.ProtocolHTTPS {
+		t.Errorf("protocols: 80 %s, 443 %s", tab.Protocol(80), tab.Protocol(443))
+	}
+}
+
+// TLS passthrough ports route by server name only; a listener whose port
+// already serves another protocol is left out and reported.
+func TestMatchSNIAndProtocolConflicts(t *testing.T) {
+	passthrough := func(name string, created time.Time, hosts ...string) model.Service {
+		return model.Service{
+			Meta: model.Meta{Name: name}, Network: "edge", CustomDomains: hosts, CreatedAt: created,
+			Listeners: []model.Listener{{Name: "tls", Port: 443, Protocol: model.ProtocolTLSPassthrough}},
+			Rules: []model.Rule{{Action: model.Action{Forward: &model.ForwardAction{
+				Backends: []model.WeightedTargetGroup{{TargetGroup: name, Weight: 1}},
+			}}}},
+		}
+	}
+	tg := func(name string) model.TargetGroup {
+		return model.TargetGroup{Meta: model.Meta{Name: name}, Protocol: model.ProtocolTCP, ProtocolVersion: model.HTTP1,
+			Targets: []model.Target{{Address: "127.0.0.1", Port: 9443, Cluster: "c", State: model.TargetActive}}}
+	}
+	old := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	snap := &model.Snapshot{
+		Networks: []model.ServiceNetwork{{Meta: model.Meta{Name: "edge"}, Mode: model.ModeEdge}},
+		Services: []model.Service{
+			passthrough("exact", old.Add(time.Hour), "db.example.com"),
+			passthrough("wild", old, "*.example.com"),
+			{
+				Meta: model.Meta{Name: "clash"}, Network: "edge", CustomDomains: []string{"db.example.com"},
+				Listeners: []model.Listener{{Name: "web", Port: 443, Protocol: model.ProtocolHTTP}},
+				Rules:     []model.Rule{{Action: model.Action{FixedResponse: &model.FixedResponseAction{StatusCode: 200}}}},
+			},
+		},
+		TargetGroups: []model.TargetGroup{tg("exact"), tg("wild")},
+	}
+	var c Compiler
+	tab, err := c.Compile(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tab.Protocol(443) != model.ProtocolTLSPassthrough {
+		t.Errorf("port 443 serves %s", tab.Protocol(443))
+	}
+	for sni, want := range map[string]string{"db.example.com": "exact", "DB.example.com": "exact", "web.example.com": "wild", "other.test": ""} {
+		got := ""
+		if rt := tab.MatchSNI(443, sni); rt != nil {
+			got = rt.Service
+		}
+		if got != want {
+			t.Errorf("MatchSNI(%q) = %q, want %q", sni, got, want)
+		}
+	}
+	if cs := tab.Conflicts(); len(cs) != 1 || !strings.Contains(cs[0], "clash") {
+		t.Errorf("Conflicts = %q, want the HTTP listener of clash", cs)
+	}
+	if tab.Match(443, httptest.NewRequest("GET", "http://db.example.com/", nil)) != nil {
+		t.Error("the conflicting HTTP listener was served")
 	}
 }
 

@@ -9,7 +9,7 @@
 // It must not do I/O, forward requests, open listeners or mutate the model:
 // those belong to package proxy. A Table is shared by every request in flight
 // and is never changed once compiled, apart from the balancers' atomic
-// counters.
+// counters. Target health is package health's: Group.Pick reads it.
 package router
 
 import (
@@ -18,26 +18,55 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
+	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/balancer"
+	"trellis.dev/trellis/internal/proxy/health"
 )
 
 // Table is a compiled route table for one snapshot revision. Its zero value
 // is an empty table that matches nothing.
 type Table struct {
 	revision int64
-	ports    map[int32]*hostTable
-	// portList is the sorted list of the keys of ports.
+	// ports are the HTTP and HTTPS ports' host tables; tls the TLS
+	// passthrough ports' server-name tables.
+	ports, tls map[int32]*hostTable
+	protocols  map[int32]model.Protocol
+	conflicts  []string
+	// portList is the sorted list of every port served.
 	portList []int32
 }
 
 // Revision is the snapshot revision the table was compiled from.
 func (t *Table) Revision() int64 { return t.revision }
 
-// Ports returns the sorted listener ports the table serves, each of which
-// needs an HTTP listener.
+// Ports returns the sorted listener ports the table serves.
 func (t *Table) Ports() []int32 {
 	return slices.Clone(t.portList)
+}
+
+// Protocol is the protocol a port serves: HTTP, HTTPS or TLS_PASSTHROUGH.
+func (t *Table) Protocol(port int32) model.Protocol { return t.protocols[port] }
+
+// Conflicts lists the listeners left out of the table because their port
+// already serves another protocol, or their protocol is not served.
+func (t *Table) Conflicts() []string { return t.conflicts }
+
+// MatchSNI returns the route of a TLS passthrough port for a client's server
+// name, or nil when no service on the port takes the name. Passthrough
+// services have no per-request matches, so the route of the
+// highest-precedence service for the name serves every connection.
+func (t *Table) MatchSNI(port int32, serverName string) *Route {
+	ht := t.tls[port]
+	if ht == nil {
+		return nil
+	}
+	vh := ht.lookup(requestHost(serverName))
+	if vh == nil || len(vh.entries) == 0 {
+		return nil
+	}
+	return vh.entries[0].route
 }
 
 // Match returns the route of the highest-precedence rule that matches r on a
@@ -64,6 +93,21 @@ type Route struct {
 	Rule    int
 	// Status is the code of a fixed response, or 0 when the route forwards.
 	Status int
+	// MatchedPrefix is the normalized path prefix ("" for "/", never a
+	// trailing slash) of the match that selected this route, which a
+	// ReplacePrefixMatch path modifier replaces. Empty for other matches.
+	MatchedPrefix string
+	// Filters run in order before the action.
+	Filters []Filter
+	// RequestTimeout bounds the whole exchange and BackendTimeout each
+	// attempt; zero is no limit of the rule's own.
+	RequestTimeout, BackendTimeout time.Duration
+	// Retry is nil when failed attempts are not retried.
+	Retry *RetryPolicy
+	// Session is nil without session persistence.
+	Session *Session
+	// Annotation is what CompileHooks.Annotate returned for the rule.
+	Annotation any
 
 	backends []Backend
 	weights  *balancer.Weighted
@@ -85,7 +129,11 @@ type Backend struct {
 	// TargetGroup is the referenced target group's name; empty for an
 	// invalid reference.
 	TargetGroup string
-	group       *Group
+	// Filters run, after the route's, on requests sent to this backend.
+	Filters []Filter
+	// Annotation is what CompileHooks.Annotate returned for the backend.
+	Annotation any
+	group      *Group
 }
 
 // Group returns the backend's target group, or nil when the reference is
@@ -96,19 +144,40 @@ func (b *Backend) Group() *Group { return b.group }
 // Group is a compiled target group: the targets that take new requests.
 type Group struct {
 	Name string
+	// Protocol (HTTP, HTTPS, TCP) and Version (HTTP1, HTTP2, GRPC) are how
+	// the group's targets are spoken to.
+	Protocol model.Protocol
+	Version  model.ProtocolVersion
 	// targets holds the Active targets only: draining targets take no new
 	// requests and their requests in flight hold their own references.
 	targets []Target
 	next    balancer.RoundRobin
+	health  *health.Group
 }
 
-// Pick returns the next target by round robin, or nil when the group has no
-// active target.
+// Pick returns the next routable target by round robin, or nil when the
+// group has no active target. A target that is unhealthy, not yet checked
+// or ejected is skipped, unless no target of the group is routable: then the
+// group fails open, as Lattice does, and every target takes its turn.
+//
+// An unroutable target skipped uses up its turn of the round robin, so the
+// routable targets still share requests evenly. The common case costs one
+// atomic add and one atomic load.
 func (g *Group) Pick() *Target {
-	i := g.next.Pick(len(g.targets))
+	n := len(g.targets)
+	i := g.next.Pick(n)
 	if i < 0 {
 		return nil
 	}
+	if t := &g.targets[i]; n == 1 || t.Health.Routable() || g.health.FailOpen() {
+		return t
+	}
+	for range n - 1 {
+		if t := &g.targets[g.next.Pick(n)]; t.Health.Routable() {
+			return t
+		}
+	}
+	// The group's routable targets went down while we looked.
 	return &g.targets[i]
 }
 
@@ -119,9 +188,16 @@ type Target struct {
 	// Cluster is the cluster whose network Addr belongs to. A proxy of any
 	// other cluster reaches it through a peer hop.
 	Cluster string
+	// Health is the target's live health in its group, nil when the table
+	// was compiled without health (then it is always routable). Forwarding
+	// reports each request's outcome to it.
+	Health *health.Target
+	group  *Group
 }
 
-// hostTable holds the virtual hosts of one listener port.
+// hostTable holds the virtual hosts of one listener port: those of the
+// listeners with no hostname in exact, wildcard and any, and those of each
+// listener with a hostname in a hostTable of its own.
 type hostTable struct {
 	exact map[string]*vhost
 	// wildcard is keyed by the suffix of "*.example.com", ".example.com".
@@ -129,24 +205,57 @@ type hostTable struct {
 	// any serves every host that matches no name: the edge-mode services
 	// without host names.
 	any *vhost
+	// exactListeners and wildcardListeners hold the virtual hosts of the
+	// listeners with a hostname, keyed like exact and wildcard.
+	exactListeners    map[string]*hostTable
+	wildcardListeners map[string]*hostTable
 }
 
-// lookup finds the virtual host for a normalized host name: an exact name,
-// then the wildcard with the longest matching suffix, then the catch-all.
+// lookup finds the virtual host for a normalized host name. First the
+// listener: the one whose hostname is the host, else the one with the
+// longest wildcard matching it, else those with no hostname. A request is
+// served only by the routes of that one listener (the Gateway API's
+// listener isolation). Then, among that listener's virtual hosts, an exact
+// name, then the wildcard with the longest matching suffix, then the
+// catch-all.
 func (ht *hostTable) lookup(host string) *vhost {
+	if ht.exactListeners != nil || ht.wildcardListeners != nil {
+		if l := ht.exactListeners[host]; l != nil {
+			return l.vhost(host)
+		}
+		if l := longestSuffix(ht.wildcardListeners, host); l != nil {
+			return l.vhost(host)
+		}
+	}
+	return ht.vhost(host)
+}
+
+// longestSuffix returns the value of m whose key is the longest suffix of
+// host starting at a dot after its first character: the most specific
+// wildcard ("*.example.com" is keyed ".example.com") matching host.
+func longestSuffix[T any](m map[string]*T, host string) *T {
+	if len(m) == 0 {
+		return nil
+	}
+	// A wildcard needs at least one label before its suffix, so the first
+	// candidate suffix starts at the first dot after index 0.
+	for i := 1; i < len(host); i++ {
+		if host[i] == '.' {
+			if v := m[host[i:]]; v != nil {
+				return v
+			}
+		}
+	}
+	return nil
+}
+
+// vhost finds the virtual host for a normalized host name among ht's own.
+func (ht *hostTable) vhost(host string) *vhost {
 	if vh := ht.exact[host]; vh != nil {
 		return vh
 	}
-	if len(ht.wildcard) > 0 {
-		// A wildcard needs at least one label before its suffix, so the
-		// first candidate suffix starts at the first dot after index 0.
-		for i := 1; i < len(host); i++ {
-			if host[i] == '.' {
-				if vh := ht.wildcard[host[i:]]; vh != nil {
-					return vh
-				}
-			}
-		}
+	if vh := longestSuffix(ht.wildcard, host); vh != nil {
+		return vh
 	}
 	return ht.any
 }

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/controller"
+)
+
+func newController() *cobra.Command {
+	var (
+		serverURL, token, kubeconfig, pool string
+		cfg                                controller.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "controller --server URL --cluster NAME",
+		Short: "Run the Kubernetes controller: Gateway API objects in, model to the control plane, status back",
+		Long: `Run the Kubernetes controller. It watches the cluster's GatewayClasses,
+Gateways, HTTPRoutes, ReferenceGrants, Services, EndpointSlices and
+Namespaces, translates them, sends what changed to the control plane and
+writes status back to the objects. Inside a cluster it uses the pod's service
+account; elsewhere --kubeconfig (or $KUBECONFIG). The token comes from
+--token or the TRELLIS_TOKEN variable and must authenticate as --cluster.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if token == "" {
+				token = os.Getenv("TRELLIS_TOKEN")
+			}
+			if token == "" {
+				return errors.New("no token: give --token or set TRELLIS_TOKEN")
+			}
+			if pool != "" {
+				p, err := netip.ParsePrefix(pool)
+				if err != nil {
+					return fmt.Errorf("--gateway-addresses: %w", err)
+				}
+				cfg.AddressPool = p
+			}
+			var err error
+			if kubeconfig != "" {
+				cfg.Kube, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+			} else {
+				cfg.Kube, err = ctrl.GetConfig()
+			}
+			if err != nil {
+				return fmt.Errorf("kubernetes client configuration: %w", err)
+			}
+			cfg.Logger = slog.Default()
+			if cfg.ControlPlane, err = client.New(serverURL, token, client.Options{Logger: cfg.Logger}); err != nil {
+				return err
+			}
+			return controller.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", "control-plane API address")
+	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
+	f.StringVar(&cfg.Cluster, "cluster", "", "name of this cluster, the owner of what the controller sends (required)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration, or $KUBECONFIG)")
+	f.StringVar(&pool, "gateway-addresses", "", "CIDR edge Gateways get their addresses from, e.g. 198.18.100.0/24")
+	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":8080", "address of the Prometheus metrics endpoint (0 disables)")
+	f.StringVar(&cfg.HealthAddress, "health-address", ":8081", "address of /healthz and /readyz (0 disables)")
+	f.BoolVar(&cfg.LeaderElection, "leader-elect", false, "elect a leader among replicas (a Lease in --leader-election-namespace)")
+	f.StringVar(&cfg.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader-election Lease (default: the pod's)")
+	f.DurationVar(&cfg.SyncPeriod, "resync", 10*time.Hour, "how often the informers resync; a resync that changes nothing sends nothing")
+	cmd.MarkFlagRequired("cluster")
+	return cmd
+}

@@ -1,0 +1,199 @@
+// Package controller is the Kubernetes provider: it watches a cluster's
+// Gateway API objects and the Services, EndpointSlices and Namespaces they
+// use, translates them with package translate (the same translator the file
+// provider uses), sends what changed to the control plane in one
+// transaction, and writes the translator's verdict back as the objects'
+// status, which is what users read in `kubectl get gateway,httproute`.
+//
+// It owns the watch, the in-memory record of what it last sent, the
+// allocation of edge Gateway addresses, and status and annotation writes.
+// It must not interpret Gateway API semantics (translate's job), reach the
+// store except through the control-plane API (package client), or touch
+// any object's spec.
+package controller
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	tclient "trellis.dev/trellis/internal/client"
+)
+
+// Annotations the controller writes.
+const (
+	// AssignedDomainNameAnnotation is set on routes attached to a service
+	// network: the generated DNS name the route is reachable at. A route
+	// attached to several service networks has one name per network,
+	// comma-separated and sorted.
+	AssignedDomainNameAnnotation = "trellis.dev/assigned-domain-name"
+	// GatewayAddressAnnotation records the address allocated to an edge
+	// Gateway from the address pool, so that it survives restarts of the
+	// controller. The controller writes it; a user may remove it to have a
+	// new address allocated.
+	GatewayAddressAnnotation = "trellis.dev/gateway-address"
+	// GatewayClassFinalizer keeps a GatewayClass while Gateways use it, as
+	// the Gateway API recommends.
+	GatewayClassFinalizer = "gateway-exists-finalizer.gateway.networking.k8s.io"
+)
+
+// Config configures Run.
+type Config struct {
+	// Kube is how to reach the Kubernetes API server.
+	Kube *rest.Config
+	// ControlPlane is the control-plane API client; its token's cluster is
+	// the owner of everything the controller sends.
+	ControlPlane *tclient.Client
+	// Cluster is the name of this cluster, the owner of every translated
+	// object. It must be the cluster the ControlPlane token authenticates as.
+	Cluster string
+	// AddressPool, when valid, is where edge Gateways that request no
+	// address get one (recorded in GatewayAddressAnnotation). When not
+	// valid, edge Gateways carry no address and the proxy serves them on its
+	// own bind address.
+	AddressPool netip.Prefix
+	// MetricsAddress serves Prometheus metrics ("0" disables; default
+	// ":8080" as controller-runtime's).
+	MetricsAddress string
+	// HealthAddress serves /healthz and /readyz ("0" disables).
+	HealthAddress string
+	// LeaderElection makes only one of several replicas reconcile, holding
+	// a Lease in LeaderElectionNamespace.
+	LeaderElection          bool
+	LeaderElectionNamespace string
+	// SyncPeriod is how often the informers resync (default 10 h, as
+	// controller-runtime's). A resync that changes nothing sends nothing.
+	SyncPeriod time.Duration
+	Logger     *slog.Logger
+}
+
+// Scheme returns the types the controller reads and writes.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{
+		clientgoscheme.AddToScheme,
+		apiextensionsv1.AddToScheme,
+		gatewayv1.Install,
+	} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Run runs the controller until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	mgr, _, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// New builds the controller's manager without starting it, and returns the
+// reconciler for tests to observe.
+func New(cfg Config) (manager.Manager, *Reconciler, error) {
+	if cfg.Kube == nil || cfg.ControlPlane == nil || cfg.Cluster == "" {
+		return nil, nil, errors.New("controller: Kube, ControlPlane and Cluster are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	scheme, err := Scheme()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := ctrl.Options{
+		Scheme:                  scheme,
+		Logger:                  logr.FromSlogHandler(cfg.Logger.Handler()),
+		Metrics:                 metricsserver.Options{BindAddress: cmp.Or(cfg.MetricsAddress, "0")},
+		HealthProbeBindAddress:  cmp.Or(cfg.HealthAddress, "0"),
+		LeaderElection:          cfg.LeaderElection,
+		LeaderElectionID:        "trellis-controller.trellis.dev",
+		LeaderElectionNamespace: cfg.LeaderElectionNamespace,
+	}
+	if cfg.SyncPeriod > 0 {
+		opts.Cache.SyncPeriod = &cfg.SyncPeriod
+	}
+	mgr, err := ctrl.NewManager(cfg.Kube, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, nil, err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return nil, nil, err
+	}
+	r := &Reconciler{
+		kube:    mgr.GetClient(),
+		reader:  mgr.GetAPIReader(),
+		cp:      cfg.ControlPlane,
+		cluster: cfg.Cluster,
+		pool:    cfg.AddressPool,
+		log:     cfg.Logger,
+	}
+	// Every event maps to the one key: the reconciler is level-based over
+	// the whole cluster, and a burst of events is one reconcile.
+	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "cluster"}}}
+	})
+	// Status writes (ours and other controllers') do not change what is
+	// translated; spec, label and annotation changes do.
+	specChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
+		predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}, finalizersChanged{}))
+	skip := true
+	err = ctrl.NewControllerManagedBy(mgr).
+		Named("trellis").
+		WithOptions(crcontroller.Options{MaxConcurrentReconciles: 1, SkipNameValidation: &skip}).
+		Watches(&gatewayv1.GatewayClass{}, all, specChanged).
+		Watches(&gatewayv1.Gateway{}, all, specChanged).
+		Watches(&gatewayv1.HTTPRoute{}, all, specChanged).
+		Watches(&gatewayv1.ReferenceGrant{}, all).
+		Watches(&corev1.Service{}, all).
+		Watches(&discoveryv1.EndpointSlice{}, all).
+		Watches(&corev1.Namespace{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Complete(r)
+	if err != nil {
+		return nil, nil, fmt.Errorf("controller: %w", err)
+	}
+	return mgr, r, nil
+}
+
+// finalizersChanged passes updates that change an object's finalizers or
+// start its deletion, which GatewayClass finalizer handling must see.
+type finalizersChanged struct{ predicate.Funcs }
+
+func (finalizersChanged) Update(e event.UpdateEvent) bool {
+	if e.ObjectOld == nil || e.ObjectNew == nil {
+		return false
+	}
+	return !e.ObjectOld.GetDeletionTimestamp().Equal(e.ObjectNew.GetDeletionTimestamp()) ||
+		len(e.ObjectOld.GetFinalizers()) != len(e.ObjectNew.GetFinalizers())
+}

@@ -1,0 +1,281 @@
+package controller_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"trellis.dev/trellis/internal/api"
+	tclient "trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/controller"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/provider/file"
+	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/kube"
+)
+
+// trellisBin is the trellis binary, built by TestMain for the tests that
+// run a proxy.
+var trellisBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "trellis-controller-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	trellisBin = filepath.Join(dir, "trellis")
+	build := exec.Command("go", "build", "-o", trellisBin, "../../cmd/trellis")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building trellis:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Addresses inside the cluster's network namespace.
+const (
+	// apiAddr is where the test's control-plane server listens.
+	apiAddr = "198.18.50.2"
+	// pool is the edge Gateway address pool.
+	pool = "198.18.100.0/24"
+	// cluster is the name the controller sends as.
+	cluster = "test"
+	token   = "test-token"
+)
+
+// env is a real apiserver with the controller and a control-plane server
+// running in the test process, both reaching the apiserver through its
+// network namespace.
+type env struct {
+	*kube.Cluster
+	kc  client.Client
+	cp  *tclient.Client
+	rec *controller.Reconciler
+	// apiURL is the control plane's URL inside the namespace.
+	apiURL string
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	c := kube.Start(t, kube.Options{})
+	e := &env{Cluster: c, kc: c.Client(t)}
+
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "trellis.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ln, err := c.NS.Listen("tcp", apiAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: server.New(st, server.Config{Tokens: map[string]string{token: cluster}, Heartbeat: time.Second})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	e.apiURL = "http://" + ln.Addr().String()
+	if e.cp, err = tclient.New(e.apiURL, token, tclient.Options{HTTPClient: c.NS.HTTPClient(0)}); err != nil {
+		t.Fatal(err)
+	}
+
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	mgr, rec, err := controller.New(controller.Config{
+		Kube: c.Config, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rec = rec
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("controller: %v", err)
+		}
+	})
+	return e
+}
+
+// testWriter sends log lines to t.Log while the test runs.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// create creates every object of a YAML document stream (the kinds the
+// file provider reads). Objects that exist are left alone.
+func (e *env) create(t testing.TB, yaml string) {
+	t.Helper()
+	in, err := file.Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs []client.Object
+	for i := range in.Namespaces {
+		objs = append(objs, &in.Namespaces[i])
+	}
+	for i := range in.GatewayClasses {
+		objs = append(objs, &in.GatewayClasses[i])
+	}
+	for i := range in.Gateways {
+		objs = append(objs, &in.Gateways[i])
+	}
+	for i := range in.Services {
+		objs = append(objs, &in.Services[i])
+	}
+	for i := range in.EndpointSlices {
+		objs = append(objs, &in.EndpointSlices[i])
+	}
+	for i := range in.ReferenceGrants {
+		objs = append(objs, &in.ReferenceGrants[i])
+	}
+	for i := range in.HTTPRoutes {
+		objs = append(objs, &in.HTTPRoutes[i])
+	}
+	ctx := context.Background()
+	for _, o := range objs {
+		if err := e.kc.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("creating %T %s/%s: %v", o, o.GetNamespace(), o.GetName(), err)
+		}
+	}
+}
+
+// update reads obj, changes it with f and writes it back, retrying on
+// conflicts.
+func update[T client.Object](t testing.TB, kc client.Client, obj T, f func(T)) {
+	t.Helper()
+	ctx := context.Background()
+	for range 10 {
+		if err := kc.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			t.Fatal(err)
+		}
+		f(obj)
+		err := kc.Update(ctx, obj)
+		if err == nil {
+			return
+		}
+		if !apierrors.IsConflict(err) {
+			t.Fatal(err)
+		}
+	}
+	t.Fatalf("updating %s: too many conflicts", obj.GetName())
+}
+
+// eventually polls check until it returns nil, failing the test with its
+// last error after timeout.
+func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v: %v", what, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// controlPlane returns what the control plane holds.
+func (e *env) controlPlane(t testing.TB) *api.Objects {
+	t.Helper()
+	var out api.Objects
+	for _, k := range []model.Kind{model.KindServiceNetwork, model.KindService, model.KindTargetGroup} {
+		objs, _, err := e.cp.List(context.Background(), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			switch v := o.(type) {
+			case *model.ServiceNetwork:
+				out.Networks = append(out.Networks, *v)
+			case *model.Service:
+				out.Services = append(out.Services, *v)
+			case *model.TargetGroup:
+				out.TargetGroups = append(out.TargetGroups, *v)
+			}
+		}
+	}
+	return &out
+}
+
+// proxy runs `trellis proxy` inside the namespace, bound to bind, following
+// the test's control plane.
+func (e *env) proxy(t testing.TB, bind string) {
+	t.Helper()
+	cmd := exec.Command(trellisBin, "proxy", "--server", e.apiURL, "--cluster", cluster, "--bind", bind, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "TRELLIS_TOKEN="+token)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := e.NS.Start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("proxy output:\n%s", out.String())
+		}
+	})
+}
+
+// syncBuffer collects a process's output.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// hasCondition checks that conds has a condition of type typ with the
+// status, reason and observed generation given.
+func hasCondition(conds []metav1.Condition, typ string, status metav1.ConditionStatus, reason string, generation int64) error {
+	for _, c := range conds {
+		if c.Type != typ {
+			continue
+		}
+		if c.Status != status || c.Reason != reason || c.ObservedGeneration != generation {
+			return fmt.Errorf("%s is %s/%s (generation %d, %q); want %s/%s (generation %d)",
+				typ, c.Status, c.Reason, c.ObservedGeneration, c.Message, status, reason, generation)
+		}
+		if c.LastTransitionTime.IsZero() {
+			return fmt.Errorf("%s has no lastTransitionTime", typ)
+		}
+		return nil
+	}
+	return errors.New("no " + typ + " condition")
+}

@@ -1,0 +1,304 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"trellis.dev/trellis/internal/translate"
+)
+
+// statusWorkers bounds the status writes in flight at once: a first
+// reconcile of a large cluster writes every route.
+const statusWorkers = 16
+
+// write is one pending change to one object.
+type write struct {
+	obj client.Object
+	// status selects the status subresource; otherwise the object itself
+	// (annotations, finalizers) is updated.
+	status bool
+	// apply changes obj to what it should be and reports whether that
+	// differs from what it was. It is applied again to a fresh copy after
+	// a conflict.
+	apply func(client.Object) bool
+}
+
+// writeStatus writes the translator's status into every object whose
+// status differs from it, and the annotations and finalizers that go with
+// it. It returns how many writes it made.
+func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *translate.Output) (int, error) {
+	now := metav1.Now()
+	var writes []write
+
+	classUsed := map[string]bool{}
+	for _, gw := range in.Gateways {
+		if gw.DeletionTimestamp == nil {
+			classUsed[string(gw.Spec.GatewayClassName)] = true
+		}
+	}
+	for _, st := range out.Status.GatewayClasses {
+		i := slices.IndexFunc(in.GatewayClasses, func(gc gatewayv1.GatewayClass) bool { return gc.Name == st.Name })
+		if i < 0 {
+			continue
+		}
+		gc := &in.GatewayClasses[i]
+		writes = append(writes, write{obj: gc, status: true, apply: func(o client.Object) bool {
+			c := o.(*gatewayv1.GatewayClass)
+			want := gatewayv1.GatewayClassStatus{
+				Conditions:        conditions(st.Conditions, c.Status.Conditions, c.Generation, now),
+				SupportedFeatures: supportedFeatures(st.SupportedFeatures),
+			}
+			return setIfDifferent(&c.Status, want)
+		}})
+		used := classUsed[gc.Name]
+		writes = append(writes, write{obj: gc, apply: func(o client.Object) bool {
+			has := slices.Contains(o.GetFinalizers(), GatewayClassFinalizer)
+			switch {
+			case used && !has && o.GetDeletionTimestamp() == nil:
+				o.SetFinalizers(append(o.GetFinalizers(), GatewayClassFinalizer))
+				return true
+			case !used && has:
+				o.SetFinalizers(slices.DeleteFunc(slices.Clone(o.GetFinalizers()), func(f string) bool { return f == GatewayClassFinalizer }))
+				return true
+			}
+			return false
+		}})
+	}
+
+	for _, st := range out.Status.Gateways {
+		i := slices.IndexFunc(in.Gateways, func(gw gatewayv1.Gateway) bool { return gw.Namespace == st.Namespace && gw.Name == st.Name })
+		if i < 0 {
+			continue
+		}
+		writes = append(writes, write{obj: &in.Gateways[i], status: true, apply: func(o client.Object) bool {
+			gw := o.(*gatewayv1.Gateway)
+			want := gatewayv1.GatewayStatus{
+				Addresses:  st.Addresses,
+				Conditions: conditions(st.Conditions, gw.Status.Conditions, gw.Generation, now),
+			}
+			for _, l := range st.Listeners {
+				var have []metav1.Condition
+				if j := slices.IndexFunc(gw.Status.Listeners, func(h gatewayv1.ListenerStatus) bool { return h.Name == l.Name }); j >= 0 {
+					have = gw.Status.Listeners[j].Conditions
+				}
+				want.Listeners = append(want.Listeners, gatewayv1.ListenerStatus{
+					Name:           l.Name,
+					SupportedKinds: l.SupportedKinds,
+					AttachedRoutes: l.AttachedRoutes,
+					Conditions:     conditions(l.Conditions, have, gw.Generation, now),
+				})
+			}
+			return setIfDifferent(&gw.Status, want)
+		}})
+	}
+
+	routes := map[string]*translate.RouteStatus{}
+	for i := range out.Status.Routes {
+		st := &out.Status.Routes[i]
+		routes[st.Namespace+"/"+st.Name] = st
+	}
+	for i := range in.HTTPRoutes {
+		route := &in.HTTPRoutes[i]
+		st := routes[route.Namespace+"/"+route.Name]
+		if st == nil && !hasOurParents(route.Status.Parents) && route.Annotations[AssignedDomainNameAnnotation] == "" {
+			continue // never ours
+		}
+		writes = append(writes, write{obj: route, status: true, apply: func(o client.Object) bool {
+			rt := o.(*gatewayv1.HTTPRoute)
+			return setIfDifferent(&rt.Status.RouteStatus, routeStatus(st, rt.Status.RouteStatus, rt.Generation, now))
+		}})
+		domains := ""
+		if st != nil {
+			domains = strings.Join(st.DNSNames, ",")
+		}
+		writes = append(writes, write{obj: route, apply: func(o client.Object) bool {
+			return setAnnotation(o, AssignedDomainNameAnnotation, domains)
+		}})
+	}
+	return r.runWrites(ctx, writes)
+}
+
+// runWrites makes the writes that change something, statusWorkers at a
+// time, retrying each on conflict against a fresh read.
+func (r *Reconciler) runWrites(ctx context.Context, writes []write) (int, error) {
+	var (
+		mu    sync.Mutex
+		n     int
+		errs  []error
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, statusWorkers)
+	)
+	for _, w := range writes {
+		if !w.apply(w.obj.DeepCopyObject().(client.Object)) {
+			continue // the common case: nothing to write, no goroutine
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			wrote, err := r.writeOne(ctx, w)
+			mu.Lock()
+			defer mu.Unlock()
+			if wrote {
+				n++
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+		})
+	}
+	wg.Wait()
+	r.countWrites(n)
+	return n, errors.Join(errs...)
+}
+
+// writeOne makes one write, retrying on conflict with a fresh copy.
+func (r *Reconciler) writeOne(ctx context.Context, w write) (bool, error) {
+	obj := w.obj
+	for attempt := 0; ; attempt++ {
+		cur := obj.DeepCopyObject().(client.Object)
+		if !w.apply(cur) {
+			return false, nil
+		}
+		var err error
+		if w.status {
+			err = r.kube.Status().Update(ctx, cur)
+		} else {
+			err = r.kube.Update(ctx, cur)
+		}
+		switch {
+		case err == nil:
+			return true, nil
+		case apierrors.IsNotFound(err):
+			return false, nil // deleted meanwhile; its status is moot
+		case !apierrors.IsConflict(err) || attempt == 4:
+			return false, fmt.Errorf("updating %T %s/%s: %w", cur, cur.GetNamespace(), cur.GetName(), err)
+		}
+		fresh := obj.DeepCopyObject().(client.Object)
+		if err := r.reader.Get(ctx, client.ObjectKeyFromObject(obj), fresh); err != nil {
+			if apierrors.IsNotFound(err) {
+				return false, nil
+			}
+			return false, err
+		}
+		obj = fresh
+	}
+}
+
+func (r *Reconciler) countWrites(n int) {
+	r.mu.Lock()
+	r.stats.StatusWrites += n
+	r.mu.Unlock()
+}
+
+// setIfDifferent sets *dst to want and reports whether it differed.
+func setIfDifferent[T any](dst *T, want T) bool {
+	if equality.Semantic.DeepEqual(*dst, want) {
+		return false
+	}
+	*dst = want
+	return true
+}
+
+// setAnnotation sets (or, for "", removes) one annotation and reports
+// whether it changed.
+func setAnnotation(o client.Object, key, value string) bool {
+	a := o.GetAnnotations()
+	if a[key] == value {
+		return false
+	}
+	a = copyMap(a)
+	if value == "" {
+		delete(a, key)
+	} else {
+		a[key] = value
+	}
+	o.SetAnnotations(a)
+	return true
+}
+
+func copyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// conditions converts the translator's conditions, keeping the transition
+// time of each condition whose status did not change.
+func conditions(want []translate.Condition, have []metav1.Condition, generation int64, now metav1.Time) []metav1.Condition {
+	out := make([]metav1.Condition, 0, len(want))
+	for _, c := range want {
+		mc := metav1.Condition{
+			Type:               c.Type,
+			Status:             metav1.ConditionFalse,
+			Reason:             c.Reason,
+			Message:            c.Message,
+			ObservedGeneration: generation,
+			LastTransitionTime: now,
+		}
+		if c.Status {
+			mc.Status = metav1.ConditionTrue
+		}
+		if i := slices.IndexFunc(have, func(h metav1.Condition) bool { return h.Type == c.Type }); i >= 0 && have[i].Status == mc.Status {
+			mc.LastTransitionTime = have[i].LastTransitionTime
+		}
+		out = append(out, mc)
+	}
+	return out
+}
+
+func supportedFeatures(names []gatewayv1.FeatureName) []gatewayv1.SupportedFeature {
+	out := make([]gatewayv1.SupportedFeature, len(names))
+	for i, n := range names {
+		out[i] = gatewayv1.SupportedFeature{Name: n}
+	}
+	return out
+}
+
+// ours reports whether a parent status entry was written by trellis.
+func ours(c gatewayv1.GatewayController) bool {
+	return c == translate.ServiceNetworkController || c == translate.EdgeController
+}
+
+func hasOurParents(parents []gatewayv1.RouteParentStatus) bool {
+	return slices.ContainsFunc(parents, func(p gatewayv1.RouteParentStatus) bool { return ours(p.ControllerName) })
+}
+
+// routeStatus is have with trellis's parent entries replaced by st's (none
+// when st is nil), other controllers' entries kept as they are.
+func routeStatus(st *translate.RouteStatus, have gatewayv1.RouteStatus, generation int64, now metav1.Time) gatewayv1.RouteStatus {
+	var want gatewayv1.RouteStatus
+	for _, p := range have.Parents {
+		if !ours(p.ControllerName) {
+			want.Parents = append(want.Parents, p)
+		}
+	}
+	if st == nil {
+		return want
+	}
+	for _, p := range st.Parents {
+		var prev []metav1.Condition
+		if i := slices.IndexFunc(have.Parents, func(h gatewayv1.RouteParentStatus) bool {
+			return h.ControllerName == p.ControllerName && equality.Semantic.DeepEqual(h.ParentRef, p.ParentRef)
+		}); i >= 0 {
+			prev = have.Parents[i].Conditions
+		}
+		want.Parents = append(want.Parents, gatewayv1.RouteParentStatus{
+			ParentRef:      p.ParentRef,
+			ControllerName: p.ControllerName,
+			Conditions:     conditions(p.Conditions, prev, generation, now),
+		})
+	}
+	return want
+}

@@ -1,0 +1,630 @@
+package controller_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"trellis.dev/trellis/internal/controller"
+	"trellis.dev/trellis/internal/model"
+)
+
+const (
+	True  = metav1.ConditionTrue
+	False = metav1.ConditionFalse
+)
+
+// classes are shared by every case.
+const classes = `
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis}
+spec: {controllerName: trellis.dev/service-network}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis-edge}
+spec: {controllerName: trellis.dev/gateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis-tuned}
+spec:
+  controllerName: trellis.dev/service-network
+  parametersRef: {group: trellis.dev, kind: Tuning, name: fast}
+`
+
+// backend is a Service and its EndpointSlice in namespace ns.
+func backend(ns, name, ip string) string {
+	return fmt.Sprintf(`
+apiVersion: v1
+kind: Service
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %[2]s-1
+  namespace: %[1]s
+  labels: {kubernetes.io/service-name: %[2]s}
+addressType: IPv4
+ports: [{port: 8080}]
+endpoints:
+  - addresses: [%[3]s]
+    conditions: {ready: true}
+`, ns, name, ip)
+}
+
+func namespace(name string, labels string) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {%s}}\n---\n", name, labels)
+}
+
+// TestStatus creates Gateway API objects in a real apiserver and checks the
+// status `kubectl get -o yaml` shows for each condition and reason, and what
+// reached the control plane.
+func TestStatus(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, classes)
+	ctx := context.Background()
+
+	gateway := func(ns, name string) (*gatewayv1.Gateway, error) {
+		gw := &gatewayv1.Gateway{}
+		return gw, e.kc.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, gw)
+	}
+	route := func(ns, name string) (*gatewayv1.HTTPRoute, error) {
+		r := &gatewayv1.HTTPRoute{}
+		return r, e.kc.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, r)
+	}
+	// parent returns the conditions of a route's status entry for the
+	// parentRef to Gateway gw (and section, when not empty).
+	parent := func(r *gatewayv1.HTTPRoute, gw, section string) ([]metav1.Condition, error) {
+		for _, p := range r.Status.Parents {
+			if string(p.ParentRef.Name) == gw && string(deref(p.ParentRef.SectionName)) == section {
+				return p.Conditions, nil
+			}
+		}
+		return nil, fmt.Errorf("route %s has no status for parent %s %s: %+v", r.Name, gw, section, r.Status.Parents)
+	}
+	listener := func(gw *gatewayv1.Gateway, name string) (*gatewayv1.ListenerStatus, error) {
+		for i := range gw.Status.Listeners {
+			if string(gw.Status.Listeners[i].Name) == name {
+				return &gw.Status.Listeners[i], nil
+			}
+		}
+		return nil, fmt.Errorf("gateway %s has no status for listener %s", gw.Name, name)
+	}
+	// routeConds checks a route's conditions for one parent.
+	routeConds := func(ns, name, gw, section string, want ...metav1.Condition) error {
+		r, err := route(ns, name)
+		if err != nil {
+			return err
+		}
+		conds, err := parent(r, gw, section)
+		if err != nil {
+			return err
+		}
+		for _, w := range want {
+			if err := hasCondition(conds, w.Type, w.Status, w.Reason, r.Generation); err != nil {
+				return fmt.Errorf("route %s/%s: %w", ns, name, err)
+			}
+		}
+		return nil
+	}
+	cond := func(typ string, status metav1.ConditionStatus, reason string) metav1.Condition {
+		return metav1.Condition{Type: typ, Status: status, Reason: reason}
+	}
+	accepted := cond("Accepted", True, "Accepted")
+	resolved := cond("ResolvedRefs", True, "ResolvedRefs")
+
+	tests := []struct {
+		name    string
+		objects string
+		check   func() error
+		// then, if set, changes something and thenCheck checks the result.
+		then      func(t *testing.T)
+		thenCheck func() error
+	}{{
+		name: "service network: Gateway accepted and programmed at its domain, route served under its DNS name",
+		objects: namespace("sn", "") + `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: hotel, namespace: sn}
+spec:
+  gatewayClassName: trellis
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: inventory, namespace: sn}
+spec:
+  parentRefs: [{name: hotel}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---` + backend("sn", "web", "198.18.60.1"),
+		check: func() error {
+			gw, err := gateway("sn", "hotel")
+			if err != nil {
+				return err
+			}
+			for _, c := range []metav1.Condition{cond("Accepted", True, "Accepted"), cond("Programmed", True, "Programmed")} {
+				if err := hasCondition(gw.Status.Conditions, c.Type, c.Status, c.Reason, gw.Generation); err != nil {
+					return err
+				}
+			}
+			if len(gw.Status.Addresses) != 1 || gw.Status.Addresses[0].Value != "hotel.trellis.internal" ||
+				deref(gw.Status.Addresses[0].Type) != gatewayv1.HostnameAddressType {
+				return fmt.Errorf("addresses = %+v", gw.Status.Addresses)
+			}
+			l, err := listener(gw, "http")
+			if err != nil {
+				return err
+			}
+			if l.AttachedRoutes != 1 {
+				return fmt.Errorf("attachedRoutes = %d", l.AttachedRoutes)
+			}
+			for _, c := range []metav1.Condition{cond("Accepted", True, "Accepted"), cond("ResolvedRefs", True, "ResolvedRefs"),
+				cond("Programmed", True, "Programmed"), cond("Conflicted", False, "NoConflicts")} {
+				if err := hasCondition(l.Conditions, c.Type, c.Status, c.Reason, gw.Generation); err != nil {
+					return fmt.Errorf("listener http: %w", err)
+				}
+			}
+			if err := routeConds("sn", "inventory", "hotel", "", accepted, resolved); err != nil {
+				return err
+			}
+			r, _ := route("sn", "inventory")
+			if got := r.Annotations[controller.AssignedDomainNameAnnotation]; got != "inventory-sn.hotel.trellis.internal" {
+				return fmt.Errorf("assigned domain name annotation = %q", got)
+			}
+			// What the control plane holds.
+			cp := e.controlPlane(t)
+			i := slices.IndexFunc(cp.Services, func(s model.Service) bool { return s.Name == "inventory-sn.hotel" })
+			if i < 0 {
+				return errors.New("service inventory-sn.hotel not in the control plane")
+			}
+			if s := cp.Services[i]; s.Owner != cluster || s.DNSName != "inventory-sn.hotel.trellis.internal" || s.Network != "hotel" {
+				return fmt.Errorf("service = %+v", s)
+			}
+			j := slices.IndexFunc(cp.TargetGroups, func(tg model.TargetGroup) bool { return tg.Name == "web-sn-80" })
+			if j < 0 {
+				return errors.New("target group web-sn-80 not in the control plane")
+			}
+			if tg := cp.TargetGroups[j]; len(tg.Targets) != 1 || tg.Targets[0].Address != "198.18.60.1" || tg.Targets[0].Port != 8080 ||
+				tg.Targets[0].State != model.TargetActive {
+				return fmt.Errorf("targets = %+v", tg.Targets)
+			}
+			return nil
+		},
+	}, {
+		name: "edge: address from the pool, recorded; hostname intersection",
+		objects: namespace("edge", "") + `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: shop, namespace: edge}
+spec:
+  gatewayClassName: trellis-edge
+  listeners: [{name: http, protocol: HTTP, port: 8080, hostname: "*.shop.example"}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cart, namespace: edge}
+spec:
+  parentRefs: [{name: shop}]
+  hostnames: [cart.shop.example, cart.other.example]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: elsewhere, namespace: edge}
+spec:
+  parentRefs: [{name: shop}]
+  hostnames: [www.other.example]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---` + backend("edge", "web", "198.18.60.2"),
+		check: func() error {
+			gw, err := gateway("edge", "shop")
+			if err != nil {
+				return err
+			}
+			if err := hasCondition(gw.Status.Conditions, "Programmed", True, "Programmed", gw.Generation); err != nil {
+				return err
+			}
+			if len(gw.Status.Addresses) != 1 || deref(gw.Status.Addresses[0].Type) != gatewayv1.IPAddressType {
+				return fmt.Errorf("addresses = %+v", gw.Status.Addresses)
+			}
+			addr := gw.Status.Addresses[0].Value
+			if ip, err := netip.ParseAddr(addr); err != nil || !netip.MustParsePrefix(pool).Contains(ip) {
+				return fmt.Errorf("address %q is not in the pool %s", addr, pool)
+			}
+			if got := gw.Annotations[controller.GatewayAddressAnnotation]; got != addr {
+				return fmt.Errorf("address annotation %q, status address %q", got, addr)
+			}
+			if err := routeConds("edge", "cart", "shop", "", accepted, resolved); err != nil {
+				return err
+			}
+			if err := routeConds("edge", "elsewhere", "shop", "", cond("Accepted", False, "NoMatchingListenerHostname")); err != nil {
+				return err
+			}
+			cp := e.controlPlane(t)
+			i := slices.IndexFunc(cp.Networks, func(n model.ServiceNetwork) bool { return n.Name == "shop-edge" })
+			if i < 0 || !slices.Equal(cp.Networks[i].Addresses, []string{addr}) {
+				return fmt.Errorf("network shop-edge in the control plane: %+v", cp.Networks)
+			}
+			j := slices.IndexFunc(cp.Services, func(s model.Service) bool { return s.Name == "cart-edge.shop-edge" })
+			if j < 0 || len(cp.Services[j].Listeners) != 1 || !slices.Equal(cp.Services[j].Listeners[0].Hostnames, []string{"cart.shop.example"}) {
+				return fmt.Errorf("service cart-edge.shop-edge in the control plane: %+v", cp.Services)
+			}
+			r, _ := route("edge", "cart")
+			if _, set := r.Annotations[controller.AssignedDomainNameAnnotation]; set {
+				return errors.New("an edge route has an assigned domain name")
+			}
+			return nil
+		},
+	}, {
+		// Two listeners with one port, protocol and hostname cannot be
+		// created (the CRD's validation refuses them), so HostnameConflict
+		// is covered by the translator's golden cases only.
+		name: "listeners: unsupported protocol, invalid route kinds",
+		objects: namespace("listeners", "") + `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mixed, namespace: listeners}
+spec:
+  gatewayClassName: trellis-edge
+  listeners:
+    - {name: http, protocol: HTTP, port: 80}
+    - {name: tcp, protocol: TCP, port: 5432}
+    - name: kinds
+      protocol: HTTP
+      port: 81
+      allowedRoutes: {kinds: [{kind: TCPRoute}]}
+`,
+		check: func() error {
+			gw, err := gateway("listeners", "mixed")
+			if err != nil {
+				return err
+			}
+			if err := hasCondition(gw.Status.Conditions, "Accepted", True, "ListenersNotValid", gw.Generation); err != nil {
+				return err
+			}
+			want := map[string][]metav1.Condition{
+				"http":  {cond("Accepted", True, "Accepted"), cond("Programmed", True, "Programmed")},
+				"tcp":   {cond("Accepted", False, "UnsupportedProtocol"), cond("Programmed", False, "Invalid")},
+				"kinds": {cond("ResolvedRefs", False, "InvalidRouteKinds"), cond("Accepted", True, "Accepted")},
+			}
+			for name, conds := range want {
+				l, err := listener(gw, name)
+				if err != nil {
+					return err
+				}
+				for _, c := range conds {
+					if err := hasCondition(l.Conditions, c.Type, c.Status, c.Reason, gw.Generation); err != nil {
+						return fmt.Errorf("listener %s: %w", name, err)
+					}
+				}
+			}
+			return nil
+		},
+	}, {
+		name: "not accepted: unsupported address, class with parameters",
+		objects: namespace("gwbad", "") + `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: pinned, namespace: gwbad}
+spec:
+  gatewayClassName: trellis
+  addresses: [{type: IPAddress, value: 10.0.0.1}]
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tuned, namespace: gwbad}
+spec:
+  gatewayClassName: trellis-tuned
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+`,
+		check: func() error {
+			gw, err := gateway("gwbad", "pinned")
+			if err != nil {
+				return err
+			}
+			if err := hasCondition(gw.Status.Conditions, "Accepted", False, "UnsupportedAddress", gw.Generation); err != nil {
+				return err
+			}
+			if err := hasCondition(gw.Status.Conditions, "Programmed", False, "Invalid", gw.Generation); err != nil {
+				return err
+			}
+			gc := &gatewayv1.GatewayClass{}
+			if err := e.kc.Get(ctx, types.NamespacedName{Name: "trellis-tuned"}, gc); err != nil {
+				return err
+			}
+			if err := hasCondition(gc.Status.Conditions, "Accepted", False, "InvalidParameters", gc.Generation); err != nil {
+				return fmt.Errorf("class trellis-tuned: %w", err)
+			}
+			gw, err = gateway("gwbad", "tuned")
+			if err != nil {
+				return err
+			}
+			return hasCondition(gw.Status.Conditions, "Accepted", False, "Invalid", gw.Generation)
+		},
+	}, {
+		name: "route parents: no matching parent, not allowed by listeners",
+		objects: namespace("parents", "") + namespace("parents-b", "") + `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: parents-net, namespace: parents}
+spec:
+  gatewayClassName: trellis
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: lost, namespace: parents}
+spec:
+  parentRefs: [{name: parents-net, sectionName: https}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: outsider, namespace: parents-b}
+spec:
+  parentRefs: [{name: parents-net, namespace: parents}]
+`,
+		check: func() error {
+			if err := routeConds("parents", "lost", "parents-net", "https", cond("Accepted", False, "NoMatchingParent")); err != nil {
+				return err
+			}
+			return routeConds("parents-b", "outsider", "parents-net", "", cond("Accepted", False, "NotAllowedByListeners"))
+		},
+	}, {
+		name: "backend refs: not found, invalid kind, not permitted until a ReferenceGrant, unsupported protocol",
+		objects: namespace("refs", "") + namespace("refs-other", "") + `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: refs-net, namespace: refs}
+spec:
+  gatewayClassName: trellis
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: missing, namespace: refs}
+spec:
+  parentRefs: [{name: refs-net}]
+  rules: [{backendRefs: [{name: nothing, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: kind, namespace: refs}
+spec:
+  parentRefs: [{name: refs-net}]
+  rules: [{backendRefs: [{group: "", kind: ConfigMap, name: web, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cross, namespace: refs}
+spec:
+  parentRefs: [{name: refs-net}]
+  rules: [{backendRefs: [{name: web, namespace: refs-other, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: udp, namespace: refs}
+spec:
+  parentRefs: [{name: refs-net}]
+  rules: [{backendRefs: [{name: dns, port: 53}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dns, namespace: refs}
+spec:
+  ports: [{port: 53, protocol: UDP}]
+---` + backend("refs-other", "web", "198.18.60.3"),
+		check: func() error {
+			for name, reason := range map[string]string{"missing": "BackendNotFound", "kind": "InvalidKind", "cross": "RefNotPermitted", "udp": "UnsupportedProtocol"} {
+				// A route with a bad backend is still accepted: that
+				// backend's share is answered with 500.
+				if err := routeConds("refs", name, "refs-net", "", accepted, cond("ResolvedRefs", False, reason)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		then: func(t *testing.T) {
+			e.create(t, `
+apiVersion: gateway.networking.k8s.io/v1
+kind: ReferenceGrant
+metadata: {name: allow-refs, namespace: refs-other}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: refs}]
+  to: [{group: "", kind: Service}]
+`)
+		},
+		thenCheck: func() error {
+			if err := routeConds("refs", "cross", "refs-net", "", accepted, resolved); err != nil {
+				return err
+			}
+			cp := e.controlPlane(t)
+			if !slices.ContainsFunc(cp.TargetGroups, func(tg model.TargetGroup) bool { return tg.Name == "web-refs-other-80" }) {
+				return errors.New("target group web-refs-other-80 not in the control plane")
+			}
+			return nil
+		},
+	}, {
+		name: "partially invalid: an invalid rule is dropped, the rest served",
+		objects: namespace("partial", "") + `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: partial-net, namespace: partial}
+spec:
+  gatewayClassName: trellis
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: half, namespace: partial}
+spec:
+  parentRefs: [{name: partial-net}]
+  rules:
+    - matches: [{path: {type: RegularExpression, value: "/(?=x)"}}]
+      backendRefs: [{name: web, port: 80}]
+    - backendRefs: [{name: web, port: 80}]
+---` + backend("partial", "web", "198.18.60.4"),
+		check: func() error {
+			if err := routeConds("partial", "half", "partial-net", "", accepted, resolved,
+				cond("PartiallyInvalid", True, "UnsupportedValue")); err != nil {
+				return err
+			}
+			r, _ := route("partial", "half")
+			conds, _ := parent(r, "partial-net", "")
+			for _, c := range conds {
+				if c.Type == "PartiallyInvalid" && !strings.HasPrefix(c.Message, "Dropped Rule") {
+					return fmt.Errorf("PartiallyInvalid message %q does not start with \"Dropped Rule\"", c.Message)
+				}
+			}
+			cp := e.controlPlane(t)
+			i := slices.IndexFunc(cp.Services, func(s model.Service) bool { return s.Name == "half-partial.partial-net" })
+			if i < 0 || len(cp.Services[i].Rules) != 1 || cp.Services[i].Rules[0].Name != "rule-1" {
+				return fmt.Errorf("service half-partial.partial-net: %+v", cp.Services)
+			}
+			return nil
+		},
+	}, {
+		name: "namespace selector: admitted once the namespace has the label",
+		objects: namespace("sel", "") + namespace("sel-team", "") + `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: sel-net, namespace: sel}
+spec:
+  gatewayClassName: trellis
+  listeners:
+    - name: http
+      protocol: HTTP
+      port: 80
+      allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {team: a}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: sel-team}
+spec:
+  parentRefs: [{name: sel-net, namespace: sel}]
+`,
+		check: func() error {
+			return routeConds("sel-team", "app", "sel-net", "", cond("Accepted", False, "NotAllowedByListeners"))
+		},
+		then: func(t *testing.T) {
+			update(t, e.kc, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "sel-team"}}, func(ns *corev1.Namespace) {
+				ns.Labels["team"] = "a"
+			})
+		},
+		thenCheck: func() error {
+			return routeConds("sel-team", "app", "sel-net", "", accepted, resolved)
+		},
+	}, {
+		name: "observedGeneration follows the spec",
+		objects: namespace("gen", "") + `
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gen-net, namespace: gen}
+spec:
+  gatewayClassName: trellis
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: gen}
+spec:
+  parentRefs: [{name: gen-net}]
+`,
+		check: func() error { return routeConds("gen", "app", "gen-net", "", accepted) },
+		then: func(t *testing.T) {
+			update(t, e.kc, &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "gen", Name: "app"}}, func(r *gatewayv1.HTTPRoute) {
+				r.Spec.Hostnames = []gatewayv1.Hostname{"app.example.com"}
+			})
+		},
+		thenCheck: func() error {
+			r, err := route("gen", "app")
+			if err != nil {
+				return err
+			}
+			if r.Generation < 2 {
+				return fmt.Errorf("generation %d", r.Generation)
+			}
+			return routeConds("gen", "app", "gen-net", "", accepted, resolved)
+		},
+	}}
+	t.Run("cases", func(t *testing.T) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				e.create(t, tt.objects)
+				eventually(t, 20*time.Second, "status", tt.check)
+				if tt.then != nil {
+					tt.then(t)
+					eventually(t, 20*time.Second, "status after the change", tt.thenCheck)
+				}
+			})
+		}
+	})
+
+	t.Run("GatewayClass accepted, versioned, featured, finalized while used", func(t *testing.T) {
+		eventually(t, 10*time.Second, "class status", func() error {
+			gc := &gatewayv1.GatewayClass{}
+			if err := e.kc.Get(ctx, types.NamespacedName{Name: "trellis"}, gc); err != nil {
+				return err
+			}
+			if err := hasCondition(gc.Status.Conditions, "Accepted", True, "Accepted", gc.Generation); err != nil {
+				return err
+			}
+			if err := hasCondition(gc.Status.Conditions, "SupportedVersion", True, "SupportedVersion", gc.Generation); err != nil {
+				return err
+			}
+			if len(gc.Status.SupportedFeatures) == 0 {
+				return errors.New("no supportedFeatures")
+			}
+			if !slices.Contains(gc.Finalizers, controller.GatewayClassFinalizer) {
+				return errors.New("no finalizer while Gateways use the class")
+			}
+			return nil
+		})
+	})
+
+	t.Run("a resync that changes nothing sends and writes nothing", func(t *testing.T) {
+		before := e.rec.Stats()
+		// A label on a Service is an event but changes no translation.
+		update(t, e.kc, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "sn", Name: "web"}}, func(s *corev1.Service) {
+			if s.Labels == nil {
+				s.Labels = map[string]string{}
+			}
+			s.Labels["touched"] = "yes"
+		})
+		eventually(t, 10*time.Second, "a reconcile", func() error {
+			if e.rec.Stats().Reconciles <= before.Reconciles {
+				return errors.New("no reconcile yet")
+			}
+			return nil
+		})
+		after := e.rec.Stats()
+		if after.Sent != before.Sent || after.StatusWrites != before.StatusWrites {
+			t.Errorf("a no-op reconcile sent %d transactions and made %d writes",
+				after.Sent-before.Sent, after.StatusWrites-before.StatusWrites)
+		}
+	})
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

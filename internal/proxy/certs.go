@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"fmt"
+	"slices"
+	"strings"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// certIndex chooses an HTTPS port's certificate by the client's SNI, from
+// the names the certificates themselves carry.
+type certIndex struct {
+	exact map[string]*tls.Certificate
+	// wildcard maps the parent domain of a "*.example.com" name to its
+	// certificate; as in TLS, the wildcard covers exactly one label.
+	wildcard map[string]*tls.Certificate
+	// fallback serves clients that send no SNI or an unknown one: the
+	// first certificate of the port, in name order.
+	fallback *tls.Certificate
+}
+
+func newCertIndex(certs []*tls.Certificate) *certIndex {
+	ix := &certIndex{exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
+	for _, c := range certs {
+		if ix.fallback == nil {
+			ix.fallback = c
+		}
+		names := c.Leaf.DNSNames
+		if len(names) == 0 && c.Leaf.Subject.CommonName != "" {
+			names = []string{c.Leaf.Subject.CommonName}
+		}
+		for _, n := range names {
+			n = strings.ToLower(n)
+			if parent, ok := strings.CutPrefix(n, "*."); ok {
+				if ix.wildcard[parent] == nil {
+					ix.wildcard[parent] = c
+				}
+			} else if ix.exact[n] == nil {
+				ix.exact[n] = c
+			}
+		}
+	}
+	return ix
+}
+
+// get returns the certificate for serverName.
+func (ix *certIndex) get(serverName string) *tls.Certificate {
+	name := strings.ToLower(strings.TrimSuffix(serverName, "."))
+	if c := ix.exact[name]; c != nil {
+		return c
+	}
+	if _, parent, ok := strings.Cut(name, "."); ok {
+		if c := ix.wildcard[parent]; c != nil {
+			return c
+		}
+	}
+	return ix.fallback
+}
+
+// certCache keeps parsed certificates between Updates, keyed by name and
+// revision, so that an unchanged certificate is parsed once. Only Update
+// (under the proxy's mutex) uses it.
+type certCache map[string]cachedCert
+
+type cachedCert struct {
+	revision int64
+	cert     *tls.Certificate
+}
+
+// compileCerts builds the certificate index of every HTTPS port in snap.
+// A listener naming a certificate that is missing or does not parse loses
+// that certificate (reported in the returned problems), not the port.
+func (cc certCache) compileCerts(snap *model.Snapshot) (map[int32]*certIndex, []error) {
+	byName := make(map[string]*model.Certificate, len(snap.Certificates))
+	for i := range snap.Certificates {
+		byName[snap.Certificates[i].Name] = &snap.Certificates[i]
+	}
+	var problems []error
+	used := map[string]bool{}
+	refs := map[int32][]string{}
+	for i := range snap.Services {
+		s := &snap.Services[i]
+		for _, l := range s.Listeners {
+			if l.Protocol != model.ProtocolHTTPS {
+				continue
+			}
+			for _, name := range l.Certificates {
+				if !slices.Contains(refs[l.Port], name) {
+					refs[l.Port] = append(refs[l.Port], name)
+				}
+			}
+		}
+	}
+	out := make(map[int32]*certIndex, len(refs))
+	for port, names := range refs {
+		slices.Sort(names)
+		var certs []*tls.Certificate
+		for _, name := range names {
+			mc := byName[name]
+			if mc == nil {
+				problems = append(problems, fmt.Errorf("port %d: certificate %q not found", port, name))
+				continue
+			}
+			used[name] = true
+			c, err := cc.parse(mc)
+			if err != nil {
+				problems = append(problems, fmt.Errorf("port %d: certificate %q: %w", port, name, err))
+				continue
+			}
+			certs = append(certs, c)
+		}
+		if len(certs) > 0 {
+			out[port] = newCertIndex(certs)
+		}
+	}
+	for name := range cc {
+		if !used[name] {
+			delete(cc, name)
+		}
+	}
+	return out, problems
+}
+
+func (cc certCache) parse(mc *model.Certificate) (*tls.Certificate, error) {
+	if c, ok := cc[mc.Name]; ok && c.revision == mc.Revision && mc.Revision != 0 {
+		return c.cert, nil
+	}
+	c, err := mc.Parse()
+	if err != nil {
+		return nil, err
+	}
+	cc[mc.Name] = cachedCert{revision: mc.Revision, cert: &c}
+	return &c, nil
+}

@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+func TestHeaderLimits(t *testing.T) {
+	a := backend(t, "a")
+	p := newTestProxy(t, nil)
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, a, model.TargetActive))}, to("a", 1)))
+	addr := p.Addrs()[webPort]
+	head := func(lines int, size int) string {
+		var b strings.Builder
+		b.WriteString("GET / HTTP/1.1\nHost: x\n")
+		for i := range lines {
+			fmt.Fprintf(&b, "X-H-%d: %s\n", i, strings.Repeat("v", size))
+		}
+		return b.String()
+	}
+	tests := []struct {
+		name        string
+		lines, size int
+		want        int
+	}{
+		{"at the count limit", maxHeaderCount, 1, http.StatusOK},
+		{"one header line too many", maxHeaderCount + 1, 1, http.StatusRequestHeaderFieldsTooLarge},
+		{"over the size limit", 2, maxHeaderBytes, http.StatusRequestHeaderFieldsTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := rawRequest(t, addr, head(tt.lines, tt.size))
+			if resp.StatusCode != tt.want {
+				t.Errorf("status %d (%s), want %d", resp.StatusCode, body, tt.want)
+			}
+		})
+	}
+}
+
+// A client that sends its request headers a byte at a time (slowloris) is
+// cut off once the header timeout passes, and others are served meanwhile.
+func TestSlowHeadersCutOff(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	a := backend(t, "a")
+	p := newProxyWith(t, Config{test: testKnobs{readHeaderTimeout: timeout}})
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, a, model.TargetActive))}, to("a", 1)))
+	addr := p.Addrs()[webPort]
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	closed := make(chan time.Duration, 1)
+	go func() {
+		io.Copy(io.Discard, conn) // returns when the proxy closes the connection
+		closed <- time.Since(start)
+	}()
+	// 100 bytes at 50 ms each would take 5 s.
+	slow := "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 70) + "\r\n"
+	sent := 0
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	c := newClient(t)
+	var cutAfter time.Duration
+loop:
+	for ; sent < len(slow); sent++ {
+		select {
+		case cutAfter = <-closed:
+			break loop
+		case <-tick.C:
+		}
+		if _, err := conn.Write([]byte{slow[sent]}); err != nil {
+			break
+		}
+		if sent == 2 {
+			if r := c.get(addr, "x", "/"); r.body != "a" {
+				t.Errorf("another client during the slow one: %d %q", r.status, r.body)
+			}
+		}
+	}
+	if cutAfter == 0 {
+		select {
+		case cutAfter = <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("slow client still connected after %d of %d bytes", sent, len(slow))
+		}
+	}
+	// The proxy's clock starts when it accepts, a little before ours.
+	if cutAfter < timeout/2 || cutAfter > timeout+2*time.Second {
+		t.Errorf("slow client cut off after %v, want about %v", cutAfter, timeout)
+	}
+	t.Logf("slow client cut off after %v and %d of %d bytes", cutAfter, sent, len(slow))
+	if sent >= len(slow) {
+		t.Error("the slow client sent its whole header")
+	}
+}
+
+func TestListenerTimeouts(t *testing.T) {
+	p := newTestProxy(t, nil)
+	update(t, p, oneRoute(1, nil))
+	p.mu.Lock()
+	srv := p.listeners[webPort].(*listener).srv
+	p.mu.Unlock()
+	for name, got := range map[string]time.Duration{
+		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
+		"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout,
+	} {
+		if got <= 0 {
+			t.Errorf("%s not set", name)
+		}
+	}
+	if srv.ReadTimeout != maxRequestDuration || srv.WriteTimeout != maxRequestDuration {
+		t.Errorf("read/write timeouts %v/%v, want %v", srv.ReadTimeout, srv.WriteTimeout, maxRequestDuration)
+	}
+}

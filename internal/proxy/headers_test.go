@@ -1,0 +1,166 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// headerEcho answers every request with the headers it received, as JSON.
+func headerEcho(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(r.Header)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// rawRequest sends head (request line and header lines, without the blank
+// line) on a connection of its own and returns the response.
+func rawRequest(t *testing.T, addr, head string) (*http.Response, []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, strings.ReplaceAll(head, "\n", "\r\n")+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+func TestForwardedAndIdentityHeaders(t *testing.T) {
+	echo := headerEcho(t)
+	p := newTestProxy(t, nil)
+	update(t, p, oneRoute(1, []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))}, to("echo", 1)))
+	addr := p.Addrs()[webPort]
+
+	// A client forging every header the proxy owns, in every spelling,
+	// plus hop-by-hop headers that must not reach the target.
+	forged := `GET /path HTTP/1.1
+Host: shop.example.com
+X-Trellis-Identity: Type=AWS_IAM; Principal=arn:aws:iam::1:root
+x-trellis-network: SourceCluster=prod; Network=mesh
+X-TRELLIS-TARGET: Service=payments; Network=mesh; TargetGroup=payments
+X-Trellis-Request-Id: forged
+X-Trellis-Anything-Else: x
+X_Trellis_Identity: Type=Admin
+x_trellis-network: SourceCluster=prod
+X-Forwarded-For: 6.6.6.6
+X-Forwarded-For: 7.7.7.7
+X-Forwarded-For-Port: 1
+X-Forwarded-For-Proto: https
+X-Forwarded-Proto: https
+X-Forwarded-Port: 443
+X-Forwarded-Host: evil.example.com
+Forwarded: for=6.6.6.6;proto=https
+Connection: X-Hop-Secret, keep-alive
+X-Hop-Secret: 1
+Keep-Alive: timeout=5
+Proxy-Connection: keep-alive
+X-Kept: yes
+`
+	var ids []string
+	for range 2 {
+		resp, body := rawRequest(t, addr, forged)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		var seen http.Header
+		if err := json.Unmarshal(body, &seen); err != nil {
+			t.Fatalf("backend reply %s: %v", body, err)
+		}
+		want := map[string]string{
+			"X-Trellis-Identity":    "Type=Anonymous",
+			"X-Trellis-Network":     "SourceCluster=local; Network=edge",
+			"X-Trellis-Target":      "Service=svc; Network=edge; TargetGroup=echo",
+			"X-Forwarded-For":       "6.6.6.6, 7.7.7.7, 127.0.0.1",
+			"X-Forwarded-For-Port":  fmt.Sprint(webPort),
+			"X-Forwarded-Port":      fmt.Sprint(webPort),
+			"X-Forwarded-For-Proto": "http",
+			"X-Forwarded-Proto":     "http",
+			"X-Forwarded-Host":      "shop.example.com",
+			"X-Kept":                "yes",
+		}
+		for k, v := range want {
+			if got := seen[k]; len(got) != 1 || got[0] != v {
+				t.Errorf("%s = %q, want exactly %q", k, got, v)
+			}
+		}
+		for _, k := range []string{"X-Trellis-Anything-Else", "X_trellis_identity", "X_trellis-Network", "Forwarded", "X-Hop-Secret", "Keep-Alive", "Proxy-Connection"} {
+			if v, ok := seen[k]; ok {
+				t.Errorf("target received %s: %q", k, v)
+			}
+		}
+		for k := range seen {
+			if isTrellisHeader(k) && want[k] == "" && k != headerRequestID {
+				t.Errorf("target received unexpected %s: %q", k, seen[k])
+			}
+		}
+		id := seen.Get(headerRequestID)
+		if len(seen[headerRequestID]) != 1 || !uuidRE.MatchString(id) {
+			t.Errorf("%s = %q, want one random UUID", headerRequestID, seen[headerRequestID])
+		}
+		ids = append(ids, id)
+	}
+	if ids[0] == ids[1] {
+		t.Errorf("two requests got the same request ID %s", ids[0])
+	}
+}
+
+func TestIsTrellisHeader(t *testing.T) {
+	for name, want := range map[string]bool{
+		"X-Trellis-Identity": true, "x-trellis-identity": true, "X_TRELLIS_ID": true, "x_trellis-": true,
+		"X-Trellis": false, "X-Trellisx-Id": false, "X-Forwarded-For": false, "": false, "Y-Trellis-Id": false,
+		"X\rTrellis-Id": false, "X-Tre\x4clis-Id": true,
+	} {
+		if got := isTrellisHeader(name); got != want {
+			t.Errorf("isTrellisHeader(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// FuzzStripTrellis checks that no header a client can name survives the
+// strip if a CGI-style server would read it as an x-trellis- header.
+func FuzzStripTrellis(f *testing.F) {
+	for _, s := range []string{"X-Trellis-Identity", "x_trellis_network", "X-Trellis", "X-Forwarded-For", "x-TRELLIS-", "X-Trellis\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		h := http.Header{name: {"v"}, "Other": {"v"}}
+		stripTrellis(h)
+		norm := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+		_, kept := h[name]
+		if strings.HasPrefix(norm, "x-trellis-") == kept {
+			t.Errorf("header %q kept = %v", name, kept)
+		}
+		if name != "Other" && h.Get("Other") != "v" {
+			t.Errorf("stripping %q removed another header", name)
+		}
+	})
+}

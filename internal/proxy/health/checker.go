@@ -1,0 +1,456 @@
+package health
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// userAgent is the User-Agent of every health check, so that targets can
+// tell checks from traffic (and leave them out of their own logs).
+const userAgent = "Trellis-HealthChecker/1.0"
+
+// Config configures a Checker.
+type Config struct {
+	// Cluster is the cluster the proxy runs in. Only targets of this
+	// cluster are checked: a target in another cluster's network is the
+	// business of that cluster's proxy, and counts as Unavailable here.
+	Cluster string
+	// Logger receives health transitions and ejections; nil discards them.
+	Logger *slog.Logger
+	// Outlier configures passive outlier ejection; zero fields take the
+	// defaults.
+	Outlier Outlier
+	// Second is how long one second of a health check's configuration lasts
+	// (interval, timeout), and the longest delay before a new target's first
+	// check. Zero means time.Second. Only tests set it, so that a model
+	// interval of 5 s (the least the model allows) runs in milliseconds.
+	Second time.Duration
+}
+
+// Checker runs the active health checks of every target group whose health
+// check is enabled, and holds the health state of every target, checked or
+// not. It is safe for concurrent use.
+type Checker struct {
+	cluster string
+	log     *slog.Logger
+	outlier Outlier
+	second  time.Duration
+	// h1 and h2 open the check connections, one per check.
+	h1, h2 *http.Transport
+
+	// ctx ends every check loop on Close; loops counts them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	loops  sync.WaitGroup
+
+	// mu guards groups, every Group's targets map and every Target's stop.
+	mu     sync.Mutex
+	groups map[string]*Group
+	closed bool
+}
+
+// New returns a checker with no target groups. Checks start on Update.
+func New(cfg Config) *Checker {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Checker{
+		cluster: cfg.Cluster,
+		log:     log,
+		outlier: cfg.Outlier.withDefaults(),
+		second:  cmp.Or(cfg.Second, time.Second),
+		groups:  map[string]*Group{},
+	}
+	var dialer net.Dialer
+	c.h1, c.h2 = newTransport(&dialer, false), newTransport(&dialer, true)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c
+}
+
+// Update makes the checker follow tgs, the target groups of a new snapshot.
+//
+// A target keeps its state (status, ejection) as long as its group, address
+// and port are unchanged. A new target of a group with checks enabled is
+// Initial until its first check, which runs after a random delay of up to a
+// second (or the interval, if shorter) so that checks of many new targets
+// spread out. Checks of targets and groups that are gone stop. A target
+// that turns Draining, or whose group disables checks, stops being checked
+// and becomes Draining or Unavailable; one that comes back is Initial again.
+func (c *Checker) Update(tgs []model.TargetGroup) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	seen := make(map[string]bool, len(tgs))
+	// addrs is reused by every group, to spare an allocation per group.
+	addrs := map[string]bool{}
+	for i := range tgs {
+		tg := &tgs[i]
+		if seen[tg.Name] {
+			continue
+		}
+		seen[tg.Name] = true
+		g := c.groups[tg.Name]
+		if g == nil {
+			g = &Group{name: tg.Name, checker: c, targets: map[string]*Target{}}
+			c.groups[tg.Name] = g
+		}
+		clear(addrs)
+		c.updateGroup(g, tg, addrs)
+	}
+	for name, g := range c.groups {
+		if seen[name] {
+			continue
+		}
+		for _, t := range g.targets {
+			c.remove(t)
+		}
+		delete(c.groups, name)
+	}
+}
+
+// Group returns the health of the target group name, or nil when the last
+// Update had no such group.
+func (c *Checker) Group(name string) *Group {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.groups[name]
+}
+
+// Close stops every check loop and waits for them to return. The state
+// stays readable; Update does nothing after Close.
+func (c *Checker) Close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.loops.Wait()
+}
+
+// updateGroup makes g follow tg. seen is empty; it collects the addresses
+// of tg's targets.
+func (c *Checker) updateGroup(g *Group, tg *model.TargetGroup, seen map[string]bool) {
+	sp, err := newSpec(tg, c.second)
+	if err != nil {
+		// Validation rejects what newSpec cannot use; a proxy fed an
+		// unvalidated snapshot leaves the group unchecked and says why.
+		c.log.Error("health checks disabled: invalid health check", "targetGroup", tg.Name, "err", err)
+	}
+	g.spec.Store(sp)
+	var active int32
+	for _, mt := range tg.Targets {
+		addr := net.JoinHostPort(mt.Address, strconv.Itoa(int(mt.EffectivePort(tg))))
+		if seen[addr] {
+			continue
+		}
+		seen[addr] = true
+		mode := Initial
+		switch {
+		case mt.State == model.TargetDraining:
+			mode = Draining
+		case sp == nil || mt.Cluster != c.cluster:
+			mode = Unavailable
+		}
+		if mode != Draining {
+			active++
+		}
+		t := g.targets[addr]
+		if t == nil {
+			t = &Target{group: g, addr: addr, host: mt.Address}
+			g.targets[addr] = t
+		}
+		c.setMode(t, mode)
+	}
+	g.active.Store(active)
+	for addr, t := range g.targets {
+		if !seen[addr] {
+			c.remove(t)
+			delete(g.targets, addr)
+		}
+	}
+}
+
+// setMode puts t into mode: Initial means checked (a target already being
+// checked keeps its status), Unavailable and Draining mean not checked.
+// c.mu must be held.
+func (c *Checker) setMode(t *Target, mode Status) {
+	if mode == Initial && t.stop != nil {
+		return
+	}
+	if t.stop != nil {
+		t.stop()
+		t.stop = nil
+	}
+	if mode != Initial && t.Status() == mode {
+		return
+	}
+	_, w := t.transition(func(w uint32) uint32 { return withStatus(w+genStep, mode) })
+	if mode == Initial {
+		ctx, cancel := context.WithCancel(c.ctx)
+		t.stop = cancel
+		gen := w >> genShift
+		c.loops.Go(func() { c.run(ctx, t, gen) })
+	}
+}
+
+// remove stops t's checks and ejection timer and takes it out of its
+// group's counts. Its last status stays readable by route tables still
+// holding it. c.mu must be held.
+func (c *Checker) remove(t *Target) {
+	if t.stop != nil {
+		t.stop()
+		t.stop = nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	old, _ := t.transition(func(w uint32) uint32 { return w | removedBit })
+	if old&ejectedBit != 0 && old&removedBit == 0 {
+		t.group.ejected.Add(-1)
+	}
+}
+
+// run checks t every interval until ctx ends. gen is the generation of the
+// mode that started it: a status change of a later mode is never undone.
+func (c *Checker) run(ctx context.Context, t *Target, gen uint32) {
+	g := t.group
+	sp := g.spec.Load()
+	if sp == nil {
+		return
+	}
+	timer := time.NewTimer(jitter(min(sp.interval, c.second)))
+	defer timer.Stop()
+	var passes, fails int
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		if sp = g.spec.Load(); sp == nil {
+			return
+		}
+		start := time.Now()
+		err := c.probe(ctx, t, sp)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			passes, fails = passes+1, 0
+		} else {
+			passes, fails = 0, fails+1
+		}
+		c.record(t, gen, sp, passes, fails, err)
+		// The interval is not affected by how long the check took.
+		timer.Reset(max(0, sp.interval-time.Since(start)))
+	}
+}
+
+// record moves t's status after a check, as Lattice does: one pass makes an
+// Initial target Healthy; HealthyThresholdCount passes in a row make an
+// Unhealthy one Healthy; UnhealthyThresholdCount failures in a row make an
+// Initial or Healthy one Unhealthy.
+func (c *Checker) record(t *Target, gen uint32, sp *spec, passes, fails int, err error) {
+	from := t.Status()
+	to := from
+	switch {
+	case err == nil && (from == Initial || from == Unhealthy && passes >= sp.healthy):
+		to = Healthy
+	case err != nil && (from == Initial || from == Healthy) && fails >= sp.unhealthy:
+		to = Unhealthy
+	}
+	if to == from {
+		return
+	}
+	old, new := t.transition(func(w uint32) uint32 {
+		if w>>genShift != gen || statusOf(w) != from {
+			return w
+		}
+		return withStatus(w, to)
+	})
+	if old == new {
+		return
+	}
+	args := []any{"targetGroup", t.group.name, "target", t.addr, "from", from.String(), "to", to.String()}
+	switch {
+	case to == Unhealthy:
+		c.log.Warn("target unhealthy", append(args, "err", err)...)
+	case from == Unhealthy:
+		c.log.Info("target healthy again", args...)
+	default:
+		c.log.Debug("target healthy", args...)
+	}
+}
+
+// jitter returns a random duration in [0, d).
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
+}
+
+// spec is a target group's active check, defaulted and parsed.
+type spec struct {
+	https, http2 bool
+	// pathQuery is the request target, such as "/healthz?full=1".
+	pathQuery string
+	// port is the check port; 0 means each target's traffic port.
+	port              int32
+	interval, timeout time.Duration
+	healthy           int
+	unhealthy         int
+	// codes are the inclusive ranges of healthy status codes.
+	codes [][2]int
+}
+
+// newSpec returns the active check of tg, or nil when checks are disabled.
+func newSpec(tg *model.TargetGroup, second time.Duration) (*spec, error) {
+	hc := tg.HealthCheck.Defaulted(tg.Protocol, tg.ProtocolVersion)
+	if !*hc.Enabled {
+		return nil, nil
+	}
+	codes, err := model.ParseMatcher(hc.Matcher)
+	if err != nil {
+		return nil, fmt.Errorf("healthCheck.matcher: %w", err)
+	}
+	if !strings.HasPrefix(hc.Path, "/") {
+		return nil, fmt.Errorf("healthCheck.path: %q must start with '/'", hc.Path)
+	}
+	return &spec{
+		https:     hc.Protocol == model.ProtocolHTTPS,
+		http2:     hc.ProtocolVersion == model.HTTP2,
+		pathQuery: hc.Path,
+		port:      hc.Port,
+		interval:  time.Duration(hc.IntervalSeconds) * second,
+		timeout:   time.Duration(hc.TimeoutSeconds) * second,
+		healthy:   int(hc.HealthyThresholdCount),
+		unhealthy: int(hc.UnhealthyThresholdCount),
+		codes:     codes,
+	}, nil
+}
+
+func (sp *spec) healthyCode(code int) bool {
+	for _, r := range sp.codes {
+		if code >= r[0] && code <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// probe runs one check of t: a GET of the check path on a new connection,
+// closed afterwards. It returns nil when the target answered in time with a
+// healthy status code.
+func (c *Checker) probe(ctx context.Context, t *Target, sp *spec) error {
+	ctx, cancel := context.WithTimeout(ctx, sp.timeout)
+	defer cancel()
+	addr := t.addr
+	if sp.port != 0 {
+		addr = net.JoinHostPort(t.host, strconv.Itoa(int(sp.port)))
+	}
+	scheme := "http"
+	if sp.https {
+		scheme = "https"
+	}
+	tr := c.h1
+	if sp.http2 {
+		tr = c.h2
+	}
+	cc, err := tr.NewClientConn(ctx, scheme, addr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+sp.pathQuery, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", userAgent)
+	req.Close = !sp.http2
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if !sp.healthyCode(resp.StatusCode) {
+		return &statusError{code: resp.StatusCode}
+	}
+	return nil
+}
+
+// newTransport returns the transport whose NewClientConn opens the check
+// connections: HTTP/1.1, or HTTP/2 (with prior knowledge over plain TCP),
+// never through an HTTP proxy. Like Lattice, it checks a TLS target without
+// validating its certificate: it is the target's own, often self-signed.
+func newTransport(dialer *net.Dialer, http2 bool) *http.Transport {
+	var p http.Protocols
+	if http2 {
+		p.SetHTTP2(true)
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
+	}
+	return &http.Transport{
+		DialContext:        dialer.DialContext,
+		TLSClientConfig:    &tls.Config{InsecureSkipVerify: true},
+		Protocols:          &p,
+		DisableCompression: true,
+	}
+}
+
+// statusError is a check answered with a status code the matcher rejects.
+type statusError struct{ code int }
+
+func (e *statusError) Error() string { return "status " + strconv.Itoa(e.code) }
+
+// TargetReport is one target's health, as Report gives it.
+type TargetReport struct {
+	Addr    string
+	Status  Status
+	Ejected bool
+}
+
+// GroupReport is one target group's health, as Report gives it.
+type GroupReport struct {
+	Name string
+	// Ejections counts the group's passive ejections since it appeared.
+	Ejections uint64
+	Targets   []TargetReport
+}
+
+// Report returns the health of every target of every group, sorted by group
+// name and target address.
+func (c *Checker) Report() []GroupReport {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]GroupReport, 0, len(c.groups))
+	for _, g := range c.groups {
+		gr := GroupReport{Name: g.name, Ejections: g.ejections.Load(), Targets: make([]TargetReport, 0, len(g.targets))}
+		for _, t := range g.targets {
+			w := t.state.Load()
+			gr.Targets = append(gr.Targets, TargetReport{Addr: t.addr, Status: statusOf(w), Ejected: w&ejectedBit != 0})
+		}
+		slices.SortFunc(gr.Targets, func(a, b TargetReport) int { return strings.Compare(a.Addr, b.Addr) })
+		out = append(out, gr)
+	}
+	slices.SortFunc(out, func(a, b GroupReport) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}

@@ -1,0 +1,349 @@
+package proxy
+
+import (
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/health"
+)
+
+// requestBuckets are the request-duration histogram's buckets, in seconds:
+// from half a millisecond (a proxy hop on loopback) to the 10-minute cap.
+var requestBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 600}
+
+// applyBuckets are the config-apply histogram's buckets, in seconds, around
+// the 250 ms budget for a change to reach traffic.
+var applyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// metrics holds the proxy's Prometheus metrics, in a registry of its own.
+//
+// Request metrics are labelled by service, rule (its index in the service)
+// and target group, never by anything a client chooses. The compiler
+// annotates each rule and backend of a route table with a *ruleInfo that
+// caches its label-bound histogram and the counter of each common status
+// code, each bound on first use, so that a request only increments them.
+// Series of rules and target groups that leave the config are deleted.
+type metrics struct {
+	cluster string
+	reg     *prometheus.Registry
+
+	requests       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	revision       prometheus.Gauge
+	applySeconds   prometheus.Histogram
+	programmed     prometheus.Gauge
+	updateFailures prometheus.Counter
+
+	// rules holds the rule data of the table serving, by service name;
+	// next is being filled by the compilation in progress, cur is the
+	// service being annotated and prev its data in rules. Update's lock
+	// guards them all.
+	rules, next map[string]*serviceRules
+	curName     string
+	cur, prev   *serviceRules
+	// unmatched counts requests that matched no route.
+	unmatched *ruleInfo
+}
+
+func newMetrics(p *Proxy) *metrics {
+	m := &metrics{
+		cluster: p.cluster,
+		reg:     prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_requests_total",
+			Help: "Requests served, by service, route rule (index in the service), target group and status code. Empty labels: no route matched, or the rule answered without a target group.",
+		}, []string{"service", "rule", "target_group", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "trellis_request_duration_seconds",
+			Help:    "Time from receiving a request to the last byte of its response, by service, route rule and target group.",
+			Buckets: requestBuckets,
+		}, []string{"service", "rule", "target_group"}),
+		revision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "trellis_config_revision",
+			Help: "Snapshot revision of the route table serving.",
+		}),
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "trellis_config_apply_seconds",
+			Help:    "Time from receiving a configuration revision to serving it (compiled, swapped in, listeners reconciled).",
+			Buckets: applyBuckets,
+		}),
+		programmed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "trellis_config_last_programmed_timestamp_seconds",
+			Help: "Unix time at which the route table serving was programmed; time() minus this is the config's age.",
+		}),
+		updateFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_config_update_failures_total",
+			Help: "Configuration revisions that failed to compile; the previous route table kept serving.",
+		}),
+		rules: map[string]*serviceRules{},
+	}
+	m.unmatched = m.newRuleInfo(ruleKey{rule: -1})
+	logQueue := func(count func(*Proxy) uint64) func() float64 {
+		return func() float64 {
+			if p.accessLog == nil {
+				return 0
+			}
+			return float64(count(p))
+		}
+	}
+	m.reg.MustRegister(
+		m.requests, m.duration, m.revision, m.applySeconds, m.programmed, m.updateFailures,
+		healthCollector{p.health},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "trellis_access_log_dropped_total",
+			Help: "Access log entries dropped because the writer fell behind.",
+		}, logQueue(func(p *Proxy) uint64 { return p.accessLog.Dropped() })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "trellis_access_log_write_errors_total",
+			Help: "Failed writes to the access log destination; the entries buffered at the time were lost.",
+		}, logQueue(func(p *Proxy) uint64 { return p.accessLog.WriteErrors() })),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// ruleKey identifies a rule's (or a backend's) data across compilations.
+type ruleKey struct {
+	service, network, targetGroup string
+	// rule is the rule's index, -1 for requests that matched no route.
+	rule int
+}
+
+// ruleInfo is what the request path needs of one rule, or of one backend
+// of a rule: its identity, its precomputed identity headers, and its
+// metrics bound to its labels.
+type ruleInfo struct {
+	service, network, targetGroup string
+	// rule is the rule's label value.
+	rule string
+	// targetHeader and networkHeader are the values of x-trellis-target
+	// and x-trellis-network, shared by every request: never modified.
+	targetHeader, networkHeader []string
+
+	m *metrics
+	// codes caches the counters of the common status codes, by
+	// codeSlots, and duration the histogram. Each is bound to its labels
+	// on first use: a compilation stays cheap, and rules without traffic
+	// export no series.
+	codes    [len(commonCodes)]atomic.Pointer[prometheus.Counter]
+	duration atomic.Pointer[prometheus.Observer]
+}
+
+// commonCodes are the status codes whose counters a ruleInfo caches.
+var commonCodes = [...]int{200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308,
+	400, 401, 403, 404, 405, 408, 409, 412, 413, 415, 422, 429, 431,
+	500, 501, 502, 503, 504}
+
+// codeSlots maps a status code to its index in commonCodes, or -1.
+var codeSlots = func() (s [600]int8) {
+	for i := range s {
+		s[i] = -1
+	}
+	for i, c := range commonCodes {
+		s[c] = int8(i)
+	}
+	return s
+}()
+
+func (m *metrics) newRuleInfo(k ruleKey) *ruleInfo {
+	ri := &ruleInfo{service: k.service, network: k.network, targetGroup: k.targetGroup, m: m}
+	if k.rule >= 0 {
+		ri.rule = strconv.Itoa(k.rule)
+	}
+	if k.rule >= 0 && k.targetGroup != "" {
+		ri.targetHeader = []string{"Service=" + k.service + "; Network=" + k.network + "; TargetGroup=" + k.targetGroup}
+		ri.networkHeader = []string{"SourceCluster=" + m.cluster + "; Network=" + k.network}
+	}
+	return ri
+}
+
+// serviceRules holds the rule data of one service's rules, by rule index;
+// each rule has a short list, one per target group of its backends plus
+// the rule's own ("").
+type serviceRules struct {
+	network string
+	rules   [][]*ruleInfo
+}
+
+// find returns the rule data of rule and targetGroup, or nil.
+func (sr *serviceRules) find(rule int, targetGroup string) *ruleInfo {
+	if sr == nil || rule >= len(sr.rules) {
+		return nil
+	}
+	for _, ri := range sr.rules[rule] {
+		if ri.targetGroup == targetGroup {
+			return ri
+		}
+	}
+	return nil
+}
+
+// annotate is the compiler's Annotate hook: it returns the rule data of a
+// rule or backend, reusing that of the previous table when the rule is
+// unchanged. The compiler annotates one service's rules in a row, so the
+// service is looked up once per service, not per rule.
+func (m *metrics) annotate(svc *model.Service, rule int, targetGroup string) any {
+	if m.cur == nil || m.curName != svc.Name {
+		m.curName = svc.Name
+		if m.cur = m.next[svc.Name]; m.cur == nil {
+			m.cur = &serviceRules{network: svc.Network, rules: make([][]*ruleInfo, len(svc.Rules))}
+			m.next[svc.Name] = m.cur
+		}
+		if m.prev = m.rules[svc.Name]; m.prev != nil && m.prev.network != svc.Network {
+			m.prev = nil
+		}
+	}
+	if ri := m.cur.find(rule, targetGroup); ri != nil {
+		return ri
+	}
+	ri := m.prev.find(rule, targetGroup)
+	if ri == nil {
+		ri = m.newRuleInfo(ruleKey{service: svc.Name, network: svc.Network, targetGroup: targetGroup, rule: rule})
+	}
+	for len(m.cur.rules) <= rule {
+		m.cur.rules = append(m.cur.rules, nil)
+	}
+	if m.cur.rules[rule] == nil && rule < len(svc.Rules) {
+		n := 1
+		if f := svc.Rules[rule].Action.Forward; f != nil {
+			n += len(f.Backends)
+		}
+		m.cur.rules[rule] = make([]*ruleInfo, 0, n)
+	}
+	m.cur.rules[rule] = append(m.cur.rules[rule], ri)
+	return ri
+}
+
+// beginCompile prepares for the annotations of a compilation.
+func (m *metrics) beginCompile() {
+	m.next = make(map[string]*serviceRules, len(m.rules))
+	m.cur, m.prev = nil, nil
+}
+
+// compiled makes the compilation's rule data current and deletes the
+// series of the rules that are gone.
+func (m *metrics) compiled() {
+	var gone []*ruleInfo
+	for name, old := range m.rules {
+		now := m.next[name]
+		if now != nil && now.network != old.network {
+			now = nil
+		}
+		for rule, ris := range old.rules {
+			for _, ri := range ris {
+				if now.find(rule, ri.targetGroup) != ri {
+					gone = append(gone, ri)
+				}
+			}
+		}
+	}
+	m.rules, m.next, m.cur, m.prev = m.next, nil, nil, nil
+	if len(gone) == 0 {
+		return
+	}
+	// A rule that moved to another network keeps its labels.
+	live := map[[3]string]bool{}
+	for _, sr := range m.rules {
+		for _, ris := range sr.rules {
+			for _, ri := range ris {
+				live[ri.labelValues()] = true
+			}
+		}
+	}
+	for _, ri := range gone {
+		if live[ri.labelValues()] {
+			continue
+		}
+		l := prometheus.Labels{"service": ri.service, "rule": ri.rule, "target_group": ri.targetGroup}
+		m.requests.DeletePartialMatch(l)
+		m.duration.Delete(l)
+	}
+}
+
+func (ri *ruleInfo) labelValues() [3]string { return [3]string{ri.service, ri.rule, ri.targetGroup} }
+
+// compileFailed discards a failed compilation's rule data.
+func (m *metrics) compileFailed() {
+	m.next = nil
+	m.updateFailures.Inc()
+}
+
+// observe counts one request answered with code after d.
+func (ri *ruleInfo) observe(code int, d time.Duration) {
+	ri.counter(code).Inc()
+	o := ri.duration.Load()
+	if o == nil {
+		h := ri.m.duration.WithLabelValues(ri.service, ri.rule, ri.targetGroup)
+		o = &h
+		ri.duration.Store(o)
+	}
+	(*o).Observe(d.Seconds())
+}
+
+func (ri *ruleInfo) counter(code int) prometheus.Counter {
+	if code < 0 || code >= len(codeSlots) || codeSlots[code] < 0 {
+		return ri.m.requests.WithLabelValues(ri.service, ri.rule, ri.targetGroup, strconv.Itoa(code))
+	}
+	slot := &ri.codes[codeSlots[code]]
+	if c := slot.Load(); c != nil {
+		return *c
+	}
+	c := ri.m.requests.WithLabelValues(ri.service, ri.rule, ri.targetGroup, strconv.Itoa(code))
+	slot.Store(&c)
+	return c
+}
+
+// programmedTable records that the route table of revision serves, apply
+// after its snapshot arrived.
+func (m *metrics) programmedTable(revision int64, apply time.Duration) {
+	m.revision.Set(float64(revision))
+	m.applySeconds.Observe(apply.Seconds())
+	m.programmed.Set(float64(time.Now().UnixNano()) / 1e9)
+}
+
+// healthCollector exports the checker's state at each scrape, so the
+// request path and the checks pay nothing for it.
+type healthCollector struct{ checker *health.Checker }
+
+var (
+	targetHealthDesc = prometheus.NewDesc("trellis_target_health",
+		"1 for the health state a target is in (INITIAL, HEALTHY, UNHEALTHY, UNAVAILABLE, DRAINING), 0 for the others.",
+		[]string{"target_group", "target", "state"}, nil)
+	targetEjectedDesc = prometheus.NewDesc("trellis_target_ejected",
+		"1 while passive outlier detection leaves the target out of its group.",
+		[]string{"target_group", "target"}, nil)
+	ejectionsDesc = prometheus.NewDesc("trellis_outlier_ejections_total",
+		"Targets ejected by passive outlier detection (consecutive failed requests), since the target group appeared.",
+		[]string{"target_group"}, nil)
+)
+
+func (c healthCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- targetHealthDesc
+	ch <- targetEjectedDesc
+	ch <- ejectionsDesc
+}
+
+func (c healthCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, g := range c.checker.Report() {
+		ch <- prometheus.MustNewConstMetric(ejectionsDesc, prometheus.CounterValue, float64(g.Ejections), g.Name)
+		for _, t := range g.Targets {
+			for _, s := range health.Statuses {
+				ch <- prometheus.MustNewConstMetric(targetHealthDesc, prometheus.GaugeValue, bool01(t.Status == s), g.Name, t.Addr, s.String())
+			}
+			ch <- prometheus.MustNewConstMetric(targetEjectedDesc, prometheus.GaugeValue, bool01(t.Ejected), g.Name, t.Addr)
+		}
+	}
+}
+
+func bool01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

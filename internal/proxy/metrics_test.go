@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+func TestMetrics(t *testing.T) {
+	a, b := backend(t, "a"), backend(t, "b")
+	p := newProxyWith(t, Config{AdminAddress: "127.0.0.1:0"})
+
+	if code, _ := adminGet(t, p.adminURL("/healthz")); code != http.StatusOK {
+		t.Errorf("/healthz before any config: %d, want 200", code)
+	}
+	if code, _ := adminGet(t, p.adminURL("/readyz")); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before any config: %d, want 503", code)
+	}
+
+	aTarget, bTarget := target(t, a, model.TargetActive), target(t, b, model.TargetActive)
+	snap := func(rev int64, rules ...model.Rule) *model.Snapshot {
+		return &model.Snapshot{
+			Revision: rev, Networks: testNetworks,
+			TargetGroups: []model.TargetGroup{group("a", aTarget), group("b", bTarget)},
+			Services:     []model.Service{edgeService("svc", []string{"shop.example.com"}, rules...)},
+		}
+	}
+	split := model.Rule{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/split"}}}, Action: forward(to("a", 1), to("b", 1))}
+	teapot := model.Rule{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathExact, Value: "/teapot"}}}, Action: model.Action{FixedResponse: &model.FixedResponseAction{StatusCode: 418}}}
+	update(t, p, snap(7, split, teapot))
+	c := newClient(t)
+	addr := p.Addrs()[webPort]
+	for range 4 {
+		c.get(addr, "shop.example.com", "/split/anything?q=1")
+	}
+	for range 3 {
+		c.get(addr, "shop.example.com", "/teapot")
+	}
+	c.get(addr, "unknown.example.com", "/")
+
+	m := scrape(t, p)
+	aAddr := a.Listener.Addr().String()
+	for _, tt := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"trellis_requests_total", []string{"service", "svc", "rule", "0", "target_group", "a", "code", "200"}, 2},
+		{"trellis_requests_total", []string{"service", "svc", "rule", "0", "target_group", "b", "code", "200"}, 2},
+		{"trellis_requests_total", []string{"service", "svc", "rule", "1", "target_group", "", "code", "418"}, 3},
+		{"trellis_requests_total", []string{"service", "", "rule", "", "target_group", "", "code", "404"}, 1},
+		{"trellis_request_duration_seconds", []string{"service", "svc", "rule", "0", "target_group", "a"}, 2},
+		{"trellis_request_duration_seconds", []string{"service", "svc", "rule", "1", "target_group", ""}, 3},
+		{"trellis_config_revision", nil, 7},
+		{"trellis_config_apply_seconds", nil, 1},
+		{"trellis_config_update_failures_total", nil, 0},
+		{"trellis_target_health", []string{"target_group", "a", "target", aAddr, "state", "UNAVAILABLE"}, 1},
+		{"trellis_target_health", []string{"target_group", "a", "target", aAddr, "state", "HEALTHY"}, 0},
+		{"trellis_target_ejected", []string{"target_group", "a", "target", aAddr}, 0},
+		{"trellis_outlier_ejections_total", []string{"target_group", "a"}, 0},
+		{"trellis_access_log_dropped_total", nil, 0},
+	} {
+		if got := metricValue(m, tt.name, tt.labels...); got != tt.want {
+			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)
+		}
+	}
+	if ts := metricValue(m, "trellis_config_last_programmed_timestamp_seconds"); time.Since(time.Unix(int64(ts), 0)) > time.Minute {
+		t.Errorf("trellis_config_last_programmed_timestamp_seconds = %v, not recent", ts)
+	}
+	// No label carries anything a client chose.
+	for name, f := range m {
+		for _, metric := range f.Metric {
+			for _, lp := range metric.Label {
+				if v := lp.GetValue(); v == "/split/anything" || v == "unknown.example.com" || v == "q=1" {
+					t.Errorf("%s has a label %s=%q from the request", name, lp.GetName(), v)
+				}
+			}
+		}
+	}
+	if code, body := adminGet(t, p.adminURL("/readyz")); code != http.StatusOK || body != "ready: revision 7" {
+		t.Errorf("/readyz after an update: %d %q", code, body)
+	}
+
+	// The split rule leaves: its series go with it; counts of the rule that
+	// stays (now rule 0) start over under its new index.
+	update(t, p, snap(8, teapot))
+	m = scrape(t, p)
+	if got := labelValues(m, "trellis_requests_total", "target_group"); slices.Contains(got, "a") || slices.Contains(got, "b") {
+		t.Errorf("series of a removed rule remain: target groups %v", got)
+	}
+	if got := metricValue(m, "trellis_request_duration_seconds", "service", "svc", "rule", "0", "target_group", "a"); got != -1 {
+		t.Errorf("duration series of a removed rule remains: %v", got)
+	}
+	if got := metricValue(m, "trellis_config_revision"); got != 8 {
+		t.Errorf("trellis_config_revision = %v, want 8", got)
+	}
+	if got := metricValue(m, "trellis_config_apply_seconds"); got != 2 {
+		t.Errorf("trellis_config_apply_seconds count = %v, want 2", got)
+	}
+
+	// A snapshot that fails to compile is counted, and the revision stays.
+	bad := snap(9, teapot)
+	bad.Services[0].Rules[0].Matches = []model.Match{{Path: &model.PathMatch{Type: model.PathRegularExpression, Value: "(unclosed"}}}
+	if err := p.Update(bad); err == nil {
+		t.Fatal("bad snapshot applied")
+	}
+	m = scrape(t, p)
+	if got := metricValue(m, "trellis_config_update_failures_total"); got != 1 {
+		t.Errorf("trellis_config_update_failures_total = %v, want 1", got)
+	}
+	if got := metricValue(m, "trellis_config_revision"); got != 8 {
+		t.Errorf("trellis_config_revision after a failed update = %v, want 8", got)
+	}
+
+	// Shutdown makes the proxy unready first.
+	p.ready.Store(false)
+	if code, _ := adminGet(t, p.adminURL("/readyz")); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while shutting down: %d, want 503", code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get(p.adminURL("/healthz")); err == nil {
+		t.Error("admin listener still serving after Shutdown")
+	}
+}
+
+func TestListenAdminErrors(t *testing.T) {
+	p := newProxyWith(t, Config{})
+	if _, err := p.ListenAdmin(); err == nil {
+		t.Error("ListenAdmin without an address succeeded")
+	}
+	taken := newProxyWith(t, Config{AdminAddress: "127.0.0.1:0"})
+	p2 := newProxyWith(t, Config{})
+	p2.adminAddress = taken.admin.addr
+	if _, err := p2.ListenAdmin(); err == nil {
+		t.Error("ListenAdmin on a taken address succeeded")
+	}
+}

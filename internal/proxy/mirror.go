@@ -1,0 +1,68 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"time"
+
+	"trellis.dev/trellis/internal/proxy/router"
+)
+
+// Limits of request mirroring.
+const (
+	// maxMirrorsInFlight bounds the mirrored requests in flight across the
+	// proxy; a mirror beyond it is dropped rather than queued, so that
+	// mirroring never holds up or piles onto the main traffic.
+	maxMirrorsInFlight = 256
+	// mirrorTimeout bounds one mirrored request, response included.
+	mirrorTimeout = 30 * time.Second
+)
+
+// mirrorHopHeaders are hop-by-hop headers a mirrored copy must not carry.
+var mirrorHopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// mirror sends a copy of r, as it stands now, to one target of g in the
+// background and discards the response. The copy carries the body only when
+// it was buffered whole; a request whose body was too large to buffer, an
+// upgrade, a target outside this cluster, or a full mirror budget means no
+// copy is sent.
+func (p *Proxy) mirror(r *http.Request, body *replayBody, g *router.Group) {
+	if body == nil || !body.ok || r.Header.Get("Upgrade") != "" {
+		p.log.Debug("request not mirrored: body not buffered or an upgrade", "group", g.Name, "path", r.URL.Path)
+		return
+	}
+	t := g.Pick()
+	if t == nil || t.Cluster != p.cluster {
+		return
+	}
+	select {
+	case p.mirrors <- struct{}{}:
+	default:
+		p.log.Debug("request not mirrored: too many mirrors in flight", "group", g.Name)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), targetKey{}, t), mirrorTimeout)
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	out.URL.Scheme, out.URL.Host = targetScheme(t), t.Addr
+	out.Body, out.GetBody = body.reader(), nil
+	out.ContentLength = int64(len(body.data))
+	out.TransferEncoding = nil
+	out.Close = false
+	for _, h := range mirrorHopHeaders {
+		out.Header.Del(h)
+	}
+	go func() {
+		defer func() { <-p.mirrors }()
+		defer cancel()
+		resp, err := p.transport.RoundTrip(out)
+		if err != nil {
+			p.log.Debug("mirrored request failed", "target", t.Addr, "err", err)
+			return
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+		resp.Body.Close()
+	}()
+}

@@ -1,0 +1,199 @@
+package router
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/balancer"
+)
+
+// DefaultRetryBackoff is the least wait before a retry when the rule names
+// none.
+const DefaultRetryBackoff = 25 * time.Millisecond
+
+// RetryPolicy is a compiled model.Retry.
+type RetryPolicy struct {
+	// Attempts is the most retries after the first try.
+	Attempts int
+	// Backoff is the least wait before the first retry.
+	Backoff time.Duration
+	// codes has bit c-400 set for each retried status c in 400-599.
+	codes [4]uint64
+}
+
+// RetriesStatus reports whether a response with status code is retried.
+func (p *RetryPolicy) RetriesStatus(code int) bool {
+	c := code - 400
+	return c >= 0 && c < 200 && p.codes[c/64]&(1<<(c%64)) != 0
+}
+
+func compileRetry(r *model.Retry) (*RetryPolicy, error) {
+	if r.Attempts < 1 || r.Attempts > model.MaxRetryAttempts {
+		return nil, fieldError("retry.attempts", "%d is not in 1-%d", r.Attempts, model.MaxRetryAttempts)
+	}
+	p := &RetryPolicy{Attempts: r.Attempts, Backoff: time.Duration(r.Backoff)}
+	if p.Backoff <= 0 {
+		p.Backoff = DefaultRetryBackoff
+	}
+	for i, c := range r.Codes {
+		if c < 400 || c > 599 {
+			return nil, fieldError(fmt.Sprintf("retry.codes[%d]", i), "%d is not in 400-599", c)
+		}
+		c -= 400
+		p.codes[c/64] |= 1 << (c % 64)
+	}
+	return p, nil
+}
+
+// Session is compiled session persistence: it finds the target a session
+// token names among the route's backends. Tokens are opaque: a hash of the
+// target's cluster and address, so they stay valid across route tables and
+// proxies while the target exists, followed by the session's expiry when it
+// has an absolute timeout.
+type Session struct {
+	// Cookie is true for cookie sessions, false for header sessions.
+	Cookie bool
+	// Name is the cookie or header name.
+	Name            string
+	AbsoluteTimeout time.Duration
+	// Permanent cookies get a Max-Age of AbsoluteTimeout.
+	Permanent bool
+
+	byKey map[string]sessionTarget
+}
+
+type sessionTarget struct {
+	backend *Backend
+	target  *Target
+}
+
+// compileSession indexes the targets of route's backends. It must run after
+// the backends are compiled.
+func compileSession(sp *model.SessionPersistence, route *Route) (*Session, error) {
+	s := &Session{
+		Name:            sp.Name,
+		AbsoluteTimeout: time.Duration(sp.AbsoluteTimeout),
+		Permanent:       sp.Permanent,
+		byKey:           map[string]sessionTarget{},
+	}
+	switch sp.Type {
+	case model.SessionCookie:
+		s.Cookie = true
+	case model.SessionHeader:
+	default:
+		return nil, fieldError("sessionPersistence.type", "must be Cookie or Header, not %q", sp.Type)
+	}
+	if !validHeaderName(sp.Name) {
+		return nil, fieldError("sessionPersistence.name", "%q is not a valid cookie or header name", sp.Name)
+	}
+	for i := range route.backends {
+		b := &route.backends[i]
+		if b.group == nil {
+			continue
+		}
+		for j := range b.group.targets {
+			t := &b.group.targets[j]
+			key := sessionKey(t)
+			if _, dup := s.byKey[key]; !dup {
+				s.byKey[key] = sessionTarget{b, t}
+			}
+		}
+	}
+	return s, nil
+}
+
+// sessionKey is the opaque name of a target in session tokens.
+func sessionKey(t *Target) string {
+	sum := sha256.Sum256([]byte("trellis-session\x00" + t.Cluster + "\x00" + t.Addr))
+	return base64.RawURLEncoding.EncodeToString(sum[:12])
+}
+
+// Lookup returns the backend and target the session token names, or nil
+// when the token is malformed or expired, or names a target this route does
+// not send new requests to: one no longer in its groups, draining, or
+// failing its health checks or ejected.
+func (s *Session) Lookup(token string, now time.Time) (*Backend, *Target) {
+	key, expiry, hasExpiry := strings.Cut(token, ".")
+	if hasExpiry {
+		sec, err := strconv.ParseInt(expiry, 10, 64)
+		if err != nil || now.Unix() >= sec {
+			return nil, nil
+		}
+	} else if s.AbsoluteTimeout > 0 {
+		return nil, nil
+	}
+	st, ok := s.byKey[key]
+	if !ok || !st.target.Health.Routable() {
+		// Gone, draining or unhealthy: the caller balances instead.
+		return nil, nil
+	}
+	return st.backend, st.target
+}
+
+// Token returns the token of a session starting now on t, or "" when t is
+// not one of the route's targets.
+func (s *Session) Token(t *Target, now time.Time) string {
+	key := sessionKey(t)
+	if _, ok := s.byKey[key]; !ok {
+		return ""
+	}
+	if s.AbsoluteTimeout > 0 {
+		// At least a second ahead: expiries are whole seconds.
+		return key + "." + strconv.FormatInt(max(now.Add(s.AbsoluteTimeout).Unix(), now.Unix()+1), 10)
+	}
+	return key
+}
+
+// compileRule compiles a rule's action, filters, timeouts, retries and
+// session persistence into its route.
+func (b *builder) compileRule(rule *model.Rule) (*Route, error) {
+	var route *Route
+	a := &rule.Action
+	if a.Forward == nil && a.FixedResponse == nil && slices.ContainsFunc(rule.Filters, func(f model.Filter) bool { return f.Redirect != nil }) {
+		// Nothing after the redirect: a route that picks no backend.
+		route = &Route{weights: balancer.NewWeighted(nil)}
+	} else {
+		var err error
+		if route, err = b.compileAction(a); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if route.Filters, err = b.compileFilters(rule.Filters); err != nil {
+		return nil, inField("filters", err)
+	}
+	if a.Forward != nil {
+		for i := range a.Forward.Backends {
+			if route.backends[i].Filters, err = b.compileFilters(a.Forward.Backends[i].Filters); err != nil {
+				return nil, inField(fmt.Sprintf("action.forward.backends[%d].filters", i), err)
+			}
+		}
+	}
+	if t := rule.Timeouts; t != nil {
+		if t.Request < 0 || t.BackendRequest < 0 {
+			return nil, fieldError("timeouts", "negative timeout")
+		}
+		route.RequestTimeout, route.BackendTimeout = time.Duration(t.Request), time.Duration(t.BackendRequest)
+	}
+	if rule.Retry != nil {
+		if route.Retry, err = compileRetry(rule.Retry); err != nil {
+			return nil, err
+		}
+	}
+	if rule.SessionPersistence != nil {
+		if route.Session, err = compileSession(rule.SessionPersistence, route); err != nil {
+			return nil, err
+		}
+	}
+	return route, nil
+}
+
+// Backends returns the route's weighted backends. Callers must not modify
+// them.
+func (r *Route) Backends() []Backend { return r.backends }

@@ -1,0 +1,83 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"net/http"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/router"
+)
+
+// upstream sends each request to its target in the protocol of the target's
+// group, whatever protocol the client spoke — the conversion Lattice makes
+// between listener and target-group protocols:
+//
+//	HTTP  + HTTP1        HTTP/1.1
+//	HTTP  + HTTP2, GRPC  HTTP/2 with prior knowledge (h2c)
+//	HTTPS + HTTP1        HTTP/1.1 over TLS
+//	HTTPS + HTTP2, GRPC  HTTP/2 over TLS
+//
+// Over TLS the target's certificate is not verified, as in Lattice: the
+// target is identified by the address the control plane gave, not by its
+// certificate.
+type upstream struct {
+	h1, h2c, tlsH1, tlsH2 *http.Transport
+}
+
+func newUpstream() *upstream {
+	h2c := newTransport()
+	h2c.Protocols = new(http.Protocols)
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+
+	tlsH1 := newTransport()
+	tlsH1.TLSClientConfig = &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}
+	tlsH1.Protocols = new(http.Protocols)
+	tlsH1.Protocols.SetHTTP1(true)
+
+	tlsH2 := newTransport()
+	tlsH2.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	tlsH2.Protocols = new(http.Protocols)
+	tlsH2.Protocols.SetHTTP2(true)
+
+	return &upstream{h1: newTransport(), h2c: h2c, tlsH1: tlsH1, tlsH2: tlsH2}
+}
+
+// RoundTrip sends req with the transport its target's group speaks. The
+// target travels in the request's context (targetKey); its scheme was set
+// by targetScheme.
+func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	return u.transport(req).RoundTrip(req)
+}
+
+func (u *upstream) transport(req *http.Request) *http.Transport {
+	h2 := false
+	if t, ok := req.Context().Value(targetKey{}).(*router.Target); ok {
+		if g := t.Group(); g != nil {
+			h2 = g.Version == model.HTTP2 || g.Version == model.GRPC
+		}
+	}
+	switch {
+	case req.URL.Scheme == "https" && h2:
+		return u.tlsH2
+	case req.URL.Scheme == "https":
+		return u.tlsH1
+	case h2:
+		return u.h2c
+	}
+	return u.h1
+}
+
+// CloseIdleConnections closes every transport's idle connections.
+func (u *upstream) CloseIdleConnections() {
+	for _, t := range []*http.Transport{u.h1, u.h2c, u.tlsH1, u.tlsH2} {
+		t.CloseIdleConnections()
+	}
+}
+
+// targetScheme is the URL scheme to reach t: https for HTTPS groups.
+func targetScheme(t *router.Target) string {
+	if g := t.Group(); g != nil && g.Protocol == model.ProtocolHTTPS {
+		return "https"
+	}
+	return "http"
+}

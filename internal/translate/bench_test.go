@@ -1,0 +1,55 @@
+package translate_test
+
+import (
+	"fmt"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"trellis.dev/trellis/internal/translate"
+)
+
+// BenchmarkTranslate1000Routes translates a cluster of 1,000 HTTPRoutes,
+// each with its own Service of ten endpoints, on one edge Gateway: what the
+// controller does on every reconcile.
+func BenchmarkTranslate1000Routes(b *testing.B) {
+	in := &translate.Input{
+		Cluster:        "local",
+		GatewayClasses: []gatewayv1.GatewayClass{{ObjectMeta: metav1.ObjectMeta{Name: "edge"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: translate.EdgeController}}},
+		Gateways: []gatewayv1.Gateway{{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "web"}, Spec: gatewayv1.GatewaySpec{
+			GatewayClassName: "edge",
+			Listeners:        []gatewayv1.Listener{{Name: "http", Protocol: gatewayv1.HTTPProtocolType, Port: 80}},
+		}}},
+	}
+	port := int32(8080)
+	for i := range 1000 {
+		name := fmt.Sprintf("svc-%d", i)
+		in.Services = append(in.Services, corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}})
+		es := discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name + "-1",
+			Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+			AddressType: discoveryv1.AddressTypeIPv4, Ports: []discoveryv1.EndpointPort{{Port: &port}}}
+		for j := range 10 {
+			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{fmt.Sprintf("10.%d.%d.%d", i/250, i%250, j+1)}})
+		}
+		in.EndpointSlices = append(in.EndpointSlices, es)
+		svcPort := gatewayv1.PortNumber(80)
+		in.HTTPRoutes = append(in.HTTPRoutes, gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("r-%d", i)},
+			Spec: gatewayv1.HTTPRouteSpec{
+				CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "web"}}},
+				Hostnames:       []gatewayv1.Hostname{gatewayv1.Hostname(fmt.Sprintf("r-%d.example.com", i))},
+				Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{
+					BackendObjectReference: gatewayv1.BackendObjectReference{Name: gatewayv1.ObjectName(name), Port: &svcPort}}}}}},
+			}})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		out := translate.Translate(in)
+		if len(out.Services) != 1000 || len(out.Problems) != 0 {
+			b.Fatalf("%d services, problems %v", len(out.Services), out.Problems)
+		}
+	}
+}

@@ -1,0 +1,253 @@
+package kube
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcscrd "sigs.k8s.io/mcs-api/config/crd"
+	"sigs.k8s.io/yaml"
+)
+
+// InstallCRDs installs (creates, or updates) every CustomResourceDefinition
+// in the .yaml, .yml and .json files of dir and waits until each is
+// established and its resources are served. Any other kind of object in
+// those files fails the test. A kustomization.yaml is ignored.
+func (c *Cluster) InstallCRDs(t testing.TB, dir string) {
+	t.Helper()
+	crds, others, err := loadCRDs(dir)
+	if err != nil {
+		t.Fatalf("test/kube: %v", err)
+	}
+	if len(others) > 0 {
+		t.Fatalf("test/kube: InstallCRDs %s: not CustomResourceDefinitions: %s", dir, strings.Join(others, ", "))
+	}
+	if len(crds) == 0 {
+		t.Fatalf("test/kube: InstallCRDs %s: no CustomResourceDefinitions found", dir)
+	}
+	c.installCRDs(t, crds)
+}
+
+// standardCRDs are the CRDs every cluster gets: the Gateway API
+// experimental channel (a superset of the standard one) of the
+// sigs.k8s.io/gateway-api version this module requires, and the
+// Multi-Cluster Services API's ServiceExport and ServiceImport. The files
+// are read and parsed once per test binary.
+var standardCRDs = sync.OnceValues(func() ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, ee.Stderr)
+		}
+		return nil, fmt.Errorf("locating the sigs.k8s.io/gateway-api module (go list -m): %w", err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if dir == "" {
+		return nil, fmt.Errorf("module sigs.k8s.io/gateway-api is not in the module cache (go mod download sigs.k8s.io/gateway-api)")
+	}
+	// The experimental directory also holds the safe-upgrades
+	// ValidatingAdmissionPolicy, which only guards CRD upgrades; it is
+	// left out.
+	crds, _, err := loadCRDs(filepath.Join(dir, "config", "crd", "experimental"))
+	if err != nil {
+		return nil, err
+	}
+	for name, data := range map[string][]byte{"ServiceExport": mcscrd.ServiceExportCRD, "ServiceImport": mcscrd.ServiceImportCRD} {
+		more, _, err := decodeCRDs("sigs.k8s.io/mcs-api "+name, data)
+		if err != nil {
+			return nil, err
+		}
+		crds = append(crds, more...)
+	}
+	return crds, nil
+})
+
+// loadCRDs decodes the CRDs in dir's manifest files. others lists the
+// documents of other kinds, as "file: Kind".
+func loadCRDs(dir string) (crds []*apiextensionsv1.CustomResourceDefinition, others []string, err error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading CRDs: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		ext := filepath.Ext(name)
+		if e.IsDir() || name == "kustomization.yaml" || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading CRDs: %w", err)
+		}
+		more, other, err := decodeCRDs(path, data)
+		if err != nil {
+			return nil, nil, err
+		}
+		crds = append(crds, more...)
+		others = append(others, other...)
+	}
+	return crds, others, nil
+}
+
+// decodeCRDs decodes a YAML (possibly multi-document) or JSON manifest.
+// Unknown fields in a CRD are an error.
+func decodeCRDs(file string, data []byte) (crds []*apiextensionsv1.CustomResourceDefinition, others []string, err error) {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for i := 0; ; i++ {
+		doc, err := r.Read()
+		if err == io.EOF {
+			return crds, others, nil
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: document %d: %w", file, i, err)
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			return nil, nil, fmt.Errorf("%s: document %d: %w", file, i, err)
+		}
+		switch {
+		case tm.Kind == "" && len(bytes.TrimSpace(doc)) == 0:
+			continue
+		case tm.APIVersion != "apiextensions.k8s.io/v1" || tm.Kind != "CustomResourceDefinition":
+			others = append(others, fmt.Sprintf("%s: %s %s", file, tm.APIVersion, tm.Kind))
+			continue
+		}
+		crd := new(apiextensionsv1.CustomResourceDefinition)
+		if err := yaml.UnmarshalStrict(doc, crd); err != nil {
+			return nil, nil, fmt.Errorf("%s: document %d: %w", file, i, err)
+		}
+		crds = append(crds, crd)
+	}
+}
+
+// installCRDs creates or updates crds concurrently, then waits until each
+// is established and every served version lists and is in discovery.
+// Established alone is not enough: right after it, requests for the new
+// resource can still fail with NotFound for a moment.
+func (c *Cluster) installCRDs(t testing.TB, crds []*apiextensionsv1.CustomResourceDefinition) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t.Logf("DEBUG %s start", time.Now().Format("05.000"))
+	errs := make([]error, len(crds))
+	var wg sync.WaitGroup
+	for i, crd := range crds {
+		wg.Go(func() { errs[i] = c.applyCRD(ctx, crd.DeepCopy()) })
+	}
+	wg.Wait()
+	t.Logf("DEBUG %s created %d CRDs", time.Now().Format("05.000"), len(crds))
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("test/kube: installing CRDs: %v", err)
+	}
+
+	for _, crd := range crds {
+		c.waitFor(t, "CRD "+crd.Name, time.Minute, c.processes(), func(ctx context.Context) error {
+			return c.served(ctx, crd.Name)
+		})
+		t.Logf("DEBUG %s served %s", time.Now().Format("05.000"), crd.Name)
+	}
+}
+
+// applyCRD creates crd, or updates the existing one to it.
+func (c *Cluster) applyCRD(ctx context.Context, crd *apiextensionsv1.CustomResourceDefinition) error {
+	err := c.client.Create(ctx, crd)
+	if !apierrors.IsAlreadyExists(err) {
+		if err != nil {
+			return fmt.Errorf("creating CRD %s: %w", crd.Name, err)
+		}
+		return nil
+	}
+	existing := new(apiextensionsv1.CustomResourceDefinition)
+	if err := c.client.Get(ctx, client.ObjectKey{Name: crd.Name}, existing); err != nil {
+		return fmt.Errorf("updating CRD %s: %w", crd.Name, err)
+	}
+	crd.ResourceVersion = existing.ResourceVersion
+	if err := c.client.Update(ctx, crd); err != nil {
+		return fmt.Errorf("updating CRD %s: %w", crd.Name, err)
+	}
+	return nil
+}
+
+// served checks that a CRD is established, that each served version is in
+// the group version's discovery document, and that listing it succeeds.
+func (c *Cluster) served(ctx context.Context, name string) error {
+	crd := new(apiextensionsv1.CustomResourceDefinition)
+	if err := c.client.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
+		return err
+	}
+	if !condition(crd, apiextensionsv1.Established) || !condition(crd, apiextensionsv1.NamesAccepted) {
+		return fmt.Errorf("conditions %v", crd.Status.Conditions)
+	}
+	plural := crd.Spec.Names.Plural
+	for _, v := range crd.Spec.Versions {
+		if !v.Served {
+			continue
+		}
+		gv := "/apis/" + crd.Spec.Group + "/" + v.Name
+		if err := c.inDiscovery(ctx, gv, plural); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inDiscovery checks that the discovery document at path lists resource.
+func (c *Cluster) inDiscovery(ctx context.Context, path, resource string) error {
+	var list metav1.APIResourceList
+	if err := c.getJSON(ctx, Server+path, &list); err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Name == resource }) {
+		return fmt.Errorf("discovery %s does not list %s yet", path, resource)
+	}
+	return nil
+}
+
+func (c *Cluster) getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	return nil
+}
+
+func condition(crd *apiextensionsv1.CustomResourceDefinition, typ apiextensionsv1.CustomResourceDefinitionConditionType) bool {
+	for _, c := range crd.Status.Conditions {
+		if c.Type == typ {
+			return c.Status == apiextensionsv1.ConditionTrue
+		}
+	}
+	return false
+}
