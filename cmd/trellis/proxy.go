@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +15,7 @@ import (
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy"
+	"trellis.dev/trellis/internal/proxy/router"
 )
 
 func newProxy() *cobra.Command {
@@ -57,17 +60,18 @@ with backoff. The token comes from --token or the TRELLIS_TOKEN variable.`,
 				}
 				fmt.Fprintf(out, "proxy: metrics and health on http://%s (/metrics, /healthz, /readyz)\n", addr)
 			}
-			known := map[int32]string{}
+			known := map[router.Bind]string{}
 			err = cl.Follow(cmd.Context(), client.FollowOptions{IdleTimeout: idle, CacheFile: cacheFile}, func(snap *model.Snapshot) {
 				if err := px.Update(snap); err != nil {
 					log.Error("configuration not fully applied", "revision", snap.Revision, "err", err)
 				}
-				for port, addr := range px.Addrs() {
-					if known[port] != addr {
+				addrs := px.Addrs()
+				for _, b := range slices.SortedFunc(maps.Keys(addrs), router.CompareBinds) {
+					if addr := addrs[b]; known[b] != addr {
 						fmt.Fprintf(out, "proxy: listening on %s\n", addr)
 					}
 				}
-				known = px.Addrs()
+				known = addrs
 				log.Info("configuration applied", "revision", px.Revision())
 			})
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,7 +1,8 @@
 // Package controller is the Kubernetes provider: it watches a cluster's
-// Gateway API objects and the Services, EndpointSlices and Namespaces they
-// use, translates them with package translate (the same translator the file
-// provider uses), sends what changed to the control plane in one
+// Gateway API objects and the Services, EndpointSlices, Namespaces and TLS
+// Secrets they use, translates them with package translate (the same
+// translator the file provider uses), sends what changed to the control
+// plane in one
 // transaction, and writes the translator's verdict back as the objects'
 // status, which is what users read in `kubectl get gateway,httproute`.
 //
@@ -25,12 +26,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -141,6 +144,11 @@ func New(cfg Config) (manager.Manager, *Reconciler, error) {
 	if cfg.SyncPeriod > 0 {
 		opts.Cache.SyncPeriod = &cfg.SyncPeriod
 	}
+	// Only TLS Secrets can hold listener certificates; the cache (and the
+	// watch) leaves every other Secret out.
+	opts.Cache.ByObject = map[client.Object]cache.ByObject{
+		&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
+	}
 	mgr, err := ctrl.NewManager(cfg.Kube, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("controller: %w", err)
@@ -175,7 +183,10 @@ func New(cfg Config) (manager.Manager, *Reconciler, error) {
 		Watches(&gatewayv1.GatewayClass{}, all, specChanged).
 		Watches(&gatewayv1.Gateway{}, all, specChanged).
 		Watches(&gatewayv1.HTTPRoute{}, all, specChanged).
+		Watches(&gatewayv1.GRPCRoute{}, all, specChanged).
+		Watches(&gatewayv1.TLSRoute{}, all, specChanged).
 		Watches(&gatewayv1.ReferenceGrant{}, all).
+		Watches(&corev1.Secret{}, all).
 		Watches(&corev1.Service{}, all).
 		Watches(&discoveryv1.EndpointSlice{}, all).
 		Watches(&corev1.Namespace{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).

@@ -151,8 +151,17 @@ func (e *env) create(t testing.TB, yaml string) {
 	for i := range in.ReferenceGrants {
 		objs = append(objs, &in.ReferenceGrants[i])
 	}
+	for i := range in.Secrets {
+		objs = append(objs, &in.Secrets[i])
+	}
 	for i := range in.HTTPRoutes {
 		objs = append(objs, &in.HTTPRoutes[i])
+	}
+	for i := range in.GRPCRoutes {
+		objs = append(objs, &in.GRPCRoutes[i])
+	}
+	for i := range in.TLSRoutes {
+		objs = append(objs, &in.TLSRoutes[i])
 	}
 	ctx := context.Background()
 	for _, o := range objs {
@@ -204,7 +213,7 @@ func eventually(t testing.TB, timeout time.Duration, what string, check func() e
 func (e *env) controlPlane(t testing.TB) *api.Objects {
 	t.Helper()
 	var out api.Objects
-	for _, k := range []model.Kind{model.KindServiceNetwork, model.KindService, model.KindTargetGroup} {
+	for _, k := range model.Kinds {
 		objs, _, err := e.cp.List(context.Background(), k)
 		if err != nil {
 			t.Fatal(err)
@@ -217,6 +226,8 @@ func (e *env) controlPlane(t testing.TB) *api.Objects {
 				out.Services = append(out.Services, *v)
 			case *model.TargetGroup:
 				out.TargetGroups = append(out.TargetGroups, *v)
+			case *model.Certificate:
+				out.Certificates = append(out.Certificates, *v)
 			}
 		}
 	}

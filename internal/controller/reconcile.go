@@ -99,7 +99,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	r.mu.Lock()
 	r.stats.Reconciles++
 	r.stats.Translate = took
-	r.stats.Objects = len(out.Networks) + len(out.Services) + len(out.TargetGroups)
+	r.stats.Objects = len(out.Networks) + len(out.Services) + len(out.TargetGroups) + len(out.Certificates)
 	r.stats.Problems = len(out.Problems)
 	r.stats.StatusWrites += writes
 	if sent {
@@ -116,13 +116,16 @@ func (r *Reconciler) input(ctx context.Context) (*translate.Input, error) {
 		classes   gatewayv1.GatewayClassList
 		gateways  gatewayv1.GatewayList
 		routes    gatewayv1.HTTPRouteList
+		grpc      gatewayv1.GRPCRouteList
+		tls       gatewayv1.TLSRouteList
 		grants    gatewayv1.ReferenceGrantList
+		secrets   corev1.SecretList
 		services  corev1.ServiceList
 		slices    discoveryv1.EndpointSliceList
 		nsList    corev1.NamespaceList
 		listFails []error
 	)
-	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grants, &services, &slices, &nsList} {
+	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grpc, &tls, &grants, &secrets, &services, &slices, &nsList} {
 		if err := r.kube.List(ctx, l, unsafeList); err != nil {
 			listFails = append(listFails, err)
 		}
@@ -135,7 +138,10 @@ func (r *Reconciler) input(ctx context.Context) (*translate.Input, error) {
 		GatewayClasses:    classes.Items,
 		Gateways:          gateways.Items,
 		HTTPRoutes:        routes.Items,
+		GRPCRoutes:        grpc.Items,
+		TLSRoutes:         tls.Items,
 		ReferenceGrants:   grants.Items,
+		Secrets:           secrets.Items,
 		Services:          services.Items,
 		EndpointSlices:    slices.Items,
 		Namespaces:        nsList.Items,

@@ -105,17 +105,16 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 	routes := map[string]*translate.RouteStatus{}
 	for i := range out.Status.Routes {
 		st := &out.Status.Routes[i]
-		routes[st.Namespace+"/"+st.Name] = st
+		routes[st.Kind+"/"+st.Namespace+"/"+st.Name] = st
 	}
-	for i := range in.HTTPRoutes {
-		route := &in.HTTPRoutes[i]
-		st := routes[route.Namespace+"/"+route.Name]
-		if st == nil && !hasOurParents(route.Status.Parents) && route.Annotations[AssignedDomainNameAnnotation] == "" {
-			continue // never ours
+	addRoute := func(kind string, route client.Object, status func(client.Object) *gatewayv1.RouteStatus) {
+		st := routes[kind+"/"+route.GetNamespace()+"/"+route.GetName()]
+		if st == nil && !hasOurParents(status(route).Parents) && route.GetAnnotations()[AssignedDomainNameAnnotation] == "" {
+			return // never ours
 		}
 		writes = append(writes, write{obj: route, status: true, apply: func(o client.Object) bool {
-			rt := o.(*gatewayv1.HTTPRoute)
-			return setIfDifferent(&rt.Status.RouteStatus, routeStatus(st, rt.Status.RouteStatus, rt.Generation, now))
+			have := status(o)
+			return setIfDifferent(have, routeStatus(st, *have, o.GetGeneration(), now))
 		}})
 		domains := ""
 		if st != nil {
@@ -124,6 +123,15 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		writes = append(writes, write{obj: route, apply: func(o client.Object) bool {
 			return setAnnotation(o, AssignedDomainNameAnnotation, domains)
 		}})
+	}
+	for i := range in.HTTPRoutes {
+		addRoute("HTTPRoute", &in.HTTPRoutes[i], func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.HTTPRoute).Status.RouteStatus })
+	}
+	for i := range in.GRPCRoutes {
+		addRoute("GRPCRoute", &in.GRPCRoutes[i], func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.GRPCRoute).Status.RouteStatus })
+	}
+	for i := range in.TLSRoutes {
+		addRoute("TLSRoute", &in.TLSRoutes[i], func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.TLSRoute).Status.RouteStatus })
 	}
 	return r.runWrites(ctx, writes)
 }

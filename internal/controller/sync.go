@@ -33,6 +33,9 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 	for i := range out.TargetGroups {
 		desired[key(&out.TargetGroups[i])] = &out.TargetGroups[i]
 	}
+	for i := range out.Certificates {
+		desired[key(&out.Certificates[i])] = &out.Certificates[i]
+	}
 	var req api.TxnRequest
 	encoded := make(map[string][]byte, len(desired))
 	for _, k := range slices.Sorted(maps.Keys(desired)) {
@@ -59,14 +62,14 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 		}
 		req.Deletes = append(req.Deletes, api.ObjectRef{Kind: kind, Name: name})
 	}
-	if len(req.Deletes) == 0 && req.Puts.Networks == nil && req.Puts.Services == nil && req.Puts.TargetGroups == nil {
+	puts := len(req.Puts.Networks) + len(req.Puts.Services) + len(req.Puts.TargetGroups) + len(req.Puts.Certificates)
+	if len(req.Deletes) == 0 && puts == 0 {
 		return 0, false, nil
 	}
 	res, err := r.cp.Txn(ctx, &req)
 	if err != nil {
 		r.sent = nil
-		return 0, false, fmt.Errorf("sending %d puts and %d deletes to the control plane: %w",
-			len(req.Puts.Networks)+len(req.Puts.Services)+len(req.Puts.TargetGroups), len(req.Deletes), err)
+		return 0, false, fmt.Errorf("sending %d puts and %d deletes to the control plane: %w", puts, len(req.Deletes), err)
 	}
 	r.sent = encoded
 	r.log.Info("control plane updated", "revision", res.Revision, "created", res.Created, "updated", res.Updated,
@@ -77,7 +80,7 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 // seed records what the control plane holds of this cluster's.
 func (r *Reconciler) seed(ctx context.Context) error {
 	sent := map[string][]byte{}
-	for _, kind := range []model.Kind{model.KindServiceNetwork, model.KindService, model.KindTargetGroup} {
+	for _, kind := range model.Kinds {
 		objs, _, err := r.cp.List(ctx, kind)
 		if err != nil {
 			return fmt.Errorf("listing %s objects in the control plane: %w", kind, err)
@@ -119,6 +122,8 @@ func addPut(o *api.Objects, obj model.Object) error {
 		o.Services = append(o.Services, *v)
 	case *model.TargetGroup:
 		o.TargetGroups = append(o.TargetGroups, *v)
+	case *model.Certificate:
+		o.Certificates = append(o.Certificates, *v)
 	default:
 		return fmt.Errorf("cannot send a %s", obj.ObjectKind())
 	}

@@ -23,9 +23,14 @@ import (
 	"trellis.dev/trellis/test/kube"
 )
 
-// proxyBind is where the test proxy binds: the first address of the pool,
-// which the only edge Gateway of a traffic test is given.
-const proxyBind = "198.18.100.1"
+// proxyBind is the test proxy's own bind address, outside the pool: edge
+// Gateways are served only on the addresses they publish, so a traffic test
+// proves the proxy binds the Gateway's address.
+const proxyBind = "198.18.50.1"
+
+// gatewayAddr is the first address of the pool, which the only edge Gateway
+// of a traffic test is given.
+const gatewayAddr = "198.18.100.1"
 
 // serveName runs an HTTP server inside the namespace at addr that answers
 // every request with name. stop shuts it down gracefully.
@@ -351,8 +356,8 @@ spec:
   rules: [{backendRefs: [{name: web, port: 80}]}]
 `)
 	url := e.gatewayURL(t, "up", "web")
-	if url != "http://"+proxyBind+":8080" {
-		t.Errorf("the Gateway published %s, want the pool's first address %s", url, proxyBind)
+	if url != "http://"+gatewayAddr+":8080" {
+		t.Errorf("the Gateway published %s, want the pool's first address %s", url, gatewayAddr)
 	}
 	hc := e.NS.HTTPClient(5 * time.Second)
 	eventually(t, 20*time.Second, "the route served", func() error {

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Filter is one step a rule or a backend applies to a request or to its
@@ -259,7 +261,7 @@ func validateHeaderFilter(f *fieldErrs, p string, h *HeaderFilter) {
 	seen := map[string]string{}
 	name := func(fp, n string) {
 		rel := strings.TrimPrefix(fp, p+".")
-		if !validToken(n) {
+		if !httpguts.ValidHeaderFieldName(n) {
 			f.add(fp, "%q is not a valid header name", n)
 			return
 		}
@@ -344,7 +346,7 @@ func validateCORS(f *fieldErrs, p string, c *CORSFilter) {
 	}
 	wildcardAlone("allowMethods", c.AllowMethods)
 	for i, m := range c.AllowMethods {
-		if m != "*" && !validToken(m) {
+		if m != "*" && !httpguts.ValidHeaderFieldName(m) {
 			f.add(fmt.Sprintf("%s.allowMethods[%d]", p, i), "%q is not an HTTP method token", m)
 		}
 	}
@@ -354,7 +356,7 @@ func validateCORS(f *fieldErrs, p string, c *CORSFilter) {
 	}{{"allowHeaders", c.AllowHeaders}, {"exposeHeaders", c.ExposeHeaders}} {
 		wildcardAlone(list.field, list.vs)
 		for i, h := range list.vs {
-			if h != "*" && !validToken(h) {
+			if h != "*" && !httpguts.ValidHeaderFieldName(h) {
 				f.add(fmt.Sprintf("%s.%s[%d]", p, list.field, i), "%q is not a valid header name", h)
 			}
 		}
@@ -431,7 +433,7 @@ func validateSession(f *fieldErrs, p string, s *SessionPersistence) {
 	if s.Type == SessionHeader && s.Permanent {
 		f.add(p+".permanent", "only a cookie can be permanent")
 	}
-	if !validToken(s.Name) || len(s.Name) > 128 {
+	if !httpguts.ValidHeaderFieldName(s.Name) || len(s.Name) > 128 {
 		f.add(p+".name", "%q is not a valid cookie or header name of at most 128 characters", s.Name)
 	}
 	if s.AbsoluteTimeout < 0 {

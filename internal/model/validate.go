@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // FieldError is one invalid field. Field is a JSON path into the object, such
@@ -249,12 +251,12 @@ func validateRule(f *fieldErrs, p string, r *Rule) {
 		if m.Path != nil {
 			validatePath(f, mp+".path", m.Path)
 		}
-		if m.Method != "" && !validToken(m.Method) {
+		if m.Method != "" && !httpguts.ValidHeaderFieldName(m.Method) {
 			f.add(mp+".method", "%q is not an HTTP method token", m.Method)
 		}
 		for j, h := range m.Headers {
 			hp := fmt.Sprintf("%s.headers[%d]", mp, j)
-			if !validToken(h.Name) {
+			if !httpguts.ValidHeaderFieldName(h.Name) {
 				f.add(hp+".name", "%q is not a valid header name", h.Name)
 			}
 			validateValueMatch(f, hp, h)
@@ -466,20 +468,6 @@ func validHostname(s string, wildcard bool) bool {
 			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
 				return false
 			}
-		}
-	}
-	return true
-}
-
-// validToken reports whether s is an RFC 9110 token (method and header names).
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
 		}
 	}
 	return true

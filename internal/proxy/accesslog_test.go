@@ -47,7 +47,7 @@ func TestAccessLog(t *testing.T) {
 			group("drained", target(t, echo, model.TargetDraining)),
 		},
 	})
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 	c := newClient(t)
 
 	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/echo/x?secret=1", strings.NewReader("hello"))
@@ -145,7 +145,7 @@ func TestAccessLogNeverBlocksTraffic(t *testing.T) {
 	t.Cleanup(func() { close(w.release) }) // before the proxy's Shutdown
 	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, a, model.TargetActive))}, to("a", 1)))
 	c := newClient(t)
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 	c.get(addr, "x", "/")
 	eventually(t, "the log writer to block", func() bool { return w.writes.Load() > 0 })
 

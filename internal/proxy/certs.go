@@ -7,9 +7,10 @@ import (
 	"strings"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/router"
 )
 
-// certIndex chooses an HTTPS port's certificate by the client's SNI, from
+// certIndex chooses an HTTPS bind's certificate by the client's SNI, from
 // the names the certificates themselves carry.
 type certIndex struct {
 	exact map[string]*tls.Certificate
@@ -17,7 +18,7 @@ type certIndex struct {
 	// certificate; as in TLS, the wildcard covers exactly one label.
 	wildcard map[string]*tls.Certificate
 	// fallback serves clients that send no SNI or an unknown one: the
-	// first certificate of the port, in name order.
+	// first certificate of the bind, in name order.
 	fallback *tls.Certificate
 }
 
@@ -69,50 +70,56 @@ type cachedCert struct {
 	cert     *tls.Certificate
 }
 
-// compileCerts builds the certificate index of every HTTPS port in snap.
+// compileCerts builds the certificate index of every HTTPS bind in snap.
 // A listener naming a certificate that is missing or does not parse loses
-// that certificate (reported in the returned problems), not the port.
-func (cc certCache) compileCerts(snap *model.Snapshot) (map[int32]*certIndex, []error) {
+// that certificate (reported in the returned problems), not the bind.
+func (cc certCache) compileCerts(snap *model.Snapshot) (map[router.Bind]*certIndex, []error) {
 	byName := make(map[string]*model.Certificate, len(snap.Certificates))
 	for i := range snap.Certificates {
 		byName[snap.Certificates[i].Name] = &snap.Certificates[i]
 	}
+	networks := make(map[string]*model.ServiceNetwork, len(snap.Networks))
+	for i := range snap.Networks {
+		networks[snap.Networks[i].Name] = &snap.Networks[i]
+	}
 	var problems []error
 	used := map[string]bool{}
-	refs := map[int32][]string{}
+	refs := map[router.Bind][]string{}
 	for i := range snap.Services {
 		s := &snap.Services[i]
 		for _, l := range s.Listeners {
 			if l.Protocol != model.ProtocolHTTPS {
 				continue
 			}
-			for _, name := range l.Certificates {
-				if !slices.Contains(refs[l.Port], name) {
-					refs[l.Port] = append(refs[l.Port], name)
+			for _, b := range router.ListenerBinds(networks[s.Network], l.Port) {
+				for _, name := range l.Certificates {
+					if !slices.Contains(refs[b], name) {
+						refs[b] = append(refs[b], name)
+					}
 				}
 			}
 		}
 	}
-	out := make(map[int32]*certIndex, len(refs))
-	for port, names := range refs {
+	out := make(map[router.Bind]*certIndex, len(refs))
+	for b, names := range refs {
 		slices.Sort(names)
 		var certs []*tls.Certificate
 		for _, name := range names {
 			mc := byName[name]
 			if mc == nil {
-				problems = append(problems, fmt.Errorf("port %d: certificate %q not found", port, name))
+				problems = append(problems, fmt.Errorf("%s: certificate %q not found", b, name))
 				continue
 			}
 			used[name] = true
 			c, err := cc.parse(mc)
 			if err != nil {
-				problems = append(problems, fmt.Errorf("port %d: certificate %q: %w", port, name, err))
+				problems = append(problems, fmt.Errorf("%s: certificate %q: %w", b, name, err))
 				continue
 			}
 			certs = append(certs, c)
 		}
 		if len(certs) > 0 {
-			out[port] = newCertIndex(certs)
+			out[b] = newCertIndex(certs)
 		}
 	}
 	for name := range cc {

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/test/pki"
 )
 
@@ -30,8 +31,8 @@ func TestCertIndexChoosesBySNI(t *testing.T) {
 	if len(problems) != 1 {
 		t.Errorf("problems = %v, want one for the missing certificate", problems)
 	}
-	ix := ports[443]
-	if ix == nil || ports[8443] == nil || len(ports) != 2 {
+	ix := ports[router.Bind{Port: 443}]
+	if ix == nil || ports[router.Bind{Port: 8443}] == nil || len(ports) != 2 {
 		t.Fatalf("ports = %v", ports)
 	}
 	for sni, want := range map[string]string{
@@ -49,12 +50,45 @@ func TestCertIndexChoosesBySNI(t *testing.T) {
 	// An unchanged certificate is not parsed again; a new revision is.
 	before := ix.get("api.example.com")
 	again, _ := cc.compileCerts(snap)
-	if again[443].get("api.example.com") != before {
+	if again[router.Bind{Port: 443}].get("api.example.com") != before {
 		t.Error("unchanged certificate parsed again")
 	}
 	snap.Certificates[0].Revision = 2
 	third, _ := cc.compileCerts(snap)
-	if third[443].get("api.example.com") == before {
+	if third[router.Bind{Port: 443}].get("api.example.com") == before {
 		t.Error("new revision of a certificate not parsed")
+	}
+}
+
+// TestCertsPerBind keeps the certificates of two edge Gateways on one port
+// apart: each address offers only its own.
+func TestCertsPerBind(t *testing.T) {
+	ca := pki.NewCA(t)
+	cert := func(name string) model.Certificate {
+		l := ca.Issue(t, name+".example.com")
+		return model.Certificate{Meta: model.Meta{Name: name, Revision: 1}, CertPEM: string(l.CertPEM), KeyPEM: string(l.KeyPEM)}
+	}
+	https := func(network, cert string) model.Service {
+		return model.Service{Network: network, Listeners: []model.Listener{{Port: 443, Protocol: model.ProtocolHTTPS, Certificates: []string{cert}}}}
+	}
+	snap := &model.Snapshot{
+		Networks:     []model.ServiceNetwork{gateway("gw-a", "127.0.0.2"), gateway("gw-b", "127.0.0.3")},
+		Certificates: []model.Certificate{cert("a"), cert("b")},
+		Services:     []model.Service{https("gw-a", "a"), https("gw-b", "b")},
+	}
+	binds, problems := certCache{}.compileCerts(snap)
+	if len(problems) != 0 || len(binds) != 2 {
+		t.Fatalf("compileCerts = %v, %v; want two binds, no problems", binds, problems)
+	}
+	for addr, want := range map[string]string{"127.0.0.2": "a.example.com", "127.0.0.3": "b.example.com"} {
+		ix := binds[router.Bind{Addr: addr, Port: 443}]
+		if ix == nil {
+			t.Fatalf("no certificates on %s:443", addr)
+		}
+		for _, sni := range []string{"a.example.com", "b.example.com"} {
+			if got := ix.get(sni).Leaf.DNSNames[0]; got != want {
+				t.Errorf("%s SNI %s: offered %s, want %s", addr, sni, got, want)
+			}
+		}
 	}
 }

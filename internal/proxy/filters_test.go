@@ -144,7 +144,7 @@ func TestRedirect(t *testing.T) {
 			update(t, p, &model.Snapshot{Revision: int64(i + 1), Networks: testNetworks, Services: []model.Service{
 				edgeService("svc", []string{"shop.example.com"}, model.Rule{Matches: prefixMatch(tt.match), Filters: redirect(tt.filter)}),
 			}})
-			resp, _ := send(t, c, http.MethodGet, p.Addrs()[webPort], "shop.example.com:8080", tt.target, nil, "")
+			resp, _ := send(t, c, http.MethodGet, addrOf(p, webPort), "shop.example.com:8080", tt.target, nil, "")
 			if resp.StatusCode != tt.code || resp.Header.Get("Location") != tt.locaton {
 				t.Errorf("got %d Location %q, want %d %q", resp.StatusCode, resp.Header.Get("Location"), tt.code, tt.locaton)
 			}
@@ -190,7 +190,7 @@ func TestRewrite(t *testing.T) {
 				edgeService("svc", []string{"shop.example.com"}, model.Rule{
 					Matches: prefixMatch(tt.match), Filters: []model.Filter{{Rewrite: &rw}}, Action: forward(to("be", 1))}),
 			}})
-			r := cl.get(p.Addrs()[webPort], "shop.example.com", tt.target+"?keep=1")
+			r := cl.get(addrOf(p, webPort), "shop.example.com", tt.target+"?keep=1")
 			got := be.last(t)
 			if r.status != 200 || got.path != tt.wantPath || got.host != tt.wantHost || got.query != "keep=1" {
 				t.Errorf("backend saw %s %s?%s (status %d), want %s %s?keep=1", got.host, got.path, got.query, r.status, tt.wantHost, tt.wantPath)
@@ -224,7 +224,7 @@ func TestHeaderFilters(t *testing.T) {
 	update(t, p, &model.Snapshot{Revision: 1, Networks: testNetworks, TargetGroups: groups, Services: []model.Service{edgeService("svc", nil, rule)}})
 	cl := newClient(t)
 	for range 2 { // one request to each backend
-		r, err := cl.do(p.Addrs()[webPort], http.MethodGet, "x", "/", http.Header{"X-Set": {"old1", "old2"}, "X-Add": {"orig"}, "X-Secret": {"s"}})
+		r, err := cl.do(addrOf(p, webPort), http.MethodGet, "x", "/", http.Header{"X-Set": {"old1", "old2"}, "X-Add": {"orig"}, "X-Secret": {"s"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,7 +282,7 @@ func TestMirror(t *testing.T) {
 		),
 	}})
 	c := noRedirects(t)
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 
 	resp, body := send(t, c, http.MethodPost, addr, "x", "/all/x", nil, "payload")
 	if resp.StatusCode != 200 || body != "primary /all/x" {
@@ -382,7 +382,7 @@ func TestRetries(t *testing.T) {
 			if tt.body != "" {
 				method = http.MethodPost
 			}
-			resp, body := send(t, noRedirects(t), method, p.Addrs()[webPort], "x", "/", nil, tt.body)
+			resp, body := send(t, noRedirects(t), method, addrOf(p, webPort), "x", "/", nil, tt.body)
 			if resp.StatusCode != tt.wantStatus || tt.wantBody != "" && body != tt.wantBody {
 				t.Errorf("got %d %q, want %d %q", resp.StatusCode, body, tt.wantStatus, tt.wantBody)
 			}
@@ -431,7 +431,7 @@ func TestTimeouts(t *testing.T) {
 				TargetGroups: []model.TargetGroup{group("slow", target(t, slow, model.TargetActive)), group("flaky", target(t, flaky, model.TargetActive))},
 				Services:     []model.Service{edgeService("svc", nil, model.Rule{Timeouts: &to, Retry: tt.retry, Action: forward(model.WeightedTargetGroup{TargetGroup: tt.group, Weight: 1})})}})
 			start := time.Now()
-			resp, body := send(t, noRedirects(t), http.MethodGet, p.Addrs()[webPort], "x", "/", nil, "")
+			resp, body := send(t, noRedirects(t), http.MethodGet, addrOf(p, webPort), "x", "/", nil, "")
 			d := time.Since(start)
 			if resp.StatusCode != tt.wantStatus || tt.wantBody != "" && body != tt.wantBody {
 				t.Errorf("got %d %q, want %d %q", resp.StatusCode, body, tt.wantStatus, tt.wantBody)

@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/router"
 )
 
 func TestHeaderLimits(t *testing.T) {
 	a := backend(t, "a")
 	p := newTestProxy(t, nil)
 	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, a, model.TargetActive))}, to("a", 1)))
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 	head := func(lines int, size int) string {
 		var b strings.Builder
 		b.WriteString("GET / HTTP/1.1\nHost: x\n")
@@ -51,7 +52,7 @@ func TestSlowHeadersCutOff(t *testing.T) {
 	a := backend(t, "a")
 	p := newProxyWith(t, Config{test: testKnobs{readHeaderTimeout: timeout}})
 	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, a, model.TargetActive))}, to("a", 1)))
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -108,7 +109,7 @@ func TestListenerTimeouts(t *testing.T) {
 	p := newTestProxy(t, nil)
 	update(t, p, oneRoute(1, nil))
 	p.mu.Lock()
-	srv := p.listeners[webPort].(*listener).srv
+	srv := p.listeners[router.Bind{Port: webPort}].(*listener).srv
 	p.mu.Unlock()
 	for name, got := range map[string]time.Duration{
 		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,

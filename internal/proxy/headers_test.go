@@ -58,7 +58,7 @@ func TestForwardedAndIdentityHeaders(t *testing.T) {
 	echo := headerEcho(t)
 	p := newTestProxy(t, nil)
 	update(t, p, oneRoute(1, []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))}, to("echo", 1)))
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 
 	// A client forging every header the proxy owns, in every spelling,
 	// plus hop-by-hop headers that must not reach the target.

@@ -11,14 +11,15 @@ import (
 	"sync/atomic"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/router"
 )
 
-// portServer is what serves one model port: an HTTP(S) server or a TLS
+// portServer is what serves one bind: an HTTP(S) server or a TLS
 // passthrough splicer.
 type portServer interface {
 	address() string
 	protocol() model.Protocol
-	// stopAccepting closes the listening socket at once, freeing its port.
+	// stopAccepting closes the listening socket at once, freeing its bind.
 	// Connections already accepted carry on until drain.
 	stopAccepting()
 	// drain waits for the work in flight to finish; if ctx ends first it
@@ -26,23 +27,23 @@ type portServer interface {
 	drain(ctx context.Context) error
 }
 
-// open binds port and serves it with the protocol the table gives it.
-func (p *Proxy) open(port int32, proto model.Protocol) (portServer, error) {
-	ln, err := p.listen(port)
+// open binds b and serves it with the protocol the table gives it.
+func (p *Proxy) open(b router.Bind, proto model.Protocol) (portServer, error) {
+	ln, err := p.listen(b)
 	if err != nil {
 		return nil, err
 	}
 	switch proto {
 	case model.ProtocolHTTP, model.ProtocolHTTPS:
-		return p.openHTTP(port, proto, ln), nil
+		return p.openHTTP(b, proto, ln), nil
 	case model.ProtocolTLSPassthrough:
 		s := &passthroughPort{
 			addr:              ln.Addr().String(),
-			passthroughServer: newPassthroughServer(ln, p.passthroughPick(port), p.log),
+			passthroughServer: newPassthroughServer(ln, p.passthroughPick(b), p.log),
 		}
 		go func() {
 			if err := s.serve(); !errors.Is(err, net.ErrClosed) {
-				p.log.Error("listener stopped serving", "port", port, "addr", s.addr, "err", err)
+				p.log.Error("listener stopped serving", "bind", b, "addr", s.addr, "err", err)
 			}
 		}()
 		return s, nil
@@ -51,9 +52,9 @@ func (p *Proxy) open(port int32, proto model.Protocol) (portServer, error) {
 	return nil, fmt.Errorf("protocol %q is not served", proto)
 }
 
-// listener is one HTTP server on one model port. An HTTP port speaks
-// HTTP/1.1 and HTTP/2 with prior knowledge (h2c, which gRPC clients use in
-// the clear); an HTTPS port terminates TLS and speaks HTTP/1.1 or HTTP/2 as
+// listener is one HTTP server on one bind. An HTTP bind speaks HTTP/1.1
+// and HTTP/2 with prior knowledge (h2c, which gRPC clients use in the
+// clear); an HTTPS bind terminates TLS and speaks HTTP/1.1 or HTTP/2 as
 // ALPN agrees.
 type listener struct {
 	addr  string
@@ -65,14 +66,14 @@ type listener struct {
 	closing atomic.Bool
 }
 
-func (p *Proxy) openHTTP(port int32, proto model.Protocol, ln net.Listener) *listener {
+func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *listener {
 	l := &listener{
 		addr:  ln.Addr().String(),
 		proto: proto,
 		ln:    ln,
 		srv: &http.Server{
 			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				p.serveHTTP(port, w, r)
+				p.serveHTTP(b, w, r)
 			}),
 			ReadHeaderTimeout: readHeaderTimeout,
 			IdleTimeout:       idleTimeout,
@@ -82,13 +83,18 @@ func (p *Proxy) openHTTP(port int32, proto model.Protocol, ln net.Listener) *lis
 		},
 	}
 	l.srv.Protocols.SetHTTP1(true)
+	if b.Addr == "" && p.wildcard {
+		l.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, localIPKey{}, localIP(c.LocalAddr()))
+		}
+	}
 	serve := ln
 	if proto == model.ProtocolHTTPS {
 		l.srv.Protocols.SetHTTP2(true)
 		serve = tls.NewListener(ln, &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			NextProtos:     []string{"h2", "http/1.1"},
-			GetCertificate: p.certificate(port),
+			GetCertificate: p.certificate(b),
 		})
 	} else {
 		l.srv.Protocols.SetUnencryptedHTTP2(true)
@@ -97,21 +103,26 @@ func (p *Proxy) openHTTP(port int32, proto model.Protocol, ln net.Listener) *lis
 	go func() {
 		err := l.srv.Serve(serve)
 		if !errors.Is(err, http.ErrServerClosed) && !l.closing.Load() {
-			p.log.Error("listener stopped serving", "port", port, "addr", l.addr, "err", err)
+			p.log.Error("listener stopped serving", "bind", b, "addr", l.addr, "err", err)
 		}
 	}()
 	return l
 }
 
-// certificate chooses port's certificate by SNI from the index swapped in
-// with the latest table, so a certificate change takes effect on the next
-// handshake without reopening the port.
-func (p *Proxy) certificate(port int32) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+// certificate chooses the certificate of bind b (or of the bind routeBind
+// gives the connection) by SNI from the index swapped in with the latest
+// table, so a certificate change takes effect on the next handshake without
+// reopening the socket.
+func (p *Proxy) certificate(b router.Bind) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		if ix := (*p.certs.Load())[port]; ix != nil {
+		rb := b
+		if b.Addr == "" && p.wildcard {
+			rb = p.routeBind(p.table.Load(), b, localIP(hello.Conn.LocalAddr()))
+		}
+		if ix := (*p.certs.Load())[rb]; ix != nil {
 			return ix.get(hello.ServerName), nil
 		}
-		return nil, fmt.Errorf("port %d has no certificate", port)
+		return nil, fmt.Errorf("%s has no certificate", rb)
 	}
 }
 
@@ -144,12 +155,18 @@ type passthroughPort struct {
 func (s *passthroughPort) address() string        { return s.addr }
 func (*passthroughPort) protocol() model.Protocol { return model.ProtocolTLSPassthrough }
 
-// passthroughPick routes a TLS passthrough connection on port by its server
-// name: the route of the name's service picks a backend and a target as for
-// HTTP. Targets of other clusters need the peer hop, not built yet.
-func (p *Proxy) passthroughPick(port int32) passthroughPick {
-	return func(serverName string) (string, bool) {
-		rt := p.table.Load().MatchSNI(port, serverName)
+// passthroughPick routes a TLS passthrough connection on bind b (or the
+// bind routeBind gives it) by its server name: the route of the name's
+// service picks a backend and a target as for HTTP. Targets of other
+// clusters need the peer hop, not built yet.
+func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
+	return func(local net.Addr, serverName string) (string, bool) {
+		tab := p.table.Load()
+		rb := b
+		if b.Addr == "" && p.wildcard {
+			rb = p.routeBind(tab, b, localIP(local))
+		}
+		rt := tab.MatchSNI(rb, serverName)
 		if rt == nil {
 			return "", false
 		}

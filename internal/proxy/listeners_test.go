@@ -39,7 +39,7 @@ func TestListenerHostnames(t *testing.T) {
 		{"www.other.org", 200, "other"},
 		{"example.com", 404, ""},
 	} {
-		if r := cl.get(p.Addrs()[webPort], tt.host, "/"); r.status != tt.status || r.body != tt.body {
+		if r := cl.get(addrOf(p, webPort), tt.host, "/"); r.status != tt.status || r.body != tt.body {
 			t.Errorf("%s: got %d %q, want %d %q", tt.host, r.status, r.body, tt.status, tt.body)
 		}
 	}

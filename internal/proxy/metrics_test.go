@@ -33,7 +33,7 @@ func TestMetrics(t *testing.T) {
 	teapot := model.Rule{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathExact, Value: "/teapot"}}}, Action: model.Action{FixedResponse: &model.FixedResponseAction{StatusCode: 418}}}
 	update(t, p, snap(7, split, teapot))
 	c := newClient(t)
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 	for range 4 {
 		c.get(addr, "shop.example.com", "/split/anything?q=1")
 	}

@@ -50,9 +50,9 @@ func BenchmarkRequestOverhead(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				if bb.observed {
-					p.serveHTTP(webPort, w, req)
+					p.serveHTTP(router.Bind{Port: webPort}, w, req)
 				} else {
-					p.serveRoute(webPort, w, req, p.table.Load().Match(webPort, req))
+					p.serveRoute(webPort, w, req, p.table.Load().Match(router.Bind{Port: webPort}, req))
 				}
 			}
 			if p.accessLog != nil {
@@ -73,7 +73,7 @@ func BenchmarkForward(b *testing.B) {
 	if err := p.Update(oneRoute(1, []model.TargetGroup{g}, to("a", 1))); err != nil {
 		b.Fatal(err)
 	}
-	url := "http://" + p.Addrs()[webPort] + "/"
+	url := "http://" + addrOf(p, webPort) + "/"
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -132,7 +132,7 @@ func BenchmarkUpdate10k(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
 			p := New(Config{Cluster: cluster})
-			p.listen = func(int32) (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+			p.listen = func(router.Bind) (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
 			b.StartTimer()
 			if err := p.Update(snap); err != nil {
 				b.Fatal(err)

@@ -18,6 +18,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/health"
+	"trellis.dev/trellis/internal/proxy/router"
 )
 
 // healthSecond is the health checker's second in these tests: a model
@@ -31,7 +32,7 @@ func newProxyWith(t testing.TB, cfg Config) *Proxy {
 	t.Helper()
 	cfg.Cluster, cfg.BindAddress = cluster, "127.0.0.1"
 	p := New(cfg)
-	p.listen = func(int32) (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+	p.listen = func(router.Bind) (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -146,7 +147,7 @@ func TestActiveHealthChecks(t *testing.T) {
 	snap := func(rev int64) *model.Snapshot { return oneRoute(rev, []model.TargetGroup{g}, to("g", 1)) }
 	update(t, p, snap(1))
 	cl := newClient(t)
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 	goodAddr, badAddr := good.Listener.Addr().String(), bad.Listener.Addr().String()
 
 	waitStatus(t, p, "g", goodAddr, health.Healthy)
@@ -202,7 +203,7 @@ func TestOutlierEjection(t *testing.T) {
 			p := newProxyWith(t, Config{AdminAddress: "127.0.0.1:0", test: testKnobs{outlier: health.Outlier{BaseEjection: base}}})
 			update(t, p, oneRoute(1, []model.TargetGroup{group("g", failing, target(t, ok, model.TargetActive))}, to("g", 1)))
 			cl := newClient(t)
-			addr := p.Addrs()[webPort]
+			addr := addrOf(p, webPort)
 
 			// Round robin alternates: the failing target gets requests
 			// 1, 3, 5, 7 and 9, and the fifth failure ejects it.
@@ -240,7 +241,7 @@ func TestDrainingTargetFinishesInFlight(t *testing.T) {
 	}
 	update(t, p, oneRoute(1, groups(model.TargetActive), to("g", 1)))
 	cl := newClient(t)
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 
 	// The group's first pick is its first target: the slow one.
 	inflight := make(chan reply, 1)

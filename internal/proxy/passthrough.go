@@ -21,9 +21,10 @@ const (
 	passthroughDialTimeout = 5 * time.Second
 )
 
-// passthroughPick chooses where a TLS connection for serverName goes: the
-// target's address, or ok false when no service on the port takes the name.
-type passthroughPick func(serverName string) (addr string, ok bool)
+// passthroughPick chooses where a TLS connection for serverName, accepted at
+// local, goes: the target's address, or ok false when no service on the
+// connection's bind takes the name.
+type passthroughPick func(local net.Addr, serverName string) (addr string, ok bool)
 
 // passthroughServer serves one TLS_PASSTHROUGH port: it reads each
 // connection's SNI without terminating TLS, picks a target by it and
@@ -89,7 +90,7 @@ func (s *passthroughServer) handle(client net.Conn) {
 		s.log.Debug("passthrough: no TLS ClientHello", "remote", client.RemoteAddr(), "err", err)
 		return
 	}
-	addr, ok := s.pick(hello.ServerName)
+	addr, ok := s.pick(client.LocalAddr(), hello.ServerName)
 	if !ok {
 		// No service for the name: close without a word; a TLS alert
 		// would need a certificate we do not have.

@@ -95,7 +95,7 @@ func TestProtocolConversion(t *testing.T) {
 	}
 	p := newTestProxy(t, nil)
 	update(t, p, &model.Snapshot{Revision: 1, Networks: testNetworks, Services: services, TargetGroups: groups})
-	url := "http://" + p.Addrs()[webPort] + "/"
+	url := "http://" + addrOf(p, webPort) + "/"
 
 	want := map[string]string{
 		"h1": "HTTP/1.1 tls=false", "h2c": "HTTP/2.0 tls=false", "grpc": "HTTP/2.0 tls=false",
@@ -136,7 +136,7 @@ func TestHTTPSListenerTerminatesBySNI(t *testing.T) {
 	}
 	p := newTestProxy(t, nil)
 	update(t, p, snap)
-	addr := p.Addrs()[8443]
+	addr := addrOf(p, 8443)
 
 	for _, tc := range []struct {
 		sni, wantCert string
@@ -173,7 +173,7 @@ func TestHTTPSListenerTerminatesBySNI(t *testing.T) {
 	snap.Certificates[0] = renewed
 	snap.Revision = 2
 	update(t, p, snap)
-	if p.Addrs()[8443] != addr {
+	if addrOf(p, 8443) != addr {
 		t.Fatal("the port was reopened for a certificate change")
 	}
 	conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "api.example.com", RootCAs: ca.Pool()})
@@ -216,7 +216,7 @@ func TestGRPCThroughProxy(t *testing.T) {
 			Action:  forward(to("grpc", 1)),
 		})},
 	})
-	conn, err := grpc.NewClient(p.Addrs()[webPort], grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
+	conn, err := grpc.NewClient(addrOf(p, webPort), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestTLSPassthroughListener(t *testing.T) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "db.example.com"}}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
-	resp, err := c.Get("https://" + p.Addrs()[9443] + "/")
+	resp, err := c.Get("https://" + addrOf(p, 9443) + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +288,7 @@ func TestPortChangesProtocol(t *testing.T) {
 	snap := oneRoute(1, []model.TargetGroup{group("be", target(t, be, model.TargetActive))}, to("be", 1))
 	p := newTestProxy(t, nil)
 	update(t, p, snap)
-	if _, got := body(t, &http.Client{Timeout: 5 * time.Second}, "http://"+p.Addrs()[webPort]+"/", "a.example.com"); got != "HTTP/1.1 tls=false" {
+	if _, got := body(t, &http.Client{Timeout: 5 * time.Second}, "http://"+addrOf(p, webPort)+"/", "a.example.com"); got != "HTTP/1.1 tls=false" {
 		t.Fatalf("over HTTP: %q", got)
 	}
 	snap.Revision = 2
@@ -296,7 +296,7 @@ func TestPortChangesProtocol(t *testing.T) {
 	snap.Services[0].Listeners = []model.Listener{{Name: "https", Port: webPort, Protocol: model.ProtocolHTTPS, Certificates: []string{"a"}}}
 	update(t, p, snap)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "a.example.com"}}}
-	resp, err := c.Get("https://" + p.Addrs()[webPort] + "/")
+	resp, err := c.Get("https://" + addrOf(p, webPort) + "/")
 	if err != nil {
 		t.Fatalf("after the switch to HTTPS: %v", err)
 	}
@@ -326,7 +326,7 @@ func TestUpgradePassesThrough(t *testing.T) {
 	p := newTestProxy(t, nil)
 	update(t, p, oneRoute(1, []model.TargetGroup{group("be", target(t, be, model.TargetActive))}, to("be", 1)))
 
-	conn, err := net.Dial("tcp", p.Addrs()[webPort])
+	conn, err := net.Dial("tcp", addrOf(p, webPort))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,8 +39,9 @@ type Config struct {
 	// Cluster is the cluster this proxy runs in. Targets of any other
 	// cluster are reached through a peer hop to that cluster's proxy.
 	Cluster string
-	// BindAddress is the IP every listener binds on, such as "127.0.0.1";
-	// empty binds every interface.
+	// BindAddress is the IP listeners bind on, such as "127.0.0.1"; empty
+	// binds every interface. An edge network with addresses is served on
+	// those instead (router.ListenerBinds).
 	BindAddress string
 	// Logger receives the proxy's logs; nil discards them.
 	Logger *slog.Logger
@@ -60,7 +63,7 @@ const (
 	idleTimeout       = 120 * time.Second
 	maxHeaderBytes    = 64 << 10
 	// removedPortDrain bounds how long requests in flight on a listener
-	// whose port left the config may take to finish before their
+	// whose bind left the config may take to finish before their
 	// connections are closed.
 	removedPortDrain = 30 * time.Second
 )
@@ -77,21 +80,25 @@ type Proxy struct {
 	local, peer forwarder
 	// mirrors holds a slot per mirrored request in flight.
 	mirrors chan struct{}
-	// listen opens the listener for a port of the model; tests replace it
-	// to listen on ephemeral ports.
-	listen func(port int32) (net.Listener, error)
+	// listen opens the socket of a bind (Addr "" is Config.BindAddress);
+	// tests replace it to listen on ephemeral ports.
+	listen func(b router.Bind) (net.Listener, error)
+	// wildcard is set when Config.BindAddress is every interface. Then a
+	// network address cannot be bound on a port the default bind also
+	// serves: the default socket serves it, by the connection's local IP.
+	wildcard bool
 
 	// mu serializes Update, Addrs and Shutdown. The request path never
 	// takes it.
 	mu        sync.Mutex
 	compiler  router.Compiler
-	listeners map[int32]portServer
-	// certs holds the certificate index of each HTTPS port, swapped in with
+	listeners map[router.Bind]portServer
+	// certs holds the certificate index of each HTTPS bind, swapped in with
 	// the route table; certCache keeps parsed certificates between Updates.
-	certs     atomic.Pointer[map[int32]*certIndex]
+	certs     atomic.Pointer[map[router.Bind]*certIndex]
 	certCache certCache
 	shutdown  bool
-	// drains counts listeners draining in the background after their port
+	// drains counts listeners draining in the background after their bind
 	// left the config; stopDrains cuts their drain short.
 	drains     sync.WaitGroup
 	drainCtx   context.Context
@@ -115,14 +122,15 @@ func New(cfg Config) *Proxy {
 		local:     newLocalForwarder(observeAttempts{transport}, log),
 		peer:      peerHop{log: log},
 		mirrors:   make(chan struct{}, maxMirrorsInFlight),
-		listen: func(port int32) (net.Listener, error) {
-			return net.Listen("tcp", net.JoinHostPort(cfg.BindAddress, strconv.Itoa(int(port))))
+		listen: func(b router.Bind) (net.Listener, error) {
+			return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, cfg.BindAddress), strconv.Itoa(int(b.Port))))
 		},
-		listeners: map[int32]portServer{},
+		wildcard:  isWildcard(cfg.BindAddress),
+		listeners: map[router.Bind]portServer{},
 		certCache: certCache{},
 	}
 	p.table.Store(&router.Table{})
-	p.certs.Store(&map[int32]*certIndex{})
+	p.certs.Store(&map[router.Bind]*certIndex{})
 	p.drainCtx, p.stopDrains = context.WithCancel(context.Background())
 	p.initObservability(cfg)
 	return p
@@ -134,13 +142,16 @@ func New(cfg Config) *Proxy {
 // Target health follows the snapshot's target groups first: targets that
 // stay keep their health, new ones start their checks.
 //
-// It then reconciles listeners: one per port in the table, of the port's
-// protocol — HTTP (HTTP/1.1 and h2c), HTTPS (TLS terminated with the
-// certificate the client's SNI selects, then HTTP/1.1 or HTTP/2 by ALPN) or
-// TLS passthrough (routed by SNI, not decrypted). Listeners whose port is
-// gone, or whose port changed protocol, close gracefully. A listener that
-// fails to bind is reported in the returned error while the rest of the
-// config applies; the next Update tries to bind it again.
+// It then reconciles listeners: one per bind (address and port) in the
+// table, of the bind's protocol — HTTP (HTTP/1.1 and h2c), HTTPS (TLS
+// terminated with the certificate the client's SNI selects, then HTTP/1.1 or
+// HTTP/2 by ALPN) or TLS passthrough (routed by SNI, not decrypted).
+// Listeners whose bind is gone, or whose bind changed protocol, close
+// gracefully. A listener that fails to bind is reported in the returned
+// error while the rest of the config applies; the next Update tries to bind
+// it again. When BindAddress is every interface, a network address on a
+// port the default bind also serves is served by the default socket (see
+// routeBind), which needs the two to agree on the protocol.
 func (p *Proxy) Update(snap *model.Snapshot) error {
 	received := time.Now()
 	p.mu.Lock()
@@ -155,7 +166,7 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 	certs, certProblems := p.certCache.compileCerts(snap)
 	p.table.Store(t)
 	p.certs.Store(&certs)
-	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "ports", t.Ports())
+	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "binds", t.Binds())
 	for _, c := range t.Conflicts() {
 		p.log.Warn("listener not served", "reason", c)
 	}
@@ -167,46 +178,94 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 	return err
 }
 
-// reconcile opens a listener for every port in ports that has none and
-// closes every listener whose port is not in ports. p.mu must be held.
+// reconcile opens a listener for every socket the table needs that has
+// none and closes every listener whose socket it does not need. p.mu must
+// be held.
 func (p *Proxy) reconcile(t *router.Table) error {
-	ports := t.Ports()
-	want := make(map[int32]bool, len(ports))
-	for _, port := range ports {
-		want[port] = true
-	}
-	for port, l := range p.listeners {
-		if want[port] && l.protocol() == t.Protocol(port) {
+	want, errs := p.sockets(t)
+	for b, l := range p.listeners {
+		if want[b] == l.protocol() {
 			continue
 		}
-		delete(p.listeners, port)
-		// Free the port now, so that a later Update can bind it again,
+		delete(p.listeners, b)
+		// Free the socket now, so that a later Update can bind it again,
 		// and let requests in flight finish in the background.
 		l.stopAccepting()
 		p.drains.Go(func() {
 			ctx, cancel := context.WithTimeout(p.drainCtx, removedPortDrain)
 			defer cancel()
 			if err := l.drain(ctx); err != nil {
-				p.log.Warn("listener closed before its requests finished", "port", port, "err", err)
+				p.log.Warn("listener closed before its requests finished", "bind", b, "err", err)
 			}
 		})
-		p.log.Info("listener closing", "port", port, "addr", l.address(), "protocol", l.protocol())
+		p.log.Info("listener closing", "bind", b, "addr", l.address(), "protocol", l.protocol())
 	}
-	var errs []error
-	for _, port := range ports {
-		if p.listeners[port] != nil {
+	for _, b := range t.Binds() {
+		proto, ok := want[b]
+		if !ok || p.listeners[b] != nil {
 			continue
 		}
-		l, err := p.open(port, t.Protocol(port))
+		l, err := p.open(b, proto)
 		if err != nil {
-			p.log.Error("listener failed to open", "port", port, "err", err)
-			errs = append(errs, fmt.Errorf("listener on port %d: %w", port, err))
+			p.log.Error("listener failed to open", "bind", b, "err", err)
+			errs = append(errs, fmt.Errorf("listener %s: %w", b, err))
 			continue
 		}
-		p.listeners[port] = l
-		p.log.Info("listener open", "port", port, "addr", l.address(), "protocol", l.protocol())
+		p.listeners[b] = l
+		p.log.Info("listener open", "bind", b, "addr", l.address(), "protocol", l.protocol())
 	}
 	return errors.Join(errs...)
+}
+
+// sockets returns the sockets t needs, with their protocols: one per bind,
+// except that on a wildcard BindAddress a network address on a port the
+// default bind also serves cannot be bound (Linux refuses it), so the
+// default socket serves it. errs lists such binds whose protocol differs
+// from the default socket's and so cannot be served.
+func (p *Proxy) sockets(t *router.Table) (want map[router.Bind]model.Protocol, errs []error) {
+	binds := t.Binds()
+	want = make(map[router.Bind]model.Protocol, len(binds))
+	for _, b := range binds {
+		proto := t.Protocol(b)
+		if def := t.Protocol(router.Bind{Port: b.Port}); b.Addr != "" && p.wildcard && def != "" {
+			if def != proto {
+				errs = append(errs, fmt.Errorf("listener %s: port %d is bound on every interface for %s, so %s cannot be served there", b, b.Port, def, proto))
+			}
+			continue
+		}
+		want[b] = proto
+	}
+	return want, errs
+}
+
+// routeBind returns the bind a connection accepted on the socket of bind b
+// is routed by: b itself, except on a wildcard default socket, which also
+// serves the binds of network addresses on its port (see sockets); those it
+// tells apart by the connection's local IP.
+func (p *Proxy) routeBind(t *router.Table, b router.Bind, localIP string) router.Bind {
+	if b.Addr != "" || !p.wildcard || localIP == "" {
+		return b
+	}
+	if own := (router.Bind{Addr: localIP, Port: b.Port}); t.Protocol(own) == t.Protocol(b) {
+		return own
+	}
+	return b
+}
+
+// isWildcard reports whether addr binds every interface.
+func isWildcard(addr string) bool {
+	ip, err := netip.ParseAddr(addr)
+	return addr == "" || err == nil && ip.IsUnspecified()
+}
+
+// localIP returns the IP address of a connection's local end, in canonical
+// form (an IPv4-mapped address as IPv4), or "" when it has none.
+func localIP(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	return ta.AddrPort().Addr().Unmap().String()
 }
 
 // Revision returns the snapshot revision of the route table now serving, or
@@ -214,13 +273,14 @@ func (p *Proxy) reconcile(t *router.Table) error {
 func (p *Proxy) Revision() int64 { return p.table.Load().Revision() }
 
 // Addrs returns the address each open listener actually listens on, by the
-// model port it serves.
-func (p *Proxy) Addrs() map[int32]string {
+// bind it serves. A bind served by the wildcard default socket has no entry
+// of its own.
+func (p *Proxy) Addrs() map[router.Bind]string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[int32]string, len(p.listeners))
-	for port, l := range p.listeners {
-		out[port] = l.address()
+	out := make(map[router.Bind]string, len(p.listeners))
+	for b, l := range p.listeners {
+		out[b] = l.address()
 	}
 	return out
 }
@@ -235,18 +295,18 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.shutdown = true
 	listeners := p.listeners
-	p.listeners = map[int32]portServer{}
+	p.listeners = map[router.Bind]portServer{}
 	p.mu.Unlock()
 
 	errs := make([]error, 0, len(listeners)+1)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for port, l := range listeners {
+	for b, l := range listeners {
 		l.stopAccepting()
 		wg.Go(func() {
 			if err := l.drain(ctx); err != nil {
 				mu.Lock()
-				errs = append(errs, fmt.Errorf("listener on port %d: %w", port, err))
+				errs = append(errs, fmt.Errorf("listener %s: %w", b, err))
 				mu.Unlock()
 			}
 		})
@@ -271,18 +331,26 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// serveHTTP is the request path of the listener on port.
-func (p *Proxy) serveHTTP(port int32, w http.ResponseWriter, r *http.Request) {
-	x, w, r := p.begin(port, w, r)
+// serveHTTP is the request path of the listener on bind b.
+func (p *Proxy) serveHTTP(b router.Bind, w http.ResponseWriter, r *http.Request) {
+	x, w, r := p.begin(b.Port, w, r)
 	if x == nil {
 		return
 	}
 	defer p.end(x)
-	route := p.table.Load().Match(port, r)
+	t := p.table.Load()
+	if ip, ok := r.Context().Value(localIPKey{}).(string); ok {
+		b = p.routeBind(t, b, ip)
+	}
+	route := t.Match(b, r)
 	x.route = route
 	if route == nil {
 		w.WriteHeader(http.StatusNotFound)
 		return
 	}
-	p.serveRoute(port, w, r, route)
+	p.serveRoute(b.Port, w, r, route)
 }
+
+// localIPKey is the context key of a connection's local IP address, set on
+// the connections of a wildcard default socket only.
+type localIPKey struct{}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/router"
 )
 
 // Model ports used by the tests. The proxies under test never bind them:
@@ -32,11 +34,13 @@ const (
 const cluster = "local"
 
 // newTestProxy returns a proxy whose listeners bind ephemeral ports on
-// 127.0.0.1, shut down when the test ends.
+// their bind's address (127.0.0.1 by default), shut down when the test ends.
 func newTestProxy(t *testing.T, log *slog.Logger) *Proxy {
 	t.Helper()
 	p := New(Config{Cluster: cluster, BindAddress: "127.0.0.1", Logger: log})
-	p.listen = func(int32) (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+	p.listen = func(b router.Bind) (net.Listener, error) {
+		return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, "127.0.0.1"), "0"))
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -44,6 +48,10 @@ func newTestProxy(t *testing.T, log *slog.Logger) *Proxy {
 	})
 	return p
 }
+
+// addrOf returns where p really listens for model port on its default bind
+// address, or "" when it does not.
+func addrOf(p *Proxy, port int32) string { return p.Addrs()[router.Bind{Port: port}] }
 
 func update(t *testing.T, p *Proxy, snap *model.Snapshot) {
 	t.Helper()
@@ -277,7 +285,7 @@ func TestRouting(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := cl.do(addrs[tt.port], tt.method, tt.host, tt.target, tt.header)
+			got, err := cl.do(addrs[router.Bind{Port: tt.port}], tt.method, tt.host, tt.target, tt.header)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -325,7 +333,7 @@ func TestPrecedenceAcrossServices(t *testing.T) {
 		{"/same", "older"},             // equal matches: the older service wins
 		{"/same/deeper/path", "older"}, // on every path below
 	} {
-		if got := cl.get(p.Addrs()[webPort], "shop.example.com", tt.path); got.body != tt.want {
+		if got := cl.get(addrOf(p, webPort), "shop.example.com", tt.path); got.body != tt.want {
 			t.Errorf("%s: served by %q (%d), want %q", tt.path, got.body, got.status, tt.want)
 		}
 	}
@@ -355,7 +363,7 @@ func TestWeights(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			update(t, p, oneRoute(int64(i+1), groups, tt.backends...))
-			addr := p.Addrs()[webPort]
+			addr := addrOf(p, webPort)
 			total := map[string]int{}
 			window := map[string]int{}
 			for n := 1; n <= requests; n++ {
@@ -388,14 +396,14 @@ func TestTargets(t *testing.T) {
 	)}, to("g", 1)))
 	got := map[string]int{}
 	for range 40 {
-		got[cl.get(p.Addrs()[webPort], "x", "/").body]++
+		got[cl.get(addrOf(p, webPort), "x", "/").body]++
 	}
 	if want := map[string]int{"active1": 20, "active2": 20}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("round robin with a draining target: got %v, want %v", got, want)
 	}
 
 	update(t, p, oneRoute(2, []model.TargetGroup{group("g", target(t, draining, model.TargetDraining))}, to("g", 1)))
-	if r := cl.get(p.Addrs()[webPort], "x", "/"); r.status != http.StatusServiceUnavailable {
+	if r := cl.get(addrOf(p, webPort), "x", "/"); r.status != http.StatusServiceUnavailable {
 		t.Errorf("no active target: status %d, want 503", r.status)
 	}
 }
@@ -422,7 +430,7 @@ func TestForwarding(t *testing.T) {
 		},
 	})
 	cl := newClient(t)
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 
 	r, err := cl.do(addr, http.MethodGet, "Up.Example.com:8080", "/x", http.Header{"X-Forwarded-For": {"6.6.6.6"}})
 	if err != nil {
@@ -464,17 +472,17 @@ func TestListenerReconcile(t *testing.T) {
 	cl := newClient(t)
 
 	update(t, p, snap(1, webPort))
-	web := p.Addrs()[webPort]
+	web := addrOf(p, webPort)
 	if r := cl.get(web, "x", "/"); r.body != "a" {
 		t.Fatalf("port %d: got %d %q", webPort, r.status, r.body)
 	}
 
 	update(t, p, snap(2, webPort, apiPort))
 	addrs := p.Addrs()
-	if len(addrs) != 2 || addrs[webPort] != web {
+	if len(addrs) != 2 || addrs[router.Bind{Port: webPort}] != web {
 		t.Fatalf("Addrs after adding a port = %v; want %d kept at %s and %d added", addrs, webPort, web, apiPort)
 	}
-	if r := cl.get(addrs[apiPort], "x", "/"); r.body != "a" {
+	if r := cl.get(addrs[router.Bind{Port: apiPort}], "x", "/"); r.body != "a" {
 		t.Fatalf("new port %d: got %d %q", apiPort, r.status, r.body)
 	}
 
@@ -489,7 +497,7 @@ func TestListenerReconcile(t *testing.T) {
 	}()
 	<-started
 	update(t, p, snap(3, apiPort))
-	if _, ok := p.Addrs()[webPort]; ok {
+	if addrOf(p, webPort) != "" {
 		t.Errorf("port %d still listed after removal: %v", webPort, p.Addrs())
 	}
 	if _, err := net.DialTimeout("tcp", web, time.Second); err == nil {
@@ -499,7 +507,7 @@ func TestListenerReconcile(t *testing.T) {
 	if r := <-inflight; r.status != 200 || r.body != "slow" {
 		t.Errorf("in-flight request on a removed port: got %d %q, want 200 \"slow\"", r.status, r.body)
 	}
-	if r := cl.get(p.Addrs()[apiPort], "x", "/"); r.body != "a" {
+	if r := cl.get(addrOf(p, apiPort), "x", "/"); r.body != "a" {
 		t.Errorf("remaining port %d: got %d %q", apiPort, r.status, r.body)
 	}
 }
@@ -513,8 +521,8 @@ func TestBindFailure(t *testing.T) {
 	defer taken.Close()
 	p := newTestProxy(t, nil)
 	const busyPort int32 = 7070
-	p.listen = func(port int32) (net.Listener, error) {
-		if port == busyPort {
+	p.listen = func(b router.Bind) (net.Listener, error) {
+		if b.Port == busyPort {
 			return net.Listen("tcp", taken.Addr().String())
 		}
 		return net.Listen("tcp", "127.0.0.1:0")
@@ -524,13 +532,13 @@ func TestBindFailure(t *testing.T) {
 	snap := &model.Snapshot{Revision: 5, Networks: testNetworks, TargetGroups: []model.TargetGroup{group("a", target(t, a, model.TargetActive))}, Services: []model.Service{svc}}
 
 	err = p.Update(snap)
-	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("listener on port %d", busyPort)) {
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("listener :%d", busyPort)) {
 		t.Fatalf("Update error = %v, want one naming port %d", err, busyPort)
 	}
 	if p.Revision() != 5 {
 		t.Errorf("Revision = %d, want 5: the rest of the config applies", p.Revision())
 	}
-	if r := newClient(t).get(p.Addrs()[webPort], "x", "/"); r.body != "a" {
+	if r := newClient(t).get(addrOf(p, webPort), "x", "/"); r.body != "a" {
 		t.Errorf("port %d: got %d %q", webPort, r.status, r.body)
 	}
 
@@ -538,7 +546,7 @@ func TestBindFailure(t *testing.T) {
 	taken.Close()
 	snap.Revision = 6
 	update(t, p, snap)
-	if _, ok := p.Addrs()[busyPort]; !ok {
+	if addrOf(p, busyPort) == "" {
 		t.Errorf("port %d not opened once free: %v", busyPort, p.Addrs())
 	}
 }
@@ -560,10 +568,10 @@ func TestInvalidUpdateKeepsServing(t *testing.T) {
 	if p.Revision() != 1 {
 		t.Errorf("Revision = %d after a failed Update, want 1", p.Revision())
 	}
-	if addrs := p.Addrs(); len(addrs) != 1 || addrs[webPort] == "" {
+	if addrs := p.Addrs(); len(addrs) != 1 || addrOf(p, webPort) == "" {
 		t.Errorf("listeners changed by a failed Update: %v", addrs)
 	}
-	if r := newClient(t).get(p.Addrs()[webPort], "x", "/"); r.body != "a" {
+	if r := newClient(t).get(addrOf(p, webPort), "x", "/"); r.body != "a" {
 		t.Errorf("after a failed Update: got %d %q, want the old table serving", r.status, r.body)
 	}
 }
@@ -573,7 +581,7 @@ func TestUpdateUnderLoad(t *testing.T) {
 	groups := []model.TargetGroup{group("a", target(t, a, model.TargetActive)), group("b", target(t, b, model.TargetActive))}
 	p := newTestProxy(t, nil)
 	update(t, p, oneRoute(1, groups, to("a", 50), to("b", 50)))
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 	cl := newClient(t)
 
 	const workers, each = 4, 150
@@ -628,7 +636,7 @@ func TestShutdownDrains(t *testing.T) {
 	slow, started, release := slowBackend(t)
 	p := newTestProxy(t, nil)
 	update(t, p, oneRoute(1, []model.TargetGroup{group("slow", target(t, slow, model.TargetActive))}, to("slow", 1)))
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 	cl := newClient(t)
 
 	inflight := make(chan reply, 1)
@@ -673,7 +681,7 @@ func TestShutdownDeadline(t *testing.T) {
 	cl := newClient(t)
 	inflight := make(chan error, 1)
 	go func() {
-		_, err := cl.do(p.Addrs()[webPort], http.MethodGet, "x", "/", nil)
+		_, err := cl.do(addrOf(p, webPort), http.MethodGet, "x", "/", nil)
 		inflight <- err
 	}()
 	<-started

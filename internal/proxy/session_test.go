@@ -29,7 +29,7 @@ func TestSessionPersistence(t *testing.T) {
 		p := newTestProxy(t, nil)
 		sp := model.SessionPersistence{Type: model.SessionCookie, Name: "sticky"}
 		update(t, p, snap(1, sp, targets...))
-		addr := p.Addrs()[webPort]
+		addr := addrOf(p, webPort)
 		resp, body := send(t, c, http.MethodGet, addr, "x", "/", nil, "")
 		first := served(body)
 		var cookie *http.Cookie
@@ -99,7 +99,7 @@ func TestSessionPersistence(t *testing.T) {
 	t.Run("header", func(t *testing.T) {
 		p := newTestProxy(t, nil)
 		update(t, p, snap(1, model.SessionPersistence{Type: model.SessionHeader, Name: "X-Session"}, targets...))
-		addr := p.Addrs()[webPort]
+		addr := addrOf(p, webPort)
 		resp, body := send(t, c, http.MethodGet, addr, "x", "/", nil, "")
 		token := resp.Header.Get("X-Session")
 		if token == "" {
@@ -116,7 +116,7 @@ func TestSessionPersistence(t *testing.T) {
 		p := newTestProxy(t, nil)
 		update(t, p, snap(1, model.SessionPersistence{Type: model.SessionCookie, Name: "s", Permanent: true,
 			AbsoluteTimeout: model.Duration(time.Hour)}, targets...))
-		resp, _ := send(t, c, http.MethodGet, p.Addrs()[webPort], "x", "/", nil, "")
+		resp, _ := send(t, c, http.MethodGet, addrOf(p, webPort), "x", "/", nil, "")
 		cs := resp.Cookies()
 		if len(cs) != 1 || cs[0].MaxAge != 3600 {
 			t.Fatalf("cookies %v, want Max-Age=3600", resp.Header["Set-Cookie"])
@@ -126,7 +126,7 @@ func TestSessionPersistence(t *testing.T) {
 	t.Run("absolute timeout ends the session", func(t *testing.T) {
 		p := newTestProxy(t, nil)
 		update(t, p, snap(1, model.SessionPersistence{Type: model.SessionCookie, Name: "s", AbsoluteTimeout: model.Duration(time.Second)}, targets...))
-		addr := p.Addrs()[webPort]
+		addr := addrOf(p, webPort)
 		resp, _ := send(t, c, http.MethodGet, addr, "x", "/", nil, "")
 		cs := resp.Cookies()
 		if len(cs) != 1 || cs[0].MaxAge != 0 {
@@ -159,7 +159,7 @@ func TestCORS(t *testing.T) {
 				AllowOrigins: []string{"*"}, AllowMethods: []string{"*"}, AllowHeaders: []string{"*"}, ExposeHeaders: []string{"*"},
 			})),
 		}})
-	addr := p.Addrs()[webPort]
+	addr := addrOf(p, webPort)
 	c := noRedirects(t)
 	preflight := func(origin, method, headers string) http.Header {
 		h := http.Header{"Origin": {origin}, "Access-Control-Request-Method": {method}}

@@ -38,6 +38,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/proxy"
+	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/internal/translate"
@@ -217,7 +218,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *slog.Logger, fail func(error)) {
 	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log}
 	err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
-		res, err := cl.Apply(ctx, &api.Objects{Networks: out.Networks, Services: out.Services, TargetGroups: out.TargetGroups})
+		res, err := cl.Apply(ctx, &api.Objects{Networks: out.Networks, Services: out.Services, TargetGroups: out.TargetGroups, Certificates: out.Certificates})
 		if err != nil {
 			return err
 		}
@@ -291,15 +292,17 @@ type reporter struct {
 	out      io.Writer
 	mu       sync.Mutex
 	last     string
-	lastAddr map[int32]string
+	lastAddr map[router.Bind]string
 }
 
-func newReporter(out io.Writer) *reporter { return &reporter{out: out, lastAddr: map[int32]string{}} }
+func newReporter(out io.Writer) *reporter {
+	return &reporter{out: out, lastAddr: map[router.Bind]string{}}
+}
 
-func (r *reporter) proxyUpdated(snap *model.Snapshot, addrs map[int32]string) {
+func (r *reporter) proxyUpdated(snap *model.Snapshot, addrs map[router.Bind]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range slices.Sorted(maps.Keys(addrs)) {
+	for _, p := range slices.SortedFunc(maps.Keys(addrs), router.CompareBinds) {
 		if r.lastAddr[p] != addrs[p] {
 			fmt.Fprintf(r.out, "proxy: listening on %s\n", addrs[p])
 		}

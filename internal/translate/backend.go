@@ -25,7 +25,7 @@ type targetGroupEntry struct {
 // backend translates one backendRef to a weighted target group. An invalid
 // reference becomes a backend with no target group, whose share of requests
 // the proxy answers with 500, as the Gateway API requires.
-func (t *translator) backend(r *gatewayv1.HTTPRoute, src model.SourceRef, p string, b *gatewayv1.HTTPBackendRef) model.WeightedTargetGroup {
+func (t *translator) backend(r *route, src model.SourceRef, p string, b *gatewayv1.HTTPBackendRef) model.WeightedTargetGroup {
 	out := model.WeightedTargetGroup{Weight: deref(b.Weight, 1)}
 	fail := func(field string, reason gatewayv1.RouteConditionReason, format string, args ...any) model.WeightedTargetGroup {
 		t.problem(src, p+field, string(reason), format, args...)
@@ -41,9 +41,9 @@ func (t *translator) backend(r *gatewayv1.HTTPRoute, src model.SourceRef, p stri
 	}
 	ns := string(deref(b.Namespace, gatewayv1.Namespace(r.Namespace)))
 	key := types.NamespacedName{Namespace: ns, Name: string(b.Name)}
-	if ns != r.Namespace && !t.granted("HTTPRoute", r.Namespace, "", "Service", key) {
+	if ns != r.Namespace && !t.granted(r.kind, r.Namespace, "", "Service", key) {
 		return fail(".namespace", gatewayv1.RouteReasonRefNotPermitted,
-			"Service %s is in another namespace and no ReferenceGrant there allows HTTPRoutes from namespace %q to use it", key, r.Namespace)
+			"Service %s is in another namespace and no ReferenceGrant there allows %ss from namespace %q to use it", key, r.kind, r.Namespace)
 	}
 	if b.Port == nil {
 		return fail(".port", gatewayv1.RouteReasonUnsupportedValue, "port is required when referring to a Service")
@@ -61,17 +61,35 @@ func (t *translator) backend(r *gatewayv1.HTTPRoute, src model.SourceRef, p stri
 	}
 	sp := &svc.Spec.Ports[i]
 	if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
-		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d is %s; HTTP needs TCP", key, sp.Port, sp.Protocol)
+		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d is %s; %ss need TCP", key, sp.Port, sp.Protocol, r.kind)
 	}
-	version, ok := protocolVersion(deref(sp.AppProtocol, ""))
-	if !ok {
-		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d has appProtocol %q, which is not supported",
-			key, sp.Port, *sp.AppProtocol)
+	protocol, version, suffix := model.ProtocolHTTP, model.HTTP1, ""
+	switch r.kind {
+	case kindTLSRoute:
+		// The proxy splices the TLS stream through; what the target
+		// speaks inside it is its own business.
+		protocol, suffix = model.ProtocolTCP, "-tls"
+	case kindGRPCRoute:
+		// A Service used by HTTPRoutes too gets a target group of each
+		// flavour.
+		version, suffix = model.GRPC, "-grpc"
+		switch ap := deref(sp.AppProtocol, ""); ap {
+		case "", "grpc", "kubernetes.io/h2c":
+		default:
+			return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d has appProtocol %q; gRPC needs none, grpc or kubernetes.io/h2c",
+				key, sp.Port, ap)
+		}
+	default:
+		var ok bool
+		if version, ok = protocolVersion(deref(sp.AppProtocol, "")); !ok {
+			return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d has appProtocol %q, which is not supported",
+				key, sp.Port, *sp.AppProtocol)
+		}
 	}
-	name := fmt.Sprintf("%s-%s-%d", svc.Name, svc.Namespace, sp.Port)
+	name := fmt.Sprintf("%s-%s-%d%s", svc.Name, svc.Namespace, sp.Port, suffix)
 	e := t.tgs[name]
 	if e == nil {
-		e = &targetGroupEntry{svc: key, port: sp.Port, tg: t.targetGroup(name, svc, sp, version)}
+		e = &targetGroupEntry{svc: key, port: sp.Port, tg: t.targetGroup(name, svc, sp, protocol, version)}
 		t.tgs[name] = e
 	}
 	if e.svc != key || e.port != sp.Port {
@@ -108,11 +126,11 @@ func protocolVersion(appProtocol string) (model.ProtocolVersion, bool) {
 
 // targetGroup makes the target group of one Service port from the Service's
 // EndpointSlices, or returns nil (with problems) if it is invalid.
-func (t *translator) targetGroup(name string, svc *corev1.Service, sp *corev1.ServicePort, version model.ProtocolVersion) *model.TargetGroup {
+func (t *translator) targetGroup(name string, svc *corev1.Service, sp *corev1.ServicePort, protocol model.Protocol, version model.ProtocolVersion) *model.TargetGroup {
 	src := ref("Service", svc.Namespace, svc.Name)
 	tg := &model.TargetGroup{
 		Meta:            model.Meta{Name: name, Owner: t.in.Cluster},
-		Protocol:        model.ProtocolHTTP,
+		Protocol:        protocol,
 		ProtocolVersion: version,
 		Source:          &src,
 	}

@@ -19,7 +19,7 @@ import (
 // Gateway API forbids skipping a filter, so the caller answers the requests
 // it would have processed with 500. A RequestMirror whose backendRef is
 // invalid is left out, as the Gateway API requires, with its problem.
-func (t *translator) filters(r *gatewayv1.HTTPRoute, src model.SourceRef, p string, fs []gatewayv1.HTTPRouteFilter) (out []model.Filter, ok bool) {
+func (t *translator) filters(r *route, src model.SourceRef, p string, fs []gatewayv1.HTTPRouteFilter) (out []model.Filter, ok bool) {
 	ok = true
 	for i := range fs {
 		f := &fs[i]
@@ -152,7 +152,7 @@ func (t *translator) pathModifier(src model.SourceRef, p string, m *gatewayv1.HT
 
 // mirror translates a RequestMirror. Its backendRef resolves as a rule's
 // does; an invalid one drops the mirror (ok false) with the problem.
-func (t *translator) mirror(r *gatewayv1.HTTPRoute, src model.SourceRef, p string, m *gatewayv1.HTTPRequestMirrorFilter) (*model.MirrorFilter, bool) {
+func (t *translator) mirror(r *route, src model.SourceRef, p string, m *gatewayv1.HTTPRequestMirrorFilter) (*model.MirrorFilter, bool) {
 	out := &model.MirrorFilter{Numerator: 100, Denominator: 100}
 	switch {
 	case m.Percent != nil && m.Fraction != nil:
@@ -221,7 +221,7 @@ func (t *translator) retry(src model.SourceRef, p string, r *gatewayv1.HTTPRoute
 // session translates a rule's session persistence. A rule that names no
 // session gets one named after the route and rule, so that two rules never
 // share a cookie by accident.
-func (t *translator) session(r *gatewayv1.HTTPRoute, src model.SourceRef, p string, rule int, s *gatewayv1.SessionPersistence) *model.SessionPersistence {
+func (t *translator) session(r *route, src model.SourceRef, p string, rule int, s *gatewayv1.SessionPersistence) *model.SessionPersistence {
 	out := &model.SessionPersistence{Type: model.SessionType(deref(s.Type, gatewayv1.CookieBasedSessionPersistence)), Name: deref(s.SessionName, "")}
 	if out.Name == "" {
 		sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%s/%d", r.Namespace, r.Name, rule)))

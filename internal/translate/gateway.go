@@ -45,6 +45,10 @@ type listenerInfo struct {
 	selector labels.Selector
 	// supportedKinds are the route kinds the listener admits.
 	supportedKinds []gatewayv1.RouteGroupKind
+	// protocol is the model protocol of a usable listener; certificates
+	// the certificates an HTTPS listener serves.
+	protocol     model.Protocol
+	certificates []string
 	// hostname is lower-cased; empty matches any host.
 	hostname string
 
@@ -233,8 +237,70 @@ func (t *translator) gatewayAddresses(gw *gatewayv1.Gateway, src model.SourceRef
 	return slices.Compact(addrs), unsupported
 }
 
-// routeKinds are the route kinds an HTTP listener admits.
-var httpRouteKinds = []gatewayv1.RouteGroupKind{{Group: ptr(gatewayGroup), Kind: "HTTPRoute"}}
+// The route kinds.
+const (
+	kindHTTPRoute gatewayv1.Kind = "HTTPRoute"
+	kindGRPCRoute gatewayv1.Kind = "GRPCRoute"
+	kindTLSRoute  gatewayv1.Kind = "TLSRoute"
+)
+
+// httpRouteKinds are the route kinds HTTP and HTTPS listeners admit;
+// tlsRouteKinds those TLS passthrough listeners admit.
+var (
+	httpRouteKinds = []gatewayv1.RouteGroupKind{{Group: ptr(gatewayGroup), Kind: kindHTTPRoute}, {Group: ptr(gatewayGroup), Kind: kindGRPCRoute}}
+	tlsRouteKinds  = []gatewayv1.RouteGroupKind{{Group: ptr(gatewayGroup), Kind: kindTLSRoute}}
+)
+
+// listenerProtocol checks a listener's protocol and TLS settings, setting
+// li's model protocol, route kinds and certificates. fail marks the
+// listener not accepted. Certificate references that do not resolve leave
+// it accepted but unresolved, and so not served.
+func (t *translator) listenerProtocol(gw *gatewayv1.Gateway, src model.SourceRef, p string, li *listenerInfo,
+	fail func(field, reason, format string, args ...any)) {
+	l := li.spec
+	unsupported := string(gatewayv1.ListenerReasonUnsupportedValue)
+	switch l.Protocol {
+	case gatewayv1.HTTPProtocolType:
+		li.protocol = model.ProtocolHTTP
+		li.supportedKinds = slices.Clone(httpRouteKinds)
+		if l.TLS != nil {
+			fail(".tls", unsupported, "tls must not be set on an HTTP listener")
+		}
+	case gatewayv1.HTTPSProtocolType:
+		li.protocol = model.ProtocolHTTPS
+		li.supportedKinds = slices.Clone(httpRouteKinds)
+		switch {
+		case l.TLS == nil:
+			fail(".tls", unsupported, "an HTTPS listener needs tls with certificateRefs")
+			return
+		case deref(l.TLS.Mode, gatewayv1.TLSModeTerminate) != gatewayv1.TLSModeTerminate:
+			fail(".tls.mode", unsupported, "an HTTPS listener terminates TLS; for %s use a TLS listener", *l.TLS.Mode)
+			return
+		case len(l.TLS.Options) > 0:
+			fail(".tls.options", unsupported, "trellis defines no TLS options")
+		}
+		names, problems := t.certificates(gw, src, p+".tls.certificateRefs", l.TLS.CertificateRefs)
+		if len(problems) > 0 {
+			li.usable = false
+			li.unresolved = append(li.unresolved, problems...)
+			return
+		}
+		li.certificates = names
+	case gatewayv1.TLSProtocolType:
+		li.supportedKinds = slices.Clone(tlsRouteKinds)
+		if l.TLS == nil {
+			fail(".tls", unsupported, "a TLS listener needs tls with mode Passthrough")
+			return
+		}
+		if mode := deref(l.TLS.Mode, gatewayv1.TLSModeTerminate); mode != gatewayv1.TLSModePassthrough {
+			fail(".tls.mode", unsupported, "TLS listeners with mode %s are not supported; use Passthrough, or an HTTPS listener to terminate TLS", mode)
+			return
+		}
+		li.protocol = model.ProtocolTLSPassthrough
+	default:
+		fail(".protocol", string(gatewayv1.ListenerReasonUnsupportedProtocol), "protocol %q is not supported; HTTP, HTTPS and TLS are", l.Protocol)
+	}
+}
 
 // listeners checks every listener of gw. An invalid or unsupported listener is
 // reported and left unusable; the others still serve.
@@ -249,6 +315,7 @@ func (t *translator) listeners(gw *gatewayv1.Gateway, src model.SourceRef, mode 
 		host string
 	}
 	taken := map[portHost]int{}
+	protocols := map[int32]int{} // port → the first usable listener on it
 	for i := range gw.Spec.Listeners {
 		l := &gw.Spec.Listeners[i]
 		p := fmt.Sprintf("spec.listeners[%d]", i)
@@ -262,16 +329,9 @@ func (t *translator) listeners(gw *gatewayv1.Gateway, src model.SourceRef, mode 
 		} else {
 			names[l.Name] = i
 		}
-		if l.Protocol == gatewayv1.HTTPProtocolType {
-			li.supportedKinds = slices.Clone(httpRouteKinds)
-		} else {
-			fail(".protocol", string(gatewayv1.ListenerReasonUnsupportedProtocol), "protocol %q is not supported yet; only HTTP is", l.Protocol)
-		}
+		t.listenerProtocol(gw, src, p, &li, fail)
 		if l.Port < 1 || l.Port > 65535 {
 			fail(".port", string(gatewayv1.ListenerReasonUnsupportedValue), "%d is not in 1-65535", l.Port)
-		}
-		if l.TLS != nil && l.Protocol == gatewayv1.HTTPProtocolType {
-			fail(".tls", string(gatewayv1.ListenerReasonUnsupportedValue), "tls must not be set on an HTTP listener")
 		}
 		if l.Hostname != nil {
 			h := strings.ToLower(string(*l.Hostname))
@@ -317,13 +377,22 @@ func (t *translator) listeners(gw *gatewayv1.Gateway, src model.SourceRef, mode 
 		}
 		if li.usable {
 			ph := portHost{l.Port, li.hostname}
-			if j, dup := taken[ph]; dup {
+			if j, ok := protocols[l.Port]; ok && gw.Spec.Listeners[j].Protocol != l.Protocol {
+				li.usable = false
+				c := t.problem(src, p+".protocol", string(gatewayv1.ListenerReasonProtocolConflict), "port %d is %s in spec.listeners[%d]; one port serves one protocol",
+					l.Port, gw.Spec.Listeners[j].Protocol, j)
+				li.conflict = &c
+				li.notAccepted = append(li.notAccepted, c)
+			} else if j, dup := taken[ph]; dup {
 				li.usable = false
 				c := t.problem(src, p, string(gatewayv1.ListenerReasonHostnameConflict), "port %d with %s is already served by spec.listeners[%d]", l.Port, describeHost(li.hostname), j)
 				li.conflict = &c
 				li.notAccepted = append(li.notAccepted, c)
 			} else {
 				taken[ph] = i
+				if _, ok := protocols[l.Port]; !ok {
+					protocols[l.Port] = i
+				}
 			}
 		}
 		out[i] = li

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -26,27 +27,52 @@ type attachment struct {
 	parents []*parentResult
 }
 
-// translateRoutes makes one model service per route and network it attaches to.
+// route is what the translator needs of a route of any kind.
+type route struct {
+	*metav1.ObjectMeta
+	kind      gatewayv1.Kind
+	spec      *gatewayv1.CommonRouteSpec
+	hostnames []gatewayv1.Hostname
+	// rules translates the route's rules.
+	rules func(r *route, src model.SourceRef) []model.Rule
+}
+
+// translateRoutes makes one model service per route and network it
+// attaches to. Routes are met by kind (HTTPRoute, GRPCRoute, TLSRoute),
+// then namespace and name, which decides who keeps a contested name.
 func (t *translator) translateRoutes() {
+	var routes []*route
 	for _, r := range sortedByName(t.in.HTTPRoutes, func(r *gatewayv1.HTTPRoute) (string, string) { return r.Namespace, r.Name }) {
-		src := ref("HTTPRoute", r.Namespace, r.Name)
+		routes = append(routes, &route{ObjectMeta: &r.ObjectMeta, kind: kindHTTPRoute, spec: &r.Spec.CommonRouteSpec, hostnames: r.Spec.Hostnames,
+			rules: func(rt *route, src model.SourceRef) []model.Rule { return t.httpRules(rt, src, r.Spec.Rules) }})
+	}
+	for _, r := range sortedByName(t.in.GRPCRoutes, func(r *gatewayv1.GRPCRoute) (string, string) { return r.Namespace, r.Name }) {
+		routes = append(routes, &route{ObjectMeta: &r.ObjectMeta, kind: kindGRPCRoute, spec: &r.Spec.CommonRouteSpec, hostnames: r.Spec.Hostnames,
+			rules: func(rt *route, src model.SourceRef) []model.Rule { return t.grpcRules(rt, src, r.Spec.Rules) }})
+	}
+	for _, r := range sortedByName(t.in.TLSRoutes, func(r *gatewayv1.TLSRoute) (string, string) { return r.Namespace, r.Name }) {
+		routes = append(routes, &route{ObjectMeta: &r.ObjectMeta, kind: kindTLSRoute, spec: &r.Spec.CommonRouteSpec, hostnames: r.Spec.Hostnames,
+			rules: func(rt *route, src model.SourceRef) []model.Rule { return t.tlsRules(rt, src, r.Spec.Rules) }})
+	}
+	for _, r := range routes {
+		src := ref(string(r.kind), r.Namespace, r.Name)
 		t.cur = &routeState{src: src, generation: r.Generation}
-		if t.httpRoute(r, src) {
+		if t.translateRoute(r, src) {
 			t.routeStatus(t.cur)
 		}
 		t.cur = nil
 	}
 }
 
-// httpRoute translates one route. It returns false when the route is not
-// ours at all (it names only other implementations' parents).
-func (t *translator) httpRoute(r *gatewayv1.HTTPRoute, src model.SourceRef) bool {
+// translateRoute translates one route. It returns false when the route is
+// not ours at all (it names only other implementations' parents).
+func (t *translator) translateRoute(r *route, src model.SourceRef) bool {
 	hostnames, hostsOK := t.routeHostnames(r, src)
 	attached, ours := t.attach(r, src, hostnames)
 	if !ours {
 		return false
 	}
-	if r.Spec.UseDefaultGateways != "" && r.Spec.UseDefaultGateways != gatewayv1.GatewayDefaultScopeNone {
+	if r.spec.UseDefaultGateways != "" && r.spec.UseDefaultGateways != gatewayv1.GatewayDefaultScopeNone {
 		t.problem(src, "spec.useDefaultGateways", string(gatewayv1.RouteReasonUnsupportedValue), "default Gateways are not supported yet")
 	}
 	// An invalid hostname rejects the whole route: serving it without that
@@ -54,17 +80,16 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute, src model.SourceRef) bool
 	if !hostsOK || len(attached) == 0 {
 		// No service to make, but report the rules' problems too, so that
 		// every problem shows at once.
-		t.rules(r, src)
+		r.rules(r, src)
 		return true
 	}
-	key := types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
 	for _, a := range attached {
 		source := src
 		svc := model.Service{
 			Meta:      model.Meta{Name: fmt.Sprintf("%s-%s.%s", r.Name, r.Namespace, a.gw.network), Owner: t.in.Cluster},
 			Network:   a.gw.network,
 			Listeners: a.listeners,
-			Rules:     t.rules(r, src),
+			Rules:     r.rules(r, src),
 			CreatedAt: r.CreationTimestamp.UTC(),
 			Source:    &source,
 		}
@@ -72,19 +97,24 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute, src model.SourceRef) bool
 			svc.DNSName = fmt.Sprintf("%s-%s.%s.%s", r.Name, r.Namespace, a.gw.network, DomainSuffix)
 			svc.CustomDomains = slices.Clone(hostnames)
 		}
-		if other, taken := t.serviceRoutes[svc.Name]; taken && other != key {
+		if other, taken := t.serviceRoutes[svc.Name]; taken && other != src {
 			a.reject(t.problem(src, "metadata.name", ReasonNameConflict,
-				"service name %q is already used by HTTPRoute %s; rename one of them", svc.Name, other))
+				"service name %q is already used by %s %s/%s; rename one of them", svc.Name, other.Kind, other.Namespace, other.Name))
 			continue
 		}
 		if !t.validService(&svc, src) {
 			continue
 		}
-		t.serviceRoutes[svc.Name] = key
+		t.serviceRoutes[svc.Name] = src
 		if svc.DNSName != "" {
 			t.cur.dnsNames = append(t.cur.dnsNames, svc.DNSName)
 		}
 		usedTargetGroups(svc.Rules, func(tg string) { t.tgsUsed[tg] = true })
+		for _, l := range svc.Listeners {
+			for _, c := range l.Certificates {
+				t.certsUsed[c] = true
+			}
+		}
 		t.out.Services = append(t.out.Services, svc)
 	}
 	return true
@@ -151,10 +181,10 @@ func (t *translator) validService(svc *model.Service, src model.SourceRef) bool 
 
 // routeHostnames returns the route's hostnames lower-cased, sorted and
 // deduplicated, and false if any is invalid.
-func (t *translator) routeHostnames(r *gatewayv1.HTTPRoute, src model.SourceRef) ([]string, bool) {
+func (t *translator) routeHostnames(r *route, src model.SourceRef) ([]string, bool) {
 	var out []string
 	ok := true
-	for i, h := range r.Spec.Hostnames {
+	for i, h := range r.hostnames {
 		l := strings.ToLower(string(h))
 		if !validHostname(l) {
 			ok = false
@@ -176,13 +206,13 @@ func (t *translator) routeHostnames(r *gatewayv1.HTTPRoute, src model.SourceRef)
 // something trellis does not implement (another class's Gateway, or a parent
 // kind other than Gateway, such as a mesh Service): such routes are left
 // alone without a problem, since they belong to someone else.
-func (t *translator) attach(r *gatewayv1.HTTPRoute, src model.SourceRef, hostnames []string) (attached []*attachment, ours bool) {
-	if len(r.Spec.ParentRefs) == 0 {
+func (t *translator) attach(r *route, src model.SourceRef, hostnames []string) (attached []*attachment, ours bool) {
+	if len(r.spec.ParentRefs) == 0 {
 		t.problem(src, "spec.parentRefs", string(gatewayv1.RouteReasonNoMatchingParent), "the route names no parent Gateway")
 		return nil, true
 	}
 	byNetwork := map[string]*attachment{}
-	for i, pr := range r.Spec.ParentRefs {
+	for i, pr := range r.spec.ParentRefs {
 		if deref(pr.Group, gatewayGroup) != gatewayGroup || deref(pr.Kind, "Gateway") != "Gateway" {
 			continue
 		}
@@ -239,7 +269,7 @@ func (t *translator) attach(r *gatewayv1.HTTPRoute, src model.SourceRef, hostnam
 // attachParent attaches the route to the listeners of gw that parentRef pr
 // selects, adding them to a and res. It returns the problem when no listener
 // accepts the route.
-func (t *translator) attachParent(r *gatewayv1.HTTPRoute, src model.SourceRef, field string, pr gatewayv1.ParentReference,
+func (t *translator) attachParent(r *route, src model.SourceRef, field string, pr gatewayv1.ParentReference,
 	gw *gatewayInfo, hostnames []string, a *attachment, res *parentResult) *Problem {
 	key := types.NamespacedName{Namespace: gw.gw.Namespace, Name: gw.gw.Name}
 	var selected, usable, allowed int
@@ -253,7 +283,7 @@ func (t *translator) attachParent(r *gatewayv1.HTTPRoute, src model.SourceRef, f
 			continue
 		}
 		usable++
-		if !l.admits("HTTPRoute") || !t.allowsNamespace(l, gw.gw.Namespace, r.Namespace) {
+		if !l.admits(r.kind) || !t.allowsNamespace(l, gw.gw.Namespace, r.Namespace) {
 			continue
 		}
 		allowed++
@@ -262,7 +292,7 @@ func (t *translator) attachParent(r *gatewayv1.HTTPRoute, src model.SourceRef, f
 			continue
 		}
 		res.listeners = append(res.listeners, l)
-		ml := model.Listener{Name: string(l.spec.Name), Port: l.spec.Port, Protocol: model.ProtocolHTTP}
+		ml := model.Listener{Name: string(l.spec.Name), Port: l.spec.Port, Protocol: l.protocol, Certificates: l.certificates}
 		if gw.mode == model.ModeEdge {
 			// Each listener keeps its own hostname and the route's names on
 			// it, so that a name is served only where it attached.
@@ -286,7 +316,7 @@ func (t *translator) attachParent(r *gatewayv1.HTTPRoute, src model.SourceRef, f
 			"Gateway %s has no valid listener%s (see the Gateway's problems)", key, describeSection(pr))
 	case allowed == 0:
 		p = t.problem(src, field, string(gatewayv1.RouteReasonNotAllowedByListeners),
-			"no listener of Gateway %s%s allows HTTPRoutes from namespace %q", key, describeSection(pr), r.Namespace)
+			"no listener of Gateway %s%s allows %ss from namespace %q", key, describeSection(pr), r.kind, r.Namespace)
 	default:
 		p = t.problem(src, field, string(gatewayv1.RouteReasonNoMatchingListenerHostname),
 			"no hostname of the route matches a listener hostname of Gateway %s%s", key, describeSection(pr))
@@ -346,7 +376,7 @@ func listenerHosts(mode model.NetworkMode, listener string, hostnames []string) 
 	return hosts, false, len(hosts) > 0
 }
 
-// serviceField maps a model Service field to the HTTPRoute field it was
+// serviceField maps a model Service field to the route field it was
 // translated from. Backends are made one per backendRef and rules one per
 // rule, so their indexes carry over.
 func serviceField(f string) string {

@@ -15,10 +15,10 @@ import (
 // rule matching every path, with no backends (so answering 500).
 var defaultRule = gatewayv1.HTTPRouteRule{Matches: []gatewayv1.HTTPRouteMatch{{}}}
 
-// rules translates the route's rules, in order. Precedence between matches
-// is the proxy's business; the order kept here is its final tie-breaker.
-func (t *translator) rules(r *gatewayv1.HTTPRoute, src model.SourceRef) []model.Rule {
-	specRules := r.Spec.Rules
+// httpRules translates an HTTPRoute's rules, in order. Precedence between
+// matches is the proxy's business; the order kept here is its final
+// tie-breaker.
+func (t *translator) httpRules(r *route, src model.SourceRef, specRules []gatewayv1.HTTPRouteRule) []model.Rule {
 	if len(specRules) == 0 {
 		specRules = []gatewayv1.HTTPRouteRule{defaultRule}
 	}
@@ -29,7 +29,7 @@ func (t *translator) rules(r *gatewayv1.HTTPRoute, src model.SourceRef) []model.
 	return out
 }
 
-func (t *translator) rule(r *gatewayv1.HTTPRoute, src model.SourceRef, i int, rule *gatewayv1.HTTPRouteRule) model.Rule {
+func (t *translator) rule(r *route, src model.SourceRef, i int, rule *gatewayv1.HTTPRouteRule) model.Rule {
 	p := fmt.Sprintf("spec.rules[%d]", i)
 	out := model.Rule{Name: fmt.Sprintf("rule-%d", i)}
 	if rule.Name != nil {
@@ -57,6 +57,13 @@ func (t *translator) rule(r *gatewayv1.HTTPRoute, src model.SourceRef, i int, ru
 	for j := range rule.BackendRefs {
 		backends = append(backends, t.backend(r, src, fmt.Sprintf("%s.backendRefs[%d]", p, j), &rule.BackendRefs[j]))
 	}
+	setAction(&out, filters, filtersOK, backends)
+	return out
+}
+
+// setAction sets a rule's filters and action from what its filters and
+// backendRefs translated to.
+func setAction(out *model.Rule, filters []model.Filter, filtersOK bool, backends []model.WeightedTargetGroup) {
 	switch {
 	case !filtersOK:
 		// A filter must never be skipped (a redirect skipped would forward
@@ -73,7 +80,6 @@ func (t *translator) rule(r *gatewayv1.HTTPRoute, src model.SourceRef, i int, ru
 		out.Filters = filters
 		out.Action.Forward = &model.ForwardAction{Backends: backends}
 	}
-	return out
 }
 
 // httpMethods are the methods the Gateway API lets a match name.

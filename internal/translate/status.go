@@ -99,6 +99,9 @@ var SupportedFeatures = sortedFeatures(
 	features.SupportHTTPRouteBackendProtocolH2C,
 	features.SupportHTTPRouteNamedRouteRule,
 	features.SupportReferenceGrant,
+	features.SupportGRPCRoute,
+	features.SupportGRPCRouteNamedRouteRule,
+	features.SupportTLSRoute,
 )
 
 func sortedFeatures(fs ...features.FeatureName) []gatewayv1.FeatureName {
@@ -239,6 +242,8 @@ func (l *listenerInfo) status(gatewayOK bool) ListenerStatus {
 	switch {
 	case !gatewayOK:
 		st.Conditions = append(st.Conditions, condFalse(string(gatewayv1.ListenerConditionProgrammed), string(gatewayv1.ListenerReasonInvalid), "the Gateway is not accepted"))
+	case !l.usable && len(l.notAccepted) == 0:
+		st.Conditions = append(st.Conditions, condFalse(string(gatewayv1.ListenerConditionProgrammed), string(gatewayv1.ListenerReasonInvalid), "its references are not resolved"))
 	case !l.usable:
 		st.Conditions = append(st.Conditions, condFalse(string(gatewayv1.ListenerConditionProgrammed), string(gatewayv1.ListenerReasonInvalid), "the listener is not valid"))
 	default:

@@ -1,6 +1,7 @@
 // Package translate turns Gateway API objects (GatewayClass, Gateway,
-// HTTPRoute) and the Services and EndpointSlices they point at into the
-// service-network model: networks, services and target groups.
+// HTTPRoute, GRPCRoute, TLSRoute) and the Services, EndpointSlices and
+// Secrets they point at into the service-network model: networks, services,
+// target groups and certificates.
 //
 // It owns the mapping rules and names every input it cannot honour as a
 // Problem (object, field, reason), so that providers can surface it as a
@@ -47,9 +48,14 @@ type Input struct {
 	GatewayClasses  []gatewayv1.GatewayClass
 	Gateways        []gatewayv1.Gateway
 	HTTPRoutes      []gatewayv1.HTTPRoute
+	GRPCRoutes      []gatewayv1.GRPCRoute
+	TLSRoutes       []gatewayv1.TLSRoute
 	ReferenceGrants []gatewayv1.ReferenceGrant
 	Services        []corev1.Service
 	EndpointSlices  []discoveryv1.EndpointSlice
+	// Secrets are the TLS certificates HTTPS listeners name; a provider may
+	// pass only Secrets of type kubernetes.io/tls.
+	Secrets []corev1.Secret
 	// Namespaces are consulted by listeners that admit routes by namespace
 	// selector; a route in a namespace not listed matches no selector.
 	Namespaces []corev1.Namespace
@@ -72,6 +78,8 @@ type Output struct {
 	Networks     []model.ServiceNetwork `json:"networks,omitempty"`
 	Services     []model.Service        `json:"services,omitempty"`
 	TargetGroups []model.TargetGroup    `json:"targetGroups,omitempty"`
+	// Certificates are those the produced services' listeners name.
+	Certificates []model.Certificate `json:"certificates,omitempty"`
 	// Problems lists every input that is invalid or not supported, grouped by
 	// object. Objects outside trellis's GatewayClasses produce none.
 	Problems []Problem `json:"problems,omitempty"`
@@ -157,8 +165,11 @@ type translator struct {
 	cur *routeState
 
 	kubeServices   map[types.NamespacedName]*corev1.Service
+	secrets        map[types.NamespacedName]*corev1.Secret
+	certs          map[string]*certificateEntry // by name
+	certsUsed      map[string]bool
 	endpointSlices map[types.NamespacedName][]*discoveryv1.EndpointSlice // by Service
-	serviceRoutes  map[string]types.NamespacedName                       // model service name → route
+	serviceRoutes  map[string]model.SourceRef                            // model service name → route
 	tgs            map[string]*targetGroupEntry                          // by name
 	tgsUsed        map[string]bool
 }
@@ -181,7 +192,10 @@ func newTranslator(in *Input) *translator {
 		networks:       map[string]types.NamespacedName{},
 		kubeServices:   map[types.NamespacedName]*corev1.Service{},
 		endpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
-		serviceRoutes:  map[string]types.NamespacedName{},
+		serviceRoutes:  map[string]model.SourceRef{},
+		secrets:        map[types.NamespacedName]*corev1.Secret{},
+		certs:          map[string]*certificateEntry{},
+		certsUsed:      map[string]bool{},
 		tgs:            map[string]*targetGroupEntry{},
 		tgsUsed:        map[string]bool{},
 		namespaces:     map[string]*corev1.Namespace{},
@@ -197,6 +211,12 @@ func newTranslator(in *Input) *translator {
 		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
 		if t.kubeServices[key] == nil {
 			t.kubeServices[key] = s
+		}
+	}
+	for _, s := range sortedByName(in.Secrets, func(s *corev1.Secret) (string, string) { return s.Namespace, s.Name }) {
+		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+		if t.secrets[key] == nil {
+			t.secrets[key] = s
 		}
 	}
 	for _, es := range sortedByName(in.EndpointSlices, func(s *discoveryv1.EndpointSlice) (string, string) { return s.Namespace, s.Name }) {
@@ -249,6 +269,10 @@ func (t *translator) output() *Output {
 		t.out.TargetGroups = append(t.out.TargetGroups, *t.tgs[name].tg)
 	}
 	slices.SortFunc(t.out.TargetGroups, func(a, b model.TargetGroup) int { return cmp.Compare(a.Name, b.Name) })
+	for name := range t.certsUsed {
+		t.out.Certificates = append(t.out.Certificates, *t.certs[name].cert)
+	}
+	slices.SortFunc(t.out.Certificates, func(a, b model.Certificate) int { return cmp.Compare(a.Name, b.Name) })
 	t.out.Status.sort()
 	// Group problems by object; within one object they stay in the order
 	// found, which follows the object's fields.

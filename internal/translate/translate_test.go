@@ -145,6 +145,9 @@ func checkValid(t *testing.T, out *translate.Output) {
 	for i := range out.TargetGroups {
 		objs = append(objs, &out.TargetGroups[i])
 	}
+	for i := range out.Certificates {
+		objs = append(objs, &out.Certificates[i])
+	}
 	for _, o := range objs {
 		if err := o.Validate(); err != nil {
 			t.Errorf("%s %s is invalid: %v", o.ObjectKind(), o.ObjectMeta().Name, err)
@@ -169,10 +172,24 @@ func checkValid(t *testing.T, out *translate.Output) {
 			t.Errorf("incomplete problem: %+v", p)
 		}
 	}
-	// Every backend names a produced target group, or none.
+	// Every backend names a produced target group, or none, and every
+	// listener produced certificates.
 	have := map[string]bool{}
 	for _, tg := range out.TargetGroups {
 		have[tg.Name] = true
+	}
+	certs := map[string]bool{}
+	for _, c := range out.Certificates {
+		certs[c.Name] = true
+	}
+	for _, s := range out.Services {
+		for _, l := range s.Listeners {
+			for _, c := range l.Certificates {
+				if !certs[c] {
+					t.Errorf("service %s uses missing certificate %q", s.Name, c)
+				}
+			}
+		}
 	}
 	for _, s := range out.Services {
 		for _, r := range s.Rules {
@@ -199,6 +216,12 @@ func checkOrderIndependent(t *testing.T, in *translate.Input, want *translate.Ou
 	slices.Reverse(rev.Gateways)
 	rev.HTTPRoutes = slices.Clone(in.HTTPRoutes)
 	slices.Reverse(rev.HTTPRoutes)
+	rev.GRPCRoutes = slices.Clone(in.GRPCRoutes)
+	slices.Reverse(rev.GRPCRoutes)
+	rev.TLSRoutes = slices.Clone(in.TLSRoutes)
+	slices.Reverse(rev.TLSRoutes)
+	rev.Secrets = slices.Clone(in.Secrets)
+	slices.Reverse(rev.Secrets)
 	rev.Services = slices.Clone(in.Services)
 	slices.Reverse(rev.Services)
 	rev.EndpointSlices = slices.Clone(in.EndpointSlices)

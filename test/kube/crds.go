@@ -43,15 +43,22 @@ func (c *Cluster) InstallCRDs(t testing.TB, dir string) {
 	if len(crds) == 0 {
 		t.Fatalf("test/kube: InstallCRDs %s: no CustomResourceDefinitions found", dir)
 	}
-	c.installCRDs(t, crds)
+	c.applyCRDs(t, crds)
+	waitPastJustCreated(c.waitCRDs(t, crds, true))
 }
 
-// standardCRDs are the CRDs every cluster gets: the Gateway API
-// experimental channel (a superset of the standard one) of the
+// manifest is one manifest file's contents.
+type manifest struct {
+	name string
+	data []byte
+}
+
+// standardManifests are the sources of the CRDs every cluster gets: the
+// Gateway API experimental channel (a superset of the standard one) of the
 // sigs.k8s.io/gateway-api version this module requires, and the
-// Multi-Cluster Services API's ServiceExport and ServiceImport. The files
-// are read and parsed once per test binary.
-var standardCRDs = sync.OnceValues(func() ([]*apiextensionsv1.CustomResourceDefinition, error) {
+// Multi-Cluster Services API's ServiceExport and ServiceImport. They are
+// read once per test binary.
+var standardManifests = sync.OnceValues(func() ([]manifest, error) {
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
 	if err != nil {
 		var ee *exec.ExitError
@@ -62,32 +69,49 @@ var standardCRDs = sync.OnceValues(func() ([]*apiextensionsv1.CustomResourceDefi
 	}
 	dir := strings.TrimSpace(string(out))
 	if dir == "" {
-		return nil, fmt.Errorf("module sigs.k8s.io/gateway-api is not in the module cache (go mod download sigs.k8s.io/gateway-api)")
+		return nil, errors.New("module sigs.k8s.io/gateway-api is not in the module cache (go mod download sigs.k8s.io/gateway-api)")
 	}
-	// The experimental directory also holds the safe-upgrades
-	// ValidatingAdmissionPolicy, which only guards CRD upgrades; it is
-	// left out.
-	crds, _, err := loadCRDs(filepath.Join(dir, "config", "crd", "experimental"))
+	ms, err := readManifests(filepath.Join(dir, "config", "crd", "experimental"))
 	if err != nil {
 		return nil, err
 	}
-	for name, data := range map[string][]byte{"ServiceExport": mcscrd.ServiceExportCRD, "ServiceImport": mcscrd.ServiceImportCRD} {
-		more, _, err := decodeCRDs("sigs.k8s.io/mcs-api "+name, data)
-		if err != nil {
-			return nil, err
-		}
-		crds = append(crds, more...)
+	return append(ms,
+		manifest{"sigs.k8s.io/mcs-api ServiceExport", mcscrd.ServiceExportCRD},
+		manifest{"sigs.k8s.io/mcs-api ServiceImport", mcscrd.ServiceImportCRD},
+	), nil
+})
+
+// standardCRDs decodes standardManifests, once per test binary. The
+// experimental directory also holds the safe-upgrades
+// ValidatingAdmissionPolicy, which only guards CRD upgrades; it is left
+// out.
+var standardCRDs = sync.OnceValues(func() ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	ms, err := standardManifests()
+	if err != nil {
+		return nil, err
 	}
-	return crds, nil
+	crds, _, err := decodeManifests(ms)
+	return crds, err
 })
 
 // loadCRDs decodes the CRDs in dir's manifest files. others lists the
 // documents of other kinds, as "file: Kind".
 func loadCRDs(dir string) (crds []*apiextensionsv1.CustomResourceDefinition, others []string, err error) {
+	ms, err := readManifests(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return decodeManifests(ms)
+}
+
+// readManifests reads dir's .yaml, .yml and .json files but
+// kustomization.yaml, in name order.
+func readManifests(dir string) ([]manifest, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading CRDs: %w", err)
+		return nil, fmt.Errorf("reading CRDs: %w", err)
 	}
+	var ms []manifest
 	for _, e := range entries {
 		name := e.Name()
 		ext := filepath.Ext(name)
@@ -97,9 +121,16 @@ func loadCRDs(dir string) (crds []*apiextensionsv1.CustomResourceDefinition, oth
 		path := filepath.Join(dir, name)
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("reading CRDs: %w", err)
+			return nil, fmt.Errorf("reading CRDs: %w", err)
 		}
-		more, other, err := decodeCRDs(path, data)
+		ms = append(ms, manifest{path, data})
+	}
+	return ms, nil
+}
+
+func decodeManifests(ms []manifest) (crds []*apiextensionsv1.CustomResourceDefinition, others []string, err error) {
+	for _, m := range ms {
+		more, other, err := decodeCRDs(m.name, m.data)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -140,32 +171,59 @@ func decodeCRDs(file string, data []byte) (crds []*apiextensionsv1.CustomResourc
 	}
 }
 
-// installCRDs creates or updates crds concurrently, then waits until each
-// is established and every served version lists and is in discovery.
-// Established alone is not enough: right after it, requests for the new
-// resource can still fail with NotFound for a moment.
-func (c *Cluster) installCRDs(t testing.TB, crds []*apiextensionsv1.CustomResourceDefinition) {
+// applyCRDs creates or updates crds, concurrently.
+func (c *Cluster) applyCRDs(t testing.TB, crds []*apiextensionsv1.CustomResourceDefinition) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	t.Logf("DEBUG %s start", time.Now().Format("05.000"))
 	errs := make([]error, len(crds))
 	var wg sync.WaitGroup
 	for i, crd := range crds {
 		wg.Go(func() { errs[i] = c.applyCRD(ctx, crd.DeepCopy()) })
 	}
 	wg.Wait()
-	t.Logf("DEBUG %s created %d CRDs", time.Now().Format("05.000"), len(crds))
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("test/kube: installing CRDs: %v", err)
 	}
+}
 
-	for _, crd := range crds {
-		c.waitFor(t, "CRD "+crd.Name, time.Minute, c.processes(), func(ctx context.Context) error {
-			return c.served(ctx, crd.Name)
-		})
-		t.Logf("DEBUG %s served %s", time.Now().Format("05.000"), crd.Name)
-	}
+// justCreated is how long after a CRD is established the apiserver delays
+// create requests for its resources (by this much, in case another
+// apiserver has not seen the CRD yet).
+const justCreated = 2 * time.Second
+
+// waitPastJustCreated sleeps until a CRD established at the given time no
+// longer counts as just created. (The condition's time is in whole seconds,
+// rounded down, as is the apiserver's comparison.)
+func waitPastJustCreated(established time.Time) {
+	time.Sleep(time.Until(established.Add(justCreated)))
+}
+
+// waitCRDs waits until every CRD in crds is established and in discovery
+// (and, with list, answers a list request, which builds its handler now
+// rather than on first use). It returns when the last of them was
+// established.
+func (c *Cluster) waitCRDs(t testing.TB, crds []*apiextensionsv1.CustomResourceDefinition, list bool) time.Time {
+	t.Helper()
+	var established time.Time
+	ready := map[string]bool{}
+	c.waitFor(t, "CRDs", time.Minute, c.running, func(ctx context.Context) error {
+		for _, crd := range crds {
+			if ready[crd.Name] {
+				continue
+			}
+			at, err := c.crdServed(ctx, crd.Name, list)
+			if err != nil {
+				return fmt.Errorf("CRD %s: %w", crd.Name, err)
+			}
+			ready[crd.Name] = true
+			if at.After(established) {
+				established = at
+			}
+		}
+		return nil
+	})
+	return established
 }
 
 // applyCRD creates crd, or updates the existing one to it.
@@ -188,15 +246,20 @@ func (c *Cluster) applyCRD(ctx context.Context, crd *apiextensionsv1.CustomResou
 	return nil
 }
 
-// served checks that a CRD is established, that each served version is in
-// the group version's discovery document, and that listing it succeeds.
-func (c *Cluster) served(ctx context.Context, name string) error {
+// crdServed checks that a CRD is established and each served version is
+// in its group version's discovery document (and, with list, that listing
+// it succeeds). It returns when the CRD was established.
+func (c *Cluster) crdServed(ctx context.Context, name string, list bool) (established time.Time, err error) {
 	crd := new(apiextensionsv1.CustomResourceDefinition)
 	if err := c.client.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
-		return err
+		return time.Time{}, err
 	}
-	if !condition(crd, apiextensionsv1.Established) || !condition(crd, apiextensionsv1.NamesAccepted) {
-		return fmt.Errorf("conditions %v", crd.Status.Conditions)
+	est := condition(crd, apiextensionsv1.Established)
+	if est == nil || est.Status != apiextensionsv1.ConditionTrue {
+		return time.Time{}, fmt.Errorf("not established: %v", crd.Status.Conditions)
+	}
+	if names := condition(crd, apiextensionsv1.NamesAccepted); names == nil || names.Status != apiextensionsv1.ConditionTrue {
+		return time.Time{}, fmt.Errorf("names not accepted: %v", crd.Status.Conditions)
 	}
 	plural := crd.Spec.Names.Plural
 	for _, v := range crd.Spec.Versions {
@@ -205,10 +268,15 @@ func (c *Cluster) served(ctx context.Context, name string) error {
 		}
 		gv := "/apis/" + crd.Spec.Group + "/" + v.Name
 		if err := c.inDiscovery(ctx, gv, plural); err != nil {
-			return err
+			return time.Time{}, err
+		}
+		if list {
+			if err := c.get(ctx, Server+gv+"/"+plural+"?limit=1"); err != nil {
+				return time.Time{}, err
+			}
 		}
 	}
-	return nil
+	return est.LastTransitionTime.Time, nil
 }
 
 // inDiscovery checks that the discovery document at path lists resource.
@@ -243,11 +311,11 @@ func (c *Cluster) getJSON(ctx context.Context, url string, v any) error {
 	return nil
 }
 
-func condition(crd *apiextensionsv1.CustomResourceDefinition, typ apiextensionsv1.CustomResourceDefinitionConditionType) bool {
-	for _, c := range crd.Status.Conditions {
-		if c.Type == typ {
-			return c.Status == apiextensionsv1.ConditionTrue
+func condition(crd *apiextensionsv1.CustomResourceDefinition, typ apiextensionsv1.CustomResourceDefinitionConditionType) *apiextensionsv1.CustomResourceDefinitionCondition {
+	for i := range crd.Status.Conditions {
+		if crd.Status.Conditions[i].Type == typ {
+			return &crd.Status.Conditions[i]
 		}
 	}
-	return false
+	return nil
 }

@@ -16,7 +16,6 @@ package kube
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
 	"net"
@@ -28,6 +27,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -77,20 +77,28 @@ type Cluster struct {
 	// run inside NS; its server is Server.
 	Kubeconfig string
 
-	dir    string // PKI, kubeconfigs, etcd data, logs; under t.TempDir()
-	bin    string
-	client client.Client
-	http   *http.Client
+	dir     string // PKI, kubeconfigs, etcd data, logs; under t.TempDir()
+	bin     string
+	pki     *pki
+	client  client.Client
+	http    *http.Client
+	running []*process // the control plane's processes, watched while waiting
 
 	mu    sync.Mutex
-	procs []*process
+	procs []*process // every process started, for the logs
 }
 
 // Start starts a cluster and returns once the apiserver is ready, the
-// default namespace exists and the CRDs are established. It fails the test
-// (never skips) when it cannot, in particular when TRELLIS_KUBE_BIN does not
-// name a directory holding the binaries; hack/build-kube.sh builds them.
-// A failed test's log shows the end of every process's log.
+// default namespace exists and the CRDs are established and served. It
+// fails the test (never skips) when it cannot, in particular when
+// TRELLIS_KUBE_BIN does not name a directory holding the binaries;
+// hack/build-kube.sh builds them. A failed test's log shows the end of
+// every process's log.
+//
+// etcd starts from a copy of a template data directory in which a control
+// plane has already bootstrapped and the CRDs are installed (see
+// etcdTemplate); the first Start that finds no template builds it, which
+// takes a few seconds more.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	begin := time.Now()
@@ -103,25 +111,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 			c.dumpLogs(t)
 		}
 	})
-
-	pk, err := newPKI(c.dir)
-	if err != nil {
-		t.Fatalf("test/kube: %v", err)
-	}
-	serving, err := pk.issue("apiserver", pkix.Name{CommonName: "kube-apiserver"},
-		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(NodeIP), net.ParseIP(KubernetesServiceIP)},
-		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"})
-	if err != nil {
-		t.Fatalf("test/kube: %v", err)
-	}
-	admin, err := pk.issue("admin", pkix.Name{CommonName: "trellis-test-admin", Organization: []string{"system:masters"}}, nil, nil)
-	if err != nil {
-		t.Fatalf("test/kube: %v", err)
-	}
+	admin := c.issueCerts(t)
 	c.Config = &rest.Config{
 		Host: Server,
 		TLSClientConfig: rest.TLSClientConfig{
-			CAData:   pk.caPEM,
+			CAData:   c.pki.caPEM,
 			CertData: admin.certPEM,
 			KeyData:  admin.keyPEM,
 		},
@@ -131,36 +125,109 @@ func Start(t testing.TB, opts Options) *Cluster {
 		QPS: -1,
 	}
 	c.Kubeconfig = filepath.Join(c.dir, "admin.kubeconfig")
-	if err := writeKubeconfig(c.Kubeconfig, pk.caPEM, admin); err != nil {
+	if err := writeKubeconfig(c.Kubeconfig, c.pki.caPEM, admin); err != nil {
 		t.Fatalf("test/kube: %v", err)
 	}
+	var err error
 	if c.http, err = rest.HTTPClientFor(c.Config); err != nil {
 		t.Fatalf("test/kube: %v", err)
 	}
+	c.client = c.Client(t)
+	// The CRD manifests take a while to read; it happens in the background.
+	parsed := make(chan error, 1)
+	go func() { _, err := standardCRDs(); parsed <- err }()
+	crds := sync.OnceValue(func() []*apiextensionsv1.CustomResourceDefinition {
+		if err := <-parsed; err != nil {
+			t.Fatalf("test/kube: %v", err)
+		}
+		crds, _ := standardCRDs()
+		return crds
+	})
 
-	// Read the CRD manifests while the control plane starts.
-	crdsLoaded := make(chan error, 1)
-	go func() { _, err := standardCRDs(); crdsLoaded <- err }()
-
+	template, built := c.etcdTemplate(t, crds)
+	bootstrapped := time.Since(begin)
+	dataDir := filepath.Join(c.dir, "etcd")
+	if err := copyDir(template, dataDir); err != nil {
+		t.Fatalf("test/kube: copying the etcd template: %v", err)
+	}
 	// The apiserver retries etcd until it answers, so both start at once.
-	etcd := c.start(t, "etcd",
-		"-data-dir", filepath.Join(c.dir, "etcd"),
+	c.running = []*process{
+		c.start(t, "etcd", "etcd", etcdFlags(dataDir)...),
+		c.start(t, "kube-apiserver", "kube-apiserver", apiserverFlags(c.dir)...),
+	}
+	c.waitFor(t, "kube-apiserver /readyz", time.Minute, c.running, func(ctx context.Context) error {
+		return c.get(ctx, Server+"/readyz")
+	})
+	apiReady := time.Since(begin)
+	if opts.ControllerManager {
+		c.running = append(c.running, c.startControllerManager(t))
+	}
+	// Usually long past: the template was built before this apiserver
+	// started.
+	waitPastJustCreated(c.waitCRDs(t, crds(), false))
+	if opts.ControllerManager {
+		hc := c.NS.HTTPClient(2 * time.Second)
+		hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: c.pki.pool()}
+		c.waitFor(t, "kube-controller-manager /healthz", time.Minute, c.running, func(ctx context.Context) error {
+			return getOK(ctx, hc, kcmHealthz)
+		})
+	}
+	how := "template reused"
+	if built {
+		how = fmt.Sprintf("template built in %.1f s", bootstrapped.Seconds())
+	}
+	t.Logf("test/kube: cluster ready in %.1f s (%s, apiserver ready at %.1f s; namespace %s)",
+		time.Since(begin).Seconds(), how, apiReady.Seconds(), c.NS.Name)
+	return c
+}
+
+// issueCerts creates the cluster's PKI in c.dir and returns the admin
+// client certificate.
+func (c *Cluster) issueCerts(t testing.TB) *cert {
+	t.Helper()
+	var err error
+	if c.pki, err = newPKI(c.dir); err != nil {
+		t.Fatalf("test/kube: %v", err)
+	}
+	if _, err := c.pki.issue("apiserver", pkix.Name{CommonName: "kube-apiserver"},
+		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(NodeIP), net.ParseIP(KubernetesServiceIP)},
+		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+	); err != nil {
+		t.Fatalf("test/kube: %v", err)
+	}
+	admin, err := c.pki.issue("admin", pkix.Name{CommonName: "trellis-test-admin", Organization: []string{"system:masters"}}, nil, nil)
+	if err != nil {
+		t.Fatalf("test/kube: %v", err)
+	}
+	return admin
+}
+
+// etcdFlags is etcd's command line.
+func etcdFlags(dataDir string) []string {
+	return []string{
+		"-data-dir", dataDir,
 		"-listen-client-url", etcdClientURL,
 		"-listen-peer-url", "http://127.0.0.1:2380",
 		// A one-member cluster elects itself after one election timeout;
 		// short ticks make that take milliseconds instead of a second.
 		"-tick-ms", "10", "-election-ms", "100",
-		"-unsafe-no-fsync", "-log-level", "warn")
-	apiserver := c.start(t, "kube-apiserver",
-		"--etcd-servers="+etcdClientURL,
+		"-unsafe-no-fsync", "-log-level", "warn",
+	}
+}
+
+// apiserverFlags is kube-apiserver's command line; dir holds the PKI.
+func apiserverFlags(dir string) []string {
+	file := func(name string) string { return filepath.Join(dir, name) }
+	return []string{
+		"--etcd-servers=" + etcdClientURL,
 		"--bind-address=0.0.0.0", "--secure-port=6443",
-		"--advertise-address="+NodeIP,
-		"--tls-cert-file="+serving.certFile, "--tls-private-key-file="+serving.keyFile,
-		"--client-ca-file="+pk.file("ca.crt"),
+		"--advertise-address=" + NodeIP,
+		"--tls-cert-file=" + file("apiserver.crt"), "--tls-private-key-file=" + file("apiserver.key"),
+		"--client-ca-file=" + file("ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+pk.file("sa.pub"),
-		"--service-account-signing-key-file="+pk.file("sa.key"),
-		"--service-cluster-ip-range="+ServiceCIDR,
+		"--service-account-key-file=" + file("sa.pub"),
+		"--service-account-signing-key-file=" + file("sa.key"),
+		"--service-cluster-ip-range=" + ServiceCIDR,
 		"--authorization-mode=RBAC",
 		// The ServiceAccount admission plugin rejects Pods until the
 		// controller manager has created their namespace's default
@@ -169,64 +236,36 @@ func Start(t testing.TB, opts Options) *Cluster {
 		"--allow-privileged=true",
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
-		"--cert-dir="+filepath.Join(c.dir, "apiserver"))
-	c.waitFor(t, "kube-apiserver /readyz", time.Minute, []*process{etcd, apiserver}, func(ctx context.Context) error {
-		return c.get(ctx, Server+"/readyz")
-	})
-	apiReady := time.Since(begin)
-	if c.client, err = client.New(c.Config, client.Options{Scheme: Scheme()}); err != nil {
-		t.Fatalf("test/kube: client: %v", err)
+		"--cert-dir=" + file("apiserver"),
 	}
-
-	var kcm *process
-	if opts.ControllerManager {
-		kcm = c.startControllerManager(t, pk)
-	}
-	c.ensureNamespace(t, metav1.NamespaceDefault)
-	if err := <-crdsLoaded; err != nil {
-		t.Fatalf("test/kube: %v", err)
-	}
-	crds, _ := standardCRDs()
-	c.installCRDs(t, crds)
-	crdsReady := time.Since(begin)
-	if kcm != nil {
-		hc := c.NS.HTTPClient(2 * time.Second)
-		hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pk.pool()}
-		c.waitFor(t, "kube-controller-manager /healthz", time.Minute, []*process{etcd, apiserver, kcm}, func(ctx context.Context) error {
-			return getOK(ctx, hc, kcmHealthz)
-		})
-	}
-	t.Logf("test/kube: cluster ready in %.1f s (apiserver ready at %.1f s, CRDs at %.1f s; namespace %s)",
-		time.Since(begin).Seconds(), apiReady.Seconds(), crdsReady.Seconds(), c.NS.Name)
-	return c
 }
 
 // startControllerManager starts kube-controller-manager with a
 // system:masters identity (so no per-controller service accounts have to
 // be created first) and a serving certificate from the cluster CA.
-func (c *Cluster) startControllerManager(t testing.TB, pk *pki) *process {
+func (c *Cluster) startControllerManager(t testing.TB) *process {
 	t.Helper()
-	id, err := pk.issue("kcm", pkix.Name{CommonName: "system:kube-controller-manager", Organization: []string{"system:masters"}}, nil, nil)
+	id, err := c.pki.issue("kcm", pkix.Name{CommonName: "system:kube-controller-manager", Organization: []string{"system:masters"}}, nil, nil)
 	if err != nil {
 		t.Fatalf("test/kube: %v", err)
 	}
-	serving, err := pk.issue("kcm-serving", pkix.Name{CommonName: "kube-controller-manager"}, []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"})
+	serving, err := c.pki.issue("kcm-serving", pkix.Name{CommonName: "kube-controller-manager"}, []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"})
 	if err != nil {
 		t.Fatalf("test/kube: %v", err)
 	}
 	kubeconfig := filepath.Join(c.dir, "kcm.kubeconfig")
-	if err := writeKubeconfig(kubeconfig, pk.caPEM, id); err != nil {
+	if err := writeKubeconfig(kubeconfig, c.pki.caPEM, id); err != nil {
 		t.Fatalf("test/kube: %v", err)
 	}
-	return c.start(t, "kube-controller-manager",
+	return c.start(t, "kube-controller-manager", "kube-controller-manager",
 		"--kubeconfig="+kubeconfig,
 		"--bind-address=127.0.0.1", "--secure-port=10257",
 		"--tls-cert-file="+serving.certFile, "--tls-private-key-file="+serving.keyFile,
-		"--service-account-private-key-file="+pk.file("sa.key"),
-		"--root-ca-file="+pk.file("ca.crt"),
+		"--service-account-private-key-file="+c.pki.file("sa.key"),
+		"--root-ca-file="+c.pki.file("ca.crt"),
 		"--use-service-account-credentials=false",
-		"--cluster-signing-cert-file="+pk.file("ca.crt"),
-		"--cluster-signing-key-file="+pk.file("ca.key"),
+		"--cluster-signing-cert-file="+c.pki.file("ca.crt"),
+		"--cluster-signing-key-file="+c.pki.file("ca.key"),
 		"--service-cluster-ip-range="+ServiceCIDR,
 		"--leader-elect=false",
 		"--controllers=*",
@@ -304,10 +343,4 @@ func writeKubeconfig(path string, caPEM []byte, id *cert) error {
 		return fmt.Errorf("writing kubeconfig %s: %w", path, err)
 	}
 	return nil
-}
-
-func (p *pki) pool() *x509.CertPool {
-	pool := x509.NewCertPool()
-	pool.AddCert(p.ca)
-	return pool
 }

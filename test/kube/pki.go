@@ -140,6 +140,13 @@ func (p *pki) issue(name string, subject pkix.Name, ips []net.IP, dnsNames []str
 	return c, nil
 }
 
+// pool is a certificate pool trusting the CA.
+func (p *pki) pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(p.ca)
+	return pool
+}
+
 func (p *pki) file(name string) string { return filepath.Join(p.dir, name) }
 
 func (p *pki) write(name string, data []byte) error {

@@ -16,29 +16,29 @@ import (
 type process struct {
 	name    string
 	logFile string
-	pid     int
+	proc    *os.Process
 	exited  chan struct{} // closed when the process has exited
 	err     error         // how it exited; read only after exited is closed
 }
 
-// start runs the binary name from the bin directory inside the namespace.
-// It is killed at the end of the test (and, through netns.Start, whenever
-// the test binary exits).
-func (c *Cluster) start(t testing.TB, name string, args ...string) *process {
+// start runs a binary from the bin directory inside the namespace, logging
+// to name.log. It is killed at the end of the test (and, through
+// netns.Start, whenever the test binary exits).
+func (c *Cluster) start(t testing.TB, name, binary string, args ...string) *process {
 	t.Helper()
 	p := &process{name: name, logFile: filepath.Join(c.dir, name+".log"), exited: make(chan struct{})}
 	log, err := os.Create(p.logFile)
 	if err != nil {
 		t.Fatalf("test/kube: %s: %v", name, err)
 	}
-	cmd := c.NS.Command(context.Background(), filepath.Join(c.bin, name), args...)
+	cmd := c.NS.Command(context.Background(), filepath.Join(c.bin, binary), args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	err = c.NS.Start(cmd)
 	log.Close()
 	if err != nil {
 		t.Fatalf("test/kube: starting %s: %v", name, err)
 	}
-	p.pid = cmd.Process.Pid
+	p.proc = cmd.Process
 	go func() {
 		p.err = cmd.Wait()
 		close(p.exited)
@@ -49,14 +49,26 @@ func (c *Cluster) start(t testing.TB, name string, args ...string) *process {
 	t.Cleanup(func() {
 		// The cluster's state is thrown away, so there is nothing to
 		// shut down gracefully.
-		cmd.Process.Kill()
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("test/kube: %s (pid %d) did not exit 10 s after SIGKILL", name, p.pid)
+		if err := p.stop(os.Kill, 10*time.Second); err != nil && p.running() == nil {
+			t.Errorf("test/kube: %v", err)
 		}
 	})
 	return p
+}
+
+// stop signals the process and waits for it to exit. It returns how the
+// process exited (so a clean stop of a program that exits 0 on sig is nil),
+// or an error while it is still running.
+func (p *process) stop(sig os.Signal, timeout time.Duration) error {
+	if err := p.proc.Signal(sig); err != nil && p.running() == nil {
+		return fmt.Errorf("stopping %s: %w", p.name, err)
+	}
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(timeout):
+		return fmt.Errorf("%s did not exit %v after %v", p.name, timeout, sig)
+	}
 }
 
 // running returns an error when the process has exited.
@@ -81,13 +93,14 @@ func (c *Cluster) processes() []*process {
 
 // dumpLogs logs the end of every process's log.
 func (c *Cluster) dumpLogs(t testing.TB) {
+	t.Helper()
 	for _, p := range c.processes() {
 		data, err := os.ReadFile(p.logFile)
 		if err != nil {
 			t.Logf("test/kube: %s log: %v", p.name, err)
 			continue
 		}
-		t.Logf("test/kube: last %d lines of %s's log (pid %d):\n%s", logTailLines, p.name, p.pid, tail(data, logTailLines))
+		t.Logf("test/kube: last %d lines of %s's log (pid %d):\n%s", logTailLines, p.name, p.proc.Pid, tail(data, logTailLines))
 	}
 }
 

@@ -80,9 +80,9 @@ func (ns *NS) Command(ctx context.Context, name string, args ...string) *exec.Cm
 // Start starts cmd from the namespace's OS thread, so the process begins
 // life inside the namespace even when cmd is a plain exec.Command, and sets
 // its parent-death signal to SIGKILL: the kernel kills the process when that
-// thread ends, which is when the namespace is removed or the test binary
-// exits for any reason (a failed test, a panic, a -timeout). Use it for
-// processes that must never outlive the test.
+// thread ends, which is when the test binary exits for any reason (a failed
+// test, a panic, a -timeout) and, normally, when the namespace is removed.
+// Use it for processes that must never outlive the test.
 func (ns *NS) Start(cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}

@@ -1,5 +1,5 @@
 // Package file is the standalone provider: it reads Gateway API objects and
-// the Services and EndpointSlices they use from YAML files in a directory,
+// the Services, EndpointSlices and Secrets they use from YAML files in a directory,
 // translates them, and hands every good result to its caller, re-reading the
 // directory whenever it changes.
 //
@@ -277,6 +277,16 @@ var kinds = map[gvk]kindInfo{
 		new: func() any { return &gatewayv1.HTTPRoute{} },
 		add: func(in *translate.Input, obj any) { in.HTTPRoutes = append(in.HTTPRoutes, *obj.(*gatewayv1.HTTPRoute)) },
 	},
+	{"gateway.networking.k8s.io/v1", "GRPCRoute"}: {
+		kind: "GRPCRoute", namespaced: true,
+		new: func() any { return &gatewayv1.GRPCRoute{} },
+		add: func(in *translate.Input, obj any) { in.GRPCRoutes = append(in.GRPCRoutes, *obj.(*gatewayv1.GRPCRoute)) },
+	},
+	{"gateway.networking.k8s.io/v1", "TLSRoute"}: {
+		kind: "TLSRoute", namespaced: true,
+		new: func() any { return &gatewayv1.TLSRoute{} },
+		add: func(in *translate.Input, obj any) { in.TLSRoutes = append(in.TLSRoutes, *obj.(*gatewayv1.TLSRoute)) },
+	},
 	{"gateway.networking.k8s.io/v1", "ReferenceGrant"}: {
 		kind: "ReferenceGrant", namespaced: true,
 		new: func() any { return &gatewayv1.ReferenceGrant{} },
@@ -293,6 +303,23 @@ var kinds = map[gvk]kindInfo{
 		kind: "Service", namespaced: true,
 		new: func() any { return &corev1.Service{} },
 		add: func(in *translate.Input, obj any) { in.Services = append(in.Services, *obj.(*corev1.Service)) },
+	},
+	{"v1", "Secret"}: {
+		kind: "Secret", namespaced: true,
+		new: func() any { return &corev1.Secret{} },
+		add: func(in *translate.Input, obj any) {
+			// stringData is write-only: the API server merges it into
+			// data, and so does the file provider.
+			s := obj.(*corev1.Secret)
+			if len(s.StringData) > 0 && s.Data == nil {
+				s.Data = map[string][]byte{}
+			}
+			for k, v := range s.StringData {
+				s.Data[k] = []byte(v)
+			}
+			s.StringData = nil
+			in.Secrets = append(in.Secrets, *s)
+		},
 	},
 	{"discovery.k8s.io/v1", "EndpointSlice"}: {
 		kind: "EndpointSlice", namespaced: true,
@@ -313,7 +340,7 @@ func unsupported(apiVersion, kind string) error {
 			return fmt.Errorf("%s must have apiVersion %s, not %s", kind, k.apiVersion, apiVersion)
 		}
 	}
-	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute and ReferenceGrant (%s/v1), Namespace and Service (v1) and EndpointSlice (discovery.k8s.io/v1)",
+	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (%s/v1), Namespace, Service and Secret (v1) and EndpointSlice (discovery.k8s.io/v1)",
 		kind, apiVersion, gatewayv1.GroupName)
 }
 

@@ -89,8 +89,12 @@ func TestLoadErrors(t *testing.T) {
 		want:  []string{`svc.yaml:1: document 1 (Service default/inventory-ver1): unknown field "labels"`, `unknown field "spec.selectr"`},
 	}, {
 		name:  "unsupported kind",
-		files: map[string]string{"grpc.yaml": "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata:\n  name: g\n"},
-		want:  []string{`grpc.yaml:1: document 1 (GRPCRoute g): kind GRPCRoute (gateway.networking.k8s.io/v1) is not supported`},
+		files: map[string]string{"tcp.yaml": "apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata:\n  name: g\n"},
+		want:  []string{`tcp.yaml:1: document 1 (TCPRoute g): kind TCPRoute (gateway.networking.k8s.io/v1) is not supported`},
+	}, {
+		name:  "unknown field in a Secret",
+		files: map[string]string{"s.yaml": "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ntype: kubernetes.io/tls\nstringdata:\n  tls.crt: x\n"},
+		want:  []string{`s.yaml:1: document 1 (Secret default/s): unknown field "stringdata"`},
 	}, {
 		name:  "wrong apiVersion",
 		files: map[string]string{"route.yaml": strings.Replace(route, "/v1", "/v1beta1", 1)},

@@ -97,14 +97,14 @@ func BenchmarkMatch(b *testing.B) {
 			reqs := make([]*http.Request, 1024)
 			for i := range reqs {
 				reqs[i] = bb.reqs(i)
-				if rt := tab.Match(80, reqs[i]); rt == nil || rt.Status != bb.want {
+				if rt := tab.Match(Bind{Port: 80}, reqs[i]); rt == nil || rt.Status != bb.want {
 					b.Fatalf("request %d matched %s, want status %d", i, routeName(rt), bb.want)
 				}
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
-				tab.Match(80, reqs[i%len(reqs)])
+				tab.Match(Bind{Port: 80}, reqs[i%len(reqs)])
 			}
 		})
 	}

@@ -29,11 +29,16 @@ type Compiler struct {
 
 // Compile builds the route table of snap.
 //
+// A listener is served on each of its binds (ListenerBinds): the port on
+// each address of an edge network that has addresses, else on the proxy's
+// own bind address. Binds are routed apart, so two edge networks on one port
+// at different addresses never see each other's routes.
+//
 // Every service with an HTTP listener contributes its rules to a virtual
-// host per host name on that listener's port: the listener's own Hostnames,
-// or else the service's. An edge-mode service with neither contributes to
-// the catch-all host. A listener with a Hostname keeps its virtual hosts
-// apart from the port's other listeners', and a request is served only by
+// host per host name on each of that listener's binds: the listener's own
+// Hostnames, or else the service's. An edge-mode service with neither
+// contributes to the catch-all host. A listener with a Hostname keeps its
+// virtual hosts apart from the bind's other listeners', and a request is served only by
 // the most specific listener whose Hostname matches it. The rules of all
 // services sharing a virtual host are merged and ordered by Gateway API
 // precedence, one entry per match: exact path, then regular expression, then
@@ -45,7 +50,7 @@ type Compiler struct {
 //
 // HTTPS listeners are routed exactly like HTTP ones once TLS is
 // terminated. A TLS_PASSTHROUGH listener contributes its services to the
-// port's server-name table instead (MatchSNI). The first listener on a port
+// bind's server-name table instead (MatchSNI). The first listener on a bind
 // decides its protocol; a later listener with another protocol is left out
 // and reported by Conflicts.
 //
@@ -63,9 +68,9 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 		return nil, errors.New("nil snapshot")
 	}
 	b := builder{
-		ports:     map[int32]*hostBuilder{},
-		tls:       map[int32]*hostBuilder{},
-		protocols: map[int32]model.Protocol{},
+		ports:     map[Bind]*hostBuilder{},
+		tls:       map[Bind]*hostBuilder{},
+		protocols: map[Bind]model.Protocol{},
 		groups:    make(map[string]*Group, len(snap.TargetGroups)),
 		prev:      c.regexps,
 		regexps:   map[string]*regexp.Regexp{},
@@ -83,13 +88,13 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 		c.link(g)
 		b.groups[tg.Name] = g
 	}
-	edge := make(map[string]bool, len(snap.Networks))
-	for _, n := range snap.Networks {
-		edge[n.Name] = n.Mode == model.ModeEdge
+	networks := make(map[string]*model.ServiceNetwork, len(snap.Networks))
+	for i := range snap.Networks {
+		networks[snap.Networks[i].Name] = &snap.Networks[i]
 	}
 	for i := range snap.Services {
 		svc := &snap.Services[i]
-		if err := b.addService(svc, edge[svc.Network]); err != nil {
+		if err := b.addService(svc, networks[svc.Network]); err != nil {
 			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
 		}
 	}
@@ -136,16 +141,16 @@ func inField(parent string, err error) error {
 	return &model.FieldError{Field: parent + sep + fe.Field, Detail: fe.Detail}
 }
 
-// builder holds one compilation's state: the entries collected per port and
+// builder holds one compilation's state: the entries collected per bind and
 // host name before they are sorted, the compiled target groups, and the
 // regular expressions compiled so far (regexps) or last time (prev).
 type builder struct {
-	ports map[int32]*hostBuilder
-	// tls holds the server-name tables of TLS passthrough ports.
-	tls map[int32]*hostBuilder
-	// protocols is the protocol of each port: the first listener on a port
+	ports map[Bind]*hostBuilder
+	// tls holds the server-name tables of TLS passthrough binds.
+	tls map[Bind]*hostBuilder
+	// protocols is the protocol of each bind: the first listener on a bind
 	// decides it, and later listeners with another are left out.
-	protocols map[int32]model.Protocol
+	protocols map[Bind]model.Protocol
 	conflicts []string
 	groups    map[string]*Group
 	prev      map[string]*regexp.Regexp
@@ -175,57 +180,67 @@ type pending struct {
 	rule, match int
 }
 
-func (b *builder) addService(svc *model.Service, edge bool) error {
+func (b *builder) addService(svc *model.Service, n *model.ServiceNetwork) error {
 	entries, err := b.compileRules(svc)
 	if err != nil {
 		return err
 	}
+	edge := n != nil && n.Mode == model.ModeEdge
 	svcHosts := lowerUnique(svc.Hostnames())
 	for _, l := range svc.Listeners {
-		if p, taken := b.protocols[l.Port]; taken && p != l.Protocol {
-			b.conflicts = append(b.conflicts, fmt.Sprintf("service %s listener %q: port %d already serves %s, not %s", svc.Name, l.Name, l.Port, p, l.Protocol))
-			continue
-		}
-		ports := b.ports
 		switch l.Protocol {
-		case model.ProtocolHTTP, model.ProtocolHTTPS:
-		case model.ProtocolTLSPassthrough:
-			ports = b.tls
+		case model.ProtocolHTTP, model.ProtocolHTTPS, model.ProtocolTLSPassthrough:
 		default:
 			b.conflicts = append(b.conflicts, fmt.Sprintf("service %s listener %q: protocol %s is not served", svc.Name, l.Name, l.Protocol))
 			continue
-		}
-		b.protocols[l.Port] = l.Protocol
-		hb := ports[l.Port]
-		if hb == nil {
-			hb = newHostBuilder()
-			ports[l.Port] = hb
-		}
-		if name := strings.ToLower(l.Hostname); name != "" {
-			if hb.listeners == nil {
-				hb.listeners = map[string]*hostBuilder{}
-			}
-			if hb.listeners[name] == nil {
-				hb.listeners[name] = newHostBuilder()
-			}
-			hb = hb.listeners[name]
 		}
 		hosts := svcHosts
 		if len(l.Hostnames) > 0 {
 			hosts = lowerUnique(l.Hostnames)
 		}
-		if edge && len(hosts) == 0 {
-			hb.any = append(hb.any, entries...)
-		}
-		for _, h := range hosts {
-			if suffix, ok := strings.CutPrefix(h, "*."); ok {
-				hb.wildcard["."+suffix] = append(hb.wildcard["."+suffix], entries...)
-			} else {
-				hb.exact[h] = append(hb.exact[h], entries...)
+		for _, bind := range ListenerBinds(n, l.Port) {
+			if p, taken := b.protocols[bind]; taken && p != l.Protocol {
+				b.conflicts = append(b.conflicts, fmt.Sprintf("service %s listener %q: %s already serves %s, not %s", svc.Name, l.Name, bind, p, l.Protocol))
+				continue
 			}
+			b.protocols[bind] = l.Protocol
+			b.addListener(bind, l, hosts, edge, entries)
 		}
 	}
 	return nil
+}
+
+// addListener adds entries to the virtual hosts of hosts on one bind of
+// listener l.
+func (b *builder) addListener(bind Bind, l model.Listener, hosts []string, edge bool, entries []pending) {
+	binds := b.ports
+	if l.Protocol == model.ProtocolTLSPassthrough {
+		binds = b.tls
+	}
+	hb := binds[bind]
+	if hb == nil {
+		hb = newHostBuilder()
+		binds[bind] = hb
+	}
+	if name := strings.ToLower(l.Hostname); name != "" {
+		if hb.listeners == nil {
+			hb.listeners = map[string]*hostBuilder{}
+		}
+		if hb.listeners[name] == nil {
+			hb.listeners[name] = newHostBuilder()
+		}
+		hb = hb.listeners[name]
+	}
+	if edge && len(hosts) == 0 {
+		hb.any = append(hb.any, entries...)
+	}
+	for _, h := range hosts {
+		if suffix, ok := strings.CutPrefix(h, "*."); ok {
+			hb.wildcard["."+suffix] = append(hb.wildcard["."+suffix], entries...)
+		} else {
+			hb.exact[h] = append(hb.exact[h], entries...)
+		}
+	}
 }
 
 // lowerUnique returns names lower-cased, without repeats.
@@ -409,21 +424,21 @@ func (b *builder) regexp(expr string) (*regexp.Regexp, error) {
 func (b *builder) table(revision int64) *Table {
 	t := &Table{
 		revision:  revision,
-		ports:     make(map[int32]*hostTable, len(b.ports)),
-		tls:       make(map[int32]*hostTable, len(b.tls)),
+		ports:     make(map[Bind]*hostTable, len(b.ports)),
+		tls:       make(map[Bind]*hostTable, len(b.tls)),
 		protocols: b.protocols,
 		conflicts: b.conflicts,
 	}
-	for port, hb := range b.ports {
-		t.ports[port] = hb.table()
+	for bind, hb := range b.ports {
+		t.ports[bind] = hb.table()
 	}
-	for port, hb := range b.tls {
-		t.tls[port] = hb.table()
+	for bind, hb := range b.tls {
+		t.tls[bind] = hb.table()
 	}
-	for port := range b.protocols {
-		t.portList = append(t.portList, port)
+	for bind := range b.protocols {
+		t.binds = append(t.binds, bind)
 	}
-	slices.Sort(t.portList)
+	slices.SortFunc(t.binds, CompareBinds)
 	return t
 }
 

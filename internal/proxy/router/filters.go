@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/net/http/httpguts"
 	"trellis.dev/trellis/internal/model"
 )
 
@@ -228,19 +229,19 @@ func (b *builder) compileFilters(fs []model.Filter) ([]Filter, error) {
 func compileHeaderEdit(h *model.HeaderFilter) (*HeaderEdit, error) {
 	e := &HeaderEdit{}
 	for i, kv := range h.Set {
-		if !validHeaderName(kv.Name) {
+		if !httpguts.ValidHeaderFieldName(kv.Name) {
 			return nil, fieldError(fmt.Sprintf("set[%d].name", i), "%q is not a valid header name", kv.Name)
 		}
 		e.set = append(e.set, headerValue{http.CanonicalHeaderKey(kv.Name), kv.Value})
 	}
 	for i, kv := range h.Add {
-		if !validHeaderName(kv.Name) {
+		if !httpguts.ValidHeaderFieldName(kv.Name) {
 			return nil, fieldError(fmt.Sprintf("add[%d].name", i), "%q is not a valid header name", kv.Name)
 		}
 		e.add = append(e.add, headerValue{http.CanonicalHeaderKey(kv.Name), kv.Value})
 	}
 	for i, n := range h.Remove {
-		if !validHeaderName(n) {
+		if !httpguts.ValidHeaderFieldName(n) {
 			return nil, fieldError(fmt.Sprintf("remove[%d]", i), "%q is not a valid header name", n)
 		}
 		e.remove = append(e.remove, http.CanonicalHeaderKey(n))
@@ -286,18 +287,4 @@ func compilePathEdit(m *model.PathModifier) (*pathEdit, error) {
 		return &pathEdit{value: m.Value}, nil
 	}
 	return nil, fieldError("path.type", "must be ReplaceFullPath or ReplacePrefixMatch, not %q", m.Type)
-}
-
-// validHeaderName reports whether s is an RFC 9110 token.
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -57,7 +57,7 @@ func TestRouteFilters(t *testing.T) {
 		{"/legacy", "/legacy", "http://h/new"},
 	} {
 		r := req{host: "h", target: tt.path}.build()
-		rt := tab.Match(80, r)
+		rt := tab.Match(Bind{Port: 80}, r)
 		if rt == nil || rt.MatchedPrefix != tt.prefix || len(rt.Filters) != 1 || rt.Filters[0].Redirect == nil {
 			t.Fatalf("%s: route %+v, want the redirect rule matched at %q", tt.path, rt, tt.prefix)
 		}
@@ -66,7 +66,7 @@ func TestRouteFilters(t *testing.T) {
 			t.Errorf("%s: Location %q, want %q", tt.path, got, tt.location)
 		}
 	}
-	rt := tab.Match(80, req{host: "h", target: "/api/x"}.build())
+	rt := tab.Match(Bind{Port: 80}, req{host: "h", target: "/api/x"}.build())
 	if rt.RequestTimeout != 5e9 || rt.Retry == nil || rt.Retry.Attempts != 2 || !rt.Retry.RetriesStatus(503) || rt.Retry.RetriesStatus(500) ||
 		rt.Retry.Backoff != DefaultRetryBackoff || rt.Session == nil || !rt.Session.Cookie {
 		t.Errorf("api route: %+v", rt)

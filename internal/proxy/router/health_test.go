@@ -42,7 +42,7 @@ func healthGroup(t *testing.T, checker *health.Checker, hc model.HealthCheck, ta
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := tab.Match(80, httptest.NewRequest("GET", "/", nil)).Pick().Group()
+	g := tab.Match(Bind{Port: 80}, httptest.NewRequest("GET", "/", nil)).Pick().Group()
 	for i := range g.targets {
 		if g.targets[i].Health == nil || g.targets[i].Group() != g {
 			t.Fatalf("target %s not linked", g.targets[i].Addr)
@@ -136,7 +136,7 @@ func BenchmarkPick(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			g := tab.Match(80, httptest.NewRequest("GET", "/", nil)).Pick().Group()
+			g := tab.Match(Bind{Port: 80}, httptest.NewRequest("GET", "/", nil)).Pick().Group()
 			b.ReportAllocs()
 			for b.Loop() {
 				g.Pick()

@@ -69,7 +69,7 @@ func overlapTable(t testing.TB) *Table {
 
 func TestIndexAgreesWithScan(t *testing.T) {
 	tab := overlapTable(t)
-	vh := tab.ports[80].exact["p.example.com"]
+	vh := tab.ports[Bind{Port: 80}].exact["p.example.com"]
 	paths := []string{"", "/", "//", "/a", "/a/", "/a//", "/a//x", "/ab", "/abc", "/a/b", "/a/b/", "/a/bc",
 		"/a/b/c", "/a/b/c/d", "/b/b", "/x", "/a/x/y"}
 	hits := map[*Route]bool{}
@@ -104,10 +104,10 @@ func FuzzMatch(f *testing.F) {
 	f.Add("[::1", "", "", "", "&&=")
 	f.Add("x.p.example.com", "/ab/", "DELETE", "abc", "q")
 	tab := overlapTable(f)
-	vh := tab.ports[80].exact["p.example.com"]
+	vh := tab.ports[Bind{Port: 80}].exact["p.example.com"]
 	f.Fuzz(func(t *testing.T, host, path, method, header, query string) {
 		r := &http.Request{Method: method, Host: host, URL: &url.URL{Path: path, RawQuery: query}, Header: http.Header{"X-A": {header}}}
-		tab.Match(80, r)
+		tab.Match(Bind{Port: 80}, r)
 		if got, want := vh.match(r), linearMatch(vh, r); got != want {
 			t.Errorf("%s %q x-a=%q ?%s: index = %s, scan = %s", method, path, header, query, routeName(got), routeName(want))
 		}

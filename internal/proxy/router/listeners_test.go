@@ -1,6 +1,8 @@
 package router
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"trellis.dev/trellis/internal/model"
@@ -58,8 +60,58 @@ func TestListenerHostnames(t *testing.T) {
 		{82, "ignored.example.org", "-"},
 	}
 	for _, tt := range tests {
-		if got := routeName(tab.Match(tt.port, req{host: tt.host, target: "/"}.build())); got != tt.want {
+		if got := routeName(tab.Match(Bind{Port: tt.port}, req{host: tt.host, target: "/"}.build())); got != tt.want {
 			t.Errorf("port %d host %s: matched %s, want %s", tt.port, tt.host, got, tt.want)
+		}
+	}
+}
+
+// TestBinds checks that edge networks with addresses are served on each
+// address, routed apart from each other and from the proxy's own bind
+// address, with protocols decided per bind.
+func TestBinds(t *testing.T) {
+	nets := []model.ServiceNetwork{
+		{Meta: model.Meta{Name: "a"}, Mode: model.ModeEdge, Addresses: []string{"127.0.0.2"}},
+		{Meta: model.Meta{Name: "b"}, Mode: model.ModeEdge, Addresses: []string{"127.0.0.3", "127.0.0.4"}},
+		{Meta: model.Meta{Name: "file"}, Mode: model.ModeEdge},
+		{Meta: model.Meta{Name: "mesh"}, Mode: model.ModeServiceNetwork, Domain: "mesh.trellis.internal"},
+	}
+	svc := func(name, network string, code int, proto model.Protocol) model.Service {
+		return model.Service{Meta: model.Meta{Name: name}, Network: network,
+			Listeners: []model.Listener{{Name: "l", Port: 80, Protocol: proto}}, Rules: []model.Rule{rule(code)}}
+	}
+	mesh := svc("mesh", "mesh", 250, model.ProtocolHTTP)
+	mesh.DNSName = "inv.mesh.trellis.internal"
+	tab := mustCompile(t, &model.Snapshot{Networks: nets, Services: []model.Service{
+		svc("a", "a", 210, model.ProtocolHTTP),
+		svc("b", "b", 220, model.ProtocolHTTP),
+		svc("file", "file", 230, model.ProtocolHTTP),
+		mesh,
+		// Another protocol on a's bind conflicts; on b's own binds it would not.
+		svc("a-tls", "a", 240, model.ProtocolTLSPassthrough),
+	}})
+	if got, want := fmt.Sprint(tab.Binds()), "[:80 127.0.0.2:80 127.0.0.3:80 127.0.0.4:80]"; got != want {
+		t.Errorf("Binds = %s, want %s", got, want)
+	}
+	if got := tab.Conflicts(); len(got) != 1 || !strings.Contains(got[0], "127.0.0.2:80 already serves HTTP") {
+		t.Errorf("Conflicts = %q, want one for a-tls on 127.0.0.2:80", got)
+	}
+	tests := []struct {
+		bind Bind
+		host string
+		want string
+	}{
+		{Bind{"127.0.0.2", 80}, "any.example", "a/0"},
+		{Bind{"127.0.0.3", 80}, "any.example", "b/0"},
+		{Bind{"127.0.0.4", 80}, "any.example", "b/0"},
+		{Bind{"", 80}, "any.example", "file/0"},
+		{Bind{"", 80}, "inv.mesh.trellis.internal", "mesh/0"},
+		{Bind{"127.0.0.2", 80}, "inv.mesh.trellis.internal", "a/0"},
+		{Bind{"127.0.0.2", 81}, "any.example", "-"},
+	}
+	for _, tt := range tests {
+		if got := routeName(tab.Match(tt.bind, req{host: tt.host, target: "/"}.build())); got != tt.want {
+			t.Errorf("%s host %s: matched %s, want %s", tt.bind, tt.host, got, tt.want)
 		}
 	}
 }

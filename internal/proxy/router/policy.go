@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/balancer"
 )
@@ -89,7 +90,7 @@ func compileSession(sp *model.SessionPersistence, route *Route) (*Session, error
 	default:
 		return nil, fieldError("sessionPersistence.type", "must be Cookie or Header, not %q", sp.Type)
 	}
-	if !validHeaderName(sp.Name) {
+	if !httpguts.ValidHeaderFieldName(sp.Name) {
 		return nil, fieldError("sessionPersistence.name", "%q is not a valid cookie or header name", sp.Name)
 	}
 	for i := range route.backends {

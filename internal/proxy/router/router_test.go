@@ -174,7 +174,7 @@ func TestMatch(t *testing.T) {
 			if port == 0 {
 				port = 80
 			}
-			if got := routeName(tab.Match(port, tt.req.build())); got != tt.want {
+			if got := routeName(tab.Match(Bind{Port: port}, tt.req.build())); got != tt.want {
 				t.Errorf("Match = %s, want %s", got, tt.want)
 			}
 		})
@@ -182,11 +182,11 @@ func TestMatch(t *testing.T) {
 	if got := tab.Revision(); got != 7 {
 		t.Errorf("Revision = %d, want 7", got)
 	}
-	if got := fmt.Sprint(tab.Ports()); got != "[80 81 82 443]" {
-		t.Errorf("Ports = %s, want [80 81 82 443]", got)
+	if got := fmt.Sprint(tab.Binds()); got != "[:80 :81 :82 :443]" {
+		t.Errorf("Binds = %s, want [:80 :81 :82 :443]", got)
 	}
-	if tab.Protocol(80) != model.ProtocolHTTP || tab.Protocol(443) != model.ProtocolHTTPS {
-		t.Errorf("protocols: 80 %s, 443 %s", tab.Protocol(80), tab.Protocol(443))
+	if tab.Protocol(Bind{Port: 80}) != model.ProtocolHTTP || tab.Protocol(Bind{Port: 443}) != model.ProtocolHTTPS {
+		t.Errorf("protocols: 80 %s, 443 %s", tab.Protocol(Bind{Port: 80}), tab.Protocol(Bind{Port: 443}))
 	}
 }
 
@@ -225,12 +225,12 @@ func TestMatchSNIAndProtocolConflicts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tab.Protocol(443) != model.ProtocolTLSPassthrough {
-		t.Errorf("port 443 serves %s", tab.Protocol(443))
+	if tab.Protocol(Bind{Port: 443}) != model.ProtocolTLSPassthrough {
+		t.Errorf("port 443 serves %s", tab.Protocol(Bind{Port: 443}))
 	}
 	for sni, want := range map[string]string{"db.example.com": "exact", "DB.example.com": "exact", "web.example.com": "wild", "other.test": ""} {
 		got := ""
-		if rt := tab.MatchSNI(443, sni); rt != nil {
+		if rt := tab.MatchSNI(Bind{Port: 443}, sni); rt != nil {
 			got = rt.Service
 		}
 		if got != want {
@@ -240,7 +240,7 @@ func TestMatchSNIAndProtocolConflicts(t *testing.T) {
 	if cs := tab.Conflicts(); len(cs) != 1 || !strings.Contains(cs[0], "clash") {
 		t.Errorf("Conflicts = %q, want the HTTP listener of clash", cs)
 	}
-	if tab.Match(443, httptest.NewRequest("GET", "http://db.example.com/", nil)) != nil {
+	if tab.Match(Bind{Port: 443}, httptest.NewRequest("GET", "http://db.example.com/", nil)) != nil {
 		t.Error("the conflicting HTTP listener was served")
 	}
 }
@@ -387,7 +387,7 @@ func TestPrecedence(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tab := mustCompile(t, &model.Snapshot{Networks: networks, Services: tt.services})
 			tt.req.host = "p.example.com"
-			if got := routeName(tab.Match(80, tt.req.build())); got != tt.want {
+			if got := routeName(tab.Match(Bind{Port: 80}, tt.req.build())); got != tt.want {
 				t.Errorf("Match = %s, want %s", got, tt.want)
 			}
 		})
@@ -412,7 +412,7 @@ func TestActions(t *testing.T) {
 			}}}}},
 		}},
 	}
-	route := mustCompile(t, snap).Match(80, req{host: "x", target: "/"}.build())
+	route := mustCompile(t, snap).Match(Bind{Port: 80}, req{host: "x", target: "/"}.build())
 	var got []string
 	for range 6 {
 		b := route.Pick()
@@ -492,7 +492,7 @@ func TestCompilerReusesRegexps(t *testing.T) {
 			Rules: append([]model.Rule{rule(200, model.Match{Path: regex(expr)})}, extra...),
 		}}}
 	}
-	re := func(tab *Table) any { return tab.ports[80].any.regex[0].pathRE }
+	re := func(tab *Table) any { return tab.ports[Bind{Port: 80}].any.regex[0].pathRE }
 	var c Compiler
 	compile := func(s *model.Snapshot) *Table {
 		t.Helper()

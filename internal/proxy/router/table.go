@@ -13,10 +13,13 @@
 package router
 
 import (
+	"cmp"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,40 +28,77 @@ import (
 	"trellis.dev/trellis/internal/proxy/health"
 )
 
+// Bind is where a listener is served: an IP address and a port. Addr is
+// an edge network's address (model.ServiceNetwork.Addresses), or "" for the
+// proxy's own bind address, where every other network is served.
+type Bind struct {
+	Addr string
+	Port int32
+}
+
+// String returns "addr:port", or ":port" for the proxy's own bind address.
+func (b Bind) String() string {
+	return net.JoinHostPort(b.Addr, strconv.Itoa(int(b.Port)))
+}
+
+// CompareBinds orders binds by port, then address.
+func CompareBinds(a, b Bind) int {
+	if c := cmp.Compare(a.Port, b.Port); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Addr, b.Addr)
+}
+
+// ListenerBinds returns the binds of a listener on port of a service in
+// network n: one per address of an edge network that has addresses, else
+// the proxy's own bind address. n is nil for a network missing from the
+// snapshot.
+func ListenerBinds(n *model.ServiceNetwork, port int32) []Bind {
+	if n == nil || n.Mode != model.ModeEdge || len(n.Addresses) == 0 {
+		return []Bind{{Port: port}}
+	}
+	out := make([]Bind, len(n.Addresses))
+	for i, a := range n.Addresses {
+		out[i] = Bind{Addr: a, Port: port}
+	}
+	return out
+}
+
 // Table is a compiled route table for one snapshot revision. Its zero value
 // is an empty table that matches nothing.
 type Table struct {
 	revision int64
-	// ports are the HTTP and HTTPS ports' host tables; tls the TLS
-	// passthrough ports' server-name tables.
-	ports, tls map[int32]*hostTable
-	protocols  map[int32]model.Protocol
+	// ports are the HTTP and HTTPS binds' host tables; tls the TLS
+	// passthrough binds' server-name tables.
+	ports, tls map[Bind]*hostTable
+	protocols  map[Bind]model.Protocol
 	conflicts  []string
-	// portList is the sorted list of every port served.
-	portList []int32
+	// binds is the sorted list of every bind served.
+	binds []Bind
 }
 
 // Revision is the snapshot revision the table was compiled from.
 func (t *Table) Revision() int64 { return t.revision }
 
-// Ports returns the sorted listener ports the table serves.
-func (t *Table) Ports() []int32 {
-	return slices.Clone(t.portList)
+// Binds returns the binds the table serves, sorted by port, then address.
+func (t *Table) Binds() []Bind {
+	return slices.Clone(t.binds)
 }
 
-// Protocol is the protocol a port serves: HTTP, HTTPS or TLS_PASSTHROUGH.
-func (t *Table) Protocol(port int32) model.Protocol { return t.protocols[port] }
+// Protocol is the protocol a bind serves: HTTP, HTTPS or TLS_PASSTHROUGH;
+// "" when the table does not serve it.
+func (t *Table) Protocol(b Bind) model.Protocol { return t.protocols[b] }
 
-// Conflicts lists the listeners left out of the table because their port
+// Conflicts lists the listeners left out of the table because their bind
 // already serves another protocol, or their protocol is not served.
 func (t *Table) Conflicts() []string { return t.conflicts }
 
-// MatchSNI returns the route of a TLS passthrough port for a client's server
-// name, or nil when no service on the port takes the name. Passthrough
+// MatchSNI returns the route of a TLS passthrough bind for a client's server
+// name, or nil when no service on the bind takes the name. Passthrough
 // services have no per-request matches, so the route of the
 // highest-precedence service for the name serves every connection.
-func (t *Table) MatchSNI(port int32, serverName string) *Route {
-	ht := t.tls[port]
+func (t *Table) MatchSNI(b Bind, serverName string) *Route {
+	ht := t.tls[b]
 	if ht == nil {
 		return nil
 	}
@@ -70,9 +110,9 @@ func (t *Table) MatchSNI(port int32, serverName string) *Route {
 }
 
 // Match returns the route of the highest-precedence rule that matches r on a
-// listener at port, or nil when no virtual host or no rule matches.
-func (t *Table) Match(port int32, r *http.Request) *Route {
-	ht := t.ports[port]
+// listener at b, or nil when no virtual host or no rule matches.
+func (t *Table) Match(b Bind, r *http.Request) *Route {
+	ht := t.ports[b]
 	if ht == nil {
 		return nil
 	}
@@ -195,7 +235,7 @@ type Target struct {
 	group  *Group
 }
 
-// hostTable holds the virtual hosts of one listener port: those of the
+// hostTable holds the virtual hosts of one listener bind: those of the
 // listeners with no hostname in exact, wildcard and any, and those of each
 // listener with a hostname in a hostTable of its own.
 type hostTable struct {
@@ -277,7 +317,7 @@ func requestHost(h string) string {
 }
 
 // vhost is one virtual host: the rules of every service answering to one
-// host name on one port, as entries in precedence order. The entries of each
+// host name on one bind, as entries in precedence order. The entries of each
 // exact path and of each path prefix are contiguous, so they are indexed as
 // sub-slices of entries; regular-expression entries are scanned.
 type vhost struct {

@@ -1,0 +1,159 @@
+package translate
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// grpcRules translates a GRPCRoute's rules, in order. A gRPC call is an
+// HTTP/2 POST to "/<service>/<method>", so method matches become path
+// matches, and the rest translates as an HTTPRoute's does.
+func (t *translator) grpcRules(r *route, src model.SourceRef, specRules []gatewayv1.GRPCRouteRule) []model.Rule {
+	if len(specRules) == 0 {
+		// As for HTTPRoutes: one rule matching every call, with no backends.
+		specRules = []gatewayv1.GRPCRouteRule{{}}
+	}
+	out := make([]model.Rule, len(specRules))
+	for i := range specRules {
+		rule := &specRules[i]
+		p := fmt.Sprintf("spec.rules[%d]", i)
+		mr := model.Rule{Name: fmt.Sprintf("rule-%d", i)}
+		if rule.Name != nil {
+			mr.Name = string(*rule.Name)
+		}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []gatewayv1.GRPCRouteMatch{{}}
+		}
+		for j := range matches {
+			mr.Matches = append(mr.Matches, t.grpcMatch(src, fmt.Sprintf("%s.matches[%d]", p, j), &matches[j]))
+		}
+		filters, filtersOK := t.filters(r, src, p+".filters", httpFilters(rule.Filters))
+		if rule.SessionPersistence != nil {
+			mr.SessionPersistence = t.session(r, src, p+".sessionPersistence", i, rule.SessionPersistence)
+		}
+		var backends []model.WeightedTargetGroup
+		for j := range rule.BackendRefs {
+			b := &rule.BackendRefs[j]
+			hb := gatewayv1.HTTPBackendRef{BackendRef: b.BackendRef, Filters: httpFilters(b.Filters)}
+			backends = append(backends, t.backend(r, src, fmt.Sprintf("%s.backendRefs[%d]", p, j), &hb))
+		}
+		setAction(&mr, filters, filtersOK, backends)
+		out[i] = mr
+	}
+	return out
+}
+
+// httpFilters converts GRPCRoute filters to the HTTPRoute filters of the
+// same types and configuration, which translate the same way.
+func httpFilters(fs []gatewayv1.GRPCRouteFilter) []gatewayv1.HTTPRouteFilter {
+	if len(fs) == 0 {
+		return nil
+	}
+	out := make([]gatewayv1.HTTPRouteFilter, len(fs))
+	for i, f := range fs {
+		out[i] = gatewayv1.HTTPRouteFilter{
+			Type:                   gatewayv1.HTTPRouteFilterType(f.Type),
+			RequestHeaderModifier:  f.RequestHeaderModifier,
+			ResponseHeaderModifier: f.ResponseHeaderModifier,
+			RequestMirror:          f.RequestMirror,
+			ExtensionRef:           f.ExtensionRef,
+		}
+	}
+	return out
+}
+
+// anyName stands for a service or method a regular-expression method
+// match leaves out: one path segment.
+const anyName = "[^/]+"
+
+// grpcMatch translates one GRPCRoute match. The method match becomes a
+// path match on "/<service>/<method>":
+//
+//   - Exact service and method: Exact "/<service>/<method>";
+//   - Exact service only: PathPrefix "/<service>/";
+//   - Exact method only: RegularExpression "/[^/]+/<method>";
+//   - RegularExpression: RegularExpression "/(?:<service>)/(?:<method>)",
+//     either left out matching any one segment.
+//
+// No method match matches every call. Headers match as HTTPRoute headers
+// do (Exact by default).
+func (t *translator) grpcMatch(src model.SourceRef, p string, m *gatewayv1.GRPCRouteMatch) model.Match {
+	path := model.PathMatch{Type: model.PathPrefix, Value: "/"}
+	if mm := m.Method; mm != nil {
+		svc, method := deref(mm.Service, ""), deref(mm.Method, "")
+		switch typ := deref(mm.Type, gatewayv1.GRPCMethodMatchExact); typ {
+		case gatewayv1.GRPCMethodMatchExact:
+			switch {
+			case strings.Contains(svc, "/") || strings.Contains(method, "/"):
+				t.problem(src, p+".method", string(gatewayv1.RouteReasonUnsupportedValue), "a gRPC service or method name contains no '/'")
+			case svc != "" && method != "":
+				path = model.PathMatch{Type: model.PathExact, Value: "/" + svc + "/" + method}
+			case svc != "":
+				path = model.PathMatch{Type: model.PathPrefix, Value: "/" + svc + "/"}
+			case method != "":
+				path = model.PathMatch{Type: model.PathRegularExpression, Value: "/" + anyName + "/" + regexp.QuoteMeta(method)}
+			default:
+				t.problem(src, p+".method", string(gatewayv1.RouteReasonUnsupportedValue), "a method match needs a service, a method or both")
+			}
+		case gatewayv1.GRPCMethodMatchRegularExpression:
+			if svc == "" {
+				svc = anyName
+			}
+			if method == "" {
+				method = anyName
+			}
+			path = model.PathMatch{Type: model.PathRegularExpression, Value: "/(?:" + svc + ")/(?:" + method + ")"}
+		default:
+			// Passed on for the model's validation to reject the rule.
+			path = model.PathMatch{Type: model.PathMatchType(typ)}
+		}
+	}
+	out := model.Match{Path: &path}
+	seen := map[string]int{}
+	for k, h := range m.Headers {
+		name := strings.ToLower(string(h.Name))
+		if first, dup := seen[name]; dup {
+			t.problem(src, fmt.Sprintf("%s.headers[%d].name", p, k), string(gatewayv1.RouteReasonUnsupportedValue),
+				"header %q is already matched by headers[%d]; the Gateway API ignores all but the first", h.Name, first)
+			continue
+		}
+		seen[name] = k
+		out.Headers = append(out.Headers, model.ValueMatch{
+			Type: model.ValueMatchType(deref(h.Type, gatewayv1.GRPCHeaderMatchExact)), Name: string(h.Name), Value: h.Value,
+		})
+	}
+	return out
+}
+
+// tlsRules translates a TLSRoute's rule: one model rule without matches
+// that forwards connections to its backends by weight. The Gateway API
+// allows one rule; a TLSRoute without backends (or whose backends are all
+// invalid) gets one invalid backend, so that its connections are refused.
+func (t *translator) tlsRules(r *route, src model.SourceRef, specRules []gatewayv1.TLSRouteRule) []model.Rule {
+	out := model.Rule{Name: "rule-0"}
+	for i := 1; i < len(specRules); i++ {
+		t.problem(src, fmt.Sprintf("spec.rules[%d]", i), string(gatewayv1.RouteReasonUnsupportedValue), "a TLSRoute takes one rule; this one is left out")
+	}
+	var backends []model.WeightedTargetGroup
+	if len(specRules) > 0 {
+		rule := &specRules[0]
+		if rule.Name != nil {
+			out.Name = string(*rule.Name)
+		}
+		for j := range rule.BackendRefs {
+			hb := gatewayv1.HTTPBackendRef{BackendRef: rule.BackendRefs[j]}
+			backends = append(backends, t.backend(r, src, fmt.Sprintf("spec.rules[0].backendRefs[%d]", j), &hb))
+		}
+	}
+	if len(backends) == 0 {
+		backends = []model.WeightedTargetGroup{{Weight: 1}}
+	}
+	out.Action.Forward = &model.ForwardAction{Backends: backends}
+	return []model.Rule{out}
+}
