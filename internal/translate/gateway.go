@@ -287,7 +287,8 @@ func (t *translator) listenerProtocol(gw *gatewayv1.Gateway, src model.SourceRef
 		}
 		li.certificates = names
 	case gatewayv1.TLSProtocolType:
-		li.supportedKinds = slices.Clone(tlsRouteKinds)
+		// supportedKinds stays empty unless the listener is one trellis
+		// serves: a TLS listener in Terminate mode takes no route kind.
 		if l.TLS == nil {
 			fail(".tls", unsupported, "a TLS listener needs tls with mode Passthrough")
 			return
@@ -297,6 +298,7 @@ func (t *translator) listenerProtocol(gw *gatewayv1.Gateway, src model.SourceRef
 			return
 		}
 		li.protocol = model.ProtocolTLSPassthrough
+		li.supportedKinds = slices.Clone(tlsRouteKinds)
 	default:
 		fail(".protocol", string(gatewayv1.ListenerReasonUnsupportedProtocol), "protocol %q is not supported; HTTP, HTTPS and TLS are", l.Protocol)
 	}

@@ -258,6 +258,9 @@ func (t *translator) attach(r *route, src model.SourceRef, hostnames []string) (
 			attached = append(attached, a)
 		}
 	}
+	// A network reached only through listeners that serve nothing gets no
+	// service.
+	attached = slices.DeleteFunc(attached, func(a *attachment) bool { return len(a.listeners) == 0 })
 	for _, a := range attached {
 		slices.SortFunc(a.listeners, func(x, y model.Listener) int {
 			return cmp.Or(cmp.Compare(x.Port, y.Port), cmp.Compare(x.Hostname, y.Hostname))
@@ -279,7 +282,11 @@ func (t *translator) attachParent(r *route, src model.SourceRef, field string, p
 			continue
 		}
 		selected++
-		if !l.usable {
+		// A listener whose references do not resolve is still accepted:
+		// routes attach to it and count in its attachedRoutes, as the
+		// Gateway API requires, but it serves nothing.
+		unresolvedOnly := !l.usable && len(l.notAccepted) == 0 && l.conflict == nil
+		if !l.usable && !unresolvedOnly {
 			continue
 		}
 		usable++
@@ -292,6 +299,9 @@ func (t *translator) attachParent(r *route, src model.SourceRef, field string, p
 			continue
 		}
 		res.listeners = append(res.listeners, l)
+		if unresolvedOnly {
+			continue
+		}
 		ml := model.Listener{Name: string(l.spec.Name), Port: l.spec.Port, Protocol: l.protocol, Certificates: l.certificates}
 		if gw.mode == model.ModeEdge {
 			// Each listener keeps its own hostname and the route's names on
