@@ -27,29 +27,14 @@ import (
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/trellisbin"
 )
 
 // trellisBin is the trellis binary, built by TestMain for the tests that
 // run a proxy.
 var trellisBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "trellis-controller-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	trellisBin = filepath.Join(dir, "trellis")
-	build := exec.Command("go", "build", "-o", trellisBin, "../../cmd/trellis")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building trellis:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { trellisbin.Main(m, &trellisBin) }
 
 // Addresses inside the cluster's network namespace.
 const (

@@ -22,28 +22,13 @@ import (
 
 	"trellis.dev/trellis/internal/demo"
 	"trellis.dev/trellis/test/netns"
+	"trellis.dev/trellis/test/trellisbin"
 )
 
 // trellisBin is the binary under test, built once by TestMain.
 var trellisBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "trellis-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	trellisBin = filepath.Join(dir, "trellis")
-	build := exec.Command("go", "build", "-o", trellisBin, "../../cmd/trellis")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building trellis:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { trellisbin.Main(m, &trellisBin) }
 
 // syncBuffer is a bytes.Buffer safe for a process writing while a test reads.
 type syncBuffer struct {
