@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -56,6 +57,11 @@ func (p *Proxy) ListenAdmin() (string, error) {
 		}
 		fmt.Fprintf(w, "ready: revision %d\n", p.Revision())
 	})
+	// Go's profiles, for diagnosing the proxy under load; the admin
+	// listener is local (127.0.0.1 by default) like the rest of it.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	a := &adminServer{
 		addr: ln.Addr().String(),
 		srv: &http.Server{

@@ -61,6 +61,9 @@ type listener struct {
 	proto model.Protocol
 	ln    net.Listener
 	srv   *http.Server
+	// fast is the fast path of an HTTP listener, which hands srv the
+	// connections it does not serve; nil on HTTPS listeners.
+	fast *fastServer
 	// closing is set before the proxy closes ln, so that Serve's resulting
 	// error is not reported as a failure.
 	closing atomic.Bool
@@ -98,6 +101,15 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 		})
 	} else {
 		l.srv.Protocols.SetUnencryptedHTTP2(true)
+		if p.fast {
+			l.fast = newFastServer(p, b, ln.Addr())
+			serve = l.fast.handoff
+			go func() {
+				if err := l.fast.serve(ln); !l.closing.Load() {
+					p.log.Error("listener stopped serving", "bind", b, "addr", l.addr, "err", err)
+				}
+			}()
+		}
 	}
 	p.harden(l.srv)
 	go func() {
@@ -135,6 +147,12 @@ func (l *listener) stopAccepting() {
 }
 
 func (l *listener) drain(ctx context.Context) error {
+	if l.fast != nil {
+		if err := l.fast.drain(ctx); err != nil {
+			l.srv.Close()
+			return err
+		}
+	}
 	err := l.srv.Shutdown(ctx)
 	if errors.Is(err, net.ErrClosed) {
 		// Shutdown closing the socket stopAccepting already closed.

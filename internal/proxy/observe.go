@@ -85,8 +85,11 @@ type exchange struct {
 	start time.Time
 	id    string
 	port  int32
-	// req is the request as the client sent it.
-	req *http.Request
+	// The request as the client sent it, for the access log: path is
+	// escaped, remote is the client's address and port, local the address
+	// it connected to.
+	method, path, proto, host, userAgent, remote string
+	local                                        net.Addr
 	// route is the matched route, nil when none matched.
 	route *router.Route
 	// target is the target picked, nil when nothing was forwarded; info
@@ -117,7 +120,11 @@ func exchangeOf(r *http.Request) *exchange {
 // returns the writer and request the rest of the request path uses. A
 // request with too many header lines is answered 431 here, and x is nil.
 func (p *Proxy) begin(port int32, w http.ResponseWriter, r *http.Request) (x *exchange, _ http.ResponseWriter, _ *http.Request) {
-	x = &exchange{start: time.Now(), id: newRequestID(), port: port, req: r}
+	x = &exchange{
+		start: time.Now(), id: newRequestID(), port: port,
+		method: r.Method, path: r.URL.EscapedPath(), proto: r.Proto, host: r.Host, userAgent: r.UserAgent(), remote: r.RemoteAddr,
+	}
+	x.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	x.rec.ResponseWriter = w
 	x.upgradeExpected = r.Header.Get("Upgrade") != ""
 	r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
@@ -166,26 +173,23 @@ func (p *Proxy) finish(x *exchange, aborted bool) {
 	if p.accessLog == nil {
 		return
 	}
-	r := x.req
 	e := accesslog.Entry{
 		StartTime:     x.start,
 		Duration:      d,
 		ListenerPort:  x.port,
 		SourceCluster: p.cluster,
-		SourceIPPort:  r.RemoteAddr,
-		Method:        r.Method,
-		Path:          r.URL.EscapedPath(),
-		Protocol:      r.Proto,
+		SourceIPPort:  x.remote,
+		Destination:   x.local,
+		Method:        x.method,
+		Path:          x.path,
+		Protocol:      x.proto,
 		ResponseCode:  code,
 		BytesReceived: x.body.n.Load(),
 		BytesSent:     x.rec.bytes,
-		UserAgent:     r.UserAgent(),
-		Host:          r.Host,
+		UserAgent:     x.userAgent,
+		Host:          x.host,
 		RequestID:     x.id,
 		FailureReason: x.failureReason(code, aborted),
-	}
-	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		e.Destination = a
 	}
 	if info != p.metrics.unmatched {
 		e.ServiceNetwork, e.Service, e.TargetGroup = info.network, info.service, info.targetGroup

@@ -53,6 +53,10 @@ type Config struct {
 	// AdminAddress is where ListenAdmin serves /metrics, /healthz and
 	// /readyz, such as "127.0.0.1:9901".
 	AdminAddress string
+	// DisableFastPath serves HTTP listeners with net/http alone, without
+	// the fast path for plain HTTP/1.1 forwarding (fast.go). It is a
+	// switch for diagnosis: both paths behave the same, one is faster.
+	DisableFastPath bool
 
 	test testKnobs
 }
@@ -75,6 +79,10 @@ type Proxy struct {
 	log       *slog.Logger
 	table     atomic.Pointer[router.Table]
 	transport *upstream
+	// pool holds the fast path's idle connections to targets; fast is
+	// false when Config.DisableFastPath is set.
+	pool *connPool
+	fast bool
 	// local forwards to targets in this proxy's cluster, peer to targets
 	// in any other cluster.
 	local, peer forwarder
@@ -119,6 +127,8 @@ func New(cfg Config) *Proxy {
 		cluster:   cfg.Cluster,
 		log:       log,
 		transport: transport,
+		pool:      newConnPool(),
+		fast:      !cfg.DisableFastPath,
 		local:     newLocalForwarder(observeAttempts{transport}, log),
 		peer:      peerHop{log: log},
 		mirrors:   make(chan struct{}, maxMirrorsInFlight),
@@ -327,6 +337,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.stopDrains()
 	p.transport.CloseIdleConnections()
+	p.pool.closeIdle(true)
 	errs = append(errs, p.closeObservability(ctx))
 	return errors.Join(errs...)
 }

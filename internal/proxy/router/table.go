@@ -112,6 +112,14 @@ func (t *Table) MatchSNI(b Bind, serverName string) *Route {
 // Match returns the route of the highest-precedence rule that matches r on a
 // listener at b, or nil when no virtual host or no rule matches.
 func (t *Table) Match(b Bind, r *http.Request) *Route {
+	return t.MatchRequest(b, &Request{
+		Host: r.Host, Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: HTTPHeader(r.Header),
+	})
+}
+
+// MatchRequest is Match for a request in matching's own terms, which a
+// listener that parses requests itself builds without an *http.Request.
+func (t *Table) MatchRequest(b Bind, r *Request) *Route {
 	ht := t.ports[b]
 	if ht == nil {
 		return nil
@@ -121,6 +129,36 @@ func (t *Table) Match(b Bind, r *http.Request) *Route {
 		return nil
 	}
 	return vh.match(r)
+}
+
+// Request is what matching reads of a request.
+type Request struct {
+	// Host is the Host header (or the authority), a port allowed.
+	Host   string
+	Method string
+	// Path is the request path, unescaped (url.URL.Path).
+	Path     string
+	RawQuery string
+	Header   Header
+}
+
+// Header gives matching the values of a request's header fields.
+type Header interface {
+	// Value returns the i-th value (from 0, in the order received) of the
+	// header field name, which is in canonical form
+	// (http.CanonicalHeaderKey), and whether there is one.
+	Value(name string, i int) (string, bool)
+}
+
+// HTTPHeader adapts an http.Header to Header.
+type HTTPHeader http.Header
+
+func (h HTTPHeader) Value(name string, i int) (string, bool) {
+	vs := h[name]
+	if i < len(vs) {
+		return vs[i], true
+	}
+	return "", false
 }
 
 // Route is the compiled action of one rule. Routes are shared by every
@@ -335,8 +373,8 @@ type vhost struct {
 // come first, and at most one prefix of each length can match a path, so
 // walking the path's own prefixes from the longest visits the matching
 // entries in the same order as a scan of entries would.
-func (vh *vhost) match(r *http.Request) *Route {
-	path := r.URL.Path
+func (vh *vhost) match(r *Request) *Route {
+	path := r.Path
 	if rt := firstMatch(vh.exact[path], r); rt != nil {
 		return rt
 	}
@@ -372,7 +410,7 @@ const (
 
 // firstMatch returns the route of the first of entries whose conditions
 // other than the path hold for r.
-func firstMatch(entries []entry, r *http.Request) *Route {
+func firstMatch(entries []entry, r *Request) *Route {
 	for i := range entries {
 		if entries[i].matchesRest(r) {
 			return entries[i].route
@@ -394,7 +432,7 @@ type entry struct {
 }
 
 // matchesRest reports whether r satisfies e's conditions other than the path.
-func (e *entry) matchesRest(r *http.Request) bool {
+func (e *entry) matchesRest(r *Request) bool {
 	if e.method != "" && r.Method != e.method {
 		return false
 	}
@@ -404,7 +442,7 @@ func (e *entry) matchesRest(r *http.Request) bool {
 		}
 	}
 	for i := range e.query {
-		v, ok := queryValue(r.URL.RawQuery, e.query[i].name)
+		v, ok := queryValue(r.RawQuery, e.query[i].name)
 		if !ok || !e.query[i].matches(v) {
 			return false
 		}
@@ -429,13 +467,16 @@ func (m *valueMatch) matches(v string) bool {
 }
 
 // matchHeader reports whether any value of the header matches.
-func (m *valueMatch) matchHeader(h http.Header) bool {
-	for _, v := range h[m.name] {
+func (m *valueMatch) matchHeader(h Header) bool {
+	for i := 0; ; i++ {
+		v, ok := h.Value(m.name, i)
+		if !ok {
+			return false
+		}
 		if m.matches(v) {
 			return true
 		}
 	}
-	return false
 }
 
 // queryValue returns the first value of the query parameter name in the raw

@@ -1,0 +1,803 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/h1"
+	"trellis.dev/trellis/internal/proxy/router"
+)
+
+// The fast path serves the connections of HTTP (cleartext) listeners. It
+// parses HTTP/1.1 requests itself (package h1) and forwards those whose
+// route needs nothing but a weighted pick, a target and the rule's timeouts
+// to HTTP/1.1 targets over pooled connections, on the connection's own
+// goroutine: no http.Request, no header maps, no per-request goroutines.
+// That is most of a service network's traffic, and it is what a
+// general-purpose reverse proxy on net/http spends most of its time
+// around.
+//
+// Everything else goes to net/http, one connection at a time: the first
+// request the fast path does not take (an upgrade, h2c, a body of unknown
+// or large size, a malformed head, a route with filters, retries, session
+// persistence or an HTTP/2, gRPC or TLS target group) hands its whole
+// connection, the bytes already read included, to the listener's
+// http.Server, which serves it and every later request on it. So both paths
+// see exactly the bytes the client sent, and only one of them ever owns a
+// connection.
+
+// maxFastBody is the largest request body the fast path forwards. It sends
+// a body before it reads the response, so a larger one, which a target may
+// answer before reading, goes to net/http, which does both at once.
+const maxFastBody = 64 << 10
+
+// Connection states of the fast path, for draining.
+const (
+	connActive int32 = iota
+	connIdle
+	connClosed
+)
+
+// fastServer is the fast path of one HTTP listener.
+type fastServer struct {
+	p    *Proxy
+	bind router.Bind
+	// handoff feeds the listener's http.Server the connections the fast
+	// path gives up.
+	handoff *handoffListener
+
+	mu       sync.Mutex
+	conns    map[*fastConn]struct{}
+	draining atomic.Bool
+}
+
+func newFastServer(p *Proxy, b router.Bind, addr net.Addr) *fastServer {
+	return &fastServer{p: p, bind: b, handoff: newHandoffListener(addr), conns: map[*fastConn]struct{}{}}
+}
+
+// serve accepts connections from ln until it is closed.
+func (s *fastServer) serve(ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors and the like: wait and go on, as
+			// net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.p.log.Warn("accept failed", "bind", s.bind, "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		fc := s.newConn(conn)
+		if !s.track(fc) {
+			conn.Close()
+			continue
+		}
+		go fc.serve()
+	}
+}
+
+func (s *fastServer) track(fc *fastConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining.Load() {
+		return false
+	}
+	s.conns[fc] = struct{}{}
+	return true
+}
+
+func (s *fastServer) untrack(fc *fastConn) {
+	s.mu.Lock()
+	delete(s.conns, fc)
+	s.mu.Unlock()
+}
+
+// drain closes idle connections as they become idle, answers requests in
+// flight with "Connection: close", and returns when no connection is left.
+// If ctx ends first, it closes the rest and returns ctx's error.
+func (s *fastServer) drain(ctx context.Context) error {
+	s.draining.Store(true)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		for fc := range s.conns {
+			if fc.state.CompareAndSwap(connIdle, connClosed) {
+				fc.conn.Close()
+			}
+		}
+		left := len(s.conns)
+		s.mu.Unlock()
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			for fc := range s.conns {
+				fc.conn.Close()
+			}
+			s.mu.Unlock()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// fastConn is one client connection on the fast path. Its goroutine owns
+// everything here but state.
+type fastConn struct {
+	s    *fastServer
+	conn net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	// state is connActive while a request is read or served, connIdle
+	// between requests; drain closes idle connections.
+	state atomic.Int32
+	// remote is the client's "ip:port", ip its IP; local the address it
+	// connected to, localIP that address's IP on a wildcard socket (for
+	// routeBind); port the listener's port in decimal.
+	remote, ip, localIP, port string
+	local                     net.Addr
+	deadlines                 deadlines
+	req                       h1.Request
+	resp                      h1.Response
+	x                         exchange
+}
+
+func (s *fastServer) newConn(conn net.Conn) *fastConn {
+	fc := &fastConn{
+		s:      s,
+		conn:   conn,
+		br:     bufio.NewReaderSize(conn, fastReadBuffer),
+		bw:     bufio.NewWriterSize(conn, fastWriteBuffer),
+		remote: conn.RemoteAddr().String(),
+		local:  conn.LocalAddr(),
+		port:   strconv.Itoa(int(s.bind.Port)),
+	}
+	fc.ip, _, _ = net.SplitHostPort(fc.remote)
+	if s.bind.Addr == "" && s.p.wildcard {
+		fc.localIP = localIP(fc.local)
+	}
+	return fc
+}
+
+// serve serves requests until the connection ends or is handed to
+// net/http.
+func (fc *fastConn) serve() {
+	s, p := fc.s, fc.s.p
+	handedOff := false
+	defer func() {
+		s.untrack(fc)
+		if !handedOff {
+			fc.conn.Close()
+		}
+	}()
+	var table *router.Table
+	for {
+		fc.state.Store(connIdle)
+		if s.draining.Load() {
+			return
+		}
+		fc.deadlines.read(fc.conn, time.Now(), idleTimeout)
+		if _, err := fc.br.Peek(1); err != nil {
+			return
+		}
+		if !fc.state.CompareAndSwap(connIdle, connActive) {
+			return
+		}
+		if !h1.HeadBuffered(fc.br) {
+			fc.deadlines.read(fc.conn, time.Now(), p.limits.readHeader)
+		}
+		head, err := h1.ReadHead(fc.br)
+		if errors.Is(err, h1.ErrUnsupported) {
+			handedOff = fc.handoff("")
+			return
+		}
+		if err != nil {
+			return
+		}
+		if err := h1.ParseRequest(head, &fc.req); err != nil || fc.req.ContentLength > maxFastBody {
+			handedOff = fc.handoff(head)
+			return
+		}
+		table = p.table.Load()
+		bind := s.bind
+		if fc.localIP != "" {
+			bind = p.routeBind(table, bind, fc.localIP)
+		}
+		r := &fc.req
+		route := table.MatchRequest(bind, &router.Request{
+			Host: r.Host, Method: r.Method, Path: r.Path, RawQuery: r.RawQuery, Header: (*requestFields)(r),
+		})
+		if route != nil && !plainRoute(route) {
+			handedOff = fc.handoff(head)
+			return
+		}
+		now := time.Now()
+		if r.ContentLength > 0 {
+			fc.deadlines.read(fc.conn, now, maxRequestDuration)
+		}
+		fc.deadlines.write(fc.conn, now, maxRequestDuration)
+		if !fc.exchange(bind, route) {
+			return
+		}
+	}
+}
+
+// handoff gives the connection to the listener's http.Server, which reads
+// head (the request head the fast path read, if any) and then the rest as
+// if it had read it all itself. It reports whether the server took it.
+func (fc *fastConn) handoff(head string) bool {
+	if err := fc.bw.Flush(); err != nil {
+		return false
+	}
+	_ = fc.conn.SetDeadline(time.Time{})
+	fc.deadlines = deadlines{}
+	var r io.Reader = fc.br
+	if head != "" {
+		r = io.MultiReader(strings.NewReader(head), fc.br)
+	}
+	return fc.s.handoff.hand(&replayConn{Conn: fc.conn, r: r})
+}
+
+// exchange serves the request just parsed, matched to route (nil when none
+// matched), and records it. It reports whether the connection can carry
+// another request.
+func (fc *fastConn) exchange(b router.Bind, route *router.Route) (keep bool) {
+	p := fc.s.p
+	r := &fc.req
+	x := &fc.x
+	*x = exchange{
+		start: time.Now(), id: newRequestID(), port: b.Port,
+		method: r.Method, path: escapedPath(r.Target), proto: "HTTP/1.1", host: r.Host, userAgent: r.UserAgent,
+		remote: fc.remote, local: fc.local, route: route,
+	}
+	keep = !r.Close
+	aborted := false
+	switch {
+	case route == nil:
+		keep = fc.answer(http.StatusNotFound, keep, true)
+	case route.Status != 0:
+		keep = fc.answer(route.Status, keep, true)
+	default:
+		keep, aborted = fc.forward(route, keep)
+	}
+	// Recorded before the last write, as on the net/http path: a client
+	// that has the whole response finds it in the metrics.
+	p.finish(x, aborted)
+	return fc.flush() && keep && !fc.s.draining.Load()
+}
+
+// answer writes a response of its own with no body into the connection's
+// buffer. unread is set when the request's body is still to be read: it is
+// discarded, so that the connection can carry the next request. It reports
+// whether it can.
+func (fc *fastConn) answer(code int, keep, unread bool) bool {
+	if unread && fc.req.ContentLength > 0 {
+		n, err := fc.br.Discard(int(fc.req.ContentLength))
+		fc.x.body.n.Add(int64(n))
+		keep = keep && err == nil
+	}
+	keep = keep && !fc.s.draining.Load()
+	fc.x.rec.status = code
+	w := fc.bw
+	w.WriteString("HTTP/1.1 ")
+	writeStatus(w, code, nil)
+	w.WriteString("Content-Length: 0\r\n")
+	if !keep {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	return keep
+}
+
+// flush writes out the responses so far unless the client has pipelined
+// another request, which will: a pipeline's responses go out together. It
+// reports whether the write succeeded.
+func (fc *fastConn) flush() bool {
+	if fc.br.Buffered() > 0 {
+		return true
+	}
+	return fc.bw.Flush() == nil
+}
+
+// forward picks a backend and a target for the request and exchanges it
+// with the target. It reports whether the client connection can carry
+// another request, and whether the response was cut off midway.
+func (fc *fastConn) forward(route *router.Route, keep bool) (_, aborted bool) {
+	p, x := fc.s.p, &fc.x
+	b := route.Pick()
+	if b == nil || b.Group() == nil {
+		// No weight, an invalid reference or a missing target group: 500,
+		// as the Gateway API requires.
+		return fc.answer(http.StatusInternalServerError, keep, true), false
+	}
+	t := b.Group().Pick()
+	if t == nil {
+		return fc.answer(http.StatusServiceUnavailable, keep, true), false
+	}
+	x.target = t
+	if t.Cluster != p.cluster {
+		p.log.Error("peer hop to cluster "+t.Cluster+" not implemented", "cluster", t.Cluster, "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path)
+		return fc.answer(http.StatusBadGateway, keep, true), false
+	}
+
+	// The rule's timeouts bound the exchange with the target; without them
+	// the target has responseHeaderTimeout to answer and the request's
+	// overall limit to finish.
+	var ruleDeadline time.Time
+	if d := min(nonZero(route.RequestTimeout), nonZero(route.BackendTimeout)); d < noTimeout {
+		ruleDeadline = x.start.Add(d)
+	}
+	tc, err := fc.roundTrip(t, ruleDeadline)
+	if err != nil {
+		x.failure = "TargetConnectionError"
+		code := http.StatusBadGateway
+		if isTimeout(err) {
+			x.failure = "TargetTimeout"
+			if !ruleDeadline.IsZero() && !time.Now().Before(ruleDeadline) {
+				code = http.StatusGatewayTimeout
+			}
+		}
+		t.Health.Observe(false)
+		p.log.Warn("upstream request failed", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path, "err", err)
+		// The body may be partly sent: the connection cannot go on.
+		return fc.answer(code, keep && fc.req.ContentLength == 0, false), false
+	}
+	resp := &fc.resp
+	t.Health.Observe(resp.Code < 500)
+	if ruleDeadline.IsZero() && !bodyBuffered(resp, tc.br) {
+		// A body still to come has the request's overall limit, not
+		// responseHeaderTimeout.
+		now := time.Now()
+		tc.deadlines.read(tc.conn, now, maxRequestDuration)
+		tc.deadlines.write(tc.conn, now, maxRequestDuration)
+	}
+
+	bodyless := h1.Bodyless(fc.req.Method, resp.Code)
+	delimited := bodyless || resp.Chunked || resp.ContentLength >= 0
+	keep = keep && delimited && !fc.s.draining.Load()
+	fc.x.rec.status = resp.Code
+	fc.writeResponseHead(resp, keep)
+	var n int64
+	switch {
+	case bodyless:
+	case resp.Chunked:
+		n, err = h1.CopyChunked(fc.bw, tc.br, fc.bw)
+	case resp.ContentLength >= 0:
+		n, err = h1.CopyN(fc.bw, tc.br, resp.ContentLength, fc.bw)
+	default:
+		n, err = h1.CopyToEOF(fc.bw, tc.br, fc.bw)
+	}
+	fc.x.rec.bytes = n
+	if err != nil {
+		tc.conn.Close()
+		p.log.Debug("response cut off", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path, "err", err)
+		return false, true
+	}
+	if delimited && !resp.Close {
+		p.pool.put(tc, time.Now())
+	} else {
+		tc.conn.Close()
+	}
+	return keep, false
+}
+
+// bodyBuffered reports whether the whole body of resp is in br already.
+func bodyBuffered(resp *h1.Response, br *bufio.Reader) bool {
+	return resp.ContentLength >= 0 && int64(br.Buffered()) >= resp.ContentLength
+}
+
+// deadlines are a connection's read and write deadlines as last set. The
+// limits that apply to every request (idle, header, response header and
+// whole-request timeouts) are kept within 1% of their length rather than
+// exactly, so that a busy connection updates its timers about once a
+// second rather than several times per request.
+type deadlines struct {
+	r, w time.Time
+}
+
+func (d *deadlines) read(c net.Conn, now time.Time, timeout time.Duration) {
+	if want := now.Add(timeout); moved(d.r, want, timeout) {
+		d.r = want
+		_ = c.SetReadDeadline(want)
+	}
+}
+
+func (d *deadlines) write(c net.Conn, now time.Time, timeout time.Duration) {
+	if want := now.Add(timeout); moved(d.w, want, timeout) {
+		d.w = want
+		_ = c.SetWriteDeadline(want)
+	}
+}
+
+// exact sets both deadlines to t: a rule's timeout.
+func (d *deadlines) exact(c net.Conn, t time.Time) {
+	if !d.r.Equal(t) || !d.w.Equal(t) {
+		d.r, d.w = t, t
+		_ = c.SetDeadline(t)
+	}
+}
+
+// moved reports whether a deadline at have is off by more than 1% of
+// timeout from want.
+func moved(have, want time.Time, timeout time.Duration) bool {
+	return want.Sub(have).Abs() > timeout/100
+}
+
+// noTimeout stands for a rule without a timeout in min.
+const noTimeout = time.Duration(1<<63 - 1)
+
+func nonZero(d time.Duration) time.Duration {
+	if d <= 0 {
+		return noTimeout
+	}
+	return d
+}
+
+// roundTrip sends the request to t, body included, and reads the final
+// response head into fc.resp (passing 1xx responses on to the client). It
+// notes the attempt in the exchange. A request without a body that fails on
+// a pooled connection before any response byte (the target had closed it)
+// is sent once more on a new connection.
+func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline time.Time) (*targetConn, error) {
+	p, x := fc.s.p, &fc.x
+	for attempt := 0; ; attempt++ {
+		now := time.Now()
+		deadline := now.Add(responseHeaderTimeout)
+		if !ruleDeadline.IsZero() && ruleDeadline.Before(deadline) {
+			deadline = ruleDeadline
+		}
+		tc := p.pool.get(t.Addr, now)
+		pooled := tc != nil
+		x.attemptAddr, x.sent = t.Addr, now
+		var err error
+		if !pooled {
+			tc, err = p.pool.dial(t.Addr, deadline)
+		}
+		if err == nil {
+			if ruleDeadline.IsZero() {
+				tc.deadlines.read(tc.conn, now, responseHeaderTimeout)
+				tc.deadlines.write(tc.conn, now, responseHeaderTimeout)
+			} else {
+				tc.deadlines.exact(tc.conn, deadline)
+			}
+			err = fc.writeRequest(tc)
+		}
+		if err == nil {
+			err = fc.readResponse(tc)
+		}
+		x.answered = time.Now()
+		if err == nil {
+			return tc, nil
+		}
+		if tc != nil {
+			tc.conn.Close()
+		}
+		if pooled && attempt == 0 && fc.req.ContentLength == 0 && stale(err) && tc.br.Buffered() == 0 {
+			continue
+		}
+		return nil, err
+	}
+}
+
+// readResponse reads the target's response head into fc.resp. Informational
+// responses (1xx but 101) go on to the client as they come.
+func (fc *fastConn) readResponse(tc *targetConn) error {
+	for {
+		head, err := h1.ReadResponseHead(tc.br, nil, maxHeaderBytes)
+		if err != nil {
+			return err
+		}
+		if err := h1.ParseResponse(head, &fc.resp); err != nil {
+			return err
+		}
+		switch c := fc.resp.Code; {
+		case c == http.StatusSwitchingProtocols:
+			return errors.New("target switched protocols unasked")
+		case c < 200:
+			fc.writeResponseHead(&fc.resp, true)
+			if err := fc.bw.Flush(); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// stale reports whether err is how a request fails on a connection the
+// target closed while it was idle.
+func stale(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// writeRequest sends the request head, with the forwarding and identity
+// headers that setForwardedHeaders sets on the net/http path, and its body.
+func (fc *fastConn) writeRequest(tc *targetConn) error {
+	r, x, w := &fc.req, &fc.x, tc.bw
+	w.WriteString(r.Method)
+	w.WriteByte(' ')
+	w.WriteString(r.Target)
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(r.Host)
+	w.WriteString("\r\n")
+	w.WriteString("X-Forwarded-For: ")
+	for _, f := range r.Fields {
+		if strings.EqualFold(f.Name, "X-Forwarded-For") {
+			w.WriteString(f.Value)
+			w.WriteString(", ")
+		}
+	}
+	w.WriteString(fc.ip)
+	w.WriteString("\r\n")
+	for _, f := range r.Fields {
+		if dropOnForward(f.Name) || isTrellisHeader(f.Name) || r.ConnectionTokens != nil && namedIn(f.Name, r.ConnectionTokens) {
+			continue
+		}
+		w.WriteString(f.Name)
+		w.WriteString(": ")
+		w.WriteString(f.Value)
+		w.WriteString("\r\n")
+	}
+	w.WriteString("X-Forwarded-Host: ")
+	w.WriteString(r.Host)
+	w.WriteString("\r\nX-Forwarded-Proto: http\r\nX-Forwarded-For-Proto: http\r\nX-Forwarded-Port: ")
+	w.WriteString(fc.port)
+	w.WriteString("\r\nX-Forwarded-For-Port: ")
+	w.WriteString(fc.port)
+	w.WriteString("\r\n" + headerIdentity + ": Type=Anonymous\r\n" + headerRequestID + ": ")
+	w.WriteString(x.id)
+	w.WriteString("\r\n")
+	if info := x.ruleInfo(nil); info != nil && info.targetHeader != nil {
+		w.WriteString(headerNetwork + ": ")
+		w.WriteString(info.networkHeader[0])
+		w.WriteString("\r\n" + headerTarget + ": ")
+		w.WriteString(info.targetHeader[0])
+		w.WriteString("\r\n")
+	}
+	w.WriteString("\r\n")
+	if r.ContentLength > 0 {
+		n, err := h1.CopyN(w, fc.br, r.ContentLength, w)
+		x.body.n.Add(n)
+		if err != nil {
+			return err
+		}
+	}
+	return w.Flush()
+}
+
+// writeResponseHead writes resp's head to the client without its
+// hop-by-hop fields, closing the connection after it unless keep.
+func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool) {
+	w := fc.bw
+	w.WriteString("HTTP/1.1 ")
+	writeStatus(w, resp.Code, resp.Reason)
+	for _, f := range resp.Fields {
+		if hopByHop(f.Name) && !(resp.Chunked && equalFoldBytes(f.Name, "Trailer")) || namedInBytes(f.Name, resp.ConnectionTokens) {
+			continue
+		}
+		w.Write(f.Name)
+		w.WriteString(": ")
+		w.Write(f.Value)
+		w.WriteString("\r\n")
+	}
+	if resp.Chunked {
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if !keep {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+// writeStatus writes a status line's code and reason: the given one, or
+// the code's standard text.
+func writeStatus(w *bufio.Writer, code int, reason []byte) {
+	var b [3]byte
+	w.Write(strconv.AppendInt(b[:0], int64(code), 10))
+	w.WriteByte(' ')
+	if len(reason) > 0 {
+		w.Write(reason)
+	} else {
+		w.WriteString(http.StatusText(code))
+	}
+	w.WriteString("\r\n")
+}
+
+// escapedPath is the path of an origin-form target, as sent.
+func escapedPath(target string) string {
+	if i := strings.IndexByte(target, '?'); i >= 0 {
+		return target[:i]
+	}
+	return target
+}
+
+// plainRoute reports whether the fast path can serve route: it has no
+// filters, retries or session persistence, and its target groups are
+// spoken to in HTTP/1.1 without TLS.
+func plainRoute(route *router.Route) bool {
+	if len(route.Filters) > 0 || route.Retry != nil || route.Session != nil {
+		return false
+	}
+	bs := route.Backends()
+	for i := range bs {
+		if len(bs[i].Filters) > 0 {
+			return false
+		}
+		if g := bs[i].Group(); g != nil && (g.Protocol == model.ProtocolHTTPS || g.Version == model.HTTP2 || g.Version == model.GRPC) {
+			return false
+		}
+	}
+	return true
+}
+
+// requestFields adapts a parsed request to router.Header.
+type requestFields h1.Request
+
+func (r *requestFields) Value(name string, i int) (string, bool) {
+	for _, f := range r.Fields {
+		if strings.EqualFold(f.Name, name) {
+			if i == 0 {
+				return f.Value, true
+			}
+			i--
+		}
+	}
+	return "", false
+}
+
+// dropOnForward reports whether a request field is not forwarded as the
+// client sent it: Host (written first), the hop-by-hop fields, and the
+// forwarding fields the proxy sets itself.
+func dropOnForward(name string) bool {
+	var forwarding bool
+	switch len(name) {
+	case 4:
+		forwarding = strings.EqualFold(name, "Host")
+	case 9:
+		forwarding = strings.EqualFold(name, "Forwarded")
+	case 15:
+		forwarding = strings.EqualFold(name, "X-Forwarded-For")
+	case 16:
+		forwarding = strings.EqualFold(name, "X-Forwarded-Host") || strings.EqualFold(name, "X-Forwarded-Port")
+	case 17:
+		forwarding = strings.EqualFold(name, "X-Forwarded-Proto")
+	case 20:
+		forwarding = strings.EqualFold(name, "X-Forwarded-For-Port")
+	case 21:
+		forwarding = strings.EqualFold(name, "X-Forwarded-For-Proto")
+	}
+	return forwarding || hopByHopName(name)
+}
+
+// hopByHopName reports whether name is a hop-by-hop field (RFC 9110
+// section 7.6.1, and those net/http/httputil removes).
+func hopByHopName(name string) bool {
+	switch len(name) {
+	case 2:
+		return strings.EqualFold(name, "TE")
+	case 7:
+		return strings.EqualFold(name, "Upgrade") || strings.EqualFold(name, "Trailer")
+	case 10:
+		return strings.EqualFold(name, "Connection") || strings.EqualFold(name, "Keep-Alive")
+	case 16:
+		return strings.EqualFold(name, "Proxy-Connection")
+	case 17:
+		return strings.EqualFold(name, "Transfer-Encoding")
+	}
+	return false
+}
+
+func hopByHop(name []byte) bool {
+	switch len(name) {
+	case 2, 7, 10, 16, 17:
+		return hopByHopName(string(name))
+	}
+	return false
+}
+
+func namedIn(name string, tokens []string) bool {
+	for _, t := range tokens {
+		if strings.EqualFold(name, t) {
+			return true
+		}
+	}
+	return false
+}
+
+func namedInBytes(name []byte, tokens [][]byte) bool {
+	for _, t := range tokens {
+		if equalFoldBytes(name, string(t)) {
+			return true
+		}
+	}
+	return false
+}
+
+func equalFoldBytes(b []byte, s string) bool {
+	return len(b) == len(s) && strings.EqualFold(string(b), s)
+}
+
+// replayConn is a connection handed to net/http: its reads return the bytes
+// the fast path already read first.
+type replayConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// CloseWrite lets net/http half-close the connection before closing it
+// after an error response, so that the client reads the response rather
+// than a reset.
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// handoffListener is the net.Listener an http.Server serves the fast
+// path's handed-off connections from.
+type handoffListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// hand gives c to the server; it reports false, and closes c, when the
+// server is closed.
+func (l *handoffListener) hand(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		c.Close()
+		return false
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }

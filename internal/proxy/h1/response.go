@@ -1,0 +1,282 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ErrMalformed is wrapped by every error about a response head a target
+// sent that the proxy cannot forward.
+var ErrMalformed = errors.New("malformed response from target")
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// Response is a response head from a target. Its slices alias the head
+// ReadResponseHead returned and are valid only until the reader it came
+// from is read again.
+type Response struct {
+	// Code is the status code, Reason the reason phrase (maybe empty).
+	Code   int
+	Reason []byte
+	// Minor is the HTTP/1 minor version the target spoke.
+	Minor int
+	// Fields are the header fields in the order received.
+	Fields []RField
+	// ContentLength is the body's length, -1 when the head gives none.
+	ContentLength int64
+	// Chunked is set for a chunked body, which overrides any length.
+	Chunked bool
+	// Close is set when the target closes the connection after this
+	// response.
+	Close bool
+	// ConnectionTokens are the connection options other than close and
+	// keep-alive: names of more hop-by-hop fields.
+	ConnectionTokens [][]byte
+}
+
+// RField is one header field of a response.
+type RField struct {
+	Name, Value []byte
+}
+
+// ReadResponseHead reads a response head from br, up to and including the
+// empty line, and consumes it. The head aliases br's buffer when it fits
+// there and is otherwise collected in buf, grown up to limit bytes: a head
+// larger than both br's buffer and limit is an error wrapping ErrMalformed.
+// The error is io.EOF only when br ends before the head's first byte, and
+// io.ErrUnexpectedEOF when it ends within the head.
+func ReadResponseHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
+	buf = buf[:0]
+	n := 0
+	for {
+		if _, err := br.Peek(n + 1); err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			if err == io.EOF && (len(buf) > 0 || br.Buffered() > 0) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		b, _ := br.Peek(br.Buffered())
+		if len(buf) == 0 {
+			if i := bytes.Index(b, crlfcrlf); i >= 0 {
+				_, _ = br.Discard(i + 4)
+				return b[:i+4], nil
+			}
+			if len(b) < br.Size() {
+				n = len(b)
+				continue
+			}
+		}
+		// The head is larger than br's buffer: collect it in buf, up to
+		// limit bytes. Its empty line may straddle what buf has and what
+		// br holds, and what follows it in br is the body's.
+		from, had := max(0, len(buf)-3), len(buf)
+		if room := max(0, limit-len(buf)); len(b) > room {
+			b = b[:room]
+		}
+		buf = append(buf, b...)
+		if i := bytes.Index(buf[from:], crlfcrlf); i >= 0 {
+			end := from + i + 4
+			_, _ = br.Discard(end - had)
+			return buf[:end], nil
+		}
+		_, _ = br.Discard(len(b))
+		if len(buf) >= limit {
+			return nil, malformed("response head larger than %d bytes", limit)
+		}
+		n = 0
+	}
+}
+
+// ParseResponse parses head, as ReadResponseHead returned it, into r,
+// reusing r's slices.
+func ParseResponse(head []byte, r *Response) error {
+	*r = Response{Fields: r.Fields[:0], ConnectionTokens: r.ConnectionTokens[:0], ContentLength: -1}
+	line, rest, ok := bytes.Cut(head, crlf)
+	if !ok || len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return malformed("status line %q", truncate(line))
+	}
+	switch line[7] {
+	case '0':
+		r.Minor = 0
+	case '1':
+		r.Minor = 1
+	default:
+		return malformed("status line %q", truncate(line))
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return malformed("status line %q", truncate(line))
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return malformed("status code %d", code)
+	}
+	r.Code = code
+	if len(line) > 13 {
+		r.Reason = line[13:]
+		if !validValue(r.Reason) {
+			return malformed("status line %q", truncate(line))
+		}
+	}
+	var length []byte // the first Content-Length value
+	var hasClose, hasKeepAlive, trailer bool
+	for {
+		line, rest, ok = bytes.Cut(rest, crlf)
+		if !ok {
+			return malformed("head does not end with an empty line")
+		}
+		if len(line) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte(":"))
+		if !ok || !validName(name) {
+			return malformed("header line %q", truncate(line))
+		}
+		value = bytes.Trim(value, " \t")
+		if !validValue(value) {
+			return malformed("value of %s", name)
+		}
+		r.Fields = append(r.Fields, RField{Name: name, Value: value})
+		switch {
+		case equalFold(name, "Content-Length"):
+			// Like net/http, take repeats of the same value, as spelled.
+			if length != nil {
+				if !bytes.Equal(value, length) {
+					return malformed("Content-Length %q", truncate(value))
+				}
+				break
+			}
+			n, ok := parseLength(value)
+			if !ok {
+				return malformed("Content-Length %q", truncate(value))
+			}
+			length = value
+			r.ContentLength = n
+		case equalFold(name, "Transfer-Encoding"):
+			// An HTTP/1.0 message with a Transfer-Encoding has a faulty
+			// framing (RFC 9112, section 6.1); net/http ignores the field.
+			if !equalFold(value, "chunked") || r.Chunked || r.Minor == 0 {
+				return malformed("Transfer-Encoding %q", truncate(value))
+			}
+			r.Chunked = true
+		case equalFold(name, "Connection"):
+			for value := value; len(value) > 0; {
+				var opt []byte
+				opt, value, _ = bytes.Cut(value, []byte(","))
+				opt = bytes.Trim(opt, " \t")
+				switch {
+				case len(opt) == 0:
+				case equalFold(opt, "close"):
+					hasClose = true
+				case equalFold(opt, "keep-alive"):
+					hasKeepAlive = true
+				default:
+					r.ConnectionTokens = append(r.ConnectionTokens, opt)
+				}
+			}
+		case equalFold(name, "Trailer"):
+			trailer = true
+		}
+	}
+	// As net/http: HTTP/1.0 closes unless kept alive, HTTP/1.1 when
+	// asked to, whatever the order of the options.
+	r.Close = hasClose || r.Minor == 0 && !hasKeepAlive
+	if r.Chunked {
+		r.ContentLength = -1
+		// A trailer cannot carry the framing fields; net/http refuses a
+		// chunked response whose Trailer field names one.
+		if trailer && framingTrailer(r.Fields) {
+			return malformed("Trailer names a framing field")
+		}
+	}
+	return nil
+}
+
+// framingTrailer reports whether a Trailer field of fields names
+// Content-Length, Transfer-Encoding or Trailer.
+func framingTrailer(fields []RField) bool {
+	for _, f := range fields {
+		if !equalFold(f.Name, "Trailer") {
+			continue
+		}
+		for value := f.Value; len(value) > 0; {
+			var name []byte
+			name, value, _ = bytes.Cut(value, []byte(","))
+			name = bytes.Trim(name, " \t")
+			if equalFold(name, "Content-Length") || equalFold(name, "Transfer-Encoding") || equalFold(name, "Trailer") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Bodyless reports whether a response with this code to a request with
+// this method has no body, whatever its head says.
+func Bodyless(method string, code int) bool {
+	return method == "HEAD" || code < 200 || code == 204 || code == 304
+}
+
+var (
+	crlf     = []byte("\r\n")
+	crlfcrlf = []byte("\r\n\r\n")
+)
+
+// equalFold is strings.EqualFold for ASCII, without converting b.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		if lower(b[i]) != lower(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// truncate shortens what an error quotes from a target.
+func truncate(b []byte) []byte {
+	if len(b) > 64 {
+		return b[:64]
+	}
+	return b
+}
+
+// validName reports whether b is a header field name: a token.
+func validName(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !isTokenByte(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// validValue reports whether b is a header field value: no control bytes
+// but HTAB, as httpguts.ValidHeaderFieldValue, without converting b.
+func validValue(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"bufio"
+	"net"
+	"sync"
+	"time"
+)
+
+// Buffer sizes of the fast path's connections, client and target side.
+const (
+	fastReadBuffer  = 8 << 10
+	fastWriteBuffer = 8 << 10
+)
+
+// staleAfter is how long a connection to a target may sit idle before it is
+// checked for a close by the target (a keep-alive timeout) when taken from
+// the pool. Busier connections are taken as they are: a request that fails
+// on one that went stale is retried on a fresh connection when it can be.
+const staleAfter = time.Second
+
+// connPool keeps the fast path's idle HTTP/1.1 connections to targets, per
+// target address, most recently used first.
+type connPool struct {
+	dialer net.Dialer
+	mu     sync.Mutex
+	idle   map[string][]*targetConn
+	closed bool
+}
+
+// targetConn is one HTTP/1.1 connection to a target.
+type targetConn struct {
+	conn net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	addr string
+	// reused is set once the connection has carried a request.
+	reused bool
+	// idleSince is when it was put back in the pool.
+	idleSince time.Time
+	deadlines deadlines
+}
+
+func newConnPool() *connPool {
+	return &connPool{
+		dialer: net.Dialer{Timeout: dialTimeout, KeepAlive: dialKeepAlive},
+		idle:   map[string][]*targetConn{},
+	}
+}
+
+// get returns an idle connection to addr, or nil when there is none. It
+// drops connections idle past idleConnTimeout and those found closed.
+func (p *connPool) get(addr string, now time.Time) *targetConn {
+	for {
+		p.mu.Lock()
+		conns := p.idle[addr]
+		if len(conns) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		c := conns[len(conns)-1]
+		conns[len(conns)-1] = nil
+		p.idle[addr] = conns[:len(conns)-1]
+		p.mu.Unlock()
+		idle := now.Sub(c.idleSince)
+		if idle < staleAfter || idle < idleConnTimeout && c.alive() {
+			return c
+		}
+		c.conn.Close()
+	}
+}
+
+// dial opens a connection to addr.
+func (p *connPool) dial(addr string, deadline time.Time) (*targetConn, error) {
+	d := p.dialer
+	if !deadline.IsZero() {
+		d.Deadline = deadline
+	}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &targetConn{
+		conn: conn,
+		br:   bufio.NewReaderSize(conn, fastReadBuffer),
+		bw:   bufio.NewWriterSize(conn, fastWriteBuffer),
+		addr: addr,
+	}, nil
+}
+
+// put returns c to the pool, or closes it when the pool for its address is
+// full or the pool is closed.
+func (p *connPool) put(c *targetConn, now time.Time) {
+	c.reused = true
+	c.idleSince = now
+	p.mu.Lock()
+	conns := p.idle[c.addr]
+	if p.closed || len(conns) >= maxIdleConnsPerHost {
+		p.mu.Unlock()
+		c.conn.Close()
+		return
+	}
+	p.idle[c.addr] = append(conns, c)
+	p.mu.Unlock()
+}
+
+// closeIdle closes every idle connection; with final set, connections put
+// back later are closed too.
+func (p *connPool) closeIdle(final bool) {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = map[string][]*targetConn{}
+	p.closed = p.closed || final
+	p.mu.Unlock()
+	for _, conns := range idle {
+		for _, c := range conns {
+			c.conn.Close()
+		}
+	}
+}
