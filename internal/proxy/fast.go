@@ -465,7 +465,7 @@ func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline time.Time) (*target
 		if !ruleDeadline.IsZero() && ruleDeadline.Before(deadline) {
 			deadline = ruleDeadline
 		}
-		tc := p.pool.get(t.Addr, now)
+		tc := p.pool.get(t.Addr, now, fc.req.ContentLength > 0)
 		pooled := tc != nil
 		x.attemptAddr, x.sent = t.Addr, now
 		var err error
@@ -556,6 +556,12 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	w.WriteString("\r\n")
 	for _, f := range r.Fields {
 		if dropOnForward(f.Name) || isTrellisHeader(f.Name) || r.ConnectionTokens != nil && namedIn(f.Name, r.ConnectionTokens) {
+			// TE is hop-by-hop, but "trailers" in it says the client
+			// takes trailers, which gRPC needs end to end (as
+			// net/http/httputil keeps it).
+			if len(f.Name) == 2 && strings.EqualFold(f.Name, "TE") && hasToken(f.Value, "trailers") {
+				w.WriteString("Te: trailers\r\n")
+			}
 			continue
 		}
 		w.WriteString(f.Name)
@@ -716,6 +722,19 @@ func hopByHop(name []byte) bool {
 	switch len(name) {
 	case 2, 7, 10, 16, 17:
 		return hopByHopName(string(name))
+	}
+	return false
+}
+
+// hasToken reports whether the comma-separated list v has token t, in any
+// case.
+func hasToken(v, t string) bool {
+	for v != "" {
+		var e string
+		e, v, _ = strings.Cut(v, ",")
+		if e, _, _ = strings.Cut(e, ";"); strings.EqualFold(strings.Trim(e, " \t"), t) {
+			return true
+		}
 	}
 	return false
 }

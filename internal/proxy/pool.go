@@ -49,8 +49,10 @@ func newConnPool() *connPool {
 }
 
 // get returns an idle connection to addr, or nil when there is none. It
-// drops connections idle past idleConnTimeout and those found closed.
-func (p *connPool) get(addr string, now time.Time) *targetConn {
+// drops connections idle past idleConnTimeout and those found closed: a
+// connection idle for staleAfter, or any when check is set (for a request
+// that could not be sent again), is checked first.
+func (p *connPool) get(addr string, now time.Time, check bool) *targetConn {
 	for {
 		p.mu.Lock()
 		conns := p.idle[addr]
@@ -63,7 +65,7 @@ func (p *connPool) get(addr string, now time.Time) *targetConn {
 		p.idle[addr] = conns[:len(conns)-1]
 		p.mu.Unlock()
 		idle := now.Sub(c.idleSince)
-		if idle < staleAfter || idle < idleConnTimeout && c.alive() {
+		if idle < staleAfter && !check || idle < idleConnTimeout && c.alive() {
 			return c
 		}
 		c.conn.Close()

@@ -1,0 +1,431 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// scriptedTarget is a target that speaks raw bytes: serve runs on each
+// connection it accepts. It returns the target and a count of connections.
+func scriptedTarget(t *testing.T, serve func(conn net.Conn, br *bufio.Reader)) (model.Target, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns atomic.Int32
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(10 * time.Second))
+				serve(conn, bufio.NewReader(conn))
+			}()
+		}
+	}()
+	tcp := ln.Addr().(*net.TCPAddr)
+	return model.Target{Address: "127.0.0.1", Port: int32(tcp.Port), Cluster: cluster, State: model.TargetActive}, &conns
+}
+
+// answerWith is a scripted target's serve that reads requests and answers
+// each with reply, closing the connection after it when closeAfter is set.
+func answerWith(reply string, closeAfter bool) func(net.Conn, *bufio.Reader) {
+	return func(conn net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(conn, reply); err != nil || closeAfter {
+				return
+			}
+		}
+	}
+}
+
+// The fast path passes every framing of a target's response on intact:
+// chunked with trailers, delimited by the connection's end, HTTP/1.0, no
+// body, informational responses first; hop-by-hop fields are dropped, and
+// a response it cannot parse is a 502.
+func TestFastPathResponseFraming(t *testing.T) {
+	tests := []struct {
+		name, reply string
+		status      int
+		body        string
+		header      map[string]string
+		absent      []string
+		trailer     map[string]string
+		hints       int
+	}{
+		{
+			name:    "chunked with trailers",
+			reply:   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n",
+			status:  200,
+			body:    "hello world",
+			trailer: map[string]string{"X-Sum": "42"},
+		},
+		{
+			name:   "delimited by close",
+			reply:  "HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nuntil the end",
+			status: 200, body: "until the end", header: map[string]string{"X-A": "1"},
+		},
+		{
+			name:   "HTTP/1.0 with length",
+			reply:  "HTTP/1.0 201 Created\r\nContent-Length: 2\r\n\r\nok",
+			status: 201, body: "ok",
+		},
+		{
+			name:   "no content",
+			reply:  "HTTP/1.1 204 No Content\r\nX-B: 2\r\n\r\n",
+			status: 204, header: map[string]string{"X-B": "2"},
+		},
+		{
+			name:   "early hints first",
+			reply:  "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+			status: 200, body: "ok", hints: 1,
+		},
+		{
+			name:   "hop-by-hop fields dropped",
+			reply:  "HTTP/1.1 200 OK\r\nConnection: X-Secret, keep-alive\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
+			status: 200, body: "ok", header: map[string]string{"X-Kept": "yes"}, absent: []string{"X-Secret", "Keep-Alive"},
+		},
+		{name: "malformed status line", reply: "HTTP/1.1 2x0 OK\r\n\r\n", status: 502},
+		{name: "conflicting lengths", reply: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", status: 502},
+		{name: "unsupported transfer coding", reply: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", status: 502},
+		{name: "switching protocols unasked", reply: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", status: 502},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tgt, _ := scriptedTarget(t, answerWith(tt.reply, true))
+			p := newTestProxy(t, nil)
+			update(t, p, oneRoute(1, []model.TargetGroup{group("a", tgt)}, to("a", 1)))
+			hints := 0
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				Got1xxResponse: func(int, textproto.MIMEHeader) error { hints++; return nil },
+			})
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addrOf(p, webPort)+"/x", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("reading body: %v", err)
+			}
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			if tt.status == 502 {
+				return
+			}
+			if string(body) != tt.body {
+				t.Errorf("body %q, want %q", body, tt.body)
+			}
+			for k, v := range tt.header {
+				if got := resp.Header.Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+			for _, k := range tt.absent {
+				if v, ok := resp.Header[k]; ok {
+					t.Errorf("client received %s: %q", k, v)
+				}
+			}
+			for k, v := range tt.trailer {
+				if got := resp.Trailer.Get(k); got != v {
+					t.Errorf("trailer %s = %q, want %q", k, got, v)
+				}
+			}
+			if hints != tt.hints {
+				t.Errorf("%d informational responses, want %d", hints, tt.hints)
+			}
+		})
+	}
+}
+
+// A target that closes a keep-alive connection right after answering (or
+// after its idle timeout) does not fail the next request sent while the
+// proxy still pools that connection: a request without a body is sent
+// again on a new connection; one with a body goes on a connection checked
+// to be open.
+func TestFastPathStaleTargetConnection(t *testing.T) {
+	tgt, conns := scriptedTarget(t, answerWith("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true))
+	p := newTestProxy(t, nil)
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", tgt)}, to("a", 1)))
+	c := newClient(t)
+	addr := addrOf(p, webPort)
+	for i := range 6 {
+		method := "GET"
+		var body io.Reader
+		if i%2 == 1 {
+			method, body = "POST", strings.NewReader("payload")
+		}
+		req, _ := http.NewRequest(method, "http://"+addr+"/", body)
+		resp, err := c.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "ok" {
+			t.Fatalf("request %d (%s): %d %q, want 200 ok", i, method, resp.StatusCode, b)
+		}
+		// Let the target's close reach the proxy for the checked case.
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := conns.Load(); n != 6 {
+		t.Errorf("target saw %d connections, want 6 (one per request)", n)
+	}
+}
+
+// Requests the fast path does not take hand the connection to net/http
+// midway, with the bytes already read; pipelined requests are answered in
+// order; both paths serve one connection's requests in turn.
+func TestFastPathHandoff(t *testing.T) {
+	echo := bodyEcho(t)
+	p := newTestProxy(t, nil)
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, echo, model.TargetActive))}, to("a", 1)))
+	conn, err := net.Dial("tcp", addrOf(p, webPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	send := func(raw string) {
+		t.Helper()
+		if _, err := io.WriteString(conn, raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(what, wantBody string) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(string(body), wantBody) {
+			t.Fatalf("%s: %d %q (%v), want 200 %q", what, resp.StatusCode, body, err, wantBody)
+		}
+	}
+	// Two pipelined requests in one write, the fast path's.
+	send("GET /one HTTP/1.1\r\nHost: a\r\n\r\nPOST /two HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+	expect("pipelined first", "GET /one 0")
+	expect("pipelined second", "POST /two 3 "+sha("abc"))
+	// A chunked request body is net/http's: the connection moves there.
+	send("POST /three HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\n")
+	expect("handed off", "POST /three 4 "+sha("wxyz"))
+	// And stays there for what follows.
+	send("GET /four HTTP/1.1\r\nHost: a\r\n\r\n")
+	expect("after the handoff", "GET /four 0")
+}
+
+// bodyEcho answers "<method> <path> <body length> <body sha256>".
+func bodyEcho(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		if len(b) == 0 {
+			fmt.Fprintf(w, "%s %s 0", r.Method, r.URL.Path)
+			return
+		}
+		fmt.Fprintf(w, "%s %s %d %s", r.Method, r.URL.Path, len(b), sha(string(b)))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func sha(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:8])
+}
+
+// Bodies of every size arrive whole: those up to maxFastBody on the fast
+// path, larger ones through net/http.
+func TestFastPathRequestBodies(t *testing.T) {
+	echo := bodyEcho(t)
+	p := newTestProxy(t, nil)
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, echo, model.TargetActive))}, to("a", 1)))
+	c := newClient(t)
+	for _, n := range []int{1, 4 << 10, maxFastBody, maxFastBody + 1, 1 << 20} {
+		payload := strings.Repeat("x", n-1) + "y"
+		req, _ := http.NewRequest("PUT", "http://"+addrOf(p, webPort)+"/b", strings.NewReader(payload))
+		resp, err := c.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("PUT /b %d %s", n, sha(payload)); string(body) != want {
+			t.Errorf("%d bytes: target answered %q, want %q", n, body, want)
+		}
+	}
+}
+
+// The fast path and net/http forward the same requests the same way: what
+// the target receives and what the client gets back agree, header for
+// header.
+func TestFastPathAgreesWithNetHTTP(t *testing.T) {
+	echo := headerEcho(t)
+	snap := func() *model.Snapshot {
+		return oneRoute(1, []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))}, to("echo", 1))
+	}
+	fast := newTestProxy(t, nil)
+	update(t, fast, snap())
+	slow := newProxyWith(t, Config{DisableFastPath: true})
+	update(t, slow, snap())
+
+	requests := []string{
+		"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+		"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: shop.example.com:8080\r\nAccept: */*\r\nX-Multi: 1\r\nx-multi: 2\r\n\r\n",
+		"GET /%61%2Fb HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: test/1\r\n\r\n",
+		"HEAD /h HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: shop.example.com\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+		"GET /forged HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Trellis-Identity: Type=Admin\r\nX_Trellis_Target: x\r\n" +
+			"Forwarded: for=1.2.3.4\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Kept: 1\r\n\r\n",
+		"GET /close HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n",
+	}
+	// Fields that differ by design: the request ID, and the transfer
+	// details net/http adds to its own responses.
+	ignore := []string{headerRequestID, "Date"}
+	for _, raw := range requests {
+		f, fb := exchangeRaw(t, addrOf(fast, webPort), raw)
+		s, sb := exchangeRaw(t, addrOf(slow, webPort), raw)
+		line := strings.SplitN(raw, "\r\n", 2)[0]
+		if f.StatusCode != s.StatusCode {
+			t.Errorf("%s: status fast %d, net/http %d", line, f.StatusCode, s.StatusCode)
+		}
+		if f.Close != s.Close {
+			t.Errorf("%s: close fast %v, net/http %v", line, f.Close, s.Close)
+		}
+		for _, h := range []http.Header{f.Header, s.Header} {
+			for _, k := range ignore {
+				delete(h, k)
+			}
+		}
+		if a, b := fmt.Sprint(f.Header), fmt.Sprint(s.Header); a != b {
+			t.Errorf("%s: response header\nfast     %s\nnet/http %s", line, a, b)
+		}
+		if strings.HasPrefix(raw, "HEAD") {
+			continue
+		}
+		var fh, sh http.Header
+		if err := json.Unmarshal(fb, &fh); err != nil {
+			t.Fatalf("%s: fast: %v: %s", line, err, fb)
+		}
+		if err := json.Unmarshal(sb, &sh); err != nil {
+			t.Fatalf("%s: net/http: %v: %s", line, err, sb)
+		}
+		for _, h := range []http.Header{fh, sh} {
+			for _, k := range ignore {
+				delete(h, k)
+			}
+		}
+		if a, b := sortedHeader(fh), sortedHeader(sh); a != b {
+			t.Errorf("%s: target received\nfast     %s\nnet/http %s", line, a, b)
+		}
+	}
+}
+
+func sortedHeader(h http.Header) string {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b bytes.Buffer
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%q ", k, h[k])
+	}
+	return b.String()
+}
+
+// exchangeRaw sends raw on a connection of its own and reads the response.
+func exchangeRaw(t *testing.T, addr, raw string) (*http.Response, []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	method, _, _ := strings.Cut(raw, " ")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+// A rule's timeout bounds the wait for a target on the fast path too: 504,
+// and the client's connection serves the next request.
+func TestFastPathTimeout(t *testing.T) {
+	slow, _, release := slowBackend(t)
+	defer release()
+	p := newTestProxy(t, nil)
+	snap := oneRoute(1, []model.TargetGroup{group("a", target(t, slow, model.TargetActive))}, to("a", 1))
+	snap.Services[0].Rules[0].Timeouts = &model.Timeouts{Request: model.Duration(100 * time.Millisecond)}
+	update(t, p, snap)
+	conn, err := net.Dial("tcp", addrOf(p, webPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	for i := range 2 {
+		start := time.Now()
+		io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Errorf("request %d: status %d, want 504", i, resp.StatusCode)
+		}
+		if d := time.Since(start); d < 100*time.Millisecond {
+			t.Errorf("request %d: answered after %v, before the timeout", i, d)
+		}
+	}
+}
