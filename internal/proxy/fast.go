@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,8 +158,14 @@ type fastConn struct {
 	local                     net.Addr
 	deadlines                 deadlines
 	req                       h1.Request
-	resp                      h1.Response
-	x                         exchange
+	// edited is the request's header after the rule's header edits, nil
+	// when it has none, and host its Host then; respEdits are the edits
+	// of the response's header.
+	edited    http.Header
+	host      string
+	respEdits []*router.HeaderEdit
+	resp      h1.Response
+	x         exchange
 }
 
 func (s *fastServer) newConn(conn net.Conn) *fastConn {
@@ -245,6 +252,7 @@ func (fc *fastConn) serve() {
 // head (the request head the fast path read, if any) and then the rest as
 // if it had read it all itself. It reports whether the server took it.
 func (fc *fastConn) handoff(head string) bool {
+	fc.s.p.metrics.handoffs.Inc()
 	if err := fc.bw.Flush(); err != nil {
 		return false
 	}
@@ -270,6 +278,7 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Route) (keep bool) {
 		remote: fc.remote, local: fc.local, route: route,
 	}
 	keep = !r.Close
+	fc.edited, fc.respEdits = nil, fc.respEdits[:0]
 	aborted := false
 	switch {
 	case route == nil:
@@ -323,12 +332,14 @@ func (fc *fastConn) flush() bool {
 // another request, and whether the response was cut off midway.
 func (fc *fastConn) forward(route *router.Route, keep bool) (_, aborted bool) {
 	p, x := fc.s.p, &fc.x
+	fc.applyEdits(route.Filters)
 	b := route.Pick()
 	if b == nil || b.Group() == nil {
 		// No weight, an invalid reference or a missing target group: 500,
 		// as the Gateway API requires.
 		return fc.answer(http.StatusInternalServerError, keep, true), false
 	}
+	fc.applyEdits(b.Filters)
 	t := b.Group().Pick()
 	if t == nil {
 		return fc.answer(http.StatusServiceUnavailable, keep, true), false
@@ -375,7 +386,7 @@ func (fc *fastConn) forward(route *router.Route, keep bool) (_, aborted bool) {
 	delimited := bodyless || resp.Chunked || resp.ContentLength >= 0
 	keep = keep && delimited && !fc.s.draining.Load()
 	fc.x.rec.status = resp.Code
-	fc.writeResponseHead(resp, keep)
+	fc.writeResponseHead(resp, keep, fc.respEdits)
 	var n int64
 	switch {
 	case bodyless:
@@ -513,7 +524,7 @@ func (fc *fastConn) readResponse(tc *targetConn) error {
 		case c == http.StatusSwitchingProtocols:
 			return errors.New("target switched protocols unasked")
 		case c < 200:
-			fc.writeResponseHead(&fc.resp, true)
+			fc.writeResponseHead(&fc.resp, true, nil)
 			if err := fc.bw.Flush(); err != nil {
 				return err
 			}
@@ -539,38 +550,29 @@ func isTimeout(err error) bool {
 // headers that setForwardedHeaders sets on the net/http path, and its body.
 func (fc *fastConn) writeRequest(tc *targetConn) error {
 	r, x, w := &fc.req, &fc.x, tc.bw
+	host := r.Host
+	if fc.edited != nil {
+		host = fc.host
+	}
 	w.WriteString(r.Method)
 	w.WriteByte(' ')
 	w.WriteString(r.Target)
 	w.WriteString(" HTTP/1.1\r\nHost: ")
-	w.WriteString(r.Host)
+	w.WriteString(host)
 	w.WriteString("\r\n")
-	w.WriteString("X-Forwarded-For: ")
-	for _, f := range r.Fields {
-		if strings.EqualFold(f.Name, "X-Forwarded-For") {
-			w.WriteString(f.Value)
-			w.WriteString(", ")
+	if fc.edited != nil {
+		writeEditedFields(w, fc.edited, fc.ip)
+		// The body's framing is not the edits' to change.
+		if _, ok := (*requestFields)(r).Value("Content-Length", 0); ok {
+			w.WriteString("Content-Length: ")
+			w.WriteString(strconv.FormatInt(r.ContentLength, 10))
+			w.WriteString("\r\n")
 		}
-	}
-	w.WriteString(fc.ip)
-	w.WriteString("\r\n")
-	for _, f := range r.Fields {
-		if dropOnForward(f.Name) || isTrellisHeader(f.Name) || r.ConnectionTokens != nil && namedIn(f.Name, r.ConnectionTokens) {
-			// TE is hop-by-hop, but "trailers" in it says the client
-			// takes trailers, which gRPC needs end to end (as
-			// net/http/httputil keeps it).
-			if len(f.Name) == 2 && strings.EqualFold(f.Name, "TE") && hasToken(f.Value, "trailers") {
-				w.WriteString("Te: trailers\r\n")
-			}
-			continue
-		}
-		w.WriteString(f.Name)
-		w.WriteString(": ")
-		w.WriteString(f.Value)
-		w.WriteString("\r\n")
+	} else {
+		fc.writeFields(w)
 	}
 	w.WriteString("X-Forwarded-Host: ")
-	w.WriteString(r.Host)
+	w.WriteString(host)
 	w.WriteString("\r\nX-Forwarded-Proto: http\r\nX-Forwarded-For-Proto: http\r\nX-Forwarded-Port: ")
 	w.WriteString(fc.port)
 	w.WriteString("\r\nX-Forwarded-For-Port: ")
@@ -596,13 +598,82 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	return w.Flush()
 }
 
+// writeFields writes the client's header fields that go on to the target
+// and X-Forwarded-For.
+func (fc *fastConn) writeFields(w *bufio.Writer) {
+	r := &fc.req
+	w.WriteString("X-Forwarded-For: ")
+	for _, f := range r.Fields {
+		if strings.EqualFold(f.Name, "X-Forwarded-For") {
+			w.WriteString(f.Value)
+			w.WriteString(", ")
+		}
+	}
+	w.WriteString(fc.ip)
+	w.WriteString("\r\n")
+	for _, f := range r.Fields {
+		if dropOnForward(f.Name) || isTrellisHeader(f.Name) || r.ConnectionTokens != nil && namedIn(f.Name, r.ConnectionTokens) {
+			// TE is hop-by-hop, but "trailers" in it says the client
+			// takes trailers, which gRPC needs end to end (as
+			// net/http/httputil keeps it).
+			if len(f.Name) == 2 && strings.EqualFold(f.Name, "TE") && hasToken(f.Value, "trailers") {
+				w.WriteString("Te: trailers\r\n")
+			}
+			continue
+		}
+		w.WriteString(f.Name)
+		w.WriteString(": ")
+		w.WriteString(f.Value)
+		w.WriteString("\r\n")
+	}
+}
+
+// writeEditedFields is writeFields for a header the rule's edits changed.
+func writeEditedFields(w *bufio.Writer, h http.Header, ip string) {
+	w.WriteString("X-Forwarded-For: ")
+	for _, v := range h["X-Forwarded-For"] {
+		w.WriteString(v)
+		w.WriteString(", ")
+	}
+	w.WriteString(ip)
+	w.WriteString("\r\n")
+	var tokens []string
+	for _, v := range h["Connection"] {
+		for _, t := range strings.Split(v, ",") {
+			tokens = append(tokens, strings.Trim(t, " \t"))
+		}
+	}
+	for k, vs := range h {
+		if k == "Content-Length" || dropOnForward(k) || isTrellisHeader(k) || namedIn(k, tokens) {
+			if k == "Te" && slices.ContainsFunc(vs, func(v string) bool { return hasToken(v, "trailers") }) {
+				w.WriteString("Te: trailers\r\n")
+			}
+			continue
+		}
+		for _, v := range vs {
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+	}
+}
+
 // writeResponseHead writes resp's head to the client without its
-// hop-by-hop fields, closing the connection after it unless keep.
-func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool) {
+// hop-by-hop fields, edited by edits in order, closing the connection
+// after it unless keep.
+func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*router.HeaderEdit) {
 	w := fc.bw
 	w.WriteString("HTTP/1.1 ")
 	writeStatus(w, resp.Code, resp.Reason)
+	if len(edits) > 0 {
+		writeEditedResponse(w, resp, edits)
+	}
 	for _, f := range resp.Fields {
+		if len(edits) > 0 && !equalFoldBytes(f.Name, "Content-Length") {
+			// Only the framing is not the edits'.
+			continue
+		}
 		if hopByHop(f.Name) && !(resp.Chunked && equalFoldBytes(f.Name, "Trailer")) || namedInBytes(f.Name, resp.ConnectionTokens) {
 			continue
 		}
@@ -618,6 +689,33 @@ func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool) {
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
+}
+
+// writeEditedResponse writes the fields of resp but its framing
+// (Content-Length, Transfer-Encoding) and hop-by-hop ones, after edits.
+func writeEditedResponse(w *bufio.Writer, resp *h1.Response, edits []*router.HeaderEdit) {
+	h := make(http.Header, len(resp.Fields))
+	for _, f := range resp.Fields {
+		if hopByHop(f.Name) && !(resp.Chunked && equalFoldBytes(f.Name, "Trailer")) || namedInBytes(f.Name, resp.ConnectionTokens) {
+			continue
+		}
+		k := http.CanonicalHeaderKey(string(f.Name))
+		h[k] = append(h[k], string(f.Value))
+	}
+	for _, e := range edits {
+		e.Apply(h, nil)
+	}
+	for k, vs := range h {
+		if k == "Content-Length" || k == "Transfer-Encoding" {
+			continue
+		}
+		for _, v := range vs {
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+	}
 }
 
 // writeStatus writes a status line's code and reason: the given one, or
@@ -642,16 +740,17 @@ func escapedPath(target string) string {
 	return target
 }
 
-// plainRoute reports whether the fast path can serve route: it has no
-// filters, retries or session persistence, and its target groups are
-// spoken to in HTTP/1.1 without TLS.
+// plainRoute reports whether the fast path can serve route: its filters
+// and its backends' only edit headers, it has no retries or session
+// persistence, and its target groups are spoken to in HTTP/1.1 without
+// TLS.
 func plainRoute(route *router.Route) bool {
-	if len(route.Filters) > 0 || route.Retry != nil || route.Session != nil {
+	if route.Retry != nil || route.Session != nil || !headerEditsOnly(route.Filters) {
 		return false
 	}
 	bs := route.Backends()
 	for i := range bs {
-		if len(bs[i].Filters) > 0 {
+		if !headerEditsOnly(bs[i].Filters) {
 			return false
 		}
 		if g := bs[i].Group(); g != nil && (g.Protocol == model.ProtocolHTTPS || g.Version == model.HTTP2 || g.Version == model.GRPC) {
@@ -659,6 +758,41 @@ func plainRoute(route *router.Route) bool {
 		}
 	}
 	return true
+}
+
+func headerEditsOnly(filters []router.Filter) bool {
+	for i := range filters {
+		if f := &filters[i]; f.RequestHeaders == nil && f.ResponseHeaders == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// applyEdits applies the request header edits of filters to the request
+// (fc.edited, made from its fields on the first edit) and collects the
+// response header edits in fc.respEdits, as applyFilters does on the
+// net/http path.
+func (fc *fastConn) applyEdits(filters []router.Filter) {
+	for i := range filters {
+		f := &filters[i]
+		if f.ResponseHeaders != nil {
+			fc.respEdits = append(fc.respEdits, f.ResponseHeaders)
+		}
+		if f.RequestHeaders == nil {
+			continue
+		}
+		if fc.edited == nil {
+			fc.edited = make(http.Header, len(fc.req.Fields))
+			for _, fl := range fc.req.Fields {
+				if k := http.CanonicalHeaderKey(fl.Name); k != "Host" {
+					fc.edited[k] = append(fc.edited[k], fl.Value)
+				}
+			}
+			fc.host = fc.req.Host
+		}
+		f.RequestHeaders.Apply(fc.edited, &fc.host)
+	}
 }
 
 // requestFields adapts a parsed request to router.Header.

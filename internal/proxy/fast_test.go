@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"trellis.dev/trellis/internal/model"
 )
 
@@ -243,6 +245,9 @@ func TestFastPathHandoff(t *testing.T) {
 	// A chunked request body is net/http's: the connection moves there.
 	send("POST /three HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\n")
 	expect("handed off", "POST /three 4 "+sha("wxyz"))
+	if n := testutil.ToFloat64(p.metrics.handoffs); n != 1 {
+		t.Errorf("trellis_http_connections_handed_off_total = %v, want 1", n)
+	}
 	// And stays there for what follows.
 	send("GET /four HTTP/1.1\r\nHost: a\r\n\r\n")
 	expect("after the handoff", "GET /four 0")
@@ -300,7 +305,30 @@ func TestFastPathRequestBodies(t *testing.T) {
 func TestFastPathAgreesWithNetHTTP(t *testing.T) {
 	echo := headerEcho(t)
 	snap := func() *model.Snapshot {
-		return oneRoute(1, []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))}, to("echo", 1))
+		s := oneRoute(1, []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))}, to("echo", 1))
+		// Rules under /edit edit headers both ways, by the rule and by
+		// the backend.
+		edits := model.Rule{
+			Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/edit"}}},
+			Filters: []model.Filter{
+				{RequestHeaders: &model.HeaderFilter{
+					Set:    []model.Header{{Name: "X-Set", Value: "s"}, {Name: "Host", Value: "edited.example.com"}},
+					Add:    []model.Header{{Name: "X-Multi", Value: "3"}, {Name: "x-new", Value: "n"}},
+					Remove: []string{"X-Gone", "Content-Length"},
+				}},
+				{ResponseHeaders: &model.HeaderFilter{
+					Set:    []model.Header{{Name: "Content-Type", Value: "text/edited"}},
+					Add:    []model.Header{{Name: "X-Resp", Value: "r"}},
+					Remove: []string{"Content-Length"},
+				}},
+			},
+			Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{
+				TargetGroup: "echo", Weight: 1,
+				Filters: []model.Filter{{RequestHeaders: &model.HeaderFilter{Add: []model.Header{{Name: "X-Set", Value: "by-backend"}}}}},
+			}}}},
+		}
+		s.Services[0].Rules = append(s.Services[0].Rules, edits)
+		return s
 	}
 	fast := newTestProxy(t, nil)
 	update(t, fast, snap())
@@ -316,12 +344,19 @@ func TestFastPathAgreesWithNetHTTP(t *testing.T) {
 		"GET /forged HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Trellis-Identity: Type=Admin\r\nX_Trellis_Target: x\r\n" +
 			"Forwarded: for=1.2.3.4\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Kept: 1\r\n\r\n",
 		"GET /close HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n",
+		"GET /edit HTTP/1.1\r\nHost: shop.example.com\r\nX-Multi: 1\r\nX-Set: client\r\nX-Gone: 1\r\n\r\n",
+		"POST /edit/p HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 1.1.1.1\r\nContent-Length: 4\r\n\r\nbody",
 	}
 	// Fields that differ by design: the request ID, and the transfer
 	// details net/http adds to its own responses.
 	ignore := []string{headerRequestID, "Date"}
+	handoffs := func() float64 { return testutil.ToFloat64(fast.metrics.handoffs) }
 	for _, raw := range requests {
+		before := handoffs()
 		f, fb := exchangeRaw(t, addrOf(fast, webPort), raw)
+		if handoffs() != before {
+			t.Errorf("%q went to net/http, not the fast path", raw)
+		}
 		s, sb := exchangeRaw(t, addrOf(slow, webPort), raw)
 		line := strings.SplitN(raw, "\r\n", 2)[0]
 		if f.StatusCode != s.StatusCode {

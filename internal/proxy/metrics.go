@@ -38,6 +38,8 @@ type metrics struct {
 	applySeconds   prometheus.Histogram
 	programmed     prometheus.Gauge
 	updateFailures prometheus.Counter
+	// handoffs counts connections the fast path handed to net/http.
+	handoffs prometheus.Counter
 
 	// rules holds the rule data of the table serving, by service name;
 	// next is being filled by the compilation in progress, cur is the
@@ -80,6 +82,10 @@ func newMetrics(p *Proxy) *metrics {
 			Name: "trellis_config_update_failures_total",
 			Help: "Configuration revisions that failed to compile; the previous route table kept serving.",
 		}),
+		handoffs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_http_connections_handed_off_total",
+			Help: "HTTP connections the fast path (plain HTTP/1.1 forwarding) handed to the general request path, at their first request it does not take: an upgrade, h2c, a chunked or large body, a rule with filters other than header edits, retries or sessions, an HTTP/2, gRPC or TLS target group.",
+		}),
 		rules: map[string]*serviceRules{},
 	}
 	m.unmatched = m.newRuleInfo(ruleKey{rule: -1})
@@ -92,7 +98,7 @@ func newMetrics(p *Proxy) *metrics {
 		}
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.revision, m.applySeconds, m.programmed, m.updateFailures,
+		m.requests, m.duration, m.revision, m.applySeconds, m.programmed, m.updateFailures, m.handoffs,
 		healthCollector{p.health},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "trellis_access_log_dropped_total",
