@@ -537,7 +537,7 @@ func (fc *fastConn) readResponse(tc *targetConn) error {
 // stale reports whether err is how a request fails on a connection the
 // target closed while it was idle.
 func stale(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+	return errors.Is(err, io.EOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 

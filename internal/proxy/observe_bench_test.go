@@ -65,24 +65,31 @@ func BenchmarkRequestOverhead(b *testing.B) {
 // BenchmarkForward is a whole request through the proxy to a target on
 // loopback, access log on: the scale the overhead above compares with.
 func BenchmarkForward(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	defer srv.Close()
-	p := newProxyWith(b, Config{AccessLog: io.Discard})
-	port := srv.Listener.Addr().(*net.TCPAddr).Port
-	g := group("a", model.Target{Address: "127.0.0.1", Port: int32(port), Cluster: cluster, State: model.TargetActive})
-	if err := p.Update(oneRoute(1, []model.TargetGroup{g}, to("a", 1))); err != nil {
-		b.Fatal(err)
-	}
-	url := "http://" + addrOf(p, webPort) + "/"
-	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	b.ReportAllocs()
-	for b.Loop() {
-		resp, err := c.Get(url)
-		if err != nil {
-			b.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+	for _, path := range []struct {
+		name    string
+		disable bool
+	}{{"fast-path", false}, {"net-http", true}} {
+		b.Run(path.name, func(b *testing.B) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+			defer srv.Close()
+			p := newProxyWith(b, Config{AccessLog: io.Discard, DisableFastPath: path.disable})
+			port := srv.Listener.Addr().(*net.TCPAddr).Port
+			g := group("a", model.Target{Address: "127.0.0.1", Port: int32(port), Cluster: cluster, State: model.TargetActive})
+			if err := p.Update(oneRoute(1, []model.TargetGroup{g}, to("a", 1))); err != nil {
+				b.Fatal(err)
+			}
+			url := "http://" + addrOf(p, webPort) + "/"
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := c.Get(url)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
 	}
 }
 
