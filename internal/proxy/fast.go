@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -54,6 +55,8 @@ const (
 type fastServer struct {
 	p    *Proxy
 	bind router.Bind
+	// tls terminates TLS on an HTTPS listener's connections; nil on HTTP.
+	tls *tls.Config
 	// handoff feeds the listener's http.Server the connections the fast
 	// path gives up.
 	handoff *handoffListener
@@ -63,8 +66,8 @@ type fastServer struct {
 	draining atomic.Bool
 }
 
-func newFastServer(p *Proxy, b router.Bind, addr net.Addr) *fastServer {
-	return &fastServer{p: p, bind: b, handoff: newHandoffListener(addr), conns: map[*fastConn]struct{}{}}
+func newFastServer(p *Proxy, b router.Bind, addr net.Addr, tlsConfig *tls.Config) *fastServer {
+	return &fastServer{p: p, bind: b, tls: tlsConfig, handoff: newHandoffListener(addr), conns: map[*fastConn]struct{}{}}
 }
 
 // serve accepts connections from ln until it is closed.
@@ -144,10 +147,14 @@ func (s *fastServer) drain(ctx context.Context) error {
 // fastConn is one client connection on the fast path. Its goroutine owns
 // everything here but state.
 type fastConn struct {
-	s    *fastServer
-	conn net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
+	s *fastServer
+	// conn is the accepted connection, rw what requests are read from and
+	// responses written to: conn itself, or the TLS connection over it.
+	conn, rw net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	// proto is the X-Forwarded-Proto of the connection's requests.
+	proto string
 	// state is connActive while a request is read or served, connIdle
 	// between requests; drain closes idle connections.
 	state atomic.Int32
@@ -172,6 +179,8 @@ func (s *fastServer) newConn(conn net.Conn) *fastConn {
 	fc := &fastConn{
 		s:      s,
 		conn:   conn,
+		rw:     conn,
+		proto:  "http",
 		br:     bufio.NewReaderSize(conn, fastReadBuffer),
 		bw:     bufio.NewWriterSize(conn, fastWriteBuffer),
 		remote: conn.RemoteAddr().String(),
@@ -196,13 +205,28 @@ func (fc *fastConn) serve() {
 			fc.conn.Close()
 		}
 	}()
+	if s.tls != nil {
+		tc := tls.Server(fc.conn, s.tls)
+		_ = tc.SetDeadline(time.Now().Add(p.limits.readHeader))
+		if err := tc.Handshake(); err != nil {
+			p.log.Debug("TLS handshake failed", "bind", s.bind, "remote", fc.remote, "err", err)
+			return
+		}
+		fc.rw, fc.proto = tc, "https"
+		fc.br.Reset(tc)
+		fc.bw.Reset(tc)
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			handedOff = fc.handoff("")
+			return
+		}
+	}
 	var table *router.Table
 	for {
 		fc.state.Store(connIdle)
 		if s.draining.Load() {
 			return
 		}
-		fc.deadlines.read(fc.conn, time.Now(), idleTimeout)
+		fc.deadlines.read(fc.rw, time.Now(), idleTimeout)
 		if _, err := fc.br.Peek(1); err != nil {
 			return
 		}
@@ -210,7 +234,7 @@ func (fc *fastConn) serve() {
 			return
 		}
 		if !h1.HeadBuffered(fc.br) {
-			fc.deadlines.read(fc.conn, time.Now(), p.limits.readHeader)
+			fc.deadlines.read(fc.rw, time.Now(), p.limits.readHeader)
 		}
 		head, err := h1.ReadHead(fc.br)
 		if errors.Is(err, h1.ErrUnsupported) {
@@ -239,9 +263,9 @@ func (fc *fastConn) serve() {
 		}
 		now := time.Now()
 		if r.ContentLength > 0 {
-			fc.deadlines.read(fc.conn, now, maxRequestDuration)
+			fc.deadlines.read(fc.rw, now, maxRequestDuration)
 		}
-		fc.deadlines.write(fc.conn, now, maxRequestDuration)
+		fc.deadlines.write(fc.rw, now, maxRequestDuration)
 		if !fc.exchange(bind, route) {
 			return
 		}
@@ -256,13 +280,23 @@ func (fc *fastConn) handoff(head string) bool {
 	if err := fc.bw.Flush(); err != nil {
 		return false
 	}
-	_ = fc.conn.SetDeadline(time.Time{})
+	_ = fc.rw.SetDeadline(time.Time{})
 	fc.deadlines = deadlines{}
+	if tc, ok := fc.rw.(*tls.Conn); ok && head == "" && fc.br.Buffered() == 0 {
+		// Nothing read yet (an HTTP/2 client): net/http gets the TLS
+		// connection itself.
+		return fc.s.handoff.hand(tc)
+	}
 	var r io.Reader = fc.br
 	if head != "" {
 		r = io.MultiReader(strings.NewReader(head), fc.br)
 	}
-	return fc.s.handoff.hand(&replayConn{Conn: fc.conn, r: r})
+	rc := &replayConn{Conn: fc.rw, r: r}
+	if tc, ok := fc.rw.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		rc.tls = &st
+	}
+	return fc.s.handoff.hand(rc)
 }
 
 // exchange serves the request just parsed, matched to route (nil when none
@@ -573,7 +607,11 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	}
 	w.WriteString("X-Forwarded-Host: ")
 	w.WriteString(host)
-	w.WriteString("\r\nX-Forwarded-Proto: http\r\nX-Forwarded-For-Proto: http\r\nX-Forwarded-Port: ")
+	w.WriteString("\r\nX-Forwarded-Proto: ")
+	w.WriteString(fc.proto)
+	w.WriteString("\r\nX-Forwarded-For-Proto: ")
+	w.WriteString(fc.proto)
+	w.WriteString("\r\nX-Forwarded-Port: ")
 	w.WriteString(fc.port)
 	w.WriteString("\r\nX-Forwarded-For-Port: ")
 	w.WriteString(fc.port)
@@ -896,11 +934,17 @@ func equalFoldBytes(b []byte, s string) bool {
 }
 
 // replayConn is a connection handed to net/http: its reads return the bytes
-// the fast path already read first.
+// the fast path already read first. tls is the state of the TLS connection
+// it wraps, which net/http cannot see through it; the listener's
+// ConnContext passes it on (tlsStateKey).
 type replayConn struct {
 	net.Conn
-	r io.Reader
+	r   io.Reader
+	tls *tls.ConnectionState
 }
+
+// tlsStateKey is the context key of a handed-off TLS connection's state.
+type tlsStateKey struct{}
 
 func (c *replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 

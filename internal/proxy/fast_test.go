@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/pki"
 )
 
 // scriptedTarget is a target that speaks raw bytes: serve runs on each
@@ -462,5 +464,71 @@ func TestFastPathTimeout(t *testing.T) {
 		if d := time.Since(start); d < 100*time.Millisecond {
 			t.Errorf("request %d: answered after %v, before the timeout", i, d)
 		}
+	}
+}
+
+// On an HTTPS listener the fast path serves HTTP/1.1 after the handshake
+// and hands HTTP/2 connections to net/http at once; a connection handed
+// over midway keeps its TLS state, so the target hears "https" either way.
+func TestFastPathTLS(t *testing.T) {
+	ca := pki.NewCA(t)
+	leaf := ca.Issue(t, "shop.example.com")
+	echo := headerEcho(t)
+	snap := &model.Snapshot{
+		Revision: 1, Networks: testNetworks,
+		Certificates: []model.Certificate{{Meta: model.Meta{Name: "shop", Owner: cluster, Revision: 1}, CertPEM: string(leaf.CertPEM), KeyPEM: string(leaf.KeyPEM)}},
+		Services: []model.Service{{
+			Meta: model.Meta{Name: "svc", Owner: cluster}, Network: "edge",
+			Listeners: []model.Listener{{Name: "https", Port: 8443, Protocol: model.ProtocolHTTPS, Certificates: []string{"shop"}}},
+			Rules:     []model.Rule{{Action: forward(to("echo", 1))}},
+		}},
+		TargetGroups: []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))},
+	}
+	p := newTestProxy(t, nil)
+	update(t, p, snap)
+	conn, err := tls.Dial("tcp", addrOf(p, 8443), &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	for _, raw := range []string{
+		"GET /fast HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+		"POST /handed-off HTTP/1.1\r\nHost: shop.example.com\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+		"GET /after HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+	} {
+		io.WriteString(conn, raw)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		var seen http.Header
+		err = json.NewDecoder(resp.Body).Decode(&seen)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		if got := seen.Get("X-Forwarded-Proto"); got != "https" {
+			t.Errorf("%q: target got X-Forwarded-Proto %q, want https", raw, got)
+		}
+	}
+	if n := testutil.ToFloat64(p.metrics.handoffs); n != 1 {
+		t.Errorf("%v handoffs, want 1 (the chunked request's)", n)
+	}
+
+	// HTTP/2 goes to net/http straight after the handshake.
+	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool()}, Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true)
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + addrOf(p, 8443) + "/h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen http.Header
+	json.NewDecoder(resp.Body).Decode(&seen)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || seen.Get("X-Forwarded-Proto") != "https" {
+		t.Errorf("HTTP/2 client: %s, target got X-Forwarded-Proto %q", resp.Proto, seen.Get("X-Forwarded-Proto"))
 	}
 }

@@ -86,30 +86,39 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 		},
 	}
 	l.srv.Protocols.SetHTTP1(true)
-	if b.Addr == "" && p.wildcard {
-		l.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, localIPKey{}, localIP(c.LocalAddr()))
+	wildcard := b.Addr == "" && p.wildcard
+	l.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if wildcard {
+			ctx = context.WithValue(ctx, localIPKey{}, localIP(c.LocalAddr()))
 		}
+		if rc, ok := c.(*replayConn); ok && rc.tls != nil {
+			ctx = context.WithValue(ctx, tlsStateKey{}, rc.tls)
+		}
+		return ctx
 	}
 	serve := ln
+	var tlsConfig *tls.Config
 	if proto == model.ProtocolHTTPS {
 		l.srv.Protocols.SetHTTP2(true)
-		serve = tls.NewListener(ln, &tls.Config{
+		tlsConfig = &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			NextProtos:     []string{"h2", "http/1.1"},
 			GetCertificate: p.certificate(b),
-		})
+		}
+		serve = tls.NewListener(ln, tlsConfig)
 	} else {
 		l.srv.Protocols.SetUnencryptedHTTP2(true)
-		if p.fast {
-			l.fast = newFastServer(p, b, ln.Addr())
-			serve = l.fast.handoff
-			go func() {
-				if err := l.fast.serve(ln); !l.closing.Load() {
-					p.log.Error("listener stopped serving", "bind", b, "addr", l.addr, "err", err)
-				}
-			}()
-		}
+	}
+	if p.fast {
+		// The fast path accepts every connection (and terminates TLS)
+		// and hands srv those it does not serve.
+		l.fast = newFastServer(p, b, ln.Addr(), tlsConfig)
+		serve = l.fast.handoff
+		go func() {
+			if err := l.fast.serve(ln); !l.closing.Load() {
+				p.log.Error("listener stopped serving", "bind", b, "addr", l.addr, "err", err)
+			}
+		}()
 	}
 	p.harden(l.srv)
 	go func() {

@@ -18,6 +18,7 @@ package proxy
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -344,6 +345,15 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 
 // serveHTTP is the request path of the listener on bind b.
 func (p *Proxy) serveHTTP(b router.Bind, w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil {
+		// A TLS connection the fast path handed over reaches net/http
+		// wrapped, so its state comes by the context.
+		if st, ok := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok {
+			r2 := *r
+			r2.TLS = st
+			r = &r2
+		}
+	}
 	x, w, r := p.begin(b.Port, w, r)
 	if x == nil {
 		return
