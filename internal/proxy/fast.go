@@ -39,6 +39,10 @@ import (
 // see exactly the bytes the client sent, and only one of them ever owns a
 // connection.
 
+// clientCheckInterval is how often the fast path checks, while it waits for
+// a target's response, that the client is still there (awaitResponse).
+const clientCheckInterval = 2 * time.Second
+
 // maxFastBody is the largest request body the fast path forwards. It sends
 // a body before it reads the response, so a larger one, which a target may
 // answer before reading, goes to net/http, which does both at once.
@@ -392,6 +396,12 @@ func (fc *fastConn) forward(route *router.Route, keep bool) (_, aborted bool) {
 		ruleDeadline = x.start.Add(d)
 	}
 	tc, err := fc.roundTrip(t, ruleDeadline)
+	if errors.Is(err, errClientGone) {
+		// Nobody reads a response; 499 is the code proxies log for this.
+		x.failure, x.rec.status = "ClientClosedRequest", statusClientClosed
+		p.log.Debug("client went away before the target answered", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path)
+		return false, false
+	}
 	if err != nil {
 		x.failure = "TargetConnectionError"
 		code := http.StatusBadGateway
@@ -473,6 +483,14 @@ func (d *deadlines) write(c net.Conn, now time.Time, timeout time.Duration) {
 	}
 }
 
+// exactRead sets the read deadline to t.
+func (d *deadlines) exactRead(c net.Conn, t time.Time) {
+	if !d.r.Equal(t) {
+		d.r = t
+		_ = c.SetReadDeadline(t)
+	}
+}
+
 // exact sets both deadlines to t: a rule's timeout.
 func (d *deadlines) exact(c net.Conn, t time.Time) {
 	if !d.r.Equal(t) || !d.w.Equal(t) {
@@ -486,6 +504,10 @@ func (d *deadlines) exact(c net.Conn, t time.Time) {
 func moved(have, want time.Time, timeout time.Duration) bool {
 	return want.Sub(have).Abs() > timeout/100
 }
+
+// statusClientClosed is the code recorded for a request whose client
+// closed its connection before the response started, as nginx logs it.
+const statusClientClosed = 499
 
 // noTimeout stands for a rule without a timeout in min.
 const noTimeout = time.Duration(1<<63 - 1)
@@ -519,7 +541,6 @@ func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline time.Time) (*target
 		}
 		if err == nil {
 			if ruleDeadline.IsZero() {
-				tc.deadlines.read(tc.conn, now, responseHeaderTimeout)
 				tc.deadlines.write(tc.conn, now, responseHeaderTimeout)
 			} else {
 				tc.deadlines.exact(tc.conn, deadline)
@@ -527,6 +548,12 @@ func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline time.Time) (*target
 			err = fc.writeRequest(tc)
 		}
 		if err == nil {
+			err = fc.awaitResponse(tc, deadline)
+		}
+		if err == nil {
+			if !h1.HeadBuffered(tc.br) {
+				tc.deadlines.exactRead(tc.conn, deadline)
+			}
 			err = fc.readResponse(tc)
 		}
 		x.answered = time.Now()
@@ -536,11 +563,43 @@ func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline time.Time) (*target
 		if tc != nil {
 			tc.conn.Close()
 		}
-		if pooled && attempt == 0 && fc.req.ContentLength == 0 && stale(err) && tc.br.Buffered() == 0 {
+		if pooled && attempt == 0 && fc.req.ContentLength == 0 && stale(err) && tc.br.Buffered() == 0 && !errors.Is(err, errClientGone) {
 			continue
 		}
 		return nil, err
 	}
+}
+
+// errClientGone is the error of an exchange whose client went away while
+// the target had not answered yet.
+var errClientGone = errors.New("client closed the connection before the target answered")
+
+// awaitResponse waits until the target's response starts, or deadline.
+// Unlike net/http, the fast path does not read from the client while the
+// target works on its request, so while it waits it checks every
+// clientCheck that the client is still there, and gives up
+// (errClientGone) when it is not: a long poll whose client left does not
+// hold a target connection until the target answers. A TLS client that
+// sends close_notify before closing is noticed when its response is
+// written instead.
+func (fc *fastConn) awaitResponse(tc *targetConn, deadline time.Time) error {
+	interval := fc.s.p.clientCheck
+	for tc.br.Buffered() == 0 {
+		now := time.Now()
+		if deadline.Sub(now) <= interval {
+			tc.deadlines.exactRead(tc.conn, deadline)
+			_, err := tc.br.Peek(1)
+			return err
+		}
+		tc.deadlines.read(tc.conn, now, interval)
+		if _, err := tc.br.Peek(1); err == nil || !isTimeout(err) {
+			return err
+		}
+		if _, closed := peek(fc.conn); closed {
+			return errClientGone
+		}
+	}
+	return nil
 }
 
 // readResponse reads the target's response head into fc.resp. Informational

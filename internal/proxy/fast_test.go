@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/test/pki"
 )
 
@@ -530,5 +531,50 @@ func TestFastPathTLS(t *testing.T) {
 	resp.Body.Close()
 	if resp.ProtoMajor != 2 || seen.Get("X-Forwarded-Proto") != "https" {
 		t.Errorf("HTTP/2 client: %s, target got X-Forwarded-Proto %q", resp.Proto, seen.Get("X-Forwarded-Proto"))
+	}
+}
+
+// A client that leaves while the target works on its request (a long poll)
+// does not hold the target: the fast path notices within its check
+// interval, closes the target connection (which cancels the target's
+// request) and records 499 ClientClosedRequest.
+func TestFastPathClientGone(t *testing.T) {
+	canceled := make(chan struct{}, 1)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			canceled <- struct{}{}
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	t.Cleanup(be.Close)
+	logs := &lockedBuffer{}
+	p := newProxyWith(t, Config{AccessLog: logs, test: testKnobs{clientCheck: 50 * time.Millisecond, accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, be, model.TargetActive))}, to("a", 1)))
+	conn, err := net.Dial("tcp", addrOf(p, webPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+	conn.Close()
+	select {
+	case <-canceled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the target's request was not canceled after the client left")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lines := logLines(t, logs)
+		if len(lines) == 1 {
+			if lines[0]["responseCode"] != float64(499) || lines[0]["failureReason"] != "ClientClosedRequest" {
+				t.Errorf("access log entry %v, want responseCode 499, failureReason ClientClosedRequest", lines[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d access log entries, want 1", len(lines))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

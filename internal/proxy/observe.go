@@ -41,6 +41,8 @@ type testKnobs struct {
 	accessLog    accesslog.Options
 	// readHeaderTimeout replaces readHeaderTimeout when non-zero.
 	readHeaderTimeout time.Duration
+	// clientCheck replaces clientCheckInterval when non-zero.
+	clientCheck time.Duration
 }
 
 // initObservability sets up health, metrics and the access log; New calls

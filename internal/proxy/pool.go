@@ -120,3 +120,13 @@ func (p *connPool) closeIdle(final bool) {
 		}
 	}
 }
+
+// alive reports whether an idle connection is still open: the target has
+// neither closed it nor sent anything unasked.
+func (c *targetConn) alive() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	data, closed := peek(c.conn)
+	return !data && !closed
+}

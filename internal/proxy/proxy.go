@@ -84,6 +84,9 @@ type Proxy struct {
 	// false when Config.DisableFastPath is set.
 	pool *connPool
 	fast bool
+	// clientCheck is how often the fast path checks, while it waits for
+	// a target, that the client is still there.
+	clientCheck time.Duration
 	// local forwards to targets in this proxy's cluster, peer to targets
 	// in any other cluster.
 	local, peer forwarder
@@ -125,14 +128,15 @@ func New(cfg Config) *Proxy {
 	}
 	transport := newUpstream()
 	p := &Proxy{
-		cluster:   cfg.Cluster,
-		log:       log,
-		transport: transport,
-		pool:      newConnPool(),
-		fast:      !cfg.DisableFastPath,
-		local:     newLocalForwarder(observeAttempts{transport}, log),
-		peer:      peerHop{log: log},
-		mirrors:   make(chan struct{}, maxMirrorsInFlight),
+		cluster:     cfg.Cluster,
+		log:         log,
+		transport:   transport,
+		pool:        newConnPool(),
+		fast:        !cfg.DisableFastPath,
+		clientCheck: cmp.Or(cfg.test.clientCheck, clientCheckInterval),
+		local:       newLocalForwarder(observeAttempts{transport}, log),
+		peer:        peerHop{log: log},
+		mirrors:     make(chan struct{}, maxMirrorsInFlight),
 		listen: func(b router.Bind) (net.Listener, error) {
 			return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, cfg.BindAddress), strconv.Itoa(int(b.Port))))
 		},
