@@ -718,10 +718,7 @@ func (fc *fastConn) writeFields(w *bufio.Writer) {
 			}
 			continue
 		}
-		w.WriteString(f.Name)
-		w.WriteString(": ")
-		w.WriteString(f.Value)
-		w.WriteString("\r\n")
+		writeField(w, f.Name, f.Value)
 	}
 }
 
@@ -748,12 +745,16 @@ func writeEditedFields(w *bufio.Writer, h http.Header, ip string) {
 			continue
 		}
 		for _, v := range vs {
-			w.WriteString(k)
-			w.WriteString(": ")
-			w.WriteString(v)
-			w.WriteString("\r\n")
+			writeField(w, k, v)
 		}
 	}
+}
+
+func writeField(w *bufio.Writer, name, value string) {
+	w.WriteString(name)
+	w.WriteString(": ")
+	w.WriteString(value)
+	w.WriteString("\r\n")
 }
 
 // writeResponseHead writes resp's head to the client without its
@@ -807,10 +808,7 @@ func writeEditedResponse(w *bufio.Writer, resp *h1.Response, edits []*router.Hea
 			continue
 		}
 		for _, v := range vs {
-			w.WriteString(k)
-			w.WriteString(": ")
-			w.WriteString(v)
-			w.WriteString("\r\n")
+			writeField(w, k, v)
 		}
 	}
 }

@@ -1,17 +1,13 @@
 package proxy
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"trellis.dev/trellis/internal/model"
 )
@@ -28,28 +24,11 @@ func headerEcho(t *testing.T) *httptest.Server {
 }
 
 // rawRequest sends head (request line and header lines, without the blank
-// line) on a connection of its own and returns the response.
+// line, lines ending in "\n") on a connection of its own and returns the
+// response.
 func rawRequest(t *testing.T, addr, head string) (*http.Response, []byte) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, strings.ReplaceAll(head, "\n", "\r\n")+"\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, body
+	return exchangeRaw(t, addr, strings.ReplaceAll(head, "\n", "\r\n")+"\r\n")
 }
 
 var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
