@@ -21,8 +21,8 @@ type gatewayInfo struct {
 	mode       model.NetworkMode
 	controller gatewayv1.GatewayController
 	// network is the network the Gateway makes; empty when notAccepted or
-	// unassigned.
-	network string
+	// unassigned. domain is a service network's domain.
+	network, domain string
 	// notAccepted says why routes cannot attach, and notAcceptedReason is
 	// the Gateway API reason; empty when they can.
 	notAccepted       string
@@ -118,7 +118,7 @@ func (t *translator) translateGateways() {
 		info := &gatewayInfo{gw: gw, mode: class.mode, controller: class.controller}
 		t.gateways[key] = info
 		t.gatewayOrder = append(t.gatewayOrder, key)
-		info.listeners = t.listeners(gw, src, class.mode)
+		info.listeners = t.listeners(gw, src)
 		addrs, unsupported := t.gatewayAddresses(gw, src, class.mode)
 		switch {
 		case class.rejected != "":
@@ -168,7 +168,7 @@ func (t *translator) translateGateways() {
 			t.problem(src, "status.addresses", string(gatewayv1.GatewayReasonAddressNotAssigned), "%s", info.unassigned)
 			continue
 		}
-		info.network = n.Name
+		info.network, info.domain = n.Name, n.Domain
 		if n.Domain != "" {
 			info.addresses = []gatewayv1.GatewayStatusAddress{{Type: ptr(gatewayv1.HostnameAddressType), Value: n.Domain}}
 		}
@@ -306,7 +306,7 @@ func (t *translator) listenerProtocol(gw *gatewayv1.Gateway, src model.SourceRef
 
 // listeners checks every listener of gw. An invalid or unsupported listener is
 // reported and left unusable; the others still serve.
-func (t *translator) listeners(gw *gatewayv1.Gateway, src model.SourceRef, mode model.NetworkMode) []listenerInfo {
+func (t *translator) listeners(gw *gatewayv1.Gateway, src model.SourceRef) []listenerInfo {
 	if len(gw.Spec.Listeners) == 0 {
 		t.problem(src, "spec.listeners", string(gatewayv1.RouteReasonUnsupportedValue), "at least one listener is required")
 	}
@@ -337,14 +337,10 @@ func (t *translator) listeners(gw *gatewayv1.Gateway, src model.SourceRef, mode 
 		}
 		if l.Hostname != nil {
 			h := strings.ToLower(string(*l.Hostname))
-			switch {
-			case mode == model.ModeServiceNetwork:
-				fail(".hostname", string(gatewayv1.ListenerReasonUnsupportedValue),
-					"a service-network listener takes no hostname: every route is reachable by its generated name and its own hostnames")
-			case !validHostname(h):
-				fail(".hostname", string(gatewayv1.ListenerReasonUnsupportedValue), "%q is not a valid host name or wildcard", *l.Hostname)
-			default:
+			if validHostname(h) {
 				li.hostname = h
+			} else {
+				fail(".hostname", string(gatewayv1.ListenerReasonUnsupportedValue), "%q is not a valid host name or wildcard", *l.Hostname)
 			}
 		}
 		if ar := l.AllowedRoutes; ar != nil {

@@ -1,6 +1,9 @@
 package translate
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestIntersect(t *testing.T) {
 	tests := []struct {
@@ -54,6 +57,29 @@ func TestValidHostname(t *testing.T) {
 	for _, tt := range tests {
 		if got := validHostname(tt.host); got != tt.want {
 			t.Errorf("validHostname(%q) = %v, want %v", tt.host, got, tt.want)
+		}
+	}
+}
+
+func TestGeneratedName(t *testing.T) {
+	long := "specific-host-matches-listener-specific-host"
+	tests := []struct {
+		name, namespace, want string
+	}{
+		{"inventory", "default", "inventory-default.hotel.trellis.internal"},
+		// 63 characters: still one label.
+		{"r234567890123456789012345678901234567890123456789012345", "default", "r234567890123456789012345678901234567890123456789012345-default.hotel.trellis.internal"},
+		// Longer: cut, and ended with a hash of namespace/name.
+		{long, "gateway-conformance-infra", "specific-host-matches-listener-specific-host-gateway-c-72fc6d3e.hotel.trellis.internal"},
+		{long, "gateway-conformance-infrb", "specific-host-matches-listener-specific-host-gateway-c-d233b39d.hotel.trellis.internal"},
+	}
+	for _, tt := range tests {
+		got := generatedName(tt.name, tt.namespace, "hotel.trellis.internal")
+		if got != tt.want {
+			t.Errorf("generatedName(%q, %q) = %q; want %q", tt.name, tt.namespace, got, tt.want)
+		}
+		if label, _, _ := strings.Cut(got, "."); len(label) > maxLabel {
+			t.Errorf("generatedName(%q, %q): label %q is longer than %d", tt.name, tt.namespace, label, maxLabel)
 		}
 	}
 }

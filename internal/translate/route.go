@@ -2,6 +2,8 @@ package translate
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -19,9 +21,10 @@ import (
 // attached to and the host names it answers on them.
 type attachment struct {
 	gw *gatewayInfo
-	// listeners are where the route is served. In edge mode there is one
-	// per Gateway listener, carrying the listener's hostname and the host
-	// names the route answers on it; in service-network mode one per port.
+	// listeners are where the route is served: one per Gateway listener,
+	// carrying the listener's hostname and the host names the route
+	// answers on it, except that the listeners without a hostname of a
+	// service network make one per port.
 	listeners []model.Listener
 	// parents are the parentRefs that attached through this network.
 	parents []*parentResult
@@ -94,8 +97,8 @@ func (t *translator) translateRoute(r *route, src model.SourceRef) bool {
 			Source:    &source,
 		}
 		if a.gw.mode == model.ModeServiceNetwork {
-			svc.DNSName = fmt.Sprintf("%s-%s.%s.%s", r.Name, r.Namespace, a.gw.network, DomainSuffix)
-			svc.CustomDomains = slices.Clone(hostnames)
+			svc.DNSName = generatedName(r.Name, r.Namespace, a.gw.domain)
+			svc.CustomDomains, svc.Listeners = serviceNetworkNames(svc.DNSName, a.gw.domain, hostnames, a.listeners)
 		}
 		if other, taken := t.serviceRoutes[svc.Name]; taken && other != src {
 			a.reject(t.problem(src, "metadata.name", ReasonNameConflict,
@@ -294,7 +297,7 @@ func (t *translator) attachParent(r *route, src model.SourceRef, field string, p
 			continue
 		}
 		allowed++
-		hosts, anyHost, ok := listenerHosts(gw.mode, l.hostname, hostnames)
+		hosts, anyHost, ok := listenerHosts(l.hostname, hostnames)
 		if !ok {
 			continue
 		}
@@ -302,14 +305,13 @@ func (t *translator) attachParent(r *route, src model.SourceRef, field string, p
 		if unresolvedOnly {
 			continue
 		}
-		ml := model.Listener{Name: string(l.spec.Name), Port: l.spec.Port, Protocol: l.protocol, Certificates: l.certificates}
-		if gw.mode == model.ModeEdge {
-			// Each listener keeps its own hostname and the route's names on
-			// it, so that a name is served only where it attached.
-			ml.Hostname = l.hostname
-			if !anyHost {
-				ml.Hostnames = hosts
-			}
+		// Each listener keeps its own hostname and the route's names on it,
+		// so that a name is served only where it attached. A service-network
+		// listener without a hostname leaves its names to the service
+		// (serviceNetworkNames).
+		ml := model.Listener{Name: string(l.spec.Name), Port: l.spec.Port, Protocol: l.protocol, Certificates: l.certificates, Hostname: l.hostname}
+		if !anyHost && (gw.mode == model.ModeEdge || l.hostname != "") {
+			ml.Hostnames = hosts
 		}
 		if !slices.ContainsFunc(a.listeners, func(o model.Listener) bool { return o.Port == ml.Port && o.Hostname == ml.Hostname }) {
 			a.listeners = append(a.listeners, ml)
@@ -362,14 +364,10 @@ func (t *translator) allowsNamespace(l *listenerInfo, gwNamespace, routeNamespac
 }
 
 // listenerHosts returns the host names a route with the given hostnames
-// answers on a listener. In service-network mode hostnames are custom
-// domains, not a filter, so every route matches. In edge mode they are
-// intersected with the listener hostname; anyHost is true when neither names
-// a host, and ok is false when they do not intersect.
-func listenerHosts(mode model.NetworkMode, listener string, hostnames []string) (hosts []string, anyHost, ok bool) {
-	if mode == model.ModeServiceNetwork {
-		return nil, false, true
-	}
+// answers on a listener: they are intersected with the listener hostname.
+// anyHost is true when neither names a host, and ok is false when they do
+// not intersect. A route without hostnames takes the listener's.
+func listenerHosts(listener string, hostnames []string) (hosts []string, anyHost, ok bool) {
 	if len(hostnames) == 0 {
 		if listener == "" {
 			return nil, true, true
@@ -384,6 +382,80 @@ func listenerHosts(mode model.NetworkMode, listener string, hostnames []string) 
 	slices.Sort(hosts)
 	hosts = slices.Compact(hosts)
 	return hosts, false, len(hosts) > 0
+}
+
+// maxLabel is the longest DNS label.
+const maxLabel = 63
+
+// generatedName is the DNS name of route namespace/name in the service
+// network of domain: "<name>-<namespace>.<domain>". A first label longer
+// than a DNS label may be (Kubernetes names may be longer) is cut to 54
+// characters and ended with "-" and 8 hex digits of the SHA-256 of
+// "namespace/name", so that it stays valid, stable and distinct.
+func generatedName(name, namespace, domain string) string {
+	label := name + "-" + namespace
+	if len(label) > maxLabel {
+		sum := sha256.Sum256([]byte(namespace + "/" + name))
+		label = strings.TrimRight(label[:maxLabel-9], "-.") + "-" + hex.EncodeToString(sum[:4])
+	}
+	return label + "." + domain
+}
+
+// serviceNetworkNames returns the custom domains and listeners of a
+// service-network service whose generated name is dnsName, attached to a
+// network whose domain is domain through listeners, with the route's
+// hostnames.
+//
+// A route without hostnames answers on the network's domain too: that
+// domain is the Gateway's address (status.addresses), and a Gateway API
+// route without hostnames takes every request sent there.
+//
+// Through listeners without a hostname (the usual case) the service
+// answers on its generated name and its custom domains (the route's
+// hostnames), and its listeners name no hosts of their own. Once a listener
+// with a hostname is involved, every listener lists its names, so that a
+// name attached through one listener is never served on another, as in
+// edge mode: a listener with a hostname answers the route's hostnames
+// intersected with it (listenerHosts), one without answers the generated
+// name and the route's hostnames. The generated name stays reachable on
+// every port: a port the route reaches only through listeners with
+// hostnames gets one more listener, without a hostname, for the generated
+// name alone. The custom domains are then every name served besides it.
+func serviceNetworkNames(dnsName, domain string, hostnames []string, listeners []model.Listener) ([]string, []model.Listener) {
+	own := hostnames
+	if len(own) == 0 {
+		own = []string{domain}
+	}
+	if !slices.ContainsFunc(listeners, func(l model.Listener) bool { return l.Hostname != "" }) {
+		return slices.Clone(own), listeners
+	}
+	var out []model.Listener
+	var custom []string
+	for i, l := range listeners {
+		if l.Hostname == "" {
+			l.Hostnames = append([]string{dnsName}, own...)
+		} else if i == 0 || listeners[i-1].Port != l.Port {
+			// The listeners are sorted by port, then hostname, so a port
+			// whose first listener has a hostname has none without.
+			names := model.Listener{Name: l.Name, Port: l.Port, Protocol: l.Protocol, Hostnames: []string{dnsName}}
+			for _, o := range listeners[i:] {
+				if o.Port == l.Port {
+					names.Certificates = append(names.Certificates, o.Certificates...)
+				}
+			}
+			slices.Sort(names.Certificates)
+			names.Certificates = slices.Compact(names.Certificates)
+			out = append(out, names)
+		}
+		out = append(out, l)
+		for _, h := range l.Hostnames {
+			if h != dnsName {
+				custom = append(custom, h)
+			}
+		}
+	}
+	slices.Sort(custom)
+	return slices.Compact(custom), out
 }
 
 // serviceField maps a model Service field to the route field it was

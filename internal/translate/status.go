@@ -88,7 +88,9 @@ type RouteParentStatus struct {
 
 // SupportedFeatures lists the Gateway API features both classes implement,
 // published in GatewayClass status. It grows with the translator and proxy;
-// a feature belongs here only once it is served, not merely accepted.
+// a feature belongs here only once it is served, not merely accepted, and
+// once the conformance suite's tests of it pass for both classes
+// (docs/conformance/README.md).
 var SupportedFeatures = sortedFeatures(
 	features.SupportGateway,
 	features.SupportGatewayPort8080,
@@ -98,6 +100,25 @@ var SupportedFeatures = sortedFeatures(
 	features.SupportHTTPRouteParentRefPort,
 	features.SupportHTTPRouteBackendProtocolH2C,
 	features.SupportHTTPRouteNamedRouteRule,
+	features.SupportHTTPRouteResponseHeaderModification,
+	features.SupportHTTPRouteBackendRequestHeaderModification,
+	features.SupportHTTPRouteRequestMirror,
+	features.SupportHTTPRouteRequestMultipleMirrors,
+	features.SupportHTTPRouteRequestPercentageMirror,
+	features.SupportHTTPRoutePortRedirect,
+	features.SupportHTTPRouteSchemeRedirect,
+	features.SupportHTTPRoutePathRedirect,
+	features.SupportHTTPRoute303RedirectStatusCode,
+	features.SupportHTTPRoute307RedirectStatusCode,
+	features.SupportHTTPRoute308RedirectStatusCode,
+	features.SupportHTTPRouteHostRewrite,
+	features.SupportHTTPRoutePathRewrite,
+	features.SupportHTTPRouteRequestTimeout,
+	features.SupportHTTPRouteBackendTimeout,
+	features.SupportHTTPRouteBackendProtocolWebSocket,
+	features.SupportHTTPRouteDestinationPortMatching,
+	features.SupportHTTPRouteRetry,
+	features.SupportGatewayHTTPListenerIsolation,
 	features.SupportReferenceGrant,
 	features.SupportGRPCRoute,
 	features.SupportGRPCRouteNamedRouteRule,
