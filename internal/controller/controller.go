@@ -119,6 +119,29 @@ func Run(ctx context.Context, cfg Config) error {
 	return mgr.Start(ctx)
 }
 
+// Client-side request limits of the controller's API client, when the
+// configuration sets none. client-go's defaults (5 requests a second, bursts
+// of 10) throttle status writes: one change can touch the status of every
+// route on a Gateway, and a test suite or a rollout makes many changes a
+// second, so Gateways showed stale attached-route counts for over a minute.
+// The apiserver protects itself (API Priority and Fairness); these bound
+// what one controller sends.
+const (
+	clientQPS   = 100
+	clientBurst = 200
+)
+
+// clientLimits returns kube with clientQPS and clientBurst unless it sets
+// limits of its own.
+func clientLimits(kube *rest.Config) *rest.Config {
+	if kube.QPS != 0 || kube.RateLimiter != nil {
+		return kube
+	}
+	kube = rest.CopyConfig(kube)
+	kube.QPS, kube.Burst = clientQPS, clientBurst
+	return kube
+}
+
 // New builds the controller's manager without starting it, and returns the
 // reconciler for tests to observe.
 func New(cfg Config) (manager.Manager, *Reconciler, error) {
@@ -149,7 +172,7 @@ func New(cfg Config) (manager.Manager, *Reconciler, error) {
 	opts.Cache.ByObject = map[client.Object]cache.ByObject{
 		&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
 	}
-	mgr, err := ctrl.NewManager(cfg.Kube, opts)
+	mgr, err := ctrl.NewManager(clientLimits(cfg.Kube), opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("controller: %w", err)
 	}

@@ -180,7 +180,7 @@ func TestCORS(t *testing.T) {
 		{"preflight allowed", "list.example.com", http.MethodOptions, preflight("https://app.example.com", "PUT", "x-token"), 200, map[string]string{
 			"Access-Control-Allow-Origin": "https://app.example.com", "Access-Control-Allow-Credentials": "true",
 			"Access-Control-Allow-Methods": "GET, PUT", "Access-Control-Allow-Headers": "X-Token, Content-Type",
-			"Access-Control-Max-Age": "600", "Vary": "Origin"}, false},
+			"Access-Control-Max-Age": "600", "Vary": "Origin", "Access-Control-Expose-Headers": "X-Backend"}, false},
 		{"preflight wildcard subdomain", "list.example.com", http.MethodOptions, preflight("https://a.b.trusted.com", "GET", ""), 200, map[string]string{
 			"Access-Control-Allow-Origin": "https://a.b.trusted.com"}, false},
 		{"preflight explicit port", "list.example.com", http.MethodOptions, preflight("http://local.test:3000", "GET", ""), 200, map[string]string{
@@ -193,7 +193,8 @@ func TestCORS(t *testing.T) {
 			"Access-Control-Allow-Origin": ""}, false},
 		{"preflight any", "any.example.com", http.MethodOptions, preflight("https://whoever.org", "DELETE", "x-a, x-b"), 200, map[string]string{
 			"Access-Control-Allow-Origin": "https://whoever.org", "Access-Control-Allow-Methods": "DELETE",
-			"Access-Control-Allow-Headers": "x-a, x-b", "Access-Control-Max-Age": "5", "Access-Control-Allow-Credentials": ""}, false},
+			"Access-Control-Allow-Headers": "x-a, x-b", "Access-Control-Max-Age": "5", "Access-Control-Allow-Credentials": "",
+			"Access-Control-Expose-Headers": "*"}, false},
 		{"actual request allowed", "list.example.com", http.MethodGet, http.Header{"Origin": {"https://app.example.com"}}, 200, map[string]string{
 			"Access-Control-Allow-Origin": "https://app.example.com", "Access-Control-Allow-Credentials": "true",
 			"Access-Control-Expose-Headers": "X-Backend", "Access-Control-Max-Age": ""}, true},

@@ -118,6 +118,7 @@ var SupportedFeatures = sortedFeatures(
 	features.SupportHTTPRouteBackendProtocolWebSocket,
 	features.SupportHTTPRouteDestinationPortMatching,
 	features.SupportHTTPRouteRetry,
+	features.SupportHTTPRouteCORS,
 	features.SupportGatewayHTTPListenerIsolation,
 	features.SupportReferenceGrant,
 	features.SupportGRPCRoute,

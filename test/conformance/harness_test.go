@@ -125,15 +125,18 @@ func innerSettings(t *testing.T) settings {
 
 // innerConfig is the inner test's client configuration, from the
 // kubeconfig the outer test passed (its server is only reachable inside the
-// namespace). The suite polls every 100 ms from several goroutines; client-
-// go's default limit of 5 requests a second would throttle it.
+// namespace). The suite polls every 100 ms from several goroutines, some
+// of which outlive their test for a while; client-go's default limit of 5
+// requests a second throttles it, and even 100 once starved a later test's
+// poll until its deadline ("rate: Wait(n=1) would exceed context
+// deadline"). The apiserver is the test's own: the client is not limited.
 func innerConfig(t *testing.T, s settings) *rest.Config {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", s.Kubeconfig)
 	if err != nil {
 		t.Fatalf("kubeconfig: %v", err)
 	}
-	cfg.QPS, cfg.Burst = 100, 200
+	cfg.QPS = -1
 	return cfg
 }
 

@@ -146,6 +146,15 @@ func (c *CORS) Preflight(r *http.Request, h http.Header) {
 	} else if c.headers != "" {
 		h.Set("Access-Control-Allow-Headers", c.headers)
 	}
+	// Browsers read Expose-Headers only on actual responses, but the
+	// Gateway API's conformance suite expects it on the preflight too;
+	// it is harmless there.
+	switch {
+	case c.anyExpose && !c.credentials:
+		h.Set("Access-Control-Expose-Headers", "*")
+	case c.expose != "":
+		h.Set("Access-Control-Expose-Headers", c.expose)
+	}
 	h.Set("Access-Control-Max-Age", c.maxAge)
 }
 
