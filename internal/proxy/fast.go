@@ -157,8 +157,10 @@ type fastConn struct {
 	conn, rw net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
-	// proto is the X-Forwarded-Proto of the connection's requests.
-	proto string
+	// proto is the X-Forwarded-Proto of the connection's requests;
+	// fixedFields the header lines every request forwarded from the
+	// connection carries (proto, port, identity).
+	proto, fixedFields string
 	// state is connActive while a request is read or served, connIdle
 	// between requests; drain closes idle connections.
 	state atomic.Int32
@@ -192,10 +194,19 @@ func (s *fastServer) newConn(conn net.Conn) *fastConn {
 		port:   strconv.Itoa(int(s.bind.Port)),
 	}
 	fc.ip, _, _ = net.SplitHostPort(fc.remote)
+	fc.setFixedFields()
 	if s.bind.Addr == "" && s.p.wildcard {
 		fc.localIP = localIP(fc.local)
 	}
 	return fc
+}
+
+// setFixedFields makes the header lines that are the same for every request
+// on the connection.
+func (fc *fastConn) setFixedFields() {
+	fc.fixedFields = "X-Forwarded-Proto: " + fc.proto + "\r\nX-Forwarded-For-Proto: " + fc.proto +
+		"\r\nX-Forwarded-Port: " + fc.port + "\r\nX-Forwarded-For-Port: " + fc.port +
+		"\r\n" + headerIdentity + ": Type=Anonymous\r\n"
 }
 
 // serve serves requests until the connection ends or is handed to
@@ -217,6 +228,7 @@ func (fc *fastConn) serve() {
 			return
 		}
 		fc.rw, fc.proto = tc, "https"
+		fc.setFixedFields()
 		fc.br.Reset(tc)
 		fc.bw.Reset(tc)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
@@ -448,7 +460,7 @@ func (fc *fastConn) forward(route *router.Route, keep bool) (_, aborted bool) {
 		return false, true
 	}
 	if delimited && !resp.Close {
-		p.pool.put(tc, time.Now())
+		p.pool.put(tc, x.answered)
 	} else {
 		tc.conn.Close()
 	}
@@ -666,23 +678,13 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	}
 	w.WriteString("X-Forwarded-Host: ")
 	w.WriteString(host)
-	w.WriteString("\r\nX-Forwarded-Proto: ")
-	w.WriteString(fc.proto)
-	w.WriteString("\r\nX-Forwarded-For-Proto: ")
-	w.WriteString(fc.proto)
-	w.WriteString("\r\nX-Forwarded-Port: ")
-	w.WriteString(fc.port)
-	w.WriteString("\r\nX-Forwarded-For-Port: ")
-	w.WriteString(fc.port)
-	w.WriteString("\r\n" + headerIdentity + ": Type=Anonymous\r\n" + headerRequestID + ": ")
+	w.WriteString("\r\n")
+	w.WriteString(fc.fixedFields)
+	w.WriteString(headerRequestID + ": ")
 	w.WriteString(x.id)
 	w.WriteString("\r\n")
-	if info := x.ruleInfo(nil); info != nil && info.targetHeader != nil {
-		w.WriteString(headerNetwork + ": ")
-		w.WriteString(info.networkHeader[0])
-		w.WriteString("\r\n" + headerTarget + ": ")
-		w.WriteString(info.targetHeader[0])
-		w.WriteString("\r\n")
+	if info := x.ruleInfo(nil); info != nil && info.identityFields != "" {
+		w.WriteString(info.identityFields)
 	}
 	w.WriteString("\r\n")
 	if r.ContentLength > 0 {

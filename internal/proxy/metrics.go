@@ -131,6 +131,8 @@ type ruleInfo struct {
 	// targetHeader and networkHeader are the values of x-trellis-target
 	// and x-trellis-network, shared by every request: never modified.
 	targetHeader, networkHeader []string
+	// identityFields is both as header lines, as the fast path writes them.
+	identityFields string
 
 	m *metrics
 	// codes caches the counters of the common status codes, by
@@ -165,6 +167,7 @@ func (m *metrics) newRuleInfo(k ruleKey) *ruleInfo {
 	if k.rule >= 0 && k.targetGroup != "" {
 		ri.targetHeader = []string{"Service=" + k.service + "; Network=" + k.network + "; TargetGroup=" + k.targetGroup}
 		ri.networkHeader = []string{"SourceCluster=" + m.cluster + "; Network=" + k.network}
+		ri.identityFields = headerNetwork + ": " + ri.networkHeader[0] + "\r\n" + headerTarget + ": " + ri.targetHeader[0] + "\r\n"
 	}
 	return ri
 }
