@@ -109,7 +109,7 @@ func ReadHead(br *bufio.Reader) (string, error) {
 // fast path does not take.
 func ParseRequest(head string, r *Request) error {
 	*r = Request{Head: head, Fields: r.Fields[:0], ConnectionTokens: r.ConnectionTokens[:0]}
-	line, rest, ok := strings.Cut(head, "\r\n")
+	line, rest, ok := cutLine(head)
 	if !ok {
 		return ErrUnsupported
 	}
@@ -122,7 +122,7 @@ func ParseRequest(head string, r *Request) error {
 
 	hosts, lengths := 0, 0
 	for {
-		line, rest, ok = strings.Cut(rest, "\r\n")
+		line, rest, ok = cutLine(rest)
 		if !ok {
 			return ErrUnsupported
 		}
@@ -130,37 +130,35 @@ func ParseRequest(head string, r *Request) error {
 			break
 		}
 		name, value, ok := strings.Cut(line, ":")
-		if !ok || !httpguts.ValidHeaderFieldName(name) {
+		if !ok || !validName(name) {
 			// A field name with surrounding space, or an obsolete folding.
 			return ErrUnsupported
 		}
-		value = strings.Trim(value, " \t")
-		if !httpguts.ValidHeaderFieldValue(value) || len(r.Fields) == MaxFields {
+		value = trimOWS(value)
+		if !validValue(value) || len(r.Fields) == MaxFields {
 			return ErrUnsupported
 		}
 		r.Fields = append(r.Fields, Field{Name: name, Value: value})
-		switch {
-		case strings.EqualFold(name, "Host"):
+		switch special(name) {
+		case fieldHost:
 			hosts++
 			r.Host = value
-		case strings.EqualFold(name, "Content-Length"):
+		case fieldContentLength:
 			lengths++
 			n, ok := parseLength(value)
 			if !ok {
 				return ErrUnsupported
 			}
 			r.ContentLength = n
-		case strings.EqualFold(name, "Connection"):
+		case fieldConnection:
 			if !r.connection(value) {
 				return ErrUnsupported
 			}
-		case strings.EqualFold(name, "User-Agent"):
+		case fieldUserAgent:
 			if r.UserAgent == "" {
 				r.UserAgent = value
 			}
-		case strings.EqualFold(name, "Transfer-Encoding"),
-			strings.EqualFold(name, "Expect"),
-			strings.EqualFold(name, "Upgrade"):
+		case fieldUnsupported:
 			return ErrUnsupported
 		}
 	}
@@ -168,6 +166,73 @@ func ParseRequest(head string, r *Request) error {
 		return ErrUnsupported
 	}
 	return nil
+}
+
+// cutLine returns s's first line without its CRLF, and the rest; ok is
+// false when s has no CRLF or its first line ends in a bare LF.
+func cutLine(s string) (line, rest string, ok bool) {
+	i := strings.IndexByte(s, '\n')
+	if i < 1 || s[i-1] != '\r' {
+		return "", "", false
+	}
+	return s[:i-1], s[i+1:], true
+}
+
+// trimOWS trims the optional whitespace (SP, HTAB) around a field value.
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// Request fields ParseRequest reads or refuses.
+const (
+	fieldOther = iota
+	fieldHost
+	fieldContentLength
+	fieldConnection
+	fieldUserAgent
+	// fieldUnsupported: Transfer-Encoding, Expect, Upgrade.
+	fieldUnsupported
+)
+
+// special tells which of the fields ParseRequest reads or refuses name is,
+// by its length first so that most names are compared with nothing.
+func special(name string) int {
+	switch len(name) {
+	case 4:
+		if strings.EqualFold(name, "Host") {
+			return fieldHost
+		}
+	case 6:
+		if strings.EqualFold(name, "Expect") {
+			return fieldUnsupported
+		}
+	case 7:
+		if strings.EqualFold(name, "Upgrade") {
+			return fieldUnsupported
+		}
+	case 10:
+		switch {
+		case strings.EqualFold(name, "Connection"):
+			return fieldConnection
+		case strings.EqualFold(name, "User-Agent"):
+			return fieldUserAgent
+		}
+	case 14:
+		if strings.EqualFold(name, "Content-Length") {
+			return fieldContentLength
+		}
+	case 17:
+		if strings.EqualFold(name, "Transfer-Encoding") {
+			return fieldUnsupported
+		}
+	}
+	return fieldOther
 }
 
 // connection records the options of a Connection field. It reports false

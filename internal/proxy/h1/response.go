@@ -258,12 +258,12 @@ func truncate(b []byte) []byte {
 }
 
 // validName reports whether b is a header field name: a token.
-func validName(b []byte) bool {
+func validName[T string | []byte](b T) bool {
 	if len(b) == 0 {
 		return false
 	}
-	for _, c := range b {
-		if !isTokenByte(c) {
+	for i := range len(b) {
+		if !isTokenByte(b[i]) {
 			return false
 		}
 	}
@@ -272,9 +272,9 @@ func validName(b []byte) bool {
 
 // validValue reports whether b is a header field value: no control bytes
 // but HTAB, as httpguts.ValidHeaderFieldValue, without converting b.
-func validValue(b []byte) bool {
-	for _, c := range b {
-		if c < ' ' && c != '\t' || c == 0x7f {
+func validValue[T string | []byte](b T) bool {
+	for i := range len(b) {
+		if c := b[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
 		}
 	}
