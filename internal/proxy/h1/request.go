@@ -178,8 +178,17 @@ func cutLine(s string) (line, rest string, ok bool) {
 	return s[:i-1], s[i+1:], true
 }
 
+// cutLineBytes is cutLine for bytes.
+func cutLineBytes(s []byte) (line, rest []byte, ok bool) {
+	i := bytes.IndexByte(s, '\n')
+	if i < 1 || s[i-1] != '\r' {
+		return nil, nil, false
+	}
+	return s[:i-1], s[i+1:], true
+}
+
 // trimOWS trims the optional whitespace (SP, HTAB) around a field value.
-func trimOWS(s string) string {
+func trimOWS[T string | []byte](s T) T {
 	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
 		s = s[1:]
 	}

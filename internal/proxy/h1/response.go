@@ -96,7 +96,7 @@ func ReadResponseHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 // reusing r's slices.
 func ParseResponse(head []byte, r *Response) error {
 	*r = Response{Fields: r.Fields[:0], ConnectionTokens: r.ConnectionTokens[:0], ContentLength: -1}
-	line, rest, ok := bytes.Cut(head, crlf)
+	line, rest, ok := cutLineBytes(head)
 	if !ok || len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
 		return malformed("status line %q", truncate(line))
 	}
@@ -128,7 +128,7 @@ func ParseResponse(head []byte, r *Response) error {
 	var length []byte // the first Content-Length value
 	var hasClose, hasKeepAlive, trailer bool
 	for {
-		line, rest, ok = bytes.Cut(rest, crlf)
+		line, rest, ok = cutLineBytes(rest)
 		if !ok {
 			return malformed("head does not end with an empty line")
 		}
@@ -139,7 +139,7 @@ func ParseResponse(head []byte, r *Response) error {
 		if !ok || !validName(name) {
 			return malformed("header line %q", truncate(line))
 		}
-		value = bytes.Trim(value, " \t")
+		value = trimOWS(value)
 		if !validValue(value) {
 			return malformed("value of %s", name)
 		}
@@ -170,7 +170,7 @@ func ParseResponse(head []byte, r *Response) error {
 			for value := value; len(value) > 0; {
 				var opt []byte
 				opt, value, _ = bytes.Cut(value, []byte(","))
-				opt = bytes.Trim(opt, " \t")
+				opt = trimOWS(opt)
 				switch {
 				case len(opt) == 0:
 				case equalFold(opt, "close"):
