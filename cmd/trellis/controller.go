@@ -12,13 +12,13 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/controller"
 )
 
 func newController() *cobra.Command {
 	var (
 		serverURL, token, kubeconfig, pool string
+		caFile                             string
 		cfg                                controller.Config
 	)
 	cmd := &cobra.Command{
@@ -55,7 +55,7 @@ account; elsewhere --kubeconfig (or $KUBECONFIG). The token comes from
 				return fmt.Errorf("kubernetes client configuration: %w", err)
 			}
 			cfg.Logger = slog.Default()
-			if cfg.ControlPlane, err = client.New(serverURL, token, client.Options{Logger: cfg.Logger}); err != nil {
+			if cfg.ControlPlane, err = newAPIClient(serverURL, token, caFile, cfg.Logger); err != nil {
 				return err
 			}
 			return controller.Run(cmd.Context(), cfg)
@@ -64,6 +64,7 @@ account; elsewhere --kubeconfig (or $KUBECONFIG). The token comes from
 	f := cmd.Flags()
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", "control-plane API address")
 	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
+	f.StringVar(&caFile, "ca-file", "", caFileUsage)
 	f.StringVar(&cfg.Cluster, "cluster", "", "name of this cluster, the owner of what the controller sends (required)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration, or $KUBECONFIG)")
 	f.StringVar(&pool, "gateway-addresses", "", "CIDR edge Gateways get their addresses from, e.g. 198.18.100.0/24")

@@ -21,7 +21,7 @@ import (
 func newProxy() *cobra.Command {
 	var (
 		serverURL, token, cluster, bind string
-		cacheFile                       string
+		cacheFile, caFile               string
 		accessLog, adminListen          string
 		idle                            time.Duration
 	)
@@ -41,7 +41,7 @@ with backoff. The token comes from --token or the TRELLIS_TOKEN variable.`,
 				return errors.New("no token: give --token or set TRELLIS_TOKEN")
 			}
 			log := slog.Default()
-			cl, err := client.New(serverURL, token, client.Options{Logger: log})
+			cl, err := newAPIClient(serverURL, token, caFile, log)
 			if err != nil {
 				return err
 			}
@@ -86,6 +86,7 @@ with backoff. The token comes from --token or the TRELLIS_TOKEN variable.`,
 	f := cmd.Flags()
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", "control-plane API address")
 	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
+	f.StringVar(&caFile, "ca-file", "", caFileUsage)
 	f.StringVar(&cluster, "cluster", "", "name of the cluster this proxy runs in (required)")
 	f.StringVar(&bind, "bind", "127.0.0.1", "address the listeners bind")
 	f.DurationVar(&idle, "idle-timeout", 35*time.Second, "reconnect when the stream is silent this long")

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,11 +18,13 @@ import (
 
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/internal/tlsfiles"
 )
 
 func newServer() *cobra.Command {
 	var (
 		listen, dataDir, tokenFile string
+		certFile, keyFile          string
 		tokens                     []string
 		heartbeat                  time.Duration
 	)
@@ -42,11 +45,27 @@ func newServer() *cobra.Command {
 				return err
 			}
 			defer st.Close()
+			if (certFile == "") != (keyFile == "") {
+				return errors.New("--tls-cert-file and --tls-key-file go together")
+			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "control plane: API on http://%s (store in %s)\n", ln.Addr(), dataDir)
+			scheme := "http"
+			if certFile != "" {
+				cfg, err := tlsfiles.Server(certFile, keyFile, func(err error) {
+					slog.Error("API certificate not reloaded; the previous one keeps serving", "err", err)
+				})
+				if err != nil {
+					ln.Close()
+					return err
+				}
+				ln, scheme = tls.NewListener(ln, cfg), "https"
+			} else if !isLoopback(ln.Addr()) {
+				slog.Warn("the API is served without TLS on a non-loopback address: bearer tokens and TLS private keys cross the network in the clear; give --tls-cert-file and --tls-key-file", "addr", ln.Addr().String())
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "control plane: API on %s://%s (store in %s)\n", scheme, ln.Addr(), dataDir)
 			h := server.New(st, server.Config{Tokens: auth, Heartbeat: heartbeat, Logger: slog.Default()})
 			return serveHTTP(cmd.Context(), ln, h)
 		},
@@ -57,7 +76,15 @@ func newServer() *cobra.Command {
 	f.StringArrayVar(&tokens, "token", nil, "accepted bearer token as TOKEN=CLUSTER (repeatable; prefer --token-file)")
 	f.StringVar(&tokenFile, "token-file", "", "file of accepted tokens, one 'TOKEN CLUSTER' per line ('#' comments)")
 	f.DurationVar(&heartbeat, "heartbeat", 10*time.Second, "heartbeat interval of idle watch streams")
+	f.StringVar(&certFile, "tls-cert-file", "", "serve the API over TLS with this certificate (PEM; reloaded when the file changes)")
+	f.StringVar(&keyFile, "tls-key-file", "", "private key of --tls-cert-file (PEM)")
 	return cmd
+}
+
+// isLoopback reports whether a listener's address is a loopback one.
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // loadTokens merges --token flags and a token file into token → cluster.

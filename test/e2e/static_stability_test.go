@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/netns"
+	"trellis.dev/trellis/test/pki"
 )
 
 // inventoryObjects is the quick start's inventory service as model objects,
@@ -47,24 +50,38 @@ func inventoryObjects(ver1, ver2 int32) *api.Objects {
 }
 
 // The proxy keeps answering from its last configuration while the control
-// plane is down, and picks up changes once it is back.
+// plane is down, and picks up changes once it is back. The control plane's
+// API is served over TLS, as in production: the proxy and the test trust
+// its CA file.
 func TestProxyServesWhileServerDown(t *testing.T) {
 	ns := netns.New(t)
 	data := t.TempDir()
 	const token = "e2e-token"
-	serverArgs := []string{"server", "--listen", "127.0.0.1:7070", "--data", data, "--token", token + "=local", "--heartbeat", "500ms"}
+	certs := t.TempDir()
+	ca := pki.NewCA(t)
+	leaf := ca.Issue(t, "127.0.0.1")
+	certFile, keyFile, caFile := filepath.Join(certs, "tls.crt"), filepath.Join(certs, "tls.key"), filepath.Join(certs, "ca.crt")
+	for f, b := range map[string][]byte{certFile: leaf.CertPEM, keyFile: leaf.KeyPEM, caFile: ca.CertPEM} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serverArgs := []string{"server", "--listen", "127.0.0.1:7070", "--data", data, "--token", token + "=local", "--heartbeat", "500ms",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile}
 	srv := start(t, ns, "server", serverArgs...)
-	srv.waitOutput(t, 10*time.Second, "API on")
+	srv.waitOutput(t, 10*time.Second, "API on https://")
 	for name, addr := range map[string]string{"inventory-ver1": "127.0.0.1:18083", "inventory-ver2": "127.0.0.1:18084"} {
 		echo := start(t, ns, name, "echo", "--listen", addr, "--name", name)
 		echo.waitOutput(t, 10*time.Second, "echo:")
 	}
-	proxyArgs := []string{"proxy", "--server", "http://127.0.0.1:7070", "--token", token,
+	proxyArgs := []string{"proxy", "--server", "https://127.0.0.1:7070", "--ca-file", caFile, "--token", token,
 		"--cluster", "local", "--idle-timeout", "2s", "--cache", filepath.Join(t.TempDir(), "proxy-cache.json")}
 	px := start(t, ns, "proxy", proxyArgs...)
 
 	c := ns.HTTPClient(5 * time.Second)
-	cl, err := client.New("http://127.0.0.1:7070", token, client.Options{HTTPClient: c})
+	apiHTTP := ns.HTTPClient(5 * time.Second)
+	apiHTTP.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: ca.Pool()}
+	cl, err := client.New("https://127.0.0.1:7070", token, client.Options{HTTPClient: apiHTTP})
 	if err != nil {
 		t.Fatal(err)
 	}

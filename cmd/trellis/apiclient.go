@@ -1,0 +1,23 @@
+package main
+
+import (
+	"log/slog"
+	"net/http"
+
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/tlsfiles"
+)
+
+const caFileUsage = "CA certificate (PEM) the control plane's TLS certificate must chain to; default: the system's roots"
+
+// newAPIClient returns a control-plane client for serverURL, trusting the
+// CA in caFile for an https URL.
+func newAPIClient(serverURL, token, caFile string, log *slog.Logger) (*client.Client, error) {
+	tlsCfg, err := tlsfiles.Client(caFile)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsCfg
+	return client.New(serverURL, token, client.Options{Logger: log, HTTPClient: &http.Client{Transport: tr}})
+}
