@@ -45,7 +45,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newUp(), newServer(), newProxy(), newController(), newEcho(), newVersion())
+	root.AddCommand(newUp(), newServer(), newProxy(), newController(), newGet(), newEcho(), newVersion())
 	return root
 }
 

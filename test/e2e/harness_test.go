@@ -76,6 +76,22 @@ func start(t *testing.T, ns *netns.NS, name string, args ...string) *proc {
 	return p
 }
 
+// trellisOutput runs trellis with args inside ns to completion and returns
+// its standard output; it fails the test if the command fails.
+func trellisOutput(t *testing.T, ns *netns.NS, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := ns.Command(ctx, trellisBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("trellis %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
 // stop asks the process to exit and kills it if it does not within 5 s.
 func (p *proc) stop() {
 	select {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,6 +95,19 @@ func TestProxyServesWhileServerDown(t *testing.T) {
 		status, _, err := get(c, proxyURL, inventoryHost)
 		return err == nil && status == http.StatusOK
 	})
+
+	// `trellis get` shows what the control plane holds, over the same TLS.
+	getArgs := []string{"--server", "https://127.0.0.1:7070", "--ca-file", caFile, "--token", token}
+	out := trellisOutput(t, ns, append([]string{"get", "services"}, getArgs...)...)
+	for _, want := range []string{"inventory-default.my-hotel", "inventory-default.my-hotel.trellis.internal," + inventoryHost, "8080/HTTP"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trellis get services: no %q in\n%s", want, out)
+		}
+	}
+	out = trellisOutput(t, ns, append([]string{"get", "targetgroup", "inventory-ver2", "-o", "yaml"}, getArgs...)...)
+	if !strings.Contains(out, "name: inventory-ver2") || !strings.Contains(out, "port: 18084") {
+		t.Errorf("trellis get targetgroup inventory-ver2 -o yaml:\n%s", out)
+	}
 
 	srv.kill()
 	px.waitOutput(t, 10*time.Second, "configuration stream broke")

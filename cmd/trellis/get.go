@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"trellis.dev/trellis/internal/inspect"
+	"trellis.dev/trellis/internal/model"
+)
+
+func newGet() *cobra.Command {
+	var serverURL, token, caFile, output string
+	kinds := make([]string, len(model.Kinds))
+	for i, k := range model.Kinds {
+		kinds[i] = strings.ToLower(string(k)) + "s"
+	}
+	cmd := &cobra.Command{
+		Use:   "get KIND [NAME]",
+		Short: "Show what the control plane holds: " + strings.Join(kinds, ", "),
+		Long: `Show the objects of one kind that the control plane holds, or one of them,
+as a table, YAML or JSON. Certificate private keys are never shown. The token
+comes from --token or the TRELLIS_TOKEN variable; any cluster's token may read.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := model.ParseKind(args[0])
+			if err != nil {
+				return fmt.Errorf("%w; kinds: %s", err, strings.Join(kinds, ", "))
+			}
+			if token == "" {
+				token = os.Getenv("TRELLIS_TOKEN")
+			}
+			if token == "" {
+				return errors.New("no token: give --token or set TRELLIS_TOKEN")
+			}
+			cl, err := newAPIClient(serverURL, token, caFile, slog.Default())
+			if err != nil {
+				return err
+			}
+			var objs []model.Object
+			if len(args) == 2 {
+				obj, err := model.New(k)
+				if err != nil {
+					return err
+				}
+				obj.ObjectMeta().Name = args[1]
+				if err := cl.Get(cmd.Context(), obj); err != nil {
+					return err
+				}
+				objs = []model.Object{obj}
+			} else if objs, _, err = cl.List(cmd.Context(), k); err != nil {
+				return err
+			}
+			return inspect.Write(cmd.OutOrStdout(), output, k, objs)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", "control-plane API address")
+	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
+	f.StringVar(&caFile, "ca-file", "", caFileUsage)
+	f.StringVarP(&output, "output", "o", "table", "output format: "+strings.Join(inspect.Formats, ", "))
+	return cmd
+}

@@ -1,0 +1,146 @@
+// Package inspect renders control-plane objects for people: a table per
+// kind, or the objects as YAML or JSON. Certificate private keys are never
+// rendered. It reads nothing and talks to nothing; `trellis get` feeds it.
+package inspect
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// Redacted stands in for a certificate's private key.
+const Redacted = "<redacted>"
+
+// Formats are the output formats of Write.
+var Formats = []string{"table", "yaml", "json"}
+
+// Write renders objs, all of kind k, in format (one of Formats).
+func Write(w io.Writer, format string, k model.Kind, objs []model.Object) error {
+	objs = redact(objs)
+	switch format {
+	case "table":
+		return table(w, k, objs)
+	case "yaml":
+		b, err := yaml.Marshal(objs)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		return enc.Encode(objs)
+	}
+	return fmt.Errorf("output format %q: want one of %s", format, strings.Join(Formats, ", "))
+}
+
+// redact returns objs with every certificate's key replaced, copying the
+// certificates rather than changing the caller's.
+func redact(objs []model.Object) []model.Object {
+	out := slices.Clone(objs)
+	for i, o := range out {
+		if c, ok := o.(*model.Certificate); ok && c.KeyPEM != "" {
+			cp := *c
+			cp.KeyPEM = Redacted
+			out[i] = &cp
+		}
+	}
+	return out
+}
+
+func table(w io.Writer, k model.Kind, objs []model.Object) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(cols ...string) { fmt.Fprintln(tw, strings.Join(cols, "\t")) }
+	switch k {
+	case model.KindServiceNetwork:
+		row("NAME", "OWNER", "MODE", "DOMAIN", "ADDRESSES", "REVISION")
+	case model.KindService:
+		row("NAME", "OWNER", "NETWORK", "HOSTNAMES", "LISTENERS", "RULES", "REVISION")
+	case model.KindTargetGroup:
+		row("NAME", "OWNER", "PROTOCOL", "TARGETS", "REVISION")
+	case model.KindCertificate:
+		row("NAME", "OWNER", "NAMES", "NOT AFTER", "REVISION")
+	default:
+		return fmt.Errorf("kind %q has no table", k)
+	}
+	for _, o := range objs {
+		m := o.ObjectMeta()
+		rev := fmt.Sprint(m.Revision)
+		switch o := o.(type) {
+		case *model.ServiceNetwork:
+			row(m.Name, m.Owner, string(o.Mode), dash(o.Domain), dash(strings.Join(o.Addresses, ",")), rev)
+		case *model.Service:
+			row(m.Name, m.Owner, o.Network, dash(strings.Join(o.Hostnames(), ",")), listeners(o.Listeners), fmt.Sprint(len(o.Rules)), rev)
+		case *model.TargetGroup:
+			row(m.Name, m.Owner, string(o.Protocol)+"/"+string(o.ProtocolVersion), targets(o), rev)
+		case *model.Certificate:
+			names, notAfter := certSummary(o.CertPEM)
+			row(m.Name, m.Owner, names, notAfter, rev)
+		}
+	}
+	return tw.Flush()
+}
+
+// listeners summarizes listeners as "8080/HTTP,443/HTTPS(api.example.com)".
+func listeners(ls []model.Listener) string {
+	parts := make([]string, 0, len(ls))
+	for _, l := range ls {
+		s := fmt.Sprintf("%d/%s", l.Port, l.Protocol)
+		if l.Hostname != "" {
+			s += "(" + l.Hostname + ")"
+		}
+		parts = append(parts, s)
+	}
+	return dash(strings.Join(parts, ","))
+}
+
+// targets summarizes a group's targets: "3 (2 Active, 1 Draining)".
+func targets(g *model.TargetGroup) string {
+	if len(g.Targets) == 0 {
+		return "0"
+	}
+	count := map[model.TargetState]int{}
+	for _, t := range g.Targets {
+		count[t.State]++
+	}
+	states := make([]string, 0, len(count))
+	for _, s := range slices.Sorted(maps.Keys(count)) {
+		states = append(states, fmt.Sprintf("%d %s", count[s], s))
+	}
+	return fmt.Sprintf("%d (%s)", len(g.Targets), strings.Join(states, ", "))
+}
+
+// certSummary returns the leaf's DNS names and expiry, or "-" for what
+// cannot be read.
+func certSummary(certPEM string) (names, notAfter string) {
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil {
+		return "-", "-"
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return "-", "-"
+	}
+	return dash(strings.Join(leaf.DNSNames, ",")), leaf.NotAfter.UTC().Format(time.RFC3339)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
