@@ -14,7 +14,7 @@ import (
 )
 
 func newGet() *cobra.Command {
-	var serverURL, token, caFile, output string
+	var serverURL, token, tokenFile, caFile, output string
 	kinds := make([]string, len(model.Kinds))
 	for i, k := range model.Kinds {
 		kinds[i] = strings.ToLower(string(k)) + "s"
@@ -24,18 +24,26 @@ func newGet() *cobra.Command {
 		Short: "Show what the control plane holds: " + strings.Join(kinds, ", "),
 		Long: `Show the objects of one kind that the control plane holds, or one of them,
 as a table, YAML or JSON. Certificate private keys are never shown. The token
-comes from --token or the TRELLIS_TOKEN variable; any cluster's token may read.`,
+comes from --token, --token-file (trellis up writes one next to its store and
+prints where) or the TRELLIS_TOKEN variable; any cluster's token may read.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := model.ParseKind(args[0])
 			if err != nil {
 				return fmt.Errorf("%w; kinds: %s", err, strings.Join(kinds, ", "))
 			}
+			if token == "" && tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				token = strings.TrimSpace(string(b))
+			}
 			if token == "" {
 				token = os.Getenv("TRELLIS_TOKEN")
 			}
 			if token == "" {
-				return errors.New("no token: give --token or set TRELLIS_TOKEN")
+				return errors.New("no token: give --token, --token-file or set TRELLIS_TOKEN")
 			}
 			cl, err := newAPIClient(serverURL, token, caFile, slog.Default())
 			if err != nil {
@@ -61,6 +69,7 @@ comes from --token or the TRELLIS_TOKEN variable; any cluster's token may read.`
 	f := cmd.Flags()
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", "control-plane API address")
 	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token")
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
 	f.StringVarP(&output, "output", "o", "table", "output format: "+strings.Join(inspect.Formats, ", "))
 	return cmd

@@ -156,7 +156,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	})
 	defer shutdown(apiSrv)
-	fmt.Fprintf(cfg.Out, "control plane: API on %s (store in %s)\n", apiURL, dataDir)
+	// The token goes next to the store, readable by its owner only, for
+	// `trellis get --token-file`.
+	tokenFile := filepath.Join(dataDir, "api-token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("API token file: %w", err)
+	}
+	fmt.Fprintf(cfg.Out, "control plane: API on %s (store in %s; token in %s)\n", apiURL, dataDir, tokenFile)
 
 	cl, err := client.New(apiURL, token, client.Options{Logger: log})
 	if err != nil {

@@ -20,7 +20,7 @@ const (
 // upQuickstart runs the README's quick start — `trellis up --config
 // examples/quickstart --demo`, on a copy of the example so a test may edit
 // it — in a fresh namespace, and waits until the inventory service answers.
-func upQuickstart(t *testing.T) (*proc, *http.Client, string) {
+func upQuickstart(t *testing.T) (*proc, *http.Client, string, *netns.NS) {
 	t.Helper()
 	ns := netns.New(t)
 	dir := copyDir(t, "../../examples/quickstart")
@@ -31,14 +31,14 @@ func upQuickstart(t *testing.T) (*proc, *http.Client, string) {
 		status, _, err := get(c, proxyURL, inventoryHost)
 		return err == nil && status == http.StatusOK
 	})
-	return up, c, dir
+	return up, c, dir, ns
 }
 
 // The quick start as the README gives it: 400 requests to the inventory
 // service split 50/50 between its two versions within ±8 points, and the
 // other services answer on their generated DNS names.
 func TestQuickstartSplitsInventory(t *testing.T) {
-	up, c, _ := upQuickstart(t)
+	up, c, _, ns := upQuickstart(t)
 
 	counts := split(t, c, proxyURL, inventoryHost, 400)
 	t.Logf("400 requests to %s: %v", inventoryHost, counts)
@@ -57,6 +57,19 @@ func TestQuickstartSplitsInventory(t *testing.T) {
 	}
 	if status, _, err := get(c, proxyURL, "unknown.example.com"); err != nil || status != http.StatusNotFound {
 		t.Errorf("unknown host: status %d err %v, want 404", status, err)
+	}
+
+	// `trellis get` reads the running control plane with the token file up
+	// printed.
+	m := regexp.MustCompile(`token in (\S+)\)`).FindStringSubmatch(up.stdout.String())
+	if m == nil {
+		t.Fatalf("trellis up did not say where its API token is:\n%s", up.stdout.String())
+	}
+	out := trellisOutput(t, ns, "get", "targetgroups", "--token-file", m[1])
+	for _, want := range []string{"inventory-ver1", "inventory-ver2", "1 (1 Active)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trellis get targetgroups: no %q in\n%s", want, out)
+		}
 	}
 }
 
@@ -88,7 +101,7 @@ func setWeights(t *testing.T, dir string, ver1, ver2 string) {
 
 // Editing the route to 90/10 shifts live traffic within 2 s.
 func TestWeightEditShiftsTraffic(t *testing.T) {
-	_, c, dir := upQuickstart(t)
+	_, c, dir, _ := upQuickstart(t)
 	assertShare(t, split(t, c, proxyURL, inventoryHost, 40), 40, "inventory-ver1", 50, 8)
 
 	start := time.Now()
@@ -116,7 +129,7 @@ func TestWeightEditShiftsTraffic(t *testing.T) {
 // Bad YAML and an invalid route are reported naming the file and the field,
 // and the last good configuration keeps serving.
 func TestInvalidConfigKeepsLastGood(t *testing.T) {
-	up, c, dir := upQuickstart(t)
+	up, c, dir, _ := upQuickstart(t)
 
 	// A misspelled field in a new file: rejected, named, nothing changes.
 	broken := `apiVersion: gateway.networking.k8s.io/v1

@@ -224,10 +224,7 @@ func Bodyless(method string, code int) bool {
 	return method == "HEAD" || code < 200 || code == 204 || code == 304
 }
 
-var (
-	crlf     = []byte("\r\n")
-	crlfcrlf = []byte("\r\n\r\n")
-)
+var crlfcrlf = []byte("\r\n\r\n")
 
 // equalFold is strings.EqualFold for ASCII, without converting b.
 func equalFold(b []byte, s string) bool {
