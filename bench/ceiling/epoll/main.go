@@ -26,6 +26,8 @@ type conn struct {
 	client bool
 	buf    []byte
 	n      int
+	// out is the client side's reusable buffer for the forwarded head.
+	out []byte
 }
 
 func main() {
@@ -73,7 +75,14 @@ func loop(port, id int, targets []int) error {
 	if err := watch(lfd); err != nil {
 		return err
 	}
-	conns := map[int]*conn{}
+	// conns is indexed by file descriptor.
+	var conns []*conn
+	set := func(fd int, c *conn) {
+		for fd >= len(conns) {
+			conns = append(conns, nil)
+		}
+		conns[fd] = c
+	}
 	events := make([]syscall.EpollEvent, 256)
 	next := id
 	for {
@@ -96,17 +105,19 @@ func loop(port, id int, targets []int) error {
 						continue
 					}
 					_ = syscall.SetsockoptInt(cfd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
-					conns[cfd] = &conn{peer: tfd, client: true, buf: make([]byte, 8<<10)}
-					conns[tfd] = &conn{peer: cfd, buf: make([]byte, 8<<10)}
+					set(cfd, &conn{peer: tfd, client: true, buf: make([]byte, 8<<10), out: make([]byte, 0, 8<<10)})
+					set(tfd, &conn{peer: cfd, buf: make([]byte, 8<<10)})
 					_, _ = watch(cfd), watch(tfd)
 				}
+				continue
+			}
+			if fd >= len(conns) {
 				continue
 			}
 			if c := conns[fd]; c != nil && !c.read(fd) {
 				syscall.Close(fd)
 				syscall.Close(c.peer)
-				delete(conns, c.peer)
-				delete(conns, fd)
+				conns[c.peer], conns[fd] = nil, nil
 			}
 		}
 	}
@@ -129,10 +140,44 @@ func dial(port int) (int, error) {
 }
 
 var (
-	endOfHead     = []byte("\r\n\r\n")
-	contentLength = []byte("\r\ncontent-length:")
-	forwardedFor  = []byte("X-Forwarded-For: 127.0.0.1\r\n\r\n")
+	endOfHead    = []byte("\r\n\r\n")
+	forwardedFor = []byte("X-Forwarded-For: 127.0.0.1\r\n\r\n")
 )
+
+// bodyLength returns the Content-Length of a response head (status line
+// and fields, each ending in CRLF), 0 when it has none.
+func bodyLength(head []byte) int {
+	const name = "content-length:"
+	for len(head) > 0 {
+		i := bytes.IndexByte(head, '\n')
+		if i < 0 {
+			return 0
+		}
+		line := head[:i]
+		head = head[i+1:]
+		if len(line) <= len(name) || line[0]|0x20 != 'c' {
+			continue
+		}
+		match := true
+		for j := range len(name) {
+			if line[j]|0x20 != name[j] && line[j] != name[j] {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		n := 0
+		for _, d := range line[len(name):] {
+			if d >= '0' && d <= '9' {
+				n = n*10 + int(d-'0')
+			}
+		}
+		return n
+	}
+	return 0
+}
 
 // read takes what fd has and, once a whole message is in, writes it to the
 // peer: a request head with X-Forwarded-For added, or a response. It
@@ -153,14 +198,9 @@ func (c *conn) read(fd int) bool {
 	}
 	var out []byte
 	if c.client {
-		out = append(append(make([]byte, 0, h+2+len(forwardedFor)), b[:h+2]...), forwardedFor...)
+		out = append(append(c.out[:0], b[:h+2]...), forwardedFor...)
 	} else {
-		end := h + 4
-		if i := bytes.Index(bytes.ToLower(b[:h+2]), contentLength); i >= 0 {
-			e := bytes.IndexByte(b[i+2:], '\r')
-			n, _ := strconv.Atoi(string(bytes.TrimSpace(b[i+len(contentLength) : i+2+e])))
-			end += n
-		}
+		end := h + 4 + bodyLength(b[:h+2])
 		if c.n < end {
 			return c.n < len(c.buf)
 		}
