@@ -236,13 +236,15 @@ func (fc *fastConn) serve() {
 			return
 		}
 	}
-	var table *router.Table
+	// last is when the connection's previous exchange ended: close enough
+	// to now for the idle deadline, which is kept within 1 % anyway.
+	last := time.Now()
 	for {
 		fc.state.Store(connIdle)
 		if s.draining.Load() {
 			return
 		}
-		fc.deadlines.read(fc.rw, time.Now(), idleTimeout)
+		fc.deadlines.read(fc.rw, last, idleTimeout)
 		if _, err := fc.br.Peek(1); err != nil {
 			return
 		}
@@ -264,7 +266,7 @@ func (fc *fastConn) serve() {
 			handedOff = fc.handoff(head)
 			return
 		}
-		table = p.table.Load()
+		table := p.table.Load()
 		bind := s.bind
 		if fc.localIP != "" {
 			bind = p.routeBind(table, bind, fc.localIP)
@@ -282,9 +284,10 @@ func (fc *fastConn) serve() {
 			fc.deadlines.read(fc.rw, now, maxRequestDuration)
 		}
 		fc.deadlines.write(fc.rw, now, maxRequestDuration)
-		if !fc.exchange(bind, route) {
+		if !fc.exchange(bind, route, now) {
 			return
 		}
+		last = fc.x.end
 	}
 }
 
@@ -316,14 +319,14 @@ func (fc *fastConn) handoff(head string) bool {
 }
 
 // exchange serves the request just parsed, matched to route (nil when none
-// matched), and records it. It reports whether the connection can carry
-// another request.
-func (fc *fastConn) exchange(b router.Bind, route *router.Route) (keep bool) {
+// matched), which arrived at start, and records it. It reports whether the
+// connection can carry another request.
+func (fc *fastConn) exchange(b router.Bind, route *router.Route, start time.Time) (keep bool) {
 	p := fc.s.p
 	r := &fc.req
 	x := &fc.x
 	*x = exchange{
-		start: time.Now(), id: newRequestID(), port: b.Port,
+		start: start, id: newRequestID(), port: b.Port,
 		method: r.Method, path: escapedPath(r.Target), proto: "HTTP/1.1", host: r.Host, userAgent: r.UserAgent,
 		remote: fc.remote, local: fc.local, route: route,
 	}
@@ -596,8 +599,10 @@ var errClientGone = errors.New("client closed the connection before the target a
 // written instead.
 func (fc *fastConn) awaitResponse(tc *targetConn, deadline time.Time) error {
 	interval := fc.s.p.clientCheck
-	for tc.br.Buffered() == 0 {
-		now := time.Now()
+	// The request was just sent: its time stands for now on the first
+	// look, as the deadlines allow.
+	now := fc.x.sent
+	for ; tc.br.Buffered() == 0; now = time.Now() {
 		if deadline.Sub(now) <= interval {
 			tc.deadlines.exactRead(tc.conn, deadline)
 			_, err := tc.br.Peek(1)

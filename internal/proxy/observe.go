@@ -84,9 +84,10 @@ func (p *Proxy) closeObservability(ctx context.Context) error {
 // headers need. The request's handler goroutine owns it; the reverse proxy
 // calls the transport, which fills in the attempt, on that goroutine too.
 type exchange struct {
-	start time.Time
-	id    string
-	port  int32
+	// start is when the request arrived, end when finish recorded it.
+	start, end time.Time
+	id         string
+	port       int32
 	// The request as the client sent it, for the access log: path is
 	// escaped, remote is the client's address and port, local the address
 	// it connected to.
@@ -158,6 +159,7 @@ func (p *Proxy) end(x *exchange) {
 
 func (p *Proxy) finish(x *exchange, aborted bool) {
 	now := time.Now()
+	x.end = now
 	code := x.rec.status
 	switch {
 	case code != 0:
