@@ -10,7 +10,7 @@
 //	DELETE /v1/{kind}/{name}?revision=N
 //	POST   /v1/apply               replace everything the caller owns → ApplyResult
 //	POST   /v1/txn                 put and delete some of the caller's objects atomically → TxnResult
-//	GET    /v1/watch?revision=N    newline-delimited WatchMessage stream
+//	GET    /v1/watch?revision=N&store=ID    newline-delimited WatchMessage stream
 //
 // {kind} is a model.Kind in any case, singular or plural ("services").
 // Errors are an Error body with an HTTP status: 400 malformed, 401 no or bad
@@ -111,8 +111,13 @@ const (
 
 // WatchMessage is one line of the watch stream.
 type WatchMessage struct {
-	Type     string          `json:"type"`
-	Revision int64           `json:"revision"`
+	Type     string `json:"type"`
+	Revision int64  `json:"revision"`
+	// Store is the identity of the store the revision belongs to
+	// (store.Store.ID). A client resumes with it (?store=), so that a
+	// control plane whose store was replaced sends a snapshot rather than
+	// the changes after a revision of another history.
+	Store    string          `json:"store,omitempty"`
 	Snapshot *model.Snapshot `json:"snapshot,omitempty"`
 	Changes  []Change        `json:"changes,omitempty"`
 }

@@ -78,6 +78,9 @@ func (c *Client) stream(ctx context.Context, idle time.Duration, cache *cache, a
 	q := url.Values{}
 	if cache.revision > 0 {
 		q.Set("revision", fmt.Sprint(cache.revision))
+		if cache.store != "" {
+			q.Set("store", cache.store)
+		}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/watch", q), nil)
 	if err != nil {
@@ -114,8 +117,12 @@ func (c *Client) stream(ctx context.Context, idle time.Duration, cache *cache, a
 			if msg.Snapshot == nil {
 				return delivered, errors.New("snapshot message without a snapshot")
 			}
+			msg.Snapshot.Store = msg.Store
 			cache.reset(msg.Snapshot)
 		case api.WatchChanges:
+			if msg.Store != cache.store {
+				return delivered, fmt.Errorf("changes of store %q on a watch of store %q", msg.Store, cache.store)
+			}
 			if err := cache.apply(msg.Revision, msg.Changes); err != nil {
 				return delivered, err
 			}
@@ -134,9 +141,11 @@ func (c *Client) stream(ctx context.Context, idle time.Duration, cache *cache, a
 	return delivered, errors.New("server closed the stream")
 }
 
-// cache is the client's copy of every object, keyed by kind and name.
+// cache is the client's copy of every object, keyed by kind and name, at
+// revision of store.
 type cache struct {
 	revision int64
+	store    string
 	objects  map[model.Kind]map[string]model.Object
 }
 
@@ -147,7 +156,7 @@ func newCache() *cache {
 }
 
 func (c *cache) reset(s *model.Snapshot) {
-	c.revision = s.Revision
+	c.revision, c.store = s.Revision, s.Store
 	c.objects = map[model.Kind]map[string]model.Object{}
 	for _, k := range model.Kinds {
 		c.objects[k] = map[string]model.Object{}
@@ -198,7 +207,7 @@ func (c *cache) apply(rev int64, changes []api.Change) error {
 // snapshot builds a fresh snapshot, sorted by name so equal configurations
 // compile identically.
 func (c *cache) snapshot() *model.Snapshot {
-	s := &model.Snapshot{Revision: c.revision}
+	s := &model.Snapshot{Revision: c.revision, Store: c.store}
 	for _, k := range model.Kinds {
 		names := make([]string, 0, len(c.objects[k]))
 		for name := range c.objects[k] {

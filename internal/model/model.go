@@ -349,7 +349,10 @@ func (h HealthCheck) Defaulted(p Protocol, v ProtocolVersion) HealthCheck {
 // what a proxy compiles: the control plane's watch stream is turned into a
 // sequence of snapshots by the client, one per revision.
 type Snapshot struct {
-	Revision     int64            `json:"revision"`
+	Revision int64 `json:"revision"`
+	// Store is the identity of the control-plane store the revision belongs
+	// to; revisions of different stores are not comparable.
+	Store        string           `json:"store,omitempty"`
 	Networks     []ServiceNetwork `json:"networks"`
 	Services     []Service        `json:"services"`
 	TargetGroups []TargetGroup    `json:"targetGroups"`

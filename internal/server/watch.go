@@ -33,7 +33,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	defer cancel()
 
 	var first *api.WatchMessage
-	events, err := s.resume(ctx, from)
+	events, err := s.resume(ctx, from, r.URL.Query().Get("store"))
 	if err != nil {
 		if first, from, err = s.snapshot(ctx); err != nil {
 			return err
@@ -48,7 +48,9 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
+	id := s.st.ID()
 	send := func(m *api.WatchMessage) bool {
+		m.Store = id
 		if err := enc.Encode(m); err != nil {
 			return false
 		}
@@ -94,11 +96,15 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 }
 
 // resume watches from a client's revision, or fails when the client must
-// start over from a snapshot: it has none, its revision was compacted, or it
-// is ahead of this store (the server's data was replaced).
-func (s *Server) resume(ctx context.Context, from int64) (<-chan store.Event, error) {
+// start over from a snapshot: it has none, its revision was compacted, it
+// comes from another store (the server's data was replaced), or it is ahead
+// of this store (replaced by a copy from before it).
+func (s *Server) resume(ctx context.Context, from int64, storeID string) (<-chan store.Event, error) {
 	if from == 0 {
 		return nil, errors.New("no revision")
+	}
+	if storeID != "" && storeID != s.st.ID() {
+		return nil, fmt.Errorf("revision %d is of store %s, not %s", from, storeID, s.st.ID())
 	}
 	cur, err := s.st.Revision(ctx)
 	if err != nil {

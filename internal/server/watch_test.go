@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,9 +25,15 @@ import (
 // firstMessage opens a raw watch from rev and returns its first non-heartbeat message.
 func firstMessage(t *testing.T, url string, rev int64) api.WatchMessage {
 	t.Helper()
+	return firstMessageOf(t, url, rev, "")
+}
+
+// firstMessageOf is firstMessage resuming a watch of the store storeID.
+func firstMessageOf(t *testing.T, url string, rev int64, storeID string) api.WatchMessage {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/watch?revision=%d", url, rev), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/watch?revision=%d&store=%s", url, rev, storeID), nil)
 	req.Header.Set("Authorization", "Bearer "+tokenA)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -65,6 +72,18 @@ func TestWatchResumesFromRevision(t *testing.T) {
 	m := firstMessage(t, url, a.Revision)
 	if m.Type != api.WatchChanges || m.Revision != b.Revision || len(m.Changes) != 1 || m.Changes[0].Name != "b" {
 		t.Errorf("resume from %d: %+v, want the change that created b", a.Revision, m)
+	}
+	id := m.Store
+	if id == "" {
+		t.Fatal("a watch message without the store's identity")
+	}
+	if m := firstMessageOf(t, url, a.Revision, id); m.Type != api.WatchChanges || m.Store != id {
+		t.Errorf("resume from %d of store %s: %+v, want the change that created b", a.Revision, id, m)
+	}
+	// A revision of another store, even one this store has passed, gets a
+	// snapshot.
+	if m := firstMessageOf(t, url, a.Revision, "another-store"); m.Type != api.WatchSnapshot || m.Snapshot == nil || len(m.Snapshot.TargetGroups) != 2 {
+		t.Errorf("resume from %d of another store: %+v, want a snapshot", a.Revision, m)
 	}
 	for _, rev := range []int64{0, b.Revision + 100} {
 		m := firstMessage(t, url, rev)
@@ -126,6 +145,71 @@ func TestFollowResumesAfterBrokenStream(t *testing.T) {
 	for i, tg := range last.TargetGroups {
 		if want := fmt.Sprintf("tg-%02d", i); tg.Name != want || tg.Targets[0].Port != int32(1000+i) {
 			t.Errorf("target group %d = %s port %d", i, tg.Name, tg.Targets[0].Port)
+		}
+	}
+}
+
+// A proxy that resumes against a control plane whose store was replaced
+// (its data lost and rebuilt, its revisions already past the proxy's) gets
+// the new store's snapshot, not the new history's changes after a revision
+// of the old one: nothing of the old store survives in what it serves.
+func TestFollowSeesAReplacedStore(t *testing.T) {
+	open := func() (*bolt.Store, http.Handler) {
+		st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st, server.New(st, server.Config{Tokens: map[string]string{tokenA: "east"}, Heartbeat: 50 * time.Millisecond})
+	}
+	oldStore, oldServer := open()
+	newStore, newServer := open()
+	var current atomic.Pointer[http.Handler]
+	current.Store(&oldServer)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*current.Load()).ServeHTTP(w, r) }))
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	writer, _ := client.New(srv.URL, tokenA, client.Options{HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}})
+	for i := range 3 {
+		if err := writer.Put(ctx, targetGroup(fmt.Sprintf("old-%d", i), int32(1000+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl, _ := client.New(srv.URL, tokenA, client.Options{})
+	snaps := make(chan *model.Snapshot, 100)
+	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond},
+		func(s *model.Snapshot) { snaps <- s })
+	if s := <-snaps; len(s.TargetGroups) != 3 || s.Store != oldStore.ID() {
+		t.Fatalf("first snapshot: %d target groups of store %q, want 3 of %q", len(s.TargetGroups), s.Store, oldStore.ID())
+	}
+
+	// The new store gets further than the old one before the switch.
+	current.Store(&newServer)
+	for i := range 6 {
+		if err := writer.Put(ctx, targetGroup(fmt.Sprintf("new-%d", i), int32(2000+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.CloseClientConnections()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-snaps:
+			if s.Store != newStore.ID() {
+				continue
+			}
+			var names []string
+			for _, tg := range s.TargetGroups {
+				names = append(names, tg.Name)
+			}
+			if want := "new-0 new-1 new-2 new-3 new-4 new-5"; strings.Join(names, " ") != want {
+				t.Errorf("after the switch the follower has %v, want exactly %s", names, want)
+			}
+			return
+		case <-deadline:
+			t.Fatal("the follower never took the new store's snapshot")
 		}
 	}
 }

@@ -112,6 +112,11 @@ type Store interface {
 	Watch(ctx context.Context, prefix string, after int64) (<-chan Event, error)
 	// Revision is the store's current revision.
 	Revision(ctx context.Context) (int64, error)
+	// ID is the store's identity: random, fixed when the store was created,
+	// the same across restarts. Revisions are comparable only between reads
+	// of stores with the same ID; a store created afresh (its data lost and
+	// rebuilt) has a new one, even once its revisions pass the old store's.
+	ID() string
 	Close() error
 }
 

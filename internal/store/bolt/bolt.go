@@ -4,7 +4,8 @@
 // The file holds three buckets:
 //
 //   - meta: the global revision, the newest revision whose watch history has
-//     been trimmed ("compacted"), and the file format version;
+//     been trimmed ("compacted"), the file format version, and the store's
+//     random identity (store.Store.ID), written when the file is created;
 //   - keys: key → {createRevision, modRevision, value};
 //   - history: revision (big-endian uint64) → every change that revision
 //     made, so a watcher can resume from a revision even across restarts.
@@ -23,6 +24,8 @@ package bolt
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +61,7 @@ var (
 	metaRevision  = []byte("revision")
 	metaCompacted = []byte("compacted")
 	metaFormat    = []byte("format")
+	metaID        = []byte("id")
 )
 
 // Options tune a Store. The zero value is ready to use.
@@ -83,6 +87,7 @@ type Store struct {
 	historyLimit int64
 	watchBuffer  int
 	log          *slog.Logger
+	id           string
 
 	// writeMu serializes commit and publish, so watchers receive events in
 	// revision order.
@@ -145,6 +150,18 @@ func Open(path string, opts Options) (*Store, error) {
 		case len(v) != 8 || revFromKey(v) != formatVersion:
 			return fmt.Errorf("unsupported file format %x (want %d)", v, formatVersion)
 		}
+		id := meta.Get(metaID)
+		if id == nil {
+			var b [16]byte
+			if _, err := rand.Read(b[:]); err != nil {
+				return fmt.Errorf("store identity: %w", err)
+			}
+			id = []byte(hex.EncodeToString(b[:]))
+			if err := meta.Put(metaID, id); err != nil {
+				return fmt.Errorf("write store identity: %w", err)
+			}
+		}
+		s.id = string(id)
 		rev, err := metaInt(meta, metaRevision)
 		if err != nil {
 			return err
@@ -215,6 +232,11 @@ func (s *Store) List(ctx context.Context, prefix string) ([]store.KeyValue, int6
 }
 
 // Revision is the revision of the last acknowledged transaction.
+// ID implements store.Store: a random identity kept in the file's meta
+// bucket from its creation.
+func (s *Store) ID() string { return s.id }
+
+// Revision implements store.Store.
 func (s *Store) Revision(ctx context.Context) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("store: revision: %w", err)

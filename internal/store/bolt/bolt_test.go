@@ -67,11 +67,15 @@ func TestReopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	id := s.ID()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	s = openStore(t, path, bolt.Options{Logger: quiet})
+	if s.ID() != id {
+		t.Errorf("ID after reopen = %q, want %q: the store's identity must outlive restarts", s.ID(), id)
+	}
 	if rev, err := s.Revision(ctx); err != nil || rev != 5 {
 		t.Errorf("Revision after reopen = %d, %v; want 5", rev, err)
 	}

@@ -53,6 +53,17 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 			tc.fn(t, open(t))
 		})
 	}
+	// Identity compares two stores.
+	t.Run("Identity", func(t *testing.T) {
+		t.Parallel()
+		a, b := open(t), open(t)
+		if a.ID() == "" || a.ID() != a.ID() {
+			t.Errorf("ID() = %q, then %q: want a stable non-empty identity", a.ID(), a.ID())
+		}
+		if a.ID() == b.ID() {
+			t.Errorf("two new stores share the identity %q", a.ID())
+		}
+	})
 	// Preconditions opens a store per case.
 	t.Run("Preconditions", func(t *testing.T) {
 		t.Parallel()
