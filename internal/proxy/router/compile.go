@@ -75,6 +75,8 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 		prev:      c.regexps,
 		regexps:   map[string]*regexp.Regexp{},
 		hooks:     c.Hooks,
+
+		sessionSecret: []byte("trellis-session\x00" + snap.Store),
 	}
 	for i := range snap.TargetGroups {
 		tg := &snap.TargetGroups[i]
@@ -156,6 +158,10 @@ type builder struct {
 	prev      map[string]*regexp.Regexp
 	regexps   map[string]*regexp.Regexp
 	hooks     CompileHooks
+	// sessionSecret keys the session tokens: the control-plane store's
+	// identity, the same on every proxy of the control plane and never
+	// seen by the clients the tokens are given to.
+	sessionSecret []byte
 }
 
 type hostBuilder struct {

@@ -137,3 +137,48 @@ func FuzzFilters(f *testing.F) {
 		}
 	})
 }
+
+// Session tokens are keyed by the control-plane store's identity: the same
+// for every compile of one store's snapshots, different for another store,
+// and an expiry cannot be changed without the key.
+func TestSessionTokensAreKeyed(t *testing.T) {
+	snapOf := func(store string, timeout time.Duration) *model.Snapshot {
+		return &model.Snapshot{Store: store, Networks: networks, TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Targets: []model.Target{
+			{Address: "10.0.0.1", Port: 80, Cluster: "c", State: model.TargetActive}}}},
+			Services: []model.Service{{Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(),
+				Rules: []model.Rule{{
+					SessionPersistence: &model.SessionPersistence{Type: model.SessionCookie, Name: "s", AbsoluteTimeout: model.Duration(timeout)},
+					Action:             model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{TargetGroup: "g", Weight: 1}}}},
+				}}}}}
+	}
+	now := time.Unix(1700000000, 0)
+	token := func(snap *model.Snapshot) (*Session, string) {
+		rt := mustCompile(t, snap).Match(Bind{Port: 80}, req{host: "h", target: "/"}.build())
+		return rt.Session, rt.Session.Token(rt.Pick().Group().Pick(), now)
+	}
+	_, a1 := token(snapOf("store-a", 0))
+	sa, a2 := token(snapOf("store-a", 0))
+	_, b := token(snapOf("store-b", 0))
+	if a1 != a2 || a1 == b {
+		t.Errorf("tokens: store a %q and %q, store b %q; want a's equal and b's different", a1, a2, b)
+	}
+	if tb, _ := sa.Lookup(b, now); tb != nil {
+		t.Error("a token of another store's key was taken")
+	}
+
+	s, tok := token(snapOf("store-a", time.Hour))
+	if _, tgt := s.Lookup(tok, now); tgt == nil {
+		t.Fatalf("token %q with an expiry does not find its target", tok)
+	}
+	key, rest, _ := strings.Cut(tok, ".")
+	_, sig, _ := strings.Cut(rest, ".")
+	for _, forged := range []string{
+		key + "." + "9999999999" + "." + sig, // expiry pushed out, old signature
+		key + "." + "9999999999",             // no signature
+		key,                                  // no expiry on a route that needs one
+	} {
+		if _, tgt := s.Lookup(forged, now); tgt != nil {
+			t.Errorf("forged token %q was taken", forged)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
@@ -66,7 +67,8 @@ type Session struct {
 	// Permanent cookies get a Max-Age of AbsoluteTimeout.
 	Permanent bool
 
-	byKey map[string]sessionTarget
+	byKey  map[string]sessionTarget
+	secret []byte
 }
 
 type sessionTarget struct {
@@ -76,12 +78,13 @@ type sessionTarget struct {
 
 // compileSession indexes the targets of route's backends. It must run after
 // the backends are compiled.
-func compileSession(sp *model.SessionPersistence, route *Route) (*Session, error) {
+func compileSession(sp *model.SessionPersistence, route *Route, secret []byte) (*Session, error) {
 	s := &Session{
 		Name:            sp.Name,
 		AbsoluteTimeout: time.Duration(sp.AbsoluteTimeout),
 		Permanent:       sp.Permanent,
 		byKey:           map[string]sessionTarget{},
+		secret:          secret,
 	}
 	switch sp.Type {
 	case model.SessionCookie:
@@ -100,7 +103,7 @@ func compileSession(sp *model.SessionPersistence, route *Route) (*Session, error
 		}
 		for j := range b.group.targets {
 			t := &b.group.targets[j]
-			key := sessionKey(t)
+			key := s.key(t)
 			if _, dup := s.byKey[key]; !dup {
 				s.byKey[key] = sessionTarget{b, t}
 			}
@@ -109,19 +112,32 @@ func compileSession(sp *model.SessionPersistence, route *Route) (*Session, error
 	return s, nil
 }
 
-// sessionKey is the opaque name of a target in session tokens.
-func sessionKey(t *Target) string {
-	sum := sha256.Sum256([]byte("trellis-session\x00" + t.Cluster + "\x00" + t.Addr))
-	return base64.RawURLEncoding.EncodeToString(sum[:12])
+// key is the opaque name of a target in session tokens: a MAC of its
+// cluster and address under the table's session secret, so that it is the
+// same on every proxy and across table updates, but no client can name a
+// target of its choosing.
+func (s *Session) key(t *Target) string {
+	return s.mac("target\x00" + t.Cluster + "\x00" + t.Addr)
+}
+
+// mac is a truncated HMAC-SHA256 of msg under the session secret, base64.
+func (s *Session) mac(msg string) string {
+	h := hmac.New(sha256.New, s.secret)
+	h.Write([]byte(msg))
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:12])
 }
 
 // Lookup returns the backend and target the session token names, or nil
-// when the token is malformed or expired, or names a target this route does
-// not send new requests to: one no longer in its groups, draining, or
-// failing its health checks or ejected.
+// when the token is malformed, forged or expired, or names a target this
+// route does not send new requests to: one no longer in its groups,
+// draining, or failing its health checks or ejected.
 func (s *Session) Lookup(token string, now time.Time) (*Backend, *Target) {
-	key, expiry, hasExpiry := strings.Cut(token, ".")
+	key, rest, hasExpiry := strings.Cut(token, ".")
 	if hasExpiry {
+		expiry, sig, ok := strings.Cut(rest, ".")
+		if !ok || !hmac.Equal([]byte(sig), []byte(s.mac("expiry\x00"+key+"."+expiry))) {
+			return nil, nil
+		}
 		sec, err := strconv.ParseInt(expiry, 10, 64)
 		if err != nil || now.Unix() >= sec {
 			return nil, nil
@@ -138,15 +154,17 @@ func (s *Session) Lookup(token string, now time.Time) (*Backend, *Target) {
 }
 
 // Token returns the token of a session starting now on t, or "" when t is
-// not one of the route's targets.
+// not one of the route's targets. With an absolute timeout the token
+// carries its expiry, signed so that a client cannot extend it.
 func (s *Session) Token(t *Target, now time.Time) string {
-	key := sessionKey(t)
+	key := s.key(t)
 	if _, ok := s.byKey[key]; !ok {
 		return ""
 	}
 	if s.AbsoluteTimeout > 0 {
 		// At least a second ahead: expiries are whole seconds.
-		return key + "." + strconv.FormatInt(max(now.Add(s.AbsoluteTimeout).Unix(), now.Unix()+1), 10)
+		expiry := strconv.FormatInt(max(now.Add(s.AbsoluteTimeout).Unix(), now.Unix()+1), 10)
+		return key + "." + expiry + "." + s.mac("expiry\x00"+key+"."+expiry)
 	}
 	return key
 }
@@ -188,7 +206,7 @@ func (b *builder) compileRule(rule *model.Rule) (*Route, error) {
 		}
 	}
 	if rule.SessionPersistence != nil {
-		if route.Session, err = compileSession(rule.SessionPersistence, route); err != nil {
+		if route.Session, err = compileSession(rule.SessionPersistence, route, b.sessionSecret); err != nil {
 			return nil, err
 		}
 	}
