@@ -8,6 +8,11 @@ import (
 	"trellis.dev/trellis/internal/tlsfiles"
 )
 
+const (
+	dnsListenUsage = "serve the service networks' DNS names here (UDP and TCP), e.g. 127.0.0.1:5353; empty: no DNS"
+	dnsAnswerUsage = "comma-separated addresses the names resolve to (default: --bind)"
+)
+
 const caFileUsage = "CA certificate (PEM) the control plane's TLS certificate must chain to; default: the system's roots"
 
 // newAPIClient returns a control-plane client for serverURL, trusting the

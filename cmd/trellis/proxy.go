@@ -14,6 +14,7 @@ import (
 
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/nameserver"
 	"trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -23,6 +24,7 @@ func newProxy() *cobra.Command {
 		serverURL, token, cluster, bind string
 		cacheFile, caFile               string
 		accessLog, adminListen          string
+		dnsListen, dnsAnswer            string
 		idle                            time.Duration
 	)
 	cmd := &cobra.Command{
@@ -60,10 +62,21 @@ with backoff. The token comes from --token or the TRELLIS_TOKEN variable.`,
 				}
 				fmt.Fprintf(out, "proxy: metrics and health on http://%s (/metrics, /healthz, /readyz)\n", addr)
 			}
+			var names *nameserver.Server
+			if dnsListen != "" {
+				if names, err = nameserver.Start(dnsListen, dnsAnswer, bind, log, out); err != nil {
+					px.Shutdown(context.Background())
+					return err
+				}
+				defer names.Close()
+			}
 			known := map[router.Bind]string{}
 			err = cl.Follow(cmd.Context(), client.FollowOptions{IdleTimeout: idle, CacheFile: cacheFile}, func(snap *model.Snapshot) {
 				if err := px.Update(snap); err != nil {
 					log.Error("configuration not fully applied", "revision", snap.Revision, "err", err)
+				}
+				if names != nil {
+					names.Update(snap)
 				}
 				addrs := px.Addrs()
 				for _, b := range slices.SortedFunc(maps.Keys(addrs), router.CompareBinds) {
@@ -93,6 +106,8 @@ with backoff. The token comes from --token or the TRELLIS_TOKEN variable.`,
 	f.StringVar(&cacheFile, "cache", "", "file keeping the last configuration, served at start while the control plane is unreachable")
 	f.StringVar(&accessLog, "access-log", "", accessLogUsage)
 	f.StringVar(&adminListen, "admin-listen", defaultAdminListen, adminListenUsage)
+	f.StringVar(&dnsListen, "dns-listen", "", dnsListenUsage)
+	f.StringVar(&dnsAnswer, "dns-answer", "", dnsAnswerUsage)
 	cmd.MarkFlagRequired("cluster")
 	return cmd
 }

@@ -57,6 +57,8 @@ edge Gateways get addresses from --gateway-addresses.`,
 	f.BoolVar(&cfg.Demo, "demo", false, "serve every loopback endpoint in the config with a built-in echo backend")
 	f.StringVar(&accessLog, "access-log", "", accessLogUsage)
 	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
+	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
+	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
 	cmd.MarkFlagsOneRequired("config", "kubeconfig")
 	cmd.MarkFlagsMutuallyExclusive("config", "kubeconfig")
 	return cmd

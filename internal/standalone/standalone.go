@@ -36,6 +36,7 @@ import (
 	"trellis.dev/trellis/internal/controller"
 	"trellis.dev/trellis/internal/demo"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/nameserver"
 	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/proxy/router"
@@ -74,6 +75,10 @@ type Config struct {
 	// AdminListen is the address of the proxy's admin listener (/metrics,
 	// /healthz, /readyz); empty means none.
 	AdminListen string
+	// DNSListen, when set, serves the service networks' names there (UDP
+	// and TCP, package nameserver), resolving to DNSAnswer: a
+	// comma-separated list of addresses, by default Bind.
+	DNSListen, DNSAnswer string
 	// Out receives progress lines meant for a person.
 	Out    io.Writer
 	Logger *slog.Logger
@@ -188,11 +193,21 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		fmt.Fprintf(cfg.Out, "proxy: metrics and health on http://%s (/metrics, /healthz, /readyz)\n", addr)
 	}
+	var names *nameserver.Server
+	if cfg.DNSListen != "" {
+		if names, err = nameserver.Start(cfg.DNSListen, cfg.DNSAnswer, cfg.Bind, log, cfg.Out); err != nil {
+			return err
+		}
+		defer names.Close()
+	}
 	report := newReporter(cfg.Out)
 	wg.Go(func() {
 		cl.Follow(ctx, client.FollowOptions{}, func(snap *model.Snapshot) {
 			if err := px.Update(snap); err != nil {
 				log.Error("proxy: configuration not fully applied", "revision", snap.Revision, "err", err)
+			}
+			if names != nil {
+				names.Update(snap)
 			}
 			report.proxyUpdated(snap, px.Addrs())
 		})

@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"context"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -179,4 +182,52 @@ spec:
 	counts := split(t, c, proxyURL, inventoryHost, 100)
 	assertShare(t, counts, 100, "inventory-ver1", 50, 8)
 	assertShare(t, counts, 100, "inventory-ver2", 50, 8)
+}
+
+// With --dns-listen, the quick start's service names resolve to the proxy:
+// a client that knows nothing but a service's name and the port reaches
+// the service, as a client in a Lattice service network does.
+func TestQuickstartNamesResolve(t *testing.T) {
+	ns := netns.New(t)
+	dir := copyDir(t, "../../examples/quickstart")
+	up := start(t, ns, "up", "up", "--config", dir, "--demo", "--dns-listen", "127.0.0.1:5353")
+	up.waitOutput(t, 15*time.Second, "names: DNS on 127.0.0.1:5353")
+	up.waitOutput(t, 15*time.Second, "proxy: listening on 127.0.0.1:8080")
+
+	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return ns.DialContext(ctx, network, "127.0.0.1:5353")
+	}}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			ips, err := resolver.LookupHost(ctx, host)
+			if err != nil {
+				return nil, err
+			}
+			return ns.DialContext(ctx, network, net.JoinHostPort(ips[0], port))
+		},
+	}}
+	for _, svc := range []string{"parking", "review", "inventory"} {
+		url := "http://" + svc + "-default.my-hotel.trellis.internal:8080/"
+		var body string
+		waitFor(t, 10*time.Second, svc+" to answer by name", func() bool {
+			resp, err := c.Get(url)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			body = string(b)
+			return resp.StatusCode == http.StatusOK
+		})
+		if !strings.Contains(body, `"backend":"`+svc) {
+			t.Errorf("GET %s: %s, want an answer from %s", url, body, svc)
+		}
+	}
+	if _, err := resolver.LookupHost(context.Background(), "nothing-default.my-hotel.trellis.internal"); err == nil {
+		t.Error("a name no service has resolved")
+	}
 }

@@ -1,0 +1,263 @@
+// Package nameserver answers DNS queries for the service networks' names
+// with the address of the local proxy, as VPC Lattice's resolver answers a
+// service's generated name with the Lattice address: a client anywhere in
+// the network resolves `inventory-default.my-hotel.trellis.internal` and
+// connects to its own proxy, which routes by the Host header.
+//
+// It is authoritative for the domain of every service network (edge
+// networks have none) and nothing else: a generated service name, or the
+// network's own domain, gets the proxy's addresses; any other name inside
+// the domain gets NXDOMAIN; a name outside every domain is REFUSED, since it
+// forwards nothing. Like the proxy it is fed snapshots (Update) and swaps
+// its table atomically; it must not talk to the control plane itself.
+package nameserver
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/miekg/dns"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// TTL is the time to live of the answers, in seconds: names come and go
+// with routes, and the answer itself, the proxy's address, hardly changes.
+const TTL = 30
+
+// Config configures a Server.
+type Config struct {
+	// Addresses are what every known name resolves to: the proxy's
+	// addresses as the clients reach them. IPv4 addresses answer A
+	// queries, IPv6 ones AAAA.
+	Addresses []netip.Addr
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Server answers the service networks' names. It is safe for concurrent
+// use.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	table atomic.Pointer[table]
+
+	mu      sync.Mutex
+	servers []*dns.Server
+}
+
+// table is the names of one snapshot: zones are the network domains, names
+// every name that resolves, all lower case and fully qualified.
+type table struct {
+	zones []string
+	names map[string]bool
+	// serial is the SOA serial: the snapshot's revision.
+	serial uint32
+}
+
+// New returns a server with no names; it answers once Update gives it some.
+func New(cfg Config) (*Server, error) {
+	if len(cfg.Addresses) == 0 {
+		return nil, errors.New("nameserver: no address to answer with")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log}
+	s.table.Store(&table{names: map[string]bool{}})
+	return s, nil
+}
+
+// Update makes the names of snap's service networks resolve, and only
+// those.
+func (s *Server) Update(snap *model.Snapshot) {
+	t := &table{names: map[string]bool{}, serial: uint32(snap.Revision)}
+	domains := map[string]string{} // network → fully qualified domain
+	for _, n := range snap.Networks {
+		if n.Mode != model.ModeServiceNetwork || n.Domain == "" {
+			continue
+		}
+		d := dns.CanonicalName(n.Domain)
+		domains[n.Name] = d
+		t.zones = append(t.zones, d)
+		t.names[d] = true
+	}
+	for _, svc := range snap.Services {
+		d, ok := domains[svc.Network]
+		if !ok || svc.DNSName == "" {
+			continue
+		}
+		if name := dns.CanonicalName(svc.DNSName); dns.IsSubDomain(d, name) {
+			t.names[name] = true
+		}
+	}
+	s.table.Store(t)
+	s.log.Info("names updated", "revision", snap.Revision, "zones", len(t.zones), "names", len(t.names))
+}
+
+// Listen serves DNS on addr over UDP and TCP and returns the UDP address it
+// listens on (addr may ask for port 0; TCP then listens on the same port).
+func (s *Server) Listen(addr string) (string, error) {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return "", fmt.Errorf("nameserver: %w", err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return "", fmt.Errorf("nameserver: %w", err)
+	}
+	udp := &dns.Server{PacketConn: pc, Handler: s}
+	tcp := &dns.Server{Listener: ln, Handler: s}
+	s.mu.Lock()
+	s.servers = append(s.servers, udp, tcp)
+	s.mu.Unlock()
+	for _, srv := range []*dns.Server{udp, tcp} {
+		go func() {
+			if err := srv.ActivateAndServe(); err != nil {
+				s.log.Error("DNS listener stopped", "addr", pc.LocalAddr().String(), "err", err)
+			}
+		}()
+	}
+	return pc.LocalAddr().String(), nil
+}
+
+// Close stops every listener.
+func (s *Server) Close() {
+	s.mu.Lock()
+	servers := s.servers
+	s.servers = nil
+	s.mu.Unlock()
+	for _, srv := range servers {
+		srv.Shutdown()
+	}
+}
+
+// ServeDNS implements dns.Handler.
+func (s *Server) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
+	w.WriteMsg(s.answer(q))
+}
+
+// answer builds the reply to q from the current table.
+func (s *Server) answer(q *dns.Msg) *dns.Msg {
+	r := new(dns.Msg)
+	if q.Opcode != dns.OpcodeQuery || len(q.Question) != 1 {
+		return r.SetRcode(q, dns.RcodeNotImplemented)
+	}
+	r.SetReply(q)
+	r.RecursionAvailable = false
+	question := q.Question[0]
+	name := dns.CanonicalName(question.Name)
+	t := s.table.Load()
+	zone := t.zoneOf(name)
+	if zone == "" || question.Qclass != dns.ClassINET {
+		return r.SetRcode(q, dns.RcodeRefused)
+	}
+	r.Authoritative = true
+	if !t.names[name] {
+		r.Rcode = dns.RcodeNameError
+		r.Ns = []dns.RR{t.soa(zone)}
+		return r
+	}
+	for _, a := range s.cfg.Addresses {
+		hdr := dns.RR_Header{Name: question.Name, Class: dns.ClassINET, Ttl: TTL}
+		switch {
+		case question.Qtype == dns.TypeA && a.Is4():
+			hdr.Rrtype = dns.TypeA
+			r.Answer = append(r.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
+		case question.Qtype == dns.TypeAAAA && a.Is6() && !a.Is4In6():
+			hdr.Rrtype = dns.TypeAAAA
+			r.Answer = append(r.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	if len(r.Answer) == 0 {
+		// The name exists without records of this type (NODATA).
+		r.Ns = []dns.RR{t.soa(zone)}
+	}
+	return r
+}
+
+// zoneOf returns the longest zone name is in, or "".
+func (t *table) zoneOf(name string) string {
+	best := ""
+	for _, z := range t.zones {
+		if dns.IsSubDomain(z, name) && len(z) > len(best) {
+			best = z
+		}
+	}
+	return best
+}
+
+// soa is the zone's start of authority, which negative answers carry so
+// that resolvers cache them for a while (the minimum field).
+func (t *table) soa(zone string) dns.RR {
+	return &dns.SOA{
+		Hdr:     dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: TTL},
+		Ns:      "ns." + zone,
+		Mbox:    "hostmaster." + zone,
+		Serial:  t.serial,
+		Refresh: 3600, Retry: 600, Expire: 86400,
+		Minttl: TTL,
+	}
+}
+
+// Start serves the service networks' names on listen, resolving to answer
+// (or bind, see Addresses), and says where on out: the wiring `trellis up`
+// and `trellis proxy` share.
+func Start(listen, answer, bind string, log *slog.Logger, out io.Writer) (*Server, error) {
+	addrs, err := Addresses(answer, bind)
+	if err != nil {
+		return nil, fmt.Errorf("DNS: %w", err)
+	}
+	s, err := New(Config{Addresses: addrs, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	addr, err := s.Listen(listen)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "names: DNS on %s, answering %v for the service networks' names\n", addr, addrs)
+	return s, nil
+}
+
+// Addresses returns what names resolve to: answer, a comma-separated list
+// of IP addresses, or when it is empty the proxy's bind address, which must
+// then be one address rather than every interface.
+func Addresses(answer, bind string) ([]netip.Addr, error) {
+	if answer != "" {
+		return ParseAddresses(answer)
+	}
+	a, err := netip.ParseAddr(bind)
+	if err != nil || a.IsUnspecified() {
+		return nil, fmt.Errorf("the proxy binds %q, not one address: say which address names resolve to", bind)
+	}
+	return []netip.Addr{a.Unmap()}, nil
+}
+
+// ParseAddresses parses a comma-separated list of IP addresses, for flags.
+func ParseAddresses(list string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for f := range strings.SplitSeq(list, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a.Unmap())
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no address")
+	}
+	return out, nil
+}

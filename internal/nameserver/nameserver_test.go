@@ -1,0 +1,192 @@
+package nameserver
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+func snapshot(rev int64, services ...string) *model.Snapshot {
+	s := &model.Snapshot{Revision: rev, Networks: []model.ServiceNetwork{
+		{Meta: model.Meta{Name: "my-hotel"}, Mode: model.ModeServiceNetwork, Domain: "my-hotel.trellis.internal"},
+		{Meta: model.Meta{Name: "edge"}, Mode: model.ModeEdge},
+	}}
+	for _, name := range services {
+		s.Services = append(s.Services, model.Service{
+			Meta: model.Meta{Name: name + "-default.my-hotel"}, Network: "my-hotel",
+			DNSName: name + "-default.my-hotel.trellis.internal", CustomDomains: []string{name + ".example.com"},
+		})
+	}
+	s.Services = append(s.Services, model.Service{Meta: model.Meta{Name: "shop"}, Network: "edge", CustomDomains: []string{"shop.example.com"}})
+	return s
+}
+
+func start(t *testing.T, addrs ...string) (*Server, string) {
+	t.Helper()
+	var as []netip.Addr
+	for _, a := range addrs {
+		as = append(as, netip.MustParseAddr(a))
+	}
+	s, err := New(Config{Addresses: as})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := s.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, addr
+}
+
+type result struct {
+	rcode   int
+	answers []string // the A/AAAA addresses
+	soa     bool
+	aa      bool
+}
+
+func query(t *testing.T, net, addr, name string, qtype uint16) result {
+	t.Helper()
+	c := &dns.Client{Net: net, Timeout: 2 * time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	var r *dns.Msg
+	var err error
+	for range 20 { // the listener may still be starting
+		if r, _, err = c.Exchange(m, addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("%s %s over %s: %v", dns.TypeToString[qtype], name, net, err)
+	}
+	res := result{rcode: r.Rcode, aa: r.Authoritative}
+	for _, rr := range r.Answer {
+		switch rr := rr.(type) {
+		case *dns.A:
+			res.answers = append(res.answers, rr.A.String())
+		case *dns.AAAA:
+			res.answers = append(res.answers, rr.AAAA.String())
+		}
+		if rr.Header().Ttl != TTL {
+			t.Errorf("%s: TTL %d, want %d", name, rr.Header().Ttl, TTL)
+		}
+	}
+	for _, rr := range r.Ns {
+		_, res.soa = rr.(*dns.SOA)
+	}
+	return res
+}
+
+func TestAnswers(t *testing.T) {
+	s, addr := start(t, "198.18.0.1", "fd00::1")
+	s.Update(snapshot(7, "inventory", "parking"))
+	tests := []struct {
+		name  string
+		qtype uint16
+		want  result
+	}{
+		{"inventory-default.my-hotel.trellis.internal.", dns.TypeA, result{rcode: dns.RcodeSuccess, answers: []string{"198.18.0.1"}, aa: true}},
+		{"INVENTORY-Default.My-Hotel.trellis.internal.", dns.TypeA, result{rcode: dns.RcodeSuccess, answers: []string{"198.18.0.1"}, aa: true}},
+		{"parking-default.my-hotel.trellis.internal.", dns.TypeAAAA, result{rcode: dns.RcodeSuccess, answers: []string{"fd00::1"}, aa: true}},
+		// The network's own domain is the Gateway's address.
+		{"my-hotel.trellis.internal.", dns.TypeA, result{rcode: dns.RcodeSuccess, answers: []string{"198.18.0.1"}, aa: true}},
+		// A name without records of the type: NODATA, with the SOA.
+		{"parking-default.my-hotel.trellis.internal.", dns.TypeMX, result{rcode: dns.RcodeSuccess, soa: true, aa: true}},
+		{"review-default.my-hotel.trellis.internal.", dns.TypeA, result{rcode: dns.RcodeNameError, soa: true, aa: true}},
+		{"x.inventory-default.my-hotel.trellis.internal.", dns.TypeA, result{rcode: dns.RcodeNameError, soa: true, aa: true}},
+		// Custom domains and everything else belong to other servers.
+		{"inventory.example.com.", dns.TypeA, result{rcode: dns.RcodeRefused}},
+		{"shop.example.com.", dns.TypeA, result{rcode: dns.RcodeRefused}},
+		{"trellis.internal.", dns.TypeA, result{rcode: dns.RcodeRefused}},
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, tt := range tests {
+			got := query(t, proto, addr, tt.name, tt.qtype)
+			if got.rcode != tt.want.rcode || !slices.Equal(got.answers, tt.want.answers) || got.soa != tt.want.soa || got.aa != tt.want.aa {
+				t.Errorf("%s %s %s = %+v, want %+v", proto, dns.TypeToString[tt.qtype], tt.name, got, tt.want)
+			}
+		}
+	}
+
+	// An update takes effect at once: a service that left is NXDOMAIN, a
+	// new one resolves.
+	s.Update(snapshot(8, "review"))
+	if got := query(t, "udp", addr, "inventory-default.my-hotel.trellis.internal.", dns.TypeA); got.rcode != dns.RcodeNameError {
+		t.Errorf("a removed service: %+v, want NXDOMAIN", got)
+	}
+	if got := query(t, "udp", addr, "review-default.my-hotel.trellis.internal.", dns.TypeA); len(got.answers) != 1 {
+		t.Errorf("an added service: %+v, want an answer", got)
+	}
+}
+
+// Go's own resolver, pointed at the server, finds a service's address.
+func TestGoResolver(t *testing.T) {
+	s, addr := start(t, "127.0.0.1")
+	s.Update(snapshot(1, "inventory"))
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	ips, err := r.LookupHost(context.Background(), "inventory-default.my-hotel.trellis.internal")
+	if err != nil || !slices.Equal(ips, []string{"127.0.0.1"}) {
+		t.Errorf("LookupHost = %v, %v; want [127.0.0.1]", ips, err)
+	}
+	if _, err := r.LookupHost(context.Background(), "nothing.my-hotel.trellis.internal"); err == nil {
+		t.Error("an unknown name resolved")
+	}
+}
+
+func TestConfig(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Error("New without addresses: no error")
+	}
+	as, err := ParseAddresses("198.18.0.1, ::ffff:10.0.0.1,fd00::2")
+	if err != nil || len(as) != 3 || !as[1].Is4() {
+		t.Errorf("ParseAddresses = %v, %v", as, err)
+	}
+	for _, bad := range []string{"", "not-an-ip", "1.2.3.4,,x"} {
+		if _, err := ParseAddresses(bad); err == nil {
+			t.Errorf("ParseAddresses(%q): no error", bad)
+		}
+	}
+}
+
+// FuzzAnswer feeds the handler arbitrary messages: whatever arrives, it
+// answers without panicking, and never with an address for a name outside
+// the table.
+func FuzzAnswer(f *testing.F) {
+	s, err := New(Config{Addresses: []netip.Addr{netip.MustParseAddr("198.18.0.1")}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	s.Update(snapshot(1, "inventory"))
+	for _, name := range []string{"inventory-default.my-hotel.trellis.internal.", "my-hotel.trellis.internal.", "x.", "."} {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		b, _ := m.Pack()
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		q := new(dns.Msg)
+		if q.Unpack(b) != nil {
+			return
+		}
+		r := s.answer(q)
+		if len(r.Answer) > 0 {
+			name := dns.CanonicalName(q.Question[0].Name)
+			if !s.table.Load().names[name] {
+				t.Errorf("answered %q, which is not in the table", name)
+			}
+		}
+	})
+}
