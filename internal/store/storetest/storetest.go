@@ -57,8 +57,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Identity", func(t *testing.T) {
 		t.Parallel()
 		a, b := open(t), open(t)
-		if a.ID() == "" || a.ID() != a.ID() {
-			t.Errorf("ID() = %q, then %q: want a stable non-empty identity", a.ID(), a.ID())
+		first := a.ID()
+		if _, err := a.Txn(t.Context(), store.Put("k", []byte("v"))); err != nil {
+			t.Fatal(err)
+		}
+		if first == "" || a.ID() != first {
+			t.Errorf("ID() = %q, then %q after a write: want a stable non-empty identity", first, a.ID())
 		}
 		if a.ID() == b.ID() {
 			t.Errorf("two new stores share the identity %q", a.ID())
