@@ -156,7 +156,9 @@ type fastConn struct {
 	// responses written to: conn itself, or the TLS connection over it.
 	conn, rw net.Conn
 	br       *bufio.Reader
-	bw       *bufio.Writer
+	// bw is the response buffer while a request is served (getWriter),
+	// nil between requests.
+	bw *bufio.Writer
 	// proto is the X-Forwarded-Proto of the connection's requests;
 	// fixedFields the header lines every request forwarded from the
 	// connection carries (proto, port, identity).
@@ -188,7 +190,6 @@ func (s *fastServer) newConn(conn net.Conn) *fastConn {
 		rw:     conn,
 		proto:  "http",
 		br:     bufio.NewReaderSize(conn, fastReadBuffer),
-		bw:     bufio.NewWriterSize(conn, fastWriteBuffer),
 		remote: conn.RemoteAddr().String(),
 		local:  conn.LocalAddr(),
 		port:   strconv.Itoa(int(s.bind.Port)),
@@ -230,7 +231,6 @@ func (fc *fastConn) serve() {
 		fc.rw, fc.proto = tc, "https"
 		fc.setFixedFields()
 		fc.br.Reset(tc)
-		fc.bw.Reset(tc)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			handedOff = fc.handoff("")
 			return
@@ -284,11 +284,39 @@ func (fc *fastConn) serve() {
 			fc.deadlines.read(fc.rw, now, maxRequestDuration)
 		}
 		fc.deadlines.write(fc.rw, now, maxRequestDuration)
-		if !fc.exchange(bind, route, now) {
+		if fc.bw == nil {
+			fc.bw = getWriter(fc.rw)
+		}
+		keep := fc.exchange(bind, route, now)
+		if fc.bw.Buffered() == 0 {
+			// Idle connections hold no write buffer; a pipelined
+			// response still in it waits for the next one.
+			putWriter(fc.bw)
+			fc.bw = nil
+		}
+		if !keep {
 			return
 		}
 		last = fc.x.end
 	}
+}
+
+// writers recycles the fast path's response buffers: a connection holds
+// one only while it serves a request (or has responses of a pipeline
+// unwritten), so idle keep-alive connections cost their read buffer alone.
+var writers sync.Pool
+
+func getWriter(w io.Writer) *bufio.Writer {
+	if bw, ok := writers.Get().(*bufio.Writer); ok {
+		bw.Reset(w)
+		return bw
+	}
+	return bufio.NewWriterSize(w, fastWriteBuffer)
+}
+
+func putWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	writers.Put(bw)
 }
 
 // handoff gives the connection to the listener's http.Server, which reads
@@ -296,8 +324,13 @@ func (fc *fastConn) serve() {
 // if it had read it all itself. It reports whether the server took it.
 func (fc *fastConn) handoff(head string) bool {
 	fc.s.p.metrics.handoffs.Inc()
-	if err := fc.bw.Flush(); err != nil {
-		return false
+	if fc.bw != nil {
+		err := fc.bw.Flush()
+		putWriter(fc.bw)
+		fc.bw = nil
+		if err != nil {
+			return false
+		}
 	}
 	_ = fc.rw.SetDeadline(time.Time{})
 	fc.deadlines = deadlines{}
@@ -344,7 +377,13 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Route, start time.Time
 	// Recorded before the last write, as on the net/http path: a client
 	// that has the whole response finds it in the metrics.
 	p.finish(x, aborted)
-	return fc.flush() && keep && !fc.s.draining.Load()
+	if !keep || fc.s.draining.Load() {
+		// The connection ends here: out with everything, pipelined
+		// requests behind this one notwithstanding.
+		fc.bw.Flush()
+		return false
+	}
+	return fc.flush()
 }
 
 // answer writes a response of its own with no body into the connection's

@@ -578,3 +578,35 @@ func TestFastPathClientGone(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A pipelined request that asks to close the connection is answered, and
+// the connection closed, though more requests wait behind it; an idle
+// connection keeps no response buffer and serves the next request.
+func TestFastPathPipelineWithClose(t *testing.T) {
+	echo := bodyEcho(t)
+	p := newTestProxy(t, nil)
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, echo, model.TargetActive))}, to("a", 1)))
+	conn, err := net.Dial("tcp", addrOf(p, webPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "GET /one HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+	all, err := io.ReadAll(conn) // until the proxy closes
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(bytes.NewReader(all))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no response to the first request: %v (read %q)", err, all)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if !resp.Close || string(body) != "GET /one 0" {
+		t.Errorf("first response: close %v, body %q", resp.Close, body)
+	}
+	if br.Buffered() > 0 {
+		t.Errorf("the request after Connection: close was answered too")
+	}
+}
