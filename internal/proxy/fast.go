@@ -159,6 +159,8 @@ type fastConn struct {
 	// bw is the response buffer while a request is served (getWriter),
 	// nil between requests.
 	bw *bufio.Writer
+	// serverName is the server name (SNI) of a TLS connection.
+	serverName string
 	// proto is the X-Forwarded-Proto of the connection's requests;
 	// fixedFields the header lines every request forwarded from the
 	// connection carries (proto, port, identity).
@@ -229,6 +231,7 @@ func (fc *fastConn) serve() {
 			return
 		}
 		fc.rw, fc.proto = tc, "https"
+		fc.serverName = tc.ConnectionState().ServerName
 		fc.setFixedFields()
 		fc.br.Reset(tc)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
@@ -272,6 +275,11 @@ func (fc *fastConn) serve() {
 			bind = p.routeBind(table, bind, fc.localIP)
 		}
 		r := &fc.req
+		if table.Misdirected(bind, fc.serverName, r.Host) {
+			// net/http answers it, as it does on HTTP/2 connections.
+			handedOff = fc.handoff(head)
+			return
+		}
 		route := table.MatchRequest(bind, &router.Request{
 			Host: r.Host, Method: r.Method, Path: r.Path, RawQuery: r.RawQuery, Header: (*requestFields)(r),
 		})

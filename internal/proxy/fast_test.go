@@ -610,3 +610,55 @@ func TestFastPathPipelineWithClose(t *testing.T) {
 		t.Errorf("the request after Connection: close was answered too")
 	}
 }
+
+// A request whose Host belongs to another listener of the HTTPS port than
+// the one its connection's server name chose is answered 421, over
+// HTTP/1.1 (the fast path hands it to net/http) and HTTP/2 alike.
+func TestMisdirectedRequest(t *testing.T) {
+	ca := pki.NewCA(t)
+	certOf := func(name string, names ...string) model.Certificate {
+		l := ca.Issue(t, names...)
+		return model.Certificate{Meta: model.Meta{Name: name, Owner: cluster, Revision: 1}, CertPEM: string(l.CertPEM), KeyPEM: string(l.KeyPEM)}
+	}
+	echo := headerEcho(t)
+	svc := func(name, host string, l model.Listener) model.Service {
+		return model.Service{Meta: model.Meta{Name: name, Owner: cluster}, Network: "edge", CustomDomains: []string{host},
+			Listeners: []model.Listener{l}, Rules: []model.Rule{{Action: forward(to("echo", 1))}}}
+	}
+	p := newTestProxy(t, nil)
+	update(t, p, &model.Snapshot{
+		Revision: 1, Networks: testNetworks,
+		Certificates: []model.Certificate{certOf("a", "a.example.com"), certOf("any", "b.example.com")},
+		Services: []model.Service{
+			svc("a", "a.example.com", model.Listener{Name: "a", Port: 8443, Protocol: model.ProtocolHTTPS, Hostname: "a.example.com", Certificates: []string{"a"}}),
+			svc("b", "b.example.com", model.Listener{Name: "any", Port: 8443, Protocol: model.ProtocolHTTPS, Certificates: []string{"any"}}),
+		},
+		TargetGroups: []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))},
+	})
+	for _, h2 := range []bool{false, true} {
+		for _, tc := range []struct {
+			sni, host string
+			want      int
+		}{
+			{"a.example.com", "a.example.com", http.StatusOK},
+			{"b.example.com", "b.example.com", http.StatusOK},
+			{"a.example.com", "b.example.com", http.StatusMisdirectedRequest},
+			{"b.example.com", "a.example.com", http.StatusMisdirectedRequest},
+		} {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: tc.sni, RootCAs: ca.Pool()}, Protocols: new(http.Protocols)}
+			tr.Protocols.SetHTTP1(!h2)
+			tr.Protocols.SetHTTP2(h2)
+			req, _ := http.NewRequest(http.MethodGet, "https://"+addrOf(p, 8443)+"/", nil)
+			req.Host = tc.host
+			resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatalf("h2=%v SNI %s Host %s: %v", h2, tc.sni, tc.host, err)
+			}
+			resp.Body.Close()
+			tr.CloseIdleConnections()
+			if resp.StatusCode != tc.want || resp.ProtoMajor != map[bool]int{false: 1, true: 2}[h2] {
+				t.Errorf("h2=%v SNI %s Host %s: %d over %s, want %d", h2, tc.sni, tc.host, resp.StatusCode, resp.Proto, tc.want)
+			}
+		}
+	}
+}

@@ -367,6 +367,11 @@ func (p *Proxy) serveHTTP(b router.Bind, w http.ResponseWriter, r *http.Request)
 	if ip, ok := r.Context().Value(localIPKey{}).(string); ok {
 		b = p.routeBind(t, b, ip)
 	}
+	if r.TLS != nil && t.Misdirected(b, r.TLS.ServerName, r.Host) {
+		x.failure = "MisdirectedRequest"
+		w.WriteHeader(http.StatusMisdirectedRequest)
+		return
+	}
 	route := t.Match(b, r)
 	x.route = route
 	if route == nil {

@@ -120,6 +120,7 @@ var SupportedFeatures = sortedFeatures(
 	features.SupportHTTPRouteRetry,
 	features.SupportHTTPRouteCORS,
 	features.SupportGatewayHTTPListenerIsolation,
+	features.SupportGatewayHTTPSListenerDetectMisdirectedRequests,
 	features.SupportReferenceGrant,
 	features.SupportGRPCRoute,
 	features.SupportGRPCRouteNamedRouteRule,

@@ -297,15 +297,37 @@ type hostTable struct {
 // name, then the wildcard with the longest matching suffix, then the
 // catch-all.
 func (ht *hostTable) lookup(host string) *vhost {
+	return ht.listener(host).vhost(host)
+}
+
+// listener returns the host table of the listener that serves a
+// normalized host name: the one whose hostname is the host, else the one
+// with the longest wildcard matching it, else ht, the listeners with no
+// hostname.
+func (ht *hostTable) listener(host string) *hostTable {
 	if ht.exactListeners != nil || ht.wildcardListeners != nil {
 		if l := ht.exactListeners[host]; l != nil {
-			return l.vhost(host)
+			return l
 		}
 		if l := longestSuffix(ht.wildcardListeners, host); l != nil {
-			return l.vhost(host)
+			return l
 		}
 	}
-	return ht.vhost(host)
+	return ht
+}
+
+// Misdirected reports whether a request for host arrived on a TLS
+// connection to bind b whose server name (SNI) selected another listener
+// than host selects: the client reused a connection (HTTP/2 coalescing)
+// that a listener with another certificate and other routes accepted, and
+// must be told 421 so that it opens one for host. A connection without a
+// server name is never misdirected.
+func (t *Table) Misdirected(b Bind, serverName, host string) bool {
+	ht := t.ports[b]
+	if ht == nil || serverName == "" {
+		return false
+	}
+	return ht.listener(requestHost(serverName)) != ht.listener(requestHost(host))
 }
 
 // longestSuffix returns the value of m whose key is the longest suffix of
