@@ -216,12 +216,7 @@ func TestFastPathHandoff(t *testing.T) {
 	echo := bodyEcho(t)
 	p := newTestProxy(t, nil)
 	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, echo, model.TargetActive))}, to("a", 1)))
-	conn, err := net.Dial("tcp", addrOf(p, webPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := dialWeb(t, p)
 	br := bufio.NewReader(conn)
 	send := func(raw string) {
 		t.Helper()
@@ -444,12 +439,7 @@ func TestFastPathTimeout(t *testing.T) {
 	snap := oneRoute(1, []model.TargetGroup{group("a", target(t, slow, model.TargetActive))}, to("a", 1))
 	snap.Services[0].Rules[0].Timeouts = &model.Timeouts{Request: model.Duration(100 * time.Millisecond)}
 	update(t, p, snap)
-	conn, err := net.Dial("tcp", addrOf(p, webPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := dialWeb(t, p)
 	br := bufio.NewReader(conn)
 	for i := range 2 {
 		start := time.Now()
@@ -551,10 +541,7 @@ func TestFastPathClientGone(t *testing.T) {
 	logs := &lockedBuffer{}
 	p := newProxyWith(t, Config{AccessLog: logs, test: testKnobs{clientCheck: 50 * time.Millisecond, accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
 	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, be, model.TargetActive))}, to("a", 1)))
-	conn, err := net.Dial("tcp", addrOf(p, webPort))
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialWeb(t, p)
 	io.WriteString(conn, "GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
 	time.Sleep(100 * time.Millisecond)
 	conn.Close()
@@ -580,18 +567,12 @@ func TestFastPathClientGone(t *testing.T) {
 }
 
 // A pipelined request that asks to close the connection is answered, and
-// the connection closed, though more requests wait behind it; an idle
-// connection keeps no response buffer and serves the next request.
+// the connection closed, though more requests wait behind it.
 func TestFastPathPipelineWithClose(t *testing.T) {
 	echo := bodyEcho(t)
 	p := newTestProxy(t, nil)
 	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, echo, model.TargetActive))}, to("a", 1)))
-	conn, err := net.Dial("tcp", addrOf(p, webPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := dialWeb(t, p)
 	io.WriteString(conn, "GET /one HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
 	all, err := io.ReadAll(conn) // until the proxy closes
 	if err != nil {
@@ -661,4 +642,17 @@ func TestMisdirectedRequest(t *testing.T) {
 			}
 		}
 	}
+}
+
+// dialWeb connects to p's listener for webPort; the connection closes, and
+// its reads and writes time out, with the test.
+func dialWeb(t *testing.T, p *Proxy) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addrOf(p, webPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn
 }
