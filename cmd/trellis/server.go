@@ -17,7 +17,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/internal/store"
 	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/internal/store/etcd"
 	"trellis.dev/trellis/internal/tlsfiles"
 )
 
@@ -27,20 +29,18 @@ func newServer() *cobra.Command {
 		certFile, keyFile          string
 		tokens                     []string
 		heartbeat                  time.Duration
+		ec                         etcdFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run the control plane: the API and watch stream over the embedded store",
+		Short: "Run the control plane: the API and watch stream over the embedded store or etcd",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			auth, err := loadTokens(tokens, tokenFile)
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(dataDir, 0o700); err != nil {
-				return err
-			}
-			st, err := bolt.Open(filepath.Join(dataDir, "trellis.db"), bolt.Options{Logger: slog.Default()})
+			st, where, err := openStore(cmd.Context(), dataDir, ec)
 			if err != nil {
 				return err
 			}
@@ -65,20 +65,76 @@ func newServer() *cobra.Command {
 			} else if !isLoopback(ln.Addr()) {
 				slog.Warn("the API is served without TLS on a non-loopback address: bearer tokens and TLS private keys cross the network in the clear; give --tls-cert-file and --tls-key-file", "addr", ln.Addr().String())
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "control plane: API on %s://%s (store in %s)\n", scheme, ln.Addr(), dataDir)
+			fmt.Fprintf(cmd.OutOrStdout(), "control plane: API on %s://%s (store %s)\n", scheme, ln.Addr(), where)
 			h := server.New(st, server.Config{Tokens: auth, Heartbeat: heartbeat, Logger: slog.Default()})
 			return serveHTTP(cmd.Context(), ln, h)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "127.0.0.1:7070", "address of the API")
-	f.StringVar(&dataDir, "data", "trellis-data", "directory for the store")
+	f.StringVar(&dataDir, "data", "trellis-data", "directory for the embedded store (unused with --etcd-endpoints)")
+	f.StringSliceVar(&ec.endpoints, "etcd-endpoints", nil, "keep the store in etcd at these client URLs (comma-separated) instead of the embedded store; every server sharing them and --etcd-prefix serves one control plane")
+	f.StringVar(&ec.prefix, "etcd-prefix", etcd.DefaultPrefix, "prefix of every key the store writes to etcd")
+	f.StringVar(&ec.caFile, "etcd-ca-file", "", "CA certificates (PEM) that etcd's serving certificate must chain to (default: the system's)")
+	f.StringVar(&ec.certFile, "etcd-cert-file", "", "client certificate (PEM) to present to etcd; reloaded when the file changes")
+	f.StringVar(&ec.keyFile, "etcd-key-file", "", "private key of --etcd-cert-file (PEM)")
 	f.StringArrayVar(&tokens, "token", nil, "accepted bearer token as TOKEN=CLUSTER (repeatable; prefer --token-file)")
 	f.StringVar(&tokenFile, "token-file", "", "file of accepted tokens, one 'TOKEN CLUSTER' per line ('#' comments)")
 	f.DurationVar(&heartbeat, "heartbeat", 10*time.Second, "heartbeat interval of idle watch streams")
 	f.StringVar(&certFile, "tls-cert-file", "", "serve the API over TLS with this certificate (PEM; reloaded when the file changes)")
 	f.StringVar(&keyFile, "tls-key-file", "", "private key of --tls-cert-file (PEM)")
 	return cmd
+}
+
+// etcdFlags are the server's flags for an etcd store.
+type etcdFlags struct {
+	endpoints                 []string
+	prefix                    string
+	caFile, certFile, keyFile string
+}
+
+// openStore opens the store the flags choose: etcd when endpoints are
+// given, else the embedded store in dataDir. where says which, for the
+// start-up line.
+func openStore(ctx context.Context, dataDir string, ec etcdFlags) (st store.Store, where string, _ error) {
+	if len(ec.endpoints) == 0 {
+		if ec.caFile != "" || ec.certFile != "" || ec.keyFile != "" {
+			return nil, "", errors.New("--etcd-ca-file, --etcd-cert-file and --etcd-key-file need --etcd-endpoints")
+		}
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return nil, "", err
+		}
+		st, err := bolt.Open(filepath.Join(dataDir, "trellis.db"), bolt.Options{Logger: slog.Default()})
+		return st, "in " + dataDir, err
+	}
+	if (ec.certFile == "") != (ec.keyFile == "") {
+		return nil, "", errors.New("--etcd-cert-file and --etcd-key-file go together")
+	}
+	opts := etcd.Options{Endpoints: ec.endpoints, Prefix: ec.prefix, Logger: slog.Default()}
+	for _, e := range ec.endpoints {
+		if !strings.HasPrefix(e, "https://") {
+			continue
+		}
+		cfg, err := tlsfiles.Client(ec.caFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("--etcd-ca-file: %w", err)
+		}
+		if ec.certFile != "" {
+			err := tlsfiles.ClientCert(cfg, ec.certFile, ec.keyFile, func(err error) {
+				slog.Error("etcd client certificate not reloaded; the previous one stays in use", "err", err)
+			})
+			if err != nil {
+				return nil, "", fmt.Errorf("--etcd-cert-file: %w", err)
+			}
+		}
+		opts.TLS = cfg
+		break
+	}
+	if opts.TLS == nil && (ec.caFile != "" || ec.certFile != "") {
+		return nil, "", errors.New("--etcd-ca-file and --etcd-cert-file need https:// endpoints")
+	}
+	st, err := etcd.Open(ctx, opts)
+	return st, fmt.Sprintf("in etcd %s under %s", strings.Join(ec.endpoints, ","), opts.Prefix), err
 }
 
 // isLoopback reports whether a listener's address is a loopback one.

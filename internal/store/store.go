@@ -147,3 +147,25 @@ func (e *ConflictError) Error() string {
 
 // Is makes errors.Is(err, ErrConflict) true for a *ConflictError.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// Validate rejects transactions that are malformed whatever the store holds:
+// empty keys, unknown op types, invalid preconditions, and two ops on the
+// same key (as etcd does: the outcome of such a transaction would be
+// ambiguous). Every implementation's Txn applies it first.
+func Validate(ops []Op) error {
+	seen := make(map[string]bool, len(ops))
+	for i, op := range ops {
+		switch {
+		case op.Key == "":
+			return fmt.Errorf("op %d: empty key", i)
+		case op.Type != OpPut && op.Type != OpDelete:
+			return fmt.Errorf("op %d on %s: unknown op type %d", i, op.Key, op.Type)
+		case op.IfRevision < MustNotExist:
+			return fmt.Errorf("op %d on %s: invalid precondition %d", i, op.Key, op.IfRevision)
+		case seen[op.Key]:
+			return fmt.Errorf("op %d: duplicate key %s", i, op.Key)
+		}
+		seen[op.Key] = true
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 // Package tlsfiles turns certificate files into TLS configurations for the
-// control-plane API: the server's certificate and key, reloaded when the
-// files change (a rotation needs no restart), and the CA its clients trust.
+// control plane: the API server's certificate and key, reloaded when the
+// files change (a rotation needs no restart), the CA its clients trust, and
+// client certificates (the API server's to etcd), reloaded the same way.
 // It owns no connections; the callers serve and dial.
 package tlsfiles
 
@@ -35,6 +36,20 @@ func Server(certFile, keyFile string, onReloadError func(error)) (*tls.Config, e
 			return r.get(), nil
 		},
 	}, nil
+}
+
+// ClientCert makes cfg present the certificate in certFile with the key in
+// keyFile (PEM) to servers that ask for one, read now and reloaded as
+// Server's is.
+func ClientCert(cfg *tls.Config, certFile, keyFile string, onReloadError func(error)) error {
+	r := &reloader{certFile: certFile, keyFile: keyFile, onError: onReloadError}
+	if err := r.load(); err != nil {
+		return err
+	}
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return r.get(), nil
+	}
+	return nil
 }
 
 type reloader struct {

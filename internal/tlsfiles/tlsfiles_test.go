@@ -131,3 +131,56 @@ func TestBadFiles(t *testing.T) {
 		t.Errorf("Client(\"\") = %+v, %v; want system roots, TLS 1.2 at least", cfg, err)
 	}
 }
+
+// A server that asks for client certificates sees the files' certificate,
+// and the rotated one without a restart of the client.
+func TestClientCert(t *testing.T) {
+	defer func(d time.Duration) { checkEvery = d }(checkEvery)
+	checkEvery = 50 * time.Millisecond
+	ca := pki.NewCA(t)
+	srvCfg := &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "127.0.0.1").TLS(t)}}
+	srvCfg.ClientAuth = tls.RequireAndVerifyClientCert
+	srvCfg.ClientCAs = ca.Pool()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.TLS.PeerCertificates[0].SerialNumber.String())
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	dir := t.TempDir()
+	first := writeLeaf(t, ca, dir, time.Now().Add(-time.Minute))
+	cfg, err := Client(writeCA(t, ca))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ClientCert(cfg, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), nil); err != nil {
+		t.Fatal(err)
+	}
+	seen := func() string {
+		t.Helper()
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
+		resp, err := c.Get("https://" + ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := seen(); got != first {
+		t.Fatalf("server saw client certificate %s, want the file's %s", got, first)
+	}
+	second := writeLeaf(t, ca, dir, time.Now())
+	for deadline := time.Now().Add(3 * checkEvery); seen() != second; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the rotated client certificate was never presented")
+		}
+	}
+	if err := ClientCert(cfg, filepath.Join(dir, "missing.crt"), filepath.Join(dir, "tls.key"), nil); err == nil {
+		t.Error("ClientCert with a missing file: no error")
+	}
+}

@@ -258,7 +258,7 @@ var errNoChange = errors.New("no change")
 // keys, unknown op types, invalid preconditions, and two ops on the same key
 // (as etcd does): the outcome of such a transaction would be ambiguous.
 func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
-	if err := validate(ops); err != nil {
+	if err := store.Validate(ops); err != nil {
 		return 0, fmt.Errorf("store: txn: %w", err)
 	}
 	s.writeMu.Lock()
@@ -287,25 +287,6 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	}
 	s.publish(ev, compacted)
 	return ev.Revision, nil
-}
-
-// validate rejects transactions that are malformed whatever the store holds.
-func validate(ops []store.Op) error {
-	seen := make(map[string]bool, len(ops))
-	for i, op := range ops {
-		switch {
-		case op.Key == "":
-			return fmt.Errorf("op %d: empty key", i)
-		case op.Type != store.OpPut && op.Type != store.OpDelete:
-			return fmt.Errorf("op %d on %s: unknown op type %d", i, op.Key, op.Type)
-		case op.IfRevision < store.MustNotExist:
-			return fmt.Errorf("op %d on %s: invalid precondition %d", i, op.Key, op.IfRevision)
-		case seen[op.Key]:
-			return fmt.Errorf("op %d: duplicate key %s", i, op.Key)
-		}
-		seen[op.Key] = true
-	}
-	return nil
 }
 
 // apply checks every precondition, then writes ops, their history entry and

@@ -1,0 +1,82 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/test/kube"
+)
+
+// Two control-plane servers on one etcd are one control plane: a change
+// applied through either reaches a proxy that follows the other, and a
+// server that crashes and starts again, with no local state at all, lets
+// the proxy resume where it was.
+func TestServersShareEtcd(t *testing.T) {
+	e := kube.StartEtcd(t)
+	ns := e.NS
+	const token = "e2e-token"
+	serverArgs := func(listen string) []string {
+		return []string{"server", "--listen", listen, "--etcd-endpoints", e.Endpoint, "--etcd-prefix", "/e2e/",
+			"--token", token + "=local", "--heartbeat", "500ms"}
+	}
+	a := start(t, ns, "server-a", serverArgs("127.0.0.1:7070")...)
+	b := start(t, ns, "server-b", serverArgs("127.0.0.1:7071")...)
+	a.waitOutput(t, 10*time.Second, "store in etcd "+e.Endpoint+" under /e2e/")
+	b.waitOutput(t, 10*time.Second, "API on http://")
+	for name, addr := range map[string]string{"inventory-ver1": "127.0.0.1:18083", "inventory-ver2": "127.0.0.1:18084"} {
+		echo := start(t, ns, name, "echo", "--listen", addr, "--name", name)
+		echo.waitOutput(t, 10*time.Second, "echo:")
+	}
+	px := start(t, ns, "proxy", "proxy", "--server", "http://127.0.0.1:7070", "--token", token,
+		"--cluster", "local", "--cache", filepath.Join(t.TempDir(), "proxy-cache.json"))
+
+	viaB, err := client.New("http://127.0.0.1:7071", token, client.Options{HTTPClient: ns.HTTPClient(5 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := viaB.Apply(ctx, inventoryObjects(50, 50)); err != nil {
+		t.Fatal(err)
+	}
+	c := ns.HTTPClient(5 * time.Second)
+	px.waitOutput(t, 10*time.Second, "listening on 127.0.0.1:8080")
+	waitFor(t, 10*time.Second, "the proxy (following A) to serve what B applied", func() bool {
+		status, _, err := get(c, proxyURL, inventoryHost)
+		return err == nil && status == http.StatusOK
+	})
+	assertShare(t, split(t, c, proxyURL, inventoryHost, 100), 100, "inventory-ver1", 50, 8)
+
+	// A crashes; B takes a change meanwhile. The proxy keeps its last
+	// configuration.
+	a.kill()
+	px.waitOutput(t, 10*time.Second, "configuration stream broke")
+	if _, err := viaB.Apply(ctx, inventoryObjects(90, 10)); err != nil {
+		t.Fatal(err)
+	}
+	assertShare(t, split(t, c, proxyURL, inventoryHost, 100), 100, "inventory-ver1", 50, 8)
+
+	// A starts again from nothing but etcd; the proxy reconnects and
+	// resumes from its revision (same store identity) into the change.
+	a = start(t, ns, "server-a-again", append(serverArgs("127.0.0.1:7070"), "--log-level", "debug")...)
+	a.waitOutput(t, 10*time.Second, "API on http://")
+	waitFor(t, 15*time.Second, "the proxy to pick up 90/10 from the restarted A", func() bool {
+		return split(t, c, proxyURL, inventoryHost, 20)["inventory-ver1"] >= 16
+	})
+	assertShare(t, split(t, c, proxyURL, inventoryHost, 200), 200, "inventory-ver1", 90, 8)
+	// It resumed: A's first watch of the proxy's sent no snapshot.
+	logs := a.stderr.String() + a.stdout.String()
+	i := strings.Index(logs, "watch started")
+	if i < 0 {
+		t.Fatalf("the restarted A logged no watch:\n%s", logs)
+	}
+	line, _, _ := strings.Cut(logs[i:], "\n")
+	t.Logf("restarted A: %s", line)
+	if !strings.Contains(line, "snapshot=false") {
+		t.Errorf("the proxy's watch on the restarted A: %q, want a resumed watch (snapshot=false)", line)
+	}
+}
