@@ -26,3 +26,6 @@ func newAPIClient(serverURL, token, caFile string, log *slog.Logger) (*client.Cl
 	tr.TLSClientConfig = tlsCfg
 	return client.New(serverURL, token, client.Options{Logger: log, HTTPClient: &http.Client{Transport: tr}})
 }
+
+// serverUsage is the usage of --server, which every API client shares.
+const serverUsage = "control-plane API address; several servers of one control plane (one etcd store) as a comma-separated list, used in turn when one cannot be reached"

@@ -62,7 +62,7 @@ account; elsewhere --kubeconfig (or $KUBECONFIG). The token comes from
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", "control-plane API address")
+	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
 	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
 	f.StringVar(&cfg.Cluster, "cluster", "", "name of this cluster, the owner of what the controller sends (required)")

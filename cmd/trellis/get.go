@@ -67,7 +67,7 @@ prints where) or the TRELLIS_TOKEN variable; any cluster's token may read.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", "control-plane API address")
+	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
 	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token")
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)

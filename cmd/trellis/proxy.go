@@ -97,7 +97,7 @@ with backoff. The token comes from --token or the TRELLIS_TOKEN variable.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", "control-plane API address")
+	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
 	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
 	f.StringVar(&cluster, "cluster", "", "name of the cluster this proxy runs in (required)")

@@ -18,14 +18,19 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
 )
 
-// Client talks to one control-plane server.
+// Client talks to a control plane: one server, or several servers of one
+// control plane (on one etcd store), of which it uses one at a time and
+// moves to the next when a call cannot reach it.
 type Client struct {
-	base  *url.URL
+	bases []*url.URL
+	// cur indexes the server in use.
+	cur   atomic.Int32
 	token string
 	http  *http.Client
 	log   *slog.Logger
@@ -40,21 +45,48 @@ type Options struct {
 }
 
 // New returns a client for the server at baseURL authenticating with token.
+// baseURL may list several servers of one control plane, separated by
+// commas ("https://a:7070,https://b:7070"): the client starts with the
+// first and moves on whenever a server cannot be reached. Every call the
+// API has is safe to repeat on another server (writes name the state they
+// want, with the revisions they expect), so a call that failed to connect
+// is retried there at once.
 func New(baseURL, token string, opts Options) (*Client, error) {
-	u, err := url.Parse(baseURL)
-	if err != nil {
-		return nil, fmt.Errorf("server address %q: %w", baseURL, err)
+	c := &Client{token: token, http: opts.HTTPClient, log: opts.Logger}
+	for raw := range strings.SplitSeq(baseURL, ",") {
+		raw = strings.TrimSpace(raw)
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("server address %q: %w", raw, err)
+		}
+		if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+			return nil, fmt.Errorf("server address %q: want http(s)://host:port", raw)
+		}
+		c.bases = append(c.bases, u)
 	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("server address %q: want http(s)://host:port", baseURL)
+	if c.http == nil {
+		c.http = &http.Client{}
 	}
-	if opts.HTTPClient == nil {
-		opts.HTTPClient = &http.Client{}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
+	return c, nil
+}
+
+// server is the index of the server in use.
+func (c *Client) server() int { return int(c.cur.Load()) }
+
+// failover moves from server i, which failed, to the next, unless another
+// call moved already. It reports whether there is another server to try.
+func (c *Client) failover(i int, err error) bool {
+	if len(c.bases) == 1 {
+		return false
 	}
-	return &Client{base: u, token: token, http: opts.HTTPClient, log: opts.Logger}, nil
+	next := (i + 1) % len(c.bases)
+	if c.cur.CompareAndSwap(int32(i), int32(next)) {
+		c.log.Warn("control-plane server unreachable; trying the next", "server", c.bases[i].Host, "next", c.bases[next].Host, "err", err)
+	}
+	return true
 }
 
 // APIError is a non-2xx answer from the server.
@@ -80,33 +112,43 @@ func IsConflict(err error) bool {
 	return errors.As(err, &ae) && ae.Status == http.StatusConflict
 }
 
-func (c *Client) url(path string, query url.Values) string {
-	u := *c.base
+// url is path on server i.
+func (c *Client) url(i int, path string, query url.Values) string {
+	u := *c.bases[i]
 	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	u.RawQuery = query.Encode()
 	return u.String()
 }
 
 // do sends a request with an optional JSON body and decodes a JSON answer
-// into out (when non-nil).
+// into out (when non-nil). A request that cannot reach its server goes to
+// each other server once.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) error {
-	var body io.Reader
+	var b []byte
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(in); err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url(path, query), body)
-	if err != nil {
-		return err
+	var (
+		resp *http.Response
+		err  error
+	)
+	for range c.bases {
+		i := c.server()
+		var req *http.Request
+		if req, err = http.NewRequestWithContext(ctx, method, c.url(i, path, query), bytes.NewReader(b)); err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		if in != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if resp, err = c.http.Do(req); err == nil || ctx.Err() != nil || !c.failover(i, err) {
+			break
+		}
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
 	if err != nil {
 		return err
 	}

@@ -49,16 +49,25 @@ func (c *Client) Follow(ctx context.Context, opts FollowOptions, apply func(*mod
 		apply = c.withCacheFile(opts.CacheFile, cache, apply)
 	}
 	backoff := opts.MinBackoff
+	// tried counts the servers that failed since the last wait.
+	tried := 0
 	for {
-		delivered, err := c.stream(ctx, opts.IdleTimeout, cache, apply)
+		server := c.server()
+		delivered, err := c.stream(ctx, server, opts.IdleTimeout, cache, apply)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if delivered {
-			backoff = opts.MinBackoff
+			backoff, tried = opts.MinBackoff, 0
 		}
 		c.log.Warn("configuration stream broke; serving the last configuration and reconnecting",
-			"revision", cache.revision, "err", err, "retry_in", backoff)
+			"server", c.bases[server].Host, "revision", cache.revision, "err", err, "retry_in", backoff)
+		if tried++; c.failover(server, err) && tried < len(c.bases) {
+			// Another server may be up: try it without waiting, once
+			// per server; when every one has failed, back off.
+			continue
+		}
+		tried = 0
 		// Full jitter keeps a fleet of proxies from reconnecting in step.
 		wait := backoff/2 + rand.N(backoff/2+1)
 		select {
@@ -72,7 +81,7 @@ func (c *Client) Follow(ctx context.Context, opts FollowOptions, apply func(*mod
 
 // stream runs one watch request until it fails. delivered reports whether it
 // applied at least one revision.
-func (c *Client) stream(ctx context.Context, idle time.Duration, cache *cache, apply func(*model.Snapshot)) (delivered bool, err error) {
+func (c *Client) stream(ctx context.Context, server int, idle time.Duration, cache *cache, apply func(*model.Snapshot)) (delivered bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	q := url.Values{}
@@ -82,7 +91,7 @@ func (c *Client) stream(ctx context.Context, idle time.Duration, cache *cache, a
 			q.Set("store", cache.store)
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/watch", q), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url(server, "/v1/watch", q), nil)
 	if err != nil {
 		return false, err
 	}

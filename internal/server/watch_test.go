@@ -231,3 +231,76 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A client given two servers of one store moves to the second when the
+// first goes away: its calls go through, and its watch resumes there
+// without a snapshot, missing nothing.
+func TestClientFailsOverBetweenServers(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cfg := server.Config{Tokens: map[string]string{tokenA: "east"}, Heartbeat: 50 * time.Millisecond}
+	var watchesB atomic.Int32
+	a := httptest.NewServer(server.New(st, cfg))
+	defer a.Close()
+	hb := server.New(st, cfg)
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/watch" {
+			watchesB.Add(1)
+			if r.URL.Query().Get("revision") == "" {
+				t.Errorf("the watch on B did not resume: %s", r.URL)
+			}
+		}
+		hb.ServeHTTP(w, r)
+	}))
+	defer b.Close()
+	var logs syncBuffer
+	cl, err := client.New(a.URL+","+b.URL, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := make(chan *model.Snapshot, 100)
+	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond},
+		func(s *model.Snapshot) { snaps <- s })
+	if err := cl.Put(ctx, targetGroup("first", 1001)); err != nil {
+		t.Fatal(err)
+	}
+	waitTargetGroups := func(n int) *model.Snapshot {
+		t.Helper()
+		for deadline := time.After(10 * time.Second); ; {
+			select {
+			case s := <-snaps:
+				if len(s.TargetGroups) == n {
+					return s
+				}
+			case <-deadline:
+				t.Fatalf("the follower never had %d target groups", n)
+			}
+		}
+	}
+	waitTargetGroups(1)
+	if watchesB.Load() != 0 {
+		t.Fatal("the client watched B while A was up")
+	}
+
+	a.CloseClientConnections()
+	a.Close()
+	// The put cannot reach A; it goes to B.
+	if err := cl.Put(ctx, targetGroup("second", 1002)); err != nil {
+		t.Fatalf("Put with A gone: %v", err)
+	}
+	s := waitTargetGroups(2)
+	if s.TargetGroups[1].Name != "second" {
+		t.Errorf("target groups %v", s.TargetGroups)
+	}
+	if watchesB.Load() == 0 {
+		t.Error("the follower has the second write, but never watched B")
+	}
+	if !strings.Contains(logs.String(), "trying the next") {
+		t.Errorf("no failover in the client's log:\n%s", logs.String())
+	}
+}
