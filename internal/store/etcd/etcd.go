@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -94,8 +95,7 @@ type Store struct {
 	// ctx ends when the store closes; every watch runs under it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	mu     sync.Mutex
-	closed bool
+	closed atomic.Bool
 	wg     sync.WaitGroup // watcher goroutines
 }
 
@@ -422,29 +422,20 @@ func (s *Store) send(out chan<- store.Event, ev store.Event, prefix string) bool
 // Close ends every watch (closing its channel) and the etcd client. Later
 // calls return errors wrapping store.ErrClosed.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.closed.CompareAndSwap(false, true) {
 		return fmt.Errorf("store: close: %w", store.ErrClosed)
 	}
-	s.closed = true
-	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 	return s.cli.Close()
 }
 
-// check fails if ctx is done or the store is closed.
+// check fails if the store is closed or ctx is done.
 func (s *Store) check(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Load() {
 		return store.ErrClosed
 	}
-	return nil
+	return ctx.Err()
 }
 
 // callErr is err, or the reason behind it: the caller's context ended, or
