@@ -5,7 +5,8 @@
 #   → two weighted target groups (50/50), one backend each.
 # The backends are nginx returning a small fixed body. Each proxy is driven
 # by wrk in interleaved rounds (so drift on the machine hits all of them
-# alike), and the medians of rps, p50 and p99 go into docs/benchmarks.md
+# alike), and the medians of rps, p50, p99 and the CPU time per request of
+# the proxy and of the backend (from /proc, user + system) go into docs/benchmarks.md
 # between the BEGIN/END proxies markers.
 #
 # Usage: [TRELLIS_BIN=path] [BENCH_CEILING=1] bench/proxies.sh [ROUNDS] [SECONDS] [CONNECTIONS]
@@ -118,6 +119,8 @@ backend none
 CONF
 haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
 pids+=("$(cat "$work/haproxy.pid")")
+declare -A procs # contender → the processes whose CPU time is its
+procs[haproxy]=$(cat "$work/haproxy.pid")
 
 # Trellis: the same table as Gateway API YAML, served by `trellis up`.
 mkdir -p "$work/trellis"
@@ -170,6 +173,7 @@ bin=${TRELLIS_BIN:-$work/trellis-bin}
 [ -n "${TRELLIS_BIN:-}" ] || go build -o "$bin" ./cmd/trellis
 "$bin" up --config "$work/trellis" --api-listen 127.0.0.1:0 --log-level warn >"$work/trellis.log" 2>&1 &
 pids+=($!)
+procs[trellis]=$!
 
 contenders="trellis nginx haproxy"
 if [ -n "${BENCH_CEILING:-}" ]; then
@@ -177,8 +181,10 @@ if [ -n "${BENCH_CEILING:-}" ]; then
   go build -o "$work/epoll-minimal" ./bench/ceiling/epoll
   "$work/go-minimal" 127.0.0.1:$P_GO 127.0.0.1:$B1 127.0.0.1:$B2 >"$work/go-minimal.log" 2>&1 &
   pids+=($!)
+  procs[go-minimal]=$!
   "$work/epoll-minimal" $P_EPOLL 2 $B1 $B2 >"$work/epoll-minimal.log" 2>&1 &
   pids+=($!)
+  procs[epoll-minimal]=$!
   contenders="$contenders go-minimal epoll-minimal"
 fi
 
@@ -200,20 +206,30 @@ done
 
 # wrk's latency in ms, whatever unit it prints.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f\n", v}'; }
-run() { # name port → "rps p50 p99"
+# nginx's workers are the master's children.
+procs[nginx]=$(pgrep -d ' ' -P "$(cat "$work/nginx-proxy.pid")")
+backend=$(pgrep -d ' ' -P "$(cat "$work/nginx-backend.pid")")
+# cpu PID... prints the processes' CPU time so far (user + system, all
+# threads) in clock ticks.
+tick=$(getconf CLK_TCK)
+cpu() { local t=0 p f; for p in "$@"; do read -ra f <"/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo $t; }
+run() { # name port → "rps p50 p99 proxy-cpu-µs/req backend-cpu-µs/req"
+  local p0 b0
+  p0=$(cpu ${procs[$1]}) b0=$(cpu $backend)
   out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -H 'Host: bench.example.com' -H 'x-env: prod' "$(url "$2")")
   if echo "$out" | grep -q 'Non-2xx'; then echo "$1: non-2xx answers under load"; echo "$out"; exit 1; fi
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
   p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
-  echo "$rps $p50 $p99"
+  per() { awk -v d="$(($2 - $1))" -v hz="$tick" -v r="$rps" -v s="$DURATION" 'BEGIN {printf "%.1f", d*1e6/hz/(r*s)}'; }
+  echo "$rps $p50 $p99 $(per "$p0" "$(cpu ${procs[$1]})") $(per "$b0" "$(cpu $backend)")"
 }
 declare -A results
 for r in $(seq "$ROUNDS"); do
   for name in $contenders; do
     case $name in trellis) port=$P_TRELLIS;; nginx) port=$P_NGINX;; haproxy) port=$P_HAPROXY;; go-minimal) port=$P_GO;; epoll-minimal) port=$P_EPOLL;; esac
     res=$(run $name $port)
-    echo "round $r $name: rps p50ms p99ms = $res"
+    echo "round $r $name: rps p50ms p99ms cpu-µs/req backend-cpu-µs/req = $res"
     results[$name]+="$res"$'\n'
   done
 done
@@ -226,10 +242,10 @@ table=$(mktemp)
   echo "Run $(date -u +%Y-%m-%d): \`${BENCH_CEILING:+BENCH_CEILING=1 }bench/proxies.sh $ROUNDS $DURATION $CONNS\` — $ROUNDS interleaved rounds of"
   echo "\`wrk -t2 -c$CONNS -d${DURATION}s\` per proxy; medians. nginx $(nginx -v 2>&1 | sed 's/.*\///'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(go version | awk '{print $3}')."
   echo
-  echo "| proxy | rps | p50 (ms) | p99 (ms) |"
-  echo "|---|---|---|---|"
+  echo "| proxy | rps | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | backend CPU per request (µs) |"
+  echo "|---|---|---|---|---|---|"
   for name in $contenders; do
-    echo "| $name | $(col $name 1) | $(col $name 2) | $(col $name 3) |"
+    echo "| $name | $(col $name 1) | $(col $name 2) | $(col $name 3) | $(col $name 4) | $(col $name 5) |"
   done
   echo
   echo "Trellis / nginx rps ratio: $(awk -v t="$(col trellis 1)" -v n="$(col nginx 1)" 'BEGIN {printf "%.2f", t/n}')×;" \

@@ -3,6 +3,7 @@ package router
 import (
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -181,4 +182,54 @@ func TestSessionTokensAreKeyed(t *testing.T) {
 			t.Errorf("forged token %q was taken", forged)
 		}
 	}
+}
+
+// FuzzSessionLookup feeds Lookup session tokens as clients may send them:
+// it never panics, and takes a token only if it is exactly one the proxy
+// issues for the target it returns (with the expiry the token names), so no
+// client can name a target or stretch a session.
+func FuzzSessionLookup(f *testing.F) {
+	now := time.Unix(1700000000, 0)
+	compile := func(timeout time.Duration) *Route {
+		snap := &model.Snapshot{Store: "store", Networks: networks, TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Targets: []model.Target{
+			{Address: "10.0.0.1", Port: 80, Cluster: "c", State: model.TargetActive},
+			{Address: "10.0.0.2", Port: 80, Cluster: "c", State: model.TargetActive}}}},
+			Services: []model.Service{{Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(),
+				Rules: []model.Rule{{
+					SessionPersistence: &model.SessionPersistence{Type: model.SessionHeader, Name: "s", AbsoluteTimeout: model.Duration(timeout)},
+					Action:             model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{TargetGroup: "g", Weight: 1}}}},
+				}}}}}
+		return mustCompile(f, snap).Match(Bind{Port: 80}, req{host: "h", target: "/"}.build())
+	}
+	plain, expiring := compile(0), compile(time.Hour)
+	for _, rt := range []*Route{plain, expiring} {
+		tok := rt.Session.Token(rt.Pick().Group().Pick(), now)
+		f.Add(tok)
+		f.Add(tok + "x")
+		f.Add(strings.Replace(tok, ".", "..", 1))
+	}
+	f.Add("")
+	f.Add("..")
+	f.Add("a.-1.b")
+	// issued is the token the proxy issues for tgt on the expiring route
+	// with the expiry token names, or "" when it names none.
+	issued := func(token string, tgt *Target) string {
+		_, rest, ok := strings.Cut(token, ".")
+		expiry, _, _ := strings.Cut(rest, ".")
+		sec, err := strconv.ParseInt(expiry, 10, 64)
+		if !ok || err != nil {
+			return ""
+		}
+		return expiring.Session.Token(tgt, time.Unix(sec, 0).Add(-time.Hour))
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		// Both routes' tokens come from one store's key, and a route
+		// without a timeout also takes a signed, unexpired token with one.
+		if _, tgt := plain.Session.Lookup(token, now); tgt != nil && token != plain.Session.Token(tgt, now) && token != issued(token, tgt) {
+			t.Fatalf("took %q for %s, a token the proxy never issued", token, tgt.Addr)
+		}
+		if _, tgt := expiring.Session.Lookup(token, now); tgt != nil && token != issued(token, tgt) {
+			t.Fatalf("took %q for %s, a token the proxy never issued", token, tgt.Addr)
+		}
+	})
 }
