@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"trellis.dev/trellis/internal/api"
@@ -61,8 +63,29 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvWith(t, envOptions{})
+}
+
+// envOptions change how newEnvWith runs the controller.
+type envOptions struct {
+	// identity, when set, is called once the apiserver is up and returns
+	// the configuration the controller reaches it with (instead of the
+	// admin's).
+	identity func(c *kube.Cluster, kc client.Client) *rest.Config
+	// leaderElectionNamespace turns leader election on, in that namespace.
+	leaderElectionNamespace string
+	// logs, when set, also receives the controller's warnings and errors.
+	logs io.Writer
+}
+
+func newEnvWith(t testing.TB, opts envOptions) *env {
+	t.Helper()
 	c := kube.Start(t, kube.Options{})
 	e := &env{Cluster: c, kc: c.Client(t)}
+	kubeConfig := c.Config
+	if opts.identity != nil {
+		kubeConfig = opts.identity(c, e.kc)
+	}
 
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "trellis.db"), bolt.Options{})
 	if err != nil {
@@ -81,9 +104,14 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var logTo io.Writer = testWriter{t}
+	if opts.logs != nil {
+		logTo = io.MultiWriter(logTo, opts.logs)
+	}
+	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	mgr, rec, err := controller.New(controller.Config{
-		Kube: c.Config, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
+		Kube: kubeConfig, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
+		LeaderElection: opts.leaderElectionNamespace != "", LeaderElectionNamespace: opts.leaderElectionNamespace,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,268 @@
+package controller_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	"sigs.k8s.io/yaml"
+
+	"trellis.dev/trellis/internal/controller"
+	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/pki"
+)
+
+// manifestsDir is the install manifests (`kubectl apply -k config/`).
+const manifestsDir = "../../config"
+
+// TestManifests applies the install manifests to a real apiserver (every
+// object must be valid there) and runs the controller as the ServiceAccount
+// they define, with their RBAC and leader election as deployed: if a role
+// lacks a permission the controller needs, a Gateway or route below never
+// gets its status, and the controller's log says what was forbidden.
+func TestManifests(t *testing.T) {
+	objs := readKustomization(t, manifestsDir)
+	var logs syncBuffer
+	e := newEnvWith(t, envOptions{
+		leaderElectionNamespace: "trellis-system",
+		logs:                    &logs,
+		identity: func(c *kube.Cluster, kc client.Client) *rest.Config {
+			ctx := context.Background()
+			// Namespaces first, as kubectl orders them.
+			slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int {
+				return boolRank(a.GetKind() != "Namespace") - boolRank(b.GetKind() != "Namespace")
+			})
+			for _, o := range objs {
+				if err := kc.Create(ctx, o); err != nil {
+					t.Fatalf("applying %s %s/%s from %s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), manifestsDir, err)
+				}
+			}
+			return serviceAccountConfig(t, c, kc, controllerAccount(t, objs))
+		},
+	})
+
+	ca := pki.NewCA(t)
+	e.create(t, classes+"---\n"+namespace("infra", "")+namespace("shop", "")+backend("shop", "web", "198.18.60.1")+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: trellis-edge
+  listeners:
+    - {name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: All}}}
+    - name: https
+      protocol: HTTPS
+      port: 443
+      tls: {certificateRefs: [{name: edge-cert}]}
+      allowedRoutes: {namespaces: {from: All}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mesh, namespace: infra}
+spec:
+  gatewayClassName: trellis
+  listeners: [{name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: All}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{name: edge, namespace: infra}, {name: mesh, namespace: infra}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+`)
+	e.tlsSecret(t, ca, "infra", "edge-cert", "shop.example.com")
+
+	ctx := context.Background()
+	for _, gw := range []string{"edge", "mesh"} {
+		eventually(t, 30*time.Second, "Gateway "+gw+" Programmed", func() error {
+			var g gatewayv1.Gateway
+			if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "infra", Name: gw}, &g); err != nil {
+				return err
+			}
+			return hasCondition(g.Status.Conditions, "Programmed", True, "Programmed", g.Generation)
+		})
+	}
+	eventually(t, 30*time.Second, "the route accepted by both Gateways, its refs resolved, its name assigned", func() error {
+		var r gatewayv1.HTTPRoute
+		if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &r); err != nil {
+			return err
+		}
+		if len(r.Status.Parents) != 2 {
+			return fmt.Errorf("%d parents in status, want 2", len(r.Status.Parents))
+		}
+		for _, p := range r.Status.Parents {
+			if err := hasCondition(p.Conditions, "Accepted", True, "Accepted", r.Generation); err != nil {
+				return fmt.Errorf("parent %s: %w", p.ParentRef.Name, err)
+			}
+			if err := hasCondition(p.Conditions, "ResolvedRefs", True, "ResolvedRefs", r.Generation); err != nil {
+				return fmt.Errorf("parent %s: %w", p.ParentRef.Name, err)
+			}
+		}
+		if r.Annotations[controller.AssignedDomainNameAnnotation] == "" {
+			return errors.New("no assigned domain name")
+		}
+		return nil
+	})
+	var class gatewayv1.GatewayClass
+	if err := e.kc.Get(ctx, types.NamespacedName{Name: "trellis-edge"}, &class); err != nil {
+		t.Fatal(err)
+	}
+	if len(class.Finalizers) == 0 {
+		t.Error("the controller put no finalizer on its GatewayClass")
+	}
+	cp := e.controlPlane(t)
+	if len(cp.Certificates) != 1 || len(cp.Services) != 2 {
+		t.Errorf("control plane holds %d certificates and %d services, want 1 and 2", len(cp.Certificates), len(cp.Services))
+	}
+	if out := logs.String(); strings.Contains(out, "forbidden") {
+		t.Errorf("the controller was refused something its RBAC should grant:\n%s", out)
+	}
+}
+
+// TestManifestArgs runs every trellis container's command line from the
+// install manifests with --help added: a flag the binary does not have (a
+// typo, a renamed flag) fails here rather than in a crash-looping Pod.
+func TestManifestArgs(t *testing.T) {
+	n := 0
+	for _, o := range readKustomization(t, manifestsDir) {
+		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		for _, c := range containers {
+			c, _ := c.(map[string]any)
+			image, _ := c["image"].(string)
+			if !strings.HasPrefix(image, "trellis") {
+				continue
+			}
+			args, _, err := unstructured.NestedStringSlice(c, "args")
+			if err != nil || len(args) == 0 {
+				t.Errorf("%s %s container %v: no args (%v)", o.GetKind(), o.GetName(), c["name"], err)
+				continue
+			}
+			n++
+			out, err := exec.Command(trellisBin, append(args, "--help")...).CombinedOutput()
+			if err != nil {
+				t.Errorf("%s %s: trellis %s: %v\n%s", o.GetKind(), o.GetName(), strings.Join(args, " "), err, out)
+			}
+		}
+	}
+	if n < 3 {
+		t.Errorf("found %d trellis containers in %s, want the server, the controller and the proxy", n, manifestsDir)
+	}
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// controllerAccount is the ServiceAccount the manifests run the controller
+// as: the one their trellis-controller Deployment names.
+func controllerAccount(t *testing.T, objs []*unstructured.Unstructured) types.NamespacedName {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" || o.GetName() != "trellis-controller" {
+			continue
+		}
+		sa, _, err := unstructured.NestedString(o.Object, "spec", "template", "spec", "serviceAccountName")
+		if err != nil || sa == "" {
+			t.Fatalf("the trellis-controller Deployment names no serviceAccountName (%v)", err)
+		}
+		return types.NamespacedName{Namespace: o.GetNamespace(), Name: sa}
+	}
+	t.Fatalf("no trellis-controller Deployment in %s", manifestsDir)
+	return types.NamespacedName{}
+}
+
+// serviceAccountConfig returns a configuration that authenticates as the
+// ServiceAccount sa with a token the apiserver issues for it, as a Pod
+// running under it would.
+func serviceAccountConfig(t *testing.T, c *kube.Cluster, kc client.Client, sa types.NamespacedName) *rest.Config {
+	t.Helper()
+	var acct corev1.ServiceAccount
+	if err := kc.Get(context.Background(), sa, &acct); err != nil {
+		t.Fatalf("ServiceAccount %s: %v", sa, err)
+	}
+	expiry := int64(3600)
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}
+	if err := kc.SubResource("token").Create(context.Background(), &acct, tr); err != nil {
+		t.Fatalf("token for ServiceAccount %s: %v", sa, err)
+	}
+	return &rest.Config{
+		Host:            c.Config.Host,
+		BearerToken:     tr.Status.Token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: c.Config.TLSClientConfig.CAData},
+		Dial:            c.Config.Dial,
+		UserAgent:       "trellis-controller-test",
+	}
+}
+
+// readKustomization returns the objects of the kustomization in dir. The
+// manifests use kustomize only to list their files; a kustomization that
+// uses anything else fails the test, so that it is never read wrongly.
+func readKustomization(t *testing.T, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k map[string]any
+	if err := yaml.Unmarshal(raw, &k); err != nil {
+		t.Fatalf("%s/kustomization.yaml: %v", dir, err)
+	}
+	var resources []string
+	for key, v := range k {
+		switch key {
+		case "apiVersion", "kind":
+		case "resources":
+			list, _ := v.([]any)
+			for _, r := range list {
+				resources = append(resources, fmt.Sprint(r))
+			}
+		default:
+			t.Fatalf("%s/kustomization.yaml uses %q, which this test does not apply; teach it", dir, key)
+		}
+	}
+	var out []*unstructured.Unstructured
+	for _, r := range resources {
+		path := filepath.Join(dir, r)
+		if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+			out = append(out, readKustomization(t, path)...)
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+		for {
+			var o unstructured.Unstructured
+			if err := dec.Decode(&o.Object); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			if len(o.Object) > 0 {
+				out = append(out, &o)
+			}
+		}
+	}
+	return out
+}
