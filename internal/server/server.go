@@ -57,6 +57,7 @@ func New(st store.Store, cfg Config) *Server {
 	}
 	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	s.mux.HandleFunc("GET /readyz", s.ready)
 	s.mux.Handle("GET /v1/watch", s.authed(s.watch))
 	s.mux.Handle("POST /v1/apply", s.authed(s.apply))
 	s.mux.Handle("POST /v1/txn", s.authed(s.txn))
@@ -68,6 +69,24 @@ func New(st store.Store, cfg Config) *Server {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// readyTimeout bounds the store read behind /readyz.
+const readyTimeout = 2 * time.Second
+
+// ready answers /readyz: 200 when the store answers a read within
+// readyTimeout, 503 with the reason when it does not. /healthz only says
+// the process serves; a server whose etcd is unreachable (partitioned, or
+// etcd down) is alive but cannot serve writes or new watches, and a load
+// balancer should send its clients to another replica.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	if _, err := s.st.Revision(ctx); err != nil {
+		http.Error(w, "store not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
 
 // handler is an authenticated handler; cluster is the caller's identity.
 type handler func(w http.ResponseWriter, r *http.Request, cluster string) error

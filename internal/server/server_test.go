@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -247,5 +248,36 @@ func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
 	s := next()
 	if s.Revision != res.Revision || len(s.TargetGroups) != 2 || len(s.Networks) != 0 {
 		t.Fatalf("after apply: revision %d (want %d), %d target groups, %d networks", s.Revision, res.Revision, len(s.TargetGroups), len(s.Networks))
+	}
+}
+
+// /readyz follows the store: ready while it answers, 503 with the reason
+// once it does not; /healthz stays ok (the process is alive).
+func TestReadyzFollowsTheStore(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{tokenA: "east"}}))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz with the store open: %d %q", code, body)
+	}
+	st.Close()
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "store closed") {
+		t.Errorf("/readyz with the store closed: %d %q, want 503 naming the store", code, body)
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz with the store closed: %d, want 200", code)
 	}
 }

@@ -82,4 +82,22 @@ func TestServersShareEtcd(t *testing.T) {
 	if !strings.Contains(line, "snapshot=false") {
 		t.Errorf("the proxy's watch on B: %q, want a resumed watch (snapshot=false)", line)
 	}
+
+	// B's readiness follows etcd, so that a load balancer in front of
+	// several servers sends clients to one that can serve them.
+	ready := func() int {
+		resp, err := c.Get("http://127.0.0.1:7071/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("B's /readyz with etcd up: %d", code)
+	}
+	e.Kill(t)
+	waitFor(t, 10*time.Second, "B's /readyz to fail with etcd down", func() bool { return ready() == http.StatusServiceUnavailable })
+	e.Restart(t)
+	waitFor(t, 30*time.Second, "B's /readyz to pass with etcd back", func() bool { return ready() == http.StatusOK })
 }
