@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
 # Generates the CRDs of trellis's own API types (package api/..., group
-# trellis.dev) into config/crd with controller-tools, run through `go run`
-# so it never becomes a dependency of the main module.
-#
-# Trellis defines no CRD of its own yet (its Gateway API and Multi-Cluster
-# Services types are upstream's), so today this generates nothing and says
-# so. When api/v1alpha1 appears, its types are picked up as they are.
+# trellis.dev) into config/crd, and their DeepCopy methods
+# (zz_generated.deepcopy.go), with controller-tools, run through `go run` so
+# it never becomes a dependency of the main module. Run it after changing
+# anything under api/; a test checks that the committed output is current.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=v0.20.1
@@ -14,5 +12,6 @@ if ! compgen -G "api/*/*.go" >/dev/null; then
   exit 0
 fi
 go run "sigs.k8s.io/controller-tools/cmd/controller-gen@$version" \
+  object paths=./api/... \
   crd paths=./api/... output:crd:artifacts:config=config/crd
 echo "CRDs written to config/crd; list new files in config/crd/kustomization.yaml" >&2

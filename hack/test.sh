@@ -20,6 +20,14 @@ fi
 echo "== go vet"
 go vet ./...
 
+echo "== generated code is current (hack/gen-crds.sh)"
+generated() { cat api/*/zz_generated.deepcopy.go config/crd/*.yaml | sha256sum; }
+before=$(generated)
+./hack/gen-crds.sh 2>/dev/null
+if [ "$(generated)" != "$before" ]; then
+  echo "hack/gen-crds.sh changed the generated files: run it and commit the result"; git status --short api config/crd; exit 1
+fi
+
 echo "== staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 

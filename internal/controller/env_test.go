@@ -176,6 +176,9 @@ func (e *env) create(t testing.TB, yaml string) {
 	for i := range in.TLSRoutes {
 		objs = append(objs, &in.TLSRoutes[i])
 	}
+	for i := range in.AuthPolicies {
+		objs = append(objs, &in.AuthPolicies[i])
+	}
 	ctx := context.Background()
 	for _, o := range objs {
 		if err := e.kc.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {

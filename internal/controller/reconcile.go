@@ -19,6 +19,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/gateway-api/pkg/consts"
 
+	"trellis.dev/trellis/api/v1alpha1"
 	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/translate"
 )
@@ -123,9 +124,10 @@ func (r *Reconciler) input(ctx context.Context) (*translate.Input, error) {
 		services  corev1.ServiceList
 		slices    discoveryv1.EndpointSliceList
 		nsList    corev1.NamespaceList
+		policies  v1alpha1.AuthPolicyList
 		listFails []error
 	)
-	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grpc, &tls, &grants, &secrets, &services, &slices, &nsList} {
+	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grpc, &tls, &grants, &secrets, &services, &slices, &nsList, &policies} {
 		if err := r.kube.List(ctx, l, unsafeList); err != nil {
 			listFails = append(listFails, err)
 		}
@@ -141,6 +143,7 @@ func (r *Reconciler) input(ctx context.Context) (*translate.Input, error) {
 		GRPCRoutes:        grpc.Items,
 		TLSRoutes:         tls.Items,
 		ReferenceGrants:   grants.Items,
+		AuthPolicies:      policies.Items,
 		Secrets:           secrets.Items,
 		Services:          services.Items,
 		EndpointSlices:    slices.Items,

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"trellis.dev/trellis/api/v1alpha1"
 	"trellis.dev/trellis/internal/translate"
 )
 
@@ -133,7 +134,37 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 	for i := range in.TLSRoutes {
 		addRoute("TLSRoute", &in.TLSRoutes[i], func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.TLSRoute).Status.RouteStatus })
 	}
+	for _, st := range out.Status.Policies {
+		i := slices.IndexFunc(in.AuthPolicies, func(p v1alpha1.AuthPolicy) bool { return p.Namespace == st.Namespace && p.Name == st.Name })
+		if i < 0 {
+			continue
+		}
+		writes = append(writes, write{obj: &in.AuthPolicies[i], status: true, apply: func(o client.Object) bool {
+			p := o.(*v1alpha1.AuthPolicy)
+			return setIfDifferent(&p.Status, policyStatus(st, p.Status, p.Generation, now))
+		}})
+	}
 	return r.runWrites(ctx, writes)
+}
+
+// policyStatus is an AuthPolicy's status as st says, keeping each
+// condition's transition time while its status holds.
+func policyStatus(st translate.PolicyStatus, have gatewayv1.PolicyStatus, generation int64, now metav1.Time) gatewayv1.PolicyStatus {
+	want := gatewayv1.PolicyStatus{Ancestors: []gatewayv1.PolicyAncestorStatus{}}
+	for _, a := range st.Ancestors {
+		var prev []metav1.Condition
+		if i := slices.IndexFunc(have.Ancestors, func(h gatewayv1.PolicyAncestorStatus) bool {
+			return h.ControllerName == a.ControllerName && equality.Semantic.DeepEqual(h.AncestorRef, a.AncestorRef)
+		}); i >= 0 {
+			prev = have.Ancestors[i].Conditions
+		}
+		want.Ancestors = append(want.Ancestors, gatewayv1.PolicyAncestorStatus{
+			AncestorRef:    a.AncestorRef,
+			ControllerName: a.ControllerName,
+			Conditions:     conditions(a.Conditions, prev, generation, now),
+		})
+	}
+	return want
 }
 
 // runWrites makes the writes that change something, statusWorkers at a

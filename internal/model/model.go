@@ -9,7 +9,10 @@
 // which targets are reachable directly and which need a peer hop.
 package model
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Kind names a type of stored object.
 type Kind string
@@ -73,8 +76,23 @@ type ServiceNetwork struct {
 	// on (its Gateway's status.addresses). Empty in service-network mode,
 	// and in edge mode when the provider assigns none: a proxy then serves
 	// the network on its own configured bind address.
-	Addresses []string   `json:"addresses,omitempty"`
-	Source    *SourceRef `json:"source,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
+	// Auth, when set, turns auth on for the whole network: every request
+	// to any of its services must be allowed by its policy too.
+	Auth   *Auth      `json:"auth,omitempty"`
+	Source *SourceRef `json:"source,omitempty"`
+}
+
+// Auth turns auth on at one level, a service network or a service: a
+// request passes that level only if Policy explicitly allows it, and an
+// explicit Deny at either level refuses it whatever the other says (Lattice's
+// AWS_IAM auth type). A level without Auth lets every request through.
+type Auth struct {
+	// Policy is the policy document: the IAM-style JSON of internal/auth.
+	Policy json.RawMessage `json:"policy"`
+	// Source is the object the policy came from (a trellis.dev
+	// AuthPolicy), for messages.
+	Source *SourceRef `json:"source,omitempty"`
 }
 
 // Protocol is a listener or target-group protocol.
@@ -117,9 +135,11 @@ type Service struct {
 	// precedence (path kind and length, method, header count, query count),
 	// then by the oldest CreatedAt, then Source namespace/name, and only then
 	// by rule order.
-	Rules     []Rule     `json:"rules"`
-	CreatedAt time.Time  `json:"createdAt,omitzero"`
-	Source    *SourceRef `json:"source,omitempty"`
+	Rules     []Rule    `json:"rules"`
+	CreatedAt time.Time `json:"createdAt,omitzero"`
+	// Auth, when set, turns auth on for this service (see Auth).
+	Auth   *Auth      `json:"auth,omitempty"`
+	Source *SourceRef `json:"source,omitempty"`
 }
 
 // Hostnames returns every name the service answers to: its DNS name first,

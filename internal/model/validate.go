@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -8,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
+
+	"trellis.dev/trellis/internal/auth"
 )
 
 // FieldError is one invalid field. Field is a JSON path into the object, such
@@ -154,6 +157,7 @@ func (n *ServiceNetwork) Validate() error {
 	default:
 		f.add("mode", "must be %s or %s, not %q", ModeServiceNetwork, ModeEdge, n.Mode)
 	}
+	validateAuth(&f, n.Auth)
 	if n.Mode != ModeEdge && len(n.Addresses) > 0 {
 		f.add("addresses", "must be empty in mode %s", n.Mode)
 	}
@@ -182,7 +186,34 @@ func (s *Service) Validate() error {
 	for i := range s.Rules {
 		validateRule(&f, fmt.Sprintf("rules[%d]", i), &s.Rules[i])
 	}
+	validateAuth(&f, s.Auth)
 	return f.list.err()
+}
+
+// validateAuth checks an auth policy document, naming each problem by its
+// path inside the document: "auth.policy.Statement[0].Effect".
+func validateAuth(f *fieldErrs, a *Auth) {
+	if a == nil {
+		return
+	}
+	if len(a.Policy) == 0 {
+		f.add("auth.policy", "required")
+		return
+	}
+	_, err := auth.Parse(a.Policy)
+	var errs auth.Errors
+	switch {
+	case errors.As(err, &errs):
+		for _, e := range errs {
+			field := "auth.policy"
+			if e.Field != "" {
+				field += "." + e.Field
+			}
+			f.add(field, "%s", e.Detail)
+		}
+	case err != nil:
+		f.add("auth.policy", "%v", err)
+	}
 }
 
 // validateListeners checks a service's listeners. A port may carry several

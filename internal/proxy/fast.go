@@ -890,11 +890,11 @@ func escapedPath(target string) string {
 }
 
 // plainRoute reports whether the fast path can serve route: its filters
-// and its backends' only edit headers, it has no retries or session
-// persistence, and its target groups are spoken to in HTTP/1.1 without
-// TLS.
+// and its backends' only edit headers, it has no retries, session
+// persistence or auth policies, and its target groups are spoken to in
+// HTTP/1.1 without TLS.
 func plainRoute(route *router.Route) bool {
-	if route.Retry != nil || route.Session != nil || !headerEditsOnly(route.Filters) {
+	if route.Retry != nil || route.Session != nil || route.Auth != nil || !headerEditsOnly(route.Filters) {
 		return false
 	}
 	bs := route.Backends()

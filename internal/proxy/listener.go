@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sync/atomic"
 
+	"trellis.dev/trellis/internal/auth"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -183,11 +184,12 @@ func (s *passthroughPort) address() string        { return s.addr }
 func (*passthroughPort) protocol() model.Protocol { return model.ProtocolTLSPassthrough }
 
 // passthroughPick routes a TLS passthrough connection on bind b (or the
-// bind routeBind gives it) by its server name: the route of the name's
-// service picks a backend and a target as for HTTP. Targets of other
-// clusters need the peer hop, not built yet.
+// bind routeBind gives it) by its server name: the auth policies of the
+// name's service must allow trellis:Connect, then its route picks a backend
+// and a target as for HTTP. Targets of other clusters need the peer hop,
+// not built yet.
 func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
-	return func(local net.Addr, serverName string) (string, bool) {
+	return func(local, remote net.Addr, serverName string) (string, bool) {
 		tab := p.table.Load()
 		rb := b
 		if b.Addr == "" && p.wildcard {
@@ -196,6 +198,18 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 		rt := tab.MatchSNI(rb, serverName)
 		if rt == nil {
 			return "", false
+		}
+		if rt.Auth != nil {
+			req := &auth.Request{
+				Action:    auth.ActionConnect,
+				Principal: auth.Principal{Type: auth.PrincipalAnonymous},
+				Port:      int(rb.Port), SourceIP: remoteIP(remote.String()), SourceCluster: p.cluster,
+			}
+			if res := rt.Auth.Authorize(req); !res.Allowed {
+				p.log.Info("passthrough: connection refused by auth policy", "server_name", serverName, "remote", remote.String(),
+					"level", res.DeniedBy, "explicit", res.Explicit)
+				return "", false
+			}
 		}
 		b := rt.Pick()
 		if b == nil || b.Group() == nil {

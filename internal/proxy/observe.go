@@ -102,9 +102,12 @@ type exchange struct {
 	// attemptAddr is the address of the last attempt sent to a target,
 	// sent when it was sent, answered when its response headers (or its
 	// failure) came.
-	attemptAddr     string
-	sent, answered  time.Time
-	failure         string
+	attemptAddr    string
+	sent, answered time.Time
+	failure        string
+	// authDenied is the level whose auth policy refused the request
+	// ("Network" or "Service"), or "".
+	authDenied      string
 	rec             recorder
 	body            countingBody
 	upgradeExpected bool
@@ -178,22 +181,23 @@ func (p *Proxy) finish(x *exchange, aborted bool) {
 		return
 	}
 	e := accesslog.Entry{
-		StartTime:     x.start,
-		Duration:      d,
-		ListenerPort:  x.port,
-		SourceCluster: p.cluster,
-		SourceIPPort:  x.remote,
-		Destination:   x.local,
-		Method:        x.method,
-		Path:          x.path,
-		Protocol:      x.proto,
-		ResponseCode:  code,
-		BytesReceived: x.body.n.Load(),
-		BytesSent:     x.rec.bytes,
-		UserAgent:     x.userAgent,
-		Host:          x.host,
-		RequestID:     x.id,
-		FailureReason: x.failureReason(code, aborted),
+		StartTime:        x.start,
+		Duration:         d,
+		ListenerPort:     x.port,
+		SourceCluster:    p.cluster,
+		SourceIPPort:     x.remote,
+		Destination:      x.local,
+		Method:           x.method,
+		Path:             x.path,
+		Protocol:         x.proto,
+		ResponseCode:     code,
+		BytesReceived:    x.body.n.Load(),
+		BytesSent:        x.rec.bytes,
+		UserAgent:        x.userAgent,
+		Host:             x.host,
+		RequestID:        x.id,
+		FailureReason:    x.failureReason(code, aborted),
+		AuthDeniedReason: x.authDenied,
 	}
 	if info != p.metrics.unmatched {
 		e.ServiceNetwork, e.Service, e.TargetGroup = info.network, info.service, info.targetGroup

@@ -21,10 +21,11 @@ const (
 	passthroughDialTimeout = 5 * time.Second
 )
 
-// passthroughPick chooses where a TLS connection for serverName, accepted at
-// local, goes: the target's address, or ok false when no service on the
-// connection's bind takes the name.
-type passthroughPick func(local net.Addr, serverName string) (addr string, ok bool)
+// passthroughPick chooses where a TLS connection for serverName from remote,
+// accepted at local, goes: the target's address, or ok false when no service
+// on the connection's bind takes the name or its auth policies refuse the
+// connection.
+type passthroughPick func(local, remote net.Addr, serverName string) (addr string, ok bool)
 
 // passthroughServer serves one TLS_PASSTHROUGH port: it reads each
 // connection's SNI without terminating TLS, picks a target by it and
@@ -90,10 +91,10 @@ func (s *passthroughServer) handle(client net.Conn) {
 		s.log.Debug("passthrough: no TLS ClientHello", "remote", client.RemoteAddr(), "err", err)
 		return
 	}
-	addr, ok := s.pick(client.LocalAddr(), hello.ServerName)
+	addr, ok := s.pick(client.LocalAddr(), client.RemoteAddr(), hello.ServerName)
 	if !ok {
-		// No service for the name: close without a word; a TLS alert
-		// would need a certificate we do not have.
+		// No service for the name, or not for this client: close without
+		// a word; a TLS alert would need a certificate we do not have.
 		s.log.Debug("passthrough: no service for server name", "server_name", hello.ServerName)
 		return
 	}

@@ -54,7 +54,7 @@ func TestPassthroughRoutesBySNIWithoutTerminating(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newPassthroughServer(ln, func(_ net.Addr, name string) (string, bool) {
+	srv := newPassthroughServer(ln, func(_, _ net.Addr, name string) (string, bool) {
 		a, ok := routes[name]
 		return a, ok
 	}, slog.New(slog.DiscardHandler))
@@ -91,7 +91,7 @@ func TestPassthroughDrain(t *testing.T) {
 	ca := pki.NewCA(t)
 	addr := tlsEcho(t, ca.Issue(t, "a.example.com").TLS(t), "a")
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	srv := newPassthroughServer(ln, func(net.Addr, string) (string, bool) { return addr, true }, slog.New(slog.DiscardHandler))
+	srv := newPassthroughServer(ln, func(_, _ net.Addr, _ string) (string, bool) { return addr, true }, slog.New(slog.DiscardHandler))
 	go srv.serve()
 
 	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "a.example.com", RootCAs: ca.Pool()})

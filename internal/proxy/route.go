@@ -9,10 +9,13 @@ import (
 )
 
 // serveRoute serves r with the route it matched on the listener at port:
-// the rule's filters, then its fixed response or a backend pick (by session
+// the auth policies of its service and network, the rule's filters, then its fixed response or a backend pick (by session
 // when the rule has one), the backend's filters, and the forward with the
 // rule's timeouts and retries.
 func (p *Proxy) serveRoute(port int32, w http.ResponseWriter, r *http.Request, route *router.Route) {
+	if !p.authorize(w, r, route, port) {
+		return
+	}
 	ctx := r.Context()
 	if route.RequestTimeout > 0 {
 		var cancel context.CancelFunc

@@ -24,6 +24,7 @@ type Status struct {
 	GatewayClasses []GatewayClassStatus `json:"gatewayClasses,omitempty"`
 	Gateways       []GatewayStatus      `json:"gateways,omitempty"`
 	Routes         []RouteStatus        `json:"routes,omitempty"`
+	Policies       []PolicyStatus       `json:"policies,omitempty"`
 }
 
 // Condition is a status condition without its transition time.
@@ -400,5 +401,8 @@ func (s *Status) sort() {
 	})
 	slices.SortFunc(s.Routes, func(a, b RouteStatus) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	slices.SortFunc(s.Policies, func(a, b PolicyStatus) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 }

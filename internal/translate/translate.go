@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"trellis.dev/trellis/api/v1alpha1"
 	"trellis.dev/trellis/internal/model"
 )
 
@@ -51,8 +52,10 @@ type Input struct {
 	GRPCRoutes      []gatewayv1.GRPCRoute
 	TLSRoutes       []gatewayv1.TLSRoute
 	ReferenceGrants []gatewayv1.ReferenceGrant
-	Services        []corev1.Service
-	EndpointSlices  []discoveryv1.EndpointSlice
+	// AuthPolicies turn auth on for the Gateways and routes they target.
+	AuthPolicies   []v1alpha1.AuthPolicy
+	Services       []corev1.Service
+	EndpointSlices []discoveryv1.EndpointSlice
 	// Secrets are the TLS certificates HTTPS listeners name; a provider may
 	// pass only Secrets of type kubernetes.io/tls.
 	Secrets []corev1.Secret
@@ -136,6 +139,7 @@ func Translate(in *Input) *Output {
 	t.translateClasses()
 	t.translateGateways()
 	t.translateRoutes()
+	t.translateAuthPolicies()
 	for _, key := range t.gatewayOrder {
 		t.out.Status.Gateways = append(t.out.Status.Gateways, t.gatewayStatus(t.gateways[key]))
 	}

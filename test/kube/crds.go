@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -55,8 +56,9 @@ type manifest struct {
 
 // standardManifests are the sources of the CRDs every cluster gets: the
 // Gateway API experimental channel (a superset of the standard one) of the
-// sigs.k8s.io/gateway-api version this module requires, and the
-// Multi-Cluster Services API's ServiceExport and ServiceImport. They are
+// sigs.k8s.io/gateway-api version this module requires, trellis's own
+// (config/crd), and the Multi-Cluster Services API's ServiceExport and
+// ServiceImport. They are
 // read once per test binary.
 var standardManifests = sync.OnceValues(func() ([]manifest, error) {
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
@@ -75,7 +77,16 @@ var standardManifests = sync.OnceValues(func() ([]manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append(ms,
+	// Trellis's own, from this checkout's config/crd.
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return nil, errors.New("locating test/kube's source to find config/crd")
+	}
+	own, err := readManifests(filepath.Join(filepath.Dir(self), "..", "..", "config", "crd"))
+	if err != nil {
+		return nil, err
+	}
+	return append(append(ms, own...),
 		manifest{"sigs.k8s.io/mcs-api ServiceExport", mcscrd.ServiceExportCRD},
 		manifest{"sigs.k8s.io/mcs-api ServiceImport", mcscrd.ServiceImportCRD},
 	), nil

@@ -27,6 +27,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
+	"trellis.dev/trellis/api/v1alpha1"
 	"trellis.dev/trellis/internal/translate"
 )
 
@@ -294,6 +295,13 @@ var kinds = map[gvk]kindInfo{
 			in.ReferenceGrants = append(in.ReferenceGrants, *obj.(*gatewayv1.ReferenceGrant))
 		},
 	},
+	{"trellis.dev/v1alpha1", "AuthPolicy"}: {
+		kind: "AuthPolicy", namespaced: true,
+		new: func() any { return &v1alpha1.AuthPolicy{} },
+		add: func(in *translate.Input, obj any) {
+			in.AuthPolicies = append(in.AuthPolicies, *obj.(*v1alpha1.AuthPolicy))
+		},
+	},
 	{"v1", "Namespace"}: {
 		kind: "Namespace",
 		new:  func() any { return &corev1.Namespace{} },
@@ -340,7 +348,7 @@ func unsupported(apiVersion, kind string) error {
 			return fmt.Errorf("%s must have apiVersion %s, not %s", kind, k.apiVersion, apiVersion)
 		}
 	}
-	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (%s/v1), Namespace, Service and Secret (v1) and EndpointSlice (discovery.k8s.io/v1)",
+	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (%s/v1), AuthPolicy (trellis.dev/v1alpha1), Namespace, Service and Secret (v1) and EndpointSlice (discovery.k8s.io/v1)",
 		kind, apiVersion, gatewayv1.GroupName)
 }
 

@@ -57,7 +57,10 @@ type Entry struct {
 	// FailureReason says why the proxy answered itself rather than a
 	// target, such as "NoMatchingRoute"; empty when a target answered.
 	FailureReason string
-	RequestID     string
+	// AuthDeniedReason is the level whose auth policy refused the request:
+	// "Network" or "Service"; empty when auth let it through.
+	AuthDeniedReason string
+	RequestID        string
 }
 
 // Defaults of Options.
@@ -204,7 +207,7 @@ func AppendJSON(b []byte, e *Entry) []byte {
 	b = appendString(b, "resolvedUser", "", true)
 	b = appendString(b, "listenerType", "HTTP", true)
 	b = appendInt(b, "listenerPort", int64(e.ListenerPort))
-	b = appendString(b, "authDeniedReason", "", true)
+	b = appendString(b, "authDeniedReason", e.AuthDeniedReason, true)
 	b = appendString(b, "targetGroup", e.TargetGroup, true)
 	b = appendString(b, "sourceCluster", e.SourceCluster, true)
 	b = appendString(b, "destinationCluster", e.DestinationCluster, true)

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"trellis.dev/trellis/internal/auth"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/balancer"
 )
@@ -162,6 +163,8 @@ type builder struct {
 	// identity, the same on every proxy of the control plane and never
 	// seen by the clients the tokens are given to.
 	sessionSecret []byte
+	// netAuth holds the networks' auth policies compiled so far.
+	netAuth map[string]*auth.Policy
 }
 
 type hostBuilder struct {
@@ -187,7 +190,11 @@ type pending struct {
 }
 
 func (b *builder) addService(svc *model.Service, n *model.ServiceNetwork) error {
-	entries, err := b.compileRules(svc)
+	authz, err := b.compileAuthz(svc, n)
+	if err != nil {
+		return err
+	}
+	entries, err := b.compileRules(svc, authz)
 	if err != nil {
 		return err
 	}
@@ -260,7 +267,7 @@ func lowerUnique(names []string) []string {
 	return out
 }
 
-func (b *builder) compileRules(svc *model.Service) ([]pending, error) {
+func (b *builder) compileRules(svc *model.Service, authz *Authz) ([]pending, error) {
 	source := svc.Name
 	if svc.Source != nil {
 		source = svc.Source.Namespace + "/" + svc.Source.Name
@@ -276,7 +283,7 @@ func (b *builder) compileRules(svc *model.Service) ([]pending, error) {
 		if err != nil {
 			return nil, inField(fmt.Sprintf("rules[%d]", ri), err)
 		}
-		route.Service, route.Rule = svc.Name, ri
+		route.Service, route.Rule, route.Auth = svc.Name, ri, authz
 		b.annotate(svc, ri, route)
 		matches := rule.Matches
 		if len(matches) == 0 {

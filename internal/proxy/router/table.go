@@ -184,6 +184,8 @@ type Route struct {
 	Retry *RetryPolicy
 	// Session is nil without session persistence.
 	Session *Session
+	// Auth is nil when auth is off for the route's service and network.
+	Auth *Authz
 	// Annotation is what CompileHooks.Annotate returned for the rule.
 	Annotation any
 

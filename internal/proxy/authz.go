@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"path"
+	"strings"
+
+	"trellis.dev/trellis/internal/auth"
+	"trellis.dev/trellis/internal/proxy/router"
+)
+
+// failureAccessDenied is the access log's failureReason of a request its
+// auth policies refused, as Lattice logs it.
+const failureAccessDenied = "ClientAccessDenied"
+
+// authorize evaluates the auth policies of route's service and network for
+// r, which arrived on the listener at port, and answers 403 when they deny
+// it. It reports whether r may go on. Until the peer hop carries workload
+// identities every caller is anonymous, so policies can allow by "*"
+// principal and by the request's attributes and source.
+func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.Route, port int32) bool {
+	if route.Auth == nil {
+		return true
+	}
+	var query url.Values
+	req := &auth.Request{
+		Action:    auth.ActionInvoke,
+		Principal: auth.Principal{Type: auth.PrincipalAnonymous},
+		Port:      int(port),
+		Method:    r.Method,
+		Path:      authPath(r.URL.Path),
+		Header:    r.Header.Values,
+		Query: func(key string) []string {
+			if query == nil {
+				query = r.URL.Query()
+			}
+			return query[key]
+		},
+		SourceIP:      remoteIP(r.RemoteAddr),
+		SourceCluster: p.cluster,
+	}
+	res := route.Auth.Authorize(req)
+	if res.Allowed {
+		return true
+	}
+	if x := exchangeOf(r); x != nil {
+		x.failure, x.authDenied = failureAccessDenied, res.DeniedBy
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusForbidden)
+	io.WriteString(w, res.Message(req)+"\n")
+	return false
+}
+
+// authPath is the path policies see: p with dot segments resolved and
+// repeated slashes collapsed (a trailing slash kept), so that
+// "/public/../admin" is judged as the "/admin" a target would resolve it
+// to, and a Deny on a path cannot be stepped around by spelling it
+// differently.
+func authPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") {
+		return p
+	}
+	c := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+// remoteIP is the IP of a "host:port" remote address; invalid when it has
+// none.
+func remoteIP(addr string) netip.Addr {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}

@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/accesslog"
+)
+
+// Auth policies at both levels, enforced on a real listener with a real
+// client: what each allows and denies, the 403 and its message, the
+// access log's authDeniedReason, and paths spelled to step around a Deny.
+func TestAuthPolicies(t *testing.T) {
+	echo := headerEcho(t)
+	var out lockedBuffer
+	p := newProxyWith(t, Config{AccessLog: &out, test: testKnobs{accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
+	networks := []model.ServiceNetwork{
+		testNetworks[0],
+		{Meta: model.Meta{Name: "edge", Owner: cluster}, Mode: model.ModeEdge, Auth: &model.Auth{Policy: json.RawMessage(`{
+			"Statement": [
+				{"Effect": "Allow", "Principal": "*", "Action": "trellis:Invoke", "Resource": "*"},
+				{"Effect": "Deny", "Principal": "*", "Action": "trellis:Invoke", "Resource": "*",
+				 "Condition": {"StringEquals": {"trellis:RequestHeader/x-blocked": "yes"}}}]}`)}},
+	}
+	open := edgeService("open", []string{"open.example.com"}, model.Rule{Action: forward(to("echo", 1))})
+	guarded := edgeService("guarded", []string{"guarded.example.com"}, model.Rule{Action: forward(to("echo", 1))})
+	guarded.Auth = &model.Auth{Policy: json.RawMessage(`{
+		"Statement": [
+			{"Effect": "Allow", "Principal": "*", "Action": "trellis:Invoke", "Resource": "guarded/public/*",
+			 "Condition": {"StringEquals": {"trellis:RequestMethod": "GET"}}},
+			{"Effect": "Deny", "Principal": "*", "Action": "trellis:Invoke", "Resource": "guarded/public/secret*"}]}`)}
+	update(t, p, &model.Snapshot{
+		Revision: 1, Networks: networks, Services: []model.Service{open, guarded},
+		TargetGroups: []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))},
+	})
+	addr := addrOf(p, webPort)
+	c := noRedirects(t)
+
+	tests := []struct {
+		name, method, host, path string
+		header                   http.Header
+		want                     int
+		// level is the access log's authDeniedReason; body a part of the
+		// 403's message.
+		level, body string
+	}{
+		{"network allows, service has no policy", "GET", "open.example.com", "/anything", nil, 200, "", ""},
+		{"network denies by header", "GET", "open.example.com", "/anything", http.Header{"X-Blocked": {"yes"}}, 403,
+			"Network", "with an explicit deny in a network-based policy"},
+		{"service allows GET on /public", "GET", "guarded.example.com", "/public/page", nil, 200, "", ""},
+		{"service allows no POST", "POST", "guarded.example.com", "/public/page", nil, 403,
+			"Service", "because no service-based policy allows"},
+		{"service allows nothing outside /public", "GET", "guarded.example.com", "/private", nil, 403, "Service", "no service-based policy allows"},
+		{"service denies /public/secret", "GET", "guarded.example.com", "/public/secret.txt", nil, 403, "Service", "explicit deny in a service-based policy"},
+		{"dot segments cannot reach past the deny", "GET", "guarded.example.com", "/public/x/../secret.txt", nil, 403, "Service", "explicit deny"},
+		{"doubled slashes cannot reach past the deny", "GET", "guarded.example.com", "/public//secret.txt", nil, 403, "Service", "explicit deny"},
+		{"dot segments cannot leave /public", "GET", "guarded.example.com", "/public/../private", nil, 403, "Service", "no service-based policy allows"},
+		{"an explicit network deny wins over the service's allow", "GET", "guarded.example.com", "/public/page", http.Header{"X-Blocked": {"yes"}}, 403,
+			"Network", "explicit deny in a network-based policy"},
+	}
+	for _, tc := range tests {
+		resp, body := send(t, c, tc.method, addr, tc.host, tc.path, tc.header, "")
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: %s %s%s answered %d %q, want %d", tc.name, tc.method, tc.host, tc.path, resp.StatusCode, body, tc.want)
+			continue
+		}
+		if tc.want == 403 && (!strings.HasPrefix(body, "AccessDeniedException: User: anonymous is not authorized to perform: trellis:Invoke") ||
+			!strings.Contains(body, tc.body)) {
+			t.Errorf("%s: 403 body %q, want Lattice's wording with %q", tc.name, body, tc.body)
+		}
+	}
+
+	var lines []map[string]any
+	eventually(t, "an access log line per request", func() bool { lines = logLines(t, &out); return len(lines) == len(tests) })
+	for i, tc := range tests {
+		l := lines[i]
+		wantLevel, wantFailure := "-", "-"
+		if tc.level != "" {
+			wantLevel, wantFailure = tc.level, "ClientAccessDenied"
+		}
+		if l["authDeniedReason"] != wantLevel || l["failureReason"] != wantFailure {
+			t.Errorf("%s: access log authDeniedReason %v, failureReason %v; want %s, %s", tc.name, l["authDeniedReason"], l["failureReason"], wantLevel, wantFailure)
+		}
+	}
+}
+
+func TestAuthPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                "/",
+		"/":               "/",
+		"/a/b":            "/a/b",
+		"/a/b/":           "/a/b/",
+		"/a/./b":          "/a/b",
+		"/a/../b":         "/b",
+		"/../../etc":      "/etc",
+		"//a//b//":        "/a/b/",
+		"/a/b/..":         "/a",
+		"/a/.hidden/file": "/a/.hidden/file",
+	} {
+		if got := authPath(in); got != want {
+			t.Errorf("authPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
