@@ -51,6 +51,12 @@ type Objects struct {
 	Services     []model.Service        `json:"services,omitempty"`
 	TargetGroups []model.TargetGroup    `json:"targetGroups,omitempty"`
 	Certificates []model.Certificate    `json:"certificates,omitempty"`
+	WorkloadSets []model.WorkloadSet    `json:"workloadSets,omitempty"`
+}
+
+// Len is how many objects o holds, of every kind.
+func (o *Objects) Len() int {
+	return len(o.Networks) + len(o.Services) + len(o.TargetGroups) + len(o.Certificates) + len(o.WorkloadSets)
 }
 
 // ApplyResult says what an apply did.

@@ -182,6 +182,9 @@ func (c *cache) reset(s *model.Snapshot) {
 	for i := range s.Certificates {
 		c.objects[model.KindCertificate][s.Certificates[i].Name] = &s.Certificates[i]
 	}
+	for i := range s.WorkloadSets {
+		c.objects[model.KindWorkloadSet][s.WorkloadSets[i].Name] = &s.WorkloadSets[i]
+	}
 }
 
 func (c *cache) apply(rev int64, changes []api.Change) error {

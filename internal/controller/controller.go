@@ -20,12 +20,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -173,6 +175,9 @@ func New(cfg Config) (manager.Manager, *Reconciler, error) {
 	// watch) leaves every other Secret out.
 	opts.Cache.ByObject = map[client.Object]cache.ByObject{
 		&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))},
+		// Pods are many and large; the cache keeps what workload
+		// identities need.
+		&corev1.Pod{}: {Transform: trimPod},
 	}
 	mgr, err := ctrl.NewManager(clientLimits(cfg.Kube), opts)
 	if err != nil {
@@ -216,11 +221,45 @@ func New(cfg Config) (manager.Manager, *Reconciler, error) {
 		Watches(&discoveryv1.EndpointSlice{}, all).
 		Watches(&corev1.Namespace{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&v1alpha1.AuthPolicy{}, all, specChanged).
+		Watches(&corev1.Pod{}, all, builder.WithPredicates(identityChanged{})).
 		Complete(r)
 	if err != nil {
 		return nil, nil, fmt.Errorf("controller: %w", err)
 	}
 	return mgr, r, nil
+}
+
+// trimPod keeps of a pod what its workload identity needs: its name,
+// namespace, service account, host networking, phase and addresses.
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Pod{
+		TypeMeta: p.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			DeletionTimestamp: p.DeletionTimestamp,
+		},
+		Spec:   corev1.PodSpec{ServiceAccountName: p.Spec.ServiceAccountName, HostNetwork: p.Spec.HostNetwork},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
+	}, nil
+}
+
+// identityChanged passes pod events that can change a workload identity:
+// creation, deletion, and updates of what trimPod keeps.
+type identityChanged struct{ predicate.Funcs }
+
+func (identityChanged) Update(e event.UpdateEvent) bool {
+	a, ok1 := e.ObjectOld.(*corev1.Pod)
+	b, ok2 := e.ObjectNew.(*corev1.Pod)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return a.Spec.ServiceAccountName != b.Spec.ServiceAccountName || a.Spec.HostNetwork != b.Spec.HostNetwork ||
+		a.Status.Phase != b.Status.Phase || a.Status.PodIP != b.Status.PodIP ||
+		!slices.Equal(a.Status.PodIPs, b.Status.PodIPs) || (a.DeletionTimestamp == nil) != (b.DeletionTimestamp == nil)
 }
 
 // finalizersChanged passes updates that change an object's finalizers or

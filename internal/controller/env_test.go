@@ -244,6 +244,8 @@ func (e *env) controlPlane(t testing.TB) *api.Objects {
 				out.TargetGroups = append(out.TargetGroups, *v)
 			case *model.Certificate:
 				out.Certificates = append(out.Certificates, *v)
+			case *model.WorkloadSet:
+				out.WorkloadSets = append(out.WorkloadSets, *v)
 			}
 		}
 	}

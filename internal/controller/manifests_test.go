@@ -17,6 +17,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -27,6 +28,7 @@ import (
 
 	"trellis.dev/trellis/api/v1alpha1"
 	"trellis.dev/trellis/internal/controller"
+	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/kube"
 	"trellis.dev/trellis/test/pki"
 )
@@ -156,6 +158,27 @@ spec:
 			}
 		}
 		return nil
+	})
+	// A pod of the shop namespace, running with an address (set as a
+	// kubelet would; there is none here), becomes a workload identity.
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "frontend-1"},
+		Spec:       corev1.PodSpec{ServiceAccountName: "frontend", Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}
+	if err := e.kc.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "198.18.60.7", PodIPs: []corev1.PodIP{{IP: "198.18.60.7"}}}
+	if err := e.kc.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the pod's identity in the control plane", func() error {
+		for _, s := range e.controlPlane(t).WorkloadSets {
+			if s.Name == "shop."+cluster && len(s.Workloads) == 1 && s.Workloads[0] == (model.Workload{Address: "198.18.60.7", ServiceAccount: "frontend"}) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no WorkloadSet shop.%s naming 198.18.60.7 as frontend in %+v", cluster, e.controlPlane(t).WorkloadSets)
 	})
 	cp := e.controlPlane(t)
 	if len(cp.Certificates) != 1 || len(cp.Services) != 2 {

@@ -100,7 +100,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	r.mu.Lock()
 	r.stats.Reconciles++
 	r.stats.Translate = took
-	r.stats.Objects = len(out.Networks) + len(out.Services) + len(out.TargetGroups) + len(out.Certificates)
+	r.stats.Objects = len(out.Networks) + len(out.Services) + len(out.TargetGroups) + len(out.Certificates) + len(out.WorkloadSets)
 	r.stats.Problems = len(out.Problems)
 	r.stats.StatusWrites += writes
 	if sent {
@@ -125,9 +125,10 @@ func (r *Reconciler) input(ctx context.Context) (*translate.Input, error) {
 		slices    discoveryv1.EndpointSliceList
 		nsList    corev1.NamespaceList
 		policies  v1alpha1.AuthPolicyList
+		pods      corev1.PodList
 		listFails []error
 	)
-	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grpc, &tls, &grants, &secrets, &services, &slices, &nsList, &policies} {
+	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grpc, &tls, &grants, &secrets, &services, &slices, &nsList, &policies, &pods} {
 		if err := r.kube.List(ctx, l, unsafeList); err != nil {
 			listFails = append(listFails, err)
 		}
@@ -148,6 +149,7 @@ func (r *Reconciler) input(ctx context.Context) (*translate.Input, error) {
 		Services:          services.Items,
 		EndpointSlices:    slices.Items,
 		Namespaces:        nsList.Items,
+		Pods:              pods.Items,
 		GatewayAPIVersion: r.bundleVersion(ctx),
 	}
 	return in, nil

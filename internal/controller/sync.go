@@ -36,6 +36,9 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 	for i := range out.Certificates {
 		desired[key(&out.Certificates[i])] = &out.Certificates[i]
 	}
+	for i := range out.WorkloadSets {
+		desired[key(&out.WorkloadSets[i])] = &out.WorkloadSets[i]
+	}
 	var req api.TxnRequest
 	encoded := make(map[string][]byte, len(desired))
 	for _, k := range slices.Sorted(maps.Keys(desired)) {
@@ -62,7 +65,7 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 		}
 		req.Deletes = append(req.Deletes, api.ObjectRef{Kind: kind, Name: name})
 	}
-	puts := len(req.Puts.Networks) + len(req.Puts.Services) + len(req.Puts.TargetGroups) + len(req.Puts.Certificates)
+	puts := req.Puts.Len()
 	if len(req.Deletes) == 0 && puts == 0 {
 		return 0, false, nil
 	}
@@ -124,6 +127,8 @@ func addPut(o *api.Objects, obj model.Object) error {
 		o.TargetGroups = append(o.TargetGroups, *v)
 	case *model.Certificate:
 		o.Certificates = append(o.Certificates, *v)
+	case *model.WorkloadSet:
+		o.WorkloadSets = append(o.WorkloadSets, *v)
 	default:
 		return fmt.Errorf("cannot send a %s", obj.ObjectKind())
 	}

@@ -74,6 +74,8 @@ func table(w io.Writer, k model.Kind, objs []model.Object) error {
 		row("NAME", "OWNER", "PROTOCOL", "TARGETS", "REVISION")
 	case model.KindCertificate:
 		row("NAME", "OWNER", "NAMES", "NOT AFTER", "REVISION")
+	case model.KindWorkloadSet:
+		row("NAME", "OWNER", "NAMESPACE", "WORKLOADS", "REVISION")
 	default:
 		return fmt.Errorf("kind %q has no table", k)
 	}
@@ -90,6 +92,8 @@ func table(w io.Writer, k model.Kind, objs []model.Object) error {
 		case *model.Certificate:
 			names, notAfter := certSummary(o.CertPEM)
 			row(m.Name, m.Owner, names, notAfter, rev)
+		case *model.WorkloadSet:
+			row(m.Name, m.Owner, o.Namespace, fmt.Sprint(len(o.Workloads)), rev)
 		}
 	}
 	return tw.Flush()

@@ -23,10 +23,11 @@ const (
 	KindService        Kind = "Service"
 	KindTargetGroup    Kind = "TargetGroup"
 	KindCertificate    Kind = "Certificate"
+	KindWorkloadSet    Kind = "WorkloadSet"
 )
 
 // Kinds lists every stored kind.
-var Kinds = []Kind{KindServiceNetwork, KindCertificate, KindTargetGroup, KindService}
+var Kinds = []Kind{KindServiceNetwork, KindCertificate, KindTargetGroup, KindService, KindWorkloadSet}
 
 // Meta is carried by every stored object.
 type Meta struct {
@@ -377,6 +378,7 @@ type Snapshot struct {
 	Services     []Service        `json:"services"`
 	TargetGroups []TargetGroup    `json:"targetGroups"`
 	Certificates []Certificate    `json:"certificates,omitempty"`
+	WorkloadSets []WorkloadSet    `json:"workloadSets,omitempty"`
 }
 
 // Add appends obj to the snapshot's list of its kind.
@@ -390,5 +392,7 @@ func (s *Snapshot) Add(obj Object) {
 		s.TargetGroups = append(s.TargetGroups, *o)
 	case *Certificate:
 		s.Certificates = append(s.Certificates, *o)
+	case *WorkloadSet:
+		s.WorkloadSets = append(s.WorkloadSets, *o)
 	}
 }

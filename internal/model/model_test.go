@@ -220,3 +220,29 @@ func TestKeysRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestWorkloadSetValidation(t *testing.T) {
+	set := func(name, ns string, ws ...Workload) WorkloadSet {
+		return WorkloadSet{Meta: Meta{Name: name, Owner: "east"}, Namespace: ns, Workloads: ws}
+	}
+	tests := []struct {
+		s    WorkloadSet
+		want []string
+	}{
+		{set("shop.east", "shop", Workload{"10.0.0.1", "frontend"}, Workload{"10.0.0.2", "default"}, Workload{"fd00::1", "frontend"}), nil},
+		{set("shop.west", "shop"), []string{"name"}},
+		{set("shop.east", ""), []string{"namespace"}},
+		{set("shop.east", "shop",
+			Workload{"10.0.0.2", "frontend"}, Workload{"10.0.0.1", "frontend"}, Workload{"10.0.0.1", "x"},
+			Workload{"nope", "frontend"}, Workload{"FD00::1", "frontend"}, Workload{"10.0.0.9", "Bad_Name"}),
+			[]string{"workloads[1].address", "workloads[2].address", "workloads[3].address", "workloads[4].address", "workloads[5].serviceAccount"}},
+	}
+	for _, tt := range tests {
+		if got := fieldsOf(t, tt.s.Validate()); !slices.Equal(got, tt.want) {
+			t.Errorf("%+v: fields = %v, want %v", tt.s, got, tt.want)
+		}
+	}
+	if p := (&WorkloadSet{Meta: Meta{Owner: "east"}, Namespace: "shop"}).Principal("frontend"); p != "spiffe://east/ns/shop/sa/frontend" {
+		t.Errorf("Principal = %q", p)
+	}
+}

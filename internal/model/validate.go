@@ -74,6 +74,8 @@ func New(k Kind) (Object, error) {
 		return &TargetGroup{}, nil
 	case KindCertificate:
 		return &Certificate{}, nil
+	case KindWorkloadSet:
+		return &WorkloadSet{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", k)
 }

@@ -18,17 +18,17 @@ const failureAccessDenied = "ClientAccessDenied"
 
 // authorize evaluates the auth policies of route's service and network for
 // r, which arrived on the listener at port, and answers 403 when they deny
-// it. It reports whether r may go on. Until the peer hop carries workload
-// identities every caller is anonymous, so policies can allow by "*"
-// principal and by the request's attributes and source.
+// it. It reports whether r may go on. The caller is the workload of this
+// cluster with r's source address, or anonymous.
 func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.Route, port int32) bool {
 	if route.Auth == nil {
 		return true
 	}
 	var query url.Values
+	src := remoteIP(r.RemoteAddr)
 	req := &auth.Request{
 		Action:    auth.ActionInvoke,
-		Principal: auth.Principal{Type: auth.PrincipalAnonymous},
+		Principal: p.principal(src),
 		Port:      int(port),
 		Method:    r.Method,
 		Path:      authPath(r.URL.Path),
@@ -39,7 +39,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.
 			}
 			return query[key]
 		},
-		SourceIP:      remoteIP(r.RemoteAddr),
+		SourceIP:      src,
 		SourceCluster: p.cluster,
 	}
 	res := route.Auth.Authorize(req)

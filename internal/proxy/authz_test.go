@@ -106,3 +106,71 @@ func TestAuthPath(t *testing.T) {
 		}
 	}
 }
+
+// Workload identity: a request from an address the cluster's WorkloadSets
+// name carries that workload's principal to the target (X-Trellis-Identity,
+// on the fast path and on net/http's alike) and to auth policies; another
+// cluster's set says nothing about local addresses.
+func TestWorkloadIdentity(t *testing.T) {
+	echo := headerEcho(t)
+	p := newTestProxy(t, nil)
+	const frontend = "spiffe://local/ns/shop/sa/frontend"
+	guarded := edgeService("guarded", []string{"guarded.example.com"}, model.Rule{Action: forward(to("echo", 1))})
+	guarded.Auth = &model.Auth{Policy: json.RawMessage(`{"Statement": [
+		{"Effect": "Allow", "Principal": {"Trellis": "spiffe://local/ns/shop/sa/*"}, "Action": "trellis:Invoke", "Resource": "*"}]}`)}
+	snap := func(rev int64, sets ...model.WorkloadSet) *model.Snapshot {
+		return &model.Snapshot{
+			Revision: rev, Networks: testNetworks, WorkloadSets: sets,
+			Services:     []model.Service{edgeService("open", []string{"open.example.com"}, model.Rule{Action: forward(to("echo", 1))}), guarded},
+			TargetGroups: []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))},
+		}
+	}
+	set := func(owner, ns, sa string) model.WorkloadSet {
+		return model.WorkloadSet{Meta: model.Meta{Name: model.WorkloadSetName(owner, ns), Owner: owner}, Namespace: ns,
+			Workloads: []model.Workload{{Address: "127.0.0.1", ServiceAccount: sa}}}
+	}
+	var addr string
+	// One keep-alive connection per service across the updates below: the
+	// open service's stays on the fast path, the guarded one's (auth) is
+	// handed to net/http.
+	clients := map[string]*http.Client{"open.example.com": noRedirects(t), "guarded.example.com": noRedirects(t)}
+	identity := func(host string) (int, string) {
+		t.Helper()
+		resp, body := send(t, clients[host], http.MethodGet, addr, host, "/", nil, "")
+		var h http.Header
+		if resp.StatusCode == http.StatusOK {
+			if err := json.Unmarshal([]byte(body), &h); err != nil {
+				t.Fatalf("%s: %v in %q", host, err, body)
+			}
+		}
+		return resp.StatusCode, h.Get("X-Trellis-Identity")
+	}
+
+	// Another cluster's workloads: this proxy's callers stay anonymous.
+	update(t, p, snap(1, set("elsewhere", "shop", "frontend")))
+	addr = addrOf(p, webPort)
+	if code, id := identity("open.example.com"); code != 200 || id != "Type=Anonymous" {
+		t.Errorf("with only another cluster's set: %d, identity %q; want 200, anonymous", code, id)
+	}
+	if code, _ := identity("guarded.example.com"); code != http.StatusForbidden {
+		t.Errorf("anonymous caller on the guarded service: %d, want 403", code)
+	}
+
+	// The address becomes a workload of this cluster; the same
+	// connection's next requests carry it (fast path: open; net/http:
+	// guarded, which has auth).
+	update(t, p, snap(2, set(cluster, "shop", "frontend")))
+	want := "Principal=" + frontend + "; Type=Workload"
+	for _, host := range []string{"open.example.com", "guarded.example.com"} {
+		if code, id := identity(host); code != 200 || id != want {
+			t.Errorf("%s from the frontend workload: %d, identity %q; want 200, %q", host, code, id, want)
+		}
+	}
+
+	// Another service account is not the policy's.
+	update(t, p, snap(3, set(cluster, "payments", "billing")))
+	resp, body := send(t, clients["guarded.example.com"], http.MethodGet, addr, "guarded.example.com", "/", nil, "")
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "User: spiffe://local/ns/payments/sa/billing is not authorized") {
+		t.Errorf("billing workload on the guarded service: %d %q, want 403 naming it", resp.StatusCode, body)
+	}
+}

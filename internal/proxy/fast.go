@@ -163,8 +163,11 @@ type fastConn struct {
 	serverName string
 	// proto is the X-Forwarded-Proto of the connection's requests;
 	// fixedFields the header lines every request forwarded from the
-	// connection carries (proto, port, identity).
+	// connection carries (proto, port, identity), made with the workload
+	// identities ids (remade when the proxy's change: a pod's identity may
+	// be published after its first connection).
 	proto, fixedFields string
+	ids                *identities
 	// state is connActive while a request is read or served, connIdle
 	// between requests; drain closes idle connections.
 	state atomic.Int32
@@ -205,11 +208,13 @@ func (s *fastServer) newConn(conn net.Conn) *fastConn {
 }
 
 // setFixedFields makes the header lines that are the same for every request
-// on the connection.
+// on the connection while the workload identities stay the same.
 func (fc *fastConn) setFixedFields() {
+	p := fc.s.p
+	fc.ids = p.identities.Load()
 	fc.fixedFields = "X-Forwarded-Proto: " + fc.proto + "\r\nX-Forwarded-For-Proto: " + fc.proto +
 		"\r\nX-Forwarded-Port: " + fc.port + "\r\nX-Forwarded-For-Port: " + fc.port +
-		"\r\n" + headerIdentity + ": Type=Anonymous\r\n"
+		"\r\n" + headerIdentity + ": " + p.identityHeader(remoteIP(fc.remote)) + "\r\n"
 }
 
 // serve serves requests until the connection ends or is handed to
@@ -731,6 +736,9 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	w.WriteString("X-Forwarded-Host: ")
 	w.WriteString(host)
 	w.WriteString("\r\n")
+	if fc.ids != fc.s.p.identities.Load() {
+		fc.setFixedFields()
+	}
 	w.WriteString(fc.fixedFields)
 	w.WriteString(headerRequestID + ": ")
 	w.WriteString(x.id)

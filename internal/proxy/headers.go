@@ -19,8 +19,9 @@ const (
 	// headerTarget is "Service=<service>; Network=<network>;
 	// TargetGroup=<target group>".
 	headerTarget = "X-Trellis-Target"
-	// headerIdentity is the caller's identity: "Type=Anonymous" until the
-	// peer hop carries identities.
+	// headerIdentity is the caller's identity: "Principal=spiffe://<cluster>/
+	// ns/<namespace>/sa/<service account>; Type=Workload" for a workload of
+	// this cluster (by its address), else "Type=Anonymous".
 	headerIdentity = "X-Trellis-Identity"
 	// headerRequestID is the request's ID, the requestId of its access log
 	// entry.
@@ -73,7 +74,11 @@ func setForwardedHeaders(pr *httputil.ProxyRequest) {
 	port := []string{strconv.Itoa(int(x.port))}
 	h["X-Forwarded-Port"] = port
 	h["X-Forwarded-For-Port"] = port
-	h[headerIdentity] = anonymous
+	if x.identity != "" {
+		h[headerIdentity] = []string{x.identity}
+	} else {
+		h[headerIdentity] = anonymous
+	}
 	h[headerRequestID] = []string{x.id}
 	if info := x.ruleInfo(nil); info != nil && info.targetHeader != nil {
 		h[headerNetwork] = info.networkHeader

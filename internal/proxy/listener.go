@@ -200,10 +200,10 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 			return "", false
 		}
 		if rt.Auth != nil {
+			src := remoteIP(remote.String())
 			req := &auth.Request{
-				Action:    auth.ActionConnect,
-				Principal: auth.Principal{Type: auth.PrincipalAnonymous},
-				Port:      int(rb.Port), SourceIP: remoteIP(remote.String()), SourceCluster: p.cluster,
+				Action: auth.ActionConnect, Principal: p.principal(src),
+				Port: int(rb.Port), SourceIP: src, SourceCluster: p.cluster,
 			}
 			if res := rt.Auth.Authorize(req); !res.Allowed {
 				p.log.Info("passthrough: connection refused by auth policy", "server_name", serverName, "remote", remote.String(),

@@ -105,6 +105,9 @@ type exchange struct {
 	attemptAddr    string
 	sent, answered time.Time
 	failure        string
+	// identity is the X-Trellis-Identity of a request from a known
+	// workload; empty for anonymous callers.
+	identity string
 	// authDenied is the level whose auth policy refused the request
 	// ("Network" or "Service"), or "".
 	authDenied      string
@@ -133,6 +136,9 @@ func (p *Proxy) begin(port int32, w http.ResponseWriter, r *http.Request) (x *ex
 	x.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	x.rec.ResponseWriter = w
 	x.upgradeExpected = r.Header.Get("Upgrade") != ""
+	if w, ok := p.identity(remoteIP(r.RemoteAddr)); ok {
+		x.identity = w.header
+	}
 	r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
 	if r.Body != nil && r.Body != http.NoBody {
 		x.body.ReadCloser = r.Body

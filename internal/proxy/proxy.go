@@ -76,10 +76,12 @@ const (
 // Proxy serves the listeners and routes of the last snapshot given to
 // Update. It is safe for concurrent use.
 type Proxy struct {
-	cluster   string
-	log       *slog.Logger
-	table     atomic.Pointer[router.Table]
-	transport *upstream
+	cluster string
+	log     *slog.Logger
+	table   atomic.Pointer[router.Table]
+	// identities are this cluster's workloads by address.
+	identities atomic.Pointer[identities]
+	transport  *upstream
 	// pool holds the fast path's idle connections to targets; fast is
 	// false when Config.DisableFastPath is set.
 	pool *connPool
@@ -179,6 +181,8 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 		return fmt.Errorf("route table not updated: %w", err)
 	}
 	certs, certProblems := p.certCache.compileCerts(snap)
+	ids := compileIdentities(snap, p.cluster)
+	p.identities.Store(&ids)
 	p.table.Store(t)
 	p.certs.Store(&certs)
 	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "binds", t.Binds())

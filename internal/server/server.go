@@ -457,6 +457,11 @@ func validObjects(prefix string, objs *api.Objects, cluster string) (map[string]
 			return nil, err
 		}
 	}
+	for i := range objs.WorkloadSets {
+		if err := add(fmt.Sprintf("%s.workloadSets[%d]", prefix, i), &objs.WorkloadSets[i]); err != nil {
+			return nil, err
+		}
+	}
 	if len(fields) > 0 {
 		// The valid objects too, so that a caller can check more fields
 		// against them.

@@ -239,7 +239,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *slog.Logger, fail func(error)) {
 	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log}
 	err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
-		res, err := cl.Apply(ctx, &api.Objects{Networks: out.Networks, Services: out.Services, TargetGroups: out.TargetGroups, Certificates: out.Certificates})
+		res, err := cl.Apply(ctx, &api.Objects{Networks: out.Networks, Services: out.Services, TargetGroups: out.TargetGroups, Certificates: out.Certificates, WorkloadSets: out.WorkloadSets})
 		if err != nil {
 			return err
 		}

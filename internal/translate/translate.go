@@ -59,6 +59,10 @@ type Input struct {
 	// Secrets are the TLS certificates HTTPS listeners name; a provider may
 	// pass only Secrets of type kubernetes.io/tls.
 	Secrets []corev1.Secret
+	// Pods are the cluster's pods, for the workload identities auth
+	// policies match (WorkloadSets). A provider without pods (files)
+	// leaves it empty, and every caller is anonymous.
+	Pods []corev1.Pod
 	// Namespaces are consulted by listeners that admit routes by namespace
 	// selector; a route in a namespace not listed matches no selector.
 	Namespaces []corev1.Namespace
@@ -83,6 +87,9 @@ type Output struct {
 	TargetGroups []model.TargetGroup    `json:"targetGroups,omitempty"`
 	// Certificates are those the produced services' listeners name.
 	Certificates []model.Certificate `json:"certificates,omitempty"`
+	// WorkloadSets name the cluster's pods by address, one set per
+	// namespace that has any (from Input.Pods).
+	WorkloadSets []model.WorkloadSet `json:"workloadSets,omitempty"`
 	// Problems lists every input that is invalid or not supported, grouped by
 	// object. Objects outside trellis's GatewayClasses produce none.
 	Problems []Problem `json:"problems,omitempty"`
@@ -140,6 +147,7 @@ func Translate(in *Input) *Output {
 	t.translateGateways()
 	t.translateRoutes()
 	t.translateAuthPolicies()
+	t.translateWorkloads()
 	for _, key := range t.gatewayOrder {
 		t.out.Status.Gateways = append(t.out.Status.Gateways, t.gatewayStatus(t.gateways[key]))
 	}

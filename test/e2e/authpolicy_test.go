@@ -62,6 +62,37 @@ spec:
 		t.Errorf("the parking service, which has no policy: %d, want 200", code)
 	}
 
+	// A Pod file names the local callers' address as a workload: a policy
+	// can then allow that principal alone, and the backend is told who
+	// called.
+	if err := os.WriteFile(filepath.Join(dir, "caller.yaml"), []byte(`
+apiVersion: v1
+kind: Pod
+metadata: {name: concierge}
+spec: {serviceAccountName: concierge, containers: [{name: app, image: app}]}
+status: {phase: Running, podIP: 127.0.0.1}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(policy, []byte(`
+apiVersion: trellis.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: inventory-readers}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: inventory}]
+  policy:
+    Statement: [{Effect: Allow, Principal: {Trellis: "spiffe://local/ns/default/sa/concierge"}, Action: trellis:Invoke, Resource: "*"}]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the concierge workload to be let in without x-team", func() bool {
+		code, _ := do(inventoryHost, nil)
+		return code == http.StatusOK
+	})
+	if _, body := do(inventoryHost, nil); !strings.Contains(body, `"X-Trellis-Identity":["Principal=spiffe://local/ns/default/sa/concierge; Type=Workload"]`) {
+		t.Errorf("the backend was not told the caller's identity: %s", body)
+	}
+
 	if err := os.Remove(policy); err != nil {
 		t.Fatal(err)
 	}

@@ -302,6 +302,11 @@ var kinds = map[gvk]kindInfo{
 			in.AuthPolicies = append(in.AuthPolicies, *obj.(*v1alpha1.AuthPolicy))
 		},
 	},
+	{"v1", "Pod"}: {
+		kind: "Pod", namespaced: true,
+		new: func() any { return &corev1.Pod{} },
+		add: func(in *translate.Input, obj any) { in.Pods = append(in.Pods, *obj.(*corev1.Pod)) },
+	},
 	{"v1", "Namespace"}: {
 		kind: "Namespace",
 		new:  func() any { return &corev1.Namespace{} },
@@ -348,7 +353,7 @@ func unsupported(apiVersion, kind string) error {
 			return fmt.Errorf("%s must have apiVersion %s, not %s", kind, k.apiVersion, apiVersion)
 		}
 	}
-	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (%s/v1), AuthPolicy (trellis.dev/v1alpha1), Namespace, Service and Secret (v1) and EndpointSlice (discovery.k8s.io/v1)",
+	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (%s/v1), AuthPolicy (trellis.dev/v1alpha1), Namespace, Service, Secret and Pod (v1) and EndpointSlice (discovery.k8s.io/v1)",
 		kind, apiVersion, gatewayv1.GroupName)
 }
 

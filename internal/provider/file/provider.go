@@ -161,7 +161,7 @@ func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *tra
 	switch {
 	case err == nil:
 		log.Info("configuration applied", "dir", p.Dir, "networks", len(out.Networks), "services", len(out.Services),
-			"targetGroups", len(out.TargetGroups), "certificates", len(out.Certificates), "took", time.Since(start))
+			"targetGroups", len(out.TargetGroups), "certificates", len(out.Certificates), "workloadSets", len(out.WorkloadSets), "took", time.Since(start))
 	case errors.As(err, &problems):
 		for _, pr := range problems.Problems {
 			log.Error("configuration problem", "file", pr.Object.File, "object", pr.Object.Kind+" "+objectName(pr.Object.Namespace, pr.Object.Name),
