@@ -7,17 +7,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 )
 
 // Auth policies at both levels, enforced on a real listener with a real
-// client: what each allows and denies, the 403 and its message, the
-// access log's authDeniedReason, and paths spelled to step around a Deny.
+// client, on both request paths: what each allows and denies, the 403 and
+// its message, the access log's authDeniedReason, and paths spelled to step
+// around a Deny.
 func TestAuthPolicies(t *testing.T) {
+	for _, path := range []struct {
+		name    string
+		disable bool
+	}{{"fast-path", false}, {"net-http", true}} {
+		t.Run(path.name, func(t *testing.T) { testAuthPolicies(t, path.disable) })
+	}
+}
+
+func testAuthPolicies(t *testing.T, disableFastPath bool) {
 	echo := headerEcho(t)
 	var out lockedBuffer
-	p := newProxyWith(t, Config{AccessLog: &out, test: testKnobs{accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
+	p := newProxyWith(t, Config{AccessLog: &out, DisableFastPath: disableFastPath,
+		test: testKnobs{accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
 	networks := []model.ServiceNetwork{
 		testNetworks[0],
 		{Meta: model.Meta{Name: "edge", Owner: cluster}, Mode: model.ModeEdge, Auth: &model.Auth{Policy: json.RawMessage(`{
@@ -62,6 +75,7 @@ func TestAuthPolicies(t *testing.T) {
 		{"an explicit network deny wins over the service's allow", "GET", "guarded.example.com", "/public/page", http.Header{"X-Blocked": {"yes"}}, 403,
 			"Network", "explicit deny in a network-based policy"},
 	}
+	handoffs := testutil.ToFloat64(p.metrics.handoffs)
 	for _, tc := range tests {
 		resp, body := send(t, c, tc.method, addr, tc.host, tc.path, tc.header, "")
 		if resp.StatusCode != tc.want {
@@ -74,6 +88,9 @@ func TestAuthPolicies(t *testing.T) {
 		}
 	}
 
+	if n := testutil.ToFloat64(p.metrics.handoffs) - handoffs; !disableFastPath && n != 0 {
+		t.Errorf("%v connections were handed to net/http; the fast path should have served every request", n)
+	}
 	var lines []map[string]any
 	eventually(t, "an access log line per request", func() bool { lines = logLines(t, &out); return len(lines) == len(tests) })
 	for i, tc := range tests {
@@ -130,9 +147,9 @@ func TestWorkloadIdentity(t *testing.T) {
 			Workloads: []model.Workload{{Address: "127.0.0.1", ServiceAccount: sa}}}
 	}
 	var addr string
-	// One keep-alive connection per service across the updates below: the
-	// open service's stays on the fast path, the guarded one's (auth) is
-	// handed to net/http.
+	// One keep-alive connection per service across the updates below, both
+	// on the fast path: identities published after a connection opened
+	// reach its later requests.
 	clients := map[string]*http.Client{"open.example.com": noRedirects(t), "guarded.example.com": noRedirects(t)}
 	identity := func(host string) (int, string) {
 		t.Helper()
@@ -157,8 +174,7 @@ func TestWorkloadIdentity(t *testing.T) {
 	}
 
 	// The address becomes a workload of this cluster; the same
-	// connection's next requests carry it (fast path: open; net/http:
-	// guarded, which has auth).
+	// connections' next requests carry it.
 	update(t, p, snap(2, set(cluster, "shop", "frontend")))
 	want := "Principal=" + frontend + "; Type=Workload"
 	for _, host := range []string{"open.example.com", "guarded.example.com"} {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"trellis.dev/trellis/internal/auth"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
@@ -186,6 +188,8 @@ type fastConn struct {
 	respEdits []*router.HeaderEdit
 	resp      h1.Response
 	x         exchange
+	// body is the text answer writes next: a refused request's message.
+	body string
 }
 
 func (s *fastServer) newConn(conn net.Conn) *fastConn {
@@ -382,6 +386,8 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Route, start time.Time
 	switch {
 	case route == nil:
 		keep = fc.answer(http.StatusNotFound, keep, true)
+	case route.Auth != nil && !fc.authorize(route, b):
+		keep = fc.answer(http.StatusForbidden, keep, true)
 	case route.Status != 0:
 		keep = fc.answer(route.Status, keep, true)
 	default:
@@ -399,10 +405,42 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Route, start time.Time
 	return fc.flush()
 }
 
-// answer writes a response of its own with no body into the connection's
-// buffer. unread is set when the request's body is still to be read: it is
-// discarded, so that the connection can carry the next request. It reports
-// whether it can.
+// authorize evaluates the auth policies of route for the request, which
+// arrived on bind b, as the net/http path's authorize does. On a denial it
+// records why and leaves the message for answer's body.
+func (fc *fastConn) authorize(route *router.Route, b router.Bind) bool {
+	p, r := fc.s.p, &fc.req
+	src := remoteIP(fc.remote)
+	var query url.Values
+	req := &auth.Request{
+		Action:    auth.ActionInvoke,
+		Principal: p.principal(src),
+		Port:      int(b.Port),
+		Method:    r.Method,
+		Path:      authPath(r.Path),
+		Header:    (*requestFields)(r).Values,
+		Query: func(key string) []string {
+			if query == nil {
+				query, _ = url.ParseQuery(r.RawQuery)
+			}
+			return query[key]
+		},
+		SourceIP:      src,
+		SourceCluster: p.cluster,
+	}
+	res := route.Auth.Authorize(req)
+	if res.Allowed {
+		return true
+	}
+	fc.x.failure, fc.x.authDenied = failureAccessDenied, res.DeniedBy
+	fc.body = res.Message(req) + "\n"
+	return false
+}
+
+// answer writes a response of its own into the connection's buffer: no
+// body, or fc.body as text (which it clears). unread is set when the
+// request's body is still to be read: it is discarded, so that the
+// connection can carry the next request. It reports whether it can.
 func (fc *fastConn) answer(code int, keep, unread bool) bool {
 	if unread && fc.req.ContentLength > 0 {
 		n, err := fc.br.Discard(int(fc.req.ContentLength))
@@ -414,11 +452,22 @@ func (fc *fastConn) answer(code int, keep, unread bool) bool {
 	w := fc.bw
 	w.WriteString("HTTP/1.1 ")
 	writeStatus(w, code, nil)
-	w.WriteString("Content-Length: 0\r\n")
+	body := fc.body
+	fc.body = ""
+	if body != "" {
+		w.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")
+	}
+	w.WriteString("Content-Length: ")
+	w.WriteString(strconv.Itoa(len(body)))
+	w.WriteString("\r\n")
 	if !keep {
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
+	if fc.req.Method != http.MethodHead {
+		w.WriteString(body)
+		fc.x.rec.bytes = int64(len(body))
+	}
 	return keep
 }
 
@@ -898,11 +947,11 @@ func escapedPath(target string) string {
 }
 
 // plainRoute reports whether the fast path can serve route: its filters
-// and its backends' only edit headers, it has no retries, session
-// persistence or auth policies, and its target groups are spoken to in
-// HTTP/1.1 without TLS.
+// and its backends' only edit headers, it has no retries or session
+// persistence, and its target groups are spoken to in HTTP/1.1 without
+// TLS.
 func plainRoute(route *router.Route) bool {
-	if route.Retry != nil || route.Session != nil || route.Auth != nil || !headerEditsOnly(route.Filters) {
+	if route.Retry != nil || route.Session != nil || !headerEditsOnly(route.Filters) {
 		return false
 	}
 	bs := route.Backends()
@@ -954,6 +1003,18 @@ func (fc *fastConn) applyEdits(filters []router.Filter) {
 
 // requestFields adapts a parsed request to router.Header.
 type requestFields h1.Request
+
+// Values returns every value of the fields named name, as
+// http.Header.Values does.
+func (r *requestFields) Values(name string) []string {
+	var vs []string
+	for _, f := range r.Fields {
+		if strings.EqualFold(f.Name, name) {
+			vs = append(vs, f.Value)
+		}
+	}
+	return vs
+}
 
 func (r *requestFields) Value(name string, i int) (string, bool) {
 	for _, f := range r.Fields {
