@@ -24,24 +24,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.
 	if route.Auth == nil {
 		return true
 	}
-	var query url.Values
-	src := remoteIP(r.RemoteAddr)
-	req := &auth.Request{
-		Action:    auth.ActionInvoke,
-		Principal: p.principal(src),
-		Port:      int(port),
-		Method:    r.Method,
-		Path:      authPath(r.URL.Path),
-		Header:    r.Header.Values,
-		Query: func(key string) []string {
-			if query == nil {
-				query = r.URL.Query()
-			}
-			return query[key]
-		},
-		SourceIP:      src,
-		SourceCluster: p.cluster,
-	}
+	req := p.authRequest(r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Values, remoteIP(r.RemoteAddr), port)
 	res := route.Auth.Authorize(req)
 	if res.Allowed {
 		return true
@@ -54,6 +37,30 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.
 	w.WriteHeader(http.StatusForbidden)
 	io.WriteString(w, res.Message(req)+"\n")
 	return false
+}
+
+// authRequest is what the auth policies of an HTTP request judge: the
+// request from src on the listener at port, its caller the workload with
+// that address in this cluster or anonymous. The query is parsed only if a
+// policy asks for it.
+func (p *Proxy) authRequest(method, path, rawQuery string, header func(string) []string, src netip.Addr, port int32) *auth.Request {
+	var query url.Values
+	return &auth.Request{
+		Action:    auth.ActionInvoke,
+		Principal: p.principal(src),
+		Port:      int(port),
+		Method:    method,
+		Path:      authPath(path),
+		Header:    header,
+		Query: func(key string) []string {
+			if query == nil {
+				query, _ = url.ParseQuery(rawQuery)
+			}
+			return query[key]
+		},
+		SourceIP:      src,
+		SourceCluster: p.cluster,
+	}
 }
 
 // authPath is the path policies see: p with dot segments resolved and

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"trellis.dev/trellis/internal/auth"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
@@ -409,25 +407,8 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Route, start time.Time
 // arrived on bind b, as the net/http path's authorize does. On a denial it
 // records why and leaves the message for answer's body.
 func (fc *fastConn) authorize(route *router.Route, b router.Bind) bool {
-	p, r := fc.s.p, &fc.req
-	src := remoteIP(fc.remote)
-	var query url.Values
-	req := &auth.Request{
-		Action:    auth.ActionInvoke,
-		Principal: p.principal(src),
-		Port:      int(b.Port),
-		Method:    r.Method,
-		Path:      authPath(r.Path),
-		Header:    (*requestFields)(r).Values,
-		Query: func(key string) []string {
-			if query == nil {
-				query, _ = url.ParseQuery(r.RawQuery)
-			}
-			return query[key]
-		},
-		SourceIP:      src,
-		SourceCluster: p.cluster,
-	}
+	r := &fc.req
+	req := fc.s.p.authRequest(r.Method, r.Path, r.RawQuery, (*requestFields)(r).Values, remoteIP(fc.remote), b.Port)
 	res := route.Auth.Authorize(req)
 	if res.Allowed {
 		return true
