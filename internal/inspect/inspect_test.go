@@ -42,6 +42,13 @@ func TestTables(t *testing.T) {
 			"NAME OWNER PROTOCOL TARGETS REVISION",
 			"inventory-ver1 east HTTP/HTTP1 3 (2 Active, 1 Draining) 4",
 		}},
+		{model.KindWorkloadSet, []model.Object{&model.WorkloadSet{
+			Meta: model.Meta{Name: "shop.east", Owner: "east", Revision: 5}, Namespace: "shop",
+			Workloads: []model.Workload{{Address: "10.0.0.1", ServiceAccount: "frontend"}, {Address: "10.0.0.2", ServiceAccount: "frontend"}},
+		}}, []string{
+			"NAME OWNER NAMESPACE WORKLOADS REVISION",
+			"shop.east east shop 2 5",
+		}},
 		{model.KindCertificate, []model.Object{cert}, []string{
 			"NAME OWNER NAMES NOT AFTER REVISION",
 			"api east api.example.com,www.example.com " + leaf.TLS(t).Leaf.NotAfter.UTC().Format("2006-01-02T15:04:05Z") + " 3",
