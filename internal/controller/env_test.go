@@ -59,6 +59,9 @@ type env struct {
 	rec *controller.Reconciler
 	// apiURL is the control plane's URL inside the namespace.
 	apiURL string
+	// stop stops the controller and returns how it ended; later calls
+	// return the same.
+	stop func() error
 }
 
 func newEnv(t testing.TB) *env {
@@ -120,9 +123,12 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
+	e.stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := e.stop(); err != nil {
 			t.Errorf("controller: %v", err)
 		}
 	})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -191,6 +192,20 @@ spec:
 	}
 	if out := logs.String(); strings.Contains(out, "forbidden") {
 		t.Errorf("the controller was refused something its RBAC should grant:\n%s", out)
+	}
+
+	// A controller that stops (a rolling update) hands its Lease back, so
+	// that the next replica leads at once rather than after the lease runs
+	// out.
+	if err := e.stop(); err != nil {
+		t.Fatalf("controller: %v", err)
+	}
+	var lease coordinationv1.Lease
+	if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "trellis-system", Name: "trellis-controller.trellis.dev"}, &lease); err != nil {
+		t.Fatal(err)
+	}
+	if h := lease.Spec.HolderIdentity; h != nil && *h != "" {
+		t.Errorf("the stopped controller still holds its Lease (holder %q)", *h)
 	}
 }
 
