@@ -3,6 +3,7 @@ package file
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,11 @@ import (
 // read again.
 const DefaultDebounce = 50 * time.Millisecond
 
+// DefaultSettlePeriod is how long a config file must stay unchanged before a
+// change that looks like a partial write of it is applied, when
+// Provider.SettlePeriod is zero.
+const DefaultSettlePeriod = 5 * time.Second
+
 // DefaultCluster owns what the provider translates when Provider.Cluster is
 // empty.
 const DefaultCluster = "local"
@@ -34,6 +40,18 @@ const (
 // each time it changes. A configuration that fails to load or translates
 // with problems is logged and not applied, so the last good one stays in
 // force. The zero value of every field but Dir works.
+//
+// A file rewritten in place is empty, then holds a growing prefix of its new
+// content, until its writer is done. So that such a moment is not applied as
+// a deletion, a change to a file that still exists and that would remove
+// what the file defined is applied only once the file has stayed unchanged
+// for SettlePeriod; until then what the file last defined stays in force.
+// Such a change is one that leaves the file defining nothing, cuts it to a
+// prefix of its applied content, or takes away an AuthPolicy or Gateway
+// defined in no other file, a Gateway's listener, or an AuthPolicy's target
+// or statement. Deleting the file applies at once. A config file that cannot
+// be read (not a regular file or a link to one, or over MaxFileSize) is
+// logged and keeps what it last defined; the other files still apply.
 type Provider struct {
 	// Dir is the directory read (see Load for which files).
 	Dir string
@@ -44,12 +62,32 @@ type Provider struct {
 	// Debounce is how long changes must settle before the directory is read
 	// again; DefaultDebounce when zero.
 	Debounce time.Duration
+	// SettlePeriod is how long a file must stay unchanged before a change
+	// that would remove what it defined applies (see above);
+	// DefaultSettlePeriod when zero.
+	SettlePeriod time.Duration
+	// MaxFileSize is the largest config file read, in bytes;
+	// DefaultMaxFileSize when zero.
+	MaxFileSize int64
 	// OnResult, if set, is called after every attempt to load, translate and
 	// apply, with nil when the result was applied. It runs on Run's goroutine.
 	OnResult func(err error)
 
 	mu      sync.Mutex
 	lastErr error
+
+	// Run's own state.
+	files   map[string]*fileState // by path
+	applied map[objectKey]string  // the objects last applied, with their files
+}
+
+// fileState is what Run knows of one config file.
+type fileState struct {
+	// applied is the content last applied; nil before any was.
+	applied []byte
+	// seen is the hash of the content last read, first read at seenAt.
+	seen   [sha256.Size]byte
+	seenAt time.Time
 }
 
 // ProblemsError reports that the configuration translated with problems and
@@ -100,6 +138,8 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 	retry := time.NewTimer(retryFirst) // runs only after a failed apply
 	retry.Stop()
 	retryDelay := retryFirst
+	settle := time.NewTimer(time.Hour) // runs only while a file settles
+	settle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -120,11 +160,17 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 			continue
 		case <-settled.C:
 		case <-retry.C:
+		case <-settle.C:
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !p.attempt(ctx, apply) {
+		applyFailed, wake := p.attempt(ctx, apply)
+		settle.Stop()
+		if !wake.IsZero() {
+			settle.Reset(time.Until(wake))
+		}
+		if !applyFailed {
 			retry.Stop()
 			retryDelay = retryFirst
 			continue
@@ -146,15 +192,23 @@ func (p *Provider) relevant(ev fsnotify.Event) bool {
 
 // attempt loads, translates and, if both succeed, applies the directory,
 // recording and reporting the outcome. It reports whether apply failed,
-// which is worth retrying without a change.
-func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *translate.Output) error) (applyFailed bool) {
+// which is worth retrying without a change, and when a file that is
+// settling should be read again (zero if none is).
+func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *translate.Output) error) (applyFailed bool, wake time.Time) {
 	start := time.Now()
 	log := p.logger()
-	out, err := p.translate()
+	r, err := p.read(start)
+	var out *translate.Output
+	if err == nil {
+		wake = r.wake
+		out, err = translateConfig(r.config, cmp.Or(p.Cluster, DefaultCluster))
+	}
 	if err == nil {
 		if err = apply(ctx, out); err != nil {
 			err = fmt.Errorf("apply configuration from %s: %w", p.Dir, err)
 			applyFailed = ctx.Err() == nil
+		} else {
+			p.commit(r)
 		}
 	}
 	var problems *ProblemsError
@@ -180,17 +234,13 @@ func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *tra
 	if p.OnResult != nil {
 		p.OnResult(err)
 	}
-	return applyFailed
+	return applyFailed, wake
 }
 
-// translate loads and translates the directory. It fails with the load
-// errors, or with a *ProblemsError naming each problem's file.
-func (p *Provider) translate() (*translate.Output, error) {
-	c, err := load(p.Dir)
-	if err != nil {
-		return nil, err
-	}
-	c.input.Cluster = cmp.Or(p.Cluster, DefaultCluster)
+// translateConfig translates c for cluster. It fails with a *ProblemsError
+// naming each problem's file.
+func translateConfig(c *config, cluster string) (*translate.Output, error) {
+	c.input.Cluster = cluster
 	out := translate.Translate(&c.input)
 	if len(out.Problems) > 0 {
 		problems := make([]translate.Problem, len(out.Problems))
