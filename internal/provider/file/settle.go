@@ -68,12 +68,12 @@ func (p *Provider) read(now time.Time) (*reading, error) {
 		present = map[string]bool{}
 	)
 	for _, f := range files {
-		present[f.path] = true
-		st := p.files[f.path]
 		if errors.Is(f.err, errSubdirectory) {
 			log.Warn("config directory entry skipped", "file", f.path, "err", f.err)
 			continue
 		}
+		present[f.path] = true
+		st := p.files[f.path]
 		if f.err != nil {
 			log.Error("config file not read: what it last defined stays in force", "file", f.path, "err", f.err)
 			if st != nil && st.applied != nil {
