@@ -118,7 +118,9 @@ func (p *Provider) LastError() error {
 // until ctx is done, when it returns nil. It returns an error only if the
 // directory cannot be watched. apply receives each good translation; if it
 // fails, Run logs the error and tries again after a delay growing from 1s to
-// 30s, or at the next change, whichever comes first. The directory itself
+// 30s, or at the next change, whichever comes first. While a file settles
+// (see Provider), Run reads the directory again when its settle period ends.
+// The directory itself
 // must stay: if it is removed, Run reports the load error and stops seeing
 // changes, keeping the last good configuration.
 func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out *translate.Output) error) error {
@@ -138,8 +140,8 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 	retry := time.NewTimer(retryFirst) // runs only after a failed apply
 	retry.Stop()
 	retryDelay := retryFirst
-	settle := time.NewTimer(time.Hour) // runs only while a file settles
-	settle.Stop()
+	settleEnd := time.NewTimer(time.Hour) // runs only while a file settles
+	settleEnd.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -160,15 +162,15 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 			continue
 		case <-settled.C:
 		case <-retry.C:
-		case <-settle.C:
+		case <-settleEnd.C:
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		applyFailed, wake := p.attempt(ctx, apply)
-		settle.Stop()
+		settleEnd.Stop()
 		if !wake.IsZero() {
-			settle.Reset(time.Until(wake))
+			settleEnd.Reset(time.Until(wake))
 		}
 		if !applyFailed {
 			retry.Stop()
