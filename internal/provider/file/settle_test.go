@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -127,23 +128,18 @@ func (h *harness) step(check func(out *translate.Output)) {
 	}
 }
 
-// waitLog waits until the log holds every one of want.
+// waitLog waits until one line of the log holds every one of want.
 func waitLog(t *testing.T, logs *logBuffer, want ...string) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
-		missing := ""
-		for _, w := range want {
-			if !strings.Contains(logs.String(), w) {
-				missing = w
-				break
+		for line := range strings.Lines(logs.String()) {
+			if !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(line, w) }) {
+				return
 			}
 		}
-		if missing == "" {
-			return
-		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the log does not say %q:\n%s", missing, logs)
+			t.Fatalf("no line of the log says all of %q:\n%s", want, logs)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
