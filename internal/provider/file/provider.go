@@ -26,6 +26,10 @@ const DefaultDebounce = 50 * time.Millisecond
 // Provider.SettlePeriod is zero.
 const DefaultSettlePeriod = 5 * time.Second
 
+// DefaultReadTimeout is how long reading the directory may take when
+// Provider.ReadTimeout is zero.
+const DefaultReadTimeout = 10 * time.Second
+
 // DefaultCluster owns what the provider translates when Provider.Cluster is
 // empty.
 const DefaultCluster = "local"
@@ -69,6 +73,10 @@ type Provider struct {
 	// MaxFileSize is the largest config file read, in bytes;
 	// DefaultMaxFileSize when zero.
 	MaxFileSize int64
+	// ReadTimeout bounds how long an attempt waits for the directory to be
+	// read before it reports the file system as not answering and tries
+	// again later; DefaultReadTimeout when zero.
+	ReadTimeout time.Duration
 	// OnResult, if set, is called after every attempt to load, translate and
 	// apply, with nil when the result was applied. It runs on Run's goroutine.
 	OnResult func(err error)
@@ -79,6 +87,9 @@ type Provider struct {
 	// Run's own state.
 	files   map[string]*fileState // by path
 	applied map[objectKey]string  // the objects last applied, with their files
+	listing chan listing          // the read under way, if one is late
+	// readDir, if set, replaces the package's readDir (for tests).
+	readDir func(dir string, limit int64) ([]fileData, error)
 }
 
 // fileState is what Run knows of one config file.
@@ -167,12 +178,12 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 		if ctx.Err() != nil {
 			return nil
 		}
-		applyFailed, wake := p.attempt(ctx, apply)
+		again, wake := p.attempt(ctx, apply)
 		settleEnd.Stop()
 		if !wake.IsZero() {
 			settleEnd.Reset(time.Until(wake))
 		}
-		if !applyFailed {
+		if !again {
 			retry.Stop()
 			retryDelay = retryFirst
 			continue
@@ -193,13 +204,18 @@ func (p *Provider) relevant(ev fsnotify.Event) bool {
 }
 
 // attempt loads, translates and, if both succeed, applies the directory,
-// recording and reporting the outcome. It reports whether apply failed,
-// which is worth retrying without a change, and when a file that is
-// settling should be read again (zero if none is).
-func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *translate.Output) error) (applyFailed bool, wake time.Time) {
+// recording and reporting the outcome. It reports whether the attempt is
+// worth retrying without a change (apply failed, or the file system did not
+// answer in time), and when a file that is settling should be read again
+// (zero if none is).
+func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *translate.Output) error) (retry bool, wake time.Time) {
 	start := time.Now()
 	log := p.logger()
-	r, err := p.read(start)
+	r, err := p.read(ctx, start)
+	if ctx.Err() != nil {
+		return false, time.Time{}
+	}
+	retry = errors.Is(err, errNoAnswer)
 	var out *translate.Output
 	if err == nil {
 		wake = r.wake
@@ -208,7 +224,7 @@ func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *tra
 	if err == nil {
 		if err = apply(ctx, out); err != nil {
 			err = fmt.Errorf("apply configuration from %s: %w", p.Dir, err)
-			applyFailed = ctx.Err() == nil
+			retry = ctx.Err() == nil
 		} else {
 			p.commit(r)
 		}
@@ -236,7 +252,46 @@ func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *tra
 	if p.OnResult != nil {
 		p.OnResult(err)
 	}
-	return applyFailed, wake
+	return retry, wake
+}
+
+// errNoAnswer reports that reading the directory took over ReadTimeout.
+var errNoAnswer = errors.New("no answer from the file system")
+
+// listing is the outcome of one readDir.
+type listing struct {
+	files []fileData
+	err   error
+}
+
+// readFiles reads the config files apart from Run, so that a file system
+// that stops answering (a hung network mount) delays the configuration but
+// never Run's return. After ReadTimeout it fails with errNoAnswer; the read
+// goes on, and the next call waits for it rather than starting another.
+func (p *Provider) readFiles(ctx context.Context) ([]fileData, error) {
+	if p.listing == nil {
+		ch := make(chan listing, 1)
+		dir, limit, read := p.Dir, cmp.Or(p.MaxFileSize, DefaultMaxFileSize), p.readDir
+		if read == nil {
+			read = readDir
+		}
+		go func() {
+			files, err := read(dir, limit)
+			ch <- listing{files, err}
+		}()
+		p.listing = ch
+	}
+	timeout := time.NewTimer(cmp.Or(p.ReadTimeout, DefaultReadTimeout))
+	defer timeout.Stop()
+	select {
+	case l := <-p.listing:
+		p.listing = nil
+		return l.files, l.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-timeout.C:
+		return nil, fmt.Errorf("read config directory %s: %w within %v", p.Dir, errNoAnswer, cmp.Or(p.ReadTimeout, DefaultReadTimeout))
+	}
 }
 
 // translateConfig translates c for cluster. It fails with a *ProblemsError

@@ -3,6 +3,7 @@ package file
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -35,9 +36,10 @@ type candidate struct {
 
 // read reads the directory at time now, keeping for each file that is
 // being written, or cannot be read, what it last applied (see Provider). It
-// fails if the directory cannot be listed or a file in use does not decode.
-func (p *Provider) read(now time.Time) (*reading, error) {
-	files, err := readDir(p.Dir, cmp.Or(p.MaxFileSize, DefaultMaxFileSize))
+// fails if the directory cannot be listed in time or a file in use does not
+// decode.
+func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
+	files, err := p.readFiles(ctx)
 	if err != nil {
 		return nil, err
 	}

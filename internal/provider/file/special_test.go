@@ -2,10 +2,12 @@ package file
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -244,5 +246,62 @@ func TestLoadSpecialFiles(t *testing.T) {
 	writeFiles(t, dir, map[string]string{"big.yaml": "# " + strings.Repeat("x", DefaultMaxFileSize) + "\n"})
 	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "over the limit of 16777216") {
 		t.Errorf("Load of a file over DefaultMaxFileSize = %v", err)
+	}
+}
+
+// blockingRead makes a provider's directory reads wait for gate, counting
+// them.
+func blockingRead(gate <-chan struct{}, calls *atomic.Int32) func(p *Provider) {
+	return func(p *Provider) {
+		p.readDir = func(dir string, limit int64) ([]fileData, error) {
+			calls.Add(1)
+			<-gate
+			return readDir(dir, limit)
+		}
+	}
+}
+
+// A read that does not finish (a hung mount) is reported after ReadTimeout
+// and waited for, not started again; once it finishes, it applies.
+func TestProviderReadTimeout(t *testing.T) {
+	gate := make(chan struct{})
+	var calls atomic.Int32
+	h := startWith(t, nil, func(p *Provider) {
+		blockingRead(gate, &calls)(p)
+		p.ReadTimeout = 200 * time.Millisecond
+	}, nil)
+	for range 2 { // the first attempt and its retry
+		if err := h.result(); !errors.Is(err, errNoAnswer) || !strings.Contains(err.Error(), "within 200ms") {
+			t.Fatalf("attempt: %v, want no answer within 200ms", err)
+		}
+	}
+	close(gate)
+	if err := h.result(); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.nextApply(); len(out.Services) != 3 {
+		t.Errorf("applied %d services, want 3", len(out.Services))
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d reads started, want 1", n)
+	}
+}
+
+// Run returns at once on cancel even while a read hangs.
+func TestProviderStopsDuringRead(t *testing.T) {
+	gate := make(chan struct{})
+	t.Cleanup(func() { close(gate) })
+	var calls atomic.Int32
+	h := startWith(t, nil, func(p *Provider) {
+		blockingRead(gate, &calls)(p)
+		p.ReadTimeout = time.Hour
+	}, nil)
+	for deadline := time.Now().Add(wait); calls.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no read started")
+		}
+	}
+	if took := h.stop(); took > time.Second {
+		t.Errorf("Run took %v to stop", took)
 	}
 }
