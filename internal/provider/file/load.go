@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -41,9 +42,8 @@ const DefaultNamespace = "default"
 // "..data" links of a mounted ConfigMap) are skipped; symbolic links to
 // regular files are followed. Anything else with such a name (a named pipe,
 // a device, a socket, a dangling link) and a file over DefaultMaxFileSize is
-// an error. It
-// reports every error it finds, each naming its file, document and field,
-// rather than stopping at the first.
+// an error. It reports every error it finds, each naming its file, document
+// and field, rather than stopping at the first.
 func Load(dir string) (*translate.Input, error) {
 	files, err := readDir(dir, DefaultMaxFileSize)
 	if err != nil {
@@ -164,6 +164,9 @@ func readDir(dir string, limit int64) ([]fileData, error) {
 			err = fmt.Errorf("%w (%s)", errNotRegular, fileType(info.Mode()))
 		default:
 			data, err = readRegular(path, limit)
+		}
+		if pe, ok := err.(*fs.PathError); ok {
+			err = fmt.Errorf("%s: %w", pe.Op, pe.Err) // path is named once, below
 		}
 		if err != nil {
 			err = fmt.Errorf("%s: not read: %w", path, err)

@@ -87,7 +87,7 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 			st = &fileState{}
 			p.files[f.path] = st
 		}
-		if sum := sha256.Sum256(f.data); sum != st.seen || st.seenAt.IsZero() {
+		if sum := sha256.Sum256(f.data); sum != st.seen {
 			st.seen, st.seenAt = sum, now
 		}
 		settling := st.applied != nil && !bytes.Equal(f.data, st.applied) && now.Before(st.seenAt.Add(settle))
