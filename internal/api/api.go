@@ -14,8 +14,29 @@
 //
 // {kind} is a model.Kind in any case, singular or plural ("services").
 // Errors are an Error body with an HTTP status: 400 malformed, 401 no or bad
-// token, 403 owned by another cluster, 404 not found, 409 revision conflict,
-// 422 invalid object (Fields names each invalid field).
+// token, 403 owned by another cluster or not allowed by another cluster's
+// network (Fields names each refused field), 404 not found, 409 revision
+// conflict, 422 invalid object (Fields names each invalid field).
+//
+// What one cluster may do to another's traffic (403 otherwise, on PUT,
+// apply and txn alike):
+//
+//   - a target group's targets are in its owner's cluster (422,
+//     "targets[0].cluster");
+//   - a service joins a network only if the network exists and allows the
+//     service's owner: its owner, a cluster its allowedClusters names, or
+//     any cluster for "*" ("network");
+//   - a host name (dnsName, customDomains, a listener's hostnames) that a
+//     service of another owner already answers to, equal or overlapping by
+//     wildcard, may be named only by a cluster that service's network
+//     allows ("customDomains[0]", naming the other service).
+//
+// A certificate's private key is readable by its owner and by the clusters
+// whose proxies serve it (allowed into a network where a service of the
+// certificate's owner, or of the network's owner, names it on a listener).
+// Every other caller, on get, list and watch, gets keyPEM as
+// model.RedactedKey. A watch that resumes while another cluster's
+// certificates exist starts with a snapshot.
 package api
 
 import (

@@ -208,7 +208,7 @@ func decode(kv store.KeyValue) (model.Object, error) {
 	return obj, nil
 }
 
-func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
+func (s *Server) get(w http.ResponseWriter, r *http.Request, cluster string) error {
 	kind, err := pathKind(r)
 	if err != nil {
 		return err
@@ -221,11 +221,15 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, obj)
+	objs, err := s.redactFor(r.Context(), cluster, []model.Object{obj})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, objs[0])
 	return nil
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
+func (s *Server) list(w http.ResponseWriter, r *http.Request, cluster string) error {
 	kind, err := pathKind(r)
 	if err != nil {
 		return err
@@ -234,12 +238,17 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
 	if err != nil {
 		return err
 	}
-	out := api.List{Revision: rev, Items: make([]json.RawMessage, 0, len(kvs))}
-	for _, kv := range kvs {
-		obj, err := decode(kv)
-		if err != nil {
+	objs := make([]model.Object, len(kvs))
+	for i, kv := range kvs {
+		if objs[i], err = decode(kv); err != nil {
 			return err
 		}
+	}
+	if objs, err = s.redactFor(r.Context(), cluster, objs); err != nil {
+		return err
+	}
+	out := api.List{Revision: rev, Items: make([]json.RawMessage, 0, len(objs))}
+	for _, obj := range objs {
 		b, err := json.Marshal(obj)
 		if err != nil {
 			return err
@@ -247,18 +256,6 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
 		out.Items = append(out.Items, b)
 	}
 	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
-// checkOwner refuses to let cluster touch an object another cluster owns.
-func checkOwner(kv store.KeyValue, cluster string) error {
-	var m model.Meta
-	if err := json.Unmarshal(kv.Value, &m); err != nil {
-		return fmt.Errorf("decoding %s: %w", kv.Key, err)
-	}
-	if m.Owner != cluster {
-		return errorf(http.StatusForbidden, "%s is owned by cluster %q, not %q", kv.Key, m.Owner, cluster)
-	}
 	return nil
 }
 
@@ -302,41 +299,21 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, cluster string) err
 			Fields:  model.FieldErrors{{Field: "name", Detail: "must match the name in the path"}},
 		}}
 	}
-	if err := claim(obj, cluster); err != nil {
+	wr := newWrite()
+	var fields model.FieldErrors
+	if err := wr.add("", obj, cluster, &fields); err != nil {
 		return err
 	}
-	if err := obj.Validate(); err != nil {
-		return err
+	if len(fields) > 0 {
+		return fields
 	}
-	key := model.Key(kind, name)
-	existing, err := s.st.Get(r.Context(), key)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		existing = store.KeyValue{}
-	case err != nil:
-		return err
-	default:
-		if err := checkOwner(existing, cluster); err != nil {
-			return err
-		}
-	}
-	value, err := encode(obj)
+	res, err := s.commit(r.Context(), wr, cluster)
 	if err != nil {
 		return err
 	}
-	op := store.Op{Type: store.OpPut, Key: key, Value: value, IfRevision: m.Revision}
-	if m.Revision == 0 && existing.ModRevision != 0 {
-		// Unconditional by the caller's choice, but still guarded against a
-		// concurrent change of owner between our read and our write.
-		op.IfRevision = existing.ModRevision
-	}
-	rev, err := s.st.Txn(r.Context(), op)
-	if err != nil {
-		return err
-	}
-	m.Revision = rev
+	m.Revision = res.revisions[model.Key(kind, name)]
 	status := http.StatusOK
-	if existing.ModRevision == 0 {
+	if res.created > 0 {
 		status = http.StatusCreated
 	}
 	writeJSON(w, status, obj)
@@ -355,21 +332,16 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, cluster string) 
 		}
 	}
 	key := model.Key(kind, r.PathValue("name"))
-	existing, err := s.st.Get(r.Context(), key)
+	if _, err := s.st.Get(r.Context(), key); err != nil {
+		return err
+	}
+	wr := newWrite()
+	wr.deletes[key] = ifRev
+	res, err := s.commit(r.Context(), wr, cluster)
 	if err != nil {
 		return err
 	}
-	if err := checkOwner(existing, cluster); err != nil {
-		return err
-	}
-	if ifRev == 0 {
-		ifRev = existing.ModRevision
-	}
-	rev, err := s.st.Txn(r.Context(), store.Op{Type: store.OpDelete, Key: key, IfRevision: ifRev})
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, map[string]int64{"revision": rev})
+	writeJSON(w, http.StatusOK, map[string]int64{"revision": res.revision})
 	return nil
 }
 
@@ -378,65 +350,32 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, cluster string) e
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
-	puts, err := validObjects("objects", &req.Objects, cluster)
+	wr, err := validObjects("objects", &req.Objects, cluster)
 	if err != nil {
 		return err
 	}
-	desired := make(map[string][]byte, len(puts))
-	for key, p := range puts {
-		desired[key] = p.value
+	// Apply names the state it wants, not the revisions it read.
+	for _, p := range wr.puts {
+		p.ifRevision = 0
 	}
-	// A concurrent writer can move a key between our read and our write; the
-	// transaction's preconditions catch that, and we re-plan from a fresh read.
-	for attempt := 0; ; attempt++ {
-		res, err := s.applyOnce(r.Context(), desired, cluster)
-		if errors.Is(err, store.ErrConflict) && attempt < 5 {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, res)
-		return nil
-	}
-}
-
-// encodedPut is one validated object to write: its stored form and the
-// revision it must be at (0 for none).
-type encodedPut struct {
-	value      []byte
-	ifRevision int64
-}
-
-// validObjects validates and encodes a set of objects by key. Field paths
-// of invalid objects start with prefix ("objects.services[2].port"); when
-// some are invalid the error is model.FieldErrors.
-func validObjects(prefix string, objs *api.Objects, cluster string) (map[string]encodedPut, error) {
-	out := map[string]encodedPut{}
-	var fields model.FieldErrors
-	add := func(field string, obj model.Object) error {
-		if err := claim(obj, cluster); err != nil {
-			return err
-		}
-		if err := obj.Validate(); err != nil {
-			var fe model.FieldErrors
-			if !errors.As(err, &fe) {
-				return err
-			}
-			for _, e := range fe {
-				fields = append(fields, &model.FieldError{Field: field + "." + e.Field, Detail: e.Detail})
-			}
-			return nil
-		}
-		key := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
-		if _, dup := out[key]; dup {
-			fields = append(fields, &model.FieldError{Field: field + ".name", Detail: "duplicate name " + obj.ObjectMeta().Name})
-			return nil
-		}
-		b, err := encode(obj)
-		out[key] = encodedPut{value: b, ifRevision: obj.ObjectMeta().Revision}
+	wr.replace = true
+	res, err := s.commit(r.Context(), wr, cluster)
+	if err != nil {
 		return err
 	}
+	writeJSON(w, http.StatusOK, api.ApplyResult{Revision: res.revision, Created: res.created, Updated: res.updated,
+		Deleted: res.deleted, Unchanged: res.unchanged})
+	return nil
+}
+
+// validObjects validates and encodes a set of objects into a write. Field
+// paths of invalid objects start with prefix ("objects.services[2].port");
+// when some are invalid the error is model.FieldErrors and the write holds
+// the valid ones, so that a caller can check more fields against them.
+func validObjects(prefix string, objs *api.Objects, cluster string) (*write, error) {
+	wr := newWrite()
+	var fields model.FieldErrors
+	add := func(field string, obj model.Object) error { return wr.add(field, obj, cluster, &fields) }
 	for i := range objs.Networks {
 		if err := add(fmt.Sprintf("%s.networks[%d]", prefix, i), &objs.Networks[i]); err != nil {
 			return nil, err
@@ -463,57 +402,9 @@ func validObjects(prefix string, objs *api.Objects, cluster string) (map[string]
 		}
 	}
 	if len(fields) > 0 {
-		// The valid objects too, so that a caller can check more fields
-		// against them.
-		return out, fields
+		return wr, fields
 	}
-	return out, nil
-}
-
-func (s *Server) applyOnce(ctx context.Context, desired map[string][]byte, cluster string) (api.ApplyResult, error) {
-	var res api.ApplyResult
-	kvs, rev, err := s.st.List(ctx, "/")
-	if err != nil {
-		return res, err
-	}
-	existing := make(map[string]store.KeyValue, len(kvs))
-	var ops []store.Op
-	for _, kv := range kvs {
-		var m model.Meta
-		if err := json.Unmarshal(kv.Value, &m); err != nil {
-			return res, fmt.Errorf("decoding %s: %w", kv.Key, err)
-		}
-		existing[kv.Key] = kv
-		if _, wanted := desired[kv.Key]; wanted {
-			if m.Owner != cluster {
-				return res, errorf(http.StatusForbidden, "%s is owned by cluster %q, not %q", kv.Key, m.Owner, cluster)
-			}
-			continue
-		}
-		if m.Owner == cluster {
-			ops = append(ops, store.Op{Type: store.OpDelete, Key: kv.Key, IfRevision: kv.ModRevision})
-			res.Deleted++
-		}
-	}
-	for key, value := range desired {
-		kv, ok := existing[key]
-		switch {
-		case !ok:
-			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: value, IfRevision: store.MustNotExist})
-			res.Created++
-		case string(kv.Value) == string(value):
-			res.Unchanged++
-		default:
-			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: value, IfRevision: kv.ModRevision})
-			res.Updated++
-		}
-	}
-	res.Revision = rev
-	if len(ops) == 0 {
-		return res, nil
-	}
-	res.Revision, err = s.st.Txn(ctx, ops...)
-	return res, err
+	return wr, nil
 }
 
 func (s *Server) txn(w http.ResponseWriter, r *http.Request, cluster string) error {
@@ -521,12 +412,11 @@ func (s *Server) txn(w http.ResponseWriter, r *http.Request, cluster string) err
 	if err := decodeBody(r, &req); err != nil {
 		return err
 	}
-	puts, err := validObjects("puts", &req.Puts, cluster)
+	wr, err := validObjects("puts", &req.Puts, cluster)
 	var fields model.FieldErrors
 	if err != nil && !errors.As(err, &fields) {
 		return err
 	}
-	deletes := map[string]int64{}
 	for i, d := range req.Deletes {
 		field := fmt.Sprintf("deletes[%d]", i)
 		kind, err := model.ParseKind(string(d.Kind))
@@ -539,90 +429,24 @@ func (s *Server) txn(w http.ResponseWriter, r *http.Request, cluster string) err
 			continue
 		}
 		key := model.Key(kind, d.Name)
-		if _, both := puts[key]; both {
+		if _, both := wr.puts[key]; both {
 			fields = append(fields, &model.FieldError{Field: field, Detail: fmt.Sprintf("%s %s is also put", kind, d.Name)})
 			continue
 		}
-		if _, dup := deletes[key]; dup {
+		if _, dup := wr.deletes[key]; dup {
 			fields = append(fields, &model.FieldError{Field: field, Detail: fmt.Sprintf("%s %s is already deleted", kind, d.Name)})
 			continue
 		}
-		deletes[key] = d.Revision
+		wr.deletes[key] = d.Revision
 	}
 	if len(fields) > 0 {
 		return fields
 	}
-	// As in apply, a concurrent writer may move a key we read without a
-	// precondition of the caller's; re-plan from a fresh read.
-	for attempt := 0; ; attempt++ {
-		res, retry, err := s.txnOnce(r.Context(), puts, deletes, cluster)
-		if retry && attempt < 5 {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, res)
-		return nil
+	res, err := s.commit(r.Context(), wr, cluster)
+	if err != nil {
+		return err
 	}
-}
-
-// txnOnce plans and commits one attempt of a transaction. retry is true
-// when it failed on a precondition the server chose, not the caller.
-func (s *Server) txnOnce(ctx context.Context, puts map[string]encodedPut, deletes map[string]int64, cluster string) (res api.TxnResult, retry bool, err error) {
-	var ops []store.Op
-	callerRevs := false
-	read := func(key string) (store.KeyValue, bool, error) {
-		kv, err := s.st.Get(ctx, key)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return kv, false, nil
-		case err != nil:
-			return kv, false, err
-		}
-		return kv, true, checkOwner(kv, cluster)
-	}
-	for key, p := range puts {
-		kv, exists, err := read(key)
-		if err != nil {
-			return res, false, err
-		}
-		switch {
-		case p.ifRevision != 0 && kv.ModRevision != p.ifRevision:
-			return res, false, &store.ConflictError{Key: key, Expected: p.ifRevision, Actual: kv.ModRevision}
-		case !exists:
-			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: p.value, IfRevision: store.MustNotExist})
-			res.Created++
-		case string(kv.Value) == string(p.value):
-			res.Unchanged++
-		default:
-			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: p.value, IfRevision: kv.ModRevision})
-			res.Updated++
-		}
-		callerRevs = callerRevs || p.ifRevision != 0
-	}
-	for key, rev := range deletes {
-		kv, exists, err := read(key)
-		if err != nil {
-			return res, false, err
-		}
-		switch {
-		case rev != 0 && kv.ModRevision != rev:
-			return res, false, &store.ConflictError{Key: key, Expected: rev, Actual: kv.ModRevision}
-		case !exists:
-			continue
-		}
-		ops = append(ops, store.Op{Type: store.OpDelete, Key: key, IfRevision: kv.ModRevision})
-		res.Deleted++
-		callerRevs = callerRevs || rev != 0
-	}
-	if len(ops) == 0 {
-		// Nothing to write; report the current revision.
-		_, res.Revision, err = s.st.List(ctx, model.KindPrefix(model.KindServiceNetwork))
-		return res, false, err
-	}
-	res.Revision, err = s.st.Txn(ctx, ops...)
-	// A conflict on a revision the caller named is the caller's to handle;
-	// one on a revision we read is retried.
-	return res, errors.Is(err, store.ErrConflict) && !callerRevs, err
+	writeJSON(w, http.StatusOK, api.TxnResult{Revision: res.revision, Created: res.created, Updated: res.updated,
+		Deleted: res.deleted, Unchanged: res.unchanged})
+	return nil
 }

@@ -56,6 +56,15 @@ func targetGroup(name string, port int32) *model.TargetGroup {
 	}
 }
 
+// inCluster moves tg's targets into cluster, for a target group that
+// cluster writes.
+func inCluster(cluster string, tg *model.TargetGroup) *model.TargetGroup {
+	for i := range tg.Targets {
+		tg.Targets[i].Cluster = cluster
+	}
+	return tg
+}
+
 func apiStatus(err error) int {
 	var ae *client.APIError
 	if errors.As(err, &ae) {
@@ -184,7 +193,7 @@ func TestUnauthenticatedRequestsAreRefused(t *testing.T) {
 func TestApplyReplacesOnlyWhatTheCallerOwns(t *testing.T) {
 	_, east, west := newServer(t)
 	ctx := context.Background()
-	if err := west.Put(ctx, targetGroup("west-tg", 9)); err != nil {
+	if err := west.Put(ctx, inCluster("west", targetGroup("west-tg", 9))); err != nil {
 		t.Fatal(err)
 	}
 	objs := &api.Objects{Networks: []model.ServiceNetwork{*network("hotel")},
