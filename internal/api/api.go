@@ -13,10 +13,18 @@
 //	GET    /v1/watch?revision=N&store=ID    newline-delimited WatchMessage stream
 //
 // {kind} is a model.Kind in any case, singular or plural ("services").
-// Errors are an Error body with an HTTP status: 400 malformed, 401 no or bad
-// token, 403 owned by another cluster or not allowed by another cluster's
-// network (Fields names each refused field), 404 not found, 409 revision
-// conflict, 422 invalid object (Fields names each invalid field).
+// Errors are an Error body with an HTTP status: 400 malformed (bad JSON,
+// an unknown field, data after the JSON object, a revision that is not a
+// non-negative integer), 401 no or bad token, 403 owned by another cluster
+// or not allowed by another cluster's network (Fields names each refused
+// field), 404 not found, 409 revision conflict, 413 body larger than the
+// server's limit (8 MiB for a PUT, 64 MiB for apply and txn, by default),
+// 422 invalid object (Fields names each invalid field).
+//
+// A write without revisions (a PUT or txn put whose object has none, a
+// DELETE without ?revision, every apply) is unconditional: the server
+// retries it when a concurrent writer changes the object between its read
+// and its write, so it does not fail with 409.
 //
 // What one cluster may do to another's traffic (403 otherwise, on PUT,
 // apply and txn alike):

@@ -17,17 +17,26 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/store"
 )
 
-// maxBody bounds a request body; an apply of every object a large cluster
-// owns fits comfortably.
-const maxBody = 64 << 20
+// Request body limits, by default.
+const (
+	// DefaultMaxObjectBytes bounds a PUT's body: one object. A target
+	// group of tens of thousands of targets fits.
+	DefaultMaxObjectBytes = 8 << 20
+	// DefaultMaxRequestBytes bounds an apply's or a txn's body; an apply of
+	// every object a large cluster owns fits comfortably.
+	DefaultMaxRequestBytes = 64 << 20
+)
 
 // Config configures a Server.
 type Config struct {
@@ -36,7 +45,17 @@ type Config struct {
 	Tokens map[string]string
 	// Heartbeat is how often an idle watch stream sends a heartbeat (default 10 s).
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// MaxObjectBytes bounds a PUT's body (default DefaultMaxObjectBytes),
+	// MaxRequestBytes an apply's or txn's (default DefaultMaxRequestBytes).
+	// A larger body is answered 413. The bodies being read and the objects
+	// decoded from them, of all requests together, are bounded by
+	// MaxRequestBytes too: a request reserves its limit (or its
+	// Content-Length, when smaller) before reading and holds it until it
+	// is answered, so the server's memory does not grow with the number
+	// of large requests at once; they wait their turn.
+	MaxObjectBytes  int64
+	MaxRequestBytes int64
+	Logger          *slog.Logger
 }
 
 // Server serves the API over a Store.
@@ -45,6 +64,8 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 	mux *http.ServeMux
+	// bodies is the budget of request-body bytes, MaxRequestBytes.
+	bodies *semaphore.Weighted
 }
 
 // New returns a Server backed by st.
@@ -55,7 +76,14 @@ func New(st store.Store, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	if cfg.MaxObjectBytes <= 0 {
+		cfg.MaxObjectBytes = DefaultMaxObjectBytes
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	cfg.MaxObjectBytes = min(cfg.MaxObjectBytes, cfg.MaxRequestBytes)
+	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.MaxRequestBytes)}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", s.ready)
 	s.mux.Handle("GET /v1/watch", s.authed(s.watch))
@@ -168,15 +196,47 @@ func pathKind(r *http.Request) (model.Kind, error) {
 	return k, nil
 }
 
-// decodeBody decodes a JSON body strictly: an unknown field is an error that
-// names it, never silently dropped.
-func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return errorf(http.StatusBadRequest, "decoding request body: %v", err)
+// readBody decodes a JSON body of at most limit bytes strictly: an unknown
+// field is an error that names it, never silently dropped, and so is
+// anything after the object. It first reserves the body's size from the
+// server's budget (see Config.MaxRequestBytes); the caller calls release
+// once it has answered.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any, limit int64) (release func(), err error) {
+	tooLarge := errorf(http.StatusRequestEntityTooLarge, "request body larger than the limit of %d bytes", limit)
+	if r.ContentLength > limit {
+		return nil, tooLarge
 	}
-	return nil
+	reserve := limit
+	if r.ContentLength >= 0 {
+		reserve = max(r.ContentLength, 1)
+	}
+	if err := s.bodies.Acquire(r.Context(), reserve); err != nil {
+		return nil, errorf(http.StatusServiceUnavailable, "waiting to read the request body: %v", err)
+	}
+	release = func() { s.bodies.Release(reserve) }
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, reserve))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(v)
+	if err == nil {
+		if _, end := dec.Token(); end != io.EOF {
+			err = errors.New("data after the JSON object")
+			if errors.As(end, new(*http.MaxBytesError)) {
+				err = end
+			}
+		}
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		err = tooLarge
+	case err != nil:
+		err = errorf(http.StatusBadRequest, "decoding request body: %v", err)
+	}
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
 }
 
 // encode is the stored form of an object: JSON without its revision, which
@@ -284,9 +344,11 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, cluster string) err
 	if err != nil {
 		return err
 	}
-	if err := decodeBody(r, obj); err != nil {
+	release, err := s.readBody(w, r, obj, s.cfg.MaxObjectBytes)
+	if err != nil {
 		return err
 	}
+	defer release()
 	name := r.PathValue("name")
 	m := obj.ObjectMeta()
 	switch m.Name {
@@ -327,9 +389,11 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, cluster string) 
 	}
 	var ifRev int64
 	if v := r.URL.Query().Get("revision"); v != "" {
-		if _, err := fmt.Sscan(v, &ifRev); err != nil || ifRev < 0 {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
 			return errorf(http.StatusBadRequest, "revision %q is not a non-negative integer", v)
 		}
+		ifRev = n
 	}
 	key := model.Key(kind, r.PathValue("name"))
 	if _, err := s.st.Get(r.Context(), key); err != nil {
@@ -347,9 +411,11 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, cluster string) 
 
 func (s *Server) apply(w http.ResponseWriter, r *http.Request, cluster string) error {
 	var req api.ApplyRequest
-	if err := decodeBody(r, &req); err != nil {
+	release, err := s.readBody(w, r, &req, s.cfg.MaxRequestBytes)
+	if err != nil {
 		return err
 	}
+	defer release()
 	wr, err := validObjects("objects", &req.Objects, cluster)
 	if err != nil {
 		return err
@@ -409,9 +475,11 @@ func validObjects(prefix string, objs *api.Objects, cluster string) (*write, err
 
 func (s *Server) txn(w http.ResponseWriter, r *http.Request, cluster string) error {
 	var req api.TxnRequest
-	if err := decodeBody(r, &req); err != nil {
+	release, err := s.readBody(w, r, &req, s.cfg.MaxRequestBytes)
+	if err != nil {
 		return err
 	}
+	defer release()
 	wr, err := validObjects("puts", &req.Puts, cluster)
 	var fields model.FieldErrors
 	if err != nil && !errors.As(err, &fields) {
