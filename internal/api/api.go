@@ -71,21 +71,7 @@ type List struct {
 // ones left alone (their revision does not move) and owned objects absent
 // from the request deleted — all in one transaction at one revision.
 type ApplyRequest struct {
-	Objects Objects `json:"objects"`
-}
-
-// Objects is a set of model objects by kind.
-type Objects struct {
-	Networks     []model.ServiceNetwork `json:"networks,omitempty"`
-	Services     []model.Service        `json:"services,omitempty"`
-	TargetGroups []model.TargetGroup    `json:"targetGroups,omitempty"`
-	Certificates []model.Certificate    `json:"certificates,omitempty"`
-	WorkloadSets []model.WorkloadSet    `json:"workloadSets,omitempty"`
-}
-
-// Len is how many objects o holds, of every kind.
-func (o *Objects) Len() int {
-	return len(o.Networks) + len(o.Services) + len(o.TargetGroups) + len(o.Certificates) + len(o.WorkloadSets)
+	Objects model.Objects `json:"objects"`
 }
 
 // ApplyResult says what an apply did.
@@ -111,8 +97,8 @@ type ApplyResult struct {
 // touched must be the caller's (403 otherwise) and every put valid (422,
 // fields prefixed "puts.services[2]."); a failed precondition is a 409.
 type TxnRequest struct {
-	Puts    Objects     `json:"puts,omitzero"`
-	Deletes []ObjectRef `json:"deletes,omitempty"`
+	Puts    model.Objects `json:"puts,omitzero"`
+	Deletes []ObjectRef   `json:"deletes,omitempty"`
 }
 
 // ObjectRef names one object, optionally at a revision.

@@ -423,26 +423,6 @@ type Snapshot struct {
 	Revision int64 `json:"revision"`
 	// Store is the identity of the control-plane store the revision belongs
 	// to; revisions of different stores are not comparable.
-	Store        string           `json:"store,omitempty"`
-	Networks     []ServiceNetwork `json:"networks"`
-	Services     []Service        `json:"services"`
-	TargetGroups []TargetGroup    `json:"targetGroups"`
-	Certificates []Certificate    `json:"certificates,omitempty"`
-	WorkloadSets []WorkloadSet    `json:"workloadSets,omitempty"`
-}
-
-// Add appends obj to the snapshot's list of its kind.
-func (s *Snapshot) Add(obj Object) {
-	switch o := obj.(type) {
-	case *ServiceNetwork:
-		s.Networks = append(s.Networks, *o)
-	case *Service:
-		s.Services = append(s.Services, *o)
-	case *TargetGroup:
-		s.TargetGroups = append(s.TargetGroups, *o)
-	case *Certificate:
-		s.Certificates = append(s.Certificates, *o)
-	case *WorkloadSet:
-		s.WorkloadSets = append(s.WorkloadSets, *o)
-	}
+	Store string `json:"store,omitempty"`
+	Objects
 }

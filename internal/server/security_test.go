@@ -67,10 +67,10 @@ func TestAnotherClusterCannotTakeOverTraffic(t *testing.T) {
 	if err := west.Put(ctx, evil); apiStatus(err) != http.StatusUnprocessableEntity || !slices.Equal(fieldsOf(err), []string{"targets[0].cluster"}) {
 		t.Errorf("west puts a target in east's cluster: %v, want 422 naming targets[0].cluster", err)
 	}
-	if _, err := west.Apply(ctx, &api.Objects{TargetGroups: []model.TargetGroup{*targetGroup("evil", 9999)}}); !slices.Equal(fieldsOf(err), []string{"objects.targetGroups[0].targets[0].cluster"}) {
+	if _, err := west.Apply(ctx, &model.Objects{TargetGroups: []model.TargetGroup{*targetGroup("evil", 9999)}}); !slices.Equal(fieldsOf(err), []string{"objects.targetGroups[0].targets[0].cluster"}) {
 		t.Errorf("west applies a target in east's cluster: %v", err)
 	}
-	if _, err := west.Txn(ctx, &api.TxnRequest{Puts: api.Objects{TargetGroups: []model.TargetGroup{*targetGroup("evil", 9999)}}}); !slices.Equal(fieldsOf(err), []string{"puts.targetGroups[0].targets[0].cluster"}) {
+	if _, err := west.Txn(ctx, &api.TxnRequest{Puts: model.Objects{TargetGroups: []model.TargetGroup{*targetGroup("evil", 9999)}}}); !slices.Equal(fieldsOf(err), []string{"puts.targetGroups[0].targets[0].cluster"}) {
 		t.Errorf("west sends a target in east's cluster in a txn: %v", err)
 	}
 
@@ -86,11 +86,11 @@ func TestAnotherClusterCannotTakeOverTraffic(t *testing.T) {
 	if msg := err.Error(); !strings.Contains(msg, `service "shop" of cluster "east"`) {
 		t.Errorf("the refusal does not name the service it conflicts with: %s", msg)
 	}
-	if _, err := west.Apply(ctx, &api.Objects{Services: []model.Service{*loginService("evil", "a-net", "shop.example")}}); apiStatus(err) != http.StatusForbidden ||
+	if _, err := west.Apply(ctx, &model.Objects{Services: []model.Service{*loginService("evil", "a-net", "shop.example")}}); apiStatus(err) != http.StatusForbidden ||
 		!slices.Equal(fieldsOf(err), []string{"objects.services[0].network", "objects.services[0].customDomains[0]"}) {
 		t.Errorf("west applies the hijack: %v", err)
 	}
-	if _, err := west.Txn(ctx, &api.TxnRequest{Puts: api.Objects{Services: []model.Service{*loginService("evil", "a-net", "shop.example")}}}); apiStatus(err) != http.StatusForbidden ||
+	if _, err := west.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Services: []model.Service{*loginService("evil", "a-net", "shop.example")}}}); apiStatus(err) != http.StatusForbidden ||
 		!slices.Equal(fieldsOf(err), []string{"puts.services[0].network", "puts.services[0].customDomains[0]"}) {
 		t.Errorf("west sends the hijack in a txn: %v", err)
 	}
@@ -154,7 +154,7 @@ func TestNetworkOwnerAllowsAnotherCluster(t *testing.T) {
 		t.Fatalf("west's service in east's network, allowed: %v", err)
 	}
 	// Allowed into a-net, west may serve a-net's names in its own network too.
-	if _, err := west.Apply(ctx, &api.Objects{
+	if _, err := west.Apply(ctx, &model.Objects{
 		Networks:     []model.ServiceNetwork{*network("b-net")},
 		TargetGroups: []model.TargetGroup{*inCluster("west", targetGroup("login", 9999))},
 		Services:     []model.Service{*loginService("login", "a-net", "shop.example"), *loginService("mirror", "b-net", "shop.example")},

@@ -239,18 +239,6 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any, limit i
 	return release, nil
 }
 
-// encode is the stored form of an object: JSON without its revision, which
-// the store tracks itself. Encoding is deterministic, so equal objects have
-// equal bytes.
-func encode(obj model.Object) ([]byte, error) {
-	m := obj.ObjectMeta()
-	rev := m.Revision
-	m.Revision = 0
-	b, err := json.Marshal(obj)
-	m.Revision = rev
-	return b, err
-}
-
 // decode turns a stored value back into an object carrying its revision.
 func decode(kv store.KeyValue) (model.Object, error) {
 	kind, _, err := model.ParseKey(kv.Key)
@@ -438,32 +426,11 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, cluster string) e
 // paths of invalid objects start with prefix ("objects.services[2].port");
 // when some are invalid the error is model.FieldErrors and the write holds
 // the valid ones, so that a caller can check more fields against them.
-func validObjects(prefix string, objs *api.Objects, cluster string) (*write, error) {
+func validObjects(prefix string, objs *model.Objects, cluster string) (*write, error) {
 	wr := newWrite()
 	var fields model.FieldErrors
-	add := func(field string, obj model.Object) error { return wr.add(field, obj, cluster, &fields) }
-	for i := range objs.Networks {
-		if err := add(fmt.Sprintf("%s.networks[%d]", prefix, i), &objs.Networks[i]); err != nil {
-			return nil, err
-		}
-	}
-	for i := range objs.Services {
-		if err := add(fmt.Sprintf("%s.services[%d]", prefix, i), &objs.Services[i]); err != nil {
-			return nil, err
-		}
-	}
-	for i := range objs.TargetGroups {
-		if err := add(fmt.Sprintf("%s.targetGroups[%d]", prefix, i), &objs.TargetGroups[i]); err != nil {
-			return nil, err
-		}
-	}
-	for i := range objs.Certificates {
-		if err := add(fmt.Sprintf("%s.certificates[%d]", prefix, i), &objs.Certificates[i]); err != nil {
-			return nil, err
-		}
-	}
-	for i := range objs.WorkloadSets {
-		if err := add(fmt.Sprintf("%s.workloadSets[%d]", prefix, i), &objs.WorkloadSets[i]); err != nil {
+	for field, obj := range objs.Each() {
+		if err := wr.add(prefix+"."+field, obj, cluster, &fields); err != nil {
 			return nil, err
 		}
 	}

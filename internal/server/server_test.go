@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
@@ -166,7 +165,7 @@ func TestInvalidObjectsNameTheirFields(t *testing.T) {
 	}
 
 	// Apply prefixes each field with the object's place in the request.
-	_, err = east.Apply(ctx, &api.Objects{TargetGroups: []model.TargetGroup{*targetGroup("ok", 1), {Meta: model.Meta{Name: "Bad Name"}}}})
+	_, err = east.Apply(ctx, &model.Objects{TargetGroups: []model.TargetGroup{*targetGroup("ok", 1), {Meta: model.Meta{Name: "Bad Name"}}}})
 	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || !strings.Contains(ae.Body.Message, "objects.targetGroups[1].name") {
 		t.Errorf("apply invalid: %v", err)
 	}
@@ -196,7 +195,7 @@ func TestApplyReplacesOnlyWhatTheCallerOwns(t *testing.T) {
 	if err := west.Put(ctx, inCluster("west", targetGroup("west-tg", 9))); err != nil {
 		t.Fatal(err)
 	}
-	objs := &api.Objects{Networks: []model.ServiceNetwork{*network("hotel")},
+	objs := &model.Objects{Networks: []model.ServiceNetwork{*network("hotel")},
 		TargetGroups: []model.TargetGroup{*targetGroup("a", 1), *targetGroup("b", 2)}}
 	res, err := east.Apply(ctx, objs)
 	if err != nil || res.Created != 3 {
@@ -248,7 +247,7 @@ func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
 	if len(first.Networks) != 1 || first.Networks[0].Name != "hotel" || first.Networks[0].Revision == 0 {
 		t.Fatalf("first snapshot: %+v", first)
 	}
-	res, err := east.Apply(ctx, &api.Objects{TargetGroups: []model.TargetGroup{*targetGroup("a", 1), *targetGroup("b", 2)}})
+	res, err := east.Apply(ctx, &model.Objects{TargetGroups: []model.TargetGroup{*targetGroup("a", 1), *targetGroup("b", 2)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,8 +22,8 @@ func TestTxnChangesOnlyWhatItNames(t *testing.T) {
 	if err := east.Put(ctx, targetGroup("keep", 1)); err != nil {
 		t.Fatal(err)
 	}
-	put := func(tgs ...*model.TargetGroup) api.Objects {
-		var o api.Objects
+	put := func(tgs ...*model.TargetGroup) model.Objects {
+		var o model.Objects
 		for _, tg := range tgs {
 			o.TargetGroups = append(o.TargetGroups, *tg)
 		}

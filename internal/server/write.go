@@ -72,7 +72,7 @@ func (w *write) add(field string, obj model.Object, cluster string, fields *mode
 		*fields = append(*fields, &model.FieldError{Field: join(field, "name"), Detail: "duplicate name " + m.Name})
 		return nil
 	}
-	b, err := encode(obj)
+	b, err := model.Encode(obj)
 	if err != nil {
 		return err
 	}
