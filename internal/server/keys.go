@@ -87,6 +87,11 @@ func newKeyView(cluster string, kvs []store.KeyValue, revision int64) (*keyView,
 	v := &keyView{cluster: cluster, revision: revision, networks: map[string]*model.ServiceNetwork{},
 		services: map[string]*model.Service{}, certs: map[string]*model.Certificate{}, readable: map[string]bool{}}
 	for _, kv := range kvs {
+		switch kind, _, _ := model.ParseKey(kv.Key); kind {
+		case model.KindServiceNetwork, model.KindService, model.KindCertificate:
+		default:
+			continue
+		}
 		obj, err := decode(kv)
 		if err != nil {
 			return nil, err

@@ -3,7 +3,10 @@
 // apply for providers, and the watch stream proxies follow.
 //
 // It owns encoding objects into the store, validating them and enforcing
-// ownership (a cluster may only write what it owns). It must not know about
+// ownership (a cluster may only write what it owns) and what a cluster may
+// do to others' traffic: targets only in its own cluster, services only in
+// networks that allow it, host names only where their networks allow it,
+// private keys only to the clusters that serve them (see package api). It must not know about
 // Kubernetes or the data plane: providers and proxies reach it over HTTP
 // through package client, and the wire shapes live in package api.
 package server
