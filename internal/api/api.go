@@ -37,7 +37,8 @@
 //   - a host name (dnsName, customDomains, a listener's hostnames) that a
 //     service of another owner already answers to, equal or overlapping by
 //     wildcard, may be named only by a cluster that service's network
-//     allows ("customDomains[0]", naming the other service).
+//     allows ("customDomains[0]", naming the other service), and a host name
+//     within a network's domain only by a cluster that network allows.
 //
 // A certificate's private key is readable by its owner and by the clusters
 // whose proxies serve it (allowed into a network where a service of the

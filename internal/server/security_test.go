@@ -107,6 +107,13 @@ func TestAnotherClusterCannotTakeOverTraffic(t *testing.T) {
 			t.Errorf("west's service in its own network on %s: %v, want 403 naming customDomains[1]", host, err)
 		}
 	}
+	// A name in east's network's domain is east's before east serves it.
+	squat := loginService("evil", "b-net")
+	squat.DNSName = "login.a-net.trellis.internal"
+	squat.CustomDomains = []string{"*.trellis.internal"}
+	if err := west.Put(ctx, squat); !slices.Equal(fieldsOf(err), []string{"dnsName", "customDomains[0]"}) {
+		t.Errorf("west's service on names in east's domain: %v, want 403 naming dnsName and customDomains[0]", err)
+	}
 	// On a listener's host names too.
 	onListener := loginService("evil", "b-net")
 	onListener.Listeners[0].Hostnames = []string{"shop.example"}

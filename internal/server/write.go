@@ -254,7 +254,9 @@ func ownerOf(kv store.KeyValue) (string, error) {
 //     same name, or a wildcard covering it or covered by it) may be named
 //     only by a cluster that the network of that service allows. Host
 //     names are thus claimed by the first owner to serve them, per
-//     network: the network's owner decides who else may serve them.
+//     network: the network's owner decides who else may serve them;
+//   - a host name within a network's domain (its generated names) may be
+//     named only by a cluster that network allows, served yet or not.
 //
 // Every refused field is named; the answer is 403.
 func checkAssociations(w *write, deletes map[string]int64, existing map[string]store.KeyValue, cluster string) error {
@@ -305,19 +307,35 @@ func checkAssociations(w *write, deletes map[string]int64, existing map[string]s
 				Detail: fmt.Sprintf("network %q is owned by cluster %q, whose allowedClusters do not name %q", n.Name, n.Owner, svc.Owner)})
 		}
 		for _, c := range svc.HostnameClaims() {
-			other := claims.conflict(c.Name, svc, networks)
-			if other == nil {
-				continue
+			if other := claims.conflict(c.Name, svc, networks); other != nil {
+				fields = append(fields, &model.FieldError{Field: join(p.field, c.Field),
+					Detail: fmt.Sprintf("%q is served by service %q of cluster %q in network %q, whose owner does not allow cluster %q",
+						c.Name, other.Name, other.Owner, other.Network, svc.Owner)})
+			} else if n := domainOf(c.Name, networks, svc.Owner); n != nil {
+				fields = append(fields, &model.FieldError{Field: join(p.field, c.Field),
+					Detail: fmt.Sprintf("%q is within the domain %q of network %q, whose owner %q does not allow cluster %q",
+						c.Name, n.Domain, n.Name, n.Owner, svc.Owner)})
 			}
-			fields = append(fields, &model.FieldError{Field: join(p.field, c.Field),
-				Detail: fmt.Sprintf("%q is served by service %q of cluster %q in network %q, whose owner does not allow cluster %q",
-					c.Name, other.Name, other.Owner, other.Network, svc.Owner)})
 		}
 	}
 	if len(fields) == 0 {
 		return nil
 	}
 	return &httpError{status: http.StatusForbidden, body: api.Error{Message: fields.Error(), Fields: fields}}
+}
+
+// domainOf returns a network whose domain the host name name falls in
+// (or overlaps, for a wildcard) and that does not allow cluster; nil when
+// there is none. A network's generated names are its own: no other
+// cluster claims one before the network's owner does.
+func domainOf(name string, networks map[string]*model.ServiceNetwork, cluster string) *model.ServiceNetwork {
+	for _, key := range slices.Sorted(maps.Keys(networks)) {
+		n := networks[key]
+		if n.Domain != "" && (name == n.Domain || model.HostnamesOverlap(name, "*."+n.Domain)) && !n.Allows(cluster) {
+			return n
+		}
+	}
+	return nil
 }
 
 // hostnameIndex finds the services that answer to a host name.
