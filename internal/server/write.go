@@ -259,6 +259,12 @@ func ownerOf(kv store.KeyValue) (string, error) {
 //     named only by a cluster that network allows, served yet or not.
 //
 // Every refused field is named; the answer is 403.
+//
+// The objects judged against are read in the same attempt as the write
+// commits, but only the written keys are its preconditions (the store
+// compares nothing else): a network's allow list narrowed in the moment
+// between that read and the commit does not stop the write. The next
+// write of the service is judged by the new list.
 func checkAssociations(w *write, deletes map[string]int64, existing map[string]store.KeyValue, cluster string) error {
 	networks := map[string]*model.ServiceNetwork{}
 	services := map[string]*model.Service{}
