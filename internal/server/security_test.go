@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -339,5 +340,39 @@ func TestPrivateKeysOnlyReachTheirServers(t *testing.T) {
 	}
 	if m := watchFrom(t, url, tokenA, m.Revision-1)(); m.Type != api.WatchChanges {
 		t.Errorf("east resuming: %s, want changes", m.Type)
+	}
+}
+
+// Two clusters claiming one new host name at once: exactly one gets it.
+// The check reads the other services and the write commits without a
+// write in between.
+func TestRacingClaimsOfOneHostname(t *testing.T) {
+	_, east, west := newServer(t)
+	ctx := context.Background()
+	for _, c := range []*client.Client{east, west} {
+		if err := c.Put(ctx, network(map[*client.Client]string{east: "a-net", west: "b-net"}[c])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 20 {
+		host := fmt.Sprintf("h%d.example", i)
+		errs := make(chan error, 2)
+		var wg sync.WaitGroup
+		wg.Go(func() { errs <- east.Put(ctx, loginService(fmt.Sprintf("east-%d", i), "a-net", host)) })
+		wg.Go(func() { errs <- west.Put(ctx, loginService(fmt.Sprintf("west-%d", i), "b-net", host)) })
+		wg.Wait()
+		close(errs)
+		won := 0
+		for err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case apiStatus(err) != http.StatusForbidden:
+				t.Fatalf("%s: %v", host, err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("%s: %d clusters got it, want 1", host, won)
+		}
 	}
 }

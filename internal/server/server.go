@@ -69,6 +69,10 @@ type Server struct {
 	mux *http.ServeMux
 	// bodies is the budget of request-body bytes, MaxRequestBytes.
 	bodies *semaphore.Weighted
+	// writing is held by the one write planning and committing at a
+	// time, so that on one server what a write's checks read cannot
+	// change before it commits.
+	writing chan struct{}
 }
 
 // New returns a Server backed by st.
@@ -86,7 +90,8 @@ func New(st store.Store, cfg Config) *Server {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
 	}
 	cfg.MaxObjectBytes = min(cfg.MaxObjectBytes, cfg.MaxRequestBytes)
-	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.MaxRequestBytes)}
+	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.MaxRequestBytes),
+		writing: make(chan struct{}, 1)}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", s.ready)
 	s.mux.Handle("GET /v1/watch", s.authed(s.watch))

@@ -99,13 +99,21 @@ func prefixed(prefix string, fe model.FieldErrors) model.FieldErrors {
 // on a revision the server chose.
 const maxAttempts = 50
 
-// commit plans and commits w for cluster. A conflict on a revision the
-// server read (not one the caller named) means a concurrent writer moved
-// a key between the read and the write: the write is planned again from a
+// commit plans and commits w for cluster. Writes through one server
+// take turns, so that nothing the checks read changes before the write
+// commits. A conflict on a revision the server read (not one the caller
+// named) means a writer through another server on the same store moved a
+// key between the read and the write: the write is planned again from a
 // fresh read, which reads everything the checks look at again too.
 func (s *Server) commit(ctx context.Context, w *write, cluster string) (writeResult, error) {
 	for attempt := 1; ; attempt++ {
+		select {
+		case s.writing <- struct{}{}:
+		case <-ctx.Done():
+			return writeResult{}, ctx.Err()
+		}
 		res, retry, err := s.commitOnce(ctx, w, cluster)
+		<-s.writing
 		if !retry || attempt == maxAttempts {
 			return res, err
 		}
@@ -261,10 +269,12 @@ func ownerOf(kv store.KeyValue) (string, error) {
 // Every refused field is named; the answer is 403.
 //
 // The objects judged against are read in the same attempt as the write
-// commits, but only the written keys are its preconditions (the store
-// compares nothing else): a network's allow list narrowed in the moment
-// between that read and the commit does not stop the write. The next
-// write of the service is judged by the new list.
+// commits, and writes through one server take turns (see commit). Only
+// the written keys are the commit's preconditions, though (the store
+// compares nothing else): through another server on the same etcd, a
+// network's allow list narrowed, or a host name claimed, between the read
+// and the commit does not stop the write. The next write of the service
+// is judged by the new state.
 func checkAssociations(w *write, deletes map[string]int64, existing map[string]store.KeyValue, cluster string) error {
 	networks := map[string]*model.ServiceNetwork{}
 	services := map[string]*model.Service{}
