@@ -289,7 +289,7 @@ func headEnd(b []byte, from int) int {
 
 // chunkLine vets a chunk-size line, as net/http's chunked reader reads it.
 func (g *Guard) chunkLine(line []byte) {
-	if bytes.IndexByte(line, '\r') != len(line)-2 || len(line) > maxChunkLine {
+	if len(line) < 2 || bytes.IndexByte(line, '\r') != len(line)-2 || len(line) > maxChunkLine {
 		g.end(0)
 		return
 	}
