@@ -1,218 +1,42 @@
 package proxy
 
 import (
-	"bufio"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"os"
-	"strings"
 	"testing"
-	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/framing"
 )
 
-// framingCase is one row of the HTTP/1 framing table: a raw request and
-// what RFC 9112 (and, where it leaves a choice, this proxy's decision)
-// says must come of it.
-type framingCase struct {
-	name, raw string
-	// status is the first response's status; 0 is any error status
-	// (>= 400), for a body the proxy cannot read to its end.
-	status int
-	// body is the number of body bytes the target must receive, -1 when
-	// the request must not reach the target at all.
-	body int
-	// close: the connection must end after the response. Otherwise a
-	// request pipelined behind this one must be answered in turn.
-	close bool
-	rfc   string
-}
-
-const fh = "Host: shop.example.com\r\n"
-
-// framingTable is the expectation table, written from RFC 9112. Where
-// the RFC lets a server choose between refusing and serving-then-closing
-// (Transfer-Encoding with Content-Length, HTTP/1.0 with Transfer-Encoding,
-// obs-fold), the proxy refuses with 400 and closes, as nginx does.
-var framingTable = []framingCase{
-	{"plain GET", "GET /r HTTP/1.1\r\n" + fh + "\r\n", 200, 0, false, "baseline"},
-	{"Content-Length", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: 5\r\n\r\nhello", 200, 5, false, "6.3 (6)"},
-	{"chunked", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 200, 3, false, "6.3 (4), 7.1"},
-	{"chunked with extension and trailer", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n0\r\nX-T: 1\r\n\r\n", 200, 3, false, "7.1.1, 7.1.2"},
-	{"chunked, upper case", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: CHUNKED\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 200, 3, false, "7 (codings are case-insensitive)"},
-	{"chunked, mixed case and OWS", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding:  Chunked \r\n\r\n3\r\nabc\r\n0\r\n\r\n", 200, 3, false, "5.1, 7"},
-	{"CL.TE", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX", 400, -1, true, "6.3 (3): MAY reject, MUST close"},
-	{"TE.CL", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n", 400, -1, true, "6.3 (3)"},
-	{"TE with Content-Length: 0", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, -1, true, "6.3 (3)"},
-	{"obs-fold Transfer-Encoding", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding:\r\n chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400, -1, true, "5.2: reject with 400"},
-	{"obs-fold continues Transfer-Encoding", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: gzip\r\n\tchunked\r\n\r\n0\r\n\r\n", 400, -1, true, "5.2"},
-	{"obs-fold Content-Length", "POST /r HTTP/1.1\r\n" + fh + "Content-Length:\r\n 5\r\n\r\nhello", 400, -1, true, "5.2"},
-	{"obs-fold other field", "GET /r HTTP/1.1\r\n" + fh + "X-A: 1\r\n 2\r\n\r\n", 400, -1, true, "5.2"},
-	{"HTTP/1.0 chunked", "POST /r HTTP/1.0\r\n" + fh + "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400, -1, true, "6.1: faulty framing, MUST close"},
-	{"HTTP/1.0 chunked with Content-Length", "POST /r HTTP/1.0\r\n" + fh + "Connection: keep-alive\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc", 400, -1, true, "6.1"},
-	{"HTTP/1.0 keep-alive", "POST /r HTTP/1.0\r\n" + fh + "Connection: keep-alive\r\nContent-Length: 5\r\n\r\nhello", 200, 5, false, "9.3"},
-	{"HTTP/1.0", "GET /r HTTP/1.0\r\n" + fh + "\r\n", 200, 0, true, "9.3: no keep-alive"},
-	{"Connection: close", "GET /r HTTP/1.1\r\n" + fh + "Connection: close\r\n\r\n", 200, 0, true, "9.6"},
-	{"duplicate Content-Length, equal", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 200, 5, false, "6.3 (5), RFC 9110 8.6"},
-	{"duplicate Content-Length, unequal", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, -1, true, "6.3 (5): 400 and close"},
-	{"Content-Length list", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: 5, 5\r\n\r\nhello", 400, -1, true, "6.3 (5)"},
-	{"Content-Length with plus sign", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: +5\r\n\r\nhello", 400, -1, true, "6.3 (5)"},
-	{"Content-Length negative", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: -1\r\n\r\n", 400, -1, true, "6.3 (5)"},
-	{"Content-Length hex", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: 0x5\r\n\r\nhello", 400, -1, true, "6.3 (5)"},
-	{"Content-Length empty", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: \r\n\r\n", 400, -1, true, "6.3 (5)"},
-	{"Content-Length overflow", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: 99999999999999999999\r\n\r\n", 400, -1, true, "6.3 (5)"},
-	{"Content-Length with OWS", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: \t5 \r\n\r\nhello", 200, 5, false, "5.1: OWS is not the value"},
-	{"Content-Length leading zeros", "POST /r HTTP/1.1\r\n" + fh + "Content-Length: 005\r\n\r\nhello", 200, 5, false, "RFC 9110 8.6: 1*DIGIT"},
-	{"Content-Length, space before colon", "POST /r HTTP/1.1\r\n" + fh + "Content-Length : 5\r\n\r\nhello", 400, -1, true, "5.1: MUST 400"},
-	{"Transfer-Encoding, space before colon", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400, -1, true, "5.1: MUST 400"},
-	{"gzip alone", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: gzip\r\n\r\nhello", 400, -1, true, "6.3 (4): chunked not final: 400, close"},
-	{"chunked, gzip", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400, -1, true, "6.3 (4)"},
-	{"identity", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: identity\r\n\r\n", 400, -1, true, "6.3 (4)"},
-	{"chunked, chunked", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400, -1, true, "7: chunked once only"},
-	{"two fields chunked and chunked", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, -1, true, "7"},
-	{"xchunked", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 400, -1, true, "6.3 (4)"},
-	{"gzip, chunked", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501, -1, true, "6.1: unknown coding SHOULD 501"},
-	{"two fields gzip and chunked", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501, -1, true, "6.1, 5.3"},
-	{"vertical tab before chunked", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: \vchunked\r\n\r\n0\r\n\r\n", 400, -1, true, "5.5"},
-	{"bare LF line ends", "POST /r HTTP/1.1\nHost: shop.example.com\nContent-Length: 5\n\nhello", 200, 5, false, "2.2: MAY take LF"},
-	{"bare CR in a field", "GET /r HTTP/1.1\r\n" + fh + "X-A: 1\rX-B: 2\r\n\r\n", 400, -1, true, "2.2: bare CR invalid"},
-	{"NUL in a field value", "GET /r HTTP/1.1\r\n" + fh + "X-A: a\x00b\r\n\r\n", 400, -1, true, "5.5: MUST reject or replace"},
-	{"CTL in a field value", "GET /r HTTP/1.1\r\n" + fh + "X-A: a\x01b\r\n\r\n", 400, -1, true, "5.5"},
-	{"NUL in Transfer-Encoding", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\x00\r\n\r\n0\r\n\r\n", 400, -1, true, "5.5"},
-	{"absolute-form target", "GET http://shop.example.com/r HTTP/1.1\r\n" + fh + "\r\n", 200, 0, false, "3.2.2"},
-	{"absolute-form overrides Host", "GET http://shop.example.com/r HTTP/1.1\r\nHost: other.example\r\n\r\n", 200, 0, false, "3.2.2: Host ignored"},
-	{"no Host", "GET /r HTTP/1.1\r\n\r\n", 400, -1, true, "3.2: MUST 400"},
-	{"two Host fields", "GET /r HTTP/1.1\r\n" + fh + fh + "\r\n", 400, -1, true, "3.2: MUST 400"},
-	{"HTTP/0.9 request line", "GET /\r\n", 400, -1, true, "2.3: no HTTP/0.9; answered at once"},
-	{"HTTP/0.9 request line, LF", "GET /\n", 400, -1, true, "2.3"},
-	{"HTTP/2.0 request line", "GET /r HTTP/2.0\r\n" + fh + "\r\n", 505, -1, true, "2.3"},
-	{"malformed chunk size", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 0, -1, true, "7.1: unrecoverable"},
-	{"chunk size line with bare LF", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n", 0, -1, true, "7.1"},
-	{"chunk data longer than its size", "POST /r HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n", 0, -1, true, "7.1"},
-}
-
-// probe is the request pipelined behind a row's to see that the connection
-// still carries requests, and where the row's request ended.
-const probe = "GET /probe HTTP/1.1\r\n" + fh + "\r\n"
-
-// warmup is a request the fast path hands to net/http (a chunked body), so
-// that the row behind it is parsed by net/http on a handed-off connection.
-const warmup = "POST /warmup HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
-
-// framingPaths are the request paths the table runs on.
+// framingPaths are the request paths the framing table runs on.
 var framingPaths = []struct {
 	name    string
 	disable bool // Config.DisableFastPath
 	prefix  string
 }{
 	{"fast", false, ""},
-	{"handed-off", false, warmup},
+	// A connection the fast path handed to net/http before the row's
+	// request, which net/http then parses.
+	{"handed-off", false, framing.Warmup},
 	{"net/http", true, ""},
 }
 
-// TestFramingTable runs the expectation table on both request paths: the
-// fast path (which hands every framing it does not take to net/http), a
-// connection the fast path handed off before the row's request, and
-// net/http alone.
+// TestFramingTable runs the HTTP/1 framing table (test/framing, written
+// from RFC 9112) on both request paths: the fast path (which hands every
+// framing it does not take to net/http), a connection it handed off
+// before the row's request, and net/http alone.
 func TestFramingTable(t *testing.T) {
 	echo := bodyEcho(t)
 	for _, path := range framingPaths {
 		p := newProxyWith(t, Config{DisableFastPath: path.disable})
 		update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, echo, model.TargetActive))}, to("a", 1)))
 		addr := addrOf(p, webPort)
-		for _, c := range framingTable {
-			t.Run(path.name+"/"+c.name, func(t *testing.T) {
-				if err := runFramingCase(addr, path.prefix, c); err != nil {
-					t.Errorf("%s (RFC 9112 %s): %v", c.name, c.rfc, err)
+		for _, c := range framing.Table {
+			t.Run(path.name+"/"+c.Name, func(t *testing.T) {
+				t.Parallel()
+				if err := framing.Run(addr, path.prefix, c); err != nil {
+					t.Errorf("%s (RFC 9112 %s): %v", c.Name, c.RFC, err)
 				}
 			})
 		}
 	}
-}
-
-// runFramingCase sends c's request on a connection of its own, after
-// prefix, and checks the outcome.
-func runFramingCase(addr, prefix string, c framingCase) error {
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(3 * time.Second))
-	raw := prefix + c.raw
-	if !c.close {
-		raw += probe
-	}
-	if _, err := io.WriteString(conn, raw); err != nil {
-		return err
-	}
-	br := bufio.NewReader(conn)
-	if prefix != "" {
-		if _, err := readFramingResponse(br, "POST"); err != nil {
-			return fmt.Errorf("prefix: %w", err)
-		}
-	}
-	method, _, _ := strings.Cut(c.raw, " ")
-	got, err := readFramingResponse(br, method)
-	if err != nil {
-		return err
-	}
-	switch {
-	case c.status == 0 && got.status < 400:
-		return fmt.Errorf("status %d, want an error", got.status)
-	case c.status != 0 && got.status != c.status:
-		return fmt.Errorf("status %d, want %d (%s)", got.status, c.status, got.text)
-	case c.body < 0 && got.reached:
-		return fmt.Errorf("reached the target (%s), want refused before it", got.text)
-	case c.body >= 0 && got.bodyLen != c.body:
-		return fmt.Errorf("target received %d body bytes, want %d (%s)", got.bodyLen, c.body, got.text)
-	}
-	if c.close {
-		// Nothing more may come, and the connection must end (not time
-		// out).
-		if n, err := br.ReadByte(); err == nil {
-			return fmt.Errorf("connection open after the response: read %q", n)
-		} else if errors.Is(err, os.ErrDeadlineExceeded) {
-			return errors.New("connection left open after the response")
-		}
-		return nil
-	}
-	next, err := readFramingResponse(br, "GET")
-	if err != nil {
-		return fmt.Errorf("pipelined request: %w", err)
-	}
-	if next.status != 200 || next.text != "GET /probe 0" {
-		return fmt.Errorf("pipelined request answered %d %q, want the probe's", next.status, next.text)
-	}
-	return nil
-}
-
-type framingResponse struct {
-	status int
-	text   string
-	// reached: the target answered (bodyEcho's "METHOD /path N ...").
-	reached bool
-	bodyLen int
-}
-
-func readFramingResponse(br *bufio.Reader, method string) (framingResponse, error) {
-	resp, err := http.ReadResponse(br, &http.Request{Method: method})
-	if err != nil {
-		return framingResponse{}, err
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return framingResponse{}, err
-	}
-	r := framingResponse{status: resp.StatusCode, text: string(b)}
-	var m, path string
-	if n, _ := fmt.Sscanf(r.text, "%s %s %d", &m, &path, &r.bodyLen); n == 3 && strings.HasPrefix(path, "/") {
-		r.reached = true
-	}
-	return r, nil
 }
