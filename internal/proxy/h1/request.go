@@ -8,7 +8,9 @@
 // bytes and all, to net/http: the request with a body of unknown length, an
 // upgrade, an Expect, HTTP/1.0, an obsolete line folding, a malformed head.
 // So a client cannot make the two paths disagree about where a request
-// starts or ends. It owns no connections and must not log.
+// starts or ends. Guard vets the request heads net/http reads, for the
+// framings RFC 9112 says must not keep a connection that net/http would
+// take. It owns no connections and must not log.
 package h1
 
 import (
