@@ -109,13 +109,19 @@ const Probe = "GET /probe HTTP/1.1\r\n" + fh + "\r\n"
 // that the row behind it is parsed by net/http on a handed-off connection.
 const Warmup = "POST /warmup HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
 
-// Run sends c's request on a connection of its own, after
-// prefix, and checks the outcome.
+// Run sends c's request on a connection of its own to addr, after prefix,
+// and checks the outcome.
 func Run(addr, prefix string, c Case) error {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
+	return RunConn(conn, prefix, c)
+}
+
+// RunConn is Run on a connection the caller dialed (a TLS one, say); it
+// closes conn.
+func RunConn(conn net.Conn, prefix string, c Case) error {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(3 * time.Second))
 	raw := prefix + c.Raw

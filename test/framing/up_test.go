@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/xml"
 	"fmt"
@@ -32,6 +33,9 @@ func TestMain(m *testing.M) { trellisbin.Main(m, &trellisBin) }
 // and an HTTPS listener, whose route sends everything to an Echo target.
 type up struct {
 	http, https string // listener addresses
+	// tls is a client configuration that trusts the HTTPS listener's
+	// certificate and speaks HTTP/1.1.
+	tls *tls.Config
 }
 
 // startUp writes the configuration and runs `trellis up` until the test
@@ -42,7 +46,8 @@ func startUp(t *testing.T) up {
 	t.Cleanup(echo.Close)
 	_, echoPort, _ := net.SplitHostPort(echo.Listener.Addr().String())
 	httpPort, httpsPort := freePort(t), freePort(t)
-	leaf := pki.NewCA(t).Issue(t, "shop.example.com", "127.0.0.1")
+	ca := pki.NewCA(t)
+	leaf := ca.Issue(t, "shop.example.com", "127.0.0.1")
 	config := fmt.Sprintf(gatewayYAML, httpPort, httpsPort, echoPort,
 		base64.StdEncoding.EncodeToString(leaf.CertPEM), base64.StdEncoding.EncodeToString(leaf.KeyPEM))
 	dir := t.TempDir()
@@ -66,7 +71,10 @@ func startUp(t *testing.T) up {
 			t.Logf("trellis up output:\n%s", out.String())
 		}
 	})
-	u := up{http: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)), https: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpsPort))}
+	u := up{
+		http: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)), https: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpsPort)),
+		tls: &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}},
+	}
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if Run(u.http, "", Table[0]) == nil {
 			return u
@@ -177,28 +185,47 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-// TestSmuggling runs the framing table against a built `trellis up`, on a
-// fresh connection (the fast path, which hands what it does not take to
-// net/http) and on one handed to net/http before the row, and prints the
-// table.
+// TestSmuggling runs the framing table against a built `trellis up`, on
+// fresh connections (the fast path, which hands what it does not take to
+// net/http) and on ones handed to net/http before the row, of its HTTP and
+// its HTTPS (HTTP/1.1) listener, and prints the table.
 func TestSmuggling(t *testing.T) {
 	u := startUp(t)
+	columns := []struct {
+		name   string
+		dial   func() (net.Conn, error)
+		prefix string
+	}{
+		{"http", func() (net.Conn, error) { return net.Dial("tcp", u.http) }, ""},
+		{"http handed-off", func() (net.Conn, error) { return net.Dial("tcp", u.http) }, Warmup},
+		{"https", func() (net.Conn, error) { return tls.Dial("tcp", u.https, u.tls) }, ""},
+		{"https handed-off", func() (net.Conn, error) { return tls.Dial("tcp", u.https, u.tls) }, Warmup},
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-40s %-22s %-10s %s\n", "request", "expected (RFC 9112)", "fresh", "handed-off")
+	fmt.Fprintf(&b, "%-38s %-20s", "request", "expected (RFC 9112)")
+	for _, col := range columns {
+		fmt.Fprintf(&b, " %-17s", col.name)
+	}
+	b.WriteString("\n")
 	failed := 0
 	for _, c := range Table {
-		results := make([]string, 2)
-		for i, prefix := range []string{"", Warmup} {
-			results[i] = "ok"
-			if err := Run(u.http, prefix, c); err != nil {
-				results[i] = "FAIL"
-				failed++
-				t.Errorf("%s (%s) on a %s connection: %v", c.Name, c.RFC, []string{"fresh", "handed-off"}[i], err)
+		fmt.Fprintf(&b, "%-38s %-20s", c.Name, c.Outcome())
+		for _, col := range columns {
+			result := "ok"
+			conn, err := col.dial()
+			if err == nil {
+				err = RunConn(conn, col.prefix, c)
 			}
+			if err != nil {
+				result = "FAIL"
+				failed++
+				t.Errorf("%s (RFC 9112 %s) on %s: %v", c.Name, c.RFC, col.name, err)
+			}
+			fmt.Fprintf(&b, " %-17s", result)
 		}
-		fmt.Fprintf(&b, "%-40s %-22s %-10s %s\n", c.Name, c.Outcome(), results[0], results[1])
+		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "%d rows, %d failures\n", len(Table), failed)
+	fmt.Fprintf(&b, "%d rows on %d kinds of connection, %d failures\n", len(Table), len(columns), failed)
 	fmt.Print(b.String())
 }
 
