@@ -41,14 +41,13 @@ type Guard struct {
 	src io.Reader
 	// buf holds what was read from src and not returned yet, mem[r:w]; its
 	// first ok bytes are vetted.
-	mem        []byte
-	r, w, ok   int
-	state      guardState
-	left       int64 // bytes of the current body or chunk not yet vetted
-	excess     int64 // chunked framing overhead, as net/http counts it
-	err        error // src's error, returned once what came with it is used
-	maxHead    int
-	rejections int
+	mem      []byte
+	r, w, ok int
+	state    guardState
+	left     int64 // bytes of the current body or chunk not yet vetted
+	excess   int64 // chunked framing overhead, as net/http counts it
+	err      error // src's error, returned once what came with it is used
+	maxHead  int
 }
 
 type guardState int
@@ -76,9 +75,6 @@ const GuardRejection = "refused-framing\r\n"
 func NewGuard(src io.Reader, maxHead int) *Guard {
 	return &Guard{src: src, maxHead: maxHead}
 }
-
-// Rejected reports how many heads g refused.
-func (g *Guard) Rejected() int { return g.rejections }
 
 // Read returns the next vetted bytes of the connection.
 func (g *Guard) Read(p []byte) (int, error) {
@@ -213,7 +209,6 @@ func (g *Guard) end(n int) {
 
 // reject replaces what is buffered with GuardRejection and ends the stream.
 func (g *Guard) reject() {
-	g.rejections++
 	g.mem = append(g.mem[:0], GuardRejection...)
 	g.r, g.w, g.err = 0, len(GuardRejection), nil
 	g.end(g.w)
@@ -403,10 +398,10 @@ func parseRequestLine[T string | []byte](line T) (requestLine, bool) {
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
-// PlausibleRequestLine reports whether line (without its line end) can be
+// plausibleRequestLine reports whether line (without its line end) can be
 // a request line net/http takes: a head that starts otherwise is refused
 // at once, without waiting for the rest.
-func PlausibleRequestLine[T string | []byte](line T) bool {
+func plausibleRequestLine[T string | []byte](line T) bool {
 	_, ok := parseRequestLine(line)
 	return ok
 }
@@ -426,37 +421,28 @@ const (
 	framingPass
 )
 
-// Verdict is the framing decision for a request head.
-type Verdict struct {
+// verdict is the framing decision for a request head.
+type verdict struct {
 	framing int
-	length  int64
+	// length is the body's length when framing is framingLength.
+	length int64
 }
 
-// Refused reports whether the head is answered with 400 and the
-// connection closed, before any handler sees it.
-func (v Verdict) Refused() bool { return v.framing == framingRefused }
-
-// Chunked reports whether the body is read chunked.
-func (v Verdict) Chunked() bool { return v.framing == framingChunked }
-
-// Length is the body's length when it is neither chunked nor refused.
-func (v Verdict) Length() int64 { return v.length }
-
-// VetHead returns the framing decision for a whole request head (request
+// vetHead returns the framing decision for a whole request head (request
 // line to the empty line), as a Guard makes it. ok is false when the
 // decision is not the Guard's: a head net/http refuses itself, an upgrade,
 // or a version other than HTTP/1.x.
-func VetHead(head string) (v Verdict, ok bool) {
+func vetHead(head string) (v verdict, ok bool) {
 	line, fields, found := strings.Cut(head, "\n")
 	if !found {
-		return Verdict{framing: framingRefused}, true
+		return verdict{framing: framingRefused}, true
 	}
 	rl, valid := parseRequestLine(strings.TrimSuffix(line, "\r"))
 	if !valid {
-		return Verdict{framing: framingRefused}, true
+		return verdict{framing: framingRefused}, true
 	}
 	if rl.major != 1 {
-		return Verdict{framing: framingPass}, false
+		return verdict{framing: framingPass}, false
 	}
 	v = vetFields(fields, rl.minor == 0)
 	return v, v.framing != framingServerRefuses && v.framing != framingPass
@@ -466,7 +452,7 @@ func VetHead(head string) (v Verdict, ok bool) {
 // ending in LF, an empty line last). http10 is set for an HTTP/1.0
 // request. Only the fields that decide the framing are looked at, and obs
 // folds anywhere; the rest is net/http's to refuse.
-func vetFields(fields string, http10 bool) Verdict {
+func vetFields(fields string, http10 bool) verdict {
 	var te, cl []string
 	upgrade := false
 	for fields != "" {
@@ -479,7 +465,7 @@ func vetFields(fields string, http10 bool) Verdict {
 		if line[0] == ' ' || line[0] == '\t' {
 			// An obsolete line folding, which net/http would unfold
 			// (RFC 9112 section 5.2 lets a server refuse it).
-			return Verdict{framing: framingRefused}
+			return verdict{framing: framingRefused}
 		}
 		name, value, _ := strings.Cut(line, ":")
 		switch {
@@ -496,28 +482,28 @@ func vetFields(fields string, http10 bool) Verdict {
 		// RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty
 		// framing; section 6.3: with Content-Length it may be refused,
 		// and chunked must be the final coding.
-		return Verdict{framing: framingRefused}
+		return verdict{framing: framingRefused}
 	case len(te) > 0 && (len(te) > 1 || !strings.EqualFold(te[0], "chunked")):
 		// net/http takes a single "chunked" only, and answers 501.
-		return Verdict{framing: framingServerRefuses}
+		return verdict{framing: framingServerRefuses}
 	case len(te) > 0:
 		if upgrade {
-			return Verdict{framing: framingPass}
+			return verdict{framing: framingPass}
 		}
-		return Verdict{framing: framingChunked}
+		return verdict{framing: framingChunked}
 	}
 	var n int64
 	for i, v := range cl {
 		m, ok := parseLength(v)
 		if !ok || i > 0 && v != cl[0] {
-			return Verdict{framing: framingServerRefuses}
+			return verdict{framing: framingServerRefuses}
 		}
 		n = m
 	}
 	if upgrade {
-		return Verdict{framing: framingPass}
+		return verdict{framing: framingPass}
 	}
-	return Verdict{framing: framingLength, length: n}
+	return verdict{framing: framingLength, length: n}
 }
 
 // chunkedLast reports whether the transfer codings of the Transfer-Encoding

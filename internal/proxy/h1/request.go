@@ -95,7 +95,7 @@ func ReadHead(br *bufio.Reader) (string, error) {
 				// do not.
 				return "", ErrUnsupported
 			}
-			if first && !PlausibleRequestLine(buf[:nl-1]) {
+			if first && !plausibleRequestLine(buf[:nl-1]) {
 				// Not a request line (an HTTP/0.9 "GET /"): net/http
 				// refuses it at once, where waiting for the rest of a
 				// head would wait for nothing.
