@@ -18,6 +18,7 @@ var framingPaths = []struct {
 	// request, which net/http then parses.
 	{"handed-off", false, framing.Warmup},
 	{"net/http", true, ""},
+	{"after a declined upgrade", false, framing.DeclinedUpgrade},
 }
 
 // TestFramingTable runs the HTTP/1 framing table (test/framing, written

@@ -89,6 +89,14 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 	}
 	l.srv.Protocols.SetHTTP1(true)
 	wildcard := b.Addr == "" && p.wildcard
+	l.srv.ConnState = func(c net.Conn, s http.ConnState) {
+		// A connection taken over by an upgrade is no longer HTTP/1.
+		if rc, ok := c.(*replayConn); ok && s == http.StateHijacked {
+			if g, ok := rc.r.(*h1.Guard); ok {
+				g.Pass()
+			}
+		}
+	}
 	l.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		if wildcard {
 			ctx = context.WithValue(ctx, localIPKey{}, localIP(c.LocalAddr()))

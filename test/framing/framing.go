@@ -109,6 +109,11 @@ const Probe = "GET /probe HTTP/1.1\r\n" + fh + "\r\n"
 // that the row behind it is parsed by net/http on a handed-off connection.
 const Warmup = "POST /warmup HTTP/1.1\r\n" + fh + "Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
 
+// DeclinedUpgrade is an upgrade request that a target which does not
+// upgrade answers with 200: the connection goes on in HTTP/1.1, parsed by
+// net/http, and the row behind it must be vetted all the same.
+const DeclinedUpgrade = "GET /upgrade HTTP/1.1\r\n" + fh + "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+
 // Run sends c's request on a connection of its own to addr, after prefix,
 // and checks the outcome.
 func Run(addr, prefix string, c Case) error {
@@ -133,8 +138,12 @@ func RunConn(conn net.Conn, prefix string, c Case) error {
 	}
 	br := bufio.NewReader(conn)
 	if prefix != "" {
-		if _, err := readResponse(br, "POST"); err != nil {
+		got, err := readResponse(br, "POST")
+		if err != nil {
 			return fmt.Errorf("prefix: %w", err)
+		}
+		if got.status != http.StatusOK {
+			return fmt.Errorf("prefix answered %d %q, want 200", got.status, got.text)
 		}
 	}
 	method, _, _ := strings.Cut(c.Raw, " ")

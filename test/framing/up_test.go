@@ -187,8 +187,9 @@ func (b *syncBuffer) String() string {
 
 // TestSmuggling runs the framing table against a built `trellis up`, on
 // fresh connections (the fast path, which hands what it does not take to
-// net/http) and on ones handed to net/http before the row, of its HTTP and
-// its HTTPS (HTTP/1.1) listener, and prints the table.
+// net/http) and on ones handed to net/http before the row (by a chunked
+// request, or by an upgrade the target declines), of its HTTP and its
+// HTTPS (HTTP/1.1) listener, and prints the table.
 func TestSmuggling(t *testing.T) {
 	u := startUp(t)
 	columns := []struct {
@@ -200,6 +201,7 @@ func TestSmuggling(t *testing.T) {
 		{"http handed-off", func() (net.Conn, error) { return net.Dial("tcp", u.http) }, Warmup},
 		{"https", func() (net.Conn, error) { return tls.Dial("tcp", u.https, u.tls) }, ""},
 		{"https handed-off", func() (net.Conn, error) { return tls.Dial("tcp", u.https, u.tls) }, Warmup},
+		{"declined upgrade", func() (net.Conn, error) { return net.Dial("tcp", u.http) }, DeclinedUpgrade},
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-38s %-20s", "request", "expected (RFC 9112)")

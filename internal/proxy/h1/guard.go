@@ -34,9 +34,11 @@ import (
 // cannot follow (a body net/http will refuse, a head too large, a chunked
 // body it finds malformed), it lets net/http have what it has and then
 // ends the stream: net/http closes the connection after either, so the two
-// never read a different next request. An upgrade request (Connection:
-// upgrade) or an HTTP/2 preface turns it off for the rest of the
-// connection, whose bytes then are not HTTP/1.
+// never read a different next request. An HTTP/2 preface turns it off for
+// the rest of the connection, and so does Pass, which the server calls when
+// a handler takes the connection over (an upgrade the target accepted):
+// what follows is not HTTP/1. An upgrade the target declines leaves the
+// connection in HTTP/1.1, vetted as before.
 type Guard struct {
 	src io.Reader
 	// buf holds what was read from src and not returned yet, mem[r:w]; its
@@ -74,6 +76,13 @@ const GuardRejection = "refused-framing\r\n"
 // answers an oversize head itself (431).
 func NewGuard(src io.Reader, maxHead int) *Guard {
 	return &Guard{src: src, maxHead: maxHead}
+}
+
+// Pass turns g off: the rest of the connection, what g holds included, is
+// read as it comes. It must not be called during a Read; net/http's
+// hijacking waits for its reads to end before it reports the hijack.
+func (g *Guard) Pass() {
+	g.state, g.ok = guardPass, g.w-g.r
 }
 
 // Read returns the next vetted bytes of the connection.
@@ -250,9 +259,6 @@ func (g *Guard) head(b []byte) bool {
 	case framingServerRefuses:
 		g.end(end)
 		return true
-	case framingPass:
-		g.state, g.ok = guardPass, len(b)
-		return true
 	case framingChunked:
 		g.state, g.excess = guardChunkLine, 0
 	default:
@@ -417,7 +423,8 @@ const (
 	// Transfer-Encoding it does not implement: 501; a bad Content-Length:
 	// 400) and closes after.
 	framingServerRefuses
-	// framingPass: an upgrade; the rest of the connection is not vetted.
+	// framingPass: not HTTP/1 (an h2c preface, another version); the rest
+	// of the connection is not vetted.
 	framingPass
 )
 
@@ -430,8 +437,8 @@ type verdict struct {
 
 // vetHead returns the framing decision for a whole request head (request
 // line to the empty line), as a Guard makes it. ok is false when the
-// decision is not the Guard's: a head net/http refuses itself, an upgrade,
-// or a version other than HTTP/1.x.
+// decision is not the Guard's: a head net/http refuses itself, or a
+// version other than HTTP/1.x.
 func vetHead(head string) (v verdict, ok bool) {
 	line, fields, found := strings.Cut(head, "\n")
 	if !found {
@@ -445,7 +452,7 @@ func vetHead(head string) (v verdict, ok bool) {
 		return verdict{framing: framingPass}, false
 	}
 	v = vetFields(fields, rl.minor == 0)
-	return v, v.framing != framingServerRefuses && v.framing != framingPass
+	return v, v.framing != framingServerRefuses
 }
 
 // vetFields decides the framing of a request from its field lines (each
@@ -454,7 +461,6 @@ func vetHead(head string) (v verdict, ok bool) {
 // folds anywhere; the rest is net/http's to refuse.
 func vetFields(fields string, http10 bool) verdict {
 	var te, cl []string
-	upgrade := false
 	for fields != "" {
 		var line string
 		line, fields, _ = strings.Cut(fields, "\n")
@@ -473,8 +479,6 @@ func vetFields(fields string, http10 bool) verdict {
 			te = append(te, trimOWS(value))
 		case strings.EqualFold(name, "Content-Length"):
 			cl = append(cl, trimOWS(value))
-		case strings.EqualFold(name, "Connection"):
-			upgrade = upgrade || hasToken(value, "upgrade")
 		}
 	}
 	switch {
@@ -487,9 +491,6 @@ func vetFields(fields string, http10 bool) verdict {
 		// net/http takes a single "chunked" only, and answers 501.
 		return verdict{framing: framingServerRefuses}
 	case len(te) > 0:
-		if upgrade {
-			return verdict{framing: framingPass}
-		}
 		return verdict{framing: framingChunked}
 	}
 	var n int64
@@ -499,9 +500,6 @@ func vetFields(fields string, http10 bool) verdict {
 			return verdict{framing: framingServerRefuses}
 		}
 		n = m
-	}
-	if upgrade {
-		return verdict{framing: framingPass}
 	}
 	return verdict{framing: framingLength, length: n}
 }
@@ -527,15 +525,4 @@ func chunkedLast(te []string) bool {
 		}
 	}
 	return true
-}
-
-// hasToken reports whether the comma-separated list v has token t, in any
-// case.
-func hasToken(v, t string) bool {
-	for e := range strings.SplitSeq(v, ",") {
-		if strings.EqualFold(trimOWS(e), t) {
-			return true
-		}
-	}
-	return false
 }

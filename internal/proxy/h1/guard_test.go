@@ -77,17 +77,30 @@ func TestGuardRefusesHTTP09AtOnce(t *testing.T) {
 	pw.Close()
 }
 
-// An upgrade, or an h2c preface, turns the Guard off: what follows is not
-// HTTP/1.
-func TestGuardPassesUpgrades(t *testing.T) {
-	for _, stream := range []string{
-		"GET /ws HTTP/1.1\r\n" + gh + "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello \r\n\r\n",
-		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00",
-	} {
-		got, err := io.ReadAll(NewGuard(strings.NewReader(stream), 1<<10))
-		if err != nil || string(got) != stream {
-			t.Errorf("got %q, %v; want %q", got, err, stream)
-		}
+// An h2c preface turns the Guard off, and so does Pass (an upgrade the
+// target accepted): what follows is not HTTP/1. An upgrade request alone
+// does not: the target may decline it.
+func TestGuardPasses(t *testing.T) {
+	h2c := "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00"
+	if got, err := io.ReadAll(NewGuard(strings.NewReader(h2c), 1<<10)); err != nil || string(got) != h2c {
+		t.Errorf("h2c: got %q, %v", got, err)
+	}
+
+	upgrade := "GET /ws HTTP/1.1\r\n" + gh + "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+	frames := "\x81\x05hello \r\n\r\n"
+	g := NewGuard(strings.NewReader(upgrade+frames), 1<<10)
+	head := make([]byte, len(upgrade))
+	if _, err := io.ReadFull(g, head); err != nil || string(head) != upgrade {
+		t.Fatalf("upgrade request: %q, %v", head, err)
+	}
+	g.Pass()
+	if rest, err := io.ReadAll(g); err != nil || string(rest) != frames {
+		t.Errorf("after Pass: %q, %v; want the frames", rest, err)
+	}
+
+	declined := upgrade + "POST / HTTP/1.1\r\n" + gh + "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+	if got, err := io.ReadAll(NewGuard(strings.NewReader(declined), 1<<10)); err != nil || string(got) != upgrade+GuardRejection {
+		t.Errorf("declined upgrade: got %q, %v; want the request behind it refused", got, err)
 	}
 }
 
