@@ -119,8 +119,20 @@ func (g *Guard) Read(p []byte) (int, error) {
 	n := copy(p, g.mem[g.r:g.r+g.ok])
 	g.r += n
 	g.ok -= n
+	if g.r == g.w {
+		// Empty: start over at the front, and let a buffer grown for a
+		// large head go.
+		g.r, g.w = 0, 0
+		if len(g.mem) > guardBuffer {
+			g.mem = nil
+		}
+	}
 	return n, nil
 }
+
+// guardBuffer is the size of a Guard's buffer, which grows for a head that
+// does not fit.
+const guardBuffer = 4096
 
 // fill reads more of src into the buffer.
 func (g *Guard) fill() error {
@@ -134,7 +146,7 @@ func (g *Guard) fill() error {
 			g.w = copy(g.mem, g.mem[g.r:g.w])
 			g.r = 0
 		} else {
-			mem := make([]byte, max(4096, 2*len(g.mem)))
+			mem := make([]byte, max(guardBuffer, 2*len(g.mem)))
 			copy(mem, g.mem[:g.w])
 			g.mem = mem
 		}

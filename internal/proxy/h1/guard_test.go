@@ -281,3 +281,23 @@ func readRequests(r io.Reader) []string {
 	}
 	return out
 }
+
+// BenchmarkGuard reads a pipeline of requests (a GET, a Content-Length
+// body, a chunked body) through a Guard, in net/http's 4 KiB reads.
+func BenchmarkGuard(b *testing.B) {
+	one := "GET /a HTTP/1.1\r\nHost: x\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n" +
+		"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 512\r\n\r\n" + strings.Repeat("x", 512) +
+		"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + strings.Repeat("y", 256) + "\r\n0\r\n\r\n"
+	stream := strings.Repeat(one, 32)
+	buf := make([]byte, 4096)
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	for b.Loop() {
+		g := NewGuard(strings.NewReader(stream), 1<<16)
+		for {
+			if _, err := g.Read(buf); err != nil {
+				break
+			}
+		}
+	}
+}
