@@ -125,10 +125,12 @@ func Run(addr, prefix string, c Case) error {
 }
 
 // RunConn is Run on a connection the caller dialed (a TLS one, say); it
-// closes conn.
+// closes conn. A row fails when its answer takes more than 5 s: half the
+// proxy's request head timeout, which a request line that hangs would
+// wait for.
 func RunConn(conn net.Conn, prefix string, c Case) error {
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	raw := prefix + c.Raw
 	if !c.Close {
 		raw += Probe
