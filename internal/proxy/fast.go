@@ -358,7 +358,7 @@ func (fc *fastConn) handoff(head string) bool {
 	if head != "" {
 		r = io.MultiReader(strings.NewReader(head), fc.br)
 	}
-	rc := &replayConn{Conn: fc.rw, r: r}
+	rc := &replayConn{Conn: fc.rw, r: h1.NewGuard(r, guardMaxHead)}
 	if tc, ok := fc.rw.(*tls.Conn); ok {
 		st := tc.ConnectionState()
 		rc.tls = &st

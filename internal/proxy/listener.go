@@ -12,6 +12,7 @@ import (
 
 	"trellis.dev/trellis/internal/auth"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
@@ -88,6 +89,14 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 	}
 	l.srv.Protocols.SetHTTP1(true)
 	wildcard := b.Addr == "" && p.wildcard
+	l.srv.ConnState = func(c net.Conn, s http.ConnState) {
+		// A connection taken over by an upgrade is no longer HTTP/1.
+		if rc, ok := c.(*replayConn); ok && s == http.StateHijacked {
+			if g, ok := rc.r.(*h1.Guard); ok {
+				g.Pass()
+			}
+		}
+	}
 	l.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		if wildcard {
 			ctx = context.WithValue(ctx, localIPKey{}, localIP(c.LocalAddr()))
@@ -109,6 +118,7 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 		serve = tls.NewListener(ln, tlsConfig)
 	} else {
 		l.srv.Protocols.SetUnencryptedHTTP2(true)
+		serve = guardedListener{ln}
 	}
 	if p.fast {
 		// The fast path accepts every connection (and terminates TLS)
@@ -225,4 +235,21 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 		}
 		return t.Addr, true
 	}
+}
+
+// guardMaxHead bounds a request head an h1.Guard holds: more than the
+// http.Server takes, so that the server answers an oversize head (431).
+const guardMaxHead = maxHeaderBytes + 8<<10
+
+// guardedListener gives net/http its connections through an h1.Guard,
+// which refuses the framings RFC 9112 says must not keep a connection
+// (Transfer-Encoding with Content-Length, in HTTP/1.0, folded).
+type guardedListener struct{ net.Listener }
+
+func (l guardedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &replayConn{Conn: c, r: h1.NewGuard(c, guardMaxHead)}, nil
 }

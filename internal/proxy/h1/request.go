@@ -8,7 +8,9 @@
 // bytes and all, to net/http: the request with a body of unknown length, an
 // upgrade, an Expect, HTTP/1.0, an obsolete line folding, a malformed head.
 // So a client cannot make the two paths disagree about where a request
-// starts or ends. It owns no connections and must not log.
+// starts or ends. Guard vets the request heads net/http reads, for the
+// framings RFC 9112 says must not keep a connection that net/http would
+// take. It owns no connections and must not log.
 package h1
 
 import (
@@ -68,7 +70,7 @@ type Request struct {
 // consuming anything, so that the caller can hand br's content on. Other
 // errors are the connection's, a client that closes mid-head included.
 func ReadHead(br *bufio.Reader) (string, error) {
-	scanned := 0
+	scanned, first := 0, true
 	for {
 		if _, err := br.Peek(scanned + 1); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
@@ -93,6 +95,13 @@ func ReadHead(br *bufio.Reader) (string, error) {
 				// do not.
 				return "", ErrUnsupported
 			}
+			if first && !plausibleRequestLine(buf[:nl-1]) {
+				// Not a request line (an HTTP/0.9 "GET /"): net/http
+				// refuses it at once, where waiting for the rest of a
+				// head would wait for nothing.
+				return "", ErrUnsupported
+			}
+			first = false
 			scanned = nl + 1
 			if nl >= 3 && buf[nl-3] == '\r' && buf[nl-2] == '\n' {
 				head := string(buf[:scanned])

@@ -1,0 +1,309 @@
+package framing
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/xml"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/trellisbin"
+)
+
+var trellisBin string
+
+func TestMain(m *testing.M) { trellisbin.Main(m, &trellisBin) }
+
+// up is a `trellis up` on loopback serving one edge Gateway with an HTTP
+// and an HTTPS listener, whose route sends everything to an Echo target.
+type up struct {
+	http, https string // listener addresses
+	// tls is a client configuration that trusts the HTTPS listener's
+	// certificate and speaks HTTP/1.1.
+	tls *tls.Config
+}
+
+// startUp writes the configuration and runs `trellis up` until the test
+// ends.
+func startUp(t *testing.T) up {
+	t.Helper()
+	echo := httptest.NewServer(http.HandlerFunc(Echo))
+	t.Cleanup(echo.Close)
+	_, echoPort, _ := net.SplitHostPort(echo.Listener.Addr().String())
+	httpPort, httpsPort := freePort(t), freePort(t)
+	ca := pki.NewCA(t)
+	leaf := ca.Issue(t, "shop.example.com", "127.0.0.1")
+	config := fmt.Sprintf(gatewayYAML, httpPort, httpsPort, echoPort,
+		base64.StdEncoding.EncodeToString(leaf.CertPEM), base64.StdEncoding.EncodeToString(leaf.KeyPEM))
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, trellisBin, "up", "--config", dir, "--bind", "127.0.0.1",
+		"--api-listen", "127.0.0.1:0", "--admin-listen", "", "--log-level", "warn")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("trellis up output:\n%s", out.String())
+		}
+	})
+	u := up{
+		http: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)), https: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpsPort)),
+		tls: &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}},
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if Run(u.http, "", Table[0]) == nil {
+			return u
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trellis up did not serve %s within 30 s", u.http)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+const gatewayYAML = `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: edge
+spec:
+  controllerName: trellis.dev/gateway
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: edge
+spec:
+  gatewayClassName: edge
+  listeners:
+    - name: http
+      protocol: HTTP
+      port: %d
+    - name: https
+      protocol: HTTPS
+      port: %d
+      tls:
+        certificateRefs:
+          - name: shop
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: echo
+spec:
+  parentRefs:
+    - name: edge
+  rules:
+    - backendRefs:
+        - name: echo
+          port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+spec:
+  ports:
+    - name: http
+      port: 80
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-1
+  labels:
+    kubernetes.io/service-name: echo
+addressType: IPv4
+ports:
+  - name: http
+    protocol: TCP
+    port: %s
+endpoints:
+  - addresses: ["127.0.0.1"]
+    conditions:
+      ready: true
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: shop
+type: kubernetes.io/tls
+data:
+  tls.crt: %s
+  tls.key: %s
+`
+
+// freePort returns a loopback port nothing listens on right now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestSmuggling runs the framing table against a built `trellis up`, on
+// fresh connections (the fast path, which hands what it does not take to
+// net/http) and on ones handed to net/http before the row (by a chunked
+// request, or by an upgrade the target declines), of its HTTP and its
+// HTTPS (HTTP/1.1) listener, and prints the table.
+func TestSmuggling(t *testing.T) {
+	u := startUp(t)
+	columns := []struct {
+		name   string
+		dial   func() (net.Conn, error)
+		prefix string
+	}{
+		{"http", func() (net.Conn, error) { return net.Dial("tcp", u.http) }, ""},
+		{"http handed-off", func() (net.Conn, error) { return net.Dial("tcp", u.http) }, Warmup},
+		{"https", func() (net.Conn, error) { return tls.Dial("tcp", u.https, u.tls) }, ""},
+		{"https handed-off", func() (net.Conn, error) { return tls.Dial("tcp", u.https, u.tls) }, Warmup},
+		{"declined upgrade", func() (net.Conn, error) { return net.Dial("tcp", u.http) }, DeclinedUpgrade},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-38s %-20s", "request", "expected (RFC 9112)")
+	for _, col := range columns {
+		fmt.Fprintf(&b, " %-17s", col.name)
+	}
+	b.WriteString("\n")
+	failed := 0
+	for _, c := range Table {
+		fmt.Fprintf(&b, "%-38s %-20s", c.Name, c.Outcome())
+		for _, col := range columns {
+			result := "ok"
+			conn, err := col.dial()
+			if err == nil {
+				err = RunConn(conn, col.prefix, c)
+			}
+			if err != nil {
+				result = "FAIL"
+				failed++
+				t.Errorf("%s (RFC 9112 %s) on %s: %v", c.Name, c.RFC, col.name, err)
+			}
+			fmt.Fprintf(&b, " %-17s", result)
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "%d rows on %d kinds of connection, %d failures\n", len(Table), len(columns), failed)
+	fmt.Print(b.String())
+}
+
+// h2specKnownFailures are the h2spec cases trellis fails, with why. A case
+// not listed that fails is a regression; a listed one that passes is news
+// (the list should shrink).
+// All four are net/http's HTTP/2 server's own behaviour: the HTTPS
+// listener hands a connection that negotiates h2 to it right after the
+// handshake.
+var h2specKnownFailures = map[string]string{
+	"http2/4.2 Sends a large size HEADERS frame that exceeds the SETTINGS_MAX_FRAME_SIZE":                          "net/http reads the frame and answers the request; no FRAME_SIZE_ERROR",
+	"http2/6.5.3 Sends multiple values of SETTINGS_INITIAL_WINDOW_SIZE":                                            "net/http sends no SETTINGS ACK within h2spec's 1 s wait",
+	"http2/8.1.2.2 Sends a HEADERS frame that contains the connection-specific header field":                       "net/http hands the request to the handler, which answers; a handler cannot reset a stream with PROTOCOL_ERROR",
+	"http2/8.1.2.2 Sends a HEADERS frame that contains the TE header field with any value other than \"trailers\"": "as above",
+}
+
+// TestH2Spec runs h2spec (the binary TRELLIS_H2SPEC names; hack/h2spec.sh
+// builds it) against the HTTPS listener of a built `trellis up`.
+func TestH2Spec(t *testing.T) {
+	bin := os.Getenv("TRELLIS_H2SPEC")
+	if bin == "" {
+		t.Skip("TRELLIS_H2SPEC is not set (hack/h2spec.sh sets it)")
+	}
+	u := startUp(t)
+	host, port, _ := net.SplitHostPort(u.https)
+	report := filepath.Join(t.TempDir(), "h2spec.xml")
+	cmd := exec.Command(bin, "-h", host, "-p", port, "-t", "-k", "-o", "5", "-j", report)
+	out, _ := cmd.CombinedOutput() // it exits non-zero when a case fails
+	x, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("h2spec wrote no report: %v\n%s", err, out)
+	}
+	var suites struct {
+		Suites []struct {
+			Cases []struct {
+				Package string    `xml:"package,attr"`
+				Name    string    `xml:"classname,attr"`
+				Failure *string   `xml:"failure"`
+				Error   *string   `xml:"error"`
+				Skipped *struct{} `xml:"skipped"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(x, &suites); err != nil {
+		t.Fatal(err)
+	}
+	var passed, failed, skipped int
+	var failures []string
+	for _, s := range suites.Suites {
+		for _, c := range s.Cases {
+			id := c.Package + " " + c.Name
+			switch {
+			case c.Skipped != nil:
+				skipped++
+			case c.Failure != nil || c.Error != nil:
+				failed++
+				failures = append(failures, id)
+				if why, known := h2specKnownFailures[id]; known {
+					t.Logf("known failure: %s (%s)", id, why)
+				} else {
+					t.Errorf("h2spec regression: %s: expected and got:\n%s", id, *cmp.Or(c.Failure, c.Error))
+				}
+			default:
+				passed++
+				if _, known := h2specKnownFailures[id]; known {
+					t.Logf("listed as a known failure but passes: %s", id)
+				}
+			}
+		}
+	}
+	slices.Sort(failures)
+	fmt.Printf("h2spec: %d passed, %d failed, %d skipped\n", passed, failed, skipped)
+	for _, f := range failures {
+		fmt.Println("  failed:", f)
+	}
+	if passed == 0 {
+		t.Fatalf("no h2spec case passed:\n%s", out)
+	}
+}
