@@ -1,16 +1,21 @@
 package pki
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -288,4 +293,109 @@ func FuzzParseCSR(f *testing.F) {
 			t.Fatalf("signed certificate: %q, %v", got, err)
 		}
 	})
+}
+
+// An identity renews itself before expiry with a fresh key, and a TLS
+// server sees the new certificate at the next handshake without any
+// restart.
+func TestIdentityRenews(t *testing.T) {
+	ca := mustCA(t)
+	const ttl = 1500 * time.Millisecond
+	issue := func(csr []byte) []byte {
+		c, err := ca.Sign(csr, "east", time.Now(), ttl)
+		if err != nil {
+			t.Error(err)
+		}
+		return c
+	}
+	keyPEM, csr, _ := NewKey()
+	id, err := NewIdentity(issue(csr), keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Cluster() != "east" {
+		t.Fatalf("cluster %q", id.Cluster())
+	}
+	first := id.Certificate()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var saved [][]byte
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		id.Run(ctx, func(_ context.Context, csr []byte) ([]byte, error) { return issue(csr), nil },
+			func(certPEM, _ []byte) error { mu.Lock(); saved = append(saved, certPEM); mu.Unlock(); return nil },
+			func(err error) { t.Error(err) })
+	}()
+
+	// The server checks client certificates against the CA, as the control
+	// plane does, and records the serial it saw.
+	serials := make(chan string, 10)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		serials <- r.TLS.PeerCertificates[0].SerialNumber.String()
+	}))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool()}
+	srv.StartTLS()
+	defer srv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	get := func() string {
+		tr := &http.Transport{TLSClientConfig: id.ClientConfig(roots)}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return <-serials
+	}
+	if got := get(); got != first.Leaf.SerialNumber.String() {
+		t.Fatalf("server saw serial %s, want the first certificate's", got)
+	}
+	// Renewal is due at 1 s; well before the first certificate expires the
+	// server must see another one.
+	deadline := time.Now().Add(ttl - 200*time.Millisecond)
+	for id.Certificate() == first && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	second := id.Certificate()
+	if second == first {
+		t.Fatal("not renewed before expiry")
+	}
+	if got := get(); got != second.Leaf.SerialNumber.String() {
+		t.Errorf("server saw serial %s after renewal, want %s", got, second.Leaf.SerialNumber)
+	}
+	if second.PrivateKey.(*ecdsa.PrivateKey).Equal(first.PrivateKey) {
+		t.Error("renewal kept the old key")
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(saved) == 0 {
+		t.Error("the renewed certificate was not handed to saved")
+	}
+}
+
+// A renewal that answers for another cluster is refused: an identity never
+// changes the cluster it speaks for.
+func TestIdentityKeepsItsCluster(t *testing.T) {
+	ca := mustCA(t)
+	keyPEM, csr, _ := NewKey()
+	certPEM, _ := ca.Sign(csr, "east", time.Now(), time.Hour)
+	id, err := NewIdentity(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = id.renewOnce(context.Background(), func(_ context.Context, csr []byte) ([]byte, error) {
+		return ca.Sign(csr, "west", time.Now(), time.Hour)
+	}, nil)
+	if err == nil || !strings.Contains(err.Error(), `names cluster "west", not "east"`) {
+		t.Errorf("renewal to another cluster: %v", err)
+	}
+	if id.Cluster() != "east" {
+		t.Errorf("cluster is now %q", id.Cluster())
+	}
 }
