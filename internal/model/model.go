@@ -24,6 +24,7 @@ const (
 	KindTargetGroup    Kind = "TargetGroup"
 	KindCertificate    Kind = "Certificate"
 	KindWorkloadSet    Kind = "WorkloadSet"
+	KindServiceExport  Kind = "ServiceExport"
 )
 
 // Kinds lists every stored kind.
