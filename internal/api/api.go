@@ -13,9 +13,39 @@
 //	GET    /v1/watch?revision=N&store=ID    newline-delimited WatchMessage stream
 //
 // {kind} is a model.Kind in any case, singular or plural ("services").
-// Errors are an Error body with an HTTP status: 400 malformed, 401 no or bad
-// token, 403 owned by another cluster, 404 not found, 409 revision conflict,
+// Errors are an Error body with an HTTP status: 400 malformed (bad JSON,
+// an unknown field, data after the JSON object, a revision that is not a
+// non-negative integer), 401 no or bad token, 403 owned by another cluster
+// or not allowed by another cluster's network (Fields names each refused
+// field), 404 not found, 409 revision conflict, 413 body larger than the
+// server's limit (8 MiB for a PUT, 64 MiB for apply and txn, by default),
 // 422 invalid object (Fields names each invalid field).
+//
+// A write without revisions (a PUT or txn put whose object has none, a
+// DELETE without ?revision, every apply) is unconditional: the server
+// retries it when a concurrent writer changes the object between its read
+// and its write, so it does not fail with 409.
+//
+// What one cluster may do to another's traffic (403 otherwise, on PUT,
+// apply and txn alike):
+//
+//   - a target group's targets are in its owner's cluster (422,
+//     "targets[0].cluster");
+//   - a service joins a network only if the network exists and allows the
+//     service's owner: its owner, a cluster its allowedClusters names, or
+//     any cluster for "*" ("network");
+//   - a host name (dnsName, customDomains, a listener's hostnames) that a
+//     service of another owner already answers to, equal or overlapping by
+//     wildcard, may be named only by a cluster that service's network
+//     allows ("customDomains[0]", naming the other service), and a host name
+//     within a network's domain only by a cluster that network allows.
+//
+// A certificate's private key is readable by its owner and by the clusters
+// whose proxies serve it (allowed into a network where a service of the
+// certificate's owner, or of the network's owner, names it on a listener).
+// Every other caller, on get, list and watch, gets keyPEM as
+// model.RedactedKey. A watch that resumes while another cluster's
+// certificates exist starts with a snapshot.
 package api
 
 import (
@@ -43,21 +73,7 @@ type List struct {
 // ones left alone (their revision does not move) and owned objects absent
 // from the request deleted — all in one transaction at one revision.
 type ApplyRequest struct {
-	Objects Objects `json:"objects"`
-}
-
-// Objects is a set of model objects by kind.
-type Objects struct {
-	Networks     []model.ServiceNetwork `json:"networks,omitempty"`
-	Services     []model.Service        `json:"services,omitempty"`
-	TargetGroups []model.TargetGroup    `json:"targetGroups,omitempty"`
-	Certificates []model.Certificate    `json:"certificates,omitempty"`
-	WorkloadSets []model.WorkloadSet    `json:"workloadSets,omitempty"`
-}
-
-// Len is how many objects o holds, of every kind.
-func (o *Objects) Len() int {
-	return len(o.Networks) + len(o.Services) + len(o.TargetGroups) + len(o.Certificates) + len(o.WorkloadSets)
+	Objects model.Objects `json:"objects"`
 }
 
 // ApplyResult says what an apply did.
@@ -83,8 +99,8 @@ type ApplyResult struct {
 // touched must be the caller's (403 otherwise) and every put valid (422,
 // fields prefixed "puts.services[2]."); a failed precondition is a 409.
 type TxnRequest struct {
-	Puts    Objects     `json:"puts,omitzero"`
-	Deletes []ObjectRef `json:"deletes,omitempty"`
+	Puts    model.Objects `json:"puts,omitzero"`
+	Deletes []ObjectRef   `json:"deletes,omitempty"`
 }
 
 // ObjectRef names one object, optionally at a revision.

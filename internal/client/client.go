@@ -223,7 +223,7 @@ func (c *Client) List(ctx context.Context, k model.Kind) ([]model.Object, int64,
 
 // Apply makes the set of objects the caller's cluster owns exactly objs, in
 // one transaction.
-func (c *Client) Apply(ctx context.Context, objs *api.Objects) (api.ApplyResult, error) {
+func (c *Client) Apply(ctx context.Context, objs *model.Objects) (api.ApplyResult, error) {
 	var res api.ApplyResult
 	err := c.do(ctx, http.MethodPost, "/v1/apply", nil, api.ApplyRequest{Objects: *objs}, &res)
 	return res, err

@@ -170,20 +170,8 @@ func (c *cache) reset(s *model.Snapshot) {
 	for _, k := range model.Kinds {
 		c.objects[k] = map[string]model.Object{}
 	}
-	for i := range s.Networks {
-		c.objects[model.KindServiceNetwork][s.Networks[i].Name] = &s.Networks[i]
-	}
-	for i := range s.Services {
-		c.objects[model.KindService][s.Services[i].Name] = &s.Services[i]
-	}
-	for i := range s.TargetGroups {
-		c.objects[model.KindTargetGroup][s.TargetGroups[i].Name] = &s.TargetGroups[i]
-	}
-	for i := range s.Certificates {
-		c.objects[model.KindCertificate][s.Certificates[i].Name] = &s.Certificates[i]
-	}
-	for i := range s.WorkloadSets {
-		c.objects[model.KindWorkloadSet][s.WorkloadSets[i].Name] = &s.WorkloadSets[i]
+	for _, obj := range s.Each() {
+		c.objects[obj.ObjectKind()][obj.ObjectMeta().Name] = obj
 	}
 }
 

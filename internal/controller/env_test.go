@@ -21,7 +21,6 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"trellis.dev/trellis/internal/api"
 	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/controller"
 	"trellis.dev/trellis/internal/model"
@@ -232,9 +231,9 @@ func eventually(t testing.TB, timeout time.Duration, what string, check func() e
 }
 
 // controlPlane returns what the control plane holds.
-func (e *env) controlPlane(t testing.TB) *api.Objects {
+func (e *env) controlPlane(t testing.TB) *model.Objects {
 	t.Helper()
-	var out api.Objects
+	var out model.Objects
 	for _, k := range model.Kinds {
 		objs, _, err := e.cp.List(context.Background(), k)
 		if err != nil {

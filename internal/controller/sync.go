@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -24,26 +23,14 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 		}
 	}
 	desired := map[string]model.Object{}
-	for i := range out.Networks {
-		desired[key(&out.Networks[i])] = &out.Networks[i]
-	}
-	for i := range out.Services {
-		desired[key(&out.Services[i])] = &out.Services[i]
-	}
-	for i := range out.TargetGroups {
-		desired[key(&out.TargetGroups[i])] = &out.TargetGroups[i]
-	}
-	for i := range out.Certificates {
-		desired[key(&out.Certificates[i])] = &out.Certificates[i]
-	}
-	for i := range out.WorkloadSets {
-		desired[key(&out.WorkloadSets[i])] = &out.WorkloadSets[i]
+	for _, obj := range out.Each() {
+		desired[key(obj)] = obj
 	}
 	var req api.TxnRequest
 	encoded := make(map[string][]byte, len(desired))
 	for _, k := range slices.Sorted(maps.Keys(desired)) {
 		obj := desired[k]
-		b, err := comparable(obj)
+		b, err := model.Encode(obj)
 		if err != nil {
 			return 0, false, err
 		}
@@ -51,9 +38,7 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 		if string(r.sent[k]) == string(b) {
 			continue
 		}
-		if err := addPut(&req.Puts, obj); err != nil {
-			return 0, false, err
-		}
+		req.Puts.Add(obj)
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.sent)) {
 		if _, ok := desired[k]; ok {
@@ -92,7 +77,7 @@ func (r *Reconciler) seed(ctx context.Context) error {
 			if obj.ObjectMeta().Owner != r.cluster {
 				continue
 			}
-			b, err := comparable(obj)
+			b, err := model.Encode(obj)
 			if err != nil {
 				return err
 			}
@@ -104,33 +89,3 @@ func (r *Reconciler) seed(ctx context.Context) error {
 }
 
 func key(obj model.Object) string { return model.Key(obj.ObjectKind(), obj.ObjectMeta().Name) }
-
-// comparable encodes obj without its revision, so that the object sent and
-// the object read back compare equal when their content does.
-func comparable(obj model.Object) ([]byte, error) {
-	m := obj.ObjectMeta()
-	rev := m.Revision
-	m.Revision = 0
-	b, err := json.Marshal(obj)
-	m.Revision = rev
-	return b, err
-}
-
-// addPut adds obj to the puts of its kind.
-func addPut(o *api.Objects, obj model.Object) error {
-	switch v := obj.(type) {
-	case *model.ServiceNetwork:
-		o.Networks = append(o.Networks, *v)
-	case *model.Service:
-		o.Services = append(o.Services, *v)
-	case *model.TargetGroup:
-		o.TargetGroups = append(o.TargetGroups, *v)
-	case *model.Certificate:
-		o.Certificates = append(o.Certificates, *v)
-	case *model.WorkloadSet:
-		o.WorkloadSets = append(o.WorkloadSets, *v)
-	default:
-		return fmt.Errorf("cannot send a %s", obj.ObjectKind())
-	}
-	return nil
-}

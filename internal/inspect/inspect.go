@@ -21,7 +21,7 @@ import (
 )
 
 // Redacted stands in for a certificate's private key.
-const Redacted = "<redacted>"
+const Redacted = model.RedactedKey
 
 // Formats are the output formats of Write.
 var Formats = []string{"table", "yaml", "json"}

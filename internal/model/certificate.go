@@ -39,10 +39,23 @@ func (c *Certificate) Validate() error {
 	return f.list.err()
 }
 
+// RedactedKey stands in for a private key its reader may not see.
+const RedactedKey = "<redacted>"
+
+// Redacted returns a copy of c whose private key is RedactedKey.
+func (c *Certificate) Redacted() *Certificate {
+	cp := *c
+	cp.KeyPEM = RedactedKey
+	return &cp
+}
+
 // Parse returns the certificate as crypto/tls uses it, with its leaf parsed.
 func (c *Certificate) Parse() (tls.Certificate, error) {
 	if c.CertPEM == "" || c.KeyPEM == "" {
 		return tls.Certificate{}, fmt.Errorf("certPEM and keyPEM are both required")
+	}
+	if c.KeyPEM == RedactedKey {
+		return tls.Certificate{}, fmt.Errorf("the private key is redacted: this cluster serves no listener that names the certificate")
 	}
 	cert, err := tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
 	if err != nil {
@@ -60,4 +73,55 @@ func (c *Certificate) Parse() (tls.Certificate, error) {
 func (c *Certificate) Expired(now time.Time) bool {
 	cert, err := c.Parse()
 	return err != nil || now.Before(cert.Leaf.NotBefore) || now.After(cert.Leaf.NotAfter)
+}
+
+// KeyReaders says which clusters may read which certificates' private keys:
+// the certificate's owner, and the clusters whose proxies serve it. Those
+// are the clusters a network allows (see ServiceNetwork.Allows) when one of
+// the network's services names the certificate on a listener, and the
+// service or the network is the certificate's owner's: naming another
+// cluster's certificate in one's own service grants nothing.
+type KeyReaders struct {
+	// servedIn lists, by certificate name, the networks whose services
+	// name it, each with the owner of the naming service.
+	servedIn map[string][]servedBy
+}
+
+type servedBy struct {
+	network      *ServiceNetwork
+	serviceOwner string
+}
+
+// NewKeyReaders indexes which networks serve which certificates.
+func NewKeyReaders(networks []*ServiceNetwork, services []*Service) *KeyReaders {
+	byName := make(map[string]*ServiceNetwork, len(networks))
+	for _, n := range networks {
+		byName[n.Name] = n
+	}
+	k := &KeyReaders{servedIn: map[string][]servedBy{}}
+	for _, s := range services {
+		n := byName[s.Network]
+		if n == nil {
+			continue
+		}
+		for _, l := range s.Listeners {
+			for _, name := range l.Certificates {
+				k.servedIn[name] = append(k.servedIn[name], servedBy{network: n, serviceOwner: s.Owner})
+			}
+		}
+	}
+	return k
+}
+
+// CanRead reports whether cluster may read c's private key.
+func (k *KeyReaders) CanRead(cluster string, c *Certificate) bool {
+	if c.Owner == cluster {
+		return true
+	}
+	for _, sb := range k.servedIn[c.Name] {
+		if (sb.serviceOwner == c.Owner || sb.network.Owner == c.Owner) && sb.network.Allows(cluster) {
+			return true
+		}
+	}
+	return false
 }

@@ -41,3 +41,22 @@ func TestServiceExportValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestPeerValidate(t *testing.T) {
+	ok := &Peer{Meta: Meta{Name: PeerName("east", "proxy-0"), Owner: "east"}, Address: "192.0.2.10:15443"}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, addr, field string }{
+		{"proxy-0.west", "192.0.2.10:15443", "name"},
+		{"proxy-0.east", "peer.example:15443", "address"},
+		{"proxy-0.east", "192.0.2.10", "address"},
+		{"proxy-0.east", "192.0.2.10:0", "address"},
+		{"proxy-0.east", "0.0.0.0:15443", "address"},
+	} {
+		p := &Peer{Meta: Meta{Name: tc.name, Owner: "east"}, Address: tc.addr}
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), tc.field+":") {
+			t.Errorf("%+v: %v", tc, err)
+		}
+	}
+}

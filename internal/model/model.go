@@ -11,6 +11,8 @@ package model
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"time"
 )
 
@@ -25,10 +27,11 @@ const (
 	KindCertificate    Kind = "Certificate"
 	KindWorkloadSet    Kind = "WorkloadSet"
 	KindServiceExport  Kind = "ServiceExport"
+	KindPeer           Kind = "Peer"
 )
 
 // Kinds lists every stored kind.
-var Kinds = []Kind{KindServiceNetwork, KindCertificate, KindTargetGroup, KindService, KindWorkloadSet}
+var Kinds = []Kind{KindServiceNetwork, KindCertificate, KindTargetGroup, KindService, KindWorkloadSet, KindServiceExport, KindPeer}
 
 // Meta is carried by every stored object.
 type Meta struct {
@@ -81,8 +84,23 @@ type ServiceNetwork struct {
 	Addresses []string `json:"addresses,omitempty"`
 	// Auth, when set, turns auth on for the whole network: every request
 	// to any of its services must be allowed by its policy too.
-	Auth   *Auth      `json:"auth,omitempty"`
-	Source *SourceRef `json:"source,omitempty"`
+	Auth *Auth `json:"auth,omitempty"`
+	// AllowedClusters are the clusters besides the owner allowed to
+	// associate with the network: to add services to it, to serve host
+	// names its services claim, and to read the private keys of the
+	// certificates its services serve. The owner always is; empty allows
+	// only the owner; "*" (alone) allows every cluster. See Allows.
+	AllowedClusters []string   `json:"allowedClusters,omitempty"`
+	Source          *SourceRef `json:"source,omitempty"`
+}
+
+// AnyCluster in ServiceNetwork.AllowedClusters allows every cluster.
+const AnyCluster = "*"
+
+// Allows reports whether cluster may associate with the network: it is the
+// owner, or AllowedClusters names it or is "*".
+func (n *ServiceNetwork) Allows(cluster string) bool {
+	return cluster == n.Owner || slices.Contains(n.AllowedClusters, cluster) || slices.Contains(n.AllowedClusters, AnyCluster)
 }
 
 // Auth turns auth on at one level, a service network or a service: a
@@ -153,6 +171,36 @@ func (s *Service) Hostnames() []string {
 	}
 	return append(names, s.CustomDomains...)
 }
+
+// HostnameClaim is one host name a service answers to, and the field of
+// the service that names it ("dnsName", "customDomains[1]",
+// "listeners[0].hostnames[2]").
+type HostnameClaim struct {
+	Field string
+	Name  string
+}
+
+// HostnameClaims returns every host name the service names, on any
+// listener, with the field naming it.
+func (s *Service) HostnameClaims() []HostnameClaim {
+	var out []HostnameClaim
+	if s.DNSName != "" {
+		out = append(out, HostnameClaim{"dnsName", s.DNSName})
+	}
+	for i, d := range s.CustomDomains {
+		out = append(out, HostnameClaim{fmt.Sprintf("customDomains[%d]", i), d})
+	}
+	for i, l := range s.Listeners {
+		for j, h := range l.Hostnames {
+			out = append(out, HostnameClaim{fmt.Sprintf("listeners[%d].hostnames[%d]", i, j), h})
+		}
+	}
+	return out
+}
+
+// HostnamesOverlap reports whether some host name matches both a and b:
+// they are equal, or one is a wildcard covering the other.
+func HostnamesOverlap(a, b string) bool { return HostnameWithin(a, b) || HostnameWithin(b, a) }
 
 // Listener is a port and protocol on which a service is served.
 type Listener struct {
@@ -290,7 +338,10 @@ type Target struct {
 	Port int32 `json:"port,omitempty"`
 	// Cluster is the cluster whose network the address belongs to. A proxy in
 	// another cluster reaches it through that cluster's proxy (a peer hop),
-	// which is what makes overlapping pod CIDRs work.
+	// which is what makes overlapping pod CIDRs work. It is required and
+	// must be the target group's owner: a cluster names targets only in
+	// its own network, so it cannot send another cluster's proxies to an
+	// address of its choosing there.
 	Cluster string      `json:"cluster"`
 	State   TargetState `json:"state"`
 }
@@ -374,26 +425,6 @@ type Snapshot struct {
 	Revision int64 `json:"revision"`
 	// Store is the identity of the control-plane store the revision belongs
 	// to; revisions of different stores are not comparable.
-	Store        string           `json:"store,omitempty"`
-	Networks     []ServiceNetwork `json:"networks"`
-	Services     []Service        `json:"services"`
-	TargetGroups []TargetGroup    `json:"targetGroups"`
-	Certificates []Certificate    `json:"certificates,omitempty"`
-	WorkloadSets []WorkloadSet    `json:"workloadSets,omitempty"`
-}
-
-// Add appends obj to the snapshot's list of its kind.
-func (s *Snapshot) Add(obj Object) {
-	switch o := obj.(type) {
-	case *ServiceNetwork:
-		s.Networks = append(s.Networks, *o)
-	case *Service:
-		s.Services = append(s.Services, *o)
-	case *TargetGroup:
-		s.TargetGroups = append(s.TargetGroups, *o)
-	case *Certificate:
-		s.Certificates = append(s.Certificates, *o)
-	case *WorkloadSet:
-		s.WorkloadSets = append(s.WorkloadSets, *o)
-	}
+	Store string `json:"store,omitempty"`
+	Objects
 }

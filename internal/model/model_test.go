@@ -99,6 +99,7 @@ func TestTargetGroupValidation(t *testing.T) {
 		{"hostname target", func(tg *TargetGroup) { tg.Targets[0].Address = "backend.local" }, []string{"targets[0].address"}},
 		{"no port anywhere", func(tg *TargetGroup) { tg.Targets[0].Port = 0 }, []string{"targets[0].port"}},
 		{"group port suffices", func(tg *TargetGroup) { tg.Targets[0].Port, tg.Port = 0, 80 }, nil},
+		{"target in another cluster", func(tg *TargetGroup) { tg.Targets[0].Cluster = "west" }, []string{"targets[0].cluster"}},
 		{"no cluster, bad state", func(tg *TargetGroup) { tg.Targets[0].Cluster, tg.Targets[0].State = "", "Gone" },
 			[]string{"targets[0].cluster", "targets[0].state"}},
 		{"bad protocol", func(tg *TargetGroup) { tg.Protocol, tg.ProtocolVersion = "UDP", "HTTP3" },
@@ -128,6 +129,10 @@ func TestNetworkValidation(t *testing.T) {
 		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: ModeEdge, Domain: "x.internal"}, []string{"domain"}},
 		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: "Mesh"}, []string{"mode"}},
 		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: ModeEdge, Addresses: []string{"198.18.100.1", "2001:db8::1"}}, nil},
+		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: ModeEdge, AllowedClusters: []string{"west", "north"}}, nil},
+		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: ModeEdge, AllowedClusters: []string{"*"}}, nil},
+		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: ModeEdge, AllowedClusters: []string{"west", "*", "West", "west"}},
+			[]string{"allowedClusters[1]", "allowedClusters[2]", "allowedClusters[3]"}},
 		{ServiceNetwork{Meta: Meta{Name: "edge", Owner: "east"}, Mode: ModeEdge, Addresses: []string{"198.18.100.1", "nope", "198.18.100.1", "2001:DB8::1"}},
 			[]string{"addresses[1]", "addresses[2]", "addresses[3]"}},
 		{ServiceNetwork{Meta: Meta{Name: "hotel", Owner: "east"}, Mode: ModeServiceNetwork, Domain: "hotel.trellis.internal", Addresses: []string{"198.18.100.1"}},
@@ -142,6 +147,27 @@ func TestNetworkValidation(t *testing.T) {
 
 // The defaults are Lattice's: on for HTTP1 groups, off for HTTP2, GRPC and
 // TCP ones; 30 s / 5 s / 5 / 2 / "/" / "200".
+func TestNetworkAllows(t *testing.T) {
+	tests := []struct {
+		allowed []string
+		cluster string
+		want    bool
+	}{
+		{nil, "east", true},
+		{nil, "west", false},
+		{[]string{"west"}, "west", true},
+		{[]string{"west"}, "north", false},
+		{[]string{"west"}, "east", true},
+		{[]string{"*"}, "north", true},
+	}
+	for _, tt := range tests {
+		n := ServiceNetwork{Meta: Meta{Name: "n", Owner: "east"}, AllowedClusters: tt.allowed}
+		if got := n.Allows(tt.cluster); got != tt.want {
+			t.Errorf("allowed %v: Allows(%q) = %v, want %v", tt.allowed, tt.cluster, got, tt.want)
+		}
+	}
+}
+
 func TestHealthCheckDefaults(t *testing.T) {
 	h := HealthCheck{}.Defaulted(ProtocolHTTP, HTTP1)
 	if !*h.Enabled || h.IntervalSeconds != 30 || h.TimeoutSeconds != 5 || h.HealthyThresholdCount != 5 ||

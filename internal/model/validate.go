@@ -76,6 +76,10 @@ func New(k Kind) (Object, error) {
 		return &Certificate{}, nil
 	case KindWorkloadSet:
 		return &WorkloadSet{}, nil
+	case KindServiceExport:
+		return &ServiceExport{}, nil
+	case KindPeer:
+		return &Peer{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", k)
 }
@@ -164,6 +168,18 @@ func (n *ServiceNetwork) Validate() error {
 		f.add("mode", "must be %s or %s, not %q", ModeServiceNetwork, ModeEdge, n.Mode)
 	}
 	validateAuth(&f, n.Auth)
+	for i, c := range n.AllowedClusters {
+		field := fmt.Sprintf("allowedClusters[%d]", i)
+		switch {
+		case c == AnyCluster && len(n.AllowedClusters) > 1:
+			f.add(field, "%q allows every cluster and must be the only entry", c)
+		case c == AnyCluster:
+		case len(c) > 63 || !nameRE.MatchString(c):
+			f.add(field, "%q is not a valid cluster name", c)
+		case slices.Index(n.AllowedClusters, c) < i:
+			f.add(field, "%q is already allowedClusters[%d]", c, slices.Index(n.AllowedClusters, c))
+		}
+	}
 	if n.Mode != ModeEdge && len(n.Addresses) > 0 {
 		f.add("addresses", "must be empty in mode %s", n.Mode)
 	}
@@ -398,8 +414,11 @@ func (t *TargetGroup) Validate() error {
 		} else if tg.Port == 0 && t.Port == 0 {
 			f.add(p+".port", "required when the target group has no port")
 		}
-		if tg.Cluster == "" {
+		switch {
+		case tg.Cluster == "":
 			f.add(p+".cluster", "required")
+		case t.Owner != "" && tg.Cluster != t.Owner:
+			f.add(p+".cluster", "%q is not the owner %q: a cluster names targets only in its own cluster", tg.Cluster, t.Owner)
 		}
 		switch tg.State {
 		case TargetActive, TargetDraining:

@@ -14,10 +14,10 @@ import (
 )
 
 func snapshot(rev int64, services ...string) *model.Snapshot {
-	s := &model.Snapshot{Revision: rev, Networks: []model.ServiceNetwork{
+	s := &model.Snapshot{Objects: model.Objects{Networks: []model.ServiceNetwork{
 		{Meta: model.Meta{Name: "my-hotel"}, Mode: model.ModeServiceNetwork, Domain: "my-hotel.trellis.internal"},
 		{Meta: model.Meta{Name: "edge"}, Mode: model.ModeEdge},
-	}}
+	}}, Revision: rev}
 	for _, name := range services {
 		s.Services = append(s.Services, model.Service{
 			Meta: model.Meta{Name: name + "-default.my-hotel"}, Network: "my-hotel",

@@ -40,13 +40,13 @@ func TestAccessLog(t *testing.T) {
 		model.Rule{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/drained"}}}, Action: forward(to("drained", 1))},
 		model.Rule{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathExact, Value: "/teapot"}}}, Action: model.Action{FixedResponse: &model.FixedResponseAction{StatusCode: 418}}},
 	)
-	update(t, p, &model.Snapshot{
-		Revision: 1, Networks: testNetworks, Services: []model.Service{svc},
+	update(t, p, &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks, Services: []model.Service{svc},
 		TargetGroups: []model.TargetGroup{
 			group("echo", echoTarget), group("down", down),
 			group("drained", target(t, echo, model.TargetDraining)),
 		},
-	})
+	}, Revision: 1})
 	addr := addrOf(p, webPort)
 	c := newClient(t)
 

@@ -46,10 +46,10 @@ func testAuthPolicies(t *testing.T, disableFastPath bool) {
 			{"Effect": "Allow", "Principal": "*", "Action": "trellis:Invoke", "Resource": "guarded/public/*",
 			 "Condition": {"StringEquals": {"trellis:RequestMethod": "GET"}}},
 			{"Effect": "Deny", "Principal": "*", "Action": "trellis:Invoke", "Resource": "guarded/public/secret*"}]}`)}
-	update(t, p, &model.Snapshot{
-		Revision: 1, Networks: networks, Services: []model.Service{open, guarded},
+	update(t, p, &model.Snapshot{Objects: model.Objects{
+		Networks: networks, Services: []model.Service{open, guarded},
 		TargetGroups: []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))},
-	})
+	}, Revision: 1})
 	addr := addrOf(p, webPort)
 	c := noRedirects(t)
 
@@ -136,11 +136,11 @@ func TestWorkloadIdentity(t *testing.T) {
 	guarded.Auth = &model.Auth{Policy: json.RawMessage(`{"Statement": [
 		{"Effect": "Allow", "Principal": {"Trellis": "spiffe://local/ns/shop/sa/*"}, "Action": "trellis:Invoke", "Resource": "*"}]}`)}
 	snap := func(rev int64, sets ...model.WorkloadSet) *model.Snapshot {
-		return &model.Snapshot{
-			Revision: rev, Networks: testNetworks, WorkloadSets: sets,
+		return &model.Snapshot{Objects: model.Objects{
+			Networks: testNetworks, WorkloadSets: sets,
 			Services:     []model.Service{edgeService("open", []string{"open.example.com"}, model.Rule{Action: forward(to("echo", 1))}), guarded},
 			TargetGroups: []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))},
-		}
+		}, Revision: rev}
 	}
 	set := func(owner, ns, sa string) model.WorkloadSet {
 		return model.WorkloadSet{Meta: model.Meta{Name: model.WorkloadSetName(owner, ns), Owner: owner}, Namespace: ns,

@@ -72,8 +72,7 @@ func TestNetworkAddresses(t *testing.T) {
 	snap := func(rev int64, addrA string) *model.Snapshot {
 		mesh := gatewayService("mesh", "mesh", port, model.ProtocolHTTP, "m")
 		mesh.DNSName = "inv.mesh.trellis.internal"
-		return &model.Snapshot{
-			Revision: rev,
+		return &model.Snapshot{Objects: model.Objects{
 			Networks: append([]model.ServiceNetwork{gateway("gw-a", addrA), gateway("gw-b", "127.0.0.3")}, testNetworks...),
 			TargetGroups: []model.TargetGroup{
 				group("a", target(t, a, model.TargetActive)), group("b", target(t, b, model.TargetActive)),
@@ -84,7 +83,7 @@ func TestNetworkAddresses(t *testing.T) {
 				gatewayService("gb", "gw-b", port, model.ProtocolHTTP, "b", "shop.example"),
 				mesh,
 			},
-		}
+		}, Revision: rev}
 	}
 	p := New(Config{Cluster: cluster, BindAddress: "127.0.0.1"})
 	t.Cleanup(func() {
@@ -161,11 +160,11 @@ func TestPassthroughOnNetworkAddress(t *testing.T) {
 	t.Cleanup(be.Close)
 	tg := versioned(group("db", target(t, be, model.TargetActive)), model.ProtocolTCP, model.HTTP1)
 	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{
-		Revision: 1, Networks: append([]model.ServiceNetwork{gateway("gw-a", "127.0.0.2")}, testNetworks...),
+	update(t, p, &model.Snapshot{Objects: model.Objects{
+		Networks:     append([]model.ServiceNetwork{gateway("gw-a", "127.0.0.2")}, testNetworks...),
 		TargetGroups: []model.TargetGroup{tg},
 		Services:     []model.Service{gatewayService("db", "gw-a", 9443, model.ProtocolTLSPassthrough, "db", "db.example.com")},
-	})
+	}, Revision: 1})
 	addrs := p.Addrs()
 	addr := addrs[router.Bind{Addr: "127.0.0.2", Port: 9443}]
 	if !strings.HasPrefix(addr, "127.0.0.2:") || len(addrs) != 1 {
@@ -212,15 +211,15 @@ func TestWildcardServesNetworkAddresses(t *testing.T) {
 	}
 	mesh := gatewayService("mesh", "mesh", webPort, model.ProtocolHTTP, "m")
 	mesh.DNSName = "inv.mesh.trellis.internal"
-	snap := &model.Snapshot{
-		Revision: 1, Networks: append([]model.ServiceNetwork{gateway("gw-a", "127.0.0.2"), gateway("gw-b", "127.0.0.3")}, testNetworks...),
+	snap := &model.Snapshot{Objects: model.Objects{
+		Networks:     append([]model.ServiceNetwork{gateway("gw-a", "127.0.0.2"), gateway("gw-b", "127.0.0.3")}, testNetworks...),
 		TargetGroups: []model.TargetGroup{group("a", target(t, a, model.TargetActive)), group("m", target(t, m, model.TargetActive))},
 		Services: []model.Service{
 			gatewayService("ga", "gw-a", webPort, model.ProtocolHTTP, "a"),
 			gatewayService("ga-api", "gw-a", apiPort, model.ProtocolHTTP, "a"),
 			mesh,
 		},
-	}
+	}, Revision: 1}
 	update(t, p, snap)
 	if addrs := p.Addrs(); len(addrs) != 2 || addrs[router.Bind{Addr: "127.0.0.2", Port: apiPort}] == "" {
 		t.Errorf("Addrs = %v, want the default socket and 127.0.0.2's own on port %d", addrs, apiPort)

@@ -14,7 +14,7 @@ func TestCertIndexChoosesBySNI(t *testing.T) {
 		l := ca.Issue(t, names...)
 		return model.Certificate{Meta: model.Meta{Name: name, Revision: 1}, CertPEM: string(l.CertPEM), KeyPEM: string(l.KeyPEM)}
 	}
-	snap := &model.Snapshot{
+	snap := &model.Snapshot{Objects: model.Objects{
 		Certificates: []model.Certificate{
 			cert("api", "api.example.com"),
 			cert("wild", "*.example.com"),
@@ -25,7 +25,7 @@ func TestCertIndexChoosesBySNI(t *testing.T) {
 			{Listeners: []model.Listener{{Port: 443, Protocol: model.ProtocolHTTPS, Certificates: []string{"missing"}}}},
 			{Listeners: []model.Listener{{Port: 8443, Protocol: model.ProtocolHTTPS, Certificates: []string{"other"}}}},
 		},
-	}
+	}}
 	cc := certCache{}
 	ports, problems := cc.compileCerts(snap)
 	if len(problems) != 1 {
@@ -71,11 +71,11 @@ func TestCertsPerBind(t *testing.T) {
 	https := func(network, cert string) model.Service {
 		return model.Service{Network: network, Listeners: []model.Listener{{Port: 443, Protocol: model.ProtocolHTTPS, Certificates: []string{cert}}}}
 	}
-	snap := &model.Snapshot{
+	snap := &model.Snapshot{Objects: model.Objects{
 		Networks:     []model.ServiceNetwork{gateway("gw-a", "127.0.0.2"), gateway("gw-b", "127.0.0.3")},
 		Certificates: []model.Certificate{cert("a"), cert("b")},
 		Services:     []model.Service{https("gw-a", "a"), https("gw-b", "b")},
-	}
+	}}
 	binds, problems := certCache{}.compileCerts(snap)
 	if len(problems) != 0 || len(binds) != 2 {
 		t.Fatalf("compileCerts = %v, %v; want two binds, no problems", binds, problems)

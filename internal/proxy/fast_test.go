@@ -465,8 +465,8 @@ func TestFastPathTLS(t *testing.T) {
 	ca := pki.NewCA(t)
 	leaf := ca.Issue(t, "shop.example.com")
 	echo := headerEcho(t)
-	snap := &model.Snapshot{
-		Revision: 1, Networks: testNetworks,
+	snap := &model.Snapshot{Objects: model.Objects{
+		Networks:     testNetworks,
 		Certificates: []model.Certificate{{Meta: model.Meta{Name: "shop", Owner: cluster, Revision: 1}, CertPEM: string(leaf.CertPEM), KeyPEM: string(leaf.KeyPEM)}},
 		Services: []model.Service{{
 			Meta: model.Meta{Name: "svc", Owner: cluster}, Network: "edge",
@@ -474,7 +474,7 @@ func TestFastPathTLS(t *testing.T) {
 			Rules:     []model.Rule{{Action: forward(to("echo", 1))}},
 		}},
 		TargetGroups: []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))},
-	}
+	}, Revision: 1}
 	p := newTestProxy(t, nil)
 	update(t, p, snap)
 	conn, err := tls.Dial("tcp", addrOf(p, 8443), &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}})
@@ -607,15 +607,15 @@ func TestMisdirectedRequest(t *testing.T) {
 			Listeners: []model.Listener{l}, Rules: []model.Rule{{Action: forward(to("echo", 1))}}}
 	}
 	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{
-		Revision: 1, Networks: testNetworks,
+	update(t, p, &model.Snapshot{Objects: model.Objects{
+		Networks:     testNetworks,
 		Certificates: []model.Certificate{certOf("a", "a.example.com"), certOf("any", "b.example.com")},
 		Services: []model.Service{
 			svc("a", "a.example.com", model.Listener{Name: "a", Port: 8443, Protocol: model.ProtocolHTTPS, Hostname: "a.example.com", Certificates: []string{"a"}}),
 			svc("b", "b.example.com", model.Listener{Name: "any", Port: 8443, Protocol: model.ProtocolHTTPS, Certificates: []string{"any"}}),
 		},
 		TargetGroups: []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))},
-	})
+	}, Revision: 1})
 	for _, h2 := range []bool{false, true} {
 		for _, tc := range []struct {
 			sni, host string

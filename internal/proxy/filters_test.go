@@ -141,9 +141,9 @@ func TestRedirect(t *testing.T) {
 	c := noRedirects(t)
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			update(t, p, &model.Snapshot{Revision: int64(i + 1), Networks: testNetworks, Services: []model.Service{
+			update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks, Services: []model.Service{
 				edgeService("svc", []string{"shop.example.com"}, model.Rule{Matches: prefixMatch(tt.match), Filters: redirect(tt.filter)}),
-			}})
+			}}, Revision: int64(i + 1)})
 			resp, _ := send(t, c, http.MethodGet, addrOf(p, webPort), "shop.example.com:8080", tt.target, nil, "")
 			if resp.StatusCode != tt.code || resp.Header.Get("Location") != tt.locaton {
 				t.Errorf("got %d Location %q, want %d %q", resp.StatusCode, resp.Header.Get("Location"), tt.code, tt.locaton)
@@ -186,10 +186,10 @@ func TestRewrite(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rw := tt.rewrite
-			update(t, p, &model.Snapshot{Revision: int64(i + 1), Networks: testNetworks, TargetGroups: groups, Services: []model.Service{
+			update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks, TargetGroups: groups, Services: []model.Service{
 				edgeService("svc", []string{"shop.example.com"}, model.Rule{
 					Matches: prefixMatch(tt.match), Filters: []model.Filter{{Rewrite: &rw}}, Action: forward(to("be", 1))}),
-			}})
+			}}, Revision: int64(i + 1)})
 			r := cl.get(addrOf(p, webPort), "shop.example.com", tt.target+"?keep=1")
 			got := be.last(t)
 			if r.status != 200 || got.path != tt.wantPath || got.host != tt.wantHost || got.query != "keep=1" {
@@ -221,7 +221,7 @@ func TestHeaderFilters(t *testing.T) {
 		}}},
 	}
 	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{Revision: 1, Networks: testNetworks, TargetGroups: groups, Services: []model.Service{edgeService("svc", nil, rule)}})
+	update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks, TargetGroups: groups, Services: []model.Service{edgeService("svc", nil, rule)}}, Revision: 1})
 	cl := newClient(t)
 	for range 2 { // one request to each backend
 		r, err := cl.do(addrOf(p, webPort), http.MethodGet, "x", "/", http.Header{"X-Set": {"old1", "old2"}, "X-Add": {"orig"}, "X-Secret": {"s"}})
@@ -270,7 +270,7 @@ func TestMirror(t *testing.T) {
 		return model.Filter{Mirror: &model.MirrorFilter{TargetGroup: tg, Numerator: num, Denominator: den}}
 	}
 	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{Revision: 1, Networks: testNetworks, TargetGroups: groups, Services: []model.Service{
+	update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks, TargetGroups: groups, Services: []model.Service{
 		edgeService("svc", nil,
 			model.Rule{Matches: prefixMatch("/all"), Filters: []model.Filter{
 				{RequestHeaders: &model.HeaderFilter{Set: []model.Header{{Name: "X-Before", Value: "1"}}}},
@@ -280,7 +280,7 @@ func TestMirror(t *testing.T) {
 			model.Rule{Matches: prefixMatch("/none"), Filters: []model.Filter{mirrorTo("mirror", 0, 100)}, Action: forward(to("primary", 1))},
 			model.Rule{Matches: prefixMatch("/slow"), Filters: []model.Filter{mirrorTo("slow", 1, 1)}, Action: forward(to("primary", 1))},
 		),
-	}})
+	}}, Revision: 1})
 	c := noRedirects(t)
 	addr := addrOf(p, webPort)
 
@@ -375,9 +375,9 @@ func TestRetries(t *testing.T) {
 				tt.retry.Backoff = model.Duration(time.Millisecond)
 			}
 			p := newTestProxy(t, nil)
-			update(t, p, &model.Snapshot{Revision: 1, Networks: testNetworks,
+			update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks,
 				TargetGroups: []model.TargetGroup{group("g", target(t, first, model.TargetActive), target(t, second, model.TargetActive))},
-				Services:     []model.Service{edgeService("svc", nil, rule)}})
+				Services:     []model.Service{edgeService("svc", nil, rule)}}, Revision: 1})
 			method := http.MethodGet
 			if tt.body != "" {
 				method = http.MethodPost
@@ -427,9 +427,9 @@ func TestTimeouts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			to := tt.timeouts
 			p := newTestProxy(t, nil)
-			update(t, p, &model.Snapshot{Revision: 1, Networks: testNetworks,
+			update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks,
 				TargetGroups: []model.TargetGroup{group("slow", target(t, slow, model.TargetActive)), group("flaky", target(t, flaky, model.TargetActive))},
-				Services:     []model.Service{edgeService("svc", nil, model.Rule{Timeouts: &to, Retry: tt.retry, Action: forward(model.WeightedTargetGroup{TargetGroup: tt.group, Weight: 1})})}})
+				Services:     []model.Service{edgeService("svc", nil, model.Rule{Timeouts: &to, Retry: tt.retry, Action: forward(model.WeightedTargetGroup{TargetGroup: tt.group, Weight: 1})})}}, Revision: 1})
 			start := time.Now()
 			resp, body := send(t, noRedirects(t), http.MethodGet, addrOf(p, webPort), "x", "/", nil, "")
 			d := time.Since(start)

@@ -18,7 +18,7 @@ func TestListenerHostnames(t *testing.T) {
 		return model.Listener{Name: "l", Port: webPort, Protocol: model.ProtocolHTTP, Hostname: hostname, Hostnames: hosts}
 	}
 	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{Revision: 1, Networks: testNetworks,
+	update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks,
 		TargetGroups: []model.TargetGroup{group("wild", target(t, wild, model.TargetActive)),
 			group("api", target(t, api, model.TargetActive)), group("other", target(t, other, model.TargetActive))},
 		Services: []model.Service{
@@ -27,7 +27,7 @@ func TestListenerHostnames(t *testing.T) {
 			// Names api.example.com too, but on the listener with no
 			// hostname: the api listener takes that host.
 			svc("other", "other", l("", "api.example.com", "www.other.org")),
-		}})
+		}}, Revision: 1})
 	cl := newClient(t)
 	for _, tt := range []struct {
 		host   string

@@ -23,11 +23,11 @@ func TestMetrics(t *testing.T) {
 
 	aTarget, bTarget := target(t, a, model.TargetActive), target(t, b, model.TargetActive)
 	snap := func(rev int64, rules ...model.Rule) *model.Snapshot {
-		return &model.Snapshot{
-			Revision: rev, Networks: testNetworks,
+		return &model.Snapshot{Objects: model.Objects{
+			Networks:     testNetworks,
 			TargetGroups: []model.TargetGroup{group("a", aTarget), group("b", bTarget)},
 			Services:     []model.Service{edgeService("svc", []string{"shop.example.com"}, rules...)},
-		}
+		}, Revision: rev}
 	}
 	split := model.Rule{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/split"}}}, Action: forward(to("a", 1), to("b", 1))}
 	teapot := model.Rule{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathExact, Value: "/teapot"}}}, Action: model.Action{FixedResponse: &model.FixedResponseAction{StatusCode: 418}}}

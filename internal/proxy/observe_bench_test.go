@@ -27,9 +27,9 @@ func (w nullWriter) WriteHeader(int)             {}
 //
 //	go test -run '^$' -bench RequestOverhead -benchmem ./internal/proxy/
 func BenchmarkRequestOverhead(b *testing.B) {
-	snap := &model.Snapshot{Revision: 1, Networks: testNetworks, Services: []model.Service{
+	snap := &model.Snapshot{Objects: model.Objects{Networks: testNetworks, Services: []model.Service{
 		edgeService("svc", []string{"shop.example.com"}, model.Rule{Action: model.Action{FixedResponse: &model.FixedResponseAction{StatusCode: 204}}}),
-	}}
+	}}, Revision: 1}
 	for _, bb := range []struct {
 		name      string
 		observed  bool
@@ -103,7 +103,7 @@ func BenchmarkForward(b *testing.B) {
 func BenchmarkUpdate10k(b *testing.B) {
 	const n = 10_000
 	off := false
-	snap := &model.Snapshot{Revision: 1, Networks: testNetworks}
+	snap := &model.Snapshot{Objects: model.Objects{Networks: testNetworks}, Revision: 1}
 	for i := range n {
 		name := fmt.Sprintf("svc-%d", i)
 		snap.TargetGroups = append(snap.TargetGroups, model.TargetGroup{

@@ -94,7 +94,7 @@ func TestProtocolConversion(t *testing.T) {
 		services = append(services, edgeService(g.Name, []string{g.Name + ".example.com"}, model.Rule{Action: forward(to(g.Name, 1))}))
 	}
 	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{Revision: 1, Networks: testNetworks, Services: services, TargetGroups: groups})
+	update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks, Services: services, TargetGroups: groups}, Revision: 1})
 	url := "http://" + addrOf(p, webPort) + "/"
 
 	want := map[string]string{
@@ -125,15 +125,15 @@ func TestHTTPSListenerTerminatesBySNI(t *testing.T) {
 	be := httptest.NewServer(http.HandlerFunc(protoBackend))
 	t.Cleanup(be.Close)
 	https := []model.Listener{{Name: "https", Port: 8443, Protocol: model.ProtocolHTTPS, Certificates: []string{"shop", "api"}}}
-	snap := &model.Snapshot{
-		Revision: 1, Networks: testNetworks,
+	snap := &model.Snapshot{Objects: model.Objects{
+		Networks:     testNetworks,
 		Certificates: []model.Certificate{cert("api", "api.example.com"), cert("shop", "*.shop.example.com")},
 		Services: []model.Service{{
 			Meta: model.Meta{Name: "svc", Owner: cluster}, Network: "edge", Listeners: https,
 			Rules: []model.Rule{{Action: forward(to("be", 1))}},
 		}},
 		TargetGroups: []model.TargetGroup{group("be", target(t, be, model.TargetActive))},
-	}
+	}, Revision: 1}
 	p := newTestProxy(t, nil)
 	update(t, p, snap)
 	addr := addrOf(p, 8443)
@@ -209,13 +209,13 @@ func TestGRPCThroughProxy(t *testing.T) {
 	tg := versioned(group("grpc", model.Target{Address: host, Port: int32(n), Cluster: cluster, State: model.TargetActive}), model.ProtocolHTTP, model.GRPC)
 
 	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{
-		Revision: 1, Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
+	update(t, p, &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
 		Services: []model.Service{edgeService("grpc", []string{"grpc.example.com"}, model.Rule{
 			Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/grpc.health.v1.Health/"}}},
 			Action:  forward(to("grpc", 1)),
 		})},
-	})
+	}, Revision: 1})
 	conn, err := grpc.NewClient(addrOf(p, webPort), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
 	if err != nil {
 		t.Fatal(err)
@@ -257,14 +257,14 @@ func TestTLSPassthroughListener(t *testing.T) {
 	t.Cleanup(be.Close)
 	tg := versioned(group("db", target(t, be, model.TargetActive)), model.ProtocolTCP, model.HTTP1)
 	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{
-		Revision: 1, Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
+	update(t, p, &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
 		Services: []model.Service{{
 			Meta: model.Meta{Name: "db", Owner: cluster}, Network: "edge", CustomDomains: []string{"db.example.com"},
 			Listeners: []model.Listener{{Name: "tls", Port: 9443, Protocol: model.ProtocolTLSPassthrough}},
 			Rules:     []model.Rule{{Action: forward(to("db", 1))}},
 		}},
-	})
+	}, Revision: 1})
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "db.example.com"}}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}

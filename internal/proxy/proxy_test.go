@@ -145,10 +145,10 @@ func edgeService(name string, hosts []string, rules ...model.Rule) model.Service
 // oneRoute is a snapshot of one edge service, answering any host on
 // webPort, that forwards everything to backends.
 func oneRoute(rev int64, groups []model.TargetGroup, backends ...model.WeightedTargetGroup) *model.Snapshot {
-	return &model.Snapshot{
-		Revision: rev, Networks: testNetworks, TargetGroups: groups,
+	return &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks, TargetGroups: groups,
 		Services: []model.Service{edgeService("svc", nil, model.Rule{Action: forward(backends...)})},
-	}
+	}, Revision: rev}
 }
 
 type client struct {
@@ -217,8 +217,8 @@ func (b *lockedBuffer) String() string {
 
 func TestRouting(t *testing.T) {
 	a, b, c, d := backend(t, "a"), backend(t, "b"), backend(t, "c"), backend(t, "d")
-	snap := &model.Snapshot{
-		Revision: 1, Networks: testNetworks,
+	snap := &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks,
 		TargetGroups: []model.TargetGroup{
 			group("a", target(t, a, model.TargetActive)), group("b", target(t, b, model.TargetActive)),
 			group("c", target(t, c, model.TargetActive)), group("d", target(t, d, model.TargetActive)),
@@ -246,7 +246,7 @@ func TestRouting(t *testing.T) {
 				Listeners: listeners(apiPort), Rules: []model.Rule{{Action: forward(to("d", 1))}}},
 			edgeService("default", nil, model.Rule{Action: forward(to("d", 1))}),
 		},
-	}
+	}, Revision: 1}
 	p := newTestProxy(t, nil)
 	update(t, p, snap)
 	addrs := p.Addrs()
@@ -318,12 +318,12 @@ func TestPrecedenceAcrossServices(t *testing.T) {
 	)
 	newSvc.CreatedAt = t0.Add(time.Minute)
 	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{
-		Revision: 1, Networks: testNetworks,
+	update(t, p, &model.Snapshot{Objects: model.Objects{
+		Networks:     testNetworks,
 		TargetGroups: []model.TargetGroup{group("older", target(t, older, model.TargetActive)), group("newer", target(t, newer, model.TargetActive))},
 		// The newer service comes first: order in the snapshot must not matter.
 		Services: []model.Service{newSvc, oldSvc},
-	})
+	}, Revision: 1})
 	cl := newClient(t)
 	for _, tt := range []struct{ path, want string }{
 		{"/cart", "newer"},             // exact beats prefix
@@ -416,8 +416,8 @@ func TestForwarding(t *testing.T) {
 	p := newTestProxy(t, slog.New(slog.NewTextHandler(&logs, nil)))
 	remote := target(t, up, model.TargetActive)
 	remote.Cluster = "cluster-b"
-	update(t, p, &model.Snapshot{
-		Revision: 1, Networks: testNetworks,
+	update(t, p, &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks,
 		TargetGroups: []model.TargetGroup{
 			group("up", target(t, up, model.TargetActive)),
 			group("down", target(t, down, model.TargetActive)),
@@ -428,7 +428,7 @@ func TestForwarding(t *testing.T) {
 			edgeService("down", []string{"down.example.com"}, model.Rule{Action: forward(to("down", 1))}),
 			edgeService("remote", []string{"remote.example.com"}, model.Rule{Action: forward(to("remote", 1))}),
 		},
-	})
+	}, Revision: 1})
 	cl := newClient(t)
 	addr := addrOf(p, webPort)
 
@@ -466,7 +466,7 @@ func TestListenerReconcile(t *testing.T) {
 			model.Rule{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/slow"}}}, Action: forward(to("slow", 1))},
 			model.Rule{Action: forward(to("a", 1))})
 		svc.Listeners = listeners(ports...)
-		return &model.Snapshot{Revision: rev, Networks: testNetworks, TargetGroups: groups, Services: []model.Service{svc}}
+		return &model.Snapshot{Objects: model.Objects{Networks: testNetworks, TargetGroups: groups, Services: []model.Service{svc}}, Revision: rev}
 	}
 	p := newTestProxy(t, nil)
 	cl := newClient(t)
@@ -529,7 +529,7 @@ func TestBindFailure(t *testing.T) {
 	}
 	svc := edgeService("svc", nil, model.Rule{Action: forward(to("a", 1))})
 	svc.Listeners = listeners(busyPort, webPort)
-	snap := &model.Snapshot{Revision: 5, Networks: testNetworks, TargetGroups: []model.TargetGroup{group("a", target(t, a, model.TargetActive))}, Services: []model.Service{svc}}
+	snap := &model.Snapshot{Objects: model.Objects{Networks: testNetworks, TargetGroups: []model.TargetGroup{group("a", target(t, a, model.TargetActive))}, Services: []model.Service{svc}}, Revision: 5}
 
 	err = p.Update(snap)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("listener :%d", busyPort)) {

@@ -18,8 +18,8 @@ func TestSessionPersistence(t *testing.T) {
 		targets = append(targets, target(t, backends[n].srv, model.TargetActive))
 	}
 	snap := func(rev int64, sp model.SessionPersistence, ts ...model.Target) *model.Snapshot {
-		return &model.Snapshot{Revision: rev, Networks: testNetworks, TargetGroups: []model.TargetGroup{group("g", ts...)},
-			Services: []model.Service{edgeService("svc", nil, model.Rule{SessionPersistence: &sp, Action: forward(to("g", 1))})}}
+		return &model.Snapshot{Objects: model.Objects{Networks: testNetworks, TargetGroups: []model.TargetGroup{group("g", ts...)},
+			Services: []model.Service{edgeService("svc", nil, model.Rule{SessionPersistence: &sp, Action: forward(to("g", 1))})}}, Revision: rev}
 	}
 	// served returns which backend answered.
 	served := func(body string) string { name, _, _ := strings.Cut(body, " "); return name }
@@ -147,7 +147,7 @@ func TestCORS(t *testing.T) {
 		return model.Rule{Filters: []model.Filter{{CORS: &c}}, Action: forward(to("be", 1))}
 	}
 	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{Revision: 1, Networks: testNetworks,
+	update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks,
 		TargetGroups: []model.TargetGroup{group("be", target(t, be.srv, model.TargetActive))},
 		Services: []model.Service{
 			edgeService("list", []string{"list.example.com"}, cors(model.CORSFilter{
@@ -158,7 +158,7 @@ func TestCORS(t *testing.T) {
 			edgeService("any", []string{"any.example.com"}, cors(model.CORSFilter{
 				AllowOrigins: []string{"*"}, AllowMethods: []string{"*"}, AllowHeaders: []string{"*"}, ExposeHeaders: []string{"*"},
 			})),
-		}})
+		}}, Revision: 1})
 	addr := addrOf(p, webPort)
 	c := noRedirects(t)
 	preflight := func(origin, method, headers string) http.Header {

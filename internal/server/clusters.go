@@ -37,7 +37,8 @@ const (
 	// with a cluster certificate checks that the cluster is still admitted:
 	// `trellis cluster remove` cuts a cluster off within this.
 	revocationCheck = time.Second
-	// maxJoinBody bounds the unauthenticated join call's body.
+	// maxJoinBody bounds the bodies of the cluster calls (the join call is
+	// unauthenticated).
 	maxJoinBody = 16 << 10
 )
 
@@ -220,9 +221,11 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req api.AddClusterRequest
-	if err := decodeBody(r, &req); err != nil {
+	release, err := s.readBody(w, r, &req, maxJoinBody)
+	if err != nil {
 		return err
 	}
+	defer release()
 	if !model.ValidClusterName(req.Name) {
 		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{
 			Message: fmt.Sprintf("%q is not a valid cluster name", req.Name),
@@ -322,11 +325,12 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 	if err := s.needCA(); err != nil {
 		return err
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxJoinBody)
 	var req api.JoinRequest
-	if err := decodeBody(r, &req); err != nil {
+	release, err := s.readBody(w, r, &req, maxJoinBody)
+	if err != nil {
 		return err
 	}
+	defer release()
 	tok, err := pki.ParseJoinToken(req.Token)
 	if err != nil {
 		return errorf(http.StatusUnauthorized, "%v", err)
@@ -391,11 +395,12 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errorf(http.StatusUnauthorized, "renewal needs the cluster's current client certificate")
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxJoinBody)
 	var req api.RenewRequest
-	if err := decodeBody(r, &req); err != nil {
+	release, err := s.readBody(w, r, &req, maxJoinBody)
+	if err != nil {
 		return err
 	}
+	defer release()
 	cert, err := s.cfg.CA.Sign([]byte(req.CSR), cluster, time.Now(), s.certTTL())
 	if err != nil {
 		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{

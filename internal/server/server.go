@@ -3,7 +3,10 @@
 // apply for providers, and the watch stream proxies follow.
 //
 // It owns encoding objects into the store, validating them and enforcing
-// ownership (a cluster may only write what it owns). It must not know about
+// ownership (a cluster may only write what it owns) and what a cluster may
+// do to others' traffic: targets only in its own cluster, services only in
+// networks that allow it, host names only where their networks allow it,
+// private keys only to the clusters that serve them (see package api). It must not know about
 // Kubernetes or the data plane: providers and proxies reach it over HTTP
 // through package client, and the wire shapes live in package api.
 package server
@@ -17,8 +20,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
@@ -26,9 +32,15 @@ import (
 	"trellis.dev/trellis/internal/store"
 )
 
-// maxBody bounds a request body; an apply of every object a large cluster
-// owns fits comfortably.
-const maxBody = 64 << 20
+// Request body limits, by default.
+const (
+	// DefaultMaxObjectBytes bounds a PUT's body: one object. A target
+	// group of tens of thousands of targets fits.
+	DefaultMaxObjectBytes = 8 << 20
+	// DefaultMaxRequestBytes bounds an apply's or a txn's body; an apply of
+	// every object a large cluster owns fits comfortably.
+	DefaultMaxRequestBytes = 64 << 20
+)
 
 // Config configures a Server.
 type Config struct {
@@ -37,7 +49,17 @@ type Config struct {
 	Tokens map[string]string
 	// Heartbeat is how often an idle watch stream sends a heartbeat (default 10 s).
 	Heartbeat time.Duration
-	Logger    *slog.Logger
+	// MaxObjectBytes bounds a PUT's body (default DefaultMaxObjectBytes),
+	// MaxRequestBytes an apply's or txn's (default DefaultMaxRequestBytes).
+	// A larger body is answered 413. The bodies being read and the objects
+	// decoded from them, of all requests together, are bounded by
+	// MaxRequestBytes too: a request reserves its limit (or its
+	// Content-Length, when smaller) before reading and holds it until it
+	// is answered, so the server's memory does not grow with the number
+	// of large requests at once; they wait their turn.
+	MaxObjectBytes  int64
+	MaxRequestBytes int64
+	Logger          *slog.Logger
 	// CA, when set, admits clusters by certificate: `trellis cluster add`
 	// makes join tokens, a join exchanges one for a certificate naming the
 	// cluster, and a request with such a client certificate (over TLS)
@@ -56,6 +78,12 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 	mux *http.ServeMux
+	// bodies is the budget of request-body bytes, MaxRequestBytes.
+	bodies *semaphore.Weighted
+	// writing is held by the one write planning and committing at a
+	// time, so that on one server what a write's checks read cannot
+	// change before it commits.
+	writing chan struct{}
 }
 
 // New returns a Server backed by st.
@@ -66,7 +94,15 @@ func New(st store.Store, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	if cfg.MaxObjectBytes <= 0 {
+		cfg.MaxObjectBytes = DefaultMaxObjectBytes
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	cfg.MaxObjectBytes = min(cfg.MaxObjectBytes, cfg.MaxRequestBytes)
+	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.MaxRequestBytes),
+		writing: make(chan struct{}, 1)}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", s.ready)
 	s.mux.Handle("POST /v1/join", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handle(w, r, s.join(w, r)) }))
@@ -196,27 +232,47 @@ func pathKind(r *http.Request) (model.Kind, error) {
 	return k, nil
 }
 
-// decodeBody decodes a JSON body strictly: an unknown field is an error that
-// names it, never silently dropped.
-func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return errorf(http.StatusBadRequest, "decoding request body: %v", err)
+// readBody decodes a JSON body of at most limit bytes strictly: an unknown
+// field is an error that names it, never silently dropped, and so is
+// anything after the object. It first reserves the body's size from the
+// server's budget (see Config.MaxRequestBytes); the caller calls release
+// once it has answered.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any, limit int64) (release func(), err error) {
+	tooLarge := errorf(http.StatusRequestEntityTooLarge, "request body larger than the limit of %d bytes", limit)
+	if r.ContentLength > limit {
+		return nil, tooLarge
 	}
-	return nil
-}
-
-// encode is the stored form of an object: JSON without its revision, which
-// the store tracks itself. Encoding is deterministic, so equal objects have
-// equal bytes.
-func encode(obj model.Object) ([]byte, error) {
-	m := obj.ObjectMeta()
-	rev := m.Revision
-	m.Revision = 0
-	b, err := json.Marshal(obj)
-	m.Revision = rev
-	return b, err
+	reserve := limit
+	if r.ContentLength >= 0 {
+		reserve = max(r.ContentLength, 1)
+	}
+	if err := s.bodies.Acquire(r.Context(), reserve); err != nil {
+		return nil, errorf(http.StatusServiceUnavailable, "waiting to read the request body: %v", err)
+	}
+	release = func() { s.bodies.Release(reserve) }
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, reserve))
+	dec.DisallowUnknownFields()
+	err = dec.Decode(v)
+	if err == nil {
+		if _, end := dec.Token(); end != io.EOF {
+			err = errors.New("data after the JSON object")
+			if errors.As(end, new(*http.MaxBytesError)) {
+				err = end
+			}
+		}
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		err = tooLarge
+	case err != nil:
+		err = errorf(http.StatusBadRequest, "decoding request body: %v", err)
+	}
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
 }
 
 // decode turns a stored value back into an object carrying its revision.
@@ -236,7 +292,7 @@ func decode(kv store.KeyValue) (model.Object, error) {
 	return obj, nil
 }
 
-func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
+func (s *Server) get(w http.ResponseWriter, r *http.Request, cluster string) error {
 	kind, err := pathKind(r)
 	if err != nil {
 		return err
@@ -249,11 +305,15 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, obj)
+	objs, err := s.redactFor(r.Context(), cluster, []model.Object{obj})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, objs[0])
 	return nil
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
+func (s *Server) list(w http.ResponseWriter, r *http.Request, cluster string) error {
 	kind, err := pathKind(r)
 	if err != nil {
 		return err
@@ -262,12 +322,17 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
 	if err != nil {
 		return err
 	}
-	out := api.List{Revision: rev, Items: make([]json.RawMessage, 0, len(kvs))}
-	for _, kv := range kvs {
-		obj, err := decode(kv)
-		if err != nil {
+	objs := make([]model.Object, len(kvs))
+	for i, kv := range kvs {
+		if objs[i], err = decode(kv); err != nil {
 			return err
 		}
+	}
+	if objs, err = s.redactFor(r.Context(), cluster, objs); err != nil {
+		return err
+	}
+	out := api.List{Revision: rev, Items: make([]json.RawMessage, 0, len(objs))}
+	for _, obj := range objs {
 		b, err := json.Marshal(obj)
 		if err != nil {
 			return err
@@ -275,18 +340,6 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
 		out.Items = append(out.Items, b)
 	}
 	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
-// checkOwner refuses to let cluster touch an object another cluster owns.
-func checkOwner(kv store.KeyValue, cluster string) error {
-	var m model.Meta
-	if err := json.Unmarshal(kv.Value, &m); err != nil {
-		return fmt.Errorf("decoding %s: %w", kv.Key, err)
-	}
-	if m.Owner != cluster {
-		return errorf(http.StatusForbidden, "%s is owned by cluster %q, not %q", kv.Key, m.Owner, cluster)
-	}
 	return nil
 }
 
@@ -315,9 +368,11 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, cluster string) err
 	if err != nil {
 		return err
 	}
-	if err := decodeBody(r, obj); err != nil {
+	release, err := s.readBody(w, r, obj, s.cfg.MaxObjectBytes)
+	if err != nil {
 		return err
 	}
+	defer release()
 	name := r.PathValue("name")
 	m := obj.ObjectMeta()
 	switch m.Name {
@@ -330,41 +385,21 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, cluster string) err
 			Fields:  model.FieldErrors{{Field: "name", Detail: "must match the name in the path"}},
 		}}
 	}
-	if err := claim(obj, cluster); err != nil {
+	wr := newWrite()
+	var fields model.FieldErrors
+	if err := wr.add("", obj, cluster, &fields); err != nil {
 		return err
 	}
-	if err := obj.Validate(); err != nil {
-		return err
+	if len(fields) > 0 {
+		return fields
 	}
-	key := model.Key(kind, name)
-	existing, err := s.st.Get(r.Context(), key)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		existing = store.KeyValue{}
-	case err != nil:
-		return err
-	default:
-		if err := checkOwner(existing, cluster); err != nil {
-			return err
-		}
-	}
-	value, err := encode(obj)
+	res, err := s.commit(r.Context(), wr, cluster)
 	if err != nil {
 		return err
 	}
-	op := store.Op{Type: store.OpPut, Key: key, Value: value, IfRevision: m.Revision}
-	if m.Revision == 0 && existing.ModRevision != 0 {
-		// Unconditional by the caller's choice, but still guarded against a
-		// concurrent change of owner between our read and our write.
-		op.IfRevision = existing.ModRevision
-	}
-	rev, err := s.st.Txn(r.Context(), op)
-	if err != nil {
-		return err
-	}
-	m.Revision = rev
+	m.Revision = res.revisions[model.Key(kind, name)]
 	status := http.StatusOK
-	if existing.ModRevision == 0 {
+	if res.created > 0 {
 		status = http.StatusCreated
 	}
 	writeJSON(w, status, obj)
@@ -378,183 +413,81 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, cluster string) 
 	}
 	var ifRev int64
 	if v := r.URL.Query().Get("revision"); v != "" {
-		if _, err := fmt.Sscan(v, &ifRev); err != nil || ifRev < 0 {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
 			return errorf(http.StatusBadRequest, "revision %q is not a non-negative integer", v)
 		}
+		ifRev = n
 	}
 	key := model.Key(kind, r.PathValue("name"))
-	existing, err := s.st.Get(r.Context(), key)
+	if _, err := s.st.Get(r.Context(), key); err != nil {
+		return err
+	}
+	wr := newWrite()
+	wr.deletes[key] = ifRev
+	res, err := s.commit(r.Context(), wr, cluster)
 	if err != nil {
 		return err
 	}
-	if err := checkOwner(existing, cluster); err != nil {
-		return err
-	}
-	if ifRev == 0 {
-		ifRev = existing.ModRevision
-	}
-	rev, err := s.st.Txn(r.Context(), store.Op{Type: store.OpDelete, Key: key, IfRevision: ifRev})
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, map[string]int64{"revision": rev})
+	writeJSON(w, http.StatusOK, map[string]int64{"revision": res.revision})
 	return nil
 }
 
 func (s *Server) apply(w http.ResponseWriter, r *http.Request, cluster string) error {
 	var req api.ApplyRequest
-	if err := decodeBody(r, &req); err != nil {
-		return err
-	}
-	puts, err := validObjects("objects", &req.Objects, cluster)
+	release, err := s.readBody(w, r, &req, s.cfg.MaxRequestBytes)
 	if err != nil {
 		return err
 	}
-	desired := make(map[string][]byte, len(puts))
-	for key, p := range puts {
-		desired[key] = p.value
-	}
-	// A concurrent writer can move a key between our read and our write; the
-	// transaction's preconditions catch that, and we re-plan from a fresh read.
-	for attempt := 0; ; attempt++ {
-		res, err := s.applyOnce(r.Context(), desired, cluster)
-		if errors.Is(err, store.ErrConflict) && attempt < 5 {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, res)
-		return nil
-	}
-}
-
-// encodedPut is one validated object to write: its stored form and the
-// revision it must be at (0 for none).
-type encodedPut struct {
-	value      []byte
-	ifRevision int64
-}
-
-// validObjects validates and encodes a set of objects by key. Field paths
-// of invalid objects start with prefix ("objects.services[2].port"); when
-// some are invalid the error is model.FieldErrors.
-func validObjects(prefix string, objs *api.Objects, cluster string) (map[string]encodedPut, error) {
-	out := map[string]encodedPut{}
-	var fields model.FieldErrors
-	add := func(field string, obj model.Object) error {
-		if err := claim(obj, cluster); err != nil {
-			return err
-		}
-		if err := obj.Validate(); err != nil {
-			var fe model.FieldErrors
-			if !errors.As(err, &fe) {
-				return err
-			}
-			for _, e := range fe {
-				fields = append(fields, &model.FieldError{Field: field + "." + e.Field, Detail: e.Detail})
-			}
-			return nil
-		}
-		key := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
-		if _, dup := out[key]; dup {
-			fields = append(fields, &model.FieldError{Field: field + ".name", Detail: "duplicate name " + obj.ObjectMeta().Name})
-			return nil
-		}
-		b, err := encode(obj)
-		out[key] = encodedPut{value: b, ifRevision: obj.ObjectMeta().Revision}
+	defer release()
+	wr, err := validObjects("objects", &req.Objects, cluster)
+	if err != nil {
 		return err
 	}
-	for i := range objs.Networks {
-		if err := add(fmt.Sprintf("%s.networks[%d]", prefix, i), &objs.Networks[i]); err != nil {
-			return nil, err
-		}
+	// Apply names the state it wants, not the revisions it read.
+	for _, p := range wr.puts {
+		p.ifRevision = 0
 	}
-	for i := range objs.Services {
-		if err := add(fmt.Sprintf("%s.services[%d]", prefix, i), &objs.Services[i]); err != nil {
-			return nil, err
-		}
+	wr.replace = true
+	res, err := s.commit(r.Context(), wr, cluster)
+	if err != nil {
+		return err
 	}
-	for i := range objs.TargetGroups {
-		if err := add(fmt.Sprintf("%s.targetGroups[%d]", prefix, i), &objs.TargetGroups[i]); err != nil {
-			return nil, err
-		}
-	}
-	for i := range objs.Certificates {
-		if err := add(fmt.Sprintf("%s.certificates[%d]", prefix, i), &objs.Certificates[i]); err != nil {
-			return nil, err
-		}
-	}
-	for i := range objs.WorkloadSets {
-		if err := add(fmt.Sprintf("%s.workloadSets[%d]", prefix, i), &objs.WorkloadSets[i]); err != nil {
+	writeJSON(w, http.StatusOK, api.ApplyResult{Revision: res.revision, Created: res.created, Updated: res.updated,
+		Deleted: res.deleted, Unchanged: res.unchanged})
+	return nil
+}
+
+// validObjects validates and encodes a set of objects into a write. Field
+// paths of invalid objects start with prefix ("objects.services[2].port");
+// when some are invalid the error is model.FieldErrors and the write holds
+// the valid ones, so that a caller can check more fields against them.
+func validObjects(prefix string, objs *model.Objects, cluster string) (*write, error) {
+	wr := newWrite()
+	var fields model.FieldErrors
+	for field, obj := range objs.Each() {
+		if err := wr.add(prefix+"."+field, obj, cluster, &fields); err != nil {
 			return nil, err
 		}
 	}
 	if len(fields) > 0 {
-		// The valid objects too, so that a caller can check more fields
-		// against them.
-		return out, fields
+		return wr, fields
 	}
-	return out, nil
-}
-
-func (s *Server) applyOnce(ctx context.Context, desired map[string][]byte, cluster string) (api.ApplyResult, error) {
-	var res api.ApplyResult
-	kvs, rev, err := s.st.List(ctx, "/")
-	if err != nil {
-		return res, err
-	}
-	existing := make(map[string]store.KeyValue, len(kvs))
-	var ops []store.Op
-	for _, kv := range kvs {
-		var m model.Meta
-		if err := json.Unmarshal(kv.Value, &m); err != nil {
-			return res, fmt.Errorf("decoding %s: %w", kv.Key, err)
-		}
-		existing[kv.Key] = kv
-		if _, wanted := desired[kv.Key]; wanted {
-			if m.Owner != cluster {
-				return res, errorf(http.StatusForbidden, "%s is owned by cluster %q, not %q", kv.Key, m.Owner, cluster)
-			}
-			continue
-		}
-		if m.Owner == cluster {
-			ops = append(ops, store.Op{Type: store.OpDelete, Key: kv.Key, IfRevision: kv.ModRevision})
-			res.Deleted++
-		}
-	}
-	for key, value := range desired {
-		kv, ok := existing[key]
-		switch {
-		case !ok:
-			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: value, IfRevision: store.MustNotExist})
-			res.Created++
-		case string(kv.Value) == string(value):
-			res.Unchanged++
-		default:
-			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: value, IfRevision: kv.ModRevision})
-			res.Updated++
-		}
-	}
-	res.Revision = rev
-	if len(ops) == 0 {
-		return res, nil
-	}
-	res.Revision, err = s.st.Txn(ctx, ops...)
-	return res, err
+	return wr, nil
 }
 
 func (s *Server) txn(w http.ResponseWriter, r *http.Request, cluster string) error {
 	var req api.TxnRequest
-	if err := decodeBody(r, &req); err != nil {
+	release, err := s.readBody(w, r, &req, s.cfg.MaxRequestBytes)
+	if err != nil {
 		return err
 	}
-	puts, err := validObjects("puts", &req.Puts, cluster)
+	defer release()
+	wr, err := validObjects("puts", &req.Puts, cluster)
 	var fields model.FieldErrors
 	if err != nil && !errors.As(err, &fields) {
 		return err
 	}
-	deletes := map[string]int64{}
 	for i, d := range req.Deletes {
 		field := fmt.Sprintf("deletes[%d]", i)
 		kind, err := model.ParseKind(string(d.Kind))
@@ -567,90 +500,24 @@ func (s *Server) txn(w http.ResponseWriter, r *http.Request, cluster string) err
 			continue
 		}
 		key := model.Key(kind, d.Name)
-		if _, both := puts[key]; both {
+		if _, both := wr.puts[key]; both {
 			fields = append(fields, &model.FieldError{Field: field, Detail: fmt.Sprintf("%s %s is also put", kind, d.Name)})
 			continue
 		}
-		if _, dup := deletes[key]; dup {
+		if _, dup := wr.deletes[key]; dup {
 			fields = append(fields, &model.FieldError{Field: field, Detail: fmt.Sprintf("%s %s is already deleted", kind, d.Name)})
 			continue
 		}
-		deletes[key] = d.Revision
+		wr.deletes[key] = d.Revision
 	}
 	if len(fields) > 0 {
 		return fields
 	}
-	// As in apply, a concurrent writer may move a key we read without a
-	// precondition of the caller's; re-plan from a fresh read.
-	for attempt := 0; ; attempt++ {
-		res, retry, err := s.txnOnce(r.Context(), puts, deletes, cluster)
-		if retry && attempt < 5 {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		writeJSON(w, http.StatusOK, res)
-		return nil
+	res, err := s.commit(r.Context(), wr, cluster)
+	if err != nil {
+		return err
 	}
-}
-
-// txnOnce plans and commits one attempt of a transaction. retry is true
-// when it failed on a precondition the server chose, not the caller.
-func (s *Server) txnOnce(ctx context.Context, puts map[string]encodedPut, deletes map[string]int64, cluster string) (res api.TxnResult, retry bool, err error) {
-	var ops []store.Op
-	callerRevs := false
-	read := func(key string) (store.KeyValue, bool, error) {
-		kv, err := s.st.Get(ctx, key)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return kv, false, nil
-		case err != nil:
-			return kv, false, err
-		}
-		return kv, true, checkOwner(kv, cluster)
-	}
-	for key, p := range puts {
-		kv, exists, err := read(key)
-		if err != nil {
-			return res, false, err
-		}
-		switch {
-		case p.ifRevision != 0 && kv.ModRevision != p.ifRevision:
-			return res, false, &store.ConflictError{Key: key, Expected: p.ifRevision, Actual: kv.ModRevision}
-		case !exists:
-			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: p.value, IfRevision: store.MustNotExist})
-			res.Created++
-		case string(kv.Value) == string(p.value):
-			res.Unchanged++
-		default:
-			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: p.value, IfRevision: kv.ModRevision})
-			res.Updated++
-		}
-		callerRevs = callerRevs || p.ifRevision != 0
-	}
-	for key, rev := range deletes {
-		kv, exists, err := read(key)
-		if err != nil {
-			return res, false, err
-		}
-		switch {
-		case rev != 0 && kv.ModRevision != rev:
-			return res, false, &store.ConflictError{Key: key, Expected: rev, Actual: kv.ModRevision}
-		case !exists:
-			continue
-		}
-		ops = append(ops, store.Op{Type: store.OpDelete, Key: key, IfRevision: kv.ModRevision})
-		res.Deleted++
-		callerRevs = callerRevs || rev != 0
-	}
-	if len(ops) == 0 {
-		// Nothing to write; report the current revision.
-		_, res.Revision, err = s.st.List(ctx, model.KindPrefix(model.KindServiceNetwork))
-		return res, false, err
-	}
-	res.Revision, err = s.st.Txn(ctx, ops...)
-	// A conflict on a revision the caller named is the caller's to handle;
-	// one on a revision we read is retried.
-	return res, errors.Is(err, store.ErrConflict) && !callerRevs, err
+	writeJSON(w, http.StatusOK, api.TxnResult{Revision: res.revision, Created: res.created, Updated: res.updated,
+		Deleted: res.deleted, Unchanged: res.unchanged})
+	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
@@ -54,6 +53,15 @@ func targetGroup(name string, port int32) *model.TargetGroup {
 		Meta: model.Meta{Name: name}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
 		Targets: []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "east", State: model.TargetActive}},
 	}
+}
+
+// inCluster moves tg's targets into cluster, for a target group that
+// cluster writes.
+func inCluster(cluster string, tg *model.TargetGroup) *model.TargetGroup {
+	for i := range tg.Targets {
+		tg.Targets[i].Cluster = cluster
+	}
+	return tg
 }
 
 func apiStatus(err error) int {
@@ -157,7 +165,7 @@ func TestInvalidObjectsNameTheirFields(t *testing.T) {
 	}
 
 	// Apply prefixes each field with the object's place in the request.
-	_, err = east.Apply(ctx, &api.Objects{TargetGroups: []model.TargetGroup{*targetGroup("ok", 1), {Meta: model.Meta{Name: "Bad Name"}}}})
+	_, err = east.Apply(ctx, &model.Objects{TargetGroups: []model.TargetGroup{*targetGroup("ok", 1), {Meta: model.Meta{Name: "Bad Name"}}}})
 	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity || !strings.Contains(ae.Body.Message, "objects.targetGroups[1].name") {
 		t.Errorf("apply invalid: %v", err)
 	}
@@ -184,10 +192,10 @@ func TestUnauthenticatedRequestsAreRefused(t *testing.T) {
 func TestApplyReplacesOnlyWhatTheCallerOwns(t *testing.T) {
 	_, east, west := newServer(t)
 	ctx := context.Background()
-	if err := west.Put(ctx, targetGroup("west-tg", 9)); err != nil {
+	if err := west.Put(ctx, inCluster("west", targetGroup("west-tg", 9))); err != nil {
 		t.Fatal(err)
 	}
-	objs := &api.Objects{Networks: []model.ServiceNetwork{*network("hotel")},
+	objs := &model.Objects{Networks: []model.ServiceNetwork{*network("hotel")},
 		TargetGroups: []model.TargetGroup{*targetGroup("a", 1), *targetGroup("b", 2)}}
 	res, err := east.Apply(ctx, objs)
 	if err != nil || res.Created != 3 {
@@ -239,7 +247,7 @@ func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
 	if len(first.Networks) != 1 || first.Networks[0].Name != "hotel" || first.Networks[0].Revision == 0 {
 		t.Fatalf("first snapshot: %+v", first)
 	}
-	res, err := east.Apply(ctx, &api.Objects{TargetGroups: []model.TargetGroup{*targetGroup("a", 1), *targetGroup("b", 2)}})
+	res, err := east.Apply(ctx, &model.Objects{TargetGroups: []model.TargetGroup{*targetGroup("a", 1), *targetGroup("b", 2)}})
 	if err != nil {
 		t.Fatal(err)
 	}

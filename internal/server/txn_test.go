@@ -16,14 +16,14 @@ import (
 func TestTxnChangesOnlyWhatItNames(t *testing.T) {
 	_, east, west := newServer(t)
 	ctx := context.Background()
-	if err := west.Put(ctx, targetGroup("west-tg", 9)); err != nil {
+	if err := west.Put(ctx, inCluster("west", targetGroup("west-tg", 9))); err != nil {
 		t.Fatal(err)
 	}
 	if err := east.Put(ctx, targetGroup("keep", 1)); err != nil {
 		t.Fatal(err)
 	}
-	put := func(tgs ...*model.TargetGroup) api.Objects {
-		var o api.Objects
+	put := func(tgs ...*model.TargetGroup) model.Objects {
+		var o model.Objects
 		for _, tg := range tgs {
 			o.TargetGroups = append(o.TargetGroups, *tg)
 		}

@@ -1,18 +1,15 @@
 package server
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
-	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/store"
 )
 
@@ -32,16 +29,35 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 
-	var first *api.WatchMessage
-	events, err := s.resume(ctx, from, r.URL.Query().Get("store"))
+	// One read of everything: the snapshot, if the stream starts with one,
+	// and the view that decides which private keys the caller may read.
+	kvs, rev, err := s.st.List(ctx, "/")
 	if err != nil {
-		if first, from, err = s.snapshot(ctx); err != nil {
+		return err
+	}
+	view, err := newKeyView(cluster, kvs, rev)
+	if err != nil {
+		return err
+	}
+	var first *api.WatchMessage
+	var events <-chan store.Event
+	// A stream that resumes cannot tell what it missed of which keys the
+	// caller may read, unless every certificate is the caller's own; it
+	// starts over from a snapshot otherwise.
+	err = errors.New("another cluster's certificates")
+	if view.onlyOwnCertificates() {
+		events, err = s.resume(ctx, from, r.URL.Query().Get("store"))
+	}
+	if err != nil {
+		if first, err = view.snapshot(kvs, rev); err != nil {
 			return err
 		}
+		from = rev
 		if events, err = s.st.Watch(ctx, "/", from); err != nil {
 			return err
 		}
 	}
+	kvs = nil
 
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -81,7 +97,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 				// client resumes from `last`.
 				return nil
 			}
-			msg, err := changesMessage(ev)
+			msg, err := view.changes(ev)
 			if err != nil {
 				s.log.Error("watch: encoding changes", "revision", ev.Revision, "err", err)
 				return nil
@@ -114,48 +130,4 @@ func (s *Server) resume(ctx context.Context, from int64, storeID string) (<-chan
 		return nil, fmt.Errorf("revision %d is ahead of the store's %d", from, cur)
 	}
 	return s.st.Watch(ctx, "/", from)
-}
-
-// snapshot reads every object at one revision.
-func (s *Server) snapshot(ctx context.Context) (*api.WatchMessage, int64, error) {
-	kvs, rev, err := s.st.List(ctx, "/")
-	if err != nil {
-		return nil, 0, err
-	}
-	snap := &model.Snapshot{Revision: rev}
-	for _, kv := range kvs {
-		obj, err := decode(kv)
-		if err != nil {
-			return nil, 0, err
-		}
-		snap.Add(obj)
-	}
-	return &api.WatchMessage{Type: api.WatchSnapshot, Revision: rev, Snapshot: snap}, rev, nil
-}
-
-func changesMessage(ev store.Event) (*api.WatchMessage, error) {
-	msg := &api.WatchMessage{Type: api.WatchChanges, Revision: ev.Revision}
-	for _, c := range ev.Changes {
-		kind, name, err := model.ParseKey(c.KV.Key)
-		if err != nil {
-			return nil, err
-		}
-		ch := api.Change{Op: api.OpPut, Kind: kind, Name: name}
-		if c.Type == store.ChangeDelete {
-			ch.Op = api.OpDelete
-		} else {
-			obj, err := decode(c.KV)
-			if err != nil {
-				return nil, err
-			}
-			if ch.Object, err = json.Marshal(obj); err != nil {
-				return nil, err
-			}
-		}
-		msg.Changes = append(msg.Changes, ch)
-	}
-	slices.SortFunc(msg.Changes, func(a, b api.Change) int {
-		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name))
-	})
-	return msg, nil
 }

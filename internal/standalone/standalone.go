@@ -31,7 +31,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/controller"
 	"trellis.dev/trellis/internal/demo"
@@ -239,7 +238,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *slog.Logger, fail func(error)) {
 	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log}
 	err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
-		res, err := cl.Apply(ctx, &api.Objects{Networks: out.Networks, Services: out.Services, TargetGroups: out.TargetGroups, Certificates: out.Certificates, WorkloadSets: out.WorkloadSets})
+		res, err := cl.Apply(ctx, &out.Objects)
 		if err != nil {
 			return err
 		}

@@ -82,14 +82,10 @@ type Input struct {
 // Output is the model translated from an Input. Every produced object passes
 // its model Validate. Each list is sorted by name.
 type Output struct {
-	Networks     []model.ServiceNetwork `json:"networks,omitempty"`
-	Services     []model.Service        `json:"services,omitempty"`
-	TargetGroups []model.TargetGroup    `json:"targetGroups,omitempty"`
-	// Certificates are those the produced services' listeners name.
-	Certificates []model.Certificate `json:"certificates,omitempty"`
-	// WorkloadSets name the cluster's pods by address, one set per
-	// namespace that has any (from Input.Pods).
-	WorkloadSets []model.WorkloadSet `json:"workloadSets,omitempty"`
+	// Objects are the model objects. Certificates are those the produced
+	// services' listeners name; WorkloadSets name the cluster's pods by
+	// address, one set per namespace that has any (from Input.Pods).
+	model.Objects
 	// Problems lists every input that is invalid or not supported, grouped by
 	// object. Objects outside trellis's GatewayClasses produce none.
 	Problems []Problem `json:"problems,omitempty"`

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/netns"
@@ -19,7 +18,7 @@ import (
 
 // inventoryObjects is the quick start's inventory service as model objects,
 // split ver1:ver2 by the given weights.
-func inventoryObjects(ver1, ver2 int32) *api.Objects {
+func inventoryObjects(ver1, ver2 int32) *model.Objects {
 	tg := func(name string, port int32) model.TargetGroup {
 		return model.TargetGroup{
 			Meta:            model.Meta{Name: name},
@@ -28,7 +27,7 @@ func inventoryObjects(ver1, ver2 int32) *api.Objects {
 			Targets:         []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "local", State: model.TargetActive}},
 		}
 	}
-	return &api.Objects{
+	return &model.Objects{
 		Networks: []model.ServiceNetwork{{
 			Meta: model.Meta{Name: "my-hotel"}, Mode: model.ModeServiceNetwork, Domain: "my-hotel.trellis.internal",
 		}},

@@ -14,11 +14,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -36,12 +39,30 @@ const DefaultNamespace = "default"
 
 // Load reads every *.yaml and *.yml file directly in dir, in name order.
 // Subdirectories and names starting with "." (editor temporaries, the
-// "..data" links of a mounted ConfigMap) are skipped; symbolic links to files
-// are followed. It reports every error it finds, each naming its file,
-// document and field, rather than stopping at the first.
+// "..data" links of a mounted ConfigMap) are skipped; symbolic links to
+// regular files are followed. Anything else with such a name (a named pipe,
+// a device, a socket, a dangling link) and a file over DefaultMaxFileSize is
+// an error. It reports every error it finds, each naming its file, document
+// and field, rather than stopping at the first.
 func Load(dir string) (*translate.Input, error) {
-	c, err := load(dir)
+	files, err := readDir(dir, DefaultMaxFileSize)
 	if err != nil {
+		return nil, err
+	}
+	c := newConfig()
+	for _, f := range files {
+		if errors.Is(f.err, errSubdirectory) {
+			continue
+		}
+		if f.err != nil {
+			c.errs = append(c.errs, f.err)
+			continue
+		}
+		entries, errs := parseFile(f.path, f.data)
+		c.errs = append(c.errs, errs...)
+		c.add(entries)
+	}
+	if err := errors.Join(c.errs...); err != nil {
 		return nil, err
 	}
 	return &c.input, nil
@@ -51,7 +72,9 @@ func Load(dir string) (*translate.Input, error) {
 // name (used in errors only), as Load decodes each file.
 func Parse(name string, data []byte) (*translate.Input, error) {
 	c := newConfig()
-	c.parse(name, data)
+	entries, errs := parseFile(name, data)
+	c.errs = append(c.errs, errs...)
+	c.add(entries)
 	if err := errors.Join(c.errs...); err != nil {
 		return nil, err
 	}
@@ -67,6 +90,8 @@ type config struct {
 
 type objectKey struct{ kind, namespace, name string }
 
+func (k objectKey) String() string { return k.kind + " " + objectName(k.namespace, k.name) }
+
 // location is where an object was defined.
 type location struct {
 	file string
@@ -77,36 +102,131 @@ func (l location) String() string { return l.file + ":" + strconv.Itoa(l.line) }
 
 func newConfig() *config { return &config{where: map[objectKey]location{}} }
 
-func load(dir string) (*config, error) {
+// entry is one object decoded from a file.
+type entry struct {
+	key   objectKey
+	where location
+	// prefix starts an error about the object: "file:line: document n (Kind ns/name)".
+	prefix string
+	kind   kindInfo
+	obj    any
+}
+
+// add adds entries to c, recording an error for each object already defined.
+func (c *config) add(entries []entry) {
+	for _, e := range entries {
+		if prev, dup := c.where[e.key]; dup {
+			c.errs = append(c.errs, fmt.Errorf("%s: %s is already defined at %s", e.prefix, e.key, prev))
+			continue
+		}
+		c.where[e.key] = e.where
+		e.kind.add(&c.input, e.obj)
+	}
+}
+
+// DefaultMaxFileSize is the largest config file read when Provider.MaxFileSize
+// is zero, and by Load.
+const DefaultMaxFileSize = 16 << 20
+
+// fileData is one config file of a directory: its content, or why it could
+// not be read.
+type fileData struct {
+	path string
+	data []byte
+	err  error
+}
+
+// readDir reads the config files directly in dir, in name order. Only
+// regular files (or links to them) of at most limit bytes are read; each
+// other config file comes back with an error saying why it was not, wrapping
+// errSubdirectory for a directory. It fails only if dir cannot be listed.
+func readDir(dir string, limit int64) ([]fileData, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read config directory: %w", err)
 	}
-	c := newConfig()
+	var files []fileData
 	for _, e := range entries {
 		if !isConfigFile(e.Name()) {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
+		// Stat follows links: a ConfigMap volume's files are links into
+		// its "..data" directory. What is not a regular file is not
+		// opened, since opening a device may act on it.
 		info, err := os.Stat(path)
+		var data []byte
+		switch {
+		case err != nil:
+		case info.IsDir():
+			err = errSubdirectory
+		case !info.Mode().IsRegular():
+			err = fmt.Errorf("%w (%s)", errNotRegular, fileType(info.Mode()))
+		default:
+			data, err = readRegular(path, limit)
+		}
+		if pe, ok := err.(*fs.PathError); ok {
+			err = fmt.Errorf("%s: %w", pe.Op, pe.Err) // path is named once, below
+		}
 		if err != nil {
-			c.errs = append(c.errs, err)
-			continue
+			err = fmt.Errorf("%s: not read: %w", path, err)
 		}
-		if info.IsDir() {
-			continue
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			c.errs = append(c.errs, err)
-			continue
-		}
-		c.parse(path, data)
+		files = append(files, fileData{path: path, data: data, err: err})
 	}
-	if err := errors.Join(c.errs...); err != nil {
+	return files, nil
+}
+
+// Why a config file is not read.
+var (
+	errSubdirectory = errors.New("a directory; subdirectories are not read")
+	errNotRegular   = errors.New("not a regular file")
+)
+
+// readRegular reads the regular file at path, failing if it is anything else
+// or holds more than limit bytes. It never blocks on a named pipe or device:
+// the file is opened non-blocking and checked before any read.
+func readRegular(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
 		return nil, err
 	}
-	return c, nil
+	defer f.Close()
+	// Check what was opened, not what was at path a moment before.
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w (%s)", errNotRegular, fileType(info.Mode()))
+	}
+	if info.Size() > limit {
+		return nil, fmt.Errorf("%d bytes is over the limit of %d", info.Size(), limit)
+	}
+	// The file may grow while it is read: read one byte more than the
+	// limit to tell.
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("over the limit of %d bytes", limit)
+	}
+	return data, nil
+}
+
+// fileType names the type of a file that is not regular.
+func fileType(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return "mode " + m.String()
 }
 
 // isConfigFile reports whether a directory entry named name is read by Load.
@@ -165,18 +285,27 @@ var (
 	newlineRE  = regexp.MustCompile(`\s*\n\s*`)
 )
 
-// parse decodes every document of one file, recording errors.
-func (c *config) parse(name string, data []byte) {
+// parseFile decodes every document of the file called name, returning the
+// objects it defines and an error per document that failed.
+func parseFile(name string, data []byte) ([]entry, []error) {
+	var (
+		entries []entry
+		errs    []error
+	)
 	for n, doc := range splitDocuments(data) {
 		where := location{file: name, line: doc.line}
-		desc, err := c.decode(doc, where)
-		if err == nil {
+		e, desc, err := decode(doc, where)
+		prefix := fmt.Sprintf("%s: document %d%s", where, n+1, desc)
+		if err != nil {
+			for _, err := range unjoin(err) {
+				errs = append(errs, fmt.Errorf("%s: %w", prefix, err))
+			}
 			continue
 		}
-		for _, e := range unjoin(err) {
-			c.errs = append(c.errs, fmt.Errorf("%s: document %d%s: %w", where, n+1, desc, e))
-		}
+		e.prefix = prefix
+		entries = append(entries, e)
 	}
+	return entries, errs
 }
 
 // header is what identifies a document, read before its kind is known.
@@ -189,9 +318,9 @@ type header struct {
 	} `json:"metadata"`
 }
 
-// decode decodes one document into c.input. desc describes the object for
-// errors, e.g. " (HTTPRoute default/inventory)".
-func (c *config) decode(doc document, where location) (desc string, err error) {
+// decode decodes one document. desc describes the object for errors, e.g.
+// " (HTTPRoute default/inventory)".
+func decode(doc document, where location) (e entry, desc string, err error) {
 	j, err := yaml.YAMLToJSONStrict(doc.data)
 	if err != nil {
 		// One line per error, with line numbers counted in the file.
@@ -200,14 +329,14 @@ func (c *config) decode(doc document, where location) (desc string, err error) {
 			n, _ := strconv.Atoi(strings.TrimPrefix(s, "line "))
 			return "line " + strconv.Itoa(doc.line+n-1)
 		})
-		return "", errors.New(msg)
+		return entry{}, "", errors.New(msg)
 	}
 	var raw any
 	if err := json.Unmarshal(j, &raw); err != nil {
-		return "", err
+		return entry{}, "", err
 	}
 	if _, ok := raw.(map[string]any); !ok {
-		return "", fmt.Errorf("a document must be a mapping with apiVersion and kind, not %s", jsonKind(raw))
+		return entry{}, "", fmt.Errorf("a document must be a mapping with apiVersion and kind, not %s", jsonKind(raw))
 	}
 	var h header
 	// The header is best effort: the strict decode below names any error.
@@ -220,23 +349,18 @@ func (c *config) decode(doc document, where location) (desc string, err error) {
 		desc = " (" + what + ")"
 	}
 	if !ok {
-		return desc, unsupported(h.APIVersion, h.Kind)
+		return entry{}, desc, unsupported(h.APIVersion, h.Kind)
 	}
 	obj := kind.new()
 	if err := decodeStrict(j, raw, obj); err != nil {
-		return desc, err
+		return entry{}, desc, err
 	}
 	meta := obj.(metav1.Object)
 	if err := checkMeta(kind.kind, kind.namespaced, meta); err != nil {
-		return desc, err
+		return entry{}, desc, err
 	}
 	key := objectKey{kind.kind, meta.GetNamespace(), meta.GetName()}
-	if prev, dup := c.where[key]; dup {
-		return desc, fmt.Errorf("%s %s is already defined at %s", kind.kind, objectName(key.namespace, key.name), prev)
-	}
-	c.where[key] = where
-	kind.add(&c.input, obj)
-	return desc, nil
+	return entry{key: key, where: where, kind: kind, obj: obj}, desc, nil
 }
 
 // objectName formats an object's name as "namespace/name", or "name" for a

@@ -3,6 +3,7 @@ package file
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,15 @@ import (
 // read again.
 const DefaultDebounce = 50 * time.Millisecond
 
+// DefaultSettlePeriod is how long a config file must stay unchanged before a
+// change that looks like a partial write of it is applied, when
+// Provider.SettlePeriod is zero.
+const DefaultSettlePeriod = 5 * time.Second
+
+// DefaultReadTimeout is how long reading the directory may take when
+// Provider.ReadTimeout is zero.
+const DefaultReadTimeout = 10 * time.Second
+
 // DefaultCluster owns what the provider translates when Provider.Cluster is
 // empty.
 const DefaultCluster = "local"
@@ -34,6 +44,18 @@ const (
 // each time it changes. A configuration that fails to load or translates
 // with problems is logged and not applied, so the last good one stays in
 // force. The zero value of every field but Dir works.
+//
+// A file rewritten in place is empty, then holds a growing prefix of its new
+// content, until its writer is done. So that such a moment is not applied as
+// a deletion, a change to a file that still exists and that would remove
+// what the file defined is applied only once the file has stayed unchanged
+// for SettlePeriod; until then what the file last defined stays in force.
+// Such a change is one that leaves the file defining nothing, cuts it to a
+// prefix of its applied content, or takes away an AuthPolicy or Gateway
+// defined in no other file, a Gateway's listener, or an AuthPolicy's target
+// or statement. Deleting the file applies at once. A config file that cannot
+// be read (not a regular file or a link to one, or over MaxFileSize) is
+// logged and keeps what it last defined; the other files still apply.
 type Provider struct {
 	// Dir is the directory read (see Load for which files).
 	Dir string
@@ -44,12 +66,39 @@ type Provider struct {
 	// Debounce is how long changes must settle before the directory is read
 	// again; DefaultDebounce when zero.
 	Debounce time.Duration
+	// SettlePeriod is how long a file must stay unchanged before a change
+	// that would remove what it defined applies (see above);
+	// DefaultSettlePeriod when zero.
+	SettlePeriod time.Duration
+	// MaxFileSize is the largest config file read, in bytes;
+	// DefaultMaxFileSize when zero.
+	MaxFileSize int64
+	// ReadTimeout bounds how long an attempt waits for the directory to be
+	// read before it reports the file system as not answering and tries
+	// again later; DefaultReadTimeout when zero.
+	ReadTimeout time.Duration
 	// OnResult, if set, is called after every attempt to load, translate and
 	// apply, with nil when the result was applied. It runs on Run's goroutine.
 	OnResult func(err error)
 
 	mu      sync.Mutex
 	lastErr error
+
+	// Run's own state.
+	files   map[string]*fileState // by path
+	applied map[objectKey]string  // the objects last applied, with their files
+	listing chan listing          // the read under way, if one is late
+	// readDir, if set, replaces the package's readDir (for tests).
+	readDir func(dir string, limit int64) ([]fileData, error)
+}
+
+// fileState is what Run knows of one config file.
+type fileState struct {
+	// applied is the content last applied; nil before any was.
+	applied []byte
+	// seen is the hash of the content last read, first read at seenAt.
+	seen   [sha256.Size]byte
+	seenAt time.Time
 }
 
 // ProblemsError reports that the configuration translated with problems and
@@ -80,7 +129,9 @@ func (p *Provider) LastError() error {
 // until ctx is done, when it returns nil. It returns an error only if the
 // directory cannot be watched. apply receives each good translation; if it
 // fails, Run logs the error and tries again after a delay growing from 1s to
-// 30s, or at the next change, whichever comes first. The directory itself
+// 30s, or at the next change, whichever comes first. While a file settles
+// (see Provider), Run reads the directory again when its settle period ends.
+// The directory itself
 // must stay: if it is removed, Run reports the load error and stops seeing
 // changes, keeping the last good configuration.
 func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out *translate.Output) error) error {
@@ -100,6 +151,8 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 	retry := time.NewTimer(retryFirst) // runs only after a failed apply
 	retry.Stop()
 	retryDelay := retryFirst
+	settleEnd := time.NewTimer(time.Hour) // runs only while a file settles
+	settleEnd.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -120,11 +173,17 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 			continue
 		case <-settled.C:
 		case <-retry.C:
+		case <-settleEnd.C:
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !p.attempt(ctx, apply) {
+		again, wake := p.attempt(ctx, apply)
+		settleEnd.Stop()
+		if !wake.IsZero() {
+			settleEnd.Reset(time.Until(wake))
+		}
+		if !again {
 			retry.Stop()
 			retryDelay = retryFirst
 			continue
@@ -145,16 +204,29 @@ func (p *Provider) relevant(ev fsnotify.Event) bool {
 }
 
 // attempt loads, translates and, if both succeed, applies the directory,
-// recording and reporting the outcome. It reports whether apply failed,
-// which is worth retrying without a change.
-func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *translate.Output) error) (applyFailed bool) {
+// recording and reporting the outcome. It reports whether the attempt is
+// worth retrying without a change (apply failed, or the file system did not
+// answer in time), and when a file that is settling should be read again
+// (zero if none is).
+func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *translate.Output) error) (retry bool, wake time.Time) {
 	start := time.Now()
 	log := p.logger()
-	out, err := p.translate()
+	r, err := p.read(ctx, start)
+	if ctx.Err() != nil {
+		return false, time.Time{}
+	}
+	retry = errors.Is(err, errNoAnswer)
+	var out *translate.Output
+	if err == nil {
+		wake = r.wake
+		out, err = translateConfig(r.config, cmp.Or(p.Cluster, DefaultCluster))
+	}
 	if err == nil {
 		if err = apply(ctx, out); err != nil {
 			err = fmt.Errorf("apply configuration from %s: %w", p.Dir, err)
-			applyFailed = ctx.Err() == nil
+			retry = ctx.Err() == nil
+		} else {
+			p.commit(r)
 		}
 	}
 	var problems *ProblemsError
@@ -180,17 +252,52 @@ func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *tra
 	if p.OnResult != nil {
 		p.OnResult(err)
 	}
-	return applyFailed
+	return retry, wake
 }
 
-// translate loads and translates the directory. It fails with the load
-// errors, or with a *ProblemsError naming each problem's file.
-func (p *Provider) translate() (*translate.Output, error) {
-	c, err := load(p.Dir)
-	if err != nil {
-		return nil, err
+// errNoAnswer reports that reading the directory took over ReadTimeout.
+var errNoAnswer = errors.New("no answer from the file system")
+
+// listing is the outcome of one readDir.
+type listing struct {
+	files []fileData
+	err   error
+}
+
+// readFiles reads the config files apart from Run, so that a file system
+// that stops answering (a hung network mount) delays the configuration but
+// never Run's return. After ReadTimeout it fails with errNoAnswer; the read
+// goes on, and the next call waits for it rather than starting another.
+func (p *Provider) readFiles(ctx context.Context) ([]fileData, error) {
+	if p.listing == nil {
+		ch := make(chan listing, 1)
+		dir, limit, read := p.Dir, cmp.Or(p.MaxFileSize, DefaultMaxFileSize), p.readDir
+		if read == nil {
+			read = readDir
+		}
+		go func() {
+			files, err := read(dir, limit)
+			ch <- listing{files, err}
+		}()
+		p.listing = ch
 	}
-	c.input.Cluster = cmp.Or(p.Cluster, DefaultCluster)
+	timeout := time.NewTimer(cmp.Or(p.ReadTimeout, DefaultReadTimeout))
+	defer timeout.Stop()
+	select {
+	case l := <-p.listing:
+		p.listing = nil
+		return l.files, l.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-timeout.C:
+		return nil, fmt.Errorf("read config directory %s: %w within %v", p.Dir, errNoAnswer, cmp.Or(p.ReadTimeout, DefaultReadTimeout))
+	}
+}
+
+// translateConfig translates c for cluster. It fails with a *ProblemsError
+// naming each problem's file.
+func translateConfig(c *config, cluster string) (*translate.Output, error) {
+	c.input.Cluster = cluster
 	out := translate.Translate(&c.input)
 	if len(out.Problems) > 0 {
 		problems := make([]translate.Problem, len(out.Problems))

@@ -25,11 +25,22 @@ type harness struct {
 	p       *Provider
 	applied chan *translate.Output
 	results chan error
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool
 }
 
 // start runs a provider on a copy of the quick start; applyErr, if set,
 // decides what each apply returns.
 func start(t *testing.T, debounce time.Duration, applyErr func() error) *harness {
+	t.Helper()
+	return startWith(t, nil, func(p *Provider) { p.Debounce = debounce }, applyErr)
+}
+
+// startWith runs a provider on a copy of the quick start to which
+// prepare, if set, adds; configure, if set, changes the provider before it
+// runs.
+func startWith(t *testing.T, prepare func(h *harness), configure func(p *Provider), applyErr func() error) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), applied: make(chan *translate.Output, 100), results: make(chan error, 100)}
 	files, err := filepath.Glob("../../../examples/quickstart/*.yaml")
@@ -43,16 +54,21 @@ func start(t *testing.T, debounce time.Duration, applyErr func() error) *harness
 		}
 		h.write(filepath.Base(f), string(data))
 	}
+	if prepare != nil {
+		prepare(h)
+	}
 	h.p = &Provider{
 		Dir:      h.dir,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Debounce: debounce,
 		OnResult: func(err error) { h.results <- err },
 	}
+	if configure != nil {
+		configure(h.p)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	h.cancel, h.done = cancel, make(chan error, 1)
 	go func() {
-		done <- h.p.Run(ctx, func(_ context.Context, out *translate.Output) error {
+		h.done <- h.p.Run(ctx, func(_ context.Context, out *translate.Output) error {
 			if applyErr != nil {
 				if err := applyErr(); err != nil {
 					return err
@@ -62,18 +78,29 @@ func start(t *testing.T, debounce time.Duration, applyErr func() error) *harness
 			return nil
 		})
 	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(wait):
-			t.Error("Run did not return after cancel")
-		}
-	})
+	t.Cleanup(func() { h.stop() })
 	return h
+}
+
+// stop cancels Run and waits for it to return, once; it reports how long
+// that took.
+func (h *harness) stop() time.Duration {
+	h.t.Helper()
+	if h.stopped {
+		return 0
+	}
+	h.stopped = true
+	start := time.Now()
+	h.cancel()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+	case <-time.After(wait):
+		h.t.Error("Run did not return after cancel")
+	}
+	return time.Since(start)
 }
 
 func (h *harness) write(name, content string) {

@@ -16,7 +16,7 @@ const benchServices = 10_000
 // API prefix, a regular expression (a different one per service, so that
 // none is shared) and a default.
 func manyHosts(n int) *model.Snapshot {
-	snap := &model.Snapshot{Networks: networks}
+	snap := &model.Snapshot{Objects: model.Objects{Networks: networks}}
 	for i := range n {
 		snap.Services = append(snap.Services, model.Service{
 			Meta: model.Meta{Name: fmt.Sprintf("svc-%d", i)}, Network: "mesh",
@@ -37,7 +37,7 @@ func manyHosts(n int) *model.Snapshot {
 // oneHost is an edge listener with n services on one host, each owning a
 // path prefix.
 func oneHost(n int) *model.Snapshot {
-	snap := &model.Snapshot{Networks: networks}
+	snap := &model.Snapshot{Objects: model.Objects{Networks: networks}}
 	for i := range n {
 		snap.Services = append(snap.Services, model.Service{
 			Meta: model.Meta{Name: fmt.Sprintf("svc-%d", i)}, Network: "edge",
@@ -55,7 +55,7 @@ func oneHost(n int) *model.Snapshot {
 
 // wildcards is an edge listener with n wildcard host names.
 func wildcards(n int) *model.Snapshot {
-	snap := &model.Snapshot{Networks: networks}
+	snap := &model.Snapshot{Objects: model.Objects{Networks: networks}}
 	for i := range n {
 		snap.Services = append(snap.Services, model.Service{
 			Meta: model.Meta{Name: fmt.Sprintf("svc-%d", i)}, Network: "edge",

@@ -41,7 +41,7 @@ func TestReplacePrefix(t *testing.T) {
 // prefix of the match that selected them, timeouts, retries and sessions.
 func TestRouteFilters(t *testing.T) {
 	redirect := model.Filter{Redirect: &model.RedirectFilter{StatusCode: 301, Path: &model.PathModifier{Type: model.ReplacePrefixMatch, Value: "/new"}}}
-	snap := &model.Snapshot{Networks: networks, TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Targets: []model.Target{
+	snap := &model.Snapshot{Objects: model.Objects{Networks: networks, TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Targets: []model.Target{
 		{Address: "10.0.0.1", Port: 80, Cluster: "c", State: model.TargetActive}}}},
 		Services: []model.Service{{Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(),
 			Rules: []model.Rule{
@@ -51,7 +51,7 @@ func TestRouteFilters(t *testing.T) {
 					SessionPersistence: &model.SessionPersistence{Type: model.SessionCookie, Name: "s"},
 					Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{TargetGroup: "g", Weight: 1,
 						Filters: []model.Filter{{RequestHeaders: &model.HeaderFilter{Set: []model.Header{{Name: "x-a", Value: "1"}}}}}}}}}},
-			}}}}
+			}}}}}
 	tab := mustCompile(t, snap)
 	for _, tt := range []struct{ path, prefix, location string }{
 		{"/old/x", "/old", "http://h/new/x"},
@@ -144,13 +144,13 @@ func FuzzFilters(f *testing.F) {
 // and an expiry cannot be changed without the key.
 func TestSessionTokensAreKeyed(t *testing.T) {
 	snapOf := func(store string, timeout time.Duration) *model.Snapshot {
-		return &model.Snapshot{Store: store, Networks: networks, TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Targets: []model.Target{
+		return &model.Snapshot{Objects: model.Objects{Networks: networks, TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Targets: []model.Target{
 			{Address: "10.0.0.1", Port: 80, Cluster: "c", State: model.TargetActive}}}},
 			Services: []model.Service{{Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(),
 				Rules: []model.Rule{{
 					SessionPersistence: &model.SessionPersistence{Type: model.SessionCookie, Name: "s", AbsoluteTimeout: model.Duration(timeout)},
 					Action:             model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{TargetGroup: "g", Weight: 1}}}},
-				}}}}}
+				}}}}}, Store: store}
 	}
 	now := time.Unix(1700000000, 0)
 	token := func(snap *model.Snapshot) (*Session, string) {
@@ -191,14 +191,14 @@ func TestSessionTokensAreKeyed(t *testing.T) {
 func FuzzSessionLookup(f *testing.F) {
 	now := time.Unix(1700000000, 0)
 	compile := func(timeout time.Duration) *Route {
-		snap := &model.Snapshot{Store: "store", Networks: networks, TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Targets: []model.Target{
+		snap := &model.Snapshot{Objects: model.Objects{Networks: networks, TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Targets: []model.Target{
 			{Address: "10.0.0.1", Port: 80, Cluster: "c", State: model.TargetActive},
 			{Address: "10.0.0.2", Port: 80, Cluster: "c", State: model.TargetActive}}}},
 			Services: []model.Service{{Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(),
 				Rules: []model.Rule{{
 					SessionPersistence: &model.SessionPersistence{Type: model.SessionHeader, Name: "s", AbsoluteTimeout: model.Duration(timeout)},
 					Action:             model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{TargetGroup: "g", Weight: 1}}}},
-				}}}}}
+				}}}}}, Store: "store"}
 		return mustCompile(f, snap).Match(Bind{Port: 80}, req{host: "h", target: "/"}.build())
 	}
 	plain, expiring := compile(0), compile(time.Hour)

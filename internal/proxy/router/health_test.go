@@ -34,11 +34,11 @@ func healthGroup(t *testing.T, checker *health.Checker, hc model.HealthCheck, ta
 	tgs := []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, HealthCheck: hc, Targets: targets}}
 	checker.Update(tgs)
 	c := Compiler{Hooks: CompileHooks{Health: checker.Group}}
-	tab, err := c.Compile(&model.Snapshot{
+	tab, err := c.Compile(&model.Snapshot{Objects: model.Objects{
 		Networks: networks, TargetGroups: tgs,
 		Services: []model.Service{{Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(),
 			Rules: []model.Rule{{Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{TargetGroup: "g", Weight: 1}}}}}}}},
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,11 +128,11 @@ func BenchmarkPick(b *testing.B) {
 			if linked {
 				c.Hooks.Health = checker.Group
 			}
-			tab, err := c.Compile(&model.Snapshot{
+			tab, err := c.Compile(&model.Snapshot{Objects: model.Objects{
 				Networks: networks, TargetGroups: tgs,
 				Services: []model.Service{{Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(),
 					Rules: []model.Rule{{Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{TargetGroup: "g", Weight: 1}}}}}}}},
-			})
+			}})
 			if err != nil {
 				b.Fatal(err)
 			}

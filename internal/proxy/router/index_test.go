@@ -69,7 +69,7 @@ func overlapTable(t testing.TB) *Table {
 			CreatedAt: t0.Add(time.Duration(i/2) * time.Minute),
 		})
 	}
-	return mustCompile(t, &model.Snapshot{Networks: networks, Services: services})
+	return mustCompile(t, &model.Snapshot{Objects: model.Objects{Networks: networks, Services: services}})
 }
 
 func TestIndexAgreesWithScan(t *testing.T) {

@@ -18,7 +18,7 @@ func TestListenerHostnames(t *testing.T) {
 	l := func(port int32, hostname string, hosts ...string) model.Listener {
 		return model.Listener{Name: "l", Port: port, Protocol: model.ProtocolHTTP, Hostname: hostname, Hostnames: hosts}
 	}
-	snap := &model.Snapshot{Networks: networks, Services: []model.Service{
+	snap := &model.Snapshot{Objects: model.Objects{Networks: networks, Services: []model.Service{
 		edge("wild", 210, l(80, "*.example.com", "*.example.com")),
 		edge("deep", 211, l(80, "*.foo.example.com", "a.foo.example.com")),
 		edge("exact", 212, l(80, "bar.example.com", "bar.example.com")),
@@ -33,7 +33,7 @@ func TestListenerHostnames(t *testing.T) {
 		// A service-network service shares port 80: it has no listener
 		// hostname, so it lives with the fallback listener's routes.
 		{Meta: model.Meta{Name: "mesh"}, Network: "mesh", DNSName: "inv.mesh.trellis.internal", Listeners: http80(80), Rules: []model.Rule{rule(250)}},
-	}}
+	}}}
 	tab := mustCompile(t, snap)
 	tests := []struct {
 		port int32
@@ -82,14 +82,14 @@ func TestBinds(t *testing.T) {
 	}
 	mesh := svc("mesh", "mesh", 250, model.ProtocolHTTP)
 	mesh.DNSName = "inv.mesh.trellis.internal"
-	tab := mustCompile(t, &model.Snapshot{Networks: nets, Services: []model.Service{
+	tab := mustCompile(t, &model.Snapshot{Objects: model.Objects{Networks: nets, Services: []model.Service{
 		svc("a", "a", 210, model.ProtocolHTTP),
 		svc("b", "b", 220, model.ProtocolHTTP),
 		svc("file", "file", 230, model.ProtocolHTTP),
 		mesh,
 		// Another protocol on a's bind conflicts; on b's own binds it would not.
 		svc("a-tls", "a", 240, model.ProtocolTLSPassthrough),
-	}})
+	}}})
 	if got, want := fmt.Sprint(tab.Binds()), "[:80 127.0.0.2:80 127.0.0.3:80 127.0.0.4:80]"; got != want {
 		t.Errorf("Binds = %s, want %s", got, want)
 	}

@@ -83,8 +83,7 @@ func (q req) build() *http.Request {
 }
 
 func matchSnapshot() *model.Snapshot {
-	return &model.Snapshot{
-		Revision: 7,
+	return &model.Snapshot{Objects: model.Objects{
 		Networks: networks,
 		Services: []model.Service{
 			{
@@ -119,7 +118,7 @@ func matchSnapshot() *model.Snapshot {
 			{Meta: model.Meta{Name: "tls"}, Network: "edge", CustomDomains: []string{"tls.example.com"},
 				Listeners: []model.Listener{{Name: "https", Port: 443, Protocol: model.ProtocolHTTPS}}, Rules: []model.Rule{rule(250)}},
 		},
-	}
+	}, Revision: 7}
 }
 
 func TestMatch(t *testing.T) {
@@ -207,7 +206,7 @@ func TestMatchSNIAndProtocolConflicts(t *testing.T) {
 			Targets: []model.Target{{Address: "127.0.0.1", Port: 9443, Cluster: "c", State: model.TargetActive}}}
 	}
 	old := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	snap := &model.Snapshot{
+	snap := &model.Snapshot{Objects: model.Objects{
 		Networks: []model.ServiceNetwork{{Meta: model.Meta{Name: "edge"}, Mode: model.ModeEdge}},
 		Services: []model.Service{
 			passthrough("exact", old.Add(time.Hour), "db.example.com"),
@@ -219,7 +218,7 @@ func TestMatchSNIAndProtocolConflicts(t *testing.T) {
 			},
 		},
 		TargetGroups: []model.TargetGroup{tg("exact"), tg("wild")},
-	}
+	}}
 	var c Compiler
 	tab, err := c.Compile(snap)
 	if err != nil {
@@ -385,7 +384,7 @@ func TestPrecedence(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tab := mustCompile(t, &model.Snapshot{Networks: networks, Services: tt.services})
+			tab := mustCompile(t, &model.Snapshot{Objects: model.Objects{Networks: networks, Services: tt.services}})
 			tt.req.host = "p.example.com"
 			if got := routeName(tab.Match(Bind{Port: 80}, tt.req.build())); got != tt.want {
 				t.Errorf("Match = %s, want %s", got, tt.want)
@@ -395,7 +394,7 @@ func TestPrecedence(t *testing.T) {
 }
 
 func TestActions(t *testing.T) {
-	snap := &model.Snapshot{
+	snap := &model.Snapshot{Objects: model.Objects{
 		Networks: networks,
 		TargetGroups: []model.TargetGroup{{
 			Meta: model.Meta{Name: "tg"}, Port: 8080,
@@ -411,7 +410,7 @@ func TestActions(t *testing.T) {
 				{TargetGroup: "tg", Weight: 1}, {TargetGroup: "", Weight: 1}, {TargetGroup: "missing", Weight: 1},
 			}}}}},
 		}},
-	}
+	}}
 	route := mustCompile(t, snap).Match(Bind{Port: 80}, req{host: "x", target: "/"}.build())
 	var got []string
 	for range 6 {
@@ -439,12 +438,12 @@ func TestActions(t *testing.T) {
 
 func TestCompileErrors(t *testing.T) {
 	svc := func(r model.Rule) model.Snapshot {
-		return model.Snapshot{Networks: networks, Services: []model.Service{{
+		return model.Snapshot{Objects: model.Objects{Networks: networks, Services: []model.Service{{
 			Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(), Rules: []model.Rule{rule(200), r},
-		}}}
+		}}}}
 	}
 	tg := func(targets ...model.Target) model.Snapshot {
-		return model.Snapshot{TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "tg"}, Targets: targets}}}
+		return model.Snapshot{Objects: model.Objects{TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "tg"}, Targets: targets}}}}
 	}
 	tests := []struct {
 		name string
@@ -464,7 +463,7 @@ func TestCompileErrors(t *testing.T) {
 		{"negative weight", ptr(svc(model.Rule{Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{TargetGroup: "a", Weight: -1}}}}})), "rules[1].action.forward.backends[0].weight: -1 is negative"},
 		{"target without port", ptr(tg(model.Target{Address: "10.0.0.1", Cluster: "c", State: model.TargetActive})), "target group tg: targets[0].port: 0 is not in 1-65535"},
 		{"unknown target state", ptr(tg(model.Target{Address: "10.0.0.1", Port: 80, Cluster: "c", State: "Gone"})), `target group tg: targets[0].state: must be Active or Draining, not "Gone"`},
-		{"duplicate target group", &model.Snapshot{TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "tg"}}, {Meta: model.Meta{Name: "tg"}}}}, "target group tg: duplicate name"},
+		{"duplicate target group", &model.Snapshot{Objects: model.Objects{TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "tg"}}, {Meta: model.Meta{Name: "tg"}}}}}, "target group tg: duplicate name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -487,10 +486,10 @@ func ptr[T any](v T) *T { return &v }
 // keeps them across a failed compilation.
 func TestCompilerReusesRegexps(t *testing.T) {
 	snap := func(expr string, extra ...model.Rule) *model.Snapshot {
-		return &model.Snapshot{Networks: networks, Services: []model.Service{{
+		return &model.Snapshot{Objects: model.Objects{Networks: networks, Services: []model.Service{{
 			Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(),
 			Rules: append([]model.Rule{rule(200, model.Match{Path: regex(expr)})}, extra...),
-		}}}
+		}}}}
 	}
 	re := func(tab *Table) any { return tab.ports[Bind{Port: 80}].any.regex[0].pathRE }
 	var c Compiler

@@ -1,0 +1,89 @@
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+	"iter"
+)
+
+// Objects is a set of objects of every kind: the one list the snapshot,
+// the API's apply and txn requests and the translator's output share, so
+// that a new kind is added here and nowhere else. The JSON names are the
+// wire's and the stored caches'; they do not change.
+type Objects struct {
+	Networks     []ServiceNetwork `json:"networks,omitempty"`
+	Services     []Service        `json:"services,omitempty"`
+	TargetGroups []TargetGroup    `json:"targetGroups,omitempty"`
+	Certificates []Certificate    `json:"certificates,omitempty"`
+	WorkloadSets []WorkloadSet    `json:"workloadSets,omitempty"`
+	Exports      []ServiceExport  `json:"exports,omitempty"`
+	Peers        []Peer           `json:"peers,omitempty"`
+}
+
+// Each yields every object, by kind in the order above and then in list
+// order, with its JSON path in o ("services[2]"). The objects are o's own,
+// not copies.
+func (o *Objects) Each() iter.Seq2[string, Object] {
+	return func(yield func(string, Object) bool) {
+		_ = each(yield, "networks", o.Networks) &&
+			each(yield, "services", o.Services) &&
+			each(yield, "targetGroups", o.TargetGroups) &&
+			each(yield, "certificates", o.Certificates) &&
+			each(yield, "workloadSets", o.WorkloadSets) &&
+			each(yield, "exports", o.Exports) &&
+			each(yield, "peers", o.Peers)
+	}
+}
+
+// each yields &list[i] for every i; T's pointer must be an Object.
+func each[T any, P interface {
+	*T
+	Object
+}](yield func(string, Object) bool, field string, list []T) bool {
+	for i := range list {
+		if !yield(fmt.Sprintf("%s[%d]", field, i), P(&list[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// Len is how many objects o holds, of every kind.
+func (o *Objects) Len() int {
+	return len(o.Networks) + len(o.Services) + len(o.TargetGroups) + len(o.Certificates) + len(o.WorkloadSets) + len(o.Exports) + len(o.Peers)
+}
+
+// Add appends a copy of obj to the list of its kind.
+func (o *Objects) Add(obj Object) {
+	switch v := obj.(type) {
+	case *ServiceNetwork:
+		o.Networks = append(o.Networks, *v)
+	case *Service:
+		o.Services = append(o.Services, *v)
+	case *TargetGroup:
+		o.TargetGroups = append(o.TargetGroups, *v)
+	case *Certificate:
+		o.Certificates = append(o.Certificates, *v)
+	case *WorkloadSet:
+		o.WorkloadSets = append(o.WorkloadSets, *v)
+	case *ServiceExport:
+		o.Exports = append(o.Exports, *v)
+	case *Peer:
+		o.Peers = append(o.Peers, *v)
+	default:
+		panic(fmt.Sprintf("model: Objects.Add of unknown kind %T", obj))
+	}
+}
+
+// Encode is the stored form of an object: its JSON without its revision,
+// which the store tracks itself. Encoding is deterministic, so objects
+// with equal content have equal bytes: the control plane stores this, and
+// a provider compares what it would send with what it read back by it.
+func Encode(obj Object) ([]byte, error) {
+	m := obj.ObjectMeta()
+	rev := m.Revision
+	m.Revision = 0
+	b, err := json.Marshal(obj)
+	m.Revision = rev
+	return b, err
+}

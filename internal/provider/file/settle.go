@@ -1,0 +1,232 @@
+package file
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"trellis.dev/trellis/api/v1alpha1"
+)
+
+// reading is one reading of the directory, ready to translate.
+type reading struct {
+	config *config
+	// contents are the contents of the files read in full and used as read,
+	// by path: what commit records as applied.
+	contents map[string][]byte
+	// wake is when a settling file should be read again; zero if none is.
+	wake time.Time
+}
+
+// candidate is one config file's part of a reading.
+type candidate struct {
+	path    string
+	entries []entry
+	// held reports that entries are what the file last applied, not what
+	// it holds now.
+	held bool
+}
+
+// read reads the directory at time now, keeping for each file that is
+// being written, or cannot be read, what it last applied (see Provider). It
+// fails if the directory cannot be listed in time or a file in use does not
+// decode.
+func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
+	files, err := p.readFiles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.files == nil {
+		p.files = map[string]*fileState{}
+	}
+	settle := cmp.Or(p.SettlePeriod, DefaultSettlePeriod)
+	log := p.logger()
+	r := &reading{contents: map[string][]byte{}}
+	hold := func(path string, st *fileState, reason string) candidate {
+		// What a file applied decoded then and decodes the same now.
+		entries, _ := parseFile(path, st.applied)
+		if reason != "" {
+			until := st.seenAt.Add(settle)
+			if r.wake.IsZero() || until.Before(r.wake) {
+				r.wake = until
+			}
+			log.Warn("config file may be partly written: what it last defined stays in force until it has not changed for the settle period",
+				"file", path, "reason", reason, "settle", settle, "left", until.Sub(now).Round(time.Millisecond))
+		}
+		return candidate{path: path, entries: entries, held: true}
+	}
+	var (
+		cands []candidate
+		errs  []error
+		// prev are the entries each settling file last applied.
+		prev    = map[string][]entry{}
+		present = map[string]bool{}
+	)
+	for _, f := range files {
+		if errors.Is(f.err, errSubdirectory) {
+			log.Warn("config directory entry skipped", "file", f.path, "err", f.err)
+			continue
+		}
+		present[f.path] = true
+		st := p.files[f.path]
+		if f.err != nil {
+			log.Error("config file not read: what it last defined stays in force", "file", f.path, "err", f.err)
+			if st != nil && st.applied != nil {
+				cands = append(cands, hold(f.path, st, ""))
+			}
+			continue
+		}
+		if st == nil {
+			st = &fileState{}
+			p.files[f.path] = st
+		}
+		if sum := sha256.Sum256(f.data); sum != st.seen {
+			st.seen, st.seenAt = sum, now
+		}
+		settling := st.applied != nil && !bytes.Equal(f.data, st.applied) && now.Before(st.seenAt.Add(settle))
+		if settling && bytes.HasPrefix(st.applied, f.data) {
+			cands = append(cands, hold(f.path, st, "cut short"))
+			continue
+		}
+		entries, ferrs := parseFile(f.path, f.data)
+		errs = append(errs, ferrs...)
+		if settling {
+			prev[f.path], _ = parseFile(f.path, st.applied)
+		}
+		cands = append(cands, candidate{path: f.path, entries: entries})
+		r.contents[f.path] = f.data
+	}
+	for path := range p.files {
+		if !present[path] {
+			delete(p.files, path) // a deleted file applies at once
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	defined := map[objectKey]bool{}
+	for _, c := range cands {
+		if !c.held {
+			for _, e := range c.entries {
+				defined[e.key] = true
+			}
+		}
+	}
+	for i, c := range cands {
+		old, ok := prev[c.path]
+		if !ok {
+			continue
+		}
+		if reason := removal(old, c.entries, defined); reason != "" {
+			cands[i] = hold(c.path, p.files[c.path], reason)
+			delete(r.contents, c.path)
+		}
+	}
+	r.config = newConfig()
+	for _, c := range cands {
+		if !c.held {
+			r.config.add(c.entries)
+		}
+	}
+	for _, c := range cands {
+		if c.held {
+			for _, e := range c.entries {
+				// An object now defined elsewhere has moved there.
+				if _, ok := r.config.where[e.key]; !ok {
+					r.config.add([]entry{e})
+				}
+			}
+		}
+	}
+	if err := errors.Join(r.config.errs...); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// commit records r as applied, logging every object that went away.
+func (p *Provider) commit(r *reading) {
+	for path, data := range r.contents {
+		if st := p.files[path]; st != nil {
+			st.applied = append([]byte{}, data...) // non-nil even if empty
+		}
+	}
+	applied := make(map[objectKey]string, len(r.config.where))
+	for k, l := range r.config.where {
+		applied[k] = l.file
+	}
+	for k, file := range p.applied {
+		if _, ok := applied[k]; !ok {
+			p.logger().Info("configuration object removed", "kind", k.kind, "namespace", k.namespace, "name", k.name, "file", file)
+		}
+	}
+	p.applied = applied
+}
+
+// removal says what a file's change from the objects old to the objects cur
+// takes away that a partial write could have: everything, an AuthPolicy or
+// Gateway that no file defines now (defined), a Gateway's listener, or an
+// AuthPolicy's target or statement. It returns "" if it takes none of these.
+func removal(old, cur []entry, defined map[objectKey]bool) string {
+	if len(cur) == 0 && len(old) > 0 {
+		return "it defines nothing now"
+	}
+	now := make(map[objectKey]any, len(cur))
+	for _, e := range cur {
+		now[e.key] = e.obj
+	}
+	for _, e := range old {
+		if e.key.kind != "AuthPolicy" && e.key.kind != "Gateway" {
+			continue
+		}
+		obj, ok := now[e.key]
+		if !ok {
+			if !defined[e.key] {
+				return "it no longer defines " + e.key.String()
+			}
+			continue
+		}
+		switch o := e.obj.(type) {
+		case *gatewayv1.Gateway:
+			names := map[gatewayv1.SectionName]bool{}
+			for _, l := range obj.(*gatewayv1.Gateway).Spec.Listeners {
+				names[l.Name] = true
+			}
+			for _, l := range o.Spec.Listeners {
+				if !names[l.Name] {
+					return fmt.Sprintf("%s no longer has listener %s", e.key, l.Name)
+				}
+			}
+		case *v1alpha1.AuthPolicy:
+			n := obj.(*v1alpha1.AuthPolicy)
+			if len(n.Spec.TargetRefs) < len(o.Spec.TargetRefs) {
+				return fmt.Sprintf("%s has fewer targetRefs", e.key)
+			}
+			if statements(n) < statements(o) {
+				return fmt.Sprintf("%s has fewer statements", e.key)
+			}
+		}
+	}
+	return ""
+}
+
+// statements counts the statements of an AuthPolicy's policy document, which
+// IAM writes as one object or a list of them.
+func statements(p *v1alpha1.AuthPolicy) int {
+	var doc struct{ Statement json.RawMessage }
+	if json.Unmarshal(p.Spec.Policy.Raw, &doc) != nil || len(doc.Statement) == 0 {
+		return 0
+	}
+	var list []json.RawMessage
+	if json.Unmarshal(doc.Statement, &list) == nil {
+		return len(list)
+	}
+	return 1
+}

@@ -1,0 +1,247 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"maps"
+	"slices"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/store"
+)
+
+// Certificates' private keys are readable only by the clusters
+// model.KeyReaders names; every other caller gets them with the key
+// redacted, on get, list and the watch stream alike.
+
+// keyReaders reads what decides who may read keys: every network and
+// service.
+func (s *Server) keyReaders(ctx context.Context) (*model.KeyReaders, error) {
+	var networks []*model.ServiceNetwork
+	var services []*model.Service
+	for _, kind := range []model.Kind{model.KindServiceNetwork, model.KindService} {
+		kvs, _, err := s.st.List(ctx, model.KindPrefix(kind))
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range kvs {
+			obj, err := decode(kv)
+			if err != nil {
+				return nil, err
+			}
+			switch o := obj.(type) {
+			case *model.ServiceNetwork:
+				networks = append(networks, o)
+			case *model.Service:
+				services = append(services, o)
+			}
+		}
+	}
+	return model.NewKeyReaders(networks, services), nil
+}
+
+// redactFor returns objs with the key of every certificate cluster may not
+// read redacted, reading what decides that only when some certificate is
+// another cluster's.
+func (s *Server) redactFor(ctx context.Context, cluster string, objs []model.Object) ([]model.Object, error) {
+	var readers *model.KeyReaders
+	for i, obj := range objs {
+		c, ok := obj.(*model.Certificate)
+		if !ok || c.Owner == cluster {
+			continue
+		}
+		if readers == nil {
+			var err error
+			if readers, err = s.keyReaders(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if !readers.CanRead(cluster, c) {
+			objs[i] = c.Redacted()
+		}
+	}
+	return objs, nil
+}
+
+// keyView is one watch stream's view of what decides which keys its
+// caller may read, kept current from the stream's own events, and of what
+// the stream last sent of each certificate, so that a change that makes a
+// key readable (or no longer) re-sends the certificate.
+type keyView struct {
+	cluster string
+	// revision is the store revision the view reflects; events at or
+	// before it (a resumed stream catching up) do not change it.
+	revision int64
+	networks map[string]*model.ServiceNetwork
+	services map[string]*model.Service
+	certs    map[string]*model.Certificate
+	readers  *model.KeyReaders
+	// readable records, by certificate, whether the stream last sent it
+	// with its key.
+	readable map[string]bool
+}
+
+func newKeyView(cluster string, kvs []store.KeyValue, revision int64) (*keyView, error) {
+	v := &keyView{cluster: cluster, revision: revision, networks: map[string]*model.ServiceNetwork{},
+		services: map[string]*model.Service{}, certs: map[string]*model.Certificate{}, readable: map[string]bool{}}
+	for _, kv := range kvs {
+		switch kind, _, _ := model.ParseKey(kv.Key); kind {
+		case model.KindServiceNetwork, model.KindService, model.KindCertificate:
+		default:
+			continue
+		}
+		obj, err := decode(kv)
+		if err != nil {
+			return nil, err
+		}
+		v.put(obj)
+	}
+	v.index()
+	for name, c := range v.certs {
+		v.readable[name] = v.readers.CanRead(cluster, c)
+	}
+	return v, nil
+}
+
+// put records obj in the view if it is of a kind the view follows.
+func (v *keyView) put(obj model.Object) {
+	switch o := obj.(type) {
+	case *model.ServiceNetwork:
+		v.networks[o.Name] = o
+	case *model.Service:
+		v.services[o.Name] = o
+	case *model.Certificate:
+		v.certs[o.Name] = o
+	}
+}
+
+func (v *keyView) remove(kind model.Kind, name string) {
+	switch kind {
+	case model.KindServiceNetwork:
+		delete(v.networks, name)
+	case model.KindService:
+		delete(v.services, name)
+	case model.KindCertificate:
+		delete(v.certs, name)
+		delete(v.readable, name)
+	}
+}
+
+func (v *keyView) index() {
+	v.readers = model.NewKeyReaders(slices.Collect(maps.Values(v.networks)), slices.Collect(maps.Values(v.services)))
+}
+
+// onlyOwnCertificates reports whether every certificate is the caller's:
+// then every key was readable at every revision, and a resumed stream
+// cannot have missed a change of what it may read.
+func (v *keyView) onlyOwnCertificates() bool {
+	for _, c := range v.certs {
+		if c.Owner != v.cluster {
+			return false
+		}
+	}
+	return true
+}
+
+// outgoing returns c as the stream sends it, and records what it sent.
+func (v *keyView) outgoing(c *model.Certificate) *model.Certificate {
+	ok := v.readers.CanRead(v.cluster, c)
+	v.readable[c.Name] = ok
+	if ok {
+		return c
+	}
+	return c.Redacted()
+}
+
+// snapshot returns every object of kvs at revision as the stream sends it.
+func (v *keyView) snapshot(kvs []store.KeyValue, revision int64) (*api.WatchMessage, error) {
+	snap := &model.Snapshot{Revision: revision}
+	for _, kv := range kvs {
+		obj, err := decode(kv)
+		if err != nil {
+			return nil, err
+		}
+		if c, ok := obj.(*model.Certificate); ok {
+			obj = v.outgoing(c)
+		}
+		snap.Add(obj)
+	}
+	return &api.WatchMessage{Type: api.WatchSnapshot, Revision: revision, Snapshot: snap}, nil
+}
+
+// changes turns one committed transaction into the stream's message: its
+// certificates redacted as the caller's view requires, and every other
+// certificate whose readability the transaction changed sent again.
+func (v *keyView) changes(ev store.Event) (*api.WatchMessage, error) {
+	msg := &api.WatchMessage{Type: api.WatchChanges, Revision: ev.Revision}
+	advance := ev.Revision > v.revision
+	reindex := false
+	objs := make([]model.Object, len(ev.Changes))
+	inEvent := map[string]bool{}
+	for i, c := range ev.Changes {
+		kind, name, err := model.ParseKey(c.KV.Key)
+		if err != nil {
+			return nil, err
+		}
+		if kind == model.KindCertificate {
+			inEvent[name] = true
+		}
+		reindex = reindex || kind == model.KindServiceNetwork || kind == model.KindService
+		if c.Type == store.ChangeDelete {
+			if advance {
+				v.remove(kind, name)
+			}
+			msg.Changes = append(msg.Changes, api.Change{Op: api.OpDelete, Kind: kind, Name: name})
+			continue
+		}
+		obj, err := decode(c.KV)
+		if err != nil {
+			return nil, err
+		}
+		objs[i] = obj
+		if advance {
+			v.put(obj)
+		}
+	}
+	if advance {
+		v.revision = ev.Revision
+		if reindex {
+			v.index()
+		}
+	}
+	add := func(obj model.Object) error {
+		if c, ok := obj.(*model.Certificate); ok {
+			obj = v.outgoing(c)
+		}
+		b, err := json.Marshal(obj)
+		if err != nil {
+			return err
+		}
+		msg.Changes = append(msg.Changes, api.Change{Op: api.OpPut, Kind: obj.ObjectKind(), Name: obj.ObjectMeta().Name, Object: b})
+		return nil
+	}
+	for _, obj := range objs {
+		if obj == nil {
+			continue
+		}
+		if err := add(obj); err != nil {
+			return nil, err
+		}
+	}
+	if advance && reindex {
+		for _, name := range slices.Sorted(maps.Keys(v.certs)) {
+			c := v.certs[name]
+			if !inEvent[name] && v.readers.CanRead(v.cluster, c) != v.readable[name] {
+				if err := add(c); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	slices.SortFunc(msg.Changes, func(a, b api.Change) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name))
+	})
+	return msg, nil
+}

@@ -1,0 +1,420 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/store"
+)
+
+// write is one request's validated changes: PUT, apply and txn all become
+// one and commit through the same steps, so the ownership and association
+// rules hold alike for all three.
+type write struct {
+	puts map[string]*put
+	// deletes maps keys to the revision the caller expects, 0 for any.
+	deletes map[string]int64
+	// replace deletes every other object the caller owns (apply).
+	replace bool
+}
+
+// put is one validated object to write.
+type put struct {
+	// field is where the object is in the request ("objects.services[2]"),
+	// empty for a PUT of one object; field paths of errors start with it.
+	field string
+	obj   model.Object
+	// value is the object's stored form.
+	value []byte
+	// ifRevision is the revision the caller expects, 0 for any.
+	ifRevision int64
+}
+
+// writeResult says what a write did.
+type writeResult struct {
+	// revision is the store revision after the write.
+	revision                             int64
+	created, updated, deleted, unchanged int
+	// revisions holds each put object's revision after the write.
+	revisions map[string]int64
+}
+
+func newWrite() *write { return &write{puts: map[string]*put{}, deletes: map[string]int64{}} }
+
+// add validates obj, claimed for cluster, and adds it to the puts. An
+// invalid object's field errors are appended to fields, prefixed with
+// field; an object whose owner is another cluster is an error.
+func (w *write) add(field string, obj model.Object, cluster string, fields *model.FieldErrors) error {
+	if err := claim(obj, cluster); err != nil {
+		return err
+	}
+	if err := obj.Validate(); err != nil {
+		var fe model.FieldErrors
+		if !errors.As(err, &fe) {
+			return err
+		}
+		*fields = append(*fields, prefixed(field, fe)...)
+		return nil
+	}
+	m := obj.ObjectMeta()
+	key := model.Key(obj.ObjectKind(), m.Name)
+	if _, dup := w.puts[key]; dup {
+		*fields = append(*fields, &model.FieldError{Field: join(field, "name"), Detail: "duplicate name " + m.Name})
+		return nil
+	}
+	b, err := model.Encode(obj)
+	if err != nil {
+		return err
+	}
+	w.puts[key] = &put{field: field, obj: obj, value: b, ifRevision: m.Revision}
+	return nil
+}
+
+func join(prefix, field string) string {
+	if prefix == "" {
+		return field
+	}
+	return prefix + "." + field
+}
+
+func prefixed(prefix string, fe model.FieldErrors) model.FieldErrors {
+	out := make(model.FieldErrors, len(fe))
+	for i, e := range fe {
+		out[i] = &model.FieldError{Field: join(prefix, e.Field), Detail: e.Detail}
+	}
+	return out
+}
+
+// maxAttempts bounds how often a write is re-planned after losing a race
+// on a revision the server chose.
+const maxAttempts = 50
+
+// commit plans and commits w for cluster. Writes through one server
+// take turns, so that nothing the checks read changes before the write
+// commits. A conflict on a revision the server read (not one the caller
+// named) means a writer through another server on the same store moved a
+// key between the read and the write: the write is planned again from a
+// fresh read, which reads everything the checks look at again too.
+func (s *Server) commit(ctx context.Context, w *write, cluster string) (writeResult, error) {
+	for attempt := 1; ; attempt++ {
+		select {
+		case s.writing <- struct{}{}:
+		case <-ctx.Done():
+			return writeResult{}, ctx.Err()
+		}
+		res, retry, err := s.commitOnce(ctx, w, cluster)
+		<-s.writing
+		if !retry || attempt == maxAttempts {
+			return res, err
+		}
+		// A little jitter, so that writers racing for one key do not
+		// collide again in step.
+		backoff := time.Duration(rand.IntN(min(attempt, 10))+1) * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// commitOnce reads what w touches (everything, when w replaces the
+// caller's objects or puts a service, whose checks read other objects),
+// checks ownership and associations against that read, and commits w in
+// one transaction whose preconditions are the revisions read. retry is
+// true when it failed on a precondition the server chose.
+func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res writeResult, retry bool, err error) {
+	whole := w.replace || slices.ContainsFunc(slices.Collect(maps.Values(w.puts)), func(p *put) bool {
+		return p.obj.ObjectKind() == model.KindService
+	})
+	existing := map[string]store.KeyValue{}
+	if whole {
+		kvs, rev, err := s.st.List(ctx, "/")
+		if err != nil {
+			return res, false, err
+		}
+		for _, kv := range kvs {
+			existing[kv.Key] = kv
+		}
+		res.revision = rev
+	} else {
+		rev, err := s.st.Revision(ctx)
+		if err != nil {
+			return res, false, err
+		}
+		res.revision = rev
+		for _, key := range slices.Concat(slices.Collect(maps.Keys(w.puts)), slices.Collect(maps.Keys(w.deletes))) {
+			kv, err := s.st.Get(ctx, key)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				continue
+			case err != nil:
+				return res, false, err
+			}
+			existing[key] = kv
+		}
+	}
+
+	var ops []store.Op
+	callerRevs := false
+	deletes := maps.Clone(w.deletes)
+	for _, key := range slices.Sorted(maps.Keys(existing)) {
+		kv := existing[key]
+		_, isPut := w.puts[key]
+		_, isDelete := deletes[key]
+		if !isPut && !isDelete && !w.replace {
+			continue
+		}
+		owner, err := ownerOf(kv)
+		if err != nil {
+			return res, false, err
+		}
+		switch {
+		case isPut || isDelete:
+			if owner != cluster {
+				return res, false, errorf(http.StatusForbidden, "%s is owned by cluster %q, not %q", key, owner, cluster)
+			}
+		case owner == cluster:
+			// Apply: an object of the caller's it no longer wants.
+			deletes[key] = 0
+		}
+	}
+	if whole {
+		if err := checkAssociations(w, deletes, existing, cluster); err != nil {
+			return res, false, err
+		}
+	}
+
+	res.revisions = make(map[string]int64, len(w.puts))
+	for _, key := range slices.Sorted(maps.Keys(w.puts)) {
+		p := w.puts[key]
+		kv, exists := existing[key]
+		switch {
+		case p.ifRevision != 0 && kv.ModRevision != p.ifRevision:
+			return res, false, &store.ConflictError{Key: key, Expected: p.ifRevision, Actual: kv.ModRevision}
+		case !exists:
+			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: p.value, IfRevision: store.MustNotExist})
+			res.created++
+		case string(kv.Value) == string(p.value):
+			res.unchanged++
+			res.revisions[key] = kv.ModRevision
+		default:
+			ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: p.value, IfRevision: kv.ModRevision})
+			res.updated++
+		}
+		callerRevs = callerRevs || p.ifRevision != 0
+	}
+	for _, key := range slices.Sorted(maps.Keys(deletes)) {
+		rev := deletes[key]
+		kv, exists := existing[key]
+		switch {
+		case rev != 0 && kv.ModRevision != rev:
+			return res, false, &store.ConflictError{Key: key, Expected: rev, Actual: kv.ModRevision}
+		case !exists:
+			continue
+		}
+		ops = append(ops, store.Op{Type: store.OpDelete, Key: key, IfRevision: kv.ModRevision})
+		res.deleted++
+		callerRevs = callerRevs || rev != 0
+	}
+	if len(ops) == 0 {
+		return res, false, nil
+	}
+	res.revision, err = s.st.Txn(ctx, ops...)
+	if err != nil {
+		// A conflict on a revision the caller named is the caller's to
+		// handle; one on a revision we read is retried.
+		return res, errors.Is(err, store.ErrConflict) && !callerRevs, err
+	}
+	for key := range w.puts {
+		if _, unchanged := res.revisions[key]; !unchanged {
+			res.revisions[key] = res.revision
+		}
+	}
+	return res, false, nil
+}
+
+func ownerOf(kv store.KeyValue) (string, error) {
+	var m model.Meta
+	if err := json.Unmarshal(kv.Value, &m); err != nil {
+		return "", fmt.Errorf("decoding %s: %w", kv.Key, err)
+	}
+	return m.Owner, nil
+}
+
+// checkAssociations enforces what one cluster may do to another's traffic,
+// judged on the state the write would leave (existing, with w's puts and
+// deletes applied):
+//
+//   - a service joins a network only if the network exists and allows the
+//     service's owner (model.ServiceNetwork.Allows);
+//   - a host name that a service of another owner already answers to (the
+//     same name, or a wildcard covering it or covered by it) may be named
+//     only by a cluster that the network of that service allows. Host
+//     names are thus claimed by the first owner to serve them, per
+//     network: the network's owner decides who else may serve them;
+//   - a host name within a network's domain (its generated names) may be
+//     named only by a cluster that network allows, served yet or not.
+//
+// Every refused field is named; the answer is 403.
+//
+// The objects judged against are read in the same attempt as the write
+// commits, and writes through one server take turns (see commit). Only
+// the written keys are the commit's preconditions, though (the store
+// compares nothing else): through another server on the same etcd, a
+// network's allow list narrowed, or a host name claimed, between the read
+// and the commit does not stop the write. The next write of the service
+// is judged by the new state.
+func checkAssociations(w *write, deletes map[string]int64, existing map[string]store.KeyValue, cluster string) error {
+	networks := map[string]*model.ServiceNetwork{}
+	services := map[string]*model.Service{}
+	for key, kv := range existing {
+		kind, name, err := model.ParseKey(key)
+		if err != nil || (kind != model.KindServiceNetwork && kind != model.KindService) {
+			continue
+		}
+		if _, gone := deletes[key]; gone {
+			continue
+		}
+		obj, err := decode(kv)
+		if err != nil {
+			return err
+		}
+		switch o := obj.(type) {
+		case *model.ServiceNetwork:
+			networks[name] = o
+		case *model.Service:
+			services[name] = o
+		}
+	}
+	var mine []*put
+	for _, p := range w.puts {
+		switch o := p.obj.(type) {
+		case *model.ServiceNetwork:
+			networks[o.Name] = o
+		case *model.Service:
+			services[o.Name] = o
+			mine = append(mine, p)
+		}
+	}
+	slices.SortFunc(mine, func(a, b *put) int { return strings.Compare(a.obj.ObjectMeta().Name, b.obj.ObjectMeta().Name) })
+	claims := newHostnameIndex(services)
+
+	var fields model.FieldErrors
+	for _, p := range mine {
+		svc := p.obj.(*model.Service)
+		n := networks[svc.Network]
+		switch {
+		case n == nil:
+			fields = append(fields, &model.FieldError{Field: join(p.field, "network"),
+				Detail: fmt.Sprintf("network %q does not exist, so no owner allows cluster %q into it", svc.Network, cluster)})
+		case !n.Allows(svc.Owner):
+			fields = append(fields, &model.FieldError{Field: join(p.field, "network"),
+				Detail: fmt.Sprintf("network %q is owned by cluster %q, whose allowedClusters do not name %q", n.Name, n.Owner, svc.Owner)})
+		}
+		for _, c := range svc.HostnameClaims() {
+			if other := claims.conflict(c.Name, svc, networks); other != nil {
+				fields = append(fields, &model.FieldError{Field: join(p.field, c.Field),
+					Detail: fmt.Sprintf("%q is served by service %q of cluster %q in network %q, whose owner does not allow cluster %q",
+						c.Name, other.Name, other.Owner, other.Network, svc.Owner)})
+			} else if n := domainOf(c.Name, networks, svc.Owner); n != nil {
+				fields = append(fields, &model.FieldError{Field: join(p.field, c.Field),
+					Detail: fmt.Sprintf("%q is within the domain %q of network %q, whose owner %q does not allow cluster %q",
+						c.Name, n.Domain, n.Name, n.Owner, svc.Owner)})
+			}
+		}
+	}
+	if len(fields) == 0 {
+		return nil
+	}
+	return &httpError{status: http.StatusForbidden, body: api.Error{Message: fields.Error(), Fields: fields}}
+}
+
+// domainOf returns a network whose domain the host name name falls in
+// (or overlaps, for a wildcard) and that does not allow cluster; nil when
+// there is none. A network's generated names are its own: no other
+// cluster claims one before the network's owner does.
+func domainOf(name string, networks map[string]*model.ServiceNetwork, cluster string) *model.ServiceNetwork {
+	for _, key := range slices.Sorted(maps.Keys(networks)) {
+		n := networks[key]
+		if n.Domain != "" && (name == n.Domain || model.HostnamesOverlap(name, "*."+n.Domain)) && !n.Allows(cluster) {
+			return n
+		}
+	}
+	return nil
+}
+
+// hostnameIndex finds the services that answer to a host name.
+type hostnameIndex struct {
+	exact     map[string][]*model.Service
+	wildcards map[string][]*model.Service
+	// exactNames and wildcardNames are the maps' keys, sorted.
+	exactNames, wildcardNames []string
+}
+
+func newHostnameIndex(services map[string]*model.Service) *hostnameIndex {
+	ix := &hostnameIndex{exact: map[string][]*model.Service{}, wildcards: map[string][]*model.Service{}}
+	for _, name := range slices.Sorted(maps.Keys(services)) {
+		s := services[name]
+		for _, c := range s.HostnameClaims() {
+			m := ix.exact
+			if strings.HasPrefix(c.Name, "*.") {
+				m = ix.wildcards
+			}
+			if !slices.Contains(m[c.Name], s) {
+				m[c.Name] = append(m[c.Name], s)
+			}
+		}
+	}
+	ix.exactNames = slices.Sorted(maps.Keys(ix.exact))
+	ix.wildcardNames = slices.Sorted(maps.Keys(ix.wildcards))
+	return ix
+}
+
+// conflict returns a service of another owner than svc's that answers to
+// a host name overlapping name, in a network that does not allow svc's
+// owner (or that does not exist); nil when there is none.
+func (ix *hostnameIndex) conflict(name string, svc *model.Service, networks map[string]*model.ServiceNetwork) *model.Service {
+	refused := func(others []*model.Service) *model.Service {
+		for _, o := range others {
+			if o.Owner == svc.Owner || o.Name == svc.Name {
+				continue
+			}
+			if n := networks[o.Network]; n == nil || !n.Allows(svc.Owner) {
+				return o
+			}
+		}
+		return nil
+	}
+	if !strings.HasPrefix(name, "*.") {
+		if o := refused(ix.exact[name]); o != nil {
+			return o
+		}
+	} else {
+		for _, h := range ix.exactNames {
+			if model.HostnamesOverlap(name, h) {
+				if o := refused(ix.exact[h]); o != nil {
+					return o
+				}
+			}
+		}
+	}
+	for _, h := range ix.wildcardNames {
+		if model.HostnamesOverlap(name, h) {
+			if o := refused(ix.wildcards[h]); o != nil {
+				return o
+			}
+		}
+	}
+	return nil
+}
