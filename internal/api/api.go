@@ -50,6 +50,7 @@ package api
 
 import (
 	"encoding/json"
+	"time"
 
 	"trellis.dev/trellis/internal/model"
 )
@@ -157,4 +158,48 @@ type Change struct {
 	Name string     `json:"name"`
 	// Object is the object as stored (with its revision), for puts.
 	Object json.RawMessage `json:"object,omitempty"`
+}
+
+// AddClusterRequest admits a cluster (POST /v1/clusters, administrators only).
+type AddClusterRequest struct {
+	Name string `json:"name"`
+	// TokenTTLSeconds is how long the join token is valid (default one hour,
+	// at most a week).
+	TokenTTLSeconds int64 `json:"tokenTTLSeconds,omitempty"`
+}
+
+// AddClusterResult carries the one-time join token for the cluster.
+type AddClusterResult struct {
+	Name      string    `json:"name"`
+	JoinToken string    `json:"joinToken"`
+	Expires   time.Time `json:"expires"`
+	// CA is the control plane's root certificate (PEM), which the joining
+	// component trusts the server by.
+	CA string `json:"ca"`
+}
+
+// JoinRequest exchanges a join token and a certificate request (PEM) for
+// the cluster's certificate (POST /v1/join, no other credentials).
+type JoinRequest struct {
+	Token string `json:"token"`
+	CSR   string `json:"csr"`
+}
+
+// RenewRequest asks for a new certificate for the cluster the caller's
+// client certificate names (POST /v1/renew, over mutual TLS).
+type RenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// JoinResult is an issued certificate (PEM) and the CA (PEM) it chains to.
+type JoinResult struct {
+	Cluster     string `json:"cluster"`
+	Certificate string `json:"certificate"`
+	CA          string `json:"ca"`
+}
+
+// Cluster is one admitted cluster (GET /v1/clusters).
+type Cluster struct {
+	Name  string    `json:"name"`
+	Added time.Time `json:"added"`
 }

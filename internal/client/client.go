@@ -141,7 +141,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		if req, err = http.NewRequestWithContext(ctx, method, c.url(i, path, query), bytes.NewReader(b)); err != nil {
 			return err
 		}
-		req.Header.Set("Authorization", "Bearer "+c.token)
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
 		if in != nil {
 			req.Header.Set("Content-Type", "application/json")
 		}

@@ -26,10 +26,12 @@ const (
 	KindTargetGroup    Kind = "TargetGroup"
 	KindCertificate    Kind = "Certificate"
 	KindWorkloadSet    Kind = "WorkloadSet"
+	KindServiceExport  Kind = "ServiceExport"
+	KindPeer           Kind = "Peer"
 )
 
 // Kinds lists every stored kind.
-var Kinds = []Kind{KindServiceNetwork, KindCertificate, KindTargetGroup, KindService, KindWorkloadSet}
+var Kinds = []Kind{KindServiceNetwork, KindCertificate, KindTargetGroup, KindService, KindWorkloadSet, KindServiceExport, KindPeer}
 
 // Meta is carried by every stored object.
 type Meta struct {

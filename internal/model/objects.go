@@ -16,6 +16,8 @@ type Objects struct {
 	TargetGroups []TargetGroup    `json:"targetGroups,omitempty"`
 	Certificates []Certificate    `json:"certificates,omitempty"`
 	WorkloadSets []WorkloadSet    `json:"workloadSets,omitempty"`
+	Exports      []ServiceExport  `json:"exports,omitempty"`
+	Peers        []Peer           `json:"peers,omitempty"`
 }
 
 // Each yields every object, by kind in the order above and then in list
@@ -27,7 +29,9 @@ func (o *Objects) Each() iter.Seq2[string, Object] {
 			each(yield, "services", o.Services) &&
 			each(yield, "targetGroups", o.TargetGroups) &&
 			each(yield, "certificates", o.Certificates) &&
-			each(yield, "workloadSets", o.WorkloadSets)
+			each(yield, "workloadSets", o.WorkloadSets) &&
+			each(yield, "exports", o.Exports) &&
+			each(yield, "peers", o.Peers)
 	}
 }
 
@@ -46,7 +50,7 @@ func each[T any, P interface {
 
 // Len is how many objects o holds, of every kind.
 func (o *Objects) Len() int {
-	return len(o.Networks) + len(o.Services) + len(o.TargetGroups) + len(o.Certificates) + len(o.WorkloadSets)
+	return len(o.Networks) + len(o.Services) + len(o.TargetGroups) + len(o.Certificates) + len(o.WorkloadSets) + len(o.Exports) + len(o.Peers)
 }
 
 // Add appends a copy of obj to the list of its kind.
@@ -62,6 +66,10 @@ func (o *Objects) Add(obj Object) {
 		o.Certificates = append(o.Certificates, *v)
 	case *WorkloadSet:
 		o.WorkloadSets = append(o.WorkloadSets, *v)
+	case *ServiceExport:
+		o.Exports = append(o.Exports, *v)
+	case *Peer:
+		o.Peers = append(o.Peers, *v)
 	default:
 		panic(fmt.Sprintf("model: Objects.Add of unknown kind %T", obj))
 	}

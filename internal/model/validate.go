@@ -76,6 +76,10 @@ func New(k Kind) (Object, error) {
 		return &Certificate{}, nil
 	case KindWorkloadSet:
 		return &WorkloadSet{}, nil
+	case KindServiceExport:
+		return &ServiceExport{}, nil
+	case KindPeer:
+		return &Peer{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", k)
 }
@@ -115,6 +119,10 @@ func ParseKey(key string) (Kind, string, error) {
 // alphanumerics, '-' and '.', starting and ending alphanumeric.
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
 
+// ValidClusterName says whether s may name a cluster: at most 63
+// lower-case alphanumerics, '-' or '.', starting and ending alphanumeric.
+func ValidClusterName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
+
 func validateMeta(f *fieldErrs, m *Meta) {
 	switch {
 	case m.Name == "":
@@ -124,7 +132,7 @@ func validateMeta(f *fieldErrs, m *Meta) {
 	}
 	if m.Owner == "" {
 		f.add("owner", "required")
-	} else if len(m.Owner) > 63 || !nameRE.MatchString(m.Owner) {
+	} else if !ValidClusterName(m.Owner) {
 		f.add("owner", "%q is not a valid cluster name", m.Owner)
 	}
 }

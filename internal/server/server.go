@@ -28,6 +28,7 @@ import (
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/store"
 )
 
@@ -59,6 +60,16 @@ type Config struct {
 	MaxObjectBytes  int64
 	MaxRequestBytes int64
 	Logger          *slog.Logger
+	// CA, when set, admits clusters by certificate: `trellis cluster add`
+	// makes join tokens, a join exchanges one for a certificate naming the
+	// cluster, and a request with such a client certificate (over TLS)
+	// authenticates as that cluster while it stays admitted. See EnsureCA.
+	CA *pki.CA
+	// AdminTokens are the bearer tokens that may add and remove clusters.
+	AdminTokens map[string]struct{}
+	// CertTTL is the lifetime of issued cluster certificates (default
+	// DefaultCertTTL).
+	CertTTL time.Duration
 }
 
 // Server serves the API over a Store.
@@ -94,6 +105,11 @@ func New(st store.Store, cfg Config) *Server {
 		writing: make(chan struct{}, 1)}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", s.ready)
+	s.mux.Handle("POST /v1/join", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handle(w, r, s.join(w, r)) }))
+	s.mux.Handle("POST /v1/renew", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handle(w, r, s.renew(w, r)) }))
+	s.mux.Handle("POST /v1/clusters", s.admin(s.addCluster))
+	s.mux.Handle("DELETE /v1/clusters/{name}", s.admin(s.removeCluster))
+	s.mux.Handle("GET /v1/clusters", s.authed(s.listClusters))
 	s.mux.Handle("GET /v1/watch", s.authed(s.watch))
 	s.mux.Handle("POST /v1/apply", s.authed(s.apply))
 	s.mux.Handle("POST /v1/txn", s.authed(s.txn))
@@ -139,20 +155,29 @@ func errorf(status int, format string, args ...any) error {
 	return &httpError{status: status, body: api.Error{Message: fmt.Sprintf(format, args...)}}
 }
 
+// authed wraps a handler every cluster may call. A client certificate the
+// CA issued authenticates as the cluster it names (and a request made with
+// it ends when the cluster is removed or the certificate expires); without
+// one, a bearer token does.
 func (s *Server) authed(h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cluster, ok := s.authenticate(r)
-		if !ok {
-			writeError(w, errorf(http.StatusUnauthorized, "missing or unknown bearer token"))
+		cluster, expires, byCert, err := s.certCluster(r)
+		if err != nil {
+			s.handle(w, r, err)
 			return
 		}
-		if err := h(w, r, cluster); err != nil {
-			var he *httpError
-			if !errors.As(err, &he) {
-				s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		if byCert {
+			ctx, cancel := s.untilRevoked(r.Context(), cluster, expires)
+			defer cancel()
+			r = r.WithContext(ctx)
+		} else {
+			var ok bool
+			if cluster, ok = s.authenticate(r); !ok {
+				writeError(w, errorf(http.StatusUnauthorized, "missing or unknown bearer token"))
+				return
 			}
-			writeError(w, err)
 		}
+		s.handle(w, r, h(w, r, cluster))
 	})
 }
 
@@ -161,16 +186,19 @@ func (s *Server) authenticate(r *http.Request) (string, bool) {
 	if !ok || token == "" {
 		return "", false
 	}
-	// Compare against every token in constant time so response timing does
-	// not reveal how much of a guess was right.
 	cluster, found := "", false
 	for t, c := range s.cfg.Tokens {
-		if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
+		if tokenEqual(t, token) {
 			cluster, found = c, true
 		}
 	}
 	return cluster, found
 }
+
+// tokenEqual compares tokens in constant time. Callers compare against
+// every token they hold, so response timing reveals neither how much of a
+// guess was right nor which token matched.
+func tokenEqual(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
 
 func writeError(w http.ResponseWriter, err error) {
 	var he *httpError

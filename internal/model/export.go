@@ -1,0 +1,145 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// ServiceExport is one cluster's export of a Kubernetes Service to the
+// clusters of the control plane (a Multi-Cluster Services ServiceExport):
+// the Service's ports, type and properties, and its ready endpoints. The
+// exports of one namespace and name from every cluster are one service
+// (namespace sameness); package mcs merges them into the import every
+// cluster sees, and proxies reach the endpoints of another cluster through
+// that cluster's proxy. Its owner is the exporting cluster.
+type ServiceExport struct {
+	Meta
+	Namespace string `json:"namespace"`
+	// Service is the exported Service's name (and the ServiceExport's).
+	Service string `json:"service"`
+	// Type is ClusterSetIP, or Headless for a Service without a cluster IP.
+	Type ExportType `json:"type"`
+	// ExportedAt is the ServiceExport's creation time: the oldest export
+	// wins a conflict.
+	ExportedAt time.Time    `json:"exportedAt"`
+	Ports      []ExportPort `json:"ports"`
+	// The Service's properties an import copies (from the oldest export
+	// when exports disagree). Empty values are Kubernetes' defaults.
+	SessionAffinity        string `json:"sessionAffinity,omitempty"`
+	SessionAffinityTimeout int32  `json:"sessionAffinityTimeoutSeconds,omitempty"`
+	InternalTrafficPolicy  string `json:"internalTrafficPolicy,omitempty"`
+	TrafficDistribution    string `json:"trafficDistribution,omitempty"`
+	// ExportedLabels and ExportedAnnotations are copied onto the import.
+	ExportedLabels      map[string]string `json:"exportedLabels,omitempty"`
+	ExportedAnnotations map[string]string `json:"exportedAnnotations,omitempty"`
+	Source              *SourceRef        `json:"source,omitempty"`
+}
+
+// ExportType is the type of an exported service.
+type ExportType string
+
+// Export types, as the MCS API names them.
+const (
+	ExportClusterSetIP ExportType = "ClusterSetIP"
+	ExportHeadless     ExportType = "Headless"
+)
+
+// ExportPort is one port of an exported Service and the endpoints serving it
+// in the exporting cluster.
+type ExportPort struct {
+	Name        string `json:"name,omitempty"`
+	Protocol    string `json:"protocol"`
+	AppProtocol string `json:"appProtocol,omitempty"`
+	Port        int32  `json:"port"`
+	// Targets are the endpoints (address and target port) in the exporting
+	// cluster; their Cluster is the owner.
+	Targets []Target `json:"targets,omitempty"`
+}
+
+// ExportName is the name of cluster's export of Service namespace/service.
+func ExportName(cluster, namespace, service string) string {
+	return namespace + "." + service + "." + cluster
+}
+
+// ObjectMeta implements Object.
+func (e *ServiceExport) ObjectMeta() *Meta { return &e.Meta }
+
+// ObjectKind implements Object.
+func (*ServiceExport) ObjectKind() Kind { return KindServiceExport }
+
+// Validate checks the export's name, type, ports and targets. Targets must
+// be in the exporting cluster: a cluster publishes only its own endpoints.
+func (e *ServiceExport) Validate() error {
+	var f fieldErrs
+	validateMeta(&f, &e.Meta)
+	switch {
+	case !validLabel(e.Namespace):
+		f.add("namespace", "%q is not a valid namespace name", e.Namespace)
+	case !validLabel(e.Service):
+		f.add("service", "%q is not a valid Service name", e.Service)
+	case e.Owner != "" && e.Name != ExportName(e.Owner, e.Namespace, e.Service):
+		f.add("name", "must be %q, the namespace, the Service and the owner", ExportName(e.Owner, e.Namespace, e.Service))
+	}
+	switch e.Type {
+	case ExportClusterSetIP, ExportHeadless:
+	default:
+		f.add("type", "%q is not ClusterSetIP or Headless", e.Type)
+	}
+	if e.ExportedAt.IsZero() {
+		f.add("exportedAt", "required")
+	}
+	seen := map[string]bool{}
+	for i, p := range e.Ports {
+		pf := fmt.Sprintf("ports[%d]", i)
+		if p.Port < 1 || p.Port > 65535 {
+			f.add(pf+".port", "%d is not a port", p.Port)
+		}
+		switch p.Protocol {
+		case "TCP", "UDP", "SCTP":
+		default:
+			f.add(pf+".protocol", "%q is not TCP, UDP or SCTP", p.Protocol)
+		}
+		if p.Name != "" && !validLabel(p.Name) {
+			f.add(pf+".name", "%q is not a valid port name", p.Name)
+		}
+		if key := p.Name + "/" + p.Protocol + "/" + fmt.Sprint(p.Port); seen[key] {
+			f.add(pf, "duplicate port")
+		} else {
+			seen[key] = true
+		}
+		for j, t := range p.Targets {
+			tf := fmt.Sprintf("%s.targets[%d]", pf, j)
+			if a, err := netip.ParseAddr(t.Address); err != nil || a.Zone() != "" {
+				f.add(tf+".address", "%q is not an IP address", t.Address)
+			}
+			if t.Port < 1 || t.Port > 65535 {
+				f.add(tf+".port", "%d is not a port", t.Port)
+			}
+			if t.Cluster != e.Owner {
+				f.add(tf+".cluster", "must be the exporting cluster %q", e.Owner)
+			}
+			switch t.State {
+			case TargetActive, TargetDraining:
+			default:
+				f.add(tf+".state", "%q is not Active or Draining", t.State)
+			}
+		}
+	}
+	return f.list.err()
+}
+
+// validLabel is an RFC 1123 label, as namespace, Service and port names are.
+func validLabel(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !alnum && (c != '-' || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
+}

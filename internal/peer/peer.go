@@ -1,0 +1,331 @@
+// Package peer is the hop between the proxies of two clusters: a proxy that
+// picked a target in another cluster sends the request to a proxy of that
+// cluster, which delivers it to the target on its own network. This is what
+// lets clusters reach each other's services without routable pod addresses
+// between them, and with overlapping ones.
+//
+// The hop is HTTP/2 over mutual TLS with the clusters' certificates
+// (package pki): connections are pooled and multiplexed, and TLS sessions
+// are resumed. Each side checks the other's certificate names the cluster
+// it expects. The request carries which target group and target it is for
+// and, when the caller is a known workload, the caller's identity; the
+// receiver believes an identity only if it belongs to the cluster the
+// sending proxy's certificate names, so a proxy of one cluster can never
+// speak for another cluster's workloads.
+//
+// The package owns the wire protocol and its checks. Choosing targets,
+// checking that a target is the receiver's to deliver to, and delivering
+// are the proxy's (see Server.Deliver).
+package peer
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/pki"
+)
+
+// The headers of the peer protocol. A proxy removes every header with the
+// Trellis-Peer- prefix from client requests, so only a peer sets them.
+const (
+	HeaderPrefix      = "Trellis-Peer-"
+	HeaderTargetGroup = "Trellis-Peer-Target-Group"
+	HeaderTarget      = "Trellis-Peer-Target"
+	// HeaderIdentity is the caller's workload identity,
+	// spiffe://<cluster>/ns/<namespace>/sa/<service account>, absent for an
+	// anonymous caller.
+	HeaderIdentity = "Trellis-Peer-Identity"
+)
+
+// Request says where one forwarded request goes.
+type Request struct {
+	// Cluster is the cluster the peer belongs to; its certificate must
+	// name it.
+	Cluster string
+	// Addr is the peer proxy's host:port.
+	Addr string
+	// TargetGroup and Target (host:port) are what the peer delivers to.
+	TargetGroup, Target string
+	// Identity is the caller's workload identity, or "".
+	Identity string
+}
+
+// Client sends requests to peers. It keeps one multiplexed connection per
+// peer address and resumes TLS sessions. It is safe for concurrent use.
+type Client struct {
+	id    *pki.Identity
+	roots *x509.CertPool
+	tr    *http.Transport
+
+	mu    sync.RWMutex
+	peers map[string]string // peer address → the cluster it must be
+}
+
+// NewClient returns a client presenting id and trusting peers whose
+// certificates chain to roots.
+func NewClient(id *pki.Identity, roots *x509.CertPool) *Client {
+	c := &Client{id: id, roots: roots, peers: map[string]string{}}
+	sessions := tls.NewLRUClientSessionCache(1024)
+	c.tr = &http.Transport{
+		Protocols: new(http.Protocols),
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return c.dial(ctx, network, addr, sessions)
+		},
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     5 * time.Minute,
+		ForceAttemptHTTP2:   true,
+	}
+	c.tr.Protocols.SetHTTP2(true)
+	return c
+}
+
+// dialTimeout bounds a new connection to a peer, TLS handshake included.
+const dialTimeout = 3 * time.Second
+
+func (c *Client) dial(ctx context.Context, network, addr string, sessions tls.ClientSessionCache) (net.Conn, error) {
+	c.mu.RLock()
+	cluster, ok := c.peers[addr]
+	c.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("peer %s: not a known peer", addr)
+	}
+	cfg := &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		NextProtos:         []string{"h2"},
+		ClientSessionCache: sessions,
+		// The peer is checked by the cluster its certificate names, not by
+		// a host name: verification is VerifyConnection's.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return verifyPeer(c.roots, cs, cluster, x509.ExtKeyUsageServerAuth)
+		},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return c.id.Certificate(), nil
+		},
+	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}, Config: cfg}
+	conn, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s of cluster %s: %w", addr, cluster, err)
+	}
+	if p := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != "h2" {
+		conn.Close()
+		return nil, fmt.Errorf("peer %s of cluster %s: negotiated %q, not h2", addr, cluster, p)
+	}
+	return conn, nil
+}
+
+// verifyPeer checks that a peer's certificate chains to roots and names
+// cluster.
+func verifyPeer(roots *x509.CertPool, cs tls.ConnectionState, cluster string, usage x509.ExtKeyUsage) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("peer presented no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		return err
+	}
+	got, err := pki.ClusterOf(cs.PeerCertificates[0])
+	if err != nil {
+		return err
+	}
+	if cluster != "" && got != cluster {
+		return fmt.Errorf("peer's certificate names cluster %q, not %q", got, cluster)
+	}
+	return nil
+}
+
+// SetPeers replaces the known peers: address → the cluster it belongs to.
+// A request to an address not listed fails before any byte is sent.
+func (c *Client) SetPeers(peers map[string]string) {
+	m := make(map[string]string, len(peers))
+	for a, cl := range peers {
+		m[a] = cl
+	}
+	c.mu.Lock()
+	c.peers = m
+	c.mu.Unlock()
+}
+
+// RoundTrip sends r to the peer p names, for delivery to p's target. r is
+// not modified; the request sent carries r's method, host, path, query,
+// headers, body and trailers, and the peer protocol's headers.
+func (c *Client) RoundTrip(r *http.Request, p Request) (*http.Response, error) {
+	c.mu.RLock()
+	cluster, ok := c.peers[p.Addr]
+	c.mu.RUnlock()
+	if !ok || cluster != p.Cluster {
+		return nil, fmt.Errorf("peer %s is not a proxy of cluster %s", p.Addr, p.Cluster)
+	}
+	out := r.Clone(r.Context())
+	out.URL = &url.URL{Scheme: "https", Host: p.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out.Host = r.Host
+	out.RequestURI = ""
+	for k := range out.Header {
+		if strings.HasPrefix(k, HeaderPrefix) {
+			delete(out.Header, k)
+		}
+	}
+	out.Header.Set(HeaderTargetGroup, p.TargetGroup)
+	out.Header.Set(HeaderTarget, p.Target)
+	if p.Identity != "" {
+		out.Header.Set(HeaderIdentity, p.Identity)
+	}
+	return c.tr.RoundTrip(out)
+}
+
+// CloseIdleConnections closes pooled connections not in use.
+func (c *Client) CloseIdleConnections() { c.tr.CloseIdleConnections() }
+
+// Delivery is one request a peer handed over, after the checks every
+// request passes.
+type Delivery struct {
+	// PeerCluster is the cluster of the proxy that sent the request, as its
+	// certificate names it.
+	PeerCluster string
+	// TargetGroup and Target are where the peer asks the request to go. The
+	// receiver must check that the target is its own cluster's target of
+	// that group: a peer must not reach anything else on this network.
+	TargetGroup, Target string
+	// Identity is the caller's workload identity, already checked to
+	// belong to PeerCluster; "" for an anonymous caller.
+	Identity string
+}
+
+// Server receives requests from peers.
+type Server struct {
+	// Deliver serves one request a peer handed over. The peer protocol's
+	// headers are already removed from r.
+	Deliver func(w http.ResponseWriter, r *http.Request, d Delivery)
+	// Refused is told of every refused request, with the peer's cluster and
+	// why (for logs and metrics); it may be nil.
+	Refused func(peerCluster, reason string)
+}
+
+// Refusal reasons.
+const (
+	RefusedNoTarget        = "NoTarget"
+	RefusedForeignIdentity = "ForeignIdentity"
+)
+
+// ServeHTTP checks a peer's request and hands it to Deliver. The TLS layer
+// (TLSConfig) has already checked the peer's certificate.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		http.Error(w, "peer hop needs mutual TLS", http.StatusUnauthorized)
+		return
+	}
+	cluster, err := pki.ClusterOf(r.TLS.PeerCertificates[0])
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	d := Delivery{
+		PeerCluster: cluster,
+		TargetGroup: r.Header.Get(HeaderTargetGroup),
+		Target:      r.Header.Get(HeaderTarget),
+		Identity:    r.Header.Get(HeaderIdentity),
+	}
+	if d.TargetGroup == "" || d.Target == "" {
+		s.refuse(w, cluster, RefusedNoTarget, http.StatusBadRequest, "peer request names no target group and target")
+		return
+	}
+	if d.Identity != "" {
+		if idCluster, ok := identityCluster(d.Identity); !ok || idCluster != cluster {
+			s.refuse(w, cluster, RefusedForeignIdentity, http.StatusForbidden,
+				fmt.Sprintf("a proxy of cluster %q may not assert identity %q", cluster, d.Identity))
+			return
+		}
+	}
+	for k := range r.Header {
+		if strings.HasPrefix(k, HeaderPrefix) {
+			delete(r.Header, k)
+		}
+	}
+	s.Deliver(w, r, d)
+}
+
+func (s *Server) refuse(w http.ResponseWriter, cluster, reason string, status int, msg string) {
+	if s.Refused != nil {
+		s.Refused(cluster, reason)
+	}
+	http.Error(w, msg, status)
+}
+
+// identityCluster is the cluster of a workload identity: the trust domain
+// of spiffe://<cluster>/ns/<namespace>/sa/<service account>. Only that
+// canonical form is accepted, each part a valid name, so that an identity
+// passed on to a target cannot carry anything else.
+func identityCluster(id string) (string, bool) {
+	rest, ok := strings.CutPrefix(id, "spiffe://")
+	if !ok {
+		return "", false
+	}
+	cluster, rest, ok := strings.Cut(rest, "/ns/")
+	if !ok {
+		return "", false
+	}
+	ns, sa, ok := strings.Cut(rest, "/sa/")
+	if !ok || !model.ValidClusterName(cluster) || !validName(ns) || !validName(sa) {
+		return "", false
+	}
+	return cluster, true
+}
+
+// validName is a Kubernetes namespace or service account name: at most 253
+// lower-case alphanumerics, '-' or '.', starting and ending alphanumeric.
+func validName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !alnum && (c != '-' && c != '.' || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
+}
+
+// TLSConfig is the configuration a peer listener serves with: the proxy's
+// cluster certificate, TLS 1.3, HTTP/2, and a client certificate of
+// another proxy required and checked against roots.
+func TLSConfig(id *pki.Identity, roots *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{"h2"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return id.Certificate(), nil
+		},
+		ClientAuth: tls.RequireAnyClientCert,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return verifyPeer(roots, cs, "", x509.ExtKeyUsageClientAuth)
+		},
+	}
+}
+
+// NewHTTPServer returns an HTTP/2-only server for a peer listener; its
+// errors (failed handshakes among them) go to log at level Warn.
+func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	srv := &http.Server{
+		Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Minute,
+		Protocols: new(http.Protocols), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	srv.Protocols.SetHTTP2(true)
+	return srv
+}

@@ -1,0 +1,287 @@
+package peer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/pki"
+)
+
+func identity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
+	t.Helper()
+	keyPEM, csr, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := ca.Sign(csr, cluster, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.NewIdentity(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// peerSide is one cluster's peer listener, delivering to a real backend on
+// loopback by plain HTTP.
+type peerSide struct {
+	addr       string
+	handshakes atomic.Int32
+	mu         sync.Mutex
+	refused    []string
+	deliveries []Delivery
+}
+
+func startPeer(t testing.TB, ca *pki.CA, cluster string, backend *httptest.Server) *peerSide {
+	t.Helper()
+	ps := &peerSide{}
+	fwd := &http.Transport{}
+	t.Cleanup(fwd.CloseIdleConnections)
+	srv := &Server{
+		Deliver: func(w http.ResponseWriter, r *http.Request, d Delivery) {
+			ps.mu.Lock()
+			ps.deliveries = append(ps.deliveries, d)
+			ps.mu.Unlock()
+			out := r.Clone(r.Context())
+			out.URL.Scheme, out.URL.Host, out.RequestURI = "http", backend.Listener.Addr().String(), ""
+			out.Header.Set("X-Delivered-Identity", d.Identity)
+			out.Header.Set("X-Delivered-From", d.PeerCluster)
+			resp, err := fwd.RoundTrip(out)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			defer resp.Body.Close()
+			for k, vs := range resp.Header {
+				w.Header()[k] = vs
+			}
+			for k := range resp.Trailer {
+				w.Header().Add("Trailer", k)
+			}
+			w.WriteHeader(resp.StatusCode)
+			io.Copy(w, resp.Body)
+			for k, vs := range resp.Trailer {
+				w.Header()[k] = vs
+			}
+		},
+		Refused: func(c, reason string) {
+			ps.mu.Lock()
+			ps.refused = append(ps.refused, c+":"+reason)
+			ps.mu.Unlock()
+		},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := TLSConfig(identity(t, ca, cluster), ca.Pool())
+	inner := cfg.GetCertificate
+	cfg.GetCertificate = func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		ps.handshakes.Add(1)
+		return inner(h)
+	}
+	hs := NewHTTPServer(srv, slog.New(slog.DiscardHandler))
+	go hs.Serve(tls.NewListener(ln, cfg))
+	t.Cleanup(func() { hs.Close() })
+	ps.addr = ln.Addr().String()
+	return ps
+}
+
+// echo answers with what it received: method, host, path, the identity and
+// origin the peer delivered, every Trellis-Peer- header it saw, the body's
+// length and hash; and a trailer.
+func echo() *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		sum := sha256.Sum256(b)
+		var leaked []string
+		for k := range r.Header {
+			if strings.HasPrefix(k, HeaderPrefix) {
+				leaked = append(leaked, k)
+			}
+		}
+		w.Header().Set("Trailer", "X-Checksum")
+		fmt.Fprintf(w, "%s %s %s id=%s from=%s leaked=%v len=%d", r.Method, r.Host, r.URL.RequestURI(),
+			r.Header.Get("X-Delivered-Identity"), r.Header.Get("X-Delivered-From"), leaked, len(b))
+		w.Header().Set("X-Checksum", hex.EncodeToString(sum[:]))
+	}))
+}
+
+func TestHopCarriesRequestsAndChecksIdentity(t *testing.T) {
+	ca, _ := pki.NewCA(time.Now())
+	backend := echo()
+	defer backend.Close()
+	west := startPeer(t, ca, "west", backend)
+	c := NewClient(identity(t, ca, "east"), ca.Pool())
+	defer c.CloseIdleConnections()
+	c.SetPeers(map[string]string{west.addr: "west"})
+	to := Request{Cluster: "west", Addr: west.addr, TargetGroup: "cart", Target: "10.0.0.7:8080", Identity: "spiffe://east/ns/shop/sa/frontend"}
+
+	send := func(method, target string, body []byte, p Request) (*http.Response, string) {
+		t.Helper()
+		req := httptestRequest(method, target, body)
+		// A client's forged peer headers never pass.
+		req.Header.Set(HeaderIdentity, "spiffe://west/ns/shop/sa/admin")
+		resp, err := c.RoundTrip(req, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+
+	resp, got := send("GET", "http://shop.example/a%2Fb?q=1", nil, to)
+	want := "GET shop.example /a%2Fb?q=1 id=spiffe://east/ns/shop/sa/frontend from=east leaked=[] len=0"
+	if resp.StatusCode != 200 || got != want {
+		t.Fatalf("got %d %q\nwant %q", resp.StatusCode, got, want)
+	}
+	if resp.ProtoMajor != 2 {
+		t.Errorf("hop spoke %s, want HTTP/2", resp.Proto)
+	}
+
+	// A large body streams across, and the target's trailer comes back.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
+	sum := sha256.Sum256(big)
+	resp, got = send("POST", "http://shop.example/upload", big, to)
+	if !strings.HasSuffix(got, fmt.Sprintf("len=%d", len(big))) || resp.Trailer.Get("X-Checksum") != hex.EncodeToString(sum[:]) {
+		t.Errorf("large body: %q, trailer %q", got, resp.Trailer.Get("X-Checksum"))
+	}
+
+	// Anonymous callers carry no identity.
+	anon := to
+	anon.Identity = ""
+	if _, got = send("GET", "http://shop.example/", nil, anon); !strings.Contains(got, "id= ") {
+		t.Errorf("anonymous: %q", got)
+	}
+
+	// A proxy of east asserting an identity of west is refused and counted.
+	forged := to
+	forged.Identity = "spiffe://west/ns/shop/sa/frontend"
+	resp, got = send("GET", "http://shop.example/", nil, forged)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(got, `cluster "east" may not assert identity`) {
+		t.Errorf("forged identity: %d %q", resp.StatusCode, got)
+	}
+	for _, bad := range []string{"spiffe://east/ns/shop", "https://east/ns/a/sa/b", "spiffe://east:1/ns/a/sa/b", "east"} {
+		p := to
+		p.Identity = bad
+		if resp, _ := send("GET", "http://shop.example/", nil, p); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("identity %q: %d", bad, resp.StatusCode)
+		}
+	}
+	west.mu.Lock()
+	refused := strings.Join(west.refused, ",")
+	west.mu.Unlock()
+	if !strings.HasPrefix(refused, "east:ForeignIdentity") {
+		t.Errorf("refusals recorded: %q", refused)
+	}
+
+	// Every request so far shared one connection.
+	if n := west.handshakes.Load(); n != 1 {
+		t.Errorf("%d TLS handshakes for sequential requests, want 1 (pooled)", n)
+	}
+}
+
+func TestHopRefusesTheWrongPeer(t *testing.T) {
+	ca, _ := pki.NewCA(time.Now())
+	backend := echo()
+	defer backend.Close()
+	west := startPeer(t, ca, "west", backend)
+
+	// The client expects north at west's address: the dial fails on the
+	// certificate before any request byte is sent.
+	c := NewClient(identity(t, ca, "east"), ca.Pool())
+	defer c.CloseIdleConnections()
+	c.SetPeers(map[string]string{west.addr: "north"})
+	_, err := c.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), Request{Cluster: "north", Addr: west.addr, TargetGroup: "g", Target: "t:1"})
+	if err == nil || !strings.Contains(err.Error(), `names cluster "west", not "north"`) {
+		t.Errorf("wrong cluster: %v", err)
+	}
+	// An address that is no known peer, or a cluster the address is not.
+	if _, err := c.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), Request{Cluster: "west", Addr: "127.0.0.1:1"}); err == nil {
+		t.Error("request to an unknown peer address")
+	}
+	if _, err := c.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), Request{Cluster: "west", Addr: west.addr}); err == nil {
+		t.Error("request to a peer listed for another cluster")
+	}
+
+	// A client with a certificate of another CA is refused by the peer.
+	other, _ := pki.NewCA(time.Now())
+	stranger := NewClient(identity(t, other, "east"), ca.Pool())
+	defer stranger.CloseIdleConnections()
+	stranger.SetPeers(map[string]string{west.addr: "west"})
+	if _, err := stranger.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), Request{Cluster: "west", Addr: west.addr, TargetGroup: "g", Target: "t:1"}); err == nil {
+		t.Error("a certificate of another CA was accepted by the peer")
+	}
+	west.mu.Lock()
+	defer west.mu.Unlock()
+	if len(west.deliveries) != 0 {
+		t.Errorf("deliveries: %+v", west.deliveries)
+	}
+}
+
+func httptestRequest(method, target string, body []byte) *http.Request {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	return httptest.NewRequest(method, target, r)
+}
+
+func TestIdentityCluster(t *testing.T) {
+	for in, want := range map[string]string{
+		"spiffe://east/ns/shop/sa/frontend":   "east",
+		"spiffe://e.1/ns/a/sa/b":              "e.1",
+		"spiffe://east/ns/shop/sa/":           "",
+		"spiffe://east/ns//sa/b":              "",
+		"spiffe://east/ns/a/sa/b/c":           "",
+		"spiffe://u@east/ns/a/sa/b":           "",
+		"spiffe:///ns/a/sa/b":                 "",
+		"spiffe://east/ns/a/sa/b?x":           "",
+		"spiffe://east/ns/a/sa/b#x":           "",
+		"SPIFFE://east/ns/a/sa/b":             "",
+		"spiffe://East/ns/a/sa/b":             "",
+		"spiffe://east/ns/-a/sa/b":            "",
+		"spiffe://east/cluster/east":          "",
+		"Principal=spiffe://east/ns/a/sa/b":   "",
+		"spiffe://east/ns/a/sa/b\x00":         "",
+		"spiffe://east/ns/a/sa/b; Type=Admin": "",
+	} {
+		got, ok := identityCluster(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("identityCluster(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}
+
+func FuzzIdentityCluster(f *testing.F) {
+	f.Add("spiffe://east/ns/shop/sa/frontend")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, ok := identityCluster(s)
+		if !ok {
+			return
+		}
+		// Whatever is accepted is canonical: its cluster as the authority,
+		// nothing but name characters anywhere.
+		if !strings.HasPrefix(s, "spiffe://"+c+"/ns/") || strings.ContainsFunc(s[len("spiffe://"):], func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '/')
+		}) {
+			t.Fatalf("%q accepted as cluster %q", s, c)
+		}
+	})
+}

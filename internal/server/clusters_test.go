@@ -1,0 +1,354 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/pki"
+	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/internal/store"
+	"trellis.dev/trellis/internal/store/bolt"
+)
+
+const adminToken = "admin-token"
+
+// clusterPlane is a control plane with a CA, served over TLS on loopback.
+type clusterPlane struct {
+	st    store.Store
+	srv   *httptest.Server
+	roots *x509.CertPool // trusts the server's serving certificate
+	ca    *pki.CA
+	admin *client.Client
+	east  *client.Client // bearer token of cluster east
+}
+
+func newClusterPlane(t *testing.T) *clusterPlane {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ca, err := server.EnsureCA(context.Background(), st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := server.New(st, server.Config{
+		Tokens:      map[string]string{tokenA: "east"},
+		AdminTokens: map[string]struct{}{adminToken: {}},
+		CA:          ca,
+		Heartbeat:   100 * time.Millisecond,
+	})
+	srv := httptest.NewUnstartedServer(s)
+	srv.TLS = s.TLSConfig(&tls.Config{})
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	p := &clusterPlane{st: st, srv: srv, ca: ca, roots: x509.NewCertPool()}
+	p.roots.AddCert(srv.Certificate())
+	p.admin = p.bearer(t, adminToken)
+	p.east = p.bearer(t, tokenA)
+	return p
+}
+
+func (p *clusterPlane) bearer(t *testing.T, token string) *client.Client {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots}}
+	t.Cleanup(tr.CloseIdleConnections)
+	c, err := client.New(p.srv.URL, token, client.Options{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// joined exchanges a fresh join token of cluster for an identity and
+// returns a client that authenticates with it alone.
+func (p *clusterPlane) joined(t *testing.T, cluster string) (*pki.Identity, *client.Client) {
+	t.Helper()
+	ctx := context.Background()
+	added, err := p.admin.AddCluster(ctx, cluster, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, csr, _ := pki.NewKey()
+	res, err := p.bearer(t, "").Join(ctx, added.JoinToken, csr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Cluster != cluster || res.CA != string(p.ca.CertPEM()) {
+		t.Fatalf("join answered cluster %q, CA %q", res.Cluster, res.CA)
+	}
+	id, err := pki.NewIdentity([]byte(res.Certificate), keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: id.ClientConfig(p.roots)}
+	t.Cleanup(tr.CloseIdleConnections)
+	c, err := client.New(p.srv.URL, "", client.Options{HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, c
+}
+
+func TestJoinAuthenticatesByCertificate(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	id, west := p.joined(t, "west")
+	if id.Cluster() != "west" {
+		t.Fatalf("identity names %q", id.Cluster())
+	}
+
+	// Objects written with the certificate belong to the cluster it names.
+	n := network("harbour")
+	if err := west.Put(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Owner != "west" {
+		t.Errorf("owner %q, want west", n.Owner)
+	}
+	// ... and the certificate cannot write as another cluster.
+	other := network("dock")
+	other.Owner = "east"
+	if err := west.Put(ctx, other); apiStatus(err) != http.StatusForbidden {
+		t.Errorf("put as east with west's certificate: %v", err)
+	}
+
+	// A renewal with the certificate gives a new one for the same cluster.
+	keyPEM, csr, _ := pki.NewKey()
+	certPEM, err := west.Renew(ctx, csr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := pki.NewIdentity(certPEM, keyPEM)
+	if err != nil || renewed.Cluster() != "west" {
+		t.Fatalf("renewed: %v, %v", renewed, err)
+	}
+	// A bearer token mints no certificates, not even its own cluster's.
+	if _, err := p.east.Renew(ctx, csr); apiStatus(err) != http.StatusUnauthorized {
+		t.Errorf("renewal with a bearer token: %v", err)
+	}
+
+	clusters, err := west.Clusters(ctx)
+	if err != nil || len(clusters) != 1 || clusters[0].Name != "west" {
+		t.Errorf("clusters: %+v, %v", clusters, err)
+	}
+}
+
+func TestJoinTokenRules(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	anon := p.bearer(t, "")
+	_, csr, _ := pki.NewKey()
+
+	// Only an administrator admits clusters.
+	if _, err := p.east.AddCluster(ctx, "west", 0); apiStatus(err) != http.StatusForbidden {
+		t.Errorf("add by a cluster's token: %v", err)
+	}
+	if _, err := p.admin.AddCluster(ctx, "West_1", 0); apiStatus(err) != http.StatusUnprocessableEntity {
+		t.Errorf("bad name: %v", err)
+	}
+
+	added, err := p.admin.AddCluster(ctx, "west", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := anon.Join(ctx, added.JoinToken, csr); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		token, want string
+	}{
+		"reused":    {added.JoinToken, "already used"},
+		"malformed": {"hello", "not a join token"},
+		"unknown":   {mustToken(t), "unknown or revoked"},
+	} {
+		_, err := anon.Join(ctx, tc.token, csr)
+		if apiStatus(err) != http.StatusUnauthorized || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "trellis cluster add") {
+			t.Errorf("%s token: %v, want 401 saying %q and how to get a new one", name, err, tc.want)
+		}
+	}
+
+	short, err := p.admin.AddCluster(ctx, "north", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(short.Expires) + 10*time.Millisecond)
+	if _, err := anon.Join(ctx, short.JoinToken, csr); apiStatus(err) != http.StatusUnauthorized || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("expired token: %v", err)
+	}
+
+	// A certificate request that is not one is named.
+	fresh, _ := p.admin.AddCluster(ctx, "south", 0)
+	if _, err := anon.Join(ctx, fresh.JoinToken, []byte("junk")); apiStatus(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "CERTIFICATE REQUEST") {
+		t.Errorf("junk CSR: %v", err)
+	}
+	// ... and did not spend the token.
+	if _, err := anon.Join(ctx, fresh.JoinToken, csr); err != nil {
+		t.Errorf("token after a refused CSR: %v", err)
+	}
+}
+
+// Of many joins racing with one token, exactly one gets a certificate.
+func TestJoinTokenWorksOnce(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	added, err := p.admin.AddCluster(ctx, "west", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon := p.bearer(t, "")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, csr, _ := pki.NewKey()
+			if _, err := anon.Join(ctx, added.JoinToken, csr); err == nil {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			} else if apiStatus(err) != http.StatusUnauthorized {
+				t.Errorf("losing join: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Errorf("%d joins succeeded with one token, want 1", wins)
+	}
+}
+
+// Removing a cluster cuts it off: new requests with its certificate are
+// refused and its open watch stream ends within seconds.
+func TestRemoveClusterCutsItOff(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	id, west := p.joined(t, "west")
+	if err := west.Put(ctx, network("harbour")); err != nil {
+		t.Fatal(err)
+	}
+
+	tr := &http.Transport{TLSClientConfig: id.ClientConfig(p.roots)}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(p.srv.URL + "/v1/watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("watch: %s", resp.Status)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	if first := <-lines; !strings.Contains(first, `"snapshot"`) {
+		t.Fatalf("first watch line: %s", first)
+	}
+
+	if err := p.admin.RemoveCluster(ctx, "west"); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	ended := false
+	for !ended {
+		select {
+		case _, ok := <-lines:
+			ended = !ok // heartbeats until the server ends the stream
+		case <-time.After(5 * time.Second):
+			t.Fatal("the removed cluster's watch stream still runs 5 s after removal")
+		}
+	}
+	t.Logf("watch stream ended %v after removal", time.Since(removed).Round(time.Millisecond))
+
+	err = west.Put(ctx, network("dock"))
+	if apiStatus(err) != http.StatusUnauthorized || !strings.Contains(err.Error(), "removed") {
+		t.Errorf("put after removal: %v", err)
+	}
+	if err := p.admin.RemoveCluster(ctx, "west"); apiStatus(err) != http.StatusNotFound {
+		t.Errorf("second removal: %v", err)
+	}
+}
+
+// A certificate from another CA, or one naming no cluster, authenticates
+// nobody.
+func TestForeignCertificateRefused(t *testing.T) {
+	p := newClusterPlane(t)
+	foreign, _ := pki.NewCA(time.Now())
+	keyPEM, csr, _ := pki.NewKey()
+	certPEM, _ := foreign.Sign(csr, "east", time.Now(), time.Hour)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots, Certificates: []tls.Certificate{cert}}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(p.srv.URL + "/v1/ServiceNetwork")
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("a certificate of another CA was accepted: %s", resp.Status)
+	}
+}
+
+func TestEnsureCA(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	supplied, _ := pki.NewCA(time.Now())
+	first, err := server.EnsureCA(ctx, st, supplied)
+	if err != nil || string(first.CertPEM()) != string(supplied.CertPEM()) {
+		t.Fatalf("first start with a supplied CA: %v", err)
+	}
+	again, err := server.EnsureCA(ctx, st, nil)
+	if err != nil || string(again.CertPEM()) != string(first.CertPEM()) {
+		t.Fatalf("restart: %v", err)
+	}
+	other, _ := pki.NewCA(time.Now())
+	if _, err := server.EnsureCA(ctx, st, other); err == nil || !strings.Contains(err.Error(), "differs") {
+		t.Errorf("another supplied CA: %v", err)
+	}
+	// The CA's key never leaves through the model's API.
+	kvs, _, err := st.List(ctx, "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range kvs {
+		if strings.Contains(string(kv.Value), "PRIVATE KEY") {
+			t.Errorf("%s holds a private key", kv.Key)
+		}
+	}
+	key, _ := first.KeyPEM()
+	if b, _ := pem.Decode(key); b == nil {
+		t.Fatal("no CA key")
+	}
+}
+
+func mustToken(t *testing.T) string {
+	tok, err := pki.NewJoinToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.String()
+}
