@@ -36,7 +36,14 @@ import (
 // run a proxy.
 var trellisBin string
 
-func TestMain(m *testing.M) { trellisbin.Main(m, &trellisBin) }
+// libLogs receives the logs of controller-runtime's components and
+// client-go in this test process, as `trellis` routes them to its logger.
+var libLogs syncBuffer
+
+func TestMain(m *testing.M) {
+	controller.RouteLogs(slog.New(slog.NewTextHandler(&libLogs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	trellisbin.Main(m, &trellisBin)
+}
 
 // Addresses inside the cluster's network namespace.
 const (
@@ -79,6 +86,8 @@ type envOptions struct {
 	leaderElectionNamespace string
 	// logs, when set, also receives the controller's warnings and errors.
 	logs io.Writer
+	// metricsAddress, when set, serves the controller's metrics there.
+	metricsAddress string
 }
 
 func newEnvWith(t testing.TB, opts envOptions) *env {
@@ -112,9 +121,10 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 		logTo = io.MultiWriter(logTo, opts.logs)
 	}
 	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	mgr, rec, err := controller.New(controller.Config{
+	mgr, rec, err := controller.New(context.Background(), controller.Config{
 		Kube: kubeConfig, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
 		LeaderElection: opts.leaderElectionNamespace != "", LeaderElectionNamespace: opts.leaderElectionNamespace,
+		MetricsAddress: opts.metricsAddress,
 	})
 	if err != nil {
 		t.Fatal(err)

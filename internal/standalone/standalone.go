@@ -107,6 +107,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if kube, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig); err != nil {
 			return fmt.Errorf("kubeconfig: %w", err)
 		}
+		// Before anything starts: a cluster the controller cannot serve
+		// ends the run at once, saying what to install.
+		installed, err := controller.InstallCRDs(ctx, kube, log)
+		if err != nil {
+			return fmt.Errorf("kubernetes controller: %w", err)
+		}
+		for _, name := range installed {
+			fmt.Fprintf(cfg.Out, "controller: installed CRD %s\n", name)
+		}
 	default:
 		if _, err := os.Stat(cfg.ConfigDir); err != nil {
 			return fmt.Errorf("config directory: %w", err)
@@ -217,6 +226,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		wg.Go(func() {
 			err := controller.Run(ctx, controller.Config{
 				Kube: kube, ControlPlane: cl, Cluster: cfg.Cluster, AddressPool: cfg.GatewayAddresses, Logger: log,
+				ProxyAddress: proxyAddress(cfg.Bind),
 			})
 			if err != nil && ctx.Err() == nil {
 				fail(fmt.Errorf("kubernetes controller: %w", err))
@@ -250,6 +260,17 @@ func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *sl
 	if err != nil && ctx.Err() == nil {
 		fail(fmt.Errorf("file provider: %w", err))
 	}
+}
+
+// proxyAddress is the address edge Gateways without one are published at:
+// the proxy's bind address when it is one IP address, else none (a host
+// name, or 0.0.0.0, which serves every address of the host).
+func proxyAddress(bind string) netip.Addr {
+	ip, err := netip.ParseAddr(bind)
+	if err != nil || ip.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return ip
 }
 
 func shutdown(srv *http.Server) {
