@@ -12,14 +12,14 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"trellis.dev/trellis/internal/controller"
+	"trellis.dev/trellis/internal/provider/kubernetes"
 )
 
 func newController() *cobra.Command {
 	var (
 		serverURL, token, kubeconfig, pool string
 		caFile                             string
-		cfg                                controller.Config
+		cfg                                kubernetes.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "controller --server URL --cluster NAME",
@@ -58,7 +58,7 @@ account; elsewhere --kubeconfig (or $KUBECONFIG). The token comes from
 			if cfg.ControlPlane, err = newAPIClient(serverURL, token, caFile, cfg.Logger); err != nil {
 				return err
 			}
-			return controller.Run(cmd.Context(), cfg)
+			return kubernetes.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"trellis.dev/trellis/internal/controller"
+	"trellis.dev/trellis/internal/provider/kubernetes"
 )
 
 // version is set at build time with -ldflags "-X main.version=…"; otherwise
@@ -43,7 +43,7 @@ func newRoot() *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
-			controller.RouteLogs(slog.Default())
+			kubernetes.RouteLogs(slog.Default())
 			return nil
 		},
 	}

@@ -7,12 +7,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"trellis.dev/trellis/internal/standalone"
+	"trellis.dev/trellis/internal/up"
 )
 
 func newUp() *cobra.Command {
 	var (
-		cfg       standalone.Config
+		cfg       up.Config
 		pool      string
 		accessLog string
 	)
@@ -43,7 +43,7 @@ edge Gateways get addresses from --gateway-addresses.`,
 			}
 			defer closeLog()
 			cfg.AccessLog = w
-			return standalone.Run(cmd.Context(), cfg)
+			return up.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()

@@ -1,4 +1,4 @@
-package controller_test
+package kubernetes_test
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	tclient "trellis.dev/trellis/internal/client"
-	"trellis.dev/trellis/internal/controller"
+	"trellis.dev/trellis/internal/provider/kubernetes"
 	"trellis.dev/trellis/test/kube"
 )
 
@@ -42,13 +42,13 @@ func deleteCRDs(t *testing.T, c *kube.Cluster, kc client.Client, names ...string
 		gone = append(gone, crd)
 	}
 	eventually(t, time.Minute, "CRDs deleted", func() error {
-		missing, err := controller.ServedCRDs(ctx, c.Config)
-		var me *controller.MissingCRDsError
+		missing, err := kubernetes.ServedCRDs(ctx, c.Config)
+		var me *kubernetes.MissingCRDsError
 		if err != nil && !errors.As(err, &me) {
 			return err
 		}
 		for _, name := range names {
-			if !slices.ContainsFunc(missing, func(c controller.CRD) bool { return c.Name == name }) {
+			if !slices.ContainsFunc(missing, func(c kubernetes.CRD) bool { return c.Name == name }) {
 				return fmt.Errorf("%s still served", name)
 			}
 			if err := kc.Get(ctx, types.NamespacedName{Name: name}, new(apiextensionsv1.CustomResourceDefinition)); !apierrors.IsNotFound(err) {
@@ -77,13 +77,13 @@ func TestMissingCRDs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	start := time.Now()
-	err = controller.Run(ctx, controller.Config{Kube: c.Config, ControlPlane: cp, Cluster: cluster})
+	err = kubernetes.Run(ctx, kubernetes.Config{Kube: c.Config, ControlPlane: cp, Cluster: cluster})
 	if took := time.Since(start); took > 15*time.Second {
 		t.Errorf("the controller took %v to fail", took)
 	}
-	var me *controller.MissingCRDsError
+	var me *kubernetes.MissingCRDsError
 	if !errors.As(err, &me) {
-		t.Fatalf("controller.Run: %v; want a MissingCRDsError", err)
+		t.Fatalf("kubernetes.Run: %v; want a MissingCRDsError", err)
 	}
 	for _, want := range []string{"authpolicies.trellis.dev", "config/crd", "referencegrants.gateway.networking.k8s.io", "standard-install.yaml"} {
 		if !strings.Contains(err.Error(), want) {
@@ -95,7 +95,7 @@ func TestMissingCRDs(t *testing.T) {
 	}
 
 	// Gateway API CRDs are not trellis's to install.
-	_, err = controller.InstallCRDs(ctx, c.Config, nil)
+	_, err = kubernetes.InstallCRDs(ctx, c.Config, nil)
 	if err == nil || !strings.Contains(err.Error(), "referencegrants.gateway.networking.k8s.io") || strings.Contains(err.Error(), "authpolicies") {
 		t.Errorf("InstallCRDs without the ReferenceGrant CRD: %v; want an error naming it alone", err)
 	}
@@ -112,21 +112,21 @@ func TestMissingCRDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, time.Minute, "the ReferenceGrant CRD served", func() error {
-		missing, _ := controller.ServedCRDs(ctx, c.Config)
-		if slices.ContainsFunc(missing, func(c controller.CRD) bool { return c.Kind == "ReferenceGrant" }) {
+		missing, _ := kubernetes.ServedCRDs(ctx, c.Config)
+		if slices.ContainsFunc(missing, func(c kubernetes.CRD) bool { return c.Kind == "ReferenceGrant" }) {
 			return errors.New("not yet")
 		}
 		return nil
 	})
-	installed, err := controller.InstallCRDs(ctx, c.Config, nil)
+	installed, err := kubernetes.InstallCRDs(ctx, c.Config, nil)
 	if err != nil || !slices.Equal(installed, []string{"authpolicies.trellis.dev"}) {
 		t.Fatalf("InstallCRDs: installed %v, %v; want the AuthPolicy CRD", installed, err)
 	}
-	missing, err := controller.ServedCRDs(ctx, c.Config)
+	missing, err := kubernetes.ServedCRDs(ctx, c.Config)
 	if err != nil || len(missing) != 1 || missing[0].Name != "tlsroutes.gateway.networking.k8s.io" {
 		t.Errorf("after InstallCRDs, not served: %v (%v); want the TLSRoute CRD only", missing, err)
 	}
-	if installed, err := controller.InstallCRDs(ctx, c.Config, nil); err != nil || len(installed) != 0 {
+	if installed, err := kubernetes.InstallCRDs(ctx, c.Config, nil); err != nil || len(installed) != 0 {
 		t.Errorf("InstallCRDs again: installed %v, %v; want nothing", installed, err)
 	}
 }

@@ -1,4 +1,4 @@
-package controller_test
+package kubernetes_test
 
 import (
 	"context"
@@ -23,9 +23,9 @@ import (
 
 	"trellis.dev/trellis/internal/api"
 	tclient "trellis.dev/trellis/internal/client"
-	"trellis.dev/trellis/internal/controller"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/file"
+	"trellis.dev/trellis/internal/provider/kubernetes"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/test/kube"
@@ -41,7 +41,7 @@ var trellisBin string
 var libLogs syncBuffer
 
 func TestMain(m *testing.M) {
-	controller.RouteLogs(slog.New(slog.NewTextHandler(&libLogs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	kubernetes.RouteLogs(slog.New(slog.NewTextHandler(&libLogs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	trellisbin.Main(m, &trellisBin)
 }
 
@@ -63,7 +63,7 @@ type env struct {
 	*kube.Cluster
 	kc  client.Client
 	cp  *tclient.Client
-	rec *controller.Reconciler
+	rec *kubernetes.Reconciler
 	// apiURL is the control plane's URL inside the namespace.
 	apiURL string
 	// stop stops the controller and returns how it ended; later calls
@@ -121,7 +121,7 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 		logTo = io.MultiWriter(logTo, opts.logs)
 	}
 	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	mgr, rec, err := controller.New(context.Background(), controller.Config{
+	mgr, rec, err := kubernetes.New(context.Background(), kubernetes.Config{
 		Kube: kubeConfig, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
 		LeaderElection: opts.leaderElectionNamespace != "", LeaderElectionNamespace: opts.leaderElectionNamespace,
 		MetricsAddress: opts.metricsAddress,

@@ -1,12 +1,12 @@
-// Package standalone runs the whole of Trellis in one process — the
-// control-plane server with its embedded store, a provider (the file
-// provider, or the Kubernetes controller against a cluster) and one proxy —
+// Package up is `trellis up`: it runs the whole of Trellis in one process —
+// the control-plane server with its embedded store, a provider (the file
+// provider, or the Kubernetes provider against a cluster) and one proxy —
 // wired exactly as the separate processes are: the provider and the proxy
-// reach the server over its HTTP API on loopback. It is `trellis up`, the
-// quick start and the harness end-to-end tests drive.
+// reach the server over its HTTP API on loopback. It is the quick start and
+// the harness end-to-end tests drive.
 //
 // It owns the wiring and the user-facing progress lines, nothing else.
-package standalone
+package up
 
 import (
 	"cmp"
@@ -33,11 +33,11 @@ import (
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
-	"trellis.dev/trellis/internal/controller"
 	"trellis.dev/trellis/internal/demo"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/nameserver"
 	"trellis.dev/trellis/internal/provider/file"
+	"trellis.dev/trellis/internal/provider/kubernetes"
 	"trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/internal/server"
@@ -54,7 +54,7 @@ type Config struct {
 	// cluster instead of the file provider.
 	Kubeconfig string
 	// GatewayAddresses is the pool edge Gateways get their addresses from
-	// when the controller runs (see controller.Config.AddressPool).
+	// when the controller runs (see kubernetes.Config.AddressPool).
 	GatewayAddresses netip.Prefix
 	// Bind is the address the proxy's listeners bind (default 127.0.0.1).
 	Bind string
@@ -109,7 +109,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		// Before anything starts: a cluster the controller cannot serve
 		// ends the run at once, saying what to install.
-		installed, err := controller.InstallCRDs(ctx, kube, log)
+		installed, err := kubernetes.InstallCRDs(ctx, kube, log)
 		if err != nil {
 			return fmt.Errorf("kubernetes controller: %w", err)
 		}
@@ -224,7 +224,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	if kube != nil {
 		wg.Go(func() {
-			err := controller.Run(ctx, controller.Config{
+			err := kubernetes.Run(ctx, kubernetes.Config{
 				Kube: kube, ControlPlane: cl, Cluster: cfg.Cluster, AddressPool: cfg.GatewayAddresses, Logger: log,
 				ProxyAddress: proxyAddress(cfg.Bind),
 			})
