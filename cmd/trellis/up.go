@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/up"
 )
 
@@ -37,9 +38,9 @@ edge Gateways get addresses from --gateway-addresses.`,
 			}
 			cfg.Out = cmd.OutOrStdout()
 			cfg.Logger = slog.Default()
-			w, closeLog, err := openAccessLog(accessLog, cfg.Out)
+			w, closeLog, err := accesslog.OpenDestination(accessLog, cfg.Out, cfg.Logger)
 			if err != nil {
-				return err
+				return fmt.Errorf("--access-log: %w", err)
 			}
 			defer closeLog()
 			cfg.AccessLog = w

@@ -17,31 +17,26 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/controlplane"
 	"trellis.dev/trellis/internal/demo"
 	"trellis.dev/trellis/internal/model"
-	"trellis.dev/trellis/internal/nameserver"
 	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/provider/kubernetes"
-	"trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/proxy/router"
+	"trellis.dev/trellis/internal/proxy/runner"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/internal/translate"
 )
 
@@ -131,7 +126,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	} else if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return err
 	}
-	st, err := bolt.Open(filepath.Join(dataDir, "trellis.db"), bolt.Options{Logger: log})
+	st, _, err := controlplane.OpenStore(ctx, controlplane.StoreOptions{DataDir: dataDir, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -155,21 +150,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	apiLn, err := net.Listen("tcp", cfg.APIListen)
+	apiLn, apiURL, err := controlplane.Listen(cfg.APIListen, "", "", log)
 	if err != nil {
 		return fmt.Errorf("control-plane API: %w", err)
 	}
-	apiURL := "http://" + apiLn.Addr().String()
-	apiSrv := &http.Server{
-		Handler:           server.New(st, server.Config{Tokens: map[string]string{token: cfg.Cluster}, Logger: log}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	apiHandler := server.New(st, server.Config{Tokens: map[string]string{token: cfg.Cluster}, Logger: log})
 	wg.Go(func() {
-		if err := apiSrv.Serve(apiLn); !errors.Is(err, http.ErrServerClosed) {
+		if err := controlplane.Serve(ctx, apiLn, apiHandler); err != nil {
 			fail(fmt.Errorf("control-plane API: %w", err))
 		}
 	})
-	defer shutdown(apiSrv)
 	// The token goes next to the store, readable by its owner only, for
 	// `trellis get --token-file`.
 	tokenFile := filepath.Join(dataDir, "api-token")
@@ -189,37 +179,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 
-	px := proxy.New(proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen})
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		px.Shutdown(sctx)
-	}()
-	if cfg.AdminListen != "" {
-		addr, err := px.ListenAdmin()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(cfg.Out, "proxy: metrics and health on http://%s (/metrics, /healthz, /readyz)\n", addr)
-	}
-	var names *nameserver.Server
-	if cfg.DNSListen != "" {
-		if names, err = nameserver.Start(cfg.DNSListen, cfg.DNSAnswer, cfg.Bind, log, cfg.Out); err != nil {
-			return err
-		}
-		defer names.Close()
-	}
 	report := newReporter(cfg.Out)
 	wg.Go(func() {
-		cl.Follow(ctx, client.FollowOptions{}, func(snap *model.Snapshot) {
-			if err := px.Update(snap); err != nil {
-				log.Error("proxy: configuration not fully applied", "revision", snap.Revision, "err", err)
-			}
-			if names != nil {
-				names.Update(snap)
-			}
-			report.proxyUpdated(snap, px.Addrs())
+		err := runner.Run(ctx, runner.Config{
+			Client: cl, Cluster: cfg.Cluster, Bind: cfg.Bind, AccessLog: cfg.AccessLog,
+			AdminListen: cfg.AdminListen, DNSListen: cfg.DNSListen, DNSAnswer: cfg.DNSAnswer,
+			Applied: report.proxyUpdated, Out: cfg.Out, Logger: log,
 		})
+		if err != nil {
+			fail(fmt.Errorf("proxy: %w", err))
+		}
 	})
 
 	if kube != nil {
@@ -273,12 +242,6 @@ func proxyAddress(bind string) netip.Addr {
 	return ip
 }
 
-func shutdown(srv *http.Server) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	srv.Shutdown(ctx)
-}
-
 func randomToken() (string, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
@@ -329,27 +292,21 @@ func startDemo(ctx context.Context, wg *sync.WaitGroup, cfg Config, fail func(er
 	return nil
 }
 
-// reporter prints what the proxy serves whenever that changes.
+// reporter prints the services the proxy serves whenever they change (the
+// runner says where it listens).
 type reporter struct {
-	out      io.Writer
-	mu       sync.Mutex
-	last     string
-	lastAddr map[router.Bind]string
+	out  io.Writer
+	mu   sync.Mutex
+	last string
 }
 
 func newReporter(out io.Writer) *reporter {
-	return &reporter{out: out, lastAddr: map[router.Bind]string{}}
+	return &reporter{out: out}
 }
 
-func (r *reporter) proxyUpdated(snap *model.Snapshot, addrs map[router.Bind]string) {
+func (r *reporter) proxyUpdated(snap *model.Snapshot, _ map[router.Bind]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range slices.SortedFunc(maps.Keys(addrs), router.CompareBinds) {
-		if r.lastAddr[p] != addrs[p] {
-			fmt.Fprintf(r.out, "proxy: listening on %s\n", addrs[p])
-		}
-	}
-	r.lastAddr = addrs
 
 	var b strings.Builder
 	for _, s := range snap.Services {
