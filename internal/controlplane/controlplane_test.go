@@ -1,6 +1,9 @@
 package controlplane
 
 import (
+	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -38,5 +41,40 @@ func TestOpenStoreFlagErrors(t *testing.T) {
 	defer st.Close()
 	if where != "in "+dir {
 		t.Errorf("embedded store is %q, want %q", where, "in "+dir)
+	}
+}
+
+// Accepted tokens come from TOKEN=CLUSTER pairs and a tokens file.
+func TestLoadTokens(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("# comment\n\nt1 east\nt2 west\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadTokens([]string{"t3=north"}, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"t1": "east", "t2": "west", "t3": "north"}; !maps.Equal(got, want) {
+		t.Errorf("tokens %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		pairs []string
+		file  string
+		want  string
+	}{
+		{[]string{"no-cluster"}, "", "want TOKEN=CLUSTER"},
+		{nil, "", "no tokens"},
+		{nil, filepath.Join(t.TempDir(), "missing"), "--tokens-file"},
+	} {
+		if _, err := LoadTokens(tc.pairs, tc.file); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("LoadTokens(%q, %q): %v, want an error saying %q", tc.pairs, tc.file, err, tc.want)
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad")
+	if err := os.WriteFile(bad, []byte("t1 east extra\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadTokens(nil, bad); err == nil || !strings.Contains(err.Error(), bad+":1") {
+		t.Errorf("a bad line: %v, want its file and line", err)
 	}
 }
