@@ -13,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -36,6 +39,17 @@ func deleteCRDs(t *testing.T, c *kube.Cluster, kc client.Client, names ...string
 		if err := kc.Get(ctx, types.NamespacedName{Name: name}, crd); err != nil {
 			t.Fatal(err)
 		}
+		// The apiserver's CRD finalizer deletes a CRD's objects first; on
+		// storage still initializing after a start it fails and backs off
+		// for minutes. A list that succeeds shows the storage is ready.
+		list := new(unstructured.UnstructuredList)
+		list.SetGroupVersionKind(schema.GroupVersionKind{Group: crd.Spec.Group, Version: crd.Spec.Versions[0].Name, Kind: crd.Spec.Names.ListKind})
+		for _, v := range crd.Spec.Versions {
+			if v.Storage {
+				list.SetGroupVersionKind(schema.GroupVersionKind{Group: crd.Spec.Group, Version: v.Name, Kind: crd.Spec.Names.ListKind})
+			}
+		}
+		eventually(t, time.Minute, "listing "+name, func() error { return kc.List(ctx, list) })
 		if err := kc.Delete(ctx, crd); err != nil {
 			t.Fatal(err)
 		}
@@ -118,6 +132,18 @@ func TestMissingCRDs(t *testing.T) {
 		}
 		return nil
 	})
+	// An identity that may not create CRDs is told what to apply.
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "no-crds"}}
+	if err := kc.Create(ctx, sa); err != nil {
+		t.Fatal(err)
+	}
+	limited := serviceAccountConfig(t, c, kc, types.NamespacedName{Namespace: "default", Name: "no-crds"})
+	_, err = kubernetes.InstallCRDs(ctx, limited, nil)
+	if err == nil || !apierrors.IsForbidden(errors.Unwrap(err)) ||
+		!strings.Contains(err.Error(), "authpolicies.trellis.dev") || !strings.Contains(err.Error(), "kubectl apply -f config/crd/trellis.dev_authpolicies.yaml") {
+		t.Errorf("InstallCRDs without permission: %v; want a Forbidden error naming the CRD and what to apply", err)
+	}
+
 	installed, err := kubernetes.InstallCRDs(ctx, c.Config, nil)
 	if err != nil || !slices.Equal(installed, []string{"authpolicies.trellis.dev"}) {
 		t.Fatalf("InstallCRDs: installed %v, %v; want the AuthPolicy CRD", installed, err)
