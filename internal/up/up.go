@@ -50,6 +50,8 @@ type Config struct {
 	Kubeconfig string
 	// GatewayAddresses is the pool edge Gateways get their addresses from
 	// when the controller runs (see kubernetes.Config.AddressPool).
+	// Without one, edge Gateways are served on Bind, and their status
+	// publishes it when it is one IP address (see proxyAddress).
 	GatewayAddresses netip.Prefix
 	// Bind is the address the proxy's listeners bind (default 127.0.0.1).
 	Bind string
@@ -79,7 +81,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Run serves until ctx ends, then shuts everything down gracefully.
+// Run serves until ctx ends, then shuts everything down gracefully. With a
+// kubeconfig it first installs trellis's own CRDs where the cluster lacks
+// them (kubernetes.InstallCRDs), and fails at once when it cannot or when
+// Gateway API CRDs are missing.
 func Run(ctx context.Context, cfg Config) (err error) {
 	cfg.Bind = cmp.Or(cfg.Bind, "127.0.0.1")
 	cfg.APIListen = cmp.Or(cfg.APIListen, "127.0.0.1:7070")

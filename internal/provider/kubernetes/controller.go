@@ -3,12 +3,13 @@
 // Services, EndpointSlices, Namespaces and TLS Secrets they use, translates
 // them with package translate (the same translator the file provider
 // uses), sends what changed to the control plane in one transaction, and
-// writes the translator's verdict back as the objects'
-// status, which is what users read in `kubectl get gateway,httproute`.
+// writes the translator's verdict back as the objects' status, which is
+// what users read in `kubectl get gateway,httproute`.
 //
-// It owns the watch, the check that the CRDs it watches are served (and
-// the installation of trellis's own for `trellis up`), the in-memory record of what it last sent, the
-// allocation of edge Gateway addresses, and status and annotation writes.
+// It owns the watch, the check that the CRDs it watches are served (and the
+// installation of trellis's own for `trellis up`), the in-memory record of
+// what it last sent, the allocation of edge Gateway addresses, and status
+// and annotation writes.
 // It must not interpret Gateway API semantics (translate's job), reach the
 // store except through the control-plane API (package client), or touch
 // any object's spec.
