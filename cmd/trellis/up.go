@@ -25,8 +25,11 @@ process. With --config the file provider reads Gateway API YAML (GatewayClass,
 Gateway, HTTPRoute, ReferenceGrant, Namespace, Service, EndpointSlice) from the
 directory and re-applies it when the files change; an invalid change is
 reported and the last good configuration keeps serving. With --kubeconfig the
-Kubernetes controller watches that cluster instead and writes status back;
-edge Gateways get addresses from --gateway-addresses.`,
+Kubernetes controller watches that cluster instead and writes status back; it
+installs trellis's own CRDs when they are missing, and exits naming any
+missing Gateway API CRD. Edge Gateways get addresses from --gateway-addresses;
+without it they are served on --bind, which their status publishes when it is
+one IP address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if pool != "" {
