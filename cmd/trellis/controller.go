@@ -1,25 +1,24 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"trellis.dev/trellis/internal/controller"
+	"trellis.dev/trellis/internal/provider/kubernetes"
 )
 
 func newController() *cobra.Command {
 	var (
-		serverURL, token, kubeconfig, pool string
-		caFile                             string
-		cfg                                controller.Config
+		serverURL, kubeconfig, pool string
+		caFile                      string
+		tok                         tokenFlags
+		cfg                         kubernetes.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "controller --server URL --cluster NAME",
@@ -29,14 +28,14 @@ Gateways, HTTPRoutes, ReferenceGrants, Services, EndpointSlices and
 Namespaces, translates them, sends what changed to the control plane and
 writes status back to the objects. Inside a cluster it uses the pod's service
 account; elsewhere --kubeconfig (or $KUBECONFIG). The token comes from
---token or the TRELLIS_TOKEN variable and must authenticate as --cluster.`,
+--token, --token-file or the TRELLIS_TOKEN variable and must authenticate
+as --cluster. It exits at once, naming what to install, when the cluster
+does not serve a CRD it requires.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if token == "" {
-				token = os.Getenv("TRELLIS_TOKEN")
-			}
-			if token == "" {
-				return errors.New("no token: give --token or set TRELLIS_TOKEN")
+			token, err := tok.get()
+			if err != nil {
+				return err
 			}
 			if pool != "" {
 				p, err := netip.ParsePrefix(pool)
@@ -45,7 +44,6 @@ account; elsewhere --kubeconfig (or $KUBECONFIG). The token comes from
 				}
 				cfg.AddressPool = p
 			}
-			var err error
 			if kubeconfig != "" {
 				cfg.Kube, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 			} else {
@@ -58,12 +56,12 @@ account; elsewhere --kubeconfig (or $KUBECONFIG). The token comes from
 			if cfg.ControlPlane, err = newAPIClient(serverURL, token, caFile, cfg.Logger); err != nil {
 				return err
 			}
-			return controller.Run(cmd.Context(), cfg)
+			return kubernetes.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
-	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
+	tok.register(f)
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
 	f.StringVar(&cfg.Cluster, "cluster", "", "name of this cluster, the owner of what the controller sends (required)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration, or $KUBECONFIG)")

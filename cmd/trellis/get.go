@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -14,7 +12,10 @@ import (
 )
 
 func newGet() *cobra.Command {
-	var serverURL, token, tokenFile, caFile, output string
+	var (
+		serverURL, caFile, output string
+		tok                       tokenFlags
+	)
 	kinds := make([]string, len(model.Kinds))
 	for i, k := range model.Kinds {
 		kinds[i] = strings.ToLower(string(k)) + "s"
@@ -32,18 +33,9 @@ prints where) or the TRELLIS_TOKEN variable; any cluster's token may read.`,
 			if err != nil {
 				return fmt.Errorf("%w; kinds: %s", err, strings.Join(kinds, ", "))
 			}
-			if token == "" && tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return fmt.Errorf("--token-file: %w", err)
-				}
-				token = strings.TrimSpace(string(b))
-			}
-			if token == "" {
-				token = os.Getenv("TRELLIS_TOKEN")
-			}
-			if token == "" {
-				return errors.New("no token: give --token, --token-file or set TRELLIS_TOKEN")
+			token, err := tok.get()
+			if err != nil {
+				return err
 			}
 			cl, err := newAPIClient(serverURL, token, caFile, slog.Default())
 			if err != nil {
@@ -68,8 +60,7 @@ prints where) or the TRELLIS_TOKEN variable; any cluster's token may read.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
-	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
-	f.StringVar(&tokenFile, "token-file", "", "file holding the bearer token")
+	tok.register(f)
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
 	f.StringVarP(&output, "output", "o", "table", "output format: "+strings.Join(inspect.Formats, ", "))
 	return cmd

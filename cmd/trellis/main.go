@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"trellis.dev/trellis/internal/provider/kubernetes"
 )
 
 // version is set at build time with -ldflags "-X main.version=…"; otherwise
@@ -41,6 +43,7 @@ func newRoot() *cobra.Command {
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			kubernetes.RouteLogs(slog.Default())
 			return nil
 		},
 	}

@@ -1,31 +1,29 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"os"
-	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"trellis.dev/trellis/internal/client"
-	"trellis.dev/trellis/internal/model"
-	"trellis.dev/trellis/internal/nameserver"
-	"trellis.dev/trellis/internal/proxy"
-	"trellis.dev/trellis/internal/proxy/router"
+	"trellis.dev/trellis/internal/proxy/accesslog"
+	"trellis.dev/trellis/internal/proxy/runner"
+)
+
+// Defaults of the proxy's observability flags, shared by `trellis proxy`
+// and `trellis up`.
+const (
+	defaultAdminListen = "127.0.0.1:9901"
+	accessLogUsage     = `write one JSON line per request to this file (appended; reopened on SIGHUP, after a rotation), or "-" for standard output`
+	adminListenUsage   = "address of the admin listener serving /metrics, /healthz and /readyz (empty: none)"
 )
 
 func newProxy() *cobra.Command {
 	var (
-		serverURL, token, cluster, bind string
-		cacheFile, caFile               string
-		accessLog, adminListen          string
-		dnsListen, dnsAnswer            string
-		idle                            time.Duration
+		serverURL, caFile, accessLog string
+		tok                          tokenFlags
+		cfg                          runner.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy --server URL --cluster NAME",
@@ -33,81 +31,39 @@ func newProxy() *cobra.Command {
 		Long: `Run a proxy. It follows the control plane's watch stream, compiles each
 configuration revision into a route table and serves it. While the control
 plane is unreachable it keeps serving the last configuration and reconnects
-with backoff. The token comes from --token or the TRELLIS_TOKEN variable.`,
+with backoff. The token comes from --token, --token-file or the
+TRELLIS_TOKEN variable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if token == "" {
-				token = os.Getenv("TRELLIS_TOKEN")
-			}
-			if token == "" {
-				return errors.New("no token: give --token or set TRELLIS_TOKEN")
-			}
-			log := slog.Default()
-			cl, err := newAPIClient(serverURL, token, caFile, log)
+			token, err := tok.get()
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			logOut, closeLog, err := openAccessLog(accessLog, out)
-			if err != nil {
+			cfg.Logger, cfg.Out = slog.Default(), cmd.OutOrStdout()
+			if cfg.Client, err = newAPIClient(serverURL, token, caFile, cfg.Logger); err != nil {
 				return err
+			}
+			w, closeLog, err := accesslog.OpenDestination(accessLog, cfg.Out, cfg.Logger)
+			if err != nil {
+				return fmt.Errorf("--access-log: %w", err)
 			}
 			defer closeLog()
-			px := proxy.New(proxy.Config{Cluster: cluster, BindAddress: bind, Logger: log, AccessLog: logOut, AdminAddress: adminListen})
-			if adminListen != "" {
-				addr, err := px.ListenAdmin()
-				if err != nil {
-					px.Shutdown(context.Background())
-					return err
-				}
-				fmt.Fprintf(out, "proxy: metrics and health on http://%s (/metrics, /healthz, /readyz)\n", addr)
-			}
-			var names *nameserver.Server
-			if dnsListen != "" {
-				if names, err = nameserver.Start(dnsListen, dnsAnswer, bind, log, out); err != nil {
-					px.Shutdown(context.Background())
-					return err
-				}
-				defer names.Close()
-			}
-			known := map[router.Bind]string{}
-			err = cl.Follow(cmd.Context(), client.FollowOptions{IdleTimeout: idle, CacheFile: cacheFile}, func(snap *model.Snapshot) {
-				if err := px.Update(snap); err != nil {
-					log.Error("configuration not fully applied", "revision", snap.Revision, "err", err)
-				}
-				if names != nil {
-					names.Update(snap)
-				}
-				addrs := px.Addrs()
-				for _, b := range slices.SortedFunc(maps.Keys(addrs), router.CompareBinds) {
-					if addr := addrs[b]; known[b] != addr {
-						fmt.Fprintf(out, "proxy: listening on %s\n", addr)
-					}
-				}
-				known = addrs
-				log.Info("configuration applied", "revision", px.Revision())
-			})
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			px.Shutdown(sctx)
-			if errors.Is(err, context.Canceled) {
-				return nil
-			}
-			return err
+			cfg.AccessLog = w
+			return runner.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
-	f.StringVar(&token, "token", "", "bearer token (default $TRELLIS_TOKEN)")
+	tok.register(f)
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
-	f.StringVar(&cluster, "cluster", "", "name of the cluster this proxy runs in (required)")
-	f.StringVar(&bind, "bind", "127.0.0.1", "address the listeners bind")
-	f.DurationVar(&idle, "idle-timeout", 35*time.Second, "reconnect when the stream is silent this long")
-	f.StringVar(&cacheFile, "cache", "", "file keeping the last configuration, served at start while the control plane is unreachable")
+	f.StringVar(&cfg.Cluster, "cluster", "", "name of the cluster this proxy runs in (required)")
+	f.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address the listeners bind")
+	f.DurationVar(&cfg.Follow.IdleTimeout, "idle-timeout", 35*time.Second, "reconnect when the stream is silent this long")
+	f.StringVar(&cfg.Follow.CacheFile, "cache", "", "file keeping the last configuration, served at start while the control plane is unreachable")
 	f.StringVar(&accessLog, "access-log", "", accessLogUsage)
-	f.StringVar(&adminListen, "admin-listen", defaultAdminListen, adminListenUsage)
-	f.StringVar(&dnsListen, "dns-listen", "", dnsListenUsage)
-	f.StringVar(&dnsAnswer, "dns-answer", "", dnsAnswerUsage)
+	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
+	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
+	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
 	cmd.MarkFlagRequired("cluster")
 	return cmd
 }

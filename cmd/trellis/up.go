@@ -7,12 +7,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"trellis.dev/trellis/internal/standalone"
+	"trellis.dev/trellis/internal/proxy/accesslog"
+	"trellis.dev/trellis/internal/up"
 )
 
 func newUp() *cobra.Command {
 	var (
-		cfg       standalone.Config
+		cfg       up.Config
 		pool      string
 		accessLog string
 	)
@@ -24,8 +25,11 @@ process. With --config the file provider reads Gateway API YAML (GatewayClass,
 Gateway, HTTPRoute, ReferenceGrant, Namespace, Service, EndpointSlice) from the
 directory and re-applies it when the files change; an invalid change is
 reported and the last good configuration keeps serving. With --kubeconfig the
-Kubernetes controller watches that cluster instead and writes status back;
-edge Gateways get addresses from --gateway-addresses.`,
+Kubernetes controller watches that cluster instead and writes status back; it
+installs trellis's own CRDs when they are missing, and exits naming any
+missing Gateway API CRD. Edge Gateways get addresses from --gateway-addresses;
+without it they are served on --bind, which their status publishes when it is
+one IP address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if pool != "" {
@@ -37,13 +41,13 @@ edge Gateways get addresses from --gateway-addresses.`,
 			}
 			cfg.Out = cmd.OutOrStdout()
 			cfg.Logger = slog.Default()
-			w, closeLog, err := openAccessLog(accessLog, cfg.Out)
+			w, closeLog, err := accesslog.OpenDestination(accessLog, cfg.Out, cfg.Logger)
 			if err != nil {
-				return err
+				return fmt.Errorf("--access-log: %w", err)
 			}
 			defer closeLog()
 			cfg.AccessLog = w
-			return standalone.Run(cmd.Context(), cfg)
+			return up.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()

@@ -22,7 +22,7 @@ func TestServersShareEtcd(t *testing.T) {
 	const token = "e2e-token"
 	serverArgs := func(listen string) []string {
 		return []string{"server", "--listen", listen, "--etcd-endpoints", e.Endpoint, "--etcd-prefix", "/e2e/",
-			"--token", token + "=local", "--heartbeat", "500ms", "--log-level", "debug"}
+			"--tokens", token + "=local", "--heartbeat", "500ms", "--log-level", "debug"}
 	}
 	a := start(t, ns, "server-a", serverArgs("127.0.0.1:7070")...)
 	b := start(t, ns, "server-b", serverArgs("127.0.0.1:7071")...)

@@ -66,7 +66,7 @@ func TestProxyServesWhileServerDown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	serverArgs := []string{"server", "--listen", "127.0.0.1:7070", "--data", data, "--token", token + "=local", "--heartbeat", "500ms",
+	serverArgs := []string{"server", "--listen", "127.0.0.1:7070", "--data", data, "--tokens", token + "=local", "--heartbeat", "500ms",
 		"--tls-cert-file", certFile, "--tls-key-file", keyFile}
 	srv := start(t, ns, "server", serverArgs...)
 	srv.waitOutput(t, 10*time.Second, "API on https://")

@@ -1,17 +1,19 @@
-// Package controller is the Kubernetes provider: it watches a cluster's
-// Gateway API objects and the Services, EndpointSlices, Namespaces and TLS
-// Secrets they use, translates them with package translate (the same
-// translator the file provider uses), sends what changed to the control
-// plane in one
-// transaction, and writes the translator's verdict back as the objects'
-// status, which is what users read in `kubectl get gateway,httproute`.
+// Package kubernetes is the Kubernetes provider, the controller of
+// `trellis controller`: it watches a cluster's Gateway API objects and the
+// Services, EndpointSlices, Namespaces and TLS Secrets they use, translates
+// them with package translate (the same translator the file provider
+// uses), sends what changed to the control plane in one transaction, and
+// writes the translator's verdict back as the objects' status, which is
+// what users read in `kubectl get gateway,httproute`.
 //
-// It owns the watch, the in-memory record of what it last sent, the
-// allocation of edge Gateway addresses, and status and annotation writes.
+// It owns the watch, the check that the CRDs it watches are served (and the
+// installation of trellis's own for `trellis up`), the in-memory record of
+// what it last sent, the allocation of edge Gateway addresses, and status
+// and annotation writes.
 // It must not interpret Gateway API semantics (translate's job), reach the
 // store except through the control-plane API (package client), or touch
 // any object's spec.
-package controller
+package kubernetes
 
 import (
 	"cmp"
@@ -83,6 +85,13 @@ type Config struct {
 	// valid, edge Gateways carry no address and the proxy serves them on its
 	// own bind address.
 	AddressPool netip.Prefix
+	// ProxyAddress, when valid and specified (not 0.0.0.0 or ::), is the
+	// proxy's own bind address (`trellis up --bind`). Without a pool, edge
+	// Gateways that request no address are served there, and it is the
+	// address their status publishes. Without it they publish none: a
+	// proxy bound to every address, or several proxies, have no one
+	// address to publish.
+	ProxyAddress netip.Addr
 	// MetricsAddress serves Prometheus metrics ("0" disables; default
 	// ":8080" as controller-runtime's).
 	MetricsAddress string
@@ -114,9 +123,10 @@ func Scheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// Run runs the controller until ctx ends.
+// Run runs the controller until ctx ends. It fails at once, with a
+// *MissingCRDsError, when a CRD it requires is not served.
 func Run(ctx context.Context, cfg Config) error {
-	mgr, _, err := New(cfg)
+	mgr, _, err := New(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -146,14 +156,26 @@ func clientLimits(kube *rest.Config) *rest.Config {
 	return kube
 }
 
-// New builds the controller's manager without starting it, and returns the
-// reconciler for tests to observe.
-func New(cfg Config) (manager.Manager, *Reconciler, error) {
+// New checks that the cluster serves the CRDs the controller requires
+// (see Watched) and builds the controller's manager without starting it,
+// watching the optional kinds that are served. It returns the reconciler
+// for tests to observe.
+func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) {
 	if cfg.Kube == nil || cfg.ControlPlane == nil || cfg.Cluster == "" {
 		return nil, nil, errors.New("controller: Kube, ControlPlane and Cluster are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	missing, err := ServedCRDs(ctx, cfg.Kube)
+	if err != nil {
+		return nil, nil, fmt.Errorf("controller: %w", err)
+	}
+	unserved := map[string]bool{}
+	for _, c := range missing {
+		unserved[c.Kind] = true
+		cfg.Logger.Warn("CRD not served; the controller runs without it (install it and restart to serve its objects)",
+			"crd", c.Name, "kind", c.Kind, "install", c.Install())
 	}
 	scheme, err := Scheme()
 	if err != nil {
@@ -202,6 +224,10 @@ func New(cfg Config) (manager.Manager, *Reconciler, error) {
 		cluster: cfg.Cluster,
 		pool:    cfg.AddressPool,
 		log:     cfg.Logger,
+		skip:    unserved,
+	}
+	if ip := cfg.ProxyAddress; ip.IsValid() && !ip.IsUnspecified() && !cfg.AddressPool.IsValid() {
+		r.proxyAddr = ip.Unmap()
 	}
 	// Every event maps to the one key: the reconciler is level-based over
 	// the whole cluster, and a burst of events is one reconcile.
@@ -212,16 +238,20 @@ func New(cfg Config) (manager.Manager, *Reconciler, error) {
 	// translated; spec, label and annotation changes do.
 	specChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
 		predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}, finalizersChanged{}))
-	skip := true
-	err = ctrl.NewControllerManagedBy(mgr).
+	skipNameValidation := true
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("trellis").
-		WithOptions(crcontroller.Options{MaxConcurrentReconciles: 1, SkipNameValidation: &skip}).
+		WithOptions(crcontroller.Options{MaxConcurrentReconciles: 1, SkipNameValidation: &skipNameValidation}).
 		Watches(&gatewayv1.GatewayClass{}, all, specChanged).
 		Watches(&gatewayv1.Gateway{}, all, specChanged).
-		Watches(&gatewayv1.HTTPRoute{}, all, specChanged).
-		Watches(&gatewayv1.GRPCRoute{}, all, specChanged).
-		Watches(&gatewayv1.TLSRoute{}, all, specChanged).
-		Watches(&gatewayv1.ReferenceGrant{}, all).
+		Watches(&gatewayv1.HTTPRoute{}, all, specChanged)
+	if !unserved["GRPCRoute"] {
+		b = b.Watches(&gatewayv1.GRPCRoute{}, all, specChanged)
+	}
+	if !unserved["TLSRoute"] {
+		b = b.Watches(&gatewayv1.TLSRoute{}, all, specChanged)
+	}
+	err = b.Watches(&gatewayv1.ReferenceGrant{}, all).
 		Watches(&corev1.Secret{}, all).
 		Watches(&corev1.Service{}, all).
 		Watches(&discoveryv1.EndpointSlice{}, all).

@@ -1,4 +1,4 @@
-package controller_test
+package kubernetes_test
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 // measures the time from the first create until every route is Accepted in
 // its status and served by the proxy (goal: < 10 s). Run it with
 //
-//	go test ./internal/controller -run '^$' -bench ThousandRoutes -benchtime 1x
+//	go test ./internal/provider/kubernetes -run '^$' -bench ThousandRoutes -benchtime 1x
 func BenchmarkThousandRoutes(b *testing.B) {
 	const routes = 1000
 	for range b.N {

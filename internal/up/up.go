@@ -1,12 +1,12 @@
-// Package standalone runs the whole of Trellis in one process — the
-// control-plane server with its embedded store, a provider (the file
-// provider, or the Kubernetes controller against a cluster) and one proxy —
+// Package up is `trellis up`: it runs the whole of Trellis in one process —
+// the control-plane server with its embedded store, a provider (the file
+// provider, or the Kubernetes provider against a cluster) and one proxy —
 // wired exactly as the separate processes are: the provider and the proxy
-// reach the server over its HTTP API on loopback. It is `trellis up`, the
-// quick start and the harness end-to-end tests drive.
+// reach the server over its HTTP API on loopback. It is the quick start and
+// the harness end-to-end tests drive.
 //
 // It owns the wiring and the user-facing progress lines, nothing else.
-package standalone
+package up
 
 import (
 	"cmp"
@@ -17,30 +17,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"trellis.dev/trellis/internal/client"
-	"trellis.dev/trellis/internal/controller"
+	"trellis.dev/trellis/internal/controlplane"
 	"trellis.dev/trellis/internal/demo"
 	"trellis.dev/trellis/internal/model"
-	"trellis.dev/trellis/internal/nameserver"
 	"trellis.dev/trellis/internal/provider/file"
-	"trellis.dev/trellis/internal/proxy"
+	"trellis.dev/trellis/internal/provider/kubernetes"
 	"trellis.dev/trellis/internal/proxy/router"
+	"trellis.dev/trellis/internal/proxy/runner"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/internal/translate"
 )
 
@@ -53,7 +48,9 @@ type Config struct {
 	// cluster instead of the file provider.
 	Kubeconfig string
 	// GatewayAddresses is the pool edge Gateways get their addresses from
-	// when the controller runs (see controller.Config.AddressPool).
+	// when the controller runs (see kubernetes.Config.AddressPool).
+	// Without one, edge Gateways are served on Bind, and their status
+	// publishes it when it is one IP address (see proxyAddress).
 	GatewayAddresses netip.Prefix
 	// Bind is the address the proxy's listeners bind (default 127.0.0.1).
 	Bind string
@@ -83,7 +80,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Run serves until ctx ends, then shuts everything down gracefully.
+// Run serves until ctx ends, then shuts everything down gracefully. With a
+// kubeconfig it first installs trellis's own CRDs where the cluster lacks
+// them (kubernetes.InstallCRDs), and fails at once when it cannot or when
+// Gateway API CRDs are missing.
 func Run(ctx context.Context, cfg Config) (err error) {
 	cfg.Bind = cmp.Or(cfg.Bind, "127.0.0.1")
 	cfg.APIListen = cmp.Or(cfg.APIListen, "127.0.0.1:7070")
@@ -106,6 +106,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if kube, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig); err != nil {
 			return fmt.Errorf("kubeconfig: %w", err)
 		}
+		// Before anything starts: a cluster the controller cannot serve
+		// ends the run at once, saying what to install.
+		installed, err := kubernetes.InstallCRDs(ctx, kube, log)
+		if err != nil {
+			return fmt.Errorf("kubernetes controller: %w", err)
+		}
+		for _, name := range installed {
+			fmt.Fprintf(cfg.Out, "controller: installed CRD %s\n", name)
+		}
 	default:
 		if _, err := os.Stat(cfg.ConfigDir); err != nil {
 			return fmt.Errorf("config directory: %w", err)
@@ -121,7 +130,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	} else if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return err
 	}
-	st, err := bolt.Open(filepath.Join(dataDir, "trellis.db"), bolt.Options{Logger: log})
+	st, _, err := controlplane.OpenStore(ctx, controlplane.StoreOptions{DataDir: dataDir, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -145,21 +154,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	apiLn, err := net.Listen("tcp", cfg.APIListen)
+	apiLn, apiURL, err := controlplane.Listen(cfg.APIListen, "", "", log)
 	if err != nil {
 		return fmt.Errorf("control-plane API: %w", err)
 	}
-	apiURL := "http://" + apiLn.Addr().String()
-	apiSrv := &http.Server{
-		Handler:           server.New(st, server.Config{Tokens: map[string]string{token: cfg.Cluster}, Logger: log}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	apiHandler := server.New(st, server.Config{Tokens: map[string]string{token: cfg.Cluster}, Logger: log})
 	wg.Go(func() {
-		if err := apiSrv.Serve(apiLn); !errors.Is(err, http.ErrServerClosed) {
+		if err := controlplane.Serve(ctx, apiLn, apiHandler); err != nil {
 			fail(fmt.Errorf("control-plane API: %w", err))
 		}
 	})
-	defer shutdown(apiSrv)
 	// The token goes next to the store, readable by its owner only, for
 	// `trellis get --token-file`.
 	tokenFile := filepath.Join(dataDir, "api-token")
@@ -179,43 +183,23 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 
-	px := proxy.New(proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen})
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		px.Shutdown(sctx)
-	}()
-	if cfg.AdminListen != "" {
-		addr, err := px.ListenAdmin()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(cfg.Out, "proxy: metrics and health on http://%s (/metrics, /healthz, /readyz)\n", addr)
-	}
-	var names *nameserver.Server
-	if cfg.DNSListen != "" {
-		if names, err = nameserver.Start(cfg.DNSListen, cfg.DNSAnswer, cfg.Bind, log, cfg.Out); err != nil {
-			return err
-		}
-		defer names.Close()
-	}
 	report := newReporter(cfg.Out)
 	wg.Go(func() {
-		cl.Follow(ctx, client.FollowOptions{}, func(snap *model.Snapshot) {
-			if err := px.Update(snap); err != nil {
-				log.Error("proxy: configuration not fully applied", "revision", snap.Revision, "err", err)
-			}
-			if names != nil {
-				names.Update(snap)
-			}
-			report.proxyUpdated(snap, px.Addrs())
+		err := runner.Run(ctx, runner.Config{
+			Client: cl, Cluster: cfg.Cluster, Bind: cfg.Bind, AccessLog: cfg.AccessLog,
+			AdminListen: cfg.AdminListen, DNSListen: cfg.DNSListen, DNSAnswer: cfg.DNSAnswer,
+			Applied: report.proxyUpdated, Out: cfg.Out, Logger: log,
 		})
+		if err != nil {
+			fail(fmt.Errorf("proxy: %w", err))
+		}
 	})
 
 	if kube != nil {
 		wg.Go(func() {
-			err := controller.Run(ctx, controller.Config{
+			err := kubernetes.Run(ctx, kubernetes.Config{
 				Kube: kube, ControlPlane: cl, Cluster: cfg.Cluster, AddressPool: cfg.GatewayAddresses, Logger: log,
+				ProxyAddress: proxyAddress(cfg.Bind),
 			})
 			if err != nil && ctx.Err() == nil {
 				fail(fmt.Errorf("kubernetes controller: %w", err))
@@ -251,10 +235,15 @@ func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *sl
 	}
 }
 
-func shutdown(srv *http.Server) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	srv.Shutdown(ctx)
+// proxyAddress is the address edge Gateways without one are published at:
+// the proxy's bind address when it is one IP address, else none (a host
+// name, or 0.0.0.0, which serves every address of the host).
+func proxyAddress(bind string) netip.Addr {
+	ip, err := netip.ParseAddr(bind)
+	if err != nil || ip.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return ip
 }
 
 func randomToken() (string, error) {
@@ -307,27 +296,21 @@ func startDemo(ctx context.Context, wg *sync.WaitGroup, cfg Config, fail func(er
 	return nil
 }
 
-// reporter prints what the proxy serves whenever that changes.
+// reporter prints the services the proxy serves whenever they change (the
+// runner says where it listens).
 type reporter struct {
-	out      io.Writer
-	mu       sync.Mutex
-	last     string
-	lastAddr map[router.Bind]string
+	out  io.Writer
+	mu   sync.Mutex
+	last string
 }
 
 func newReporter(out io.Writer) *reporter {
-	return &reporter{out: out, lastAddr: map[router.Bind]string{}}
+	return &reporter{out: out}
 }
 
-func (r *reporter) proxyUpdated(snap *model.Snapshot, addrs map[router.Bind]string) {
+func (r *reporter) proxyUpdated(snap *model.Snapshot, _ map[router.Bind]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range slices.SortedFunc(maps.Keys(addrs), router.CompareBinds) {
-		if r.lastAddr[p] != addrs[p] {
-			fmt.Fprintf(r.out, "proxy: listening on %s\n", addrs[p])
-		}
-	}
-	r.lastAddr = addrs
 
 	var b strings.Builder
 	for _, s := range snap.Services {

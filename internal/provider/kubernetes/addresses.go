@@ -1,4 +1,4 @@
-package controller
+package kubernetes
 
 import (
 	"cmp"
@@ -87,3 +87,37 @@ func (r *Reconciler) recordAddress(ctx context.Context, gw *gatewayv1.Gateway, i
 	r.countWrites(1)
 	return nil
 }
+
+// publishProxyAddress gives every programmed edge Gateway that requests no
+// address, and was assigned none, the proxy's own bind address in its
+// status: that is where the proxy serves it. Only the status changes; the
+// model keeps the Gateway on the proxy's default bind, shared with the
+// service networks' listeners.
+func (r *Reconciler) publishProxyAddress(in *translate.Input, out *translate.Output) {
+	if !r.proxyAddr.IsValid() {
+		return
+	}
+	edge := map[string]bool{}
+	for _, gc := range in.GatewayClasses {
+		if gc.Spec.ControllerName == translate.EdgeController {
+			edge[gc.Name] = true
+		}
+	}
+	for i := range out.Status.Gateways {
+		st := &out.Status.Gateways[i]
+		j := slices.IndexFunc(in.Gateways, func(gw gatewayv1.Gateway) bool { return gw.Namespace == st.Namespace && gw.Name == st.Name })
+		if j < 0 {
+			continue
+		}
+		gw := &in.Gateways[j]
+		programmed := slices.ContainsFunc(st.Conditions, func(c translate.Condition) bool {
+			return c.Type == string(gatewayv1.GatewayConditionProgrammed) && c.Status
+		})
+		if !edge[string(gw.Spec.GatewayClassName)] || len(gw.Spec.Addresses) > 0 || len(st.Addresses) > 0 || !programmed {
+			continue
+		}
+		st.Addresses = []gatewayv1.GatewayStatusAddress{{Type: ptr(gatewayv1.IPAddressType), Value: r.proxyAddr.String()}}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

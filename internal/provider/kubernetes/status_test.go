@@ -1,4 +1,4 @@
-package controller_test
+package kubernetes_test
 
 import (
 	"context"
@@ -15,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"trellis.dev/trellis/internal/controller"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/provider/kubernetes"
 )
 
 const (
@@ -183,7 +183,7 @@ spec:
 				return err
 			}
 			r, _ := route("sn", "inventory")
-			if got := r.Annotations[controller.AssignedDomainNameAnnotation]; got != "inventory-sn.hotel.trellis.internal" {
+			if got := r.Annotations[kubernetes.AssignedDomainNameAnnotation]; got != "inventory-sn.hotel.trellis.internal" {
 				return fmt.Errorf("assigned domain name annotation = %q", got)
 			}
 			// What the control plane holds.
@@ -246,7 +246,7 @@ spec:
 			if ip, err := netip.ParseAddr(addr); err != nil || !netip.MustParsePrefix(pool).Contains(ip) {
 				return fmt.Errorf("address %q is not in the pool %s", addr, pool)
 			}
-			if got := gw.Annotations[controller.GatewayAddressAnnotation]; got != addr {
+			if got := gw.Annotations[kubernetes.GatewayAddressAnnotation]; got != addr {
 				return fmt.Errorf("address annotation %q, status address %q", got, addr)
 			}
 			if err := routeConds("edge", "cart", "shop", "", accepted, resolved); err != nil {
@@ -265,7 +265,7 @@ spec:
 				return fmt.Errorf("service cart-edge.shop-edge in the control plane: %+v", cp.Services)
 			}
 			r, _ := route("edge", "cart")
-			if _, set := r.Annotations[controller.AssignedDomainNameAnnotation]; set {
+			if _, set := r.Annotations[kubernetes.AssignedDomainNameAnnotation]; set {
 				return errors.New("an edge route has an assigned domain name")
 			}
 			return nil
@@ -591,7 +591,7 @@ spec:
 			if len(gc.Status.SupportedFeatures) == 0 {
 				return errors.New("no supportedFeatures")
 			}
-			if !slices.Contains(gc.Finalizers, controller.GatewayClassFinalizer) {
+			if !slices.Contains(gc.Finalizers, kubernetes.GatewayClassFinalizer) {
 				return errors.New("no finalizer while Gateways use the class")
 			}
 			return nil

@@ -1,4 +1,4 @@
-package controller_test
+package kubernetes_test
 
 import (
 	"context"
@@ -22,9 +22,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tclient "trellis.dev/trellis/internal/client"
-	"trellis.dev/trellis/internal/controller"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/file"
+	"trellis.dev/trellis/internal/provider/kubernetes"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/test/kube"
@@ -35,7 +35,14 @@ import (
 // run a proxy.
 var trellisBin string
 
-func TestMain(m *testing.M) { trellisbin.Main(m, &trellisBin) }
+// libLogs receives the logs of controller-runtime's components and
+// client-go in this test process, as `trellis` routes them to its logger.
+var libLogs syncBuffer
+
+func TestMain(m *testing.M) {
+	kubernetes.RouteLogs(slog.New(slog.NewTextHandler(&libLogs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	trellisbin.Main(m, &trellisBin)
+}
 
 // Addresses inside the cluster's network namespace.
 const (
@@ -55,7 +62,7 @@ type env struct {
 	*kube.Cluster
 	kc  client.Client
 	cp  *tclient.Client
-	rec *controller.Reconciler
+	rec *kubernetes.Reconciler
 	// apiURL is the control plane's URL inside the namespace.
 	apiURL string
 	// stop stops the controller and returns how it ended; later calls
@@ -78,6 +85,8 @@ type envOptions struct {
 	leaderElectionNamespace string
 	// logs, when set, also receives the controller's warnings and errors.
 	logs io.Writer
+	// metricsAddress, when set, serves the controller's metrics there.
+	metricsAddress string
 }
 
 func newEnvWith(t testing.TB, opts envOptions) *env {
@@ -111,9 +120,10 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 		logTo = io.MultiWriter(logTo, opts.logs)
 	}
 	log := slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	mgr, rec, err := controller.New(controller.Config{
+	mgr, rec, err := kubernetes.New(context.Background(), kubernetes.Config{
 		Kube: kubeConfig, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
 		LeaderElection: opts.leaderElectionNamespace != "", LeaderElectionNamespace: opts.leaderElectionNamespace,
+		MetricsAddress: opts.metricsAddress,
 	})
 	if err != nil {
 		t.Fatal(err)

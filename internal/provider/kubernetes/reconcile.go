@@ -1,4 +1,4 @@
-package controller
+package kubernetes
 
 import (
 	"context"
@@ -34,7 +34,13 @@ type Reconciler struct {
 	cp      *tclient.Client
 	cluster string
 	pool    netip.Prefix
-	log     *slog.Logger
+	// proxyAddr, when valid, is published as the address of edge
+	// Gateways that have none (see Config.ProxyAddress).
+	proxyAddr netip.Addr
+	log       *slog.Logger
+	// skip holds the optional kinds the cluster does not serve, which are
+	// neither watched nor listed.
+	skip map[string]bool
 
 	// sent is what the control plane holds of ours, by store key, in the
 	// form the diff compares; nil until seeded from the server.
@@ -87,6 +93,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	start := time.Now()
 	out := translate.Translate(in)
 	took := time.Since(start)
+	r.publishProxyAddress(in, out)
 	for _, p := range out.Problems {
 		r.log.Debug("translation problem", "problem", p.String())
 	}
@@ -128,7 +135,14 @@ func (r *Reconciler) input(ctx context.Context) (*translate.Input, error) {
 		pods      corev1.PodList
 		listFails []error
 	)
-	for _, l := range []client.ObjectList{&classes, &gateways, &routes, &grpc, &tls, &grants, &secrets, &services, &slices, &nsList, &policies, &pods} {
+	lists := []client.ObjectList{&classes, &gateways, &routes, &grants, &secrets, &services, &slices, &nsList, &policies, &pods}
+	if !r.skip["GRPCRoute"] {
+		lists = append(lists, &grpc)
+	}
+	if !r.skip["TLSRoute"] {
+		lists = append(lists, &tls)
+	}
+	for _, l := range lists {
 		if err := r.kube.List(ctx, l, unsafeList); err != nil {
 			listFails = append(listFails, err)
 		}

@@ -1,4 +1,4 @@
-package controller_test
+package kubernetes_test
 
 import (
 	"bytes"
@@ -28,14 +28,14 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"trellis.dev/trellis/api/v1alpha1"
-	"trellis.dev/trellis/internal/controller"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/provider/kubernetes"
 	"trellis.dev/trellis/test/kube"
 	"trellis.dev/trellis/test/pki"
 )
 
 // manifestsDir is the install manifests (`kubectl apply -k config/`).
-const manifestsDir = "../../config"
+const manifestsDir = "../../../config"
 
 // TestManifests applies the install manifests to a real apiserver (every
 // object must be valid there) and runs the controller as the ServiceAccount
@@ -133,7 +133,7 @@ spec:
 				return fmt.Errorf("parent %s: %w", p.ParentRef.Name, err)
 			}
 		}
-		if r.Annotations[controller.AssignedDomainNameAnnotation] == "" {
+		if r.Annotations[kubernetes.AssignedDomainNameAnnotation] == "" {
 			return errors.New("no assigned domain name")
 		}
 		return nil

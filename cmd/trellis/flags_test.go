@@ -1,0 +1,88 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// --token and --token-file name the client's own token wherever they are
+// not deprecated; the server's accepted tokens have names of their own,
+// and its old spellings still parse.
+func TestTokenFlagsMeanOneThing(t *testing.T) {
+	root := newRoot()
+	clients := 0
+	for _, cmd := range root.Commands() {
+		for _, name := range []string{"token", "token-file"} {
+			f := cmd.Flags().Lookup(name)
+			switch {
+			case f == nil:
+			case cmd.Name() == "server":
+				if f.Deprecated == "" {
+					t.Errorf("server --%s is not deprecated", name)
+				}
+			default:
+				if !strings.Contains(f.Usage, "bearer token") {
+					t.Errorf("%s --%s: usage %q is not the client's token", cmd.Name(), name, f.Usage)
+				}
+				clients++
+			}
+		}
+		if cmd.Name() == "server" {
+			for _, name := range []string{"tokens", "tokens-file"} {
+				if cmd.Flags().Lookup(name) == nil {
+					t.Errorf("server has no --%s", name)
+				}
+			}
+			if err := cmd.ParseFlags([]string{"--token-file", "f", "--token", "a=b"}); err != nil {
+				t.Errorf("server's old spellings: %v", err)
+			}
+		}
+	}
+	if clients != 6 { // get, proxy and controller, two flags each
+		t.Errorf("%d client token flags, want 6", clients)
+	}
+}
+
+// A client's token comes from --token, else --token-file, else
+// $TRELLIS_TOKEN.
+func TestTokenFlagsGet(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "token")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TRELLIS_TOKEN", "from-env")
+	tests := []struct {
+		flags   tokenFlags
+		want    string
+		wantErr string
+	}{
+		{tokenFlags{token: "flag", file: file}, "flag", ""},
+		{tokenFlags{file: file}, "from-file", ""},
+		{tokenFlags{}, "from-env", ""},
+		{tokenFlags{file: empty}, "", "is empty"},
+		{tokenFlags{file: filepath.Join(dir, "missing")}, "", "--token-file"},
+	}
+	for _, tc := range tests {
+		got, err := tc.flags.get()
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%+v: %q, %v; want an error saying %q", tc.flags, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%+v: %q, %v; want %q", tc.flags, got, err, tc.want)
+		}
+	}
+	t.Setenv("TRELLIS_TOKEN", "")
+	if _, err := (&tokenFlags{}).get(); err == nil {
+		t.Error("no token anywhere: no error")
+	}
+}
