@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -214,9 +213,9 @@ func (s *fastServer) newConn(conn net.Conn) *fastConn {
 func (fc *fastConn) setFixedFields() {
 	p := fc.s.p
 	fc.ids = p.identities.Load()
-	fc.fixedFields = "X-Forwarded-Proto: " + fc.proto + "\r\nX-Forwarded-For-Proto: " + fc.proto +
-		"\r\nX-Forwarded-Port: " + fc.port + "\r\nX-Forwarded-For-Port: " + fc.port +
-		"\r\n" + headerIdentity + ": " + p.identityHeader(remoteIP(fc.remote)) + "\r\n"
+	var b strings.Builder
+	addConnFields((*textFields)(&b), fc.proto, fc.port, p.identityHeader(remoteIP(fc.remote)))
+	fc.fixedFields = b.String()
 }
 
 // serve serves requests until the connection ends or is handed to
@@ -738,8 +737,8 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// writeRequest sends the request head, with the forwarding and identity
-// headers that setForwardedHeaders sets on the net/http path, and its body.
+// writeRequest sends the request head, with the fields the forwarding
+// rules (headers.go) add, and its body.
 func (fc *fastConn) writeRequest(tc *targetConn) error {
 	r, x, w := &fc.req, &fc.x, tc.bw
 	host := r.Host
@@ -754,28 +753,21 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	w.WriteString("\r\n")
 	if fc.edited != nil {
 		writeEditedFields(w, fc.edited, fc.ip)
-		// The body's framing is not the edits' to change.
-		if _, ok := (*requestFields)(r).Value("Content-Length", 0); ok {
-			w.WriteString("Content-Length: ")
-			w.WriteString(strconv.FormatInt(r.ContentLength, 10))
-			w.WriteString("\r\n")
-		}
 	} else {
 		fc.writeFields(w)
 	}
-	w.WriteString("X-Forwarded-Host: ")
-	w.WriteString(host)
-	w.WriteString("\r\n")
+	// The body's framing is the proxy's: no edit or Connection option
+	// changes it.
+	if _, ok := (*requestFields)(r).Value("Content-Length", 0); ok {
+		w.WriteString("Content-Length: ")
+		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
+		w.WriteString("\r\n")
+	}
+	addRequestFields((*wireFields)(w), host, x.id, x.ruleInfo(nil))
 	if fc.ids != fc.s.p.identities.Load() {
 		fc.setFixedFields()
 	}
 	w.WriteString(fc.fixedFields)
-	w.WriteString(headerRequestID + ": ")
-	w.WriteString(x.id)
-	w.WriteString("\r\n")
-	if info := x.ruleInfo(nil); info != nil && info.identityFields != "" {
-		w.WriteString(info.identityFields)
-	}
 	w.WriteString("\r\n")
 	if r.ContentLength > 0 {
 		n, err := h1.CopyN(w, fc.br, r.ContentLength, w)
@@ -791,54 +783,39 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 // and X-Forwarded-For.
 func (fc *fastConn) writeFields(w *bufio.Writer) {
 	r := &fc.req
-	w.WriteString("X-Forwarded-For: ")
+	writeField(w, "X-Forwarded-For", forwardedFor((*requestFields)(r).Values("X-Forwarded-For"), fc.ip))
+	trailers := false
 	for _, f := range r.Fields {
-		if strings.EqualFold(f.Name, "X-Forwarded-For") {
-			w.WriteString(f.Value)
-			w.WriteString(", ")
-		}
-	}
-	w.WriteString(fc.ip)
-	w.WriteString("\r\n")
-	for _, f := range r.Fields {
-		if dropOnForward(f.Name) || isTrellisHeader(f.Name) || r.ConnectionTokens != nil && namedIn(f.Name, r.ConnectionTokens) {
-			// TE is hop-by-hop, but "trailers" in it says the client
-			// takes trailers, which gRPC needs end to end (as
-			// net/http/httputil keeps it).
-			if len(f.Name) == 2 && strings.EqualFold(f.Name, "TE") && hasToken(f.Value, "trailers") {
-				w.WriteString("Te: trailers\r\n")
-			}
+		if dropOnForward(f.Name) || namedIn(f.Name, r.ConnectionTokens) {
+			trailers = trailers || len(f.Name) == 2 && strings.EqualFold(f.Name, "TE") && hasToken(f.Value, "trailers")
 			continue
 		}
 		writeField(w, f.Name, f.Value)
+	}
+	if trailers {
+		w.WriteString("Te: trailers\r\n")
 	}
 }
 
 // writeEditedFields is writeFields for a header the rule's edits changed.
 func writeEditedFields(w *bufio.Writer, h http.Header, ip string) {
-	w.WriteString("X-Forwarded-For: ")
-	for _, v := range h["X-Forwarded-For"] {
-		w.WriteString(v)
-		w.WriteString(", ")
-	}
-	w.WriteString(ip)
-	w.WriteString("\r\n")
+	writeField(w, "X-Forwarded-For", forwardedFor(h["X-Forwarded-For"], ip))
 	var tokens []string
 	for _, v := range h["Connection"] {
-		for _, t := range strings.Split(v, ",") {
+		for t := range strings.SplitSeq(v, ",") {
 			tokens = append(tokens, strings.Trim(t, " \t"))
 		}
 	}
 	for k, vs := range h {
-		if k == "Content-Length" || dropOnForward(k) || isTrellisHeader(k) || namedIn(k, tokens) {
-			if k == "Te" && slices.ContainsFunc(vs, func(v string) bool { return hasToken(v, "trailers") }) {
-				w.WriteString("Te: trailers\r\n")
-			}
+		if dropOnForward(k) || namedIn(k, tokens) {
 			continue
 		}
 		for _, v := range vs {
 			writeField(w, k, v)
 		}
+	}
+	if takesTrailers(h["Te"]) {
+		w.WriteString("Te: trailers\r\n")
 	}
 }
 
@@ -1007,91 +984,6 @@ func (r *requestFields) Value(name string, i int) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// dropOnForward reports whether a request field is not forwarded as the
-// client sent it: Host (written first), the hop-by-hop fields, and the
-// forwarding fields the proxy sets itself.
-func dropOnForward(name string) bool {
-	var forwarding bool
-	switch len(name) {
-	case 4:
-		forwarding = strings.EqualFold(name, "Host")
-	case 9:
-		forwarding = strings.EqualFold(name, "Forwarded")
-	case 15:
-		forwarding = strings.EqualFold(name, "X-Forwarded-For")
-	case 16:
-		forwarding = strings.EqualFold(name, "X-Forwarded-Host") || strings.EqualFold(name, "X-Forwarded-Port")
-	case 17:
-		forwarding = strings.EqualFold(name, "X-Forwarded-Proto")
-	case 20:
-		forwarding = strings.EqualFold(name, "X-Forwarded-For-Port")
-	case 21:
-		forwarding = strings.EqualFold(name, "X-Forwarded-For-Proto")
-	}
-	return forwarding || hopByHopName(name)
-}
-
-// hopByHopName reports whether name is a hop-by-hop field (RFC 9110
-// section 7.6.1, and those net/http/httputil removes).
-func hopByHopName(name string) bool {
-	switch len(name) {
-	case 2:
-		return strings.EqualFold(name, "TE")
-	case 7:
-		return strings.EqualFold(name, "Upgrade") || strings.EqualFold(name, "Trailer")
-	case 10:
-		return strings.EqualFold(name, "Connection") || strings.EqualFold(name, "Keep-Alive")
-	case 16:
-		return strings.EqualFold(name, "Proxy-Connection")
-	case 17:
-		return strings.EqualFold(name, "Transfer-Encoding")
-	}
-	return false
-}
-
-func hopByHop(name []byte) bool {
-	switch len(name) {
-	case 2, 7, 10, 16, 17:
-		return hopByHopName(string(name))
-	}
-	return false
-}
-
-// hasToken reports whether the comma-separated list v has token t, in any
-// case.
-func hasToken(v, t string) bool {
-	for v != "" {
-		var e string
-		e, v, _ = strings.Cut(v, ",")
-		if e, _, _ = strings.Cut(e, ";"); strings.EqualFold(strings.Trim(e, " \t"), t) {
-			return true
-		}
-	}
-	return false
-}
-
-func namedIn(name string, tokens []string) bool {
-	for _, t := range tokens {
-		if strings.EqualFold(name, t) {
-			return true
-		}
-	}
-	return false
-}
-
-func namedInBytes(name []byte, tokens [][]byte) bool {
-	for _, t := range tokens {
-		if equalFoldBytes(name, string(t)) {
-			return true
-		}
-	}
-	return false
-}
-
-func equalFoldBytes(b []byte, s string) bool {
-	return len(b) == len(s) && strings.EqualFold(string(b), s)
 }
 
 // replayConn is a connection handed to net/http: its reads return the bytes

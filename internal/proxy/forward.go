@@ -82,7 +82,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 	t := pr.In.Context().Value(targetKey{}).(*router.Target)
 	pr.Out.URL.Scheme = targetScheme(t)
 	pr.Out.URL.Host = t.Addr
-	setForwardedHeaders(pr)
+	setForwardedHeaders(pr.In, pr.Out.Header, exchangeOf(pr.In))
 }
 
 // upstreamError answers 502 when the target cannot be reached or fails

@@ -124,22 +124,23 @@ func TestIsTrellisHeader(t *testing.T) {
 	}
 }
 
-// FuzzStripTrellis checks that no header a client can name survives the
-// strip if a CGI-style server would read it as an x-trellis- header.
-func FuzzStripTrellis(f *testing.F) {
-	for _, s := range []string{"X-Trellis-Identity", "x_trellis_network", "X-Trellis", "X-Forwarded-For", "x-TRELLIS-", "X-Trellis\x00"} {
+// FuzzForwardHeader checks that no field a client can name survives the
+// forwarding rules if a CGI-style server would read it as an x-trellis- or
+// x-amzn-lattice- field, and that no other field is lost for it.
+func FuzzForwardHeader(f *testing.F) {
+	for _, s := range []string{"X-Trellis-Identity", "x_trellis_network", "X-Trellis", "X-Forwarded-For", "x-TRELLIS-", "X-Trellis\x00", "x_amzn_lattice_identity"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
 		h := http.Header{name: {"v"}, "Other": {"v"}}
-		stripTrellis(h)
+		forwardHeader(h, h)
 		norm := strings.ReplaceAll(strings.ToLower(name), "_", "-")
 		_, kept := h[name]
-		if strings.HasPrefix(norm, "x-trellis-") == kept {
-			t.Errorf("header %q kept = %v", name, kept)
+		if identity := strings.HasPrefix(norm, "x-trellis-") || strings.HasPrefix(norm, "x-amzn-lattice-"); identity && kept {
+			t.Errorf("header %q kept", name)
 		}
 		if name != "Other" && h.Get("Other") != "v" {
-			t.Errorf("stripping %q removed another header", name)
+			t.Errorf("forwarding %q removed another header", name)
 		}
 	})
 }

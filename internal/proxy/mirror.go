@@ -19,10 +19,6 @@ const (
 	mirrorTimeout = 30 * time.Second
 )
 
-// mirrorHopHeaders are hop-by-hop headers a mirrored copy must not carry.
-var mirrorHopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
 // mirror sends a copy of r, as it stands now, to one target of g in the
 // background and discards the response. The copy carries the body only when
 // it was buffered whole; a request whose body was too large to buffer, an
@@ -51,9 +47,7 @@ func (p *Proxy) mirror(r *http.Request, body *replayBody, g *router.Group) {
 	out.ContentLength = int64(len(body.data))
 	out.TransferEncoding = nil
 	out.Close = false
-	for _, h := range mirrorHopHeaders {
-		out.Header.Del(h)
-	}
+	setForwardedHeaders(r, out.Header, exchangeOf(r))
 	go func() {
 		defer func() { <-p.mirrors }()
 		defer cancel()
