@@ -9,12 +9,9 @@ import (
 	"strings"
 
 	"trellis.dev/trellis/internal/auth"
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
 )
-
-// failureAccessDenied is the access log's failureReason of a request its
-// auth policies refused, as Lattice logs it.
-const failureAccessDenied = "ClientAccessDenied"
 
 // authorize evaluates the auth policies of route's service and network for
 // r, which arrived on the listener at port, and answers 403 when they deny
@@ -30,7 +27,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.
 		return true
 	}
 	if x := exchangeOf(r); x != nil {
-		x.failure, x.authDenied = failureAccessDenied, res.DeniedBy
+		x.failure, x.authDenied = accesslog.ClientAccessDenied, res.DeniedBy
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

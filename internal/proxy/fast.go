@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -412,7 +413,7 @@ func (fc *fastConn) authorize(route *router.Route, b router.Bind) bool {
 	if res.Allowed {
 		return true
 	}
-	fc.x.failure, fc.x.authDenied = failureAccessDenied, res.DeniedBy
+	fc.x.failure, fc.x.authDenied = accesslog.ClientAccessDenied, res.DeniedBy
 	fc.body = res.Message(req) + "\n"
 	return false
 }
@@ -469,19 +470,12 @@ func (fc *fastConn) forward(route *router.Route, keep bool) (_, aborted bool) {
 	fc.applyEdits(route.Filters)
 	b := route.Pick()
 	if b == nil || b.Group() == nil {
-		// No weight, an invalid reference or a missing target group: 500,
-		// as the Gateway API requires.
-		return fc.answer(http.StatusInternalServerError, keep, true), false
+		return fc.answer(p.forwardStep(x, b, nil, fc.req.Host, fc.req.Path), keep, true), false
 	}
 	fc.applyEdits(b.Filters)
 	t := b.Group().Pick()
-	if t == nil {
-		return fc.answer(http.StatusServiceUnavailable, keep, true), false
-	}
-	x.target = t
-	if t.Cluster != p.cluster {
-		p.log.Error("peer hop to cluster "+t.Cluster+" not implemented", "cluster", t.Cluster, "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path)
-		return fc.answer(http.StatusBadGateway, keep, true), false
+	if code := p.forwardStep(x, b, t, fc.req.Host, fc.req.Path); code != 0 {
+		return fc.answer(code, keep, true), false
 	}
 
 	// The rule's timeouts bound the exchange with the target; without them
@@ -492,20 +486,15 @@ func (fc *fastConn) forward(route *router.Route, keep bool) (_, aborted bool) {
 		ruleDeadline = x.start.Add(d)
 	}
 	tc, err := fc.roundTrip(t, ruleDeadline)
-	if errors.Is(err, errClientGone) {
-		// Nobody reads a response; 499 is the code proxies log for this.
-		x.failure, x.rec.status = "ClientClosedRequest", statusClientClosed
-		p.log.Debug("client went away before the target answered", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path)
-		return false, false
-	}
 	if err != nil {
-		x.failure = "TargetConnectionError"
-		code := http.StatusBadGateway
-		if isTimeout(err) {
-			x.failure = "TargetTimeout"
-			if !ruleDeadline.IsZero() && !time.Now().Before(ruleDeadline) {
-				code = http.StatusGatewayTimeout
-			}
+		ruleExpired := isTimeout(err) && !ruleDeadline.IsZero() && !time.Now().Before(ruleDeadline)
+		var code int
+		code, x.failure = forwardFailure(err, ruleExpired, errors.Is(err, errClientGone))
+		if code == statusClientClosed {
+			// Nobody reads a response.
+			x.rec.status = code
+			p.log.Debug("client went away before the target answered", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path)
+			return false, false
 		}
 		t.Health.Observe(false)
 		p.log.Warn("upstream request failed", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path, "err", err)
@@ -600,10 +589,6 @@ func (d *deadlines) exact(c net.Conn, t time.Time) {
 func moved(have, want time.Time, timeout time.Duration) bool {
 	return want.Sub(have).Abs() > timeout/100
 }
-
-// statusClientClosed is the code recorded for a request whose client
-// closed its connection before the response started, as nginx logs it.
-const statusClientClosed = 499
 
 // noTimeout stands for a rule without a timeout in min.
 const noTimeout = time.Duration(1<<63 - 1)
@@ -732,10 +717,6 @@ func stale(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
 
 // writeRequest sends the request head, with the fields the forwarding
 // rules (headers.go) add, and its body.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -9,16 +10,80 @@ import (
 	"sync"
 	"time"
 
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
-// forwarder sends a request to one target and writes the response. It is the
-// seam between routing and transport: localForwarder dials targets in this
-// proxy's own network, and a target in another cluster's network goes to the
-// peer forwarder, which will carry the request over the mTLS tunnel to that
-// cluster's proxy.
-type forwarder interface {
-	forward(w http.ResponseWriter, r *http.Request, t *router.Target)
+// The forwarding step: what both request paths do once a rule has chosen a
+// backend and a target. forwardStep decides whether the target is reached
+// at all and how (this proxy dials it, or the peer hop to its cluster's
+// proxy carries the request); forwardFailure maps a failed exchange to the
+// status the client gets and the reason the access log records. The fast
+// path (fast.go) and the net/http path (route.go, the reverse proxy's
+// ErrorHandler) call them alike, so they answer alike.
+
+// forwardStep is the step both request paths take for backend b and target
+// t (nil when b's group has none to offer). It returns 0 when the caller
+// forwards to t itself, recording t in x, or else the status to answer
+// with, its reason recorded in x: 500 InvalidBackend when b has no target
+// group (no weight, an invalid reference, a missing group: the Gateway API
+// asks for 500), 503 NoTarget, 502 PeerUnavailable for a target of another
+// cluster.
+func (p *Proxy) forwardStep(x *exchange, b *router.Backend, t *router.Target, host, path string) int {
+	switch {
+	case b == nil || b.Group() == nil:
+		x.failure = accesslog.InvalidBackend
+		return http.StatusInternalServerError
+	case t == nil:
+		x.failure = accesslog.NoTarget
+		return http.StatusServiceUnavailable
+	}
+	x.target = t
+	if !p.reachable(t, "host", host, "path", path) {
+		x.failure = accesslog.PeerUnavailable
+		return http.StatusBadGateway
+	}
+	return 0
+}
+
+// reachable is the local-or-peer decision: it reports whether this proxy
+// sends to t itself, that is, t is in this proxy's cluster. A target of
+// another cluster is reached through the peer hop to that cluster's proxy,
+// which is not built yet: reachable logs that, with attrs, and reports
+// false. The multi-cluster peer hop goes here.
+func (p *Proxy) reachable(t *router.Target, attrs ...any) bool {
+	if t.Cluster == p.cluster {
+		return true
+	}
+	p.log.Error("peer hop to cluster "+t.Cluster+" not implemented", append([]any{"cluster", t.Cluster, "target", t.Addr}, attrs...)...)
+	return false
+}
+
+// forwardFailure maps an exchange with a target that failed with err to
+// the status the client gets and the access log's reason: 499
+// ClientClosedRequest when the client went away first; 504 TargetTimeout
+// when one of the rule's timeouts ran out (ruleExpired); 502 TargetTimeout
+// for another timeout (dialing, the wait for the response head); else 502
+// TargetConnectionError.
+func forwardFailure(err error, ruleExpired, clientGone bool) (int, accesslog.FailureReason) {
+	switch {
+	case clientGone:
+		return statusClientClosed, accesslog.ClientClosedRequest
+	case ruleExpired:
+		return http.StatusGatewayTimeout, accesslog.TargetTimeout
+	case isTimeout(err):
+		return http.StatusBadGateway, accesslog.TargetTimeout
+	}
+	return http.StatusBadGateway, accesslog.TargetConnectionError
+}
+
+// statusClientClosed is the code recorded for a request whose client
+// closed its connection before the response started, as nginx logs it.
+const statusClientClosed = 499
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // Limits of the connections to targets.
@@ -71,6 +136,8 @@ func newLocalForwarder(transport http.RoundTripper, log *slog.Logger) *localForw
 	return f
 }
 
+// forward sends r to t, a target of this proxy's cluster, and writes the
+// response to w.
 func (f *localForwarder) forward(w http.ResponseWriter, r *http.Request, t *router.Target) {
 	f.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)))
 }
@@ -85,28 +152,24 @@ func rewrite(pr *httputil.ProxyRequest) {
 	setForwardedHeaders(pr.In, pr.Out.Header, exchangeOf(pr.In))
 }
 
-// upstreamError answers 502 when the target cannot be reached or fails
-// before sending a response, and 504 when a timeout of the rule ran out.
+// upstreamError answers a request whose exchange with the target failed
+// before a response, as forwardFailure says.
 func (f *localForwarder) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	t := r.Context().Value(targetKey{}).(*router.Target)
+	ctx := r.Context()
+	ruleExpired := errors.Is(err, errBackendTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(ctx.Err(), context.DeadlineExceeded)
+	code, reason := forwardFailure(err, ruleExpired, errors.Is(ctx.Err(), context.Canceled))
 	level := slog.LevelWarn
-	if r.Context().Err() != nil {
+	if code == statusClientClosed {
 		// The client went away; nobody sees this response.
 		level = slog.LevelDebug
 	}
-	f.log.Log(r.Context(), level, "upstream request failed", "target", t.Addr, "host", r.Host, "path", r.URL.Path, "err", err)
-	w.WriteHeader(upstreamStatus(r, err))
-}
-
-// peerHop stands in for the peer tunnel to other clusters' proxies, which is
-// not built yet: it answers 502 and says why in the log.
-type peerHop struct {
-	log *slog.Logger
-}
-
-func (h peerHop) forward(w http.ResponseWriter, r *http.Request, t *router.Target) {
-	h.log.Error("peer hop to cluster "+t.Cluster+" not implemented", "cluster", t.Cluster, "target", t.Addr, "host", r.Host, "path", r.URL.Path)
-	w.WriteHeader(http.StatusBadGateway)
+	if x := exchangeOf(r); x != nil {
+		x.failure = reason
+	}
+	f.log.Log(ctx, level, "upstream request failed", "target", t.Addr, "host", r.Host, "path", r.URL.Path, "err", err)
+	w.WriteHeader(code)
 }
 
 // bufferPool recycles the reverse proxy's body copy buffers.

@@ -219,8 +219,7 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 		if t == nil {
 			return "", false
 		}
-		if t.Cluster != p.cluster {
-			p.log.Error("peer hop to cluster "+t.Cluster+" not implemented", "server_name", serverName, "target", t.Addr)
+		if !p.reachable(t, "server_name", serverName) {
 			return "", false
 		}
 		return t.Addr, true

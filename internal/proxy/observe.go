@@ -60,7 +60,6 @@ func (p *Proxy) initObservability(cfg Config) {
 	p.limits = newLimits(cfg.test)
 	p.adminAddress = cfg.AdminAddress
 	p.compiler.Hooks = router.CompileHooks{Health: p.health.Group, Annotate: p.metrics.annotate}
-	p.local, p.peer = recordTarget{p.local}, recordTarget{p.peer}
 }
 
 // closeObservability stops the health checks, writes out the access log
@@ -104,7 +103,7 @@ type exchange struct {
 	// failure) came.
 	attemptAddr    string
 	sent, answered time.Time
-	failure        string
+	failure        accesslog.FailureReason
 	// identity is the X-Trellis-Identity of a request from a known
 	// workload; empty for anonymous callers.
 	identity string
@@ -145,7 +144,7 @@ func (p *Proxy) begin(port int32, w http.ResponseWriter, r *http.Request) (x *ex
 		r.Body = &x.body
 	}
 	if headerLines(r.Header) > maxHeaderCount {
-		x.failure = "HeaderCountExceeded"
+		x.failure = accesslog.HeaderCountExceeded
 		x.rec.Header().Set("Connection", "close")
 		x.rec.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
 		p.finish(x, false)
@@ -223,18 +222,14 @@ func (p *Proxy) finish(x *exchange, aborted bool) {
 
 // failureReason names why the proxy answered a request itself, or "" when
 // a target (or the route's configured response) did.
-func (x *exchange) failureReason(code int, aborted bool) string {
+func (x *exchange) failureReason(code int, aborted bool) accesslog.FailureReason {
 	switch {
 	case x.failure != "":
 		return x.failure
 	case aborted:
-		return "ResponseAborted"
+		return accesslog.ResponseAborted
 	case x.route == nil:
-		return "NoMatchingRoute"
-	case x.target == nil && x.route.Status == 0 && code == http.StatusInternalServerError:
-		return "InvalidBackend"
-	case x.target == nil && code == http.StatusServiceUnavailable:
-		return "NoTarget"
+		return accesslog.NoMatchingRoute
 	}
 	return ""
 }
@@ -266,16 +261,6 @@ func (x *exchange) ruleInfo(fallback *ruleInfo) *ruleInfo {
 	return fallback
 }
 
-// recordTarget notes the target a request is forwarded to in its exchange.
-type recordTarget struct{ next forwarder }
-
-func (f recordTarget) forward(w http.ResponseWriter, r *http.Request, t *router.Target) {
-	if x := exchangeOf(r); x != nil {
-		x.target = t
-	}
-	f.next.forward(w, r, t)
-}
-
 // observeAttempts sits under the reverse proxy (and its retries) and sees
 // every attempt sent to a target: it times the last one for the access log
 // and reports each outcome to the target's health for outlier ejection.
@@ -287,14 +272,7 @@ func (o observeAttempts) RoundTrip(req *http.Request) (*http.Response, error) {
 	sent := time.Now()
 	resp, err := o.base.RoundTrip(req)
 	if x, _ := ctx.Value(exchangeKey{}).(*exchange); x != nil {
-		x.attemptAddr, x.sent, x.answered, x.failure = req.URL.Host, sent, time.Now(), ""
-		if err != nil {
-			x.failure = "TargetConnectionError"
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || ctx.Err() != nil {
-				x.failure = "TargetTimeout"
-			}
-		}
+		x.attemptAddr, x.sent, x.answered = req.URL.Host, sent, time.Now()
 	}
 	switch {
 	case err != nil:

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
@@ -89,9 +90,9 @@ type Proxy struct {
 	// clientCheck is how often the fast path checks, while it waits for
 	// a target, that the client is still there.
 	clientCheck time.Duration
-	// local forwards to targets in this proxy's cluster, peer to targets
-	// in any other cluster.
-	local, peer forwarder
+	// local forwards to targets in this proxy's cluster (the net/http
+	// path's reverse proxy).
+	local *localForwarder
 	// mirrors holds a slot per mirrored request in flight.
 	mirrors chan struct{}
 	// listen opens the socket of a bind (Addr "" is Config.BindAddress);
@@ -137,7 +138,6 @@ func New(cfg Config) *Proxy {
 		fast:        !cfg.DisableFastPath,
 		clientCheck: cmp.Or(cfg.test.clientCheck, clientCheckInterval),
 		local:       newLocalForwarder(observeAttempts{transport}, log),
-		peer:        peerHop{log: log},
 		mirrors:     make(chan struct{}, maxMirrorsInFlight),
 		listen: func(b router.Bind) (net.Listener, error) {
 			return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, cfg.BindAddress), strconv.Itoa(int(b.Port))))
@@ -372,7 +372,7 @@ func (p *Proxy) serveHTTP(b router.Bind, w http.ResponseWriter, r *http.Request)
 		b = p.routeBind(t, b, ip)
 	}
 	if r.TLS != nil && t.Misdirected(b, r.TLS.ServerName, r.Host) {
-		x.failure = "MisdirectedRequest"
+		x.failure = accesslog.MisdirectedRequest
 		w.WriteHeader(http.StatusMisdirectedRequest)
 		return
 	}

@@ -208,14 +208,3 @@ func (c *cancelOnClose) Close() error {
 	c.cancel()
 	return err
 }
-
-// upstreamStatus is the status a failed forward of r answers with: 504 when
-// the rule's request timeout or an attempt's backend timeout ran out, else
-// 502.
-func upstreamStatus(r *http.Request, err error) int {
-	if errors.Is(err, errBackendTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(r.Context().Err(), context.DeadlineExceeded) {
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusBadGateway
-}

@@ -40,26 +40,21 @@ func (p *Proxy) serveRoute(port int32, w http.ResponseWriter, r *http.Request, r
 		rw.WriteHeader(route.Status)
 		return
 	}
+	x := exchangeOf(r)
 	b, t, token := p.pick(r, route)
-	// A backend with no weight, an invalid reference or a missing target
-	// group answers 500, as the Gateway API requires.
 	if b == nil || b.Group() == nil {
-		rw.WriteHeader(http.StatusInternalServerError)
+		rw.WriteHeader(p.forwardStep(x, b, nil, r.Host, r.URL.Path))
 		return
 	}
 	if p.applyFilters(rw, r, route, b.Filters, port, body) {
 		return
 	}
-	if t == nil {
-		rw.WriteHeader(http.StatusServiceUnavailable)
+	if code := p.forwardStep(x, b, t, r.Host, r.URL.Path); code != 0 {
+		rw.WriteHeader(code)
 		return
 	}
 	if token != "" {
 		rw.session, rw.token = route.Session, token
-	}
-	if t.Cluster != p.cluster {
-		p.peer.forward(rw, r, t)
-		return
 	}
 	if route.Retry != nil || route.BackendTimeout > 0 {
 		r = r.WithContext(context.WithValue(r.Context(), planKey{}, &attemptPlan{
