@@ -717,7 +717,6 @@ func stale(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-
 // writeRequest sends the request head, with the fields the forwarding
 // rules (headers.go) add, and its body.
 func (fc *fastConn) writeRequest(tc *targetConn) error {
