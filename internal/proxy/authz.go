@@ -17,7 +17,7 @@ import (
 // r, which arrived on the listener at port, and answers 403 when they deny
 // it. It reports whether r may go on. The caller is the workload of this
 // cluster with r's source address, or anonymous.
-func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.Route, port int32) bool {
+func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.Rule, port int32) bool {
 	if route.Auth == nil {
 		return true
 	}

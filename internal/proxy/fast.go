@@ -369,7 +369,7 @@ func (fc *fastConn) handoff(head string) bool {
 // exchange serves the request just parsed, matched to route (nil when none
 // matched), which arrived at start, and records it. It reports whether the
 // connection can carry another request.
-func (fc *fastConn) exchange(b router.Bind, route *router.Route, start time.Time) (keep bool) {
+func (fc *fastConn) exchange(b router.Bind, route *router.Rule, start time.Time) (keep bool) {
 	p := fc.s.p
 	r := &fc.req
 	x := &fc.x
@@ -406,7 +406,7 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Route, start time.Time
 // authorize evaluates the auth policies of route for the request, which
 // arrived on bind b, as the net/http path's authorize does. On a denial it
 // records why and leaves the message for answer's body.
-func (fc *fastConn) authorize(route *router.Route, b router.Bind) bool {
+func (fc *fastConn) authorize(route *router.Rule, b router.Bind) bool {
 	r := &fc.req
 	req := fc.s.p.authRequest(r.Method, r.Path, r.RawQuery, (*requestFields)(r).Values, remoteIP(fc.remote), b.Port)
 	res := route.Auth.Authorize(req)
@@ -465,7 +465,7 @@ func (fc *fastConn) flush() bool {
 // forward picks a backend and a target for the request and exchanges it
 // with the target. It reports whether the client connection can carry
 // another request, and whether the response was cut off midway.
-func (fc *fastConn) forward(route *router.Route, keep bool) (_, aborted bool) {
+func (fc *fastConn) forward(route *router.Rule, keep bool) (_, aborted bool) {
 	p, x := fc.s.p, &fc.x
 	fc.applyEdits(route.Filters)
 	b := route.Pick()
@@ -888,7 +888,7 @@ func escapedPath(target string) string {
 // and its backends' only edit headers, it has no retries or session
 // persistence, and its target groups are spoken to in HTTP/1.1 without
 // TLS.
-func plainRoute(route *router.Route) bool {
+func plainRoute(route *router.Rule) bool {
 	if route.Retry != nil || route.Session != nil || !headerEditsOnly(route.Filters) {
 		return false
 	}

@@ -93,7 +93,7 @@ type exchange struct {
 	method, path, proto, host, userAgent, remote string
 	local                                        net.Addr
 	// route is the matched route, nil when none matched.
-	route *router.Route
+	route *router.Rule
 	// target is the target picked, nil when nothing was forwarded; info
 	// caches the rule data of its backend.
 	target *router.Target
