@@ -21,7 +21,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.
 	if route.Auth == nil {
 		return true
 	}
-	req := p.authRequest(r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Values, remoteIP(r.RemoteAddr), port)
+	req := p.authRequest(exchangeOf(r).served, r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Values, remoteIP(r.RemoteAddr), port)
 	res := route.Auth.Authorize(req)
 	if res.Allowed {
 		return true
@@ -38,13 +38,13 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.
 
 // authRequest is what the auth policies of an HTTP request judge: the
 // request from src on the listener at port, its caller the workload with
-// that address in this cluster or anonymous. The query is parsed only if a
+// that address in this cluster (as sv has them) or anonymous. The query is parsed only if a
 // policy asks for it.
-func (p *Proxy) authRequest(method, path, rawQuery string, header func(string) []string, src netip.Addr, port int32) *auth.Request {
+func (p *Proxy) authRequest(sv *served, method, path, rawQuery string, header func(string) []string, src netip.Addr, port int32) *auth.Request {
 	var query url.Values
 	return &auth.Request{
 		Action:    auth.ActionInvoke,
-		Principal: p.principal(src),
+		Principal: sv.principal(src),
 		Port:      int(port),
 		Method:    method,
 		Path:      authPath(path),

@@ -164,10 +164,12 @@ type fastConn struct {
 	// proto is the X-Forwarded-Proto of the connection's requests;
 	// fixedFields the header lines every request forwarded from the
 	// connection carries (proto, port, identity), made with the workload
-	// identities ids (remade when the proxy's change: a pod's identity may
-	// be published after its first connection).
+	// identities of fixedFrom (remade when the proxy's change: a pod's
+	// identity may be published after its first connection).
 	proto, fixedFields string
-	ids                *identities
+	fixedFrom          *served
+	// sv is what serves the current request.
+	sv *served
 	// state is connActive while a request is read or served, connIdle
 	// between requests; drain closes idle connections.
 	state atomic.Int32
@@ -202,7 +204,6 @@ func (s *fastServer) newConn(conn net.Conn) *fastConn {
 		port:   strconv.Itoa(int(s.bind.Port)),
 	}
 	fc.ip, _, _ = net.SplitHostPort(fc.remote)
-	fc.setFixedFields()
 	if s.bind.Addr == "" && s.p.wildcard {
 		fc.localIP = localIP(fc.local)
 	}
@@ -212,10 +213,9 @@ func (s *fastServer) newConn(conn net.Conn) *fastConn {
 // setFixedFields makes the header lines that are the same for every request
 // on the connection while the workload identities stay the same.
 func (fc *fastConn) setFixedFields() {
-	p := fc.s.p
-	fc.ids = p.identities.Load()
+	fc.fixedFrom = fc.sv
 	var b strings.Builder
-	addConnFields((*textFields)(&b), fc.proto, fc.port, p.identityHeader(remoteIP(fc.remote)))
+	addConnFields((*textFields)(&b), fc.proto, fc.port, fc.sv.identityHeader(remoteIP(fc.remote)))
 	fc.fixedFields = b.String()
 }
 
@@ -239,7 +239,6 @@ func (fc *fastConn) serve() {
 		}
 		fc.rw, fc.proto = tc, "https"
 		fc.serverName = tc.ConnectionState().ServerName
-		fc.setFixedFields()
 		fc.br.Reset(tc)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			handedOff = fc.handoff("")
@@ -276,7 +275,8 @@ func (fc *fastConn) serve() {
 			handedOff = fc.handoff(head)
 			return
 		}
-		table := p.table.Load()
+		fc.sv = p.served.Load()
+		table := fc.sv.table
 		bind := s.bind
 		if fc.localIP != "" {
 			bind = p.routeBind(table, bind, fc.localIP)
@@ -408,7 +408,7 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Rule, start time.Time)
 // records why and leaves the message for answer's body.
 func (fc *fastConn) authorize(route *router.Rule, b router.Bind) bool {
 	r := &fc.req
-	req := fc.s.p.authRequest(r.Method, r.Path, r.RawQuery, (*requestFields)(r).Values, remoteIP(fc.remote), b.Port)
+	req := fc.s.p.authRequest(fc.sv, r.Method, r.Path, r.RawQuery, (*requestFields)(r).Values, remoteIP(fc.remote), b.Port)
 	res := route.Auth.Authorize(req)
 	if res.Allowed {
 		return true
@@ -744,7 +744,7 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 		w.WriteString("\r\n")
 	}
 	addRequestFields((*wireFields)(w), host, x.id, x.ruleInfo(nil))
-	if fc.ids != fc.s.p.identities.Load() {
+	if fc.fixedFrom != fc.sv {
 		fc.setFixedFields()
 	}
 	w.WriteString(fc.fixedFields)

@@ -138,10 +138,11 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 func (p *Proxy) certificate(b router.Bind) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		rb := b
+		sv := p.served.Load()
 		if b.Addr == "" && p.wildcard {
-			rb = p.routeBind(p.table.Load(), b, localIP(hello.Conn.LocalAddr()))
+			rb = p.routeBind(sv.table, b, localIP(hello.Conn.LocalAddr()))
 		}
-		if ix := (*p.certs.Load())[rb]; ix != nil {
+		if ix := sv.certs[rb]; ix != nil {
 			return ix.get(hello.ServerName), nil
 		}
 		return nil, fmt.Errorf("%s has no certificate", rb)
@@ -190,7 +191,8 @@ func (*passthroughPort) protocol() model.Protocol { return model.ProtocolTLSPass
 // not built yet.
 func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 	return func(local, remote net.Addr, serverName string) (string, bool) {
-		tab := p.table.Load()
+		sv := p.served.Load()
+		tab := sv.table
 		rb := b
 		if b.Addr == "" && p.wildcard {
 			rb = p.routeBind(tab, b, localIP(local))
@@ -202,7 +204,7 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 		if rt.Auth != nil {
 			src := remoteIP(remote.String())
 			req := &auth.Request{
-				Action: auth.ActionConnect, Principal: p.principal(src),
+				Action: auth.ActionConnect, Principal: sv.principal(src),
 				Port: int(rb.Port), SourceIP: src, SourceCluster: p.cluster,
 			}
 			if res := rt.Auth.Authorize(req); !res.Allowed {

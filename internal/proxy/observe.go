@@ -87,6 +87,9 @@ type exchange struct {
 	start, end time.Time
 	id         string
 	port       int32
+	// served is what served the request: its table, identities and
+	// certificates.
+	served *served
 	// The request as the client sent it, for the access log: path is
 	// escaped, remote is the client's address and port, local the address
 	// it connected to.
@@ -127,15 +130,15 @@ func exchangeOf(r *http.Request) *exchange {
 // begin starts the exchange of a request on the listener at port and
 // returns the writer and request the rest of the request path uses. A
 // request with too many header lines is answered 431 here, and x is nil.
-func (p *Proxy) begin(port int32, w http.ResponseWriter, r *http.Request) (x *exchange, _ http.ResponseWriter, _ *http.Request) {
+func (p *Proxy) begin(sv *served, port int32, w http.ResponseWriter, r *http.Request) (x *exchange, _ http.ResponseWriter, _ *http.Request) {
 	x = &exchange{
-		start: time.Now(), id: newRequestID(), port: port,
+		start: time.Now(), id: newRequestID(), port: port, served: sv,
 		method: r.Method, path: r.URL.EscapedPath(), proto: r.Proto, host: r.Host, userAgent: r.UserAgent(), remote: r.RemoteAddr,
 	}
 	x.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	x.rec.ResponseWriter = w
 	x.upgradeExpected = r.Header.Get("Upgrade") != ""
-	if w, ok := p.identity(remoteIP(r.RemoteAddr)); ok {
+	if w, ok := sv.identity(remoteIP(r.RemoteAddr)); ok {
 		x.identity = w.header
 	}
 	r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))

@@ -79,10 +79,9 @@ const (
 type Proxy struct {
 	cluster string
 	log     *slog.Logger
-	table   atomic.Pointer[router.Table]
-	// identities are this cluster's workloads by address.
-	identities atomic.Pointer[identities]
-	transport  *upstream
+	// served is what the listeners serve now: Update swaps it whole.
+	served    atomic.Pointer[served]
+	transport *upstream
 	// pool holds the fast path's idle connections to targets; fast is
 	// false when Config.DisableFastPath is set.
 	pool *connPool
@@ -108,9 +107,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	compiler  router.Compiler
 	listeners map[router.Bind]portServer
-	// certs holds the certificate index of each HTTPS bind, swapped in with
-	// the route table; certCache keeps parsed certificates between Updates.
-	certs     atomic.Pointer[map[router.Bind]*certIndex]
+	// certCache keeps parsed certificates between Updates.
 	certCache certCache
 	shutdown  bool
 	// drains counts listeners draining in the background after their bind
@@ -146,11 +143,21 @@ func New(cfg Config) *Proxy {
 		listeners: map[router.Bind]portServer{},
 		certCache: certCache{},
 	}
-	p.table.Store(&router.Table{})
-	p.certs.Store(&map[router.Bind]*certIndex{})
+	p.served.Store(&served{table: &router.Table{}})
 	p.drainCtx, p.stopDrains = context.WithCancel(context.Background())
 	p.initObservability(cfg)
 	return p
+}
+
+// served is what the listeners serve, made from one snapshot: its route
+// table, the workload identities of this cluster and the certificate index
+// of each HTTPS bind. Update swaps in a new one whole, so a request sees
+// one consistent set from its start to its end. It is never modified.
+type served struct {
+	table *router.Table
+	// ids are this cluster's workloads by address.
+	ids   identities
+	certs map[router.Bind]*certIndex
 }
 
 // Update compiles snap into a route table and swaps it in atomically:
@@ -181,10 +188,7 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 		return fmt.Errorf("route table not updated: %w", err)
 	}
 	certs, certProblems := p.certCache.compileCerts(snap)
-	ids := compileIdentities(snap, p.cluster)
-	p.identities.Store(&ids)
-	p.table.Store(t)
-	p.certs.Store(&certs)
+	p.served.Store(&served{table: t, ids: compileIdentities(snap, p.cluster), certs: certs})
 	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "binds", t.Binds())
 	for _, c := range t.Conflicts() {
 		p.log.Warn("listener not served", "reason", c)
@@ -289,7 +293,7 @@ func localIP(a net.Addr) string {
 
 // Revision returns the snapshot revision of the route table now serving, or
 // 0 before the first successful Update.
-func (p *Proxy) Revision() int64 { return p.table.Load().Revision() }
+func (p *Proxy) Revision() int64 { return p.served.Load().table.Revision() }
 
 // Addrs returns the address each open listener actually listens on, by the
 // bind it serves. A bind served by the wildcard default socket has no entry
@@ -362,12 +366,13 @@ func (p *Proxy) serveHTTP(b router.Bind, w http.ResponseWriter, r *http.Request)
 			r = &r2
 		}
 	}
-	x, w, r := p.begin(b.Port, w, r)
+	sv := p.served.Load()
+	x, w, r := p.begin(sv, b.Port, w, r)
 	if x == nil {
 		return
 	}
 	defer p.end(x)
-	t := p.table.Load()
+	t := sv.table
 	if ip, ok := r.Context().Value(localIPKey{}).(string); ok {
 		b = p.routeBind(t, b, ip)
 	}
