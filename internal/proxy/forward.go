@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
-	"time"
 
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
@@ -85,17 +84,6 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
-
-// Limits of the connections to targets.
-const (
-	dialTimeout           = 5 * time.Second
-	dialKeepAlive         = 30 * time.Second
-	maxIdleConnsPerHost   = 256
-	idleConnTimeout       = 90 * time.Second
-	responseHeaderTimeout = 60 * time.Second
-	expectContinueTimeout = 1 * time.Second
-	copyBufferSize        = 32 << 10
-)
 
 // newTransport returns the transport shared by every request to a local
 // target. It ignores proxy environment variables and never asks for or

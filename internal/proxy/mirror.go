@@ -4,19 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"time"
 
 	"trellis.dev/trellis/internal/proxy/router"
-)
-
-// Limits of request mirroring.
-const (
-	// maxMirrorsInFlight bounds the mirrored requests in flight across the
-	// proxy; a mirror beyond it is dropped rather than queued, so that
-	// mirroring never holds up or piles onto the main traffic.
-	maxMirrorsInFlight = 256
-	// mirrorTimeout bounds one mirrored request, response included.
-	mirrorTimeout = 30 * time.Second
 )
 
 // mirror sends a copy of r, as it stands now, to one target of g in the

@@ -7,18 +7,6 @@ import (
 	"time"
 )
 
-// Buffer sizes of the fast path's connections, client and target side.
-const (
-	fastReadBuffer  = 8 << 10
-	fastWriteBuffer = 8 << 10
-)
-
-// staleAfter is how long a connection to a target may sit idle before it is
-// checked for a close by the target (a keep-alive timeout) when taken from
-// the pool. Busier connections are taken as they are: a request that fails
-// on one that went stale is retried on a fresh connection when it can be.
-const staleAfter = time.Second
-
 // connPool keeps the fast path's idle HTTP/1.1 connections to targets, per
 // target address, most recently used first.
 type connPool struct {

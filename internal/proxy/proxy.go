@@ -21,7 +21,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,44 +33,6 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
-)
-
-// Config configures a Proxy.
-type Config struct {
-	// Cluster is the cluster this proxy runs in. Targets of any other
-	// cluster are reached through a peer hop to that cluster's proxy.
-	Cluster string
-	// BindAddress is the IP listeners bind on, such as "127.0.0.1"; empty
-	// binds every interface. An edge network with addresses is served on
-	// those instead (router.ListenerBinds).
-	BindAddress string
-	// Logger receives the proxy's logs; nil discards them.
-	Logger *slog.Logger
-	// AccessLog receives one JSON object per request, one per line, in the
-	// shape of Lattice's access logs (package accesslog); nil turns access
-	// logging off. It is written off the request path: when it falls
-	// behind, entries are dropped and counted, never waited for.
-	AccessLog io.Writer
-	// AdminAddress is where ListenAdmin serves /metrics, /healthz and
-	// /readyz, such as "127.0.0.1:9901".
-	AdminAddress string
-	// DisableFastPath serves HTTP listeners with net/http alone, without
-	// the fast path for plain HTTP/1.1 forwarding (fast.go). It is a
-	// switch for diagnosis: both paths behave the same, one is faster.
-	DisableFastPath bool
-
-	test testKnobs
-}
-
-// Limits of the listeners' HTTP servers.
-const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
-	// removedPortDrain bounds how long requests in flight on a listener
-	// whose bind left the config may take to finish before their
-	// connections are closed.
-	removedPortDrain = 30 * time.Second
 )
 
 // Proxy serves the listeners and routes of the last snapshot given to

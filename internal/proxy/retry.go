@@ -13,16 +13,6 @@ import (
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
-// maxReplayBody bounds the request body the proxy buffers so that it can
-// send it more than once: again on a retry, or to a mirror as well. A
-// request with a larger body is forwarded as a stream, once: it is not
-// retried and not mirrored.
-const maxReplayBody = 64 << 10
-
-// maxDrain bounds how much of a discarded response (a retried attempt's, a
-// mirror's) is read so that its connection can be reused.
-const maxDrain = 64 << 10
-
 // replayBody is a request body read ahead by bufferBody.
 type replayBody struct {
 	data []byte

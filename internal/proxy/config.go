@@ -1,0 +1,138 @@
+package proxy
+
+// Config, and every limit and timeout of the proxy, in one place.
+
+import (
+	"io"
+	"time"
+
+	"log/slog"
+	"trellis.dev/trellis/internal/proxy/accesslog"
+
+	"cmp"
+
+	"trellis.dev/trellis/internal/proxy/health"
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// Cluster is the cluster this proxy runs in. Targets of any other
+	// cluster are reached through a peer hop to that cluster's proxy.
+	Cluster string
+	// BindAddress is the IP listeners bind on, such as "127.0.0.1"; empty
+	// binds every interface. An edge network with addresses is served on
+	// those instead (router.ListenerBinds).
+	BindAddress string
+	// Logger receives the proxy's logs; nil discards them.
+	Logger *slog.Logger
+	// AccessLog receives one JSON object per request, one per line, in the
+	// shape of Lattice's access logs (package accesslog); nil turns access
+	// logging off. It is written off the request path: when it falls
+	// behind, entries are dropped and counted, never waited for.
+	AccessLog io.Writer
+	// AdminAddress is where ListenAdmin serves /metrics, /healthz and
+	// /readyz, such as "127.0.0.1:9901".
+	AdminAddress string
+	// DisableFastPath serves HTTP listeners with net/http alone, without
+	// the fast path for plain HTTP/1.1 forwarding (fast.go). It is a
+	// switch for diagnosis: both paths behave the same, one is faster.
+	DisableFastPath bool
+
+	test testKnobs
+}
+
+// Limits of the listeners' HTTP servers.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 120 * time.Second
+	maxHeaderBytes    = 64 << 10
+	// removedPortDrain bounds how long requests in flight on a listener
+	// whose bind left the config may take to finish before their
+	// connections are closed.
+	removedPortDrain = 30 * time.Second
+)
+
+// testKnobs are Config settings that only tests set, to run in
+// milliseconds what takes seconds in production.
+type testKnobs struct {
+	// healthSecond is health.Config.Second.
+	healthSecond time.Duration
+	outlier      health.Outlier
+	accessLog    accesslog.Options
+	// readHeaderTimeout replaces readHeaderTimeout when non-zero.
+	readHeaderTimeout time.Duration
+	// clientCheck replaces clientCheckInterval when non-zero.
+	clientCheck time.Duration
+}
+
+// Limits that defend the listeners against clients that hold resources.
+const (
+	// maxHeaderCount bounds the header lines of a request (Envoy's
+	// default); more are answered 431. maxHeaderBytes bounds their size.
+	maxHeaderCount = 100
+	// maxRequestDuration bounds reading a request, body included, and
+	// writing its response: Lattice's fixed 10-minute connection limit,
+	// applied per request.
+	maxRequestDuration = 10 * time.Minute
+)
+
+// limits are the listener timeouts in force; tests shorten them.
+type limits struct {
+	readHeader time.Duration
+}
+
+func newLimits(k testKnobs) limits {
+	return limits{readHeader: cmp.Or(k.readHeaderTimeout, readHeaderTimeout)}
+}
+
+// Limits of the connections to targets.
+const (
+	dialTimeout           = 5 * time.Second
+	dialKeepAlive         = 30 * time.Second
+	maxIdleConnsPerHost   = 256
+	idleConnTimeout       = 90 * time.Second
+	responseHeaderTimeout = 60 * time.Second
+	expectContinueTimeout = 1 * time.Second
+	copyBufferSize        = 32 << 10
+)
+
+// clientCheckInterval is how often the fast path checks, while it waits for
+// a target's response, that the client is still there (awaitResponse).
+const clientCheckInterval = 2 * time.Second
+
+// maxFastBody is the largest request body the fast path forwards. It sends
+// a body before it reads the response, so a larger one, which a target may
+// answer before reading, goes to net/http, which does both at once.
+const maxFastBody = 64 << 10
+
+// Buffer sizes of the fast path's connections, client and target side.
+const (
+	fastReadBuffer  = 8 << 10
+	fastWriteBuffer = 8 << 10
+)
+
+// staleAfter is how long a connection to a target may sit idle before it is
+// checked for a close by the target (a keep-alive timeout) when taken from
+// the pool. Busier connections are taken as they are: a request that fails
+// on one that went stale is retried on a fresh connection when it can be.
+const staleAfter = time.Second
+
+// Limits of request mirroring.
+const (
+	// maxMirrorsInFlight bounds the mirrored requests in flight across the
+	// proxy; a mirror beyond it is dropped rather than queued, so that
+	// mirroring never holds up or piles onto the main traffic.
+	maxMirrorsInFlight = 256
+	// mirrorTimeout bounds one mirrored request, response included.
+	mirrorTimeout = 30 * time.Second
+)
+
+// maxReplayBody bounds the request body the proxy buffers so that it can
+// send it more than once: again on a retry, or to a mirror as well. A
+// request with a larger body is forwarded as a stream, once: it is not
+// retried and not mirrored.
+const maxReplayBody = 64 << 10
+
+// maxDrain bounds how much of a discarded response (a retried attempt's, a
+// mirror's) is read so that its connection can be reused.
+const maxDrain = 64 << 10
