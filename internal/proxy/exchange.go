@@ -236,9 +236,15 @@ type countingBody struct {
 	n atomic.Int64
 }
 
+// Read marks an error other than the body's end as the client's
+// (clientBodyError), so that a failed forward is not held against the
+// target.
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		err = &clientBodyError{err}
+	}
 	return n, err
 }
 

@@ -46,11 +46,15 @@ func (fc *fastConn) forward(route *router.Rule, keep bool) (_, aborted bool) {
 		if code == statusClientClosed {
 			// Nobody reads a response.
 			x.rec.status = code
-			p.log.Debug("client went away before the target answered", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path)
+			p.log.Debug("client went away before the target answered", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path, "err", err)
 			return false, false
 		}
-		t.Health.Observe(false)
-		p.log.Warn("upstream request failed", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path, "err", err)
+		if targetFault(x.failure) {
+			t.Health.Observe(false)
+			p.log.Warn("upstream request failed", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path, "err", err)
+		} else {
+			p.log.Debug("request failed by the client", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path, "err", err)
+		}
 		// The body may be partly sent: the connection cannot go on.
 		return fc.answer(code, keep && fc.req.ContentLength == 0, false), false
 	}

@@ -5,7 +5,9 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -113,6 +115,9 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 		n, err := h1.CopyN(w, fc.br, r.ContentLength, w)
 		x.body.n.Add(n)
 		if err != nil {
+			if !targetWriteError(err) {
+				err = &clientBodyError{err}
+			}
 			return err
 		}
 	}
@@ -234,4 +239,12 @@ func writeStatus(w *bufio.Writer, code int, reason []byte) {
 		w.WriteString(http.StatusText(code))
 	}
 	w.WriteString("\r\n")
+}
+
+// targetWriteError reports whether err, from copying a request body, is
+// the target connection's (a write, or the flush before a read) rather
+// than the client's (a read).
+func targetWriteError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "write"
 }

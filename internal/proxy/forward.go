@@ -3,11 +3,13 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"syscall"
 
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
@@ -58,14 +60,26 @@ func (p *Proxy) reachable(t *router.Target, attrs ...any) bool {
 	return false
 }
 
+// A client that resets an HTTP/2 stream cancels its request's context:
+// clientGone says so.
+
 // forwardFailure maps an exchange with a target that failed with err to
-// the status the client gets and the access log's reason: 499
-// ClientClosedRequest when the client went away first; 504 TargetTimeout
-// when one of the rule's timeouts ran out (ruleExpired); 502 TargetTimeout
-// for another timeout (dialing, the wait for the response head); else 502
+// the status the client gets and the access log's reason. The client's
+// faults first: a request body that failed to arrive (clientBodyError) is
+// 400 MalformedRequestBody, or 499 ClientClosedRequest when it was cut
+// short; 499 ClientClosedRequest too when the client went away first. Then
+// the target's (targetFault): 504 TargetTimeout when one of the rule's
+// timeouts ran out (ruleExpired); 502 TargetTimeout for another timeout
+// (dialing, the wait for the response head); else 502
 // TargetConnectionError.
 func forwardFailure(err error, ruleExpired, clientGone bool) (int, accesslog.FailureReason) {
+	var body *clientBodyError
 	switch {
+	case errors.As(err, &body):
+		if clientGone || body.cutShort() {
+			return statusClientClosed, accesslog.ClientClosedRequest
+		}
+		return http.StatusBadRequest, accesslog.MalformedRequestBody
 	case clientGone:
 		return statusClientClosed, accesslog.ClientClosedRequest
 	case ruleExpired:
@@ -74,6 +88,30 @@ func forwardFailure(err error, ruleExpired, clientGone bool) (int, accesslog.Fai
 		return http.StatusBadGateway, accesslog.TargetTimeout
 	}
 	return http.StatusBadGateway, accesslog.TargetConnectionError
+}
+
+// targetFault reports whether a failure with reason is the target's, one
+// that counts against its health (outlier ejection). A client's fault never
+// does: a malformed or cut-short body says nothing about the target.
+func targetFault(reason accesslog.FailureReason) bool {
+	return reason == accesslog.TargetConnectionError || reason == accesslog.TargetTimeout
+}
+
+// clientBodyError is the error of reading a request body from the client:
+// the body was malformed or cut short, or the client went away. Both paths
+// mark the failure as the client's with it, the net/http path where the
+// body is read (countingBody), the fast path where it copies the body.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+// cutShort reports whether the body ended early or its connection failed,
+// rather than being malformed.
+func (e *clientBodyError) cutShort() bool {
+	var ne net.Error
+	return errors.Is(e.err, io.ErrUnexpectedEOF) || errors.Is(e.err, io.EOF) || errors.As(e.err, &ne) ||
+		errors.Is(e.err, syscall.ECONNRESET)
 }
 
 // statusClientClosed is the code recorded for a request whose client

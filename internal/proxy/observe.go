@@ -76,8 +76,9 @@ func (o observeAttempts) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	switch {
 	case err != nil:
-		// A client that went away says nothing about the target.
-		if !errors.Is(ctx.Err(), context.Canceled) {
+		// Only the target's faults count against it: not a client that
+		// went away, nor its body.
+		if _, reason := forwardFailure(err, false, errors.Is(ctx.Err(), context.Canceled)); targetFault(reason) {
 			h.Observe(false)
 		}
 	default:

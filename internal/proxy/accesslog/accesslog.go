@@ -90,8 +90,12 @@ const (
 	ResponseAborted FailureReason = "ResponseAborted"
 	// HeaderCountExceeded: too many header lines (431).
 	HeaderCountExceeded FailureReason = "HeaderCountExceeded"
-	// ClientClosedRequest: the client went away before the response (499).
+	// ClientClosedRequest: the client went away before the response, or
+	// cut its request body short (499).
 	ClientClosedRequest FailureReason = "ClientClosedRequest"
+	// MalformedRequestBody: the client's request body was malformed, such
+	// as a broken chunked encoding (400).
+	MalformedRequestBody FailureReason = "MalformedRequestBody"
 	// MisdirectedRequest: the Host is not served on the TLS connection's
 	// server name (421).
 	MisdirectedRequest FailureReason = "MisdirectedRequest"
