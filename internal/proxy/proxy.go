@@ -333,6 +333,11 @@ func (p *Proxy) serveHTTP(b router.Bind, w http.ResponseWriter, r *http.Request)
 		return
 	}
 	defer p.end(x)
+	if !validPseudoFields(r) {
+		x.failure = accesslog.MalformedRequest
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
 	t := sv.table
 	if ip, ok := r.Context().Value(localIPKey{}).(string); ok {
 		b = p.routeBind(t, b, ip)

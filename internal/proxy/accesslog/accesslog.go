@@ -93,6 +93,9 @@ const (
 	// ClientClosedRequest: the client went away before the response, or
 	// cut its request body short (499).
 	ClientClosedRequest FailureReason = "ClientClosedRequest"
+	// MalformedRequest: the request's head is not well formed, such as an
+	// HTTP/2 :path with a space (400).
+	MalformedRequest FailureReason = "MalformedRequest"
 	// MalformedRequestBody: the client's request body was malformed, such
 	// as a broken chunked encoding (400).
 	MalformedRequestBody FailureReason = "MalformedRequestBody"

@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// h2Field is one header field of a raw HTTP/2 request, pseudo-header
+// fields included.
+type h2Field struct{ name, value string }
+
+// rawH2 sends one request on a new h2c (prior knowledge) connection to addr
+// with fields written as given, which Go's client would refuse to send, and
+// returns the response's :status, or -1 when the stream or the connection
+// was reset instead.
+func rawH2(t *testing.T, addr string, fields []h2Field) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range fields {
+		enc.WriteField(hpack.HeaderField{Name: f.name, Value: f.value})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	dec := hpack.NewDecoder(4096, nil)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading frames: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			if f.StreamID != 1 {
+				continue
+			}
+			hf, err := dec.DecodeFull(f.HeaderBlockFragment())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range hf {
+				if h.Name == ":status" {
+					code, _ := strconv.Atoi(h.Value)
+					return code
+				}
+			}
+			t.Fatal("response without :status")
+		case *http2.RSTStreamFrame:
+			if f.StreamID == 1 {
+				return -1
+			}
+		case *http2.GoAwayFrame:
+			return -1
+		}
+	}
+}
+
+// HTTP/2 pseudo-header fields that an HTTP/1.1 request line cannot carry
+// are refused with 400 before anything reaches a target: a :path with a
+// space would otherwise be copied into the request line to the target
+// ("GET /q?a HTTP/1.0 HTTP/1.1"). RFC 9113 section 8.3.1.
+func TestHTTP2PseudoFieldsValidated(t *testing.T) {
+	// A target that counts the request lines it reads, well formed or not:
+	// Go's server would refuse a smuggled one before any handler saw it.
+	var reached atomic.Int32
+	var lastURI atomic.Value
+	tgt, _ := scriptedTarget(t, func(conn net.Conn, br *bufio.Reader) {
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			reached.Add(1)
+			lastURI.Store(line)
+			for {
+				h, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if h == "\r\n" {
+					break
+				}
+			}
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		}
+	})
+	p := newTestProxy(t, nil)
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", tgt)}, to("a", 1)))
+	addr := addrOf(p, webPort)
+
+	req := func(method, authority, path string) []h2Field {
+		return []h2Field{{":method", method}, {":scheme", "http"}, {":authority", authority}, {":path", path}}
+	}
+	tests := []struct {
+		name   string
+		fields []h2Field
+		want   int
+	}{
+		{"valid", req("GET", "shop.example.com", "/q?a=1"), http.StatusOK},
+		{"space in :path smuggles a version", req("GET", "shop.example.com", "/q?a HTTP/1.0"), http.StatusBadRequest},
+		{"space in :path", req("GET", "shop.example.com", "/a b"), http.StatusBadRequest},
+		{"tab in :path", req("GET", "shop.example.com", "/a\tb"), http.StatusBadRequest},
+		{"fragment in :path", req("GET", "shop.example.com", "/a#b"), http.StatusBadRequest},
+		{"non-ASCII in :path", req("GET", "shop.example.com", "/caf\xc3\xa9"), http.StatusBadRequest},
+		{":path not origin form", req("GET", "shop.example.com", "q"), http.StatusBadRequest},
+		{"asterisk :path on GET", req("GET", "shop.example.com", "*"), http.StatusBadRequest},
+		{"space in :method", req("GE T", "shop.example.com", "/"), http.StatusBadRequest},
+		{"userinfo in :authority", req("GET", "user@shop.example.com", "/"), http.StatusBadRequest},
+		{"space in :authority", req("GET", "shop.example.com /x", "/"), http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := reached.Load()
+			got := rawH2(t, addr, tt.fields)
+			if tt.want == http.StatusOK {
+				if got != http.StatusOK || reached.Load() != before+1 {
+					t.Fatalf("status %d, target reached %d times; want 200 once", got, reached.Load()-before)
+				}
+				return
+			}
+			// A stream reset by net/http itself is as good as a 400.
+			if got != tt.want && got != -1 {
+				t.Errorf("status %d, want %d", got, tt.want)
+			}
+			if n := reached.Load() - before; n != 0 {
+				t.Errorf("target reached %d times, with request line %q", n, lastURI.Load())
+			}
+		})
+	}
+}
