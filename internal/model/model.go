@@ -80,9 +80,29 @@ type ServiceNetwork struct {
 	Addresses []string `json:"addresses,omitempty"`
 	// Auth, when set, turns auth on for the whole network: every request
 	// to any of its services must be allowed by its policy too.
-	Auth   *Auth      `json:"auth,omitempty"`
-	Source *SourceRef `json:"source,omitempty"`
+	Auth *Auth `json:"auth,omitempty"`
+	// ForwardedFor is what the network's proxies do with a client's
+	// X-Forwarded-For: append its address (the default, also when empty),
+	// preserve it as sent, or remove it.
+	ForwardedFor ForwardedForMode `json:"forwardedFor,omitempty"`
+	Source       *SourceRef       `json:"source,omitempty"`
 }
+
+// ForwardedForMode is what a proxy does with the X-Forwarded-For field of
+// a request it forwards, as an AWS Application Load Balancer's
+// routing.http.xff_header_processing.mode.
+type ForwardedForMode string
+
+const (
+	// ForwardedForAppend forwards the client's list with the address of
+	// the client this proxy saw appended; without one, that address alone.
+	ForwardedForAppend ForwardedForMode = "append"
+	// ForwardedForPreserve forwards the client's list as sent, and none
+	// when it sent none.
+	ForwardedForPreserve ForwardedForMode = "preserve"
+	// ForwardedForRemove forwards no X-Forwarded-For at all.
+	ForwardedForRemove ForwardedForMode = "remove"
+)
 
 // Auth turns auth on at one level, a service network or a service: a
 // request passes that level only if Policy explicitly allows it, and an

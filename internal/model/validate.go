@@ -160,6 +160,11 @@ func (n *ServiceNetwork) Validate() error {
 		f.add("mode", "must be %s or %s, not %q", ModeServiceNetwork, ModeEdge, n.Mode)
 	}
 	validateAuth(&f, n.Auth)
+	switch n.ForwardedFor {
+	case "", ForwardedForAppend, ForwardedForPreserve, ForwardedForRemove:
+	default:
+		f.add("forwardedFor", "must be %s, %s or %s, not %q", ForwardedForAppend, ForwardedForPreserve, ForwardedForRemove, n.ForwardedFor)
+	}
 	if n.Mode != ModeEdge && len(n.Addresses) > 0 {
 		f.add("addresses", "must be empty in mode %s", n.Mode)
 	}

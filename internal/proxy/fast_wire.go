@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -94,7 +95,7 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	w.WriteString(host)
 	w.WriteString("\r\n")
 	if fc.edited != nil {
-		writeEditedFields(w, fc.edited, fc.ip)
+		writeEditedFields(w, fc.edited, forwardedForMode(x), fc.ip)
 	} else {
 		fc.writeFields(w)
 	}
@@ -128,7 +129,9 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 // and X-Forwarded-For.
 func (fc *fastConn) writeFields(w *bufio.Writer) {
 	r := &fc.req
-	writeField(w, "X-Forwarded-For", forwardedFor((*requestFields)(r).Values("X-Forwarded-For"), fc.ip))
+	if v, ok := forwardedFor(forwardedForMode(&fc.x), (*requestFields)(r).Values("X-Forwarded-For"), fc.ip); ok {
+		writeField(w, "X-Forwarded-For", v)
+	}
 	trailers := false
 	for _, f := range r.Fields {
 		if dropOnForward(f.Name) || namedIn(f.Name, r.ConnectionTokens) {
@@ -143,8 +146,10 @@ func (fc *fastConn) writeFields(w *bufio.Writer) {
 }
 
 // writeEditedFields is writeFields for a header the rule's edits changed.
-func writeEditedFields(w *bufio.Writer, h http.Header, ip string) {
-	writeField(w, "X-Forwarded-For", forwardedFor(h["X-Forwarded-For"], ip))
+func writeEditedFields(w *bufio.Writer, h http.Header, xff model.ForwardedForMode, ip string) {
+	if v, ok := forwardedFor(xff, h["X-Forwarded-For"], ip); ok {
+		writeField(w, "X-Forwarded-For", v)
+	}
 	var tokens []string
 	for _, v := range h["Connection"] {
 		for t := range strings.SplitSeq(v, ",") {

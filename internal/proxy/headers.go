@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"trellis.dev/trellis/internal/model"
 )
 
 // The forwarding rules: what of a client's request header reaches a target,
@@ -24,7 +26,8 @@ import (
 //     x-amzn-lattice-*, in any case and with '_' for '-', so that no client
 //     can forge what a target reads as the proxy's word.
 //
-// Added (addConnFields, addRequestFields, forwardedFor): see the constants.
+// Added (addConnFields, addRequestFields, and forwardedFor by the
+// network's mode): see the constants.
 
 // Headers the proxy adds to every request it forwards to a target. They are
 // Trellis's analogues of Lattice's x-amzn-lattice-* headers.
@@ -103,14 +106,29 @@ func addRequestFields(s fieldSink, host, id string, info *ruleInfo) {
 	}
 }
 
-// forwardedFor is the X-Forwarded-For sent on: the incoming list with the
-// client's address ip appended, so that its last entry is always the
-// address this proxy saw.
-func forwardedFor(prior []string, ip string) string {
-	if len(prior) == 0 {
-		return ip
+// forwardedFor is the X-Forwarded-For sent on, and whether there is one,
+// by the network's mode: in append mode (the default) the incoming list
+// prior with the client's address ip appended, so that its last entry is
+// always the address this proxy saw; in preserve mode the incoming list as
+// sent (none when there is none); in remove mode none.
+func forwardedFor(mode model.ForwardedForMode, prior []string, ip string) (string, bool) {
+	switch {
+	case mode == model.ForwardedForRemove:
+		return "", false
+	case mode == model.ForwardedForPreserve || ip == "":
+		return strings.Join(prior, ", "), len(prior) > 0
+	case len(prior) == 0:
+		return ip, true
 	}
-	return strings.Join(prior, ", ") + ", " + ip
+	return strings.Join(prior, ", ") + ", " + ip, true
+}
+
+// forwardedForMode is the X-Forwarded-For mode of the rule x matched.
+func forwardedForMode(x *exchange) model.ForwardedForMode {
+	if x == nil || x.route == nil {
+		return ""
+	}
+	return x.route.ForwardedFor
 }
 
 // forwardHeader turns out, a copy of the incoming header in, into the
@@ -282,8 +300,9 @@ func equalFoldBytes(b []byte, s string) bool {
 // forwarding rules above, as the fast path writes them.
 func setForwardedHeaders(in *http.Request, out http.Header, x *exchange) {
 	forwardHeader(in.Header, out)
-	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
-		out["X-Forwarded-For"] = []string{forwardedFor(in.Header["X-Forwarded-For"], ip)}
+	ip, _, _ := net.SplitHostPort(in.RemoteAddr)
+	if v, ok := forwardedFor(forwardedForMode(x), in.Header["X-Forwarded-For"], ip); ok {
+		out["X-Forwarded-For"] = []string{v}
 	}
 	if x == nil {
 		return

@@ -194,7 +194,11 @@ func (b *builder) addService(svc *model.Service, n *model.ServiceNetwork) error 
 	if err != nil {
 		return err
 	}
-	entries, err := b.compileRules(svc, authz)
+	var xff model.ForwardedForMode
+	if n != nil {
+		xff = n.ForwardedFor
+	}
+	entries, err := b.compileRules(svc, authz, xff)
 	if err != nil {
 		return err
 	}
@@ -267,7 +271,7 @@ func lowerUnique(names []string) []string {
 	return out
 }
 
-func (b *builder) compileRules(svc *model.Service, authz *Authz) ([]pending, error) {
+func (b *builder) compileRules(svc *model.Service, authz *Authz, xff model.ForwardedForMode) ([]pending, error) {
 	source := svc.Name
 	if svc.Source != nil {
 		source = svc.Source.Namespace + "/" + svc.Source.Name
@@ -283,7 +287,7 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz) ([]pending, err
 		if err != nil {
 			return nil, inField(fmt.Sprintf("rules[%d]", ri), err)
 		}
-		route.Service, route.Index, route.Auth = svc.Name, ri, authz
+		route.Service, route.Index, route.Auth, route.ForwardedFor = svc.Name, ri, authz, xff
 		b.annotate(svc, ri, route)
 		matches := rule.Matches
 		if len(matches) == 0 {

@@ -187,6 +187,9 @@ type Rule struct {
 	Session *Session
 	// Auth is nil when auth is off for the route's service and network.
 	Auth *Authz
+	// ForwardedFor is the X-Forwarded-For mode of the service's network
+	// ("" is append).
+	ForwardedFor model.ForwardedForMode
 	// Annotation is what CompileHooks.Annotate returned for the rule.
 	Annotation any
 
