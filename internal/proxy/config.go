@@ -37,9 +37,31 @@ type Config struct {
 	// the fast path for plain HTTP/1.1 forwarding (fast.go). It is a
 	// switch for diagnosis: both paths behave the same, one is faster.
 	DisableFastPath bool
+	// RequestBodyIdleTimeout bounds the wait for the next bytes of a
+	// request body from the client, as nginx's client_body_timeout: when
+	// it runs out the request is answered 408 and its target connection
+	// closed. Zero is DefaultIdleTimeout; negative is no limit but the
+	// request's 10 minutes.
+	RequestBodyIdleTimeout time.Duration
+	// ResponseIdleTimeout bounds the wait for the next bytes of a target's
+	// response body, as nginx's proxy_read_timeout: when it runs out the
+	// response is cut off (ResponseAborted) and the target connection
+	// closed. The wait for the response head is bounded apart (60 s, or
+	// the rule's timeouts). Zero is DefaultIdleTimeout; negative is no
+	// limit but the request's 10 minutes.
+	ResponseIdleTimeout time.Duration
+	// MaxRequestBodyBytes bounds a request body: a request that declares
+	// a larger one is answered 413 before anything is forwarded, one that
+	// sends more is cut off with 413. Zero is no limit.
+	MaxRequestBodyBytes int64
 
 	test testKnobs
 }
+
+// DefaultIdleTimeout is the default of Config.RequestBodyIdleTimeout and
+// Config.ResponseIdleTimeout: nginx's default client_body_timeout and
+// proxy_read_timeout.
+const DefaultIdleTimeout = 60 * time.Second
 
 // Limits of the listeners' HTTP servers.
 const (
@@ -76,13 +98,30 @@ const (
 	maxRequestDuration = 10 * time.Minute
 )
 
-// limits are the listener timeouts in force; tests shorten them.
+// limits are the listener timeouts and sizes in force; tests shorten them.
+// A zero idle timeout is no limit.
 type limits struct {
-	readHeader time.Duration
+	readHeader             time.Duration
+	bodyIdle, responseIdle time.Duration
+	maxBody                int64
 }
 
-func newLimits(k testKnobs) limits {
-	return limits{readHeader: cmp.Or(k.readHeaderTimeout, readHeaderTimeout)}
+func newLimits(cfg Config) limits {
+	idle := func(d time.Duration) time.Duration {
+		switch {
+		case d < 0:
+			return 0
+		case d == 0:
+			return DefaultIdleTimeout
+		}
+		return d
+	}
+	return limits{
+		readHeader:   cmp.Or(cfg.test.readHeaderTimeout, readHeaderTimeout),
+		bodyIdle:     idle(cfg.RequestBodyIdleTimeout),
+		responseIdle: idle(cfg.ResponseIdleTimeout),
+		maxBody:      max(cfg.MaxRequestBodyBytes, 0),
+	}
 }
 
 // Limits of the connections to targets.

@@ -82,13 +82,32 @@ func (p *Proxy) begin(sv *served, port int32, w http.ResponseWriter, r *http.Req
 	}
 	r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
 	if r.Body != nil && r.Body != http.NoBody {
-		x.body.ReadCloser = r.Body
+		body := r.Body
+		if p.limits.maxBody > 0 {
+			body = http.MaxBytesReader(w, body, p.limits.maxBody)
+		}
+		x.body.ReadCloser = body
+		if p.limits.bodyIdle > 0 {
+			x.body.idle, x.body.restore = p.limits.bodyIdle, x.start.Add(maxRequestDuration)
+			if r.ProtoMajor == 1 {
+				x.body.conn, _ = r.Context().Value(idleConnKey{}).(*idleConn)
+			}
+			if x.body.conn == nil {
+				x.body.rc = http.NewResponseController(w)
+			}
+		}
 		r.Body = &x.body
 	}
-	if headerLines(r.Header) > maxHeaderCount {
-		x.failure = accesslog.HeaderCountExceeded
+	var refuse int
+	switch {
+	case headerLines(r.Header) > maxHeaderCount:
+		x.failure, refuse = accesslog.HeaderCountExceeded, http.StatusRequestHeaderFieldsTooLarge
+	case p.limits.maxBody > 0 && r.ContentLength > p.limits.maxBody:
+		x.failure, refuse = accesslog.RequestBodyTooLarge, http.StatusRequestEntityTooLarge
+	}
+	if refuse != 0 {
 		x.rec.Header().Set("Connection", "close")
-		x.rec.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+		x.rec.WriteHeader(refuse)
 		p.finish(x, false)
 		return nil, nil, nil
 	}
@@ -229,21 +248,57 @@ func (w *recorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the flusher and hijacker.
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countingBody counts the request body bytes read. The transport reads a
-// request body on a goroutine of its own, so the count is atomic.
+// countingBody counts the request body bytes read, and bounds the wait for
+// each read by the body idle timeout. The transport reads a request body
+// on a goroutine of its own, so the count is atomic.
 type countingBody struct {
 	io.ReadCloser
 	n atomic.Int64
+	// idle, when set, is the body idle timeout. Over HTTP/1 conn bounds
+	// each socket read by it while the body is read (idleConn); over
+	// HTTP/2 rc sets the stream's read deadline before each read. Once the
+	// body has ended or failed the read deadline goes back to restore
+	// (the request's own limit), so that no idle deadline lingers while
+	// the target works.
+	idle    time.Duration
+	restore time.Time
+	conn    *idleConn
+	rc      *http.ResponseController
+	// failed is the error of a read that failed, nil until one does.
+	failed atomic.Pointer[clientBodyError]
 }
 
 // Read marks an error other than the body's end as the client's
 // (clientBodyError), so that a failed forward is not held against the
 // target.
 func (b *countingBody) Read(p []byte) (int, error) {
+	switch {
+	case b.conn != nil:
+		b.conn.idle.Store(int64(b.idle))
+	case b.rc != nil:
+		_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
-	if err != nil && err != io.EOF {
-		err = &clientBodyError{err}
+	if err != nil {
+		// After a timeout the deadline stays past, so that net/http does
+		// not wait for the rest of the body before it answers.
+		restore := b.restore
+		if isTimeout(err) {
+			restore = time.Now()
+		}
+		switch {
+		case b.conn != nil:
+			b.conn.idle.Store(0)
+			_ = b.conn.SetReadDeadline(restore)
+		case b.rc != nil:
+			_ = b.rc.SetReadDeadline(restore)
+		}
+		if err != io.EOF {
+			ce := &clientBodyError{err}
+			b.failed.CompareAndSwap(nil, ce)
+			err = ce
+		}
 	}
 	return n, err
 }

@@ -80,7 +80,7 @@ func (s *fastServer) serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		fc := s.newConn(conn)
+		fc := s.newConn(&idleConn{Conn: conn})
 		if !s.track(fc) {
 			conn.Close()
 			continue
@@ -321,6 +321,9 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Rule, start time.Time)
 	fc.edited, fc.respEdits = nil, fc.respEdits[:0]
 	aborted := false
 	switch {
+	case p.limits.maxBody > 0 && r.ContentLength > p.limits.maxBody:
+		x.failure = accesslog.RequestBodyTooLarge
+		keep = fc.answer(http.StatusRequestEntityTooLarge, false, false)
 	case route == nil:
 		keep = fc.answer(http.StatusNotFound, keep, true)
 	case route.Auth != nil && !fc.authorize(route, b):

@@ -60,12 +60,18 @@ func (fc *fastConn) forward(route *router.Rule, keep bool) (_, aborted bool) {
 	}
 	resp := &fc.resp
 	t.Health.Observe(resp.Code < 500)
-	if ruleDeadline.IsZero() && !bodyBuffered(resp, tc.br) {
-		// A body still to come has the request's overall limit, not
-		// responseHeaderTimeout.
+	if !bodyBuffered(resp, tc.br) {
+		// A body still to come has the rule's timeouts or the request's
+		// overall limit, not responseHeaderTimeout, and each wait for
+		// more of it the response idle timeout.
 		now := time.Now()
-		tc.deadlines.read(tc.conn, now, maxRequestDuration)
-		tc.deadlines.write(tc.conn, now, maxRequestDuration)
+		if ruleDeadline.IsZero() {
+			tc.deadlines.read(tc.conn, now, maxRequestDuration)
+			tc.deadlines.write(tc.conn, now, maxRequestDuration)
+		}
+		if idle := p.limits.responseIdle; idle > 0 {
+			tc.idle, tc.limit = idle, tc.deadlines.r
+		}
 	}
 
 	bodyless := h1.Bodyless(fc.req.Method, resp.Code)
@@ -84,6 +90,11 @@ func (fc *fastConn) forward(route *router.Rule, keep bool) (_, aborted bool) {
 		n, err = h1.CopyToEOF(fc.bw, tc.br, fc.bw)
 	}
 	fc.x.rec.bytes = n
+	if tc.idle > 0 {
+		// targetReader moved the read deadline: the next request sets
+		// its own.
+		tc.idle, tc.deadlines.r = 0, time.Time{}
+	}
 	if err != nil {
 		tc.conn.Close()
 		p.log.Debug("response cut off", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path, "err", err)

@@ -5,13 +5,12 @@ package proxy
 
 import (
 	"bufio"
-	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/h1"
@@ -113,12 +112,9 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	w.WriteString(fc.fixedFields)
 	w.WriteString("\r\n")
 	if r.ContentLength > 0 {
-		n, err := h1.CopyN(w, fc.br, r.ContentLength, w)
+		n, err := fc.copyBody(w, r.ContentLength)
 		x.body.n.Add(n)
 		if err != nil {
-			if !targetWriteError(err) {
-				err = &clientBodyError{err}
-			}
 			return err
 		}
 	}
@@ -246,10 +242,33 @@ func writeStatus(w *bufio.Writer, code int, reason []byte) {
 	w.WriteString("\r\n")
 }
 
-// targetWriteError reports whether err, from copying a request body, is
-// the target connection's (a write, or the flush before a read) rather
-// than the client's (a read).
-func targetWriteError(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "write"
+// copyBody copies the request body, n bytes, from the client to w, the
+// target. Each wait for more of it from the client is bounded by the body
+// idle timeout, and its failures are the client's (clientBodyError); w's
+// are the target's.
+func (fc *fastConn) copyBody(w *bufio.Writer, n int64) (int64, error) {
+	idle := fc.s.p.limits.bodyIdle
+	var done int64
+	for done < n {
+		if fc.br.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return done, err
+			}
+			if idle > 0 {
+				fc.deadlines.exactRead(fc.rw, time.Now().Add(idle))
+			}
+			if _, err := fc.br.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return done, &clientBodyError{err}
+			}
+		}
+		m, err := h1.CopyN(w, fc.br, min(n-done, int64(fc.br.Buffered())), w)
+		done += m
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
 }

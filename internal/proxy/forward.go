@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"sync"
 	"syscall"
+	"time"
 
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
@@ -65,9 +66,8 @@ func (p *Proxy) reachable(t *router.Target, attrs ...any) bool {
 
 // forwardFailure maps an exchange with a target that failed with err to
 // the status the client gets and the access log's reason. The client's
-// faults first: a request body that failed to arrive (clientBodyError) is
-// 400 MalformedRequestBody, or 499 ClientClosedRequest when it was cut
-// short; 499 ClientClosedRequest too when the client went away first. Then
+// faults first: a request body that failed to arrive (clientBodyError, see
+// failure); 499 ClientClosedRequest when the client went away first. Then
 // the target's (targetFault): 504 TargetTimeout when one of the rule's
 // timeouts ran out (ruleExpired); 502 TargetTimeout for another timeout
 // (dialing, the wait for the response head); else 502
@@ -76,10 +76,7 @@ func forwardFailure(err error, ruleExpired, clientGone bool) (int, accesslog.Fai
 	var body *clientBodyError
 	switch {
 	case errors.As(err, &body):
-		if clientGone || body.cutShort() {
-			return statusClientClosed, accesslog.ClientClosedRequest
-		}
-		return http.StatusBadRequest, accesslog.MalformedRequestBody
+		return body.failure(clientGone)
 	case clientGone:
 		return statusClientClosed, accesslog.ClientClosedRequest
 	case ruleExpired:
@@ -106,12 +103,28 @@ type clientBodyError struct{ err error }
 func (e *clientBodyError) Error() string { return "reading the request body: " + e.err.Error() }
 func (e *clientBodyError) Unwrap() error { return e.err }
 
-// cutShort reports whether the body ended early or its connection failed,
-// rather than being malformed.
-func (e *clientBodyError) cutShort() bool {
+// failure is the status and reason of a request whose body failed: 413
+// RequestBodyTooLarge past Config.MaxRequestBodyBytes; 499
+// ClientClosedRequest when the client went away or cut the body short; 408
+// RequestBodyTimeout when the body idle timeout ran out; else, the body
+// being malformed (a broken chunked encoding), 400 MalformedRequestBody.
+func (e *clientBodyError) failure(clientGone bool) (int, accesslog.FailureReason) {
+	var tooLarge *http.MaxBytesError
 	var ne net.Error
-	return errors.Is(e.err, io.ErrUnexpectedEOF) || errors.Is(e.err, io.EOF) || errors.As(e.err, &ne) ||
-		errors.Is(e.err, syscall.ECONNRESET)
+	switch {
+	case errors.As(e.err, &tooLarge):
+		return http.StatusRequestEntityTooLarge, accesslog.RequestBodyTooLarge
+	case isTimeout(e.err):
+		// Before clientGone: net/http cancels the request's context when
+		// its read times out.
+		return http.StatusRequestTimeout, accesslog.RequestBodyTimeout
+	case clientGone:
+		return statusClientClosed, accesslog.ClientClosedRequest
+	case errors.Is(e.err, io.ErrUnexpectedEOF) || errors.Is(e.err, io.EOF) || errors.As(e.err, &ne) ||
+		errors.Is(e.err, syscall.ECONNRESET):
+		return statusClientClosed, accesslog.ClientClosedRequest
+	}
+	return http.StatusBadRequest, accesslog.MalformedRequestBody
 }
 
 // statusClientClosed is the code recorded for a request whose client
@@ -183,6 +196,14 @@ func rewrite(pr *httputil.ProxyRequest) {
 func (f *localForwarder) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	t := r.Context().Value(targetKey{}).(*router.Target)
 	ctx := r.Context()
+	x := exchangeOf(r)
+	if x != nil {
+		if ce := x.body.failed.Load(); ce != nil {
+			// The body failed first; the transport may report the
+			// context the failure cancelled instead.
+			err = ce
+		}
+	}
 	ruleExpired := errors.Is(err, errBackendTimeout) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(ctx.Err(), context.DeadlineExceeded)
 	code, reason := forwardFailure(err, ruleExpired, errors.Is(ctx.Err(), context.Canceled))
@@ -191,7 +212,7 @@ func (f *localForwarder) upstreamError(w http.ResponseWriter, r *http.Request, e
 		// The client went away; nobody sees this response.
 		level = slog.LevelDebug
 	}
-	if x := exchangeOf(r); x != nil {
+	if x != nil {
 		x.failure = reason
 	}
 	f.log.Log(ctx, level, "upstream request failed", "target", t.Addr, "host", r.Host, "path", r.URL.Path, "err", err)
@@ -212,4 +233,57 @@ func (b *bufferPool) Get() []byte {
 
 func (b *bufferPool) Put(buf []byte) {
 	b.pool.Put(&buf)
+}
+
+// errResponseIdle is the cause of a response cut off because the target
+// sent nothing of its body for the response idle timeout.
+var errResponseIdle = errors.New("target response idle timeout")
+
+// idleResponses bounds the wait for each read of a response body from a
+// target by idle (Config.ResponseIdleTimeout) on the net/http path: when it
+// runs out, the attempt's context is cancelled, which closes the target
+// connection and cuts the response off. Upgraded connections, idle by
+// nature, are not bounded.
+type idleResponses struct {
+	base http.RoundTripper
+	idle time.Duration
+}
+
+func (t idleResponses) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.idle <= 0 || req.Header.Get("Upgrade") != "" {
+		return t.base.RoundTrip(req)
+	}
+	ctx, cancel := context.WithCancelCause(req.Context())
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	b := &idleBody{ReadCloser: resp.Body, idle: t.idle, cancel: cancel}
+	b.timer = time.AfterFunc(t.idle, func() { cancel(errResponseIdle) })
+	b.timer.Stop()
+	resp.Body = b
+	return resp, nil
+}
+
+// idleBody is a response body whose reads each must return within idle.
+type idleBody struct {
+	io.ReadCloser
+	idle   time.Duration
+	timer  *time.Timer
+	cancel context.CancelCauseFunc
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.idle)
+	n, err := b.ReadCloser.Read(p)
+	b.timer.Stop()
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
 }

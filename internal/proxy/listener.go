@@ -95,9 +95,9 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 		if rc, ok := c.(*replayConn); ok && rc.tls != nil {
 			ctx = context.WithValue(ctx, tlsStateKey{}, rc.tls)
 		}
-		return ctx
+		return withIdleConn(ctx, c)
 	}
-	serve := ln
+	var serve net.Listener = idleListener{ln}
 	var tlsConfig *tls.Config
 	if proto == model.ProtocolHTTPS {
 		l.srv.Protocols.SetHTTP2(true)

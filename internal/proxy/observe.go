@@ -40,7 +40,7 @@ func (p *Proxy) initObservability(cfg Config) {
 		opts.Logger = p.log
 		p.accessLog = accesslog.New(cfg.AccessLog, opts)
 	}
-	p.limits = newLimits(cfg.test)
+	p.limits = newLimits(cfg)
 	p.adminAddress = cfg.AdminAddress
 	p.compiler.Hooks = router.CompileHooks{Health: p.health.Group, Annotate: p.metrics.annotate}
 }

@@ -95,7 +95,7 @@ func New(cfg Config) *Proxy {
 		pool:        newConnPool(),
 		fast:        !cfg.DisableFastPath,
 		clientCheck: cmp.Or(cfg.test.clientCheck, clientCheckInterval),
-		local:       newLocalForwarder(observeAttempts{transport}, log),
+		local:       newLocalForwarder(idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}, log),
 		mirrors:     make(chan struct{}, maxMirrorsInFlight),
 		listen: func(b router.Bind) (net.Listener, error) {
 			return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, cfg.BindAddress), strconv.Itoa(int(b.Port))))

@@ -96,6 +96,12 @@ const (
 	// MalformedRequest: the request's head is not well formed, such as an
 	// HTTP/2 :path with a space (400).
 	MalformedRequest FailureReason = "MalformedRequest"
+	// RequestBodyTimeout: the client sent nothing of its request body for
+	// the body idle timeout (408).
+	RequestBodyTimeout FailureReason = "RequestBodyTimeout"
+	// RequestBodyTooLarge: the request body is larger than the proxy takes
+	// (413).
+	RequestBodyTooLarge FailureReason = "RequestBodyTooLarge"
 	// MalformedRequestBody: the client's request body was malformed, such
 	// as a broken chunked encoding (400).
 	MalformedRequestBody FailureReason = "MalformedRequestBody"
