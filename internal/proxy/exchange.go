@@ -29,6 +29,9 @@ type exchange struct {
 	// served is what served the request: its table, identities and
 	// certificates.
 	served *served
+	// ctx is the request's context as net/http made it, done when the
+	// client goes; nil on the fast path.
+	ctx context.Context
 	// The request as the client sent it, for the access log: path is
 	// escaped, remote is the client's address and port, local the address
 	// it connected to.
@@ -75,6 +78,7 @@ func (p *Proxy) begin(sv *served, port int32, w http.ResponseWriter, r *http.Req
 		method: r.Method, path: r.URL.EscapedPath(), proto: r.Proto, host: r.Host, userAgent: r.UserAgent(), remote: r.RemoteAddr,
 	}
 	x.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	x.ctx = r.Context()
 	x.rec.ResponseWriter = w
 	x.upgradeExpected = r.Header.Get("Upgrade") != ""
 	if w, ok := sv.identity(remoteIP(r.RemoteAddr)); ok {
@@ -132,6 +136,12 @@ func (p *Proxy) finish(x *exchange, aborted bool) {
 	code := x.rec.status
 	switch {
 	case code != 0:
+	case aborted && x.ctx != nil && x.ctx.Err() == context.Canceled:
+		// The client went away midway; nothing is the target's fault.
+		code = statusClientClosed
+		if x.failure == "" {
+			x.failure = accesslog.ClientClosedRequest
+		}
 	case aborted:
 		code = http.StatusBadGateway
 	case x.upgradeExpected && x.target != nil:

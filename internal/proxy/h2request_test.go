@@ -3,9 +3,12 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/accesslog"
 )
 
 // h2Field is one header field of a raw HTTP/2 request, pseudo-header
@@ -155,5 +159,148 @@ func TestHTTP2PseudoFieldsValidated(t *testing.T) {
 				t.Errorf("target reached %d times, with request line %q", n, lastURI.Load())
 			}
 		})
+	}
+}
+
+// rapidReset opens streams on one h2c connection to addr, each cancelled
+// (RST_STREAM) right after its HEADERS, until the proxy closes the
+// connection or max streams are sent. It returns how many it sent.
+func rapidReset(t *testing.T, addr string, max int) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	// Read (and drop) what the proxy sends, so that it never blocks on
+	// writing; closed is set once it closes the connection.
+	var closed atomic.Bool
+	go func() {
+		rf := http2.NewFramer(io.Discard, conn)
+		for {
+			if _, err := rf.ReadFrame(); err != nil {
+				closed.Store(true)
+				return
+			}
+		}
+	}()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	sent := 0
+	for id := uint32(1); sent < max; id += 2 {
+		block.Reset()
+		for _, f := range []h2Field{{":method", "GET"}, {":scheme", "http"}, {":authority", "shop.example.com"}, {":path", "/slow"}} {
+			enc.WriteField(hpack.HeaderField{Name: f.name, Value: f.value})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+			break
+		}
+		if err := fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			break
+		}
+		sent++
+		if closed.Load() {
+			break
+		}
+		if sent%50 == 0 {
+			// Let the proxy's handlers run, as they would across a network.
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return sent
+}
+
+// An HTTP/2 client that opens streams and resets them at once (CVE-2023-
+// 44487, "rapid reset") has its connection cut after a few hundred
+// streams rather than tens of thousands, and few of its requests reach a
+// target; the cancelled requests are logged as 499 ClientClosedRequest,
+// never as a 5xx.
+func TestHTTP2RapidResetCut(t *testing.T) {
+	var reached atomic.Int32
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		select {
+		case <-r.Context().Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}))
+	t.Cleanup(slow.Close)
+	var logs lockedBuffer
+	p := newProxyWith(t, Config{AccessLog: &logs, test: testKnobs{accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, slow, model.TargetActive))}, to("a", 1)))
+	const max = 5000
+	sent := rapidReset(t, addrOf(p, webPort), max)
+	t.Logf("%d streams sent before the connection closed; %d reached the target", sent, reached.Load())
+	if sent >= max {
+		t.Fatalf("connection still open after %d reset streams", sent)
+	}
+	// What the client had written when the cut came includes streams the
+	// proxy never looked at; what it served is in its access log.
+	if sent > 2500 {
+		t.Errorf("connection cut only after %d reset streams", sent)
+	}
+	if n := reached.Load(); n > 300 {
+		t.Errorf("%d cancelled requests reached the target", n)
+	}
+	time.Sleep(50 * time.Millisecond)
+	lines := logLines(t, &logs)
+	if len(lines) > 500 {
+		t.Errorf("the proxy served %d reset streams before it cut the connection", len(lines))
+	}
+	for _, l := range lines {
+		if code, _ := l["responseCode"].(float64); code >= 500 {
+			t.Errorf("a cancelled request logged as %v %v", code, l["failureReason"])
+			break
+		}
+	}
+}
+
+// A client that cancels some of its streams but completes more keeps its
+// connection: rapid reset protection cuts only connections whose resets
+// outnumber their completed streams.
+func TestHTTP2OccasionalCancelsKeepConnection(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	p := newTestProxy(t, nil)
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, srv, model.TargetActive))}, to("a", 1)))
+	c := h2cClient()
+	var dials atomic.Int32
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{ConnectStart: func(string, string) { dials.Add(1) }})
+	url := "http://" + addrOf(p, webPort)
+	for i := range 3 * (rapidResets + 20) {
+		if i%3 == 2 {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
+			req, _ := http.NewRequestWithContext(cctx, "GET", url+"/slow", nil)
+			if resp, err := c.Do(req); err == nil {
+				resp.Body.Close()
+			}
+			cancel()
+			continue
+		}
+		req, _ := http.NewRequestWithContext(ctx, "GET", url+"/fast", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("%d connections dialed, want 1: the proxy cut a well-behaved client's connection", n)
 	}
 }

@@ -84,6 +84,7 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 			MaxHeaderBytes:    maxHeaderBytes,
 			ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 			Protocols:         new(http.Protocols),
+			HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxConcurrentStreams},
 		},
 	}
 	l.srv.Protocols.SetHTTP1(true)
@@ -95,6 +96,7 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 		if rc, ok := c.(*replayConn); ok && rc.tls != nil {
 			ctx = context.WithValue(ctx, tlsStateKey{}, rc.tls)
 		}
+		ctx = context.WithValue(ctx, streamStatsKey{}, &streamStats{conn: c})
 		return withIdleConn(ctx, c)
 	}
 	var serve net.Listener = idleListener{ln}

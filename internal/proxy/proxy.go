@@ -333,6 +333,13 @@ func (p *Proxy) serveHTTP(b router.Bind, w http.ResponseWriter, r *http.Request)
 		return
 	}
 	defer p.end(x)
+	if r.ProtoMajor == 2 {
+		if s, ok := r.Context().Value(streamStatsKey{}).(*streamStats); ok {
+			// Deferred after end, so it runs first: the stream is reset
+			// when the client cancelled it before its response ended.
+			defer func() { s.done(r.Context().Err() != nil, p.log) }()
+		}
+	}
 	if !validPseudoFields(r) {
 		x.failure = accesslog.MalformedRequest
 		w.WriteHeader(http.StatusBadRequest)

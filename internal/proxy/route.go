@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
@@ -55,6 +56,13 @@ func (p *Proxy) serveRoute(port int32, w http.ResponseWriter, r *http.Request, r
 	}
 	if token != "" {
 		rw.session, rw.token = route.Session, token
+	}
+	if r.Context().Err() == context.Canceled {
+		// The client went away (an HTTP/2 stream reset) before anything
+		// was sent: nothing goes to the target.
+		x.failure = accesslog.ClientClosedRequest
+		rw.WriteHeader(statusClientClosed)
+		return
 	}
 	if route.Retry != nil || route.BackendTimeout > 0 {
 		r = r.WithContext(context.WithValue(r.Context(), planKey{}, &attemptPlan{
