@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -97,15 +96,8 @@ func TestClientFaultsDoNotEjectTargets(t *testing.T) {
 // set, closes it; else it returns the response's status.
 func sendClientFault(t *testing.T, addr, raw string, cut bool) int {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialRaw(t, addr, raw)
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
 	if cut {
 		// Let the proxy start forwarding before the client goes.
 		time.Sleep(20 * time.Millisecond)

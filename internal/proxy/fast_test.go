@@ -524,15 +524,8 @@ func sortedHeader(h http.Header) string {
 // exchangeRaw sends raw on a connection of its own and reads the response.
 func exchangeRaw(t *testing.T, addr, raw string) (*http.Response, []byte) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialRaw(t, addr, raw)
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
 	method, _, _ := strings.Cut(raw, " ")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
 	if err != nil {
@@ -764,11 +757,21 @@ func TestMisdirectedRequest(t *testing.T) {
 // its reads and writes time out, with the test.
 func dialWeb(t *testing.T, p *Proxy) net.Conn {
 	t.Helper()
-	conn, err := net.Dial("tcp", addrOf(p, webPort))
+	return dialRaw(t, addrOf(p, webPort), "")
+}
+
+// dialRaw opens a connection to addr, closed when the test ends, with a
+// 10-second deadline, and writes raw on it.
+func dialRaw(t *testing.T, addr, raw string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
 	return conn
 }

@@ -25,31 +25,38 @@ import (
 // fields included.
 type h2Field struct{ name, value string }
 
+// dialH2 opens an h2c (prior knowledge) connection to addr and sends the
+// preface and SETTINGS.
+func dialH2(t *testing.T, addr string) (net.Conn, *http2.Framer) {
+	t.Helper()
+	conn := dialRaw(t, addr, http2.ClientPreface)
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return conn, fr
+}
+
+// hpackFields is fields as a header block, written without indexing state
+// shared with another block.
+func hpackFields(fields []h2Field) []byte {
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range fields {
+		enc.WriteField(hpack.HeaderField{Name: f.name, Value: f.value})
+	}
+	return block.Bytes()
+}
+
 // rawH2 sends one request on a new h2c (prior knowledge) connection to addr
 // with fields written as given, which Go's client would refuse to send, and
 // returns the response's :status, or -1 when the stream or the connection
 // was reset instead.
 func rawH2(t *testing.T, addr string, fields []h2Field) int {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, fr := dialH2(t, addr)
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(conn, conn)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range fields {
-		enc.WriteField(hpack.HeaderField{Name: f.name, Value: f.value})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hpackFields(fields), EndStream: true, EndHeaders: true}); err != nil {
 		t.Fatal(err)
 	}
 	dec := hpack.NewDecoder(4096, nil)
@@ -167,19 +174,8 @@ func TestHTTP2PseudoFieldsValidated(t *testing.T) {
 // connection or max streams are sent. It returns how many it sent.
 func rapidReset(t *testing.T, addr string, max int) int {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, fr := dialH2(t, addr)
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(conn, conn)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
 	// Read (and drop) what the proxy sends, so that it never blocks on
 	// writing; closed is set once it closes the connection.
 	var closed atomic.Bool
@@ -192,15 +188,10 @@ func rapidReset(t *testing.T, addr string, max int) int {
 			}
 		}
 	}()
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
+	fields := hpackFields([]h2Field{{":method", "GET"}, {":scheme", "http"}, {":authority", "shop.example.com"}, {":path", "/slow"}})
 	sent := 0
 	for id := uint32(1); sent < max; id += 2 {
-		block.Reset()
-		for _, f := range []h2Field{{":method", "GET"}, {":scheme", "http"}, {":authority", "shop.example.com"}, {":path", "/slow"}} {
-			enc.WriteField(hpack.HeaderField{Name: f.name, Value: f.value})
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fields, EndStream: true, EndHeaders: true}); err != nil {
 			break
 		}
 		if err := fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {

@@ -38,16 +38,9 @@ func bodyReader(released *atomic.Int32) func(net.Conn, *bufio.Reader) {
 // its own, and returns the response and how long it took to come.
 func slowBody(t *testing.T, addr, head, body string, interval time.Duration) (*http.Response, string, time.Duration) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	start := time.Now()
-	if _, err := io.WriteString(conn, head); err != nil {
-		t.Fatal(err)
-	}
+	conn := dialRaw(t, addr, head)
+	defer conn.Close()
 	go func() {
 		for i := range len(body) {
 			if _, err := io.WriteString(conn, body[i:i+1]); err != nil {
