@@ -41,7 +41,8 @@ func (p *Proxy) forwardStep(x *exchange, b *router.Backend, t *router.Target, ho
 		return http.StatusServiceUnavailable
 	}
 	x.target = t
-	if !p.reachable(t, "host", host, "path", path) {
+	if !p.reachable(t) {
+		p.peerUnavailable(t, "host", host, "path", path)
 		x.failure = accesslog.PeerUnavailable
 		return http.StatusBadGateway
 	}
@@ -51,14 +52,16 @@ func (p *Proxy) forwardStep(x *exchange, b *router.Backend, t *router.Target, ho
 // reachable is the local-or-peer decision: it reports whether this proxy
 // sends to t itself, that is, t is in this proxy's cluster. A target of
 // another cluster is reached through the peer hop to that cluster's proxy,
-// which is not built yet: reachable logs that, with attrs, and reports
-// false. The multi-cluster peer hop goes here.
-func (p *Proxy) reachable(t *router.Target, attrs ...any) bool {
-	if t.Cluster == p.cluster {
-		return true
-	}
+// which is not built yet (peerUnavailable). The multi-cluster peer hop
+// goes here.
+func (p *Proxy) reachable(t *router.Target) bool {
+	return t.Cluster == p.cluster
+}
+
+// peerUnavailable logs, with attrs, that t needs the peer hop to its
+// cluster's proxy, which is not built yet.
+func (p *Proxy) peerUnavailable(t *router.Target, attrs ...any) {
 	p.log.Error("peer hop to cluster "+t.Cluster+" not implemented", append([]any{"cluster", t.Cluster, "target", t.Addr}, attrs...)...)
-	return false
 }
 
 // A client that resets an HTTP/2 stream cancels its request's context:

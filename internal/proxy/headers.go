@@ -55,10 +55,27 @@ type fieldSink interface {
 	set(name, value string)
 }
 
-// headerFields sets added fields in an outbound http.Header.
-type headerFields http.Header
+// headerFields sets added fields in an outbound http.Header, their values
+// slices of one array.
+type headerFields struct {
+	h    http.Header
+	vals [addedFields]string
+	n    int
+}
 
-func (h headerFields) set(name, value string) { h[name] = []string{value} }
+// addedFields is how many fields addConnFields and addRequestFields add at
+// most.
+const addedFields = 9
+
+func (f *headerFields) set(name, value string) {
+	if f.n == len(f.vals) {
+		f.h[name] = []string{value}
+		return
+	}
+	f.vals[f.n] = value
+	f.h[name] = f.vals[f.n : f.n+1 : f.n+1]
+	f.n++
+}
 
 // wireFields writes added fields as header lines.
 type wireFields bufio.Writer
@@ -315,6 +332,7 @@ func setForwardedHeaders(in *http.Request, out http.Header, x *exchange) {
 	if identity == "" {
 		identity = anonymousIdentity
 	}
-	addConnFields(headerFields(out), proto, strconv.Itoa(int(x.port)), identity)
-	addRequestFields(headerFields(out), in.Host, x.id, x.ruleInfo(nil))
+	hf := &headerFields{h: out}
+	addConnFields(hf, proto, strconv.Itoa(int(x.port)), identity)
+	addRequestFields(hf, in.Host, x.id, x.ruleInfo(nil))
 }

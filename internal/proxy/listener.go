@@ -223,7 +223,8 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 		if t == nil {
 			return "", false
 		}
-		if !p.reachable(t, "server_name", serverName) {
+		if !p.reachable(t) {
+			p.peerUnavailable(t, "server_name", serverName)
 			return "", false
 		}
 		return t.Addr, true
