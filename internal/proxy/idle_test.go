@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/pki"
 )
 
 // bodyReader is a scripted target's serve that reads each request and its
@@ -34,13 +36,16 @@ func bodyReader(released *atomic.Int32) func(net.Conn, *bufio.Reader) {
 	}
 }
 
-// slowBody sends head, then body one byte per interval, on a connection of
-// its own, and returns the response and how long it took to come.
-func slowBody(t *testing.T, addr, head, body string, interval time.Duration) (*http.Response, string, time.Duration) {
+// slowBody sends head, then body one byte per interval, on conn, and
+// returns the response and how long it took to come.
+func slowBody(t *testing.T, conn net.Conn, head, body string, interval time.Duration) (*http.Response, string, time.Duration) {
 	t.Helper()
-	start := time.Now()
-	conn := dialRaw(t, addr, head)
 	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
 		for i := range len(body) {
 			if _, err := io.WriteString(conn, body[i:i+1]); err != nil {
@@ -61,8 +66,9 @@ func slowBody(t *testing.T, addr, head, body string, interval time.Duration) (*h
 // A client that sends its request body one byte per interval longer than
 // the body idle timeout is answered 408, and the target connection its
 // request held is closed rather than pinned for minutes; on both request
-// paths, with a length or chunked. A client as slow whose every byte comes
-// within the timeout is served: the limit is per wait, not per body.
+// paths, over HTTP and HTTPS (HTTP/1.1), with a length or chunked. A client
+// as slow whose every byte comes within the timeout is served: the limit is
+// per wait, not per body.
 func TestRequestBodyIdleTimeout(t *testing.T) {
 	const idle = 150 * time.Millisecond
 	bodies := []struct {
@@ -72,29 +78,45 @@ func TestRequestBodyIdleTimeout(t *testing.T) {
 		{"length", "POST /up HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 6\r\n\r\n", "abcdef"},
 		{"chunked", "POST /up HTTP/1.1\r\nHost: shop.example.com\r\nTransfer-Encoding: chunked\r\n\r\n", "1\r\na\r\n1\r\nb\r\n0\r\n\r\n"},
 	}
+	ca := pki.NewCA(t)
+	leaf := ca.Issue(t, "shop.example.com")
 	for _, disable := range []bool{false, true} {
-		for _, b := range bodies {
-			t.Run(fmt.Sprintf("%s/netHTTPOnly=%v", b.name, disable), func(t *testing.T) {
-				var released atomic.Int32
-				tgt, _ := scriptedTarget(t, bodyReader(&released))
-				p := newProxyWith(t, Config{DisableFastPath: disable, RequestBodyIdleTimeout: idle})
-				update(t, p, oneRoute(1, []model.TargetGroup{group("g", tgt)}, to("g", 1)))
-				addr := addrOf(p, webPort)
+		for _, https := range []bool{false, true} {
+			for _, b := range bodies {
+				t.Run(fmt.Sprintf("%s/https=%v/netHTTPOnly=%v", b.name, https, disable), func(t *testing.T) {
+					var released atomic.Int32
+					tgt, _ := scriptedTarget(t, bodyReader(&released))
+					p := newProxyWith(t, Config{DisableFastPath: disable, RequestBodyIdleTimeout: idle})
+					snap := oneRoute(1, []model.TargetGroup{group("g", tgt)}, to("g", 1))
+					dial := func() net.Conn { return dialRaw(t, addrOf(p, webPort), "") }
+					if https {
+						snap.Certificates = []model.Certificate{{Meta: model.Meta{Name: "shop", Owner: cluster, Revision: 1}, CertPEM: string(leaf.CertPEM), KeyPEM: string(leaf.KeyPEM)}}
+						snap.Services[0].Listeners = []model.Listener{{Name: "https", Port: 8443, Protocol: model.ProtocolHTTPS, Certificates: []string{"shop"}}}
+						dial = func() net.Conn {
+							conn, err := tls.Dial("tcp", addrOf(p, 8443), &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}})
+							if err != nil {
+								t.Fatal(err)
+							}
+							return conn
+						}
+					}
+					update(t, p, snap)
 
-				resp, _, took := slowBody(t, addr, b.head, b.body, 3*idle)
-				if resp.StatusCode != http.StatusRequestTimeout {
-					t.Errorf("a byte every %v: status %d, want 408", 3*idle, resp.StatusCode)
-				}
-				if took > 2*time.Second {
-					t.Errorf("answered after %v", took)
-				}
-				eventually(t, "the target connection to be released", func() bool { return released.Load() == 1 })
+					resp, _, took := slowBody(t, dial(), b.head, b.body, 3*idle)
+					if resp.StatusCode != http.StatusRequestTimeout {
+						t.Errorf("a byte every %v: status %d, want 408", 3*idle, resp.StatusCode)
+					}
+					if took > 2*time.Second {
+						t.Errorf("answered after %v", took)
+					}
+					eventually(t, "the target connection to be released", func() bool { return released.Load() == 1 })
 
-				resp, got, _ := slowBody(t, addr, b.head, b.body, idle/5)
-				if resp.StatusCode != http.StatusOK || !strings.HasPrefix(got, "got ") {
-					t.Errorf("a byte every %v: %d %q, want 200", idle/5, resp.StatusCode, got)
-				}
-			})
+					resp, got, _ := slowBody(t, dial(), b.head, b.body, idle/5)
+					if resp.StatusCode != http.StatusOK || !strings.HasPrefix(got, "got ") {
+						t.Errorf("a byte every %v: %d %q, want 200", idle/5, resp.StatusCode, got)
+					}
+				})
+			}
 		}
 	}
 }

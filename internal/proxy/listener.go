@@ -108,7 +108,7 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 			NextProtos:     []string{"h2", "http/1.1"},
 			GetCertificate: p.certificate(b),
 		}
-		serve = tls.NewListener(ln, tlsConfig)
+		serve = tls.NewListener(serve, tlsConfig)
 	} else {
 		l.srv.Protocols.SetUnencryptedHTTP2(true)
 	}
