@@ -4,9 +4,9 @@ package proxy
 
 import (
 	"io"
+	"log/slog"
 	"time"
 
-	"log/slog"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 
 	"cmp"
@@ -175,3 +175,14 @@ const maxReplayBody = 64 << 10
 // maxDrain bounds how much of a discarded response (a retried attempt's, a
 // mirror's) is read so that its connection can be reused.
 const maxDrain = 64 << 10
+
+// maxConcurrentStreams is the listeners' HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS,
+// nginx's http2_max_concurrent_streams.
+const maxConcurrentStreams = 128
+
+// rapidResets is how many streams of one HTTP/2 connection its client may
+// reset (cancel before their response ended) while it has more reset
+// streams than completed ones; one more closes the connection. A client
+// that cancels now and then (a browser leaving a page, gRPC deadlines)
+// completes far more streams than it resets and is never cut.
+const rapidResets = 100

@@ -12,17 +12,6 @@ import (
 // server bounds the handlers running per connection (maxConcurrentStreams)
 // but keeps the connection; streamStats cuts it.
 
-// maxConcurrentStreams is the listeners' HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS,
-// nginx's http2_max_concurrent_streams.
-const maxConcurrentStreams = 128
-
-// rapidResets is how many streams of one HTTP/2 connection its client may
-// reset (cancel before their response ended) while it has more reset
-// streams than completed ones; one more closes the connection. A client
-// that cancels now and then (a browser leaving a page, gRPC deadlines)
-// completes far more streams than it resets and is never cut.
-const rapidResets = 100
-
 // streamStats counts the streams of one HTTP/2 connection, completed and
 // reset by the client, and closes the connection when the resets say it
 // is abusive. The listener's ConnContext makes one per connection.
