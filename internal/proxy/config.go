@@ -186,3 +186,12 @@ const maxConcurrentStreams = 128
 // that cancels now and then (a browser leaving a page, gRPC deadlines)
 // completes far more streams than it resets and is never cut.
 const rapidResets = 100
+
+// Limits of TLS passthrough connections.
+const (
+	// helloTimeout bounds how long a client may take to send its
+	// ClientHello before its connection is closed.
+	helloTimeout = 10 * time.Second
+	// passthroughDialTimeout bounds connecting to the chosen target.
+	passthroughDialTimeout = 5 * time.Second
+)
