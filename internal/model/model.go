@@ -90,8 +90,12 @@ type ServiceNetwork struct {
 	// names its services claim, and to read the private keys of the
 	// certificates its services serve. The owner always is; empty allows
 	// only the owner; "*" (alone) allows every cluster. See Allows.
-	AllowedClusters []string   `json:"allowedClusters,omitempty"`
-	Source          *SourceRef `json:"source,omitempty"`
+	AllowedClusters []string `json:"allowedClusters,omitempty"`
+	// ForwardedFor is what the network's proxies do with a client's
+	// X-Forwarded-For: append its address (the default, also when empty),
+	// preserve it as sent, or remove it.
+	ForwardedFor ForwardedForMode `json:"forwardedFor,omitempty"`
+	Source       *SourceRef       `json:"source,omitempty"`
 }
 
 // AnyCluster in ServiceNetwork.AllowedClusters allows every cluster.
@@ -102,6 +106,22 @@ const AnyCluster = "*"
 func (n *ServiceNetwork) Allows(cluster string) bool {
 	return cluster == n.Owner || slices.Contains(n.AllowedClusters, cluster) || slices.Contains(n.AllowedClusters, AnyCluster)
 }
+
+// ForwardedForMode is what a proxy does with the X-Forwarded-For field of
+// a request it forwards, as an AWS Application Load Balancer's
+// routing.http.xff_header_processing.mode.
+type ForwardedForMode string
+
+const (
+	// ForwardedForAppend forwards the client's list with the address of
+	// the client this proxy saw appended; without one, that address alone.
+	ForwardedForAppend ForwardedForMode = "append"
+	// ForwardedForPreserve forwards the client's list as sent, and none
+	// when it sent none.
+	ForwardedForPreserve ForwardedForMode = "preserve"
+	// ForwardedForRemove forwards no X-Forwarded-For at all.
+	ForwardedForRemove ForwardedForMode = "remove"
+)
 
 // Auth turns auth on at one level, a service network or a service: a
 // request passes that level only if Policy explicitly allows it, and an

@@ -174,11 +174,16 @@ func (n *ServiceNetwork) Validate() error {
 		case c == AnyCluster && len(n.AllowedClusters) > 1:
 			f.add(field, "%q allows every cluster and must be the only entry", c)
 		case c == AnyCluster:
-		case len(c) > 63 || !nameRE.MatchString(c):
+		case !ValidClusterName(c):
 			f.add(field, "%q is not a valid cluster name", c)
 		case slices.Index(n.AllowedClusters, c) < i:
 			f.add(field, "%q is already allowedClusters[%d]", c, slices.Index(n.AllowedClusters, c))
 		}
+	}
+	switch n.ForwardedFor {
+	case "", ForwardedForAppend, ForwardedForPreserve, ForwardedForRemove:
+	default:
+		f.add("forwardedFor", "must be %s, %s or %s, not %q", ForwardedForAppend, ForwardedForPreserve, ForwardedForRemove, n.ForwardedFor)
 	}
 	if n.Mode != ModeEdge && len(n.Addresses) > 0 {
 		f.add("addresses", "must be empty in mode %s", n.Mode)

@@ -129,10 +129,8 @@ type ruleInfo struct {
 	// rule is the rule's label value.
 	rule string
 	// targetHeader and networkHeader are the values of x-trellis-target
-	// and x-trellis-network, shared by every request: never modified.
-	targetHeader, networkHeader []string
-	// identityFields is both as header lines, as the fast path writes them.
-	identityFields string
+	// and x-trellis-network, made once per rule.
+	targetHeader, networkHeader string
 
 	m *metrics
 	// codes caches the counters of the common status codes, by
@@ -165,9 +163,8 @@ func (m *metrics) newRuleInfo(k ruleKey) *ruleInfo {
 		ri.rule = strconv.Itoa(k.rule)
 	}
 	if k.rule >= 0 && k.targetGroup != "" {
-		ri.targetHeader = []string{"Service=" + k.service + "; Network=" + k.network + "; TargetGroup=" + k.targetGroup}
-		ri.networkHeader = []string{"SourceCluster=" + m.cluster + "; Network=" + k.network}
-		ri.identityFields = headerNetwork + ": " + ri.networkHeader[0] + "\r\n" + headerTarget + ": " + ri.targetHeader[0] + "\r\n"
+		ri.targetHeader = "Service=" + k.service + "; Network=" + k.network + "; TargetGroup=" + k.targetGroup
+		ri.networkHeader = "SourceCluster=" + m.cluster + "; Network=" + k.network
 	}
 	return ri
 }

@@ -194,7 +194,11 @@ func (b *builder) addService(svc *model.Service, n *model.ServiceNetwork) error 
 	if err != nil {
 		return err
 	}
-	entries, err := b.compileRules(svc, authz)
+	var xff model.ForwardedForMode
+	if n != nil {
+		xff = n.ForwardedFor
+	}
+	entries, err := b.compileRules(svc, authz, xff)
 	if err != nil {
 		return err
 	}
@@ -267,7 +271,7 @@ func lowerUnique(names []string) []string {
 	return out
 }
 
-func (b *builder) compileRules(svc *model.Service, authz *Authz) ([]pending, error) {
+func (b *builder) compileRules(svc *model.Service, authz *Authz, xff model.ForwardedForMode) ([]pending, error) {
 	source := svc.Name
 	if svc.Source != nil {
 		source = svc.Source.Namespace + "/" + svc.Source.Name
@@ -283,7 +287,7 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz) ([]pending, err
 		if err != nil {
 			return nil, inField(fmt.Sprintf("rules[%d]", ri), err)
 		}
-		route.Service, route.Rule, route.Auth = svc.Name, ri, authz
+		route.Service, route.Index, route.Auth, route.ForwardedFor = svc.Name, ri, authz, xff
 		b.annotate(svc, ri, route)
 		matches := rule.Matches
 		if len(matches) == 0 {
@@ -308,7 +312,7 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz) ([]pending, err
 	return out, nil
 }
 
-func (b *builder) compileAction(a *model.Action) (*Route, error) {
+func (b *builder) compileAction(a *model.Action) (*Rule, error) {
 	switch {
 	case a.Forward != nil && a.FixedResponse != nil:
 		return nil, fieldError("action", "exactly one of forward and fixedResponse may be set")
@@ -316,10 +320,10 @@ func (b *builder) compileAction(a *model.Action) (*Route, error) {
 		if c := a.FixedResponse.StatusCode; c < 200 || c > 599 {
 			return nil, fieldError("action.fixedResponse.statusCode", "%d is not in 200-599", c)
 		}
-		return &Route{Status: a.FixedResponse.StatusCode}, nil
+		return &Rule{Status: a.FixedResponse.StatusCode}, nil
 	case a.Forward != nil:
 		bs := a.Forward.Backends
-		route := &Route{backends: make([]Backend, len(bs))}
+		route := &Rule{backends: make([]Backend, len(bs))}
 		weights := make([]int32, len(bs))
 		for i, wb := range bs {
 			if wb.Weight < 0 {

@@ -16,7 +16,7 @@ type CompileHooks struct {
 	// Annotate is called once per rule of every service with targetGroup
 	// "", and once per backend of a forwarding rule with the backend's
 	// target group name ("" for an invalid reference). What it returns is
-	// kept in Route.Annotation and Backend.Annotation, so that the request
+	// kept in Rule.Annotation and Backend.Annotation, so that the request
 	// path reaches its per-rule data (metrics observers, precomputed
 	// headers) without a lookup. The router never looks inside it.
 	Annotate func(svc *model.Service, rule int, targetGroup string) any
@@ -38,7 +38,7 @@ func (c *Compiler) link(g *Group) {
 }
 
 // annotate fills in route's and its backends' annotations.
-func (b *builder) annotate(svc *model.Service, rule int, route *Route) {
+func (b *builder) annotate(svc *model.Service, rule int, route *Rule) {
 	if b.hooks.Annotate == nil {
 		return
 	}
