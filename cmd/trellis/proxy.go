@@ -23,6 +23,7 @@ func newProxy() *cobra.Command {
 	var (
 		serverURL, caFile, accessLog string
 		tok                          tokenFlags
+		ident                        identityFlags
 		cfg                          runner.Config
 	)
 	cmd := &cobra.Command{
@@ -35,12 +36,9 @@ with backoff. The token comes from --token, --token-file or the
 TRELLIS_TOKEN variable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			token, err := tok.get()
-			if err != nil {
-				return err
-			}
 			cfg.Logger, cfg.Out = slog.Default(), cmd.OutOrStdout()
-			if cfg.Client, err = newAPIClient(serverURL, token, caFile, cfg.Logger); err != nil {
+			var err error
+			if cfg.Client, cfg.Cluster, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
 				return err
 			}
 			w, closeLog, err := accesslog.OpenDestination(accessLog, cfg.Out, cfg.Logger)
@@ -55,8 +53,9 @@ TRELLIS_TOKEN variable.`,
 	f := cmd.Flags()
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
 	tok.register(f)
+	ident.register(f)
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
-	f.StringVar(&cfg.Cluster, "cluster", "", "name of the cluster this proxy runs in (required)")
+	f.StringVar(&cfg.Cluster, "cluster", "", "name of the cluster this proxy runs in (required with a token; with --identity-dir the certificate names it)")
 	f.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address the listeners bind")
 	f.DurationVar(&cfg.Follow.IdleTimeout, "idle-timeout", 35*time.Second, "reconnect when the stream is silent this long")
 	f.StringVar(&cfg.Follow.CacheFile, "cache", "", "file keeping the last configuration, served at start while the control plane is unreachable")
@@ -64,6 +63,5 @@ TRELLIS_TOKEN variable.`,
 	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
 	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
-	cmd.MarkFlagRequired("cluster")
 	return cmd
 }
