@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/tlsfiles"
 )
 
@@ -83,40 +84,40 @@ func (i *identityFlags) register(f *pflag.FlagSet) {
 // and renewing it until ctx ends); otherwise one with the bearer token.
 // cluster, when set, must be the certificate's; the cluster the client
 // speaks for is returned.
-func connect(ctx context.Context, serverURL, caFile, cluster string, tok tokenFlags, id identityFlags, log *slog.Logger) (*client.Client, string, error) {
+func connect(ctx context.Context, serverURL, caFile, cluster string, tok tokenFlags, id identityFlags, log *slog.Logger) (*client.Client, string, *pki.Identity, error) {
 	if id.dir == "" {
 		if id.joinTokenFile != "" {
-			return nil, "", errors.New("--join-token-file needs --identity-dir, where the certificate it gets is kept")
+			return nil, "", nil, errors.New("--join-token-file needs --identity-dir, where the certificate it gets is kept")
 		}
 		if cluster == "" {
-			return nil, "", errors.New("--cluster is required with a token (with --identity-dir the certificate names the cluster)")
+			return nil, "", nil, errors.New("--cluster is required with a token (with --identity-dir the certificate names the cluster)")
 		}
 		token, err := tok.get()
 		if err != nil {
-			return nil, "", err
+			return nil, "", nil, err
 		}
 		c, err := newAPIClient(serverURL, token, caFile, log)
-		return c, cluster, err
+		return c, cluster, nil, err
 	}
 	tlsCfg, err := tlsfiles.Client(caFile)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	var joinToken string
 	if id.joinTokenFile != "" {
 		b, err := os.ReadFile(id.joinTokenFile)
 		if err != nil {
-			return nil, "", fmt.Errorf("--join-token-file: %w", err)
+			return nil, "", nil, fmt.Errorf("--join-token-file: %w", err)
 		}
 		joinToken = strings.TrimSpace(string(b))
 	}
 	c, ident, err := client.Enroll(ctx, client.Enrollment{Server: serverURL, Roots: tlsCfg.RootCAs, Dir: id.dir, JoinToken: joinToken, Logger: log})
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if cluster != "" && cluster != ident.Cluster() {
-		return nil, "", fmt.Errorf("--cluster %s, but the certificate in %s names cluster %s", cluster, id.dir, ident.Cluster())
+		return nil, "", nil, fmt.Errorf("--cluster %s, but the certificate in %s names cluster %s", cluster, id.dir, ident.Cluster())
 	}
 	go client.KeepRenewed(ctx, c, ident, id.dir, log)
-	return c, ident.Cluster(), nil
+	return c, ident.Cluster(), ident, nil
 }

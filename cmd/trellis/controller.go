@@ -51,7 +51,7 @@ does not serve a CRD it requires.`,
 				return fmt.Errorf("kubernetes client configuration: %w", err)
 			}
 			cfg.Logger = slog.Default()
-			if cfg.ControlPlane, cfg.Cluster, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
+			if cfg.ControlPlane, cfg.Cluster, _, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
 				return err
 			}
 			return kubernetes.Run(cmd.Context(), cfg)

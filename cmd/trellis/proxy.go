@@ -1,12 +1,15 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/runner"
 )
@@ -24,6 +27,7 @@ func newProxy() *cobra.Command {
 		serverURL, caFile, accessLog string
 		tok                          tokenFlags
 		ident                        identityFlags
+		peerCfg                      runner.PeerConfig
 		cfg                          runner.Config
 	)
 	cmd := &cobra.Command{
@@ -38,8 +42,19 @@ TRELLIS_TOKEN variable.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger, cfg.Out = slog.Default(), cmd.OutOrStdout()
 			var err error
-			if cfg.Client, cfg.Cluster, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
+			var id *pki.Identity
+			if cfg.Client, cfg.Cluster, id, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
 				return err
+			}
+			if peerCfg.Listen != "" {
+				if id == nil {
+					return errors.New("--peer-listen needs --identity-dir: peers prove their cluster with its certificate")
+				}
+				if peerCfg.Roots, err = client.ClusterRoots(ident.dir); err != nil {
+					return fmt.Errorf("the control plane's CA, kept at the join: %w", err)
+				}
+				peerCfg.Identity = id
+				cfg.Peer = &peerCfg
 			}
 			w, closeLog, err := accesslog.OpenDestination(accessLog, cfg.Out, cfg.Logger)
 			if err != nil {
@@ -63,5 +78,8 @@ TRELLIS_TOKEN variable.`,
 	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
 	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
+	f.StringVar(&peerCfg.Listen, "peer-listen", "", "serve the peer hop here (mutual TLS with the cluster's certificate): other clusters' proxies send requests for this cluster's targets to it; needs --identity-dir")
+	f.StringVar(&peerCfg.Advertise, "peer-advertise", "", "the address other clusters reach --peer-listen at, published to the control plane (default: --peer-listen)")
+	f.StringVar(&peerCfg.Name, "peer-name", "proxy", "this proxy's name among its cluster's proxies (each needs its own)")
 	return cmd
 }

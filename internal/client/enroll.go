@@ -16,9 +16,14 @@ import (
 	"trellis.dev/trellis/internal/pki"
 )
 
-// identityFile is the file of an identity directory: the certificate and
-// its key in one PEM file, so that one rename replaces both.
-const identityFile = "identity.pem"
+// The files of an identity directory: the certificate and its key in one
+// PEM file, so that one rename replaces both; and the control plane's CA,
+// which every cluster's certificate chains to (peers check each other
+// against it).
+const (
+	identityFile  = "identity.pem"
+	clusterCAFile = "cluster-ca.pem"
+)
 
 // Enrollment is what Enroll needs: where the control plane is and which CA
 // it chains to, where the component keeps its cluster certificate, and the
@@ -103,6 +108,9 @@ func join(ctx context.Context, e Enrollment) (*pki.Identity, error) {
 	if err := saveIdentity(e.Dir, []byte(res.Certificate), keyPEM); err != nil {
 		return nil, fmt.Errorf("joined as %s, but keeping the certificate failed (the token is spent): %w", id.Cluster(), err)
 	}
+	if err := os.WriteFile(filepath.Join(e.Dir, clusterCAFile), []byte(res.CA), 0o644); err != nil {
+		return nil, fmt.Errorf("joined as %s, but keeping the CA certificate failed: %w", id.Cluster(), err)
+	}
 	return id, nil
 }
 
@@ -118,6 +126,20 @@ func KeepRenewed(ctx context.Context, c *Client, id *pki.Identity, dir string, l
 	}, func(err error) {
 		log.Error("cluster certificate not renewed; the current one serves until it expires", "expires", id.Expires(), "err", err)
 	})
+}
+
+// ClusterRoots are the roots clusters' certificates chain to, as the join
+// kept them in dir: what a proxy checks its peers against.
+func ClusterRoots(dir string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, clusterCAFile))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no PEM certificate", filepath.Join(dir, clusterCAFile))
+	}
+	return pool, nil
 }
 
 func loadIdentity(dir string) (*pki.Identity, error) {

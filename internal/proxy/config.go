@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"time"
+	"trellis.dev/trellis/internal/peer"
 
 	"trellis.dev/trellis/internal/proxy/accesslog"
 
@@ -19,6 +20,10 @@ type Config struct {
 	// Cluster is the cluster this proxy runs in. Targets of any other
 	// cluster are reached through a peer hop to that cluster's proxy.
 	Cluster string
+	// Peer carries requests for other clusters' targets to their proxies
+	// (package peer); nil answers them 502 PeerUnavailable. The proxy
+	// tells it the peers each snapshot publishes.
+	Peer *peer.Client
 	// BindAddress is the IP listeners bind on, such as "127.0.0.1"; empty
 	// binds every interface. An edge network with addresses is served on
 	// those instead (router.ListenerBinds).

@@ -279,7 +279,7 @@ func (fc *fastConn) serve() {
 		route := table.MatchRequest(bind, &router.Request{
 			Host: r.Host, Method: r.Method, Path: r.Path, RawQuery: r.RawQuery, Header: (*requestFields)(r),
 		})
-		if route != nil && !plainRoute(route) {
+		if route != nil && !plainRoute(route, p.cluster) {
 			handedOff = fc.handoff(head)
 			return
 		}
@@ -372,7 +372,7 @@ func escapedPath(target string) string {
 // and its backends' only edit headers, it has no retries or session
 // persistence, and its target groups are spoken to in HTTP/1.1 without
 // TLS.
-func plainRoute(route *router.Rule) bool {
+func plainRoute(route *router.Rule, cluster string) bool {
 	if route.Retry != nil || route.Session != nil || !headerEditsOnly(route.Filters) {
 		return false
 	}
@@ -381,7 +381,7 @@ func plainRoute(route *router.Rule) bool {
 		if !headerEditsOnly(bs[i].Filters) {
 			return false
 		}
-		if g := bs[i].Group(); g != nil && (g.Protocol == model.ProtocolHTTPS || g.Version == model.HTTP2 || g.Version == model.GRPC) {
+		if g := bs[i].Group(); g != nil && (g.Protocol == model.ProtocolHTTPS || g.Version == model.HTTP2 || g.Version == model.GRPC || !g.OnlyIn(cluster)) {
 			return false
 		}
 	}

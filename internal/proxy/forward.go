@@ -18,8 +18,8 @@ import (
 
 // The forwarding step: what both request paths do once a rule has chosen a
 // backend and a target. forwardStep decides whether the target is reached
-// at all and how (this proxy dials it, or the peer hop to its cluster's
-// proxy carries the request); forwardFailure maps a failed exchange to the
+// at all (reachable: this proxy dials it, or the peer hop to its cluster's
+// proxy carries the request, upstream.RoundTrip deciding which); forwardFailure maps a failed exchange to the
 // status the client gets and the reason the access log records. The fast
 // path (fast.go) and the net/http path (route.go, the reverse proxy's
 // ErrorHandler) call them alike, so they answer alike.
@@ -30,7 +30,7 @@ import (
 // with, its reason recorded in x: 500 InvalidBackend when b has no target
 // group (no weight, an invalid reference, a missing group: the Gateway API
 // asks for 500), 503 NoTarget, 502 PeerUnavailable for a target of another
-// cluster.
+// cluster whose proxies this one cannot reach (see peerhop.go).
 func (p *Proxy) forwardStep(x *exchange, b *router.Backend, t *router.Target, host, path string) int {
 	switch {
 	case b == nil || b.Group() == nil:
@@ -47,21 +47,6 @@ func (p *Proxy) forwardStep(x *exchange, b *router.Backend, t *router.Target, ho
 		return http.StatusBadGateway
 	}
 	return 0
-}
-
-// reachable is the local-or-peer decision: it reports whether this proxy
-// sends to t itself, that is, t is in this proxy's cluster. A target of
-// another cluster is reached through the peer hop to that cluster's proxy,
-// which is not built yet (peerUnavailable). The multi-cluster peer hop
-// goes here.
-func (p *Proxy) reachable(t *router.Target) bool {
-	return t.Cluster == p.cluster
-}
-
-// peerUnavailable logs, with attrs, that t needs the peer hop to its
-// cluster's proxy, which is not built yet.
-func (p *Proxy) peerUnavailable(t *router.Target, attrs ...any) {
-	p.log.Error("peer hop to cluster "+t.Cluster+" not implemented", append([]any{"cluster", t.Cluster, "target", t.Addr}, attrs...)...)
 }
 
 // A client that resets an HTTP/2 stream cancels its request's context:
@@ -220,6 +205,25 @@ func (f *localForwarder) upstreamError(w http.ResponseWriter, r *http.Request, e
 	}
 	f.log.Log(ctx, level, "upstream request failed", "target", t.Addr, "host", r.Host, "path", r.URL.Path, "err", err)
 	w.WriteHeader(code)
+}
+
+// newDeliveryForwarder returns the forwarder of requests peers hand over:
+// like the local forwarder, but the request's forwarding and identity
+// headers are the sending proxy's (set there by the same rules, then the
+// identity by deliver), so they pass as they came.
+func newDeliveryForwarder(transport http.RoundTripper, log *slog.Logger) *localForwarder {
+	f := newLocalForwarder(transport, log)
+	f.rp.Rewrite = func(pr *httputil.ProxyRequest) {
+		t := pr.In.Context().Value(targetKey{}).(*router.Target)
+		pr.Out.URL.Scheme = targetScheme(t)
+		pr.Out.URL.Host = t.Addr
+		for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v, ok := pr.In.Header[k]; ok {
+				pr.Out.Header[k] = v
+			}
+		}
+	}
+	return f
 }
 
 // bufferPool recycles the reverse proxy's body copy buffers.

@@ -233,8 +233,10 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 		if t == nil {
 			return "", false
 		}
-		if !p.reachable(t) {
-			p.peerUnavailable(t, "server_name", serverName)
+		if t.Cluster != p.cluster {
+			// The peer hop carries HTTP only; a TLS stream to another
+			// cluster's target would need a tunnel through it.
+			p.log.Error("TLS passthrough to another cluster's target is not supported yet", "cluster", t.Cluster, "target", t.Addr, "server_name", serverName)
 			return "", false
 		}
 		return t.Addr, true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -106,7 +107,7 @@ func attemptHealth(ctx context.Context, addr string) *health.Target {
 // keeps the health objects it links to, frozen for targets that are gone.
 func (p *Proxy) compile(snap *model.Snapshot) (*router.Table, error) {
 	if snap != nil {
-		p.health.Update(snap.TargetGroups)
+		p.health.Update(localTargets(snap.TargetGroups, p.cluster))
 	}
 	p.metrics.beginCompile()
 	t, err := p.compiler.Compile(snap)
@@ -123,4 +124,22 @@ func (p *Proxy) compile(snap *model.Snapshot) (*router.Table, error) {
 func (p *Proxy) programmed(t *router.Table, received time.Time) {
 	p.metrics.programmedTable(t.Revision(), time.Since(received))
 	p.ready.Store(true)
+}
+
+// localTargets is tgs with only the targets in cluster: this proxy checks
+// the health of those alone. It cannot dial another cluster's addresses
+// (they are in that cluster's network, and may be in use in its own), so
+// another cluster's targets are judged by the peer hop's outcomes.
+func localTargets(tgs []model.TargetGroup, cluster string) []model.TargetGroup {
+	out := make([]model.TargetGroup, 0, len(tgs))
+	for _, tg := range tgs {
+		if !slices.ContainsFunc(tg.Targets, func(t model.Target) bool { return t.Cluster != cluster }) {
+			out = append(out, tg)
+			continue
+		}
+		local := tg
+		local.Targets = slices.DeleteFunc(slices.Clone(tg.Targets), func(t model.Target) bool { return t.Cluster != cluster })
+		out = append(out, local)
+	}
+	return out
 }

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -53,6 +54,12 @@ type Proxy struct {
 	// local forwards to targets in this proxy's cluster (the net/http
 	// path's reverse proxy).
 	local *localForwarder
+	// peer, when set, carries requests for other clusters' targets to
+	// their proxies; peerNext picks among a cluster's proxies in turn.
+	peer     *peer.Client
+	peerNext atomic.Uint64
+	// delivery forwards requests peers hand over (PeerHandler).
+	delivery *localForwarder
 	// mirrors holds a slot per mirrored request in flight.
 	mirrors chan struct{}
 	// listen opens the socket of a bind (Addr "" is Config.BindAddress);
@@ -87,8 +94,9 @@ func New(cfg Config) *Proxy {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	transport := newUpstream()
+	transport := newUpstream(cfg.Cluster)
 	p := &Proxy{
+		peer:        cfg.Peer,
 		cluster:     cfg.Cluster,
 		log:         log,
 		transport:   transport,
@@ -103,6 +111,10 @@ func New(cfg Config) *Proxy {
 		wildcard:  isWildcard(cfg.BindAddress),
 		listeners: map[router.Bind]portServer{},
 		certCache: certCache{},
+	}
+	p.delivery = newDeliveryForwarder(idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}, log)
+	if p.peer != nil {
+		transport.peer = p.peerRoundTrip
 	}
 	p.served.Store(&served{table: &router.Table{}})
 	p.drainCtx, p.stopDrains = context.WithCancel(context.Background())
@@ -119,6 +131,9 @@ type served struct {
 	// ids are this cluster's workloads by address.
 	ids   identities
 	certs map[router.Bind]*certIndex
+	// peers are the other clusters' proxies and what this proxy delivers
+	// for them.
+	peers *peerSet
 }
 
 // Update compiles snap into a route table and swaps it in atomically:
@@ -149,7 +164,17 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 		return fmt.Errorf("route table not updated: %w", err)
 	}
 	certs, certProblems := p.certCache.compileCerts(snap)
-	p.served.Store(&served{table: t, ids: compileIdentities(snap, p.cluster), certs: certs})
+	peers := compilePeers(snap, p.cluster)
+	if p.peer != nil {
+		byAddr := map[string]string{}
+		for cluster, addrs := range peers.byCluster {
+			for _, a := range addrs {
+				byAddr[a] = cluster
+			}
+		}
+		p.peer.SetPeers(byAddr)
+	}
+	p.served.Store(&served{table: t, ids: compileIdentities(snap, p.cluster), certs: certs, peers: peers})
 	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "binds", t.Binds())
 	for _, c := range t.Conflicts() {
 		p.log.Warn("listener not served", "reason", c)

@@ -118,6 +118,9 @@ func compileGroup(tg *model.TargetGroup) (*Group, error) {
 				Addr:    net.JoinHostPort(t.Address, strconv.Itoa(int(port))),
 				Cluster: t.Cluster,
 			})
+			if !slices.Contains(g.clusters, t.Cluster) {
+				g.clusters = append(g.clusters, t.Cluster)
+			}
 		case model.TargetDraining:
 		default:
 			return nil, fieldError(fmt.Sprintf("targets[%d].state", i), "must be Active or Draining, not %q", t.State)

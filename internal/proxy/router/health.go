@@ -54,3 +54,12 @@ func (t *Target) Group() *Group { return t.group }
 // Health returns the live health of g's targets, or nil when the table was
 // compiled without health.
 func (g *Group) Health() *health.Group { return g.health }
+
+// NewTarget returns a target of a group of its own outside any table: a
+// target this proxy reaches for a peer (the peer hop's delivery), spoken
+// to with protocol and version like a group's.
+func NewTarget(addr, cluster, group string, protocol model.Protocol, version model.ProtocolVersion) *Target {
+	g := &Group{Name: group, Protocol: protocol, Version: version}
+	g.targets = []Target{{Addr: addr, Cluster: cluster, group: g}}
+	return &g.targets[0]
+}

@@ -235,8 +235,16 @@ type Group struct {
 	// targets holds the Active targets only: draining targets take no new
 	// requests and their requests in flight hold their own references.
 	targets []Target
-	next    balancer.RoundRobin
-	health  *health.Group
+	// clusters are the clusters of the targets, each once.
+	clusters []string
+	next     balancer.RoundRobin
+	health   *health.Group
+}
+
+// OnlyIn reports whether every target of g is in cluster (true for a group
+// without targets).
+func (g *Group) OnlyIn(cluster string) bool {
+	return len(g.clusters) == 0 || len(g.clusters) == 1 && g.clusters[0] == cluster
 }
 
 // Pick returns the next routable target by round robin, or nil when the
