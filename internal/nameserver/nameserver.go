@@ -251,7 +251,7 @@ func (t *table) soa(zone string) dns.RR {
 	}
 }
 
-// Start serves the service networks' names on listen, resolving to answer
+// Start serves the service networks' names and the clusterset names on listen, resolving to answer
 // (or bind, see Addresses), and says where on out: the wiring `trellis up`
 // and `trellis proxy` share.
 func Start(listen, answer, bind string, log *slog.Logger, out io.Writer) (*Server, error) {
@@ -267,7 +267,7 @@ func Start(listen, answer, bind string, log *slog.Logger, out io.Writer) (*Serve
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "names: DNS on %s, answering %v for the service networks' names\n", addr, addrs)
+	fmt.Fprintf(out, "names: DNS on %s, answering %v for the service networks' names and %s\n", addr, addrs, strings.TrimSuffix(ClustersetZone, "."))
 	return s, nil
 }
 
