@@ -41,9 +41,14 @@ const (
 	peerExport      = "ServiceExport/"
 )
 
-// peerGroupKey is the peer request's name of t's group.
+// peerGroupKey is the peer request's name of what t belongs to: its
+// target group, or, for an import's target, its cluster's export.
 func peerGroupKey(t *router.Target) string {
-	return peerTargetGroup + t.Group().Name
+	g := t.Group()
+	if g.Export != nil {
+		return peerExport + model.ExportName(t.Cluster, g.Export.Namespace, g.Export.Name)
+	}
+	return peerTargetGroup + g.Name
 }
 
 func compilePeers(snap *model.Snapshot, cluster string) *peerSet {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"regexp"
@@ -78,6 +79,14 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 		hooks:     c.Hooks,
 
 		sessionSecret: []byte("trellis-session\x00" + snap.Store),
+		exports:       map[ExportRef][]*model.ServiceExport{},
+		importGroups:  map[string]*Group{},
+		compiler:      c,
+	}
+	for i := range snap.Exports {
+		e := &snap.Exports[i]
+		k := ExportRef{e.Namespace, e.Service}
+		b.exports[k] = append(b.exports[k], e)
 	}
 	for i := range snap.TargetGroups {
 		tg := &snap.TargetGroups[i]
@@ -168,6 +177,11 @@ type builder struct {
 	sessionSecret []byte
 	// netAuth holds the networks' auth policies compiled so far.
 	netAuth map[string]*auth.Policy
+	// exports are the snapshot's exports by Service; importGroups the
+	// groups of import backends compiled so far (see importGroup).
+	exports      map[ExportRef][]*model.ServiceExport
+	importGroups map[string]*Group
+	compiler     *Compiler
 }
 
 type hostBuilder struct {
@@ -334,8 +348,12 @@ func (b *builder) compileAction(a *model.Action) (*Rule, error) {
 			}
 			weights[i] = wb.Weight
 			route.backends[i].TargetGroup = wb.TargetGroup
-			if wb.TargetGroup != "" {
+			switch {
+			case wb.TargetGroup != "":
 				route.backends[i].group = b.groups[wb.TargetGroup]
+			case wb.Import != nil:
+				g := b.importGroup(wb.Import)
+				route.backends[i].TargetGroup, route.backends[i].group = g.Name, g
 			}
 		}
 		route.weights = balancer.NewWeighted(weights)
@@ -570,4 +588,65 @@ func hasMethod(p pending) int {
 		return 1
 	}
 	return 0
+}
+
+// importGroup is the group of an import backend: the endpoints, on ref's
+// port, of every cluster's export of the Service ref names, split by
+// ref's cluster weights when it has any. Backends naming the same import
+// alike share one group.
+func (b *builder) importGroup(ref *model.ImportRef) *Group {
+	clusters := slices.Sorted(maps.Keys(ref.ClusterWeights))
+	key := fmt.Sprintf("%s/%s:%d/%s/%s", ref.Namespace, ref.Name, ref.Port, ref.Protocol, ref.ProtocolVersion)
+	for _, c := range clusters {
+		key += fmt.Sprintf(";%s=%d", c, ref.ClusterWeights[c])
+	}
+	if g := b.importGroups[key]; g != nil {
+		return g
+	}
+	export := &ExportRef{ref.Namespace, ref.Name}
+	newGroup := func(targets []Target) *Group {
+		g := &Group{Name: "import/" + key, Protocol: ref.Protocol, Version: ref.ProtocolVersion, Export: export, targets: targets}
+		for _, t := range targets {
+			if !slices.Contains(g.clusters, t.Cluster) {
+				g.clusters = append(g.clusters, t.Cluster)
+			}
+		}
+		b.compiler.link(g)
+		return g
+	}
+	per := map[string][]Target{}
+	exports := slices.Clone(b.exports[*export])
+	slices.SortFunc(exports, func(x, y *model.ServiceExport) int { return strings.Compare(x.Owner, y.Owner) })
+	var all []Target
+	for _, e := range exports {
+		for _, p := range e.Ports {
+			if p.Port != ref.Port {
+				continue
+			}
+			for _, t := range p.Targets {
+				if t.State == model.TargetActive && t.Cluster == e.Owner {
+					tt := Target{Addr: net.JoinHostPort(t.Address, strconv.Itoa(int(t.Port))), Cluster: e.Owner}
+					per[e.Owner] = append(per[e.Owner], tt)
+					all = append(all, tt)
+				}
+			}
+		}
+	}
+	g := newGroup(all)
+	if len(clusters) > 0 {
+		var weights []int32
+		for _, c := range clusters {
+			if w := ref.ClusterWeights[c]; w > 0 && len(per[c]) > 0 {
+				g.byCluster = append(g.byCluster, newGroup(per[c]))
+				weights = append(weights, w)
+			}
+		}
+		if len(weights) > 0 {
+			g.clusterWeights = balancer.NewWeighted(weights)
+		} else {
+			g.targets, g.byCluster = nil, nil // no weighted cluster exports: no target
+		}
+	}
+	b.importGroups[key] = g
+	return g
 }

@@ -239,7 +239,18 @@ type Group struct {
 	clusters []string
 	next     balancer.RoundRobin
 	health   *health.Group
+	// Export is set for the group of a multi-cluster import backend: its
+	// targets are the endpoints of the ServiceExports of Export, each
+	// cluster's reached through that cluster's proxy.
+	Export *ExportRef
+	// byCluster and clusterWeights split the picks of an import group with
+	// per-cluster weights: a cluster by weight, then its targets in turn.
+	byCluster      []*Group
+	clusterWeights *balancer.Weighted
 }
+
+// ExportRef names the exported Service an import group stands for.
+type ExportRef struct{ Namespace, Name string }
 
 // OnlyIn reports whether every target of g is in cluster (true for a group
 // without targets).
@@ -256,6 +267,9 @@ func (g *Group) OnlyIn(cluster string) bool {
 // routable targets still share requests evenly. The common case costs one
 // atomic add and one atomic load.
 func (g *Group) Pick() *Target {
+	if g.byCluster != nil {
+		return g.byCluster[g.clusterWeights.Pick()].Pick()
+	}
 	n := len(g.targets)
 	i := g.next.Pick(n)
 	if i < 0 {
