@@ -24,6 +24,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -76,12 +77,20 @@ type Client struct {
 
 	mu    sync.RWMutex
 	peers map[string]string // peer address → the cluster it must be
+	// down holds the peers whose last connection attempt failed, until
+	// when they are left alone (downFor after the failure).
+	down map[string]time.Time
 }
+
+// downFor is how long a peer that could not be reached is left out before
+// it is tried again. A whole cluster lost leaves the pick on its first
+// failed connection, not after health checks.
+const downFor = 2 * time.Second
 
 // NewClient returns a client presenting id and trusting peers whose
 // certificates chain to roots.
 func NewClient(id *pki.Identity, roots *x509.CertPool) *Client {
-	c := &Client{id: id, roots: roots, peers: map[string]string{}}
+	c := &Client{id: id, roots: roots, peers: map[string]string{}, down: map[string]time.Time{}}
 	sessions := tls.NewLRUClientSessionCache(1024)
 	c.tr = &http.Transport{
 		Protocols: new(http.Protocols),
@@ -123,8 +132,14 @@ func (c *Client) dial(ctx context.Context, network, addr string, sessions tls.Cl
 	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}, Config: cfg}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
+		if ctx.Err() == nil {
+			c.markDown(addr)
+		}
 		return nil, fmt.Errorf("peer %s of cluster %s: %w", addr, cluster, err)
 	}
+	c.mu.Lock()
+	delete(c.down, addr)
+	c.mu.Unlock()
 	if p := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != "h2" {
 		conn.Close()
 		return nil, fmt.Errorf("peer %s of cluster %s: negotiated %q, not h2", addr, cluster, p)
@@ -153,6 +168,21 @@ func verifyPeer(roots *x509.CertPool, cs tls.ConnectionState, cluster string, us
 		return fmt.Errorf("peer's certificate names cluster %q, not %q", got, cluster)
 	}
 	return nil
+}
+
+func (c *Client) markDown(addr string) {
+	c.mu.Lock()
+	c.down[addr] = time.Now().Add(downFor)
+	c.mu.Unlock()
+}
+
+// Up reports whether the peer at addr may be tried: it is known, and no
+// connection to it failed in the last downFor.
+func (c *Client) Up(addr string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, known := c.peers[addr]
+	return known && time.Now().After(c.down[addr])
 }
 
 // SetPeers replaces the known peers: address → the cluster it belongs to.
@@ -194,7 +224,21 @@ func (c *Client) RoundTrip(r *http.Request, p Request) (*http.Response, error) {
 	if p.Version != "" {
 		out.Header.Set(HeaderVersion, p.Version)
 	}
-	return c.tr.RoundTrip(out)
+	resp, err := c.tr.RoundTrip(out)
+	if err != nil && r.Context().Err() == nil && brokenConn(err) {
+		// The connection broke under the request (the peer died): leave
+		// the peer out until it answers again.
+		c.markDown(p.Addr)
+	}
+	return resp, err
+}
+
+// brokenConn reports whether err says the connection to a peer failed
+// (rather than the request's own context, or a refusal by the peer).
+func brokenConn(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "connection refused")
 }
 
 // CloseIdleConnections closes pooled connections not in use.

@@ -99,6 +99,24 @@ func (sv *served) peerAddrs(cluster string) []string {
 	return sv.peers.byCluster[cluster]
 }
 
+// clusterReachable reports whether cluster's targets can be reached now:
+// this proxy's own always; another's while the hop is configured and a
+// proxy of that cluster is up (no connection to it failed just now).
+func (p *Proxy) clusterReachable(cluster string) bool {
+	if cluster == p.cluster {
+		return true
+	}
+	if p.peer == nil {
+		return false
+	}
+	for _, a := range p.served.Load().peerAddrs(cluster) {
+		if p.peer.Up(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // reachable is the local-or-peer decision: it reports whether this proxy
 // can send to t, itself (t is in this proxy's cluster) or through the peer
 // hop (a proxy of t's cluster is known and the hop is configured).
@@ -124,7 +142,16 @@ func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Respon
 	if len(addrs) == 0 {
 		return nil, &net.OpError{Op: "peer", Net: "tcp", Err: errNoPeer}
 	}
-	addr := addrs[int(p.peerNext.Add(1)-1)%len(addrs)]
+	// Round robin among the cluster's proxies, passing over those that
+	// just failed; when all did, try one anyway.
+	n := int(p.peerNext.Add(1) - 1)
+	addr := addrs[n%len(addrs)]
+	for i := range addrs {
+		if a := addrs[(n+i)%len(addrs)]; p.peer.Up(a) {
+			addr = a
+			break
+		}
+	}
 	g := t.Group()
 	return p.peer.RoundTrip(req, peer.Request{
 		Cluster: t.Cluster, Addr: addr, TargetGroup: peerGroupKey(t), Target: t.Addr,

@@ -27,6 +27,7 @@ type hopWorld struct {
 	ca         *pki.CA
 	east, west *Proxy
 	westPeer   string // west's peer listener
+	westSrv    *http.Server
 	eastID     *pki.Identity
 }
 
@@ -78,7 +79,7 @@ func newHopWorld(t *testing.T) *hopWorld {
 	srv := peer.NewHTTPServer(w.west.PeerHandler(), slog.New(slog.DiscardHandler))
 	go srv.Serve(tls.NewListener(ln, peer.TLSConfig(westID, ca.Pool())))
 	t.Cleanup(func() { srv.Close() })
-	w.westPeer = ln.Addr().String()
+	w.westPeer, w.westSrv = ln.Addr().String(), srv
 	return w
 }
 
@@ -244,6 +245,20 @@ func TestImportBackendAcrossClusters(t *testing.T) {
 	if got := count(100); got["east-cart/200"] != 50 || got["west-cart/200"] != 50 {
 		t.Errorf("no weights: %v, want 50/50", got)
 	}
+	// West's proxy dies: the connection that breaks (or the next dial,
+	// refused) takes west out of the pick at once, and its share goes to
+	// east until west answers again.
+	w.update(t, imp(map[string]int32{"east": 50, "west": 50}))
+	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+		t.Fatalf("50/50 by cluster: %v", got)
+	}
+	w.westSrv.Close()
+	got := count(200)
+	if got["east-cart/200"] < 198 {
+		t.Errorf("after west's proxy died: %v, want all but the first one or two to east", got)
+	}
+	t.Logf("after west's proxy died: %v", got)
+
 	// Without a proxy of west to hop to, west's share fails: 502.
 	snap := imp(map[string]int32{"west": 1})
 	update(t, w.east, snap) // no Peers

@@ -605,7 +605,7 @@ func (b *builder) importGroup(ref *model.ImportRef) *Group {
 	}
 	export := &ExportRef{ref.Namespace, ref.Name}
 	newGroup := func(targets []Target) *Group {
-		g := &Group{Name: "import/" + key, Protocol: ref.Protocol, Version: ref.ProtocolVersion, Export: export, targets: targets}
+		g := &Group{Name: "import/" + key, Protocol: ref.Protocol, Version: ref.ProtocolVersion, Export: export, targets: slices.Clone(targets)}
 		for _, t := range targets {
 			if !slices.Contains(g.clusters, t.Cluster) {
 				g.clusters = append(g.clusters, t.Cluster)

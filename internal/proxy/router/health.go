@@ -20,6 +20,13 @@ type CompileHooks struct {
 	// path reaches its per-rule data (metrics observers, precomputed
 	// headers) without a lookup. The router never looks inside it.
 	Annotate func(svc *model.Service, rule int, targetGroup string) any
+	// Cluster is the cluster of the proxy the table is for, and Reachable
+	// says whether another cluster's targets can be reached now (a proxy
+	// of it answers). Group.Pick skips the targets of clusters that
+	// cannot: a whole cluster lost leaves the pick at once, before any
+	// health check could notice. Nil Reachable reaches every cluster.
+	Cluster   string
+	Reachable func(cluster string) bool
 }
 
 // link sets each of g's targets' back reference and, with a Health hook,
@@ -27,6 +34,9 @@ type CompileHooks struct {
 func (c *Compiler) link(g *Group) {
 	if c.Hooks.Health != nil {
 		g.health = c.Hooks.Health(g.Name)
+	}
+	if !g.OnlyIn(c.Hooks.Cluster) {
+		g.reach = c.Hooks.Reachable
 	}
 	for i := range g.targets {
 		t := &g.targets[i]

@@ -247,6 +247,15 @@ type Group struct {
 	// per-cluster weights: a cluster by weight, then its targets in turn.
 	byCluster      []*Group
 	clusterWeights *balancer.Weighted
+	// reach, set for groups with other clusters' targets, says whether a
+	// cluster can be reached now (CompileHooks.Reachable).
+	reach func(cluster string) bool
+}
+
+// routable reports whether t may take a request: healthy (or unchecked)
+// and in a cluster that can be reached.
+func (g *Group) routable(t *Target) bool {
+	return t.Health.Routable() && (g.reach == nil || g.reach(t.Cluster))
 }
 
 // ExportRef names the exported Service an import group stands for.
@@ -268,23 +277,47 @@ func (g *Group) OnlyIn(cluster string) bool {
 // atomic add and one atomic load.
 func (g *Group) Pick() *Target {
 	if g.byCluster != nil {
-		return g.byCluster[g.clusterWeights.Pick()].Pick()
+		return g.pickCluster()
 	}
 	n := len(g.targets)
 	i := g.next.Pick(n)
 	if i < 0 {
 		return nil
 	}
-	if t := &g.targets[i]; n == 1 || t.Health.Routable() || g.health.FailOpen() {
+	if t := &g.targets[i]; g.reach == nil && (n == 1 || t.Health.Routable() || g.health.FailOpen()) {
+		return t
+	}
+	if t := &g.targets[i]; g.routable(t) {
 		return t
 	}
 	for range n - 1 {
-		if t := &g.targets[g.next.Pick(n)]; t.Health.Routable() {
+		if t := &g.targets[g.next.Pick(n)]; g.routable(t) {
 			return t
 		}
 	}
 	// The group's routable targets went down while we looked.
 	return &g.targets[i]
+}
+
+// pickCluster picks by cluster weight, then among the cluster's targets; a
+// cluster that cannot be reached passes its turn to the next by weight, so
+// its share goes to the others while it is gone.
+func (g *Group) pickCluster() *Target {
+	var first *Target
+	for range len(g.byCluster) {
+		sub := g.byCluster[g.clusterWeights.Pick()]
+		t := sub.Pick()
+		if t == nil {
+			continue
+		}
+		if g.reach == nil || g.reach(t.Cluster) {
+			return t
+		}
+		if first == nil {
+			first = t
+		}
+	}
+	return first
 }
 
 // Target is one endpoint a request may be sent to.
