@@ -76,6 +76,10 @@ func table(w io.Writer, k model.Kind, objs []model.Object) error {
 		row("NAME", "OWNER", "NAMES", "NOT AFTER", "REVISION")
 	case model.KindWorkloadSet:
 		row("NAME", "OWNER", "NAMESPACE", "WORKLOADS", "REVISION")
+	case model.KindServiceExport:
+		row("NAME", "CLUSTER", "SERVICE", "TYPE", "PORTS", "ENDPOINTS", "EXPORTED", "REVISION")
+	case model.KindPeer:
+		row("NAME", "CLUSTER", "ADDRESS", "REVISION")
 	default:
 		return fmt.Errorf("kind %q has no table", k)
 	}
@@ -94,6 +98,16 @@ func table(w io.Writer, k model.Kind, objs []model.Object) error {
 			row(m.Name, m.Owner, names, notAfter, rev)
 		case *model.WorkloadSet:
 			row(m.Name, m.Owner, o.Namespace, fmt.Sprint(len(o.Workloads)), rev)
+		case *model.ServiceExport:
+			ports, endpoints := make([]string, 0, len(o.Ports)), 0
+			for _, p := range o.Ports {
+				ports = append(ports, fmt.Sprintf("%d/%s", p.Port, p.Protocol))
+				endpoints += len(p.Targets)
+			}
+			row(m.Name, m.Owner, o.Namespace+"/"+o.Service, string(o.Type), dash(strings.Join(ports, ",")), fmt.Sprint(endpoints),
+				o.ExportedAt.UTC().Format(time.RFC3339), rev)
+		case *model.Peer:
+			row(m.Name, m.Owner, o.Address, rev)
 		}
 	}
 	return tw.Flush()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/pki"
@@ -48,6 +49,18 @@ func TestTables(t *testing.T) {
 		}}, []string{
 			"NAME OWNER NAMESPACE WORKLOADS REVISION",
 			"shop.east east shop 2 5",
+		}},
+		{model.KindServiceExport, []model.Object{&model.ServiceExport{
+			Meta: model.Meta{Name: "shop.cart.west", Owner: "west", Revision: 6}, Namespace: "shop", Service: "cart",
+			Type: model.ExportClusterSetIP, ExportedAt: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
+			Ports: []model.ExportPort{{Port: 80, Protocol: "TCP", Targets: []model.Target{{}, {}}}, {Port: 53, Protocol: "UDP"}},
+		}}, []string{
+			"NAME CLUSTER SERVICE TYPE PORTS ENDPOINTS EXPORTED REVISION",
+			"shop.cart.west west shop/cart ClusterSetIP 80/TCP,53/UDP 2 2026-12-01T00:00:00Z 6",
+		}},
+		{model.KindPeer, []model.Object{&model.Peer{Meta: model.Meta{Name: "proxy.west", Owner: "west", Revision: 2}, Address: "192.0.2.11:15443"}}, []string{
+			"NAME CLUSTER ADDRESS REVISION",
+			"proxy.west west 192.0.2.11:15443 2",
 		}},
 		{model.KindCertificate, []model.Object{cert}, []string{
 			"NAME OWNER NAMES NOT AFTER REVISION",
