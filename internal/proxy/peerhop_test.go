@@ -31,7 +31,7 @@ type hopWorld struct {
 	eastID     *pki.Identity
 }
 
-func clusterIdentity(t *testing.T, ca *pki.CA, cluster string) *pki.Identity {
+func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
 	t.Helper()
 	keyPEM, csr, err := pki.NewKey()
 	if err != nil {
@@ -48,7 +48,7 @@ func clusterIdentity(t *testing.T, ca *pki.CA, cluster string) *pki.Identity {
 	return id
 }
 
-func newHopWorld(t *testing.T) *hopWorld {
+func newHopWorld(t testing.TB) *hopWorld {
 	t.Helper()
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
@@ -84,7 +84,7 @@ func newHopWorld(t *testing.T) *hopWorld {
 }
 
 // update gives both proxies the same snapshot, as the control plane does.
-func (w *hopWorld) update(t *testing.T, snap *model.Snapshot) {
+func (w *hopWorld) update(t testing.TB, snap *model.Snapshot) {
 	t.Helper()
 	snap.Peers = []model.Peer{{Meta: model.Meta{Name: "proxy.west", Owner: "west"}, Address: w.westPeer}}
 	update(t, w.east, snap)
@@ -93,7 +93,7 @@ func (w *hopWorld) update(t *testing.T, snap *model.Snapshot) {
 
 // identityBackend answers with its name and the identity and forwarding
 // fields it received.
-func identityBackend(t *testing.T, name string) *httptest.Server {
+func identityBackend(t testing.TB, name string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -116,7 +116,7 @@ func peerHeaders(h http.Header) []string {
 	return out
 }
 
-func clusterTarget(t *testing.T, srv *httptest.Server, cluster string) model.Target {
+func clusterTarget(t testing.TB, srv *httptest.Server, cluster string) model.Target {
 	tt := target(t, srv, model.TargetActive)
 	tt.Cluster = cluster
 	return tt

@@ -53,7 +53,7 @@ func newTestProxy(t *testing.T, log *slog.Logger) *Proxy {
 // address, or "" when it does not.
 func addrOf(p *Proxy, port int32) string { return p.Addrs()[router.Bind{Port: port}] }
 
-func update(t *testing.T, p *Proxy, snap *model.Snapshot) {
+func update(t testing.TB, p *Proxy, snap *model.Snapshot) {
 	t.Helper()
 	if err := p.Update(snap); err != nil {
 		t.Fatalf("Update: %v", err)
@@ -94,7 +94,7 @@ func slowBackend(t *testing.T) (srv *httptest.Server, started <-chan struct{}, r
 	return srv, arrived, release
 }
 
-func target(t *testing.T, srv *httptest.Server, state model.TargetState) model.Target {
+func target(t testing.TB, srv *httptest.Server, state model.TargetState) model.Target {
 	t.Helper()
 	host, port, err := net.SplitHostPort(srv.Listener.Addr().String())
 	if err != nil {

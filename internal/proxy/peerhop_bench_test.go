@@ -1,0 +1,60 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// BenchmarkPeerHop measures the latency the hop adds: the same request
+// through east's proxy to a target in east (direct) and to a target in west
+// (east's proxy → west's proxy → target), sequential, on reused
+// connections, reporting the p50 and p99 of each. Run with
+//
+//	go test -run XXX -bench PeerHop -benchtime 5000x ./internal/proxy/
+//
+// The difference of the two p50s (and p99s) is the hop's cost.
+func BenchmarkPeerHop(b *testing.B) {
+	w := newHopWorld(b)
+	local, remote := identityBackend(b, "east-api"), identityBackend(b, "west-api")
+	eastTG, westTG := group("east-api", clusterTarget(b, local, "east")), group("west-api", clusterTarget(b, remote, "west"))
+	eastTG.Owner, westTG.Owner = "east", "west"
+	snap := &model.Snapshot{Objects: model.Objects{
+		Networks:     testNetworks,
+		TargetGroups: []model.TargetGroup{eastTG, westTG},
+		Services: []model.Service{
+			edgeService("direct", []string{"direct.example"}, model.Rule{Action: forward(to("east-api", 1))}),
+			edgeService("hop", []string{"hop.example"}, model.Rule{Action: forward(to("west-api", 1))}),
+		},
+	}, Revision: 1}
+	w.update(b, snap)
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	addr := "http://" + addrOf(w.east, webPort) + "/"
+	for _, host := range []string{"direct.example", "hop.example"} {
+		b.Run(host, func(b *testing.B) {
+			lat := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				req, _ := http.NewRequest(http.MethodGet, addr, nil)
+				req.Host = host
+				start := time.Now()
+				resp, err := c.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				lat = append(lat, time.Since(start))
+				if resp.StatusCode != 200 {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
