@@ -47,7 +47,9 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"trellis.dev/trellis/api/v1alpha1"
 	tclient "trellis.dev/trellis/internal/client"
@@ -92,6 +94,12 @@ type Config struct {
 	// proxy bound to every address, or several proxies, have no one
 	// address to publish.
 	ProxyAddress netip.Addr
+	// ClusterSetIP, when valid, is the address clients of this cluster
+	// reach exported services at: the local proxy's, which the built-in
+	// nameserver answers for <svc>.<ns>.svc.clusterset.local. It is the
+	// one IP of every ClusterSetIP ServiceImport the controller writes.
+	// Without it those imports carry no IPs.
+	ClusterSetIP netip.Addr
 	// MetricsAddress serves Prometheus metrics ("0" disables; default
 	// ":8080" as controller-runtime's).
 	MetricsAddress string
@@ -115,6 +123,7 @@ func Scheme() (*runtime.Scheme, error) {
 		apiextensionsv1.AddToScheme,
 		gatewayv1.Install,
 		v1alpha1.AddToScheme,
+		mcsv1beta1.Install,
 	} {
 		if err := add(s); err != nil {
 			return nil, err
@@ -225,6 +234,17 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 		pool:    cfg.AddressPool,
 		log:     cfg.Logger,
 		skip:    unserved,
+		view:    &exportView{},
+	}
+	if ip := cfg.ClusterSetIP; ip.IsValid() && !ip.IsUnspecified() {
+		r.clusterSetIP = ip.Unmap()
+	}
+	// Multi-Cluster Services need both kinds; with one of them alone the
+	// controller leaves both.
+	if unserved["ServiceExport"] != unserved["ServiceImport"] {
+		cfg.Logger.Warn("only one of the Multi-Cluster Services CRDs is served; the controller runs without Multi-Cluster Services",
+			"install", mcsInstall)
+		unserved["ServiceExport"], unserved["ServiceImport"] = true, true
 	}
 	if ip := cfg.ProxyAddress; ip.IsValid() && !ip.IsUnspecified() && !cfg.AddressPool.IsValid() {
 		r.proxyAddr = ip.Unmap()
@@ -251,14 +271,27 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 	if !unserved["TLSRoute"] {
 		b = b.Watches(&gatewayv1.TLSRoute{}, all, specChanged)
 	}
-	err = b.Watches(&gatewayv1.ReferenceGrant{}, all).
+	b = b.Watches(&gatewayv1.ReferenceGrant{}, all).
 		Watches(&corev1.Secret{}, all).
 		Watches(&corev1.Service{}, all).
 		Watches(&discoveryv1.EndpointSlice{}, all).
 		Watches(&corev1.Namespace{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&v1alpha1.AuthPolicy{}, all, specChanged).
-		Watches(&corev1.Pod{}, all, builder.WithPredicates(identityChanged{})).
-		Complete(r)
+		Watches(&corev1.Pod{}, all, builder.WithPredicates(identityChanged{}))
+	if !unserved["ServiceExport"] {
+		// Every cluster's exports come from the control plane: a change
+		// there is an event like a change in the cluster.
+		events := make(chan event.GenericEvent, 1)
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			return r.follow(ctx, cfg.ControlPlane, events)
+		})); err != nil {
+			return nil, nil, fmt.Errorf("controller: %w", err)
+		}
+		b = b.Watches(&mcsv1beta1.ServiceExport{}, all, specChanged).
+			Watches(&mcsv1beta1.ServiceImport{}, all, specChanged).
+			WatchesRawSource(source.Channel(events, all))
+	}
+	err = b.Complete(r)
 	if err != nil {
 		return nil, nil, fmt.Errorf("controller: %w", err)
 	}
