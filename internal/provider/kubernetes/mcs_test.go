@@ -20,7 +20,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	tclient "trellis.dev/trellis/internal/client"
@@ -102,6 +104,14 @@ func newMCSEnv(t *testing.T) *mcsEnv {
 			}
 		}))
 	}
+	// Wait until both controllers have synced their caches and the
+	// control plane's view, so that the tests measure changes, not start-up.
+	b.createService(t, "warmup", "hello", service{ports: []corev1.ServicePort{httpPort(80)}})
+	a.ensureNamespace(t, "warmup")
+	start := b.export(t, "warmup", "hello")
+	within(t, start, 20*time.Second, "first export after the controllers start → import in a and b", all(
+		a.importIs("warmup", "hello", mcsv1beta1.ClusterSetIP, []mcsv1beta1.ServicePort{mcsPort("http", corev1.ProtocolTCP, 80)}, "b"),
+		b.importIs("warmup", "hello", mcsv1beta1.ClusterSetIP, []mcsv1beta1.ServicePort{mcsPort("http", corev1.ProtocolTCP, 80)}, "b")))
 	return e
 }
 
@@ -152,7 +162,7 @@ func (c *mcsCluster) createService(t *testing.T, ns, name string, s service) {
 		return
 	}
 	es := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name + "-1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{s.endpoint}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}}},
 	}
@@ -606,5 +616,29 @@ func TestMCSConformance(t *testing.T) {
 			}
 			return nil
 		})
+	})
+}
+
+// A cluster without the Multi-Cluster Services CRDs runs the controller
+// without them: it says so, naming what to apply, and serves the rest.
+func TestWithoutMCSCRDs(t *testing.T) {
+	var logs syncBuffer
+	e := newEnvWith(t, envOptions{logs: &logs, identity: func(c *kube.Cluster, kc client.Client) *rest.Config {
+		deleteCRDs(t, c, kc, mcsv1beta1.ServiceExportFullName, mcsv1beta1.ServiceImportFullName)
+		return c.Config
+	}})
+	e.create(t, classes)
+	eventually(t, 30*time.Second, "the warning and a GatewayClass accepted", func() error {
+		for _, want := range []string{"CRD not served; the controller runs without it", "crd=serviceexports.multicluster.x-k8s.io",
+			"crd=serviceimports.multicluster.x-k8s.io", "mcs-api/" + kubernetes.MCSAPIRelease} {
+			if !strings.Contains(logs.String(), want) {
+				return fmt.Errorf("no %q in the log", want)
+			}
+		}
+		var gc gatewayv1.GatewayClass
+		if err := e.kc.Get(context.Background(), types.NamespacedName{Name: "trellis"}, &gc); err != nil {
+			return err
+		}
+		return hasCondition(gc.Status.Conditions, "Accepted", True, "Accepted", gc.Generation)
 	})
 }
