@@ -246,6 +246,10 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 			"install", mcsInstall)
 		unserved["ServiceExport"], unserved["ServiceImport"] = true, true
 	}
+	if unserved["ServiceExport"] && servesOnlyMCSv1alpha1(ctx, cfg.Kube) {
+		cfg.Logger.Warn("the cluster serves the Multi-Cluster Services API at v1alpha1 only; the controller needs v1beta1 "+
+			"(mcs-api v0.3 or later) and runs without Multi-Cluster Services", "install", mcsInstall)
+	}
 	if ip := cfg.ProxyAddress; ip.IsValid() && !ip.IsUnspecified() && !cfg.AddressPool.IsValid() {
 		r.proxyAddr = ip.Unmap()
 	}

@@ -168,6 +168,19 @@ func ServedCRDs(ctx context.Context, kube *rest.Config) (missing []CRD, err erro
 	return missing, nil
 }
 
+// servesOnlyMCSv1alpha1 reports whether the cluster serves the
+// Multi-Cluster Services kinds at v1alpha1 (mcs-api before v0.3) but not
+// at v1beta1, which the controller reads and writes.
+func servesOnlyMCSv1alpha1(ctx context.Context, kube *rest.Config) bool {
+	dc, err := discovery.NewDiscoveryClientForConfig(kube)
+	if err != nil {
+		return false
+	}
+	beta, _ := discoveryFor(ctx, dc, mcsv1beta1.GroupVersion.String())
+	alpha, _ := discoveryFor(ctx, dc, mcsv1beta1.GroupName+"/v1alpha1")
+	return !slices.Contains(beta, mcsv1beta1.ServiceExportPluralName) && slices.Contains(alpha, mcsv1beta1.ServiceExportPluralName)
+}
+
 // discoveryFor returns the resources served in group version gv, ending
 // early when ctx does.
 func discoveryFor(ctx context.Context, dc discovery.DiscoveryInterface, gv string) ([]string, error) {
