@@ -32,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -117,18 +118,28 @@ type Config struct {
 
 // Scheme returns the types the controller reads and writes.
 func Scheme() (*runtime.Scheme, error) {
+	return newScheme(mcsv1beta1.GroupVersion.Version)
+}
+
+// newScheme is Scheme with the Multi-Cluster Services kinds read and written
+// at mcsVersion. The v1beta1 Go types serve for v1alpha1 too: the two
+// versions' ServiceExport and ServiceImport have the same fields.
+func newScheme(mcsVersion string) (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		clientgoscheme.AddToScheme,
 		apiextensionsv1.AddToScheme,
 		gatewayv1.Install,
 		v1alpha1.AddToScheme,
-		mcsv1beta1.Install,
 	} {
 		if err := add(s); err != nil {
 			return nil, err
 		}
 	}
+	gv := schema.GroupVersion{Group: mcsv1beta1.GroupName, Version: mcsVersion}
+	s.AddKnownTypes(gv, &mcsv1beta1.ServiceExport{}, &mcsv1beta1.ServiceExportList{},
+		&mcsv1beta1.ServiceImport{}, &mcsv1beta1.ServiceImportList{})
+	metav1.AddToGroupVersion(s, gv)
 	return s, nil
 }
 
@@ -180,13 +191,28 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("controller: %w", err)
 	}
+	// The Multi-Cluster Services kinds at v1beta1, or else (an mcs-api
+	// install before v0.3) at v1alpha1.
+	mcsVersion := mcsv1beta1.GroupVersion.Version
+	if slices.ContainsFunc(missing, func(c CRD) bool { return c.Group == mcsv1beta1.GroupName }) && servesMCSv1alpha1(ctx, cfg.Kube) {
+		mcsVersion = "v1alpha1"
+		missing = slices.DeleteFunc(missing, func(c CRD) bool { return c.Group == mcsv1beta1.GroupName })
+		cfg.Logger.Info("the cluster serves the Multi-Cluster Services API at v1alpha1, not v1beta1; the controller uses v1alpha1")
+	}
 	unserved := map[string]bool{}
 	for _, c := range missing {
 		unserved[c.Kind] = true
 		cfg.Logger.Warn("CRD not served; the controller runs without it (install it and restart to serve its objects)",
 			"crd", c.Name, "kind", c.Kind, "install", c.Install())
 	}
-	scheme, err := Scheme()
+	// Multi-Cluster Services need both kinds; with one of them alone the
+	// controller leaves both.
+	if unserved["ServiceExport"] != unserved["ServiceImport"] {
+		cfg.Logger.Warn("only one of the Multi-Cluster Services CRDs is served; the controller runs without Multi-Cluster Services",
+			"install", mcsInstall)
+		unserved["ServiceExport"], unserved["ServiceImport"] = true, true
+	}
+	scheme, err := newScheme(mcsVersion)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -238,17 +264,6 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 	}
 	if ip := cfg.ClusterSetIP; ip.IsValid() && !ip.IsUnspecified() {
 		r.clusterSetIP = ip.Unmap()
-	}
-	// Multi-Cluster Services need both kinds; with one of them alone the
-	// controller leaves both.
-	if unserved["ServiceExport"] != unserved["ServiceImport"] {
-		cfg.Logger.Warn("only one of the Multi-Cluster Services CRDs is served; the controller runs without Multi-Cluster Services",
-			"install", mcsInstall)
-		unserved["ServiceExport"], unserved["ServiceImport"] = true, true
-	}
-	if unserved["ServiceExport"] && servesOnlyMCSv1alpha1(ctx, cfg.Kube) {
-		cfg.Logger.Warn("the cluster serves the Multi-Cluster Services API at v1alpha1 only; the controller needs v1beta1 "+
-			"(mcs-api v0.3 or later) and runs without Multi-Cluster Services", "install", mcsInstall)
 	}
 	if ip := cfg.ProxyAddress; ip.IsValid() && !ip.IsUnspecified() && !cfg.AddressPool.IsValid() {
 		r.proxyAddr = ip.Unmap()

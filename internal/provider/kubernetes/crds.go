@@ -63,8 +63,9 @@ func (c CRD) Install() string {
 // kinds (Services, EndpointSlices, Namespaces, Secrets, Pods) are always
 // served. GRPCRoute and TLSRoute are in the Gateway API's standard channel
 // only since v1.2 and v1.5: a cluster with older CRDs runs without them.
-// The Multi-Cluster Services kinds (v1beta1) are optional: without them
-// the controller runs without exports and imports.
+// The Multi-Cluster Services kinds are optional: without them the
+// controller runs without exports and imports; served at v1alpha1 only
+// (mcs-api before v0.3), it uses that version (see New).
 var Watched = []CRD{
 	gatewayCRD("gatewayclasses", "GatewayClass", true),
 	gatewayCRD("gateways", "Gateway", true),
@@ -168,17 +169,16 @@ func ServedCRDs(ctx context.Context, kube *rest.Config) (missing []CRD, err erro
 	return missing, nil
 }
 
-// servesOnlyMCSv1alpha1 reports whether the cluster serves the
-// Multi-Cluster Services kinds at v1alpha1 (mcs-api before v0.3) but not
-// at v1beta1, which the controller reads and writes.
-func servesOnlyMCSv1alpha1(ctx context.Context, kube *rest.Config) bool {
+// servesMCSv1alpha1 reports whether the cluster serves both
+// Multi-Cluster Services kinds at v1alpha1 (every mcs-api release does;
+// those before v0.3 serve nothing else).
+func servesMCSv1alpha1(ctx context.Context, kube *rest.Config) bool {
 	dc, err := discovery.NewDiscoveryClientForConfig(kube)
 	if err != nil {
 		return false
 	}
-	beta, _ := discoveryFor(ctx, dc, mcsv1beta1.GroupVersion.String())
-	alpha, _ := discoveryFor(ctx, dc, mcsv1beta1.GroupName+"/v1alpha1")
-	return !slices.Contains(beta, mcsv1beta1.ServiceExportPluralName) && slices.Contains(alpha, mcsv1beta1.ServiceExportPluralName)
+	served, err := discoveryFor(ctx, dc, mcsv1beta1.GroupName+"/v1alpha1")
+	return err == nil && slices.Contains(served, mcsv1beta1.ServiceExportPluralName) && slices.Contains(served, mcsv1beta1.ServiceImportPluralName)
 }
 
 // discoveryFor returns the resources served in group version gv, ending

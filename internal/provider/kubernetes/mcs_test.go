@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	tclient "trellis.dev/trellis/internal/client"
@@ -640,5 +642,62 @@ func TestWithoutMCSCRDs(t *testing.T) {
 			return err
 		}
 		return hasCondition(gc.Status.Conditions, "Accepted", True, "Accepted", gc.Generation)
+	})
+}
+
+// A cluster serving the Multi-Cluster Services API at v1alpha1 only (an
+// mcs-api install before v0.3) gets its exports and imports at v1alpha1.
+func TestMCSv1alpha1Only(t *testing.T) {
+	e := newEnvWith(t, envOptions{identity: func(c *kube.Cluster, kc client.Client) *rest.Config {
+		ctx := context.Background()
+		for _, name := range []string{mcsv1beta1.ServiceExportFullName, mcsv1beta1.ServiceImportFullName} {
+			var crd apiextensionsv1.CustomResourceDefinition
+			if err := kc.Get(ctx, types.NamespacedName{Name: name}, &crd); err != nil {
+				t.Fatal(err)
+			}
+			for i := range crd.Spec.Versions {
+				v := &crd.Spec.Versions[i]
+				v.Served, v.Storage = v.Name == "v1alpha1", v.Name == "v1alpha1"
+			}
+			if err := kc.Update(ctx, &crd); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, time.Minute, "v1beta1 no longer served", func() error {
+			missing, err := kubernetes.ServedCRDs(ctx, c.Config)
+			if err != nil {
+				return err
+			}
+			if n := len(slices.DeleteFunc(missing, func(c kubernetes.CRD) bool { return c.Group != mcsv1beta1.GroupName })); n != 2 {
+				return fmt.Errorf("%d MCS CRDs not served at v1beta1, want 2", n)
+			}
+			return nil
+		})
+		return c.Config
+	}})
+	e.create(t, namespace("shop", "")+backend("shop", "web", "198.18.60.1"))
+	ctx := context.Background()
+	start := time.Now()
+	if err := e.kc.Create(ctx, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	within(t, start, changeLimit, "v1alpha1 export → Valid, Ready, v1alpha1 import", func() error {
+		var se mcsv1alpha1.ServiceExport
+		if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &se); err != nil {
+			return err
+		}
+		if err := errors.Join(hasCondition(se.Status.Conditions, "Valid", True, "Valid", se.Generation),
+			hasCondition(se.Status.Conditions, "Ready", True, "Exported", se.Generation)); err != nil {
+			return err
+		}
+		var si mcsv1alpha1.ServiceImport
+		if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &si); err != nil {
+			return err
+		}
+		if si.Spec.Type != mcsv1alpha1.ClusterSetIP || len(si.Spec.Ports) != 1 || si.Spec.Ports[0].Port != 80 ||
+			len(si.Status.Clusters) != 1 || si.Status.Clusters[0].Cluster != cluster {
+			return fmt.Errorf("import spec %+v, status %+v", si.Spec, si.Status)
+		}
+		return nil
 	})
 }
