@@ -337,26 +337,25 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 	for i := range imports {
 		existing[[2]string{imports[i].Namespace, imports[i].Name}] = &imports[i]
 	}
-	var creates []*mcsv1beta1.ServiceImport
+	live := map[string]bool{}
 	for _, ns := range in.Namespaces {
-		if ns.DeletionTimestamp != nil {
+		live[ns.Name] = ns.DeletionTimestamp == nil
+	}
+	var creates []*mcsv1beta1.ServiceImport
+	for k, im := range merged {
+		if !live[k[0]] {
+			continue // namespace sameness: no namespace, no import
+		}
+		si := existing[k]
+		if si == nil {
+			si = &mcsv1beta1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: k[0], Name: k[1]}}
+			r.importSpec(si, im)
+			creates = append(creates, si)
 			continue
 		}
-		for k, im := range merged {
-			if k[0] != ns.Name {
-				continue
-			}
-			si := existing[k]
-			if si == nil {
-				si = &mcsv1beta1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: k[0], Name: k[1]}}
-				r.importSpec(si, im)
-				creates = append(creates, si)
-				continue
-			}
-			writes = append(writes,
-				write{obj: si, apply: func(o client.Object) bool { return r.importSpec(o.(*mcsv1beta1.ServiceImport), im) }},
-				write{obj: si, status: true, apply: func(o client.Object) bool { return importStatus(o.(*mcsv1beta1.ServiceImport), im) }})
-		}
+		writes = append(writes,
+			write{obj: si, apply: func(o client.Object) bool { return r.importSpec(o.(*mcsv1beta1.ServiceImport), im) }},
+			write{obj: si, status: true, apply: func(o client.Object) bool { return importStatus(o.(*mcsv1beta1.ServiceImport), im) }})
 	}
 	_, err := r.runWrites(ctx, writes)
 	errs := []error{err}
