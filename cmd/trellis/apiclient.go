@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/tlsfiles"
 )
 
@@ -65,4 +67,57 @@ func (t *tokenFlags) get() (string, error) {
 		return tok, nil
 	}
 	return "", errors.New("no token: give --token, --token-file or set TRELLIS_TOKEN")
+}
+
+// identityFlags are the flags of a component that authenticates with its
+// cluster's certificate: where it keeps it, and the join token for the
+// first one.
+type identityFlags struct{ dir, joinTokenFile string }
+
+func (i *identityFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&i.dir, "identity-dir", "", "keep the cluster certificate here and authenticate with it instead of a token (joined with --join-token-file the first time, renewed before it expires)")
+	f.StringVar(&i.joinTokenFile, "join-token-file", "", "file holding a one-time join token from `trellis cluster add NAME`, exchanged for the cluster certificate when --identity-dir holds none")
+}
+
+// connect returns a control-plane client: with --identity-dir, one that
+// authenticates with the cluster's certificate (joining first if need be,
+// and renewing it until ctx ends); otherwise one with the bearer token.
+// cluster, when set, must be the certificate's; the cluster the client
+// speaks for is returned.
+func connect(ctx context.Context, serverURL, caFile, cluster string, tok tokenFlags, id identityFlags, log *slog.Logger) (*client.Client, string, *pki.Identity, error) {
+	if id.dir == "" {
+		if id.joinTokenFile != "" {
+			return nil, "", nil, errors.New("--join-token-file needs --identity-dir, where the certificate it gets is kept")
+		}
+		if cluster == "" {
+			return nil, "", nil, errors.New("--cluster is required with a token (with --identity-dir the certificate names the cluster)")
+		}
+		token, err := tok.get()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		c, err := newAPIClient(serverURL, token, caFile, log)
+		return c, cluster, nil, err
+	}
+	tlsCfg, err := tlsfiles.Client(caFile)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	var joinToken string
+	if id.joinTokenFile != "" {
+		b, err := os.ReadFile(id.joinTokenFile)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("--join-token-file: %w", err)
+		}
+		joinToken = strings.TrimSpace(string(b))
+	}
+	c, ident, err := client.Enroll(ctx, client.Enrollment{Server: serverURL, Roots: tlsCfg.RootCAs, Dir: id.dir, JoinToken: joinToken, Logger: log})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if cluster != "" && cluster != ident.Cluster() {
+		return nil, "", nil, fmt.Errorf("--cluster %s, but the certificate in %s names cluster %s", cluster, id.dir, ident.Cluster())
+	}
+	go client.KeepRenewed(ctx, c, ident, id.dir, log)
+	return c, ident.Cluster(), ident, nil
 }

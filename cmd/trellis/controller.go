@@ -19,6 +19,7 @@ func newController() *cobra.Command {
 		clusterSetIP                string
 		caFile                      string
 		tok                         tokenFlags
+		ident                       identityFlags
 		cfg                         kubernetes.Config
 	)
 	cmd := &cobra.Command{
@@ -34,10 +35,7 @@ as --cluster. It exits at once, naming what to install, when the cluster
 does not serve a CRD it requires.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			token, err := tok.get()
-			if err != nil {
-				return err
-			}
+			var err error
 			if pool != "" {
 				p, err := netip.ParsePrefix(pool)
 				if err != nil {
@@ -61,7 +59,7 @@ does not serve a CRD it requires.`,
 				return fmt.Errorf("kubernetes client configuration: %w", err)
 			}
 			cfg.Logger = slog.Default()
-			if cfg.ControlPlane, err = newAPIClient(serverURL, token, caFile, cfg.Logger); err != nil {
+			if cfg.ControlPlane, cfg.Cluster, _, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
 				return err
 			}
 			return kubernetes.Run(cmd.Context(), cfg)
@@ -70,8 +68,9 @@ does not serve a CRD it requires.`,
 	f := cmd.Flags()
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
 	tok.register(f)
+	ident.register(f)
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
-	f.StringVar(&cfg.Cluster, "cluster", "", "name of this cluster, the owner of what the controller sends (required)")
+	f.StringVar(&cfg.Cluster, "cluster", "", "name of this cluster, the owner of what the controller sends (required with a token; with --identity-dir the certificate names it)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration, or $KUBECONFIG)")
 	f.StringVar(&pool, "gateway-addresses", "", "CIDR edge Gateways get their addresses from, e.g. 198.18.100.0/24")
 	f.StringVar(&clusterSetIP, "clusterset-ip", "", "address of this cluster's proxy for <svc>.<ns>.svc.clusterset.local: the IP of every ClusterSetIP ServiceImport (default: none)")
@@ -80,6 +79,5 @@ does not serve a CRD it requires.`,
 	f.BoolVar(&cfg.LeaderElection, "leader-elect", false, "elect a leader among replicas (a Lease in --leader-election-namespace)")
 	f.StringVar(&cfg.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader-election Lease (default: the pod's)")
 	f.DurationVar(&cfg.SyncPeriod, "resync", 10*time.Hour, "how often the informers resync; a resync that changes nothing sends nothing")
-	cmd.MarkFlagRequired("cluster")
 	return cmd
 }

@@ -48,7 +48,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newUp(), newServer(), newProxy(), newController(), newGet(), newEcho(), newVersion())
+	root.AddCommand(newUp(), newServer(), newProxy(), newController(), newCluster(), newGet(), newEcho(), newVersion())
 	return root
 }
 

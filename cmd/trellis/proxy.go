@@ -1,12 +1,15 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/runner"
 )
@@ -23,6 +26,8 @@ func newProxy() *cobra.Command {
 	var (
 		serverURL, caFile, accessLog string
 		tok                          tokenFlags
+		ident                        identityFlags
+		peerCfg                      runner.PeerConfig
 		cfg                          runner.Config
 	)
 	cmd := &cobra.Command{
@@ -35,13 +40,21 @@ with backoff. The token comes from --token, --token-file or the
 TRELLIS_TOKEN variable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			token, err := tok.get()
-			if err != nil {
+			cfg.Logger, cfg.Out = slog.Default(), cmd.OutOrStdout()
+			var err error
+			var id *pki.Identity
+			if cfg.Client, cfg.Cluster, id, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
 				return err
 			}
-			cfg.Logger, cfg.Out = slog.Default(), cmd.OutOrStdout()
-			if cfg.Client, err = newAPIClient(serverURL, token, caFile, cfg.Logger); err != nil {
-				return err
+			if peerCfg.Listen != "" {
+				if id == nil {
+					return errors.New("--peer-listen needs --identity-dir: peers prove their cluster with its certificate")
+				}
+				if peerCfg.Roots, err = client.ClusterRoots(ident.dir); err != nil {
+					return fmt.Errorf("the control plane's CA, kept at the join: %w", err)
+				}
+				peerCfg.Identity = id
+				cfg.Peer = &peerCfg
 			}
 			w, closeLog, err := accesslog.OpenDestination(accessLog, cfg.Out, cfg.Logger)
 			if err != nil {
@@ -55,8 +68,9 @@ TRELLIS_TOKEN variable.`,
 	f := cmd.Flags()
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
 	tok.register(f)
+	ident.register(f)
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
-	f.StringVar(&cfg.Cluster, "cluster", "", "name of the cluster this proxy runs in (required)")
+	f.StringVar(&cfg.Cluster, "cluster", "", "name of the cluster this proxy runs in (required with a token; with --identity-dir the certificate names it)")
 	f.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address the listeners bind")
 	f.DurationVar(&cfg.Follow.IdleTimeout, "idle-timeout", 35*time.Second, "reconnect when the stream is silent this long")
 	f.StringVar(&cfg.Follow.CacheFile, "cache", "", "file keeping the last configuration, served at start while the control plane is unreachable")
@@ -64,6 +78,8 @@ TRELLIS_TOKEN variable.`,
 	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
 	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
-	cmd.MarkFlagRequired("cluster")
+	f.StringVar(&peerCfg.Listen, "peer-listen", "", "serve the peer hop here (mutual TLS with the cluster's certificate): other clusters' proxies send requests for this cluster's targets to it; needs --identity-dir")
+	f.StringVar(&peerCfg.Advertise, "peer-advertise", "", "the address other clusters reach --peer-listen at, published to the control plane (default: --peer-listen)")
+	f.StringVar(&peerCfg.Name, "peer-name", "proxy", "this proxy's name among its cluster's proxies (each needs its own)")
 	return cmd
 }

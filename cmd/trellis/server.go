@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,8 +19,10 @@ func newServer() *cobra.Command {
 	var (
 		listen, dataDir, tokensFile, oldTokenFile string
 		certFile, keyFile                         string
-		tokens, oldTokens                         []string
-		heartbeat                                 time.Duration
+		adminTokensFile, caCertFile, caKeyFile    string
+		caCertOut                                 string
+		tokens, oldTokens, tlsHosts               []string
+		heartbeat, certTTL                        time.Duration
 		ec                                        controlplane.EtcdOptions
 	)
 	cmd := &cobra.Command{
@@ -31,17 +35,41 @@ func newServer() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			admins, err := controlplane.LoadAdminTokens(adminTokensFile)
+			if err != nil {
+				return err
+			}
+			supplied, err := controlplane.LoadCA(caCertFile, caKeyFile)
+			if err != nil {
+				return err
+			}
 			st, where, err := controlplane.OpenStore(cmd.Context(), controlplane.StoreOptions{DataDir: dataDir, Etcd: ec, Logger: log})
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			ln, url, err := controlplane.Listen(listen, certFile, keyFile, log)
+			ca, err := server.EnsureCA(cmd.Context(), st, supplied)
+			if err != nil {
+				return err
+			}
+			if caCertOut == "" && len(ec.Endpoints) == 0 {
+				caCertOut = filepath.Join(dataDir, "ca.crt")
+			}
+			if caCertOut != "" {
+				if err := os.WriteFile(caCertOut, ca.CertPEM(), 0o644); err != nil {
+					return fmt.Errorf("--ca-cert-out: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "control plane: CA certificate in %s (the --ca-file of clusters' components)\n", caCertOut)
+			}
+			srv := server.New(st, server.Config{Tokens: auth, AdminTokens: admins, CA: ca, CertTTL: certTTL, Heartbeat: heartbeat, Logger: log})
+			ln, url, err := controlplane.Listen(controlplane.ListenOptions{
+				Addr: listen, CertFile: certFile, KeyFile: keyFile, CAHosts: tlsHosts, CA: ca, ClientAuth: srv.TLSConfig, Logger: log,
+			})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "control plane: API on %s (store %s)\n", url, where)
-			return controlplane.Serve(cmd.Context(), ln, server.New(st, server.Config{Tokens: auth, Heartbeat: heartbeat, Logger: log}))
+			return controlplane.Serve(cmd.Context(), ln, srv)
 		},
 	}
 	f := cmd.Flags()
@@ -63,5 +91,11 @@ func newServer() *cobra.Command {
 	f.DurationVar(&heartbeat, "heartbeat", 10*time.Second, "heartbeat interval of idle watch streams")
 	f.StringVar(&certFile, "tls-cert-file", "", "serve the API over TLS with this certificate (PEM; reloaded when the file changes)")
 	f.StringVar(&keyFile, "tls-key-file", "", "private key of --tls-cert-file (PEM)")
+	f.StringSliceVar(&tlsHosts, "tls-hosts", nil, "serve the API over TLS with a certificate for these host names and addresses issued by the control plane's own CA (instead of --tls-cert-file); joined clusters trust it")
+	f.StringVar(&adminTokensFile, "admin-tokens-file", "", "file of administrator tokens, one per line ('#' comments): they add and remove clusters (trellis cluster)")
+	f.StringVar(&caCertFile, "ca-cert-file", "", "the CA (PEM) to issue cluster certificates with, on the store's first start (default: one generated and kept in the store)")
+	f.StringVar(&caKeyFile, "ca-key-file", "", "private key of --ca-cert-file (PEM)")
+	f.StringVar(&caCertOut, "ca-cert-out", "", "write the control plane's CA certificate here at start (default: ca.crt in --data with the embedded store)")
+	f.DurationVar(&certTTL, "cert-ttl", server.DefaultCertTTL, "lifetime of issued cluster certificates; holders renew them two thirds of the way through")
 	return cmd
 }

@@ -21,7 +21,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
+
+	"trellis.dev/trellis/internal/pki"
 
 	"trellis.dev/trellis/internal/store"
 	"trellis.dev/trellis/internal/store/bolt"
@@ -135,35 +138,146 @@ func LoadTokens(pairs []string, file string) (map[string]string, error) {
 	return out, nil
 }
 
-// Listen listens on addr for the API, over TLS with the certificate and key
-// files when given (reloaded when the files change). It returns the
-// listener and its URL. Plain HTTP on a non-loopback address is served with
-// a warning: tokens and private keys would cross the network in the clear.
-func Listen(addr, certFile, keyFile string, log *slog.Logger) (net.Listener, string, error) {
+// LoadAdminTokens reads administrator tokens, one per line ('#' comments),
+// as a set. No file is no administrators.
+func LoadAdminTokens(file string) (map[string]struct{}, error) {
+	out := map[string]struct{}{}
+	if file == "" {
+		return out, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--admin-tokens-file: %w", err)
+	}
+	for n, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.ContainsAny(line, " \t") {
+			return nil, fmt.Errorf("%s:%d: want one token per line", file, n+1)
+		}
+		out[line] = struct{}{}
+	}
+	return out, nil
+}
+
+// LoadCA reads a supplied CA certificate and key; none given is nil (the
+// control plane then keeps a generated one).
+func LoadCA(certFile, keyFile string) (*pki.CA, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("--ca-cert-file and --ca-key-file go together")
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-cert-file: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-key-file: %w", err)
+	}
+	return pki.ParseCA(certPEM, keyPEM)
+}
+
+// ListenOptions say where and how the API listens.
+type ListenOptions struct {
+	Addr string
+	// CertFile and KeyFile, when given, are the API's certificate and key
+	// (reloaded when the files change).
+	CertFile, KeyFile string
+	// CAHosts, when given instead, serve TLS with a certificate for these
+	// host names and addresses issued by the control plane's CA (CA), and
+	// reissued before it expires: what joined components trust without
+	// any other certificate authority.
+	CAHosts []string
+	CA      *pki.CA
+	// ClientAuth adjusts the TLS configuration to take client certificates
+	// (server.Server.TLSConfig); nil leaves it.
+	ClientAuth func(*tls.Config) *tls.Config
+	Logger     *slog.Logger
+}
+
+// Listen listens for the API, over TLS when given a certificate (files, or
+// one from the CA). It returns the listener and its URL. Plain HTTP on a
+// non-loopback address is served with a warning: tokens and private keys
+// would cross the network in the clear.
+func Listen(o ListenOptions) (net.Listener, string, error) {
+	log := o.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	if (certFile == "") != (keyFile == "") {
+	if (o.CertFile == "") != (o.KeyFile == "") {
 		return nil, "", errors.New("--tls-cert-file and --tls-key-file go together")
 	}
-	ln, err := net.Listen("tcp", addr)
+	if o.CertFile != "" && len(o.CAHosts) > 0 {
+		return nil, "", errors.New("--tls-hosts and --tls-cert-file are two ways to the API's certificate: give one")
+	}
+	var cfg *tls.Config
+	switch {
+	case o.CertFile != "":
+		var err error
+		if cfg, err = tlsfiles.Server(o.CertFile, o.KeyFile, func(err error) {
+			log.Error("API certificate not reloaded; the previous one keeps serving", "err", err)
+		}); err != nil {
+			return nil, "", err
+		}
+	case len(o.CAHosts) > 0:
+		var err error
+		if cfg, err = caServing(o.CA, o.CAHosts); err != nil {
+			return nil, "", fmt.Errorf("--tls-hosts: %w", err)
+		}
+	}
+	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, "", err
 	}
-	scheme := "http"
-	if certFile != "" {
-		cfg, err := tlsfiles.Server(certFile, keyFile, func(err error) {
-			log.Error("API certificate not reloaded; the previous one keeps serving", "err", err)
-		})
-		if err != nil {
-			ln.Close()
-			return nil, "", err
+	if cfg == nil {
+		if !isLoopback(ln.Addr()) {
+			log.Warn("the API is served without TLS on a non-loopback address: bearer tokens and TLS private keys cross the network in the clear; give --tls-hosts, or --tls-cert-file and --tls-key-file", "addr", ln.Addr().String())
 		}
-		ln, scheme = tls.NewListener(ln, cfg), "https"
-	} else if !isLoopback(ln.Addr()) {
-		log.Warn("the API is served without TLS on a non-loopback address: bearer tokens and TLS private keys cross the network in the clear; give --tls-cert-file and --tls-key-file", "addr", ln.Addr().String())
+		return ln, "http://" + ln.Addr().String(), nil
 	}
-	return ln, scheme + "://" + ln.Addr().String(), nil
+	if o.ClientAuth != nil {
+		cfg = o.ClientAuth(cfg)
+	}
+	return tls.NewListener(ln, cfg), "https://" + ln.Addr().String(), nil
+}
+
+// servingLifetime is the lifetime of a serving certificate issued by the
+// CA; it is reissued two thirds of the way through.
+const servingLifetime = 24 * time.Hour
+
+// caServing is a TLS configuration presenting a certificate for hosts from
+// ca, reissued before it expires.
+func caServing(ca *pki.CA, hosts []string) (*tls.Config, error) {
+	if ca == nil {
+		return nil, errors.New("no CA to issue the certificate")
+	}
+	var mu sync.Mutex
+	var cur *tls.Certificate
+	var renewAt time.Time
+	get := func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if now := time.Now(); cur == nil || now.After(renewAt) {
+			c, err := ca.ServerCertificate(hosts, now, servingLifetime)
+			if err != nil {
+				if cur != nil {
+					return cur, nil
+				}
+				return nil, err
+			}
+			cur, renewAt = c, now.Add(servingLifetime*2/3)
+		}
+		return cur, nil
+	}
+	if _, err := get(nil); err != nil {
+		return nil, err
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: get}, nil
 }
 
 // isLoopback reports whether a listener's address is a loopback one.

@@ -12,7 +12,9 @@ import (
 // exports of one namespace and name from every cluster are one service
 // (namespace sameness); package mcs merges them into the import every
 // cluster sees, and proxies reach the endpoints of another cluster through
-// that cluster's proxy. Its owner is the exporting cluster.
+// that cluster's proxy. Routes reach the endpoints through backends naming
+// an ImportRef, and the built-in nameserver answers the service's
+// svc.clusterset.local name. Its owner is the exporting cluster.
 type ServiceExport struct {
 	Meta
 	Namespace string `json:"namespace"`

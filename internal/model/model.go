@@ -90,8 +90,12 @@ type ServiceNetwork struct {
 	// names its services claim, and to read the private keys of the
 	// certificates its services serve. The owner always is; empty allows
 	// only the owner; "*" (alone) allows every cluster. See Allows.
-	AllowedClusters []string   `json:"allowedClusters,omitempty"`
-	Source          *SourceRef `json:"source,omitempty"`
+	AllowedClusters []string `json:"allowedClusters,omitempty"`
+	// ForwardedFor is what the network's proxies do with a client's
+	// X-Forwarded-For: append its address (the default, also when empty),
+	// preserve it as sent, or remove it.
+	ForwardedFor ForwardedForMode `json:"forwardedFor,omitempty"`
+	Source       *SourceRef       `json:"source,omitempty"`
 }
 
 // AnyCluster in ServiceNetwork.AllowedClusters allows every cluster.
@@ -102,6 +106,22 @@ const AnyCluster = "*"
 func (n *ServiceNetwork) Allows(cluster string) bool {
 	return cluster == n.Owner || slices.Contains(n.AllowedClusters, cluster) || slices.Contains(n.AllowedClusters, AnyCluster)
 }
+
+// ForwardedForMode is what a proxy does with the X-Forwarded-For field of
+// a request it forwards, as an AWS Application Load Balancer's
+// routing.http.xff_header_processing.mode.
+type ForwardedForMode string
+
+const (
+	// ForwardedForAppend forwards the client's list with the address of
+	// the client this proxy saw appended; without one, that address alone.
+	ForwardedForAppend ForwardedForMode = "append"
+	// ForwardedForPreserve forwards the client's list as sent, and none
+	// when it sent none.
+	ForwardedForPreserve ForwardedForMode = "preserve"
+	// ForwardedForRemove forwards no X-Forwarded-For at all.
+	ForwardedForRemove ForwardedForMode = "remove"
+)
 
 // Auth turns auth on at one level, a service network or a service: a
 // request passes that level only if Policy explicitly allows it, and an
@@ -292,14 +312,43 @@ type ForwardAction struct {
 	Backends []WeightedTargetGroup `json:"backends"`
 }
 
-// WeightedTargetGroup is one share of a forward action. A backend whose
-// TargetGroup is empty stands for an invalid reference: its share of
-// requests is answered with 500, as the Gateway API requires.
+// WeightedTargetGroup is one share of a forward action: the targets of one
+// target group of the owner's cluster (TargetGroup), or those of a
+// multi-cluster import (Import). At most one is set. A backend with
+// neither stands for an invalid reference: its share of requests is
+// answered with 500, as the Gateway API requires.
 type WeightedTargetGroup struct {
 	TargetGroup string `json:"targetGroup"`
-	Weight      int32  `json:"weight"`
+	// Import, when set, makes the backend every exporting cluster's
+	// endpoints of one exported Service port (a route's ServiceImport
+	// backendRef, GEP-1748). Proxies resolve it against the snapshot's
+	// ServiceExports when they compile.
+	Import *ImportRef `json:"import,omitempty"`
+	Weight int32      `json:"weight"`
 	// Filters run, after the rule's, only on requests sent to this backend.
 	Filters []Filter `json:"filters,omitempty"`
+}
+
+// ImportRef names the endpoints of one port of a multi-cluster service: the
+// targets of that port in every cluster's ServiceExport of Namespace/Name
+// whose export has a port numbered Port. An export without the port, or no
+// export at all, contributes no targets; with none at all the backend's
+// share is answered as a target group without targets is.
+type ImportRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Port      int32  `json:"port"`
+	// Protocol and ProtocolVersion say how the proxy speaks to the
+	// targets, as a target group's do: HTTP with HTTP1, HTTP2 or GRPC
+	// (chosen by the route kind and the port's appProtocol), or TCP for
+	// TLS passthrough.
+	Protocol        Protocol        `json:"protocol"`
+	ProtocolVersion ProtocolVersion `json:"protocolVersion"`
+	// ClusterWeights, when not empty, splits the backend's share among the
+	// exporting clusters by weight: a cluster not listed, or listed with
+	// weight 0, gets none of it. Empty picks every exporting cluster's
+	// targets alike.
+	ClusterWeights map[string]int32 `json:"clusterWeights,omitempty"`
 }
 
 // FixedResponseAction answers without forwarding.

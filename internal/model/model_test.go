@@ -1,8 +1,10 @@
 package model
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -270,5 +272,87 @@ func TestWorkloadSetValidation(t *testing.T) {
 	}
 	if p := (&WorkloadSet{Meta: Meta{Owner: "east"}, Namespace: "shop"}).Principal("frontend"); p != "spiffe://east/ns/shop/sa/frontend" {
 		t.Errorf("Principal = %q", p)
+	}
+}
+
+func TestImportBackendValidation(t *testing.T) {
+	const bp = "rules[0].action.forward.backends[1]"
+	withImport := func(mutate func(*WeightedTargetGroup)) func(*Service) {
+		return func(s *Service) {
+			b := &s.Rules[0].Action.Forward.Backends[1]
+			b.TargetGroup = ""
+			b.Import = &ImportRef{Namespace: "shop", Name: "cart", Port: 8080, Protocol: ProtocolHTTP, ProtocolVersion: HTTP1}
+			mutate(b)
+		}
+	}
+	tests := []struct {
+		name   string
+		mutate func(*Service)
+		want   []string
+	}{
+		{"valid", withImport(func(*WeightedTargetGroup) {}), nil},
+		{"valid with cluster weights", withImport(func(b *WeightedTargetGroup) {
+			b.Import.ClusterWeights = map[string]int32{"east": 90, "west": 10, "north": 0}
+		}), nil},
+		{"gRPC over HTTP/2", withImport(func(b *WeightedTargetGroup) { b.Import.ProtocolVersion = GRPC }), nil},
+		{"TCP for passthrough", withImport(func(b *WeightedTargetGroup) { b.Import.Protocol = ProtocolTCP }), nil},
+		{"both target group and import", withImport(func(b *WeightedTargetGroup) { b.TargetGroup = "v2" }), []string{bp + ".import"}},
+		{"neither is an invalid reference, not an error", func(s *Service) { s.Rules[0].Action.Forward.Backends[1].TargetGroup = "" }, nil},
+		{"bad names", withImport(func(b *WeightedTargetGroup) { b.Import.Namespace, b.Import.Name = "Shop", "" }),
+			[]string{bp + ".import.name", bp + ".import.namespace"}},
+		{"dotted name", withImport(func(b *WeightedTargetGroup) { b.Import.Name = "cart.v1" }), []string{bp + ".import.name"}},
+		{"port 0", withImport(func(b *WeightedTargetGroup) { b.Import.Port = 0 }), []string{bp + ".import.port"}},
+		{"port 65536", withImport(func(b *WeightedTargetGroup) { b.Import.Port = 65536 }), []string{bp + ".import.port"}},
+		{"bad protocol and version", withImport(func(b *WeightedTargetGroup) { b.Import.Protocol, b.Import.ProtocolVersion = "UDP", "" }),
+			[]string{bp + ".import.protocol", bp + ".import.protocolVersion"}},
+		{"weights out of range", withImport(func(b *WeightedTargetGroup) {
+			b.Import.ClusterWeights = map[string]int32{"east": -1, "west": 1_000_001, "north": 1}
+		}), []string{bp + ".import.clusterWeights[east]", bp + ".import.clusterWeights[west]"}},
+		{"bad cluster name", withImport(func(b *WeightedTargetGroup) {
+			b.Import.ClusterWeights = map[string]int32{"East": 1, "": 1, "west": 1}
+		}), []string{bp + ".import.clusterWeights[East]", bp + ".import.clusterWeights[]"}},
+		{"every weight zero", withImport(func(b *WeightedTargetGroup) {
+			b.Import.ClusterWeights = map[string]int32{"east": 0, "west": 0}
+		}), []string{bp + ".import.clusterWeights"}},
+		{"weights at the bounds", withImport(func(b *WeightedTargetGroup) {
+			b.Import.ClusterWeights = map[string]int32{"east": 1_000_000, "west": 0}
+		}), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := validService()
+			tt.mutate(s)
+			if got := fieldsOf(t, s.Validate()); !slices.Equal(got, tt.want) {
+				t.Errorf("fields = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// An import backend survives the stored encoding, and a backend without
+// one encodes as before.
+func TestImportBackendEncoding(t *testing.T) {
+	s := validService()
+	s.Rules[0].Action.Forward.Backends[1] = WeightedTargetGroup{Weight: 10, Import: &ImportRef{
+		Namespace: "shop", Name: "cart", Port: 8080, Protocol: ProtocolHTTP, ProtocolVersion: HTTP2,
+		ClusterWeights: map[string]int32{"west": 10, "east": 90},
+	}}
+	b, err := Encode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"targetGroup":"","import":{"namespace":"shop","name":"cart","port":8080,"protocol":"HTTP","protocolVersion":"HTTP2","clusterWeights":{"east":90,"west":10}},"weight":10}`
+	if !strings.Contains(string(b), want) {
+		t.Errorf("encoding %s does not contain %s", b, want)
+	}
+	if plain := `{"targetGroup":"v1","weight":50}`; !strings.Contains(string(b), plain) {
+		t.Errorf("encoding %s does not contain %s", b, plain)
+	}
+	var back Service
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if got := back.Rules[0].Action.Forward.Backends[1].Import; got == nil || got.ClusterWeights["east"] != 90 || got.Port != 8080 {
+		t.Errorf("decoded import = %+v", got)
 	}
 }

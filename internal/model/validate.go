@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -174,11 +175,16 @@ func (n *ServiceNetwork) Validate() error {
 		case c == AnyCluster && len(n.AllowedClusters) > 1:
 			f.add(field, "%q allows every cluster and must be the only entry", c)
 		case c == AnyCluster:
-		case len(c) > 63 || !nameRE.MatchString(c):
+		case !ValidClusterName(c):
 			f.add(field, "%q is not a valid cluster name", c)
 		case slices.Index(n.AllowedClusters, c) < i:
 			f.add(field, "%q is already allowedClusters[%d]", c, slices.Index(n.AllowedClusters, c))
 		}
+	}
+	switch n.ForwardedFor {
+	case "", ForwardedForAppend, ForwardedForPreserve, ForwardedForRemove:
+	default:
+		f.add("forwardedFor", "must be %s, %s or %s, not %q", ForwardedForAppend, ForwardedForPreserve, ForwardedForRemove, n.ForwardedFor)
 	}
 	if n.Mode != ModeEdge && len(n.Addresses) > 0 {
 		f.add("addresses", "must be empty in mode %s", n.Mode)
@@ -348,6 +354,12 @@ func validateRule(f *fieldErrs, p string, r *Rule) {
 			if b.Weight < 0 || b.Weight > 1_000_000 {
 				f.add(bp+".weight", "%d is not in 0-1000000", b.Weight)
 			}
+			if b.Import != nil {
+				if b.TargetGroup != "" {
+					f.add(bp+".import", "exactly one of targetGroup and import may be set")
+				}
+				validateImport(f, bp+".import", b.Import)
+			}
 			validateFilters(f, bp+".filters", b.Filters, prefixOnly)
 		}
 	case a.FixedResponse != nil:
@@ -356,6 +368,47 @@ func validateRule(f *fieldErrs, p string, r *Rule) {
 		}
 	default:
 		f.add(p+".action", "one of forward and fixedResponse is required")
+	}
+}
+
+// validateImport checks a backend's multi-cluster import reference.
+func validateImport(f *fieldErrs, p string, im *ImportRef) {
+	if !validLabel(im.Namespace) {
+		f.add(p+".namespace", "%q is not a valid namespace name", im.Namespace)
+	}
+	if !validLabel(im.Name) {
+		f.add(p+".name", "%q is not a valid Service name", im.Name)
+	}
+	if im.Port < 1 || im.Port > 65535 {
+		f.add(p+".port", "%d is not in 1-65535", im.Port)
+	}
+	switch im.Protocol {
+	case ProtocolHTTP, ProtocolHTTPS, ProtocolTCP:
+	default:
+		f.add(p+".protocol", "must be HTTP, HTTPS or TCP, not %q", im.Protocol)
+	}
+	switch im.ProtocolVersion {
+	case HTTP1, HTTP2, GRPC:
+	default:
+		f.add(p+".protocolVersion", "must be HTTP1, HTTP2 or GRPC, not %q", im.ProtocolVersion)
+	}
+	if len(im.ClusterWeights) == 0 {
+		return
+	}
+	positive := false
+	for _, c := range slices.Sorted(maps.Keys(im.ClusterWeights)) {
+		w := im.ClusterWeights[c]
+		cp := fmt.Sprintf("%s.clusterWeights[%s]", p, c)
+		if !ValidClusterName(c) {
+			f.add(cp, "%q is not a valid cluster name", c)
+		}
+		if w < 0 || w > 1_000_000 {
+			f.add(cp, "%d is not in 0-1000000", w)
+		}
+		positive = positive || w > 0
+	}
+	if !positive {
+		f.add(p+".clusterWeights", "at least one weight must be above 0 (leave it empty to pick every cluster alike)")
 	}
 }
 

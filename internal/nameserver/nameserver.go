@@ -5,9 +5,13 @@
 // connects to its own proxy, which routes by the Host header.
 //
 // It is authoritative for the domain of every service network (edge
-// networks have none) and nothing else: a generated service name, or the
-// network's own domain, gets the proxy's addresses; any other name inside
-// the domain gets NXDOMAIN; a name outside every domain is REFUSED, since it
+// networks have none) and for svc.clusterset.local, and nothing else: a
+// generated service name, or the network's own domain, gets the proxy's
+// addresses; so does `<service>.<namespace>.svc.clusterset.local` for every
+// Service some cluster exports (the Multi-Cluster Services ClusterSetIP
+// name, KEP-1645); any other name inside those zones gets NXDOMAIN, or an
+// empty answer for a name with names below it ("shop.svc.clusterset.local");
+// a name outside every zone (cluster.local among them) is REFUSED, since it
 // forwards nothing. Like the proxy it is fed snapshots (Update) and swaps
 // its table atomically; it must not talk to the control plane itself.
 package nameserver
@@ -53,11 +57,19 @@ type Server struct {
 	servers []*dns.Server
 }
 
-// table is the names of one snapshot: zones are the network domains, names
-// every name that resolves, all lower case and fully qualified.
+// ClustersetZone is the zone of the Multi-Cluster Services names:
+// "<service>.<namespace>.svc.clusterset.local".
+const ClustersetZone = "svc.clusterset.local."
+
+// table is the names of one snapshot: zones are the network domains and
+// ClustersetZone, names every name that resolves, empty the names that
+// exist only because names below them do (answered with no records rather
+// than NXDOMAIN, so that resolvers minimising their queries, RFC 9156, go
+// on to the name below), all lower case and fully qualified.
 type table struct {
 	zones []string
 	names map[string]bool
+	empty map[string]bool
 	// serial is the SOA serial: the snapshot's revision.
 	serial uint32
 }
@@ -72,14 +84,14 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log}
-	s.table.Store(&table{names: map[string]bool{}})
+	s.table.Store(&table{names: map[string]bool{}, empty: map[string]bool{}})
 	return s, nil
 }
 
 // Update makes the names of snap's service networks resolve, and only
 // those.
 func (s *Server) Update(snap *model.Snapshot) {
-	t := &table{names: map[string]bool{}, serial: uint32(snap.Revision)}
+	t := &table{names: map[string]bool{}, empty: map[string]bool{}, serial: uint32(snap.Revision)}
 	domains := map[string]string{} // network → fully qualified domain
 	for _, n := range snap.Networks {
 		if n.Mode != model.ModeServiceNetwork || n.Domain == "" {
@@ -99,8 +111,36 @@ func (s *Server) Update(snap *model.Snapshot) {
 			t.names[name] = true
 		}
 	}
+	t.zones = append(t.zones, ClustersetZone)
+	t.empty[ClustersetZone] = true
+	exported := 0
+	for _, e := range snap.Exports {
+		if !dnsLabel(e.Service) || !dnsLabel(e.Namespace) {
+			continue // the control plane admits only valid exports
+		}
+		name := dns.CanonicalName(e.Service + "." + e.Namespace + "." + ClustersetZone)
+		if !t.names[name] {
+			t.names[name] = true
+			exported++
+		}
+		t.empty[dns.CanonicalName(e.Namespace+"."+ClustersetZone)] = true
+	}
 	s.table.Store(t)
-	s.log.Info("names updated", "revision", snap.Revision, "zones", len(t.zones), "names", len(t.names))
+	s.log.Info("names updated", "revision", snap.Revision, "zones", len(t.zones), "names", len(t.names), "exported", exported)
+}
+
+// dnsLabel reports whether s is an RFC 1123 label, as Kubernetes
+// namespace and Service names are, so that it is one label of a name.
+func dnsLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Listen serves DNS on addr over UDP and TCP and returns the UDP address it
@@ -163,7 +203,9 @@ func (s *Server) answer(q *dns.Msg) *dns.Msg {
 	}
 	r.Authoritative = true
 	if !t.names[name] {
-		r.Rcode = dns.RcodeNameError
+		if !t.empty[name] {
+			r.Rcode = dns.RcodeNameError
+		}
 		r.Ns = []dns.RR{t.soa(zone)}
 		return r
 	}
@@ -209,7 +251,7 @@ func (t *table) soa(zone string) dns.RR {
 	}
 }
 
-// Start serves the service networks' names on listen, resolving to answer
+// Start serves the service networks' names and the clusterset names on listen, resolving to answer
 // (or bind, see Addresses), and says where on out: the wiring `trellis up`
 // and `trellis proxy` share.
 func Start(listen, answer, bind string, log *slog.Logger, out io.Writer) (*Server, error) {
@@ -225,7 +267,7 @@ func Start(listen, answer, bind string, log *slog.Logger, out io.Writer) (*Serve
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(out, "names: DNS on %s, answering %v for the service networks' names\n", addr, addrs)
+	fmt.Fprintf(out, "names: DNS on %s, answering %v for the service networks' names and %s\n", addr, addrs, strings.TrimSuffix(ClustersetZone, "."))
 	return s, nil
 }
 

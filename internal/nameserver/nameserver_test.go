@@ -169,8 +169,9 @@ func FuzzAnswer(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s.Update(snapshot(1, "inventory"))
-	for _, name := range []string{"inventory-default.my-hotel.trellis.internal.", "my-hotel.trellis.internal.", "x.", "."} {
+	s.Update(withExports(snapshot(1, "inventory"), [3]string{"east", "shop", "cart"}))
+	for _, name := range []string{"inventory-default.my-hotel.trellis.internal.", "my-hotel.trellis.internal.", "x.", ".",
+		"cart.shop.svc.clusterset.local.", "shop.svc.clusterset.local."} {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeA)
 		b, _ := m.Pack()
@@ -189,4 +190,107 @@ func FuzzAnswer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// withExports adds exports of namespace/service by each cluster to s.
+func withExports(s *model.Snapshot, exports ...[3]string) *model.Snapshot {
+	for _, e := range exports {
+		cluster, ns, svc := e[0], e[1], e[2]
+		s.Exports = append(s.Exports, model.ServiceExport{
+			Meta: model.Meta{Name: model.ExportName(cluster, ns, svc), Owner: cluster}, Namespace: ns, Service: svc,
+			Type: model.ExportClusterSetIP,
+		})
+	}
+	return s
+}
+
+// The Multi-Cluster Services names: every exported Service's
+// <service>.<namespace>.svc.clusterset.local resolves to the proxy;
+// other names in svc.clusterset.local do not exist; cluster.local is
+// someone else's, as before.
+func TestClustersetNames(t *testing.T) {
+	s, addr := start(t, "127.0.0.1", "::1")
+	s.Update(withExports(snapshot(3, "inventory"),
+		[3]string{"east", "shop", "cart"}, [3]string{"west", "shop", "cart"}, [3]string{"west", "billing", "ledger"}))
+	ok4 := result{rcode: dns.RcodeSuccess, answers: []string{"127.0.0.1"}, aa: true}
+	nodata := result{rcode: dns.RcodeSuccess, soa: true, aa: true}
+	nx := result{rcode: dns.RcodeNameError, soa: true, aa: true}
+	refused := result{rcode: dns.RcodeRefused}
+	tests := []struct {
+		name  string
+		qtype uint16
+		want  result
+	}{
+		{"cart.shop.svc.clusterset.local.", dns.TypeA, ok4},
+		{"Cart.SHOP.svc.clusterset.local.", dns.TypeA, ok4},
+		{"cart.shop.svc.clusterset.local.", dns.TypeAAAA, result{rcode: dns.RcodeSuccess, answers: []string{"::1"}, aa: true}},
+		{"ledger.billing.svc.clusterset.local.", dns.TypeA, ok4},
+		{"cart.shop.svc.clusterset.local.", dns.TypeTXT, nodata},
+		// Not exported, or exported in another namespace.
+		{"ledger.shop.svc.clusterset.local.", dns.TypeA, nx},
+		{"cart.billing.svc.clusterset.local.", dns.TypeA, nx},
+		{"cart.other.svc.clusterset.local.", dns.TypeA, nx},
+		// Headless per-pod and the reserved per-cluster forms are not served.
+		{"pod-0.east.cart.shop.svc.clusterset.local.", dns.TypeA, nx},
+		{"east.cart.shop.svc.clusterset.local.", dns.TypeA, nx},
+		// Names with exported names below them exist without records.
+		{"shop.svc.clusterset.local.", dns.TypeA, nodata},
+		{"svc.clusterset.local.", dns.TypeA, nodata},
+		// Outside svc.clusterset.local, and all of cluster.local: refused
+		// as before.
+		{"clusterset.local.", dns.TypeA, refused},
+		{"cart.shop.clusterset.local.", dns.TypeA, refused},
+		{"cart.shop.svc.cluster.local.", dns.TypeA, refused},
+		{"kubernetes.default.svc.cluster.local.", dns.TypeA, refused},
+		// The service networks' names are unchanged.
+		{"inventory-default.my-hotel.trellis.internal.", dns.TypeA, ok4},
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, tt := range tests {
+			got := query(t, proto, addr, tt.name, tt.qtype)
+			if got.rcode != tt.want.rcode || !slices.Equal(got.answers, tt.want.answers) || got.soa != tt.want.soa || got.aa != tt.want.aa {
+				t.Errorf("%s %s %s = %+v, want %+v", proto, dns.TypeToString[tt.qtype], tt.name, got, tt.want)
+			}
+		}
+	}
+
+	// When the last export of a name goes, so does the name; the others stay.
+	s.Update(withExports(snapshot(4, "inventory"), [3]string{"west", "shop", "cart"}))
+	if got := query(t, "udp", addr, "ledger.billing.svc.clusterset.local.", dns.TypeA); got.rcode != dns.RcodeNameError {
+		t.Errorf("a name no longer exported: %+v, want NXDOMAIN", got)
+	}
+	if got := query(t, "udp", addr, "billing.svc.clusterset.local.", dns.TypeA); got.rcode != dns.RcodeNameError {
+		t.Errorf("a namespace with no exports left: %+v, want NXDOMAIN", got)
+	}
+	if got := query(t, "udp", addr, "cart.shop.svc.clusterset.local.", dns.TypeA); !slices.Equal(got.answers, []string{"127.0.0.1"}) {
+		t.Errorf("a name still exported by one cluster: %+v, want 127.0.0.1", got)
+	}
+	// With no exports at all, the zone is still ours: NXDOMAIN, not REFUSED.
+	s.Update(snapshot(5))
+	if got := query(t, "udp", addr, "cart.shop.svc.clusterset.local.", dns.TypeA); got.rcode != nx.rcode || !got.soa || len(got.answers) > 0 {
+		t.Errorf("no exports: %+v, want %+v", got, nx)
+	}
+}
+
+// Before the first snapshot nothing is answered, clusterset.local included:
+// a resolver asks another server rather than caching a negative answer.
+func TestClustersetBeforeFirstSnapshot(t *testing.T) {
+	_, addr := start(t, "127.0.0.1")
+	if got := query(t, "udp", addr, "cart.shop.svc.clusterset.local.", dns.TypeA); got.rcode != dns.RcodeRefused {
+		t.Errorf("before any snapshot: %+v, want REFUSED", got)
+	}
+}
+
+// Go's resolver finds an exported Service by its clusterset name.
+func TestClustersetGoResolver(t *testing.T) {
+	s, addr := start(t, "127.0.0.1")
+	s.Update(withExports(snapshot(1), [3]string{"east", "shop", "cart"}))
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	ips, err := r.LookupHost(context.Background(), "cart.shop.svc.clusterset.local")
+	if err != nil || !slices.Equal(ips, []string{"127.0.0.1"}) {
+		t.Errorf("LookupHost = %v, %v; want [127.0.0.1]", ips, err)
+	}
 }

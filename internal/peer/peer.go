@@ -46,6 +46,10 @@ const (
 	// spiffe://<cluster>/ns/<namespace>/sa/<service account>, absent for an
 	// anonymous caller.
 	HeaderIdentity = "Trellis-Peer-Identity"
+	// HeaderVersion is the HTTP version to speak to the target (HTTP1,
+	// HTTP2 or GRPC), for targets whose group the receiver does not hold
+	// itself (an export's endpoints).
+	HeaderVersion = "Trellis-Peer-Version"
 )
 
 // Request says where one forwarded request goes.
@@ -59,6 +63,8 @@ type Request struct {
 	TargetGroup, Target string
 	// Identity is the caller's workload identity, or "".
 	Identity string
+	// Version is the HTTP version to speak to the target, or "".
+	Version string
 }
 
 // Client sends requests to peers. It keeps one multiplexed connection per
@@ -185,6 +191,9 @@ func (c *Client) RoundTrip(r *http.Request, p Request) (*http.Response, error) {
 	if p.Identity != "" {
 		out.Header.Set(HeaderIdentity, p.Identity)
 	}
+	if p.Version != "" {
+		out.Header.Set(HeaderVersion, p.Version)
+	}
 	return c.tr.RoundTrip(out)
 }
 
@@ -204,6 +213,8 @@ type Delivery struct {
 	// Identity is the caller's workload identity, already checked to
 	// belong to PeerCluster; "" for an anonymous caller.
 	Identity string
+	// Version is the HTTP version the sender asks for, unchecked.
+	Version string
 }
 
 // Server receives requests from peers.
@@ -239,6 +250,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		TargetGroup: r.Header.Get(HeaderTargetGroup),
 		Target:      r.Header.Get(HeaderTarget),
 		Identity:    r.Header.Get(HeaderIdentity),
+		Version:     r.Header.Get(HeaderVersion),
 	}
 	if d.TargetGroup == "" || d.Target == "" {
 		s.refuse(w, cluster, RefusedNoTarget, http.StatusBadRequest, "peer request names no target group and target")

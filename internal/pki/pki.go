@@ -16,12 +16,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -183,6 +185,54 @@ func (ca *CA) Sign(csrPEM []byte, cluster string, now time.Time, ttl time.Durati
 		return nil, err
 	}
 	return pemBlock("CERTIFICATE", der), nil
+}
+
+// ServerCertificate issues the control plane's own serving certificate for
+// hosts (DNS names or IP addresses), with a fresh key, valid from now for
+// ttl (at most MaxCertLifetime). Clients that trust the CA, as every
+// joined component does, trust it.
+func (ca *CA) ServerCertificate(hosts []string, now time.Time, ttl time.Duration) (*tls.Certificate, error) {
+	if len(hosts) == 0 {
+		return nil, errors.New("a serving certificate needs at least one host name or address")
+	}
+	if ttl <= 0 || ttl > MaxCertLifetime {
+		return nil, fmt.Errorf("lifetime %v out of range (0, %v]", ttl, MaxCertLifetime)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: hosts[0], OrganizationalUnit: []string{"trellis control plane"}},
+		NotBefore:    now.Add(-clockSkew),
+		NotAfter:     now.Add(ttl),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if tmpl.NotAfter.After(ca.cert.NotAfter) {
+		tmpl.NotAfter = ca.cert.NotAfter
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // Verify checks that chain (leaf first, as a TLS peer presents it) is a

@@ -399,3 +399,25 @@ func TestIdentityKeepsItsCluster(t *testing.T) {
 		t.Errorf("cluster is now %q", id.Cluster())
 	}
 }
+
+func TestServerCertificate(t *testing.T) {
+	ca := mustCA(t)
+	c, err := ca.ServerCertificate([]string{"127.0.0.1", "cp.example"}, t0, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"127.0.0.1", "cp.example"} {
+		if _, err := c.Leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), DNSName: host, CurrentTime: t0}); err != nil {
+			t.Errorf("%s: %v", host, err)
+		}
+	}
+	if _, err := c.Leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), DNSName: "other.example", CurrentTime: t0}); err == nil {
+		t.Error("verified for a host it does not name")
+	}
+	if _, err := ClusterOf(c.Leaf); err == nil {
+		t.Error("a serving certificate names a cluster")
+	}
+	if _, err := ca.ServerCertificate(nil, t0, time.Hour); err == nil {
+		t.Error("no hosts accepted")
+	}
+}

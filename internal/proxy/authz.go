@@ -9,28 +9,25 @@ import (
 	"strings"
 
 	"trellis.dev/trellis/internal/auth"
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
 )
-
-// failureAccessDenied is the access log's failureReason of a request its
-// auth policies refused, as Lattice logs it.
-const failureAccessDenied = "ClientAccessDenied"
 
 // authorize evaluates the auth policies of route's service and network for
 // r, which arrived on the listener at port, and answers 403 when they deny
 // it. It reports whether r may go on. The caller is the workload of this
 // cluster with r's source address, or anonymous.
-func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.Route, port int32) bool {
+func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.Rule, port int32) bool {
 	if route.Auth == nil {
 		return true
 	}
-	req := p.authRequest(r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Values, remoteIP(r.RemoteAddr), port)
+	req := p.authRequest(exchangeOf(r).served, r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Values, remoteIP(r.RemoteAddr), port)
 	res := route.Auth.Authorize(req)
 	if res.Allowed {
 		return true
 	}
 	if x := exchangeOf(r); x != nil {
-		x.failure, x.authDenied = failureAccessDenied, res.DeniedBy
+		x.failure, x.authDenied = accesslog.ClientAccessDenied, res.DeniedBy
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -41,13 +38,13 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.
 
 // authRequest is what the auth policies of an HTTP request judge: the
 // request from src on the listener at port, its caller the workload with
-// that address in this cluster or anonymous. The query is parsed only if a
+// that address in this cluster (as sv has them) or anonymous. The query is parsed only if a
 // policy asks for it.
-func (p *Proxy) authRequest(method, path, rawQuery string, header func(string) []string, src netip.Addr, port int32) *auth.Request {
+func (p *Proxy) authRequest(sv *served, method, path, rawQuery string, header func(string) []string, src netip.Addr, port int32) *auth.Request {
 	var query url.Values
 	return &auth.Request{
 		Action:    auth.ActionInvoke,
-		Principal: p.principal(src),
+		Principal: sv.principal(src),
 		Port:      int(port),
 		Method:    method,
 		Path:      authPath(path),

@@ -5,18 +5,16 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -38,15 +36,6 @@ import (
 // http.Server, which serves it and every later request on it. So both paths
 // see exactly the bytes the client sent, and only one of them ever owns a
 // connection.
-
-// clientCheckInterval is how often the fast path checks, while it waits for
-// a target's response, that the client is still there (awaitResponse).
-const clientCheckInterval = 2 * time.Second
-
-// maxFastBody is the largest request body the fast path forwards. It sends
-// a body before it reads the response, so a larger one, which a target may
-// answer before reading, goes to net/http, which does both at once.
-const maxFastBody = 64 << 10
 
 // Connection states of the fast path, for draining.
 const (
@@ -91,7 +80,7 @@ func (s *fastServer) serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		fc := s.newConn(conn)
+		fc := s.newConn(&idleConn{Conn: conn})
 		if !s.track(fc) {
 			conn.Close()
 			continue
@@ -164,10 +153,12 @@ type fastConn struct {
 	// proto is the X-Forwarded-Proto of the connection's requests;
 	// fixedFields the header lines every request forwarded from the
 	// connection carries (proto, port, identity), made with the workload
-	// identities ids (remade when the proxy's change: a pod's identity may
-	// be published after its first connection).
+	// identities of fixedFrom (remade when the proxy's change: a pod's
+	// identity may be published after its first connection).
 	proto, fixedFields string
-	ids                *identities
+	fixedFrom          *served
+	// sv is what serves the current request.
+	sv *served
 	// state is connActive while a request is read or served, connIdle
 	// between requests; drain closes idle connections.
 	state atomic.Int32
@@ -202,7 +193,6 @@ func (s *fastServer) newConn(conn net.Conn) *fastConn {
 		port:   strconv.Itoa(int(s.bind.Port)),
 	}
 	fc.ip, _, _ = net.SplitHostPort(fc.remote)
-	fc.setFixedFields()
 	if s.bind.Addr == "" && s.p.wildcard {
 		fc.localIP = localIP(fc.local)
 	}
@@ -212,11 +202,10 @@ func (s *fastServer) newConn(conn net.Conn) *fastConn {
 // setFixedFields makes the header lines that are the same for every request
 // on the connection while the workload identities stay the same.
 func (fc *fastConn) setFixedFields() {
-	p := fc.s.p
-	fc.ids = p.identities.Load()
-	fc.fixedFields = "X-Forwarded-Proto: " + fc.proto + "\r\nX-Forwarded-For-Proto: " + fc.proto +
-		"\r\nX-Forwarded-Port: " + fc.port + "\r\nX-Forwarded-For-Port: " + fc.port +
-		"\r\n" + headerIdentity + ": " + p.identityHeader(remoteIP(fc.remote)) + "\r\n"
+	fc.fixedFrom = fc.sv
+	var b strings.Builder
+	addConnFields((*textFields)(&b), fc.proto, fc.port, fc.sv.identityHeader(remoteIP(fc.remote)))
+	fc.fixedFields = b.String()
 }
 
 // serve serves requests until the connection ends or is handed to
@@ -239,7 +228,6 @@ func (fc *fastConn) serve() {
 		}
 		fc.rw, fc.proto = tc, "https"
 		fc.serverName = tc.ConnectionState().ServerName
-		fc.setFixedFields()
 		fc.br.Reset(tc)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			handedOff = fc.handoff("")
@@ -276,7 +264,8 @@ func (fc *fastConn) serve() {
 			handedOff = fc.handoff(head)
 			return
 		}
-		table := p.table.Load()
+		fc.sv = p.served.Load()
+		table := fc.sv.table
 		bind := s.bind
 		if fc.localIP != "" {
 			bind = p.routeBind(table, bind, fc.localIP)
@@ -290,7 +279,7 @@ func (fc *fastConn) serve() {
 		route := table.MatchRequest(bind, &router.Request{
 			Host: r.Host, Method: r.Method, Path: r.Path, RawQuery: r.RawQuery, Header: (*requestFields)(r),
 		})
-		if route != nil && !plainRoute(route) {
+		if route != nil && !plainRoute(route, p.cluster) {
 			handedOff = fc.handoff(head)
 			return
 		}
@@ -316,60 +305,10 @@ func (fc *fastConn) serve() {
 	}
 }
 
-// writers recycles the fast path's response buffers: a connection holds
-// one only while it serves a request (or has responses of a pipeline
-// unwritten), so idle keep-alive connections cost their read buffer alone.
-var writers sync.Pool
-
-func getWriter(w io.Writer) *bufio.Writer {
-	if bw, ok := writers.Get().(*bufio.Writer); ok {
-		bw.Reset(w)
-		return bw
-	}
-	return bufio.NewWriterSize(w, fastWriteBuffer)
-}
-
-func putWriter(bw *bufio.Writer) {
-	bw.Reset(nil)
-	writers.Put(bw)
-}
-
-// handoff gives the connection to the listener's http.Server, which reads
-// head (the request head the fast path read, if any) and then the rest as
-// if it had read it all itself. It reports whether the server took it.
-func (fc *fastConn) handoff(head string) bool {
-	fc.s.p.metrics.handoffs.Inc()
-	if fc.bw != nil {
-		err := fc.bw.Flush()
-		putWriter(fc.bw)
-		fc.bw = nil
-		if err != nil {
-			return false
-		}
-	}
-	_ = fc.rw.SetDeadline(time.Time{})
-	fc.deadlines = deadlines{}
-	if tc, ok := fc.rw.(*tls.Conn); ok && head == "" && fc.br.Buffered() == 0 {
-		// Nothing read yet (an HTTP/2 client): net/http gets the TLS
-		// connection itself.
-		return fc.s.handoff.hand(tc)
-	}
-	var r io.Reader = fc.br
-	if head != "" {
-		r = io.MultiReader(strings.NewReader(head), fc.br)
-	}
-	rc := &replayConn{Conn: fc.rw, r: h1.NewGuard(r, guardMaxHead)}
-	if tc, ok := fc.rw.(*tls.Conn); ok {
-		st := tc.ConnectionState()
-		rc.tls = &st
-	}
-	return fc.s.handoff.hand(rc)
-}
-
 // exchange serves the request just parsed, matched to route (nil when none
 // matched), which arrived at start, and records it. It reports whether the
 // connection can carry another request.
-func (fc *fastConn) exchange(b router.Bind, route *router.Route, start time.Time) (keep bool) {
+func (fc *fastConn) exchange(b router.Bind, route *router.Rule, start time.Time) (keep bool) {
 	p := fc.s.p
 	r := &fc.req
 	x := &fc.x
@@ -382,6 +321,9 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Route, start time.Time
 	fc.edited, fc.respEdits = nil, fc.respEdits[:0]
 	aborted := false
 	switch {
+	case p.limits.maxBody > 0 && r.ContentLength > p.limits.maxBody:
+		x.failure = accesslog.RequestBodyTooLarge
+		keep = fc.answer(http.StatusRequestEntityTooLarge, false, false)
 	case route == nil:
 		keep = fc.answer(http.StatusNotFound, keep, true)
 	case route.Auth != nil && !fc.authorize(route, b):
@@ -406,517 +348,16 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Route, start time.Time
 // authorize evaluates the auth policies of route for the request, which
 // arrived on bind b, as the net/http path's authorize does. On a denial it
 // records why and leaves the message for answer's body.
-func (fc *fastConn) authorize(route *router.Route, b router.Bind) bool {
+func (fc *fastConn) authorize(route *router.Rule, b router.Bind) bool {
 	r := &fc.req
-	req := fc.s.p.authRequest(r.Method, r.Path, r.RawQuery, (*requestFields)(r).Values, remoteIP(fc.remote), b.Port)
+	req := fc.s.p.authRequest(fc.sv, r.Method, r.Path, r.RawQuery, (*requestFields)(r).Values, remoteIP(fc.remote), b.Port)
 	res := route.Auth.Authorize(req)
 	if res.Allowed {
 		return true
 	}
-	fc.x.failure, fc.x.authDenied = failureAccessDenied, res.DeniedBy
+	fc.x.failure, fc.x.authDenied = accesslog.ClientAccessDenied, res.DeniedBy
 	fc.body = res.Message(req) + "\n"
 	return false
-}
-
-// answer writes a response of its own into the connection's buffer: no
-// body, or fc.body as text (which it clears). unread is set when the
-// request's body is still to be read: it is discarded, so that the
-// connection can carry the next request. It reports whether it can.
-func (fc *fastConn) answer(code int, keep, unread bool) bool {
-	if unread && fc.req.ContentLength > 0 {
-		n, err := fc.br.Discard(int(fc.req.ContentLength))
-		fc.x.body.n.Add(int64(n))
-		keep = keep && err == nil
-	}
-	keep = keep && !fc.s.draining.Load()
-	fc.x.rec.status = code
-	w := fc.bw
-	w.WriteString("HTTP/1.1 ")
-	writeStatus(w, code, nil)
-	body := fc.body
-	fc.body = ""
-	if body != "" {
-		w.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")
-	}
-	w.WriteString("Content-Length: ")
-	w.WriteString(strconv.Itoa(len(body)))
-	w.WriteString("\r\n")
-	if !keep {
-		w.WriteString("Connection: close\r\n")
-	}
-	w.WriteString("\r\n")
-	if fc.req.Method != http.MethodHead {
-		w.WriteString(body)
-		fc.x.rec.bytes = int64(len(body))
-	}
-	return keep
-}
-
-// flush writes out the responses so far unless the client has pipelined
-// another request, which will: a pipeline's responses go out together. It
-// reports whether the write succeeded.
-func (fc *fastConn) flush() bool {
-	if fc.br.Buffered() > 0 {
-		return true
-	}
-	return fc.bw.Flush() == nil
-}
-
-// forward picks a backend and a target for the request and exchanges it
-// with the target. It reports whether the client connection can carry
-// another request, and whether the response was cut off midway.
-func (fc *fastConn) forward(route *router.Route, keep bool) (_, aborted bool) {
-	p, x := fc.s.p, &fc.x
-	fc.applyEdits(route.Filters)
-	b := route.Pick()
-	if b == nil || b.Group() == nil {
-		// No weight, an invalid reference or a missing target group: 500,
-		// as the Gateway API requires.
-		return fc.answer(http.StatusInternalServerError, keep, true), false
-	}
-	fc.applyEdits(b.Filters)
-	t := b.Group().Pick()
-	if t == nil {
-		return fc.answer(http.StatusServiceUnavailable, keep, true), false
-	}
-	x.target = t
-	if t.Cluster != p.cluster {
-		p.log.Error("peer hop to cluster "+t.Cluster+" not implemented", "cluster", t.Cluster, "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path)
-		return fc.answer(http.StatusBadGateway, keep, true), false
-	}
-
-	// The rule's timeouts bound the exchange with the target; without them
-	// the target has responseHeaderTimeout to answer and the request's
-	// overall limit to finish.
-	var ruleDeadline time.Time
-	if d := min(nonZero(route.RequestTimeout), nonZero(route.BackendTimeout)); d < noTimeout {
-		ruleDeadline = x.start.Add(d)
-	}
-	tc, err := fc.roundTrip(t, ruleDeadline)
-	if errors.Is(err, errClientGone) {
-		// Nobody reads a response; 499 is the code proxies log for this.
-		x.failure, x.rec.status = "ClientClosedRequest", statusClientClosed
-		p.log.Debug("client went away before the target answered", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path)
-		return false, false
-	}
-	if err != nil {
-		x.failure = "TargetConnectionError"
-		code := http.StatusBadGateway
-		if isTimeout(err) {
-			x.failure = "TargetTimeout"
-			if !ruleDeadline.IsZero() && !time.Now().Before(ruleDeadline) {
-				code = http.StatusGatewayTimeout
-			}
-		}
-		t.Health.Observe(false)
-		p.log.Warn("upstream request failed", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path, "err", err)
-		// The body may be partly sent: the connection cannot go on.
-		return fc.answer(code, keep && fc.req.ContentLength == 0, false), false
-	}
-	resp := &fc.resp
-	t.Health.Observe(resp.Code < 500)
-	if ruleDeadline.IsZero() && !bodyBuffered(resp, tc.br) {
-		// A body still to come has the request's overall limit, not
-		// responseHeaderTimeout.
-		now := time.Now()
-		tc.deadlines.read(tc.conn, now, maxRequestDuration)
-		tc.deadlines.write(tc.conn, now, maxRequestDuration)
-	}
-
-	bodyless := h1.Bodyless(fc.req.Method, resp.Code)
-	delimited := bodyless || resp.Chunked || resp.ContentLength >= 0
-	keep = keep && delimited && !fc.s.draining.Load()
-	fc.x.rec.status = resp.Code
-	fc.writeResponseHead(resp, keep, fc.respEdits)
-	var n int64
-	switch {
-	case bodyless:
-	case resp.Chunked:
-		n, err = h1.CopyChunked(fc.bw, tc.br, fc.bw)
-	case resp.ContentLength >= 0:
-		n, err = h1.CopyN(fc.bw, tc.br, resp.ContentLength, fc.bw)
-	default:
-		n, err = h1.CopyToEOF(fc.bw, tc.br, fc.bw)
-	}
-	fc.x.rec.bytes = n
-	if err != nil {
-		tc.conn.Close()
-		p.log.Debug("response cut off", "target", t.Addr, "host", fc.req.Host, "path", fc.req.Path, "err", err)
-		return false, true
-	}
-	if delimited && !resp.Close {
-		p.pool.put(tc, x.answered)
-	} else {
-		tc.conn.Close()
-	}
-	return keep, false
-}
-
-// bodyBuffered reports whether the whole body of resp is in br already.
-func bodyBuffered(resp *h1.Response, br *bufio.Reader) bool {
-	return resp.ContentLength >= 0 && int64(br.Buffered()) >= resp.ContentLength
-}
-
-// deadlines are a connection's read and write deadlines as last set. The
-// limits that apply to every request (idle, header, response header and
-// whole-request timeouts) are kept within 1% of their length rather than
-// exactly, so that a busy connection updates its timers about once a
-// second rather than several times per request.
-type deadlines struct {
-	r, w time.Time
-}
-
-func (d *deadlines) read(c net.Conn, now time.Time, timeout time.Duration) {
-	if want := now.Add(timeout); moved(d.r, want, timeout) {
-		d.r = want
-		_ = c.SetReadDeadline(want)
-	}
-}
-
-func (d *deadlines) write(c net.Conn, now time.Time, timeout time.Duration) {
-	if want := now.Add(timeout); moved(d.w, want, timeout) {
-		d.w = want
-		_ = c.SetWriteDeadline(want)
-	}
-}
-
-// exactRead sets the read deadline to t.
-func (d *deadlines) exactRead(c net.Conn, t time.Time) {
-	if !d.r.Equal(t) {
-		d.r = t
-		_ = c.SetReadDeadline(t)
-	}
-}
-
-// exact sets both deadlines to t: a rule's timeout.
-func (d *deadlines) exact(c net.Conn, t time.Time) {
-	if !d.r.Equal(t) || !d.w.Equal(t) {
-		d.r, d.w = t, t
-		_ = c.SetDeadline(t)
-	}
-}
-
-// moved reports whether a deadline at have is off by more than 1% of
-// timeout from want.
-func moved(have, want time.Time, timeout time.Duration) bool {
-	return want.Sub(have).Abs() > timeout/100
-}
-
-// statusClientClosed is the code recorded for a request whose client
-// closed its connection before the response started, as nginx logs it.
-const statusClientClosed = 499
-
-// noTimeout stands for a rule without a timeout in min.
-const noTimeout = time.Duration(1<<63 - 1)
-
-func nonZero(d time.Duration) time.Duration {
-	if d <= 0 {
-		return noTimeout
-	}
-	return d
-}
-
-// roundTrip sends the request to t, body included, and reads the final
-// response head into fc.resp (passing 1xx responses on to the client). It
-// notes the attempt in the exchange. A request without a body that fails on
-// a pooled connection before any response byte (the target had closed it)
-// is sent once more on a new connection.
-func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline time.Time) (*targetConn, error) {
-	p, x := fc.s.p, &fc.x
-	for attempt := 0; ; attempt++ {
-		now := time.Now()
-		deadline := now.Add(responseHeaderTimeout)
-		if !ruleDeadline.IsZero() && ruleDeadline.Before(deadline) {
-			deadline = ruleDeadline
-		}
-		tc := p.pool.get(t.Addr, now, fc.req.ContentLength > 0)
-		pooled := tc != nil
-		x.attemptAddr, x.sent = t.Addr, now
-		var err error
-		if !pooled {
-			tc, err = p.pool.dial(t.Addr, deadline)
-		}
-		if err == nil {
-			if ruleDeadline.IsZero() {
-				tc.deadlines.write(tc.conn, now, responseHeaderTimeout)
-			} else {
-				tc.deadlines.exact(tc.conn, deadline)
-			}
-			err = fc.writeRequest(tc)
-		}
-		if err == nil {
-			err = fc.awaitResponse(tc, deadline)
-		}
-		if err == nil {
-			if !h1.HeadBuffered(tc.br) {
-				tc.deadlines.exactRead(tc.conn, deadline)
-			}
-			err = fc.readResponse(tc)
-		}
-		x.answered = time.Now()
-		if err == nil {
-			return tc, nil
-		}
-		if tc != nil {
-			tc.conn.Close()
-		}
-		if pooled && attempt == 0 && fc.req.ContentLength == 0 && stale(err) && tc.br.Buffered() == 0 && !errors.Is(err, errClientGone) {
-			continue
-		}
-		return nil, err
-	}
-}
-
-// errClientGone is the error of an exchange whose client went away while
-// the target had not answered yet.
-var errClientGone = errors.New("client closed the connection before the target answered")
-
-// awaitResponse waits until the target's response starts, or deadline.
-// Unlike net/http, the fast path does not read from the client while the
-// target works on its request, so while it waits it checks every
-// clientCheck that the client is still there, and gives up
-// (errClientGone) when it is not: a long poll whose client left does not
-// hold a target connection until the target answers. A TLS client that
-// sends close_notify before closing is noticed when its response is
-// written instead.
-func (fc *fastConn) awaitResponse(tc *targetConn, deadline time.Time) error {
-	interval := fc.s.p.clientCheck
-	// The request was just sent: its time stands for now on the first
-	// look, as the deadlines allow.
-	now := fc.x.sent
-	for ; tc.br.Buffered() == 0; now = time.Now() {
-		if deadline.Sub(now) <= interval {
-			tc.deadlines.exactRead(tc.conn, deadline)
-			_, err := tc.br.Peek(1)
-			return err
-		}
-		tc.deadlines.read(tc.conn, now, interval)
-		if _, err := tc.br.Peek(1); err == nil || !isTimeout(err) {
-			return err
-		}
-		if _, closed := peek(fc.conn); closed {
-			return errClientGone
-		}
-	}
-	return nil
-}
-
-// readResponse reads the target's response head into fc.resp. Informational
-// responses (1xx but 101) go on to the client as they come.
-func (fc *fastConn) readResponse(tc *targetConn) error {
-	for {
-		head, err := h1.ReadResponseHead(tc.br, nil, maxHeaderBytes)
-		if err != nil {
-			return err
-		}
-		if err := h1.ParseResponse(head, &fc.resp); err != nil {
-			return err
-		}
-		switch c := fc.resp.Code; {
-		case c == http.StatusSwitchingProtocols:
-			return errors.New("target switched protocols unasked")
-		case c < 200:
-			fc.writeResponseHead(&fc.resp, true, nil)
-			if err := fc.bw.Flush(); err != nil {
-				return err
-			}
-		default:
-			return nil
-		}
-	}
-}
-
-// stale reports whether err is how a request fails on a connection the
-// target closed while it was idle.
-func stale(err error) bool {
-	return errors.Is(err, io.EOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// writeRequest sends the request head, with the forwarding and identity
-// headers that setForwardedHeaders sets on the net/http path, and its body.
-func (fc *fastConn) writeRequest(tc *targetConn) error {
-	r, x, w := &fc.req, &fc.x, tc.bw
-	host := r.Host
-	if fc.edited != nil {
-		host = fc.host
-	}
-	w.WriteString(r.Method)
-	w.WriteByte(' ')
-	w.WriteString(r.Target)
-	w.WriteString(" HTTP/1.1\r\nHost: ")
-	w.WriteString(host)
-	w.WriteString("\r\n")
-	if fc.edited != nil {
-		writeEditedFields(w, fc.edited, fc.ip)
-		// The body's framing is not the edits' to change.
-		if _, ok := (*requestFields)(r).Value("Content-Length", 0); ok {
-			w.WriteString("Content-Length: ")
-			w.WriteString(strconv.FormatInt(r.ContentLength, 10))
-			w.WriteString("\r\n")
-		}
-	} else {
-		fc.writeFields(w)
-	}
-	w.WriteString("X-Forwarded-Host: ")
-	w.WriteString(host)
-	w.WriteString("\r\n")
-	if fc.ids != fc.s.p.identities.Load() {
-		fc.setFixedFields()
-	}
-	w.WriteString(fc.fixedFields)
-	w.WriteString(headerRequestID + ": ")
-	w.WriteString(x.id)
-	w.WriteString("\r\n")
-	if info := x.ruleInfo(nil); info != nil && info.identityFields != "" {
-		w.WriteString(info.identityFields)
-	}
-	w.WriteString("\r\n")
-	if r.ContentLength > 0 {
-		n, err := h1.CopyN(w, fc.br, r.ContentLength, w)
-		x.body.n.Add(n)
-		if err != nil {
-			return err
-		}
-	}
-	return w.Flush()
-}
-
-// writeFields writes the client's header fields that go on to the target
-// and X-Forwarded-For.
-func (fc *fastConn) writeFields(w *bufio.Writer) {
-	r := &fc.req
-	w.WriteString("X-Forwarded-For: ")
-	for _, f := range r.Fields {
-		if strings.EqualFold(f.Name, "X-Forwarded-For") {
-			w.WriteString(f.Value)
-			w.WriteString(", ")
-		}
-	}
-	w.WriteString(fc.ip)
-	w.WriteString("\r\n")
-	for _, f := range r.Fields {
-		if dropOnForward(f.Name) || isTrellisHeader(f.Name) || r.ConnectionTokens != nil && namedIn(f.Name, r.ConnectionTokens) {
-			// TE is hop-by-hop, but "trailers" in it says the client
-			// takes trailers, which gRPC needs end to end (as
-			// net/http/httputil keeps it).
-			if len(f.Name) == 2 && strings.EqualFold(f.Name, "TE") && hasToken(f.Value, "trailers") {
-				w.WriteString("Te: trailers\r\n")
-			}
-			continue
-		}
-		writeField(w, f.Name, f.Value)
-	}
-}
-
-// writeEditedFields is writeFields for a header the rule's edits changed.
-func writeEditedFields(w *bufio.Writer, h http.Header, ip string) {
-	w.WriteString("X-Forwarded-For: ")
-	for _, v := range h["X-Forwarded-For"] {
-		w.WriteString(v)
-		w.WriteString(", ")
-	}
-	w.WriteString(ip)
-	w.WriteString("\r\n")
-	var tokens []string
-	for _, v := range h["Connection"] {
-		for _, t := range strings.Split(v, ",") {
-			tokens = append(tokens, strings.Trim(t, " \t"))
-		}
-	}
-	for k, vs := range h {
-		if k == "Content-Length" || dropOnForward(k) || isTrellisHeader(k) || namedIn(k, tokens) {
-			if k == "Te" && slices.ContainsFunc(vs, func(v string) bool { return hasToken(v, "trailers") }) {
-				w.WriteString("Te: trailers\r\n")
-			}
-			continue
-		}
-		for _, v := range vs {
-			writeField(w, k, v)
-		}
-	}
-}
-
-func writeField(w *bufio.Writer, name, value string) {
-	w.WriteString(name)
-	w.WriteString(": ")
-	w.WriteString(value)
-	w.WriteString("\r\n")
-}
-
-// writeResponseHead writes resp's head to the client without its
-// hop-by-hop fields, edited by edits in order, closing the connection
-// after it unless keep.
-func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*router.HeaderEdit) {
-	w := fc.bw
-	w.WriteString("HTTP/1.1 ")
-	writeStatus(w, resp.Code, resp.Reason)
-	if len(edits) > 0 {
-		writeEditedResponse(w, resp, edits)
-	}
-	for _, f := range resp.Fields {
-		if len(edits) > 0 && !equalFoldBytes(f.Name, "Content-Length") {
-			// Only the framing is not the edits'.
-			continue
-		}
-		if hopByHop(f.Name) && !(resp.Chunked && equalFoldBytes(f.Name, "Trailer")) || namedInBytes(f.Name, resp.ConnectionTokens) {
-			continue
-		}
-		w.Write(f.Name)
-		w.WriteString(": ")
-		w.Write(f.Value)
-		w.WriteString("\r\n")
-	}
-	if resp.Chunked {
-		w.WriteString("Transfer-Encoding: chunked\r\n")
-	}
-	if !keep {
-		w.WriteString("Connection: close\r\n")
-	}
-	w.WriteString("\r\n")
-}
-
-// writeEditedResponse writes the fields of resp but its framing
-// (Content-Length, Transfer-Encoding) and hop-by-hop ones, after edits.
-func writeEditedResponse(w *bufio.Writer, resp *h1.Response, edits []*router.HeaderEdit) {
-	h := make(http.Header, len(resp.Fields))
-	for _, f := range resp.Fields {
-		if hopByHop(f.Name) && !(resp.Chunked && equalFoldBytes(f.Name, "Trailer")) || namedInBytes(f.Name, resp.ConnectionTokens) {
-			continue
-		}
-		k := http.CanonicalHeaderKey(string(f.Name))
-		h[k] = append(h[k], string(f.Value))
-	}
-	for _, e := range edits {
-		e.Apply(h, nil)
-	}
-	for k, vs := range h {
-		if k == "Content-Length" || k == "Transfer-Encoding" {
-			continue
-		}
-		for _, v := range vs {
-			writeField(w, k, v)
-		}
-	}
-}
-
-// writeStatus writes a status line's code and reason: the given one, or
-// the code's standard text.
-func writeStatus(w *bufio.Writer, code int, reason []byte) {
-	var b [3]byte
-	w.Write(strconv.AppendInt(b[:0], int64(code), 10))
-	w.WriteByte(' ')
-	if len(reason) > 0 {
-		w.Write(reason)
-	} else {
-		w.WriteString(http.StatusText(code))
-	}
-	w.WriteString("\r\n")
 }
 
 // escapedPath is the path of an origin-form target, as sent.
@@ -931,7 +372,7 @@ func escapedPath(target string) string {
 // and its backends' only edit headers, it has no retries or session
 // persistence, and its target groups are spoken to in HTTP/1.1 without
 // TLS.
-func plainRoute(route *router.Route) bool {
+func plainRoute(route *router.Rule, cluster string) bool {
 	if route.Retry != nil || route.Session != nil || !headerEditsOnly(route.Filters) {
 		return false
 	}
@@ -940,7 +381,7 @@ func plainRoute(route *router.Route) bool {
 		if !headerEditsOnly(bs[i].Filters) {
 			return false
 		}
-		if g := bs[i].Group(); g != nil && (g.Protocol == model.ProtocolHTTPS || g.Version == model.HTTP2 || g.Version == model.GRPC) {
+		if g := bs[i].Group(); g != nil && (g.Protocol == model.ProtocolHTTPS || g.Version == model.HTTP2 || g.Version == model.GRPC || !g.OnlyIn(cluster)) {
 			return false
 		}
 	}
@@ -1008,154 +449,3 @@ func (r *requestFields) Value(name string, i int) (string, bool) {
 	}
 	return "", false
 }
-
-// dropOnForward reports whether a request field is not forwarded as the
-// client sent it: Host (written first), the hop-by-hop fields, and the
-// forwarding fields the proxy sets itself.
-func dropOnForward(name string) bool {
-	var forwarding bool
-	switch len(name) {
-	case 4:
-		forwarding = strings.EqualFold(name, "Host")
-	case 9:
-		forwarding = strings.EqualFold(name, "Forwarded")
-	case 15:
-		forwarding = strings.EqualFold(name, "X-Forwarded-For")
-	case 16:
-		forwarding = strings.EqualFold(name, "X-Forwarded-Host") || strings.EqualFold(name, "X-Forwarded-Port")
-	case 17:
-		forwarding = strings.EqualFold(name, "X-Forwarded-Proto")
-	case 20:
-		forwarding = strings.EqualFold(name, "X-Forwarded-For-Port")
-	case 21:
-		forwarding = strings.EqualFold(name, "X-Forwarded-For-Proto")
-	}
-	return forwarding || hopByHopName(name)
-}
-
-// hopByHopName reports whether name is a hop-by-hop field (RFC 9110
-// section 7.6.1, and those net/http/httputil removes).
-func hopByHopName(name string) bool {
-	switch len(name) {
-	case 2:
-		return strings.EqualFold(name, "TE")
-	case 7:
-		return strings.EqualFold(name, "Upgrade") || strings.EqualFold(name, "Trailer")
-	case 10:
-		return strings.EqualFold(name, "Connection") || strings.EqualFold(name, "Keep-Alive")
-	case 16:
-		return strings.EqualFold(name, "Proxy-Connection")
-	case 17:
-		return strings.EqualFold(name, "Transfer-Encoding")
-	}
-	return false
-}
-
-func hopByHop(name []byte) bool {
-	switch len(name) {
-	case 2, 7, 10, 16, 17:
-		return hopByHopName(string(name))
-	}
-	return false
-}
-
-// hasToken reports whether the comma-separated list v has token t, in any
-// case.
-func hasToken(v, t string) bool {
-	for v != "" {
-		var e string
-		e, v, _ = strings.Cut(v, ",")
-		if e, _, _ = strings.Cut(e, ";"); strings.EqualFold(strings.Trim(e, " \t"), t) {
-			return true
-		}
-	}
-	return false
-}
-
-func namedIn(name string, tokens []string) bool {
-	for _, t := range tokens {
-		if strings.EqualFold(name, t) {
-			return true
-		}
-	}
-	return false
-}
-
-func namedInBytes(name []byte, tokens [][]byte) bool {
-	for _, t := range tokens {
-		if equalFoldBytes(name, string(t)) {
-			return true
-		}
-	}
-	return false
-}
-
-func equalFoldBytes(b []byte, s string) bool {
-	return len(b) == len(s) && strings.EqualFold(string(b), s)
-}
-
-// replayConn is a connection handed to net/http: its reads return the bytes
-// the fast path already read first. tls is the state of the TLS connection
-// it wraps, which net/http cannot see through it; the listener's
-// ConnContext passes it on (tlsStateKey).
-type replayConn struct {
-	net.Conn
-	r   io.Reader
-	tls *tls.ConnectionState
-}
-
-// tlsStateKey is the context key of a handed-off TLS connection's state.
-type tlsStateKey struct{}
-
-func (c *replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// CloseWrite lets net/http half-close the connection before closing it
-// after an error response, so that the client reads the response rather
-// than a reset.
-func (c *replayConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
-
-// handoffListener is the net.Listener an http.Server serves the fast
-// path's handed-off connections from.
-type handoffListener struct {
-	addr  net.Addr
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newHandoffListener(addr net.Addr) *handoffListener {
-	return &handoffListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// hand gives c to the server; it reports false, and closes c, when the
-// server is closed.
-func (l *handoffListener) hand(c net.Conn) bool {
-	select {
-	case l.conns <- c:
-		return true
-	case <-l.done:
-		c.Close()
-		return false
-	}
-}
-
-func (l *handoffListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *handoffListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *handoffListener) Addr() net.Addr { return l.addr }

@@ -333,7 +333,7 @@ func TestFastPathAgreesWithNetHTTP(t *testing.T) {
 	slow := newProxyWith(t, Config{DisableFastPath: true})
 	update(t, slow, snap())
 
-	requests := []string{
+	requests := append([]string{
 		"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
 		"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: shop.example.com:8080\r\nAccept: */*\r\nX-Multi: 1\r\nx-multi: 2\r\n\r\n",
 		"GET /%61%2Fb HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: test/1\r\n\r\n",
@@ -344,7 +344,10 @@ func TestFastPathAgreesWithNetHTTP(t *testing.T) {
 		"GET /close HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n",
 		"GET /edit HTTP/1.1\r\nHost: shop.example.com\r\nX-Multi: 1\r\nX-Set: client\r\nX-Gone: 1\r\n\r\n",
 		"POST /edit/p HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 1.1.1.1\r\nContent-Length: 4\r\n\r\nbody",
-	}
+		// The body's framing is never a Connection option's to drop.
+		"POST /p HTTP/1.1\r\nHost: shop.example.com\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello",
+		"POST /edit/p HTTP/1.1\r\nHost: shop.example.com\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello",
+	}, generatedFieldRequests()...)
 	// Fields that differ by design: the request ID, and the transfer
 	// details net/http adds to its own responses.
 	ignore := []string{headerRequestID, "Date"}
@@ -352,7 +355,7 @@ func TestFastPathAgreesWithNetHTTP(t *testing.T) {
 	for _, raw := range requests {
 		before := handoffs()
 		f, fb := exchangeRaw(t, addrOf(fast, webPort), raw)
-		if handoffs() != before {
+		if handoffs() != before && fastPathTakes(raw) {
 			t.Errorf("%q went to net/http, not the fast path", raw)
 		}
 		s, sb := exchangeRaw(t, addrOf(slow, webPort), raw)
@@ -371,7 +374,7 @@ func TestFastPathAgreesWithNetHTTP(t *testing.T) {
 		if a, b := fmt.Sprint(f.Header), fmt.Sprint(s.Header); a != b {
 			t.Errorf("%s: response header\nfast     %s\nnet/http %s", line, a, b)
 		}
-		if strings.HasPrefix(raw, "HEAD") {
+		if strings.HasPrefix(raw, "HEAD") || f.StatusCode != http.StatusOK {
 			continue
 		}
 		var fh, sh http.Header
@@ -389,7 +392,120 @@ func TestFastPathAgreesWithNetHTTP(t *testing.T) {
 		if a, b := sortedHeader(fh), sortedHeader(sh); a != b {
 			t.Errorf("%s: target received\nfast     %s\nnet/http %s", line, a, b)
 		}
+		for _, k := range mustNotForward(raw) {
+			if v, ok := fh[http.CanonicalHeaderKey(k)]; ok {
+				t.Errorf("%q: target received %s: %q", raw, k, v)
+			}
+		}
 	}
+}
+
+// forwardingFields are the request fields whose forwarding the proxy
+// decides: hop-by-hop fields, forwarding fields it sets itself, identity
+// fields a client may forge, and framing. Each comes with a value to send.
+var forwardingFields = []struct{ name, value string }{
+	{"Connection", "keep-alive"},
+	{"Keep-Alive", "timeout=5"},
+	{"Proxy-Connection", "keep-alive"},
+	{"Proxy-Authorization", "Basic c2VjcmV0OnNlY3JldA=="},
+	{"Proxy-Authenticate", "Basic realm=x"},
+	{"TE", "trailers"},
+	{"TE", "gzip, trailers"},
+	{"TE", "deflate"},
+	{"Trailer", "X-Sum"},
+	{"Transfer-Encoding", "chunked"},
+	{"Upgrade", "websocket"},
+	{"Forwarded", "for=6.6.6.6;proto=https"},
+	{"X-Forwarded-For", "6.6.6.6"},
+	{"X-Forwarded-Host", "evil.example.com"},
+	{"X-Forwarded-Port", "1"},
+	{"X-Forwarded-Proto", "https"},
+	{"X-Forwarded-For-Port", "1"},
+	{"X-Forwarded-For-Proto", "https"},
+	{"X-Real-Ip", "6.6.6.6"},
+	{"X-Trellis-Identity", "Principal=spiffe://local/ns/a/sa/admin; Type=Workload"},
+	{"X-Trellis-Network", "SourceCluster=other; Network=edge"},
+	{"X-Trellis-Target", "Service=admin"},
+	{"X-Trellis-Request-Id", "forged"},
+	{"X_Trellis_Identity", "Type=Workload"},
+	{"X-Amzn-Lattice-Identity", "Principal=arn:aws:iam::1:root; Type=AWS_IAM"},
+	{"X-Amzn-Lattice-Network", "SourceVpcArn=x"},
+	{"X-Amzn-Lattice-Target", "ServiceArn=x"},
+	{"x_amzn_lattice_identity", "Type=AWS_IAM"},
+	{"X-Custom", "1"},
+}
+
+// generatedFieldRequests makes, for every forwarding field, requests that
+// send it once, twice, and named by Connection, in three casings, with and
+// without a rule's header edits.
+func generatedFieldRequests() []string {
+	casings := []func(string) string{func(s string) string { return s }, strings.ToLower, strings.ToUpper}
+	var out []string
+	n := 0
+	for _, f := range forwardingFields {
+		for _, path := range []string{"/gen", "/edit/gen"} {
+			for form := range 3 {
+				name := casings[n%len(casings)](f.name)
+				n++
+				var b strings.Builder
+				b.WriteString("GET " + path + " HTTP/1.1\r\nHost: shop.example.com\r\n")
+				switch form {
+				case 0:
+					b.WriteString(name + ": " + f.value + "\r\n")
+				case 1:
+					b.WriteString(name + ": " + f.value + "\r\n" + "X-Between: 1\r\n" + name + ": " + f.value + "-2\r\n")
+				case 2:
+					if strings.EqualFold(f.name, "Connection") {
+						continue
+					}
+					b.WriteString("Connection: keep-alive, " + name + "\r\n" + name + ": " + f.value + "\r\n")
+				}
+				b.WriteString("X-Kept: 1\r\n\r\n")
+				if strings.EqualFold(f.name, "Transfer-Encoding") {
+					b.WriteString("0\r\n\r\n")
+				}
+				out = append(out, b.String())
+			}
+		}
+	}
+	return out
+}
+
+// fastPathTakes reports whether the fast path serves raw itself rather
+// than handing it to net/http.
+func fastPathTakes(raw string) bool {
+	head := strings.ToLower(raw)
+	return !strings.Contains(head, "\nupgrade:") && !strings.Contains(head, "\ntransfer-encoding:") && !strings.Contains(head, "\nexpect:")
+}
+
+// mustNotForward lists the fields of raw that must never reach a target as
+// the client sent them: hop-by-hop fields, those its Connection names, and
+// identity fields (the proxy sets X-Trellis-* itself, checked apart).
+func mustNotForward(raw string) []string {
+	names := []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "Proxy-Authenticate",
+		"Trailer", "Transfer-Encoding", "Upgrade", "X-Amzn-Lattice-Identity", "X-Amzn-Lattice-Network",
+		"X-Amzn-Lattice-Target", "X_amzn_lattice_identity", "X_trellis_identity", "Forwarded"}
+	for _, line := range strings.Split(raw, "\r\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || !strings.EqualFold(name, "Connection") {
+			continue
+		}
+		for _, tok := range strings.Split(value, ",") {
+			tok = strings.TrimSpace(tok)
+			switch {
+			case strings.EqualFold(tok, "upgrade"):
+				// An upgrade goes through, Upgrade and Connection with it.
+				names = slices.DeleteFunc(names, func(n string) bool { return n == "Upgrade" || n == "Connection" })
+			case tok == "", strings.EqualFold(tok, "keep-alive"), strings.EqualFold(tok, "close"),
+				strings.EqualFold(tok, "content-length"), strings.EqualFold(tok, "TE"),
+				// Set by the proxy itself whatever the client sent.
+				strings.HasPrefix(strings.ToLower(tok), "x-forwarded"), isTrellisHeader(tok):
+			default:
+				names = append(names, tok)
+			}
+		}
+	}
+	return names
 }
 
 func sortedHeader(h http.Header) string {
@@ -408,15 +524,8 @@ func sortedHeader(h http.Header) string {
 // exchangeRaw sends raw on a connection of its own and reads the response.
 func exchangeRaw(t *testing.T, addr, raw string) (*http.Response, []byte) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialRaw(t, addr, raw)
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
 	method, _, _ := strings.Cut(raw, " ")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
 	if err != nil {
@@ -648,11 +757,21 @@ func TestMisdirectedRequest(t *testing.T) {
 // its reads and writes time out, with the test.
 func dialWeb(t *testing.T, p *Proxy) net.Conn {
 	t.Helper()
-	conn, err := net.Dial("tcp", addrOf(p, webPort))
+	return dialRaw(t, addrOf(p, webPort), "")
+}
+
+// dialRaw opens a connection to addr, closed when the test ends, with a
+// 10-second deadline, and writes raw on it.
+func dialRaw(t *testing.T, addr, raw string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
 	return conn
 }

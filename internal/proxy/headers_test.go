@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -124,22 +125,84 @@ func TestIsTrellisHeader(t *testing.T) {
 	}
 }
 
-// FuzzStripTrellis checks that no header a client can name survives the
-// strip if a CGI-style server would read it as an x-trellis- header.
-func FuzzStripTrellis(f *testing.F) {
-	for _, s := range []string{"X-Trellis-Identity", "x_trellis_network", "X-Trellis", "X-Forwarded-For", "x-TRELLIS-", "X-Trellis\x00"} {
+// FuzzForwardHeader checks that no field a client can name survives the
+// forwarding rules if a CGI-style server would read it as an x-trellis- or
+// x-amzn-lattice- field, and that no other field is lost for it.
+func FuzzForwardHeader(f *testing.F) {
+	for _, s := range []string{"X-Trellis-Identity", "x_trellis_network", "X-Trellis", "X-Forwarded-For", "x-TRELLIS-", "X-Trellis\x00", "x_amzn_lattice_identity"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
 		h := http.Header{name: {"v"}, "Other": {"v"}}
-		stripTrellis(h)
+		forwardHeader(h, h)
 		norm := strings.ReplaceAll(strings.ToLower(name), "_", "-")
 		_, kept := h[name]
-		if strings.HasPrefix(norm, "x-trellis-") == kept {
-			t.Errorf("header %q kept = %v", name, kept)
+		if identity := strings.HasPrefix(norm, "x-trellis-") || strings.HasPrefix(norm, "x-amzn-lattice-"); identity && kept {
+			t.Errorf("header %q kept", name)
 		}
 		if name != "Other" && h.Get("Other") != "v" {
-			t.Errorf("stripping %q removed another header", name)
+			t.Errorf("forwarding %q removed another header", name)
 		}
 	})
+}
+
+// A network's X-Forwarded-For mode decides what the target gets, on both
+// request paths and with the rule's header edits or without: append adds
+// the client's address, preserve forwards the client's list as sent (and
+// none when there is none), remove drops it. The identity headers are the
+// proxy's in every mode.
+func TestForwardedForModes(t *testing.T) {
+	echo := headerEcho(t)
+	tests := []struct {
+		mode        model.ForwardedForMode
+		sent        []string
+		want        []string // nil: no X-Forwarded-For
+		wantNoPrior []string
+	}{
+		{"", []string{"6.6.6.6", "7.7.7.7"}, []string{"6.6.6.6, 7.7.7.7, 127.0.0.1"}, []string{"127.0.0.1"}},
+		{model.ForwardedForAppend, []string{"6.6.6.6"}, []string{"6.6.6.6, 127.0.0.1"}, []string{"127.0.0.1"}},
+		{model.ForwardedForPreserve, []string{"6.6.6.6", "7.7.7.7"}, []string{"6.6.6.6, 7.7.7.7"}, nil},
+		{model.ForwardedForRemove, []string{"6.6.6.6"}, nil, nil},
+	}
+	for _, tt := range tests {
+		for _, disable := range []bool{false, true} {
+			for _, path := range []string{"/plain", "/edit"} {
+				t.Run(fmt.Sprintf("%q/netHTTPOnly=%v%s", tt.mode, disable, path), func(t *testing.T) {
+					snap := oneRoute(1, []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))}, to("echo", 1))
+					snap.Networks = slices.Clone(snap.Networks)
+					for i := range snap.Networks {
+						snap.Networks[i].ForwardedFor = tt.mode
+					}
+					snap.Services[0].Rules = append([]model.Rule{{
+						Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/edit"}}},
+						Filters: []model.Filter{{RequestHeaders: &model.HeaderFilter{Set: []model.Header{{Name: "X-Edited", Value: "1"}}}}},
+						Action:  forward(to("echo", 1)),
+					}}, snap.Services[0].Rules...)
+					p := newProxyWith(t, Config{DisableFastPath: disable})
+					update(t, p, snap)
+					for _, sent := range [][]string{tt.sent, nil} {
+						head := "GET " + path + " HTTP/1.1\nHost: shop.example.com\nX-Trellis-Identity: Type=Admin\n"
+						for _, v := range sent {
+							head += "X-Forwarded-For: " + v + "\n"
+						}
+						resp, body := rawRequest(t, addrOf(p, webPort), head)
+						var seen http.Header
+						if err := json.Unmarshal(body, &seen); err != nil || resp.StatusCode != http.StatusOK {
+							t.Fatalf("%d %s: %v", resp.StatusCode, body, err)
+						}
+						want := tt.want
+						if sent == nil {
+							want = tt.wantNoPrior
+						}
+						if got := seen["X-Forwarded-For"]; !slices.Equal(got, want) {
+							t.Errorf("sent %q: target received X-Forwarded-For %q, want %q", sent, got, want)
+						}
+						if got := seen.Get(headerIdentity); got != "Type=Anonymous" {
+							t.Errorf("target received %s %q", headerIdentity, got)
+						}
+					}
+				})
+			}
+		}
+	}
 }

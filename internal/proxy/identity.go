@@ -43,26 +43,26 @@ func compileIdentities(snap *model.Snapshot, cluster string) identities {
 }
 
 // identity returns the workload with address ip in this cluster, if any.
-func (p *Proxy) identity(ip netip.Addr) (workloadIdentity, bool) {
-	if ids := p.identities.Load(); ids != nil && ip.IsValid() {
-		w, ok := (*ids)[ip]
-		return w, ok
+func (sv *served) identity(ip netip.Addr) (workloadIdentity, bool) {
+	if !ip.IsValid() {
+		return workloadIdentity{}, false
 	}
-	return workloadIdentity{}, false
+	w, ok := sv.ids[ip]
+	return w, ok
 }
 
 // principal is who sent a request from ip: the workload with that address
 // in this cluster, or anonymous.
-func (p *Proxy) principal(ip netip.Addr) auth.Principal {
-	if w, ok := p.identity(ip); ok {
+func (sv *served) principal(ip netip.Addr) auth.Principal {
+	if w, ok := sv.identity(ip); ok {
 		return auth.Principal{Type: auth.PrincipalWorkload, ID: w.principal}
 	}
 	return auth.Principal{Type: auth.PrincipalAnonymous}
 }
 
 // identityHeader is the X-Trellis-Identity value of a request from ip.
-func (p *Proxy) identityHeader(ip netip.Addr) string {
-	if w, ok := p.identity(ip); ok {
+func (sv *served) identityHeader(ip netip.Addr) string {
+	if w, ok := sv.identity(ip); ok {
 		return w.header
 	}
 	return anonymousIdentity

@@ -40,6 +40,9 @@ type metrics struct {
 	updateFailures prometheus.Counter
 	// handoffs counts connections the fast path handed to net/http.
 	handoffs prometheus.Counter
+	// peerRequests counts requests other clusters' proxies handed over, by
+	// their cluster and outcome.
+	peerRequests *prometheus.CounterVec
 
 	// rules holds the rule data of the table serving, by service name;
 	// next is being filled by the compilation in progress, cur is the
@@ -86,6 +89,10 @@ func newMetrics(p *Proxy) *metrics {
 			Name: "trellis_http_connections_handed_off_total",
 			Help: "HTTP connections the fast path (plain HTTP/1.1 forwarding) handed to the general request path, at their first request it does not take: an upgrade, h2c, a chunked or large body, a rule with filters other than header edits, retries or sessions, an HTTP/2, gRPC or TLS target group.",
 		}),
+		peerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_peer_requests_total",
+			Help: "Requests other clusters' proxies handed over, by the sending proxy's cluster (as its certificate names it) and outcome: Delivered, or the reason it was refused (ForeignIdentity: an identity of another cluster asserted; NotDeliverable: not a target of this cluster; NoTarget).",
+		}, []string{"peer_cluster", "outcome"}),
 		rules: map[string]*serviceRules{},
 	}
 	m.unmatched = m.newRuleInfo(ruleKey{rule: -1})
@@ -98,7 +105,7 @@ func newMetrics(p *Proxy) *metrics {
 		}
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.revision, m.applySeconds, m.programmed, m.updateFailures, m.handoffs,
+		m.requests, m.duration, m.revision, m.applySeconds, m.programmed, m.updateFailures, m.handoffs, m.peerRequests,
 		healthCollector{p.health},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "trellis_access_log_dropped_total",
@@ -129,10 +136,8 @@ type ruleInfo struct {
 	// rule is the rule's label value.
 	rule string
 	// targetHeader and networkHeader are the values of x-trellis-target
-	// and x-trellis-network, shared by every request: never modified.
-	targetHeader, networkHeader []string
-	// identityFields is both as header lines, as the fast path writes them.
-	identityFields string
+	// and x-trellis-network, made once per rule.
+	targetHeader, networkHeader string
 
 	m *metrics
 	// codes caches the counters of the common status codes, by
@@ -165,9 +170,8 @@ func (m *metrics) newRuleInfo(k ruleKey) *ruleInfo {
 		ri.rule = strconv.Itoa(k.rule)
 	}
 	if k.rule >= 0 && k.targetGroup != "" {
-		ri.targetHeader = []string{"Service=" + k.service + "; Network=" + k.network + "; TargetGroup=" + k.targetGroup}
-		ri.networkHeader = []string{"SourceCluster=" + m.cluster + "; Network=" + k.network}
-		ri.identityFields = headerNetwork + ": " + ri.networkHeader[0] + "\r\n" + headerTarget + ": " + ri.targetHeader[0] + "\r\n"
+		ri.targetHeader = "Service=" + k.service + "; Network=" + k.network + "; TargetGroup=" + k.targetGroup
+		ri.networkHeader = "SourceCluster=" + m.cluster + "; Network=" + k.network
 	}
 	return ri
 }
@@ -355,4 +359,12 @@ func bool01(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+func (m *metrics) peerRefused(cluster, reason string) {
+	m.peerRequests.WithLabelValues(cluster, reason).Inc()
+}
+
+func (m *metrics) peerDelivered(cluster string) {
+	m.peerRequests.WithLabelValues(cluster, "Delivered").Inc()
 }

@@ -4,24 +4,9 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"time"
 
 	"trellis.dev/trellis/internal/proxy/router"
 )
-
-// Limits of request mirroring.
-const (
-	// maxMirrorsInFlight bounds the mirrored requests in flight across the
-	// proxy; a mirror beyond it is dropped rather than queued, so that
-	// mirroring never holds up or piles onto the main traffic.
-	maxMirrorsInFlight = 256
-	// mirrorTimeout bounds one mirrored request, response included.
-	mirrorTimeout = 30 * time.Second
-)
-
-// mirrorHopHeaders are hop-by-hop headers a mirrored copy must not carry.
-var mirrorHopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 // mirror sends a copy of r, as it stands now, to one target of g in the
 // background and discards the response. The copy carries the body only when
@@ -51,9 +36,7 @@ func (p *Proxy) mirror(r *http.Request, body *replayBody, g *router.Group) {
 	out.ContentLength = int64(len(body.data))
 	out.TransferEncoding = nil
 	out.Close = false
-	for _, h := range mirrorHopHeaders {
-		out.Header.Del(h)
-	}
+	setForwardedHeaders(r, out.Header, exchangeOf(r))
 	go func() {
 		defer func() { <-p.mirrors }()
 		defer cancel()

@@ -2,13 +2,10 @@ package proxy
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -32,19 +29,6 @@ type observability struct {
 	admin        *adminServer
 }
 
-// testKnobs are Config settings that only tests set, to run in
-// milliseconds what takes seconds in production.
-type testKnobs struct {
-	// healthSecond is health.Config.Second.
-	healthSecond time.Duration
-	outlier      health.Outlier
-	accessLog    accesslog.Options
-	// readHeaderTimeout replaces readHeaderTimeout when non-zero.
-	readHeaderTimeout time.Duration
-	// clientCheck replaces clientCheckInterval when non-zero.
-	clientCheck time.Duration
-}
-
 // initObservability sets up health, metrics and the access log; New calls
 // it once the rest of p is built.
 func (p *Proxy) initObservability(cfg Config) {
@@ -57,10 +41,9 @@ func (p *Proxy) initObservability(cfg Config) {
 		opts.Logger = p.log
 		p.accessLog = accesslog.New(cfg.AccessLog, opts)
 	}
-	p.limits = newLimits(cfg.test)
+	p.limits = newLimits(cfg)
 	p.adminAddress = cfg.AdminAddress
 	p.compiler.Hooks = router.CompileHooks{Health: p.health.Group, Annotate: p.metrics.annotate}
-	p.local, p.peer = recordTarget{p.local}, recordTarget{p.peer}
 }
 
 // closeObservability stops the health checks, writes out the access log
@@ -79,203 +62,6 @@ func (p *Proxy) closeObservability(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// exchange is the proxy's record of one request, from its arrival to its
-// last response byte: what the access log, the metrics and the identity
-// headers need. The request's handler goroutine owns it; the reverse proxy
-// calls the transport, which fills in the attempt, on that goroutine too.
-type exchange struct {
-	// start is when the request arrived, end when finish recorded it.
-	start, end time.Time
-	id         string
-	port       int32
-	// The request as the client sent it, for the access log: path is
-	// escaped, remote is the client's address and port, local the address
-	// it connected to.
-	method, path, proto, host, userAgent, remote string
-	local                                        net.Addr
-	// route is the matched route, nil when none matched.
-	route *router.Route
-	// target is the target picked, nil when nothing was forwarded; info
-	// caches the rule data of its backend.
-	target *router.Target
-	info   *ruleInfo
-	// attemptAddr is the address of the last attempt sent to a target,
-	// sent when it was sent, answered when its response headers (or its
-	// failure) came.
-	attemptAddr    string
-	sent, answered time.Time
-	failure        string
-	// identity is the X-Trellis-Identity of a request from a known
-	// workload; empty for anonymous callers.
-	identity string
-	// authDenied is the level whose auth policy refused the request
-	// ("Network" or "Service"), or "".
-	authDenied      string
-	rec             recorder
-	body            countingBody
-	upgradeExpected bool
-}
-
-type exchangeKey struct{}
-
-// exchangeOf returns r's exchange, or nil for a request that did not come
-// through a listener.
-func exchangeOf(r *http.Request) *exchange {
-	x, _ := r.Context().Value(exchangeKey{}).(*exchange)
-	return x
-}
-
-// begin starts the exchange of a request on the listener at port and
-// returns the writer and request the rest of the request path uses. A
-// request with too many header lines is answered 431 here, and x is nil.
-func (p *Proxy) begin(port int32, w http.ResponseWriter, r *http.Request) (x *exchange, _ http.ResponseWriter, _ *http.Request) {
-	x = &exchange{
-		start: time.Now(), id: newRequestID(), port: port,
-		method: r.Method, path: r.URL.EscapedPath(), proto: r.Proto, host: r.Host, userAgent: r.UserAgent(), remote: r.RemoteAddr,
-	}
-	x.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	x.rec.ResponseWriter = w
-	x.upgradeExpected = r.Header.Get("Upgrade") != ""
-	if w, ok := p.identity(remoteIP(r.RemoteAddr)); ok {
-		x.identity = w.header
-	}
-	r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
-	if r.Body != nil && r.Body != http.NoBody {
-		x.body.ReadCloser = r.Body
-		r.Body = &x.body
-	}
-	if headerLines(r.Header) > maxHeaderCount {
-		x.failure = "HeaderCountExceeded"
-		x.rec.Header().Set("Connection", "close")
-		x.rec.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
-		p.finish(x, false)
-		return nil, nil, nil
-	}
-	return x, &x.rec, r
-}
-
-// end finishes x: it records the exchange in the metrics and the access
-// log. It must be deferred directly, so that it also records a request
-// whose handler panicked (the reverse proxy aborts a response that fails
-// midway with http.ErrAbortHandler), and then lets the panic go on.
-func (p *Proxy) end(x *exchange) {
-	v := recover()
-	p.finish(x, v != nil)
-	if v != nil {
-		panic(v)
-	}
-}
-
-func (p *Proxy) finish(x *exchange, aborted bool) {
-	now := time.Now()
-	x.end = now
-	code := x.rec.status
-	switch {
-	case code != 0:
-	case aborted:
-		code = http.StatusBadGateway
-	case x.upgradeExpected && x.target != nil:
-		// The reverse proxy writes a 101 on the hijacked connection.
-		code = http.StatusSwitchingProtocols
-	default:
-		code = http.StatusOK
-	}
-	info := x.ruleInfo(p.metrics.unmatched)
-	d := now.Sub(x.start)
-	info.observe(code, d)
-	if p.accessLog == nil {
-		return
-	}
-	e := accesslog.Entry{
-		StartTime:        x.start,
-		Duration:         d,
-		ListenerPort:     x.port,
-		SourceCluster:    p.cluster,
-		SourceIPPort:     x.remote,
-		Destination:      x.local,
-		Method:           x.method,
-		Path:             x.path,
-		Protocol:         x.proto,
-		ResponseCode:     code,
-		BytesReceived:    x.body.n.Load(),
-		BytesSent:        x.rec.bytes,
-		UserAgent:        x.userAgent,
-		Host:             x.host,
-		RequestID:        x.id,
-		FailureReason:    x.failureReason(code, aborted),
-		AuthDeniedReason: x.authDenied,
-	}
-	if info != p.metrics.unmatched {
-		e.ServiceNetwork, e.Service, e.TargetGroup = info.network, info.service, info.targetGroup
-	}
-	if t := x.target; t != nil {
-		e.DestinationCluster, e.TargetIPPort = t.Cluster, t.Addr
-		if x.attemptAddr != "" {
-			e.TargetIPPort = x.attemptAddr
-		}
-	}
-	if !x.sent.IsZero() {
-		e.RequestToTarget = x.answered.Sub(x.sent)
-		e.ResponseFromTarget = now.Sub(x.answered)
-	}
-	p.accessLog.Log(&e)
-}
-
-// failureReason names why the proxy answered a request itself, or "" when
-// a target (or the route's configured response) did.
-func (x *exchange) failureReason(code int, aborted bool) string {
-	switch {
-	case x.failure != "":
-		return x.failure
-	case aborted:
-		return "ResponseAborted"
-	case x.route == nil:
-		return "NoMatchingRoute"
-	case x.target == nil && x.route.Status == 0 && code == http.StatusInternalServerError:
-		return "InvalidBackend"
-	case x.target == nil && code == http.StatusServiceUnavailable:
-		return "NoTarget"
-	}
-	return ""
-}
-
-// ruleInfo returns the per-rule data of the backend x was forwarded to, or
-// of its route when it was not forwarded, or else fallback.
-func (x *exchange) ruleInfo(fallback *ruleInfo) *ruleInfo {
-	if x.info != nil {
-		return x.info
-	}
-	if x.route == nil {
-		return fallback
-	}
-	if x.target != nil {
-		g := x.target.Group()
-		bs := x.route.Backends()
-		for i := range bs {
-			if bs[i].Group() == g {
-				if ri, ok := bs[i].Annotation.(*ruleInfo); ok {
-					x.info = ri
-					return ri
-				}
-			}
-		}
-	}
-	if ri, ok := x.route.Annotation.(*ruleInfo); ok {
-		return ri
-	}
-	return fallback
-}
-
-// recordTarget notes the target a request is forwarded to in its exchange.
-type recordTarget struct{ next forwarder }
-
-func (f recordTarget) forward(w http.ResponseWriter, r *http.Request, t *router.Target) {
-	if x := exchangeOf(r); x != nil {
-		x.target = t
-	}
-	f.next.forward(w, r, t)
-}
-
 // observeAttempts sits under the reverse proxy (and its retries) and sees
 // every attempt sent to a target: it times the last one for the access log
 // and reports each outcome to the target's health for outlier ejection.
@@ -287,19 +73,13 @@ func (o observeAttempts) RoundTrip(req *http.Request) (*http.Response, error) {
 	sent := time.Now()
 	resp, err := o.base.RoundTrip(req)
 	if x, _ := ctx.Value(exchangeKey{}).(*exchange); x != nil {
-		x.attemptAddr, x.sent, x.answered, x.failure = req.URL.Host, sent, time.Now(), ""
-		if err != nil {
-			x.failure = "TargetConnectionError"
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || ctx.Err() != nil {
-				x.failure = "TargetTimeout"
-			}
-		}
+		x.attemptAddr, x.sent, x.answered = req.URL.Host, sent, time.Now()
 	}
 	switch {
 	case err != nil:
-		// A client that went away says nothing about the target.
-		if !errors.Is(ctx.Err(), context.Canceled) {
+		// Only the target's faults count against it: not a client that
+		// went away, nor its body.
+		if _, reason := forwardFailure(err, false, errors.Is(ctx.Err(), context.Canceled)); targetFault(reason) {
 			h.Observe(false)
 		}
 	default:
@@ -321,75 +101,13 @@ func attemptHealth(ctx context.Context, addr string) *health.Target {
 	return t.Health.Group().Target(addr)
 }
 
-// recorder notes the status and the body bytes of the response.
-type recorder struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *recorder) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *recorder) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
-	return n, err
-}
-
-// Unwrap lets http.ResponseController reach the flusher and hijacker.
-func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// countingBody counts the request body bytes read. The transport reads a
-// request body on a goroutine of its own, so the count is atomic.
-type countingBody struct {
-	io.ReadCloser
-	n atomic.Int64
-}
-
-func (b *countingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
-	return n, err
-}
-
-// newRequestID returns a random UUID (version 4), the x-trellis-request-id
-// of a request and its requestId in the access log.
-func newRequestID() string {
-	var u [16]byte
-	hi, lo := rand.Uint64(), rand.Uint64()
-	for i := range 8 {
-		u[i], u[8+i] = byte(hi>>(8*i)), byte(lo>>(8*i))
-	}
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], u[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], u[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], u[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], u[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], u[10:])
-	return string(s[:])
-}
-
 // compile brings target health up to snap's target groups and compiles
 // snap, annotating its rules with their metrics. Health goes first because
 // the table links to it; if compilation then fails, the table serving
 // keeps the health objects it links to, frozen for targets that are gone.
 func (p *Proxy) compile(snap *model.Snapshot) (*router.Table, error) {
 	if snap != nil {
-		p.health.Update(snap.TargetGroups)
+		p.health.Update(localTargets(snap.TargetGroups, p.cluster))
 	}
 	p.metrics.beginCompile()
 	t, err := p.compiler.Compile(snap)
@@ -406,4 +124,22 @@ func (p *Proxy) compile(snap *model.Snapshot) (*router.Table, error) {
 func (p *Proxy) programmed(t *router.Table, received time.Time) {
 	p.metrics.programmedTable(t.Revision(), time.Since(received))
 	p.ready.Store(true)
+}
+
+// localTargets is tgs with only the targets in cluster: this proxy checks
+// the health of those alone. It cannot dial another cluster's addresses
+// (they are in that cluster's network, and may be in use in its own), so
+// another cluster's targets are judged by the peer hop's outcomes.
+func localTargets(tgs []model.TargetGroup, cluster string) []model.TargetGroup {
+	out := make([]model.TargetGroup, 0, len(tgs))
+	for _, tg := range tgs {
+		if !slices.ContainsFunc(tg.Targets, func(t model.Target) bool { return t.Cluster != cluster }) {
+			out = append(out, tg)
+			continue
+		}
+		local := tg
+		local.Targets = slices.DeleteFunc(slices.Clone(tg.Targets), func(t model.Target) bool { return t.Cluster != cluster })
+		out = append(out, local)
+	}
+	return out
 }

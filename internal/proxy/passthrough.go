@@ -12,15 +12,6 @@ import (
 	"trellis.dev/trellis/internal/proxy/sni"
 )
 
-// Limits of TLS passthrough connections.
-const (
-	// helloTimeout bounds how long a client may take to send its
-	// ClientHello before its connection is closed.
-	helloTimeout = 10 * time.Second
-	// passthroughDialTimeout bounds connecting to the chosen target.
-	passthroughDialTimeout = 5 * time.Second
-)
-
 // passthroughPick chooses where a TLS connection for serverName from remote,
 // accepted at local, goes: the target's address, or ok false when no service
 // on the connection's bind takes the name or its auth policies refuse the

@@ -7,18 +7,6 @@ import (
 	"time"
 )
 
-// Buffer sizes of the fast path's connections, client and target side.
-const (
-	fastReadBuffer  = 8 << 10
-	fastWriteBuffer = 8 << 10
-)
-
-// staleAfter is how long a connection to a target may sit idle before it is
-// checked for a close by the target (a keep-alive timeout) when taken from
-// the pool. Busier connections are taken as they are: a request that fails
-// on one that went stale is retried on a fresh connection when it can be.
-const staleAfter = time.Second
-
 // connPool keeps the fast path's idle HTTP/1.1 connections to targets, per
 // target address, most recently used first.
 type connPool struct {
@@ -39,6 +27,25 @@ type targetConn struct {
 	// idleSince is when it was put back in the pool.
 	idleSince time.Time
 	deadlines deadlines
+	// idle, while set, bounds each read (a response body's) to idle from
+	// its start, and never past limit (targetReader).
+	idle  time.Duration
+	limit time.Time
+}
+
+// targetReader reads a target connection for its bufio.Reader.
+type targetReader struct{ c *targetConn }
+
+func (r targetReader) Read(p []byte) (int, error) {
+	c := r.c
+	if c.idle > 0 {
+		d := time.Now().Add(c.idle)
+		if !c.limit.IsZero() && c.limit.Before(d) {
+			d = c.limit
+		}
+		_ = c.conn.SetReadDeadline(d)
+	}
+	return c.conn.Read(p)
 }
 
 func newConnPool() *connPool {
@@ -82,12 +89,13 @@ func (p *connPool) dial(addr string, deadline time.Time) (*targetConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &targetConn{
+	c := &targetConn{
 		conn: conn,
-		br:   bufio.NewReaderSize(conn, fastReadBuffer),
 		bw:   bufio.NewWriterSize(conn, fastWriteBuffer),
 		addr: addr,
-	}, nil
+	}
+	c.br = bufio.NewReaderSize(targetReader{c}, fastReadBuffer)
+	return c, nil
 }
 
 // put returns c to the pool, or closes it when the pool for its address is

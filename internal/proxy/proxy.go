@@ -21,7 +21,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,45 +31,9 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/peer"
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
-)
-
-// Config configures a Proxy.
-type Config struct {
-	// Cluster is the cluster this proxy runs in. Targets of any other
-	// cluster are reached through a peer hop to that cluster's proxy.
-	Cluster string
-	// BindAddress is the IP listeners bind on, such as "127.0.0.1"; empty
-	// binds every interface. An edge network with addresses is served on
-	// those instead (router.ListenerBinds).
-	BindAddress string
-	// Logger receives the proxy's logs; nil discards them.
-	Logger *slog.Logger
-	// AccessLog receives one JSON object per request, one per line, in the
-	// shape of Lattice's access logs (package accesslog); nil turns access
-	// logging off. It is written off the request path: when it falls
-	// behind, entries are dropped and counted, never waited for.
-	AccessLog io.Writer
-	// AdminAddress is where ListenAdmin serves /metrics, /healthz and
-	// /readyz, such as "127.0.0.1:9901".
-	AdminAddress string
-	// DisableFastPath serves HTTP listeners with net/http alone, without
-	// the fast path for plain HTTP/1.1 forwarding (fast.go). It is a
-	// switch for diagnosis: both paths behave the same, one is faster.
-	DisableFastPath bool
-
-	test testKnobs
-}
-
-// Limits of the listeners' HTTP servers.
-const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
-	// removedPortDrain bounds how long requests in flight on a listener
-	// whose bind left the config may take to finish before their
-	// connections are closed.
-	removedPortDrain = 30 * time.Second
 )
 
 // Proxy serves the listeners and routes of the last snapshot given to
@@ -78,10 +41,9 @@ const (
 type Proxy struct {
 	cluster string
 	log     *slog.Logger
-	table   atomic.Pointer[router.Table]
-	// identities are this cluster's workloads by address.
-	identities atomic.Pointer[identities]
-	transport  *upstream
+	// served is what the listeners serve now: Update swaps it whole.
+	served    atomic.Pointer[served]
+	transport *upstream
 	// pool holds the fast path's idle connections to targets; fast is
 	// false when Config.DisableFastPath is set.
 	pool *connPool
@@ -89,9 +51,15 @@ type Proxy struct {
 	// clientCheck is how often the fast path checks, while it waits for
 	// a target, that the client is still there.
 	clientCheck time.Duration
-	// local forwards to targets in this proxy's cluster, peer to targets
-	// in any other cluster.
-	local, peer forwarder
+	// local forwards to targets in this proxy's cluster (the net/http
+	// path's reverse proxy).
+	local *localForwarder
+	// peer, when set, carries requests for other clusters' targets to
+	// their proxies; peerNext picks among a cluster's proxies in turn.
+	peer     *peer.Client
+	peerNext atomic.Uint64
+	// delivery forwards requests peers hand over (PeerHandler).
+	delivery *localForwarder
 	// mirrors holds a slot per mirrored request in flight.
 	mirrors chan struct{}
 	// listen opens the socket of a bind (Addr "" is Config.BindAddress);
@@ -107,9 +75,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	compiler  router.Compiler
 	listeners map[router.Bind]portServer
-	// certs holds the certificate index of each HTTPS bind, swapped in with
-	// the route table; certCache keeps parsed certificates between Updates.
-	certs     atomic.Pointer[map[router.Bind]*certIndex]
+	// certCache keeps parsed certificates between Updates.
 	certCache certCache
 	shutdown  bool
 	// drains counts listeners draining in the background after their bind
@@ -128,16 +94,16 @@ func New(cfg Config) *Proxy {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	transport := newUpstream()
+	transport := newUpstream(cfg.Cluster)
 	p := &Proxy{
+		peer:        cfg.Peer,
 		cluster:     cfg.Cluster,
 		log:         log,
 		transport:   transport,
 		pool:        newConnPool(),
 		fast:        !cfg.DisableFastPath,
 		clientCheck: cmp.Or(cfg.test.clientCheck, clientCheckInterval),
-		local:       newLocalForwarder(observeAttempts{transport}, log),
-		peer:        peerHop{log: log},
+		local:       newLocalForwarder(idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}, log),
 		mirrors:     make(chan struct{}, maxMirrorsInFlight),
 		listen: func(b router.Bind) (net.Listener, error) {
 			return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, cfg.BindAddress), strconv.Itoa(int(b.Port))))
@@ -146,11 +112,28 @@ func New(cfg Config) *Proxy {
 		listeners: map[router.Bind]portServer{},
 		certCache: certCache{},
 	}
-	p.table.Store(&router.Table{})
-	p.certs.Store(&map[router.Bind]*certIndex{})
+	p.delivery = newDeliveryForwarder(idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}, log)
+	if p.peer != nil {
+		transport.peer = p.peerRoundTrip
+	}
+	p.served.Store(&served{table: &router.Table{}})
 	p.drainCtx, p.stopDrains = context.WithCancel(context.Background())
 	p.initObservability(cfg)
 	return p
+}
+
+// served is what the listeners serve, made from one snapshot: its route
+// table, the workload identities of this cluster and the certificate index
+// of each HTTPS bind. Update swaps in a new one whole, so a request sees
+// one consistent set from its start to its end. It is never modified.
+type served struct {
+	table *router.Table
+	// ids are this cluster's workloads by address.
+	ids   identities
+	certs map[router.Bind]*certIndex
+	// peers are the other clusters' proxies and what this proxy delivers
+	// for them.
+	peers *peerSet
 }
 
 // Update compiles snap into a route table and swaps it in atomically:
@@ -181,10 +164,17 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 		return fmt.Errorf("route table not updated: %w", err)
 	}
 	certs, certProblems := p.certCache.compileCerts(snap)
-	ids := compileIdentities(snap, p.cluster)
-	p.identities.Store(&ids)
-	p.table.Store(t)
-	p.certs.Store(&certs)
+	peers := compilePeers(snap, p.cluster)
+	if p.peer != nil {
+		byAddr := map[string]string{}
+		for cluster, addrs := range peers.byCluster {
+			for _, a := range addrs {
+				byAddr[a] = cluster
+			}
+		}
+		p.peer.SetPeers(byAddr)
+	}
+	p.served.Store(&served{table: t, ids: compileIdentities(snap, p.cluster), certs: certs, peers: peers})
 	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "binds", t.Binds())
 	for _, c := range t.Conflicts() {
 		p.log.Warn("listener not served", "reason", c)
@@ -289,7 +279,7 @@ func localIP(a net.Addr) string {
 
 // Revision returns the snapshot revision of the route table now serving, or
 // 0 before the first successful Update.
-func (p *Proxy) Revision() int64 { return p.table.Load().Revision() }
+func (p *Proxy) Revision() int64 { return p.served.Load().table.Revision() }
 
 // Addrs returns the address each open listener actually listens on, by the
 // bind it serves. A bind served by the wildcard default socket has no entry
@@ -362,17 +352,30 @@ func (p *Proxy) serveHTTP(b router.Bind, w http.ResponseWriter, r *http.Request)
 			r = &r2
 		}
 	}
-	x, w, r := p.begin(b.Port, w, r)
+	sv := p.served.Load()
+	x, w, r := p.begin(sv, b.Port, w, r)
 	if x == nil {
 		return
 	}
 	defer p.end(x)
-	t := p.table.Load()
+	if r.ProtoMajor == 2 {
+		if s, ok := r.Context().Value(streamStatsKey{}).(*streamStats); ok {
+			// Deferred after end, so it runs first: the stream is reset
+			// when the client cancelled it before its response ended.
+			defer func() { s.done(r.Context().Err() != nil, p.log) }()
+		}
+	}
+	if !validPseudoFields(r) {
+		x.failure = accesslog.MalformedRequest
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	t := sv.table
 	if ip, ok := r.Context().Value(localIPKey{}).(string); ok {
 		b = p.routeBind(t, b, ip)
 	}
 	if r.TLS != nil && t.Misdirected(b, r.TLS.ServerName, r.Host) {
-		x.failure = "MisdirectedRequest"
+		x.failure = accesslog.MisdirectedRequest
 		w.WriteHeader(http.StatusMisdirectedRequest)
 		return
 	}

@@ -452,7 +452,7 @@ func TestForwarding(t *testing.T) {
 	if r := cl.get(addr, "remote.example.com", "/"); r.status != http.StatusBadGateway {
 		t.Errorf("target in another cluster: status %d, want 502", r.status)
 	}
-	if !strings.Contains(logs.String(), "peer hop to cluster cluster-b not implemented") {
+	if !strings.Contains(logs.String(), "target in cluster cluster-b needs the peer hop, which this proxy is not configured for") {
 		t.Errorf("no peer hop log line in:\n%s", logs.String())
 	}
 }

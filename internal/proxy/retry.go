@@ -13,16 +13,6 @@ import (
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
-// maxReplayBody bounds the request body the proxy buffers so that it can
-// send it more than once: again on a retry, or to a mirror as well. A
-// request with a larger body is forwarded as a stream, once: it is not
-// retried and not mirrored.
-const maxReplayBody = 64 << 10
-
-// maxDrain bounds how much of a discarded response (a retried attempt's, a
-// mirror's) is read so that its connection can be reused.
-const maxDrain = 64 << 10
-
 // replayBody is a request body read ahead by bufferBody.
 type replayBody struct {
 	data []byte
@@ -207,15 +197,4 @@ func (c *cancelOnClose) Close() error {
 	err := c.ReadCloser.Close()
 	c.cancel()
 	return err
-}
-
-// upstreamStatus is the status a failed forward of r answers with: 504 when
-// the rule's request timeout or an attempt's backend timeout ran out, else
-// 502.
-func upstreamStatus(r *http.Request, err error) int {
-	if errors.Is(err, errBackendTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(r.Context().Err(), context.DeadlineExceeded) {
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusBadGateway
 }

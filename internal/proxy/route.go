@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
@@ -12,7 +13,7 @@ import (
 // the auth policies of its service and network, the rule's filters, then its fixed response or a backend pick (by session
 // when the rule has one), the backend's filters, and the forward with the
 // rule's timeouts and retries.
-func (p *Proxy) serveRoute(port int32, w http.ResponseWriter, r *http.Request, route *router.Route) {
+func (p *Proxy) serveRoute(port int32, w http.ResponseWriter, r *http.Request, route *router.Rule) {
 	if !p.authorize(w, r, route, port) {
 		return
 	}
@@ -40,25 +41,27 @@ func (p *Proxy) serveRoute(port int32, w http.ResponseWriter, r *http.Request, r
 		rw.WriteHeader(route.Status)
 		return
 	}
+	x := exchangeOf(r)
 	b, t, token := p.pick(r, route)
-	// A backend with no weight, an invalid reference or a missing target
-	// group answers 500, as the Gateway API requires.
 	if b == nil || b.Group() == nil {
-		rw.WriteHeader(http.StatusInternalServerError)
+		rw.WriteHeader(p.forwardStep(x, b, nil, r.Host, r.URL.Path))
 		return
 	}
 	if p.applyFilters(rw, r, route, b.Filters, port, body) {
 		return
 	}
-	if t == nil {
-		rw.WriteHeader(http.StatusServiceUnavailable)
+	if code := p.forwardStep(x, b, t, r.Host, r.URL.Path); code != 0 {
+		rw.WriteHeader(code)
 		return
 	}
 	if token != "" {
 		rw.session, rw.token = route.Session, token
 	}
-	if t.Cluster != p.cluster {
-		p.peer.forward(rw, r, t)
+	if r.Context().Err() == context.Canceled {
+		// The client went away (an HTTP/2 stream reset) before anything
+		// was sent: nothing goes to the target.
+		x.failure = accesslog.ClientClosedRequest
+		rw.WriteHeader(statusClientClosed)
 		return
 	}
 	if route.Retry != nil || route.BackendTimeout > 0 {
@@ -72,7 +75,7 @@ func (p *Proxy) serveRoute(port int32, w http.ResponseWriter, r *http.Request, r
 // pick chooses the backend and target of r: the session's, when r names a
 // live one, else by weight and round robin. token is the session token to
 // hand the client when a new session starts, or "".
-func (p *Proxy) pick(r *http.Request, route *router.Route) (b *router.Backend, t *router.Target, token string) {
+func (p *Proxy) pick(r *http.Request, route *router.Rule) (b *router.Backend, t *router.Target, token string) {
 	s := route.Session
 	if s != nil {
 		if v := sessionValue(r, s); v != "" {
@@ -95,7 +98,7 @@ func (p *Proxy) pick(r *http.Request, route *router.Route) (b *router.Backend, t
 // answered the request (a redirect or a CORS preflight). Response edits and
 // CORS headers are recorded on rw, which applies them when the response's
 // header is written.
-func (p *Proxy) applyFilters(rw *responseEditor, r *http.Request, route *router.Route, filters []router.Filter, port int32, body *replayBody) bool {
+func (p *Proxy) applyFilters(rw *responseEditor, r *http.Request, route *router.Rule, filters []router.Filter, port int32, body *replayBody) bool {
 	for i := range filters {
 		f := &filters[i]
 		switch {
@@ -127,7 +130,7 @@ func (p *Proxy) applyFilters(rw *responseEditor, r *http.Request, route *router.
 
 // hasMirror reports whether any filter of route or its backends mirrors,
 // in which case the request body is buffered so that the copy gets it too.
-func hasMirror(route *router.Route) bool {
+func hasMirror(route *router.Rule) bool {
 	for i := range route.Filters {
 		if route.Filters[i].Mirror != nil {
 			return true

@@ -22,9 +22,13 @@ import (
 // certificate.
 type upstream struct {
 	h1, h2c, tlsH1, tlsH2 *http.Transport
+	// cluster is the proxy's; a target of another cluster goes to peer
+	// (the peer hop) when it is set.
+	cluster string
+	peer    func(*http.Request, *router.Target) (*http.Response, error)
 }
 
-func newUpstream() *upstream {
+func newUpstream(cluster string) *upstream {
 	h2c := newTransport()
 	h2c.Protocols = new(http.Protocols)
 	h2c.Protocols.SetUnencryptedHTTP2(true)
@@ -39,13 +43,20 @@ func newUpstream() *upstream {
 	tlsH2.Protocols = new(http.Protocols)
 	tlsH2.Protocols.SetHTTP2(true)
 
-	return &upstream{h1: newTransport(), h2c: h2c, tlsH1: tlsH1, tlsH2: tlsH2}
+	return &upstream{h1: newTransport(), h2c: h2c, tlsH1: tlsH1, tlsH2: tlsH2, cluster: cluster}
 }
 
-// RoundTrip sends req with the transport its target's group speaks. The
-// target travels in the request's context (targetKey); its scheme was set
-// by targetScheme.
+// RoundTrip sends req with the transport its target's group speaks, or
+// through the peer hop when the target is another cluster's. The target
+// travels in the request's context (targetKey); its scheme was set by
+// targetScheme.
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t, ok := req.Context().Value(targetKey{}).(*router.Target); ok && t.Cluster != u.cluster {
+		if u.peer == nil {
+			return nil, errNoPeer
+		}
+		return u.peer(req, t)
+	}
 	return u.transport(req).RoundTrip(req)
 }
 

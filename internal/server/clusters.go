@@ -186,6 +186,19 @@ func (s *Server) admin(h func(w http.ResponseWriter, r *http.Request) error) htt
 	})
 }
 
+// adminOr serves an administrator with h (as cluster ""), anyone else with
+// other.
+func (s *Server) adminOr(other http.Handler, h handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !s.isAdmin(token) {
+			other.ServeHTTP(w, r)
+			return
+		}
+		s.handle(w, r, h(w, r, ""))
+	})
+}
+
 func (s *Server) isAdmin(token string) bool {
 	found := false
 	for t := range s.cfg.AdminTokens {

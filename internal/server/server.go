@@ -109,7 +109,7 @@ func New(st store.Store, cfg Config) *Server {
 	s.mux.Handle("POST /v1/renew", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handle(w, r, s.renew(w, r)) }))
 	s.mux.Handle("POST /v1/clusters", s.admin(s.addCluster))
 	s.mux.Handle("DELETE /v1/clusters/{name}", s.admin(s.removeCluster))
-	s.mux.Handle("GET /v1/clusters", s.authed(s.listClusters))
+	s.mux.Handle("GET /v1/clusters", s.adminOr(s.authed(s.listClusters), s.listClusters))
 	s.mux.Handle("GET /v1/watch", s.authed(s.watch))
 	s.mux.Handle("POST /v1/apply", s.authed(s.apply))
 	s.mux.Handle("POST /v1/txn", s.authed(s.txn))

@@ -10,6 +10,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"trellis.dev/trellis/internal/model"
 )
@@ -36,8 +37,12 @@ func (t *translator) backend(r *route, src model.SourceRef, p string, b *gateway
 		return out // a filter that cannot be honoured: this backend's share answers 500
 	}
 	out.Filters = filters
-	if g, k := deref(b.Group, ""), deref(b.Kind, "Service"); (g != "" && g != "core") || k != "Service" {
-		return fail(".kind", gatewayv1.RouteReasonInvalidKind, "backend kind %s is not supported; only Service is", groupKind(g, k))
+	switch g, k := deref(b.Group, ""), deref(b.Kind, "Service"); {
+	case g == mcsv1beta1.GroupName && k == kindServiceImport:
+		return t.importBackend(r, src, p, b, out)
+	case (g != "" && g != "core") || k != "Service":
+		return fail(".kind", gatewayv1.RouteReasonInvalidKind, "backend kind %s is not supported; only Service and %s are",
+			groupKind(g, k), groupKind(mcsv1beta1.GroupName, kindServiceImport))
 	}
 	ns := string(deref(b.Namespace, gatewayv1.Namespace(r.Namespace)))
 	key := types.NamespacedName{Namespace: ns, Name: string(b.Name)}
@@ -63,28 +68,9 @@ func (t *translator) backend(r *route, src model.SourceRef, p string, b *gateway
 	if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
 		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d is %s; %ss need TCP", key, sp.Port, sp.Protocol, r.kind)
 	}
-	protocol, version, suffix := model.ProtocolHTTP, model.HTTP1, ""
-	switch r.kind {
-	case kindTLSRoute:
-		// The proxy splices the TLS stream through; what the target
-		// speaks inside it is its own business.
-		protocol, suffix = model.ProtocolTCP, "-tls"
-	case kindGRPCRoute:
-		// A Service used by HTTPRoutes too gets a target group of each
-		// flavour.
-		version, suffix = model.GRPC, "-grpc"
-		switch ap := deref(sp.AppProtocol, ""); ap {
-		case "", "grpc", "kubernetes.io/h2c":
-		default:
-			return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d has appProtocol %q; gRPC needs none, grpc or kubernetes.io/h2c",
-				key, sp.Port, ap)
-		}
-	default:
-		var ok bool
-		if version, ok = protocolVersion(deref(sp.AppProtocol, "")); !ok {
-			return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d has appProtocol %q, which is not supported",
-				key, sp.Port, *sp.AppProtocol)
-		}
+	protocol, version, suffix, err := backendProtocol(r.kind, deref(sp.AppProtocol, ""))
+	if err != nil {
+		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d %v", key, sp.Port, err)
 	}
 	name := fmt.Sprintf("%s-%s-%d%s", svc.Name, svc.Namespace, sp.Port, suffix)
 	e := t.tgs[name]
@@ -108,6 +94,32 @@ func groupKind(group gatewayv1.Group, kind gatewayv1.Kind) string {
 		return string(kind)
 	}
 	return string(kind) + "." + string(group)
+}
+
+// backendProtocol chooses how the proxy speaks to the targets of a port
+// whose appProtocol is appProtocol, for a route of kind kind, and the
+// suffix that tells a Service port's target groups of each flavour apart.
+// The error says why the port cannot serve the route.
+func backendProtocol(kind gatewayv1.Kind, appProtocol string) (model.Protocol, model.ProtocolVersion, string, error) {
+	switch kind {
+	case kindTLSRoute:
+		// The proxy splices the TLS stream through; what the target
+		// speaks inside it is its own business.
+		return model.ProtocolTCP, model.HTTP1, "-tls", nil
+	case kindGRPCRoute:
+		// A Service used by HTTPRoutes too gets a target group of each
+		// flavour.
+		switch appProtocol {
+		case "", "grpc", "kubernetes.io/h2c":
+			return model.ProtocolHTTP, model.GRPC, "-grpc", nil
+		}
+		return "", "", "", fmt.Errorf("has appProtocol %q; gRPC needs none, grpc or kubernetes.io/h2c", appProtocol)
+	}
+	version, ok := protocolVersion(appProtocol)
+	if !ok {
+		return "", "", "", fmt.Errorf("has appProtocol %q, which is not supported", appProtocol)
+	}
+	return model.ProtocolHTTP, version, "", nil
 }
 
 // protocolVersion maps a Service port's appProtocol to the HTTP version the

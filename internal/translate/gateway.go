@@ -130,10 +130,19 @@ func (t *translator) translateGateways() {
 			info.notAcceptedReason = unsupported[0].Reason
 			continue
 		}
+		xff, ok := forwardedFor(gw)
+		if !ok {
+			info.notAccepted = fmt.Sprintf("its %s annotation is invalid", ForwardedForAnnotation)
+			info.notAcceptedReason = string(gatewayv1.GatewayReasonInvalid)
+			t.problem(src, "metadata.annotations["+ForwardedForAnnotation+"]", string(gatewayv1.GatewayReasonInvalid),
+				"%q is not an X-Forwarded-For mode: append, preserve or remove; the Gateway is not accepted", gw.Annotations[ForwardedForAnnotation])
+			continue
+		}
 		n := model.ServiceNetwork{
-			Meta:   model.Meta{Name: gw.Name, Owner: t.in.Cluster},
-			Mode:   class.mode,
-			Source: &src,
+			Meta:         model.Meta{Name: gw.Name, Owner: t.in.Cluster},
+			Mode:         class.mode,
+			ForwardedFor: xff,
+			Source:       &src,
 		}
 		if class.mode == model.ModeServiceNetwork {
 			n.Domain = gw.Name + "." + DomainSuffix
@@ -180,6 +189,26 @@ func (t *translator) translateGateways() {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// ForwardedForAnnotation on a Gateway sets what its proxies do with a
+// client's X-Forwarded-For, with the modes of an AWS Application Load
+// Balancer: "append" (the default) adds the client's address, "preserve"
+// forwards the field as the client sent it, "remove" drops it.
+const ForwardedForAnnotation = "trellis.dev/x-forwarded-for"
+
+// forwardedFor returns the X-Forwarded-For mode gw's annotation asks for,
+// "" (append) when it has none; ok is false for an unknown mode.
+func forwardedFor(gw *gatewayv1.Gateway) (mode model.ForwardedForMode, ok bool) {
+	v, set := gw.Annotations[ForwardedForAnnotation]
+	if !set {
+		return "", true
+	}
+	switch m := model.ForwardedForMode(strings.ToLower(strings.TrimSpace(v))); m {
+	case model.ForwardedForAppend, model.ForwardedForPreserve, model.ForwardedForRemove:
+		return m, true
+	}
+	return "", false
+}
 
 func (t *translator) classExists(name string) bool {
 	for i := range t.in.GatewayClasses {

@@ -294,6 +294,10 @@ type routeState struct {
 	parents []*parentResult
 	// problems are the route's own problems, in the order found.
 	problems []Problem
+	// unresolved are problems whose reason alone would not say that a
+	// reference does not resolve (an import whose cluster weights are
+	// malformed), which make ResolvedRefs False all the same.
+	unresolved []Problem
 	// fatal rejects the route on every parent it attached to: an invalid
 	// hostname, or a route every rule of which is invalid.
 	fatal *Problem
@@ -322,7 +326,7 @@ func (t *translator) routeStatus(rs *routeState) {
 		switch {
 		case strings.HasPrefix(p.Field, "spec.parentRefs"):
 			// Reported on the parent it concerns.
-		case backendReasons[p.Reason]:
+		case backendReasons[p.Reason] || slices.Contains(rs.unresolved, p):
 			resolved = append(resolved, p)
 		case rs.fatal != nil && p == *rs.fatal:
 		default:

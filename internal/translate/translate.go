@@ -1,7 +1,7 @@
 // Package translate turns Gateway API objects (GatewayClass, Gateway,
-// HTTPRoute, GRPCRoute, TLSRoute) and the Services, EndpointSlices and
-// Secrets they point at into the service-network model: networks, services,
-// target groups and certificates.
+// HTTPRoute, GRPCRoute, TLSRoute) and the Services, EndpointSlices,
+// ServiceImports and Secrets they point at into the service-network model:
+// networks, services, target groups and certificates.
 //
 // It owns the mapping rules and names every input it cannot honour as a
 // Problem (object, field, reason), so that providers can surface it as a
@@ -22,6 +22,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"trellis.dev/trellis/api/v1alpha1"
 	"trellis.dev/trellis/internal/model"
@@ -56,6 +57,11 @@ type Input struct {
 	AuthPolicies   []v1alpha1.AuthPolicy
 	Services       []corev1.Service
 	EndpointSlices []discoveryv1.EndpointSlice
+	// ServiceImports are the Multi-Cluster Services imports routes may
+	// name as backends (GEP-1748). A backend to one becomes a model
+	// backend naming the import; the proxies find its endpoints in the
+	// ServiceExports of every cluster, so none are needed here.
+	ServiceImports []mcsv1beta1.ServiceImport
 	// Secrets are the TLS certificates HTTPS listeners name; a provider may
 	// pass only Secrets of type kubernetes.io/tls.
 	Secrets []corev1.Secret
@@ -173,6 +179,7 @@ type translator struct {
 	cur *routeState
 
 	kubeServices   map[types.NamespacedName]*corev1.Service
+	imports        map[types.NamespacedName]*mcsv1beta1.ServiceImport
 	secrets        map[types.NamespacedName]*corev1.Secret
 	certs          map[string]*certificateEntry // by name
 	certsUsed      map[string]bool
@@ -199,6 +206,7 @@ func newTranslator(in *Input) *translator {
 		foreign:        map[types.NamespacedName]bool{},
 		networks:       map[string]types.NamespacedName{},
 		kubeServices:   map[types.NamespacedName]*corev1.Service{},
+		imports:        map[types.NamespacedName]*mcsv1beta1.ServiceImport{},
 		endpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
 		serviceRoutes:  map[string]model.SourceRef{},
 		secrets:        map[types.NamespacedName]*corev1.Secret{},
@@ -219,6 +227,12 @@ func newTranslator(in *Input) *translator {
 		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
 		if t.kubeServices[key] == nil {
 			t.kubeServices[key] = s
+		}
+	}
+	for _, si := range sortedByName(in.ServiceImports, func(s *mcsv1beta1.ServiceImport) (string, string) { return s.Namespace, s.Name }) {
+		key := types.NamespacedName{Namespace: si.Namespace, Name: si.Name}
+		if t.imports[key] == nil {
+			t.imports[key] = si
 		}
 	}
 	for _, s := range sortedByName(in.Secrets, func(s *corev1.Secret) (string, string) { return s.Namespace, s.Name }) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -226,6 +227,8 @@ func checkOrderIndependent(t *testing.T, in *translate.Input, want *translate.Ou
 	slices.Reverse(rev.Services)
 	rev.EndpointSlices = slices.Clone(in.EndpointSlices)
 	slices.Reverse(rev.EndpointSlices)
+	rev.ServiceImports = slices.Clone(in.ServiceImports)
+	slices.Reverse(rev.ServiceImports)
 	rev.ReferenceGrants = slices.Clone(in.ReferenceGrants)
 	slices.Reverse(rev.ReferenceGrants)
 	rev.Namespaces = slices.Clone(in.Namespaces)
@@ -256,4 +259,73 @@ func FuzzTranslate(f *testing.F) {
 		in.Cluster = "local"
 		checkValid(t, translate.Translate(in))
 	})
+}
+
+// More than 10 weighted backends in one rule (the Lattice limit), mixing
+// Services and ServiceImports: every one is kept, with its weight and in
+// order, and nothing is reported.
+func TestTwelveBackendsInOneRule(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis}
+spec: {controllerName: trellis.dev/service-network}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mesh}
+spec:
+  gatewayClassName: trellis
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: many}
+spec:
+  parentRefs: [{name: mesh}]
+  rules:
+    - backendRefs:
+`)
+	for i := range 12 {
+		if i%2 == 0 {
+			fmt.Fprintf(&b, "        - {name: svc-%d, port: 80, weight: %d}\n", i, i+1)
+		} else {
+			fmt.Fprintf(&b, "        - {group: multicluster.x-k8s.io, kind: ServiceImport, name: imp-%d, port: 80, weight: %d}\n", i, i+1)
+		}
+	}
+	for i := range 12 {
+		if i%2 == 0 {
+			fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Service\nmetadata: {name: svc-%d}\nspec: {ports: [{port: 80}]}\n", i)
+		} else {
+			fmt.Fprintf(&b, "---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceImport\nmetadata: {name: imp-%d}\nspec: {type: ClusterSetIP, ports: [{port: 80}]}\n", i)
+		}
+	}
+	in, err := file.Parse("many.yaml", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Cluster = "local"
+	out := translate.Translate(in)
+	checkValid(t, out)
+	if len(out.Problems) > 0 {
+		t.Errorf("problems: %v", out.Problems)
+	}
+	if len(out.Services) != 1 {
+		t.Fatalf("%d services, want 1", len(out.Services))
+	}
+	backends := out.Services[0].Rules[0].Action.Forward.Backends
+	if len(backends) != 12 {
+		t.Fatalf("%d backends, want 12: %+v", len(backends), backends)
+	}
+	for i, be := range backends {
+		if be.Weight != int32(i+1) {
+			t.Errorf("backends[%d].weight = %d, want %d", i, be.Weight, i+1)
+		}
+		switch {
+		case i%2 == 0 && (be.TargetGroup != fmt.Sprintf("svc-%d-default-80", i) || be.Import != nil):
+			t.Errorf("backends[%d] = %+v, want target group svc-%d-default-80", i, be, i)
+		case i%2 == 1 && (be.TargetGroup != "" || be.Import == nil || be.Import.Name != fmt.Sprintf("imp-%d", i) || be.Import.Port != 80):
+			t.Errorf("backends[%d] = %+v, want import default/imp-%d port 80", i, be, i)
+		}
+	}
 }

@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	apiLn, apiURL, err := controlplane.Listen(cfg.APIListen, "", "", log)
+	apiLn, apiURL, err := controlplane.Listen(controlplane.ListenOptions{Addr: cfg.APIListen, Logger: log})
 	if err != nil {
 		return fmt.Errorf("control-plane API: %w", err)
 	}

@@ -1,5 +1,5 @@
 // Package file is the standalone provider: it reads Gateway API objects and
-// the Services, EndpointSlices and Secrets they use from YAML files in a directory,
+// the Services, EndpointSlices, ServiceImports and Secrets they use from YAML files in a directory,
 // translates them, and hands every good result to its caller, re-reading the
 // directory whenever it changes.
 //
@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +29,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 
 	"trellis.dev/trellis/api/v1alpha1"
@@ -458,6 +461,22 @@ var kinds = map[gvk]kindInfo{
 			in.Secrets = append(in.Secrets, *s)
 		},
 	},
+	{"multicluster.x-k8s.io/v1beta1", "ServiceImport"}: {
+		kind: "ServiceImport", namespaced: true,
+		new: func() any { return &mcsv1beta1.ServiceImport{} },
+		add: func(in *translate.Input, obj any) {
+			in.ServiceImports = append(in.ServiceImports, *obj.(*mcsv1beta1.ServiceImport))
+		},
+	},
+	// v1alpha1 is still served by the MCS CRDs; it is read as v1beta1,
+	// which has the same fields.
+	{"multicluster.x-k8s.io/v1alpha1", "ServiceImport"}: {
+		kind: "ServiceImport", namespaced: true,
+		new: func() any { return &mcsv1alpha1.ServiceImport{} },
+		add: func(in *translate.Input, obj any) {
+			in.ServiceImports = append(in.ServiceImports, *serviceImportV1beta1(obj.(*mcsv1alpha1.ServiceImport)))
+		},
+	},
 	{"discovery.k8s.io/v1", "EndpointSlice"}: {
 		kind: "EndpointSlice", namespaced: true,
 		new: func() any { return &discoveryv1.EndpointSlice{} },
@@ -472,12 +491,17 @@ func unsupported(apiVersion, kind string) error {
 	if apiVersion == "" || kind == "" {
 		return errors.New("apiVersion and kind are required")
 	}
+	var versions []string
 	for k := range kinds {
 		if k.kind == kind {
-			return fmt.Errorf("%s must have apiVersion %s, not %s", kind, k.apiVersion, apiVersion)
+			versions = append(versions, k.apiVersion)
 		}
 	}
-	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (%s/v1), AuthPolicy (trellis.dev/v1alpha1), Namespace, Service, Secret and Pod (v1) and EndpointSlice (discovery.k8s.io/v1)",
+	if len(versions) > 0 {
+		slices.Sort(versions)
+		return fmt.Errorf("%s must have apiVersion %s, not %s", kind, strings.Join(versions, " or "), apiVersion)
+	}
+	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (%s/v1), AuthPolicy (trellis.dev/v1alpha1), Namespace, Service, Secret and Pod (v1), EndpointSlice (discovery.k8s.io/v1) and ServiceImport (multicluster.x-k8s.io/v1beta1 or v1alpha1)",
 		kind, apiVersion, gatewayv1.GroupName)
 }
 

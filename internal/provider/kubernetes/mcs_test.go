@@ -547,6 +547,46 @@ func TestMCSConformance(t *testing.T) {
 		}
 	})
 
+	// Not a conformance check: the controller passes the imports it keeps
+	// to the translator, so an HTTPRoute naming a ServiceImport (GEP-1748)
+	// is BackendNotFound until an export in another cluster makes the
+	// import, and then resolves.
+	t.Run("AnHTTPRouteToAServiceImportResolvesOnceAnotherClusterExports", func(t *testing.T) {
+		const ns, name = "routes", "hello"
+		b.createService(t, ns, name, service{ports: []corev1.ServicePort{httpPort(80)}})
+		a.ensureNamespace(t, ns)
+		(&env{Cluster: a.Cluster, kc: a.kc}).create(t, classes+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mesh, namespace: routes}
+spec:
+  gatewayClassName: trellis
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: routes}
+spec:
+  parentRefs: [{name: mesh}]
+  rules: [{backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]}]
+`)
+		resolved := func(status metav1.ConditionStatus, reason string) func() error {
+			return func() error {
+				var r gatewayv1.HTTPRoute
+				if err := a.kc.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "web"}, &r); err != nil {
+					return err
+				}
+				if len(r.Status.Parents) != 1 {
+					return fmt.Errorf("%d parents in status", len(r.Status.Parents))
+				}
+				return hasCondition(r.Status.Parents[0].Conditions, "ResolvedRefs", status, reason, r.Generation)
+			}
+		}
+		within(t, time.Now(), 20*time.Second, "the route without the import: BackendNotFound", resolved(metav1.ConditionFalse, "BackendNotFound"))
+		start := b.export(t, ns, name)
+		within(t, start, changeLimit, "export in b → the route in a resolves", resolved(True, "ResolvedRefs"))
+	})
+
 	// "Only labels and annotations specified as exported in the
 	// ServiceExport should be propagated to the ServiceImport" (Optional),
 	// and "with conflicting annotations and labels should apply the

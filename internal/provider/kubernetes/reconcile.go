@@ -101,6 +101,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		if err := errors.Join(r.kube.List(ctx, &ses, unsafeList), r.kube.List(ctx, &imports, unsafeList)); err != nil {
 			return reconcile.Result{}, fmt.Errorf("reading the cluster: %w", err)
 		}
+		// Routes may name the imports as backends (GEP-1748).
+		in.ServiceImports = imports.Items
 	}
 	if err := r.assignAddresses(ctx, in); err != nil {
 		return reconcile.Result{}, err

@@ -55,13 +55,62 @@ type Entry struct {
 	BytesReceived, BytesSent int64
 	UserAgent, Host          string
 	// FailureReason says why the proxy answered itself rather than a
-	// target, such as "NoMatchingRoute"; empty when a target answered.
-	FailureReason string
+	// target, such as NoMatchingRoute; empty when a target answered.
+	FailureReason FailureReason
 	// AuthDeniedReason is the level whose auth policy refused the request:
 	// "Network" or "Service"; empty when auth let it through.
 	AuthDeniedReason string
 	RequestID        string
 }
+
+// FailureReason says why the proxy answered a request itself, or why the
+// exchange with the target failed. The names follow Lattice's where it has
+// one.
+type FailureReason string
+
+// Failure reasons.
+const (
+	// NoMatchingRoute: no route matched the request (404).
+	NoMatchingRoute FailureReason = "NoMatchingRoute"
+	// InvalidBackend: the backend picked has no weight, an invalid
+	// reference or a missing target group (500).
+	InvalidBackend FailureReason = "InvalidBackend"
+	// NoTarget: the target group has no target to send to (503).
+	NoTarget FailureReason = "NoTarget"
+	// TargetConnectionError: the target could not be reached or failed
+	// before it answered (502).
+	TargetConnectionError FailureReason = "TargetConnectionError"
+	// TargetTimeout: the target did not answer in time (504 when a rule's
+	// timeout ran out, else 502).
+	TargetTimeout FailureReason = "TargetTimeout"
+	// PeerUnavailable: the target is in another cluster and the peer hop to
+	// its proxy is not available (502).
+	PeerUnavailable FailureReason = "PeerUnavailable"
+	// ResponseAborted: the response was cut off midway.
+	ResponseAborted FailureReason = "ResponseAborted"
+	// HeaderCountExceeded: too many header lines (431).
+	HeaderCountExceeded FailureReason = "HeaderCountExceeded"
+	// ClientClosedRequest: the client went away before the response, or
+	// cut its request body short (499).
+	ClientClosedRequest FailureReason = "ClientClosedRequest"
+	// MalformedRequest: the request's head is not well formed, such as an
+	// HTTP/2 :path with a space (400).
+	MalformedRequest FailureReason = "MalformedRequest"
+	// RequestBodyTimeout: the client sent nothing of its request body for
+	// the body idle timeout (408).
+	RequestBodyTimeout FailureReason = "RequestBodyTimeout"
+	// RequestBodyTooLarge: the request body is larger than the proxy takes
+	// (413).
+	RequestBodyTooLarge FailureReason = "RequestBodyTooLarge"
+	// MalformedRequestBody: the client's request body was malformed, such
+	// as a broken chunked encoding (400).
+	MalformedRequestBody FailureReason = "MalformedRequestBody"
+	// MisdirectedRequest: the Host is not served on the TLS connection's
+	// server name (421).
+	MisdirectedRequest FailureReason = "MisdirectedRequest"
+	// ClientAccessDenied: an auth policy refused the request (403).
+	ClientAccessDenied FailureReason = "ClientAccessDenied"
+)
 
 // Defaults of Options.
 const (
@@ -214,7 +263,7 @@ func AppendJSON(b []byte, e *Entry) []byte {
 	b = appendString(b, "sourceIpPort", e.SourceIPPort, true)
 	b = appendString(b, "destinationIpPort", addrString(e.Destination), true)
 	b = appendString(b, "targetIpPort", e.TargetIPPort, true)
-	b = appendString(b, "failureReason", e.FailureReason, true)
+	b = appendString(b, "failureReason", string(e.FailureReason), true)
 	b = appendString(b, "service", e.Service, true)
 	b = appendString(b, "startTime", e.StartTime.UTC().Format("2006-01-02T15:04:05.000Z"), true)
 	b = appendString(b, "requestMethod", e.Method, true)

@@ -32,8 +32,10 @@ import (
 // The framing it follows is net/http's (a body by Content-Length, by
 // chunked coding, or none), so it knows where each head starts. Where it
 // cannot follow (a body net/http will refuse, a head too large, a chunked
-// body it finds malformed), it lets net/http have what it has and then
-// ends the stream: net/http closes the connection after either, so the two
+// body it finds malformed), it lets net/http have what it has, up to and
+// including the malformed line (so that net/http answers the request's
+// own error, a 400, rather than a vanished client), and then ends the
+// stream: net/http closes the connection after either, so the two
 // never read a different next request. An HTTP/2 preface turns it off for
 // the rest of the connection, and so does Pass, which the server calls when
 // a handler takes the connection over (an upgrade the target accepted):
@@ -196,7 +198,7 @@ func (g *Guard) step() bool {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
 			if len(b) >= maxChunkLine {
-				g.end(0)
+				g.end(len(b))
 				return true
 			}
 			return false
@@ -213,7 +215,7 @@ func (g *Guard) step() bool {
 			return false
 		}
 		if b[0] != '\r' || b[1] != '\n' {
-			g.end(0)
+			g.end(2)
 			return true
 		}
 		g.ok, g.state = 2, guardChunkLine
@@ -303,18 +305,18 @@ func headEnd(b []byte, from int) int {
 // chunkLine vets a chunk-size line, as net/http's chunked reader reads it.
 func (g *Guard) chunkLine(line []byte) {
 	if len(line) < 2 || bytes.IndexByte(line, '\r') != len(line)-2 || len(line) > maxChunkLine {
-		g.end(0)
+		g.end(len(line))
 		return
 	}
 	digits, _, _ := bytes.Cut(trimOWS(line[:len(line)-2]), []byte(";"))
 	size, ok := hexSize(digits)
 	if !ok {
-		g.end(0)
+		g.end(len(line))
 		return
 	}
 	g.excess = max(0, g.excess+int64(len(line))-16-2*size)
 	if g.excess > maxExcess {
-		g.end(0)
+		g.end(len(line))
 		return
 	}
 	g.ok = len(line)
@@ -329,7 +331,7 @@ func (g *Guard) chunkLine(line []byte) {
 // body.
 func (g *Guard) trailerLine(line []byte) {
 	if len(line) < 2 || line[len(line)-2] != '\r' {
-		g.end(0)
+		g.end(len(line))
 		return
 	}
 	if len(line) == 2 {
@@ -338,7 +340,7 @@ func (g *Guard) trailerLine(line []byte) {
 	}
 	name, value, ok := bytes.Cut(line[:len(line)-2], []byte(":"))
 	if !ok || !validName(name) || !validValue(trimOWS(value)) {
-		g.end(0)
+		g.end(len(line))
 		return
 	}
 	g.ok = len(line)

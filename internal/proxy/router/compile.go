@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"regexp"
@@ -78,6 +79,14 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 		hooks:     c.Hooks,
 
 		sessionSecret: []byte("trellis-session\x00" + snap.Store),
+		exports:       map[ExportRef][]*model.ServiceExport{},
+		importGroups:  map[string]*Group{},
+		compiler:      c,
+	}
+	for i := range snap.Exports {
+		e := &snap.Exports[i]
+		k := ExportRef{e.Namespace, e.Service}
+		b.exports[k] = append(b.exports[k], e)
 	}
 	for i := range snap.TargetGroups {
 		tg := &snap.TargetGroups[i]
@@ -118,6 +127,9 @@ func compileGroup(tg *model.TargetGroup) (*Group, error) {
 				Addr:    net.JoinHostPort(t.Address, strconv.Itoa(int(port))),
 				Cluster: t.Cluster,
 			})
+			if !slices.Contains(g.clusters, t.Cluster) {
+				g.clusters = append(g.clusters, t.Cluster)
+			}
 		case model.TargetDraining:
 		default:
 			return nil, fieldError(fmt.Sprintf("targets[%d].state", i), "must be Active or Draining, not %q", t.State)
@@ -165,6 +177,11 @@ type builder struct {
 	sessionSecret []byte
 	// netAuth holds the networks' auth policies compiled so far.
 	netAuth map[string]*auth.Policy
+	// exports are the snapshot's exports by Service; importGroups the
+	// groups of import backends compiled so far (see importGroup).
+	exports      map[ExportRef][]*model.ServiceExport
+	importGroups map[string]*Group
+	compiler     *Compiler
 }
 
 type hostBuilder struct {
@@ -194,7 +211,11 @@ func (b *builder) addService(svc *model.Service, n *model.ServiceNetwork) error 
 	if err != nil {
 		return err
 	}
-	entries, err := b.compileRules(svc, authz)
+	var xff model.ForwardedForMode
+	if n != nil {
+		xff = n.ForwardedFor
+	}
+	entries, err := b.compileRules(svc, authz, xff)
 	if err != nil {
 		return err
 	}
@@ -267,7 +288,7 @@ func lowerUnique(names []string) []string {
 	return out
 }
 
-func (b *builder) compileRules(svc *model.Service, authz *Authz) ([]pending, error) {
+func (b *builder) compileRules(svc *model.Service, authz *Authz, xff model.ForwardedForMode) ([]pending, error) {
 	source := svc.Name
 	if svc.Source != nil {
 		source = svc.Source.Namespace + "/" + svc.Source.Name
@@ -283,7 +304,7 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz) ([]pending, err
 		if err != nil {
 			return nil, inField(fmt.Sprintf("rules[%d]", ri), err)
 		}
-		route.Service, route.Rule, route.Auth = svc.Name, ri, authz
+		route.Service, route.Index, route.Auth, route.ForwardedFor = svc.Name, ri, authz, xff
 		b.annotate(svc, ri, route)
 		matches := rule.Matches
 		if len(matches) == 0 {
@@ -308,7 +329,7 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz) ([]pending, err
 	return out, nil
 }
 
-func (b *builder) compileAction(a *model.Action) (*Route, error) {
+func (b *builder) compileAction(a *model.Action) (*Rule, error) {
 	switch {
 	case a.Forward != nil && a.FixedResponse != nil:
 		return nil, fieldError("action", "exactly one of forward and fixedResponse may be set")
@@ -316,10 +337,10 @@ func (b *builder) compileAction(a *model.Action) (*Route, error) {
 		if c := a.FixedResponse.StatusCode; c < 200 || c > 599 {
 			return nil, fieldError("action.fixedResponse.statusCode", "%d is not in 200-599", c)
 		}
-		return &Route{Status: a.FixedResponse.StatusCode}, nil
+		return &Rule{Status: a.FixedResponse.StatusCode}, nil
 	case a.Forward != nil:
 		bs := a.Forward.Backends
-		route := &Route{backends: make([]Backend, len(bs))}
+		route := &Rule{backends: make([]Backend, len(bs))}
 		weights := make([]int32, len(bs))
 		for i, wb := range bs {
 			if wb.Weight < 0 {
@@ -327,8 +348,12 @@ func (b *builder) compileAction(a *model.Action) (*Route, error) {
 			}
 			weights[i] = wb.Weight
 			route.backends[i].TargetGroup = wb.TargetGroup
-			if wb.TargetGroup != "" {
+			switch {
+			case wb.TargetGroup != "":
 				route.backends[i].group = b.groups[wb.TargetGroup]
+			case wb.Import != nil:
+				g := b.importGroup(wb.Import)
+				route.backends[i].TargetGroup, route.backends[i].group = g.Name, g
 			}
 		}
 		route.weights = balancer.NewWeighted(weights)
@@ -563,4 +588,65 @@ func hasMethod(p pending) int {
 		return 1
 	}
 	return 0
+}
+
+// importGroup is the group of an import backend: the endpoints, on ref's
+// port, of every cluster's export of the Service ref names, split by
+// ref's cluster weights when it has any. Backends naming the same import
+// alike share one group.
+func (b *builder) importGroup(ref *model.ImportRef) *Group {
+	clusters := slices.Sorted(maps.Keys(ref.ClusterWeights))
+	key := fmt.Sprintf("%s/%s:%d/%s/%s", ref.Namespace, ref.Name, ref.Port, ref.Protocol, ref.ProtocolVersion)
+	for _, c := range clusters {
+		key += fmt.Sprintf(";%s=%d", c, ref.ClusterWeights[c])
+	}
+	if g := b.importGroups[key]; g != nil {
+		return g
+	}
+	export := &ExportRef{ref.Namespace, ref.Name}
+	newGroup := func(targets []Target) *Group {
+		g := &Group{Name: "import/" + key, Protocol: ref.Protocol, Version: ref.ProtocolVersion, Export: export, targets: targets}
+		for _, t := range targets {
+			if !slices.Contains(g.clusters, t.Cluster) {
+				g.clusters = append(g.clusters, t.Cluster)
+			}
+		}
+		b.compiler.link(g)
+		return g
+	}
+	per := map[string][]Target{}
+	exports := slices.Clone(b.exports[*export])
+	slices.SortFunc(exports, func(x, y *model.ServiceExport) int { return strings.Compare(x.Owner, y.Owner) })
+	var all []Target
+	for _, e := range exports {
+		for _, p := range e.Ports {
+			if p.Port != ref.Port {
+				continue
+			}
+			for _, t := range p.Targets {
+				if t.State == model.TargetActive && t.Cluster == e.Owner {
+					tt := Target{Addr: net.JoinHostPort(t.Address, strconv.Itoa(int(t.Port))), Cluster: e.Owner}
+					per[e.Owner] = append(per[e.Owner], tt)
+					all = append(all, tt)
+				}
+			}
+		}
+	}
+	g := newGroup(all)
+	if len(clusters) > 0 {
+		var weights []int32
+		for _, c := range clusters {
+			if w := ref.ClusterWeights[c]; w > 0 && len(per[c]) > 0 {
+				g.byCluster = append(g.byCluster, newGroup(per[c]))
+				weights = append(weights, w)
+			}
+		}
+		if len(weights) > 0 {
+			g.clusterWeights = balancer.NewWeighted(weights)
+		} else {
+			g.targets, g.byCluster = nil, nil // no weighted cluster exports: no target
+		}
+	}
+	b.importGroups[key] = g
+	return g
 }

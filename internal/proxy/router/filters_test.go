@@ -190,7 +190,7 @@ func TestSessionTokensAreKeyed(t *testing.T) {
 // client can name a target or stretch a session.
 func FuzzSessionLookup(f *testing.F) {
 	now := time.Unix(1700000000, 0)
-	compile := func(timeout time.Duration) *Route {
+	compile := func(timeout time.Duration) *Rule {
 		snap := &model.Snapshot{Objects: model.Objects{Networks: networks, TargetGroups: []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Targets: []model.Target{
 			{Address: "10.0.0.1", Port: 80, Cluster: "c", State: model.TargetActive},
 			{Address: "10.0.0.2", Port: 80, Cluster: "c", State: model.TargetActive}}}},
@@ -202,7 +202,7 @@ func FuzzSessionLookup(f *testing.F) {
 		return mustCompile(f, snap).Match(Bind{Port: 80}, req{host: "h", target: "/"}.build())
 	}
 	plain, expiring := compile(0), compile(time.Hour)
-	for _, rt := range []*Route{plain, expiring} {
+	for _, rt := range []*Rule{plain, expiring} {
 		tok := rt.Session.Token(rt.Pick().Group().Pick(), now)
 		f.Add(tok)
 		f.Add(tok + "x")

@@ -16,7 +16,7 @@ type CompileHooks struct {
 	// Annotate is called once per rule of every service with targetGroup
 	// "", and once per backend of a forwarding rule with the backend's
 	// target group name ("" for an invalid reference). What it returns is
-	// kept in Route.Annotation and Backend.Annotation, so that the request
+	// kept in Rule.Annotation and Backend.Annotation, so that the request
 	// path reaches its per-rule data (metrics observers, precomputed
 	// headers) without a lookup. The router never looks inside it.
 	Annotate func(svc *model.Service, rule int, targetGroup string) any
@@ -38,7 +38,7 @@ func (c *Compiler) link(g *Group) {
 }
 
 // annotate fills in route's and its backends' annotations.
-func (b *builder) annotate(svc *model.Service, rule int, route *Route) {
+func (b *builder) annotate(svc *model.Service, rule int, route *Rule) {
 	if b.hooks.Annotate == nil {
 		return
 	}
@@ -54,3 +54,12 @@ func (t *Target) Group() *Group { return t.group }
 // Health returns the live health of g's targets, or nil when the table was
 // compiled without health.
 func (g *Group) Health() *health.Group { return g.health }
+
+// NewTarget returns a target of a group of its own outside any table: a
+// target this proxy reaches for a peer (the peer hop's delivery), spoken
+// to with protocol and version like a group's.
+func NewTarget(addr, cluster, group string, protocol model.Protocol, version model.ProtocolVersion) *Target {
+	g := &Group{Name: group, Protocol: protocol, Version: version}
+	g.targets = []Target{{Addr: addr, Cluster: cluster, group: g}}
+	return &g.targets[0]
+}

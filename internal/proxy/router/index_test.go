@@ -14,7 +14,7 @@ import (
 // scan of every entry in precedence order, restating path matching from the
 // Gateway API (a prefix matches itself and anything below it, segment by
 // segment).
-func linearMatch(vh *vhost, r *Request) *Route {
+func linearMatch(vh *vhost, r *Request) *Rule {
 	path := r.Path
 	for i := range vh.entries {
 		e := &vh.entries[i]
@@ -77,7 +77,7 @@ func TestIndexAgreesWithScan(t *testing.T) {
 	vh := tab.ports[Bind{Port: 80}].exact["p.example.com"]
 	paths := []string{"", "/", "//", "/a", "/a/", "/a//", "/a//x", "/ab", "/abc", "/a/b", "/a/b/", "/a/bc",
 		"/a/b/c", "/a/b/c/d", "/b/b", "/x", "/a/x/y"}
-	hits := map[*Route]bool{}
+	hits := map[*Rule]bool{}
 	for _, path := range paths {
 		for _, method := range []string{http.MethodGet, http.MethodPost} {
 			for _, h := range []string{"", "1", "22"} {

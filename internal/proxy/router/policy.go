@@ -78,7 +78,7 @@ type sessionTarget struct {
 
 // compileSession indexes the targets of route's backends. It must run after
 // the backends are compiled.
-func compileSession(sp *model.SessionPersistence, route *Route, secret []byte) (*Session, error) {
+func compileSession(sp *model.SessionPersistence, route *Rule, secret []byte) (*Session, error) {
 	s := &Session{
 		Name:            sp.Name,
 		AbsoluteTimeout: time.Duration(sp.AbsoluteTimeout),
@@ -171,12 +171,12 @@ func (s *Session) Token(t *Target, now time.Time) string {
 
 // compileRule compiles a rule's action, filters, timeouts, retries and
 // session persistence into its route.
-func (b *builder) compileRule(rule *model.Rule) (*Route, error) {
-	var route *Route
+func (b *builder) compileRule(rule *model.Rule) (*Rule, error) {
+	var route *Rule
 	a := &rule.Action
 	if a.Forward == nil && a.FixedResponse == nil && slices.ContainsFunc(rule.Filters, func(f model.Filter) bool { return f.Redirect != nil }) {
 		// Nothing after the redirect: a route that picks no backend.
-		route = &Route{weights: balancer.NewWeighted(nil)}
+		route = &Rule{weights: balancer.NewWeighted(nil)}
 	} else {
 		var err error
 		if route, err = b.compileAction(a); err != nil {
@@ -215,4 +215,4 @@ func (b *builder) compileRule(rule *model.Rule) (*Route, error) {
 
 // Backends returns the route's weighted backends. Callers must not modify
 // them.
-func (r *Route) Backends() []Backend { return r.backends }
+func (r *Rule) Backends() []Backend { return r.backends }

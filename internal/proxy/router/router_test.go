@@ -54,11 +54,11 @@ func mustCompile(t testing.TB, snap *model.Snapshot) *Table {
 }
 
 // routeName names a matched route "service/rule", or "-" for no match.
-func routeName(r *Route) string {
+func routeName(r *Rule) string {
 	if r == nil {
 		return "-"
 	}
-	return fmt.Sprintf("%s/%d", r.Service, r.Rule)
+	return fmt.Sprintf("%s/%d", r.Service, r.Index)
 }
 
 type req struct {

@@ -97,7 +97,7 @@ func (t *Table) Conflicts() []string { return t.conflicts }
 // name, or nil when no service on the bind takes the name. Passthrough
 // services have no per-request matches, so the route of the
 // highest-precedence service for the name serves every connection.
-func (t *Table) MatchSNI(b Bind, serverName string) *Route {
+func (t *Table) MatchSNI(b Bind, serverName string) *Rule {
 	ht := t.tls[b]
 	if ht == nil {
 		return nil
@@ -111,7 +111,7 @@ func (t *Table) MatchSNI(b Bind, serverName string) *Route {
 
 // Match returns the route of the highest-precedence rule that matches r on a
 // listener at b, or nil when no virtual host or no rule matches.
-func (t *Table) Match(b Bind, r *http.Request) *Route {
+func (t *Table) Match(b Bind, r *http.Request) *Rule {
 	return t.MatchRequest(b, &Request{
 		Host: r.Host, Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: HTTPHeader(r.Header),
 	})
@@ -119,7 +119,7 @@ func (t *Table) Match(b Bind, r *http.Request) *Route {
 
 // MatchRequest is Match for a request in matching's own terms, which a
 // listener that parses requests itself builds without an *http.Request.
-func (t *Table) MatchRequest(b Bind, r *Request) *Route {
+func (t *Table) MatchRequest(b Bind, r *Request) *Rule {
 	ht := t.ports[b]
 	if ht == nil {
 		return nil
@@ -161,14 +161,15 @@ func (h HTTPHeader) Value(name string, i int) (string, bool) {
 	return "", false
 }
 
-// Route is the compiled action of one rule. Routes are shared by every
+// Rule is one compiled rule: its matches lead here, and it holds the
+// rule's filters, policies and action. Rules are shared by every
 // virtual host and listener the rule's service serves, so the rule's weighted
-// schedule is one schedule. Callers must not modify a Route.
-type Route struct {
-	// Service and Rule name the model rule the route was compiled from:
-	// Service.Rules[Rule].
+// schedule is one schedule. Callers must not modify a Rule.
+type Rule struct {
+	// Service and Index name the model rule the rule was compiled from:
+	// Service.Rules[Index].
 	Service string
-	Rule    int
+	Index   int
 	// Status is the code of a fixed response, or 0 when the route forwards.
 	Status int
 	// MatchedPrefix is the normalized path prefix ("" for "/", never a
@@ -186,6 +187,9 @@ type Route struct {
 	Session *Session
 	// Auth is nil when auth is off for the route's service and network.
 	Auth *Authz
+	// ForwardedFor is the X-Forwarded-For mode of the service's network
+	// ("" is append).
+	ForwardedFor model.ForwardedForMode
 	// Annotation is what CompileHooks.Annotate returned for the rule.
 	Annotation any
 
@@ -196,7 +200,7 @@ type Route struct {
 // Pick returns the backend that takes the next request, or nil when every
 // backend has a weight of zero. It must only be called on a forwarding
 // route, one whose Status is 0.
-func (r *Route) Pick() *Backend {
+func (r *Rule) Pick() *Backend {
 	i := r.weights.Pick()
 	if i < 0 {
 		return nil
@@ -231,8 +235,27 @@ type Group struct {
 	// targets holds the Active targets only: draining targets take no new
 	// requests and their requests in flight hold their own references.
 	targets []Target
-	next    balancer.RoundRobin
-	health  *health.Group
+	// clusters are the clusters of the targets, each once.
+	clusters []string
+	next     balancer.RoundRobin
+	health   *health.Group
+	// Export is set for the group of a multi-cluster import backend: its
+	// targets are the endpoints of the ServiceExports of Export, each
+	// cluster's reached through that cluster's proxy.
+	Export *ExportRef
+	// byCluster and clusterWeights split the picks of an import group with
+	// per-cluster weights: a cluster by weight, then its targets in turn.
+	byCluster      []*Group
+	clusterWeights *balancer.Weighted
+}
+
+// ExportRef names the exported Service an import group stands for.
+type ExportRef struct{ Namespace, Name string }
+
+// OnlyIn reports whether every target of g is in cluster (true for a group
+// without targets).
+func (g *Group) OnlyIn(cluster string) bool {
+	return len(g.clusters) == 0 || len(g.clusters) == 1 && g.clusters[0] == cluster
 }
 
 // Pick returns the next routable target by round robin, or nil when the
@@ -244,6 +267,9 @@ type Group struct {
 // routable targets still share requests evenly. The common case costs one
 // atomic add and one atomic load.
 func (g *Group) Pick() *Target {
+	if g.byCluster != nil {
+		return g.byCluster[g.clusterWeights.Pick()].Pick()
+	}
 	n := len(g.targets)
 	i := g.next.Pick(n)
 	if i < 0 {
@@ -397,7 +423,7 @@ type vhost struct {
 // come first, and at most one prefix of each length can match a path, so
 // walking the path's own prefixes from the longest visits the matching
 // entries in the same order as a scan of entries would.
-func (vh *vhost) match(r *Request) *Route {
+func (vh *vhost) match(r *Request) *Rule {
 	path := r.Path
 	if rt := firstMatch(vh.exact[path], r); rt != nil {
 		return rt
@@ -434,7 +460,7 @@ const (
 
 // firstMatch returns the route of the first of entries whose conditions
 // other than the path hold for r.
-func firstMatch(entries []entry, r *Request) *Route {
+func firstMatch(entries []entry, r *Request) *Rule {
 	for i := range entries {
 		if entries[i].matchesRest(r) {
 			return entries[i].route
@@ -452,7 +478,7 @@ type entry struct {
 	method  string
 	headers []valueMatch
 	query   []valueMatch
-	route   *Route
+	route   *Rule
 }
 
 // matchesRest reports whether r satisfies e's conditions other than the path.

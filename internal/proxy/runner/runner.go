@@ -9,18 +9,24 @@
 package runner
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"time"
 
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/nameserver"
+	"trellis.dev/trellis/internal/peer"
+	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -45,9 +51,26 @@ type Config struct {
 	// Applied, when set, is called after each snapshot is applied, with
 	// the addresses the proxy serves.
 	Applied func(snap *model.Snapshot, addrs map[router.Bind]string)
+	// Peer, when set, serves the peer hop: other clusters' proxies hand
+	// requests for this cluster's targets to it, and this proxy hands
+	// requests for theirs to them.
+	Peer *PeerConfig
 	// Out receives progress lines meant for a person.
 	Out    io.Writer
 	Logger *slog.Logger
+}
+
+// PeerConfig configures the peer hop of a proxy.
+type PeerConfig struct {
+	// Listen is the address of the peer listener (mutual TLS, HTTP/2).
+	Listen string
+	// Advertise is the address other clusters' proxies reach it at,
+	// published as a model.Peer named Name (default: Listen).
+	Advertise, Name string
+	// Identity is the cluster's certificate, presented to peers; Roots
+	// are what peers' certificates must chain to.
+	Identity *pki.Identity
+	Roots    *x509.CertPool
 }
 
 // shutdownTimeout bounds the proxy's graceful shutdown.
@@ -63,7 +86,12 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
-	px := proxy.New(proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen})
+	pcfg := proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen}
+	if cfg.Peer != nil {
+		pcfg.Peer = peer.NewClient(cfg.Peer.Identity, cfg.Peer.Roots)
+		defer pcfg.Peer.CloseIdleConnections()
+	}
+	px := proxy.New(pcfg)
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
@@ -75,6 +103,13 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		fmt.Fprintf(cfg.Out, "proxy: metrics and health on http://%s (/metrics, /healthz, /readyz)\n", addr)
+	}
+	if cfg.Peer != nil {
+		stop, err := servePeers(ctx, cfg, px)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	var names *nameserver.Server
 	if cfg.DNSListen != "" {
@@ -108,4 +143,51 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 	return err
+}
+
+// servePeers opens the peer listener and publishes its address, retrying
+// in the background while the control plane cannot be reached. stop
+// closes the listener and withdraws the address.
+func servePeers(ctx context.Context, cfg Config, px *proxy.Proxy) (stop func(), _ error) {
+	pc, log := cfg.Peer, cfg.Logger
+	ln, err := net.Listen("tcp", pc.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("peer listener: %w", err)
+	}
+	srv := peer.NewHTTPServer(px.PeerHandler(), log)
+	go srv.Serve(tls.NewListener(ln, peer.TLSConfig(pc.Identity, pc.Roots)))
+	advertise := cmp.Or(pc.Advertise, ln.Addr().String())
+	fmt.Fprintf(cfg.Out, "proxy: peer hop on %s (advertised as %s)\n", ln.Addr(), advertise)
+	obj := &model.Peer{Meta: model.Meta{Name: model.PeerName(cfg.Cluster, cmp.Or(pc.Name, "proxy"))}, Address: advertise}
+	pctx, cancel := context.WithCancel(ctx)
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for {
+			put := *obj
+			err := cfg.Client.Put(pctx, &put)
+			if err == nil {
+				log.Info("peer address published", "name", obj.Name, "address", advertise)
+				return
+			}
+			log.Warn("peer address not published yet; retrying", "err", err)
+			select {
+			case <-pctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-published
+		dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer dcancel()
+		if err := cfg.Client.Delete(dctx, &model.Peer{Meta: model.Meta{Name: obj.Name}}); err != nil && !client.IsNotFound(err) {
+			log.Warn("peer address not withdrawn", "name", obj.Name, "err", err)
+		}
+		sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer scancel()
+		srv.Shutdown(sctx)
+	}, nil
 }

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"trellis.dev/trellis/internal/client"
+)
+
+// newCluster is `trellis cluster`: admitting clusters to the control plane
+// and revoking them, with an administrator's token.
+func newCluster() *cobra.Command {
+	var (
+		serverURL, caFile string
+		tok               tokenFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "cluster",
+		Short: "Admit clusters to the control plane (one-time join tokens), list them, revoke them",
+		Long: `Manage the clusters of a control plane. "add" admits a cluster and prints a
+one-time join token; a component of that cluster (trellis controller or
+trellis proxy with --identity-dir and --join-token-file) exchanges it for a
+short-lived certificate naming the cluster, renewed before it expires.
+"remove" revokes the cluster: its certificates stop working within a
+second. Adding and removing need an administrator token (trellis server
+--admin-tokens-file) from --token, --token-file or TRELLIS_TOKEN.`,
+	}
+	connect := func() (*client.Client, error) {
+		token, err := tok.get()
+		if err != nil {
+			return nil, err
+		}
+		return newAPIClient(serverURL, token, caFile, slog.Default())
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
+	tok.register(pf)
+	pf.StringVar(&caFile, "ca-file", "", caFileUsage)
+
+	var ttl time.Duration
+	var caOut string
+	add := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Admit a cluster and print a one-time join token for it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			res, err := c.AddCluster(cmd.Context(), args[0], ttl)
+			if err != nil {
+				return err
+			}
+			if caOut != "" {
+				if err := os.WriteFile(caOut, []byte(res.CA), 0o644); err != nil {
+					return fmt.Errorf("--ca-out: %w", err)
+				}
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintln(out, res.JoinToken)
+			fmt.Fprintf(cmd.ErrOrStderr(), "cluster %s admitted; the join token above works once, until %s\n", res.Name, res.Expires.UTC().Format(time.RFC3339))
+			if caOut != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "the control plane's CA certificate is in %s: give it to the cluster's components with --ca-file\n", caOut)
+			}
+			return nil
+		},
+	}
+	add.Flags().DurationVar(&ttl, "token-ttl", time.Hour, "how long the join token stays valid (at most a week)")
+	add.Flags().StringVar(&caOut, "ca-out", "", "write the control plane's CA certificate (PEM) here, for the cluster's --ca-file")
+
+	remove := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Revoke a cluster: its certificates stop working, its open streams end",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			if err := c.RemoveCluster(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s removed\n", args[0])
+			return nil
+		},
+	}
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the admitted clusters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			clusters, err := c.Clusters(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tADDED")
+			for _, cl := range clusters {
+				fmt.Fprintf(w, "%s\t%s\n", cl.Name, cl.Added.UTC().Format(time.RFC3339))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.AddCommand(add, remove, list)
+	return cmd
+}

@@ -1,0 +1,51 @@
+package proxy
+
+import (
+	"net"
+	"time"
+)
+
+// deadlines are a connection's read and write deadlines as last set. The
+// limits that apply to every request (idle, header, response header and
+// whole-request timeouts) are kept within 1% of their length rather than
+// exactly, so that a busy connection updates its timers about once a
+// second rather than several times per request.
+type deadlines struct {
+	r, w time.Time
+}
+
+func (d *deadlines) read(c net.Conn, now time.Time, timeout time.Duration) {
+	if want := now.Add(timeout); moved(d.r, want, timeout) {
+		d.r = want
+		_ = c.SetReadDeadline(want)
+	}
+}
+
+func (d *deadlines) write(c net.Conn, now time.Time, timeout time.Duration) {
+	if want := now.Add(timeout); moved(d.w, want, timeout) {
+		d.w = want
+		_ = c.SetWriteDeadline(want)
+	}
+}
+
+// exactRead sets the read deadline to t.
+func (d *deadlines) exactRead(c net.Conn, t time.Time) {
+	if !d.r.Equal(t) {
+		d.r = t
+		_ = c.SetReadDeadline(t)
+	}
+}
+
+// exact sets both deadlines to t: a rule's timeout.
+func (d *deadlines) exact(c net.Conn, t time.Time) {
+	if !d.r.Equal(t) || !d.w.Equal(t) {
+		d.r, d.w = t, t
+		_ = c.SetDeadline(t)
+	}
+}
+
+// moved reports whether a deadline at have is off by more than 1% of
+// timeout from want.
+func moved(have, want time.Time, timeout time.Duration) bool {
+	return want.Sub(have).Abs() > timeout/100
+}

@@ -1,0 +1,274 @@
+package proxy
+
+// The fast path's wire writers: request heads to targets, response heads
+// and the proxy's own answers to clients.
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/h1"
+	"trellis.dev/trellis/internal/proxy/router"
+)
+
+// writers recycles the fast path's response buffers: a connection holds
+// one only while it serves a request (or has responses of a pipeline
+// unwritten), so idle keep-alive connections cost their read buffer alone.
+var writers sync.Pool
+
+func getWriter(w io.Writer) *bufio.Writer {
+	if bw, ok := writers.Get().(*bufio.Writer); ok {
+		bw.Reset(w)
+		return bw
+	}
+	return bufio.NewWriterSize(w, fastWriteBuffer)
+}
+
+func putWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	writers.Put(bw)
+}
+
+// answer writes a response of its own into the connection's buffer: no
+// body, or fc.body as text (which it clears). unread is set when the
+// request's body is still to be read: it is discarded, so that the
+// connection can carry the next request. It reports whether it can.
+func (fc *fastConn) answer(code int, keep, unread bool) bool {
+	if unread && fc.req.ContentLength > 0 {
+		n, err := fc.br.Discard(int(fc.req.ContentLength))
+		fc.x.body.n.Add(int64(n))
+		keep = keep && err == nil
+	}
+	keep = keep && !fc.s.draining.Load()
+	fc.x.rec.status = code
+	w := fc.bw
+	w.WriteString("HTTP/1.1 ")
+	writeStatus(w, code, nil)
+	body := fc.body
+	fc.body = ""
+	if body != "" {
+		w.WriteString("Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")
+	}
+	w.WriteString("Content-Length: ")
+	w.WriteString(strconv.Itoa(len(body)))
+	w.WriteString("\r\n")
+	if !keep {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	if fc.req.Method != http.MethodHead {
+		w.WriteString(body)
+		fc.x.rec.bytes = int64(len(body))
+	}
+	return keep
+}
+
+// flush writes out the responses so far unless the client has pipelined
+// another request, which will: a pipeline's responses go out together. It
+// reports whether the write succeeded.
+func (fc *fastConn) flush() bool {
+	if fc.br.Buffered() > 0 {
+		return true
+	}
+	return fc.bw.Flush() == nil
+}
+
+// writeRequest sends the request head, with the fields the forwarding
+// rules (headers.go) add, and its body.
+func (fc *fastConn) writeRequest(tc *targetConn) error {
+	r, x, w := &fc.req, &fc.x, tc.bw
+	host := r.Host
+	if fc.edited != nil {
+		host = fc.host
+	}
+	w.WriteString(r.Method)
+	w.WriteByte(' ')
+	w.WriteString(r.Target)
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(host)
+	w.WriteString("\r\n")
+	if fc.edited != nil {
+		writeEditedFields(w, fc.edited, forwardedForMode(x), fc.ip)
+	} else {
+		fc.writeFields(w)
+	}
+	// The body's framing is the proxy's: no edit or Connection option
+	// changes it.
+	if _, ok := (*requestFields)(r).Value("Content-Length", 0); ok {
+		w.WriteString("Content-Length: ")
+		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
+		w.WriteString("\r\n")
+	}
+	addRequestFields((*wireFields)(w), host, x.id, x.ruleInfo(nil))
+	if fc.fixedFrom != fc.sv {
+		fc.setFixedFields()
+	}
+	w.WriteString(fc.fixedFields)
+	w.WriteString("\r\n")
+	if r.ContentLength > 0 {
+		n, err := fc.copyBody(w, r.ContentLength)
+		x.body.n.Add(n)
+		if err != nil {
+			return err
+		}
+	}
+	return w.Flush()
+}
+
+// writeFields writes the client's header fields that go on to the target
+// and X-Forwarded-For.
+func (fc *fastConn) writeFields(w *bufio.Writer) {
+	r := &fc.req
+	if v, ok := forwardedFor(forwardedForMode(&fc.x), (*requestFields)(r).Values("X-Forwarded-For"), fc.ip); ok {
+		writeField(w, "X-Forwarded-For", v)
+	}
+	trailers := false
+	for _, f := range r.Fields {
+		if dropOnForward(f.Name) || namedIn(f.Name, r.ConnectionTokens) {
+			trailers = trailers || len(f.Name) == 2 && strings.EqualFold(f.Name, "TE") && hasToken(f.Value, "trailers")
+			continue
+		}
+		writeField(w, f.Name, f.Value)
+	}
+	if trailers {
+		w.WriteString("Te: trailers\r\n")
+	}
+}
+
+// writeEditedFields is writeFields for a header the rule's edits changed.
+func writeEditedFields(w *bufio.Writer, h http.Header, xff model.ForwardedForMode, ip string) {
+	if v, ok := forwardedFor(xff, h["X-Forwarded-For"], ip); ok {
+		writeField(w, "X-Forwarded-For", v)
+	}
+	var tokens []string
+	for _, v := range h["Connection"] {
+		for t := range strings.SplitSeq(v, ",") {
+			tokens = append(tokens, strings.Trim(t, " \t"))
+		}
+	}
+	for k, vs := range h {
+		if dropOnForward(k) || namedIn(k, tokens) {
+			continue
+		}
+		for _, v := range vs {
+			writeField(w, k, v)
+		}
+	}
+	if takesTrailers(h["Te"]) {
+		w.WriteString("Te: trailers\r\n")
+	}
+}
+
+func writeField(w *bufio.Writer, name, value string) {
+	w.WriteString(name)
+	w.WriteString(": ")
+	w.WriteString(value)
+	w.WriteString("\r\n")
+}
+
+// writeResponseHead writes resp's head to the client without its
+// hop-by-hop fields, edited by edits in order, closing the connection
+// after it unless keep.
+func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*router.HeaderEdit) {
+	w := fc.bw
+	w.WriteString("HTTP/1.1 ")
+	writeStatus(w, resp.Code, resp.Reason)
+	if len(edits) > 0 {
+		writeEditedResponse(w, resp, edits)
+	}
+	for _, f := range resp.Fields {
+		if len(edits) > 0 && !equalFoldBytes(f.Name, "Content-Length") {
+			// Only the framing is not the edits'.
+			continue
+		}
+		if hopByHop(f.Name) && !(resp.Chunked && equalFoldBytes(f.Name, "Trailer")) || namedInBytes(f.Name, resp.ConnectionTokens) {
+			continue
+		}
+		w.Write(f.Name)
+		w.WriteString(": ")
+		w.Write(f.Value)
+		w.WriteString("\r\n")
+	}
+	if resp.Chunked {
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if !keep {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+// writeEditedResponse writes the fields of resp but its framing
+// (Content-Length, Transfer-Encoding) and hop-by-hop ones, after edits.
+func writeEditedResponse(w *bufio.Writer, resp *h1.Response, edits []*router.HeaderEdit) {
+	h := make(http.Header, len(resp.Fields))
+	for _, f := range resp.Fields {
+		if hopByHop(f.Name) && !(resp.Chunked && equalFoldBytes(f.Name, "Trailer")) || namedInBytes(f.Name, resp.ConnectionTokens) {
+			continue
+		}
+		k := http.CanonicalHeaderKey(string(f.Name))
+		h[k] = append(h[k], string(f.Value))
+	}
+	for _, e := range edits {
+		e.Apply(h, nil)
+	}
+	for k, vs := range h {
+		if k == "Content-Length" || k == "Transfer-Encoding" {
+			continue
+		}
+		for _, v := range vs {
+			writeField(w, k, v)
+		}
+	}
+}
+
+// writeStatus writes a status line's code and reason: the given one, or
+// the code's standard text.
+func writeStatus(w *bufio.Writer, code int, reason []byte) {
+	var b [3]byte
+	w.Write(strconv.AppendInt(b[:0], int64(code), 10))
+	w.WriteByte(' ')
+	if len(reason) > 0 {
+		w.Write(reason)
+	} else {
+		w.WriteString(http.StatusText(code))
+	}
+	w.WriteString("\r\n")
+}
+
+// copyBody copies the request body, n bytes, from the client to w, the
+// target. Each wait for more of it from the client is bounded by the body
+// idle timeout, and its failures are the client's (clientBodyError); w's
+// are the target's.
+func (fc *fastConn) copyBody(w *bufio.Writer, n int64) (int64, error) {
+	idle := fc.s.p.limits.bodyIdle
+	var done int64
+	for done < n {
+		if fc.br.Buffered() == 0 {
+			if err := w.Flush(); err != nil {
+				return done, err
+			}
+			if idle > 0 {
+				fc.deadlines.exactRead(fc.rw, time.Now().Add(idle))
+			}
+			if _, err := fc.br.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return done, &clientBodyError{err}
+			}
+		}
+		m, err := h1.CopyN(w, fc.br, min(n-done, int64(fc.br.Buffered())), w)
+		done += m
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}

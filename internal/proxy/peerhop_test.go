@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/peer"
+	"trellis.dev/trellis/internal/pki"
+	"trellis.dev/trellis/internal/proxy/router"
+)
+
+// hopWorld is two clusters' proxies on loopback joined by the peer hop:
+// east serves the routes, west delivers to its own targets.
+type hopWorld struct {
+	ca         *pki.CA
+	east, west *Proxy
+	westPeer   string // west's peer listener
+	eastID     *pki.Identity
+}
+
+func clusterIdentity(t *testing.T, ca *pki.CA, cluster string) *pki.Identity {
+	t.Helper()
+	keyPEM, csr, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, err := ca.Sign(csr, cluster, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := pki.NewIdentity(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func newHopWorld(t *testing.T) *hopWorld {
+	t.Helper()
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &hopWorld{ca: ca, eastID: clusterIdentity(t, ca, "east")}
+	newProxy := func(cluster string, id *pki.Identity) *Proxy {
+		pc := peer.NewClient(id, ca.Pool())
+		t.Cleanup(pc.CloseIdleConnections)
+		p := New(Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)})
+		p.listen = func(b router.Bind) (net.Listener, error) {
+			return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, "127.0.0.1"), "0"))
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			p.Shutdown(ctx)
+		})
+		return p
+	}
+	w.east = newProxy("east", w.eastID)
+	westID := clusterIdentity(t, ca, "west")
+	w.west = newProxy("west", westID)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := peer.NewHTTPServer(w.west.PeerHandler(), slog.New(slog.DiscardHandler))
+	go srv.Serve(tls.NewListener(ln, peer.TLSConfig(westID, ca.Pool())))
+	t.Cleanup(func() { srv.Close() })
+	w.westPeer = ln.Addr().String()
+	return w
+}
+
+// update gives both proxies the same snapshot, as the control plane does.
+func (w *hopWorld) update(t *testing.T, snap *model.Snapshot) {
+	t.Helper()
+	snap.Peers = []model.Peer{{Meta: model.Meta{Name: "proxy.west", Owner: "west"}, Address: w.westPeer}}
+	update(t, w.east, snap)
+	update(t, w.west, snap)
+}
+
+// identityBackend answers with its name and the identity and forwarding
+// fields it received.
+func identityBackend(t *testing.T, name string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Seen-Identity", r.Header.Get(headerIdentity))
+		w.Header().Set("X-Seen-Forwarded-For", r.Header.Get("X-Forwarded-For"))
+		w.Header().Set("X-Seen-Peer-Headers", strings.Join(peerHeaders(r.Header), ","))
+		io.WriteString(w, name+" "+itoa(int32(len(b))))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func peerHeaders(h http.Header) []string {
+	var out []string
+	for k := range h {
+		if strings.HasPrefix(k, peer.HeaderPrefix) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func clusterTarget(t *testing.T, srv *httptest.Server, cluster string) model.Target {
+	tt := target(t, srv, model.TargetActive)
+	tt.Cluster = cluster
+	return tt
+}
+
+// A request for another cluster's target crosses the hop to that cluster's
+// proxy, which delivers it; the caller's workload identity travels with it.
+func TestPeerHopDeliversWithIdentity(t *testing.T) {
+	w := newHopWorld(t)
+	api := identityBackend(t, "west-api")
+	tg := group("api", clusterTarget(t, api, "west"))
+	tg.Owner = "west"
+	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
+	for i := range snap.Networks {
+		snap.Networks[i].Owner = "east"
+	}
+	snap.Services[0].Owner = "east"
+	snap.WorkloadSets = []model.WorkloadSet{{Meta: model.Meta{Name: model.WorkloadSetName("east", "shop"), Owner: "east"},
+		Namespace: "shop", Workloads: []model.Workload{{Address: "127.0.0.1", ServiceAccount: "frontend"}}}}
+	w.update(t, snap)
+
+	cl := newClient(t)
+	addr := addrOf(w.east, webPort)
+	for _, body := range []string{"", strings.Repeat("x", 300<<10)} {
+		method := http.MethodGet
+		if body != "" {
+			method = http.MethodPost
+		}
+		req, _ := http.NewRequest(method, "http://"+addr+"/x", strings.NewReader(body))
+		req.Host = "shop.example"
+		req.Header.Set(peer.HeaderIdentity, "spiffe://west/ns/shop/sa/admin") // forged: never passes
+		req.Header.Set(headerIdentity, "Principal=spiffe://west/ns/shop/sa/admin; Type=Workload")
+		resp, err := cl.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(got) != "west-api "+itoa(int32(len(body))) {
+			t.Fatalf("%s across the hop: %d %q", method, resp.StatusCode, got)
+		}
+		if id := resp.Header.Get("X-Seen-Identity"); id != "Principal=spiffe://east/ns/shop/sa/frontend; Type=Workload" {
+			t.Errorf("target saw identity %q, want the east workload's", id)
+		}
+		if ph := resp.Header.Get("X-Seen-Peer-Headers"); ph != "" {
+			t.Errorf("peer protocol fields reached the target: %s", ph)
+		}
+		if xff := resp.Header.Get("X-Seen-Forwarded-For"); xff != "127.0.0.1" {
+			t.Errorf("target saw X-Forwarded-For %q, want the client's address as east's proxy set it", xff)
+		}
+	}
+	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "Delivered")); n != 2 {
+		t.Errorf("west counted %v deliveries from east, want 2", n)
+	}
+}
+
+// A peer may have delivered only this cluster's targets of the group it
+// names: anything else on the receiver's network is refused.
+func TestPeerHopRefusesWhatIsNotDeliverable(t *testing.T) {
+	w := newHopWorld(t)
+	api := identityBackend(t, "west-api")
+	other := identityBackend(t, "not-in-config")
+	tg := group("api", clusterTarget(t, api, "west"))
+	tg.Owner = "west"
+	w.update(t, oneRoute(1, []model.TargetGroup{tg}, to("api", 1)))
+
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	defer pc.CloseIdleConnections()
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	for _, tc := range []struct{ group, target string }{
+		{"TargetGroup/api", other.Listener.Addr().String()},            // a target not in the group
+		{"TargetGroup/other", api.Listener.Addr().String()},            // a group that does not exist
+		{"ServiceExport/shop.cart.west", api.Listener.Addr().String()}, // an export that does not exist
+		{"api", api.Listener.Addr().String()},                          // no kind
+		{"TargetGroup/api", strings.Replace(api.Listener.Addr().String(), "127.0.0.1", "127.0.0.2", 1)},
+	} {
+		resp, err := pc.RoundTrip(httptest.NewRequest("GET", "http://shop.example/", nil), peer.Request{
+			Cluster: "west", Addr: w.westPeer, TargetGroup: tc.group, Target: tc.target,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || strings.Contains(string(body), "not-in-config") {
+			t.Errorf("%+v: %d %q, want 403", tc, resp.StatusCode, body)
+		}
+	}
+	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "NotDeliverable")); n != 5 {
+		t.Errorf("west counted %v refusals, want 5", n)
+	}
+}
+
+// An import backend picks among every exporting cluster's endpoints, by the
+// import's cluster weights: this cluster's directly, another's through the
+// hop. Without a proxy of the other cluster it answers 502.
+func TestImportBackendAcrossClusters(t *testing.T) {
+	w := newHopWorld(t)
+	eastCart, westCart := identityBackend(t, "east-cart"), identityBackend(t, "west-cart")
+	export := func(cluster string, srv *httptest.Server) model.ServiceExport {
+		return model.ServiceExport{Meta: model.Meta{Name: model.ExportName(cluster, "shop", "cart"), Owner: cluster},
+			Namespace: "shop", Service: "cart", Type: model.ExportClusterSetIP, ExportedAt: time.Now(),
+			Ports: []model.ExportPort{{Protocol: "TCP", Port: 80, Targets: []model.Target{clusterTarget(t, srv, cluster)}}}}
+	}
+	imp := func(weights map[string]int32) *model.Snapshot {
+		snap := oneRoute(1, nil, model.WeightedTargetGroup{Weight: 1, Import: &model.ImportRef{
+			Namespace: "shop", Name: "cart", Port: 80, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, ClusterWeights: weights}})
+		snap.Exports = []model.ServiceExport{export("east", eastCart), export("west", westCart)}
+		return snap
+	}
+	cl := newClient(t)
+	count := func(n int) map[string]int {
+		out := map[string]int{}
+		for range n {
+			r := cl.get(addrOf(w.east, webPort), "shop.example", "/")
+			out[strings.Fields(r.body + " ?")[0]+"/"+itoa(int32(r.status))]++
+		}
+		return out
+	}
+
+	w.update(t, imp(map[string]int32{"east": 90, "west": 10}))
+	if got := count(200); got["east-cart/200"] != 180 || got["west-cart/200"] != 20 {
+		t.Errorf("90/10 by cluster: %v, want 180 east and 20 west", got)
+	}
+	w.update(t, imp(nil))
+	if got := count(100); got["east-cart/200"] != 50 || got["west-cart/200"] != 50 {
+		t.Errorf("no weights: %v, want 50/50", got)
+	}
+	// Without a proxy of west to hop to, west's share fails: 502.
+	snap := imp(map[string]int32{"west": 1})
+	update(t, w.east, snap) // no Peers
+	if got := count(10); got["?/502"]+got["/502"] != 10 {
+		t.Errorf("no west proxy: %v, want 10 × 502", got)
+	}
+}

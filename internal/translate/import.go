@@ -1,0 +1,128 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// kindServiceImport is the Multi-Cluster Services kind a backendRef may
+// name (GEP-1748), in group multicluster.x-k8s.io.
+const kindServiceImport gatewayv1.Kind = mcsv1beta1.ServiceImportKindName
+
+// ClusterWeightsAnnotation on a ServiceImport splits each route's share of
+// the import among the exporting clusters by weight: "east=90,west=10".
+// A cluster it does not list gets no share. Without it every exporting
+// cluster's endpoints are picked alike.
+const ClusterWeightsAnnotation = "trellis.dev/cluster-weights"
+
+// importBackend translates a backendRef to a ServiceImport: a backend
+// naming the import's port, which proxies resolve to every exporting
+// cluster's endpoints. out already carries the weight and filters; an
+// invalid reference returns it without an import, so that its share
+// answers 500.
+func (t *translator) importBackend(r *route, src model.SourceRef, p string, b *gatewayv1.HTTPBackendRef, out model.WeightedTargetGroup) model.WeightedTargetGroup {
+	fail := func(field string, reason gatewayv1.RouteConditionReason, format string, args ...any) model.WeightedTargetGroup {
+		t.problem(src, p+field, string(reason), format, args...)
+		return out
+	}
+	ns := string(deref(b.Namespace, gatewayv1.Namespace(r.Namespace)))
+	key := types.NamespacedName{Namespace: ns, Name: string(b.Name)}
+	if ns != r.Namespace && !t.granted(r.kind, r.Namespace, mcsv1beta1.GroupName, kindServiceImport, key) {
+		return fail(".namespace", gatewayv1.RouteReasonRefNotPermitted,
+			"ServiceImport %s is in another namespace and no ReferenceGrant there allows %ss from namespace %q to use it", key, r.kind, r.Namespace)
+	}
+	if b.Port == nil {
+		return fail(".port", gatewayv1.RouteReasonUnsupportedValue, "port is required when referring to a ServiceImport")
+	}
+	if errs := validation.IsDNS1123Label(key.Name); len(errs) > 0 {
+		// An import has the name of the exported Services, which are labels.
+		return fail(".name", gatewayv1.RouteReasonUnsupportedValue, "ServiceImport name %q is not a DNS label, as an exported Service's name is", key.Name)
+	}
+	si := t.imports[key]
+	if si == nil {
+		return fail(".name", gatewayv1.RouteReasonBackendNotFound, "ServiceImport %s not found", key)
+	}
+	i := slices.IndexFunc(si.Spec.Ports, func(sp mcsv1beta1.ServicePort) bool { return sp.Port == *b.Port })
+	if i < 0 {
+		return fail(".port", gatewayv1.RouteReasonBackendNotFound, "ServiceImport %s has no port %d", key, *b.Port)
+	}
+	sp := &si.Spec.Ports[i]
+	if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "ServiceImport %s port %d is %s; %ss need TCP", key, sp.Port, sp.Protocol, r.kind)
+	}
+	protocol, version, _, err := backendProtocol(r.kind, deref(sp.AppProtocol, ""))
+	if err != nil {
+		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "ServiceImport %s port %d %v", key, sp.Port, err)
+	}
+	weights, err := parseClusterWeights(si.Annotations)
+	if err != nil {
+		t.problem(ref(string(kindServiceImport), si.Namespace, si.Name), "metadata.annotations["+ClusterWeightsAnnotation+"]",
+			string(gatewayv1.RouteReasonUnsupportedValue), "%v", err)
+		// The route cannot be served as its author meant: its reference
+		// does not resolve.
+		pr := t.problem(src, p, string(gatewayv1.RouteReasonUnsupportedValue),
+			"ServiceImport %s: annotation %s: %v", key, ClusterWeightsAnnotation, err)
+		if t.cur != nil {
+			t.cur.unresolved = append(t.cur.unresolved, pr)
+		}
+		return out
+	}
+	out.Import = &model.ImportRef{
+		Namespace: key.Namespace, Name: key.Name, Port: sp.Port,
+		Protocol: protocol, ProtocolVersion: version, ClusterWeights: weights,
+	}
+	return out
+}
+
+// maxClusterWeight is the largest per-cluster weight, as for backends.
+const maxClusterWeight = 1_000_000
+
+// parseClusterWeights reads the ClusterWeightsAnnotation of a
+// ServiceImport's annotations: comma-separated cluster=weight pairs, each
+// cluster a valid cluster name named once, each weight in 0-1000000, and at
+// least one weight above 0. It returns nil when the annotation is absent.
+func parseClusterWeights(annotations map[string]string) (map[string]int32, error) {
+	v, ok := annotations[ClusterWeightsAnnotation]
+	if !ok {
+		return nil, nil
+	}
+	if strings.TrimSpace(v) == "" {
+		return nil, errors.New(`is empty; write cluster=weight pairs ("east=90,west=10") or remove it`)
+	}
+	out := map[string]int32{}
+	positive := false
+	for i, pair := range strings.Split(v, ",") {
+		cluster, weight, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		cluster, weight = strings.TrimSpace(cluster), strings.TrimSpace(weight)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("entry %d %q is not cluster=weight", i+1, strings.TrimSpace(pair))
+		case !model.ValidClusterName(cluster):
+			return nil, fmt.Errorf("entry %d: %q is not a valid cluster name", i+1, cluster)
+		}
+		if _, dup := out[cluster]; dup {
+			return nil, fmt.Errorf("entry %d: cluster %q is named twice", i+1, cluster)
+		}
+		w, err := strconv.ParseInt(weight, 10, 32)
+		if err != nil || w < 0 || w > maxClusterWeight {
+			return nil, fmt.Errorf("entry %d: weight %q of cluster %q is not a whole number in 0-%d", i+1, weight, cluster, maxClusterWeight)
+		}
+		out[cluster] = int32(w)
+		positive = positive || w > 0
+	}
+	if !positive {
+		return nil, errors.New("every weight is 0; at least one cluster needs a weight above 0")
+	}
+	return out, nil
+}
