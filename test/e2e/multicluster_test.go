@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -64,6 +67,7 @@ func TestServiceNetworkAcrossClusters(t *testing.T) {
 		}
 		return f
 	}
+	var pxC *proc
 	for _, c := range clusters {
 		ctl := start(t, c.kube.NS, c.name+"-controller", append([]string{"controller", "--kubeconfig", c.kube.Kubeconfig,
 			"--identity-dir", filepath.Join(dir, c.name+"-controller"), "--join-token-file", joinToken(c, "controller"),
@@ -73,6 +77,9 @@ func TestServiceNetworkAcrossClusters(t *testing.T) {
 			"--identity-dir", filepath.Join(dir, c.name+"-proxy"), "--join-token-file", joinToken(c, "proxy"),
 			"--peer-listen", c.lan + ":15443"}, api...)...)
 		px.waitOutput(t, 30*time.Second, "peer address published")
+		if c.name == "c" {
+			pxC = px
+		}
 	}
 
 	// The same address in B and C: each cluster's cart answers with its
@@ -123,8 +130,39 @@ spec:
     - {group: multicluster.x-k8s.io, kind: ServiceImport, name: cart, port: 80, weight: 10}
 `)
 
+	// The client in A is a pod of shop running as frontend: the platform
+	// gave it its address (set here as a kubelet would).
+	const clientIP = "198.18.0.77"
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "frontend-1"},
+		Spec:       corev1.PodSpec{ServiceAccountName: "frontend", Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}
+	ctx := context.Background()
+	if err := clusters[0].kc.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: clientIP, PodIPs: []corev1.PodIP{{IP: clientIP}}}
+	if err := clusters[0].kc.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every target, in A or across the hop, sees the caller as A's
+	// frontend workload.
+	const wantID = "Principal=spiffe://a/ns/shop/sa/frontend; Type=Workload"
 	host := "storefront-shop.mesh.trellis.internal"
-	hc := clusters[0].kube.NS.HTTPClient(5 * time.Second)
+	aNS := clusters[0].kube.NS
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: 4,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			var err error
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientIP)}}
+			if doErr := aNS.Do(ctx, func() { conn, err = d.DialContext(ctx, network, addr) }); doErr != nil {
+				return nil, doErr
+			}
+			return conn, err
+		},
+	}}
 	count := func(n int) map[string]int {
 		out := map[string]int{}
 		for range n {
@@ -136,18 +174,108 @@ spec:
 				out[fmt.Sprint(status)]++
 			default:
 				out[strings.Fields(body)[0]]++
+				if id := strings.TrimPrefix(body, strings.Fields(body)[0]+" "); id != wantID {
+					out["identity "+id]++
+				}
 			}
 		}
 		return out
 	}
+
 	waitFor(t, 60*time.Second, "A's proxy to reach both B's and C's cart", func() bool {
 		got := count(40)
 		return got["b"] > 0 && got["c"] > 0
 	})
+	waitFor(t, 30*time.Second, "the caller's identity to reach every target", func() bool {
+		got := count(20)
+		for k := range got {
+			if strings.HasPrefix(k, "identity ") {
+				return false
+			}
+		}
+		return true
+	})
 	got := count(1000)
 	t.Logf("1000 requests from A: %v", got)
-	if got["a-local"] < 870 || got["a-local"] > 930 || got["b"]+got["c"] < 70 || got["b"]+got["c"] > 130 || got["b"] == 0 || got["c"] == 0 {
-		t.Errorf("90/10 between A's Service and the import of B and C: %v", got)
+	if got["a-local"] < 870 || got["a-local"] > 930 || got["b"]+got["c"] < 70 || got["b"]+got["c"] > 130 || got["b"] == 0 || got["c"] == 0 || len(got) != 3 {
+		t.Errorf("90/10 between A's Service and the import of B and C, every answer naming A's frontend: %v", got)
+	}
+
+	// New weights, 50/50: measured from the update to the first traffic
+	// that follows them.
+	var route unstructured.Unstructured
+	route.SetAPIVersion("gateway.networking.k8s.io/v1")
+	route.SetKind("HTTPRoute")
+	if err := clusters[0].kc.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "storefront"}, &route); err != nil {
+		t.Fatal(err)
+	}
+	rules, _, _ := unstructured.NestedSlice(route.Object, "spec", "rules")
+	refs := rules[0].(map[string]any)["backendRefs"].([]any)
+	refs[0].(map[string]any)["weight"], refs[1].(map[string]any)["weight"] = int64(50), int64(50)
+	unstructured.SetNestedSlice(route.Object, rules, "spec", "rules")
+	changed := time.Now()
+	if err := clusters[0].kc.Update(ctx, &route); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the 50/50 weights to take effect", func() bool {
+		got := count(20)
+		return got["b"]+got["c"] >= 7
+	})
+	t.Logf("weights 90/10 → 50/50: traffic followed %v after the update", time.Since(changed).Round(time.Millisecond))
+	got = count(400)
+	if got["a-local"] < 170 || got["a-local"] > 230 {
+		t.Errorf("50/50 after the change: %v", got)
+	}
+
+	// The control plane dies and comes back under steady cross-cluster
+	// traffic: no request fails (every proxy serves what it has).
+	stop := make(chan struct{})
+	during := make(chan map[string]int)
+	go func() {
+		total := map[string]int{}
+		for {
+			select {
+			case <-stop:
+				during <- total
+				return
+			default:
+			}
+			for k, v := range count(10) {
+				total[k] += v
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	srv.kill()
+	time.Sleep(2 * time.Second)
+	srv = start(t, cp, "server-again", "server", "--listen", "192.0.2.1:7070", "--data", data, "--tokens", "unused-token=unused",
+		"--admin-tokens-file", adminFile, "--tls-hosts", "192.0.2.1", "--heartbeat", "1s")
+	srv.waitOutput(t, 10*time.Second, "API on https://192.0.2.1:7070")
+	time.Sleep(2 * time.Second)
+	close(stop)
+	got = <-during
+	t.Logf("while the control plane was killed and restarted: %v", got)
+	if got["a-local"]+got["b"]+got["c"] < 200 || got["error"] > 0 || len(got) != 3 {
+		t.Errorf("requests failed while the control plane restarted: %v", got)
+	}
+
+	// Cluster C is lost whole (its proxy killed, no drain): its share goes
+	// to B. Measured: requests that fail after the loss, by time since.
+	pxC.kill()
+	lost := time.Now()
+	failed := map[string]int{}
+	for time.Since(lost) < 6*time.Second {
+		for k, v := range count(10) {
+			if k != "a-local" && k != "b" {
+				failed[fmt.Sprintf("%s after %ds", k, int(time.Since(lost).Seconds()))] += v
+			}
+		}
+	}
+	t.Logf("after C's proxy was killed, failures: %v", failed)
+	for k, n := range failed {
+		if !strings.HasSuffix(k, "after 0s") {
+			t.Errorf("%d requests failed 1 s or more after cluster C was lost (%s)", n, k)
+		}
 	}
 }
 
