@@ -16,6 +16,7 @@ import (
 func newController() *cobra.Command {
 	var (
 		serverURL, kubeconfig, pool string
+		clusterSetIP                string
 		caFile                      string
 		tok                         tokenFlags
 		ident                       identityFlags
@@ -42,6 +43,13 @@ does not serve a CRD it requires.`,
 				}
 				cfg.AddressPool = p
 			}
+			if clusterSetIP != "" {
+				ip, err := netip.ParseAddr(clusterSetIP)
+				if err != nil {
+					return fmt.Errorf("--clusterset-ip: %w", err)
+				}
+				cfg.ClusterSetIP = ip
+			}
 			if kubeconfig != "" {
 				cfg.Kube, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 			} else {
@@ -65,6 +73,7 @@ does not serve a CRD it requires.`,
 	f.StringVar(&cfg.Cluster, "cluster", "", "name of this cluster, the owner of what the controller sends (required with a token; with --identity-dir the certificate names it)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration, or $KUBECONFIG)")
 	f.StringVar(&pool, "gateway-addresses", "", "CIDR edge Gateways get their addresses from, e.g. 198.18.100.0/24")
+	f.StringVar(&clusterSetIP, "clusterset-ip", "", "address of this cluster's proxy for <svc>.<ns>.svc.clusterset.local: the IP of every ClusterSetIP ServiceImport (default: none)")
 	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":8080", "address of the Prometheus metrics endpoint (0 disables)")
 	f.StringVar(&cfg.HealthAddress, "health-address", ":8081", "address of /healthz and /readyz (0 disables)")
 	f.BoolVar(&cfg.LeaderElection, "leader-elect", false, "elect a leader among replicas (a Lease in --leader-election-namespace)")

@@ -32,6 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -47,7 +48,9 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"trellis.dev/trellis/api/v1alpha1"
 	tclient "trellis.dev/trellis/internal/client"
@@ -92,6 +95,12 @@ type Config struct {
 	// proxy bound to every address, or several proxies, have no one
 	// address to publish.
 	ProxyAddress netip.Addr
+	// ClusterSetIP, when valid, is the address clients of this cluster
+	// reach exported services at: the local proxy's, which the built-in
+	// nameserver answers for <svc>.<ns>.svc.clusterset.local. It is the
+	// one IP of every ClusterSetIP ServiceImport the controller writes.
+	// Without it those imports carry no IPs.
+	ClusterSetIP netip.Addr
 	// MetricsAddress serves Prometheus metrics ("0" disables; default
 	// ":8080" as controller-runtime's).
 	MetricsAddress string
@@ -109,6 +118,13 @@ type Config struct {
 
 // Scheme returns the types the controller reads and writes.
 func Scheme() (*runtime.Scheme, error) {
+	return newScheme(mcsv1beta1.GroupVersion.Version)
+}
+
+// newScheme is Scheme with the Multi-Cluster Services kinds read and written
+// at mcsVersion. The v1beta1 Go types serve for v1alpha1 too: the two
+// versions' ServiceExport and ServiceImport have the same fields.
+func newScheme(mcsVersion string) (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		clientgoscheme.AddToScheme,
@@ -120,6 +136,10 @@ func Scheme() (*runtime.Scheme, error) {
 			return nil, err
 		}
 	}
+	gv := schema.GroupVersion{Group: mcsv1beta1.GroupName, Version: mcsVersion}
+	s.AddKnownTypes(gv, &mcsv1beta1.ServiceExport{}, &mcsv1beta1.ServiceExportList{},
+		&mcsv1beta1.ServiceImport{}, &mcsv1beta1.ServiceImportList{})
+	metav1.AddToGroupVersion(s, gv)
 	return s, nil
 }
 
@@ -171,13 +191,28 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("controller: %w", err)
 	}
+	// The Multi-Cluster Services kinds at v1beta1, or else (an mcs-api
+	// install before v0.3) at v1alpha1.
+	mcsVersion := mcsv1beta1.GroupVersion.Version
+	if slices.ContainsFunc(missing, func(c CRD) bool { return c.Group == mcsv1beta1.GroupName }) && servesMCSv1alpha1(ctx, cfg.Kube) {
+		mcsVersion = "v1alpha1"
+		missing = slices.DeleteFunc(missing, func(c CRD) bool { return c.Group == mcsv1beta1.GroupName })
+		cfg.Logger.Info("the cluster serves the Multi-Cluster Services API at v1alpha1, not v1beta1; the controller uses v1alpha1")
+	}
 	unserved := map[string]bool{}
 	for _, c := range missing {
 		unserved[c.Kind] = true
 		cfg.Logger.Warn("CRD not served; the controller runs without it (install it and restart to serve its objects)",
 			"crd", c.Name, "kind", c.Kind, "install", c.Install())
 	}
-	scheme, err := Scheme()
+	// Multi-Cluster Services need both kinds; with one of them alone the
+	// controller leaves both.
+	if unserved["ServiceExport"] != unserved["ServiceImport"] {
+		cfg.Logger.Warn("only one of the Multi-Cluster Services CRDs is served; the controller runs without Multi-Cluster Services",
+			"install", mcsInstall)
+		unserved["ServiceExport"], unserved["ServiceImport"] = true, true
+	}
+	scheme, err := newScheme(mcsVersion)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -225,6 +260,10 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 		pool:    cfg.AddressPool,
 		log:     cfg.Logger,
 		skip:    unserved,
+		view:    &exportView{},
+	}
+	if ip := cfg.ClusterSetIP; ip.IsValid() && !ip.IsUnspecified() {
+		r.clusterSetIP = ip.Unmap()
 	}
 	if ip := cfg.ProxyAddress; ip.IsValid() && !ip.IsUnspecified() && !cfg.AddressPool.IsValid() {
 		r.proxyAddr = ip.Unmap()
@@ -251,14 +290,27 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 	if !unserved["TLSRoute"] {
 		b = b.Watches(&gatewayv1.TLSRoute{}, all, specChanged)
 	}
-	err = b.Watches(&gatewayv1.ReferenceGrant{}, all).
+	b = b.Watches(&gatewayv1.ReferenceGrant{}, all).
 		Watches(&corev1.Secret{}, all).
 		Watches(&corev1.Service{}, all).
 		Watches(&discoveryv1.EndpointSlice{}, all).
 		Watches(&corev1.Namespace{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&v1alpha1.AuthPolicy{}, all, specChanged).
-		Watches(&corev1.Pod{}, all, builder.WithPredicates(identityChanged{})).
-		Complete(r)
+		Watches(&corev1.Pod{}, all, builder.WithPredicates(identityChanged{}))
+	if !unserved["ServiceExport"] {
+		// Every cluster's exports come from the control plane: a change
+		// there is an event like a change in the cluster.
+		events := make(chan event.GenericEvent, 1)
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			return r.follow(ctx, cfg.ControlPlane, events)
+		})); err != nil {
+			return nil, nil, fmt.Errorf("controller: %w", err)
+		}
+		b = b.Watches(&mcsv1beta1.ServiceExport{}, all, specChanged).
+			Watches(&mcsv1beta1.ServiceImport{}, all, specChanged).
+			WatchesRawSource(source.Channel(events, all))
+	}
+	err = b.Complete(r)
 	if err != nil {
 		return nil, nil, fmt.Errorf("controller: %w", err)
 	}

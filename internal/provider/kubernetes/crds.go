@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 
 	"trellis.dev/trellis/api/v1alpha1"
@@ -49,8 +50,11 @@ type CRD struct {
 
 // Install says what to apply to install c.
 func (c CRD) Install() string {
-	if c.Own {
+	switch {
+	case c.Own:
 		return "kubectl apply -f config/crd/" + c.Group + "_" + c.Resource + ".yaml (or kubectl apply -k config/crd)"
+	case c.Group == mcsv1beta1.GroupName:
+		return mcsInstall
 	}
 	return gatewayAPIInstall
 }
@@ -59,7 +63,9 @@ func (c CRD) Install() string {
 // kinds (Services, EndpointSlices, Namespaces, Secrets, Pods) are always
 // served. GRPCRoute and TLSRoute are in the Gateway API's standard channel
 // only since v1.2 and v1.5: a cluster with older CRDs runs without them.
-// The Multi-Cluster Services kinds are not watched.
+// The Multi-Cluster Services kinds are optional: without them the
+// controller runs without exports and imports; served at v1alpha1 only
+// (mcs-api before v0.3), it uses that version (see New).
 var Watched = []CRD{
 	gatewayCRD("gatewayclasses", "GatewayClass", true),
 	gatewayCRD("gateways", "Gateway", true),
@@ -72,6 +78,25 @@ var Watched = []CRD{
 		Group: v1alpha1.GroupVersion.Group, Version: v1alpha1.GroupVersion.Version,
 		Resource: "authpolicies", Kind: "AuthPolicy", Required: true, Own: true,
 	},
+	mcsCRD(mcsv1beta1.ServiceExportPluralName, mcsv1beta1.ServiceExportKindName),
+	mcsCRD(mcsv1beta1.ServiceImportPluralName, mcsv1beta1.ServiceImportKindName),
+}
+
+// MCSAPIRelease is the Multi-Cluster Services API release trellis is built
+// against; its CRDs are what a cluster without them should apply.
+const MCSAPIRelease = "v0.5.2"
+
+// mcsInstall is what to apply for missing Multi-Cluster Services CRDs.
+const mcsInstall = "kubectl apply -f https://raw.githubusercontent.com/kubernetes-sigs/mcs-api/" + MCSAPIRelease +
+	"/config/crd/multicluster.x-k8s.io_serviceexports.yaml -f https://raw.githubusercontent.com/kubernetes-sigs/mcs-api/" +
+	MCSAPIRelease + "/config/crd/multicluster.x-k8s.io_serviceimports.yaml"
+
+func mcsCRD(resource, kind string) CRD {
+	return CRD{
+		Name:  resource + "." + mcsv1beta1.GroupName,
+		Group: mcsv1beta1.GroupName, Version: mcsv1beta1.GroupVersion.Version,
+		Resource: resource, Kind: kind,
+	}
 }
 
 func gatewayCRD(resource, kind string, required bool) CRD {
@@ -142,6 +167,18 @@ func ServedCRDs(ctx context.Context, kube *rest.Config) (missing []CRD, err erro
 		return missing, &MissingCRDsError{Missing: required}
 	}
 	return missing, nil
+}
+
+// servesMCSv1alpha1 reports whether the cluster serves both
+// Multi-Cluster Services kinds at v1alpha1 (every mcs-api release does;
+// those before v0.3 serve nothing else).
+func servesMCSv1alpha1(ctx context.Context, kube *rest.Config) bool {
+	dc, err := discovery.NewDiscoveryClientForConfig(kube)
+	if err != nil {
+		return false
+	}
+	served, err := discoveryFor(ctx, dc, mcsv1beta1.GroupName+"/v1alpha1")
+	return err == nil && slices.Contains(served, mcsv1beta1.ServiceExportPluralName) && slices.Contains(served, mcsv1beta1.ServiceImportPluralName)
 }
 
 // discoveryFor returns the resources served in group version gv, ending

@@ -18,6 +18,18 @@ func TestGatewayAPIReleaseIsTheModules(t *testing.T) {
 	}
 }
 
+// The release whose CRDs a warning about missing MCS CRDs names is the
+// mcs-api module trellis is built with.
+func TestMCSAPIReleaseIsTheModules(t *testing.T) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "sigs.k8s.io/mcs-api").Output()
+	if err != nil {
+		t.Fatalf("go list -m sigs.k8s.io/mcs-api: %v", err)
+	}
+	if v := strings.TrimSpace(string(out)); v != MCSAPIRelease {
+		t.Errorf("MCSAPIRelease is %s; go.mod requires sigs.k8s.io/mcs-api %s", MCSAPIRelease, v)
+	}
+}
+
 // Every CRD of trellis's own that the controller watches is embedded, for
 // `trellis up` to install.
 func TestOwnCRDsEmbedded(t *testing.T) {

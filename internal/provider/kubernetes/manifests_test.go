@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 	"sigs.k8s.io/yaml"
 
 	"trellis.dev/trellis/api/v1alpha1"
@@ -180,6 +181,28 @@ spec:
 			}
 		}
 		return fmt.Errorf("no WorkloadSet shop.%s naming 198.18.60.7 as frontend in %+v", cluster, e.controlPlane(t).WorkloadSets)
+	})
+	// Multi-Cluster Services under the same RBAC: exporting web sends the
+	// export, writes its conditions and creates its ServiceImport.
+	if err := e.kc.Create(ctx, &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "web's ServiceExport Ready and its ServiceImport created", func() error {
+		var se mcsv1beta1.ServiceExport
+		if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &se); err != nil {
+			return err
+		}
+		if err := hasCondition(se.Status.Conditions, "Ready", True, "Exported", se.Generation); err != nil {
+			return err
+		}
+		var si mcsv1beta1.ServiceImport
+		if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &si); err != nil {
+			return err
+		}
+		if len(si.Status.Clusters) != 1 || si.Status.Clusters[0].Cluster != cluster {
+			return fmt.Errorf("import status clusters %v", si.Status.Clusters)
+		}
+		return nil
 	})
 	cp := e.controlPlane(t)
 	if len(cp.Certificates) != 1 || len(cp.Services) != 2 {

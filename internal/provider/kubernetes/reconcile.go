@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/gateway-api/pkg/consts"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
 	"trellis.dev/trellis/api/v1alpha1"
 	tclient "trellis.dev/trellis/internal/client"
@@ -41,6 +42,11 @@ type Reconciler struct {
 	// skip holds the optional kinds the cluster does not serve, which are
 	// neither watched nor listed.
 	skip map[string]bool
+	// clusterSetIP, when valid, is the IP of ClusterSetIP ServiceImports
+	// (see Config.ClusterSetIP).
+	clusterSetIP netip.Addr
+	// view is every cluster's exports, from the control plane.
+	view *exportView
 
 	// sent is what the control plane holds of ours, by store key, in the
 	// form the diff compares; nil until seeded from the server.
@@ -87,6 +93,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	var (
+		ses     mcsv1beta1.ServiceExportList
+		imports mcsv1beta1.ServiceImportList
+	)
+	if !r.skip["ServiceExport"] {
+		if err := errors.Join(r.kube.List(ctx, &ses, unsafeList), r.kube.List(ctx, &imports, unsafeList)); err != nil {
+			return reconcile.Result{}, fmt.Errorf("reading the cluster: %w", err)
+		}
+		// Routes may name the imports as backends (GEP-1748).
+		in.ServiceImports = imports.Items
+	}
 	if err := r.assignAddresses(ctx, in); err != nil {
 		return reconcile.Result{}, err
 	}
@@ -98,12 +115,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		r.log.Debug("translation problem", "problem", p.String())
 	}
 
+	exports := r.exports(in, ses.Items)
+	for _, res := range exports {
+		if res.export != nil {
+			out.Exports = append(out.Exports, *res.export)
+		}
+	}
+
 	// The model first, then status: a route reported Accepted is served.
 	rev, sent, err := r.send(ctx, out)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
 	writes, err := r.writeStatus(ctx, in, out)
+	if !r.skip["ServiceExport"] {
+		err = errors.Join(err, r.writeMCS(ctx, in, exports, imports.Items))
+	}
 	r.mu.Lock()
 	r.stats.Reconciles++
 	r.stats.Translate = took

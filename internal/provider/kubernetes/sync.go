@@ -65,10 +65,15 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 	return res.Revision, true, nil
 }
 
-// seed records what the control plane holds of this cluster's.
+// seed records what the control plane holds of this cluster's, of the
+// kinds the controller sends: a cluster's Peers are its proxies' to
+// publish and withdraw, not the controller's to delete.
 func (r *Reconciler) seed(ctx context.Context) error {
 	sent := map[string][]byte{}
 	for _, kind := range model.Kinds {
+		if kind == model.KindPeer {
+			continue
+		}
 		objs, _, err := r.cp.List(ctx, kind)
 		if err != nil {
 			return fmt.Errorf("listing %s objects in the control plane: %w", kind, err)

@@ -1,0 +1,126 @@
+package kubernetes
+
+import (
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"trellis.dev/trellis/internal/mcs"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/translate"
+)
+
+func ptrTo[T any](v T) *T { return &v }
+
+// The model export of a ServiceExport: validity from the Service, ports,
+// type and targets from the Service and its slices (a port's target port
+// by name, terminating-but-serving endpoints draining, not-ready ones left
+// out).
+func TestExports(t *testing.T) {
+	r := &Reconciler{cluster: "east"}
+	created := metav1.NewTime(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	svc := func(name string, f func(*corev1.Service)) corev1.Service {
+		s := corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name}, Spec: corev1.ServiceSpec{
+			Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, AppProtocol: ptrTo("http")}, {Name: "metrics", Port: 9090}},
+		}}
+		if f != nil {
+			f(&s)
+		}
+		return s
+	}
+	in := &translate.Input{
+		Services: []corev1.Service{
+			svc("cart", nil),
+			svc("ext", func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeExternalName }),
+			svc("db", func(s *corev1.Service) { s.Spec.ClusterIP = corev1.ClusterIPNone }),
+		},
+		EndpointSlices: []discoveryv1.EndpointSlice{{
+			ObjectMeta:  metav1.ObjectMeta{Namespace: "shop", Name: "cart-1", Labels: map[string]string{discoveryv1.LabelServiceName: "cart"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptrTo("metrics"), Port: ptrTo[int32](9100)}, {Name: ptrTo("http"), Port: ptrTo[int32](8080)}},
+			Endpoints: []discoveryv1.Endpoint{
+				{Addresses: []string{"10.0.0.2"}},
+				{Addresses: []string{"10.0.0.1"}, Conditions: discoveryv1.EndpointConditions{Ready: ptrTo(false), Serving: ptrTo(true), Terminating: ptrTo(true)}},
+				{Addresses: []string{"10.0.0.3"}, Conditions: discoveryv1.EndpointConditions{Ready: ptrTo(false)}},
+			},
+		}},
+	}
+	se := func(name string) mcsv1beta1.ServiceExport {
+		return mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, CreationTimestamp: created}}
+	}
+	res := r.exports(in, []mcsv1beta1.ServiceExport{se("cart"), se("ext"), se("db"), se("gone")})
+	if len(res) != 4 {
+		t.Fatalf("%d results", len(res))
+	}
+	for i, want := range []struct {
+		valid  bool
+		reason string
+	}{{true, "Valid"}, {false, "InvalidServiceType"}, {true, "Valid"}, {false, "NoService"}} {
+		if res[i].valid != want.valid || res[i].reason != want.reason || (res[i].export != nil) != want.valid {
+			t.Errorf("%s: valid %v %s (export %v); want %v %s", res[i].se.Name, res[i].valid, res[i].reason, res[i].export != nil, want.valid, want.reason)
+		}
+	}
+	cart := res[0].export
+	if cart.Name != "shop.cart.east" || cart.Owner != "east" || cart.Type != model.ExportClusterSetIP || !cart.ExportedAt.Equal(created.Time) {
+		t.Errorf("cart export %+v", cart)
+	}
+	wantHTTP := []model.Target{
+		{Address: "10.0.0.1", Port: 8080, Cluster: "east", State: model.TargetDraining},
+		{Address: "10.0.0.2", Port: 8080, Cluster: "east", State: model.TargetActive},
+	}
+	if p := cart.Ports[0]; p.Name != "http" || p.AppProtocol != "http" || p.Protocol != "TCP" || !slices.Equal(p.Targets, wantHTTP) {
+		t.Errorf("http port %+v", p)
+	}
+	if p := cart.Ports[1]; p.Protocol != "TCP" || len(p.Targets) != 2 || p.Targets[0].Port != 9100 {
+		t.Errorf("metrics port %+v", p)
+	}
+	if res[2].export.Type != model.ExportHeadless {
+		t.Errorf("db type %s, want Headless", res[2].export.Type)
+	}
+}
+
+// The controller manages only the labels and annotations it copied from
+// exports: a key an export drops is removed, anybody else's stays, and an
+// export cannot take over the controller's own keys.
+func TestImportSpecKeepsOtherKeys(t *testing.T) {
+	r := &Reconciler{}
+	im := &mcs.Import{Type: model.ExportClusterSetIP, Ports: []model.ExportPort{{Name: "http", Protocol: "TCP", Port: 80}},
+		Labels:      map[string]string{"tier": "gold", ManagedByLabel: "someone-else"},
+		Annotations: map[string]string{"team": "shop"},
+	}
+	si := &mcsv1beta1.ServiceImport{ObjectMeta: metav1.ObjectMeta{
+		Labels:      map[string]string{"user": "x"},
+		Annotations: map[string]string{"trellis.dev/cluster-weights": "east=90,west=10"},
+	}}
+	if !r.importSpec(si, im) {
+		t.Fatal("no change on a new import")
+	}
+	wantLabels := map[string]string{"user": "x", "tier": "gold", ManagedByLabel: ManagedByValue}
+	wantAnn := map[string]string{"trellis.dev/cluster-weights": "east=90,west=10", "team": "shop",
+		ExportedLabelsAnnotation: "tier", ExportedAnnotationsAnnotation: "team"}
+	if !maps.Equal(si.Labels, wantLabels) || !maps.Equal(si.Annotations, wantAnn) {
+		t.Errorf("labels %v, annotations %v\nwant %v, %v", si.Labels, si.Annotations, wantLabels, wantAnn)
+	}
+	if r.importSpec(si, im) {
+		t.Error("a second identical update reports a change")
+	}
+
+	im.Labels, im.Annotations = map[string]string{"zone": "b"}, nil
+	if !r.importSpec(si, im) {
+		t.Fatal("no change when the exported keys changed")
+	}
+	wantLabels = map[string]string{"user": "x", "zone": "b", ManagedByLabel: ManagedByValue}
+	wantAnn = map[string]string{"trellis.dev/cluster-weights": "east=90,west=10", ExportedLabelsAnnotation: "zone"}
+	if !maps.Equal(si.Labels, wantLabels) || !maps.Equal(si.Annotations, wantAnn) {
+		t.Errorf("labels %v, annotations %v\nwant %v, %v", si.Labels, si.Annotations, wantLabels, wantAnn)
+	}
+	if si.Spec.Type != mcsv1beta1.ClusterSetIP || len(si.Spec.IPs) != 0 || len(si.Spec.Ports) != 1 {
+		t.Errorf("spec %+v", si.Spec)
+	}
+}
