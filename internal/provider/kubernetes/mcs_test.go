@@ -416,6 +416,8 @@ func TestMCSConformance(t *testing.T) {
 		if si, err := b.serviceImport(ns, "set"); err != nil || len(si.Spec.IPs) != 0 {
 			t.Errorf("b (no ClusterSetIP configured): ips %v (%v); want none", si.Spec.IPs, err)
 		}
+		start = a.unexport(t, ns, "headless")
+		within(t, start, changeLimit, "headless unexported → no headless import in a or b", all(a.noImport(ns, "headless"), b.noImport(ns, "headless")))
 	})
 
 	// "Exporting an ExternalName service should set ServiceExport Valid
