@@ -71,27 +71,33 @@ type Request struct {
 // Client sends requests to peers. It keeps one multiplexed connection per
 // peer address and resumes TLS sessions. It is safe for concurrent use.
 type Client struct {
-	id    *pki.Identity
-	roots *x509.CertPool
-	tr    *http.Transport
+	id       *pki.Identity
+	roots    *x509.CertPool
+	tr       *http.Transport
+	sessions tls.ClientSessionCache
+	// closed ends the probes (Close).
+	closed    chan struct{}
+	closeOnce sync.Once
 
 	mu    sync.RWMutex
 	peers map[string]string // peer address → the cluster it must be
-	// down holds the peers whose last connection attempt failed, until
-	// when they are left alone (downFor after the failure).
-	down map[string]time.Time
+	// down holds the peers whose connection failed; a prober dials each
+	// until it answers, and no request is sent to it meanwhile.
+	down map[string]bool
 }
 
-// downFor is how long a peer that could not be reached is left out before
-// it is tried again. A whole cluster lost leaves the pick on its first
-// failed connection, not after health checks.
-const downFor = 2 * time.Second
+// probeEvery is how often a peer that could not be reached is dialed
+// again, in the background. A whole cluster lost leaves the pick on its
+// first failed connection, not after health checks, and no request is
+// spent finding out whether it is back.
+const probeEvery = time.Second
 
 // NewClient returns a client presenting id and trusting peers whose
 // certificates chain to roots.
 func NewClient(id *pki.Identity, roots *x509.CertPool) *Client {
-	c := &Client{id: id, roots: roots, peers: map[string]string{}, down: map[string]time.Time{}}
+	c := &Client{id: id, roots: roots, peers: map[string]string{}, down: map[string]bool{}, closed: make(chan struct{})}
 	sessions := tls.NewLRUClientSessionCache(1024)
+	c.sessions = sessions
 	c.tr = &http.Transport{
 		Protocols: new(http.Protocols),
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -109,6 +115,19 @@ func NewClient(id *pki.Identity, roots *x509.CertPool) *Client {
 const dialTimeout = 3 * time.Second
 
 func (c *Client) dial(ctx context.Context, network, addr string, sessions tls.ClientSessionCache) (net.Conn, error) {
+	conn, err := c.dialWith(ctx, network, addr, sessions)
+	if err != nil && ctx.Err() == nil {
+		c.markDown(addr)
+	}
+	return conn, err
+}
+
+// dialOnce dials addr for a probe.
+func (c *Client) dialOnce(ctx context.Context, addr string) (net.Conn, error) {
+	return c.dialWith(ctx, "tcp", addr, c.sessions)
+}
+
+func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tls.ClientSessionCache) (net.Conn, error) {
 	c.mu.RLock()
 	cluster, ok := c.peers[addr]
 	c.mu.RUnlock()
@@ -132,14 +151,8 @@ func (c *Client) dial(ctx context.Context, network, addr string, sessions tls.Cl
 	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}, Config: cfg}
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
-		if ctx.Err() == nil {
-			c.markDown(addr)
-		}
 		return nil, fmt.Errorf("peer %s of cluster %s: %w", addr, cluster, err)
 	}
-	c.mu.Lock()
-	delete(c.down, addr)
-	c.mu.Unlock()
 	if p := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != "h2" {
 		conn.Close()
 		return nil, fmt.Errorf("peer %s of cluster %s: negotiated %q, not h2", addr, cluster, p)
@@ -170,19 +183,56 @@ func verifyPeer(roots *x509.CertPool, cs tls.ConnectionState, cluster string, us
 	return nil
 }
 
+// markDown takes the peer at addr out of use and starts probing it.
 func (c *Client) markDown(addr string) {
 	c.mu.Lock()
-	c.down[addr] = time.Now().Add(downFor)
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	if c.down[addr] {
+		return
+	}
+	c.down[addr] = true
+	go c.probe(addr)
 }
 
-// Up reports whether the peer at addr may be tried: it is known, and no
-// connection to it failed in the last downFor.
+// probe dials the peer at addr every probeEvery until a connection (TLS
+// handshake included) succeeds, then puts it back in use; it gives up when
+// the peer is no longer known.
+func (c *Client) probe(addr string) {
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-time.After(probeEvery):
+		}
+		c.mu.RLock()
+		_, known := c.peers[addr]
+		c.mu.RUnlock()
+		if !known {
+			c.mu.Lock()
+			delete(c.down, addr)
+			c.mu.Unlock()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+		conn, err := c.dialOnce(ctx, addr)
+		cancel()
+		if err == nil {
+			conn.Close()
+			c.mu.Lock()
+			delete(c.down, addr)
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// Up reports whether the peer at addr may be tried: it is known and not
+// being probed after a failure.
 func (c *Client) Up(addr string) bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	_, known := c.peers[addr]
-	return known && time.Now().After(c.down[addr])
+	return known && !c.down[addr]
 }
 
 // SetPeers replaces the known peers: address → the cluster it belongs to.
@@ -243,6 +293,12 @@ func brokenConn(err error) bool {
 
 // CloseIdleConnections closes pooled connections not in use.
 func (c *Client) CloseIdleConnections() { c.tr.CloseIdleConnections() }
+
+// Close stops probing unreachable peers and closes idle connections.
+func (c *Client) Close() {
+	c.closeOnce.Do(func() { close(c.closed) })
+	c.tr.CloseIdleConnections()
+}
 
 // Delivery is one request a peer handed over, after the checks every
 // request passes.

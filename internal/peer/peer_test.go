@@ -41,6 +41,9 @@ func identity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
 // loopback by plain HTTP.
 type peerSide struct {
 	addr       string
+	srv        *http.Server
+	handler    http.Handler
+	tls        *tls.Config
 	handshakes atomic.Int32
 	mu         sync.Mutex
 	refused    []string
@@ -98,7 +101,7 @@ func startPeer(t testing.TB, ca *pki.CA, cluster string, backend *httptest.Serve
 	hs := NewHTTPServer(srv, slog.New(slog.DiscardHandler))
 	go hs.Serve(tls.NewListener(ln, cfg))
 	t.Cleanup(func() { hs.Close() })
-	ps.addr = ln.Addr().String()
+	ps.addr, ps.srv, ps.handler, ps.tls = ln.Addr().String(), hs, srv, cfg
 	return ps
 }
 
@@ -284,4 +287,52 @@ func FuzzIdentityCluster(f *testing.F) {
 			t.Fatalf("%q accepted as cluster %q", s, c)
 		}
 	})
+}
+
+// A peer whose connection fails is out of use at once, and back once a
+// background probe reaches it again: no request is spent finding out.
+func TestPeerDownAndBackByProbe(t *testing.T) {
+	ca, _ := pki.NewCA(time.Now())
+	backend := echo()
+	defer backend.Close()
+	west := startPeer(t, ca, "west", backend)
+	c := NewClient(identity(t, ca, "east"), ca.Pool())
+	defer c.Close()
+	c.SetPeers(map[string]string{west.addr: "west"})
+	to := Request{Cluster: "west", Addr: west.addr, TargetGroup: "g", Target: "t:1"}
+	send := func() error {
+		resp, err := c.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), to)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := send(); err != nil || !c.Up(west.addr) {
+		t.Fatalf("first request: %v, up %v", err, c.Up(west.addr))
+	}
+	west.srv.Close()
+	if err := send(); err == nil {
+		t.Fatal("a request to a closed peer succeeded")
+	}
+	if c.Up(west.addr) {
+		t.Fatal("a peer whose connection failed is still up")
+	}
+	// The same address answers again: the probe finds it.
+	ln, err := net.Listen("tcp", west.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewHTTPServer(west.handler, slog.New(slog.DiscardHandler))
+	go srv.Serve(tls.NewListener(ln, west.tls))
+	defer srv.Close()
+	deadline := time.Now().Add(3 * probeEvery)
+	for !c.Up(west.addr) {
+		if time.Now().After(deadline) {
+			t.Fatal("the peer is back but not in use again")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := send(); err != nil {
+		t.Errorf("request after the peer came back: %v", err)
+	}
 }

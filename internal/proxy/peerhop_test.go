@@ -57,7 +57,7 @@ func newHopWorld(t testing.TB) *hopWorld {
 	w := &hopWorld{ca: ca, eastID: clusterIdentity(t, ca, "east")}
 	newProxy := func(cluster string, id *pki.Identity) *Proxy {
 		pc := peer.NewClient(id, ca.Pool())
-		t.Cleanup(pc.CloseIdleConnections)
+		t.Cleanup(pc.Close)
 		p := New(Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)})
 		p.listen = func(b router.Bind) (net.Listener, error) {
 			return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, "127.0.0.1"), "0"))

@@ -89,7 +89,7 @@ func Run(ctx context.Context, cfg Config) error {
 	pcfg := proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen}
 	if cfg.Peer != nil {
 		pcfg.Peer = peer.NewClient(cfg.Peer.Identity, cfg.Peer.Roots)
-		defer pcfg.Peer.CloseIdleConnections()
+		defer pcfg.Peer.Close()
 	}
 	px := proxy.New(pcfg)
 	defer func() {
