@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/pki"
+	"trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/runner"
 )
@@ -78,8 +80,17 @@ TRELLIS_TOKEN variable.`,
 	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
 	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
+	registerLimits(f, &cfg.Limits)
 	f.StringVar(&peerCfg.Listen, "peer-listen", "", "serve the peer hop here (mutual TLS with the cluster's certificate): other clusters' proxies send requests for this cluster's targets to it; needs --identity-dir")
 	f.StringVar(&peerCfg.Advertise, "peer-advertise", "", "the address other clusters reach --peer-listen at, published to the control plane (default: --peer-listen)")
 	f.StringVar(&peerCfg.Name, "peer-name", "proxy", "this proxy's name among its cluster's proxies (each needs its own)")
 	return cmd
+}
+
+// registerLimits registers the proxy's request limits, shared by `trellis
+// proxy` and `trellis up`.
+func registerLimits(f *pflag.FlagSet, l *runner.Limits) {
+	f.DurationVar(&l.RequestBodyIdleTimeout, "request-body-idle-timeout", proxy.DefaultIdleTimeout, "answer 408 when a client's request body stalls this long (negative: no limit but the request's)")
+	f.DurationVar(&l.ResponseIdleTimeout, "response-idle-timeout", proxy.DefaultIdleTimeout, "cut a target's response off when it stalls this long (negative: no limit but the request's)")
+	f.Int64Var(&l.MaxRequestBodyBytes, "max-request-body-bytes", 0, "answer 413 to a request body larger than this (0: no limit)")
 }

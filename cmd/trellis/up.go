@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"trellis.dev/trellis/internal/provider/file"
+
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/up"
 )
@@ -63,6 +65,9 @@ one IP address.`,
 	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
 	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
+	registerLimits(f, &cfg.Limits)
+	f.DurationVar(&cfg.SettlePeriod, "settle-period", file.DefaultSettlePeriod, "how long a config file that became empty or lost a policy, Gateway or listener must stay so before the removal applies (a deleted file applies at once)")
+	f.Int64Var(&cfg.MaxFileSize, "max-config-file-bytes", file.DefaultMaxFileSize, "config files larger than this are reported and keep their last content")
 	cmd.MarkFlagsOneRequired("config", "kubeconfig")
 	cmd.MarkFlagsMutuallyExclusive("config", "kubeconfig")
 	return cmd

@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -75,6 +76,12 @@ type Config struct {
 	// and TCP, package nameserver), resolving to DNSAnswer: a
 	// comma-separated list of addresses, by default Bind.
 	DNSListen, DNSAnswer string
+	// Limits are the proxy's request limits (zero values: the defaults).
+	Limits runner.Limits
+	// SettlePeriod and MaxFileSize tune the file provider (see
+	// file.Provider; zero values: the defaults).
+	SettlePeriod time.Duration
+	MaxFileSize  int64
 	// Out receives progress lines meant for a person.
 	Out    io.Writer
 	Logger *slog.Logger
@@ -188,7 +195,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		err := runner.Run(ctx, runner.Config{
 			Client: cl, Cluster: cfg.Cluster, Bind: cfg.Bind, AccessLog: cfg.AccessLog,
 			AdminListen: cfg.AdminListen, DNSListen: cfg.DNSListen, DNSAnswer: cfg.DNSAnswer,
-			Applied: report.proxyUpdated, Out: cfg.Out, Logger: log,
+			Applied: report.proxyUpdated, Out: cfg.Out, Logger: log, Limits: cfg.Limits,
 		})
 		if err != nil {
 			fail(fmt.Errorf("proxy: %w", err))
@@ -220,7 +227,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 // runFileProvider applies the configuration directory until ctx ends.
 func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *slog.Logger, fail func(error)) {
-	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log}
+	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log, SettlePeriod: cfg.SettlePeriod, MaxFileSize: cfg.MaxFileSize}
 	err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
 		res, err := cl.Apply(ctx, &out.Objects)
 		if err != nil {

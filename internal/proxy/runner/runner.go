@@ -51,6 +51,8 @@ type Config struct {
 	// Applied, when set, is called after each snapshot is applied, with
 	// the addresses the proxy serves.
 	Applied func(snap *model.Snapshot, addrs map[router.Bind]string)
+	// Limits are the proxy's request limits (zero values: the defaults).
+	Limits Limits
 	// Peer, when set, serves the peer hop: other clusters' proxies hand
 	// requests for this cluster's targets to it, and this proxy hands
 	// requests for theirs to them.
@@ -58,6 +60,12 @@ type Config struct {
 	// Out receives progress lines meant for a person.
 	Out    io.Writer
 	Logger *slog.Logger
+}
+
+// Limits are the proxy's limits a command line sets (see proxy.Config).
+type Limits struct {
+	RequestBodyIdleTimeout, ResponseIdleTimeout time.Duration
+	MaxRequestBodyBytes                         int64
 }
 
 // PeerConfig configures the peer hop of a proxy.
@@ -86,7 +94,9 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
-	pcfg := proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen}
+	pcfg := proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen,
+		RequestBodyIdleTimeout: cfg.Limits.RequestBodyIdleTimeout, ResponseIdleTimeout: cfg.Limits.ResponseIdleTimeout,
+		MaxRequestBodyBytes: cfg.Limits.MaxRequestBodyBytes}
 	if cfg.Peer != nil {
 		pcfg.Peer = peer.NewClient(cfg.Peer.Identity, cfg.Peer.Roots)
 		defer pcfg.Peer.Close()
