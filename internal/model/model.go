@@ -28,10 +28,11 @@ const (
 	KindWorkloadSet    Kind = "WorkloadSet"
 	KindServiceExport  Kind = "ServiceExport"
 	KindPeer           Kind = "Peer"
+	KindCluster        Kind = "Cluster"
 )
 
 // Kinds lists every stored kind.
-var Kinds = []Kind{KindServiceNetwork, KindCertificate, KindTargetGroup, KindService, KindWorkloadSet, KindServiceExport, KindPeer}
+var Kinds = []Kind{KindServiceNetwork, KindCertificate, KindTargetGroup, KindService, KindWorkloadSet, KindServiceExport, KindPeer, KindCluster}
 
 // Meta is carried by every stored object.
 type Meta struct {

@@ -18,6 +18,7 @@ type Objects struct {
 	WorkloadSets []WorkloadSet    `json:"workloadSets,omitempty"`
 	Exports      []ServiceExport  `json:"exports,omitempty"`
 	Peers        []Peer           `json:"peers,omitempty"`
+	Clusters     []Cluster        `json:"clusters,omitempty"`
 }
 
 // Each yields every object, by kind in the order above and then in list
@@ -31,7 +32,8 @@ func (o *Objects) Each() iter.Seq2[string, Object] {
 			each(yield, "certificates", o.Certificates) &&
 			each(yield, "workloadSets", o.WorkloadSets) &&
 			each(yield, "exports", o.Exports) &&
-			each(yield, "peers", o.Peers)
+			each(yield, "peers", o.Peers) &&
+			each(yield, "clusters", o.Clusters)
 	}
 }
 
@@ -50,7 +52,7 @@ func each[T any, P interface {
 
 // Len is how many objects o holds, of every kind.
 func (o *Objects) Len() int {
-	return len(o.Networks) + len(o.Services) + len(o.TargetGroups) + len(o.Certificates) + len(o.WorkloadSets) + len(o.Exports) + len(o.Peers)
+	return len(o.Networks) + len(o.Services) + len(o.TargetGroups) + len(o.Certificates) + len(o.WorkloadSets) + len(o.Exports) + len(o.Peers) + len(o.Clusters)
 }
 
 // Add appends a copy of obj to the list of its kind.
@@ -70,6 +72,8 @@ func (o *Objects) Add(obj Object) {
 		o.Exports = append(o.Exports, *v)
 	case *Peer:
 		o.Peers = append(o.Peers, *v)
+	case *Cluster:
+		o.Clusters = append(o.Clusters, *v)
 	default:
 		panic(fmt.Sprintf("model: Objects.Add of unknown kind %T", obj))
 	}

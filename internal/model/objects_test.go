@@ -30,7 +30,7 @@ func TestObjectsHoldEveryKind(t *testing.T) {
 	if !slices.Equal(slices.Sorted(slices.Values(kinds)), slices.Sorted(slices.Values(Kinds))) {
 		t.Errorf("Each yielded kinds %v, want %v", kinds, Kinds)
 	}
-	want := []string{"networks[0]", "services[0]", "targetGroups[0]", "certificates[0]", "workloadSets[0]", "exports[0]", "peers[0]"}
+	want := []string{"networks[0]", "services[0]", "targetGroups[0]", "certificates[0]", "workloadSets[0]", "exports[0]", "peers[0]", "clusters[0]"}
 	if !slices.Equal(fields, want) {
 		t.Errorf("Each yielded fields %v, want %v", fields, want)
 	}

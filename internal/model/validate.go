@@ -81,6 +81,8 @@ func New(k Kind) (Object, error) {
 		return &ServiceExport{}, nil
 	case KindPeer:
 		return &Peer{}, nil
+	case KindCluster:
+		return &Cluster{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", k)
 }

@@ -325,12 +325,17 @@ type Server struct {
 	// Refused is told of every refused request, with the peer's cluster and
 	// why (for logs and metrics); it may be nil.
 	Refused func(peerCluster, reason string)
+	// Admitted says whether a cluster is admitted to the control plane
+	// now; a peer of a cluster that is not (removed, its certificate still
+	// valid) is refused. Nil admits every cluster the CA vouches for.
+	Admitted func(cluster string) bool
 }
 
 // Refusal reasons.
 const (
 	RefusedNoTarget        = "NoTarget"
 	RefusedForeignIdentity = "ForeignIdentity"
+	RefusedNotAdmitted     = "NotAdmitted"
 )
 
 // ServeHTTP checks a peer's request and hands it to Deliver. The TLS layer
@@ -343,6 +348,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cluster, err := pki.ClusterOf(r.TLS.PeerCertificates[0])
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	if s.Admitted != nil && !s.Admitted(cluster) {
+		s.refuse(w, cluster, RefusedNotAdmitted, http.StatusForbidden, fmt.Sprintf("cluster %q is not admitted to the control plane", cluster))
 		return
 	}
 	d := Delivery{

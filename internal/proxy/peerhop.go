@@ -26,6 +26,9 @@ type peerSet struct {
 	// deliver indexes this cluster's deliverable targets by peer group
 	// key (peerGroupKey) and address.
 	deliver map[string]map[string]deliverable
+	// admitted are the clusters admitted to the control plane: peer hops
+	// go to and come from these alone.
+	admitted map[string]bool
 }
 
 // deliverable is how to speak to a target delivered for a peer. An
@@ -52,9 +55,12 @@ func peerGroupKey(t *router.Target) string {
 }
 
 func compilePeers(snap *model.Snapshot, cluster string) *peerSet {
-	ps := &peerSet{byCluster: map[string][]string{}, deliver: map[string]map[string]deliverable{}}
+	ps := &peerSet{byCluster: map[string][]string{}, deliver: map[string]map[string]deliverable{}, admitted: map[string]bool{}}
+	for _, c := range snap.Clusters {
+		ps.admitted[c.Name] = true
+	}
 	for _, p := range snap.Peers {
-		if p.Owner != cluster {
+		if p.Owner != cluster && ps.admitted[p.Owner] {
 			ps.byCluster[p.Owner] = append(ps.byCluster[p.Owner], p.Address)
 		}
 	}
@@ -91,7 +97,8 @@ func compilePeers(snap *model.Snapshot, cluster string) *peerSet {
 	return ps
 }
 
-// peerAddrs are the addresses of cluster's proxies in sv.
+// peerAddrs are the addresses of cluster's proxies in sv, none for a
+// cluster that is not admitted.
 func (sv *served) peerAddrs(cluster string) []string {
 	if sv.peers == nil {
 		return nil
@@ -179,7 +186,10 @@ func principalOf(identity string) string {
 // PeerHandler serves requests other clusters' proxies hand over (the peer
 // listener's handler; see package peer for the checks made before).
 func (p *Proxy) PeerHandler() http.Handler {
-	return &peer.Server{Deliver: p.deliver, Refused: p.peerRefused}
+	return &peer.Server{Deliver: p.deliver, Refused: p.peerRefused, Admitted: func(cluster string) bool {
+		ps := p.served.Load().peers
+		return ps != nil && ps.admitted[cluster]
+	}}
 }
 
 func (p *Proxy) peerRefused(cluster, reason string) {

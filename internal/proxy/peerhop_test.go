@@ -87,6 +87,9 @@ func newHopWorld(t testing.TB) *hopWorld {
 func (w *hopWorld) update(t testing.TB, snap *model.Snapshot) {
 	t.Helper()
 	snap.Peers = []model.Peer{{Meta: model.Meta{Name: "proxy.west", Owner: "west"}, Address: w.westPeer}}
+	if snap.Clusters == nil {
+		snap.Clusters = admitted("east", "west")
+	}
 	update(t, w.east, snap)
 	update(t, w.west, snap)
 }
@@ -264,5 +267,59 @@ func TestImportBackendAcrossClusters(t *testing.T) {
 	update(t, w.east, snap) // no Peers
 	if got := count(10); got["?/502"]+got["/502"] != 10 {
 		t.Errorf("no west proxy: %v, want 10 × 502", got)
+	}
+}
+
+func admitted(names ...string) []model.Cluster {
+	var out []model.Cluster
+	for _, n := range names {
+		out = append(out, model.Cluster{Meta: model.Meta{Name: n, Owner: model.ControlPlaneOwner}})
+	}
+	return out
+}
+
+// A cluster removed from the control plane is cut off from the hop both
+// ways as soon as the proxies have the configuration that says so, though
+// its certificate is still valid: its proxies' requests are refused, and
+// no request is sent to them.
+func TestPeerHopOnlyBetweenAdmittedClusters(t *testing.T) {
+	w := newHopWorld(t)
+	api := identityBackend(t, "west-api")
+	tg := group("api", clusterTarget(t, api, "west"))
+	tg.Owner = "west"
+	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
+	w.update(t, snap)
+	cl := newClient(t)
+	if r := cl.get(addrOf(w.east, webPort), "shop.example", "/"); r.status != 200 {
+		t.Fatalf("both admitted: %d", r.status)
+	}
+
+	// West removed: east sends nothing to west's proxy.
+	snap = oneRoute(2, []model.TargetGroup{tg}, to("api", 1))
+	snap.Clusters = admitted("east")
+	w.update(t, snap)
+	if r := cl.get(addrOf(w.east, webPort), "shop.example", "/"); r.status != http.StatusBadGateway {
+		t.Errorf("to a removed cluster: %d, want 502", r.status)
+	}
+
+	// East removed, as west's proxy sees it: east's requests are refused.
+	snap = oneRoute(3, []model.TargetGroup{tg}, to("api", 1))
+	snap.Clusters = admitted("west")
+	update(t, w.west, snap)
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	defer pc.Close()
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	resp, err := pc.RoundTrip(httptest.NewRequest("GET", "http://shop.example/", nil), peer.Request{
+		Cluster: "west", Addr: w.westPeer, TargetGroup: "TargetGroup/api", Target: api.Listener.Addr().String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("from a removed cluster: %d, want 403", resp.StatusCode)
+	}
+	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "NotAdmitted")); n != 1 {
+		t.Errorf("west counted %v refusals of a removed cluster, want 1", n)
 	}
 }

@@ -239,7 +239,7 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer release()
-	if !model.ValidClusterName(req.Name) {
+	if !model.ValidClusterName(req.Name) || req.Name == model.ControlPlaneOwner {
 		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{
 			Message: fmt.Sprintf("%q is not a valid cluster name", req.Name),
 			Fields:  model.FieldErrors{{Field: "name", Detail: "at most 63 lower-case alphanumerics, '-' or '.', starting and ending alphanumeric"}},
@@ -266,7 +266,12 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 		return err
 	} else if !in {
 		rec, _ := json.Marshal(clusterRecord{Name: req.Name, Added: now})
-		ops = append(ops, store.Op{Type: store.OpPut, Key: clusterPrefix + req.Name, Value: rec})
+		published, err := model.Encode(&model.Cluster{Meta: model.Meta{Name: req.Name, Owner: model.ControlPlaneOwner}, Added: now.UTC()})
+		if err != nil {
+			return err
+		}
+		ops = append(ops, store.Op{Type: store.OpPut, Key: clusterPrefix + req.Name, Value: rec},
+			store.Op{Type: store.OpPut, Key: model.Key(model.KindCluster, req.Name), Value: published})
 	}
 	if _, err := s.st.Txn(r.Context(), ops...); err != nil {
 		return err
@@ -284,7 +289,7 @@ func (s *Server) removeCluster(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	name := r.PathValue("name")
-	ops := []store.Op{{Type: store.OpDelete, Key: clusterPrefix + name}}
+	ops := []store.Op{{Type: store.OpDelete, Key: clusterPrefix + name}, {Type: store.OpDelete, Key: model.Key(model.KindCluster, name)}}
 	grants, _, err := s.st.List(r.Context(), grantPrefix)
 	if err != nil {
 		return err
@@ -299,7 +304,7 @@ func (s *Server) removeCluster(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !in && len(ops) == 1 {
+	if !in && len(ops) == 2 {
 		return errorf(http.StatusNotFound, "cluster %q is not admitted", name)
 	}
 	if _, err := s.st.Txn(r.Context(), ops...); err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store"
@@ -351,4 +352,34 @@ func mustToken(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return tok.String()
+}
+
+// Admission is published as a Cluster object that only the control plane
+// writes: proxies learn from it which clusters may take peer hops.
+func TestAdmissionIsPublished(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	if _, err := p.admin.AddCluster(ctx, "west", 0); err != nil {
+		t.Fatal(err)
+	}
+	got := &model.Cluster{Meta: model.Meta{Name: "west"}}
+	if err := p.east.Get(ctx, got); err != nil || got.Owner != model.ControlPlaneOwner || got.Added.IsZero() {
+		t.Fatalf("published admission: %+v, %v", got, err)
+	}
+	if _, err := p.admin.AddCluster(ctx, model.ControlPlaneOwner, 0); apiStatus(err) != http.StatusUnprocessableEntity {
+		t.Errorf("admitting the reserved name: %v", err)
+	}
+	forged := &model.Cluster{Meta: model.Meta{Name: "north", Owner: model.ControlPlaneOwner}, Added: time.Now()}
+	if err := p.east.Put(ctx, forged); apiStatus(err) != http.StatusForbidden {
+		t.Errorf("a cluster writing an admission: %v", err)
+	}
+	if err := p.east.Delete(ctx, &model.Cluster{Meta: model.Meta{Name: "west"}}); apiStatus(err) != http.StatusForbidden {
+		t.Errorf("a cluster deleting an admission: %v", err)
+	}
+	if err := p.admin.RemoveCluster(ctx, "west"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.east.Get(ctx, &model.Cluster{Meta: model.Meta{Name: "west"}}); apiStatus(err) != http.StatusNotFound {
+		t.Errorf("admission after removal: %v", err)
+	}
 }

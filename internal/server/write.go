@@ -134,6 +134,11 @@ func (s *Server) commit(ctx context.Context, w *write, cluster string) (writeRes
 // one transaction whose preconditions are the revisions read. retry is
 // true when it failed on a precondition the server chose.
 func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res writeResult, retry bool, err error) {
+	for _, key := range slices.Concat(slices.Collect(maps.Keys(w.puts)), slices.Collect(maps.Keys(w.deletes))) {
+		if strings.HasPrefix(key, model.KindPrefix(model.KindCluster)) {
+			return res, false, errorf(http.StatusForbidden, "%s: clusters are admitted and removed by an administrator (trellis cluster add/remove), not written", key)
+		}
+	}
 	whole := w.replace || slices.ContainsFunc(slices.Collect(maps.Values(w.puts)), func(p *put) bool {
 		return p.obj.ObjectKind() == model.KindService
 	})

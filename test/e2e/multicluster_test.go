@@ -277,6 +277,17 @@ spec:
 			t.Errorf("%d requests failed 1 s or more after cluster C was lost (%s)", n, k)
 		}
 	}
+
+	// B is removed from the control plane: though its certificates are
+	// still valid, A sends it nothing more (its share now has no cluster
+	// to go to) and B's proxy cannot reach A's targets.
+	trellisOutput(t, cp, append([]string{"cluster", "remove", "b", "--token", admin}, api...)...)
+	removed := time.Now()
+	waitFor(t, 5*time.Second, "A to stop sending to B", func() bool { return count(20)["b"] == 0 })
+	t.Logf("B removed: A stopped sending to it after %v", time.Since(removed).Round(time.Millisecond))
+	if got := count(200); got["b"] != 0 || got["a-local"] < 80 {
+		t.Errorf("after B's removal: %v", got)
+	}
 }
 
 // getBody sends one GET with the given Host and returns the status and body.
