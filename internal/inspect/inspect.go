@@ -80,6 +80,8 @@ func table(w io.Writer, k model.Kind, objs []model.Object) error {
 		row("NAME", "CLUSTER", "SERVICE", "TYPE", "PORTS", "ENDPOINTS", "EXPORTED", "REVISION")
 	case model.KindPeer:
 		row("NAME", "CLUSTER", "ADDRESS", "REVISION")
+	case model.KindCluster:
+		row("NAME", "ADMITTED", "REVISION")
 	default:
 		return fmt.Errorf("kind %q has no table", k)
 	}
@@ -108,6 +110,8 @@ func table(w io.Writer, k model.Kind, objs []model.Object) error {
 				o.ExportedAt.UTC().Format(time.RFC3339), rev)
 		case *model.Peer:
 			row(m.Name, m.Owner, o.Address, rev)
+		case *model.Cluster:
+			row(m.Name, o.Added.UTC().Format(time.RFC3339), rev)
 		}
 	}
 	return tw.Flush()

@@ -62,6 +62,10 @@ func TestTables(t *testing.T) {
 			"NAME CLUSTER ADDRESS REVISION",
 			"proxy.west west 192.0.2.11:15443 2",
 		}},
+		{model.KindCluster, []model.Object{&model.Cluster{Meta: model.Meta{Name: "west", Owner: model.ControlPlaneOwner, Revision: 3}, Added: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}}, []string{
+			"NAME ADMITTED REVISION",
+			"west 2026-12-01T00:00:00Z 3",
+		}},
 		{model.KindCertificate, []model.Object{cert}, []string{
 			"NAME OWNER NAMES NOT AFTER REVISION",
 			"api east api.example.com,www.example.com " + leaf.TLS(t).Leaf.NotAfter.UTC().Format("2006-01-02T15:04:05Z") + " 3",
