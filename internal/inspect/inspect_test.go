@@ -110,3 +110,17 @@ func TestKeysRedacted(t *testing.T) {
 		t.Errorf("an unknown format: %v", err)
 	}
 }
+
+// Every kind the control plane stores has a table, so `trellis get` shows
+// a kind as soon as it is added.
+func TestEveryKindHasATable(t *testing.T) {
+	for _, k := range model.Kinds {
+		obj, err := model.New(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := Write(new(bytes.Buffer), "table", k, []model.Object{obj}); err != nil {
+			t.Errorf("%s: %v", k, err)
+		}
+	}
+}
