@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/miekg/dns"
 
@@ -146,13 +147,8 @@ func dnsLabel(s string) bool {
 // Listen serves DNS on addr over UDP and TCP and returns the UDP address it
 // listens on (addr may ask for port 0; TCP then listens on the same port).
 func (s *Server) Listen(addr string) (string, error) {
-	pc, err := net.ListenPacket("udp", addr)
+	pc, ln, err := listenBoth(addr)
 	if err != nil {
-		return "", fmt.Errorf("nameserver: %w", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
 		return "", fmt.Errorf("nameserver: %w", err)
 	}
 	udp := &dns.Server{PacketConn: pc, Handler: s}
@@ -168,6 +164,30 @@ func (s *Server) Listen(addr string) (string, error) {
 		}()
 	}
 	return pc.LocalAddr().String(), nil
+}
+
+// listenBoth listens on addr for UDP and TCP on one port. With port 0 the
+// UDP socket picks the port, which another process may hold for TCP: then
+// it tries another, a few times.
+func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if port != "0" || attempt == 9 || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, err
+		}
+	}
 }
 
 // Close stops every listener.
