@@ -29,10 +29,15 @@ import (
 // 90/10 between a local Service and a ServiceImport of "cart", which B and
 // C export; B's and C's cart backends have the same IP address, each
 // reached only through its own cluster's proxy.
-func TestServiceNetworkAcrossClusters(t *testing.T) {
+func TestServiceNetworkAcrossClusters(t *testing.T) { serviceNetworkAcrossClusters(t, false) }
+
+// The same on a highly available control plane: two servers on one etcd,
+// every component given both; the server killed mid-traffic is one of
+// them.
+func TestServiceNetworkAcrossClustersEtcd(t *testing.T) { serviceNetworkAcrossClusters(t, true) }
+
+func serviceNetworkAcrossClusters(t *testing.T, withEtcd bool) {
 	lan := netns.NewLAN(t)
-	cp := netns.New(t)
-	lan.Attach(t, cp, "192.0.2.1")
 	dir := t.TempDir()
 	const admin = "admin-token"
 	adminFile := filepath.Join(dir, "admins")
@@ -40,11 +45,34 @@ func TestServiceNetworkAcrossClusters(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := filepath.Join(dir, "data")
-	srv := start(t, cp, "server", "server", "--listen", "192.0.2.1:7070", "--data", data, "--tokens", "unused-token=unused",
-		"--admin-tokens-file", adminFile, "--tls-hosts", "192.0.2.1", "--heartbeat", "1s")
+	caFile := filepath.Join(dir, "ca.crt")
+	serverArgs := func(listen string) []string {
+		return []string{"server", "--listen", listen, "--data", data, "--tokens", "unused-token=unused", "--ca-cert-out", caFile,
+			"--admin-tokens-file", adminFile, "--tls-hosts", "192.0.2.1", "--heartbeat", "1s"}
+	}
+	var cp *netns.NS
+	serverURL := "https://192.0.2.1:7070"
+	if withEtcd {
+		e := kube.StartEtcd(t)
+		cp = e.NS
+		serverArgs = func(listen string) []string {
+			return []string{"server", "--listen", listen, "--etcd-endpoints", e.Endpoint, "--etcd-prefix", "/mc/",
+				"--tokens", "unused-token=unused", "--ca-cert-out", caFile,
+				"--admin-tokens-file", adminFile, "--tls-hosts", "192.0.2.1", "--heartbeat", "1s"}
+		}
+		serverURL += ",https://192.0.2.1:7071"
+	} else {
+		cp = netns.New(t)
+	}
+	lan.Attach(t, cp, "192.0.2.1")
+	srv := start(t, cp, "server", serverArgs("192.0.2.1:7070")...)
 	srv.waitOutput(t, 10*time.Second, "API on https://192.0.2.1:7070")
-	caFile := filepath.Join(data, "ca.crt")
-	api := []string{"--server", "https://192.0.2.1:7070", "--ca-file", caFile}
+	if withEtcd {
+		// The second server shares the first's store, and so its CA.
+		other := start(t, cp, "server-2", serverArgs("192.0.2.1:7071")...)
+		other.waitOutput(t, 10*time.Second, "API on https://192.0.2.1:7071")
+	}
+	api := []string{"--server", serverURL, "--ca-file", caFile}
 
 	type cluster struct {
 		name string
@@ -61,6 +89,9 @@ func TestServiceNetworkAcrossClusters(t *testing.T) {
 	}
 	joinToken := func(c *cluster, component string) string {
 		tok := strings.TrimSpace(trellisOutput(t, cp, append([]string{"cluster", "add", c.name, "--token", admin}, api...)...))
+		if tok == "" {
+			t.Fatal("cluster add printed no token")
+		}
 		f := filepath.Join(dir, c.name+"-"+component+".token")
 		if err := os.WriteFile(f, []byte(tok), 0o600); err != nil {
 			t.Fatal(err)
@@ -248,8 +279,7 @@ spec:
 	time.Sleep(500 * time.Millisecond)
 	srv.kill()
 	time.Sleep(2 * time.Second)
-	srv = start(t, cp, "server-again", "server", "--listen", "192.0.2.1:7070", "--data", data, "--tokens", "unused-token=unused",
-		"--admin-tokens-file", adminFile, "--tls-hosts", "192.0.2.1", "--heartbeat", "1s")
+	srv = start(t, cp, "server-again", serverArgs("192.0.2.1:7070")...)
 	srv.waitOutput(t, 10*time.Second, "API on https://192.0.2.1:7070")
 	time.Sleep(2 * time.Second)
 	close(stop)
