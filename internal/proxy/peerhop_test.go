@@ -9,11 +9,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
@@ -321,5 +326,58 @@ func TestPeerHopOnlyBetweenAdmittedClusters(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "NotAdmitted")); n != 1 {
 		t.Errorf("west counted %v refusals of a removed cluster, want 1", n)
+	}
+}
+
+// gRPC crosses the hop: unary calls, an error status in the trailers, and
+// a server stream whose messages arrive as the target sends them.
+func TestGRPCAcrossThePeerHop(t *testing.T) {
+	w := newHopWorld(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	hs := grpchealth.NewServer()
+	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	n, _ := strconv.Atoi(port)
+	tg := versioned(group("grpc", model.Target{Address: host, Port: int32(n), Cluster: "west", State: model.TargetActive}), model.ProtocolHTTP, model.GRPC)
+	tg.Owner = "west"
+	w.update(t, &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
+		Services: []model.Service{edgeService("grpc", []string{"grpc.example.com"}, model.Rule{Action: forward(to("grpc", 1))})},
+	}, Revision: 1})
+
+	conn, err := grpc.NewClient(addrOf(w.east, webPort), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hc := healthpb.NewHealthClient(conn)
+	if resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "inventory"}); err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("unary Check across the hop = %v, %v", resp, err)
+	}
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"}); err == nil || !strings.Contains(err.Error(), "NotFound") {
+		t.Errorf("an error status across the hop: %v, want NotFound", err)
+	}
+	stream, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "inventory"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("first streamed status = %v, %v", m, err)
+	}
+	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_NOT_SERVING)
+	if m, err := stream.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("second streamed status = %v, %v", m, err)
+	}
+	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "Delivered")); n < 3 {
+		t.Errorf("west delivered %v requests from east, want the 3 calls", n)
 	}
 }
