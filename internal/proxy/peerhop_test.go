@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,13 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/pki"
-	"trellis.dev/trellis/internal/proxy/router"
 )
 
 // hopWorld is two clusters' proxies on loopback joined by the peer hop:
@@ -63,16 +59,7 @@ func newHopWorld(t testing.TB) *hopWorld {
 	newProxy := func(cluster string, id *pki.Identity) *Proxy {
 		pc := peer.NewClient(id, ca.Pool())
 		t.Cleanup(pc.Close)
-		p := New(Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)})
-		p.listen = func(b router.Bind) (net.Listener, error) {
-			return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, "127.0.0.1"), "0"))
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			p.Shutdown(ctx)
-		})
-		return p
+		return newTestProxyWith(t, Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)})
 	}
 	w.east = newProxy("east", w.eastID)
 	westID := clusterIdentity(t, ca, "west")
@@ -333,20 +320,7 @@ func TestPeerHopOnlyBetweenAdmittedClusters(t *testing.T) {
 // a server stream whose messages arrive as the target sends them.
 func TestGRPCAcrossThePeerHop(t *testing.T) {
 	w := newHopWorld(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	hs := grpchealth.NewServer()
-	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	n, _ := strconv.Atoi(port)
-	tg := versioned(group("grpc", model.Target{Address: host, Port: int32(n), Cluster: "west", State: model.TargetActive}), model.ProtocolHTTP, model.GRPC)
-	tg.Owner = "west"
+	tg, hs := grpcHealthTarget(t, "west")
 	w.update(t, &model.Snapshot{Objects: model.Objects{
 		Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
 		Services: []model.Service{edgeService("grpc", []string{"grpc.example.com"}, model.Rule{Action: forward(to("grpc", 1))})},

@@ -194,19 +194,7 @@ func TestHTTPSListenerTerminatesBySNI(t *testing.T) {
 // clear with prior knowledge: unary calls and server streams, with the
 // status carried in trailers.
 func TestGRPCThroughProxy(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	n, _ := strconv.Atoi(port)
-	tg := versioned(group("grpc", model.Target{Address: host, Port: int32(n), Cluster: cluster, State: model.TargetActive}), model.ProtocolHTTP, model.GRPC)
+	tg, hs := grpcHealthTarget(t, cluster)
 
 	p := newTestProxy(t, nil)
 	update(t, p, &model.Snapshot{Objects: model.Objects{
@@ -245,6 +233,28 @@ func TestGRPCThroughProxy(t *testing.T) {
 	if m, err := stream.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("second streamed status = %v, %v", m, err)
 	}
+}
+
+// grpcHealthTarget serves gRPC's health service on loopback ("inventory"
+// SERVING) and returns a GRPC target group of it in cluster, and the
+// health server, to change the status it streams.
+func grpcHealthTarget(t testing.TB, cluster string) (model.TargetGroup, *health.Server) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	n, _ := strconv.Atoi(port)
+	tg := versioned(group("grpc", model.Target{Address: host, Port: int32(n), Cluster: cluster, State: model.TargetActive}), model.ProtocolHTTP, model.GRPC)
+	tg.Owner = cluster
+	return tg, hs
 }
 
 // A TLS passthrough listener routes by SNI to a TCP target group without

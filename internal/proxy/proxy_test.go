@@ -37,7 +37,13 @@ const cluster = "local"
 // their bind's address (127.0.0.1 by default), shut down when the test ends.
 func newTestProxy(t *testing.T, log *slog.Logger) *Proxy {
 	t.Helper()
-	p := New(Config{Cluster: cluster, BindAddress: "127.0.0.1", Logger: log})
+	return newTestProxyWith(t, Config{Cluster: cluster, BindAddress: "127.0.0.1", Logger: log})
+}
+
+// newTestProxyWith is newTestProxy with a configuration of the test's.
+func newTestProxyWith(t testing.TB, cfg Config) *Proxy {
+	t.Helper()
+	p := New(cfg)
 	p.listen = func(b router.Bind) (net.Listener, error) {
 		return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, "127.0.0.1"), "0"))
 	}
