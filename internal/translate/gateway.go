@@ -139,10 +139,11 @@ func (t *translator) translateGateways() {
 			continue
 		}
 		n := model.ServiceNetwork{
-			Meta:         model.Meta{Name: gw.Name, Owner: t.in.Cluster},
-			Mode:         class.mode,
-			ForwardedFor: xff,
-			Source:       &src,
+			Meta:            model.Meta{Name: gw.Name, Owner: t.in.Cluster},
+			Mode:            class.mode,
+			ForwardedFor:    xff,
+			AllowedClusters: allowedClusters(gw),
+			Source:          &src,
 		}
 		if class.mode == model.ModeServiceNetwork {
 			n.Domain = gw.Name + "." + DomainSuffix
@@ -163,6 +164,9 @@ func (t *translator) translateGateways() {
 			t.invalid(src, err, func(f string) string {
 				if strings.HasPrefix(f, "addresses") {
 					return "spec.addresses"
+				}
+				if strings.HasPrefix(f, "allowedClusters") {
+					return "metadata.annotations[" + AllowedClustersAnnotation + "]"
 				}
 				return "metadata.name"
 			})
@@ -208,6 +212,26 @@ func forwardedFor(gw *gatewayv1.Gateway) (mode model.ForwardedForMode, ok bool) 
 		return m, true
 	}
 	return "", false
+}
+
+// AllowedClustersAnnotation on a Gateway of class trellis names the other
+// clusters that may associate with its service network (a Gateway of the
+// same name in their cluster) and add services to it: a comma-separated
+// list of cluster names, or "*" for every cluster. Without it only the
+// Gateway's own cluster may.
+const AllowedClustersAnnotation = "trellis.dev/allowed-clusters"
+
+// allowedClusters is the list gw's annotation gives, nil without one.
+func allowedClusters(gw *gatewayv1.Gateway) []string {
+	v, ok := gw.Annotations[AllowedClustersAnnotation]
+	if !ok {
+		return nil
+	}
+	var out []string
+	for c := range strings.SplitSeq(v, ",") {
+		out = append(out, strings.TrimSpace(c))
+	}
+	return out
 }
 
 func (t *translator) classExists(name string) bool {

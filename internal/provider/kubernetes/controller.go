@@ -297,18 +297,19 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 		Watches(&corev1.Namespace{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&v1alpha1.AuthPolicy{}, all, specChanged).
 		Watches(&corev1.Pod{}, all, builder.WithPredicates(identityChanged{}))
+	// Every cluster's exports, and which cluster owns each service
+	// network, come from the control plane: a change there is an event
+	// like a change in the cluster.
+	events := make(chan event.GenericEvent, 1)
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return r.follow(ctx, cfg.ControlPlane, events)
+	})); err != nil {
+		return nil, nil, fmt.Errorf("controller: %w", err)
+	}
+	b = b.WatchesRawSource(source.Channel(events, all))
 	if !unserved["ServiceExport"] {
-		// Every cluster's exports come from the control plane: a change
-		// there is an event like a change in the cluster.
-		events := make(chan event.GenericEvent, 1)
-		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-			return r.follow(ctx, cfg.ControlPlane, events)
-		})); err != nil {
-			return nil, nil, fmt.Errorf("controller: %w", err)
-		}
 		b = b.Watches(&mcsv1beta1.ServiceExport{}, all, specChanged).
-			Watches(&mcsv1beta1.ServiceImport{}, all, specChanged).
-			WatchesRawSource(source.Channel(events, all))
+			Watches(&mcsv1beta1.ServiceImport{}, all, specChanged)
 	}
 	err = b.Complete(r)
 	if err != nil {

@@ -61,6 +61,24 @@ type exportView struct {
 	// versions is each export's name and revision, to tell a snapshot that
 	// changed exports from one that changed other objects.
 	versions map[string]int64
+	// networks are the service networks by name: who owns each and which
+	// clusters it allows (see associate).
+	networks map[string]networkOwner
+}
+
+// networkOwner is what association needs of a network.
+type networkOwner struct {
+	owner   string
+	allowed string // AllowedClusters, joined
+	network *model.ServiceNetwork
+}
+
+// network returns the control plane's network name, if it has one.
+func (v *exportView) network(name string) (*model.ServiceNetwork, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n, ok := v.networks[name]
+	return n.network, ok
 }
 
 func (v *exportView) get() (exports []*model.ServiceExport, synced bool) {
@@ -69,7 +87,8 @@ func (v *exportView) get() (exports []*model.ServiceExport, synced bool) {
 	return v.exports, v.synced
 }
 
-// set records the exports of s and reports whether they changed.
+// set records the exports and networks of s and reports whether they
+// changed.
 func (v *exportView) set(s *model.Snapshot) bool {
 	versions := make(map[string]int64, len(s.Exports))
 	exports := make([]*model.ServiceExport, len(s.Exports))
@@ -77,12 +96,18 @@ func (v *exportView) set(s *model.Snapshot) bool {
 		exports[i] = &s.Exports[i]
 		versions[s.Exports[i].Name] = s.Exports[i].Revision
 	}
+	networks := make(map[string]networkOwner, len(s.Networks))
+	for i := range s.Networks {
+		n := &s.Networks[i]
+		networks[n.Name] = networkOwner{owner: n.Owner, allowed: strings.Join(n.AllowedClusters, ","), network: n}
+	}
+	sameNetworks := func(a, b networkOwner) bool { return a.owner == b.owner && a.allowed == b.allowed }
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.synced && maps.Equal(v.versions, versions) {
+	if v.synced && maps.Equal(v.versions, versions) && maps.EqualFunc(v.networks, networks, sameNetworks) {
 		return false
 	}
-	v.synced, v.exports, v.versions = true, exports, versions
+	v.synced, v.exports, v.versions, v.networks = true, exports, versions, networks
 	return true
 }
 

@@ -111,6 +111,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	out := translate.Translate(in)
 	took := time.Since(start)
 	r.publishProxyAddress(in, out)
+	r.associate(out)
 	for _, p := range out.Problems {
 		r.log.Debug("translation problem", "problem", p.String())
 	}
