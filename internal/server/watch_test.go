@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // firstMessage opens a raw watch from rev and returns its first non-heartbeat message.
@@ -103,7 +103,7 @@ func TestFollowResumesAfterBrokenStream(t *testing.T) {
 	defer st.Close()
 	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{tokenA: "east"}, Heartbeat: 50 * time.Millisecond}))
 	defer srv.Close()
-	var logs syncBuffer
+	var logs testsync.Buffer
 	cl, _ := client.New(srv.URL, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	// Writes use connections of their own, so cutting connections cuts
 	// only the watch.
@@ -214,24 +214,6 @@ func TestFollowSeesAReplacedStore(t *testing.T) {
 	}
 }
 
-// syncBuffer collects log output written from the follower's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A client given two servers of one store moves to the second when the
 // first goes away: its calls go through, and its watch resumes there
 // without a snapshot, missing nothing.
@@ -256,7 +238,7 @@ func TestClientFailsOverBetweenServers(t *testing.T) {
 		hb.ServeHTTP(w, r)
 	}))
 	defer b.Close()
-	var logs syncBuffer
+	var logs testsync.Buffer
 	cl, err := client.New(a.URL+","+b.URL, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 // TestCluster starts a cluster with the controller manager and checks
@@ -68,7 +70,7 @@ func TestCluster(t *testing.T) {
 		if svc.Spec.ClusterIP != KubernetesServiceIP {
 			t.Errorf("kubernetes Service cluster IP %s, want %s", svc.Spec.ClusterIP, KubernetesServiceIP)
 		}
-		eventually(t, 30*time.Second, func() error {
+		testsync.Eventually(t, 30*time.Second, "", func() error {
 			return sliceHas(ctx, cl, metav1.NamespaceDefault, "kubernetes", NodeIP, 6443)
 		})
 	})
@@ -233,7 +235,7 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("writing Pod status: %v", err)
 		}
 		start := time.Now()
-		eventually(t, time.Minute, func() error { return sliceHas(ctx, cl, ns, "web", "198.18.5.6", 8080) })
+		testsync.Eventually(t, time.Minute, "", func() error { return sliceHas(ctx, cl, ns, "web", "198.18.5.6", 8080) })
 		t.Logf("the endpointslice controller published the Pod's address %.1f s after its status was written", time.Since(start).Seconds())
 	})
 }
@@ -368,20 +370,5 @@ func get(ctx context.Context, t *testing.T, cl client.Client, ns, name string, o
 	t.Helper()
 	if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj); err != nil {
 		t.Fatalf("getting %T %s/%s: %v", obj, ns, name, err)
-	}
-}
-
-func eventually(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -1,18 +1,17 @@
 package file
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/translate"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // authPolicy allows the inventory route to two teams, one statement each.
@@ -48,26 +47,8 @@ const secondStatement = `      - Effect: Allow
         Condition: {StringEquals: {"trellis:RequestHeader/x-team": parking}}
 `
 
-// logBuffer collects a provider's log, safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // logTo makes a provider log as text into b.
-func logTo(b *logBuffer) func(p *Provider) {
+func logTo(b *testsync.Buffer) func(p *Provider) {
 	return func(p *Provider) { p.Logger = slog.New(slog.NewTextHandler(b, nil)) }
 }
 
@@ -129,7 +110,7 @@ func (h *harness) step(check func(out *translate.Output)) {
 }
 
 // waitLog waits until one line of the log holds every one of want.
-func waitLog(t *testing.T, logs *logBuffer, want ...string) {
+func waitLog(t *testing.T, logs *testsync.Buffer, want ...string) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
@@ -148,7 +129,7 @@ func waitLog(t *testing.T, logs *logBuffer, want ...string) {
 // A shell's "cat auth.bak > auth.yaml" empties the file and then writes it
 // a piece at a time: no moment of that may be applied without the policy.
 func TestProviderRewriteInPlaceKeepsAuthPolicy(t *testing.T) {
-	var logs logBuffer
+	var logs testsync.Buffer
 	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
 		logTo(&logs)(p)
 		p.SettlePeriod = time.Minute
@@ -199,7 +180,7 @@ func TestProviderRewriteInPlaceKeepsAuthPolicy(t *testing.T) {
 // the log names what went away.
 func TestProviderSettledRemovalApplies(t *testing.T) {
 	const settle = 300 * time.Millisecond
-	var logs logBuffer
+	var logs testsync.Buffer
 	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
 		logTo(&logs)(p)
 		p.SettlePeriod = settle
@@ -225,7 +206,7 @@ func TestProviderSettledRemovalApplies(t *testing.T) {
 
 // Deleting a file is not a partial write: it applies at once.
 func TestProviderDeleteAppliesAtOnce(t *testing.T) {
-	var logs logBuffer
+	var logs testsync.Buffer
 	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
 		logTo(&logs)(p)
 		p.SettlePeriod = time.Hour
@@ -266,7 +247,7 @@ func TestProviderEmptiedRouteFileKeepsRoute(t *testing.T) {
 // A change that takes a statement from a policy waits for the settle
 // period even when it is no prefix of what was there.
 func TestProviderFewerStatementsSettle(t *testing.T) {
-	var logs logBuffer
+	var logs testsync.Buffer
 	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
 		logTo(&logs)(p)
 		p.SettlePeriod = time.Minute
@@ -292,7 +273,7 @@ func TestProviderFewerStatementsSettle(t *testing.T) {
 // A policy moved to another file is not a removal, and the old file's held
 // content does not make it a duplicate.
 func TestProviderPolicyMovesBetweenFiles(t *testing.T) {
-	var logs logBuffer
+	var logs testsync.Buffer
 	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
 		logTo(&logs)(p)
 		p.SettlePeriod = time.Hour

@@ -28,6 +28,7 @@ import (
 
 	"trellis.dev/trellis/test/conformance/nodeagent"
 	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // podCIDR is where the test's Pods get addresses; kube.NodeIP is inside it
@@ -97,7 +98,7 @@ func TestAgentInCluster(t *testing.T) {
 	})
 
 	t.Run("endpointslices", func(t *testing.T) {
-		eventually(t, 30*time.Second, func() error {
+		testsync.Eventually(t, 30*time.Second, "", func() error {
 			var list discoveryv1.EndpointSliceList
 			if err := cl.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: "echo"}); err != nil {
 				return err
@@ -155,7 +156,7 @@ func TestAgentInCluster(t *testing.T) {
 				corev1.EnvVar{Name: "TLS_SERVER_CERT", Value: "/etc/secret-volume/crt"},
 				corev1.EnvVar{Name: "TLS_SERVER_PRIVKEY", Value: "/etc/secret-volume/key"})
 		}))
-		eventually(t, 30*time.Second, func() error {
+		testsync.Eventually(t, 30*time.Second, "", func() error {
 			var list corev1.PodList
 			if err := cl.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{"app": "tls"}); err != nil {
 				return err
@@ -182,7 +183,7 @@ func TestAgentInCluster(t *testing.T) {
 		if err := cl.Delete(ctx, &pods[0]); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, func() error {
+		testsync.Eventually(t, 30*time.Second, "", func() error {
 			var p corev1.Pod
 			err := cl.Get(ctx, client.ObjectKeyFromObject(&pods[0]), &p)
 			if apierrors.IsNotFound(err) {
@@ -196,7 +197,7 @@ func TestAgentInCluster(t *testing.T) {
 		if err := cl.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, time.Minute, func() error {
+		testsync.Eventually(t, time.Minute, "", func() error {
 			var n corev1.Namespace
 			if err := cl.Get(ctx, client.ObjectKey{Name: ns}, &n); apierrors.IsNotFound(err) {
 				return nil
@@ -236,7 +237,7 @@ func echoDeployment(ns, name string, replicas int32, mutate func(*corev1.PodSpec
 func waitAvailable(ctx context.Context, t *testing.T, cl client.Client, ns, name string, replicas int32) []corev1.Pod {
 	t.Helper()
 	var pods []corev1.Pod
-	eventually(t, time.Minute, func() error {
+	testsync.Eventually(t, time.Minute, "", func() error {
 		var d appsv1.Deployment
 		if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &d); err != nil {
 			return err
@@ -273,20 +274,5 @@ func get(ctx context.Context, t *testing.T, cl client.Client, ns, name string, o
 	t.Helper()
 	if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj); err != nil {
 		t.Fatalf("getting %T %s: %v", obj, name, err)
-	}
-}
-
-func eventually(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
