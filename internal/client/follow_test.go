@@ -40,10 +40,6 @@ func serve(st *bolt.Store) http.Handler {
 	return server.New(st, server.Config{Tokens: map[string]string{tokenA: "east"}, Heartbeat: 50 * time.Millisecond})
 }
 
-func network(name string) *model.ServiceNetwork {
-	return &model.ServiceNetwork{Meta: model.Meta{Name: name}, Mode: model.ModeServiceNetwork, Domain: name + ".trellis.internal"}
-}
-
 func targetGroup(name string, port int32) *model.TargetGroup {
 	return &model.TargetGroup{
 		Meta: model.Meta{Name: name}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
@@ -62,7 +58,7 @@ func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := east.Put(ctx, network("hotel")); err != nil {
+	if err := east.Put(ctx, &model.ServiceNetwork{Meta: model.Meta{Name: "hotel"}, Mode: model.ModeServiceNetwork, Domain: "hotel.trellis.internal"}); err != nil {
 		t.Fatal(err)
 	}
 	snaps := make(chan *model.Snapshot, 100)
