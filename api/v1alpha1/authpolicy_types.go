@@ -11,8 +11,7 @@ import (
 // (every route on it), or an HTTPRoute, GRPCRoute or TLSRoute (that
 // service). A request must be explicitly allowed at every level that has a
 // policy, and an explicit Deny at any level refuses it: Lattice's AWS_IAM
-// auth type, with the policy language of IAM (docs/architecture.md, "Auth
-// policies").
+// auth type, with the policy language of IAM (docs/reference/auth.md).
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status

@@ -11,10 +11,11 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/accesslog"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // logLines parses the JSON lines written so far.
-func logLines(t *testing.T, b *lockedBuffer) []map[string]any {
+func logLines(t *testing.T, b *testsync.Buffer) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for line := range strings.Lines(b.String()) {
@@ -29,7 +30,7 @@ func logLines(t *testing.T, b *lockedBuffer) []map[string]any {
 
 func TestAccessLog(t *testing.T) {
 	echo := headerEcho(t)
-	var out lockedBuffer
+	var out testsync.Buffer
 	p := newProxyWith(t, Config{AccessLog: &out, test: testKnobs{accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
 	echoTarget := target(t, echo, model.TargetActive)
 	down := refusingTarget(t)
@@ -66,7 +67,7 @@ func TestAccessLog(t *testing.T) {
 	c.get(addr, "unknown.example.com", "/nowhere")
 
 	var lines []map[string]any
-	eventually(t, "6 access log lines", func() bool { lines = logLines(t, &out); return len(lines) == 6 })
+	testsync.WaitFor(t, 5*time.Second, "6 access log lines", func() bool { lines = logLines(t, &out); return len(lines) == 6 })
 	byPath := map[string]map[string]any{}
 	for _, l := range lines {
 		byPath[l["requestPath"].(string)] = l
@@ -147,7 +148,7 @@ func TestAccessLogNeverBlocksTraffic(t *testing.T) {
 	c := newClient(t)
 	addr := addrOf(p, webPort)
 	c.get(addr, "x", "/")
-	eventually(t, "the log writer to block", func() bool { return w.writes.Load() > 0 })
+	testsync.WaitFor(t, 5*time.Second, "the log writer to block", func() bool { return w.writes.Load() > 0 })
 
 	const n = 200
 	start := time.Now()

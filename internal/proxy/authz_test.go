@@ -11,6 +11,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/accesslog"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // Auth policies at both levels, enforced on a real listener with a real
@@ -28,7 +29,7 @@ func TestAuthPolicies(t *testing.T) {
 
 func testAuthPolicies(t *testing.T, disableFastPath bool) {
 	echo := headerEcho(t)
-	var out lockedBuffer
+	var out testsync.Buffer
 	p := newProxyWith(t, Config{AccessLog: &out, DisableFastPath: disableFastPath,
 		test: testKnobs{accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
 	networks := []model.ServiceNetwork{
@@ -92,7 +93,7 @@ func testAuthPolicies(t *testing.T, disableFastPath bool) {
 		t.Errorf("%v connections were handed to net/http; the fast path should have served every request", n)
 	}
 	var lines []map[string]any
-	eventually(t, "an access log line per request", func() bool { lines = logLines(t, &out); return len(lines) == len(tests) })
+	testsync.WaitFor(t, 5*time.Second, "an access log line per request", func() bool { lines = logLines(t, &out); return len(lines) == len(tests) })
 	for i, tc := range tests {
 		l := lines[i]
 		wantLevel, wantFailure := "-", "-"

@@ -12,6 +12,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/health"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // A client's faults are never held against a target: a malformed chunked
@@ -50,7 +51,7 @@ func TestClientFaultsDoNotEjectTargets(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(fmt.Sprintf("%s/netHTTPOnly=%v", tc.name, disable), func(t *testing.T) {
 				echo1, echo2 := bodyEcho(t), bodyEcho(t)
-				var logs lockedBuffer
+				var logs testsync.Buffer
 				p := newProxyWith(t, Config{
 					DisableFastPath: disable,
 					AccessLog:       &logs,
@@ -69,7 +70,7 @@ func TestClientFaultsDoNotEjectTargets(t *testing.T) {
 					}
 				}
 				var lines []map[string]any
-				eventually(t, fmt.Sprintf("%d access log lines", rounds), func() bool { lines = logLines(t, &logs); return len(lines) >= rounds })
+				testsync.WaitFor(t, 5*time.Second, fmt.Sprintf("%d access log lines", rounds), func() bool { lines = logLines(t, &logs); return len(lines) >= rounds })
 				for _, l := range lines {
 					if l["responseCode"] != float64(tc.status) || l["failureReason"] != string(tc.reason) {
 						t.Errorf("access log: %v %v, want %d %s", l["responseCode"], l["failureReason"], tc.status, tc.reason)

@@ -26,6 +26,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // scriptedTarget is a target that speaks raw bytes: serve runs on each
@@ -647,7 +648,7 @@ func TestFastPathClientGone(t *testing.T) {
 		}
 	}))
 	t.Cleanup(be.Close)
-	logs := &lockedBuffer{}
+	logs := &testsync.Buffer{}
 	p := newProxyWith(t, Config{AccessLog: logs, test: testKnobs{clientCheck: 50 * time.Millisecond, accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
 	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, be, model.TargetActive))}, to("a", 1)))
 	conn := dialWeb(t, p)

@@ -19,6 +19,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/accesslog"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // h2Field is one header field of a raw HTTP/2 request, pseudo-header
@@ -224,7 +225,7 @@ func TestHTTP2RapidResetCut(t *testing.T) {
 		}
 	}))
 	t.Cleanup(slow.Close)
-	var logs lockedBuffer
+	var logs testsync.Buffer
 	p := newProxyWith(t, Config{AccessLog: &logs, test: testKnobs{accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
 	update(t, p, oneRoute(1, []model.TargetGroup{group("a", target(t, slow, model.TargetActive))}, to("a", 1)))
 	const max = 5000

@@ -14,6 +14,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // bodyReader is a scripted target's serve that reads each request and its
@@ -109,7 +110,7 @@ func TestRequestBodyIdleTimeout(t *testing.T) {
 					if took > 2*time.Second {
 						t.Errorf("answered after %v", took)
 					}
-					eventually(t, "the target connection to be released", func() bool { return released.Load() == 1 })
+					testsync.WaitFor(t, 5*time.Second, "the target connection to be released", func() bool { return released.Load() == 1 })
 
 					resp, got, _ := slowBody(t, dial(), b.head, b.body, idle/5)
 					if resp.StatusCode != http.StatusOK || !strings.HasPrefix(got, "got ") {
@@ -156,7 +157,7 @@ func TestResponseIdleTimeout(t *testing.T) {
 			if d := time.Since(start); d < idle || d > 3*time.Second {
 				t.Errorf("cut off after %v, want about %v", d, idle)
 			}
-			eventually(t, "the target connection to be closed", func() bool { return closed.Load() == 1 })
+			testsync.WaitFor(t, 5*time.Second, "the target connection to be closed", func() bool { return closed.Load() == 1 })
 		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/health"
 	"trellis.dev/trellis/internal/proxy/router"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // healthSecond is the health checker's second in these tests: a model
@@ -106,21 +107,10 @@ func targetStatus(p *Proxy, g, addr string) (health.Status, bool) {
 
 func waitStatus(t *testing.T, p *Proxy, g, addr string, want health.Status) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("target %s to be %s", addr, want), func() bool {
+	testsync.WaitFor(t, 5*time.Second, fmt.Sprintf("target %s to be %s", addr, want), func() bool {
 		s, _ := targetStatus(p, g, addr)
 		return s == want
 	})
-}
-
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // tally sends n requests and counts the answers by body, or by status for
@@ -224,7 +214,7 @@ func TestOutlierEjection(t *testing.T) {
 			}
 
 			// After the base ejection time it takes requests again.
-			eventually(t, "readmission", func() bool { _, ej := targetStatus(p, "g", failingAddr); return !ej })
+			testsync.WaitFor(t, 5*time.Second, "readmission", func() bool { _, ej := targetStatus(p, "g", failingAddr); return !ej })
 			if got := tally(cl, addr, 4); got[fmt.Sprint(tt.status)] == 0 {
 				t.Errorf("after readmission: %v, want the failing target tried again", got)
 			}

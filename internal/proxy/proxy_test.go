@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -20,6 +19,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/router"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // Model ports used by the tests. The proxies under test never bind them:
@@ -201,24 +201,6 @@ func (c *client) get(addr, host, target string) reply {
 		c.t.Fatalf("GET %s%s: %v", host, target, err)
 	}
 	return r
-}
-
-// lockedBuffer collects log output written from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestRouting(t *testing.T) {
@@ -418,7 +400,7 @@ func TestForwarding(t *testing.T) {
 	up := backend(t, "up")
 	down := backend(t, "down")
 	down.Close() // its address now refuses connections
-	var logs lockedBuffer
+	var logs testsync.Buffer
 	p := newTestProxy(t, slog.New(slog.NewTextHandler(&logs, nil)))
 	remote := target(t, up, model.TargetActive)
 	remote.Cluster = "cluster-b"

@@ -222,43 +222,6 @@ func TestApplyReplacesOnlyWhatTheCallerOwns(t *testing.T) {
 	}
 }
 
-// Follow delivers a snapshot, then every change, and after the stream breaks
-// it resumes from its revision without losing one.
-func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
-	_, east, _ := newServer(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := east.Put(ctx, network("hotel")); err != nil {
-		t.Fatal(err)
-	}
-	snaps := make(chan *model.Snapshot, 100)
-	go east.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second}, func(s *model.Snapshot) { snaps <- s })
-
-	next := func() *model.Snapshot {
-		select {
-		case s := <-snaps:
-			return s
-		case <-time.After(5 * time.Second):
-			t.Fatal("no snapshot within 5 s")
-			return nil
-		}
-	}
-	first := next()
-	if len(first.Networks) != 1 || first.Networks[0].Name != "hotel" || first.Networks[0].Revision == 0 {
-		t.Fatalf("first snapshot: %+v", first)
-	}
-	res, err := east.Apply(ctx, &model.Objects{TargetGroups: []model.TargetGroup{*targetGroup("a", 1), *targetGroup("b", 2)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// One transaction is one snapshot holding both target groups (and the
-	// network is gone: apply replaced everything east owns).
-	s := next()
-	if s.Revision != res.Revision || len(s.TargetGroups) != 2 || len(s.Networks) != 0 {
-		t.Fatalf("after apply: revision %d (want %d), %d target groups, %d networks", s.Revision, res.Revision, len(s.TargetGroups), len(s.Networks))
-	}
-}
-
 // /readyz follows the store: ready while it answers, 503 with the reason
 // once it does not; /healthz stays ok (the process is alive).
 func TestReadyzFollowsTheStore(t *testing.T) {

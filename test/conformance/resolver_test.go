@@ -21,8 +21,8 @@ var serviceNetworkAddress = netip.MustParseAddr("198.18.254.1")
 const serviceNetworkZone = "trellis.internal."
 
 // resolveServiceNetworks makes every name in serviceNetworkZone resolve to
-// serviceNetworkAddress in this process, as Trellis's DNS server will (it
-// is not built yet; docs/architecture.md). The suite dials a Gateway at its
+// serviceNetworkAddress in this process, as Trellis's DNS server does for
+// clients pointed at it (docs/reference/dns.md). The suite dials a Gateway at its
 // status address, which for a service network is a host name. Every lookup
 // of the process goes through net.DefaultResolver (the suite's HTTP, TLS,
 // gRPC and WebSocket clients alike), so that resolver is pointed at a DNS

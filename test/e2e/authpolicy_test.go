@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 // An AuthPolicy dropped into the quick start's directory turns auth on for
@@ -46,7 +48,7 @@ spec:
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, 10*time.Second, "the policy to refuse a request without x-team", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the policy to refuse a request without x-team", func() bool {
 		code, _ := do(inventoryHost, nil)
 		return code == http.StatusForbidden
 	})
@@ -85,7 +87,7 @@ spec:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the concierge workload to be let in without x-team", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the concierge workload to be let in without x-team", func() bool {
 		code, _ := do(inventoryHost, nil)
 		return code == http.StatusOK
 	})
@@ -96,7 +98,7 @@ spec:
 	if err := os.Remove(policy); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the inventory route to open again", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the inventory route to open again", func() bool {
 		code, _ := do(inventoryHost, nil)
 		return code == http.StatusOK
 	})

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 // probe sends requests for host through the proxy, one after another, while
@@ -68,7 +70,7 @@ spec:
 	if err := os.WriteFile(authFile, policy, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the policy to refuse a request without x-team", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the policy to refuse a request without x-team", func() bool {
 		status, _, err := get(c, proxyURL, inventoryHost)
 		return err == nil && status == http.StatusForbidden
 	})

@@ -10,6 +10,7 @@ import (
 
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // Two control-plane servers on one etcd are one control plane: a change
@@ -46,7 +47,7 @@ func TestServersShareEtcd(t *testing.T) {
 	}
 	c := ns.HTTPClient(5 * time.Second)
 	px.waitOutput(t, 10*time.Second, "listening on 127.0.0.1:8080")
-	waitFor(t, 10*time.Second, "the proxy (following A) to serve what B applied", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the proxy (following A) to serve what B applied", func() bool {
 		status, _, err := get(c, proxyURL, inventoryHost)
 		return err == nil && status == http.StatusOK
 	})
@@ -65,7 +66,7 @@ func TestServersShareEtcd(t *testing.T) {
 	if _, err := viaBoth.Apply(ctx, inventoryObjects(90, 10)); err != nil {
 		t.Fatalf("Apply with A down and B up: %v", err)
 	}
-	waitFor(t, 15*time.Second, "the proxy to pick up 90/10 from B", func() bool {
+	testsync.WaitFor(t, 15*time.Second, "the proxy to pick up 90/10 from B", func() bool {
 		return split(t, c, proxyURL, inventoryHost, 20)["inventory-ver1"] >= 16
 	})
 	assertShare(t, split(t, c, proxyURL, inventoryHost, 200), 200, "inventory-ver1", 90, 8)
@@ -97,7 +98,7 @@ func TestServersShareEtcd(t *testing.T) {
 		t.Fatalf("B's /readyz with etcd up: %d", code)
 	}
 	e.Kill(t)
-	waitFor(t, 10*time.Second, "B's /readyz to fail with etcd down", func() bool { return ready() == http.StatusServiceUnavailable })
+	testsync.WaitFor(t, 10*time.Second, "B's /readyz to fail with etcd down", func() bool { return ready() == http.StatusServiceUnavailable })
 	e.Restart(t)
-	waitFor(t, 30*time.Second, "B's /readyz to pass with etcd back", func() bool { return ready() == http.StatusOK })
+	testsync.WaitFor(t, 30*time.Second, "B's /readyz to pass with etcd back", func() bool { return ready() == http.StatusOK })
 }

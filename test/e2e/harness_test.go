@@ -15,13 +15,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/demo"
 	"trellis.dev/trellis/test/netns"
+	"trellis.dev/trellis/test/testsync"
 	"trellis.dev/trellis/test/trellisbin"
 )
 
@@ -30,29 +30,11 @@ var trellisBin string
 
 func TestMain(m *testing.M) { trellisbin.Main(m, &trellisBin) }
 
-// syncBuffer is a bytes.Buffer safe for a process writing while a test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a running trellis process.
 type proc struct {
 	name           string
 	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
+	stdout, stderr testsync.Buffer
 	done           chan struct{}
 }
 
@@ -114,22 +96,10 @@ func (p *proc) kill() {
 	<-p.done
 }
 
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitOutput waits until the process has written substr to stdout or stderr.
 func (p *proc) waitOutput(t *testing.T, timeout time.Duration, substr string) {
 	t.Helper()
-	waitFor(t, timeout, fmt.Sprintf("%s to print %q", p.name, substr), func() bool {
+	testsync.WaitFor(t, timeout, fmt.Sprintf("%s to print %q", p.name, substr), func() bool {
 		if strings.Contains(p.stdout.String(), substr) || strings.Contains(p.stderr.String(), substr) {
 			return true
 		}

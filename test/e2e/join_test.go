@@ -13,6 +13,7 @@ import (
 
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/test/netns"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // A proxy joins the control plane with a one-time token from `trellis
@@ -75,7 +76,7 @@ func TestClusterJoinRenewRemove(t *testing.T) {
 	px.waitOutput(t, 10*time.Second, "joined the control plane")
 	px.waitOutput(t, 10*time.Second, "listening on 127.0.0.1:8080")
 	c := ns.HTTPClient(5 * time.Second)
-	waitFor(t, 10*time.Second, "the joined proxy to serve", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the joined proxy to serve", func() bool {
 		status, _, err := get(c, proxyURL, inventoryHost)
 		return err == nil && status == http.StatusOK
 	})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/test/netns"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // The proxy's limits are set from the command line: a body over
@@ -28,7 +29,7 @@ func TestUpRequestLimitsFromFlags(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	waitFor(t, 10*time.Second, "the inventory service to answer", func() bool { return post(10) == http.StatusOK })
+	testsync.WaitFor(t, 10*time.Second, "the inventory service to answer", func() bool { return post(10) == http.StatusOK })
 	if got := post(65); got != http.StatusRequestEntityTooLarge {
 		t.Errorf("a 65-byte body with --max-request-body-bytes 64: %d, want 413", got)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"trellis.dev/trellis/test/kube"
 	"trellis.dev/trellis/test/netns"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // The service network across three clusters, each a real kube-apiserver
@@ -213,11 +214,11 @@ spec:
 		return out
 	}
 
-	waitFor(t, 60*time.Second, "A's proxy to reach both B's and C's cart", func() bool {
+	testsync.WaitFor(t, 60*time.Second, "A's proxy to reach both B's and C's cart", func() bool {
 		got := count(40)
 		return got["b"] > 0 && got["c"] > 0
 	})
-	waitFor(t, 30*time.Second, "the caller's identity to reach every target", func() bool {
+	testsync.WaitFor(t, 30*time.Second, "the caller's identity to reach every target", func() bool {
 		got := count(20)
 		for k := range got {
 			if strings.HasPrefix(k, "identity ") {
@@ -248,7 +249,7 @@ spec:
 	if err := clusters[0].kc.Update(ctx, &route); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the 50/50 weights to take effect", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the 50/50 weights to take effect", func() bool {
 		got := count(20)
 		return got["b"]+got["c"] >= 7
 	})
@@ -313,7 +314,7 @@ spec:
 	// to go to) and B's proxy cannot reach A's targets.
 	trellisOutput(t, cp, append([]string{"cluster", "remove", "b", "--token", admin}, api...)...)
 	removed := time.Now()
-	waitFor(t, 5*time.Second, "A to stop sending to B", func() bool { return count(20)["b"] == 0 })
+	testsync.WaitFor(t, 5*time.Second, "A to stop sending to B", func() bool { return count(20)["b"] == 0 })
 	t.Logf("B removed: A stopped sending to it after %v", time.Since(removed).Round(time.Millisecond))
 	if got := count(200); got["b"] != 0 || got["a-local"] < 80 {
 		t.Errorf("after B's removal: %v", got)

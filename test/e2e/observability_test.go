@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/test/netns"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // `trellis up --access-log FILE` writes a JSON line per request, and the
@@ -22,7 +23,7 @@ func TestUpAccessLogAndMetrics(t *testing.T) {
 	up := start(t, ns, "up", "up", "--config", dir, "--demo", "--access-log", logPath)
 	c := ns.HTTPClient(5 * time.Second)
 	up.waitOutput(t, 15*time.Second, "proxy: metrics and health on http://127.0.0.1:9901")
-	waitFor(t, 10*time.Second, "the inventory service to answer", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the inventory service to answer", func() bool {
 		status, _, err := get(c, proxyURL, inventoryHost)
 		return err == nil && status == http.StatusOK
 	})
@@ -33,7 +34,7 @@ func TestUpAccessLogAndMetrics(t *testing.T) {
 
 	// Entries are flushed within a second.
 	var lines []map[string]any
-	waitFor(t, 5*time.Second, "access log lines for the requests", func() bool {
+	testsync.WaitFor(t, 5*time.Second, "access log lines for the requests", func() bool {
 		b, err := os.ReadFile(logPath)
 		if err != nil {
 			return false

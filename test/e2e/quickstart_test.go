@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/test/netns"
+	"trellis.dev/trellis/test/testsync"
 )
 
 const (
@@ -30,7 +31,7 @@ func upQuickstart(t *testing.T) (*proc, *http.Client, string, *netns.NS) {
 	up := start(t, ns, "up", "up", "--config", dir, "--demo")
 	c := ns.HTTPClient(5 * time.Second)
 	up.waitOutput(t, 15*time.Second, "proxy: listening on 127.0.0.1:8080")
-	waitFor(t, 10*time.Second, "the inventory service to answer", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the inventory service to answer", func() bool {
 		status, _, err := get(c, proxyURL, inventoryHost)
 		return err == nil && status == http.StatusOK
 	})
@@ -174,7 +175,7 @@ spec:
 	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "an error naming inventory.yaml and the backendRef", func() bool {
+	testsync.WaitFor(t, 5*time.Second, "an error naming inventory.yaml and the backendRef", func() bool {
 		fresh := up.stderr.String()[before:]
 		return strings.Contains(fresh, "inventory.yaml") && strings.Contains(fresh, "backendRefs[1]") &&
 			strings.Contains(fresh, "inventory-ver3")
@@ -213,7 +214,7 @@ func TestQuickstartNamesResolve(t *testing.T) {
 	for _, svc := range []string{"parking", "review", "inventory"} {
 		url := "http://" + svc + "-default.my-hotel.trellis.internal:8080/"
 		var body string
-		waitFor(t, 10*time.Second, svc+" to answer by name", func() bool {
+		testsync.WaitFor(t, 10*time.Second, svc+" to answer by name", func() bool {
 			resp, err := c.Get(url)
 			if err != nil {
 				return false

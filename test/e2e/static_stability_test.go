@@ -14,6 +14,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/netns"
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // inventoryObjects is the quick start's inventory service as model objects,
@@ -90,7 +91,7 @@ func TestProxyServesWhileServerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	px.waitOutput(t, 10*time.Second, "listening on 127.0.0.1:8080")
-	waitFor(t, 10*time.Second, "the proxy to serve inventory", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the proxy to serve inventory", func() bool {
 		status, _, err := get(c, proxyURL, inventoryHost)
 		return err == nil && status == http.StatusOK
 	})
@@ -139,7 +140,7 @@ func TestProxyServesWhileServerDown(t *testing.T) {
 	if _, err := cl.Apply(ctx, inventoryObjects(90, 10)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "the proxy to pick up 90/10 after reconnecting", func() bool {
+	testsync.WaitFor(t, 15*time.Second, "the proxy to pick up 90/10 after reconnecting", func() bool {
 		return split(t, c, proxyURL, inventoryHost, 20)["inventory-ver1"] >= 16
 	})
 	counts = split(t, c, proxyURL, inventoryHost, 200)

@@ -1,7 +1,6 @@
 package framing
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -17,11 +16,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 	"trellis.dev/trellis/test/trellisbin"
 )
 
@@ -57,7 +56,7 @@ func startUp(t *testing.T) up {
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, trellisBin, "up", "--config", dir, "--bind", "127.0.0.1",
 		"--api-listen", "127.0.0.1:0", "--admin-listen", "", "--log-level", "warn")
-	var out syncBuffer
+	var out testsync.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
@@ -166,23 +165,6 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestSmuggling runs the framing table against a built `trellis up`, on

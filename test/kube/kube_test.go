@@ -24,6 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 // TestCluster starts a cluster with the controller manager and checks
@@ -34,7 +36,7 @@ func TestCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const ns = "smoke"
-	create(ctx, t, cl, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	Create(ctx, t, cl, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 
 	t.Run("Kubeconfig", func(t *testing.T) {
 		// What a process inside the namespace gets: the file, and the
@@ -64,11 +66,11 @@ func TestCluster(t *testing.T) {
 		// The apiserver publishes itself at NodeIP in default/kubernetes:
 		// the address is neither loopback nor the host's.
 		svc := &corev1.Service{}
-		get(ctx, t, cl, metav1.NamespaceDefault, "kubernetes", svc)
+		Get(ctx, t, cl, metav1.NamespaceDefault, "kubernetes", svc)
 		if svc.Spec.ClusterIP != KubernetesServiceIP {
 			t.Errorf("kubernetes Service cluster IP %s, want %s", svc.Spec.ClusterIP, KubernetesServiceIP)
 		}
-		eventually(t, 30*time.Second, func() error {
+		testsync.Eventually(t, 30*time.Second, "", func() error {
 			return sliceHas(ctx, cl, metav1.NamespaceDefault, "kubernetes", NodeIP, 6443)
 		})
 	})
@@ -80,11 +82,11 @@ func TestCluster(t *testing.T) {
 				{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP},
 			}},
 		}
-		create(ctx, t, cl, svc)
+		Create(ctx, t, cl, svc)
 		if ip, err := netip.ParseAddr(svc.Spec.ClusterIP); err != nil || !netip.MustParsePrefix(ServiceCIDR).Contains(ip) {
 			t.Errorf("cluster IP %q is not in %s", svc.Spec.ClusterIP, ServiceCIDR)
 		}
-		create(ctx, t, cl, endpointSlice(ns, "manual-1", "manual", "198.18.3.4"))
+		Create(ctx, t, cl, endpointSlice(ns, "manual-1", "manual", "198.18.3.4"))
 		if err := sliceHas(ctx, cl, ns, "manual", "198.18.3.4", 8080); err != nil {
 			t.Fatal(err)
 		}
@@ -120,11 +122,11 @@ func TestCluster(t *testing.T) {
 			}
 		}
 
-		create(ctx, t, cl, &gatewayv1.GatewayClass{
+		Create(ctx, t, cl, &gatewayv1.GatewayClass{
 			ObjectMeta: metav1.ObjectMeta{Name: "smoke"},
 			Spec:       gatewayv1.GatewayClassSpec{ControllerName: "trellis.dev/smoke-test"},
 		})
-		create(ctx, t, cl, &gatewayv1.Gateway{
+		Create(ctx, t, cl, &gatewayv1.Gateway{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
 			Spec: gatewayv1.GatewaySpec{
 				GatewayClassName: "smoke",
@@ -132,7 +134,7 @@ func TestCluster(t *testing.T) {
 			},
 		})
 		port := gatewayv1.PortNumber(80)
-		create(ctx, t, cl, &gatewayv1.HTTPRoute{
+		Create(ctx, t, cl, &gatewayv1.HTTPRoute{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
 			Spec: gatewayv1.HTTPRouteSpec{
 				CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw"}}},
@@ -144,17 +146,17 @@ func TestCluster(t *testing.T) {
 		})
 
 		gc := &gatewayv1.GatewayClass{}
-		get(ctx, t, cl, "", "smoke", gc)
+		Get(ctx, t, cl, "", "smoke", gc)
 		if gc.Spec.ControllerName != "trellis.dev/smoke-test" {
 			t.Errorf("GatewayClass controllerName %q", gc.Spec.ControllerName)
 		}
 		gw := &gatewayv1.Gateway{}
-		get(ctx, t, cl, ns, "gw", gw)
+		Get(ctx, t, cl, ns, "gw", gw)
 		if len(gw.Spec.Listeners) != 1 || gw.Spec.Listeners[0].Port != 80 || gw.Spec.GatewayClassName != "smoke" {
 			t.Errorf("Gateway spec read back as %+v", gw.Spec)
 		}
 		route := &gatewayv1.HTTPRoute{}
-		get(ctx, t, cl, ns, "web", route)
+		Get(ctx, t, cl, ns, "web", route)
 		// The CRD's defaults were applied: a rule gets a PathPrefix / match.
 		if len(route.Spec.Rules) != 1 || len(route.Spec.Rules[0].Matches) != 1 ||
 			route.Spec.Rules[0].Matches[0].Path == nil || *route.Spec.Rules[0].Matches[0].Path.Value != "/" {
@@ -171,8 +173,8 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("MultiClusterServices", func(t *testing.T) {
-		create(ctx, t, cl, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "manual"}})
-		get(ctx, t, cl, ns, "manual", &mcsv1alpha1.ServiceExport{})
+		Create(ctx, t, cl, &mcsv1alpha1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "manual"}})
+		Get(ctx, t, cl, ns, "manual", &mcsv1alpha1.ServiceExport{})
 	})
 
 	t.Run("InstallCRDs", func(t *testing.T) {
@@ -187,11 +189,11 @@ func TestCluster(t *testing.T) {
 		w.SetNamespace(ns)
 		w.SetName("w1")
 		unstructured.SetNestedField(w.Object, int64(3), "spec", "size")
-		create(ctx, t, cl, w)
+		Create(ctx, t, cl, w)
 		got := &unstructured.Unstructured{}
 		got.SetAPIVersion("test.trellis.dev/v1")
 		got.SetKind("Widget")
-		get(ctx, t, cl, ns, "w1", got)
+		Get(ctx, t, cl, ns, "w1", got)
 		if size, _, _ := unstructured.NestedInt64(got.Object, "spec", "size"); size != 3 {
 			t.Errorf("Widget spec.size %d, want 3", size)
 		}
@@ -200,8 +202,8 @@ func TestCluster(t *testing.T) {
 	t.Run("EndpointSliceController", func(t *testing.T) {
 		// No kubelet: the Pod is bound to a Node object by hand and its
 		// status written as a kubelet would.
-		create(ctx, t, cl, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}})
-		create(ctx, t, cl, &corev1.Service{
+		Create(ctx, t, cl, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}})
+		Create(ctx, t, cl, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
 			Spec: corev1.ServiceSpec{
 				Selector: map[string]string{"app": "web"},
@@ -215,7 +217,7 @@ func TestCluster(t *testing.T) {
 				Containers: []corev1.Container{{Name: "web", Image: "example.invalid/web", Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}},
 			},
 		}
-		create(ctx, t, cl, pod)
+		Create(ctx, t, cl, pod)
 		now := metav1.Now()
 		pod.Status = corev1.PodStatus{
 			Phase:  corev1.PodRunning,
@@ -233,7 +235,7 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("writing Pod status: %v", err)
 		}
 		start := time.Now()
-		eventually(t, time.Minute, func() error { return sliceHas(ctx, cl, ns, "web", "198.18.5.6", 8080) })
+		testsync.Eventually(t, time.Minute, "", func() error { return sliceHas(ctx, cl, ns, "web", "198.18.5.6", 8080) })
 		t.Logf("the endpointslice controller published the Pod's address %.1f s after its status was written", time.Since(start).Seconds())
 	})
 }
@@ -355,33 +357,4 @@ func sliceHas(ctx context.Context, cl client.Client, ns, service, addr string, p
 		}
 	}
 	return fmt.Errorf("no EndpointSlice of %s/%s has %s:%d ready (%d slices: %+v)", ns, service, addr, port, len(slices.Items), slices.Items)
-}
-
-func create(ctx context.Context, t *testing.T, cl client.Client, obj client.Object) {
-	t.Helper()
-	if err := cl.Create(ctx, obj); err != nil {
-		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
-	}
-}
-
-func get(ctx context.Context, t *testing.T, cl client.Client, ns, name string, obj client.Object) {
-	t.Helper()
-	if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj); err != nil {
-		t.Fatalf("getting %T %s/%s: %v", obj, ns, name, err)
-	}
-}
-
-func eventually(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -1,18 +1,17 @@
 package file
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/translate"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // authPolicy allows the inventory route to two teams, one statement each.
@@ -48,27 +47,21 @@ const secondStatement = `      - Effect: Allow
         Condition: {StringEquals: {"trellis:RequestHeader/x-team": parking}}
 `
 
-// logBuffer collects a provider's log, safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // logTo makes a provider log as text into b.
-func logTo(b *logBuffer) func(p *Provider) {
+func logTo(b *testsync.Buffer) func(p *Provider) {
 	return func(p *Provider) { p.Logger = slog.New(slog.NewTextHandler(b, nil)) }
+}
+
+// startPolicy starts a provider over the quick start and the auth policy,
+// with the settle period given, logging as text into the buffer returned.
+func startPolicy(t *testing.T, settle time.Duration) (*harness, *testsync.Buffer) {
+	t.Helper()
+	logs := &testsync.Buffer{}
+	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
+		logTo(logs)(p)
+		p.SettlePeriod = settle
+	}, nil)
+	return h, logs
 }
 
 // policyStatements returns how many statements the inventory service's
@@ -129,7 +122,7 @@ func (h *harness) step(check func(out *translate.Output)) {
 }
 
 // waitLog waits until one line of the log holds every one of want.
-func waitLog(t *testing.T, logs *logBuffer, want ...string) {
+func waitLog(t *testing.T, logs *testsync.Buffer, want ...string) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for {
@@ -148,11 +141,7 @@ func waitLog(t *testing.T, logs *logBuffer, want ...string) {
 // A shell's "cat auth.bak > auth.yaml" empties the file and then writes it
 // a piece at a time: no moment of that may be applied without the policy.
 func TestProviderRewriteInPlaceKeepsAuthPolicy(t *testing.T) {
-	var logs logBuffer
-	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
-		logTo(&logs)(p)
-		p.SettlePeriod = time.Minute
-	}, nil)
+	h, logs := startPolicy(t, time.Minute)
 	if n := policyStatements(t, h.ready()); n != 2 {
 		t.Fatalf("the policy has %d statements at start, want 2", n)
 	}
@@ -189,9 +178,9 @@ func TestProviderRewriteInPlaceKeepsAuthPolicy(t *testing.T) {
 	if applies == 0 {
 		t.Fatal("nothing was applied while the file was rewritten")
 	}
-	waitLog(t, &logs, "may be partly written", "reason=\"cut short\"")
+	waitLog(t, logs, "may be partly written", "reason=\"cut short\"")
 	if strings.Contains(logs.String(), "configuration object removed") {
-		t.Errorf("the log reports a removal:\n%s", &logs)
+		t.Errorf("the log reports a removal:\n%s", logs)
 	}
 }
 
@@ -199,11 +188,7 @@ func TestProviderRewriteInPlaceKeepsAuthPolicy(t *testing.T) {
 // the log names what went away.
 func TestProviderSettledRemovalApplies(t *testing.T) {
 	const settle = 300 * time.Millisecond
-	var logs logBuffer
-	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
-		logTo(&logs)(p)
-		p.SettlePeriod = settle
-	}, nil)
+	h, logs := startPolicy(t, settle)
 	h.ready()
 	emptied := time.Now()
 	if err := os.Truncate(filepath.Join(h.dir, "auth.yaml"), 0); err != nil {
@@ -220,16 +205,12 @@ func TestProviderSettledRemovalApplies(t *testing.T) {
 	if took := time.Since(emptied); took < settle {
 		t.Errorf("the policy went %v after its file was emptied, before the settle period of %v", took, settle)
 	}
-	waitLog(t, &logs, `msg="configuration object removed" kind=AuthPolicy namespace=default name=inventory-readers file=`+filepath.Join(h.dir, "auth.yaml"))
+	waitLog(t, logs, `msg="configuration object removed" kind=AuthPolicy namespace=default name=inventory-readers file=`+filepath.Join(h.dir, "auth.yaml"))
 }
 
 // Deleting a file is not a partial write: it applies at once.
 func TestProviderDeleteAppliesAtOnce(t *testing.T) {
-	var logs logBuffer
-	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
-		logTo(&logs)(p)
-		p.SettlePeriod = time.Hour
-	}, nil)
+	h, logs := startPolicy(t, time.Hour)
 	h.ready()
 	if err := os.Remove(filepath.Join(h.dir, "auth.yaml")); err != nil {
 		t.Fatal(err)
@@ -240,7 +221,7 @@ func TestProviderDeleteAppliesAtOnce(t *testing.T) {
 	if n := policyStatements(t, h.nextApply()); n != -1 {
 		t.Fatalf("the policy of a deleted file is still applied (%d statements)", n)
 	}
-	waitLog(t, &logs, `msg="configuration object removed" kind=AuthPolicy namespace=default name=inventory-readers`)
+	waitLog(t, logs, `msg="configuration object removed" kind=AuthPolicy namespace=default name=inventory-readers`)
 }
 
 // A route file emptied, or rewritten to hold only a comment, keeps its
@@ -266,11 +247,7 @@ func TestProviderEmptiedRouteFileKeepsRoute(t *testing.T) {
 // A change that takes a statement from a policy waits for the settle
 // period even when it is no prefix of what was there.
 func TestProviderFewerStatementsSettle(t *testing.T) {
-	var logs logBuffer
-	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
-		logTo(&logs)(p)
-		p.SettlePeriod = time.Minute
-	}, nil)
+	h, logs := startPolicy(t, time.Minute)
 	h.ready()
 	one := strings.Replace(authPolicy, "# Who may", "# Only hotel: who may", 1)
 	one = one[:strings.Index(one, secondStatement)]
@@ -286,17 +263,13 @@ func TestProviderFewerStatementsSettle(t *testing.T) {
 			t.Fatalf("applied the policy with %d statements before the file settled", n)
 		}
 	})
-	waitLog(t, &logs, `reason="AuthPolicy default/inventory-readers has fewer statements"`)
+	waitLog(t, logs, `reason="AuthPolicy default/inventory-readers has fewer statements"`)
 }
 
 // A policy moved to another file is not a removal, and the old file's held
 // content does not make it a duplicate.
 func TestProviderPolicyMovesBetweenFiles(t *testing.T) {
-	var logs logBuffer
-	h := startWith(t, func(h *harness) { h.write("auth.yaml", authPolicy) }, func(p *Provider) {
-		logTo(&logs)(p)
-		p.SettlePeriod = time.Hour
-	}, nil)
+	h, logs := startPolicy(t, time.Hour)
 	h.ready()
 	keepsPolicy := func(out *translate.Output) {
 		if n := policyStatements(t, out); n != 2 {
@@ -314,7 +287,7 @@ func TestProviderPolicyMovesBetweenFiles(t *testing.T) {
 	}
 	h.step(keepsPolicy)
 	if strings.Contains(logs.String(), "configuration object removed") {
-		t.Errorf("a moved policy was reported removed:\n%s", &logs)
+		t.Errorf("a moved policy was reported removed:\n%s", logs)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/translate"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // maxFile is the size limit of the special file tests: over every quick
@@ -76,7 +77,7 @@ var specials = []special{
 func TestProviderSpecialFiles(t *testing.T) {
 	for _, sp := range specials {
 		t.Run(sp.name, func(t *testing.T) {
-			var logs logBuffer
+			var logs testsync.Buffer
 			h := startWith(t, func(h *harness) { sp.make(t, filepath.Join(h.dir, "special.yaml")) }, func(p *Provider) {
 				logTo(&logs)(p)
 				p.MaxFileSize = maxFile
@@ -109,7 +110,7 @@ func TestProviderUnreadableKeepsLastGood(t *testing.T) {
 			continue // a directory is not a file; a socket is made in place
 		}
 		t.Run(sp.name, func(t *testing.T) {
-			var logs logBuffer
+			var logs testsync.Buffer
 			h := startWith(t, nil, func(p *Provider) {
 				logTo(&logs)(p)
 				p.MaxFileSize = maxFile
@@ -157,7 +158,7 @@ func TestProviderUnreadableKeepsLastGood(t *testing.T) {
 // timestamped directory: each key is read once, and swapping "..data"
 // applies the new content.
 func TestProviderConfigMapVolume(t *testing.T) {
-	var logs logBuffer
+	var logs testsync.Buffer
 	h := startWith(t, func(h *harness) {
 		entries, err := os.ReadDir(h.dir)
 		if err != nil {

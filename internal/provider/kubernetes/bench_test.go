@@ -12,6 +12,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/file"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // BenchmarkThousandRoutes creates 1,000 HTTPRoutes on one edge Gateway and
@@ -65,7 +66,7 @@ spec:
 		wg.Wait()
 		created := time.Since(begin)
 
-		eventually(b, 60*time.Second, "every route Accepted", func() error {
+		testsync.Eventually(b, 60*time.Second, "every route Accepted", func() error {
 			var list gatewayv1.HTTPRouteList
 			if err := e.kc.List(context.Background(), &list, client.InNamespace("bench")); err != nil {
 				return err
@@ -87,7 +88,7 @@ spec:
 		hc := e.NS.HTTPClient(5 * time.Second)
 		for i := routes - 1; i >= 0; i-- {
 			host := fmt.Sprintf("r-%d.bench.example", i)
-			eventually(b, 60*time.Second, host+" served", func() error { _, err := get(hc, url, host); return err })
+			testsync.Eventually(b, 60*time.Second, host+" served", func() error { _, err := get(hc, url, host); return err })
 		}
 		served := time.Since(begin)
 		b.StopTimer()

@@ -26,6 +26,7 @@ import (
 	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/provider/kubernetes"
 	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // deleteCRDs deletes CRDs and waits until discovery no longer serves them,
@@ -49,13 +50,13 @@ func deleteCRDs(t *testing.T, c *kube.Cluster, kc client.Client, names ...string
 				list.SetGroupVersionKind(schema.GroupVersionKind{Group: crd.Spec.Group, Version: v.Name, Kind: crd.Spec.Names.ListKind})
 			}
 		}
-		eventually(t, time.Minute, "listing "+name, func() error { return kc.List(ctx, list) })
+		testsync.Eventually(t, time.Minute, "listing "+name, func() error { return kc.List(ctx, list) })
 		if err := kc.Delete(ctx, crd); err != nil {
 			t.Fatal(err)
 		}
 		gone = append(gone, crd)
 	}
-	eventually(t, time.Minute, "CRDs deleted", func() error {
+	testsync.Eventually(t, time.Minute, "CRDs deleted", func() error {
 		missing, err := kubernetes.ServedCRDs(ctx, c.Config)
 		var me *kubernetes.MissingCRDsError
 		if err != nil && !errors.As(err, &me) {
@@ -125,7 +126,7 @@ func TestMissingCRDs(t *testing.T) {
 	if err := kc.Create(ctx, grants); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "the ReferenceGrant CRD served", func() error {
+	testsync.Eventually(t, time.Minute, "the ReferenceGrant CRD served", func() error {
 		missing, _ := kubernetes.ServedCRDs(ctx, c.Config)
 		if slices.ContainsFunc(missing, func(c kubernetes.CRD) bool { return c.Kind == "ReferenceGrant" }) {
 			return errors.New("not yet")
@@ -171,7 +172,7 @@ func TestUpInstallsCRDsAndPublishesBindAddress(t *testing.T) {
 	const bind = "198.18.70.1"
 	cmd := exec.Command(trellisBin, "up", "--kubeconfig", c.Kubeconfig, "--bind", bind,
 		"--api-listen", bind+":0", "--admin-listen", "", "--data", t.TempDir())
-	var out syncBuffer
+	var out testsync.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := c.NS.Start(cmd); err != nil {
 		t.Fatal(err)
@@ -190,7 +191,7 @@ func TestUpInstallsCRDsAndPublishesBindAddress(t *testing.T) {
 			t.Logf("trellis up output:\n%s", out.String())
 		}
 	})
-	eventually(t, time.Minute, "trellis up installs the AuthPolicy CRD", func() error {
+	testsync.Eventually(t, time.Minute, "trellis up installs the AuthPolicy CRD", func() error {
 		select {
 		case err := <-exited:
 			t.Fatalf("trellis up exited: %v", err)
@@ -233,7 +234,7 @@ spec:
 `)
 	ctx := context.Background()
 	for _, name := range []string{"trellis", "trellis-edge"} {
-		eventually(t, 30*time.Second, "GatewayClass "+name+" accepted", func() error {
+		testsync.Eventually(t, 30*time.Second, "GatewayClass "+name+" accepted", func() error {
 			var gc gatewayv1.GatewayClass
 			if err := kc.Get(ctx, types.NamespacedName{Name: name}, &gc); err != nil {
 				return err
@@ -241,7 +242,7 @@ spec:
 			return hasCondition(gc.Status.Conditions, "Accepted", True, "Accepted", gc.Generation)
 		})
 	}
-	eventually(t, 30*time.Second, "the edge Gateway programmed at "+bind, func() error {
+	testsync.Eventually(t, 30*time.Second, "the edge Gateway programmed at "+bind, func() error {
 		var gw gatewayv1.Gateway
 		if err := kc.Get(ctx, types.NamespacedName{Namespace: "infra", Name: "edge"}, &gw); err != nil {
 			return err
@@ -259,7 +260,7 @@ spec:
 	})
 	// The published address is where the proxy serves the Gateway.
 	hc := c.NS.HTTPClient(5 * time.Second)
-	eventually(t, 30*time.Second, "the route served on "+bind+":8080", func() error {
+	testsync.Eventually(t, 30*time.Second, "the route served on "+bind+":8080", func() error {
 		resp, err := hc.Get("http://" + bind + ":8080/")
 		if err != nil {
 			return err
@@ -281,7 +282,7 @@ spec:
 func TestLibraryLogsReachTheLogger(t *testing.T) {
 	from := len(libLogs.String())
 	newEnvWith(t, envOptions{metricsAddress: "127.0.0.1:0", leaderElectionNamespace: "default"})
-	eventually(t, 30*time.Second, "controller-runtime's and client-go's lines in the process's log", func() error {
+	testsync.Eventually(t, 30*time.Second, "controller-runtime's and client-go's lines in the process's log", func() error {
 		logs := libLogs.String()[from:]
 		for _, want := range []string{
 			`msg="Serving metrics server" logger=controller-runtime/metrics bindAddress=127.0.0.1:0`,

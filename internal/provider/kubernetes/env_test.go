@@ -28,6 +28,7 @@ import (
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/testsync"
 	"trellis.dev/trellis/test/trellisbin"
 )
 
@@ -37,7 +38,7 @@ var trellisBin string
 
 // libLogs receives the logs of controller-runtime's components and
 // client-go in this test process, as `trellis` routes them to its logger.
-var libLogs syncBuffer
+var libLogs testsync.Buffer
 
 func TestMain(m *testing.M) {
 	kubernetes.RouteLogs(slog.New(slog.NewTextHandler(&libLogs, &slog.HandlerOptions{Level: slog.LevelInfo})))
@@ -223,23 +224,6 @@ func update[T client.Object](t testing.TB, kc client.Client, obj T, f func(T)) {
 	t.Fatalf("updating %s: too many conflicts", obj.GetName())
 }
 
-// eventually polls check until it returns nil, failing the test with its
-// last error after timeout.
-func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // controlPlane returns what the control plane holds.
 func (e *env) controlPlane(t testing.TB) *model.Objects {
 	t.Helper()
@@ -273,7 +257,7 @@ func (e *env) proxy(t testing.TB, bind string) {
 	t.Helper()
 	cmd := exec.Command(trellisBin, "proxy", "--server", e.apiURL, "--cluster", cluster, "--bind", bind, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "TRELLIS_TOKEN="+token)
-	var out syncBuffer
+	var out testsync.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := e.NS.Start(cmd); err != nil {
 		t.Fatal(err)
@@ -285,24 +269,6 @@ func (e *env) proxy(t testing.TB, bind string) {
 			t.Logf("proxy output:\n%s", out.String())
 		}
 	})
-}
-
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // hasCondition checks that conds has a condition of type typ with the

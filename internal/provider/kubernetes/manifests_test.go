@@ -33,6 +33,7 @@ import (
 	"trellis.dev/trellis/internal/provider/kubernetes"
 	"trellis.dev/trellis/test/kube"
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // manifestsDir is the install manifests (`kubectl apply -k config/`).
@@ -45,7 +46,7 @@ const manifestsDir = "../../../config"
 // gets its status, and the controller's log says what was forbidden.
 func TestManifests(t *testing.T) {
 	objs := readKustomization(t, manifestsDir)
-	var logs syncBuffer
+	var logs testsync.Buffer
 	e := newEnvWith(t, envOptions{
 		leaderElectionNamespace: "trellis-system",
 		logs:                    &logs,
@@ -110,7 +111,7 @@ spec:
 
 	ctx := context.Background()
 	for _, gw := range []string{"edge", "mesh"} {
-		eventually(t, 30*time.Second, "Gateway "+gw+" Programmed", func() error {
+		testsync.Eventually(t, 30*time.Second, "Gateway "+gw+" Programmed", func() error {
 			var g gatewayv1.Gateway
 			if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "infra", Name: gw}, &g); err != nil {
 				return err
@@ -118,7 +119,7 @@ spec:
 			return hasCondition(g.Status.Conditions, "Programmed", True, "Programmed", g.Generation)
 		})
 	}
-	eventually(t, 30*time.Second, "the route accepted by both Gateways, its refs resolved, its name assigned", func() error {
+	testsync.Eventually(t, 30*time.Second, "the route accepted by both Gateways, its refs resolved, its name assigned", func() error {
 		var r gatewayv1.HTTPRoute
 		if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &r); err != nil {
 			return err
@@ -146,7 +147,7 @@ spec:
 	if len(class.Finalizers) == 0 {
 		t.Error("the controller put no finalizer on its GatewayClass")
 	}
-	eventually(t, 30*time.Second, "the AuthPolicy accepted at both Gateways", func() error {
+	testsync.Eventually(t, 30*time.Second, "the AuthPolicy accepted at both Gateways", func() error {
 		var p v1alpha1.AuthPolicy
 		if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web-readers"}, &p); err != nil {
 			return err
@@ -174,7 +175,7 @@ spec:
 	if err := e.kc.Status().Update(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the pod's identity in the control plane", func() error {
+	testsync.Eventually(t, 30*time.Second, "the pod's identity in the control plane", func() error {
 		for _, s := range e.controlPlane(t).WorkloadSets {
 			if s.Name == "shop."+cluster && len(s.Workloads) == 1 && s.Workloads[0] == (model.Workload{Address: "198.18.60.7", ServiceAccount: "frontend"}) {
 				return nil
@@ -187,7 +188,7 @@ spec:
 	if err := e.kc.Create(ctx, &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "web's ServiceExport Ready and its ServiceImport created", func() error {
+	testsync.Eventually(t, 30*time.Second, "web's ServiceExport Ready and its ServiceImport created", func() error {
 		var se mcsv1beta1.ServiceExport
 		if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "web"}, &se); err != nil {
 			return err

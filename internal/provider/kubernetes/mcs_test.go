@@ -33,6 +33,7 @@ import (
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // clusterSetIP is the address cluster a's controller gives ClusterSetIP
@@ -666,13 +667,13 @@ spec:
 // A cluster without the Multi-Cluster Services CRDs runs the controller
 // without them: it says so, naming what to apply, and serves the rest.
 func TestWithoutMCSCRDs(t *testing.T) {
-	var logs syncBuffer
+	var logs testsync.Buffer
 	e := newEnvWith(t, envOptions{logs: &logs, identity: func(c *kube.Cluster, kc client.Client) *rest.Config {
 		deleteCRDs(t, c, kc, mcsv1beta1.ServiceExportFullName, mcsv1beta1.ServiceImportFullName)
 		return c.Config
 	}})
 	e.create(t, classes)
-	eventually(t, 30*time.Second, "the warning and a GatewayClass accepted", func() error {
+	testsync.Eventually(t, 30*time.Second, "the warning and a GatewayClass accepted", func() error {
 		for _, want := range []string{"CRD not served; the controller runs without it", "crd=serviceexports.multicluster.x-k8s.io",
 			"crd=serviceimports.multicluster.x-k8s.io", "mcs-api/" + kubernetes.MCSAPIRelease} {
 			if !strings.Contains(logs.String(), want) {
@@ -705,7 +706,7 @@ func TestMCSv1alpha1Only(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eventually(t, time.Minute, "v1beta1 no longer served", func() error {
+		testsync.Eventually(t, time.Minute, "v1beta1 no longer served", func() error {
 			missing, err := kubernetes.ServedCRDs(ctx, c.Config)
 			if err != nil {
 				return err

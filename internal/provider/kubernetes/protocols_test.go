@@ -23,6 +23,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // tlsSecret creates a kubernetes.io/tls Secret holding a leaf of ca for names.
@@ -96,7 +97,7 @@ spec:
 	}
 	check := func(listener, typ string, status metav1.ConditionStatus, reason string) {
 		t.Helper()
-		eventually(t, 20*time.Second, listener+" "+typ, func() error {
+		testsync.Eventually(t, 20*time.Second, listener+" "+typ, func() error {
 			return e.listenerCondition("tlsgw", "web", listener, typ, status, reason)
 		})
 	}
@@ -136,7 +137,7 @@ spec:
   parentRefs: [{name: web}]
   rules: [{backendRefs: [{name: shop, port: 80}]}]
 `)
-	eventually(t, 20*time.Second, "the certificates in the control plane", func() error {
+	testsync.Eventually(t, 20*time.Second, "the certificates in the control plane", func() error {
 		var names []string
 		for _, c := range e.controlPlane(t).Certificates {
 			names = append(names, c.Name)
@@ -152,7 +153,7 @@ spec:
 		t.Fatal(err)
 	}
 	check("remote", "ResolvedRefs", False, "InvalidCertificateRef")
-	eventually(t, 20*time.Second, "the certificate deleted", func() error {
+	testsync.Eventually(t, 20*time.Second, "the certificate deleted", func() error {
 		for _, c := range e.controlPlane(t).Certificates {
 			if c.Name == "api-certs" {
 				return errors.New("api-certs is still there")
@@ -193,7 +194,7 @@ spec:
 	addr := net.JoinHostPort(e.gatewayAddress(t, "https", "web"), "8443")
 	hc := e.NS.HTTPClient(5 * time.Second)
 	hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: ca.Pool(), ServerName: "shop.example.com"}
-	eventually(t, 20*time.Second, "the route served over TLS", func() error {
+	testsync.Eventually(t, 20*time.Second, "the route served over TLS", func() error {
 		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
 		req.Host = "shop.example.com"
 		resp, err := hc.Do(req)
@@ -216,7 +217,7 @@ spec:
 func (e *env) gatewayAddress(t testing.TB, ns, name string) string {
 	t.Helper()
 	var addr string
-	eventually(t, 20*time.Second, "the Gateway's address", func() error {
+	testsync.Eventually(t, 20*time.Second, "the Gateway's address", func() error {
 		gw := &gatewayv1.Gateway{}
 		if err := e.kc.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, gw); err != nil {
 			return err
@@ -274,7 +275,7 @@ spec:
     - matches: [{method: {service: grpc.health.v1.Health, method: Check}}]
       backendRefs: [{name: health, port: 9000}]
 `)
-	eventually(t, 20*time.Second, "the GRPCRoute accepted", func() error {
+	testsync.Eventually(t, 20*time.Second, "the GRPCRoute accepted", func() error {
 		r := &gatewayv1.GRPCRoute{}
 		if err := e.kc.Get(context.Background(), types.NamespacedName{Namespace: "grpc", Name: "health"}, r); err != nil {
 			return err
@@ -297,7 +298,7 @@ spec:
 	}
 	defer conn.Close()
 	hc := healthpb.NewHealthClient(conn)
-	eventually(t, 20*time.Second, "Check through the proxy", func() error {
+	testsync.Eventually(t, 20*time.Second, "Check through the proxy", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "inventory"})
@@ -373,7 +374,7 @@ spec:
 	addr := net.JoinHostPort(e.gatewayAddress(t, "passthrough", "web"), "9443")
 	hc := e.NS.HTTPClient(5 * time.Second)
 	hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: ca.Pool(), ServerName: "db.example.com"}
-	eventually(t, 20*time.Second, "the TLSRoute served", func() error {
+	testsync.Eventually(t, 20*time.Second, "the TLSRoute served", func() error {
 		resp, err := hc.Get("https://" + addr + "/")
 		if err != nil {
 			return err
@@ -385,7 +386,7 @@ spec:
 		}
 		return nil
 	})
-	eventually(t, 20*time.Second, "the TLSRoute accepted", func() error {
+	testsync.Eventually(t, 20*time.Second, "the TLSRoute accepted", func() error {
 		r := &gatewayv1.TLSRoute{}
 		if err := e.kc.Get(context.Background(), types.NamespacedName{Namespace: "passthrough", Name: "db"}, r); err != nil {
 			return err

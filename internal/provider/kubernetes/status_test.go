@@ -17,6 +17,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/kubernetes"
+	"trellis.dev/trellis/test/testsync"
 )
 
 const (
@@ -567,17 +568,17 @@ spec:
 			t.Run(tt.name, func(t *testing.T) {
 				t.Parallel()
 				e.create(t, tt.objects)
-				eventually(t, 20*time.Second, "status", tt.check)
+				testsync.Eventually(t, 20*time.Second, "status", tt.check)
 				if tt.then != nil {
 					tt.then(t)
-					eventually(t, 20*time.Second, "status after the change", tt.thenCheck)
+					testsync.Eventually(t, 20*time.Second, "status after the change", tt.thenCheck)
 				}
 			})
 		}
 	})
 
 	t.Run("GatewayClass accepted, versioned, featured, finalized while used", func(t *testing.T) {
-		eventually(t, 10*time.Second, "class status", func() error {
+		testsync.Eventually(t, 10*time.Second, "class status", func() error {
 			gc := &gatewayv1.GatewayClass{}
 			if err := e.kc.Get(ctx, types.NamespacedName{Name: "trellis"}, gc); err != nil {
 				return err
@@ -618,7 +619,7 @@ spec:
 			}
 			s.Labels["touched"] = "yes"
 		})
-		eventually(t, 10*time.Second, "a reconcile", func() error {
+		testsync.Eventually(t, 10*time.Second, "a reconcile", func() error {
 			if e.rec.Stats().Reconciles <= before.Reconciles {
 				return errors.New("no reconcile yet")
 			}

@@ -21,6 +21,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // proxyBind is the test proxy's own bind address, outside the pool: edge
@@ -71,7 +72,7 @@ spec:
 func (e *env) gatewayURL(t testing.TB, ns, name string) string {
 	t.Helper()
 	var url string
-	eventually(t, 20*time.Second, "the Gateway's address", func() error {
+	testsync.Eventually(t, 20*time.Second, "the Gateway's address", func() error {
 		gw := &gatewayv1.Gateway{}
 		if err := e.kc.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, gw); err != nil {
 			return err
@@ -130,7 +131,7 @@ spec:
 `)
 	url := e.gatewayURL(t, "weights", "web")
 	hc := e.NS.HTTPClient(5 * time.Second)
-	eventually(t, 20*time.Second, "blue served", func() error {
+	testsync.Eventually(t, 20*time.Second, "blue served", func() error {
 		body, err := get(hc, url, "split.example")
 		if err == nil && body != "blue" {
 			err = fmt.Errorf("got %q", body)
@@ -147,7 +148,7 @@ spec:
 
 	// A 3:1 split is served as 3:1 (the proxy's weighted round robin is exact).
 	setWeights(3, 1)
-	eventually(t, 10*time.Second, "the 3:1 split", func() error {
+	testsync.Eventually(t, 10*time.Second, "the 3:1 split", func() error {
 		counts := map[string]int{}
 		for range 400 {
 			body, err := get(hc, url, "split.example")
@@ -240,7 +241,7 @@ spec:
 `)
 	url := e.gatewayURL(t, "roll", "web")
 	hc := e.NS.HTTPClient(5 * time.Second)
-	eventually(t, 20*time.Second, "the route served", func() error { _, err := get(hc, url, "roll.example"); return err })
+	testsync.Eventually(t, 20*time.Second, "the route served", func() error { _, err := get(hc, url, "roll.example"); return err })
 
 	// Steady load: four clients back to back.
 	var (
@@ -300,7 +301,7 @@ spec:
 		// The new pod is ready; the old one is terminating but still
 		// serving, as kubelet reports it during its grace period.
 		setEndpoints(pods, old)
-		eventually(t, 10*time.Second, "the old endpoint draining", func() error {
+		testsync.Eventually(t, 10*time.Second, "the old endpoint draining", func() error {
 			if s := targetState(old.ip); s != model.TargetDraining {
 				return fmt.Errorf("%s is %q", old.ip, s)
 			}
@@ -334,7 +335,7 @@ func TestUpWithKubeconfig(t *testing.T) {
 	e := &env{Cluster: c, kc: c.Client(t)}
 	cmd := exec.Command(trellisBin, "up", "--kubeconfig", c.Kubeconfig, "--gateway-addresses", pool,
 		"--bind", proxyBind, "--api-listen", apiAddr+":0", "--log-level", "warn")
-	var out syncBuffer
+	var out testsync.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := c.NS.Start(cmd); err != nil {
 		t.Fatal(err)
@@ -360,7 +361,7 @@ spec:
 		t.Errorf("the Gateway published %s, want the pool's first address %s", url, gatewayAddr)
 	}
 	hc := e.NS.HTTPClient(5 * time.Second)
-	eventually(t, 20*time.Second, "the route served", func() error {
+	testsync.Eventually(t, 20*time.Second, "the route served", func() error {
 		body, err := get(hc, url, "anything.example")
 		if err == nil && body != "up" {
 			err = fmt.Errorf("got %q", body)

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 func sample() *Entry {
@@ -127,31 +128,9 @@ func FuzzAppendQuoted(f *testing.F) {
 	})
 }
 
-// lockedBuffer is a bytes.Buffer safe for the writer goroutine and a test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := strings.TrimSuffix(b.buf.String(), "\n")
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
-}
-
 // blockingWriter blocks every Write until released, like a stuck disk.
 type blockingWriter struct {
-	lockedBuffer
+	testsync.Buffer
 	release chan struct{}
 	writes  atomic.Int32
 }
@@ -159,7 +138,7 @@ type blockingWriter struct {
 func (w *blockingWriter) Write(p []byte) (int, error) {
 	w.writes.Add(1)
 	<-w.release
-	return w.lockedBuffer.Write(p)
+	return w.Buffer.Write(p)
 }
 
 func TestLogNeverBlocks(t *testing.T) {
@@ -175,7 +154,7 @@ func TestLogNeverBlocks(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("%d Log calls against a stuck writer took %v", n, d)
 	}
-	waitFor(t, "the writer to block", func() bool { return out.writes.Load() > 0 })
+	testsync.WaitFor(t, 5*time.Second, "the writer to block", func() bool { return out.writes.Load() > 0 })
 	dropped := l.Dropped()
 	if dropped < n-4-100 { // the queue, plus what fit in the 64 KiB buffer before the writer blocked
 		t.Errorf("dropped %d of %d entries with a queue of 4", dropped, n)
@@ -184,21 +163,21 @@ func TestLogNeverBlocks(t *testing.T) {
 	if err := l.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := uint64(len(out.lines())); got+dropped != n {
+	if got := uint64(len(out.Lines())); got+dropped != n {
 		t.Errorf("%d lines written + %d dropped = %d, want %d", got, dropped, got+dropped, n)
 	}
 }
 
 func TestPeriodicFlush(t *testing.T) {
-	var out lockedBuffer
+	var out testsync.Buffer
 	l := New(&out, Options{FlushInterval: 10 * time.Millisecond})
 	defer l.Close(context.Background())
 	l.Log(sample())
-	waitFor(t, "the entry to be flushed without Close", func() bool { return len(out.lines()) == 1 })
+	testsync.WaitFor(t, 5*time.Second, "the entry to be flushed without Close", func() bool { return len(out.Lines()) == 1 })
 }
 
 func TestCloseWritesQueued(t *testing.T) {
-	var out lockedBuffer
+	var out testsync.Buffer
 	l := New(&out, Options{FlushInterval: time.Hour})
 	for range 100 {
 		l.Log(sample())
@@ -206,7 +185,7 @@ func TestCloseWritesQueued(t *testing.T) {
 	if err := l.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(out.lines()); got != 100 {
+	if got := len(out.Lines()); got != 100 {
 		t.Errorf("%d lines after Close, want 100", got)
 	}
 	l.Log(sample())
@@ -220,7 +199,7 @@ func TestCloseDeadlineWithStuckWriter(t *testing.T) {
 	defer close(out.release)
 	l := New(out, Options{FlushInterval: time.Millisecond})
 	l.Log(sample())
-	waitFor(t, "the writer to block", func() bool { return out.writes.Load() > 0 })
+	testsync.WaitFor(t, 5*time.Second, "the writer to block", func() bool { return out.writes.Load() > 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := l.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -230,7 +209,7 @@ func TestCloseDeadlineWithStuckWriter(t *testing.T) {
 
 // flakyWriter fails while broken is set.
 type flakyWriter struct {
-	lockedBuffer
+	testsync.Buffer
 	broken atomic.Bool
 }
 
@@ -238,7 +217,7 @@ func (w *flakyWriter) Write(p []byte) (int, error) {
 	if w.broken.Load() {
 		return 0, errors.New("disk full")
 	}
-	return w.lockedBuffer.Write(p)
+	return w.Buffer.Write(p)
 }
 
 func TestWriteErrorsDoNotStopLogging(t *testing.T) {
@@ -246,25 +225,14 @@ func TestWriteErrorsDoNotStopLogging(t *testing.T) {
 	out.broken.Store(true)
 	l := New(out, Options{FlushInterval: time.Millisecond})
 	l.Log(sample())
-	waitFor(t, "a write error", func() bool { return l.WriteErrors() > 0 })
+	testsync.WaitFor(t, 5*time.Second, "a write error", func() bool { return l.WriteErrors() > 0 })
 	out.broken.Store(false)
 	l.Log(sample())
 	if err := l.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(out.lines()); got != 1 {
+	if got := len(out.Lines()); got != 1 {
 		t.Errorf("%d lines after the writer recovered, want 1", got)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

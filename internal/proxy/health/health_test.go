@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // second is the checker's second in these tests: a model interval of 5 s
@@ -326,7 +327,7 @@ func TestStateAcrossUpdates(t *testing.T) {
 	if got := c.Group("g").routable.Load(); got != 1 {
 		t.Errorf("routable count %d, want 1", got)
 	}
-	waitFor(t, "a check of the new path", func() bool { return a.lastRequest().URL.Path == "/other" })
+	testsync.WaitFor(t, 5*time.Second, "a check of the new path", func() bool { return a.lastRequest().URL.Path == "/other" })
 
 	// Removing b stops its checks.
 	c.Update([]model.TargetGroup{tg("g", hc, a.model(t, model.TargetActive))})
@@ -360,17 +361,6 @@ func TestStateAcrossUpdates(t *testing.T) {
 	}
 	if r := c.Report(); len(r) != 0 {
 		t.Errorf("Report after removing every group: %v", r)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -460,7 +450,7 @@ func TestOutlierEjection(t *testing.T) {
 				t.Fatal("not ejected")
 			}
 			start := time.Now()
-			waitFor(t, "readmission", func() bool { return !ts[0].Ejected() })
+			testsync.WaitFor(t, 5*time.Second, "readmission", func() bool { return !ts[0].Ejected() })
 			return time.Since(start)
 		}
 		first := ejectFor()

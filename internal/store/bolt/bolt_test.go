@@ -12,13 +12,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/store"
 	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/internal/store/storetest"
+	"trellis.dev/trellis/test/testsync"
 )
 
 const timeout = 10 * time.Second
@@ -211,7 +211,7 @@ func TestHistoryTrim(t *testing.T) {
 
 func TestSlowWatcher(t *testing.T) {
 	const buffer, writes = 4, 30
-	var logs lockedBuffer
+	var logs testsync.Buffer
 	s := openStore(t, filepath.Join(t.TempDir(), "store.db"), bolt.Options{
 		WatchBuffer: buffer,
 		Logger:      slog.New(slog.NewTextHandler(&logs, nil)),
@@ -594,22 +594,4 @@ func writeFile(t *testing.T, path string, data []byte) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// lockedBuffer is a bytes.Buffer safe for the store's goroutines to log to.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

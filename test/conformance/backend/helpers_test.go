@@ -1,14 +1,12 @@
 package backend_test
 
 import (
-	"bytes"
 	"crypto/rand"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,30 +24,13 @@ import (
 	udputil "sigs.k8s.io/gateway-api/conformance/utils/udp"
 
 	"trellis.dev/trellis/test/conformance/backend"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // These tests check the emulated images with the conformance suite's own
 // request helpers, the same code that judges a Gateway in the real run. They
 // bind random 127.x.y.z addresses in the test's own network namespace, so
 // the images' fixed ports cannot collide with anything else on the machine.
-
-// lockedBuffer is a container log for tests.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // loopbackIP returns a random address in 127.0.0.0/8 (never 127.0.0.x).
 func loopbackIP() netip.Addr {
@@ -59,10 +40,10 @@ func loopbackIP() netip.Addr {
 }
 
 // run starts c on a fresh loopback address and stops it when the test ends.
-func run(t *testing.T, c backend.Container) (netip.Addr, *lockedBuffer) {
+func run(t *testing.T, c backend.Container) (netip.Addr, *testsync.Buffer) {
 	t.Helper()
 	c.IP = loopbackIP()
-	logs := &lockedBuffer{}
+	logs := &testsync.Buffer{}
 	c.Stdout = logs
 	in, err := backend.Run(c)
 	if err != nil {

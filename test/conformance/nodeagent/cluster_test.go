@@ -28,6 +28,7 @@ import (
 
 	"trellis.dev/trellis/test/conformance/nodeagent"
 	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // podCIDR is where the test's Pods get addresses; kube.NodeIP is inside it
@@ -58,7 +59,7 @@ func TestAgentInCluster(t *testing.T) {
 
 	t.Run("node", func(t *testing.T) {
 		var node corev1.Node
-		get(ctx, t, cl, "", agent.NodeName(), &node)
+		kube.Get(ctx, t, cl, "", agent.NodeName(), &node)
 		ready := slices.ContainsFunc(node.Status.Conditions, func(c corev1.NodeCondition) bool {
 			return c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
 		})
@@ -66,16 +67,16 @@ func TestAgentInCluster(t *testing.T) {
 			t.Errorf("node status %+v", node.Status)
 		}
 		var lease coordinationv1.Lease
-		get(ctx, t, cl, corev1.NamespaceNodeLease, agent.NodeName(), &lease)
+		kube.Get(ctx, t, cl, corev1.NamespaceNodeLease, agent.NodeName(), &lease)
 		if lease.Spec.RenewTime == nil || time.Since(lease.Spec.RenewTime.Time) > time.Minute {
 			t.Errorf("lease not renewed: %+v", lease.Spec)
 		}
 	})
 
 	const ns = "agent-test"
-	create(ctx, t, cl, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	create(ctx, t, cl, echoDeployment(ns, "echo", 2, nil))
-	create(ctx, t, cl, &corev1.Service{
+	kube.Create(ctx, t, cl, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	kube.Create(ctx, t, cl, echoDeployment(ns, "echo", 2, nil))
+	kube.Create(ctx, t, cl, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: ns},
 		Spec: corev1.ServiceSpec{
 			Selector: map[string]string{"app": "echo"},
@@ -97,7 +98,7 @@ func TestAgentInCluster(t *testing.T) {
 	})
 
 	t.Run("endpointslices", func(t *testing.T) {
-		eventually(t, 30*time.Second, func() error {
+		testsync.Eventually(t, 30*time.Second, "", func() error {
 			var list discoveryv1.EndpointSliceList
 			if err := cl.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: "echo"}); err != nil {
 				return err
@@ -146,7 +147,7 @@ func TestAgentInCluster(t *testing.T) {
 	})
 
 	t.Run("secret created after the pod", func(t *testing.T) {
-		create(ctx, t, cl, echoDeployment(ns, "tls", 1, func(spec *corev1.PodSpec) {
+		kube.Create(ctx, t, cl, echoDeployment(ns, "tls", 1, func(spec *corev1.PodSpec) {
 			spec.Volumes = []corev1.Volume{{Name: "certs", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 				SecretName: "late", Items: []corev1.KeyToPath{{Key: "tls.crt", Path: "crt"}, {Key: "tls.key", Path: "key"}}}}}}
 			c := &spec.Containers[0]
@@ -155,7 +156,7 @@ func TestAgentInCluster(t *testing.T) {
 				corev1.EnvVar{Name: "TLS_SERVER_CERT", Value: "/etc/secret-volume/crt"},
 				corev1.EnvVar{Name: "TLS_SERVER_PRIVKEY", Value: "/etc/secret-volume/key"})
 		}))
-		eventually(t, 30*time.Second, func() error {
+		testsync.Eventually(t, 30*time.Second, "", func() error {
 			var list corev1.PodList
 			if err := cl.List(ctx, &list, client.InNamespace(ns), client.MatchingLabels{"app": "tls"}); err != nil {
 				return err
@@ -169,7 +170,7 @@ func TestAgentInCluster(t *testing.T) {
 			}
 			return fmt.Errorf("no pod reports the missing secret yet")
 		})
-		create(ctx, t, cl, kubeutil.MustCreateSelfSignedCertSecret(t, ns, "late", []string{"abc.example.com"}))
+		kube.Create(ctx, t, cl, kubeutil.MustCreateSelfSignedCertSecret(t, ns, "late", []string{"abc.example.com"}))
 		start := time.Now()
 		waitAvailable(ctx, t, cl, ns, "tls", 1)
 		if d := time.Since(start); d > 10*time.Second {
@@ -182,7 +183,7 @@ func TestAgentInCluster(t *testing.T) {
 		if err := cl.Delete(ctx, &pods[0]); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, func() error {
+		testsync.Eventually(t, 30*time.Second, "", func() error {
 			var p corev1.Pod
 			err := cl.Get(ctx, client.ObjectKeyFromObject(&pods[0]), &p)
 			if apierrors.IsNotFound(err) {
@@ -196,7 +197,7 @@ func TestAgentInCluster(t *testing.T) {
 		if err := cl.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, time.Minute, func() error {
+		testsync.Eventually(t, time.Minute, "", func() error {
 			var n corev1.Namespace
 			if err := cl.Get(ctx, client.ObjectKey{Name: ns}, &n); apierrors.IsNotFound(err) {
 				return nil
@@ -236,7 +237,7 @@ func echoDeployment(ns, name string, replicas int32, mutate func(*corev1.PodSpec
 func waitAvailable(ctx context.Context, t *testing.T, cl client.Client, ns, name string, replicas int32) []corev1.Pod {
 	t.Helper()
 	var pods []corev1.Pod
-	eventually(t, time.Minute, func() error {
+	testsync.Eventually(t, time.Minute, "", func() error {
 		var d appsv1.Deployment
 		if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &d); err != nil {
 			return err
@@ -260,33 +261,4 @@ func waitAvailable(ctx context.Context, t *testing.T, cl client.Client, ns, name
 		return nil
 	})
 	return pods
-}
-
-func create(ctx context.Context, t *testing.T, cl client.Client, obj client.Object) {
-	t.Helper()
-	if err := cl.Create(ctx, obj); err != nil {
-		t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
-	}
-}
-
-func get(ctx context.Context, t *testing.T, cl client.Client, ns, name string, obj client.Object) {
-	t.Helper()
-	if err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj); err != nil {
-		t.Fatalf("getting %T %s: %v", obj, name, err)
-	}
-}
-
-func eventually(t *testing.T, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -1,0 +1,270 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/testsync"
+)
+
+// The client's tests run it against a real server over a real bolt store
+// on loopback.
+
+const tokenA = "token-a"
+
+// openStore opens a bolt store that the test closes when it ends.
+func openStore(t *testing.T) *bolt.Store {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// serve runs a server over st for one cluster, "east", with token tokenA.
+func serve(st *bolt.Store) http.Handler {
+	return server.New(st, server.Config{Tokens: map[string]string{tokenA: "east"}, Heartbeat: 50 * time.Millisecond})
+}
+
+func targetGroup(name string, port int32) *model.TargetGroup {
+	return &model.TargetGroup{
+		Meta: model.Meta{Name: name}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
+		Targets: []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "east", State: model.TargetActive}},
+	}
+}
+
+// Follow delivers a snapshot, then every change, and after the stream breaks
+// it resumes from its revision without losing one.
+func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
+	srv := httptest.NewServer(serve(openStore(t)))
+	defer srv.Close()
+	east, err := client.New(srv.URL, tokenA, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := east.Put(ctx, &model.ServiceNetwork{Meta: model.Meta{Name: "hotel"}, Mode: model.ModeServiceNetwork, Domain: "hotel.trellis.internal"}); err != nil {
+		t.Fatal(err)
+	}
+	snaps := make(chan *model.Snapshot, 100)
+	go east.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second}, func(s *model.Snapshot) { snaps <- s })
+
+	next := func() *model.Snapshot {
+		select {
+		case s := <-snaps:
+			return s
+		case <-time.After(5 * time.Second):
+			t.Fatal("no snapshot within 5 s")
+			return nil
+		}
+	}
+	first := next()
+	if len(first.Networks) != 1 || first.Networks[0].Name != "hotel" || first.Networks[0].Revision == 0 {
+		t.Fatalf("first snapshot: %+v", first)
+	}
+	res, err := east.Apply(ctx, &model.Objects{TargetGroups: []model.TargetGroup{*targetGroup("a", 1), *targetGroup("b", 2)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One transaction is one snapshot holding both target groups (and the
+	// network is gone: apply replaced everything east owns).
+	s := next()
+	if s.Revision != res.Revision || len(s.TargetGroups) != 2 || len(s.Networks) != 0 {
+		t.Fatalf("after apply: revision %d (want %d), %d target groups, %d networks", s.Revision, res.Revision, len(s.TargetGroups), len(s.Networks))
+	}
+}
+
+// When the stream breaks, Follow reconnects, resumes and misses nothing:
+// every change made while it was cut off arrives, in order.
+func TestFollowResumesAfterBrokenStream(t *testing.T) {
+	srv := httptest.NewServer(serve(openStore(t)))
+	defer srv.Close()
+	var logs testsync.Buffer
+	cl, _ := client.New(srv.URL, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	// Writes use connections of their own, so cutting connections cuts
+	// only the watch.
+	writer, _ := client.New(srv.URL, tokenA, client.Options{
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := make(chan *model.Snapshot, 1000)
+	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond},
+		func(s *model.Snapshot) { snaps <- s })
+
+	const writes = 30
+	for i := range writes {
+		if err := writer.Put(ctx, targetGroup(fmt.Sprintf("tg-%02d", i), int32(1000+i))); err != nil {
+			t.Fatal(err)
+		}
+		if i%5 == 2 {
+			srv.CloseClientConnections() // cut the watch mid-stream
+		}
+	}
+	var last *model.Snapshot
+	deadline := time.After(10 * time.Second)
+	for last == nil || len(last.TargetGroups) < writes {
+		select {
+		case s := <-snaps:
+			if last != nil && s.Revision < last.Revision {
+				t.Fatalf("revision went back from %d to %d", last.Revision, s.Revision)
+			}
+			last = s
+		case <-deadline:
+			t.Fatalf("after 10 s the follower has %d of %d target groups", len(last.TargetGroups), writes)
+		}
+	}
+	if n := strings.Count(logs.String(), "configuration stream broke"); n == 0 {
+		t.Error("the stream was never cut: the test proves nothing about resuming")
+	}
+	for i, tg := range last.TargetGroups {
+		if want := fmt.Sprintf("tg-%02d", i); tg.Name != want || tg.Targets[0].Port != int32(1000+i) {
+			t.Errorf("target group %d = %s port %d", i, tg.Name, tg.Targets[0].Port)
+		}
+	}
+}
+
+// A proxy that resumes against a control plane whose store was replaced
+// (its data lost and rebuilt, its revisions already past the proxy's) gets
+// the new store's snapshot, not the new history's changes after a revision
+// of the old one: nothing of the old store survives in what it serves.
+func TestFollowSeesAReplacedStore(t *testing.T) {
+	open := func() (*bolt.Store, http.Handler) {
+		st := openStore(t)
+		return st, serve(st)
+	}
+	oldStore, oldServer := open()
+	newStore, newServer := open()
+	var current atomic.Pointer[http.Handler]
+	current.Store(&oldServer)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*current.Load()).ServeHTTP(w, r) }))
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	writer, _ := client.New(srv.URL, tokenA, client.Options{HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}})
+	for i := range 3 {
+		if err := writer.Put(ctx, targetGroup(fmt.Sprintf("old-%d", i), int32(1000+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl, _ := client.New(srv.URL, tokenA, client.Options{})
+	snaps := make(chan *model.Snapshot, 100)
+	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond},
+		func(s *model.Snapshot) { snaps <- s })
+	if s := <-snaps; len(s.TargetGroups) != 3 || s.Store != oldStore.ID() {
+		t.Fatalf("first snapshot: %d target groups of store %q, want 3 of %q", len(s.TargetGroups), s.Store, oldStore.ID())
+	}
+
+	// The new store gets further than the old one before the switch.
+	current.Store(&newServer)
+	for i := range 6 {
+		if err := writer.Put(ctx, targetGroup(fmt.Sprintf("new-%d", i), int32(2000+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.CloseClientConnections()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-snaps:
+			if s.Store != newStore.ID() {
+				continue
+			}
+			var names []string
+			for _, tg := range s.TargetGroups {
+				names = append(names, tg.Name)
+			}
+			if want := "new-0 new-1 new-2 new-3 new-4 new-5"; strings.Join(names, " ") != want {
+				t.Errorf("after the switch the follower has %v, want exactly %s", names, want)
+			}
+			return
+		case <-deadline:
+			t.Fatal("the follower never took the new store's snapshot")
+		}
+	}
+}
+
+// A client given two servers of one store moves to the second when the
+// first goes away: its calls go through, and its watch resumes there
+// without a snapshot, missing nothing.
+func TestClientFailsOverBetweenServers(t *testing.T) {
+	st := openStore(t)
+	var watchesB atomic.Int32
+	a := httptest.NewServer(serve(st))
+	defer a.Close()
+	hb := serve(st)
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/watch" {
+			watchesB.Add(1)
+			if r.URL.Query().Get("revision") == "" {
+				t.Errorf("the watch on B did not resume: %s", r.URL)
+			}
+		}
+		hb.ServeHTTP(w, r)
+	}))
+	defer b.Close()
+	var logs testsync.Buffer
+	cl, err := client.New(a.URL+","+b.URL, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := make(chan *model.Snapshot, 100)
+	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond},
+		func(s *model.Snapshot) { snaps <- s })
+	if err := cl.Put(ctx, targetGroup("first", 1001)); err != nil {
+		t.Fatal(err)
+	}
+	waitTargetGroups := func(n int) *model.Snapshot {
+		t.Helper()
+		for deadline := time.After(10 * time.Second); ; {
+			select {
+			case s := <-snaps:
+				if len(s.TargetGroups) == n {
+					return s
+				}
+			case <-deadline:
+				t.Fatalf("the follower never had %d target groups", n)
+			}
+		}
+	}
+	waitTargetGroups(1)
+	if watchesB.Load() != 0 {
+		t.Fatal("the client watched B while A was up")
+	}
+
+	a.CloseClientConnections()
+	a.Close()
+	// The put cannot reach A; it goes to B.
+	if err := cl.Put(ctx, targetGroup("second", 1002)); err != nil {
+		t.Fatalf("Put with A gone: %v", err)
+	}
+	s := waitTargetGroups(2)
+	if s.TargetGroups[1].Name != "second" {
+		t.Errorf("target groups %v", s.TargetGroups)
+	}
+	if watchesB.Load() == 0 {
+		t.Error("the follower has the second write, but never watched B")
+	}
+	if !strings.Contains(logs.String(), "trying the next") {
+		t.Errorf("no failover in the client's log:\n%s", logs.String())
+	}
+}

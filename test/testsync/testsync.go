@@ -1,0 +1,85 @@
+// Package testsync is test support for concurrent code, shared by the
+// tests of every package: a buffer that goroutines may write while a test
+// reads it, and polling until a condition holds. It holds only what several
+// packages' tests use alike.
+package testsync
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Buffer is a bytes.Buffer that one goroutine may write (a logger, a
+// process's output) while another reads it. The zero value is ready.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Lines returns what was written, split into lines without their ends;
+// nil when nothing was.
+func (b *Buffer) Lines() []string {
+	s := strings.TrimSuffix(b.String(), "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// poll calls done until it returns true or timeout passes, sleeping 1 ms
+// at first and twice as long each time up to 50 ms, so that a fast
+// condition is seen at once and a slow one is not asked too often. It
+// reports whether done returned true.
+func poll(timeout time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	sleep := time.Millisecond
+	for !done() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(sleep)
+		sleep = min(2*sleep, 50*time.Millisecond)
+	}
+	return true
+}
+
+// WaitFor polls cond until it holds, failing t with "timed out after
+// <timeout> waiting for <what>" when timeout passes first.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	if !poll(timeout, cond) {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	}
+}
+
+// Eventually polls check until it returns nil, failing t with check's last
+// error when timeout passes first: "<what>: not after <timeout>: <error>",
+// or without "<what>: " when what is empty.
+func Eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	var err error
+	if poll(timeout, func() bool { err = check(); return err == nil }) {
+		return
+	}
+	if what == "" {
+		t.Fatalf("after %v: %v", timeout, err)
+	}
+	t.Fatalf("%s: not after %v: %v", what, timeout, err)
+}
