@@ -142,3 +142,18 @@ func (id *Identity) renewOnce(ctx context.Context, renew RenewFunc, saved func(c
 	}
 	return nil
 }
+
+// IssueIdentity makes a key and has ca sign it for cluster, valid from now
+// for ttl: an identity without the join call, for a component that holds
+// the CA itself (and for tests).
+func (ca *CA) IssueIdentity(cluster string, now time.Time, ttl time.Duration) (*Identity, error) {
+	keyPEM, csrPEM, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := ca.Sign(csrPEM, cluster, now, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return NewIdentity(certPEM, keyPEM)
+}

@@ -156,31 +156,15 @@ func (ca *CA) Sign(csrPEM []byte, cluster string, now time.Time, ttl time.Durati
 	if !model.ValidClusterName(cluster) {
 		return nil, fmt.Errorf("%q is not a valid cluster name", cluster)
 	}
-	if ttl <= 0 || ttl > MaxCertLifetime {
-		return nil, fmt.Errorf("lifetime %v out of range (0, %v]", ttl, MaxCertLifetime)
-	}
 	csr, err := ParseCSR(csrPEM)
 	if err != nil {
 		return nil, err
 	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
-	notAfter := now.Add(ttl)
-	if notAfter.After(ca.cert.NotAfter) {
-		notAfter = ca.cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cluster, OrganizationalUnit: []string{"trellis cluster"}},
-		NotBefore:    now.Add(-clockSkew),
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		URIs:         []*url.URL{ClusterID(cluster)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
+	der, err := ca.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: cluster, OrganizationalUnit: []string{"trellis cluster"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		URIs:        []*url.URL{ClusterID(cluster)},
+	}, csr.PublicKey, now, ttl)
 	if err != nil {
 		return nil, err
 	}
@@ -195,27 +179,13 @@ func (ca *CA) ServerCertificate(hosts []string, now time.Time, ttl time.Duration
 	if len(hosts) == 0 {
 		return nil, errors.New("a serving certificate needs at least one host name or address")
 	}
-	if ttl <= 0 || ttl > MaxCertLifetime {
-		return nil, fmt.Errorf("lifetime %v out of range (0, %v]", ttl, MaxCertLifetime)
-	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: hosts[0], OrganizationalUnit: []string{"trellis control plane"}},
-		NotBefore:    now.Add(-clockSkew),
-		NotAfter:     now.Add(ttl),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if tmpl.NotAfter.After(ca.cert.NotAfter) {
-		tmpl.NotAfter = ca.cert.NotAfter
+		Subject:     pkix.Name{CommonName: hosts[0], OrganizationalUnit: []string{"trellis control plane"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -224,7 +194,7 @@ func (ca *CA) ServerCertificate(hosts []string, now time.Time, ttl time.Duration
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	der, err := ca.issue(tmpl, key.Public(), now, ttl)
 	if err != nil {
 		return nil, err
 	}
@@ -233,6 +203,26 @@ func (ca *CA) ServerCertificate(hosts []string, now time.Time, ttl time.Duration
 		return nil, err
 	}
 	return &tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// issue signs tmpl (its names and usages) for pub: a fresh serial, valid
+// from now (backdated for clock skew) for ttl, at most MaxCertLifetime and
+// never past the root's own expiry, for digital signatures.
+func (ca *CA) issue(tmpl *x509.Certificate, pub crypto.PublicKey, now time.Time, ttl time.Duration) ([]byte, error) {
+	if ttl <= 0 || ttl > MaxCertLifetime {
+		return nil, fmt.Errorf("lifetime %v out of range (0, %v]", ttl, MaxCertLifetime)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = serial
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-clockSkew), now.Add(ttl)
+	if tmpl.NotAfter.After(ca.cert.NotAfter) {
+		tmpl.NotAfter = ca.cert.NotAfter
+	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	return x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 }
 
 // Verify checks that chain (leaf first, as a TLS peer presents it) is a

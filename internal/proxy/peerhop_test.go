@@ -34,15 +34,7 @@ type hopWorld struct {
 
 func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
 	t.Helper()
-	keyPEM, csr, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, err := ca.Sign(csr, cluster, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := pki.NewIdentity(certPEM, keyPEM)
+	id, err := ca.IssueIdentity(cluster, time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
