@@ -78,22 +78,22 @@ func TestServiceNetworkAssociation(t *testing.T) {
 		}
 	}
 	within(t, time.Now(), 20*time.Second, "b's Gateway refused", accepted(metav1.ConditionFalse, kubernetes.ReasonNotAllowed, `owned by cluster "a", which does not allow cluster "b"`))
-	// The refusal did not hold back what else b sends: its target group.
-	objs := e.controlPlane(t)
-	var bGroups int
-	for _, tg := range objs.TargetGroups {
-		if tg.Owner == "b" {
-			bGroups++
+	// The refusal did not hold back what else b sends: its target group
+	// arrives, while its service does not.
+	within(t, time.Now(), 20*time.Second, "b's target group sent, its service not", func() error {
+		objs := e.controlPlane(t)
+		for _, s := range objs.Services {
+			if s.Owner == "b" {
+				t.Fatalf("b's service %s was sent to a network that does not allow b", s.Name)
+			}
 		}
-	}
-	for _, s := range objs.Services {
-		if s.Owner == "b" {
-			t.Errorf("b's service %s was sent to a network that does not allow b", s.Name)
+		for _, tg := range objs.TargetGroups {
+			if tg.Owner == "b" {
+				return nil
+			}
 		}
-	}
-	if bGroups == 0 {
-		t.Error("b's target group was held back with the refused Gateway")
-	}
+		return fmt.Errorf("no target group of b in the control plane")
+	})
 
 	// a allows b: b associates, and its route is a service of a's network.
 	if err := e.a.kc.Get(ctx, types.NamespacedName{Namespace: "shop", Name: "mesh"}, aGateway); err != nil {
