@@ -300,7 +300,7 @@ func FuzzParseCSR(f *testing.F) {
 // restart.
 func TestIdentityRenews(t *testing.T) {
 	ca := mustCA(t)
-	const ttl = 1500 * time.Millisecond
+	const ttl = 3 * time.Second
 	issue := func(csr []byte) []byte {
 		c, err := ca.Sign(csr, "east", time.Now(), ttl)
 		if err != nil {
@@ -354,7 +354,7 @@ func TestIdentityRenews(t *testing.T) {
 	if got := get(); got != first.Leaf.SerialNumber.String() {
 		t.Fatalf("server saw serial %s, want the first certificate's", got)
 	}
-	// Renewal is due at 1 s; well before the first certificate expires the
+	// Renewal is due at 2 s; well before the first certificate expires the
 	// server must see another one.
 	deadline := time.Now().Add(ttl - 200*time.Millisecond)
 	for id.Certificate() == first && time.Now().Before(deadline) {
