@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -345,5 +346,51 @@ func TestGRPCAcrossThePeerHop(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "Delivered")); n < 3 {
 		t.Errorf("west delivered %v requests from east, want the 3 calls", n)
+	}
+}
+
+// A policy allowing ns/shop/sa/frontend from any cluster admits that
+// workload whether it calls from east or from west, through each cluster's
+// own proxy, and denies another service account of the same cluster; the
+// target is in west either way.
+func TestPolicyAcrossClusters(t *testing.T) {
+	w := newHopWorld(t)
+	api := identityBackend(t, "west-api")
+	tg := group("api", clusterTarget(t, api, "west"))
+	tg.Owner = "west"
+	svc := edgeService("api", []string{"api.example.com"}, model.Rule{Action: forward(to("api", 1))})
+	svc.Owner = "east"
+	svc.Auth = &model.Auth{Policy: json.RawMessage(`{"Statement": [
+		{"Effect": "Allow", "Principal": {"Trellis": "spiffe://*/ns/shop/sa/frontend"}, "Action": "trellis:Invoke", "Resource": "*"}]}`)}
+	set := func(owner, sa string) model.WorkloadSet {
+		return model.WorkloadSet{Meta: model.Meta{Name: model.WorkloadSetName(owner, "shop"), Owner: owner}, Namespace: "shop",
+			Workloads: []model.Workload{{Address: "127.0.0.1", ServiceAccount: sa}}}
+	}
+	snap := func(rev int64, eastSA, westSA string) *model.Snapshot {
+		return &model.Snapshot{Objects: model.Objects{
+			Networks: testNetworks, TargetGroups: []model.TargetGroup{tg}, Services: []model.Service{svc},
+			WorkloadSets: []model.WorkloadSet{set("east", eastSA), set("west", westSA)},
+		}, Revision: rev}
+	}
+	cl := newClient(t)
+	call := func(p *Proxy) (int, string) {
+		r := cl.get(addrOf(p, webPort), "api.example.com", "/")
+		return r.status, r.header.Get("X-Seen-Identity")
+	}
+
+	// frontend in both clusters: each proxy admits its own caller.
+	w.update(t, snap(1, "frontend", "frontend"))
+	if code, id := call(w.east); code != 200 || id != "Principal=spiffe://east/ns/shop/sa/frontend; Type=Workload" {
+		t.Errorf("east's frontend: %d %q", code, id)
+	}
+	if code, id := call(w.west); code != 200 || id != "Principal=spiffe://west/ns/shop/sa/frontend; Type=Workload" {
+		t.Errorf("west's frontend: %d %q", code, id)
+	}
+	// Another service account in the same clusters: denied.
+	w.update(t, snap(2, "other", "other"))
+	for _, p := range []*Proxy{w.east, w.west} {
+		if code, _ := call(p); code != http.StatusForbidden {
+			t.Errorf("%s's other service account: %d, want 403", p.cluster, code)
+		}
 	}
 }
