@@ -51,18 +51,21 @@ func newUpstream(cluster string) *upstream {
 // travels in the request's context (targetKey); its scheme was set by
 // targetScheme.
 func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t, ok := req.Context().Value(targetKey{}).(*router.Target); ok && t.Cluster != u.cluster {
+	t, _ := req.Context().Value(targetKey{}).(*router.Target)
+	if t != nil && t.Cluster != u.cluster {
 		if u.peer == nil {
 			return nil, errNoPeer
 		}
 		return u.peer(req, t)
 	}
-	return u.transport(req).RoundTrip(req)
+	return u.transport(req, t).RoundTrip(req)
 }
 
-func (u *upstream) transport(req *http.Request) *http.Transport {
+// transport is the transport that speaks t's group's protocol (t may be
+// nil: HTTP/1.1).
+func (u *upstream) transport(req *http.Request, t *router.Target) *http.Transport {
 	h2 := false
-	if t, ok := req.Context().Value(targetKey{}).(*router.Target); ok {
+	if t != nil {
 		if g := t.Group(); g != nil {
 			h2 = g.Version == model.HTTP2 || g.Version == model.GRPC
 		}

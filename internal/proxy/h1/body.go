@@ -180,26 +180,10 @@ func chunkLine(src *bufio.Reader, flush Flusher) ([]byte, error) {
 func chunkSize(line []byte) (int64, bool) {
 	line = bytes.TrimRight(line[:len(line)-2], " \t")
 	digits, ext, hasExt := bytes.Cut(line, []byte(";"))
-	if len(digits) == 0 || len(digits) > 15 {
-		return 0, false
-	}
 	if hasExt && !validValue(ext) {
 		return 0, false
 	}
-	var n int64
-	for _, c := range digits {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | int64(d)
-	}
-	return n, true
+	// At most 15 digits, so that the size fits in an int64.
+	n, ok := parseHex(digits, 15)
+	return int64(n), ok
 }

@@ -349,7 +349,16 @@ func (g *Guard) trailerLine(line []byte) {
 // hexSize parses a chunk size: 1 to 16 hex digits, as net/http takes them,
 // that fit in an int64.
 func hexSize(s []byte) (int64, bool) {
-	if len(s) == 0 || len(s) > 16 {
+	n, ok := parseHex(s, 16)
+	if !ok || n > math.MaxInt64 {
+		return 0, false
+	}
+	return int64(n), true
+}
+
+// parseHex parses 1 to maxDigits hex digits (at most 16).
+func parseHex(s []byte, maxDigits int) (uint64, bool) {
+	if len(s) == 0 || len(s) > maxDigits {
 		return 0, false
 	}
 	var n uint64
@@ -367,10 +376,7 @@ func hexSize(s []byte) (int64, bool) {
 		}
 		n = n<<4 | uint64(d)
 	}
-	if n > math.MaxInt64 {
-		return 0, false
-	}
-	return int64(n), true
+	return n, true
 }
 
 // requestLine is a request line's version, as net/http reads it.
