@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"trellis.dev/trellis/test/kube"
 	"trellis.dev/trellis/test/netns"
 	"trellis.dev/trellis/test/testsync"
 )
@@ -38,81 +35,8 @@ func TestServiceNetworkAcrossClusters(t *testing.T) { serviceNetworkAcrossCluste
 func TestServiceNetworkAcrossClustersEtcd(t *testing.T) { serviceNetworkAcrossClusters(t, true) }
 
 func serviceNetworkAcrossClusters(t *testing.T, withEtcd bool) {
-	lan := netns.NewLAN(t)
-	dir := t.TempDir()
-	const admin = "admin-token"
-	adminFile := filepath.Join(dir, "admins")
-	if err := os.WriteFile(adminFile, []byte(admin+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(dir, "data")
-	caFile := filepath.Join(dir, "ca.crt")
-	serverArgs := func(listen string) []string {
-		return []string{"server", "--listen", listen, "--data", data, "--tokens", "unused-token=unused", "--ca-cert-out", caFile,
-			"--admin-tokens-file", adminFile, "--tls-hosts", "192.0.2.1", "--heartbeat", "1s"}
-	}
-	var cp *netns.NS
-	serverURL := "https://192.0.2.1:7070"
-	if withEtcd {
-		e := kube.StartEtcd(t)
-		cp = e.NS
-		serverArgs = func(listen string) []string {
-			return []string{"server", "--listen", listen, "--etcd-endpoints", e.Endpoint, "--etcd-prefix", "/mc/",
-				"--tokens", "unused-token=unused", "--ca-cert-out", caFile,
-				"--admin-tokens-file", adminFile, "--tls-hosts", "192.0.2.1", "--heartbeat", "1s"}
-		}
-		serverURL += ",https://192.0.2.1:7071"
-	} else {
-		cp = netns.New(t)
-	}
-	lan.Attach(t, cp, "192.0.2.1")
-	srv := start(t, cp, "server", serverArgs("192.0.2.1:7070")...)
-	srv.waitOutput(t, 10*time.Second, "API on https://192.0.2.1:7070")
-	if withEtcd {
-		// The second server shares the first's store, and so its CA.
-		other := start(t, cp, "server-2", serverArgs("192.0.2.1:7071")...)
-		other.waitOutput(t, 10*time.Second, "API on https://192.0.2.1:7071")
-	}
-	api := []string{"--server", serverURL, "--ca-file", caFile}
-
-	type cluster struct {
-		name string
-		kube *kube.Cluster
-		kc   client.Client
-		lan  string
-	}
-	var clusters []*cluster
-	for i, name := range []string{"a", "b", "c"} {
-		c := &cluster{name: name, kube: kube.Start(t, kube.Options{}), lan: fmt.Sprintf("192.0.2.%d", 10+i)}
-		c.kc = c.kube.Client(t)
-		lan.Attach(t, c.kube.NS, c.lan)
-		clusters = append(clusters, c)
-	}
-	joinToken := func(c *cluster, component string) string {
-		tok := strings.TrimSpace(trellisOutput(t, cp, append([]string{"cluster", "add", c.name, "--token", admin}, api...)...))
-		if tok == "" {
-			t.Fatal("cluster add printed no token")
-		}
-		f := filepath.Join(dir, c.name+"-"+component+".token")
-		if err := os.WriteFile(f, []byte(tok), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	var pxC *proc
-	for _, c := range clusters {
-		ctl := start(t, c.kube.NS, c.name+"-controller", append([]string{"controller", "--kubeconfig", c.kube.Kubeconfig,
-			"--identity-dir", filepath.Join(dir, c.name+"-controller"), "--join-token-file", joinToken(c, "controller"),
-			"--metrics-address", "0", "--health-address", "0"}, api...)...)
-		ctl.waitOutput(t, 30*time.Second, "joined the control plane")
-		px := start(t, c.kube.NS, c.name+"-proxy", append([]string{"proxy", "--bind", "198.18.0.2", "--admin-listen", "",
-			"--identity-dir", filepath.Join(dir, c.name+"-proxy"), "--join-token-file", joinToken(c, "proxy"),
-			"--peer-listen", c.lan + ":15443"}, api...)...)
-		px.waitOutput(t, 30*time.Second, "peer address published")
-		if c.name == "c" {
-			pxC = px
-		}
-	}
+	m := startMesh(t, meshOptions{etcd: withEtcd})
+	clusters, cp, srv, pxC := m.clusters, m.cp, m.server, m.clusters[2].proxy
 
 	// The same address in B and C: each cluster's cart answers with its
 	// own name. A has its own cart at another address.
@@ -280,7 +204,7 @@ spec:
 	time.Sleep(500 * time.Millisecond)
 	srv.kill()
 	time.Sleep(2 * time.Second)
-	srv = start(t, cp, "server-again", serverArgs("192.0.2.1:7070")...)
+	srv = start(t, cp, "server-again", m.serverArgs("192.0.2.1:7070")...)
 	srv.waitOutput(t, 10*time.Second, "API on https://192.0.2.1:7070")
 	time.Sleep(2 * time.Second)
 	close(stop)
@@ -312,7 +236,7 @@ spec:
 	// B is removed from the control plane: though its certificates are
 	// still valid, A sends it nothing more (its share now has no cluster
 	// to go to) and B's proxy cannot reach A's targets.
-	trellisOutput(t, cp, append([]string{"cluster", "remove", "b", "--token", admin}, api...)...)
+	m.trellis(t, "cluster", "remove", "b")
 	removed := time.Now()
 	testsync.WaitFor(t, 5*time.Second, "A to stop sending to B", func() bool { return count(20)["b"] == 0 })
 	t.Logf("B removed: A stopped sending to it after %v", time.Since(removed).Round(time.Millisecond))
