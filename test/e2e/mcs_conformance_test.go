@@ -1,0 +1,981 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"trellis.dev/trellis/test/testsync"
+)
+
+// TestMCSConformance runs the checks of the Multi-Cluster Services API's
+// conformance suite (kubernetes-sigs/mcs-api, conformance/) against three
+// real clusters joined by Trellis, one subtest per check, named after the
+// check. docs/reference/mcs-conformance.md lists them, with what each
+// means for Trellis where its model answers differently: the clusterset IP
+// is the local proxy's address, and a client reaches an import through its
+// proxy, by the clusterset name and a route that names it.
+//
+// As in the suite, cluster a is "the remote cluster" (it exports hello),
+// b the second exporter where a check needs two, and every check runs in
+// a namespace of its own, made in all three clusters.
+func TestMCSConformance(t *testing.T) {
+	m := startMesh(t, meshOptions{})
+	e := &mcsEnv{mesh: m}
+	e.gateway(t)
+
+	checks := []struct {
+		name string
+		run  func(*testing.T, *mcsEnv, *mcsCheck)
+	}{
+		// conformance/service_import.go
+		{"AServiceImportShouldOnlyExistAsLongAsThereIsAtLeastOneExportingCluster", checkImportLifetime},
+		{"OnlyLabelsAndAnnotationsSpecifiedAsExportedShouldBePropagatedToTheServiceImport", checkExportedLabels},
+		{"ServiceExportedOnTwoClustersWithConflictingAnnotationsAndLabelsShouldReportAConflictOnEachServiceExport", checkLabelConflict},
+		{"ExportingAClusterIPServiceShouldCreateAClusterSetIPServiceImportInEachClusterAndUnexportingShouldDeleteIt", checkClusterSetIPImport},
+		{"TheSessionAffinityForAClusterSetIPServiceImportShouldMatchTheExportedService", checkSessionAffinity},
+		{"TheInternalTrafficPolicyForAClusterSetIPServiceImportShouldMatchTheExportedService", checkInternalTrafficPolicy},
+		{"TheTrafficDistributionForAClusterSetIPServiceImportShouldMatchTheExportedService", checkTrafficDistribution},
+		{"AnIPShouldBeAllocatedForAClusterSetIPServiceImportForEachIPFamily", checkClusterSetIPs},
+		{"ThePortsForAClusterSetIPServiceImportShouldMatchThoseOfTheExportedService", checkPorts},
+		{"AClusterIPServiceExportedOnTwoClustersShouldExposeTheUnionOfTheConstituentServicePortsAndRaiseAConflict", checkPortUnion},
+		{"AClusterIPServiceExportedOnTwoClustersWithConflictingPortsShouldApplyTheConflictResolutionPolicy", checkPortConflict},
+		{"ExportingAHeadlessServiceShouldCreateAHeadlessServiceImportInEachClusterAndUnexportingShouldDeleteIt", checkHeadlessImport},
+		{"NoClustersetIPShouldBeAllocatedForAHeadlessServiceImport", checkHeadlessNoIPs},
+		{"ExportingAnExternalNameServiceShouldSetServiceExportValidConditionToFalse", checkExternalName},
+		{"AServiceExportedOnTwoClustersWithConflictingHeadlessnessShouldApplyTheConflictResolutionPolicy", checkHeadlessnessConflict},
+		// conformance/connectivity.go
+		{"ConnectivityToAServiceThatIsNotExportedShouldBeInaccessible", checkNotExportedInaccessible},
+		{"ConnectivityToAnExportedClusterIPServiceShouldBeAccessibleThroughDNS", checkAccessibleThroughDNS},
+		{"ConnectivityToAClusterIPServiceExistingInTwoClustersButExportedFromOneShouldOnlyAccessTheExportingCluster", checkOnlyExportingCluster},
+		{"ConnectivityToExportedServicesWithSamePortNameButDifferentPortNumbersShouldOnlyRouteToTheClusterThatExposesThePort", checkSamePortName},
+		{"ConnectivityToExportedServicesWithDifferentPortNamesShouldRouteEachPortOnlyToTheClusterThatExposesIt", checkDifferentPortNames},
+		// conformance/clusterip_service_dns.go
+		{"ADNSLookupOfTheClustersetNameForAClusterIPServiceShouldResolveToTheClustersetIP", checkDNSClusterSetIP},
+		{"ADNSSRVQueryOfTheClustersetNameForAClusterIPServiceShouldReturnValidSRVRecords", checkDNSSRV},
+		{"DNSLookupsOfTheClusterLocalNameShouldOnlyResolveLocalServices", checkClusterLocal},
+		// conformance/endpoint_slice.go
+		{"ExportingAServiceShouldCreateAnMCSEndpointSliceInEachClusterWithTheRequiredMCSLabels", checkEndpointSlices},
+		// conformance/headless_service_dns.go
+		{"ADNSQueryOfTheClustersetNameForAHeadlessServiceShouldReturnTheReadyEndpointAddresses", checkHeadlessDNS},
+		{"ADNSQueryOfThePodNameForAHeadlessStatefulSetServiceShouldReturnThePodsAddress", checkHeadlessPodDNS},
+		{"ADNSSRVQueryOfTheClustersetNameForAHeadlessServiceShouldReturnValidSRVRecords", checkHeadlessSRV},
+	}
+	t.Run("checks", func(t *testing.T) {
+		for i, c := range checks {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				c.run(t, e, e.newCheck(t, i+1))
+			})
+		}
+	})
+}
+
+// mcsEnv is the mesh as the checks use it.
+type mcsEnv struct {
+	*mesh
+}
+
+// mcsGatewayNS holds cluster a's Gateway, whose listeners (42 and 4242)
+// the connectivity checks' routes attach to. Every proxy serves the
+// network's routes, so one Gateway serves the clients of all three
+// clusters.
+const mcsGatewayNS = "mcs-gateway"
+
+func (e *mcsEnv) gateway(t *testing.T) {
+	apply(t, e.clusters[0].kc, namespaceYAML(mcsGatewayNS)+`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis}
+spec: {controllerName: trellis.dev/service-network}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mcs, namespace: `+mcsGatewayNS+`}
+spec:
+  gatewayClassName: trellis
+  listeners:
+  - {name: p42, protocol: HTTP, port: 42, allowedRoutes: {namespaces: {from: All}}}
+  - {name: p4242, protocol: HTTP, port: 4242, allowedRoutes: {namespaces: {from: All}}}
+`)
+}
+
+// mcsCheck is one check's namespace (the same in every cluster) and the
+// addresses of its backends.
+type mcsCheck struct {
+	e  *mcsEnv
+	ns string
+	// index makes the check's backend addresses: 198.18.<index>.<10+i>
+	// in cluster i.
+	index int
+}
+
+const helloName = "hello"
+
+func (e *mcsEnv) newCheck(t *testing.T, index int) *mcsCheck {
+	c := &mcsCheck{e: e, ns: fmt.Sprintf("mcs-conformance-%d", index), index: index}
+	for _, cl := range e.clusters {
+		apply(t, cl.kc, namespaceYAML(c.ns))
+	}
+	return c
+}
+
+// fqdn is the check's clusterset name of hello.
+func (c *mcsCheck) fqdn() string { return helloName + "." + c.ns + ".svc.clusterset.local" }
+
+// backendAddr is the address of hello's backend in cluster i.
+func (c *mcsCheck) backendAddr(i int) string { return fmt.Sprintf("198.18.%d.%d", c.index, 10+i) }
+
+// helloService is the suite's hello Service: ports tcp/42 and udp/42,
+// ClientIP session affinity with a 10 s timeout, a label and an
+// annotation of its own (which must not reach the import).
+func (c *mcsCheck) helloService() *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: helloName,
+			Labels: map[string]string{"dummy-svc": "dummy"}, Annotations: map[string]string{"dummy-svc": "dummy"}},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": helloName},
+			Ports: []corev1.ServicePort{
+				{Name: "tcp", Port: 42, Protocol: corev1.ProtocolTCP},
+				{Name: "udp", Port: 42, Protocol: corev1.ProtocolUDP},
+			},
+			SessionAffinity: corev1.ServiceAffinityClientIP,
+			SessionAffinityConfig: &corev1.SessionAffinityConfig{
+				ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To(int32(10))},
+			},
+			IPFamilyPolicy: ptr.To(corev1.IPFamilyPolicyPreferDualStack),
+		},
+	}
+}
+
+// deploy creates svc in cluster i with one ready endpoint per address of
+// addrs (by default the check's backend address in i), each serving HTTP
+// on port 42 (what every port of svc targets), answering "pod ip <addr>".
+// The EndpointSlice is written as the endpointslice controller would (the
+// test clusters run none).
+func (c *mcsCheck) deploy(t *testing.T, i int, svc *corev1.Service, addrs ...string) {
+	t.Helper()
+	cl := c.e.clusters[i]
+	if len(addrs) == 0 {
+		addrs = []string{c.backendAddr(i)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.kc.Create(ctx, svc); err != nil {
+		t.Fatalf("creating Service in %s: %v", cl.name, err)
+	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return
+	}
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: svc.Name + "-1",
+			Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: "e2e-test"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	for _, sp := range svc.Spec.Ports {
+		es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr.To(sp.Name), Protocol: ptr.To(sp.Protocol), Port: ptr.To(int32(42))})
+	}
+	for n, a := range addrs {
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}, Hostname: ptr.To(fmt.Sprintf("hello-%d", n)),
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
+		ln, err := cl.kube.NS.Listen("tcp", a+":42")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "pod ip %s", a)
+		})}
+		go s.Serve(ln)
+		t.Cleanup(func() { s.Close() })
+	}
+	if err := cl.kc.Create(ctx, es); err != nil {
+		t.Fatalf("creating EndpointSlice in %s: %v", cl.name, err)
+	}
+}
+
+// export exports hello in cluster i, with the labels and annotations given
+// to copy to the import (nil for none). The ServiceExport carries a label
+// and an annotation of its own, which must not reach the import.
+func (c *mcsCheck) export(t *testing.T, i int, labels, annotations map[string]string) {
+	t.Helper()
+	se := &mcsv1beta1.ServiceExport{
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: helloName,
+			Labels: map[string]string{"dummy-svcexport": "dummy"}, Annotations: map[string]string{"dummy-svcexport": "dummy"}},
+		Spec: mcsv1beta1.ServiceExportSpec{ExportedLabels: labels, ExportedAnnotations: annotations},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.e.clusters[i].kc.Create(ctx, se); err != nil {
+		t.Fatalf("creating ServiceExport in %s: %v", c.e.clusters[i].name, err)
+	}
+}
+
+func (c *mcsCheck) unexport(t *testing.T, i int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	se := &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: helloName}}
+	if err := c.e.clusters[i].kc.Delete(ctx, se); err != nil {
+		t.Fatalf("deleting ServiceExport in %s: %v", c.e.clusters[i].name, err)
+	}
+}
+
+// getImport reads hello's ServiceImport in cluster i.
+func (c *mcsCheck) getImport(i int) (*mcsv1beta1.ServiceImport, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var si mcsv1beta1.ServiceImport
+	err := c.e.clusters[i].kc.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: helloName}, &si)
+	return &si, err
+}
+
+// mcsWait bounds every wait of a check: the suite allows 20 s; the
+// machine these run on is shared and loaded.
+const mcsWait = 45 * time.Second
+
+// awaitImport waits until hello's ServiceImport exists in cluster i and
+// passes check (nil: any), and returns it.
+func (c *mcsCheck) awaitImport(t *testing.T, i int, check func(*mcsv1beta1.ServiceImport) error) *mcsv1beta1.ServiceImport {
+	t.Helper()
+	var si *mcsv1beta1.ServiceImport
+	testsync.Eventually(t, mcsWait, "the ServiceImport in cluster "+c.e.clusters[i].name, func() error {
+		var err error
+		if si, err = c.getImport(i); err != nil {
+			return err
+		}
+		if check != nil {
+			return check(si)
+		}
+		return nil
+	})
+	return si
+}
+
+// awaitNoImport waits until hello has no ServiceImport in cluster i.
+func (c *mcsCheck) awaitNoImport(t *testing.T, i int) {
+	t.Helper()
+	testsync.Eventually(t, mcsWait, "the ServiceImport in cluster "+c.e.clusters[i].name+" to be deleted", func() error {
+		_, err := c.getImport(i)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err == nil {
+			return errors.New("it still exists")
+		}
+		return err
+	})
+}
+
+// consistently checks cond every 250 ms for 5 s, as the suite's
+// Consistently does, failing at the first time it does not hold.
+func consistently(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		if err := cond(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+}
+
+// awaitCondition waits until hello's ServiceExport in cluster i has
+// condition typ with status.
+func (c *mcsCheck) awaitCondition(t *testing.T, i int, typ mcsv1beta1.ServiceExportConditionType, status metav1.ConditionStatus) {
+	t.Helper()
+	testsync.Eventually(t, mcsWait, fmt.Sprintf("%s=%s on the ServiceExport in cluster %s", typ, status, c.e.clusters[i].name), func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var se mcsv1beta1.ServiceExport
+		if err := c.e.clusters[i].kc.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: helloName}, &se); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(se.Status.Conditions, string(typ))
+		if cond == nil || cond.Status != status {
+			return fmt.Errorf("conditions %+v", se.Status.Conditions)
+		}
+		return nil
+	})
+}
+
+// mcsPorts is ports as an import lists them: sorted by port, protocol and
+// name, without target ports.
+func mcsPorts(ports ...corev1.ServicePort) []mcsv1beta1.ServicePort {
+	out := make([]mcsv1beta1.ServicePort, len(ports))
+	for i, p := range ports {
+		out[i] = mcsv1beta1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port, AppProtocol: p.AppProtocol}
+	}
+	sortPorts(out)
+	return out
+}
+
+func sortPorts(ps []mcsv1beta1.ServicePort) {
+	slices.SortFunc(ps, func(a, b mcsv1beta1.ServicePort) int {
+		if a.Port != b.Port {
+			return int(a.Port - b.Port)
+		}
+		if a.Protocol != b.Protocol {
+			return strings.Compare(string(a.Protocol), string(b.Protocol))
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+}
+
+func samePorts(si *mcsv1beta1.ServiceImport, want []mcsv1beta1.ServicePort) error {
+	got := slices.Clone(si.Spec.Ports)
+	sortPorts(got)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		return fmt.Errorf("ports %v, want %v", got, want)
+	}
+	return nil
+}
+
+func hasAll(got, want map[string]string) error {
+	for k, v := range want {
+		if got[k] != v {
+			return fmt.Errorf("%q=%q missing from %v", k, v, got)
+		}
+	}
+	return nil
+}
+
+func hasNone(got, unwanted map[string]string) error {
+	for k, v := range unwanted {
+		if g, ok := got[k]; ok && g == v {
+			return fmt.Errorf("%q=%q should not be in %v", k, v, got)
+		}
+	}
+	return nil
+}
+
+// route makes cluster a's Gateway route hello's clusterset name, on the
+// listener of port, to the ServiceImport's port: how a Trellis client
+// reaches an import by its clusterset name (the name resolves to the
+// client's proxy, which routes by host name).
+func (c *mcsCheck) route(t *testing.T, port int) {
+	t.Helper()
+	apply(t, c.e.clusters[0].kc, fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: hello-%[1]d, namespace: %[2]s}
+spec:
+  parentRefs: [{name: mcs, namespace: %[3]s, sectionName: p%[1]d}]
+  hostnames: [%[4]s]
+  rules:
+  - backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: %[1]d}]
+`, port, c.ns, mcsGatewayNS, c.fqdn()))
+}
+
+// request resolves hello's clusterset name with cluster i's nameserver,
+// connects to the answer's port from inside cluster i and returns the
+// status and body of a GET.
+func (c *mcsCheck) request(i, port int) (int, string, error) {
+	cl := c.e.clusters[i]
+	addrs, err := cl.resolve(c.fqdn())
+	if err != nil {
+		return 0, "", err
+	}
+	if len(addrs) == 0 {
+		return 0, "", errors.New("no address")
+	}
+	hc := cl.kube.NS.HTTPClient(5 * time.Second)
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s:%d/", addrs[0], port), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Host = c.fqdn()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// reaches waits until a request from cluster i on port is answered by
+// want, then sends n more: every one must be answered by want.
+func (c *mcsCheck) reaches(t *testing.T, i, port int, want string, n int) {
+	t.Helper()
+	testsync.Eventually(t, mcsWait, fmt.Sprintf("a request from %s on port %d to reach %q", c.e.clusters[i].name, port, want), func() error {
+		status, body, err := c.request(i, port)
+		if err != nil {
+			return err
+		}
+		if status != http.StatusOK || body != "pod ip "+want {
+			return fmt.Errorf("%d %q", status, body)
+		}
+		return nil
+	})
+	for range n {
+		status, body, err := c.request(i, port)
+		if err != nil || status != http.StatusOK || body != "pod ip "+want {
+			t.Errorf("from %s on port %d: %d %q %v; want only %q", c.e.clusters[i].name, port, status, body, err, want)
+		}
+	}
+}
+
+// --- conformance/service_import.go
+
+func checkImportLifetime(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.export(t, 0, nil, nil)
+	c.awaitImport(t, 0, nil)
+	c.deploy(t, 1, c.helloService())
+	c.export(t, 1, nil, nil)
+	// Both exports are in the import before a's is removed.
+	for i := range e.clusters {
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			if len(si.Status.Clusters) != 2 {
+				return fmt.Errorf("status.clusters %v", si.Status.Clusters)
+			}
+			return nil
+		})
+	}
+	c.unexport(t, 0)
+	consistently(t, "the ServiceImport while b still exports", func() error {
+		for i := range e.clusters {
+			if _, err := c.getImport(i); err != nil {
+				return fmt.Errorf("cluster %s: %w", e.clusters[i].name, err)
+			}
+		}
+		return nil
+	})
+	c.unexport(t, 1)
+	for i := range e.clusters {
+		c.awaitNoImport(t, i)
+	}
+}
+
+func checkExportedLabels(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	c.deploy(t, 0, svc)
+	labels, annotations := map[string]string{"dummy-label": "true"}, map[string]string{"dummy-annotation": "true"}
+	c.export(t, 0, labels, annotations)
+	for i := range e.clusters {
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			return errors.Join(hasAll(si.Labels, labels), hasAll(si.Annotations, annotations),
+				hasNone(si.Labels, svc.Labels), hasNone(si.Annotations, svc.Annotations),
+				hasNone(si.Labels, map[string]string{"dummy-svcexport": "dummy"}),
+				hasNone(si.Annotations, map[string]string{"dummy-svcexport": "dummy"}))
+		})
+	}
+}
+
+func checkLabelConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.deploy(t, 1, c.helloService())
+	labels, annotations := map[string]string{"dummy-label": "true"}, map[string]string{"dummy-annotation": "true"}
+	labels2, annotations2 := map[string]string{"dummy-label2": "true"}, map[string]string{"dummy-annotation2": "true"}
+	c.export(t, 0, labels, annotations)
+	c.awaitImport(t, 0, nil) // a's export is the older
+	c.export(t, 1, labels2, annotations2)
+	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+	for i := range e.clusters {
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			return errors.Join(hasAll(si.Labels, labels), hasAll(si.Annotations, annotations),
+				hasNone(si.Labels, labels2), hasNone(si.Annotations, annotations2))
+		})
+	}
+}
+
+func checkClusterSetIPImport(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.export(t, 0, nil, nil)
+	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionValid, metav1.ConditionTrue)
+	for i := range e.clusters {
+		si := c.awaitImport(t, i, nil)
+		if si.Spec.Type != mcsv1beta1.ClusterSetIP {
+			t.Errorf("the ServiceImport in %s has type %q", e.clusters[i].name, si.Spec.Type)
+		}
+	}
+	c.unexport(t, 0)
+	for i := range e.clusters {
+		c.awaitNoImport(t, i)
+	}
+}
+
+func checkSessionAffinity(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	c.deploy(t, 0, svc)
+	c.export(t, 0, nil, nil)
+	for i := range e.clusters {
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			if si.Spec.SessionAffinity != svc.Spec.SessionAffinity || fmt.Sprint(si.Spec.SessionAffinityConfig) != fmt.Sprint(svc.Spec.SessionAffinityConfig) {
+				return fmt.Errorf("sessionAffinity %q %v, want %q %v", si.Spec.SessionAffinity, si.Spec.SessionAffinityConfig,
+					svc.Spec.SessionAffinity, svc.Spec.SessionAffinityConfig)
+			}
+			return nil
+		})
+	}
+}
+
+func checkInternalTrafficPolicy(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	svc.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
+	c.deploy(t, 0, svc)
+	c.export(t, 0, nil, nil)
+	for i := range e.clusters {
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			if ptr.Deref(si.Spec.InternalTrafficPolicy, "") != corev1.ServiceInternalTrafficPolicyCluster {
+				return fmt.Errorf("internalTrafficPolicy %v", si.Spec.InternalTrafficPolicy)
+			}
+			return nil
+		})
+	}
+}
+
+func checkTrafficDistribution(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	svc.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
+	c.deploy(t, 0, svc)
+	c.export(t, 0, nil, nil)
+	for i := range e.clusters {
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			if ptr.Deref(si.Spec.TrafficDistribution, "") != corev1.ServiceTrafficDistributionPreferClose {
+				return fmt.Errorf("trafficDistribution %v", si.Spec.TrafficDistribution)
+			}
+			return nil
+		})
+	}
+}
+
+// For Trellis the clusterset IP is the address of the importing
+// cluster's proxy, the one every clusterset name resolves to there.
+func checkClusterSetIPs(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.export(t, 0, nil, nil)
+	for i := range e.clusters {
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			if len(si.Spec.IPs) == 0 || len(si.Spec.IPs) != len(si.Spec.IPFamilies) {
+				return fmt.Errorf("ips %v, ipFamilies %v", si.Spec.IPs, si.Spec.IPFamilies)
+			}
+			if !slices.Equal(si.Spec.IPs, []string{meshProxyIP}) || si.Spec.IPFamilies[0] != corev1.IPv4Protocol {
+				return fmt.Errorf("ips %v, ipFamilies %v; want [%s] [IPv4]", si.Spec.IPs, si.Spec.IPFamilies, meshProxyIP)
+			}
+			return nil
+		})
+	}
+}
+
+func checkPorts(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	c.deploy(t, 0, svc)
+	c.export(t, 0, nil, nil)
+	for i := range e.clusters {
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error { return samePorts(si, mcsPorts(svc.Spec.Ports...)) })
+	}
+}
+
+func checkPortUnion(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	svc2 := c.helloService()
+	svc2.Spec.Ports = []corev1.ServicePort{svc.Spec.Ports[0], {Name: "stcp", Port: 142, Protocol: corev1.ProtocolSCTP}}
+	c.deploy(t, 0, svc)
+	c.export(t, 0, nil, nil)
+	c.awaitImport(t, 0, nil)
+	c.deploy(t, 1, svc2)
+	c.export(t, 1, nil, nil)
+	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+	for i := range e.clusters {
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			return samePorts(si, mcsPorts(append(slices.Clone(svc.Spec.Ports), svc2.Spec.Ports[1])...))
+		})
+	}
+}
+
+func checkPortConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	svc2 := c.helloService()
+	svc2.Spec.Ports = []corev1.ServicePort{svc.Spec.Ports[0]}
+	svc2.Spec.Ports[0].Port++
+	c.deploy(t, 0, svc)
+	c.export(t, 0, nil, nil)
+	c.awaitImport(t, 0, nil)
+	c.deploy(t, 1, svc2)
+	c.export(t, 1, nil, nil)
+	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+	for i := range e.clusters {
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error { return samePorts(si, mcsPorts(svc.Spec.Ports...)) })
+	}
+}
+
+func (c *mcsCheck) headless() *corev1.Service {
+	svc := c.helloService()
+	svc.Spec.ClusterIP = corev1.ClusterIPNone
+	return svc
+}
+
+func checkHeadlessImport(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.headless())
+	c.export(t, 0, nil, nil)
+	for i := range e.clusters {
+		si := c.awaitImport(t, i, nil)
+		if si.Spec.Type != mcsv1beta1.Headless {
+			t.Errorf("the ServiceImport in %s has type %q", e.clusters[i].name, si.Spec.Type)
+		}
+	}
+	c.unexport(t, 0)
+	for i := range e.clusters {
+		c.awaitNoImport(t, i)
+	}
+}
+
+func checkHeadlessNoIPs(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.headless())
+	c.export(t, 0, nil, nil)
+	c.awaitImport(t, 0, nil)
+	consistently(t, "the Headless ServiceImport's ips", func() error {
+		for i := range e.clusters {
+			si, err := c.getImport(i)
+			if err == nil && len(si.Spec.IPs) > 0 {
+				return fmt.Errorf("cluster %s: ips %v", e.clusters[i].name, si.Spec.IPs)
+			}
+		}
+		return nil
+	})
+}
+
+func checkExternalName(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	svc.Spec.Type, svc.Spec.ExternalName, svc.Spec.IPFamilyPolicy = corev1.ServiceTypeExternalName, "example.com", nil
+	svc.Spec.SessionAffinity, svc.Spec.SessionAffinityConfig = "", nil
+	c.deploy(t, 0, svc)
+	c.export(t, 0, nil, nil)
+	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionValid, metav1.ConditionFalse)
+	consistently(t, "no ServiceImport for an ExternalName Service", func() error {
+		for i := range e.clusters {
+			if _, err := c.getImport(i); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("cluster %s: %v", e.clusters[i].name, err)
+			}
+		}
+		return nil
+	})
+}
+
+func checkHeadlessnessConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.export(t, 0, nil, nil)
+	c.awaitImport(t, 0, nil)
+	c.deploy(t, 1, c.headless())
+	c.export(t, 1, nil, nil)
+	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+	for i := range e.clusters {
+		si := c.awaitImport(t, i, nil)
+		if si.Spec.Type != mcsv1beta1.ClusterSetIP {
+			t.Errorf("the ServiceImport in %s has type %q", e.clusters[i].name, si.Spec.Type)
+		}
+	}
+}
+
+// --- conformance/connectivity.go
+
+// A Service nobody exports has no clusterset name in any cluster, and a
+// route that names its import (which does not exist) does not reach it
+// either: the route's backend answers 500.
+func checkNotExportedInaccessible(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.route(t, 42)
+	// The route is served (its unresolved backend answers 500) before the
+	// requests count.
+	testsync.Eventually(t, mcsWait, "the route to the missing import to be served", func() error {
+		hc := e.clusters[0].kube.NS.HTTPClient(5 * time.Second)
+		defer hc.CloseIdleConnections()
+		status, body, err := getBody(hc, "http://"+meshProxyIP+":42/", c.fqdn())
+		if err == nil && status != http.StatusInternalServerError {
+			err = fmt.Errorf("%d %q", status, body)
+		}
+		return err
+	})
+	for i, cl := range e.clusters {
+		hc := cl.kube.NS.HTTPClient(5 * time.Second)
+		for range 20 {
+			r, err := cl.lookup(c.fqdn(), dns.TypeA)
+			if err != nil || r.Rcode != dns.RcodeNameError {
+				t.Errorf("cluster %s resolves %s: %v %v", cl.name, c.fqdn(), r, err)
+			}
+			status, body, err := getBody(hc, "http://"+meshProxyIP+":42/", c.fqdn())
+			if strings.Contains(body, "pod ip") {
+				t.Errorf("cluster %s reached the unexported Service: %d %q %v", e.clusters[i].name, status, body, err)
+			}
+		}
+		hc.CloseIdleConnections()
+	}
+}
+
+func checkAccessibleThroughDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.route(t, 42)
+	c.export(t, 0, nil, nil)
+	for i := range e.clusters {
+		c.reaches(t, i, 42, c.backendAddr(0), 1)
+	}
+}
+
+func checkOnlyExportingCluster(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.deploy(t, 1, c.helloService())
+	c.route(t, 42)
+	c.export(t, 0, nil, nil)
+	for i := range e.clusters {
+		c.reaches(t, i, 42, c.backendAddr(0), 10)
+	}
+}
+
+func checkSamePortName(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc2 := c.helloService()
+	svc2.Spec.Ports = []corev1.ServicePort{{Name: "tcp", Port: 4242, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(42)}}
+	c.deploy(t, 0, c.helloService())
+	c.deploy(t, 1, svc2)
+	c.route(t, 42)
+	c.export(t, 0, nil, nil)
+	c.awaitImport(t, 0, nil)
+	c.export(t, 1, nil, nil)
+	// b's export is in before the requests count.
+	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+	for i := range e.clusters {
+		c.reaches(t, i, 42, c.backendAddr(0), 10)
+	}
+}
+
+func checkDifferentPortNames(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc2 := c.helloService()
+	svc2.Spec.Ports = []corev1.ServicePort{{Name: "tcp2", Port: 4242, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(42)}}
+	c.deploy(t, 0, c.helloService())
+	c.deploy(t, 1, svc2)
+	c.route(t, 42)
+	c.route(t, 4242)
+	c.export(t, 0, nil, nil)
+	c.export(t, 1, nil, nil)
+	for i := range e.clusters {
+		c.reaches(t, i, 42, c.backendAddr(0), 10)
+		c.reaches(t, i, 4242, c.backendAddr(1), 10)
+	}
+}
+
+// --- conformance/clusterip_service_dns.go
+
+func checkDNSClusterSetIP(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.export(t, 0, nil, nil)
+	for i, cl := range e.clusters {
+		si := c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			if len(si.Spec.IPs) == 0 {
+				return errors.New("no ips")
+			}
+			return nil
+		})
+		testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
+			addrs, err := cl.resolve(c.fqdn())
+			if err == nil && !slices.Equal(addrs, si.Spec.IPs) {
+				err = fmt.Errorf("A %v, want the ServiceImport's ips %v", addrs, si.Spec.IPs)
+			}
+			return err
+		})
+	}
+}
+
+// srvRecords returns the (port, target) of the SRV records cluster i's
+// nameserver answers for name.
+func srvRecords(cl *meshCluster, name string) ([]string, error) {
+	r, err := cl.lookup(name, dns.TypeSRV)
+	if err != nil {
+		return nil, err
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return nil, fmt.Errorf("%s", dns.RcodeToString[r.Rcode])
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if s, ok := rr.(*dns.SRV); ok {
+			out = append(out, fmt.Sprintf("%d %s", s.Port, strings.TrimSuffix(s.Target, ".")))
+		}
+	}
+	return out, nil
+}
+
+func checkDNSSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	c.deploy(t, 0, svc)
+	c.export(t, 0, nil, nil)
+	want := []string{fmt.Sprintf("%d %s", svc.Spec.Ports[0].Port, c.fqdn())}
+	for _, cl := range e.clusters {
+		testsync.Eventually(t, mcsWait, cl.name+"'s SRV records for "+c.fqdn(), func() error {
+			got, err := srvRecords(cl, c.fqdn())
+			if err == nil && !slices.Equal(got, want) {
+				err = fmt.Errorf("%v, want %v", got, want)
+			}
+			return err
+		})
+	}
+}
+
+// Trellis's nameserver refuses cluster.local: it never answers a local
+// name, so the cluster's own DNS answers it with the local Service alone.
+func checkClusterLocal(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.export(t, 0, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var svc corev1.Service
+	if err := e.clusters[0].kc.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: helloName}, &svc); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+		t.Fatalf("the local Service has cluster IP %q", svc.Spec.ClusterIP)
+	}
+	// The export is known (its clusterset name resolves) when cluster.local
+	// is asked.
+	c.awaitImport(t, 0, nil)
+	testsync.Eventually(t, mcsWait, "a's nameserver to know the export", func() error {
+		_, err := e.clusters[0].resolve(c.fqdn())
+		return err
+	})
+	for _, cl := range e.clusters {
+		r, err := cl.lookup(helloName+"."+c.ns+".svc.cluster.local", dns.TypeA)
+		if err != nil || r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+			t.Errorf("cluster %s's Trellis nameserver answered the cluster.local name: %v %v", cl.name, r, err)
+		}
+	}
+}
+
+// --- conformance/endpoint_slice.go
+
+func checkEndpointSlices(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.helloService())
+	c.export(t, 0, nil, nil)
+	names := make([][]string, len(e.clusters))
+	for i, cl := range e.clusters {
+		si := c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			if len(si.Spec.IPFamilies) == 0 {
+				return errors.New("no ipFamilies")
+			}
+			return nil
+		})
+		for _, family := range si.Spec.IPFamilies {
+			addressType := discoveryv1.AddressType(family)
+			var found *discoveryv1.EndpointSlice
+			testsync.Eventually(t, mcsWait, fmt.Sprintf("an MCS EndpointSlice (%s) in %s", addressType, cl.name), func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				var list discoveryv1.EndpointSliceList
+				if err := cl.kc.List(ctx, &list, client.InNamespace(c.ns)); err != nil {
+					return err
+				}
+				for i := range list.Items {
+					es := &list.Items[i]
+					_, hasName := es.Labels[mcsv1beta1.LabelServiceName]
+					_, hasCluster := es.Labels[mcsv1beta1.LabelSourceCluster]
+					if hasName && hasCluster && es.AddressType == addressType && len(es.Endpoints) > 0 {
+						found = es
+						return nil
+					}
+				}
+				return fmt.Errorf("none among %d slices", len(list.Items))
+			})
+			if found.Labels[mcsv1beta1.LabelServiceName] != helloName {
+				t.Errorf("%s: %s=%q", found.Name, mcsv1beta1.LabelServiceName, found.Labels[mcsv1beta1.LabelServiceName])
+			}
+			if found.Labels[mcsv1beta1.LabelSourceCluster] != "a" {
+				t.Errorf("%s: %s=%q, want a", found.Name, mcsv1beta1.LabelSourceCluster, found.Labels[mcsv1beta1.LabelSourceCluster])
+			}
+			if m, ok := found.Labels[discoveryv1.LabelManagedBy]; !ok || m == "endpointslice-controller.k8s.io" {
+				t.Errorf("%s: %s=%q", found.Name, discoveryv1.LabelManagedBy, m)
+			}
+			if len(found.Endpoints) != 1 || !slices.Equal(found.Endpoints[0].Addresses, []string{c.backendAddr(0)}) {
+				t.Errorf("%s: endpoints %v, want a's %s", found.Name, found.Endpoints, c.backendAddr(0))
+			}
+			names[i] = append(names[i], found.Name)
+		}
+	}
+	c.unexport(t, 0)
+	for i, cl := range e.clusters {
+		for _, name := range names[i] {
+			testsync.Eventually(t, mcsWait, fmt.Sprintf("EndpointSlice %s in %s to be deleted", name, cl.name), func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				err := cl.kc.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: name}, &discoveryv1.EndpointSlice{})
+				if apierrors.IsNotFound(err) {
+					return nil
+				}
+				if err == nil {
+					return errors.New("it still exists")
+				}
+				return err
+			})
+		}
+	}
+}
+
+// --- conformance/headless_service_dns.go
+//
+// Trellis connects clusters only through their proxies: pod addresses of
+// one cluster mean nothing in another (two clusters may use the same
+// ones), so a headless import's name resolves to the local proxy, like a
+// ClusterSetIP one, never to another cluster's pod addresses. These three
+// checks assert that, and the document records them as not conformant.
+
+func checkHeadlessDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.headless(), c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
+	c.export(t, 0, nil, nil)
+	for _, cl := range e.clusters {
+		testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
+			addrs, err := cl.resolve(c.fqdn())
+			if err == nil && !slices.Equal(addrs, []string{meshProxyIP}) {
+				err = fmt.Errorf("A %v, want the proxy's %s", addrs, meshProxyIP)
+			}
+			return err
+		})
+	}
+}
+
+func checkHeadlessPodDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.deploy(t, 0, c.headless(), c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
+	c.export(t, 0, nil, nil)
+	for _, cl := range e.clusters {
+		testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
+			_, err := cl.resolve(c.fqdn())
+			return err
+		})
+		name := "hello-0.a." + c.fqdn()
+		if r, err := cl.lookup(name, dns.TypeA); err != nil || r.Rcode != dns.RcodeNameError {
+			t.Errorf("cluster %s: %s: %v %v, want NXDOMAIN", cl.name, name, r, err)
+		}
+	}
+}
+
+func checkHeadlessSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.headless()
+	c.deploy(t, 0, svc, c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
+	c.export(t, 0, nil, nil)
+	want := []string{fmt.Sprintf("%d %s", svc.Spec.Ports[0].Port, c.fqdn())}
+	for _, cl := range e.clusters {
+		testsync.Eventually(t, mcsWait, cl.name+"'s SRV records for "+c.fqdn(), func() error {
+			got, err := srvRecords(cl, c.fqdn())
+			if err == nil && !slices.Equal(got, want) {
+				err = fmt.Errorf("%v, want %v", got, want)
+			}
+			return err
+		})
+	}
+}
