@@ -9,7 +9,9 @@
 // generated service name, or the network's own domain, gets the proxy's
 // addresses; so does `<service>.<namespace>.svc.clusterset.local` for every
 // Service some cluster exports (the Multi-Cluster Services ClusterSetIP
-// name, KEP-1645); any other name inside those zones gets NXDOMAIN, or an
+// name, KEP-1645), with SRV records for the import's ports at that name
+// and at `_<port>._<protocol>.<service>.<namespace>.svc.clusterset.local`;
+// any other name inside those zones gets NXDOMAIN, or an
 // empty answer for a name with names below it ("shop.svc.clusterset.local");
 // a name outside every zone (cluster.local among them) is REFUSED, since it
 // forwards nothing. Like the proxy it is fed snapshots (Update) and swaps
@@ -23,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +33,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"trellis.dev/trellis/internal/mcs"
 	"trellis.dev/trellis/internal/model"
 )
 
@@ -71,8 +75,19 @@ type table struct {
 	zones []string
 	names map[string]bool
 	empty map[string]bool
+	// srv are the SRV records of the clusterset names, by owner name: at a
+	// Service's name one per port number of its import, at
+	// _<port>._<protocol>.<name> the port of that name and protocol; the
+	// target is always the Service's name.
+	srv map[string][]srvRecord
 	// serial is the SOA serial: the snapshot's revision.
 	serial uint32
+}
+
+// srvRecord is one SRV record's port and target.
+type srvRecord struct {
+	port   uint16
+	target string
 }
 
 // New returns a server with no names; it answers once Update gives it some.
@@ -85,14 +100,14 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log}
-	s.table.Store(&table{names: map[string]bool{}, empty: map[string]bool{}})
+	s.table.Store(&table{names: map[string]bool{}, empty: map[string]bool{}, srv: map[string][]srvRecord{}})
 	return s, nil
 }
 
 // Update makes the names of snap's service networks resolve, and only
 // those.
 func (s *Server) Update(snap *model.Snapshot) {
-	t := &table{names: map[string]bool{}, empty: map[string]bool{}, serial: uint32(snap.Revision)}
+	t := &table{names: map[string]bool{}, empty: map[string]bool{}, srv: map[string][]srvRecord{}, serial: uint32(snap.Revision)}
 	domains := map[string]string{} // network → fully qualified domain
 	for _, n := range snap.Networks {
 		if n.Mode != model.ModeServiceNetwork || n.Domain == "" {
@@ -114,17 +129,32 @@ func (s *Server) Update(snap *model.Snapshot) {
 	}
 	t.zones = append(t.zones, ClustersetZone)
 	t.empty[ClustersetZone] = true
+	exports := make([]*model.ServiceExport, 0, len(snap.Exports))
+	for i := range snap.Exports {
+		if e := &snap.Exports[i]; dnsLabel(e.Service) && dnsLabel(e.Namespace) {
+			exports = append(exports, e) // the control plane admits only valid exports
+		}
+	}
 	exported := 0
-	for _, e := range snap.Exports {
-		if !dnsLabel(e.Service) || !dnsLabel(e.Namespace) {
-			continue // the control plane admits only valid exports
+	for k, group := range mcs.Group(exports) {
+		name := dns.CanonicalName(k[1] + "." + k[0] + "." + ClustersetZone)
+		t.names[name] = true
+		exported++
+		t.empty[dns.CanonicalName(k[0]+"."+ClustersetZone)] = true
+		// The ports are the import's, as every controller merges them.
+		im := mcs.Merge(group)
+		for _, p := range im.Ports {
+			r := srvRecord{port: uint16(p.Port), target: name}
+			if !slices.Contains(t.srv[name], r) {
+				t.srv[name] = append(t.srv[name], r)
+			}
+			if !dnsLabel(p.Name) {
+				continue // an unnamed port has no name of its own
+			}
+			proto := "_" + strings.ToLower(p.Protocol) + "." + name
+			t.empty[proto] = true
+			t.srv["_"+p.Name+"."+proto] = []srvRecord{r}
 		}
-		name := dns.CanonicalName(e.Service + "." + e.Namespace + "." + ClustersetZone)
-		if !t.names[name] {
-			t.names[name] = true
-			exported++
-		}
-		t.empty[dns.CanonicalName(e.Namespace+"."+ClustersetZone)] = true
 	}
 	s.table.Store(t)
 	s.log.Info("names updated", "revision", snap.Revision, "zones", len(t.zones), "names", len(t.names), "exported", exported)
@@ -203,7 +233,18 @@ func (s *Server) Close() {
 
 // ServeDNS implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
-	w.WriteMsg(s.answer(q))
+	r := s.answer(q)
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+		// An import with many ports makes a long SRV answer: over UDP it is
+		// cut to what the client takes, with the TC bit, and the client
+		// asks again over TCP.
+		size := dns.MinMsgSize
+		if o := q.IsEdns0(); o != nil {
+			size = max(size, int(o.UDPSize()))
+		}
+		r.Truncate(size)
+	}
+	w.WriteMsg(r)
 }
 
 // answer builds the reply to q from the current table.
@@ -222,22 +263,28 @@ func (s *Server) answer(q *dns.Msg) *dns.Msg {
 		return r.SetRcode(q, dns.RcodeRefused)
 	}
 	r.Authoritative = true
-	if !t.names[name] {
+	srv := t.srv[name]
+	if !t.names[name] && len(srv) == 0 {
 		if !t.empty[name] {
 			r.Rcode = dns.RcodeNameError
 		}
 		r.Ns = []dns.RR{t.soa(zone)}
 		return r
 	}
-	for _, a := range s.cfg.Addresses {
-		hdr := dns.RR_Header{Name: question.Name, Class: dns.ClassINET, Ttl: TTL}
-		switch {
-		case question.Qtype == dns.TypeA && a.Is4():
-			hdr.Rrtype = dns.TypeA
-			r.Answer = append(r.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
-		case question.Qtype == dns.TypeAAAA && a.Is6() && !a.Is4In6():
-			hdr.Rrtype = dns.TypeAAAA
-			r.Answer = append(r.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+	if t.names[name] {
+		r.Answer = s.addresses(question.Name, question.Qtype)
+	}
+	if question.Qtype == dns.TypeSRV {
+		for _, rec := range srv {
+			r.Answer = append(r.Answer, &dns.SRV{
+				Hdr:      dns.RR_Header{Name: question.Name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: TTL},
+				Priority: 0, Weight: 100, Port: rec.port, Target: rec.target,
+			})
+		}
+		if len(srv) > 0 {
+			// The target's addresses, which the client asks next.
+			target := srv[0].target
+			r.Extra = append(s.addresses(target, dns.TypeA), s.addresses(target, dns.TypeAAAA)...)
 		}
 	}
 	if len(r.Answer) == 0 {
@@ -245,6 +292,24 @@ func (s *Server) answer(q *dns.Msg) *dns.Msg {
 		r.Ns = []dns.RR{t.soa(zone)}
 	}
 	return r
+}
+
+// addresses are the proxy's addresses of type qtype (A or AAAA) as
+// records of name.
+func (s *Server) addresses(name string, qtype uint16) []dns.RR {
+	var out []dns.RR
+	for _, a := range s.cfg.Addresses {
+		hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: TTL}
+		switch {
+		case qtype == dns.TypeA && a.Is4():
+			hdr.Rrtype = dns.TypeA
+			out = append(out, &dns.A{Hdr: hdr, A: a.AsSlice()})
+		case qtype == dns.TypeAAAA && a.Is6() && !a.Is4In6():
+			hdr.Rrtype = dns.TypeAAAA
+			out = append(out, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+		}
+	}
+	return out
 }
 
 // zoneOf returns the longest zone name is in, or "".

@@ -2,6 +2,7 @@ package nameserver
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -292,5 +293,100 @@ func TestClustersetGoResolver(t *testing.T) {
 	ips, err := r.LookupHost(context.Background(), "cart.shop.svc.clusterset.local")
 	if err != nil || !slices.Equal(ips, []string{"127.0.0.1"}) {
 		t.Errorf("LookupHost = %v, %v; want [127.0.0.1]", ips, err)
+	}
+}
+
+// srvAnswer asks name's SRV records over net and returns them as
+// "port target", with whether the reply was truncated.
+func srvAnswer(t *testing.T, net, addr, name string) ([]string, bool, int) {
+	t.Helper()
+	c := &dns.Client{Net: net, Timeout: 2 * time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeSRV)
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		t.Fatalf("SRV %s over %s: %v", name, net, err)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if s, ok := rr.(*dns.SRV); ok {
+			out = append(out, fmt.Sprintf("%d %s", s.Port, s.Target))
+		}
+	}
+	return out, r.Truncated, r.Rcode
+}
+
+// SRV records of the clusterset names: at the Service's name one per port
+// number of the import (the merge of every cluster's export: the union,
+// the oldest export's port where they conflict), at _<port>._<protocol>
+// the named port; the target is the Service's name, whose address comes
+// in the additional section.
+func TestClustersetSRV(t *testing.T) {
+	s, addr := start(t, "127.0.0.1")
+	snap := snapshot(3)
+	old, young := time.Unix(1000, 0), time.Unix(2000, 0)
+	export := func(cluster string, at time.Time, ports ...model.ExportPort) {
+		snap.Exports = append(snap.Exports, model.ServiceExport{
+			Meta: model.Meta{Name: model.ExportName(cluster, "shop", "cart"), Owner: cluster}, Namespace: "shop", Service: "cart",
+			Type: model.ExportClusterSetIP, ExportedAt: at, Ports: ports,
+		})
+	}
+	export("east", old, model.ExportPort{Name: "http", Protocol: "TCP", Port: 80}, model.ExportPort{Name: "dns", Protocol: "UDP", Port: 53},
+		model.ExportPort{Name: "dns-tcp", Protocol: "TCP", Port: 53})
+	// West's http is another port number: east's, the older, wins; its
+	// grpc port joins the union.
+	export("west", young, model.ExportPort{Name: "http", Protocol: "TCP", Port: 8080}, model.ExportPort{Name: "grpc", Protocol: "TCP", Port: 9090})
+	s.Update(snap)
+	tests := []struct {
+		name string
+		want []string
+	}{
+		{"cart.shop.svc.clusterset.local.", []string{"53 cart.shop.svc.clusterset.local.", "80 cart.shop.svc.clusterset.local.", "9090 cart.shop.svc.clusterset.local."}},
+		{"_http._tcp.cart.shop.svc.clusterset.local.", []string{"80 cart.shop.svc.clusterset.local."}},
+		{"_dns._udp.cart.shop.svc.clusterset.local.", []string{"53 cart.shop.svc.clusterset.local."}},
+		{"_grpc._tcp.cart.shop.svc.clusterset.local.", []string{"9090 cart.shop.svc.clusterset.local."}},
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, tt := range tests {
+			got, _, rcode := srvAnswer(t, proto, addr, tt.name)
+			slices.Sort(got)
+			if rcode != dns.RcodeSuccess || !slices.Equal(got, tt.want) {
+				t.Errorf("%s SRV %s = %s %v, want %v", proto, tt.name, dns.RcodeToString[rcode], got, tt.want)
+			}
+		}
+	}
+	for _, tt := range []struct {
+		name  string
+		qtype uint16
+		rcode int
+	}{
+		// The port names exist for SRV only; the names above them exist
+		// without records; a port or protocol nobody exports does not.
+		{"_http._tcp.cart.shop.svc.clusterset.local.", dns.TypeA, dns.RcodeSuccess},
+		{"_tcp.cart.shop.svc.clusterset.local.", dns.TypeSRV, dns.RcodeSuccess},
+		{"_http._udp.cart.shop.svc.clusterset.local.", dns.TypeSRV, dns.RcodeNameError},
+		{"_sctp.cart.shop.svc.clusterset.local.", dns.TypeSRV, dns.RcodeNameError},
+		{"_ftp._tcp.cart.shop.svc.clusterset.local.", dns.TypeSRV, dns.RcodeNameError},
+	} {
+		got := query(t, "udp", addr, tt.name, tt.qtype)
+		if got.rcode != tt.rcode || len(got.answers) != 0 {
+			t.Errorf("%s %s = %+v, want rcode %s and no addresses", dns.TypeToString[tt.qtype], tt.name, got, dns.RcodeToString[tt.rcode])
+		}
+	}
+
+	// An import of many ports: over UDP the answer is truncated, with TC,
+	// and whole over TCP.
+	var many []model.ExportPort
+	for i := range 200 {
+		many = append(many, model.ExportPort{Name: fmt.Sprintf("p%d", i), Protocol: "TCP", Port: int32(1000 + i)})
+	}
+	snap = snapshot(4)
+	export("east", old, many...)
+	s.Update(snap)
+	if got, tc, _ := srvAnswer(t, "udp", addr, "cart.shop.svc.clusterset.local."); !tc || len(got) >= 200 {
+		t.Errorf("200 ports over UDP: %d records, truncated %v; want fewer, truncated", len(got), tc)
+	}
+	if got, tc, _ := srvAnswer(t, "tcp", addr, "cart.shop.svc.clusterset.local."); tc || len(got) != 200 {
+		t.Errorf("200 ports over TCP: %d records, truncated %v; want 200", len(got), tc)
 	}
 }
