@@ -299,7 +299,7 @@ func deref[T any](p *T, def T) T {
 // merged merges, per namespaced name, the other clusters' exports the
 // control plane holds with this cluster's current ones: the cluster's own
 // are what it is sending now, not what the control plane echoed last.
-func (r *Reconciler) merged(own []exportResult, others []*model.ServiceExport) map[[2]string]*mcs.Import {
+func (r *Reconciler) merged(own []exportResult, others []*model.ServiceExport) (map[[2]string]*mcs.Import, map[[2]string][]*model.ServiceExport) {
 	var all []*model.ServiceExport
 	for _, e := range others {
 		if e.Owner != r.cluster {
@@ -312,17 +312,18 @@ func (r *Reconciler) merged(own []exportResult, others []*model.ServiceExport) m
 		}
 	}
 	out := map[[2]string]*mcs.Import{}
-	for k, group := range mcs.Group(all) {
+	groups := mcs.Group(all)
+	for k, group := range groups {
 		out[k] = mcs.Merge(group)
 	}
-	return out
+	return out, groups
 }
 
 // writeMCS writes the conditions of the cluster's ServiceExports and makes
 // the cluster's ServiceImports what the merged exports say.
 func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []exportResult, imports []mcsv1beta1.ServiceImport) error {
 	others, synced := r.view.get()
-	merged := r.merged(own, others)
+	merged, groups := r.merged(own, others)
 	held := map[string][]byte{}
 	for _, e := range others {
 		if e.Owner == r.cluster {
@@ -416,8 +417,9 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 			errs = append(errs, fmt.Errorf("deleting ServiceImport %s/%s: %w", si.Namespace, si.Name, err))
 		}
 	}
-	r.countWrites(m)
-	return errors.Join(errs...)
+	n, err := r.writeSlices(ctx, in.EndpointSlices, importSlices(groups, merged, live))
+	r.countWrites(m + n)
+	return errors.Join(append(errs, err)...)
 }
 
 // exportConditions are the Valid, Ready and Conflict conditions of one of

@@ -1,8 +1,10 @@
 package kubernetes
 
 import (
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,8 +17,6 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/translate"
 )
-
-func ptrTo[T any](v T) *T { return &v }
 
 // The model export of a ServiceExport: validity from the Service, ports,
 // type and targets from the Service and its slices (a port's target port
@@ -123,4 +123,81 @@ func TestImportSpecKeepsOtherKeys(t *testing.T) {
 	if si.Spec.Type != mcsv1beta1.ClusterSetIP || len(si.Spec.IPs) != 0 || len(si.Spec.Ports) != 1 {
 		t.Errorf("spec %+v", si.Spec)
 	}
+}
+
+// The MCS EndpointSlices of an import: per exporting cluster and family,
+// the cluster's targets on the import's ports (not on a port the merge
+// dropped), labelled with the import and the cluster; endpoints whose
+// ports differ in separate slices; draining targets not ready but serving.
+func TestImportSlices(t *testing.T) {
+	at := metav1.Now().UTC()
+	target := func(cluster, addr string, port int32, state model.TargetState) model.Target {
+		return model.Target{Cluster: cluster, Address: addr, Port: port, State: state}
+	}
+	east := &model.ServiceExport{
+		Meta: model.Meta{Name: model.ExportName("east", "shop", "cart"), Owner: "east"}, Namespace: "shop", Service: "cart",
+		Type: model.ExportClusterSetIP, ExportedAt: at,
+		Ports: []model.ExportPort{
+			{Name: "http", Protocol: "TCP", Port: 80, Targets: []model.Target{
+				target("east", "198.18.0.1", 8080, model.TargetActive), target("east", "198.18.0.2", 8080, model.TargetDraining),
+				target("east", "fd00::1", 8080, model.TargetActive), target("east", "198.18.0.3", 9090, model.TargetActive),
+			}},
+		},
+	}
+	west := &model.ServiceExport{
+		Meta: model.Meta{Name: model.ExportName("west", "shop", "cart"), Owner: "west"}, Namespace: "shop", Service: "cart",
+		Type: model.ExportClusterSetIP, ExportedAt: at.Add(time.Second),
+		Ports: []model.ExportPort{
+			// Conflicts with east's http (older): dropped from the import.
+			{Name: "http", Protocol: "TCP", Port: 81, Targets: []model.Target{target("west", "198.18.0.9", 8080, model.TargetActive)}},
+			{Name: "admin", Protocol: "TCP", Port: 9000, Targets: []model.Target{target("west", "198.18.0.9", 9001, model.TargetActive)}},
+		},
+	}
+	groups := mcs.Group([]*model.ServiceExport{east, west})
+	merged := map[[2]string]*mcs.Import{}
+	for k, g := range groups {
+		merged[k] = mcs.Merge(g)
+	}
+	if got := importSlices(groups, merged, map[string]bool{"shop": false}); len(got) != 0 {
+		t.Errorf("slices in a namespace that does not exist: %v", got)
+	}
+	got := importSlices(groups, merged, map[string]bool{"shop": true})
+	var lines []string
+	for _, es := range got {
+		if es.Namespace != "shop" || es.Labels[mcsv1beta1.LabelServiceName] != "cart" || es.Labels[discoveryv1.LabelManagedBy] != MCSSliceManager ||
+			es.Labels[discoveryv1.LabelServiceName] != "" || !strings.HasPrefix(es.Name, "cart-") {
+			t.Errorf("slice %s/%s labels %v", es.Namespace, es.Name, es.Labels)
+		}
+		var ports, eps []string
+		for _, p := range es.Ports {
+			ports = append(ports, fmt.Sprintf("%s/%s:%d", *p.Name, *p.Protocol, *p.Port))
+		}
+		for _, ep := range es.Endpoints {
+			eps = append(eps, fmt.Sprintf("%s ready=%v serving=%v", ep.Addresses[0], *ep.Conditions.Ready, *ep.Conditions.Serving))
+		}
+		lines = append(lines, fmt.Sprintf("%s %s %v %v", es.Labels[mcsv1beta1.LabelSourceCluster], es.AddressType, ports, eps))
+	}
+	slices.Sort(lines)
+	want := []string{
+		"east IPv4 [http/TCP:8080] [198.18.0.1 ready=true serving=true 198.18.0.2 ready=false serving=true]",
+		"east IPv4 [http/TCP:9090] [198.18.0.3 ready=true serving=true]",
+		"east IPv6 [http/TCP:8080] [fd00::1 ready=true serving=true]",
+		"west IPv4 [admin/TCP:9001] [198.18.0.9 ready=true serving=true]",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("slices:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	// The names are stable and distinct.
+	again := importSlices(groups, merged, map[string]bool{"shop": true})
+	if !maps.Equal(keysOf(got), keysOf(again)) || len(got) != 4 {
+		t.Errorf("names %v then %v", keysOf(got), keysOf(again))
+	}
+}
+
+func keysOf[V any](m map[[2]string]V) map[[2]string]bool {
+	out := map[[2]string]bool{}
+	for k := range m {
+		out[k] = true
+	}
+	return out
 }
