@@ -39,7 +39,7 @@ import (
 
 // MCSSliceManager is the endpointslice.kubernetes.io/managed-by value of
 // the slices the controller keeps for imports.
-const MCSSliceManager = "trellis.dev/mcs-controller"
+const MCSSliceManager = "mcs-controller.trellis.dev"
 
 // maxSliceEndpoints is the API's limit of endpoints in one slice; a
 // cluster's larger export is cut into several.
