@@ -233,6 +233,15 @@ func TestImportBackendAcrossClusters(t *testing.T) {
 	if got := count(100); got["east-cart/200"] != 50 || got["west-cart/200"] != 50 {
 		t.Errorf("no weights: %v, want 50/50", got)
 	}
+	// A UDP port of the same number is not the backend's: east's targets
+	// count once though it exports 80/TCP and 80/UDP.
+	withUDP := imp(nil)
+	withUDP.Exports[0].Ports = append(withUDP.Exports[0].Ports, model.ExportPort{Name: "udp", Protocol: "UDP", Port: 80,
+		Targets: withUDP.Exports[0].Ports[0].Targets})
+	w.update(t, withUDP)
+	if got := count(100); got["east-cart/200"] != 50 || got["west-cart/200"] != 50 {
+		t.Errorf("east exporting 80/TCP and 80/UDP: %v, want 50/50", got)
+	}
 	// West's proxy dies: the connection that breaks (or the next dial,
 	// refused) takes west out of the pick at once, and its share goes to
 	// east until west answers again.

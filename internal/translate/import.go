@@ -53,7 +53,15 @@ func (t *translator) importBackend(r *route, src model.SourceRef, p string, b *g
 	if si == nil {
 		return fail(".name", gatewayv1.RouteReasonBackendNotFound, "ServiceImport %s not found", key)
 	}
-	i := slices.IndexFunc(si.Spec.Ports, func(sp mcsv1beta1.ServicePort) bool { return sp.Port == *b.Port })
+	// The TCP port of that number, when an import has it under several
+	// protocols (tcp/42 and udp/42); otherwise the one there is, refused
+	// below unless TCP.
+	i := slices.IndexFunc(si.Spec.Ports, func(sp mcsv1beta1.ServicePort) bool {
+		return sp.Port == *b.Port && (sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP)
+	})
+	if i < 0 {
+		i = slices.IndexFunc(si.Spec.Ports, func(sp mcsv1beta1.ServicePort) bool { return sp.Port == *b.Port })
+	}
 	if i < 0 {
 		return fail(".port", gatewayv1.RouteReasonBackendNotFound, "ServiceImport %s has no port %d", key, *b.Port)
 	}

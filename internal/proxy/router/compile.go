@@ -591,7 +591,7 @@ func hasMethod(p pending) int {
 }
 
 // importGroup is the group of an import backend: the endpoints, on ref's
-// port, of every cluster's export of the Service ref names, split by
+// TCP port, of every cluster's export of the Service ref names, split by
 // ref's cluster weights when it has any. Backends naming the same import
 // alike share one group.
 func (b *builder) importGroup(ref *model.ImportRef) *Group {
@@ -620,8 +620,8 @@ func (b *builder) importGroup(ref *model.ImportRef) *Group {
 	var all []Target
 	for _, e := range exports {
 		for _, p := range e.Ports {
-			if p.Port != ref.Port {
-				continue
+			if p.Port != ref.Port || p.Protocol != "TCP" {
+				continue // every import backend is carried over TCP
 			}
 			for _, t := range p.Targets {
 				if t.State == model.TargetActive && t.Cluster == e.Owner {
