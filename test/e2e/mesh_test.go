@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -185,9 +184,4 @@ func (c *meshCluster) resolve(name string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// dial connects from inside the cluster's namespace.
-func (c *meshCluster) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	return c.kube.NS.DialContext(ctx, network, addr)
 }
