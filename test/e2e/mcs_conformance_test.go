@@ -908,6 +908,38 @@ func checkEndpointSlices(t *testing.T, e *mcsEnv, c *mcsCheck) {
 			names[i] = append(names[i], found.Name)
 		}
 	}
+	// Beyond the suite: a's endpoints change (a second one is ready), and
+	// so does every cluster's MCS slice of a.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var src discoveryv1.EndpointSlice
+	if err := e.clusters[0].kc.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: helloName + "-1"}, &src); err != nil {
+		t.Fatal(err)
+	}
+	second := fmt.Sprintf("198.18.%d.20", c.index)
+	src.Endpoints = append(src.Endpoints, discoveryv1.Endpoint{Addresses: []string{second}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
+	if err := e.clusters[0].kc.Update(ctx, &src); err != nil {
+		t.Fatal(err)
+	}
+	for i, cl := range e.clusters {
+		testsync.Eventually(t, mcsWait, "the MCS slice in "+cl.name+" to list a's second endpoint", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var es discoveryv1.EndpointSlice
+			if err := cl.kc.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: names[i][0]}, &es); err != nil {
+				return err
+			}
+			var got []string
+			for _, ep := range es.Endpoints {
+				got = append(got, ep.Addresses...)
+			}
+			if want := []string{c.backendAddr(0), second}; !slices.Equal(got, want) {
+				return fmt.Errorf("endpoints %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+
 	c.unexport(t, 0)
 	for i, cl := range e.clusters {
 		for _, name := range names[i] {
