@@ -128,7 +128,9 @@ pids+=("$(cat "$work/haproxy.pid")")
 declare -A procs # contender → the processes whose CPU time is its
 procs[haproxy]=$(cat "$work/haproxy.pid")
 
-# Caddy: the same route; round robin over two equal backends is the 50/50
+# Caddy: the same route (check below makes sure it proxies: a site address
+# like http://127.0.0.1:PORT does not match Host: bench.example.com, and
+# Caddy then answers an empty 200 itself, many times faster than proxying); round robin over two equal backends is the 50/50
 # split (Caddy 2.6 has no weights).
 cat >"$work/Caddyfile" <<CONF
 {
