@@ -16,7 +16,9 @@
 # (defaults 5 10 64; wrk runs 2 threads unless WRK_THREADS says otherwise). BENCH_CEILING=1 adds the two minimal forwarders of
 # bench/ceiling (no routing at all: upper bounds for a Go proxy on this
 # machine, one per architecture) to the rounds.
-# BENCH_HOLD=1 starts everything, prints the processes and holds (no rounds).
+# BENCH_HOLD=1 starts everything, prints the processes and holds (no rounds),
+# for profiling by hand or bench/perrequest.sh (syscalls and context switches
+# per request).
 # Everything listens on 127.0.0.1 only; the script stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
