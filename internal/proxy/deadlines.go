@@ -28,6 +28,19 @@ func (d *deadlines) write(c net.Conn, now time.Time, timeout time.Duration) {
 	}
 }
 
+// check sets the read deadline for a wait that looks at something every
+// interval (the fast path's check that a client is still there while its
+// target works). A deadline between half an interval and an interval from
+// now is kept: a look that comes early costs nothing, and a connection to
+// a busy target then moves its timer about twice per interval rather than
+// every few requests.
+func (d *deadlines) check(c net.Conn, now time.Time, interval time.Duration) {
+	if want := now.Add(interval); d.r.Before(want.Add(-interval/2)) || d.r.After(want) {
+		d.r = want
+		_ = c.SetReadDeadline(want)
+	}
+}
+
 // exactRead sets the read deadline to t.
 func (d *deadlines) exactRead(c net.Conn, t time.Time) {
 	if !d.r.Equal(t) {

@@ -181,7 +181,8 @@ var errClientGone = errors.New("client closed the connection before the target a
 // awaitResponse waits until the target's response starts, or deadline.
 // Unlike net/http, the fast path does not read from the client while the
 // target works on its request, so while it waits it checks every
-// clientCheck that the client is still there, and gives up
+// clientCheck (the first time between half a clientCheck and one after
+// the request: deadlines.check) that the client is still there, and gives up
 // (errClientGone) when it is not: a long poll whose client left does not
 // hold a target connection until the target answers. A TLS client that
 // sends close_notify before closing is noticed when its response is
@@ -197,7 +198,7 @@ func (fc *fastConn) awaitResponse(tc *targetConn, deadline time.Time) error {
 			_, err := tc.br.Peek(1)
 			return err
 		}
-		tc.deadlines.read(tc.conn, now, interval)
+		tc.deadlines.check(tc.conn, now, interval)
 		if _, err := tc.br.Peek(1); err == nil || !isTimeout(err) {
 			return err
 		}
