@@ -107,13 +107,17 @@ func (sv *served) peerAddrs(cluster string) []string {
 }
 
 // clusterReachable reports whether cluster's targets can be reached now:
-// this proxy's own always; another's while the hop is configured and a
-// proxy of that cluster is up (no connection to it failed just now).
+// this proxy's own always (whatever its own lease); another's while the
+// hop is configured, its lease has not lapsed (SetLapsed) and a proxy of
+// that cluster is up (no connection to it failed just now).
 func (p *Proxy) clusterReachable(cluster string) bool {
 	if cluster == p.cluster {
 		return true
 	}
 	if p.peer == nil {
+		return false
+	}
+	if l := p.lapsed.Load(); l != nil && (*l)[cluster] {
 		return false
 	}
 	for _, a := range p.served.Load().peerAddrs(cluster) {
@@ -122,6 +126,28 @@ func (p *Proxy) clusterReachable(cluster string) bool {
 		}
 	}
 	return false
+}
+
+// SetLapsed replaces the set of clusters whose leases have lapsed, as the
+// control plane last said: their targets leave every pick at once, as an
+// unreachable cluster's do, and come back when the set no longer names
+// them. The caller keeps the last set while the control plane cannot be
+// reached (nothing lapses for want of news); before the first call no
+// cluster has lapsed. The proxy's own cluster never leaves its picks.
+func (p *Proxy) SetLapsed(clusters map[string]bool) {
+	m := make(map[string]bool, len(clusters))
+	for c, lapsed := range clusters {
+		if lapsed && c != p.cluster {
+			m[c] = true
+		}
+	}
+	p.lapsed.Store(&m)
+}
+
+// Lapsed reports whether cluster's lease has lapsed, as SetLapsed last said.
+func (p *Proxy) Lapsed(cluster string) bool {
+	l := p.lapsed.Load()
+	return l != nil && (*l)[cluster]
 }
 
 // reachable is the local-or-peer decision: it reports whether this proxy

@@ -266,7 +266,7 @@ func TestRemoveClusterCutsItOff(t *testing.T) {
 		t.Fatalf("first watch line: %s", first)
 	}
 
-	if err := p.admin.RemoveCluster(ctx, "west"); err != nil {
+	if _, err := p.admin.RemoveCluster(ctx, "west"); err != nil {
 		t.Fatal(err)
 	}
 	removed := time.Now()
@@ -285,7 +285,7 @@ func TestRemoveClusterCutsItOff(t *testing.T) {
 	if apiStatus(err) != http.StatusUnauthorized || !strings.Contains(err.Error(), "removed") {
 		t.Errorf("put after removal: %v", err)
 	}
-	if err := p.admin.RemoveCluster(ctx, "west"); apiStatus(err) != http.StatusNotFound {
+	if _, err := p.admin.RemoveCluster(ctx, "west"); apiStatus(err) != http.StatusNotFound {
 		t.Errorf("second removal: %v", err)
 	}
 }
@@ -376,7 +376,7 @@ func TestAdmissionIsPublished(t *testing.T) {
 	if err := p.east.Delete(ctx, &model.Cluster{Meta: model.Meta{Name: "west"}}); apiStatus(err) != http.StatusForbidden {
 		t.Errorf("a cluster deleting an admission: %v", err)
 	}
-	if err := p.admin.RemoveCluster(ctx, "west"); err != nil {
+	if _, err := p.admin.RemoveCluster(ctx, "west"); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.east.Get(ctx, &model.Cluster{Meta: model.Meta{Name: "west"}}); apiStatus(err) != http.StatusNotFound {
