@@ -34,7 +34,11 @@ type clusterPlane struct {
 	east  *client.Client // bearer token of cluster east
 }
 
-func newClusterPlane(t *testing.T) *clusterPlane {
+func newClusterPlane(t *testing.T) *clusterPlane { return newClusterPlaneWith(t, 0) }
+
+// newClusterPlaneWith is newClusterPlane with leases of lease (0: the
+// default).
+func newClusterPlaneWith(t *testing.T, lease time.Duration) *clusterPlane {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
 	if err != nil {
@@ -46,10 +50,11 @@ func newClusterPlane(t *testing.T) *clusterPlane {
 		t.Fatal(err)
 	}
 	s := server.New(st, server.Config{
-		Tokens:      map[string]string{tokenA: "east"},
-		AdminTokens: map[string]struct{}{adminToken: {}},
-		CA:          ca,
-		Heartbeat:   100 * time.Millisecond,
+		Tokens:        map[string]string{tokenA: "east"},
+		AdminTokens:   map[string]struct{}{adminToken: {}},
+		CA:            ca,
+		Heartbeat:     100 * time.Millisecond,
+		LeaseDuration: lease,
 	})
 	srv := httptest.NewUnstartedServer(s)
 	srv.TLS = s.TLSConfig(&tls.Config{})
