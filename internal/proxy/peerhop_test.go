@@ -394,3 +394,50 @@ func TestPolicyAcrossClusters(t *testing.T) {
 		}
 	}
 }
+
+// A cluster whose lease lapsed leaves an import's pick at once, though its
+// proxy still answers, and comes back when the lease is alive again; the
+// proxy's own cluster never leaves its own picks, whatever it is told.
+func TestLapsedClusterLeavesThePick(t *testing.T) {
+	w := newHopWorld(t)
+	eastCart, westCart := identityBackend(t, "east-cart"), identityBackend(t, "west-cart")
+	export := func(cluster string, srv *httptest.Server) model.ServiceExport {
+		return model.ServiceExport{Meta: model.Meta{Name: model.ExportName(cluster, "shop", "cart"), Owner: cluster},
+			Namespace: "shop", Service: "cart", Type: model.ExportClusterSetIP, ExportedAt: time.Now(),
+			Ports: []model.ExportPort{{Protocol: "TCP", Port: 80, Targets: []model.Target{clusterTarget(t, srv, cluster)}}}}
+	}
+	snap := oneRoute(1, nil, model.WeightedTargetGroup{Weight: 1, Import: &model.ImportRef{
+		Namespace: "shop", Name: "cart", Port: 80, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1}})
+	snap.Exports = []model.ServiceExport{export("east", eastCart), export("west", westCart)}
+	w.update(t, snap)
+	cl := newClient(t)
+	count := func(n int) map[string]int {
+		out := map[string]int{}
+		for range n {
+			r := cl.get(addrOf(w.east, webPort), "shop.example", "/")
+			out[strings.Fields(r.body + " ?")[0]+"/"+itoa(int32(r.status))]++
+		}
+		return out
+	}
+	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+		t.Fatalf("both alive: %v, want 10/10", got)
+	}
+	w.east.SetLapsed(map[string]bool{"west": true})
+	if !w.east.Lapsed("west") {
+		t.Fatal("Lapsed(west) is false after SetLapsed named it")
+	}
+	if got := count(20); got["east-cart/200"] != 20 {
+		t.Errorf("west lapsed: %v, want all 20 to east", got)
+	}
+	w.east.SetLapsed(map[string]bool{"west": false, "north": true})
+	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+		t.Errorf("west alive again: %v, want 10/10", got)
+	}
+	w.east.SetLapsed(map[string]bool{"east": true})
+	if w.east.Lapsed("east") {
+		t.Error("the proxy's own cluster counted as lapsed")
+	}
+	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+		t.Errorf("own cluster told lapsed: %v, want 10/10", got)
+	}
+}
