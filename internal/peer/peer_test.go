@@ -349,6 +349,7 @@ func TestProbe(t *testing.T) {
 		if err != nil || rtt <= 0 || rtt > time.Second {
 			t.Fatalf("probe: %v, %v", rtt, err)
 		}
+		t.Logf("probe: %v", rtt)
 	}
 	if n := west.handshakes.Load(); n != 1 {
 		t.Errorf("three probes made %d handshakes, want 1 (the pooled connection)", n)
