@@ -270,8 +270,11 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		// Admitted afresh, the cluster starts with no lease and no sync
+		// left by a request that raced its removal.
 		ops = append(ops, store.Op{Type: store.OpPut, Key: clusterPrefix + req.Name, Value: rec},
-			store.Op{Type: store.OpPut, Key: model.Key(model.KindCluster, req.Name), Value: published})
+			store.Op{Type: store.OpPut, Key: model.Key(model.KindCluster, req.Name), Value: published},
+			store.Op{Type: store.OpDelete, Key: leasePrefix + req.Name}, store.Op{Type: store.OpDelete, Key: syncPrefix + req.Name})
 	}
 	if _, err := s.st.Txn(r.Context(), ops...); err != nil {
 		return err

@@ -249,7 +249,7 @@ func (s *Server) keepReport(ctx context.Context, cluster, holder string, peers [
 		}
 	}
 	if fresh >= maxReporters {
-		return errorf(http.StatusTooManyRequests, "cluster %q already has %d components reporting; holder %q is not kept", cluster, fresh, holder)
+		return errorf(http.StatusTooManyRequests, "the lease is renewed, but cluster %q already has %d components reporting: holder %q's report is not kept", cluster, fresh, holder)
 	}
 	b, _ := json.Marshal(statusRecord{Holder: holder, Reported: now.UTC(), Peers: peers})
 	ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: b})

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -321,5 +322,31 @@ func TestRemoveClusterDeletesWhatItOwns(t *testing.T) {
 	}
 	if ls, _ := p.admin.Leases(ctx); leaseOf(t, ls, "west").AgeMillis != -1 {
 		t.Errorf("re-admitted west's lease: %+v", ls)
+	}
+}
+
+// One cluster keeps the reports of at most 64 fresh holders: a cluster
+// cannot grow the store without bound by inventing holders.
+func TestReportsBounded(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	_, west := p.joined(t, "west")
+	report := []api.PeerReport{{Cluster: "north", Address: "127.0.0.3:9443"}}
+	for i := range 64 {
+		if _, err := west.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy-" + strconv.Itoa(i), Peers: report}); err != nil {
+			t.Fatalf("holder %d: %v", i, err)
+		}
+	}
+	_, err := west.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy-64", Peers: report})
+	if apiStatus(err) != http.StatusTooManyRequests || !strings.Contains(err.Error(), "not kept") {
+		t.Errorf("the 65th holder's report: %v", err)
+	}
+	// Without a report, a new holder still renews.
+	if _, err := west.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy-64"}); err != nil {
+		t.Errorf("renewal without a report: %v", err)
+	}
+	kvs, _, err := p.st.List(ctx, "status/west/")
+	if err != nil || len(kvs) != 64 {
+		t.Errorf("%d reports kept, want 64 (%v)", len(kvs), err)
 	}
 }
