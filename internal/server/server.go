@@ -181,7 +181,7 @@ func (s *Server) authed(h handler) http.Handler {
 		if byCert {
 			ctx, cancel := s.untilRevoked(r.Context(), cluster, expires)
 			defer cancel()
-			r = r.WithContext(ctx)
+			r = r.WithContext(context.WithValue(ctx, byCertKey{}, true))
 		} else {
 			var ok bool
 			if cluster, ok = s.authenticate(r); !ok {
@@ -192,6 +192,10 @@ func (s *Server) authed(h handler) http.Handler {
 		s.handle(w, r, h(w, r, cluster))
 	})
 }
+
+// byCertKey marks, in a request's context, that its caller authenticated
+// by certificate.
+type byCertKey struct{}
 
 func (s *Server) authenticate(r *http.Request) (string, bool) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
