@@ -270,6 +270,10 @@ type Lease struct {
 	// its duration while the server could take renewals (see
 	// docs/multicluster.md, "Leases").
 	Alive bool `json:"alive"`
+	// Held is true for a lease that would have lapsed, judged alive
+	// because more than half of the clusters' leases would have lapsed at
+	// once (the server is likelier cut off than they all down).
+	Held bool `json:"held,omitempty"`
 }
 
 // Leases is the answer of GET /v1/leases: every admitted cluster's lease.

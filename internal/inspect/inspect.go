@@ -170,7 +170,8 @@ func dash(s string) string {
 
 // WriteClusters renders the admitted clusters' status (GET /v1/clusters)
 // in format (one of Formats): in a table, one row a cluster with its lease
-// (alive or lapsed, and how long ago it was renewed), its peers (reached
+// (alive, lapsed, or held: unrenewed but kept alive because most leases
+// lapsed at once; and how long ago it was renewed), its peers (reached
 // by other clusters' proxies / published), the median RTT they measured
 // and its last sync, ages as of now.
 func WriteClusters(w io.Writer, format string, clusters []api.Cluster, now time.Time) error {
@@ -197,6 +198,9 @@ func WriteClusters(w io.Writer, format string, clusters []api.Cluster, now time.
 		lease := "lapsed"
 		if c.Lease.Alive {
 			lease = "alive"
+		}
+		if c.Lease.Held {
+			lease = "held"
 		}
 		if c.Lease.AgeMillis < 0 {
 			lease += " (never renewed)"

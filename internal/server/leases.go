@@ -12,7 +12,10 @@ package server
 // A lapse is judged only by a server that could have taken renewals for a
 // whole lease duration: one that just started, or whose store just failed
 // a renewal, counts every lease alive for a duration, so that the control
-// plane's own outage never lapses the clusters it could not hear from.
+// plane's own outage never lapses the clusters it could not hear from. And
+// a server that would judge more than half of the clusters lapsed at once
+// judges none (judgeAll): it is likelier cut off from them than they all
+// dead.
 
 import (
 	"context"
@@ -98,6 +101,31 @@ func (s *Server) judge(cluster string, rec *leaseRecord, added, now time.Time) a
 		l.Alive = false
 	}
 	return l
+}
+
+// judgeAll judges every admitted cluster's lease as of now. When more
+// than half of them would be lapsed at once, the likelier story is that
+// this server cannot hear most clusters (it is the one cut off), not that
+// most clusters failed together: it then judges none lapsed, marking them
+// Held, and leaves taking clusters out to the peer hop's own reachability.
+func (s *Server) judgeAll(clusters []clusterRecord, leases map[string]*leaseRecord, now time.Time) []api.Lease {
+	out := make([]api.Lease, 0, len(clusters))
+	lapsed := 0
+	for _, c := range clusters {
+		l := s.judge(c.Name, leases[c.Name], c.Added, now)
+		if !l.Alive {
+			lapsed++
+		}
+		out = append(out, l)
+	}
+	if 2*lapsed > len(out) {
+		for i := range out {
+			if !out[i].Alive {
+				out[i].Alive, out[i].Held = true, true
+			}
+		}
+	}
+	return out
 }
 
 // validHolder reports whether h is a holder name.
@@ -273,12 +301,7 @@ func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, _ string) er
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	out := api.Leases{Leases: []api.Lease{}}
-	for _, c := range clusters {
-		out.Leases = append(out.Leases, s.judge(c.Name, leases[c.Name], c.Added, now))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, api.Leases{Leases: s.judgeAll(clusters, leases, time.Now())})
 	return nil
 }
 
@@ -376,9 +399,10 @@ func (s *Server) clusterStatus(ctx context.Context) ([]api.Cluster, error) {
 		}
 		syncs[strings.TrimPrefix(kv.Key, syncPrefix)] = rec.Synced
 	}
+	judged := s.judgeAll(clusters, leases, now)
 	out := make([]api.Cluster, 0, len(clusters))
-	for _, c := range clusters {
-		ac := api.Cluster{Name: c.Name, Added: c.Added, Lease: s.judge(c.Name, leases[c.Name], c.Added, now),
+	for i, c := range clusters {
+		ac := api.Cluster{Name: c.Name, Added: c.Added, Lease: judged[i],
 			PeersPublished: len(peers[c.Name]), Reports: reports[c.Name], LastSync: syncs[c.Name]}
 		reached := map[string]bool{}
 		var rtts []int64

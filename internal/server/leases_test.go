@@ -85,19 +85,7 @@ func TestLeaseRenewedOnlyByItsCluster(t *testing.T) {
 	// west keeps renewing, north never does: once the server has been
 	// able to take renewals for a lease duration, north has lapsed and
 	// west has not. Anyone authenticated reads the leases.
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-				west.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy"})
-			}
-		}
-	}()
+	stopWest := renewing(west, "proxy")
 	testsync.WaitFor(t, 5*time.Second, "north's lease to lapse", func() bool {
 		leases, err := p.east.Leases(ctx)
 		return err == nil && !leaseOf(t, leases, "north").Alive
@@ -109,12 +97,17 @@ func TestLeaseRenewedOnlyByItsCluster(t *testing.T) {
 	if w := leaseOf(t, leases, "west"); !w.Alive || w.Holder != "proxy" || w.AgeMillis > 500 {
 		t.Errorf("west's lease while it renews: %+v", w)
 	}
-	if n := leaseOf(t, leases, "north"); n.AgeMillis != -1 || n.Holder != "" {
+	if n := leaseOf(t, leases, "north"); n.AgeMillis != -1 || n.Holder != "" || n.Held {
 		t.Errorf("north's lease, renewed only by west: %+v", n)
 	}
 
-	close(stop)
-	<-done
+	// north renews and is alive again; west stops and lapses.
+	stopNorth := renewing(north, "controller")
+	testsync.WaitFor(t, 2*time.Second, "north alive again", func() bool {
+		leases, err := p.east.Leases(ctx)
+		return err == nil && leaseOf(t, leases, "north").Alive
+	})
+	stopWest()
 	stopped := time.Now()
 	testsync.WaitFor(t, 3*time.Second, "west's lease to lapse", func() bool {
 		leases, err := p.admin.Leases(ctx)
@@ -123,14 +116,37 @@ func TestLeaseRenewedOnlyByItsCluster(t *testing.T) {
 	if took := time.Since(stopped); took < lease-250*time.Millisecond {
 		t.Errorf("west's lease lapsed %v after its last renewal, before its duration %v", took, lease)
 	}
-	// north renewing brings north back, and west stays lapsed.
-	if _, err := north.RenewLease(ctx, api.LeaseRenewal{Holder: "controller"}); err != nil {
-		t.Fatal(err)
+	if leases, _ := p.east.Leases(ctx); !leaseOf(t, leases, "north").Alive {
+		t.Errorf("north, renewing, with west lapsed: %+v", leases)
 	}
-	leases, _ = p.east.Leases(ctx)
-	if !leaseOf(t, leases, "north").Alive || leaseOf(t, leases, "west").Alive {
-		t.Errorf("after north renewed: %+v", leases)
-	}
+
+	// Both stop: more than half of the leases would lapse at once, so the
+	// server, likelier cut off than both clusters down, judges none
+	// lapsed and marks them held.
+	stopNorth()
+	testsync.WaitFor(t, 3*time.Second, "both leases held", func() bool {
+		leases, err := p.east.Leases(ctx)
+		return err == nil && leaseOf(t, leases, "north").Held && leaseOf(t, leases, "west").Held &&
+			leaseOf(t, leases, "north").Alive && leaseOf(t, leases, "west").Alive
+	})
+}
+
+// renewing renews c's lease as holder every 100 ms until the returned
+// function is called.
+func renewing(c *client.Client, holder string) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+				c.RenewLease(context.Background(), api.LeaseRenewal{Holder: holder})
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // A server that could not take renewals (it just started) judges no
@@ -141,6 +157,8 @@ func TestLeaseNotLapsedByTheControlPlanesOutage(t *testing.T) {
 	p := newClusterPlaneWith(t, lease)
 	ctx := context.Background()
 	_, west := p.joined(t, "west")
+	_, north := p.joined(t, "north")
+	defer renewing(north, "proxy")() // north keeps renewing: west alone lapses
 	if _, err := west.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy"}); err != nil {
 		t.Fatal(err)
 	}
