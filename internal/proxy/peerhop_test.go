@@ -33,7 +33,8 @@ type hopWorld struct {
 	westPeer   string // west's peer listener
 	westSrv    *http.Server
 	eastID     *pki.Identity
-	// eastLog and westLog receive the proxies' access logs.
+	// eastLog and westLog receive the proxies' access logs, when asked
+	// for (newHopWorldWith).
 	eastLog, westLog *testsync.Buffer
 }
 
@@ -46,7 +47,11 @@ func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
 	return id
 }
 
-func newHopWorld(t testing.TB) *hopWorld {
+func newHopWorld(t testing.TB) *hopWorld { return newHopWorldWith(t, false) }
+
+// newHopWorldWith is newHopWorld with, when logged, both proxies' access
+// logs in eastLog and westLog.
+func newHopWorldWith(t testing.TB, logged bool) *hopWorld {
 	t.Helper()
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
@@ -56,8 +61,11 @@ func newHopWorld(t testing.TB) *hopWorld {
 	newProxy := func(cluster string, id *pki.Identity, log *testsync.Buffer) *Proxy {
 		pc := peer.NewClient(id, ca.Pool())
 		t.Cleanup(pc.Close)
-		return newTestProxyWith(t, Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler),
-			AccessLog: log, test: testKnobs{accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
+		cfg := Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)}
+		if logged {
+			cfg.AccessLog, cfg.test.accessLog = log, accesslog.Options{FlushInterval: 5 * time.Millisecond}
+		}
+		return newTestProxyWith(t, cfg)
 	}
 	w.east = newProxy("east", w.eastID, w.eastLog)
 	westID := clusterIdentity(t, ca, "west")
@@ -452,7 +460,7 @@ func TestLapsedClusterLeavesThePick(t *testing.T) {
 // (west), whose entry names the target group and target it delivered to.
 // A request a peer cannot have delivered is logged by the receiver too.
 func TestPeerHopLogsAndCountsBothClusters(t *testing.T) {
-	w := newHopWorld(t)
+	w := newHopWorldWith(t, true)
 	api := identityBackend(t, "west-api")
 	tg := group("api", clusterTarget(t, api, "west"))
 	tg.Owner = "west"
