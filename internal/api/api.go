@@ -268,7 +268,7 @@ type Lease struct {
 	DurationMillis int64 `json:"durationMillis"`
 	// Alive is false once the lease has gone unrenewed for longer than
 	// its duration while the server could take renewals (see
-	// docs/multicluster.md, "Leases").
+	// docs/multicluster.md, "Leases"); a lease never renewed is alive.
 	Alive bool `json:"alive"`
 	// Held is true for a lease that would have lapsed, judged alive
 	// because more than half of the clusters' leases would have lapsed at

@@ -86,18 +86,19 @@ func (s *Server) renewEvery() time.Duration { return s.leaseDuration() / 5 }
 func (s *Server) renewalsBlocked() { s.blockedAt.Store(time.Now().UnixNano()) }
 
 // judge returns cluster's lease as of now, from its record (nil: never
-// renewed) and when the cluster was admitted.
-func (s *Server) judge(cluster string, rec *leaseRecord, added, now time.Time) api.Lease {
+// renewed). A lease never renewed has not lapsed: it does not exist yet
+// (a cluster whose components have not started, or run a version that
+// renews none), and a cluster must not be taken out for that.
+func (s *Server) judge(cluster string, rec *leaseRecord, now time.Time) api.Lease {
 	d := s.leaseDuration()
 	l := api.Lease{Cluster: cluster, AgeMillis: -1, DurationMillis: d.Milliseconds(), Alive: true}
-	since := added
-	if rec != nil {
-		l.Holder, l.Renewed = rec.Holder, rec.Renewed
-		l.AgeMillis = max(now.Sub(rec.Renewed), 0).Milliseconds()
-		since = rec.Renewed
+	if rec == nil {
+		return l
 	}
+	l.Holder, l.Renewed = rec.Holder, rec.Renewed
+	l.AgeMillis = max(now.Sub(rec.Renewed), 0).Milliseconds()
 	blocked := time.Unix(0, s.blockedAt.Load())
-	if now.Sub(since) > d && now.Sub(blocked) > d {
+	if now.Sub(rec.Renewed) > d && now.Sub(blocked) > d {
 		l.Alive = false
 	}
 	return l
@@ -112,7 +113,7 @@ func (s *Server) judgeAll(clusters []clusterRecord, leases map[string]*leaseReco
 	out := make([]api.Lease, 0, len(clusters))
 	lapsed := 0
 	for _, c := range clusters {
-		l := s.judge(c.Name, leases[c.Name], c.Added, now)
+		l := s.judge(c.Name, leases[c.Name], now)
 		if !l.Alive {
 			lapsed++
 		}
@@ -164,15 +165,7 @@ func (s *Server) renewLease(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	kv, err := s.st.Get(r.Context(), clusterPrefix+cluster)
-	if err != nil {
-		return err
-	}
-	var cr clusterRecord
-	if err := json.Unmarshal(kv.Value, &cr); err != nil {
-		return fmt.Errorf("decoding %s: %w", kv.Key, err)
-	}
-	writeJSON(w, http.StatusOK, api.LeaseRenewed{Lease: s.judge(cluster, rec, cr.Added, now),
+	writeJSON(w, http.StatusOK, api.LeaseRenewed{Lease: s.judge(cluster, rec, now),
 		RenewEveryMillis: s.renewEvery().Milliseconds(), ReportEveryMillis: reportEvery.Milliseconds()})
 	return nil
 }

@@ -82,9 +82,15 @@ func TestLeaseRenewedOnlyByItsCluster(t *testing.T) {
 		}
 	}
 
-	// west keeps renewing, north never does: once the server has been
-	// able to take renewals for a lease duration, north has lapsed and
-	// west has not. Anyone authenticated reads the leases.
+	// west keeps renewing, north renews once and stops, south never
+	// renews: once the server has been able to take renewals for a lease
+	// duration, north has lapsed and west has not; south, whose lease does
+	// not exist, has not lapsed either. Anyone authenticated reads the
+	// leases.
+	_, south := p.joined(t, "south")
+	if _, err := north.RenewLease(ctx, api.LeaseRenewal{Holder: "controller"}); err != nil {
+		t.Fatal(err)
+	}
 	stopWest := renewing(west, "proxy")
 	testsync.WaitFor(t, 5*time.Second, "north's lease to lapse", func() bool {
 		leases, err := p.east.Leases(ctx)
@@ -97,8 +103,14 @@ func TestLeaseRenewedOnlyByItsCluster(t *testing.T) {
 	if w := leaseOf(t, leases, "west"); !w.Alive || w.Holder != "proxy" || w.AgeMillis > 500 {
 		t.Errorf("west's lease while it renews: %+v", w)
 	}
-	if n := leaseOf(t, leases, "north"); n.AgeMillis != -1 || n.Holder != "" || n.Held {
-		t.Errorf("north's lease, renewed only by west: %+v", n)
+	if n := leaseOf(t, leases, "north"); n.AgeMillis < lease.Milliseconds() || n.Holder != "controller" || n.Held {
+		t.Errorf("north's lease, renewed since only by west: %+v", n)
+	}
+	if s := leaseOf(t, leases, "south"); !s.Alive || s.AgeMillis != -1 || s.Holder != "" {
+		t.Errorf("south's lease, never renewed: %+v", s)
+	}
+	if _, err := south.Leases(ctx); err != nil {
+		t.Errorf("south reading the leases: %v", err)
 	}
 
 	// north renews and is alive again; west stops and lapses.
