@@ -157,7 +157,13 @@ func (s *Server) renewLease(w http.ResponseWriter, r *http.Request) error {
 	now := time.Now()
 	rec, err := s.renewOnce(r.Context(), cluster, req.Holder, now)
 	if err != nil {
-		s.renewalsBlocked()
+		// Only the store failing blocks renewals: not the caller's own
+		// answer (removed, a race), and not a caller that went away (a
+		// cluster could otherwise hold every lease alive by hanging up).
+		var he *httpError
+		if !errors.As(err, &he) && r.Context().Err() == nil {
+			s.renewalsBlocked()
+		}
 		return err
 	}
 	if req.Peers != nil {
