@@ -83,10 +83,14 @@ second. Adding and removing need an administrator token (trellis server
 			if err != nil {
 				return err
 			}
-			if err := c.RemoveCluster(cmd.Context(), args[0]); err != nil {
+			res, err := c.RemoveCluster(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s removed\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s removed; %d of its objects deleted\n", args[0], res.Deleted)
+			for _, n := range res.Kept {
+				fmt.Fprintf(cmd.OutOrStdout(), "network %s kept: other clusters' services still join it\n", n)
+			}
 			return nil
 		},
 	}

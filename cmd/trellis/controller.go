@@ -10,6 +10,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/provider/kubernetes"
 )
 
@@ -59,8 +61,12 @@ does not serve a CRD it requires.`,
 				return fmt.Errorf("kubernetes client configuration: %w", err)
 			}
 			cfg.Logger = slog.Default()
-			if cfg.ControlPlane, cfg.Cluster, _, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
+			var id *pki.Identity
+			if cfg.ControlPlane, cfg.Cluster, id, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
 				return err
+			}
+			if id != nil {
+				go client.KeepLease(cmd.Context(), cfg.ControlPlane, "controller", nil, cfg.Logger)
 			}
 			return kubernetes.Run(cmd.Context(), cfg)
 		},

@@ -3,10 +3,13 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/inspect"
 	"trellis.dev/trellis/internal/model"
 )
@@ -26,7 +29,11 @@ func newGet() *cobra.Command {
 		Long: `Show the objects of one kind that the control plane holds, or one of them,
 as a table, YAML or JSON. Certificate private keys are never shown. The token
 comes from --token, --token-file (trellis up writes one next to its store and
-prints where) or the TRELLIS_TOKEN variable; any cluster's token may read.`,
+prints where) or the TRELLIS_TOKEN variable; any cluster's token may read.
+"get clusters" shows each admitted cluster's status instead: its lease
+(alive or lapsed, and when it was last renewed), its peers (reached by
+other clusters' proxies / published), the median round trip those proxies
+measured to them, and when its controller last synchronised.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := model.ParseKind(args[0])
@@ -40,6 +47,19 @@ prints where) or the TRELLIS_TOKEN variable; any cluster's token may read.`,
 			cl, err := newAPIClient(serverURL, token, caFile, slog.Default())
 			if err != nil {
 				return err
+			}
+			if k == model.KindCluster {
+				clusters, err := cl.Clusters(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if len(args) == 2 {
+					clusters = slices.DeleteFunc(clusters, func(c api.Cluster) bool { return c.Name != args[1] })
+					if len(clusters) == 0 {
+						return fmt.Errorf("cluster %q is not admitted", args[1])
+					}
+				}
+				return inspect.WriteClusters(cmd.OutOrStdout(), output, clusters, time.Now())
 			}
 			var objs []model.Object
 			if len(args) == 2 {

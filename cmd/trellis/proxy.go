@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/proxy/accesslog"
@@ -57,6 +58,12 @@ TRELLIS_TOKEN variable.`,
 				}
 				peerCfg.Identity = id
 				cfg.Peer = &peerCfg
+			}
+			if id != nil {
+				if !model.ValidClusterName(peerCfg.Name) {
+					return fmt.Errorf("--peer-name %q: at most 63 lower-case alphanumerics, '-' or '.' (it also names the proxy's lease renewals)", peerCfg.Name)
+				}
+				cfg.LeaseHolder = peerCfg.Name
 			}
 			w, closeLog, err := accesslog.OpenDestination(accessLog, cfg.Out, cfg.Logger)
 			if err != nil {

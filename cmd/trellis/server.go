@@ -22,7 +22,7 @@ func newServer() *cobra.Command {
 		adminTokensFile, caCertFile, caKeyFile    string
 		caCertOut                                 string
 		tokens, oldTokens, tlsHosts               []string
-		heartbeat, certTTL                        time.Duration
+		heartbeat, certTTL, leaseDuration         time.Duration
 		ec                                        controlplane.EtcdOptions
 	)
 	cmd := &cobra.Command{
@@ -61,7 +61,7 @@ func newServer() *cobra.Command {
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "control plane: CA certificate in %s (the --ca-file of clusters' components)\n", caCertOut)
 			}
-			srv := server.New(st, server.Config{Tokens: auth, AdminTokens: admins, CA: ca, CertTTL: certTTL, Heartbeat: heartbeat, Logger: log})
+			srv := server.New(st, server.Config{Tokens: auth, AdminTokens: admins, CA: ca, CertTTL: certTTL, LeaseDuration: leaseDuration, Heartbeat: heartbeat, Logger: log})
 			ln, url, err := controlplane.Listen(controlplane.ListenOptions{
 				Addr: listen, CertFile: certFile, KeyFile: keyFile, CAHosts: tlsHosts, CA: ca, ClientAuth: srv.TLSConfig, Logger: log,
 			})
@@ -96,6 +96,7 @@ func newServer() *cobra.Command {
 	f.StringVar(&caCertFile, "ca-cert-file", "", "the CA (PEM) to issue cluster certificates with, on the store's first start (default: one generated and kept in the store)")
 	f.StringVar(&caKeyFile, "ca-key-file", "", "private key of --ca-cert-file (PEM)")
 	f.StringVar(&caCertOut, "ca-cert-out", "", "write the control plane's CA certificate here at start (default: ca.crt in --data with the embedded store)")
+	f.DurationVar(&leaseDuration, "lease-duration", server.DefaultLeaseDuration, "how long a cluster's lease lives unrenewed; its components renew it every fifth of that, and other clusters' proxies stop picking its targets once it lapses")
 	f.DurationVar(&certTTL, "cert-ttl", server.DefaultCertTTL, "lifetime of issued cluster certificates; holders renew them two thirds of the way through")
 	return cmd
 }

@@ -198,8 +198,96 @@ type JoinResult struct {
 	CA          string `json:"ca"`
 }
 
-// Cluster is one admitted cluster (GET /v1/clusters).
+// Cluster is one admitted cluster (GET /v1/clusters): when it was
+// admitted, its lease, its peers and what other clusters' proxies measured
+// of them, and when it last synchronised.
 type Cluster struct {
 	Name  string    `json:"name"`
 	Added time.Time `json:"added"`
+	// Lease is the cluster's lease as the answering server judges it now.
+	Lease Lease `json:"lease"`
+	// PeersPublished counts the cluster's Peer objects; PeersReached
+	// those of them that some other cluster's proxy reached in its latest
+	// fresh report. Reports lists those reports.
+	PeersPublished int          `json:"peersPublished"`
+	PeersReached   int          `json:"peersReached"`
+	Reports        []PeerReport `json:"reports,omitempty"`
+	// RTTMicros is the median round trip other clusters' proxies measured
+	// to the cluster's reached peers; 0 when none was measured.
+	RTTMicros int64 `json:"rttMicros,omitempty"`
+	// LastSync is when the cluster last changed its objects through apply
+	// or txn (its controller); zero when it has not since it was admitted.
+	LastSync time.Time `json:"lastSync,omitzero"`
+}
+
+// LeaseRenewal renews the lease of the cluster the caller's certificate
+// names (POST /v1/lease, over mutual TLS only). It names no cluster: a
+// cluster renews its own lease and no other.
+type LeaseRenewal struct {
+	// Holder names the component renewing ("controller", a proxy's peer
+	// name): lower-case alphanumerics, '-' or '.', at most 63.
+	Holder string `json:"holder"`
+	// Peers, when set, is the holder's latest report on the other
+	// clusters' peers it probes. The server keeps at most one report per
+	// holder every ReportEveryMillis.
+	Peers []PeerReport `json:"peers,omitempty"`
+}
+
+// PeerReport is what one proxy measured of one peer of another cluster.
+type PeerReport struct {
+	// Reporter is the reporting cluster and holder ("east/proxy"), filled
+	// in by the server from the caller's certificate.
+	Reporter string `json:"reporter,omitempty"`
+	Cluster  string `json:"cluster"`
+	Address  string `json:"address"`
+	Reached  bool   `json:"reached"`
+	// RTTMicros is the probe's round trip, for a reached peer.
+	RTTMicros int64 `json:"rttMicros,omitempty"`
+	// Reported is when the server received the report.
+	Reported time.Time `json:"reported,omitzero"`
+}
+
+// LeaseRenewed answers a renewal: the lease as it stands and how often
+// to renew and report.
+type LeaseRenewed struct {
+	Lease             Lease `json:"lease"`
+	RenewEveryMillis  int64 `json:"renewEveryMillis"`
+	ReportEveryMillis int64 `json:"reportEveryMillis"`
+}
+
+// Lease is one admitted cluster's lease (GET /v1/leases), judged by the
+// answering server's clock.
+type Lease struct {
+	Cluster string `json:"cluster"`
+	// Holder is the component that last renewed it; Renewed when (the
+	// server's clock), zero when never.
+	Holder  string    `json:"holder,omitempty"`
+	Renewed time.Time `json:"renewed,omitzero"`
+	// AgeMillis is how long ago it was renewed, -1 for never.
+	AgeMillis      int64 `json:"ageMillis"`
+	DurationMillis int64 `json:"durationMillis"`
+	// Alive is false once the lease has gone unrenewed for longer than
+	// its duration while the server could take renewals (see
+	// docs/multicluster.md, "Leases"); a lease never renewed is alive.
+	Alive bool `json:"alive"`
+	// Held is true for a lease that would have lapsed, judged alive
+	// because more than half of the clusters' leases would have lapsed at
+	// once (the server is likelier cut off than they all down).
+	Held bool `json:"held,omitempty"`
+}
+
+// Leases is the answer of GET /v1/leases: every admitted cluster's lease.
+type Leases struct {
+	Leases []Lease `json:"leases"`
+}
+
+// RemoveClusterResult says what removing a cluster deleted
+// (DELETE /v1/clusters/NAME).
+type RemoveClusterResult struct {
+	Removed string `json:"removed"`
+	// Deleted counts the model objects the cluster owned that were
+	// deleted; Kept names networks it owned that other clusters' services
+	// still join, kept so that their traffic is not disturbed.
+	Deleted int      `json:"deleted"`
+	Kept    []string `json:"kept,omitempty"`
 }

@@ -17,12 +17,16 @@ func (c *Client) AddCluster(ctx context.Context, name string, tokenTTL time.Dura
 	return res, err
 }
 
-// RemoveCluster revokes a cluster (administrators only).
-func (c *Client) RemoveCluster(ctx context.Context, name string) error {
-	return c.do(ctx, http.MethodDelete, "/v1/clusters/"+url.PathEscape(name), nil, nil, nil)
+// RemoveCluster revokes a cluster and deletes what it owns
+// (administrators only).
+func (c *Client) RemoveCluster(ctx context.Context, name string) (api.RemoveClusterResult, error) {
+	var res api.RemoveClusterResult
+	err := c.do(ctx, http.MethodDelete, "/v1/clusters/"+url.PathEscape(name), nil, nil, &res)
+	return res, err
 }
 
-// Clusters lists the admitted clusters.
+// Clusters lists the admitted clusters, each with its lease, peers and
+// last sync.
 func (c *Client) Clusters(ctx context.Context) ([]api.Cluster, error) {
 	var out []api.Cluster
 	err := c.do(ctx, http.MethodGet, "/v1/clusters", nil, nil, &out)

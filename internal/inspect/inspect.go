@@ -1,5 +1,5 @@
 // Package inspect renders control-plane objects for people: a table per
-// kind, or the objects as YAML or JSON. Certificate private keys are never
+// kind, or the objects as YAML or JSON; and the clusters' status. Certificate private keys are never
 // rendered. It reads nothing and talks to nothing; `trellis get` feeds it.
 package inspect
 
@@ -17,6 +17,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
 )
 
@@ -165,4 +166,73 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// WriteClusters renders the admitted clusters' status (GET /v1/clusters)
+// in format (one of Formats): in a table, one row a cluster with its lease
+// (alive, lapsed, or held: unrenewed but kept alive because most leases
+// lapsed at once; and how long ago it was renewed), its peers (reached
+// by other clusters' proxies / published), the median RTT they measured
+// and its last sync, ages as of now.
+func WriteClusters(w io.Writer, format string, clusters []api.Cluster, now time.Time) error {
+	switch format {
+	case "yaml":
+		b, err := yaml.Marshal(clusters)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		return enc.Encode(clusters)
+	case "table":
+	default:
+		return fmt.Errorf("output format %q: want one of %s", format, strings.Join(Formats, ", "))
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tADMITTED\tLEASE\tPEERS\tRTT\tLAST SYNC")
+	for _, c := range clusters {
+		lease := "lapsed"
+		if c.Lease.Alive {
+			lease = "alive"
+		}
+		if c.Lease.Held {
+			lease = "held"
+		}
+		if c.Lease.AgeMillis < 0 {
+			lease += " (never renewed)"
+		} else {
+			lease += " (" + age(time.Duration(c.Lease.AgeMillis)*time.Millisecond) + ")"
+		}
+		rtt := "-"
+		if c.RTTMicros > 0 {
+			rtt = (time.Duration(c.RTTMicros) * time.Microsecond).String()
+		}
+		sync := "never"
+		if !c.LastSync.IsZero() {
+			sync = age(now.Sub(c.LastSync))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", c.Name, age(now.Sub(c.Added)), lease, c.PeersReached, c.PeersPublished, rtt, sync)
+	}
+	return tw.Flush()
+}
+
+// age renders a duration as a short age: "800ms ago", "12s ago", "5m ago",
+// "3h ago", "2d ago".
+func age(d time.Duration) string {
+	d = max(d, 0)
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String() + " ago"
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs ago", d.Seconds())
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 }

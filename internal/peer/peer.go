@@ -51,6 +51,9 @@ const (
 	// HTTP2 or GRPC), for targets whose group the receiver does not hold
 	// itself (an export's endpoints).
 	HeaderVersion = "Trellis-Peer-Version"
+	// HeaderProbe marks a probe (Client.Probe): the receiver answers 204
+	// once the sender passed its checks, and delivers nothing.
+	HeaderProbe = "Trellis-Peer-Probe"
 )
 
 // Request says where one forwarded request goes.
@@ -247,6 +250,50 @@ func (c *Client) SetPeers(peers map[string]string) {
 	c.mu.Unlock()
 }
 
+// Peers returns the known peers: address → the cluster it belongs to.
+func (c *Client) Peers() map[string]string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	m := make(map[string]string, len(c.peers))
+	for a, cl := range c.peers {
+		m[a] = cl
+	}
+	return m
+}
+
+// Probe sends one probe to the known peer at addr over the pooled
+// connection (dialing one if there is none) and returns its round trip.
+// The peer answers it after checking this proxy's certificate and
+// admission, so a probe that succeeds means requests would be taken.
+func (c *Client) Probe(ctx context.Context, addr string) (time.Duration, error) {
+	c.mu.RLock()
+	cluster, ok := c.peers[addr]
+	c.mu.RUnlock()
+	if !ok {
+		return 0, fmt.Errorf("peer %s: not a known peer", addr)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodOptions, "https://"+addr+"/", nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set(HeaderProbe, "1")
+	start := time.Now()
+	resp, err := c.tr.RoundTrip(req)
+	if err != nil {
+		if ctx.Err() == nil && brokenConn(err) {
+			c.markDown(addr)
+		}
+		return 0, err
+	}
+	rtt := time.Since(start)
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return 0, fmt.Errorf("peer %s of cluster %s answered the probe %d", addr, cluster, resp.StatusCode)
+	}
+	return rtt, nil
+}
+
 // RoundTrip sends r to the peer p names, for delivery to p's target. r is
 // not modified; the request sent carries r's method, host, path, query,
 // headers, body and trailers, and the peer protocol's headers.
@@ -352,6 +399,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.Admitted != nil && !s.Admitted(cluster) {
 		s.refuse(w, cluster, RefusedNotAdmitted, http.StatusForbidden, fmt.Sprintf("cluster %q is not admitted to the control plane", cluster))
+		return
+	}
+	if r.Header.Get(HeaderProbe) != "" {
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	d := Delivery{

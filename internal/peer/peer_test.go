@@ -328,3 +328,43 @@ func TestPeerDownAndBackByProbe(t *testing.T) {
 		t.Errorf("request after the peer came back: %v", err)
 	}
 }
+
+// A probe measures a round trip to a peer over the pooled connection and
+// delivers nothing; a peer that refuses the prober's cluster fails it, and
+// an unknown address is not dialed.
+func TestProbe(t *testing.T) {
+	ca, _ := pki.NewCA(time.Now())
+	backend := echo()
+	defer backend.Close()
+	west := startPeer(t, ca, "west", backend)
+	c := NewClient(identity(t, ca, "east"), ca.Pool())
+	defer c.Close()
+	c.SetPeers(map[string]string{west.addr: "west"})
+	if got := c.Peers(); len(got) != 1 || got[west.addr] != "west" {
+		t.Fatalf("Peers: %v", got)
+	}
+	ctx := t.Context()
+	for range 3 {
+		rtt, err := c.Probe(ctx, west.addr)
+		if err != nil || rtt <= 0 || rtt > time.Second {
+			t.Fatalf("probe: %v, %v", rtt, err)
+		}
+		t.Logf("probe: %v", rtt)
+	}
+	if n := west.handshakes.Load(); n != 1 {
+		t.Errorf("three probes made %d handshakes, want 1 (the pooled connection)", n)
+	}
+	west.mu.Lock()
+	delivered := len(west.deliveries)
+	west.mu.Unlock()
+	if delivered != 0 {
+		t.Errorf("probes delivered %d requests", delivered)
+	}
+	if _, err := c.Probe(ctx, "127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "not a known peer") {
+		t.Errorf("probe of an unknown address: %v", err)
+	}
+	west.handler.(*Server).Admitted = func(string) bool { return false }
+	if _, err := c.Probe(ctx, west.addr); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("probe by a cluster the peer does not admit: %v", err)
+	}
+}

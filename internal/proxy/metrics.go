@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,11 @@ type metrics struct {
 	// peerRequests counts requests other clusters' proxies handed over, by
 	// their cluster and outcome.
 	peerRequests *prometheus.CounterVec
+	// hops counts requests over the peer hop on both ends, by direction,
+	// source and destination cluster and status code; hopCounters caches
+	// its series.
+	hops        *prometheus.CounterVec
+	hopCounters sync.Map // hopKey → prometheus.Counter
 
 	// rules holds the rule data of the table serving, by service name;
 	// next is being filled by the compilation in progress, cur is the
@@ -93,6 +99,10 @@ func newMetrics(p *Proxy) *metrics {
 			Name: "trellis_peer_requests_total",
 			Help: "Requests other clusters' proxies handed over, by the sending proxy's cluster (as its certificate names it) and outcome: Delivered, or the reason it was refused (ForeignIdentity: an identity of another cluster asserted; NotAdmitted: the sending cluster is not, or no longer, admitted; NotDeliverable: not a target of this cluster; NoTarget).",
 		}, []string{"peer_cluster", "outcome"}),
+		hops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_peer_hop_requests_total",
+			Help: "Requests over the peer hop, on both ends: direction sent (by the proxy that picked a target of another cluster) or received (by that cluster's proxy, which delivered it or refused it NotDeliverable), the source cluster (the client's proxy's) and destination cluster (the target's), and the status code (0: no response over the hop).",
+		}, []string{"direction", "source_cluster", "destination_cluster", "code"}),
 		rules: map[string]*serviceRules{},
 	}
 	m.unmatched = m.newRuleInfo(ruleKey{rule: -1})
@@ -105,7 +115,7 @@ func newMetrics(p *Proxy) *metrics {
 		}
 	}
 	m.reg.MustRegister(
-		m.requests, m.duration, m.revision, m.applySeconds, m.programmed, m.updateFailures, m.handoffs, m.peerRequests,
+		m.requests, m.duration, m.revision, m.applySeconds, m.programmed, m.updateFailures, m.handoffs, m.peerRequests, m.hops,
 		healthCollector{p.health},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "trellis_access_log_dropped_total",
@@ -363,6 +373,27 @@ func bool01(b bool) float64 {
 
 func (m *metrics) peerRefused(cluster, reason string) {
 	m.peerRequests.WithLabelValues(cluster, reason).Inc()
+}
+
+// Directions of trellis_peer_hop_requests_total.
+const (
+	hopSent     = "sent"
+	hopReceived = "received"
+)
+
+type hopKey struct {
+	direction, source, destination string
+	code                           int
+}
+
+// hop counts one request over the peer hop.
+func (m *metrics) hop(direction, source, destination string, code int) {
+	k := hopKey{direction, source, destination, code}
+	c, ok := m.hopCounters.Load(k)
+	if !ok {
+		c, _ = m.hopCounters.LoadOrStore(k, m.hops.WithLabelValues(direction, source, destination, strconv.Itoa(code)))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 func (m *metrics) peerDelivered(cluster string) {

@@ -8,13 +8,18 @@ package proxy
 // export it names, in the configuration this proxy serves now.
 
 import (
+	"cmp"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
@@ -107,13 +112,17 @@ func (sv *served) peerAddrs(cluster string) []string {
 }
 
 // clusterReachable reports whether cluster's targets can be reached now:
-// this proxy's own always; another's while the hop is configured and a
-// proxy of that cluster is up (no connection to it failed just now).
+// this proxy's own always (whatever its own lease); another's while the
+// hop is configured, its lease has not lapsed (SetLapsed) and a proxy of
+// that cluster is up (no connection to it failed just now).
 func (p *Proxy) clusterReachable(cluster string) bool {
 	if cluster == p.cluster {
 		return true
 	}
 	if p.peer == nil {
+		return false
+	}
+	if l := p.lapsed.Load(); l != nil && (*l)[cluster] {
 		return false
 	}
 	for _, a := range p.served.Load().peerAddrs(cluster) {
@@ -122,6 +131,28 @@ func (p *Proxy) clusterReachable(cluster string) bool {
 		}
 	}
 	return false
+}
+
+// SetLapsed replaces the set of clusters whose leases have lapsed, as the
+// control plane last said: their targets leave every pick at once, as an
+// unreachable cluster's do, and come back when the set no longer names
+// them. The caller keeps the last set while the control plane cannot be
+// reached (nothing lapses for want of news); before the first call no
+// cluster has lapsed. The proxy's own cluster never leaves its picks.
+func (p *Proxy) SetLapsed(clusters map[string]bool) {
+	m := make(map[string]bool, len(clusters))
+	for c, lapsed := range clusters {
+		if lapsed && c != p.cluster {
+			m[c] = true
+		}
+	}
+	p.lapsed.Store(&m)
+}
+
+// Lapsed reports whether cluster's lease has lapsed, as SetLapsed last said.
+func (p *Proxy) Lapsed(cluster string) bool {
+	l := p.lapsed.Load()
+	return l != nil && (*l)[cluster]
 }
 
 // reachable is the local-or-peer decision: it reports whether this proxy
@@ -160,10 +191,16 @@ func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Respon
 		}
 	}
 	g := t.Group()
-	return p.peer.RoundTrip(req, peer.Request{
+	resp, err := p.peer.RoundTrip(req, peer.Request{
 		Cluster: t.Cluster, Addr: addr, TargetGroup: peerGroupKey(t), Target: t.Addr,
 		Identity: principalOf(req.Header.Get(headerIdentity)), Version: string(g.Version),
 	})
+	code := 0
+	if err == nil {
+		code = resp.StatusCode
+	}
+	p.metrics.hop(hopSent, p.cluster, t.Cluster, code)
+	return resp, err
 }
 
 type peerError string
@@ -219,18 +256,67 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 			target = router.NewTarget(d.Target, p.cluster, d.TargetGroup, dv.protocol, version)
 		}
 	}
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	var body *countedBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &countedBody{ReadCloser: r.Body}
+		r.Body = body
+	}
 	if target == nil {
 		p.peerRefused(d.PeerCluster, "NotDeliverable")
-		http.Error(w, "not a target of cluster "+p.cluster+" in "+d.TargetGroup, http.StatusForbidden)
+		http.Error(rec, "not a target of cluster "+p.cluster+" in "+d.TargetGroup, http.StatusForbidden)
+	} else {
+		id := anonymousIdentity
+		if d.Identity != "" {
+			id = "Principal=" + d.Identity + "; Type=Workload"
+		}
+		r.Header.Set(headerIdentity, id)
+		p.metrics.peerDelivered(d.PeerCluster)
+		p.delivery.forward(rec, r, target)
+	}
+	code := cmp.Or(rec.status, http.StatusOK)
+	p.metrics.hop(hopReceived, d.PeerCluster, p.cluster, code)
+	p.logDelivery(r, d, start, rec, body, target != nil)
+}
+
+// countedBody counts the bytes read from a request body, for the access
+// log; the transport reads it on a goroutine of its own.
+type countedBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// logDelivery writes the access-log entry of a request a peer handed
+// over: its source cluster is the sending proxy's (as its certificate
+// names it), its destination this proxy's, its source address the sending
+// proxy's and its target group the peer request's.
+func (p *Proxy) logDelivery(r *http.Request, d peer.Delivery, start time.Time, rec *recorder, body *countedBody, delivered bool) {
+	if p.accessLog == nil {
 		return
 	}
-	id := anonymousIdentity
-	if d.Identity != "" {
-		id = "Principal=" + d.Identity + "; Type=Workload"
+	e := accesslog.Entry{
+		StartTime: start, Duration: time.Since(start),
+		TargetGroup:   d.TargetGroup,
+		SourceCluster: d.PeerCluster, DestinationCluster: p.cluster,
+		SourceIPPort: r.RemoteAddr, TargetIPPort: d.Target,
+		Method: r.Method, Path: r.URL.EscapedPath(), Protocol: r.Proto, ResponseCode: cmp.Or(rec.status, http.StatusOK),
+		BytesSent: rec.bytes, UserAgent: r.UserAgent(), Host: r.Host, RequestID: r.Header.Get(headerRequestID),
 	}
-	r.Header.Set(headerIdentity, id)
-	p.metrics.peerDelivered(d.PeerCluster)
-	p.delivery.forward(w, r, target)
+	e.Destination, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if body != nil {
+		e.BytesReceived = body.n.Load()
+	}
+	if !delivered {
+		e.FailureReason = accesslog.PeerNotDeliverable
+	}
+	p.accessLog.Log(&e)
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }

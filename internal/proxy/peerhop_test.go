@@ -21,6 +21,8 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/pki"
+	"trellis.dev/trellis/internal/proxy/accesslog"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // hopWorld is two clusters' proxies on loopback joined by the peer hop:
@@ -31,6 +33,9 @@ type hopWorld struct {
 	westPeer   string // west's peer listener
 	westSrv    *http.Server
 	eastID     *pki.Identity
+	// eastLog and westLog receive the proxies' access logs, when asked
+	// for (newHopWorldWith).
+	eastLog, westLog *testsync.Buffer
 }
 
 func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
@@ -42,21 +47,29 @@ func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
 	return id
 }
 
-func newHopWorld(t testing.TB) *hopWorld {
+func newHopWorld(t testing.TB) *hopWorld { return newHopWorldWith(t, false) }
+
+// newHopWorldWith is newHopWorld with, when logged, both proxies' access
+// logs in eastLog and westLog.
+func newHopWorldWith(t testing.TB, logged bool) *hopWorld {
 	t.Helper()
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &hopWorld{ca: ca, eastID: clusterIdentity(t, ca, "east")}
-	newProxy := func(cluster string, id *pki.Identity) *Proxy {
+	w := &hopWorld{ca: ca, eastID: clusterIdentity(t, ca, "east"), eastLog: &testsync.Buffer{}, westLog: &testsync.Buffer{}}
+	newProxy := func(cluster string, id *pki.Identity, log *testsync.Buffer) *Proxy {
 		pc := peer.NewClient(id, ca.Pool())
 		t.Cleanup(pc.Close)
-		return newTestProxyWith(t, Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)})
+		cfg := Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)}
+		if logged {
+			cfg.AccessLog, cfg.test.accessLog = log, accesslog.Options{FlushInterval: 5 * time.Millisecond}
+		}
+		return newTestProxyWith(t, cfg)
 	}
-	w.east = newProxy("east", w.eastID)
+	w.east = newProxy("east", w.eastID, w.eastLog)
 	westID := clusterIdentity(t, ca, "west")
-	w.west = newProxy("west", westID)
+	w.west = newProxy("west", westID, w.westLog)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -401,5 +414,127 @@ func TestPolicyAcrossClusters(t *testing.T) {
 		if code, _ := call(p); code != http.StatusForbidden {
 			t.Errorf("%s's other service account: %d, want 403", p.cluster, code)
 		}
+	}
+}
+
+// A cluster whose lease lapsed leaves an import's pick at once, though its
+// proxy still answers, and comes back when the lease is alive again; the
+// proxy's own cluster never leaves its own picks, whatever it is told.
+func TestLapsedClusterLeavesThePick(t *testing.T) {
+	w := newHopWorld(t)
+	eastCart, westCart := identityBackend(t, "east-cart"), identityBackend(t, "west-cart")
+	export := func(cluster string, srv *httptest.Server) model.ServiceExport {
+		return model.ServiceExport{Meta: model.Meta{Name: model.ExportName(cluster, "shop", "cart"), Owner: cluster},
+			Namespace: "shop", Service: "cart", Type: model.ExportClusterSetIP, ExportedAt: time.Now(),
+			Ports: []model.ExportPort{{Protocol: "TCP", Port: 80, Targets: []model.Target{clusterTarget(t, srv, cluster)}}}}
+	}
+	snap := oneRoute(1, nil, model.WeightedTargetGroup{Weight: 1, Import: &model.ImportRef{
+		Namespace: "shop", Name: "cart", Port: 80, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1}})
+	snap.Exports = []model.ServiceExport{export("east", eastCart), export("west", westCart)}
+	w.update(t, snap)
+	cl := newClient(t)
+	count := func(n int) map[string]int {
+		out := map[string]int{}
+		for range n {
+			r := cl.get(addrOf(w.east, webPort), "shop.example", "/")
+			out[strings.Fields(r.body + " ?")[0]+"/"+itoa(int32(r.status))]++
+		}
+		return out
+	}
+	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+		t.Fatalf("both alive: %v, want 10/10", got)
+	}
+	w.east.SetLapsed(map[string]bool{"west": true})
+	if !w.east.Lapsed("west") {
+		t.Fatal("Lapsed(west) is false after SetLapsed named it")
+	}
+	if got := count(20); got["east-cart/200"] != 20 {
+		t.Errorf("west lapsed: %v, want all 20 to east", got)
+	}
+	w.east.SetLapsed(map[string]bool{"west": false, "north": true})
+	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+		t.Errorf("west alive again: %v, want 10/10", got)
+	}
+	w.east.SetLapsed(map[string]bool{"east": true})
+	if w.east.Lapsed("east") {
+		t.Error("the proxy's own cluster counted as lapsed")
+	}
+	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+		t.Errorf("own cluster told lapsed: %v, want 10/10", got)
+	}
+}
+
+// Both ends of the hop log a request and count it with its source and
+// destination cluster: the sending proxy (east) and the delivering one
+// (west), whose entry names the target group and target it delivered to.
+// A request a peer cannot have delivered is logged by the receiver too.
+func TestPeerHopLogsAndCountsBothClusters(t *testing.T) {
+	w := newHopWorldWith(t, true)
+	api := identityBackend(t, "west-api")
+	tg := group("api", clusterTarget(t, api, "west"))
+	tg.Owner = "west"
+	w.update(t, oneRoute(1, []model.TargetGroup{tg}, to("api", 1)))
+	cl := newClient(t)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addrOf(w.east, webPort)+"/orders", strings.NewReader("0123456789"))
+	req.Host = "shop.example"
+	resp, err := cl.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("across the hop: %d", resp.StatusCode)
+	}
+	var sent, received map[string]any
+	testsync.WaitFor(t, 2*time.Second, "an access-log entry on both ends", func() bool {
+		e, r := logLines(t, w.eastLog), logLines(t, w.westLog)
+		if len(e) > 0 && len(r) > 0 {
+			sent, received = e[0], r[0]
+			return true
+		}
+		return false
+	})
+	target := api.Listener.Addr().String()
+	for name, want := range map[string]map[string]any{
+		"east's (sending)": {"sourceCluster": "east", "destinationCluster": "west", "targetIpPort": target, "responseCode": 200.0,
+			"targetGroup": "api", "bytesReceived": 10.0},
+		"west's (delivering)": {"sourceCluster": "east", "destinationCluster": "west", "targetIpPort": target, "responseCode": 200.0,
+			"targetGroup": "TargetGroup/api", "requestPath": "/orders", "hostHeader": "shop.example", "bytesReceived": 10.0,
+			"requestId": sent["requestId"], "failureReason": "-"},
+	} {
+		got := sent
+		if strings.HasPrefix(name, "west") {
+			got = received
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%s entry: %s = %v, want %v (entry %v)", name, k, got[k], v, got)
+			}
+		}
+	}
+	if n := testutil.ToFloat64(w.east.metrics.hops.WithLabelValues("sent", "east", "west", "200")); n != 1 {
+		t.Errorf("east counted %v requests sent to west, want 1", n)
+	}
+	if n := testutil.ToFloat64(w.west.metrics.hops.WithLabelValues("received", "east", "west", "200")); n != 1 {
+		t.Errorf("west counted %v requests received from east, want 1", n)
+	}
+
+	// A target west does not deliver to: refused, and logged as such.
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	defer pc.Close()
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	resp, err = pc.RoundTrip(httptest.NewRequest("GET", "http://shop.example/", nil), peer.Request{
+		Cluster: "west", Addr: w.westPeer, TargetGroup: "TargetGroup/api", Target: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	testsync.WaitFor(t, 2*time.Second, "the refusal's entry", func() bool {
+		r := logLines(t, w.westLog)
+		return len(r) == 2 && r[1]["failureReason"] == "PeerNotDeliverable" && r[1]["responseCode"] == 403.0 && r[1]["sourceCluster"] == "east"
+	})
+	if n := testutil.ToFloat64(w.west.metrics.hops.WithLabelValues("received", "east", "west", "403")); n != 1 {
+		t.Errorf("west counted %v refused requests from east, want 1", n)
 	}
 }

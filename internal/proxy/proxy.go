@@ -58,6 +58,9 @@ type Proxy struct {
 	// their proxies; peerNext picks among a cluster's proxies in turn.
 	peer     *peer.Client
 	peerNext atomic.Uint64
+	// lapsed holds the clusters whose leases the control plane last said
+	// had lapsed (SetLapsed); their targets leave the pick.
+	lapsed atomic.Pointer[map[string]bool]
 	// delivery forwards requests peers hand over (PeerHandler).
 	delivery *localForwarder
 	// mirrors holds a slot per mirrored request in flight.

@@ -270,8 +270,11 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
+		// Admitted afresh, the cluster starts with no lease and no sync
+		// left by a request that raced its removal.
 		ops = append(ops, store.Op{Type: store.OpPut, Key: clusterPrefix + req.Name, Value: rec},
-			store.Op{Type: store.OpPut, Key: model.Key(model.KindCluster, req.Name), Value: published})
+			store.Op{Type: store.OpPut, Key: model.Key(model.KindCluster, req.Name), Value: published},
+			store.Op{Type: store.OpDelete, Key: leasePrefix + req.Name}, store.Op{Type: store.OpDelete, Key: syncPrefix + req.Name})
 	}
 	if _, err := s.st.Txn(r.Context(), ops...); err != nil {
 		return err
@@ -283,54 +286,61 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 
 // removeCluster revokes a cluster: its certificates stop authenticating at
 // once, its open watch streams end within revocationCheck, and its unused
-// join tokens are dropped.
+// join tokens are dropped. In the same transaction it deletes the
+// cluster's lease, reports and sync record and the model objects it owns
+// (see cleanupOps). Removing a cluster no longer admitted deletes what of
+// it is left (objects a request in flight wrote as it was removed).
 func (s *Server) removeCluster(w http.ResponseWriter, r *http.Request) error {
 	if err := s.needCA(); err != nil {
 		return err
 	}
 	name := r.PathValue("name")
-	ops := []store.Op{{Type: store.OpDelete, Key: clusterPrefix + name}, {Type: store.OpDelete, Key: model.Key(model.KindCluster, name)}}
-	grants, _, err := s.st.List(r.Context(), grantPrefix)
-	if err != nil {
-		return err
-	}
-	for _, kv := range grants {
-		var g pki.Grant
-		if json.Unmarshal(kv.Value, &g) == nil && g.Cluster == name {
-			ops = append(ops, store.Op{Type: store.OpDelete, Key: kv.Key})
+	for range maxAttempts {
+		in, err := s.admitted(r.Context(), name)
+		if err != nil {
+			return err
 		}
+		ops := []store.Op{{Type: store.OpDelete, Key: clusterPrefix + name}, {Type: store.OpDelete, Key: model.Key(model.KindCluster, name)}}
+		grants, _, err := s.st.List(r.Context(), grantPrefix)
+		if err != nil {
+			return err
+		}
+		for _, kv := range grants {
+			var g pki.Grant
+			if json.Unmarshal(kv.Value, &g) == nil && g.Cluster == name {
+				ops = append(ops, store.Op{Type: store.OpDelete, Key: kv.Key})
+			}
+		}
+		cleanup, deleted, kept, err := s.cleanupOps(r.Context(), name)
+		if err != nil {
+			return err
+		}
+		if !in && len(ops) == 2 && deleted == 0 {
+			return errorf(http.StatusNotFound, "cluster %q is not admitted", name)
+		}
+		_, err = s.st.Txn(r.Context(), append(ops, cleanup...)...)
+		if errors.Is(err, store.ErrConflict) {
+			continue // one of its objects changed meanwhile: read them again
+		}
+		if err != nil {
+			return err
+		}
+		s.log.Info("cluster removed", "cluster", name, "objects_deleted", deleted, "networks_kept", kept)
+		writeJSON(w, http.StatusOK, api.RemoveClusterResult{Removed: name, Deleted: deleted, Kept: kept})
+		return nil
 	}
-	in, err := s.admitted(r.Context(), name)
-	if err != nil {
-		return err
-	}
-	if !in && len(ops) == 2 {
-		return errorf(http.StatusNotFound, "cluster %q is not admitted", name)
-	}
-	if _, err := s.st.Txn(r.Context(), ops...); err != nil {
-		return err
-	}
-	s.log.Info("cluster removed", "cluster", name)
-	writeJSON(w, http.StatusOK, map[string]string{"removed": name})
-	return nil
+	return errorf(http.StatusConflict, "cluster %q's objects kept changing while it was removed; remove it again", name)
 }
 
-// listClusters lists the admitted clusters.
+// listClusters lists the admitted clusters with their leases, peers and
+// last syncs.
 func (s *Server) listClusters(w http.ResponseWriter, r *http.Request, _ string) error {
 	if err := s.needCA(); err != nil {
 		return err
 	}
-	kvs, _, err := s.st.List(r.Context(), clusterPrefix)
+	out, err := s.clusterStatus(r.Context())
 	if err != nil {
 		return err
-	}
-	out := []api.Cluster{}
-	for _, kv := range kvs {
-		var rec clusterRecord
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return fmt.Errorf("decoding %s: %w", kv.Key, err)
-		}
-		out = append(out, api.Cluster{Name: rec.Name, Added: rec.Added})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

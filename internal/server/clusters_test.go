@@ -34,7 +34,11 @@ type clusterPlane struct {
 	east  *client.Client // bearer token of cluster east
 }
 
-func newClusterPlane(t *testing.T) *clusterPlane {
+func newClusterPlane(t *testing.T) *clusterPlane { return newClusterPlaneWith(t, 0) }
+
+// newClusterPlaneWith is newClusterPlane with leases of lease (0: the
+// default).
+func newClusterPlaneWith(t *testing.T, lease time.Duration) *clusterPlane {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
 	if err != nil {
@@ -46,10 +50,11 @@ func newClusterPlane(t *testing.T) *clusterPlane {
 		t.Fatal(err)
 	}
 	s := server.New(st, server.Config{
-		Tokens:      map[string]string{tokenA: "east"},
-		AdminTokens: map[string]struct{}{adminToken: {}},
-		CA:          ca,
-		Heartbeat:   100 * time.Millisecond,
+		Tokens:        map[string]string{tokenA: "east"},
+		AdminTokens:   map[string]struct{}{adminToken: {}},
+		CA:            ca,
+		Heartbeat:     100 * time.Millisecond,
+		LeaseDuration: lease,
 	})
 	srv := httptest.NewUnstartedServer(s)
 	srv.TLS = s.TLSConfig(&tls.Config{})
@@ -266,15 +271,20 @@ func TestRemoveClusterCutsItOff(t *testing.T) {
 		t.Fatalf("first watch line: %s", first)
 	}
 
-	if err := p.admin.RemoveCluster(ctx, "west"); err != nil {
+	if _, err := p.admin.RemoveCluster(ctx, "west"); err != nil {
 		t.Fatal(err)
 	}
 	removed := time.Now()
 	ended := false
 	for !ended {
 		select {
-		case _, ok := <-lines:
+		case line, ok := <-lines:
 			ended = !ok // heartbeats until the server ends the stream
+			// The removal deletes west's network too; west's own stream
+			// ends before it would tell west's proxies to drop it.
+			if strings.Contains(line, `"changes"`) {
+				t.Errorf("the removed cluster's stream carried its removal: %s", line)
+			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("the removed cluster's watch stream still runs 5 s after removal")
 		}
@@ -285,7 +295,7 @@ func TestRemoveClusterCutsItOff(t *testing.T) {
 	if apiStatus(err) != http.StatusUnauthorized || !strings.Contains(err.Error(), "removed") {
 		t.Errorf("put after removal: %v", err)
 	}
-	if err := p.admin.RemoveCluster(ctx, "west"); apiStatus(err) != http.StatusNotFound {
+	if _, err := p.admin.RemoveCluster(ctx, "west"); apiStatus(err) != http.StatusNotFound {
 		t.Errorf("second removal: %v", err)
 	}
 }
@@ -376,7 +386,7 @@ func TestAdmissionIsPublished(t *testing.T) {
 	if err := p.east.Delete(ctx, &model.Cluster{Meta: model.Meta{Name: "west"}}); apiStatus(err) != http.StatusForbidden {
 		t.Errorf("a cluster deleting an admission: %v", err)
 	}
-	if err := p.admin.RemoveCluster(ctx, "west"); err != nil {
+	if _, err := p.admin.RemoveCluster(ctx, "west"); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.east.Get(ctx, &model.Cluster{Meta: model.Meta{Name: "west"}}); apiStatus(err) != http.StatusNotFound {

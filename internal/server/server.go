@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -70,6 +71,10 @@ type Config struct {
 	// CertTTL is the lifetime of issued cluster certificates (default
 	// DefaultCertTTL).
 	CertTTL time.Duration
+	// LeaseDuration is how long a cluster's lease lives unrenewed
+	// (default DefaultLeaseDuration); its components renew it every fifth
+	// of that.
+	LeaseDuration time.Duration
 }
 
 // Server serves the API over a Store.
@@ -84,6 +89,10 @@ type Server struct {
 	// time, so that on one server what a write's checks read cannot
 	// change before it commits.
 	writing chan struct{}
+	// blockedAt is when renewals last could not be taken (the server's
+	// start, or a renewal the store failed), in Unix nanoseconds: no lease
+	// lapses within a lease duration of it.
+	blockedAt atomic.Int64
 }
 
 // New returns a Server backed by st.
@@ -103,6 +112,7 @@ func New(st store.Store, cfg Config) *Server {
 	cfg.MaxObjectBytes = min(cfg.MaxObjectBytes, cfg.MaxRequestBytes)
 	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.MaxRequestBytes),
 		writing: make(chan struct{}, 1)}
+	s.renewalsBlocked()
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", s.ready)
 	s.mux.Handle("POST /v1/join", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handle(w, r, s.join(w, r)) }))
@@ -110,6 +120,8 @@ func New(st store.Store, cfg Config) *Server {
 	s.mux.Handle("POST /v1/clusters", s.admin(s.addCluster))
 	s.mux.Handle("DELETE /v1/clusters/{name}", s.admin(s.removeCluster))
 	s.mux.Handle("GET /v1/clusters", s.adminOr(s.authed(s.listClusters), s.listClusters))
+	s.mux.Handle("POST /v1/lease", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handle(w, r, s.renewLease(w, r)) }))
+	s.mux.Handle("GET /v1/leases", s.adminOr(s.authed(s.listLeases), s.listLeases))
 	s.mux.Handle("GET /v1/watch", s.authed(s.watch))
 	s.mux.Handle("POST /v1/apply", s.authed(s.apply))
 	s.mux.Handle("POST /v1/txn", s.authed(s.txn))
@@ -169,7 +181,7 @@ func (s *Server) authed(h handler) http.Handler {
 		if byCert {
 			ctx, cancel := s.untilRevoked(r.Context(), cluster, expires)
 			defer cancel()
-			r = r.WithContext(ctx)
+			r = r.WithContext(context.WithValue(ctx, byCertKey{}, true))
 		} else {
 			var ok bool
 			if cluster, ok = s.authenticate(r); !ok {
@@ -180,6 +192,10 @@ func (s *Server) authed(h handler) http.Handler {
 		s.handle(w, r, h(w, r, cluster))
 	})
 }
+
+// byCertKey marks, in a request's context, that its caller authenticated
+// by certificate.
+type byCertKey struct{}
 
 func (s *Server) authenticate(r *http.Request) (string, bool) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -448,7 +464,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, cluster string) e
 	for _, p := range wr.puts {
 		p.ifRevision = 0
 	}
-	wr.replace = true
+	wr.replace, wr.sync = true, true
 	res, err := s.commit(r.Context(), wr, cluster)
 	if err != nil {
 		return err
@@ -488,6 +504,7 @@ func (s *Server) txn(w http.ResponseWriter, r *http.Request, cluster string) err
 	if err != nil && !errors.As(err, &fields) {
 		return err
 	}
+	wr.sync = true
 	for i, d := range req.Deletes {
 		field := fmt.Sprintf("deletes[%d]", i)
 		kind, err := model.ParseKind(string(d.Kind))

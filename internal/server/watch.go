@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/store"
 )
 
@@ -83,6 +85,12 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	heartbeat := time.NewTicker(s.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	last := from
+	// The transaction removing a cluster also deletes what it owns; a
+	// stream of that cluster's (by its certificate) ends before it, so
+	// that its proxies keep serving what they last had rather than being
+	// told to drop it by the control plane that cut them off.
+	byCert, _ := r.Context().Value(byCertKey{}).(bool)
+	ownAdmission := model.Key(model.KindCluster, cluster)
 	for {
 		select {
 		case <-ctx.Done():
@@ -95,6 +103,12 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 			if !ok {
 				// The store ended the watch (a slow reader, or shutdown). The
 				// client resumes from `last`.
+				return nil
+			}
+			if byCert && slices.ContainsFunc(ev.Changes, func(c store.Change) bool {
+				return c.Type == store.ChangeDelete && c.KV.Key == ownAdmission
+			}) {
+				s.log.Info("cluster removed: ending its watch stream before its removal", "cluster", cluster, "revision", ev.Revision)
 				return nil
 			}
 			msg, err := view.changes(ev)

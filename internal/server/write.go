@@ -26,6 +26,9 @@ type write struct {
 	deletes map[string]int64
 	// replace deletes every other object the caller owns (apply).
 	replace bool
+	// sync records, when the write changes anything, that the caller's
+	// cluster synchronised (apply and txn: its controller's calls).
+	sync bool
 }
 
 // put is one validated object to write.
@@ -234,6 +237,9 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 	}
 	if len(ops) == 0 {
 		return res, false, nil
+	}
+	if w.sync {
+		ops = append(ops, syncOp(cluster, time.Now()))
 	}
 	res.revision, err = s.st.Txn(ctx, ops...)
 	if err != nil {

@@ -39,8 +39,10 @@ type Entry struct {
 
 	ServiceNetwork, Service, TargetGroup string
 	ListenerPort                         int32
-	// SourceCluster is the cluster of the proxy that received the request,
-	// DestinationCluster that of the target.
+	// SourceCluster is the cluster of the proxy that received the request
+	// from its client, DestinationCluster that of the target. A request a
+	// peer handed over is logged by the receiving proxy too, with the same
+	// two clusters.
 	SourceCluster, DestinationCluster string
 	// SourceIPPort is the client's address, TargetIPPort the target's.
 	SourceIPPort, TargetIPPort string
@@ -86,6 +88,10 @@ const (
 	// PeerUnavailable: the target is in another cluster and the peer hop to
 	// its proxy is not available (502).
 	PeerUnavailable FailureReason = "PeerUnavailable"
+	// PeerNotDeliverable: a peer handed over a request for a target that
+	// is not this cluster's in the group it named (403, on the receiving
+	// proxy).
+	PeerNotDeliverable FailureReason = "PeerNotDeliverable"
 	// ResponseAborted: the response was cut off midway.
 	ResponseAborted FailureReason = "ResponseAborted"
 	// HeaderCountExceeded: too many header lines (431).

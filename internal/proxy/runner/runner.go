@@ -22,6 +22,7 @@ import (
 	"slices"
 	"time"
 
+	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/nameserver"
@@ -57,6 +58,14 @@ type Config struct {
 	// requests for this cluster's targets to it, and this proxy hands
 	// requests for theirs to them.
 	Peer *PeerConfig
+	// LeaseHolder, when set, renews the cluster's lease as this holder
+	// (Client must authenticate by the cluster's certificate), with a
+	// report of the peers this proxy probes when Peer is set.
+	LeaseHolder string
+	// LeasePoll is how often a proxy with Peer set reads the clusters'
+	// leases (default DefaultLeasePoll); a lapsed cluster's targets leave
+	// its picks.
+	LeasePoll time.Duration
 	// Out receives progress lines meant for a person.
 	Out    io.Writer
 	Logger *slog.Logger
@@ -80,6 +89,13 @@ type PeerConfig struct {
 	Identity *pki.Identity
 	Roots    *x509.CertPool
 }
+
+// DefaultLeasePoll is how often a proxy reads the leases: a lapse takes
+// at most this long to reach its picks.
+const DefaultLeasePoll = 500 * time.Millisecond
+
+// probeTimeout bounds one probe of a peer for the lease's report.
+const probeTimeout = time.Second
 
 // shutdownTimeout bounds the proxy's graceful shutdown.
 const shutdownTimeout = 10 * time.Second
@@ -121,6 +137,24 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer stop()
 	}
+	if cfg.Peer != nil {
+		go client.FollowLeases(ctx, cfg.Client, cmp.Or(cfg.LeasePoll, DefaultLeasePoll), func(leases []api.Lease) {
+			lapsed := map[string]bool{}
+			for _, l := range leases {
+				if !l.Alive {
+					lapsed[l.Cluster] = true
+				}
+			}
+			px.SetLapsed(lapsed)
+		}, log)
+	}
+	if cfg.LeaseHolder != "" {
+		var report func() []api.PeerReport
+		if pcfg.Peer != nil {
+			report = func() []api.PeerReport { return probePeers(ctx, pcfg.Peer) }
+		}
+		go client.KeepLease(ctx, cfg.Client, cfg.LeaseHolder, report, log)
+	}
 	var names *nameserver.Server
 	if cfg.DNSListen != "" {
 		var err error
@@ -153,6 +187,30 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 	return err
+}
+
+// probePeers probes every peer pc knows, at once, and reports what it
+// measured.
+func probePeers(ctx context.Context, pc *peer.Client) []api.PeerReport {
+	peers := pc.Peers()
+	out := make([]api.PeerReport, 0, len(peers))
+	results := make(chan api.PeerReport, len(peers))
+	for addr, cluster := range peers {
+		go func() {
+			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			defer cancel()
+			r := api.PeerReport{Cluster: cluster, Address: addr}
+			if rtt, err := pc.Probe(pctx, addr); err == nil {
+				r.Reached, r.RTTMicros = true, max(rtt.Microseconds(), 1)
+			}
+			results <- r
+		}()
+	}
+	for range peers {
+		out = append(out, <-results)
+	}
+	slices.SortFunc(out, func(a, b api.PeerReport) int { return cmp.Compare(a.Address, b.Address) })
+	return out
 }
 
 // servePeers opens the peer listener and publishes its address, retrying

@@ -1,0 +1,110 @@
+package client
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"trellis.dev/trellis/internal/api"
+)
+
+// RenewLease renews the lease of the cluster the client's certificate
+// names, with the holder's peer report when r carries one.
+func (c *Client) RenewLease(ctx context.Context, r api.LeaseRenewal) (api.LeaseRenewed, error) {
+	var res api.LeaseRenewed
+	err := c.do(ctx, http.MethodPost, "/v1/lease", nil, r, &res)
+	return res, err
+}
+
+// Leases reads every admitted cluster's lease, as the server judges it now.
+func (c *Client) Leases(ctx context.Context) ([]api.Lease, error) {
+	var res api.Leases
+	err := c.do(ctx, http.MethodGet, "/v1/leases", nil, nil, &res)
+	return res.Leases, err
+}
+
+// Lease renewal pacing, until the server says otherwise.
+const (
+	defaultRenewEvery = time.Second
+	minRenewEvery     = 100 * time.Millisecond
+	maxRenewEvery     = 10 * time.Second
+	// callTimeout bounds one renewal or one lease read.
+	callTimeout = 2 * time.Second
+)
+
+// KeepLease renews the cluster's lease as holder until ctx ends, as often
+// as the server asks. When report is not nil it is called about as often
+// as the server keeps reports, and its peers go with that renewal. A
+// failed renewal is logged (once until one succeeds again) and retried at
+// the next tick: the lease outlives a few.
+func KeepLease(ctx context.Context, c *Client, holder string, report func() []api.PeerReport, log *slog.Logger) {
+	every, reportEvery := defaultRenewEvery, time.Duration(0)
+	var lastReport time.Time
+	failing := false
+	for {
+		req := api.LeaseRenewal{Holder: holder}
+		if report != nil && reportEvery > 0 && time.Since(lastReport) >= reportEvery {
+			req.Peers = report()
+			if req.Peers == nil {
+				req.Peers = []api.PeerReport{}
+			}
+			lastReport = time.Now()
+		}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		res, err := c.RenewLease(cctx, req)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing {
+				log.Warn("cluster lease not renewed; retrying", "holder", holder, "err", err)
+			}
+			failing = true
+		default:
+			if failing {
+				log.Info("cluster lease renewed again", "holder", holder)
+			}
+			failing = false
+			if d := time.Duration(res.RenewEveryMillis) * time.Millisecond; d > 0 {
+				every = min(max(d, minRenewEvery), maxRenewEvery)
+			}
+			reportEvery = time.Duration(res.ReportEveryMillis) * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+// FollowLeases reads the leases every interval until ctx ends and hands
+// each answer to apply. A read that fails hands nothing: the caller keeps
+// what it last had (a control plane out of reach lapses no lease).
+func FollowLeases(ctx context.Context, c *Client, interval time.Duration, apply func([]api.Lease), log *slog.Logger) {
+	failing := false
+	for {
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		leases, err := c.Leases(cctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing {
+				log.Warn("cluster leases not read; keeping the last ones", "err", err)
+			}
+			failing = true
+		default:
+			failing = false
+			apply(leases)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
