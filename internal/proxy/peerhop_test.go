@@ -21,6 +21,8 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/pki"
+	"trellis.dev/trellis/internal/proxy/accesslog"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // hopWorld is two clusters' proxies on loopback joined by the peer hop:
@@ -31,6 +33,8 @@ type hopWorld struct {
 	westPeer   string // west's peer listener
 	westSrv    *http.Server
 	eastID     *pki.Identity
+	// westLog is west's access log.
+	westLog *testsync.Buffer
 }
 
 func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
@@ -48,15 +52,16 @@ func newHopWorld(t testing.TB) *hopWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &hopWorld{ca: ca, eastID: clusterIdentity(t, ca, "east")}
-	newProxy := func(cluster string, id *pki.Identity) *Proxy {
+	w := &hopWorld{ca: ca, eastID: clusterIdentity(t, ca, "east"), westLog: &testsync.Buffer{}}
+	newProxy := func(cluster string, id *pki.Identity, cfg Config) *Proxy {
 		pc := peer.NewClient(id, ca.Pool())
 		t.Cleanup(pc.Close)
-		return newTestProxyWith(t, Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)})
+		cfg.Cluster, cfg.BindAddress, cfg.Peer, cfg.Logger = cluster, "127.0.0.1", pc, slog.New(slog.DiscardHandler)
+		return newTestProxyWith(t, cfg)
 	}
-	w.east = newProxy("east", w.eastID)
+	w.east = newProxy("east", w.eastID, Config{})
 	westID := clusterIdentity(t, ca, "west")
-	w.west = newProxy("west", westID)
+	w.west = newProxy("west", westID, Config{AccessLog: w.westLog, test: testKnobs{accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
