@@ -157,3 +157,7 @@ func (ca *CA) IssueIdentity(cluster string, now time.Time, ttl time.Duration) (*
 	}
 	return NewIdentity(certPEM, keyPEM)
 }
+
+// Replace switches to another certificate and key of the same cluster, as
+// if Run had renewed to them (a certificate another component renewed).
+func (id *Identity) Replace(certPEM, keyPEM []byte) error { return id.set(certPEM, keyPEM) }

@@ -1,0 +1,232 @@
+package kubernetes_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	tclient "trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/pki"
+	"trellis.dev/trellis/internal/provider/kubernetes"
+	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/testsync"
+)
+
+// joinPlane is a control plane with a CA and cluster admission, over TLS
+// on loopback, issuing certificates that live ttl.
+type joinPlane struct {
+	url   string
+	roots *x509.CertPool
+	admin *tclient.Client
+}
+
+func newJoinPlane(t *testing.T, ttl time.Duration) *joinPlane {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ca, err := server.EnsureCA(context.Background(), st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := server.New(st, server.Config{AdminTokens: map[string]struct{}{"admin": {}}, CA: ca, CertTTL: ttl, Heartbeat: time.Second})
+	srv := httptest.NewUnstartedServer(s)
+	srv.TLS = s.TLSConfig(&tls.Config{})
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	p := &joinPlane{url: srv.URL, roots: x509.NewCertPool()}
+	p.roots.AddCert(srv.Certificate())
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots}}
+	t.Cleanup(tr.CloseIdleConnections)
+	if p.admin, err = tclient.New(p.url, "admin", tclient.Options{HTTPClient: &http.Client{Transport: tr}}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// joinToken admits cluster and returns its one-time join token.
+func (p *joinPlane) joinToken(t *testing.T, cluster string) string {
+	t.Helper()
+	res, err := p.admin.AddCluster(context.Background(), cluster, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.JoinToken
+}
+
+func (p *joinPlane) enroll(ctx context.Context, store tclient.IdentityStore, token, cluster string) (*tclient.Client, *pki.Identity, error) {
+	return tclient.Enroll(ctx, tclient.Enrollment{Server: p.url, Roots: p.roots, Store: store, JoinToken: token, Cluster: cluster})
+}
+
+// The controller keeps its cluster's identity in a Secret: the first start
+// joins with the one-time token and writes the Secret; a restart, the
+// token spent, comes up from the Secret; renewals update the Secret; and a
+// Secret holding another cluster's certificate, or garbage, is refused with
+// an error naming the Secret, never used and never joined over.
+func TestIdentitySecret(t *testing.T) {
+	c := kube.Start(t, kube.Options{})
+	kc := c.Client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := kc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "trellis-system"}}); err != nil {
+		t.Fatal(err)
+	}
+	p := newJoinPlane(t, 4*time.Second)
+	store, err := kubernetes.NewSecretStore(c.Config, "trellis-system/trellis-identity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := func() *corev1.Secret {
+		t.Helper()
+		var s corev1.Secret
+		if err := kc.Get(ctx, types.NamespacedName{Namespace: "trellis-system", Name: "trellis-identity"}, &s); err != nil {
+			t.Fatal(err)
+		}
+		return &s
+	}
+	leafOf := func(idPEM []byte) *x509.Certificate {
+		t.Helper()
+		id, err := pki.NewIdentity(idPEM, idPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id.Certificate().Leaf
+	}
+
+	// First start: joins and writes the Secret.
+	token := p.joinToken(t, "east")
+	cp, id, err := p.enroll(ctx, store, token, "east")
+	if err != nil {
+		t.Fatalf("first start: %v", err)
+	}
+	if id.Cluster() != "east" {
+		t.Fatalf("joined as %q", id.Cluster())
+	}
+	if _, err := cp.Clusters(ctx); err != nil {
+		t.Errorf("the joined identity does not authenticate: %v", err)
+	}
+	s := secret()
+	if leafOf(s.Data[kubernetes.SecretIdentityKey]).SerialNumber.Cmp(id.Certificate().Leaf.SerialNumber) != 0 || len(s.Data[kubernetes.SecretClusterCAKey]) == 0 {
+		t.Fatalf("the Secret does not hold the certificate joined: %v", s.Data)
+	}
+
+	// A restart with the token already spent comes up from the Secret.
+	if _, _, err := p.enroll(ctx, tclient.DirStore(t.TempDir()), token, "east"); err == nil {
+		t.Fatal("the join token worked twice")
+	}
+	cp2, id2, err := p.enroll(ctx, store, token, "east")
+	if err != nil {
+		t.Fatalf("restart from the Secret: %v", err)
+	}
+	if id2.Certificate().Leaf.SerialNumber.Cmp(id.Certificate().Leaf.SerialNumber) != 0 {
+		t.Error("the restart did not use the Secret's certificate")
+	}
+	if _, err := cp2.Clusters(ctx); err != nil {
+		t.Errorf("the identity from the Secret does not authenticate: %v", err)
+	}
+
+	// Renewal (at two thirds of the 4 s life) updates the Secret; a start
+	// after that, without a token, uses the renewed certificate.
+	renewCtx, stopRenewing := context.WithCancel(ctx)
+	go tclient.KeepRenewed(renewCtx, cp2, id2, store, slog.New(slog.DiscardHandler))
+	first := leafOf(s.Data[kubernetes.SecretIdentityKey])
+	testsync.Eventually(t, 10*time.Second, "a renewed certificate in the Secret", func() error {
+		got := leafOf(secret().Data[kubernetes.SecretIdentityKey])
+		if !got.NotAfter.After(first.NotAfter) {
+			return errors.New("still the joined certificate")
+		}
+		return nil
+	})
+	stopRenewing()
+	cp3, id3, err := p.enroll(ctx, store, "", "east")
+	if err != nil {
+		t.Fatalf("start after renewal: %v", err)
+	}
+	if !id3.Expires().After(first.NotAfter) {
+		t.Error("the start after renewal did not use the renewed certificate")
+	}
+	if _, err := cp3.Clusters(ctx); err != nil {
+		t.Errorf("the renewed identity does not authenticate: %v", err)
+	}
+
+	// Another cluster's certificate in the Secret: refused, even with a
+	// good token of east's at hand.
+	west := tclient.DirStore(t.TempDir())
+	if _, _, err := p.enroll(ctx, west, p.joinToken(t, "west"), "west"); err != nil {
+		t.Fatal(err)
+	}
+	westID, westCA, err := west.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(idPEM, caPEM []byte) {
+		t.Helper()
+		s := secret()
+		s.Data = map[string][]byte{kubernetes.SecretIdentityKey: idPEM, kubernetes.SecretClusterCAKey: caPEM}
+		if err := kc.Update(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(westID, westCA)
+	eastToken := p.joinToken(t, "east")
+	if _, _, err := p.enroll(ctx, store, eastToken, "east"); err == nil ||
+		!strings.Contains(err.Error(), "Secret trellis-system/trellis-identity") || !strings.Contains(err.Error(), `names cluster "west", not "east"`) {
+		t.Errorf("west's certificate in east's Secret: %v, want a refusal naming the Secret and both clusters", err)
+	}
+	// Garbage: refused the same way.
+	put([]byte("-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n"), westCA)
+	if _, _, err := p.enroll(ctx, store, eastToken, "east"); err == nil || !strings.Contains(err.Error(), "Secret trellis-system/trellis-identity") {
+		t.Errorf("garbage in the Secret: %v, want a refusal naming the Secret", err)
+	}
+	// A certificate of east's with a CA it does not chain to: refused.
+	otherCA, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(joinedInDir(t, ctx, p, "east"), otherCA.CertPEM())
+	if _, _, err := p.enroll(ctx, store, eastToken, "east"); err == nil || !strings.Contains(err.Error(), "does not chain") {
+		t.Errorf("east's certificate with another CA: %v, want a refusal", err)
+	}
+	// Neither refusal spent the token: it still joins once the Secret is
+	// removed.
+	if err := kc.Delete(ctx, secret()); err != nil {
+		t.Fatal(err)
+	}
+	if _, id, err := p.enroll(ctx, store, eastToken, "east"); err != nil || id.Cluster() != "east" {
+		t.Fatalf("join after removing the bad Secret: %v", err)
+	}
+	if got, err := pki.ClusterOf(leafOf(secret().Data[kubernetes.SecretIdentityKey])); err != nil || got != "east" {
+		t.Errorf("the Secret written again names %q (%v), want east", got, err)
+	}
+}
+
+// joinedInDir joins cluster with a fresh token into a directory and returns
+// the identity PEM kept there.
+func joinedInDir(t *testing.T, ctx context.Context, p *joinPlane, cluster string) []byte {
+	t.Helper()
+	dir := tclient.DirStore(t.TempDir())
+	if _, _, err := p.enroll(ctx, dir, p.joinToken(t, cluster), cluster); err != nil {
+		t.Fatal(err)
+	}
+	idPEM, _, err := dir.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idPEM
+}
