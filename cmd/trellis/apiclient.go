@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -128,16 +129,26 @@ func connect(ctx context.Context, serverURL, caFile, cluster string, tok tokenFl
 	if err != nil {
 		return nil, "", nil, err
 	}
+	// A missing token file is no token: once the identity is kept, the
+	// token (spent) may be removed, as a Kubernetes Secret mounted
+	// optionally is.
 	var joinToken string
+	tokenMissing := false
 	if id.joinTokenFile != "" {
 		b, err := os.ReadFile(id.joinTokenFile)
-		if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			tokenMissing = true
+		case err != nil:
 			return nil, "", nil, fmt.Errorf("--join-token-file: %w", err)
 		}
 		joinToken = strings.TrimSpace(string(b))
 	}
 	c, ident, err := client.Enroll(ctx, client.Enrollment{Server: serverURL, Roots: tlsCfg.RootCAs, Store: store, JoinToken: joinToken, Cluster: cluster, Logger: log})
 	if err != nil {
+		if tokenMissing {
+			return nil, "", nil, fmt.Errorf("%w (--join-token-file %s does not exist)", err, id.joinTokenFile)
+		}
 		return nil, "", nil, err
 	}
 	if id.readOnly {

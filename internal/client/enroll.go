@@ -83,14 +83,15 @@ func Enroll(ctx context.Context, e Enrollment) (*Client, *pki.Identity, error) {
 		return nil, nil, fmt.Errorf("no cluster certificate in %s and no join token: make one with `trellis cluster add NAME` on the control plane and pass it with --join-token-file", e.Store)
 	default:
 		if id, err = join(ctx, e); err != nil {
-			// Another replica may have spent the token first and kept
-			// what it got where this one would have.
-			if kept, kerr := loadKept(ctx, e); kerr == nil && time.Now().Before(kept.Expires()) {
-				e.Logger.Info("cluster certificate loaded after a failed join: another component joined first", "cluster", kept.Cluster(), "from", e.Store.String(), "join_err", err)
-				id = kept
-				break
+			// Another replica may have spent the token first and be
+			// keeping what it got where this one would have.
+			kept := keptAfter(ctx, e, joinRaceWait)
+			if kept == nil {
+				return nil, nil, err
 			}
-			return nil, nil, err
+			e.Logger.Info("cluster certificate loaded after a failed join: another component joined first", "cluster", kept.Cluster(), "from", e.Store.String(), "join_err", err)
+			id = kept
+			break
 		}
 		e.Logger.Info("joined the control plane", "cluster", id.Cluster(), "kept_in", e.Store.String(), "expires", id.Expires())
 	}
@@ -99,6 +100,29 @@ func Enroll(ctx context.Context, e Enrollment) (*Client, *pki.Identity, error) {
 		return nil, nil, err
 	}
 	return c, id, nil
+}
+
+// joinRaceWait is how long a component whose join failed watches its store
+// for the identity a replica that spent the same token first is keeping.
+const joinRaceWait = 5 * time.Second
+
+// keptAfter polls e.Store for a valid identity for up to wait; nil if none
+// comes.
+func keptAfter(ctx context.Context, e Enrollment, wait time.Duration) *pki.Identity {
+	deadline := time.Now().Add(wait)
+	for {
+		if kept, err := loadKept(ctx, e); err == nil && time.Now().Before(kept.Expires()) {
+			return kept
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // loadKept reads the identity kept in e.Store and checks it: it parses,

@@ -103,6 +103,13 @@ func (id *Identity) Run(ctx context.Context, renew RenewFunc, saved func(certPEM
 			return
 		case <-time.After(wait):
 		}
+		id.mu.RLock()
+		replaced := time.Now().Before(id.renewAt)
+		id.mu.RUnlock()
+		if replaced {
+			// Replace took up a newer certificate meanwhile.
+			continue
+		}
 		err := id.renewOnce(ctx, renew, saved)
 		if err == nil {
 			backoff = time.Second

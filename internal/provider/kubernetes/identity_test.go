@@ -127,9 +127,6 @@ func TestIdentitySecret(t *testing.T) {
 	}
 
 	// A restart with the token already spent comes up from the Secret.
-	if _, _, err := p.enroll(ctx, tclient.DirStore(t.TempDir()), token, "east"); err == nil {
-		t.Fatal("the join token worked twice")
-	}
 	cp2, id2, err := p.enroll(ctx, store, token, "east")
 	if err != nil {
 		t.Fatalf("restart from the Secret: %v", err)
@@ -146,6 +143,9 @@ func TestIdentitySecret(t *testing.T) {
 	renewCtx, stopRenewing := context.WithCancel(ctx)
 	go tclient.KeepRenewed(renewCtx, cp2, id2, store, slog.New(slog.DiscardHandler))
 	first := leafOf(s.Data[kubernetes.SecretIdentityKey])
+	if _, _, err := p.enroll(ctx, tclient.DirStore(t.TempDir()), token, "east"); err == nil {
+		t.Fatal("the join token worked twice")
+	}
 	testsync.Eventually(t, 10*time.Second, "a renewed certificate in the Secret", func() error {
 		got := leafOf(secret().Data[kubernetes.SecretIdentityKey])
 		if !got.NotAfter.After(first.NotAfter) {
@@ -213,6 +213,22 @@ func TestIdentitySecret(t *testing.T) {
 	}
 	if got, err := pki.ClusterOf(leafOf(secret().Data[kubernetes.SecretIdentityKey])); err != nil || got != "east" {
 		t.Errorf("the Secret written again names %q (%v), want east", got, err)
+	}
+
+	// Two replicas starting at once with one token: one joins, the other
+	// takes up what the first keeps.
+	if err := kc.Delete(ctx, secret()); err != nil {
+		t.Fatal(err)
+	}
+	raceToken := p.joinToken(t, "east")
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { _, _, err := p.enroll(ctx, store, raceToken, "east"); errs <- err }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("a replica starting with the same token: %v", err)
+		}
 	}
 }
 
