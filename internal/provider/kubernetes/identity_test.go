@@ -5,17 +5,22 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 
 	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/pki"
@@ -245,4 +250,140 @@ func joinedInDir(t *testing.T, ctx context.Context, p *joinPlane, cluster string
 		t.Fatal(err)
 	}
 	return idPEM
+}
+
+// The member-cluster manifests (config/multicluster) apply to a real
+// apiserver, agree among themselves on the identity Secret (the Secret the
+// controller keeps is the one the proxies mount, under the file names
+// --identity-dir reads), and give the controller's ServiceAccount what it
+// needs to join into that Secret and renew it, and no more: it may not
+// update another Secret.
+func TestMemberManifests(t *testing.T) {
+	objs := readKustomization(t, memberManifestsDir)
+	c := kube.Start(t, kube.Options{})
+	kc := c.Client(t)
+	ctx := context.Background()
+	slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int {
+		return boolRank(a.GetKind() != "Namespace") - boolRank(b.GetKind() != "Namespace")
+	})
+	for _, o := range objs {
+		if err := kc.Create(ctx, o); err != nil && !(apierrors.IsAlreadyExists(err) && o.GetKind() == "CustomResourceDefinition") {
+			t.Fatalf("applying %s %s/%s from %s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), memberManifestsDir, err)
+		}
+	}
+
+	containerOf := func(deployment string) (map[string]any, map[string]any) {
+		t.Helper()
+		for _, o := range objs {
+			if o.GetKind() == "Deployment" && o.GetName() == deployment {
+				cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+				spec, _, _ := unstructured.NestedMap(o.Object, "spec", "template", "spec")
+				if len(cs) != 1 {
+					t.Fatalf("%s: %d containers", deployment, len(cs))
+				}
+				return cs[0].(map[string]any), spec
+			}
+		}
+		t.Fatalf("no Deployment %s in %s", deployment, memberManifestsDir)
+		return nil, nil
+	}
+	flag := func(c map[string]any, name string) (string, bool) {
+		args, _, _ := unstructured.NestedStringSlice(c, "args")
+		for _, a := range args {
+			if a == name {
+				return "", true
+			}
+			if v, ok := strings.CutPrefix(a, name+"="); ok {
+				return v, true
+			}
+		}
+		return "", false
+	}
+	ctrl, _ := containerOf("trellis-controller")
+	ref, ok := flag(ctrl, "--identity-secret")
+	ns, name, _ := strings.Cut(ref, "/")
+	if !ok || ns != "trellis-system" || name == "" {
+		t.Fatalf("the controller's --identity-secret is %q", ref)
+	}
+	if _, ok := flag(ctrl, "--join-token-file"); !ok {
+		t.Error("the controller has no --join-token-file")
+	}
+	px, pxSpec := containerOf("trellis-proxy")
+	dir, _ := flag(px, "--identity-dir")
+	if _, ro := flag(px, "--identity-read-only"); !ro || dir == "" {
+		t.Errorf("the proxy's identity: --identity-dir %q, read-only %v", dir, ro)
+	}
+	mounted := false
+	mounts, _, _ := unstructured.NestedSlice(px, "volumeMounts")
+	vols, _, _ := unstructured.NestedSlice(pxSpec, "volumes")
+	for _, m := range mounts {
+		m := m.(map[string]any)
+		if m["mountPath"] != dir {
+			continue
+		}
+		if m["readOnly"] != true {
+			t.Errorf("the proxy's identity mount is not read-only: %v", m)
+		}
+		for _, v := range vols {
+			v := v.(map[string]any)
+			if v["name"] != m["name"] {
+				continue
+			}
+			secretName, _, _ := unstructured.NestedString(v, "secret", "secretName")
+			items, _, _ := unstructured.NestedSlice(v, "secret", "items")
+			var paths []string
+			for _, it := range items {
+				it := it.(map[string]any)
+				if it["key"] != it["path"] {
+					t.Errorf("identity item %v: the file must be named as the key", it)
+				}
+				paths = append(paths, fmt.Sprint(it["path"]))
+			}
+			slices.Sort(paths)
+			mounted = secretName == name && slices.Equal(paths, []string{kubernetes.SecretClusterCAKey, kubernetes.SecretIdentityKey})
+		}
+	}
+	if !mounted {
+		t.Errorf("the proxy does not mount Secret %s's %s and %s at %s", name, kubernetes.SecretIdentityKey, kubernetes.SecretClusterCAKey, dir)
+	}
+
+	// As the controller's ServiceAccount, with the RBAC applied: join into
+	// the Secret, start again from it, renew into it.
+	sa := serviceAccountConfig(t, c, kc, controllerAccount(t, objs))
+	store, err := kubernetes.NewSecretStore(sa, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newJoinPlane(t, 4*time.Second)
+	cp, id, err := p.enroll(ctx, store, p.joinToken(t, "east"), "east")
+	if err != nil {
+		t.Fatalf("joining into %s as the controller's ServiceAccount: %v", ref, err)
+	}
+	if _, _, err := p.enroll(ctx, store, "", "east"); err != nil {
+		t.Fatalf("starting from %s as the controller's ServiceAccount: %v", ref, err)
+	}
+	renewCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var renewLog testsync.Buffer
+	go tclient.KeepRenewed(renewCtx, cp, id, store, slog.New(slog.NewTextHandler(&renewLog, nil)))
+	testsync.WaitFor(t, 10*time.Second, "a renewal kept in "+ref, func() bool { return strings.Contains(renewLog.String(), "cluster certificate renewed") })
+	if strings.Contains(renewLog.String(), "not renewed") {
+		t.Errorf("renewal failed under the manifests' RBAC:\n%s", renewLog.String())
+	}
+	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "trellis-system", Name: "someone-elses"}}
+	if err := kc.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := mustStore(t, sa, "trellis-system/someone-elses").Save(ctx, []byte("x"), nil); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("the controller's ServiceAccount updated another Secret: %v", err)
+	}
+}
+
+func mustStore(t *testing.T, cfg *rest.Config, ref string) *kubernetes.SecretStore {
+	t.Helper()
+	s, err := kubernetes.NewSecretStore(cfg, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
