@@ -85,7 +85,7 @@ func TestFollowIdentity(t *testing.T) {
 	renewed := issue(t, ca, "east", 2*time.Hour)
 	write(renewed)
 	deadline := time.Now().Add(5 * time.Second)
-	for id.Expires().Sub(time.Now()) < 90*time.Minute {
+	for time.Until(id.Expires()) < 90*time.Minute {
 		if time.Now().After(deadline) {
 			t.Fatal("the renewed certificate was not taken up")
 		}
