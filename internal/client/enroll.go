@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"trellis.dev/trellis/internal/pki"
@@ -95,7 +96,7 @@ func Enroll(ctx context.Context, e Enrollment) (*Client, *pki.Identity, error) {
 		}
 		e.Logger.Info("joined the control plane", "cluster", id.Cluster(), "kept_in", e.Store.String(), "expires", id.Expires())
 	}
-	c, err := New(e.Server, "", Options{Logger: e.Logger, HTTPClient: &http.Client{Transport: identityTransport(id, e.Roots)}})
+	c, err := New(e.Server, "", Options{Logger: e.Logger, HTTPClient: &http.Client{Transport: &identityTransport{id: id, roots: e.Roots}}})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -165,11 +166,43 @@ func CheckIdentity(idPEM, caPEM []byte, cluster string) (*pki.Identity, error) {
 	return id, nil
 }
 
-func identityTransport(id *pki.Identity, roots *x509.CertPool) *http.Transport {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = id.ClientConfig(roots)
-	return tr
+// identityTransport sends requests presenting id's current certificate. A
+// connection keeps the certificate of its handshake, and the control plane
+// refuses it once that certificate expires, so when id changes (a renewal)
+// requests go to a fresh transport, whose connections present the new one;
+// the old transport's connections serve the requests already on them (a
+// watch stream) and close once idle.
+type identityTransport struct {
+	id    *pki.Identity
+	roots *x509.CertPool
+
+	mu   sync.Mutex
+	cert *tls.Certificate
+	tr   *http.Transport
 }
+
+func (t *identityTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.current().RoundTrip(r)
+}
+
+// current is the transport of id's current certificate.
+func (t *identityTransport) current() *http.Transport {
+	cert := t.id.Certificate()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.tr == nil || t.cert != cert {
+		if t.tr != nil {
+			t.tr.CloseIdleConnections()
+		}
+		t.tr = http.DefaultTransport.(*http.Transport).Clone()
+		t.tr.TLSClientConfig = t.id.ClientConfig(t.roots)
+		t.cert = cert
+	}
+	return t.tr
+}
+
+// CloseIdleConnections closes the current transport's idle connections.
+func (t *identityTransport) CloseIdleConnections() { t.current().CloseIdleConnections() }
 
 // join exchanges the join token for a certificate and keeps it in e.Store.
 func join(ctx context.Context, e Enrollment) (*pki.Identity, error) {

@@ -2,7 +2,12 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +107,54 @@ func TestFollowIdentity(t *testing.T) {
 		if id.Certificate() != want || id.Cluster() != "east" {
 			t.Errorf("%s was taken up", name)
 		}
+	}
+}
+
+// After a renewal, requests present the new certificate even where a
+// connection made with the old one is still open: the control plane
+// refuses a connection's certificate once it expires.
+func TestEnrolledClientPresentsRenewedCertificate(t *testing.T) {
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `[{"name": "`+r.TLS.PeerCertificates[0].SerialNumber.String()+`"}]`)
+	}))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	srv.StartTLS()
+	defer srv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+
+	ctx := context.Background()
+	store := client.DirStore(t.TempDir())
+	first := issue(t, ca, "east", time.Hour)
+	if err := store.Save(ctx, first, ca.CertPEM()); err != nil {
+		t.Fatal(err)
+	}
+	c, id, err := client.Enroll(ctx, client.Enrollment{Server: srv.URL, Roots: roots, Store: store, Cluster: "east"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := func() string {
+		t.Helper()
+		cl, err := c.Clusters(ctx)
+		if err != nil || len(cl) != 1 {
+			t.Fatalf("request: %v %v", cl, err)
+		}
+		return cl[0].Name
+	}
+	if got, want := seen(), id.Certificate().Leaf.SerialNumber.String(); got != want {
+		t.Fatalf("presented %s, want %s", got, want)
+	}
+	renewed := issue(t, ca, "east", 2*time.Hour)
+	if err := id.Replace(renewed, renewed); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := seen(), id.Certificate().Leaf.SerialNumber.String(); got != want {
+		t.Errorf("after the renewal presented %s, want the renewed %s", got, want)
 	}
 }
