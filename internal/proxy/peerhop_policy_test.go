@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
+	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -195,4 +197,49 @@ func TestPeerHopServiceHeaderNotForgeable(t *testing.T) {
 	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", peerPolicyDenied)); n != 1 {
 		t.Errorf("west counted %v policy denials, want 1", n)
 	}
+}
+
+// FuzzPeerRoutedFor feeds a peer's claims (service, network, port, group)
+// to the receiver's check: it never panics, and it accepts exactly the
+// claims the configuration bears out.
+func FuzzPeerRoutedFor(f *testing.F) {
+	snap := &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks,
+		TargetGroups: []model.TargetGroup{
+			{Meta: model.Meta{Name: "api", Owner: "west"}, Protocol: model.ProtocolHTTP, Port: 80},
+		},
+		Services: []model.Service{
+			edgeService("api", []string{"api.example.com"}, model.Rule{Action: forward(to("api", 1))}),
+			edgeService("cart", nil, model.Rule{Action: forward(model.WeightedTargetGroup{Weight: 1, Import: &model.ImportRef{
+				Namespace: "shop", Name: "cart", Port: 80, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1}})}),
+		},
+	}}
+	tab, err := new(router.Compiler).Compile(snap)
+	if err != nil {
+		f.Fatal(err)
+	}
+	sv := &served{table: tab}
+	port := itoa(webPort)
+	valid := map[[4]string]bool{
+		{"api", "edge", port, "TargetGroup/api"}:                                            true,
+		{"cart", "edge", port, "ServiceExport/" + model.ExportName("west", "shop", "cart")}: true,
+	}
+	for k := range valid {
+		f.Add(k[0], k[1], k[2], k[3])
+	}
+	f.Add("api", "mesh", port, "TargetGroup/api")
+	f.Add("api", "edge", "+"+port, "TargetGroup/api")
+	f.Add("cart", "edge", port, "ServiceExport/"+model.ExportName("east", "shop", "cart"))
+	f.Add("", "", "", "")
+	f.Fuzz(func(t *testing.T, service, network, port, group string) {
+		svc, p := routedFor(sv, peer.Delivery{Service: service, Network: network, Port: port, TargetGroup: group}, "west")
+		n, err := strconv.ParseInt(port, 10, 32)
+		want := err == nil && valid[[4]string{service, network, itoa(int32(n)), group}]
+		if (svc != nil) != want {
+			t.Fatalf("routedFor(%q, %q, %q, %q) = %v, want accepted %v", service, network, port, group, svc, want)
+		}
+		if svc != nil && (svc.Name != service || p != webPort) {
+			t.Fatalf("accepted as %s on %d", svc.Name, p)
+		}
+	})
 }
