@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -71,23 +73,44 @@ func (t *tokenFlags) get() (string, error) {
 
 // identityFlags are the flags of a component that authenticates with its
 // cluster's certificate: where it keeps it, and the join token for the
-// first one.
-type identityFlags struct{ dir, joinTokenFile string }
+// first one. store, when the command sets it (the controller's
+// --identity-secret), is used instead of --identity-dir.
+type identityFlags struct {
+	dir, joinTokenFile string
+	readOnly           bool
+	store              client.IdentityStore
+}
 
 func (i *identityFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&i.dir, "identity-dir", "", "keep the cluster certificate here and authenticate with it instead of a token (joined with --join-token-file the first time, renewed before it expires)")
-	f.StringVar(&i.joinTokenFile, "join-token-file", "", "file holding a one-time join token from `trellis cluster add NAME`, exchanged for the cluster certificate when --identity-dir holds none")
+	f.StringVar(&i.joinTokenFile, "join-token-file", "", "file holding a one-time join token from `trellis cluster add NAME`, exchanged for the cluster certificate when the identity store holds none")
 }
 
-// connect returns a control-plane client: with --identity-dir, one that
+// registerReadOnly registers --identity-read-only (the proxy's).
+func (i *identityFlags) registerReadOnly(f *pflag.FlagSet) {
+	f.BoolVar(&i.readOnly, "identity-read-only", false, "never write --identity-dir (a mounted Secret the controller keeps with --identity-secret): take up the certificates written there, and renew in memory should one not come in time")
+}
+
+// identityFollowInterval is how often a read-only identity directory is
+// checked for a certificate its keeper renewed.
+const identityFollowInterval = 10 * time.Second
+
+// connect returns a control-plane client: with an identity store, one that
 // authenticates with the cluster's certificate (joining first if need be,
 // and renewing it until ctx ends); otherwise one with the bearer token.
 // cluster, when set, must be the certificate's; the cluster the client
 // speaks for is returned.
 func connect(ctx context.Context, serverURL, caFile, cluster string, tok tokenFlags, id identityFlags, log *slog.Logger) (*client.Client, string, *pki.Identity, error) {
-	if id.dir == "" {
+	store := id.store
+	if store == nil && id.dir != "" {
+		store = client.DirStore(id.dir)
+	}
+	if store == nil {
 		if id.joinTokenFile != "" {
 			return nil, "", nil, errors.New("--join-token-file needs --identity-dir, where the certificate it gets is kept")
+		}
+		if id.readOnly {
+			return nil, "", nil, errors.New("--identity-read-only needs --identity-dir")
 		}
 		if cluster == "" {
 			return nil, "", nil, errors.New("--cluster is required with a token (with --identity-dir the certificate names the cluster)")
@@ -99,25 +122,40 @@ func connect(ctx context.Context, serverURL, caFile, cluster string, tok tokenFl
 		c, err := newAPIClient(serverURL, token, caFile, log)
 		return c, cluster, nil, err
 	}
+	if id.readOnly && id.joinTokenFile != "" {
+		return nil, "", nil, errors.New("--join-token-file cannot be used with --identity-read-only: the certificate it gets could not be kept")
+	}
 	tlsCfg, err := tlsfiles.Client(caFile)
 	if err != nil {
 		return nil, "", nil, err
 	}
+	// A missing token file is no token: once the identity is kept, the
+	// token (spent) may be removed, as a Kubernetes Secret mounted
+	// optionally is.
 	var joinToken string
+	tokenMissing := false
 	if id.joinTokenFile != "" {
 		b, err := os.ReadFile(id.joinTokenFile)
-		if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			tokenMissing = true
+		case err != nil:
 			return nil, "", nil, fmt.Errorf("--join-token-file: %w", err)
 		}
 		joinToken = strings.TrimSpace(string(b))
 	}
-	c, ident, err := client.Enroll(ctx, client.Enrollment{Server: serverURL, Roots: tlsCfg.RootCAs, Dir: id.dir, JoinToken: joinToken, Logger: log})
+	c, ident, err := client.Enroll(ctx, client.Enrollment{Server: serverURL, Roots: tlsCfg.RootCAs, Store: store, JoinToken: joinToken, Cluster: cluster, Logger: log})
 	if err != nil {
+		if tokenMissing {
+			return nil, "", nil, fmt.Errorf("%w (--join-token-file %s does not exist)", err, id.joinTokenFile)
+		}
 		return nil, "", nil, err
 	}
-	if cluster != "" && cluster != ident.Cluster() {
-		return nil, "", nil, fmt.Errorf("--cluster %s, but the certificate in %s names cluster %s", cluster, id.dir, ident.Cluster())
+	if id.readOnly {
+		go client.KeepRenewed(ctx, c, ident, nil, log)
+		go client.FollowIdentity(ctx, ident, store, identityFollowInterval, log)
+	} else {
+		go client.KeepRenewed(ctx, c, ident, store, log)
 	}
-	go client.KeepRenewed(ctx, c, ident, id.dir, log)
 	return c, ident.Cluster(), ident, nil
 }

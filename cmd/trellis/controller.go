@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 func newController() *cobra.Command {
 	var (
 		serverURL, kubeconfig, pool string
+		identitySecret              string
 		clusterSetIP                string
 		caFile                      string
 		tok                         tokenFlags
@@ -61,6 +63,17 @@ does not serve a CRD it requires.`,
 				return fmt.Errorf("kubernetes client configuration: %w", err)
 			}
 			cfg.Logger = slog.Default()
+			if identitySecret != "" {
+				if ident.dir != "" {
+					return errors.New("--identity-secret and --identity-dir are two places to keep the identity: give one")
+				}
+				if cfg.Cluster == "" {
+					return errors.New("--identity-secret needs --cluster: the Secret's certificate must name it")
+				}
+				if ident.store, err = kubernetes.NewSecretStore(cfg.Kube, identitySecret); err != nil {
+					return fmt.Errorf("--identity-secret: %w", err)
+				}
+			}
 			var id *pki.Identity
 			if cfg.ControlPlane, cfg.Cluster, id, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
 				return err
@@ -75,6 +88,7 @@ does not serve a CRD it requires.`,
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
 	tok.register(f)
 	ident.register(f)
+	f.StringVar(&identitySecret, "identity-secret", "", "keep the cluster certificate in this Secret (NAMESPACE/NAME) instead of --identity-dir: joined with --join-token-file when it holds none, renewed in it; proxies mount it with --identity-read-only. Needs --cluster")
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
 	f.StringVar(&cfg.Cluster, "cluster", "", "name of this cluster, the owner of what the controller sends (required with a token; with --identity-dir the certificate names it)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration, or $KUBECONFIG)")

@@ -78,6 +78,7 @@ TRELLIS_TOKEN variable.`,
 	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
 	tok.register(f)
 	ident.register(f)
+	ident.registerReadOnly(f)
 	f.StringVar(&caFile, "ca-file", "", caFileUsage)
 	f.StringVar(&cfg.Cluster, "cluster", "", "name of the cluster this proxy runs in (required with a token; with --identity-dir the certificate names it)")
 	f.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address the listeners bind")

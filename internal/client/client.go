@@ -1,7 +1,12 @@
 // Package client calls the control plane's HTTP API (package api describes
 // it). Providers use Apply to publish what they translated; proxies use
 // Follow to receive a consistent model.Snapshot per configuration revision,
-// surviving control-plane outages by reconnecting and resuming.
+// surviving control-plane outages by reconnecting and resuming. Components
+// of a joined cluster authenticate with its certificate: Enroll joins or
+// loads it from an IdentityStore (a directory, or a Kubernetes Secret the
+// provider implements), KeepRenewed renews into the store, and
+// FollowIdentity takes up what another component renewed into one it may
+// only read.
 //
 // It must not interpret the model beyond assembling snapshots: compiling
 // them is the proxy's job.

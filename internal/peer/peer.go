@@ -29,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +55,13 @@ const (
 	// HeaderProbe marks a probe (Client.Probe): the receiver answers 204
 	// once the sender passed its checks, and delivers nothing.
 	HeaderProbe = "Trellis-Peer-Probe"
+	// HeaderService, HeaderNetwork and HeaderPort name the service (and
+	// its network) whose route sent the request, and the listener port it
+	// arrived on: the receiver checks the service routes to the target
+	// group and judges the request by that service's auth policies.
+	HeaderService = "Trellis-Peer-Service"
+	HeaderNetwork = "Trellis-Peer-Network"
+	HeaderPort    = "Trellis-Peer-Port"
 )
 
 // Request says where one forwarded request goes.
@@ -69,6 +77,10 @@ type Request struct {
 	Identity string
 	// Version is the HTTP version to speak to the target, or "".
 	Version string
+	// Service, Network and Port are the service whose route chose the
+	// target, its network, and the listener port the request came in on.
+	Service, Network string
+	Port             int32
 }
 
 // Client sends requests to peers. It keeps one multiplexed connection per
@@ -321,6 +333,9 @@ func (c *Client) RoundTrip(r *http.Request, p Request) (*http.Response, error) {
 	if p.Version != "" {
 		out.Header.Set(HeaderVersion, p.Version)
 	}
+	out.Header.Set(HeaderService, p.Service)
+	out.Header.Set(HeaderNetwork, p.Network)
+	out.Header.Set(HeaderPort, strconv.Itoa(int(p.Port)))
 	resp, err := c.tr.RoundTrip(out)
 	if err != nil && r.Context().Err() == nil && brokenConn(err) {
 		// The connection broke under the request (the peer died): leave
@@ -362,6 +377,10 @@ type Delivery struct {
 	Identity string
 	// Version is the HTTP version the sender asks for, unchecked.
 	Version string
+	// Service, Network and Port are what the sender says the request was
+	// routed for, unchecked: the receiver must check them against its own
+	// configuration before it trusts them.
+	Service, Network, Port string
 }
 
 // Server receives requests from peers.
@@ -411,6 +430,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Target:      r.Header.Get(HeaderTarget),
 		Identity:    r.Header.Get(HeaderIdentity),
 		Version:     r.Header.Get(HeaderVersion),
+		Service:     r.Header.Get(HeaderService),
+		Network:     r.Header.Get(HeaderNetwork),
+		Port:        r.Header.Get(HeaderPort),
 	}
 	if d.TargetGroup == "" || d.Target == "" {
 		s.refuse(w, cluster, RefusedNoTarget, http.StatusBadRequest, "peer request names no target group and target")

@@ -103,6 +103,13 @@ func (id *Identity) Run(ctx context.Context, renew RenewFunc, saved func(certPEM
 			return
 		case <-time.After(wait):
 		}
+		id.mu.RLock()
+		replaced := time.Now().Before(id.renewAt)
+		id.mu.RUnlock()
+		if replaced {
+			// Replace took up a newer certificate meanwhile.
+			continue
+		}
 		err := id.renewOnce(ctx, renew, saved)
 		if err == nil {
 			backoff = time.Second
@@ -157,3 +164,7 @@ func (ca *CA) IssueIdentity(cluster string, now time.Time, ttl time.Duration) (*
 	}
 	return NewIdentity(certPEM, keyPEM)
 }
+
+// Replace switches to another certificate and key of the same cluster, as
+// if Run had renewed to them (a certificate another component renewed).
+func (id *Identity) Replace(certPEM, keyPEM []byte) error { return id.set(certPEM, keyPEM) }

@@ -17,11 +17,20 @@ import (
 // r, which arrived on the listener at port, and answers 403 when they deny
 // it. It reports whether r may go on. The caller is the workload of this
 // cluster with r's source address, or anonymous.
+//
+// On a route that can send to another cluster's targets the source address
+// is absent from the request judged (trellis:SourceIp has no value),
+// whichever target is picked: the receiving proxy judges the request again
+// and cannot know the client's address (see authorizeDelivery), so both
+// ends judge alike and a request allowed here is not refused there.
 func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.Rule, port int32) bool {
 	if route.Auth == nil {
 		return true
 	}
 	req := p.authRequest(exchangeOf(r).served, r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Values, remoteIP(r.RemoteAddr), port)
+	if leavesCluster(route, p.cluster) {
+		req.SourceIP = netip.Addr{}
+	}
 	res := route.Auth.Authorize(req)
 	if res.Allowed {
 		return true
@@ -87,4 +96,16 @@ func remoteIP(addr string) netip.Addr {
 		return netip.Addr{}
 	}
 	return ap.Addr().Unmap()
+}
+
+// leavesCluster reports whether route can send a request to a target
+// outside cluster.
+func leavesCluster(route *router.Rule, cluster string) bool {
+	bs := route.Backends()
+	for i := range bs {
+		if g := bs[i].Group(); g != nil && !g.OnlyIn(cluster) {
+			return true
+		}
+	}
+	return false
 }

@@ -97,7 +97,7 @@ func newMetrics(p *Proxy) *metrics {
 		}),
 		peerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_peer_requests_total",
-			Help: "Requests other clusters' proxies handed over, by the sending proxy's cluster (as its certificate names it) and outcome: Delivered, or the reason it was refused (ForeignIdentity: an identity of another cluster asserted; NotAdmitted: the sending cluster is not, or no longer, admitted; NotDeliverable: not a target of this cluster; NoTarget).",
+			Help: "Requests other clusters' proxies handed over, by the sending proxy's cluster (as its certificate names it) and outcome: Delivered, or the reason it was refused (ForeignIdentity: an identity of another cluster asserted; NotAdmitted: the sending cluster is not, or no longer, admitted; NotDeliverable: not a target of this cluster; NotRouted: the service named does not route to the target group on the network and port named, here; PolicyDenied: that service's or its network's auth policy refused it; NoTarget).",
 		}, []string{"peer_cluster", "outcome"}),
 		hops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_peer_hop_requests_total",

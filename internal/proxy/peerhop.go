@@ -5,18 +5,23 @@ package proxy
 // robin among the peers that cluster's proxies publish (model.Peer).
 // Receiving: a request a peer hands over is delivered to the target it
 // names only if that target is this cluster's, in the target group or
-// export it names, in the configuration this proxy serves now.
+// export it names, the service it names routes there, and that service's
+// auth policies allow it, all in the configuration this proxy serves now.
 
 import (
 	"cmp"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"trellis.dev/trellis/internal/auth"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/accesslog"
@@ -191,10 +196,19 @@ func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Respon
 		}
 	}
 	g := t.Group()
-	resp, err := p.peer.RoundTrip(req, peer.Request{
+	pr := peer.Request{
 		Cluster: t.Cluster, Addr: addr, TargetGroup: peerGroupKey(t), Target: t.Addr,
 		Identity: principalOf(req.Header.Get(headerIdentity)), Version: string(g.Version),
-	})
+	}
+	// The receiver checks that the route's service routes to the target
+	// group, and judges the request by that service's policies itself.
+	if x := exchangeOf(req); x != nil && x.route != nil {
+		pr.Service, pr.Port = x.route.Service, x.port
+		if svc := x.served.table.Service(x.route.Service); svc != nil {
+			pr.Network = svc.Network
+		}
+	}
+	resp, err := p.peer.RoundTrip(req, pr)
 	code := 0
 	if err == nil {
 		code = resp.StatusCode
@@ -235,7 +249,9 @@ func (p *Proxy) peerRefused(cluster, reason string) {
 }
 
 // deliver serves a request a peer handed over: to the target it names, if
-// that is this cluster's target in the group it names now; otherwise 403.
+// that is this cluster's target in the group it names now, the service it
+// names routes to that group, and the service's policies allow the
+// request; otherwise 403.
 // The identity the peer asserted (checked to be of its own cluster) goes to
 // the target in X-Trellis-Identity; the peer's other fields pass as the
 // peer sent them, its forwarding headers included.
@@ -263,10 +279,28 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 		body = &countedBody{ReadCloser: r.Body}
 		r.Body = body
 	}
-	if target == nil {
-		p.peerRefused(d.PeerCluster, "NotDeliverable")
+	// refusal is the access log's failure reason when the request is not
+	// delivered, deniedBy the policy level that denied it.
+	var refusal accesslog.FailureReason
+	var deniedBy string
+	svc, port := (*router.Service)(nil), int32(0)
+	switch {
+	case target == nil:
+		p.peerRefused(d.PeerCluster, peerNotDeliverable)
 		http.Error(rec, "not a target of cluster "+p.cluster+" in "+d.TargetGroup, http.StatusForbidden)
-	} else {
+		refusal = accesslog.PeerNotDeliverable
+	default:
+		if svc, port = routedFor(sv, d, p.cluster); svc == nil {
+			p.peerRefused(d.PeerCluster, peerNotRouted)
+			http.Error(rec, fmt.Sprintf("service %q of network %q on port %q does not route to %s", d.Service, d.Network, d.Port, d.TargetGroup), http.StatusForbidden)
+			refusal = accesslog.PeerNotDeliverable
+			break
+		}
+		var allowed bool
+		if deniedBy, allowed = p.authorizeDelivery(rec, r, d, svc, port); !allowed {
+			refusal = accesslog.ClientAccessDenied
+			break
+		}
 		id := anonymousIdentity
 		if d.Identity != "" {
 			id = "Principal=" + d.Identity + "; Type=Workload"
@@ -277,7 +311,7 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 	}
 	code := cmp.Or(rec.status, http.StatusOK)
 	p.metrics.hop(hopReceived, d.PeerCluster, p.cluster, code)
-	p.logDelivery(r, d, start, rec, body, target != nil)
+	p.logDelivery(r, d, start, rec, body, delivered{svc: svc, port: port, refusal: refusal, deniedBy: deniedBy})
 }
 
 // countedBody counts the bytes read from a request body, for the access
@@ -293,11 +327,22 @@ func (b *countedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// delivered is what deliver decided about a request a peer handed over:
+// the service it was routed for (nil if none here routes it), the listener
+// port, and, when it was refused, the access log's failure reason and the
+// policy level that denied it.
+type delivered struct {
+	svc      *router.Service
+	port     int32
+	refusal  accesslog.FailureReason
+	deniedBy string
+}
+
 // logDelivery writes the access-log entry of a request a peer handed
 // over: its source cluster is the sending proxy's (as its certificate
 // names it), its destination this proxy's, its source address the sending
 // proxy's and its target group the peer request's.
-func (p *Proxy) logDelivery(r *http.Request, d peer.Delivery, start time.Time, rec *recorder, body *countedBody, delivered bool) {
+func (p *Proxy) logDelivery(r *http.Request, d peer.Delivery, start time.Time, rec *recorder, body *countedBody, how delivered) {
 	if p.accessLog == nil {
 		return
 	}
@@ -308,15 +353,106 @@ func (p *Proxy) logDelivery(r *http.Request, d peer.Delivery, start time.Time, r
 		SourceIPPort: r.RemoteAddr, TargetIPPort: d.Target,
 		Method: r.Method, Path: r.URL.EscapedPath(), Protocol: r.Proto, ResponseCode: cmp.Or(rec.status, http.StatusOK),
 		BytesSent: rec.bytes, UserAgent: r.UserAgent(), Host: r.Host, RequestID: r.Header.Get(headerRequestID),
+		FailureReason: how.refusal, AuthDeniedReason: how.deniedBy,
+	}
+	if how.svc != nil {
+		e.ServiceNetwork, e.Service, e.ListenerPort = how.svc.Network, how.svc.Name, how.port
 	}
 	e.Destination, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if body != nil {
 		e.BytesReceived = body.n.Load()
 	}
-	if !delivered {
-		e.FailureReason = accesslog.PeerNotDeliverable
-	}
 	p.accessLog.Log(&e)
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }
+
+// Outcomes of trellis_peer_requests_total for requests this proxy refuses
+// after package peer's checks.
+const (
+	// peerNotDeliverable: the target is not this cluster's in the group
+	// named.
+	peerNotDeliverable = "NotDeliverable"
+	// peerNotRouted: the service named does not exist here, is not in the
+	// network named, has no listener on the port named, or does not route
+	// to the group named.
+	peerNotRouted = "NotRouted"
+	// peerPolicyDenied: the service's or its network's auth policy refused
+	// the request.
+	peerPolicyDenied = "PolicyDenied"
+)
+
+// routedFor returns the service the peer says the request was routed for,
+// and the listener port, when sv (this proxy's configuration now) agrees
+// that the service is in the network named, listens on the port named and
+// forwards to the target group (or this cluster's export) named; otherwise
+// nil.
+func routedFor(sv *served, d peer.Delivery, cluster string) (*router.Service, int32) {
+	svc := sv.table.Service(d.Service)
+	if svc == nil || svc.Network != d.Network {
+		return nil, 0
+	}
+	port, err := strconv.ParseInt(d.Port, 10, 32)
+	if err != nil || !slices.Contains(svc.Ports, int32(port)) {
+		return nil, 0
+	}
+	switch {
+	case strings.HasPrefix(d.TargetGroup, peerTargetGroup):
+		if slices.Contains(svc.TargetGroups, d.TargetGroup[len(peerTargetGroup):]) {
+			return svc, int32(port)
+		}
+	case strings.HasPrefix(d.TargetGroup, peerExport):
+		for _, ref := range svc.Imports {
+			if peerExport+model.ExportName(cluster, ref.Namespace, ref.Name) == d.TargetGroup {
+				return svc, int32(port)
+			}
+		}
+	}
+	return nil, 0
+}
+
+// authorizeDelivery judges a delivery by the auth policies of svc and its
+// network, as this proxy's configuration has them, and answers 403 when
+// they deny it. The caller is the identity the peer asserted (package peer
+// checked it is of the peer's cluster), or anonymous; the source cluster is
+// the one the peer's certificate names; the request is the one delivered.
+// The source address is absent: the sender's word on its client's address
+// cannot be checked, and an address in another cluster's network means
+// nothing here (the sender judges it absent too, see authorize).
+func (p *Proxy) authorizeDelivery(w http.ResponseWriter, r *http.Request, d peer.Delivery, svc *router.Service, port int32) (deniedBy string, allowed bool) {
+	if svc.Auth == nil {
+		return "", true
+	}
+	principal := auth.Principal{Type: auth.PrincipalAnonymous}
+	if d.Identity != "" {
+		principal = auth.Principal{Type: auth.PrincipalWorkload, ID: d.Identity}
+	}
+	var query url.Values
+	req := &auth.Request{
+		Action:    auth.ActionInvoke,
+		Principal: principal,
+		Port:      int(port),
+		Method:    r.Method,
+		Path:      authPath(r.URL.Path),
+		Header:    r.Header.Values,
+		Query: func(key string) []string {
+			if query == nil {
+				query, _ = url.ParseQuery(r.URL.RawQuery)
+			}
+			return query[key]
+		},
+		SourceCluster: d.PeerCluster,
+	}
+	res := svc.Auth.Authorize(req)
+	if res.Allowed {
+		return "", true
+	}
+	p.metrics.peerRefused(d.PeerCluster, peerPolicyDenied)
+	p.log.Warn("peer request denied by auth policy", "peer_cluster", d.PeerCluster, "service", svc.Name,
+		"network", svc.Network, "denied_by", res.DeniedBy, "principal", principal.ID, "method", r.Method, "path", r.URL.Path)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusForbidden)
+	io.WriteString(w, res.Message(req)+"\n")
+	return res.DeniedBy, false
+}

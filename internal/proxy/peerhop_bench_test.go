@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
@@ -17,7 +18,9 @@ import (
 //
 //	go test -run XXX -bench PeerHop -benchtime 5000x ./internal/proxy/
 //
-// The difference of the two p50s (and p99s) is the hop's cost.
+// The difference of the two p50s (and p99s) is the hop's cost;
+// hop-policy.example crosses the hop to a service with an auth policy,
+// which both proxies evaluate.
 func BenchmarkPeerHop(b *testing.B) {
 	w := newHopWorld(b)
 	local, remote := identityBackend(b, "east-api"), identityBackend(b, "west-api")
@@ -29,12 +32,15 @@ func BenchmarkPeerHop(b *testing.B) {
 		Services: []model.Service{
 			edgeService("direct", []string{"direct.example"}, model.Rule{Action: forward(to("east-api", 1))}),
 			edgeService("hop", []string{"hop.example"}, model.Rule{Action: forward(to("west-api", 1))}),
+			withAuth(edgeService("hop-policy", []string{"hop-policy.example"}, model.Rule{Action: forward(to("west-api", 1))}),
+				`{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "trellis:Invoke", "Resource": "*",
+				  "Condition": {"StringEquals": {"trellis:RequestMethod": "GET"}}}]}`),
 		},
 	}, Revision: 1}
 	w.update(b, snap)
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	addr := "http://" + addrOf(w.east, webPort) + "/"
-	for _, host := range []string{"direct.example", "hop.example"} {
+	for _, host := range []string{"direct.example", "hop.example", "hop-policy.example"} {
 		b.Run(host, func(b *testing.B) {
 			lat := make([]time.Duration, 0, b.N)
 			for b.Loop() {
@@ -57,4 +63,9 @@ func BenchmarkPeerHop(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
 	}
+}
+
+func withAuth(svc model.Service, policy string) model.Service {
+	svc.Auth = &model.Auth{Policy: json.RawMessage(policy)}
+	return svc
 }

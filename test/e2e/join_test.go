@@ -101,6 +101,18 @@ func TestClusterJoinRenewRemove(t *testing.T) {
 	px.waitOutput(t, 10*time.Second, "cluster certificate loaded")
 	px.waitOutput(t, 10*time.Second, "listening on 127.0.0.1:8080")
 
+	// A proxy that may only read the directory (as a proxy mounting the
+	// controller's Secret) starts from it and renews in memory.
+	ro := start(t, ns, "proxy-read-only", append([]string{"proxy", "--identity-dir", idDir, "--identity-read-only", "--idle-timeout", "2s",
+		"--admin-listen", "", "--bind", "127.0.0.2"}, api...)...)
+	ro.waitOutput(t, 10*time.Second, "cluster certificate loaded")
+	ro.waitOutput(t, 10*time.Second, "listening on 127.0.0.2:8080")
+	ro.waitOutput(t, 10*time.Second, "cluster certificate renewed")
+	ro.stop()
+	if out := ro.stderr.String(); strings.Contains(out, "not renewed") || strings.Contains(out, "keeping the certificate failed") {
+		t.Errorf("the read-only proxy's renewal failed:\n%s", out)
+	}
+
 	// Removal cuts the proxy off the control plane: its stream ends and it
 	// cannot reconnect, while it keeps serving what it last had.
 	out := trellisOutput(t, ns, append([]string{"cluster", "list", "--token", admin}, api...)...)

@@ -8,8 +8,9 @@
 //
 // It owns the watch, the check that the CRDs it watches are served (and the
 // installation of trellis's own for `trellis up`), the in-memory record of
-// what it last sent, the allocation of edge Gateway addresses, and status
-// and annotation writes.
+// what it last sent, the allocation of edge Gateway addresses, status and
+// annotation writes, and the Secret that keeps the cluster's identity
+// (SecretStore).
 // It must not interpret Gateway API semantics (translate's job), reach the
 // store except through the control-plane API (package client), or touch
 // any object's spec.

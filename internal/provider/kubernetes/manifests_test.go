@@ -36,8 +36,13 @@ import (
 	"trellis.dev/trellis/test/testsync"
 )
 
-// manifestsDir is the install manifests (`kubectl apply -k config/`).
-const manifestsDir = "../../../config"
+// manifestsDir is the install manifests (`kubectl apply -k config/`), and
+// memberManifestsDir those of a member cluster of a multi-cluster control
+// plane.
+const (
+	manifestsDir       = "../../../config"
+	memberManifestsDir = "../../../config/multicluster"
+)
 
 // TestManifests applies the install manifests to a real apiserver (every
 // object must be valid there) and runs the controller as the ServiceAccount
@@ -237,8 +242,18 @@ spec:
 // install manifests with --help added: a flag the binary does not have (a
 // typo, a renamed flag) fails here rather than in a crash-looping Pod.
 func TestManifestArgs(t *testing.T) {
+	for dir, want := range map[string]int{manifestsDir: 3, memberManifestsDir: 2} {
+		if n := runManifestArgs(t, dir); n < want {
+			t.Errorf("found %d trellis containers in %s, want %d", n, dir, want)
+		}
+	}
+}
+
+// runManifestArgs runs the trellis containers of the kustomization in dir
+// with --help and returns how many there are.
+func runManifestArgs(t *testing.T, dir string) int {
 	n := 0
-	for _, o := range readKustomization(t, manifestsDir) {
+	for _, o := range readKustomization(t, dir) {
 		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
 		for _, c := range containers {
 			c, _ := c.(map[string]any)
@@ -258,9 +273,7 @@ func TestManifestArgs(t *testing.T) {
 			}
 		}
 	}
-	if n < 3 {
-		t.Errorf("found %d trellis containers in %s, want the server, the controller and the proxy", n, manifestsDir)
-	}
+	return n
 }
 
 func boolRank(b bool) int {

@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"slices"
 
 	"trellis.dev/trellis/internal/auth"
 	"trellis.dev/trellis/internal/model"
@@ -51,4 +52,51 @@ func (b *builder) compileAuthz(svc *model.Service, n *model.ServiceNetwork) (*Au
 		return nil, nil
 	}
 	return &Authz{Network: svc.Network, Service: svc.Name, NetworkPolicy: np, ServicePolicy: sp}, nil
+}
+
+// Service is what a table knows of one service besides its routes: its
+// network, auth, listener ports and where its rules forward to. The
+// receiving end of the peer hop checks a peer's claim that it routed a
+// request for the service against it.
+type Service struct {
+	Name, Network string
+	// Auth is nil when auth is off for the service and its network.
+	Auth *Authz
+	// Ports are the service's listener ports.
+	Ports []int32
+	// TargetGroups are the target groups its forward actions name, and
+	// Imports the multi-cluster services (ImportRef's namespace and name).
+	TargetGroups []string
+	Imports      []ExportRef
+}
+
+// Service returns the service named name, or nil when the table's
+// snapshot has none.
+func (t *Table) Service(name string) *Service { return t.services[name] }
+
+// serviceOf summarizes svc for Table.Service.
+func serviceOf(svc *model.Service, authz *Authz) *Service {
+	s := &Service{Name: svc.Name, Network: svc.Network, Auth: authz}
+	for _, l := range svc.Listeners {
+		if !slices.Contains(s.Ports, l.Port) {
+			s.Ports = append(s.Ports, l.Port)
+		}
+	}
+	for ri := range svc.Rules {
+		f := svc.Rules[ri].Action.Forward
+		if f == nil {
+			continue
+		}
+		for _, b := range f.Backends {
+			switch {
+			case b.Import != nil:
+				if ref := (ExportRef{b.Import.Namespace, b.Import.Name}); !slices.Contains(s.Imports, ref) {
+					s.Imports = append(s.Imports, ref)
+				}
+			case b.TargetGroup != "" && !slices.Contains(s.TargetGroups, b.TargetGroup):
+				s.TargetGroups = append(s.TargetGroups, b.TargetGroup)
+			}
+		}
+	}
+	return s
 }

@@ -81,6 +81,7 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 		sessionSecret: []byte("trellis-session\x00" + snap.Store),
 		exports:       map[ExportRef][]*model.ServiceExport{},
 		importGroups:  map[string]*Group{},
+		services:      make(map[string]*Service, len(snap.Services)),
 		compiler:      c,
 	}
 	for i := range snap.Exports {
@@ -177,6 +178,8 @@ type builder struct {
 	sessionSecret []byte
 	// netAuth holds the networks' auth policies compiled so far.
 	netAuth map[string]*auth.Policy
+	// services are the services by name (Table.Service).
+	services map[string]*Service
 	// exports are the snapshot's exports by Service; importGroups the
 	// groups of import backends compiled so far (see importGroup).
 	exports      map[ExportRef][]*model.ServiceExport
@@ -211,6 +214,7 @@ func (b *builder) addService(svc *model.Service, n *model.ServiceNetwork) error 
 	if err != nil {
 		return err
 	}
+	b.services[svc.Name] = serviceOf(svc, authz)
 	var xff model.ForwardedForMode
 	if n != nil {
 		xff = n.ForwardedFor
@@ -466,6 +470,7 @@ func (b *builder) table(revision int64) *Table {
 		tls:       make(map[Bind]*hostTable, len(b.tls)),
 		protocols: b.protocols,
 		conflicts: b.conflicts,
+		services:  b.services,
 	}
 	for bind, hb := range b.ports {
 		t.ports[bind] = hb.table()

@@ -75,6 +75,8 @@ type Table struct {
 	conflicts  []string
 	// binds is the sorted list of every bind served.
 	binds []Bind
+	// services are the snapshot's services by name.
+	services map[string]*Service
 }
 
 // Revision is the snapshot revision the table was compiled from.
