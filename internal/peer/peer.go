@@ -315,6 +315,9 @@ type Delivery struct {
 	Identity string
 	// Version is the HTTP version the sender asks for, unchecked.
 	Version string
+	// Tunnel is the kind of tunnel the sender asks for (TunnelTCP,
+	// TunnelUpgrade; see AcceptTunnel), unchecked; "" for one request.
+	Tunnel string
 }
 
 // Server receives requests from peers.
@@ -360,6 +363,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Target:      r.Header.Get(HeaderTarget),
 		Identity:    r.Header.Get(HeaderIdentity),
 		Version:     r.Header.Get(HeaderVersion),
+		Tunnel:      r.Header.Get(HeaderTunnel),
 	}
 	if d.TargetGroup == "" || d.Target == "" {
 		s.refuse(w, cluster, RefusedNoTarget, http.StatusBadRequest, "peer request names no target group and target")

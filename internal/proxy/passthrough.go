@@ -9,14 +9,15 @@ import (
 	"sync"
 	"time"
 
+	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/internal/proxy/sni"
 )
 
 // passthroughPick chooses where a TLS connection for serverName from remote,
-// accepted at local, goes: the target's address, or ok false when no service
-// on the connection's bind takes the name or its auth policies refuse the
+// accepted at local, goes: the target, or nil when no service on the
+// connection's bind takes the name or its auth policies refuse the
 // connection.
-type passthroughPick func(local, remote net.Addr, serverName string) (addr string, ok bool)
+type passthroughPick func(local, remote net.Addr, serverName string) *router.Target
 
 // passthroughServer serves one TLS_PASSTHROUGH port: it reads each
 // connection's SNI without terminating TLS, picks a target by it and
@@ -25,7 +26,12 @@ type passthroughPick func(local, remote net.Addr, serverName string) (addr strin
 type passthroughServer struct {
 	ln   net.Listener
 	pick passthroughPick
-	log  *slog.Logger
+	// cluster is the proxy's: the server dials its targets itself, and
+	// peer carries a connection to another cluster's target through the
+	// peer hop (Proxy.peerPassthrough).
+	cluster string
+	peer    func(client net.Conn, replay io.Reader, t *router.Target, serverName string)
+	log     *slog.Logger
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -82,26 +88,31 @@ func (s *passthroughServer) handle(client net.Conn) {
 		s.log.Debug("passthrough: no TLS ClientHello", "remote", client.RemoteAddr(), "err", err)
 		return
 	}
-	addr, ok := s.pick(client.LocalAddr(), client.RemoteAddr(), hello.ServerName)
-	if !ok {
+	t := s.pick(client.LocalAddr(), client.RemoteAddr(), hello.ServerName)
+	if t == nil {
 		// No service for the name, or not for this client: close without
 		// a word; a TLS alert would need a certificate we do not have.
 		s.log.Debug("passthrough: no service for server name", "server_name", hello.ServerName)
 		return
 	}
-	target, err := net.DialTimeout("tcp", addr, passthroughDialTimeout)
+	if t.Cluster != s.cluster {
+		s.peer(client, replay, t, hello.ServerName)
+		return
+	}
+	target, err := net.DialTimeout("tcp", t.Addr, passthroughDialTimeout)
 	if err != nil {
-		s.log.Warn("passthrough: target unreachable", "server_name", hello.ServerName, "target", addr, "err", err)
+		s.log.Warn("passthrough: target unreachable", "server_name", hello.ServerName, "target", t.Addr, "err", err)
 		return
 	}
 	defer target.Close()
-	splice(replay, client, target)
+	splice(replay, client, target, target)
 }
 
 // splice copies both ways until both directions are done, passing each
 // side's end of stream on as a half-close so protocols that rely on it
-// (TLS close_notify then FIN) finish cleanly.
-func splice(clientR io.Reader, client, target net.Conn) {
+// (TLS close_notify then FIN) finish cleanly. clientR and targetR read
+// client and target, from bytes already read of them on.
+func splice(clientR io.Reader, client net.Conn, targetR io.Reader, target net.Conn) {
 	done := make(chan struct{}, 2)
 	go func() {
 		io.Copy(target, clientR)
@@ -109,7 +120,7 @@ func splice(clientR io.Reader, client, target net.Conn) {
 		done <- struct{}{}
 	}()
 	go func() {
-		io.Copy(client, target)
+		io.Copy(client, targetR)
 		closeWrite(client)
 		done <- struct{}{}
 	}()

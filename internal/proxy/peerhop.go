@@ -145,12 +145,24 @@ func (p *Proxy) peerUnavailable(t *router.Target, attrs ...any) {
 // of t's cluster. The caller's identity is the one this proxy gave the
 // request (X-Trellis-Identity, which no client can set).
 func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Response, error) {
+	pr, err := p.peerRequest(t, principalOf(req.Header.Get(headerIdentity)))
+	if err != nil {
+		return nil, err
+	}
+	if req.Header.Get("Upgrade") != "" {
+		return p.peerUpgrade(req, pr)
+	}
+	return p.peer.RoundTrip(req, pr)
+}
+
+// peerRequest says where a request or tunnel for t, in another cluster,
+// goes: to one of the proxies of t's cluster, round robin, passing over
+// those that just failed (when all did, one anyway).
+func (p *Proxy) peerRequest(t *router.Target, identity string) (peer.Request, error) {
 	addrs := p.served.Load().peerAddrs(t.Cluster)
 	if len(addrs) == 0 {
-		return nil, &net.OpError{Op: "peer", Net: "tcp", Err: errNoPeer}
+		return peer.Request{}, &net.OpError{Op: "peer", Net: "tcp", Err: errNoPeer}
 	}
-	// Round robin among the cluster's proxies, passing over those that
-	// just failed; when all did, try one anyway.
 	n := int(p.peerNext.Add(1) - 1)
 	addr := addrs[n%len(addrs)]
 	for i := range addrs {
@@ -159,11 +171,10 @@ func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Respon
 			break
 		}
 	}
-	g := t.Group()
-	return p.peer.RoundTrip(req, peer.Request{
+	return peer.Request{
 		Cluster: t.Cluster, Addr: addr, TargetGroup: peerGroupKey(t), Target: t.Addr,
-		Identity: principalOf(req.Header.Get(headerIdentity)), Version: string(g.Version),
-	})
+		Identity: identity, Version: string(t.Group().Version),
+	}, nil
 }
 
 type peerError string
@@ -224,13 +235,23 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 		http.Error(w, "not a target of cluster "+p.cluster+" in "+d.TargetGroup, http.StatusForbidden)
 		return
 	}
-	id := anonymousIdentity
-	if d.Identity != "" {
-		id = "Principal=" + d.Identity + "; Type=Workload"
+	if d.Tunnel != "" {
+		p.deliverTunnel(w, r, d, target)
+		return
 	}
-	r.Header.Set(headerIdentity, id)
+	r.Header.Set(headerIdentity, deliveredIdentity(d))
 	p.metrics.peerDelivered(d.PeerCluster)
 	p.delivery.forward(w, r, target)
+}
+
+// deliveredIdentity is the X-Trellis-Identity a delivery's target gets: the
+// identity the peer asserted (checked to be of its own cluster), or
+// anonymous.
+func deliveredIdentity(d peer.Delivery) string {
+	if d.Identity != "" {
+		return "Principal=" + d.Identity + "; Type=Workload"
+	}
+	return anonymousIdentity
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }
