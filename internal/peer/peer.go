@@ -388,6 +388,7 @@ func (s *Server) refuse(w http.ResponseWriter, cluster, reason string, status in
 	if s.Refused != nil {
 		s.Refused(cluster, reason)
 	}
+	w.Header().Set(HeaderRefused, reason)
 	http.Error(w, msg, status)
 }
 

@@ -42,15 +42,18 @@ const (
 	TunnelUpgrade = "upgrade"
 )
 
-// RefusedError is a tunnel the peer answered with a status other than 200
-// (a refusal, or no target).
+// RefusedError is a request the peer refused (HeaderRefused), or a tunnel
+// it answered with a status other than 200.
 type RefusedError struct {
 	Status int
+	// Reason is the receiver's reason (HeaderRefused), "" when the
+	// receiver did not refuse but could not reach the target.
+	Reason string
 	Body   string
 }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("peer refused the tunnel: %d %s", e.Status, strings.TrimSpace(e.Body))
+	return fmt.Sprintf("peer refused: %d %s %s", e.Status, e.Reason, strings.TrimSpace(e.Body))
 }
 
 // Tunnel opens a tunnel of kind through the peer p names to p's target:
@@ -105,7 +108,7 @@ func (c *Client) Tunnel(ctx context.Context, p Request, kind string, body io.Rea
 		resp.Body.Close()
 		pr.Close()
 		cancel()
-		return nil, &RefusedError{Status: resp.StatusCode, Body: string(b)}
+		return nil, &RefusedError{Status: resp.StatusCode, Reason: resp.Header.Get(HeaderRefused), Body: string(b)}
 	}
 	return &tunnelReader{ReadCloser: resp.Body, body: pr, cancel: cancel}, nil
 }

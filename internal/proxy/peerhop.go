@@ -152,7 +152,15 @@ func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Respon
 	if req.Header.Get("Upgrade") != "" {
 		return p.peerUpgrade(req, pr)
 	}
-	return p.peer.RoundTrip(req, pr)
+	resp, err := p.peer.RoundTrip(req, pr)
+	if err == nil {
+		if refused := peer.Refused(resp); refused != nil {
+			// Not the target's answer: the request reached none (see
+			// retryingTransport).
+			return nil, refused
+		}
+	}
+	return resp, err
 }
 
 // peerRequest says where a request or tunnel for t, in another cluster,
@@ -232,6 +240,7 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 	}
 	if target == nil {
 		p.peerRefused(d.PeerCluster, "NotDeliverable")
+		w.Header().Set(peer.HeaderRefused, "NotDeliverable")
 		http.Error(w, "not a target of cluster "+p.cluster+" in "+d.TargetGroup, http.StatusForbidden)
 		return
 	}

@@ -136,6 +136,7 @@ func (p *Proxy) deliverTunnel(w http.ResponseWriter, r *http.Request, d peer.Del
 	}
 	if !ok {
 		p.peerRefused(d.PeerCluster, "NotTunnelable")
+		w.Header().Set(peer.HeaderRefused, "NotTunnelable")
 		http.Error(w, fmt.Sprintf("no %q tunnel to %s in %s", d.Tunnel, t.Addr, d.TargetGroup), http.StatusForbidden)
 		return
 	}
@@ -155,6 +156,7 @@ func (p *Proxy) deliverPassthrough(w http.ResponseWriter, r *http.Request, s *pe
 	hello, replay, err := sni.Peek(s, helloTimeout)
 	if err != nil {
 		p.peerRefused(d.PeerCluster, "NoClientHello")
+		w.Header().Set(peer.HeaderRefused, "NoClientHello")
 		http.Error(w, "a passthrough tunnel must start with a TLS ClientHello", http.StatusBadRequest)
 		return
 	}
@@ -195,6 +197,7 @@ func (p *Proxy) deliverUpgrade(w http.ResponseWriter, r *http.Request, s *peer.S
 	}
 	if err != nil {
 		p.peerRefused(d.PeerCluster, "BadUpgrade")
+		w.Header().Set(peer.HeaderRefused, "BadUpgrade")
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
