@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -59,7 +58,7 @@ func (p *Proxy) forwardStep(x *exchange, b *router.Backend, t *router.Target, ho
 // failure); 499 ClientClosedRequest when the client went away first. Then
 // the target's (targetFault): 504 TargetTimeout when one of the rule's
 // timeouts ran out (ruleExpired); 502 PeerUnavailable when the peer hop
-// reached no target (peer.Unsent); 502 TargetTimeout for another timeout
+// reached no target (hopUnsent); 502 TargetTimeout for another timeout
 // (dialing, the wait for the response head); else 502
 // TargetConnectionError.
 func forwardFailure(err error, ruleExpired, clientGone bool) (int, accesslog.FailureReason) {
@@ -71,7 +70,7 @@ func forwardFailure(err error, ruleExpired, clientGone bool) (int, accesslog.Fai
 		return statusClientClosed, accesslog.ClientClosedRequest
 	case ruleExpired:
 		return http.StatusGatewayTimeout, accesslog.TargetTimeout
-	case peer.Unsent(err):
+	case unsentByHop(err):
 		return http.StatusBadGateway, accesslog.PeerUnavailable
 	case isTimeout(err):
 		return http.StatusBadGateway, accesslog.TargetTimeout

@@ -8,6 +8,7 @@ package proxy
 // export it names, in the configuration this proxy serves now.
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -147,20 +148,40 @@ func (p *Proxy) peerUnavailable(t *router.Target, attrs ...any) {
 func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Response, error) {
 	pr, err := p.peerRequest(t, principalOf(req.Header.Get(headerIdentity)))
 	if err != nil {
-		return nil, err
+		return nil, &hopUnsent{err}
 	}
+	var resp *http.Response
 	if req.Header.Get("Upgrade") != "" {
-		return p.peerUpgrade(req, pr)
+		resp, err = p.peerUpgrade(req, pr)
+	} else {
+		resp, err = p.peer.RoundTrip(req, pr)
 	}
-	resp, err := p.peer.RoundTrip(req, pr)
 	if err == nil {
 		if refused := peer.Refused(resp); refused != nil {
-			// Not the target's answer: the request reached none (see
-			// retryingTransport).
-			return nil, refused
+			// Not the target's answer: the request reached none.
+			return nil, &hopUnsent{refused}
 		}
+		return resp, nil
 	}
-	return resp, err
+	if peer.Unsent(err) {
+		return nil, &hopUnsent{err}
+	}
+	return nil, err
+}
+
+// hopUnsent is the error of a request the peer hop delivered to no target:
+// no connection to a proxy of the target's cluster, or its refusal. The
+// request may go to another pick (retryingTransport); it says nothing
+// about the target.
+type hopUnsent struct{ err error }
+
+func (e *hopUnsent) Error() string { return "peer hop: " + e.err.Error() }
+func (e *hopUnsent) Unwrap() error { return e.err }
+
+// unsentByHop reports whether err is a hopUnsent.
+func unsentByHop(err error) bool {
+	var u *hopUnsent
+	return errors.As(err, &u)
 }
 
 // peerRequest says where a request or tunnel for t, in another cluster,

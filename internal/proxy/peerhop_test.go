@@ -42,7 +42,7 @@ func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
 	return id
 }
 
-func newHopWorld(t testing.TB) *hopWorld {
+func newHopWorld(t testing.TB, configure ...func(*Config)) *hopWorld {
 	t.Helper()
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
@@ -52,7 +52,11 @@ func newHopWorld(t testing.TB) *hopWorld {
 	newProxy := func(cluster string, id *pki.Identity) *Proxy {
 		pc := peer.NewClient(id, ca.Pool())
 		t.Cleanup(pc.Close)
-		return newTestProxyWith(t, Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)})
+		cfg := Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)}
+		for _, f := range configure {
+			f(&cfg)
+		}
+		return newTestProxyWith(t, cfg)
 	}
 	w.east = newProxy("east", w.eastID)
 	westID := clusterIdentity(t, ca, "west")

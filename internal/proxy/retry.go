@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
@@ -99,7 +98,7 @@ func (plan *attemptPlan) replayable(req *http.Request) bool {
 }
 
 // maxUnsent bounds the further picks of one request after attempts that
-// reached no target (peer.Unsent): one per cluster that might be down,
+// reached no target (hopUnsent): one per cluster that might be down,
 // without waiting for the peer hop's probes to say so.
 const maxUnsent = 3
 
@@ -134,7 +133,7 @@ func (rt retryingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	unsent := 0
 	for attempt := 0; ; {
 		resp, err := rt.attempt(req, plan)
-		if err != nil && unsent < maxUnsent && parent.Err() == nil && peer.Unsent(err) && plan.replayable(req) {
+		if err != nil && unsent < maxUnsent && parent.Err() == nil && unsentByHop(err) && plan.replayable(req) {
 			unsent++
 			req = nextAttempt(req, plan)
 			continue
