@@ -250,6 +250,10 @@ type Group struct {
 	// reach, set for groups with other clusters' targets, says whether a
 	// cluster can be reached now (CompileHooks.Reachable).
 	reach func(cluster string) bool
+	// local and overflow split the picks of an import group of a
+	// LocalFirst rule: local's targets while one is healthy, else
+	// overflow's (the other clusters', by weight).
+	local, overflow *Group
 }
 
 // routable reports whether t may take a request: healthy (or unchecked)
@@ -276,7 +280,10 @@ func (g *Group) OnlyIn(cluster string) bool {
 // routable targets still share requests evenly. The common case costs one
 // atomic add and one atomic load.
 func (g *Group) Pick() *Target {
-	if g.byCluster != nil {
+	if g.byCluster != nil || g.local != nil {
+		if g.local != nil {
+			return g.pickLocalFirst()
+		}
 		return g.pickCluster()
 	}
 	n := len(g.targets)
@@ -318,6 +325,24 @@ func (g *Group) pickCluster() *Target {
 		}
 	}
 	return first
+}
+
+// pickLocalFirst picks among the local targets while one of them is
+// routable (healthy, or unchecked, and not ejected), else among the
+// overflow's in clusters that can be reached; with neither, the local
+// targets fail open.
+func (g *Group) pickLocalFirst() *Target {
+	if len(g.local.targets) > 0 && !g.local.health.FailOpen() {
+		return g.local.Pick()
+	}
+	t := g.overflow.Pick()
+	if t != nil && (g.reach == nil || g.reach(t.Cluster)) {
+		return t
+	}
+	if len(g.local.targets) > 0 {
+		return g.local.Pick()
+	}
+	return t
 }
 
 // Target is one endpoint a request may be sent to.
