@@ -335,7 +335,14 @@ func (g *Group) pickLocalFirst() *Target {
 	if len(g.local.targets) > 0 && !g.local.health.FailOpen() {
 		return g.local.Pick()
 	}
-	t := g.overflow.Pick()
+	var t *Target
+	for range len(g.overflow.clusters) + 1 {
+		// A cluster that cannot be reached passes its turn, as in
+		// pickCluster; the weights pick again.
+		if t = g.overflow.Pick(); t == nil || g.reach == nil || g.reach(t.Cluster) {
+			break
+		}
+	}
 	if t != nil && (g.reach == nil || g.reach(t.Cluster)) {
 		return t
 	}
