@@ -29,12 +29,14 @@ import (
 // closing its end closes the client's.
 func TestWebSocketAcrossThePeerHop(t *testing.T) {
 	w := newHopWorld(t)
-	seen := make(chan string, 1)
+	seen := make(chan string, 2)
+	gone := make(chan error, 2)
 	ws := httptest.NewServer(websocket.Handler(func(c *websocket.Conn) {
 		seen <- c.Request().Header.Get(headerIdentity) + "|" + strings.Join(peerHeaders(c.Request().Header), ",")
 		for {
 			var msg string
 			if err := websocket.Message.Receive(c, &msg); err != nil {
+				gone <- err
 				return
 			}
 			if msg == "bye" {
@@ -87,8 +89,26 @@ func TestWebSocketAcrossThePeerHop(t *testing.T) {
 	if err := websocket.Message.Receive(c, &after); err == nil {
 		t.Errorf("after the target closed: read %q, want the connection closed", after)
 	}
-	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "Delivered")); n != 1 {
-		t.Errorf("west delivered %v tunnels from east, want 1", n)
+
+	// The client closing its end reaches the target: its read ends.
+	c2, err := websocket.Dial("ws://"+addrOf(w.east, webPort)+"/ws", "", "http://chat.example/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-seen
+	websocket.Message.Send(c2, "hello")
+	var got string
+	if err := websocket.Message.Receive(c2, &got); err != nil || got != "west says hello" {
+		t.Fatalf("second connection: %q, %v", got, err)
+	}
+	c2.Close()
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Error("the client closed, and the target's read did not end within 5 s")
+	}
+	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "Delivered")); n != 2 {
+		t.Errorf("west delivered %v tunnels from east, want 2", n)
 	}
 }
 
