@@ -103,7 +103,7 @@ func TestLargeBodiesAcrossThePeerHop(t *testing.T) {
 	c := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{}}
 	url := "http://" + addrOf(w.east, webPort) + "/blob"
 
-	stop := heapPeak()
+	stop, start := heapPeak(), time.Now()
 	resp, err := c.Post(url, "application/octet-stream", &bigBody{left: size})
 	if err != nil {
 		t.Fatal(err)
@@ -113,10 +113,10 @@ func TestLargeBodiesAcrossThePeerHop(t *testing.T) {
 	if up := stop(); string(got) != want || up > 24<<20 {
 		t.Errorf("upload: target got %q, want %q; heap grew by %d MiB at most", got, want, up>>20)
 	} else {
-		t.Logf("upload of 64 MiB: heap grew by %d MiB at most", up>>20)
+		t.Logf("upload of 64 MiB in %v: heap grew by %d MiB at most", time.Since(start).Round(time.Millisecond), up>>20)
 	}
 
-	stop = heapPeak()
+	stop, start = heapPeak(), time.Now()
 	resp, err = c.Get(url)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +127,7 @@ func TestLargeBodiesAcrossThePeerHop(t *testing.T) {
 	if down := stop(); err != nil || fmt.Sprintf("%d %08x", n, h.Sum32()) != want || down > 24<<20 {
 		t.Errorf("download: %d bytes %08x, %v, want %q; heap grew by %d MiB at most", n, h.Sum32(), err, want, down>>20)
 	} else {
-		t.Logf("download of 64 MiB: heap grew by %d MiB at most", down>>20)
+		t.Logf("download of 64 MiB in %v: heap grew by %d MiB at most", time.Since(start).Round(time.Millisecond), down>>20)
 	}
 }
 
