@@ -278,7 +278,8 @@ func (g *Group) OnlyIn(cluster string) bool {
 //
 // An unroutable target skipped uses up its turn of the round robin, so the
 // routable targets still share requests evenly. The common case costs one
-// atomic add and one atomic load.
+// atomic add and one atomic load. An import group picks a cluster first
+// (pickCluster, pickLocalFirst), then among that cluster's targets.
 func (g *Group) Pick() *Target {
 	if g.byCluster != nil || g.local != nil {
 		if g.local != nil {
