@@ -235,3 +235,84 @@ func closedAfter(ctx context.Context) io.Reader {
 	context.AfterFunc(ctx, func() { w.Close() })
 	return r
 }
+
+// Through a passthrough tunnel, either side's close reaches the other: the
+// target closing after its answer ends the client's reads, and a client
+// closing ends the target's.
+func TestTLSPassthroughCloseAcrossThePeerHop(t *testing.T) {
+	w := newHopWorld(t)
+	ca := testpki.NewCA(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "db.example.com").TLS(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ended := make(chan error, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64)
+				n, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				if string(buf[:n]) == "close" {
+					c.Write([]byte("closing"))
+					return // the target closes
+				}
+				c.Write(buf[:n])
+				_, err = io.Copy(io.Discard, c) // until the client closes
+				ended <- err
+			}()
+		}
+	}()
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	n, _ := strconv.Atoi(port)
+	tg := model.TargetGroup{Meta: model.Meta{Name: "db", Owner: "west"}, Protocol: model.ProtocolTCP, ProtocolVersion: model.HTTP1,
+		Targets: []model.Target{{Address: host, Port: int32(n), Cluster: "west", State: model.TargetActive}}}
+	w.update(t, &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
+		Services: []model.Service{{
+			Meta: model.Meta{Name: "db", Owner: cluster}, Network: "edge", CustomDomains: []string{"db.example.com"},
+			Listeners: []model.Listener{{Name: "tls", Port: 9443, Protocol: model.ProtocolTLSPassthrough}},
+			Rules:     []model.Rule{{Action: forward(to("db", 1))}},
+		}},
+	}, Revision: 1})
+	dial := func() *tls.Conn {
+		conn, err := tls.Dial("tcp", addrOf(w.east, 9443), &tls.Config{ServerName: "db.example.com", RootCAs: ca.Pool()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		return conn
+	}
+
+	conn := dial()
+	conn.Write([]byte("close"))
+	got, err := io.ReadAll(conn)
+	if string(got) != "closing" || err != nil {
+		t.Errorf("target closing: read %q, %v; want its answer, then the end", got, err)
+	}
+	conn.Close()
+
+	conn = dial()
+	conn.Write([]byte("ping"))
+	buf := make([]byte, 16)
+	if n, err := conn.Read(buf); err != nil || string(buf[:n]) != "ping" {
+		t.Fatalf("echo: %q, %v", buf[:n], err)
+	}
+	conn.Close()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Logf("the target's read ended with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the client closed, and the target's read did not end within 5 s")
+	}
+}
