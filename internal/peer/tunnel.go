@@ -57,14 +57,17 @@ func (e *RefusedError) Error() string {
 }
 
 // Tunnel opens a tunnel of kind through the peer p names to p's target:
-// body is what goes to the target, read until it ends (the receiver then
-// half-closes the target's connection); the returned reader is what comes
-// back. The tunnel lives until the reader is closed or ctx ends. Tunnel
-// fails before any byte reached the target when the peer cannot be reached
-// or refuses (RefusedError). The receiver answers only after it has read
-// what it needs of body (the TLS ClientHello, the upgrade's head) and
-// reached the target, so body must not wait for the answer.
-func (c *Client) Tunnel(ctx context.Context, p Request, kind string, body io.Reader) (io.ReadCloser, error) {
+// first and then rest are what goes to the target, rest read until it
+// ends (the receiver then half-closes the target's connection); the
+// returned reader is what comes back. The tunnel lives until the reader is
+// closed or ctx ends.
+//
+// The receiver answers only after it has read what it needs (the TLS
+// ClientHello, the upgrade's head), which must be in first, and has
+// reached the target. rest is not read before that answer, so that when
+// Tunnel fails (the peer cannot be reached, or refuses: RefusedError) the
+// caller may send first and rest elsewhere.
+func (c *Client) Tunnel(ctx context.Context, p Request, kind string, first []byte, rest io.Reader) (io.ReadCloser, error) {
 	c.mu.RLock()
 	cluster, ok := c.peers[p.Addr]
 	c.mu.RUnlock()
@@ -72,16 +75,23 @@ func (c *Client) Tunnel(ctx context.Context, p Request, kind string, body io.Rea
 		return nil, fmt.Errorf("peer %s is not a proxy of cluster %s", p.Addr, p.Cluster)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	// The transport reads body through a pipe, so that ending the stream
-	// (a refusal, Close) frees it even while a read of body waits.
+	// The transport reads the body through a pipe, so that ending the
+	// stream (a refusal, Close) frees it even while a read of rest waits.
 	pr, pw := io.Pipe()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, (&url.URL{Scheme: "https", Host: p.Addr, Path: "/"}).String(), pr)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
+	accepted := make(chan bool, 1)
 	go func() {
-		_, err := io.Copy(pw, body)
+		var err error
+		if len(first) > 0 {
+			_, err = pw.Write(first)
+		}
+		if err == nil && <-accepted {
+			_, err = io.Copy(pw, rest)
+		}
 		pw.CloseWithError(err)
 	}()
 	req.ContentLength = -1
@@ -95,6 +105,7 @@ func (c *Client) Tunnel(ctx context.Context, p Request, kind string, body io.Rea
 		req.Header.Set(HeaderVersion, p.Version)
 	}
 	resp, err := c.tr.RoundTrip(req)
+	accepted <- err == nil && resp.StatusCode == http.StatusOK
 	if err != nil {
 		pr.CloseWithError(err)
 		cancel()

@@ -54,11 +54,10 @@ func TestTunnelIsFullDuplex(t *testing.T) {
 	defer c.Close()
 	c.SetPeers(map[string]string{ln.Addr().String(): "west"})
 	pr, pw := io.Pipe()
-	go io.WriteString(pw, "hello\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	back, err := c.Tunnel(ctx, Request{Cluster: "west", Addr: ln.Addr().String(), TargetGroup: "TargetGroup/g", Target: "127.0.0.1:1",
-		Identity: "spiffe://east/ns/shop/sa/web"}, TunnelTCP, pr)
+		Identity: "spiffe://east/ns/shop/sa/web"}, TunnelTCP, []byte("hello\n"), pr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -203,7 +203,7 @@ func (*passthroughPort) protocol() model.Protocol { return model.ProtocolTLSPass
 // and a target as for HTTP. A target of another cluster is reached through
 // the peer hop (peerPassthrough), whose proxies must be reachable.
 func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
-	return func(local, remote net.Addr, serverName string) *router.Target {
+	return func(local, remote net.Addr, serverName string) (*router.Target, *router.Group) {
 		sv := p.served.Load()
 		tab := sv.table
 		rb := b
@@ -212,7 +212,7 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 		}
 		rt := tab.MatchSNI(rb, serverName)
 		if rt == nil {
-			return nil
+			return nil, nil
 		}
 		if rt.Auth != nil {
 			src := remoteIP(remote.String())
@@ -223,22 +223,22 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 			if res := rt.Auth.Authorize(req); !res.Allowed {
 				p.log.Info("passthrough: connection refused by auth policy", "server_name", serverName, "remote", remote.String(),
 					"level", res.DeniedBy, "explicit", res.Explicit)
-				return nil
+				return nil, nil
 			}
 		}
 		b := rt.Pick()
 		if b == nil || b.Group() == nil {
-			return nil
+			return nil, nil
 		}
 		t := b.Group().Pick()
 		if t == nil {
-			return nil
+			return nil, nil
 		}
 		if !p.reachable(t) {
 			p.peerUnavailable(t, "server_name", serverName)
-			return nil
+			return nil, nil
 		}
-		return t
+		return t, b.Group()
 	}
 }
 

@@ -14,10 +14,10 @@ import (
 )
 
 // passthroughPick chooses where a TLS connection for serverName from remote,
-// accepted at local, goes: the target, or nil when no service on the
-// connection's bind takes the name or its auth policies refuse the
-// connection.
-type passthroughPick func(local, remote net.Addr, serverName string) *router.Target
+// accepted at local, goes: the target and the group it was picked from, or
+// a nil target when no service on the connection's bind takes the name or
+// its auth policies refuse the connection.
+type passthroughPick func(local, remote net.Addr, serverName string) (*router.Target, *router.Group)
 
 // passthroughServer serves one TLS_PASSTHROUGH port: it reads each
 // connection's SNI without terminating TLS, picks a target by it and
@@ -28,9 +28,10 @@ type passthroughServer struct {
 	pick passthroughPick
 	// cluster is the proxy's: the server dials its targets itself, and
 	// peer carries a connection to another cluster's target through the
-	// peer hop (Proxy.peerPassthrough).
+	// peer hop (Proxy.peerPassthrough), reporting when the hop delivered
+	// nothing and another pick may be tried.
 	cluster string
-	peer    func(client net.Conn, replay io.Reader, t *router.Target, serverName string)
+	peer    func(client net.Conn, hello sni.Hello, t *router.Target) (unsent bool)
 	log     *slog.Logger
 
 	mu     sync.Mutex
@@ -88,16 +89,23 @@ func (s *passthroughServer) handle(client net.Conn) {
 		s.log.Debug("passthrough: no TLS ClientHello", "remote", client.RemoteAddr(), "err", err)
 		return
 	}
-	t := s.pick(client.LocalAddr(), client.RemoteAddr(), hello.ServerName)
+	t, g := s.pick(client.LocalAddr(), client.RemoteAddr(), hello.ServerName)
 	if t == nil {
 		// No service for the name, or not for this client: close without
 		// a word; a TLS alert would need a certificate we do not have.
 		s.log.Debug("passthrough: no service for server name", "server_name", hello.ServerName)
 		return
 	}
-	if t.Cluster != s.cluster {
-		s.peer(client, replay, t, hello.ServerName)
-		return
+	// A target of another cluster the hop could not reach leaves the
+	// connection as it was: another pick (any cluster's) takes it, as
+	// retryingTransport re-picks requests.
+	for tries := 0; t.Cluster != s.cluster; tries++ {
+		if !s.peer(client, hello, t) || g == nil || tries == maxUnsent {
+			return
+		}
+		if t = g.Pick(); t == nil {
+			return
+		}
 	}
 	target, err := net.DialTimeout("tcp", t.Addr, passthroughDialTimeout)
 	if err != nil {

@@ -56,12 +56,12 @@ func TestPassthroughRoutesBySNIWithoutTerminating(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newPassthroughServer(ln, func(_, _ net.Addr, name string) *router.Target {
+	srv := newPassthroughServer(ln, func(_, _ net.Addr, name string) (*router.Target, *router.Group) {
 		a, ok := routes[name]
 		if !ok {
-			return nil
+			return nil, nil
 		}
-		return router.NewTarget(a, "", "tg", model.ProtocolTCP, model.HTTP1)
+		return router.NewTarget(a, "", "tg", model.ProtocolTCP, model.HTTP1), nil
 	}, slog.New(slog.DiscardHandler))
 	go srv.serve()
 	defer func() { srv.stopAccepting(); srv.drain(context.Background()) }()
@@ -96,8 +96,8 @@ func TestPassthroughDrain(t *testing.T) {
 	ca := pki.NewCA(t)
 	addr := tlsEcho(t, ca.Issue(t, "a.example.com").TLS(t), "a")
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	srv := newPassthroughServer(ln, func(_, _ net.Addr, _ string) *router.Target {
-		return router.NewTarget(addr, "", "tg", model.ProtocolTCP, model.HTTP1)
+	srv := newPassthroughServer(ln, func(_, _ net.Addr, _ string) (*router.Target, *router.Group) {
+		return router.NewTarget(addr, "", "tg", model.ProtocolTCP, model.HTTP1), nil
 	}, slog.New(slog.DiscardHandler))
 	go srv.serve()
 

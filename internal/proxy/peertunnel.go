@@ -31,33 +31,37 @@ import (
 	"trellis.dev/trellis/internal/proxy/sni"
 )
 
-// peerPassthrough carries a TLS passthrough connection, whose ClientHello
-// has been read (replay replays it), to t in another cluster, and splices
-// it until both sides are done.
-func (p *Proxy) peerPassthrough(client net.Conn, replay io.Reader, t *router.Target, serverName string) {
+// peerPassthrough carries a TLS passthrough connection, whose first bytes
+// (the ClientHello) hello has read, to t in another cluster, and splices it
+// until both sides are done. It reports unsent when the hop delivered
+// nothing and did not read on from client: the connection may then go to
+// another pick.
+func (p *Proxy) peerPassthrough(client net.Conn, hello sni.Hello, t *router.Target) (unsent bool) {
 	if p.peer == nil {
-		p.peerUnavailable(t, "server_name", serverName)
-		return
+		p.peerUnavailable(t, "server_name", hello.ServerName)
+		return false
 	}
 	pr, err := p.peerRequest(t, "")
 	if err != nil {
-		p.peerUnavailable(t, "server_name", serverName)
-		return
+		p.peerUnavailable(t, "server_name", hello.ServerName)
+		return true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// The tunnel's request body is the client's bytes, from the hello on:
-	// the client's end of stream ends it.
-	back, err := p.peer.Tunnel(ctx, pr, peer.TunnelTCP, replay)
+	// The tunnel carries the bytes read so far, then, once accepted, the
+	// client's from where they stopped: the client's end of stream ends
+	// it.
+	back, err := p.peer.Tunnel(ctx, pr, peer.TunnelTCP, hello.Read, client)
 	if err != nil {
-		p.log.Warn("passthrough: peer hop failed", "server_name", serverName, "cluster", t.Cluster, "target", t.Addr, "err", err)
-		return
+		p.log.Warn("passthrough: peer hop failed", "server_name", hello.ServerName, "cluster", t.Cluster, "target", t.Addr, "err", err)
+		return peer.Unsent(err)
 	}
 	defer back.Close()
 	io.Copy(client, back)
 	closeWrite(client)
 	// The target's side ended; the client's ends with its connection, which
 	// the caller closes.
+	return false
 }
 
 // peerUpgrade sends an upgrade request (req, as the reverse proxy made it)
@@ -75,7 +79,7 @@ func (p *Proxy) peerUpgrade(req *http.Request, pr peer.Request) (*http.Response,
 		return nil, err
 	}
 	toTarget, w := io.Pipe()
-	back, err := p.peer.Tunnel(req.Context(), pr, peer.TunnelUpgrade, io.MultiReader(&head, toTarget))
+	back, err := p.peer.Tunnel(req.Context(), pr, peer.TunnelUpgrade, head.Bytes(), toTarget)
 	if err != nil {
 		w.Close()
 		return nil, err

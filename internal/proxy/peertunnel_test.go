@@ -216,7 +216,7 @@ func TestPeerTunnelRefusals(t *testing.T) {
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		back, err := pc.Tunnel(ctx, peer.Request{Cluster: "west", Addr: w.westPeer, TargetGroup: tc.group, Target: tc.target}, tc.kind,
-			io.MultiReader(strings.NewReader(tc.body), closedAfter(ctx)))
+			[]byte(tc.body), closedAfter(ctx))
 		var re *peer.RefusedError
 		if err == nil {
 			back.Close()
@@ -314,5 +314,61 @@ func TestTLSPassthroughCloseAcrossThePeerHop(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("the client closed, and the target's read did not end within 5 s")
+	}
+}
+
+// A passthrough connection whose hop reached no proxy (north's cannot be
+// dialled) goes to another pick, west's exported endpoint, with the
+// client's bytes as they were: its handshake with west's target completes.
+// The import is a TLSRoute's ServiceImport backend, weighted to north.
+func TestTLSPassthroughPicksAnotherClusterWhenTheHopFails(t *testing.T) {
+	w := newHopWorld(t)
+	ca := testpki.NewCA(t)
+	addr := tlsEcho(t, ca.Issue(t, "db.example.com").TLS(t), "west-db")
+	host, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	export := func(cluster string) model.ServiceExport {
+		return model.ServiceExport{Meta: model.Meta{Name: model.ExportName(cluster, "shop", "db"), Owner: cluster},
+			Namespace: "shop", Service: "db", Type: model.ExportClusterSetIP, ExportedAt: time.Now(),
+			Ports: []model.ExportPort{{Protocol: "TCP", Port: 443, Targets: []model.Target{
+				{Address: host, Port: int32(n), Cluster: cluster, State: model.TargetActive}}}}}
+	}
+	snap := &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks,
+		Exports:  []model.ServiceExport{export("north"), export("west")},
+		Services: []model.Service{{
+			Meta: model.Meta{Name: "db", Owner: cluster}, Network: "edge", CustomDomains: []string{"db.example.com"},
+			Listeners: []model.Listener{{Name: "tls", Port: 9443, Protocol: model.ProtocolTLSPassthrough}},
+			Rules: []model.Rule{{Action: forward(model.WeightedTargetGroup{Weight: 1, Import: &model.ImportRef{
+				Namespace: "shop", Name: "db", Port: 443, Protocol: model.ProtocolTCP, ProtocolVersion: model.HTTP1,
+				ClusterWeights: map[string]int32{"north": 100, "west": 1}}})}},
+		}},
+		Peers: []model.Peer{
+			{Meta: model.Meta{Name: "proxy.west", Owner: "west"}, Address: w.westPeer},
+			{Meta: model.Meta{Name: "proxy.north", Owner: "north"}, Address: deadAddr},
+		},
+		Clusters: admitted("east", "west", "north"),
+	}, Revision: 1}
+	update(t, w.east, snap)
+	update(t, w.west, snap)
+	for i := range 3 {
+		conn, err := tls.Dial("tcp", addrOf(w.east, 9443), &tls.Config{ServerName: "db.example.com", RootCAs: ca.Pool()})
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		conn.Write([]byte("ping"))
+		buf := make([]byte, 64)
+		n, err := conn.Read(buf)
+		if err != nil || string(buf[:n]) != "west-db:ping" {
+			t.Errorf("connection %d: %q, %v", i, buf[:n], err)
+		}
+		conn.Close()
 	}
 }

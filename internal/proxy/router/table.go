@@ -325,6 +325,16 @@ func (g *Group) pickCluster() *Target {
 			first = t
 		}
 	}
+	if g.reach != nil {
+		// The weights kept landing on clusters that cannot be reached
+		// (one with most of the weight is down): the first that can be,
+		// in order, takes the turn.
+		for _, sub := range g.byCluster {
+			if t := sub.Pick(); t != nil && g.reach(t.Cluster) {
+				return t
+			}
+		}
+	}
 	return first
 }
 
