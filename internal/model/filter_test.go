@@ -77,6 +77,8 @@ func TestFilterValidation(t *testing.T) {
 		{"bad session", func(s *Service) {
 			s.Rules[0].SessionPersistence = &SessionPersistence{Type: SessionHeader, Name: "", Permanent: true}
 		}, []string{"rules[0].sessionPersistence.absoluteTimeout", "rules[0].sessionPersistence.name", "rules[0].sessionPersistence.permanent"}},
+		{"local-first rule", func(s *Service) { s.Rules[0].Locality = LocalityLocalFirst }, nil},
+		{"unknown locality", func(s *Service) { s.Rules[0].Locality = "Nearest" }, []string{"rules[0].locality"}},
 		{"listeners on one port with different hostnames", func(s *Service) {
 			s.Listeners = []Listener{
 				{Name: "a", Port: 80, Protocol: ProtocolHTTP, Hostname: "*.example.com", Hostnames: []string{"shop.example.com"}},

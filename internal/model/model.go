@@ -259,7 +259,20 @@ type Rule struct {
 	Timeouts           *Timeouts           `json:"timeouts,omitempty"`
 	Retry              *Retry              `json:"retry,omitempty"`
 	SessionPersistence *SessionPersistence `json:"sessionPersistence,omitempty"`
+	// Locality is how the rule's import backends pick among clusters:
+	// empty spreads requests over every exporting cluster (by the
+	// import's cluster weights); LocalFirst keeps them on the proxy's own
+	// cluster's healthy targets while there are any.
+	Locality Locality `json:"locality,omitempty"`
 }
+
+// Locality is how a rule's import backends choose a cluster.
+type Locality string
+
+// LocalityLocalFirst sends a rule's requests for an import to the proxy's
+// own cluster's targets while any is healthy, and only otherwise to other
+// clusters', by the import's cluster weights among them.
+const LocalityLocalFirst Locality = "LocalFirst"
 
 // Match is a conjunction: every condition set in it must hold.
 type Match struct {

@@ -341,6 +341,9 @@ func validateRule(f *fieldErrs, p string, r *Rule) {
 	if r.SessionPersistence != nil {
 		validateSession(f, p+".sessionPersistence", r.SessionPersistence)
 	}
+	if r.Locality != "" && r.Locality != LocalityLocalFirst {
+		f.add(p+".locality", "must be %s or empty, not %q", LocalityLocalFirst, r.Locality)
+	}
 	a := r.Action
 	switch {
 	case a.Forward == nil && a.FixedResponse == nil && slices.ContainsFunc(r.Filters, func(fl Filter) bool { return fl.Redirect != nil }):

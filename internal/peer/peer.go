@@ -381,6 +381,9 @@ type Delivery struct {
 	// routed for, unchecked: the receiver must check them against its own
 	// configuration before it trusts them.
 	Service, Network, Port string
+	// Tunnel is the kind of tunnel the sender asks for (TunnelTCP,
+	// TunnelUpgrade; see AcceptTunnel), unchecked; "" for one request.
+	Tunnel string
 }
 
 // Server receives requests from peers.
@@ -433,6 +436,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Service:     r.Header.Get(HeaderService),
 		Network:     r.Header.Get(HeaderNetwork),
 		Port:        r.Header.Get(HeaderPort),
+		Tunnel:      r.Header.Get(HeaderTunnel),
 	}
 	if d.TargetGroup == "" || d.Target == "" {
 		s.refuse(w, cluster, RefusedNoTarget, http.StatusBadRequest, "peer request names no target group and target")
@@ -457,6 +461,7 @@ func (s *Server) refuse(w http.ResponseWriter, cluster, reason string, status in
 	if s.Refused != nil {
 		s.Refused(cluster, reason)
 	}
+	w.Header().Set(HeaderRefused, reason)
 	http.Error(w, msg, status)
 }
 

@@ -57,7 +57,8 @@ func (p *Proxy) forwardStep(x *exchange, b *router.Backend, t *router.Target, ho
 // faults first: a request body that failed to arrive (clientBodyError, see
 // failure); 499 ClientClosedRequest when the client went away first. Then
 // the target's (targetFault): 504 TargetTimeout when one of the rule's
-// timeouts ran out (ruleExpired); 502 TargetTimeout for another timeout
+// timeouts ran out (ruleExpired); 502 PeerUnavailable when the peer hop
+// reached no target (hopUnsent); 502 TargetTimeout for another timeout
 // (dialing, the wait for the response head); else 502
 // TargetConnectionError.
 func forwardFailure(err error, ruleExpired, clientGone bool) (int, accesslog.FailureReason) {
@@ -69,6 +70,8 @@ func forwardFailure(err error, ruleExpired, clientGone bool) (int, accesslog.Fai
 		return statusClientClosed, accesslog.ClientClosedRequest
 	case ruleExpired:
 		return http.StatusGatewayTimeout, accesslog.TargetTimeout
+	case unsentByHop(err):
+		return http.StatusBadGateway, accesslog.PeerUnavailable
 	case isTimeout(err):
 		return http.StatusBadGateway, accesslog.TargetTimeout
 	}

@@ -43,6 +43,7 @@ func (p *Proxy) open(b router.Bind, proto model.Protocol) (portServer, error) {
 			addr:              ln.Addr().String(),
 			passthroughServer: newPassthroughServer(ln, p.passthroughPick(b), p.log),
 		}
+		s.cluster, s.peer = p.cluster, p.peerPassthrough
 		go func() {
 			if err := s.serve(); !errors.Is(err, net.ErrClosed) {
 				p.log.Error("listener stopped serving", "bind", b, "addr", s.addr, "err", err)
@@ -199,10 +200,10 @@ func (*passthroughPort) protocol() model.Protocol { return model.ProtocolTLSPass
 // passthroughPick routes a TLS passthrough connection on bind b (or the
 // bind routeBind gives it) by its server name: the auth policies of the
 // name's service must allow trellis:Connect, then its route picks a backend
-// and a target as for HTTP. Targets of other clusters need the peer hop,
-// not built yet.
+// and a target as for HTTP. A target of another cluster is reached through
+// the peer hop (peerPassthrough), whose proxies must be reachable.
 func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
-	return func(local, remote net.Addr, serverName string) (string, bool) {
+	return func(local, remote net.Addr, serverName string) (*router.Target, *router.Group) {
 		sv := p.served.Load()
 		tab := sv.table
 		rb := b
@@ -211,7 +212,7 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 		}
 		rt := tab.MatchSNI(rb, serverName)
 		if rt == nil {
-			return "", false
+			return nil, nil
 		}
 		if rt.Auth != nil {
 			src := remoteIP(remote.String())
@@ -222,24 +223,22 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 			if res := rt.Auth.Authorize(req); !res.Allowed {
 				p.log.Info("passthrough: connection refused by auth policy", "server_name", serverName, "remote", remote.String(),
 					"level", res.DeniedBy, "explicit", res.Explicit)
-				return "", false
+				return nil, nil
 			}
 		}
 		b := rt.Pick()
 		if b == nil || b.Group() == nil {
-			return "", false
+			return nil, nil
 		}
 		t := b.Group().Pick()
 		if t == nil {
-			return "", false
+			return nil, nil
 		}
-		if t.Cluster != p.cluster {
-			// The peer hop carries HTTP only; a TLS stream to another
-			// cluster's target would need a tunnel through it.
-			p.log.Error("TLS passthrough to another cluster's target is not supported yet", "cluster", t.Cluster, "target", t.Addr, "server_name", serverName)
-			return "", false
+		if !p.reachable(t) {
+			p.peerUnavailable(t, "server_name", serverName)
+			return nil, nil
 		}
-		return t.Addr, true
+		return t, b.Group()
 	}
 }
 

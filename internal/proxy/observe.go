@@ -107,7 +107,7 @@ func attemptHealth(ctx context.Context, addr string) *health.Target {
 // keeps the health objects it links to, frozen for targets that are gone.
 func (p *Proxy) compile(snap *model.Snapshot) (*router.Table, error) {
 	if snap != nil {
-		p.health.Update(localTargets(snap.TargetGroups, p.cluster))
+		p.health.Update(append(localTargets(snap.TargetGroups, p.cluster), router.LocalFirstHealth(snap, p.cluster)...))
 	}
 	p.metrics.beginCompile()
 	t, err := p.compiler.Compile(snap)

@@ -9,14 +9,15 @@ import (
 	"sync"
 	"time"
 
+	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/internal/proxy/sni"
 )
 
 // passthroughPick chooses where a TLS connection for serverName from remote,
-// accepted at local, goes: the target's address, or ok false when no service
-// on the connection's bind takes the name or its auth policies refuse the
-// connection.
-type passthroughPick func(local, remote net.Addr, serverName string) (addr string, ok bool)
+// accepted at local, goes: the target and the group it was picked from, or
+// a nil target when no service on the connection's bind takes the name or
+// its auth policies refuse the connection.
+type passthroughPick func(local, remote net.Addr, serverName string) (*router.Target, *router.Group)
 
 // passthroughServer serves one TLS_PASSTHROUGH port: it reads each
 // connection's SNI without terminating TLS, picks a target by it and
@@ -25,7 +26,13 @@ type passthroughPick func(local, remote net.Addr, serverName string) (addr strin
 type passthroughServer struct {
 	ln   net.Listener
 	pick passthroughPick
-	log  *slog.Logger
+	// cluster is the proxy's: the server dials its targets itself, and
+	// peer carries a connection to another cluster's target through the
+	// peer hop (Proxy.peerPassthrough), reporting when the hop delivered
+	// nothing and another pick may be tried.
+	cluster string
+	peer    func(client net.Conn, hello sni.Hello, t *router.Target) (unsent bool)
+	log     *slog.Logger
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -82,26 +89,38 @@ func (s *passthroughServer) handle(client net.Conn) {
 		s.log.Debug("passthrough: no TLS ClientHello", "remote", client.RemoteAddr(), "err", err)
 		return
 	}
-	addr, ok := s.pick(client.LocalAddr(), client.RemoteAddr(), hello.ServerName)
-	if !ok {
+	t, g := s.pick(client.LocalAddr(), client.RemoteAddr(), hello.ServerName)
+	if t == nil {
 		// No service for the name, or not for this client: close without
 		// a word; a TLS alert would need a certificate we do not have.
 		s.log.Debug("passthrough: no service for server name", "server_name", hello.ServerName)
 		return
 	}
-	target, err := net.DialTimeout("tcp", addr, passthroughDialTimeout)
+	// A target of another cluster the hop could not reach leaves the
+	// connection as it was: another pick (any cluster's) takes it, as
+	// retryingTransport re-picks requests.
+	for tries := 0; t.Cluster != s.cluster; tries++ {
+		if !s.peer(client, hello, t) || g == nil || tries == maxUnsent {
+			return
+		}
+		if t = g.Pick(); t == nil {
+			return
+		}
+	}
+	target, err := net.DialTimeout("tcp", t.Addr, passthroughDialTimeout)
 	if err != nil {
-		s.log.Warn("passthrough: target unreachable", "server_name", hello.ServerName, "target", addr, "err", err)
+		s.log.Warn("passthrough: target unreachable", "server_name", hello.ServerName, "target", t.Addr, "err", err)
 		return
 	}
 	defer target.Close()
-	splice(replay, client, target)
+	splice(replay, client, target, target)
 }
 
 // splice copies both ways until both directions are done, passing each
 // side's end of stream on as a half-close so protocols that rely on it
-// (TLS close_notify then FIN) finish cleanly.
-func splice(clientR io.Reader, client, target net.Conn) {
+// (TLS close_notify then FIN) finish cleanly. clientR and targetR read
+// client and target, from bytes already read of them on.
+func splice(clientR io.Reader, client net.Conn, targetR io.Reader, target net.Conn) {
 	done := make(chan struct{}, 2)
 	go func() {
 		io.Copy(target, clientR)
@@ -109,7 +128,7 @@ func splice(clientR io.Reader, client, target net.Conn) {
 		done <- struct{}{}
 	}()
 	go func() {
-		io.Copy(client, target)
+		io.Copy(client, targetR)
 		closeWrite(client)
 		done <- struct{}{}
 	}()

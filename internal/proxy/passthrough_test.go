@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/test/pki"
 )
 
@@ -54,9 +56,12 @@ func TestPassthroughRoutesBySNIWithoutTerminating(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newPassthroughServer(ln, func(_, _ net.Addr, name string) (string, bool) {
+	srv := newPassthroughServer(ln, func(_, _ net.Addr, name string) (*router.Target, *router.Group) {
 		a, ok := routes[name]
-		return a, ok
+		if !ok {
+			return nil, nil
+		}
+		return router.NewTarget(a, "", "tg", model.ProtocolTCP, model.HTTP1), nil
 	}, slog.New(slog.DiscardHandler))
 	go srv.serve()
 	defer func() { srv.stopAccepting(); srv.drain(context.Background()) }()
@@ -91,7 +96,9 @@ func TestPassthroughDrain(t *testing.T) {
 	ca := pki.NewCA(t)
 	addr := tlsEcho(t, ca.Issue(t, "a.example.com").TLS(t), "a")
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	srv := newPassthroughServer(ln, func(_, _ net.Addr, _ string) (string, bool) { return addr, true }, slog.New(slog.DiscardHandler))
+	srv := newPassthroughServer(ln, func(_, _ net.Addr, _ string) (*router.Target, *router.Group) {
+		return router.NewTarget(addr, "", "tg", model.ProtocolTCP, model.HTTP1), nil
+	}, slog.New(slog.DiscardHandler))
 	go srv.serve()
 
 	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{ServerName: "a.example.com", RootCAs: ca.Pool()})

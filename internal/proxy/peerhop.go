@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"errors"
 	"net"
 	"net/http"
 	"net/url"
@@ -181,24 +182,9 @@ func (p *Proxy) peerUnavailable(t *router.Target, attrs ...any) {
 // of t's cluster. The caller's identity is the one this proxy gave the
 // request (X-Trellis-Identity, which no client can set).
 func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Response, error) {
-	addrs := p.served.Load().peerAddrs(t.Cluster)
-	if len(addrs) == 0 {
-		return nil, &net.OpError{Op: "peer", Net: "tcp", Err: errNoPeer}
-	}
-	// Round robin among the cluster's proxies, passing over those that
-	// just failed; when all did, try one anyway.
-	n := int(p.peerNext.Add(1) - 1)
-	addr := addrs[n%len(addrs)]
-	for i := range addrs {
-		if a := addrs[(n+i)%len(addrs)]; p.peer.Up(a) {
-			addr = a
-			break
-		}
-	}
-	g := t.Group()
-	pr := peer.Request{
-		Cluster: t.Cluster, Addr: addr, TargetGroup: peerGroupKey(t), Target: t.Addr,
-		Identity: principalOf(req.Header.Get(headerIdentity)), Version: string(g.Version),
+	pr, err := p.peerRequest(t, principalOf(req.Header.Get(headerIdentity)))
+	if err != nil {
+		return nil, &hopUnsent{err}
 	}
 	// The receiver checks that the route's service routes to the target
 	// group, and judges the request by that service's policies itself.
@@ -208,13 +194,65 @@ func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Respon
 			pr.Network = svc.Network
 		}
 	}
-	resp, err := p.peer.RoundTrip(req, pr)
+	var resp *http.Response
+	if req.Header.Get("Upgrade") != "" {
+		resp, err = p.peerUpgrade(req, pr)
+	} else {
+		resp, err = p.peer.RoundTrip(req, pr)
+	}
 	code := 0
 	if err == nil {
 		code = resp.StatusCode
 	}
 	p.metrics.hop(hopSent, p.cluster, t.Cluster, code)
-	return resp, err
+	if err == nil {
+		if refused := peer.Refused(resp); refused != nil {
+			// Not the target's answer: the request reached none.
+			return nil, &hopUnsent{refused}
+		}
+		return resp, nil
+	}
+	if peer.Unsent(err) {
+		return nil, &hopUnsent{err}
+	}
+	return nil, err
+}
+
+// hopUnsent is the error of a request the peer hop delivered to no target:
+// no connection to a proxy of the target's cluster, or its refusal. The
+// request may go to another pick (retryingTransport); it says nothing
+// about the target.
+type hopUnsent struct{ err error }
+
+func (e *hopUnsent) Error() string { return "peer hop: " + e.err.Error() }
+func (e *hopUnsent) Unwrap() error { return e.err }
+
+// unsentByHop reports whether err is a hopUnsent.
+func unsentByHop(err error) bool {
+	var u *hopUnsent
+	return errors.As(err, &u)
+}
+
+// peerRequest says where a request or tunnel for t, in another cluster,
+// goes: to one of the proxies of t's cluster, round robin, passing over
+// those that just failed (when all did, one anyway).
+func (p *Proxy) peerRequest(t *router.Target, identity string) (peer.Request, error) {
+	addrs := p.served.Load().peerAddrs(t.Cluster)
+	if len(addrs) == 0 {
+		return peer.Request{}, &net.OpError{Op: "peer", Net: "tcp", Err: errNoPeer}
+	}
+	n := int(p.peerNext.Add(1) - 1)
+	addr := addrs[n%len(addrs)]
+	for i := range addrs {
+		if a := addrs[(n+i)%len(addrs)]; p.peer.Up(a) {
+			addr = a
+			break
+		}
+	}
+	return peer.Request{
+		Cluster: t.Cluster, Addr: addr, TargetGroup: peerGroupKey(t), Target: t.Addr,
+		Identity: identity, Version: string(t.Group().Version),
+	}, nil
 }
 
 type peerError string
@@ -272,6 +310,10 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 			target = router.NewTarget(d.Target, p.cluster, d.TargetGroup, dv.protocol, version)
 		}
 	}
+	if target != nil && d.Tunnel != "" {
+		p.deliverTunnel(w, r, d, target)
+		return
+	}
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
 	var body *countedBody
@@ -287,11 +329,13 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 	switch {
 	case target == nil:
 		p.peerRefused(d.PeerCluster, peerNotDeliverable)
+		rec.Header().Set(peer.HeaderRefused, peerNotDeliverable)
 		http.Error(rec, "not a target of cluster "+p.cluster+" in "+d.TargetGroup, http.StatusForbidden)
 		refusal = accesslog.PeerNotDeliverable
 	default:
 		if svc, port = routedFor(sv, d, p.cluster); svc == nil {
 			p.peerRefused(d.PeerCluster, peerNotRouted)
+			rec.Header().Set(peer.HeaderRefused, peerNotRouted)
 			http.Error(rec, fmt.Sprintf("service %q of network %q on port %q does not route to %s", d.Service, d.Network, d.Port, d.TargetGroup), http.StatusForbidden)
 			refusal = accesslog.PeerNotDeliverable
 			break
@@ -301,11 +345,7 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 			refusal = accesslog.ClientAccessDenied
 			break
 		}
-		id := anonymousIdentity
-		if d.Identity != "" {
-			id = "Principal=" + d.Identity + "; Type=Workload"
-		}
-		r.Header.Set(headerIdentity, id)
+		r.Header.Set(headerIdentity, deliveredIdentity(d))
 		p.metrics.peerDelivered(d.PeerCluster)
 		p.delivery.forward(rec, r, target)
 	}
@@ -363,6 +403,16 @@ func (p *Proxy) logDelivery(r *http.Request, d peer.Delivery, start time.Time, r
 		e.BytesReceived = body.n.Load()
 	}
 	p.accessLog.Log(&e)
+}
+
+// deliveredIdentity is the X-Trellis-Identity a delivery's target gets: the
+// identity the peer asserted (checked to be of its own cluster), or
+// anonymous.
+func deliveredIdentity(d peer.Delivery) string {
+	if d.Identity != "" {
+		return "Principal=" + d.Identity + "; Type=Workload"
+	}
+	return anonymousIdentity
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }

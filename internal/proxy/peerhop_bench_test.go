@@ -3,10 +3,14 @@ package proxy
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
+
+	"golang.org/x/net/websocket"
 
 	"trellis.dev/trellis/internal/model"
 )
@@ -68,4 +72,59 @@ func BenchmarkPeerHop(b *testing.B) {
 func withAuth(svc model.Service, policy string) model.Service {
 	svc.Auth = &model.Auth{Policy: json.RawMessage(policy)}
 	return svc
+}
+
+// BenchmarkUpgradeAcrossThePeerHop measures a WebSocket message's round
+// trip (1 KiB echoed) on one upgraded connection through east's proxy, to
+// a target in east (direct) and to one in west (through the hop's tunnel),
+// reporting the p50 and p99 of each. Run with
+//
+//	go test -run XXX -bench UpgradeAcross -benchtime 5000x ./internal/proxy/
+func BenchmarkUpgradeAcrossThePeerHop(b *testing.B) {
+	w := newHopWorld(b)
+	echo := func() *httptest.Server {
+		srv := httptest.NewServer(websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
+		b.Cleanup(srv.Close)
+		return srv
+	}
+	eastTG, westTG := group("east-ws", clusterTarget(b, echo(), "east")), group("west-ws", clusterTarget(b, echo(), "west"))
+	eastTG.Owner, westTG.Owner = "east", "west"
+	w.update(b, &model.Snapshot{Objects: model.Objects{
+		Networks:     testNetworks,
+		TargetGroups: []model.TargetGroup{eastTG, westTG},
+		Services: []model.Service{
+			edgeService("direct", []string{"direct.example"}, model.Rule{Action: forward(to("east-ws", 1))}),
+			edgeService("hop", []string{"hop.example"}, model.Rule{Action: forward(to("west-ws", 1))}),
+		},
+	}, Revision: 1})
+	msg := make([]byte, 1<<10)
+	for _, host := range []string{"direct.example", "hop.example"} {
+		b.Run(host, func(b *testing.B) {
+			conn, err := net.Dial("tcp", addrOf(w.east, webPort))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			cfg, _ := websocket.NewConfig("ws://"+host+"/", "http://"+host+"/")
+			c, err := websocket.NewClient(cfg, conn)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got := make([]byte, len(msg))
+			lat := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				start := time.Now()
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, got); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
 }

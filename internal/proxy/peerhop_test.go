@@ -47,11 +47,13 @@ func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
 	return id
 }
 
-func newHopWorld(t testing.TB) *hopWorld { return newHopWorldWith(t, false) }
+func newHopWorld(t testing.TB, configure ...func(*Config)) *hopWorld {
+	return newHopWorldWith(t, false, configure...)
+}
 
 // newHopWorldWith is newHopWorld with, when logged, both proxies' access
 // logs in eastLog and westLog.
-func newHopWorldWith(t testing.TB, logged bool) *hopWorld {
+func newHopWorldWith(t testing.TB, logged bool, configure ...func(*Config)) *hopWorld {
 	t.Helper()
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
@@ -64,6 +66,9 @@ func newHopWorldWith(t testing.TB, logged bool) *hopWorld {
 		cfg := Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)}
 		if logged {
 			cfg.AccessLog, cfg.test.accessLog = log, accesslog.Options{FlushInterval: 5 * time.Millisecond}
+		}
+		for _, f := range configure {
+			f(&cfg)
 		}
 		return newTestProxyWith(t, cfg)
 	}

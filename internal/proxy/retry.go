@@ -83,10 +83,24 @@ type attemptPlan struct {
 	group          *router.Group
 	retry          *router.RetryPolicy
 	backendTimeout time.Duration
-	body           *replayBody
-	// cluster is the proxy's own: retries go to local targets only.
-	cluster string
+	// body is the request body read ahead, nil when it was not (no retry
+	// policy): then only a request without a body can be sent again.
+	body *replayBody
 }
+
+// replayable reports whether req can be sent again: its body was read
+// ahead whole, or it has none.
+func (plan *attemptPlan) replayable(req *http.Request) bool {
+	if plan.body != nil {
+		return plan.body.ok
+	}
+	return req.Body == nil || req.Body == http.NoBody
+}
+
+// maxUnsent bounds the further picks of one request after attempts that
+// reached no target (hopUnsent): one per cluster that might be down,
+// without waiting for the peer hop's probes to say so.
+const maxUnsent = 3
 
 // errBackendTimeout is the cause of an attempt that ran out of time.
 var errBackendTimeout = errors.New("backend request timeout")
@@ -95,6 +109,13 @@ var errBackendTimeout = errors.New("backend request timeout")
 // base. It sits under the reverse proxy, so every attempt gets the same
 // outbound request (headers, rewrites) and only the response of the last
 // attempt reaches the client.
+//
+// Two kinds of failure pick another target of the plan's group (any
+// cluster's, local or through the peer hop): a failure the route's retry
+// policy retries, up to its attempts, after its backoff; and, whether or
+// not the route has a policy, an attempt that reached no target (the peer
+// hop could not connect, or the peer refused before delivering), at once
+// and up to maxUnsent times, when the request can be replayed.
 type retryingTransport struct {
 	base http.RoundTripper
 }
@@ -109,8 +130,14 @@ func (rt retryingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		retries = plan.retry.Attempts
 	}
 	parent := req.Context()
-	for attempt := 0; ; attempt++ {
+	unsent := 0
+	for attempt := 0; ; {
 		resp, err := rt.attempt(req, plan)
+		if err != nil && unsent < maxUnsent && parent.Err() == nil && unsentByHop(err) && plan.replayable(req) {
+			unsent++
+			req = nextAttempt(req, plan)
+			continue
+		}
 		if attempt == retries || parent.Err() != nil || err == nil && !plan.retry.RetriesStatus(resp.StatusCode) {
 			return resp, err
 		}
@@ -121,6 +148,7 @@ func (rt retryingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		if !sleep(parent, backoff(plan.retry.Backoff, attempt)) {
 			return nil, context.Cause(parent)
 		}
+		attempt++
 		req = nextAttempt(req, plan)
 	}
 }
@@ -146,25 +174,37 @@ func (rt retryingTransport) attempt(req *http.Request, plan *attemptPlan) (*http
 }
 
 // nextAttempt returns req aimed at another pick of the plan's group, with a
-// fresh copy of the body. It keeps req's target when the group offers no
-// other local one.
+// fresh copy of the body: a target of any cluster, this proxy's or another
+// reached through the peer hop (the pick passes over clusters that cannot
+// be reached). It keeps req's target when the group offers no other.
 func nextAttempt(req *http.Request, plan *attemptPlan) *http.Request {
-	out := req.WithContext(req.Context())
-	u := *req.URL
-	out.URL = &u
+	cur, _ := req.Context().Value(targetKey{}).(*router.Target)
+	t := cur
 	for range 3 {
-		t := plan.group.Pick()
-		if t == nil {
-			break
-		}
-		if t.Cluster == plan.cluster {
-			u.Host = t.Addr
-			if t.Addr != req.URL.Host {
+		if next := plan.group.Pick(); next != nil {
+			t = next
+			if cur == nil || next.Addr != cur.Addr || next.Cluster != cur.Cluster {
 				break
 			}
 		}
 	}
-	out.Body = plan.body.reader()
+	ctx := req.Context()
+	if t != cur {
+		ctx = context.WithValue(ctx, targetKey{}, t)
+		if x := exchangeOf(req); x != nil {
+			// The transport runs on the request's goroutine, which owns x.
+			x.target = t
+		}
+	}
+	out := req.WithContext(ctx)
+	u := *req.URL
+	if t != nil {
+		u.Host = t.Addr
+	}
+	out.URL = &u
+	if plan.body != nil {
+		out.Body = plan.body.reader()
+	}
 	return out
 }
 

@@ -64,9 +64,11 @@ func (p *Proxy) serveRoute(port int32, w http.ResponseWriter, r *http.Request, r
 		rw.WriteHeader(statusClientClosed)
 		return
 	}
-	if route.Retry != nil || route.BackendTimeout > 0 {
+	if route.Retry != nil || route.BackendTimeout > 0 || !b.Group().OnlyIn(p.cluster) {
+		// A group with other clusters' targets may need another pick when
+		// the peer hop reaches no target (see retryingTransport).
 		r = r.WithContext(context.WithValue(r.Context(), planKey{}, &attemptPlan{
-			group: b.Group(), retry: route.Retry, backendTimeout: route.BackendTimeout, body: body, cluster: p.cluster,
+			group: b.Group(), retry: route.Retry, backendTimeout: route.BackendTimeout, body: body,
 		}))
 	}
 	p.local.forward(rw, r, t)

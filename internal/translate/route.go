@@ -75,6 +75,7 @@ func (t *translator) translateRoute(r *route, src model.SourceRef) bool {
 	if !ours {
 		return false
 	}
+	locality := t.routeLocality(r, src)
 	if r.spec.UseDefaultGateways != "" && r.spec.UseDefaultGateways != gatewayv1.GatewayDefaultScopeNone {
 		t.problem(src, "spec.useDefaultGateways", string(gatewayv1.RouteReasonUnsupportedValue), "default Gateways are not supported yet")
 	}
@@ -95,6 +96,9 @@ func (t *translator) translateRoute(r *route, src model.SourceRef) bool {
 			Rules:     r.rules(r, src),
 			CreatedAt: r.CreationTimestamp.UTC(),
 			Source:    &source,
+		}
+		for i := range svc.Rules {
+			svc.Rules[i].Locality = locality
 		}
 		if a.gw.mode == model.ModeServiceNetwork {
 			svc.DNSName = generatedName(r.Name, r.Namespace, a.gw.domain)
@@ -472,5 +476,31 @@ func serviceField(f string) string {
 	case strings.HasPrefix(f, "listeners"):
 		return "spec.parentRefs"
 	}
+	return ""
+}
+
+// LocalityAnnotation on an HTTPRoute, GRPCRoute or TLSRoute says how its
+// ServiceImport backends choose a cluster: "local-first" keeps requests on
+// the proxy's own cluster's endpoints while any is healthy, overflowing to
+// the other exporting clusters (by the import's cluster weights among
+// them) only when none is; "spread", the default, picks every exporting
+// cluster's endpoints by the weights alone.
+const LocalityAnnotation = "trellis.dev/locality"
+
+// routeLocality reads r's LocalityAnnotation. A value it does not know is
+// reported on the annotation, and the route served with the default.
+func (t *translator) routeLocality(r *route, src model.SourceRef) model.Locality {
+	v, ok := r.Annotations[LocalityAnnotation]
+	if !ok {
+		return ""
+	}
+	switch v {
+	case "local-first":
+		return model.LocalityLocalFirst
+	case "spread":
+		return ""
+	}
+	t.problem(src, "metadata.annotations["+LocalityAnnotation+"]", string(gatewayv1.RouteReasonUnsupportedValue),
+		"%q is not a locality: local-first or spread; the route spreads over every cluster", v)
 	return ""
 }

@@ -333,7 +333,7 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz, xff model.Forwa
 	return out, nil
 }
 
-func (b *builder) compileAction(a *model.Action) (*Rule, error) {
+func (b *builder) compileAction(a *model.Action, locality model.Locality) (*Rule, error) {
 	switch {
 	case a.Forward != nil && a.FixedResponse != nil:
 		return nil, fieldError("action", "exactly one of forward and fixedResponse may be set")
@@ -356,7 +356,7 @@ func (b *builder) compileAction(a *model.Action) (*Rule, error) {
 			case wb.TargetGroup != "":
 				route.backends[i].group = b.groups[wb.TargetGroup]
 			case wb.Import != nil:
-				g := b.importGroup(wb.Import)
+				g := b.importGroup(wb.Import, locality)
 				route.backends[i].TargetGroup, route.backends[i].group = g.Name, g
 			}
 		}
@@ -599,15 +599,37 @@ func hasMethod(p pending) int {
 // TCP port, of every cluster's export of the Service ref names, split by
 // ref's cluster weights when it has any. Backends naming the same import
 // alike share one group.
-func (b *builder) importGroup(ref *model.ImportRef) *Group {
+func (b *builder) importGroup(ref *model.ImportRef, locality model.Locality) *Group {
+	key := importKey(ref)
+	local := b.compiler.Hooks.Cluster
+	if locality == model.LocalityLocalFirst && local != "" && (len(ref.ClusterWeights) == 0 || ref.ClusterWeights[local] > 0) {
+		return b.localFirstGroup(ref, key, local)
+	}
+	return b.spreadGroup(ref, key, "")
+}
+
+// importKey names an import backend's group: its export, port, protocol and
+// cluster weights.
+func importKey(ref *model.ImportRef) string {
 	clusters := slices.Sorted(maps.Keys(ref.ClusterWeights))
 	key := fmt.Sprintf("%s/%s:%d/%s/%s", ref.Namespace, ref.Name, ref.Port, ref.Protocol, ref.ProtocolVersion)
 	for _, c := range clusters {
 		key += fmt.Sprintf(";%s=%d", c, ref.ClusterWeights[c])
 	}
+	return key
+}
+
+// spreadGroup is the group of an import backend picking among every
+// exporting cluster's targets (but without's), by the import's cluster
+// weights.
+func (b *builder) spreadGroup(ref *model.ImportRef, key, without string) *Group {
+	if without != "" {
+		key += ";without=" + without
+	}
 	if g := b.importGroups[key]; g != nil {
 		return g
 	}
+	clusters := slices.Sorted(maps.Keys(ref.ClusterWeights))
 	export := &ExportRef{ref.Namespace, ref.Name}
 	newGroup := func(targets []Target) *Group {
 		g := &Group{Name: "import/" + key, Protocol: ref.Protocol, Version: ref.ProtocolVersion, Export: export, targets: slices.Clone(targets)}
@@ -620,21 +642,14 @@ func (b *builder) importGroup(ref *model.ImportRef) *Group {
 		return g
 	}
 	per := map[string][]Target{}
-	exports := slices.Clone(b.exports[*export])
-	slices.SortFunc(exports, func(x, y *model.ServiceExport) int { return strings.Compare(x.Owner, y.Owner) })
 	var all []Target
-	for _, e := range exports {
-		for _, p := range e.Ports {
-			if p.Port != ref.Port || p.Protocol != "TCP" {
-				continue // every import backend is carried over TCP
-			}
-			for _, t := range p.Targets {
-				if t.State == model.TargetActive && t.Cluster == e.Owner {
-					tt := Target{Addr: net.JoinHostPort(t.Address, strconv.Itoa(int(t.Port))), Cluster: e.Owner}
-					per[e.Owner] = append(per[e.Owner], tt)
-					all = append(all, tt)
-				}
-			}
+	for _, e := range b.exportsOf(ref) {
+		if e.Owner == without {
+			continue
+		}
+		for _, t := range exportTargets(e, ref.Port) {
+			per[e.Owner] = append(per[e.Owner], t)
+			all = append(all, t)
 		}
 	}
 	g := newGroup(all)
@@ -654,4 +669,68 @@ func (b *builder) importGroup(ref *model.ImportRef) *Group {
 	}
 	b.importGroups[key] = g
 	return g
+}
+
+// exportsOf is the snapshot's exports of ref's Service, by owner.
+func (b *builder) exportsOf(ref *model.ImportRef) []*model.ServiceExport {
+	exports := slices.Clone(b.exports[ExportRef{ref.Namespace, ref.Name}])
+	slices.SortFunc(exports, func(x, y *model.ServiceExport) int { return strings.Compare(x.Owner, y.Owner) })
+	return exports
+}
+
+// exportTargets are e's active targets of port, in e's owner's cluster.
+func exportTargets(e *model.ServiceExport, port int32) []Target {
+	var out []Target
+	for _, p := range e.Ports {
+		if p.Port != port || p.Protocol != "TCP" {
+			continue // every import backend is carried over TCP
+		}
+		for _, t := range p.Targets {
+			if t.State == model.TargetActive && t.Cluster == e.Owner {
+				out = append(out, Target{Addr: net.JoinHostPort(t.Address, strconv.Itoa(int(t.Port))), Cluster: e.Owner})
+			}
+		}
+	}
+	return out
+}
+
+// localFirstGroup is the group of an import backend of a LocalFirst rule:
+// cluster local's targets while any is healthy, else the other clusters'
+// by the import's weights among them (the overflow). The local targets
+// have a health group of their own (LocalFirstHealth), checked by this
+// proxy.
+func (b *builder) localFirstGroup(ref *model.ImportRef, key, local string) *Group {
+	name := localFirstName(key, local)
+	if g := b.importGroups[name]; g != nil {
+		return g
+	}
+	export := &ExportRef{ref.Namespace, ref.Name}
+	var targets []Target
+	for _, e := range b.exportsOf(ref) {
+		if e.Owner == local {
+			targets = exportTargets(e, ref.Port)
+		}
+	}
+	lg := &Group{Name: name, Protocol: ref.Protocol, Version: ref.ProtocolVersion, Export: export, targets: targets}
+	if len(targets) > 0 {
+		lg.clusters = []string{local}
+	}
+	b.compiler.link(lg)
+	overflow := b.spreadGroup(ref, key, local)
+	g := &Group{Name: name, Protocol: ref.Protocol, Version: ref.ProtocolVersion, Export: export, local: lg, overflow: overflow,
+		clusters: slices.Concat(lg.clusters, overflow.clusters)}
+	// Targets of the combined group are its parts': it lists all for
+	// OnlyIn and reach, and picks through pickLocalFirst.
+	g.targets = slices.Concat(lg.targets, overflow.targets)
+	if !g.OnlyIn(local) {
+		g.reach = b.compiler.Hooks.Reachable
+	}
+	b.importGroups[name] = g
+	return g
+}
+
+// localFirstName is the name of a LocalFirst import group, and of the
+// health group of its local targets.
+func localFirstName(key, local string) string {
+	return "import/" + key + ";local-first=" + local
 }

@@ -73,3 +73,55 @@ func NewTarget(addr, cluster, group string, protocol model.Protocol, version mod
 	g.targets = []Target{{Addr: addr, Cluster: cluster, group: g}}
 	return &g.targets[0]
 }
+
+// LocalFirstHealth returns the health groups of the local targets of
+// snap's LocalFirst import backends, for a proxy of cluster to check: one
+// target group per import group, named as Compile names it, with the
+// import's protocol and the default health check of that protocol (the
+// Lattice defaults: on for HTTP1, off otherwise). A proxy gives them to its
+// health checker with the snapshot's own target groups, so that
+// Group.Pick sees its cluster's targets of an import go down.
+func LocalFirstHealth(snap *model.Snapshot, cluster string) []model.TargetGroup {
+	if snap == nil || cluster == "" {
+		return nil
+	}
+	var out []model.TargetGroup
+	seen := map[string]bool{}
+	for i := range snap.Services {
+		for _, r := range snap.Services[i].Rules {
+			if r.Locality != model.LocalityLocalFirst || r.Action.Forward == nil {
+				continue
+			}
+			for _, b := range r.Action.Forward.Backends {
+				ref := b.Import
+				if ref == nil || len(ref.ClusterWeights) > 0 && ref.ClusterWeights[cluster] <= 0 {
+					continue
+				}
+				name := localFirstName(importKey(ref), cluster)
+				if seen[name] {
+					continue
+				}
+				seen[name] = true
+				tg := model.TargetGroup{Meta: model.Meta{Name: name, Owner: cluster}, Protocol: ref.Protocol, ProtocolVersion: ref.ProtocolVersion}
+				for j := range snap.Exports {
+					e := &snap.Exports[j]
+					if e.Owner != cluster || e.Namespace != ref.Namespace || e.Service != ref.Name {
+						continue
+					}
+					for _, p := range e.Ports {
+						if p.Port != ref.Port {
+							continue
+						}
+						for _, t := range p.Targets {
+							if t.Cluster == cluster {
+								tg.Targets = append(tg.Targets, t)
+							}
+						}
+					}
+				}
+				out = append(out, tg)
+			}
+		}
+	}
+	return out
+}

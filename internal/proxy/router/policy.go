@@ -179,7 +179,7 @@ func (b *builder) compileRule(rule *model.Rule) (*Rule, error) {
 		route = &Rule{weights: balancer.NewWeighted(nil)}
 	} else {
 		var err error
-		if route, err = b.compileAction(a); err != nil {
+		if route, err = b.compileAction(a, rule.Locality); err != nil {
 			return nil, err
 		}
 	}

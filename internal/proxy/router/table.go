@@ -252,6 +252,10 @@ type Group struct {
 	// reach, set for groups with other clusters' targets, says whether a
 	// cluster can be reached now (CompileHooks.Reachable).
 	reach func(cluster string) bool
+	// local and overflow split the picks of an import group of a
+	// LocalFirst rule: local's targets while one is healthy, else
+	// overflow's (the other clusters', by weight).
+	local, overflow *Group
 }
 
 // routable reports whether t may take a request: healthy (or unchecked)
@@ -276,9 +280,13 @@ func (g *Group) OnlyIn(cluster string) bool {
 //
 // An unroutable target skipped uses up its turn of the round robin, so the
 // routable targets still share requests evenly. The common case costs one
-// atomic add and one atomic load.
+// atomic add and one atomic load. An import group picks a cluster first
+// (pickCluster, pickLocalFirst), then among that cluster's targets.
 func (g *Group) Pick() *Target {
-	if g.byCluster != nil {
+	if g.byCluster != nil || g.local != nil {
+		if g.local != nil {
+			return g.pickLocalFirst()
+		}
 		return g.pickCluster()
 	}
 	n := len(g.targets)
@@ -319,7 +327,42 @@ func (g *Group) pickCluster() *Target {
 			first = t
 		}
 	}
+	if g.reach != nil {
+		// The weights kept landing on clusters that cannot be reached
+		// (one with most of the weight is down): the first that can be,
+		// in order, takes the turn.
+		for _, sub := range g.byCluster {
+			if t := sub.Pick(); t != nil && g.reach(t.Cluster) {
+				return t
+			}
+		}
+	}
 	return first
+}
+
+// pickLocalFirst picks among the local targets while one of them is
+// routable (healthy, or unchecked, and not ejected), else among the
+// overflow's in clusters that can be reached; with neither, the local
+// targets fail open.
+func (g *Group) pickLocalFirst() *Target {
+	if len(g.local.targets) > 0 && !g.local.health.FailOpen() {
+		return g.local.Pick()
+	}
+	var t *Target
+	for range len(g.overflow.clusters) + 1 {
+		// A cluster that cannot be reached passes its turn, as in
+		// pickCluster; the weights pick again.
+		if t = g.overflow.Pick(); t == nil || g.reach == nil || g.reach(t.Cluster) {
+			break
+		}
+	}
+	if t != nil && (g.reach == nil || g.reach(t.Cluster)) {
+		return t
+	}
+	if len(g.local.targets) > 0 {
+		return g.local.Pick()
+	}
+	return t
 }
 
 // Target is one endpoint a request may be sent to.

@@ -25,6 +25,9 @@ type Hello struct {
 	ServerName string
 	// Protos are the ALPN protocols the client offered.
 	Protos []string
+	// Read is every byte Peek read from the connection: the hello, and
+	// whatever came with it. The returned connection replays them.
+	Read []byte
 }
 
 // maxHello bounds how much a client may send before its hello is complete.
@@ -58,7 +61,8 @@ func Peek(conn net.Conn, timeout time.Duration) (Hello, net.Conn, error) {
 		}
 		return Hello{}, nil, err
 	}
-	return hello, &replayConn{Conn: conn, r: io.MultiReader(bytes.NewReader(rec.buf.Bytes()), conn)}, nil
+	hello.Read = rec.buf.Bytes()
+	return hello, &replayConn{Conn: conn, r: io.MultiReader(bytes.NewReader(hello.Read), conn)}, nil
 }
 
 // recorder keeps a copy of every byte read through it, up to maxHello.
