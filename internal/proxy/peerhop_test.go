@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -14,9 +13,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
@@ -319,31 +315,7 @@ func TestGRPCAcrossThePeerHop(t *testing.T) {
 		Services: []model.Service{edgeService("grpc", []string{"grpc.example.com"}, model.Rule{Action: forward(to("grpc", 1))})},
 	}, Revision: 1})
 
-	conn, err := grpc.NewClient(addrOf(w.east, webPort), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	hc := healthpb.NewHealthClient(conn)
-	if resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "inventory"}); err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("unary Check across the hop = %v, %v", resp, err)
-	}
-	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"}); err == nil || !strings.Contains(err.Error(), "NotFound") {
-		t.Errorf("an error status across the hop: %v, want NotFound", err)
-	}
-	stream, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "inventory"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, err := stream.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("first streamed status = %v, %v", m, err)
-	}
-	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_NOT_SERVING)
-	if m, err := stream.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Fatalf("second streamed status = %v, %v", m, err)
-	}
+	checkGRPCHealth(t, addrOf(w.east, webPort), hs)
 	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "Delivered")); n < 3 {
 		t.Errorf("west delivered %v requests from east, want the 3 calls", n)
 	}

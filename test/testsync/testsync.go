@@ -83,3 +83,21 @@ func Eventually(t testing.TB, timeout time.Duration, what string, check func() e
 	}
 	t.Fatalf("%s: not after %v: %v", what, timeout, err)
 }
+
+// Receive returns the next value from ch, failing t with "<what>: channel
+// closed" when ch closes, or "<what>: nothing within <timeout>" when
+// nothing arrives in time.
+func Receive[T any](t testing.TB, ch <-chan T, timeout time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v, ok := <-ch:
+		if !ok {
+			t.Fatalf("%s: channel closed", what)
+		}
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("%s: nothing within %v", what, timeout)
+	}
+	var zero T
+	return zero
+}
