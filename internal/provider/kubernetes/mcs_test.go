@@ -558,21 +558,8 @@ func TestMCSConformance(t *testing.T) {
 		const ns, name = "routes", "hello"
 		b.createService(t, ns, name, service{ports: []corev1.ServicePort{httpPort(80)}})
 		a.ensureNamespace(t, ns)
-		(&env{Cluster: a.Cluster, kc: a.kc}).create(t, classes+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: mesh, namespace: routes}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: routes}
-spec:
-  parentRefs: [{name: mesh}]
-  rules: [{backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]}]
-`)
+		(&env{Cluster: a.Cluster, kc: a.kc}).create(t, classes+gatewayYAML(ns, "mesh", "trellis", httpListener)+
+			routeYAML("HTTPRoute", ns, "web", `{parentRefs: [{name: mesh}], rules: [{backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]}]}`))
 		resolved := func(status metav1.ConditionStatus, reason string) func() error {
 			return func() error {
 				var r gatewayv1.HTTPRoute

@@ -60,7 +60,7 @@ func (e *env) listenerCondition(ns, gw, listener, typ string, status metav1.Cond
 func TestCertificateRefs(t *testing.T) {
 	e := newEnv(t)
 	ca := pki.NewCA(t)
-	e.create(t, classes+"---\n"+namespace("tlsgw", "")+namespace("certs", "")+`
+	e.create(t, classes+namespace("tlsgw", "")+namespace("certs", "")+`
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: web, namespace: tlsgw}
@@ -129,14 +129,8 @@ spec:
 	check("broken", "Programmed", True, "Programmed")
 
 	// Certificates are sent once a route serves them.
-	e.create(t, backend("tlsgw", "shop", "198.18.66.1")+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: shop, namespace: tlsgw}
-spec:
-  parentRefs: [{name: web}]
-  rules: [{backendRefs: [{name: shop, port: 80}]}]
-`)
+	e.create(t, backend("tlsgw", "shop", "198.18.66.1")+
+		routeYAML("HTTPRoute", "tlsgw", "shop", `{parentRefs: [{name: web}], rules: [{backendRefs: [{name: shop, port: 80}]}]}`))
 	testsync.Eventually(t, 20*time.Second, "the certificates in the control plane", func() error {
 		var names []string
 		for _, c := range e.controlPlane(t).Certificates {
@@ -170,7 +164,7 @@ func TestHTTPSThroughProxy(t *testing.T) {
 	e.proxy(t, proxyBind)
 	ca := pki.NewCA(t)
 	serveName(t, e, "198.18.67.1:8080", "secure")
-	e.create(t, classes+"---\n"+namespace("https", "")+backend("https", "web", "198.18.67.1")+`---
+	e.create(t, classes+namespace("https", "")+backend("https", "web", "198.18.67.1")+`
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: web, namespace: https}
@@ -182,14 +176,8 @@ spec:
       port: 8443
       tls: {certificateRefs: [{name: shop}]}
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: shop, namespace: https}
-spec:
-  parentRefs: [{name: web}]
-  hostnames: [shop.example.com]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
-`)
+`+
+		routeYAML("HTTPRoute", "https", "shop", `{parentRefs: [{name: web}], hostnames: [shop.example.com], rules: [{backendRefs: [{name: web, port: 80}]}]}`))
 	e.tlsSecret(t, ca, "https", "shop", "shop.example.com")
 	addr := net.JoinHostPort(e.gatewayAddress(t, "https", "web"), "8443")
 	hc := e.NS.HTTPClient(5 * time.Second)
@@ -248,23 +236,8 @@ func TestGRPCRouteThroughProxy(t *testing.T) {
 	healthpb.RegisterHealthServer(gs, hs)
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
-	e.create(t, classes+"---\n"+edgeGateway("grpc")+`
-apiVersion: v1
-kind: Service
-metadata: {name: health, namespace: grpc}
-spec:
-  ports: [{port: 9000, appProtocol: grpc}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: health-1
-  namespace: grpc
-  labels: {kubernetes.io/service-name: health}
-addressType: IPv4
-ports: [{port: 9000}]
-endpoints: [{addresses: [198.18.68.1], conditions: {ready: true}}]
----
+	e.create(t, classes+edgeGateway("grpc")+
+		serviceYAML("grpc", "health", "{port: 9000, appProtocol: grpc}", 9000, "198.18.68.1")+`
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: health, namespace: grpc}
@@ -339,38 +312,10 @@ func TestTLSRouteThroughProxy(t *testing.T) {
 	}
 	go srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { srv.Close() })
-	e.create(t, classes+"---\n"+namespace("passthrough", "")+`
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: passthrough}
-spec:
-  gatewayClassName: trellis-edge
-  listeners: [{name: tls, protocol: TLS, port: 9443, tls: {mode: Passthrough}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: db, namespace: passthrough}
-spec:
-  ports: [{port: 443, targetPort: 8443}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: db-1
-  namespace: passthrough
-  labels: {kubernetes.io/service-name: db}
-addressType: IPv4
-ports: [{port: 8443}]
-endpoints: [{addresses: [198.18.69.1], conditions: {ready: true}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: TLSRoute
-metadata: {name: db, namespace: passthrough}
-spec:
-  parentRefs: [{name: web}]
-  hostnames: [db.example.com]
-  rules: [{backendRefs: [{name: db, port: 443}]}]
-`)
+	e.create(t, classes+namespace("passthrough", "")+
+		gatewayYAML("passthrough", "web", "trellis-edge", `[{name: tls, protocol: TLS, port: 9443, tls: {mode: Passthrough}}]`)+
+		serviceYAML("passthrough", "db", "{port: 443, targetPort: 8443}", 8443, "198.18.69.1")+
+		routeYAML("TLSRoute", "passthrough", "db", `{parentRefs: [{name: web}], hostnames: [db.example.com], rules: [{backendRefs: [{name: db, port: 443}]}]}`))
 	addr := net.JoinHostPort(e.gatewayAddress(t, "passthrough", "web"), "9443")
 	hc := e.NS.HTTPClient(5 * time.Second)
 	hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: ca.Pool(), ServerName: "db.example.com"}

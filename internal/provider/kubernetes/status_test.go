@@ -25,53 +25,6 @@ const (
 	False = metav1.ConditionFalse
 )
 
-// classes are shared by every case.
-const classes = `
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis}
-spec: {controllerName: trellis.dev/service-network}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis-edge}
-spec: {controllerName: trellis.dev/gateway}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis-tuned}
-spec:
-  controllerName: trellis.dev/service-network
-  parametersRef: {group: trellis.dev, kind: Tuning, name: fast}
-`
-
-// backend is a Service and its EndpointSlice in namespace ns.
-func backend(ns, name, ip string) string {
-	return fmt.Sprintf(`
-apiVersion: v1
-kind: Service
-metadata: {name: %[2]s, namespace: %[1]s}
-spec:
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: %[2]s-1
-  namespace: %[1]s
-  labels: {kubernetes.io/service-name: %[2]s}
-addressType: IPv4
-ports: [{port: 8080}]
-endpoints:
-  - addresses: [%[3]s]
-    conditions: {ready: true}
-`, ns, name, ip)
-}
-
-func namespace(name string, labels string) string {
-	return fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {%s}}\n---\n", name, labels)
-}
-
 // TestStatus creates Gateway API objects in a real apiserver and checks the
 // status `kubectl get -o yaml` shows for each condition and reason, and what
 // reached the control plane.
@@ -138,21 +91,10 @@ func TestStatus(t *testing.T) {
 		thenCheck func() error
 	}{{
 		name: "service network: Gateway accepted and programmed at its domain, route served under its DNS name",
-		objects: namespace("sn", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: hotel, namespace: sn}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: inventory, namespace: sn}
-spec:
-  parentRefs: [{name: hotel}]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
----` + backend("sn", "web", "198.18.60.1"),
+		objects: namespace("sn", "") +
+			gatewayYAML("sn", "hotel", "trellis", httpListener) +
+			routeYAML("HTTPRoute", "sn", "inventory", `{parentRefs: [{name: hotel}], rules: [{backendRefs: [{name: web, port: 80}]}]}`) +
+			backend("sn", "web", "198.18.60.1"),
 		check: func() error {
 			gw, err := gateway("sn", "hotel")
 			if err != nil {
@@ -208,30 +150,11 @@ spec:
 		},
 	}, {
 		name: "edge: address from the pool, recorded; hostname intersection",
-		objects: namespace("edge", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: shop, namespace: edge}
-spec:
-  gatewayClassName: trellis-edge
-  listeners: [{name: http, protocol: HTTP, port: 8080, hostname: "*.shop.example"}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: cart, namespace: edge}
-spec:
-  parentRefs: [{name: shop}]
-  hostnames: [cart.shop.example, cart.other.example]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: elsewhere, namespace: edge}
-spec:
-  parentRefs: [{name: shop}]
-  hostnames: [www.other.example]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
----` + backend("edge", "web", "198.18.60.2"),
+		objects: namespace("edge", "") +
+			gatewayYAML("edge", "shop", "trellis-edge", `[{name: http, protocol: HTTP, port: 8080, hostname: "*.shop.example"}]`) +
+			routeYAML("HTTPRoute", "edge", "cart", `{parentRefs: [{name: shop}], hostnames: [cart.shop.example, cart.other.example], rules: [{backendRefs: [{name: web, port: 80}]}]}`) +
+			routeYAML("HTTPRoute", "edge", "elsewhere", `{parentRefs: [{name: shop}], hostnames: [www.other.example], rules: [{backendRefs: [{name: web, port: 80}]}]}`) +
+			backend("edge", "web", "198.18.60.2"),
 		check: func() error {
 			gw, err := gateway("edge", "shop")
 			if err != nil {
@@ -327,13 +250,8 @@ spec:
   addresses: [{type: IPAddress, value: 10.0.0.1}]
   listeners: [{name: http, protocol: HTTP, port: 80}]
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: tuned, namespace: gwbad}
-spec:
-  gatewayClassName: trellis-tuned
-  listeners: [{name: http, protocol: HTTP, port: 80}]
-`,
+` +
+			gatewayYAML("gwbad", "tuned", "trellis-tuned", httpListener),
 		check: func() error {
 			gw, err := gateway("gwbad", "pinned")
 			if err != nil {
@@ -360,26 +278,11 @@ spec:
 		},
 	}, {
 		name: "route parents: no matching parent, not allowed by listeners",
-		objects: namespace("parents", "") + namespace("parents-b", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: parents-net, namespace: parents}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: lost, namespace: parents}
-spec:
-  parentRefs: [{name: parents-net, sectionName: https}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: outsider, namespace: parents-b}
-spec:
-  parentRefs: [{name: parents-net, namespace: parents}]
-`,
+		objects: namespace("parents", "") +
+			namespace("parents-b", "") +
+			gatewayYAML("parents", "parents-net", "trellis", httpListener) +
+			routeYAML("HTTPRoute", "parents", "lost", `{parentRefs: [{name: parents-net, sectionName: https}]}`) +
+			routeYAML("HTTPRoute", "parents-b", "outsider", `{parentRefs: [{name: parents-net, namespace: parents}]}`),
 		check: func() error {
 			if err := routeConds("parents", "lost", "parents-net", "https", cond("Accepted", False, "NoMatchingParent")); err != nil {
 				return err
@@ -388,42 +291,13 @@ spec:
 		},
 	}, {
 		name: "backend refs: not found, invalid kind, not permitted until a ReferenceGrant, unsupported protocol",
-		objects: namespace("refs", "") + namespace("refs-other", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: refs-net, namespace: refs}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: missing, namespace: refs}
-spec:
-  parentRefs: [{name: refs-net}]
-  rules: [{backendRefs: [{name: nothing, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: kind, namespace: refs}
-spec:
-  parentRefs: [{name: refs-net}]
-  rules: [{backendRefs: [{group: "", kind: ConfigMap, name: web, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: cross, namespace: refs}
-spec:
-  parentRefs: [{name: refs-net}]
-  rules: [{backendRefs: [{name: web, namespace: refs-other, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: udp, namespace: refs}
-spec:
-  parentRefs: [{name: refs-net}]
-  rules: [{backendRefs: [{name: dns, port: 53}]}]
----
+		objects: namespace("refs", "") +
+			namespace("refs-other", "") +
+			gatewayYAML("refs", "refs-net", "trellis", httpListener) +
+			routeYAML("HTTPRoute", "refs", "missing", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{name: nothing, port: 80}]}]}`) +
+			routeYAML("HTTPRoute", "refs", "kind", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{group: "", kind: ConfigMap, name: web, port: 80}]}]}`) +
+			routeYAML("HTTPRoute", "refs", "cross", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{name: web, namespace: refs-other, port: 80}]}]}`) +
+			routeYAML("HTTPRoute", "refs", "udp", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{name: dns, port: 53}]}]}`) + `
 apiVersion: v1
 kind: Service
 metadata: {name: dns, namespace: refs}
@@ -462,14 +336,7 @@ spec:
 		},
 	}, {
 		name: "partially invalid: an invalid rule is dropped, the rest served",
-		objects: namespace("partial", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: partial-net, namespace: partial}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
+		objects: namespace("partial", "") + gatewayYAML("partial", "partial-net", "trellis", httpListener) + `
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: half, namespace: partial}
@@ -501,24 +368,10 @@ spec:
 		},
 	}, {
 		name: "namespace selector: admitted once the namespace has the label",
-		objects: namespace("sel", "") + namespace("sel-team", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: sel-net, namespace: sel}
-spec:
-  gatewayClassName: trellis
-  listeners:
-    - name: http
-      protocol: HTTP
-      port: 80
-      allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {team: a}}}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: app, namespace: sel-team}
-spec:
-  parentRefs: [{name: sel-net, namespace: sel}]
-`,
+		objects: namespace("sel", "") + namespace("sel-team", "") +
+			gatewayYAML("sel", "sel-net", "trellis",
+				`[{name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {team: a}}}}}]`) +
+			routeYAML("HTTPRoute", "sel-team", "app", `{parentRefs: [{name: sel-net, namespace: sel}]}`),
 		check: func() error {
 			return routeConds("sel-team", "app", "sel-net", "", cond("Accepted", False, "NotAllowedByListeners"))
 		},
@@ -532,20 +385,9 @@ spec:
 		},
 	}, {
 		name: "observedGeneration follows the spec",
-		objects: namespace("gen", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gen-net, namespace: gen}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: app, namespace: gen}
-spec:
-  parentRefs: [{name: gen-net}]
-`,
+		objects: namespace("gen", "") +
+			gatewayYAML("gen", "gen-net", "trellis", httpListener) +
+			routeYAML("HTTPRoute", "gen", "app", `{parentRefs: [{name: gen-net}]}`),
 		check: func() error { return routeConds("gen", "app", "gen-net", "", accepted) },
 		then: func(t *testing.T) {
 			update(t, e.kc, &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "gen", Name: "app"}}, func(r *gatewayv1.HTTPRoute) {
