@@ -106,13 +106,20 @@ func clusterTarget(t testing.TB, srv *httptest.Server, cluster string) model.Tar
 	return tt
 }
 
+// westAPIGroup is target group "api", owned by west, of one target in
+// west: an identityBackend answering as west-api.
+func westAPIGroup(t *testing.T) model.TargetGroup {
+	t.Helper()
+	tg := group("api", clusterTarget(t, identityBackend(t, "west-api"), "west"))
+	tg.Owner = "west"
+	return tg
+}
+
 // A request for another cluster's target crosses the hop to that cluster's
 // proxy, which delivers it; the caller's workload identity travels with it.
 func TestPeerHopDeliversWithIdentity(t *testing.T) {
 	w := newHopWorld(t)
-	api := identityBackend(t, "west-api")
-	tg := group("api", clusterTarget(t, api, "west"))
-	tg.Owner = "west"
+	tg := westAPIGroup(t)
 	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
 	for i := range snap.Networks {
 		snap.Networks[i].Owner = "east"
@@ -327,9 +334,7 @@ func TestGRPCAcrossThePeerHop(t *testing.T) {
 // target is in west either way.
 func TestPolicyAcrossClusters(t *testing.T) {
 	w := newHopWorld(t)
-	api := identityBackend(t, "west-api")
-	tg := group("api", clusterTarget(t, api, "west"))
-	tg.Owner = "west"
+	tg := westAPIGroup(t)
 	svc := edgeService("api", []string{"api.example.com"}, model.Rule{Action: forward(to("api", 1))})
 	svc.Owner = "east"
 	svc.Auth = &model.Auth{Policy: json.RawMessage(`{"Statement": [

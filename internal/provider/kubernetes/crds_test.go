@@ -249,18 +249,7 @@ func TestUpInstallsCRDsAndPublishesBindAddress(t *testing.T) {
 	})
 	// The published address is where the proxy serves the Gateway.
 	hc := c.NS.HTTPClient(5 * time.Second)
-	testsync.Eventually(t, 30*time.Second, "the route served on "+bind+":8080", func() error {
-		resp, err := hc.Get("http://" + bind + ":8080/")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK || string(body) != "web" {
-			return fmt.Errorf("%s %q", resp.Status, body)
-		}
-		return nil
-	})
+	testsync.Eventually(t, 30*time.Second, "the route served on "+bind+":8080", serves(hc, "http://"+bind+":8080/", "", "web"))
 }
 
 // controller-runtime's components and client-go log through the logger

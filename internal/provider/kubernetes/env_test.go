@@ -100,19 +100,8 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 		kubeConfig = opts.identity(c, e.kc)
 	}
 
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "trellis.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ln, err := c.NS.Listen("tcp", apiAddr+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: server.New(st, server.Config{Tokens: map[string]string{token: cluster}, Heartbeat: time.Second})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	e.apiURL = "http://" + ln.Addr().String()
+	e.apiURL = serveControlPlane(t, c, map[string]string{token: cluster})
+	var err error
 	if e.cp, err = tclient.New(e.apiURL, token, tclient.Options{HTTPClient: c.NS.HTTPClient(0)}); err != nil {
 		t.Fatal(err)
 	}
@@ -232,16 +221,43 @@ func (e *env) proxy(t testing.TB, bind string) {
 	t.Helper()
 	cmd := exec.Command(trellisBin, "proxy", "--server", e.apiURL, "--cluster", cluster, "--bind", bind, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "TRELLIS_TOKEN="+token)
+	start(t, e.Cluster, cmd)
+}
+
+// serveControlPlane runs a control plane over a bolt store inside c's
+// network namespace, accepting tokens (token → cluster), and returns its
+// URL.
+func serveControlPlane(t testing.TB, c *kube.Cluster, tokens map[string]string) string {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "trellis.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ln, err := c.NS.Listen("tcp", apiAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: server.New(st, server.Config{Tokens: tokens, Heartbeat: time.Second})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// start runs cmd inside c's network namespace until the test ends, and logs
+// its output if the test failed.
+func start(t testing.TB, c *kube.Cluster, cmd *exec.Cmd) {
+	t.Helper()
 	var out testsync.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := e.NS.Start(cmd); err != nil {
+	if err := c.NS.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
 		if t.Failed() {
-			t.Logf("proxy output:\n%s", out.String())
+			t.Logf("%s output:\n%s", strings.Join(cmd.Args, " "), out.String())
 		}
 	})
 }

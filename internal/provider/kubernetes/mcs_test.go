@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -30,8 +28,6 @@ import (
 	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/kubernetes"
-	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/test/kube"
 	"trellis.dev/trellis/test/testsync"
 )
@@ -61,21 +57,7 @@ func newMCSEnv(t *testing.T) *mcsEnv {
 	b := &mcsCluster{name: "b", Cluster: kube.Start(t, kube.Options{})}
 	a.kc, b.kc = a.Client(t), b.Client(t)
 
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "trellis.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ln, err := a.NS.Listen("tcp", apiAddr+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: server.New(st, server.Config{
-		Tokens: map[string]string{"token-a": "a", "token-b": "b"}, Heartbeat: time.Second,
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	url := "http://" + ln.Addr().String()
+	url := serveControlPlane(t, a.Cluster, map[string]string{"token-a": "a", "token-b": "b"})
 
 	e := &mcsEnv{a: a, b: b}
 	for _, c := range []*mcsCluster{a, b} {

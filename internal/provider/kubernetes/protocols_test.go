@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"trellis.dev/trellis/internal/model"
@@ -60,32 +61,11 @@ func (e *env) listenerCondition(ns, gw, listener, typ string, status metav1.Cond
 func TestCertificateRefs(t *testing.T) {
 	e := newEnv(t)
 	ca := pki.NewCA(t)
-	e.create(t, classes+namespace("tlsgw", "")+namespace("certs", "")+`
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: tlsgw}
-spec:
-  gatewayClassName: trellis-edge
-  listeners:
-    - name: local
-      protocol: HTTPS
-      port: 443
-      hostname: shop.example.com
-      tls: {certificateRefs: [{name: shop}]}
-    - name: remote
-      protocol: HTTPS
-      port: 443
-      hostname: api.example.com
-      tls: {certificateRefs: [{name: api, namespace: certs}]}
-    - name: broken
-      protocol: HTTPS
-      port: 8443
-      tls: {certificateRefs: [{name: broken}]}
-    - name: passthrough
-      protocol: TLS
-      port: 9443
-      tls: {mode: Passthrough}
-`)
+	e.create(t, classes+namespace("tlsgw", "")+namespace("certs", "")+gatewayYAML("tlsgw", "web", "trellis-edge", `[
+  {name: local, protocol: HTTPS, port: 443, hostname: shop.example.com, tls: {certificateRefs: [{name: shop}]}},
+  {name: remote, protocol: HTTPS, port: 443, hostname: api.example.com, tls: {certificateRefs: [{name: api, namespace: certs}]}},
+  {name: broken, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: broken}]}},
+  {name: passthrough, protocol: TLS, port: 9443, tls: {mode: Passthrough}}]`))
 	e.tlsSecret(t, ca, "tlsgw", "shop", "shop.example.com")
 	e.tlsSecret(t, ca, "certs", "api", "api.example.com")
 	if err := e.kc.Create(context.Background(), &corev1.Secret{
@@ -164,19 +144,8 @@ func TestHTTPSThroughProxy(t *testing.T) {
 	e.proxy(t, proxyBind)
 	ca := pki.NewCA(t)
 	serveName(t, e, "198.18.67.1:8080", "secure")
-	e.create(t, classes+namespace("https", "")+backend("https", "web", "198.18.67.1")+`
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: https}
-spec:
-  gatewayClassName: trellis-edge
-  listeners:
-    - name: https
-      protocol: HTTPS
-      port: 8443
-      tls: {certificateRefs: [{name: shop}]}
----
-`+
+	e.create(t, classes+namespace("https", "")+backend("https", "web", "198.18.67.1")+
+		gatewayYAML("https", "web", "trellis-edge", `[{name: https, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: shop}]}}]`)+
 		routeYAML("HTTPRoute", "https", "shop", `{parentRefs: [{name: web}], hostnames: [shop.example.com], rules: [{backendRefs: [{name: web, port: 80}]}]}`))
 	e.tlsSecret(t, ca, "https", "shop", "shop.example.com")
 	addr := net.JoinHostPort(e.gatewayAddress(t, "https", "web"), "8443")
@@ -198,6 +167,21 @@ spec:
 			return fmt.Errorf("served a certificate for %v", got)
 		}
 		return nil
+	})
+}
+
+// waitRouteAccepted waits until route, read anew into itself, has one
+// parent status and it is Accepted; status points into route.
+func (e *env) waitRouteAccepted(t testing.TB, route client.Object, status *gatewayv1.RouteStatus) {
+	t.Helper()
+	testsync.Eventually(t, 20*time.Second, "route "+route.GetName()+" accepted", func() error {
+		if err := e.kc.Get(context.Background(), client.ObjectKeyFromObject(route), route); err != nil {
+			return err
+		}
+		if len(status.Parents) != 1 {
+			return fmt.Errorf("%d parent statuses", len(status.Parents))
+		}
+		return hasCondition(status.Parents[0].Conditions, "Accepted", True, "Accepted", route.GetGeneration())
 	})
 }
 
@@ -248,16 +232,8 @@ spec:
     - matches: [{method: {service: grpc.health.v1.Health, method: Check}}]
       backendRefs: [{name: health, port: 9000}]
 `)
-	testsync.Eventually(t, 20*time.Second, "the GRPCRoute accepted", func() error {
-		r := &gatewayv1.GRPCRoute{}
-		if err := e.kc.Get(context.Background(), types.NamespacedName{Namespace: "grpc", Name: "health"}, r); err != nil {
-			return err
-		}
-		if len(r.Status.Parents) != 1 {
-			return fmt.Errorf("%d parent statuses", len(r.Status.Parents))
-		}
-		return hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation)
-	})
+	grpcRoute := &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "grpc", Name: "health"}}
+	e.waitRouteAccepted(t, grpcRoute, &grpcRoute.Status.RouteStatus)
 	tgs := e.controlPlane(t).TargetGroups
 	if i := slices.IndexFunc(tgs, func(tg model.TargetGroup) bool { return tg.Name == "health-grpc-9000-grpc" }); i < 0 || tgs[i].ProtocolVersion != model.GRPC {
 		t.Fatalf("no GRPC target group health-grpc-9000-grpc in %v", tgs)
@@ -331,14 +307,6 @@ func TestTLSRouteThroughProxy(t *testing.T) {
 		}
 		return nil
 	})
-	testsync.Eventually(t, 20*time.Second, "the TLSRoute accepted", func() error {
-		r := &gatewayv1.TLSRoute{}
-		if err := e.kc.Get(context.Background(), types.NamespacedName{Namespace: "passthrough", Name: "db"}, r); err != nil {
-			return err
-		}
-		if len(r.Status.Parents) != 1 {
-			return fmt.Errorf("%d parent statuses", len(r.Status.Parents))
-		}
-		return hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation)
-	})
+	tlsRoute := &gatewayv1.TLSRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "passthrough", Name: "db"}}
+	e.waitRouteAccepted(t, tlsRoute, &tlsRoute.Status.RouteStatus)
 }

@@ -199,20 +199,10 @@ func TestStatus(t *testing.T) {
 		// created (the CRD's validation refuses them), so HostnameConflict
 		// is covered by the translator's golden cases only.
 		name: "listeners: unsupported protocol, invalid route kinds",
-		objects: namespace("listeners", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: mixed, namespace: listeners}
-spec:
-  gatewayClassName: trellis-edge
-  listeners:
-    - {name: http, protocol: HTTP, port: 80}
-    - {name: tcp, protocol: TCP, port: 5432}
-    - name: kinds
-      protocol: HTTP
-      port: 81
-      allowedRoutes: {kinds: [{kind: TCPRoute}]}
-`,
+		objects: namespace("listeners", "") + gatewayYAML("listeners", "mixed", "trellis-edge", `[
+  {name: http, protocol: HTTP, port: 80},
+  {name: tcp, protocol: TCP, port: 5432},
+  {name: kinds, protocol: HTTP, port: 81, allowedRoutes: {kinds: [{kind: TCPRoute}]}}]`),
 		check: func() error {
 			gw, err := gateway("listeners", "mixed")
 			if err != nil {

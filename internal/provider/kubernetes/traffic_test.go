@@ -60,6 +60,17 @@ func (e *env) gatewayURL(t testing.TB, ns, name string) string {
 	return "http://" + net.JoinHostPort(e.gatewayAddress(t, ns, name), "8080")
 }
 
+// serves checks that a request for host to url is answered 200 with want.
+func serves(hc *http.Client, url, host, want string) func() error {
+	return func() error {
+		body, err := get(hc, url, host)
+		if err == nil && body != want {
+			err = fmt.Errorf("got %q, want %q", body, want)
+		}
+		return err
+	}
+}
+
 // get sends one request and returns the body of a 200 answer.
 func get(hc *http.Client, url, host string) (string, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
@@ -92,26 +103,13 @@ func TestWeightChangeReachesTheProxy(t *testing.T) {
 	serveName(t, e, "198.18.61.1:8080", "blue")
 	serveName(t, e, "198.18.61.2:8080", "green")
 	e.create(t, classes+edgeGateway("weights")+backend("weights", "blue", "198.18.61.1")+
-		backend("weights", "green", "198.18.61.2")+`
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: split, namespace: weights}
-spec:
-  parentRefs: [{name: web}]
-  rules:
-    - backendRefs:
-        - {name: blue, port: 80, weight: 100}
-        - {name: green, port: 80, weight: 0}
-`)
+		backend("weights", "green", "198.18.61.2")+
+		routeYAML("HTTPRoute", "weights", "split", `{parentRefs: [{name: web}], rules: [{backendRefs: [
+  {name: blue, port: 80, weight: 100},
+  {name: green, port: 80, weight: 0}]}]}`))
 	url := e.gatewayURL(t, "weights", "web")
 	hc := e.NS.HTTPClient(5 * time.Second)
-	testsync.Eventually(t, 20*time.Second, "blue served", func() error {
-		body, err := get(hc, url, "split.example")
-		if err == nil && body != "blue" {
-			err = fmt.Errorf("got %q", body)
-		}
-		return err
-	})
+	testsync.Eventually(t, 20*time.Second, "blue served", serves(hc, url, "split.example", "blue"))
 
 	setWeights := func(blue, green int32) {
 		update(t, e.kc, &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "weights", Name: "split"}}, func(r *gatewayv1.HTTPRoute) {
@@ -286,18 +284,7 @@ func TestUpWithKubeconfig(t *testing.T) {
 	e := &env{Cluster: c, kc: c.Client(t)}
 	cmd := exec.Command(trellisBin, "up", "--kubeconfig", c.Kubeconfig, "--gateway-addresses", pool,
 		"--bind", proxyBind, "--api-listen", apiAddr+":0", "--log-level", "warn")
-	var out testsync.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := c.NS.Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("trellis up output:\n%s", out.String())
-		}
-	})
+	start(t, c, cmd)
 	serveName(t, e, "198.18.64.1:8080", "up")
 	e.create(t, classes+edgeGateway("up")+
 		backend("up", "web", "198.18.64.1")+
@@ -307,11 +294,5 @@ func TestUpWithKubeconfig(t *testing.T) {
 		t.Errorf("the Gateway published %s, want the pool's first address %s", url, gatewayAddr)
 	}
 	hc := e.NS.HTTPClient(5 * time.Second)
-	testsync.Eventually(t, 20*time.Second, "the route served", func() error {
-		body, err := get(hc, url, "anything.example")
-		if err == nil && body != "up" {
-			err = fmt.Errorf("got %q", body)
-		}
-		return err
-	})
+	testsync.Eventually(t, 20*time.Second, "the route served", serves(hc, url, "anything.example", "up"))
 }
