@@ -18,16 +18,8 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/pki"
+	testpki "trellis.dev/trellis/test/pki"
 )
-
-func identity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
-	t.Helper()
-	id, err := ca.IssueIdentity(cluster, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
 
 // eastToWest starts west's peer listener, delivering to backend, and
 // returns it with east's client, which has west's address as the peer of
@@ -36,7 +28,7 @@ func identity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
 func eastToWest(t testing.TB, ca *pki.CA, backend *httptest.Server, westAs string) (*peerSide, *Client) {
 	t.Helper()
 	west := startPeer(t, ca, "west", backend)
-	c := NewClient(identity(t, ca, "east"), ca.Pool())
+	c := NewClient(testpki.ClusterIdentity(t, ca, "east"), ca.Pool())
 	t.Cleanup(c.Close)
 	c.SetPeers(map[string]string{west.addr: westAs})
 	return west, c
@@ -97,7 +89,7 @@ func startPeer(t testing.TB, ca *pki.CA, cluster string, backend *httptest.Serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := TLSConfig(identity(t, ca, cluster), ca.Pool())
+	cfg := TLSConfig(testpki.ClusterIdentity(t, ca, cluster), ca.Pool())
 	inner := cfg.GetCertificate
 	cfg.GetCertificate = func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		ps.handshakes.Add(1)
@@ -223,7 +215,7 @@ func TestHopRefusesTheWrongPeer(t *testing.T) {
 
 	// A client with a certificate of another CA is refused by the peer.
 	other, _ := pki.NewCA(time.Now())
-	stranger := NewClient(identity(t, other, "east"), ca.Pool())
+	stranger := NewClient(testpki.ClusterIdentity(t, other, "east"), ca.Pool())
 	defer stranger.CloseIdleConnections()
 	stranger.SetPeers(map[string]string{west.addr: "west"})
 	if _, err := stranger.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), Request{Cluster: "west", Addr: west.addr, TargetGroup: "g", Target: "t:1"}); err == nil {

@@ -17,6 +17,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/pki"
+	testpki "trellis.dev/trellis/test/pki"
 )
 
 // hopWorld is two clusters' proxies on loopback joined by the peer hop:
@@ -29,29 +30,20 @@ type hopWorld struct {
 	eastID     *pki.Identity
 }
 
-func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
-	t.Helper()
-	id, err := ca.IssueIdentity(cluster, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 func newHopWorld(t testing.TB) *hopWorld {
 	t.Helper()
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &hopWorld{ca: ca, eastID: clusterIdentity(t, ca, "east")}
+	w := &hopWorld{ca: ca, eastID: testpki.ClusterIdentity(t, ca, "east")}
 	newProxy := func(cluster string, id *pki.Identity) *Proxy {
 		pc := peer.NewClient(id, ca.Pool())
 		t.Cleanup(pc.Close)
 		return newTestProxyWith(t, Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)})
 	}
 	w.east = newProxy("east", w.eastID)
-	westID := clusterIdentity(t, ca, "west")
+	westID := testpki.ClusterIdentity(t, ca, "west")
 	w.west = newProxy("west", westID)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -22,17 +22,9 @@ func (t *translator) grpcRules(r *route, src model.SourceRef, specRules []gatewa
 	for i := range specRules {
 		rule := &specRules[i]
 		p := fmt.Sprintf("spec.rules[%d]", i)
-		mr := model.Rule{Name: fmt.Sprintf("rule-%d", i)}
-		if rule.Name != nil {
-			mr.Name = string(*rule.Name)
-		}
-		matches := rule.Matches
-		if len(matches) == 0 {
-			matches = []gatewayv1.GRPCRouteMatch{{}}
-		}
-		for j := range matches {
-			mr.Matches = append(mr.Matches, t.grpcMatch(src, fmt.Sprintf("%s.matches[%d]", p, j), &matches[j]))
-		}
+		mr := newRule(p, i, rule.Name, rule.Matches, func(path string, m *gatewayv1.GRPCRouteMatch) model.Match {
+			return t.grpcMatch(src, path, m)
+		})
 		filters, filtersOK := t.filters(r, src, p+".filters", httpFilters(rule.Filters))
 		if rule.SessionPersistence != nil {
 			mr.SessionPersistence = t.session(r, src, p+".sessionPersistence", i, rule.SessionPersistence)

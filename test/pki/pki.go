@@ -15,6 +15,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	trellispki "trellis.dev/trellis/internal/pki"
 )
 
 // CA is a certificate authority that signs leaves.
@@ -118,4 +120,16 @@ func serial(t testing.TB) *big.Int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// ClusterIdentity issues cluster's identity, valid for an hour, from ca, a
+// CA of the product's own PKI, as the control plane issues it to that
+// cluster's proxies.
+func ClusterIdentity(t testing.TB, ca *trellispki.CA, cluster string) *trellispki.Identity {
+	t.Helper()
+	id, err := ca.IssueIdentity(cluster, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
