@@ -99,6 +99,27 @@ var httpMethods = map[gatewayv1.HTTPMethod]bool{
 	gatewayv1.HTTPMethodOptions: true, gatewayv1.HTTPMethodTrace: true, gatewayv1.HTTPMethodPatch: true,
 }
 
+// headerMatches translates the header matches of the match at p, Exact
+// unless they say otherwise. A header matched again is a problem and left
+// out: the Gateway API honours the first match of a name only.
+func (t *translator) headerMatches(src model.SourceRef, p string, headers []gatewayv1.HTTPHeaderMatch) []model.ValueMatch {
+	var out []model.ValueMatch
+	seen := map[string]int{}
+	for k, h := range headers {
+		name := strings.ToLower(string(h.Name))
+		if first, dup := seen[name]; dup {
+			t.problem(src, fmt.Sprintf("%s.headers[%d].name", p, k), string(gatewayv1.RouteReasonUnsupportedValue),
+				"header %q is already matched by headers[%d]; the Gateway API ignores all but the first", h.Name, first)
+			continue
+		}
+		seen[name] = k
+		out = append(out, model.ValueMatch{
+			Type: model.ValueMatchType(deref(h.Type, gatewayv1.HeaderMatchExact)), Name: string(h.Name), Value: h.Value,
+		})
+	}
+	return out
+}
+
 // match translates one match, applying the Gateway API defaults: path
 // PathPrefix "/", header and query matches Exact. Values the model rejects
 // are passed on for its validation to name.
@@ -115,20 +136,8 @@ func (t *translator) match(src model.SourceRef, p string, m *gatewayv1.HTTPRoute
 		}
 		out.Method = string(*m.Method)
 	}
+	out.Headers = t.headerMatches(src, p, m.Headers)
 	seen := map[string]int{}
-	for k, h := range m.Headers {
-		name := strings.ToLower(string(h.Name))
-		if first, dup := seen[name]; dup {
-			t.problem(src, fmt.Sprintf("%s.headers[%d].name", p, k), string(gatewayv1.RouteReasonUnsupportedValue),
-				"header %q is already matched by headers[%d]; the Gateway API ignores all but the first", h.Name, first)
-			continue
-		}
-		seen[name] = k
-		out.Headers = append(out.Headers, model.ValueMatch{
-			Type: model.ValueMatchType(deref(h.Type, gatewayv1.HeaderMatchExact)), Name: string(h.Name), Value: h.Value,
-		})
-	}
-	clear(seen)
 	for k, q := range m.QueryParams {
 		if first, dup := seen[string(q.Name)]; dup {
 			t.problem(src, fmt.Sprintf("%s.queryParams[%d].name", p, k), string(gatewayv1.RouteReasonUnsupportedValue),
