@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/translate"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // wait bounds how long a test waits for something that should happen.
@@ -126,25 +127,13 @@ func (h *harness) edit(name, old, new string) {
 // result waits for the outcome of the next attempt.
 func (h *harness) result() error {
 	h.t.Helper()
-	select {
-	case err := <-h.results:
-		return err
-	case <-time.After(wait):
-		h.t.Fatal("no attempt to load the directory")
-		return nil
-	}
+	return testsync.Receive(h.t, h.results, wait, "an attempt to load the directory")
 }
 
 // nextApply waits for the next apply.
 func (h *harness) nextApply() *translate.Output {
 	h.t.Helper()
-	select {
-	case out := <-h.applied:
-		return out
-	case <-time.After(wait):
-		h.t.Fatal("nothing applied")
-		return nil
-	}
+	return testsync.Receive(h.t, h.applied, wait, "an apply")
 }
 
 // quiet checks that nothing is attempted for a while.
