@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/grpchealth"
 	"trellis.dev/trellis/test/pki"
 )
 
@@ -251,12 +252,7 @@ func grpcHealthTarget(t testing.TB, cluster string) (model.TargetGroup, *health.
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
+	hs := grpchealth.Serve(t, ln)
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
 	n, _ := strconv.Atoi(port)
 	tg := versioned(group("grpc", model.Target{Address: host, Port: int32(n), Cluster: cluster, State: model.TargetActive}), model.ProtocolHTTP, model.GRPC)

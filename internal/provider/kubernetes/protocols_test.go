@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +22,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/grpchealth"
 	"trellis.dev/trellis/test/pki"
 	"trellis.dev/trellis/test/testsync"
 )
@@ -214,12 +214,7 @@ func TestGRPCRouteThroughProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
+	grpchealth.Serve(t, ln)
 	e.create(t, classes+edgeGateway("grpc")+
 		serviceYAML("grpc", "health", "{port: 9000, appProtocol: grpc}", 9000, "198.18.68.1")+`
 apiVersion: gateway.networking.k8s.io/v1
