@@ -79,45 +79,63 @@ func (i *identityFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&i.joinTokenFile, "join-token-file", "", "file holding a one-time join token from `trellis cluster add NAME`, exchanged for the cluster certificate when --identity-dir holds none")
 }
 
+// clusterFlags are the flags of a component that speaks to the control
+// plane for its cluster (the proxy, the controller): --server, a token or
+// the cluster's certificate, --ca-file and --cluster.
+type clusterFlags struct {
+	serverURL, caFile, cluster string
+	tok                        tokenFlags
+	ident                      identityFlags
+}
+
+// register registers the flags; clusterUsage says what --cluster names.
+func (cf *clusterFlags) register(f *pflag.FlagSet, clusterUsage string) {
+	f.StringVar(&cf.serverURL, "server", "http://127.0.0.1:7070", serverUsage)
+	cf.tok.register(f)
+	cf.ident.register(f)
+	f.StringVar(&cf.caFile, "ca-file", "", caFileUsage)
+	f.StringVar(&cf.cluster, "cluster", "", clusterUsage+" (required with a token; with --identity-dir the certificate names it)")
+}
+
 // connect returns a control-plane client: with --identity-dir, one that
 // authenticates with the cluster's certificate (joining first if need be,
 // and renewing it until ctx ends); otherwise one with the bearer token.
-// cluster, when set, must be the certificate's; the cluster the client
+// --cluster, when set, must be the certificate's; the cluster the client
 // speaks for is returned.
-func connect(ctx context.Context, serverURL, caFile, cluster string, tok tokenFlags, id identityFlags, log *slog.Logger) (*client.Client, string, *pki.Identity, error) {
-	if id.dir == "" {
-		if id.joinTokenFile != "" {
+func (cf *clusterFlags) connect(ctx context.Context, log *slog.Logger) (*client.Client, string, *pki.Identity, error) {
+	if cf.ident.dir == "" {
+		if cf.ident.joinTokenFile != "" {
 			return nil, "", nil, errors.New("--join-token-file needs --identity-dir, where the certificate it gets is kept")
 		}
-		if cluster == "" {
+		if cf.cluster == "" {
 			return nil, "", nil, errors.New("--cluster is required with a token (with --identity-dir the certificate names the cluster)")
 		}
-		token, err := tok.get()
+		token, err := cf.tok.get()
 		if err != nil {
 			return nil, "", nil, err
 		}
-		c, err := newAPIClient(serverURL, token, caFile, log)
-		return c, cluster, nil, err
+		c, err := newAPIClient(cf.serverURL, token, cf.caFile, log)
+		return c, cf.cluster, nil, err
 	}
-	tlsCfg, err := tlsfiles.Client(caFile)
+	tlsCfg, err := tlsfiles.Client(cf.caFile)
 	if err != nil {
 		return nil, "", nil, err
 	}
 	var joinToken string
-	if id.joinTokenFile != "" {
-		b, err := os.ReadFile(id.joinTokenFile)
+	if cf.ident.joinTokenFile != "" {
+		b, err := os.ReadFile(cf.ident.joinTokenFile)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("--join-token-file: %w", err)
 		}
 		joinToken = strings.TrimSpace(string(b))
 	}
-	c, ident, err := client.Enroll(ctx, client.Enrollment{Server: serverURL, Roots: tlsCfg.RootCAs, Dir: id.dir, JoinToken: joinToken, Logger: log})
+	c, ident, err := client.Enroll(ctx, client.Enrollment{Server: cf.serverURL, Roots: tlsCfg.RootCAs, Dir: cf.ident.dir, JoinToken: joinToken, Logger: log})
 	if err != nil {
 		return nil, "", nil, err
 	}
-	if cluster != "" && cluster != ident.Cluster() {
-		return nil, "", nil, fmt.Errorf("--cluster %s, but the certificate in %s names cluster %s", cluster, id.dir, ident.Cluster())
+	if cf.cluster != "" && cf.cluster != ident.Cluster() {
+		return nil, "", nil, fmt.Errorf("--cluster %s, but the certificate in %s names cluster %s", cf.cluster, cf.ident.dir, ident.Cluster())
 	}
-	go client.KeepRenewed(ctx, c, ident, id.dir, log)
+	go client.KeepRenewed(ctx, c, ident, cf.ident.dir, log)
 	return c, ident.Cluster(), ident, nil
 }

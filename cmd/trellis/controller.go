@@ -15,12 +15,9 @@ import (
 
 func newController() *cobra.Command {
 	var (
-		serverURL, kubeconfig, pool string
-		clusterSetIP                string
-		caFile                      string
-		tok                         tokenFlags
-		ident                       identityFlags
-		cfg                         kubernetes.Config
+		kubeconfig, pool, clusterSetIP string
+		conn                           clusterFlags
+		cfg                            kubernetes.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "controller --server URL --cluster NAME",
@@ -59,18 +56,14 @@ does not serve a CRD it requires.`,
 				return fmt.Errorf("kubernetes client configuration: %w", err)
 			}
 			cfg.Logger = slog.Default()
-			if cfg.ControlPlane, cfg.Cluster, _, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
+			if cfg.ControlPlane, cfg.Cluster, _, err = conn.connect(cmd.Context(), cfg.Logger); err != nil {
 				return err
 			}
 			return kubernetes.Run(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
-	tok.register(f)
-	ident.register(f)
-	f.StringVar(&caFile, "ca-file", "", caFileUsage)
-	f.StringVar(&cfg.Cluster, "cluster", "", "name of this cluster, the owner of what the controller sends (required with a token; with --identity-dir the certificate names it)")
+	conn.register(f, "name of this cluster, the owner of what the controller sends")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration, or $KUBECONFIG)")
 	f.StringVar(&pool, "gateway-addresses", "", "CIDR edge Gateways get their addresses from, e.g. 198.18.100.0/24")
 	f.StringVar(&clusterSetIP, "clusterset-ip", "", "address of this cluster's proxy for <svc>.<ns>.svc.clusterset.local: the IP of every ClusterSetIP ServiceImport (default: none)")
