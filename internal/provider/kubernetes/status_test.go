@@ -76,6 +76,19 @@ func TestStatus(t *testing.T) {
 		}
 		return nil
 	}
+	// gatewayConds reads a Gateway and checks its conditions.
+	gatewayConds := func(ns, name string, want ...metav1.Condition) (*gatewayv1.Gateway, error) {
+		gw, err := gateway(ns, name)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range want {
+			if err := hasCondition(gw.Status.Conditions, w.Type, w.Status, w.Reason, gw.Generation); err != nil {
+				return nil, fmt.Errorf("gateway %s/%s: %w", ns, name, err)
+			}
+		}
+		return gw, nil
+	}
 	cond := func(typ string, status metav1.ConditionStatus, reason string) metav1.Condition {
 		return metav1.Condition{Type: typ, Status: status, Reason: reason}
 	}
@@ -96,14 +109,9 @@ func TestStatus(t *testing.T) {
 			routeYAML("HTTPRoute", "sn", "inventory", `{parentRefs: [{name: hotel}], rules: [{backendRefs: [{name: web, port: 80}]}]}`) +
 			backend("sn", "web", "198.18.60.1"),
 		check: func() error {
-			gw, err := gateway("sn", "hotel")
+			gw, err := gatewayConds("sn", "hotel", cond("Accepted", True, "Accepted"), cond("Programmed", True, "Programmed"))
 			if err != nil {
 				return err
-			}
-			for _, c := range []metav1.Condition{cond("Accepted", True, "Accepted"), cond("Programmed", True, "Programmed")} {
-				if err := hasCondition(gw.Status.Conditions, c.Type, c.Status, c.Reason, gw.Generation); err != nil {
-					return err
-				}
 			}
 			if len(gw.Status.Addresses) != 1 || gw.Status.Addresses[0].Value != "hotel.trellis.internal" ||
 				deref(gw.Status.Addresses[0].Type) != gatewayv1.HostnameAddressType {
@@ -156,11 +164,8 @@ func TestStatus(t *testing.T) {
 			routeYAML("HTTPRoute", "edge", "elsewhere", `{parentRefs: [{name: shop}], hostnames: [www.other.example], rules: [{backendRefs: [{name: web, port: 80}]}]}`) +
 			backend("edge", "web", "198.18.60.2"),
 		check: func() error {
-			gw, err := gateway("edge", "shop")
+			gw, err := gatewayConds("edge", "shop", cond("Programmed", True, "Programmed"))
 			if err != nil {
-				return err
-			}
-			if err := hasCondition(gw.Status.Conditions, "Programmed", True, "Programmed", gw.Generation); err != nil {
 				return err
 			}
 			if len(gw.Status.Addresses) != 1 || deref(gw.Status.Addresses[0].Type) != gatewayv1.IPAddressType {
@@ -204,11 +209,8 @@ func TestStatus(t *testing.T) {
   {name: tcp, protocol: TCP, port: 5432},
   {name: kinds, protocol: HTTP, port: 81, allowedRoutes: {kinds: [{kind: TCPRoute}]}}]`),
 		check: func() error {
-			gw, err := gateway("listeners", "mixed")
+			gw, err := gatewayConds("listeners", "mixed", cond("Accepted", True, "ListenersNotValid"))
 			if err != nil {
-				return err
-			}
-			if err := hasCondition(gw.Status.Conditions, "Accepted", True, "ListenersNotValid", gw.Generation); err != nil {
 				return err
 			}
 			want := map[string][]metav1.Condition{
@@ -243,14 +245,7 @@ spec:
 ` +
 			gatewayYAML("gwbad", "tuned", "trellis-tuned", httpListener),
 		check: func() error {
-			gw, err := gateway("gwbad", "pinned")
-			if err != nil {
-				return err
-			}
-			if err := hasCondition(gw.Status.Conditions, "Accepted", False, "UnsupportedAddress", gw.Generation); err != nil {
-				return err
-			}
-			if err := hasCondition(gw.Status.Conditions, "Programmed", False, "Invalid", gw.Generation); err != nil {
+			if _, err := gatewayConds("gwbad", "pinned", cond("Accepted", False, "UnsupportedAddress"), cond("Programmed", False, "Invalid")); err != nil {
 				return err
 			}
 			gc := &gatewayv1.GatewayClass{}
@@ -260,11 +255,8 @@ spec:
 			if err := hasCondition(gc.Status.Conditions, "Accepted", False, "InvalidParameters", gc.Generation); err != nil {
 				return fmt.Errorf("class trellis-tuned: %w", err)
 			}
-			gw, err = gateway("gwbad", "tuned")
-			if err != nil {
-				return err
-			}
-			return hasCondition(gw.Status.Conditions, "Accepted", False, "Invalid", gw.Generation)
+			_, err := gatewayConds("gwbad", "tuned", cond("Accepted", False, "Invalid"))
+			return err
 		},
 	}, {
 		name: "route parents: no matching parent, not allowed by listeners",
