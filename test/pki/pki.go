@@ -1,5 +1,6 @@
 // Package pki issues throwaway certificates for tests: a CA and leaf
-// certificates for given DNS names or IPs, as PEM, as crypto/tls wants them.
+// certificates for given DNS names or IPs, as PEM, as crypto/tls wants them;
+// and cluster identities from a CA of the product's own PKI.
 // Test support only; nothing in the product imports it.
 package pki
 

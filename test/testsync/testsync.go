@@ -1,7 +1,7 @@
 // Package testsync is test support for concurrent code, shared by the
 // tests of every package: a buffer that goroutines may write while a test
-// reads it, and polling until a condition holds. It holds only what several
-// packages' tests use alike.
+// reads it, polling until a condition holds, and receiving from a channel
+// within a timeout. It holds only what several packages' tests use alike.
 package testsync
 
 import (
