@@ -57,7 +57,8 @@ func observe(t *testing.T, cl client.Client, path string) (stop func()) {
 func (o *observer) poll(ctx context.Context) {
 	for _, kind := range []string{"GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute"} {
 		var list unstructured.UnstructuredList
-		list.SetGroupVersionKind(gatewayv1.SchemeGroupVersion.WithKind(kind + "List"))
+		list.SetAPIVersion(gatewayv1.GroupVersion.String())
+		list.SetKind(kind + "List")
 		if o.cl.List(ctx, &list) != nil {
 			continue
 		}
