@@ -128,6 +128,8 @@ func TestMalformedRequestsAre400(t *testing.T) {
 		{"POST", "/v1/txn", `{} []`},
 		{"DELETE", "/v1/servicenetworks/n?revision=8xyz", ``},
 		{"DELETE", "/v1/servicenetworks/n?revision=-1", ``},
+		{"GET", "/v1/watch?revision=8xyz", ``},
+		{"GET", "/v1/watch?revision=-1", ``},
 	}
 	for _, tt := range tests {
 		if code, msg := send(t, tt.method, url+tt.path, strings.NewReader(tt.body)); code != http.StatusBadRequest {
