@@ -233,7 +233,7 @@ func TestStatus(t *testing.T) {
 		},
 	}, {
 		name: "not accepted: unsupported address, class with parameters",
-		objects: namespace("gwbad", "") + `
+		objects: namespace("gwbad", "") + gatewayYAML("gwbad", "tuned", "trellis-tuned", httpListener) + `
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: pinned, namespace: gwbad}
@@ -241,9 +241,7 @@ spec:
   gatewayClassName: trellis
   addresses: [{type: IPAddress, value: 10.0.0.1}]
   listeners: [{name: http, protocol: HTTP, port: 80}]
----
-` +
-			gatewayYAML("gwbad", "tuned", "trellis-tuned", httpListener),
+`,
 		check: func() error {
 			if _, err := gatewayConds("gwbad", "pinned", cond("Accepted", False, "UnsupportedAddress"), cond("Programmed", False, "Invalid")); err != nil {
 				return err
@@ -279,13 +277,14 @@ spec:
 			routeYAML("HTTPRoute", "refs", "missing", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{name: nothing, port: 80}]}]}`) +
 			routeYAML("HTTPRoute", "refs", "kind", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{group: "", kind: ConfigMap, name: web, port: 80}]}]}`) +
 			routeYAML("HTTPRoute", "refs", "cross", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{name: web, namespace: refs-other, port: 80}]}]}`) +
-			routeYAML("HTTPRoute", "refs", "udp", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{name: dns, port: 53}]}]}`) + `
+			routeYAML("HTTPRoute", "refs", "udp", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{name: dns, port: 53}]}]}`) +
+			backend("refs-other", "web", "198.18.60.3") + `
 apiVersion: v1
 kind: Service
 metadata: {name: dns, namespace: refs}
 spec:
   ports: [{port: 53, protocol: UDP}]
----` + backend("refs-other", "web", "198.18.60.3"),
+`,
 		check: func() error {
 			for name, reason := range map[string]string{"missing": "BackendNotFound", "kind": "InvalidKind", "cross": "RefNotPermitted", "udp": "UnsupportedProtocol"} {
 				// A route with a bad backend is still accepted: that
@@ -318,7 +317,8 @@ spec:
 		},
 	}, {
 		name: "partially invalid: an invalid rule is dropped, the rest served",
-		objects: namespace("partial", "") + gatewayYAML("partial", "partial-net", "trellis", httpListener) + `
+		objects: namespace("partial", "") + gatewayYAML("partial", "partial-net", "trellis", httpListener) +
+			backend("partial", "web", "198.18.60.4") + `
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: half, namespace: partial}
@@ -328,7 +328,7 @@ spec:
     - matches: [{path: {type: RegularExpression, value: "/(?=x)"}}]
       backendRefs: [{name: web, port: 80}]
     - backendRefs: [{name: web, port: 80}]
----` + backend("partial", "web", "198.18.60.4"),
+`,
 		check: func() error {
 			if err := routeConds("partial", "half", "partial-net", "", accepted, resolved,
 				cond("PartiallyInvalid", True, "UnsupportedValue")); err != nil {
