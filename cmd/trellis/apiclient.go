@@ -86,6 +86,24 @@ func (i *identityFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&i.joinTokenFile, "join-token-file", "", "file holding a one-time join token from `trellis cluster add NAME`, exchanged for the cluster certificate when the identity store holds none")
 }
 
+// clusterFlags are the flags of a component that speaks to the control
+// plane for its cluster (the proxy, the controller): --server, a token or
+// the cluster's certificate, --ca-file and --cluster.
+type clusterFlags struct {
+	serverURL, caFile, cluster string
+	tok                        tokenFlags
+	ident                      identityFlags
+}
+
+// register registers the flags; clusterUsage says what --cluster names.
+func (cf *clusterFlags) register(f *pflag.FlagSet, clusterUsage string) {
+	f.StringVar(&cf.serverURL, "server", "http://127.0.0.1:7070", serverUsage)
+	cf.tok.register(f)
+	cf.ident.register(f)
+	f.StringVar(&cf.caFile, "ca-file", "", caFileUsage)
+	f.StringVar(&cf.cluster, "cluster", "", clusterUsage+" (required with a token; with --identity-dir the certificate names it)")
+}
+
 // registerReadOnly registers --identity-read-only (the proxy's).
 func (i *identityFlags) registerReadOnly(f *pflag.FlagSet) {
 	f.BoolVar(&i.readOnly, "identity-read-only", false, "never write --identity-dir (a mounted Secret the controller keeps with --identity-secret): take up the certificates written there, and renew in memory should one not come in time")
@@ -98,9 +116,10 @@ const identityFollowInterval = 10 * time.Second
 // connect returns a control-plane client: with an identity store, one that
 // authenticates with the cluster's certificate (joining first if need be,
 // and renewing it until ctx ends); otherwise one with the bearer token.
-// cluster, when set, must be the certificate's; the cluster the client
+// --cluster, when set, must be the certificate's; the cluster the client
 // speaks for is returned.
-func connect(ctx context.Context, serverURL, caFile, cluster string, tok tokenFlags, id identityFlags, log *slog.Logger) (*client.Client, string, *pki.Identity, error) {
+func (cf *clusterFlags) connect(ctx context.Context, log *slog.Logger) (*client.Client, string, *pki.Identity, error) {
+	id := cf.ident
 	store := id.store
 	if store == nil && id.dir != "" {
 		store = client.DirStore(id.dir)
@@ -112,20 +131,20 @@ func connect(ctx context.Context, serverURL, caFile, cluster string, tok tokenFl
 		if id.readOnly {
 			return nil, "", nil, errors.New("--identity-read-only needs --identity-dir")
 		}
-		if cluster == "" {
+		if cf.cluster == "" {
 			return nil, "", nil, errors.New("--cluster is required with a token (with --identity-dir the certificate names the cluster)")
 		}
-		token, err := tok.get()
+		token, err := cf.tok.get()
 		if err != nil {
 			return nil, "", nil, err
 		}
-		c, err := newAPIClient(serverURL, token, caFile, log)
-		return c, cluster, nil, err
+		c, err := newAPIClient(cf.serverURL, token, cf.caFile, log)
+		return c, cf.cluster, nil, err
 	}
 	if id.readOnly && id.joinTokenFile != "" {
 		return nil, "", nil, errors.New("--join-token-file cannot be used with --identity-read-only: the certificate it gets could not be kept")
 	}
-	tlsCfg, err := tlsfiles.Client(caFile)
+	tlsCfg, err := tlsfiles.Client(cf.caFile)
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -144,7 +163,7 @@ func connect(ctx context.Context, serverURL, caFile, cluster string, tok tokenFl
 		}
 		joinToken = strings.TrimSpace(string(b))
 	}
-	c, ident, err := client.Enroll(ctx, client.Enrollment{Server: serverURL, Roots: tlsCfg.RootCAs, Store: store, JoinToken: joinToken, Cluster: cluster, Logger: log})
+	c, ident, err := client.Enroll(ctx, client.Enrollment{Server: cf.serverURL, Roots: tlsCfg.RootCAs, Store: store, JoinToken: joinToken, Cluster: cf.cluster, Logger: log})
 	if err != nil {
 		if tokenMissing {
 			return nil, "", nil, fmt.Errorf("%w (--join-token-file %s does not exist)", err, id.joinTokenFile)

@@ -18,13 +18,10 @@ import (
 
 func newController() *cobra.Command {
 	var (
-		serverURL, kubeconfig, pool string
-		identitySecret              string
-		clusterSetIP                string
-		caFile                      string
-		tok                         tokenFlags
-		ident                       identityFlags
-		cfg                         kubernetes.Config
+		kubeconfig, pool, clusterSetIP string
+		identitySecret                 string
+		conn                           clusterFlags
+		cfg                            kubernetes.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "controller --server URL --cluster NAME",
@@ -64,18 +61,18 @@ does not serve a CRD it requires.`,
 			}
 			cfg.Logger = slog.Default()
 			if identitySecret != "" {
-				if ident.dir != "" {
+				if conn.ident.dir != "" {
 					return errors.New("--identity-secret and --identity-dir are two places to keep the identity: give one")
 				}
-				if cfg.Cluster == "" {
+				if conn.cluster == "" {
 					return errors.New("--identity-secret needs --cluster: the Secret's certificate must name it")
 				}
-				if ident.store, err = kubernetes.NewSecretStore(cfg.Kube, identitySecret); err != nil {
+				if conn.ident.store, err = kubernetes.NewSecretStore(cfg.Kube, identitySecret); err != nil {
 					return fmt.Errorf("--identity-secret: %w", err)
 				}
 			}
 			var id *pki.Identity
-			if cfg.ControlPlane, cfg.Cluster, id, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
+			if cfg.ControlPlane, cfg.Cluster, id, err = conn.connect(cmd.Context(), cfg.Logger); err != nil {
 				return err
 			}
 			if id != nil {
@@ -85,12 +82,8 @@ does not serve a CRD it requires.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
-	tok.register(f)
-	ident.register(f)
+	conn.register(f, "name of this cluster, the owner of what the controller sends")
 	f.StringVar(&identitySecret, "identity-secret", "", "keep the cluster certificate in this Secret (NAMESPACE/NAME) instead of --identity-dir: joined with --join-token-file when it holds none, renewed in it; proxies mount it with --identity-read-only. Needs --cluster")
-	f.StringVar(&caFile, "ca-file", "", caFileUsage)
-	f.StringVar(&cfg.Cluster, "cluster", "", "name of this cluster, the owner of what the controller sends (required with a token; with --identity-dir the certificate names it)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration, or $KUBECONFIG)")
 	f.StringVar(&pool, "gateway-addresses", "", "CIDR edge Gateways get their addresses from, e.g. 198.18.100.0/24")
 	f.StringVar(&clusterSetIP, "clusterset-ip", "", "address of this cluster's proxy for <svc>.<ns>.svc.clusterset.local: the IP of every ClusterSetIP ServiceImport (default: none)")

@@ -27,11 +27,10 @@ const (
 
 func newProxy() *cobra.Command {
 	var (
-		serverURL, caFile, accessLog string
-		tok                          tokenFlags
-		ident                        identityFlags
-		peerCfg                      runner.PeerConfig
-		cfg                          runner.Config
+		accessLog string
+		conn      clusterFlags
+		peerCfg   runner.PeerConfig
+		cfg       runner.Config
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy --server URL --cluster NAME",
@@ -46,14 +45,14 @@ TRELLIS_TOKEN variable.`,
 			cfg.Logger, cfg.Out = slog.Default(), cmd.OutOrStdout()
 			var err error
 			var id *pki.Identity
-			if cfg.Client, cfg.Cluster, id, err = connect(cmd.Context(), serverURL, caFile, cfg.Cluster, tok, ident, cfg.Logger); err != nil {
+			if cfg.Client, cfg.Cluster, id, err = conn.connect(cmd.Context(), cfg.Logger); err != nil {
 				return err
 			}
 			if peerCfg.Listen != "" {
 				if id == nil {
 					return errors.New("--peer-listen needs --identity-dir: peers prove their cluster with its certificate")
 				}
-				if peerCfg.Roots, err = client.ClusterRoots(ident.dir); err != nil {
+				if peerCfg.Roots, err = client.ClusterRoots(conn.ident.dir); err != nil {
 					return fmt.Errorf("the control plane's CA, kept at the join: %w", err)
 				}
 				peerCfg.Identity = id
@@ -75,12 +74,8 @@ TRELLIS_TOKEN variable.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&serverURL, "server", "http://127.0.0.1:7070", serverUsage)
-	tok.register(f)
-	ident.register(f)
-	ident.registerReadOnly(f)
-	f.StringVar(&caFile, "ca-file", "", caFileUsage)
-	f.StringVar(&cfg.Cluster, "cluster", "", "name of the cluster this proxy runs in (required with a token; with --identity-dir the certificate names it)")
+	conn.register(f, "name of the cluster this proxy runs in")
+	conn.ident.registerReadOnly(f)
 	f.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address the listeners bind")
 	f.DurationVar(&cfg.Follow.IdleTimeout, "idle-timeout", 35*time.Second, "reconnect when the stream is silent this long")
 	f.StringVar(&cfg.Follow.CacheFile, "cache", "", "file keeping the last configuration, served at start while the control plane is unreachable")

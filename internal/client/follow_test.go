@@ -65,13 +65,8 @@ func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
 	go east.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second}, func(s *model.Snapshot) { snaps <- s })
 
 	next := func() *model.Snapshot {
-		select {
-		case s := <-snaps:
-			return s
-		case <-time.After(5 * time.Second):
-			t.Fatal("no snapshot within 5 s")
-			return nil
-		}
+		t.Helper()
+		return testsync.Receive(t, snaps, 5*time.Second, "snapshot")
 	}
 	first := next()
 	if len(first.Networks) != 1 || first.Networks[0].Name != "hotel" || first.Networks[0].Revision == 0 {

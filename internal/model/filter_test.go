@@ -2,18 +2,13 @@ package model
 
 import (
 	"encoding/json"
-	"slices"
 	"testing"
 	"time"
 )
 
 func TestFilterValidation(t *testing.T) {
 	redirect := func(r RedirectFilter) Filter { return Filter{Redirect: &r} }
-	tests := []struct {
-		name   string
-		mutate func(*Service)
-		want   []string
-	}{
+	tests := []mutation[Service]{
 		{"every filter valid", func(s *Service) {
 			s.Rules[0].Filters = []Filter{
 				{RequestHeaders: &HeaderFilter{Set: []Header{{Name: "X-A", Value: "1"}}, Add: []Header{{Name: "X-B", Value: "2"}}, Remove: []string{"X-C"}}},
@@ -94,15 +89,7 @@ func TestFilterValidation(t *testing.T) {
 			}
 		}, []string{"listeners[0].hostnames[0]", "listeners[0].hostnames[1]", "listeners[1].port", "listeners[2].protocol"}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := validService()
-			tt.mutate(s)
-			if got := fieldsOf(t, s.Validate()); !slices.Equal(got, tt.want) {
-				t.Errorf("fields = %v, want %v\n%v", got, tt.want, s.Validate())
-			}
-		})
-	}
+	checkMutations(t, validService, tests)
 }
 
 func TestDurationJSON(t *testing.T) {

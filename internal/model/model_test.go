@@ -41,12 +41,34 @@ func fieldsOf(t *testing.T, err error) []string {
 	return out
 }
 
+// mutation is one case of a validation table: a change to a valid object,
+// and the fields its Validate must then name (none: it stays valid).
+type mutation[T any] struct {
+	name   string
+	mutate func(*T)
+	want   []string
+}
+
+// checkMutations validates, for each case, a fresh valid() changed by the
+// case's mutate.
+func checkMutations[T any, P interface {
+	*T
+	Validate() error
+}](t *testing.T, valid func() P, tests []mutation[T]) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obj := valid()
+			tt.mutate(obj)
+			if got := fieldsOf(t, obj.Validate()); !slices.Equal(got, tt.want) {
+				t.Errorf("fields = %v, want %v\n%v", got, tt.want, obj.Validate())
+			}
+		})
+	}
+}
+
 func TestServiceValidationNamesEveryBadField(t *testing.T) {
-	tests := []struct {
-		name   string
-		mutate func(*Service)
-		want   []string
-	}{
+	tests := []mutation[Service]{
 		{"valid", func(*Service) {}, nil},
 		{"no name or owner", func(s *Service) { s.Name, s.Owner = "", "" }, []string{"name", "owner"}},
 		{"upper-case name", func(s *Service) { s.Name = "Inventory" }, []string{"name"}},
@@ -73,15 +95,7 @@ func TestServiceValidationNamesEveryBadField(t *testing.T) {
 		{"bad fixed status", func(s *Service) { s.Rules[0].Action = Action{FixedResponse: &FixedResponseAction{StatusCode: 99}} },
 			[]string{"rules[0].action.fixedResponse.statusCode"}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := validService()
-			tt.mutate(s)
-			if got := fieldsOf(t, s.Validate()); !slices.Equal(got, tt.want) {
-				t.Errorf("fields = %v, want %v", got, tt.want)
-			}
-		})
-	}
+	checkMutations(t, validService, tests)
 }
 
 func TestTargetGroupValidation(t *testing.T) {
@@ -91,11 +105,7 @@ func TestTargetGroupValidation(t *testing.T) {
 			Targets: []Target{{Address: "10.0.0.1", Port: 8080, Cluster: "east", State: TargetActive}},
 		}
 	}
-	tests := []struct {
-		name   string
-		mutate func(*TargetGroup)
-		want   []string
-	}{
+	tests := []mutation[TargetGroup]{
 		{"valid", func(*TargetGroup) {}, nil},
 		{"ipv6 target", func(tg *TargetGroup) { tg.Targets[0].Address = "fd00::1" }, nil},
 		{"hostname target", func(tg *TargetGroup) { tg.Targets[0].Address = "backend.local" }, []string{"targets[0].address"}},
@@ -110,15 +120,7 @@ func TestTargetGroupValidation(t *testing.T) {
 			tg.HealthCheck = HealthCheck{IntervalSeconds: 1, TimeoutSeconds: 121, HealthyThresholdCount: 11, Path: "health", Matcher: "200-199"}
 		}, []string{"healthCheck.healthyThresholdCount", "healthCheck.intervalSeconds", "healthCheck.matcher", "healthCheck.path", "healthCheck.timeoutSeconds"}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tg := valid()
-			tt.mutate(tg)
-			if got := fieldsOf(t, tg.Validate()); !slices.Equal(got, tt.want) {
-				t.Errorf("fields = %v, want %v", got, tt.want)
-			}
-		})
-	}
+	checkMutations(t, valid, tests)
 }
 
 func TestNetworkValidation(t *testing.T) {
@@ -285,11 +287,7 @@ func TestImportBackendValidation(t *testing.T) {
 			mutate(b)
 		}
 	}
-	tests := []struct {
-		name   string
-		mutate func(*Service)
-		want   []string
-	}{
+	tests := []mutation[Service]{
 		{"valid", withImport(func(*WeightedTargetGroup) {}), nil},
 		{"valid with cluster weights", withImport(func(b *WeightedTargetGroup) {
 			b.Import.ClusterWeights = map[string]int32{"east": 90, "west": 10, "north": 0}
@@ -318,15 +316,7 @@ func TestImportBackendValidation(t *testing.T) {
 			b.Import.ClusterWeights = map[string]int32{"east": 1_000_000, "west": 0}
 		}), nil},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := validService()
-			tt.mutate(s)
-			if got := fieldsOf(t, s.Validate()); !slices.Equal(got, tt.want) {
-				t.Errorf("fields = %v, want %v", got, tt.want)
-			}
-		})
-	}
+	checkMutations(t, validService, tests)
 }
 
 // An import backend survives the stored encoding, and a backend without

@@ -130,14 +130,19 @@ func TestAnswers(t *testing.T) {
 	}
 }
 
+// goResolver is Go's own resolver, asking only the server at addr.
+func goResolver(addr string) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+}
+
 // Go's own resolver, pointed at the server, finds a service's address.
 func TestGoResolver(t *testing.T) {
 	s, addr := start(t, "127.0.0.1")
 	s.Update(snapshot(1, "inventory"))
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}}
+	r := goResolver(addr)
 	ips, err := r.LookupHost(context.Background(), "inventory-default.my-hotel.trellis.internal")
 	if err != nil || !slices.Equal(ips, []string{"127.0.0.1"}) {
 		t.Errorf("LookupHost = %v, %v; want [127.0.0.1]", ips, err)
@@ -286,11 +291,7 @@ func TestClustersetBeforeFirstSnapshot(t *testing.T) {
 func TestClustersetGoResolver(t *testing.T) {
 	s, addr := start(t, "127.0.0.1")
 	s.Update(withExports(snapshot(1), [3]string{"east", "shop", "cart"}))
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}}
-	ips, err := r.LookupHost(context.Background(), "cart.shop.svc.clusterset.local")
+	ips, err := goResolver(addr).LookupHost(context.Background(), "cart.shop.svc.clusterset.local")
 	if err != nil || !slices.Equal(ips, []string{"127.0.0.1"}) {
 		t.Errorf("LookupHost = %v, %v; want [127.0.0.1]", ips, err)
 	}

@@ -37,10 +37,7 @@ func BenchmarkHop(b *testing.B) {
 	ca, _ := pki.NewCA(time.Now())
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer backend.Close()
-	west := startPeer(b, ca, "west", backend)
-	c := NewClient(identity(b, ca, "east"), ca.Pool())
-	defer c.CloseIdleConnections()
-	c.SetPeers(map[string]string{west.addr: "west"})
+	west, c := eastToWest(b, ca, backend, "west")
 	p := Request{Cluster: "west", Addr: west.addr, TargetGroup: "g", Target: "t:1", Identity: "spiffe://east/ns/a/sa/b"}
 	b.ResetTimer()
 	for b.Loop() {

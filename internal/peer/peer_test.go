@@ -18,15 +18,20 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/pki"
+	testpki "trellis.dev/trellis/test/pki"
 )
 
-func identity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
+// eastToWest starts west's peer listener, delivering to backend, and
+// returns it with east's client, which has west's address as the peer of
+// cluster westAs (a name other than west makes the client expect another
+// cluster there). The client is closed when the test ends.
+func eastToWest(t testing.TB, ca *pki.CA, backend *httptest.Server, westAs string) (*peerSide, *Client) {
 	t.Helper()
-	id, err := ca.IssueIdentity(cluster, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
+	west := startPeer(t, ca, "west", backend)
+	c := NewClient(testpki.ClusterIdentity(t, ca, "east"), ca.Pool())
+	t.Cleanup(c.Close)
+	c.SetPeers(map[string]string{west.addr: westAs})
+	return west, c
 }
 
 // peerSide is one cluster's peer listener, delivering to a real backend on
@@ -84,7 +89,7 @@ func startPeer(t testing.TB, ca *pki.CA, cluster string, backend *httptest.Serve
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := TLSConfig(identity(t, ca, cluster), ca.Pool())
+	cfg := TLSConfig(testpki.ClusterIdentity(t, ca, cluster), ca.Pool())
 	inner := cfg.GetCertificate
 	cfg.GetCertificate = func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		ps.handshakes.Add(1)
@@ -121,10 +126,7 @@ func TestHopCarriesRequestsAndChecksIdentity(t *testing.T) {
 	ca, _ := pki.NewCA(time.Now())
 	backend := echo()
 	defer backend.Close()
-	west := startPeer(t, ca, "west", backend)
-	c := NewClient(identity(t, ca, "east"), ca.Pool())
-	defer c.CloseIdleConnections()
-	c.SetPeers(map[string]string{west.addr: "west"})
+	west, c := eastToWest(t, ca, backend, "west")
 	to := Request{Cluster: "west", Addr: west.addr, TargetGroup: "cart", Target: "10.0.0.7:8080", Identity: "spiffe://east/ns/shop/sa/frontend"}
 
 	send := func(method, target string, body []byte, p Request) (*http.Response, string) {
@@ -196,13 +198,9 @@ func TestHopRefusesTheWrongPeer(t *testing.T) {
 	ca, _ := pki.NewCA(time.Now())
 	backend := echo()
 	defer backend.Close()
-	west := startPeer(t, ca, "west", backend)
-
 	// The client expects north at west's address: the dial fails on the
 	// certificate before any request byte is sent.
-	c := NewClient(identity(t, ca, "east"), ca.Pool())
-	defer c.CloseIdleConnections()
-	c.SetPeers(map[string]string{west.addr: "north"})
+	west, c := eastToWest(t, ca, backend, "north")
 	_, err := c.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), Request{Cluster: "north", Addr: west.addr, TargetGroup: "g", Target: "t:1"})
 	if err == nil || !strings.Contains(err.Error(), `names cluster "west", not "north"`) {
 		t.Errorf("wrong cluster: %v", err)
@@ -217,7 +215,7 @@ func TestHopRefusesTheWrongPeer(t *testing.T) {
 
 	// A client with a certificate of another CA is refused by the peer.
 	other, _ := pki.NewCA(time.Now())
-	stranger := NewClient(identity(t, other, "east"), ca.Pool())
+	stranger := NewClient(testpki.ClusterIdentity(t, other, "east"), ca.Pool())
 	defer stranger.CloseIdleConnections()
 	stranger.SetPeers(map[string]string{west.addr: "west"})
 	if _, err := stranger.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), Request{Cluster: "west", Addr: west.addr, TargetGroup: "g", Target: "t:1"}); err == nil {
@@ -287,10 +285,7 @@ func TestPeerDownAndBackByProbe(t *testing.T) {
 	ca, _ := pki.NewCA(time.Now())
 	backend := echo()
 	defer backend.Close()
-	west := startPeer(t, ca, "west", backend)
-	c := NewClient(identity(t, ca, "east"), ca.Pool())
-	defer c.Close()
-	c.SetPeers(map[string]string{west.addr: "west"})
+	west, c := eastToWest(t, ca, backend, "west")
 	to := Request{Cluster: "west", Addr: west.addr, TargetGroup: "g", Target: "t:1"}
 	send := func() error {
 		resp, err := c.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), to)
@@ -337,7 +332,7 @@ func TestProbe(t *testing.T) {
 	backend := echo()
 	defer backend.Close()
 	west := startPeer(t, ca, "west", backend)
-	c := NewClient(identity(t, ca, "east"), ca.Pool())
+	c := NewClient(testpki.ClusterIdentity(t, ca, "east"), ca.Pool())
 	defer c.Close()
 	c.SetPeers(map[string]string{west.addr: "west"})
 	if got := c.Peers(); len(got) != 1 || got[west.addr] != "west" {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	testpki "trellis.dev/trellis/test/pki"
 
 	"trellis.dev/trellis/internal/pki"
 )
@@ -47,10 +48,10 @@ func TestTunnelIsFullDuplex(t *testing.T) {
 		t.Fatal(err)
 	}
 	hs := NewHTTPServer(srv, slog.New(slog.DiscardHandler))
-	go hs.Serve(tls.NewListener(ln, TLSConfig(identity(t, ca, "west"), ca.Pool())))
+	go hs.Serve(tls.NewListener(ln, TLSConfig(testpki.ClusterIdentity(t, ca, "west"), ca.Pool())))
 	defer hs.Close()
 
-	c := NewClient(identity(t, ca, "east"), ca.Pool())
+	c := NewClient(testpki.ClusterIdentity(t, ca, "east"), ca.Pool())
 	defer c.Close()
 	c.SetPeers(map[string]string{ln.Addr().String(): "west"})
 	pr, pw := io.Pipe()
@@ -93,7 +94,7 @@ func TestUnsent(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := ln.Addr().String()
 	ln.Close()
-	c := NewClient(identity(t, ca, "east"), ca.Pool())
+	c := NewClient(testpki.ClusterIdentity(t, ca, "east"), ca.Pool())
 	defer c.Close()
 	other, _ := pki.NewCA(time.Now())
 	west := startPeer(t, other, "west", echo())

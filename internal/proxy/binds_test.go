@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,11 +153,7 @@ func TestNetworkAddresses(t *testing.T) {
 // edge Gateway on its own address only.
 func TestPassthroughOnNetworkAddress(t *testing.T) {
 	ca := pki.NewCA(t)
-	be := httptest.NewUnstartedServer(http.HandlerFunc(protoBackend))
-	be.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "db.example.com").TLS(t)}}
-	be.StartTLS()
-	t.Cleanup(be.Close)
-	tg := versioned(group("db", target(t, be, model.TargetActive)), model.ProtocolTCP, model.HTTP1)
+	tg := tlsTarget(t, ca)
 	p := newTestProxy(t, nil)
 	update(t, p, &model.Snapshot{Objects: model.Objects{
 		Networks:     append([]model.ServiceNetwork{gateway("gw-a", "127.0.0.2")}, testNetworks...),

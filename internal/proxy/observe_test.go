@@ -234,15 +234,7 @@ func TestDrainingTargetFinishesInFlight(t *testing.T) {
 	addr := addrOf(p, webPort)
 
 	// The group's first pick is its first target: the slow one.
-	inflight := make(chan reply, 1)
-	go func() {
-		r, err := cl.do(addr, http.MethodGet, "x", "/", nil)
-		if err != nil {
-			t.Errorf("in-flight request to a draining target: %v", err)
-		}
-		inflight <- r
-	}()
-	<-started
+	inflight := cl.inFlight(t, addr, "/", started)
 
 	update(t, p, oneRoute(2, groups(model.TargetDraining), to("g", 1)))
 	if s, _ := targetStatus(p, "g", slow.Listener.Addr().String()); s != health.Draining {

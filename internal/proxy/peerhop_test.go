@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -14,14 +13,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/proxy/accesslog"
+	testpki "trellis.dev/trellis/test/pki"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -38,15 +35,6 @@ type hopWorld struct {
 	eastLog, westLog *testsync.Buffer
 }
 
-func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
-	t.Helper()
-	id, err := ca.IssueIdentity(cluster, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 func newHopWorld(t testing.TB, configure ...func(*Config)) *hopWorld {
 	return newHopWorldWith(t, false, configure...)
 }
@@ -59,7 +47,7 @@ func newHopWorldWith(t testing.TB, logged bool, configure ...func(*Config)) *hop
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &hopWorld{ca: ca, eastID: clusterIdentity(t, ca, "east"), eastLog: &testsync.Buffer{}, westLog: &testsync.Buffer{}}
+	w := &hopWorld{ca: ca, eastID: testpki.ClusterIdentity(t, ca, "east"), eastLog: &testsync.Buffer{}, westLog: &testsync.Buffer{}}
 	newProxy := func(cluster string, id *pki.Identity, log *testsync.Buffer) *Proxy {
 		pc := peer.NewClient(id, ca.Pool())
 		t.Cleanup(pc.Close)
@@ -73,7 +61,7 @@ func newHopWorldWith(t testing.TB, logged bool, configure ...func(*Config)) *hop
 		return newTestProxyWith(t, cfg)
 	}
 	w.east = newProxy("east", w.eastID, w.eastLog)
-	westID := clusterIdentity(t, ca, "west")
+	westID := testpki.ClusterIdentity(t, ca, "west")
 	w.west = newProxy("west", westID, w.westLog)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -128,13 +116,20 @@ func clusterTarget(t testing.TB, srv *httptest.Server, cluster string) model.Tar
 	return tt
 }
 
+// westAPIGroup is target group "api", owned by west, of one target in
+// west: an identityBackend answering as west-api.
+func westAPIGroup(t *testing.T) model.TargetGroup {
+	t.Helper()
+	tg := group("api", clusterTarget(t, identityBackend(t, "west-api"), "west"))
+	tg.Owner = "west"
+	return tg
+}
+
 // A request for another cluster's target crosses the hop to that cluster's
 // proxy, which delivers it; the caller's workload identity travels with it.
 func TestPeerHopDeliversWithIdentity(t *testing.T) {
 	w := newHopWorld(t)
-	api := identityBackend(t, "west-api")
-	tg := group("api", clusterTarget(t, api, "west"))
-	tg.Owner = "west"
+	tg := westAPIGroup(t)
 	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
 	for i := range snap.Networks {
 		snap.Networks[i].Owner = "east"
@@ -346,31 +341,7 @@ func TestGRPCAcrossThePeerHop(t *testing.T) {
 		Services: []model.Service{edgeService("grpc", []string{"grpc.example.com"}, model.Rule{Action: forward(to("grpc", 1))})},
 	}, Revision: 1})
 
-	conn, err := grpc.NewClient(addrOf(w.east, webPort), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	hc := healthpb.NewHealthClient(conn)
-	if resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "inventory"}); err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("unary Check across the hop = %v, %v", resp, err)
-	}
-	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"}); err == nil || !strings.Contains(err.Error(), "NotFound") {
-		t.Errorf("an error status across the hop: %v, want NotFound", err)
-	}
-	stream, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "inventory"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, err := stream.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("first streamed status = %v, %v", m, err)
-	}
-	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_NOT_SERVING)
-	if m, err := stream.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Fatalf("second streamed status = %v, %v", m, err)
-	}
+	checkGRPCHealth(t, addrOf(w.east, webPort), hs)
 	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "Delivered")); n < 3 {
 		t.Errorf("west delivered %v requests from east, want the 3 calls", n)
 	}
@@ -382,9 +353,7 @@ func TestGRPCAcrossThePeerHop(t *testing.T) {
 // target is in west either way.
 func TestPolicyAcrossClusters(t *testing.T) {
 	w := newHopWorld(t)
-	api := identityBackend(t, "west-api")
-	tg := group("api", clusterTarget(t, api, "west"))
-	tg.Owner = "west"
+	tg := westAPIGroup(t)
 	svc := edgeService("api", []string{"api.example.com"}, model.Rule{Action: forward(to("api", 1))})
 	svc.Owner = "east"
 	svc.Auth = &model.Auth{Policy: json.RawMessage(`{"Statement": [

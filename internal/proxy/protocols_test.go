@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/grpchealth"
 	"trellis.dev/trellis/test/pki"
 )
 
@@ -204,7 +205,16 @@ func TestGRPCThroughProxy(t *testing.T) {
 			Action:  forward(to("grpc", 1)),
 		})},
 	}, Revision: 1})
-	conn, err := grpc.NewClient(addrOf(p, webPort), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
+	checkGRPCHealth(t, addrOf(p, webPort), hs)
+}
+
+// checkGRPCHealth calls the health service that grpcHealthTarget serves
+// behind the proxy at addr, as grpc.example.com: a unary Check, a gRPC
+// error status (which arrives intact in the trailers), and a server stream
+// whose second status is pushed later through hs.
+func checkGRPCHealth(t *testing.T, addr string, hs *health.Server) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,11 +227,9 @@ func TestGRPCThroughProxy(t *testing.T) {
 	if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("unary Check = %v, %v", resp, err)
 	}
-	// A gRPC error status arrives intact through the proxy's trailers.
 	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "unknown"}); err == nil || !strings.Contains(err.Error(), "NotFound") {
 		t.Errorf("Check of an unknown service: %v, want NotFound", err)
 	}
-	// Server streaming: the first status, then a change pushed later.
 	stream, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "inventory"})
 	if err != nil {
 		t.Fatal(err)
@@ -244,12 +252,7 @@ func grpcHealthTarget(t testing.TB, cluster string) (model.TargetGroup, *health.
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
+	hs := grpchealth.Serve(t, ln)
 	host, port, _ := net.SplitHostPort(ln.Addr().String())
 	n, _ := strconv.Atoi(port)
 	tg := versioned(group("grpc", model.Target{Address: host, Port: int32(n), Cluster: cluster, State: model.TargetActive}), model.ProtocolHTTP, model.GRPC)
@@ -261,11 +264,7 @@ func grpcHealthTarget(t testing.TB, cluster string) (model.TargetGroup, *health.
 // decrypting: the client sees the target's own certificate.
 func TestTLSPassthroughListener(t *testing.T) {
 	ca := pki.NewCA(t)
-	be := httptest.NewUnstartedServer(http.HandlerFunc(protoBackend))
-	be.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "db.example.com").TLS(t)}}
-	be.StartTLS()
-	t.Cleanup(be.Close)
-	tg := versioned(group("db", target(t, be, model.TargetActive)), model.ProtocolTCP, model.HTTP1)
+	tg := tlsTarget(t, ca)
 	p := newTestProxy(t, nil)
 	update(t, p, &model.Snapshot{Objects: model.Objects{
 		Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
@@ -287,6 +286,18 @@ func TestTLSPassthroughListener(t *testing.T) {
 	if string(b) != "HTTP/1.1 tls=true" || resp.TLS.PeerCertificates[0].DNSNames[0] != "db.example.com" {
 		t.Errorf("through passthrough: %q, certificate %v", b, resp.TLS.PeerCertificates[0].DNSNames)
 	}
+}
+
+// tlsTarget serves protoBackend over TLS as db.example.com, with a
+// certificate from ca, and returns a TCP target group "db" of it, for
+// passthrough listeners.
+func tlsTarget(t *testing.T, ca *pki.CA) model.TargetGroup {
+	t.Helper()
+	be := httptest.NewUnstartedServer(http.HandlerFunc(protoBackend))
+	be.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "db.example.com").TLS(t)}}
+	be.StartTLS()
+	t.Cleanup(be.Close)
+	return versioned(group("db", target(t, be, model.TargetActive)), model.ProtocolTCP, model.HTTP1)
 }
 
 // A port whose protocol changes is reopened with the new protocol.

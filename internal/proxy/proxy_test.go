@@ -174,6 +174,23 @@ type reply struct {
 	header http.Header
 }
 
+// inFlight sends a GET for target to addr, host x, in the background and
+// returns once a slowBackend has it (started); the reply arrives on the
+// channel once the backend is released.
+func (c *client) inFlight(t *testing.T, addr, target string, started <-chan struct{}) <-chan reply {
+	t.Helper()
+	replies := make(chan reply, 1)
+	go func() {
+		r, err := c.do(addr, http.MethodGet, "x", target, nil)
+		if err != nil {
+			t.Errorf("in-flight request to %s%s: %v", addr, target, err)
+		}
+		replies <- r
+	}()
+	<-started
+	return replies
+}
+
 // do sends one request to addr with the given Host header. It reports a
 // transport error with t.Errorf, so that it may run in any goroutine.
 func (c *client) do(addr, method, host, target string, header http.Header) (reply, error) {
@@ -475,15 +492,7 @@ func TestListenerReconcile(t *testing.T) {
 	}
 
 	// A request in flight on a port that leaves the config finishes.
-	inflight := make(chan reply, 1)
-	go func() {
-		r, err := cl.do(web, http.MethodGet, "x", "/slow", nil)
-		if err != nil {
-			t.Errorf("in-flight request on a removed port: %v", err)
-		}
-		inflight <- r
-	}()
-	<-started
+	inflight := cl.inFlight(t, web, "/slow", started)
 	update(t, p, snap(3, apiPort))
 	if addrOf(p, webPort) != "" {
 		t.Errorf("port %d still listed after removal: %v", webPort, p.Addrs())
@@ -627,15 +636,7 @@ func TestShutdownDrains(t *testing.T) {
 	addr := addrOf(p, webPort)
 	cl := newClient(t)
 
-	inflight := make(chan reply, 1)
-	go func() {
-		r, err := cl.do(addr, http.MethodGet, "x", "/", nil)
-		if err != nil {
-			t.Errorf("in-flight request during Shutdown: %v", err)
-		}
-		inflight <- r
-	}()
-	<-started
+	inflight := cl.inFlight(t, addr, "/", started)
 	shutdown := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

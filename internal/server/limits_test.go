@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +14,6 @@ import (
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
 )
 
 // send makes one request with tokenA and returns its status and error message.
@@ -36,16 +33,9 @@ func send(t *testing.T, method, url string, body io.Reader) (int, string) {
 
 func newLimitedServer(t *testing.T, objectBytes, requestBytes int64) string {
 	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(server.New(st, server.Config{
+	return serve(t, server.Config{
 		Tokens: map[string]string{tokenA: "east"}, MaxObjectBytes: objectBytes, MaxRequestBytes: requestBytes,
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
+	})
 }
 
 // padded is a JSON object with a field padded to about n bytes.
@@ -138,6 +128,8 @@ func TestMalformedRequestsAre400(t *testing.T) {
 		{"POST", "/v1/txn", `{} []`},
 		{"DELETE", "/v1/servicenetworks/n?revision=8xyz", ``},
 		{"DELETE", "/v1/servicenetworks/n?revision=-1", ``},
+		{"GET", "/v1/watch?revision=8xyz", ``},
+		{"GET", "/v1/watch?revision=-1", ``},
 	}
 	for _, tt := range tests {
 		if code, msg := send(t, tt.method, url+tt.path, strings.NewReader(tt.body)); code != http.StatusBadRequest {

@@ -17,6 +17,7 @@ import (
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // In these tests east is cluster A, the victim, and west is cluster B.
@@ -150,14 +151,7 @@ func TestNetworkOwnerAllowsAnotherCluster(t *testing.T) {
 	if err := west.Put(ctx, network("b-net")); err != nil {
 		t.Fatal(err)
 	}
-	n := &model.ServiceNetwork{Meta: model.Meta{Name: "a-net"}}
-	if err := east.Get(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	n.AllowedClusters = []string{"west"}
-	if err := east.Put(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	n := allowClusters(t, east, "a-net", "west")
 	in := loginService("login", "a-net", "shop.example")
 	if err := west.Put(ctx, in); err != nil {
 		t.Fatalf("west's service in east's network, allowed: %v", err)
@@ -218,16 +212,7 @@ func watchFrom(t *testing.T, url, token string, rev int64) func() api.WatchMessa
 	}()
 	return func() api.WatchMessage {
 		t.Helper()
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				t.Fatal("watch ended")
-			}
-			return m
-		case <-time.After(5 * time.Second):
-			t.Fatal("no watch message within 5 s")
-		}
-		return api.WatchMessage{}
+		return testsync.Receive(t, msgs, 5*time.Second, "watch message")
 	}
 }
 
@@ -307,14 +292,7 @@ func TestPrivateKeysOnlyReachTheirServers(t *testing.T) {
 
 	// Once east allows west into a-net, west's proxies serve a-cert: the
 	// network's change re-sends it with its key, and get says the same.
-	n := &model.ServiceNetwork{Meta: model.Meta{Name: "a-net"}}
-	if err := east.Get(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	n.AllowedClusters = []string{"west"}
-	if err := east.Put(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	n := allowClusters(t, east, "a-net", "west")
 	m = westWatch()
 	if len(m.Changes) != 2 || m.Changes[0].Kind != model.KindCertificate || certIn(t, m.Changes[0]).KeyPEM != key {
 		t.Fatalf("west's change after being allowed: %+v, want a-cert with its key and the network", m)
@@ -375,4 +353,20 @@ func TestRacingClaimsOfOneHostname(t *testing.T) {
 			t.Fatalf("%s: %d clusters got it, want 1", host, won)
 		}
 	}
+}
+
+// allowClusters has c, the network's owner, name clusters in the
+// allowedClusters of network name, and returns the network as written.
+func allowClusters(t *testing.T, c *client.Client, name string, clusters ...string) *model.ServiceNetwork {
+	t.Helper()
+	ctx := context.Background()
+	n := &model.ServiceNetwork{Meta: model.Meta{Name: name}}
+	if err := c.Get(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	n.AllowedClusters = clusters
+	if err := c.Put(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -167,6 +167,20 @@ func errorf(status int, format string, args ...any) error {
 	return &httpError{status: status, body: api.Error{Message: fmt.Sprintf(format, args...)}}
 }
 
+// revisionParam is the request's ?revision=, 0 when absent; anything but a
+// non-negative integer is a 400.
+func revisionParam(r *http.Request) (int64, error) {
+	v := r.URL.Query().Get("revision")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, errorf(http.StatusBadRequest, "revision %q is not a non-negative integer", v)
+	}
+	return n, nil
+}
+
 // authed wraps a handler every cluster may call. A client certificate the
 // CA issued authenticates as the cluster it names (and a request made with
 // it ends when the cluster is removed or the certificate expires); without
@@ -427,13 +441,9 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, cluster string) 
 	if err != nil {
 		return err
 	}
-	var ifRev int64
-	if v := r.URL.Query().Get("revision"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return errorf(http.StatusBadRequest, "revision %q is not a non-negative integer", v)
-		}
-		ifRev = n
+	ifRev, err := revisionParam(r)
+	if err != nil {
+		return err
 	}
 	key := model.Key(kind, r.PathValue("name"))
 	if _, err := s.st.Get(r.Context(), key); err != nil {

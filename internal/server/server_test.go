@@ -26,22 +26,30 @@ const (
 // clients for two clusters, "east" and "west".
 func newServer(t *testing.T) (url string, east, west *client.Client) {
 	t.Helper()
+	url = serve(t, server.Config{
+		Tokens:    map[string]string{tokenA: "east", tokenB: "west"},
+		Heartbeat: 100 * time.Millisecond,
+	})
+	east, err := client.New(url, tokenA, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	west, _ = client.New(url, tokenB, client.Options{})
+	return url, east, west
+}
+
+// serve runs a server with cfg over a real bolt store on loopback and
+// returns its URL.
+func serve(t *testing.T, cfg server.Config) string {
+	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(server.New(st, server.Config{
-		Tokens:    map[string]string{tokenA: "east", tokenB: "west"},
-		Heartbeat: 100 * time.Millisecond,
-	}))
+	srv := httptest.NewServer(server.New(st, cfg))
 	t.Cleanup(srv.Close)
-	east, err = client.New(srv.URL, tokenA, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	west, _ = client.New(srv.URL, tokenB, client.Options{})
-	return srv.URL, east, west
+	return srv.URL
 }
 
 func network(name string) *model.ServiceNetwork {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
@@ -20,13 +19,9 @@ import (
 // heartbeats while idle. It ends when the client goes away or the store ends
 // the watch; clients reconnect with the last revision they saw.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) error {
-	var from int64
-	if v := r.URL.Query().Get("revision"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return errorf(http.StatusBadRequest, "revision %q is not a non-negative integer", v)
-		}
-		from = n
+	from, err := revisionParam(r)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()

@@ -65,10 +65,7 @@ func (t *translator) backend(r *route, src model.SourceRef, p string, b *gateway
 		return fail(".port", gatewayv1.RouteReasonBackendNotFound, "Service %s has no port %d", key, *b.Port)
 	}
 	sp := &svc.Spec.Ports[i]
-	if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
-		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d is %s; %ss need TCP", key, sp.Port, sp.Protocol, r.kind)
-	}
-	protocol, version, suffix, err := backendProtocol(r.kind, deref(sp.AppProtocol, ""))
+	protocol, version, suffix, err := backendProtocol(r.kind, sp.Protocol, sp.AppProtocol)
 	if err != nil {
 		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d %v", key, sp.Port, err)
 	}
@@ -96,11 +93,15 @@ func groupKind(group gatewayv1.Group, kind gatewayv1.Kind) string {
 	return string(kind) + "." + string(group)
 }
 
-// backendProtocol chooses how the proxy speaks to the targets of a port
-// whose appProtocol is appProtocol, for a route of kind kind, and the
-// suffix that tells a Service port's target groups of each flavour apart.
-// The error says why the port cannot serve the route.
-func backendProtocol(kind gatewayv1.Kind, appProtocol string) (model.Protocol, model.ProtocolVersion, string, error) {
+// backendProtocol chooses how the proxy speaks to the targets of a port of
+// protocol (TCP when empty) and appProtocol, for a route of kind kind, and
+// the suffix that tells a Service port's target groups of each flavour
+// apart. The error says why the port cannot serve the route.
+func backendProtocol(kind gatewayv1.Kind, protocol corev1.Protocol, appProtocolRef *string) (model.Protocol, model.ProtocolVersion, string, error) {
+	if protocol != "" && protocol != corev1.ProtocolTCP {
+		return "", "", "", fmt.Errorf("is %s; %ss need TCP", protocol, kind)
+	}
+	appProtocol := deref(appProtocolRef, "")
 	switch kind {
 	case kindTLSRoute:
 		// The proxy splices the TLS stream through; what the target

@@ -22,17 +22,9 @@ func (t *translator) grpcRules(r *route, src model.SourceRef, specRules []gatewa
 	for i := range specRules {
 		rule := &specRules[i]
 		p := fmt.Sprintf("spec.rules[%d]", i)
-		mr := model.Rule{Name: fmt.Sprintf("rule-%d", i)}
-		if rule.Name != nil {
-			mr.Name = string(*rule.Name)
-		}
-		matches := rule.Matches
-		if len(matches) == 0 {
-			matches = []gatewayv1.GRPCRouteMatch{{}}
-		}
-		for j := range matches {
-			mr.Matches = append(mr.Matches, t.grpcMatch(src, fmt.Sprintf("%s.matches[%d]", p, j), &matches[j]))
-		}
+		mr := newRule(p, i, rule.Name, rule.Matches, func(path string, m *gatewayv1.GRPCRouteMatch) model.Match {
+			return t.grpcMatch(src, path, m)
+		})
 		filters, filtersOK := t.filters(r, src, p+".filters", httpFilters(rule.Filters))
 		if rule.SessionPersistence != nil {
 			mr.SessionPersistence = t.session(r, src, p+".sessionPersistence", i, rule.SessionPersistence)
@@ -114,21 +106,12 @@ func (t *translator) grpcMatch(src model.SourceRef, p string, m *gatewayv1.GRPCR
 			path = model.PathMatch{Type: model.PathMatchType(typ)}
 		}
 	}
-	out := model.Match{Path: &path}
-	seen := map[string]int{}
-	for k, h := range m.Headers {
-		name := strings.ToLower(string(h.Name))
-		if first, dup := seen[name]; dup {
-			t.problem(src, fmt.Sprintf("%s.headers[%d].name", p, k), string(gatewayv1.RouteReasonUnsupportedValue),
-				"header %q is already matched by headers[%d]; the Gateway API ignores all but the first", h.Name, first)
-			continue
-		}
-		seen[name] = k
-		out.Headers = append(out.Headers, model.ValueMatch{
-			Type: model.ValueMatchType(deref(h.Type, gatewayv1.GRPCHeaderMatchExact)), Name: string(h.Name), Value: h.Value,
-		})
+	// gRPC header matches are HTTP header matches of the same types.
+	headers := make([]gatewayv1.HTTPHeaderMatch, len(m.Headers))
+	for i, h := range m.Headers {
+		headers[i] = gatewayv1.HTTPHeaderMatch{Type: (*gatewayv1.HeaderMatchType)(h.Type), Name: gatewayv1.HTTPHeaderName(h.Name), Value: h.Value}
 	}
-	return out
+	return model.Match{Path: &path, Headers: t.headerMatches(src, p, headers)}
 }
 
 // tlsRules translates a TLSRoute's rule: one model rule without matches

@@ -66,10 +66,7 @@ func (t *translator) importBackend(r *route, src model.SourceRef, p string, b *g
 		return fail(".port", gatewayv1.RouteReasonBackendNotFound, "ServiceImport %s has no port %d", key, *b.Port)
 	}
 	sp := &si.Spec.Ports[i]
-	if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
-		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "ServiceImport %s port %d is %s; %ss need TCP", key, sp.Port, sp.Protocol, r.kind)
-	}
-	protocol, version, _, err := backendProtocol(r.kind, deref(sp.AppProtocol, ""))
+	protocol, version, _, err := backendProtocol(r.kind, sp.Protocol, sp.AppProtocol)
 	if err != nil {
 		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "ServiceImport %s port %d %v", key, sp.Port, err)
 	}

@@ -31,18 +31,10 @@ func (t *translator) httpRules(r *route, src model.SourceRef, specRules []gatewa
 
 func (t *translator) rule(r *route, src model.SourceRef, i int, rule *gatewayv1.HTTPRouteRule) model.Rule {
 	p := fmt.Sprintf("spec.rules[%d]", i)
-	out := model.Rule{Name: fmt.Sprintf("rule-%d", i)}
-	if rule.Name != nil {
-		out.Name = string(*rule.Name)
-	}
-	matches := rule.Matches
-	if len(matches) == 0 {
-		// An empty list matches every request: one match on PathPrefix "/".
-		matches = []gatewayv1.HTTPRouteMatch{{}}
-	}
-	for j := range matches {
-		out.Matches = append(out.Matches, t.match(src, fmt.Sprintf("%s.matches[%d]", p, j), &matches[j]))
-	}
+	// An empty match matches every request: PathPrefix "/".
+	out := newRule(p, i, rule.Name, rule.Matches, func(path string, m *gatewayv1.HTTPRouteMatch) model.Match {
+		return t.match(src, path, m)
+	})
 	filters, filtersOK := t.filters(r, src, p+".filters", rule.Filters)
 	if rule.Timeouts != nil {
 		out.Timeouts = t.timeouts(src, p+".timeouts", rule.Timeouts)
@@ -58,6 +50,24 @@ func (t *translator) rule(r *route, src model.SourceRef, i int, rule *gatewayv1.
 		backends = append(backends, t.backend(r, src, fmt.Sprintf("%s.backendRefs[%d]", p, j), &rule.BackendRefs[j]))
 	}
 	setAction(&out, filters, filtersOK, backends)
+	return out
+}
+
+// newRule is rule i of a route, at path p, before its filters and action:
+// named rule-<i> unless it has a name, with one match for each of its
+// matches, or a single empty match, matching every request, when it has
+// none.
+func newRule[M any](p string, i int, name *gatewayv1.SectionName, matches []M, match func(path string, m *M) model.Match) model.Rule {
+	out := model.Rule{Name: fmt.Sprintf("rule-%d", i)}
+	if name != nil {
+		out.Name = string(*name)
+	}
+	if len(matches) == 0 {
+		matches = make([]M, 1)
+	}
+	for j := range matches {
+		out.Matches = append(out.Matches, match(fmt.Sprintf("%s.matches[%d]", p, j), &matches[j]))
+	}
 	return out
 }
 
@@ -89,6 +99,27 @@ var httpMethods = map[gatewayv1.HTTPMethod]bool{
 	gatewayv1.HTTPMethodOptions: true, gatewayv1.HTTPMethodTrace: true, gatewayv1.HTTPMethodPatch: true,
 }
 
+// headerMatches translates the header matches of the match at p, Exact
+// unless they say otherwise. A header matched again is a problem and left
+// out: the Gateway API honours the first match of a name only.
+func (t *translator) headerMatches(src model.SourceRef, p string, headers []gatewayv1.HTTPHeaderMatch) []model.ValueMatch {
+	var out []model.ValueMatch
+	seen := map[string]int{}
+	for k, h := range headers {
+		name := strings.ToLower(string(h.Name))
+		if first, dup := seen[name]; dup {
+			t.problem(src, fmt.Sprintf("%s.headers[%d].name", p, k), string(gatewayv1.RouteReasonUnsupportedValue),
+				"header %q is already matched by headers[%d]; the Gateway API ignores all but the first", h.Name, first)
+			continue
+		}
+		seen[name] = k
+		out = append(out, model.ValueMatch{
+			Type: model.ValueMatchType(deref(h.Type, gatewayv1.HeaderMatchExact)), Name: string(h.Name), Value: h.Value,
+		})
+	}
+	return out
+}
+
 // match translates one match, applying the Gateway API defaults: path
 // PathPrefix "/", header and query matches Exact. Values the model rejects
 // are passed on for its validation to name.
@@ -105,20 +136,8 @@ func (t *translator) match(src model.SourceRef, p string, m *gatewayv1.HTTPRoute
 		}
 		out.Method = string(*m.Method)
 	}
+	out.Headers = t.headerMatches(src, p, m.Headers)
 	seen := map[string]int{}
-	for k, h := range m.Headers {
-		name := strings.ToLower(string(h.Name))
-		if first, dup := seen[name]; dup {
-			t.problem(src, fmt.Sprintf("%s.headers[%d].name", p, k), string(gatewayv1.RouteReasonUnsupportedValue),
-				"header %q is already matched by headers[%d]; the Gateway API ignores all but the first", h.Name, first)
-			continue
-		}
-		seen[name] = k
-		out.Headers = append(out.Headers, model.ValueMatch{
-			Type: model.ValueMatchType(deref(h.Type, gatewayv1.HeaderMatchExact)), Name: string(h.Name), Value: h.Value,
-		})
-	}
-	clear(seen)
 	for k, q := range m.QueryParams {
 		if first, dup := seen[string(q.Name)]; dup {
 			t.problem(src, fmt.Sprintf("%s.queryParams[%d].name", p, k), string(gatewayv1.RouteReasonUnsupportedValue),

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
 
-	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/translate"
 )
@@ -136,20 +136,7 @@ func compareGolden(t *testing.T, path string, out *translate.Output) {
 // sorted by name, every problem naming its object.
 func checkValid(t *testing.T, out *translate.Output) {
 	t.Helper()
-	var objs []model.Object
-	for i := range out.Networks {
-		objs = append(objs, &out.Networks[i])
-	}
-	for i := range out.Services {
-		objs = append(objs, &out.Services[i])
-	}
-	for i := range out.TargetGroups {
-		objs = append(objs, &out.TargetGroups[i])
-	}
-	for i := range out.Certificates {
-		objs = append(objs, &out.Certificates[i])
-	}
-	for _, o := range objs {
+	for _, o := range out.Each() {
 		if err := o.Validate(); err != nil {
 			t.Errorf("%s %s is invalid: %v", o.ObjectKind(), o.ObjectMeta().Name, err)
 		}
@@ -211,28 +198,18 @@ func checkValid(t *testing.T, out *translate.Output) {
 func checkOrderIndependent(t *testing.T, in *translate.Input, want *translate.Output) {
 	t.Helper()
 	rev := *in
-	rev.GatewayClasses = slices.Clone(in.GatewayClasses)
-	slices.Reverse(rev.GatewayClasses)
-	rev.Gateways = slices.Clone(in.Gateways)
-	slices.Reverse(rev.Gateways)
-	rev.HTTPRoutes = slices.Clone(in.HTTPRoutes)
-	slices.Reverse(rev.HTTPRoutes)
-	rev.GRPCRoutes = slices.Clone(in.GRPCRoutes)
-	slices.Reverse(rev.GRPCRoutes)
-	rev.TLSRoutes = slices.Clone(in.TLSRoutes)
-	slices.Reverse(rev.TLSRoutes)
-	rev.Secrets = slices.Clone(in.Secrets)
-	slices.Reverse(rev.Secrets)
-	rev.Services = slices.Clone(in.Services)
-	slices.Reverse(rev.Services)
-	rev.EndpointSlices = slices.Clone(in.EndpointSlices)
-	slices.Reverse(rev.EndpointSlices)
-	rev.ServiceImports = slices.Clone(in.ServiceImports)
-	slices.Reverse(rev.ServiceImports)
-	rev.ReferenceGrants = slices.Clone(in.ReferenceGrants)
-	slices.Reverse(rev.ReferenceGrants)
-	rev.Namespaces = slices.Clone(in.Namespaces)
-	slices.Reverse(rev.Namespaces)
+	// Every slice field of Input is a list of objects, so a list added to
+	// Input is reversed here too.
+	v := reflect.ValueOf(&rev).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Slice {
+			r := reflect.MakeSlice(f.Type(), f.Len(), f.Len())
+			for j := range f.Len() {
+				r.Index(f.Len() - 1 - j).Set(f.Index(j))
+			}
+			f.Set(r)
+		}
+	}
 	a, _ := yaml.Marshal(want)
 	b, _ := yaml.Marshal(translate.Translate(&rev))
 	if !bytes.Equal(a, b) {

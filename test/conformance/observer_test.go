@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
@@ -54,46 +55,24 @@ func observe(t *testing.T, cl client.Client, path string) (stop func()) {
 }
 
 func (o *observer) poll(ctx context.Context) {
-	record := func(kind string, obj client.Object, status any) {
-		if !strings.HasPrefix(obj.GetNamespace(), "gateway-conformance") && obj.GetNamespace() != "" {
-			return
+	for _, kind := range []string{"GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute"} {
+		var list unstructured.UnstructuredList
+		list.SetAPIVersion(gatewayv1.GroupVersion.String())
+		list.SetKind(kind + "List")
+		if o.cl.List(ctx, &list) != nil {
+			continue
 		}
-		data, err := yaml.Marshal(map[string]any{"generation": obj.GetGeneration(), "status": status})
-		if err != nil {
-			return
-		}
-		o.mu.Lock()
-		o.last[fmt.Sprintf("%s %s/%s", kind, obj.GetNamespace(), obj.GetName())] = string(data)
-		o.mu.Unlock()
-	}
-	var classes gatewayv1.GatewayClassList
-	if o.cl.List(ctx, &classes) == nil {
-		for i := range classes.Items {
-			record("GatewayClass", &classes.Items[i], classes.Items[i].Status)
-		}
-	}
-	var gateways gatewayv1.GatewayList
-	if o.cl.List(ctx, &gateways) == nil {
-		for i := range gateways.Items {
-			record("Gateway", &gateways.Items[i], gateways.Items[i].Status)
-		}
-	}
-	var https gatewayv1.HTTPRouteList
-	if o.cl.List(ctx, &https) == nil {
-		for i := range https.Items {
-			record("HTTPRoute", &https.Items[i], https.Items[i].Status)
-		}
-	}
-	var grpcs gatewayv1.GRPCRouteList
-	if o.cl.List(ctx, &grpcs) == nil {
-		for i := range grpcs.Items {
-			record("GRPCRoute", &grpcs.Items[i], grpcs.Items[i].Status)
-		}
-	}
-	var tlss gatewayv1.TLSRouteList
-	if o.cl.List(ctx, &tlss) == nil {
-		for i := range tlss.Items {
-			record("TLSRoute", &tlss.Items[i], tlss.Items[i].Status)
+		for _, obj := range list.Items {
+			if ns := obj.GetNamespace(); ns != "" && !strings.HasPrefix(ns, "gateway-conformance") {
+				continue
+			}
+			data, err := yaml.Marshal(map[string]any{"generation": obj.GetGeneration(), "status": obj.Object["status"]})
+			if err != nil {
+				continue
+			}
+			o.mu.Lock()
+			o.last[fmt.Sprintf("%s %s/%s", kind, obj.GetNamespace(), obj.GetName())] = string(data)
+			o.mu.Unlock()
 		}
 	}
 }

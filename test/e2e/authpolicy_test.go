@@ -19,20 +19,7 @@ import (
 func TestQuickstartAuthPolicy(t *testing.T) {
 	_, c, dir, _ := upQuickstart(t)
 	policy := filepath.Join(dir, "inventory-auth.yaml")
-	if err := os.WriteFile(policy, []byte(`
-apiVersion: trellis.dev/v1alpha1
-kind: AuthPolicy
-metadata: {name: inventory-readers}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: inventory}]
-  policy:
-    Statement:
-      - Effect: Allow
-        Principal: "*"
-        Action: trellis:Invoke
-        Resource: "*"
-        Condition: {StringEquals: {"trellis:RequestHeader/x-team": hotel}}
-`), 0o644); err != nil {
+	if err := os.WriteFile(policy, inventoryPolicy(hotelTeamOnly), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	do := func(host string, header http.Header) (int, string) {
@@ -76,15 +63,8 @@ status: {phase: Running, podIP: 127.0.0.1}
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(policy, []byte(`
-apiVersion: trellis.dev/v1alpha1
-kind: AuthPolicy
-metadata: {name: inventory-readers}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: inventory}]
-  policy:
-    Statement: [{Effect: Allow, Principal: {Trellis: "spiffe://local/ns/default/sa/concierge"}, Action: trellis:Invoke, Resource: "*"}]
-`), 0o644); err != nil {
+	concierge := `[{Effect: Allow, Principal: {Trellis: "spiffe://local/ns/default/sa/concierge"}, Action: trellis:Invoke, Resource: "*"}]`
+	if err := os.WriteFile(policy, inventoryPolicy(concierge), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	testsync.WaitFor(t, 10*time.Second, "the concierge workload to be let in without x-team", func() bool {
@@ -103,3 +83,20 @@ spec:
 		return code == http.StatusOK
 	})
 }
+
+// inventoryPolicy is the quick start's AuthPolicy file on its inventory
+// route, with statement (a YAML list) as the policy's Statement.
+func inventoryPolicy(statement string) []byte {
+	return []byte(`
+apiVersion: trellis.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: inventory-readers}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: inventory}]
+  policy:
+    Statement: ` + statement + "\n")
+}
+
+// hotelTeamOnly is a Statement that allows requests with the header
+// x-team: hotel, and no others.
+const hotelTeamOnly = `[{Effect: Allow, Principal: "*", Action: trellis:Invoke, Resource: "*", Condition: {StringEquals: {"trellis:RequestHeader/x-team": hotel}}}]`

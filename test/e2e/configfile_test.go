@@ -52,20 +52,7 @@ func rewriteInPlace(t *testing.T, path string, gap time.Duration, content []byte
 // it asks for) and a route never goes away (no 404).
 func TestRewriteInPlaceKeepsConfig(t *testing.T) {
 	_, c, dir, _ := upQuickstart(t)
-	policy := []byte(`
-apiVersion: trellis.dev/v1alpha1
-kind: AuthPolicy
-metadata: {name: inventory-readers}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: inventory}]
-  policy:
-    Statement:
-      - Effect: Allow
-        Principal: "*"
-        Action: trellis:Invoke
-        Resource: "*"
-        Condition: {StringEquals: {"trellis:RequestHeader/x-team": hotel}}
-`)
+	policy := inventoryPolicy(hotelTeamOnly)
 	authFile := filepath.Join(dir, "inventory-auth.yaml")
 	if err := os.WriteFile(authFile, policy, 0o644); err != nil {
 		t.Fatal(err)

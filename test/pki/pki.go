@@ -1,5 +1,6 @@
 // Package pki issues throwaway certificates for tests: a CA and leaf
-// certificates for given DNS names or IPs, as PEM, as crypto/tls wants them.
+// certificates for given DNS names or IPs, as PEM, as crypto/tls wants them;
+// and cluster identities from a CA of the product's own PKI.
 // Test support only; nothing in the product imports it.
 package pki
 
@@ -15,6 +16,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	trellispki "trellis.dev/trellis/internal/pki"
 )
 
 // CA is a certificate authority that signs leaves.
@@ -28,10 +31,7 @@ type CA struct {
 // NewCA returns a fresh CA valid for a day.
 func NewCA(t testing.TB) *CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(t),
 		Subject:               pkix.Name{CommonName: "trellis test CA"},
@@ -47,6 +47,16 @@ func NewCA(t testing.TB) *CA {
 	}
 	cert, _ := x509.ParseCertificate(der)
 	return &CA{cert: cert, key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// newKey returns a fresh P-256 key.
+func newKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
 
 // Pool returns a cert pool trusting the CA.
@@ -75,10 +85,7 @@ func (l Leaf) TLS(t testing.TB) tls.Certificate {
 // usable for both server and client authentication.
 func (ca *CA) Issue(t testing.TB, names ...string) Leaf {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
 		Subject:      pkix.Name{CommonName: names[0]},
@@ -114,4 +121,16 @@ func serial(t testing.TB) *big.Int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// ClusterIdentity issues cluster's identity, valid for an hour, from ca, a
+// CA of the product's own PKI, as the control plane issues it to that
+// cluster's proxies.
+func ClusterIdentity(t testing.TB, ca *trellispki.CA, cluster string) *trellispki.Identity {
+	t.Helper()
+	id, err := ca.IssueIdentity(cluster, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

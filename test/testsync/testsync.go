@@ -1,7 +1,7 @@
 // Package testsync is test support for concurrent code, shared by the
 // tests of every package: a buffer that goroutines may write while a test
-// reads it, and polling until a condition holds. It holds only what several
-// packages' tests use alike.
+// reads it, polling until a condition holds, and receiving from a channel
+// within a timeout. It holds only what several packages' tests use alike.
 package testsync
 
 import (
@@ -82,4 +82,22 @@ func Eventually(t testing.TB, timeout time.Duration, what string, check func() e
 		t.Fatalf("after %v: %v", timeout, err)
 	}
 	t.Fatalf("%s: not after %v: %v", what, timeout, err)
+}
+
+// Receive returns the next value from ch, failing t with "<what>: channel
+// closed" when ch closes, or "<what>: nothing within <timeout>" when
+// nothing arrives in time.
+func Receive[T any](t testing.TB, ch <-chan T, timeout time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v, ok := <-ch:
+		if !ok {
+			t.Fatalf("%s: channel closed", what)
+		}
+		return v
+	case <-time.After(timeout):
+		t.Fatalf("%s: nothing within %v", what, timeout)
+	}
+	var zero T
+	return zero
 }

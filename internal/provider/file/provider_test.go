@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/translate"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // wait bounds how long a test waits for something that should happen.
@@ -126,25 +127,13 @@ func (h *harness) edit(name, old, new string) {
 // result waits for the outcome of the next attempt.
 func (h *harness) result() error {
 	h.t.Helper()
-	select {
-	case err := <-h.results:
-		return err
-	case <-time.After(wait):
-		h.t.Fatal("no attempt to load the directory")
-		return nil
-	}
+	return testsync.Receive(h.t, h.results, wait, "an attempt to load the directory")
 }
 
 // nextApply waits for the next apply.
 func (h *harness) nextApply() *translate.Output {
 	h.t.Helper()
-	select {
-	case out := <-h.applied:
-		return out
-	case <-time.After(wait):
-		h.t.Fatal("nothing applied")
-		return nil
-	}
+	return testsync.Receive(h.t, h.applied, wait, "an apply")
 }
 
 // quiet checks that nothing is attempted for a while.
@@ -175,10 +164,7 @@ func inventoryWeights(t *testing.T, out *translate.Output) []int32 {
 
 func TestProviderAppliesAtStart(t *testing.T) {
 	h := start(t, 0, nil)
-	if err := h.result(); err != nil {
-		t.Fatal(err)
-	}
-	out := h.nextApply()
+	out := h.ready()
 	if len(out.Networks) != 1 || len(out.Services) != 3 || len(out.TargetGroups) != 4 {
 		t.Errorf("applied %d networks, %d services, %d target groups; want 1, 3, 4", len(out.Networks), len(out.Services), len(out.TargetGroups))
 	}
@@ -228,31 +214,33 @@ func TestProviderAppliesChanges(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := start(t, 0, nil)
-			if err := h.result(); err != nil {
-				t.Fatal(err)
-			}
-			h.nextApply()
+			h.ready()
 			changed := time.Now()
 			tt.change(h)
-			for {
-				if err := h.result(); err != nil {
-					continue // an intermediate state of the change
-				}
-				if w := inventoryWeights(t, h.nextApply()); w[0] == 90 {
-					t.Logf("applied %v after the change", time.Since(changed))
-					return
-				}
-			}
+			h.waitInventoryWeight(90)
+			t.Logf("applied %v after the change", time.Since(changed))
 		})
+	}
+}
+
+// waitInventoryWeight waits for an applied configuration in which the
+// inventory route's first backend has weight w. Failed attempts are passed
+// over: they are an edit's intermediate states.
+func (h *harness) waitInventoryWeight(w int32) {
+	h.t.Helper()
+	for {
+		if err := h.result(); err != nil {
+			continue
+		}
+		if got := inventoryWeights(h.t, h.nextApply()); got[0] == w {
+			return
+		}
 	}
 }
 
 func TestProviderKeepsLastGoodConfig(t *testing.T) {
 	h := start(t, 0, nil)
-	if err := h.result(); err != nil {
-		t.Fatal(err)
-	}
-	h.nextApply()
+	h.ready()
 
 	h.edit("inventory.yaml", "weight: 50", "weigth: 50")
 	err := h.result()
@@ -272,14 +260,7 @@ func TestProviderKeepsLastGoodConfig(t *testing.T) {
 	}
 
 	h.edit("inventory.yaml", "weigth: 50", "weight: 70")
-	for {
-		if err := h.result(); err != nil {
-			continue // an intermediate state of the edit
-		}
-		if w := inventoryWeights(t, h.nextApply()); w[0] == 70 {
-			break
-		}
-	}
+	h.waitInventoryWeight(70)
 	if err := h.p.LastError(); err != nil {
 		t.Errorf("LastError = %v after the fix", err)
 	}
@@ -287,10 +268,7 @@ func TestProviderKeepsLastGoodConfig(t *testing.T) {
 
 func TestProviderProblemsNotApplied(t *testing.T) {
 	h := start(t, 0, nil)
-	if err := h.result(); err != nil {
-		t.Fatal(err)
-	}
-	h.nextApply()
+	h.ready()
 
 	h.edit("parking.yaml", "- name: parking\n          port: 80", "- name: parkin\n          port: 80")
 	var problems *ProblemsError

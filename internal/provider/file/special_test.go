@@ -87,14 +87,7 @@ func TestProviderSpecialFiles(t *testing.T) {
 			}
 			waitLog(t, &logs, "file="+filepath.Join(h.dir, "special.yaml"), sp.want)
 			h.edit("inventory.yaml", "weight: 50", "weight: 90")
-			for {
-				if err := h.result(); err != nil {
-					continue // an intermediate state of the edit
-				}
-				if w := inventoryWeights(t, h.nextApply()); w[0] == 90 {
-					break
-				}
-			}
+			h.waitInventoryWeight(90)
 			if took := h.stop(); took > time.Second {
 				t.Errorf("Run took %v to stop", took)
 			}

@@ -122,15 +122,5 @@ func TestServiceNetworkAssociation(t *testing.T) {
 // controlPlane reads every object the control plane holds.
 func (e *mcsEnv) controlPlane(t *testing.T) *model.Objects {
 	t.Helper()
-	var out model.Objects
-	for _, k := range model.Kinds {
-		objs, _, err := e.cp.List(context.Background(), k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range objs {
-			out.Add(o)
-		}
-	}
-	return &out
+	return readControlPlane(t, e.cp)
 }

@@ -27,7 +27,7 @@ func BenchmarkThousandRoutes(b *testing.B) {
 		e := newEnv(b)
 		e.proxy(b, proxyBind)
 		serveName(b, e, "198.18.63.1:8080", "bench")
-		e.create(b, classes+"---\n"+edgeGateway("bench")+backend("bench", "web", "198.18.63.1"))
+		e.create(b, classes+edgeGateway("bench")+backend("bench", "web", "198.18.63.1"))
 		url := e.gatewayURL(b, "bench", "web")
 
 		var docs []client.Object

@@ -217,21 +217,10 @@ func TestUpInstallsCRDsAndPublishesBindAddress(t *testing.T) {
 	go web.Serve(ln)
 	t.Cleanup(func() { web.Close() })
 	e := &env{Cluster: c, kc: kc}
-	e.create(t, classes+"---\n"+namespace("infra", "")+backend("infra", "web", "198.18.60.1")+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: infra}
-spec:
-  gatewayClassName: trellis-edge
-  listeners: [{name: http, protocol: HTTP, port: 8080}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: infra}
-spec:
-  parentRefs: [{name: edge}]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
-`)
+	e.create(t, classes+namespace("infra", "")+
+		backend("infra", "web", "198.18.60.1")+
+		gatewayYAML("infra", "edge", "trellis-edge", `[{name: http, protocol: HTTP, port: 8080}]`)+
+		routeYAML("HTTPRoute", "infra", "web", `{parentRefs: [{name: edge}], rules: [{backendRefs: [{name: web, port: 80}]}]}`))
 	ctx := context.Background()
 	for _, name := range []string{"trellis", "trellis-edge"} {
 		testsync.Eventually(t, 30*time.Second, "GatewayClass "+name+" accepted", func() error {
@@ -260,18 +249,7 @@ spec:
 	})
 	// The published address is where the proxy serves the Gateway.
 	hc := c.NS.HTTPClient(5 * time.Second)
-	testsync.Eventually(t, 30*time.Second, "the route served on "+bind+":8080", func() error {
-		resp, err := hc.Get("http://" + bind + ":8080/")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK || string(body) != "web" {
-			return fmt.Errorf("%s %q", resp.Status, body)
-		}
-		return nil
-	})
+	testsync.Eventually(t, 30*time.Second, "the route served on "+bind+":8080", serves(hc, "http://"+bind+":8080/", "", "web"))
 }
 
 // controller-runtime's components and client-go log through the logger

@@ -6,27 +6,20 @@ import (
 	"testing"
 )
 
-// The release whose manifest a missing-CRD error names is the Gateway API
-// module trellis is built with.
-func TestGatewayAPIReleaseIsTheModules(t *testing.T) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "sigs.k8s.io/gateway-api").Output()
-	if err != nil {
-		t.Fatalf("go list -m sigs.k8s.io/gateway-api: %v", err)
-	}
-	if v := strings.TrimSpace(string(out)); v != GatewayAPIRelease {
-		t.Errorf("GatewayAPIRelease is %s; go.mod requires sigs.k8s.io/gateway-api %s", GatewayAPIRelease, v)
-	}
-}
-
-// The release whose CRDs a warning about missing MCS CRDs names is the
-// mcs-api module trellis is built with.
-func TestMCSAPIReleaseIsTheModules(t *testing.T) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "sigs.k8s.io/mcs-api").Output()
-	if err != nil {
-		t.Fatalf("go list -m sigs.k8s.io/mcs-api: %v", err)
-	}
-	if v := strings.TrimSpace(string(out)); v != MCSAPIRelease {
-		t.Errorf("MCSAPIRelease is %s; go.mod requires sigs.k8s.io/mcs-api %s", MCSAPIRelease, v)
+// The releases whose CRDs a missing-CRD error (Gateway API) or warning
+// (MCS) names are those of the modules trellis is built with.
+func TestReleasesAreTheModules(t *testing.T) {
+	for _, tc := range []struct{ module, name, release string }{
+		{"sigs.k8s.io/gateway-api", "GatewayAPIRelease", GatewayAPIRelease},
+		{"sigs.k8s.io/mcs-api", "MCSAPIRelease", MCSAPIRelease},
+	} {
+		out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", tc.module).Output()
+		if err != nil {
+			t.Fatalf("go list -m %s: %v", tc.module, err)
+		}
+		if v := strings.TrimSpace(string(out)); v != tc.release {
+			t.Errorf("%s is %s; go.mod requires %s %s", tc.name, tc.release, tc.module, v)
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -99,19 +100,8 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 		kubeConfig = opts.identity(c, e.kc)
 	}
 
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "trellis.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ln, err := c.NS.Listen("tcp", apiAddr+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: server.New(st, server.Config{Tokens: map[string]string{token: cluster}, Heartbeat: time.Second})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	e.apiURL = "http://" + ln.Addr().String()
+	e.apiURL = serveControlPlane(t, c, map[string]string{token: cluster})
+	var err error
 	if e.cp, err = tclient.New(e.apiURL, token, tclient.Options{HTTPClient: c.NS.HTTPClient(0)}); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +144,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // create creates every object of a YAML document stream (the kinds the
-// file provider reads). Objects that exist are left alone.
+// file provider reads): the namespaces first, then every other list in the
+// order translate.Input declares it. Objects that exist are left alone.
 func (e *env) create(t testing.TB, yaml string) {
 	t.Helper()
 	in, err := file.Parse("test.yaml", []byte(yaml))
@@ -165,35 +156,13 @@ func (e *env) create(t testing.TB, yaml string) {
 	for i := range in.Namespaces {
 		objs = append(objs, &in.Namespaces[i])
 	}
-	for i := range in.GatewayClasses {
-		objs = append(objs, &in.GatewayClasses[i])
-	}
-	for i := range in.Gateways {
-		objs = append(objs, &in.Gateways[i])
-	}
-	for i := range in.Services {
-		objs = append(objs, &in.Services[i])
-	}
-	for i := range in.EndpointSlices {
-		objs = append(objs, &in.EndpointSlices[i])
-	}
-	for i := range in.ReferenceGrants {
-		objs = append(objs, &in.ReferenceGrants[i])
-	}
-	for i := range in.Secrets {
-		objs = append(objs, &in.Secrets[i])
-	}
-	for i := range in.HTTPRoutes {
-		objs = append(objs, &in.HTTPRoutes[i])
-	}
-	for i := range in.GRPCRoutes {
-		objs = append(objs, &in.GRPCRoutes[i])
-	}
-	for i := range in.TLSRoutes {
-		objs = append(objs, &in.TLSRoutes[i])
-	}
-	for i := range in.AuthPolicies {
-		objs = append(objs, &in.AuthPolicies[i])
+	v := reflect.ValueOf(in).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Slice && v.Type().Field(i).Name != "Namespaces" {
+			for j := range f.Len() {
+				objs = append(objs, f.Index(j).Addr().Interface().(client.Object))
+			}
+		}
 	}
 	ctx := context.Background()
 	for _, o := range objs {
@@ -227,25 +196,20 @@ func update[T client.Object](t testing.TB, kc client.Client, obj T, f func(T)) {
 // controlPlane returns what the control plane holds.
 func (e *env) controlPlane(t testing.TB) *model.Objects {
 	t.Helper()
+	return readControlPlane(t, e.cp)
+}
+
+// readControlPlane reads every object of every kind through cp.
+func readControlPlane(t testing.TB, cp *tclient.Client) *model.Objects {
+	t.Helper()
 	var out model.Objects
 	for _, k := range model.Kinds {
-		objs, _, err := e.cp.List(context.Background(), k)
+		objs, _, err := cp.List(context.Background(), k)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, o := range objs {
-			switch v := o.(type) {
-			case *model.ServiceNetwork:
-				out.Networks = append(out.Networks, *v)
-			case *model.Service:
-				out.Services = append(out.Services, *v)
-			case *model.TargetGroup:
-				out.TargetGroups = append(out.TargetGroups, *v)
-			case *model.Certificate:
-				out.Certificates = append(out.Certificates, *v)
-			case *model.WorkloadSet:
-				out.WorkloadSets = append(out.WorkloadSets, *v)
-			}
+			out.Add(o)
 		}
 	}
 	return &out
@@ -257,16 +221,43 @@ func (e *env) proxy(t testing.TB, bind string) {
 	t.Helper()
 	cmd := exec.Command(trellisBin, "proxy", "--server", e.apiURL, "--cluster", cluster, "--bind", bind, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "TRELLIS_TOKEN="+token)
+	start(t, e.Cluster, cmd)
+}
+
+// serveControlPlane runs a control plane over a bolt store inside c's
+// network namespace, accepting tokens (token → cluster), and returns its
+// URL.
+func serveControlPlane(t testing.TB, c *kube.Cluster, tokens map[string]string) string {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "trellis.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ln, err := c.NS.Listen("tcp", apiAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: server.New(st, server.Config{Tokens: tokens, Heartbeat: time.Second})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// start runs cmd inside c's network namespace until the test ends, and logs
+// its output if the test failed.
+func start(t testing.TB, c *kube.Cluster, cmd *exec.Cmd) {
+	t.Helper()
 	var out testsync.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := e.NS.Start(cmd); err != nil {
+	if err := c.NS.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
 		if t.Failed() {
-			t.Logf("proxy output:\n%s", out.String())
+			t.Logf("%s output:\n%s", strings.Join(cmd.Args, " "), out.String())
 		}
 	})
 }

@@ -76,34 +76,12 @@ func TestManifests(t *testing.T) {
 	})
 
 	ca := pki.NewCA(t)
-	e.create(t, classes+"---\n"+namespace("infra", "")+namespace("shop", "")+backend("shop", "web", "198.18.60.1")+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: infra}
-spec:
-  gatewayClassName: trellis-edge
-  listeners:
-    - {name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: All}}}
-    - name: https
-      protocol: HTTPS
-      port: 443
-      tls: {certificateRefs: [{name: edge-cert}]}
-      allowedRoutes: {namespaces: {from: All}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: mesh, namespace: infra}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: All}}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: shop}
-spec:
-  parentRefs: [{name: edge, namespace: infra}, {name: mesh, namespace: infra}]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
----
+	e.create(t, classes+namespace("infra", "")+namespace("shop", "")+backend("shop", "web", "198.18.60.1")+
+		gatewayYAML("infra", "edge", "trellis-edge", `[
+  {name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: All}}},
+  {name: https, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: edge-cert}]}, allowedRoutes: {namespaces: {from: All}}}]`)+
+		gatewayYAML("infra", "mesh", "trellis", `[{name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: All}}}]`)+
+		routeYAML("HTTPRoute", "shop", "web", `{parentRefs: [{name: edge, namespace: infra}, {name: mesh, namespace: infra}], rules: [{backendRefs: [{name: web, port: 80}]}]}`)+`
 apiVersion: trellis.dev/v1alpha1
 kind: AuthPolicy
 metadata: {name: web-readers, namespace: shop}

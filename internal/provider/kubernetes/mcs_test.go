@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -30,8 +28,6 @@ import (
 	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/kubernetes"
-	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/test/kube"
 	"trellis.dev/trellis/test/testsync"
 )
@@ -61,21 +57,7 @@ func newMCSEnv(t *testing.T) *mcsEnv {
 	b := &mcsCluster{name: "b", Cluster: kube.Start(t, kube.Options{})}
 	a.kc, b.kc = a.Client(t), b.Client(t)
 
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "trellis.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ln, err := a.NS.Listen("tcp", apiAddr+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: server.New(st, server.Config{
-		Tokens: map[string]string{"token-a": "a", "token-b": "b"}, Heartbeat: time.Second,
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	url := "http://" + ln.Addr().String()
+	url := serveControlPlane(t, a.Cluster, map[string]string{"token-a": "a", "token-b": "b"})
 
 	e := &mcsEnv{a: a, b: b}
 	for _, c := range []*mcsCluster{a, b} {
@@ -558,21 +540,8 @@ func TestMCSConformance(t *testing.T) {
 		const ns, name = "routes", "hello"
 		b.createService(t, ns, name, service{ports: []corev1.ServicePort{httpPort(80)}})
 		a.ensureNamespace(t, ns)
-		(&env{Cluster: a.Cluster, kc: a.kc}).create(t, classes+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: mesh, namespace: routes}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: routes}
-spec:
-  parentRefs: [{name: mesh}]
-  rules: [{backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]}]
-`)
+		(&env{Cluster: a.Cluster, kc: a.kc}).create(t, classes+gatewayYAML(ns, "mesh", "trellis", httpListener)+
+			routeYAML("HTTPRoute", ns, "web", `{parentRefs: [{name: mesh}], rules: [{backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: hello, port: 80}]}]}`))
 		resolved := func(status metav1.ConditionStatus, reason string) func() error {
 			return func() error {
 				var r gatewayv1.HTTPRoute

@@ -14,14 +14,15 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/grpchealth"
 	"trellis.dev/trellis/test/pki"
 	"trellis.dev/trellis/test/testsync"
 )
@@ -60,32 +61,11 @@ func (e *env) listenerCondition(ns, gw, listener, typ string, status metav1.Cond
 func TestCertificateRefs(t *testing.T) {
 	e := newEnv(t)
 	ca := pki.NewCA(t)
-	e.create(t, classes+"---\n"+namespace("tlsgw", "")+namespace("certs", "")+`
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: tlsgw}
-spec:
-  gatewayClassName: trellis-edge
-  listeners:
-    - name: local
-      protocol: HTTPS
-      port: 443
-      hostname: shop.example.com
-      tls: {certificateRefs: [{name: shop}]}
-    - name: remote
-      protocol: HTTPS
-      port: 443
-      hostname: api.example.com
-      tls: {certificateRefs: [{name: api, namespace: certs}]}
-    - name: broken
-      protocol: HTTPS
-      port: 8443
-      tls: {certificateRefs: [{name: broken}]}
-    - name: passthrough
-      protocol: TLS
-      port: 9443
-      tls: {mode: Passthrough}
-`)
+	e.create(t, classes+namespace("tlsgw", "")+namespace("certs", "")+gatewayYAML("tlsgw", "web", "trellis-edge", `[
+  {name: local, protocol: HTTPS, port: 443, hostname: shop.example.com, tls: {certificateRefs: [{name: shop}]}},
+  {name: remote, protocol: HTTPS, port: 443, hostname: api.example.com, tls: {certificateRefs: [{name: api, namespace: certs}]}},
+  {name: broken, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: broken}]}},
+  {name: passthrough, protocol: TLS, port: 9443, tls: {mode: Passthrough}}]`))
 	e.tlsSecret(t, ca, "tlsgw", "shop", "shop.example.com")
 	e.tlsSecret(t, ca, "certs", "api", "api.example.com")
 	if err := e.kc.Create(context.Background(), &corev1.Secret{
@@ -129,14 +109,8 @@ spec:
 	check("broken", "Programmed", True, "Programmed")
 
 	// Certificates are sent once a route serves them.
-	e.create(t, backend("tlsgw", "shop", "198.18.66.1")+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: shop, namespace: tlsgw}
-spec:
-  parentRefs: [{name: web}]
-  rules: [{backendRefs: [{name: shop, port: 80}]}]
-`)
+	e.create(t, backend("tlsgw", "shop", "198.18.66.1")+
+		routeYAML("HTTPRoute", "tlsgw", "shop", `{parentRefs: [{name: web}], rules: [{backendRefs: [{name: shop, port: 80}]}]}`))
 	testsync.Eventually(t, 20*time.Second, "the certificates in the control plane", func() error {
 		var names []string
 		for _, c := range e.controlPlane(t).Certificates {
@@ -170,26 +144,9 @@ func TestHTTPSThroughProxy(t *testing.T) {
 	e.proxy(t, proxyBind)
 	ca := pki.NewCA(t)
 	serveName(t, e, "198.18.67.1:8080", "secure")
-	e.create(t, classes+"---\n"+namespace("https", "")+backend("https", "web", "198.18.67.1")+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: https}
-spec:
-  gatewayClassName: trellis-edge
-  listeners:
-    - name: https
-      protocol: HTTPS
-      port: 8443
-      tls: {certificateRefs: [{name: shop}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: shop, namespace: https}
-spec:
-  parentRefs: [{name: web}]
-  hostnames: [shop.example.com]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
-`)
+	e.create(t, classes+namespace("https", "")+backend("https", "web", "198.18.67.1")+
+		gatewayYAML("https", "web", "trellis-edge", `[{name: https, protocol: HTTPS, port: 8443, tls: {certificateRefs: [{name: shop}]}}]`)+
+		routeYAML("HTTPRoute", "https", "shop", `{parentRefs: [{name: web}], hostnames: [shop.example.com], rules: [{backendRefs: [{name: web, port: 80}]}]}`))
 	e.tlsSecret(t, ca, "https", "shop", "shop.example.com")
 	addr := net.JoinHostPort(e.gatewayAddress(t, "https", "web"), "8443")
 	hc := e.NS.HTTPClient(5 * time.Second)
@@ -210,6 +167,21 @@ spec:
 			return fmt.Errorf("served a certificate for %v", got)
 		}
 		return nil
+	})
+}
+
+// waitRouteAccepted waits until route, read anew into itself, has one
+// parent status and it is Accepted; status points into route.
+func (e *env) waitRouteAccepted(t testing.TB, route client.Object, status *gatewayv1.RouteStatus) {
+	t.Helper()
+	testsync.Eventually(t, 20*time.Second, "route "+route.GetName()+" accepted", func() error {
+		if err := e.kc.Get(context.Background(), client.ObjectKeyFromObject(route), route); err != nil {
+			return err
+		}
+		if len(status.Parents) != 1 {
+			return fmt.Errorf("%d parent statuses", len(status.Parents))
+		}
+		return hasCondition(status.Parents[0].Conditions, "Accepted", True, "Accepted", route.GetGeneration())
 	})
 }
 
@@ -242,29 +214,9 @@ func TestGRPCRouteThroughProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
-	hs := health.NewServer()
-	hs.SetServingStatus("inventory", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	e.create(t, classes+"---\n"+edgeGateway("grpc")+`
-apiVersion: v1
-kind: Service
-metadata: {name: health, namespace: grpc}
-spec:
-  ports: [{port: 9000, appProtocol: grpc}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: health-1
-  namespace: grpc
-  labels: {kubernetes.io/service-name: health}
-addressType: IPv4
-ports: [{port: 9000}]
-endpoints: [{addresses: [198.18.68.1], conditions: {ready: true}}]
----
+	grpchealth.Serve(t, ln)
+	e.create(t, classes+edgeGateway("grpc")+
+		serviceYAML("grpc", "health", "{port: 9000, appProtocol: grpc}", 9000, "198.18.68.1")+`
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: health, namespace: grpc}
@@ -275,16 +227,8 @@ spec:
     - matches: [{method: {service: grpc.health.v1.Health, method: Check}}]
       backendRefs: [{name: health, port: 9000}]
 `)
-	testsync.Eventually(t, 20*time.Second, "the GRPCRoute accepted", func() error {
-		r := &gatewayv1.GRPCRoute{}
-		if err := e.kc.Get(context.Background(), types.NamespacedName{Namespace: "grpc", Name: "health"}, r); err != nil {
-			return err
-		}
-		if len(r.Status.Parents) != 1 {
-			return fmt.Errorf("%d parent statuses", len(r.Status.Parents))
-		}
-		return hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation)
-	})
+	grpcRoute := &gatewayv1.GRPCRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "grpc", Name: "health"}}
+	e.waitRouteAccepted(t, grpcRoute, &grpcRoute.Status.RouteStatus)
 	tgs := e.controlPlane(t).TargetGroups
 	if i := slices.IndexFunc(tgs, func(tg model.TargetGroup) bool { return tg.Name == "health-grpc-9000-grpc" }); i < 0 || tgs[i].ProtocolVersion != model.GRPC {
 		t.Fatalf("no GRPC target group health-grpc-9000-grpc in %v", tgs)
@@ -339,38 +283,10 @@ func TestTLSRouteThroughProxy(t *testing.T) {
 	}
 	go srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { srv.Close() })
-	e.create(t, classes+"---\n"+namespace("passthrough", "")+`
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: passthrough}
-spec:
-  gatewayClassName: trellis-edge
-  listeners: [{name: tls, protocol: TLS, port: 9443, tls: {mode: Passthrough}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: db, namespace: passthrough}
-spec:
-  ports: [{port: 443, targetPort: 8443}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: db-1
-  namespace: passthrough
-  labels: {kubernetes.io/service-name: db}
-addressType: IPv4
-ports: [{port: 8443}]
-endpoints: [{addresses: [198.18.69.1], conditions: {ready: true}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: TLSRoute
-metadata: {name: db, namespace: passthrough}
-spec:
-  parentRefs: [{name: web}]
-  hostnames: [db.example.com]
-  rules: [{backendRefs: [{name: db, port: 443}]}]
-`)
+	e.create(t, classes+namespace("passthrough", "")+
+		gatewayYAML("passthrough", "web", "trellis-edge", `[{name: tls, protocol: TLS, port: 9443, tls: {mode: Passthrough}}]`)+
+		serviceYAML("passthrough", "db", "{port: 443, targetPort: 8443}", 8443, "198.18.69.1")+
+		routeYAML("TLSRoute", "passthrough", "db", `{parentRefs: [{name: web}], hostnames: [db.example.com], rules: [{backendRefs: [{name: db, port: 443}]}]}`))
 	addr := net.JoinHostPort(e.gatewayAddress(t, "passthrough", "web"), "9443")
 	hc := e.NS.HTTPClient(5 * time.Second)
 	hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: ca.Pool(), ServerName: "db.example.com"}
@@ -386,14 +302,6 @@ spec:
 		}
 		return nil
 	})
-	testsync.Eventually(t, 20*time.Second, "the TLSRoute accepted", func() error {
-		r := &gatewayv1.TLSRoute{}
-		if err := e.kc.Get(context.Background(), types.NamespacedName{Namespace: "passthrough", Name: "db"}, r); err != nil {
-			return err
-		}
-		if len(r.Status.Parents) != 1 {
-			return fmt.Errorf("%d parent statuses", len(r.Status.Parents))
-		}
-		return hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation)
-	})
+	tlsRoute := &gatewayv1.TLSRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "passthrough", Name: "db"}}
+	e.waitRouteAccepted(t, tlsRoute, &tlsRoute.Status.RouteStatus)
 }

@@ -25,53 +25,6 @@ const (
 	False = metav1.ConditionFalse
 )
 
-// classes are shared by every case.
-const classes = `
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis}
-spec: {controllerName: trellis.dev/service-network}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis-edge}
-spec: {controllerName: trellis.dev/gateway}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis-tuned}
-spec:
-  controllerName: trellis.dev/service-network
-  parametersRef: {group: trellis.dev, kind: Tuning, name: fast}
-`
-
-// backend is a Service and its EndpointSlice in namespace ns.
-func backend(ns, name, ip string) string {
-	return fmt.Sprintf(`
-apiVersion: v1
-kind: Service
-metadata: {name: %[2]s, namespace: %[1]s}
-spec:
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: %[2]s-1
-  namespace: %[1]s
-  labels: {kubernetes.io/service-name: %[2]s}
-addressType: IPv4
-ports: [{port: 8080}]
-endpoints:
-  - addresses: [%[3]s]
-    conditions: {ready: true}
-`, ns, name, ip)
-}
-
-func namespace(name string, labels string) string {
-	return fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {%s}}\n---\n", name, labels)
-}
-
 // TestStatus creates Gateway API objects in a real apiserver and checks the
 // status `kubectl get -o yaml` shows for each condition and reason, and what
 // reached the control plane.
@@ -123,6 +76,19 @@ func TestStatus(t *testing.T) {
 		}
 		return nil
 	}
+	// gatewayConds reads a Gateway and checks its conditions.
+	gatewayConds := func(ns, name string, want ...metav1.Condition) (*gatewayv1.Gateway, error) {
+		gw, err := gateway(ns, name)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range want {
+			if err := hasCondition(gw.Status.Conditions, w.Type, w.Status, w.Reason, gw.Generation); err != nil {
+				return nil, fmt.Errorf("gateway %s/%s: %w", ns, name, err)
+			}
+		}
+		return gw, nil
+	}
 	cond := func(typ string, status metav1.ConditionStatus, reason string) metav1.Condition {
 		return metav1.Condition{Type: typ, Status: status, Reason: reason}
 	}
@@ -138,30 +104,14 @@ func TestStatus(t *testing.T) {
 		thenCheck func() error
 	}{{
 		name: "service network: Gateway accepted and programmed at its domain, route served under its DNS name",
-		objects: namespace("sn", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: hotel, namespace: sn}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: inventory, namespace: sn}
-spec:
-  parentRefs: [{name: hotel}]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
----` + backend("sn", "web", "198.18.60.1"),
+		objects: namespace("sn", "") +
+			gatewayYAML("sn", "hotel", "trellis", httpListener) +
+			routeYAML("HTTPRoute", "sn", "inventory", `{parentRefs: [{name: hotel}], rules: [{backendRefs: [{name: web, port: 80}]}]}`) +
+			backend("sn", "web", "198.18.60.1"),
 		check: func() error {
-			gw, err := gateway("sn", "hotel")
+			gw, err := gatewayConds("sn", "hotel", cond("Accepted", True, "Accepted"), cond("Programmed", True, "Programmed"))
 			if err != nil {
 				return err
-			}
-			for _, c := range []metav1.Condition{cond("Accepted", True, "Accepted"), cond("Programmed", True, "Programmed")} {
-				if err := hasCondition(gw.Status.Conditions, c.Type, c.Status, c.Reason, gw.Generation); err != nil {
-					return err
-				}
 			}
 			if len(gw.Status.Addresses) != 1 || gw.Status.Addresses[0].Value != "hotel.trellis.internal" ||
 				deref(gw.Status.Addresses[0].Type) != gatewayv1.HostnameAddressType {
@@ -208,36 +158,14 @@ spec:
 		},
 	}, {
 		name: "edge: address from the pool, recorded; hostname intersection",
-		objects: namespace("edge", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: shop, namespace: edge}
-spec:
-  gatewayClassName: trellis-edge
-  listeners: [{name: http, protocol: HTTP, port: 8080, hostname: "*.shop.example"}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: cart, namespace: edge}
-spec:
-  parentRefs: [{name: shop}]
-  hostnames: [cart.shop.example, cart.other.example]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: elsewhere, namespace: edge}
-spec:
-  parentRefs: [{name: shop}]
-  hostnames: [www.other.example]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
----` + backend("edge", "web", "198.18.60.2"),
+		objects: namespace("edge", "") +
+			gatewayYAML("edge", "shop", "trellis-edge", `[{name: http, protocol: HTTP, port: 8080, hostname: "*.shop.example"}]`) +
+			routeYAML("HTTPRoute", "edge", "cart", `{parentRefs: [{name: shop}], hostnames: [cart.shop.example, cart.other.example], rules: [{backendRefs: [{name: web, port: 80}]}]}`) +
+			routeYAML("HTTPRoute", "edge", "elsewhere", `{parentRefs: [{name: shop}], hostnames: [www.other.example], rules: [{backendRefs: [{name: web, port: 80}]}]}`) +
+			backend("edge", "web", "198.18.60.2"),
 		check: func() error {
-			gw, err := gateway("edge", "shop")
+			gw, err := gatewayConds("edge", "shop", cond("Programmed", True, "Programmed"))
 			if err != nil {
-				return err
-			}
-			if err := hasCondition(gw.Status.Conditions, "Programmed", True, "Programmed", gw.Generation); err != nil {
 				return err
 			}
 			if len(gw.Status.Addresses) != 1 || deref(gw.Status.Addresses[0].Type) != gatewayv1.IPAddressType {
@@ -276,26 +204,13 @@ spec:
 		// created (the CRD's validation refuses them), so HostnameConflict
 		// is covered by the translator's golden cases only.
 		name: "listeners: unsupported protocol, invalid route kinds",
-		objects: namespace("listeners", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: mixed, namespace: listeners}
-spec:
-  gatewayClassName: trellis-edge
-  listeners:
-    - {name: http, protocol: HTTP, port: 80}
-    - {name: tcp, protocol: TCP, port: 5432}
-    - name: kinds
-      protocol: HTTP
-      port: 81
-      allowedRoutes: {kinds: [{kind: TCPRoute}]}
-`,
+		objects: namespace("listeners", "") + gatewayYAML("listeners", "mixed", "trellis-edge", `[
+  {name: http, protocol: HTTP, port: 80},
+  {name: tcp, protocol: TCP, port: 5432},
+  {name: kinds, protocol: HTTP, port: 81, allowedRoutes: {kinds: [{kind: TCPRoute}]}}]`),
 		check: func() error {
-			gw, err := gateway("listeners", "mixed")
+			gw, err := gatewayConds("listeners", "mixed", cond("Accepted", True, "ListenersNotValid"))
 			if err != nil {
-				return err
-			}
-			if err := hasCondition(gw.Status.Conditions, "Accepted", True, "ListenersNotValid", gw.Generation); err != nil {
 				return err
 			}
 			want := map[string][]metav1.Condition{
@@ -318,7 +233,7 @@ spec:
 		},
 	}, {
 		name: "not accepted: unsupported address, class with parameters",
-		objects: namespace("gwbad", "") + `
+		objects: namespace("gwbad", "") + gatewayYAML("gwbad", "tuned", "trellis-tuned", httpListener) + `
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: pinned, namespace: gwbad}
@@ -326,23 +241,9 @@ spec:
   gatewayClassName: trellis
   addresses: [{type: IPAddress, value: 10.0.0.1}]
   listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: tuned, namespace: gwbad}
-spec:
-  gatewayClassName: trellis-tuned
-  listeners: [{name: http, protocol: HTTP, port: 80}]
 `,
 		check: func() error {
-			gw, err := gateway("gwbad", "pinned")
-			if err != nil {
-				return err
-			}
-			if err := hasCondition(gw.Status.Conditions, "Accepted", False, "UnsupportedAddress", gw.Generation); err != nil {
-				return err
-			}
-			if err := hasCondition(gw.Status.Conditions, "Programmed", False, "Invalid", gw.Generation); err != nil {
+			if _, err := gatewayConds("gwbad", "pinned", cond("Accepted", False, "UnsupportedAddress"), cond("Programmed", False, "Invalid")); err != nil {
 				return err
 			}
 			gc := &gatewayv1.GatewayClass{}
@@ -352,34 +253,16 @@ spec:
 			if err := hasCondition(gc.Status.Conditions, "Accepted", False, "InvalidParameters", gc.Generation); err != nil {
 				return fmt.Errorf("class trellis-tuned: %w", err)
 			}
-			gw, err = gateway("gwbad", "tuned")
-			if err != nil {
-				return err
-			}
-			return hasCondition(gw.Status.Conditions, "Accepted", False, "Invalid", gw.Generation)
+			_, err := gatewayConds("gwbad", "tuned", cond("Accepted", False, "Invalid"))
+			return err
 		},
 	}, {
 		name: "route parents: no matching parent, not allowed by listeners",
-		objects: namespace("parents", "") + namespace("parents-b", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: parents-net, namespace: parents}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: lost, namespace: parents}
-spec:
-  parentRefs: [{name: parents-net, sectionName: https}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: outsider, namespace: parents-b}
-spec:
-  parentRefs: [{name: parents-net, namespace: parents}]
-`,
+		objects: namespace("parents", "") +
+			namespace("parents-b", "") +
+			gatewayYAML("parents", "parents-net", "trellis", httpListener) +
+			routeYAML("HTTPRoute", "parents", "lost", `{parentRefs: [{name: parents-net, sectionName: https}]}`) +
+			routeYAML("HTTPRoute", "parents-b", "outsider", `{parentRefs: [{name: parents-net, namespace: parents}]}`),
 		check: func() error {
 			if err := routeConds("parents", "lost", "parents-net", "https", cond("Accepted", False, "NoMatchingParent")); err != nil {
 				return err
@@ -388,48 +271,20 @@ spec:
 		},
 	}, {
 		name: "backend refs: not found, invalid kind, not permitted until a ReferenceGrant, unsupported protocol",
-		objects: namespace("refs", "") + namespace("refs-other", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: refs-net, namespace: refs}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: missing, namespace: refs}
-spec:
-  parentRefs: [{name: refs-net}]
-  rules: [{backendRefs: [{name: nothing, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: kind, namespace: refs}
-spec:
-  parentRefs: [{name: refs-net}]
-  rules: [{backendRefs: [{group: "", kind: ConfigMap, name: web, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: cross, namespace: refs}
-spec:
-  parentRefs: [{name: refs-net}]
-  rules: [{backendRefs: [{name: web, namespace: refs-other, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: udp, namespace: refs}
-spec:
-  parentRefs: [{name: refs-net}]
-  rules: [{backendRefs: [{name: dns, port: 53}]}]
----
+		objects: namespace("refs", "") +
+			namespace("refs-other", "") +
+			gatewayYAML("refs", "refs-net", "trellis", httpListener) +
+			routeYAML("HTTPRoute", "refs", "missing", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{name: nothing, port: 80}]}]}`) +
+			routeYAML("HTTPRoute", "refs", "kind", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{group: "", kind: ConfigMap, name: web, port: 80}]}]}`) +
+			routeYAML("HTTPRoute", "refs", "cross", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{name: web, namespace: refs-other, port: 80}]}]}`) +
+			routeYAML("HTTPRoute", "refs", "udp", `{parentRefs: [{name: refs-net}], rules: [{backendRefs: [{name: dns, port: 53}]}]}`) +
+			backend("refs-other", "web", "198.18.60.3") + `
 apiVersion: v1
 kind: Service
 metadata: {name: dns, namespace: refs}
 spec:
   ports: [{port: 53, protocol: UDP}]
----` + backend("refs-other", "web", "198.18.60.3"),
+`,
 		check: func() error {
 			for name, reason := range map[string]string{"missing": "BackendNotFound", "kind": "InvalidKind", "cross": "RefNotPermitted", "udp": "UnsupportedProtocol"} {
 				// A route with a bad backend is still accepted: that
@@ -462,14 +317,8 @@ spec:
 		},
 	}, {
 		name: "partially invalid: an invalid rule is dropped, the rest served",
-		objects: namespace("partial", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: partial-net, namespace: partial}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
+		objects: namespace("partial", "") + gatewayYAML("partial", "partial-net", "trellis", httpListener) +
+			backend("partial", "web", "198.18.60.4") + `
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: half, namespace: partial}
@@ -479,7 +328,7 @@ spec:
     - matches: [{path: {type: RegularExpression, value: "/(?=x)"}}]
       backendRefs: [{name: web, port: 80}]
     - backendRefs: [{name: web, port: 80}]
----` + backend("partial", "web", "198.18.60.4"),
+`,
 		check: func() error {
 			if err := routeConds("partial", "half", "partial-net", "", accepted, resolved,
 				cond("PartiallyInvalid", True, "UnsupportedValue")); err != nil {
@@ -501,24 +350,10 @@ spec:
 		},
 	}, {
 		name: "namespace selector: admitted once the namespace has the label",
-		objects: namespace("sel", "") + namespace("sel-team", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: sel-net, namespace: sel}
-spec:
-  gatewayClassName: trellis
-  listeners:
-    - name: http
-      protocol: HTTP
-      port: 80
-      allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {team: a}}}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: app, namespace: sel-team}
-spec:
-  parentRefs: [{name: sel-net, namespace: sel}]
-`,
+		objects: namespace("sel", "") + namespace("sel-team", "") +
+			gatewayYAML("sel", "sel-net", "trellis",
+				`[{name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {team: a}}}}}]`) +
+			routeYAML("HTTPRoute", "sel-team", "app", `{parentRefs: [{name: sel-net, namespace: sel}]}`),
 		check: func() error {
 			return routeConds("sel-team", "app", "sel-net", "", cond("Accepted", False, "NotAllowedByListeners"))
 		},
@@ -532,20 +367,9 @@ spec:
 		},
 	}, {
 		name: "observedGeneration follows the spec",
-		objects: namespace("gen", "") + `
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gen-net, namespace: gen}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: app, namespace: gen}
-spec:
-  parentRefs: [{name: gen-net}]
-`,
+		objects: namespace("gen", "") +
+			gatewayYAML("gen", "gen-net", "trellis", httpListener) +
+			routeYAML("HTTPRoute", "gen", "app", `{parentRefs: [{name: gen-net}]}`),
 		check: func() error { return routeConds("gen", "app", "gen-net", "", accepted) },
 		then: func(t *testing.T) {
 			update(t, e.kc, &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "gen", Name: "app"}}, func(r *gatewayv1.HTTPRoute) {

@@ -2,7 +2,6 @@ package kubernetes_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,7 +15,6 @@ import (
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"trellis.dev/trellis/internal/model"
@@ -55,35 +53,22 @@ func serveName(t testing.TB, e *env, addr, name string) (stop func()) {
 	return stop
 }
 
-// edgeGateway is one edge Gateway "web" in namespace ns on port 8080.
-func edgeGateway(ns string) string {
-	return namespace(ns, "") + fmt.Sprintf(`
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: web, namespace: %s}
-spec:
-  gatewayClassName: trellis-edge
-  listeners: [{name: http, protocol: HTTP, port: 8080}]
----
-`, ns)
-}
-
-// gatewayURL waits for the Gateway's published address and returns its URL.
+// gatewayURL waits for the Gateway's published address and returns its
+// URL on port 8080, an edge Gateway's.
 func (e *env) gatewayURL(t testing.TB, ns, name string) string {
 	t.Helper()
-	var url string
-	testsync.Eventually(t, 20*time.Second, "the Gateway's address", func() error {
-		gw := &gatewayv1.Gateway{}
-		if err := e.kc.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, gw); err != nil {
-			return err
+	return "http://" + net.JoinHostPort(e.gatewayAddress(t, ns, name), "8080")
+}
+
+// serves checks that a request for host to url is answered 200 with want.
+func serves(hc *http.Client, url, host, want string) func() error {
+	return func() error {
+		body, err := get(hc, url, host)
+		if err == nil && body != want {
+			err = fmt.Errorf("got %q, want %q", body, want)
 		}
-		if len(gw.Status.Addresses) == 0 {
-			return errors.New("no address yet")
-		}
-		url = "http://" + net.JoinHostPort(gw.Status.Addresses[0].Value, "8080")
-		return nil
-	})
-	return url
+		return err
+	}
 }
 
 // get sends one request and returns the body of a 200 answer.
@@ -117,27 +102,14 @@ func TestWeightChangeReachesTheProxy(t *testing.T) {
 	e.proxy(t, proxyBind)
 	serveName(t, e, "198.18.61.1:8080", "blue")
 	serveName(t, e, "198.18.61.2:8080", "green")
-	e.create(t, classes+"---\n"+edgeGateway("weights")+backend("weights", "blue", "198.18.61.1")+"---\n"+
-		backend("weights", "green", "198.18.61.2")+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: split, namespace: weights}
-spec:
-  parentRefs: [{name: web}]
-  rules:
-    - backendRefs:
-        - {name: blue, port: 80, weight: 100}
-        - {name: green, port: 80, weight: 0}
-`)
+	e.create(t, classes+edgeGateway("weights")+backend("weights", "blue", "198.18.61.1")+
+		backend("weights", "green", "198.18.61.2")+
+		routeYAML("HTTPRoute", "weights", "split", `{parentRefs: [{name: web}], rules: [{backendRefs: [
+  {name: blue, port: 80, weight: 100},
+  {name: green, port: 80, weight: 0}]}]}`))
 	url := e.gatewayURL(t, "weights", "web")
 	hc := e.NS.HTTPClient(5 * time.Second)
-	testsync.Eventually(t, 20*time.Second, "blue served", func() error {
-		body, err := get(hc, url, "split.example")
-		if err == nil && body != "blue" {
-			err = fmt.Errorf("got %q", body)
-		}
-		return err
-	})
+	testsync.Eventually(t, 20*time.Second, "blue served", serves(hc, url, "split.example", "blue"))
 
 	setWeights := func(blue, green int32) {
 		update(t, e.kc, &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "weights", Name: "split"}}, func(r *gatewayv1.HTTPRoute) {
@@ -213,32 +185,9 @@ func TestRollingUpdateLosesNoRequest(t *testing.T) {
 	}
 	start := func(ip string) *pod { return &pod{ip: ip, stop: serveName(t, e, ip+":8080", "roll")} }
 	pods := []*pod{start("198.18.62.1"), start("198.18.62.2")}
-	e.create(t, classes+"---\n"+edgeGateway("roll")+`
-apiVersion: v1
-kind: Service
-metadata: {name: roll, namespace: roll}
-spec:
-  ports: [{port: 80, targetPort: 8080}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: roll-1
-  namespace: roll
-  labels: {kubernetes.io/service-name: roll}
-addressType: IPv4
-ports: [{port: 8080}]
-endpoints:
-  - {addresses: [198.18.62.1], conditions: {ready: true}}
-  - {addresses: [198.18.62.2], conditions: {ready: true}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: roll, namespace: roll}
-spec:
-  parentRefs: [{name: web}]
-  rules: [{backendRefs: [{name: roll, port: 80}]}]
-`)
+	e.create(t, classes+edgeGateway("roll")+
+		serviceYAML("roll", "roll", "{port: 80, targetPort: 8080}", 8080, "198.18.62.1", "198.18.62.2")+
+		routeYAML("HTTPRoute", "roll", "roll", `{parentRefs: [{name: web}], rules: [{backendRefs: [{name: roll, port: 80}]}]}`))
 	url := e.gatewayURL(t, "roll", "web")
 	hc := e.NS.HTTPClient(5 * time.Second)
 	testsync.Eventually(t, 20*time.Second, "the route served", func() error { _, err := get(hc, url, "roll.example"); return err })
@@ -335,37 +284,15 @@ func TestUpWithKubeconfig(t *testing.T) {
 	e := &env{Cluster: c, kc: c.Client(t)}
 	cmd := exec.Command(trellisBin, "up", "--kubeconfig", c.Kubeconfig, "--gateway-addresses", pool,
 		"--bind", proxyBind, "--api-listen", apiAddr+":0", "--log-level", "warn")
-	var out testsync.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := c.NS.Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("trellis up output:\n%s", out.String())
-		}
-	})
+	start(t, c, cmd)
 	serveName(t, e, "198.18.64.1:8080", "up")
-	e.create(t, classes+"---\n"+edgeGateway("up")+backend("up", "web", "198.18.64.1")+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web, namespace: up}
-spec:
-  parentRefs: [{name: web}]
-  rules: [{backendRefs: [{name: web, port: 80}]}]
-`)
+	e.create(t, classes+edgeGateway("up")+
+		backend("up", "web", "198.18.64.1")+
+		routeYAML("HTTPRoute", "up", "web", `{parentRefs: [{name: web}], rules: [{backendRefs: [{name: web, port: 80}]}]}`))
 	url := e.gatewayURL(t, "up", "web")
 	if url != "http://"+gatewayAddr+":8080" {
 		t.Errorf("the Gateway published %s, want the pool's first address %s", url, gatewayAddr)
 	}
 	hc := e.NS.HTTPClient(5 * time.Second)
-	testsync.Eventually(t, 20*time.Second, "the route served", func() error {
-		body, err := get(hc, url, "anything.example")
-		if err == nil && body != "up" {
-			err = fmt.Errorf("got %q", body)
-		}
-		return err
-	})
+	testsync.Eventually(t, 20*time.Second, "the route served", serves(hc, url, "anything.example", "up"))
 }

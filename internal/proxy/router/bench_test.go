@@ -11,60 +11,54 @@ import (
 
 const benchServices = 10_000
 
+// services is a snapshot of n services svc-<i> in network, each with an
+// HTTP listener on port 80, completed by fill.
+func services(n int, network string, fill func(i int, s *model.Service)) *model.Snapshot {
+	snap := &model.Snapshot{Objects: model.Objects{Networks: networks}}
+	for i := range n {
+		s := model.Service{Meta: model.Meta{Name: fmt.Sprintf("svc-%d", i)}, Network: network, Listeners: http80()}
+		fill(i, &s)
+		snap.Services = append(snap.Services, s)
+	}
+	return snap
+}
+
 // manyHosts is a service network of n services, each with its own DNS name
 // and the rules of a typical API: a health check, a header-gated canary, the
 // API prefix, a regular expression (a different one per service, so that
 // none is shared) and a default.
 func manyHosts(n int) *model.Snapshot {
-	snap := &model.Snapshot{Objects: model.Objects{Networks: networks}}
-	for i := range n {
-		snap.Services = append(snap.Services, model.Service{
-			Meta: model.Meta{Name: fmt.Sprintf("svc-%d", i)}, Network: "mesh",
-			DNSName:   fmt.Sprintf("svc-%d-default.mesh.trellis.internal", i),
-			Listeners: http80(),
-			Rules: []model.Rule{
-				rule(200, model.Match{Path: exact("/healthz")}),
-				rule(201, model.Match{Path: prefix("/api"), Headers: []model.ValueMatch{{Type: model.ValueExact, Name: "x-canary", Value: "1"}}}),
-				rule(202, model.Match{Path: prefix("/api")}),
-				rule(203, model.Match{Path: regex(fmt.Sprintf(`/v[0-9]+/items(-%d)?`, i))}),
-				rule(204),
-			},
-		})
-	}
-	return snap
+	return services(n, "mesh", func(i int, s *model.Service) {
+		s.DNSName = fmt.Sprintf("svc-%d-default.mesh.trellis.internal", i)
+		s.Rules = []model.Rule{
+			rule(200, model.Match{Path: exact("/healthz")}),
+			rule(201, model.Match{Path: prefix("/api"), Headers: []model.ValueMatch{{Type: model.ValueExact, Name: "x-canary", Value: "1"}}}),
+			rule(202, model.Match{Path: prefix("/api")}),
+			rule(203, model.Match{Path: regex(fmt.Sprintf(`/v[0-9]+/items(-%d)?`, i))}),
+			rule(204),
+		}
+	})
 }
 
 // oneHost is an edge listener with n services on one host, each owning a
 // path prefix.
 func oneHost(n int) *model.Snapshot {
-	snap := &model.Snapshot{Objects: model.Objects{Networks: networks}}
-	for i := range n {
-		snap.Services = append(snap.Services, model.Service{
-			Meta: model.Meta{Name: fmt.Sprintf("svc-%d", i)}, Network: "edge",
-			CustomDomains: []string{"api.example.com"},
-			Listeners:     http80(),
-			Rules: []model.Rule{
-				rule(200, model.Match{Path: exact(fmt.Sprintf("/svc-%d/healthz", i))}),
-				rule(201, model.Match{Path: prefix(fmt.Sprintf("/svc-%d", i)), Method: http.MethodPost}),
-				rule(202, model.Match{Path: prefix(fmt.Sprintf("/svc-%d", i))}),
-			},
-		})
-	}
-	return snap
+	return services(n, "edge", func(i int, s *model.Service) {
+		s.CustomDomains = []string{"api.example.com"}
+		s.Rules = []model.Rule{
+			rule(200, model.Match{Path: exact(fmt.Sprintf("/svc-%d/healthz", i))}),
+			rule(201, model.Match{Path: prefix(fmt.Sprintf("/svc-%d", i)), Method: http.MethodPost}),
+			rule(202, model.Match{Path: prefix(fmt.Sprintf("/svc-%d", i))}),
+		}
+	})
 }
 
 // wildcards is an edge listener with n wildcard host names.
 func wildcards(n int) *model.Snapshot {
-	snap := &model.Snapshot{Objects: model.Objects{Networks: networks}}
-	for i := range n {
-		snap.Services = append(snap.Services, model.Service{
-			Meta: model.Meta{Name: fmt.Sprintf("svc-%d", i)}, Network: "edge",
-			CustomDomains: []string{fmt.Sprintf("*.t%d.example.com", i)},
-			Listeners:     http80(),
-			Rules:         []model.Rule{rule(200, model.Match{Path: prefix("/api")}), rule(204)},
-		})
-	}
-	return snap
+	return services(n, "edge", func(i int, s *model.Service) {
+		s.CustomDomains = []string{fmt.Sprintf("*.t%d.example.com", i)}
+		s.Rules = []model.Rule{rule(200, model.Match{Path: prefix("/api")}), rule(204)}
+	})
 }
 
 func BenchmarkMatch(b *testing.B) {

@@ -26,14 +26,10 @@ func refusingPorts(t *testing.T, n int) []int32 {
 	return ports
 }
 
-// healthGroup compiles a snapshot of one service forwarding to target group
-// g with the given targets, linked to checker, and returns the compiled
-// group.
-func healthGroup(t *testing.T, checker *health.Checker, hc model.HealthCheck, targets []model.Target) *Group {
+// compileForward compiles, with c, a snapshot of tgs and one service on
+// port 80 forwarding to target group g, and returns the compiled group.
+func compileForward(t testing.TB, c Compiler, tgs []model.TargetGroup) *Group {
 	t.Helper()
-	tgs := []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, HealthCheck: hc, Targets: targets}}
-	checker.Update(tgs)
-	c := Compiler{Hooks: CompileHooks{Health: checker.Group}}
 	tab, err := c.Compile(&model.Snapshot{Objects: model.Objects{
 		Networks: networks, TargetGroups: tgs,
 		Services: []model.Service{{Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(),
@@ -42,7 +38,18 @@ func healthGroup(t *testing.T, checker *health.Checker, hc model.HealthCheck, ta
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := tab.Match(Bind{Port: 80}, httptest.NewRequest("GET", "/", nil)).Pick().Group()
+	return tab.Match(Bind{Port: 80}, httptest.NewRequest("GET", "/", nil)).Pick().Group()
+}
+
+// healthGroup compiles a snapshot of one service forwarding to target group
+// g with the given targets, linked to checker, and returns the compiled
+// group.
+func healthGroup(t *testing.T, checker *health.Checker, hc model.HealthCheck, targets []model.Target) *Group {
+	t.Helper()
+	tgs := []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, HealthCheck: hc, Targets: targets}}
+	checker.Update(tgs)
+	c := Compiler{Hooks: CompileHooks{Health: checker.Group}}
+	g := compileForward(t, c, tgs)
 	for i := range g.targets {
 		if g.targets[i].Health == nil || g.targets[i].Group() != g {
 			t.Fatalf("target %s not linked", g.targets[i].Addr)
@@ -59,14 +66,21 @@ func pickCounts(g *Group, n int) map[string]int {
 	return got
 }
 
+// activeTargets is n active targets of this cluster, at 127.0.0.1 ports
+// 9001 and up.
+func activeTargets(n int) []model.Target {
+	var targets []model.Target
+	for i := range n {
+		targets = append(targets, model.Target{Address: "127.0.0.1", Port: int32(9001 + i), Cluster: "local", State: model.TargetActive})
+	}
+	return targets
+}
+
 func TestPickSkipsUnroutable(t *testing.T) {
 	checker := health.New(health.Config{Cluster: "local"})
 	defer checker.Close()
 	off := false
-	var targets []model.Target
-	for i := range 4 {
-		targets = append(targets, model.Target{Address: "127.0.0.1", Port: int32(9001 + i), Cluster: "local", State: model.TargetActive})
-	}
+	targets := activeTargets(4)
 	g := healthGroup(t, checker, model.HealthCheck{Enabled: &off}, targets)
 	// Eject two of four (the most the cap allows) by failed requests.
 	for _, i := range []int{0, 2} {
@@ -116,10 +130,7 @@ func BenchmarkPick(b *testing.B) {
 	checker := health.New(health.Config{Cluster: "local"})
 	defer checker.Close()
 	off := false
-	var targets []model.Target
-	for i := range 8 {
-		targets = append(targets, model.Target{Address: "127.0.0.1", Port: int32(9001 + i), Cluster: "local", State: model.TargetActive})
-	}
+	targets := activeTargets(8)
 	tgs := []model.TargetGroup{{Meta: model.Meta{Name: "g"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, HealthCheck: model.HealthCheck{Enabled: &off}, Targets: targets}}
 	checker.Update(tgs)
 	for _, linked := range []bool{false, true} {
@@ -128,15 +139,7 @@ func BenchmarkPick(b *testing.B) {
 			if linked {
 				c.Hooks.Health = checker.Group
 			}
-			tab, err := c.Compile(&model.Snapshot{Objects: model.Objects{
-				Networks: networks, TargetGroups: tgs,
-				Services: []model.Service{{Meta: model.Meta{Name: "s"}, Network: "edge", Listeners: http80(),
-					Rules: []model.Rule{{Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{TargetGroup: "g", Weight: 1}}}}}}}},
-			}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			g := tab.Match(Bind{Port: 80}, httptest.NewRequest("GET", "/", nil)).Pick().Group()
+			g := compileForward(b, c, tgs)
 			b.ReportAllocs()
 			for b.Loop() {
 				g.Pick()

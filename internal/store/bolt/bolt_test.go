@@ -534,16 +534,7 @@ func benchKeys(n int) []string {
 
 func recv(t *testing.T, events <-chan store.Event) store.Event {
 	t.Helper()
-	select {
-	case ev, ok := <-events:
-		if !ok {
-			t.Fatal("watch channel closed, want an event")
-		}
-		return ev
-	case <-time.After(timeout):
-		t.Fatal("no event within", timeout)
-	}
-	return store.Event{}
+	return testsync.Receive(t, events, timeout, "watch event")
 }
 
 // drain returns the events left on the channel once it closes, failing the

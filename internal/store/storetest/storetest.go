@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/store"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // timeout bounds every wait for an event; generous because the race
@@ -773,16 +774,7 @@ func revision(t *testing.T, s store.Store) int64 {
 // nothing arrives in time.
 func recv(t *testing.T, events <-chan store.Event) store.Event {
 	t.Helper()
-	select {
-	case ev, ok := <-events:
-		if !ok {
-			t.Fatal("watch channel closed, want an event")
-		}
-		return ev
-	case <-time.After(timeout):
-		t.Fatal("no event within", timeout)
-	}
-	return store.Event{}
+	return testsync.Receive(t, events, timeout, "watch event")
 }
 
 // recvOK is recv for goroutines other than the test's, which must not call
