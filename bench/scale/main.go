@@ -208,6 +208,7 @@ func runCmd(args []string) error {
 	dir := fs.String("dir", "", "directory for the configuration (default: a temporary one, removed)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up waiting for a route after this long")
 	logLevel := fs.String("log-level", "info", "trellis's --log-level")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of trellis during the changes here")
 	_ = fs.Parse(args)
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "trellis-scale-")
@@ -277,6 +278,12 @@ func runCmd(args []string) error {
 	fmt.Printf("cold start to route %d served: %v\n", last, time.Since(start).Round(time.Millisecond))
 	drain(logLines)
 
+	profiled := make(chan error, 1)
+	if *profile != "" {
+		go func() { profiled <- saveProfile(*profile, 15) }()
+	} else {
+		profiled <- nil
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	versions := map[int]int{}
 	var took []time.Duration
@@ -297,6 +304,9 @@ func runCmd(args []string) error {
 		fmt.Printf("one hostname changed to served, %d changes: p50 %v p99 %v max %v\n", len(took),
 			pct(took, 50).Round(time.Millisecond), pct(took, 99).Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
 	}
+	if err := <-profiled; err != nil {
+		return err
+	}
 	// Idle: let checks run a while before sampling CPU.
 	time.Sleep(5 * time.Second)
 	cpu0, _ := cpuTime(cmd.Process.Pid)
@@ -307,7 +317,7 @@ func runCmd(args []string) error {
 		fmt.Printf("RSS: %.0f MiB\n", float64(rss)/(1<<20))
 	}
 	t0 := time.Now()
-	body, err := get(client, "http://"+adminListen+"/metrics", "")
+	body, err := get(&http.Client{Timeout: time.Minute}, "http://"+adminListen+"/metrics", "")
 	if err != nil {
 		return err
 	}
@@ -435,4 +445,22 @@ func cpuTime(pid int) (time.Duration, error) {
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	sy, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(u+sy) * 10 * time.Millisecond, nil
+}
+
+// saveProfile writes a CPU profile of trellis over seconds to path.
+func saveProfile(path string, seconds int) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", adminListen, seconds))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
