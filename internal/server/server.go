@@ -84,6 +84,17 @@ type Server struct {
 	// time, so that on one server what a write's checks read cannot
 	// change before it commits.
 	writing chan struct{}
+	// decoded keeps the networks and services the last write's checks
+	// decoded, with their revisions, so that the next decodes only what
+	// changed. Only the write holding writing touches it; its objects are
+	// never modified.
+	decoded map[string]decodedObject
+}
+
+// decodedObject is a stored object decoded at a revision.
+type decodedObject struct {
+	rev int64
+	obj model.Object
 }
 
 // New returns a Server backed by st.

@@ -17,10 +17,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +30,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/controlplane"
 	"trellis.dev/trellis/internal/demo"
@@ -228,18 +231,79 @@ func Run(ctx context.Context, cfg Config) (err error) {
 // runFileProvider applies the configuration directory until ctx ends.
 func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *slog.Logger, fail func(error)) {
 	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log, SettlePeriod: cfg.SettlePeriod, MaxFileSize: cfg.MaxFileSize}
+	var send fileSender
 	err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
-		res, err := cl.Apply(ctx, &out.Objects)
-		if err != nil {
+		rev, counts, err := send.send(ctx, cl, &out.Objects)
+		if err != nil || rev == 0 {
 			return err
 		}
 		fmt.Fprintf(cfg.Out, "config: applied revision %d (%d created, %d updated, %d deleted, %d unchanged)\n",
-			res.Revision, res.Created, res.Updated, res.Deleted, res.Unchanged)
+			rev, counts[0], counts[1], counts[2], counts[3])
 		return nil
 	})
 	if err != nil && ctx.Err() == nil {
 		fail(fmt.Errorf("file provider: %w", err))
 	}
+}
+
+// fileSender makes the control plane hold exactly the file provider's
+// objects. The first send, and the first after a failure, applies them
+// whole (which also deletes what an earlier run left behind); later ones
+// send only the objects whose stored form changed, and the deletions, in
+// one transaction, so that a change costs the server what it changes
+// rather than the whole configuration.
+type fileSender struct {
+	// sent is the stored form (model.Encode) of every object last sent, by
+	// key; nil until an apply succeeded, and after a failure.
+	sent map[string][]byte
+}
+
+// send sends objs and returns the revision (0 when nothing differed, so
+// nothing was sent) and the counts of created,
+// updated, deleted and unchanged objects.
+func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Objects) (int64, [4]int, error) {
+	encoded := make(map[string][]byte, objs.Len())
+	var req api.TxnRequest
+	for _, obj := range objs.Each() {
+		k := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
+		b, err := model.Encode(obj)
+		if err != nil {
+			return 0, [4]int{}, err
+		}
+		encoded[k] = b
+		if f.sent != nil && string(f.sent[k]) != string(b) {
+			req.Puts.Add(obj)
+		}
+	}
+	if f.sent == nil {
+		res, err := cl.Apply(ctx, objs)
+		if err != nil {
+			return 0, [4]int{}, err
+		}
+		f.sent = encoded
+		return res.Revision, [4]int{res.Created, res.Updated, res.Deleted, res.Unchanged}, nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.sent)) {
+		if _, ok := encoded[k]; ok {
+			continue
+		}
+		kind, name, err := model.ParseKey(k)
+		if err != nil {
+			return 0, [4]int{}, err
+		}
+		req.Deletes = append(req.Deletes, api.ObjectRef{Kind: kind, Name: name})
+	}
+	unchanged := len(encoded) - req.Puts.Len()
+	if req.Puts.Len() == 0 && len(req.Deletes) == 0 {
+		return 0, [4]int{0, 0, 0, unchanged}, nil
+	}
+	res, err := cl.Txn(ctx, &req)
+	if err != nil {
+		f.sent = nil
+		return 0, [4]int{}, err
+	}
+	f.sent = encoded
+	return res.Revision, [4]int{res.Created, res.Updated, res.Deleted, unchanged + res.Unchanged}, nil
 }
 
 // proxyAddress is the address edge Gateways without one are published at:
