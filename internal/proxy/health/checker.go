@@ -51,14 +51,23 @@ type Checker struct {
 	// h1 and h2 open the check connections, one per check.
 	h1, h2 *http.Transport
 
-	// ctx ends every check loop on Close; loops counts them.
+	// ctx ends the scheduler and every check in flight on Close; loops
+	// counts them.
 	ctx    context.Context
 	cancel context.CancelFunc
 	loops  sync.WaitGroup
+	// wake tells the scheduler the queue's head may have changed;
+	// inFlight holds a token per check under way.
+	wake, inFlight chan struct{}
 
-	// mu guards groups, every Group's targets map and every Target's stop.
+	// mu guards groups, checks, queue, every Group's targets map and
+	// every Target's check and sub.
 	mu     sync.Mutex
 	groups map[string]*Group
+	// checks are the scheduled checks by what they probe; queue orders
+	// them by when they are next due.
+	checks map[checkKey]*check
+	queue  checkQueue
 	closed bool
 }
 
@@ -73,11 +82,15 @@ func New(cfg Config) *Checker {
 		log:     log,
 		outlier: cfg.Outlier.withDefaults(),
 		second:  cmp.Or(cfg.Second, time.Second),
-		groups:  map[string]*Group{},
+		groups:   map[string]*Group{},
+		checks:   map[checkKey]*check{},
+		wake:     make(chan struct{}, 1),
+		inFlight: make(chan struct{}, MaxChecksInFlight),
 	}
 	var dialer net.Dialer
 	c.h1, c.h2 = newTransport(&dialer, false), newTransport(&dialer, true)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.loops.Go(c.schedule)
 	return c
 }
 
@@ -87,7 +100,9 @@ func New(cfg Config) *Checker {
 // and port are unchanged. A new target of a group with checks enabled is
 // Initial until its first check, which runs after a random delay of up to a
 // second (or the interval, if shorter) so that checks of many new targets
-// spread out. Checks of targets and groups that are gone stop. A target
+// spread out. Targets of several groups with the same address and check
+// (path, protocol, port, interval, timeout, matcher) share one probe, each
+// applying its own thresholds to the outcome. Checks of targets and groups that are gone stop. A target
 // that turns Draining, or whose group disables checks, stops being checked
 // and becomes Draining or Unavailable; one that comes back is Initial again.
 func (c *Checker) Update(tgs []model.TargetGroup) {
@@ -151,6 +166,9 @@ func (c *Checker) updateGroup(g *Group, tg *model.TargetGroup, seen map[string]b
 		// unvalidated snapshot leaves the group unchecked and says why.
 		c.log.Error("health checks disabled: invalid health check", "targetGroup", tg.Name, "err", err)
 	}
+	if old := g.spec.Load(); old != nil && sp != nil && old.equal(sp) {
+		sp = old // so that unchanged targets are seen unchanged at once
+	}
 	g.spec.Store(sp)
 	var active int32
 	for _, mt := range tg.Targets {
@@ -174,7 +192,7 @@ func (c *Checker) updateGroup(g *Group, tg *model.TargetGroup, seen map[string]b
 			t = &Target{group: g, addr: addr, host: mt.Address}
 			g.targets[addr] = t
 		}
-		c.setMode(t, mode)
+		c.setMode(t, mode, sp)
 	}
 	g.active.Store(active)
 	for addr, t := range g.targets {
@@ -185,26 +203,23 @@ func (c *Checker) updateGroup(g *Group, tg *model.TargetGroup, seen map[string]b
 	}
 }
 
-// setMode puts t into mode: Initial means checked (a target already being
-// checked keeps its status), Unavailable and Draining mean not checked.
-// c.mu must be held.
-func (c *Checker) setMode(t *Target, mode Status) {
-	if mode == Initial && t.stop != nil {
+// setMode puts t into mode: Initial means checked with sp (a target
+// already being checked keeps its status and counts), Unavailable and
+// Draining mean not checked. c.mu must be held.
+func (c *Checker) setMode(t *Target, mode Status, sp *spec) {
+	if mode == Initial && t.sub != nil {
+		if t.sub.sp != sp {
+			c.subscribe(t, t.sub, sp)
+		}
 		return
 	}
-	if t.stop != nil {
-		t.stop()
-		t.stop = nil
-	}
+	c.unsubscribe(t)
 	if mode != Initial && t.Status() == mode {
 		return
 	}
 	_, w := t.transition(func(w uint32) uint32 { return withStatus(w+genStep, mode) })
 	if mode == Initial {
-		ctx, cancel := context.WithCancel(c.ctx)
-		t.stop = cancel
-		gen := w >> genShift
-		c.loops.Go(func() { c.run(ctx, t, gen) })
+		c.subscribe(t, &subscription{gen: w >> genShift}, sp)
 	}
 }
 
@@ -212,10 +227,7 @@ func (c *Checker) setMode(t *Target, mode Status) {
 // group's counts. Its last status stays readable by route tables still
 // holding it. c.mu must be held.
 func (c *Checker) remove(t *Target) {
-	if t.stop != nil {
-		t.stop()
-		t.stop = nil
-	}
+	c.unsubscribe(t)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.timer != nil {
@@ -224,42 +236,6 @@ func (c *Checker) remove(t *Target) {
 	old, _ := t.transition(func(w uint32) uint32 { return w | removedBit })
 	if old&ejectedBit != 0 && old&removedBit == 0 {
 		t.group.ejected.Add(-1)
-	}
-}
-
-// run checks t every interval until ctx ends. gen is the generation of the
-// mode that started it: a status change of a later mode is never undone.
-func (c *Checker) run(ctx context.Context, t *Target, gen uint32) {
-	g := t.group
-	sp := g.spec.Load()
-	if sp == nil {
-		return
-	}
-	timer := time.NewTimer(jitter(min(sp.interval, c.second)))
-	defer timer.Stop()
-	var passes, fails int
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		if sp = g.spec.Load(); sp == nil {
-			return
-		}
-		start := time.Now()
-		err := c.probe(ctx, t, sp)
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			passes, fails = passes+1, 0
-		} else {
-			passes, fails = 0, fails+1
-		}
-		c.record(t, gen, sp, passes, fails, err)
-		// The interval is not affected by how long the check took.
-		timer.Reset(max(0, sp.interval-time.Since(start)))
 	}
 }
 
@@ -317,8 +293,17 @@ type spec struct {
 	interval, timeout time.Duration
 	healthy           int
 	unhealthy         int
-	// codes are the inclusive ranges of healthy status codes.
-	codes [][2]int
+	// codes are the inclusive ranges of healthy status codes; matcher
+	// is what they were parsed from.
+	codes   [][2]int
+	matcher string
+}
+
+// equal reports whether sp and o check alike.
+func (sp *spec) equal(o *spec) bool {
+	return sp.https == o.https && sp.http2 == o.http2 && sp.pathQuery == o.pathQuery && sp.port == o.port &&
+		sp.interval == o.interval && sp.timeout == o.timeout && sp.healthy == o.healthy &&
+		sp.unhealthy == o.unhealthy && sp.matcher == o.matcher
 }
 
 // newSpec returns the active check of tg, or nil when checks are disabled.
@@ -344,6 +329,7 @@ func newSpec(tg *model.TargetGroup, second time.Duration) (*spec, error) {
 		healthy:   int(hc.HealthyThresholdCount),
 		unhealthy: int(hc.UnhealthyThresholdCount),
 		codes:     codes,
+		matcher:   hc.Matcher,
 	}, nil
 }
 
@@ -356,16 +342,12 @@ func (sp *spec) healthyCode(code int) bool {
 	return false
 }
 
-// probe runs one check of t: a GET of the check path on a new connection,
-// closed afterwards. It returns nil when the target answered in time with a
-// healthy status code.
-func (c *Checker) probe(ctx context.Context, t *Target, sp *spec) error {
+// probe runs one check of addr: a GET of the check path on a new
+// connection, closed afterwards. It returns nil when the target answered in
+// time with a healthy status code.
+func (c *Checker) probe(ctx context.Context, addr string, sp *spec) error {
 	ctx, cancel := context.WithTimeout(ctx, sp.timeout)
 	defer cancel()
-	addr := t.addr
-	if sp.port != 0 {
-		addr = net.JoinHostPort(t.host, strconv.Itoa(int(sp.port)))
-	}
 	scheme := "http"
 	if sp.https {
 		scheme = "https"

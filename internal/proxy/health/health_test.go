@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -509,5 +510,66 @@ func BenchmarkRoutable(b *testing.B) {
 	for b.Loop() {
 		ts[0].Routable()
 		ts[0].Observe(true)
+	}
+}
+
+// Groups checking one target alike share its probes: the target is checked
+// as often as one checked by a single group, and both groups see it healthy.
+func TestSharedCheck(t *testing.T) {
+	shared, alone := newCheckTarget(t, false, false), newCheckTarget(t, false, false)
+	c := newChecker(t)
+	hc := fastCheck()
+	other := hc
+	other.UnhealthyThresholdCount = 5 // thresholds are each group's own
+	c.Update([]model.TargetGroup{
+		tg("a", hc, shared.model(t, model.TargetActive)),
+		tg("b", other, shared.model(t, model.TargetActive)),
+		tg("c", hc, alone.model(t, model.TargetActive)),
+	})
+	for _, g := range []string{"a", "b"} {
+		waitStatus(t, c, g, shared.addr(), Healthy)
+	}
+	waitStatus(t, c, "c", alone.addr(), Healthy)
+	time.Sleep(50 * second) // about ten intervals
+	s, a := shared.checks.Load(), alone.checks.Load()
+	if s > a*3/2+2 {
+		t.Errorf("a target of two groups was checked %d times while one of one group was checked %d times: not shared", s, a)
+	}
+	// A group leaving the check leaves it running for the other.
+	c.Update([]model.TargetGroup{tg("b", other, shared.model(t, model.TargetActive))})
+	n := shared.checks.Load()
+	testsync.WaitFor(t, 5*time.Second, "a check after group a left", func() bool { return shared.checks.Load() > n+1 })
+}
+
+// The checker's goroutines grow with the checks in flight, not with the
+// targets: thousands of checked targets add a handful of goroutines.
+func TestGoroutinesDoNotGrowWithTargets(t *testing.T) {
+	ct := newCheckTarget(t, false, false)
+	_, port, _ := net.SplitHostPort(ct.addr())
+	p, _ := strconv.Atoi(port)
+	before := runtime.NumGoroutine()
+	c := newChecker(t)
+	hc := model.HealthCheck{IntervalSeconds: 300, TimeoutSeconds: 1}
+	// 2,000 targets on addresses nothing listens at (refused at once),
+	// and one that answers.
+	targets := []model.Target{ct.model(t, model.TargetActive)}
+	for i := range 2000 {
+		targets = append(targets, model.Target{Address: fmt.Sprintf("127.77.%d.%d", i/250, 1+i%250), Port: int32(p), Cluster: cluster, State: model.TargetActive})
+	}
+	c.Update([]model.TargetGroup{tg("many", hc, targets...)})
+	waitStatus(t, c, "many", ct.addr(), Healthy)
+	// The first checks of all 2,001 run within a second (10 ms here);
+	// once they are done, no goroutine is left per target. A loaded
+	// machine may take a while to finish them.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := runtime.NumGoroutine() - before
+		if n <= 100 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines more with 2,001 checked targets, want at most 100", n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
