@@ -78,10 +78,10 @@ func New(cfg Config) *Checker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Checker{
-		cluster: cfg.Cluster,
-		log:     log,
-		outlier: cfg.Outlier.withDefaults(),
-		second:  cmp.Or(cfg.Second, time.Second),
+		cluster:  cfg.Cluster,
+		log:      log,
+		outlier:  cfg.Outlier.withDefaults(),
+		second:   cmp.Or(cfg.Second, time.Second),
 		groups:   map[string]*Group{},
 		checks:   map[checkKey]*check{},
 		wake:     make(chan struct{}, 1),
