@@ -75,6 +75,9 @@ type Config struct {
 	// AdminListen is the address of the proxy's admin listener (/metrics,
 	// /healthz, /readyz); empty means none.
 	AdminListen string
+	// TargetMetrics exports one health series per target (see
+	// proxy.Config.TargetMetrics).
+	TargetMetrics bool
 	// DNSListen, when set, serves the service networks' names there (UDP
 	// and TCP, package nameserver), resolving to DNSAnswer: a
 	// comma-separated list of addresses, by default Bind.
@@ -197,7 +200,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	wg.Go(func() {
 		err := runner.Run(ctx, runner.Config{
 			Client: cl, Cluster: cfg.Cluster, Bind: cfg.Bind, AccessLog: cfg.AccessLog,
-			AdminListen: cfg.AdminListen, DNSListen: cfg.DNSListen, DNSAnswer: cfg.DNSAnswer,
+			AdminListen: cfg.AdminListen, TargetMetrics: cfg.TargetMetrics, DNSListen: cfg.DNSListen, DNSAnswer: cfg.DNSAnswer,
 			Applied: report.proxyUpdated, Out: cfg.Out, Logger: log, Limits: cfg.Limits,
 		})
 		if err != nil {

@@ -403,6 +403,37 @@ type statusError struct{ code int }
 
 func (e *statusError) Error() string { return "status " + strconv.Itoa(e.code) }
 
+// GroupSummary counts one target group's targets by health, as Summary
+// gives it.
+type GroupSummary struct {
+	Name string
+	// Healthy and Unhealthy count the targets in those statuses.
+	Healthy, Unhealthy int
+	// Ejections counts the group's passive ejections since it appeared.
+	Ejections uint64
+}
+
+// Summary returns every group's counts, in no particular order: what a
+// scrape needs without a series per target.
+func (c *Checker) Summary() []GroupSummary {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]GroupSummary, 0, len(c.groups))
+	for _, g := range c.groups {
+		s := GroupSummary{Name: g.name, Ejections: g.ejections.Load()}
+		for _, t := range g.targets {
+			switch t.Status() {
+			case Healthy:
+				s.Healthy++
+			case Unhealthy:
+				s.Unhealthy++
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 // TargetReport is one target's health, as Report gives it.
 type TargetReport struct {
 	Addr    string
