@@ -208,6 +208,7 @@ func runCmd(args []string) error {
 	dir := fs.String("dir", "", "directory for the configuration (default: a temporary one, removed)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up waiting for a route after this long")
 	logLevel := fs.String("log-level", "info", "trellis's --log-level")
+	logFile := fs.String("log", "", "write trellis's log here")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of trellis during the changes here")
 	_ = fs.Parse(args)
 	if *dir == "" {
@@ -252,6 +253,15 @@ func runCmd(args []string) error {
 	defer cmd.Wait()
 	defer cmd.Process.Signal(os.Interrupt)
 	logLines := make(chan string, 1024)
+	logOut := io.Discard
+	if *logFile != "" {
+		f, err := os.Create(*logFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logOut = f
+	}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -259,6 +269,7 @@ func runCmd(args []string) error {
 		for sc.Scan() {
 			n++
 			line := sc.Text()
+			fmt.Fprintln(logOut, line)
 			if strings.Contains(line, "configuration applied") || strings.Contains(line, "level=ERROR") {
 				select {
 				case logLines <- line:

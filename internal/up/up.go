@@ -196,7 +196,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 
-	report := newReporter(cfg.Out)
+	report := newReporter(cfg.Out, log)
 	wg.Go(func() {
 		err := runner.Run(ctx, runner.Config{
 			Client: cl, Cluster: cfg.Cluster, Bind: cfg.Bind, AccessLog: cfg.AccessLog,
@@ -370,22 +370,36 @@ func startDemo(ctx context.Context, wg *sync.WaitGroup, cfg Config, fail func(er
 	return nil
 }
 
-// reporter prints the services the proxy serves whenever they change (the
-// runner says where it listens).
+// reporter prints what the proxy serves whenever it changes (the runner
+// says where it listens): a line per service for a configuration of at
+// most listedServices, else one line of counts, the services going to the
+// log at debug level.
 type reporter struct {
 	out  io.Writer
+	log  *slog.Logger
 	mu   sync.Mutex
 	last string
 }
 
-func newReporter(out io.Writer) *reporter {
-	return &reporter{out: out}
+// listedServices is the most services the reporter lists line by line.
+const listedServices = 20
+
+func newReporter(out io.Writer, log *slog.Logger) *reporter {
+	return &reporter{out: out, log: log}
 }
 
 func (r *reporter) proxyUpdated(snap *model.Snapshot, _ map[router.Bind]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
+	debug := r.log.Enabled(context.Background(), slog.LevelDebug)
+	if len(snap.Services) > listedServices {
+		fmt.Fprintf(r.out, "proxy: serving revision %d: %d services, %d target groups\n", snap.Revision, len(snap.Services), len(snap.TargetGroups))
+		r.last = ""
+		if !debug {
+			return
+		}
+	}
 	var b strings.Builder
 	for _, s := range snap.Services {
 		var ports []string
@@ -396,9 +410,13 @@ func (r *reporter) proxyUpdated(snap *model.Snapshot, _ map[router.Bind]string) 
 		if len(names) == 0 {
 			names = []string{"(any host)"}
 		}
+		if len(snap.Services) > listedServices {
+			r.log.Debug("service served", "revision", snap.Revision, "service", s.Name, "hostnames", names, "ports", ports)
+			continue
+		}
 		fmt.Fprintf(&b, "service %s: %s (port %s)\n", s.Name, strings.Join(names, ", "), strings.Join(ports, ", "))
 	}
-	if b.String() != r.last {
+	if len(snap.Services) <= listedServices && b.String() != r.last {
 		r.last = b.String()
 		fmt.Fprintf(r.out, "proxy: serving revision %d\n%s", snap.Revision, b.String())
 	}
