@@ -125,8 +125,12 @@ func (c *Checker) Update(tgs []model.TargetGroup) {
 			g = &Group{name: tg.Name, checker: c, targets: map[string]*Target{}}
 			c.groups[tg.Name] = g
 		}
+		if g.last != nil && g.last.same(tg) {
+			continue // what updateGroup would do is done
+		}
 		clear(addrs)
 		c.updateGroup(g, tg, addrs)
+		g.last = inputOf(tg)
 	}
 	for name, g := range c.groups {
 		if seen[name] {
@@ -155,6 +159,43 @@ func (c *Checker) Close() {
 	c.mu.Unlock()
 	c.cancel()
 	c.loops.Wait()
+}
+
+// groupInput is what updateGroup reads of a target group.
+type groupInput struct {
+	protocol model.Protocol
+	version  model.ProtocolVersion
+	port     int32
+	hc       model.HealthCheck
+	enabled  int8 // hc.Enabled: -1 nil, 0 false, 1 true
+	targets  []model.Target
+}
+
+func enabledOf(hc *model.HealthCheck) int8 {
+	switch {
+	case hc.Enabled == nil:
+		return -1
+	case *hc.Enabled:
+		return 1
+	}
+	return 0
+}
+
+func inputOf(tg *model.TargetGroup) *groupInput {
+	in := &groupInput{protocol: tg.Protocol, version: tg.ProtocolVersion, port: tg.Port, hc: tg.HealthCheck,
+		enabled: enabledOf(&tg.HealthCheck), targets: slices.Clone(tg.Targets)}
+	in.hc.Enabled = nil
+	return in
+}
+
+// same reports whether tg is what in was made from, so that an Update
+// leaves its group as it is: with thousands of groups, a snapshot changes
+// few.
+func (in *groupInput) same(tg *model.TargetGroup) bool {
+	hc := tg.HealthCheck
+	hc.Enabled = nil
+	return in.protocol == tg.Protocol && in.version == tg.ProtocolVersion && in.port == tg.Port && in.hc == hc &&
+		in.enabled == enabledOf(&tg.HealthCheck) && slices.Equal(in.targets, tg.Targets)
 }
 
 // updateGroup makes g follow tg. seen is empty; it collects the addresses

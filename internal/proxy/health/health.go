@@ -165,8 +165,10 @@ type Group struct {
 	// spec is the group's active check, nil when checks are disabled.
 	spec atomic.Pointer[spec]
 
-	// targets is guarded by the Checker's lock.
+	// targets and last are guarded by the Checker's lock; last is what
+	// the group was last updated from.
 	targets map[string]*Target
+	last    *groupInput
 }
 
 // Name returns the target group's name.
