@@ -37,6 +37,8 @@ type check struct {
 	// (in flight, or removed).
 	idx  int
 	subs map[*Target]*subscription
+	// probed reports whether the check has run before.
+	probed bool
 }
 
 // subscription is one target's share of a check: its own thresholds and
@@ -156,7 +158,8 @@ type outcome struct {
 
 // runCheck probes ch once, moves every subscriber's status, and queues
 // the next probe an interval after this one started (the interval is not
-// affected by how long the check took).
+// affected by how long the check took; after the first, between half an
+// interval and one).
 func (c *Checker) runCheck(ch *check) {
 	start := time.Now()
 	err := c.probe(c.ctx, ch.key.addr, ch.sp)
@@ -177,7 +180,16 @@ func (c *Checker) runCheck(ch *check) {
 		}
 		outs = append(outs, outcome{t, s.gen, s.sp, s.passes, s.fails})
 	}
-	ch.due = start.Add(ch.sp.interval)
+	// The first checks of many new targets all run within a second; the
+	// second of each runs at a random point of the second half of its
+	// interval, so that from then on they are spread over half an
+	// interval rather than due together.
+	next := ch.sp.interval
+	if !ch.probed {
+		next = next/2 + jitter(next-next/2)
+		ch.probed = true
+	}
+	ch.due = start.Add(next)
 	heap.Push(&c.queue, ch)
 	c.mu.Unlock()
 	c.poke()
