@@ -1,6 +1,7 @@
 package health
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,7 +50,9 @@ type Checker struct {
 	log     *slog.Logger
 	outlier Outlier
 	second  time.Duration
-	// h1 and h2 open the check connections, one per check.
+	// dialer opens plain HTTP/1.1 check connections, h1 and h2 the others
+	// (HTTPS, HTTP/2), one per check.
+	dialer net.Dialer
 	h1, h2 *http.Transport
 
 	// ctx ends the scheduler and every check in flight on Close; loops
@@ -87,8 +91,7 @@ func New(cfg Config) *Checker {
 		wake:     make(chan struct{}, 1),
 		inFlight: make(chan struct{}, MaxChecksInFlight),
 	}
-	var dialer net.Dialer
-	c.h1, c.h2 = newTransport(&dialer, false), newTransport(&dialer, true)
+	c.h1, c.h2 = newTransport(&c.dialer, false), newTransport(&c.dialer, true)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.loops.Go(c.schedule)
 	return c
@@ -389,6 +392,9 @@ func (sp *spec) healthyCode(code int) bool {
 func (c *Checker) probe(ctx context.Context, addr string, sp *spec) error {
 	ctx, cancel := context.WithTimeout(ctx, sp.timeout)
 	defer cancel()
+	if !sp.https && !sp.http2 {
+		return c.probePlain(ctx, addr, sp)
+	}
 	scheme := "http"
 	if sp.https {
 		scheme = "https"
@@ -410,6 +416,41 @@ func (c *Checker) probe(ctx context.Context, addr string, sp *spec) error {
 	req.Close = !sp.http2
 	resp, err := cc.RoundTrip(req)
 	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if !sp.healthyCode(resp.StatusCode) {
+		return &statusError{code: resp.StatusCode}
+	}
+	return nil
+}
+
+// probePlain is probe for plain HTTP/1.1, the common check, on the
+// connection alone: without a transport's reader and writer goroutines and
+// buffers, which at thousands of checks a second cost more than the check.
+func (c *Checker) probePlain(ctx context.Context, addr string, sp *spec) error {
+	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	// Close also ends a Close wait while the checker is closed.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	req := &http.Request{Method: http.MethodGet, URL: &url.URL{Scheme: "http", Host: addr, Opaque: sp.pathQuery},
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: addr, Close: true,
+		Header: http.Header{"User-Agent": {userAgent}}}
+	if err := req.Write(conn); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 1024), req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return err
 	}
 	resp.Body.Close()

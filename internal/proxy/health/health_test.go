@@ -1,6 +1,7 @@
 package health
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -549,7 +550,7 @@ func TestGoroutinesDoNotGrowWithTargets(t *testing.T) {
 	p, _ := strconv.Atoi(port)
 	before := runtime.NumGoroutine()
 	c := newChecker(t)
-	hc := model.HealthCheck{IntervalSeconds: 300, TimeoutSeconds: 1}
+	hc := model.HealthCheck{IntervalSeconds: 300, TimeoutSeconds: 100}
 	// 2,000 targets on addresses nothing listens at (refused at once),
 	// and one that answers.
 	targets := []model.Target{ct.model(t, model.TargetActive)}
@@ -572,4 +573,38 @@ func TestGoroutinesDoNotGrowWithTargets(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// BenchmarkProbe is one plain HTTP/1.1 check of a loopback target: on the
+// connection alone (what the checker does) and through an http.Transport.
+func BenchmarkProbe(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer srv.Close()
+	c := New(Config{})
+	defer c.Close()
+	sp := &spec{pathQuery: "/", timeout: 5 * time.Second, codes: [][2]int{{200, 200}}}
+	addr := srv.Listener.Addr().String()
+	b.Run("connection", func(b *testing.B) {
+		for b.Loop() {
+			if err := c.probePlain(context.Background(), addr, sp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("transport", func(b *testing.B) {
+		for b.Loop() {
+			cc, err := c.h1.NewClientConn(context.Background(), "http", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+			req.Close = true
+			resp, err := cc.RoundTrip(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+			cc.Close()
+		}
+	})
 }
