@@ -28,6 +28,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -247,6 +248,8 @@ func runCmd(args []string) error {
 		return err
 	}
 	cmd.Stdout = io.Discard
+	// trellis ends with the driver, however the driver ends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -297,10 +300,11 @@ func runCmd(args []string) error {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	versions := map[int]int{}
-	var took []time.Duration
+	var took, cpus []time.Duration
 	for c := range *changes {
 		i := rng.IntN(s.services)
 		versions[i]++
+		cpu0, _ := cpuTime(cmd.Process.Pid)
 		t0 := time.Now()
 		if err := writeFile(*dir, s, i/s.perFile, versions); err != nil {
 			return err
@@ -308,12 +312,17 @@ func runCmd(args []string) error {
 		if err := waitServed(ctx, client, hostname(i, versions[i]), *timeout); err != nil {
 			return fmt.Errorf("change %d (route %d): %w", c, i, err)
 		}
-		took = append(took, time.Since(t0))
+		d := time.Since(t0)
+		cpu1, _ := cpuTime(cmd.Process.Pid)
+		took, cpus = append(took, d), append(cpus, cpu1-cpu0)
+		fmt.Printf("change %d (route %d): served after %v, trellis CPU %v\n", c, i, d.Round(time.Millisecond), cpu1-cpu0)
 	}
 	if len(took) > 0 {
 		slices.Sort(took)
 		fmt.Printf("one hostname changed to served, %d changes: p50 %v p99 %v max %v\n", len(took),
 			pct(took, 50).Round(time.Millisecond), pct(took, 99).Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
+		slices.Sort(cpus)
+		fmt.Printf("trellis CPU during a change (health checks included): p50 %v max %v\n", pct(cpus, 50), cpus[len(cpus)-1])
 	}
 	if err := <-profiled; err != nil {
 		return err
