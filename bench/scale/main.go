@@ -210,6 +210,7 @@ func runCmd(args []string) error {
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up waiting for a route after this long")
 	logLevel := fs.String("log-level", "info", "trellis's --log-level")
 	logFile := fs.String("log", "", "write trellis's log here")
+	heapProfile := fs.String("heapprofile", "", "write a heap profile of trellis at the end here")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of trellis during the changes here")
 	_ = fs.Parse(args)
 	if *dir == "" {
@@ -333,6 +334,11 @@ func runCmd(args []string) error {
 	time.Sleep(10 * time.Second)
 	cpu1, _ := cpuTime(cmd.Process.Pid)
 	fmt.Printf("idle CPU: %.2f core (over 10 s)\n", (cpu1-cpu0).Seconds()/10)
+	if *heapProfile != "" {
+		if err := saveURL(*heapProfile, "http://"+adminListen+"/debug/pprof/heap"); err != nil {
+			return err
+		}
+	}
 	if rss, err := rssBytes(cmd.Process.Pid); err == nil {
 		fmt.Printf("RSS: %.0f MiB\n", float64(rss)/(1<<20))
 	}
@@ -469,7 +475,12 @@ func cpuTime(pid int) (time.Duration, error) {
 
 // saveProfile writes a CPU profile of trellis over seconds to path.
 func saveProfile(path string, seconds int) error {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", adminListen, seconds))
+	return saveURL(path, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", adminListen, seconds))
+}
+
+// saveURL writes what url answers to path.
+func saveURL(path, url string) error {
+	resp, err := http.Get(url)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -256,16 +257,16 @@ func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *sl
 // one transaction, so that a change costs the server what it changes
 // rather than the whole configuration.
 type fileSender struct {
-	// sent is the stored form (model.Encode) of every object last sent, by
-	// key; nil until an apply succeeded, and after a failure.
-	sent map[string][]byte
+	// sent is the hash of the stored form (model.Encode) of every object
+	// last sent, by key; nil until an apply succeeded, and after a failure.
+	sent map[string][sha256.Size]byte
 }
 
 // send sends objs and returns the revision (0 when nothing differed, so
 // nothing was sent) and the counts of created,
 // updated, deleted and unchanged objects.
 func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Objects) (int64, [4]int, error) {
-	encoded := make(map[string][]byte, objs.Len())
+	encoded := make(map[string][sha256.Size]byte, objs.Len())
 	var req api.TxnRequest
 	for _, obj := range objs.Each() {
 		k := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
@@ -273,8 +274,9 @@ func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Ob
 		if err != nil {
 			return 0, [4]int{}, err
 		}
-		encoded[k] = b
-		if f.sent != nil && string(f.sent[k]) != string(b) {
+		sum := sha256.Sum256(b)
+		encoded[k] = sum
+		if prev, ok := f.sent[k]; f.sent != nil && (!ok || prev != sum) {
 			req.Puts.Add(obj)
 		}
 	}

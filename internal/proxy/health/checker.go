@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -330,8 +331,10 @@ func jitter(d time.Duration) time.Duration {
 // spec is a target group's active check, defaulted and parsed.
 type spec struct {
 	https, http2 bool
-	// pathQuery is the request target, such as "/healthz?full=1".
-	pathQuery string
+	// pathQuery is the request target, such as "/healthz?full=1", and
+	// requestURI the same as written on the wire (escaped as net/http
+	// would); "" when it does not parse.
+	pathQuery, requestURI string
 	// port is the check port; 0 means each target's traffic port.
 	port              int32
 	interval, timeout time.Duration
@@ -363,17 +366,22 @@ func newSpec(tg *model.TargetGroup, second time.Duration) (*spec, error) {
 	if !strings.HasPrefix(hc.Path, "/") {
 		return nil, fmt.Errorf("healthCheck.path: %q must start with '/'", hc.Path)
 	}
+	var requestURI string
+	if u, err := url.Parse("http://check" + hc.Path); err == nil && !strings.ContainsFunc(hc.Path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		requestURI = u.RequestURI()
+	}
 	return &spec{
-		https:     hc.Protocol == model.ProtocolHTTPS,
-		http2:     hc.ProtocolVersion == model.HTTP2,
-		pathQuery: hc.Path,
-		port:      hc.Port,
-		interval:  time.Duration(hc.IntervalSeconds) * second,
-		timeout:   time.Duration(hc.TimeoutSeconds) * second,
-		healthy:   int(hc.HealthyThresholdCount),
-		unhealthy: int(hc.UnhealthyThresholdCount),
-		codes:     codes,
-		matcher:   hc.Matcher,
+		requestURI: requestURI,
+		https:      hc.Protocol == model.ProtocolHTTPS,
+		http2:      hc.ProtocolVersion == model.HTTP2,
+		pathQuery:  hc.Path,
+		port:       hc.Port,
+		interval:   time.Duration(hc.IntervalSeconds) * second,
+		timeout:    time.Duration(hc.TimeoutSeconds) * second,
+		healthy:    int(hc.HealthyThresholdCount),
+		unhealthy:  int(hc.UnhealthyThresholdCount),
+		codes:      codes,
+		matcher:    hc.Matcher,
 	}, nil
 }
 
@@ -440,13 +448,16 @@ func (c *Checker) probePlain(ctx context.Context, addr string, sp *spec) error {
 	// Close also ends a Close wait while the checker is closed.
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
-	req := &http.Request{Method: http.MethodGet, URL: &url.URL{Scheme: "http", Host: addr, Opaque: sp.pathQuery},
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: addr, Close: true,
-		Header: http.Header{"User-Agent": {userAgent}}}
-	if err := req.Write(conn); err != nil {
+	if sp.requestURI == "" {
+		return fmt.Errorf("healthCheck.path: %q is not a request target", sp.pathQuery)
+	}
+	// The request is written whole, in one write: GET, the Host, the
+	// User-Agent, Connection: close.
+	if _, err := io.WriteString(conn, "GET "+sp.requestURI+" HTTP/1.1\r\nHost: "+addr+"\r\nUser-Agent: "+userAgent+"\r\nConnection: close\r\n\r\n"); err != nil {
 		return err
 	}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 1024), req)
+	req := &http.Request{Method: http.MethodGet}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 512), req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -12,7 +12,7 @@ import (
 // checker's goroutines grow with checks per second times their duration,
 // not with targets; when this many are in flight, further due checks wait
 // for one to finish.
-const MaxChecksInFlight = 4096
+const MaxChecksInFlight = 1024
 
 // checkKey is what one check probes: targets of several groups whose keys
 // are equal (the same address and check) share its probes.
