@@ -3,6 +3,7 @@ package health
 import (
 	"container/heap"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -35,8 +36,9 @@ type check struct {
 	due time.Time
 	// idx is the check's index in the queue, -1 while it is not queued
 	// (in flight, or removed).
-	idx  int
-	subs map[*Target]*subscription
+	idx int
+	// subs are the targets reading the check, usually one.
+	subs []*subscription
 	// probed reports whether the check has run before.
 	probed bool
 }
@@ -44,6 +46,7 @@ type check struct {
 // subscription is one target's share of a check: its own thresholds and
 // count of passes or failures in a row.
 type subscription struct {
+	t *Target
 	// gen is the generation of the mode that subscribed the target: a
 	// status change of a later mode is never undone.
 	gen           uint32
@@ -74,13 +77,13 @@ func (c *Checker) subscribe(t *Target, sub *subscription, sp *spec) {
 	c.unsubscribe(t)
 	ch := c.checks[key]
 	if ch == nil {
-		ch = &check{key: key, sp: sp, due: time.Now().Add(jitter(min(sp.interval, c.second))), idx: -1,
-			subs: map[*Target]*subscription{}}
+		ch = &check{key: key, sp: sp, due: time.Now().Add(jitter(min(sp.interval, c.second))), idx: -1}
 		c.checks[key] = ch
 		heap.Push(&c.queue, ch)
 		c.poke()
 	}
-	ch.subs[t] = sub
+	sub.t = t
+	ch.subs = append(ch.subs, sub)
 	t.check, t.sub = ch, sub
 }
 
@@ -91,8 +94,12 @@ func (c *Checker) unsubscribe(t *Target) {
 	if ch == nil {
 		return
 	}
+	if i := slices.Index(ch.subs, t.sub); i >= 0 {
+		ch.subs[i] = ch.subs[len(ch.subs)-1]
+		ch.subs[len(ch.subs)-1] = nil
+		ch.subs = ch.subs[:len(ch.subs)-1]
+	}
 	t.check, t.sub = nil, nil
-	delete(ch.subs, t)
 	if len(ch.subs) > 0 {
 		return
 	}
@@ -172,13 +179,13 @@ func (c *Checker) runCheck(ch *check) {
 		return
 	}
 	outs := make([]outcome, 0, len(ch.subs))
-	for t, s := range ch.subs {
+	for _, s := range ch.subs {
 		if err == nil {
 			s.passes, s.fails = s.passes+1, 0
 		} else {
 			s.passes, s.fails = 0, s.fails+1
 		}
-		outs = append(outs, outcome{t, s.gen, s.sp, s.passes, s.fails})
+		outs = append(outs, outcome{s.t, s.gen, s.sp, s.passes, s.fails})
 	}
 	// The first checks of many new targets all run within a second; the
 	// second of each runs at a random point of the second half of its
