@@ -23,6 +23,7 @@ const (
 	defaultAdminListen = "127.0.0.1:9901"
 	accessLogUsage     = `write one JSON line per request to this file (appended; reopened on SIGHUP, after a rotation), or "-" for standard output`
 	adminListenUsage   = "address of the admin listener serving /metrics, /healthz and /readyz (empty: none)"
+	targetMetricsUsage = "export trellis_target_health and trellis_target_ejected, one series each per target (default: per target group counts only)"
 )
 
 func newProxy() *cobra.Command {
@@ -81,6 +82,7 @@ TRELLIS_TOKEN variable.`,
 	f.StringVar(&cfg.Follow.CacheFile, "cache", "", "file keeping the last configuration, served at start while the control plane is unreachable")
 	f.StringVar(&accessLog, "access-log", "", accessLogUsage)
 	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
+	f.BoolVar(&cfg.TargetMetrics, "target-metrics", false, targetMetricsUsage)
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
 	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
 	registerLimits(f, &cfg.Limits)

@@ -63,6 +63,7 @@ one IP address.`,
 	f.BoolVar(&cfg.Demo, "demo", false, "serve every loopback endpoint in the config with a built-in echo backend")
 	f.StringVar(&accessLog, "access-log", "", accessLogUsage)
 	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
+	f.BoolVar(&cfg.TargetMetrics, "target-metrics", false, targetMetricsUsage)
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
 	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
 	registerLimits(f, &cfg.Limits)

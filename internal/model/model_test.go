@@ -119,6 +119,7 @@ func TestTargetGroupValidation(t *testing.T) {
 		{"health check out of range", func(tg *TargetGroup) {
 			tg.HealthCheck = HealthCheck{IntervalSeconds: 1, TimeoutSeconds: 121, HealthyThresholdCount: 11, Path: "health", Matcher: "200-199"}
 		}, []string{"healthCheck.healthyThresholdCount", "healthCheck.intervalSeconds", "healthCheck.matcher", "healthCheck.path", "healthCheck.timeoutSeconds"}},
+		{"health check path with a header in it", func(tg *TargetGroup) { tg.HealthCheck.Path = "/h HTTP/1.1\r\nX-Injected: 1" }, []string{"healthCheck.path"}},
 	}
 	checkMutations(t, valid, tests)
 }

@@ -499,8 +499,11 @@ func validateHealthCheck(f *fieldErrs, h *HealthCheck) {
 	check("timeoutSeconds", h.TimeoutSeconds, 1, 120)
 	check("healthyThresholdCount", h.HealthyThresholdCount, 2, 10)
 	check("unhealthyThresholdCount", h.UnhealthyThresholdCount, 2, 10)
-	if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+	switch {
+	case h.Path != "" && !strings.HasPrefix(h.Path, "/"):
 		f.add("healthCheck.path", "%q must start with '/'", h.Path)
+	case strings.ContainsFunc(h.Path, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		f.add("healthCheck.path", "%q must not contain spaces or control characters", h.Path)
 	}
 	if h.Matcher != "" {
 		if err := validateMatcher(h.Matcher); err != nil {

@@ -38,6 +38,10 @@ type Config struct {
 	// AdminAddress is where ListenAdmin serves /metrics, /healthz and
 	// /readyz, such as "127.0.0.1:9901".
 	AdminAddress string
+	// TargetMetrics exports trellis_target_health and trellis_target_ejected,
+	// one series each per target. Off, only the per-group counts are
+	// exported, so that the series grow with target groups, not targets.
+	TargetMetrics bool
 	// DisableFastPath serves HTTP listeners with net/http alone, without
 	// the fast path for plain HTTP/1.1 forwarding (fast.go). It is a
 	// switch for diagnosis: both paths behave the same, one is faster.

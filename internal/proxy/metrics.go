@@ -116,7 +116,7 @@ func newMetrics(p *Proxy) *metrics {
 	}
 	m.reg.MustRegister(
 		m.requests, m.duration, m.revision, m.applySeconds, m.programmed, m.updateFailures, m.handoffs, m.peerRequests, m.hops,
-		healthCollector{p.health},
+		healthCollector{checker: p.health, perTarget: p.targetMetrics},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "trellis_access_log_dropped_total",
 			Help: "Access log entries dropped because the writer fell behind.",
@@ -331,15 +331,25 @@ func (m *metrics) programmedTable(revision int64, apply time.Duration) {
 }
 
 // healthCollector exports the checker's state at each scrape, so the
-// request path and the checks pay nothing for it.
-type healthCollector struct{ checker *health.Checker }
+// request path and the checks pay nothing for it: per target group the
+// counts of healthy and unhealthy targets and of ejections, and with
+// perTarget (Config.TargetMetrics) one series of each target's status and
+// one of its ejection.
+type healthCollector struct {
+	checker   *health.Checker
+	perTarget bool
+}
 
 var (
+	groupHealthyDesc = prometheus.NewDesc("trellis_target_group_healthy_targets",
+		"Targets of the group whose status is HEALTHY.", []string{"target_group"}, nil)
+	groupUnhealthyDesc = prometheus.NewDesc("trellis_target_group_unhealthy_targets",
+		"Targets of the group whose status is UNHEALTHY.", []string{"target_group"}, nil)
 	targetHealthDesc = prometheus.NewDesc("trellis_target_health",
-		"1 for the health state a target is in (INITIAL, HEALTHY, UNHEALTHY, UNAVAILABLE, DRAINING), 0 for the others.",
-		[]string{"target_group", "target", "state"}, nil)
+		"The target's health status: 0 INITIAL, 1 HEALTHY, 2 UNHEALTHY, 3 UNAVAILABLE, 4 DRAINING (only with --target-metrics).",
+		[]string{"target_group", "target"}, nil)
 	targetEjectedDesc = prometheus.NewDesc("trellis_target_ejected",
-		"1 while passive outlier detection leaves the target out of its group.",
+		"1 while passive outlier detection leaves the target out of its group (only with --target-metrics).",
 		[]string{"target_group", "target"}, nil)
 	ejectionsDesc = prometheus.NewDesc("trellis_outlier_ejections_total",
 		"Targets ejected by passive outlier detection (consecutive failed requests), since the target group appeared.",
@@ -347,18 +357,27 @@ var (
 )
 
 func (c healthCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- targetHealthDesc
-	ch <- targetEjectedDesc
+	ch <- groupHealthyDesc
+	ch <- groupUnhealthyDesc
 	ch <- ejectionsDesc
+	if c.perTarget {
+		ch <- targetHealthDesc
+		ch <- targetEjectedDesc
+	}
 }
 
 func (c healthCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, g := range c.checker.Report() {
+	for _, g := range c.checker.Summary() {
+		ch <- prometheus.MustNewConstMetric(groupHealthyDesc, prometheus.GaugeValue, float64(g.Healthy), g.Name)
+		ch <- prometheus.MustNewConstMetric(groupUnhealthyDesc, prometheus.GaugeValue, float64(g.Unhealthy), g.Name)
 		ch <- prometheus.MustNewConstMetric(ejectionsDesc, prometheus.CounterValue, float64(g.Ejections), g.Name)
+	}
+	if !c.perTarget {
+		return
+	}
+	for _, g := range c.checker.Report() {
 		for _, t := range g.Targets {
-			for _, s := range health.Statuses {
-				ch <- prometheus.MustNewConstMetric(targetHealthDesc, prometheus.GaugeValue, bool01(t.Status == s), g.Name, t.Addr, s.String())
-			}
+			ch <- prometheus.MustNewConstMetric(targetHealthDesc, prometheus.GaugeValue, float64(t.Status), g.Name, t.Addr)
 			ch <- prometheus.MustNewConstMetric(targetEjectedDesc, prometheus.GaugeValue, bool01(t.Ejected), g.Name, t.Addr)
 		}
 	}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/health"
 )
 
 func TestMetrics(t *testing.T) {
@@ -43,7 +45,6 @@ func TestMetrics(t *testing.T) {
 	c.get(addr, "unknown.example.com", "/")
 
 	m := scrape(t, p)
-	aAddr := a.Listener.Addr().String()
 	for _, tt := range []struct {
 		name   string
 		labels []string
@@ -58,9 +59,10 @@ func TestMetrics(t *testing.T) {
 		{"trellis_config_revision", nil, 7},
 		{"trellis_config_apply_seconds", nil, 1},
 		{"trellis_config_update_failures_total", nil, 0},
-		{"trellis_target_health", []string{"target_group", "a", "target", aAddr, "state", "UNAVAILABLE"}, 1},
-		{"trellis_target_health", []string{"target_group", "a", "target", aAddr, "state", "HEALTHY"}, 0},
-		{"trellis_target_ejected", []string{"target_group", "a", "target", aAddr}, 0},
+		{"trellis_target_group_healthy_targets", []string{"target_group", "a"}, 0},
+		{"trellis_target_group_unhealthy_targets", []string{"target_group", "a"}, 0},
+		{"trellis_target_health", nil, -1}, // per target only when asked
+		{"trellis_target_ejected", nil, -1},
 		{"trellis_outlier_ejections_total", []string{"target_group", "a"}, 0},
 		{"trellis_access_log_dropped_total", nil, 0},
 	} {
@@ -141,5 +143,46 @@ func TestListenAdminErrors(t *testing.T) {
 	p2.adminAddress = taken.admin.addr
 	if _, err := p2.ListenAdmin(); err == nil {
 		t.Error("ListenAdmin on a taken address succeeded")
+	}
+}
+
+// The health series: per target group, the counts of healthy and unhealthy
+// targets; with TargetMetrics, also one series per target whose value is
+// its status, and one of its ejection.
+func TestHealthMetrics(t *testing.T) {
+	for _, perTarget := range []bool{false, true} {
+		good, bad := newHealthBackend(t, "good"), newHealthBackend(t, "bad")
+		bad.code.Store(http.StatusInternalServerError)
+		p := newProxyWith(t, Config{AdminAddress: "127.0.0.1:0", TargetMetrics: perTarget, test: testKnobs{healthSecond: healthSecond}})
+		g := group("g", target(t, good.Server, model.TargetActive), target(t, bad.Server, model.TargetActive))
+		g.HealthCheck = model.HealthCheck{Path: "/healthz", IntervalSeconds: 5, TimeoutSeconds: 5, HealthyThresholdCount: 2, UnhealthyThresholdCount: 2}
+		update(t, p, oneRoute(1, []model.TargetGroup{g}, to("g", 1)))
+		goodAddr, badAddr := good.Listener.Addr().String(), bad.Listener.Addr().String()
+		waitStatus(t, p, "g", goodAddr, health.Healthy)
+		waitStatus(t, p, "g", badAddr, health.Unhealthy)
+		m := scrape(t, p)
+		want := []struct {
+			name   string
+			labels []string
+			value  float64
+		}{
+			{"trellis_target_group_healthy_targets", []string{"target_group", "g"}, 1},
+			{"trellis_target_group_unhealthy_targets", []string{"target_group", "g"}, 1},
+			{"trellis_outlier_ejections_total", []string{"target_group", "g"}, 0},
+			{"trellis_target_health", []string{"target_group", "g", "target", goodAddr}, float64(health.Healthy)},
+			{"trellis_target_health", []string{"target_group", "g", "target", badAddr}, float64(health.Unhealthy)},
+			{"trellis_target_ejected", []string{"target_group", "g", "target", badAddr}, 0},
+		}
+		for _, w := range want {
+			if !perTarget && strings.HasPrefix(w.name, "trellis_target_") && !strings.HasPrefix(w.name, "trellis_target_group_") {
+				w.value = -1 // absent
+			}
+			if got := metricValue(m, w.name, w.labels...); got != w.value {
+				t.Errorf("perTarget %v: %s%v = %v, want %v", perTarget, w.name, w.labels, got, w.value)
+			}
+		}
+		if f := m["trellis_target_health"]; perTarget && len(f.GetMetric()) != 2 {
+			t.Errorf("%d trellis_target_health series for two targets, want one each", len(f.GetMetric()))
+		}
 	}
 }

@@ -26,7 +26,9 @@ type observability struct {
 	// cleared when Shutdown starts; /readyz reports it.
 	ready        atomic.Bool
 	adminAddress string
-	admin        *adminServer
+	// targetMetrics is Config.TargetMetrics.
+	targetMetrics bool
+	admin         *adminServer
 }
 
 // initObservability sets up health, metrics and the access log; New calls
@@ -35,6 +37,7 @@ func (p *Proxy) initObservability(cfg Config) {
 	p.health = health.New(health.Config{
 		Cluster: cfg.Cluster, Logger: p.log, Outlier: cfg.test.outlier, Second: cfg.test.healthSecond,
 	})
+	p.targetMetrics = cfg.TargetMetrics
 	p.metrics = newMetrics(p)
 	if cfg.AccessLog != nil {
 		opts := cfg.test.accessLog

@@ -190,7 +190,7 @@ func TestOutlierEjection(t *testing.T) {
 			ok := backend(t, "ok")
 			failing := tt.failing(t)
 			failingAddr := net.JoinHostPort(failing.Address, fmt.Sprint(failing.Port))
-			p := newProxyWith(t, Config{AdminAddress: "127.0.0.1:0", test: testKnobs{outlier: health.Outlier{BaseEjection: base}}})
+			p := newProxyWith(t, Config{AdminAddress: "127.0.0.1:0", TargetMetrics: true, test: testKnobs{outlier: health.Outlier{BaseEjection: base}}})
 			update(t, p, oneRoute(1, []model.TargetGroup{group("g", failing, target(t, ok, model.TargetActive))}, to("g", 1)))
 			cl := newClient(t)
 			addr := addrOf(p, webPort)

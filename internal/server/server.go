@@ -93,6 +93,17 @@ type Server struct {
 	// start, or a renewal the store failed), in Unix nanoseconds: no lease
 	// lapses within a lease duration of it.
 	blockedAt atomic.Int64
+	// decoded keeps the networks and services the last write's checks
+	// decoded, with their revisions, so that the next decodes only what
+	// changed. Only the write holding writing touches it; its objects are
+	// never modified.
+	decoded map[string]decodedObject
+}
+
+// decodedObject is a stored object decoded at a revision.
+type decodedObject struct {
+	rev int64
+	obj model.Object
 }
 
 // New returns a Server backed by st.

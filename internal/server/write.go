@@ -198,7 +198,7 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 		}
 	}
 	if whole {
-		if err := checkAssociations(w, deletes, existing, cluster); err != nil {
+		if err := s.checkAssociations(w, deletes, existing, cluster); err != nil {
 			return res, false, err
 		}
 	}
@@ -286,22 +286,29 @@ func ownerOf(kv store.KeyValue) (string, error) {
 // network's allow list narrowed, or a host name claimed, between the read
 // and the commit does not stop the write. The next write of the service
 // is judged by the new state.
-func checkAssociations(w *write, deletes map[string]int64, existing map[string]store.KeyValue, cluster string) error {
+func (s *Server) checkAssociations(w *write, deletes map[string]int64, existing map[string]store.KeyValue, cluster string) error {
 	networks := map[string]*model.ServiceNetwork{}
 	services := map[string]*model.Service{}
+	decoded := make(map[string]decodedObject, len(s.decoded))
+	defer func() { s.decoded = decoded }()
 	for key, kv := range existing {
 		kind, name, err := model.ParseKey(key)
 		if err != nil || (kind != model.KindServiceNetwork && kind != model.KindService) {
 			continue
 		}
+		d, ok := s.decoded[key]
+		if !ok || d.rev != kv.ModRevision {
+			obj, err := decode(kv)
+			if err != nil {
+				return err
+			}
+			d = decodedObject{rev: kv.ModRevision, obj: obj}
+		}
+		decoded[key] = d
 		if _, gone := deletes[key]; gone {
 			continue
 		}
-		obj, err := decode(kv)
-		if err != nil {
-			return err
-		}
-		switch o := obj.(type) {
+		switch o := d.obj.(type) {
 		case *model.ServiceNetwork:
 			networks[name] = o
 		case *model.Service:

@@ -12,10 +12,16 @@ import (
 	"trellis.dev/trellis/internal/translate"
 )
 
-// BenchmarkTranslate1000Routes translates a cluster of 1,000 HTTPRoutes,
-// each with its own Service of ten endpoints, on one edge Gateway: what the
-// controller does on every reconcile.
-func BenchmarkTranslate1000Routes(b *testing.B) {
+// BenchmarkTranslate translates a cluster of n HTTPRoutes, each with its
+// own Service of ten endpoints, on one edge Gateway: what the controller does
+// on every reconcile. Its time per route must not grow with n (issue 15).
+func BenchmarkTranslate(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) { benchmarkTranslate(b, n) })
+	}
+}
+
+func benchmarkTranslate(b *testing.B, n int) {
 	in := &translate.Input{
 		Cluster:        "local",
 		GatewayClasses: []gatewayv1.GatewayClass{{ObjectMeta: metav1.ObjectMeta{Name: "edge"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: translate.EdgeController}}},
@@ -25,7 +31,7 @@ func BenchmarkTranslate1000Routes(b *testing.B) {
 		}}},
 	}
 	port := int32(8080)
-	for i := range 1000 {
+	for i := range n {
 		name := fmt.Sprintf("svc-%d", i)
 		in.Services = append(in.Services, corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
 			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}})
@@ -48,7 +54,7 @@ func BenchmarkTranslate1000Routes(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		out := translate.Translate(in)
-		if len(out.Services) != 1000 || len(out.Problems) != 0 {
+		if len(out.Services) != n || len(out.Problems) != 0 {
 			b.Fatalf("%d services, problems %v", len(out.Services), out.Problems)
 		}
 	}

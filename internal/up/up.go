@@ -12,15 +12,18 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +31,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/controlplane"
 	"trellis.dev/trellis/internal/demo"
@@ -72,6 +76,9 @@ type Config struct {
 	// AdminListen is the address of the proxy's admin listener (/metrics,
 	// /healthz, /readyz); empty means none.
 	AdminListen string
+	// TargetMetrics exports one health series per target (see
+	// proxy.Config.TargetMetrics).
+	TargetMetrics bool
 	// DNSListen, when set, serves the service networks' names there (UDP
 	// and TCP, package nameserver), resolving to DNSAnswer: a
 	// comma-separated list of addresses, by default Bind.
@@ -190,11 +197,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 
-	report := newReporter(cfg.Out)
+	report := newReporter(cfg.Out, log)
 	wg.Go(func() {
 		err := runner.Run(ctx, runner.Config{
 			Client: cl, Cluster: cfg.Cluster, Bind: cfg.Bind, AccessLog: cfg.AccessLog,
-			AdminListen: cfg.AdminListen, DNSListen: cfg.DNSListen, DNSAnswer: cfg.DNSAnswer,
+			AdminListen: cfg.AdminListen, TargetMetrics: cfg.TargetMetrics, DNSListen: cfg.DNSListen, DNSAnswer: cfg.DNSAnswer,
 			Applied: report.proxyUpdated, Out: cfg.Out, Logger: log, Limits: cfg.Limits,
 		})
 		if err != nil {
@@ -228,18 +235,80 @@ func Run(ctx context.Context, cfg Config) (err error) {
 // runFileProvider applies the configuration directory until ctx ends.
 func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *slog.Logger, fail func(error)) {
 	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log, SettlePeriod: cfg.SettlePeriod, MaxFileSize: cfg.MaxFileSize}
+	var send fileSender
 	err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
-		res, err := cl.Apply(ctx, &out.Objects)
-		if err != nil {
+		rev, counts, err := send.send(ctx, cl, &out.Objects)
+		if err != nil || rev == 0 {
 			return err
 		}
 		fmt.Fprintf(cfg.Out, "config: applied revision %d (%d created, %d updated, %d deleted, %d unchanged)\n",
-			res.Revision, res.Created, res.Updated, res.Deleted, res.Unchanged)
+			rev, counts[0], counts[1], counts[2], counts[3])
 		return nil
 	})
 	if err != nil && ctx.Err() == nil {
 		fail(fmt.Errorf("file provider: %w", err))
 	}
+}
+
+// fileSender makes the control plane hold exactly the file provider's
+// objects. The first send, and the first after a failure, applies them
+// whole (which also deletes what an earlier run left behind); later ones
+// send only the objects whose stored form changed, and the deletions, in
+// one transaction, so that a change costs the server what it changes
+// rather than the whole configuration.
+type fileSender struct {
+	// sent is the hash of the stored form (model.Encode) of every object
+	// last sent, by key; nil until an apply succeeded, and after a failure.
+	sent map[string][sha256.Size]byte
+}
+
+// send sends objs and returns the revision (0 when nothing differed, so
+// nothing was sent) and the counts of created,
+// updated, deleted and unchanged objects.
+func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Objects) (int64, [4]int, error) {
+	encoded := make(map[string][sha256.Size]byte, objs.Len())
+	var req api.TxnRequest
+	for _, obj := range objs.Each() {
+		k := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
+		b, err := model.Encode(obj)
+		if err != nil {
+			return 0, [4]int{}, err
+		}
+		sum := sha256.Sum256(b)
+		encoded[k] = sum
+		if prev, ok := f.sent[k]; f.sent != nil && (!ok || prev != sum) {
+			req.Puts.Add(obj)
+		}
+	}
+	if f.sent == nil {
+		res, err := cl.Apply(ctx, objs)
+		if err != nil {
+			return 0, [4]int{}, err
+		}
+		f.sent = encoded
+		return res.Revision, [4]int{res.Created, res.Updated, res.Deleted, res.Unchanged}, nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.sent)) {
+		if _, ok := encoded[k]; ok {
+			continue
+		}
+		kind, name, err := model.ParseKey(k)
+		if err != nil {
+			return 0, [4]int{}, err
+		}
+		req.Deletes = append(req.Deletes, api.ObjectRef{Kind: kind, Name: name})
+	}
+	unchanged := len(encoded) - req.Puts.Len()
+	if req.Puts.Len() == 0 && len(req.Deletes) == 0 {
+		return 0, [4]int{0, 0, 0, unchanged}, nil
+	}
+	res, err := cl.Txn(ctx, &req)
+	if err != nil {
+		f.sent = nil
+		return 0, [4]int{}, err
+	}
+	f.sent = encoded
+	return res.Revision, [4]int{res.Created, res.Updated, res.Deleted, unchanged + res.Unchanged}, nil
 }
 
 // proxyAddress is the address edge Gateways without one are published at:
@@ -303,22 +372,36 @@ func startDemo(ctx context.Context, wg *sync.WaitGroup, cfg Config, fail func(er
 	return nil
 }
 
-// reporter prints the services the proxy serves whenever they change (the
-// runner says where it listens).
+// reporter prints what the proxy serves whenever it changes (the runner
+// says where it listens): a line per service for a configuration of at
+// most listedServices, else one line of counts, the services going to the
+// log at debug level.
 type reporter struct {
 	out  io.Writer
+	log  *slog.Logger
 	mu   sync.Mutex
 	last string
 }
 
-func newReporter(out io.Writer) *reporter {
-	return &reporter{out: out}
+// listedServices is the most services the reporter lists line by line.
+const listedServices = 20
+
+func newReporter(out io.Writer, log *slog.Logger) *reporter {
+	return &reporter{out: out, log: log}
 }
 
 func (r *reporter) proxyUpdated(snap *model.Snapshot, _ map[router.Bind]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
+	debug := r.log.Enabled(context.Background(), slog.LevelDebug)
+	if len(snap.Services) > listedServices {
+		fmt.Fprintf(r.out, "proxy: serving revision %d: %d services, %d target groups\n", snap.Revision, len(snap.Services), len(snap.TargetGroups))
+		r.last = ""
+		if !debug {
+			return
+		}
+	}
 	var b strings.Builder
 	for _, s := range snap.Services {
 		var ports []string
@@ -329,9 +412,13 @@ func (r *reporter) proxyUpdated(snap *model.Snapshot, _ map[router.Bind]string) 
 		if len(names) == 0 {
 			names = []string{"(any host)"}
 		}
+		if len(snap.Services) > listedServices {
+			r.log.Debug("service served", "revision", snap.Revision, "service", s.Name, "hostnames", names, "ports", ports)
+			continue
+		}
 		fmt.Fprintf(&b, "service %s: %s (port %s)\n", s.Name, strings.Join(names, ", "), strings.Join(ports, ", "))
 	}
-	if b.String() != r.last {
+	if len(snap.Services) <= listedServices && b.String() != r.last {
 		r.last = b.String()
 		fmt.Fprintf(r.out, "proxy: serving revision %d\n%s", snap.Revision, b.String())
 	}

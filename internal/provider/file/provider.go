@@ -88,6 +88,9 @@ type Provider struct {
 	files   map[string]*fileState // by path
 	applied map[objectKey]string  // the objects last applied, with their files
 	listing chan listing          // the read under way, if one is late
+	// parsed keeps the decoded entries of the file contents the last read
+	// used, so that a change decodes only the files that changed.
+	parsed map[parseKey]parsedFile
 	// readDir, if set, replaces the package's readDir (for tests).
 	readDir func(dir string, limit int64) ([]fileData, error)
 }

@@ -25,6 +25,20 @@ type reading struct {
 	wake time.Time
 }
 
+// parseKey names one content of one config file.
+type parseKey struct {
+	path string
+	sum  [sha256.Size]byte
+}
+
+// parsedFile is what parseFile made of one content of a file. Its entries
+// are shared by every reading of the same content and never modified: the
+// translator does not modify its input.
+type parsedFile struct {
+	entries []entry
+	errs    []error
+}
+
 // candidate is one config file's part of a reading.
 type candidate struct {
 	path    string
@@ -49,9 +63,22 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 	settle := cmp.Or(p.SettlePeriod, DefaultSettlePeriod)
 	log := p.logger()
 	r := &reading{contents: map[string][]byte{}}
+	parsed := make(map[parseKey]parsedFile, len(p.parsed))
+	defer func() { p.parsed = parsed }()
+	parse := func(path string, data []byte, sum [sha256.Size]byte) ([]entry, []error) {
+		k := parseKey{path, sum}
+		pf, ok := parsed[k]
+		if !ok {
+			if pf, ok = p.parsed[k]; !ok {
+				pf.entries, pf.errs = parseFile(path, data)
+			}
+			parsed[k] = pf
+		}
+		return pf.entries, pf.errs
+	}
 	hold := func(path string, st *fileState, reason string) candidate {
 		// What a file applied decoded then and decodes the same now.
-		entries, _ := parseFile(path, st.applied)
+		entries, _ := parse(path, st.applied, sha256.Sum256(st.applied))
 		if reason != "" {
 			until := st.seenAt.Add(settle)
 			if r.wake.IsZero() || until.Before(r.wake) {
@@ -87,7 +114,8 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 			st = &fileState{}
 			p.files[f.path] = st
 		}
-		if sum := sha256.Sum256(f.data); sum != st.seen {
+		sum := sha256.Sum256(f.data)
+		if sum != st.seen {
 			st.seen, st.seenAt = sum, now
 		}
 		settling := st.applied != nil && !bytes.Equal(f.data, st.applied) && now.Before(st.seenAt.Add(settle))
@@ -95,10 +123,10 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 			cands = append(cands, hold(f.path, st, "cut short"))
 			continue
 		}
-		entries, ferrs := parseFile(f.path, f.data)
+		entries, ferrs := parse(f.path, f.data, sum)
 		errs = append(errs, ferrs...)
 		if settling {
-			prev[f.path], _ = parseFile(f.path, st.applied)
+			prev[f.path], _ = parse(f.path, st.applied, sha256.Sum256(st.applied))
 		}
 		cands = append(cands, candidate{path: f.path, entries: entries})
 		r.contents[f.path] = f.data

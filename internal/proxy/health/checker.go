@@ -1,14 +1,17 @@
 package health
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,17 +51,28 @@ type Checker struct {
 	log     *slog.Logger
 	outlier Outlier
 	second  time.Duration
-	// h1 and h2 open the check connections, one per check.
+	// dialer opens plain HTTP/1.1 check connections, h1 and h2 the others
+	// (HTTPS, HTTP/2), one per check.
+	dialer net.Dialer
 	h1, h2 *http.Transport
 
-	// ctx ends every check loop on Close; loops counts them.
+	// ctx ends the scheduler and every check in flight on Close; loops
+	// counts them.
 	ctx    context.Context
 	cancel context.CancelFunc
 	loops  sync.WaitGroup
+	// wake tells the scheduler the queue's head may have changed;
+	// inFlight holds a token per check under way.
+	wake, inFlight chan struct{}
 
-	// mu guards groups, every Group's targets map and every Target's stop.
+	// mu guards groups, checks, queue, every Group's targets map and
+	// every Target's check and sub.
 	mu     sync.Mutex
 	groups map[string]*Group
+	// checks are the scheduled checks by what they probe; queue orders
+	// them by when they are next due.
+	checks map[checkKey]*check
+	queue  checkQueue
 	closed bool
 }
 
@@ -69,15 +83,18 @@ func New(cfg Config) *Checker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Checker{
-		cluster: cfg.Cluster,
-		log:     log,
-		outlier: cfg.Outlier.withDefaults(),
-		second:  cmp.Or(cfg.Second, time.Second),
-		groups:  map[string]*Group{},
+		cluster:  cfg.Cluster,
+		log:      log,
+		outlier:  cfg.Outlier.withDefaults(),
+		second:   cmp.Or(cfg.Second, time.Second),
+		groups:   map[string]*Group{},
+		checks:   map[checkKey]*check{},
+		wake:     make(chan struct{}, 1),
+		inFlight: make(chan struct{}, MaxChecksInFlight),
 	}
-	var dialer net.Dialer
-	c.h1, c.h2 = newTransport(&dialer, false), newTransport(&dialer, true)
+	c.h1, c.h2 = newTransport(&c.dialer, false), newTransport(&c.dialer, true)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.loops.Go(c.schedule)
 	return c
 }
 
@@ -87,7 +104,9 @@ func New(cfg Config) *Checker {
 // and port are unchanged. A new target of a group with checks enabled is
 // Initial until its first check, which runs after a random delay of up to a
 // second (or the interval, if shorter) so that checks of many new targets
-// spread out. Checks of targets and groups that are gone stop. A target
+// spread out. Targets of several groups with the same address and check
+// (path, protocol, port, interval, timeout, matcher) share one probe, each
+// applying its own thresholds to the outcome. Checks of targets and groups that are gone stop. A target
 // that turns Draining, or whose group disables checks, stops being checked
 // and becomes Draining or Unavailable; one that comes back is Initial again.
 func (c *Checker) Update(tgs []model.TargetGroup) {
@@ -110,8 +129,12 @@ func (c *Checker) Update(tgs []model.TargetGroup) {
 			g = &Group{name: tg.Name, checker: c, targets: map[string]*Target{}}
 			c.groups[tg.Name] = g
 		}
+		if g.last != nil && g.last.same(tg) {
+			continue // what updateGroup would do is done
+		}
 		clear(addrs)
 		c.updateGroup(g, tg, addrs)
+		g.last = inputOf(tg)
 	}
 	for name, g := range c.groups {
 		if seen[name] {
@@ -142,6 +165,43 @@ func (c *Checker) Close() {
 	c.loops.Wait()
 }
 
+// groupInput is what updateGroup reads of a target group.
+type groupInput struct {
+	protocol model.Protocol
+	version  model.ProtocolVersion
+	port     int32
+	hc       model.HealthCheck
+	enabled  int8 // hc.Enabled: -1 nil, 0 false, 1 true
+	targets  []model.Target
+}
+
+func enabledOf(hc *model.HealthCheck) int8 {
+	switch {
+	case hc.Enabled == nil:
+		return -1
+	case *hc.Enabled:
+		return 1
+	}
+	return 0
+}
+
+func inputOf(tg *model.TargetGroup) *groupInput {
+	in := &groupInput{protocol: tg.Protocol, version: tg.ProtocolVersion, port: tg.Port, hc: tg.HealthCheck,
+		enabled: enabledOf(&tg.HealthCheck), targets: slices.Clone(tg.Targets)}
+	in.hc.Enabled = nil
+	return in
+}
+
+// same reports whether tg is what in was made from, so that an Update
+// leaves its group as it is: with thousands of groups, a snapshot changes
+// few.
+func (in *groupInput) same(tg *model.TargetGroup) bool {
+	hc := tg.HealthCheck
+	hc.Enabled = nil
+	return in.protocol == tg.Protocol && in.version == tg.ProtocolVersion && in.port == tg.Port && in.hc == hc &&
+		in.enabled == enabledOf(&tg.HealthCheck) && slices.Equal(in.targets, tg.Targets)
+}
+
 // updateGroup makes g follow tg. seen is empty; it collects the addresses
 // of tg's targets.
 func (c *Checker) updateGroup(g *Group, tg *model.TargetGroup, seen map[string]bool) {
@@ -150,6 +210,9 @@ func (c *Checker) updateGroup(g *Group, tg *model.TargetGroup, seen map[string]b
 		// Validation rejects what newSpec cannot use; a proxy fed an
 		// unvalidated snapshot leaves the group unchecked and says why.
 		c.log.Error("health checks disabled: invalid health check", "targetGroup", tg.Name, "err", err)
+	}
+	if old := g.spec.Load(); old != nil && sp != nil && old.equal(sp) {
+		sp = old // so that unchanged targets are seen unchanged at once
 	}
 	g.spec.Store(sp)
 	var active int32
@@ -174,7 +237,7 @@ func (c *Checker) updateGroup(g *Group, tg *model.TargetGroup, seen map[string]b
 			t = &Target{group: g, addr: addr, host: mt.Address}
 			g.targets[addr] = t
 		}
-		c.setMode(t, mode)
+		c.setMode(t, mode, sp)
 	}
 	g.active.Store(active)
 	for addr, t := range g.targets {
@@ -185,26 +248,23 @@ func (c *Checker) updateGroup(g *Group, tg *model.TargetGroup, seen map[string]b
 	}
 }
 
-// setMode puts t into mode: Initial means checked (a target already being
-// checked keeps its status), Unavailable and Draining mean not checked.
-// c.mu must be held.
-func (c *Checker) setMode(t *Target, mode Status) {
-	if mode == Initial && t.stop != nil {
+// setMode puts t into mode: Initial means checked with sp (a target
+// already being checked keeps its status and counts), Unavailable and
+// Draining mean not checked. c.mu must be held.
+func (c *Checker) setMode(t *Target, mode Status, sp *spec) {
+	if mode == Initial && t.sub != nil {
+		if t.sub.sp != sp {
+			c.subscribe(t, t.sub, sp)
+		}
 		return
 	}
-	if t.stop != nil {
-		t.stop()
-		t.stop = nil
-	}
+	c.unsubscribe(t)
 	if mode != Initial && t.Status() == mode {
 		return
 	}
 	_, w := t.transition(func(w uint32) uint32 { return withStatus(w+genStep, mode) })
 	if mode == Initial {
-		ctx, cancel := context.WithCancel(c.ctx)
-		t.stop = cancel
-		gen := w >> genShift
-		c.loops.Go(func() { c.run(ctx, t, gen) })
+		c.subscribe(t, &subscription{gen: w >> genShift}, sp)
 	}
 }
 
@@ -212,10 +272,7 @@ func (c *Checker) setMode(t *Target, mode Status) {
 // group's counts. Its last status stays readable by route tables still
 // holding it. c.mu must be held.
 func (c *Checker) remove(t *Target) {
-	if t.stop != nil {
-		t.stop()
-		t.stop = nil
-	}
+	c.unsubscribe(t)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.timer != nil {
@@ -224,42 +281,6 @@ func (c *Checker) remove(t *Target) {
 	old, _ := t.transition(func(w uint32) uint32 { return w | removedBit })
 	if old&ejectedBit != 0 && old&removedBit == 0 {
 		t.group.ejected.Add(-1)
-	}
-}
-
-// run checks t every interval until ctx ends. gen is the generation of the
-// mode that started it: a status change of a later mode is never undone.
-func (c *Checker) run(ctx context.Context, t *Target, gen uint32) {
-	g := t.group
-	sp := g.spec.Load()
-	if sp == nil {
-		return
-	}
-	timer := time.NewTimer(jitter(min(sp.interval, c.second)))
-	defer timer.Stop()
-	var passes, fails int
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		if sp = g.spec.Load(); sp == nil {
-			return
-		}
-		start := time.Now()
-		err := c.probe(ctx, t, sp)
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil {
-			passes, fails = passes+1, 0
-		} else {
-			passes, fails = 0, fails+1
-		}
-		c.record(t, gen, sp, passes, fails, err)
-		// The interval is not affected by how long the check took.
-		timer.Reset(max(0, sp.interval-time.Since(start)))
 	}
 }
 
@@ -310,15 +331,26 @@ func jitter(d time.Duration) time.Duration {
 // spec is a target group's active check, defaulted and parsed.
 type spec struct {
 	https, http2 bool
-	// pathQuery is the request target, such as "/healthz?full=1".
-	pathQuery string
+	// pathQuery is the request target, such as "/healthz?full=1", and
+	// requestURI the same as written on the wire (escaped as net/http
+	// would); "" when it does not parse.
+	pathQuery, requestURI string
 	// port is the check port; 0 means each target's traffic port.
 	port              int32
 	interval, timeout time.Duration
 	healthy           int
 	unhealthy         int
-	// codes are the inclusive ranges of healthy status codes.
-	codes [][2]int
+	// codes are the inclusive ranges of healthy status codes; matcher
+	// is what they were parsed from.
+	codes   [][2]int
+	matcher string
+}
+
+// equal reports whether sp and o check alike.
+func (sp *spec) equal(o *spec) bool {
+	return sp.https == o.https && sp.http2 == o.http2 && sp.pathQuery == o.pathQuery && sp.port == o.port &&
+		sp.interval == o.interval && sp.timeout == o.timeout && sp.healthy == o.healthy &&
+		sp.unhealthy == o.unhealthy && sp.matcher == o.matcher
 }
 
 // newSpec returns the active check of tg, or nil when checks are disabled.
@@ -334,16 +366,22 @@ func newSpec(tg *model.TargetGroup, second time.Duration) (*spec, error) {
 	if !strings.HasPrefix(hc.Path, "/") {
 		return nil, fmt.Errorf("healthCheck.path: %q must start with '/'", hc.Path)
 	}
+	var requestURI string
+	if u, err := url.Parse("http://check" + hc.Path); err == nil && !strings.ContainsFunc(hc.Path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		requestURI = u.RequestURI()
+	}
 	return &spec{
-		https:     hc.Protocol == model.ProtocolHTTPS,
-		http2:     hc.ProtocolVersion == model.HTTP2,
-		pathQuery: hc.Path,
-		port:      hc.Port,
-		interval:  time.Duration(hc.IntervalSeconds) * second,
-		timeout:   time.Duration(hc.TimeoutSeconds) * second,
-		healthy:   int(hc.HealthyThresholdCount),
-		unhealthy: int(hc.UnhealthyThresholdCount),
-		codes:     codes,
+		requestURI: requestURI,
+		https:      hc.Protocol == model.ProtocolHTTPS,
+		http2:      hc.ProtocolVersion == model.HTTP2,
+		pathQuery:  hc.Path,
+		port:       hc.Port,
+		interval:   time.Duration(hc.IntervalSeconds) * second,
+		timeout:    time.Duration(hc.TimeoutSeconds) * second,
+		healthy:    int(hc.HealthyThresholdCount),
+		unhealthy:  int(hc.UnhealthyThresholdCount),
+		codes:      codes,
+		matcher:    hc.Matcher,
 	}, nil
 }
 
@@ -356,15 +394,14 @@ func (sp *spec) healthyCode(code int) bool {
 	return false
 }
 
-// probe runs one check of t: a GET of the check path on a new connection,
-// closed afterwards. It returns nil when the target answered in time with a
-// healthy status code.
-func (c *Checker) probe(ctx context.Context, t *Target, sp *spec) error {
+// probe runs one check of addr: a GET of the check path on a new
+// connection, closed afterwards. It returns nil when the target answered in
+// time with a healthy status code.
+func (c *Checker) probe(ctx context.Context, addr string, sp *spec) error {
 	ctx, cancel := context.WithTimeout(ctx, sp.timeout)
 	defer cancel()
-	addr := t.addr
-	if sp.port != 0 {
-		addr = net.JoinHostPort(t.host, strconv.Itoa(int(sp.port)))
+	if !sp.https && !sp.http2 {
+		return c.probePlain(ctx, addr, sp)
 	}
 	scheme := "http"
 	if sp.https {
@@ -387,6 +424,44 @@ func (c *Checker) probe(ctx context.Context, t *Target, sp *spec) error {
 	req.Close = !sp.http2
 	resp, err := cc.RoundTrip(req)
 	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if !sp.healthyCode(resp.StatusCode) {
+		return &statusError{code: resp.StatusCode}
+	}
+	return nil
+}
+
+// probePlain is probe for plain HTTP/1.1, the common check, on the
+// connection alone: without a transport's reader and writer goroutines and
+// buffers, which at thousands of checks a second cost more than the check.
+func (c *Checker) probePlain(ctx context.Context, addr string, sp *spec) error {
+	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(deadline)
+	}
+	// Close also ends a Close wait while the checker is closed.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	if sp.requestURI == "" {
+		return fmt.Errorf("healthCheck.path: %q is not a request target", sp.pathQuery)
+	}
+	// The request is written whole, in one write: GET, the Host, the
+	// User-Agent, Connection: close.
+	if _, err := io.WriteString(conn, "GET "+sp.requestURI+" HTTP/1.1\r\nHost: "+addr+"\r\nUser-Agent: "+userAgent+"\r\nConnection: close\r\n\r\n"); err != nil {
+		return err
+	}
+	req := &http.Request{Method: http.MethodGet}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 512), req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return err
 	}
 	resp.Body.Close()
@@ -420,6 +495,37 @@ func newTransport(dialer *net.Dialer, http2 bool) *http.Transport {
 type statusError struct{ code int }
 
 func (e *statusError) Error() string { return "status " + strconv.Itoa(e.code) }
+
+// GroupSummary counts one target group's targets by health, as Summary
+// gives it.
+type GroupSummary struct {
+	Name string
+	// Healthy and Unhealthy count the targets in those statuses.
+	Healthy, Unhealthy int
+	// Ejections counts the group's passive ejections since it appeared.
+	Ejections uint64
+}
+
+// Summary returns every group's counts, in no particular order: what a
+// scrape needs without a series per target.
+func (c *Checker) Summary() []GroupSummary {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]GroupSummary, 0, len(c.groups))
+	for _, g := range c.groups {
+		s := GroupSummary{Name: g.name, Ejections: g.ejections.Load()}
+		for _, t := range g.targets {
+			switch t.Status() {
+			case Healthy:
+				s.Healthy++
+			case Unhealthy:
+				s.Unhealthy++
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
 
 // TargetReport is one target's health, as Report gives it.
 type TargetReport struct {

@@ -16,7 +16,6 @@
 package health
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,9 +106,10 @@ type Target struct {
 	readmitted time.Time
 	timer      *time.Timer
 
-	// stop ends the target's check loop; nil when no loop runs. Only the
-	// Checker, holding its lock, touches it.
-	stop context.CancelFunc
+	// check is the check the target reads, sub its share of it; nil when
+	// it is not checked. Only the Checker, holding its lock, touches them.
+	check *check
+	sub   *subscription
 }
 
 // Addr returns the target's "host:port".
@@ -165,8 +165,10 @@ type Group struct {
 	// spec is the group's active check, nil when checks are disabled.
 	spec atomic.Pointer[spec]
 
-	// targets is guarded by the Checker's lock.
+	// targets and last are guarded by the Checker's lock; last is what
+	// the group was last updated from.
 	targets map[string]*Target
+	last    *groupInput
 }
 
 // Name returns the target group's name.

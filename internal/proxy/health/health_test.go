@@ -1,10 +1,12 @@
 package health
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -510,4 +512,99 @@ func BenchmarkRoutable(b *testing.B) {
 		ts[0].Routable()
 		ts[0].Observe(true)
 	}
+}
+
+// Groups checking one target alike share its probes: the target is checked
+// as often as one checked by a single group, and both groups see it healthy.
+func TestSharedCheck(t *testing.T) {
+	shared, alone := newCheckTarget(t, false, false), newCheckTarget(t, false, false)
+	c := newChecker(t)
+	hc := fastCheck()
+	other := hc
+	other.UnhealthyThresholdCount = 5 // thresholds are each group's own
+	c.Update([]model.TargetGroup{
+		tg("a", hc, shared.model(t, model.TargetActive)),
+		tg("b", other, shared.model(t, model.TargetActive)),
+		tg("c", hc, alone.model(t, model.TargetActive)),
+	})
+	for _, g := range []string{"a", "b"} {
+		waitStatus(t, c, g, shared.addr(), Healthy)
+	}
+	waitStatus(t, c, "c", alone.addr(), Healthy)
+	time.Sleep(50 * second) // about ten intervals
+	s, a := shared.checks.Load(), alone.checks.Load()
+	if s > a*3/2+2 {
+		t.Errorf("a target of two groups was checked %d times while one of one group was checked %d times: not shared", s, a)
+	}
+	// A group leaving the check leaves it running for the other.
+	c.Update([]model.TargetGroup{tg("b", other, shared.model(t, model.TargetActive))})
+	n := shared.checks.Load()
+	testsync.WaitFor(t, 5*time.Second, "a check after group a left", func() bool { return shared.checks.Load() > n+1 })
+}
+
+// The checker's goroutines grow with the checks in flight, not with the
+// targets: thousands of checked targets add a handful of goroutines.
+func TestGoroutinesDoNotGrowWithTargets(t *testing.T) {
+	ct := newCheckTarget(t, false, false)
+	_, port, _ := net.SplitHostPort(ct.addr())
+	p, _ := strconv.Atoi(port)
+	before := runtime.NumGoroutine()
+	c := newChecker(t)
+	hc := model.HealthCheck{IntervalSeconds: 300, TimeoutSeconds: 100}
+	// 2,000 targets on addresses nothing listens at (refused at once),
+	// and one that answers.
+	targets := []model.Target{ct.model(t, model.TargetActive)}
+	for i := range 2000 {
+		targets = append(targets, model.Target{Address: fmt.Sprintf("127.77.%d.%d", i/250, 1+i%250), Port: int32(p), Cluster: cluster, State: model.TargetActive})
+	}
+	c.Update([]model.TargetGroup{tg("many", hc, targets...)})
+	waitStatus(t, c, "many", ct.addr(), Healthy)
+	// The first checks of all 2,001 run within a second (10 ms here);
+	// once they are done, no goroutine is left per target. A loaded
+	// machine may take a while to finish them.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := runtime.NumGoroutine() - before
+		if n <= 100 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines more with 2,001 checked targets, want at most 100", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// BenchmarkProbe is one plain HTTP/1.1 check of a loopback target: on the
+// connection alone (what the checker does) and through an http.Transport.
+func BenchmarkProbe(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer srv.Close()
+	c := New(Config{})
+	defer c.Close()
+	sp := &spec{pathQuery: "/", timeout: 5 * time.Second, codes: [][2]int{{200, 200}}}
+	addr := srv.Listener.Addr().String()
+	b.Run("connection", func(b *testing.B) {
+		for b.Loop() {
+			if err := c.probePlain(context.Background(), addr, sp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("transport", func(b *testing.B) {
+		for b.Loop() {
+			cc, err := c.h1.NewClientConn(context.Background(), "http", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+			req.Close = true
+			resp, err := cc.RoundTrip(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			resp.Body.Close()
+			cc.Close()
+		}
+	})
 }

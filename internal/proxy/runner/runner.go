@@ -46,6 +46,9 @@ type Config struct {
 	// AdminListen is the address of the admin listener (/metrics,
 	// /healthz, /readyz); empty means none.
 	AdminListen string
+	// TargetMetrics exports one health series per target (see
+	// proxy.Config.TargetMetrics).
+	TargetMetrics bool
 	// DNSListen, when set, serves the service networks' names there,
 	// resolving to DNSAnswer (default Bind); see nameserver.Start.
 	DNSListen, DNSAnswer string
@@ -111,7 +114,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log := cfg.Logger
 	pcfg := proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen,
-		RequestBodyIdleTimeout: cfg.Limits.RequestBodyIdleTimeout, ResponseIdleTimeout: cfg.Limits.ResponseIdleTimeout,
+		TargetMetrics: cfg.TargetMetrics, RequestBodyIdleTimeout: cfg.Limits.RequestBodyIdleTimeout, ResponseIdleTimeout: cfg.Limits.ResponseIdleTimeout,
 		MaxRequestBodyBytes: cfg.Limits.MaxRequestBodyBytes}
 	if cfg.Peer != nil {
 		pcfg.Peer = peer.NewClient(cfg.Peer.Identity, cfg.Peer.Roots)

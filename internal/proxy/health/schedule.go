@@ -1,0 +1,229 @@
+package health
+
+import (
+	"container/heap"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// MaxChecksInFlight bounds the checks under way at once. Checks run from
+// one scheduler, each on a goroutine only while it is in flight, so the
+// checker's goroutines grow with checks per second times their duration,
+// not with targets; when this many are in flight, further due checks wait
+// for one to finish.
+const MaxChecksInFlight = 1024
+
+// checkKey is what one check probes: targets of several groups whose keys
+// are equal (the same address and check) share its probes.
+type checkKey struct {
+	// addr is the "host:port" dialed: the target's, or its host at the
+	// check port.
+	addr              string
+	https, http2      bool
+	pathQuery         string
+	interval, timeout time.Duration
+	matcher           string
+}
+
+// check is one scheduled probe and the targets that read its outcome.
+type check struct {
+	key checkKey
+	// sp is the spec of the target that created the check; every
+	// subscriber's spec probes alike (equal keys).
+	sp  *spec
+	due time.Time
+	// idx is the check's index in the queue, -1 while it is not queued
+	// (in flight, or removed).
+	idx int
+	// subs are the targets reading the check, usually one.
+	subs []*subscription
+	// probed reports whether the check has run before.
+	probed bool
+}
+
+// subscription is one target's share of a check: its own thresholds and
+// count of passes or failures in a row.
+type subscription struct {
+	t *Target
+	// gen is the generation of the mode that subscribed the target: a
+	// status change of a later mode is never undone.
+	gen           uint32
+	sp            *spec
+	passes, fails int
+}
+
+// keyFor returns the check that sp makes of t.
+func (sp *spec) keyFor(t *Target) checkKey {
+	addr := t.addr
+	if sp.port != 0 {
+		addr = net.JoinHostPort(t.host, strconv.Itoa(int(sp.port)))
+	}
+	return checkKey{addr: addr, https: sp.https, http2: sp.http2, pathQuery: sp.pathQuery,
+		interval: sp.interval, timeout: sp.timeout, matcher: sp.matcher}
+}
+
+// subscribe makes t checked by sp, keeping its counts if it was checked
+// before (a changed check keeps the target's status and counts). A check
+// new to the checker runs first after a random delay of up to a second
+// (or the interval, if shorter). c.mu must be held.
+func (c *Checker) subscribe(t *Target, sub *subscription, sp *spec) {
+	sub.sp = sp
+	key := sp.keyFor(t)
+	if t.check != nil && t.check.key == key {
+		return
+	}
+	c.unsubscribe(t)
+	ch := c.checks[key]
+	if ch == nil {
+		ch = &check{key: key, sp: sp, due: time.Now().Add(jitter(min(sp.interval, c.second))), idx: -1}
+		c.checks[key] = ch
+		heap.Push(&c.queue, ch)
+		c.poke()
+	}
+	sub.t = t
+	ch.subs = append(ch.subs, sub)
+	t.check, t.sub = ch, sub
+}
+
+// unsubscribe stops checking t, and drops its check when no target reads
+// it any more. c.mu must be held.
+func (c *Checker) unsubscribe(t *Target) {
+	ch := t.check
+	if ch == nil {
+		return
+	}
+	if i := slices.Index(ch.subs, t.sub); i >= 0 {
+		ch.subs[i] = ch.subs[len(ch.subs)-1]
+		ch.subs[len(ch.subs)-1] = nil
+		ch.subs = ch.subs[:len(ch.subs)-1]
+	}
+	t.check, t.sub = nil, nil
+	if len(ch.subs) > 0 {
+		return
+	}
+	if ch.idx >= 0 {
+		heap.Remove(&c.queue, ch.idx)
+	}
+	delete(c.checks, ch.key)
+}
+
+// poke wakes the scheduler to look at the queue's head again.
+func (c *Checker) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// schedule runs every check when it is due, until Close.
+func (c *Checker) schedule() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		var ch *check
+		wait := time.Hour
+		if len(c.queue) > 0 {
+			if d := time.Until(c.queue[0].due); d > 0 {
+				wait = d
+			} else {
+				ch = heap.Pop(&c.queue).(*check)
+			}
+		}
+		c.mu.Unlock()
+		if ch == nil {
+			timer.Reset(wait)
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-c.wake:
+			case <-timer.C:
+			}
+			continue
+		}
+		select {
+		case c.inFlight <- struct{}{}:
+		case <-c.ctx.Done():
+			return
+		}
+		c.loops.Go(func() {
+			defer func() { <-c.inFlight }()
+			c.runCheck(ch)
+		})
+	}
+}
+
+// outcome is one subscriber's view of a probe.
+type outcome struct {
+	t             *Target
+	gen           uint32
+	sp            *spec
+	passes, fails int
+}
+
+// runCheck probes ch once, moves every subscriber's status, and queues
+// the next probe an interval after this one started (the interval is not
+// affected by how long the check took; after the first, between half an
+// interval and one).
+func (c *Checker) runCheck(ch *check) {
+	start := time.Now()
+	err := c.probe(c.ctx, ch.key.addr, ch.sp)
+	if c.ctx.Err() != nil {
+		return
+	}
+	c.mu.Lock()
+	if c.checks[ch.key] != ch {
+		c.mu.Unlock() // every subscriber left while it was in flight
+		return
+	}
+	outs := make([]outcome, 0, len(ch.subs))
+	for _, s := range ch.subs {
+		if err == nil {
+			s.passes, s.fails = s.passes+1, 0
+		} else {
+			s.passes, s.fails = 0, s.fails+1
+		}
+		outs = append(outs, outcome{s.t, s.gen, s.sp, s.passes, s.fails})
+	}
+	// The first checks of many new targets all run within a second; the
+	// second of each runs at a random point of the second half of its
+	// interval, so that from then on they are spread over half an
+	// interval rather than due together.
+	next := ch.sp.interval
+	if !ch.probed {
+		next = next/2 + jitter(next-next/2)
+		ch.probed = true
+	}
+	ch.due = start.Add(next)
+	heap.Push(&c.queue, ch)
+	c.mu.Unlock()
+	c.poke()
+	for _, o := range outs {
+		c.record(o.t, o.gen, o.sp, o.passes, o.fails, err)
+	}
+}
+
+// checkQueue is a min-heap of checks by due time.
+type checkQueue []*check
+
+func (q checkQueue) Len() int           { return len(q) }
+func (q checkQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q checkQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].idx, q[j].idx = i, j
+}
+func (q *checkQueue) Push(x any) {
+	ch := x.(*check)
+	ch.idx = len(*q)
+	*q = append(*q, ch)
+}
+func (q *checkQueue) Pop() any {
+	old := *q
+	ch := old[len(old)-1]
+	old[len(old)-1] = nil
+	ch.idx = -1
+	*q = old[:len(old)-1]
+	return ch
+}
