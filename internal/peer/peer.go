@@ -137,7 +137,7 @@ func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tl
 	cfg := &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         []string{"h2"},
-		ClientSessionCache: sessions,
+		ClientSessionCache: peerSessions{sessions, cluster + "@" + addr},
 		// The peer is checked by the cluster its certificate names, not by
 		// a host name: verification is VerifyConnection's.
 		InsecureSkipVerify: true,
@@ -159,6 +159,20 @@ func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tl
 	}
 	return conn, nil
 }
+
+// peerSessions is the session cache of the connections to one peer: it
+// keys the sessions by the peer's address and the cluster it must be
+// rather than by host name (the tls package's default), so that a session
+// is offered only to the peer it was made with, and peers sharing an IP
+// address keep a session each. A resumed session's certificates are
+// checked again all the same (VerifyConnection runs on resumption).
+type peerSessions struct {
+	cache tls.ClientSessionCache
+	key   string
+}
+
+func (s peerSessions) Get(string) (*tls.ClientSessionState, bool) { return s.cache.Get(s.key) }
+func (s peerSessions) Put(_ string, cs *tls.ClientSessionState)   { s.cache.Put(s.key, cs) }
 
 // verifyPeer checks that a peer's certificate chains to roots and names
 // cluster.
