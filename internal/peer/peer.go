@@ -29,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -72,7 +73,7 @@ type Request struct {
 // peer address and resumes TLS sessions. It is safe for concurrent use.
 type Client struct {
 	id       *pki.Identity
-	roots    *x509.CertPool
+	verifier *verifier
 	tr       *http.Transport
 	sessions tls.ClientSessionCache
 	// closed ends the probes (Close).
@@ -95,7 +96,7 @@ const probeEvery = time.Second
 // NewClient returns a client presenting id and trusting peers whose
 // certificates chain to roots.
 func NewClient(id *pki.Identity, roots *x509.CertPool) *Client {
-	c := &Client{id: id, roots: roots, peers: map[string]string{}, down: map[string]bool{}, closed: make(chan struct{})}
+	c := &Client{id: id, verifier: newVerifier(roots, x509.ExtKeyUsageServerAuth), peers: map[string]string{}, down: map[string]bool{}, closed: make(chan struct{})}
 	sessions := tls.NewLRUClientSessionCache(1024)
 	c.sessions = sessions
 	c.tr = &http.Transport{
@@ -142,7 +143,7 @@ func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tl
 		// a host name: verification is VerifyConnection's.
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyPeer(c.roots, cs, cluster, x509.ExtKeyUsageServerAuth)
+			return c.verifier.verify(cs, cluster)
 		},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return c.id.Certificate(), nil
@@ -174,25 +175,83 @@ type peerSessions struct {
 func (s peerSessions) Get(string) (*tls.ClientSessionState, bool) { return s.cache.Get(s.key) }
 func (s peerSessions) Put(_ string, cs *tls.ClientSessionState)   { s.cache.Put(s.key, cs) }
 
-// verifyPeer checks that a peer's certificate chains to roots and names
-// cluster.
-func verifyPeer(roots *x509.CertPool, cs tls.ConnectionState, cluster string, usage x509.ExtKeyUsage) error {
-	if len(cs.PeerCertificates) == 0 {
+// verifier checks peers' certificate chains against roots for one key
+// usage, and remembers the chains it accepted, so that a peer's next
+// connection (a resumed session carries the same certificates) does not
+// verify them again. The result cannot differ while the certificates, the
+// roots and the usage are the same and the time is within the validity of
+// every certificate of the chain, which bounds what is remembered.
+type verifier struct {
+	roots *x509.CertPool
+	usage x509.ExtKeyUsage
+	mu    sync.Mutex
+	// known maps the certificates a peer presented (lengths and DER,
+	// concatenated) to what their verification found.
+	known map[string]verifiedChain
+}
+
+// verifiedChain is an accepted chain: the cluster its leaf names, and when
+// all of its certificates are valid.
+type verifiedChain struct {
+	cluster             string
+	notBefore, notAfter time.Time
+}
+
+// maxVerified bounds a verifier's memory; it starts over when full.
+const maxVerified = 1024
+
+func newVerifier(roots *x509.CertPool, usage x509.ExtKeyUsage) *verifier {
+	return &verifier{roots: roots, usage: usage, known: map[string]verifiedChain{}}
+}
+
+// verify checks that a peer's certificate chains to the roots, for the
+// verifier's usage, and names cluster ("" for any).
+func (v *verifier) verify(cs tls.ConnectionState, cluster string) error {
+	certs := cs.PeerCertificates
+	if len(certs) == 0 {
 		return errors.New("peer presented no certificate")
 	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
+	var key strings.Builder
+	for _, c := range certs {
+		key.WriteString(strconv.Itoa(len(c.Raw)))
+		key.WriteByte(':')
+		key.Write(c.Raw)
 	}
-	if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
-		return err
+	now := time.Now()
+	v.mu.Lock()
+	k, ok := v.known[key.String()]
+	v.mu.Unlock()
+	if !ok || now.Before(k.notBefore) || now.After(k.notAfter) {
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		chains, err := certs[0].Verify(x509.VerifyOptions{Roots: v.roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{v.usage}, CurrentTime: now})
+		if err != nil {
+			return err
+		}
+		got, err := pki.ClusterOf(certs[0])
+		if err != nil {
+			return err
+		}
+		k = verifiedChain{cluster: got, notBefore: chains[0][0].NotBefore, notAfter: chains[0][0].NotAfter}
+		for _, c := range chains[0][1:] {
+			if c.NotBefore.After(k.notBefore) {
+				k.notBefore = c.NotBefore
+			}
+			if c.NotAfter.Before(k.notAfter) {
+				k.notAfter = c.NotAfter
+			}
+		}
+		v.mu.Lock()
+		if len(v.known) >= maxVerified {
+			clear(v.known)
+		}
+		v.known[key.String()] = k
+		v.mu.Unlock()
 	}
-	got, err := pki.ClusterOf(cs.PeerCertificates[0])
-	if err != nil {
-		return err
-	}
-	if cluster != "" && got != cluster {
-		return fmt.Errorf("peer's certificate names cluster %q, not %q", got, cluster)
+	if cluster != "" && k.cluster != cluster {
+		return fmt.Errorf("peer's certificate names cluster %q, not %q", k.cluster, cluster)
 	}
 	return nil
 }
@@ -441,6 +500,7 @@ func validName(s string) bool {
 // cluster certificate, TLS 1.3, HTTP/2, and a client certificate of
 // another proxy required and checked against roots.
 func TLSConfig(id *pki.Identity, roots *x509.CertPool) *tls.Config {
+	v := newVerifier(roots, x509.ExtKeyUsageClientAuth)
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{"h2"},
@@ -449,7 +509,7 @@ func TLSConfig(id *pki.Identity, roots *x509.CertPool) *tls.Config {
 		},
 		ClientAuth: tls.RequireAnyClientCert,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyPeer(roots, cs, "", x509.ExtKeyUsageClientAuth)
+			return v.verify(cs, "")
 		},
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -400,5 +401,51 @@ func TestPeerDownAndBackByProbe(t *testing.T) {
 	}
 	if err := send(); err != nil {
 		t.Errorf("request after the peer came back: %v", err)
+	}
+}
+
+// The verifier remembers an accepted chain and checks the cluster each
+// time; a chain of another CA is never accepted, and one whose certificate
+// expired is verified again, and refused.
+func TestVerifierRemembersOnlyWhatHolds(t *testing.T) {
+	ca, _ := pki.NewCA(time.Now())
+	other, _ := pki.NewCA(time.Now())
+	state := func(id *pki.Identity) tls.ConnectionState {
+		var cs tls.ConnectionState
+		for _, der := range id.Certificate().Certificate {
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs.PeerCertificates = append(cs.PeerCertificates, c)
+		}
+		return cs
+	}
+	v := newVerifier(ca.Pool(), x509.ExtKeyUsageClientAuth)
+	short, err := ca.IssueIdentity("east", time.Now(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	east := state(short)
+	for range 2 {
+		if err := v.verify(east, "east"); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.verify(east, "west"); err == nil || !strings.Contains(err.Error(), `names cluster "east", not "west"`) {
+			t.Errorf("east's certificate as west's: %v", err)
+		}
+	}
+	if len(v.known) != 1 {
+		t.Errorf("%d chains remembered, want 1", len(v.known))
+	}
+	if err := v.verify(state(identity(t, other, "east")), ""); err == nil {
+		t.Error("a certificate of another CA was accepted")
+	}
+	if err := v.verify(tls.ConnectionState{}, ""); err == nil {
+		t.Error("no certificate was accepted")
+	}
+	time.Sleep(time.Until(east.PeerCertificates[0].NotAfter) + 50*time.Millisecond)
+	if err := v.verify(east, "east"); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("an expired certificate, verified before: %v", err)
 	}
 }
