@@ -330,22 +330,27 @@ func (c *Client) RoundTrip(r *http.Request, p Request) (*http.Response, error) {
 	if !ok || cluster != p.Cluster {
 		return nil, fmt.Errorf("peer %s is not a proxy of cluster %s", p.Addr, p.Cluster)
 	}
-	out := r.Clone(r.Context())
+	// A shallow copy with a header of its own: nothing else of r is
+	// changed, and Clone's deep copy would cost a map and a slice per
+	// header on every request.
+	out := new(http.Request)
+	*out = *r
 	out.URL = &url.URL{Scheme: "https", Host: p.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	out.Host = r.Host
 	out.RequestURI = ""
-	for k := range out.Header {
-		if strings.HasPrefix(k, HeaderPrefix) {
-			delete(out.Header, k)
+	out.Header = make(http.Header, len(r.Header)+4)
+	for k, vs := range r.Header {
+		// In any case: a key set in the map directly is not canonical.
+		if len(k) < len(HeaderPrefix) || !strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix) {
+			out.Header[k] = vs
 		}
 	}
-	out.Header.Set(HeaderTargetGroup, p.TargetGroup)
-	out.Header.Set(HeaderTarget, p.Target)
+	out.Header[HeaderTargetGroup] = []string{p.TargetGroup}
+	out.Header[HeaderTarget] = []string{p.Target}
 	if p.Identity != "" {
-		out.Header.Set(HeaderIdentity, p.Identity)
+		out.Header[HeaderIdentity] = []string{p.Identity}
 	}
 	if p.Version != "" {
-		out.Header.Set(HeaderVersion, p.Version)
+		out.Header[HeaderVersion] = []string{p.Version}
 	}
 	resp, err := c.tr.RoundTrip(out)
 	if err != nil && r.Context().Err() == nil && brokenConn(err) {
