@@ -203,9 +203,10 @@ func TestHopCarriesRequestsAndChecksIdentity(t *testing.T) {
 		t.Errorf("refusals recorded: %q", refused)
 	}
 
-	// Every request so far shared one connection.
-	if n := west.handshakes.Load(); n != 1 {
-		t.Errorf("%d TLS handshakes for sequential requests, want 1 (pooled)", n)
+	// The requests so far took the client's connsPerPeer pooled
+	// connections in turn: one full handshake, the others resumed it.
+	if n, r := west.handshakes.Load(), west.resumed.Load(); n != 1 || r != connsPerPeer-1 {
+		t.Errorf("%d full TLS handshakes and %d resumed for sequential requests, want 1 and %d (pooled)", n, r, connsPerPeer-1)
 	}
 }
 
