@@ -42,7 +42,9 @@ func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
 	return id
 }
 
-func newHopWorld(t testing.TB) *hopWorld {
+// newHopWorld starts east's and west's proxies; edits change east's
+// configuration.
+func newHopWorld(t testing.TB, edits ...func(*Config)) *hopWorld {
 	t.Helper()
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
@@ -52,7 +54,13 @@ func newHopWorld(t testing.TB) *hopWorld {
 	newProxy := func(cluster string, id *pki.Identity) *Proxy {
 		pc := peer.NewClient(id, ca.Pool())
 		t.Cleanup(pc.Close)
-		return newTestProxyWith(t, Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)})
+		cfg := Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)}
+		for _, edit := range edits {
+			if cluster == "east" {
+				edit(&cfg)
+			}
+		}
+		return newTestProxyWith(t, cfg)
 	}
 	w.east = newProxy("east", w.eastID)
 	westID := clusterIdentity(t, ca, "west")

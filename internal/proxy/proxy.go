@@ -60,6 +60,10 @@ type Proxy struct {
 	peerNext atomic.Uint64
 	// delivery forwards requests peers hand over (PeerHandler).
 	delivery *localForwarder
+	// peerTransport is what the fast path sends requests for other
+	// clusters' targets with: the transport under the net/http path's
+	// reverse proxy (forwardPeer).
+	peerTransport http.RoundTripper
 	// mirrors holds a slot per mirrored request in flight.
 	mirrors chan struct{}
 	// listen opens the socket of a bind (Addr "" is Config.BindAddress);
@@ -112,6 +116,7 @@ func New(cfg Config) *Proxy {
 		listeners: map[router.Bind]portServer{},
 		certCache: certCache{},
 	}
+	p.peerTransport = idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}
 	p.delivery = newDeliveryForwarder(idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}, log)
 	if p.peer != nil {
 		transport.peer = p.peerRoundTrip

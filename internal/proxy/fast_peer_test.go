@@ -1,0 +1,191 @@
+package proxy
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// peerEchoSnapshot routes every request to group "echo", of west, with
+// targets; rules under /edit edit headers both ways, and /timeout has a
+// request timeout of 200 ms.
+func peerEchoSnapshot(targets ...model.Target) *model.Snapshot {
+	tg := group("echo", targets...)
+	tg.Owner = "west"
+	s := oneRoute(1, []model.TargetGroup{tg}, to("echo", 1))
+	s.Services[0].Rules = append([]model.Rule{
+		{
+			Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/edit"}}},
+			Filters: []model.Filter{
+				{RequestHeaders: &model.HeaderFilter{
+					Set:    []model.Header{{Name: "X-Set", Value: "s"}, {Name: "Host", Value: "edited.example.com"}},
+					Add:    []model.Header{{Name: "X-Multi", Value: "3"}},
+					Remove: []string{"X-Gone"},
+				}},
+				{ResponseHeaders: &model.HeaderFilter{
+					Set:    []model.Header{{Name: "Content-Type", Value: "text/edited"}},
+					Add:    []model.Header{{Name: "X-Resp", Value: "r"}},
+					Remove: []string{"Content-Length"},
+				}},
+			},
+			Action: forward(to("echo", 1)),
+		},
+		{
+			Matches:  []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/timeout"}}},
+			Timeouts: &model.Timeouts{Request: model.Duration(200 * time.Millisecond)},
+			Action:   forward(to("echo", 1)),
+		},
+	}, s.Services[0].Rules...)
+	return s
+}
+
+// The fast path sends a request without a body for another cluster's
+// target through the hop itself, and forwards it as net/http does: what
+// the target receives and what the client gets back agree, header for
+// header, with east on the fast path and east on net/http alone.
+func TestFastPathPeerHopAgreesWithNetHTTP(t *testing.T) {
+	echo := headerEcho(t)
+	fast, slow := newHopWorld(t), newHopWorld(t, func(c *Config) { c.DisableFastPath = true })
+	for _, w := range []*hopWorld{fast, slow} {
+		w.update(t, peerEchoSnapshot(clusterTarget(t, echo, "west")))
+	}
+	requests := append([]string{
+		"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+		"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: shop.example.com:8080\r\nAccept: */*\r\nX-Multi: 1\r\nx-multi: 2\r\n\r\n",
+		"GET /%61%2Fb HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: test/1\r\n\r\n",
+		"HEAD /h HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
+		"DELETE /d HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 0\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: shop.example.com\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+		"GET /forged HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Trellis-Identity: Type=Admin\r\nX_Trellis_Target: x\r\n" +
+			"Trellis-Peer-Target: 10.0.0.1:80\r\nTrellis-Peer-Identity: spiffe://west/ns/a/sa/b\r\n" +
+			"Forwarded: for=1.2.3.4\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Kept: 1\r\n\r\n",
+		"GET /close HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n",
+		"GET /edit HTTP/1.1\r\nHost: shop.example.com\r\nX-Multi: 1\r\nX-Set: client\r\nX-Gone: 1\r\n\r\n",
+	}, generatedFieldRequests()...)
+	ignore := []string{headerRequestID, "Date"}
+	handoffs := func() float64 { return testutil.ToFloat64(fast.east.metrics.handoffs) }
+	for _, raw := range requests {
+		before := handoffs()
+		f, fb := exchangeRaw(t, addrOf(fast.east, webPort), raw)
+		bodyless := !strings.Contains(strings.ToLower(raw), "content-length: 5")
+		if tookFast := handoffs() == before; tookFast != (bodyless && fastPathTakes(raw)) {
+			t.Errorf("%q: on the fast path %v", raw, tookFast)
+		}
+		s, sb := exchangeRaw(t, addrOf(slow.east, webPort), raw)
+		line := strings.SplitN(raw, "\r\n", 2)[0]
+		if f.StatusCode != s.StatusCode || f.Close != s.Close {
+			t.Errorf("%s: status, close fast %d %v, net/http %d %v", line, f.StatusCode, f.Close, s.StatusCode, s.Close)
+		}
+		for _, h := range []http.Header{f.Header, s.Header} {
+			for _, k := range ignore {
+				delete(h, k)
+			}
+		}
+		if a, b := sortedHeader(f.Header), sortedHeader(s.Header); a != b {
+			t.Errorf("%s: response header\nfast     %s\nnet/http %s", line, a, b)
+		}
+		if strings.HasPrefix(raw, "HEAD") || f.StatusCode != http.StatusOK {
+			continue
+		}
+		var fh, sh http.Header
+		if err := json.Unmarshal(fb, &fh); err != nil {
+			t.Fatalf("%s: fast: %v: %s", line, err, fb)
+		}
+		if err := json.Unmarshal(sb, &sh); err != nil {
+			t.Fatalf("%s: net/http: %v: %s", line, err, sb)
+		}
+		for _, h := range []http.Header{fh, sh} {
+			for _, k := range ignore {
+				delete(h, k)
+			}
+		}
+		if a, b := sortedHeader(fh), sortedHeader(sh); a != b {
+			t.Errorf("%s: target received\nfast     %s\nnet/http %s", line, a, b)
+		}
+		for _, k := range append(mustNotForward(raw), "Trellis-Peer-Target", "Trellis-Peer-Identity") {
+			if v, ok := fh[http.CanonicalHeaderKey(k)]; ok {
+				t.Errorf("%q: target received %s: %q", raw, k, v)
+			}
+		}
+	}
+}
+
+// A response of unknown length streams to the client in chunks, each as it
+// comes, with the target's trailers; the rule's timeout answers 504; and a
+// client that leaves while the target works cancels the request at the
+// target, all on the fast path.
+func TestFastPathPeerHopStreamsTimesOutAndCancels(t *testing.T) {
+	cancelled := make(chan struct{}, 1)
+	next := make(chan struct{})
+	backend := identityBackend(t, "unused")
+	backend.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/stream":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "first,")
+			w.(http.Flusher).Flush()
+			<-next
+			io.WriteString(w, "second")
+			w.Header().Set("X-Sum", "2")
+		case "/timeout", "/poll":
+			select {
+			case <-r.Context().Done():
+				cancelled <- struct{}{}
+			case <-time.After(10 * time.Second):
+			}
+		}
+	})
+	w := newHopWorld(t, func(c *Config) { c.test.clientCheck = 20 * time.Millisecond })
+	w.update(t, peerEchoSnapshot(clusterTarget(t, backend, "west")))
+	addr := addrOf(w.east, webPort)
+
+	conn := dialRaw(t, addr, "GET /stream HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+	buf := make([]byte, 4096)
+	n, err := conn.Read(buf)
+	head := string(buf[:n])
+	if err != nil || !strings.HasPrefix(head, "HTTP/1.1 200 OK\r\n") || !strings.Contains(head, "Transfer-Encoding: chunked\r\n") ||
+		!strings.Contains(head, "Trailer: X-Sum\r\n") || !strings.HasSuffix(head, "\r\n\r\n6\r\nfirst,\r\n") {
+		t.Fatalf("before the target's second write: %q, %v", head, err)
+	}
+	close(next)
+	var rest strings.Builder
+	for !strings.HasSuffix(rest.String(), "\r\n\r\n") {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("after %q: %v", rest.String(), err)
+		}
+		rest.Write(buf[:n])
+	}
+	if want := "6\r\nsecond\r\n0\r\nX-Sum: 2\r\n\r\n"; rest.String() != want {
+		t.Errorf("the body's end and trailers: %q, want %q", rest.String(), want)
+	}
+
+	resp, _ := exchangeRaw(t, addr, "GET /timeout HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("past the rule's timeout: %d, want 504", resp.StatusCode)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Error("the target's request outlived the rule's timeout")
+	}
+
+	conn = dialRaw(t, addr, "GET /poll HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+	conn.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Error("the target's request outlived its client")
+	}
+	if n := testutil.ToFloat64(w.east.metrics.handoffs); n != 0 {
+		t.Errorf("%v connections handed to net/http, want none", n)
+	}
+}
