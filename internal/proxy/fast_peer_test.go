@@ -62,6 +62,8 @@ func TestFastPathPeerHopAgreesWithNetHTTP(t *testing.T) {
 		"GET /%61%2Fb HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: test/1\r\n\r\n",
 		"HEAD /h HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
 		"DELETE /d HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 0\r\n\r\n",
+		"POST /empty HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 0\r\n\r\n",
+		"OPTIONS /o HTTP/1.1\r\nHost: shop.example.com\r\n\r\n",
 		"POST /p HTTP/1.1\r\nHost: shop.example.com\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
 		"GET /forged HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Trellis-Identity: Type=Admin\r\nX_Trellis_Target: x\r\n" +
 			"Trellis-Peer-Target: 10.0.0.1:80\r\nTrellis-Peer-Identity: spiffe://west/ns/a/sa/b\r\n" +
@@ -115,12 +117,23 @@ func TestFastPathPeerHopAgreesWithNetHTTP(t *testing.T) {
 			}
 		}
 	}
+	// West delivered on its handlers' goroutines (deliverDirect), over the
+	// fast path's pool, where the fast path is on.
+	idle := func(p *Proxy) int {
+		p.pool.mu.Lock()
+		defer p.pool.mu.Unlock()
+		return len(p.pool.idle[echo.Listener.Addr().String()])
+	}
+	if f, s := idle(fast.west), idle(slow.west); f == 0 || s != 0 {
+		t.Errorf("west's pooled connections to the target: %d with the fast path, %d without", f, s)
+	}
 }
 
 // A response of unknown length streams to the client in chunks, each as it
-// comes, with the target's trailers; the rule's timeout answers 504; and a
-// client that leaves while the target works cancels the request at the
-// target, all on the fast path.
+// comes, with the target's trailers; a body cut short is a 502; the
+// rule's timeout answers 504; and a client that leaves while the target
+// works cancels the request at the target: all on the fast path at east
+// and delivered directly at west.
 func TestFastPathPeerHopStreamsTimesOutAndCancels(t *testing.T) {
 	cancelled := make(chan struct{}, 1)
 	next := make(chan struct{})
@@ -134,6 +147,10 @@ func TestFastPathPeerHopStreamsTimesOutAndCancels(t *testing.T) {
 			<-next
 			io.WriteString(w, "second")
 			w.Header().Set("X-Sum", "2")
+		case "/short":
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+			conn.Close()
 		case "/timeout", "/poll":
 			select {
 			case <-r.Context().Done():
@@ -165,6 +182,12 @@ func TestFastPathPeerHopStreamsTimesOutAndCancels(t *testing.T) {
 	}
 	if want := "6\r\nsecond\r\n0\r\nX-Sum: 2\r\n\r\n"; rest.String() != want {
 		t.Errorf("the body's end and trailers: %q, want %q", rest.String(), want)
+	}
+
+	// A body cut short at the target resets west's stream before its
+	// head left (as the reverse proxy does): 502, never a short 200.
+	if resp, body := exchangeRaw(t, addr, "GET /short HTTP/1.1\r\nHost: shop.example.com\r\n\r\n"); resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("a body cut short: %d %q, want 502", resp.StatusCode, body)
 	}
 
 	resp, _ := exchangeRaw(t, addr, "GET /timeout HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")

@@ -42,8 +42,8 @@ func clusterIdentity(t testing.TB, ca *pki.CA, cluster string) *pki.Identity {
 	return id
 }
 
-// newHopWorld starts east's and west's proxies; edits change east's
-// configuration.
+// newHopWorld starts east's and west's proxies; edits change the
+// configuration of both.
 func newHopWorld(t testing.TB, edits ...func(*Config)) *hopWorld {
 	t.Helper()
 	ca, err := pki.NewCA(time.Now())
@@ -56,9 +56,7 @@ func newHopWorld(t testing.TB, edits ...func(*Config)) *hopWorld {
 		t.Cleanup(pc.Close)
 		cfg := Config{Cluster: cluster, BindAddress: "127.0.0.1", Peer: pc, Logger: slog.New(slog.DiscardHandler)}
 		for _, edit := range edits {
-			if cluster == "east" {
-				edit(&cfg)
-			}
+			edit(&cfg)
 		}
 		return newTestProxyWith(t, cfg)
 	}
