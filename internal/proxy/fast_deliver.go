@@ -32,8 +32,12 @@ import (
 // deliverDirect serves r, a delivery for t, if it can; it reports false,
 // having done nothing, when the reverse proxy must.
 func (p *Proxy) deliverDirect(w http.ResponseWriter, r *http.Request, t *router.Target) bool {
+	// The request line and Host go out as they are: each must be what
+	// http.Transport would accept (it refuses the rest, and so does the
+	// reverse proxy then). The fields' names and values the HTTP/2 server
+	// checked already.
 	if !p.fast || r.ContentLength != 0 || r.Method == http.MethodConnect || targetScheme(t) != "http" ||
-		!httpguts.ValidHostHeader(r.Host) || !plainRequestURI(r.URL.RequestURI()) {
+		!httpguts.ValidHeaderFieldName(r.Method) || !httpguts.ValidHostHeader(r.Host) || !plainRequestURI(r.URL.RequestURI()) {
 		return false
 	}
 	if g := t.Group(); g != nil && (g.Version == model.HTTP2 || g.Version == model.GRPC) {

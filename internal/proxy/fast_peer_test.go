@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/router"
 )
 
 // peerEchoSnapshot routes every request to group "echo", of west, with
@@ -210,5 +212,43 @@ func TestFastPathPeerHopStreamsTimesOutAndCancels(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(w.east.metrics.handoffs); n != 0 {
 		t.Errorf("%v connections handed to net/http, want none", n)
+	}
+}
+
+// What a peer sends goes on a request line only when it is what
+// http.Transport would send: anything else takes the reverse proxy.
+func TestDeliverDirectTakesOnlyPlainRequests(t *testing.T) {
+	p := newTestProxy(t, nil)
+	tgt := router.NewTarget("127.0.0.1:1", cluster, "g", model.ProtocolHTTP, model.HTTP1)
+	for _, tc := range []struct {
+		method, host, uri string
+		length            int64
+	}{
+		{"GET /", "a b", "/", 0},
+		{"GET", "a\r\nb", "/", 0},
+		{"GET", "a", "/", 0},
+		{"GET", "a", "/", 5},
+		{"GET", "a", "/", -1},
+		{"CONNECT", "a", "/", 0},
+		{"G\nET", "a", "/", 0},
+	} {
+		r := httptest.NewRequest("GET", "http://a/", nil)
+		r.Method, r.Host, r.ContentLength = tc.method, tc.host, tc.length
+		r.URL.Path = tc.uri
+		w := httptest.NewRecorder()
+		taken := p.deliverDirect(w, r, tgt)
+		plain := tc.method == "GET" && tc.host == "a" && tc.length == 0
+		if taken != plain {
+			t.Errorf("%q %q %q length %d: taken %v", tc.method, tc.host, tc.uri, tc.length, taken)
+		}
+	}
+	r := httptest.NewRequest("GET", "http://a/", nil)
+	r.URL.RawQuery = "a b"
+	if p.deliverDirect(httptest.NewRecorder(), r, tgt) {
+		t.Error("a query with a space was taken")
+	}
+	if p.deliverDirect(httptest.NewRecorder(), httptest.NewRequest("GET", "http://a/", nil),
+		router.NewTarget("127.0.0.1:1", cluster, "g", model.ProtocolHTTPS, model.HTTP1)) {
+		t.Error("a request for an HTTPS target was taken")
 	}
 }
