@@ -4,10 +4,10 @@ package proxy
 // handed over without a body, for an HTTP/1.1 target without TLS, goes to
 // the target over the fast path's pooled connections (pool.go) instead of
 // through the reverse proxy and http.Transport, whose connection
-// goroutines cost two hand-offs and ~35 µs of CPU per request. It sends
-// and relays what the reverse proxy would, field for field
-// (TestFastPathPeerHopAgreesWithNetHTTP); anything else takes the reverse
-// proxy.
+// goroutines cost two hand-offs per request (with the reverse proxy, ~45 µs
+// of CPU: docs/benchmarks.md). It sends and relays what the reverse proxy
+// would, field for field (TestFastPathPeerHopAgreesWithNetHTTP); anything
+// else takes the reverse proxy.
 
 import (
 	"bufio"
