@@ -105,7 +105,11 @@ func (p *Proxy) deliverDirect(w http.ResponseWriter, r *http.Request, t *router.
 			w.Header()[k] = vs
 		}
 	}
-	tc.idle = 0
+	if tc.idle > 0 {
+		// targetReader moved the read deadline: the next request sets
+		// its own.
+		tc.idle, tc.deadlines.r = 0, time.Time{}
+	}
 	if !stop() || !bodyless && !resp.Chunked && resp.ContentLength < 0 || resp.Close {
 		tc.conn.Close()
 		return true
