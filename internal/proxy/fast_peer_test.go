@@ -132,7 +132,8 @@ func TestFastPathPeerHopAgreesWithNetHTTP(t *testing.T) {
 }
 
 // A response of unknown length streams to the client in chunks, each as it
-// comes, with the target's trailers; a body cut short is a 502; the
+// comes, with the target's trailers; a body cut short is a 502, one that
+// stalls is cut off after the response idle timeout; the
 // rule's timeout answers 504; and a client that leaves while the target
 // works cancels the request at the target: all on the fast path at east
 // and delivered directly at west.
@@ -153,6 +154,14 @@ func TestFastPathPeerHopStreamsTimesOutAndCancels(t *testing.T) {
 			conn, _, _ := w.(http.Hijacker).Hijack()
 			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
 			conn.Close()
+		case "/stall":
+			io.WriteString(w, "first,")
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				cancelled <- struct{}{}
+			case <-time.After(10 * time.Second):
+			}
 		case "/timeout", "/poll":
 			select {
 			case <-r.Context().Done():
@@ -161,7 +170,10 @@ func TestFastPathPeerHopStreamsTimesOutAndCancels(t *testing.T) {
 			}
 		}
 	})
-	w := newHopWorld(t, func(c *Config) { c.test.clientCheck = 20 * time.Millisecond })
+	w := newHopWorld(t, func(c *Config) {
+		c.test.clientCheck = 20 * time.Millisecond
+		c.ResponseIdleTimeout = time.Second
+	})
 	w.update(t, peerEchoSnapshot(clusterTarget(t, backend, "west")))
 	addr := addrOf(w.east, webPort)
 
@@ -190,6 +202,20 @@ func TestFastPathPeerHopStreamsTimesOutAndCancels(t *testing.T) {
 	// head left (as the reverse proxy does): 502, never a short 200.
 	if resp, body := exchangeRaw(t, addr, "GET /short HTTP/1.1\r\nHost: shop.example.com\r\n\r\n"); resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("a body cut short: %d %q, want 502", resp.StatusCode, body)
+	}
+
+	// A body that stalls past the response idle timeout is cut off: west
+	// resets the stream, east closes the client's connection mid-body.
+	start := time.Now()
+	conn = dialRaw(t, addr, "GET /stall HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
+	got, err := io.ReadAll(conn)
+	if err != nil || !strings.HasSuffix(string(got), "\r\n\r\n6\r\nfirst,\r\n") || time.Since(start) > 8*time.Second {
+		t.Errorf("a stalled body: %q, %v after %v", got, err, time.Since(start))
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Error("the target's request outlived the response idle timeout")
 	}
 
 	resp, _ := exchangeRaw(t, addr, "GET /timeout HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
