@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,7 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/router"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // peerEchoSnapshot routes every request to group "echo", of west, with
@@ -276,5 +279,58 @@ func TestDeliverDirectTakesOnlyPlainRequests(t *testing.T) {
 	if p.deliverDirect(httptest.NewRecorder(), httptest.NewRequest("GET", "http://a/", nil),
 		router.NewTarget("127.0.0.1:1", cluster, "g", model.ProtocolHTTPS, model.HTTP1)) {
 		t.Error("a request for an HTTPS target was taken")
+	}
+}
+
+// A request through the hop is logged alike whichever path east serves it
+// on: the same target, status, bytes and failure reason.
+func TestFastPathPeerHopAccessLog(t *testing.T) {
+	echo, down := headerEcho(t), refusingTarget(t)
+	down.Cluster = "west"
+	var logs [2]testsync.Buffer
+	var worlds [2]*hopWorld
+	for i, fastPath := range []bool{true, false} {
+		worlds[i] = newHopWorld(t, func(c *Config) {
+			c.DisableFastPath = !fastPath
+			if c.Cluster == "east" {
+				c.AccessLog = &logs[i]
+				c.test.accessLog = accesslog.Options{FlushInterval: 5 * time.Millisecond}
+			}
+		})
+		snap := peerEchoSnapshot(clusterTarget(t, echo, "west"))
+		downTG := group("down", down)
+		downTG.Owner = "west"
+		snap.TargetGroups = append(snap.TargetGroups, downTG)
+		snap.Services[0].Rules = append([]model.Rule{{
+			Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/down"}}},
+			Action:  forward(to("down", 1)),
+		}}, snap.Services[0].Rules...)
+		worlds[i].update(t, snap)
+		for _, path := range []string{"/ok", "/down", "/edit/x"} {
+			exchangeRaw(t, addrOf(worlds[i].east, webPort), "GET "+path+" HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: ua/1\r\n\r\n")
+		}
+	}
+	var lines [2]map[string]map[string]any
+	for i := range logs {
+		var ls []map[string]any
+		testsync.WaitFor(t, 5*time.Second, "3 access log lines", func() bool { ls = logLines(t, &logs[i]); return len(ls) == 3 })
+		lines[i] = map[string]map[string]any{}
+		for _, l := range ls {
+			for _, k := range []string{"startTime", "duration", "requestToTargetDuration", "responseFromTargetDuration", "requestId", "sourceIpPort", "destinationIpPort"} {
+				delete(l, k)
+			}
+			lines[i][l["requestPath"].(string)] = l
+		}
+	}
+	for path, f := range lines[0] {
+		if a, b := fmt.Sprint(f), fmt.Sprint(lines[1][path]); a != b {
+			t.Errorf("%s: access log\nfast     %s\nnet/http %s", path, a, b)
+		}
+	}
+	if l := lines[0]["/ok"]; l["responseCode"] != 200.0 || l["targetIpPort"] != echo.Listener.Addr().String() || l["destinationCluster"] != "west" {
+		t.Errorf("/ok: %v", l)
+	}
+	if l := lines[0]["/down"]; l["responseCode"] != 502.0 {
+		t.Errorf("/down: %v", l)
 	}
 }
