@@ -1,12 +1,12 @@
 package proxy
 
-// The fast path's peer hop: a request without a body for a target of
-// another cluster goes to the peer client from the fast path itself, as
-// the net/http path sends it (the same header, the same transport chain),
-// rather than handing the connection to net/http. Requests with a body
-// still take the net/http path.
+// The fast path's peer hop: a request for a target of another cluster goes
+// to the peer client from the fast path itself, as the net/http path sends
+// it (the same header, the same transport chain), rather than handing the
+// connection to net/http.
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -17,14 +17,15 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
-// forwardPeer exchanges the request, which has no body, with t, a target
-// of another cluster, through the peer hop, and relays the response. It
+// forwardPeer exchanges the request with t, a target of another cluster,
+// through the peer hop, and relays the response. It
 // reports whether the client connection can carry another request, and
 // whether the response was cut off midway.
 func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep bool) (_, aborted bool) {
@@ -51,8 +52,23 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep b
 	if fc.edited != nil {
 		req.Host = fc.host
 	}
+	var body *peerBody
+	if r.ContentLength > 0 {
+		body = &peerBody{br: fc.br, conn: fc.rw, x: x, idle: p.limits.bodyIdle, left: r.ContentLength}
+		req.Body, req.ContentLength = body, r.ContentLength
+	}
 	resp, err := p.peerTransport.RoundTrip(req)
 	watch.stop()
+	if body != nil {
+		if !body.done.Load() {
+			// The transport may still read the client's connection: it
+			// is not read again.
+			keep = false
+		} else {
+			// Its reads moved the read deadline.
+			fc.deadlines.r = time.Time{}
+		}
+	}
 	if err != nil {
 		clientGone := errors.Is(context.Cause(ctx), errClientGone)
 		ruleExpired := !ruleDeadline.IsZero() && !time.Now().Before(ruleDeadline)
@@ -87,6 +103,49 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep b
 	}
 	return keep, false
 }
+
+// peerBody is the body of a request sent through the hop, which the
+// HTTP/2 transport reads in a goroutine of its own: the ContentLength bytes
+// after the head on the client's connection, each wait for them bounded by
+// the body idle timeout, their failures the client's (clientBodyError).
+// done is set once all were read; until then the connection's reader is
+// the transport's.
+type peerBody struct {
+	br   *bufio.Reader
+	conn net.Conn
+	x    *exchange
+	idle time.Duration
+	left int64
+	done atomic.Bool
+}
+
+func (b *peerBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if b.idle > 0 && b.br.Buffered() == 0 {
+		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.br.Read(p)
+	b.left -= int64(n)
+	b.x.body.n.Add(int64(n))
+	if b.left == 0 {
+		b.done.Store(true)
+		return n, nil
+	}
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return n, &clientBodyError{err}
+	}
+	return n, nil
+}
+
+func (b *peerBody) Close() error { return nil }
 
 // peerHeader is the header the request goes on with: the client's (after
 // the rule's edits) without hop-by-hop fields, and the forwarding fields,

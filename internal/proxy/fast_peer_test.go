@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -83,13 +85,11 @@ func TestFastPathPeerHopAgreesWithNetHTTP(t *testing.T) {
 	for _, raw := range requests {
 		before := handoffs()
 		f, fb := exchangeRaw(t, addrOf(fast.east, webPort), raw)
-		head, _, _ := strings.Cut(strings.ToLower(raw), "\r\n\r\n")
-		bodyless := !strings.Contains(head, "content-length: ") || strings.Contains(head+"\r\n", "content-length: 0\r\n")
-		if tookFast := handoffs() == before; tookFast != (bodyless && fastPathTakes(raw)) {
-			t.Errorf("%q: on the fast path %v", raw, tookFast)
+		line := strings.SplitN(raw, "\r\n", 2)[0]
+		if tookFast := handoffs() == before; tookFast != fastPathTakes(raw) {
+			t.Errorf("%s: on the fast path %v", line, tookFast)
 		}
 		s, sb := exchangeRaw(t, addrOf(slow.east, webPort), raw)
-		line := strings.SplitN(raw, "\r\n", 2)[0]
 		if f.StatusCode != s.StatusCode || f.Close != s.Close {
 			t.Errorf("%s: status, close fast %d %v, net/http %d %v", line, f.StatusCode, f.Close, s.StatusCode, s.Close)
 		}
@@ -121,7 +121,7 @@ func TestFastPathPeerHopAgreesWithNetHTTP(t *testing.T) {
 		}
 		for _, k := range append(mustNotForward(raw), "Trellis-Peer-Target", "Trellis-Peer-Identity") {
 			if v, ok := fh[http.CanonicalHeaderKey(k)]; ok {
-				t.Errorf("%q: target received %s: %q", raw, k, v)
+				t.Errorf("%s: target received %s: %q", line, k, v)
 			}
 		}
 	}
@@ -343,5 +343,61 @@ func TestFastPathPeerHopAccessLog(t *testing.T) {
 	}
 	if l := lines[0]["/down"]; l["responseCode"] != 502.0 {
 		t.Errorf("/down: %v", l)
+	}
+}
+
+// A body the client cuts short through the hop is recorded as 499
+// ClientClosedRequest on both paths, as for a local target.
+func TestFastPathPeerHopShortBody(t *testing.T) {
+	echo := headerEcho(t)
+	for _, fastPath := range []bool{true, false} {
+		var logs testsync.Buffer
+		w := newHopWorld(t, func(c *Config) {
+			c.DisableFastPath = !fastPath
+			c.AccessLog = &logs
+			c.test.accessLog = accesslog.Options{FlushInterval: 5 * time.Millisecond}
+		})
+		w.update(t, peerEchoSnapshot(clusterTarget(t, echo, "west")))
+		conn := dialRaw(t, addrOf(w.east, webPort), "POST /p HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 10\r\n\r\nabc")
+		conn.(*net.TCPConn).CloseWrite()
+		io.ReadAll(conn)
+		var ls []map[string]any
+		testsync.WaitFor(t, 5*time.Second, "an access log line", func() bool { ls = logLines(t, &logs); return len(ls) >= 1 })
+		if l := ls[0]; l["responseCode"] != float64(statusClientClosed) || l["failureReason"] != string(accesslog.ClientClosedRequest) {
+			t.Errorf("fast path %v: a short body logged %v %v", fastPath, l["responseCode"], l["failureReason"])
+		}
+	}
+}
+
+// One client connection carries requests with and without bodies through
+// the hop, one after the other, on the fast path.
+func TestFastPathPeerHopKeepsTheConnection(t *testing.T) {
+	backend := bodyEcho(t)
+	w := newHopWorld(t)
+	w.update(t, peerEchoSnapshot(clusterTarget(t, backend, "west")))
+	conn := dialRaw(t, addrOf(w.east, webPort), "")
+	br := bufio.NewReader(conn)
+	for i, payload := range []string{"hello", "", strings.Repeat("y", 30000), ""} {
+		method := "GET"
+		if payload != "" {
+			method = "PUT"
+		}
+		fmt.Fprintf(conn, "%s /k%d HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: %d\r\n\r\n%s", method, i, len(payload), payload)
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := fmt.Sprintf("%s /k%d 0", method, i)
+		if payload != "" {
+			want = fmt.Sprintf("%s /k%d %d %s", method, i, len(payload), sha(payload))
+		}
+		if resp.StatusCode != 200 || string(body) != want {
+			t.Errorf("request %d: %d %q, want %q", i, resp.StatusCode, body, want)
+		}
+	}
+	if n := testutil.ToFloat64(w.east.metrics.handoffs); n != 0 {
+		t.Errorf("%v connections handed to net/http, want none", n)
 	}
 }
