@@ -70,16 +70,17 @@ type Request struct {
 	Version string
 }
 
-// Client sends requests to peers. It keeps connsPerPeer multiplexed
-// connections per peer address, which requests take in turn, and resumes
-// TLS sessions. It is safe for concurrent use.
+// Client sends requests to peers. It keeps up to connsPerPeer multiplexed
+// connections per peer address, a second one only while requests run
+// concurrently, and resumes TLS sessions. It is safe for concurrent use.
 type Client struct {
 	id       *pki.Identity
 	verifier *verifier
-	// tr are the transports requests take in turn, each with a connection
-	// of its own to a peer (connsPerPeer).
+	// tr are the transports, each with a connection of its own to a peer
+	// (connsPerPeer); inflight counts the requests waiting for their
+	// response head, which picks the transport.
 	tr       []*http.Transport
-	next     atomic.Uint32
+	inflight atomic.Int32
 	sessions tls.ClientSessionCache
 	// closed ends the probes (Close).
 	closed    chan struct{}
@@ -110,7 +111,10 @@ func NewClient(id *pki.Identity, roots *x509.CertPool) *Client {
 			DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				return c.dial(ctx, network, addr, sessions)
 			},
-			MaxIdleConnsPerHost: 4,
+			// One connection each, so that a burst of requests before
+			// it is up waits for it rather than dialing more.
+			MaxConnsPerHost:     1,
+			MaxIdleConnsPerHost: 1,
 			IdleConnTimeout:     5 * time.Minute,
 			ForceAttemptHTTP2:   true,
 		}
@@ -120,11 +124,13 @@ func NewClient(id *pki.Identity, roots *x509.CertPool) *Client {
 	return c
 }
 
-// connsPerPeer is how many connections the client keeps to each peer;
-// requests take them in turn. More than one spreads concurrent requests
-// over as many connections and goroutines at both ends (one connection
-// serializes its streams' frames): with 16 concurrent clients the hop's
-// p50 cost fell by about a third (docs/benchmarks.md).
+// connsPerPeer is how many connections the client keeps to each peer at
+// most. A request goes on the connection numbered by how many others are
+// waiting for their response: sequential requests keep to one connection
+// (and pay for one new connection), concurrent ones spread over as many
+// connections and goroutines at both ends (one connection serializes its
+// streams' frames): with 16 concurrent clients the hop's p50 cost fell by
+// about a third (docs/benchmarks.md).
 const connsPerPeer = 4
 
 // dialTimeout bounds a new connection to a peer, TLS handshake included.
@@ -367,7 +373,9 @@ func (c *Client) RoundTrip(r *http.Request, p Request) (*http.Response, error) {
 	if p.Version != "" {
 		out.Header[HeaderVersion] = []string{p.Version}
 	}
-	resp, err := c.tr[c.next.Add(1)%uint32(len(c.tr))].RoundTrip(out)
+	i := c.inflight.Add(1) - 1
+	resp, err := c.tr[int(i)%len(c.tr)].RoundTrip(out)
+	c.inflight.Add(-1)
 	if err != nil && r.Context().Err() == nil && brokenConn(err) {
 		// The connection broke under the request (the peer died): leave
 		// the peer out until it answers again.

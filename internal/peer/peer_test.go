@@ -203,10 +203,26 @@ func TestHopCarriesRequestsAndChecksIdentity(t *testing.T) {
 		t.Errorf("refusals recorded: %q", refused)
 	}
 
-	// The requests so far took the client's connsPerPeer pooled
-	// connections in turn: one full handshake, the others resumed it.
-	if n, r := west.handshakes.Load(), west.resumed.Load(); n != 1 || r != connsPerPeer-1 {
-		t.Errorf("%d full TLS handshakes and %d resumed for sequential requests, want 1 and %d (pooled)", n, r, connsPerPeer-1)
+	// Every request so far, one after the other, shared one connection.
+	if n, r := west.handshakes.Load(), west.resumed.Load(); n != 1 || r != 0 {
+		t.Errorf("%d full TLS handshakes and %d resumed for sequential requests, want 1 and 0 (pooled)", n, r)
+	}
+
+	// Concurrent requests spread over more connections, up to
+	// connsPerPeer, which resume the first one's session.
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			resp, err := c.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), to)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if n, r := west.handshakes.Load(), west.resumed.Load(); n != 1 || r > connsPerPeer-1 {
+		t.Errorf("%d full TLS handshakes and %d resumed after concurrent requests, want 1 and at most %d", n, r, connsPerPeer-1)
 	}
 }
 
