@@ -4,8 +4,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
+	testpki "trellis.dev/trellis/test/pki"
 
 	"trellis.dev/trellis/internal/pki"
 )
@@ -48,4 +50,93 @@ func BenchmarkHop(b *testing.B) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
+}
+
+// BenchmarkNewConnection measures the first request on new connections:
+// direct opens a TCP connection to the backend; the hop opens a TLS
+// connection to the peer, resuming the session of the one before (resumed)
+// or with a full handshake (full: a client without sessions), and the peer
+// opens a TCP connection to the backend. The three take turns, so that
+// they see the same moment's load; the hop's cost on a new connection is
+// the difference of its p50 (p99) and direct's. Run with
+//
+//	go test -run XXX -bench NewConnection -benchtime 2000x ./internal/peer/
+func BenchmarkNewConnection(b *testing.B) {
+	ca, _ := pki.NewCA(time.Now())
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer backend.Close()
+	west := startPeer(b, ca, "west", backend)
+	east := testpki.ClusterIdentity(b, ca, "east")
+	newClient := func() *Client {
+		c := NewClient(east, ca.Pool())
+		c.SetPeers(map[string]string{west.addr: "west"})
+		return c
+	}
+	p := Request{Cluster: "west", Addr: west.addr, TargetGroup: "g", Target: "t:1", Identity: "spiffe://east/ns/a/sa/b"}
+	hop := func(c *Client) error {
+		resp, err := c.RoundTrip(httptest.NewRequest("GET", "http://shop.example/", nil), p)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	resumed := newClient()
+	defer resumed.Close()
+	if err := hop(resumed); err != nil {
+		b.Fatal(err)
+	}
+	direct := &http.Transport{DisableKeepAlives: true}
+	var lat [3][]time.Duration
+	for i := 0; b.Loop(); i++ {
+		for k := range 3 {
+			kind := (i + k) % 3
+			west.fwd.CloseIdleConnections()
+			var c *Client
+			switch kind {
+			case 1:
+				c = resumed
+				c.CloseIdleConnections()
+			case 2:
+				c = newClient()
+			}
+			start := time.Now()
+			var err error
+			if kind == 0 {
+				var resp *http.Response
+				if resp, err = direct.RoundTrip(httptest.NewRequest("GET", backend.URL+"/", nil)); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					err = resp.Body.Close()
+				}
+			} else {
+				err = hop(c)
+			}
+			lat[kind] = append(lat[kind], time.Since(start))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if kind == 2 {
+				c.Close()
+			}
+		}
+	}
+	// Every resumed connection did resume, every full one did not.
+	if full, res := west.handshakes.Load(), west.resumed.Load(); int(full) != 1+len(lat[2]) || int(res) != len(lat[1]) {
+		b.Fatalf("%d full handshakes and %d resumed, want %d and %d", full, res, 1+len(lat[2]), len(lat[1]))
+	}
+	for kind, name := range []string{"direct", "resumed", "full"} {
+		slices.Sort(lat[kind])
+		b.ReportMetric(quantile(lat[kind], 50), name+"-p50-µs")
+		b.ReportMetric(quantile(lat[kind], 99), name+"-p99-µs")
+		if kind > 0 {
+			b.ReportMetric(quantile(lat[kind], 50)-quantile(lat[0], 50), name+"-cost-p50-µs")
+			b.ReportMetric(quantile(lat[kind], 99)-quantile(lat[0], 99), name+"-cost-p99-µs")
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// quantile is the p-th percentile of sorted latencies, in µs.
+func quantile(lat []time.Duration, p int) float64 {
+	return float64(lat[len(lat)*p/100].Microseconds())
 }

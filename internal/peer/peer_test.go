@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -41,10 +42,15 @@ type peerSide struct {
 	srv        *http.Server
 	handler    http.Handler
 	tls        *tls.Config
+	fwd        *http.Transport
 	handshakes atomic.Int32
-	mu         sync.Mutex
-	refused    []string
-	deliveries []Delivery
+	// resumed counts the connections that resumed a session, and
+	// resumedFrom the cluster of each one's client certificate.
+	resumed     atomic.Int32
+	resumedFrom []string
+	mu          sync.Mutex
+	refused     []string
+	deliveries  []Delivery
 }
 
 func startPeer(t testing.TB, ca *pki.CA, cluster string, backend *httptest.Server) *peerSide {
@@ -95,10 +101,21 @@ func startPeer(t testing.TB, ca *pki.CA, cluster string, backend *httptest.Serve
 		ps.handshakes.Add(1)
 		return inner(h)
 	}
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if cs.DidResume {
+			ps.resumed.Add(1)
+			c, _ := pki.ClusterOf(cs.PeerCertificates[0])
+			ps.mu.Lock()
+			ps.resumedFrom = append(ps.resumedFrom, c)
+			ps.mu.Unlock()
+		}
+		return verify(cs)
+	}
 	hs := NewHTTPServer(srv, slog.New(slog.DiscardHandler))
 	go hs.Serve(tls.NewListener(ln, cfg))
 	t.Cleanup(func() { hs.Close() })
-	ps.addr, ps.srv, ps.handler, ps.tls = ln.Addr().String(), hs, srv, cfg
+	ps.addr, ps.srv, ps.handler, ps.tls, ps.fwd = ln.Addr().String(), hs, srv, cfg, fwd
 	return ps
 }
 
@@ -188,9 +205,26 @@ func TestHopCarriesRequestsAndChecksIdentity(t *testing.T) {
 		t.Errorf("refusals recorded: %q", refused)
 	}
 
-	// Every request so far shared one connection.
-	if n := west.handshakes.Load(); n != 1 {
-		t.Errorf("%d TLS handshakes for sequential requests, want 1 (pooled)", n)
+	// Every request so far, one after the other, shared one connection.
+	if n, r := west.handshakes.Load(), west.resumed.Load(); n != 1 || r != 0 {
+		t.Errorf("%d full TLS handshakes and %d resumed for sequential requests, want 1 and 0 (pooled)", n, r)
+	}
+
+	// Concurrent requests spread over more connections, up to
+	// connsPerPeer, which resume the first one's session.
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			resp, err := c.RoundTrip(httptestRequest("GET", "http://shop.example/", nil), to)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if n, r := west.handshakes.Load(), west.resumed.Load(); n != 1 || r > connsPerPeer-1 {
+		t.Errorf("%d full TLS handshakes and %d resumed after concurrent requests, want 1 and at most %d", n, r, connsPerPeer-1)
 	}
 }
 
@@ -225,6 +259,64 @@ func TestHopRefusesTheWrongPeer(t *testing.T) {
 	defer west.mu.Unlock()
 	if len(west.deliveries) != 0 {
 		t.Errorf("deliveries: %+v", west.deliveries)
+	}
+}
+
+// A new connection to a peer resumes the TLS session of the last one: no
+// full handshake, and the peer still knows the client by the certificate
+// of the session (its cluster is the delivery's). Sessions are kept per
+// peer address and cluster: two peers on one IP address both resume, and a
+// session is never offered to an address listed for another cluster.
+func TestSessionResumption(t *testing.T) {
+	ca, _ := pki.NewCA(time.Now())
+	backend := echo()
+	defer backend.Close()
+	west, north := startPeer(t, ca, "west", backend), startPeer(t, ca, "north", backend)
+	c := NewClient(testpki.ClusterIdentity(t, ca, "east"), ca.Pool())
+	defer c.Close()
+	c.SetPeers(map[string]string{west.addr: "west", north.addr: "north"})
+	send := func(ps *peerSide, cluster string) error {
+		t.Helper()
+		resp, err := c.RoundTrip(httptestRequest("GET", "http://shop.example/", nil),
+			Request{Cluster: cluster, Addr: ps.addr, TargetGroup: "g", Target: "t:1", Identity: "spiffe://east/ns/a/sa/b"})
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: status %d", cluster, resp.StatusCode)
+		}
+		return nil
+	}
+	for round := range 3 {
+		for _, ps := range []*peerSide{west, north} {
+			if err := send(ps, map[*peerSide]string{west: "west", north: "north"}[ps]); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		c.CloseIdleConnections()
+	}
+	for name, ps := range map[string]*peerSide{"west": west, "north": north} {
+		ps.mu.Lock()
+		from, last := strings.Join(ps.resumedFrom, ","), ps.deliveries[len(ps.deliveries)-1]
+		ps.mu.Unlock()
+		if h, r := ps.handshakes.Load(), ps.resumed.Load(); h != 1 || r != 2 {
+			t.Errorf("%s: %d full handshakes and %d resumed for 3 connections, want 1 and 2", name, h, r)
+		}
+		if from != "east,east" || last.PeerCluster != "east" || last.Identity != "spiffe://east/ns/a/sa/b" {
+			t.Errorf("%s: resumed sessions of %q, last delivery %+v", name, from, last)
+		}
+	}
+
+	// west's address now stands for north: the session made with west is
+	// not offered, and west's certificate fails the check.
+	c.SetPeers(map[string]string{west.addr: "north"})
+	if err := send(west, "north"); err == nil || !strings.Contains(err.Error(), `names cluster "west", not "north"`) {
+		t.Errorf("west's address as north's: %v", err)
+	}
+	if r := west.resumed.Load(); r != 2 {
+		t.Errorf("west resumed %d sessions, want 2", r)
 	}
 }
 
@@ -361,5 +453,51 @@ func TestProbe(t *testing.T) {
 	west.handler.(*Server).Admitted = func(string) bool { return false }
 	if _, err := c.Probe(ctx, west.addr); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("probe by a cluster the peer does not admit: %v", err)
+	}
+}
+
+// The verifier remembers an accepted chain and checks the cluster each
+// time; a chain of another CA is never accepted, and one whose certificate
+// expired is verified again, and refused.
+func TestVerifierRemembersOnlyWhatHolds(t *testing.T) {
+	ca, _ := pki.NewCA(time.Now())
+	other, _ := pki.NewCA(time.Now())
+	state := func(id *pki.Identity) tls.ConnectionState {
+		var cs tls.ConnectionState
+		for _, der := range id.Certificate().Certificate {
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs.PeerCertificates = append(cs.PeerCertificates, c)
+		}
+		return cs
+	}
+	v := newVerifier(ca.Pool(), x509.ExtKeyUsageClientAuth)
+	short, err := ca.IssueIdentity("east", time.Now(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	east := state(short)
+	for range 2 {
+		if err := v.verify(east, "east"); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.verify(east, "west"); err == nil || !strings.Contains(err.Error(), `names cluster "east", not "west"`) {
+			t.Errorf("east's certificate as west's: %v", err)
+		}
+	}
+	if len(v.known) != 1 {
+		t.Errorf("%d chains remembered, want 1", len(v.known))
+	}
+	if err := v.verify(state(testpki.ClusterIdentity(t, other, "east")), ""); err == nil {
+		t.Error("a certificate of another CA was accepted")
+	}
+	if err := v.verify(tls.ConnectionState{}, ""); err == nil {
+		t.Error("no certificate was accepted")
+	}
+	time.Sleep(time.Until(east.PeerCertificates[0].NotAfter) + 50*time.Millisecond)
+	if err := v.verify(east, "east"); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("an expired certificate, verified before: %v", err)
 	}
 }

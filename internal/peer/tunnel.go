@@ -108,7 +108,7 @@ func (c *Client) Tunnel(ctx context.Context, p Request, kind string, first []byt
 	if p.Version != "" {
 		req.Header.Set(HeaderVersion, p.Version)
 	}
-	resp, err := c.tr.RoundTrip(req)
+	resp, err := c.tr[0].RoundTrip(req)
 	accepted <- err == nil && resp.StatusCode == http.StatusOK
 	if err != nil {
 		pr.CloseWithError(err)

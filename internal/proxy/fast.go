@@ -279,7 +279,7 @@ func (fc *fastConn) serve() {
 		route := table.MatchRequest(bind, &router.Request{
 			Host: r.Host, Method: r.Method, Path: r.Path, RawQuery: r.RawQuery, Header: (*requestFields)(r),
 		})
-		if route != nil && !plainRoute(route, p.cluster) {
+		if route != nil && !plainRoute(route) {
 			handedOff = fc.handoff(head)
 			return
 		}
@@ -371,8 +371,8 @@ func escapedPath(target string) string {
 // plainRoute reports whether the fast path can serve route: its filters
 // and its backends' only edit headers, it has no retries or session
 // persistence, and its target groups are spoken to in HTTP/1.1 without
-// TLS.
-func plainRoute(route *router.Rule, cluster string) bool {
+// TLS (targets of other clusters through the peer hop: forwardPeer).
+func plainRoute(route *router.Rule) bool {
 	if route.Retry != nil || route.Session != nil || !headerEditsOnly(route.Filters) {
 		return false
 	}
@@ -381,7 +381,7 @@ func plainRoute(route *router.Rule, cluster string) bool {
 		if !headerEditsOnly(bs[i].Filters) {
 			return false
 		}
-		if g := bs[i].Group(); g != nil && (g.Protocol == model.ProtocolHTTPS || g.Version == model.HTTP2 || g.Version == model.GRPC || !g.OnlyIn(cluster)) {
+		if g := bs[i].Group(); g != nil && (g.Protocol == model.ProtocolHTTPS || g.Version == model.HTTP2 || g.Version == model.GRPC) {
 			return false
 		}
 	}

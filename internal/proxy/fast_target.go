@@ -38,6 +38,9 @@ func (fc *fastConn) forward(route *router.Rule, keep bool) (_, aborted bool) {
 	if d := min(nonZero(route.RequestTimeout), nonZero(route.BackendTimeout)); d < noTimeout {
 		ruleDeadline = x.start.Add(d)
 	}
+	if t.Cluster != p.cluster {
+		return fc.forwardPeer(t, ruleDeadline, keep)
+	}
 	tc, err := fc.roundTrip(t, ruleDeadline)
 	if err != nil {
 		ruleExpired := isTimeout(err) && !ruleDeadline.IsZero() && !time.Now().Before(ruleDeadline)

@@ -148,6 +148,9 @@ func newTransport() *http.Transport {
 type localForwarder struct {
 	rp  *httputil.ReverseProxy
 	log *slog.Logger
+	// direct, when set, serves the requests it can without the reverse
+	// proxy (deliveries: deliverDirect).
+	direct func(http.ResponseWriter, *http.Request, *router.Target) bool
 }
 
 // targetKey is the request context key under which forward hands the
@@ -169,6 +172,9 @@ func newLocalForwarder(transport http.RoundTripper, log *slog.Logger) *localForw
 // forward sends r to t, a target of this proxy's cluster, and writes the
 // response to w.
 func (f *localForwarder) forward(w http.ResponseWriter, r *http.Request, t *router.Target) {
+	if f.direct != nil && f.direct(w, r, t) {
+		return
+	}
 	f.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)))
 }
 

@@ -1,31 +1,83 @@
 package proxy
 
 import (
-	"encoding/json"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
+	"os"
+	rtmetrics "runtime/metrics"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/net/websocket"
 
 	"trellis.dev/trellis/internal/model"
 )
 
-// BenchmarkPeerHop measures the latency the hop adds: the same request
-// through east's proxy to a target in east (direct) and to a target in west
-// (east's proxy → west's proxy → target), sequential, on reused
-// connections, reporting the p50 and p99 of each. Run with
+// BenchmarkPeerHop measures the latency the hop adds on reused connections:
+// the same GET through east's proxy to a target in east (direct) and to a
+// target in west (east's proxy → west's proxy → target). Each client has a
+// connection of its own for each kind and sends them in turn (direct then
+// hop, hop then direct), so that both see the same moment's load; the
+// difference of their p50s (and p99s) is the hop's cost. sequential is one
+// client, parallel16 sixteen at once. load1 is the machine's one-minute
+// load average when the run started. Run with
 //
 //	go test -run XXX -bench PeerHop -benchtime 5000x ./internal/proxy/
-//
-// The difference of the two p50s (and p99s) is the hop's cost;
-// hop-policy.example crosses the hop to a service with an auth policy,
-// which both proxies evaluate.
 func BenchmarkPeerHop(b *testing.B) {
+	addr := hopBenchWorld(b)
+	for _, clients := range []int{1, 16} {
+		name := "sequential"
+		if clients > 1 {
+			name = "parallel" + strconv.Itoa(clients)
+		}
+		b.Run(name, func(b *testing.B) {
+			load := loadAverage()
+			direct, hop := pairs(b, addr, clients)
+			reportPairs(b, direct, hop)
+			b.ReportMetric(load, "load1")
+		})
+	}
+	b.Run("work", func(b *testing.B) { hopWork(b, addr) })
+}
+
+// hopWork reports what one request of each kind costs the whole process
+// (client, both proxies, targets): CPU time (user and system, which the
+// machine's load does not inflate as it does latency), goroutines started
+// and heap allocations, sequentially on reused connections. Run under strace -f -c
+// (-test.bench PeerHop/work/hop) it counts the system calls too.
+func hopWork(b *testing.B, addr string) {
+	samples := []rtmetrics.Sample{{Name: "/sched/goroutines-created:goroutines"}, {Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/allocs:bytes"}}
+	for _, kind := range []string{"direct", "nethttp", "hop"} {
+		b.Run(kind, func(b *testing.B) {
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			b.Cleanup(c.CloseIdleConnections)
+			get(b, c, addr, kind+".example")
+			rtmetrics.Read(samples)
+			before := [3]uint64{samples[0].Value.Uint64(), samples[1].Value.Uint64(), samples[2].Value.Uint64()}
+			cpu := cpuTime()
+			for b.Loop() {
+				get(b, c, addr, kind+".example")
+			}
+			cpu = cpuTime() - cpu
+			rtmetrics.Read(samples)
+			n := float64(b.N)
+			b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-µs/op")
+			b.ReportMetric(float64(samples[0].Value.Uint64()-before[0])/n, "goroutines/op")
+			b.ReportMetric(float64(samples[1].Value.Uint64()-before[1])/n, "heap-allocs/op")
+			b.ReportMetric(float64(samples[2].Value.Uint64()-before[2])/n, "heap-B/op")
+		})
+	}
+}
+
+// hopBenchWorld is east and west with a target each and two services at
+// east: direct.example (east's target), hop.example (west's) and
+// nethttp.example (east's, on the net/http path). It returns
+// east's web listener's URL.
+func hopBenchWorld(b *testing.B) string {
 	w := newHopWorld(b)
 	local, remote := identityBackend(b, "east-api"), identityBackend(b, "west-api")
 	eastTG, westTG := group("east-api", clusterTarget(b, local, "east")), group("west-api", clusterTarget(b, remote, "west"))
@@ -36,95 +88,126 @@ func BenchmarkPeerHop(b *testing.B) {
 		Services: []model.Service{
 			edgeService("direct", []string{"direct.example"}, model.Rule{Action: forward(to("east-api", 1))}),
 			edgeService("hop", []string{"hop.example"}, model.Rule{Action: forward(to("west-api", 1))}),
-			withAuth(edgeService("hop-policy", []string{"hop-policy.example"}, model.Rule{Action: forward(to("west-api", 1))}),
-				`{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "trellis:Invoke", "Resource": "*",
-				  "Condition": {"StringEquals": {"trellis:RequestMethod": "GET"}}}]}`),
+			// A retry policy keeps a rule off the fast path: nethttp is
+			// direct on the net/http path, which the hop takes at east.
+			edgeService("nethttp", []string{"nethttp.example"}, model.Rule{Action: forward(to("east-api", 1)), Retry: &model.Retry{Attempts: 1}}),
 		},
 	}, Revision: 1}
 	w.update(b, snap)
-	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-	addr := "http://" + addrOf(w.east, webPort) + "/"
-	for _, host := range []string{"direct.example", "hop.example", "hop-policy.example"} {
-		b.Run(host, func(b *testing.B) {
-			lat := make([]time.Duration, 0, b.N)
-			for b.Loop() {
-				req, _ := http.NewRequest(http.MethodGet, addr, nil)
-				req.Host = host
-				start := time.Now()
-				resp, err := c.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				lat = append(lat, time.Since(start))
-				if resp.StatusCode != 200 {
-					b.Fatalf("status %d", resp.StatusCode)
-				}
-			}
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-		})
-	}
+	return "http://" + addrOf(w.east, webPort) + "/"
 }
 
-func withAuth(svc model.Service, policy string) model.Service {
-	svc.Auth = &model.Auth{Policy: json.RawMessage(policy)}
-	return svc
-}
-
-// BenchmarkUpgradeAcrossThePeerHop measures a WebSocket message's round
-// trip (1 KiB echoed) on one upgraded connection through east's proxy, to
-// a target in east (direct) and to one in west (through the hop's tunnel),
-// reporting the p50 and p99 of each. Run with
-//
-//	go test -run XXX -bench UpgradeAcross -benchtime 5000x ./internal/proxy/
-func BenchmarkUpgradeAcrossThePeerHop(b *testing.B) {
-	w := newHopWorld(b)
-	echo := func() *httptest.Server {
-		srv := httptest.NewServer(websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
-		b.Cleanup(srv.Close)
-		return srv
+// pairs sends b.N pairs of requests (direct, hop), spread over clients
+// concurrent clients, and returns the latencies of each kind.
+func pairs(b *testing.B, addr string, clients int) (direct, hop []time.Duration) {
+	type client struct {
+		direct, hop *http.Client
+		lat         [2][]time.Duration
 	}
-	eastTG, westTG := group("east-ws", clusterTarget(b, echo(), "east")), group("west-ws", clusterTarget(b, echo(), "west"))
-	eastTG.Owner, westTG.Owner = "east", "west"
-	w.update(b, &model.Snapshot{Objects: model.Objects{
-		Networks:     testNetworks,
-		TargetGroups: []model.TargetGroup{eastTG, westTG},
-		Services: []model.Service{
-			edgeService("direct", []string{"direct.example"}, model.Rule{Action: forward(to("east-ws", 1))}),
-			edgeService("hop", []string{"hop.example"}, model.Rule{Action: forward(to("west-ws", 1))}),
-		},
-	}, Revision: 1})
-	msg := make([]byte, 1<<10)
-	for _, host := range []string{"direct.example", "hop.example"} {
-		b.Run(host, func(b *testing.B) {
-			conn, err := net.Dial("tcp", addrOf(w.east, webPort))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
-			cfg, _ := websocket.NewConfig("ws://"+host+"/", "http://"+host+"/")
-			c, err := websocket.NewClient(cfg, conn)
-			if err != nil {
-				b.Fatal(err)
-			}
-			got := make([]byte, len(msg))
-			lat := make([]time.Duration, 0, b.N)
-			for b.Loop() {
-				start := time.Now()
-				if _, err := c.Write(msg); err != nil {
-					b.Fatal(err)
+	cs := make([]*client, clients)
+	for i := range cs {
+		c := &client{
+			direct: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}},
+			hop:    &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}},
+		}
+		b.Cleanup(c.direct.CloseIdleConnections)
+		b.Cleanup(c.hop.CloseIdleConnections)
+		// Open each connection before the clock runs.
+		get(b, c.direct, addr, "direct.example")
+		get(b, c.hop, addr, "hop.example")
+		cs[i] = c
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for _, c := range cs {
+		wg.Go(func() {
+			for {
+				n := next.Add(1)
+				if n > int64(b.N) {
+					return
 				}
-				if _, err := io.ReadFull(c, got); err != nil {
-					b.Fatal(err)
+				first := int(n % 2)
+				for k := range 2 {
+					kind := (first + k) % 2
+					hc, host := c.direct, "direct.example"
+					if kind == 1 {
+						hc, host = c.hop, "hop.example"
+					}
+					start := time.Now()
+					if !get(b, hc, addr, host) {
+						return
+					}
+					c.lat[kind] = append(c.lat[kind], time.Since(start))
 				}
-				lat = append(lat, time.Since(start))
 			}
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		})
 	}
+	wg.Wait()
+	b.StopTimer()
+	for _, c := range cs {
+		direct = append(direct, c.lat[0]...)
+		hop = append(hop, c.lat[1]...)
+	}
+	return direct, hop
+}
+
+// get sends a GET for host to addr and reads the response; it reports
+// false, the benchmark failed, when that did not give a 200.
+func get(b *testing.B, c *http.Client, addr, host string) bool {
+	req, _ := http.NewRequest(http.MethodGet, addr, nil)
+	req.Host = host
+	resp, err := c.Do(req)
+	if err != nil {
+		b.Error(err)
+		return false
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Errorf("%s: status %d", host, resp.StatusCode)
+		return false
+	}
+	return true
+}
+
+// reportPairs reports the p50 and p99 of direct and hop and the hop's cost
+// (their differences).
+func reportPairs(b *testing.B, direct, hop []time.Duration) {
+	if len(direct) == 0 || len(hop) == 0 {
+		return
+	}
+	slices.Sort(direct)
+	slices.Sort(hop)
+	q := func(lat []time.Duration, p int) float64 { return float64(lat[len(lat)*p/100].Microseconds()) }
+	b.ReportMetric(q(direct, 50), "direct-p50-µs")
+	b.ReportMetric(q(direct, 99), "direct-p99-µs")
+	b.ReportMetric(q(hop, 50), "hop-p50-µs")
+	b.ReportMetric(q(hop, 99), "hop-p99-µs")
+	b.ReportMetric(q(hop, 50)-q(direct, 50), "cost-p50-µs")
+	b.ReportMetric(q(hop, 99)-q(direct, 99), "cost-p99-µs")
+	b.ReportMetric(0, "ns/op")
+}
+
+// loadAverage is the one-minute load average (Linux), or -1.
+func loadAverage() float64 {
+	s, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f, _, _ := strings.Cut(string(s), " ")
+	v, err := strconv.ParseFloat(f, 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
+
+// cpuTime is the CPU time, user and system, the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -63,6 +63,10 @@ type Proxy struct {
 	lapsed atomic.Pointer[map[string]bool]
 	// delivery forwards requests peers hand over (PeerHandler).
 	delivery *localForwarder
+	// peerTransport is what the fast path sends requests for other
+	// clusters' targets with: the transport under the net/http path's
+	// reverse proxy (forwardPeer).
+	peerTransport http.RoundTripper
 	// mirrors holds a slot per mirrored request in flight.
 	mirrors chan struct{}
 	// listen opens the socket of a bind (Addr "" is Config.BindAddress);
@@ -115,7 +119,9 @@ func New(cfg Config) *Proxy {
 		listeners: map[router.Bind]portServer{},
 		certCache: certCache{},
 	}
+	p.peerTransport = idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}
 	p.delivery = newDeliveryForwarder(idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}, log)
+	p.delivery.direct = p.deliverDirect
 	if p.peer != nil {
 		transport.peer = p.peerRoundTrip
 	}

@@ -1,0 +1,343 @@
+package proxy
+
+// The peer hop's delivery on the handler's own goroutine: a request a peer
+// handed over without a body or with one of at most maxFastBody bytes of
+// known length, for an HTTP/1.1 target without TLS, goes to
+// the target over the fast path's pooled connections (pool.go) instead of
+// through the reverse proxy and http.Transport, whose connection
+// goroutines cost two hand-offs per request (with the reverse proxy, ~45 µs
+// of CPU: docs/benchmarks.md). It sends and relays what the reverse proxy
+// would, field for field (TestFastPathPeerHopAgreesWithNetHTTP); anything
+// else takes the reverse proxy.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/h1"
+	"trellis.dev/trellis/internal/proxy/router"
+)
+
+// deliverDirect serves r, a delivery for t, if it can; it reports false,
+// having done nothing, when the reverse proxy must.
+func (p *Proxy) deliverDirect(w http.ResponseWriter, r *http.Request, t *router.Target) bool {
+	// The request line and Host go out as they are: each must be what
+	// http.Transport would accept (it refuses the rest, and so does the
+	// reverse proxy then). The fields' names and values the HTTP/2 server
+	// checked already.
+	if !p.fast || r.ContentLength < 0 || r.ContentLength > maxFastBody || r.Header["Expect"] != nil ||
+		r.Method == http.MethodConnect || targetScheme(t) != "http" ||
+		!httpguts.ValidHeaderFieldName(r.Method) || !httpguts.ValidHostHeader(r.Host) || !plainRequestURI(r.URL.RequestURI()) {
+		return false
+	}
+	if g := t.Group(); g != nil && (g.Version == model.HTTP2 || g.Version == model.GRPC) {
+		return false
+	}
+	ctx := r.Context()
+	var resp h1.Response
+	tc, stop, err := p.deliveryRoundTrip(ctx, w, r, t, &resp)
+	if err != nil {
+		p.deliveryFailed(w, r, t, err)
+		return true
+	}
+	t.Health.Observe(resp.Code < 500)
+	cut := func(err error) {
+		stop()
+		tc.conn.Close()
+		p.log.Debug("response cut off", "target", t.Addr, "host", r.Host, "path", r.URL.Path, "err", err)
+		// As the reverse proxy does: the peer's stream is reset.
+		panic(http.ErrAbortHandler)
+	}
+	bodyless := h1.Bodyless(r.Method, resp.Code)
+	if !bodyless && !bodyBuffered(&resp, tc.br) {
+		// The body has the request's deadline, or the overall limit, and
+		// each wait for more of it the response idle timeout.
+		deadline, ok := ctx.Deadline()
+		if !ok {
+			deadline = time.Now().Add(maxRequestDuration)
+		}
+		tc.deadlines.exact(tc.conn, deadline)
+		if idle := p.limits.responseIdle; idle > 0 {
+			tc.idle, tc.limit = idle, deadline
+		}
+	}
+	trailers := copyResponseFields(w.Header(), &resp)
+	w.WriteHeader(resp.Code)
+	var body io.Reader
+	switch {
+	case bodyless:
+	case resp.Chunked:
+		body = httputil.NewChunkedReader(tc.br)
+	case resp.ContentLength >= 0:
+		body = io.LimitReader(tc.br, resp.ContentLength)
+	default:
+		body = tc.br
+	}
+	if body != nil {
+		// A body of unknown length goes out as it comes, as the reverse
+		// proxy flushes it.
+		if _, err := copyFlushing(w, body, resp.ContentLength < 0 || resp.Chunked); err != nil {
+			cut(err)
+		}
+		if lr, ok := body.(*io.LimitedReader); ok && lr.N > 0 {
+			cut(io.ErrUnexpectedEOF)
+		}
+	}
+	if resp.Chunked {
+		tr, err := readTrailers(tc.br)
+		if err != nil {
+			cut(err)
+		}
+		for k, vs := range tr {
+			if !slices.Contains(trailers, k) {
+				k = http.TrailerPrefix + k
+			}
+			w.Header()[k] = vs
+		}
+	}
+	if tc.idle > 0 {
+		// targetReader moved the read deadline: the next request sets
+		// its own.
+		tc.idle, tc.deadlines.r = 0, time.Time{}
+	}
+	if !stop() || !bodyless && !resp.Chunked && resp.ContentLength < 0 || resp.Close {
+		tc.conn.Close()
+		return true
+	}
+	p.pool.put(tc, time.Now())
+	return true
+}
+
+// plainRequestURI reports whether uri can go on a request line as it is:
+// no spaces or control characters.
+func plainRequestURI(uri string) bool {
+	for i := 0; i < len(uri); i++ {
+		if uri[i] <= ' ' || uri[i] == 0x7f {
+			return false
+		}
+	}
+	return uri != ""
+}
+
+// deliveryRoundTrip sends r to t and reads the final response head into
+// resp, relaying informational responses to w. A request that fails on a
+// pooled connection before any response byte (the target had closed it) is
+// sent once more on a new connection (a body, read from the peer, cannot
+// be). The body is sent whole before the response is read, as the fast path
+// does with the bodies it takes. stop ends the watch on r's context
+// (its cancellation, the peer resetting the stream, closes the connection);
+// it reports false when the watch already fired.
+func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target, resp *h1.Response) (*targetConn, func() bool, error) {
+	for attempt := 0; ; attempt++ {
+		now := time.Now()
+		deadline := now.Add(responseHeaderTimeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		tc := p.pool.get(t.Addr, now, false)
+		pooled := tc != nil
+		var err error
+		if !pooled {
+			if tc, err = p.pool.dial(t.Addr, deadline); err != nil {
+				return nil, nil, err
+			}
+		}
+		tc.deadlines.exact(tc.conn, deadline)
+		conn := tc.conn
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		err = writeDelivery(tc.bw, r)
+		if err == nil {
+			err = readDeliveryResponse(tc.br, w, resp)
+		}
+		if err == nil {
+			return tc, stop, nil
+		}
+		stop()
+		tc.conn.Close()
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		if pooled && attempt == 0 && r.ContentLength == 0 && stale(err) && tc.br.Buffered() == 0 {
+			continue
+		}
+		return nil, nil, err
+	}
+}
+
+// writeDelivery writes r's head as http.Transport writes what the reverse
+// proxy makes of it: the peer's fields but hop-by-hop ones, no User-Agent
+// of its own, its Content-Length (zero only for POST, PUT and PATCH); then
+// the body.
+func writeDelivery(w *bufio.Writer, r *http.Request) error {
+	w.WriteString(r.Method)
+	w.WriteByte(' ')
+	w.WriteString(r.URL.RequestURI())
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(r.Host)
+	w.WriteString("\r\n")
+	if ua := r.Header.Get("User-Agent"); ua != "" {
+		writeField(w, "User-Agent", ua)
+	}
+	if r.ContentLength > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+		w.WriteString("Content-Length: ")
+		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
+		w.WriteString("\r\n")
+	}
+	var tokens []string
+	for _, v := range r.Header["Connection"] {
+		for t := range strings.SplitSeq(v, ",") {
+			tokens = append(tokens, strings.Trim(t, " \t"))
+		}
+	}
+	for k, vs := range r.Header {
+		if k == "User-Agent" || k == "Host" || contentLength(k) || hopByHop(k) || namedIn(k, tokens) {
+			continue
+		}
+		for _, v := range vs {
+			writeField(w, k, v)
+		}
+	}
+	if takesTrailers(r.Header["Te"]) {
+		w.WriteString("Te: trailers\r\n")
+	}
+	w.WriteString("\r\n")
+	if r.ContentLength > 0 {
+		n, err := io.CopyN(w, r.Body, r.ContentLength)
+		if err != nil {
+			if n < r.ContentLength && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return w.Flush()
+}
+
+// readDeliveryResponse reads the target's final response head into resp;
+// informational responses (1xx but 101) go on to w as they come.
+func readDeliveryResponse(br *bufio.Reader, w http.ResponseWriter, resp *h1.Response) error {
+	for {
+		head, err := h1.ReadResponseHead(br, nil, maxHeaderBytes)
+		if err != nil {
+			return err
+		}
+		if err := h1.ParseResponse(head, resp); err != nil {
+			return err
+		}
+		switch c := resp.Code; {
+		case c == http.StatusSwitchingProtocols:
+			return errors.New("target switched protocols unasked")
+		case c < 200:
+			h := w.Header()
+			for _, f := range resp.Fields {
+				k := http.CanonicalHeaderKey(string(f.Name))
+				h[k] = append(h[k], string(f.Value))
+			}
+			w.WriteHeader(c)
+			clear(h)
+		default:
+			return nil
+		}
+	}
+}
+
+// copyResponseFields adds resp's fields to h but hop-by-hop ones and those
+// its Connection names, and the Trailer of a chunked one; it returns the
+// trailers announced.
+func copyResponseFields(h http.Header, resp *h1.Response) []string {
+	var trailers []string
+	for _, f := range resp.Fields {
+		if resp.Chunked && equalFoldBytes(f.Name, "Trailer") {
+			for t := range strings.SplitSeq(string(f.Value), ",") {
+				if t = strings.Trim(t, " \t"); t != "" {
+					trailers = append(trailers, http.CanonicalHeaderKey(t))
+				}
+			}
+			continue
+		}
+		if hopByHop(f.Name) || namedInBytes(f.Name, resp.ConnectionTokens) || resp.Chunked && equalFoldBytes(f.Name, "Content-Length") {
+			continue
+		}
+		k := http.CanonicalHeaderKey(string(f.Name))
+		h[k] = append(h[k], string(f.Value))
+	}
+	if len(trailers) > 0 {
+		h["Trailer"] = []string{strings.Join(trailers, ", ")}
+	}
+	return trailers
+}
+
+// copyFlushing copies src to w, flushing after each write when flush is
+// set.
+func copyFlushing(w http.ResponseWriter, src io.Reader, flush bool) (int64, error) {
+	buf := peerBuffers.Get()
+	defer peerBuffers.Put(buf)
+	rc := http.NewResponseController(w)
+	var n int64
+	for {
+		m, rerr := src.Read(buf)
+		if m > 0 {
+			if _, err := w.Write(buf[:m]); err != nil {
+				return n, err
+			}
+			n += int64(m)
+			if flush {
+				if err := rc.Flush(); err != nil {
+					return n, err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// readTrailers reads the trailer section after a chunked body's last chunk,
+// at most maxHeaderBytes of it.
+func readTrailers(br *bufio.Reader) (http.Header, error) {
+	lr := &io.LimitedReader{R: br, N: maxHeaderBytes}
+	tp := textproto.NewReader(bufio.NewReaderSize(lr, 16))
+	h, err := tp.ReadMIMEHeader()
+	if err != nil {
+		return nil, err
+	}
+	if tp.R.Buffered() > 0 {
+		return nil, errors.New("bytes after the response's trailers")
+	}
+	return http.Header(h), nil
+}
+
+// deliveryFailed answers a delivery whose exchange with the target failed
+// before a response, as the reverse proxy's error handler does.
+func (p *Proxy) deliveryFailed(w http.ResponseWriter, r *http.Request, t *router.Target, err error) {
+	ctx := r.Context()
+	ruleExpired := errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded)
+	clientGone := errors.Is(ctx.Err(), context.Canceled)
+	code, reason := forwardFailure(err, ruleExpired, clientGone)
+	if targetFault(reason) {
+		t.Health.Observe(false)
+	}
+	level := slog.LevelWarn
+	if code == statusClientClosed {
+		level = slog.LevelDebug
+	}
+	p.log.Log(ctx, level, "upstream request failed", "target", t.Addr, "host", r.Host, "path", r.URL.Path, "err", err)
+	w.WriteHeader(code)
+}
