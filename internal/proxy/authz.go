@@ -27,10 +27,7 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.
 	if route.Auth == nil {
 		return true
 	}
-	req := p.authRequest(exchangeOf(r).served, r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Values, remoteIP(r.RemoteAddr), port)
-	if leavesCluster(route, p.cluster) {
-		req.SourceIP = netip.Addr{}
-	}
+	req := p.authRequest(exchangeOf(r).served, route, r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Values, remoteIP(r.RemoteAddr), port)
 	res := route.Auth.Authorize(req)
 	if res.Allowed {
 		return true
@@ -49,11 +46,15 @@ func (p *Proxy) authorize(w http.ResponseWriter, r *http.Request, route *router.
 // request from src on the listener at port, its caller the workload with
 // that address in this cluster (as sv has them) or anonymous. The query is parsed only if a
 // policy asks for it.
-func (p *Proxy) authRequest(sv *served, method, path, rawQuery string, header func(string) []string, src netip.Addr, port int32) *auth.Request {
+func (p *Proxy) authRequest(sv *served, route *router.Rule, method, path, rawQuery string, header func(string) []string, src netip.Addr, port int32) *auth.Request {
+	principal := sv.principal(src)
+	if leavesCluster(route, p.cluster) {
+		src = netip.Addr{} // judged absent: see authorize
+	}
 	var query url.Values
 	return &auth.Request{
 		Action:    auth.ActionInvoke,
-		Principal: sv.principal(src),
+		Principal: principal,
 		Port:      int(port),
 		Method:    method,
 		Path:      authPath(path),

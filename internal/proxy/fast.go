@@ -315,7 +315,7 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Rule, start time.Time)
 	*x = exchange{
 		start: start, id: newRequestID(), port: b.Port,
 		method: r.Method, path: escapedPath(r.Target), proto: "HTTP/1.1", host: r.Host, userAgent: r.UserAgent,
-		remote: fc.remote, local: fc.local, route: route,
+		remote: fc.remote, local: fc.local, route: route, served: fc.sv,
 	}
 	keep = !r.Close
 	fc.edited, fc.respEdits = nil, fc.respEdits[:0]
@@ -350,7 +350,7 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Rule, start time.Time)
 // records why and leaves the message for answer's body.
 func (fc *fastConn) authorize(route *router.Rule, b router.Bind) bool {
 	r := &fc.req
-	req := fc.s.p.authRequest(fc.sv, r.Method, r.Path, r.RawQuery, (*requestFields)(r).Values, remoteIP(fc.remote), b.Port)
+	req := fc.s.p.authRequest(fc.sv, route, r.Method, r.Path, r.RawQuery, (*requestFields)(r).Values, remoteIP(fc.remote), b.Port)
 	res := route.Auth.Authorize(req)
 	if res.Allowed {
 		return true

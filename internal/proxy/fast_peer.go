@@ -27,8 +27,10 @@ import (
 // forwardPeer exchanges the request with t, a target of another cluster,
 // through the peer hop, and relays the response. It
 // reports whether the client connection can carry another request, and
-// whether the response was cut off midway.
-func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep bool) (_, aborted bool) {
+// whether the response was cut off midway. With mayRepick, a request
+// without a body that the hop delivered to no target is not answered:
+// again reports that it may go to another pick.
+func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, mayRepick bool) (_, aborted, again bool) {
 	p, x, r := fc.s.p, &fc.x, &fc.req
 	deadline := ruleDeadline
 	if deadline.IsZero() {
@@ -69,6 +71,10 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep b
 			fc.deadlines.r = time.Time{}
 		}
 	}
+	if err != nil && mayRepick && body == nil && ctx.Err() == nil && unsentByHop(err) {
+		p.log.Debug("peer hop delivered to no target: another pick", "cluster", t.Cluster, "target", t.Addr, "err", err)
+		return keep, false, true
+	}
 	if err != nil {
 		clientGone := errors.Is(context.Cause(ctx), errClientGone)
 		ruleExpired := !ruleDeadline.IsZero() && !time.Now().Before(ruleDeadline)
@@ -77,10 +83,10 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep b
 		if code == statusClientClosed {
 			x.rec.status = code
 			p.log.Debug("client went away before the target answered", "target", t.Addr, "host", r.Host, "path", r.Path, "err", err)
-			return false, false
+			return false, false, false
 		}
 		p.log.Warn("upstream request failed", "target", t.Addr, "host", r.Host, "path", r.Path, "err", err)
-		return fc.answer(code, keep, false), false
+		return fc.answer(code, keep, false), false, false
 	}
 	defer resp.Body.Close()
 	bodyless := h1.Bodyless(r.Method, resp.StatusCode)
@@ -99,9 +105,9 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep b
 	x.rec.bytes = n
 	if err != nil {
 		p.log.Debug("response cut off", "target", t.Addr, "host", r.Host, "path", r.Path, "err", err)
-		return false, true
+		return false, true, false
 	}
-	return keep, false
+	return keep, false, false
 }
 
 // peerBody is the body of a request sent through the hop, which the

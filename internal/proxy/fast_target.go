@@ -38,8 +38,17 @@ func (fc *fastConn) forward(route *router.Rule, keep bool) (_, aborted bool) {
 	if d := min(nonZero(route.RequestTimeout), nonZero(route.BackendTimeout)); d < noTimeout {
 		ruleDeadline = x.start.Add(d)
 	}
-	if t.Cluster != p.cluster {
-		return fc.forwardPeer(t, ruleDeadline, keep)
+	// An attempt the peer hop delivered to no target goes to another pick
+	// (of any cluster), as the net/http path's retry step does.
+	for unsent := 0; t.Cluster != p.cluster; unsent++ {
+		keep, aborted, again := fc.forwardPeer(t, ruleDeadline, keep, unsent < maxUnsent)
+		if !again {
+			return keep, aborted
+		}
+		t = b.Group().Pick()
+		if code := p.forwardStep(x, b, t, fc.req.Host, fc.req.Path); code != 0 {
+			return fc.answer(code, keep, true), false
+		}
 	}
 	tc, err := fc.roundTrip(t, ruleDeadline)
 	if err != nil {
