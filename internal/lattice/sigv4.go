@@ -44,11 +44,11 @@ type authHeader struct {
 // required once; signed header names are lower case, sorted, unique.
 func parseAuthorization(h string) (*authHeader, error) {
 	if len(h) > maxAuthHeader {
-		return nil, errors.New("Authorization header too long")
+		return nil, errors.New("authorization header too long")
 	}
 	rest, ok := strings.CutPrefix(h, sigAlgorithm+" ")
 	if !ok {
-		return nil, fmt.Errorf("Authorization header requires the %s algorithm", sigAlgorithm)
+		return nil, fmt.Errorf("authorization header requires the %s algorithm", sigAlgorithm)
 	}
 	var a authHeader
 	seen := map[string]bool{}
@@ -56,38 +56,38 @@ func parseAuthorization(h string) (*authHeader, error) {
 		part = strings.TrimSpace(part)
 		k, v, ok := strings.Cut(part, "=")
 		if !ok || seen[k] {
-			return nil, fmt.Errorf("Authorization header: malformed or repeated element %q", part)
+			return nil, fmt.Errorf("authorization header: malformed or repeated element %q", part)
 		}
 		seen[k] = true
 		switch k {
 		case "Credential":
 			f := strings.Split(v, "/")
 			if len(f) != 5 || f[0] == "" || f[4] != "aws4_request" || len(f[1]) != 8 || f[2] == "" {
-				return nil, errors.New("Authorization header: Credential must be KEY/YYYYMMDD/REGION/SERVICE/aws4_request")
+				return nil, errors.New("authorization header: Credential must be KEY/YYYYMMDD/REGION/SERVICE/aws4_request")
 			}
 			a.accessKey, a.date, a.region, a.service = f[0], f[1], f[2], f[3]
 		case "SignedHeaders":
 			a.signedHeaders = strings.Split(v, ";")
 			for i, n := range a.signedHeaders {
 				if n == "" || n != strings.ToLower(n) || (i > 0 && a.signedHeaders[i-1] >= n) {
-					return nil, errors.New("Authorization header: SignedHeaders must be lower-case names, sorted, unique")
+					return nil, errors.New("authorization header: SignedHeaders must be lower-case names, sorted, unique")
 				}
 			}
 		case "Signature":
 			sig, err := hex.DecodeString(v)
 			if err != nil || len(sig) != sha256.Size {
-				return nil, errors.New("Authorization header: Signature must be 64 hex digits")
+				return nil, errors.New("authorization header: Signature must be 64 hex digits")
 			}
 			a.signature = sig
 		default:
-			return nil, fmt.Errorf("Authorization header: unknown element %q", k)
+			return nil, fmt.Errorf("authorization header: unknown element %q", k)
 		}
 	}
 	if a.accessKey == "" || a.signedHeaders == nil || a.signature == nil {
-		return nil, errors.New("Authorization header requires Credential, SignedHeaders and Signature")
+		return nil, errors.New("authorization header requires Credential, SignedHeaders and Signature")
 	}
 	if !slices.Contains(a.signedHeaders, "host") {
-		return nil, errors.New("Authorization header: SignedHeaders must include host")
+		return nil, errors.New("authorization header: SignedHeaders must include host")
 	}
 	return &a, nil
 }
