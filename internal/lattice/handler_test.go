@@ -175,3 +175,21 @@ func TestPagination(t *testing.T) {
 		t.Errorf("maxResults=101: %d %s", status, code)
 	}
 }
+
+func TestTags(t *testing.T) {
+	a := newTestAPI(t)
+	_, _, sn := a.do("EAST", "POST", "/servicenetworks", `{"name":"net","tags":{"a":"1"}}`)
+	path := "/tags/" + strings.ReplaceAll(sn["arn"].(string), "/", "%2F")
+	if status, _, _ := a.do("EAST", "POST", path, `{"tags":{"b":"2"}}`); status != 200 {
+		t.Fatalf("tag-resource: %d", status)
+	}
+	if status, _, _ := a.do("EAST", "DELETE", path+"?tagKeys=a", ""); status != 200 {
+		t.Fatalf("untag-resource: %d", status)
+	}
+	if _, _, got := a.do("EAST", "GET", path, ""); len(got["tags"].(map[string]any)) != 1 || got["tags"].(map[string]any)["b"] != "2" {
+		t.Errorf("tags %v, want b=2 only", got["tags"])
+	}
+	if status, code, _ := a.do("WEST", "POST", path, `{"tags":{"c":"3"}}`); status != 403 || code != "AccessDeniedException" {
+		t.Errorf("west tags east's network: %d %s", status, code)
+	}
+}

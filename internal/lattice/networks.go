@@ -45,6 +45,10 @@ func (h *Handler) routes() {
 	h.handle("GET /servicenetworkserviceassociations/{id}", h.getAssociation)
 	h.handle("DELETE /servicenetworkserviceassociations/{id}", h.deleteAssociation)
 
+	h.handle("GET /tags/{arn}", h.listTags)
+	h.handle("POST /tags/{arn}", h.tagResource)
+	h.handle("DELETE /tags/{arn}", h.untagResource)
+
 	h.handle("PUT /authpolicy/{id}", h.putAuthPolicy)
 	h.handle("GET /authpolicy/{id}", h.getAuthPolicy)
 	h.handle("DELETE /authpolicy/{id}", h.deleteAuthPolicy)
