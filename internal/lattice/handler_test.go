@@ -193,3 +193,20 @@ func TestTags(t *testing.T) {
 		t.Errorf("west tags east's network: %d %s", status, code)
 	}
 }
+
+// An apply of the same owner (its file provider) leaves the objects the
+// Lattice API made alone.
+func TestApplyLeavesLatticeObjects(t *testing.T) {
+	a := newTestAPI(t)
+	_, _, sn := a.do("EAST", "POST", "/servicenetworks", `{"name":"net"}`)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/v1/apply", strings.NewReader(`{"objects":{}}`))
+	req.Header.Set("Authorization", "Bearer t")
+	a.srv.ServeHTTP(rec, req)
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"deleted":0`) {
+		t.Fatalf("apply: %d %s", rec.Code, rec.Body)
+	}
+	if _, err := a.srv.Store().Get(t.Context(), model.Key(model.KindServiceNetwork, sn["id"].(string))); err != nil {
+		t.Fatalf("the apply deleted the Lattice network: %v", err)
+	}
+}

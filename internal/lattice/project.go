@@ -36,7 +36,7 @@ func project(a *account) map[string]model.Object {
 			Mode:   model.ModeServiceNetwork,
 			Domain: ownerToken(a.Owner) + ".vpc-lattice-svcs." + n.Region + ".on.aws",
 			Auth:   authOf(n.AuthType, n.Policy),
-			Source: &model.SourceRef{Kind: "VPCLatticeServiceNetwork", Name: n.Name},
+			Source: &model.SourceRef{Kind: model.LatticeSourcePrefix + "ServiceNetwork", Name: n.Name},
 		})
 	}
 	for _, as := range a.Associations {
@@ -58,7 +58,7 @@ func project(a *account) map[string]model.Object {
 				Rules:     rules,
 				CreatedAt: svc.CreatedAt,
 				Auth:      authOf(svc.AuthType, svc.Policy),
-				Source:    &model.SourceRef{Kind: "VPCLatticeService", Name: svc.Name},
+				Source:    &model.SourceRef{Kind: model.LatticeSourcePrefix + "Service", Name: svc.Name},
 			})
 		}
 	}
@@ -113,7 +113,7 @@ func modelTargetGroup(owner string, tg *targetGroup) *model.TargetGroup {
 		Meta:            model.Meta{Name: tg.ID, Owner: owner},
 		Protocol:        model.Protocol(c.Protocol),
 		ProtocolVersion: model.ProtocolVersion(c.ProtocolVersion),
-		Source:          &model.SourceRef{Kind: "VPCLatticeTargetGroup", Name: tg.Name},
+		Source:          &model.SourceRef{Kind: model.LatticeSourcePrefix + "TargetGroup", Name: tg.Name},
 	}
 	if c.Port != nil {
 		out.Port = *c.Port

@@ -193,8 +193,15 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 				return res, false, errorf(http.StatusForbidden, "%s is owned by cluster %q, not %q", key, owner, cluster)
 			}
 		case owner == cluster:
-			// Apply: an object of the caller's it no longer wants.
-			deletes[key] = 0
+			// Apply: an object of the caller's it no longer wants,
+			// unless the VPC Lattice API manages it.
+			obj, err := decode(kv)
+			if err != nil {
+				return res, false, err
+			}
+			if !model.FromLattice(obj) {
+				deletes[key] = 0
+			}
 		}
 	}
 	if whole {
