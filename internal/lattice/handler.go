@@ -99,14 +99,13 @@ func (h *Handler) handle(pattern string, fn op) {
 			return c, ok
 		}, h.cfg.Now())
 		if err != nil {
+			// AWS answers a malformed signature 400 and every other
+			// refusal 403.
 			var se *sigError
 			errors.As(err, &se)
 			status := http.StatusForbidden
-			if se.code == "MissingAuthenticationTokenException" || se.code == "IncompleteSignatureException" {
+			if se.code == "IncompleteSignatureException" {
 				status = http.StatusBadRequest
-				if se.code == "MissingAuthenticationTokenException" {
-					status = http.StatusForbidden
-				}
 			}
 			writeError(w, &apiError{status, se.code, map[string]any{"message": se.message}})
 			return
