@@ -353,3 +353,31 @@ func (h *Handler) deleteRule(ctx context.Context, c *call) (int, any, error) {
 	})
 	return http.StatusNoContent, nil, err
 }
+
+func (h *Handler) updateListener(ctx context.Context, c *call) (int, any, error) {
+	var req struct {
+		DefaultAction *RuleAction `json:"defaultAction"`
+	}
+	if err := c.decode(&req); err != nil {
+		return 0, nil, err
+	}
+	if req.DefaultAction == nil {
+		return 0, nil, invalidf("defaultAction", "required")
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		s, l, err := h.ownListener(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		act := *req.DefaultAction
+		if err := checkAction(a, s, "defaultAction", &act); err != nil {
+			return nil, err
+		}
+		l.DefaultAction, l.UpdatedAt = act, time.Now().UTC()
+		v := listenerView(s, l, false)
+		delete(v, "createdAt")
+		delete(v, "lastUpdatedAt")
+		return v, nil
+	})
+	return http.StatusOK, out, err
+}

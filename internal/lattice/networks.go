@@ -24,6 +24,7 @@ func (h *Handler) routes() {
 	h.handle("POST /services/{svc}/listeners", h.createListener)
 	h.handle("GET /services/{svc}/listeners", h.listListeners)
 	h.handle("GET /services/{svc}/listeners/{id}", h.getListener)
+	h.handle("PATCH /services/{svc}/listeners/{id}", h.updateListener)
 	h.handle("DELETE /services/{svc}/listeners/{id}", h.deleteListener)
 
 	h.handle("POST /services/{svc}/listeners/{lis}/rules", h.createRule)
@@ -35,6 +36,7 @@ func (h *Handler) routes() {
 	h.handle("POST /targetgroups", h.createTargetGroup)
 	h.handle("GET /targetgroups", h.listTargetGroups)
 	h.handle("GET /targetgroups/{id}", h.getTargetGroup)
+	h.handle("PATCH /targetgroups/{id}", h.updateTargetGroup)
 	h.handle("DELETE /targetgroups/{id}", h.deleteTargetGroup)
 	h.handle("POST /targetgroups/{id}/registertargets", h.registerTargets)
 	h.handle("POST /targetgroups/{id}/deregistertargets", h.deregisterTargets)

@@ -338,3 +338,29 @@ func (h *Handler) listTargets(ctx context.Context, c *call) (int, any, error) {
 	}
 	return http.StatusOK, list{Items: p, NextToken: next}, nil
 }
+
+func (h *Handler) updateTargetGroup(ctx context.Context, c *call) (int, any, error) {
+	var req struct {
+		HealthCheck *HealthCheckConfig `json:"healthCheck"`
+	}
+	if err := c.decode(&req); err != nil {
+		return 0, nil, err
+	}
+	if req.HealthCheck == nil {
+		return 0, nil, invalidf("healthCheck", "required")
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		tg, err := h.ownTargetGroup(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		cfg := tg.Config
+		cfg.HealthCheck = req.HealthCheck
+		if err := checkConfig(&cfg); err != nil {
+			return nil, err
+		}
+		tg.Config, tg.UpdatedAt = cfg, time.Now().UTC()
+		return map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "config": tg.Config, "status": statusActive}, nil
+	})
+	return http.StatusOK, out, err
+}

@@ -153,6 +153,15 @@ func TestLatticeAPIWithAWSCLI(t *testing.T) {
 		}
 	}
 
+	// UpdateListener shifts every request to ver2.
+	lattice("update-listener", "--service-identifier", svcID, "--listener-identifier", listener, "--default-action",
+		fmt.Sprintf(`{"forward":{"targetGroups":[{"targetGroupIdentifier":%q,"weight":0},{"targetGroupIdentifier":%q,"weight":10}]}}`,
+			tg["inventory-ver1"], tg["inventory-ver2"]))
+	testsync.WaitFor(t, 10*time.Second, "the shift to ver2", func() bool {
+		counts := split(t, c, url, dns, 20)
+		return counts["inventory-ver2"] == 20
+	})
+
 	// AWS_IAM and a policy that allows only one workload: an anonymous
 	// caller gets 403.
 	lattice("update-service", "--service-identifier", svcID, "--auth-type", "AWS_IAM")
