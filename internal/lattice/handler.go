@@ -317,9 +317,23 @@ func remember(a *account, opName, token string, body []byte, id string) {
 	if a.Tokens == nil {
 		a.Tokens = map[string]*idempotency{}
 	}
+	if len(a.Tokens) >= maxClientTokens {
+		oldest := ""
+		for k, t := range a.Tokens {
+			if oldest == "" || t.At.Before(a.Tokens[oldest].At) || (t.At.Equal(a.Tokens[oldest].At) && k < oldest) {
+				oldest = k
+			}
+		}
+		delete(a.Tokens, oldest)
+	}
 	sum := sha256.Sum256(body)
-	a.Tokens[opName+"/"+token] = &idempotency{Request: hex.EncodeToString(sum[:]), ID: id}
+	a.Tokens[opName+"/"+token] = &idempotency{Request: hex.EncodeToString(sum[:]), ID: id, At: time.Now().UTC()}
 }
+
+// maxClientTokens bounds the client tokens an owner's records remember:
+// past it, a new one forgets the oldest, so that a caller cannot grow
+// the records without bound with tokens alone.
+const maxClientTokens = 1000
 
 // page returns the page of items (sorted by key) that maxResults and
 // nextToken select, and the next token.

@@ -210,3 +210,22 @@ func TestApplyLeavesLatticeObjects(t *testing.T) {
 		t.Fatalf("the apply deleted the Lattice network: %v", err)
 	}
 }
+
+func TestClientTokensAreBounded(t *testing.T) {
+	a := &account{Owner: "east"}
+	body := []byte(`{}`)
+	for i := range maxClientTokens + 1 {
+		remember(a, "CreateService", "tok-"+strings.Repeat("x", i%7)+time.Duration(i).String(), body, "svc-1")
+		time.Sleep(time.Microsecond)
+	}
+	if len(a.Tokens) != maxClientTokens {
+		t.Fatalf("%d tokens remembered, want %d", len(a.Tokens), maxClientTokens)
+	}
+	if id, _ := idempotent(a, "CreateService", "tok-0s", body); id != "" {
+		t.Errorf("the oldest token is still remembered")
+	}
+	last := "tok-" + strings.Repeat("x", maxClientTokens%7) + time.Duration(maxClientTokens).String()
+	if id, _ := idempotent(a, "CreateService", last, body); id != "svc-1" {
+		t.Errorf("the newest token is forgotten")
+	}
+}

@@ -123,8 +123,9 @@ type account struct {
 
 type idempotency struct {
 	// Request is the hash of the create's body.
-	Request string `json:"request"`
-	ID      string `json:"id"`
+	Request string    `json:"request"`
+	ID      string    `json:"id"`
+	At      time.Time `json:"at"`
 }
 
 type network struct {
