@@ -229,3 +229,33 @@ func TestClientTokensAreBounded(t *testing.T) {
 		t.Errorf("the newest token is forgotten")
 	}
 }
+
+// Concurrent changes of one owner's records all land: a change that lost
+// the race for the records' revision is redone from a fresh read.
+func TestConcurrentCreates(t *testing.T) {
+	a := newTestAPI(t)
+	const n = 16
+	errs := make(chan string, n)
+	for i := range n {
+		go func() {
+			status, code, body := a.do("EAST", "POST", "/targetgroups", fmt.Sprintf(`{"name":"tg%03d","type":"IP","config":{"protocol":"HTTP"}}`, i))
+			if status != http.StatusCreated {
+				errs <- fmt.Sprintf("tg%03d: %d %s %v", i, status, code, body)
+				return
+			}
+			errs <- ""
+		}()
+	}
+	for range n {
+		if e := <-errs; e != "" {
+			t.Error(e)
+		}
+	}
+	if _, _, l := a.do("EAST", "GET", "/targetgroups", ""); len(l["items"].([]any)) != n {
+		t.Errorf("%d target groups, want %d", len(l["items"].([]any)), n)
+	}
+	kvs, _, err := a.srv.Store().List(t.Context(), model.KindPrefix(model.KindTargetGroup))
+	if err != nil || len(kvs) != n {
+		t.Errorf("%d model target groups (%v), want %d", len(kvs), err, n)
+	}
+}
