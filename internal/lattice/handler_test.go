@@ -2,9 +2,9 @@ package lattice
 
 import (
 	"bytes"
-	"fmt"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
