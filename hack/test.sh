@@ -11,6 +11,11 @@ if ! command -v ip >/dev/null; then
   apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
 fi
 
+if ! command -v aws >/dev/null; then
+  echo "== installing the AWS CLI (test/e2e drives the VPC Lattice API with it)"
+  apt-get update -qq && apt-get install -y -qq awscli >/dev/null
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then

@@ -21,6 +21,7 @@ func newServer() *cobra.Command {
 		certFile, keyFile                         string
 		adminTokensFile, caCertFile, caKeyFile    string
 		caCertOut                                 string
+		lattice                                   controlplane.LatticeOptions
 		tokens, oldTokens, tlsHosts               []string
 		heartbeat, certTTL, leaseDuration         time.Duration
 		ec                                        controlplane.EtcdOptions
@@ -69,7 +70,10 @@ func newServer() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "control plane: API on %s (store %s)\n", url, where)
-			return controlplane.Serve(cmd.Context(), ln, srv)
+			lattice.Logger = log
+			return controlplane.ServeWithLattice(cmd.Context(), ln, srv, lattice, func(url string) {
+				fmt.Fprintf(cmd.OutOrStdout(), "control plane: VPC Lattice API on %s\n", url)
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -98,5 +102,7 @@ func newServer() *cobra.Command {
 	f.StringVar(&caCertOut, "ca-cert-out", "", "write the control plane's CA certificate here at start (default: ca.crt in --data with the embedded store)")
 	f.DurationVar(&leaseDuration, "lease-duration", server.DefaultLeaseDuration, "how long a cluster's lease lives unrenewed; its components renew it every fifth of that, and other clusters' proxies stop picking its targets once it lapses")
 	f.DurationVar(&certTTL, "cert-ttl", server.DefaultCertTTL, "lifetime of issued cluster certificates; holders renew them two thirds of the way through")
+	f.StringVar(&lattice.Addr, "lattice-listen", "", "also serve the VPC Lattice API (aws vpc-lattice --endpoint-url) on this address, over the same store")
+	f.StringVar(&lattice.CredentialsFile, "lattice-credentials-file", "", "the VPC Lattice API's access keys, one 'ACCESS_KEY SECRET OWNER' per line ('#' comments); OWNER is the cluster objects made with the key belong to")
 	return cmd
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
+	"strings"
 )
 
 // Objects is a set of objects of every kind: the one list the snapshot,
@@ -90,4 +91,25 @@ func Encode(obj Object) ([]byte, error) {
 	b, err := json.Marshal(obj)
 	m.Revision = rev
 	return b, err
+}
+
+// LatticeSourcePrefix starts the Source.Kind of every object the VPC
+// Lattice API (package lattice) made from its own records.
+const LatticeSourcePrefix = "VPCLattice"
+
+// FromLattice reports whether the VPC Lattice API made obj. Such objects
+// are that API's to change: an owner's apply, or its Kubernetes
+// controller, which replace the objects they no longer want, leave them
+// alone.
+func FromLattice(obj Object) bool {
+	var src *SourceRef
+	switch o := obj.(type) {
+	case *ServiceNetwork:
+		src = o.Source
+	case *Service:
+		src = o.Source
+	case *TargetGroup:
+		src = o.Source
+	}
+	return src != nil && strings.HasPrefix(src.Kind, LatticeSourcePrefix)
 }

@@ -29,6 +29,9 @@ type write struct {
 	// sync records, when the write changes anything, that the caller's
 	// cluster synchronised (apply and txn: its controller's calls).
 	sync bool
+	// extra are further operations on keys outside the model (a front
+	// door's own records, see Commit), committed in the same transaction.
+	extra []store.Op
 }
 
 // put is one validated object to write.
@@ -193,8 +196,15 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 				return res, false, errorf(http.StatusForbidden, "%s is owned by cluster %q, not %q", key, owner, cluster)
 			}
 		case owner == cluster:
-			// Apply: an object of the caller's it no longer wants.
-			deletes[key] = 0
+			// Apply: an object of the caller's it no longer wants,
+			// unless the VPC Lattice API manages it.
+			obj, err := decode(kv)
+			if err != nil {
+				return res, false, err
+			}
+			if !model.FromLattice(obj) {
+				deletes[key] = 0
+			}
 		}
 	}
 	if whole {
@@ -235,6 +245,8 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 		res.deleted++
 		callerRevs = callerRevs || rev != 0
 	}
+	ops = append(ops, w.extra...)
+	callerRevs = callerRevs || len(w.extra) > 0
 	if len(ops) == 0 {
 		return res, false, nil
 	}
@@ -436,3 +448,60 @@ func (ix *hostnameIndex) conflict(name string, svc *model.Service, networks map[
 	}
 	return nil
 }
+
+// Commit writes puts and deletes (model keys, see model.Key) for cluster
+// through the same steps as the API's txn, ownership and association
+// checks included, with extra (operations on keys outside the model's
+// "/" prefix) in the same store transaction. It is how a front door that
+// keeps records of its own (package lattice) changes the model: its
+// records and the objects they make commit together or not at all. A
+// conflict on an extra operation's revision is returned, not retried.
+// Invalid objects are model.FieldErrors; a refused write is an error
+// whose HTTPStatus is 403.
+func (s *Server) Commit(ctx context.Context, cluster string, puts []model.Object, deletes []string, extra []store.Op) (int64, error) {
+	w := newWrite()
+	var fields model.FieldErrors
+	for i, obj := range puts {
+		if err := w.add(fmt.Sprintf("puts[%d]", i), obj, cluster, &fields); err != nil {
+			return 0, err
+		}
+	}
+	if len(fields) > 0 {
+		return 0, fields
+	}
+	for _, key := range deletes {
+		if _, _, err := model.ParseKey(key); err != nil {
+			return 0, err
+		}
+		w.deletes[key] = 0
+	}
+	for _, op := range extra {
+		if strings.HasPrefix(op.Key, "/") {
+			return 0, fmt.Errorf("extra operation on %s: a model key", op.Key)
+		}
+	}
+	w.extra = extra
+	res, err := s.commit(ctx, w, cluster)
+	return res.revision, err
+}
+
+// HTTPStatus is the status the API answers err with (500 for errors it
+// does not know), for callers of Commit that answer in another shape.
+func HTTPStatus(err error) int {
+	var he *httpError
+	var fe model.FieldErrors
+	switch {
+	case errors.As(err, &he):
+		return he.status
+	case errors.As(err, &fe):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, store.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound
+	}
+	return http.StatusInternalServerError
+}
+
+// Store is the store the server serves.
+func (s *Server) Store() store.Store { return s.st }

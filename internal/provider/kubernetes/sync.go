@@ -67,7 +67,8 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 
 // seed records what the control plane holds of this cluster's, of the
 // kinds the controller sends: a cluster's Peers are its proxies' to
-// publish and withdraw, not the controller's to delete.
+// publish and withdraw, and the objects the VPC Lattice API made that
+// API's, not the controller's to delete.
 func (r *Reconciler) seed(ctx context.Context) error {
 	sent := map[string][]byte{}
 	for _, kind := range model.Kinds {
@@ -79,7 +80,9 @@ func (r *Reconciler) seed(ctx context.Context) error {
 			return fmt.Errorf("listing %s objects in the control plane: %w", kind, err)
 		}
 		for _, obj := range objs {
-			if obj.ObjectMeta().Owner != r.cluster {
+			// Objects the VPC Lattice API made for this cluster are
+			// that API's, not the controller's to delete.
+			if obj.ObjectMeta().Owner != r.cluster || model.FromLattice(obj) {
 				continue
 			}
 			b, err := model.Encode(obj)

@@ -1,0 +1,214 @@
+package lattice
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"trellis.dev/trellis/internal/auth"
+)
+
+func (h *Handler) createAssociation(ctx context.Context, c *call) (int, any, error) {
+	var req struct {
+		ServiceIdentifier        string            `json:"serviceIdentifier"`
+		ServiceNetworkIdentifier string            `json:"serviceNetworkIdentifier"`
+		Tags                     map[string]string `json:"tags"`
+		ClientToken              string            `json:"clientToken"`
+	}
+	if err := c.decode(&req); err != nil {
+		return 0, nil, err
+	}
+	switch {
+	case req.ServiceIdentifier == "":
+		return 0, nil, invalidf("serviceIdentifier", "required")
+	case req.ServiceNetworkIdentifier == "":
+		return 0, nil, invalidf("serviceNetworkIdentifier", "required")
+	}
+	if err := checkTags(req.Tags); err != nil {
+		return 0, nil, err
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		s, err := h.ownService(ctx, c, a, req.ServiceIdentifier)
+		if err != nil {
+			return nil, err
+		}
+		nid := identifier(req.ServiceNetworkIdentifier)
+		n := a.Networks[nid]
+		if n == nil {
+			return nil, h.elsewhere(ctx, c.owner, resourceNetwork, nid, func(o *account) bool { return o.Networks[nid] != nil })
+		}
+		id, err := idempotent(a, associationTokenScpe, req.ClientToken, c.body)
+		if err != nil {
+			return nil, err
+		}
+		if id == "" {
+			for _, as := range a.Associations {
+				if as.ServiceID == s.ID && as.NetworkID == n.ID {
+					return nil, conflict(resourceAssociation, as.ID, "service %s is already associated with service network %s", s.ID, n.ID)
+				}
+			}
+			id = newID("snsa-")
+			if a.Associations == nil {
+				a.Associations = map[string]*association{}
+			}
+			a.Associations[id] = &association{ID: id, ARN: arn(c.region, c.owner, "servicenetworkserviceassociation/"+id),
+				NetworkID: n.ID, ServiceID: s.ID, Tags: req.Tags, CreatedAt: time.Now().UTC()}
+			remember(a, associationTokenScpe, req.ClientToken, c.body, id)
+		}
+		as := a.Associations[id]
+		return map[string]any{"id": as.ID, "arn": as.ARN, "status": statusActive, "createdBy": accountID(c.owner),
+			"dnsEntry": DNSEntry{DomainName: a.Services[as.ServiceID].DNS}}, nil
+	})
+	return http.StatusOK, out, err
+}
+
+func associationView(a *account, as *association) map[string]any {
+	s, n := a.Services[as.ServiceID], a.Networks[as.NetworkID]
+	return map[string]any{"id": as.ID, "arn": as.ARN, "status": statusActive, "createdBy": accountID(a.Owner), "createdAt": ts(as.CreatedAt),
+		"serviceId": s.ID, "serviceName": s.Name, "serviceArn": s.ARN, "serviceNetworkId": n.ID, "serviceNetworkName": n.Name,
+		"serviceNetworkArn": n.ARN, "dnsEntry": DNSEntry{DomainName: s.DNS}}
+}
+
+func (h *Handler) getAssociation(ctx context.Context, c *call) (int, any, error) {
+	all, err := h.load(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	id := identifier(c.r.PathValue("id"))
+	for _, a := range all {
+		if as := a.Associations[id]; as != nil {
+			return http.StatusOK, associationView(a, as), nil
+		}
+	}
+	return 0, nil, notFound(resourceAssociation, id)
+}
+
+func (h *Handler) listAssociations(ctx context.Context, c *call) (int, any, error) {
+	all, err := h.load(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	q := c.r.URL.Query()
+	sid, nid := identifier(q.Get("serviceIdentifier")), identifier(q.Get("serviceNetworkIdentifier"))
+	var items []map[string]any
+	for _, a := range all {
+		for _, as := range a.Associations {
+			s, n := a.Services[as.ServiceID], a.Networks[as.NetworkID]
+			if (sid != "" && sid != s.ID && sid != s.Name) || (nid != "" && nid != n.ID && nid != n.Name) {
+				continue
+			}
+			items = append(items, associationView(a, as))
+		}
+	}
+	return pageOf(c, items)
+}
+
+func (h *Handler) deleteAssociation(ctx context.Context, c *call) (int, any, error) {
+	id := identifier(c.r.PathValue("id"))
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		as := a.Associations[id]
+		if as == nil {
+			return nil, h.elsewhere(ctx, c.owner, resourceAssociation, id, func(o *account) bool { return o.Associations[id] != nil })
+		}
+		delete(a.Associations, id)
+		return map[string]any{"id": as.ID, "arn": as.ARN, "status": statusDeleting}, nil
+	})
+	return http.StatusOK, out, err
+}
+
+// policyTarget is the auth type and policy of the caller's network or
+// service named in the path.
+func (h *Handler) policyTarget(ctx context.Context, c *call, a *account) (*string, **policy, error) {
+	id := identifier(c.r.PathValue("id"))
+	if n := a.Networks[id]; n != nil {
+		return &n.AuthType, &n.Policy, nil
+	}
+	if s := a.Services[id]; s != nil {
+		return &s.AuthType, &s.Policy, nil
+	}
+	return nil, nil, h.elsewhere(ctx, c.owner, "RESOURCE", id, func(o *account) bool { return o.Networks[id] != nil || o.Services[id] != nil })
+}
+
+func policyState(authType string) string {
+	if authType == authIAM {
+		return "Active"
+	}
+	return "Inactive"
+}
+
+func (h *Handler) putAuthPolicy(ctx context.Context, c *call) (int, any, error) {
+	var req struct {
+		Policy string `json:"policy"`
+	}
+	if err := c.decode(&req); err != nil {
+		return 0, nil, err
+	}
+	switch {
+	case req.Policy == "":
+		return 0, nil, invalidf("policy", "required")
+	case len(req.Policy) > maxPolicyBytes:
+		return 0, nil, invalidf("policy", "at most %d bytes, not %d", maxPolicyBytes, len(req.Policy))
+	}
+	if _, err := auth.Parse([]byte(req.Policy)); err != nil {
+		var errs auth.Errors
+		if errors.As(err, &errs) && len(errs) > 0 {
+			fields := make([]FieldError, len(errs))
+			for i, e := range errs {
+				fields[i] = FieldError{Name: "policy." + e.Field, Message: e.Detail}
+			}
+			return 0, nil, invalid(fields...)
+		}
+		return 0, nil, invalidf("policy", "%v", err)
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		authType, p, err := h.policyTarget(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now().UTC()
+		if *p == nil {
+			*p = &policy{CreatedAt: now}
+		}
+		(*p).Document, (*p).UpdatedAt = req.Policy, now
+		return map[string]any{"policy": req.Policy, "state": policyState(*authType)}, nil
+	})
+	return http.StatusOK, out, err
+}
+
+func (h *Handler) getAuthPolicy(ctx context.Context, c *call) (int, any, error) {
+	all, err := h.load(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	id := identifier(c.r.PathValue("id"))
+	for _, a := range all {
+		var authType string
+		var p *policy
+		if n := a.Networks[id]; n != nil {
+			authType, p = n.AuthType, n.Policy
+		} else if s := a.Services[id]; s != nil {
+			authType, p = s.AuthType, s.Policy
+		} else {
+			continue
+		}
+		if p == nil {
+			return 0, nil, notFound(resourceAuthPolicy, id)
+		}
+		return http.StatusOK, map[string]any{"policy": p.Document, "state": policyState(authType),
+			"createdAt": ts(p.CreatedAt), "lastUpdatedAt": ts(p.UpdatedAt)}, nil
+	}
+	return 0, nil, notFound("RESOURCE", id)
+}
+
+func (h *Handler) deleteAuthPolicy(ctx context.Context, c *call) (int, any, error) {
+	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		_, p, err := h.policyTarget(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		*p = nil
+		return nil, nil
+	})
+	return http.StatusNoContent, nil, err
+}

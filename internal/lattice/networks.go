@@ -1,0 +1,288 @@
+package lattice
+
+import (
+	"context"
+	"maps"
+	"net/http"
+	"slices"
+	"time"
+)
+
+func (h *Handler) routes() {
+	h.handle("POST /servicenetworks", h.createServiceNetwork)
+	h.handle("GET /servicenetworks", h.listServiceNetworks)
+	h.handle("GET /servicenetworks/{id}", h.getServiceNetwork)
+	h.handle("PATCH /servicenetworks/{id}", h.updateServiceNetwork)
+	h.handle("DELETE /servicenetworks/{id}", h.deleteServiceNetwork)
+
+	h.handle("POST /services", h.createService)
+	h.handle("GET /services", h.listServices)
+	h.handle("GET /services/{id}", h.getService)
+	h.handle("PATCH /services/{id}", h.updateService)
+	h.handle("DELETE /services/{id}", h.deleteService)
+
+	h.handle("POST /services/{svc}/listeners", h.createListener)
+	h.handle("GET /services/{svc}/listeners", h.listListeners)
+	h.handle("GET /services/{svc}/listeners/{id}", h.getListener)
+	h.handle("PATCH /services/{svc}/listeners/{id}", h.updateListener)
+	h.handle("DELETE /services/{svc}/listeners/{id}", h.deleteListener)
+
+	h.handle("POST /services/{svc}/listeners/{lis}/rules", h.createRule)
+	h.handle("GET /services/{svc}/listeners/{lis}/rules", h.listRules)
+	h.handle("GET /services/{svc}/listeners/{lis}/rules/{id}", h.getRule)
+	h.handle("PATCH /services/{svc}/listeners/{lis}/rules/{id}", h.updateRule)
+	h.handle("DELETE /services/{svc}/listeners/{lis}/rules/{id}", h.deleteRule)
+
+	h.handle("POST /targetgroups", h.createTargetGroup)
+	h.handle("GET /targetgroups", h.listTargetGroups)
+	h.handle("GET /targetgroups/{id}", h.getTargetGroup)
+	h.handle("PATCH /targetgroups/{id}", h.updateTargetGroup)
+	h.handle("DELETE /targetgroups/{id}", h.deleteTargetGroup)
+	h.handle("POST /targetgroups/{id}/registertargets", h.registerTargets)
+	h.handle("POST /targetgroups/{id}/deregistertargets", h.deregisterTargets)
+	h.handle("POST /targetgroups/{id}/listtargets", h.listTargets)
+
+	h.handle("POST /servicenetworkserviceassociations", h.createAssociation)
+	h.handle("GET /servicenetworkserviceassociations", h.listAssociations)
+	h.handle("GET /servicenetworkserviceassociations/{id}", h.getAssociation)
+	h.handle("DELETE /servicenetworkserviceassociations/{id}", h.deleteAssociation)
+
+	h.handle("GET /tags/{arn}", h.listTags)
+	h.handle("POST /tags/{arn}", h.tagResource)
+	h.handle("DELETE /tags/{arn}", h.untagResource)
+
+	h.handle("PUT /authpolicy/{id}", h.putAuthPolicy)
+	h.handle("GET /authpolicy/{id}", h.getAuthPolicy)
+	h.handle("DELETE /authpolicy/{id}", h.deleteAuthPolicy)
+}
+
+// Quotas, Lattice's defaults (docs/reference/lattice-api.md).
+const (
+	maxNetworks          = 50
+	maxServices          = 2000
+	maxTargetGroups      = 500
+	maxTargets           = 1000
+	maxListeners         = 2
+	maxRules             = 10
+	maxTargetsPerCall    = 100
+	maxPolicyBytes       = 10 << 10
+	maxHeaderMatches     = 5
+	maxForwardTargets    = 10
+	maxWeight            = 999
+	maxPriority          = 100
+	defaultSingleWeight  = 100
+	resourceNetwork      = "SERVICE_NETWORK"
+	resourceService      = "SERVICE"
+	resourceTargetGroup  = "TARGET_GROUP"
+	resourceListener     = "LISTENER"
+	resourceRule         = "RULE"
+	resourceAssociation  = "SERVICE_NETWORK_SERVICE_ASSOCIATION"
+	resourceAuthPolicy   = "AUTH_POLICY"
+	authNone, authIAM    = "NONE", "AWS_IAM"
+	statusActive         = "ACTIVE"
+	statusDeleting       = "DELETE_IN_PROGRESS"
+	networkTokenScope    = "CreateServiceNetwork"
+	serviceTokenScope    = "CreateService"
+	targetGroupScope     = "CreateTargetGroup"
+	listenerTokenScope   = "CreateListener"
+	ruleTokenScope       = "CreateRule"
+	associationTokenScpe = "CreateServiceNetworkServiceAssociation"
+)
+
+func checkAuthType(field string, t *string) error {
+	switch *t {
+	case "":
+		*t = authNone
+	case authNone, authIAM:
+	default:
+		return invalidf(field, "must be NONE or AWS_IAM, not %q", *t)
+	}
+	return nil
+}
+
+// elsewhere is the error for an ID the caller's records lack: access
+// denied when another owner has it (listed read-only), else not found.
+func (h *Handler) elsewhere(ctx context.Context, owner, typ, id string, has func(*account) bool) error {
+	all, err := h.load(ctx)
+	if err != nil {
+		return err
+	}
+	for o, a := range all {
+		if o != owner && has(a) {
+			return accessDenied("%s %s is owned by %q: objects of other owners are read-only", typ, id, o)
+		}
+	}
+	return notFound(typ, id)
+}
+
+func (h *Handler) createServiceNetwork(ctx context.Context, c *call) (int, any, error) {
+	var req struct {
+		Name          string            `json:"name"`
+		AuthType      string            `json:"authType"`
+		Tags          map[string]string `json:"tags"`
+		ClientToken   string            `json:"clientToken"`
+		SharingConfig *struct {
+			Enabled bool `json:"enabled"`
+		} `json:"sharingConfig"`
+	}
+	if err := c.decode(&req); err != nil {
+		return 0, nil, err
+	}
+	if err := checkName("name", req.Name, 3, 63, ""); err != nil {
+		return 0, nil, err
+	}
+	if err := checkAuthType("authType", &req.AuthType); err != nil {
+		return 0, nil, err
+	}
+	if err := checkTags(req.Tags); err != nil {
+		return 0, nil, err
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		id, err := idempotent(a, networkTokenScope, req.ClientToken, c.body)
+		if err != nil {
+			return nil, err
+		}
+		if id == "" {
+			for _, n := range a.Networks {
+				if n.Name == req.Name {
+					return nil, conflict(resourceNetwork, n.ID, "a service network named %s already exists", req.Name)
+				}
+			}
+			if len(a.Networks) >= maxNetworks {
+				return nil, quota(resourceNetwork, maxNetworks)
+			}
+			id = newID("sn-")
+			now := time.Now().UTC()
+			if a.Networks == nil {
+				a.Networks = map[string]*network{}
+			}
+			a.Networks[id] = &network{ID: id, Name: req.Name, ARN: arn(c.region, c.owner, "servicenetwork/"+id), Region: c.region,
+				AuthType: req.AuthType, Tags: req.Tags, CreatedAt: now, UpdatedAt: now}
+			remember(a, networkTokenScope, req.ClientToken, c.body, id)
+		}
+		n := a.Networks[id]
+		return map[string]any{"id": n.ID, "name": n.Name, "arn": n.ARN, "authType": n.AuthType}, nil
+	})
+	return http.StatusCreated, out, err
+}
+
+func (h *Handler) findNetwork(ctx context.Context, id string) (*account, *network, error) {
+	all, err := h.load(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	id = identifier(id)
+	for _, a := range all {
+		for _, n := range a.Networks {
+			if n.ID == id || n.Name == id {
+				return a, n, nil
+			}
+		}
+	}
+	return nil, nil, notFound(resourceNetwork, id)
+}
+
+func networkView(a *account, n *network) map[string]any {
+	assoc := 0
+	for _, as := range a.Associations {
+		if as.NetworkID == n.ID {
+			assoc++
+		}
+	}
+	return map[string]any{"id": n.ID, "name": n.Name, "arn": n.ARN, "createdAt": ts(n.CreatedAt), "lastUpdatedAt": ts(n.UpdatedAt),
+		"authType": n.AuthType, "numberOfAssociatedVPCs": 0, "numberOfAssociatedServices": assoc}
+}
+
+func (h *Handler) getServiceNetwork(ctx context.Context, c *call) (int, any, error) {
+	a, n, err := h.findNetwork(ctx, c.r.PathValue("id"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, networkView(a, n), nil
+}
+
+func (h *Handler) listServiceNetworks(ctx context.Context, c *call) (int, any, error) {
+	all, err := h.load(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	var items []map[string]any
+	for _, a := range all {
+		for _, n := range a.Networks {
+			v := networkView(a, n)
+			delete(v, "authType")
+			items = append(items, v)
+		}
+	}
+	return pageOf(c, items)
+}
+
+// pageOf answers a List operation with the page of items by id.
+func pageOf(c *call, items []map[string]any) (int, any, error) {
+	if items == nil {
+		items = []map[string]any{}
+	}
+	p, next, err := page(c, items, func(m map[string]any) string { return m["id"].(string) })
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, list{Items: p, NextToken: next}, nil
+}
+
+func (h *Handler) updateServiceNetwork(ctx context.Context, c *call) (int, any, error) {
+	var req struct {
+		AuthType string `json:"authType"`
+	}
+	if err := c.decode(&req); err != nil {
+		return 0, nil, err
+	}
+	if req.AuthType == "" {
+		return 0, nil, invalidf("authType", "required")
+	}
+	if err := checkAuthType("authType", &req.AuthType); err != nil {
+		return 0, nil, err
+	}
+	id := identifier(c.r.PathValue("id"))
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		n := a.Networks[id]
+		if n == nil {
+			return nil, h.elsewhere(ctx, c.owner, resourceNetwork, id, func(o *account) bool { return o.Networks[id] != nil })
+		}
+		n.AuthType, n.UpdatedAt = req.AuthType, time.Now().UTC()
+		return map[string]any{"id": n.ID, "name": n.Name, "arn": n.ARN, "authType": n.AuthType}, nil
+	})
+	return http.StatusOK, out, err
+}
+
+func (h *Handler) deleteServiceNetwork(ctx context.Context, c *call) (int, any, error) {
+	id := identifier(c.r.PathValue("id"))
+	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		n := a.Networks[id]
+		if n == nil {
+			return nil, h.elsewhere(ctx, c.owner, resourceNetwork, id, func(o *account) bool { return o.Networks[id] != nil })
+		}
+		for _, as := range slices.Sorted(maps.Keys(a.Associations)) {
+			if a.Associations[as].NetworkID == id {
+				return nil, conflict(resourceNetwork, id, "ServiceNetwork %s has service(s) associated (%s)", id, as)
+			}
+		}
+		delete(a.Networks, id)
+		return nil, nil
+	})
+	return http.StatusNoContent, nil, err
+}
+
+func checkTags(tags map[string]string) error {
+	if len(tags) > 200 {
+		return invalidf("tags", "at most 200 tags, not %d", len(tags))
+	}
+	for k, v := range tags {
+		if len(k) < 1 || len(k) > 128 {
+			return invalidf("tags", "tag key %q must be 1-128 characters", k)
+		}
+		if len(v) > 256 {
+			return invalidf("tags."+k, "tag value must be at most 256 characters")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,125 @@
+package lattice
+
+import (
+	"context"
+	"net/http"
+	"slices"
+)
+
+// tagsOf returns the tags of the caller's object with ARN resourceARN,
+// nil when it has none of that ARN.
+func tagsOf(a *account, resourceARN string) *map[string]string {
+	for _, n := range a.Networks {
+		if n.ARN == resourceARN {
+			return &n.Tags
+		}
+	}
+	for _, s := range a.Services {
+		if s.ARN == resourceARN {
+			return &s.Tags
+		}
+		for _, l := range s.Listeners {
+			if l.ARN == resourceARN {
+				return &l.Tags
+			}
+			for _, r := range l.Rules {
+				if r.ARN == resourceARN {
+					return &r.Tags
+				}
+			}
+		}
+	}
+	for _, tg := range a.TargetGroups {
+		if tg.ARN == resourceARN {
+			return &tg.Tags
+		}
+	}
+	for _, as := range a.Associations {
+		if as.ARN == resourceARN {
+			return &as.Tags
+		}
+	}
+	return nil
+}
+
+func (h *Handler) listTags(ctx context.Context, c *call) (int, any, error) {
+	all, err := h.load(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	res := c.r.PathValue("arn")
+	for _, a := range all {
+		if t := tagsOf(a, res); t != nil {
+			tags := *t
+			if tags == nil {
+				tags = map[string]string{}
+			}
+			return http.StatusOK, map[string]any{"tags": tags}, nil
+		}
+	}
+	return 0, nil, notFound("RESOURCE", res)
+}
+
+func (h *Handler) ownTags(ctx context.Context, c *call, a *account) (*map[string]string, error) {
+	res := c.r.PathValue("arn")
+	if t := tagsOf(a, res); t != nil {
+		return t, nil
+	}
+	return nil, h.elsewhere(ctx, c.owner, "RESOURCE", res, func(o *account) bool { return tagsOf(o, res) != nil })
+}
+
+func (h *Handler) tagResource(ctx context.Context, c *call) (int, any, error) {
+	var req struct {
+		Tags map[string]string `json:"tags"`
+	}
+	if err := c.decode(&req); err != nil {
+		return 0, nil, err
+	}
+	if len(req.Tags) == 0 {
+		return 0, nil, invalidf("tags", "required")
+	}
+	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		t, err := h.ownTags(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		merged := map[string]string{}
+		for k, v := range *t {
+			merged[k] = v
+		}
+		for k, v := range req.Tags {
+			merged[k] = v
+		}
+		if err := checkTags(merged); err != nil {
+			return nil, err
+		}
+		*t = merged
+		return nil, nil
+	})
+	return http.StatusOK, map[string]any{}, err
+}
+
+func (h *Handler) untagResource(ctx context.Context, c *call) (int, any, error) {
+	keys := c.r.URL.Query()["tagKeys"]
+	if len(keys) == 0 {
+		return 0, nil, invalidf("tagKeys", "required")
+	}
+	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		t, err := h.ownTags(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		kept := map[string]string{}
+		for k, v := range *t {
+			if !slices.Contains(keys, k) {
+				kept[k] = v
+			}
+		}
+		if len(kept) == 0 {
+			kept = nil
+		}
+		*t = kept
+		return nil, nil
+	})
+	return http.StatusOK, map[string]any{}, err
+}

@@ -1,0 +1,366 @@
+package lattice
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"slices"
+	"time"
+)
+
+var vpcRE = regexp.MustCompile(`^vpc-([0-9a-z]{8}|[0-9a-z]{17})$`)
+
+// checkConfig checks and defaults an IP target group's configuration.
+func checkConfig(c *TargetGroupConfig) error {
+	switch c.Protocol {
+	case "":
+		return invalidf("config.protocol", "required for target groups of type IP")
+	case "HTTP", "HTTPS", "TCP":
+	default:
+		return invalidf("config.protocol", "must be HTTP, HTTPS or TCP, not %q", c.Protocol)
+	}
+	switch c.ProtocolVersion {
+	case "":
+		c.ProtocolVersion = "HTTP1"
+	case "HTTP1", "HTTP2", "GRPC":
+	default:
+		return invalidf("config.protocolVersion", "must be HTTP1, HTTP2 or GRPC, not %q", c.ProtocolVersion)
+	}
+	switch c.IPAddressType {
+	case "":
+		c.IPAddressType = "IPV4"
+	case "IPV4", "IPV6":
+	default:
+		return invalidf("config.ipAddressType", "must be IPV4 or IPV6, not %q", c.IPAddressType)
+	}
+	if c.VPCIdentifier != "" && !vpcRE.MatchString(c.VPCIdentifier) {
+		return invalidf("config.vpcIdentifier", "%q is not a VPC ID (vpc- and 8 or 17 characters)", c.VPCIdentifier)
+	}
+	if c.LambdaEventStructureVersion != "" {
+		return invalidf("config.lambdaEventStructureVersion", "only for target groups of type LAMBDA")
+	}
+	if c.Port == nil {
+		p := int32(80)
+		if c.Protocol == "HTTPS" {
+			p = 443
+		}
+		c.Port = &p
+	} else if *c.Port < 1 || *c.Port > 65535 {
+		return invalidf("config.port", "must be 1-65535, not %d", *c.Port)
+	}
+	if c.HealthCheck != nil {
+		// The model holds Lattice's ranges; its field names differ.
+		tg := modelTargetGroup("x", &targetGroup{ID: "tg-x", Config: *c})
+		if err := tg.Validate(); err != nil {
+			return invalidf("config.healthCheck", "%v", err)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) createTargetGroup(ctx context.Context, c *call) (int, any, error) {
+	var req struct {
+		Name        string             `json:"name"`
+		Type        string             `json:"type"`
+		Config      *TargetGroupConfig `json:"config"`
+		Tags        map[string]string  `json:"tags"`
+		ClientToken string             `json:"clientToken"`
+	}
+	if err := c.decode(&req); err != nil {
+		return 0, nil, err
+	}
+	if err := checkName("name", req.Name, 3, 128, "tg-"); err != nil {
+		return 0, nil, err
+	}
+	switch req.Type {
+	case "IP":
+	case "":
+		return 0, nil, invalidf("type", "required")
+	case "LAMBDA", "INSTANCE", "ALB":
+		return 0, nil, invalidf("type", "target groups of type %s are not supported; IP is", req.Type)
+	default:
+		return 0, nil, invalidf("type", "must be IP, LAMBDA, INSTANCE or ALB, not %q", req.Type)
+	}
+	if req.Config == nil {
+		return 0, nil, invalidf("config", "required for target groups of type IP")
+	}
+	if err := checkConfig(req.Config); err != nil {
+		return 0, nil, err
+	}
+	if err := checkTags(req.Tags); err != nil {
+		return 0, nil, err
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		id, err := idempotent(a, targetGroupScope, req.ClientToken, c.body)
+		if err != nil {
+			return nil, err
+		}
+		if id == "" {
+			for _, tg := range a.TargetGroups {
+				if tg.Name == req.Name {
+					return nil, conflict(resourceTargetGroup, tg.ID, "a target group named %s already exists", req.Name)
+				}
+			}
+			if len(a.TargetGroups) >= maxTargetGroups {
+				return nil, quota(resourceTargetGroup, maxTargetGroups)
+			}
+			id = newID("tg-")
+			now := time.Now().UTC()
+			if a.TargetGroups == nil {
+				a.TargetGroups = map[string]*targetGroup{}
+			}
+			a.TargetGroups[id] = &targetGroup{ID: id, Name: req.Name, ARN: arn(c.region, c.owner, "targetgroup/"+id), Type: req.Type,
+				Config: *req.Config, Tags: req.Tags, CreatedAt: now, UpdatedAt: now}
+			remember(a, targetGroupScope, req.ClientToken, c.body, id)
+		}
+		tg := a.TargetGroups[id]
+		return map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "config": tg.Config, "status": statusActive}, nil
+	})
+	return http.StatusCreated, out, err
+}
+
+func (h *Handler) findTargetGroup(ctx context.Context, id string) (*account, *targetGroup, error) {
+	all, err := h.load(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	id = identifier(id)
+	for _, a := range all {
+		for _, tg := range a.TargetGroups {
+			if tg.ID == id || tg.Name == id {
+				return a, tg, nil
+			}
+		}
+	}
+	return nil, nil, notFound(resourceTargetGroup, id)
+}
+
+func serviceARNs(a *account, id string) []string {
+	out := []string{}
+	for _, s := range usedBy(a, id) {
+		out = append(out, a.Services[s].ARN)
+	}
+	return out
+}
+
+func (h *Handler) getTargetGroup(ctx context.Context, c *call) (int, any, error) {
+	a, tg, err := h.findTargetGroup(ctx, c.r.PathValue("id"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "config": tg.Config,
+		"createdAt": ts(tg.CreatedAt), "lastUpdatedAt": ts(tg.UpdatedAt), "status": statusActive, "serviceArns": serviceARNs(a, tg.ID)}, nil
+}
+
+func (h *Handler) listTargetGroups(ctx context.Context, c *call) (int, any, error) {
+	all, err := h.load(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	q := c.r.URL.Query()
+	var items []map[string]any
+	for _, a := range all {
+		for _, tg := range a.TargetGroups {
+			if (q.Get("targetGroupType") != "" && q.Get("targetGroupType") != tg.Type) ||
+				(q.Get("vpcIdentifier") != "" && q.Get("vpcIdentifier") != tg.Config.VPCIdentifier) {
+				continue
+			}
+			v := map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "createdAt": ts(tg.CreatedAt),
+				"lastUpdatedAt": ts(tg.UpdatedAt), "port": tg.Config.Port, "protocol": tg.Config.Protocol,
+				"ipAddressType": tg.Config.IPAddressType, "status": statusActive, "serviceArns": serviceARNs(a, tg.ID)}
+			if tg.Config.VPCIdentifier != "" {
+				v["vpcIdentifier"] = tg.Config.VPCIdentifier
+			}
+			items = append(items, v)
+		}
+	}
+	return pageOf(c, items)
+}
+
+func (h *Handler) ownTargetGroup(ctx context.Context, c *call, a *account) (*targetGroup, error) {
+	id := identifier(c.r.PathValue("id"))
+	if tg := a.TargetGroups[id]; tg != nil {
+		return tg, nil
+	}
+	return nil, h.elsewhere(ctx, c.owner, resourceTargetGroup, id, func(o *account) bool { return o.TargetGroups[id] != nil })
+}
+
+func (h *Handler) deleteTargetGroup(ctx context.Context, c *call) (int, any, error) {
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		tg, err := h.ownTargetGroup(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		if used := usedBy(a, tg.ID); len(used) > 0 {
+			return nil, conflict(resourceTargetGroup, tg.ID, "TargetGroup %s is used by a listener or rule of service %s", tg.ID, used[0])
+		}
+		delete(a.TargetGroups, tg.ID)
+		return map[string]any{"id": tg.ID, "arn": tg.ARN, "status": statusDeleting}, nil
+	})
+	return http.StatusOK, out, err
+}
+
+type targetFailure struct {
+	ID             string `json:"id"`
+	Port           *int32 `json:"port,omitempty"`
+	FailureCode    string `json:"failureCode"`
+	FailureMessage string `json:"failureMessage"`
+}
+
+// targetsRequest decodes Register/DeregisterTargets' body.
+func targetsRequest(c *call, required bool) ([]Target, error) {
+	var req struct {
+		Targets []Target `json:"targets"`
+	}
+	if err := c.decode(&req); err != nil {
+		return nil, err
+	}
+	if (required && len(req.Targets) < 1) || len(req.Targets) > maxTargetsPerCall {
+		return nil, invalidf("targets", "must list 1-%d targets, not %d", maxTargetsPerCall, len(req.Targets))
+	}
+	return req.Targets, nil
+}
+
+// checkTarget returns the target with its port defaulted, or why not.
+func checkTarget(tg *targetGroup, t Target) (Target, *targetFailure) {
+	fail := func(code, format string, args ...any) *targetFailure {
+		return &targetFailure{ID: t.ID, Port: t.Port, FailureCode: code, FailureMessage: fmt.Sprintf(format, args...)}
+	}
+	ip, err := netip.ParseAddr(t.ID)
+	switch {
+	case err != nil || ip.Zone() != "" || ip.String() != t.ID:
+		return t, fail("InvalidTargetId", "%q is not an IP address in canonical form", t.ID)
+	case ip.Is4() != (tg.Config.IPAddressType == "IPV4"):
+		return t, fail("InvalidTargetId", "%s is not of the target group's address type %s", t.ID, tg.Config.IPAddressType)
+	}
+	if t.Port == nil {
+		t.Port = tg.Config.Port
+	} else if *t.Port < 1 || *t.Port > 65535 {
+		return t, fail("InvalidPort", "port %d is not in 1-65535", *t.Port)
+	}
+	return t, nil
+}
+
+func (h *Handler) registerTargets(ctx context.Context, c *call) (int, any, error) {
+	targets, err := targetsRequest(c, true)
+	if err != nil {
+		return 0, nil, err
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		tg, err := h.ownTargetGroup(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		ok, failed := []Target{}, []*targetFailure{}
+		for _, t := range targets {
+			t, f := checkTarget(tg, t)
+			switch {
+			case f != nil:
+				failed = append(failed, f)
+				continue
+			case !slices.ContainsFunc(tg.Targets, func(o Target) bool { return o.ID == t.ID && *o.Port == *t.Port }):
+				if len(tg.Targets) >= maxTargets {
+					return nil, quota("TARGET", maxTargets)
+				}
+				tg.Targets = append(tg.Targets, t)
+			}
+			ok = append(ok, t)
+		}
+		tg.UpdatedAt = time.Now().UTC()
+		return map[string]any{"successful": ok, "unsuccessful": failed}, nil
+	})
+	return http.StatusOK, out, err
+}
+
+func (h *Handler) deregisterTargets(ctx context.Context, c *call) (int, any, error) {
+	targets, err := targetsRequest(c, true)
+	if err != nil {
+		return 0, nil, err
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		tg, err := h.ownTargetGroup(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		ok, failed := []Target{}, []*targetFailure{}
+		for _, t := range targets {
+			t, f := checkTarget(tg, t)
+			if f != nil {
+				failed = append(failed, f)
+				continue
+			}
+			i := slices.IndexFunc(tg.Targets, func(o Target) bool { return o.ID == t.ID && *o.Port == *t.Port })
+			if i < 0 {
+				failed = append(failed, &targetFailure{ID: t.ID, Port: t.Port, FailureCode: "TargetNotFound", FailureMessage: "not registered"})
+				continue
+			}
+			tg.Targets = slices.Delete(tg.Targets, i, i+1)
+			ok = append(ok, t)
+		}
+		tg.UpdatedAt = time.Now().UTC()
+		return map[string]any{"successful": ok, "unsuccessful": failed}, nil
+	})
+	return http.StatusOK, out, err
+}
+
+// listTargets lists targets. Their health is the proxies' (each checks on
+// its own), not the control plane's: a target of a group no listener
+// uses is UNUSED, every other UNAVAILABLE with reason
+// HealthStatusNotReported.
+func (h *Handler) listTargets(ctx context.Context, c *call) (int, any, error) {
+	filter, err := targetsRequest(c, false)
+	if err != nil {
+		return 0, nil, err
+	}
+	a, tg, err := h.findTargetGroup(ctx, c.r.PathValue("id"))
+	if err != nil {
+		return 0, nil, err
+	}
+	status, reason := "UNAVAILABLE", "HealthStatusNotReported"
+	if len(usedBy(a, tg.ID)) == 0 {
+		status, reason = "UNUSED", "TargetGroupNotInUse"
+	}
+	var items []map[string]any
+	for _, t := range tg.Targets {
+		if len(filter) > 0 && !slices.ContainsFunc(filter, func(f Target) bool { return f.ID == t.ID && (f.Port == nil || *f.Port == *t.Port) }) {
+			continue
+		}
+		items = append(items, map[string]any{"id": t.ID, "port": *t.Port, "status": status, "reasonCode": reason})
+	}
+	if items == nil {
+		items = []map[string]any{}
+	}
+	p, next, err := page(c, items, func(m map[string]any) string { return fmt.Sprintf("%s/%05d", m["id"], m["port"]) })
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, list{Items: p, NextToken: next}, nil
+}
+
+func (h *Handler) updateTargetGroup(ctx context.Context, c *call) (int, any, error) {
+	var req struct {
+		HealthCheck *HealthCheckConfig `json:"healthCheck"`
+	}
+	if err := c.decode(&req); err != nil {
+		return 0, nil, err
+	}
+	if req.HealthCheck == nil {
+		return 0, nil, invalidf("healthCheck", "required")
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		tg, err := h.ownTargetGroup(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		cfg := tg.Config
+		cfg.HealthCheck = req.HealthCheck
+		if err := checkConfig(&cfg); err != nil {
+			return nil, err
+		}
+		tg.Config, tg.UpdatedAt = cfg, time.Now().UTC()
+		return map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "config": tg.Config, "status": statusActive}, nil
+	})
+	return http.StatusOK, out, err
+}
