@@ -195,23 +195,11 @@ func TestLeaseLapseFailover(t *testing.T) {
 	// peers. East's proxy stops sending to it once its lease lapses.
 	toPlane.cut()
 	cut := time.Now()
-	var lastWest time.Time
-	streak := 0
-	for streak < 50 && time.Since(cut) < lease+10*time.Second {
-		switch got := pick(); got {
-		case "west-cart":
-			lastWest, streak = time.Now(), 0
-		case "east-cart":
-			streak++
-		default:
-			t.Fatalf("a request failed while west's lease lapsed: %s", got)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	lastWest, settled := testsync.LastSeen(t, lease+10*time.Second, "west-cart", "east-cart", pick)
 	left := lastWest.Sub(cut)
 	t.Logf("west left east's pick %v after it was cut off from the control plane (lease %v)", left.Round(time.Millisecond), lease)
-	if streak < 50 || left > lease+time.Second {
-		t.Errorf("west left east's pick %v after it was cut off (streak %d), want within the lease %v and a second", left, streak, lease)
+	if !settled || left > lease+time.Second {
+		t.Errorf("west left east's pick %v after it was cut off (east alone 50 times in a row: %v), want within the lease %v and a second", left, settled, lease)
 	}
 	if status, _, err := get(c, westURL, "shop.example"); err != nil || status != http.StatusOK {
 		t.Errorf("west's own proxy, cut off from the control plane: %d, %v", status, err)

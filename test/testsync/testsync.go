@@ -69,6 +69,28 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// LastSeen asks answer every 10 ms until it has said stays 50 times in a
+// row or timeout passes; an answer other than leaves or stays fails t. It
+// returns when answer last said leaves (the zero time if it never did) and
+// whether the 50 in a row came: when a target left a pick, say.
+func LastSeen(t testing.TB, timeout time.Duration, leaves, stays string, answer func() string) (last time.Time, settled bool) {
+	t.Helper()
+	start := time.Now()
+	streak := 0
+	for streak < 50 && time.Since(start) < timeout {
+		switch got := answer(); got {
+		case leaves:
+			last, streak = time.Now(), 0
+		case stays:
+			streak++
+		default:
+			t.Fatalf("answered %q while %s left", got, leaves)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return last, streak == 50
+}
+
 // Eventually polls check until it returns nil, failing t with check's last
 // error when timeout passes first: "<what>: not after <timeout>: <error>",
 // or without "<what>: " when what is empty.
