@@ -183,13 +183,7 @@ func TestLeaseLapseFailover(t *testing.T) {
 		}
 		return backend
 	}
-	testsync.WaitFor(t, 15*time.Second, "east's proxy to send to both clusters", func() bool {
-		seen := map[string]bool{}
-		for range 10 {
-			seen[pick()] = true
-		}
-		return seen["east-cart"] && seen["west-cart"]
-	})
+	testsync.WaitForAnswers(t, 15*time.Second, "east's proxy to send to both clusters", 10, pick, "east-cart", "west-cart")
 
 	// West is cut off from the control plane; its proxy still answers
 	// peers. East's proxy stops sending to it once its lease lapses.
@@ -212,11 +206,8 @@ func TestLeaseLapseFailover(t *testing.T) {
 	// West reaches the control plane again: back in the pick.
 	toPlane.restore(t)
 	restored := time.Now()
-	testsync.WaitFor(t, 10*time.Second, "west back in east's pick", func() bool {
-		// Two requests: round robin gives west one of them once it is back.
-		a, b := pick(), pick()
-		return a == "west-cart" || b == "west-cart"
-	})
+	// Two requests: round robin gives west one of them once it is back.
+	testsync.WaitForAnswers(t, 10*time.Second, "west back in east's pick", 2, pick, "west-cart")
 	t.Logf("west back in east's pick %v after it could renew again", time.Since(restored).Round(time.Millisecond))
 
 	// The control plane dies for twice the lease, then comes back: no

@@ -69,6 +69,25 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// WaitForAnswers polls until n answers in a row include every one of
+// want, failing t as WaitFor does: until a pick that rotates over targets
+// includes them, say.
+func WaitForAnswers(t testing.TB, timeout time.Duration, what string, n int, answer func() string, want ...string) {
+	t.Helper()
+	WaitFor(t, timeout, what, func() bool {
+		seen := map[string]bool{}
+		for range n {
+			seen[answer()] = true
+		}
+		for _, w := range want {
+			if !seen[w] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // LastSeen asks answer every 10 ms until it has said stays 50 times in a
 // row or timeout passes; an answer other than leaves or stays fails t. It
 // returns when answer last said leaves (the zero time if it never did) and

@@ -119,13 +119,7 @@ func TestLeaseLapseAndControlPlaneOutage(t *testing.T) {
 		}
 		return string(b)
 	}
-	testsync.WaitFor(t, 10*time.Second, "east's proxy to send to both clusters", func() bool {
-		seen := map[string]bool{}
-		for range 10 {
-			seen[get()] = true
-		}
-		return seen["east-cart"] && seen["west-cart"]
-	})
+	testsync.WaitForAnswers(t, 10*time.Second, "east's proxy to send to both clusters", 10, get, "east-cart", "west-cart")
 
 	// West stops renewing; its proxy still answers.
 	stopRenewing()
@@ -151,11 +145,8 @@ func TestLeaseLapseAndControlPlaneOutage(t *testing.T) {
 	defer stopRenewingAgain()
 	go client.KeepLease(renewingAgain, west, "controller", nil, slog.New(slog.DiscardHandler))
 	back := time.Now()
-	testsync.WaitFor(t, 3*time.Second, "west back in the pick", func() bool {
-		// Two requests: round robin gives west one of them once it is back.
-		a, b := get(), get()
-		return a == "west-cart" || b == "west-cart"
-	})
+	// Two requests: round robin gives west one of them once it is back.
+	testsync.WaitForAnswers(t, 3*time.Second, "west back in the pick", 2, get, "west-cart")
 	t.Logf("west back in the pick %v after it renewed again", time.Since(back).Round(time.Millisecond))
 
 	// The control plane goes away for longer than a lease, then comes
