@@ -1,7 +1,9 @@
 // Package testsync is test support for concurrent code, shared by the
 // tests of every package: a buffer that goroutines may write while a test
-// reads it, polling until a condition holds, and receiving from a channel
-// within a timeout. It holds only what several packages' tests use alike.
+// reads it, polling until a condition holds (or until a rotating pick
+// includes some answers, or one answer stops coming), and receiving from a
+// channel within a timeout. It holds only what several packages' tests use
+// alike.
 package testsync
 
 import (
