@@ -31,6 +31,8 @@ type Plane struct {
 	Store store.Store
 	CA    *pki.CA        // issues the clusters' identities
 	Roots *x509.CertPool // trusts the serving certificate
+	// RootsPEM is Roots' one CA certificate, for a --ca-file.
+	RootsPEM []byte
 
 	cfg  server.Config
 	cert tls.Certificate
@@ -55,7 +57,7 @@ func Start(t testing.TB, cfg server.Config) *Plane {
 	cfg.CA = ca
 	cfg.AdminTokens = map[string]struct{}{AdminToken: {}}
 	serving := testpki.NewCA(t)
-	p := &Plane{Store: st, CA: ca, Roots: serving.Pool(), cfg: cfg, cert: serving.Issue(t, "127.0.0.1").TLS(t), addr: "127.0.0.1:0"}
+	p := &Plane{Store: st, CA: ca, Roots: serving.Pool(), RootsPEM: serving.CertPEM, cfg: cfg, cert: serving.Issue(t, "127.0.0.1").TLS(t), addr: "127.0.0.1:0"}
 	p.Restart(t)
 	t.Cleanup(p.Stop)
 	return p
