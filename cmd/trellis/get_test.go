@@ -3,12 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,57 +13,22 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/api"
-	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
-	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/plane"
 )
 
 // `trellis get clusters` shows each admitted cluster's lease, peers, RTT
 // and last sync, as a table or as JSON; `get clusters NAME` one of them.
 func TestGetClusters(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	p := plane.Start(t, server.Config{})
 	ctx := context.Background()
-	ca, err := server.EnsureCA(ctx, st, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := server.New(st, server.Config{AdminTokens: map[string]struct{}{"admin": {}}, CA: ca})
-	srv := httptest.NewUnstartedServer(s)
-	srv.TLS = s.TLSConfig(&tls.Config{})
-	srv.StartTLS()
-	defer srv.Close()
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+	if err := os.WriteFile(caFile, p.RootsPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
-	admin, _ := client.New(srv.URL, "admin", client.Options{HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}})
-
-	joined := map[string]*client.Client{}
-	for _, name := range []string{"east", "west"} {
-		added, err := admin.AddCluster(ctx, name, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyPEM, csr, _ := pki.NewKey()
-		res, err := admin.Join(ctx, added.JoinToken, csr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, err := pki.NewIdentity([]byte(res.Certificate), keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		joined[name], _ = client.New(srv.URL, "", client.Options{HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: id.ClientConfig(roots)}}})
-	}
-	east, west := joined["east"], joined["west"]
+	_, east := p.Join(t, "east")
+	_, west := p.Join(t, "west")
 	if err := west.Put(ctx, &model.Peer{Meta: model.Meta{Name: model.PeerName("west", "proxy")}, Address: "127.0.0.2:9443"}); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +46,7 @@ func TestGetClusters(t *testing.T) {
 		root := newRoot()
 		root.SetOut(&out)
 		root.SetErr(&out)
-		root.SetArgs(append(args, "--server", srv.URL, "--token", "admin", "--ca-file", caFile))
+		root.SetArgs(append(args, "--server", p.URL(), "--token", plane.AdminToken, "--ca-file", caFile))
 		err := root.ExecuteContext(ctx)
 		return out.String(), err
 	}

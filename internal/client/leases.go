@@ -41,8 +41,8 @@ const (
 func KeepLease(ctx context.Context, c *Client, holder string, report func() []api.PeerReport, log *slog.Logger) {
 	every, reportEvery := defaultRenewEvery, time.Duration(0)
 	var lastReport time.Time
-	failing := false
-	for {
+	log = log.With("holder", holder)
+	repeat(ctx, log, "cluster lease not renewed; retrying", "cluster lease renewed again", func() time.Duration { return every }, func(ctx context.Context) error {
 		req := api.LeaseRenewal{Holder: holder}
 		if report != nil && reportEvery > 0 && time.Since(lastReport) >= reportEvery {
 			req.Peers = report()
@@ -51,60 +51,59 @@ func KeepLease(ctx context.Context, c *Client, holder string, report func() []ap
 			}
 			lastReport = time.Now()
 		}
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		res, err := c.RenewLease(cctx, req)
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err != nil:
-			if !failing {
-				log.Warn("cluster lease not renewed; retrying", "holder", holder, "err", err)
-			}
-			failing = true
-		default:
-			if failing {
-				log.Info("cluster lease renewed again", "holder", holder)
-			}
-			failing = false
-			if d := time.Duration(res.RenewEveryMillis) * time.Millisecond; d > 0 {
-				every = min(max(d, minRenewEvery), maxRenewEvery)
-			}
-			reportEvery = time.Duration(res.ReportEveryMillis) * time.Millisecond
+		res, err := c.RenewLease(ctx, req)
+		if err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
+		if d := time.Duration(res.RenewEveryMillis) * time.Millisecond; d > 0 {
+			every = min(max(d, minRenewEvery), maxRenewEvery)
 		}
-	}
+		reportEvery = time.Duration(res.ReportEveryMillis) * time.Millisecond
+		return nil
+	})
 }
 
 // FollowLeases reads the leases every interval until ctx ends and hands
 // each answer to apply. A read that fails hands nothing: the caller keeps
 // what it last had (a control plane out of reach lapses no lease).
 func FollowLeases(ctx context.Context, c *Client, interval time.Duration, apply func([]api.Lease), log *slog.Logger) {
+	repeat(ctx, log, "cluster leases not read; keeping the last ones", "", func() time.Duration { return interval }, func(ctx context.Context) error {
+		leases, err := c.Leases(ctx)
+		if err == nil {
+			apply(leases)
+		}
+		return err
+	})
+}
+
+// repeat calls call until ctx ends, each call bounded by callTimeout, and
+// waits next() between calls. A failed call is logged as failed, once
+// until a call succeeds again, which is logged as recovered unless that
+// is empty.
+func repeat(ctx context.Context, log *slog.Logger, failed, recovered string, next func() time.Duration, call func(context.Context) error) {
 	failing := false
 	for {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		leases, err := c.Leases(cctx)
+		err := call(cctx)
 		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
 			if !failing {
-				log.Warn("cluster leases not read; keeping the last ones", "err", err)
+				log.Warn(failed, "err", err)
 			}
 			failing = true
 		default:
+			if failing && recovered != "" {
+				log.Info(recovered)
+			}
 			failing = false
-			apply(leases)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case <-time.After(next()):
 		}
 	}
 }

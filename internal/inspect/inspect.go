@@ -30,11 +30,18 @@ var Formats = []string{"table", "yaml", "json"}
 // Write renders objs, all of kind k, in format (one of Formats).
 func Write(w io.Writer, format string, k model.Kind, objs []model.Object) error {
 	objs = redact(objs)
-	switch format {
-	case "table":
+	if format == "table" {
 		return table(w, k, objs)
+	}
+	return encode(w, format, objs)
+}
+
+// encode writes v as YAML or JSON, by format; any other format is an
+// error.
+func encode(w io.Writer, format string, v any) error {
+	switch format {
 	case "yaml":
-		b, err := yaml.Marshal(objs)
+		b, err := yaml.Marshal(v)
 		if err != nil {
 			return err
 		}
@@ -44,7 +51,7 @@ func Write(w io.Writer, format string, k model.Kind, objs []model.Object) error 
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.SetEscapeHTML(false)
-		return enc.Encode(objs)
+		return enc.Encode(v)
 	}
 	return fmt.Errorf("output format %q: want one of %s", format, strings.Join(Formats, ", "))
 }
@@ -175,22 +182,8 @@ func dash(s string) string {
 // by other clusters' proxies / published), the median RTT they measured
 // and its last sync, ages as of now.
 func WriteClusters(w io.Writer, format string, clusters []api.Cluster, now time.Time) error {
-	switch format {
-	case "yaml":
-		b, err := yaml.Marshal(clusters)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
-		return err
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.SetEscapeHTML(false)
-		return enc.Encode(clusters)
-	case "table":
-	default:
-		return fmt.Errorf("output format %q: want one of %s", format, strings.Join(Formats, ", "))
+	if format != "table" {
+		return encode(w, format, clusters)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tADMITTED\tLEASE\tPEERS\tRTT\tLAST SYNC")

@@ -45,22 +45,14 @@ func TestLocalFirstOverflowsToAnotherCluster(t *testing.T) {
 
 	cl := newClient(t)
 	addr := addrOf(w.east, webPort)
-	count := func(n int) map[string]int {
-		out := map[string]int{}
-		for range n {
-			r := cl.get(addr, "shop.example", "/")
-			out[strings.Fields(r.body + " ?")[0]+"/"+itoa(int32(r.status))]++
-		}
-		return out
-	}
-	if got := count(100); got["east-cart/200"] != 100 {
+	if got := cl.tally(addr, 100); got["east-cart/200"] != 100 {
 		t.Fatalf("all healthy: %v, want 100 to east's own target", got)
 	}
 
 	// East's target dies. Once the checks say so, west takes everything.
 	eastCart.Close()
 	testsync.WaitFor(t, 10*time.Second, "east's own target checked unhealthy", func() bool { return localFirstStatus(w.east, eastAddr) == health.Unhealthy })
-	if got := count(100); got["west-cart/200"] != 100 {
+	if got := cl.tally(addr, 100); got["west-cart/200"] != 100 {
 		t.Errorf("east's target down: %v, want 100 to west, none failed", got)
 	}
 
@@ -74,7 +66,7 @@ func TestLocalFirstOverflowsToAnotherCluster(t *testing.T) {
 	back.Start()
 	t.Cleanup(back.Close)
 	testsync.WaitFor(t, 10*time.Second, "east's own target healthy again", func() bool { return localFirstStatus(w.east, eastAddr) == health.Healthy })
-	if got := count(50); got["east-cart/200"] != 50 {
+	if got := cl.tally(addr, 50); got["east-cart/200"] != 50 {
 		t.Errorf("east's target back: %v, want 50 to east", got)
 	}
 }

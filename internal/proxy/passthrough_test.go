@@ -19,6 +19,23 @@ import (
 // tlsEcho runs a TLS server on loopback that answers every line with its name.
 func tlsEcho(t *testing.T, cert tls.Certificate, name string) string {
 	t.Helper()
+	return serveTLS(t, cert, func(c net.Conn) {
+		buf := make([]byte, 64)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			c.Write(append([]byte(name+":"), buf[:n]...))
+		}
+	})
+}
+
+// serveTLS runs a TLS server on loopback, with cert, that serves each
+// connection with serve and then closes it. It returns the server's
+// address.
+func serveTLS(t *testing.T, cert tls.Certificate, serve func(net.Conn)) string {
+	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
@@ -32,14 +49,7 @@ func tlsEcho(t *testing.T, cert tls.Certificate, name string) string {
 			}
 			go func() {
 				defer c.Close()
-				buf := make([]byte, 64)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					c.Write(append([]byte(name+":"), buf[:n]...))
-				}
+				serve(c)
 			}()
 		}
 	}()

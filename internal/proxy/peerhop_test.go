@@ -217,33 +217,19 @@ func TestPeerHopRefusesWhatIsNotDeliverable(t *testing.T) {
 func TestImportBackendAcrossClusters(t *testing.T) {
 	w := newHopWorld(t)
 	eastCart, westCart := identityBackend(t, "east-cart"), identityBackend(t, "west-cart")
-	export := func(cluster string, srv *httptest.Server) model.ServiceExport {
-		return model.ServiceExport{Meta: model.Meta{Name: model.ExportName(cluster, "shop", "cart"), Owner: cluster},
-			Namespace: "shop", Service: "cart", Type: model.ExportClusterSetIP, ExportedAt: time.Now(),
-			Ports: []model.ExportPort{{Protocol: "TCP", Port: 80, Targets: []model.Target{clusterTarget(t, srv, cluster)}}}}
-	}
 	imp := func(weights map[string]int32) *model.Snapshot {
-		snap := oneRoute(1, nil, model.WeightedTargetGroup{Weight: 1, Import: &model.ImportRef{
-			Namespace: "shop", Name: "cart", Port: 80, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, ClusterWeights: weights}})
-		snap.Exports = []model.ServiceExport{export("east", eastCart), export("west", westCart)}
+		snap := cartImport(nil, cartExport(t, "east", eastCart), cartExport(t, "west", westCart))
+		snap.Services[0].Rules[0].Action.Forward.Backends[0].Import.ClusterWeights = weights
 		return snap
 	}
 	cl := newClient(t)
-	count := func(n int) map[string]int {
-		out := map[string]int{}
-		for range n {
-			r := cl.get(addrOf(w.east, webPort), "shop.example", "/")
-			out[strings.Fields(r.body + " ?")[0]+"/"+itoa(int32(r.status))]++
-		}
-		return out
-	}
 
 	w.update(t, imp(map[string]int32{"east": 90, "west": 10}))
-	if got := count(200); got["east-cart/200"] != 180 || got["west-cart/200"] != 20 {
+	if got := cl.tally(addrOf(w.east, webPort), 200); got["east-cart/200"] != 180 || got["west-cart/200"] != 20 {
 		t.Errorf("90/10 by cluster: %v, want 180 east and 20 west", got)
 	}
 	w.update(t, imp(nil))
-	if got := count(100); got["east-cart/200"] != 50 || got["west-cart/200"] != 50 {
+	if got := cl.tally(addrOf(w.east, webPort), 100); got["east-cart/200"] != 50 || got["west-cart/200"] != 50 {
 		t.Errorf("no weights: %v, want 50/50", got)
 	}
 	// A UDP port of the same number is not the backend's: east's targets
@@ -252,18 +238,18 @@ func TestImportBackendAcrossClusters(t *testing.T) {
 	withUDP.Exports[0].Ports = append(withUDP.Exports[0].Ports, model.ExportPort{Name: "udp", Protocol: "UDP", Port: 80,
 		Targets: withUDP.Exports[0].Ports[0].Targets})
 	w.update(t, withUDP)
-	if got := count(100); got["east-cart/200"] != 50 || got["west-cart/200"] != 50 {
+	if got := cl.tally(addrOf(w.east, webPort), 100); got["east-cart/200"] != 50 || got["west-cart/200"] != 50 {
 		t.Errorf("east exporting 80/TCP and 80/UDP: %v, want 50/50", got)
 	}
 	// West's proxy dies: the connection that breaks (or the next dial,
 	// refused) takes west out of the pick at once, and its share goes to
 	// east until west answers again.
 	w.update(t, imp(map[string]int32{"east": 50, "west": 50}))
-	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+	if got := cl.tally(addrOf(w.east, webPort), 20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
 		t.Fatalf("50/50 by cluster: %v", got)
 	}
 	w.westSrv.Close()
-	got := count(200)
+	got := cl.tally(addrOf(w.east, webPort), 200)
 	if got["east-cart/200"] < 198 {
 		t.Errorf("after west's proxy died: %v, want all but the first one or two to east", got)
 	}
@@ -272,7 +258,7 @@ func TestImportBackendAcrossClusters(t *testing.T) {
 	// Without a proxy of west to hop to, west's share fails: 502.
 	snap := imp(map[string]int32{"west": 1})
 	update(t, w.east, snap) // no Peers
-	if got := count(10); got["?/502"]+got["/502"] != 10 {
+	if got := cl.tally(addrOf(w.east, webPort), 10); got["?/502"]+got["/502"] != 10 {
 		t.Errorf("no west proxy: %v, want 10 × 502", got)
 	}
 }
@@ -397,43 +383,28 @@ func TestPolicyAcrossClusters(t *testing.T) {
 func TestLapsedClusterLeavesThePick(t *testing.T) {
 	w := newHopWorld(t)
 	eastCart, westCart := identityBackend(t, "east-cart"), identityBackend(t, "west-cart")
-	export := func(cluster string, srv *httptest.Server) model.ServiceExport {
-		return model.ServiceExport{Meta: model.Meta{Name: model.ExportName(cluster, "shop", "cart"), Owner: cluster},
-			Namespace: "shop", Service: "cart", Type: model.ExportClusterSetIP, ExportedAt: time.Now(),
-			Ports: []model.ExportPort{{Protocol: "TCP", Port: 80, Targets: []model.Target{clusterTarget(t, srv, cluster)}}}}
-	}
-	snap := oneRoute(1, nil, model.WeightedTargetGroup{Weight: 1, Import: &model.ImportRef{
-		Namespace: "shop", Name: "cart", Port: 80, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1}})
-	snap.Exports = []model.ServiceExport{export("east", eastCart), export("west", westCart)}
+	snap := cartImport(nil, cartExport(t, "east", eastCart), cartExport(t, "west", westCart))
 	w.update(t, snap)
-	cl := newClient(t)
-	count := func(n int) map[string]int {
-		out := map[string]int{}
-		for range n {
-			r := cl.get(addrOf(w.east, webPort), "shop.example", "/")
-			out[strings.Fields(r.body + " ?")[0]+"/"+itoa(int32(r.status))]++
-		}
-		return out
-	}
-	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+	cl, addr := newClient(t), addrOf(w.east, webPort)
+	if got := cl.tally(addr, 20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
 		t.Fatalf("both alive: %v, want 10/10", got)
 	}
 	w.east.SetLapsed(map[string]bool{"west": true})
 	if !w.east.Lapsed("west") {
 		t.Fatal("Lapsed(west) is false after SetLapsed named it")
 	}
-	if got := count(20); got["east-cart/200"] != 20 {
+	if got := cl.tally(addr, 20); got["east-cart/200"] != 20 {
 		t.Errorf("west lapsed: %v, want all 20 to east", got)
 	}
 	w.east.SetLapsed(map[string]bool{"west": false, "north": true})
-	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+	if got := cl.tally(addr, 20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
 		t.Errorf("west alive again: %v, want 10/10", got)
 	}
 	w.east.SetLapsed(map[string]bool{"east": true})
 	if w.east.Lapsed("east") {
 		t.Error("the proxy's own cluster counted as lapsed")
 	}
-	if got := count(20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
+	if got := cl.tally(addr, 20); got["east-cart/200"] != 10 || got["west-cart/200"] != 10 {
 		t.Errorf("own cluster told lapsed: %v, want 10/10", got)
 	}
 }

@@ -143,18 +143,10 @@ func TestRefusedUpgradeAcrossThePeerHop(t *testing.T) {
 func TestTLSPassthroughAcrossThePeerHop(t *testing.T) {
 	w := newHopWorld(t)
 	ca := testpki.NewCA(t)
-	addr := tlsEcho(t, ca.Issue(t, "db.example.com").TLS(t), "west-db")
-	host, port, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(port)
-	tg := model.TargetGroup{Meta: model.Meta{Name: "db", Owner: "west"}, Protocol: model.ProtocolTCP, ProtocolVersion: model.HTTP1,
-		Targets: []model.Target{{Address: host, Port: int32(n), Cluster: "west", State: model.TargetActive}}}
+	tg := westTCPGroup(tlsEcho(t, ca.Issue(t, "db.example.com").TLS(t), "west-db"))
 	w.update(t, &model.Snapshot{Objects: model.Objects{
 		Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
-		Services: []model.Service{{
-			Meta: model.Meta{Name: "db", Owner: cluster}, Network: "edge", CustomDomains: []string{"db.example.com"},
-			Listeners: []model.Listener{{Name: "tls", Port: 9443, Protocol: model.ProtocolTLSPassthrough}},
-			Rules:     []model.Rule{{Action: forward(to("db", 1))}},
-		}},
+		Services: []model.Service{passthroughDB(to("db", 1))},
 	}, Revision: 1})
 
 	for range 2 {
@@ -242,46 +234,25 @@ func closedAfter(ctx context.Context) io.Reader {
 func TestTLSPassthroughCloseAcrossThePeerHop(t *testing.T) {
 	w := newHopWorld(t)
 	ca := testpki.NewCA(t)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "db.example.com").TLS(t)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	ended := make(chan error, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64)
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				if string(buf[:n]) == "close" {
-					c.Write([]byte("closing"))
-					return // the target closes
-				}
-				c.Write(buf[:n])
-				_, err = io.Copy(io.Discard, c) // until the client closes
-				ended <- err
-			}()
+	addr := serveTLS(t, ca.Issue(t, "db.example.com").TLS(t), func(c net.Conn) {
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err != nil {
+			return
 		}
-	}()
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	n, _ := strconv.Atoi(port)
-	tg := model.TargetGroup{Meta: model.Meta{Name: "db", Owner: "west"}, Protocol: model.ProtocolTCP, ProtocolVersion: model.HTTP1,
-		Targets: []model.Target{{Address: host, Port: int32(n), Cluster: "west", State: model.TargetActive}}}
+		if string(buf[:n]) == "close" {
+			c.Write([]byte("closing"))
+			return // the target closes
+		}
+		c.Write(buf[:n])
+		_, err = io.Copy(io.Discard, c) // until the client closes
+		ended <- err
+	})
+	tg := westTCPGroup(addr)
 	w.update(t, &model.Snapshot{Objects: model.Objects{
 		Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
-		Services: []model.Service{{
-			Meta: model.Meta{Name: "db", Owner: cluster}, Network: "edge", CustomDomains: []string{"db.example.com"},
-			Listeners: []model.Listener{{Name: "tls", Port: 9443, Protocol: model.ProtocolTLSPassthrough}},
-			Rules:     []model.Rule{{Action: forward(to("db", 1))}},
-		}},
+		Services: []model.Service{passthroughDB(to("db", 1))},
 	}, Revision: 1})
 	dial := func() *tls.Conn {
 		conn, err := tls.Dial("tcp", addrOf(w.east, 9443), &tls.Config{ServerName: "db.example.com", RootCAs: ca.Pool()})
@@ -342,13 +313,9 @@ func TestTLSPassthroughPicksAnotherClusterWhenTheHopFails(t *testing.T) {
 	snap := &model.Snapshot{Objects: model.Objects{
 		Networks: testNetworks,
 		Exports:  []model.ServiceExport{export("north"), export("west")},
-		Services: []model.Service{{
-			Meta: model.Meta{Name: "db", Owner: cluster}, Network: "edge", CustomDomains: []string{"db.example.com"},
-			Listeners: []model.Listener{{Name: "tls", Port: 9443, Protocol: model.ProtocolTLSPassthrough}},
-			Rules: []model.Rule{{Action: forward(model.WeightedTargetGroup{Weight: 1, Import: &model.ImportRef{
-				Namespace: "shop", Name: "db", Port: 443, Protocol: model.ProtocolTCP, ProtocolVersion: model.HTTP1,
-				ClusterWeights: map[string]int32{"north": 100, "west": 1}}})}},
-		}},
+		Services: []model.Service{passthroughDB(model.WeightedTargetGroup{Weight: 1, Import: &model.ImportRef{
+			Namespace: "shop", Name: "db", Port: 443, Protocol: model.ProtocolTCP, ProtocolVersion: model.HTTP1,
+			ClusterWeights: map[string]int32{"north": 100, "west": 1}}})},
 		Peers: []model.Peer{
 			{Meta: model.Meta{Name: "proxy.west", Owner: "west"}, Address: w.westPeer},
 			{Meta: model.Meta{Name: "proxy.north", Owner: "north"}, Address: deadAddr},
@@ -371,4 +338,12 @@ func TestTLSPassthroughPicksAnotherClusterWhenTheHopFails(t *testing.T) {
 		}
 		conn.Close()
 	}
+}
+
+// westTCPGroup is target group db of cluster west: TCP to addr.
+func westTCPGroup(addr string) model.TargetGroup {
+	host, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	return model.TargetGroup{Meta: model.Meta{Name: "db", Owner: "west"}, Protocol: model.ProtocolTCP, ProtocolVersion: model.HTTP1,
+		Targets: []model.Target{{Address: host, Port: int32(n), Cluster: "west", State: model.TargetActive}}}
 }

@@ -268,11 +268,7 @@ func TestTLSPassthroughListener(t *testing.T) {
 	p := newTestProxy(t, nil)
 	update(t, p, &model.Snapshot{Objects: model.Objects{
 		Networks: testNetworks, TargetGroups: []model.TargetGroup{tg},
-		Services: []model.Service{{
-			Meta: model.Meta{Name: "db", Owner: cluster}, Network: "edge", CustomDomains: []string{"db.example.com"},
-			Listeners: []model.Listener{{Name: "tls", Port: 9443, Protocol: model.ProtocolTLSPassthrough}},
-			Rules:     []model.Rule{{Action: forward(to("db", 1))}},
-		}},
+		Services: []model.Service{passthroughDB(to("db", 1))},
 	}, Revision: 1})
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "db.example.com"}}
 	defer tr.CloseIdleConnections()
@@ -285,6 +281,16 @@ func TestTLSPassthroughListener(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "HTTP/1.1 tls=true" || resp.TLS.PeerCertificates[0].DNSNames[0] != "db.example.com" {
 		t.Errorf("through passthrough: %q, certificate %v", b, resp.TLS.PeerCertificates[0].DNSNames)
+	}
+}
+
+// passthroughDB is service db: db.example.com's TLS on port 9443, passed
+// through to be.
+func passthroughDB(be model.WeightedTargetGroup) model.Service {
+	return model.Service{
+		Meta: model.Meta{Name: "db", Owner: cluster}, Network: "edge", CustomDomains: []string{"db.example.com"},
+		Listeners: []model.Listener{{Name: "tls", Port: 9443, Protocol: model.ProtocolTLSPassthrough}},
+		Rules:     []model.Rule{{Action: forward(be)}},
 	}
 }
 

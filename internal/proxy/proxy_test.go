@@ -168,6 +168,17 @@ func newClient(t *testing.T) *client {
 	return &client{t: t, c: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }
 
+// tally sends n GETs for shop.example to addr and counts the replies by
+// the body's first word and the status: "east-cart/200".
+func (c *client) tally(addr string, n int) map[string]int {
+	out := map[string]int{}
+	for range n {
+		r := c.get(addr, "shop.example", "/")
+		out[strings.Fields(r.body + " ?")[0]+"/"+itoa(int32(r.status))]++
+	}
+	return out
+}
+
 type reply struct {
 	status int
 	body   string

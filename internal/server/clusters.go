@@ -127,6 +127,23 @@ func (s *Server) admitted(ctx context.Context, cluster string) (bool, error) {
 	return true, nil
 }
 
+// certOnly authenticates a request that only a client certificate may
+// make: the cluster the certificate names. A request without one gets
+// status and why.
+func (s *Server) certOnly(r *http.Request, status int, why string) (string, error) {
+	if err := s.needCA(); err != nil {
+		return "", err
+	}
+	cluster, _, ok, err := s.certCluster(r)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", errorf(status, "%s", why)
+	}
+	return cluster, nil
+}
+
 // certCluster authenticates a request by its client certificate: the
 // cluster the certificate names, if the CA issued it and the cluster is
 // still admitted. ok is false when the request carries no certificate.
@@ -413,15 +430,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 // names. Only a certificate authenticates a renewal: a bearer token of the
 // same cluster cannot mint certificates.
 func (s *Server) renew(w http.ResponseWriter, r *http.Request) error {
-	if err := s.needCA(); err != nil {
-		return err
-	}
-	cluster, _, ok, err := s.certCluster(r)
+	cluster, err := s.certOnly(r, http.StatusUnauthorized, "renewal needs the cluster's current client certificate")
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return errorf(http.StatusUnauthorized, "renewal needs the cluster's current client certificate")
 	}
 	var req api.RenewRequest
 	release, err := s.readBody(w, r, &req, maxJoinBody)

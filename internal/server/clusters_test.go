@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/pem"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,18 +16,14 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store"
 	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/plane"
 )
 
-const adminToken = "admin-token"
-
-// clusterPlane is a control plane with a CA, served over TLS on loopback.
+// clusterPlane is a control plane with a CA, served over TLS on loopback,
+// with clients of its admin and of cluster east's bearer token.
 type clusterPlane struct {
-	st    store.Store
-	srv   *httptest.Server
-	roots *x509.CertPool // trusts the server's serving certificate
-	ca    *pki.CA
+	*plane.Plane
 	admin *client.Client
 	east  *client.Client // bearer token of cluster east
 }
@@ -40,78 +34,14 @@ func newClusterPlane(t *testing.T) *clusterPlane { return newClusterPlaneWith(t,
 // default).
 func newClusterPlaneWith(t *testing.T, lease time.Duration) *clusterPlane {
 	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ca, err := server.EnsureCA(context.Background(), st, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := server.New(st, server.Config{
-		Tokens:        map[string]string{tokenA: "east"},
-		AdminTokens:   map[string]struct{}{adminToken: {}},
-		CA:            ca,
-		Heartbeat:     100 * time.Millisecond,
-		LeaseDuration: lease,
-	})
-	srv := httptest.NewUnstartedServer(s)
-	srv.TLS = s.TLSConfig(&tls.Config{})
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	p := &clusterPlane{st: st, srv: srv, ca: ca, roots: x509.NewCertPool()}
-	p.roots.AddCert(srv.Certificate())
-	p.admin = p.bearer(t, adminToken)
-	p.east = p.bearer(t, tokenA)
-	return p
-}
-
-func (p *clusterPlane) bearer(t *testing.T, token string) *client.Client {
-	t.Helper()
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots}}
-	t.Cleanup(tr.CloseIdleConnections)
-	c, err := client.New(p.srv.URL, token, client.Options{HTTPClient: &http.Client{Transport: tr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// joined exchanges a fresh join token of cluster for an identity and
-// returns a client that authenticates with it alone.
-func (p *clusterPlane) joined(t *testing.T, cluster string) (*pki.Identity, *client.Client) {
-	t.Helper()
-	ctx := context.Background()
-	added, err := p.admin.AddCluster(ctx, cluster, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, csr, _ := pki.NewKey()
-	res, err := p.bearer(t, "").Join(ctx, added.JoinToken, csr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Cluster != cluster || res.CA != string(p.ca.CertPEM()) {
-		t.Fatalf("join answered cluster %q, CA %q", res.Cluster, res.CA)
-	}
-	id, err := pki.NewIdentity([]byte(res.Certificate), keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{TLSClientConfig: id.ClientConfig(p.roots)}
-	t.Cleanup(tr.CloseIdleConnections)
-	c, err := client.New(p.srv.URL, "", client.Options{HTTPClient: &http.Client{Transport: tr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id, c
+	p := plane.Start(t, server.Config{Tokens: map[string]string{tokenA: "east"}, Heartbeat: 100 * time.Millisecond, LeaseDuration: lease})
+	return &clusterPlane{Plane: p, admin: p.Admin(t), east: p.Client(t, tokenA)}
 }
 
 func TestJoinAuthenticatesByCertificate(t *testing.T) {
 	p := newClusterPlane(t)
 	ctx := context.Background()
-	id, west := p.joined(t, "west")
+	id, west := p.Join(t, "west")
 	if id.Cluster() != "west" {
 		t.Fatalf("identity names %q", id.Cluster())
 	}
@@ -155,7 +85,7 @@ func TestJoinAuthenticatesByCertificate(t *testing.T) {
 func TestJoinTokenRules(t *testing.T) {
 	p := newClusterPlane(t)
 	ctx := context.Background()
-	anon := p.bearer(t, "")
+	anon := p.Client(t, "")
 	_, csr, _ := pki.NewKey()
 
 	// Only an administrator admits clusters.
@@ -214,7 +144,7 @@ func TestJoinTokenWorksOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	anon := p.bearer(t, "")
+	anon := p.Client(t, "")
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	wins := 0
@@ -243,14 +173,14 @@ func TestJoinTokenWorksOnce(t *testing.T) {
 func TestRemoveClusterCutsItOff(t *testing.T) {
 	p := newClusterPlane(t)
 	ctx := context.Background()
-	id, west := p.joined(t, "west")
+	id, west := p.Join(t, "west")
 	if err := west.Put(ctx, network("harbour")); err != nil {
 		t.Fatal(err)
 	}
 
-	tr := &http.Transport{TLSClientConfig: id.ClientConfig(p.roots)}
+	tr := &http.Transport{TLSClientConfig: id.ClientConfig(p.Roots)}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Get(p.srv.URL + "/v1/watch")
+	resp, err := (&http.Client{Transport: tr}).Get(p.URL() + "/v1/watch")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,9 +241,9 @@ func TestForeignCertificateRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots, Certificates: []tls.Certificate{cert}}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.Roots, Certificates: []tls.Certificate{cert}}}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Get(p.srv.URL + "/v1/ServiceNetwork")
+	resp, err := (&http.Client{Transport: tr}).Get(p.URL() + "/v1/ServiceNetwork")
 	if err == nil {
 		resp.Body.Close()
 		t.Fatalf("a certificate of another CA was accepted: %s", resp.Status)

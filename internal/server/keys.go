@@ -22,15 +22,11 @@ func (s *Server) keyReaders(ctx context.Context) (*model.KeyReaders, error) {
 	var networks []*model.ServiceNetwork
 	var services []*model.Service
 	for _, kind := range []model.Kind{model.KindServiceNetwork, model.KindService} {
-		kvs, _, err := s.st.List(ctx, model.KindPrefix(kind))
+		objs, _, err := s.listKind(ctx, kind)
 		if err != nil {
 			return nil, err
 		}
-		for _, kv := range kvs {
-			obj, err := decode(kv)
-			if err != nil {
-				return nil, err
-			}
+		for _, obj := range objs {
 			switch o := obj.(type) {
 			case *model.ServiceNetwork:
 				networks = append(networks, o)

@@ -135,15 +135,9 @@ func validHolder(h string) bool { return model.ValidClusterName(h) }
 // renewLease renews the lease of the caller's cluster, by certificate
 // only, and keeps the holder's peer report.
 func (s *Server) renewLease(w http.ResponseWriter, r *http.Request) error {
-	if err := s.needCA(); err != nil {
-		return err
-	}
-	cluster, _, ok, err := s.certCluster(r)
+	cluster, err := s.certOnly(r, http.StatusForbidden, "a lease is renewed with the cluster's certificate; clusters that authenticate by bearer token hold none")
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return errorf(http.StatusForbidden, "a lease is renewed with the cluster's certificate; clusters that authenticate by bearer token hold none")
 	}
 	var req api.LeaseRenewal
 	release, err := s.readBody(w, r, &req, maxJoinBody*4)
@@ -306,36 +300,33 @@ func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, _ string) er
 
 // clusterRecords reads every admission record, sorted by name.
 func (s *Server) clusterRecords(ctx context.Context) ([]clusterRecord, error) {
-	kvs, _, err := s.st.List(ctx, clusterPrefix)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]clusterRecord, 0, len(kvs))
-	for _, kv := range kvs {
-		var rec clusterRecord
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", kv.Key, err)
-		}
-		out = append(out, rec)
-	}
-	return out, nil
+	var out []clusterRecord
+	err := eachRecord(ctx, s.st, clusterPrefix, func(_ string, rec clusterRecord) { out = append(out, rec) })
+	return out, err
 }
 
 // leaseRecords reads every lease, by cluster.
 func (s *Server) leaseRecords(ctx context.Context) (map[string]*leaseRecord, error) {
-	kvs, _, err := s.st.List(ctx, leasePrefix)
+	out := map[string]*leaseRecord{}
+	err := eachRecord(ctx, s.st, leasePrefix, func(cluster string, rec leaseRecord) { out[cluster] = &rec })
+	return out, err
+}
+
+// eachRecord decodes every JSON record stored under prefix and passes it,
+// in key order, to fn with its key less prefix.
+func eachRecord[T any](ctx context.Context, st store.Store, prefix string, fn func(name string, rec T)) error {
+	kvs, _, err := st.List(ctx, prefix)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := make(map[string]*leaseRecord, len(kvs))
 	for _, kv := range kvs {
-		rec := new(leaseRecord)
-		if err := json.Unmarshal(kv.Value, rec); err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", kv.Key, err)
+		var rec T
+		if err := json.Unmarshal(kv.Value, &rec); err != nil {
+			return fmt.Errorf("decoding %s: %w", kv.Key, err)
 		}
-		out[strings.TrimPrefix(kv.Key, leasePrefix)] = rec
+		fn(strings.TrimPrefix(kv.Key, prefix), rec)
 	}
-	return out, nil
+	return nil
 }
 
 // clusterStatus fills in, for every admitted cluster, its lease, its
@@ -350,15 +341,11 @@ func (s *Server) clusterStatus(ctx context.Context) ([]api.Cluster, error) {
 		return nil, err
 	}
 	peers := map[string]map[string]bool{} // cluster → its peers' addresses
-	kvs, _, err := s.st.List(ctx, model.KindPrefix(model.KindPeer))
+	objs, _, err := s.listKind(ctx, model.KindPeer)
 	if err != nil {
 		return nil, err
 	}
-	for _, kv := range kvs {
-		obj, err := decode(kv)
-		if err != nil {
-			return nil, err
-		}
+	for _, obj := range objs {
 		p := obj.(*model.Peer)
 		if peers[p.Owner] == nil {
 			peers[p.Owner] = map[string]bool{}
@@ -367,18 +354,11 @@ func (s *Server) clusterStatus(ctx context.Context) ([]api.Cluster, error) {
 	}
 	now := time.Now()
 	reports := map[string][]api.PeerReport{} // cluster reported on → reports
-	if kvs, _, err = s.st.List(ctx, statusPrefix); err != nil {
-		return nil, err
-	}
-	for _, kv := range kvs {
-		var rec statusRecord
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", kv.Key, err)
-		}
+	err = eachRecord(ctx, s.st, statusPrefix, func(name string, rec statusRecord) {
 		if now.Sub(rec.Reported) > reportFresh {
-			continue
+			return
 		}
-		reporter, _, _ := strings.Cut(strings.TrimPrefix(kv.Key, statusPrefix), "/")
+		reporter, _, _ := strings.Cut(name, "/")
 		for _, p := range rec.Peers {
 			if !peers[p.Cluster][p.Address] {
 				continue // a peer no longer published
@@ -386,17 +366,14 @@ func (s *Server) clusterStatus(ctx context.Context) ([]api.Cluster, error) {
 			p.Reporter, p.Reported = reporter+"/"+rec.Holder, rec.Reported
 			reports[p.Cluster] = append(reports[p.Cluster], p)
 		}
-	}
-	syncs := map[string]time.Time{}
-	if kvs, _, err = s.st.List(ctx, syncPrefix); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
-	for _, kv := range kvs {
-		var rec syncRecord
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", kv.Key, err)
-		}
-		syncs[strings.TrimPrefix(kv.Key, syncPrefix)] = rec.Synced
+	syncs := map[string]time.Time{}
+	err = eachRecord(ctx, s.st, syncPrefix, func(cluster string, rec syncRecord) { syncs[cluster] = rec.Synced })
+	if err != nil {
+		return nil, err
 	}
 	judged := s.judgeAll(clusters, leases, now)
 	out := make([]api.Cluster, 0, len(clusters))

@@ -3,11 +3,8 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +14,6 @@ import (
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
-	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -39,8 +35,8 @@ func TestLeaseRenewedOnlyByItsCluster(t *testing.T) {
 	const lease = time.Second
 	p := newClusterPlaneWith(t, lease)
 	ctx := context.Background()
-	westID, west := p.joined(t, "west")
-	_, north := p.joined(t, "north")
+	westID, west := p.Join(t, "west")
+	_, north := p.Join(t, "north")
 
 	res, err := west.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy"})
 	if err != nil {
@@ -55,9 +51,9 @@ func TestLeaseRenewedOnlyByItsCluster(t *testing.T) {
 		t.Errorf("renewal with a bearer token: %v", err)
 	}
 	// The body cannot name a cluster: the certificate does.
-	tr := &http.Transport{TLSClientConfig: westID.ClientConfig(p.roots)}
+	tr := &http.Transport{TLSClientConfig: westID.ClientConfig(p.Roots)}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Post(p.srv.URL+"/v1/lease", "application/json",
+	resp, err := (&http.Client{Transport: tr}).Post(p.URL()+"/v1/lease", "application/json",
 		bytes.NewReader([]byte(`{"holder":"proxy","cluster":"north"}`)))
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +83,7 @@ func TestLeaseRenewedOnlyByItsCluster(t *testing.T) {
 	// duration, north has lapsed and west has not; south, whose lease does
 	// not exist, has not lapsed either. Anyone authenticated reads the
 	// leases.
-	_, south := p.joined(t, "south")
+	_, south := p.Join(t, "south")
 	if _, err := north.RenewLease(ctx, api.LeaseRenewal{Holder: "controller"}); err != nil {
 		t.Fatal(err)
 	}
@@ -168,8 +164,8 @@ func TestLeaseNotLapsedByTheControlPlanesOutage(t *testing.T) {
 	const lease = time.Second
 	p := newClusterPlaneWith(t, lease)
 	ctx := context.Background()
-	_, west := p.joined(t, "west")
-	_, north := p.joined(t, "north")
+	_, west := p.Join(t, "west")
+	_, north := p.Join(t, "north")
 	defer renewing(north, "proxy")() // north keeps renewing: west alone lapses
 	if _, err := west.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy"}); err != nil {
 		t.Fatal(err)
@@ -180,21 +176,13 @@ func TestLeaseNotLapsedByTheControlPlanesOutage(t *testing.T) {
 		t.Fatalf("west unrenewed for longer than its lease: %+v, %v", leases, err)
 	}
 
-	// Another server starts on the same store (the first one restarted):
+	// The server restarts on the same store:
 	// west, unrenewed for well over its lease, counts as alive until the
 	// new server has been up for a lease duration.
-	s2 := server.New(p.st, server.Config{AdminTokens: map[string]struct{}{adminToken: {}}, CA: p.ca, LeaseDuration: lease})
+	p.Stop()
 	started := time.Now()
-	srv := httptest.NewUnstartedServer(s2)
-	srv.TLS = s2.TLSConfig(&tls.Config{})
-	srv.StartTLS()
-	defer srv.Close()
-	roots := x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}
-	defer tr.CloseIdleConnections()
-	admin2, _ := client.New(srv.URL, adminToken, client.Options{HTTPClient: &http.Client{Transport: tr}})
-	leases, err = admin2.Leases(ctx)
+	p.Restart(t)
+	leases, err = p.admin.Leases(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +190,7 @@ func TestLeaseNotLapsedByTheControlPlanesOutage(t *testing.T) {
 		t.Errorf("a server up for %v judged west lapsed: %+v", time.Since(started), l)
 	}
 	testsync.WaitFor(t, 3*time.Second, "the new server to judge west lapsed", func() bool {
-		leases, err := admin2.Leases(ctx)
+		leases, err := p.admin.Leases(ctx)
 		return err == nil && !leaseOf(t, leases, "west").Alive
 	})
 	if up := time.Since(started); up < lease {
@@ -216,8 +204,8 @@ func TestLeaseNotLapsedByTheControlPlanesOutage(t *testing.T) {
 func TestClusterStatus(t *testing.T) {
 	p := newClusterPlane(t)
 	ctx := context.Background()
-	_, west := p.joined(t, "west")
-	_, north := p.joined(t, "north")
+	_, west := p.Join(t, "west")
+	_, north := p.Join(t, "north")
 	for _, c := range []struct {
 		cl   *client.Client
 		name string
@@ -274,8 +262,8 @@ func TestClusterStatus(t *testing.T) {
 func TestRemoveClusterDeletesWhatItOwns(t *testing.T) {
 	p := newClusterPlane(t)
 	ctx := context.Background()
-	_, west := p.joined(t, "west")
-	_, north := p.joined(t, "north")
+	_, west := p.Join(t, "west")
+	_, north := p.Join(t, "north")
 	harbour := network("harbour")
 	harbour.AllowedClusters = []string{"east"}
 	objs := model.Objects{
@@ -301,7 +289,7 @@ func TestRemoveClusterDeletesWhatItOwns(t *testing.T) {
 	if _, err := north.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy"}); err != nil {
 		t.Fatal(err)
 	}
-	before, _, err := p.st.List(ctx, "")
+	before, _, err := p.Store.List(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +301,7 @@ func TestRemoveClusterDeletesWhatItOwns(t *testing.T) {
 	if res.Deleted != 3 || !slices.Equal(res.Kept, []string{"harbour"}) {
 		t.Errorf("removal: %+v, want 3 deleted (solo, west-api, proxy.west) and harbour kept", res)
 	}
-	after, _, err := p.st.List(ctx, "")
+	after, _, err := p.Store.List(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +348,7 @@ func TestRemoveClusterDeletesWhatItOwns(t *testing.T) {
 func TestReportsBounded(t *testing.T) {
 	p := newClusterPlane(t)
 	ctx := context.Background()
-	_, west := p.joined(t, "west")
+	_, west := p.Join(t, "west")
 	report := []api.PeerReport{{Cluster: "north", Address: "127.0.0.3:9443"}}
 	for i := range 64 {
 		if _, err := west.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy-" + strconv.Itoa(i), Peers: report}); err != nil {
@@ -375,7 +363,7 @@ func TestReportsBounded(t *testing.T) {
 	if _, err := west.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy-64"}); err != nil {
 		t.Errorf("renewal without a report: %v", err)
 	}
-	kvs, _, err := p.st.List(ctx, "status/west/")
+	kvs, _, err := p.Store.List(ctx, "status/west/")
 	if err != nil || len(kvs) != 64 {
 		t.Errorf("%d reports kept, want 64 (%v)", len(kvs), err)
 	}

@@ -354,20 +354,29 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, cluster string) err
 	return nil
 }
 
+// listKind reads every object of kind, and the store's revision.
+func (s *Server) listKind(ctx context.Context, kind model.Kind) ([]model.Object, int64, error) {
+	kvs, rev, err := s.st.List(ctx, model.KindPrefix(kind))
+	if err != nil {
+		return nil, 0, err
+	}
+	objs := make([]model.Object, len(kvs))
+	for i, kv := range kvs {
+		if objs[i], err = decode(kv); err != nil {
+			return nil, 0, err
+		}
+	}
+	return objs, rev, nil
+}
+
 func (s *Server) list(w http.ResponseWriter, r *http.Request, cluster string) error {
 	kind, err := pathKind(r)
 	if err != nil {
 		return err
 	}
-	kvs, rev, err := s.st.List(r.Context(), model.KindPrefix(kind))
+	objs, rev, err := s.listKind(r.Context(), kind)
 	if err != nil {
 		return err
-	}
-	objs := make([]model.Object, len(kvs))
-	for i, kv := range kvs {
-		if objs[i], err = decode(kv); err != nil {
-			return err
-		}
 	}
 	if objs, err = s.redactFor(r.Context(), cluster, objs); err != nil {
 		return err

@@ -115,6 +115,19 @@ func (p *proc) waitOutput(t *testing.T, timeout time.Duration, substr string) {
 // get sends one request with the given Host and returns the status and the
 // demo backend that answered ("" if the answer was not from one).
 func get(c *http.Client, url, host string) (int, string, error) {
+	status, body, err := getBody(c, url, host)
+	if err != nil {
+		return 0, "", err
+	}
+	var r demo.Reply
+	if json.Unmarshal([]byte(body), &r) != nil {
+		return status, "", nil
+	}
+	return status, r.Backend, nil
+}
+
+// getBody sends one GET with the given Host and returns the status and body.
+func getBody(c *http.Client, url, host string) (int, string, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return 0, "", err
@@ -125,15 +138,8 @@ func get(c *http.Client, url, host string) (int, string, error) {
 		return 0, "", err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, "", err
-	}
-	var r demo.Reply
-	if json.Unmarshal(body, &r) != nil {
-		return resp.StatusCode, "", nil
-	}
-	return resp.StatusCode, r.Backend, nil
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }
 
 // split sends n requests and counts answers by backend; non-200 answers

@@ -183,35 +183,17 @@ func TestLeaseLapseFailover(t *testing.T) {
 		}
 		return backend
 	}
-	testsync.WaitFor(t, 15*time.Second, "east's proxy to send to both clusters", func() bool {
-		seen := map[string]bool{}
-		for range 10 {
-			seen[pick()] = true
-		}
-		return seen["east-cart"] && seen["west-cart"]
-	})
+	testsync.WaitForAnswers(t, 15*time.Second, "east's proxy to send to both clusters", 10, pick, "east-cart", "west-cart")
 
 	// West is cut off from the control plane; its proxy still answers
 	// peers. East's proxy stops sending to it once its lease lapses.
 	toPlane.cut()
 	cut := time.Now()
-	var lastWest time.Time
-	streak := 0
-	for streak < 50 && time.Since(cut) < lease+10*time.Second {
-		switch got := pick(); got {
-		case "west-cart":
-			lastWest, streak = time.Now(), 0
-		case "east-cart":
-			streak++
-		default:
-			t.Fatalf("a request failed while west's lease lapsed: %s", got)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	lastWest, settled := testsync.LastSeen(t, lease+10*time.Second, "west-cart", "east-cart", pick)
 	left := lastWest.Sub(cut)
 	t.Logf("west left east's pick %v after it was cut off from the control plane (lease %v)", left.Round(time.Millisecond), lease)
-	if streak < 50 || left > lease+time.Second {
-		t.Errorf("west left east's pick %v after it was cut off (streak %d), want within the lease %v and a second", left, streak, lease)
+	if !settled || left > lease+time.Second {
+		t.Errorf("west left east's pick %v after it was cut off (east alone 50 times in a row: %v), want within the lease %v and a second", left, settled, lease)
 	}
 	if status, _, err := get(c, westURL, "shop.example"); err != nil || status != http.StatusOK {
 		t.Errorf("west's own proxy, cut off from the control plane: %d, %v", status, err)
@@ -224,11 +206,8 @@ func TestLeaseLapseFailover(t *testing.T) {
 	// West reaches the control plane again: back in the pick.
 	toPlane.restore(t)
 	restored := time.Now()
-	testsync.WaitFor(t, 10*time.Second, "west back in east's pick", func() bool {
-		// Two requests: round robin gives west one of them once it is back.
-		a, b := pick(), pick()
-		return a == "west-cart" || b == "west-cart"
-	})
+	// Two requests: round robin gives west one of them once it is back.
+	testsync.WaitForAnswers(t, 10*time.Second, "west back in east's pick", 2, pick, "west-cart")
 	t.Logf("west back in east's pick %v after it could renew again", time.Since(restored).Round(time.Millisecond))
 
 	// The control plane dies for twice the lease, then comes back: no

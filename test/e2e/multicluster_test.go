@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -243,22 +242,6 @@ spec:
 	if got := count(200); got["b"] != 0 || got["a-local"] < 80 {
 		t.Errorf("after B's removal: %v", got)
 	}
-}
-
-// getBody sends one GET with the given Host and returns the status and body.
-func getBody(c *http.Client, url, host string) (int, string, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return 0, "", err
-	}
-	req.Host = host
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
 }
 
 func namespaceYAML(name string) string {

@@ -1,7 +1,9 @@
 // Package testsync is test support for concurrent code, shared by the
 // tests of every package: a buffer that goroutines may write while a test
-// reads it, polling until a condition holds, and receiving from a channel
-// within a timeout. It holds only what several packages' tests use alike.
+// reads it, polling until a condition holds (or until a rotating pick
+// includes some answers, or one answer stops coming), and receiving from a
+// channel within a timeout. It holds only what several packages' tests use
+// alike.
 package testsync
 
 import (
@@ -67,6 +69,47 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	if !poll(timeout, cond) {
 		t.Fatalf("timed out after %v waiting for %s", timeout, what)
 	}
+}
+
+// WaitForAnswers polls until n answers in a row include every one of
+// want, failing t as WaitFor does: until a pick that rotates over targets
+// includes them, say.
+func WaitForAnswers(t testing.TB, timeout time.Duration, what string, n int, answer func() string, want ...string) {
+	t.Helper()
+	WaitFor(t, timeout, what, func() bool {
+		seen := map[string]bool{}
+		for range n {
+			seen[answer()] = true
+		}
+		for _, w := range want {
+			if !seen[w] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// LastSeen asks answer every 10 ms until it has said stays 50 times in a
+// row or timeout passes; an answer other than leaves or stays fails t. It
+// returns when answer last said leaves (the zero time if it never did) and
+// whether the 50 in a row came: when a target left a pick, say.
+func LastSeen(t testing.TB, timeout time.Duration, leaves, stays string, answer func() string) (last time.Time, settled bool) {
+	t.Helper()
+	start := time.Now()
+	streak := 0
+	for streak < 50 && time.Since(start) < timeout {
+		switch got := answer(); got {
+		case leaves:
+			last, streak = time.Now(), 0
+		case stays:
+			streak++
+		default:
+			t.Fatalf("answered %q while %s left", got, leaves)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return last, streak == 50
 }
 
 // Eventually polls check until it returns nil, failing t with check's last

@@ -2,14 +2,10 @@ package kubernetes_test
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -26,57 +22,23 @@ import (
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/provider/kubernetes"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/plane"
 	"trellis.dev/trellis/test/testsync"
 )
 
 // joinPlane is a control plane with a CA and cluster admission, over TLS
-// on loopback, issuing certificates that live ttl.
-type joinPlane struct {
-	url   string
-	roots *x509.CertPool
-	admin *tclient.Client
-}
+// on loopback.
+type joinPlane struct{ *plane.Plane }
 
+// newJoinPlane starts a joinPlane issuing certificates that live ttl.
 func newJoinPlane(t *testing.T, ttl time.Duration) *joinPlane {
 	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ca, err := server.EnsureCA(context.Background(), st, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := server.New(st, server.Config{AdminTokens: map[string]struct{}{"admin": {}}, CA: ca, CertTTL: ttl, Heartbeat: time.Second})
-	srv := httptest.NewUnstartedServer(s)
-	srv.TLS = s.TLSConfig(&tls.Config{})
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	p := &joinPlane{url: srv.URL, roots: x509.NewCertPool()}
-	p.roots.AddCert(srv.Certificate())
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots}}
-	t.Cleanup(tr.CloseIdleConnections)
-	if p.admin, err = tclient.New(p.url, "admin", tclient.Options{HTTPClient: &http.Client{Transport: tr}}); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// joinToken admits cluster and returns its one-time join token.
-func (p *joinPlane) joinToken(t *testing.T, cluster string) string {
-	t.Helper()
-	res, err := p.admin.AddCluster(context.Background(), cluster, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res.JoinToken
+	return &joinPlane{plane.Start(t, server.Config{CertTTL: ttl, Heartbeat: time.Second})}
 }
 
 func (p *joinPlane) enroll(ctx context.Context, store tclient.IdentityStore, token, cluster string) (*tclient.Client, *pki.Identity, error) {
-	return tclient.Enroll(ctx, tclient.Enrollment{Server: p.url, Roots: p.roots, Store: store, JoinToken: token, Cluster: cluster})
+	return tclient.Enroll(ctx, tclient.Enrollment{Server: p.URL(), Roots: p.Roots, Store: store, JoinToken: token, Cluster: cluster})
 }
 
 // The controller keeps its cluster's identity in a Secret: the first start
@@ -115,7 +77,7 @@ func TestIdentitySecret(t *testing.T) {
 	}
 
 	// First start: joins and writes the Secret.
-	token := p.joinToken(t, "east")
+	token := p.JoinToken(t, "east")
 	cp, id, err := p.enroll(ctx, store, token, "east")
 	if err != nil {
 		t.Fatalf("first start: %v", err)
@@ -173,7 +135,7 @@ func TestIdentitySecret(t *testing.T) {
 	// Another cluster's certificate in the Secret: refused, even with a
 	// good token of east's at hand.
 	west := tclient.DirStore(t.TempDir())
-	if _, _, err := p.enroll(ctx, west, p.joinToken(t, "west"), "west"); err != nil {
+	if _, _, err := p.enroll(ctx, west, p.JoinToken(t, "west"), "west"); err != nil {
 		t.Fatal(err)
 	}
 	westID, westCA, err := west.Load(ctx)
@@ -189,7 +151,7 @@ func TestIdentitySecret(t *testing.T) {
 		}
 	}
 	put(westID, westCA)
-	eastToken := p.joinToken(t, "east")
+	eastToken := p.JoinToken(t, "east")
 	if _, _, err := p.enroll(ctx, store, eastToken, "east"); err == nil ||
 		!strings.Contains(err.Error(), "Secret trellis-system/trellis-identity") || !strings.Contains(err.Error(), `names cluster "west", not "east"`) {
 		t.Errorf("west's certificate in east's Secret: %v, want a refusal naming the Secret and both clusters", err)
@@ -225,7 +187,7 @@ func TestIdentitySecret(t *testing.T) {
 	if err := kc.Delete(ctx, secret()); err != nil {
 		t.Fatal(err)
 	}
-	raceToken := p.joinToken(t, "east")
+	raceToken := p.JoinToken(t, "east")
 	errs := make(chan error, 2)
 	for range 2 {
 		go func() { _, _, err := p.enroll(ctx, store, raceToken, "east"); errs <- err }()
@@ -242,7 +204,7 @@ func TestIdentitySecret(t *testing.T) {
 func joinedInDir(t *testing.T, ctx context.Context, p *joinPlane, cluster string) []byte {
 	t.Helper()
 	dir := tclient.DirStore(t.TempDir())
-	if _, _, err := p.enroll(ctx, dir, p.joinToken(t, cluster), cluster); err != nil {
+	if _, _, err := p.enroll(ctx, dir, p.JoinToken(t, cluster), cluster); err != nil {
 		t.Fatal(err)
 	}
 	idPEM, _, err := dir.Load(ctx)
@@ -355,7 +317,7 @@ func TestMemberManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := newJoinPlane(t, 4*time.Second)
-	cp, id, err := p.enroll(ctx, store, p.joinToken(t, "east"), "east")
+	cp, id, err := p.enroll(ctx, store, p.JoinToken(t, "east"), "east")
 	if err != nil {
 		t.Fatalf("joining into %s as the controller's ServiceAccount: %v", ref, err)
 	}

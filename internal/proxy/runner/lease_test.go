@@ -2,18 +2,14 @@ package runner_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,114 +19,9 @@ import (
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/proxy/runner"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store"
-	"trellis.dev/trellis/internal/store/bolt"
-	testpki "trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/plane"
 	"trellis.dev/trellis/test/testsync"
 )
-
-const adminToken = "admin"
-
-// plane is a control plane on loopback over a real bolt store, which a
-// test can stop and start again at the same address.
-type plane struct {
-	st    store.Store
-	ca    *pki.CA
-	cert  tls.Certificate
-	roots *x509.CertPool
-	addr  string
-	lease time.Duration
-	mu    sync.Mutex
-	hs    *http.Server
-}
-
-func newPlane(t *testing.T, lease time.Duration) *plane {
-	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ca, err := server.EnsureCA(context.Background(), st, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving := testpki.NewCA(t)
-	p := &plane{st: st, ca: ca, cert: serving.Issue(t, "127.0.0.1").TLS(t), roots: serving.Pool(), addr: "127.0.0.1:0", lease: lease}
-	p.start(t)
-	t.Cleanup(p.stop)
-	return p
-}
-
-// start serves a new server (as after a restart) at p's address.
-func (p *plane) start(t *testing.T) {
-	t.Helper()
-	s := server.New(p.st, server.Config{AdminTokens: map[string]struct{}{adminToken: {}}, CA: p.ca, LeaseDuration: p.lease,
-		Heartbeat: 200 * time.Millisecond})
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: s, TLSConfig: s.TLSConfig(&tls.Config{Certificates: []tls.Certificate{p.cert}}), ErrorLog: nil}
-	go hs.ServeTLS(ln, "", "")
-	p.mu.Lock()
-	p.addr, p.hs = ln.Addr().String(), hs
-	p.mu.Unlock()
-}
-
-// stop ends the server and every connection to it: the control plane is
-// out of reach.
-func (p *plane) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.hs != nil {
-		p.hs.Close()
-		p.hs = nil
-	}
-}
-
-func (p *plane) url() string { return "https://" + p.addr }
-
-func (p *plane) admin(t *testing.T) *client.Client {
-	t.Helper()
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots}}
-	t.Cleanup(tr.CloseIdleConnections)
-	c, err := client.New(p.url(), adminToken, client.Options{HTTPClient: &http.Client{Transport: tr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// join admits cluster and returns its identity and a client
-// authenticated by it.
-func (p *plane) join(t *testing.T, cluster string) (*pki.Identity, *client.Client) {
-	t.Helper()
-	ctx := context.Background()
-	added, err := p.admin(t).AddCluster(ctx, cluster, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, csr, _ := pki.NewKey()
-	anonTr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.roots}}
-	defer anonTr.CloseIdleConnections()
-	anon, _ := client.New(p.url(), "", client.Options{HTTPClient: &http.Client{Transport: anonTr}})
-	res, err := anon.Join(ctx, added.JoinToken, csr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := pki.NewIdentity([]byte(res.Certificate), keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{TLSClientConfig: id.ClientConfig(p.roots)}
-	t.Cleanup(tr.CloseIdleConnections)
-	c, err := client.New(p.url(), "", client.Options{HTTPClient: &http.Client{Transport: tr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id, c
-}
 
 func named(name string) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) }))
@@ -181,10 +72,10 @@ func runProxy(t *testing.T, ca *pki.CA, id *pki.Identity, cl *client.Client, clu
 // out of reach, and when it comes back, nothing leaves the picks.
 func TestLeaseLapseAndControlPlaneOutage(t *testing.T) {
 	const lease = 2 * time.Second
-	p := newPlane(t, lease)
+	p := plane.Start(t, server.Config{LeaseDuration: lease, Heartbeat: 200 * time.Millisecond})
 	ctx := context.Background()
-	eastID, east := p.join(t, "east")
-	westID, west := p.join(t, "west")
+	eastID, east := p.Join(t, "east")
+	westID, west := p.Join(t, "west")
 	net3 := rand.IntN(200) + 20
 	eastIP, westIP := "127.0."+strconv.Itoa(net3)+".1", "127.0."+strconv.Itoa(net3)+".2"
 	port := freePort(t, eastIP)
@@ -210,8 +101,8 @@ func TestLeaseLapseAndControlPlaneOutage(t *testing.T) {
 	renewing, stopRenewing := context.WithCancel(ctx)
 	go client.KeepLease(renewing, west, "controller", nil, slog.New(slog.DiscardHandler))
 	defer stopRenewing()
-	runProxy(t, p.ca, westID, west, "west", westIP, "")
-	runProxy(t, p.ca, eastID, east, "east", eastIP, "proxy")
+	runProxy(t, p.CA, westID, west, "west", westIP, "")
+	runProxy(t, p.CA, eastID, east, "east", eastIP, "proxy")
 
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{}}
 	defer hc.CloseIdleConnections()
@@ -228,31 +119,13 @@ func TestLeaseLapseAndControlPlaneOutage(t *testing.T) {
 		}
 		return string(b)
 	}
-	testsync.WaitFor(t, 10*time.Second, "east's proxy to send to both clusters", func() bool {
-		seen := map[string]bool{}
-		for range 10 {
-			seen[get()] = true
-		}
-		return seen["east-cart"] && seen["west-cart"]
-	})
+	testsync.WaitForAnswers(t, 10*time.Second, "east's proxy to send to both clusters", 10, get, "east-cart", "west-cart")
 
 	// West stops renewing; its proxy still answers.
 	stopRenewing()
 	stopped := time.Now()
-	var lastWest time.Time
-	streak := 0
-	for streak < 50 && time.Since(stopped) < lease+5*time.Second {
-		switch got := get(); got {
-		case "west-cart":
-			lastWest, streak = time.Now(), 0
-		case "east-cart":
-			streak++
-		default:
-			t.Fatalf("request while west's lease lapses: %s", got)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if streak < 50 {
+	lastWest, settled := testsync.LastSeen(t, lease+5*time.Second, "west-cart", "east-cart", get)
+	if !settled {
 		t.Fatalf("west still picked %v after it stopped renewing", time.Since(stopped))
 	}
 	left := lastWest.Sub(stopped)
@@ -272,11 +145,8 @@ func TestLeaseLapseAndControlPlaneOutage(t *testing.T) {
 	defer stopRenewingAgain()
 	go client.KeepLease(renewingAgain, west, "controller", nil, slog.New(slog.DiscardHandler))
 	back := time.Now()
-	testsync.WaitFor(t, 3*time.Second, "west back in the pick", func() bool {
-		// Two requests: round robin gives west one of them once it is back.
-		a, b := get(), get()
-		return a == "west-cart" || b == "west-cart"
-	})
+	// Two requests: round robin gives west one of them once it is back.
+	testsync.WaitForAnswers(t, 3*time.Second, "west back in the pick", 2, get, "west-cart")
 	t.Logf("west back in the pick %v after it renewed again", time.Since(back).Round(time.Millisecond))
 
 	// The control plane goes away for longer than a lease, then comes
@@ -306,12 +176,12 @@ func TestLeaseLapseAndControlPlaneOutage(t *testing.T) {
 		}
 		t.Logf("%s: %v", what, counts)
 	}
-	p.stop()
-	if _, err := p.admin(t).Leases(ctx); err == nil {
+	p.Stop()
+	if _, err := p.Admin(t).Leases(ctx); err == nil {
 		t.Fatal("the control plane still answers after it was stopped")
 	}
 	checkShare("control plane out of reach", lease+2*time.Second)
-	p.start(t)
+	p.Restart(t)
 	checkShare("control plane back", lease+time.Second)
 }
 
@@ -325,11 +195,11 @@ func sum(m map[string]int) int {
 
 // reportedPeers waits for east's proxy's report on west's peers and
 // returns how many it reached.
-func reportedPeers(t *testing.T, p *plane) int {
+func reportedPeers(t *testing.T, p *plane.Plane) int {
 	t.Helper()
 	var west api.Cluster
 	testsync.WaitFor(t, 15*time.Second, "east's proxy to report on west's peer", func() bool {
-		clusters, err := p.admin(t).Clusters(context.Background())
+		clusters, err := p.Admin(t).Clusters(context.Background())
 		if err != nil {
 			return false
 		}
