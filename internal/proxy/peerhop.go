@@ -10,9 +10,9 @@ package proxy
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
-	"errors"
 	"net"
 	"net/http"
 	"net/url"
