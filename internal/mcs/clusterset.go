@@ -1,6 +1,9 @@
 package mcs
 
 import (
+	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 
 	"trellis.dev/trellis/internal/model"
@@ -44,4 +47,54 @@ func HTTPVersion(p model.ExportPort) (model.ProtocolVersion, bool) {
 		}
 	}
 	return "", false
+}
+
+// ClusterWeightsAnnotation on a ServiceImport splits each route's share of
+// the import among the exporting clusters by weight: "east=90,west=10".
+// A cluster it does not list gets no share. Without it every exporting
+// cluster's endpoints are picked alike. At the clusterset name (served
+// without a route) the weights are the merged import's exported
+// annotation, the same in every cluster.
+const ClusterWeightsAnnotation = "trellis.dev/cluster-weights"
+
+// maxClusterWeight is the largest per-cluster weight, as for backends.
+const maxClusterWeight = 1_000_000
+
+// ParseClusterWeights reads the ClusterWeightsAnnotation of a
+// ServiceImport's annotations: comma-separated cluster=weight pairs, each
+// cluster a valid cluster name named once, each weight in 0-1000000, and at
+// least one weight above 0. It returns nil when the annotation is absent.
+func ParseClusterWeights(annotations map[string]string) (map[string]int32, error) {
+	v, ok := annotations[ClusterWeightsAnnotation]
+	if !ok {
+		return nil, nil
+	}
+	if strings.TrimSpace(v) == "" {
+		return nil, errors.New(`is empty; write cluster=weight pairs ("east=90,west=10") or remove it`)
+	}
+	out := map[string]int32{}
+	positive := false
+	for i, pair := range strings.Split(v, ",") {
+		cluster, weight, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		cluster, weight = strings.TrimSpace(cluster), strings.TrimSpace(weight)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("entry %d %q is not cluster=weight", i+1, strings.TrimSpace(pair))
+		case !model.ValidClusterName(cluster):
+			return nil, fmt.Errorf("entry %d: %q is not a valid cluster name", i+1, cluster)
+		}
+		if _, dup := out[cluster]; dup {
+			return nil, fmt.Errorf("entry %d: cluster %q is named twice", i+1, cluster)
+		}
+		w, err := strconv.ParseInt(weight, 10, 32)
+		if err != nil || w < 0 || w > maxClusterWeight {
+			return nil, fmt.Errorf("entry %d: weight %q of cluster %q is not a whole number in 0-%d", i+1, weight, cluster, maxClusterWeight)
+		}
+		out[cluster] = int32(w)
+		positive = positive || w > 0
+	}
+	if !positive {
+		return nil, errors.New("every weight is 0; at least one cluster needs a weight above 0")
+	}
+	return out, nil
 }

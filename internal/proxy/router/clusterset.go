@@ -27,7 +27,10 @@ func ClustersetServiceName(namespace, name string, port int32) string {
 // import's HTTP ports (mcs.HTTPVersion) at the proxy's own bind address
 // (the clusterset IP), as if a route of that host with the import as its
 // only backend existed: a service of no network, with one listener and
-// one rule forwarding to the import's port. Every proxy makes them from
+// one rule forwarding to the import's port, split among the exporting
+// clusters by the import's exported ClusterWeightsAnnotation (the one
+// every cluster has; a cluster's own annotation of its ServiceImport is
+// for its routes). A malformed annotation leaves the name unserved. Every proxy makes them from
 // the snapshot's exports, as the nameserver answers the names, so they
 // are the same in every cluster and no control-plane object claims the
 // host. Run after the snapshot's services: a name a service already
@@ -41,6 +44,13 @@ func (b *builder) addClustersetHosts() error {
 	for _, k := range keys {
 		im := mcs.Merge(b.exports[k])
 		host := strings.ToLower(mcs.ClustersetHost(k.Namespace, k.Name))
+		weights, err := mcs.ParseClusterWeights(im.Annotations)
+		if err != nil {
+			// Served unweighted, the name would send traffic where its
+			// author meant none to go.
+			b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s: exported annotation %s %v; not served", host, mcs.ClusterWeightsAnnotation, err))
+			continue
+		}
 		for _, p := range im.Ports {
 			version, ok := mcs.HTTPVersion(p)
 			if !ok {
@@ -59,7 +69,7 @@ func (b *builder) addClustersetHosts() error {
 				Listeners: []model.Listener{{Name: "clusterset", Port: p.Port, Protocol: model.ProtocolHTTP, Hostnames: []string{host}}},
 				Rules: []model.Rule{{Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{
 					Weight: 1,
-					Import: &model.ImportRef{Namespace: k.Namespace, Name: k.Name, Port: p.Port, Protocol: model.ProtocolHTTP, ProtocolVersion: version},
+					Import: &model.ImportRef{Namespace: k.Namespace, Name: k.Name, Port: p.Port, Protocol: model.ProtocolHTTP, ProtocolVersion: version, ClusterWeights: weights},
 				}}}}}},
 			}
 			if err := b.addService(svc, nil); err != nil {

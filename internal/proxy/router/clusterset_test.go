@@ -133,3 +133,33 @@ func TestClustersetHostProtocolConflict(t *testing.T) {
 		t.Errorf("conflicts %v, want one naming the clusterset name", c)
 	}
 }
+
+// The import's exported cluster weights split the clusterset name's
+// requests; a malformed annotation leaves the name unserved, reported.
+func TestClustersetHostClusterWeights(t *testing.T) {
+	snap := clustersetSnapshot()
+	for i := range snap.Exports {
+		snap.Exports[i].ExportedAnnotations = map[string]string{"trellis.dev/cluster-weights": "east=3,west=1"}
+	}
+	r := matchHost(mustCompile(t, snap), 80, cartHost)
+	if r == nil {
+		t.Fatal("not served")
+	}
+	got := map[string]int{}
+	for range 400 {
+		got[r.Pick().Group().Pick().Cluster]++
+	}
+	if got["east"] < 270 || got["east"] > 330 || got["east"]+got["west"] != 400 {
+		t.Errorf("400 picks by cluster %v, want about 300 east and 100 west", got)
+	}
+	for i := range snap.Exports {
+		snap.Exports[i].ExportedAnnotations = map[string]string{"trellis.dev/cluster-weights": "east=x"}
+	}
+	tab := mustCompile(t, snap)
+	if r := matchHost(tab, 80, cartHost); r != nil {
+		t.Errorf("served with a malformed weights annotation: %s", r.Service)
+	}
+	if c := tab.Conflicts(); len(c) != 1 || !strings.Contains(c[0], "trellis.dev/cluster-weights") {
+		t.Errorf("conflicts %v, want the annotation's", c)
+	}
+}
