@@ -1045,6 +1045,17 @@ func checkClustersetNameWithoutRoute(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.deploy(t, 1, cart())
 	c.export(t, 0, nil, nil)
 	c.export(t, 1, nil, nil)
+	for i := range e.clusters {
+		// The import says which ports are served without a route.
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			cond := meta.FindStatusCondition(si.Status.Conditions, "trellis.dev/ClustersetName")
+			if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != "Served" ||
+				!strings.Contains(cond.Message, "port 8080 (HTTP1)") || !strings.Contains(cond.Message, "not on 9090/TCP") {
+				return fmt.Errorf("condition %+v", cond)
+			}
+			return nil
+		})
+	}
 	want := map[string]bool{"pod ip " + c.backendAddr(0): true, "pod ip " + c.backendAddr(1): true}
 	for i, cl := range e.clusters {
 		testsync.Eventually(t, mcsWait, "requests from "+cl.name+" to reach both exporting clusters", func() error {
