@@ -1026,7 +1026,8 @@ func checkHeadlessSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
 // no route naming it: every cluster's client resolves
 // cart.shop.svc.clusterset.local with its own nameserver and is answered
 // by both exporting clusters' pods (a's and b's, through the peer hop
-// from the other clusters). A port with no HTTP hint is not served.
+// from the other clusters). A port with no HTTP hint is not served. A
+// route naming the host then takes it over, in every cluster.
 func checkClustersetNameWithoutRoute(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.ns, c.svc = "shop", "cart"
 	for _, cl := range e.clusters {
@@ -1036,7 +1037,7 @@ func checkClustersetNameWithoutRoute(t *testing.T, e *mcsEnv, c *mcsCheck) {
 		return &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: c.svc},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": c.svc}, Ports: []corev1.ServicePort{
-				{Name: "http", Port: 8080, Protocol: corev1.ProtocolTCP},
+				{Name: "http", Port: 4242, Protocol: corev1.ProtocolTCP}, // beside the Gateway's listener p4242
 				{Name: "tcp", Port: 9090, Protocol: corev1.ProtocolTCP},
 			}},
 		}
@@ -1050,7 +1051,7 @@ func checkClustersetNameWithoutRoute(t *testing.T, e *mcsEnv, c *mcsCheck) {
 		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
 			cond := meta.FindStatusCondition(si.Status.Conditions, "trellis.dev/ClustersetName")
 			if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != "Served" ||
-				!strings.Contains(cond.Message, "port 8080 (HTTP1)") || !strings.Contains(cond.Message, "not on 9090/TCP") {
+				!strings.Contains(cond.Message, "port 4242 (HTTP1)") || !strings.Contains(cond.Message, "not on 9090/TCP") {
 				return fmt.Errorf("condition %+v", cond)
 			}
 			return nil
@@ -1061,7 +1062,7 @@ func checkClustersetNameWithoutRoute(t *testing.T, e *mcsEnv, c *mcsCheck) {
 		testsync.Eventually(t, mcsWait, "requests from "+cl.name+" to reach both exporting clusters", func() error {
 			seen := map[string]bool{}
 			for range 20 {
-				status, body, err := c.request(i, 8080)
+				status, body, err := c.request(i, 4242)
 				if err != nil {
 					return err
 				}
@@ -1080,5 +1081,24 @@ func checkClustersetNameWithoutRoute(t *testing.T, e *mcsEnv, c *mcsCheck) {
 				t.Errorf("from %s, the port without an HTTP hint answered: %d %q %v", cl.name, status, body, err)
 			}
 		}
+	}
+
+	// A route in a naming the host, to a's Service only-a, wins in every
+	// cluster.
+	onlyA := fmt.Sprintf("198.18.%d.20", c.index)
+	c.deploy(t, 0, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "only-a"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 4242, Protocol: corev1.ProtocolTCP}}}}, onlyA)
+	apply(t, e.clusters[0].kc, fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cart-explicit, namespace: %s}
+spec:
+  parentRefs: [{name: mcs, namespace: %s, sectionName: p4242}]
+  hostnames: [%s]
+  rules:
+  - backendRefs: [{name: only-a, port: 4242}]
+`, c.ns, mcsGatewayNS, c.fqdn()))
+	for i := range e.clusters {
+		c.reaches(t, i, 4242, onlyA, 10)
 	}
 }
