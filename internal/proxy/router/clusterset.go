@@ -36,8 +36,8 @@ func ClustersetServiceName(namespace, name string, port int32) string {
 // host. Run after the snapshot's services: a name a service already
 // serves on that bind (exactly, by a wildcard, or by a listener's
 // hostname) is left to it. A bind that serves another protocol is
-// reported as a conflict.
-func (b *builder) addClustersetHosts() error {
+// reported as a conflict; nothing here fails the compile.
+func (b *builder) addClustersetHosts() {
 	keys := slices.SortedFunc(maps.Keys(b.exports), func(x, y ExportRef) int {
 		return cmp.Or(strings.Compare(x.Namespace, y.Namespace), strings.Compare(x.Name, y.Name))
 	})
@@ -73,11 +73,14 @@ func (b *builder) addClustersetHosts() error {
 				}}}}}},
 			}
 			if err := b.addService(svc, nil); err != nil {
-				return fmt.Errorf("clusterset name %s port %d: %w", host, p.Port, err)
+				// Not expected (the exports were validated); still, an
+				// export never keeps the rest of the table from being
+				// served.
+				delete(b.services, svc.Name)
+				b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s port %d: %v", host, p.Port, err))
 			}
 		}
 	}
-	return nil
 }
 
 // serves reports whether bind already has a virtual host or a listener

@@ -115,9 +115,7 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
 		}
 	}
-	if err := b.addClustersetHosts(); err != nil {
-		return nil, err
-	}
+	b.addClustersetHosts()
 	c.regexps = b.regexps
 	return b.table(snap.Revision), nil
 }
