@@ -1,17 +1,23 @@
 package proxy
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/websocket"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
@@ -250,4 +256,123 @@ func FuzzPeerRoutedFor(f *testing.F) {
 			t.Fatalf("accepted as %s on %d", svc.Name, p)
 		}
 	})
+}
+
+// countingListener counts the connections a target accepted.
+type countingListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// An upgrade tunnel is judged as a request is: a proxy of east holding
+// east's real certificate that skips its own policy opens tunnels west
+// must refuse by the policy of the service named, and by whether that
+// service routes to the group; west then never reaches the target.
+func TestPeerHopReceiverJudgesUpgradeTunnels(t *testing.T) {
+	w, snap := policyWorld(t, hopPolicy)
+	seen := make(chan string, 4)
+	ws := httptest.NewUnstartedServer(websocket.Handler(func(c *websocket.Conn) {
+		seen <- c.Request().Header.Get(headerIdentity)
+		c.Close()
+	}))
+	accepts := &countingListener{Listener: ws.Listener}
+	ws.Listener = accepts
+	ws.Start()
+	t.Cleanup(ws.Close)
+	s := snap(2, hopPolicy)
+	s.TargetGroups[0].Targets = []model.Target{clusterTarget(t, ws, "west")} // group "api"
+	w.update(t, s)
+	var wsTarget string
+	for addr := range w.west.served.Load().peers.deliver["TargetGroup/api"] {
+		wsTarget = addr
+	}
+	if wsTarget != ws.Listener.Addr().String() {
+		t.Fatalf("west delivers TargetGroup/api to %q, want the WebSocket target %s", wsTarget, ws.Listener.Addr())
+	}
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	defer pc.Close()
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+
+	const frontend, other = "spiffe://east/ns/shop/sa/frontend", "spiffe://east/ns/shop/sa/other"
+	upgrade := func(service, path, identity string) (*http.Response, error) {
+		head := "GET " + path + " HTTP/1.1\r\nHost: api.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://api.example.com/\r\n\r\n"
+		rest, restW := io.Pipe()
+		t.Cleanup(func() { restW.Close() })
+		back, err := pc.Tunnel(context.Background(), peer.Request{
+			Cluster: "west", Addr: w.westPeer, TargetGroup: "TargetGroup/api", Target: wsTarget,
+			Identity: identity, Service: service, Network: "edge", Port: webPort,
+		}, peer.TunnelUpgrade, []byte(head), rest)
+		if err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { back.Close() })
+		return http.ReadResponse(bufio.NewReader(back), nil)
+	}
+	for _, tc := range []struct {
+		name                    string
+		service, path, identity string
+		reason                  string // Trellis-Peer-Refused: none for a denial, an answer and final
+		counted                 string
+		body                    string
+	}{
+		{"another service account", "api", "/ws", other, "", peerPolicyDenied,
+			"User: " + other + " is not authorized to perform: trellis:Invoke on resource: api/ws"},
+		{"anonymous", "api", "/ws", "", "", peerPolicyDenied, "User: anonymous is not authorized"},
+		{"denied path", "api", "/admin/ws", frontend, "", peerPolicyDenied, "on resource: api/admin/ws"},
+		{"a service that routes elsewhere", "open", "/ws", frontend, peerNotRouted, peerNotRouted, "does not route to TargetGroup/api"},
+		{"a service that does not exist", "nope", "/ws", frontend, peerNotRouted, peerNotRouted, "does not route"},
+	} {
+		before := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", tc.counted))
+		resp, err := upgrade(tc.service, tc.path, tc.identity)
+		if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", tc.counted)); n != before+1 {
+			t.Errorf("%s: west's %s count went from %v to %v, want one more", tc.name, tc.counted, before, n)
+		}
+		var refused *peer.RefusedError
+		if !errors.As(err, &refused) || refused.Status != 403 || refused.Reason != tc.reason || !strings.Contains(refused.Body, tc.body) {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			t.Errorf("%s: %v (response %v), want refused 403 %q with %q", tc.name, err, resp, tc.reason, tc.body)
+		}
+	}
+	if n := accepts.n.Load(); n != 0 {
+		t.Errorf("the target accepted %d connections of refused tunnels, want none", n)
+	}
+	for outcome, want := range map[string]float64{peerPolicyDenied: 3, peerNotRouted: 2, "Delivered": 0} {
+		if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", outcome)); n != want {
+			t.Errorf("west counted %v %s tunnels from east, want %v", n, outcome, want)
+		}
+	}
+
+	resp, err := upgrade("api", "/ws", frontend)
+	if err != nil {
+		t.Fatalf("allowed principal: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Errorf("allowed principal: %d %v, want 101 with the target's accept key", resp.StatusCode, resp.Header)
+	}
+	select {
+	case id := <-seen:
+		if id != "Principal="+frontend+"; Type=Workload" {
+			t.Errorf("the target saw identity %q, want east's frontend", id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the allowed upgrade did not reach the target's handler")
+	}
+	if n := accepts.n.Load(); n != 1 {
+		t.Errorf("the target accepted %d connections, want the allowed tunnel's", n)
+	}
+	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "Delivered")); n != 1 {
+		t.Errorf("west delivered %v tunnels, want 1", n)
+	}
 }

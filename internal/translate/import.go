@@ -1,11 +1,7 @@
 package translate
 
 import (
-	"errors"
-	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -13,6 +9,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"trellis.dev/trellis/internal/mcs"
 	"trellis.dev/trellis/internal/model"
 )
 
@@ -24,7 +21,7 @@ const kindServiceImport gatewayv1.Kind = mcsv1beta1.ServiceImportKindName
 // the import among the exporting clusters by weight: "east=90,west=10".
 // A cluster it does not list gets no share. Without it every exporting
 // cluster's endpoints are picked alike.
-const ClusterWeightsAnnotation = "trellis.dev/cluster-weights"
+const ClusterWeightsAnnotation = mcs.ClusterWeightsAnnotation
 
 // importBackend translates a backendRef to a ServiceImport: a backend
 // naming the import's port, which proxies resolve to every exporting
@@ -90,44 +87,8 @@ func (t *translator) importBackend(r *route, src model.SourceRef, p string, b *g
 	return out
 }
 
-// maxClusterWeight is the largest per-cluster weight, as for backends.
-const maxClusterWeight = 1_000_000
-
 // parseClusterWeights reads the ClusterWeightsAnnotation of a
-// ServiceImport's annotations: comma-separated cluster=weight pairs, each
-// cluster a valid cluster name named once, each weight in 0-1000000, and at
-// least one weight above 0. It returns nil when the annotation is absent.
+// ServiceImport's annotations (mcs.ParseClusterWeights).
 func parseClusterWeights(annotations map[string]string) (map[string]int32, error) {
-	v, ok := annotations[ClusterWeightsAnnotation]
-	if !ok {
-		return nil, nil
-	}
-	if strings.TrimSpace(v) == "" {
-		return nil, errors.New(`is empty; write cluster=weight pairs ("east=90,west=10") or remove it`)
-	}
-	out := map[string]int32{}
-	positive := false
-	for i, pair := range strings.Split(v, ",") {
-		cluster, weight, ok := strings.Cut(strings.TrimSpace(pair), "=")
-		cluster, weight = strings.TrimSpace(cluster), strings.TrimSpace(weight)
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("entry %d %q is not cluster=weight", i+1, strings.TrimSpace(pair))
-		case !model.ValidClusterName(cluster):
-			return nil, fmt.Errorf("entry %d: %q is not a valid cluster name", i+1, cluster)
-		}
-		if _, dup := out[cluster]; dup {
-			return nil, fmt.Errorf("entry %d: cluster %q is named twice", i+1, cluster)
-		}
-		w, err := strconv.ParseInt(weight, 10, 32)
-		if err != nil || w < 0 || w > maxClusterWeight {
-			return nil, fmt.Errorf("entry %d: weight %q of cluster %q is not a whole number in 0-%d", i+1, weight, cluster, maxClusterWeight)
-		}
-		out[cluster] = int32(w)
-		positive = positive || w > 0
-	}
-	if !positive {
-		return nil, errors.New("every weight is 0; at least one cluster needs a weight above 0")
-	}
-	return out, nil
+	return mcs.ParseClusterWeights(annotations)
 }

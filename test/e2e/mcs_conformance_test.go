@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,6 +78,8 @@ func TestMCSConformance(t *testing.T) {
 		{"ADNSQueryOfTheClustersetNameForAHeadlessServiceShouldReturnTheReadyEndpointAddresses", checkHeadlessDNS},
 		{"ADNSQueryOfThePodNameForAHeadlessStatefulSetServiceShouldReturnThePodsAddress", checkHeadlessPodDNS},
 		{"ADNSSRVQueryOfTheClustersetNameForAHeadlessServiceShouldReturnValidSRVRecords", checkHeadlessSRV},
+		// Trellis's own: not in the suite.
+		{"TrellisClustersetNameServedWithoutARoute", checkClustersetNameWithoutRoute},
 	}
 	t.Run("checks", func(t *testing.T) {
 		for i, c := range checks {
@@ -125,7 +128,12 @@ type mcsCheck struct {
 	// index makes the check's backend addresses: 198.18.<index>.<10+i>
 	// in cluster i.
 	index int
+	// svc is the Service the check exports and requests: hello unless
+	// set.
+	svc string
 }
+
+func (c *mcsCheck) name() string { return cmp.Or(c.svc, helloName) }
 
 const helloName = "hello"
 
@@ -137,8 +145,8 @@ func (e *mcsEnv) newCheck(t *testing.T, index int) *mcsCheck {
 	return c
 }
 
-// fqdn is the check's clusterset name of hello.
-func (c *mcsCheck) fqdn() string { return helloName + "." + c.ns + ".svc.clusterset.local" }
+// fqdn is the check's clusterset name of its Service.
+func (c *mcsCheck) fqdn() string { return c.name() + "." + c.ns + ".svc.clusterset.local" }
 
 // backendAddr is the address of hello's backend in cluster i.
 func (c *mcsCheck) backendAddr(i int) string { return fmt.Sprintf("198.18.%d.%d", c.index, 10+i) }
@@ -216,7 +224,7 @@ func (c *mcsCheck) deploy(t *testing.T, i int, svc *corev1.Service, addrs ...str
 func (c *mcsCheck) export(t *testing.T, i int, labels, annotations map[string]string) {
 	t.Helper()
 	se := &mcsv1beta1.ServiceExport{
-		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: helloName,
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: c.name(),
 			Labels: map[string]string{"dummy-svcexport": "dummy"}, Annotations: map[string]string{"dummy-svcexport": "dummy"}},
 		Spec: mcsv1beta1.ServiceExportSpec{ExportedLabels: labels, ExportedAnnotations: annotations},
 	}
@@ -231,7 +239,7 @@ func (c *mcsCheck) unexport(t *testing.T, i int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	se := &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: helloName}}
+	se := &mcsv1beta1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: c.name()}}
 	if err := c.e.clusters[i].kc.Delete(ctx, se); err != nil {
 		t.Fatalf("deleting ServiceExport in %s: %v", c.e.clusters[i].name, err)
 	}
@@ -242,7 +250,7 @@ func (c *mcsCheck) getImport(i int) (*mcsv1beta1.ServiceImport, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var si mcsv1beta1.ServiceImport
-	err := c.e.clusters[i].kc.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: helloName}, &si)
+	err := c.e.clusters[i].kc.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: c.name()}, &si)
 	return &si, err
 }
 
@@ -302,7 +310,7 @@ func (c *mcsCheck) awaitCondition(t *testing.T, i int, typ mcsv1beta1.ServiceExp
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		var se mcsv1beta1.ServiceExport
-		if err := c.e.clusters[i].kc.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: helloName}, &se); err != nil {
+		if err := c.e.clusters[i].kc.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: c.name()}, &se); err != nil {
 			return err
 		}
 		cond := meta.FindStatusCondition(se.Status.Conditions, string(typ))
@@ -1009,5 +1017,88 @@ func checkHeadlessSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
 			}
 			return err
 		})
+	}
+}
+
+// --- Trellis's own
+
+// An exported Service's clusterset name is served on its HTTP ports with
+// no route naming it: every cluster's client resolves
+// cart.shop.svc.clusterset.local with its own nameserver and is answered
+// by both exporting clusters' pods (a's and b's, through the peer hop
+// from the other clusters). A port with no HTTP hint is not served. A
+// route naming the host then takes it over, in every cluster.
+func checkClustersetNameWithoutRoute(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.ns, c.svc = "shop", "cart"
+	for _, cl := range e.clusters {
+		apply(t, cl.kc, namespaceYAML(c.ns))
+	}
+	cart := func() *corev1.Service {
+		return &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: c.svc},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": c.svc}, Ports: []corev1.ServicePort{
+				{Name: "http", Port: 4242, Protocol: corev1.ProtocolTCP}, // beside the Gateway's listener p4242
+				{Name: "tcp", Port: 9090, Protocol: corev1.ProtocolTCP},
+			}},
+		}
+	}
+	c.deploy(t, 0, cart())
+	c.deploy(t, 1, cart())
+	c.export(t, 0, nil, nil)
+	c.export(t, 1, nil, nil)
+	for i := range e.clusters {
+		// The import says which ports are served without a route.
+		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
+			cond := meta.FindStatusCondition(si.Status.Conditions, "trellis.dev/ClustersetName")
+			if cond == nil || cond.Status != metav1.ConditionTrue || cond.Reason != "Served" ||
+				!strings.Contains(cond.Message, "port 4242 (HTTP1)") || !strings.Contains(cond.Message, "not on 9090/TCP") {
+				return fmt.Errorf("condition %+v", cond)
+			}
+			return nil
+		})
+	}
+	want := map[string]bool{"pod ip " + c.backendAddr(0): true, "pod ip " + c.backendAddr(1): true}
+	for i, cl := range e.clusters {
+		testsync.Eventually(t, mcsWait, "requests from "+cl.name+" to reach both exporting clusters", func() error {
+			seen := map[string]bool{}
+			for range 20 {
+				status, body, err := c.request(i, 4242)
+				if err != nil {
+					return err
+				}
+				if status != http.StatusOK || !want[body] {
+					return fmt.Errorf("%d %q", status, body)
+				}
+				seen[body] = true
+			}
+			if len(seen) != 2 {
+				return fmt.Errorf("20 requests answered only by %v", seen)
+			}
+			return nil
+		})
+		for range 5 {
+			if status, body, err := c.request(i, 9090); err == nil || strings.Contains(body, "pod ip") {
+				t.Errorf("from %s, the port without an HTTP hint answered: %d %q %v", cl.name, status, body, err)
+			}
+		}
+	}
+
+	// A route in a naming the host, to a's Service only-a, wins in every
+	// cluster.
+	onlyA := fmt.Sprintf("198.18.%d.20", c.index)
+	c.deploy(t, 0, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "only-a"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 4242, Protocol: corev1.ProtocolTCP}}}}, onlyA)
+	apply(t, e.clusters[0].kc, fmt.Sprintf(`---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cart-explicit, namespace: %s}
+spec:
+  parentRefs: [{name: mcs, namespace: %s, sectionName: p4242}]
+  hostnames: [%s]
+  rules:
+  - backendRefs: [{name: only-a, port: 4242}]
+`, c.ns, mcsGatewayNS, c.fqdn()))
+	for i := range e.clusters {
+		c.reaches(t, i, 4242, onlyA, 10)
 	}
 }

@@ -545,10 +545,56 @@ func importStatus(si *mcsv1beta1.ServiceImport, im *mcs.Import) bool {
 		clusters[i] = mcsv1beta1.ClusterStatus{Cluster: c}
 	}
 	changed := setIfDifferent(&si.Status.Clusters, clusters)
+	changed = meta.SetStatusCondition(&si.Status.Conditions, clustersetCondition(im)) || changed
 	return meta.SetStatusCondition(&si.Status.Conditions, metav1.Condition{
 		Type:    string(mcsv1beta1.ServiceImportConditionReady),
 		Status:  metav1.ConditionTrue,
 		Reason:  string(mcsv1beta1.ServiceImportReasonReady),
 		Message: fmt.Sprintf("Imported from %s", strings.Join(im.Clusters, ", ")),
 	}) || changed
+}
+
+// ConditionClustersetName on a ServiceImport says whether every cluster's
+// proxy serves the import's clusterset name without a route, and on which
+// ports (mcs.HTTPVersion decides).
+const ConditionClustersetName = "trellis.dev/ClustersetName"
+
+// Reasons of ConditionClustersetName.
+const (
+	ReasonClustersetNameServed  = "Served"
+	ReasonNoHTTPPorts           = "NoHTTPPorts"
+	ReasonInvalidClusterWeights = "InvalidClusterWeights"
+)
+
+// clustersetCondition is ConditionClustersetName of im, as the proxies
+// serve it (router's addClustersetHosts): True when at least one port is
+// served, naming the ports that are and are not.
+func clustersetCondition(im *mcs.Import) metav1.Condition {
+	host := mcs.ClustersetHost(im.Namespace, im.Name)
+	c := metav1.Condition{Type: ConditionClustersetName}
+	if _, err := mcs.ParseClusterWeights(im.Annotations); err != nil {
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonInvalidClusterWeights
+		c.Message = fmt.Sprintf("%s is not served without a route: exported annotation %s %v", host, mcs.ClusterWeightsAnnotation, err)
+		return c
+	}
+	var served, not []string
+	for _, p := range im.Ports {
+		if v, ok := mcs.HTTPVersion(p); ok {
+			served = append(served, fmt.Sprintf("%d (%s)", p.Port, v))
+		} else {
+			not = append(not, fmt.Sprintf("%d/%s", p.Port, p.Protocol))
+		}
+	}
+	const hint = "appProtocol http, kubernetes.io/h2c or grpc, or a TCP port named http, h2c or grpc, or starting with one of them and '-'"
+	if len(served) == 0 {
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonNoHTTPPorts
+		c.Message = fmt.Sprintf("%s is not served without a route: no port says it carries HTTP (%s); a route naming the host and the import serves a TCP port", host, hint)
+		return c
+	}
+	c.Status, c.Reason = metav1.ConditionTrue, ReasonClustersetNameServed
+	c.Message = fmt.Sprintf("%s is served at the clusterset IP on port %s, unless a route names the host", host, strings.Join(served, ", "))
+	if len(not) > 0 {
+		c.Message += fmt.Sprintf("; not on %s (not HTTP: %s)", strings.Join(not, ", "), hint)
+	}
+	return c
 }

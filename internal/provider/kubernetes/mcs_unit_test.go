@@ -201,3 +201,38 @@ func keysOf[V any](m map[[2]string]V) map[[2]string]bool {
 	}
 	return out
 }
+
+// The ServiceImport says whether, and on which ports, its clusterset name
+// is served without a route.
+func TestClustersetCondition(t *testing.T) {
+	ports := func(ps ...model.ExportPort) *mcs.Import {
+		return &mcs.Import{Namespace: "shop", Name: "cart", Ports: ps}
+	}
+	for _, tc := range []struct {
+		name   string
+		im     *mcs.Import
+		status metav1.ConditionStatus
+		reason string
+		msg    []string
+	}{
+		{"http and tcp", ports(model.ExportPort{Name: "http", Protocol: "TCP", Port: 8080}, model.ExportPort{Name: "tcp", Protocol: "TCP", Port: 9090}),
+			metav1.ConditionTrue, ReasonClustersetNameServed, []string{"cart.shop.svc.clusterset.local is served", "port 8080 (HTTP1)", "not on 9090/TCP"}},
+		{"grpc by appProtocol", ports(model.ExportPort{Name: "api", Protocol: "TCP", AppProtocol: "grpc", Port: 9000}),
+			metav1.ConditionTrue, ReasonClustersetNameServed, []string{"port 9000 (GRPC)"}},
+		{"no hint", ports(model.ExportPort{Name: "tcp", Protocol: "TCP", Port: 42}, model.ExportPort{Name: "udp", Protocol: "UDP", Port: 42}),
+			metav1.ConditionFalse, ReasonNoHTTPPorts, []string{"not served without a route", "a route naming the host"}},
+		{"bad weights", &mcs.Import{Namespace: "shop", Name: "cart", Annotations: map[string]string{mcs.ClusterWeightsAnnotation: "east=0"},
+			Ports: []model.ExportPort{{Name: "http", Protocol: "TCP", Port: 80}}},
+			metav1.ConditionFalse, ReasonInvalidClusterWeights, []string{"every weight is 0"}},
+	} {
+		c := clustersetCondition(tc.im)
+		if c.Type != ConditionClustersetName || c.Status != tc.status || c.Reason != tc.reason {
+			t.Errorf("%s: %s %s %s, want %s %s", tc.name, c.Type, c.Status, c.Reason, tc.status, tc.reason)
+		}
+		for _, m := range tc.msg {
+			if !strings.Contains(c.Message, m) {
+				t.Errorf("%s: message %q lacks %q", tc.name, c.Message, m)
+			}
+		}
+	}
+}

@@ -50,6 +50,10 @@ type Compiler struct {
 // and match order within the service. A rule without matches matches every
 // request, like a match of path prefix "/".
 //
+// After the snapshot's services, every import's clusterset name is served
+// on its HTTP ports at the proxy's own bind address, where no service
+// already serves that host (addClustersetHosts).
+//
 // HTTPS listeners are routed exactly like HTTP ones once TLS is
 // terminated. A TLS_PASSTHROUGH listener contributes its services to the
 // bind's server-name table instead (MatchSNI). The first listener on a bind
@@ -111,6 +115,7 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
 		}
 	}
+	b.addClustersetHosts()
 	c.regexps = b.regexps
 	return b.table(snap.Revision), nil
 }

@@ -1,0 +1,133 @@
+package router
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"trellis.dev/trellis/internal/mcs"
+	"trellis.dev/trellis/internal/model"
+)
+
+// ClustersetServicePrefix begins the names of the services a proxy makes
+// for clusterset names (addClustersetHosts). Stored names never contain
+// ':', so these cannot be a stored service's.
+const ClustersetServicePrefix = "clusterset:"
+
+// ClustersetServiceName is the name of the service serving port of the
+// clusterset name of namespace/name.
+func ClustersetServiceName(namespace, name string, port int32) string {
+	return fmt.Sprintf("%s%s/%s:%d", ClustersetServicePrefix, namespace, name, port)
+}
+
+// addClustersetHosts serves every import's clusterset name,
+// "<name>.<namespace>.svc.clusterset.local", on each of the merged
+// import's HTTP ports (mcs.HTTPVersion) at the proxy's own bind address
+// (the clusterset IP), as if a route of that host with the import as its
+// only backend existed: a service of no network, with one listener and
+// one rule forwarding to the import's port, split among the exporting
+// clusters by the import's exported ClusterWeightsAnnotation (the one
+// every cluster has; a cluster's own annotation of its ServiceImport is
+// for its routes). A malformed annotation leaves the name unserved. Every proxy makes them from
+// the snapshot's exports, as the nameserver answers the names, so they
+// are the same in every cluster and no control-plane object claims the
+// host. Run after the snapshot's services: a name a service already
+// serves on that bind (exactly, by a wildcard, or by a listener's
+// hostname) is left to it. A bind that serves another protocol is
+// reported as a conflict; nothing here fails the compile.
+func (b *builder) addClustersetHosts() {
+	keys := slices.SortedFunc(maps.Keys(b.exports), func(x, y ExportRef) int {
+		return cmp.Or(strings.Compare(x.Namespace, y.Namespace), strings.Compare(x.Name, y.Name))
+	})
+	for _, k := range keys {
+		im := mcs.Merge(b.exports[k])
+		host := strings.ToLower(mcs.ClustersetHost(k.Namespace, k.Name))
+		weights, err := mcs.ParseClusterWeights(im.Annotations)
+		if err != nil {
+			// Served unweighted, the name would send traffic where its
+			// author meant none to go.
+			b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s: exported annotation %s %v; not served", host, mcs.ClusterWeightsAnnotation, err))
+			continue
+		}
+		for _, p := range im.Ports {
+			version, ok := mcs.HTTPVersion(p)
+			if !ok {
+				continue
+			}
+			bind := Bind{Port: p.Port}
+			if proto, taken := b.protocols[bind]; taken && proto != model.ProtocolHTTP {
+				b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s port %d: %s already serves %s", host, p.Port, bind, proto))
+				continue
+			}
+			if b.serves(bind, host) {
+				continue // an explicit route wins
+			}
+			svc := &model.Service{
+				Meta:      model.Meta{Name: ClustersetServiceName(k.Namespace, k.Name, p.Port)},
+				Listeners: []model.Listener{{Name: "clusterset", Port: p.Port, Protocol: model.ProtocolHTTP, Hostnames: []string{host}}},
+				Rules: []model.Rule{{Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{
+					Weight: 1,
+					Import: &model.ImportRef{Namespace: k.Namespace, Name: k.Name, Port: p.Port, Protocol: model.ProtocolHTTP, ProtocolVersion: version, ClusterWeights: weights},
+				}}}}}},
+			}
+			if err := b.addService(svc, nil); err != nil {
+				// Not expected (the exports were validated); still, an
+				// export never keeps the rest of the table from being
+				// served.
+				delete(b.services, svc.Name)
+				b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s port %d: %v", host, p.Port, err))
+			}
+		}
+	}
+}
+
+// serves reports whether bind already has a virtual host or a listener
+// for host.
+func (b *builder) serves(bind Bind, host string) bool {
+	hb := b.ports[bind]
+	if hb == nil {
+		return false
+	}
+	covers := func(names map[string][]pending) bool {
+		if len(names[host]) > 0 {
+			return true
+		}
+		for suffix := range b.wildcards(host) {
+			if len(names[suffix]) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	if covers(hb.exact) || covers(hb.wildcard) {
+		return true
+	}
+	if hb.listeners[host] != nil {
+		return true
+	}
+	for suffix := range b.wildcards(host) {
+		if hb.listeners["*"+suffix] != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// wildcards yields the wildcard suffixes that match host, as
+// ".b.c" for "a.b.c".
+func (b *builder) wildcards(host string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for i := strings.IndexByte(host, '.'); i >= 0 && i < len(host)-1; {
+			if !yield(host[i:]) {
+				return
+			}
+			j := strings.IndexByte(host[i+1:], '.')
+			if j < 0 {
+				return
+			}
+			i += 1 + j
+		}
+	}
+}
