@@ -29,32 +29,28 @@ func (h *Handler) createAssociation(ctx context.Context, c *call) (int, any, err
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := h.ownService(ctx, c, a, req.ServiceIdentifier)
+		s, err := services.own(ctx, h, c, a, req.ServiceIdentifier)
 		if err != nil {
 			return nil, err
 		}
-		nid := identifier(req.ServiceNetworkIdentifier)
-		n := a.Networks[nid]
-		if n == nil {
-			return nil, h.elsewhere(ctx, c.owner, resourceNetwork, nid, func(o *account) bool { return o.Networks[nid] != nil })
-		}
-		id, err := idempotent(a, associationTokenScpe, req.ClientToken, c.body)
+		n, err := networks.own(ctx, h, c, a, req.ServiceNetworkIdentifier)
 		if err != nil {
 			return nil, err
 		}
-		if id == "" {
+		id, err := create(a, c, associationTokenScpe, req.ClientToken, func() (string, error) {
 			for _, as := range a.Associations {
 				if as.ServiceID == s.ID && as.NetworkID == n.ID {
-					return nil, conflict(resourceAssociation, as.ID, "service %s is already associated with service network %s", s.ID, n.ID)
+					return "", conflict(resourceAssociation, as.ID, "service %s is already associated with service network %s", s.ID, n.ID)
 				}
 			}
-			id = newID("snsa-")
-			if a.Associations == nil {
-				a.Associations = map[string]*association{}
-			}
-			a.Associations[id] = &association{ID: id, ARN: arn(c.region, c.owner, "servicenetworkserviceassociation/"+id),
-				NetworkID: n.ID, ServiceID: s.ID, Tags: req.Tags, CreatedAt: time.Now().UTC()}
-			remember(a, associationTokenScpe, req.ClientToken, c.body, id)
+			id := newID("snsa-")
+			as := &association{meta: meta{ID: id, ARN: arn(c.region, c.owner, "servicenetworkserviceassociation/"+id), Tags: req.Tags,
+				CreatedAt: time.Now().UTC()}, NetworkID: n.ID, ServiceID: s.ID}
+			associations.add(a, as)
+			return id, nil
+		})
+		if err != nil {
+			return nil, err
 		}
 		as := a.Associations[id]
 		return map[string]any{"id": as.ID, "arn": as.ARN, "status": statusActive, "createdBy": accountID(c.owner),
@@ -85,33 +81,24 @@ func (h *Handler) getAssociation(ctx context.Context, c *call) (int, any, error)
 }
 
 func (h *Handler) listAssociations(ctx context.Context, c *call) (int, any, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
 	q := c.r.URL.Query()
 	sid, nid := identifier(q.Get("serviceIdentifier")), identifier(q.Get("serviceNetworkIdentifier"))
-	var items []map[string]any
-	for _, a := range all {
-		for _, as := range a.Associations {
-			s, n := a.Services[as.ServiceID], a.Networks[as.NetworkID]
-			if (sid != "" && sid != s.ID && sid != s.Name) || (nid != "" && nid != n.ID && nid != n.Name) {
-				continue
-			}
-			items = append(items, associationView(a, as))
+	return associations.list(ctx, h, c, func(a *account, as *association) map[string]any {
+		s, n := a.Services[as.ServiceID], a.Networks[as.NetworkID]
+		if (sid != "" && sid != s.ID && sid != s.Name) || (nid != "" && nid != n.ID && nid != n.Name) {
+			return nil
 		}
-	}
-	return pageOf(c, items)
+		return associationView(a, as)
+	})
 }
 
 func (h *Handler) deleteAssociation(ctx context.Context, c *call) (int, any, error) {
-	id := identifier(c.r.PathValue("id"))
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		as := a.Associations[id]
-		if as == nil {
-			return nil, h.elsewhere(ctx, c.owner, resourceAssociation, id, func(o *account) bool { return o.Associations[id] != nil })
+		as, err := associations.own(ctx, h, c, a, c.r.PathValue("id"))
+		if err != nil {
+			return nil, err
 		}
-		delete(a.Associations, id)
+		delete(a.Associations, as.ID)
 		return map[string]any{"id": as.ID, "arn": as.ARN, "status": statusDeleting}, nil
 	})
 	return http.StatusOK, out, err

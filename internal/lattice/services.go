@@ -38,28 +38,18 @@ func (h *Handler) createService(ctx context.Context, c *call) (int, any, error) 
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		id, err := idempotent(a, serviceTokenScope, req.ClientToken, c.body)
+		id, err := create(a, c, serviceTokenScope, req.ClientToken, func() (string, error) {
+			if err := services.checkNew(a, req.Name); err != nil {
+				return "", err
+			}
+			id := newID("svc-")
+			services.add(a, &service{meta: newMeta(id, req.Name, arn(c.region, c.owner, "service/"+id), req.Tags),
+				Region: c.region, AuthType: req.AuthType,
+				DNS: fmt.Sprintf("%s-%s.%s.vpc-lattice-svcs.%s.on.aws", req.Name, id[len("svc-"):], ownerToken(c.owner), c.region)})
+			return id, nil
+		})
 		if err != nil {
 			return nil, err
-		}
-		if id == "" {
-			for _, s := range a.Services {
-				if s.Name == req.Name {
-					return nil, conflict(resourceService, s.ID, "a service named %s already exists", req.Name)
-				}
-			}
-			if len(a.Services) >= maxServices {
-				return nil, quota(resourceService, maxServices)
-			}
-			id = newID("svc-")
-			now := time.Now().UTC()
-			if a.Services == nil {
-				a.Services = map[string]*service{}
-			}
-			a.Services[id] = &service{ID: id, Name: req.Name, ARN: arn(c.region, c.owner, "service/"+id), Region: c.region,
-				AuthType: req.AuthType, Tags: req.Tags, CreatedAt: now, UpdatedAt: now,
-				DNS: fmt.Sprintf("%s-%s.%s.vpc-lattice-svcs.%s.on.aws", req.Name, id[len("svc-"):], ownerToken(c.owner), c.region)}
-			remember(a, serviceTokenScope, req.ClientToken, c.body, id)
 		}
 		s := a.Services[id]
 		return map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "status": statusActive, "authType": s.AuthType,
@@ -68,29 +58,13 @@ func (h *Handler) createService(ctx context.Context, c *call) (int, any, error) 
 	return http.StatusCreated, out, err
 }
 
-func (h *Handler) findService(ctx context.Context, id string) (*account, *service, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	id = identifier(id)
-	for _, a := range all {
-		for _, s := range a.Services {
-			if s.ID == id || s.Name == id {
-				return a, s, nil
-			}
-		}
-	}
-	return nil, nil, notFound(resourceService, id)
-}
-
 func serviceView(s *service) map[string]any {
 	return map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "createdAt": ts(s.CreatedAt), "lastUpdatedAt": ts(s.UpdatedAt),
 		"dnsEntry": DNSEntry{DomainName: s.DNS}, "status": statusActive, "authType": s.AuthType}
 }
 
 func (h *Handler) getService(ctx context.Context, c *call) (int, any, error) {
-	_, s, err := h.findService(ctx, c.r.PathValue("id"))
+	_, s, err := services.find(ctx, h, c.r.PathValue("id"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -98,29 +72,11 @@ func (h *Handler) getService(ctx context.Context, c *call) (int, any, error) {
 }
 
 func (h *Handler) listServices(ctx context.Context, c *call) (int, any, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	var items []map[string]any
-	for _, a := range all {
-		for _, s := range a.Services {
-			v := serviceView(s)
-			delete(v, "authType")
-			items = append(items, v)
-		}
-	}
-	return pageOf(c, items)
-}
-
-// ownService returns the caller's service id, or the error for one it
-// does not have.
-func (h *Handler) ownService(ctx context.Context, c *call, a *account, id string) (*service, error) {
-	id = identifier(id)
-	if s := a.Services[id]; s != nil {
-		return s, nil
-	}
-	return nil, h.elsewhere(ctx, c.owner, resourceService, id, func(o *account) bool { return o.Services[id] != nil })
+	return services.list(ctx, h, c, func(_ *account, s *service) map[string]any {
+		v := serviceView(s)
+		delete(v, "authType")
+		return v
+	})
 }
 
 func (h *Handler) updateService(ctx context.Context, c *call) (int, any, error) {
@@ -141,7 +97,7 @@ func (h *Handler) updateService(ctx context.Context, c *call) (int, any, error) 
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := h.ownService(ctx, c, a, c.r.PathValue("id"))
+		s, err := services.own(ctx, h, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}
@@ -153,7 +109,7 @@ func (h *Handler) updateService(ctx context.Context, c *call) (int, any, error) 
 
 func (h *Handler) deleteService(ctx context.Context, c *call) (int, any, error) {
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := h.ownService(ctx, c, a, c.r.PathValue("id"))
+		s, err := services.own(ctx, h, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}

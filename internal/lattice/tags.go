@@ -1,6 +1,7 @@
 package lattice
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"slices"
@@ -9,10 +10,9 @@ import (
 // tagsOf returns the tags of the caller's object with ARN resourceARN,
 // nil when it has none of that ARN.
 func tagsOf(a *account, resourceARN string) *map[string]string {
-	for _, n := range a.Networks {
-		if n.ARN == resourceARN {
-			return &n.Tags
-		}
+	if t := cmp.Or(tagsByARN(a.Networks, resourceARN), tagsByARN(a.TargetGroups, resourceARN),
+		tagsByARN(a.Associations, resourceARN)); t != nil {
+		return t
 	}
 	for _, s := range a.Services {
 		if s.ARN == resourceARN {
@@ -22,21 +22,9 @@ func tagsOf(a *account, resourceARN string) *map[string]string {
 			if l.ARN == resourceARN {
 				return &l.Tags
 			}
-			for _, r := range l.Rules {
-				if r.ARN == resourceARN {
-					return &r.Tags
-				}
+			if t := tagsByARN(l.Rules, resourceARN); t != nil {
+				return t
 			}
-		}
-	}
-	for _, tg := range a.TargetGroups {
-		if tg.ARN == resourceARN {
-			return &tg.Tags
-		}
-	}
-	for _, as := range a.Associations {
-		if as.ARN == resourceARN {
-			return &as.Tags
 		}
 	}
 	return nil

@@ -52,7 +52,7 @@ func checkConfig(c *TargetGroupConfig) error {
 	}
 	if c.HealthCheck != nil {
 		// The model holds Lattice's ranges; its field names differ.
-		tg := modelTargetGroup("x", &targetGroup{ID: "tg-x", Config: *c})
+		tg := modelTargetGroup("x", &targetGroup{meta: meta{ID: "tg-x"}, Config: *c})
 		if err := tg.Validate(); err != nil {
 			return invalidf("config.healthCheck", "%v", err)
 		}
@@ -93,48 +93,22 @@ func (h *Handler) createTargetGroup(ctx context.Context, c *call) (int, any, err
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		id, err := idempotent(a, targetGroupScope, req.ClientToken, c.body)
+		id, err := create(a, c, targetGroupScope, req.ClientToken, func() (string, error) {
+			if err := targetGroups.checkNew(a, req.Name); err != nil {
+				return "", err
+			}
+			id := newID("tg-")
+			targetGroups.add(a, &targetGroup{meta: newMeta(id, req.Name, arn(c.region, c.owner, "targetgroup/"+id), req.Tags),
+				Type: req.Type, Config: *req.Config})
+			return id, nil
+		})
 		if err != nil {
 			return nil, err
-		}
-		if id == "" {
-			for _, tg := range a.TargetGroups {
-				if tg.Name == req.Name {
-					return nil, conflict(resourceTargetGroup, tg.ID, "a target group named %s already exists", req.Name)
-				}
-			}
-			if len(a.TargetGroups) >= maxTargetGroups {
-				return nil, quota(resourceTargetGroup, maxTargetGroups)
-			}
-			id = newID("tg-")
-			now := time.Now().UTC()
-			if a.TargetGroups == nil {
-				a.TargetGroups = map[string]*targetGroup{}
-			}
-			a.TargetGroups[id] = &targetGroup{ID: id, Name: req.Name, ARN: arn(c.region, c.owner, "targetgroup/"+id), Type: req.Type,
-				Config: *req.Config, Tags: req.Tags, CreatedAt: now, UpdatedAt: now}
-			remember(a, targetGroupScope, req.ClientToken, c.body, id)
 		}
 		tg := a.TargetGroups[id]
 		return map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "config": tg.Config, "status": statusActive}, nil
 	})
 	return http.StatusCreated, out, err
-}
-
-func (h *Handler) findTargetGroup(ctx context.Context, id string) (*account, *targetGroup, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	id = identifier(id)
-	for _, a := range all {
-		for _, tg := range a.TargetGroups {
-			if tg.ID == id || tg.Name == id {
-				return a, tg, nil
-			}
-		}
-	}
-	return nil, nil, notFound(resourceTargetGroup, id)
 }
 
 func serviceARNs(a *account, id string) []string {
@@ -146,7 +120,7 @@ func serviceARNs(a *account, id string) []string {
 }
 
 func (h *Handler) getTargetGroup(ctx context.Context, c *call) (int, any, error) {
-	a, tg, err := h.findTargetGroup(ctx, c.r.PathValue("id"))
+	a, tg, err := targetGroups.find(ctx, h, c.r.PathValue("id"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -155,41 +129,25 @@ func (h *Handler) getTargetGroup(ctx context.Context, c *call) (int, any, error)
 }
 
 func (h *Handler) listTargetGroups(ctx context.Context, c *call) (int, any, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
 	q := c.r.URL.Query()
-	var items []map[string]any
-	for _, a := range all {
-		for _, tg := range a.TargetGroups {
-			if (q.Get("targetGroupType") != "" && q.Get("targetGroupType") != tg.Type) ||
-				(q.Get("vpcIdentifier") != "" && q.Get("vpcIdentifier") != tg.Config.VPCIdentifier) {
-				continue
-			}
-			v := map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "createdAt": ts(tg.CreatedAt),
-				"lastUpdatedAt": ts(tg.UpdatedAt), "port": tg.Config.Port, "protocol": tg.Config.Protocol,
-				"ipAddressType": tg.Config.IPAddressType, "status": statusActive, "serviceArns": serviceARNs(a, tg.ID)}
-			if tg.Config.VPCIdentifier != "" {
-				v["vpcIdentifier"] = tg.Config.VPCIdentifier
-			}
-			items = append(items, v)
+	return targetGroups.list(ctx, h, c, func(a *account, tg *targetGroup) map[string]any {
+		if (q.Get("targetGroupType") != "" && q.Get("targetGroupType") != tg.Type) ||
+			(q.Get("vpcIdentifier") != "" && q.Get("vpcIdentifier") != tg.Config.VPCIdentifier) {
+			return nil
 		}
-	}
-	return pageOf(c, items)
-}
-
-func (h *Handler) ownTargetGroup(ctx context.Context, c *call, a *account) (*targetGroup, error) {
-	id := identifier(c.r.PathValue("id"))
-	if tg := a.TargetGroups[id]; tg != nil {
-		return tg, nil
-	}
-	return nil, h.elsewhere(ctx, c.owner, resourceTargetGroup, id, func(o *account) bool { return o.TargetGroups[id] != nil })
+		v := map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "createdAt": ts(tg.CreatedAt),
+			"lastUpdatedAt": ts(tg.UpdatedAt), "port": tg.Config.Port, "protocol": tg.Config.Protocol,
+			"ipAddressType": tg.Config.IPAddressType, "status": statusActive, "serviceArns": serviceARNs(a, tg.ID)}
+		if tg.Config.VPCIdentifier != "" {
+			v["vpcIdentifier"] = tg.Config.VPCIdentifier
+		}
+		return v
+	})
 }
 
 func (h *Handler) deleteTargetGroup(ctx context.Context, c *call) (int, any, error) {
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := h.ownTargetGroup(ctx, c, a)
+		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}
@@ -249,7 +207,7 @@ func (h *Handler) registerTargets(ctx context.Context, c *call) (int, any, error
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := h.ownTargetGroup(ctx, c, a)
+		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}
@@ -280,7 +238,7 @@ func (h *Handler) deregisterTargets(ctx context.Context, c *call) (int, any, err
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := h.ownTargetGroup(ctx, c, a)
+		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}
@@ -314,7 +272,7 @@ func (h *Handler) listTargets(ctx context.Context, c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	a, tg, err := h.findTargetGroup(ctx, c.r.PathValue("id"))
+	a, tg, err := targetGroups.find(ctx, h, c.r.PathValue("id"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -350,7 +308,7 @@ func (h *Handler) updateTargetGroup(ctx context.Context, c *call) (int, any, err
 		return 0, nil, invalidf("healthCheck", "required")
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := h.ownTargetGroup(ctx, c, a)
+		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}
