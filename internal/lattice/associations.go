@@ -46,7 +46,7 @@ func (h *Handler) createAssociation(ctx context.Context, c *call) (int, any, err
 			id := newID("snsa-")
 			as := &association{meta: meta{ID: id, ARN: arn(c.region, c.owner, "servicenetworkserviceassociation/"+id), Tags: req.Tags,
 				CreatedAt: time.Now().UTC()}, NetworkID: n.ID, ServiceID: s.ID}
-			associations.add(a, as)
+			put(&a.Associations, as)
 			return id, nil
 		})
 		if err != nil {
@@ -106,15 +106,15 @@ func (h *Handler) deleteAssociation(ctx context.Context, c *call) (int, any, err
 
 // policyTarget is the auth type and policy of the caller's network or
 // service named in the path.
-func (h *Handler) policyTarget(ctx context.Context, c *call, a *account) (*string, **policy, error) {
+func (h *Handler) policyTarget(ctx context.Context, c *call, a *account) (*guarded, error) {
 	id := identifier(c.r.PathValue("id"))
 	if n := a.Networks[id]; n != nil {
-		return &n.AuthType, &n.Policy, nil
+		return &n.guarded, nil
 	}
 	if s := a.Services[id]; s != nil {
-		return &s.AuthType, &s.Policy, nil
+		return &s.guarded, nil
 	}
-	return nil, nil, h.elsewhere(ctx, c.owner, "RESOURCE", id, func(o *account) bool { return o.Networks[id] != nil || o.Services[id] != nil })
+	return nil, h.elsewhere(ctx, c.owner, "RESOURCE", id, func(o *account) bool { return o.Networks[id] != nil || o.Services[id] != nil })
 }
 
 func policyState(authType string) string {
@@ -149,16 +149,16 @@ func (h *Handler) putAuthPolicy(ctx context.Context, c *call) (int, any, error) 
 		return 0, nil, invalidf("policy", "%v", err)
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		authType, p, err := h.policyTarget(ctx, c, a)
+		g, err := h.policyTarget(ctx, c, a)
 		if err != nil {
 			return nil, err
 		}
 		now := time.Now().UTC()
-		if *p == nil {
-			*p = &policy{CreatedAt: now}
+		if g.Policy == nil {
+			g.Policy = &policy{CreatedAt: now}
 		}
-		(*p).Document, (*p).UpdatedAt = req.Policy, now
-		return map[string]any{"policy": req.Policy, "state": policyState(*authType)}, nil
+		g.Policy.Document, g.Policy.UpdatedAt = req.Policy, now
+		return map[string]any{"policy": req.Policy, "state": policyState(g.AuthType)}, nil
 	})
 	return http.StatusOK, out, err
 }
@@ -170,15 +170,15 @@ func (h *Handler) getAuthPolicy(ctx context.Context, c *call) (int, any, error) 
 	}
 	id := identifier(c.r.PathValue("id"))
 	for _, a := range all {
-		var authType string
-		var p *policy
+		var g *guarded
 		if n := a.Networks[id]; n != nil {
-			authType, p = n.AuthType, n.Policy
+			g = &n.guarded
 		} else if s := a.Services[id]; s != nil {
-			authType, p = s.AuthType, s.Policy
+			g = &s.guarded
 		} else {
 			continue
 		}
+		authType, p := g.AuthType, g.Policy
 		if p == nil {
 			return 0, nil, notFound(resourceAuthPolicy, id)
 		}
@@ -190,11 +190,11 @@ func (h *Handler) getAuthPolicy(ctx context.Context, c *call) (int, any, error) 
 
 func (h *Handler) deleteAuthPolicy(ctx context.Context, c *call) (int, any, error) {
 	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		_, p, err := h.policyTarget(ctx, c, a)
+		g, err := h.policyTarget(ctx, c, a)
 		if err != nil {
 			return nil, err
 		}
-		*p = nil
+		g.Policy = nil
 		return nil, nil
 	})
 	return http.StatusNoContent, nil, err

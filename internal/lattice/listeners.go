@@ -62,20 +62,17 @@ func (h *Handler) createListener(ctx context.Context, c *call) (int, any, error)
 					return "", conflict(resourceListener, l.ID, "service %s already has a listener on port %d", s.ID, port)
 				}
 			}
-			if len(s.Listeners) >= maxListeners {
-				return "", quota(resourceListener, maxListeners)
-			}
-			id := newID("listener-")
-			put(&s.Listeners, &listener{meta: newMeta(id, req.Name, s.ARN+"/listener/"+id, req.Tags),
-				Protocol: req.Protocol, Port: port, DefaultAction: act})
-			return id, nil
+			return addNew(&s.Listeners, resourceListener, maxListeners, "listener-", func(id string) *listener {
+				return &listener{meta: newMeta(id, req.Name, s.ARN+"/listener/"+id, req.Tags),
+					Protocol: req.Protocol, Port: port, DefaultAction: act}
+			})
 		})
 		if err != nil {
 			return nil, err
 		}
-		l := s.Listeners[id]
-		if l == nil {
-			return nil, notFound(resourceListener, id)
+		l, err := madeBy(s.Listeners, resourceListener, id)
+		if err != nil {
+			return nil, err
 		}
 		return listenerView(s, l, false), nil
 	})
@@ -221,19 +218,16 @@ func (h *Handler) createRule(ctx context.Context, c *call) (int, any, error) {
 					return "", conflict(resourceRule, o.ID, "listener %s already has a rule named %s", l.ID, req.Name)
 				}
 			}
-			if len(l.Rules) >= maxRules {
-				return "", quota(resourceRule, maxRules)
-			}
-			id := newID("rule-")
-			put(&l.Rules, &rule{meta: newMeta(id, req.Name, l.ARN+"/rule/"+id, req.Tags), Priority: *req.Priority, Match: match, Action: act})
-			return id, nil
+			return addNew(&l.Rules, resourceRule, maxRules, "rule-", func(id string) *rule {
+				return &rule{meta: newMeta(id, req.Name, l.ARN+"/rule/"+id, req.Tags), Priority: *req.Priority, Match: match, Action: act}
+			})
 		})
 		if err != nil {
 			return nil, err
 		}
-		r := l.Rules[id]
-		if r == nil {
-			return nil, notFound(resourceRule, id)
+		r, err := madeBy(l.Rules, resourceRule, id)
+		if err != nil {
+			return nil, err
 		}
 		return ruleView(r, false), nil
 	})

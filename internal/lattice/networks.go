@@ -5,7 +5,6 @@ import (
 	"maps"
 	"net/http"
 	"slices"
-	"time"
 )
 
 func (h *Handler) routes() {
@@ -138,19 +137,12 @@ func (h *Handler) createServiceNetwork(ctx context.Context, c *call) (int, any, 
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		id, err := create(a, c, networkTokenScope, req.ClientToken, func() (string, error) {
-			if err := networks.checkNew(a, req.Name); err != nil {
-				return "", err
-			}
-			id := newID("sn-")
-			networks.add(a, &network{meta: newMeta(id, req.Name, arn(c.region, c.owner, "servicenetwork/"+id), req.Tags),
-				Region: c.region, AuthType: req.AuthType})
-			return id, nil
+		n, err := networks.create(a, c, req.ClientToken, req.Name, req.Tags, func(m meta) *network {
+			return &network{meta: m, guarded: guarded{AuthType: req.AuthType}, Region: c.region}
 		})
 		if err != nil {
 			return nil, err
 		}
-		n := a.Networks[id]
 		return map[string]any{"id": n.ID, "name": n.Name, "arn": n.ARN, "authType": n.AuthType}, nil
 	})
 	return http.StatusCreated, out, err
@@ -202,21 +194,7 @@ func (h *Handler) updateServiceNetwork(ctx context.Context, c *call) (int, any, 
 	if err := c.decode(&req); err != nil {
 		return 0, nil, err
 	}
-	if req.AuthType == "" {
-		return 0, nil, invalidf("authType", "required")
-	}
-	if err := checkAuthType("authType", &req.AuthType); err != nil {
-		return 0, nil, err
-	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		n, err := networks.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
-		n.AuthType, n.UpdatedAt = req.AuthType, time.Now().UTC()
-		return map[string]any{"id": n.ID, "name": n.Name, "arn": n.ARN, "authType": n.AuthType}, nil
-	})
-	return http.StatusOK, out, err
+	return setAuthType(ctx, h, c, networks, req.AuthType)
 }
 
 func (h *Handler) deleteServiceNetwork(ctx context.Context, c *call) (int, any, error) {

@@ -2,6 +2,7 @@ package lattice
 
 import (
 	"context"
+	"net/http"
 	"time"
 )
 
@@ -48,20 +49,103 @@ func tagsByARN[T record](m map[string]T, resourceARN string) *map[string]string 
 	return nil
 }
 
+// guarded is what networks and services share: the auth type and the
+// auth policy; it is inlined in their JSON.
+type guarded struct {
+	AuthType string  `json:"authType"`
+	Policy   *policy `json:"policy,omitempty"`
+}
+
+func (g *guarded) guard() *guarded { return g }
+
+// guardedRecord is a network or a service.
+type guardedRecord interface {
+	record
+	guard() *guarded
+}
+
 // kind is one type of the records an account holds directly.
 type kind[T record] struct {
-	typ  string // the resource type errors name
-	what string // how a conflict names it
-	max  int    // the quota per owner
-	of   func(a *account) *map[string]T
+	typ    string // the resource type errors name
+	what   string // how a conflict names it
+	max    int    // the quota per owner
+	scope  string // the scope of creates' client tokens
+	prefix string // of IDs
+	path   string // of ARNs, before the ID
+	of     func(a *account) *map[string]T
 }
 
 var (
-	networks     = kind[*network]{resourceNetwork, "service network", maxNetworks, func(a *account) *map[string]*network { return &a.Networks }}
-	services     = kind[*service]{resourceService, "service", maxServices, func(a *account) *map[string]*service { return &a.Services }}
-	targetGroups = kind[*targetGroup]{resourceTargetGroup, "target group", maxTargetGroups, func(a *account) *map[string]*targetGroup { return &a.TargetGroups }}
-	associations = kind[*association]{resourceAssociation, "", 0, func(a *account) *map[string]*association { return &a.Associations }}
+	networks = kind[*network]{resourceNetwork, "service network", maxNetworks, networkTokenScope, "sn-", "servicenetwork/",
+		func(a *account) *map[string]*network { return &a.Networks }}
+	services = kind[*service]{resourceService, "service", maxServices, serviceTokenScope, "svc-", "service/",
+		func(a *account) *map[string]*service { return &a.Services }}
+	targetGroups = kind[*targetGroup]{resourceTargetGroup, "target group", maxTargetGroups, targetGroupScope, "tg-", "targetgroup/",
+		func(a *account) *map[string]*targetGroup { return &a.TargetGroups }}
+	associations = kind[*association]{typ: resourceAssociation,
+		of: func(a *account) *map[string]*association { return &a.Associations }}
 )
+
+// create answers a create of a record named name with a client token:
+// the record the token made before, else a new one build makes of its
+// meta, when the caller has none of that name and is under its quota.
+func (k kind[T]) create(a *account, c *call, token, name string, tags map[string]string, build func(m meta) T) (T, error) {
+	id, err := create(a, c, k.scope, token, func() (string, error) {
+		if err := k.checkNew(a, name); err != nil {
+			return "", err
+		}
+		return addNew(k.of(a), k.typ, k.max, k.prefix, func(id string) T {
+			return build(newMeta(id, name, arn(c.region, c.owner, k.path+id), tags))
+		})
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return (*k.of(a))[id], nil
+}
+
+// addNew adds the record build makes under a new ID with prefix to *m,
+// unless *m holds max records (of resource type typ) already.
+func addNew[T record](m *map[string]T, typ string, max int, prefix string, build func(id string) T) (string, error) {
+	if len(*m) >= max {
+		return "", quota(typ, max)
+	}
+	id := newID(prefix)
+	put(m, build(id))
+	return id, nil
+}
+
+// madeBy returns the record of m with ID id, which a create made now or
+// before; its parent may since have lost it.
+func madeBy[T record](m map[string]T, typ, id string) (T, error) {
+	r, ok := m[id]
+	if !ok {
+		return r, notFound(typ, id)
+	}
+	return r, nil
+}
+
+// setAuthType answers UpdateServiceNetwork and UpdateService: the
+// caller's record of kind k with the path's ID gets authType.
+func setAuthType[T guardedRecord](ctx context.Context, h *Handler, c *call, k kind[T], authType string) (int, any, error) {
+	if authType == "" {
+		return 0, nil, invalidf("authType", "required")
+	}
+	if err := checkAuthType("authType", &authType); err != nil {
+		return 0, nil, err
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		r, err := k.own(ctx, h, c, a, c.r.PathValue("id"))
+		if err != nil {
+			return nil, err
+		}
+		m := r.core()
+		r.guard().AuthType, m.UpdatedAt = authType, time.Now().UTC()
+		return map[string]any{"id": m.ID, "name": m.Name, "arn": m.ARN, "authType": authType}, nil
+	})
+	return http.StatusOK, out, err
+}
 
 // find finds the record of any owner whose ID, name or ARN is id.
 func (k kind[T]) find(ctx context.Context, h *Handler, id string) (*account, T, error) {
@@ -102,11 +186,6 @@ func (k kind[T]) checkNew(a *account, name string) error {
 		return quota(k.typ, k.max)
 	}
 	return nil
-}
-
-// add adds r to the records of its kind in a.
-func (k kind[T]) add(a *account, r T) {
-	put(k.of(a), r)
 }
 
 // put adds r to *m by its ID, making the map if need be.

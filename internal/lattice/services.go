@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
-	"time"
 )
 
 func (h *Handler) createService(ctx context.Context, c *call) (int, any, error) {
@@ -38,20 +37,13 @@ func (h *Handler) createService(ctx context.Context, c *call) (int, any, error) 
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		id, err := create(a, c, serviceTokenScope, req.ClientToken, func() (string, error) {
-			if err := services.checkNew(a, req.Name); err != nil {
-				return "", err
-			}
-			id := newID("svc-")
-			services.add(a, &service{meta: newMeta(id, req.Name, arn(c.region, c.owner, "service/"+id), req.Tags),
-				Region: c.region, AuthType: req.AuthType,
-				DNS: fmt.Sprintf("%s-%s.%s.vpc-lattice-svcs.%s.on.aws", req.Name, id[len("svc-"):], ownerToken(c.owner), c.region)})
-			return id, nil
+		s, err := services.create(a, c, req.ClientToken, req.Name, req.Tags, func(m meta) *service {
+			return &service{meta: m, guarded: guarded{AuthType: req.AuthType}, Region: c.region,
+				DNS: fmt.Sprintf("%s-%s.%s.vpc-lattice-svcs.%s.on.aws", req.Name, m.ID[len("svc-"):], ownerToken(c.owner), c.region)}
 		})
 		if err != nil {
 			return nil, err
 		}
-		s := a.Services[id]
 		return map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "status": statusActive, "authType": s.AuthType,
 			"dnsEntry": DNSEntry{DomainName: s.DNS}}, nil
 	})
@@ -90,21 +82,7 @@ func (h *Handler) updateService(ctx context.Context, c *call) (int, any, error) 
 	if req.CertificateArn != "" {
 		return 0, nil, invalidf("certificateArn", "HTTPS listeners are not supported yet, so no certificate is")
 	}
-	if req.AuthType == "" {
-		return 0, nil, invalidf("authType", "required")
-	}
-	if err := checkAuthType("authType", &req.AuthType); err != nil {
-		return 0, nil, err
-	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := services.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
-		s.AuthType, s.UpdatedAt = req.AuthType, time.Now().UTC()
-		return map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "authType": s.AuthType}, nil
-	})
-	return http.StatusOK, out, err
+	return setAuthType(ctx, h, c, services, req.AuthType)
 }
 
 func (h *Handler) deleteService(ctx context.Context, c *call) (int, any, error) {

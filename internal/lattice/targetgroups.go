@@ -93,19 +93,12 @@ func (h *Handler) createTargetGroup(ctx context.Context, c *call) (int, any, err
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		id, err := create(a, c, targetGroupScope, req.ClientToken, func() (string, error) {
-			if err := targetGroups.checkNew(a, req.Name); err != nil {
-				return "", err
-			}
-			id := newID("tg-")
-			targetGroups.add(a, &targetGroup{meta: newMeta(id, req.Name, arn(c.region, c.owner, "targetgroup/"+id), req.Tags),
-				Type: req.Type, Config: *req.Config})
-			return id, nil
+		tg, err := targetGroups.create(a, c, req.ClientToken, req.Name, req.Tags, func(m meta) *targetGroup {
+			return &targetGroup{meta: m, Type: req.Type, Config: *req.Config}
 		})
 		if err != nil {
 			return nil, err
 		}
-		tg := a.TargetGroups[id]
 		return map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "config": tg.Config, "status": statusActive}, nil
 	})
 	return http.StatusCreated, out, err
@@ -201,7 +194,10 @@ func checkTarget(tg *targetGroup, t Target) (Target, *targetFailure) {
 	return t, nil
 }
 
-func (h *Handler) registerTargets(ctx context.Context, c *call) (int, any, error) {
+// changeTargets answers RegisterTargets and DeregisterTargets: change
+// applies each valid target of the request to the caller's target group
+// and returns why it failed, if it did.
+func (h *Handler) changeTargets(ctx context.Context, c *call, change func(tg *targetGroup, t Target) (*targetFailure, error)) (int, any, error) {
 	targets, err := targetsRequest(c, true)
 	if err != nil {
 		return 0, nil, err
@@ -214,15 +210,14 @@ func (h *Handler) registerTargets(ctx context.Context, c *call) (int, any, error
 		ok, failed := []Target{}, []*targetFailure{}
 		for _, t := range targets {
 			t, f := checkTarget(tg, t)
-			switch {
-			case f != nil:
+			if f == nil {
+				if f, err = change(tg, t); err != nil {
+					return nil, err
+				}
+			}
+			if f != nil {
 				failed = append(failed, f)
 				continue
-			case !slices.ContainsFunc(tg.Targets, func(o Target) bool { return o.ID == t.ID && *o.Port == *t.Port }):
-				if len(tg.Targets) >= maxTargets {
-					return nil, quota("TARGET", maxTargets)
-				}
-				tg.Targets = append(tg.Targets, t)
 			}
 			ok = append(ok, t)
 		}
@@ -232,35 +227,31 @@ func (h *Handler) registerTargets(ctx context.Context, c *call) (int, any, error
 	return http.StatusOK, out, err
 }
 
-func (h *Handler) deregisterTargets(ctx context.Context, c *call) (int, any, error) {
-	targets, err := targetsRequest(c, true)
-	if err != nil {
-		return 0, nil, err
-	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
-		ok, failed := []Target{}, []*targetFailure{}
-		for _, t := range targets {
-			t, f := checkTarget(tg, t)
-			if f != nil {
-				failed = append(failed, f)
-				continue
+func sameTarget(t Target) func(Target) bool {
+	return func(o Target) bool { return o.ID == t.ID && *o.Port == *t.Port }
+}
+
+func (h *Handler) registerTargets(ctx context.Context, c *call) (int, any, error) {
+	return h.changeTargets(ctx, c, func(tg *targetGroup, t Target) (*targetFailure, error) {
+		if !slices.ContainsFunc(tg.Targets, sameTarget(t)) {
+			if len(tg.Targets) >= maxTargets {
+				return nil, quota("TARGET", maxTargets)
 			}
-			i := slices.IndexFunc(tg.Targets, func(o Target) bool { return o.ID == t.ID && *o.Port == *t.Port })
-			if i < 0 {
-				failed = append(failed, &targetFailure{ID: t.ID, Port: t.Port, FailureCode: "TargetNotFound", FailureMessage: "not registered"})
-				continue
-			}
-			tg.Targets = slices.Delete(tg.Targets, i, i+1)
-			ok = append(ok, t)
+			tg.Targets = append(tg.Targets, t)
 		}
-		tg.UpdatedAt = time.Now().UTC()
-		return map[string]any{"successful": ok, "unsuccessful": failed}, nil
+		return nil, nil
 	})
-	return http.StatusOK, out, err
+}
+
+func (h *Handler) deregisterTargets(ctx context.Context, c *call) (int, any, error) {
+	return h.changeTargets(ctx, c, func(tg *targetGroup, t Target) (*targetFailure, error) {
+		i := slices.IndexFunc(tg.Targets, sameTarget(t))
+		if i < 0 {
+			return &targetFailure{ID: t.ID, Port: t.Port, FailureCode: "TargetNotFound", FailureMessage: "not registered"}, nil
+		}
+		tg.Targets = slices.Delete(tg.Targets, i, i+1)
+		return nil, nil
+	})
 }
 
 // listTargets lists targets. Their health is the proxies' (each checks on

@@ -130,9 +130,8 @@ type idempotency struct {
 
 type network struct {
 	meta
-	Region   string  `json:"region"`
-	AuthType string  `json:"authType"`
-	Policy   *policy `json:"policy,omitempty"`
+	guarded
+	Region string `json:"region"`
 }
 
 type policy struct {
@@ -143,9 +142,8 @@ type policy struct {
 
 type service struct {
 	meta
+	guarded
 	Region    string               `json:"region"`
-	AuthType  string               `json:"authType"`
-	Policy    *policy              `json:"policy,omitempty"`
 	DNS       string               `json:"dns"`
 	Listeners map[string]*listener `json:"listeners,omitempty"`
 }
