@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -257,5 +258,33 @@ func TestConcurrentCreates(t *testing.T) {
 	kvs, _, err := a.srv.Store().List(t.Context(), model.KindPrefix(model.KindTargetGroup))
 	if err != nil || len(kvs) != n {
 		t.Errorf("%d model target groups (%v), want %d", len(kvs), err, n)
+	}
+}
+
+// TestOneOfMessages pins the enum checks' defaults and their messages,
+// which the API returns.
+func TestOneOfMessages(t *testing.T) {
+	auth := ""
+	if err := checkAuthType("authType", &auth); err != nil || auth != authNone {
+		t.Fatalf("empty auth type: %v, %q", err, auth)
+	}
+	cfg := TargetGroupConfig{Protocol: "HTTP"}
+	if err := checkConfig(&cfg); err != nil || cfg.ProtocolVersion != "HTTP1" || cfg.IPAddressType != "IPV4" || *cfg.Port != 80 {
+		t.Fatalf("defaults: %v, %+v", err, cfg)
+	}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{checkAuthType("authType", new("NOPE")), `must be NONE or AWS_IAM, not "NOPE"`},
+		{checkConfig(&TargetGroupConfig{}), "required for target groups of type IP"},
+		{checkConfig(&TargetGroupConfig{Protocol: "UDP"}), `must be HTTP, HTTPS or TCP, not "UDP"`},
+		{checkConfig(&TargetGroupConfig{Protocol: "TCP", ProtocolVersion: "HTTP3"}), `must be HTTP1, HTTP2 or GRPC, not "HTTP3"`},
+		{checkConfig(&TargetGroupConfig{Protocol: "TCP", IPAddressType: "V4"}), `must be IPV4 or IPV6, not "V4"`},
+	} {
+		var ae *apiError
+		if !errors.As(tc.err, &ae) || ae.code != "ValidationException" || !strings.Contains(fmt.Sprint(ae.body), tc.want) {
+			t.Errorf("got %v, want a ValidationException saying %s", tc.err, tc.want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 )
 
 func (h *Handler) routes() {
@@ -89,14 +90,19 @@ const (
 )
 
 func checkAuthType(field string, t *string) error {
-	switch *t {
-	case "":
-		*t = authNone
-	case authNone, authIAM:
-	default:
-		return invalidf(field, "must be NONE or AWS_IAM, not %q", *t)
+	return oneOf(field, t, authNone, authNone, authIAM)
+}
+
+// oneOf checks that *v is one of allowed, setting an empty one to def
+// (when def is not empty).
+func oneOf(field string, v *string, def string, allowed ...string) error {
+	if *v == "" && def != "" {
+		*v = def
 	}
-	return nil
+	if slices.Contains(allowed, *v) {
+		return nil
+	}
+	return invalidf(field, "must be %s or %s, not %q", strings.Join(allowed[:len(allowed)-1], ", "), allowed[len(allowed)-1], *v)
 }
 
 // elsewhere is the error for an ID the caller's records lack: access

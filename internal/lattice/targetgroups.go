@@ -1,6 +1,7 @@
 package lattice
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -14,26 +15,15 @@ var vpcRE = regexp.MustCompile(`^vpc-([0-9a-z]{8}|[0-9a-z]{17})$`)
 
 // checkConfig checks and defaults an IP target group's configuration.
 func checkConfig(c *TargetGroupConfig) error {
-	switch c.Protocol {
-	case "":
+	if c.Protocol == "" {
 		return invalidf("config.protocol", "required for target groups of type IP")
-	case "HTTP", "HTTPS", "TCP":
-	default:
-		return invalidf("config.protocol", "must be HTTP, HTTPS or TCP, not %q", c.Protocol)
 	}
-	switch c.ProtocolVersion {
-	case "":
-		c.ProtocolVersion = "HTTP1"
-	case "HTTP1", "HTTP2", "GRPC":
-	default:
-		return invalidf("config.protocolVersion", "must be HTTP1, HTTP2 or GRPC, not %q", c.ProtocolVersion)
-	}
-	switch c.IPAddressType {
-	case "":
-		c.IPAddressType = "IPV4"
-	case "IPV4", "IPV6":
-	default:
-		return invalidf("config.ipAddressType", "must be IPV4 or IPV6, not %q", c.IPAddressType)
+	if err := cmp.Or(
+		oneOf("config.protocol", &c.Protocol, "", "HTTP", "HTTPS", "TCP"),
+		oneOf("config.protocolVersion", &c.ProtocolVersion, "HTTP1", "HTTP1", "HTTP2", "GRPC"),
+		oneOf("config.ipAddressType", &c.IPAddressType, "IPV4", "IPV4", "IPV6"),
+	); err != nil {
+		return err
 	}
 	if c.VPCIdentifier != "" && !vpcRE.MatchString(c.VPCIdentifier) {
 		return invalidf("config.vpcIdentifier", "%q is not a VPC ID (vpc- and 8 or 17 characters)", c.VPCIdentifier)
