@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -285,6 +287,41 @@ func TestOneOfMessages(t *testing.T) {
 		var ae *apiError
 		if !errors.As(tc.err, &ae) || ae.code != "ValidationException" || !strings.Contains(fmt.Sprint(ae.body), tc.want) {
 			t.Errorf("got %v, want a ValidationException saying %s", tc.err, tc.want)
+		}
+	}
+}
+
+// TestRecordKeys pins the stored records' JSON members: meta and guarded
+// are inlined, so records stored before they existed read the same.
+func TestRecordKeys(t *testing.T) {
+	keys := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(slices.Sorted(maps.Keys(m)), " ")
+	}
+	now := time.Now()
+	m := meta{ID: "x", Name: "n", ARN: "a", Tags: map[string]string{"k": "v"}, CreatedAt: now, UpdatedAt: now}
+	g := guarded{AuthType: authIAM, Policy: &policy{}}
+	for _, tc := range []struct {
+		rec  any
+		want string
+	}{
+		{&network{meta: m, guarded: g, Region: "r"}, "arn authType createdAt id name policy region tags updatedAt"},
+		{&service{meta: m, guarded: g, Region: "r", DNS: "d", Listeners: map[string]*listener{"l": {meta: m}}},
+			"arn authType createdAt dns id listeners name policy region tags updatedAt"},
+		{&listener{meta: m, Rules: map[string]*rule{"r": {meta: m}}}, "arn createdAt defaultAction id name port protocol rules tags updatedAt"},
+		{&rule{meta: m}, "action arn createdAt id match name priority tags updatedAt"},
+		{&targetGroup{meta: m, Targets: []Target{{ID: "1"}}}, "arn config createdAt id name tags targets type updatedAt"},
+		{&association{meta: meta{ID: "x", ARN: "a", Tags: m.Tags, CreatedAt: now}}, "arn createdAt id networkId serviceId tags"},
+	} {
+		if got := keys(tc.rec); got != tc.want {
+			t.Errorf("%T: members %q, want %q", tc.rec, got, tc.want)
 		}
 	}
 }
