@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -65,13 +66,7 @@ TRELLIS_TOKEN variable.`,
 				}
 				cfg.LeaseHolder = peerCfg.Name
 			}
-			w, closeLog, err := accesslog.OpenDestination(accessLog, cfg.Out, cfg.Logger)
-			if err != nil {
-				return fmt.Errorf("--access-log: %w", err)
-			}
-			defer closeLog()
-			cfg.AccessLog = w
-			return runner.Run(cmd.Context(), cfg)
+			return withAccessLog(accessLog, cfg.Out, cfg.Logger, &cfg.AccessLog, func() error { return runner.Run(cmd.Context(), cfg) })
 		},
 	}
 	f := cmd.Flags()
@@ -80,16 +75,34 @@ TRELLIS_TOKEN variable.`,
 	f.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address the listeners bind")
 	f.DurationVar(&cfg.Follow.IdleTimeout, "idle-timeout", 35*time.Second, "reconnect when the stream is silent this long")
 	f.StringVar(&cfg.Follow.CacheFile, "cache", "", "file keeping the last configuration, served at start while the control plane is unreachable")
-	f.StringVar(&accessLog, "access-log", "", accessLogUsage)
-	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
-	f.BoolVar(&cfg.TargetMetrics, "target-metrics", false, targetMetricsUsage)
-	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
-	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
-	registerLimits(f, &cfg.Limits)
+	registerProxyFlags(f, &accessLog, &cfg.AdminListen, &cfg.TargetMetrics, &cfg.DNSListen, &cfg.DNSAnswer, &cfg.Limits)
 	f.StringVar(&peerCfg.Listen, "peer-listen", "", "serve the peer hop here (mutual TLS with the cluster's certificate): other clusters' proxies send requests for this cluster's targets to it; needs --identity-dir")
 	f.StringVar(&peerCfg.Advertise, "peer-advertise", "", "the address other clusters reach --peer-listen at, published to the control plane (default: --peer-listen)")
 	f.StringVar(&peerCfg.Name, "peer-name", "proxy", "this proxy's name among its cluster's proxies (each needs its own)")
 	return cmd
+}
+
+// registerProxyFlags registers the flags of the proxy's outputs and
+// limits, shared by `trellis proxy` and `trellis up`.
+func registerProxyFlags(f *pflag.FlagSet, accessLog, adminListen *string, targetMetrics *bool, dnsListen, dnsAnswer *string, l *runner.Limits) {
+	f.StringVar(accessLog, "access-log", "", accessLogUsage)
+	f.StringVar(adminListen, "admin-listen", defaultAdminListen, adminListenUsage)
+	f.BoolVar(targetMetrics, "target-metrics", false, targetMetricsUsage)
+	f.StringVar(dnsListen, "dns-listen", "", dnsListenUsage)
+	f.StringVar(dnsAnswer, "dns-answer", "", dnsAnswerUsage)
+	registerLimits(f, l)
+}
+
+// withAccessLog opens the --access-log destination path, sets *dst to
+// it and runs run, closing it after.
+func withAccessLog(path string, out io.Writer, logger *slog.Logger, dst *io.Writer, run func() error) error {
+	w, closeLog, err := accesslog.OpenDestination(path, out, logger)
+	if err != nil {
+		return fmt.Errorf("--access-log: %w", err)
+	}
+	defer closeLog()
+	*dst = w
+	return run()
 }
 
 // registerLimits registers the proxy's request limits, shared by `trellis

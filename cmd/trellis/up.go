@@ -9,7 +9,6 @@ import (
 
 	"trellis.dev/trellis/internal/provider/file"
 
-	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/up"
 )
 
@@ -43,13 +42,7 @@ one IP address.`,
 			}
 			cfg.Out = cmd.OutOrStdout()
 			cfg.Logger = slog.Default()
-			w, closeLog, err := accesslog.OpenDestination(accessLog, cfg.Out, cfg.Logger)
-			if err != nil {
-				return fmt.Errorf("--access-log: %w", err)
-			}
-			defer closeLog()
-			cfg.AccessLog = w
-			return up.Run(cmd.Context(), cfg)
+			return withAccessLog(accessLog, cfg.Out, cfg.Logger, &cfg.AccessLog, func() error { return up.Run(cmd.Context(), cfg) })
 		},
 	}
 	f := cmd.Flags()
@@ -61,12 +54,7 @@ one IP address.`,
 	f.StringVar(&cfg.DataDir, "data", "", "directory for the store (default: a temporary directory removed on exit)")
 	f.StringVar(&cfg.Cluster, "cluster", "local", "name of this cluster, the owner of what the files define")
 	f.BoolVar(&cfg.Demo, "demo", false, "serve every loopback endpoint in the config with a built-in echo backend")
-	f.StringVar(&accessLog, "access-log", "", accessLogUsage)
-	f.StringVar(&cfg.AdminListen, "admin-listen", defaultAdminListen, adminListenUsage)
-	f.BoolVar(&cfg.TargetMetrics, "target-metrics", false, targetMetricsUsage)
-	f.StringVar(&cfg.DNSListen, "dns-listen", "", dnsListenUsage)
-	f.StringVar(&cfg.DNSAnswer, "dns-answer", "", dnsAnswerUsage)
-	registerLimits(f, &cfg.Limits)
+	registerProxyFlags(f, &accessLog, &cfg.AdminListen, &cfg.TargetMetrics, &cfg.DNSListen, &cfg.DNSAnswer, &cfg.Limits)
 	f.DurationVar(&cfg.SettlePeriod, "settle-period", file.DefaultSettlePeriod, "how long a config file that became empty or lost a policy, Gateway or listener must stay so before the removal applies (a deleted file applies at once)")
 	f.Int64Var(&cfg.MaxFileSize, "max-config-file-bytes", file.DefaultMaxFileSize, "config files larger than this are reported and keep their last content")
 	cmd.MarkFlagsOneRequired("config", "kubeconfig")

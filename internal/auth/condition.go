@@ -331,11 +331,9 @@ func (ps *problems) conditions(n *node, path string) []condition {
 	seen := map[string]bool{}
 	for _, m := range n.members {
 		opPath := child(path, m.name)
-		if seen[m.name] {
-			ps.add(opPath, "condition operator %s appears more than once", quote(m.name))
+		if ps.repeated(seen, opPath, "condition operator", m.name) {
 			continue
 		}
-		seen[m.name] = true
 		op, err := parseOperator(m.name)
 		known := err == nil
 		if err != nil {
@@ -351,11 +349,9 @@ func (ps *problems) conditions(n *node, path string) []condition {
 		keys := map[string]bool{}
 		for _, km := range m.value.members {
 			keyPath := child(opPath, km.name)
-			if keys[km.name] {
-				ps.add(keyPath, "condition key %s appears more than once", quote(km.name))
+			if ps.repeated(keys, keyPath, "condition key", km.name) {
 				continue
 			}
-			keys[km.name] = true
 			key, err := parseKey(km.name)
 			if err != nil {
 				ps.add(keyPath, "%v", err)

@@ -335,8 +335,7 @@ func (ps *problems) principal(n *node, path string) (everyone bool, patterns []p
 	for _, m := range n.members {
 		field := child(path, m.name)
 		switch {
-		case seen[m.name]:
-			ps.add(field, "field %s appears more than once", quote(m.name))
+		case ps.repeated(seen, field, "field", m.name):
 		case m.name == "Trellis":
 			vals, paths := ps.strings(m.value, field)
 			for i, v := range vals {
@@ -349,9 +348,19 @@ func (ps *problems) principal(n *node, path string) (everyone bool, patterns []p
 		default:
 			ps.add(field, `principal type %s is not supported; use "Trellis" with principal IDs%s`, quote(m.name), didYouMean(m.name, []string{"Trellis"}))
 		}
-		seen[m.name] = true
 	}
 	return false, patterns
+}
+
+// repeated reports whether name, a what found at path, is in seen,
+// adding the problem when it is; name is in seen after.
+func (ps *problems) repeated(seen map[string]bool, path, what, name string) bool {
+	if seen[name] {
+		ps.add(path, "%s %s appears more than once", what, quote(name))
+		return true
+	}
+	seen[name] = true
+	return false
 }
 
 // patternOK checks a glob of a principal or a resource, reporting problems
@@ -377,14 +386,12 @@ func (ps *problems) object(n *node, path string, known ...string) map[string]*no
 	for _, m := range n.members {
 		field := child(path, m.name)
 		switch {
-		case seen[m.name]:
-			ps.add(field, "field %s appears more than once", quote(m.name))
+		case ps.repeated(seen, field, "field", m.name):
 		case slices.Contains(known, m.name):
 			fields[m.name] = m.value
 		default:
 			ps.add(field, "unknown field %s%s", quote(m.name), didYouMean(m.name, known))
 		}
-		seen[m.name] = true
 	}
 	return fields
 }

@@ -99,6 +99,31 @@ func OpenStore(ctx context.Context, opts StoreOptions) (st store.Store, where st
 	return st, fmt.Sprintf("in etcd %s under %s", strings.Join(ec.Endpoints, ","), eo.Prefix), err
 }
 
+// readFieldLines calls fn with the line number and the blank-separated
+// fields of each line of file that is neither empty nor a '#' comment;
+// flag names the file in open and read errors.
+func readFieldLines(file, flag string, fn func(n int, fields []string) error) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if err := fn(n, strings.Fields(line)); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	return nil
+}
+
 // LoadTokens merges TOKEN=CLUSTER pairs and a tokens file (one
 // "TOKEN CLUSTER" per line, '#' comments) into token → cluster.
 func LoadTokens(pairs []string, file string) (map[string]string, error) {
@@ -111,25 +136,15 @@ func LoadTokens(pairs []string, file string) (map[string]string, error) {
 		out[tok] = cluster
 	}
 	if file != "" {
-		f, err := os.Open(file)
-		if err != nil {
-			return nil, fmt.Errorf("--tokens-file: %w", err)
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for n := 1; sc.Scan(); n++ {
-			line := strings.TrimSpace(sc.Text())
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			fields := strings.Fields(line)
+		err := readFieldLines(file, "--tokens-file", func(n int, fields []string) error {
 			if len(fields) != 2 {
-				return nil, fmt.Errorf("%s:%d: want 'TOKEN CLUSTER'", file, n)
+				return fmt.Errorf("%s:%d: want 'TOKEN CLUSTER'", file, n)
 			}
 			out[fields[0]] = fields[1]
-		}
-		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("--tokens-file: %w", err)
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	if len(out) == 0 {

@@ -1,14 +1,11 @@
 package controlplane
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"strings"
 
 	"golang.org/x/sync/errgroup"
 
@@ -24,32 +21,22 @@ func LoadLatticeCredentials(file string) (map[string]lattice.Credential, error) 
 	if file == "" {
 		return nil, errors.New("--lattice-credentials-file is required with --lattice-listen")
 	}
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, fmt.Errorf("--lattice-credentials-file: %w", err)
-	}
-	defer f.Close()
 	out := map[string]lattice.Credential{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		fields := strings.Fields(line)
+	err := readFieldLines(file, "--lattice-credentials-file", func(n int, fields []string) error {
 		switch {
 		case len(fields) != 3:
-			return nil, fmt.Errorf("%s:%d: want 'ACCESS_KEY SECRET OWNER'", file, n)
+			return fmt.Errorf("%s:%d: want 'ACCESS_KEY SECRET OWNER'", file, n)
 		case !model.ValidClusterName(fields[2]):
-			return nil, fmt.Errorf("%s:%d: owner %q is not a valid cluster name", file, n, fields[2])
+			return fmt.Errorf("%s:%d: owner %q is not a valid cluster name", file, n, fields[2])
 		}
 		if _, dup := out[fields[0]]; dup {
-			return nil, fmt.Errorf("%s:%d: access key %s is listed twice", file, n, fields[0])
+			return fmt.Errorf("%s:%d: access key %s is listed twice", file, n, fields[0])
 		}
 		out[fields[0]] = lattice.Credential{Secret: fields[1], Owner: fields[2]}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("--lattice-credentials-file: %w", err)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s: no access keys", file)

@@ -29,32 +29,28 @@ func (h *Handler) createAssociation(ctx context.Context, c *call) (int, any, err
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := h.ownService(ctx, c, a, req.ServiceIdentifier)
+		s, err := services.own(ctx, h, c, a, req.ServiceIdentifier)
 		if err != nil {
 			return nil, err
 		}
-		nid := identifier(req.ServiceNetworkIdentifier)
-		n := a.Networks[nid]
-		if n == nil {
-			return nil, h.elsewhere(ctx, c.owner, resourceNetwork, nid, func(o *account) bool { return o.Networks[nid] != nil })
-		}
-		id, err := idempotent(a, associationTokenScpe, req.ClientToken, c.body)
+		n, err := networks.own(ctx, h, c, a, req.ServiceNetworkIdentifier)
 		if err != nil {
 			return nil, err
 		}
-		if id == "" {
+		id, err := create(a, c, associationTokenScpe, req.ClientToken, func() (string, error) {
 			for _, as := range a.Associations {
 				if as.ServiceID == s.ID && as.NetworkID == n.ID {
-					return nil, conflict(resourceAssociation, as.ID, "service %s is already associated with service network %s", s.ID, n.ID)
+					return "", conflict(resourceAssociation, as.ID, "service %s is already associated with service network %s", s.ID, n.ID)
 				}
 			}
-			id = newID("snsa-")
-			if a.Associations == nil {
-				a.Associations = map[string]*association{}
-			}
-			a.Associations[id] = &association{ID: id, ARN: arn(c.region, c.owner, "servicenetworkserviceassociation/"+id),
-				NetworkID: n.ID, ServiceID: s.ID, Tags: req.Tags, CreatedAt: time.Now().UTC()}
-			remember(a, associationTokenScpe, req.ClientToken, c.body, id)
+			id := newID("snsa-")
+			as := &association{meta: meta{ID: id, ARN: arn(c.region, c.owner, "servicenetworkserviceassociation/"+id), Tags: req.Tags,
+				CreatedAt: time.Now().UTC()}, NetworkID: n.ID, ServiceID: s.ID}
+			put(&a.Associations, as)
+			return id, nil
+		})
+		if err != nil {
+			return nil, err
 		}
 		as := a.Associations[id]
 		return map[string]any{"id": as.ID, "arn": as.ARN, "status": statusActive, "createdBy": accountID(c.owner),
@@ -85,33 +81,24 @@ func (h *Handler) getAssociation(ctx context.Context, c *call) (int, any, error)
 }
 
 func (h *Handler) listAssociations(ctx context.Context, c *call) (int, any, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
 	q := c.r.URL.Query()
 	sid, nid := identifier(q.Get("serviceIdentifier")), identifier(q.Get("serviceNetworkIdentifier"))
-	var items []map[string]any
-	for _, a := range all {
-		for _, as := range a.Associations {
-			s, n := a.Services[as.ServiceID], a.Networks[as.NetworkID]
-			if (sid != "" && sid != s.ID && sid != s.Name) || (nid != "" && nid != n.ID && nid != n.Name) {
-				continue
-			}
-			items = append(items, associationView(a, as))
+	return associations.list(ctx, h, c, func(a *account, as *association) map[string]any {
+		s, n := a.Services[as.ServiceID], a.Networks[as.NetworkID]
+		if (sid != "" && sid != s.ID && sid != s.Name) || (nid != "" && nid != n.ID && nid != n.Name) {
+			return nil
 		}
-	}
-	return pageOf(c, items)
+		return associationView(a, as)
+	})
 }
 
 func (h *Handler) deleteAssociation(ctx context.Context, c *call) (int, any, error) {
-	id := identifier(c.r.PathValue("id"))
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		as := a.Associations[id]
-		if as == nil {
-			return nil, h.elsewhere(ctx, c.owner, resourceAssociation, id, func(o *account) bool { return o.Associations[id] != nil })
+		as, err := associations.own(ctx, h, c, a, c.r.PathValue("id"))
+		if err != nil {
+			return nil, err
 		}
-		delete(a.Associations, id)
+		delete(a.Associations, as.ID)
 		return map[string]any{"id": as.ID, "arn": as.ARN, "status": statusDeleting}, nil
 	})
 	return http.StatusOK, out, err
@@ -119,15 +106,15 @@ func (h *Handler) deleteAssociation(ctx context.Context, c *call) (int, any, err
 
 // policyTarget is the auth type and policy of the caller's network or
 // service named in the path.
-func (h *Handler) policyTarget(ctx context.Context, c *call, a *account) (*string, **policy, error) {
+func (h *Handler) policyTarget(ctx context.Context, c *call, a *account) (*guarded, error) {
 	id := identifier(c.r.PathValue("id"))
 	if n := a.Networks[id]; n != nil {
-		return &n.AuthType, &n.Policy, nil
+		return &n.guarded, nil
 	}
 	if s := a.Services[id]; s != nil {
-		return &s.AuthType, &s.Policy, nil
+		return &s.guarded, nil
 	}
-	return nil, nil, h.elsewhere(ctx, c.owner, "RESOURCE", id, func(o *account) bool { return o.Networks[id] != nil || o.Services[id] != nil })
+	return nil, h.elsewhere(ctx, c.owner, "RESOURCE", id, func(o *account) bool { return o.Networks[id] != nil || o.Services[id] != nil })
 }
 
 func policyState(authType string) string {
@@ -162,16 +149,16 @@ func (h *Handler) putAuthPolicy(ctx context.Context, c *call) (int, any, error) 
 		return 0, nil, invalidf("policy", "%v", err)
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		authType, p, err := h.policyTarget(ctx, c, a)
+		g, err := h.policyTarget(ctx, c, a)
 		if err != nil {
 			return nil, err
 		}
 		now := time.Now().UTC()
-		if *p == nil {
-			*p = &policy{CreatedAt: now}
+		if g.Policy == nil {
+			g.Policy = &policy{CreatedAt: now}
 		}
-		(*p).Document, (*p).UpdatedAt = req.Policy, now
-		return map[string]any{"policy": req.Policy, "state": policyState(*authType)}, nil
+		g.Policy.Document, g.Policy.UpdatedAt = req.Policy, now
+		return map[string]any{"policy": req.Policy, "state": policyState(g.AuthType)}, nil
 	})
 	return http.StatusOK, out, err
 }
@@ -183,15 +170,15 @@ func (h *Handler) getAuthPolicy(ctx context.Context, c *call) (int, any, error) 
 	}
 	id := identifier(c.r.PathValue("id"))
 	for _, a := range all {
-		var authType string
-		var p *policy
+		var g *guarded
 		if n := a.Networks[id]; n != nil {
-			authType, p = n.AuthType, n.Policy
+			g = &n.guarded
 		} else if s := a.Services[id]; s != nil {
-			authType, p = s.AuthType, s.Policy
+			g = &s.guarded
 		} else {
 			continue
 		}
+		authType, p := g.AuthType, g.Policy
 		if p == nil {
 			return 0, nil, notFound(resourceAuthPolicy, id)
 		}
@@ -203,11 +190,11 @@ func (h *Handler) getAuthPolicy(ctx context.Context, c *call) (int, any, error) 
 
 func (h *Handler) deleteAuthPolicy(ctx context.Context, c *call) (int, any, error) {
 	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		_, p, err := h.policyTarget(ctx, c, a)
+		g, err := h.policyTarget(ctx, c, a)
 		if err != nil {
 			return nil, err
 		}
-		*p = nil
+		g.Policy = nil
 		return nil, nil
 	})
 	return http.StatusNoContent, nil, err

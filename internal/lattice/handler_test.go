@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -257,5 +260,68 @@ func TestConcurrentCreates(t *testing.T) {
 	kvs, _, err := a.srv.Store().List(t.Context(), model.KindPrefix(model.KindTargetGroup))
 	if err != nil || len(kvs) != n {
 		t.Errorf("%d model target groups (%v), want %d", len(kvs), err, n)
+	}
+}
+
+// TestOneOfMessages pins the enum checks' defaults and their messages,
+// which the API returns.
+func TestOneOfMessages(t *testing.T) {
+	auth := ""
+	if err := checkAuthType("authType", &auth); err != nil || auth != authNone {
+		t.Fatalf("empty auth type: %v, %q", err, auth)
+	}
+	cfg := TargetGroupConfig{Protocol: "HTTP"}
+	if err := checkConfig(&cfg); err != nil || cfg.ProtocolVersion != "HTTP1" || cfg.IPAddressType != "IPV4" || *cfg.Port != 80 {
+		t.Fatalf("defaults: %v, %+v", err, cfg)
+	}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{checkAuthType("authType", new("NOPE")), `must be NONE or AWS_IAM, not "NOPE"`},
+		{checkConfig(&TargetGroupConfig{}), "required for target groups of type IP"},
+		{checkConfig(&TargetGroupConfig{Protocol: "UDP"}), `must be HTTP, HTTPS or TCP, not "UDP"`},
+		{checkConfig(&TargetGroupConfig{Protocol: "TCP", ProtocolVersion: "HTTP3"}), `must be HTTP1, HTTP2 or GRPC, not "HTTP3"`},
+		{checkConfig(&TargetGroupConfig{Protocol: "TCP", IPAddressType: "V4"}), `must be IPV4 or IPV6, not "V4"`},
+	} {
+		var ae *apiError
+		if !errors.As(tc.err, &ae) || ae.code != "ValidationException" || !strings.Contains(fmt.Sprint(ae.body), tc.want) {
+			t.Errorf("got %v, want a ValidationException saying %s", tc.err, tc.want)
+		}
+	}
+}
+
+// TestRecordKeys pins the stored records' JSON members: meta and guarded
+// are inlined, so records stored before they existed read the same.
+func TestRecordKeys(t *testing.T) {
+	keys := func(v any) string {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(slices.Sorted(maps.Keys(m)), " ")
+	}
+	now := time.Now()
+	m := meta{ID: "x", Name: "n", ARN: "a", Tags: map[string]string{"k": "v"}, CreatedAt: now, UpdatedAt: now}
+	g := guarded{AuthType: authIAM, Policy: &policy{}}
+	for _, tc := range []struct {
+		rec  any
+		want string
+	}{
+		{&network{meta: m, guarded: g, Region: "r"}, "arn authType createdAt id name policy region tags updatedAt"},
+		{&service{meta: m, guarded: g, Region: "r", DNS: "d", Listeners: map[string]*listener{"l": {meta: m}}},
+			"arn authType createdAt dns id listeners name policy region tags updatedAt"},
+		{&listener{meta: m, Rules: map[string]*rule{"r": {meta: m}}}, "arn createdAt defaultAction id name port protocol rules tags updatedAt"},
+		{&rule{meta: m}, "action arn createdAt id match name priority tags updatedAt"},
+		{&targetGroup{meta: m, Targets: []Target{{ID: "1"}}}, "arn config createdAt id name tags targets type updatedAt"},
+		{&association{meta: meta{ID: "x", ARN: "a", Tags: m.Tags, CreatedAt: now}}, "arn createdAt id networkId serviceId tags"},
+	} {
+		if got := keys(tc.rec); got != tc.want {
+			t.Errorf("%T: members %q, want %q", tc.rec, got, tc.want)
+		}
 	}
 }

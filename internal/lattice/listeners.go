@@ -45,42 +45,34 @@ func (h *Handler) createListener(ctx context.Context, c *call) (int, any, error)
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := h.ownService(ctx, c, a, c.r.PathValue("svc"))
+		s, err := services.own(ctx, h, c, a, c.r.PathValue("svc"))
 		if err != nil {
 			return nil, err
 		}
-		id, err := idempotent(a, listenerTokenScope, req.ClientToken, c.body)
-		if err != nil {
-			return nil, err
-		}
-		if id == "" {
+		id, err := create(a, c, listenerTokenScope, req.ClientToken, func() (string, error) {
 			act := *req.DefaultAction
 			if err := checkAction(a, s, "defaultAction", &act); err != nil {
-				return nil, err
+				return "", err
 			}
 			for _, l := range s.Listeners {
 				switch {
 				case l.Name == req.Name:
-					return nil, conflict(resourceListener, l.ID, "service %s already has a listener named %s", s.ID, req.Name)
+					return "", conflict(resourceListener, l.ID, "service %s already has a listener named %s", s.ID, req.Name)
 				case l.Port == port:
-					return nil, conflict(resourceListener, l.ID, "service %s already has a listener on port %d", s.ID, port)
+					return "", conflict(resourceListener, l.ID, "service %s already has a listener on port %d", s.ID, port)
 				}
 			}
-			if len(s.Listeners) >= maxListeners {
-				return nil, quota(resourceListener, maxListeners)
-			}
-			id = newID("listener-")
-			now := time.Now().UTC()
-			if s.Listeners == nil {
-				s.Listeners = map[string]*listener{}
-			}
-			s.Listeners[id] = &listener{ID: id, Name: req.Name, ARN: s.ARN + "/listener/" + id, Protocol: req.Protocol, Port: port,
-				DefaultAction: act, Tags: req.Tags, CreatedAt: now, UpdatedAt: now}
-			remember(a, listenerTokenScope, req.ClientToken, c.body, id)
+			return addNew(&s.Listeners, resourceListener, maxListeners, "listener-", func(id string) *listener {
+				return &listener{meta: newMeta(id, req.Name, s.ARN+"/listener/"+id, req.Tags),
+					Protocol: req.Protocol, Port: port, DefaultAction: act}
+			})
+		})
+		if err != nil {
+			return nil, err
 		}
-		l := s.Listeners[id]
-		if l == nil {
-			return nil, notFound(resourceListener, id)
+		l, err := madeBy(s.Listeners, resourceListener, id)
+		if err != nil {
+			return nil, err
 		}
 		return listenerView(s, l, false), nil
 	})
@@ -98,7 +90,7 @@ func listenerView(s *service, l *listener, summary bool) map[string]any {
 
 // findListener finds a listener of a service of any owner.
 func (h *Handler) findListener(ctx context.Context, svcID, id string) (*account, *service, *listener, error) {
-	a, s, err := h.findService(ctx, svcID)
+	a, s, err := services.find(ctx, h, svcID)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -120,7 +112,7 @@ func (h *Handler) getListener(ctx context.Context, c *call) (int, any, error) {
 }
 
 func (h *Handler) listListeners(ctx context.Context, c *call) (int, any, error) {
-	_, s, err := h.findService(ctx, c.r.PathValue("svc"))
+	_, s, err := services.find(ctx, h, c.r.PathValue("svc"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -133,7 +125,7 @@ func (h *Handler) listListeners(ctx context.Context, c *call) (int, any, error) 
 
 // ownListener returns the caller's listener of its service.
 func (h *Handler) ownListener(ctx context.Context, c *call, a *account) (*service, *listener, error) {
-	s, err := h.ownService(ctx, c, a, c.r.PathValue("svc"))
+	s, err := services.own(ctx, h, c, a, c.r.PathValue("svc"))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -214,37 +206,28 @@ func (h *Handler) createRule(ctx context.Context, c *call) (int, any, error) {
 		if err != nil {
 			return nil, err
 		}
-		id, err := idempotent(a, ruleTokenScope, req.ClientToken, c.body)
-		if err != nil {
-			return nil, err
-		}
-		if id == "" {
+		id, err := create(a, c, ruleTokenScope, req.ClientToken, func() (string, error) {
 			r := req
 			match, act := *req.Match, *req.Action
 			r.Match, r.Action = &match, &act
 			if err := checkRule(a, s, l, "", &r); err != nil {
-				return nil, err
+				return "", err
 			}
 			for _, o := range l.Rules {
 				if o.Name == req.Name {
-					return nil, conflict(resourceRule, o.ID, "listener %s already has a rule named %s", l.ID, req.Name)
+					return "", conflict(resourceRule, o.ID, "listener %s already has a rule named %s", l.ID, req.Name)
 				}
 			}
-			if len(l.Rules) >= maxRules {
-				return nil, quota(resourceRule, maxRules)
-			}
-			id = newID("rule-")
-			now := time.Now().UTC()
-			if l.Rules == nil {
-				l.Rules = map[string]*rule{}
-			}
-			l.Rules[id] = &rule{ID: id, Name: req.Name, ARN: l.ARN + "/rule/" + id, Priority: *req.Priority, Match: match, Action: act,
-				Tags: req.Tags, CreatedAt: now, UpdatedAt: now}
-			remember(a, ruleTokenScope, req.ClientToken, c.body, id)
+			return addNew(&l.Rules, resourceRule, maxRules, "rule-", func(id string) *rule {
+				return &rule{meta: newMeta(id, req.Name, l.ARN+"/rule/"+id, req.Tags), Priority: *req.Priority, Match: match, Action: act}
+			})
+		})
+		if err != nil {
+			return nil, err
 		}
-		r := l.Rules[id]
-		if r == nil {
-			return nil, notFound(resourceRule, id)
+		r, err := madeBy(l.Rules, resourceRule, id)
+		if err != nil {
+			return nil, err
 		}
 		return ruleView(r, false), nil
 	})

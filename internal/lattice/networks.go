@@ -5,7 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
-	"time"
+	"strings"
 )
 
 func (h *Handler) routes() {
@@ -90,14 +90,19 @@ const (
 )
 
 func checkAuthType(field string, t *string) error {
-	switch *t {
-	case "":
-		*t = authNone
-	case authNone, authIAM:
-	default:
-		return invalidf(field, "must be NONE or AWS_IAM, not %q", *t)
+	return oneOf(field, t, authNone, authNone, authIAM)
+}
+
+// oneOf checks that *v is one of allowed, setting an empty one to def
+// (when def is not empty).
+func oneOf(field string, v *string, def string, allowed ...string) error {
+	if *v == "" && def != "" {
+		*v = def
 	}
-	return nil
+	if slices.Contains(allowed, *v) {
+		return nil
+	}
+	return invalidf(field, "must be %s or %s, not %q", strings.Join(allowed[:len(allowed)-1], ", "), allowed[len(allowed)-1], *v)
 }
 
 // elsewhere is the error for an ID the caller's records lack: access
@@ -138,48 +143,15 @@ func (h *Handler) createServiceNetwork(ctx context.Context, c *call) (int, any, 
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		id, err := idempotent(a, networkTokenScope, req.ClientToken, c.body)
+		n, err := networks.create(a, c, req.ClientToken, req.Name, req.Tags, func(m meta) *network {
+			return &network{meta: m, guarded: guarded{AuthType: req.AuthType}, Region: c.region}
+		})
 		if err != nil {
 			return nil, err
 		}
-		if id == "" {
-			for _, n := range a.Networks {
-				if n.Name == req.Name {
-					return nil, conflict(resourceNetwork, n.ID, "a service network named %s already exists", req.Name)
-				}
-			}
-			if len(a.Networks) >= maxNetworks {
-				return nil, quota(resourceNetwork, maxNetworks)
-			}
-			id = newID("sn-")
-			now := time.Now().UTC()
-			if a.Networks == nil {
-				a.Networks = map[string]*network{}
-			}
-			a.Networks[id] = &network{ID: id, Name: req.Name, ARN: arn(c.region, c.owner, "servicenetwork/"+id), Region: c.region,
-				AuthType: req.AuthType, Tags: req.Tags, CreatedAt: now, UpdatedAt: now}
-			remember(a, networkTokenScope, req.ClientToken, c.body, id)
-		}
-		n := a.Networks[id]
 		return map[string]any{"id": n.ID, "name": n.Name, "arn": n.ARN, "authType": n.AuthType}, nil
 	})
 	return http.StatusCreated, out, err
-}
-
-func (h *Handler) findNetwork(ctx context.Context, id string) (*account, *network, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	id = identifier(id)
-	for _, a := range all {
-		for _, n := range a.Networks {
-			if n.ID == id || n.Name == id {
-				return a, n, nil
-			}
-		}
-	}
-	return nil, nil, notFound(resourceNetwork, id)
 }
 
 func networkView(a *account, n *network) map[string]any {
@@ -194,7 +166,7 @@ func networkView(a *account, n *network) map[string]any {
 }
 
 func (h *Handler) getServiceNetwork(ctx context.Context, c *call) (int, any, error) {
-	a, n, err := h.findNetwork(ctx, c.r.PathValue("id"))
+	a, n, err := networks.find(ctx, h, c.r.PathValue("id"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -202,19 +174,11 @@ func (h *Handler) getServiceNetwork(ctx context.Context, c *call) (int, any, err
 }
 
 func (h *Handler) listServiceNetworks(ctx context.Context, c *call) (int, any, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	var items []map[string]any
-	for _, a := range all {
-		for _, n := range a.Networks {
-			v := networkView(a, n)
-			delete(v, "authType")
-			items = append(items, v)
-		}
-	}
-	return pageOf(c, items)
+	return networks.list(ctx, h, c, func(a *account, n *network) map[string]any {
+		v := networkView(a, n)
+		delete(v, "authType")
+		return v
+	})
 }
 
 // pageOf answers a List operation with the page of items by id.
@@ -236,31 +200,16 @@ func (h *Handler) updateServiceNetwork(ctx context.Context, c *call) (int, any, 
 	if err := c.decode(&req); err != nil {
 		return 0, nil, err
 	}
-	if req.AuthType == "" {
-		return 0, nil, invalidf("authType", "required")
-	}
-	if err := checkAuthType("authType", &req.AuthType); err != nil {
-		return 0, nil, err
-	}
-	id := identifier(c.r.PathValue("id"))
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		n := a.Networks[id]
-		if n == nil {
-			return nil, h.elsewhere(ctx, c.owner, resourceNetwork, id, func(o *account) bool { return o.Networks[id] != nil })
-		}
-		n.AuthType, n.UpdatedAt = req.AuthType, time.Now().UTC()
-		return map[string]any{"id": n.ID, "name": n.Name, "arn": n.ARN, "authType": n.AuthType}, nil
-	})
-	return http.StatusOK, out, err
+	return setAuthType(ctx, h, c, networks, req.AuthType)
 }
 
 func (h *Handler) deleteServiceNetwork(ctx context.Context, c *call) (int, any, error) {
-	id := identifier(c.r.PathValue("id"))
 	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		n := a.Networks[id]
-		if n == nil {
-			return nil, h.elsewhere(ctx, c.owner, resourceNetwork, id, func(o *account) bool { return o.Networks[id] != nil })
+		n, err := networks.own(ctx, h, c, a, c.r.PathValue("id"))
+		if err != nil {
+			return nil, err
 		}
+		id := n.ID
 		for _, as := range slices.Sorted(maps.Keys(a.Associations)) {
 			if a.Associations[as].NetworkID == id {
 				return nil, conflict(resourceNetwork, id, "ServiceNetwork %s has service(s) associated (%s)", id, as)

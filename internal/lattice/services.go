@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
-	"time"
 )
 
 func (h *Handler) createService(ctx context.Context, c *call) (int, any, error) {
@@ -38,50 +37,17 @@ func (h *Handler) createService(ctx context.Context, c *call) (int, any, error) 
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		id, err := idempotent(a, serviceTokenScope, req.ClientToken, c.body)
+		s, err := services.create(a, c, req.ClientToken, req.Name, req.Tags, func(m meta) *service {
+			return &service{meta: m, guarded: guarded{AuthType: req.AuthType}, Region: c.region,
+				DNS: fmt.Sprintf("%s-%s.%s.vpc-lattice-svcs.%s.on.aws", req.Name, m.ID[len("svc-"):], ownerToken(c.owner), c.region)}
+		})
 		if err != nil {
 			return nil, err
 		}
-		if id == "" {
-			for _, s := range a.Services {
-				if s.Name == req.Name {
-					return nil, conflict(resourceService, s.ID, "a service named %s already exists", req.Name)
-				}
-			}
-			if len(a.Services) >= maxServices {
-				return nil, quota(resourceService, maxServices)
-			}
-			id = newID("svc-")
-			now := time.Now().UTC()
-			if a.Services == nil {
-				a.Services = map[string]*service{}
-			}
-			a.Services[id] = &service{ID: id, Name: req.Name, ARN: arn(c.region, c.owner, "service/"+id), Region: c.region,
-				AuthType: req.AuthType, Tags: req.Tags, CreatedAt: now, UpdatedAt: now,
-				DNS: fmt.Sprintf("%s-%s.%s.vpc-lattice-svcs.%s.on.aws", req.Name, id[len("svc-"):], ownerToken(c.owner), c.region)}
-			remember(a, serviceTokenScope, req.ClientToken, c.body, id)
-		}
-		s := a.Services[id]
 		return map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "status": statusActive, "authType": s.AuthType,
 			"dnsEntry": DNSEntry{DomainName: s.DNS}}, nil
 	})
 	return http.StatusCreated, out, err
-}
-
-func (h *Handler) findService(ctx context.Context, id string) (*account, *service, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	id = identifier(id)
-	for _, a := range all {
-		for _, s := range a.Services {
-			if s.ID == id || s.Name == id {
-				return a, s, nil
-			}
-		}
-	}
-	return nil, nil, notFound(resourceService, id)
 }
 
 func serviceView(s *service) map[string]any {
@@ -90,7 +56,7 @@ func serviceView(s *service) map[string]any {
 }
 
 func (h *Handler) getService(ctx context.Context, c *call) (int, any, error) {
-	_, s, err := h.findService(ctx, c.r.PathValue("id"))
+	_, s, err := services.find(ctx, h, c.r.PathValue("id"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -98,29 +64,11 @@ func (h *Handler) getService(ctx context.Context, c *call) (int, any, error) {
 }
 
 func (h *Handler) listServices(ctx context.Context, c *call) (int, any, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	var items []map[string]any
-	for _, a := range all {
-		for _, s := range a.Services {
-			v := serviceView(s)
-			delete(v, "authType")
-			items = append(items, v)
-		}
-	}
-	return pageOf(c, items)
-}
-
-// ownService returns the caller's service id, or the error for one it
-// does not have.
-func (h *Handler) ownService(ctx context.Context, c *call, a *account, id string) (*service, error) {
-	id = identifier(id)
-	if s := a.Services[id]; s != nil {
-		return s, nil
-	}
-	return nil, h.elsewhere(ctx, c.owner, resourceService, id, func(o *account) bool { return o.Services[id] != nil })
+	return services.list(ctx, h, c, func(_ *account, s *service) map[string]any {
+		v := serviceView(s)
+		delete(v, "authType")
+		return v
+	})
 }
 
 func (h *Handler) updateService(ctx context.Context, c *call) (int, any, error) {
@@ -134,26 +82,12 @@ func (h *Handler) updateService(ctx context.Context, c *call) (int, any, error) 
 	if req.CertificateArn != "" {
 		return 0, nil, invalidf("certificateArn", "HTTPS listeners are not supported yet, so no certificate is")
 	}
-	if req.AuthType == "" {
-		return 0, nil, invalidf("authType", "required")
-	}
-	if err := checkAuthType("authType", &req.AuthType); err != nil {
-		return 0, nil, err
-	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := h.ownService(ctx, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
-		s.AuthType, s.UpdatedAt = req.AuthType, time.Now().UTC()
-		return map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "authType": s.AuthType}, nil
-	})
-	return http.StatusOK, out, err
+	return setAuthType(ctx, h, c, services, req.AuthType)
 }
 
 func (h *Handler) deleteService(ctx context.Context, c *call) (int, any, error) {
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := h.ownService(ctx, c, a, c.r.PathValue("id"))
+		s, err := services.own(ctx, h, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}

@@ -1,7 +1,9 @@
 package lattice
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"net/http"
 	"slices"
 )
@@ -9,10 +11,9 @@ import (
 // tagsOf returns the tags of the caller's object with ARN resourceARN,
 // nil when it has none of that ARN.
 func tagsOf(a *account, resourceARN string) *map[string]string {
-	for _, n := range a.Networks {
-		if n.ARN == resourceARN {
-			return &n.Tags
-		}
+	if t := cmp.Or(tagsByARN(a.Networks, resourceARN), tagsByARN(a.TargetGroups, resourceARN),
+		tagsByARN(a.Associations, resourceARN)); t != nil {
+		return t
 	}
 	for _, s := range a.Services {
 		if s.ARN == resourceARN {
@@ -22,21 +23,9 @@ func tagsOf(a *account, resourceARN string) *map[string]string {
 			if l.ARN == resourceARN {
 				return &l.Tags
 			}
-			for _, r := range l.Rules {
-				if r.ARN == resourceARN {
-					return &r.Tags
-				}
+			if t := tagsByARN(l.Rules, resourceARN); t != nil {
+				return t
 			}
-		}
-	}
-	for _, tg := range a.TargetGroups {
-		if tg.ARN == resourceARN {
-			return &tg.Tags
-		}
-	}
-	for _, as := range a.Associations {
-		if as.ARN == resourceARN {
-			return &as.Tags
 		}
 	}
 	return nil
@@ -78,25 +67,12 @@ func (h *Handler) tagResource(ctx context.Context, c *call) (int, any, error) {
 	if len(req.Tags) == 0 {
 		return 0, nil, invalidf("tags", "required")
 	}
-	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		t, err := h.ownTags(ctx, c, a)
-		if err != nil {
-			return nil, err
-		}
+	return h.changeTags(ctx, c, func(tags map[string]string) (map[string]string, error) {
 		merged := map[string]string{}
-		for k, v := range *t {
-			merged[k] = v
-		}
-		for k, v := range req.Tags {
-			merged[k] = v
-		}
-		if err := checkTags(merged); err != nil {
-			return nil, err
-		}
-		*t = merged
-		return nil, nil
+		maps.Copy(merged, tags)
+		maps.Copy(merged, req.Tags)
+		return merged, checkTags(merged)
 	})
-	return http.StatusOK, map[string]any{}, err
 }
 
 func (h *Handler) untagResource(ctx context.Context, c *call) (int, any, error) {
@@ -104,13 +80,9 @@ func (h *Handler) untagResource(ctx context.Context, c *call) (int, any, error) 
 	if len(keys) == 0 {
 		return 0, nil, invalidf("tagKeys", "required")
 	}
-	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		t, err := h.ownTags(ctx, c, a)
-		if err != nil {
-			return nil, err
-		}
+	return h.changeTags(ctx, c, func(tags map[string]string) (map[string]string, error) {
 		kept := map[string]string{}
-		for k, v := range *t {
+		for k, v := range tags {
 			if !slices.Contains(keys, k) {
 				kept[k] = v
 			}
@@ -118,7 +90,23 @@ func (h *Handler) untagResource(ctx context.Context, c *call) (int, any, error) 
 		if len(kept) == 0 {
 			kept = nil
 		}
-		*t = kept
+		return kept, nil
+	})
+}
+
+// changeTags answers TagResource and UntagResource: the tags of the
+// caller's object with the path's ARN become what change makes of them.
+func (h *Handler) changeTags(ctx context.Context, c *call, change func(tags map[string]string) (map[string]string, error)) (int, any, error) {
+	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		t, err := h.ownTags(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		changed, err := change(*t)
+		if err != nil {
+			return nil, err
+		}
+		*t = changed
 		return nil, nil
 	})
 	return http.StatusOK, map[string]any{}, err

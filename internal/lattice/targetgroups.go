@@ -1,6 +1,7 @@
 package lattice
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -14,26 +15,15 @@ var vpcRE = regexp.MustCompile(`^vpc-([0-9a-z]{8}|[0-9a-z]{17})$`)
 
 // checkConfig checks and defaults an IP target group's configuration.
 func checkConfig(c *TargetGroupConfig) error {
-	switch c.Protocol {
-	case "":
+	if c.Protocol == "" {
 		return invalidf("config.protocol", "required for target groups of type IP")
-	case "HTTP", "HTTPS", "TCP":
-	default:
-		return invalidf("config.protocol", "must be HTTP, HTTPS or TCP, not %q", c.Protocol)
 	}
-	switch c.ProtocolVersion {
-	case "":
-		c.ProtocolVersion = "HTTP1"
-	case "HTTP1", "HTTP2", "GRPC":
-	default:
-		return invalidf("config.protocolVersion", "must be HTTP1, HTTP2 or GRPC, not %q", c.ProtocolVersion)
-	}
-	switch c.IPAddressType {
-	case "":
-		c.IPAddressType = "IPV4"
-	case "IPV4", "IPV6":
-	default:
-		return invalidf("config.ipAddressType", "must be IPV4 or IPV6, not %q", c.IPAddressType)
+	if err := cmp.Or(
+		oneOf("config.protocol", &c.Protocol, "", "HTTP", "HTTPS", "TCP"),
+		oneOf("config.protocolVersion", &c.ProtocolVersion, "HTTP1", "HTTP1", "HTTP2", "GRPC"),
+		oneOf("config.ipAddressType", &c.IPAddressType, "IPV4", "IPV4", "IPV6"),
+	); err != nil {
+		return err
 	}
 	if c.VPCIdentifier != "" && !vpcRE.MatchString(c.VPCIdentifier) {
 		return invalidf("config.vpcIdentifier", "%q is not a VPC ID (vpc- and 8 or 17 characters)", c.VPCIdentifier)
@@ -52,7 +42,7 @@ func checkConfig(c *TargetGroupConfig) error {
 	}
 	if c.HealthCheck != nil {
 		// The model holds Lattice's ranges; its field names differ.
-		tg := modelTargetGroup("x", &targetGroup{ID: "tg-x", Config: *c})
+		tg := modelTargetGroup("x", &targetGroup{meta: meta{ID: "tg-x"}, Config: *c})
 		if err := tg.Validate(); err != nil {
 			return invalidf("config.healthCheck", "%v", err)
 		}
@@ -93,48 +83,15 @@ func (h *Handler) createTargetGroup(ctx context.Context, c *call) (int, any, err
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		id, err := idempotent(a, targetGroupScope, req.ClientToken, c.body)
+		tg, err := targetGroups.create(a, c, req.ClientToken, req.Name, req.Tags, func(m meta) *targetGroup {
+			return &targetGroup{meta: m, Type: req.Type, Config: *req.Config}
+		})
 		if err != nil {
 			return nil, err
 		}
-		if id == "" {
-			for _, tg := range a.TargetGroups {
-				if tg.Name == req.Name {
-					return nil, conflict(resourceTargetGroup, tg.ID, "a target group named %s already exists", req.Name)
-				}
-			}
-			if len(a.TargetGroups) >= maxTargetGroups {
-				return nil, quota(resourceTargetGroup, maxTargetGroups)
-			}
-			id = newID("tg-")
-			now := time.Now().UTC()
-			if a.TargetGroups == nil {
-				a.TargetGroups = map[string]*targetGroup{}
-			}
-			a.TargetGroups[id] = &targetGroup{ID: id, Name: req.Name, ARN: arn(c.region, c.owner, "targetgroup/"+id), Type: req.Type,
-				Config: *req.Config, Tags: req.Tags, CreatedAt: now, UpdatedAt: now}
-			remember(a, targetGroupScope, req.ClientToken, c.body, id)
-		}
-		tg := a.TargetGroups[id]
 		return map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "config": tg.Config, "status": statusActive}, nil
 	})
 	return http.StatusCreated, out, err
-}
-
-func (h *Handler) findTargetGroup(ctx context.Context, id string) (*account, *targetGroup, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	id = identifier(id)
-	for _, a := range all {
-		for _, tg := range a.TargetGroups {
-			if tg.ID == id || tg.Name == id {
-				return a, tg, nil
-			}
-		}
-	}
-	return nil, nil, notFound(resourceTargetGroup, id)
 }
 
 func serviceARNs(a *account, id string) []string {
@@ -146,7 +103,7 @@ func serviceARNs(a *account, id string) []string {
 }
 
 func (h *Handler) getTargetGroup(ctx context.Context, c *call) (int, any, error) {
-	a, tg, err := h.findTargetGroup(ctx, c.r.PathValue("id"))
+	a, tg, err := targetGroups.find(ctx, h, c.r.PathValue("id"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -155,41 +112,25 @@ func (h *Handler) getTargetGroup(ctx context.Context, c *call) (int, any, error)
 }
 
 func (h *Handler) listTargetGroups(ctx context.Context, c *call) (int, any, error) {
-	all, err := h.load(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
 	q := c.r.URL.Query()
-	var items []map[string]any
-	for _, a := range all {
-		for _, tg := range a.TargetGroups {
-			if (q.Get("targetGroupType") != "" && q.Get("targetGroupType") != tg.Type) ||
-				(q.Get("vpcIdentifier") != "" && q.Get("vpcIdentifier") != tg.Config.VPCIdentifier) {
-				continue
-			}
-			v := map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "createdAt": ts(tg.CreatedAt),
-				"lastUpdatedAt": ts(tg.UpdatedAt), "port": tg.Config.Port, "protocol": tg.Config.Protocol,
-				"ipAddressType": tg.Config.IPAddressType, "status": statusActive, "serviceArns": serviceARNs(a, tg.ID)}
-			if tg.Config.VPCIdentifier != "" {
-				v["vpcIdentifier"] = tg.Config.VPCIdentifier
-			}
-			items = append(items, v)
+	return targetGroups.list(ctx, h, c, func(a *account, tg *targetGroup) map[string]any {
+		if (q.Get("targetGroupType") != "" && q.Get("targetGroupType") != tg.Type) ||
+			(q.Get("vpcIdentifier") != "" && q.Get("vpcIdentifier") != tg.Config.VPCIdentifier) {
+			return nil
 		}
-	}
-	return pageOf(c, items)
-}
-
-func (h *Handler) ownTargetGroup(ctx context.Context, c *call, a *account) (*targetGroup, error) {
-	id := identifier(c.r.PathValue("id"))
-	if tg := a.TargetGroups[id]; tg != nil {
-		return tg, nil
-	}
-	return nil, h.elsewhere(ctx, c.owner, resourceTargetGroup, id, func(o *account) bool { return o.TargetGroups[id] != nil })
+		v := map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "createdAt": ts(tg.CreatedAt),
+			"lastUpdatedAt": ts(tg.UpdatedAt), "port": tg.Config.Port, "protocol": tg.Config.Protocol,
+			"ipAddressType": tg.Config.IPAddressType, "status": statusActive, "serviceArns": serviceARNs(a, tg.ID)}
+		if tg.Config.VPCIdentifier != "" {
+			v["vpcIdentifier"] = tg.Config.VPCIdentifier
+		}
+		return v
+	})
 }
 
 func (h *Handler) deleteTargetGroup(ctx context.Context, c *call) (int, any, error) {
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := h.ownTargetGroup(ctx, c, a)
+		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}
@@ -243,28 +184,30 @@ func checkTarget(tg *targetGroup, t Target) (Target, *targetFailure) {
 	return t, nil
 }
 
-func (h *Handler) registerTargets(ctx context.Context, c *call) (int, any, error) {
+// changeTargets answers RegisterTargets and DeregisterTargets: change
+// applies each valid target of the request to the caller's target group
+// and returns why it failed, if it did.
+func (h *Handler) changeTargets(ctx context.Context, c *call, change func(tg *targetGroup, t Target) (*targetFailure, error)) (int, any, error) {
 	targets, err := targetsRequest(c, true)
 	if err != nil {
 		return 0, nil, err
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := h.ownTargetGroup(ctx, c, a)
+		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}
 		ok, failed := []Target{}, []*targetFailure{}
 		for _, t := range targets {
 			t, f := checkTarget(tg, t)
-			switch {
-			case f != nil:
+			if f == nil {
+				if f, err = change(tg, t); err != nil {
+					return nil, err
+				}
+			}
+			if f != nil {
 				failed = append(failed, f)
 				continue
-			case !slices.ContainsFunc(tg.Targets, func(o Target) bool { return o.ID == t.ID && *o.Port == *t.Port }):
-				if len(tg.Targets) >= maxTargets {
-					return nil, quota("TARGET", maxTargets)
-				}
-				tg.Targets = append(tg.Targets, t)
 			}
 			ok = append(ok, t)
 		}
@@ -274,35 +217,31 @@ func (h *Handler) registerTargets(ctx context.Context, c *call) (int, any, error
 	return http.StatusOK, out, err
 }
 
-func (h *Handler) deregisterTargets(ctx context.Context, c *call) (int, any, error) {
-	targets, err := targetsRequest(c, true)
-	if err != nil {
-		return 0, nil, err
-	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := h.ownTargetGroup(ctx, c, a)
-		if err != nil {
-			return nil, err
-		}
-		ok, failed := []Target{}, []*targetFailure{}
-		for _, t := range targets {
-			t, f := checkTarget(tg, t)
-			if f != nil {
-				failed = append(failed, f)
-				continue
+func sameTarget(t Target) func(Target) bool {
+	return func(o Target) bool { return o.ID == t.ID && *o.Port == *t.Port }
+}
+
+func (h *Handler) registerTargets(ctx context.Context, c *call) (int, any, error) {
+	return h.changeTargets(ctx, c, func(tg *targetGroup, t Target) (*targetFailure, error) {
+		if !slices.ContainsFunc(tg.Targets, sameTarget(t)) {
+			if len(tg.Targets) >= maxTargets {
+				return nil, quota("TARGET", maxTargets)
 			}
-			i := slices.IndexFunc(tg.Targets, func(o Target) bool { return o.ID == t.ID && *o.Port == *t.Port })
-			if i < 0 {
-				failed = append(failed, &targetFailure{ID: t.ID, Port: t.Port, FailureCode: "TargetNotFound", FailureMessage: "not registered"})
-				continue
-			}
-			tg.Targets = slices.Delete(tg.Targets, i, i+1)
-			ok = append(ok, t)
+			tg.Targets = append(tg.Targets, t)
 		}
-		tg.UpdatedAt = time.Now().UTC()
-		return map[string]any{"successful": ok, "unsuccessful": failed}, nil
+		return nil, nil
 	})
-	return http.StatusOK, out, err
+}
+
+func (h *Handler) deregisterTargets(ctx context.Context, c *call) (int, any, error) {
+	return h.changeTargets(ctx, c, func(tg *targetGroup, t Target) (*targetFailure, error) {
+		i := slices.IndexFunc(tg.Targets, sameTarget(t))
+		if i < 0 {
+			return &targetFailure{ID: t.ID, Port: t.Port, FailureCode: "TargetNotFound", FailureMessage: "not registered"}, nil
+		}
+		tg.Targets = slices.Delete(tg.Targets, i, i+1)
+		return nil, nil
+	})
 }
 
 // listTargets lists targets. Their health is the proxies' (each checks on
@@ -314,7 +253,7 @@ func (h *Handler) listTargets(ctx context.Context, c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	a, tg, err := h.findTargetGroup(ctx, c.r.PathValue("id"))
+	a, tg, err := targetGroups.find(ctx, h, c.r.PathValue("id"))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -350,7 +289,7 @@ func (h *Handler) updateTargetGroup(ctx context.Context, c *call) (int, any, err
 		return 0, nil, invalidf("healthCheck", "required")
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := h.ownTargetGroup(ctx, c, a)
+		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}

@@ -129,15 +129,9 @@ type idempotency struct {
 }
 
 type network struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	ARN       string            `json:"arn"`
-	Region    string            `json:"region"`
-	AuthType  string            `json:"authType"`
-	Policy    *policy           `json:"policy,omitempty"`
-	Tags      map[string]string `json:"tags,omitempty"`
-	CreatedAt time.Time         `json:"createdAt"`
-	UpdatedAt time.Time         `json:"updatedAt"`
+	meta
+	guarded
+	Region string `json:"region"`
 }
 
 type policy struct {
@@ -147,61 +141,38 @@ type policy struct {
 }
 
 type service struct {
-	ID        string               `json:"id"`
-	Name      string               `json:"name"`
-	ARN       string               `json:"arn"`
+	meta
+	guarded
 	Region    string               `json:"region"`
-	AuthType  string               `json:"authType"`
-	Policy    *policy              `json:"policy,omitempty"`
 	DNS       string               `json:"dns"`
 	Listeners map[string]*listener `json:"listeners,omitempty"`
-	Tags      map[string]string    `json:"tags,omitempty"`
-	CreatedAt time.Time            `json:"createdAt"`
-	UpdatedAt time.Time            `json:"updatedAt"`
 }
 
 type listener struct {
-	ID            string            `json:"id"`
-	Name          string            `json:"name"`
-	ARN           string            `json:"arn"`
-	Protocol      string            `json:"protocol"`
-	Port          int32             `json:"port"`
-	DefaultAction RuleAction        `json:"defaultAction"`
-	Rules         map[string]*rule  `json:"rules,omitempty"`
-	Tags          map[string]string `json:"tags,omitempty"`
-	CreatedAt     time.Time         `json:"createdAt"`
-	UpdatedAt     time.Time         `json:"updatedAt"`
+	meta
+	Protocol      string           `json:"protocol"`
+	Port          int32            `json:"port"`
+	DefaultAction RuleAction       `json:"defaultAction"`
+	Rules         map[string]*rule `json:"rules,omitempty"`
 }
 
 type rule struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	ARN       string            `json:"arn"`
-	Priority  int32             `json:"priority"`
-	Match     RuleMatch         `json:"match"`
-	Action    RuleAction        `json:"action"`
-	Tags      map[string]string `json:"tags,omitempty"`
-	CreatedAt time.Time         `json:"createdAt"`
-	UpdatedAt time.Time         `json:"updatedAt"`
+	meta
+	Priority int32      `json:"priority"`
+	Match    RuleMatch  `json:"match"`
+	Action   RuleAction `json:"action"`
 }
 
 type targetGroup struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	ARN       string            `json:"arn"`
-	Type      string            `json:"type"`
-	Config    TargetGroupConfig `json:"config"`
-	Targets   []Target          `json:"targets,omitempty"`
-	Tags      map[string]string `json:"tags,omitempty"`
-	CreatedAt time.Time         `json:"createdAt"`
-	UpdatedAt time.Time         `json:"updatedAt"`
+	meta
+	Type    string            `json:"type"`
+	Config  TargetGroupConfig `json:"config"`
+	Targets []Target          `json:"targets,omitempty"`
 }
 
+// association has no name and is never updated: both stay zero.
 type association struct {
-	ID        string            `json:"id"`
-	ARN       string            `json:"arn"`
-	NetworkID string            `json:"networkId"`
-	ServiceID string            `json:"serviceId"`
-	Tags      map[string]string `json:"tags,omitempty"`
-	CreatedAt time.Time         `json:"createdAt"`
+	meta
+	NetworkID string `json:"networkId"`
+	ServiceID string `json:"serviceId"`
 }

@@ -58,26 +58,24 @@ func (o *Objects) Len() int {
 
 // Add appends a copy of obj to the list of its kind.
 func (o *Objects) Add(obj Object) {
-	switch v := obj.(type) {
-	case *ServiceNetwork:
-		o.Networks = append(o.Networks, *v)
-	case *Service:
-		o.Services = append(o.Services, *v)
-	case *TargetGroup:
-		o.TargetGroups = append(o.TargetGroups, *v)
-	case *Certificate:
-		o.Certificates = append(o.Certificates, *v)
-	case *WorkloadSet:
-		o.WorkloadSets = append(o.WorkloadSets, *v)
-	case *ServiceExport:
-		o.Exports = append(o.Exports, *v)
-	case *Peer:
-		o.Peers = append(o.Peers, *v)
-	case *Cluster:
-		o.Clusters = append(o.Clusters, *v)
-	default:
+	added := add(&o.Networks, obj) || add(&o.Services, obj) || add(&o.TargetGroups, obj) ||
+		add(&o.Certificates, obj) || add(&o.WorkloadSets, obj) || add(&o.Exports, obj) ||
+		add(&o.Peers, obj) || add(&o.Clusters, obj)
+	if !added {
 		panic(fmt.Sprintf("model: Objects.Add of unknown kind %T", obj))
 	}
+}
+
+// add appends a copy of obj to list when it is a *T.
+func add[T any, P interface {
+	*T
+	Object
+}](list *[]T, obj Object) bool {
+	v, ok := obj.(P)
+	if ok {
+		*list = append(*list, *v)
+	}
+	return ok
 }
 
 // Encode is the stored form of an object: its JSON without its revision,

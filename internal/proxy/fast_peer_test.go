@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -90,40 +89,7 @@ func TestFastPathPeerHopAgreesWithNetHTTP(t *testing.T) {
 			t.Errorf("%s: on the fast path %v", line, tookFast)
 		}
 		s, sb := exchangeRaw(t, addrOf(slow.east, webPort), raw)
-		if f.StatusCode != s.StatusCode || f.Close != s.Close {
-			t.Errorf("%s: status, close fast %d %v, net/http %d %v", line, f.StatusCode, f.Close, s.StatusCode, s.Close)
-		}
-		for _, h := range []http.Header{f.Header, s.Header} {
-			for _, k := range ignore {
-				delete(h, k)
-			}
-		}
-		if a, b := sortedHeader(f.Header), sortedHeader(s.Header); a != b {
-			t.Errorf("%s: response header\nfast     %s\nnet/http %s", line, a, b)
-		}
-		if strings.HasPrefix(raw, "HEAD") || f.StatusCode != http.StatusOK {
-			continue
-		}
-		var fh, sh http.Header
-		if err := json.Unmarshal(fb, &fh); err != nil {
-			t.Fatalf("%s: fast: %v: %s", line, err, fb)
-		}
-		if err := json.Unmarshal(sb, &sh); err != nil {
-			t.Fatalf("%s: net/http: %v: %s", line, err, sb)
-		}
-		for _, h := range []http.Header{fh, sh} {
-			for _, k := range ignore {
-				delete(h, k)
-			}
-		}
-		if a, b := sortedHeader(fh), sortedHeader(sh); a != b {
-			t.Errorf("%s: target received\nfast     %s\nnet/http %s", line, a, b)
-		}
-		for _, k := range append(mustNotForward(raw), "Trellis-Peer-Target", "Trellis-Peer-Identity") {
-			if v, ok := fh[http.CanonicalHeaderKey(k)]; ok {
-				t.Errorf("%s: target received %s: %q", line, k, v)
-			}
-		}
+		agreeWithNetHTTP(t, raw, f, s, fb, sb, ignore, "Trellis-Peer-Target", "Trellis-Peer-Identity")
 	}
 	// West delivered on its handlers' goroutines (deliverDirect), over the
 	// fast path's pool, where the fast path is on.

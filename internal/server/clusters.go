@@ -257,20 +257,14 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer release()
 	if !model.ValidClusterName(req.Name) || req.Name == model.ControlPlaneOwner {
-		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{
-			Message: fmt.Sprintf("%q is not a valid cluster name", req.Name),
-			Fields:  model.FieldErrors{{Field: "name", Detail: "at most 63 lower-case alphanumerics, '-' or '.', starting and ending alphanumeric"}},
-		}}
+		return fieldError(http.StatusUnprocessableEntity, fmt.Sprintf("%q is not a valid cluster name", req.Name), "name", "at most 63 lower-case alphanumerics, '-' or '.', starting and ending alphanumeric")
 	}
 	ttl := DefaultJoinTokenTTL
 	if req.TokenTTLSeconds != 0 {
 		ttl = time.Duration(req.TokenTTLSeconds) * time.Second
 	}
 	if ttl <= 0 || ttl > 7*24*time.Hour {
-		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{
-			Message: "token lifetime out of range",
-			Fields:  model.FieldErrors{{Field: "tokenTTLSeconds", Detail: "must be between 1 and 604800"}},
-		}}
+		return fieldError(http.StatusUnprocessableEntity, "token lifetime out of range", "tokenTTLSeconds", "must be between 1 and 604800")
 	}
 	tok, err := pki.NewJoinToken()
 	if err != nil {
@@ -381,9 +375,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusUnauthorized, "%v", err)
 	}
 	if _, err := pki.ParseCSR([]byte(req.CSR)); err != nil {
-		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{
-			Message: err.Error(), Fields: model.FieldErrors{{Field: "csr", Detail: err.Error()}},
-		}}
+		return fieldError(http.StatusUnprocessableEntity, err.Error(), "csr", err.Error())
 	}
 	kv, err := s.st.Get(r.Context(), grantPrefix+tok.ID)
 	var grant *pki.Grant
@@ -442,9 +434,7 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) error {
 	defer release()
 	cert, err := s.cfg.CA.Sign([]byte(req.CSR), cluster, time.Now(), s.certTTL())
 	if err != nil {
-		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{
-			Message: err.Error(), Fields: model.FieldErrors{{Field: "csr", Detail: err.Error()}},
-		}}
+		return fieldError(http.StatusUnprocessableEntity, err.Error(), "csr", err.Error())
 	}
 	writeJSON(w, http.StatusOK, api.JoinResult{Cluster: cluster, Certificate: string(cert), CA: string(s.cfg.CA.CertPEM())})
 	return nil

@@ -178,6 +178,11 @@ func errorf(status int, format string, args ...any) error {
 	return &httpError{status: status, body: api.Error{Message: fmt.Sprintf(format, args...)}}
 }
 
+// fieldError is an error of status with message, detail naming field.
+func fieldError(status int, message, field, detail string) *httpError {
+	return &httpError{status: status, body: api.Error{Message: message, Fields: model.FieldErrors{{Field: field, Detail: detail}}}}
+}
+
 // revisionParam is the request's ?revision=, 0 when absent; anything but a
 // non-negative integer is a 400.
 func revisionParam(r *http.Request) (int64, error) {
@@ -401,10 +406,7 @@ func claim(obj model.Object, cluster string) error {
 		m.Owner = cluster
 	case cluster:
 	default:
-		return &httpError{status: http.StatusForbidden, body: api.Error{
-			Message: fmt.Sprintf("owner %q: cluster %q may only write objects it owns", m.Owner, cluster),
-			Fields:  model.FieldErrors{{Field: "owner", Detail: "must be the caller's cluster " + cluster}},
-		}}
+		return fieldError(http.StatusForbidden, fmt.Sprintf("owner %q: cluster %q may only write objects it owns", m.Owner, cluster), "owner", "must be the caller's cluster "+cluster)
 	}
 	return nil
 }
@@ -430,10 +432,7 @@ func (s *Server) put(w http.ResponseWriter, r *http.Request, cluster string) err
 		m.Name = name
 	case name:
 	default:
-		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{
-			Message: fmt.Sprintf("name %q does not match the path's %q", m.Name, name),
-			Fields:  model.FieldErrors{{Field: "name", Detail: "must match the name in the path"}},
-		}}
+		return fieldError(http.StatusUnprocessableEntity, fmt.Sprintf("name %q does not match the path's %q", m.Name, name), "name", "must match the name in the path")
 	}
 	wr := newWrite()
 	var fields model.FieldErrors

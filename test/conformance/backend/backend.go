@@ -194,6 +194,20 @@ func (c Container) port(name, def string) (string, error) {
 	return p, nil
 }
 
+// ports is port of each name and default of namesAndDefaults (name,
+// default, name, default...), in order.
+func (c Container) ports(namesAndDefaults ...string) ([]string, error) {
+	var out []string
+	for i := 0; i+1 < len(namesAndDefaults); i += 2 {
+		p, err := c.port(namesAndDefaults[i], namesAndDefaults[i+1])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // addr joins the pod IP and a port.
 func (c Container) addr(port string) string {
 	return net.JoinHostPort(c.IP.String(), port)

@@ -38,14 +38,11 @@ func startGRPCEcho(in *Instance, c Container) error {
 		service: string(svc.FullName()),
 		ctx:     &pb.Context{Namespace: pc.Namespace, Ingress: pc.Ingress, ServiceName: pc.Service, Pod: pc.Pod},
 	}
-	httpPort, err := c.port("HTTP_PORT", "3000")
+	ports, err := c.ports("HTTP_PORT", "3000", "HTTPS_PORT", "8443")
 	if err != nil {
 		return err
 	}
-	httpsPort, err := c.port("HTTPS_PORT", "8443")
-	if err != nil {
-		return err
-	}
+	httpPort, httpsPort := ports[0], ports[1]
 
 	plain := base
 	if err := serveGRPC(in, c, httpPort, grpc.NewServer(), &plain); err != nil {

@@ -246,14 +246,24 @@ func TestHTTPSWithClientCertificates(t *testing.T) {
 	})
 }
 
-func TestGRPCEcho(t *testing.T) {
+// runWithServerCert runs the echo image as pod of
+// gateway-conformance-infra with server (GRPC_ECHO_SERVER...) on and a
+// server certificate for abc.example.com, returning its address and the
+// certificates.
+func runWithServerCert(t *testing.T, pod, server string) (netip.Addr, certs) {
+	t.Helper()
 	cs := makeCerts(t, "abc.example.com")
 	ip, _ := run(t, backend.Container{
 		Image: echoImage,
-		Env: podEnv("grpc-infra-backend-v1-x", "gateway-conformance-infra", "GRPC_ECHO_SERVER", "1",
+		Env: podEnv(pod, "gateway-conformance-infra", server, "1",
 			"TLS_SERVER_CERT", "/c", "TLS_SERVER_PRIV_KEY", "/k"),
 		Files: map[string][]byte{"/c": cs.serverCert, "/k": cs.serverKey},
 	})
+	return ip, cs
+}
+
+func TestGRPCEcho(t *testing.T) {
+	ip, _ := runWithServerCert(t, "grpc-infra-backend-v1-x", "GRPC_ECHO_SERVER")
 	addr := net.JoinHostPort(ip.String(), "3000")
 	for _, exp := range []grpcutil.ExpectedResponse{
 		{EchoRequest: &pb.EchoRequest{}, Backend: "grpc-infra-backend-v1", Namespace: "gateway-conformance-infra"},
@@ -294,13 +304,7 @@ func TestGRPCEcho(t *testing.T) {
 }
 
 func TestTCPEcho(t *testing.T) {
-	cs := makeCerts(t, "abc.example.com")
-	ip, _ := run(t, backend.Container{
-		Image: echoImage,
-		Env: podEnv("tcp-backend-x", "gateway-conformance-infra", "TCP_ECHO_SERVER", "1",
-			"TLS_SERVER_CERT", "/c", "TLS_SERVER_PRIV_KEY", "/k"),
-		Files: map[string][]byte{"/c": cs.serverCert, "/k": cs.serverKey},
-	})
+	ip, cs := runWithServerCert(t, "tcp-backend-x", "TCP_ECHO_SERVER")
 	exp := tcputil.ExpectedResponse{Backend: "tcp-backend", Namespace: "gateway-conformance-infra"}
 	tcputil.MakeTCPRequestAndExpectEventuallyValidResponse(t, timeouts, net.JoinHostPort(ip.String(), "3000"), nil, "", false, exp)
 

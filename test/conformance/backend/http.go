@@ -61,18 +61,11 @@ type echoServer struct {
 // (8443) with client certificates verified against TLS_CLIENT_CACERTS if
 // that is set.
 func startHTTPEcho(in *Instance, c Container) error {
-	httpPort, err := c.port("HTTP_PORT", "3000")
+	ports, err := c.ports("HTTP_PORT", "3000", "H2C_PORT", "3001", "HTTPS_PORT", "8443")
 	if err != nil {
 		return err
 	}
-	h2cPort, err := c.port("H2C_PORT", "3001")
-	if err != nil {
-		return err
-	}
-	httpsPort, err := c.port("HTTPS_PORT", "8443")
-	if err != nil {
-		return err
-	}
+	httpPort, h2cPort, httpsPort := ports[0], ports[1], ports[2]
 	s := &echoServer{c: c, ctx: c.podContext(), httpPort: httpPort, attempts: map[string]int{}}
 	handler := s.handler()
 

@@ -16,14 +16,11 @@ import (
 // TLS_SERVER_CERT and TLS_SERVER_PRIV_KEY are set, its TLS variant on
 // TLS_PORT (8443).
 func startTCPEcho(in *Instance, c Container) error {
-	tcpPort, err := c.port("TCP_PORT", "3000")
+	ports, err := c.ports("TCP_PORT", "3000", "TLS_PORT", "8443")
 	if err != nil {
 		return err
 	}
-	tlsPort, err := c.port("TLS_PORT", "8443")
-	if err != nil {
-		return err
-	}
+	tcpPort, tlsPort := ports[0], ports[1]
 	pc := c.podContext()
 	ctx := tcpserver.Context{
 		Namespace: pc.Namespace, Ingress: pc.Ingress, Service: pc.Service, Pod: pc.Pod,

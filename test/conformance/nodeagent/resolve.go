@@ -36,42 +36,34 @@ func newResolver(client kubernetes.Interface, pod *corev1.Pod, podIP, hostIP net
 // secret fetches a Secret of the Pod's namespace; nil, nil when it is
 // missing and optional.
 func (r *resolver) secret(ctx context.Context, name string, optional *bool) (*corev1.Secret, error) {
-	s, ok := r.secrets[name]
-	if !ok {
-		var err error
-		s, err = r.client.CoreV1().Secrets(r.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			s = nil
-		case err != nil:
-			return nil, fmt.Errorf("secret %s/%s: %w", r.pod.Namespace, name, err)
-		}
-		r.secrets[name] = s
-	}
-	if s == nil && (optional == nil || !*optional) {
-		return nil, fmt.Errorf("secret %q not found", name)
-	}
-	return s, nil
+	return fetch(ctx, r, r.secrets, "secret", name, optional, r.client.CoreV1().Secrets(r.pod.Namespace).Get)
 }
 
 // configMap is secret's counterpart for ConfigMaps.
 func (r *resolver) configMap(ctx context.Context, name string, optional *bool) (*corev1.ConfigMap, error) {
-	cm, ok := r.cms[name]
+	return fetch(ctx, r, r.cms, "configmap", name, optional, r.client.CoreV1().ConfigMaps(r.pod.Namespace).Get)
+}
+
+// fetch gets the object name of the Pod's namespace, a what, once, keeping
+// it (or its absence) in cache; nil, nil when it is missing and optional.
+func fetch[T any](ctx context.Context, r *resolver, cache map[string]*T, what, name string, optional *bool,
+	get func(context.Context, string, metav1.GetOptions) (*T, error)) (*T, error) {
+	v, ok := cache[name]
 	if !ok {
 		var err error
-		cm, err = r.client.CoreV1().ConfigMaps(r.pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+		v, err = get(ctx, name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			cm = nil
+			v = nil
 		case err != nil:
-			return nil, fmt.Errorf("configmap %s/%s: %w", r.pod.Namespace, name, err)
+			return nil, fmt.Errorf("%s %s/%s: %w", what, r.pod.Namespace, name, err)
 		}
-		r.cms[name] = cm
+		cache[name] = v
 	}
-	if cm == nil && (optional == nil || !*optional) {
-		return nil, fmt.Errorf("configmap %q not found", name)
+	if v == nil && (optional == nil || !*optional) {
+		return nil, fmt.Errorf("%s %q not found", what, name)
 	}
-	return cm, nil
+	return v, nil
 }
 
 func configMapData(cm *corev1.ConfigMap) map[string][]byte {
