@@ -20,5 +20,7 @@ for i in $(seq "$ROUNDS"); do
 done
 sort "$out" | uniq -c | sort -rn | head -50
 echo "measured: $(wc -l <"$out"), over the goal: $(grep -c OVER "$out" || true)"
-echo "slowest: $(grep -o '[0-9.]*m\?s (' "$out" | tr -d ' (' | sort -h | tail -n1)"
+# The slowest change held to the 2 s goal, in ms.
+echo "slowest against the 2 s goal: $(grep 'goal of 2s' "$out" | grep -o '[0-9.]*m\?s (' | tr -d ' (' |
+  awk '/ms$/ {sub("ms", ""); print $0; next} {sub("s", ""); print $0 * 1000}' | sort -n | tail -n1) ms"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
