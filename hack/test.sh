@@ -15,6 +15,12 @@ if ! command -v aws >/dev/null; then
   echo "== installing the AWS CLI (test/e2e drives the VPC Lattice API with it)"
   apt-get update -qq && apt-get install -y -qq awscli >/dev/null
 fi
+# This machine kind has the AWS CLI from pip (awscli 1.45, botocore 1.43). Debian's
+# awscli 2.9.19 (botocore 1.29) predates VPC Lattice: say so here rather than let
+# TestLatticeAPIWithAWSCLI fail on "invalid choice".
+if ! aws vpc-lattice help >/dev/null 2>&1; then
+  echo "warning: $(aws --version 2>&1) has no vpc-lattice commands; TestLatticeAPIWithAWSCLI will fail (it needs awscli >= 1.27.100 or 2.11)"
+fi
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
