@@ -47,6 +47,15 @@ func (h *Handler) routes() {
 	h.handle("GET /servicenetworkserviceassociations/{id}", h.getAssociation)
 	h.handle("DELETE /servicenetworkserviceassociations/{id}", h.deleteAssociation)
 
+	h.handle("POST /servicenetworkvpcassociations", h.createVPCAssociation)
+	h.handle("GET /servicenetworkvpcassociations", h.listVPCAssociations)
+	h.handle("GET /servicenetworkvpcassociations/{id}", h.getVPCAssociation)
+	h.handle("DELETE /servicenetworkvpcassociations/{id}", h.deleteVPCAssociation)
+
+	h.handle("PUT /resourcepolicy/{arn}", h.putResourcePolicy)
+	h.handle("GET /resourcepolicy/{arn}", h.getResourcePolicy)
+	h.handle("DELETE /resourcepolicy/{arn}", h.deleteResourcePolicy)
+
 	h.handle("GET /tags/{arn}", h.listTags)
 	h.handle("POST /tags/{arn}", h.tagResource)
 	h.handle("DELETE /tags/{arn}", h.untagResource)
@@ -214,6 +223,9 @@ func (h *Handler) deleteServiceNetwork(ctx context.Context, c *call) (int, any, 
 			if a.Associations[as].NetworkID == id {
 				return nil, conflict(resourceNetwork, id, "ServiceNetwork %s has service(s) associated (%s)", id, as)
 			}
+		}
+		if va := vpcAssociated(a, id); va != "" {
+			return nil, conflict(resourceNetwork, id, "ServiceNetwork %s has VPC(s) associated (%s)", id, va)
 		}
 		delete(a.Networks, id)
 		return nil, nil

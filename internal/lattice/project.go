@@ -36,7 +36,9 @@ func project(a *account) map[string]model.Object {
 			Mode:   model.ModeServiceNetwork,
 			Domain: ownerToken(a.Owner) + ".vpc-lattice-svcs." + n.Region + ".on.aws",
 			Auth:   authOf(n.AuthType, n.Policy),
-			Source: &model.SourceRef{Kind: model.LatticeSourcePrefix + "ServiceNetwork", Name: n.Name},
+			// The clusters of its VPC associations may join it.
+			AllowedClusters: allowedClusters(a, n.ID),
+			Source:          &model.SourceRef{Kind: model.LatticeSourcePrefix + "ServiceNetwork", Name: n.Name},
 		})
 	}
 	for _, as := range a.Associations {

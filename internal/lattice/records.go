@@ -54,6 +54,8 @@ func tagsByARN[T record](m map[string]T, resourceARN string) *map[string]string 
 type guarded struct {
 	AuthType string  `json:"authType"`
 	Policy   *policy `json:"policy,omitempty"`
+	// ResourcePolicy is stored and returned only (resourcepolicy.go).
+	ResourcePolicy string `json:"resourcePolicy,omitempty"`
 }
 
 func (g *guarded) guard() *guarded { return g }

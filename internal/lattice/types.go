@@ -117,6 +117,8 @@ type account struct {
 	Services     map[string]*service     `json:"services,omitempty"`
 	TargetGroups map[string]*targetGroup `json:"targetGroups,omitempty"`
 	Associations map[string]*association `json:"associations,omitempty"`
+	// VPCAssociations are the clusters allowed to join networks.
+	VPCAssociations map[string]*vpcAssociation `json:"vpcAssociations,omitempty"`
 	// Tokens are the client tokens of creates, by operation and token.
 	Tokens map[string]*idempotency `json:"tokens,omitempty"`
 }

@@ -135,6 +135,30 @@ func TestLatticeAPIWithAWSCLI(t *testing.T) {
 		t.Fatalf("list-service-network-service-associations: %v", items)
 	}
 
+	// A VPC is a cluster: associating vpc-remote lets cluster remote join.
+	vpcAssoc := lattice("create-service-network-vpc-association", "--service-network-identifier", sn, "--vpc-identifier", "vpc-remote")
+	if vpcAssoc["status"] != "ACTIVE" {
+		t.Errorf("create-service-network-vpc-association: %v", vpcAssoc)
+	}
+	vpcAssocID := vpcAssoc["id"].(string)
+	if got := lattice("get-service-network-vpc-association", "--service-network-vpc-association-identifier", vpcAssocID); got["vpcId"] != "vpc-remote" {
+		t.Errorf("get-service-network-vpc-association: %v", got)
+	}
+	if items := lattice("list-service-network-vpc-associations", "--vpc-identifier", "vpc-remote")["items"].([]any); len(items) != 1 {
+		t.Errorf("list-service-network-vpc-associations: %v", items)
+	}
+	fails("ConflictException", "CreateServiceNetworkVpcAssociation", "create-service-network-vpc-association",
+		"--service-network-identifier", sn, "--vpc-identifier", "vpc-remote")
+	// A resource policy is stored, not enforced.
+	snARN := lattice("get-service-network", "--service-network-identifier", sn)["arn"].(string)
+	const rp = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"123456789012"},"Action":"vpc-lattice:*","Resource":"*"}]}`
+	lattice("put-resource-policy", "--resource-arn", snARN, "--policy", rp)
+	if got := lattice("get-resource-policy", "--resource-arn", snARN); got["policy"] != rp {
+		t.Errorf("get-resource-policy: %v", got)
+	}
+	lattice("delete-resource-policy", "--resource-arn", snARN)
+	fails("ResourceNotFoundException", "GetResourcePolicy", "get-resource-policy", "--resource-arn", snARN)
+
 	// Served at once: the split, and the rule.
 	px.waitOutput(t, 15*time.Second, "listening on 127.0.0.1:8080")
 	c := ns.HTTPClient(5 * time.Second)
@@ -208,6 +232,8 @@ func TestLatticeAPIWithAWSCLI(t *testing.T) {
 		lattice("deregister-targets", "--target-group-identifier", id, "--targets", "id=127.0.0.1")
 		lattice("delete-target-group", "--target-group-identifier", id)
 	}
+	fails("ConflictException", "DeleteServiceNetwork", "delete-service-network", "--service-network-identifier", sn)
+	lattice("delete-service-network-vpc-association", "--service-network-vpc-association-identifier", vpcAssocID)
 	lattice("delete-service-network", "--service-network-identifier", sn)
 	for _, list := range []string{"list-service-networks", "list-services", "list-target-groups"} {
 		if items := lattice(list)["items"].([]any); len(items) != 0 {
