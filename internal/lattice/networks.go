@@ -29,6 +29,7 @@ func (h *Handler) routes() {
 
 	h.handle("POST /services/{svc}/listeners/{lis}/rules", h.createRule)
 	h.handle("GET /services/{svc}/listeners/{lis}/rules", h.listRules)
+	h.handle("PATCH /services/{svc}/listeners/{lis}/rules", h.batchUpdateRule)
 	h.handle("GET /services/{svc}/listeners/{lis}/rules/{id}", h.getRule)
 	h.handle("PATCH /services/{svc}/listeners/{lis}/rules/{id}", h.updateRule)
 	h.handle("DELETE /services/{svc}/listeners/{lis}/rules/{id}", h.deleteRule)

@@ -129,6 +129,12 @@ func TestLatticeAPIWithAWSCLI(t *testing.T) {
 		"--name", "other", "--priority", "10", "--match", `{"httpMatch":{"method":"GET"}}`, "--action", `{"fixedResponse":{"statusCode":404}}`)
 	fails("ValidationException", "CreateRule", "create-rule", "--service-identifier", svcID, "--listener-identifier", listener,
 		"--name", "other", "--priority", "101", "--match", `{"httpMatch":{"method":"GET"}}`, "--action", `{"fixedResponse":{"statusCode":404}}`)
+	batch := lattice("batch-update-rule", "--service-identifier", svcID, "--listener-identifier", listener,
+		"--rules", fmt.Sprintf(`[{"ruleIdentifier":%q,"priority":20},{"ruleIdentifier":"rule-00000000000000000","priority":30}]`, ruleID))
+	if ok, bad := batch["successful"].([]any), batch["unsuccessful"].([]any); len(ok) != 1 || len(bad) != 1 ||
+		ok[0].(map[string]any)["priority"] != 20.0 || bad[0].(map[string]any)["failureCode"] != "ResourceNotFoundException" {
+		t.Errorf("batch-update-rule: %v", batch)
+	}
 	assoc := lattice("create-service-network-service-association", "--service-identifier", svcID, "--service-network-identifier", sn)["id"].(string)
 	items := lattice("list-service-network-service-associations", "--service-network-identifier", sn)["items"].([]any)
 	if len(items) != 1 || items[0].(map[string]any)["id"] != assoc {
