@@ -665,11 +665,7 @@ func TestFastPathClientGone(t *testing.T) {
 	io.WriteString(conn, "GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
 	time.Sleep(100 * time.Millisecond)
 	conn.Close()
-	select {
-	case <-canceled:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the target's request was not canceled after the client left")
-	}
+	testsync.Receive(t, canceled, 5*time.Second, "the target's request canceled after the client left")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		lines := logLines(t, logs)
