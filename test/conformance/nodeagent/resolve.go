@@ -3,10 +3,11 @@ package nodeagent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -217,13 +218,8 @@ func subscript(p, prefix string) (string, bool) {
 // formatMap renders labels or annotations as the downward API does:
 // key="value" lines, sorted by key.
 func formatMap(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
-	for i, k := range keys {
+	for i, k := range slices.Sorted(maps.Keys(m)) {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
