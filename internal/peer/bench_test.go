@@ -19,36 +19,28 @@ import (
 // added latency on a reused connection. Run with -cpu 1 for latencies
 // without parallel load.
 func BenchmarkDirect(b *testing.B) {
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	defer backend.Close()
+	backend := okBackend(b)
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	b.ResetTimer()
 	for b.Loop() {
 		req, _ := http.NewRequest("GET", backend.URL+"/", nil)
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
+		if err := discard(tr.RoundTrip(req)); err != nil {
 			b.Fatal(err)
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 	}
 }
 
 func BenchmarkHop(b *testing.B) {
 	ca, _ := pki.NewCA(time.Now())
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	defer backend.Close()
+	backend := okBackend(b)
 	west, c := eastToWest(b, ca, backend, "west")
 	p := Request{Cluster: "west", Addr: west.addr, TargetGroup: "g", Target: "t:1", Identity: "spiffe://east/ns/a/sa/b"}
 	b.ResetTimer()
 	for b.Loop() {
-		resp, err := c.RoundTrip(httptest.NewRequest("GET", "http://shop.example/", nil), p)
-		if err != nil {
+		if err := discard(c.RoundTrip(httptest.NewRequest("GET", "http://shop.example/", nil), p)); err != nil {
 			b.Fatal(err)
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 	}
 }
 
@@ -63,8 +55,7 @@ func BenchmarkHop(b *testing.B) {
 //	go test -run XXX -bench NewConnection -benchtime 2000x ./internal/peer/
 func BenchmarkNewConnection(b *testing.B) {
 	ca, _ := pki.NewCA(time.Now())
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	defer backend.Close()
+	backend := okBackend(b)
 	west := startPeer(b, ca, "west", backend)
 	east := testpki.ClusterIdentity(b, ca, "east")
 	newClient := func() *Client {
@@ -74,12 +65,7 @@ func BenchmarkNewConnection(b *testing.B) {
 	}
 	p := Request{Cluster: "west", Addr: west.addr, TargetGroup: "g", Target: "t:1", Identity: "spiffe://east/ns/a/sa/b"}
 	hop := func(c *Client) error {
-		resp, err := c.RoundTrip(httptest.NewRequest("GET", "http://shop.example/", nil), p)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		return resp.Body.Close()
+		return discard(c.RoundTrip(httptest.NewRequest("GET", "http://shop.example/", nil), p))
 	}
 	resumed := newClient()
 	defer resumed.Close()
@@ -103,11 +89,7 @@ func BenchmarkNewConnection(b *testing.B) {
 			start := time.Now()
 			var err error
 			if kind == 0 {
-				var resp *http.Response
-				if resp, err = direct.RoundTrip(httptest.NewRequest("GET", backend.URL+"/", nil)); err == nil {
-					io.Copy(io.Discard, resp.Body)
-					err = resp.Body.Close()
-				}
+				err = discard(direct.RoundTrip(httptest.NewRequest("GET", backend.URL+"/", nil)))
 			} else {
 				err = hop(c)
 			}
@@ -134,6 +116,23 @@ func BenchmarkNewConnection(b *testing.B) {
 		}
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// okBackend is a backend answering "ok", closed when b ends.
+func okBackend(b *testing.B) *httptest.Server {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	b.Cleanup(backend.Close)
+	return backend
+}
+
+// discard reads a round trip's response to its end and closes it; the
+// round trip's error passes through.
+func discard(resp *http.Response, err error) error {
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
 }
 
 // quantile is the p-th percentile of sorted latencies, in µs.

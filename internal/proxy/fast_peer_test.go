@@ -184,30 +184,18 @@ func TestFastPathPeerHopStreamsTimesOutAndCancels(t *testing.T) {
 	if err != nil || !strings.HasSuffix(string(got), "\r\n\r\n6\r\nfirst,\r\n") || time.Since(start) > 8*time.Second {
 		t.Errorf("a stalled body: %q, %v after %v", got, err, time.Since(start))
 	}
-	select {
-	case <-cancelled:
-	case <-time.After(5 * time.Second):
-		t.Error("the target's request outlived the response idle timeout")
-	}
+	testsync.Receive(t, cancelled, 5*time.Second, "the target's request ended by the response idle timeout")
 
 	resp, _ := exchangeRaw(t, addr, "GET /timeout HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
 	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Errorf("past the rule's timeout: %d, want 504", resp.StatusCode)
 	}
-	select {
-	case <-cancelled:
-	case <-time.After(5 * time.Second):
-		t.Error("the target's request outlived the rule's timeout")
-	}
+	testsync.Receive(t, cancelled, 5*time.Second, "the target's request ended by the rule's timeout")
 
 	conn = dialRaw(t, addr, "GET /poll HTTP/1.1\r\nHost: shop.example.com\r\n\r\n")
 	time.Sleep(100 * time.Millisecond)
 	conn.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(5 * time.Second):
-		t.Error("the target's request outlived its client")
-	}
+	testsync.Receive(t, cancelled, 5*time.Second, "the target's request ended when its client left")
 	if n := testutil.ToFloat64(w.east.metrics.handoffs); n != 0 {
 		t.Errorf("%v connections handed to net/http, want none", n)
 	}

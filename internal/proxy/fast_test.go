@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -520,13 +521,8 @@ func mustNotForward(raw string) []string {
 }
 
 func sortedHeader(h http.Header) string {
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var b bytes.Buffer
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(h)) {
 		fmt.Fprintf(&b, "%s=%q ", k, h[k])
 	}
 	return b.String()
@@ -665,11 +661,7 @@ func TestFastPathClientGone(t *testing.T) {
 	io.WriteString(conn, "GET /poll HTTP/1.1\r\nHost: a\r\n\r\n")
 	time.Sleep(100 * time.Millisecond)
 	conn.Close()
-	select {
-	case <-canceled:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the target's request was not canceled after the client left")
-	}
+	testsync.Receive(t, canceled, 5*time.Second, "the target's request canceled after the client left")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		lines := logLines(t, logs)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // seen is what an echo backend received.
@@ -288,16 +289,12 @@ func TestMirror(t *testing.T) {
 	if resp.StatusCode != 200 || body != "primary /all/x" {
 		t.Fatalf("client got %d %q, want the primary's answer", resp.StatusCode, body)
 	}
-	select {
-	case got := <-mirror.got:
-		if got.method != http.MethodPost || got.path != "/all/x" || got.body != "payload" {
-			t.Errorf("mirror got %s %s %q, want the client's request and body", got.method, got.path, got.body)
-		}
-		if got.header.Get("X-Before") != "1" || got.header.Get("X-After") != "" {
-			t.Errorf("mirror got X-Before %q X-After %q: want the request as filtered up to the mirror", got.header.Get("X-Before"), got.header.Get("X-After"))
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("mirror received no copy")
+	got := testsync.Receive(t, mirror.got, 5*time.Second, "the mirror's copy")
+	if got.method != http.MethodPost || got.path != "/all/x" || got.body != "payload" {
+		t.Errorf("mirror got %s %s %q, want the client's request and body", got.method, got.path, got.body)
+	}
+	if got.header.Get("X-Before") != "1" || got.header.Get("X-After") != "" {
+		t.Errorf("mirror got X-Before %q X-After %q: want the request as filtered up to the mirror", got.header.Get("X-Before"), got.header.Get("X-After"))
 	}
 	if got := primary.last(t); got.body != "payload" || got.header.Get("X-After") != "1" {
 		t.Errorf("primary got body %q X-After %q", got.body, got.header.Get("X-After"))
@@ -319,11 +316,7 @@ func TestMirror(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("a hanging mirror delayed the response by %v", d)
 	}
-	select {
-	case <-started:
-	case <-time.After(5 * time.Second):
-		t.Error("slow mirror received no copy")
-	}
+	testsync.Receive(t, started, 5*time.Second, "the slow mirror's copy")
 	release()
 }
 

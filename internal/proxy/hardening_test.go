@@ -11,6 +11,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/router"
+	"trellis.dev/trellis/test/testsync"
 )
 
 func TestHeaderLimits(t *testing.T) {
@@ -89,11 +90,7 @@ loop:
 		}
 	}
 	if cutAfter == 0 {
-		select {
-		case cutAfter = <-closed:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("slow client still connected after %d of %d bytes", sent, len(slow))
-		}
+		cutAfter = testsync.Receive(t, closed, 5*time.Second, fmt.Sprintf("the proxy closing the slow client after %d of %d bytes sent", sent, len(slow)))
 	}
 	// The proxy's clock starts when it accepts, a little before ours.
 	if cutAfter < timeout/2 || cutAfter > timeout+2*time.Second {

@@ -244,13 +244,8 @@ func TestDrainingTargetFinishesInFlight(t *testing.T) {
 		t.Errorf("new requests while draining: %v, want all 10 to other", got)
 	}
 	release()
-	select {
-	case r := <-inflight:
-		if r.status != http.StatusOK || r.body != "slow" {
-			t.Errorf("in-flight request to the draining target: %d %q, want 200 \"slow\"", r.status, r.body)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("in-flight request to the draining target never finished")
+	if r := testsync.Receive(t, inflight, 5*time.Second, "the in-flight request to the draining target"); r.status != http.StatusOK || r.body != "slow" {
+		t.Errorf("in-flight request to the draining target: %d %q, want 200 \"slow\"", r.status, r.body)
 	}
 }
 

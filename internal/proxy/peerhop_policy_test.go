@@ -361,13 +361,8 @@ func TestPeerHopReceiverJudgesUpgradeTunnels(t *testing.T) {
 	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
 		t.Errorf("allowed principal: %d %v, want 101 with the target's accept key", resp.StatusCode, resp.Header)
 	}
-	select {
-	case id := <-seen:
-		if id != "Principal="+frontend+"; Type=Workload" {
-			t.Errorf("the target saw identity %q, want east's frontend", id)
-		}
-	case <-time.After(5 * time.Second):
-		t.Error("the allowed upgrade did not reach the target's handler")
+	if id := testsync.Receive(t, seen, 5*time.Second, "the allowed upgrade at the target's handler"); id != "Principal="+frontend+"; Type=Workload" {
+		t.Errorf("the target saw identity %q, want east's frontend", id)
 	}
 	if n := accepts.n.Load(); n != 1 {
 		t.Errorf("the target accepted %d connections, want the allowed tunnel's", n)

@@ -21,6 +21,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
 	testpki "trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // A WebSocket to another cluster's target crosses the hop as a tunnel: the
@@ -102,11 +103,7 @@ func TestWebSocketAcrossThePeerHop(t *testing.T) {
 		t.Fatalf("second connection: %q, %v", got, err)
 	}
 	c2.Close()
-	select {
-	case <-gone:
-	case <-time.After(5 * time.Second):
-		t.Error("the client closed, and the target's read did not end within 5 s")
-	}
+	testsync.Receive(t, gone, 5*time.Second, "the end of the target's read after the client closed")
 	if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", "Delivered")); n != 2 {
 		t.Errorf("west delivered %v tunnels from east, want 2", n)
 	}
@@ -278,13 +275,8 @@ func TestTLSPassthroughCloseAcrossThePeerHop(t *testing.T) {
 		t.Fatalf("echo: %q, %v", buf[:n], err)
 	}
 	conn.Close()
-	select {
-	case err := <-ended:
-		if err != nil {
-			t.Logf("the target's read ended with %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Error("the client closed, and the target's read did not end within 5 s")
+	if err := testsync.Receive(t, ended, 5*time.Second, "the end of the target's read after the client closed"); err != nil {
+		t.Logf("the target's read ended with %v", err)
 	}
 }
 

@@ -147,42 +147,18 @@ func (t *translator) targetGroup(name string, svc *corev1.Service, sp *corev1.Se
 		ProtocolVersion: version,
 		Source:          &src,
 	}
-	type endpoint struct {
-		addr netip.Addr
-		port int32
-	}
-	states := map[endpoint]model.TargetState{}
+	set := TargetSet{}
 	for _, es := range t.endpointSlices[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}] {
 		esSrc := ref("EndpointSlice", es.Namespace, es.Name)
 		port, ok := t.slicePort(es, esSrc, sp)
 		if !ok {
 			continue
 		}
-		for i, ep := range es.Endpoints {
-			state, ok := targetState(ep.Conditions)
-			if !ok {
-				continue
-			}
-			for j, a := range ep.Addresses {
-				addr, err := netip.ParseAddr(a)
-				if err != nil || addr.Zone() != "" {
-					t.problem(esSrc, fmt.Sprintf("endpoints[%d].addresses[%d]", i, j), string(gatewayv1.RouteReasonUnsupportedValue),
-						"%q is not an IP address", a)
-					continue
-				}
-				k := endpoint{addr.Unmap(), port}
-				if states[k] != model.TargetActive {
-					states[k] = state
-				}
-			}
-		}
+		set.AddSlice(es, port, func(field, addr string) {
+			t.problem(esSrc, field, string(gatewayv1.RouteReasonUnsupportedValue), "%q is not an IP address", addr)
+		})
 	}
-	for k, state := range states {
-		tg.Targets = append(tg.Targets, model.Target{Address: k.addr.String(), Port: k.port, Cluster: t.in.Cluster, State: state})
-	}
-	slices.SortFunc(tg.Targets, func(a, b model.Target) int {
-		return cmp.Or(netip.MustParseAddr(a.Address).Compare(netip.MustParseAddr(b.Address)), cmp.Compare(a.Port, b.Port))
-	})
+	tg.Targets = set.Targets(t.in.Cluster)
 	if err := tg.Validate(); err != nil {
 		t.invalid(src, err, func(f string) string {
 			if f == "name" {
@@ -214,6 +190,54 @@ func (t *translator) slicePort(es *discoveryv1.EndpointSlice, esSrc model.Source
 		return *p.Port, true
 	}
 	return 0, false
+}
+
+// TargetSet gathers the targets of one Service port from its EndpointSlices:
+// one per address and port, active when any endpoint at it is. The zero
+// value is not usable; make one with TargetSet{}.
+type TargetSet map[endpoint]model.TargetState
+
+type endpoint struct {
+	addr netip.Addr
+	port int32
+}
+
+// AddSlice adds every address of es's usable endpoints (targetState) at
+// port. An address that is not an IP is left out; bad, when not nil, hears
+// of it with its field path in the slice.
+func (s TargetSet) AddSlice(es *discoveryv1.EndpointSlice, port int32, bad func(field, addr string)) {
+	for i, ep := range es.Endpoints {
+		state, ok := targetState(ep.Conditions)
+		if !ok {
+			continue
+		}
+		for j, a := range ep.Addresses {
+			addr, err := netip.ParseAddr(a)
+			if err != nil || addr.Zone() != "" {
+				if bad != nil {
+					bad(fmt.Sprintf("endpoints[%d].addresses[%d]", i, j), a)
+				}
+				continue
+			}
+			k := endpoint{addr.Unmap(), port}
+			if s[k] != model.TargetActive {
+				s[k] = state
+			}
+		}
+	}
+}
+
+// Targets are the set's targets in cluster, by address then port; nil when
+// there are none.
+func (s TargetSet) Targets(cluster string) []model.Target {
+	var targets []model.Target
+	for k, state := range s {
+		targets = append(targets, model.Target{Address: k.addr.String(), Port: k.port, Cluster: cluster, State: state})
+	}
+	slices.SortFunc(targets, func(a, b model.Target) int {
+		return cmp.Or(netip.MustParseAddr(a.Address).Compare(netip.MustParseAddr(b.Address)), cmp.Compare(a.Port, b.Port))
+	})
+	return targets
 }
 
 // targetState maps EndpointSlice conditions to a target state. Ready

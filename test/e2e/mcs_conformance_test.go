@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -103,21 +102,9 @@ type mcsEnv struct {
 const mcsGatewayNS = "mcs-gateway"
 
 func (e *mcsEnv) gateway(t *testing.T) {
-	apply(t, e.clusters[0].kc, namespaceYAML(mcsGatewayNS)+`---
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis}
-spec: {controllerName: trellis.dev/service-network}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: mcs, namespace: `+mcsGatewayNS+`}
-spec:
-  gatewayClassName: trellis
-  listeners:
+	apply(t, e.clusters[0].kc, namespaceYAML(mcsGatewayNS)+serviceNetworkGatewayYAML("mcs", mcsGatewayNS, `
   - {name: p42, protocol: HTTP, port: 42, allowedRoutes: {namespaces: {from: All}}}
-  - {name: p4242, protocol: HTTP, port: 4242, allowedRoutes: {namespaces: {from: All}}}
-`)
+  - {name: p4242, protocol: HTTP, port: 4242, allowedRoutes: {namespaces: {from: All}}}`))
 }
 
 // mcsCheck is one check's namespace (the same in every cluster) and the
@@ -276,6 +263,15 @@ func (c *mcsCheck) awaitImport(t *testing.T, i int, check func(*mcsv1beta1.Servi
 	return si
 }
 
+// awaitImports waits until hello's ServiceImport exists in every cluster
+// and passes check there.
+func (c *mcsCheck) awaitImports(t *testing.T, check func(*mcsv1beta1.ServiceImport) error) {
+	t.Helper()
+	for i := range c.e.clusters {
+		c.awaitImport(t, i, check)
+	}
+}
+
 // awaitNoImport waits until hello has no ServiceImport in cluster i.
 func (c *mcsCheck) awaitNoImport(t *testing.T, i int) {
 	t.Helper()
@@ -403,18 +399,7 @@ func (c *mcsCheck) request(i, port int) (int, string, error) {
 	}
 	hc := cl.kube.NS.HTTPClient(5 * time.Second)
 	defer hc.CloseIdleConnections()
-	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s:%d/", addrs[0], port), nil)
-	if err != nil {
-		return 0, "", err
-	}
-	req.Host = c.fqdn()
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
+	return getBody(hc, fmt.Sprintf("http://%s:%d/", addrs[0], port), c.fqdn())
 }
 
 // reaches waits until a request from cluster i on port is answered by
@@ -448,14 +433,12 @@ func checkImportLifetime(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.deploy(t, 1, c.helloService())
 	c.export(t, 1, nil, nil)
 	// Both exports are in the import before a's is removed.
-	for i := range e.clusters {
-		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
-			if len(si.Status.Clusters) != 2 {
-				return fmt.Errorf("status.clusters %v", si.Status.Clusters)
-			}
-			return nil
-		})
-	}
+	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
+		if len(si.Status.Clusters) != 2 {
+			return fmt.Errorf("status.clusters %v", si.Status.Clusters)
+		}
+		return nil
+	})
 	c.unexport(t, 0)
 	consistently(t, "the ServiceImport while b still exports", func() error {
 		for i := range e.clusters {
@@ -476,14 +459,12 @@ func checkExportedLabels(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.deploy(t, 0, svc)
 	labels, annotations := map[string]string{"dummy-label": "true"}, map[string]string{"dummy-annotation": "true"}
 	c.export(t, 0, labels, annotations)
-	for i := range e.clusters {
-		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
-			return errors.Join(hasAll(si.Labels, labels), hasAll(si.Annotations, annotations),
-				hasNone(si.Labels, svc.Labels), hasNone(si.Annotations, svc.Annotations),
-				hasNone(si.Labels, map[string]string{"dummy-svcexport": "dummy"}),
-				hasNone(si.Annotations, map[string]string{"dummy-svcexport": "dummy"}))
-		})
-	}
+	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
+		return errors.Join(hasAll(si.Labels, labels), hasAll(si.Annotations, annotations),
+			hasNone(si.Labels, svc.Labels), hasNone(si.Annotations, svc.Annotations),
+			hasNone(si.Labels, map[string]string{"dummy-svcexport": "dummy"}),
+			hasNone(si.Annotations, map[string]string{"dummy-svcexport": "dummy"}))
+	})
 }
 
 func checkLabelConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
@@ -496,12 +477,10 @@ func checkLabelConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.export(t, 1, labels2, annotations2)
 	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
 	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
-	for i := range e.clusters {
-		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
-			return errors.Join(hasAll(si.Labels, labels), hasAll(si.Annotations, annotations),
-				hasNone(si.Labels, labels2), hasNone(si.Annotations, annotations2))
-		})
-	}
+	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
+		return errors.Join(hasAll(si.Labels, labels), hasAll(si.Annotations, annotations),
+			hasNone(si.Labels, labels2), hasNone(si.Annotations, annotations2))
+	})
 }
 
 func checkClusterSetIPImport(t *testing.T, e *mcsEnv, c *mcsCheck) {
@@ -524,15 +503,13 @@ func checkSessionAffinity(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc := c.helloService()
 	c.deploy(t, 0, svc)
 	c.export(t, 0, nil, nil)
-	for i := range e.clusters {
-		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
-			if si.Spec.SessionAffinity != svc.Spec.SessionAffinity || fmt.Sprint(si.Spec.SessionAffinityConfig) != fmt.Sprint(svc.Spec.SessionAffinityConfig) {
-				return fmt.Errorf("sessionAffinity %q %v, want %q %v", si.Spec.SessionAffinity, si.Spec.SessionAffinityConfig,
-					svc.Spec.SessionAffinity, svc.Spec.SessionAffinityConfig)
-			}
-			return nil
-		})
-	}
+	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
+		if si.Spec.SessionAffinity != svc.Spec.SessionAffinity || fmt.Sprint(si.Spec.SessionAffinityConfig) != fmt.Sprint(svc.Spec.SessionAffinityConfig) {
+			return fmt.Errorf("sessionAffinity %q %v, want %q %v", si.Spec.SessionAffinity, si.Spec.SessionAffinityConfig,
+				svc.Spec.SessionAffinity, svc.Spec.SessionAffinityConfig)
+		}
+		return nil
+	})
 }
 
 func checkInternalTrafficPolicy(t *testing.T, e *mcsEnv, c *mcsCheck) {
@@ -540,14 +517,12 @@ func checkInternalTrafficPolicy(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
 	c.deploy(t, 0, svc)
 	c.export(t, 0, nil, nil)
-	for i := range e.clusters {
-		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
-			if ptr.Deref(si.Spec.InternalTrafficPolicy, "") != corev1.ServiceInternalTrafficPolicyCluster {
-				return fmt.Errorf("internalTrafficPolicy %v", si.Spec.InternalTrafficPolicy)
-			}
-			return nil
-		})
-	}
+	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
+		if ptr.Deref(si.Spec.InternalTrafficPolicy, "") != corev1.ServiceInternalTrafficPolicyCluster {
+			return fmt.Errorf("internalTrafficPolicy %v", si.Spec.InternalTrafficPolicy)
+		}
+		return nil
+	})
 }
 
 func checkTrafficDistribution(t *testing.T, e *mcsEnv, c *mcsCheck) {
@@ -555,14 +530,12 @@ func checkTrafficDistribution(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
 	c.deploy(t, 0, svc)
 	c.export(t, 0, nil, nil)
-	for i := range e.clusters {
-		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
-			if ptr.Deref(si.Spec.TrafficDistribution, "") != corev1.ServiceTrafficDistributionPreferClose {
-				return fmt.Errorf("trafficDistribution %v", si.Spec.TrafficDistribution)
-			}
-			return nil
-		})
-	}
+	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
+		if ptr.Deref(si.Spec.TrafficDistribution, "") != corev1.ServiceTrafficDistributionPreferClose {
+			return fmt.Errorf("trafficDistribution %v", si.Spec.TrafficDistribution)
+		}
+		return nil
+	})
 }
 
 // For Trellis the clusterset IP is the address of the importing
@@ -570,26 +543,22 @@ func checkTrafficDistribution(t *testing.T, e *mcsEnv, c *mcsCheck) {
 func checkClusterSetIPs(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.deploy(t, 0, c.helloService())
 	c.export(t, 0, nil, nil)
-	for i := range e.clusters {
-		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
-			if len(si.Spec.IPs) == 0 || len(si.Spec.IPs) != len(si.Spec.IPFamilies) {
-				return fmt.Errorf("ips %v, ipFamilies %v", si.Spec.IPs, si.Spec.IPFamilies)
-			}
-			if !slices.Equal(si.Spec.IPs, []string{meshProxyIP}) || si.Spec.IPFamilies[0] != corev1.IPv4Protocol {
-				return fmt.Errorf("ips %v, ipFamilies %v; want [%s] [IPv4]", si.Spec.IPs, si.Spec.IPFamilies, meshProxyIP)
-			}
-			return nil
-		})
-	}
+	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
+		if len(si.Spec.IPs) == 0 || len(si.Spec.IPs) != len(si.Spec.IPFamilies) {
+			return fmt.Errorf("ips %v, ipFamilies %v", si.Spec.IPs, si.Spec.IPFamilies)
+		}
+		if !slices.Equal(si.Spec.IPs, []string{meshProxyIP}) || si.Spec.IPFamilies[0] != corev1.IPv4Protocol {
+			return fmt.Errorf("ips %v, ipFamilies %v; want [%s] [IPv4]", si.Spec.IPs, si.Spec.IPFamilies, meshProxyIP)
+		}
+		return nil
+	})
 }
 
 func checkPorts(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc := c.helloService()
 	c.deploy(t, 0, svc)
 	c.export(t, 0, nil, nil)
-	for i := range e.clusters {
-		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error { return samePorts(si, mcsPorts(svc.Spec.Ports...)) })
-	}
+	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error { return samePorts(si, mcsPorts(svc.Spec.Ports...)) })
 }
 
 func checkPortUnion(t *testing.T, e *mcsEnv, c *mcsCheck) {
@@ -603,11 +572,9 @@ func checkPortUnion(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.export(t, 1, nil, nil)
 	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
 	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
-	for i := range e.clusters {
-		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
-			return samePorts(si, mcsPorts(append(slices.Clone(svc.Spec.Ports), svc2.Spec.Ports[1])...))
-		})
-	}
+	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
+		return samePorts(si, mcsPorts(append(slices.Clone(svc.Spec.Ports), svc2.Spec.Ports[1])...))
+	})
 }
 
 func checkPortConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
@@ -622,9 +589,7 @@ func checkPortConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.export(t, 1, nil, nil)
 	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
 	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
-	for i := range e.clusters {
-		c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error { return samePorts(si, mcsPorts(svc.Spec.Ports...)) })
-	}
+	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error { return samePorts(si, mcsPorts(svc.Spec.Ports...)) })
 }
 
 func (c *mcsCheck) headless() *corev1.Service {

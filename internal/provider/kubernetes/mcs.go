@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -230,11 +229,7 @@ func (r *Reconciler) modelExport(se *mcsv1beta1.ServiceExport, svc *corev1.Servi
 // exportTargets are the endpoints serving Service port sp: each slice's
 // port of sp's name and protocol, at every usable address of the slice.
 func (r *Reconciler) exportTargets(sp *corev1.ServicePort, eps []*discoveryv1.EndpointSlice) []model.Target {
-	type endpoint struct {
-		addr netip.Addr
-		port int32
-	}
-	states := map[endpoint]model.TargetState{}
+	set := translate.TargetSet{}
 	for _, es := range eps {
 		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
 			continue
@@ -249,44 +244,9 @@ func (r *Reconciler) exportTargets(sp *corev1.ServicePort, eps []*discoveryv1.En
 		if port < 1 || port > 65535 {
 			continue
 		}
-		for _, ep := range es.Endpoints {
-			state, ok := endpointState(ep.Conditions)
-			if !ok {
-				continue
-			}
-			for _, a := range ep.Addresses {
-				addr, err := netip.ParseAddr(a)
-				if err != nil || addr.Zone() != "" {
-					continue
-				}
-				k := endpoint{addr.Unmap(), port}
-				if states[k] != model.TargetActive {
-					states[k] = state
-				}
-			}
-		}
+		set.AddSlice(es, port, nil)
 	}
-	targets := make([]model.Target, 0, len(states))
-	for k, state := range states {
-		targets = append(targets, model.Target{Address: k.addr.String(), Port: k.port, Cluster: r.cluster, State: state})
-	}
-	slices.SortFunc(targets, func(a, b model.Target) int {
-		return cmp.Or(netip.MustParseAddr(a.Address).Compare(netip.MustParseAddr(b.Address)), cmp.Compare(a.Port, b.Port))
-	})
-	return targets
-}
-
-// endpointState maps EndpointSlice conditions to a target state the way
-// the translator does for local target groups: ready (an unset ready
-// counts as ready) is active, terminating but serving drains.
-func endpointState(c discoveryv1.EndpointConditions) (model.TargetState, bool) {
-	switch {
-	case deref(c.Ready, true):
-		return model.TargetActive, true
-	case deref(c.Serving, false) && deref(c.Terminating, false):
-		return model.TargetDraining, true
-	}
-	return "", false
+	return set.Targets(r.cluster)
 }
 
 func deref[T any](p *T, def T) T {
@@ -409,13 +369,9 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 		if _, ok := merged[k]; ok || si.Labels[ManagedByLabel] != ManagedByValue || si.DeletionTimestamp != nil {
 			continue
 		}
-		err := r.kube.Delete(ctx, si.DeepCopy(), client.Preconditions{UID: &si.UID})
-		switch {
-		case err == nil:
-			m++
-		case !apierrors.IsNotFound(err) && !apierrors.IsConflict(err):
-			errs = append(errs, fmt.Errorf("deleting ServiceImport %s/%s: %w", si.Namespace, si.Name, err))
-		}
+		deleted, err := r.deleteUnchanged(ctx, si.DeepCopy(), "ServiceImport")
+		m += deleted
+		errs = append(errs, err)
 	}
 	n, err := r.writeSlices(ctx, in.EndpointSlices, importSlices(groups, merged, live))
 	r.countWrites(m + n)

@@ -222,13 +222,24 @@ func (r *Reconciler) writeSlices(ctx context.Context, have []discoveryv1.Endpoin
 		if want[k] != nil {
 			continue
 		}
-		err := r.kube.Delete(ctx, old.DeepCopy(), client.Preconditions{UID: &old.UID})
-		switch {
-		case err == nil:
-			n++
-		case !apierrors.IsNotFound(err) && !apierrors.IsConflict(err):
-			errs = append(errs, fmt.Errorf("deleting EndpointSlice %s/%s: %w", old.Namespace, old.Name, err))
-		}
+		deleted, err := r.deleteUnchanged(ctx, old.DeepCopy(), "EndpointSlice")
+		n += deleted
+		errs = append(errs, err)
 	}
 	return n, errors.Join(errs...)
+}
+
+// deleteUnchanged deletes obj, a kind, unless it is gone or was replaced
+// since it was read (the next pass sees to those), and returns how many
+// objects it deleted: 1 or 0.
+func (r *Reconciler) deleteUnchanged(ctx context.Context, obj client.Object, kind string) (int, error) {
+	uid := obj.GetUID()
+	err := r.kube.Delete(ctx, obj, client.Preconditions{UID: &uid})
+	switch {
+	case err == nil:
+		return 1, nil
+	case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+		return 0, nil
+	}
+	return 0, fmt.Errorf("deleting %s %s/%s: %w", kind, obj.GetNamespace(), obj.GetName(), err)
 }

@@ -3,10 +3,11 @@ package nodeagent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,15 +34,22 @@ func newResolver(client kubernetes.Interface, pod *corev1.Pod, podIP, hostIP net
 		secrets: map[string]*corev1.Secret{}, cms: map[string]*corev1.ConfigMap{}}
 }
 
-// secret fetches a Secret of the Pod's namespace; nil, nil when it is
-// missing and optional.
-func (r *resolver) secret(ctx context.Context, name string, optional *bool) (*corev1.Secret, error) {
-	return fetch(ctx, r, r.secrets, "secret", name, optional, r.client.CoreV1().Secrets(r.pod.Namespace).Get)
-}
+// The kinds of object whose data a Pod may use.
+const (
+	kindSecret    = "secret"
+	kindConfigMap = "configmap"
+)
 
-// configMap is secret's counterpart for ConfigMaps.
-func (r *resolver) configMap(ctx context.Context, name string, optional *bool) (*corev1.ConfigMap, error) {
-	return fetch(ctx, r, r.cms, "configmap", name, optional, r.client.CoreV1().ConfigMaps(r.pod.Namespace).Get)
+// data is the data of the Secret or ConfigMap (kind) name of the Pod's
+// namespace, string and binary values alike; empty when it is missing and
+// optional.
+func (r *resolver) data(ctx context.Context, kind, name string, optional *bool) (map[string][]byte, error) {
+	if kind == kindSecret {
+		s, err := fetch(ctx, r, r.secrets, kind, name, optional, r.client.CoreV1().Secrets(r.pod.Namespace).Get)
+		return secretData(s), err
+	}
+	cm, err := fetch(ctx, r, r.cms, kind, name, optional, r.client.CoreV1().ConfigMaps(r.pod.Namespace).Get)
+	return configMapData(cm), err
 }
 
 // fetch gets the object name of the Pod's namespace, a what, once, keeping
@@ -101,19 +109,15 @@ func (r *resolver) env(ctx context.Context, c *corev1.Container) (map[string]str
 	env := map[string]string{}
 	for _, from := range c.EnvFrom {
 		var data map[string][]byte
+		var err error
 		switch {
 		case from.ConfigMapRef != nil:
-			cm, err := r.configMap(ctx, from.ConfigMapRef.Name, from.ConfigMapRef.Optional)
-			if err != nil {
-				return nil, fmt.Errorf("envFrom: %w", err)
-			}
-			data = configMapData(cm)
+			data, err = r.data(ctx, kindConfigMap, from.ConfigMapRef.Name, from.ConfigMapRef.Optional)
 		case from.SecretRef != nil:
-			s, err := r.secret(ctx, from.SecretRef.Name, from.SecretRef.Optional)
-			if err != nil {
-				return nil, fmt.Errorf("envFrom: %w", err)
-			}
-			data = secretData(s)
+			data, err = r.data(ctx, kindSecret, from.SecretRef.Name, from.SecretRef.Optional)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("envFrom: %w", err)
 		}
 		for k, v := range data {
 			env[from.Prefix+k] = string(v)
@@ -147,31 +151,27 @@ func (r *resolver) envSource(ctx context.Context, c *corev1.Container, src *core
 		return v, err == nil, err
 	case src.ConfigMapKeyRef != nil:
 		ref := src.ConfigMapKeyRef
-		cm, err := r.configMap(ctx, ref.Name, ref.Optional)
-		if err != nil {
-			return "", false, err
-		}
-		return lookupKey(configMapData(cm), ref.Key, ref.Optional, "configmap "+ref.Name)
+		return r.lookupKey(ctx, kindConfigMap, ref.Name, ref.Key, ref.Optional)
 	case src.SecretKeyRef != nil:
 		ref := src.SecretKeyRef
-		s, err := r.secret(ctx, ref.Name, ref.Optional)
-		if err != nil {
-			return "", false, err
-		}
-		return lookupKey(secretData(s), ref.Key, ref.Optional, "secret "+ref.Name)
+		return r.lookupKey(ctx, kindSecret, ref.Name, ref.Key, ref.Optional)
 	}
 	return "", false, fmt.Errorf("unsupported valueFrom source")
 }
 
 // lookupKey reads one key of a Secret's or ConfigMap's data.
-func lookupKey(data map[string][]byte, key string, optional *bool, what string) (string, bool, error) {
+func (r *resolver) lookupKey(ctx context.Context, kind, name, key string, optional *bool) (string, bool, error) {
+	data, err := r.data(ctx, kind, name, optional)
+	if err != nil {
+		return "", false, err
+	}
 	if v, ok := data[key]; ok {
 		return string(v), true, nil
 	}
 	if optional != nil && *optional {
 		return "", false, nil
 	}
-	return "", false, fmt.Errorf("%s has no key %q", what, key)
+	return "", false, fmt.Errorf("%s %s has no key %q", kind, name, key)
 }
 
 // field resolves a downward API field path of the Pod.
@@ -218,13 +218,8 @@ func subscript(p, prefix string) (string, bool) {
 // formatMap renders labels or annotations as the downward API does:
 // key="value" lines, sorted by key.
 func formatMap(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
-	for i, k := range keys {
+	for i, k := range slices.Sorted(maps.Keys(m)) {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
@@ -346,17 +341,9 @@ func (r *resolver) volume(ctx context.Context, c *corev1.Container, v *corev1.Vo
 	out := map[string][]byte{}
 	switch {
 	case v.Secret != nil:
-		s, err := r.secret(ctx, v.Secret.SecretName, v.Secret.Optional)
-		if err != nil {
-			return nil, err
-		}
-		return project(out, secretData(s), v.Secret.Items, v.Secret.Optional, "secret "+v.Secret.SecretName)
+		return r.project(ctx, out, kindSecret, v.Secret.SecretName, v.Secret.Items, v.Secret.Optional)
 	case v.ConfigMap != nil:
-		cm, err := r.configMap(ctx, v.ConfigMap.Name, v.ConfigMap.Optional)
-		if err != nil {
-			return nil, err
-		}
-		return project(out, configMapData(cm), v.ConfigMap.Items, v.ConfigMap.Optional, "configmap "+v.ConfigMap.Name)
+		return r.project(ctx, out, kindConfigMap, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional)
 	case v.DownwardAPI != nil:
 		return r.downward(out, c, v.DownwardAPI.Items)
 	case v.Projected != nil:
@@ -364,15 +351,9 @@ func (r *resolver) volume(ctx context.Context, c *corev1.Container, v *corev1.Vo
 			var err error
 			switch {
 			case src.Secret != nil:
-				var s *corev1.Secret
-				if s, err = r.secret(ctx, src.Secret.Name, src.Secret.Optional); err == nil {
-					_, err = project(out, secretData(s), src.Secret.Items, src.Secret.Optional, "secret "+src.Secret.Name)
-				}
+				_, err = r.project(ctx, out, kindSecret, src.Secret.Name, src.Secret.Items, src.Secret.Optional)
 			case src.ConfigMap != nil:
-				var cm *corev1.ConfigMap
-				if cm, err = r.configMap(ctx, src.ConfigMap.Name, src.ConfigMap.Optional); err == nil {
-					_, err = project(out, configMapData(cm), src.ConfigMap.Items, src.ConfigMap.Optional, "configmap "+src.ConfigMap.Name)
-				}
+				_, err = r.project(ctx, out, kindConfigMap, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional)
 			case src.DownwardAPI != nil:
 				_, err = r.downward(out, c, src.DownwardAPI.Items)
 			}
@@ -384,9 +365,13 @@ func (r *resolver) volume(ctx context.Context, c *corev1.Container, v *corev1.Vo
 	return out, nil
 }
 
-// project copies data into out: every key under its own name, or only the
-// listed items under their paths.
-func project(out, data map[string][]byte, items []corev1.KeyToPath, optional *bool, what string) (map[string][]byte, error) {
+// project copies the data of the Secret or ConfigMap (kind) name into out:
+// every key under its own name, or only the listed items under their paths.
+func (r *resolver) project(ctx context.Context, out map[string][]byte, kind, name string, items []corev1.KeyToPath, optional *bool) (map[string][]byte, error) {
+	data, err := r.data(ctx, kind, name, optional)
+	if err != nil {
+		return nil, err
+	}
 	if len(items) == 0 {
 		for k, v := range data {
 			out[k] = v
@@ -399,7 +384,7 @@ func project(out, data map[string][]byte, items []corev1.KeyToPath, optional *bo
 			if optional != nil && *optional {
 				continue
 			}
-			return nil, fmt.Errorf("%s has no key %q", what, it.Key)
+			return nil, fmt.Errorf("%s %s has no key %q", kind, name, it.Key)
 		}
 		out[it.Path] = v
 	}
