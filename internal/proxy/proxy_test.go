@@ -134,9 +134,11 @@ func listeners(ports ...int32) []model.Listener {
 	return ls
 }
 
+// testNetworks allow every cluster: the peer-hop tests' services of other
+// clusters join them.
 var testNetworks = []model.ServiceNetwork{
-	{Meta: model.Meta{Name: "mesh", Owner: cluster}, Mode: model.ModeServiceNetwork, Domain: "mesh.trellis.internal"},
-	{Meta: model.Meta{Name: "edge", Owner: cluster}, Mode: model.ModeEdge},
+	{Meta: model.Meta{Name: "mesh", Owner: cluster}, Mode: model.ModeServiceNetwork, Domain: "mesh.trellis.internal", AllowedClusters: []string{model.AnyCluster}},
+	{Meta: model.Meta{Name: "edge", Owner: cluster}, Mode: model.ModeEdge, AllowedClusters: []string{model.AnyCluster}},
 }
 
 // edgeService is a service of the edge network answering to hosts (or to

@@ -111,6 +111,14 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 	}
 	for i := range snap.Services {
 		svc := &snap.Services[i]
+		// The control plane lets a service join only a network that allows
+		// its cluster; a network that stops allowing it (an association
+		// revoked) takes its services out here, before they are next
+		// written.
+		if n := networks[svc.Network]; n != nil && n.Owner != "" && svc.Owner != "" && !n.Allows(svc.Owner) {
+			b.conflicts = append(b.conflicts, fmt.Sprintf("service %s of cluster %s: network %s does not allow its cluster; not served", svc.Name, svc.Owner, n.Name))
+			continue
+		}
 		if err := b.addService(svc, networks[svc.Network]); err != nil {
 			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
 		}
