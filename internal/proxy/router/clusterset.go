@@ -38,6 +38,10 @@ func ClustersetServiceName(namespace, name string, port int32) string {
 // hostname) is left to it. A bind that serves another protocol is
 // reported as a conflict; nothing here fails the compile.
 func (b *builder) addClustersetHosts() {
+	// opened counts the ports clusterset names made the proxy listen on
+	// that no service had: any admitted cluster's exports name them, so
+	// they are bounded (maxClustersetPorts).
+	opened := 0
 	keys := slices.SortedFunc(maps.Keys(b.exports), func(x, y ExportRef) int {
 		return cmp.Or(strings.Compare(x.Namespace, y.Namespace), strings.Compare(x.Name, y.Name))
 	})
@@ -57,12 +61,17 @@ func (b *builder) addClustersetHosts() {
 				continue
 			}
 			bind := Bind{Port: p.Port}
-			if proto, taken := b.protocols[bind]; taken && proto != model.ProtocolHTTP {
+			proto, taken := b.protocols[bind]
+			if taken && proto != model.ProtocolHTTP {
 				b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s port %d: %s already serves %s", host, p.Port, bind, proto))
 				continue
 			}
 			if b.serves(bind, host) {
 				continue // an explicit route wins
+			}
+			if !taken && opened >= maxClustersetPorts {
+				b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s port %d: clusterset names already opened %d ports; not served", host, p.Port, maxClustersetPorts))
+				continue
 			}
 			svc := &model.Service{
 				Meta:      model.Meta{Name: ClustersetServiceName(k.Namespace, k.Name, p.Port)},
@@ -78,10 +87,17 @@ func (b *builder) addClustersetHosts() {
 				// served.
 				delete(b.services, svc.Name)
 				b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s port %d: %v", host, p.Port, err))
+			} else if !taken {
+				opened++
 			}
 		}
 	}
 }
+
+// maxClustersetPorts bounds the ports clusterset names open on a proxy
+// beyond those its services listen on: exports of any admitted cluster
+// name them, and each is a listener on every proxy.
+const maxClustersetPorts = 64
 
 // serves reports whether bind already has a virtual host or a listener
 // for host.

@@ -195,3 +195,28 @@ func BenchmarkCompileClusterset1k(b *testing.B) {
 		}
 	}
 }
+
+// Exports cannot make a proxy open ports without bound: past
+// maxClustersetPorts new ports, clusterset names are not served and each
+// says why; ports a service already listens on do not count.
+func TestClustersetPortsBounded(t *testing.T) {
+	var ports []model.ExportPort
+	for i := range maxClustersetPorts + 6 {
+		ports = append(ports, model.ExportPort{Name: fmt.Sprintf("http-%d", i), Protocol: "TCP", Port: int32(20000 + i)})
+	}
+	snap := clustersetSnapshot()
+	snap.Exports = []model.ServiceExport{clustersetExport("west", 2, ports...)}
+	tab := mustCompile(t, snap)
+	served := 0
+	for _, p := range ports {
+		if tab.Service(ClustersetServiceName("shop", "cart", p.Port)) != nil {
+			served++
+		}
+	}
+	if served != maxClustersetPorts {
+		t.Errorf("%d clusterset ports served, want %d", served, maxClustersetPorts)
+	}
+	if c := tab.Conflicts(); len(c) != 6 || !strings.Contains(c[0], "already opened") {
+		t.Errorf("conflicts: %q", c)
+	}
+}
