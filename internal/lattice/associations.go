@@ -164,28 +164,35 @@ func (h *Handler) putAuthPolicy(ctx context.Context, c *call) (int, any, error) 
 }
 
 func (h *Handler) getAuthPolicy(ctx context.Context, c *call) (int, any, error) {
-	all, err := h.load(ctx)
+	id := identifier(c.r.PathValue("id"))
+	g, err := h.findGuarded(ctx, id)
 	if err != nil {
 		return 0, nil, err
 	}
-	id := identifier(c.r.PathValue("id"))
-	for _, a := range all {
-		var g *guarded
-		if n := a.Networks[id]; n != nil {
-			g = &n.guarded
-		} else if s := a.Services[id]; s != nil {
-			g = &s.guarded
-		} else {
-			continue
-		}
-		authType, p := g.AuthType, g.Policy
-		if p == nil {
-			return 0, nil, notFound(resourceAuthPolicy, id)
-		}
-		return http.StatusOK, map[string]any{"policy": p.Document, "state": policyState(authType),
-			"createdAt": ts(p.CreatedAt), "lastUpdatedAt": ts(p.UpdatedAt)}, nil
+	authType, p := g.AuthType, g.Policy
+	if p == nil {
+		return 0, nil, notFound(resourceAuthPolicy, id)
 	}
-	return 0, nil, notFound("RESOURCE", id)
+	return http.StatusOK, map[string]any{"policy": p.Document, "state": policyState(authType),
+		"createdAt": ts(p.CreatedAt), "lastUpdatedAt": ts(p.UpdatedAt)}, nil
+}
+
+// findGuarded returns the auth type and policies of the service network or
+// service id names, whoever owns it; ResourceNotFoundException if none.
+func (h *Handler) findGuarded(ctx context.Context, id string) (*guarded, error) {
+	all, err := h.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range all {
+		if n := a.Networks[id]; n != nil {
+			return &n.guarded, nil
+		}
+		if s := a.Services[id]; s != nil {
+			return &s.guarded, nil
+		}
+	}
+	return nil, notFound("RESOURCE", id)
 }
 
 func (h *Handler) deleteAuthPolicy(ctx context.Context, c *call) (int, any, error) {

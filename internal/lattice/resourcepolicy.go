@@ -104,26 +104,15 @@ func (h *Handler) putResourcePolicy(ctx context.Context, c *call) (int, any, err
 }
 
 func (h *Handler) getResourcePolicy(ctx context.Context, c *call) (int, any, error) {
-	all, err := h.load(ctx)
+	id := identifier(c.r.PathValue("arn"))
+	g, err := h.findGuarded(ctx, id)
 	if err != nil {
 		return 0, nil, err
 	}
-	id := identifier(c.r.PathValue("arn"))
-	for _, a := range all {
-		var g *guarded
-		if n := a.Networks[id]; n != nil {
-			g = &n.guarded
-		} else if s := a.Services[id]; s != nil {
-			g = &s.guarded
-		} else {
-			continue
-		}
-		if g.ResourcePolicy == "" {
-			return 0, nil, notFound(resourceResourcePolicy, id)
-		}
-		return http.StatusOK, map[string]any{"policy": g.ResourcePolicy}, nil
+	if g.ResourcePolicy == "" {
+		return 0, nil, notFound(resourceResourcePolicy, id)
 	}
-	return 0, nil, notFound("RESOURCE", id)
+	return http.StatusOK, map[string]any{"policy": g.ResourcePolicy}, nil
 }
 
 func (h *Handler) deleteResourcePolicy(ctx context.Context, c *call) (int, any, error) {
