@@ -46,6 +46,8 @@ func (t *translator) backend(r *route, src model.SourceRef, p string, b *gateway
 	}
 	ns := string(deref(b.Namespace, gatewayv1.Namespace(r.Namespace)))
 	key := types.NamespacedName{Namespace: ns, Name: string(b.Name)}
+	t.read(dep{"Service", key.Namespace, key.Name})
+	t.read(dep{depSlices, key.Namespace, key.Name})
 	if ns != r.Namespace && !t.granted(r.kind, r.Namespace, "", "Service", key) {
 		return fail(".namespace", gatewayv1.RouteReasonRefNotPermitted,
 			"Service %s is in another namespace and no ReferenceGrant there allows %ss from namespace %q to use it", key, r.kind, r.Namespace)
@@ -71,9 +73,17 @@ func (t *translator) backend(r *route, src model.SourceRef, p string, b *gateway
 	}
 	name := fmt.Sprintf("%s-%s-%d%s", svc.Name, svc.Namespace, sp.Port, suffix)
 	e := t.tgs[name]
+	var created *targetGroupEntry
 	if e == nil {
 		e = &targetGroupEntry{svc: key, port: sp.Port, tg: t.targetGroup(name, svc, sp, protocol, version)}
 		t.tgs[name] = e
+		created = e
+		if t.inc != nil {
+			t.inc.changed[model.Key(model.KindTargetGroup, name)] = true
+		}
+	}
+	if t.rec != nil {
+		t.rec.tgs = append(t.rec.tgs, tgUse{name: name, created: created, svc: e.svc, port: e.port, valid: e.tg != nil})
 	}
 	if e.svc != key || e.port != sp.Port {
 		return fail("", ReasonNameConflict, "target group name %q is already used by Service %s port %d; rename one of the Services", name, e.svc, e.port)
@@ -258,6 +268,12 @@ func targetState(c discoveryv1.EndpointConditions) (model.TargetState, bool) {
 // objects of fromKind (in the Gateway API group) in fromNamespace refer to
 // the object of toGroup and toKind named target.
 func (t *translator) granted(fromKind gatewayv1.Kind, fromNamespace string, toGroup gatewayv1.Group, toKind gatewayv1.Kind, target types.NamespacedName) bool {
+	switch {
+	case t.rec != nil:
+		t.read(dep{depGrants, target.Namespace, ""})
+	case t.inc != nil:
+		t.inc.gatewayGrants[target.Namespace] = true
+	}
 	for _, g := range t.grants[target.Namespace] {
 		from := slices.ContainsFunc(g.Spec.From, func(f gatewayv1.ReferenceGrantFrom) bool {
 			return f.Group == gatewayGroup && f.Kind == fromKind && string(f.Namespace) == fromNamespace

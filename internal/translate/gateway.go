@@ -60,6 +60,8 @@ type listenerInfo struct {
 	// those routes.
 	attached int32
 	routes   map[model.SourceRef]bool
+	// ref names the listener, for Incremental's records.
+	ref listenerRef
 }
 
 // admits reports whether the listener takes routes of kind.
@@ -119,6 +121,9 @@ func (t *translator) translateGateways() {
 		t.gateways[key] = info
 		t.gatewayOrder = append(t.gatewayOrder, key)
 		info.listeners = t.listeners(gw, src)
+		for i := range info.listeners {
+			info.listeners[i].ref = listenerRef{key, i}
+		}
 		addrs, unsupported := t.gatewayAddresses(gw, src, class.mode)
 		switch {
 		case class.rejected != "":

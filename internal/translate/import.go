@@ -35,6 +35,7 @@ func (t *translator) importBackend(r *route, src model.SourceRef, p string, b *g
 	}
 	ns := string(deref(b.Namespace, gatewayv1.Namespace(r.Namespace)))
 	key := types.NamespacedName{Namespace: ns, Name: string(b.Name)}
+	t.read(dep{string(kindServiceImport), key.Namespace, key.Name})
 	if ns != r.Namespace && !t.granted(r.kind, r.Namespace, mcsv1beta1.GroupName, kindServiceImport, key) {
 		return fail(".namespace", gatewayv1.RouteReasonRefNotPermitted,
 			"ServiceImport %s is in another namespace and no ReferenceGrant there allows %ss from namespace %q to use it", key, r.kind, r.Namespace)

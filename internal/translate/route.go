@@ -59,11 +59,19 @@ func (t *translator) translateRoutes() {
 	}
 	for _, r := range routes {
 		src := ref(string(r.kind), r.Namespace, r.Name)
+		if t.inc != nil {
+			if rec := t.inc.reusable(src); rec != nil && t.replay(src, rec) {
+				continue
+			}
+		}
+		t.startRecord(src)
+		services, statuses := len(t.out.Services), len(t.out.Status.Routes)
 		t.cur = &routeState{src: src, generation: r.Generation}
 		if t.translateRoute(r, src) {
 			t.routeStatus(t.cur)
 		}
 		t.cur = nil
+		t.endRecord(src, services, statuses)
 	}
 }
 
@@ -104,7 +112,15 @@ func (t *translator) translateRoute(r *route, src model.SourceRef) bool {
 			svc.DNSName = generatedName(r.Name, r.Namespace, a.gw.domain)
 			svc.CustomDomains, svc.Listeners = serviceNetworkNames(svc.DNSName, a.gw.domain, hostnames, a.listeners)
 		}
-		if other, taken := t.serviceRoutes[svc.Name]; taken && other != src {
+		other, taken := t.serviceRoutes[svc.Name]
+		if t.rec != nil {
+			c := claim{name: svc.Name}
+			if taken && other != src {
+				c.other = other
+			}
+			t.rec.claims = append(t.rec.claims, c)
+		}
+		if taken && other != src {
 			a.reject(t.problem(src, "metadata.name", ReasonNameConflict,
 				"service name %q is already used by %s %s/%s; rename one of them", svc.Name, other.Kind, other.Namespace, other.Name))
 			continue
@@ -113,6 +129,9 @@ func (t *translator) translateRoute(r *route, src model.SourceRef) bool {
 			continue
 		}
 		t.serviceRoutes[svc.Name] = src
+		if t.rec != nil {
+			t.rec.claims[len(t.rec.claims)-1].took = true
+		}
 		if svc.DNSName != "" {
 			t.cur.dnsNames = append(t.cur.dnsNames, svc.DNSName)
 		}

@@ -355,12 +355,9 @@ func (t *translator) routeStatus(rs *routeState) {
 		default:
 			ps.Conditions = append(ps.Conditions, condTrue(accepted, string(gatewayv1.RouteReasonAccepted), ""))
 			for _, l := range pr.listeners {
-				if !l.routes[rs.src] {
-					if l.routes == nil {
-						l.routes = map[model.SourceRef]bool{}
-					}
-					l.routes[rs.src] = true
-					l.attached++
+				l.count(rs.src)
+				if t.rec != nil {
+					t.rec.attached = append(t.rec.attached, l.ref)
 				}
 			}
 		}

@@ -98,6 +98,11 @@ type Output struct {
 	// Status is what a provider that can report back (the controller)
 	// writes into the objects' status. It agrees with Problems.
 	Status Status `json:"status,omitzero"`
+	// Changed is set by Incremental when it knows what changed: the model
+	// keys (model.Key) of the objects that may differ from, be new since or
+	// be gone since the output it last had acknowledged. Every other object
+	// is as it was then. Nil means unknown: any object may have changed.
+	Changed map[string]bool `json:"-"`
 }
 
 // Problem is one input the translator could not honour.
@@ -144,12 +149,16 @@ const (
 // a parent, a route) or answers with 500 (a backend or a rule), as the Gateway
 // API requires.
 func Translate(in *Input) *Output {
-	t := newTranslator(in)
+	return translate(newTranslator(in))
+}
+
+// translate runs t's translation.
+func translate(t *translator) *Output {
 	t.translateClasses()
 	t.translateGateways()
 	t.translateRoutes()
 	t.translateAuthPolicies()
-	t.translateWorkloads()
+	t.translateWorkloadsOnce()
 	for _, key := range t.gatewayOrder {
 		t.out.Status.Gateways = append(t.out.Status.Gateways, t.gatewayStatus(t.gateways[key]))
 	}
@@ -187,6 +196,11 @@ type translator struct {
 	serviceRoutes  map[string]model.SourceRef                            // model service name → route
 	tgs            map[string]*targetGroupEntry                          // by name
 	tgsUsed        map[string]bool
+
+	// inc is set when an Incremental translates; rec is then the record
+	// of the route (or WorkloadSets) being translated.
+	inc *incCall
+	rec *record
 }
 
 // classInfo is one of our GatewayClasses.
@@ -255,14 +269,24 @@ func newTranslator(in *Input) *translator {
 // problem records one problem, once, and returns it.
 func (t *translator) problem(obj model.SourceRef, field, reason, format string, args ...any) Problem {
 	p := Problem{Object: obj, Field: field, Reason: reason, Message: fmt.Sprintf(format, args...)}
-	if !t.seen[p] {
-		t.seen[p] = true
-		t.out.Problems = append(t.out.Problems, p)
-		if t.cur != nil && t.cur.src == obj {
-			t.cur.problems = append(t.cur.problems, p)
-		}
+	if t.rec != nil {
+		t.rec.problems = append(t.rec.problems, p)
+	}
+	if t.addProblem(p) && t.cur != nil && t.cur.src == obj {
+		t.cur.problems = append(t.cur.problems, p)
 	}
 	return p
+}
+
+// addProblem adds p to the output unless it is there already, and reports
+// whether it added it.
+func (t *translator) addProblem(p Problem) bool {
+	if t.seen[p] {
+		return false
+	}
+	t.seen[p] = true
+	t.out.Problems = append(t.out.Problems, p)
+	return true
 }
 
 // invalid records a model validation failure of an object translated from

@@ -1,0 +1,507 @@
+package translate
+
+import (
+	"maps"
+	"slices"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// Incremental translates a sequence of Inputs, each a change of the one
+// before, re-translating only the routes that read an object that changed;
+// every other route's translation is replayed from what it did last time.
+// Its Output is always the one Translate would give for the same Input
+// (TestIncrementalMatchesTranslate holds it to that).
+//
+// An object has changed when its metadata.resourceVersion differs from the
+// last Input's, or is empty (so an Input without versions is translated in
+// full). A provider must therefore give an object a new resourceVersion
+// whenever its content changes, as the Kubernetes API server does; the file
+// provider sets it to a hash of the object's document.
+//
+// What a route reads, and so what makes it translate again: the route
+// itself; the Services, their EndpointSlices (by the service-name label)
+// and the ServiceImports its backends name; the ReferenceGrants of the
+// namespaces it refers into. A change to a GatewayClass, Gateway, Secret or
+// Namespace, to a ReferenceGrant a Gateway consulted, or to the Input's
+// Cluster, GatewayAddresses or GatewayAPIVersion translates everything;
+// Gateways, GatewayClasses and AuthPolicies are translated on every call
+// (they are few), and the WorkloadSets whenever a Pod changed. A replayed
+// route is translated again all the same when what it saw of the routes
+// before it differs: a service name or target group name taken or freed
+// by another route.
+//
+// The zero value is ready to use. An Incremental is not safe for concurrent
+// use.
+type Incremental struct {
+	primed  bool
+	scalars scalars
+	// objects are the last Input's objects' versions.
+	objects map[objectKey]objectVersion
+	// gatewayGrants are the namespaces whose ReferenceGrants the Gateways
+	// consulted (for certificates in other namespaces).
+	gatewayGrants map[string]bool
+	routes        map[model.SourceRef]*record
+	workloads     *record
+	// authed are the services that had an auth policy in the last output.
+	authed map[string]bool
+	// call counts Translate calls; a route record not used in a call is
+	// dropped.
+	call uint64
+	// changed are the model keys of the objects that may have changed since
+	// Acknowledge; all is true when every object may have.
+	changed map[string]bool
+	all     bool
+}
+
+// scalars are the Input's fields other than object lists.
+type scalars struct {
+	cluster, apiVersion string
+	addresses           map[string][]string
+	hasAddresses        bool
+}
+
+type objectKey struct{ kind, namespace, name string }
+
+type objectVersion struct {
+	resourceVersion string
+	// label is an EndpointSlice's service name.
+	label string
+}
+
+// dep is an input a route's translation read: a route, Service,
+// ServiceImport (by kind, namespace and name), the EndpointSlices of a
+// Service (kind depSlices, the Service's namespace and name), or the
+// ReferenceGrants of a namespace (kind depGrants, no name).
+type dep = objectKey
+
+const (
+	depSlices = "EndpointSlices"
+	depGrants = "ReferenceGrants"
+)
+
+// record is what translating one route (or the WorkloadSets) did, enough
+// to do it again without translating.
+type record struct {
+	call uint64
+	deps []dep
+	// problems are every problem reported, in order, before
+	// deduplication against the other routes'.
+	problems []Problem
+	// claims are the service names the route tried to take, with who held
+	// each when it tried.
+	claims []claim
+	// tgs are the target groups its backends looked up.
+	tgs          []tgUse
+	services     []model.Service
+	targetGroups []string
+	certificates []string
+	// status is the route's status; nil when it has none.
+	status *RouteStatus
+	// attached are the listeners its accepted parents counted it on.
+	attached []listenerRef
+	// workloadSets are the WorkloadSets made (the workloads record only).
+	workloadSets []model.WorkloadSet
+}
+
+// claim is one service name a route tried to take; other is the route
+// that held it then (zero when none did).
+type claim struct {
+	name  string
+	other model.SourceRef
+	took  bool
+}
+
+// tgUse is one look-up of a target group by name: the entry the route
+// made, or what it found.
+type tgUse struct {
+	name    string
+	created *targetGroupEntry
+	svc     types.NamespacedName
+	port    int32
+	valid   bool
+}
+
+// listenerRef names a listener of a Gateway of ours by its index.
+type listenerRef struct {
+	gateway types.NamespacedName
+	index   int
+}
+
+// incCall is one Incremental.Translate call's view, held by its translator.
+type incCall struct {
+	x *Incremental
+	// dirty are the inputs that changed; nil when everything is translated.
+	dirty map[dep]bool
+	// podsChanged says the WorkloadSets must be made again.
+	podsChanged bool
+	// changed collects the model keys of what was translated rather than
+	// replayed.
+	changed map[string]bool
+	// gatewayGrants collects the namespaces whose grants Gateways consulted.
+	gatewayGrants map[string]bool
+}
+
+// Translate translates in, reusing what it can of the previous call's
+// work. in's objects must not be modified after the call while the
+// Incremental is in use: the next call compares against them.
+func (x *Incremental) Translate(in *Input) *Output {
+	x.call++
+	c := &incCall{x: x, changed: map[string]bool{}, gatewayGrants: map[string]bool{}}
+	c.dirty, c.podsChanged = x.changes(in)
+	if c.dirty == nil {
+		x.routes, x.workloads, x.authed = nil, nil, nil
+	}
+	if x.routes == nil {
+		x.routes = map[model.SourceRef]*record{}
+	}
+	t := newTranslator(in)
+	t.inc = c
+	out := translate(t)
+	x.gatewayGrants = c.gatewayGrants
+	for src, r := range x.routes {
+		if r.call != x.call {
+			c.forget(r)
+			delete(x.routes, src)
+		}
+	}
+	// What is made in full every time, and what an auth policy touched
+	// (now or last time), may differ.
+	for i := range out.Networks {
+		c.changed[model.Key(model.KindServiceNetwork, out.Networks[i].Name)] = true
+	}
+	for i := range out.Certificates {
+		c.changed[model.Key(model.KindCertificate, out.Certificates[i].Name)] = true
+	}
+	authed := map[string]bool{}
+	for i := range out.Services {
+		if out.Services[i].Auth != nil {
+			authed[out.Services[i].Name] = true
+		}
+	}
+	for name := range authed {
+		c.changed[model.Key(model.KindService, name)] = true
+	}
+	for name := range x.authed {
+		c.changed[model.Key(model.KindService, name)] = true
+	}
+	x.authed = authed
+	if c.dirty == nil || !x.primed {
+		x.all = true
+	}
+	x.primed = true
+	if x.changed == nil {
+		x.changed = map[string]bool{}
+	}
+	maps.Copy(x.changed, c.changed)
+	if !x.all {
+		out.Changed = maps.Clone(x.changed)
+	}
+	return out
+}
+
+// Acknowledge says that the caller has acted on the last Output (sent it),
+// so that the next Output's Changed is relative to it.
+func (x *Incremental) Acknowledge() {
+	x.changed, x.all = nil, false
+}
+
+// forget marks what r made as changed: it is made again, or not at all.
+func (c *incCall) forget(r *record) {
+	for i := range r.services {
+		c.changed[model.Key(model.KindService, r.services[i].Name)] = true
+	}
+	for _, tg := range r.targetGroups {
+		c.changed[model.Key(model.KindTargetGroup, tg)] = true
+	}
+	for i := range r.workloadSets {
+		c.changed[model.Key(model.KindWorkloadSet, r.workloadSets[i].Name)] = true
+	}
+}
+
+// changes compares in with the last Input. dirty is nil when everything
+// must be translated.
+func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) {
+	s := scalars{cluster: in.Cluster, apiVersion: in.GatewayAPIVersion, addresses: in.GatewayAddresses, hasAddresses: in.GatewayAddresses != nil}
+	full := !x.primed || s.cluster != x.scalars.cluster || s.apiVersion != x.scalars.apiVersion || s.hasAddresses != x.scalars.hasAddresses ||
+		!maps.EqualFunc(s.addresses, x.scalars.addresses, slices.Equal[[]string])
+	x.scalars = s
+	x.scalars.addresses = maps.Clone(in.GatewayAddresses)
+	for k, v := range x.scalars.addresses {
+		x.scalars.addresses[k] = slices.Clone(v)
+	}
+
+	n := len(in.GatewayClasses) + len(in.Gateways) + len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TLSRoutes) +
+		len(in.ReferenceGrants) + len(in.AuthPolicies) + len(in.Services) + len(in.EndpointSlices) + len(in.ServiceImports) +
+		len(in.Secrets) + len(in.Pods) + len(in.Namespaces)
+	cur := make(map[objectKey]objectVersion, n)
+	add := func(kind, namespace, name, rv, label string) {
+		k := objectKey{kind, namespace, name}
+		if _, dup := cur[k]; dup {
+			rv = "" // which of two is used is the translator's business: always changed
+		}
+		cur[k] = objectVersion{rv, label}
+	}
+	for i := range in.GatewayClasses {
+		o := &in.GatewayClasses[i]
+		add("GatewayClass", "", o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.Gateways {
+		o := &in.Gateways[i]
+		add("Gateway", o.Namespace, o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.HTTPRoutes {
+		o := &in.HTTPRoutes[i]
+		add(string(kindHTTPRoute), o.Namespace, o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.GRPCRoutes {
+		o := &in.GRPCRoutes[i]
+		add(string(kindGRPCRoute), o.Namespace, o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.TLSRoutes {
+		o := &in.TLSRoutes[i]
+		add(string(kindTLSRoute), o.Namespace, o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.ReferenceGrants {
+		o := &in.ReferenceGrants[i]
+		add("ReferenceGrant", o.Namespace, o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.AuthPolicies {
+		o := &in.AuthPolicies[i]
+		add(kindAuthPolicy, o.Namespace, o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.Services {
+		o := &in.Services[i]
+		add("Service", o.Namespace, o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.EndpointSlices {
+		o := &in.EndpointSlices[i]
+		add("EndpointSlice", o.Namespace, o.Name, o.ResourceVersion, o.Labels[discoveryv1.LabelServiceName])
+	}
+	for i := range in.ServiceImports {
+		o := &in.ServiceImports[i]
+		add(string(kindServiceImport), o.Namespace, o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.Secrets {
+		o := &in.Secrets[i]
+		add("Secret", o.Namespace, o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.Pods {
+		o := &in.Pods[i]
+		add("Pod", o.Namespace, o.Name, o.ResourceVersion, "")
+	}
+	for i := range in.Namespaces {
+		o := &in.Namespaces[i]
+		add("Namespace", "", o.Name, o.ResourceVersion, "")
+	}
+
+	dirty = map[dep]bool{}
+	change := func(k objectKey, old, now objectVersion) {
+		switch k.kind {
+		case "GatewayClass", "Gateway", "Secret", "Namespace":
+			full = true
+		case "Pod":
+			podsChanged = true
+		case "ReferenceGrant":
+			if x.gatewayGrants[k.namespace] {
+				full = true
+			}
+			dirty[dep{depGrants, k.namespace, ""}] = true
+		case "EndpointSlice":
+			dirty[dep{depSlices, k.namespace, old.label}] = true
+			dirty[dep{depSlices, k.namespace, now.label}] = true
+		default:
+			dirty[k] = true
+		}
+	}
+	for k, v := range cur {
+		old, ok := x.objects[k]
+		if !ok || v.resourceVersion == "" || v != old {
+			change(k, old, v)
+		}
+	}
+	for k, old := range x.objects {
+		if _, ok := cur[k]; !ok {
+			change(k, old, objectVersion{})
+		}
+	}
+	x.objects = cur
+	if full {
+		return nil, true
+	}
+	return dirty, podsChanged
+}
+
+// read notes that the route being recorded read d.
+func (t *translator) read(d dep) {
+	if t.rec != nil {
+		t.rec.deps = append(t.rec.deps, d)
+	}
+}
+
+// reusable returns the record of the route src from the last call, if
+// nothing it read has changed since.
+func (c *incCall) reusable(src model.SourceRef) *record {
+	if c.dirty == nil {
+		return nil
+	}
+	r := c.x.routes[src]
+	if r == nil {
+		return nil
+	}
+	for _, d := range r.deps {
+		if c.dirty[d] {
+			return nil
+		}
+	}
+	return r
+}
+
+// replay does again what translating the route src did when r was
+// recorded, and reports true; or does nothing and reports false when the
+// routes before it now leave it a different world (a name taken or freed).
+func (t *translator) replay(src model.SourceRef, r *record) bool {
+	for _, c := range r.claims {
+		var other model.SourceRef
+		if o, taken := t.serviceRoutes[c.name]; taken && o != src {
+			other = o
+		}
+		if other != c.other {
+			return false
+		}
+	}
+	var created map[string]bool
+	for _, u := range r.tgs {
+		e := t.tgs[u.name]
+		switch {
+		case u.created != nil:
+			if e != nil || created[u.name] {
+				return false
+			}
+			if created == nil {
+				created = map[string]bool{}
+			}
+			created[u.name] = true
+		case e == nil:
+			if !created[u.name] {
+				return false
+			}
+		case e.svc != u.svc || e.port != u.port || (e.tg != nil) != u.valid:
+			return false
+		}
+	}
+	r.call = t.inc.x.call
+	for _, c := range r.claims {
+		if c.took {
+			t.serviceRoutes[c.name] = src
+		}
+	}
+	for _, u := range r.tgs {
+		if u.created != nil {
+			t.tgs[u.name] = u.created
+		}
+	}
+	for _, p := range r.problems {
+		t.addProblem(p)
+	}
+	t.out.Services = append(t.out.Services, r.services...)
+	for _, tg := range r.targetGroups {
+		t.tgsUsed[tg] = true
+	}
+	for _, c := range r.certificates {
+		t.certsUsed[c] = true
+	}
+	for _, a := range r.attached {
+		t.gateways[a.gateway].listeners[a.index].count(src)
+	}
+	if r.status != nil {
+		t.out.Status.Routes = append(t.out.Status.Routes, *r.status)
+	}
+	return true
+}
+
+// startRecord starts recording the translation of route src.
+func (t *translator) startRecord(src model.SourceRef) {
+	if t.inc == nil {
+		return
+	}
+	t.rec = &record{call: t.inc.x.call, deps: []dep{{src.Kind, src.Namespace, src.Name}}}
+	if old := t.inc.x.routes[src]; old != nil {
+		t.inc.forget(old)
+	}
+}
+
+// endRecord keeps the record of route src, given where its services and
+// status start in the output.
+func (t *translator) endRecord(src model.SourceRef, services, statuses int) {
+	r := t.rec
+	t.rec = nil
+	if r == nil {
+		return
+	}
+	r.services = slices.Clone(t.out.Services[services:])
+	for i := range r.services {
+		t.inc.changed[model.Key(model.KindService, r.services[i].Name)] = true
+		usedTargetGroups(r.services[i].Rules, func(tg string) {
+			if !slices.Contains(r.targetGroups, tg) {
+				r.targetGroups = append(r.targetGroups, tg)
+			}
+		})
+		for _, l := range r.services[i].Listeners {
+			for _, c := range l.Certificates {
+				if !slices.Contains(r.certificates, c) {
+					r.certificates = append(r.certificates, c)
+				}
+			}
+		}
+	}
+	for _, tg := range r.targetGroups {
+		t.inc.changed[model.Key(model.KindTargetGroup, tg)] = true
+	}
+	if len(t.out.Status.Routes) > statuses {
+		st := t.out.Status.Routes[statuses]
+		r.status = &st
+	}
+	t.inc.x.routes[src] = r
+}
+
+// count counts route src as attached to l, once.
+func (l *listenerInfo) count(src model.SourceRef) {
+	if !l.routes[src] {
+		if l.routes == nil {
+			l.routes = map[model.SourceRef]bool{}
+		}
+		l.routes[src] = true
+		l.attached++
+	}
+}
+
+// translateWorkloadsOnce makes the WorkloadSets, or replays the last
+// call's when no Pod changed.
+func (t *translator) translateWorkloadsOnce() {
+	if t.inc == nil {
+		t.translateWorkloads()
+		return
+	}
+	x := t.inc.x
+	if r := x.workloads; r != nil && !t.inc.podsChanged {
+		for _, p := range r.problems {
+			t.addProblem(p)
+		}
+		t.out.WorkloadSets = append(t.out.WorkloadSets, r.workloadSets...)
+		return
+	}
+	if x.workloads != nil {
+		t.inc.forget(x.workloads)
+	}
+	t.rec = &record{}
+	t.translateWorkloads()
+	r := t.rec
+	t.rec = nil
+	r.workloadSets = slices.Clone(t.out.WorkloadSets)
+	t.inc.forget(r)
+	x.workloads = r
+}

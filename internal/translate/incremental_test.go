@@ -1,0 +1,367 @@
+package translate_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
+
+	"trellis.dev/trellis/api/v1alpha1"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/provider/file"
+	"trellis.dev/trellis/internal/translate"
+)
+
+// object is one Kubernetes object of the random test's world.
+type object interface {
+	runtime.Object
+	metav1.Object
+}
+
+// pool is every object of the golden inputs, by kind/namespace/name; one
+// key defined differently by several inputs has a variant each.
+type pool struct {
+	keys     []string
+	variants map[string][]object
+	// services are the Services' names, for relabelling EndpointSlices.
+	services []string
+}
+
+func loadPool(t *testing.T) *pool {
+	t.Helper()
+	inputs, err := filepath.Glob("testdata/*/input.yaml")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("golden inputs: %v", err)
+	}
+	p := &pool{variants: map[string][]object{}}
+	for _, path := range inputs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, err := file.Parse(path, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range inputObjects(in) {
+			k := objectKey(o)
+			if _, ok := p.variants[k]; !ok {
+				p.keys = append(p.keys, k)
+			}
+			p.variants[k] = append(p.variants[k], o)
+			if _, ok := o.(*corev1.Service); ok && !slices.Contains(p.services, o.GetName()) {
+				p.services = append(p.services, o.GetName())
+			}
+		}
+	}
+	slices.Sort(p.keys)
+	return p
+}
+
+func objectKey(o object) string {
+	return fmt.Sprintf("%T/%s/%s", o, o.GetNamespace(), o.GetName())
+}
+
+// inputObjects returns pointers to every object of in.
+func inputObjects(in *translate.Input) []object {
+	var out []object
+	add := func(o object) { out = append(out, o) }
+	for i := range in.GatewayClasses {
+		add(&in.GatewayClasses[i])
+	}
+	for i := range in.Gateways {
+		add(&in.Gateways[i])
+	}
+	for i := range in.HTTPRoutes {
+		add(&in.HTTPRoutes[i])
+	}
+	for i := range in.GRPCRoutes {
+		add(&in.GRPCRoutes[i])
+	}
+	for i := range in.TLSRoutes {
+		add(&in.TLSRoutes[i])
+	}
+	for i := range in.ReferenceGrants {
+		add(&in.ReferenceGrants[i])
+	}
+	for i := range in.AuthPolicies {
+		add(&in.AuthPolicies[i])
+	}
+	for i := range in.Services {
+		add(&in.Services[i])
+	}
+	for i := range in.EndpointSlices {
+		add(&in.EndpointSlices[i])
+	}
+	for i := range in.ServiceImports {
+		add(&in.ServiceImports[i])
+	}
+	for i := range in.Secrets {
+		add(&in.Secrets[i])
+	}
+	for i := range in.Pods {
+		add(&in.Pods[i])
+	}
+	for i := range in.Namespaces {
+		add(&in.Namespaces[i])
+	}
+	return out
+}
+
+// buildInput makes an Input of objs, in the order given.
+func buildInput(objs []object) *translate.Input {
+	in := &translate.Input{Cluster: "local"}
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *gatewayv1.GatewayClass:
+			in.GatewayClasses = append(in.GatewayClasses, *o)
+		case *gatewayv1.Gateway:
+			in.Gateways = append(in.Gateways, *o)
+		case *gatewayv1.HTTPRoute:
+			in.HTTPRoutes = append(in.HTTPRoutes, *o)
+		case *gatewayv1.GRPCRoute:
+			in.GRPCRoutes = append(in.GRPCRoutes, *o)
+		case *gatewayv1.TLSRoute:
+			in.TLSRoutes = append(in.TLSRoutes, *o)
+		case *gatewayv1.ReferenceGrant:
+			in.ReferenceGrants = append(in.ReferenceGrants, *o)
+		case *v1alpha1.AuthPolicy:
+			in.AuthPolicies = append(in.AuthPolicies, *o)
+		case *corev1.Service:
+			in.Services = append(in.Services, *o)
+		case *discoveryv1.EndpointSlice:
+			in.EndpointSlices = append(in.EndpointSlices, *o)
+		case *mcsv1beta1.ServiceImport:
+			in.ServiceImports = append(in.ServiceImports, *o)
+		case *corev1.Secret:
+			in.Secrets = append(in.Secrets, *o)
+		case *corev1.Pod:
+			in.Pods = append(in.Pods, *o)
+		case *corev1.Namespace:
+			in.Namespaces = append(in.Namespaces, *o)
+		default:
+			panic(fmt.Sprintf("unexpected %T", o))
+		}
+	}
+	return in
+}
+
+// mutate changes o in a way its kind's translation notices (or, for kinds
+// without one here, only a label, which it does not).
+func mutate(r *rand.Rand, p *pool, o object) {
+	hostnames := []gatewayv1.Hostname{"a.example.com", "*.example.com", "b.example.org", "Bad_Host", "web.example.com"}
+	switch o := o.(type) {
+	case *gatewayv1.HTTPRoute:
+		switch r.IntN(3) {
+		case 0:
+			o.Spec.Hostnames = nil
+			for _, h := range hostnames {
+				if r.IntN(3) == 0 {
+					o.Spec.Hostnames = append(o.Spec.Hostnames, h)
+				}
+			}
+		case 1:
+			for i := range o.Spec.Rules {
+				for j := range o.Spec.Rules[i].BackendRefs {
+					b := &o.Spec.Rules[i].BackendRefs[j]
+					b.Name = gatewayv1.ObjectName(p.services[r.IntN(len(p.services))])
+					port := gatewayv1.PortNumber([]int{80, 8080, 9000}[r.IntN(3)])
+					b.Port = &port
+				}
+			}
+		default:
+			for i := range o.Spec.ParentRefs {
+				if r.IntN(2) == 0 {
+					o.Spec.ParentRefs[i].SectionName = nil
+				}
+			}
+		}
+	case *discoveryv1.EndpointSlice:
+		if r.IntN(2) == 0 {
+			o.Labels[discoveryv1.LabelServiceName] = p.services[r.IntN(len(p.services))]
+		} else if len(o.Endpoints) > 0 {
+			o.Endpoints = o.Endpoints[1:]
+		}
+	case *corev1.Service:
+		if r.IntN(2) == 0 && len(o.Spec.Ports) > 0 {
+			o.Spec.Ports = o.Spec.Ports[:len(o.Spec.Ports)-1]
+		} else {
+			o.Spec.Type = corev1.ServiceTypeExternalName
+		}
+	case *gatewayv1.ReferenceGrant:
+		for i := range o.Spec.To {
+			if o.Spec.To[i].Name == nil {
+				o.Spec.To[i].Name = ptr(gatewayv1.ObjectName("nothing"))
+			} else {
+				o.Spec.To[i].Name = nil
+			}
+		}
+	default:
+		l := o.GetLabels()
+		if l == nil {
+			l = map[string]string{}
+		}
+		l["mutated"] = strconv.Itoa(r.IntN(100))
+		o.SetLabels(l)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestIncrementalMatchesTranslate applies random sequences of changes to a
+// world made of every golden input's objects (adding, modifying and
+// deleting objects of every kind, including those whose effect crosses
+// objects: a ReferenceGrant that makes a backend resolvable, a Gateway
+// whose routes detach, two routes or Services that claim one name) and
+// checks after every step that Incremental's output is Translate's, and
+// that every object its Changed leaves out is the one of the output last
+// acknowledged.
+func TestIncrementalMatchesTranslate(t *testing.T) {
+	p := loadPool(t)
+	seeds, steps := 40, 60
+	if testing.Short() {
+		seeds = 5
+	}
+	for seed := range seeds {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(uint64(seed), 15))
+			version := 0
+			state := map[string]object{}
+			put := func(k string, o object) {
+				version++
+				o = o.DeepCopyObject().(object)
+				o.SetResourceVersion(strconv.Itoa(version))
+				state[k] = o
+			}
+			for _, k := range p.keys {
+				if r.IntN(2) == 0 {
+					vs := p.variants[k]
+					put(k, vs[r.IntN(len(vs))])
+				}
+			}
+			var x translate.Incremental
+			var acked *translate.Output
+			full := false // a change since the last acknowledgement translated everything
+			for step := range steps {
+				var what string
+				if step > 0 {
+					what = change(r, p, state, put)
+				}
+				objs := make([]object, 0, len(state))
+				for _, k := range p.keys {
+					if o, ok := state[k]; ok {
+						objs = append(objs, o)
+					}
+				}
+				r.Shuffle(len(objs), func(i, j int) { objs[i], objs[j] = objs[j], objs[i] })
+				in := buildInput(objs)
+				got := x.Translate(in)
+				want := translate.Translate(in)
+				changed := got.Changed
+				got.Changed = nil
+				if !reflect.DeepEqual(got, want) {
+					g, _ := json.MarshalIndent(got, "", " ")
+					w, _ := json.MarshalIndent(want, "", " ")
+					t.Fatalf("step %d (%s): incremental output differs from a full translation:\n%s", step, what, diffLines(string(g), string(w)))
+				}
+				if acked != nil && changed != nil {
+					checkChanged(t, step, what, acked, want, changed)
+				}
+				full = full || step == 0 || fullChange(what)
+				if changed == nil && !full {
+					t.Errorf("step %d (%s): Changed is nil after changes that translate only part", step, what)
+				}
+				if r.IntN(4) != 0 {
+					x.Acknowledge()
+					acked, full = want, false
+				}
+			}
+		})
+	}
+}
+
+// fullChange reports whether a step's change may make Incremental
+// translate everything, so that Changed is unknown.
+func fullChange(what string) bool {
+	for _, kind := range []string{".GatewayClass/", ".Gateway/", ".Secret/", ".Namespace/", ".ReferenceGrant/"} {
+		if strings.Contains(what, kind) {
+			return true
+		}
+	}
+	return false
+}
+
+// change makes one random change to state and describes it.
+func change(r *rand.Rand, p *pool, state map[string]object, put func(string, object)) string {
+	k := p.keys[r.IntN(len(p.keys))]
+	cur, present := state[k]
+	vs := p.variants[k]
+	switch {
+	case !present:
+		put(k, vs[r.IntN(len(vs))])
+		return "add " + k
+	case r.IntN(3) == 0:
+		delete(state, k)
+		return "delete " + k
+	case len(vs) > 1 && r.IntN(2) == 0:
+		put(k, vs[r.IntN(len(vs))])
+		return "replace " + k
+	}
+	o := cur.DeepCopyObject().(object)
+	mutate(r, p, o)
+	put(k, o)
+	return "modify " + k
+}
+
+// checkChanged checks that every object of out whose key changed leaves
+// out is in acked, unchanged, and that every object of acked it leaves out
+// is still in out.
+func checkChanged(t *testing.T, step int, what string, acked, out *translate.Output, changed map[string]bool) {
+	t.Helper()
+	index := func(o *translate.Output) map[string]model.Object {
+		m := map[string]model.Object{}
+		for _, obj := range o.Each() {
+			m[model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)] = obj
+		}
+		return m
+	}
+	before, now := index(acked), index(out)
+	for k, obj := range now {
+		if changed[k] {
+			continue
+		}
+		if prev, ok := before[k]; !ok || !reflect.DeepEqual(prev, obj) {
+			t.Errorf("step %d (%s): %s changed but is not in Changed", step, what, k)
+		}
+	}
+	for k := range before {
+		if _, ok := now[k]; !ok && !changed[k] {
+			t.Errorf("step %d (%s): %s is gone but not in Changed", step, what, k)
+		}
+	}
+}
+
+// diffLines shows the first lines where a and b differ, with context.
+func diffLines(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	for i := 0; i < len(al) || i < len(bl); i++ {
+		if i >= len(al) || i >= len(bl) || al[i] != bl[i] {
+			from := max(0, i-8)
+			return fmt.Sprintf("incremental:\n%s\nfull:\n%s", strings.Join(al[from:min(len(al), i+8)], "\n"), strings.Join(bl[from:min(len(bl), i+8)], "\n"))
+		}
+	}
+	return "(no difference in JSON)"
+}
