@@ -48,6 +48,9 @@ type Incremental struct {
 	workloads     *record
 	// authed are the services that had an auth policy in the last output.
 	authed map[string]bool
+	// whole are the keys of the networks and certificates of the last
+	// output, made in full on every call.
+	whole []string
 	// call counts Translate calls; a route record not used in a call is
 	// dropped.
 	call uint64
@@ -170,11 +173,18 @@ func (x *Incremental) Translate(in *Input) *Output {
 	}
 	// What is made in full every time, and what an auth policy touched
 	// (now or last time), may differ.
+	for _, k := range x.whole {
+		c.changed[k] = true
+	}
+	x.whole = x.whole[:0]
 	for i := range out.Networks {
-		c.changed[model.Key(model.KindServiceNetwork, out.Networks[i].Name)] = true
+		x.whole = append(x.whole, model.Key(model.KindServiceNetwork, out.Networks[i].Name))
 	}
 	for i := range out.Certificates {
-		c.changed[model.Key(model.KindCertificate, out.Certificates[i].Name)] = true
+		x.whole = append(x.whole, model.Key(model.KindCertificate, out.Certificates[i].Name))
+	}
+	for _, k := range x.whole {
+		c.changed[k] = true
 	}
 	authed := map[string]bool{}
 	for i := range out.Services {
