@@ -47,6 +47,9 @@ type PolicyAncestorStatus struct {
 // whose document is invalid is attached as one that denies everything, and
 // reported Invalid.
 func (t *translator) translateAuthPolicies() {
+	if len(t.in.AuthPolicies) == 0 {
+		return
+	}
 	policies := sortedByName(t.in.AuthPolicies, func(p *v1alpha1.AuthPolicy) (string, string) { return p.Namespace, p.Name })
 	slices.SortStableFunc(policies, func(a, b *v1alpha1.AuthPolicy) int {
 		return a.CreationTimestamp.Compare(b.CreationTimestamp.Time)

@@ -22,6 +22,60 @@ func BenchmarkTranslate(b *testing.B) {
 }
 
 func benchmarkTranslate(b *testing.B, n int) {
+	in := benchInput(n)
+	b.ReportAllocs()
+	for b.Loop() {
+		out := translate.Translate(in)
+		if len(out.Services) != n || len(out.Problems) != 0 {
+			b.Fatalf("%d services, problems %v", len(out.Services), out.Problems)
+		}
+	}
+}
+
+// BenchmarkTranslateChange is one change at n routes through Incremental:
+// one route's hostname changes (a new resourceVersion), as in
+// bench/scale's changes. Its time must not grow with n as a full
+// translation's does (issue 15).
+func BenchmarkTranslateChange(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			in := benchInput(n)
+			for i := range in.HTTPRoutes {
+				in.HTTPRoutes[i].ResourceVersion = "1"
+			}
+			for i := range in.Services {
+				in.Services[i].ResourceVersion = "1"
+				in.EndpointSlices[i].ResourceVersion = "1"
+			}
+			in.GatewayClasses[0].ResourceVersion = "1"
+			in.Gateways[0].ResourceVersion = "1"
+			var x translate.Incremental
+			x.Translate(in)
+			x.Acknowledge()
+			b.ReportAllocs()
+			version := 1
+			for b.Loop() {
+				version++
+				r := &in.HTTPRoutes[n/2]
+				// A new object, as a provider makes: the last one stays as
+				// the Incremental saw it.
+				changed := *r
+				changed.ResourceVersion = fmt.Sprint(version)
+				changed.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname(fmt.Sprintf("v%d.example.com", version))}
+				*r = changed
+				out := x.Translate(in)
+				x.Acknowledge()
+				if len(out.Services) != n || len(out.Problems) != 0 || len(out.Changed) != 3 {
+					b.Fatalf("%d services, problems %v, changed %v", len(out.Services), out.Problems, out.Changed)
+				}
+			}
+		})
+	}
+}
+
+// benchInput is n HTTPRoutes, each with its own Service of ten endpoints,
+// on one edge Gateway.
+func benchInput(n int) *translate.Input {
 	in := &translate.Input{
 		Cluster:        "local",
 		GatewayClasses: []gatewayv1.GatewayClass{{ObjectMeta: metav1.ObjectMeta{Name: "edge"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: translate.EdgeController}}},
@@ -51,11 +105,5 @@ func benchmarkTranslate(b *testing.B, n int) {
 					BackendObjectReference: gatewayv1.BackendObjectReference{Name: gatewayv1.ObjectName(name), Port: &svcPort}}}}}},
 			}})
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		out := translate.Translate(in)
-		if len(out.Services) != n || len(out.Problems) != 0 {
-			b.Fatalf("%d services, problems %v", len(out.Services), out.Problems)
-		}
-	}
+	return in
 }

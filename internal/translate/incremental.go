@@ -40,7 +40,7 @@ type Incremental struct {
 	primed  bool
 	scalars scalars
 	// objects are the last Input's objects' versions.
-	objects map[objectKey]objectVersion
+	objects map[objectKey]*objectVersion
 	// gatewayGrants are the namespaces whose ReferenceGrants the Gateways
 	// consulted (for certificates in other namespaces).
 	gatewayGrants map[string]bool
@@ -73,6 +73,8 @@ type objectVersion struct {
 	resourceVersion string
 	// label is an EndpointSlice's service name.
 	label string
+	// call is the last call whose Input had the object.
+	call uint64
 }
 
 // dep is an input a route's translation read: a route, Service,
@@ -244,16 +246,44 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		x.scalars.addresses[k] = slices.Clone(v)
 	}
 
-	n := len(in.GatewayClasses) + len(in.Gateways) + len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TLSRoutes) +
-		len(in.ReferenceGrants) + len(in.AuthPolicies) + len(in.Services) + len(in.EndpointSlices) + len(in.ServiceImports) +
-		len(in.Secrets) + len(in.Pods) + len(in.Namespaces)
-	cur := make(map[objectKey]objectVersion, n)
+	if x.objects == nil {
+		x.objects = map[objectKey]*objectVersion{}
+	}
+	dirty = map[dep]bool{}
+	change := func(k objectKey, old, now objectVersion) {
+		switch k.kind {
+		case "GatewayClass", "Gateway", "Secret", "Namespace":
+			full = true
+		case "Pod":
+			podsChanged = true
+		case "ReferenceGrant":
+			if x.gatewayGrants[k.namespace] {
+				full = true
+			}
+			dirty[dep{depGrants, k.namespace, ""}] = true
+		case "EndpointSlice":
+			dirty[dep{depSlices, k.namespace, old.label}] = true
+			dirty[dep{depSlices, k.namespace, now.label}] = true
+		default:
+			dirty[k] = true
+		}
+	}
+	// Compared in place: one look-up an object.
 	add := func(kind, namespace, name, rv, label string) {
 		k := objectKey{kind, namespace, name}
-		if _, dup := cur[k]; dup {
-			rv = "" // which of two is used is the translator's business: always changed
+		v := x.objects[k]
+		switch {
+		case v == nil:
+			v = &objectVersion{call: x.call}
+			x.objects[k] = v
+		case v.call == x.call:
+			rv = "" // twice in one Input: which is used is the translator's business, so always changed
 		}
-		cur[k] = objectVersion{rv, label}
+		now := objectVersion{rv, label, x.call}
+		if rv == "" || v.resourceVersion != rv || v.label != label {
+			change(k, *v, now)
+		}
+		*v = now
 	}
 	for i := range in.GatewayClasses {
 		o := &in.GatewayClasses[i]
@@ -308,37 +338,12 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		add("Namespace", "", o.Name, o.ResourceVersion, "")
 	}
 
-	dirty = map[dep]bool{}
-	change := func(k objectKey, old, now objectVersion) {
-		switch k.kind {
-		case "GatewayClass", "Gateway", "Secret", "Namespace":
-			full = true
-		case "Pod":
-			podsChanged = true
-		case "ReferenceGrant":
-			if x.gatewayGrants[k.namespace] {
-				full = true
-			}
-			dirty[dep{depGrants, k.namespace, ""}] = true
-		case "EndpointSlice":
-			dirty[dep{depSlices, k.namespace, old.label}] = true
-			dirty[dep{depSlices, k.namespace, now.label}] = true
-		default:
-			dirty[k] = true
+	for k, v := range x.objects {
+		if v.call != x.call {
+			change(k, *v, objectVersion{})
+			delete(x.objects, k)
 		}
 	}
-	for k, v := range cur {
-		old, ok := x.objects[k]
-		if !ok || v.resourceVersion == "" || v != old {
-			change(k, old, v)
-		}
-	}
-	for k, old := range x.objects {
-		if _, ok := cur[k]; !ok {
-			change(k, old, objectVersion{})
-		}
-	}
-	x.objects = cur
 	if full {
 		return nil, true
 	}

@@ -57,6 +57,8 @@ func (t *translator) translateRoutes() {
 		routes = append(routes, &route{ObjectMeta: &r.ObjectMeta, kind: kindTLSRoute, spec: &r.Spec.CommonRouteSpec, hostnames: r.Spec.Hostnames,
 			rules: func(rt *route, src model.SourceRef) []model.Rule { return t.tlsRules(rt, src, r.Spec.Rules) }})
 	}
+	t.out.Services = slices.Grow(t.out.Services, len(routes))
+	t.out.Status.Routes = slices.Grow(t.out.Status.Routes, len(routes))
 	for _, r := range routes {
 		src := ref(string(r.kind), r.Namespace, r.Name)
 		if t.inc != nil {

@@ -15,6 +15,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -212,6 +213,7 @@ type classInfo struct {
 }
 
 func newTranslator(in *Input) *translator {
+	routes := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TLSRoutes)
 	t := &translator{
 		in:             in,
 		seen:           map[Problem]bool{},
@@ -222,12 +224,12 @@ func newTranslator(in *Input) *translator {
 		kubeServices:   map[types.NamespacedName]*corev1.Service{},
 		imports:        map[types.NamespacedName]*mcsv1beta1.ServiceImport{},
 		endpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
-		serviceRoutes:  map[string]model.SourceRef{},
+		serviceRoutes:  make(map[string]model.SourceRef, routes),
 		secrets:        map[types.NamespacedName]*corev1.Secret{},
 		certs:          map[string]*certificateEntry{},
 		certsUsed:      map[string]bool{},
-		tgs:            map[string]*targetGroupEntry{},
-		tgsUsed:        map[string]bool{},
+		tgs:            make(map[string]*targetGroupEntry, routes),
+		tgsUsed:        make(map[string]bool, routes),
 		namespaces:     map[string]*corev1.Namespace{},
 		grants:         map[string][]*gatewayv1.ReferenceGrant{},
 	}
@@ -311,10 +313,11 @@ func (t *translator) output() *Output {
 	slices.SortFunc(t.out.Services, func(a, b model.Service) int { return cmp.Compare(a.Name, b.Name) })
 	// Only the target groups of produced services: a route that failed to
 	// attach or validate leaves none behind.
-	for name := range t.tgsUsed {
+	// Sorted by name before they are copied: a target group is large.
+	t.out.TargetGroups = make([]model.TargetGroup, 0, len(t.tgsUsed))
+	for _, name := range slices.Sorted(maps.Keys(t.tgsUsed)) {
 		t.out.TargetGroups = append(t.out.TargetGroups, *t.tgs[name].tg)
 	}
-	slices.SortFunc(t.out.TargetGroups, func(a, b model.TargetGroup) int { return cmp.Compare(a.Name, b.Name) })
 	for name := range t.certsUsed {
 		t.out.Certificates = append(t.out.Certificates, *t.certs[name].cert)
 	}
