@@ -2,6 +2,7 @@ package up
 
 import (
 	"context"
+	"maps"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
@@ -48,7 +49,7 @@ func TestFileSenderSendsWhatChanged(t *testing.T) {
 		{model.Objects{TargetGroups: []model.TargetGroup{tg("b", 3), tg("c", 4)}}, [4]int{1, 0, 1, 1}, true},
 	}
 	for i, s := range steps {
-		rev, counts, err := f.send(ctx, cl, &s.objs)
+		rev, counts, err := f.send(ctx, cl, &s.objs, nil)
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
@@ -73,10 +74,62 @@ func TestFileSenderSendsWhatChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := model.Objects{TargetGroups: []model.TargetGroup{tg("b", 3), tg("c", 4), {Meta: model.Meta{Name: "Bad Name"}}}}
-	if _, _, err := f.send(ctx, cl, &bad); err == nil {
+	if _, _, err := f.send(ctx, cl, &bad, nil); err == nil {
 		t.Fatal("an invalid target group was sent without an error")
 	}
-	if _, counts, err := f.send(ctx, cl, &steps[3].objs); err != nil || counts != [4]int{2, 0, 0, 0} {
+	if _, counts, err := f.send(ctx, cl, &steps[3].objs, nil); err != nil || counts != [4]int{2, 0, 0, 0} {
 		t.Fatalf("send after a failure: counts %v, err %v; want an apply creating both", counts, err)
+	}
+}
+
+// Given what changed (translate.Output.Changed), the sender encodes and
+// sends only those objects, deletes those of them that are gone, and takes
+// every other object as it last sent it.
+func TestFileSenderSendsOnlyChanged(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{"tok": "local"}}))
+	defer srv.Close()
+	cl, err := client.New(srv.URL, "tok", client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tg := func(name string, port int32) model.TargetGroup {
+		return model.TargetGroup{Meta: model.Meta{Name: name, Owner: "local"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
+			Targets: []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "local", State: model.TargetActive}}}
+	}
+	key := func(name string) string { return model.Key(model.KindTargetGroup, name) }
+	var f fileSender
+	if _, _, err := f.send(ctx, cl, &model.Objects{TargetGroups: []model.TargetGroup{tg("a", 1), tg("b", 2), tg("c", 3)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// "a" differs but is not named: the sender trusts Changed and leaves
+	// it; "b" changed; "c" is gone; "d" is new.
+	objs := model.Objects{TargetGroups: []model.TargetGroup{tg("a", 9), tg("b", 20), tg("d", 4)}}
+	rev, counts, err := f.send(ctx, cl, &objs, map[string]bool{key("b"): true, key("c"): true, key("d"): true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev == 0 || counts != [4]int{1, 1, 1, 1} {
+		t.Errorf("revision %d, counts %v; want created 1, updated 1, deleted 1, unchanged 1", rev, counts)
+	}
+	got, _, err := cl.List(ctx, model.KindTargetGroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := map[string]int32{}
+	for _, o := range got {
+		ports[o.ObjectMeta().Name] = o.(*model.TargetGroup).Targets[0].Port
+	}
+	if want := map[string]int32{"a": 1, "b": 20, "d": 4}; !maps.Equal(ports, want) {
+		t.Errorf("the server holds %v, want %v", ports, want)
+	}
+	// Named but equal to what was sent: nothing to send.
+	if rev, _, err := f.send(ctx, cl, &objs, map[string]bool{key("b"): true}); err != nil || rev != 0 {
+		t.Errorf("an unchanged object was sent: revision %d, err %v", rev, err)
 	}
 }

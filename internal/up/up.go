@@ -237,7 +237,7 @@ func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *sl
 	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log, SettlePeriod: cfg.SettlePeriod, MaxFileSize: cfg.MaxFileSize}
 	var send fileSender
 	err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
-		rev, counts, err := send.send(ctx, cl, &out.Objects)
+		rev, counts, err := send.send(ctx, cl, &out.Objects, out.Changed)
 		if err != nil || rev == 0 {
 			return err
 		}
@@ -263,22 +263,90 @@ type fileSender struct {
 }
 
 // send sends objs and returns the revision (0 when nothing differed, so
-// nothing was sent) and the counts of created,
-// updated, deleted and unchanged objects.
-func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Objects) (int64, [4]int, error) {
-	encoded := make(map[string][sha256.Size]byte, objs.Len())
+// nothing was sent) and the counts of created, updated, deleted and
+// unchanged objects. changed, when not nil, names (by model.Key) every
+// object that may differ from, be new since or be gone since the objects
+// of the last successful send (translate.Output.Changed): only those are
+// encoded and compared.
+func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Objects, changed map[string]bool) (int64, [4]int, error) {
+	if f.sent == nil || changed == nil {
+		return f.sendAll(ctx, cl, objs)
+	}
 	var req api.TxnRequest
-	for _, obj := range objs.Each() {
+	sums := map[string][sha256.Size]byte{}
+	present := map[string]bool{}
+	var err error
+	eachObject(objs, func(obj model.Object) {
 		k := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
-		b, err := model.Encode(obj)
+		if !changed[k] || err != nil {
+			return
+		}
+		present[k] = true
+		var b []byte
+		if b, err = model.Encode(obj); err != nil {
+			return
+		}
+		sum := sha256.Sum256(b)
+		if prev, ok := f.sent[k]; !ok || prev != sum {
+			req.Puts.Add(obj)
+			sums[k] = sum
+		}
+	})
+	if err != nil {
+		return 0, [4]int{}, err
+	}
+	var deletes []string
+	for k := range changed {
+		if _, ok := f.sent[k]; ok && !present[k] {
+			deletes = append(deletes, k)
+		}
+	}
+	slices.Sort(deletes)
+	for _, k := range deletes {
+		kind, name, err := model.ParseKey(k)
 		if err != nil {
 			return 0, [4]int{}, err
+		}
+		req.Deletes = append(req.Deletes, api.ObjectRef{Kind: kind, Name: name})
+	}
+	unchanged := objs.Len() - req.Puts.Len()
+	if req.Puts.Len() == 0 && len(req.Deletes) == 0 {
+		return 0, [4]int{0, 0, 0, unchanged}, nil
+	}
+	res, err := cl.Txn(ctx, &req)
+	if err != nil {
+		f.sent = nil
+		return 0, [4]int{}, err
+	}
+	maps.Copy(f.sent, sums)
+	for _, k := range deletes {
+		delete(f.sent, k)
+	}
+	return res.Revision, [4]int{res.Created, res.Updated, res.Deleted, unchanged + res.Unchanged}, nil
+}
+
+// sendAll sends objs, comparing every object with what was last sent.
+func (f *fileSender) sendAll(ctx context.Context, cl *client.Client, objs *model.Objects) (int64, [4]int, error) {
+	encoded := make(map[string][sha256.Size]byte, objs.Len())
+	var req api.TxnRequest
+	var err error
+	eachObject(objs, func(obj model.Object) {
+		if err != nil {
+			return
+		}
+		k := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
+		var b []byte
+		if b, err = model.Encode(obj); err != nil {
+			return
 		}
 		sum := sha256.Sum256(b)
 		encoded[k] = sum
 		if prev, ok := f.sent[k]; f.sent != nil && (!ok || prev != sum) {
 			req.Puts.Add(obj)
 		}
+	})
+	if err != nil {
+		return 0, [4]int{}, err
 	}
 	if f.sent == nil {
 		res, err := cl.Apply(ctx, objs)
@@ -309,6 +377,35 @@ func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Ob
 	}
 	f.sent = encoded
 	return res.Revision, [4]int{res.Created, res.Updated, res.Deleted, unchanged + res.Unchanged}, nil
+}
+
+// eachObject calls fn with every object of objs (without the JSON paths
+// model.Objects.Each formats).
+func eachObject(objs *model.Objects, fn func(model.Object)) {
+	for i := range objs.Networks {
+		fn(&objs.Networks[i])
+	}
+	for i := range objs.Services {
+		fn(&objs.Services[i])
+	}
+	for i := range objs.TargetGroups {
+		fn(&objs.TargetGroups[i])
+	}
+	for i := range objs.Certificates {
+		fn(&objs.Certificates[i])
+	}
+	for i := range objs.WorkloadSets {
+		fn(&objs.WorkloadSets[i])
+	}
+	for i := range objs.Exports {
+		fn(&objs.Exports[i])
+	}
+	for i := range objs.Peers {
+		fn(&objs.Peers[i])
+	}
+	for i := range objs.Clusters {
+		fn(&objs.Clusters[i])
+	}
 }
 
 // proxyAddress is the address edge Gateways without one are published at:

@@ -11,6 +11,8 @@ package file
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -131,12 +134,39 @@ func (c *config) add(entries []entry) {
 // is zero, and by Load.
 const DefaultMaxFileSize = 16 << 20
 
-// fileData is one config file of a directory: its content, or why it could
-// not be read.
+// fileData is one config file of a directory: its content and its
+// SHA-256, or why it could not be read.
 type fileData struct {
 	path string
 	data []byte
+	sum  [sha256.Size]byte
 	err  error
+	// stat identifies the version of the file read; zero when unknown.
+	stat fileStat
+}
+
+// racyWindow is how old a file's change time must be before its stat is
+// trusted to tell its next version.
+const racyWindow = 2 * time.Second
+
+// fileStat is what tells one version of a file from another without
+// reading it: a file written in place changes its size or its change time
+// (in nanoseconds), one renamed over it its inode.
+type fileStat struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64
+}
+
+// statOf returns info's fileStat; ok is false when the platform does not
+// say.
+func statOf(info os.FileInfo) (fileStat, bool) {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileStat{}, false
+	}
+	return fileStat{dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
+		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, true
 }
 
 // readDir reads the config files directly in dir, in name order. Only
@@ -144,6 +174,13 @@ type fileData struct {
 // other config file comes back with an error saying why it was not, wrapping
 // errSubdirectory for a directory. It fails only if dir cannot be listed.
 func readDir(dir string, limit int64) ([]fileData, error) {
+	return readDirCached(dir, limit, nil)
+}
+
+// readDirCached is readDir, except that a file whose size, times and inode
+// are those of its entry in prev is not read again: its content and sum are
+// prev's. prev is not modified.
+func readDirCached(dir string, limit int64, prev map[string]fileData) ([]fileData, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read config directory: %w", err)
@@ -158,7 +195,11 @@ func readDir(dir string, limit int64) ([]fileData, error) {
 		// its "..data" directory. What is not a regular file is not
 		// opened, since opening a device may act on it.
 		info, err := os.Stat(path)
-		var data []byte
+		var (
+			data  []byte
+			stat  fileStat
+			known bool
+		)
 		switch {
 		case err != nil:
 		case info.IsDir():
@@ -166,6 +207,12 @@ func readDir(dir string, limit int64) ([]fileData, error) {
 		case !info.Mode().IsRegular():
 			err = fmt.Errorf("%w (%s)", errNotRegular, fileType(info.Mode()))
 		default:
+			if stat, known = statOf(info); known && info.Size() <= limit {
+				if p, ok := prev[path]; ok && p.err == nil && p.stat == stat {
+					files = append(files, p)
+					continue
+				}
+			}
 			data, err = readRegular(path, limit)
 		}
 		if pe, ok := err.(*fs.PathError); ok {
@@ -174,7 +221,22 @@ func readDir(dir string, limit int64) ([]fileData, error) {
 		if err != nil {
 			err = fmt.Errorf("%s: not read: %w", path, err)
 		}
-		files = append(files, fileData{path: path, data: data, err: err})
+		f := fileData{path: path, data: data, err: err}
+		if err == nil {
+			f.sum = sha256.Sum256(data)
+			// Only a version stat saw before the read, that had not
+			// changed after it, and whose change time is older than
+			// racyWindow: file times advance in clock ticks of a few
+			// milliseconds, so a file written twice within one tick,
+			// to the same size, would look unchanged.
+			if after, aerr := os.Stat(path); known && aerr == nil {
+				if now, ok := statOf(after); ok && now == stat && int64(len(data)) == stat.size &&
+					time.Since(time.Unix(0, max(stat.ctime, stat.mtime))) > racyWindow {
+					f.stat = stat
+				}
+			}
+		}
+		files = append(files, f)
 	}
 	return files, nil
 }
@@ -362,6 +424,11 @@ func decode(doc document, where location) (e entry, desc string, err error) {
 	if err := checkMeta(kind.kind, kind.namespaced, meta); err != nil {
 		return entry{}, desc, err
 	}
+	// The translator tells a changed object by its resourceVersion (see
+	// translate.Incremental): one that names its content's version
+	// stands in for the API server's.
+	sum := sha256.Sum256(doc.data)
+	meta.SetResourceVersion(hex.EncodeToString(sum[:12]))
 	key := objectKey{kind.kind, meta.GetNamespace(), meta.GetName()}
 	return entry{key: key, where: where, kind: kind, obj: obj}, desc, nil
 }

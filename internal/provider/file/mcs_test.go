@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"trellis.dev/trellis/internal/translate"
 )
 
 // serviceImportBody sets every field a ServiceImport has; it follows an
@@ -70,6 +72,11 @@ func TestServiceImportVersionsReadAlike(t *testing.T) {
 	if len(beta.ServiceImports) != 1 || len(alpha.ServiceImports) != 1 {
 		t.Fatalf("read %d and %d ServiceImports, want 1 each", len(beta.ServiceImports), len(alpha.ServiceImports))
 	}
+	// The documents differ (their apiVersion lines), so their versions do.
+	if beta.ServiceImports[0].ResourceVersion == alpha.ServiceImports[0].ResourceVersion {
+		t.Errorf("both documents read as resourceVersion %q", beta.ServiceImports[0].ResourceVersion)
+	}
+	beta.ServiceImports[0].ResourceVersion, alpha.ServiceImports[0].ResourceVersion = "", ""
 	b, _ := json.Marshal(beta.ServiceImports[0])
 	a, _ := json.Marshal(alpha.ServiceImports[0])
 	if string(a) != string(b) {
@@ -244,7 +251,7 @@ func TestServiceImportFromFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := translateConfig(c, "local")
+	out, err := translateConfig(new(translate.Incremental), c, "local")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +267,7 @@ func TestServiceImportFromFiles(t *testing.T) {
 	if c, err = loadConfig(t, dir); err != nil {
 		t.Fatal(err)
 	}
-	_, err = translateConfig(c, "local")
+	_, err = translateConfig(new(translate.Incremental), c, "local")
 	pe, ok := err.(*ProblemsError)
 	if !ok {
 		t.Fatalf("error %v, want a *ProblemsError", err)

@@ -93,6 +93,12 @@ type Provider struct {
 	parsed map[parseKey]parsedFile
 	// readDir, if set, replaces the package's readDir (for tests).
 	readDir func(dir string, limit int64) ([]fileData, error)
+	// listed are the files of the last listing, by path: a file whose stat
+	// has not changed is not read again.
+	listed map[string]fileData
+	// translator translates each reading, re-translating only what
+	// depends on the objects that changed.
+	translator translate.Incremental
 }
 
 // fileState is what Run knows of one config file.
@@ -222,13 +228,14 @@ func (p *Provider) attempt(ctx context.Context, apply func(context.Context, *tra
 	var out *translate.Output
 	if err == nil {
 		wake = r.wake
-		out, err = translateConfig(r.config, cmp.Or(p.Cluster, DefaultCluster))
+		out, err = translateConfig(&p.translator, r.config, cmp.Or(p.Cluster, DefaultCluster))
 	}
 	if err == nil {
 		if err = apply(ctx, out); err != nil {
 			err = fmt.Errorf("apply configuration from %s: %w", p.Dir, err)
 			retry = ctx.Err() == nil
 		} else {
+			p.translator.Acknowledge()
 			p.commit(r)
 		}
 	}
@@ -276,7 +283,8 @@ func (p *Provider) readFiles(ctx context.Context) ([]fileData, error) {
 		ch := make(chan listing, 1)
 		dir, limit, read := p.Dir, cmp.Or(p.MaxFileSize, DefaultMaxFileSize), p.readDir
 		if read == nil {
-			read = readDir
+			prev := p.listed
+			read = func(dir string, limit int64) ([]fileData, error) { return readDirCached(dir, limit, prev) }
 		}
 		go func() {
 			files, err := read(dir, limit)
@@ -289,6 +297,12 @@ func (p *Provider) readFiles(ctx context.Context) ([]fileData, error) {
 	select {
 	case l := <-p.listing:
 		p.listing = nil
+		if l.err == nil {
+			p.listed = make(map[string]fileData, len(l.files))
+			for _, f := range l.files {
+				p.listed[f.path] = f
+			}
+		}
 		return l.files, l.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -297,11 +311,11 @@ func (p *Provider) readFiles(ctx context.Context) ([]fileData, error) {
 	}
 }
 
-// translateConfig translates c for cluster. It fails with a *ProblemsError
-// naming each problem's file.
-func translateConfig(c *config, cluster string) (*translate.Output, error) {
+// translateConfig translates c for cluster with x. It fails with a
+// *ProblemsError naming each problem's file.
+func translateConfig(x *translate.Incremental, c *config, cluster string) (*translate.Output, error) {
 	c.input.Cluster = cluster
-	out := translate.Translate(&c.input)
+	out := x.Translate(&c.input)
 	if len(out.Problems) > 0 {
 		problems := make([]translate.Problem, len(out.Problems))
 		for i, pr := range out.Problems {

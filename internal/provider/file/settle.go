@@ -114,11 +114,11 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 			st = &fileState{}
 			p.files[f.path] = st
 		}
-		sum := sha256.Sum256(f.data)
+		sum := f.sum
 		if sum != st.seen {
 			st.seen, st.seenAt = sum, now
 		}
-		settling := st.applied != nil && !bytes.Equal(f.data, st.applied) && now.Before(st.seenAt.Add(settle))
+		settling := now.Before(st.seenAt.Add(settle)) && st.applied != nil && !bytes.Equal(f.data, st.applied)
 		if settling && bytes.HasPrefix(st.applied, f.data) {
 			cands = append(cands, hold(f.path, st, "cut short"))
 			continue
@@ -183,7 +183,12 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 func (p *Provider) commit(r *reading) {
 	for path, data := range r.contents {
 		if st := p.files[path]; st != nil {
-			st.applied = append([]byte{}, data...) // non-nil even if empty
+			// Contents read are never modified, so they are kept, not
+			// copied.
+			if data == nil {
+				data = []byte{} // non-nil: applied
+			}
+			st.applied = data
 		}
 	}
 	applied := make(map[objectKey]string, len(r.config.where))
