@@ -147,7 +147,7 @@ type fileData struct {
 
 // racyWindow is how old a file's change time must be before its stat is
 // trusted to tell its next version.
-const racyWindow = 2 * time.Second
+var racyWindow = 2 * time.Second
 
 // fileStat is what tells one version of a file from another without
 // reading it: a file written in place changes its size or its change time

@@ -1,0 +1,98 @@
+package file
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// A file whose size, times and inode are unchanged is not read again; one
+// rewritten in place, or replaced by a rename, is; and one changed within
+// racyWindow is read every time, since its times may not have moved.
+func TestReadDirCachedReadsOnlyChangedFiles(t *testing.T) {
+	defer func(w time.Duration) { racyWindow = w }(racyWindow)
+	racyWindow = 0
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.yaml")
+	write := func(path, content string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(a, "a: 1\n")
+	write(b, "b: 1\n")
+	read := func(prev map[string]fileData) map[string]fileData {
+		t.Helper()
+		files, err := readDirCached(dir, DefaultMaxFileSize, prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]fileData{}
+		for _, f := range files {
+			if f.err != nil {
+				t.Fatal(f.err)
+			}
+			m[f.path] = f
+		}
+		return m
+	}
+	first := read(nil)
+	second := read(first)
+	for _, p := range []string{a, b} {
+		if &second[p].data[0] != &first[p].data[0] {
+			t.Errorf("%s was read again though unchanged", p)
+		}
+	}
+	write(a, "a: 22\n") // in place, another size
+	third := read(second)
+	if got := string(third[a].data); got != "a: 22\n" {
+		t.Errorf("a rewritten in place reads %q", got)
+	}
+	if &third[b].data[0] != &first[b].data[0] {
+		t.Error("b was read again though unchanged")
+	}
+	tmp := filepath.Join(dir, ".a.tmp")
+	write(tmp, "a: 33\n") // the same size, renamed over: another inode
+	if err := os.Rename(tmp, a); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(read(third)[a].data); got != "a: 33\n" {
+		t.Errorf("a renamed over reads %q", got)
+	}
+
+	racyWindow = time.Hour
+	fresh := read(nil)
+	if fresh[a].stat != (fileStat{}) {
+		t.Error("a file changed within racyWindow was cached")
+	}
+	if again := read(fresh); &again[a].data[0] == &fresh[a].data[0] {
+		t.Error("a file changed within racyWindow was not read again")
+	}
+}
+
+// Every object read names its document's version in its resourceVersion:
+// equal documents read alike, another document reads differently.
+func TestParseSetsResourceVersion(t *testing.T) {
+	doc := "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: 80\n"
+	one, err := Parse("one.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := Parse("two.yaml", []byte("# a comment first\n"+doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := Parse("other.yaml", []byte(doc+"  - port: 81\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rv := one.Services[0].ResourceVersion
+	if rv == "" || two.Services[0].ResourceVersion != rv {
+		t.Errorf("the same document reads as resourceVersions %q and %q", rv, two.Services[0].ResourceVersion)
+	}
+	if other.Services[0].ResourceVersion == rv {
+		t.Errorf("another document reads as the same resourceVersion %q", rv)
+	}
+}
