@@ -353,24 +353,66 @@ var (
 // parseFile decodes every document of the file called name, returning the
 // objects it defines and an error per document that failed.
 func parseFile(name string, data []byte) ([]entry, []error) {
+	return parseFileCached(name, data, nil, nil)
+}
+
+// docKey names one document of a file: where it is and its content's
+// SHA-256.
+type docKey struct {
+	file    string
+	n, line int
+	sum     [sha256.Size]byte
+}
+
+// parsedDoc is what decoding one document made: an entry, or errors.
+type parsedDoc struct {
+	entry entry
+	errs  []error
+}
+
+// parseFileCached is parseFile, except that a document found in prev (the
+// same file, position and content) is not decoded again. Every document's
+// result is added to next when next is not nil.
+func parseFileCached(name string, data []byte, prev, next map[docKey]parsedDoc) ([]entry, []error) {
 	var (
 		entries []entry
 		errs    []error
 	)
 	for n, doc := range splitDocuments(data) {
-		where := location{file: name, line: doc.line}
-		e, desc, err := decode(doc, where)
-		prefix := fmt.Sprintf("%s: document %d%s", where, n+1, desc)
-		if err != nil {
-			for _, err := range unjoin(err) {
-				errs = append(errs, fmt.Errorf("%s: %w", prefix, err))
-			}
+		k := docKey{file: name, n: n, line: doc.line}
+		if prev != nil || next != nil {
+			k.sum = sha256.Sum256(doc.data)
+		}
+		d, ok := prev[k]
+		if !ok {
+			d = parseDocument(name, n, doc)
+		}
+		if next != nil {
+			next[k] = d
+		}
+		if d.errs != nil {
+			errs = append(errs, d.errs...)
 			continue
 		}
-		e.prefix = prefix
-		entries = append(entries, e)
+		entries = append(entries, d.entry)
 	}
 	return entries, errs
+}
+
+// parseDocument decodes the n-th document (from 0) of the file called name.
+func parseDocument(name string, n int, doc document) parsedDoc {
+	where := location{file: name, line: doc.line}
+	e, desc, err := decode(doc, where)
+	prefix := fmt.Sprintf("%s: document %d%s", where, n+1, desc)
+	if err != nil {
+		var errs []error
+		for _, err := range unjoin(err) {
+			errs = append(errs, fmt.Errorf("%s: %w", prefix, err))
+		}
+		return parsedDoc{errs: errs}
+	}
+	e.prefix = prefix
+	return parsedDoc{entry: e}
 }
 
 // header is what identifies a document, read before its kind is known.

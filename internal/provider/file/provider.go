@@ -91,6 +91,10 @@ type Provider struct {
 	// parsed keeps the decoded entries of the file contents the last read
 	// used, so that a change decodes only the files that changed.
 	parsed map[parseKey]parsedFile
+	// docs keeps the decoded documents of each file's content last
+	// decoded, by path, so that a file's change decodes only the
+	// documents that changed.
+	docs map[string]map[docKey]parsedDoc
 	// readDir, if set, replaces the package's readDir (for tests).
 	readDir func(dir string, limit int64) ([]fileData, error)
 	// listed are the files of the last listing, by path: a file whose stat

@@ -1,6 +1,9 @@
 package file
 
 import (
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
 	"os"
 	"path/filepath"
 	"testing"
@@ -94,5 +97,32 @@ func TestParseSetsResourceVersion(t *testing.T) {
 	}
 	if other.Services[0].ResourceVersion == rv {
 		t.Errorf("another document reads as the same resourceVersion %q", rv)
+	}
+}
+
+// A file's change decodes only the documents that changed: the others'
+// objects are the ones decoded before.
+func TestParseFileCachedDecodesOnlyChangedDocuments(t *testing.T) {
+	svc := func(name string, port int) string {
+		return "apiVersion: v1\nkind: Service\nmetadata:\n  name: " + name + "\nspec:\n  ports:\n  - port: " + strconv.Itoa(port) + "\n"
+	}
+	before := svc("a", 80) + "---\n" + svc("b", 80) + "---\n" + svc("c", 80)
+	after := svc("a", 80) + "---\n" + svc("b", 81) + "---\n" + svc("c", 80)
+	first := map[docKey]parsedDoc{}
+	old, errs := parseFileCached("f.yaml", []byte(before), nil, first)
+	if len(errs) > 0 || len(old) != 3 {
+		t.Fatalf("%d entries, errors %v", len(old), errs)
+	}
+	now, errs := parseFileCached("f.yaml", []byte(after), first, map[docKey]parsedDoc{})
+	if len(errs) > 0 || len(now) != 3 {
+		t.Fatalf("%d entries, errors %v", len(now), errs)
+	}
+	for i, same := range []bool{true, false, true} {
+		if (now[i].obj == old[i].obj) != same {
+			t.Errorf("document %d: decoded again %v, want %v", i+1, now[i].obj != old[i].obj, !same)
+		}
+	}
+	if got := now[1].obj.(*corev1.Service).Spec.Ports[0].Port; got != 81 {
+		t.Errorf("the changed document reads port %d", got)
 	}
 }

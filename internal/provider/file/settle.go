@@ -65,12 +65,19 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 	r := &reading{contents: map[string][]byte{}}
 	parsed := make(map[parseKey]parsedFile, len(p.parsed))
 	defer func() { p.parsed = parsed }()
+	if p.docs == nil {
+		p.docs = map[string]map[docKey]parsedDoc{}
+	}
 	parse := func(path string, data []byte, sum [sha256.Size]byte) ([]entry, []error) {
 		k := parseKey{path, sum}
 		pf, ok := parsed[k]
 		if !ok {
 			if pf, ok = p.parsed[k]; !ok {
-				pf.entries, pf.errs = parseFile(path, data)
+				// A file that changed: only its changed documents are
+				// decoded again.
+				docs := map[docKey]parsedDoc{}
+				pf.entries, pf.errs = parseFileCached(path, data, p.docs[path], docs)
+				p.docs[path] = docs
 			}
 			parsed[k] = pf
 		}
@@ -134,6 +141,7 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 	for path := range p.files {
 		if !present[path] {
 			delete(p.files, path) // a deleted file applies at once
+			delete(p.docs, path)
 		}
 	}
 	if len(errs) > 0 {

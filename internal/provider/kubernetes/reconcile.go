@@ -27,7 +27,8 @@ import (
 
 // Reconciler is the controller's one reconcile loop. Every event enqueues
 // the same key; a reconcile reads the whole cluster from the informer cache,
-// translates it, sends the model objects that changed since the last
+// translates it (again only what depends on objects that changed:
+// translate.Incremental), sends the model objects that changed since the last
 // successful send, and writes the status that changed.
 type Reconciler struct {
 	kube    client.Client
@@ -51,6 +52,9 @@ type Reconciler struct {
 	// sent is what the control plane holds of ours, by store key, in the
 	// form the diff compares; nil until seeded from the server.
 	sent map[string][]byte
+	// translator translates each reconcile's input, re-translating only
+	// the routes that read an object whose resourceVersion changed.
+	translator translate.Incremental
 	// version is the Gateway API bundle version, read once.
 	version     string
 	versionRead bool
@@ -108,7 +112,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{}, err
 	}
 	start := time.Now()
-	out := translate.Translate(in)
+	out := r.translator.Translate(in)
 	took := time.Since(start)
 	r.publishProxyAddress(in, out)
 	r.associate(out)
