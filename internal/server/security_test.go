@@ -370,3 +370,63 @@ func allowClusters(t *testing.T, c *client.Client, name string, clusters ...stri
 	}
 	return n
 }
+
+// The host names judged are those of the services stored now, through
+// every kind of change between writes (the server keeps their index from
+// one write to the next): a name its service stops naming, or whose
+// service is deleted, is free; one a write takes in the same transaction
+// as it frees it is the writer's.
+func TestHostnameClaimsFollowTheStore(t *testing.T) {
+	_, east, west := newServer(t)
+	ctx := context.Background()
+	setUpShop(t, east)
+	if err := west.Put(ctx, network("b-net")); err != nil {
+		t.Fatal(err)
+	}
+	if err := west.Put(ctx, inCluster("west", targetGroup("evil", 9999))); err != nil {
+		t.Fatal(err)
+	}
+	take := func(who *client.Client, svc *model.Service) error {
+		_, err := who.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Services: []model.Service{*svc}}})
+		return err
+	}
+	if err := take(west, loginService("evil", "b-net", "shop.example")); apiStatus(err) != http.StatusForbidden {
+		t.Fatalf("west takes east's shop.example: %v, want 403", err)
+	}
+	// East moves shop to another name: shop.example is free.
+	if err := take(east, loginService("shop", "a-net", "other.example")); err != nil {
+		t.Fatal(err)
+	}
+	if err := take(west, loginService("evil", "b-net", "shop.example")); err != nil {
+		t.Fatalf("west takes shop.example once east left it: %v", err)
+	}
+	// Now it is west's, and east is refused.
+	if err := take(east, loginService("shop", "a-net", "shop.example")); apiStatus(err) != http.StatusForbidden {
+		t.Fatalf("east takes west's shop.example: %v, want 403", err)
+	}
+	// West deletes its service; in one transaction east frees
+	// other.example and takes it under another service.
+	if _, err := west.Txn(ctx, &api.TxnRequest{Deletes: []api.ObjectRef{{Kind: model.KindService, Name: "evil"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := take(east, loginService("shop", "a-net", "shop.example")); err != nil {
+		t.Fatalf("east takes shop.example back once west's service is gone: %v", err)
+	}
+	if err := east.Put(ctx, targetGroup("cart", 8081)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := east.Txn(ctx, &api.TxnRequest{
+		Puts:    model.Objects{Services: []model.Service{*loginService("cart", "a-net", "other.example")}},
+		Deletes: []api.ObjectRef{{Kind: model.KindService, Name: "shop"}},
+	}); err != nil {
+		t.Fatalf("east moves its name to another service in one transaction: %v", err)
+	}
+	// shop.example went with the deleted service; other.example is
+	// east's again and refused to west.
+	if err := take(west, loginService("evil", "b-net", "other.example")); apiStatus(err) != http.StatusForbidden {
+		t.Errorf("west takes east's other.example: %v, want 403", err)
+	}
+	if err := take(west, loginService("evil", "b-net", "shop.example")); err != nil {
+		t.Errorf("west takes shop.example, which no service names now: %v", err)
+	}
+}

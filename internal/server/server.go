@@ -98,6 +98,10 @@ type Server struct {
 	// changed. Only the write holding writing touches it; its objects are
 	// never modified.
 	decoded map[string]decodedObject
+	// hostnames indexes the host names of the stored services the last
+	// write's checks read, refreshed by revision; nil when it must be
+	// built again. Only the write holding writing touches it.
+	hostnames *hostnameIndex
 }
 
 // decodedObject is a stored object decoded at a revision.

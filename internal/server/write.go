@@ -300,9 +300,14 @@ func ownerOf(kv store.KeyValue) (string, error) {
 // is judged by the new state.
 func (s *Server) checkAssociations(w *write, deletes map[string]int64, existing map[string]store.KeyValue, cluster string) error {
 	networks := map[string]*model.ServiceNetwork{}
-	services := map[string]*model.Service{}
 	decoded := make(map[string]decodedObject, len(s.decoded))
 	defer func() { s.decoded = decoded }()
+	if s.hostnames == nil {
+		s.hostnames = newHostnameIndex()
+	}
+	stored := s.hostnames
+	stored.stamp++
+	view := &hostnameView{stored: stored, hidden: map[string]bool{}, put: newHostnameIndex()}
 	for key, kv := range existing {
 		kind, name, err := model.ParseKey(key)
 		if err != nil || (kind != model.KindServiceNetwork && kind != model.KindService) {
@@ -312,33 +317,41 @@ func (s *Server) checkAssociations(w *write, deletes map[string]int64, existing 
 		if !ok || d.rev != kv.ModRevision {
 			obj, err := decode(kv)
 			if err != nil {
+				// The index may hold services of this refresh only in
+				// part: the next one starts again.
+				s.hostnames = nil
 				return err
 			}
 			d = decodedObject{rev: kv.ModRevision, obj: obj}
 		}
 		decoded[key] = d
+		if svc, ok := d.obj.(*model.Service); ok {
+			stored.keep(svc, kv.ModRevision)
+		}
 		if _, gone := deletes[key]; gone {
+			if kind == model.KindService {
+				view.hidden[name] = true
+			}
 			continue
 		}
-		switch o := d.obj.(type) {
-		case *model.ServiceNetwork:
-			networks[name] = o
-		case *model.Service:
-			services[name] = o
+		if n, ok := d.obj.(*model.ServiceNetwork); ok {
+			networks[name] = n
 		}
 	}
+	stored.sweep()
 	var mine []*put
 	for _, p := range w.puts {
 		switch o := p.obj.(type) {
 		case *model.ServiceNetwork:
 			networks[o.Name] = o
 		case *model.Service:
-			services[o.Name] = o
+			view.hidden[o.Name] = true
+			view.put.keep(o, 0)
 			mine = append(mine, p)
 		}
 	}
 	slices.SortFunc(mine, func(a, b *put) int { return strings.Compare(a.obj.ObjectMeta().Name, b.obj.ObjectMeta().Name) })
-	claims := newHostnameIndex(services)
+	claims := view
 
 	var fields model.FieldErrors
 	for _, p := range mine {
@@ -384,37 +397,130 @@ func domainOf(name string, networks map[string]*model.ServiceNetwork, cluster st
 	return nil
 }
 
-// hostnameIndex finds the services that answer to a host name.
+// hostnameIndex finds the services that answer to a host name. The
+// server keeps one of the stored services across writes (Server.hostnames),
+// updating only the services whose revision changed; a write's own puts
+// are a small one laid over it (hostnameView).
 type hostnameIndex struct {
-	exact     map[string][]*model.Service
-	wildcards map[string][]*model.Service
-	// exactNames and wildcardNames are the maps' keys, sorted.
-	exactNames, wildcardNames []string
+	// exact and wildcards map a host name to the services naming it, by
+	// service name.
+	exact, wildcards map[string]map[string]*model.Service
+	services         map[string]*indexedService
+	// stamp counts refreshes; a service not kept in the latest is gone.
+	stamp uint64
 }
 
-func newHostnameIndex(services map[string]*model.Service) *hostnameIndex {
-	ix := &hostnameIndex{exact: map[string][]*model.Service{}, wildcards: map[string][]*model.Service{}}
-	for _, name := range slices.Sorted(maps.Keys(services)) {
-		s := services[name]
-		for _, c := range s.HostnameClaims() {
-			m := ix.exact
-			if strings.HasPrefix(c.Name, "*.") {
-				m = ix.wildcards
-			}
-			if !slices.Contains(m[c.Name], s) {
-				m[c.Name] = append(m[c.Name], s)
+// indexedService is one service of a hostnameIndex.
+type indexedService struct {
+	rev   int64
+	svc   *model.Service
+	names []string
+	stamp uint64
+}
+
+func newHostnameIndex() *hostnameIndex {
+	return &hostnameIndex{exact: map[string]map[string]*model.Service{}, wildcards: map[string]map[string]*model.Service{},
+		services: map[string]*indexedService{}}
+}
+
+// hosts returns the map of ix that holds host name h.
+func (ix *hostnameIndex) hosts(h string) map[string]map[string]*model.Service {
+	if strings.HasPrefix(h, "*.") {
+		return ix.wildcards
+	}
+	return ix.exact
+}
+
+// keep records svc, stored at revision rev, as present in this refresh;
+// its host names are indexed again only when rev changed.
+func (ix *hostnameIndex) keep(svc *model.Service, rev int64) {
+	if e := ix.services[svc.Name]; e != nil {
+		e.stamp = ix.stamp
+		if e.rev == rev && rev != 0 {
+			return
+		}
+		ix.remove(e)
+	}
+	e := &indexedService{rev: rev, svc: svc, stamp: ix.stamp}
+	for _, c := range svc.HostnameClaims() {
+		m := ix.hosts(c.Name)
+		if m[c.Name] == nil {
+			m[c.Name] = map[string]*model.Service{}
+		}
+		m[c.Name][svc.Name] = svc
+		e.names = append(e.names, c.Name)
+	}
+	ix.services[svc.Name] = e
+}
+
+// remove takes e's host names out of the index.
+func (ix *hostnameIndex) remove(e *indexedService) {
+	for _, h := range e.names {
+		m := ix.hosts(h)
+		delete(m[h], e.svc.Name)
+		if len(m[h]) == 0 {
+			delete(m, h)
+		}
+	}
+}
+
+// sweep drops the services not kept since the refresh began.
+func (ix *hostnameIndex) sweep() {
+	for name, e := range ix.services {
+		if e.stamp != ix.stamp {
+			ix.remove(e)
+			delete(ix.services, name)
+		}
+	}
+}
+
+// hostnameView is the stored services' index with a write laid over it:
+// hidden are the stored services the write puts or deletes, put the index
+// of the services it puts.
+type hostnameView struct {
+	stored *hostnameIndex
+	hidden map[string]bool
+	put    *hostnameIndex
+}
+
+// list returns the services naming host name h, sorted by name.
+func (v *hostnameView) list(h string) []*model.Service {
+	var out []*model.Service
+	for name, svc := range v.stored.hosts(h)[h] {
+		if !v.hidden[name] {
+			out = append(out, svc)
+		}
+	}
+	for _, svc := range v.put.hosts(h)[h] {
+		out = append(out, svc)
+	}
+	slices.SortFunc(out, func(a, b *model.Service) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// overlapping returns the host names of kind (exact or wildcards) that
+// overlap name, sorted.
+func (v *hostnameView) overlapping(name string, wildcards bool) []string {
+	var out []string
+	for _, ix := range []*hostnameIndex{v.stored, v.put} {
+		m := ix.exact
+		if wildcards {
+			m = ix.wildcards
+		}
+		for h := range m {
+			if model.HostnamesOverlap(name, h) {
+				out = append(out, h)
 			}
 		}
 	}
-	ix.exactNames = slices.Sorted(maps.Keys(ix.exact))
-	ix.wildcardNames = slices.Sorted(maps.Keys(ix.wildcards))
-	return ix
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // conflict returns a service of another owner than svc's that answers to
 // a host name overlapping name, in a network that does not allow svc's
 // owner (or that does not exist); nil when there is none.
-func (ix *hostnameIndex) conflict(name string, svc *model.Service, networks map[string]*model.ServiceNetwork) *model.Service {
+func (v *hostnameView) conflict(name string, svc *model.Service, networks map[string]*model.ServiceNetwork) *model.Service {
 	refused := func(others []*model.Service) *model.Service {
 		for _, o := range others {
 			if o.Owner == svc.Owner || o.Name == svc.Name {
@@ -427,23 +533,19 @@ func (ix *hostnameIndex) conflict(name string, svc *model.Service, networks map[
 		return nil
 	}
 	if !strings.HasPrefix(name, "*.") {
-		if o := refused(ix.exact[name]); o != nil {
+		if o := refused(v.list(name)); o != nil {
 			return o
 		}
 	} else {
-		for _, h := range ix.exactNames {
-			if model.HostnamesOverlap(name, h) {
-				if o := refused(ix.exact[h]); o != nil {
-					return o
-				}
+		for _, h := range v.overlapping(name, false) {
+			if o := refused(v.list(h)); o != nil {
+				return o
 			}
 		}
 	}
-	for _, h := range ix.wildcardNames {
-		if model.HostnamesOverlap(name, h) {
-			if o := refused(ix.wildcards[h]); o != nil {
-				return o
-			}
+	for _, h := range v.overlapping(name, true) {
+		if o := refused(v.list(h)); o != nil {
+			return o
 		}
 	}
 	return nil
