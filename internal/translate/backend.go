@@ -55,7 +55,7 @@ func (t *translator) backend(r *route, src model.SourceRef, p string, b *gateway
 	if b.Port == nil {
 		return fail(".port", gatewayv1.RouteReasonUnsupportedValue, "port is required when referring to a Service")
 	}
-	svc := t.kubeServices[key]
+	svc := t.kubeService(key)
 	if svc == nil {
 		return fail(".name", gatewayv1.RouteReasonBackendNotFound, "Service %s not found", key)
 	}
@@ -158,7 +158,7 @@ func (t *translator) targetGroup(name string, svc *corev1.Service, sp *corev1.Se
 		Source:          &src,
 	}
 	set := TargetSet{}
-	for _, es := range t.endpointSlices[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}] {
+	for _, es := range t.slicesOf(types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}) {
 		esSrc := ref("EndpointSlice", es.Namespace, es.Name)
 		port, ok := t.slicePort(es, esSrc, sp)
 		if !ok {

@@ -188,6 +188,8 @@ type translator struct {
 	// its status.
 	cur *routeState
 
+	// kubeServices and endpointSlices (by Service) are indexed on first
+	// use: kubeService, slicesOf.
 	kubeServices   map[types.NamespacedName]*corev1.Service
 	imports        map[types.NamespacedName]*mcsv1beta1.ServiceImport
 	secrets        map[types.NamespacedName]*corev1.Secret
@@ -202,6 +204,8 @@ type translator struct {
 	// of the route (or WorkloadSets) being translated.
 	inc *incCall
 	rec *record
+	// scanned counts look-ups made by scanning (see scans).
+	scanned int
 }
 
 // classInfo is one of our GatewayClasses.
@@ -215,35 +219,27 @@ type classInfo struct {
 func newTranslator(in *Input) *translator {
 	routes := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TLSRoutes)
 	t := &translator{
-		in:             in,
-		seen:           map[Problem]bool{},
-		classes:        map[string]*classInfo{},
-		gateways:       map[types.NamespacedName]*gatewayInfo{},
-		foreign:        map[types.NamespacedName]bool{},
-		networks:       map[string]types.NamespacedName{},
-		kubeServices:   map[types.NamespacedName]*corev1.Service{},
-		imports:        map[types.NamespacedName]*mcsv1beta1.ServiceImport{},
-		endpointSlices: map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
-		serviceRoutes:  make(map[string]model.SourceRef, routes),
-		secrets:        map[types.NamespacedName]*corev1.Secret{},
-		certs:          map[string]*certificateEntry{},
-		certsUsed:      map[string]bool{},
-		tgs:            make(map[string]*targetGroupEntry, routes),
-		tgsUsed:        make(map[string]bool, routes),
-		namespaces:     map[string]*corev1.Namespace{},
-		grants:         map[string][]*gatewayv1.ReferenceGrant{},
+		in:            in,
+		seen:          map[Problem]bool{},
+		classes:       map[string]*classInfo{},
+		gateways:      map[types.NamespacedName]*gatewayInfo{},
+		foreign:       map[types.NamespacedName]bool{},
+		networks:      map[string]types.NamespacedName{},
+		imports:       map[types.NamespacedName]*mcsv1beta1.ServiceImport{},
+		serviceRoutes: make(map[string]model.SourceRef, routes),
+		secrets:       map[types.NamespacedName]*corev1.Secret{},
+		certs:         map[string]*certificateEntry{},
+		certsUsed:     map[string]bool{},
+		tgs:           make(map[string]*targetGroupEntry, routes),
+		tgsUsed:       make(map[string]bool, routes),
+		namespaces:    map[string]*corev1.Namespace{},
+		grants:        map[string][]*gatewayv1.ReferenceGrant{},
 	}
 	for i := range in.Namespaces {
 		t.namespaces[in.Namespaces[i].Name] = &in.Namespaces[i]
 	}
 	for _, g := range sortedByName(in.ReferenceGrants, func(g *gatewayv1.ReferenceGrant) (string, string) { return g.Namespace, g.Name }) {
 		t.grants[g.Namespace] = append(t.grants[g.Namespace], g)
-	}
-	for _, s := range sortedByName(in.Services, func(s *corev1.Service) (string, string) { return s.Namespace, s.Name }) {
-		key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
-		if t.kubeServices[key] == nil {
-			t.kubeServices[key] = s
-		}
 	}
 	for _, si := range sortedByName(in.ServiceImports, func(s *mcsv1beta1.ServiceImport) (string, string) { return s.Namespace, s.Name }) {
 		key := types.NamespacedName{Namespace: si.Namespace, Name: si.Name}
@@ -257,15 +253,79 @@ func newTranslator(in *Input) *translator {
 			t.secrets[key] = s
 		}
 	}
-	for _, es := range sortedByName(in.EndpointSlices, func(s *discoveryv1.EndpointSlice) (string, string) { return s.Namespace, s.Name }) {
-		svc := es.Labels[discoveryv1.LabelServiceName]
-		if svc == "" {
-			continue
-		}
-		key := types.NamespacedName{Namespace: es.Namespace, Name: svc}
-		t.endpointSlices[key] = append(t.endpointSlices[key], es)
-	}
 	return t
+}
+
+// scans is how many look-ups of a Service or its EndpointSlices an
+// incremental translation makes by scanning the input before it indexes
+// them: one change re-translates a route or two, and scanning for those
+// costs less than indexing thousands of Services.
+const scans = 8
+
+// kubeService returns the Service key names, or nil. Of two with one key,
+// the first in the input is used.
+func (t *translator) kubeService(key types.NamespacedName) *corev1.Service {
+	if t.kubeServices == nil && t.scan() {
+		for i := range t.in.Services {
+			if s := &t.in.Services[i]; s.Name == key.Name && s.Namespace == key.Namespace {
+				return s
+			}
+		}
+		return nil
+	}
+	if t.kubeServices == nil {
+		t.kubeServices = make(map[types.NamespacedName]*corev1.Service, len(t.in.Services))
+		for i := range t.in.Services {
+			s := &t.in.Services[i]
+			key := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
+			if t.kubeServices[key] == nil {
+				t.kubeServices[key] = s
+			}
+		}
+	}
+	return t.kubeServices[key]
+}
+
+// slicesOf returns the EndpointSlices of the Service key, by name.
+func (t *translator) slicesOf(key types.NamespacedName) []*discoveryv1.EndpointSlice {
+	of := func(es *discoveryv1.EndpointSlice) (types.NamespacedName, bool) {
+		svc := es.Labels[discoveryv1.LabelServiceName]
+		return types.NamespacedName{Namespace: es.Namespace, Name: svc}, svc != ""
+	}
+	byName := func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) }
+	if t.endpointSlices == nil && t.scan() {
+		var out []*discoveryv1.EndpointSlice
+		for i := range t.in.EndpointSlices {
+			if k, ok := of(&t.in.EndpointSlices[i]); ok && k == key {
+				out = append(out, &t.in.EndpointSlices[i])
+			}
+		}
+		slices.SortStableFunc(out, byName)
+		return out
+	}
+	if t.endpointSlices == nil {
+		t.endpointSlices = map[types.NamespacedName][]*discoveryv1.EndpointSlice{}
+		for i := range t.in.EndpointSlices {
+			if k, ok := of(&t.in.EndpointSlices[i]); ok {
+				t.endpointSlices[k] = append(t.endpointSlices[k], &t.in.EndpointSlices[i])
+			}
+		}
+		for _, l := range t.endpointSlices {
+			slices.SortStableFunc(l, byName)
+		}
+	}
+	return t.endpointSlices[key]
+}
+
+// scan reports whether the next look-up should scan the input rather than
+// build an index: only while an incremental translation has made fewer
+// than scans.
+func (t *translator) scan() bool {
+	if t.inc == nil || t.inc.dirty == nil || t.scanned >= scans {
+		return false
+	}
+	t.scanned++
+	return true
 }
 
 // problem records one problem, once, and returns it.
