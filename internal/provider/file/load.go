@@ -108,6 +108,34 @@ func (l location) String() string { return l.file + ":" + strconv.Itoa(l.line) }
 
 func newConfig() *config { return &config{where: map[objectKey]location{}} }
 
+// newConfigSized returns a config with room for n[kind] objects of each
+// kind, so that collecting thousands of objects does not grow and copy
+// the lists again and again.
+func newConfigSized(n map[string]int) *config {
+	total := 0
+	for _, k := range n {
+		total += k
+	}
+	c := &config{where: make(map[objectKey]location, total)}
+	in := &c.input
+	in.GatewayClasses = room[gatewayv1.GatewayClass](n["GatewayClass"])
+	in.Gateways = room[gatewayv1.Gateway](n["Gateway"])
+	in.HTTPRoutes = room[gatewayv1.HTTPRoute](n["HTTPRoute"])
+	in.GRPCRoutes = room[gatewayv1.GRPCRoute](n["GRPCRoute"])
+	in.TLSRoutes = room[gatewayv1.TLSRoute](n["TLSRoute"])
+	in.Services = room[corev1.Service](n["Service"])
+	in.EndpointSlices = room[discoveryv1.EndpointSlice](n["EndpointSlice"])
+	return c
+}
+
+// room returns a list with room for n elements; nil for none.
+func room[T any](n int) []T {
+	if n == 0 {
+		return nil
+	}
+	return make([]T, 0, n)
+}
+
 // entry is one object decoded from a file.
 type entry struct {
 	key   objectKey

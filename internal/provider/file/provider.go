@@ -85,9 +85,9 @@ type Provider struct {
 	lastErr error
 
 	// Run's own state.
-	files   map[string]*fileState // by path
-	applied map[objectKey]string  // the objects last applied, with their files
-	listing chan listing          // the read under way, if one is late
+	files   map[string]*fileState  // by path
+	applied map[objectKey]location // the objects last applied, with their files
+	listing chan listing           // the read under way, if one is late
 	// parsed keeps the decoded entries of the file contents the last read
 	// used, so that a change decodes only the files that changed.
 	parsed map[parseKey]parsedFile

@@ -165,7 +165,13 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 			delete(r.contents, c.path)
 		}
 	}
-	r.config = newConfig()
+	n := map[string]int{}
+	for _, c := range cands {
+		for _, e := range c.entries {
+			n[e.key.kind]++
+		}
+	}
+	r.config = newConfigSized(n)
 	for _, c := range cands {
 		if !c.held {
 			r.config.add(c.entries)
@@ -199,16 +205,13 @@ func (p *Provider) commit(r *reading) {
 			st.applied = data
 		}
 	}
-	applied := make(map[objectKey]string, len(r.config.where))
-	for k, l := range r.config.where {
-		applied[k] = l.file
-	}
-	for k, file := range p.applied {
-		if _, ok := applied[k]; !ok {
-			p.logger().Info("configuration object removed", "kind", k.kind, "namespace", k.namespace, "name", k.name, "file", file)
+	// The reading's index is never modified after the read: it is kept.
+	for k, l := range p.applied {
+		if _, ok := r.config.where[k]; !ok {
+			p.logger().Info("configuration object removed", "kind", k.kind, "namespace", k.namespace, "name", k.name, "file", l.file)
 		}
 	}
-	p.applied = applied
+	p.applied = r.config.where
 }
 
 // removal says what a file's change from the objects old to the objects cur
