@@ -1,11 +1,13 @@
 package translate
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"trellis.dev/trellis/internal/model"
 )
@@ -44,8 +46,11 @@ type Incremental struct {
 	// gatewayGrants are the namespaces whose ReferenceGrants the Gateways
 	// consulted (for certificates in other namespaces).
 	gatewayGrants map[string]bool
-	routes        map[model.SourceRef]*record
-	workloads     *record
+	// routes are the last call's route records, in the order routes are
+	// translated (translateRoutes), so that a call finds each route's by
+	// walking both in step rather than by hashing its key.
+	routes    []*record
+	workloads *record
 	// authed are the services that had an auth policy in the last output.
 	authed map[string]bool
 	// whole are the keys of the networks and certificates of the last
@@ -91,7 +96,7 @@ const (
 // record is what translating one route (or the WorkloadSets) did, enough
 // to do it again without translating.
 type record struct {
-	call uint64
+	src  model.SourceRef
 	deps []dep
 	// problems are every problem reported, in order, before
 	// deduplication against the other routes'.
@@ -148,6 +153,13 @@ type incCall struct {
 	changed map[string]bool
 	// gatewayGrants collects the namespaces whose grants Gateways consulted.
 	gatewayGrants map[string]bool
+	// prev are the last call's route records, cursor the first not yet
+	// met; next collects this call's.
+	prev   []*record
+	cursor int
+	next   []*record
+	// dirtyList is dirty as a list, searched instead while it is short.
+	dirtyList []dep
 }
 
 // Translate translates in, reusing what it can of the previous call's
@@ -160,19 +172,15 @@ func (x *Incremental) Translate(in *Input) *Output {
 	if c.dirty == nil {
 		x.routes, x.workloads, x.authed = nil, nil, nil
 	}
-	if x.routes == nil {
-		x.routes = map[model.SourceRef]*record{}
-	}
+	c.prev = x.routes
 	t := newTranslator(in)
 	t.inc = c
 	out := translate(t)
 	x.gatewayGrants = c.gatewayGrants
-	for src, r := range x.routes {
-		if r.call != x.call {
-			c.forget(r)
-			delete(x.routes, src)
-		}
+	for _, r := range c.prev[c.cursor:] {
+		c.forget(r) // routes gone
 	}
+	x.routes = c.next
 	// What is made in full every time, and what an auth policy touched
 	// (now or last time), may differ.
 	for _, k := range x.whole {
@@ -357,22 +365,54 @@ func (t *translator) read(d dep) {
 	}
 }
 
-// reusable returns the record of the route src from the last call, if
-// nothing it read has changed since.
-func (c *incCall) reusable(src model.SourceRef) *record {
-	if c.dirty == nil {
-		return nil
+// last returns the last call's record of route src, if it had one. Routes
+// come in the order they are translated, so the records are walked in
+// step; those passed over are of routes gone, and forgotten.
+func (c *incCall) last(src model.SourceRef) *record {
+	rank := func(kind string) int {
+		switch gatewayv1.Kind(kind) {
+		case kindHTTPRoute:
+			return 0
+		case kindGRPCRoute:
+			return 1
+		}
+		return 2
 	}
-	r := c.x.routes[src]
-	if r == nil {
-		return nil
-	}
-	for _, d := range r.deps {
-		if c.dirty[d] {
+	for ; c.cursor < len(c.prev); c.cursor++ {
+		r := c.prev[c.cursor]
+		switch cmp.Or(cmp.Compare(rank(r.src.Kind), rank(src.Kind)), cmp.Compare(r.src.Namespace, src.Namespace), cmp.Compare(r.src.Name, src.Name)) {
+		case 0:
+			c.cursor++
+			return r
+		case 1:
 			return nil
 		}
+		c.forget(r)
 	}
-	return r
+	return nil
+}
+
+// reusable reports whether nothing r read has changed.
+func (c *incCall) reusable(r *record) bool {
+	if c.dirty == nil || r == nil {
+		return false
+	}
+	if c.dirtyList == nil && len(c.dirty) <= 16 {
+		c.dirtyList = make([]dep, 0, len(c.dirty))
+		for d := range c.dirty {
+			c.dirtyList = append(c.dirtyList, d)
+		}
+	}
+	for _, d := range r.deps {
+		if c.dirtyList != nil {
+			if slices.Contains(c.dirtyList, d) {
+				return false
+			}
+		} else if c.dirty[d] {
+			return false
+		}
+	}
+	return true
 }
 
 // replay does again what translating the route src did when r was
@@ -408,7 +448,7 @@ func (t *translator) replay(src model.SourceRef, r *record) bool {
 			return false
 		}
 	}
-	r.call = t.inc.x.call
+	t.inc.next = append(t.inc.next, r)
 	for _, c := range r.claims {
 		if c.took {
 			t.serviceRoutes[c.name] = src
@@ -438,13 +478,14 @@ func (t *translator) replay(src model.SourceRef, r *record) bool {
 	return true
 }
 
-// startRecord starts recording the translation of route src.
-func (t *translator) startRecord(src model.SourceRef) {
+// startRecord starts recording the translation of route src, whose last
+// record (if any) was old.
+func (t *translator) startRecord(src model.SourceRef, old *record) {
 	if t.inc == nil {
 		return
 	}
-	t.rec = &record{call: t.inc.x.call, deps: []dep{{src.Kind, src.Namespace, src.Name}}}
-	if old := t.inc.x.routes[src]; old != nil {
+	t.rec = &record{src: src, deps: []dep{{src.Kind, src.Namespace, src.Name}}}
+	if old != nil {
 		t.inc.forget(old)
 	}
 }
@@ -480,7 +521,7 @@ func (t *translator) endRecord(src model.SourceRef, services, statuses int) {
 		st := t.out.Status.Routes[statuses]
 		r.status = &st
 	}
-	t.inc.x.routes[src] = r
+	t.inc.next = append(t.inc.next, r)
 }
 
 // count counts route src as attached to l, once.

@@ -61,12 +61,13 @@ func (t *translator) translateRoutes() {
 	t.out.Status.Routes = slices.Grow(t.out.Status.Routes, len(routes))
 	for _, r := range routes {
 		src := ref(string(r.kind), r.Namespace, r.Name)
+		var last *record
 		if t.inc != nil {
-			if rec := t.inc.reusable(src); rec != nil && t.replay(src, rec) {
+			if last = t.inc.last(src); t.inc.reusable(last) && t.replay(src, last) {
 				continue
 			}
 		}
-		t.startRecord(src)
+		t.startRecord(src, last)
 		services, statuses := len(t.out.Services), len(t.out.Status.Routes)
 		t.cur = &routeState{src: src, generation: r.Generation}
 		if t.translateRoute(r, src) {
