@@ -56,10 +56,10 @@ type listenerInfo struct {
 	notAccepted []Problem
 	unresolved  []Problem
 	conflict    *Problem
-	// attached counts the routes accepted on the listener; routes are
-	// those routes.
+	// attached counts the routes accepted on the listener; last is the
+	// last one counted.
 	attached int32
-	routes   map[model.SourceRef]bool
+	last     model.SourceRef
 	// ref names the listener, for Incremental's records.
 	ref listenerRef
 }

@@ -428,20 +428,17 @@ func (t *translator) replay(src model.SourceRef, r *record) bool {
 			return false
 		}
 	}
-	var created map[string]bool
+	var created []string
 	for _, u := range r.tgs {
 		e := t.tgs[u.name]
 		switch {
 		case u.created != nil:
-			if e != nil || created[u.name] {
+			if e != nil || slices.Contains(created, u.name) {
 				return false
 			}
-			if created == nil {
-				created = map[string]bool{}
-			}
-			created[u.name] = true
+			created = append(created, u.name)
 		case e == nil:
-			if !created[u.name] {
+			if !slices.Contains(created, u.name) {
 				return false
 			}
 		case e.svc != u.svc || e.port != u.port || (e.tg != nil) != u.valid:
@@ -524,15 +521,15 @@ func (t *translator) endRecord(src model.SourceRef, services, statuses int) {
 	t.inc.next = append(t.inc.next, r)
 }
 
-// count counts route src as attached to l, once.
+// count counts route src as attached to l, once. A route's attachments
+// are counted one after another (its status), so the last route counted
+// is the only one that can come again.
 func (l *listenerInfo) count(src model.SourceRef) {
-	if !l.routes[src] {
-		if l.routes == nil {
-			l.routes = map[model.SourceRef]bool{}
-		}
-		l.routes[src] = true
-		l.attached++
+	if l.attached > 0 && l.last == src {
+		return
 	}
+	l.last = src
+	l.attached++
 }
 
 // translateWorkloadsOnce makes the WorkloadSets, or replays the last
