@@ -41,8 +41,8 @@ import (
 type Incremental struct {
 	primed  bool
 	scalars scalars
-	// objects are the last Input's objects' versions.
-	objects map[objectKey]*objectVersion
+	// lists are the last Input's objects by kind, in its order.
+	lists map[string][]seenObject
 	// gatewayGrants are the namespaces whose ReferenceGrants the Gateways
 	// consulted (for certificates in other namespaces).
 	gatewayGrants map[string]bool
@@ -56,9 +56,6 @@ type Incremental struct {
 	// whole are the keys of the networks and certificates of the last
 	// output, made in full on every call.
 	whole []string
-	// call counts Translate calls; a route record not used in a call is
-	// dropped.
-	call uint64
 	// changed are the model keys of the objects that may have changed since
 	// Acknowledge; all is true when every object may have.
 	changed map[string]bool
@@ -78,8 +75,12 @@ type objectVersion struct {
 	resourceVersion string
 	// label is an EndpointSlice's service name.
 	label string
-	// call is the last call whose Input had the object.
-	call uint64
+}
+
+// seenObject is one object of an Input and its version.
+type seenObject struct {
+	key     objectKey
+	version objectVersion
 }
 
 // dep is an input a route's translation read: a route, Service,
@@ -166,7 +167,6 @@ type incCall struct {
 // work. in's objects must not be modified after the call while the
 // Incremental is in use: the next call compares against them.
 func (x *Incremental) Translate(in *Input) *Output {
-	x.call++
 	c := &incCall{x: x, changed: map[string]bool{}, gatewayGrants: map[string]bool{}}
 	c.dirty, c.podsChanged = x.changes(in)
 	if c.dirty == nil {
@@ -254,8 +254,8 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		x.scalars.addresses[k] = slices.Clone(v)
 	}
 
-	if x.objects == nil {
-		x.objects = map[objectKey]*objectVersion{}
+	if x.lists == nil {
+		x.lists = map[string][]seenObject{}
 	}
 	dirty = map[dep]bool{}
 	change := func(k objectKey, old, now objectVersion) {
@@ -276,82 +276,115 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 			dirty[k] = true
 		}
 	}
-	// Compared in place: one look-up an object.
-	add := func(kind, namespace, name, rv, label string) {
-		k := objectKey{kind, namespace, name}
-		v := x.objects[k]
-		switch {
-		case v == nil:
-			v = &objectVersion{call: x.call}
-			x.objects[k] = v
-		case v.call == x.call:
-			rv = "" // twice in one Input: which is used is the translator's business, so always changed
+	// compare compares the n objects of kind (at gives each one's
+	// identity, resourceVersion and EndpointSlice label) with the last
+	// Input's. An input in the same order as the last (a provider's usual
+	// case) is compared position by position, without hashing; otherwise
+	// by key.
+	compare := func(kind string, n int, at func(i int) (namespace, name, rv, label string)) {
+		last := x.lists[kind]
+		if len(last) == n {
+			same := true
+			for i := range n {
+				ns, name, _, _ := at(i)
+				if k := last[i].key; k.name != name || k.namespace != ns {
+					same = false
+					break
+				}
+			}
+			if same {
+				for i := range n {
+					_, _, rv, label := at(i)
+					o := &last[i]
+					if now := (objectVersion{rv, label}); rv == "" || now != o.version {
+						change(o.key, o.version, now)
+						o.version = now
+					}
+				}
+				return
+			}
 		}
-		now := objectVersion{rv, label, x.call}
-		if rv == "" || v.resourceVersion != rv || v.label != label {
-			change(k, *v, now)
+		old := make(map[objectKey]objectVersion, len(last))
+		for _, o := range last {
+			if _, dup := old[o.key]; dup {
+				o.version.resourceVersion = "" // two of a key: always changed
+			}
+			old[o.key] = o.version
 		}
-		*v = now
+		cur := make([]seenObject, n)
+		met := make(map[objectKey]bool, n)
+		for i := range n {
+			ns, name, rv, label := at(i)
+			k := objectKey{kind, ns, name}
+			if met[k] {
+				rv = "" // two of a key: which is used is the translator's business
+			}
+			met[k] = true
+			now := objectVersion{rv, label}
+			if v, ok := old[k]; !ok || rv == "" || v != now {
+				change(k, v, now)
+			}
+			cur[i] = seenObject{k, now}
+		}
+		for k, v := range old {
+			if !met[k] {
+				change(k, v, objectVersion{})
+			}
+		}
+		x.lists[kind] = cur
 	}
-	for i := range in.GatewayClasses {
+	compare("GatewayClass", len(in.GatewayClasses), func(i int) (string, string, string, string) {
 		o := &in.GatewayClasses[i]
-		add("GatewayClass", "", o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.Gateways {
+		return "", o.Name, o.ResourceVersion, ""
+	})
+	compare("Gateway", len(in.Gateways), func(i int) (string, string, string, string) {
 		o := &in.Gateways[i]
-		add("Gateway", o.Namespace, o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.HTTPRoutes {
+		return o.Namespace, o.Name, o.ResourceVersion, ""
+	})
+	compare(string(kindHTTPRoute), len(in.HTTPRoutes), func(i int) (string, string, string, string) {
 		o := &in.HTTPRoutes[i]
-		add(string(kindHTTPRoute), o.Namespace, o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.GRPCRoutes {
+		return o.Namespace, o.Name, o.ResourceVersion, ""
+	})
+	compare(string(kindGRPCRoute), len(in.GRPCRoutes), func(i int) (string, string, string, string) {
 		o := &in.GRPCRoutes[i]
-		add(string(kindGRPCRoute), o.Namespace, o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.TLSRoutes {
+		return o.Namespace, o.Name, o.ResourceVersion, ""
+	})
+	compare(string(kindTLSRoute), len(in.TLSRoutes), func(i int) (string, string, string, string) {
 		o := &in.TLSRoutes[i]
-		add(string(kindTLSRoute), o.Namespace, o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.ReferenceGrants {
+		return o.Namespace, o.Name, o.ResourceVersion, ""
+	})
+	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) (string, string, string, string) {
 		o := &in.ReferenceGrants[i]
-		add("ReferenceGrant", o.Namespace, o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.AuthPolicies {
+		return o.Namespace, o.Name, o.ResourceVersion, ""
+	})
+	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) (string, string, string, string) {
 		o := &in.AuthPolicies[i]
-		add(kindAuthPolicy, o.Namespace, o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.Services {
+		return o.Namespace, o.Name, o.ResourceVersion, ""
+	})
+	compare("Service", len(in.Services), func(i int) (string, string, string, string) {
 		o := &in.Services[i]
-		add("Service", o.Namespace, o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.EndpointSlices {
+		return o.Namespace, o.Name, o.ResourceVersion, ""
+	})
+	compare("EndpointSlice", len(in.EndpointSlices), func(i int) (string, string, string, string) {
 		o := &in.EndpointSlices[i]
-		add("EndpointSlice", o.Namespace, o.Name, o.ResourceVersion, o.Labels[discoveryv1.LabelServiceName])
-	}
-	for i := range in.ServiceImports {
+		return o.Namespace, o.Name, o.ResourceVersion, o.Labels[discoveryv1.LabelServiceName]
+	})
+	compare(string(kindServiceImport), len(in.ServiceImports), func(i int) (string, string, string, string) {
 		o := &in.ServiceImports[i]
-		add(string(kindServiceImport), o.Namespace, o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.Secrets {
+		return o.Namespace, o.Name, o.ResourceVersion, ""
+	})
+	compare("Secret", len(in.Secrets), func(i int) (string, string, string, string) {
 		o := &in.Secrets[i]
-		add("Secret", o.Namespace, o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.Pods {
+		return o.Namespace, o.Name, o.ResourceVersion, ""
+	})
+	compare("Pod", len(in.Pods), func(i int) (string, string, string, string) {
 		o := &in.Pods[i]
-		add("Pod", o.Namespace, o.Name, o.ResourceVersion, "")
-	}
-	for i := range in.Namespaces {
+		return o.Namespace, o.Name, o.ResourceVersion, ""
+	})
+	compare("Namespace", len(in.Namespaces), func(i int) (string, string, string, string) {
 		o := &in.Namespaces[i]
-		add("Namespace", "", o.Name, o.ResourceVersion, "")
-	}
-
-	for k, v := range x.objects {
-		if v.call != x.call {
-			change(k, *v, objectVersion{})
-			delete(x.objects, k)
-		}
-	}
+		return "", o.Name, o.ResourceVersion, ""
+	})
 	if full {
 		return nil, true
 	}
