@@ -132,6 +132,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	// The send compares every object with what it sent, so Changed is
+	// not used: acknowledged, it stays small.
+	r.translator.Acknowledge()
 	writes, err := r.writeStatus(ctx, in, out)
 	if !r.skip["ServiceExport"] {
 		err = errors.Join(err, r.writeMCS(ctx, in, exports, imports.Items))
