@@ -93,9 +93,9 @@ type Server struct {
 	// start, or a renewal the store failed), in Unix nanoseconds: no lease
 	// lapses within a lease duration of it.
 	blockedAt atomic.Int64
-	// decoded keeps the networks and services the last write's checks
-	// decoded, with their revisions, so that the next decodes only what
-	// changed. Only the write holding writing touches it; its objects are
+	// decoded keeps the networks the last write's checks decoded, with
+	// their revisions, so that the next decodes only what changed (the
+	// services are kept in hostnames). Only the write holding writing touches it; its objects are
 	// never modified.
 	decoded map[string]decodedObject
 	// hostnames indexes the host names of the stored services the last

@@ -179,8 +179,18 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 	var ops []store.Op
 	callerRevs := false
 	deletes := maps.Clone(w.deletes)
-	for _, key := range slices.Sorted(maps.Keys(existing)) {
-		kv := existing[key]
+	// Only an apply judges every existing object; a txn, only those it
+	// names.
+	judged := slices.Concat(slices.Collect(maps.Keys(w.puts)), slices.Collect(maps.Keys(w.deletes)))
+	if w.replace {
+		judged = slices.Collect(maps.Keys(existing))
+	}
+	slices.Sort(judged)
+	for _, key := range slices.Compact(judged) {
+		kv, ok := existing[key]
+		if !ok {
+			continue
+		}
 		_, isPut := w.puts[key]
 		_, isDelete := deletes[key]
 		if !isPut && !isDelete && !w.replace {
@@ -308,30 +318,36 @@ func (s *Server) checkAssociations(w *write, deletes map[string]int64, existing 
 	stored := s.hostnames
 	stored.stamp++
 	view := &hostnameView{stored: stored, hidden: map[string]bool{}, put: newHostnameIndex()}
+	servicePrefix, networkPrefix := model.KindPrefix(model.KindService), model.KindPrefix(model.KindServiceNetwork)
 	for key, kv := range existing {
-		kind, name, err := model.ParseKey(key)
-		if err != nil || (kind != model.KindServiceNetwork && kind != model.KindService) {
+		if name, ok := strings.CutPrefix(key, servicePrefix); ok {
+			// Services are decoded into the index, again only when their
+			// revision changed.
+			if err := stored.refresh(name, kv); err != nil {
+				// The index may hold services of this refresh only in
+				// part: the next one starts again.
+				s.hostnames = nil
+				return err
+			}
+			if _, gone := deletes[key]; gone {
+				view.hidden[name] = true
+			}
+			continue
+		}
+		name, ok := strings.CutPrefix(key, networkPrefix)
+		if !ok {
 			continue
 		}
 		d, ok := s.decoded[key]
 		if !ok || d.rev != kv.ModRevision {
 			obj, err := decode(kv)
 			if err != nil {
-				// The index may hold services of this refresh only in
-				// part: the next one starts again.
-				s.hostnames = nil
 				return err
 			}
 			d = decodedObject{rev: kv.ModRevision, obj: obj}
 		}
 		decoded[key] = d
-		if svc, ok := d.obj.(*model.Service); ok {
-			stored.keep(svc, kv.ModRevision)
-		}
 		if _, gone := deletes[key]; gone {
-			if kind == model.KindService {
-				view.hidden[name] = true
-			}
 			continue
 		}
 		if n, ok := d.obj.(*model.ServiceNetwork); ok {
@@ -451,6 +467,25 @@ func (ix *hostnameIndex) keep(svc *model.Service, rev int64) {
 		e.names = append(e.names, c.Name)
 	}
 	ix.services[svc.Name] = e
+}
+
+// refresh keeps the service name stored as kv, decoding it only when its
+// revision is not the one indexed.
+func (ix *hostnameIndex) refresh(name string, kv store.KeyValue) error {
+	if e := ix.services[name]; e != nil && e.rev == kv.ModRevision {
+		e.stamp = ix.stamp
+		return nil
+	}
+	obj, err := decode(kv)
+	if err != nil {
+		return err
+	}
+	svc, ok := obj.(*model.Service)
+	if !ok || svc.Name != name {
+		return fmt.Errorf("%s does not hold service %q", kv.Key, name)
+	}
+	ix.keep(svc, kv.ModRevision)
+	return nil
 }
 
 // remove takes e's host names out of the index.
