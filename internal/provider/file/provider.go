@@ -100,6 +100,13 @@ type Provider struct {
 	// listed are the files of the last listing, by path: a file whose stat
 	// has not changed is not read again.
 	listed map[string]fileData
+	// lastWhere and lastOrder are the index and the objects, in order,
+	// of the last reading made in full (nil order when it held objects).
+	lastWhere map[objectKey]location
+	lastOrder []placed
+	// indexes counts the indexes made; lastIndex and appliedIndex number
+	// lastWhere and applied.
+	indexes, lastIndex, appliedIndex int
 	// translator translates each reading, re-translating only what
 	// depends on the objects that changed.
 	translator translate.Incremental

@@ -23,6 +23,10 @@ type reading struct {
 	contents map[string][]byte
 	// wake is when a settling file should be read again; zero if none is.
 	wake time.Time
+	// index numbers the reading's index (config.where): a reading that
+	// defines the objects of the last one made in full, where it did
+	// (Provider.sameObjects), shares its index and number.
+	index int
 }
 
 // parseKey names one content of one config file.
@@ -147,9 +151,10 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	// What every file defines, for the removal checks of files settling.
 	defined := map[objectKey]bool{}
 	for _, c := range cands {
-		if !c.held {
+		if !c.held && len(prev) > 0 {
 			for _, e := range c.entries {
 				defined[e.key] = true
 			}
@@ -172,6 +177,17 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 		}
 	}
 	r.config = newConfigSized(n)
+	if p.sameObjects(cands) {
+		// The objects of the last reading, where they were: its index
+		// stands (it is never modified), and only the lists are made.
+		r.config.where, r.index = p.lastWhere, p.lastIndex
+		for _, c := range cands {
+			for _, e := range c.entries {
+				e.kind.add(&r.config.input, e.obj)
+			}
+		}
+		return r, nil
+	}
 	for _, c := range cands {
 		if !c.held {
 			r.config.add(c.entries)
@@ -190,7 +206,48 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 	if err := errors.Join(r.config.errs...); err != nil {
 		return nil, err
 	}
+	p.indexes++
+	r.index = p.indexes
+	p.lastWhere, p.lastIndex, p.lastOrder = r.config.where, r.index, p.lastOrder[:0]
+	for _, c := range cands {
+		if c.held {
+			p.lastOrder = nil // held objects are placed by the index
+			break
+		}
+		for _, e := range c.entries {
+			p.lastOrder = append(p.lastOrder, placed{e.key, e.where})
+		}
+	}
 	return r, nil
+}
+
+// placed is an object of a reading and where it was defined.
+type placed struct {
+	key   objectKey
+	where location
+}
+
+// sameObjects reports whether cands define the objects of the last
+// reading that was made in full, in the same order and at the same places,
+// none of them held: a change within objects (the usual edit) leaves them
+// so, and then the last reading's index stands.
+func (p *Provider) sameObjects(cands []candidate) bool {
+	if p.lastOrder == nil {
+		return false
+	}
+	i := 0
+	for _, c := range cands {
+		if c.held {
+			return false
+		}
+		for _, e := range c.entries {
+			if i >= len(p.lastOrder) || p.lastOrder[i].key != e.key || p.lastOrder[i].where != e.where {
+				return false
+			}
+			i++
+		}
+	}
+	return i == len(p.lastOrder)
 }
 
 // commit records r as applied, logging every object that went away.
@@ -207,11 +264,14 @@ func (p *Provider) commit(r *reading) {
 	}
 	// The reading's index is never modified after the read: it is kept.
 	for k, l := range p.applied {
+		if r.index == p.appliedIndex {
+			break // the index applied: the same objects
+		}
 		if _, ok := r.config.where[k]; !ok {
 			p.logger().Info("configuration object removed", "kind", k.kind, "namespace", k.namespace, "name", k.name, "file", l.file)
 		}
 	}
-	p.applied = r.config.where
+	p.applied, p.appliedIndex = r.config.where, r.index
 }
 
 // removal says what a file's change from the objects old to the objects cur
