@@ -1,13 +1,17 @@
 package file
 
 import (
+	"errors"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // A file whose size, times and inode are unchanged is not read again; one
@@ -125,4 +129,41 @@ func TestParseFileCachedDecodesOnlyChangedDocuments(t *testing.T) {
 	if got := now[1].obj.(*corev1.Service).Spec.Ports[0].Port; got != 81 {
 		t.Errorf("the changed document reads port %d", got)
 	}
+}
+
+// A reading that defines the objects of the last one shares its index;
+// what went away since the configuration last applied is still logged when
+// it applies, though the reading in between, which took it away, was not
+// applied (it had a problem).
+func TestProviderLogsRemovalsAcrossAReadingNotApplied(t *testing.T) {
+	logs := &testsync.Buffer{}
+	h := startWith(t, nil, func(p *Provider) { p.Debounce = 20 * time.Millisecond; logTo(logs)(p) }, nil)
+	if err := h.result(); err != nil {
+		t.Fatal(err)
+	}
+	h.nextApply()
+	bad := "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: extra\nspec:\n  parentRefs:\n  - name: my-hotel\n  hostnames:\n  - BAD_HOST\n"
+	h.write("extra.yaml", bad)
+	var pe *ProblemsError
+	if err := h.result(); !errors.As(err, &pe) {
+		t.Fatalf("a route with a bad hostname: %v, want problems", err)
+	}
+	if err := os.Remove(filepath.Join(h.dir, "parking.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.result(); !errors.As(err, &pe) {
+		t.Fatalf("parking.yaml removed beside the bad route: %v, want problems", err)
+	}
+	// The same objects at the same places, the problem fixed.
+	h.write("extra.yaml", strings.Replace(bad, "BAD_HOST", "ok.example", 1))
+	if err := h.result(); err != nil {
+		t.Fatal(err)
+	}
+	out := h.nextApply()
+	for _, s := range out.Services {
+		if s.Source.Name == "parking" {
+			t.Errorf("parking is still served after its file was removed")
+		}
+	}
+	waitLog(t, logs, `msg="configuration object removed" kind=HTTPRoute namespace=default name=parking`)
 }
