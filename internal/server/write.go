@@ -154,6 +154,7 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 		if err != nil {
 			return res, false, err
 		}
+		existing = make(map[string]store.KeyValue, len(kvs))
 		for _, kv := range kvs {
 			existing[kv.Key] = kv
 		}
