@@ -32,8 +32,10 @@ func newCluster() *cobra.Command {
 one-time join token; a component of that cluster (trellis controller or
 trellis proxy with --identity-dir and --join-token-file) exchanges it for a
 short-lived certificate naming the cluster, renewed before it expires.
+"set" changes the namespaces an admitted cluster may export Services
+from (--export-namespaces on "add" sets them first; '*', all, by default).
 "remove" revokes the cluster: its certificates stop working within a
-second. Adding and removing need an administrator token (trellis server
+second. Adding, setting and removing need an administrator token (trellis server
 --admin-tokens-file) from --token, --token-file or TRELLIS_TOKEN.`,
 	}
 	connect := func() (*client.Client, error) {
