@@ -13,6 +13,11 @@
 #   NGINX_EXTRA     text put inside nginx's http { } (more servers)
 #   HAPROXY_EXTRA   text appended to haproxy.cfg (more frontends)
 #   TRELLIS_EXTRA   YAML documents appended to the 55-route Trellis's config
+#   TRELLIS_EXTRA_DIR  a directory whose *.yaml files join that config
+#   HAPROXY_FE_EXTRA   lines put in HAProxy's frontend before its default
+#   HAPROXY_MASTER_WORKER=1  HAProxy in master-worker mode (reload: kill -USR2 $haproxy_master)
+#   CADDY_ADMIN     Caddy's admin address (default: admin off)
+#   BENCH_CHECK_TRIES  how many times (0.1 s apart) to try each contender at start (100)
 #   BENCH_NEED      more commands to install (command:debian-package ...)
 # BENCH_NO_DOC=1 runs without writing docs/benchmarks.md (smoke runs).
 # After bench_start: $work, $bin (the trellis binary), procs[NAME] (the
@@ -127,6 +132,7 @@ frontend fe
   acl env req.hdr(x-env) -m str prod
   option forwardfor
   use_backend split if host api env
+${HAPROXY_FE_EXTRA:-}
   default_backend none
 backend split
   balance roundrobin
@@ -136,8 +142,14 @@ backend none
   http-request return status 404
 ${HAPROXY_EXTRA:-}
 CONF
-  haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
-  procs[haproxy]=$(cat "$work/haproxy.pid")
+  if [ -n "${HAPROXY_MASTER_WORKER:-}" ]; then
+    haproxy -W -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid" 2>>"$work/haproxy.log"
+    haproxy_master=$(cat "$work/haproxy.pid")
+    procs[haproxy]=$(pgrep -d ' ' -P "$haproxy_master")
+  else
+    haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
+    procs[haproxy]=$(cat "$work/haproxy.pid")
+  fi
 
   # Caddy: the same route (check below makes sure it proxies: a site address
   # like http://127.0.0.1:PORT does not match Host: bench.example.com, and
@@ -146,7 +158,7 @@ CONF
   # (Caddy 2.6 has no weights).
   cat >"$work/Caddyfile" <<CONF
 {
-  admin off
+  admin ${CADDY_ADMIN:-off}
   auto_https off
 }
 http://:$P_CADDY {
@@ -252,6 +264,7 @@ endpoints: [{addresses: [127.0.0.1]}]
 CONF
   done
   [ -z "${TRELLIS_EXTRA:-}" ] || printf -- '---\n%s\n' "$TRELLIS_EXTRA" >>"$work/trellis/bench.yaml"
+  [ -z "${TRELLIS_EXTRA_DIR:-}" ] || cp "$TRELLIS_EXTRA_DIR"/*.yaml "$work/trellis/"
   # TRELLIS_BIN benchmarks a prebuilt binary instead of building this tree.
   bin=${TRELLIS_BIN:-$work/trellis-bin}
   [ -n "${TRELLIS_BIN:-}" ] || go build -o "$bin" ./cmd/trellis
@@ -294,7 +307,7 @@ port() {
 }
 url() { echo "http://127.0.0.1:$1/api/items"; }
 check() { # name port
-  for _ in $(seq 100); do
+  for _ in $(seq "${BENCH_CHECK_TRIES:-100}"); do
     if curl -fsS -H 'Host: bench.example.com' -H 'x-env: prod' "$(url "$2")" 2>/dev/null | grep -q backend-; then return 0; fi
     sleep 0.1
   done
