@@ -17,6 +17,9 @@
 # and the medians of ROUNDS rounds (rate, p50, p99, proxy CPU per request) go
 # into docs/benchmarks.md between the BEGIN/END protocols markers.
 #
+# BENCH_HOLD=1 starts everything, prints the processes and ports and holds
+# (no rounds), for profiling by hand.
+#
 # Usage: [TRELLIS_BIN=path] [BENCH_PORT_BASE=n] [BENCH_NO_DOC=1] bench/protocols.sh [ROUNDS] [SECONDS]
 # (defaults 5 5). Installs Debian's nghttp2-client (h2load) if missing.
 set -euo pipefail
@@ -163,6 +166,14 @@ for name in $protos; do
     exit 1
   fi
 done
+
+if [ -n "${BENCH_HOLD:-}" ]; then
+  # For profiling by hand: everything stays up until this script is stopped.
+  for name in $protos; do echo "$name: pids ${procs[$name]} tls $(tls_port $name) grpc $(grpc_port $name)"; done
+  echo "grpc backend: pid $grpc_backend; trellis admin (pprof) $A_TRELLIS; openloop $work/openloop"
+  echo "holding; stop with kill $$"
+  while :; do sleep 1; done
+fi
 
 kv() { tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
 # run TEST NAME → "rate p50 p99 extra"
