@@ -25,7 +25,9 @@
 # workers), $contenders, and the functions below.
 
 # Ports: BENCH_PORT_BASE (default 18100) plus 1..39, so that two runs on
-# one machine can use different ranges.
+# one machine can use different ranges (keep them below the ephemeral range,
+# /proc/sys/net/ipv4/ip_local_port_range, where outgoing connections take
+# their ports).
 pb=${BENCH_PORT_BASE:-18100}
 B1=$((pb + 1)) B2=$((pb + 2)) P_TRELLIS=$((pb + 10)) P_NGINX=$((pb + 11)) P_HAPROXY=$((pb + 12)) P_GO=$((pb + 13)) P_EPOLL=$((pb + 14)) P_CADDY=$((pb + 15)) P_TRELLIS1=$((pb + 16))
 A_TRELLIS=$((pb + 20)) A_TRELLIS1=$((pb + 21))

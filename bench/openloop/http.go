@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -83,12 +84,12 @@ func httpCmd(args []string) error {
 		return tc, nil
 	}
 
-	// The timetable: request i is due at start + i×interval. The scheduler
-	// hands out indexes as they fall due; a worker computes the due time
-	// back from the index, so time spent waiting for a free connection
-	// counts in the latency.
+	// The timetable: request i is due at start + i×interval. A free
+	// worker takes the next index and sends it when it falls due (at
+	// once if it is late), so time spent waiting for a free connection
+	// counts in the latency; no scheduler goroutine hands requests over.
 	interval := time.Duration(float64(time.Second) / *rate)
-	todo := make(chan int, *conns)
+	var next atomic.Int64
 	recs := make([]*recorder, *conns)
 	var wg sync.WaitGroup
 	start := time.Now().Add(100 * time.Millisecond)
@@ -100,8 +101,15 @@ func httpCmd(args []string) error {
 			defer wg.Done()
 			var c net.Conn
 			var br *bufio.Reader
-			for i := range todo {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= total {
+					break
+				}
 				due := start.Add(time.Duration(i) * interval)
+				if d := time.Until(due); d > 0 {
+					time.Sleep(d)
+				}
 				err := func() error {
 					if c == nil {
 						var err error
@@ -149,14 +157,6 @@ func httpCmd(args []string) error {
 			}
 		}(recs[w], &lastDone[w])
 	}
-	for i := 0; i < total; i++ {
-		due := start.Add(time.Duration(i) * interval)
-		if d := time.Until(due); d > 0 {
-			time.Sleep(d)
-		}
-		todo <- i
-	}
-	close(todo)
 	wg.Wait()
 	lat, nerr, first := merge(recs)
 	measured := start.Add(time.Duration(skip) * interval)
@@ -170,7 +170,7 @@ func httpCmd(args []string) error {
 	// longer if the answers trailed behind it.
 	elapsed := max(end.Sub(measured), *duration)
 	result{
-		mode: "http", elapsed: elapsed, lat: lat, errors: nerr, err: first,
+		mode: "http", elapsed: elapsed, lat: lat, errors: nerr, err: first, sent: total,
 		extra: []string{fmt.Sprintf("offered=%.1f", *rate)},
 	}.print()
 	return nil

@@ -77,6 +77,9 @@ type result struct {
 	errors  int
 	extra   []string // more key=value pairs
 	err     error
+	// sent is every request the run sent, warm-up included, when more
+	// than those measured: the generator's CPU is over all of them.
+	sent int
 }
 
 func merge(rs []*recorder) (lat []time.Duration, errors int, first error) {
@@ -125,9 +128,9 @@ func (r result) print() {
 	}
 	// The generator's own CPU per answer, to tell whether it kept up.
 	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil && len(r.lat) > 0 {
+	if n := max(r.sent, len(r.lat)); syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil && n > 0 {
 		t := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-		kv = append(kv, fmt.Sprintf("self_cpu_us=%.1f", float64(t)/1e3/float64(len(r.lat))))
+		kv = append(kv, fmt.Sprintf("self_cpu_us=%.1f", float64(t)/1e3/float64(n)))
 	}
 	kv = append(kv, r.extra...)
 	fmt.Println(strings.Join(kv, " "))
