@@ -66,6 +66,9 @@ bench_start() {
   (service nginx stop; service haproxy stop; service caddy stop) >/dev/null 2>&1 || true
   work=$(mktemp -d /tmp/trellis-bench.XXXXXX)
   trap bench_cleanup EXIT
+  # Say which command failed before set -e ends the script.
+  set -E
+  trap 'echo "bench: line $LINENO failed: $BASH_COMMAND" >&2' ERR
   trap 'exit 1' INT TERM
 
   # Backends: one nginx, two ports, each naming itself.
@@ -145,7 +148,7 @@ backend none
 ${HAPROXY_EXTRA:-}
 CONF
   if [ -n "${HAPROXY_MASTER_WORKER:-}" ]; then
-    haproxy -W -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid" 2>>"$work/haproxy.log"
+    haproxy -W -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid" 2>>"$work/haproxy.log" || { cat "$work/haproxy.log"; exit 1; }
     haproxy_master=$(cat "$work/haproxy.pid")
     procs[haproxy]=$(pgrep -d ' ' -P "$haproxy_master")
   else
