@@ -332,7 +332,7 @@ per_req() { awk -v d="$(($2 - $1))" -v hz="$tick" -v r="$3" -v s="$4" 'BEGIN {if
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 load_avg() { cut -d' ' -f1-3 /proc/loadavg; }
 versions() {
-  echo "nginx $(nginx -v 2>&1 | sed 's/.*\///'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), Caddy $(caddy version | awk '{print $1}'), $(go version | awk '{print $3}')"
+  echo "nginx $(nginx -v 2>&1 | sed 's/.*\///'), HAProxy $(haproxy -v | awk 'NR == 1 {print $3}'), Caddy $(caddy version | awk '{print $1}'), $(go version | awk '{print $3}')"
 }
 
 # write_block NAME FILE HEADING puts FILE (which starts with
