@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/accesslog"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // HTTP/2 requests to an HTTP/1.1 target go over the fast path's pooled
@@ -38,10 +41,7 @@ func TestHTTP2DirectAgreesWithReverseProxy(t *testing.T) {
 	slow := newProxyWith(t, Config{DisableFastPath: true})
 	update(t, slow, snap)
 
-	tr := &http.Transport{Protocols: new(http.Protocols)}
-	tr.Protocols.SetUnencryptedHTTP2(true)
-	t.Cleanup(tr.CloseIdleConnections)
-	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	c := h2cClient()
 	send := func(p *Proxy, method, path, body string, h http.Header) (*http.Response, []byte) {
 		t.Helper()
 		var rb io.Reader
@@ -119,5 +119,57 @@ func TestHTTP2DirectAgreesWithReverseProxy(t *testing.T) {
 	}
 	if f, s := idle(fast), idle(slow); f == 0 || s != 0 {
 		t.Errorf("pooled connections to the target: %d with the fast path, %d without", f, s)
+	}
+}
+
+// The access log records an HTTP/2 request sent directly as it records one
+// through the reverse proxy: the target, the status, a target that refuses
+// the connection (502), and the time to the target's answer.
+func TestHTTP2DirectAccessLog(t *testing.T) {
+	echo, down := headerEcho(t), refusingTarget(t)
+	var logs [2]testsync.Buffer
+	c := h2cClient()
+	for i, fastPath := range []bool{true, false} {
+		p := newProxyWith(t, Config{DisableFastPath: !fastPath, AccessLog: &logs[i],
+			test: testKnobs{accessLog: accesslog.Options{FlushInterval: 5 * time.Millisecond}}})
+		snap := oneRoute(1, []model.TargetGroup{group("echo", target(t, echo, model.TargetActive)), group("down", down)}, to("echo", 1))
+		snap.Services[0].Rules = append([]model.Rule{{
+			Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/down"}}},
+			Action:  forward(to("down", 1)),
+		}}, snap.Services[0].Rules...)
+		update(t, p, snap)
+		for _, path := range []string{"/ok", "/down"} {
+			req, _ := http.NewRequest("GET", "http://"+addrOf(p, webPort)+path, nil)
+			req.Host = "shop.example.com"
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	var lines [2]map[string]map[string]any
+	for i := range logs {
+		var ls []map[string]any
+		testsync.WaitFor(t, 5*time.Second, "2 access log lines", func() bool { ls = logLines(t, &logs[i]); return len(ls) == 2 })
+		lines[i] = map[string]map[string]any{}
+		for _, l := range ls {
+			if d, _ := l["requestToTargetDuration"].(float64); l["requestPath"] == "/ok" && (d <= 0 || l["targetIpPort"] != echo.Listener.Addr().String()) {
+				t.Errorf("fast path %v: /ok logged without its target or its time to the target: %v", i == 0, l)
+			}
+			for _, k := range []string{"startTime", "duration", "requestToTargetDuration", "responseFromTargetDuration", "requestId", "sourceIpPort", "destinationIpPort"} {
+				delete(l, k)
+			}
+			lines[i][l["requestPath"].(string)] = l
+		}
+	}
+	if lines[0]["/down"]["responseCode"] != float64(http.StatusBadGateway) {
+		t.Errorf("/down logged %v, want 502", lines[0]["/down"]["responseCode"])
+	}
+	for path, f := range lines[0] {
+		if a, b := fmt.Sprint(f), fmt.Sprint(lines[1][path]); a != b {
+			t.Errorf("%s: access log\nfast     %s\nnet/http %s", path, a, b)
+		}
 	}
 }
