@@ -13,7 +13,9 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"time"
 
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -49,6 +51,13 @@ func (p *Proxy) forwardDirect(w http.ResponseWriter, r *http.Request, t *router.
 // local forwarder's transport (observeAttempts: the target's faults count
 // against its health) and error handler (upstreamError) do.
 func (p *Proxy) directFailed(w http.ResponseWriter, r *http.Request, t *router.Target, err error) {
+	if d, ok := r.Context().Deadline(); ok && isTimeout(err) && !time.Now().Before(d) {
+		// The target connection's deadline is the request's: it can
+		// fire before the context's own timer has ended the context,
+		// and it is the rule's timeout all the same (504, as the fast
+		// path's own forwarding decides).
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
 	if _, reason := forwardFailure(err, false, errors.Is(r.Context().Err(), context.Canceled)); targetFault(reason) {
 		t.Health.Observe(false)
 	}

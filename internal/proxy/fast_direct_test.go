@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +173,66 @@ func TestHTTP2DirectAccessLog(t *testing.T) {
 		if a, b := fmt.Sprint(f), fmt.Sprint(lines[1][path]); a != b {
 			t.Errorf("%s: access log\nfast     %s\nnet/http %s", path, a, b)
 		}
+	}
+}
+
+// A rule's timeout bounds an HTTP/2 request sent directly as it bounds one
+// through the reverse proxy (504), and a client that resets its stream
+// while the target works cancels the target's request too: either way the
+// target sees its request end.
+func TestHTTP2DirectTimeoutAndCancel(t *testing.T) {
+	arrived, gone := make(chan struct{}, 4), make(chan struct{}, 4)
+	hold := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+		gone <- struct{}{}
+	}))
+	t.Cleanup(hold.Close)
+	ended := func(what string) {
+		t.Helper()
+		select {
+		case <-gone:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the target's request did not end", what)
+		}
+	}
+	c := h2cClient()
+	for _, fastPath := range []bool{true, false} {
+		p := newProxyWith(t, Config{DisableFastPath: !fastPath})
+		snap := oneRoute(1, []model.TargetGroup{group("hold", target(t, hold, model.TargetActive))}, to("hold", 1))
+		snap.Services[0].Rules = append([]model.Rule{{
+			Matches:  []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/timed"}}},
+			Timeouts: &model.Timeouts{Request: model.Duration(100 * time.Millisecond)},
+			Action:   forward(to("hold", 1)),
+		}}, snap.Services[0].Rules...)
+		update(t, p, snap)
+
+		req, _ := http.NewRequest("GET", "http://"+addrOf(p, webPort)+"/timed", nil)
+		req.Host = "shop.example.com"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		<-arrived
+		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Errorf("fast path %v: the rule's timeout: status %d, want 504", fastPath, resp.StatusCode)
+		}
+		ended(fmt.Sprintf("fast path %v, timeout", fastPath))
+
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ = http.NewRequestWithContext(ctx, "GET", "http://"+addrOf(p, webPort)+"/left", nil)
+		req.Host = "shop.example.com"
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if resp, err := c.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		<-arrived
+		cancel()
+		ended(fmt.Sprintf("fast path %v, client gone", fastPath))
+		<-done
 	}
 }
