@@ -5,7 +5,7 @@ package proxy
 // pooled target connections (sendDirect), as the peer hop's deliveries
 // are, instead of through the reverse proxy and http.Transport, whose
 // request clone and connection goroutines (a write loop and a read loop,
-// two hand-offs per request) cost about a third of the proxy's CPU per
+// two hand-offs per request) cost about a quarter of the proxy's CPU per
 // HTTP/2 request (docs/benchmarks.md, "HTTPS, HTTP/2 and gRPC"). The
 // target gets the fields the reverse proxy would send, field for field
 // (TestHTTP2DirectAgreesWithReverseProxy).
