@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -621,15 +620,4 @@ func TLSConfig(id *pki.Identity, roots *x509.CertPool) *tls.Config {
 			return v.verify(cs, "")
 		},
 	}
-}
-
-// NewHTTPServer returns an HTTP/2-only server for a peer listener; its
-// errors (failed handshakes among them) go to log at level Warn.
-func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
-	srv := &http.Server{
-		Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Minute,
-		Protocols: new(http.Protocols), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	srv.Protocols.SetHTTP2(true)
-	return srv
 }
