@@ -86,7 +86,7 @@ type HTTPServer struct {
 	readHeaderTimeout, idleTimeout, writeTimeout time.Duration
 	maxStreams, maxHeaderList                    uint32
 	maxResets, maxControl                        int
-	resetWindow                                  time.Duration
+	resetWindow, linger                          time.Duration
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -103,7 +103,7 @@ func NewHTTPServer(h http.Handler, log *slog.Logger) *HTTPServer {
 		handler: h, log: log,
 		readHeaderTimeout: readHeaderTimeout, idleTimeout: idleTimeout, writeTimeout: writeTimeout,
 		maxStreams: maxConcurrentStreams, maxHeaderList: maxHeaderListSize,
-		maxResets: maxResets, resetWindow: resetWindow, maxControl: maxControl,
+		maxResets: maxResets, resetWindow: resetWindow, maxControl: maxControl, linger: goAwayLinger,
 		listeners: map[net.Listener]struct{}{}, conns: map[*serverConn]struct{}{},
 		connGone: make(chan struct{}, 1),
 	}
@@ -490,7 +490,7 @@ func (c *serverConn) fail(err error) {
 		c.fr.WriteGoAway(last, ce.code, nil)
 		c.flushLocked()
 		c.wmu.Unlock()
-		c.nc.SetReadDeadline(time.Now().Add(goAwayLinger))
+		c.nc.SetReadDeadline(time.Now().Add(c.s.linger))
 		io.Copy(io.Discard, io.LimitReader(c.nc, 1<<20))
 	}
 	c.close(err)
