@@ -852,3 +852,105 @@ func TestH2ServerMalformedRequests(t *testing.T) {
 		t.Errorf("%d malformed requests reached the handler", n-1)
 	}
 }
+
+// frames encodes a client's frames for a fuzz seed.
+func frames(write func(fr *http2.Framer, enc func(fields ...string) []byte)) []byte {
+	var b, hb bytes.Buffer
+	fr := http2.NewFramer(&b, nil)
+	e := hpack.NewEncoder(&hb)
+	write(fr, func(fields ...string) []byte {
+		hb.Reset()
+		for i := 0; i+1 < len(fields); i += 2 {
+			e.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		return append([]byte(nil), hb.Bytes()...)
+	})
+	return b.Bytes()
+}
+
+// FuzzH2ServerConn feeds arbitrary bytes as a connection after the client
+// preface and SETTINGS: the server must neither panic nor hang (the
+// connection and every handler end once the client closes).
+func FuzzH2ServerConn(f *testing.F) {
+	post := []string{":method", "POST", ":scheme", "https", ":path", "/p", ":authority", "x", "trailer", "x-t"}
+	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(getFields...), EndStream: true, EndHeaders: true})
+	}))
+	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(post...), EndHeaders: true})
+		fr.WriteData(1, false, []byte("body"))
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc("x-t", "v"), EndStream: true, EndHeaders: true})
+	}))
+	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) { // rapid reset
+		for id := uint32(1); id < 60; id += 2 {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: enc(getFields...), EndHeaders: true})
+			fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		}
+	}))
+	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) { // PING and SETTINGS floods
+		for range 60 {
+			fr.WritePing(false, [8]byte{})
+			fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
+		}
+	}))
+	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) { // CONTINUATION flood
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(getFields...)})
+		for range 200 {
+			fr.WriteContinuation(1, false, enc("x-a", "b"))
+		}
+	}))
+	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) { // windows
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(post...), EndHeaders: true})
+		fr.WriteWindowUpdate(1, 1<<31-1)
+		fr.WriteWindowUpdate(0, 1<<31-1)
+		fr.WriteData(1, false, make([]byte, 16384))
+		fr.WriteData(3, true, nil)
+	}))
+	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) { // small window, big response
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1}, http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(append(append([]string(nil), getFields[:5]...), "/big", ":authority", "x")...), EndStream: true, EndHeaders: true})
+		fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+	}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		srv := NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Trailer", "X-Sum")
+			n, _ := io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
+			if r.URL.Path == "/big" {
+				w.Write(make([]byte, 100<<10))
+			}
+			fmt.Fprintf(w, "%d %v", n, r.Trailer)
+			w.Header().Set("X-Sum", "1")
+		}), slog.New(slog.DiscardHandler))
+		srv.maxStreams, srv.maxResets, srv.maxControl, srv.maxHeaderList = 8, 10, 20, 4<<10
+		srv.linger, srv.readHeaderTimeout, srv.writeTimeout = 10*time.Millisecond, 2*time.Second, 2*time.Second
+		client, server := net.Pipe()
+		go io.Copy(io.Discard, client)
+		served := make(chan struct{})
+		go func() { srv.ServeConn(server); close(served) }()
+		client.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(client, http2.ClientPreface)
+		http2.NewFramer(client, nil).WriteSettings()
+		client.Write(data)
+		client.Close()
+		deadline := time.Now().Add(10 * time.Second)
+		select {
+		case <-served:
+		case <-time.After(10 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("the connection is still read after the client closed it:\n%s", buf[:runtime.Stack(buf, true)])
+		}
+		for {
+			srv.mu.Lock()
+			n := len(srv.conns)
+			srv.mu.Unlock()
+			if n == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				t.Fatalf("the connection did not end after the client closed it:\n%s", buf[:runtime.Stack(buf, true)])
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+}
