@@ -291,6 +291,7 @@ func (s *HTTPServer) newConn(nc net.Conn) *serverConn {
 	c.bw.buf = make([]byte, 0, 2*writeBufSize+1024)
 	c.fr = http2.NewFramer(c.bw, &c.in)
 	c.fr.SetReuseFrames()
+	c.fr.SetMaxReadFrameSize(16384)
 	c.fr.MaxHeaderListSize = s.maxHeaderList
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.enc = hpack.NewEncoder(&c.hbuf)
@@ -739,7 +740,7 @@ func (c *serverConn) resetStream(id uint32, code http2.ErrCode) {
 	c.mu.Lock()
 	st := c.streams[id]
 	if st != nil {
-		if st.reset {
+		if st.resetByUs {
 			c.mu.Unlock()
 			return
 		}
@@ -783,7 +784,7 @@ func (c *serverConn) processData(f *http2.DataFrame) error {
 		// Not for a handler: give the window back.
 		var code http2.ErrCode
 		switch {
-		case st != nil && st.remoteClosed && !st.reset:
+		case st != nil && (st.remoteClosed || st.reset) && !st.resetByUs:
 			code = http2.ErrCodeStreamClosed
 		case st == nil:
 			if closed, byUs := c.recentlyClosed(id); !closed || !byUs {
@@ -877,12 +878,15 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 		// Trailers.
 		if st.remoteClosed && !st.reset {
 			c.mu.Unlock()
-			c.resetStream(id, http2.ErrCodeStreamClosed)
-			return nil, nil
+			return nil, connError{http2.ErrCodeStreamClosed, "HEADERS after END_STREAM"}
 		}
 		if st.reset {
+			byUs := st.resetByUs
 			c.mu.Unlock()
-			return nil, nil
+			if byUs {
+				return nil, nil
+			}
+			return nil, connError{http2.ErrCodeStreamClosed, "HEADERS on a stream the peer reset"}
 		}
 		c.mu.Unlock()
 		return nil, c.processTrailers(st, f)
