@@ -22,7 +22,9 @@ import (
 
 // h2specKnownFailures are the h2spec cases HTTPServer fails, with why. A
 // case not listed that fails is a regression.
-var h2specKnownFailures = map[string]string{}
+var h2specKnownFailures = map[string]string{
+	"http2/4.2 Sends a large size HEADERS frame that exceeds the SETTINGS_MAX_FRAME_SIZE": "h2spec's frame (about 20 KiB) is within the 64 KiB SETTINGS_MAX_FRAME_SIZE the server announces, so it is served",
+}
 
 // TestH2SpecPeerServer runs h2spec (the binary TRELLIS_H2SPEC names;
 // hack/h2spec.sh builds it) against HTTPServer on a TLS listener, and

@@ -13,6 +13,14 @@
 // sending proxy's certificate names, so a proxy of one cluster can never
 // speak for another cluster's workloads.
 //
+// The receiving side serves the peer listener with HTTPServer, an HTTP/2
+// server of its own on x/net's framer and HPACK (h2server.go) rather than
+// net/http's: the goroutine that reads a stream's HEADERS runs its handler
+// (another takes over reading), and handlers write their frames to the
+// connection themselves, so a small response leaves in one write. It bounds
+// what a compromised peer can make it do (streams, header lists, resets,
+// control frames, windows, idle and header time).
+//
 // The package owns the wire protocol and its checks. Choosing targets,
 // checking that a target is the receiver's to deliver to, and delivering
 // are the proxy's (see Server.Deliver).
