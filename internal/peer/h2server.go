@@ -751,6 +751,10 @@ func (c *serverConn) resetStream(id uint32, code http2.ErrCode) {
 		}
 		st.reset, st.resetByUs = true, true
 		c.sendCond.Broadcast()
+	} else {
+		// Refused or malformed: the peer's frames in flight for it are
+		// dropped.
+		c.noteClosedLocked(id, true)
 	}
 	c.mu.Unlock()
 	c.wmu.Lock()
@@ -760,6 +764,12 @@ func (c *serverConn) resetStream(id uint32, code http2.ErrCode) {
 	if st != nil {
 		st.abort(fmt.Errorf("stream reset: %v", code))
 	}
+}
+
+// noteClosedLocked remembers a closed stream; c.mu is held.
+func (c *serverConn) noteClosedLocked(id uint32, byUs bool) {
+	c.closedIDs[c.closedNext] = closedID{id: id, byUs: byUs}
+	c.closedNext = (c.closedNext + 1) % len(c.closedIDs)
 }
 
 func (c *serverConn) recentlyClosed(id uint32) (closed, byUs bool) {
@@ -938,6 +948,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		st.ctxCancel(io.EOF)
 		return nil, io.EOF
 	}
 	st.sendWindow = c.initWindow
@@ -1024,8 +1035,7 @@ func (c *serverConn) streamDone(st *stream) {
 	c.mu.Lock()
 	delete(c.streams, st.id)
 	byUs := st.resetByUs
-	c.closedIDs[c.closedNext] = closedID{id: st.id, byUs: byUs}
-	c.closedNext = (c.closedNext + 1) % len(c.closedIDs)
+	c.noteClosedLocked(st.id, byUs)
 	unread := len(st.body) - st.off
 	st.body, st.off = nil, 0
 	st.bodyClosed = true
@@ -1293,7 +1303,12 @@ type responseWriter struct {
 	written       int64
 	contentLength int64
 	err           error
+	// finished: the handler returned; a write now is a handler's bug
+	// (net/http panics), answered with errFinished.
+	finished bool
 }
+
+var errFinished = errors.New("http2: response written after the handler returned")
 
 func (w *responseWriter) Header() http.Header {
 	if w.header == nil {
@@ -1339,6 +1354,9 @@ func bodyAllowed(status int) bool {
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
+	if w.finished {
+		return 0, errFinished
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -1384,6 +1402,9 @@ func (w *responseWriter) Flush() { w.FlushError() }
 
 // FlushError is Flush, reporting why it failed.
 func (w *responseWriter) FlushError() error {
+	if w.finished {
+		return errFinished
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -1463,6 +1484,7 @@ func (w *responseWriter) finish() {
 }
 
 func (w *responseWriter) release() {
+	w.finished = true
 	if w.buf != nil {
 		putBuf(w.buf)
 		w.buf, w.pending = nil, nil
