@@ -988,10 +988,11 @@ func (c *serverConn) processTrailers(st *stream, f *http2.MetaHeadersFrame) erro
 			c.resetStream(st.id, http2.ErrCodeProtocol)
 			return nil
 		}
-		if st.req.Trailer == nil {
-			st.req.Trailer = http.Header{}
+		// As net/http's server: only the declared trailers (the map
+		// is the handler's already, and must not change under it).
+		if vs, declared := st.req.Trailer[k]; declared {
+			st.req.Trailer[k] = append(vs, hf.Value)
 		}
-		st.req.Trailer[k] = append(st.req.Trailer[k], hf.Value)
 	}
 	st.remoteClosed = true
 	st.bodyErr = io.EOF
@@ -1077,13 +1078,16 @@ type stream struct {
 	reset        bool  // RST_STREAM sent or received
 	resetByUs    bool
 	bodyClosed   bool
-	body         []byte // received, unread: body[off:]
-	off          int
-	buf          *[]byte // body's pooled array
-	bodyErr      error   // after the body: io.EOF, or why it failed
-	rdeadline    time.Time
-	rtimer       *time.Timer
-	wtimer       *time.Timer
+	// needsContinue: the peer waits for 100 Continue, which the first
+	// read of the body sends.
+	needsContinue bool
+	body          []byte // received, unread: body[off:]
+	off           int
+	buf           *[]byte // body's pooled array
+	bodyErr       error   // after the body: io.EOF, or why it failed
+	rdeadline     time.Time
+	rtimer        *time.Timer
+	wtimer        *time.Timer
 }
 
 // abort fails the stream's body and cancels its context.
@@ -1221,6 +1225,7 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 		r.Body, r.ContentLength = http.NoBody, 0
 	} else {
 		r.Body, r.ContentLength = (*requestBody)(st), declared
+		st.needsContinue = len(h["Expect"]) == 1 && strings.EqualFold(h["Expect"][0], "100-continue")
 	}
 	st.declared = declared
 	ctx, cancel := context.WithCancelCause(st.c.ctx)
@@ -1237,6 +1242,18 @@ type requestBody stream
 func (b *requestBody) Read(p []byte) (int, error) {
 	st := (*stream)(b)
 	c := st.c
+	if st.needsContinue {
+		st.needsContinue = false
+		c.wmu.Lock()
+		c.mu.Lock()
+		open := !st.reset && !st.remoteClosed
+		c.mu.Unlock()
+		if open && !st.w.committed {
+			c.writeHead(st.id, http.StatusContinue, nil, nil, false)
+			c.flushLocked()
+		}
+		c.wmu.Unlock()
+	}
 	c.mu.Lock()
 	for {
 		if st.bodyClosed {

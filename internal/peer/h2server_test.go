@@ -178,6 +178,23 @@ func TestH2ServerInterop(t *testing.T) {
 			t.Error("a trailer went out in the head")
 		}
 	})
+	t.Run("100-continue", func(t *testing.T) {
+		tr := c.Transport.(*http.Transport).Clone()
+		tr.ExpectContinueTimeout = time.Minute // the body waits for the 100
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/", strings.NewReader("after the 100"))
+		req.Header.Set("Expect", "100-continue")
+		start := time.Now()
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.HasPrefix(string(body), "POST 13 ") || time.Since(start) > 30*time.Second {
+			t.Errorf("got %q after %v", body, time.Since(start))
+		}
+	})
 	t.Run("http.Transport", func(t *testing.T) {
 		// net/http's client with its default protocols, HTTP/2 forced.
 		tr := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: c.Transport.(*http.Transport).TLSClientConfig}
