@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"syscall"
 	"testing"
@@ -73,6 +74,59 @@ func BenchmarkH2ServerBody(b *testing.B) {
 				b.ReportMetric(float64((cpuNow()-cpu).Microseconds())/float64(b.N)/16, "cpu-µs/MiB")
 			})
 		}
+	}
+}
+
+// BenchmarkH2ServerRequest sends small GETs, one at a time on one
+// connection, from net/http's HTTP/2 client to each server (ours, then
+// nethttp, in one run): CPU time of the whole process (client included),
+// goroutines started and allocations per request. Run with
+//
+//	go test -run XXX -bench H2ServerRequest -benchtime 5000x ./internal/peer/
+func BenchmarkH2ServerRequest(b *testing.B) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "hello from the other cluster")
+	})
+	serverTLS, client := h2TLS(b)
+	for _, server := range []string{"ours", "nethttp"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if server == "ours" {
+			srv := NewHTTPServer(h, slog.New(slog.DiscardHandler))
+			go srv.Serve(tls.NewListener(ln, serverTLS))
+			b.Cleanup(func() { srv.Close() })
+		} else {
+			srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
+			srv.Protocols.SetHTTP2(true)
+			go srv.Serve(tls.NewListener(ln, serverTLS))
+			b.Cleanup(func() { srv.Close() })
+		}
+		url := "https://" + ln.Addr().String() + "/path?q=1"
+		get := func() {
+			resp, err := client.Get(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		b.Run(server, func(b *testing.B) {
+			get()
+			samples := []rtmetrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+			rtmetrics.Read(samples)
+			before := samples[0].Value.Uint64()
+			b.ReportAllocs()
+			cpu := cpuNow()
+			for b.Loop() {
+				get()
+			}
+			rtmetrics.Read(samples)
+			b.ReportMetric(float64((cpuNow()-cpu).Microseconds())/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64(samples[0].Value.Uint64()-before)/float64(b.N), "goroutines/op")
+		})
 	}
 }
 

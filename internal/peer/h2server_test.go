@@ -970,3 +970,61 @@ func FuzzH2ServerConn(f *testing.F) {
 		}
 	})
 }
+
+// countingListener counts the writes to its connections.
+type countingListener struct {
+	net.Listener
+	writes *atomic.Int32
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	return countingConn{c, l.writes}, err
+}
+
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int32
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// A small response — head, body and end, or with trailers, or without a
+// body — leaves in one write to the connection.
+func TestH2ServerSmallResponseIsOneWrite(t *testing.T) {
+	srv := NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/trailers":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, "body")
+			w.Header().Set("X-Sum", "1")
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			io.WriteString(w, strings.Repeat("x", 4000))
+		}
+	}), slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writes atomic.Int32
+	go srv.Serve(countingListener{ln, &writes})
+	defer srv.Close()
+	rc := dialRaw(t, ln.Addr().String())
+	rc.next(func(f http2.Frame) bool { return f.Header().Type == http2.FrameSettings && f.Header().Flags.Has(http2.FlagSettingsAck) })
+	id := uint32(1)
+	for _, path := range []string{"/", "/trailers", "/empty"} {
+		before := writes.Load()
+		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.block(":method", "GET", ":scheme", "https", ":path", path, ":authority", "x"), EndStream: true, EndHeaders: true})
+		rc.next(func(f http2.Frame) bool { return f.Header().StreamID == id && f.Header().Flags.Has(http2.FlagDataEndStream) })
+		time.Sleep(20 * time.Millisecond) // anything more would have been written by now
+		if n := writes.Load() - before; n != 1 {
+			t.Errorf("%s: %d writes, want 1", path, n)
+		}
+		id += 2
+	}
+}
