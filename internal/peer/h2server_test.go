@@ -1015,12 +1015,16 @@ func TestH2ServerSmallResponseIsOneWrite(t *testing.T) {
 	go srv.Serve(countingListener{ln, &writes})
 	defer srv.Close()
 	rc := dialRaw(t, ln.Addr().String())
-	rc.next(func(f http2.Frame) bool { return f.Header().Type == http2.FrameSettings && f.Header().Flags.Has(http2.FlagSettingsAck) })
+	rc.next(func(f http2.Frame) bool {
+		return f.Header().Type == http2.FrameSettings && f.Header().Flags.Has(http2.FlagSettingsAck)
+	})
 	id := uint32(1)
 	for _, path := range []string{"/", "/trailers", "/empty"} {
 		before := writes.Load()
 		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.block(":method", "GET", ":scheme", "https", ":path", path, ":authority", "x"), EndStream: true, EndHeaders: true})
-		rc.next(func(f http2.Frame) bool { return f.Header().StreamID == id && f.Header().Flags.Has(http2.FlagDataEndStream) })
+		rc.next(func(f http2.Frame) bool {
+			return f.Header().StreamID == id && f.Header().Flags.Has(http2.FlagDataEndStream)
+		})
 		time.Sleep(20 * time.Millisecond) // anything more would have been written by now
 		if n := writes.Load() - before; n != 1 {
 			t.Errorf("%s: %d writes, want 1", path, n)
