@@ -424,13 +424,13 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// connError is an error that ends the connection with a GOAWAY.
-type connError struct {
+// goAwayError is an error that ends the connection with a GOAWAY.
+type goAwayError struct {
 	code   http2.ErrCode
 	reason string
 }
 
-func (e connError) Error() string { return fmt.Sprintf("%v: %s", e.code, e.reason) }
+func (e goAwayError) Error() string { return fmt.Sprintf("%v: %s", e.code, e.reason) }
 
 // readFrames reads the connection until it ends. When a frame opens a
 // stream, it starts another goroutine to go on reading and serves the
@@ -473,11 +473,11 @@ func (c *serverConn) readError(err error) error {
 		c.resetStream(se.StreamID, se.Code)
 		return nil
 	case errors.As(err, &ce):
-		return connError{http2.ErrCode(ce), fmt.Sprint(c.fr.ErrorDetail())}
+		return goAwayError{http2.ErrCode(ce), fmt.Sprint(c.fr.ErrorDetail())}
 	case errors.Is(err, http2.ErrFrameTooLarge):
-		return connError{http2.ErrCodeFrameSize, "frame too large"}
+		return goAwayError{http2.ErrCodeFrameSize, "frame too large"}
 	case errors.Is(err, errHeaderBlockTooLong):
-		return connError{http2.ErrCodeEnhanceYourCalm, "header block too long"}
+		return goAwayError{http2.ErrCodeEnhanceYourCalm, "header block too long"}
 	}
 	return err
 }
@@ -486,7 +486,7 @@ func (c *serverConn) readError(err error) error {
 // which it reads (and drops) what the peer still sends for a moment, so
 // that the peer reads the GOAWAY rather than a reset connection.
 func (c *serverConn) fail(err error) {
-	var ce connError
+	var ce goAwayError
 	if errors.As(err, &ce) {
 		c.s.log.Warn("peer connection ended for a protocol error", "remote", c.remote, "err", err)
 		c.wmu.Lock()
@@ -579,7 +579,7 @@ func (c *serverConn) control() error {
 	}
 	c.ctrl++
 	if c.ctrl > c.s.maxControl {
-		return connError{http2.ErrCodeEnhanceYourCalm, "too many control frames"}
+		return goAwayError{http2.ErrCodeEnhanceYourCalm, "too many control frames"}
 	}
 	return nil
 }
@@ -589,7 +589,7 @@ func (c *serverConn) control() error {
 func (c *serverConn) process(f http2.Frame) (*stream, error) {
 	if !c.sawSettings {
 		if _, ok := f.(*http2.SettingsFrame); !ok {
-			return nil, connError{http2.ErrCodeProtocol, "the client preface's first frame is not SETTINGS"}
+			return nil, goAwayError{http2.ErrCodeProtocol, "the client preface's first frame is not SETTINGS"}
 		}
 		c.sawSettings = true
 	}
@@ -629,9 +629,9 @@ func (c *serverConn) process(f http2.Frame) (*stream, error) {
 			return nil, io.EOF
 		}
 	case *http2.PushPromiseFrame:
-		return nil, connError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
+		return nil, goAwayError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
 	case *http2.ContinuationFrame:
-		return nil, connError{http2.ErrCodeProtocol, "CONTINUATION without HEADERS"}
+		return nil, goAwayError{http2.ErrCodeProtocol, "CONTINUATION without HEADERS"}
 	}
 	return nil, nil
 }
@@ -647,7 +647,7 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 	setTable := false
 	err := f.ForeachSetting(func(s http2.Setting) error {
 		if err := s.Valid(); err != nil {
-			return connError{http2.ErrCode(err.(http2.ConnectionError)), "invalid " + s.String()}
+			return goAwayError{http2.ErrCode(err.(http2.ConnectionError)), "invalid " + s.String()}
 		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
@@ -658,7 +658,7 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 				st.sendWindow += delta
 				if st.sendWindow > 1<<31-1 {
 					c.mu.Unlock()
-					return connError{http2.ErrCodeFlowControl, "a stream's window overflows"}
+					return goAwayError{http2.ErrCodeFlowControl, "a stream's window overflows"}
 				}
 			}
 			c.sendCond.Broadcast()
@@ -691,13 +691,13 @@ func (c *serverConn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 	if f.StreamID == 0 {
 		c.sendWindow += int64(f.Increment)
 		if c.sendWindow > 1<<31-1 {
-			return connError{http2.ErrCodeFlowControl, "the connection's window overflows"}
+			return goAwayError{http2.ErrCodeFlowControl, "the connection's window overflows"}
 		}
 		c.sendCond.Broadcast()
 		return nil
 	}
 	if f.StreamID > c.maxID {
-		return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
+		return goAwayError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
 	}
 	st := c.streams[f.StreamID]
 	if st == nil || st.reset {
@@ -718,7 +718,7 @@ func (c *serverConn) processReset(f *http2.RSTStreamFrame) error {
 	c.mu.Lock()
 	if f.StreamID > c.maxID {
 		c.mu.Unlock()
-		return connError{http2.ErrCodeProtocol, "RST_STREAM on an idle stream"}
+		return goAwayError{http2.ErrCodeProtocol, "RST_STREAM on an idle stream"}
 	}
 	st := c.streams[f.StreamID]
 	c.mu.Unlock()
@@ -728,7 +728,7 @@ func (c *serverConn) processReset(f *http2.RSTStreamFrame) error {
 	}
 	c.resets++
 	if c.resets > c.s.maxResets {
-		return connError{http2.ErrCodeEnhanceYourCalm, "too many streams reset"}
+		return goAwayError{http2.ErrCodeEnhanceYourCalm, "too many streams reset"}
 	}
 	if st != nil {
 		c.mu.Lock()
@@ -787,12 +787,12 @@ func (c *serverConn) processData(f *http2.DataFrame) error {
 	c.mu.Lock()
 	if n > c.recvWindow {
 		c.mu.Unlock()
-		return connError{http2.ErrCodeFlowControl, "DATA beyond the connection's window"}
+		return goAwayError{http2.ErrCodeFlowControl, "DATA beyond the connection's window"}
 	}
 	c.recvWindow -= n
 	if id > c.maxID {
 		c.mu.Unlock()
-		return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
+		return goAwayError{http2.ErrCodeProtocol, "DATA on an idle stream"}
 	}
 	st := c.streams[id]
 	if st == nil || st.reset || st.remoteClosed || st.bodyClosed {
@@ -886,14 +886,14 @@ func (c *serverConn) giveBack(st *stream, n int) {
 func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) {
 	id := f.StreamID
 	if id%2 == 0 {
-		return nil, connError{http2.ErrCodeProtocol, "HEADERS on an even stream"}
+		return nil, goAwayError{http2.ErrCodeProtocol, "HEADERS on an even stream"}
 	}
 	c.mu.Lock()
 	if st := c.streams[id]; st != nil {
 		// Trailers.
 		if st.remoteClosed && !st.reset {
 			c.mu.Unlock()
-			return nil, connError{http2.ErrCodeStreamClosed, "HEADERS after END_STREAM"}
+			return nil, goAwayError{http2.ErrCodeStreamClosed, "HEADERS after END_STREAM"}
 		}
 		if st.reset {
 			byUs := st.resetByUs
@@ -901,7 +901,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 			if byUs {
 				return nil, nil
 			}
-			return nil, connError{http2.ErrCodeStreamClosed, "HEADERS on a stream the peer reset"}
+			return nil, goAwayError{http2.ErrCodeStreamClosed, "HEADERS on a stream the peer reset"}
 		}
 		c.mu.Unlock()
 		return nil, c.processTrailers(st, f)
@@ -910,9 +910,9 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 		closed, _ := c.recentlyClosed(id)
 		c.mu.Unlock()
 		if closed {
-			return nil, connError{http2.ErrCodeStreamClosed, "HEADERS on a closed stream"}
+			return nil, goAwayError{http2.ErrCodeStreamClosed, "HEADERS on a closed stream"}
 		}
-		return nil, connError{http2.ErrCodeProtocol, "HEADERS on a stream below the last opened"}
+		return nil, goAwayError{http2.ErrCodeProtocol, "HEADERS on a stream below the last opened"}
 	}
 	c.maxID = id
 	refuse := c.goingAway || c.closed || uint32(len(c.streams)) >= c.s.maxStreams
