@@ -931,7 +931,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	}
 	if f.Truncated {
 		c.wmu.Lock()
-		c.writeHead(id, http.StatusRequestHeaderFieldsTooLarge, nil, nil, true)
+		c.writeHead(id, http.StatusRequestHeaderFieldsTooLarge, nil, nil, "", "", true)
 		c.flushLocked()
 		c.wmu.Unlock()
 		return nil, nil
@@ -1249,7 +1249,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		open := !st.reset && !st.remoteClosed
 		c.mu.Unlock()
 		if open && !st.w.committed {
-			c.writeHead(st.id, http.StatusContinue, nil, nil, false)
+			c.writeHead(st.id, http.StatusContinue, nil, nil, "", "", false)
 			c.flushLocked()
 		}
 		c.wmu.Unlock()
@@ -1344,7 +1344,7 @@ func (w *responseWriter) WriteHeader(code int) {
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
 		c := w.st.c
 		c.wmu.Lock()
-		c.writeHead(w.st.id, code, w.header, nil, false)
+		c.writeHead(w.st.id, code, w.header, nil, "", "", false)
 		c.flushLocked()
 		c.wmu.Unlock()
 		return
@@ -1508,20 +1508,21 @@ func (w *responseWriter) release() {
 	}
 }
 
-// prepareHead completes the head before it is sent: the body's
-// Content-Length when the body is all there (final), its Content-Type
-// sniffed when unset.
-func (w *responseWriter) prepareHead(p []byte, final bool) {
-	h := w.Header()
+// prepareHead completes the head before it is sent, without changing the
+// handler's map: the body's Content-Length when the body is all there
+// (final), its Content-Type sniffed when unset.
+func (w *responseWriter) prepareHead(p []byte, final bool) (ctype, clen string) {
+	h := w.header
 	if !bodyAllowed(w.status) {
-		return
+		return "", ""
 	}
 	if _, ok := h["Content-Type"]; !ok && len(p) > 0 && h.Get("Content-Encoding") == "" {
-		h["Content-Type"] = []string{http.DetectContentType(p)}
+		ctype = http.DetectContentType(p)
 	}
 	if _, ok := h["Content-Length"]; !ok && final && len(w.trailers) == 0 && !w.hasPrefixTrailers() && w.st.req.Method != http.MethodHead {
-		h["Content-Length"] = []string{strconv.Itoa(len(p))}
+		clen = strconv.Itoa(len(p))
 	}
+	return ctype, clen
 }
 
 func (w *responseWriter) hasPrefixTrailers() bool {
@@ -1557,8 +1558,9 @@ func (w *responseWriter) trailerFields() []hpack.HeaderField {
 // flushes the connection at the end.
 func (w *responseWriter) emit(p []byte, end, flush bool) error {
 	st, c := w.st, w.st.c
+	var ctype, clen string
 	if !w.committed {
-		w.prepareHead(p, end)
+		ctype, clen = w.prepareHead(p, end)
 	}
 	var trailers []hpack.HeaderField
 	if end {
@@ -1590,7 +1592,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 		if !w.committed {
 			w.committed = true
 			w.ended = final && len(chunk) == 0 && len(trailers) == 0
-			c.writeHead(st.id, w.status, w.header, w.trailers, w.ended)
+			c.writeHead(st.id, w.status, w.header, w.trailers, ctype, clen, w.ended)
 			if w.ended {
 				w.trailers = nil
 			}
@@ -1657,10 +1659,17 @@ func (c *serverConn) reserve(st *stream, want int) (int, error) {
 	}
 }
 
-// writeHead writes a response head; wmu is held.
-func (c *serverConn) writeHead(id uint32, status int, h http.Header, trailers []string, end bool) {
+// writeHead writes a response head: status, h but for the trailers, and a
+// Content-Type and Content-Length unless "". wmu is held.
+func (c *serverConn) writeHead(id uint32, status int, h http.Header, trailers []string, ctype, clen string, end bool) {
 	c.hbuf.b = c.hbuf.b[:0]
 	c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
+	if ctype != "" {
+		c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: ctype})
+	}
+	if clen != "" {
+		c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: clen})
+	}
 	for k, vs := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) || slices.Contains(trailers, k) {
 			continue

@@ -1032,3 +1032,30 @@ func TestH2ServerSmallResponseIsOneWrite(t *testing.T) {
 		id += 2
 	}
 }
+
+// A peer that opens every window and then reads nothing cannot hold a
+// handler: a write that does not finish within the write timeout ends the
+// connection.
+func TestH2ServerWriteTimeout(t *testing.T) {
+	writeErr := make(chan error, 1)
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+	}), func(s *HTTPServer) { s.writeTimeout = 200 * time.Millisecond })
+	rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	rc.get(1, true)
+	select {
+	case err := <-writeErr:
+		if err == nil {
+			t.Error("no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler is still writing to a peer that reads nothing")
+	}
+}
