@@ -923,11 +923,13 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	}
 	if f.HasPriority() && f.Priority.StreamDep == id {
 		c.resetStream(id, http2.ErrCodeProtocol)
-		return nil, nil
+		return nil, c.control()
 	}
 	if refuse {
+		// A refused stream costs the work of its headers and a reset:
+		// it counts as a control frame.
 		c.resetStream(id, http2.ErrCodeRefusedStream)
-		return nil, nil
+		return nil, c.control()
 	}
 	if f.Truncated {
 		c.wmu.Lock()
@@ -943,7 +945,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	if err := st.buildRequest(f); err != nil {
 		c.s.log.Debug("malformed peer request", "remote", c.remote, "err", err)
 		c.resetStream(id, http2.ErrCodeProtocol)
-		return nil, nil
+		return nil, c.control()
 	}
 	c.mu.Lock()
 	if c.closed {

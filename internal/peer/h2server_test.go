@@ -606,6 +606,17 @@ func TestH2ServerLimits(t *testing.T) {
 			t.Errorf("third stream: %v", code)
 		}
 	})
+	t.Run("refused streams flood", func(t *testing.T) {
+		rc, _ := rawServer(t, stuck, func(s *HTTPServer) { s.maxStreams, s.maxControl = 1, 50 })
+		go func() {
+			for id := uint32(1); id < 400; id += 2 {
+				rc.get(id, true)
+			}
+		}()
+		if code := rc.goAway(); code != http2.ErrCodeEnhanceYourCalm {
+			t.Errorf("GOAWAY %v", code)
+		}
+	})
 	t.Run("reset streams count until their handlers return", func(t *testing.T) {
 		rc, _ := rawServer(t, stuck, func(s *HTTPServer) { s.maxStreams = 2 })
 		rc.get(1, true)
