@@ -13,6 +13,14 @@
 // sending proxy's certificate names, so a proxy of one cluster can never
 // speak for another cluster's workloads.
 //
+// The receiving side serves the peer listener with HTTPServer, an HTTP/2
+// server of its own on x/net's framer and HPACK (h2server.go) rather than
+// net/http's: the goroutine that reads a stream's HEADERS runs its handler
+// (another takes over reading), and handlers write their frames to the
+// connection themselves, so a small response leaves in one write. It bounds
+// what a compromised peer can make it do (streams, header lists, resets,
+// control frames, windows, idle and header time).
+//
 // The package owns the wire protocol and its checks. Choosing targets,
 // checking that a target is the receiver's to deliver to, and delivering
 // are the proxy's (see Server.Deliver).
@@ -25,7 +33,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -621,15 +628,4 @@ func TLSConfig(id *pki.Identity, roots *x509.CertPool) *tls.Config {
 			return v.verify(cs, "")
 		},
 	}
-}
-
-// NewHTTPServer returns an HTTP/2-only server for a peer listener; its
-// errors (failed handshakes among them) go to log at level Warn.
-func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
-	srv := &http.Server{
-		Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Minute,
-		Protocols: new(http.Protocols), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	srv.Protocols.SetHTTP2(true)
-	return srv
 }

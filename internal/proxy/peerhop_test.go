@@ -28,7 +28,7 @@ type hopWorld struct {
 	ca         *pki.CA
 	east, west *Proxy
 	westPeer   string // west's peer listener
-	westSrv    *http.Server
+	westSrv    *peer.HTTPServer
 	eastID     *pki.Identity
 	// eastLog and westLog receive the proxies' access logs, when asked
 	// for (newHopWorldWith).
