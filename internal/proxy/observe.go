@@ -46,7 +46,7 @@ func (p *Proxy) initObservability(cfg Config) {
 	}
 	p.limits = newLimits(cfg)
 	p.adminAddress = cfg.AdminAddress
-	p.compiler.Hooks = router.CompileHooks{Health: p.health.Group, Annotate: p.metrics.annotate, Cluster: p.cluster, Reachable: p.clusterReachable}
+	p.compiler.Hooks = router.CompileHooks{Health: p.health.Group, Annotate: p.metrics.annotate, Forget: p.metrics.forget, Cluster: p.cluster, Reachable: p.clusterReachable}
 }
 
 // closeObservability stops the health checks, writes out the access log
