@@ -296,7 +296,6 @@ func (m *metrics) compiled() {
 	m.next, m.cur, m.prev = nil, nil, nil
 }
 
-
 // compileFailed discards a failed compilation's rule data.
 func (m *metrics) compileFailed() {
 	m.next = nil

@@ -173,7 +173,7 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 		return fmt.Errorf("route table not updated: %w", err)
 	}
 	certs, certProblems := p.certCache.compileCerts(snap)
-	peers := compilePeers(snap, p.cluster)
+	peers := compilePeers(snap, p.cluster, p.served.Load().peers)
 	if p.peer != nil {
 		byAddr := map[string]string{}
 		for cluster, addrs := range peers.byCluster {

@@ -3,7 +3,6 @@ package router
 import (
 	"fmt"
 	"maps"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -160,20 +159,8 @@ func newState(snap *model.Snapshot) *state {
 	return st
 }
 
-// sameObject reports whether a and b are the same object unchanged: of one
-// name and revision, which the control plane advances on every change, or,
-// without a revision, equal.
-func sameObject[T any, P interface {
-	*T
-	model.Object
-}](a, b *T) bool {
-	ma, mb := P(a).ObjectMeta(), P(b).ObjectMeta()
-	if ma.Revision != 0 || mb.Revision != 0 {
-		return ma.Name == mb.Name && ma.Revision == mb.Revision && ma.Owner == mb.Owner
-	}
-	return reflect.DeepEqual(*a, *b)
-}
-
+// sameObjects reports whether every object of a is unchanged in b, in
+// order.
 func sameObjects[T any, P interface {
 	*T
 	model.Object
@@ -182,7 +169,7 @@ func sameObjects[T any, P interface {
 		return false
 	}
 	for i := range a {
-		if !sameObject[T, P](&a[i], &b[i]) {
+		if !model.Unchanged[T, P](&a[i], &b[i]) {
 			return false
 		}
 	}
@@ -230,7 +217,7 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 		if gs != nil && gs.gen == st.gen {
 			return nil, fmt.Errorf("target group %s: duplicate name", tg.Name)
 		}
-		if gs != nil && sameObject(&gs.tg, tg) && (c.Hooks.Health == nil || c.Hooks.Health(tg.Name) == gs.g.health) {
+		if gs != nil && model.Unchanged(&gs.tg, tg) && (c.Hooks.Health == nil || c.Hooks.Health(tg.Name) == gs.g.health) {
 			gs.gen = st.gen
 			continue
 		}
@@ -273,7 +260,7 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 		}
 		ss.gen = st.gen
 		matched++
-		if !sameObject(&ss.svc, svc) || groupsChanged && ss.depsMoved(st) {
+		if !model.Unchanged(&ss.svc, svc) || groupsChanged && ss.depsMoved(st) {
 			changes = append(changes, change{old: ss, svc: svc})
 		}
 	}
