@@ -108,6 +108,23 @@ func Unchanged[T any, P interface {
 	return reflect.DeepEqual(*a, *b)
 }
 
+// SameList reports whether a and b are one list of the control plane's
+// objects: the same array, of the same length, whose objects carry
+// revisions (the first is checked). Snapshots are never modified once
+// made, and the client's follow hands on the lists of the kinds a revision
+// did not change, so a list that two successive snapshots share is
+// unchanged. Objects without revisions are made by hand (tests), and may
+// be edited in place: their lists are never taken as the same.
+func SameList[T any, P interface {
+	*T
+	Object
+}](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	return len(a) == 0 || &a[0] == &b[0] && P(&a[0]).ObjectMeta().Revision != 0
+}
+
 // LatticeSourcePrefix starts the Source.Kind of every object the VPC
 // Lattice API (package lattice) made from its own records.
 const LatticeSourcePrefix = "VPCLattice"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,14 @@ type observability struct {
 	// cleared when Shutdown starts; /readyz reports it.
 	ready        atomic.Bool
 	adminAddress string
+	// healthFrom is what health last followed: a snapshot's target
+	// groups and its LocalFirst imports' local targets. Update's lock
+	// guards it.
+	healthFrom struct {
+		set        bool
+		groups     []model.TargetGroup
+		localFirst []model.TargetGroup
+	}
 	// targetMetrics is Config.TargetMetrics.
 	targetMetrics bool
 	admin         *adminServer
@@ -110,11 +119,17 @@ func attemptHealth(ctx context.Context, addr string) *health.Target {
 // keeps the health objects it links to, frozen for targets that are gone.
 func (p *Proxy) compile(snap *model.Snapshot) (*router.Table, error) {
 	if snap != nil {
-		tgs := localTargets(snap.TargetGroups, p.cluster)
-		if lf := router.LocalFirstHealth(snap, p.cluster); len(lf) > 0 {
-			tgs = slices.Concat(tgs, lf)
+		// The checker follows the target groups only when they changed:
+		// a list the last snapshot had too is unchanged (model.SameList).
+		lf := router.LocalFirstHealth(snap, p.cluster)
+		if !p.healthFrom.set || !model.SameList(p.healthFrom.groups, snap.TargetGroups) || !reflect.DeepEqual(p.healthFrom.localFirst, lf) {
+			tgs := localTargets(snap.TargetGroups, p.cluster)
+			if len(lf) > 0 {
+				tgs = slices.Concat(tgs, lf)
+			}
+			p.health.Update(tgs)
+			p.healthFrom.set, p.healthFrom.groups, p.healthFrom.localFirst = true, snap.TargetGroups, lf
 		}
-		p.health.Update(tgs)
 	}
 	p.metrics.beginCompile()
 	t, err := p.compiler.Compile(snap)

@@ -45,6 +45,10 @@ type peerSet struct {
 	// this cluster deliver was made from, for the next compilePeers.
 	fromGroups  map[string]model.TargetGroup
 	fromExports map[string]model.ServiceExport
+	// groupList and exportList are the snapshot's lists they were made
+	// from.
+	groupList  []model.TargetGroup
+	exportList []model.ServiceExport
 }
 
 // deliverable is how to speak to a target delivered for a peer. An
@@ -95,8 +99,20 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 	if ps.fromGroups == nil {
 		ps.fromGroups, ps.fromExports = map[string]model.TargetGroup{}, map[string]model.ServiceExport{}
 	}
+	// Lists the last snapshot had too are unchanged (model.SameList).
+	sameGroups, sameExports := model.SameList(prev.groupList, snap.TargetGroups), model.SameList(prev.exportList, snap.Exports)
+	ps.groupList, ps.exportList = snap.TargetGroups, snap.Exports
 	groups, exports := 0, 0
+	if sameGroups {
+		groups = len(ps.fromGroups)
+	}
+	if sameExports {
+		exports = len(ps.fromExports)
+	}
 	for i := range snap.TargetGroups {
+		if sameGroups {
+			break
+		}
 		tg := &snap.TargetGroups[i]
 		if tg.Owner != cluster {
 			continue
@@ -118,6 +134,9 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 		changed[peerTargetGroup+tg.Name] = m
 	}
 	for i := range snap.Exports {
+		if sameExports {
+			break
+		}
 		e := &snap.Exports[i]
 		if e.Owner != cluster {
 			continue

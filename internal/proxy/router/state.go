@@ -31,8 +31,11 @@ type state struct {
 	// netAuth holds the networks' auth policies compiled so far.
 	netAuth map[string]*auth.Policy
 
-	groups   map[string]*groupState
-	services map[string]*serviceState
+	// groupList and serviceList are the last snapshot's lists.
+	groupList   []model.TargetGroup
+	serviceList []model.Service
+	groups      map[string]*groupState
+	services    map[string]*serviceState
 	// synthetic are the services made for clusterset names.
 	synthetic map[string]*serviceState
 	binds     map[Bind]*bindState
@@ -210,8 +213,15 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 		}
 	}
 
+	// Lists the last snapshot had too are unchanged (model.SameList).
+	sameGroups := !full && model.SameList(st.groupList, snap.TargetGroups)
+	sameServices := !full && model.SameList(st.serviceList, snap.Services)
+	st.groupList, st.serviceList = snap.TargetGroups, snap.Services
 	groupsChanged := false
 	for i := range snap.TargetGroups {
+		if sameGroups {
+			break
+		}
 		tg := &snap.TargetGroups[i]
 		gs := st.groups[tg.Name]
 		if gs != nil && gs.gen == st.gen {
@@ -229,7 +239,7 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 		st.groups[tg.Name] = &groupState{tg: *tg, g: g, gen: st.gen}
 		groupsChanged = true
 	}
-	if len(st.groups) != len(snap.TargetGroups) {
+	if !sameGroups && len(st.groups) != len(snap.TargetGroups) {
 		for name, gs := range st.groups {
 			if gs.gen != st.gen {
 				delete(st.groups, name)
@@ -242,6 +252,10 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 	var added map[string]bool
 	matched := 0
 	for i := range snap.Services {
+		if sameServices && !groupsChanged {
+			matched = len(st.services)
+			break
+		}
 		svc := &snap.Services[i]
 		ss := st.services[svc.Name]
 		if ss == nil {

@@ -169,13 +169,22 @@ func (g *snapGen) export(name, owner string) model.ServiceExport {
 // next returns a copy of snap with one random change, as the client's
 // follow hands a proxy the next revision.
 func (g *snapGen) next(snap *model.Snapshot) *model.Snapshot {
+	// Lists that do not change are shared with snap, as the client's
+	// follow shares them.
 	n := *snap
-	n.Services = slices.Clone(snap.Services)
-	n.TargetGroups = slices.Clone(snap.TargetGroups)
-	n.Exports = slices.Clone(snap.Exports)
-	n.Networks = slices.Clone(snap.Networks)
 	r := g.r
-	switch k := r.IntN(20); {
+	k := r.IntN(20)
+	switch {
+	case k < 12:
+		n.Services = slices.Clone(snap.Services)
+	case k < 15:
+		n.TargetGroups = slices.Clone(snap.TargetGroups)
+	case k < 17:
+		n.Exports = slices.Clone(snap.Exports)
+	case k < 18:
+		n.Networks = slices.Clone(snap.Networks)
+	}
+	switch {
 	case k < 8 && len(n.Services) > 0:
 		i := r.IntN(len(n.Services))
 		g.last = "change service " + n.Services[i].Name
