@@ -137,9 +137,11 @@ func New(cfg Config) *Proxy {
 // one consistent set from its start to its end. It is never modified.
 type served struct {
 	table *router.Table
-	// ids are this cluster's workloads by address.
-	ids   identities
-	certs map[router.Bind]*certIndex
+	// ids are this cluster's workloads by address, made from idsFrom (a
+	// list the next snapshot shares needs no new ids).
+	ids     identities
+	idsFrom []model.WorkloadSet
+	certs   map[router.Bind]*certIndex
 	// peers are the other clusters' proxies and what this proxy delivers
 	// for them.
 	peers *peerSet
@@ -183,7 +185,12 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 		}
 		p.peer.SetPeers(byAddr)
 	}
-	p.served.Store(&served{table: t, ids: compileIdentities(snap, p.cluster), certs: certs, peers: peers})
+	last := p.served.Load()
+	ids := last.ids
+	if !model.SameList(last.idsFrom, snap.WorkloadSets) || last.ids == nil {
+		ids = compileIdentities(snap, p.cluster)
+	}
+	p.served.Store(&served{table: t, ids: ids, idsFrom: snap.WorkloadSets, certs: certs, peers: peers})
 	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "binds", t.Binds())
 	for _, c := range t.Conflicts() {
 		p.log.Warn("listener not served", "reason", c)
