@@ -188,7 +188,12 @@ func enabledOf(hc *model.HealthCheck) int8 {
 
 func inputOf(tg *model.TargetGroup) *groupInput {
 	in := &groupInput{meta: tg.Meta, protocol: tg.Protocol, version: tg.ProtocolVersion, port: tg.Port, hc: tg.HealthCheck,
-		enabled: enabledOf(&tg.HealthCheck), targets: slices.Clone(tg.Targets)}
+		enabled: enabledOf(&tg.HealthCheck)}
+	if tg.Revision == 0 {
+		// A group of the control plane is known by its revision; only
+		// one without is compared by its targets.
+		in.targets = slices.Clone(tg.Targets)
+	}
 	in.hc.Enabled = nil
 	return in
 }
@@ -202,7 +207,7 @@ func (in *groupInput) same(tg *model.TargetGroup) bool {
 	}
 	hc := tg.HealthCheck
 	hc.Enabled = nil
-	return in.protocol == tg.Protocol && in.version == tg.ProtocolVersion && in.port == tg.Port && in.hc == hc &&
+	return in.meta.Revision == 0 && tg.Revision == 0 && in.protocol == tg.Protocol && in.version == tg.ProtocolVersion && in.port == tg.Port && in.hc == hc &&
 		in.enabled == enabledOf(&tg.HealthCheck) && slices.Equal(in.targets, tg.Targets)
 }
 
