@@ -26,7 +26,9 @@ type state struct {
 	byNetwork map[string]*model.ServiceNetwork
 	// exports are the snapshot's exports by Service; importGroups the
 	// groups of import backends compiled so far (see importGroup).
-	exports      map[ExportRef][]*model.ServiceExport
+	exports map[ExportRef][]*model.ServiceExport
+	// csPorts are the ports the exports name.
+	csPorts      map[int32]bool
 	importGroups map[string]*Group
 	// netAuth holds the networks' auth policies compiled so far.
 	netAuth map[string]*auth.Policy
@@ -158,6 +160,12 @@ func newState(snap *model.Snapshot) *state {
 		e := &snap.Exports[i]
 		k := ExportRef{e.Namespace, e.Service}
 		st.exports[k] = append(st.exports[k], e)
+		for _, p := range e.Ports {
+			if st.csPorts == nil {
+				st.csPorts = map[int32]bool{}
+			}
+			st.csPorts[p.Port] = true
+		}
 	}
 	return st
 }
@@ -290,8 +298,13 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 		return c.compile(snap, true)
 	}
 
-	for _, ss := range st.synthetic {
-		st.unapply(ss)
+	// The clusterset names are served again when a change touches a
+	// bind they could be served on: they go after every service.
+	clusterset := full || st.touchesClusterset(changes, removed)
+	if clusterset {
+		for _, ss := range st.synthetic {
+			st.unapply(ss)
+		}
 	}
 	for _, ss := range removed {
 		st.unapply(ss)
@@ -326,8 +339,8 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 		st.apply(ss)
 		st.servicesChanged(svc.Name, ss.service)
 	}
-	st.csConflicts = nil
-	if len(st.exports) > 0 || len(st.synthetic) > 0 {
+	if clusterset {
+		st.csConflicts = nil
 		b.addClustersetHosts()
 	}
 	if full && old != nil && c.Hooks.Forget != nil {
@@ -349,6 +362,36 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 	t := st.build(snap)
 	c.st = st
 	return t, nil
+}
+
+// touchesClusterset reports whether a change or removal has, or had, a
+// listener on a bind where a clusterset name could be served: the proxy's
+// own bind address, on a port an export names. Only there do services
+// decide which names are served (addClustersetHosts).
+func (st *state) touchesClusterset(changes []change, removed []*serviceState) bool {
+	if len(st.csPorts) == 0 {
+		return false
+	}
+	on := func(b Bind) bool { return b.Addr == "" && st.csPorts[b.Port] }
+	had := func(ss *serviceState) bool {
+		return slices.ContainsFunc(ss.adds, func(a contribution) bool { return on(a.bind) }) || slices.ContainsFunc(ss.rejected, on)
+	}
+	for _, ss := range removed {
+		if had(ss) {
+			return true
+		}
+	}
+	for _, ch := range changes {
+		if ch.old != nil && had(ch.old) {
+			return true
+		}
+		for _, l := range ch.svc.Listeners {
+			if slices.ContainsFunc(ListenerBinds(st.byNetwork[ch.svc.Network], l.Port), on) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // depsMoved reports whether a target group ss's rules name was compiled

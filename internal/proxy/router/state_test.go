@@ -62,7 +62,8 @@ type snapGen struct {
 }
 
 var (
-	genHosts     = []string{"a.example.com", "b.example.com", "*.example.com", "x.a.example.com", "*.a.example.com", "c.test"}
+	genHosts     = []string{"a.example.com", "b.example.com", "*.example.com", "x.a.example.com", "*.a.example.com", "c.test",
+		"e0.ns.svc.clusterset.local", "*.ns.svc.clusterset.local"}
 	genListeners = []string{"", "", "", "a.example.com", "*.example.com"}
 	genPaths     = []string{"/", "/api", "/api/v1", "/b", "/api/v1/x"}
 	genPorts     = []int32{80, 80, 80, 8080}
@@ -122,7 +123,7 @@ func (g *snapGen) service(name string) model.Service {
 			l.Protocol = "TCP"
 		}
 		if l.Protocol != model.ProtocolHTTP && r.IntN(8) == 0 {
-			l.Port = 80
+			l.Port = []int32{80, 8080}[r.IntN(2)]
 		}
 		if r.IntN(4) == 0 {
 			l.Hostnames = []string{genHosts[r.IntN(len(genHosts))]}
