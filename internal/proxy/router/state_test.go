@@ -62,7 +62,7 @@ type snapGen struct {
 }
 
 var (
-	genHosts     = []string{"a.example.com", "b.example.com", "*.example.com", "x.a.example.com", "*.a.example.com", "c.test",
+	genHosts = []string{"a.example.com", "b.example.com", "*.example.com", "x.a.example.com", "*.a.example.com", "c.test",
 		"e0.ns.svc.clusterset.local", "*.ns.svc.clusterset.local"}
 	genListeners = []string{"", "", "", "a.example.com", "*.example.com"}
 	genPaths     = []string{"/", "/api", "/api/v1", "/b", "/api/v1/x"}
