@@ -142,6 +142,11 @@ type served struct {
 	ids     identities
 	idsFrom []model.WorkloadSet
 	certs   map[router.Bind]*certIndex
+	// certsFrom are the lists certs was made from, and certProblems what
+	// it could not serve: lists the next snapshot shares need no new
+	// index.
+	certsFrom    certInputs
+	certProblems []error
 	// peers are the other clusters' proxies and what this proxy delivers
 	// for them.
 	peers *peerSet
@@ -174,7 +179,12 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 	if err != nil {
 		return fmt.Errorf("route table not updated: %w", err)
 	}
-	certs, certProblems := p.certCache.compileCerts(snap)
+	last := p.served.Load()
+	in := certInputs{snap.Services, snap.Certificates, snap.Networks}
+	certs, certProblems := last.certs, last.certProblems
+	if !last.certsFrom.same(in) || certs == nil {
+		certs, certProblems = p.certCache.compileCerts(snap)
+	}
 	peers := compilePeers(snap, p.cluster, p.served.Load().peers)
 	if p.peer != nil {
 		byAddr := map[string]string{}
@@ -185,12 +195,11 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 		}
 		p.peer.SetPeers(byAddr)
 	}
-	last := p.served.Load()
 	ids := last.ids
 	if !model.SameList(last.idsFrom, snap.WorkloadSets) || last.ids == nil {
 		ids = compileIdentities(snap, p.cluster)
 	}
-	p.served.Store(&served{table: t, ids: ids, idsFrom: snap.WorkloadSets, certs: certs, peers: peers})
+	p.served.Store(&served{table: t, ids: ids, idsFrom: snap.WorkloadSets, certs: certs, certsFrom: in, certProblems: certProblems, peers: peers})
 	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "binds", t.Binds())
 	for _, c := range t.Conflicts() {
 		p.log.Warn("listener not served", "reason", c)
