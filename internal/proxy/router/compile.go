@@ -28,8 +28,9 @@ type Compiler struct {
 	Hooks   CompileHooks
 	regexps map[string]*regexp.Regexp
 	// st is the state of the last successful compilation, nil before
-	// the first and after a failed one.
-	st *state
+	// the first and after a failed one; last is its table.
+	st   *state
+	last *Table
 }
 
 // Compile builds the route table of snap.

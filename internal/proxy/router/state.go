@@ -343,24 +343,22 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 		st.csConflicts = nil
 		b.addClustersetHosts()
 	}
-	if full && old != nil && c.Hooks.Forget != nil {
-		for name := range old.services {
-			if ss := st.services[name]; ss == nil {
-				c.Hooks.Forget(name)
-			}
-		}
-		for name := range old.synthetic {
-			if st.synthetic[name] == nil {
-				c.Hooks.Forget(name)
-			}
-		}
-	}
 	c.regexps = b.regexps
 	if full {
 		st.regexpsAtFull = len(c.regexps)
 	}
 	t := st.build(snap)
-	c.st = st
+	if full && c.last != nil && c.Hooks.Forget != nil {
+		// Incremental compilations forget as they go; a full one
+		// forgets what the last table served and this one does not
+		// (the state of a failed compilation is gone, its table not).
+		for name := range c.last.services {
+			if t.services[name] == nil {
+				c.Hooks.Forget(name)
+			}
+		}
+	}
+	c.st, c.last = st, t
 	return t, nil
 }
 

@@ -319,3 +319,43 @@ func ruleString(r *Rule) string {
 	}
 	return s
 }
+
+// The Forget hook hears of every service that leaves the table: removed in
+// an incremental compilation, or gone from the table after a failed one
+// (whose state is dropped). Annotate hears only of services compiled
+// again.
+func TestForgetHearsOfServicesThatLeave(t *testing.T) {
+	var annotated, forgot []string
+	c := Compiler{Hooks: CompileHooks{
+		Annotate: func(svc *model.Service, rule int, _ string) any {
+			if rule == 0 {
+				annotated = append(annotated, svc.Name)
+			}
+			return nil
+		},
+		Forget: func(service string) { forgot = append(forgot, service) },
+	}}
+	svc := func(name string, rev int64, expr string) model.Service {
+		return model.Service{Meta: model.Meta{Name: name, Revision: rev}, Network: "edge", Listeners: http80(),
+			Rules: []model.Rule{rule(200, model.Match{Path: regex(expr)})}}
+	}
+	compile := func(wantErr bool, svcs ...model.Service) {
+		t.Helper()
+		_, err := c.Compile(&model.Snapshot{Objects: model.Objects{Networks: networks, Services: svcs}})
+		if (err != nil) != wantErr {
+			t.Fatalf("Compile: %v", err)
+		}
+	}
+	compile(false, svc("a", 1, "/a"), svc("b", 1, "/b"), svc("c", 1, "/c"))
+	annotated, forgot = nil, nil
+	compile(false, svc("a", 1, "/a"), svc("c", 2, "/c2"))
+	if !slices.Equal(annotated, []string{"c"}) || !slices.Equal(forgot, []string{"b"}) {
+		t.Errorf("incremental: annotated %v, forgot %v; want [c], [b]", annotated, forgot)
+	}
+	compile(true, svc("a", 3, "("))
+	annotated, forgot = nil, nil
+	compile(false, svc("a", 4, "/a"))
+	if !slices.Equal(forgot, []string{"c"}) || !slices.Contains(annotated, "a") {
+		t.Errorf("after a failed compilation: annotated %v, forgot %v; want a, [c]", annotated, forgot)
+	}
+}
