@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -181,5 +183,23 @@ func BenchmarkCacheApplyOneChange(b *testing.B) {
 		if s := c.snapshot(); len(s.Services) != n {
 			b.Fatalf("%d services", len(s.Services))
 		}
+	}
+}
+
+// The cache file's saver writes in the background and, given revisions
+// faster than it writes, leaves the newest on disk.
+func TestCacheSaverLeavesTheNewest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cache.json")
+	s := &cacheSaver{path: path, log: slog.New(slog.DiscardHandler)}
+	for rev := int64(1); rev <= 50; rev++ {
+		s.save(&model.Snapshot{Revision: rev, Objects: model.Objects{Services: []model.Service{{Meta: model.Meta{Name: fmt.Sprint("s", rev)}}}}})
+	}
+	s.saving.Wait()
+	snap, err := loadSnapshot(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Revision != 50 || len(snap.Services) != 1 || snap.Services[0].Name != "s50" {
+		t.Errorf("saved revision %d %v, want 50", snap.Revision, snap.Services)
 	}
 }

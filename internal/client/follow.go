@@ -51,7 +51,9 @@ func (c *Client) Follow(ctx context.Context, opts FollowOptions, apply func(*mod
 	opts.MaxBackoff = cmp.Or(opts.MaxBackoff, 5*time.Second)
 	cache := newCache()
 	if opts.CacheFile != "" {
-		apply = c.withCacheFile(opts.CacheFile, cache, apply)
+		var saved func()
+		apply, saved = c.withCacheFile(opts.CacheFile, cache, apply)
+		defer saved()
 	}
 	backoff := opts.MinBackoff
 	// tried counts the servers that failed since the last wait.
