@@ -239,7 +239,13 @@ func (c *cache) apply(rev int64, changes []api.Change) error {
 	if rev <= c.revision {
 		return fmt.Errorf("watch went back from revision %d to %d", c.revision, rev)
 	}
-	copied := map[model.Kind]bool{}
+	type edit struct {
+		kind model.Kind
+		name string
+		obj  model.Object // nil deletes
+	}
+	edits := make([]edit, 0, len(changes))
+	perKind := map[model.Kind]int{}
 	for _, ch := range changes {
 		var obj model.Object
 		switch ch.Op {
@@ -257,13 +263,89 @@ func (c *cache) apply(rev int64, changes []api.Change) error {
 		default:
 			return fmt.Errorf("unknown change op %q", ch.Op)
 		}
-		isCopy := copied[ch.Kind]
-		if err := c.edit(ch.Kind, ch.Name, obj, &isCopy); err != nil {
+		edits = append(edits, edit{ch.Kind, ch.Name, obj})
+		perKind[ch.Kind]++
+	}
+	// A kind with few changes has them put in place, one binary search
+	// and one copy of its list; one with many (a first revision of
+	// everything) is merged and sorted once.
+	copied := map[model.Kind]bool{}
+	bulk := map[model.Kind]map[string]model.Object{}
+	for _, e := range edits {
+		if perKind[e.kind] > bulkEdits {
+			if bulk[e.kind] == nil {
+				bulk[e.kind] = map[string]model.Object{}
+			}
+			bulk[e.kind][e.name] = e.obj
+			continue
+		}
+		isCopy := copied[e.kind]
+		if err := c.edit(e.kind, e.name, e.obj, &isCopy); err != nil {
 			return err
 		}
-		copied[ch.Kind] = isCopy
+		copied[e.kind] = isCopy
+	}
+	for kind, byName := range bulk {
+		if err := c.merge(kind, byName); err != nil {
+			return err
+		}
 	}
 	c.revision = rev
+	return nil
+}
+
+// bulkEdits is how many changes of one kind a revision may have before
+// they are merged into its list at once rather than put in one by one
+// (each an insertion that moves the rest of the list).
+const bulkEdits = 64
+
+// merge replaces the list of kind by a new one sorted by name, with the
+// objects of byName (nil to delete) in place of those of the same name.
+func (c *cache) merge(kind model.Kind, byName map[string]model.Object) error {
+	o := &c.objects
+	switch kind {
+	case model.KindServiceNetwork:
+		return mergeList(&o.Networks, byName)
+	case model.KindService:
+		return mergeList(&o.Services, byName)
+	case model.KindTargetGroup:
+		return mergeList(&o.TargetGroups, byName)
+	case model.KindCertificate:
+		return mergeList(&o.Certificates, byName)
+	case model.KindWorkloadSet:
+		return mergeList(&o.WorkloadSets, byName)
+	case model.KindServiceExport:
+		return mergeList(&o.Exports, byName)
+	case model.KindPeer:
+		return mergeList(&o.Peers, byName)
+	case model.KindCluster:
+		return mergeList(&o.Clusters, byName)
+	}
+	return fmt.Errorf("change of unknown kind %q", kind)
+}
+
+func mergeList[T any, P interface {
+	*T
+	model.Object
+}](list *[]T, byName map[string]model.Object) error {
+	out := make([]T, 0, len(*list)+len(byName))
+	for i := range *list {
+		if _, edited := byName[P(&(*list)[i]).ObjectMeta().Name]; !edited {
+			out = append(out, (*list)[i])
+		}
+	}
+	for name, obj := range byName {
+		if obj == nil {
+			continue
+		}
+		v, ok := obj.(P)
+		if !ok {
+			return fmt.Errorf("change of %s %s holds a %T", (P)(nil).ObjectKind(), name, obj)
+		}
+		out = append(out, *v)
+	}
+	slices.SortFunc(out, func(a, b T) int { return strings.Compare(P(&a).ObjectMeta().Name, P(&b).ObjectMeta().Name) })
+	*list = out
 	return nil
 }
 
