@@ -215,3 +215,28 @@ func TestCacheSaverLeavesTheNewest(t *testing.T) {
 		t.Errorf("saved revision %d %v, want 50", snap.Revision, snap.Services)
 	}
 }
+
+// BenchmarkCacheApplyFirstRevision is a first revision of 10,000 services
+// and 10,000 target groups as one transaction, in no particular order.
+func BenchmarkCacheApplyFirstRevision(b *testing.B) {
+	const n = 10_000
+	r := rand.New(rand.NewPCG(3, 15))
+	var changes []api.Change
+	for _, i := range r.Perm(n) {
+		name := fmt.Sprintf("svc-%05d", i)
+		svc, _ := json.Marshal(&model.Service{Meta: model.Meta{Name: name, Revision: 1}, Network: "edge", CustomDomains: []string{name + ".example.com"}})
+		tg, _ := json.Marshal(&model.TargetGroup{Meta: model.Meta{Name: name, Revision: 1}, Port: 9000})
+		changes = append(changes, api.Change{Op: api.OpPut, Kind: model.KindService, Name: name, Object: svc},
+			api.Change{Op: api.OpPut, Kind: model.KindTargetGroup, Name: name, Object: tg})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		c := newCache()
+		if err := c.apply(1, changes); err != nil {
+			b.Fatal(err)
+		}
+		if s := c.snapshot(); len(s.Services) != n {
+			b.Fatalf("%d services", len(s.Services))
+		}
+	}
+}

@@ -13,7 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
+	"sort"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
@@ -344,7 +344,9 @@ func mergeList[T any, P interface {
 		}
 		out = append(out, *v)
 	}
-	slices.SortFunc(out, func(a, b T) int { return strings.Compare(P(&a).ObjectMeta().Name, P(&b).ObjectMeta().Name) })
+	// By index: the elements' addresses stay in the list, unlike those of
+	// compared copies, which would each be allocated.
+	sort.Slice(out, func(i, j int) bool { return P(&out[i]).ObjectMeta().Name < P(&out[j]).ObjectMeta().Name })
 	*list = out
 	return nil
 }
@@ -388,7 +390,9 @@ func editList[T any, P interface {
 			return fmt.Errorf("change of %s %s holds a %T", (P)(nil).ObjectKind(), name, obj)
 		}
 	}
-	i, found := slices.BinarySearchFunc(*list, name, func(e T, n string) int { return strings.Compare(P(&e).ObjectMeta().Name, n) })
+	l := *list
+	i := sort.Search(len(l), func(i int) bool { return P(&l[i]).ObjectMeta().Name >= name })
+	found := i < len(l) && P(&l[i]).ObjectMeta().Name == name
 	if obj == nil && !found {
 		return nil
 	}
