@@ -269,11 +269,21 @@ func TestImportBackendAcrossClusters(t *testing.T) {
 func TestExportOutsideItsClustersNamespacesLeavesThePick(t *testing.T) {
 	w := newHopWorld(t)
 	eastCart, westCart := identityBackend(t, "east-cart"), identityBackend(t, "west-cart")
-	snap := cartImport(nil, cartExport(t, "east", eastCart), cartExport(t, "west", westCart))
+	exports := []model.ServiceExport{cartExport(t, "east", eastCart), cartExport(t, "west", westCart)}
+	// Served by both at first; then west's admission narrows to namespace
+	// web, and the proxies that served its export stop (an update of the
+	// clusters alone, which the incremental compile must not miss).
+	snap := cartImport(nil, exports...)
+	w.update(t, snap)
+	cl := newClient(t)
+	if got := cl.tally(addrOf(w.east, webPort), 40); got["west-cart/200"] == 0 || got["east-cart/200"] == 0 {
+		t.Fatalf("both exporting clusters unlimited: %v, want some to each", got)
+	}
+	snap = cartImport(nil, exports...)
+	snap.Revision = 2
 	snap.Clusters = admitted("east", "west")
 	snap.Clusters[1].ExportNamespaces = []string{"web"}
 	w.update(t, snap)
-	cl := newClient(t)
 	if got := cl.tally(addrOf(w.east, webPort), 40); got["east-cart/200"] != 40 {
 		t.Errorf("west limited to namespace web: %v, want all 40 to east", got)
 	}

@@ -224,13 +224,25 @@ func TestClustersetPortsBounded(t *testing.T) {
 // An export from a namespace its cluster's admission no longer lists is
 // left out of the picks, and the table says why; a cluster without a
 // Cluster object, or one allowed every namespace, keeps its exports.
+// The table narrowed is compiled by the compiler that served the
+// unlimited one, so that a change of the clusters alone is seen.
 func TestExportOutsideItsClustersNamespacesNotServed(t *testing.T) {
+	c := new(Compiler)
 	snap := clustersetSnapshot()
 	snap.Clusters = []model.Cluster{
-		{Meta: model.Meta{Name: "west", Owner: model.ControlPlaneOwner}, ExportNamespaces: []string{"web"}},
+		{Meta: model.Meta{Name: "west", Owner: model.ControlPlaneOwner}},
 		{Meta: model.Meta{Name: "east", Owner: model.ControlPlaneOwner}, ExportNamespaces: []string{model.AllNamespaces}},
 	}
-	tab := mustCompile(t, snap)
+	if _, err := c.Compile(snap); err != nil {
+		t.Fatal(err)
+	}
+	narrowed := *snap
+	narrowed.Clusters = slices.Clone(snap.Clusters)
+	narrowed.Clusters[0].ExportNamespaces = []string{"web"}
+	tab, err := c.Compile(&narrowed)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := matchHost(tab, 80, cartHost)
 	if r == nil {
 		t.Fatal("the clusterset name is not served")

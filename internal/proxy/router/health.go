@@ -21,6 +21,12 @@ type CompileHooks struct {
 	// path reaches its per-rule data (metrics observers, precomputed
 	// headers) without a lookup. The router never looks inside it.
 	Annotate func(svc *model.Service, rule int, targetGroup string) any
+	// Forget is called with the name of every service whose rules the
+	// new table no longer has, though the last had them: one removed, or
+	// no longer served. A service compiled again is annotated again
+	// instead. Together with Annotate it tells what is new in a table, as
+	// unchanged services are not annotated again (see Compile).
+	Forget func(service string)
 	// Cluster is the cluster of the proxy the table is for, and Reachable
 	// says whether another cluster's targets can be reached now (a proxy
 	// of it answers). Group.Pick skips the targets of clusters that
