@@ -22,7 +22,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -96,19 +95,7 @@ func (c *Client) Tunnel(ctx context.Context, p Request, kind string, first []byt
 		pw.CloseWithError(err)
 	}()
 	req.ContentLength = -1
-	req.Header.Set(HeaderTunnel, kind)
-	req.Header.Set(HeaderTargetGroup, p.TargetGroup)
-	req.Header.Set(HeaderTarget, p.Target)
-	req.Header.Set(HeaderService, p.Service)
-	req.Header.Set(HeaderNetwork, p.Network)
-	req.Header.Set(HeaderPort, strconv.Itoa(int(p.Port)))
-	if p.Identity != "" {
-		req.Header.Set(HeaderIdentity, p.Identity)
-	}
-	if p.Version != "" {
-		req.Header.Set(HeaderVersion, p.Version)
-	}
-	resp, err := c.tr[0].RoundTrip(req)
+	resp, err := c.pool.roundTrip(req, p.Addr, p.fields(nil, kind))
 	accepted <- err == nil && resp.StatusCode == http.StatusOK
 	if err != nil {
 		pr.CloseWithError(err)
