@@ -113,6 +113,9 @@ func (e *streamError) Error() string {
 var (
 	errBodyClosed = errors.New("peer response body closed")
 	errGoneAway   = &unsentError{"the connection is going away"}
+	// errStreamEnded stops a request body the peer no longer wants: it
+	// sent its whole response and RST_STREAM(NO_ERROR).
+	errStreamEnded = errors.New("peer ended the stream")
 )
 
 // h2Pool keeps the connections to each peer.
@@ -224,10 +227,15 @@ func (p *h2Pool) get(ctx context.Context, addr string) (*h2Conn, error) {
 
 // dial opens a connection to addr presenting cert.
 func (p *h2Pool) dial(ctx context.Context, addr string, cert *tls.Certificate) (*h2Conn, error) {
-	nc, err := p.c.dial(ctx, "tcp", addr, p.c.sessions)
+	nc, err := p.c.dial(ctx, "tcp", addr, cert)
 	if err != nil {
 		return nil, err
 	}
+	return p.newConn(nc, addr, cert)
+}
+
+// newConn starts HTTP/2 on nc, a connection to addr presenting cert.
+func (p *h2Pool) newConn(nc net.Conn, addr string, cert *tls.Certificate) (*h2Conn, error) {
 	cc := &h2Conn{pool: p, addr: addr, nc: nc, cert: cert, streams: map[uint32]*h2Stream{}, nextID: 1,
 		sendWindow: h2Initial, initialSendWindow: h2Initial, maxFrame: 16 << 10, recvWindow: h2ConnWindow,
 		done: make(chan struct{}), lower: map[string]string{}, canonical: map[string]string{}}
@@ -243,18 +251,7 @@ func (p *h2Pool) dial(ctx context.Context, addr string, cert *tls.Certificate) (
 	cc.idleSince.Store(time.Now().UnixNano())
 	cc.wmu.Lock()
 	cc.startWrite()
-	_, err = cc.bw.WriteString(http2.ClientPreface)
-	if err == nil {
-		err = cc.fr.WriteSettings(
-			http2.Setting{ID: http2.SettingEnablePush, Val: 0},
-			http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
-			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: h2MaxHeaderList},
-		)
-	}
-	if err == nil {
-		err = cc.fr.WriteWindowUpdate(0, h2ConnWindow-h2Initial)
-	}
-	err = cc.endWrite(err)
+	err := cc.endWrite(cc.writePreface())
 	cc.wmu.Unlock()
 	if err != nil {
 		nc.Close()
@@ -263,6 +260,23 @@ func (p *h2Pool) dial(ctx context.Context, addr string, cert *tls.Certificate) (
 	go cc.readLoop()
 	go cc.keep()
 	return cc, nil
+}
+
+// writePreface writes the client's preface: push disabled, the windows,
+// the header list bound (wmu held).
+func (cc *h2Conn) writePreface() error {
+	if _, err := cc.bw.WriteString(http2.ClientPreface); err != nil {
+		return err
+	}
+	err := cc.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: h2MaxHeaderList},
+	)
+	if err != nil {
+		return err
+	}
+	return cc.fr.WriteWindowUpdate(0, h2ConnWindow-h2Initial)
 }
 
 // remove takes cc out of the pool.
@@ -425,8 +439,20 @@ type h2Stream struct {
 	reset               bool // RST_STREAM sent or received
 	removed             bool // out of cc.streams
 	bodyClosed, eof     bool
-	err                 error
-	trailer             http.Header
+	// writing is set while a goroutine sends the request body.
+	writing bool
+	err     error
+	trailer http.Header
+	// reqBodyClosed guards closing the request body, which ending the
+	// stream does to stop its writer's read.
+	reqBodyClosed atomic.Bool
+}
+
+// closeReqBody closes the request body once.
+func (s *h2Stream) closeReqBody() {
+	if s.reqBodyClosed.CompareAndSwap(false, true) {
+		s.req.Body.Close()
+	}
 }
 
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, h2MaxFrame); return &b }}
@@ -454,14 +480,24 @@ func (s *h2Stream) freeLocked() int {
 // buffered; it returns how many bytes that was, for the connection's
 // window.
 func (s *h2Stream) abortLocked(err error) int {
+	n := s.freeLocked()
+	s.endLocked(err)
+	return n
+}
+
+// endLocked ends s with err, the first error staying; what it buffered
+// is still read before the error.
+func (s *h2Stream) endLocked(err error) {
 	if s.err == nil {
 		s.err = err
 	}
 	s.reset = true
-	n := s.freeLocked()
 	s.signal()
 	s.cc.cond.Broadcast()
-	return n
+	if s.writing && !s.sentEnd {
+		// The writer may wait for the body.
+		go s.closeReqBody()
+	}
 }
 
 // removeLocked takes s out of the connection's streams once both ways are
@@ -591,7 +627,7 @@ func checkRequest(r *http.Request) error {
 // roundTrip runs one stream on cc (reserved by get). untouched reports a
 // stream refused before anything of it was sent or read.
 func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, peerFields []hpack.HeaderField, bodyless bool) (_ *http.Response, _ error, untouched bool) {
-	s := &h2Stream{cc: cc, req: r, wake: make(chan struct{}, 1), recvWindow: h2StreamWindow, sentEnd: bodyless}
+	s := &h2Stream{cc: cc, req: r, wake: make(chan struct{}, 1), recvWindow: h2StreamWindow, sentEnd: bodyless, writing: !bodyless}
 	cl := r.ContentLength
 	if bodyless {
 		cl = 0
@@ -654,7 +690,7 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 		err = &connError{err}
 		s.cancel(err)
 		if !bodyless {
-			r.Body.Close()
+			s.closeReqBody()
 		}
 		return nil, err, false
 	}
@@ -756,7 +792,7 @@ func (cc *h2Conn) writeBlock(id uint32, endStream bool, maxFrame uint32) error {
 // writeBody sends r's body on s as the windows allow, then its trailers,
 // and closes it.
 func (cc *h2Conn) writeBody(s *h2Stream, r *http.Request, cl int64) {
-	defer r.Body.Close()
+	defer s.closeReqBody()
 	bufp := chunkPool.Get().(*[]byte)
 	buf := (*bufp)[:h2MaxFrame]
 	defer chunkPool.Put(bufp)
@@ -789,15 +825,12 @@ func (cc *h2Conn) writeBody(s *h2Stream, r *http.Request, cl int64) {
 		err = cc.writeEnd(s, r.Trailer)
 	}
 	if err != nil {
-		s.cancel(err)
-		return
-	}
-	cc.mu.Lock()
-	s.sentEnd = true
-	removed := cc.removeLocked(s)
-	cc.mu.Unlock()
-	if removed {
-		cc.pool.released(cc)
+		cc.mu.Lock()
+		ended := s.reset
+		cc.mu.Unlock()
+		if !ended {
+			s.cancel(err)
+		}
 	}
 }
 
@@ -805,12 +838,13 @@ func (cc *h2Conn) writeBody(s *h2Stream, r *http.Request, cl int64) {
 func (cc *h2Conn) writeData(s *h2Stream, p []byte) error {
 	for len(p) > 0 {
 		cc.mu.Lock()
-		for s.err == nil && cc.err == nil && (s.sendWindow <= 0 || cc.sendWindow <= 0) {
+		for s.err == nil && !s.reset && cc.err == nil && (s.sendWindow <= 0 || cc.sendWindow <= 0) {
 			cc.cond.Wait()
 		}
-		if err := cmpErr(s.err, cc.err); err != nil {
+		if s.reset || cc.err != nil {
+			err := cmpErr(s.err, cc.err)
 			cc.mu.Unlock()
-			return err
+			return cmpNil(err, errStreamEnded)
 		}
 		n := min(int32(len(p)), s.sendWindow, cc.sendWindow, int32(cc.maxFrame))
 		s.sendWindow -= n
@@ -862,6 +896,15 @@ func (cc *h2Conn) writeEnd(s *h2Stream, trailer http.Header) error {
 	if cc.werr != nil {
 		return &connError{cc.werr}
 	}
+	// The request is over as of now: no other frame can go before its
+	// end, and the stream may be reused the moment its response ends,
+	// without waiting for this goroutine.
+	cc.mu.Lock()
+	s.sentEnd = true
+	if cc.removeLocked(s) {
+		defer cc.pool.released(cc)
+	}
+	cc.mu.Unlock()
 	n := 0
 	for _, vs := range trailer {
 		n += len(vs)
@@ -1036,7 +1079,7 @@ func (cc *h2Conn) close(err error) {
 		cc.err = err
 		var ended []*h2Stream
 		for _, s := range cc.streams {
-			s.abortLocked(&connError{err})
+			s.endLocked(&connError{err})
 			if cc.removeLocked(s) {
 				ended = append(ended, s)
 			}
@@ -1110,6 +1153,22 @@ func (cc *h2Conn) handle(f http2.Frame) error {
 		if s == nil {
 			cc.mu.Unlock()
 			return err
+		}
+		if f.ErrCode == http2.ErrCodeNo && s.recvEnd {
+			// The whole response came and the peer wants no more of the
+			// request: its body stops, the response stays.
+			s.reset = true
+			cc.cond.Broadcast()
+			removed := cc.removeLocked(s)
+			writing := s.writing && !s.sentEnd
+			cc.mu.Unlock()
+			if writing {
+				go s.closeReqBody()
+			}
+			if removed {
+				cc.pool.released(cc)
+			}
+			return nil
 		}
 		var serr error = &streamError{code: f.ErrCode}
 		if f.ErrCode == http2.ErrCodeRefusedStream {

@@ -132,8 +132,10 @@ const connsPerPeer = 4
 // dialTimeout bounds a new connection to a peer, TLS handshake included.
 const dialTimeout = 3 * time.Second
 
-func (c *Client) dial(ctx context.Context, network, addr string, sessions tls.ClientSessionCache) (net.Conn, error) {
-	conn, err := c.dialWith(ctx, network, addr, sessions)
+// dial dials addr presenting cert, and takes the peer out of use when
+// that fails.
+func (c *Client) dial(ctx context.Context, network, addr string, cert *tls.Certificate) (net.Conn, error) {
+	conn, err := c.dialWith(ctx, network, addr, cert)
 	if err != nil && ctx.Err() == nil {
 		c.markDown(addr)
 	}
@@ -142,10 +144,14 @@ func (c *Client) dial(ctx context.Context, network, addr string, sessions tls.Cl
 
 // dialOnce dials addr for a probe.
 func (c *Client) dialOnce(ctx context.Context, addr string) (net.Conn, error) {
-	return c.dialWith(ctx, "tcp", addr, c.sessions)
+	return c.dialWith(ctx, "tcp", addr, c.id.Certificate())
 }
 
-func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tls.ClientSessionCache) (net.Conn, error) {
+// dialWith dials addr presenting cert. The sessions it resumes are those of
+// the same certificate: a resumed session keeps the client certificate of
+// the handshake that made it, so after a renewal a new connection must
+// not resume one made with the old certificate.
+func (c *Client) dialWith(ctx context.Context, network, addr string, cert *tls.Certificate) (net.Conn, error) {
 	c.mu.RLock()
 	cluster, ok := c.peers[addr]
 	c.mu.RUnlock()
@@ -155,7 +161,7 @@ func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tl
 	cfg := &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         []string{"h2"},
-		ClientSessionCache: peerSessions{sessions, cluster + "@" + addr},
+		ClientSessionCache: peerSessions{c.sessions, cluster + "@" + addr + "@" + cert.Leaf.SerialNumber.String()},
 		// The peer is checked by the cluster its certificate names, not by
 		// a host name: verification is VerifyConnection's.
 		InsecureSkipVerify: true,
@@ -163,7 +169,7 @@ func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tl
 			return c.verifier.verify(cs, cluster)
 		},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return c.id.Certificate(), nil
+			return cert, nil
 		},
 	}
 	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}, Config: cfg}
@@ -179,8 +185,8 @@ func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tl
 }
 
 // peerSessions is the session cache of the connections to one peer: it
-// keys the sessions by the peer's address and the cluster it must be
-// rather than by host name (the tls package's default), so that a session
+// keys the sessions by the peer's address, the cluster it must be and the
+// client certificate rather than by host name (the tls package's default), so that a session
 // is offered only to the peer it was made with, and peers sharing an IP
 // address keep a session each. A resumed session's certificates are
 // checked again all the same (VerifyConnection runs on resumption).
