@@ -7,7 +7,11 @@
 // The hop is HTTP/2 over mutual TLS with the clusters' certificates
 // (package pki): connections are pooled and multiplexed, and TLS sessions
 // are resumed. Each side checks the other's certificate names the cluster
-// it expects. The request carries which target group and target it is for
+// it expects. The sending side is the package's own HTTP/2 client
+// (h2client.go, on x/net/http2's Framer and hpack): the caller's goroutine
+// writes its request, one read loop per connection hands responses over,
+// and everything the peer sends is bounded; the receiving side is an
+// http.Server (Server, TLSConfig, NewHTTPServer). The request carries which target group and target it is for
 // and, when the caller is a known workload, the caller's identity; the
 // receiver believes an identity only if it belongs to the cluster the
 // sending proxy's certificate names, so a proxy of one cluster can never
