@@ -428,7 +428,7 @@ type h2Stream struct {
 	// Guarded by cc.mu.
 	head          *http.Response
 	informational int
-	chunks        [][]byte
+	chunks        []*[]byte
 	off, buffered int
 	// recvWindow is what the peer may still send, unacked what the
 	// reader consumed and was not given back yet; sendWindow what may
@@ -468,8 +468,8 @@ func (s *h2Stream) signal() {
 func (s *h2Stream) freeLocked() int {
 	n := s.buffered
 	for i, c := range s.chunks {
-		c = c[:0]
-		chunkPool.Put(&c)
+		*c = (*c)[:0]
+		chunkPool.Put(c)
 		s.chunks[i] = nil
 	}
 	s.chunks, s.off, s.buffered = s.chunks[:0], 0, 0
@@ -571,19 +571,14 @@ func (cc *h2Conn) writeControl(id uint32, rst bool, streamInc, connInc uint32) {
 func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.HeaderField) (*http.Response, error) {
 	ctx := r.Context()
 	bodyless := r.Body == nil || r.Body == http.NoBody
-	closeBody := func() {
-		if !bodyless {
-			r.Body.Close()
-		}
-	}
 	if err := checkRequest(r); err != nil {
-		closeBody()
+		closeBody(r, bodyless)
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
 		cc, err := p.get(ctx, addr)
 		if err != nil {
-			closeBody()
+			closeBody(r, bodyless)
 			return nil, err
 		}
 		resp, err, untouched := cc.roundTrip(ctx, r, addr, peerFields, bodyless)
@@ -594,9 +589,16 @@ func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.Head
 			continue
 		}
 		if err != nil && untouched {
-			closeBody()
+			closeBody(r, bodyless)
 		}
 		return resp, err
+	}
+}
+
+// closeBody closes a request's body that was not sent.
+func closeBody(r *http.Request, bodyless bool) {
+	if !bodyless {
+		r.Body.Close()
 	}
 }
 
@@ -942,12 +944,12 @@ func (s *h2Stream) Read(p []byte) (int, error) {
 		n := 0
 		for n < len(p) && len(s.chunks) > 0 {
 			c := s.chunks[0]
-			k := copy(p[n:], c[s.off:])
+			k := copy(p[n:], (*c)[s.off:])
 			n += k
 			s.off += k
-			if s.off == len(c) {
-				c = c[:0]
-				chunkPool.Put(&c)
+			if s.off == len(*c) {
+				*c = (*c)[:0]
+				chunkPool.Put(c)
 				s.chunks[0] = nil
 				s.chunks = s.chunks[1:]
 				s.off = 0
@@ -1343,18 +1345,15 @@ func (cc *h2Conn) handleData(f *http2.DataFrame) error {
 	// Padding is given back at once.
 	pad := int(n) - len(data)
 	for len(data) > 0 {
-		var c []byte
-		if k := len(s.chunks); k > 0 && cap(s.chunks[k-1])-len(s.chunks[k-1]) > 0 {
+		var c *[]byte
+		if k := len(s.chunks); k > 0 && cap(*s.chunks[k-1]) > len(*s.chunks[k-1]) {
 			c = s.chunks[k-1]
-			m := min(cap(c)-len(c), len(data))
-			s.chunks[k-1] = append(c, data[:m]...)
-			data = data[m:]
-			s.buffered += m
-			continue
+		} else {
+			c = chunkPool.Get().(*[]byte)
+			s.chunks = append(s.chunks, c)
 		}
-		c = (*chunkPool.Get().(*[]byte))[:0]
-		m := min(cap(c), len(data))
-		s.chunks = append(s.chunks, append(c, data[:m]...))
+		m := min(cap(*c)-len(*c), len(data))
+		*c = append(*c, data[:m]...)
 		data = data[m:]
 		s.buffered += m
 	}
@@ -1436,13 +1435,16 @@ func (cc *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	regular := f.RegularFields()
+	// One backing array for every field's value: a slice per field would
+	// be an allocation each.
+	values := make([]string, len(regular))
 	resp := &http.Response{
-		Status: status + " " + http.StatusText(code), StatusCode: code,
+		Status: statusLine(code, status), StatusCode: code,
 		Proto: "HTTP/2.0", ProtoMajor: 2,
 		Header: make(http.Header, len(regular)), ContentLength: -1,
 		Request: s.req, Body: s,
 	}
-	for _, hf := range regular {
+	for i, hf := range regular {
 		k := cc.canonicalName(hf.Name)
 		if k == "Trailer" {
 			if resp.Trailer == nil {
@@ -1455,7 +1457,12 @@ func (cc *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 			}
 			continue
 		}
-		resp.Header[k] = append(resp.Header[k], hf.Value)
+		if vs := resp.Header[k]; vs != nil {
+			resp.Header[k] = append(vs, hf.Value)
+			continue
+		}
+		values[i] = hf.Value
+		resp.Header[k] = values[i : i+1 : i+1]
 	}
 	if vs := resp.Header["Content-Length"]; len(vs) == 1 {
 		if n, err := strconv.ParseInt(vs[0], 10, 64); err == nil && n >= 0 {
@@ -1476,6 +1483,25 @@ func (cc *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		cc.pool.released(cc)
 	}
 	return nil
+}
+
+// statusLines are the Status of responses with a known code.
+var statusLines = func() (lines [600]string) {
+	for code := range lines {
+		if text := http.StatusText(code); text != "" {
+			lines[code] = strconv.Itoa(code) + " " + text
+		}
+	}
+	return lines
+}()
+
+// statusLine is a response's Status: its code (status, as sent) and the
+// code's text.
+func statusLine(code int, status string) string {
+	if code < len(statusLines) && statusLines[code] != "" {
+		return statusLines[code]
+	}
+	return status + " " + http.StatusText(code)
 }
 
 // canonicalName is the canonical form of a header name the peer sent,
