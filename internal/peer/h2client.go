@@ -436,9 +436,13 @@ type h2Stream struct {
 	recvWindow, unacked int32
 	sendWindow          int32
 	recvEnd, sentEnd    bool
-	reset               bool // RST_STREAM sent or received
-	removed             bool // out of cc.streams
-	bodyClosed, eof     bool
+	// expect is the body's length the head declared (-1: none), and
+	// received what came of it: a body longer or shorter is an error, for
+	// a proxy writes the declared length ahead of the body.
+	expect, received int64
+	reset            bool // RST_STREAM sent or received
+	removed          bool // out of cc.streams
+	bodyClosed, eof  bool
 	// writing is set while a goroutine sends the request body.
 	writing bool
 	err     error
@@ -1342,6 +1346,16 @@ func (cc *h2Conn) handleData(f *http2.DataFrame) error {
 	}
 	s.recvWindow -= n
 	data := f.Data()
+	s.received += int64(len(data))
+	if s.expect >= 0 && (s.received > s.expect || f.StreamEnded() && s.received < s.expect) {
+		inc := cc.consumedLocked(int(n))
+		cc.mu.Unlock()
+		cc.resetStream(f.StreamID, http2.ErrCodeProtocol, fmt.Sprintf("response body of %d bytes or more, not the %d its head declared", s.received, s.expect))
+		if inc > 0 {
+			cc.writeControl(0, false, 0, inc)
+		}
+		return nil
+	}
 	// Padding is given back at once.
 	pad := int(n) - len(data)
 	for len(data) > 0 {
@@ -1402,6 +1416,11 @@ func (cc *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
 			cc.mu.Unlock()
 			cc.resetStream(f.StreamID, http2.ErrCodeProtocol, "trailers without END_STREAM, or with pseudo-header fields")
+			return nil
+		}
+		if s.expect >= 0 && s.received < s.expect {
+			cc.mu.Unlock()
+			cc.resetStream(f.StreamID, http2.ErrCodeProtocol, fmt.Sprintf("response body of %d bytes, not the %d its head declared", s.received, s.expect))
 			return nil
 		}
 		t := make(http.Header, len(f.Fields))
@@ -1470,6 +1489,10 @@ func (cc *h2Conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		}
 	} else if f.StreamEnded() {
 		resp.ContentLength = 0
+	}
+	s.expect = resp.ContentLength
+	if s.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
+		s.expect = 0
 	}
 	var removed bool
 	if f.StreamEnded() {

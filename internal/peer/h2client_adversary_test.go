@@ -180,6 +180,18 @@ func TestH2ClientAgainstAbusivePeer(t *testing.T) {
 		{name: "DATA before the head", script: func(fp *fakePeer, id uint32) {
 			fp.fr.WriteData(id, false, []byte("x"))
 		}, wantErr: isStreamError(http2.ErrCodeProtocol), wantSent: "RST_STREAM 1 PROTOCOL_ERROR"},
+		{name: "a body longer than its Content-Length", script: func(fp *fakePeer, id uint32) {
+			fp.head(id, false, ":status", "200", "content-length", "3")
+			fp.fr.WriteData(id, true, []byte("abcdef"))
+		}, wantErr: isStreamError(http2.ErrCodeProtocol), wantSent: "RST_STREAM 1 PROTOCOL_ERROR"},
+		{name: "a body shorter than its Content-Length", script: func(fp *fakePeer, id uint32) {
+			fp.head(id, false, ":status", "200", "content-length", "10")
+			fp.fr.WriteData(id, true, []byte("abc"))
+		}, wantErr: isStreamError(http2.ErrCodeProtocol), wantSent: "RST_STREAM 1 PROTOCOL_ERROR"},
+		{name: "a body for a 204", script: func(fp *fakePeer, id uint32) {
+			fp.head(id, false, ":status", "204")
+			fp.fr.WriteData(id, true, []byte("x"))
+		}, wantErr: isStreamError(http2.ErrCodeProtocol), wantSent: "RST_STREAM 1 PROTOCOL_ERROR"},
 		{name: "invalid SETTINGS", script: func(fp *fakePeer, id uint32) {
 			fp.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxFrameSize, Val: 1})
 		}, wantErr: brokenConn, wantSent: "GOAWAY PROTOCOL_ERROR"},
