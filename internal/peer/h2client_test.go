@@ -514,3 +514,59 @@ func TestH2ClientRenewedCertificate(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// endlessBody is a request body that never ends, and tells when it is
+// closed.
+type endlessBody struct {
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (b *endlessBody) Read(p []byte) (int, error) {
+	select {
+	case <-b.closed:
+		return 0, io.ErrClosedPipe
+	default:
+	}
+	return copy(p, bytes.Repeat([]byte("x"), len(p))), nil
+}
+
+func (b *endlessBody) Close() error {
+	b.once.Do(func() { close(b.closed) })
+	return nil
+}
+
+// A server that answers before it read the request body (413) has its
+// answer delivered whole, and the body the client was sending is stopped
+// and closed.
+func TestH2ClientEarlyAnswer(t *testing.T) {
+	sp := startStock(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	}))
+	body := &endlessBody{closed: make(chan struct{})}
+	r := httptestRequest("POST", "http://shop.example/up", nil)
+	r.Body, r.ContentLength = body, -1
+	resp, err := sp.send(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge || string(got) != "too large\n" {
+		t.Errorf("%d %q, %v", resp.StatusCode, got, err)
+	}
+	select {
+	case <-body.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request body is still being sent")
+	}
+	// The connection serves on.
+	resp, err = sp.send(httptestRequest("GET", "http://shop.example/", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if n := sp.handshakes.Load(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
+}
