@@ -201,9 +201,15 @@ func TestH2ClientAgainstAbusivePeer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fp := newFakePeer(t, id, ca, tc.tune)
+			scripted := make(chan struct{})
 			go func() {
+				first := true
 				for id := range fp.heads {
 					tc.script(fp, id)
+					if first {
+						close(scripted)
+						first = false
+					}
 				}
 			}()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -211,7 +217,13 @@ func TestH2ClientAgainstAbusivePeer(t *testing.T) {
 			r := httptestRequest("GET", "http://shop.example/", nil).WithContext(ctx)
 			resp, err := fp.c.RoundTrip(r, Request{Cluster: "west", Addr: fakeAddr, TargetGroup: "g", Target: "t:1"})
 			if err == nil {
-				time.Sleep(50 * time.Millisecond) // the script writes
+				// The body is read once the script wrote everything: a
+				// reader would give the peer more window meanwhile.
+				select {
+				case <-scripted:
+				case <-time.After(5 * time.Second):
+					t.Fatal("the script did not finish")
+				}
 				_, err = io.Copy(io.Discard, resp.Body)
 				if s := resp.Body.(*h2Stream); s.buffered > h2StreamWindow {
 					t.Errorf("buffered %d bytes", s.buffered)
