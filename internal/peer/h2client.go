@@ -195,6 +195,8 @@ func (p *h2Pool) get(ctx context.Context, addr string) (*h2Conn, error) {
 			if err == nil {
 				cc.active.Add(1)
 				pp.conns = append(pp.conns, cc)
+			} else if len(pp.conns) == 0 && pp.dialing == 0 && p.peers[addr] == pp {
+				delete(p.peers, addr)
 			}
 			d.err = err
 			close(d.done)
@@ -848,9 +850,9 @@ func (cc *h2Conn) writeData(s *h2Stream, p []byte) error {
 			cc.cond.Wait()
 		}
 		if s.reset || cc.err != nil {
-			err := cmpErr(s.err, cc.err)
+			err := streamOrConnErr(s.err, cc.err)
 			cc.mu.Unlock()
-			return cmpNil(err, errStreamEnded)
+			return firstErr(err, errStreamEnded)
 		}
 		n := min(int32(len(p)), s.sendWindow, cc.sendWindow, int32(cc.maxFrame))
 		s.sendWindow -= n
@@ -871,12 +873,14 @@ func (cc *h2Conn) writeData(s *h2Stream, p []byte) error {
 	return nil
 }
 
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
+// streamOrConnErr is what ended a stream: its own error, else its
+// connection's.
+func streamOrConnErr(stream, conn error) error {
+	if stream != nil {
+		return stream
 	}
-	if b != nil {
-		return &connError{b}
+	if conn != nil {
+		return &connError{conn}
 	}
 	return nil
 }
@@ -892,7 +896,7 @@ func (cc *h2Conn) writeEnd(s *h2Stream, trailer http.Header) error {
 		}
 	}
 	cc.mu.Lock()
-	maxFrame, err := cc.maxFrame, cmpErr(s.err, cc.err)
+	maxFrame, err := cc.maxFrame, streamOrConnErr(s.err, cc.err)
 	cc.mu.Unlock()
 	if err != nil {
 		return err
@@ -1041,7 +1045,7 @@ func (cc *h2Conn) readLoop() {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				cc.resetStream(se.StreamID, se.Code, fmt.Sprintf("invalid frame: %v", cmpNil(se.Cause, err)))
+				cc.resetStream(se.StreamID, se.Code, fmt.Sprintf("invalid frame: %v", firstErr(se.Cause, err)))
 				continue
 			}
 			break
@@ -1057,7 +1061,8 @@ func (cc *h2Conn) readLoop() {
 	cc.close(err)
 }
 
-func cmpNil(a, b error) error {
+// firstErr is a unless it is nil, else b.
+func firstErr(a, b error) error {
 	if a != nil {
 		return a
 	}
