@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -152,7 +153,7 @@ func quantile(lat []time.Duration, p int) float64 {
 // by the requests in flight), against the same stock HTTP/2 server over
 // mutual TLS answering at once: the server's share is the same for both,
 // so the difference is the client's. seq sends one request at a time,
-// par16 sixteen at once. cpu-µs/op is the process's CPU time (user and
+// par16 sixteen at once, post1k one POST of 1 KiB at a time. cpu-µs/op is the process's CPU time (user and
 // system) per request, goroutines/op the goroutines started. Run with
 //
 //	go test -run XXX -bench HopClient -benchtime 20000x -count 3 ./internal/peer/
@@ -186,8 +187,15 @@ func BenchmarkHopClient(b *testing.B) {
 		b.Cleanup(tr.CloseIdleConnections)
 		trs = append(trs, tr)
 	}
-	nethttp := func() error {
-		r := httptest.NewRequest("GET", "https://"+addr+"/", nil)
+	body := bytes.Repeat([]byte("b"), 1024)
+	request := func(mode, url string) *http.Request {
+		if mode == "post1k" {
+			return httptest.NewRequest("POST", url, bytes.NewReader(body))
+		}
+		return httptest.NewRequest("GET", url, nil)
+	}
+	nethttp := func(mode string) error {
+		r := request(mode, "https://"+addr+"/")
 		r.RequestURI = ""
 		for k, v := range map[string]string{HeaderTargetGroup: p.TargetGroup, HeaderTarget: p.Target, HeaderIdentity: p.Identity,
 			HeaderService: "", HeaderNetwork: "", HeaderPort: "0"} {
@@ -198,13 +206,13 @@ func BenchmarkHopClient(b *testing.B) {
 		inflight.Add(-1)
 		return discard(resp, err)
 	}
-	h2 := func() error {
-		return discard(c.RoundTrip(httptest.NewRequest("GET", "http://shop.example/", nil), p))
+	h2 := func(mode string) error {
+		return discard(c.RoundTrip(request(mode, "http://shop.example/"), p))
 	}
 	samples := []rtmetrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
-	for _, mode := range []string{"seq", "par16"} {
+	for _, mode := range []string{"seq", "par16", "post1k"} {
 		for _, kind := range []string{"nethttp", "h2"} {
-			send := map[string]func() error{"nethttp": nethttp, "h2": h2}[kind]
+			send := func() error { return map[string]func(string) error{"nethttp": nethttp, "h2": h2}[kind](mode) }
 			b.Run(mode+"/"+kind, func(b *testing.B) {
 				if err := send(); err != nil {
 					b.Fatal(err)
@@ -214,7 +222,7 @@ func BenchmarkHopClient(b *testing.B) {
 				goroutines := samples[0].Value.Uint64()
 				cpu := cpuTime()
 				b.ResetTimer()
-				if mode == "seq" {
+				if mode != "par16" {
 					for b.Loop() {
 						if err := send(); err != nil {
 							b.Fatal(err)

@@ -806,7 +806,8 @@ func (cc *h2Conn) writeBody(s *h2Stream, r *http.Request, cl int64) {
 	defer chunkPool.Put(bufp)
 	var sent int64
 	var err error
-	for {
+	ended := false
+	for !ended {
 		n, rerr := r.Body.Read(buf)
 		if n > 0 {
 			sent += int64(n)
@@ -814,7 +815,11 @@ func (cc *h2Conn) writeBody(s *h2Stream, r *http.Request, cl int64) {
 				err = fmt.Errorf("peer request: the body is longer than its Content-Length %d", cl)
 				break
 			}
-			if err = cc.writeData(s, buf[:n]); err != nil {
+			// The last bytes of a body of known length without trailers
+			// end the stream themselves: no empty DATA frame, no flush
+			// more.
+			ended = sent == cl && len(r.Trailer) == 0
+			if err = cc.writeData(s, buf[:n], ended); err != nil {
 				break
 			}
 		}
@@ -829,7 +834,7 @@ func (cc *h2Conn) writeBody(s *h2Stream, r *http.Request, cl int64) {
 	if err == nil && cl >= 0 && sent != cl {
 		err = fmt.Errorf("peer request: the body ended after %d of its Content-Length %d bytes", sent, cl)
 	}
-	if err == nil {
+	if err == nil && !ended {
 		err = cc.writeEnd(s, r.Trailer)
 	}
 	if err != nil {
@@ -842,8 +847,9 @@ func (cc *h2Conn) writeBody(s *h2Stream, r *http.Request, cl int64) {
 	}
 }
 
-// writeData sends p on s in DATA frames as the windows allow.
-func (cc *h2Conn) writeData(s *h2Stream, p []byte) error {
+// writeData sends p on s in DATA frames as the windows allow; with end,
+// its last frame ends the request.
+func (cc *h2Conn) writeData(s *h2Stream, p []byte, end bool) error {
 	for len(p) > 0 {
 		cc.mu.Lock()
 		for s.err == nil && !s.reset && cc.err == nil && (s.sendWindow <= 0 || cc.sendWindow <= 0) {
@@ -858,13 +864,25 @@ func (cc *h2Conn) writeData(s *h2Stream, p []byte) error {
 		s.sendWindow -= n
 		cc.sendWindow -= n
 		cc.mu.Unlock()
+		last := end && int(n) == len(p)
 		cc.wmu.Lock()
 		err := cc.werr
+		removed := false
 		if err == nil {
+			if last {
+				// As in writeEnd: over as of now.
+				cc.mu.Lock()
+				s.sentEnd = true
+				removed = cc.removeLocked(s)
+				cc.mu.Unlock()
+			}
 			cc.startWrite()
-			err = cc.endWrite(cc.fr.WriteData(s.id, false, p[:n]))
+			err = cc.endWrite(cc.fr.WriteData(s.id, last, p[:n]))
 		}
 		cc.wmu.Unlock()
+		if removed {
+			cc.pool.released(cc)
+		}
 		if err != nil {
 			return &connError{err}
 		}
