@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -163,7 +162,7 @@ func BenchmarkHopClient(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }), slog.New(slog.DiscardHandler))
+	srv := stockHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	go srv.Serve(tls.NewListener(ln, TLSConfig(testpki.ClusterIdentity(b, ca, "west"), ca.Pool())))
 	b.Cleanup(func() { srv.Close() })
 	addr := ln.Addr().String()

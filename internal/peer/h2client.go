@@ -306,9 +306,10 @@ func (pp *h2Peer) wake() {
 	}
 }
 
-// released is told that one of cc's streams ended.
+// released is told that one of cc's streams ended (removeLocked counted
+// it out).
 func (p *h2Pool) released(cc *h2Conn) {
-	left := cc.active.Add(-1)
+	left := cc.active.Load()
 	if left > 0 && left+1 < int32(cc.maxStreams.Load()) {
 		// The connection was not full: no request waits for it.
 		return
@@ -507,14 +508,16 @@ func (s *h2Stream) endLocked(err error) {
 }
 
 // removeLocked takes s out of the connection's streams once both ways are
-// done or it was reset; it reports whether it did (the caller then tells
-// the pool, after unlocking).
+// done or it was reset, and out of its count at once (before its caller
+// is woken, whose next request must find the connection free); it reports
+// whether it did, and the caller then tells the pool, after unlocking.
 func (cc *h2Conn) removeLocked(s *h2Stream) bool {
 	if s.removed || !(s.reset || s.recvEnd && s.sentEnd) {
 		return false
 	}
 	s.removed = true
 	delete(cc.streams, s.id)
+	cc.active.Add(-1)
 	return true
 }
 
@@ -660,6 +663,7 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 		cc.unusable.Store(true)
 		cc.mu.Unlock()
 		cc.wmu.Unlock()
+		cc.active.Add(-1)
 		cc.pool.released(cc)
 		return nil, errGoneAway, true
 	}
@@ -1106,21 +1110,15 @@ func (cc *h2Conn) close(err error) {
 		}
 		cc.mu.Lock()
 		cc.err = err
-		var ended []*h2Stream
 		for _, s := range cc.streams {
 			s.endLocked(&connError{err})
-			if cc.removeLocked(s) {
-				ended = append(ended, s)
-			}
+			cc.removeLocked(s)
 		}
 		cc.cond.Broadcast()
 		cc.mu.Unlock()
 		cc.nc.Close()
 		close(cc.done)
 		cc.pool.remove(cc)
-		for range ended {
-			cc.active.Add(-1)
-		}
 	})
 }
 

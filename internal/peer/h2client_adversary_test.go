@@ -28,8 +28,10 @@ type fakePeer struct {
 	fr   *http2.Framer
 	enc  *hpack.Encoder
 	hbuf bytes.Buffer
-	// heads receives the stream id of each request head the client sends.
+	// heads receives the stream id of each request head the client sends;
+	// done is closed when the test ends.
 	heads chan uint32
+	done  chan struct{}
 	mu    sync.Mutex
 	seen  []string // frames the client sent, as "TYPE detail"
 }
@@ -48,7 +50,8 @@ func newFakePeer(t testing.TB, id *pki.Identity, ca *pki.CA, tune func(*h2Pool))
 	}
 	cl, sv := net.Pipe()
 	t.Cleanup(func() { sv.Close() })
-	fp := &fakePeer{c: c, conn: sv, fr: http2.NewFramer(sv, sv), heads: make(chan uint32, 16)}
+	fp := &fakePeer{c: c, conn: sv, fr: http2.NewFramer(sv, sv), heads: make(chan uint32, 16), done: make(chan struct{})}
+	t.Cleanup(func() { close(fp.done) })
 	fp.enc = hpack.NewEncoder(&fp.hbuf)
 	go fp.read()
 	cc, err := c.pool.newConn(cl, fakeAddr, id.Certificate())
@@ -204,8 +207,13 @@ func TestH2ClientAgainstAbusivePeer(t *testing.T) {
 			scripted := make(chan struct{})
 			go func() {
 				first := true
-				for id := range fp.heads {
-					tc.script(fp, id)
+				for {
+					select {
+					case id := <-fp.heads:
+						tc.script(fp, id)
+					case <-fp.done:
+						return
+					}
 					if first {
 						close(scripted)
 						first = false
