@@ -5,15 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"trellis.dev/trellis/internal/model"
 )
 
 // withCacheFile seeds cache from the snapshot saved at path, delivers it,
-// and returns an apply that saves every later snapshot there too.
-func (c *Client) withCacheFile(path string, cache *cache, apply func(*model.Snapshot)) func(*model.Snapshot) {
+// and returns an apply that saves every later snapshot there too, off the
+// follow's path (cacheSaver). wait returns once the last save is written.
+func (c *Client) withCacheFile(path string, cache *cache, apply func(*model.Snapshot)) (_ func(*model.Snapshot), wait func()) {
 	snap, err := loadSnapshot(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -24,10 +27,50 @@ func (c *Client) withCacheFile(path string, cache *cache, apply func(*model.Snap
 		c.log.Info("serving the cached configuration until the control plane answers", "file", path, "revision", snap.Revision)
 		apply(cache.snapshot())
 	}
+	saver := &cacheSaver{path: path, log: c.log}
 	return func(s *model.Snapshot) {
 		apply(s)
-		if err := saveSnapshot(path, s); err != nil {
-			c.log.Warn("configuration cache not written", "file", path, "err", err)
+		saver.save(s)
+	}, saver.saving.Wait
+}
+
+// cacheSaver writes the newest snapshot it is given to path in the
+// background: a save (the whole configuration encoded, written and synced)
+// never delays the next revision, and revisions that arrive while one is
+// written are saved once, as the newest of them.
+type cacheSaver struct {
+	path   string
+	log    *slog.Logger
+	saving sync.WaitGroup
+
+	mu      sync.Mutex
+	next    *model.Snapshot
+	running bool
+}
+
+func (s *cacheSaver) save(snap *model.Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next = snap
+	if !s.running {
+		s.running = true
+		s.saving.Go(s.loop)
+	}
+}
+
+func (s *cacheSaver) loop() {
+	for {
+		s.mu.Lock()
+		snap := s.next
+		s.next = nil
+		if snap == nil {
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if err := saveSnapshot(s.path, snap); err != nil {
+			s.log.Warn("configuration cache not written", "file", s.path, "err", err)
 		}
 	}
 }

@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
+	"sort"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
@@ -35,7 +38,9 @@ type FollowOptions struct {
 }
 
 // Follow watches the configuration and calls apply with a complete snapshot
-// after every revision it learns, in revision order, from one goroutine. It
+// after every revision it learns, in revision order, from one goroutine.
+// Successive snapshots share the lists of the kinds a revision did not
+// change: apply must not modify them. It
 // reconnects with backoff whenever the stream breaks, resuming from the last
 // revision it saw, so a control-plane outage only delays changes: whatever
 // the caller built from the last snapshot keeps serving. It returns when ctx
@@ -46,7 +51,9 @@ func (c *Client) Follow(ctx context.Context, opts FollowOptions, apply func(*mod
 	opts.MaxBackoff = cmp.Or(opts.MaxBackoff, 5*time.Second)
 	cache := newCache()
 	if opts.CacheFile != "" {
-		apply = c.withCacheFile(opts.CacheFile, cache, apply)
+		var saved func()
+		apply, saved = c.withCacheFile(opts.CacheFile, cache, apply)
+		defer saved()
 	}
 	backoff := opts.MinBackoff
 	// tried counts the servers that failed since the last wait.
@@ -111,12 +118,21 @@ func (c *Client) stream(ctx context.Context, server int, idle time.Duration, cac
 	watchdog := time.AfterFunc(idle, func() { cancel(errIdle) })
 	defer watchdog.Stop()
 
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 256<<20)
-	for sc.Scan() {
+	lines := &lineReader{r: bufio.NewReaderSize(resp.Body, 64<<10), max: maxWatchLine}
+	for {
+		line, err := lines.next()
+		if err != nil {
+			if cause := context.Cause(ctx); cause != nil {
+				return delivered, cause
+			}
+			if errors.Is(err, io.EOF) {
+				return delivered, errors.New("server closed the stream")
+			}
+			return delivered, err
+		}
 		watchdog.Reset(idle)
 		var msg api.WatchMessage
-		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil {
+		if err := json.Unmarshal(line, &msg); err != nil {
 			return delivered, fmt.Errorf("decoding watch message: %w", err)
 		}
 		switch msg.Type {
@@ -141,21 +157,58 @@ func (c *Client) stream(ctx context.Context, server int, idle time.Duration, cac
 		apply(cache.snapshot())
 		delivered = true
 	}
-	if err := context.Cause(ctx); err != nil {
-		return delivered, err
-	}
-	if err := sc.Err(); err != nil {
-		return delivered, err
-	}
-	return delivered, errors.New("server closed the stream")
 }
 
-// cache is the client's copy of every object, keyed by kind and name, at
-// revision of store.
+// maxWatchLine bounds one message of the watch stream: the snapshot it
+// starts with is one line.
+const maxWatchLine = 256 << 20
+
+// lineReader reads the newline-ended lines of a stream, each at most max
+// bytes. A line longer than the reader's buffer is gathered in a buffer of
+// its own, dropped at the next line: a stream's one large message, the
+// snapshot it starts with, does not keep its size in memory for the life of
+// the stream.
+type lineReader struct {
+	r    *bufio.Reader
+	max  int
+	long []byte
+}
+
+// next returns the next line, valid until the following call.
+func (lr *lineReader) next() ([]byte, error) {
+	lr.long = nil
+	line, err := lr.r.ReadSlice('\n')
+	if err == nil || errors.Is(err, io.EOF) && len(line) > 0 {
+		return line, nil
+	}
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return nil, err
+	}
+	lr.long = append([]byte(nil), line...)
+	for {
+		line, err = lr.r.ReadSlice('\n')
+		if len(lr.long)+len(line) > lr.max {
+			return nil, fmt.Errorf("watch message longer than %d bytes", lr.max)
+		}
+		lr.long = append(lr.long, line...)
+		switch {
+		case err == nil, errors.Is(err, io.EOF):
+			return lr.long, nil
+		case !errors.Is(err, bufio.ErrBufferFull):
+			return nil, err
+		}
+	}
+}
+
+// cache is the client's copy of every object at revision of store, each
+// kind's list sorted by name. The snapshots it delivers share these lists,
+// so a change never writes to a list a snapshot has: it replaces the list
+// of each kind it touches by an edited copy (and leaves the others shared),
+// decoding only the objects that changed.
 type cache struct {
 	revision int64
 	store    string
-	objects  map[model.Kind]map[string]model.Object
+	objects  model.Objects
 }
 
 func newCache() *cache {
@@ -166,12 +219,19 @@ func newCache() *cache {
 
 func (c *cache) reset(s *model.Snapshot) {
 	c.revision, c.store = s.Revision, s.Store
-	c.objects = map[model.Kind]map[string]model.Object{}
-	for _, k := range model.Kinds {
-		c.objects[k] = map[string]model.Object{}
-	}
+	byKind := map[model.Kind]map[string]model.Object{}
 	for _, obj := range s.Each() {
-		c.objects[obj.ObjectKind()][obj.ObjectMeta().Name] = obj
+		k := obj.ObjectKind()
+		if byKind[k] == nil {
+			byKind[k] = map[string]model.Object{}
+		}
+		byKind[k][obj.ObjectMeta().Name] = obj
+	}
+	c.objects = model.Objects{}
+	for _, k := range model.Kinds {
+		for _, name := range slices.Sorted(maps.Keys(byKind[k])) {
+			c.objects.Add(byKind[k][name])
+		}
 	}
 }
 
@@ -179,44 +239,180 @@ func (c *cache) apply(rev int64, changes []api.Change) error {
 	if rev <= c.revision {
 		return fmt.Errorf("watch went back from revision %d to %d", c.revision, rev)
 	}
+	type edit struct {
+		kind model.Kind
+		name string
+		obj  model.Object // nil deletes
+	}
+	edits := make([]edit, 0, len(changes))
+	perKind := map[model.Kind]int{}
 	for _, ch := range changes {
-		byName, ok := c.objects[ch.Kind]
-		if !ok {
-			return fmt.Errorf("change of unknown kind %q", ch.Kind)
-		}
+		var obj model.Object
 		switch ch.Op {
 		case api.OpDelete:
-			delete(byName, ch.Name)
 		case api.OpPut:
-			obj, err := model.New(ch.Kind)
-			if err != nil {
-				return err
+			var err error
+			if obj, err = model.New(ch.Kind); err != nil {
+				return fmt.Errorf("change of unknown kind %q", ch.Kind)
 			}
 			if err := json.Unmarshal(ch.Object, obj); err != nil {
 				return fmt.Errorf("decoding %s %s: %w", ch.Kind, ch.Name, err)
 			}
-			byName[ch.Name] = obj
+			// The list is kept by the name the change gives.
+			obj.ObjectMeta().Name = ch.Name
 		default:
 			return fmt.Errorf("unknown change op %q", ch.Op)
+		}
+		edits = append(edits, edit{ch.Kind, ch.Name, obj})
+		perKind[ch.Kind]++
+	}
+	// A kind with few changes has them put in place, one binary search
+	// and one copy of its list; one with many (a first revision of
+	// everything) is merged and sorted once.
+	copied := map[model.Kind]bool{}
+	bulk := map[model.Kind]map[string]model.Object{}
+	for _, e := range edits {
+		if perKind[e.kind] > bulkEdits {
+			if bulk[e.kind] == nil {
+				bulk[e.kind] = map[string]model.Object{}
+			}
+			bulk[e.kind][e.name] = e.obj
+			continue
+		}
+		isCopy := copied[e.kind]
+		if err := c.edit(e.kind, e.name, e.obj, &isCopy); err != nil {
+			return err
+		}
+		copied[e.kind] = isCopy
+	}
+	for kind, byName := range bulk {
+		if err := c.merge(kind, byName); err != nil {
+			return err
 		}
 	}
 	c.revision = rev
 	return nil
 }
 
-// snapshot builds a fresh snapshot, sorted by name so equal configurations
-// compile identically.
-func (c *cache) snapshot() *model.Snapshot {
-	s := &model.Snapshot{Revision: c.revision, Store: c.store}
-	for _, k := range model.Kinds {
-		names := make([]string, 0, len(c.objects[k]))
-		for name := range c.objects[k] {
-			names = append(names, name)
-		}
-		slices.Sort(names)
-		for _, name := range names {
-			s.Add(c.objects[k][name])
+// bulkEdits is how many changes of one kind a revision may have before
+// they are merged into its list at once rather than put in one by one
+// (each an insertion that moves the rest of the list).
+const bulkEdits = 64
+
+// merge replaces the list of kind by a new one sorted by name, with the
+// objects of byName (nil to delete) in place of those of the same name.
+func (c *cache) merge(kind model.Kind, byName map[string]model.Object) error {
+	o := &c.objects
+	switch kind {
+	case model.KindServiceNetwork:
+		return mergeList(&o.Networks, byName)
+	case model.KindService:
+		return mergeList(&o.Services, byName)
+	case model.KindTargetGroup:
+		return mergeList(&o.TargetGroups, byName)
+	case model.KindCertificate:
+		return mergeList(&o.Certificates, byName)
+	case model.KindWorkloadSet:
+		return mergeList(&o.WorkloadSets, byName)
+	case model.KindServiceExport:
+		return mergeList(&o.Exports, byName)
+	case model.KindPeer:
+		return mergeList(&o.Peers, byName)
+	case model.KindCluster:
+		return mergeList(&o.Clusters, byName)
+	}
+	return fmt.Errorf("change of unknown kind %q", kind)
+}
+
+func mergeList[T any, P interface {
+	*T
+	model.Object
+}](list *[]T, byName map[string]model.Object) error {
+	out := make([]T, 0, len(*list)+len(byName))
+	for i := range *list {
+		if _, edited := byName[P(&(*list)[i]).ObjectMeta().Name]; !edited {
+			out = append(out, (*list)[i])
 		}
 	}
-	return s
+	for name, obj := range byName {
+		if obj == nil {
+			continue
+		}
+		v, ok := obj.(P)
+		if !ok {
+			return fmt.Errorf("change of %s %s holds a %T", (P)(nil).ObjectKind(), name, obj)
+		}
+		out = append(out, *v)
+	}
+	// By index: the elements' addresses stay in the list, unlike those of
+	// compared copies, which would each be allocated.
+	sort.Slice(out, func(i, j int) bool { return P(&out[i]).ObjectMeta().Name < P(&out[j]).ObjectMeta().Name })
+	*list = out
+	return nil
+}
+
+// edit puts obj (or, for nil, deletes name) in the list of kind, first
+// copying the list unless *copied says it is a copy already.
+func (c *cache) edit(kind model.Kind, name string, obj model.Object, copied *bool) error {
+	o := &c.objects
+	switch kind {
+	case model.KindServiceNetwork:
+		return editList(&o.Networks, name, obj, copied)
+	case model.KindService:
+		return editList(&o.Services, name, obj, copied)
+	case model.KindTargetGroup:
+		return editList(&o.TargetGroups, name, obj, copied)
+	case model.KindCertificate:
+		return editList(&o.Certificates, name, obj, copied)
+	case model.KindWorkloadSet:
+		return editList(&o.WorkloadSets, name, obj, copied)
+	case model.KindServiceExport:
+		return editList(&o.Exports, name, obj, copied)
+	case model.KindPeer:
+		return editList(&o.Peers, name, obj, copied)
+	case model.KindCluster:
+		return editList(&o.Clusters, name, obj, copied)
+	}
+	return fmt.Errorf("change of unknown kind %q", kind)
+}
+
+// editList puts obj in the list sorted by name, or deletes name for a nil
+// obj, copying the list first unless *copied is set; it sets *copied when
+// it copied.
+func editList[T any, P interface {
+	*T
+	model.Object
+}](list *[]T, name string, obj model.Object, copied *bool) error {
+	var v P
+	if obj != nil {
+		var ok bool
+		if v, ok = obj.(P); !ok {
+			return fmt.Errorf("change of %s %s holds a %T", (P)(nil).ObjectKind(), name, obj)
+		}
+	}
+	l := *list
+	i := sort.Search(len(l), func(i int) bool { return P(&l[i]).ObjectMeta().Name >= name })
+	found := i < len(l) && P(&l[i]).ObjectMeta().Name == name
+	if obj == nil && !found {
+		return nil
+	}
+	if !*copied {
+		*list = append(make([]T, 0, len(*list)+1), *list...)
+		*copied = true
+	}
+	switch {
+	case obj == nil:
+		*list = slices.Delete(*list, i, i+1)
+	case found:
+		(*list)[i] = *v
+	default:
+		*list = slices.Insert(*list, i, *v)
+	}
+	return nil
+}
+
+// snapshot returns the objects as a snapshot. It shares the cache's lists,
+// which no later change writes to.
+func (c *cache) snapshot() *model.Snapshot {
+	return &model.Snapshot{Revision: c.revision, Store: c.store, Objects: c.objects}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"iter"
+	"reflect"
 	"strings"
 )
 
@@ -89,6 +90,39 @@ func Encode(obj Object) ([]byte, error) {
 	b, err := json.Marshal(obj)
 	m.Revision = rev
 	return b, err
+}
+
+// Unchanged reports whether a and b, two snapshots' versions of an object,
+// are the same: of one name, owner and revision when either has a revision
+// (the control plane advances it on every change of the object), else of
+// equal content. A consumer of successive snapshots uses it to redo only
+// what changed.
+func Unchanged[T any, P interface {
+	*T
+	Object
+}](a, b *T) bool {
+	ma, mb := P(a).ObjectMeta(), P(b).ObjectMeta()
+	if ma.Revision != 0 || mb.Revision != 0 {
+		return ma.Name == mb.Name && ma.Revision == mb.Revision && ma.Owner == mb.Owner
+	}
+	return reflect.DeepEqual(*a, *b)
+}
+
+// SameList reports whether a and b are one list of the control plane's
+// objects: the same array, of the same length, whose objects carry
+// revisions (the first is checked). Snapshots are never modified once
+// made, and the client's follow hands on the lists of the kinds a revision
+// did not change, so a list that two successive snapshots share is
+// unchanged. Objects without revisions are made by hand (tests), and may
+// be edited in place: their lists are never taken as the same.
+func SameList[T any, P interface {
+	*T
+	Object
+}](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	return len(a) == 0 || &a[0] == &b[0] && P(&a[0]).ObjectMeta().Revision != 0
 }
 
 // LatticeSourcePrefix starts the Source.Kind of every object the VPC

@@ -1,15 +1,22 @@
 package peer
 
 import (
+	"bytes"
+	"context"
+	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	rtmetrics "runtime/metrics"
 	"slices"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
-	testpki "trellis.dev/trellis/test/pki"
 
 	"trellis.dev/trellis/internal/pki"
+	testpki "trellis.dev/trellis/test/pki"
 )
 
 // The cost of the hop on pooled connections: BenchmarkDirect sends to a
@@ -138,4 +145,113 @@ func discard(resp *http.Response, err error) error {
 // quantile is the p-th percentile of sorted latencies, in µs.
 func quantile(lat []time.Duration, p int) float64 {
 	return float64(lat[len(lat)*p/100].Microseconds())
+}
+
+// BenchmarkHopClient compares the hop's client with net/http's HTTP/2
+// transport (as the client used it before: connsPerPeer transports, picked
+// by the requests in flight), against the same stock HTTP/2 server over
+// mutual TLS answering at once: the server's share is the same for both,
+// so the difference is the client's. seq sends one request at a time,
+// par16 sixteen at once, post1k one POST of 1 KiB at a time. cpu-µs/op is the process's CPU time (user and
+// system) per request, goroutines/op the goroutines started. Run with
+//
+//	go test -run XXX -bench HopClient -benchtime 20000x -count 3 ./internal/peer/
+func BenchmarkHopClient(b *testing.B) {
+	ca, _ := pki.NewCA(time.Now())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := stockHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	go srv.Serve(tls.NewListener(ln, TLSConfig(testpki.ClusterIdentity(b, ca, "west"), ca.Pool())))
+	b.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+	c := NewClient(testpki.ClusterIdentity(b, ca, "east"), ca.Pool())
+	b.Cleanup(c.Close)
+	c.SetPeers(map[string]string{addr: "west"})
+	p := Request{Cluster: "west", Addr: addr, TargetGroup: "g", Target: "t:1", Identity: "spiffe://east/ns/a/sa/b"}
+
+	// net/http's transports, dialing as the client does.
+	var trs []*http.Transport
+	var inflight atomic.Int32
+	for range connsPerPeer {
+		tr := &http.Transport{
+			Protocols: new(http.Protocols),
+			DialTLSContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+				return c.dialWith(ctx, network, a, c.id.Certificate())
+			},
+			MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, ForceAttemptHTTP2: true,
+		}
+		tr.Protocols.SetHTTP2(true)
+		b.Cleanup(tr.CloseIdleConnections)
+		trs = append(trs, tr)
+	}
+	body := bytes.Repeat([]byte("b"), 1024)
+	request := func(mode, url string) *http.Request {
+		if mode == "post1k" {
+			return httptest.NewRequest("POST", url, bytes.NewReader(body))
+		}
+		return httptest.NewRequest("GET", url, nil)
+	}
+	nethttp := func(mode string) error {
+		r := request(mode, "https://"+addr+"/")
+		r.RequestURI = ""
+		for k, v := range map[string]string{HeaderTargetGroup: p.TargetGroup, HeaderTarget: p.Target, HeaderIdentity: p.Identity,
+			HeaderService: "", HeaderNetwork: "", HeaderPort: "0"} {
+			r.Header[k] = []string{v}
+		}
+		i := inflight.Add(1) - 1
+		resp, err := trs[int(i)%len(trs)].RoundTrip(r)
+		inflight.Add(-1)
+		return discard(resp, err)
+	}
+	h2 := func(mode string) error {
+		return discard(c.RoundTrip(request(mode, "http://shop.example/"), p))
+	}
+	samples := []rtmetrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	for _, mode := range []string{"seq", "par16", "post1k"} {
+		for _, kind := range []string{"nethttp", "h2"} {
+			send := func() error { return map[string]func(string) error{"nethttp": nethttp, "h2": h2}[kind](mode) }
+			b.Run(mode+"/"+kind, func(b *testing.B) {
+				if err := send(); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportAllocs()
+				rtmetrics.Read(samples)
+				goroutines := samples[0].Value.Uint64()
+				cpu := cpuTime()
+				b.ResetTimer()
+				if mode != "par16" {
+					for b.Loop() {
+						if err := send(); err != nil {
+							b.Fatal(err)
+						}
+					}
+				} else {
+					b.SetParallelism(8) // 16 goroutines on 2 cores
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							if err := send(); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				b.StopTimer()
+				rtmetrics.Read(samples)
+				b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N), "cpu-µs/op")
+				b.ReportMetric(float64(samples[0].Value.Uint64()-goroutines)/float64(b.N), "goroutines/op")
+			})
+		}
+	}
+}
+
+// cpuTime is the process's CPU time, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -7,11 +7,23 @@
 // The hop is HTTP/2 over mutual TLS with the clusters' certificates
 // (package pki): connections are pooled and multiplexed, and TLS sessions
 // are resumed. Each side checks the other's certificate names the cluster
-// it expects. The request carries which target group and target it is for
+// it expects. The sending side is the package's own HTTP/2 client
+// (h2client.go, on x/net/http2's Framer and hpack): the caller's goroutine
+// writes its request, one read loop per connection hands responses over,
+// and everything the peer sends is bounded; the receiving side is an
+// http.Server (Server, TLSConfig, NewHTTPServer). The request carries which target group and target it is for
 // and, when the caller is a known workload, the caller's identity; the
 // receiver believes an identity only if it belongs to the cluster the
 // sending proxy's certificate names, so a proxy of one cluster can never
 // speak for another cluster's workloads.
+//
+// The receiving side serves the peer listener with HTTPServer, an HTTP/2
+// server of its own on x/net's framer and HPACK (h2server.go) rather than
+// net/http's: the goroutine that reads a stream's HEADERS runs its handler
+// (another takes over reading), and handlers write their frames to the
+// connection themselves, so a small response leaves in one write. It bounds
+// what a compromised peer can make it do (streams, header lists, resets,
+// control frames, windows, idle and header time).
 //
 // The package owns the wire protocol and its checks. Choosing targets,
 // checking that a target is the receiver's to deliver to, and delivering
@@ -25,15 +37,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2/hpack"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/pki"
@@ -90,11 +101,8 @@ type Request struct {
 type Client struct {
 	id       *pki.Identity
 	verifier *verifier
-	// tr are the transports, each with a connection of its own to a peer
-	// (connsPerPeer); inflight counts the requests waiting for their
-	// response head, which picks the transport.
-	tr       []*http.Transport
-	inflight atomic.Int32
+	// pool keeps the connections to peers (h2client.go).
+	pool     *h2Pool
 	sessions tls.ClientSessionCache
 	// closed ends the probes (Close).
 	closed    chan struct{}
@@ -117,41 +125,28 @@ const probeEvery = time.Second
 // certificates chain to roots.
 func NewClient(id *pki.Identity, roots *x509.CertPool) *Client {
 	c := &Client{id: id, verifier: newVerifier(roots, x509.ExtKeyUsageServerAuth), peers: map[string]string{}, down: map[string]bool{}, closed: make(chan struct{})}
-	sessions := tls.NewLRUClientSessionCache(1024)
-	c.sessions = sessions
-	for range connsPerPeer {
-		tr := &http.Transport{
-			Protocols: new(http.Protocols),
-			DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				return c.dial(ctx, network, addr, sessions)
-			},
-			// One connection each, so that a burst of requests before
-			// it is up waits for it rather than dialing more.
-			MaxConnsPerHost:     1,
-			MaxIdleConnsPerHost: 1,
-			IdleConnTimeout:     5 * time.Minute,
-			ForceAttemptHTTP2:   true,
-		}
-		tr.Protocols.SetHTTP2(true)
-		c.tr = append(c.tr, tr)
-	}
+	c.sessions = tls.NewLRUClientSessionCache(1024)
+	c.pool = newH2Pool(c)
 	return c
 }
 
 // connsPerPeer is how many connections the client keeps to each peer at
-// most. A request goes on the connection numbered by how many others are
-// waiting for their response: sequential requests keep to one connection
-// (and pay for one new connection), concurrent ones spread over as many
-// connections and goroutines at both ends (one connection serializes its
-// streams' frames): with 16 concurrent clients the hop's p50 cost fell by
-// about a third (docs/benchmarks.md).
+// most. A request goes on the least busy connection presenting the
+// current certificate, and a new one is dialed only while every one is
+// busy: sequential requests keep to one connection (and pay for one new
+// connection), concurrent ones spread over as many connections and
+// goroutines at both ends (one connection serializes its streams' frames):
+// with 16 concurrent clients the hop's p50 cost fell by about a third
+// (docs/benchmarks.md).
 const connsPerPeer = 4
 
 // dialTimeout bounds a new connection to a peer, TLS handshake included.
 const dialTimeout = 3 * time.Second
 
-func (c *Client) dial(ctx context.Context, network, addr string, sessions tls.ClientSessionCache) (net.Conn, error) {
-	conn, err := c.dialWith(ctx, network, addr, sessions)
+// dial dials addr presenting cert, and takes the peer out of use when
+// that fails.
+func (c *Client) dial(ctx context.Context, network, addr string, cert *tls.Certificate) (net.Conn, error) {
+	conn, err := c.dialWith(ctx, network, addr, cert)
 	if err != nil && ctx.Err() == nil {
 		c.markDown(addr)
 	}
@@ -160,10 +155,14 @@ func (c *Client) dial(ctx context.Context, network, addr string, sessions tls.Cl
 
 // dialOnce dials addr for a probe.
 func (c *Client) dialOnce(ctx context.Context, addr string) (net.Conn, error) {
-	return c.dialWith(ctx, "tcp", addr, c.sessions)
+	return c.dialWith(ctx, "tcp", addr, c.id.Certificate())
 }
 
-func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tls.ClientSessionCache) (net.Conn, error) {
+// dialWith dials addr presenting cert. The sessions it resumes are those of
+// the same certificate: a resumed session keeps the client certificate of
+// the handshake that made it, so after a renewal a new connection must
+// not resume one made with the old certificate.
+func (c *Client) dialWith(ctx context.Context, network, addr string, cert *tls.Certificate) (net.Conn, error) {
 	c.mu.RLock()
 	cluster, ok := c.peers[addr]
 	c.mu.RUnlock()
@@ -173,7 +172,7 @@ func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tl
 	cfg := &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		NextProtos:         []string{"h2"},
-		ClientSessionCache: peerSessions{sessions, cluster + "@" + addr},
+		ClientSessionCache: peerSessions{c.sessions, cluster + "@" + addr + "@" + cert.Leaf.SerialNumber.String()},
 		// The peer is checked by the cluster its certificate names, not by
 		// a host name: verification is VerifyConnection's.
 		InsecureSkipVerify: true,
@@ -181,7 +180,7 @@ func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tl
 			return c.verifier.verify(cs, cluster)
 		},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return c.id.Certificate(), nil
+			return cert, nil
 		},
 	}
 	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout, KeepAlive: 15 * time.Second}, Config: cfg}
@@ -197,8 +196,8 @@ func (c *Client) dialWith(ctx context.Context, network, addr string, sessions tl
 }
 
 // peerSessions is the session cache of the connections to one peer: it
-// keys the sessions by the peer's address and the cluster it must be
-// rather than by host name (the tls package's default), so that a session
+// keys the sessions by the peer's address, the cluster it must be and the
+// client certificate rather than by host name (the tls package's default), so that a session
 // is offered only to the peer it was made with, and peers sharing an IP
 // address keep a session each. A resumed session's certificates are
 // checked again all the same (VerifyConnection runs on resumption).
@@ -381,9 +380,8 @@ func (c *Client) Probe(ctx context.Context, addr string) (time.Duration, error) 
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set(HeaderProbe, "1")
 	start := time.Now()
-	resp, err := c.tr[0].RoundTrip(req) // the first connection: sequential traffic uses it alone
+	resp, err := c.pool.roundTrip(req, addr, []hpack.HeaderField{{Name: lowerProbe, Value: "1"}})
 	if err != nil {
 		if ctx.Err() == nil && brokenConn(err) {
 			c.markDown(addr)
@@ -409,34 +407,11 @@ func (c *Client) RoundTrip(r *http.Request, p Request) (*http.Response, error) {
 	if !ok || cluster != p.Cluster {
 		return nil, fmt.Errorf("peer %s is not a proxy of cluster %s", p.Addr, p.Cluster)
 	}
-	// A shallow copy with a header of its own: nothing else of r is
-	// changed, and Clone's deep copy would cost a map and a slice per
-	// header on every request.
-	out := new(http.Request)
-	*out = *r
-	out.URL = &url.URL{Scheme: "https", Host: p.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	out.RequestURI = ""
-	out.Header = make(http.Header, len(r.Header)+4)
-	for k, vs := range r.Header {
-		// In any case: a key set in the map directly is not canonical.
-		if len(k) < len(HeaderPrefix) || !strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix) {
-			out.Header[k] = vs
-		}
-	}
-	out.Header[HeaderTargetGroup] = []string{p.TargetGroup}
-	out.Header[HeaderTarget] = []string{p.Target}
-	if p.Identity != "" {
-		out.Header[HeaderIdentity] = []string{p.Identity}
-	}
-	if p.Version != "" {
-		out.Header[HeaderVersion] = []string{p.Version}
-	}
-	out.Header.Set(HeaderService, p.Service)
-	out.Header.Set(HeaderNetwork, p.Network)
-	out.Header.Set(HeaderPort, strconv.Itoa(int(p.Port)))
-	i := c.inflight.Add(1) - 1
-	resp, err := c.tr[int(i)%len(c.tr)].RoundTrip(out)
-	c.inflight.Add(-1)
+	// r goes as it is: its Trellis-Peer- fields (in any case, for a key
+	// set in the map directly is not canonical) are left out as it is
+	// encoded, and the peer protocol's go instead.
+	var fields [8]hpack.HeaderField
+	resp, err := c.pool.roundTrip(r, p.Addr, p.fields(fields[:0], ""))
 	if err != nil && r.Context().Err() == nil && brokenConn(err) {
 		// The connection broke under the request (the peer died): leave
 		// the peer out until it answers again.
@@ -445,20 +420,51 @@ func (c *Client) RoundTrip(r *http.Request, p Request) (*http.Response, error) {
 	return resp, err
 }
 
+// The peer protocol's field names, as HTTP/2 sends them.
+var (
+	lowerTargetGroup = strings.ToLower(HeaderTargetGroup)
+	lowerTarget      = strings.ToLower(HeaderTarget)
+	lowerIdentity    = strings.ToLower(HeaderIdentity)
+	lowerVersion     = strings.ToLower(HeaderVersion)
+	lowerService     = strings.ToLower(HeaderService)
+	lowerNetwork     = strings.ToLower(HeaderNetwork)
+	lowerPort        = strings.ToLower(HeaderPort)
+	lowerProbe       = strings.ToLower(HeaderProbe)
+	lowerTunnel      = strings.ToLower(HeaderTunnel)
+)
+
+// fields appends the peer protocol's fields of p to dst, and the tunnel's
+// kind when not "".
+func (p *Request) fields(dst []hpack.HeaderField, tunnel string) []hpack.HeaderField {
+	dst = append(dst,
+		hpack.HeaderField{Name: lowerTargetGroup, Value: p.TargetGroup},
+		hpack.HeaderField{Name: lowerTarget, Value: p.Target},
+		hpack.HeaderField{Name: lowerService, Value: p.Service},
+		hpack.HeaderField{Name: lowerNetwork, Value: p.Network},
+		hpack.HeaderField{Name: lowerPort, Value: strconv.Itoa(int(p.Port))})
+	if p.Identity != "" {
+		dst = append(dst, hpack.HeaderField{Name: lowerIdentity, Value: p.Identity})
+	}
+	if p.Version != "" {
+		dst = append(dst, hpack.HeaderField{Name: lowerVersion, Value: p.Version})
+	}
+	if tunnel != "" {
+		dst = append(dst, hpack.HeaderField{Name: lowerTunnel, Value: tunnel})
+	}
+	return dst
+}
+
 // brokenConn reports whether err says the connection to a peer failed
 // (rather than the request's own context, or a refusal by the peer).
 func brokenConn(err error) bool {
 	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+	var ce *connError
+	return errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "connection refused")
 }
 
 // CloseIdleConnections closes pooled connections not in use.
-func (c *Client) CloseIdleConnections() {
-	for _, tr := range c.tr {
-		tr.CloseIdleConnections()
-	}
-}
+func (c *Client) CloseIdleConnections() { c.pool.closeIdle(0) }
 
 // Close stops probing unreachable peers and closes idle connections.
 func (c *Client) Close() {
@@ -621,15 +627,4 @@ func TLSConfig(id *pki.Identity, roots *x509.CertPool) *tls.Config {
 			return v.verify(cs, "")
 		},
 	}
-}
-
-// NewHTTPServer returns an HTTP/2-only server for a peer listener; its
-// errors (failed handshakes among them) go to log at level Warn.
-func NewHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
-	srv := &http.Server{
-		Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 10 * time.Minute,
-		Protocols: new(http.Protocols), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	srv.Protocols.SetHTTP2(true)
-	return srv
 }

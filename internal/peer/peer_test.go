@@ -39,7 +39,7 @@ func eastToWest(t testing.TB, ca *pki.CA, backend *httptest.Server, westAs strin
 // loopback by plain HTTP.
 type peerSide struct {
 	addr       string
-	srv        *http.Server
+	srv        *HTTPServer
 	handler    http.Handler
 	tls        *tls.Config
 	fwd        *http.Transport

@@ -7,9 +7,9 @@ package peer
 // A tunnel is one HTTP/2 stream of the pooled peer connection: a POST with
 // the peer protocol's headers and HeaderTunnel, whose request body carries
 // the bytes toward the target and whose response body (after a 200 head)
-// carries the target's bytes back. Go's HTTP/2 client and server run both
-// bodies at once, so this needs neither extended CONNECT (RFC 8441, which
-// Go's client does not send) nor a connection of its own; the stream is
+// carries the target's bytes back. The hop's client (h2client.go) and Go's
+// HTTP/2 server run both bodies at once, so this needs neither extended
+// CONNECT (RFC 8441) nor a connection of its own; the stream is
 // multiplexed with the hop's requests and shares their checks: the receiver
 // gets a Delivery with Tunnel set only after ServeHTTP admitted the peer and
 // its identity.
@@ -22,7 +22,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -96,19 +95,7 @@ func (c *Client) Tunnel(ctx context.Context, p Request, kind string, first []byt
 		pw.CloseWithError(err)
 	}()
 	req.ContentLength = -1
-	req.Header.Set(HeaderTunnel, kind)
-	req.Header.Set(HeaderTargetGroup, p.TargetGroup)
-	req.Header.Set(HeaderTarget, p.Target)
-	req.Header.Set(HeaderService, p.Service)
-	req.Header.Set(HeaderNetwork, p.Network)
-	req.Header.Set(HeaderPort, strconv.Itoa(int(p.Port)))
-	if p.Identity != "" {
-		req.Header.Set(HeaderIdentity, p.Identity)
-	}
-	if p.Version != "" {
-		req.Header.Set(HeaderVersion, p.Version)
-	}
-	resp, err := c.tr[0].RoundTrip(req)
+	resp, err := c.pool.roundTrip(req, p.Addr, p.fields(nil, kind))
 	accepted <- err == nil && resp.StatusCode == http.StatusOK
 	if err != nil {
 		pr.CloseWithError(err)

@@ -27,12 +27,17 @@ func Refused(resp *http.Response) *RefusedError {
 // Unsent reports whether err, from RoundTrip or Tunnel, says the request
 // reached no target: no connection to the peer could be made (dial, TLS
 // handshake, the peer's certificate), or the peer refused it before
-// delivering (RefusedError with a Reason). Sending it elsewhere then costs
+// delivering (RefusedError with a Reason), or refused the stream before
+// processing it (REFUSED_STREAM, or above a GOAWAY's last stream). Sending it elsewhere then costs
 // no target a second copy.
 func Unsent(err error) bool {
 	var refused *RefusedError
 	if errors.As(err, &refused) {
 		return refused.Reason != ""
+	}
+	var unsent *unsentError
+	if errors.As(err, &unsent) {
+		return true
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {

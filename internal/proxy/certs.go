@@ -60,6 +60,19 @@ func (ix *certIndex) get(serverName string) *tls.Certificate {
 	return ix.fallback
 }
 
+// certInputs are the lists of a snapshot the certificate indexes are made
+// from.
+type certInputs struct {
+	services     []model.Service
+	certificates []model.Certificate
+	networks     []model.ServiceNetwork
+}
+
+// same reports whether in and o are the same lists (model.SameList).
+func (in certInputs) same(o certInputs) bool {
+	return model.SameList(in.services, o.services) && model.SameList(in.certificates, o.certificates) && model.SameList(in.networks, o.networks)
+}
+
 // certCache keeps parsed certificates between Updates, keyed by name and
 // revision, so that an unchanged certificate is parsed once. Only Update
 // (under the proxy's mutex) uses it.

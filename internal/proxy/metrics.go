@@ -51,9 +51,9 @@ type metrics struct {
 	hopCounters sync.Map // hopKey → prometheus.Counter
 
 	// rules holds the rule data of the table serving, by service name;
-	// next is being filled by the compilation in progress, cur is the
-	// service being annotated and prev its data in rules. Update's lock
-	// guards them all.
+	// next holds what the compilation in progress changed (the services
+	// it annotated, and nil for those it forgot), cur is the service being
+	// annotated and prev its data in rules. Update's lock guards them all.
 	rules, next map[string]*serviceRules
 	curName     string
 	cur, prev   *serviceRules
@@ -215,6 +215,7 @@ func (m *metrics) annotate(svc *model.Service, rule int, targetGroup string) any
 	if m.cur == nil || m.curName != svc.Name {
 		m.curName = svc.Name
 		if m.cur = m.next[svc.Name]; m.cur == nil {
+			// New in this compilation, or forgotten and back.
 			m.cur = &serviceRules{network: svc.Network, rules: make([][]*ruleInfo, len(svc.Rules))}
 			m.next[svc.Name] = m.cur
 		}
@@ -245,51 +246,55 @@ func (m *metrics) annotate(svc *model.Service, rule int, targetGroup string) any
 
 // beginCompile prepares for the annotations of a compilation.
 func (m *metrics) beginCompile() {
-	m.next = make(map[string]*serviceRules, len(m.rules))
+	m.next = map[string]*serviceRules{}
+	m.cur, m.prev = nil, nil
+}
+
+// forget is the compiler's Forget hook: the rules of service leave the
+// table.
+func (m *metrics) forget(service string) {
+	if _, annotated := m.next[service]; !annotated {
+		m.next[service] = nil
+	}
 	m.cur, m.prev = nil, nil
 }
 
 // compiled makes the compilation's rule data current and deletes the
-// series of the rules that are gone.
+// series of the rules that are gone. Only the services the compilation
+// annotated or forgot changed.
 func (m *metrics) compiled() {
-	var gone []*ruleInfo
-	for name, old := range m.rules {
-		now := m.next[name]
-		if now != nil && now.network != old.network {
-			now = nil
+	for name, now := range m.next {
+		old := m.rules[name]
+		if now == nil {
+			delete(m.rules, name)
+		} else {
+			m.rules[name] = now
+		}
+		if old == nil {
+			continue
+		}
+		same := now
+		if same != nil && same.network != old.network {
+			same = nil
 		}
 		for rule, ris := range old.rules {
 			for _, ri := range ris {
-				if now.find(rule, ri.targetGroup) != ri {
-					gone = append(gone, ri)
+				if same.find(rule, ri.targetGroup) == ri {
+					continue
 				}
+				// A rule that moved to another network keeps its
+				// labels, which have no network.
+				if now.find(rule, ri.targetGroup) != nil {
+					continue
+				}
+				l := prometheus.Labels{"service": ri.service, "rule": ri.rule, "target_group": ri.targetGroup}
+				m.requests.DeletePartialMatch(l)
+				m.duration.Delete(l)
 			}
 		}
 	}
-	m.rules, m.next, m.cur, m.prev = m.next, nil, nil, nil
-	if len(gone) == 0 {
-		return
-	}
-	// A rule that moved to another network keeps its labels.
-	live := map[[3]string]bool{}
-	for _, sr := range m.rules {
-		for _, ris := range sr.rules {
-			for _, ri := range ris {
-				live[ri.labelValues()] = true
-			}
-		}
-	}
-	for _, ri := range gone {
-		if live[ri.labelValues()] {
-			continue
-		}
-		l := prometheus.Labels{"service": ri.service, "rule": ri.rule, "target_group": ri.targetGroup}
-		m.requests.DeletePartialMatch(l)
-		m.duration.Delete(l)
-	}
+	m.next, m.cur, m.prev = nil, nil, nil
 }
-
-func (ri *ruleInfo) labelValues() [3]string { return [3]string{ri.service, ri.rule, ri.targetGroup} }
 
 // compileFailed discards a failed compilation's rule data.
 func (m *metrics) compileFailed() {

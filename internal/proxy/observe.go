@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,14 @@ type observability struct {
 	// cleared when Shutdown starts; /readyz reports it.
 	ready        atomic.Bool
 	adminAddress string
+	// healthFrom is what health last followed: a snapshot's target
+	// groups and its LocalFirst imports' local targets. Update's lock
+	// guards it.
+	healthFrom struct {
+		set        bool
+		groups     []model.TargetGroup
+		localFirst []model.TargetGroup
+	}
 	// targetMetrics is Config.TargetMetrics.
 	targetMetrics bool
 	admin         *adminServer
@@ -46,7 +55,7 @@ func (p *Proxy) initObservability(cfg Config) {
 	}
 	p.limits = newLimits(cfg)
 	p.adminAddress = cfg.AdminAddress
-	p.compiler.Hooks = router.CompileHooks{Health: p.health.Group, Annotate: p.metrics.annotate, Cluster: p.cluster, Reachable: p.clusterReachable}
+	p.compiler.Hooks = router.CompileHooks{Health: p.health.Group, Annotate: p.metrics.annotate, Forget: p.metrics.forget, Cluster: p.cluster, Reachable: p.clusterReachable}
 }
 
 // closeObservability stops the health checks, writes out the access log
@@ -110,7 +119,17 @@ func attemptHealth(ctx context.Context, addr string) *health.Target {
 // keeps the health objects it links to, frozen for targets that are gone.
 func (p *Proxy) compile(snap *model.Snapshot) (*router.Table, error) {
 	if snap != nil {
-		p.health.Update(append(localTargets(snap.TargetGroups, p.cluster), router.LocalFirstHealth(snap, p.cluster)...))
+		// The checker follows the target groups only when they changed:
+		// a list the last snapshot had too is unchanged (model.SameList).
+		lf := router.LocalFirstHealth(snap, p.cluster)
+		if !p.healthFrom.set || !model.SameList(p.healthFrom.groups, snap.TargetGroups) || !reflect.DeepEqual(p.healthFrom.localFirst, lf) {
+			tgs := localTargets(snap.TargetGroups, p.cluster)
+			if len(lf) > 0 {
+				tgs = slices.Concat(tgs, lf)
+			}
+			p.health.Update(tgs)
+			p.healthFrom.set, p.healthFrom.groups, p.healthFrom.localFirst = true, snap.TargetGroups, lf
+		}
 	}
 	p.metrics.beginCompile()
 	t, err := p.compiler.Compile(snap)
@@ -132,17 +151,20 @@ func (p *Proxy) programmed(t *router.Table, received time.Time) {
 // localTargets is tgs with only the targets in cluster: this proxy checks
 // the health of those alone. It cannot dial another cluster's addresses
 // (they are in that cluster's network, and may be in use in its own), so
-// another cluster's targets are judged by the peer hop's outcomes.
+// another cluster's targets are judged by the peer hop's outcomes. When
+// every target is in cluster it is tgs itself, not a copy.
 func localTargets(tgs []model.TargetGroup, cluster string) []model.TargetGroup {
-	out := make([]model.TargetGroup, 0, len(tgs))
-	for _, tg := range tgs {
-		if !slices.ContainsFunc(tg.Targets, func(t model.Target) bool { return t.Cluster != cluster }) {
-			out = append(out, tg)
-			continue
+	foreign := func(t model.Target) bool { return t.Cluster != cluster }
+	first := slices.IndexFunc(tgs, func(tg model.TargetGroup) bool { return slices.ContainsFunc(tg.Targets, foreign) })
+	if first < 0 {
+		return tgs
+	}
+	out := append(make([]model.TargetGroup, 0, len(tgs)), tgs[:first]...)
+	for _, tg := range tgs[first:] {
+		if slices.ContainsFunc(tg.Targets, foreign) {
+			tg.Targets = slices.DeleteFunc(slices.Clone(tg.Targets), foreign)
 		}
-		local := tg
-		local.Targets = slices.DeleteFunc(slices.Clone(tg.Targets), func(t model.Target) bool { return t.Cluster != cluster })
-		out = append(out, local)
+		out = append(out, tg)
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -40,6 +41,17 @@ type peerSet struct {
 	// admitted are the clusters admitted to the control plane: peer hops
 	// go to and come from these alone.
 	admitted map[string]bool
+	// fromGroups and fromExports are the target groups and exports of
+	// this cluster deliver was made from, for the next compilePeers.
+	fromGroups  map[string]model.TargetGroup
+	fromExports map[string]model.ServiceExport
+	// groupList and exportList are the snapshot's lists they were made
+	// from.
+	groupList  []model.TargetGroup
+	exportList []model.ServiceExport
+	// exportNamespaces are the namespaces this cluster could export from
+	// when they were made (model.Cluster.ExportNamespaces).
+	exportNamespaces []string
 }
 
 // deliverable is how to speak to a target delivered for a peer. An
@@ -65,8 +77,13 @@ func peerGroupKey(t *router.Target) string {
 	return peerTargetGroup + g.Name
 }
 
-func compilePeers(snap *model.Snapshot, cluster string) *peerSet {
-	ps := &peerSet{byCluster: map[string][]string{}, deliver: map[string]map[string]deliverable{}, admitted: map[string]bool{}}
+// compilePeers makes the peer set of snap for a proxy of cluster. What
+// this proxy delivers it takes from prev for the target groups and exports
+// unchanged since (model.Unchanged), and makes again only for the others,
+// so that a change of one target group costs about what that group does.
+// The set prev serves (nil at first) is not modified.
+func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet {
+	ps := &peerSet{byCluster: map[string][]string{}, admitted: map[string]bool{}}
 	for _, c := range snap.Clusters {
 		ps.admitted[c.Name] = true
 	}
@@ -75,33 +92,133 @@ func compilePeers(snap *model.Snapshot, cluster string) *peerSet {
 			ps.byCluster[p.Owner] = append(ps.byCluster[p.Owner], p.Address)
 		}
 	}
-	add := func(key, addr string, d deliverable) {
-		m := ps.deliver[key]
-		if m == nil {
-			m = map[string]deliverable{}
-			ps.deliver[key] = m
+	if prev == nil {
+		prev = &peerSet{}
+	}
+	// changed holds the deliver entries made again, nil for those gone.
+	// The from maps pass from prev to ps: only compilePeers reads them.
+	changed := map[string]map[string]deliverable{}
+	ps.fromGroups, ps.fromExports = prev.fromGroups, prev.fromExports
+	if ps.fromGroups == nil {
+		ps.fromGroups, ps.fromExports = map[string]model.TargetGroup{}, map[string]model.ServiceExport{}
+	}
+	// The namespaces this cluster may export from (mcs.Served): an export
+	// outside them is not delivered. When they change, every export is
+	// judged again.
+	var self *model.Cluster
+	for i := range snap.Clusters {
+		if snap.Clusters[i].Name == cluster {
+			self = &snap.Clusters[i]
 		}
-		m[addr] = d
+	}
+	exportable := func(e *model.ServiceExport) bool { return self == nil || self.AllowsExport(e.Namespace) }
+	if self != nil {
+		ps.exportNamespaces = self.ExportNamespaces
+	}
+	sameNamespaces := slices.Equal(prev.exportNamespaces, ps.exportNamespaces)
+	if !sameNamespaces {
+		for name := range ps.fromExports {
+			changed[peerExport+name] = nil
+		}
+		ps.fromExports = map[string]model.ServiceExport{}
+	}
+	// Lists the last snapshot had too are unchanged (model.SameList).
+	sameGroups, sameExports := model.SameList(prev.groupList, snap.TargetGroups), sameNamespaces && model.SameList(prev.exportList, snap.Exports)
+	ps.groupList, ps.exportList = snap.TargetGroups, snap.Exports
+	groups, exports := 0, 0
+	if sameGroups {
+		groups = len(ps.fromGroups)
+	}
+	if sameExports {
+		exports = len(ps.fromExports)
 	}
 	for i := range snap.TargetGroups {
+		if sameGroups {
+			break
+		}
 		tg := &snap.TargetGroups[i]
 		if tg.Owner != cluster {
 			continue
 		}
+		groups++
+		if old, ok := ps.fromGroups[tg.Name]; ok && model.Unchanged(&old, tg) {
+			continue
+		}
+		ps.fromGroups[tg.Name] = *tg
+		var m map[string]deliverable
 		for _, t := range tg.Targets {
 			if t.Cluster == cluster {
-				add(peerTargetGroup+tg.Name, net.JoinHostPort(t.Address, itoa(t.EffectivePort(tg))), deliverable{tg.Protocol, tg.ProtocolVersion})
+				if m == nil {
+					m = map[string]deliverable{}
+				}
+				m[net.JoinHostPort(t.Address, itoa(t.EffectivePort(tg)))] = deliverable{tg.Protocol, tg.ProtocolVersion}
+			}
+		}
+		changed[peerTargetGroup+tg.Name] = m
+	}
+	for i := range snap.Exports {
+		if sameExports {
+			break
+		}
+		e := &snap.Exports[i]
+		if e.Owner != cluster || !exportable(e) {
+			continue
+		}
+		exports++
+		if old, ok := ps.fromExports[e.Name]; ok && model.Unchanged(&old, e) {
+			continue
+		}
+		ps.fromExports[e.Name] = *e
+		var m map[string]deliverable
+		for _, p := range e.Ports {
+			for _, t := range p.Targets {
+				if m == nil {
+					m = map[string]deliverable{}
+				}
+				m[net.JoinHostPort(t.Address, itoa(t.Port))] = deliverable{protocol: model.ProtocolHTTP}
+			}
+		}
+		changed[peerExport+e.Name] = m
+	}
+	if groups != len(ps.fromGroups) {
+		in := map[string]bool{}
+		for i := range snap.TargetGroups {
+			if tg := &snap.TargetGroups[i]; tg.Owner == cluster {
+				in[tg.Name] = true
+			}
+		}
+		for name := range ps.fromGroups {
+			if !in[name] {
+				delete(ps.fromGroups, name)
+				changed[peerTargetGroup+name] = nil
 			}
 		}
 	}
-	for i := range snap.Exports {
-		e := &snap.Exports[i]
-		if e.Owner != cluster {
-			continue
+	if exports != len(ps.fromExports) {
+		in := map[string]bool{}
+		for i := range snap.Exports {
+			if e := &snap.Exports[i]; e.Owner == cluster && exportable(e) {
+				in[e.Name] = true
+			}
 		}
-		for _, p := range e.Ports {
-			for _, t := range p.Targets {
-				add(peerExport+e.Name, net.JoinHostPort(t.Address, itoa(t.Port)), deliverable{protocol: model.ProtocolHTTP})
+		for name := range ps.fromExports {
+			if !in[name] {
+				delete(ps.fromExports, name)
+				changed[peerExport+name] = nil
+			}
+		}
+	}
+	ps.deliver = prev.deliver
+	if len(changed) > 0 || ps.deliver == nil {
+		ps.deliver = maps.Clone(prev.deliver)
+		if ps.deliver == nil {
+			ps.deliver = map[string]map[string]deliverable{}
+		}
+		for key, m := range changed {
+			if m == nil {
+				delete(ps.deliver, key)
+			} else {
+				ps.deliver[key] = m
 			}
 		}
 	}

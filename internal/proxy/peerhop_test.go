@@ -28,7 +28,7 @@ type hopWorld struct {
 	ca         *pki.CA
 	east, west *Proxy
 	westPeer   string // west's peer listener
-	westSrv    *http.Server
+	westSrv    *peer.HTTPServer
 	eastID     *pki.Identity
 	// eastLog and westLog receive the proxies' access logs, when asked
 	// for (newHopWorldWith).
@@ -260,6 +260,47 @@ func TestImportBackendAcrossClusters(t *testing.T) {
 	update(t, w.east, snap) // no Peers
 	if got := cl.tally(addrOf(w.east, webPort), 10); got["?/502"]+got["/502"] != 10 {
 		t.Errorf("no west proxy: %v, want 10 × 502", got)
+	}
+}
+
+// An export from a namespace its cluster's admission no longer lists
+// leaves the import's pick in every proxy, and its cluster's proxy no
+// longer delivers to it: a request naming it over the hop is refused.
+func TestExportOutsideItsClustersNamespacesLeavesThePick(t *testing.T) {
+	w := newHopWorld(t)
+	eastCart, westCart := identityBackend(t, "east-cart"), identityBackend(t, "west-cart")
+	exports := []model.ServiceExport{cartExport(t, "east", eastCart), cartExport(t, "west", westCart)}
+	// Served by both at first; then west's admission narrows to namespace
+	// web, and the proxies that served its export stop (an update of the
+	// clusters alone, which the incremental compile must not miss).
+	snap := cartImport(nil, exports...)
+	w.update(t, snap)
+	cl := newClient(t)
+	if got := cl.tally(addrOf(w.east, webPort), 40); got["west-cart/200"] == 0 || got["east-cart/200"] == 0 {
+		t.Fatalf("both exporting clusters unlimited: %v, want some to each", got)
+	}
+	snap = cartImport(nil, exports...)
+	snap.Revision = 2
+	snap.Clusters = admitted("east", "west")
+	snap.Clusters[1].ExportNamespaces = []string{"web"}
+	w.update(t, snap)
+	if got := cl.tally(addrOf(w.east, webPort), 40); got["east-cart/200"] != 40 {
+		t.Errorf("west limited to namespace web: %v, want all 40 to east", got)
+	}
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	defer pc.Close()
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	resp, err := pc.RoundTrip(httptest.NewRequest("GET", "http://cart.shop.svc.clusterset.local/", nil), peer.Request{
+		Cluster: "west", Addr: w.westPeer, TargetGroup: "ServiceExport/" + model.ExportName("west", "shop", "cart"), Target: westCart.Listener.Addr().String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// Refused as no longer deliverable, before any route is looked at.
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get(peer.HeaderRefused) != peerNotDeliverable || strings.Contains(string(body), "west-cart") {
+		t.Errorf("a hop to west's unserved export: %d (%s) %q, want 403 (%s)", resp.StatusCode, resp.Header.Get(peer.HeaderRefused), body, peerNotDeliverable)
 	}
 }
 

@@ -122,6 +122,7 @@ func New(cfg Config) *Proxy {
 	p.peerTransport = idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}
 	p.delivery = newDeliveryForwarder(idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}, log)
 	p.delivery.direct = p.deliverDirect
+	p.local.direct = p.forwardDirect
 	if p.peer != nil {
 		transport.peer = p.peerRoundTrip
 	}
@@ -137,9 +138,16 @@ func New(cfg Config) *Proxy {
 // one consistent set from its start to its end. It is never modified.
 type served struct {
 	table *router.Table
-	// ids are this cluster's workloads by address.
-	ids   identities
-	certs map[router.Bind]*certIndex
+	// ids are this cluster's workloads by address, made from idsFrom (a
+	// list the next snapshot shares needs no new ids).
+	ids     identities
+	idsFrom []model.WorkloadSet
+	certs   map[router.Bind]*certIndex
+	// certsFrom are the lists certs was made from, and certProblems what
+	// it could not serve: lists the next snapshot shares need no new
+	// index.
+	certsFrom    certInputs
+	certProblems []error
 	// peers are the other clusters' proxies and what this proxy delivers
 	// for them.
 	peers *peerSet
@@ -172,8 +180,13 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 	if err != nil {
 		return fmt.Errorf("route table not updated: %w", err)
 	}
-	certs, certProblems := p.certCache.compileCerts(snap)
-	peers := compilePeers(snap, p.cluster)
+	last := p.served.Load()
+	in := certInputs{snap.Services, snap.Certificates, snap.Networks}
+	certs, certProblems := last.certs, last.certProblems
+	if !last.certsFrom.same(in) || certs == nil {
+		certs, certProblems = p.certCache.compileCerts(snap)
+	}
+	peers := compilePeers(snap, p.cluster, p.served.Load().peers)
 	if p.peer != nil {
 		byAddr := map[string]string{}
 		for cluster, addrs := range peers.byCluster {
@@ -183,7 +196,11 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 		}
 		p.peer.SetPeers(byAddr)
 	}
-	p.served.Store(&served{table: t, ids: compileIdentities(snap, p.cluster), certs: certs, peers: peers})
+	ids := last.ids
+	if !model.SameList(last.idsFrom, snap.WorkloadSets) || last.ids == nil {
+		ids = compileIdentities(snap, p.cluster)
+	}
+	p.served.Store(&served{table: t, ids: ids, idsFrom: snap.WorkloadSets, certs: certs, certsFrom: in, certProblems: certProblems, peers: peers})
 	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "binds", t.Binds())
 	for _, c := range t.Conflicts() {
 		p.log.Warn("listener not served", "reason", c)

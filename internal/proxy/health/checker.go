@@ -167,6 +167,7 @@ func (c *Checker) Close() {
 
 // groupInput is what updateGroup reads of a target group.
 type groupInput struct {
+	meta     model.Meta
 	protocol model.Protocol
 	version  model.ProtocolVersion
 	port     int32
@@ -186,8 +187,13 @@ func enabledOf(hc *model.HealthCheck) int8 {
 }
 
 func inputOf(tg *model.TargetGroup) *groupInput {
-	in := &groupInput{protocol: tg.Protocol, version: tg.ProtocolVersion, port: tg.Port, hc: tg.HealthCheck,
-		enabled: enabledOf(&tg.HealthCheck), targets: slices.Clone(tg.Targets)}
+	in := &groupInput{meta: tg.Meta, protocol: tg.Protocol, version: tg.ProtocolVersion, port: tg.Port, hc: tg.HealthCheck,
+		enabled: enabledOf(&tg.HealthCheck)}
+	if tg.Revision == 0 {
+		// A group of the control plane is known by its revision; only
+		// one without is compared by its targets.
+		in.targets = slices.Clone(tg.Targets)
+	}
 	in.hc.Enabled = nil
 	return in
 }
@@ -196,9 +202,12 @@ func inputOf(tg *model.TargetGroup) *groupInput {
 // leaves its group as it is: with thousands of groups, a snapshot changes
 // few.
 func (in *groupInput) same(tg *model.TargetGroup) bool {
+	if in.meta.Revision != 0 && in.meta == tg.Meta {
+		return true // the control plane's revision says it is unchanged
+	}
 	hc := tg.HealthCheck
 	hc.Enabled = nil
-	return in.protocol == tg.Protocol && in.version == tg.ProtocolVersion && in.port == tg.Port && in.hc == hc &&
+	return in.meta.Revision == 0 && tg.Revision == 0 && in.protocol == tg.Protocol && in.version == tg.ProtocolVersion && in.port == tg.Port && in.hc == hc &&
 		in.enabled == enabledOf(&tg.HealthCheck) && slices.Equal(in.targets, tg.Targets)
 }
 

@@ -608,3 +608,37 @@ func BenchmarkProbe(b *testing.B) {
 		}
 	})
 }
+
+// A target group of the control plane is known by its revision: a new
+// revision is followed (a target gone, one new), and the same revision
+// again leaves the group's targets as they are.
+func TestUpdateFollowsRevisedGroups(t *testing.T) {
+	c := New(Config{Cluster: cluster, Second: second})
+	t.Cleanup(c.Close)
+	off := false
+	tg := func(rev int64, addrs ...string) []model.TargetGroup {
+		g := model.TargetGroup{Meta: model.Meta{Name: "g", Revision: rev}, Protocol: model.ProtocolHTTP, Port: 80, HealthCheck: model.HealthCheck{Enabled: &off}}
+		for _, a := range addrs {
+			g.Targets = append(g.Targets, model.Target{Address: a, State: model.TargetActive, Cluster: cluster})
+		}
+		return []model.TargetGroup{g}
+	}
+	c.Update(tg(1, "127.0.0.1"))
+	a := c.Group("g").Target("127.0.0.1:80")
+	if a == nil {
+		t.Fatal("no target after the first update")
+	}
+	c.Update(tg(2, "127.0.0.2"))
+	if c.Group("g").Target("127.0.0.1:80") != nil || c.Group("g").Target("127.0.0.2:80") == nil {
+		t.Fatal("revision 2 not followed")
+	}
+	b := c.Group("g").Target("127.0.0.2:80")
+	c.Update(tg(2, "127.0.0.2"))
+	if c.Group("g").Target("127.0.0.2:80") != b || b.Status() != Unavailable {
+		t.Errorf("the same revision changed the target: %v", b.Status())
+	}
+	c.Update(tg(0, "127.0.0.3"))
+	if c.Group("g").Target("127.0.0.3:80") == nil || c.Group("g").Target("127.0.0.2:80") != nil {
+		t.Error("a group without a revision not followed")
+	}
+}

@@ -29,16 +29,13 @@ func (a *Authz) Authorize(r *auth.Request) auth.Result {
 func (b *builder) compileAuthz(svc *model.Service, n *model.ServiceNetwork) (*Authz, error) {
 	var np *auth.Policy
 	if n != nil && n.Auth != nil {
-		if b.netAuth == nil {
-			b.netAuth = map[string]*auth.Policy{}
-		}
 		var ok bool
-		if np, ok = b.netAuth[n.Name]; !ok {
+		if np, ok = b.st.netAuth[n.Name]; !ok {
 			var err error
 			if np, err = auth.Parse(n.Auth.Policy); err != nil {
 				return nil, fmt.Errorf("network %s: auth policy: %w", n.Name, err)
 			}
-			b.netAuth[n.Name] = np
+			b.st.netAuth[n.Name] = np
 		}
 	}
 	var sp *auth.Policy

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -37,22 +38,24 @@ func ClustersetServiceName(namespace, name string, port int32) string {
 // serves on that bind (exactly, by a wildcard, or by a listener's
 // hostname) is left to it. A bind that serves another protocol is
 // reported as a conflict; nothing here fails the compile.
-func (b *builder) addClustersetHosts() {
+func (b *builder) addClustersetHosts() error {
+	st := b.st
 	// opened counts the ports clusterset names made the proxy listen on
 	// that no service had: any admitted cluster's exports name them, so
 	// they are bounded (maxClustersetPorts).
 	opened := 0
-	keys := slices.SortedFunc(maps.Keys(b.exports), func(x, y ExportRef) int {
+	keys := slices.SortedFunc(maps.Keys(st.exports), func(x, y ExportRef) int {
 		return cmp.Or(strings.Compare(x.Namespace, y.Namespace), strings.Compare(x.Name, y.Name))
 	})
+	kept := make(map[string]*serviceState, len(st.synthetic))
 	for _, k := range keys {
-		im := mcs.Merge(b.exports[k])
+		im := mcs.Merge(st.exports[k])
 		host := strings.ToLower(mcs.ClustersetHost(k.Namespace, k.Name))
 		weights, err := mcs.ParseClusterWeights(im.Annotations)
 		if err != nil {
 			// Served unweighted, the name would send traffic where its
 			// author meant none to go.
-			b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s: exported annotation %s %v; not served", host, mcs.ClusterWeightsAnnotation, err))
+			st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s: exported annotation %s %v; not served", host, mcs.ClusterWeightsAnnotation, err))
 			continue
 		}
 		for _, p := range im.Ports {
@@ -61,19 +64,20 @@ func (b *builder) addClustersetHosts() {
 				continue
 			}
 			bind := Bind{Port: p.Port}
-			proto, taken := b.protocols[bind]
-			if taken && proto != model.ProtocolHTTP {
-				b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s port %d: %s already serves %s", host, p.Port, bind, proto))
+			bs := st.binds[bind]
+			taken := bs != nil
+			if taken && bs.proto != model.ProtocolHTTP {
+				st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s port %d: %s already serves %s", host, p.Port, bind, bs.proto))
 				continue
 			}
-			if b.serves(bind, host) {
+			if st.serves(bind, host) {
 				continue // an explicit route wins
 			}
 			if !taken && opened >= maxClustersetPorts {
-				b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s port %d: clusterset names already opened %d ports; not served", host, p.Port, maxClustersetPorts))
+				st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s port %d: clusterset names already opened %d ports; not served", host, p.Port, maxClustersetPorts))
 				continue
 			}
-			svc := &model.Service{
+			svc := model.Service{
 				Meta:      model.Meta{Name: ClustersetServiceName(k.Namespace, k.Name, p.Port)},
 				Listeners: []model.Listener{{Name: "clusterset", Port: p.Port, Protocol: model.ProtocolHTTP, Hostnames: []string{host}}},
 				Rules: []model.Rule{{Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{
@@ -81,17 +85,37 @@ func (b *builder) addClustersetHosts() {
 					Import: &model.ImportRef{Namespace: k.Namespace, Name: k.Name, Port: p.Port, Protocol: model.ProtocolHTTP, ProtocolVersion: version, ClusterWeights: weights},
 				}}}}}},
 			}
-			if err := b.addService(svc, nil); err != nil {
-				// Not expected (the exports were validated); still, an
-				// export never keeps the rest of the table from being
-				// served.
-				delete(b.services, svc.Name)
-				b.conflicts = append(b.conflicts, fmt.Sprintf("clusterset name %s port %d: %v", host, p.Port, err))
-			} else if !taken {
+			ss := st.synthetic[svc.Name]
+			if ss == nil || !reflect.DeepEqual(ss.svc, svc) {
+				ss = &serviceState{svc: svc, synthetic: true}
+				if err := b.compileService(ss, nil); err != nil {
+					// Not expected (the exports were validated); still,
+					// an export never keeps the rest of the table from
+					// being served.
+					st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s port %d: %v", host, p.Port, err))
+					continue
+				}
+			}
+			st.apply(ss)
+			kept[svc.Name] = ss
+			if st.synthetic[svc.Name] != ss {
+				st.servicesChanged(svc.Name, ss.service)
+			}
+			if !taken {
 				opened++
 			}
 		}
 	}
+	for name := range st.synthetic {
+		if kept[name] == nil {
+			st.servicesChanged(name, nil)
+			if b.hooks.Forget != nil {
+				b.hooks.Forget(name)
+			}
+		}
+	}
+	st.synthetic = kept
+	return nil
 }
 
 // maxClustersetPorts bounds the ports clusterset names open on a proxy
@@ -99,32 +123,33 @@ func (b *builder) addClustersetHosts() {
 // name them, and each is a listener on every proxy.
 const maxClustersetPorts = 64
 
-// serves reports whether bind already has a virtual host or a listener
-// for host.
-func (b *builder) serves(bind Bind, host string) bool {
-	hb := b.ports[bind]
-	if hb == nil {
+// serves reports whether bind already has a virtual host with routes or a
+// listener for host.
+func (st *state) serves(bind Bind, host string) bool {
+	bs := st.binds[bind]
+	if bs == nil || bs.proto == model.ProtocolTLSPassthrough {
 		return false
 	}
-	covers := func(names map[string][]pending) bool {
-		if len(names[host]) > 0 {
+	hs := bs.root
+	covers := func(names map[string]*vhostState) bool {
+		if names[host].hasEntries() {
 			return true
 		}
-		for suffix := range b.wildcards(host) {
-			if len(names[suffix]) > 0 {
+		for suffix := range wildcardSuffixes(host) {
+			if names[suffix].hasEntries() {
 				return true
 			}
 		}
 		return false
 	}
-	if covers(hb.exact) || covers(hb.wildcard) {
+	if covers(hs.exact) || covers(hs.wildcard) {
 		return true
 	}
-	if hb.listeners[host] != nil {
+	if hs.listeners[host] != nil {
 		return true
 	}
-	for suffix := range b.wildcards(host) {
-		if hb.listeners["*"+suffix] != nil {
+	for suffix := range wildcardSuffixes(host) {
+		if hs.listeners["*"+suffix] != nil {
 			return true
 		}
 	}
@@ -133,7 +158,7 @@ func (b *builder) serves(bind Bind, host string) bool {
 
 // wildcards yields the wildcard suffixes that match host, as
 // ".b.c" for "a.b.c".
-func (b *builder) wildcards(host string) func(func(string) bool) {
+func wildcardSuffixes(host string) func(func(string) bool) {
 	return func(yield func(string) bool) {
 		for i := strings.IndexByte(host, '.'); i >= 0 && i < len(host)-1; {
 			if !yield(host[i:]) {

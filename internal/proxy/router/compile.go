@@ -13,20 +13,24 @@ import (
 	"strconv"
 	"strings"
 
-	"trellis.dev/trellis/internal/auth"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/balancer"
 )
 
-// Compiler compiles snapshots into route tables. It keeps the compiled
-// regular expressions of its last successful compilation and reuses them in
-// the next, so that a config change compiles only the expressions that are
-// new. Its zero value is ready. A Compiler is not safe for concurrent use;
+// Compiler compiles snapshots into route tables. It keeps what its last
+// successful compilation compiled (target groups, services' rules, virtual
+// hosts, regular expressions) and compiles in the next only what changed,
+// so that a change of one service costs about what that service does. Its
+// zero value is ready. Hooks must be set before the first compilation. A Compiler is not safe for concurrent use;
 // the tables it returns are.
 type Compiler struct {
 	// Hooks link the tables to the proxy's health state and annotations.
 	Hooks   CompileHooks
 	regexps map[string]*regexp.Regexp
+	// st is the state of the last successful compilation, nil before
+	// the first and after a failed one; last is its table.
+	st   *state
+	last *Table
 }
 
 // Compile builds the route table of snap.
@@ -60,12 +64,21 @@ type Compiler struct {
 // decides its protocol; a later listener with another protocol is left out
 // and reported by Conflicts.
 //
+// Each compilation returns a new table, equal to what a new Compiler would
+// compile from snap; the last table is not changed. Objects of the last
+// snapshot with the same name and non-zero revision (the control plane's,
+// which every change advances) are taken as unchanged, and objects without
+// a revision are compared by content: their compiled rules, groups and
+// virtual hosts are reused. A change of the store, a network or an export,
+// and one that could move which listener decides a bind's protocol, or
+// naming an import, compiles everything again (see compile).
+//
 // Compile fails, naming the object and field, on anything it cannot turn into
 // a table that does what the snapshot says: a regular expression that does
 // not parse, an unknown match type or target state, a path that does not
 // start with '/', an action that is not exactly one of forward and fixed
 // response, a fixed status outside 200-599, a negative weight, a target with
-// no port, two target groups of one name, or a filter, retry or session it
+// no port, two target groups or services of one name, or a filter, retry or session it
 // cannot honour. Model validation rejects all of
 // these before they are stored; Compile checks again because a proxy must
 // never serve a table it half understands.
@@ -73,59 +86,14 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 	if snap == nil {
 		return nil, errors.New("nil snapshot")
 	}
-	b := builder{
-		ports:     map[Bind]*hostBuilder{},
-		tls:       map[Bind]*hostBuilder{},
-		protocols: map[Bind]model.Protocol{},
-		groups:    make(map[string]*Group, len(snap.TargetGroups)),
-		prev:      c.regexps,
-		regexps:   map[string]*regexp.Regexp{},
-		hooks:     c.Hooks,
-
-		sessionSecret: []byte("trellis-session\x00" + snap.Store),
-		exports:       map[ExportRef][]*model.ServiceExport{},
-		importGroups:  map[string]*Group{},
-		services:      make(map[string]*Service, len(snap.Services)),
-		compiler:      c,
+	t, err := c.compile(snap, false)
+	if err != nil {
+		// The state may be half updated: the next compilation starts
+		// over, from the table that still serves.
+		c.st = nil
+		return nil, err
 	}
-	for i := range snap.Exports {
-		e := &snap.Exports[i]
-		k := ExportRef{e.Namespace, e.Service}
-		b.exports[k] = append(b.exports[k], e)
-	}
-	for i := range snap.TargetGroups {
-		tg := &snap.TargetGroups[i]
-		if _, dup := b.groups[tg.Name]; dup {
-			return nil, fmt.Errorf("target group %s: duplicate name", tg.Name)
-		}
-		g, err := compileGroup(tg)
-		if err != nil {
-			return nil, fmt.Errorf("target group %s: %w", tg.Name, err)
-		}
-		c.link(g)
-		b.groups[tg.Name] = g
-	}
-	networks := make(map[string]*model.ServiceNetwork, len(snap.Networks))
-	for i := range snap.Networks {
-		networks[snap.Networks[i].Name] = &snap.Networks[i]
-	}
-	for i := range snap.Services {
-		svc := &snap.Services[i]
-		// The control plane lets a service join only a network that allows
-		// its cluster; a network that stops allowing it (an association
-		// revoked) takes its services out here, before they are next
-		// written.
-		if n := networks[svc.Network]; n != nil && n.Owner != "" && svc.Owner != "" && !n.Allows(svc.Owner) {
-			b.conflicts = append(b.conflicts, fmt.Sprintf("service %s of cluster %s: network %s does not allow its cluster; not served", svc.Name, svc.Owner, n.Name))
-			continue
-		}
-		if err := b.addService(svc, networks[svc.Network]); err != nil {
-			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
-		}
-	}
-	b.addClustersetHosts()
-	c.regexps = b.regexps
-	return b.table(snap.Revision), nil
+	return t, nil
 }
 
 func compileGroup(tg *model.TargetGroup) (*Group, error) {
@@ -170,47 +138,21 @@ func inField(parent string, err error) error {
 	return &model.FieldError{Field: parent + sep + fe.Field, Detail: fe.Detail}
 }
 
-// builder holds one compilation's state: the entries collected per bind and
-// host name before they are sorted, the compiled target groups, and the
-// regular expressions compiled so far (regexps) or last time (prev).
+// builder holds one compilation's state: the persistent state it updates
+// (st), the regular expressions compiled so far (regexps) or last time
+// (prev), and the target groups the service being compiled looked up.
 type builder struct {
-	ports map[Bind]*hostBuilder
-	// tls holds the server-name tables of TLS passthrough binds.
-	tls map[Bind]*hostBuilder
-	// protocols is the protocol of each bind: the first listener on a bind
-	// decides it, and later listeners with another are left out.
-	protocols map[Bind]model.Protocol
-	conflicts []string
-	groups    map[string]*Group
-	prev      map[string]*regexp.Regexp
-	regexps   map[string]*regexp.Regexp
-	hooks     CompileHooks
+	st      *state
+	prev    map[string]*regexp.Regexp
+	regexps map[string]*regexp.Regexp
+	hooks   CompileHooks
 	// sessionSecret keys the session tokens: the control-plane store's
 	// identity, the same on every proxy of the control plane and never
 	// seen by the clients the tokens are given to.
 	sessionSecret []byte
-	// netAuth holds the networks' auth policies compiled so far.
-	netAuth map[string]*auth.Policy
-	// services are the services by name (Table.Service).
-	services map[string]*Service
-	// exports are the snapshot's exports by Service; importGroups the
-	// groups of import backends compiled so far (see importGroup).
-	exports      map[ExportRef][]*model.ServiceExport
-	importGroups map[string]*Group
-	compiler     *Compiler
-}
-
-type hostBuilder struct {
-	exact    map[string][]pending
-	wildcard map[string][]pending
-	any      []pending
-	// listeners holds the entries of the listeners with a hostname, by
-	// that hostname.
-	listeners map[string]*hostBuilder
-}
-
-func newHostBuilder() *hostBuilder {
-	return &hostBuilder{exact: map[string][]pending{}, wildcard: map[string][]pending{}}
+	compiler      *Compiler
+	// deps collects the target groups the service being compiled names.
+	deps []groupDep
 }
 
 // pending is an entry with the keys it is sorted by.
@@ -220,78 +162,6 @@ type pending struct {
 	// source is the service's source "namespace/name", or its name.
 	source      string
 	rule, match int
-}
-
-func (b *builder) addService(svc *model.Service, n *model.ServiceNetwork) error {
-	authz, err := b.compileAuthz(svc, n)
-	if err != nil {
-		return err
-	}
-	b.services[svc.Name] = serviceOf(svc, authz)
-	var xff model.ForwardedForMode
-	if n != nil {
-		xff = n.ForwardedFor
-	}
-	entries, err := b.compileRules(svc, authz, xff)
-	if err != nil {
-		return err
-	}
-	edge := n != nil && n.Mode == model.ModeEdge
-	svcHosts := lowerUnique(svc.Hostnames())
-	for _, l := range svc.Listeners {
-		switch l.Protocol {
-		case model.ProtocolHTTP, model.ProtocolHTTPS, model.ProtocolTLSPassthrough:
-		default:
-			b.conflicts = append(b.conflicts, fmt.Sprintf("service %s listener %q: protocol %s is not served", svc.Name, l.Name, l.Protocol))
-			continue
-		}
-		hosts := svcHosts
-		if len(l.Hostnames) > 0 {
-			hosts = lowerUnique(l.Hostnames)
-		}
-		for _, bind := range ListenerBinds(n, l.Port) {
-			if p, taken := b.protocols[bind]; taken && p != l.Protocol {
-				b.conflicts = append(b.conflicts, fmt.Sprintf("service %s listener %q: %s already serves %s, not %s", svc.Name, l.Name, bind, p, l.Protocol))
-				continue
-			}
-			b.protocols[bind] = l.Protocol
-			b.addListener(bind, l, hosts, edge, entries)
-		}
-	}
-	return nil
-}
-
-// addListener adds entries to the virtual hosts of hosts on one bind of
-// listener l.
-func (b *builder) addListener(bind Bind, l model.Listener, hosts []string, edge bool, entries []pending) {
-	binds := b.ports
-	if l.Protocol == model.ProtocolTLSPassthrough {
-		binds = b.tls
-	}
-	hb := binds[bind]
-	if hb == nil {
-		hb = newHostBuilder()
-		binds[bind] = hb
-	}
-	if name := strings.ToLower(l.Hostname); name != "" {
-		if hb.listeners == nil {
-			hb.listeners = map[string]*hostBuilder{}
-		}
-		if hb.listeners[name] == nil {
-			hb.listeners[name] = newHostBuilder()
-		}
-		hb = hb.listeners[name]
-	}
-	if edge && len(hosts) == 0 {
-		hb.any = append(hb.any, entries...)
-	}
-	for _, h := range hosts {
-		if suffix, ok := strings.CutPrefix(h, "*."); ok {
-			hb.wildcard["."+suffix] = append(hb.wildcard["."+suffix], entries...)
-		} else {
-			hb.exact[h] = append(hb.exact[h], entries...)
-		}
-	}
 }
 
 // lowerUnique returns names lower-cased, without repeats.
@@ -367,7 +237,7 @@ func (b *builder) compileAction(a *model.Action, locality model.Locality) (*Rule
 			route.backends[i].TargetGroup = wb.TargetGroup
 			switch {
 			case wb.TargetGroup != "":
-				route.backends[i].group = b.groups[wb.TargetGroup]
+				route.backends[i].group = b.group(wb.TargetGroup)
 			case wb.Import != nil:
 				g := b.importGroup(wb.Import, locality)
 				route.backends[i].TargetGroup, route.backends[i].group = g.Name, g
@@ -473,59 +343,6 @@ func (b *builder) regexp(expr string) (*regexp.Regexp, error) {
 	}
 	b.regexps[expr] = re
 	return re, nil
-}
-
-// table sorts every virtual host's entries and indexes them.
-func (b *builder) table(revision int64) *Table {
-	t := &Table{
-		revision:  revision,
-		ports:     make(map[Bind]*hostTable, len(b.ports)),
-		tls:       make(map[Bind]*hostTable, len(b.tls)),
-		protocols: b.protocols,
-		conflicts: b.conflicts,
-		services:  b.services,
-	}
-	for bind, hb := range b.ports {
-		t.ports[bind] = hb.table()
-	}
-	for bind, hb := range b.tls {
-		t.tls[bind] = hb.table()
-	}
-	for bind := range b.protocols {
-		t.binds = append(t.binds, bind)
-	}
-	slices.SortFunc(t.binds, CompareBinds)
-	return t
-}
-
-func (hb *hostBuilder) table() *hostTable {
-	ht := &hostTable{exact: make(map[string]*vhost, len(hb.exact))}
-	for name, ps := range hb.exact {
-		ht.exact[name] = newVhost(ps)
-	}
-	if len(hb.wildcard) > 0 {
-		ht.wildcard = make(map[string]*vhost, len(hb.wildcard))
-		for suffix, ps := range hb.wildcard {
-			ht.wildcard[suffix] = newVhost(ps)
-		}
-	}
-	if len(hb.any) > 0 {
-		ht.any = newVhost(hb.any)
-	}
-	for name, l := range hb.listeners {
-		if suffix, ok := strings.CutPrefix(name, "*."); ok {
-			if ht.wildcardListeners == nil {
-				ht.wildcardListeners = map[string]*hostTable{}
-			}
-			ht.wildcardListeners["."+suffix] = l.table()
-		} else {
-			if ht.exactListeners == nil {
-				ht.exactListeners = map[string]*hostTable{}
-			}
-			ht.exactListeners[name] = l.table()
-		}
-	}
-	return ht
 }
 
 func newVhost(ps []pending) *vhost {
@@ -639,7 +456,7 @@ func (b *builder) spreadGroup(ref *model.ImportRef, key, without string) *Group 
 	if without != "" {
 		key += ";without=" + without
 	}
-	if g := b.importGroups[key]; g != nil {
+	if g := b.st.importGroups[key]; g != nil {
 		return g
 	}
 	clusters := slices.Sorted(maps.Keys(ref.ClusterWeights))
@@ -680,13 +497,13 @@ func (b *builder) spreadGroup(ref *model.ImportRef, key, without string) *Group 
 			g.targets, g.byCluster = nil, nil // no weighted cluster exports: no target
 		}
 	}
-	b.importGroups[key] = g
+	b.st.importGroups[key] = g
 	return g
 }
 
 // exportsOf is the snapshot's exports of ref's Service, by owner.
 func (b *builder) exportsOf(ref *model.ImportRef) []*model.ServiceExport {
-	exports := slices.Clone(b.exports[ExportRef{ref.Namespace, ref.Name}])
+	exports := slices.Clone(b.st.exports[ExportRef{ref.Namespace, ref.Name}])
 	slices.SortFunc(exports, func(x, y *model.ServiceExport) int { return strings.Compare(x.Owner, y.Owner) })
 	return exports
 }
@@ -714,7 +531,7 @@ func exportTargets(e *model.ServiceExport, port int32) []Target {
 // proxy.
 func (b *builder) localFirstGroup(ref *model.ImportRef, key, local string) *Group {
 	name := localFirstName(key, local)
-	if g := b.importGroups[name]; g != nil {
+	if g := b.st.importGroups[name]; g != nil {
 		return g
 	}
 	export := &ExportRef{ref.Namespace, ref.Name}
@@ -738,7 +555,7 @@ func (b *builder) localFirstGroup(ref *model.ImportRef, key, local string) *Grou
 	if !g.OnlyIn(local) {
 		g.reach = b.compiler.Hooks.Reachable
 	}
-	b.importGroups[name] = g
+	b.st.importGroups[name] = g
 	return g
 }
 

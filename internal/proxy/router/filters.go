@@ -213,7 +213,7 @@ func (b *builder) compileFilters(fs []model.Filter) ([]Filter, error) {
 				err = fieldError("mirror", "fraction %d/%d is not in 0-1", m.Numerator, m.Denominator)
 				break
 			}
-			out[i].Mirror = &Mirror{TargetGroup: m.TargetGroup, Group: b.groups[m.TargetGroup], numerator: m.Numerator, denominator: m.Denominator}
+			out[i].Mirror = &Mirror{TargetGroup: m.TargetGroup, Group: b.group(m.TargetGroup), numerator: m.Numerator, denominator: m.Denominator}
 		case f.CORS != nil:
 			out[i].CORS, err = compileCORS(f.CORS)
 		default:

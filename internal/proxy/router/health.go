@@ -1,6 +1,7 @@
 package router
 
 import (
+	"trellis.dev/trellis/internal/mcs"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/health"
 )
@@ -20,6 +21,12 @@ type CompileHooks struct {
 	// path reaches its per-rule data (metrics observers, precomputed
 	// headers) without a lookup. The router never looks inside it.
 	Annotate func(svc *model.Service, rule int, targetGroup string) any
+	// Forget is called with the name of every service whose rules the
+	// new table no longer has, though the last had them: one removed, or
+	// no longer served. A service compiled again is annotated again
+	// instead. Together with Annotate it tells what is new in a table, as
+	// unchanged services are not annotated again (see Compile).
+	Forget func(service string)
 	// Cluster is the cluster of the proxy the table is for, and Reachable
 	// says whether another cluster's targets can be reached now (a proxy
 	// of it answers). Group.Pick skips the targets of clusters that
@@ -87,6 +94,7 @@ func LocalFirstHealth(snap *model.Snapshot, cluster string) []model.TargetGroup 
 	}
 	var out []model.TargetGroup
 	seen := map[string]bool{}
+	served, _ := mcs.Served(&snap.Objects)
 	for i := range snap.Services {
 		for _, r := range snap.Services[i].Rules {
 			if r.Locality != model.LocalityLocalFirst || r.Action.Forward == nil {
@@ -103,8 +111,7 @@ func LocalFirstHealth(snap *model.Snapshot, cluster string) []model.TargetGroup 
 				}
 				seen[name] = true
 				tg := model.TargetGroup{Meta: model.Meta{Name: name, Owner: cluster}, Protocol: ref.Protocol, ProtocolVersion: ref.ProtocolVersion}
-				for j := range snap.Exports {
-					e := &snap.Exports[j]
+				for _, e := range served {
 					if e.Owner != cluster || e.Namespace != ref.Namespace || e.Service != ref.Name {
 						continue
 					}

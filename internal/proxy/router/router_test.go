@@ -482,7 +482,8 @@ func TestCompileErrors(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 // TestCompilerReusesRegexps checks that a Compiler shares compiled regular
-// expressions with its next compilation, forgets those no longer used, and
+// expressions with its next compilation, forgets those no longer used (once
+// they outnumber those in use), and
 // keeps them across a failed compilation.
 func TestCompilerReusesRegexps(t *testing.T) {
 	snap := func(expr string, extra ...model.Rule) *model.Snapshot {
@@ -511,9 +512,17 @@ func TestCompilerReusesRegexps(t *testing.T) {
 	if re(compile(snap("/a.*"))) != re(first) {
 		t.Error("a failed compilation dropped the reusable expressions")
 	}
-	compile(snap("/b.*"))
+	// Incremental compilations keep what they compiled; once the
+	// expressions kept are over twice those in use (and 64), a full
+	// compilation keeps only those in use.
+	for i := range 70 {
+		compile(snap(fmt.Sprintf("/b%d.*", i)))
+	}
+	if n := len(c.regexps); n > 2*1+64+1 {
+		t.Errorf("%d expressions kept for one in use", n)
+	}
 	if re(compile(snap("/a.*"))) == re(first) {
-		t.Error("an expression unused by the last compilation was kept")
+		t.Error("an expression unused by the last compilations was kept without bound")
 	}
 }
 

@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"fmt"
+	"testing"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// scaleSnapshot is issue 15's shape: an edge network with n services, each
+// a host name, a header-and-prefix rule and a catch-all rule, forwarding to
+// a target group of its own with targets loopback targets (health checks
+// off, so that no check runs under the benchmark). Every object has a
+// revision of its own, as the control plane gives them.
+func scaleSnapshot(n, targets int) *model.Snapshot {
+	off := false
+	snap := &model.Snapshot{Revision: int64(2*n + 1), Objects: model.Objects{
+		Networks: []model.ServiceNetwork{{Meta: model.Meta{Name: "edge", Revision: 1}, Mode: model.ModeEdge}},
+	}}
+	for i := range n {
+		name := fmt.Sprintf("svc-%05d", i)
+		tg := model.TargetGroup{Meta: model.Meta{Name: name, Owner: cluster, Revision: int64(2 + i)}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, Port: 9000,
+			HealthCheck: model.HealthCheck{Enabled: &off}}
+		for j := range targets {
+			tg.Targets = append(tg.Targets, model.Target{Address: fmt.Sprintf("127.%d.%d.%d", 1+i/250, i%250, 1+j), State: model.TargetActive, Cluster: cluster})
+		}
+		snap.TargetGroups = append(snap.TargetGroups, tg)
+		snap.Services = append(snap.Services, scaleService(i, fmt.Sprintf("%s.example.com", name), int64(2+n+i)))
+	}
+	return snap
+}
+
+func scaleService(i int, host string, revision int64) model.Service {
+	name := fmt.Sprintf("svc-%05d", i)
+	fwd := model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{TargetGroup: name, Weight: 1}}}}
+	return model.Service{
+		Meta:          model.Meta{Name: name, Owner: cluster, Revision: revision},
+		Network:       "edge",
+		CustomDomains: []string{host},
+		Listeners:     []model.Listener{{Name: "http", Port: 80, Protocol: model.ProtocolHTTP}},
+		Rules: []model.Rule{
+			{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/api"},
+				Headers: []model.ValueMatch{{Type: model.ValueExact, Name: "x-canary", Value: "1"}}}}, Action: fwd},
+			{Action: fwd},
+		},
+	}
+}
+
+// BenchmarkUpdateOneService is one change at 10,000 services and 100,000
+// targets: one service's host name changes (as bench/scale's change does)
+// and the proxy takes the whole snapshot.
+func BenchmarkUpdateOneService(b *testing.B) {
+	const n = 10_000
+	snap := scaleSnapshot(n, 10)
+	p := newProxyWith(b, Config{})
+	if err := p.Update(snap); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	cpu := cpuTime()
+	for i := 0; b.Loop(); i++ {
+		next := *snap
+		next.Revision++
+		next.Services = append([]model.Service(nil), snap.Services...)
+		k := i * 7919 % n
+		next.Services[k] = scaleService(k, fmt.Sprintf("moved-%d.example.com", next.Revision), next.Revision)
+		if err := p.Update(&next); err != nil {
+			b.Fatal(err)
+		}
+		snap = &next
+	}
+	// CPU time (garbage collection included) says more than wall time on
+	// a loaded machine.
+	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+}
