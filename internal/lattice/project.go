@@ -58,9 +58,11 @@ func project(a *account) map[string]model.Object {
 				DNSName:   svc.DNS,
 				Listeners: []model.Listener{{Name: l.ID, Port: l.Port, Protocol: model.ProtocolHTTP}},
 				Rules:     rules,
-				CreatedAt: svc.CreatedAt,
-				Auth:      authOf(svc.AuthType, svc.Policy),
-				Source:    &model.SourceRef{Kind: model.LatticeSourcePrefix + "Service", Name: svc.Name},
+				// Rules are ranked by priority, the first match answering.
+				RulesInOrder: true,
+				CreatedAt:    svc.CreatedAt,
+				Auth:         authOf(svc.AuthType, svc.Policy),
+				Source:       &model.SourceRef{Kind: model.LatticeSourcePrefix + "Service", Name: svc.Name},
 			})
 		}
 	}

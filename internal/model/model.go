@@ -175,9 +175,15 @@ type Service struct {
 	// every rule of every service sharing a host name by Gateway API
 	// precedence (path kind and length, method, header count, query count),
 	// then by the oldest CreatedAt, then Source namespace/name, and only then
-	// by rule order.
-	Rules     []Rule    `json:"rules"`
-	CreatedAt time.Time `json:"createdAt,omitzero"`
+	// by rule order. With RulesInOrder they are.
+	Rules []Rule `json:"rules"`
+	// RulesInOrder matches Rules in list order, the first rule whose match
+	// holds answering, as VPC Lattice ranks a listener's rules by priority
+	// (the Lattice API sets it). A host name one of these services answers
+	// to is matched service by service (oldest first), each service's rules
+	// in its own order.
+	RulesInOrder bool      `json:"rulesInOrder,omitempty"`
+	CreatedAt    time.Time `json:"createdAt,omitzero"`
 	// Auth, when set, turns auth on for this service (see Auth).
 	Auth   *Auth      `json:"auth,omitempty"`
 	Source *SourceRef `json:"source,omitempty"`

@@ -1,0 +1,145 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/test/netns"
+	"trellis.dev/trellis/test/testsync"
+)
+
+// latticeEnv is a server with the Lattice API, a proxy of cluster local
+// and echo backends, in one network namespace, driven by the AWS CLI.
+type latticeEnv struct {
+	t     *testing.T
+	ns    *netns.NS
+	dir   string
+	proxy *proc
+	http  *http.Client
+}
+
+const (
+	latticeKey, latticeSecret, latticeEndpoint = "AKIDTRELLISE2E", "e2e-secret-key", "http://127.0.0.1:7071"
+)
+
+// startLattice starts the server (with extra flags), one echo backend per
+// name on its address, and a proxy.
+func startLattice(t *testing.T, backends map[string]string, proxyArgs ...string) *latticeEnv {
+	t.Helper()
+	e := &latticeEnv{t: t, ns: netns.New(t), dir: t.TempDir()}
+	creds := filepath.Join(e.dir, "lattice-credentials")
+	if err := os.WriteFile(creds, []byte(latticeKey+" "+latticeSecret+" local\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := start(t, e.ns, "server", "server", "--listen", "127.0.0.1:7070", "--data", filepath.Join(e.dir, "data"), "--tokens", "e2e=local",
+		"--heartbeat", "500ms", "--lattice-listen", "127.0.0.1:7071", "--lattice-credentials-file", creds)
+	srv.waitOutput(t, 10*time.Second, "VPC Lattice API on http://127.0.0.1:7071")
+	for name, addr := range backends {
+		start(t, e.ns, name, "echo", "--listen", addr, "--name", name).waitOutput(t, 10*time.Second, "echo:")
+	}
+	e.proxy = start(t, e.ns, "proxy", append([]string{"proxy", "--server", "http://127.0.0.1:7070", "--token", "e2e", "--cluster", "local"}, proxyArgs...)...)
+	e.http = e.ns.HTTPClient(5 * time.Second)
+	return e
+}
+
+// cli runs `aws vpc-lattice args...`, which must succeed, and returns its
+// JSON output.
+func (e *latticeEnv) cli(args ...string) map[string]any {
+	e.t.Helper()
+	out, stderr, err := awsCLI(e.t, e.ns, latticeEndpoint, latticeKey, latticeSecret, args...)
+	if err != nil {
+		e.t.Fatalf("aws vpc-lattice %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	var v map[string]any
+	if strings.TrimSpace(out) != "" {
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			e.t.Fatalf("aws vpc-lattice %s: %v\n%s", args[0], err, out)
+		}
+	}
+	return v
+}
+
+// fails runs a command that must fail with the AWS error code, and
+// returns the CLI's message.
+func (e *latticeEnv) fails(code, op string, args ...string) string {
+	e.t.Helper()
+	_, stderr, err := awsCLI(e.t, e.ns, latticeEndpoint, latticeKey, latticeSecret, args...)
+	want := fmt.Sprintf("An error occurred (%s) when calling the %s operation", code, op)
+	if err == nil || !strings.Contains(stderr, want) {
+		e.t.Errorf("aws vpc-lattice %s: want %q, got err %v, stderr %s", strings.Join(args, " "), want, err, stderr)
+	}
+	return stderr
+}
+
+// targetGroup creates an IP target group on port with one target,
+// 127.0.0.1, and returns its ID.
+func (e *latticeEnv) targetGroup(name, config string) string {
+	e.t.Helper()
+	id := e.cli("create-target-group", "--name", name, "--type", "IP", "--config", config)["id"].(string)
+	if reg := e.cli("register-targets", "--target-group-identifier", id, "--targets", "id=127.0.0.1"); len(reg["successful"].([]any)) != 1 {
+		e.t.Fatalf("register-targets: %v", reg)
+	}
+	return id
+}
+
+func forwardTo(tg string) string {
+	return fmt.Sprintf(`{"forward":{"targetGroups":[{"targetGroupIdentifier":%q}]}}`, tg)
+}
+
+// A listener's rules answer by priority, not by Gateway API precedence:
+// a prefix rule of priority 10 takes /api/items from an exact rule of
+// priority 20, and an UpdateRule to priority 5 gives it back.
+func TestLatticeRulePriority(t *testing.T) {
+	e := startLattice(t, map[string]string{"prefix-backend": "127.0.0.1:18083", "exact-backend": "127.0.0.1:18084"})
+	sn := e.cli("create-service-network", "--name", "prio")["id"].(string)
+	svc := e.cli("create-service", "--name", "prio")
+	svcID, dns := svc["id"].(string), svc["dnsEntry"].(map[string]any)["domainName"].(string)
+	prefixTG := e.targetGroup("prefix-backend", `{"port":18083,"protocol":"HTTP","vpcIdentifier":"vpc-0123456789abcdef0"}`)
+	exactTG := e.targetGroup("exact-backend", `{"port":18084,"protocol":"HTTP","vpcIdentifier":"vpc-0123456789abcdef0"}`)
+	lis := e.cli("create-listener", "--service-identifier", svcID, "--name", "http", "--protocol", "HTTP", "--port", "8080",
+		"--default-action", `{"fixedResponse":{"statusCode":404}}`)["id"].(string)
+	e.cli("create-rule", "--service-identifier", svcID, "--listener-identifier", lis, "--name", "api-prefix", "--priority", "10",
+		"--match", `{"httpMatch":{"pathMatch":{"match":{"prefix":"/api"}}}}`, "--action", forwardTo(prefixTG))
+	exactRule := e.cli("create-rule", "--service-identifier", svcID, "--listener-identifier", lis, "--name", "items-exact", "--priority", "20",
+		"--match", `{"httpMatch":{"pathMatch":{"match":{"exact":"/api/items"}}}}`, "--action", forwardTo(exactTG))["id"].(string)
+	e.cli("create-service-network-service-association", "--service-identifier", svcID, "--service-network-identifier", sn)
+
+	e.proxy.waitOutput(t, 15*time.Second, "listening on 127.0.0.1:8080")
+	const items = "http://127.0.0.1:8080/api/items"
+	answers := func(want string) func() bool {
+		return func() bool {
+			status, backend, err := get(e.http, items, dns)
+			return err == nil && status == http.StatusOK && backend == want
+		}
+	}
+	testsync.WaitFor(t, 10*time.Second, "/api/items to go to the priority-10 prefix rule", answers("prefix-backend"))
+	for range 10 {
+		if status, backend, err := get(e.http, items, dns); err != nil || backend != "prefix-backend" {
+			t.Fatalf("/api/items went to %q (%d, %v), want prefix-backend (priority 10)", backend, status, err)
+		}
+	}
+	if status, _, err := get(e.http, "http://127.0.0.1:8080/other", dns); err != nil || status != http.StatusNotFound {
+		t.Errorf("/other: %d, %v; want the default action's 404", status, err)
+	}
+
+	e.fails("ConflictException", "UpdateRule", "update-rule", "--service-identifier", svcID, "--listener-identifier", lis,
+		"--rule-identifier", exactRule, "--priority", "10")
+	got := e.cli("update-rule", "--service-identifier", svcID, "--listener-identifier", lis, "--rule-identifier", exactRule, "--priority", "5")
+	if got["priority"] != 5.0 {
+		t.Errorf("update-rule: %v", got)
+	}
+	testsync.WaitFor(t, 10*time.Second, "/api/items to go to the exact rule, now priority 5", answers("exact-backend"))
+	if status, backend, err := get(e.http, "http://127.0.0.1:8080/api/other", dns); err != nil || backend != "prefix-backend" {
+		t.Errorf("/api/other went to %q (%d, %v), want prefix-backend", backend, status, err)
+	}
+	rules := e.cli("list-rules", "--service-identifier", svcID, "--listener-identifier", lis)["items"].([]any)
+	if len(rules) != 3 {
+		t.Errorf("list-rules: %v", rules)
+	}
+}
