@@ -66,6 +66,10 @@ TRELLIS_TOKEN variable.`,
 				}
 				cfg.LeaseHolder = peerCfg.Name
 			}
+			if !model.ValidClusterName(peerCfg.Name) {
+				return fmt.Errorf("--peer-name %q: at most 63 lower-case alphanumerics, '-' or '.' (it also names the proxy's health reports)", peerCfg.Name)
+			}
+			cfg.HealthHolder = peerCfg.Name
 			return withAccessLog(accessLog, cfg.Out, cfg.Logger, &cfg.AccessLog, func() error { return runner.Run(cmd.Context(), cfg) })
 		},
 	}
@@ -78,7 +82,7 @@ TRELLIS_TOKEN variable.`,
 	registerProxyFlags(f, &accessLog, &cfg.AdminListen, &cfg.TargetMetrics, &cfg.DNSListen, &cfg.DNSAnswer, &cfg.Limits)
 	f.StringVar(&peerCfg.Listen, "peer-listen", "", "serve the peer hop here (mutual TLS with the cluster's certificate): other clusters' proxies send requests for this cluster's targets to it; needs --identity-dir")
 	f.StringVar(&peerCfg.Advertise, "peer-advertise", "", "the address other clusters reach --peer-listen at, published to the control plane (default: --peer-listen)")
-	f.StringVar(&peerCfg.Name, "peer-name", "proxy", "this proxy's name among its cluster's proxies (each needs its own)")
+	f.StringVar(&peerCfg.Name, "peer-name", "proxy", "this proxy's name among its cluster's proxies (each needs its own): it names its lease renewals and target health reports")
 	return cmd
 }
 

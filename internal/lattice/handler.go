@@ -200,6 +200,7 @@ func (h *Handler) mutate(ctx context.Context, c *call, fn func(a *account) (any,
 		if err != nil {
 			return nil, err
 		}
+		pruneDrained(a, time.Now())
 		after := project(a)
 		var puts []model.Object
 		for _, key := range slices.Sorted(maps.Keys(after)) {

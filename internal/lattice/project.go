@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"trellis.dev/trellis/internal/model"
 )
@@ -136,7 +137,23 @@ func modelTargetGroup(owner string, tg *targetGroup) *model.TargetGroup {
 	for _, t := range tg.Targets {
 		out.Targets = append(out.Targets, model.Target{Address: t.ID, Port: deref(t.Port), Cluster: owner, State: model.TargetActive})
 	}
+	for _, t := range tg.Draining {
+		out.Targets = append(out.Targets, model.Target{Address: t.ID, Port: deref(t.Port), Cluster: owner, State: model.TargetDraining})
+	}
 	return out
+}
+
+// drainTime is how long a deregistered target drains: it takes no new
+// requests and ListTargets shows it DRAINING (botocore's TargetStatus:
+// "Default draining time is 5 minutes").
+const drainTime = 5 * time.Minute
+
+// pruneDrained forgets the targets of a's groups that finished draining
+// by now.
+func pruneDrained(a *account, now time.Time) {
+	for _, tg := range a.TargetGroups {
+		tg.Draining = slices.DeleteFunc(tg.Draining, func(t drainingTarget) bool { return !now.Before(t.Until) })
+	}
 }
 
 func deref(p *int32) int32 {

@@ -170,6 +170,14 @@ type targetGroup struct {
 	Type    string            `json:"type"`
 	Config  TargetGroupConfig `json:"config"`
 	Targets []Target          `json:"targets,omitempty"`
+	// Draining are deregistered targets until their draining time ends.
+	Draining []drainingTarget `json:"draining,omitempty"`
+}
+
+// drainingTarget is a deregistered target, draining until Until.
+type drainingTarget struct {
+	Target
+	Until time.Time `json:"until"`
 }
 
 // association has no name and is never updated: both stay zero.

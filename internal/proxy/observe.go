@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -145,4 +146,12 @@ func localTargets(tgs []model.TargetGroup, cluster string) []model.TargetGroup {
 		out = append(out, local)
 	}
 	return out
+}
+
+// TargetHealth is the health of this proxy's cluster's targets by target
+// group, as its active checks see them: the target groups of the
+// configuration only, not the groups it makes itself for local-first
+// imports (whose names have a '/').
+func (p *Proxy) TargetHealth() []health.GroupReport {
+	return slices.DeleteFunc(p.health.Report(), func(g health.GroupReport) bool { return strings.Contains(g.Name, "/") })
 }

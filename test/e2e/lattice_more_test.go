@@ -143,3 +143,56 @@ func TestLatticeRulePriority(t *testing.T) {
 		t.Errorf("list-rules: %v", rules)
 	}
 }
+
+// targetStatuses lists a target group's targets as "id:port" → "STATUS
+// reason" through the CLI.
+func (e *latticeEnv) targetStatuses(tg string) map[string]string {
+	e.t.Helper()
+	out := map[string]string{}
+	for _, it := range e.cli("list-targets", "--target-group-identifier", tg)["items"].([]any) {
+		m := it.(map[string]any)
+		out[fmt.Sprintf("%v:%v", m["id"], m["port"])] = fmt.Sprint(m["status"], " ", m["reasonCode"])
+	}
+	return out
+}
+
+// ListTargets shows the proxy's own health checks: a live target turns
+// HEALTHY and one whose port is closed UNHEALTHY, and requests go to the
+// healthy one only; checks turned off with UpdateTargetGroup make both
+// UNAVAILABLE; a deregistered target is DRAINING.
+func TestLatticeTargetHealth(t *testing.T) {
+	e := startLattice(t, map[string]string{"live": "127.0.0.1:18083"})
+	sn := e.cli("create-service-network", "--name", "health")["id"].(string)
+	svc := e.cli("create-service", "--name", "health")
+	svcID, dns := svc["id"].(string), svc["dnsEntry"].(map[string]any)["domainName"].(string)
+	tg := e.cli("create-target-group", "--name", "web", "--type", "IP", "--config",
+		`{"port":18083,"protocol":"HTTP","healthCheck":{"enabled":true,"path":"/","healthCheckIntervalSeconds":5,"healthCheckTimeoutSeconds":2,"healthyThresholdCount":2,"unhealthyThresholdCount":2,"matcher":{"httpCode":"200-299"}}}`)["id"].(string)
+	// 18099: nothing listens there.
+	e.cli("register-targets", "--target-group-identifier", tg, "--targets", "id=127.0.0.1", "id=127.0.0.1,port=18099")
+	if got := e.targetStatuses(tg); got["127.0.0.1:18083"] != "UNUSED TargetGroupNotInUse" {
+		t.Errorf("before a listener uses the group: %v", got)
+	}
+	e.cli("create-listener", "--service-identifier", svcID, "--name", "http", "--protocol", "HTTP", "--port", "8080", "--default-action", forwardTo(tg))
+	e.cli("create-service-network-service-association", "--service-identifier", svcID, "--service-network-identifier", sn)
+
+	want := map[string]string{"127.0.0.1:18083": "HEALTHY <nil>", "127.0.0.1:18099": "UNHEALTHY HealthCheckFailed"}
+	var got map[string]string
+	testsync.WaitFor(t, 30*time.Second, "the proxy's checks to reach list-targets", func() bool {
+		got = e.targetStatuses(tg)
+		return fmt.Sprint(got) == fmt.Sprint(want)
+	})
+	for range 10 {
+		if status, backend, err := get(e.http, "http://127.0.0.1:8080/", dns); err != nil || status != http.StatusOK || backend != "live" {
+			t.Fatalf("a request went to %q (%d, %v), want the healthy target", backend, status, err)
+		}
+	}
+
+	e.cli("update-target-group", "--target-group-identifier", tg, "--health-check", `{"enabled":false}`)
+	if got := e.targetStatuses(tg); got["127.0.0.1:18099"] != "UNAVAILABLE HealthCheckDisabled" {
+		t.Errorf("checks off: %v", got)
+	}
+	e.cli("deregister-targets", "--target-group-identifier", tg, "--targets", "id=127.0.0.1,port=18099")
+	if got := e.targetStatuses(tg); got["127.0.0.1:18099"] != "DRAINING TargetDeregistrationInProgress" || got["127.0.0.1:18083"] != "UNAVAILABLE HealthCheckDisabled" {
+		t.Errorf("after deregistering: %v", got)
+	}
+}
