@@ -53,12 +53,23 @@ func project(a *account) map[string]model.Object {
 				rules = append(rules, model.Rule{Name: r.ID, Matches: []model.Match{modelMatch(r.Match)}, Action: modelAction(r.Action)})
 			}
 			rules = append(rules, model.Rule{Name: l.ID, Action: modelAction(l.DefaultAction)})
+			ml := model.Listener{Name: l.ID, Port: l.Port, Protocol: model.Protocol(l.Protocol)}
+			if l.Protocol == "HTTPS" {
+				// Checked when the listener or the certificateArn was set.
+				name, _ := certificateName(svc.CertificateARN)
+				ml.Certificates = []string{name}
+			}
+			var domains []string
+			if svc.CustomDomain != "" {
+				domains = []string{svc.CustomDomain}
+			}
 			add(&model.Service{
-				Meta:      model.Meta{Name: as.ID + "." + l.ID, Owner: a.Owner},
-				Network:   as.NetworkID,
-				DNSName:   svc.DNS,
-				Listeners: []model.Listener{{Name: l.ID, Port: l.Port, Protocol: model.ProtocolHTTP}},
-				Rules:     rules,
+				Meta:          model.Meta{Name: as.ID + "." + l.ID, Owner: a.Owner},
+				Network:       as.NetworkID,
+				DNSName:       svc.DNS,
+				CustomDomains: domains,
+				Listeners:     []model.Listener{ml},
+				Rules:         rules,
 				// Rules are ranked by priority, the first match answering.
 				RulesInOrder: true,
 				CreatedAt:    svc.CreatedAt,

@@ -148,6 +148,11 @@ type service struct {
 	Region    string               `json:"region"`
 	DNS       string               `json:"dns"`
 	Listeners map[string]*listener `json:"listeners,omitempty"`
+	// CustomDomain is the further name the service answers to.
+	CustomDomain string `json:"customDomainName,omitempty"`
+	// CertificateARN names the model Certificate its HTTPS listeners
+	// serve (certificateName).
+	CertificateARN string `json:"certificateArn,omitempty"`
 }
 
 type listener struct {

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/netns"
+	testpki "trellis.dev/trellis/test/pki"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -195,4 +200,90 @@ func TestLatticeTargetHealth(t *testing.T) {
 	if got := e.targetStatuses(tg); got["127.0.0.1:18099"] != "DRAINING TargetDeregistrationInProgress" || got["127.0.0.1:18083"] != "UNAVAILABLE HealthCheckDisabled" {
 		t.Errorf("after deregistering: %v", got)
 	}
+}
+
+// HTTPS and TLS passthrough listeners through the CLI: an HTTPS listener
+// terminates TLS with the Certificate its service's certificateArn names
+// (written with the Trellis API) for the custom domain name, and forwards
+// HTTP; a TLS_PASSTHROUGH listener hands the TLS connection for its
+// service's custom domain, unopened, to a TCP target group's target.
+// What Lattice refuses is ValidationException naming the field.
+func TestLatticeHTTPSAndPassthrough(t *testing.T) {
+	e := startLattice(t, map[string]string{"inventory": "127.0.0.1:18083"})
+	ca := testpki.NewCA(t)
+	ctx := t.Context()
+
+	// The certificate, as the Trellis API holds it.
+	leaf := ca.Issue(t, "inventory.example.com")
+	tc, err := client.New("http://127.0.0.1:7070", "e2e", client.Options{HTTPClient: e.ns.HTTPClient(5 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.Put(ctx, &model.Certificate{Meta: model.Meta{Name: "inventory-cert", Owner: "local"}, CertPEM: string(leaf.CertPEM), KeyPEM: string(leaf.KeyPEM)}); err != nil {
+		t.Fatal(err)
+	}
+
+	sn := e.cli("create-service-network", "--name", "tls")["id"].(string)
+	plain := e.cli("create-service", "--name", "plain")["id"].(string)
+	const certARN = "arn:aws:acm:us-east-1:123456789012:certificate/inventory-cert"
+	svc := e.cli("create-service", "--name", "inventory", "--custom-domain-name", "inventory.example.com", "--certificate-arn", certARN)
+	if svc["customDomainName"] != "inventory.example.com" || svc["certificateArn"] != certARN {
+		t.Errorf("create-service: %v", svc)
+	}
+	svcID := svc["id"].(string)
+	web := e.targetGroup("inventory", `{"port":18083,"protocol":"HTTP"}`)
+	e.fails("ValidationException", "CreateListener", "create-listener", "--service-identifier", plain, "--name", "https",
+		"--protocol", "HTTPS", "--default-action", forwardTo(web))
+	e.fails("ValidationException", "CreateService", "create-service", "--name", "bad", "--certificate-arn", "arn:aws:acm:us-east-1:123456789012:cert/x")
+	e.cli("create-listener", "--service-identifier", svcID, "--name", "https", "--protocol", "HTTPS", "--port", "8443", "--default-action", forwardTo(web))
+	e.cli("create-service-network-service-association", "--service-identifier", svcID, "--service-network-identifier", sn)
+
+	// The passthrough backend: TLS of its own, in the namespace.
+	ln, err := e.ns.Listen("tcp", "127.0.0.1:18443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "passthrough backend, tls %v", r.TLS != nil)
+	})}
+	go backend.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "db.example.com").TLS(t)}}))
+	t.Cleanup(func() { backend.Close() })
+
+	db := e.cli("create-service", "--name", "database", "--custom-domain-name", "db.example.com")["id"].(string)
+	tcp := e.targetGroup("database", `{"port":18443,"protocol":"TCP"}`)
+	e.fails("ValidationException", "CreateListener", "create-listener", "--service-identifier", plain, "--name", "tls",
+		"--protocol", "TLS_PASSTHROUGH", "--port", "9443", "--default-action", forwardTo(tcp))
+	e.fails("ValidationException", "CreateListener", "create-listener", "--service-identifier", db, "--name", "tls",
+		"--protocol", "TLS_PASSTHROUGH", "--port", "9443", "--default-action", forwardTo(web))
+	tlsListener := e.cli("create-listener", "--service-identifier", db, "--name", "tls", "--protocol", "TLS_PASSTHROUGH", "--port", "9443",
+		"--default-action", forwardTo(tcp))["id"].(string)
+	e.fails("ValidationException", "CreateRule", "create-rule", "--service-identifier", db, "--listener-identifier", tlsListener,
+		"--name", "nope", "--priority", "1", "--match", `{"httpMatch":{"method":"GET"}}`, "--action", forwardTo(tcp))
+	e.cli("create-service-network-service-association", "--service-identifier", db, "--service-network-identifier", sn)
+
+	e.proxy.waitOutput(t, 15*time.Second, "listening on 127.0.0.1:8443")
+	e.proxy.waitOutput(t, 15*time.Second, "listening on 127.0.0.1:9443")
+	client := func(serverName string) *http.Client {
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			DialContext:     e.ns.DialContext,
+			TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: serverName},
+		}}
+	}
+	// HTTPS, terminated by the proxy with inventory-cert.
+	hc := client("inventory.example.com")
+	testsync.WaitFor(t, 10*time.Second, "HTTPS to answer", func() bool {
+		status, backend, err := get(hc, "https://127.0.0.1:8443/", "inventory.example.com")
+		return err == nil && status == http.StatusOK && backend == "inventory"
+	})
+	// TLS passthrough: the backend's own certificate and answer.
+	pc := client("db.example.com")
+	testsync.WaitFor(t, 10*time.Second, "TLS passthrough to reach the backend", func() bool {
+		resp, err := pc.Get("https://127.0.0.1:9443/")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.TLS != nil && resp.TLS.PeerCertificates[0].Subject.CommonName == "db.example.com" && string(b) == "passthrough backend, tls true"
+	})
 }
