@@ -201,6 +201,7 @@ func (h *Handler) mutate(ctx context.Context, c *call, fn func(a *account) (any,
 			return nil, err
 		}
 		pruneDrained(a, time.Now())
+		pruneAccessLogs(a)
 		after := project(a)
 		var puts []model.Object
 		for _, key := range slices.Sorted(maps.Keys(after)) {

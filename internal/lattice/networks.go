@@ -61,6 +61,12 @@ func (h *Handler) routes() {
 	h.handle("POST /tags/{arn}", h.tagResource)
 	h.handle("DELETE /tags/{arn}", h.untagResource)
 
+	h.handle("POST /accesslogsubscriptions", h.createAccessLog)
+	h.handle("GET /accesslogsubscriptions", h.listAccessLogs)
+	h.handle("GET /accesslogsubscriptions/{id}", h.getAccessLog)
+	h.handle("PATCH /accesslogsubscriptions/{id}", h.updateAccessLog)
+	h.handle("DELETE /accesslogsubscriptions/{id}", h.deleteAccessLog)
+
 	h.handle("PUT /authpolicy/{id}", h.putAuthPolicy)
 	h.handle("GET /authpolicy/{id}", h.getAuthPolicy)
 	h.handle("DELETE /authpolicy/{id}", h.deleteAuthPolicy)

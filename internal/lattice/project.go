@@ -39,6 +39,7 @@ func project(a *account) map[string]model.Object {
 			Auth:   authOf(n.AuthType, n.Policy),
 			// The clusters of its VPC associations may join it.
 			AllowedClusters: allowedClusters(a, n.ID),
+			AccessLogs:      sinksOf(a, n.ID),
 			Source:          &model.SourceRef{Kind: model.LatticeSourcePrefix + "ServiceNetwork", Name: n.Name},
 		})
 	}
@@ -69,6 +70,7 @@ func project(a *account) map[string]model.Object {
 				DNSName:       svc.DNS,
 				CustomDomains: domains,
 				Listeners:     []model.Listener{ml},
+				AccessLogs:    sinksOf(a, svc.ID),
 				Rules:         rules,
 				// Rules are ranked by priority, the first match answering.
 				RulesInOrder: true,
@@ -154,10 +156,12 @@ func modelTargetGroup(owner string, tg *targetGroup) *model.TargetGroup {
 	return out
 }
 
-// drainTime is how long a deregistered target drains: it takes no new
-// requests and ListTargets shows it DRAINING (botocore's TargetStatus:
-// "Default draining time is 5 minutes").
-const drainTime = 5 * time.Minute
+// drainTime is how long ListTargets shows a deregistered target DRAINING.
+// The proxies send it no new request from the next snapshot on, and never
+// cut one in flight, so the time only bounds what is shown (Lattice drains
+// for minutes; Terraform's aws_vpclattice_target_group_attachment waits
+// for a deregistered target to stop draining).
+const drainTime = 10 * time.Second
 
 // pruneDrained forgets the targets of a's groups that finished draining
 // by now.

@@ -119,6 +119,8 @@ type account struct {
 	Associations map[string]*association `json:"associations,omitempty"`
 	// VPCAssociations are the clusters allowed to join networks.
 	VPCAssociations map[string]*vpcAssociation `json:"vpcAssociations,omitempty"`
+	// AccessLogs are the access log subscriptions of networks and services.
+	AccessLogs map[string]*accessLogSub `json:"accessLogs,omitempty"`
 	// Tokens are the client tokens of creates, by operation and token.
 	Tokens map[string]*idempotency `json:"tokens,omitempty"`
 }

@@ -96,8 +96,14 @@ type ServiceNetwork struct {
 	// X-Forwarded-For: append its address (the default, also when empty),
 	// preserve it as sent, or remove it.
 	ForwardedFor ForwardedForMode `json:"forwardedFor,omitempty"`
-	Source       *SourceRef       `json:"source,omitempty"`
+	// AccessLogs name access-log sinks that get an entry for every request
+	// to the network's services (see ValidAccessLog).
+	AccessLogs []string   `json:"accessLogs,omitempty"`
+	Source     *SourceRef `json:"source,omitempty"`
 }
+
+// MaxAccessLogs bounds the sinks of one network or service.
+const MaxAccessLogs = 8
 
 // AnyCluster in ServiceNetwork.AllowedClusters allows every cluster.
 const AnyCluster = "*"
@@ -185,8 +191,11 @@ type Service struct {
 	RulesInOrder bool      `json:"rulesInOrder,omitempty"`
 	CreatedAt    time.Time `json:"createdAt,omitzero"`
 	// Auth, when set, turns auth on for this service (see Auth).
-	Auth   *Auth      `json:"auth,omitempty"`
-	Source *SourceRef `json:"source,omitempty"`
+	Auth *Auth `json:"auth,omitempty"`
+	// AccessLogs name access-log sinks that get an entry for every request
+	// to this service (see ValidAccessLog), besides its network's.
+	AccessLogs []string   `json:"accessLogs,omitempty"`
+	Source     *SourceRef `json:"source,omitempty"`
 }
 
 // Hostnames returns every name the service answers to: its DNS name first,

@@ -30,6 +30,8 @@ type observability struct {
 	// targetMetrics is Config.TargetMetrics.
 	targetMetrics bool
 	admin         *adminServer
+	// sinks are the access-log sinks the configuration names.
+	sinks *sinks
 }
 
 // initObservability sets up health, metrics and the access log; New calls
@@ -45,6 +47,7 @@ func (p *Proxy) initObservability(cfg Config) {
 		opts.Logger = p.log
 		p.accessLog = accesslog.New(cfg.AccessLog, opts)
 	}
+	p.sinks = &sinks{dir: cfg.AccessLogDir, log: p.log}
 	p.limits = newLimits(cfg)
 	p.adminAddress = cfg.AdminAddress
 	p.compiler.Hooks = router.CompileHooks{Health: p.health.Group, Annotate: p.metrics.annotate, Cluster: p.cluster, Reachable: p.clusterReachable}
@@ -54,6 +57,7 @@ func (p *Proxy) initObservability(cfg Config) {
 // and closes the admin listener; Shutdown calls it last.
 func (p *Proxy) closeObservability(ctx context.Context) error {
 	p.health.Close()
+	p.sinks.closeAll(ctx)
 	var errs []error
 	if p.accessLog != nil {
 		if err := p.accessLog.Close(ctx); err != nil {

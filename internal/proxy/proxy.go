@@ -143,6 +143,8 @@ type served struct {
 	// peers are the other clusters' proxies and what this proxy delivers
 	// for them.
 	peers *peerSet
+	// logs are the access-log sinks of each service, by service name.
+	logs map[string][]*accesslog.Logger
 }
 
 // Update compiles snap into a route table and swaps it in atomically:
@@ -183,7 +185,7 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 		}
 		p.peer.SetPeers(byAddr)
 	}
-	p.served.Store(&served{table: t, ids: compileIdentities(snap, p.cluster), certs: certs, peers: peers})
+	p.served.Store(&served{table: t, ids: compileIdentities(snap, p.cluster), certs: certs, peers: peers, logs: p.sinks.update(snap)})
 	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "binds", t.Binds())
 	for _, c := range t.Conflicts() {
 		p.log.Warn("listener not served", "reason", c)

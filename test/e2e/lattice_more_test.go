@@ -287,3 +287,78 @@ func TestLatticeHTTPSAndPassthrough(t *testing.T) {
 		return resp.TLS != nil && resp.TLS.PeerCertificates[0].Subject.CommonName == "db.example.com" && string(b) == "passthrough backend, tls true"
 	})
 }
+
+// Access log subscriptions through the CLI: a proxy started with
+// --access-log-dir writes the entries of a service's subscription (a
+// CloudWatch log group) and of its network's (an S3 bucket) to files
+// named after them; deleting the subscription stops its file.
+func TestLatticeAccessLogSubscription(t *testing.T) {
+	dir := t.TempDir()
+	e := startLattice(t, map[string]string{"inventory": "127.0.0.1:18083"}, "--access-log-dir", dir)
+	sn := e.cli("create-service-network", "--name", "logged")["id"].(string)
+	svc := e.cli("create-service", "--name", "inventory")
+	svcID, dns := svc["id"].(string), svc["dnsEntry"].(map[string]any)["domainName"].(string)
+	tg := e.targetGroup("inventory", `{"port":18083,"protocol":"HTTP"}`)
+	e.cli("create-listener", "--service-identifier", svcID, "--name", "http", "--protocol", "HTTP", "--port", "8080", "--default-action", forwardTo(tg))
+	e.cli("create-service-network-service-association", "--service-identifier", svcID, "--service-network-identifier", sn)
+	sub := e.cli("create-access-log-subscription", "--resource-identifier", svcID,
+		"--destination-arn", "arn:aws:logs:us-east-1:123456789012:log-group:inventory-logs")
+	subID := sub["id"].(string)
+	e.cli("create-access-log-subscription", "--resource-identifier", sn, "--destination-arn", "arn:aws:s3:::network-bucket")
+	e.fails("ValidationException", "CreateAccessLogSubscription", "create-access-log-subscription", "--resource-identifier", svcID,
+		"--destination-arn", "arn:aws:s3:::bucket/with/a/prefix")
+	e.fails("ConflictException", "CreateAccessLogSubscription", "create-access-log-subscription", "--resource-identifier", svcID,
+		"--destination-arn", "arn:aws:logs:us-east-1:123456789012:log-group:second-group")
+	if got := e.cli("get-access-log-subscription", "--access-log-subscription-identifier", subID); got["resourceId"] != svcID {
+		t.Errorf("get-access-log-subscription: %v", got)
+	}
+	if items := e.cli("list-access-log-subscriptions", "--resource-identifier", sn)["items"].([]any); len(items) != 1 {
+		t.Errorf("list-access-log-subscriptions of the network: %v", items)
+	}
+
+	e.proxy.waitOutput(t, 15*time.Second, "listening on 127.0.0.1:8080")
+	lines := func(name string) []string {
+		b, _ := os.ReadFile(filepath.Join(dir, name+".log"))
+		return strings.FieldsFunc(string(b), func(r rune) bool { return r == '\n' })
+	}
+	testsync.WaitFor(t, 10*time.Second, "the service to answer", func() bool {
+		status, _, err := get(e.http, "http://127.0.0.1:8080/warm", dns)
+		return err == nil && status == http.StatusOK
+	})
+	for range 5 {
+		if status, _, err := get(e.http, "http://127.0.0.1:8080/logged", dns); err != nil || status != http.StatusOK {
+			t.Fatalf("request: %d %v", status, err)
+		}
+	}
+	count := func(name string) int {
+		n := 0
+		for _, l := range lines(name) {
+			var entry map[string]any
+			if json.Unmarshal([]byte(l), &entry) == nil && entry["requestPath"] == "/logged" && entry["responseCode"] == 200.0 {
+				n++
+			}
+		}
+		return n
+	}
+	testsync.WaitFor(t, 10*time.Second, "both sinks to hold the 5 requests", func() bool {
+		return count("inventory-logs") == 5 && count("network-bucket") == 5
+	})
+
+	e.cli("delete-access-log-subscription", "--access-log-subscription-identifier", subID)
+	testsync.WaitFor(t, 10*time.Second, "the service's sink to be dropped", func() bool {
+		before := len(lines("inventory-logs"))
+		if status, _, err := get(e.http, "http://127.0.0.1:8080/after", dns); err != nil || status != http.StatusOK {
+			return false
+		}
+		time.Sleep(2 * time.Second) // the writer flushes every second
+		return len(lines("inventory-logs")) == before
+	})
+	testsync.WaitFor(t, 10*time.Second, "the network's sink to keep logging", func() bool {
+		for _, l := range lines("network-bucket") {
+			if strings.Contains(l, `"requestPath":"/after"`) {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -43,6 +43,9 @@ type Config struct {
 	Cluster, Bind string
 	// AccessLog receives the access log; nil turns it off.
 	AccessLog io.Writer
+	// AccessLogDir is where the configuration's access-log sinks are
+	// written (see proxy.Config.AccessLogDir); empty writes none.
+	AccessLogDir string
 	// AdminListen is the address of the admin listener (/metrics,
 	// /healthz, /readyz); empty means none.
 	AdminListen string
@@ -117,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
-	pcfg := proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen,
+	pcfg := proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AccessLogDir: cfg.AccessLogDir, AdminAddress: cfg.AdminListen,
 		TargetMetrics: cfg.TargetMetrics, RequestBodyIdleTimeout: cfg.Limits.RequestBodyIdleTimeout, ResponseIdleTimeout: cfg.Limits.ResponseIdleTimeout,
 		MaxRequestBodyBytes: cfg.Limits.MaxRequestBodyBytes}
 	if cfg.Peer != nil {
