@@ -234,6 +234,18 @@ func (h *Handler) deleteServiceNetwork(ctx context.Context, c *call) (int, any, 
 		if va := vpcAssociated(a, id); va != "" {
 			return nil, conflict(resourceNetwork, id, "ServiceNetwork %s has VPC(s) associated (%s)", id, va)
 		}
+		// Services of the owners it is shared with.
+		all, err := h.load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range slices.Sorted(maps.Keys(all)) {
+			for _, as := range slices.Sorted(maps.Keys(all[o].Associations)) {
+				if o != c.owner && all[o].Associations[as].NetworkID == id {
+					return nil, conflict(resourceNetwork, id, "ServiceNetwork %s has service(s) of account %s associated (%s)", id, accountID(o), as)
+				}
+			}
+		}
 		delete(a.Networks, id)
 		return nil, nil
 	})

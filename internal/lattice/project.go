@@ -27,8 +27,9 @@ func authOf(authType string, p *policy) *model.Auth {
 }
 
 // project returns the model objects an owner's records make, by store
-// key (see docs/reference/lattice-api.md).
-func project(a *account) map[string]model.Object {
+// key (see docs/reference/lattice-api.md); known maps account IDs to
+// owners, for the accounts a network's resource policy shares it with.
+func project(a *account, known map[string]string) map[string]model.Object {
 	out := map[string]model.Object{}
 	add := func(o model.Object) { out[model.Key(o.ObjectKind(), o.ObjectMeta().Name)] = o }
 	for _, n := range a.Networks {
@@ -38,14 +39,14 @@ func project(a *account) map[string]model.Object {
 			Domain: ownerToken(a.Owner) + ".vpc-lattice-svcs." + n.Region + ".on.aws",
 			Auth:   authOf(n.AuthType, n.Policy),
 			// The clusters of its VPC associations may join it.
-			AllowedClusters: allowedClusters(a, n.ID),
+			AllowedClusters: allowedClusters(a, n, known),
 			AccessLogs:      sinksOf(a, n.ID),
 			Source:          &model.SourceRef{Kind: model.LatticeSourcePrefix + "ServiceNetwork", Name: n.Name},
 		})
 	}
 	for _, as := range a.Associations {
 		svc := a.Services[as.ServiceID]
-		if svc == nil || a.Networks[as.NetworkID] == nil {
+		if svc == nil || a.Networks[as.NetworkID] == nil && as.NetworkOwner == "" {
 			continue
 		}
 		for _, l := range svc.Listeners {

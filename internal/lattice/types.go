@@ -192,4 +192,6 @@ type association struct {
 	meta
 	NetworkID string `json:"networkId"`
 	ServiceID string `json:"serviceId"`
+	// NetworkOwner is the owner of a network another owner shared.
+	NetworkOwner string `json:"networkOwner,omitempty"`
 }

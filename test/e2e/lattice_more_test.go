@@ -31,6 +31,8 @@ type latticeEnv struct {
 
 const (
 	latticeKey, latticeSecret, latticeEndpoint = "AKIDTRELLISE2E", "e2e-secret-key", "http://127.0.0.1:7071"
+	// westKey signs as owner west, a second account.
+	westKey, westSecret = "AKIDTRELLISWEST", "west-secret-key"
 )
 
 // startLattice starts the server (with extra flags), one echo backend per
@@ -39,7 +41,7 @@ func startLattice(t *testing.T, backends map[string]string, proxyArgs ...string)
 	t.Helper()
 	e := &latticeEnv{t: t, ns: netns.New(t), dir: t.TempDir()}
 	creds := filepath.Join(e.dir, "lattice-credentials")
-	if err := os.WriteFile(creds, []byte(latticeKey+" "+latticeSecret+" local\n"), 0o600); err != nil {
+	if err := os.WriteFile(creds, []byte(latticeKey+" "+latticeSecret+" local\n"+westKey+" "+westSecret+" west\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	srv := start(t, e.ns, "server", "server", "--listen", "127.0.0.1:7070", "--data", filepath.Join(e.dir, "data"), "--tokens", "e2e=local",
@@ -57,7 +59,13 @@ func startLattice(t *testing.T, backends map[string]string, proxyArgs ...string)
 // JSON output.
 func (e *latticeEnv) cli(args ...string) map[string]any {
 	e.t.Helper()
-	out, stderr, err := awsCLI(e.t, e.ns, latticeEndpoint, latticeKey, latticeSecret, args...)
+	return e.cliAs(latticeKey, latticeSecret, args...)
+}
+
+// cliAs is cli signed with another key.
+func (e *latticeEnv) cliAs(key, secret string, args ...string) map[string]any {
+	e.t.Helper()
+	out, stderr, err := awsCLI(e.t, e.ns, latticeEndpoint, key, secret, args...)
 	if err != nil {
 		e.t.Fatalf("aws vpc-lattice %s: %v\n%s", strings.Join(args, " "), err, stderr)
 	}
@@ -74,7 +82,13 @@ func (e *latticeEnv) cli(args ...string) map[string]any {
 // returns the CLI's message.
 func (e *latticeEnv) fails(code, op string, args ...string) string {
 	e.t.Helper()
-	_, stderr, err := awsCLI(e.t, e.ns, latticeEndpoint, latticeKey, latticeSecret, args...)
+	return e.failsAs(latticeKey, latticeSecret, code, op, args...)
+}
+
+// failsAs is fails signed with another key.
+func (e *latticeEnv) failsAs(key, secret, code, op string, args ...string) string {
+	e.t.Helper()
+	_, stderr, err := awsCLI(e.t, e.ns, latticeEndpoint, key, secret, args...)
 	want := fmt.Sprintf("An error occurred (%s) when calling the %s operation", code, op)
 	if err == nil || !strings.Contains(stderr, want) {
 		e.t.Errorf("aws vpc-lattice %s: want %q, got err %v, stderr %s", strings.Join(args, " "), want, err, stderr)
@@ -361,4 +375,46 @@ func TestLatticeAccessLogSubscription(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// A network is shared by its resource policy, as with RAM: another
+// account's service association is AccessDeniedException until the
+// network's policy allows that account to create associations, then
+// succeeds; the owner cannot delete a network another account joined;
+// a policy that does not allow it shares nothing.
+func TestLatticeResourcePolicySharing(t *testing.T) {
+	e := startLattice(t, nil)
+	sn := e.cli("create-service-network", "--name", "shared")
+	snID, snARN := sn["id"].(string), sn["arn"].(string)
+	west := func(args ...string) map[string]any { t.Helper(); return e.cliAs(westKey, westSecret, args...) }
+	svc := west("create-service", "--name", "west-svc")["id"].(string)
+	westAccount := strings.Split(west("get-service", "--service-identifier", svc)["arn"].(string), ":")[4]
+	west("create-listener", "--service-identifier", svc, "--name", "http", "--protocol", "HTTP", "--port", "8080",
+		"--default-action", `{"fixedResponse":{"statusCode":404}}`)
+	e.failsAs(westKey, westSecret, "AccessDeniedException", "CreateServiceNetworkServiceAssociation", "create-service-network-service-association",
+		"--service-identifier", svc, "--service-network-identifier", snARN)
+
+	// A policy for other actions shares nothing.
+	e.cli("put-resource-policy", "--resource-arn", snARN, "--policy",
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"`+westAccount+`"},"Action":"vpc-lattice:GetServiceNetwork","Resource":"*"}]}`)
+	e.failsAs(westKey, westSecret, "AccessDeniedException", "CreateServiceNetworkServiceAssociation", "create-service-network-service-association",
+		"--service-identifier", svc, "--service-network-identifier", snARN)
+
+	e.cli("put-resource-policy", "--resource-arn", snARN, "--policy",
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::`+westAccount+`:root"},"Action":["vpc-lattice:CreateServiceNetworkServiceAssociation","vpc-lattice:GetServiceNetwork"],"Resource":"*"}]}`)
+	as := west("create-service-network-service-association", "--service-identifier", svc, "--service-network-identifier", snARN)
+	if as["status"] != "ACTIVE" || as["createdBy"] != westAccount {
+		t.Fatalf("create-service-network-service-association on the shared network: %v", as)
+	}
+	items := e.cli("list-service-network-service-associations", "--service-network-identifier", snID)["items"].([]any)
+	if len(items) != 1 || items[0].(map[string]any)["serviceNetworkName"] != "shared" {
+		t.Errorf("the owner lists the other account's association: %v", items)
+	}
+	e.fails("ConflictException", "DeleteServiceNetwork", "delete-service-network", "--service-network-identifier", snID)
+	out := trellisOutput(t, e.ns, "get", "services", "--server", "http://127.0.0.1:7070", "--token", "e2e")
+	if !strings.Contains(out, as["id"].(string)) {
+		t.Errorf("trellis get services: west's service is not in the shared network:\n%s", out)
+	}
+	west("delete-service-network-service-association", "--service-network-service-association-identifier", as["id"].(string))
+	e.cli("delete-service-network", "--service-network-identifier", snID)
 }
