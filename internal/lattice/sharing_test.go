@@ -15,7 +15,9 @@ func TestSharedWith(t *testing.T) {
 	stmt := func(effect, principal, action string) string {
 		return fmt.Sprintf(`{"Effect":%q,"Principal":%s,"Action":%s,"Resource":"*"}`, effect, principal, action)
 	}
-	doc := func(stmts ...string) string { return `{"Version":"2012-10-17","Statement":[` + strings.Join(stmts, ",") + `]}` }
+	doc := func(stmts ...string) string {
+		return `{"Version":"2012-10-17","Statement":[` + strings.Join(stmts, ",") + `]}`
+	}
 	west, north := accountID("west"), accountID("north")
 	for _, tc := range []struct {
 		name, doc string
