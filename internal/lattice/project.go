@@ -109,9 +109,12 @@ func modelMatch(m RuleMatch) model.Match {
 	}
 	out.Method = hm.Method
 	if p := hm.PathMatch; p != nil {
-		if p.Match.Exact != "" {
+		switch {
+		case p.CaseSensitive != nil && !*p.CaseSensitive:
+			out.Path = &model.PathMatch{Type: model.PathRegularExpression, Value: caseInsensitivePath(p.Match)}
+		case p.Match.Exact != "":
 			out.Path = &model.PathMatch{Type: model.PathExact, Value: p.Match.Exact}
-		} else {
+		default:
 			out.Path = &model.PathMatch{Type: model.PathPrefix, Value: p.Match.Prefix}
 		}
 	}
@@ -124,6 +127,20 @@ func modelMatch(m RuleMatch) model.Match {
 		}
 	}
 	return out
+}
+
+// caseInsensitivePath is the model's expression of a path match with
+// caseSensitive false: the exact path, or the prefix matching whole
+// segments as a prefix match does, in any case.
+func caseInsensitivePath(m PathMatchType) string {
+	if m.Exact != "" {
+		return "(?i)" + regexp.QuoteMeta(m.Exact)
+	}
+	p := strings.TrimRight(m.Prefix, "/")
+	if p == "" {
+		return "/.*"
+	}
+	return "(?i)" + regexp.QuoteMeta(p) + "(/.*)?"
 }
 
 func modelTargetGroup(owner string, tg *targetGroup) *model.TargetGroup {

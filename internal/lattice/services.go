@@ -299,9 +299,6 @@ func checkMatch(field string, m *RuleMatch) error {
 		if len(v) > 200 || !pathRE.MatchString(v) {
 			return invalidf(pf+".match", "%q must start with '/', be at most 200 characters of [a-zA-Z0-9@:%%_+.~#?&/=-]", v)
 		}
-		if p.CaseSensitive != nil && !*p.CaseSensitive {
-			return invalidf(pf+".caseSensitive", "case-insensitive path matches are not supported yet")
-		}
 	}
 	if len(hm.HeaderMatches) > maxHeaderMatches {
 		return invalidf(f+".headerMatches", "at most %d header matches, not %d", maxHeaderMatches, len(hm.HeaderMatches))

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"regexp"
 	"testing"
 
 	"trellis.dev/trellis/internal/api"
@@ -114,4 +115,29 @@ func activeTargets(t *testing.T, a *testAPI, id string) int {
 		}
 	}
 	return n
+}
+
+// A path match with caseSensitive false matches in any case, a prefix
+// still by whole segments.
+func TestCaseInsensitivePath(t *testing.T) {
+	for _, tc := range []struct {
+		m       PathMatchType
+		yes, no []string
+	}{
+		{PathMatchType{Exact: "/Api/v1"}, []string{"/api/V1", "/API/V1"}, []string{"/api/v1/x", "/api"}},
+		{PathMatchType{Prefix: "/api/"}, []string{"/API", "/Api/x/y"}, []string{"/apix", "/v1/api"}},
+		{PathMatchType{Prefix: "/"}, []string{"/", "/anything"}, nil},
+	} {
+		re := regexp.MustCompile(`^(?:` + caseInsensitivePath(tc.m) + `)$`)
+		for _, p := range tc.yes {
+			if !re.MatchString(p) {
+				t.Errorf("%+v does not match %s", tc.m, p)
+			}
+		}
+		for _, p := range tc.no {
+			if re.MatchString(p) {
+				t.Errorf("%+v matches %s", tc.m, p)
+			}
+		}
+	}
 }
