@@ -1,16 +1,22 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/model"
 )
+
+const exportNamespacesUsage = "namespaces the cluster may export Services from, comma-separated, or '*' for all"
 
 // newCluster is `trellis cluster`: admitting clusters to the control plane
 // and revoking them, with an administrator's token.
@@ -26,8 +32,10 @@ func newCluster() *cobra.Command {
 one-time join token; a component of that cluster (trellis controller or
 trellis proxy with --identity-dir and --join-token-file) exchanges it for a
 short-lived certificate naming the cluster, renewed before it expires.
+"set" changes the namespaces an admitted cluster may export Services
+from (--export-namespaces on "add" sets them first; '*', all, by default).
 "remove" revokes the cluster: its certificates stop working within a
-second. Adding and removing need an administrator token (trellis server
+second. Adding, setting and removing need an administrator token (trellis server
 --admin-tokens-file) from --token, --token-file or TRELLIS_TOKEN.`,
 	}
 	connect := func() (*client.Client, error) {
@@ -44,6 +52,7 @@ second. Adding and removing need an administrator token (trellis server
 
 	var ttl time.Duration
 	var caOut string
+	var addExports, setExports []string
 	add := &cobra.Command{
 		Use:   "add NAME",
 		Short: "Admit a cluster and print a one-time join token for it",
@@ -53,7 +62,11 @@ second. Adding and removing need an administrator token (trellis server
 			if err != nil {
 				return err
 			}
-			res, err := c.AddCluster(cmd.Context(), args[0], ttl)
+			req := api.AddClusterRequest{Name: args[0], TokenTTLSeconds: int64(ttl / time.Second)}
+			if cmd.Flags().Changed("export-namespaces") {
+				req.ExportNamespaces = addExports
+			}
+			res, err := c.AdmitCluster(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -73,6 +86,35 @@ second. Adding and removing need an administrator token (trellis server
 	}
 	add.Flags().DurationVar(&ttl, "token-ttl", time.Hour, "how long the join token stays valid (at most a week)")
 	add.Flags().StringVar(&caOut, "ca-out", "", "write the control plane's CA certificate (PEM) here, for the cluster's --ca-file")
+	add.Flags().StringSliceVar(&addExports, "export-namespaces", nil, exportNamespacesUsage+" (default *; for a cluster admitted already, replaces its list)")
+
+	set := &cobra.Command{
+		Use:   "set NAME",
+		Short: "Change an admitted cluster: the namespaces it may export Services from",
+		Long: `Change an admitted cluster. --export-namespaces replaces the namespaces the
+cluster may export Services from (ServiceExports), or '*' for all. Narrowing
+the list takes the cluster's exports outside it out of every cluster's
+imports and proxies at once; the cluster's controller marks those
+ServiceExports Valid=False, reason NamespaceNotAllowed, and the control
+plane refuses their writes.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("export-namespaces") {
+				return errors.New("nothing to set: give --export-namespaces")
+			}
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			res, err := c.SetCluster(cmd.Context(), args[0], api.SetClusterRequest{ExportNamespaces: setExports})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s may export from %s\n", res.Name, strings.Join(res.ExportNamespaces, ","))
+			return nil
+		},
+	}
+	set.Flags().StringSliceVar(&setExports, "export-namespaces", nil, exportNamespacesUsage)
 
 	remove := &cobra.Command{
 		Use:   "remove NAME",
@@ -109,13 +151,17 @@ second. Adding and removing need an administrator token (trellis server
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tADDED")
+			fmt.Fprintln(w, "NAME\tADDED\tEXPORT NAMESPACES")
 			for _, cl := range clusters {
-				fmt.Fprintf(w, "%s\t%s\n", cl.Name, cl.Added.UTC().Format(time.RFC3339))
+				exports := strings.Join(cl.ExportNamespaces, ",")
+				if exports == "" {
+					exports = model.AllNamespaces
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\n", cl.Name, cl.Added.UTC().Format(time.RFC3339), exports)
 			}
 			return w.Flush()
 		},
 	}
-	cmd.AddCommand(add, remove, list)
+	cmd.AddCommand(add, set, remove, list)
 	return cmd
 }

@@ -166,6 +166,21 @@ type AddClusterRequest struct {
 	// TokenTTLSeconds is how long the join token is valid (default one hour,
 	// at most a week).
 	TokenTTLSeconds int64 `json:"tokenTTLSeconds,omitempty"`
+	// ExportNamespaces, when set, are the namespaces the cluster may
+	// export Services from, or ["*"] for all (model.Cluster). A newly
+	// admitted cluster without it may export from all; for one admitted
+	// already it replaces the list, as SetClusterRequest does.
+	ExportNamespaces []string `json:"exportNamespaces,omitempty"`
+}
+
+// SetClusterRequest changes an admitted cluster (PATCH /v1/clusters/NAME,
+// administrators only). Narrowing ExportNamespaces takes the cluster's
+// exports outside them out of every merge and pick at once; its
+// controller then stops sending them.
+type SetClusterRequest struct {
+	// ExportNamespaces are the namespaces the cluster may export Services
+	// from, or ["*"] for all. Required.
+	ExportNamespaces []string `json:"exportNamespaces"`
 }
 
 // AddClusterResult carries the one-time join token for the cluster.
@@ -204,6 +219,10 @@ type JoinResult struct {
 type Cluster struct {
 	Name  string    `json:"name"`
 	Added time.Time `json:"added"`
+	// ExportNamespaces are the namespaces the cluster may export from;
+	// ["*"] (or empty, for a cluster admitted before the list existed)
+	// is all.
+	ExportNamespaces []string `json:"exportNamespaces,omitempty"`
 	// Lease is the cluster's lease as the answering server judges it now.
 	Lease Lease `json:"lease"`
 	// PeersPublished counts the cluster's Peer objects; PeersReached

@@ -51,3 +51,20 @@ func (c *Client) Renew(ctx context.Context, csrPEM []byte) ([]byte, error) {
 	}
 	return []byte(res.Certificate), nil
 }
+
+// AdmitCluster admits a cluster as req says (administrators only):
+// AddCluster with every option of the request, such as the namespaces the
+// cluster may export from.
+func (c *Client) AdmitCluster(ctx context.Context, req api.AddClusterRequest) (api.AddClusterResult, error) {
+	var res api.AddClusterResult
+	err := c.do(ctx, http.MethodPost, "/v1/clusters", nil, req, &res)
+	return res, err
+}
+
+// SetCluster changes an admitted cluster, such as the namespaces it may
+// export from (administrators only).
+func (c *Client) SetCluster(ctx context.Context, name string, req api.SetClusterRequest) (api.Cluster, error) {
+	var res api.Cluster
+	err := c.do(ctx, http.MethodPatch, "/v1/clusters/"+url.PathEscape(name), nil, req, &res)
+	return res, err
+}

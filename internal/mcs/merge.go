@@ -83,11 +83,14 @@ func (im *Import) Message() string {
 
 // Merge merges the exports of one namespaced name (from different clusters)
 // into the import. exports must not be empty. The oldest export (by
-// ExportedAt, then cluster name) decides every property they disagree on.
+// ExportedAt, which the control plane stamps, then cluster name) decides
+// every property they disagree on; one not stamped yet (a controller's own
+// export before the control plane holds it) is younger than every stamped
+// one.
 func Merge(exports []*model.ServiceExport) *Import {
 	es := slices.Clone(exports)
 	slices.SortFunc(es, func(a, b *model.ServiceExport) int {
-		return cmp.Or(a.ExportedAt.Compare(b.ExportedAt), cmp.Compare(a.Owner, b.Owner))
+		return cmp.Or(olderFirst(a, b), cmp.Compare(a.Owner, b.Owner))
 	})
 	oldest := es[0]
 	im := &Import{
@@ -142,6 +145,17 @@ func Merge(exports []*model.ServiceExport) *Import {
 	return im
 }
 
+// olderFirst orders a and b by ExportedAt, the unstamped last.
+func olderFirst(a, b *model.ServiceExport) int {
+	switch az, bz := a.ExportedAt.IsZero(), b.ExportedAt.IsZero(); {
+	case az && !bz:
+		return 1
+	case bz && !az:
+		return -1
+	}
+	return a.ExportedAt.Compare(b.ExportedAt)
+}
+
 func orNone(s string) string {
 	if s == "" {
 		return "none"
@@ -193,6 +207,30 @@ func unionPorts(es []*model.ServiceExport) (ports []model.ExportPort, disagree i
 		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Name, b.Name))
 	})
 	return ports, disagree
+}
+
+// Served returns the exports of o that are served: those whose cluster's
+// admission (its Cluster in o) allows the export's namespace
+// (model.Cluster.AllowsExport), and refused, the others. The control plane
+// refuses an export outside the list when it is written; one stored before
+// the list was narrowed is left out here, by every controller and proxy
+// alike, until its cluster deletes it. An export of a cluster without a
+// Cluster object (one authenticated by a bearer token) is served.
+func Served(o *model.Objects) (served, refused []*model.ServiceExport) {
+	clusters := make(map[string]*model.Cluster, len(o.Clusters))
+	for i := range o.Clusters {
+		clusters[o.Clusters[i].Name] = &o.Clusters[i]
+	}
+	served = make([]*model.ServiceExport, 0, len(o.Exports))
+	for i := range o.Exports {
+		e := &o.Exports[i]
+		if c := clusters[e.Owner]; c != nil && !c.AllowsExport(e.Namespace) {
+			refused = append(refused, e)
+			continue
+		}
+		served = append(served, e)
+	}
+	return served, refused
 }
 
 // Group sorts exports into the imports they make: by namespace and name.

@@ -136,3 +136,46 @@ func TestGroup(t *testing.T) {
 		t.Errorf("groups: %v", g)
 	}
 }
+
+// An export the control plane has not stamped yet (a controller's own,
+// before the control plane holds it) is younger than every stamped one,
+// whatever its cluster's name.
+func TestMergeUnstampedIsYoungest(t *testing.T) {
+	stamped := export("west", 5, port("http", "TCP", 80))
+	fresh := export("east", 0, port("http", "TCP", 8080))
+	fresh.ExportedAt = time.Time{}
+	for _, order := range [][]*model.ServiceExport{{stamped, fresh}, {fresh, stamped}} {
+		im := Merge(order)
+		if want := []model.ExportPort{bare(port("http", "TCP", 80))}; !reflect.DeepEqual(im.Ports, want) {
+			t.Errorf("ports %+v, want west's %+v", im.Ports, want)
+		}
+		if !strings.Contains(im.Message(), "with west's where they conflict") {
+			t.Errorf("conflict message %q does not name west", im.Message())
+		}
+	}
+}
+
+// Served leaves out the exports of a cluster whose admission does not list
+// their namespace; clusters without a Cluster object and those allowing
+// every namespace keep theirs.
+func TestServedFollowsExportNamespaces(t *testing.T) {
+	o := &model.Objects{
+		Clusters: []model.Cluster{
+			{Meta: model.Meta{Name: "east"}, ExportNamespaces: []string{"web"}},
+			{Meta: model.Meta{Name: "west"}, ExportNamespaces: []string{model.AllNamespaces}},
+			{Meta: model.Meta{Name: "north"}},
+		},
+		Exports: []model.ServiceExport{*export("east", 0), *export("west", 1), *export("north", 2), *export("south", 3)},
+	}
+	served, refused := Served(o)
+	var got []string
+	for _, e := range served {
+		got = append(got, e.Owner)
+	}
+	if want := []string{"west", "north", "south"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("served %v, want %v", got, want)
+	}
+	if len(refused) != 1 || refused[0].Owner != "east" {
+		t.Errorf("refused %+v, want east's shop/cart", refused)
+	}
+}

@@ -22,9 +22,12 @@ type ServiceExport struct {
 	Service string `json:"service"`
 	// Type is ClusterSetIP, or Headless for a Service without a cluster IP.
 	Type ExportType `json:"type"`
-	// ExportedAt is the ServiceExport's creation time: the oldest export
-	// wins a conflict.
-	ExportedAt time.Time    `json:"exportedAt"`
+	// ExportedAt is when the control plane first stored the export: the
+	// oldest export wins a conflict. The control plane sets it and keeps
+	// it across updates; a value the exporting cluster sends is ignored,
+	// so that no cluster can make its export older than another's. Zero
+	// (an export not stored yet) is younger than every stored one.
+	ExportedAt time.Time    `json:"exportedAt,omitzero"`
 	Ports      []ExportPort `json:"ports"`
 	// The Service's properties an import copies (from the oldest export
 	// when exports disagree). Empty values are Kubernetes' defaults.
@@ -87,9 +90,6 @@ func (e *ServiceExport) Validate() error {
 	case ExportClusterSetIP, ExportHeadless:
 	default:
 		f.add("type", "%q is not ClusterSetIP or Headless", e.Type)
-	}
-	if e.ExportedAt.IsZero() {
-		f.add("exportedAt", "required")
 	}
 	seen := map[string]bool{}
 	for i, p := range e.Ports {

@@ -18,12 +18,17 @@ func TestServiceExportValidate(t *testing.T) {
 	if err := good().Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// ExportedAt is the control plane's to stamp: a cluster may send none.
+	unstamped := good()
+	unstamped.ExportedAt = time.Time{}
+	if err := unstamped.Validate(); err != nil {
+		t.Errorf("export without exportedAt: %v", err)
+	}
 	for field, mutate := range map[string]func(e *ServiceExport){
 		"name":                        func(e *ServiceExport) { e.Name = "shop.cart.west" },
 		"namespace":                   func(e *ServiceExport) { e.Namespace = "Shop" },
 		"service":                     func(e *ServiceExport) { e.Service = "" },
 		"type":                        func(e *ServiceExport) { e.Type = "ExternalName" },
-		"exportedAt":                  func(e *ServiceExport) { e.ExportedAt = time.Time{} },
 		"ports[0].port":               func(e *ServiceExport) { e.Ports[0].Port = 0 },
 		"ports[0].protocol":           func(e *ServiceExport) { e.Ports[0].Protocol = "tcp" },
 		"ports[0].name":               func(e *ServiceExport) { e.Ports[0].Name = "HTTP" },

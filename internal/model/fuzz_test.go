@@ -14,6 +14,8 @@ func FuzzDecodeAndValidate(f *testing.F) {
 	f.Add([]byte(`{"name":"tg","owner":"east","protocol":"HTTP","protocolVersion":"HTTP1","targets":[{"address":"::1","port":1,"cluster":"e","state":"Active"}]}`))
 	f.Add([]byte(`{"name":"n","owner":"e","mode":"ServiceNetwork","domain":"n.trellis.internal"}`))
 	f.Add([]byte(`{"rules":[{"matches":[{"path":{"type":"RegularExpression","value":"(a+)+"}}]}]}`))
+	f.Add([]byte(`{"name":"west","owner":"control-plane","added":"2026-12-01T00:00:00Z","exportNamespaces":["shop","web"]}`))
+	f.Add([]byte(`{"name":"shop.cart.west","owner":"west","namespace":"shop","service":"cart","type":"ClusterSetIP","ports":[{"protocol":"TCP","port":80}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, k := range Kinds {
 			obj, _ := New(k)

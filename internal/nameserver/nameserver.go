@@ -129,9 +129,10 @@ func (s *Server) Update(snap *model.Snapshot) {
 	}
 	t.zones = append(t.zones, ClustersetZone)
 	t.empty[ClustersetZone] = true
-	exports := make([]*model.ServiceExport, 0, len(snap.Exports))
-	for i := range snap.Exports {
-		if e := &snap.Exports[i]; dnsLabel(e.Service) && dnsLabel(e.Namespace) {
+	served, _ := mcs.Served(&snap.Objects)
+	exports := make([]*model.ServiceExport, 0, len(served))
+	for _, e := range served {
+		if dnsLabel(e.Service) && dnsLabel(e.Namespace) {
 			exports = append(exports, e) // the control plane admits only valid exports
 		}
 	}

@@ -271,8 +271,19 @@ func TestClustersetNames(t *testing.T) {
 	if got := query(t, "udp", addr, "cart.shop.svc.clusterset.local.", dns.TypeA); !slices.Equal(got.answers, []string{"127.0.0.1"}) {
 		t.Errorf("a name still exported by one cluster: %+v, want 127.0.0.1", got)
 	}
+	// A name whose only export is from a namespace its cluster may no
+	// longer export from is not answered.
+	limited := withExports(snapshot(5, "inventory"), [3]string{"west", "shop", "cart"}, [3]string{"west", "billing", "ledger"})
+	limited.Clusters = []model.Cluster{{Meta: model.Meta{Name: "west", Owner: model.ControlPlaneOwner}, ExportNamespaces: []string{"billing"}}}
+	s.Update(limited)
+	if got := query(t, "udp", addr, "cart.shop.svc.clusterset.local.", dns.TypeA); got.rcode != dns.RcodeNameError {
+		t.Errorf("an export outside its cluster's namespaces: %+v, want NXDOMAIN", got)
+	}
+	if got := query(t, "udp", addr, "ledger.billing.svc.clusterset.local.", dns.TypeA); !slices.Equal(got.answers, []string{"127.0.0.1"}) {
+		t.Errorf("an export inside its cluster's namespaces: %+v, want 127.0.0.1", got)
+	}
 	// With no exports at all, the zone is still ours: NXDOMAIN, not REFUSED.
-	s.Update(snapshot(5))
+	s.Update(snapshot(6))
 	if got := query(t, "udp", addr, "cart.shop.svc.clusterset.local.", dns.TypeA); got.rcode != nx.rcode || !got.soa || len(got.answers) > 0 {
 		t.Errorf("no exports: %+v, want %+v", got, nx)
 	}

@@ -34,6 +34,16 @@ import (
 // deliverDirect serves r, a delivery for t, if it can; it reports false,
 // having done nothing, when the reverse proxy must.
 func (p *Proxy) deliverDirect(w http.ResponseWriter, r *http.Request, t *router.Target) bool {
+	return p.sendDirect(w, r, t, nil)
+}
+
+// sendDirect sends r to t over the fast path's pooled target connections
+// and relays the response, if it can (see deliverDirect); it reports false,
+// having done nothing, when the reverse proxy must. x is the exchange of a
+// request of this proxy's own clients (forwardDirect), nil for a delivery:
+// with it the attempt is timed for the access log and a failure answered
+// as the local forwarder answers it.
+func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Target, x *exchange) bool {
 	// The request line and Host go out as they are: each must be what
 	// http.Transport would accept (it refuses the rest, and so does the
 	// reverse proxy then). The fields' names and values the HTTP/2 server
@@ -48,9 +58,17 @@ func (p *Proxy) deliverDirect(w http.ResponseWriter, r *http.Request, t *router.
 	}
 	ctx := r.Context()
 	var resp h1.Response
+	sent := time.Now()
 	tc, stop, err := p.deliveryRoundTrip(ctx, w, r, t, &resp)
+	if x != nil {
+		x.attemptAddr, x.sent, x.answered = t.Addr, sent, time.Now()
+	}
 	if err != nil {
-		p.deliveryFailed(w, r, t, err)
+		if x != nil {
+			p.directFailed(w, r, t, err)
+		} else {
+			p.deliveryFailed(w, r, t, err)
+		}
 		return true
 	}
 	t.Health.Observe(resp.Code < 500)

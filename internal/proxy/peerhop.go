@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/auth"
+	"trellis.dev/trellis/internal/mcs"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/accesslog"
@@ -94,8 +95,8 @@ func compilePeers(snap *model.Snapshot, cluster string) *peerSet {
 			}
 		}
 	}
-	for i := range snap.Exports {
-		e := &snap.Exports[i]
+	served, _ := mcs.Served(&snap.Objects)
+	for _, e := range served {
 		if e.Owner != cluster {
 			continue
 		}

@@ -263,6 +263,37 @@ func TestImportBackendAcrossClusters(t *testing.T) {
 	}
 }
 
+// An export from a namespace its cluster's admission no longer lists
+// leaves the import's pick in every proxy, and its cluster's proxy no
+// longer delivers to it: a request naming it over the hop is refused.
+func TestExportOutsideItsClustersNamespacesLeavesThePick(t *testing.T) {
+	w := newHopWorld(t)
+	eastCart, westCart := identityBackend(t, "east-cart"), identityBackend(t, "west-cart")
+	snap := cartImport(nil, cartExport(t, "east", eastCart), cartExport(t, "west", westCart))
+	snap.Clusters = admitted("east", "west")
+	snap.Clusters[1].ExportNamespaces = []string{"web"}
+	w.update(t, snap)
+	cl := newClient(t)
+	if got := cl.tally(addrOf(w.east, webPort), 40); got["east-cart/200"] != 40 {
+		t.Errorf("west limited to namespace web: %v, want all 40 to east", got)
+	}
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	defer pc.Close()
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	resp, err := pc.RoundTrip(httptest.NewRequest("GET", "http://cart.shop.svc.clusterset.local/", nil), peer.Request{
+		Cluster: "west", Addr: w.westPeer, TargetGroup: "ServiceExport/" + model.ExportName("west", "shop", "cart"), Target: westCart.Listener.Addr().String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// Refused as no longer deliverable, before any route is looked at.
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get(peer.HeaderRefused) != peerNotDeliverable || strings.Contains(string(body), "west-cart") {
+		t.Errorf("a hop to west's unserved export: %d (%s) %q, want 403 (%s)", resp.StatusCode, resp.Header.Get(peer.HeaderRefused), body, peerNotDeliverable)
+	}
+}
+
 func admitted(names ...string) []model.Cluster {
 	var out []model.Cluster
 	for _, n := range names {

@@ -122,6 +122,7 @@ func New(cfg Config) *Proxy {
 	p.peerTransport = idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}
 	p.delivery = newDeliveryForwarder(idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}, log)
 	p.delivery.direct = p.deliverDirect
+	p.local.direct = p.forwardDirect
 	if p.peer != nil {
 		transport.peer = p.peerRoundTrip
 	}

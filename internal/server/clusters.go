@@ -266,6 +266,9 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 	if ttl <= 0 || ttl > 7*24*time.Hour {
 		return fieldError(http.StatusUnprocessableEntity, "token lifetime out of range", "tokenTTLSeconds", "must be between 1 and 604800")
 	}
+	if fe := model.ValidateExportNamespaces(req.ExportNamespaces); len(fe) > 0 {
+		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{Message: fe.Error(), Fields: fe}}
+	}
 	tok, err := pki.NewJoinToken()
 	if err != nil {
 		return err
@@ -275,9 +278,21 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 	ops := []store.Op{{Type: store.OpPut, Key: grantPrefix + tok.ID, Value: grant, IfRevision: store.MustNotExist}}
 	if in, err := s.admitted(r.Context(), req.Name); err != nil {
 		return err
+	} else if in && req.ExportNamespaces != nil {
+		// Admitted already: the list given replaces the published one,
+		// in the token's transaction.
+		op, err := s.setExportNamespaces(r.Context(), req.Name, req.ExportNamespaces)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, op)
 	} else if !in {
 		rec, _ := json.Marshal(clusterRecord{Name: req.Name, Added: now})
-		published, err := model.Encode(&model.Cluster{Meta: model.Meta{Name: req.Name, Owner: model.ControlPlaneOwner}, Added: now.UTC()})
+		exports := req.ExportNamespaces
+		if len(exports) == 0 {
+			exports = []string{model.AllNamespaces}
+		}
+		published, err := model.Encode(&model.Cluster{Meta: model.Meta{Name: req.Name, Owner: model.ControlPlaneOwner}, Added: now.UTC(), ExportNamespaces: exports})
 		if err != nil {
 			return err
 		}
@@ -293,6 +308,73 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 	s.log.Info("cluster admitted; join token issued", "cluster", req.Name, "token_id", tok.ID, "expires", now.Add(ttl))
 	writeJSON(w, http.StatusCreated, api.AddClusterResult{Name: req.Name, JoinToken: tok.String(), Expires: now.Add(ttl), CA: string(s.cfg.CA.CertPEM())})
 	return nil
+}
+
+// setExportNamespaces is the store operation replacing the export
+// namespaces of admitted cluster name's published admission, conditional
+// on the admission's revision.
+func (s *Server) setExportNamespaces(ctx context.Context, name string, list []string) (store.Op, error) {
+	kv, err := s.st.Get(ctx, model.Key(model.KindCluster, name))
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Op{}, errorf(http.StatusNotFound, "cluster %q is not admitted; `trellis cluster add %s` admits it", name, name)
+	}
+	if err != nil {
+		return store.Op{}, err
+	}
+	obj, err := decode(kv)
+	if err != nil {
+		return store.Op{}, err
+	}
+	c := obj.(*model.Cluster)
+	c.ExportNamespaces = list
+	if err := c.Validate(); err != nil {
+		return store.Op{}, err
+	}
+	b, err := model.Encode(c)
+	if err != nil {
+		return store.Op{}, err
+	}
+	return store.Op{Type: store.OpPut, Key: kv.Key, Value: b, IfRevision: kv.ModRevision}, nil
+}
+
+// setCluster changes an admitted cluster's export namespaces. Narrowing
+// them takes effect in every controller and proxy with the next snapshot
+// (mcs.Served leaves the cluster's exports outside them out); the
+// cluster's further writes of such exports are refused (checkExports).
+func (s *Server) setCluster(w http.ResponseWriter, r *http.Request) error {
+	if err := s.needCA(); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	var req api.SetClusterRequest
+	release, err := s.readBody(w, r, &req, maxJoinBody)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if len(req.ExportNamespaces) == 0 {
+		return fieldError(http.StatusUnprocessableEntity, "exportNamespaces is required", "exportNamespaces", `required: namespace names, or ["*"] for all`)
+	}
+	if fe := model.ValidateExportNamespaces(req.ExportNamespaces); len(fe) > 0 {
+		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{Message: fe.Error(), Fields: fe}}
+	}
+	for range maxAttempts {
+		op, err := s.setExportNamespaces(r.Context(), name, req.ExportNamespaces)
+		if err != nil {
+			return err
+		}
+		_, err = s.st.Txn(r.Context(), op)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.log.Info("cluster export namespaces set", "cluster", name, "export_namespaces", req.ExportNamespaces)
+		writeJSON(w, http.StatusOK, api.Cluster{Name: name, ExportNamespaces: req.ExportNamespaces})
+		return nil
+	}
+	return errorf(http.StatusConflict, "cluster %q kept changing while it was set; set it again", name)
 }
 
 // removeCluster revokes a cluster: its certificates stop authenticating at

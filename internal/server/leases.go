@@ -346,10 +346,19 @@ func (s *Server) clusterStatus(ctx context.Context) ([]api.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	admissions, _, err := s.listKind(ctx, model.KindCluster)
+	if err != nil {
+		return nil, err
+	}
+	exportNamespaces := map[string][]string{}
+	for _, obj := range admissions {
+		c := obj.(*model.Cluster)
+		exportNamespaces[c.Name] = c.ExportNamespaces
+	}
 	judged := s.judgeAll(clusters, leases, now)
 	out := make([]api.Cluster, 0, len(clusters))
 	for i, c := range clusters {
-		ac := api.Cluster{Name: c.Name, Added: c.Added, Lease: judged[i],
+		ac := api.Cluster{Name: c.Name, Added: c.Added, Lease: judged[i], ExportNamespaces: exportNamespaces[c.Name],
 			PeersPublished: len(peers[c.Name]), Reports: reports[c.Name], LastSync: syncs[c.Name]}
 		reached := map[string]bool{}
 		var rtts []int64

@@ -130,6 +130,7 @@ func New(st store.Store, cfg Config) *Server {
 	s.mux.Handle("POST /v1/renew", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handle(w, r, s.renew(w, r)) }))
 	s.mux.Handle("POST /v1/clusters", s.admin(s.addCluster))
 	s.mux.Handle("DELETE /v1/clusters/{name}", s.admin(s.removeCluster))
+	s.mux.Handle("PATCH /v1/clusters/{name}", s.admin(s.setCluster))
 	s.mux.Handle("GET /v1/clusters", s.adminOr(s.authed(s.listClusters), s.listClusters))
 	s.mux.Handle("POST /v1/lease", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handle(w, r, s.renewLease(w, r)) }))
 	s.mux.Handle("GET /v1/leases", s.adminOr(s.authed(s.listLeases), s.listLeases))

@@ -228,17 +228,31 @@ func (e *env) proxy(t testing.TB, bind string) {
 // network namespace, accepting tokens (token → cluster), and returns its
 // URL.
 func serveControlPlane(t testing.TB, c *kube.Cluster, tokens map[string]string) string {
+	return serveControlPlaneWith(t, c, tokens, "")
+}
+
+// serveControlPlaneWith is serveControlPlane with, when adminToken is set,
+// a CA of its own and that administrator token, so that the test admits
+// clusters (trellis cluster add and set) as an operator does.
+func serveControlPlaneWith(t testing.TB, c *kube.Cluster, tokens map[string]string, adminToken string) string {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "trellis.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	cfg := server.Config{Tokens: tokens, Heartbeat: time.Second}
+	if adminToken != "" {
+		if cfg.CA, err = server.EnsureCA(context.Background(), st, nil); err != nil {
+			t.Fatal(err)
+		}
+		cfg.AdminTokens = map[string]struct{}{adminToken: {}}
+	}
 	ln, err := c.NS.Listen("tcp", apiAddr+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: server.New(st, server.Config{Tokens: tokens, Heartbeat: time.Second})}
+	srv := &http.Server{Handler: server.New(st, cfg)}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String()

@@ -55,11 +55,17 @@ type exportView struct {
 	mu sync.Mutex
 	// synced is false until the first snapshot: before it the controller
 	// neither creates nor deletes imports, nor reports conflicts.
-	synced  bool
+	synced bool
+	// exports are the exports the control plane serves (mcs.Served);
+	// stored are all it holds, by name, served or not.
 	exports []*model.ServiceExport
+	stored  map[string]*model.ServiceExport
 	// versions is each export's name and revision, to tell a snapshot that
 	// changed exports from one that changed other objects.
 	versions map[string]int64
+	// admissions are the admitted clusters by name: the namespaces each
+	// may export from.
+	admissions map[string]*model.Cluster
 	// networks are the service networks by name: who owns each and which
 	// clusters it allows (see associate).
 	networks map[string]networkOwner
@@ -86,15 +92,38 @@ func (v *exportView) get() (exports []*model.ServiceExport, synced bool) {
 	return v.exports, v.synced
 }
 
+// stamped returns the export named name as the control plane holds it,
+// nil when it holds none.
+func (v *exportView) stamped(name string) *model.ServiceExport {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.stored[name]
+}
+
+// admission returns cluster's admission as the control plane publishes
+// it, nil when it publishes none (a cluster authenticated by a bearer
+// token, or before the first snapshot).
+func (v *exportView) admission(cluster string) *model.Cluster {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.admissions[cluster]
+}
+
 // set records the exports and networks of s and reports whether they
 // changed.
 func (v *exportView) set(s *model.Snapshot) bool {
 	versions := make(map[string]int64, len(s.Exports))
-	exports := make([]*model.ServiceExport, len(s.Exports))
+	stored := make(map[string]*model.ServiceExport, len(s.Exports))
 	for i := range s.Exports {
-		exports[i] = &s.Exports[i]
+		stored[s.Exports[i].Name] = &s.Exports[i]
 		versions[s.Exports[i].Name] = s.Exports[i].Revision
 	}
+	exports, _ := mcs.Served(&s.Objects)
+	admissions := make(map[string]*model.Cluster, len(s.Clusters))
+	for i := range s.Clusters {
+		admissions[s.Clusters[i].Name] = &s.Clusters[i]
+	}
+	sameAdmissions := func(a, b *model.Cluster) bool { return slices.Equal(a.ExportNamespaces, b.ExportNamespaces) }
 	networks := make(map[string]networkOwner, len(s.Networks))
 	for i := range s.Networks {
 		n := &s.Networks[i]
@@ -103,10 +132,11 @@ func (v *exportView) set(s *model.Snapshot) bool {
 	sameNetworks := func(a, b networkOwner) bool { return a.owner == b.owner && a.allowed == b.allowed }
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.synced && maps.Equal(v.versions, versions) && maps.EqualFunc(v.networks, networks, sameNetworks) {
+	if v.synced && maps.Equal(v.versions, versions) && maps.EqualFunc(v.networks, networks, sameNetworks) &&
+		maps.EqualFunc(v.admissions, admissions, sameAdmissions) {
 		return false
 	}
-	v.synced, v.exports, v.versions, v.networks = true, exports, versions, networks
+	v.synced, v.exports, v.stored, v.versions, v.networks, v.admissions = true, exports, stored, versions, networks, admissions
 	return true
 }
 
@@ -127,6 +157,12 @@ func (r *Reconciler) follow(ctx context.Context, cp *tclient.Client, events chan
 	}
 	return err
 }
+
+// ReasonNamespaceNotAllowed is the reason of a ServiceExport's Valid=False
+// condition when the control plane does not let the cluster export from
+// the ServiceExport's namespace (model.Cluster.ExportNamespaces). The MCS
+// API lets controllers raise Valid with reasons of their own.
+const ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
 
 // exportResult is what the controller makes of one ServiceExport.
 type exportResult struct {
@@ -156,6 +192,7 @@ func (r *Reconciler) exports(in *translate.Input, ses []mcsv1beta1.ServiceExport
 			endpoints[k] = append(endpoints[k], es)
 		}
 	}
+	admission := r.view.admission(r.cluster)
 	out := make([]exportResult, 0, len(ses))
 	for i := range ses {
 		se := &ses[i]
@@ -165,6 +202,10 @@ func (r *Reconciler) exports(in *translate.Input, ses []mcsv1beta1.ServiceExport
 		switch {
 		case se.DeletionTimestamp != nil:
 			continue
+		case admission != nil && !admission.AllowsExport(se.Namespace):
+			res.reason = ReasonNamespaceNotAllowed
+			res.message = fmt.Sprintf("cluster %s may not export from namespace %s: the control plane allows its exports from %s only (trellis cluster set %s --export-namespaces)",
+				r.cluster, se.Namespace, strings.Join(admission.ExportNamespaces, ","), r.cluster)
 		case svc == nil || svc.DeletionTimestamp != nil:
 			res.reason = string(mcsv1beta1.ServiceExportReasonNoService)
 			res.message = fmt.Sprintf("Service %s does not exist", k)
@@ -176,6 +217,12 @@ func (r *Reconciler) exports(in *translate.Input, ses []mcsv1beta1.ServiceExport
 			res.reason = string(mcsv1beta1.ServiceExportReasonValid)
 			res.message = fmt.Sprintf("Service %s is exported", k)
 			res.export = r.modelExport(se, svc, endpoints[k])
+			// The control plane stamps when it first stored the export
+			// (it ignores what the cluster sends); sending the stamp back
+			// keeps what is sent equal to what it holds.
+			if held := r.view.stamped(res.export.Name); held != nil {
+				res.export.ExportedAt = held.ExportedAt
+			}
 			if err := res.export.Validate(); err != nil {
 				res.export, res.failed = nil, fmt.Sprintf("Service %s cannot be exported: %v", k, err)
 			}
@@ -193,7 +240,6 @@ func (r *Reconciler) modelExport(se *mcsv1beta1.ServiceExport, svc *corev1.Servi
 		Namespace:           se.Namespace,
 		Service:             se.Name,
 		Type:                model.ExportClusterSetIP,
-		ExportedAt:          se.CreationTimestamp.UTC(),
 		SessionAffinity:     string(svc.Spec.SessionAffinity),
 		ExportedLabels:      maps.Clone(se.Spec.ExportedLabels),
 		ExportedAnnotations: maps.Clone(se.Spec.ExportedAnnotations),

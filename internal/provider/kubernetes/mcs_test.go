@@ -25,6 +25,7 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"trellis.dev/trellis/internal/api"
 	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/kubernetes"
@@ -49,17 +50,40 @@ type mcsCluster struct {
 type mcsEnv struct {
 	a, b *mcsCluster
 	cp   *tclient.Client // as cluster a, for reading
+	// admin is the control plane's administrator, when the environment
+	// has one (newMCSEnvWithAdmin).
+	admin *tclient.Client
 }
 
-func newMCSEnv(t *testing.T) *mcsEnv {
+func newMCSEnv(t *testing.T) *mcsEnv { return newMCSEnvWith(t, false) }
+
+// newMCSEnvWith is newMCSEnv whose control plane, when admin is true, has
+// a CA and an administrator (e.admin) that admits both clusters (with
+// every namespace to export from), as `trellis cluster add` does.
+func newMCSEnvWith(t *testing.T, admin bool) *mcsEnv {
 	t.Helper()
 	a := &mcsCluster{name: "a", Cluster: kube.Start(t, kube.Options{})}
 	b := &mcsCluster{name: "b", Cluster: kube.Start(t, kube.Options{})}
 	a.kc, b.kc = a.Client(t), b.Client(t)
 
-	url := serveControlPlane(t, a.Cluster, map[string]string{"token-a": "a", "token-b": "b"})
-
+	tokens := map[string]string{"token-a": "a", "token-b": "b"}
 	e := &mcsEnv{a: a, b: b}
+	adminToken := ""
+	if admin {
+		adminToken = "admin-token"
+	}
+	url := serveControlPlaneWith(t, a.Cluster, tokens, adminToken)
+	if admin {
+		var err error
+		if e.admin, err = tclient.New(url, "admin-token", tclient.Options{HTTPClient: a.NS.HTTPClient(0)}); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*mcsCluster{a, b} {
+			if _, err := e.admin.AddCluster(context.Background(), c.name, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	for _, c := range []*mcsCluster{a, b} {
 		cp, err := tclient.New(url, "token-"+c.name, tclient.Options{HTTPClient: a.NS.HTTPClient(0)})
 		if err != nil {
@@ -444,7 +468,6 @@ func TestMCSConformance(t *testing.T) {
 		b.export(t, ns, name)
 		ports := []mcsv1beta1.ServicePort{mcsPort("http", corev1.ProtocolTCP, 80)}
 		within(t, time.Now(), 20*time.Second, "b's import", a.importIs(ns, name, mcsv1beta1.ClusterSetIP, ports, "b"))
-		time.Sleep(1100 * time.Millisecond) // creation times have seconds
 		start := a.export(t, ns, name)
 		var msgA, msgB string
 		within(t, start, changeLimit, "conflicting export in a → Conflict=True on both, b's port in both imports", all(
@@ -488,7 +511,6 @@ func TestMCSConformance(t *testing.T) {
 		b.export(t, ns, name)
 		ports := []mcsv1beta1.ServicePort{mcsPort("http", corev1.ProtocolTCP, 80)}
 		within(t, time.Now(), 20*time.Second, "b's import", a.importIs(ns, name, mcsv1beta1.ClusterSetIP, ports, "b"))
-		time.Sleep(1100 * time.Millisecond)
 		start := a.export(t, ns, name)
 		var msg string
 		within(t, start, changeLimit, "headless export in a → TypeConflict on both, ClusterSetIP imports", all(
@@ -593,7 +615,6 @@ func TestMCSConformance(t *testing.T) {
 		// A user's annotation on the import.
 		update(t, a.kc, si, func(si *mcsv1beta1.ServiceImport) { si.Annotations["trellis.dev/cluster-weights"] = "a=90,b=10" })
 
-		time.Sleep(1100 * time.Millisecond)
 		start = a.export(t, ns, name, func(se *mcsv1beta1.ServiceExport) {
 			se.Spec.ExportedLabels = map[string]string{"dummy-label2": "true"}
 			se.Spec.ExportedAnnotations = map[string]string{"dummy-annotation2": "true"}
@@ -713,5 +734,118 @@ func TestMCSv1alpha1Only(t *testing.T) {
 			return fmt.Errorf("import spec %+v, status %+v", si.Spec, si.Status)
 		}
 		return nil
+	})
+}
+
+// TestMCSControlPlaneDecides: what a member cluster cannot do with its
+// exports, against two real clusters whose control plane has an
+// administrator. The oldest export, which wins conflicts, is the one the
+// control plane stored first, whatever a ServiceExport's creation time
+// claims; and an administrator limiting the namespaces a cluster exports
+// from takes its exports elsewhere out of every import, with a condition
+// on its ServiceExport saying why.
+func TestMCSControlPlaneDecides(t *testing.T) {
+	e := newMCSEnvWith(t, true)
+	a, b := e.a, e.b
+	ctx := context.Background()
+
+	t.Run("ConflictsFollowTheOrderTheControlPlaneStoredTheExports", func(t *testing.T) {
+		const ns, name = "seniority", "cart"
+		// b's ServiceExport is created first, so it claims to be older,
+		// but its Service does not exist yet: nothing is exported.
+		b.export(t, ns, name)
+		within(t, time.Now(), 20*time.Second, "b's export without a Service", b.exportCondition(ns, name, mcsv1beta1.ServiceExportConditionValid, metav1.ConditionFalse, "NoService"))
+		time.Sleep(1100 * time.Millisecond) // creation times have seconds
+		a.createService(t, ns, name, service{ports: []corev1.ServicePort{httpPort(81)}})
+		start := a.export(t, ns, name)
+		aPorts := []mcsv1beta1.ServicePort{mcsPort("http", corev1.ProtocolTCP, 81)}
+		within(t, start, changeLimit, "a's export held, its import", all(
+			a.exportCondition(ns, name, mcsv1beta1.ServiceExportConditionReady, True, "Exported"),
+			a.importIs(ns, name, mcsv1beta1.ClusterSetIP, aPorts, "a")))
+
+		seA, errA := a.serviceExport(ns, name)
+		seB, errB := b.serviceExport(ns, name)
+		if err := errors.Join(errA, errB); err != nil {
+			t.Fatal(err)
+		}
+		if !seB.CreationTimestamp.Before(&seA.CreationTimestamp) {
+			t.Fatalf("b's ServiceExport (%s) does not claim to be older than a's (%s)", seB.CreationTimestamp, seA.CreationTimestamp)
+		}
+
+		// b's Service appears: b exports now, after a, with another port.
+		start = time.Now()
+		b.createService(t, ns, name, service{ports: []corev1.ServicePort{httpPort(80)}})
+		var msgA, msgB string
+		within(t, start, changeLimit, "b's conflicting export → a's port (stored first) in both imports, Conflict on both", all(
+			a.exportCondition(ns, name, mcsv1beta1.ServiceExportConditionConflict, True, "PortConflict", &msgA),
+			b.exportCondition(ns, name, mcsv1beta1.ServiceExportConditionConflict, True, "PortConflict", &msgB),
+			b.exportCondition(ns, name, mcsv1beta1.ServiceExportConditionReady, True, "Exported"),
+			a.importIs(ns, name, mcsv1beta1.ClusterSetIP, aPorts, "a", "b"),
+			b.importIs(ns, name, mcsv1beta1.ClusterSetIP, aPorts, "a", "b")))
+		for _, m := range []string{msgA, msgB} {
+			if !strings.Contains(m, "a's where they conflict") {
+				t.Errorf("conflict message %q does not name a as the oldest export", m)
+			}
+		}
+		objs, _, err := e.cp.List(ctx, model.KindServiceExport)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stamps := map[string]time.Time{}
+		for _, o := range objs {
+			if ex := o.(*model.ServiceExport); ex.Namespace == ns {
+				stamps[ex.Owner] = ex.ExportedAt
+			}
+		}
+		if !stamps["a"].Before(stamps["b"]) {
+			t.Errorf("control plane stamps a %s, b %s: want a's first", stamps["a"], stamps["b"])
+		}
+	})
+
+	t.Run("NarrowingExportNamespacesStopsServingTheClustersExportsOutsideThem", func(t *testing.T) {
+		const ns, name = "narrow", "hello"
+		ports := []mcsv1beta1.ServicePort{mcsPort("http", corev1.ProtocolTCP, 80)}
+		for _, c := range []*mcsCluster{a, b} {
+			c.createService(t, ns, name, service{ports: []corev1.ServicePort{httpPort(80)}, endpoint: "10.1.0.9"})
+		}
+		start := a.export(t, ns, name)
+		b.export(t, ns, name)
+		within(t, start, changeLimit, "both exports in both imports", all(
+			a.importIs(ns, name, mcsv1beta1.ClusterSetIP, ports, "a", "b"),
+			b.importIs(ns, name, mcsv1beta1.ClusterSetIP, ports, "a", "b")))
+
+		start = time.Now()
+		if _, err := e.admin.SetCluster(ctx, "b", api.SetClusterRequest{ExportNamespaces: []string{"elsewhere"}}); err != nil {
+			t.Fatal(err)
+		}
+		var msg string
+		within(t, start, changeLimit, "b limited to namespace elsewhere → b's export not served, Valid=False NamespaceNotAllowed", all(
+			b.exportCondition(ns, name, mcsv1beta1.ServiceExportConditionValid, metav1.ConditionFalse, kubernetes.ReasonNamespaceNotAllowed, &msg),
+			b.exportCondition(ns, name, mcsv1beta1.ServiceExportConditionReady, metav1.ConditionFalse, "Failed"),
+			a.importIs(ns, name, mcsv1beta1.ClusterSetIP, ports, "a"),
+			b.importIs(ns, name, mcsv1beta1.ClusterSetIP, ports, "a")))
+		if !strings.Contains(msg, "namespace "+ns) || !strings.Contains(msg, "elsewhere") {
+			t.Errorf("Valid message %q does not name the namespace and the list", msg)
+		}
+		// b's controller stops sending it, so the control plane drops it.
+		within(t, start, changeLimit, "the control plane no longer holds b's export", func() error {
+			objs, _, err := e.cp.List(ctx, model.KindServiceExport)
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(objs, func(o model.Object) bool { return o.ObjectMeta().Name == model.ExportName("b", ns, name) }) {
+				return errors.New("b's export is still held")
+			}
+			return nil
+		})
+
+		start = time.Now()
+		if _, err := e.admin.SetCluster(ctx, "b", api.SetClusterRequest{ExportNamespaces: []string{model.AllNamespaces}}); err != nil {
+			t.Fatal(err)
+		}
+		within(t, start, changeLimit, "b allowed every namespace again → b's export served", all(
+			b.exportCondition(ns, name, mcsv1beta1.ServiceExportConditionValid, True, "Valid"),
+			b.exportCondition(ns, name, mcsv1beta1.ServiceExportConditionReady, True, "Exported"),
+			a.importIs(ns, name, mcsv1beta1.ClusterSetIP, ports, "a", "b")))
 	})
 }

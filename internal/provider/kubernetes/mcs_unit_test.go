@@ -23,7 +23,7 @@ import (
 // by name, terminating-but-serving endpoints draining, not-ready ones left
 // out).
 func TestExports(t *testing.T) {
-	r := &Reconciler{cluster: "east"}
+	r := &Reconciler{cluster: "east", view: &exportView{}}
 	created := metav1.NewTime(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
 	svc := func(name string, f func(*corev1.Service)) corev1.Service {
 		s := corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name}, Spec: corev1.ServiceSpec{
@@ -67,7 +67,9 @@ func TestExports(t *testing.T) {
 		}
 	}
 	cart := res[0].export
-	if cart.Name != "shop.cart.east" || cart.Owner != "east" || cart.Type != model.ExportClusterSetIP || !cart.ExportedAt.Equal(created.Time) {
+	// The ServiceExport's creation time is not sent: the control plane
+	// stamps when it first stored the export.
+	if cart.Name != "shop.cart.east" || cart.Owner != "east" || cart.Type != model.ExportClusterSetIP || !cart.ExportedAt.IsZero() {
 		t.Errorf("cart export %+v", cart)
 	}
 	wantHTTP := []model.Target{
@@ -234,5 +236,37 @@ func TestClustersetCondition(t *testing.T) {
 				t.Errorf("%s: message %q lacks %q", tc.name, c.Message, m)
 			}
 		}
+	}
+}
+
+// Once the control plane holds an export, the controller sends it back with
+// the control plane's stamp (so that what it sends equals what is held);
+// an export from a namespace its admission does not list is not sent, and
+// is Valid=False, NamespaceNotAllowed.
+func TestExportsFollowTheControlPlane(t *testing.T) {
+	stamp := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	r := &Reconciler{cluster: "east", view: &exportView{}}
+	r.view.set(&model.Snapshot{Objects: model.Objects{
+		Clusters: []model.Cluster{{Meta: model.Meta{Name: "east", Owner: model.ControlPlaneOwner}, ExportNamespaces: []string{"shop"}}},
+		Exports: []model.ServiceExport{{Meta: model.Meta{Name: "shop.cart.east", Owner: "east", Revision: 3},
+			Namespace: "shop", Service: "cart", Type: model.ExportClusterSetIP, ExportedAt: stamp}},
+	}})
+	in := &translate.Input{Services: []corev1.Service{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "cart"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}},
+	}}
+	res := r.exports(in, []mcsv1beta1.ServiceExport{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "cart"}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "cart"}},
+	})
+	if len(res) != 2 {
+		t.Fatalf("%d results", len(res))
+	}
+	if e := res[0].export; e == nil || !e.ExportedAt.Equal(stamp) {
+		t.Errorf("shop/cart export %+v, want the control plane's stamp %s", e, stamp)
+	}
+	if res[1].valid || res[1].export != nil || res[1].reason != ReasonNamespaceNotAllowed ||
+		!strings.Contains(res[1].message, "namespace web") || !strings.Contains(res[1].message, "east") {
+		t.Errorf("web/cart: valid %v, reason %s, message %q, export %v", res[1].valid, res[1].reason, res[1].message, res[1].export)
 	}
 }

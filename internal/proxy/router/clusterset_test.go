@@ -220,3 +220,27 @@ func TestClustersetPortsBounded(t *testing.T) {
 		t.Errorf("conflicts: %q", c)
 	}
 }
+
+// An export from a namespace its cluster's admission no longer lists is
+// left out of the picks, and the table says why; a cluster without a
+// Cluster object, or one allowed every namespace, keeps its exports.
+func TestExportOutsideItsClustersNamespacesNotServed(t *testing.T) {
+	snap := clustersetSnapshot()
+	snap.Clusters = []model.Cluster{
+		{Meta: model.Meta{Name: "west", Owner: model.ControlPlaneOwner}, ExportNamespaces: []string{"web"}},
+		{Meta: model.Meta{Name: "east", Owner: model.ControlPlaneOwner}, ExportNamespaces: []string{model.AllNamespaces}},
+	}
+	tab := mustCompile(t, snap)
+	r := matchHost(tab, 80, cartHost)
+	if r == nil {
+		t.Fatal("the clusterset name is not served")
+	}
+	for range 40 {
+		if tt := r.Pick().Group().Pick(); tt.Cluster != "east" {
+			t.Fatalf("picked %s %s: west may not export from shop", tt.Cluster, tt.Addr)
+		}
+	}
+	if c := tab.Conflicts(); len(c) != 1 || !strings.Contains(c[0], "export shop/cart of cluster west") {
+		t.Errorf("conflicts %v, want west's export named as not served", c)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"trellis.dev/trellis/internal/auth"
+	"trellis.dev/trellis/internal/mcs"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/balancer"
 )
@@ -88,10 +89,15 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 		services:      make(map[string]*Service, len(snap.Services)),
 		compiler:      c,
 	}
-	for i := range snap.Exports {
-		e := &snap.Exports[i]
+	// Exports from a namespace their cluster's admission no longer lists
+	// are left out, as every controller leaves them out of its merges.
+	served, refused := mcs.Served(&snap.Objects)
+	for _, e := range served {
 		k := ExportRef{e.Namespace, e.Service}
 		b.exports[k] = append(b.exports[k], e)
+	}
+	for _, e := range refused {
+		b.conflicts = append(b.conflicts, fmt.Sprintf("export %s/%s of cluster %s: the cluster may not export from namespace %s; not served", e.Namespace, e.Service, e.Owner, e.Namespace))
 	}
 	for i := range snap.TargetGroups {
 		tg := &snap.TargetGroups[i]

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"trellis.dev/trellis/internal/mcs"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/health"
 )
@@ -87,6 +88,7 @@ func LocalFirstHealth(snap *model.Snapshot, cluster string) []model.TargetGroup 
 	}
 	var out []model.TargetGroup
 	seen := map[string]bool{}
+	served, _ := mcs.Served(&snap.Objects)
 	for i := range snap.Services {
 		for _, r := range snap.Services[i].Rules {
 			if r.Locality != model.LocalityLocalFirst || r.Action.Forward == nil {
@@ -103,8 +105,7 @@ func LocalFirstHealth(snap *model.Snapshot, cluster string) []model.TargetGroup 
 				}
 				seen[name] = true
 				tg := model.TargetGroup{Meta: model.Meta{Name: name, Owner: cluster}, Protocol: ref.Protocol, ProtocolVersion: ref.ProtocolVersion}
-				for j := range snap.Exports {
-					e := &snap.Exports[j]
+				for _, e := range served {
 					if e.Owner != cluster || e.Namespace != ref.Namespace || e.Service != ref.Name {
 						continue
 					}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// tlsCmd opens connections as fast as -c workers can, each a TLS handshake
+// and one request (Connection: close), which is also when a TLS 1.3 client
+// receives the session ticket it resumes with next time.
+func tlsCmd(args []string) error {
+	fs := flag.NewFlagSet("tls", flag.ExitOnError)
+	addr := fs.String("addr", "", "host:port to connect to")
+	host := fs.String("host", "bench.example.com", "SNI and Host")
+	path := fs.String("path", "/api/items", "request path")
+	var headers headerFlags
+	fs.Var(&headers, "H", "request header \"Name: value\" (repeatable)")
+	resume := fs.Bool("resume", false, "resume the previous session (each worker keeps its own)")
+	workers := fs.Int("c", 8, "connections opened at once")
+	duration := fs.Duration("d", 5*time.Second, "how long")
+	_ = fs.Parse(args)
+	if *addr == "" || *workers < 1 || *workers > 10_000 || *duration <= 0 {
+		return errors.New("-addr is required, -c between 1 and 10000, -d positive")
+	}
+	req := "GET " + *path + " HTTP/1.1\r\nHost: " + *host + "\r\nConnection: close\r\n"
+	for _, h := range headers {
+		req += h + "\r\n"
+	}
+	req += "\r\n"
+	var resumed, total atomic.Int64
+	recs := make([]*recorder, *workers)
+	deadline := time.Now().Add(*duration)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range recs {
+		r := &recorder{}
+		recs[w] = r
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := &tls.Config{InsecureSkipVerify: true, ServerName: *host, NextProtos: []string{"http/1.1"}}
+			if *resume {
+				cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+			}
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				did, err := oneTLSRequest(*addr, cfg, req)
+				if err != nil {
+					r.fail(err)
+					continue
+				}
+				r.lat = append(r.lat, time.Since(t0))
+				total.Add(1)
+				if did {
+					resumed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	lat, nerr, first := merge(recs)
+	mode := "tls-new"
+	if *resume {
+		mode = "tls-resumed"
+	}
+	result{
+		mode: mode, elapsed: time.Since(start), lat: lat, errors: nerr, err: first,
+		extra: []string{fmt.Sprintf("resumed=%d/%d", resumed.Load(), total.Load())},
+	}.print()
+	return nil
+}
+
+func oneTLSRequest(addr string, cfg *tls.Config, req string) (resumed bool, err error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	tc := tls.Client(c, cfg)
+	if err := tc.Handshake(); err != nil {
+		return false, err
+	}
+	if _, err := io.WriteString(tc, req); err != nil {
+		return false, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		return false, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return false, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return false, statusError(resp.StatusCode)
+	}
+	return tc.ConnectionState().DidResume, nil
+}

@@ -1,0 +1,65 @@
+package proxy
+
+// HTTP/2 requests of this proxy's own clients (over TLS or h2c) to an
+// HTTP/1.1 target, sent on the handler's goroutine over the fast path's
+// pooled target connections (sendDirect), as the peer hop's deliveries
+// are, instead of through the reverse proxy and http.Transport, whose
+// request clone and connection goroutines (a write loop and a read loop,
+// two hand-offs per request) cost about a quarter of the proxy's CPU per
+// HTTP/2 request (docs/benchmarks.md, "HTTPS, HTTP/2 and gRPC"). The
+// target gets the fields the reverse proxy would send, field for field
+// (TestHTTP2DirectAgreesWithReverseProxy).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"trellis.dev/trellis/internal/proxy/router"
+)
+
+// forwardDirect serves r, an HTTP/2 request for t, a target of this
+// proxy's cluster, if it can; it reports false, having done nothing, when
+// the reverse proxy must: HTTP/1 requests (net/http serves only those the
+// fast path gave up, upgrades among them), requests with an attempt plan
+// (retries, a backend timeout, other clusters' targets: retryingTransport),
+// request trailers, and whatever sendDirect does not take.
+func (p *Proxy) forwardDirect(w http.ResponseWriter, r *http.Request, t *router.Target) bool {
+	if r.ProtoMajor != 2 || r.Trailer != nil || r.Context().Value(planKey{}) != nil {
+		return false
+	}
+	// What the reverse proxy's Rewrite gets: the client's fields less the
+	// forwarding ones, which setForwardedHeaders makes anew (hop-by-hop
+	// fields, which HTTP/2 does not carry anyway, go in writeDelivery).
+	out := r.Header.Clone()
+	if out == nil {
+		out = http.Header{}
+	}
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		delete(out, k)
+	}
+	x := exchangeOf(r)
+	setForwardedHeaders(r, out, x)
+	r2 := *r
+	r2.Header = out
+	return p.sendDirect(w, &r2, t, x)
+}
+
+// directFailed answers a request forwardDirect got no response for, as the
+// local forwarder's transport (observeAttempts: the target's faults count
+// against its health) and error handler (upstreamError) do.
+func (p *Proxy) directFailed(w http.ResponseWriter, r *http.Request, t *router.Target, err error) {
+	if d, ok := r.Context().Deadline(); ok && isTimeout(err) && !time.Now().Before(d) {
+		// The target connection's deadline is the request's: it can
+		// fire before the context's own timer has ended the context,
+		// and it is the rule's timeout all the same (504, as the fast
+		// path's own forwarding decides).
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	if _, reason := forwardFailure(err, false, errors.Is(r.Context().Err(), context.Canceled)); targetFault(reason) {
+		t.Health.Observe(false)
+	}
+	p.local.upstreamError(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)), err)
+}
