@@ -66,6 +66,10 @@ TRELLIS_TOKEN variable.`,
 				}
 				cfg.LeaseHolder = peerCfg.Name
 			}
+			if !model.ValidClusterName(peerCfg.Name) {
+				return fmt.Errorf("--peer-name %q: at most 63 lower-case alphanumerics, '-' or '.' (it also names the proxy's health reports)", peerCfg.Name)
+			}
+			cfg.HealthHolder = peerCfg.Name
 			return withAccessLog(accessLog, cfg.Out, cfg.Logger, &cfg.AccessLog, func() error { return runner.Run(cmd.Context(), cfg) })
 		},
 	}
@@ -76,9 +80,10 @@ TRELLIS_TOKEN variable.`,
 	f.DurationVar(&cfg.Follow.IdleTimeout, "idle-timeout", 35*time.Second, "reconnect when the stream is silent this long")
 	f.StringVar(&cfg.Follow.CacheFile, "cache", "", "file keeping the last configuration, served at start while the control plane is unreachable")
 	registerProxyFlags(f, &accessLog, &cfg.AdminListen, &cfg.TargetMetrics, &cfg.DNSListen, &cfg.DNSAnswer, &cfg.Limits)
+	f.StringVar(&cfg.AccessLogDir, "access-log-dir", "", "write the access-log sinks that networks and services name (VPC Lattice access log subscriptions) here, sink NAME to DIR/NAME.log (empty: none)")
 	f.StringVar(&peerCfg.Listen, "peer-listen", "", "serve the peer hop here (mutual TLS with the cluster's certificate): other clusters' proxies send requests for this cluster's targets to it; needs --identity-dir")
 	f.StringVar(&peerCfg.Advertise, "peer-advertise", "", "the address other clusters reach --peer-listen at, published to the control plane (default: --peer-listen)")
-	f.StringVar(&peerCfg.Name, "peer-name", "proxy", "this proxy's name among its cluster's proxies (each needs its own)")
+	f.StringVar(&peerCfg.Name, "peer-name", "proxy", "this proxy's name among its cluster's proxies (each needs its own): it names its lease renewals and target health reports")
 	return cmd
 }
 

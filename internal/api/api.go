@@ -310,3 +310,33 @@ type RemoveClusterResult struct {
 	Deleted int      `json:"deleted"`
 	Kept    []string `json:"kept,omitempty"`
 }
+
+// HealthReport is one proxy's latest view of its own cluster's targets
+// (POST /v1/health), as its active health checks see them. The server
+// keeps each holder's latest report for a while; the VPC Lattice API's
+// ListTargets reads them.
+type HealthReport struct {
+	// Holder names the reporting proxy among its cluster's.
+	Holder string        `json:"holder"`
+	Groups []GroupHealth `json:"groups"`
+}
+
+// GroupHealth is the health of one target group's targets.
+type GroupHealth struct {
+	TargetGroup string         `json:"targetGroup"`
+	Targets     []TargetHealth `json:"targets"`
+}
+
+// TargetHealth is one target's health: Address is "host:port", Status a
+// Lattice target status (INITIAL, HEALTHY, UNHEALTHY, UNAVAILABLE,
+// DRAINING).
+type TargetHealth struct {
+	Address string `json:"address"`
+	Status  string `json:"status"`
+}
+
+// HealthReported answers a health report: how often the server keeps
+// one, at most.
+type HealthReported struct {
+	KeepEveryMillis int64 `json:"keepEveryMillis"`
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
@@ -106,4 +107,43 @@ func repeat(ctx context.Context, log *slog.Logger, failed, recovered string, nex
 		case <-time.After(next()):
 		}
 	}
+}
+
+// ReportHealth sends the holder's view of its cluster's targets.
+func (c *Client) ReportHealth(ctx context.Context, r api.HealthReport) error {
+	return c.do(ctx, http.MethodPost, "/v1/health", nil, r, &api.HealthReported{})
+}
+
+// Pacing of health reports: looked at every healthLook, sent when
+// changed, and at least every healthRefresh so that the server keeps it
+// fresh (it counts a report for 30 s).
+const (
+	healthLook    = time.Second
+	healthRefresh = 10 * time.Second
+)
+
+// KeepHealthReported reports report's health of the cluster's targets as
+// holder until ctx ends: within about a second of a change, and every
+// healthRefresh when nothing changes. A failed report is logged (once
+// until one succeeds again) and sent again a second later.
+func KeepHealthReported(ctx context.Context, c *Client, holder string, report func() []api.GroupHealth, log *slog.Logger) {
+	var last []api.GroupHealth
+	var sent time.Time
+	log = log.With("holder", holder)
+	repeat(ctx, log, "target health not reported; retrying", "target health reported again", func() time.Duration { return healthLook }, func(ctx context.Context) error {
+		groups := report()
+		if groups == nil {
+			groups = []api.GroupHealth{}
+		}
+		if !sent.IsZero() && time.Since(sent) < healthRefresh && slices.EqualFunc(groups, last, func(a, b api.GroupHealth) bool {
+			return a.TargetGroup == b.TargetGroup && slices.Equal(a.Targets, b.Targets)
+		}) {
+			return nil
+		}
+		if err := c.ReportHealth(ctx, api.HealthReport{Holder: holder, Groups: groups}); err != nil {
+			return err
+		}
+		last, sent = groups, time.Now()
+		return nil
+	})
 }

@@ -33,7 +33,7 @@ func (h *Handler) createAssociation(ctx context.Context, c *call) (int, any, err
 		if err != nil {
 			return nil, err
 		}
-		n, err := networks.own(ctx, h, c, a, req.ServiceNetworkIdentifier)
+		n, networkOwner, err := h.joinable(ctx, c, a, req.ServiceNetworkIdentifier)
 		if err != nil {
 			return nil, err
 		}
@@ -45,7 +45,7 @@ func (h *Handler) createAssociation(ctx context.Context, c *call) (int, any, err
 			}
 			id := newID("snsa-")
 			as := &association{meta: meta{ID: id, ARN: arn(c.region, c.owner, "servicenetworkserviceassociation/"+id), Tags: req.Tags,
-				CreatedAt: time.Now().UTC()}, NetworkID: n.ID, ServiceID: s.ID}
+				CreatedAt: time.Now().UTC()}, NetworkID: n.ID, ServiceID: s.ID, NetworkOwner: networkOwner}
 			put(&a.Associations, as)
 			return id, nil
 		})
@@ -59,8 +59,37 @@ func (h *Handler) createAssociation(ctx context.Context, c *call) (int, any, err
 	return http.StatusOK, out, err
 }
 
-func associationView(a *account, as *association) map[string]any {
-	s, n := a.Services[as.ServiceID], a.Networks[as.NetworkID]
+// joinable returns the network id names that the caller may associate
+// its services with: its own, or another owner's (then also returned)
+// whose resource policy shares it with the caller (sharing.go).
+func (h *Handler) joinable(ctx context.Context, c *call, a *account, id string) (*network, string, error) {
+	if n := a.Networks[identifier(id)]; n != nil {
+		return n, "", nil
+	}
+	o, n, err := networks.find(ctx, h, id)
+	if err != nil {
+		return nil, "", err
+	}
+	if !h.sharesWith(n, o.Owner, c.owner) {
+		return nil, "", accessDenied("service network %s is owned by %q and its resource policy does not share it with account %s", n.ID, o.Owner, accountID(c.owner))
+	}
+	return n, o.Owner, nil
+}
+
+// networkOf is the network of association as of account a, wherever
+// it is in all; an empty one when it is gone.
+func networkOf(all map[string]*account, a *account, as *association) *network {
+	if n := a.Networks[as.NetworkID]; n != nil {
+		return n
+	}
+	if o := all[as.NetworkOwner]; o != nil && o.Networks[as.NetworkID] != nil {
+		return o.Networks[as.NetworkID]
+	}
+	return &network{meta: meta{ID: as.NetworkID}}
+}
+
+func associationView(all map[string]*account, a *account, as *association) map[string]any {
+	s, n := a.Services[as.ServiceID], networkOf(all, a, as)
 	return map[string]any{"id": as.ID, "arn": as.ARN, "status": statusActive, "createdBy": accountID(a.Owner), "createdAt": ts(as.CreatedAt),
 		"serviceId": s.ID, "serviceName": s.Name, "serviceArn": s.ARN, "serviceNetworkId": n.ID, "serviceNetworkName": n.Name,
 		"serviceNetworkArn": n.ARN, "dnsEntry": DNSEntry{DomainName: s.DNS}}
@@ -74,7 +103,7 @@ func (h *Handler) getAssociation(ctx context.Context, c *call) (int, any, error)
 	id := identifier(c.r.PathValue("id"))
 	for _, a := range all {
 		if as := a.Associations[id]; as != nil {
-			return http.StatusOK, associationView(a, as), nil
+			return http.StatusOK, associationView(all, a, as), nil
 		}
 	}
 	return 0, nil, notFound(resourceAssociation, id)
@@ -83,12 +112,16 @@ func (h *Handler) getAssociation(ctx context.Context, c *call) (int, any, error)
 func (h *Handler) listAssociations(ctx context.Context, c *call) (int, any, error) {
 	q := c.r.URL.Query()
 	sid, nid := identifier(q.Get("serviceIdentifier")), identifier(q.Get("serviceNetworkIdentifier"))
+	all, err := h.load(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
 	return associations.list(ctx, h, c, func(a *account, as *association) map[string]any {
-		s, n := a.Services[as.ServiceID], a.Networks[as.NetworkID]
+		s, n := a.Services[as.ServiceID], networkOf(all, a, as)
 		if (sid != "" && sid != s.ID && sid != s.Name) || (nid != "" && nid != n.ID && nid != n.Name) {
 			return nil
 		}
-		return associationView(a, as)
+		return associationView(all, a, as)
 	})
 }
 

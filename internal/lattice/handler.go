@@ -61,6 +61,8 @@ type Handler struct {
 	cfg Config
 	st  store.Store
 	mux *http.ServeMux
+	// known maps the account IDs of the credentials' owners to the owners.
+	known map[string]string
 }
 
 // call is one authenticated request.
@@ -82,7 +84,10 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, st: cfg.Server.Store(), mux: http.NewServeMux()}
+	h := &Handler{cfg: cfg, st: cfg.Server.Store(), mux: http.NewServeMux(), known: map[string]string{}}
+	for _, c := range cfg.Credentials {
+		h.known[accountID(c.Owner)] = c.Owner
+	}
 	h.routes()
 	return h
 }
@@ -195,12 +200,14 @@ func (h *Handler) mutate(ctx context.Context, c *call, fn func(a *account) (any,
 		if err != nil {
 			return nil, err
 		}
-		before := project(a)
+		before := project(a, h.known)
 		out, err := fn(a)
 		if err != nil {
 			return nil, err
 		}
-		after := project(a)
+		pruneDrained(a, time.Now())
+		pruneAccessLogs(a)
+		after := project(a, h.known)
 		var puts []model.Object
 		for _, key := range slices.Sorted(maps.Keys(after)) {
 			puts = append(puts, after[key])

@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// protocolPassthrough is the listener protocol that routes TLS by SNI
+// without terminating it.
+const protocolPassthrough = "TLS_PASSTHROUGH"
+
 func (h *Handler) createListener(ctx context.Context, c *call) (int, any, error) {
 	var req struct {
 		Name          string            `json:"name"`
@@ -22,16 +26,16 @@ func (h *Handler) createListener(ctx context.Context, c *call) (int, any, error)
 	if err := checkName("name", req.Name, 3, 63, "listener-"); err != nil {
 		return 0, nil, err
 	}
+	port := int32(443)
 	switch req.Protocol {
 	case "HTTP":
-	case "HTTPS", "TLS_PASSTHROUGH":
-		return 0, nil, invalidf("protocol", "%s listeners are not supported yet; HTTP is", req.Protocol)
+		port = 80
+	case "HTTPS", protocolPassthrough:
 	case "":
 		return 0, nil, invalidf("protocol", "required")
 	default:
 		return 0, nil, invalidf("protocol", "must be HTTP, HTTPS or TLS_PASSTHROUGH, not %q", req.Protocol)
 	}
-	port := int32(80)
 	if req.Port != nil {
 		if *req.Port < 1 || *req.Port > 65535 {
 			return 0, nil, invalidf("port", "must be 1-65535, not %d", *req.Port)
@@ -50,8 +54,16 @@ func (h *Handler) createListener(ctx context.Context, c *call) (int, any, error)
 			return nil, err
 		}
 		id, err := create(a, c, listenerTokenScope, req.ClientToken, func() (string, error) {
+			switch {
+			case req.Protocol == "HTTPS":
+				if err := h.checkCertificate(ctx, c.owner, s, "protocol"); err != nil {
+					return "", err
+				}
+			case req.Protocol == protocolPassthrough && s.CustomDomain == "":
+				return "", invalidf("protocol", "a TLS_PASSTHROUGH listener needs the service's customDomainName: it routes by SNI")
+			}
 			act := *req.DefaultAction
-			if err := checkAction(a, s, "defaultAction", &act); err != nil {
+			if err := checkAction(a, s, req.Protocol, "defaultAction", &act); err != nil {
 				return "", err
 			}
 			for _, l := range s.Listeners {
@@ -162,6 +174,9 @@ type ruleRequest struct {
 
 // checkRule checks the members a create requires or an update sets.
 func checkRule(a *account, s *service, l *listener, self string, req *ruleRequest) error {
+	if l.Protocol == protocolPassthrough {
+		return invalidf("listenerIdentifier", "listener %s is TLS_PASSTHROUGH: it has only its default rule", l.ID)
+	}
 	if req.Priority != nil {
 		if p := *req.Priority; p < 1 || p > maxPriority {
 			return invalidf("priority", "must be 1-%d, not %d", maxPriority, p)
@@ -178,7 +193,7 @@ func checkRule(a *account, s *service, l *listener, self string, req *ruleReques
 		}
 	}
 	if req.Action != nil {
-		if err := checkAction(a, s, "action", req.Action); err != nil {
+		if err := checkAction(a, s, l.Protocol, "action", req.Action); err != nil {
 			return err
 		}
 	}
@@ -353,7 +368,7 @@ func (h *Handler) updateListener(ctx context.Context, c *call) (int, any, error)
 			return nil, err
 		}
 		act := *req.DefaultAction
-		if err := checkAction(a, s, "defaultAction", &act); err != nil {
+		if err := checkAction(a, s, l.Protocol, "defaultAction", &act); err != nil {
 			return nil, err
 		}
 		l.DefaultAction, l.UpdatedAt = act, time.Now().UTC()

@@ -61,6 +61,12 @@ func (h *Handler) routes() {
 	h.handle("POST /tags/{arn}", h.tagResource)
 	h.handle("DELETE /tags/{arn}", h.untagResource)
 
+	h.handle("POST /accesslogsubscriptions", h.createAccessLog)
+	h.handle("GET /accesslogsubscriptions", h.listAccessLogs)
+	h.handle("GET /accesslogsubscriptions/{id}", h.getAccessLog)
+	h.handle("PATCH /accesslogsubscriptions/{id}", h.updateAccessLog)
+	h.handle("DELETE /accesslogsubscriptions/{id}", h.deleteAccessLog)
+
 	h.handle("PUT /authpolicy/{id}", h.putAuthPolicy)
 	h.handle("GET /authpolicy/{id}", h.getAuthPolicy)
 	h.handle("DELETE /authpolicy/{id}", h.deleteAuthPolicy)
@@ -227,6 +233,18 @@ func (h *Handler) deleteServiceNetwork(ctx context.Context, c *call) (int, any, 
 		}
 		if va := vpcAssociated(a, id); va != "" {
 			return nil, conflict(resourceNetwork, id, "ServiceNetwork %s has VPC(s) associated (%s)", id, va)
+		}
+		// Services of the owners it is shared with.
+		all, err := h.load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range slices.Sorted(maps.Keys(all)) {
+			for _, as := range slices.Sorted(maps.Keys(all[o].Associations)) {
+				if o != c.owner && all[o].Associations[as].NetworkID == id {
+					return nil, conflict(resourceNetwork, id, "ServiceNetwork %s has service(s) of account %s associated (%s)", id, accountID(o), as)
+				}
+			}
 		}
 		delete(a.Networks, id)
 		return nil, nil

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"trellis.dev/trellis/internal/model"
 )
@@ -26,8 +27,9 @@ func authOf(authType string, p *policy) *model.Auth {
 }
 
 // project returns the model objects an owner's records make, by store
-// key (see docs/reference/lattice-api.md).
-func project(a *account) map[string]model.Object {
+// key (see docs/reference/lattice-api.md); known maps account IDs to
+// owners, for the accounts a network's resource policy shares it with.
+func project(a *account, known map[string]string) map[string]model.Object {
 	out := map[string]model.Object{}
 	add := func(o model.Object) { out[model.Key(o.ObjectKind(), o.ObjectMeta().Name)] = o }
 	for _, n := range a.Networks {
@@ -37,13 +39,14 @@ func project(a *account) map[string]model.Object {
 			Domain: ownerToken(a.Owner) + ".vpc-lattice-svcs." + n.Region + ".on.aws",
 			Auth:   authOf(n.AuthType, n.Policy),
 			// The clusters of its VPC associations may join it.
-			AllowedClusters: allowedClusters(a, n.ID),
+			AllowedClusters: allowedClusters(a, n, known),
+			AccessLogs:      sinksOf(a, n.ID),
 			Source:          &model.SourceRef{Kind: model.LatticeSourcePrefix + "ServiceNetwork", Name: n.Name},
 		})
 	}
 	for _, as := range a.Associations {
 		svc := a.Services[as.ServiceID]
-		if svc == nil || a.Networks[as.NetworkID] == nil {
+		if svc == nil || a.Networks[as.NetworkID] == nil && as.NetworkOwner == "" {
 			continue
 		}
 		for _, l := range svc.Listeners {
@@ -52,15 +55,29 @@ func project(a *account) map[string]model.Object {
 				rules = append(rules, model.Rule{Name: r.ID, Matches: []model.Match{modelMatch(r.Match)}, Action: modelAction(r.Action)})
 			}
 			rules = append(rules, model.Rule{Name: l.ID, Action: modelAction(l.DefaultAction)})
+			ml := model.Listener{Name: l.ID, Port: l.Port, Protocol: model.Protocol(l.Protocol)}
+			if l.Protocol == "HTTPS" {
+				// Checked when the listener or the certificateArn was set.
+				name, _ := certificateName(svc.CertificateARN)
+				ml.Certificates = []string{name}
+			}
+			var domains []string
+			if svc.CustomDomain != "" {
+				domains = []string{svc.CustomDomain}
+			}
 			add(&model.Service{
-				Meta:      model.Meta{Name: as.ID + "." + l.ID, Owner: a.Owner},
-				Network:   as.NetworkID,
-				DNSName:   svc.DNS,
-				Listeners: []model.Listener{{Name: l.ID, Port: l.Port, Protocol: model.ProtocolHTTP}},
-				Rules:     rules,
-				CreatedAt: svc.CreatedAt,
-				Auth:      authOf(svc.AuthType, svc.Policy),
-				Source:    &model.SourceRef{Kind: model.LatticeSourcePrefix + "Service", Name: svc.Name},
+				Meta:          model.Meta{Name: as.ID + "." + l.ID, Owner: a.Owner},
+				Network:       as.NetworkID,
+				DNSName:       svc.DNS,
+				CustomDomains: domains,
+				Listeners:     []model.Listener{ml},
+				AccessLogs:    sinksOf(a, svc.ID),
+				Rules:         rules,
+				// Rules are ranked by priority, the first match answering.
+				RulesInOrder: true,
+				CreatedAt:    svc.CreatedAt,
+				Auth:         authOf(svc.AuthType, svc.Policy),
+				Source:       &model.SourceRef{Kind: model.LatticeSourcePrefix + "Service", Name: svc.Name},
 			})
 		}
 	}
@@ -92,9 +109,12 @@ func modelMatch(m RuleMatch) model.Match {
 	}
 	out.Method = hm.Method
 	if p := hm.PathMatch; p != nil {
-		if p.Match.Exact != "" {
+		switch {
+		case p.CaseSensitive != nil && !*p.CaseSensitive:
+			out.Path = &model.PathMatch{Type: model.PathRegularExpression, Value: caseInsensitivePath(p.Match)}
+		case p.Match.Exact != "":
 			out.Path = &model.PathMatch{Type: model.PathExact, Value: p.Match.Exact}
-		} else {
+		default:
 			out.Path = &model.PathMatch{Type: model.PathPrefix, Value: p.Match.Prefix}
 		}
 	}
@@ -107,6 +127,20 @@ func modelMatch(m RuleMatch) model.Match {
 		}
 	}
 	return out
+}
+
+// caseInsensitivePath is the model's expression of a path match with
+// caseSensitive false: the exact path, or the prefix matching whole
+// segments as a prefix match does, in any case.
+func caseInsensitivePath(m PathMatchType) string {
+	if m.Exact != "" {
+		return "(?i)" + regexp.QuoteMeta(m.Exact)
+	}
+	p := strings.TrimRight(m.Prefix, "/")
+	if p == "" {
+		return "/.*"
+	}
+	return "(?i)" + regexp.QuoteMeta(p) + "(/.*)?"
 }
 
 func modelTargetGroup(owner string, tg *targetGroup) *model.TargetGroup {
@@ -134,7 +168,25 @@ func modelTargetGroup(owner string, tg *targetGroup) *model.TargetGroup {
 	for _, t := range tg.Targets {
 		out.Targets = append(out.Targets, model.Target{Address: t.ID, Port: deref(t.Port), Cluster: owner, State: model.TargetActive})
 	}
+	for _, t := range tg.Draining {
+		out.Targets = append(out.Targets, model.Target{Address: t.ID, Port: deref(t.Port), Cluster: owner, State: model.TargetDraining})
+	}
 	return out
+}
+
+// drainTime is how long ListTargets shows a deregistered target DRAINING.
+// The proxies send it no new request from the next snapshot on, and never
+// cut one in flight, so the time only bounds what is shown (Lattice drains
+// for minutes; Terraform's aws_vpclattice_target_group_attachment waits
+// for a deregistered target to stop draining).
+const drainTime = 10 * time.Second
+
+// pruneDrained forgets the targets of a's groups that finished draining
+// by now.
+func pruneDrained(a *account, now time.Time) {
+	for _, tg := range a.TargetGroups {
+		tg.Draining = slices.DeleteFunc(tg.Draining, func(t drainingTarget) bool { return !now.Before(t.Until) })
+	}
 }
 
 func deref(p *int32) int32 {

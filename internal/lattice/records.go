@@ -86,6 +86,8 @@ var (
 		func(a *account) *map[string]*targetGroup { return &a.TargetGroups }}
 	associations = kind[*association]{typ: resourceAssociation,
 		of: func(a *account) *map[string]*association { return &a.Associations }}
+	accessLogs = kind[*accessLogSub]{typ: resourceAccessLog,
+		of: func(a *account) *map[string]*accessLogSub { return &a.AccessLogs }}
 )
 
 // create answers a create of a record named name with a client token:

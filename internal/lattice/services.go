@@ -2,11 +2,17 @@ package lattice
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"regexp"
 	"slices"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/store"
 )
 
 func (h *Handler) createService(ctx context.Context, c *call) (int, any, error) {
@@ -27,11 +33,11 @@ func (h *Handler) createService(ctx context.Context, c *call) (int, any, error) 
 	if err := checkAuthType("authType", &req.AuthType); err != nil {
 		return 0, nil, err
 	}
-	if req.CustomDomainName != "" {
-		return 0, nil, invalidf("customDomainName", "custom domain names are not supported yet")
+	if req.CustomDomainName != "" && !validDomain(req.CustomDomainName) {
+		return 0, nil, invalidf("customDomainName", "%q is not a domain name of 3-255 characters (lower-case labels of letters, digits and hyphens)", req.CustomDomainName)
 	}
-	if req.CertificateArn != "" {
-		return 0, nil, invalidf("certificateArn", "HTTPS listeners are not supported yet, so no certificate is")
+	if _, err := certificateName(req.CertificateArn); err != nil {
+		return 0, nil, err
 	}
 	if err := checkTags(req.Tags); err != nil {
 		return 0, nil, err
@@ -39,20 +45,98 @@ func (h *Handler) createService(ctx context.Context, c *call) (int, any, error) 
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
 		s, err := services.create(a, c, req.ClientToken, req.Name, req.Tags, func(m meta) *service {
 			return &service{meta: m, guarded: guarded{AuthType: req.AuthType}, Region: c.region,
-				DNS: fmt.Sprintf("%s-%s.%s.vpc-lattice-svcs.%s.on.aws", req.Name, m.ID[len("svc-"):], ownerToken(c.owner), c.region)}
+				DNS:          fmt.Sprintf("%s-%s.%s.vpc-lattice-svcs.%s.on.aws", req.Name, m.ID[len("svc-"):], ownerToken(c.owner), c.region),
+				CustomDomain: req.CustomDomainName, CertificateARN: req.CertificateArn}
 		})
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "status": statusActive, "authType": s.AuthType,
-			"dnsEntry": DNSEntry{DomainName: s.DNS}}, nil
+		v := map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "status": statusActive, "authType": s.AuthType,
+			"dnsEntry": DNSEntry{DomainName: s.DNS}}
+		addDomain(v, s)
+		return v, nil
 	})
 	return http.StatusCreated, out, err
 }
 
+// addDomain adds a service's custom domain name and certificate to its
+// view v, when it has them.
+func addDomain(v map[string]any, s *service) {
+	if s.CustomDomain != "" {
+		v["customDomainName"] = s.CustomDomain
+	}
+	if s.CertificateARN != "" {
+		v["certificateArn"] = s.CertificateARN
+	}
+}
+
 func serviceView(s *service) map[string]any {
-	return map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "createdAt": ts(s.CreatedAt), "lastUpdatedAt": ts(s.UpdatedAt),
+	v := map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "createdAt": ts(s.CreatedAt), "lastUpdatedAt": ts(s.UpdatedAt),
 		"dnsEntry": DNSEntry{DomainName: s.DNS}, "status": statusActive, "authType": s.AuthType}
+	addDomain(v, s)
+	return v
+}
+
+// validDomain reports whether d may be a service's custom domain name.
+func validDomain(d string) bool {
+	return len(d) >= 3 && len(d) <= 255 && domainRE.MatchString(d)
+}
+
+var (
+	domainRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	// certificateARNRE is botocore's CertificateArn pattern (less its
+	// empty alternative).
+	certificateARNRE = regexp.MustCompile(`^arn(:[a-z0-9]+([.-][a-z0-9]+)*){2}(:([a-z0-9]+([.-][a-z0-9]+)*)?){2}:certificate/([0-9a-z-]+)$`)
+)
+
+// certificateName is the model Certificate a certificateArn names: its
+// last segment, "arn:aws:acm:REGION:ACCOUNT:certificate/NAME" naming the
+// Certificate NAME (written with the Trellis API, or translated from a
+// Kubernetes Secret). "" names none.
+func certificateName(arn string) (string, error) {
+	if arn == "" {
+		return "", nil
+	}
+	if len(arn) > 2048 {
+		return "", invalidf("certificateArn", "at most 2048 characters")
+	}
+	m := certificateARNRE.FindStringSubmatch(arn)
+	if m == nil {
+		return "", invalidf("certificateArn", "%q is not a certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/NAME)", arn)
+	}
+	name := m[len(m)-1]
+	if len(name) > 253 || name[0] == '-' || name[len(name)-1] == '-' {
+		return "", invalidf("certificateArn", "%q is not the name of a Certificate", name)
+	}
+	return name, nil
+}
+
+// checkCertificate checks that the certificate s's certificateArn names
+// exists and is owner's, as an HTTPS listener of s needs; without one, the
+// error names field.
+func (h *Handler) checkCertificate(ctx context.Context, owner string, s *service, field string) error {
+	name, err := certificateName(s.CertificateARN)
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		return invalidf(field, "an HTTPS listener needs the service's certificateArn: Trellis issues no certificate for the generated domain name")
+	}
+	kv, err := h.st.Get(ctx, model.Key(model.KindCertificate, name))
+	if errors.Is(err, store.ErrNotFound) {
+		return invalidf("certificateArn", "no Certificate named %s: write it with the Trellis API first", name)
+	}
+	if err != nil {
+		return err
+	}
+	var m model.Meta
+	if err := json.Unmarshal(kv.Value, &m); err != nil {
+		return err
+	}
+	if m.Owner != owner {
+		return accessDenied("Certificate %s is not yours", name)
+	}
+	return nil
 }
 
 func (h *Handler) getService(ctx context.Context, c *call) (int, any, error) {
@@ -73,16 +157,46 @@ func (h *Handler) listServices(ctx context.Context, c *call) (int, any, error) {
 
 func (h *Handler) updateService(ctx context.Context, c *call) (int, any, error) {
 	var req struct {
-		AuthType       string `json:"authType"`
-		CertificateArn string `json:"certificateArn"`
+		AuthType       string  `json:"authType"`
+		CertificateArn *string `json:"certificateArn"`
 	}
 	if err := c.decode(&req); err != nil {
 		return 0, nil, err
 	}
-	if req.CertificateArn != "" {
-		return 0, nil, invalidf("certificateArn", "HTTPS listeners are not supported yet, so no certificate is")
+	if req.CertificateArn == nil {
+		return setAuthType(ctx, h, c, services, req.AuthType)
 	}
-	return setAuthType(ctx, h, c, services, req.AuthType)
+	if req.AuthType != "" {
+		if err := checkAuthType("authType", &req.AuthType); err != nil {
+			return 0, nil, err
+		}
+	}
+	if _, err := certificateName(*req.CertificateArn); err != nil {
+		return 0, nil, err
+	}
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		s, err := services.own(ctx, h, c, a, c.r.PathValue("id"))
+		if err != nil {
+			return nil, err
+		}
+		s.CertificateARN = *req.CertificateArn
+		if req.AuthType != "" {
+			s.AuthType = req.AuthType
+		}
+		for _, l := range s.Listeners {
+			if l.Protocol == "HTTPS" {
+				if err := h.checkCertificate(ctx, c.owner, s, "certificateArn"); err != nil {
+					return nil, err
+				}
+				break
+			}
+		}
+		s.UpdatedAt = time.Now().UTC()
+		v := map[string]any{"id": s.ID, "name": s.Name, "arn": s.ARN, "authType": s.AuthType}
+		addDomain(v, s)
+		return v, nil
+	})
+	return http.StatusOK, out, err
 }
 
 func (h *Handler) deleteService(ctx context.Context, c *call) (int, any, error) {
@@ -102,12 +216,16 @@ func (h *Handler) deleteService(ctx context.Context, c *call) (int, any, error) 
 	return http.StatusOK, out, err
 }
 
-// checkAction checks and normalizes an action of service svc: target
-// groups named by ID, weights defaulted.
-func checkAction(a *account, svc *service, field string, act *RuleAction) error {
+// checkAction checks and normalizes an action of a listener of service
+// svc speaking protocol: target groups named by ID, weights defaulted.
+// A TLS_PASSTHROUGH listener forwards to TCP target groups only, and the
+// others to no TCP target group, as in Lattice.
+func checkAction(a *account, svc *service, protocol, field string, act *RuleAction) error {
 	switch {
 	case act.Forward != nil && act.FixedResponse != nil:
 		return invalidf(field, "exactly one of forward and fixedResponse")
+	case act.FixedResponse != nil && protocol == protocolPassthrough:
+		return invalidf(field+".fixedResponse", "a TLS_PASSTHROUGH listener can only forward")
 	case act.FixedResponse != nil:
 		if sc := act.FixedResponse.StatusCode; sc != 404 && sc != 500 {
 			return invalidf(field+".fixedResponse.statusCode", "only 404 and 500 are supported, not %d", sc)
@@ -129,6 +247,9 @@ func checkAction(a *account, svc *service, field string, act *RuleAction) error 
 			return notFound(resourceTargetGroup, w.TargetGroupIdentifier)
 		}
 		w.TargetGroupIdentifier = id
+		if tcp := tg.Config.Protocol == "TCP"; tcp != (protocol == protocolPassthrough) {
+			return invalidf(f+".targetGroupIdentifier", "%s is a %s target group: TCP target groups serve TLS_PASSTHROUGH listeners only, and they no other", id, tg.Config.Protocol)
+		}
 		for _, other := range usedBy(a, id) {
 			if other != svc.ID {
 				return conflict(resourceTargetGroup, id, "target group %s is used by service %s: a target group serves one service", id, other)
@@ -177,9 +298,6 @@ func checkMatch(field string, m *RuleMatch) error {
 		}
 		if len(v) > 200 || !pathRE.MatchString(v) {
 			return invalidf(pf+".match", "%q must start with '/', be at most 200 characters of [a-zA-Z0-9@:%%_+.~#?&/=-]", v)
-		}
-		if p.CaseSensitive != nil && !*p.CaseSensitive {
-			return invalidf(pf+".caseSensitive", "case-insensitive path matches are not supported yet")
 		}
 	}
 	if len(hm.HeaderMatches) > maxHeaderMatches {

@@ -12,7 +12,7 @@ import (
 // nil when it has none of that ARN.
 func tagsOf(a *account, resourceARN string) *map[string]string {
 	if t := cmp.Or(tagsByARN(a.Networks, resourceARN), tagsByARN(a.TargetGroups, resourceARN),
-		tagsByARN(a.Associations, resourceARN), tagsByARN(a.VPCAssociations, resourceARN)); t != nil {
+		tagsByARN(a.Associations, resourceARN), tagsByARN(a.VPCAssociations, resourceARN), tagsByARN(a.AccessLogs, resourceARN)); t != nil {
 		return t
 	}
 	for _, s := range a.Services {

@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -228,6 +230,8 @@ func (h *Handler) registerTargets(ctx context.Context, c *call) (int, any, error
 				return nil, quota("TARGET", maxTargets)
 			}
 			tg.Targets = append(tg.Targets, t)
+			// A draining target registered again is active again.
+			tg.Draining = slices.DeleteFunc(tg.Draining, func(d drainingTarget) bool { return sameTarget(t)(d.Target) })
 		}
 		return nil, nil
 	})
@@ -240,14 +244,27 @@ func (h *Handler) deregisterTargets(ctx context.Context, c *call) (int, any, err
 			return &targetFailure{ID: t.ID, Port: t.Port, FailureCode: "TargetNotFound", FailureMessage: "not registered"}, nil
 		}
 		tg.Targets = slices.Delete(tg.Targets, i, i+1)
+		tg.Draining = append(tg.Draining, drainingTarget{Target: t, Until: time.Now().Add(drainTime).UTC()})
 		return nil, nil
 	})
 }
 
-// listTargets lists targets. Their health is the proxies' (each checks on
-// its own), not the control plane's: a target of a group no listener
-// uses is UNUSED, every other UNAVAILABLE with reason
-// HealthStatusNotReported.
+// Reason codes of ListTargets. Lattice documents no list of them; these
+// name why the status is what it is, and a HEALTHY target has none.
+const (
+	reasonNotInUse    = "TargetGroupNotInUse"
+	reasonDraining    = "TargetDeregistrationInProgress"
+	reasonChecksOff   = "HealthCheckDisabled"
+	reasonInitial     = "HealthCheckInProgress"
+	reasonFailed      = "HealthCheckFailed"
+	reasonNotReported = "HealthStatusNotReported"
+)
+
+// listTargets lists targets with their health: a group no listener or
+// rule uses is UNUSED; a deregistered target DRAINING; a target of a group
+// whose checks are off UNAVAILABLE; any other what the owner's cluster's
+// proxies report of their checks (server.TargetHealth), or UNAVAILABLE
+// with reason HealthStatusNotReported while no proxy has reported it.
 func (h *Handler) listTargets(ctx context.Context, c *call) (int, any, error) {
 	filter, err := targetsRequest(c, false)
 	if err != nil {
@@ -257,16 +274,55 @@ func (h *Handler) listTargets(ctx context.Context, c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	status, reason := "UNAVAILABLE", "HealthStatusNotReported"
-	if len(usedBy(a, tg.ID)) == 0 {
-		status, reason = "UNUSED", "TargetGroupNotInUse"
-	}
-	var items []map[string]any
-	for _, t := range tg.Targets {
-		if len(filter) > 0 && !slices.ContainsFunc(filter, func(f Target) bool { return f.ID == t.ID && (f.Port == nil || *f.Port == *t.Port) }) {
-			continue
+	mtg := modelTargetGroup(a.Owner, tg)
+	checked := *mtg.HealthCheck.Defaulted(mtg.Protocol, mtg.ProtocolVersion).Enabled
+	unused := len(usedBy(a, tg.ID)) == 0
+	var reported map[string]string
+	if checked && !unused {
+		all, err := h.cfg.Server.TargetHealth(ctx, a.Owner)
+		if err != nil {
+			return 0, nil, err
 		}
-		items = append(items, map[string]any{"id": t.ID, "port": *t.Port, "status": status, "reasonCode": reason})
+		reported = all[tg.ID]
+	}
+	now := time.Now()
+	var items []map[string]any
+	add := func(t Target, status, reason string) {
+		if len(filter) > 0 && !slices.ContainsFunc(filter, func(f Target) bool { return f.ID == t.ID && (f.Port == nil || *f.Port == *t.Port) }) {
+			return
+		}
+		item := map[string]any{"id": t.ID, "port": *t.Port, "status": status}
+		if reason != "" {
+			item["reasonCode"] = reason
+		}
+		items = append(items, item)
+	}
+	for _, t := range tg.Targets {
+		switch {
+		case unused:
+			add(t, "UNUSED", reasonNotInUse)
+		case !checked:
+			add(t, "UNAVAILABLE", reasonChecksOff)
+		default:
+			status := reported[net.JoinHostPort(t.ID, strconv.Itoa(int(*t.Port)))]
+			switch status {
+			case "":
+				add(t, "UNAVAILABLE", reasonNotReported)
+			case "HEALTHY":
+				add(t, status, "")
+			case "UNHEALTHY":
+				add(t, status, reasonFailed)
+			case "INITIAL":
+				add(t, status, reasonInitial)
+			default: // the proxy does not check it (yet)
+				add(t, "UNAVAILABLE", reasonNotReported)
+			}
+		}
+	}
+	for _, t := range tg.Draining {
+		if now.Before(t.Until) {
+			add(t.Target, "DRAINING", reasonDraining)
+		}
 	}
 	if items == nil {
 		items = []map[string]any{}

@@ -119,6 +119,8 @@ type account struct {
 	Associations map[string]*association `json:"associations,omitempty"`
 	// VPCAssociations are the clusters allowed to join networks.
 	VPCAssociations map[string]*vpcAssociation `json:"vpcAssociations,omitempty"`
+	// AccessLogs are the access log subscriptions of networks and services.
+	AccessLogs map[string]*accessLogSub `json:"accessLogs,omitempty"`
 	// Tokens are the client tokens of creates, by operation and token.
 	Tokens map[string]*idempotency `json:"tokens,omitempty"`
 }
@@ -148,6 +150,11 @@ type service struct {
 	Region    string               `json:"region"`
 	DNS       string               `json:"dns"`
 	Listeners map[string]*listener `json:"listeners,omitempty"`
+	// CustomDomain is the further name the service answers to.
+	CustomDomain string `json:"customDomainName,omitempty"`
+	// CertificateARN names the model Certificate its HTTPS listeners
+	// serve (certificateName).
+	CertificateARN string `json:"certificateArn,omitempty"`
 }
 
 type listener struct {
@@ -170,6 +177,14 @@ type targetGroup struct {
 	Type    string            `json:"type"`
 	Config  TargetGroupConfig `json:"config"`
 	Targets []Target          `json:"targets,omitempty"`
+	// Draining are deregistered targets until their draining time ends.
+	Draining []drainingTarget `json:"draining,omitempty"`
+}
+
+// drainingTarget is a deregistered target, draining until Until.
+type drainingTarget struct {
+	Target
+	Until time.Time `json:"until"`
 }
 
 // association has no name and is never updated: both stay zero.
@@ -177,4 +192,6 @@ type association struct {
 	meta
 	NetworkID string `json:"networkId"`
 	ServiceID string `json:"serviceId"`
+	// NetworkOwner is the owner of a network another owner shared.
+	NetworkOwner string `json:"networkOwner,omitempty"`
 }

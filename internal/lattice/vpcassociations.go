@@ -53,10 +53,10 @@ func clusterOfVPC(field, vpc string) (string, error) {
 
 // allowedClusters is what network id's VPC associations allow, besides
 // its owner (always allowed), sorted.
-func allowedClusters(a *account, id string) []string {
-	var out []string
+func allowedClusters(a *account, n *network, known map[string]string) []string {
+	out := sharedWith(n.ResourcePolicy, a.Owner, known)
 	for _, va := range a.VPCAssociations {
-		if va.NetworkID == id && va.Cluster != a.Owner && !slices.Contains(out, va.Cluster) {
+		if va.NetworkID == n.ID && va.Cluster != a.Owner && !slices.Contains(out, va.Cluster) {
 			out = append(out, va.Cluster)
 		}
 	}

@@ -96,8 +96,14 @@ type ServiceNetwork struct {
 	// X-Forwarded-For: append its address (the default, also when empty),
 	// preserve it as sent, or remove it.
 	ForwardedFor ForwardedForMode `json:"forwardedFor,omitempty"`
-	Source       *SourceRef       `json:"source,omitempty"`
+	// AccessLogs name access-log sinks that get an entry for every request
+	// to the network's services (see ValidAccessLog).
+	AccessLogs []string   `json:"accessLogs,omitempty"`
+	Source     *SourceRef `json:"source,omitempty"`
 }
+
+// MaxAccessLogs bounds the sinks of one network or service.
+const MaxAccessLogs = 8
 
 // AnyCluster in ServiceNetwork.AllowedClusters allows every cluster.
 const AnyCluster = "*"
@@ -175,12 +181,21 @@ type Service struct {
 	// every rule of every service sharing a host name by Gateway API
 	// precedence (path kind and length, method, header count, query count),
 	// then by the oldest CreatedAt, then Source namespace/name, and only then
-	// by rule order.
-	Rules     []Rule    `json:"rules"`
-	CreatedAt time.Time `json:"createdAt,omitzero"`
+	// by rule order. With RulesInOrder they are.
+	Rules []Rule `json:"rules"`
+	// RulesInOrder matches Rules in list order, the first rule whose match
+	// holds answering, as VPC Lattice ranks a listener's rules by priority
+	// (the Lattice API sets it). A host name one of these services answers
+	// to is matched service by service (oldest first), each service's rules
+	// in its own order.
+	RulesInOrder bool      `json:"rulesInOrder,omitempty"`
+	CreatedAt    time.Time `json:"createdAt,omitzero"`
 	// Auth, when set, turns auth on for this service (see Auth).
-	Auth   *Auth      `json:"auth,omitempty"`
-	Source *SourceRef `json:"source,omitempty"`
+	Auth *Auth `json:"auth,omitempty"`
+	// AccessLogs name access-log sinks that get an entry for every request
+	// to this service (see ValidAccessLog), besides its network's.
+	AccessLogs []string   `json:"accessLogs,omitempty"`
+	Source     *SourceRef `json:"source,omitempty"`
 }
 
 // Hostnames returns every name the service answers to: its DNS name first,

@@ -191,7 +191,35 @@ func (n *ServiceNetwork) Validate() error {
 	if n.Mode != ModeEdge && len(n.Addresses) > 0 {
 		f.add("addresses", "must be empty in mode %s", n.Mode)
 	}
+	validateAccessLogs(&f, n.AccessLogs)
 	return f.list.err()
+}
+
+var accessLogRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidAccessLog says whether name may name an access-log sink of
+// ServiceNetwork.AccessLogs or Service.AccessLogs: a proxy started with an
+// access-log directory writes the entries of sink NAME to DIR/NAME.log,
+// besides its own access log. A name is 1-128 letters, digits, '.', '_'
+// or '-', starting with a letter or digit, so that it names a file of that
+// directory and nothing else. The VPC Lattice API's access log
+// subscriptions set them.
+func ValidAccessLog(name string) bool { return accessLogRE.MatchString(name) }
+
+func validateAccessLogs(f *fieldErrs, names []string) {
+	if len(names) > MaxAccessLogs {
+		f.add("accessLogs", "at most %d sinks, not %d", MaxAccessLogs, len(names))
+		return
+	}
+	for i, name := range names {
+		field := fmt.Sprintf("accessLogs[%d]", i)
+		switch {
+		case !ValidAccessLog(name):
+			f.add(field, "%q is not a sink name: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+		case slices.Index(names, name) < i:
+			f.add(field, "%q is already accessLogs[%d]", name, slices.Index(names, name))
+		}
+	}
 }
 
 // Validate checks a service and its rules.
@@ -204,6 +232,7 @@ func (s *Service) Validate() error {
 	if s.DNSName != "" && !validHostname(s.DNSName, false) {
 		f.add("dnsName", "%q is not a valid DNS name", s.DNSName)
 	}
+	validateAccessLogs(&f, s.AccessLogs)
 	for i, d := range s.CustomDomains {
 		if !validHostname(d, true) {
 			f.add(fmt.Sprintf("customDomains[%d]", i), "%q is not a valid host name or wildcard", d)

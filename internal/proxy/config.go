@@ -35,6 +35,11 @@ type Config struct {
 	// logging off. It is written off the request path: when it falls
 	// behind, entries are dropped and counted, never waited for.
 	AccessLog io.Writer
+	// AccessLogDir is where the access-log sinks that networks and
+	// services name (ServiceNetwork.AccessLogs, Service.AccessLogs) are
+	// written, sink NAME to AccessLogDir/NAME.log, each entry also going
+	// to AccessLog; empty writes none.
+	AccessLogDir string
 	// AdminAddress is where ListenAdmin serves /metrics, /healthz and
 	// /readyz, such as "127.0.0.1:9901".
 	AdminAddress string

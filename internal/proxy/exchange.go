@@ -153,7 +153,11 @@ func (p *Proxy) finish(x *exchange, aborted bool) {
 	info := x.ruleInfo(p.metrics.unmatched)
 	d := now.Sub(x.start)
 	info.observe(code, d)
-	if p.accessLog == nil {
+	var sinks []*accesslog.Logger
+	if info != p.metrics.unmatched && x.served != nil {
+		sinks = x.served.logs[info.service]
+	}
+	if p.accessLog == nil && len(sinks) == 0 {
 		return
 	}
 	e := accesslog.Entry{
@@ -188,7 +192,12 @@ func (p *Proxy) finish(x *exchange, aborted bool) {
 		e.RequestToTarget = x.answered.Sub(x.sent)
 		e.ResponseFromTarget = now.Sub(x.answered)
 	}
-	p.accessLog.Log(&e)
+	if p.accessLog != nil {
+		p.accessLog.Log(&e)
+	}
+	for _, l := range sinks {
+		l.Log(&e)
+	}
 }
 
 // failureReason names why the proxy answered a request itself, or "" when

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,8 @@ type observability struct {
 	// targetMetrics is Config.TargetMetrics.
 	targetMetrics bool
 	admin         *adminServer
+	// sinks are the access-log sinks the configuration names.
+	sinks *sinks
 }
 
 // initObservability sets up health, metrics and the access log; New calls
@@ -53,6 +56,7 @@ func (p *Proxy) initObservability(cfg Config) {
 		opts.Logger = p.log
 		p.accessLog = accesslog.New(cfg.AccessLog, opts)
 	}
+	p.sinks = &sinks{dir: cfg.AccessLogDir, log: p.log}
 	p.limits = newLimits(cfg)
 	p.adminAddress = cfg.AdminAddress
 	p.compiler.Hooks = router.CompileHooks{Health: p.health.Group, Annotate: p.metrics.annotate, Forget: p.metrics.forget, Cluster: p.cluster, Reachable: p.clusterReachable}
@@ -62,6 +66,7 @@ func (p *Proxy) initObservability(cfg Config) {
 // and closes the admin listener; Shutdown calls it last.
 func (p *Proxy) closeObservability(ctx context.Context) error {
 	p.health.Close()
+	p.sinks.closeAll(ctx)
 	var errs []error
 	if p.accessLog != nil {
 		if err := p.accessLog.Close(ctx); err != nil {
@@ -167,4 +172,12 @@ func localTargets(tgs []model.TargetGroup, cluster string) []model.TargetGroup {
 		out = append(out, tg)
 	}
 	return out
+}
+
+// TargetHealth is the health of this proxy's cluster's targets by target
+// group, as its active checks see them: the target groups of the
+// configuration only, not the groups it makes itself for local-first
+// imports (whose names have a '/').
+func (p *Proxy) TargetHealth() []health.GroupReport {
+	return slices.DeleteFunc(p.health.Report(), func(g health.GroupReport) bool { return strings.Contains(g.Name, "/") })
 }

@@ -151,6 +151,8 @@ type served struct {
 	// peers are the other clusters' proxies and what this proxy delivers
 	// for them.
 	peers *peerSet
+	// logs are the access-log sinks of each service, by service name.
+	logs map[string][]*accesslog.Logger
 }
 
 // Update compiles snap into a route table and swaps it in atomically:
@@ -200,7 +202,7 @@ func (p *Proxy) Update(snap *model.Snapshot) error {
 	if !model.SameList(last.idsFrom, snap.WorkloadSets) || last.ids == nil {
 		ids = compileIdentities(snap, p.cluster)
 	}
-	p.served.Store(&served{table: t, ids: ids, idsFrom: snap.WorkloadSets, certs: certs, certsFrom: in, certProblems: certProblems, peers: peers})
+	p.served.Store(&served{table: t, ids: ids, idsFrom: snap.WorkloadSets, certs: certs, certsFrom: in, certProblems: certProblems, peers: peers, logs: p.sinks.update(snap)})
 	p.log.Info("route table updated", "revision", t.Revision(), "services", len(snap.Services), "binds", t.Binds())
 	for _, c := range t.Conflicts() {
 		p.log.Warn("listener not served", "reason", c)

@@ -246,38 +246,9 @@ func (s *Server) renewOnce(ctx context.Context, cluster, holder string, now time
 // than half of reportEvery, and unless the cluster already keeps reports
 // of maxReporters other fresh holders.
 func (s *Server) keepReport(ctx context.Context, cluster, holder string, peers []api.PeerReport, now time.Time) error {
-	key := statusPrefix + cluster + "/" + holder
-	kvs, _, err := s.st.List(ctx, statusPrefix+cluster+"/")
-	if err != nil {
-		return err
-	}
-	var ops []store.Op
-	fresh := 0
-	for _, kv := range kvs {
-		var rec statusRecord
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return fmt.Errorf("decoding %s: %w", kv.Key, err)
-		}
-		switch {
-		case kv.Key == key:
-			if d := now.Sub(rec.Reported); d >= 0 && d < reportEvery/2 {
-				return nil
-			}
-		case now.Sub(rec.Reported) > reportFresh:
-			ops = append(ops, store.Op{Type: store.OpDelete, Key: kv.Key, IfRevision: kv.ModRevision})
-		default:
-			fresh++
-		}
-	}
-	if fresh >= maxReporters {
-		return errorf(http.StatusTooManyRequests, "the lease is renewed, but cluster %q already has %d components reporting: holder %q's report is not kept", cluster, fresh, holder)
-	}
 	b, _ := json.Marshal(statusRecord{Holder: holder, Reported: now.UTC(), Peers: peers})
-	ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: b})
-	if _, err := s.st.Txn(ctx, ops...); err != nil && !errors.Is(err, store.ErrConflict) {
-		return err
-	}
-	return nil
+	_, err := s.keepHolderRecord(ctx, statusPrefix+cluster+"/", holder, b, now, reportEvery/2, reportFresh)
+	return err
 }
 
 // listLeases answers GET /v1/leases: every admitted cluster's lease,
@@ -415,19 +386,22 @@ func syncOp(cluster string, now time.Time) store.Op {
 }
 
 // cleanupOps are the deletes removing cluster takes beyond its admission:
-// its lease, reports and sync record, and every model object it owns but
+// its lease, peer and health reports and sync record, and every model object it owns but
 // for the networks that other clusters' services still join (kept, so
 // that their traffic is not disturbed; named in kept).
 func (s *Server) cleanupOps(ctx context.Context, cluster string) (ops []store.Op, deleted int, kept []string, err error) {
 	ops = append(ops, store.Op{Type: store.OpDelete, Key: leasePrefix + cluster}, store.Op{Type: store.OpDelete, Key: syncPrefix + cluster})
-	kvs, _, err := s.st.List(ctx, statusPrefix+cluster+"/")
+	for _, prefix := range []string{statusPrefix, healthPrefix} {
+		kvs, _, err := s.st.List(ctx, prefix+cluster+"/")
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		for _, kv := range kvs {
+			ops = append(ops, store.Op{Type: store.OpDelete, Key: kv.Key})
+		}
+	}
+	kvs, _, err := s.st.List(ctx, "/")
 	if err != nil {
-		return nil, 0, nil, err
-	}
-	for _, kv := range kvs {
-		ops = append(ops, store.Op{Type: store.OpDelete, Key: kv.Key})
-	}
-	if kvs, _, err = s.st.List(ctx, "/"); err != nil {
 		return nil, 0, nil, err
 	}
 	joined := map[string]bool{} // networks that another cluster's service joins

@@ -138,6 +138,7 @@ func New(st store.Store, cfg Config) *Server {
 	s.mux.Handle("GET /v1/clusters", s.adminOr(s.authed(s.listClusters), s.listClusters))
 	s.mux.Handle("POST /v1/lease", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handle(w, r, s.renewLease(w, r)) }))
 	s.mux.Handle("GET /v1/leases", s.adminOr(s.authed(s.listLeases), s.listLeases))
+	s.mux.Handle("POST /v1/health", s.authed(s.reportHealth))
 	s.mux.Handle("GET /v1/watch", s.authed(s.watch))
 	s.mux.Handle("POST /v1/apply", s.authed(s.apply))
 	s.mux.Handle("POST /v1/txn", s.authed(s.txn))

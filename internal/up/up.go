@@ -202,7 +202,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		err := runner.Run(ctx, runner.Config{
 			Client: cl, Cluster: cfg.Cluster, Bind: cfg.Bind, AccessLog: cfg.AccessLog,
 			AdminListen: cfg.AdminListen, TargetMetrics: cfg.TargetMetrics, DNSListen: cfg.DNSListen, DNSAnswer: cfg.DNSAnswer,
-			Applied: report.proxyUpdated, Out: cfg.Out, Logger: log, Limits: cfg.Limits,
+			Applied: report.proxyUpdated, Out: cfg.Out, Logger: log, Limits: cfg.Limits, HealthHolder: "proxy",
 		})
 		if err != nil {
 			fail(fmt.Errorf("proxy: %w", err))

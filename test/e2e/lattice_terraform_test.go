@@ -104,10 +104,19 @@ output "dns" {
 }
 `
 
-// Terraform's aws_vpclattice_* resources manage a Trellis service network:
-// apply creates what the proxy serves, a second plan finds nothing to
-// change, destroy removes it all.
-func TestLatticeTerraform(t *testing.T) {
+// terraformEnv is a server with the Lattice API (key AKIDTRELLISTF of
+// owner local), an echo backend and a proxy in a network namespace, and a
+// Terraform working directory holding config as main.tf.
+type terraformEnv struct {
+	t    *testing.T
+	ns   *netns.NS
+	work string
+	bin  string
+	env  []string
+}
+
+func startTerraform(t *testing.T, config string) *terraformEnv {
+	t.Helper()
 	bin, err := exec.LookPath("terraform")
 	if err != nil {
 		t.Fatalf("terraform is required for this test: %v", err)
@@ -128,10 +137,9 @@ func TestLatticeTerraform(t *testing.T) {
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(work, "main.tf"), []byte(latticeTerraform), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "CHECKPOINT_DISABLE=1", "TF_IN_AUTOMATION=1", "TF_INPUT=0")
+	e := &terraformEnv{t: t, ns: ns, work: work, bin: bin}
+	e.write(config)
+	e.env = append(os.Environ(), "CHECKPOINT_DISABLE=1", "TF_IN_AUTOMATION=1", "TF_INPUT=0")
 	plugins := os.Getenv("TRELLIS_TF_PLUGINS")
 	if plugins == "" {
 		if _, err := os.Stat("/opt/tf-plugins"); err == nil {
@@ -143,23 +151,42 @@ func TestLatticeTerraform(t *testing.T) {
 		if err := os.WriteFile(rc, []byte(`provider_installation { filesystem_mirror { path = "`+plugins+`" } }`+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		env = append(env, "TF_CLI_CONFIG_FILE="+rc)
+		e.env = append(e.env, "TF_CLI_CONFIG_FILE="+rc)
 	}
-	tf := func(args ...string) (string, error) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		cmd := ns.Command(ctx, bin, append([]string{"-chdir=" + work}, args...)...)
-		cmd.Env = env
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		return out.String(), err
-	}
-	vars := "-var=endpoint=http://127.0.0.1:7071"
-	if out, err := tf("init", "-no-color"); err != nil {
+	if out, err := e.tf("init", "-no-color"); err != nil {
 		t.Fatalf("terraform init: %v\n%s", err, out)
 	}
+	return e
+}
+
+// write replaces main.tf.
+func (e *terraformEnv) write(config string) {
+	e.t.Helper()
+	if err := os.WriteFile(filepath.Join(e.work, "main.tf"), []byte(config), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// tf runs terraform in the working directory, in the namespace.
+func (e *terraformEnv) tf(args ...string) (string, error) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := e.ns.Command(ctx, e.bin, append([]string{"-chdir=" + e.work}, args...)...)
+	cmd.Env = e.env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// Terraform's aws_vpclattice_* resources manage a Trellis service network:
+// apply creates what the proxy serves, a second plan finds nothing to
+// change, destroy removes it all.
+func TestLatticeTerraform(t *testing.T) {
+	e := startTerraform(t, latticeTerraform)
+	ns, tf := e.ns, e.tf
+	vars := "-var=endpoint=http://127.0.0.1:7071"
 	if out, err := tf("apply", "-auto-approve", "-no-color", vars); err != nil {
 		t.Fatalf("terraform apply: %v\n%s", err, out)
 	}
@@ -184,5 +211,105 @@ func TestLatticeTerraform(t *testing.T) {
 	}
 	if out := trellisOutput(t, ns, "get", "services", "--server", "http://127.0.0.1:7070", "--token", "e2e"); strings.Contains(out, "snsa-") {
 		t.Errorf("services left after destroy:\n%s", out)
+	}
+}
+
+// latticeTerraformBad has a rule whose path prefix lacks its leading '/':
+// the provider lets it through, and the Lattice API refuses it.
+const latticeTerraformBad = `
+terraform {
+  required_providers {
+    aws = { source = "hashicorp/aws", version = "5.100.0" }
+  }
+}
+variable "endpoint" { type = string }
+variable "prefix" { type = string }
+provider "aws" {
+  region                      = "us-east-1"
+  access_key                  = "AKIDTRELLISTF"
+  secret_key                  = "tf-secret-key"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  endpoints { vpclattice = var.endpoint }
+}
+resource "aws_vpclattice_service" "svc" {
+  name = "tf-bad"
+}
+resource "aws_vpclattice_listener" "http" {
+  name               = "http"
+  protocol           = "HTTP"
+  port               = 8080
+  service_identifier = aws_vpclattice_service.svc.id
+  default_action {
+    fixed_response {
+      status_code = 404
+    }
+  }
+}
+resource "aws_vpclattice_listener_rule" "api" {
+  name                = "api"
+  listener_identifier = aws_vpclattice_listener.http.listener_id
+  service_identifier  = aws_vpclattice_service.svc.id
+  priority            = 10
+  match {
+    http_match {
+      path_match {
+        match {
+          prefix = var.prefix
+        }
+      }
+    }
+  }
+  action {
+    fixed_response {
+      status_code = 500
+    }
+  }
+}
+output "listener" {
+  value = aws_vpclattice_listener.http.listener_id
+}
+output "service" {
+  value = aws_vpclattice_service.svc.id
+}
+`
+
+// Bad input through Terraform: a rule the provider accepts but Lattice
+// refuses fails the apply with the ValidationException naming the field;
+// nothing of the rule exists on the server, so the next plan adds exactly
+// it; with the value fixed, the apply succeeds and a plan is empty.
+func TestLatticeTerraformBadInput(t *testing.T) {
+	e := startTerraform(t, latticeTerraformBad)
+	vars := []string{"-var=endpoint=http://127.0.0.1:7071", "-var=prefix=api/v1"}
+	out, err := e.tf(append([]string{"apply", "-auto-approve", "-no-color"}, vars...)...)
+	if err == nil || !strings.Contains(out, "ValidationException") || !strings.Contains(out, "match.httpMatch.pathMatch.match") {
+		t.Fatalf("apply with a bad prefix: want Lattice's ValidationException naming match.httpMatch.pathMatch.match, got %v:\n%s", err, out)
+	}
+	t.Logf("terraform's error:\n%s", out[strings.Index(out, "Error:"):])
+	state, err := e.tf("state", "list")
+	if err != nil || strings.Contains(state, "aws_vpclattice_listener_rule.api") || !strings.Contains(state, "aws_vpclattice_listener.http") {
+		t.Fatalf("state after the failed apply (%v):\n%s", err, state)
+	}
+	svc, _ := e.tf("output", "-raw", "service")
+	listener, _ := e.tf("output", "-raw", "listener")
+	rules, stderr, err := awsCLI(t, e.ns, "http://127.0.0.1:7071", "AKIDTRELLISTF", "tf-secret-key", "list-rules",
+		"--service-identifier", svc, "--listener-identifier", listener)
+	if err != nil || strings.Count(rules, `"id"`) != 1 || !strings.Contains(rules, `"isDefault": true`) {
+		t.Fatalf("the listener's rules after the failed apply (%v %s):\n%s", err, stderr, rules)
+	}
+	out, err = e.tf(append([]string{"plan", "-detailed-exitcode", "-no-color"}, vars...)...)
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() != 2 || !strings.Contains(out, "Plan: 1 to add, 0 to change, 0 to destroy") {
+		t.Errorf("plan after the failed apply: want only the rule to add, got %v:\n%s", err, out)
+	}
+	vars[1] = "-var=prefix=/api/v1"
+	if out, err := e.tf(append([]string{"apply", "-auto-approve", "-no-color"}, vars...)...); err != nil {
+		t.Fatalf("apply with the prefix fixed: %v\n%s", err, out)
+	}
+	if out, err := e.tf(append([]string{"plan", "-detailed-exitcode", "-no-color"}, vars...)...); err != nil {
+		t.Errorf("a plan after the fixed apply is not empty (%v):\n%s", err, out)
+	}
+	if out, err := e.tf(append([]string{"destroy", "-auto-approve", "-no-color"}, vars...)...); err != nil {
+		t.Fatalf("terraform destroy: %v\n%s", err, out)
 	}
 }

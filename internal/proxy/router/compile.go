@@ -346,6 +346,16 @@ func (b *builder) regexp(expr string) (*regexp.Regexp, error) {
 }
 
 func newVhost(ps []pending) *vhost {
+	if slices.ContainsFunc(ps, func(p pending) bool { return p.svc.RulesInOrder }) {
+		// A service that ranks its rules itself (VPC Lattice priorities):
+		// every entry is scanned in order, service by service.
+		slices.SortStableFunc(ps, compareInOrder)
+		vh := &vhost{entries: make([]entry, len(ps)), inOrder: true}
+		for i := range ps {
+			vh.entries[i] = ps[i].entry
+		}
+		return vh
+	}
 	slices.SortStableFunc(ps, comparePrecedence)
 	vh := &vhost{entries: make([]entry, len(ps))}
 	for i := range ps {
@@ -411,6 +421,29 @@ func comparePrecedence(a, b pending) int {
 	}
 	if c := strings.Compare(a.svc.Name, b.svc.Name); c != 0 {
 		return c
+	}
+	if c := cmp.Compare(a.rule, b.rule); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.match, b.match)
+}
+
+// compareInOrder orders the entries of a host name that a service with
+// RulesInOrder answers to: by service (oldest CreatedAt, then source, then
+// name), then by that service's rule order, or by precedence among the
+// rules of a service that does not rank its own.
+func compareInOrder(a, b pending) int {
+	if c := a.svc.CreatedAt.Compare(b.svc.CreatedAt); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.source, b.source); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.svc.Name, b.svc.Name); c != 0 {
+		return c
+	}
+	if !a.svc.RulesInOrder {
+		return comparePrecedence(a, b)
 	}
 	if c := cmp.Compare(a.rule, b.rule); c != 0 {
 		return c

@@ -568,3 +568,59 @@ func TestQueryValue(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesInOrder: a service with RulesInOrder (the Lattice API's, by
+// priority) answers with its first matching rule, whatever Gateway API
+// precedence would say, and prefixes still match whole segments.
+func TestRulesInOrder(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	svc := func(name string, created time.Time, inOrder bool, rules ...model.Rule) model.Service {
+		return model.Service{
+			Meta: model.Meta{Name: name}, Network: "edge", CustomDomains: []string{"p.example.com"},
+			Listeners: http80(), Rules: rules, CreatedAt: created, RulesInOrder: inOrder,
+		}
+	}
+	hdr := model.ValueMatch{Type: model.ValueExact, Name: "x-a", Value: "1"}
+	ordered := []model.Rule{
+		rule(200, model.Match{Path: prefix("/a")}),
+		rule(201, model.Match{Path: exact("/a/b")}),
+		rule(202, model.Match{Path: prefix("/h")}),
+		rule(203, model.Match{Path: prefix("/h"), Headers: []model.ValueMatch{hdr}}),
+		rule(204, model.Match{Path: regex("/r/[0-9]+")}),
+		rule(205, model.Match{Path: exact("/r/1")}),
+		rule(206, model.Match{Path: prefix("/m")}),
+		rule(207),
+	}
+	tests := []struct {
+		name     string
+		services []model.Service
+		req      req
+		want     string
+	}{
+		{"a prefix listed first beats an exact path", []model.Service{svc("l", t0, true, ordered...)}, req{target: "/a/b"}, "l/0"},
+		{"a prefix matches whole segments", []model.Service{svc("l", t0, true, ordered...)}, req{target: "/ab"}, "l/7"},
+		{"fewer headers listed first win", []model.Service{svc("l", t0, true, ordered...)},
+			req{target: "/h/x", headers: map[string]string{"x-a": "1"}}, "l/2"},
+		{"a regex listed first beats an exact path", []model.Service{svc("l", t0, true, ordered...)}, req{target: "/r/1"}, "l/4"},
+		{"the last rule catches the rest", []model.Service{svc("l", t0, true, ordered...)}, req{target: "/zzz"}, "l/7"},
+		{"reversed, the exact path is first", []model.Service{svc("l", t0, true,
+			rule(201, model.Match{Path: exact("/a/b")}), rule(200, model.Match{Path: prefix("/a")}))}, req{target: "/a/b"}, "l/0"},
+		{"services of one host by age, each in its own order", []model.Service{
+			svc("new", t0.Add(time.Hour), true, rule(200, model.Match{Path: exact("/m/x")})),
+			svc("old", t0, true, rule(200, model.Match{Path: prefix("/m")})),
+		}, req{target: "/m/x"}, "old/0"},
+		{"a precedence service beside an ordered one keeps precedence within itself", []model.Service{
+			svc("ordered", t0.Add(time.Hour), true, rule(200, model.Match{Path: exact("/q/y")})),
+			svc("gw", t0, false, rule(200, model.Match{Path: prefix("/q")}), rule(201, model.Match{Path: exact("/q/x")})),
+		}, req{target: "/q/x"}, "gw/1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := mustCompile(t, &model.Snapshot{Objects: model.Objects{Networks: networks, Services: tt.services}})
+			tt.req.host = "p.example.com"
+			if got := routeName(tab.Match(Bind{Port: 80}, tt.req.build())); got != tt.want {
+				t.Errorf("Match = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}

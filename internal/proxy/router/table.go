@@ -493,6 +493,9 @@ type vhost struct {
 	// prefix is keyed by the normalized prefix: no trailing slash, and ""
 	// for "/" (and for matches without a path condition).
 	prefix map[string][]entry
+	// inOrder: entries are in the services' own rule order (RulesInOrder),
+	// not indexed, and scanned whole.
+	inOrder bool
 }
 
 // match returns the route of the first entry, in precedence order, that
@@ -503,6 +506,14 @@ type vhost struct {
 // entries in the same order as a scan of entries would.
 func (vh *vhost) match(r *Request) *Rule {
 	path := r.Path
+	if vh.inOrder {
+		for i := range vh.entries {
+			if e := &vh.entries[i]; e.matchesPath(path) && e.matchesRest(r) {
+				return e.route
+			}
+		}
+		return nil
+	}
 	if rt := firstMatch(vh.exact[path], r); rt != nil {
 		return rt
 	}
@@ -557,6 +568,18 @@ type entry struct {
 	headers []valueMatch
 	query   []valueMatch
 	route   *Rule
+}
+
+// matchesPath reports whether path satisfies e's path condition, as the
+// index of a vhost decides it: a prefix matches whole segments.
+func (e *entry) matchesPath(path string) bool {
+	switch e.kind {
+	case pathExact:
+		return path == e.path
+	case pathRegex:
+		return e.pathRE.MatchString(path)
+	}
+	return strings.HasPrefix(path, e.path) && (len(path) == len(e.path) || path[len(e.path)] == '/')
 }
 
 // matchesRest reports whether r satisfies e's conditions other than the path.

@@ -43,6 +43,9 @@ type Config struct {
 	Cluster, Bind string
 	// AccessLog receives the access log; nil turns it off.
 	AccessLog io.Writer
+	// AccessLogDir is where the configuration's access-log sinks are
+	// written (see proxy.Config.AccessLogDir); empty writes none.
+	AccessLogDir string
 	// AdminListen is the address of the admin listener (/metrics,
 	// /healthz, /readyz); empty means none.
 	AdminListen string
@@ -65,6 +68,10 @@ type Config struct {
 	// (Client must authenticate by the cluster's certificate), with a
 	// report of the peers this proxy probes when Peer is set.
 	LeaseHolder string
+	// HealthHolder, when set, reports the health of the cluster's targets
+	// as this holder (POST /v1/health; by token or certificate), for the
+	// VPC Lattice API's ListTargets.
+	HealthHolder string
 	// LeasePoll is how often a proxy with Peer set reads the clusters'
 	// leases (default DefaultLeasePoll); a lapsed cluster's targets leave
 	// its picks.
@@ -113,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger
-	pcfg := proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AdminAddress: cfg.AdminListen,
+	pcfg := proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AccessLogDir: cfg.AccessLogDir, AdminAddress: cfg.AdminListen,
 		TargetMetrics: cfg.TargetMetrics, RequestBodyIdleTimeout: cfg.Limits.RequestBodyIdleTimeout, ResponseIdleTimeout: cfg.Limits.ResponseIdleTimeout,
 		MaxRequestBodyBytes: cfg.Limits.MaxRequestBodyBytes}
 	if cfg.Peer != nil {
@@ -157,6 +164,9 @@ func Run(ctx context.Context, cfg Config) error {
 			report = func() []api.PeerReport { return probePeers(ctx, pcfg.Peer) }
 		}
 		go client.KeepLease(ctx, cfg.Client, cfg.LeaseHolder, report, log)
+	}
+	if cfg.HealthHolder != "" {
+		go client.KeepHealthReported(ctx, cfg.Client, cfg.HealthHolder, func() []api.GroupHealth { return healthReport(px) }, log)
 	}
 	var names *nameserver.Server
 	if cfg.DNSListen != "" {
@@ -261,4 +271,18 @@ func servePeers(ctx context.Context, cfg Config, px *proxy.Proxy) (stop func(), 
 		defer scancel()
 		srv.Shutdown(sctx)
 	}, nil
+}
+
+// healthReport is px's health of its cluster's targets, as reported.
+func healthReport(px *proxy.Proxy) []api.GroupHealth {
+	groups := px.TargetHealth()
+	out := make([]api.GroupHealth, 0, len(groups))
+	for _, g := range groups {
+		gh := api.GroupHealth{TargetGroup: g.Name, Targets: make([]api.TargetHealth, 0, len(g.Targets))}
+		for _, t := range g.Targets {
+			gh.Targets = append(gh.Targets, api.TargetHealth{Address: t.Addr, Status: t.Status.String()})
+		}
+		out = append(out, gh)
+	}
+	return out
 }

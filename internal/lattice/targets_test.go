@@ -1,0 +1,143 @@
+package lattice
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"regexp"
+	"testing"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/model"
+)
+
+// ListTargets gives each target Lattice's status: UNUSED for a group no
+// listener uses, UNAVAILABLE while checks are off or nothing reported,
+// what the owner's proxies report of their checks otherwise, and DRAINING
+// for a deregistered target; UpdateTargetGroup turning checks off makes
+// them UNAVAILABLE.
+func TestListTargetsHealth(t *testing.T) {
+	a := newTestAPI(t)
+	_, _, tg := a.do("EAST", "POST", "/targetgroups", `{"name":"web","type":"IP","config":{"protocol":"HTTP","port":80}}`)
+	tgID := tg["id"].(string)
+	a.do("EAST", "POST", "/targetgroups/"+tgID+"/registertargets",
+		`{"targets":[{"id":"10.0.0.1"},{"id":"10.0.0.2"},{"id":"10.0.0.3"},{"id":"10.0.0.4","port":8080}]}`)
+	statuses := func() map[string]string {
+		t.Helper()
+		status, _, l := a.do("EAST", "POST", "/targetgroups/"+tgID+"/listtargets", "")
+		if status != 200 {
+			t.Fatalf("list-targets: %d %v", status, l)
+		}
+		out := map[string]string{}
+		for _, it := range l["items"].([]any) {
+			m := it.(map[string]any)
+			out[fmt.Sprintf("%s:%v", m["id"], m["port"])] = fmt.Sprint(m["status"], "/", m["reasonCode"])
+		}
+		return out
+	}
+	if got := statuses(); got["10.0.0.1:80"] != "UNUSED/TargetGroupNotInUse" || len(got) != 4 {
+		t.Errorf("targets of an unused group: %v", got)
+	}
+	_, _, svc := a.do("EAST", "POST", "/services", `{"name":"web"}`)
+	a.do("EAST", "POST", "/services/"+svc["id"].(string)+"/listeners",
+		fmt.Sprintf(`{"name":"http","protocol":"HTTP","port":80,"defaultAction":{"forward":{"targetGroups":[{"targetGroupIdentifier":%q}]}}}`, tgID))
+	if got := statuses(); got["10.0.0.1:80"] != "UNAVAILABLE/HealthStatusNotReported" {
+		t.Errorf("before any report: %v", got)
+	}
+
+	ts := httptest.NewServer(a.srv)
+	defer ts.Close()
+	cl, err := client.New(ts.URL, "t", client.Options{}) // token t is cluster east
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := func(holder string, targets ...string) {
+		t.Helper()
+		g := api.GroupHealth{TargetGroup: tgID}
+		for i := 0; i < len(targets); i += 2 {
+			g.Targets = append(g.Targets, api.TargetHealth{Address: targets[i], Status: targets[i+1]})
+		}
+		if err := cl.ReportHealth(t.Context(), api.HealthReport{Holder: holder, Groups: []api.GroupHealth{g}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report("proxy-a", "10.0.0.1:80", "HEALTHY", "10.0.0.2:80", "UNHEALTHY", "10.0.0.3:80", "INITIAL")
+	report("proxy-b", "10.0.0.1:80", "HEALTHY", "10.0.0.2:80", "UNHEALTHY", "10.0.0.3:80", "INITIAL")
+	a.do("EAST", "POST", "/targetgroups/"+tgID+"/deregistertargets", `{"targets":[{"id":"10.0.0.4","port":8080}]}`)
+	want := map[string]string{
+		"10.0.0.1:80":   "HEALTHY/<nil>",
+		"10.0.0.2:80":   "UNHEALTHY/HealthCheckFailed",
+		"10.0.0.3:80":   "INITIAL/HealthCheckInProgress",
+		"10.0.0.4:8080": "DRAINING/TargetDeregistrationInProgress",
+	}
+	if got := statuses(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("with reports: %v, want %v", got, want)
+	}
+	// West sees the same: health is the target group owner's proxies'.
+	if status, _, l := a.do("WEST", "POST", "/targetgroups/"+tgID+"/listtargets", `{"targets":[{"id":"10.0.0.2"}]}`); status != 200 ||
+		len(l["items"].([]any)) != 1 || l["items"].([]any)[0].(map[string]any)["status"] != "UNHEALTHY" {
+		t.Errorf("west's list-targets with a filter: %d %v", status, l)
+	}
+	// A draining target leaves the model's active targets at once.
+	if n := activeTargets(t, a, tgID); n != 3 {
+		t.Errorf("%d active model targets, want 3", n)
+	}
+	// Checks off: UNAVAILABLE, whatever was reported.
+	if status, _, u := a.do("EAST", "PATCH", "/targetgroups/"+tgID, `{"healthCheck":{"enabled":false}}`); status != 200 {
+		t.Fatalf("update-target-group: %d %v", status, u)
+	}
+	if got := statuses(); got["10.0.0.2:80"] != "UNAVAILABLE/HealthCheckDisabled" {
+		t.Errorf("checks off: %v", got)
+	}
+	// Registered again, a draining target is active again.
+	a.do("EAST", "POST", "/targetgroups/"+tgID+"/registertargets", `{"targets":[{"id":"10.0.0.4","port":8080}]}`)
+	if got := statuses(); got["10.0.0.4:8080"] != "UNAVAILABLE/HealthCheckDisabled" || len(got) != 4 {
+		t.Errorf("registered again: %v", got)
+	}
+}
+
+// activeTargets counts the Active targets of the model's target group id.
+func activeTargets(t *testing.T, a *testAPI, id string) int {
+	t.Helper()
+	kv, err := a.srv.Store().Get(t.Context(), model.Key(model.KindTargetGroup, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tg model.TargetGroup
+	if err := json.Unmarshal(kv.Value, &tg); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, tt := range tg.Targets {
+		if tt.State == model.TargetActive {
+			n++
+		}
+	}
+	return n
+}
+
+// A path match with caseSensitive false matches in any case, a prefix
+// still by whole segments.
+func TestCaseInsensitivePath(t *testing.T) {
+	for _, tc := range []struct {
+		m       PathMatchType
+		yes, no []string
+	}{
+		{PathMatchType{Exact: "/Api/v1"}, []string{"/api/V1", "/API/V1"}, []string{"/api/v1/x", "/api"}},
+		{PathMatchType{Prefix: "/api/"}, []string{"/API", "/Api/x/y"}, []string{"/apix", "/v1/api"}},
+		{PathMatchType{Prefix: "/"}, []string{"/", "/anything"}, nil},
+	} {
+		re := regexp.MustCompile(`^(?:` + caseInsensitivePath(tc.m) + `)$`)
+		for _, p := range tc.yes {
+			if !re.MatchString(p) {
+				t.Errorf("%+v does not match %s", tc.m, p)
+			}
+		}
+		for _, p := range tc.no {
+			if re.MatchString(p) {
+				t.Errorf("%+v matches %s", tc.m, p)
+			}
+		}
+	}
+}

@@ -1,0 +1,208 @@
+package server
+
+// Target health reports. Each proxy checks its own cluster's targets
+// (internal/proxy/health) and reports what it sees (POST /v1/health,
+// by token or certificate); the server keeps each holder's latest report
+// under healthPrefix, outside the model's "/" keys so that no report
+// reaches the watch stream, and TargetHealth merges a cluster's fresh
+// reports for the VPC Lattice API's ListTargets.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"slices"
+	"time"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/store"
+)
+
+const healthPrefix = "health/"
+
+// Bounds of health reports.
+const (
+	// healthKeepEvery is how often one holder's report is kept, at most;
+	// a report sooner after the last is refused (429) and not kept.
+	healthKeepEvery = time.Second
+	// HealthFresh is how old a report may be and still count.
+	HealthFresh = 30 * time.Second
+	// maxHealthGroups and maxHealthTargets bound one report: groups, and
+	// targets over all its groups; maxHealthBody its encoding.
+	maxHealthGroups  = 1000
+	maxHealthTargets = 20000
+	maxHealthBody    = 2 << 20
+)
+
+// healthRecord is one holder's latest health report as stored.
+type healthRecord struct {
+	Holder   string            `json:"holder"`
+	Reported time.Time         `json:"reported"`
+	Groups   []api.GroupHealth `json:"groups"`
+}
+
+// targetStatuses are the statuses a report may give a target, in the
+// order a tie between reporters is broken: the worse first.
+var targetStatuses = []string{"UNHEALTHY", "INITIAL", "HEALTHY", "UNAVAILABLE", "DRAINING"}
+
+var objectNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
+
+// reportHealth answers POST /v1/health: the caller's cluster's proxy
+// holder reports the health of the cluster's targets.
+func (s *Server) reportHealth(w http.ResponseWriter, r *http.Request, cluster string) error {
+	var req api.HealthReport
+	release, err := s.readBody(w, r, &req, maxHealthBody)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if fields := checkHealthReport(&req); len(fields) > 0 {
+		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{Message: fields.Error(), Fields: fields}}
+	}
+	now := time.Now()
+	b, _ := json.Marshal(healthRecord{Holder: req.Holder, Reported: now.UTC(), Groups: req.Groups})
+	kept, err := s.keepHolderRecord(r.Context(), healthPrefix+cluster+"/", req.Holder, b, now, healthKeepEvery, HealthFresh)
+	if err != nil {
+		return err
+	}
+	if !kept {
+		return errorf(http.StatusTooManyRequests, "holder %q reported less than %v ago: this report is not kept", req.Holder, healthKeepEvery)
+	}
+	writeJSON(w, http.StatusOK, api.HealthReported{KeepEveryMillis: healthKeepEvery.Milliseconds()})
+	return nil
+}
+
+// checkHealthReport names every invalid field of a report, up to the
+// first 100.
+func checkHealthReport(req *api.HealthReport) model.FieldErrors {
+	var fields model.FieldErrors
+	add := func(field, format string, args ...any) bool {
+		fields = append(fields, &model.FieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
+		return len(fields) < 100
+	}
+	if !validHolder(req.Holder) {
+		add("holder", "%q is not a holder name: at most 63 lower-case alphanumerics, '-' or '.'", req.Holder)
+	}
+	if len(req.Groups) > maxHealthGroups {
+		add("groups", "at most %d target groups", maxHealthGroups)
+		return fields
+	}
+	total := 0
+	for _, g := range req.Groups {
+		total += len(g.Targets)
+	}
+	if total > maxHealthTargets {
+		add("groups", "at most %d targets in all, not %d", maxHealthTargets, total)
+		return fields
+	}
+	for i, g := range req.Groups {
+		at := fmt.Sprintf("groups[%d]", i)
+		if len(g.TargetGroup) > 253 || !objectNameRE.MatchString(g.TargetGroup) {
+			if !add(at+".targetGroup", "%q is not a target group's name", g.TargetGroup) {
+				return fields
+			}
+		}
+		for j, t := range g.Targets {
+			if _, err := netip.ParseAddrPort(t.Address); err != nil {
+				if !add(fmt.Sprintf("%s.targets[%d].address", at, j), "%q is not an IP address and port", t.Address) {
+					return fields
+				}
+			}
+			if !slices.Contains(targetStatuses, t.Status) {
+				if !add(fmt.Sprintf("%s.targets[%d].status", at, j), "%q is not one of %v", t.Status, targetStatuses) {
+					return fields
+				}
+			}
+		}
+	}
+	return fields
+}
+
+// keepHolderRecord stores doc as holder's record under prefix, unless the
+// holder's last one is younger than minAge (then it reports false), and
+// unless prefix already holds records of maxReporters other holders
+// younger than fresh. Records older than fresh are deleted on the way.
+// Each record must have a "reported" time.
+func (s *Server) keepHolderRecord(ctx context.Context, prefix, holder string, doc []byte, now time.Time, minAge, fresh time.Duration) (bool, error) {
+	key := prefix + holder
+	kvs, _, err := s.st.List(ctx, prefix)
+	if err != nil {
+		return false, err
+	}
+	var ops []store.Op
+	others := 0
+	for _, kv := range kvs {
+		var rec struct {
+			Reported time.Time `json:"reported"`
+		}
+		if err := json.Unmarshal(kv.Value, &rec); err != nil {
+			return false, fmt.Errorf("decoding %s: %w", kv.Key, err)
+		}
+		switch {
+		case kv.Key == key:
+			if d := now.Sub(rec.Reported); d >= 0 && d < minAge {
+				return false, nil
+			}
+		case now.Sub(rec.Reported) > fresh:
+			ops = append(ops, store.Op{Type: store.OpDelete, Key: kv.Key, IfRevision: kv.ModRevision})
+		default:
+			others++
+		}
+	}
+	if others >= maxReporters {
+		return false, errorf(http.StatusTooManyRequests, "%d other components already report here: holder %q's report is not kept", others, holder)
+	}
+	ops = append(ops, store.Op{Type: store.OpPut, Key: key, Value: doc})
+	if _, err := s.st.Txn(ctx, ops...); err != nil && !errors.Is(err, store.ErrConflict) {
+		return false, err
+	}
+	return true, nil
+}
+
+// TargetHealth returns what cluster's proxies reported, in reports at most
+// HealthFresh old, of its targets' health: by target group, then
+// "host:port", the status most reporters give (a tie goes to the worse,
+// UNHEALTHY before INITIAL before HEALTHY). A target no fresh report names
+// is absent.
+func (s *Server) TargetHealth(ctx context.Context, cluster string) (map[string]map[string]string, error) {
+	now := time.Now()
+	votes := map[string]map[string]map[string]int{} // group → address → status → reporters
+	err := eachRecord(ctx, s.st, healthPrefix+cluster+"/", func(_ string, rec healthRecord) {
+		if now.Sub(rec.Reported) > HealthFresh {
+			return
+		}
+		for _, g := range rec.Groups {
+			if votes[g.TargetGroup] == nil {
+				votes[g.TargetGroup] = map[string]map[string]int{}
+			}
+			for _, t := range g.Targets {
+				if votes[g.TargetGroup][t.Address] == nil {
+					votes[g.TargetGroup][t.Address] = map[string]int{}
+				}
+				votes[g.TargetGroup][t.Address][t.Status]++
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]map[string]string, len(votes))
+	for group, targets := range votes {
+		out[group] = make(map[string]string, len(targets))
+		for addr, counts := range targets {
+			best := ""
+			for _, st := range targetStatuses {
+				if counts[st] > counts[best] {
+					best = st
+				}
+			}
+			out[group][addr] = best
+		}
+	}
+	return out, nil
+}
