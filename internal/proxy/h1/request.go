@@ -131,20 +131,15 @@ func ParseRequest(head string, r *Request) error {
 
 	hosts, lengths := 0, 0
 	for {
-		line, rest, ok = cutLine(rest)
-		if !ok {
-			return ErrUnsupported
-		}
-		if line == "" {
+		if strings.HasPrefix(rest, "\r\n") {
+			rest = rest[2:]
 			break
 		}
-		name, value, ok := strings.Cut(line, ":")
-		if !ok || !validName(name) {
-			// A field name with surrounding space, or an obsolete folding.
-			return ErrUnsupported
-		}
-		value = trimOWS(value)
-		if !validValue(value) || len(r.Fields) == MaxFields {
+		var name, value string
+		name, value, rest, ok = cutField(rest)
+		if !ok || len(r.Fields) == MaxFields {
+			// A field name with surrounding space, an obsolete folding, a
+			// control byte, a bare LF.
 			return ErrUnsupported
 		}
 		r.Fields = append(r.Fields, Field{Name: name, Value: value})

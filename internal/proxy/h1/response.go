@@ -128,21 +128,14 @@ func ParseResponse(head []byte, r *Response) error {
 	var length []byte // the first Content-Length value
 	var hasClose, hasKeepAlive, trailer bool
 	for {
-		line, rest, ok = cutLineBytes(rest)
-		if !ok {
-			return malformed("head does not end with an empty line")
-		}
-		if len(line) == 0 {
+		if len(rest) >= 2 && rest[0] == '\r' && rest[1] == '\n' {
 			break
 		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok || !validName(name) {
-			return malformed("header line %q", truncate(line))
+		name, value, next, ok := cutField(rest)
+		if !ok {
+			return malformedLine(rest)
 		}
-		value = trimOWS(value)
-		if !validValue(value) {
-			return malformed("value of %s", name)
-		}
+		rest = next
 		r.Fields = append(r.Fields, RField{Name: name, Value: value})
 		switch {
 		case equalFold(name, "Content-Length"):
@@ -197,6 +190,19 @@ func ParseResponse(head []byte, r *Response) error {
 		}
 	}
 	return nil
+}
+
+// malformedLine is the error of a header line that cutField does not take,
+// at the start of rest.
+func malformedLine(rest []byte) error {
+	line, _, ok := cutLineBytes(rest)
+	if !ok {
+		return malformed("head does not end with an empty line")
+	}
+	if name, _, ok := bytes.Cut(line, []byte(":")); ok && validName(name) {
+		return malformed("value of %s", name)
+	}
+	return malformed("header line %q", truncate(line))
 }
 
 // framingTrailer reports whether a Trailer field of fields names
