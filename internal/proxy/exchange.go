@@ -130,8 +130,10 @@ func (p *Proxy) end(x *exchange) {
 	}
 }
 
-func (p *Proxy) finish(x *exchange, aborted bool) {
-	now := time.Now()
+func (p *Proxy) finish(x *exchange, aborted bool) { p.finishAt(x, aborted, time.Now()) }
+
+// finishAt is finish for an exchange that ended at now.
+func (p *Proxy) finishAt(x *exchange, aborted bool, now time.Time) {
 	x.end = now
 	code := x.rec.status
 	switch {
@@ -316,6 +318,38 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // newRequestID returns a random UUID (version 4), the x-trellis-request-id
 // of a request and its requestId in the access log.
 func newRequestID() string {
+	var s [36]byte
+	putRequestID(s[:])
+	return string(s[:])
+}
+
+// requestIDs hands out request IDs made in batches, each batch one string,
+// for a connection's requests: one allocation for up to maxIDBatch
+// requests instead of one each. Batches start at one ID and double, so a
+// connection that carries one request makes one.
+type requestIDs struct {
+	ids   string
+	batch int
+}
+
+const maxIDBatch = 16
+
+func (r *requestIDs) next() string {
+	if r.ids == "" {
+		r.batch = min(max(2*r.batch, 1), maxIDBatch)
+		var b [maxIDBatch * 36]byte
+		for i := range r.batch {
+			putRequestID(b[36*i : 36*i+36])
+		}
+		r.ids = string(b[:36*r.batch])
+	}
+	id := r.ids[:36]
+	r.ids = r.ids[36:]
+	return id
+}
+
+// putRequestID writes a new request ID into s.
+func putRequestID(s []byte) {
 	var u [16]byte
 	hi, lo := rand.Uint64(), rand.Uint64()
 	for i := range 8 {
@@ -323,7 +357,6 @@ func newRequestID() string {
 	}
 	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
-	var s [36]byte
 	hex.Encode(s[0:8], u[0:4])
 	s[8] = '-'
 	hex.Encode(s[9:13], u[4:6])
@@ -333,5 +366,4 @@ func newRequestID() string {
 	hex.Encode(s[19:23], u[8:10])
 	s[23] = '-'
 	hex.Encode(s[24:], u[10:])
-	return string(s[:])
 }

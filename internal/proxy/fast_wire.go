@@ -100,7 +100,7 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	}
 	// The body's framing is the proxy's: no edit or Connection option
 	// changes it.
-	if _, ok := (*requestFields)(r).Value("Content-Length", 0); ok {
+	if r.HasContentLength {
 		w.WriteString("Content-Length: ")
 		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
 		w.WriteString("\r\n")
@@ -125,7 +125,11 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 // and X-Forwarded-For.
 func (fc *fastConn) writeFields(w *bufio.Writer) {
 	r := &fc.req
-	if v, ok := forwardedFor(forwardedForMode(&fc.x), (*requestFields)(r).Values("X-Forwarded-For"), fc.ip); ok {
+	var prior []string
+	if r.HasForwardedFor {
+		prior = (*requestFields)(r).Values("X-Forwarded-For")
+	}
+	if v, ok := forwardedFor(forwardedForMode(&fc.x), prior, fc.ip); ok {
 		writeField(w, "X-Forwarded-For", v)
 	}
 	trailers := false
@@ -231,8 +235,14 @@ func writeEditedResponse(w *bufio.Writer, resp *h1.Response, edits []*router.Hea
 // writeStatus writes a status line's code and reason: the given one, or
 // the code's standard text.
 func writeStatus(w *bufio.Writer, code int, reason []byte) {
-	var b [3]byte
-	w.Write(strconv.AppendInt(b[:0], int64(code), 10))
+	if code >= 100 && code <= 999 {
+		// The codes of responses (ParseResponse) and of routes.
+		w.WriteByte(byte('0' + code/100))
+		w.WriteByte(byte('0' + code/10%10))
+		w.WriteByte(byte('0' + code%10))
+	} else {
+		w.WriteString(strconv.Itoa(code))
+	}
 	w.WriteByte(' ')
 	if len(reason) > 0 {
 		w.Write(reason)

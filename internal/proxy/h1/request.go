@@ -51,8 +51,13 @@ type Request struct {
 	Host           string
 	// Fields are the header fields in the order received, Host included.
 	Fields []Field
-	// ContentLength is the body's length, 0 when there is none.
-	ContentLength int64
+	// ContentLength is the body's length, 0 when there is none;
+	// HasContentLength is set when the head has a Content-Length field.
+	ContentLength    int64
+	HasContentLength bool
+	// HasForwardedFor is set when the head has an X-Forwarded-For field,
+	// in any case.
+	HasForwardedFor bool
 	// Close is set when the client asked to close the connection after
 	// this request ("Connection: close").
 	Close bool
@@ -147,8 +152,11 @@ func ParseRequest(head string, r *Request) error {
 		case fieldHost:
 			hosts++
 			r.Host = value
+		case fieldForwardedFor:
+			r.HasForwardedFor = true
 		case fieldContentLength:
 			lengths++
+			r.HasContentLength = true
 			n, ok := parseLength(value)
 			if !ok {
 				return ErrUnsupported
@@ -209,6 +217,7 @@ const (
 	fieldContentLength
 	fieldConnection
 	fieldUserAgent
+	fieldForwardedFor
 	// fieldUnsupported: Transfer-Encoding, Expect, Upgrade.
 	fieldUnsupported
 )
@@ -239,6 +248,10 @@ func special(name string) int {
 	case 14:
 		if strings.EqualFold(name, "Content-Length") {
 			return fieldContentLength
+		}
+	case 15:
+		if strings.EqualFold(name, "X-Forwarded-For") {
+			return fieldForwardedFor
 		}
 	case 17:
 		if strings.EqualFold(name, "Transfer-Encoding") {

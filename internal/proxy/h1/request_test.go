@@ -35,6 +35,12 @@ func TestParseRequestAccepted(t *testing.T) {
 		want Request // Head is filled in from raw
 	}{
 		{
+			name: "forwarded for, any case",
+			raw:  "GET / HTTP/1.1\r\nHost: h\r\nx-forwarded-FOR: 10.0.0.1\r\n\r\n",
+			want: Request{Method: "GET", Target: "/", Path: "/", Host: "h", HasForwardedFor: true,
+				Fields: fields{{"Host", "h"}, {"x-forwarded-FOR", "10.0.0.1"}}},
+		},
+		{
 			name: "minimal",
 			raw:  "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
 			want: Request{Method: "GET", Target: "/", Path: "/", Host: "example.com",
@@ -71,19 +77,19 @@ func TestParseRequestAccepted(t *testing.T) {
 		{
 			name: "content length",
 			raw:  "POST /submit HTTP/1.1\r\nHost: h\r\nContent-Length: 42\r\nContent-Type: application/json\r\n\r\n",
-			want: Request{Method: "POST", Target: "/submit", Path: "/submit", Host: "h", ContentLength: 42,
+			want: Request{Method: "POST", Target: "/submit", Path: "/submit", Host: "h", ContentLength: 42, HasContentLength: true,
 				Fields: fields{{"Host", "h"}, {"Content-Length", "42"}, {"Content-Type", "application/json"}}},
 		},
 		{
 			name: "content length leading zeros and case",
 			raw:  "PUT /x HTTP/1.1\r\ncontent-length:  007 \r\nhost: h\r\n\r\n",
-			want: Request{Method: "PUT", Target: "/x", Path: "/x", Host: "h", ContentLength: 7,
+			want: Request{Method: "PUT", Target: "/x", Path: "/x", Host: "h", ContentLength: 7, HasContentLength: true,
 				Fields: fields{{"content-length", "007"}, {"host", "h"}}},
 		},
 		{
 			name: "content length 18 digits",
 			raw:  "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 999999999999999999\r\n\r\n",
-			want: Request{Method: "PUT", Target: "/x", Path: "/x", Host: "h", ContentLength: 999999999999999999,
+			want: Request{Method: "PUT", Target: "/x", Path: "/x", Host: "h", ContentLength: 999999999999999999, HasContentLength: true,
 				Fields: fields{{"Host", "h"}, {"Content-Length", "999999999999999999"}}},
 		},
 		{
@@ -494,6 +500,12 @@ func checkAgainstNetHTTP(t *testing.T, head string, r *Request) {
 	}
 	if req.ContentLength != r.ContentLength {
 		t.Errorf("ContentLength: net/http %d, h1 %d", req.ContentLength, r.ContentLength)
+	}
+	if _, ok := req.Header["Content-Length"]; ok != r.HasContentLength {
+		t.Errorf("HasContentLength: net/http's header %v, h1 %v", req.Header["Content-Length"], r.HasContentLength)
+	}
+	if _, ok := req.Header["X-Forwarded-For"]; ok != r.HasForwardedFor {
+		t.Errorf("HasForwardedFor: net/http's header %v, h1 %v", req.Header["X-Forwarded-For"], r.HasForwardedFor)
 	}
 	if len(req.TransferEncoding) != 0 {
 		t.Errorf("net/http's TransferEncoding %q", req.TransferEncoding)
