@@ -138,7 +138,11 @@ func (fc *fastConn) writeFields(w *bufio.Writer) {
 			trailers = trailers || len(f.Name) == 2 && strings.EqualFold(f.Name, "TE") && hasToken(f.Value, "trailers")
 			continue
 		}
-		writeField(w, f.Name, f.Value)
+		if f.Line != "" {
+			w.WriteString(f.Line)
+		} else {
+			writeField(w, f.Name, f.Value)
+		}
 	}
 	if trailers {
 		w.WriteString("Te: trailers\r\n")
@@ -192,6 +196,10 @@ func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*rou
 			continue
 		}
 		if hopByHop(f.Name) && !(resp.Chunked && equalFoldBytes(f.Name, "Trailer")) || namedInBytes(f.Name, resp.ConnectionTokens) {
+			continue
+		}
+		if f.Line != nil {
+			w.Write(f.Line)
 			continue
 		}
 		w.Write(f.Name)

@@ -25,12 +25,20 @@ var byteClass = func() (t [256]uint8) {
 // bare LF or CR included. It decides as cutLine, bytes.Cut at the first
 // colon, validName, trimOWS and validValue one after the other would.
 func cutField[T string | []byte](s T) (name, value, rest T, ok bool) {
+	name, value, rest, _, ok = cutFieldLine(s)
+	return name, value, rest, ok
+}
+
+// cutFieldLine is cutField that also returns the whole line, CRLF
+// included, when it reads exactly as name + ": " + value + CRLF (so that
+// it can be written on as it came); empty otherwise.
+func cutFieldLine[T string | []byte](s T) (name, value, rest, line T, ok bool) {
 	i := 0
 	for i < len(s) && byteClass[s[i]]&classToken != 0 {
 		i++
 	}
 	if i == 0 || i == len(s) || s[i] != ':' {
-		return name, value, rest, false
+		return name, value, rest, line, false
 	}
 	name = s[:i]
 	i++
@@ -42,11 +50,14 @@ func cutField[T string | []byte](s T) (name, value, rest T, ok bool) {
 		i++
 	}
 	if i+1 >= len(s) || s[i] != '\r' || s[i+1] != '\n' {
-		return name, value, rest, false
+		return name, value, rest, line, false
 	}
 	end := i
 	for end > start && (s[end-1] == ' ' || s[end-1] == '\t') {
 		end--
 	}
-	return name, s[start:end], s[i+2:], true
+	if end == i && start == len(name)+2 && s[len(name)+1] == ' ' {
+		line = s[:i+2]
+	}
+	return name, s[start:end], s[i+2:], line, true
 }

@@ -61,7 +61,7 @@ func pick(ok bool, s string) string {
 }
 
 // FuzzCutField holds cutField to the steps it replaces, for strings and
-// bytes alike.
+// bytes alike, and cutFieldLine's line to the field written out.
 func FuzzCutField(f *testing.F) {
 	for _, s := range []string{"Host: a\r\n\r\n", "X:\r\n", "X: a\n", "X : a\r\n", "X: a\rb\r\n", "X: \ta \r\nY: b\r\n", "X\r\n"} {
 		f.Add(s)
@@ -72,9 +72,40 @@ func FuzzCutField(f *testing.F) {
 		if ok != wok || ok && (name != wname || value != wvalue || rest != wrest) {
 			t.Fatalf("cutField(%q) = %q, %q, %q, %v; the steps give %q, %q, %q, %v", s, name, value, rest, ok, wname, wvalue, wrest, wok)
 		}
+		_, _, _, line, _ := cutFieldLine(s)
+		canonical := name + ": " + value + "\r\n"
+		if ok && (line != "") != strings.HasPrefix(s, canonical) || line != "" && line != canonical {
+			t.Fatalf("cutFieldLine(%q): line %q, the field written out is %q", s, line, canonical)
+		}
 		bname, bvalue, brest, bok := cutField([]byte(s))
 		if bok != ok || ok && (string(bname) != name || string(bvalue) != value || string(brest) != rest) {
 			t.Fatalf("cutField([]byte(%q)) differs from cutField(%q)", s, s)
 		}
 	})
+}
+
+// TestFieldLines checks which lines the parsers hand on as they came: those
+// that read exactly name + ": " + value + CRLF.
+func TestFieldLines(t *testing.T) {
+	head := "GET / HTTP/1.1\r\nHost: h\r\nA:  two spaces\r\nB:none\r\nC: trailing \r\nD: \r\nE:\r\nF:\ttab\r\nG: ok\r\n\r\n"
+	want := map[string]string{"Host": "Host: h\r\n", "D": "D: \r\n", "G": "G: ok\r\n"}
+	var r Request
+	if err := ParseRequest(head, &r); err != nil {
+		t.Fatal(err)
+	}
+	var resp Response
+	if err := ParseResponse([]byte("HTTP/1.1 200 OK"+head[len("GET / HTTP/1.1"):]), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Fields) != 8 || len(resp.Fields) != 8 {
+		t.Fatalf("%d and %d fields, want 8", len(r.Fields), len(resp.Fields))
+	}
+	for i, f := range r.Fields {
+		if f.Line != want[f.Name] {
+			t.Errorf("request field %q: Line %q, want %q", f.Name, f.Line, want[f.Name])
+		}
+		if rf := resp.Fields[i]; string(rf.Line) != want[f.Name] || (rf.Line == nil) != (want[f.Name] == "") {
+			t.Errorf("response field %q: Line %q, want %q", rf.Name, rf.Line, want[f.Name])
+		}
+	}
 }

@@ -32,9 +32,11 @@ var ErrUnsupported = errors.New("h1: request not handled by the fast path")
 const MaxFields = 100
 
 // Field is one header field as received; Name keeps the client's case and
-// Value is trimmed of surrounding whitespace.
+// Value is trimmed of surrounding whitespace. Line is the whole line, CRLF
+// included, when it is exactly Name + ": " + Value + CRLF, else "".
 type Field struct {
 	Name, Value string
+	Line        string
 }
 
 // Request is a request head. Its strings are substrings of Head, so they
@@ -140,14 +142,14 @@ func ParseRequest(head string, r *Request) error {
 			rest = rest[2:]
 			break
 		}
-		var name, value string
-		name, value, rest, ok = cutField(rest)
+		var name, value, line string
+		name, value, rest, line, ok = cutFieldLine(rest)
 		if !ok || len(r.Fields) == MaxFields {
 			// A field name with surrounding space, an obsolete folding, a
 			// control byte, a bare LF.
 			return ErrUnsupported
 		}
-		r.Fields = append(r.Fields, Field{Name: name, Value: value})
+		r.Fields = append(r.Fields, Field{Name: name, Value: value, Line: line})
 		switch special(name) {
 		case fieldHost:
 			hosts++

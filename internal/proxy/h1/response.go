@@ -39,9 +39,11 @@ type Response struct {
 	ConnectionTokens [][]byte
 }
 
-// RField is one header field of a response.
+// RField is one header field of a response. Line is the whole line, CRLF
+// included, when it is exactly Name + ": " + Value + CRLF, else nil.
 type RField struct {
 	Name, Value []byte
+	Line        []byte
 }
 
 // ReadResponseHead reads a response head from br, up to and including the
@@ -131,12 +133,12 @@ func ParseResponse(head []byte, r *Response) error {
 		if len(rest) >= 2 && rest[0] == '\r' && rest[1] == '\n' {
 			break
 		}
-		name, value, next, ok := cutField(rest)
+		name, value, next, line, ok := cutFieldLine(rest)
 		if !ok {
 			return malformedLine(rest)
 		}
 		rest = next
-		r.Fields = append(r.Fields, RField{Name: name, Value: value})
+		r.Fields = append(r.Fields, RField{Name: name, Value: value, Line: line})
 		switch {
 		case equalFold(name, "Content-Length"):
 			// Like net/http, take repeats of the same value, as spelled.
