@@ -243,12 +243,7 @@ func (fc *fastConn) awaitResponse(tc *targetConn, deadline time.Time) error {
 // responses (1xx but 101) go on to the client as they come.
 func (fc *fastConn) readResponse(tc *targetConn) error {
 	for {
-		head, err := h1.ReadResponseHead(tc.br, nil, maxHeaderBytes)
-		if err != nil {
-			return err
-		}
-		fc.respHead = len(head)
-		if err := h1.ParseResponse(head, &fc.resp); err != nil {
+		if err := fc.readResponseHead(tc.br); err != nil {
 			return err
 		}
 		switch c := fc.resp.Code; {
@@ -263,6 +258,24 @@ func (fc *fastConn) readResponse(tc *targetConn) error {
 			return nil
 		}
 	}
+}
+
+// readResponseHead reads a response head from br into fc.resp: parsed
+// where it lies in br's buffer when it is whole there (the common case),
+// else read first.
+func (fc *fastConn) readResponseHead(br *bufio.Reader) error {
+	buf, _ := br.Peek(br.Buffered())
+	if n, ok := h1.ParseBufferedResponse(buf, &fc.resp); ok {
+		_, _ = br.Discard(n)
+		fc.respHead = n
+		return nil
+	}
+	head, err := h1.ReadResponseHead(br, nil, maxHeaderBytes)
+	if err != nil {
+		return err
+	}
+	fc.respHead = len(head)
+	return h1.ParseResponse(head, &fc.resp)
 }
 
 // stale reports whether err is how a request fails on a connection the

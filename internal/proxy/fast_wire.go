@@ -87,10 +87,7 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	if fc.edited != nil {
 		host = fc.host
 	}
-	w.WriteString(r.Method)
-	w.WriteByte(' ')
-	w.WriteString(r.Target)
-	w.WriteString(" HTTP/1.1\r\nHost: ")
+	writeLine(w, r.Method, " ", r.Target, " HTTP/1.1\r\nHost: ")
 	w.WriteString(host)
 	w.WriteString("\r\n")
 	if fc.edited != nil {
@@ -174,10 +171,25 @@ func writeEditedFields(w *bufio.Writer, h http.Header, xff model.ForwardedForMod
 }
 
 func writeField(w *bufio.Writer, name, value string) {
-	w.WriteString(name)
-	w.WriteString(": ")
-	w.WriteString(value)
-	w.WriteString("\r\n")
+	writeLine(w, name, ": ", value, "\r\n")
+}
+
+// writeLine writes a, b, c and d: with one copy into w's buffer when they
+// fit there, the common case, rather than four writes.
+func writeLine(w *bufio.Writer, a, b, c, d string) {
+	buf := w.AvailableBuffer()
+	if len(a)+len(b)+len(c)+len(d) > cap(buf) {
+		w.WriteString(a)
+		w.WriteString(b)
+		w.WriteString(c)
+		w.WriteString(d)
+		return
+	}
+	buf = append(buf, a...)
+	buf = append(buf, b...)
+	buf = append(buf, c...)
+	buf = append(buf, d...)
+	w.Write(buf)
 }
 
 // writeResponseHead writes resp's head to the client without its

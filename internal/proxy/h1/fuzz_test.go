@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http/httputil"
 	"net/textproto"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -94,13 +95,29 @@ var responseSeeds = []string{
 }
 
 // FuzzParseResponse checks that what ReadResponseHead and ParseResponse
-// accept, http.ReadResponse accepts and parses alike.
+// accept, http.ReadResponse accepts and parses alike, and that
+// ParseBufferedResponse takes nothing else, to the same Response.
 func FuzzParseResponse(f *testing.F) {
 	for _, s := range responseSeeds {
 		f.Add([]byte(s), uint8(0))
 		f.Add([]byte(s), uint8(7))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, piece uint8) {
+		var quick Response
+		n, quickOK := ParseBufferedResponse(data, &quick)
+		defer func() {
+			if !quickOK {
+				return
+			}
+			var r Response
+			i := bytes.Index(data, crlfcrlf)
+			if i+4 != n || ParseResponse(data[:n], &r) != nil {
+				t.Fatalf("ParseBufferedResponse took %d bytes of %q; the head is %d bytes", n, data, i+4)
+			}
+			if !reflect.DeepEqual(quick, r) {
+				t.Fatalf("ParseBufferedResponse: %+v, ParseResponse: %+v", quick, r)
+			}
+		}()
 		var src io.Reader = bytes.NewReader(data)
 		if piece > 0 {
 			src = &pieceReader{data: data, piece: int(piece)}

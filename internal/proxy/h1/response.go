@@ -97,10 +97,30 @@ func ReadResponseHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 // ParseResponse parses head, as ReadResponseHead returned it, into r,
 // reusing r's slices.
 func ParseResponse(head []byte, r *Response) error {
+	_, err := parseResponse(head, r)
+	return err
+}
+
+// ParseBufferedResponse parses the response head at the start of buf, the
+// bytes a reader has buffered, into r, in one pass: no search for its end
+// first. It returns the head's length, to be consumed, when buf holds a
+// whole valid head, and false otherwise; the caller then takes the head
+// with ReadResponseHead and ParseResponse, which decide what is wrong. A
+// head it takes is the one those two would take, to the same Response:
+// its lines hold no CR or LF but their CRLF, so that its empty line is the
+// first CRLFCRLF in buf.
+func ParseBufferedResponse(buf []byte, r *Response) (int, bool) {
+	n, err := parseResponse(buf, r)
+	return n, err == nil
+}
+
+// parseResponse parses the head at the start of buf into r and returns its
+// length, the empty line included.
+func parseResponse(buf []byte, r *Response) (int, error) {
 	*r = Response{Fields: r.Fields[:0], ConnectionTokens: r.ConnectionTokens[:0], ContentLength: -1}
-	line, rest, ok := cutLineBytes(head)
+	line, rest, ok := cutLineBytes(buf)
 	if !ok || len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
-		return malformed("status line %q", truncate(line))
+		return 0, malformed("status line %q", truncate(line))
 	}
 	switch line[7] {
 	case '0':
@@ -108,34 +128,35 @@ func ParseResponse(head []byte, r *Response) error {
 	case '1':
 		r.Minor = 1
 	default:
-		return malformed("status line %q", truncate(line))
+		return 0, malformed("status line %q", truncate(line))
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return malformed("status line %q", truncate(line))
+			return 0, malformed("status line %q", truncate(line))
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 100 {
-		return malformed("status code %d", code)
+		return 0, malformed("status code %d", code)
 	}
 	r.Code = code
 	if len(line) > 13 {
 		r.Reason = line[13:]
 		if !validValue(r.Reason) {
-			return malformed("status line %q", truncate(line))
+			return 0, malformed("status line %q", truncate(line))
 		}
 	}
 	var length []byte // the first Content-Length value
 	var hasClose, hasKeepAlive, trailer bool
 	for {
 		if len(rest) >= 2 && rest[0] == '\r' && rest[1] == '\n' {
+			rest = rest[2:]
 			break
 		}
 		name, value, next, line, ok := cutFieldLine(rest)
 		if !ok {
-			return malformedLine(rest)
+			return 0, malformedLine(rest)
 		}
 		rest = next
 		r.Fields = append(r.Fields, RField{Name: name, Value: value, Line: line})
@@ -144,13 +165,13 @@ func ParseResponse(head []byte, r *Response) error {
 			// Like net/http, take repeats of the same value, as spelled.
 			if length != nil {
 				if !bytes.Equal(value, length) {
-					return malformed("Content-Length %q", truncate(value))
+					return 0, malformed("Content-Length %q", truncate(value))
 				}
 				break
 			}
 			n, ok := parseLength(value)
 			if !ok {
-				return malformed("Content-Length %q", truncate(value))
+				return 0, malformed("Content-Length %q", truncate(value))
 			}
 			length = value
 			r.ContentLength = n
@@ -158,7 +179,7 @@ func ParseResponse(head []byte, r *Response) error {
 			// An HTTP/1.0 message with a Transfer-Encoding has a faulty
 			// framing (RFC 9112, section 6.1); net/http ignores the field.
 			if !equalFold(value, "chunked") || r.Chunked || r.Minor == 0 {
-				return malformed("Transfer-Encoding %q", truncate(value))
+				return 0, malformed("Transfer-Encoding %q", truncate(value))
 			}
 			r.Chunked = true
 		case equalFold(name, "Connection"):
@@ -188,10 +209,10 @@ func ParseResponse(head []byte, r *Response) error {
 		// A trailer cannot carry the framing fields; net/http refuses a
 		// chunked response whose Trailer field names one.
 		if trailer && framingTrailer(r.Fields) {
-			return malformed("Trailer names a framing field")
+			return 0, malformed("Trailer names a framing field")
 		}
 	}
-	return nil
+	return len(buf) - len(rest), nil
 }
 
 // malformedLine is the error of a header line that cutField does not take,
