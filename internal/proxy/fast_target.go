@@ -185,10 +185,7 @@ func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline, now time.Time) (*t
 			err = fc.awaitResponse(tc, deadline)
 		}
 		if err == nil {
-			if !h1.HeadBuffered(tc.br) {
-				tc.deadlines.exactRead(tc.conn, deadline)
-			}
-			err = fc.readResponse(tc)
+			err = fc.readResponse(tc, deadline)
 		}
 		x.answered = time.Now()
 		if err == nil {
@@ -239,11 +236,12 @@ func (fc *fastConn) awaitResponse(tc *targetConn, deadline time.Time) error {
 	return nil
 }
 
-// readResponse reads the target's response head into fc.resp. Informational
-// responses (1xx but 101) go on to the client as they come.
-func (fc *fastConn) readResponse(tc *targetConn) error {
+// readResponse reads the target's response head into fc.resp, by
+// deadline. Informational responses (1xx but 101) go on to the client as
+// they come.
+func (fc *fastConn) readResponse(tc *targetConn, deadline time.Time) error {
 	for {
-		if err := fc.readResponseHead(tc.br); err != nil {
+		if err := fc.readResponseHead(tc, deadline); err != nil {
 			return err
 		}
 		switch c := fc.resp.Code; {
@@ -260,15 +258,19 @@ func (fc *fastConn) readResponse(tc *targetConn) error {
 	}
 }
 
-// readResponseHead reads a response head from br into fc.resp: parsed
-// where it lies in br's buffer when it is whole there (the common case),
-// else read first.
-func (fc *fastConn) readResponseHead(br *bufio.Reader) error {
+// readResponseHead reads a response head from tc into fc.resp: parsed
+// where it lies in the read buffer when it is whole there (the common
+// case), else read first, by deadline.
+func (fc *fastConn) readResponseHead(tc *targetConn, deadline time.Time) error {
+	br := tc.br
 	buf, _ := br.Peek(br.Buffered())
 	if n, ok := h1.ParseBufferedResponse(buf, &fc.resp); ok {
 		_, _ = br.Discard(n)
 		fc.respHead = n
 		return nil
+	}
+	if !h1.HeadBuffered(br) {
+		tc.deadlines.exactRead(tc.conn, deadline)
 	}
 	head, err := h1.ReadResponseHead(br, nil, maxHeaderBytes)
 	if err != nil {

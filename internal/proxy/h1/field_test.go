@@ -33,6 +33,11 @@ func TestCutField(t *testing.T) {
 		{"X: \t a b \t\r\n\r\n", "X", "a b", "\r\n", true},
 		{"X: a:b\r\n", "X", "a:b", "", true},
 		{"X: caf\xc3\xa9\r\n", "X", "caf\xc3\xa9", "", true},
+		{"X: a long value, of more than eight bytes \t\r\n", "X", "a long value, of more than eight bytes", "", true},
+		{"X: \xff\xfe\x80\x80 0123456789~\r\n", "X", "\xff\xfe\x80\x80 0123456789~", "", true},
+		{"X: 01234567\x7f89abcdef\r\n", "", "", "", false},
+		{"X: 0123456789abcde\x01\r\n", "", "", "", false},
+		{"X: 0123456789abcdef\n\r\n", "", "", "", false},
 		{": a\r\n", "", "", "", false},
 		{"X : a\r\n", "", "", "", false},
 		{" X: a\r\n", "", "", "", false},
@@ -63,7 +68,8 @@ func pick(ok bool, s string) string {
 // FuzzCutField holds cutField to the steps it replaces, for strings and
 // bytes alike, and cutFieldLine's line to the field written out.
 func FuzzCutField(f *testing.F) {
-	for _, s := range []string{"Host: a\r\n\r\n", "X:\r\n", "X: a\n", "X : a\r\n", "X: a\rb\r\n", "X: \ta \r\nY: b\r\n", "X\r\n"} {
+	for _, s := range []string{"Host: a\r\n\r\n", "X:\r\n", "X: a\n", "X : a\r\n", "X: a\rb\r\n", "X: \ta \r\nY: b\r\n", "X\r\n",
+		"X: 01234567\x7f89abcdef\r\n", "X: 0123456789abcdef0123\t45\r\n", "X: \x80\x81\x82\x83\x84\x85\x86\x87\x88\r\n"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -184,8 +184,12 @@ func parseResponse(buf []byte, r *Response) (int, error) {
 			r.Chunked = true
 		case equalFold(name, "Connection"):
 			for value := value; len(value) > 0; {
-				var opt []byte
-				opt, value, _ = bytes.Cut(value, []byte(","))
+				opt := value
+				if i := bytes.IndexByte(value, ','); i >= 0 {
+					opt, value = value[:i], value[i+1:]
+				} else {
+					value = nil
+				}
 				opt = trimOWS(opt)
 				switch {
 				case len(opt) == 0:
