@@ -255,18 +255,26 @@ func (fc *fastConn) serve() {
 		if !fc.state.CompareAndSwap(connIdle, connActive) {
 			return
 		}
-		if !h1.HeadBuffered(fc.br) {
-			fc.deadlines.read(fc.rw, time.Now(), p.limits.readHeader)
+		head, parsed := h1.ReadBufferedRequest(fc.br, &fc.req)
+		if !parsed {
+			if !h1.HeadBuffered(fc.br) {
+				fc.deadlines.read(fc.rw, time.Now(), p.limits.readHeader)
+			}
+			var err error
+			head, err = h1.ReadHead(fc.br)
+			if errors.Is(err, h1.ErrUnsupported) {
+				handedOff = fc.handoff("")
+				return
+			}
+			if err != nil {
+				return
+			}
+			if err := h1.ParseRequest(head, &fc.req); err != nil {
+				handedOff = fc.handoff(head)
+				return
+			}
 		}
-		head, err := h1.ReadHead(fc.br)
-		if errors.Is(err, h1.ErrUnsupported) {
-			handedOff = fc.handoff("")
-			return
-		}
-		if err != nil {
-			return
-		}
-		if err := h1.ParseRequest(head, &fc.req); err != nil || fc.req.ContentLength > maxFastBody {
+		if fc.req.ContentLength > maxFastBody {
 			handedOff = fc.handoff(head)
 			return
 		}
