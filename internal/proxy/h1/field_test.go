@@ -115,3 +115,22 @@ func TestFieldLines(t *testing.T) {
 		}
 	}
 }
+
+// TestEqualFold checks equalFold's shortcut for every byte that can be in
+// a parsed field name or value against every byte its constants hold.
+func TestEqualFold(t *testing.T) {
+	for c := range 256 {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			continue
+		}
+		for _, k := range "abcdefghijklmnopqrstuvwxyz-" {
+			want := strings.EqualFold(string([]byte{byte(c)}), string(k))
+			if got := equalFold([]byte{byte(c)}, string(k)); got != want {
+				t.Errorf("equalFold(%q, %q) = %v, want %v", byte(c), k, got, want)
+			}
+		}
+	}
+	if !equalFold([]byte("Content-LENGTH"), "content-length") || equalFold([]byte("Content_Length"), "content-length") {
+		t.Error("equalFold on a whole name")
+	}
+}

@@ -161,7 +161,7 @@ func parseResponse(buf []byte, r *Response) (int, error) {
 		rest = next
 		r.Fields = append(r.Fields, RField{Name: name, Value: value, Line: line})
 		switch {
-		case equalFold(name, "Content-Length"):
+		case equalFold(name, "content-length"):
 			// Like net/http, take repeats of the same value, as spelled.
 			if length != nil {
 				if !bytes.Equal(value, length) {
@@ -175,14 +175,14 @@ func parseResponse(buf []byte, r *Response) (int, error) {
 			}
 			length = value
 			r.ContentLength = n
-		case equalFold(name, "Transfer-Encoding"):
+		case equalFold(name, "transfer-encoding"):
 			// An HTTP/1.0 message with a Transfer-Encoding has a faulty
 			// framing (RFC 9112, section 6.1); net/http ignores the field.
 			if !equalFold(value, "chunked") || r.Chunked || r.Minor == 0 {
 				return 0, malformed("Transfer-Encoding %q", truncate(value))
 			}
 			r.Chunked = true
-		case equalFold(name, "Connection"):
+		case equalFold(name, "connection"):
 			for value := value; len(value) > 0; {
 				opt := value
 				if i := bytes.IndexByte(value, ','); i >= 0 {
@@ -201,7 +201,7 @@ func parseResponse(buf []byte, r *Response) (int, error) {
 					r.ConnectionTokens = append(r.ConnectionTokens, opt)
 				}
 			}
-		case equalFold(name, "Trailer"):
+		case equalFold(name, "trailer"):
 			trailer = true
 		}
 	}
@@ -236,14 +236,14 @@ func malformedLine(rest []byte) error {
 // Content-Length, Transfer-Encoding or Trailer.
 func framingTrailer(fields []RField) bool {
 	for _, f := range fields {
-		if !equalFold(f.Name, "Trailer") {
+		if !equalFold(f.Name, "trailer") {
 			continue
 		}
 		for value := f.Value; len(value) > 0; {
 			var name []byte
 			name, value, _ = bytes.Cut(value, []byte(","))
 			name = bytes.Trim(name, " \t")
-			if equalFold(name, "Content-Length") || equalFold(name, "Transfer-Encoding") || equalFold(name, "Trailer") {
+			if equalFold(name, "content-length") || equalFold(name, "transfer-encoding") || equalFold(name, "trailer") {
 				return true
 			}
 		}
@@ -259,24 +259,21 @@ func Bodyless(method string, code int) bool {
 
 var crlfcrlf = []byte("\r\n\r\n")
 
-// equalFold is strings.EqualFold for ASCII, without converting b.
+// equalFold reports whether b is s in any case, for s of lower-case
+// letters and '-' and b without control bytes (a field name or a field
+// value, as parsed): then b[i]|0x20 is s[i] exactly when b[i] is s[i] in
+// either case ('-' | 0x20 is '-', and only CR, a control byte, also gives
+// '-').
 func equalFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
 	for i := range len(b) {
-		if lower(b[i]) != lower(s[i]) {
+		if b[i]|0x20 != s[i] {
 			return false
 		}
 	}
 	return true
-}
-
-func lower(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }
 
 // truncate shortens what an error quotes from a target.
