@@ -5,7 +5,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/hex"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -130,8 +129,10 @@ func (p *Proxy) end(x *exchange) {
 	}
 }
 
-func (p *Proxy) finish(x *exchange, aborted bool) {
-	now := time.Now()
+func (p *Proxy) finish(x *exchange, aborted bool) { p.finishAt(x, aborted, time.Now()) }
+
+// finishAt is finish for an exchange that ended at now.
+func (p *Proxy) finishAt(x *exchange, aborted bool, now time.Time) {
 	x.end = now
 	code := x.rec.status
 	switch {
@@ -325,22 +326,55 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // newRequestID returns a random UUID (version 4), the x-trellis-request-id
 // of a request and its requestId in the access log.
 func newRequestID() string {
-	var u [16]byte
-	hi, lo := rand.Uint64(), rand.Uint64()
-	for i := range 8 {
-		u[i], u[8+i] = byte(hi>>(8*i)), byte(lo>>(8*i))
-	}
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
 	var s [36]byte
-	hex.Encode(s[0:8], u[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], u[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], u[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], u[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], u[10:])
+	putRequestID(s[:])
 	return string(s[:])
 }
+
+// requestIDs hands out request IDs made in batches, each batch one string,
+// for a connection's requests: one allocation for up to maxIDBatch
+// requests instead of one each. Batches start at one ID and double, so a
+// connection that carries one request makes one.
+type requestIDs struct {
+	ids   string
+	batch int
+}
+
+const maxIDBatch = 16
+
+func (r *requestIDs) next() string {
+	if r.ids == "" {
+		r.batch = min(max(2*r.batch, 1), maxIDBatch)
+		var b [maxIDBatch * 36]byte
+		for i := range r.batch {
+			putRequestID(b[36*i : 36*i+36])
+		}
+		r.ids = string(b[:36*r.batch])
+	}
+	id := r.ids[:36]
+	r.ids = r.ids[36:]
+	return id
+}
+
+// putRequestID writes a new request ID into s.
+func putRequestID(s []byte) {
+	_ = s[35]
+	hi, lo := rand.Uint64(), rand.Uint64()
+	// Bytes 6 and 8 of the 16 carry the version (4) and the variant
+	// (RFC 9562).
+	hi = hi&^(0xf0<<48) | 0x40<<48
+	lo = lo&^0xc0 | 0x80
+	for i := range 8 {
+		b, c := byte(hi>>(8*i)), byte(lo>>(8*i))
+		p, q := idDigits[i], idDigits[8+i]
+		s[p], s[p+1] = hexDigits[b>>4], hexDigits[b&0xf]
+		s[q], s[q+1] = hexDigits[c>>4], hexDigits[c&0xf]
+	}
+	s[8], s[13], s[18], s[23] = '-', '-', '-', '-'
+}
+
+const hexDigits = "0123456789abcdef"
+
+// idDigits are where the two hex digits of each of a UUID's 16 bytes go
+// in its text: 8-4-4-4-12.
+var idDigits = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}

@@ -176,9 +176,15 @@ type fastConn struct {
 	host      string
 	respEdits []*router.HeaderEdit
 	resp      h1.Response
-	x         exchange
+	// respHead is the length of resp's head as received.
+	respHead int
+	x        exchange
+	// ended is when the exchange ended, when forward knows it without
+	// reading the clock; zero otherwise.
+	ended time.Time
 	// body is the text answer writes next: a refused request's message.
 	body string
+	ids  requestIDs
 }
 
 func (s *fastServer) newConn(conn net.Conn) *fastConn {
@@ -249,18 +255,26 @@ func (fc *fastConn) serve() {
 		if !fc.state.CompareAndSwap(connIdle, connActive) {
 			return
 		}
-		if !h1.HeadBuffered(fc.br) {
-			fc.deadlines.read(fc.rw, time.Now(), p.limits.readHeader)
+		head, parsed := h1.ReadBufferedRequest(fc.br, &fc.req)
+		if !parsed {
+			if !h1.HeadBuffered(fc.br) {
+				fc.deadlines.read(fc.rw, time.Now(), p.limits.readHeader)
+			}
+			var err error
+			head, err = h1.ReadHead(fc.br)
+			if errors.Is(err, h1.ErrUnsupported) {
+				handedOff = fc.handoff("")
+				return
+			}
+			if err != nil {
+				return
+			}
+			if err := h1.ParseRequest(head, &fc.req); err != nil {
+				handedOff = fc.handoff(head)
+				return
+			}
 		}
-		head, err := h1.ReadHead(fc.br)
-		if errors.Is(err, h1.ErrUnsupported) {
-			handedOff = fc.handoff("")
-			return
-		}
-		if err != nil {
-			return
-		}
-		if err := h1.ParseRequest(head, &fc.req); err != nil || fc.req.ContentLength > maxFastBody {
+		if fc.req.ContentLength > maxFastBody {
 			handedOff = fc.handoff(head)
 			return
 		}
@@ -313,12 +327,12 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Rule, start time.Time)
 	r := &fc.req
 	x := &fc.x
 	*x = exchange{
-		start: start, id: newRequestID(), port: b.Port,
+		start: start, id: fc.ids.next(), port: b.Port,
 		method: r.Method, path: escapedPath(r.Target), proto: "HTTP/1.1", host: r.Host, userAgent: r.UserAgent,
 		remote: fc.remote, local: fc.local, route: route, served: fc.sv,
 	}
 	keep = !r.Close
-	fc.edited, fc.respEdits = nil, fc.respEdits[:0]
+	fc.edited, fc.respEdits, fc.ended = nil, fc.respEdits[:0], time.Time{}
 	aborted := false
 	switch {
 	case p.limits.maxBody > 0 && r.ContentLength > p.limits.maxBody:
@@ -335,7 +349,11 @@ func (fc *fastConn) exchange(b router.Bind, route *router.Rule, start time.Time)
 	}
 	// Recorded before the last write, as on the net/http path: a client
 	// that has the whole response finds it in the metrics.
-	p.finish(x, aborted)
+	end := fc.ended
+	if end.IsZero() {
+		end = time.Now()
+	}
+	p.finishAt(x, aborted, end)
 	if !keep || fc.s.draining.Load() {
 		// The connection ends here: out with everything, pipelined
 		// requests behind this one notwithstanding.

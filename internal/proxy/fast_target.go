@@ -38,9 +38,13 @@ func (fc *fastConn) forward(route *router.Rule, keep bool) (_, aborted bool) {
 	if d := min(nonZero(route.RequestTimeout), nonZero(route.BackendTimeout)); d < noTimeout {
 		ruleDeadline = x.start.Add(d)
 	}
+	// The request arrived moments ago: its time stands for the send's,
+	// unless it went to the peer hop first.
+	sent := x.start
 	// An attempt the peer hop delivered to no target goes to another pick
 	// (of any cluster), as the net/http path's retry step does.
 	for unsent := 0; t.Cluster != p.cluster; unsent++ {
+		sent = time.Time{}
 		keep, aborted, again := fc.forwardPeer(t, ruleDeadline, keep, unsent < maxUnsent)
 		if !again {
 			return keep, aborted
@@ -50,7 +54,10 @@ func (fc *fastConn) forward(route *router.Rule, keep bool) (_, aborted bool) {
 			return fc.answer(code, keep, true), false
 		}
 	}
-	tc, err := fc.roundTrip(t, ruleDeadline)
+	if sent.IsZero() {
+		sent = time.Now()
+	}
+	tc, err := fc.roundTrip(t, ruleDeadline, sent)
 	if err != nil {
 		ruleExpired := isTimeout(err) && !ruleDeadline.IsZero() && !time.Now().Before(ruleDeadline)
 		var code int
@@ -72,7 +79,11 @@ func (fc *fastConn) forward(route *router.Rule, keep bool) (_, aborted bool) {
 	}
 	resp := &fc.resp
 	t.Health.Observe(resp.Code < 500)
-	if !bodyBuffered(resp, tc.br) {
+	if bodyBuffered(resp, tc.br) && len(fc.respEdits) == 0 && fc.respHead+int(resp.ContentLength)+headSlack <= fc.bw.Available() {
+		// The whole response goes from memory to the write buffer: it
+		// ends when it was answered, as far as a clock can tell.
+		fc.ended = x.answered
+	} else if !bodyBuffered(resp, tc.br) {
 		// A body still to come has the rule's timeouts or the request's
 		// overall limit, not responseHeaderTimeout, and each wait for
 		// more of it the response idle timeout.
@@ -120,6 +131,10 @@ func (fc *fastConn) forward(route *router.Rule, keep bool) (_, aborted bool) {
 	return keep, false
 }
 
+// headSlack bounds what writeResponseHead adds to a response head without
+// edits: a status text for an empty reason, and "Connection: close".
+const headSlack = 64
+
 // bodyBuffered reports whether the whole body of resp is in br already.
 func bodyBuffered(resp *h1.Response, br *bufio.Reader) bool {
 	return resp.ContentLength >= 0 && int64(br.Buffered()) >= resp.ContentLength
@@ -135,15 +150,18 @@ func nonZero(d time.Duration) time.Duration {
 	return d
 }
 
-// roundTrip sends the request to t, body included, and reads the final
-// response head into fc.resp (passing 1xx responses on to the client). It
+// roundTrip sends the request to t, body included, at now (the first
+// attempt's time), and reads the final response head into fc.resp
+// (passing 1xx responses on to the client). It
 // notes the attempt in the exchange. A request without a body that fails on
 // a pooled connection before any response byte (the target had closed it)
 // is sent once more on a new connection.
-func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline time.Time) (*targetConn, error) {
+func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline, now time.Time) (*targetConn, error) {
 	p, x := fc.s.p, &fc.x
 	for attempt := 0; ; attempt++ {
-		now := time.Now()
+		if attempt > 0 {
+			now = time.Now()
+		}
 		deadline := now.Add(responseHeaderTimeout)
 		if !ruleDeadline.IsZero() && ruleDeadline.Before(deadline) {
 			deadline = ruleDeadline
@@ -167,10 +185,7 @@ func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline time.Time) (*target
 			err = fc.awaitResponse(tc, deadline)
 		}
 		if err == nil {
-			if !h1.HeadBuffered(tc.br) {
-				tc.deadlines.exactRead(tc.conn, deadline)
-			}
-			err = fc.readResponse(tc)
+			err = fc.readResponse(tc, deadline)
 		}
 		x.answered = time.Now()
 		if err == nil {
@@ -203,8 +218,7 @@ func (fc *fastConn) awaitResponse(tc *targetConn, deadline time.Time) error {
 	interval := fc.s.p.clientCheck
 	// The request was just sent: its time stands for now on the first
 	// look, as the deadlines allow.
-	now := fc.x.sent
-	for ; tc.br.Buffered() == 0; now = time.Now() {
+	for now := fc.x.sent; tc.br.Buffered() == 0; {
 		if deadline.Sub(now) <= interval {
 			tc.deadlines.exactRead(tc.conn, deadline)
 			_, err := tc.br.Peek(1)
@@ -217,19 +231,17 @@ func (fc *fastConn) awaitResponse(tc *targetConn, deadline time.Time) error {
 		if _, closed := peek(fc.conn); closed {
 			return errClientGone
 		}
+		now = time.Now()
 	}
 	return nil
 }
 
-// readResponse reads the target's response head into fc.resp. Informational
-// responses (1xx but 101) go on to the client as they come.
-func (fc *fastConn) readResponse(tc *targetConn) error {
+// readResponse reads the target's response head into fc.resp, by
+// deadline. Informational responses (1xx but 101) go on to the client as
+// they come.
+func (fc *fastConn) readResponse(tc *targetConn, deadline time.Time) error {
 	for {
-		head, err := h1.ReadResponseHead(tc.br, nil, maxHeaderBytes)
-		if err != nil {
-			return err
-		}
-		if err := h1.ParseResponse(head, &fc.resp); err != nil {
+		if err := fc.readResponseHead(tc, deadline); err != nil {
 			return err
 		}
 		switch c := fc.resp.Code; {
@@ -244,6 +256,28 @@ func (fc *fastConn) readResponse(tc *targetConn) error {
 			return nil
 		}
 	}
+}
+
+// readResponseHead reads a response head from tc into fc.resp: parsed
+// where it lies in the read buffer when it is whole there (the common
+// case), else read first, by deadline.
+func (fc *fastConn) readResponseHead(tc *targetConn, deadline time.Time) error {
+	br := tc.br
+	buf, _ := br.Peek(br.Buffered())
+	if n, ok := h1.ParseBufferedResponse(buf, &fc.resp); ok {
+		_, _ = br.Discard(n)
+		fc.respHead = n
+		return nil
+	}
+	if !h1.HeadBuffered(br) {
+		tc.deadlines.exactRead(tc.conn, deadline)
+	}
+	head, err := h1.ReadResponseHead(br, nil, maxHeaderBytes)
+	if err != nil {
+		return err
+	}
+	fc.respHead = len(head)
+	return h1.ParseResponse(head, &fc.resp)
 }
 
 // stale reports whether err is how a request fails on a connection the

@@ -87,10 +87,7 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	if fc.edited != nil {
 		host = fc.host
 	}
-	w.WriteString(r.Method)
-	w.WriteByte(' ')
-	w.WriteString(r.Target)
-	w.WriteString(" HTTP/1.1\r\nHost: ")
+	writeLine(w, r.Method, " ", r.Target, " HTTP/1.1\r\nHost: ")
 	w.WriteString(host)
 	w.WriteString("\r\n")
 	if fc.edited != nil {
@@ -100,7 +97,7 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	}
 	// The body's framing is the proxy's: no edit or Connection option
 	// changes it.
-	if _, ok := (*requestFields)(r).Value("Content-Length", 0); ok {
+	if r.HasContentLength {
 		w.WriteString("Content-Length: ")
 		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
 		w.WriteString("\r\n")
@@ -125,7 +122,11 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 // and X-Forwarded-For.
 func (fc *fastConn) writeFields(w *bufio.Writer) {
 	r := &fc.req
-	if v, ok := forwardedFor(forwardedForMode(&fc.x), (*requestFields)(r).Values("X-Forwarded-For"), fc.ip); ok {
+	var prior []string
+	if r.HasForwardedFor {
+		prior = (*requestFields)(r).Values("X-Forwarded-For")
+	}
+	if v, ok := forwardedFor(forwardedForMode(&fc.x), prior, fc.ip); ok {
 		writeField(w, "X-Forwarded-For", v)
 	}
 	trailers := false
@@ -134,7 +135,11 @@ func (fc *fastConn) writeFields(w *bufio.Writer) {
 			trailers = trailers || len(f.Name) == 2 && strings.EqualFold(f.Name, "TE") && hasToken(f.Value, "trailers")
 			continue
 		}
-		writeField(w, f.Name, f.Value)
+		if f.Line != "" {
+			w.WriteString(f.Line)
+		} else {
+			writeField(w, f.Name, f.Value)
+		}
 	}
 	if trailers {
 		w.WriteString("Te: trailers\r\n")
@@ -166,10 +171,25 @@ func writeEditedFields(w *bufio.Writer, h http.Header, xff model.ForwardedForMod
 }
 
 func writeField(w *bufio.Writer, name, value string) {
-	w.WriteString(name)
-	w.WriteString(": ")
-	w.WriteString(value)
-	w.WriteString("\r\n")
+	writeLine(w, name, ": ", value, "\r\n")
+}
+
+// writeLine writes a, b, c and d: with one copy into w's buffer when they
+// fit there, the common case, rather than four writes.
+func writeLine(w *bufio.Writer, a, b, c, d string) {
+	buf := w.AvailableBuffer()
+	if len(a)+len(b)+len(c)+len(d) > cap(buf) {
+		w.WriteString(a)
+		w.WriteString(b)
+		w.WriteString(c)
+		w.WriteString(d)
+		return
+	}
+	buf = append(buf, a...)
+	buf = append(buf, b...)
+	buf = append(buf, c...)
+	buf = append(buf, d...)
+	w.Write(buf)
 }
 
 // writeResponseHead writes resp's head to the client without its
@@ -188,6 +208,10 @@ func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*rou
 			continue
 		}
 		if hopByHop(f.Name) && !(resp.Chunked && equalFoldBytes(f.Name, "Trailer")) || namedInBytes(f.Name, resp.ConnectionTokens) {
+			continue
+		}
+		if f.Line != nil {
+			w.Write(f.Line)
 			continue
 		}
 		w.Write(f.Name)
@@ -231,8 +255,14 @@ func writeEditedResponse(w *bufio.Writer, resp *h1.Response, edits []*router.Hea
 // writeStatus writes a status line's code and reason: the given one, or
 // the code's standard text.
 func writeStatus(w *bufio.Writer, code int, reason []byte) {
-	var b [3]byte
-	w.Write(strconv.AppendInt(b[:0], int64(code), 10))
+	if code >= 100 && code <= 999 {
+		// The codes of responses (ParseResponse) and of routes.
+		w.WriteByte(byte('0' + code/100))
+		w.WriteByte(byte('0' + code/10%10))
+		w.WriteByte(byte('0' + code%10))
+	} else {
+		w.WriteString(strconv.Itoa(code))
+	}
 	w.WriteByte(' ')
 	if len(reason) > 0 {
 		w.Write(reason)

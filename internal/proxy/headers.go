@@ -118,9 +118,19 @@ func addRequestFields(s fieldSink, host, id string, info *ruleInfo) {
 	s.set("X-Forwarded-Host", host)
 	s.set(headerRequestID, id)
 	if info != nil && info.targetHeader != "" {
-		s.set(headerNetwork, info.networkHeader)
-		s.set(headerTarget, info.targetHeader)
+		if w, ok := s.(*wireFields); ok && info.wireHeaders != "" {
+			// The same lines, made once per rule.
+			(*bufio.Writer)(w).WriteString(info.wireHeaders)
+			return
+		}
+		setRuleFields(s, info)
 	}
+}
+
+// setRuleFields adds the rule's X-Trellis-Network and X-Trellis-Target.
+func setRuleFields(s fieldSink, info *ruleInfo) {
+	s.set(headerNetwork, info.networkHeader)
+	s.set(headerTarget, info.targetHeader)
 }
 
 // forwardedFor is the X-Forwarded-For sent on, and whether there is one,

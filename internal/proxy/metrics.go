@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,8 +147,9 @@ type ruleInfo struct {
 	// rule is the rule's label value.
 	rule string
 	// targetHeader and networkHeader are the values of x-trellis-target
-	// and x-trellis-network, made once per rule.
-	targetHeader, networkHeader string
+	// and x-trellis-network, made once per rule; wireHeaders both as the
+	// header lines the fast path writes.
+	targetHeader, networkHeader, wireHeaders string
 
 	m *metrics
 	// codes caches the counters of the common status codes, by
@@ -182,6 +184,9 @@ func (m *metrics) newRuleInfo(k ruleKey) *ruleInfo {
 	if k.rule >= 0 && k.targetGroup != "" {
 		ri.targetHeader = "Service=" + k.service + "; Network=" + k.network + "; TargetGroup=" + k.targetGroup
 		ri.networkHeader = "SourceCluster=" + m.cluster + "; Network=" + k.network
+		var b strings.Builder
+		setRuleFields((*textFields)(&b), ri)
+		ri.wireHeaders = b.String()
 	}
 	return ri
 }

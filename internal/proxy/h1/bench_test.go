@@ -118,3 +118,18 @@ func BenchmarkCopyChunked(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParseBufferedResponse is the fast path's usual way to a
+// response head: parsed where it lies in the read buffer, in one pass.
+func BenchmarkParseBufferedResponse(b *testing.B) {
+	var r Response
+	data := []byte(benchResponse)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		n, ok := ParseBufferedResponse(data, &r)
+		if !ok || n != len(data)-len(`{"name":"x","email":"y@z"}`+"\n") || r.ContentLength != 27 || len(r.Fields) != 7 {
+			b.Fatalf("%d %v %+v", n, ok, r)
+		}
+	}
+}

@@ -9,5 +9,7 @@ import (
 // that ReadHead will return without reading.
 func HeadBuffered(br *bufio.Reader) bool {
 	buf, _ := br.Peek(br.Buffered())
-	return bytes.Contains(buf, crlfcrlf)
+	// A client that waits for each answer has sent one head, which ends
+	// the buffer: no search then.
+	return bytes.HasSuffix(buf, crlfcrlf) || bytes.Contains(buf, crlfcrlf)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http/httputil"
 	"net/textproto"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -37,14 +38,36 @@ var requestSeeds = []string{
 }
 
 // FuzzParseRequest checks that what ReadHead and ParseRequest accept,
-// net/http's server accepts and parses alike.
+// net/http's server accepts and parses alike, and that
+// ReadBufferedRequest takes nothing else, to the same Request.
 func FuzzParseRequest(f *testing.F) {
 	for _, s := range requestSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		qbr := bufio.NewReaderSize(bytes.NewReader(data), 1024)
+		_, _ = qbr.Peek(1)
+		var quick Request
+		qhead, quickOK := ReadBufferedRequest(qbr, &quick)
 		rd := bytes.NewReader(data)
 		br := bufio.NewReaderSize(rd, 1024)
+		_, _ = br.Peek(1)
+		// What the quick path took, the slow one must take alike.
+		if !quickOK && qbr.Buffered() != br.Buffered() {
+			t.Fatalf("ReadBufferedRequest consumed bytes of %q and reported false", data)
+		}
+		if quickOK {
+			head, err := ReadHead(br)
+			var r Request
+			if err != nil || head != qhead || ParseRequest(head, &r) != nil {
+				t.Fatalf("ReadBufferedRequest took %q of %q; ReadHead: %q, %v", qhead, data, head, err)
+			}
+			if !reflect.DeepEqual(quick, r) || qbr.Buffered() != br.Buffered() {
+				t.Fatalf("ReadBufferedRequest: %+v; ReadHead and ParseRequest: %+v", quick, r)
+			}
+			rd.Reset(data)
+			br.Reset(rd)
+		}
 		head, err := ReadHead(br)
 		consumed := len(data) - br.Buffered() - rd.Len()
 		switch {
@@ -94,13 +117,29 @@ var responseSeeds = []string{
 }
 
 // FuzzParseResponse checks that what ReadResponseHead and ParseResponse
-// accept, http.ReadResponse accepts and parses alike.
+// accept, http.ReadResponse accepts and parses alike, and that
+// ParseBufferedResponse takes nothing else, to the same Response.
 func FuzzParseResponse(f *testing.F) {
 	for _, s := range responseSeeds {
 		f.Add([]byte(s), uint8(0))
 		f.Add([]byte(s), uint8(7))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, piece uint8) {
+		var quick Response
+		n, quickOK := ParseBufferedResponse(data, &quick)
+		defer func() {
+			if !quickOK {
+				return
+			}
+			var r Response
+			i := bytes.Index(data, crlfcrlf)
+			if i+4 != n || ParseResponse(data[:n], &r) != nil {
+				t.Fatalf("ParseBufferedResponse took %d bytes of %q; the head is %d bytes", n, data, i+4)
+			}
+			if !reflect.DeepEqual(quick, r) {
+				t.Fatalf("ParseBufferedResponse: %+v, ParseResponse: %+v", quick, r)
+			}
+		}()
 		var src io.Reader = bytes.NewReader(data)
 		if piece > 0 {
 			src = &pieceReader{data: data, piece: int(piece)}

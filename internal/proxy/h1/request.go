@@ -32,9 +32,11 @@ var ErrUnsupported = errors.New("h1: request not handled by the fast path")
 const MaxFields = 100
 
 // Field is one header field as received; Name keeps the client's case and
-// Value is trimmed of surrounding whitespace.
+// Value is trimmed of surrounding whitespace. Line is the whole line, CRLF
+// included, when it is exactly Name + ": " + Value + CRLF, else "".
 type Field struct {
 	Name, Value string
+	Line        string
 }
 
 // Request is a request head. Its strings are substrings of Head, so they
@@ -51,8 +53,13 @@ type Request struct {
 	Host           string
 	// Fields are the header fields in the order received, Host included.
 	Fields []Field
-	// ContentLength is the body's length, 0 when there is none.
-	ContentLength int64
+	// ContentLength is the body's length, 0 when there is none;
+	// HasContentLength is set when the head has a Content-Length field.
+	ContentLength    int64
+	HasContentLength bool
+	// HasForwardedFor is set when the head has an X-Forwarded-For field,
+	// in any case.
+	HasForwardedFor bool
 	// Close is set when the client asked to close the connection after
 	// this request ("Connection: close").
 	Close bool
@@ -117,64 +124,96 @@ func ReadHead(br *bufio.Reader) (string, error) {
 // Fields and ConnectionTokens. It returns ErrUnsupported for anything the
 // fast path does not take.
 func ParseRequest(head string, r *Request) error {
-	*r = Request{Head: head, Fields: r.Fields[:0], ConnectionTokens: r.ConnectionTokens[:0]}
-	line, rest, ok := cutLine(head)
-	if !ok {
+	n, err := parseRequest(head, r)
+	if err == nil && n != len(head) {
 		return ErrUnsupported
+	}
+	return err
+}
+
+// ReadBufferedRequest takes the request head at the start of br's buffer
+// and parses it into r, in one pass and without reading, when the buffered
+// bytes end with an empty line (a client that waits for each answer has
+// sent just its head) and ParseRequest takes the head. Otherwise it
+// consumes nothing and reports false, and the caller goes the way of
+// ReadHead and ParseRequest, which decide what is wrong. A head it takes
+// is the one ReadHead would return: its lines end in CRLF and hold no CR
+// or LF, and its request line is one ReadHead finds plausible.
+func ReadBufferedRequest(br *bufio.Reader, r *Request) (string, bool) {
+	buf, _ := br.Peek(br.Buffered())
+	if !bytes.HasSuffix(buf, crlfcrlf) {
+		return "", false
+	}
+	s := string(buf)
+	n, err := parseRequest(s, r)
+	if err != nil {
+		return "", false
+	}
+	_, _ = br.Discard(n)
+	return s[:n], true
+}
+
+// parseRequest parses the head at the start of s into r and returns its
+// length, the empty line included.
+func parseRequest(s string, r *Request) (int, error) {
+	*r = Request{Fields: r.Fields[:0], ConnectionTokens: r.ConnectionTokens[:0]}
+	line, rest, ok := cutLine(s)
+	if !ok {
+		return 0, ErrUnsupported
 	}
 	method, line, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(line, " ")
 	if !ok1 || !ok2 || proto != "HTTP/1.1" || !validMethod(method) || !parseTarget(target, r) {
-		return ErrUnsupported
+		return 0, ErrUnsupported
 	}
 	r.Method, r.Target = method, target
 
 	hosts, lengths := 0, 0
 	for {
-		line, rest, ok = cutLine(rest)
-		if !ok {
-			return ErrUnsupported
-		}
-		if line == "" {
+		if strings.HasPrefix(rest, "\r\n") {
+			rest = rest[2:]
 			break
 		}
-		name, value, ok := strings.Cut(line, ":")
-		if !ok || !validName(name) {
-			// A field name with surrounding space, or an obsolete folding.
-			return ErrUnsupported
+		var name, value, line string
+		name, value, rest, line, ok = cutFieldLine(rest)
+		if !ok || len(r.Fields) == MaxFields {
+			// A field name with surrounding space, an obsolete folding, a
+			// control byte, a bare LF.
+			return 0, ErrUnsupported
 		}
-		value = trimOWS(value)
-		if !validValue(value) || len(r.Fields) == MaxFields {
-			return ErrUnsupported
-		}
-		r.Fields = append(r.Fields, Field{Name: name, Value: value})
+		r.Fields = append(r.Fields, Field{Name: name, Value: value, Line: line})
 		switch special(name) {
 		case fieldHost:
 			hosts++
 			r.Host = value
+		case fieldForwardedFor:
+			r.HasForwardedFor = true
 		case fieldContentLength:
 			lengths++
+			r.HasContentLength = true
 			n, ok := parseLength(value)
 			if !ok {
-				return ErrUnsupported
+				return 0, ErrUnsupported
 			}
 			r.ContentLength = n
 		case fieldConnection:
 			if !r.connection(value) {
-				return ErrUnsupported
+				return 0, ErrUnsupported
 			}
 		case fieldUserAgent:
 			if r.UserAgent == "" {
 				r.UserAgent = value
 			}
 		case fieldUnsupported:
-			return ErrUnsupported
+			return 0, ErrUnsupported
 		}
 	}
-	if rest != "" || hosts != 1 || lengths > 1 || !httpguts.ValidHostHeader(r.Host) {
-		return ErrUnsupported
+	if hosts != 1 || lengths > 1 || !httpguts.ValidHostHeader(r.Host) {
+		return 0, ErrUnsupported
 	}
-	return nil
+	n := len(s) - len(rest)
+	r.Head = s[:n]
+	return n, nil
 }
 
 // cutLine returns s's first line without its CRLF, and the rest; ok is
@@ -214,6 +253,7 @@ const (
 	fieldContentLength
 	fieldConnection
 	fieldUserAgent
+	fieldForwardedFor
 	// fieldUnsupported: Transfer-Encoding, Expect, Upgrade.
 	fieldUnsupported
 )
@@ -244,6 +284,10 @@ func special(name string) int {
 	case 14:
 		if strings.EqualFold(name, "Content-Length") {
 			return fieldContentLength
+		}
+	case 15:
+		if strings.EqualFold(name, "X-Forwarded-For") {
+			return fieldForwardedFor
 		}
 	case 17:
 		if strings.EqualFold(name, "Transfer-Encoding") {

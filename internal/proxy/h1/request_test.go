@@ -35,120 +35,126 @@ func TestParseRequestAccepted(t *testing.T) {
 		want Request // Head is filled in from raw
 	}{
 		{
+			name: "forwarded for, any case",
+			raw:  "GET / HTTP/1.1\r\nHost: h\r\nx-forwarded-FOR: 10.0.0.1\r\n\r\n",
+			want: Request{Method: "GET", Target: "/", Path: "/", Host: "h", HasForwardedFor: true,
+				Fields: fields{{Name: "Host", Value: "h"}, {Name: "x-forwarded-FOR", Value: "10.0.0.1"}}},
+		},
+		{
 			name: "minimal",
 			raw:  "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
 			want: Request{Method: "GET", Target: "/", Path: "/", Host: "example.com",
-				Fields: fields{{"Host", "example.com"}}},
+				Fields: fields{{Name: "Host", Value: "example.com"}}},
 		},
 		{
 			name: "path and query",
 			raw:  "GET /a/b/c.html?x=1&y=%2F HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
 			want: Request{Method: "GET", Target: "/a/b/c.html?x=1&y=%2F", Path: "/a/b/c.html", RawQuery: "x=1&y=%2F",
-				Host: "example.com:8080", Fields: fields{{"Host", "example.com:8080"}}},
+				Host: "example.com:8080", Fields: fields{{Name: "Host", Value: "example.com:8080"}}},
 		},
 		{
 			name: "empty query",
 			raw:  "GET /p? HTTP/1.1\r\nHost: h\r\n\r\n",
-			want: Request{Method: "GET", Target: "/p?", Path: "/p", Host: "h", Fields: fields{{"Host", "h"}}},
+			want: Request{Method: "GET", Target: "/p?", Path: "/p", Host: "h", Fields: fields{{Name: "Host", Value: "h"}}},
 		},
 		{
 			name: "escaped slash",
 			raw:  "GET /a%2Fb HTTP/1.1\r\nHost: h\r\n\r\n",
-			want: Request{Method: "GET", Target: "/a%2Fb", Path: "/a/b", Host: "h", Fields: fields{{"Host", "h"}}},
+			want: Request{Method: "GET", Target: "/a%2Fb", Path: "/a/b", Host: "h", Fields: fields{{Name: "Host", Value: "h"}}},
 		},
 		{
 			name: "escaped space and query",
 			raw:  "GET /a%20b/%7Euser?q=a%20b HTTP/1.1\r\nHost: h\r\n\r\n",
 			want: Request{Method: "GET", Target: "/a%20b/%7Euser?q=a%20b", Path: "/a b/~user", RawQuery: "q=a%20b",
-				Host: "h", Fields: fields{{"Host", "h"}}},
+				Host: "h", Fields: fields{{Name: "Host", Value: "h"}}},
 		},
 		{
 			name: "double slash is a path",
 			raw:  "GET //evil.example/x HTTP/1.1\r\nHost: h\r\n\r\n",
 			want: Request{Method: "GET", Target: "//evil.example/x", Path: "//evil.example/x", Host: "h",
-				Fields: fields{{"Host", "h"}}},
+				Fields: fields{{Name: "Host", Value: "h"}}},
 		},
 		{
 			name: "content length",
 			raw:  "POST /submit HTTP/1.1\r\nHost: h\r\nContent-Length: 42\r\nContent-Type: application/json\r\n\r\n",
-			want: Request{Method: "POST", Target: "/submit", Path: "/submit", Host: "h", ContentLength: 42,
-				Fields: fields{{"Host", "h"}, {"Content-Length", "42"}, {"Content-Type", "application/json"}}},
+			want: Request{Method: "POST", Target: "/submit", Path: "/submit", Host: "h", ContentLength: 42, HasContentLength: true,
+				Fields: fields{{Name: "Host", Value: "h"}, {Name: "Content-Length", Value: "42"}, {Name: "Content-Type", Value: "application/json"}}},
 		},
 		{
 			name: "content length leading zeros and case",
 			raw:  "PUT /x HTTP/1.1\r\ncontent-length:  007 \r\nhost: h\r\n\r\n",
-			want: Request{Method: "PUT", Target: "/x", Path: "/x", Host: "h", ContentLength: 7,
-				Fields: fields{{"content-length", "007"}, {"host", "h"}}},
+			want: Request{Method: "PUT", Target: "/x", Path: "/x", Host: "h", ContentLength: 7, HasContentLength: true,
+				Fields: fields{{Name: "content-length", Value: "007"}, {Name: "host", Value: "h"}}},
 		},
 		{
 			name: "content length 18 digits",
 			raw:  "PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 999999999999999999\r\n\r\n",
-			want: Request{Method: "PUT", Target: "/x", Path: "/x", Host: "h", ContentLength: 999999999999999999,
-				Fields: fields{{"Host", "h"}, {"Content-Length", "999999999999999999"}}},
+			want: Request{Method: "PUT", Target: "/x", Path: "/x", Host: "h", ContentLength: 999999999999999999, HasContentLength: true,
+				Fields: fields{{Name: "Host", Value: "h"}, {Name: "Content-Length", Value: "999999999999999999"}}},
 		},
 		{
 			name: "connection close",
 			raw:  "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
 			want: Request{Method: "GET", Target: "/", Path: "/", Host: "h", Close: true,
-				Fields: fields{{"Host", "h"}, {"Connection", "close"}}},
+				Fields: fields{{Name: "Host", Value: "h"}, {Name: "Connection", Value: "close"}}},
 		},
 		{
 			name: "connection keep-alive",
 			raw:  "GET / HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive\r\n\r\n",
 			want: Request{Method: "GET", Target: "/", Path: "/", Host: "h",
-				Fields: fields{{"Host", "h"}, {"Connection", "Keep-Alive"}}},
+				Fields: fields{{Name: "Host", Value: "h"}, {Name: "Connection", Value: "Keep-Alive"}}},
 		},
 		{
 			name: "connection tokens",
 			raw:  "GET / HTTP/1.1\r\nHost: h\r\nConnection: X-Foo ,\tCLOSE, keep-alive,x-bar\r\nConnection: te\r\n\r\n",
 			want: Request{Method: "GET", Target: "/", Path: "/", Host: "h", Close: true,
 				ConnectionTokens: []string{"X-Foo", "x-bar", "te"},
-				Fields:           fields{{"Host", "h"}, {"Connection", "X-Foo ,\tCLOSE, keep-alive,x-bar"}, {"Connection", "te"}}},
+				Fields:           fields{{Name: "Host", Value: "h"}, {Name: "Connection", Value: "X-Foo ,\tCLOSE, keep-alive,x-bar"}, {Name: "Connection", Value: "te"}}},
 		},
 		{
 			name: "empty connection",
 			raw:  "GET / HTTP/1.1\r\nHost: h\r\nConnection:\r\n\r\n",
 			want: Request{Method: "GET", Target: "/", Path: "/", Host: "h",
-				Fields: fields{{"Host", "h"}, {"Connection", ""}}},
+				Fields: fields{{Name: "Host", Value: "h"}, {Name: "Connection", Value: ""}}},
 		},
 		{
 			name: "user agent first wins",
 			raw:  "GET / HTTP/1.1\r\nUser-Agent: curl/8.5.0\r\nHost: h\r\nuser-agent: other\r\n\r\n",
 			want: Request{Method: "GET", Target: "/", Path: "/", Host: "h", UserAgent: "curl/8.5.0",
-				Fields: fields{{"User-Agent", "curl/8.5.0"}, {"Host", "h"}, {"user-agent", "other"}}},
+				Fields: fields{{Name: "User-Agent", Value: "curl/8.5.0"}, {Name: "Host", Value: "h"}, {Name: "user-agent", Value: "other"}}},
 		},
 		{
 			name: "value trimming",
 			raw:  "GET / HTTP/1.1\r\nHost: \t h \t\r\nX-A:v\r\nX-B:   a  b   \r\nX-Empty:\r\nX-Tabs:\t\t\r\n\r\n",
 			want: Request{Method: "GET", Target: "/", Path: "/", Host: "h",
-				Fields: fields{{"Host", "h"}, {"X-A", "v"}, {"X-B", "a  b"}, {"X-Empty", ""}, {"X-Tabs", ""}}},
+				Fields: fields{{Name: "Host", Value: "h"}, {Name: "X-A", Value: "v"}, {Name: "X-B", Value: "a  b"}, {Name: "X-Empty", Value: ""}, {Name: "X-Tabs", Value: ""}}},
 		},
 		{
 			name: "field order and repeats kept",
 			raw:  "DELETE /r HTTP/1.1\r\nAccept: a\r\nHost: h\r\nAccept: b\r\nCookie: c=1\r\nX-Obs-Text: caf\xc3\xa9\r\n\r\n",
 			want: Request{Method: "DELETE", Target: "/r", Path: "/r", Host: "h",
-				Fields: fields{{"Accept", "a"}, {"Host", "h"}, {"Accept", "b"}, {"Cookie", "c=1"}, {"X-Obs-Text", "caf\xc3\xa9"}}},
+				Fields: fields{{Name: "Accept", Value: "a"}, {Name: "Host", Value: "h"}, {Name: "Accept", Value: "b"}, {Name: "Cookie", Value: "c=1"}, {Name: "X-Obs-Text", Value: "caf\xc3\xa9"}}},
 		},
 		{
 			name: "extension method",
 			raw:  "PURGE /cache HTTP/1.1\r\nHost: h\r\n\r\n",
-			want: Request{Method: "PURGE", Target: "/cache", Path: "/cache", Host: "h", Fields: fields{{"Host", "h"}}},
+			want: Request{Method: "PURGE", Target: "/cache", Path: "/cache", Host: "h", Fields: fields{{Name: "Host", Value: "h"}}},
 		},
 		{
 			name: "empty host",
 			raw:  "GET / HTTP/1.1\r\nHost:\r\n\r\n",
-			want: Request{Method: "GET", Target: "/", Path: "/", Host: "", Fields: fields{{"Host", ""}}},
+			want: Request{Method: "GET", Target: "/", Path: "/", Host: "", Fields: fields{{Name: "Host", Value: ""}}},
 		},
 		{
 			name: "ipv6 host",
 			raw:  "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
-			want: Request{Method: "GET", Target: "/", Path: "/", Host: "[::1]:8080", Fields: fields{{"Host", "[::1]:8080"}}},
+			want: Request{Method: "GET", Target: "/", Path: "/", Host: "[::1]:8080", Fields: fields{{Name: "Host", Value: "[::1]:8080"}}},
 		},
 		{
 			name: "100 fields",
 			raw:  "GET / HTTP/1.1\r\nHost: h\r\n" + manyFields(99) + "\r\n",
 			want: Request{Method: "GET", Target: "/", Path: "/", Host: "h",
-				Fields: append(fields{{"Host", "h"}}, manyFieldsList(99)...)},
+				Fields: append(fields{{Name: "Host", Value: "h"}}, manyFieldsList(99)...)},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,7 +168,9 @@ func TestParseRequestAccepted(t *testing.T) {
 			if len(got.ConnectionTokens) == 0 && len(want.ConnectionTokens) == 0 {
 				got.ConnectionTokens, want.ConnectionTokens = nil, nil
 			}
-			if !reflect.DeepEqual(got, want) {
+			cmp := got
+			cmp.Fields = withoutLines(got.Fields)
+			if !reflect.DeepEqual(cmp, want) {
 				t.Errorf("got  %+v\nwant %+v", got, want)
 			}
 			checkAgainstNetHTTP(t, tc.raw, &got)
@@ -181,7 +189,7 @@ func manyFields(n int) string {
 func manyFieldsList(n int) []Field {
 	var f []Field
 	for i := range n {
-		f = append(f, Field{fmt.Sprintf("X-F%d", i), fmt.Sprint(i)})
+		f = append(f, Field{Name: fmt.Sprintf("X-F%d", i), Value: fmt.Sprint(i)})
 	}
 	return f
 }
@@ -420,9 +428,10 @@ func TestParseRequestReuse(t *testing.T) {
 	if err := ParseRequest(second, &r); err != nil {
 		t.Fatal(err)
 	}
-	want := Request{Head: second, Method: "GET", Target: "/b", Path: "/b", Host: "b", Fields: []Field{{"Host", "b"}}}
+	want := Request{Head: second, Method: "GET", Target: "/b", Path: "/b", Host: "b", Fields: []Field{{Name: "Host", Value: "b"}}}
 	got := r
 	got.ConnectionTokens = nil
+	got.Fields = withoutLines(got.Fields)
 	if !reflect.DeepEqual(got, want) || len(r.ConnectionTokens) != 0 {
 		t.Errorf("got %+v, want %+v", r, want)
 	}
@@ -437,7 +446,31 @@ func TestParseRequestReuse(t *testing.T) {
 // checkAgainstNetHTTP parses head with net/http's request parser and the
 // checks its server adds, and reports where it disagrees with r. It fails
 // t if net/http refuses the head.
+// checkLines checks each field's Line: the line as it came when that is
+// the field written as Name + ": " + Value + CRLF, for writing it on.
+func checkLines(t *testing.T, head string, fields []Field) {
+	t.Helper()
+	for _, f := range fields {
+		canonical := f.Name + ": " + f.Value + "\r\n"
+		if f.Line != "" && f.Line != canonical {
+			t.Errorf("field %q: Line %q, want %q or none", f.Name, f.Line, canonical)
+		}
+		if f.Line == "" && strings.Count(head, "\r\n"+canonical) == 1 && strings.Count(head, f.Name+":") == 1 {
+			t.Errorf("field %q: no Line, though %q is in the head as is", f.Name, canonical)
+		}
+	}
+}
+
+func withoutLines(fields []Field) []Field {
+	out := make([]Field, len(fields))
+	for i, f := range fields {
+		out[i] = Field{Name: f.Name, Value: f.Value}
+	}
+	return out
+}
+
 func checkAgainstNetHTTP(t *testing.T, head string, r *Request) {
+	checkLines(t, head, r.Fields)
 	t.Helper()
 	nr := strings.NewReader(head + "NEXT")
 	br := bufio.NewReader(nr)
@@ -494,6 +527,12 @@ func checkAgainstNetHTTP(t *testing.T, head string, r *Request) {
 	}
 	if req.ContentLength != r.ContentLength {
 		t.Errorf("ContentLength: net/http %d, h1 %d", req.ContentLength, r.ContentLength)
+	}
+	if _, ok := req.Header["Content-Length"]; ok != r.HasContentLength {
+		t.Errorf("HasContentLength: net/http's header %v, h1 %v", req.Header["Content-Length"], r.HasContentLength)
+	}
+	if _, ok := req.Header["X-Forwarded-For"]; ok != r.HasForwardedFor {
+		t.Errorf("HasForwardedFor: net/http's header %v, h1 %v", req.Header["X-Forwarded-For"], r.HasForwardedFor)
 	}
 	if len(req.TransferEncoding) != 0 {
 		t.Errorf("net/http's TransferEncoding %q", req.TransferEncoding)

@@ -39,9 +39,11 @@ type Response struct {
 	ConnectionTokens [][]byte
 }
 
-// RField is one header field of a response.
+// RField is one header field of a response. Line is the whole line, CRLF
+// included, when it is exactly Name + ": " + Value + CRLF, else nil.
 type RField struct {
 	Name, Value []byte
+	Line        []byte
 }
 
 // ReadResponseHead reads a response head from br, up to and including the
@@ -95,10 +97,30 @@ func ReadResponseHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 // ParseResponse parses head, as ReadResponseHead returned it, into r,
 // reusing r's slices.
 func ParseResponse(head []byte, r *Response) error {
+	_, err := parseResponse(head, r)
+	return err
+}
+
+// ParseBufferedResponse parses the response head at the start of buf, the
+// bytes a reader has buffered, into r, in one pass: no search for its end
+// first. It returns the head's length, to be consumed, when buf holds a
+// whole valid head, and false otherwise; the caller then takes the head
+// with ReadResponseHead and ParseResponse, which decide what is wrong. A
+// head it takes is the one those two would take, to the same Response:
+// its lines hold no CR or LF but their CRLF, so that its empty line is the
+// first CRLFCRLF in buf.
+func ParseBufferedResponse(buf []byte, r *Response) (int, bool) {
+	n, err := parseResponse(buf, r)
+	return n, err == nil
+}
+
+// parseResponse parses the head at the start of buf into r and returns its
+// length, the empty line included.
+func parseResponse(buf []byte, r *Response) (int, error) {
 	*r = Response{Fields: r.Fields[:0], ConnectionTokens: r.ConnectionTokens[:0], ContentLength: -1}
-	line, rest, ok := cutLineBytes(head)
+	line, rest, ok := cutLineBytes(buf)
 	if !ok || len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
-		return malformed("status line %q", truncate(line))
+		return 0, malformed("status line %q", truncate(line))
 	}
 	switch line[7] {
 	case '0':
@@ -106,70 +128,68 @@ func ParseResponse(head []byte, r *Response) error {
 	case '1':
 		r.Minor = 1
 	default:
-		return malformed("status line %q", truncate(line))
+		return 0, malformed("status line %q", truncate(line))
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return malformed("status line %q", truncate(line))
+			return 0, malformed("status line %q", truncate(line))
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 100 {
-		return malformed("status code %d", code)
+		return 0, malformed("status code %d", code)
 	}
 	r.Code = code
 	if len(line) > 13 {
 		r.Reason = line[13:]
 		if !validValue(r.Reason) {
-			return malformed("status line %q", truncate(line))
+			return 0, malformed("status line %q", truncate(line))
 		}
 	}
 	var length []byte // the first Content-Length value
 	var hasClose, hasKeepAlive, trailer bool
 	for {
-		line, rest, ok = cutLineBytes(rest)
-		if !ok {
-			return malformed("head does not end with an empty line")
-		}
-		if len(line) == 0 {
+		if len(rest) >= 2 && rest[0] == '\r' && rest[1] == '\n' {
+			rest = rest[2:]
 			break
 		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok || !validName(name) {
-			return malformed("header line %q", truncate(line))
+		name, value, next, line, ok := cutFieldLine(rest)
+		if !ok {
+			return 0, malformedLine(rest)
 		}
-		value = trimOWS(value)
-		if !validValue(value) {
-			return malformed("value of %s", name)
-		}
-		r.Fields = append(r.Fields, RField{Name: name, Value: value})
+		rest = next
+		r.Fields = append(r.Fields, RField{Name: name, Value: value, Line: line})
 		switch {
-		case equalFold(name, "Content-Length"):
+		case equalFold(name, "content-length"):
 			// Like net/http, take repeats of the same value, as spelled.
 			if length != nil {
 				if !bytes.Equal(value, length) {
-					return malformed("Content-Length %q", truncate(value))
+					return 0, malformed("Content-Length %q", truncate(value))
 				}
 				break
 			}
 			n, ok := parseLength(value)
 			if !ok {
-				return malformed("Content-Length %q", truncate(value))
+				return 0, malformed("Content-Length %q", truncate(value))
 			}
 			length = value
 			r.ContentLength = n
-		case equalFold(name, "Transfer-Encoding"):
+		case equalFold(name, "transfer-encoding"):
 			// An HTTP/1.0 message with a Transfer-Encoding has a faulty
 			// framing (RFC 9112, section 6.1); net/http ignores the field.
 			if !equalFold(value, "chunked") || r.Chunked || r.Minor == 0 {
-				return malformed("Transfer-Encoding %q", truncate(value))
+				return 0, malformed("Transfer-Encoding %q", truncate(value))
 			}
 			r.Chunked = true
-		case equalFold(name, "Connection"):
+		case equalFold(name, "connection"):
 			for value := value; len(value) > 0; {
-				var opt []byte
-				opt, value, _ = bytes.Cut(value, []byte(","))
+				opt := value
+				if i := bytes.IndexByte(value, ','); i >= 0 {
+					opt, value = value[:i], value[i+1:]
+				} else {
+					value = nil
+				}
 				opt = trimOWS(opt)
 				switch {
 				case len(opt) == 0:
@@ -181,7 +201,7 @@ func ParseResponse(head []byte, r *Response) error {
 					r.ConnectionTokens = append(r.ConnectionTokens, opt)
 				}
 			}
-		case equalFold(name, "Trailer"):
+		case equalFold(name, "trailer"):
 			trailer = true
 		}
 	}
@@ -193,24 +213,37 @@ func ParseResponse(head []byte, r *Response) error {
 		// A trailer cannot carry the framing fields; net/http refuses a
 		// chunked response whose Trailer field names one.
 		if trailer && framingTrailer(r.Fields) {
-			return malformed("Trailer names a framing field")
+			return 0, malformed("Trailer names a framing field")
 		}
 	}
-	return nil
+	return len(buf) - len(rest), nil
+}
+
+// malformedLine is the error of a header line that cutField does not take,
+// at the start of rest.
+func malformedLine(rest []byte) error {
+	line, _, ok := cutLineBytes(rest)
+	if !ok {
+		return malformed("head does not end with an empty line")
+	}
+	if name, _, ok := bytes.Cut(line, []byte(":")); ok && validName(name) {
+		return malformed("value of %s", name)
+	}
+	return malformed("header line %q", truncate(line))
 }
 
 // framingTrailer reports whether a Trailer field of fields names
 // Content-Length, Transfer-Encoding or Trailer.
 func framingTrailer(fields []RField) bool {
 	for _, f := range fields {
-		if !equalFold(f.Name, "Trailer") {
+		if !equalFold(f.Name, "trailer") {
 			continue
 		}
 		for value := f.Value; len(value) > 0; {
 			var name []byte
 			name, value, _ = bytes.Cut(value, []byte(","))
 			name = bytes.Trim(name, " \t")
-			if equalFold(name, "Content-Length") || equalFold(name, "Transfer-Encoding") || equalFold(name, "Trailer") {
+			if equalFold(name, "content-length") || equalFold(name, "transfer-encoding") || equalFold(name, "trailer") {
 				return true
 			}
 		}
@@ -226,24 +259,21 @@ func Bodyless(method string, code int) bool {
 
 var crlfcrlf = []byte("\r\n\r\n")
 
-// equalFold is strings.EqualFold for ASCII, without converting b.
+// equalFold reports whether b is s in any case, for s of lower-case
+// letters and '-' and b without control bytes (a field name or a field
+// value, as parsed): then b[i]|0x20 is s[i] exactly when b[i] is s[i] in
+// either case ('-' | 0x20 is '-', and only CR, a control byte, also gives
+// '-').
 func equalFold(b []byte, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
 	for i := range len(b) {
-		if lower(b[i]) != lower(s[i]) {
+		if b[i]|0x20 != s[i] {
 			return false
 		}
 	}
 	return true
-}
-
-func lower(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
 }
 
 // truncate shortens what an error quotes from a target.

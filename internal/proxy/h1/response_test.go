@@ -33,6 +33,9 @@ func (w wantResponse) check(t *testing.T, r *Response) {
 	var fields []string
 	for _, f := range r.Fields {
 		fields = append(fields, string(f.Name)+": "+string(f.Value))
+		if f.Line != nil && string(f.Line) != string(f.Name)+": "+string(f.Value)+"\r\n" {
+			t.Errorf("field %q: Line %q", f.Name, f.Line)
+		}
 	}
 	got := wantResponse{r.Code, string(r.Reason), r.Minor, r.ContentLength, r.Chunked, r.Close, tokens, fields}
 	if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", w) {
@@ -350,6 +353,11 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 // reports where it disagrees with r. It fails t if net/http refuses it.
 func checkResponseAgainstNetHTTP(t *testing.T, head []byte, r *Response) {
 	t.Helper()
+	for _, f := range r.Fields {
+		if f.Line != nil && string(f.Line) != string(f.Name)+": "+string(f.Value)+"\r\n" {
+			t.Errorf("field %q: Line %q", f.Name, f.Line)
+		}
+	}
 	nr := bytes.NewReader(append(head[:len(head):len(head)], "NEXT"...))
 	br := bufio.NewReader(nr)
 	resp, err := http.ReadResponse(br, nil)

@@ -429,8 +429,11 @@ func (ht *hostTable) listener(host string) *hostTable {
 // must be told 421 so that it opens one for host. A connection without a
 // server name is never misdirected.
 func (t *Table) Misdirected(b Bind, serverName, host string) bool {
+	if serverName == "" {
+		return false
+	}
 	ht := t.ports[b]
-	if ht == nil || serverName == "" {
+	if ht == nil {
 		return false
 	}
 	return ht.listener(requestHost(serverName)) != ht.listener(requestHost(host))

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# User-space instructions per request of a forwarder, counted by callgrind:
+# a measure that other processes on the machine do not inflate, unlike CPU
+# time (this machine kind has no hardware counters for perf). Each
+# contender forwards GET /api/items (Host bench.example.com, x-env: prod)
+# to an nginx backend; after a warm-up the counts are zeroed, wrk drives
+# REQUESTS-ish requests (a fixed time, counted by wrk), and the
+# instructions executed in that window are divided by wrk's request count.
+# The kernel's share (syscalls, loopback TCP) is not counted.
+#
+# Contenders: trellis (one route, one backend: trellis-1 of
+# bench/proxies.sh), go-minimal (bench/ceiling/goroutine), and the backend
+# itself, behind Trellis's head and behind a plain one (what the
+# forwarding and identity headers cost a target).
+#
+# Usage: [TRELLIS_BIN=path] bench/instructions.sh [SECONDS] [CONTENDERS...]
+# (defaults: 5 s, "trellis go-minimal backend"). Needs valgrind, nginx, wrk.
+# Everything listens on 127.0.0.1; the script stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-5}
+shift || true
+contenders=("$@")
+((${#contenders[@]})) || contenders=(trellis go-minimal backend)
+for c in valgrind nginx wrk; do command -v $c >/dev/null || { echo "needs $c"; exit 1; }; done
+
+work=$(mktemp -d /tmp/trellis-instr.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+B=18201 P=18210 BV=18211
+
+backend_conf() { # port file
+  cat >"$2" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $2.pid;
+error_log $work/backend-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$1 backlog=4096; keepalive_requests 1000000; location / { return 200 "backend-1\n"; } }
+}
+CONF
+}
+backend_conf $B "$work/backend.conf"
+nginx -c "$work/backend.conf" -p "$work" &
+pids+=($!)
+
+cat >"$work/bench.yaml" <<CONF
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis-edge}
+spec: {controllerName: trellis.dev/gateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bench}
+spec:
+  gatewayClassName: trellis-edge
+  listeners: [{name: http, protocol: HTTP, port: $P}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bench}
+spec:
+  parentRefs: [{name: bench}]
+  hostnames: [bench.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /api}
+      headers: [{name: x-env, value: prod}]
+    backendRefs: [{name: b1, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b1}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: b1, labels: {kubernetes.io/service-name: b1}}
+addressType: IPv4
+ports: [{name: http, port: $B}]
+endpoints: [{addresses: [127.0.0.1]}]
+CONF
+mkdir -p "$work/trellis" && mv "$work/bench.yaml" "$work/trellis/"
+bin=${TRELLIS_BIN:-$work/trellis-bin}
+[ -n "${TRELLIS_BIN:-}" ] || go build -o "$bin" ./cmd/trellis
+go build -o "$work/go-minimal" ./bench/ceiling/goroutine
+
+# The head Trellis sends a target (see docs/reference/headers.md), for the
+# backend's own count.
+trellis_head=(-H 'User-Agent: wrk' -H 'Accept: */*' -H 'X-Forwarded-For: 127.0.0.1'
+  -H 'X-Forwarded-Host: bench.example.com' -H 'X-Trellis-Request-Id: cdf737d8-6377-47e3-9cb2-87d3eaa252d5'
+  -H 'X-Trellis-Network: SourceCluster=local; Network=bench-default'
+  -H 'X-Trellis-Target: Service=bench-default.bench-default; Network=bench-default; TargetGroup=b1-default-80'
+  -H 'X-Forwarded-Proto: http' -H 'X-Forwarded-For-Proto: http' -H 'X-Forwarded-Port: 18116'
+  -H 'X-Forwarded-For-Port: 18116' -H 'X-Trellis-Identity: Type=Anonymous')
+
+# measure NAME PORT WRK-HEADERS... -- CMD...: Ir per request of CMD under callgrind.
+measure() {
+  local name=$1 port=$2; shift 2
+  local hdrs=()
+  while [ "$1" != -- ]; do hdrs+=("$1"); shift; done
+  shift
+  GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name" --dump-instr=no "$@" >"$work/$name.log" 2>&1 &
+  local vp=$!
+  pids+=($vp)
+  local url=http://127.0.0.1:$port/api/items
+  for _ in $(seq 300); do
+    curl -fs -H 'Host: bench.example.com' -H 'x-env: prod' "$url" 2>/dev/null | grep -q backend- && break
+    sleep 0.2
+  done
+  wrk -t1 -c4 -d2s -H 'Host: bench.example.com' -H 'x-env: prod' "${hdrs[@]}" "$url" >/dev/null
+  callgrind_control -z $vp >/dev/null 2>&1
+  local out
+  out=$(wrk -t1 -c4 -d"${DURATION}s" -H 'Host: bench.example.com' -H 'x-env: prod' "${hdrs[@]}" "$url")
+  callgrind_control -d $vp >/dev/null 2>&1
+  kill $vp; wait $vp 2>/dev/null || true
+  if echo "$out" | grep -q 'Non-2xx'; then echo "$name: non-2xx answers"; exit 1; fi
+  local reqs ir
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  ir=$(callgrind_annotate "$work/cg.$name.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  awk -v n="$name" -v i="$ir" -v q="$reqs" 'BEGIN {printf "%s: %.0f instructions per request (%d requests)\n", n, i/q, q}'
+}
+
+for c in "${contenders[@]}"; do
+  case $c in
+  trellis) measure trellis $P -- "$bin" up --config "$work/trellis" --api-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-level warn ;;
+  go-minimal) measure go-minimal $P -- "$work/go-minimal" 127.0.0.1:$P 127.0.0.1:$B ;;
+  backend)
+    backend_conf $BV "$work/backend-v.conf"
+    measure backend-plain-head $BV -- nginx -c "$work/backend-v.conf" -p "$work"
+    measure backend-trellis-head $BV "${trellis_head[@]}" -- nginx -c "$work/backend-v.conf" -p "$work" ;;
+  *) echo "unknown contender $c"; exit 2 ;;
+  esac
+done
