@@ -83,13 +83,18 @@ func add[T any, P interface {
 // which the store tracks itself. Encoding is deterministic, so objects
 // with equal content have equal bytes: the control plane stores this, and
 // a provider compares what it would send with what it read back by it.
+// obj is only read (a shallow copy drops the revision): snapshots share
+// their objects between readers.
 func Encode(obj Object) ([]byte, error) {
-	m := obj.ObjectMeta()
-	rev := m.Revision
-	m.Revision = 0
-	b, err := json.Marshal(obj)
-	m.Revision = rev
-	return b, err
+	if obj.ObjectMeta().Revision == 0 {
+		return json.Marshal(obj)
+	}
+	v := reflect.ValueOf(obj).Elem()
+	c := reflect.New(v.Type())
+	c.Elem().Set(v)
+	co := c.Interface().(Object)
+	co.ObjectMeta().Revision = 0
+	return json.Marshal(co)
 }
 
 // Unchanged reports whether a and b, two snapshots' versions of an object,
