@@ -10,6 +10,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +30,14 @@ terraform {
   }
 }
 variable "endpoint" { type = string }
+variable "w1" {
+  type    = number
+  default = 80
+}
+variable "w2" {
+  type    = number
+  default = 20
+}
 provider "aws" {
   region                      = "us-east-1"
   access_key                  = "AKIDTRELLISTF"
@@ -60,6 +69,22 @@ resource "aws_vpclattice_target_group_attachment" "v1" {
     port = 18083
   }
 }
+resource "aws_vpclattice_target_group" "v2" {
+  name = "tf-inventory-ver2"
+  type = "IP"
+  config {
+    port           = 18084
+    protocol       = "HTTP"
+    vpc_identifier = "vpc-0123456789abcdef0"
+  }
+}
+resource "aws_vpclattice_target_group_attachment" "v2" {
+  target_group_identifier = aws_vpclattice_target_group.v2.id
+  target {
+    id   = "127.0.0.1"
+    port = 18084
+  }
+}
 resource "aws_vpclattice_listener" "http" {
   name               = "http"
   protocol           = "HTTP"
@@ -69,7 +94,11 @@ resource "aws_vpclattice_listener" "http" {
     forward {
       target_groups {
         target_group_identifier = aws_vpclattice_target_group.v1.id
-        weight                  = 100
+        weight                  = var.w1
+      }
+      target_groups {
+        target_group_identifier = aws_vpclattice_target_group.v2.id
+        weight                  = var.w2
       }
     }
   }
@@ -131,6 +160,7 @@ func startTerraform(t *testing.T, config string) *terraformEnv {
 		"--heartbeat", "500ms", "--lattice-listen", "127.0.0.1:7071", "--lattice-credentials-file", creds)
 	srv.waitOutput(t, 10*time.Second, "VPC Lattice API on")
 	start(t, ns, "echo", "echo", "--listen", "127.0.0.1:18083", "--name", "inventory-ver1").waitOutput(t, 10*time.Second, "echo:")
+	start(t, ns, "echo2", "echo", "--listen", "127.0.0.1:18084", "--name", "inventory-ver2").waitOutput(t, 10*time.Second, "echo:")
 	start(t, ns, "proxy", "proxy", "--server", "http://127.0.0.1:7070", "--token", "e2e", "--cluster", "local")
 
 	work := filepath.Join(dir, "tf")
@@ -181,8 +211,10 @@ func (e *terraformEnv) tf(args ...string) (string, error) {
 }
 
 // Terraform's aws_vpclattice_* resources manage a Trellis service network:
-// apply creates what the proxy serves, a second plan finds nothing to
-// change, destroy removes it all.
+// apply creates what the proxy serves, split 80/20 between two target
+// groups; a second plan finds nothing to change; new weights plan as one
+// change to the listener alone, and the split follows them after the
+// apply; destroy removes it all.
 func TestLatticeTerraform(t *testing.T) {
 	e := startTerraform(t, latticeTerraform)
 	ns, tf := e.ns, e.tf
@@ -196,17 +228,58 @@ func TestLatticeTerraform(t *testing.T) {
 	}
 	dns := out
 	c := ns.HTTPClient(5 * time.Second)
+	split := func(n int) map[string]int {
+		got := map[string]int{}
+		for range n {
+			status, backend, err := get(c, "http://127.0.0.1:8080/", dns)
+			if err != nil || status != http.StatusOK {
+				got["error"]++
+				continue
+			}
+			got[backend]++
+		}
+		return got
+	}
 	testsync.WaitFor(t, 15*time.Second, "the proxy to serve the service Terraform made", func() bool {
-		status, backend, err := get(c, "http://127.0.0.1:8080/", dns)
-		return err == nil && status == http.StatusOK && backend == "inventory-ver1"
+		status, _, err := get(c, "http://127.0.0.1:8080/", dns)
+		return err == nil && status == http.StatusOK
 	})
+	// Smooth weighted round robin: 200 requests split exactly.
+	if got := split(200); got["inventory-ver1"] != 160 || got["inventory-ver2"] != 40 {
+		t.Errorf("weights 80/20: %v, want 160/40", got)
+	}
 	if status, _, err := getWith(c, "http://127.0.0.1:8080/", dns, http.Header{"X-Env": {"beta"}}); err != nil || status != http.StatusNotFound {
 		t.Errorf("x-env: beta: status %d (%v), want the rule's fixed 404", status, err)
 	}
 	if out, err := tf("plan", "-detailed-exitcode", "-no-color", vars); err != nil {
 		t.Errorf("a second plan is not empty (%v):\n%s", err, out)
 	}
-	if out, err := tf("destroy", "-auto-approve", "-no-color", vars); err != nil {
+
+	// New weights: the plan changes the listener and nothing else.
+	reweigh := []string{vars, "-var=w1=20", "-var=w2=80"}
+	out, err = tf(append([]string{"plan", "-detailed-exitcode", "-no-color"}, reweigh...)...)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(out, "Plan: 0 to add, 1 to change, 0 to destroy.") ||
+		!strings.Contains(out, "aws_vpclattice_listener.http will be updated in-place") {
+		t.Errorf("plan of new weights: want the listener alone to change (%v):\n%s", err, out)
+	}
+	if out, err := tf(append([]string{"apply", "-auto-approve", "-no-color"}, reweigh...)...); err != nil {
+		t.Fatalf("terraform apply of new weights: %v\n%s", err, out)
+	}
+	changed := time.Now()
+	testsync.WaitFor(t, 10*time.Second, "the split to follow the new weights", func() bool {
+		got := split(10)
+		return got["inventory-ver2"] == 8 && got["inventory-ver1"] == 2
+	})
+	t.Logf("weights 80/20 → 20/80: traffic followed %v after the apply returned", time.Since(changed).Round(time.Millisecond))
+	if got := split(200); got["inventory-ver1"] != 40 || got["inventory-ver2"] != 160 {
+		t.Errorf("weights 20/80: %v, want 40/160", got)
+	}
+	if out, err := tf(append([]string{"plan", "-detailed-exitcode", "-no-color"}, reweigh...)...); err != nil {
+		t.Errorf("a plan after the new weights is not empty (%v):\n%s", err, out)
+	}
+
+	if out, err := tf(append([]string{"destroy", "-auto-approve", "-no-color"}, reweigh...)...); err != nil {
 		t.Fatalf("terraform destroy: %v\n%s", err, out)
 	}
 	if out := trellisOutput(t, ns, "get", "services", "--server", "http://127.0.0.1:7070", "--token", "e2e"); strings.Contains(out, "snsa-") {
