@@ -17,22 +17,8 @@ import (
 // deletes what an earlier run left), then sends only what changed, and
 // after a failed send applies whole again.
 func TestFileSenderSendsWhatChanged(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{"tok": "local"}}))
-	defer srv.Close()
-	cl, err := client.New(srv.URL, "tok", client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := sendTestServer(t)
 	ctx := context.Background()
-	tg := func(name string, port int32) model.TargetGroup {
-		return model.TargetGroup{Meta: model.Meta{Name: name, Owner: "local"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
-			Targets: []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "local", State: model.TargetActive}}}
-	}
 	// Left behind by an earlier run: the first send deletes it.
 	if _, err := cl.Apply(ctx, &model.Objects{TargetGroups: []model.TargetGroup{tg("stale", 1)}}); err != nil {
 		t.Fatal(err)
@@ -86,22 +72,8 @@ func TestFileSenderSendsWhatChanged(t *testing.T) {
 // sends only those objects, deletes those of them that are gone, and takes
 // every other object as it last sent it.
 func TestFileSenderSendsOnlyChanged(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{"tok": "local"}}))
-	defer srv.Close()
-	cl, err := client.New(srv.URL, "tok", client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := sendTestServer(t)
 	ctx := context.Background()
-	tg := func(name string, port int32) model.TargetGroup {
-		return model.TargetGroup{Meta: model.Meta{Name: name, Owner: "local"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
-			Targets: []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "local", State: model.TargetActive}}}
-	}
 	key := func(name string) string { return model.Key(model.KindTargetGroup, name) }
 	var f fileSender
 	if _, _, err := f.send(ctx, cl, &model.Objects{TargetGroups: []model.TargetGroup{tg("a", 1), tg("b", 2), tg("c", 3)}}, nil); err != nil {
@@ -132,4 +104,28 @@ func TestFileSenderSendsOnlyChanged(t *testing.T) {
 	if rev, _, err := f.send(ctx, cl, &objs, map[string]bool{key("b"): true}); err != nil || rev != 0 {
 		t.Errorf("an unchanged object was sent: revision %d, err %v", rev, err)
 	}
+}
+
+// sendTestServer is a client of a control plane on loopback over a fresh
+// store, with token "tok" for cluster "local"; both close with the test.
+func sendTestServer(t *testing.T) *client.Client {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{"tok": "local"}}))
+	t.Cleanup(srv.Close)
+	cl, err := client.New(srv.URL, "tok", client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// tg is a local HTTP/1 target group with one active target on port.
+func tg(name string, port int32) model.TargetGroup {
+	return model.TargetGroup{Meta: model.Meta{Name: name, Owner: "local"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
+		Targets: []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "local", State: model.TargetActive}}}
 }
