@@ -177,16 +177,7 @@ func (s *HTTPServer) ServeConn(nc net.Conn) {
 // and waits until their open streams are done or ctx ends, when it closes
 // what is left.
 func (s *HTTPServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	conns := make([]*serverConn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+	conns := s.stopAccepting()
 	for _, c := range conns {
 		c.shutdown()
 	}
@@ -206,9 +197,11 @@ func (s *HTTPServer) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes the listeners and every connection at once.
-func (s *HTTPServer) Close() error {
+// stopAccepting marks s closing, closes its listeners and returns the
+// connections open now.
+func (s *HTTPServer) stopAccepting() []*serverConn {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
@@ -217,7 +210,12 @@ func (s *HTTPServer) Close() error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
+	return conns
+}
+
+// Close closes the listeners and every connection at once.
+func (s *HTTPServer) Close() error {
+	conns := s.stopAccepting()
 	for _, c := range conns {
 		c.close(http.ErrServerClosed)
 	}
