@@ -221,7 +221,6 @@ for r in $(seq "$ROUNDS"); do
 done
 load1=$(load_avg)
 
-col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
 ratio() { awk -v t="$(col "$1/trellis" 1)" -v n="$(col "$1/nginx" 1)" 'BEGIN {if (n > 0) printf "%.2f×", t/n; else print "-"}'; }
 table=$(mktemp)
 {
