@@ -758,14 +758,31 @@ func checkDNSClusterSetIP(t *testing.T, e *mcsEnv, c *mcsCheck) {
 			}
 			return nil
 		})
-		testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
-			addrs, err := cl.resolve(c.fqdn())
-			if err == nil && !slices.Equal(addrs, si.Spec.IPs) {
-				err = fmt.Errorf("A %v, want the ServiceImport's ips %v", addrs, si.Spec.IPs)
-			}
-			return err
-		})
+		c.awaitResolve(t, cl, si.Spec.IPs)
 	}
+}
+
+// awaitResolve waits until cluster cl's nameserver resolves the check's
+// clusterset name, to the addresses want unless want is nil.
+func (c *mcsCheck) awaitResolve(t *testing.T, cl *meshCluster, want []string) {
+	t.Helper()
+	testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
+		addrs, err := cl.resolve(c.fqdn())
+		if err == nil && want != nil && !slices.Equal(addrs, want) {
+			err = fmt.Errorf("A %v, want %v", addrs, want)
+		}
+		return err
+	})
+}
+
+// exportHeadless deploys the check's headless Service in cluster 0 with
+// two backends, exports it, and returns it.
+func (c *mcsCheck) exportHeadless(t *testing.T) *corev1.Service {
+	t.Helper()
+	svc := c.headless()
+	c.deploy(t, 0, svc, c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
+	c.export(t, 0, nil, nil)
+	return svc
 }
 
 // srvRecords returns the (port, target) of the SRV records cluster i's
@@ -941,27 +958,16 @@ func checkEndpointSlices(t *testing.T, e *mcsEnv, c *mcsCheck) {
 // checks assert that, and the document records them as not conformant.
 
 func checkHeadlessDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.headless(), c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
-	c.export(t, 0, nil, nil)
+	c.exportHeadless(t)
 	for _, cl := range e.clusters {
-		testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
-			addrs, err := cl.resolve(c.fqdn())
-			if err == nil && !slices.Equal(addrs, []string{meshProxyIP}) {
-				err = fmt.Errorf("A %v, want the proxy's %s", addrs, meshProxyIP)
-			}
-			return err
-		})
+		c.awaitResolve(t, cl, []string{meshProxyIP})
 	}
 }
 
 func checkHeadlessPodDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.headless(), c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
-	c.export(t, 0, nil, nil)
+	c.exportHeadless(t)
 	for _, cl := range e.clusters {
-		testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
-			_, err := cl.resolve(c.fqdn())
-			return err
-		})
+		c.awaitResolve(t, cl, nil)
 		name := "hello-0.a." + c.fqdn()
 		if r, err := cl.lookup(name, dns.TypeA); err != nil || r.Rcode != dns.RcodeNameError {
 			t.Errorf("cluster %s: %s: %v %v, want NXDOMAIN", cl.name, name, r, err)
@@ -970,9 +976,7 @@ func checkHeadlessPodDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
 }
 
 func checkHeadlessSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	svc := c.headless()
-	c.deploy(t, 0, svc, c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
-	c.export(t, 0, nil, nil)
+	svc := c.exportHeadless(t)
 	want := []string{fmt.Sprintf("%d %s", svc.Spec.Ports[0].Port, c.fqdn())}
 	for _, cl := range e.clusters {
 		testsync.Eventually(t, mcsWait, cl.name+"'s SRV records for "+c.fqdn(), func() error {
