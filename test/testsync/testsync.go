@@ -2,7 +2,7 @@
 // tests of every package: a buffer that goroutines may write while a test
 // reads it, polling until a condition holds (or until a rotating pick
 // includes some answers, or one answer stops coming), receiving from a
-// channel within a timeout, and the process's CPU time for benchmarks. It
+// channel within a timeout, and the process's CPU time and heap growth. It
 // holds only what several packages' tests use alike.
 package testsync
 
