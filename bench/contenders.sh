@@ -60,6 +60,27 @@ bench_cleanup() {
 
 declare -A procs # contender → the processes whose CPU time is its
 
+# bench_route NAME PARENTREF prints the HTTPRoute of the benchmarked
+# table: /api with x-env: prod on bench.example.com, split evenly between
+# the two backends.
+bench_route() {
+  cat <<CONF
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: $1}
+spec:
+  parentRefs: [$2]
+  hostnames: [bench.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /api}
+      headers: [{name: x-env, value: prod}]
+    backendRefs:
+    - {name: b1, port: 80, weight: 50}
+    - {name: b2, port: 80, weight: 50}
+CONF
+}
+
 bench_start() {
   bench_need nginx haproxy wrk caddy ${BENCH_NEED:-}
   # Debian's packages start services on install; stop any so they do not compete.
@@ -202,19 +223,7 @@ spec:
   gatewayClassName: trellis-edge
   listeners: [{name: http, protocol: HTTP, port: $P_TRELLIS}]
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: bench}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: [bench.example.com]
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /api}
-      headers: [{name: x-env, value: prod}]
-    backendRefs:
-    - {name: b1, port: 80, weight: 50}
-    - {name: b2, port: 80, weight: 50}
+$(bench_route bench '{name: bench}')
 CONF
   # 54 more routes, as a service network has them: 27 on other hosts and 27
   # on other paths of bench.example.com, each with a header match.
