@@ -3,21 +3,18 @@ package up
 import (
 	"context"
 	"maps"
-	"net/http/httptest"
-	"path/filepath"
 	"testing"
 
-	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/plane"
 )
 
 // The file provider's sender applies the first configuration whole (which
 // deletes what an earlier run left), then sends only what changed, and
 // after a failed send applies whole again.
 func TestFileSenderSendsWhatChanged(t *testing.T) {
-	cl := sendTestServer(t)
+	cl := plane.Start(t, server.Config{Tokens: map[string]string{"tok": "local"}}).Client(t, "tok")
 	ctx := context.Background()
 	// Left behind by an earlier run: the first send deletes it.
 	if _, err := cl.Apply(ctx, &model.Objects{TargetGroups: []model.TargetGroup{tg("stale", 1)}}); err != nil {
@@ -72,7 +69,7 @@ func TestFileSenderSendsWhatChanged(t *testing.T) {
 // sends only those objects, deletes those of them that are gone, and takes
 // every other object as it last sent it.
 func TestFileSenderSendsOnlyChanged(t *testing.T) {
-	cl := sendTestServer(t)
+	cl := plane.Start(t, server.Config{Tokens: map[string]string{"tok": "local"}}).Client(t, "tok")
 	ctx := context.Background()
 	key := func(name string) string { return model.Key(model.KindTargetGroup, name) }
 	var f fileSender
@@ -104,24 +101,6 @@ func TestFileSenderSendsOnlyChanged(t *testing.T) {
 	if rev, _, err := f.send(ctx, cl, &objs, map[string]bool{key("b"): true}); err != nil || rev != 0 {
 		t.Errorf("an unchanged object was sent: revision %d, err %v", rev, err)
 	}
-}
-
-// sendTestServer is a client of a control plane on loopback over a fresh
-// store, with token "tok" for cluster "local"; both close with the test.
-func sendTestServer(t *testing.T) *client.Client {
-	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{"tok": "local"}}))
-	t.Cleanup(srv.Close)
-	cl, err := client.New(srv.URL, "tok", client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cl
 }
 
 // tg is a local HTTP/1 target group with one active target on port.
