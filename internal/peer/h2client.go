@@ -796,16 +796,7 @@ func (cc *h2Conn) writeBlock(id uint32, endStream bool, maxFrame uint32) error {
 		return cc.werr
 	}
 	cc.startWrite()
-	block := cc.hbuf.Bytes()
-	first := block[:min(len(block), int(maxFrame))]
-	block = block[len(first):]
-	err := cc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: endStream, EndHeaders: len(block) == 0})
-	for err == nil && len(block) > 0 {
-		frag := block[:min(len(block), int(maxFrame))]
-		block = block[len(frag):]
-		err = cc.fr.WriteContinuation(id, len(block) == 0, frag)
-	}
-	return cc.endWrite(err)
+	return cc.endWrite(writeHeaderBlock(cc.fr, id, cc.hbuf.Bytes(), endStream, int(maxFrame)))
 }
 
 // writeBody sends r's body on s as the windows allow, then its trailers,

@@ -1699,16 +1699,9 @@ func (c *serverConn) writeFields(id uint32, fields []hpack.HeaderField, end bool
 }
 
 func (c *serverConn) writeBlock(id uint32, end bool) {
-	block := c.hbuf.b
-	max := c.maxFrameLocked()
-	first := block[:min(len(block), max)]
-	block = block[len(first):]
-	c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(block) == 0})
-	for len(block) > 0 {
-		frag := block[:min(len(block), max)]
-		block = block[len(frag):]
-		c.fr.WriteContinuation(id, len(block) == 0, frag)
-	}
+	// A write error is kept (connWriter) and closes the connection; every
+	// later write fails with it, so it needs no handling here.
+	_ = writeHeaderBlock(c.fr, id, c.hbuf.b, end, c.maxFrameLocked())
 }
 
 func (c *serverConn) maxFrameLocked() int {
