@@ -60,6 +60,27 @@ bench_cleanup() {
 
 declare -A procs # contender → the processes whose CPU time is its
 
+# bench_route NAME PARENTREF prints the HTTPRoute of the benchmarked
+# table: /api with x-env: prod on bench.example.com, split evenly between
+# the two backends.
+bench_route() {
+  cat <<CONF
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: $1}
+spec:
+  parentRefs: [$2]
+  hostnames: [bench.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /api}
+      headers: [{name: x-env, value: prod}]
+    backendRefs:
+    - {name: b1, port: 80, weight: 50}
+    - {name: b2, port: 80, weight: 50}
+CONF
+}
+
 bench_start() {
   bench_need nginx haproxy wrk caddy ${BENCH_NEED:-}
   # Debian's packages start services on install; stop any so they do not compete.
@@ -202,19 +223,7 @@ spec:
   gatewayClassName: trellis-edge
   listeners: [{name: http, protocol: HTTP, port: $P_TRELLIS}]
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: bench}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: [bench.example.com]
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /api}
-      headers: [{name: x-env, value: prod}]
-    backendRefs:
-    - {name: b1, port: 80, weight: 50}
-    - {name: b2, port: 80, weight: 50}
+$(bench_route bench '{name: bench}')
 CONF
   # 54 more routes, as a service network has them: 27 on other hosts and 27
   # on other paths of bench.example.com, each with a header match.
@@ -328,8 +337,10 @@ cpu() { local t=0 p f; for p in "$@"; do read -ra f <"/proc/$p/stat"; t=$((t + f
 # per_req TICKS0 TICKS1 RPS SECONDS prints CPU µs per request.
 per_req() { awk -v d="$(($2 - $1))" -v hz="$tick" -v r="$3" -v s="$4" 'BEGIN {if (r*s > 0) printf "%.1f", d*1e6/hz/(r*s); else print "-"}'; }
 
-# median of the numbers on stdin; col RESULTS N the median of column N.
+# median of the numbers on stdin; col NAME N the median of column N of
+# the caller's results[NAME] (one line a round).
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
 load_avg() { cut -d' ' -f1-3 /proc/loadavg; }
 versions() {
   echo "nginx $(nginx -v 2>&1 | sed 's/.*\///'), HAProxy $(haproxy -v | awk 'NR == 1 {print $3}'), Caddy $(caddy version | awk '{print $1}'), $(go version | awk '{print $3}')"

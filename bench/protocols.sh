@@ -101,19 +101,7 @@ data:
   tls.crt: $(base64 -w0 "$certs/cert.pem")
   tls.key: $(base64 -w0 "$certs/key.pem")
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: bench-tls}
-spec:
-  parentRefs: [{name: edge, sectionName: https}]
-  hostnames: [bench.example.com]
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /api}
-      headers: [{name: x-env, value: prod}]
-    backendRefs:
-    - {name: b1, port: 80, weight: 50}
-    - {name: b2, port: 80, weight: 50}
+$(bench_route bench-tls '{name: edge, sectionName: https}')
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
@@ -221,7 +209,6 @@ for r in $(seq "$ROUNDS"); do
 done
 load1=$(load_avg)
 
-col() { printf '%s' "${results[$1]}" | awk -v c="$2" 'NF {print $c}' | median; }
 ratio() { awk -v t="$(col "$1/trellis" 1)" -v n="$(col "$1/nginx" 1)" 'BEGIN {if (n > 0) printf "%.2f×", t/n; else print "-"}'; }
 table=$(mktemp)
 {

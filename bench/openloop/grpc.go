@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -51,41 +50,29 @@ func grpcCmd(args []string) error {
 			return fmt.Errorf("first call: %w", err)
 		}
 	}
-	recs := make([]*recorder, *workers)
-	deadline := time.Now().Add(*duration)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range recs {
-		r := &recorder{}
-		recs[w] = r
+	res := closedLoop(*workers, *duration, func(w int, deadline time.Time, r *recorder) {
 		c := clients[w%len(clients)]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if *stream {
-				streamWorker(c, req, deadline, r)
-				return
+		if *stream {
+			streamWorker(c, req, deadline, r)
+			return
+		}
+		for time.Now().Before(deadline) {
+			t0 := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := c.UnaryCall(ctx, req)
+			cancel()
+			if err != nil {
+				r.fail(err)
+				continue
 			}
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_, err := c.UnaryCall(ctx, req)
-				cancel()
-				if err != nil {
-					r.fail(err)
-					continue
-				}
-				r.lat = append(r.lat, time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	lat, nerr, first := merge(recs)
-	mode := "grpc-unary"
+			r.lat = append(r.lat, time.Since(t0))
+		}
+	})
+	res.mode = "grpc-unary"
 	if *stream {
-		mode = "grpc-stream"
+		res.mode = "grpc-stream"
 	}
-	result{mode: mode, elapsed: time.Since(start), lat: lat, errors: nerr, err: first}.print()
+	res.print()
 	return nil
 }
 

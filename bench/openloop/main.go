@@ -22,6 +22,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -91,6 +92,24 @@ func merge(rs []*recorder) (lat []time.Duration, errors int, first error) {
 		}
 	}
 	return lat, errors, first
+}
+
+// closedLoop runs n workers, each with its own recorder, until d has
+// passed (each sending its next request only once the last is answered),
+// and returns what they measured together; the caller names the mode.
+func closedLoop(n int, d time.Duration, work func(w int, deadline time.Time, r *recorder)) result {
+	recs := make([]*recorder, n)
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range recs {
+		r := &recorder{}
+		recs[w] = r
+		wg.Go(func() { work(w, deadline, r) })
+	}
+	wg.Wait()
+	lat, nerr, first := merge(recs)
+	return result{elapsed: time.Since(start), lat: lat, errors: nerr, err: first}
 }
 
 func quantile(sorted []time.Duration, q float64) time.Duration {

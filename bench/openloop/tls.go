@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -37,45 +36,31 @@ func tlsCmd(args []string) error {
 	}
 	req += "\r\n"
 	var resumed, total atomic.Int64
-	recs := make([]*recorder, *workers)
-	deadline := time.Now().Add(*duration)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range recs {
-		r := &recorder{}
-		recs[w] = r
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cfg := &tls.Config{InsecureSkipVerify: true, ServerName: *host, NextProtos: []string{"http/1.1"}}
-			if *resume {
-				cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	res := closedLoop(*workers, *duration, func(_ int, deadline time.Time, r *recorder) {
+		cfg := &tls.Config{InsecureSkipVerify: true, ServerName: *host, NextProtos: []string{"http/1.1"}}
+		if *resume {
+			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		}
+		for time.Now().Before(deadline) {
+			t0 := time.Now()
+			did, err := oneTLSRequest(*addr, cfg, req)
+			if err != nil {
+				r.fail(err)
+				continue
 			}
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				did, err := oneTLSRequest(*addr, cfg, req)
-				if err != nil {
-					r.fail(err)
-					continue
-				}
-				r.lat = append(r.lat, time.Since(t0))
-				total.Add(1)
-				if did {
-					resumed.Add(1)
-				}
+			r.lat = append(r.lat, time.Since(t0))
+			total.Add(1)
+			if did {
+				resumed.Add(1)
 			}
-		}()
-	}
-	wg.Wait()
-	lat, nerr, first := merge(recs)
-	mode := "tls-new"
+		}
+	})
+	res.mode = "tls-new"
 	if *resume {
-		mode = "tls-resumed"
+		res.mode = "tls-resumed"
 	}
-	result{
-		mode: mode, elapsed: time.Since(start), lat: lat, errors: nerr, err: first,
-		extra: []string{fmt.Sprintf("resumed=%d/%d", resumed.Load(), total.Load())},
-	}.print()
+	res.extra = []string{fmt.Sprintf("resumed=%d/%d", resumed.Load(), total.Load())}
+	res.print()
 	return nil
 }
 

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,19 +18,7 @@ import (
 func TestClusterExportNamespaces(t *testing.T) {
 	p := plane.Start(t, server.Config{})
 	ctx := context.Background()
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, p.RootsPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		root := newRoot()
-		root.SetOut(&out)
-		root.SetErr(&out)
-		root.SetArgs(append(args, "--server", p.URL(), "--token", plane.AdminToken, "--ca-file", caFile))
-		err := root.ExecuteContext(ctx)
-		return out.String(), err
-	}
+	run := adminCLI(t, ctx, p)
 	exports := func(name string) []string {
 		t.Helper()
 		clusters, err := p.Admin(t).Clusters(ctx)

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -23,10 +20,6 @@ import (
 func TestGetClusters(t *testing.T) {
 	p := plane.Start(t, server.Config{})
 	ctx := context.Background()
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, p.RootsPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	_, east := p.Join(t, "east")
 	_, west := p.Join(t, "west")
 	if err := west.Put(ctx, &model.Peer{Meta: model.Meta{Name: model.PeerName("west", "proxy")}, Address: "127.0.0.2:9443"}); err != nil {
@@ -41,15 +34,7 @@ func TestGetClusters(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	run := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		root := newRoot()
-		root.SetOut(&out)
-		root.SetErr(&out)
-		root.SetArgs(append(args, "--server", p.URL(), "--token", plane.AdminToken, "--ca-file", caFile))
-		err := root.ExecuteContext(ctx)
-		return out.String(), err
-	}
+	run := adminCLI(t, ctx, p)
 	table, err := run("get", "clusters")
 	if err != nil {
 		t.Fatal(err)

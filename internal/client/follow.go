@@ -302,26 +302,62 @@ const bulkEdits = 64
 // merge replaces the list of kind by a new one sorted by name, with the
 // objects of byName (nil to delete) in place of those of the same name.
 func (c *cache) merge(kind model.Kind, byName map[string]model.Object) error {
+	l, err := c.list(kind)
+	if err != nil {
+		return err
+	}
+	return l.merge(byName)
+}
+
+// kindList is the cache's list of one kind, to merge or edit in place.
+type kindList interface {
+	merge(byName map[string]model.Object) error
+	edit(name string, obj model.Object, copied *bool) error
+}
+
+// listOf is a kindList of Ts.
+type listOf[T any, P interface {
+	*T
+	model.Object
+}] struct{ list *[]T }
+
+func (l listOf[T, P]) merge(byName map[string]model.Object) error {
+	return mergeList[T, P](l.list, byName)
+}
+
+func (l listOf[T, P]) edit(name string, obj model.Object, copied *bool) error {
+	return editList[T, P](l.list, name, obj, copied)
+}
+
+func listFor[T any, P interface {
+	*T
+	model.Object
+}](list *[]T) kindList {
+	return listOf[T, P]{list}
+}
+
+// list is the cache's list of kind.
+func (c *cache) list(kind model.Kind) (kindList, error) {
 	o := &c.objects
 	switch kind {
 	case model.KindServiceNetwork:
-		return mergeList(&o.Networks, byName)
+		return listFor(&o.Networks), nil
 	case model.KindService:
-		return mergeList(&o.Services, byName)
+		return listFor(&o.Services), nil
 	case model.KindTargetGroup:
-		return mergeList(&o.TargetGroups, byName)
+		return listFor(&o.TargetGroups), nil
 	case model.KindCertificate:
-		return mergeList(&o.Certificates, byName)
+		return listFor(&o.Certificates), nil
 	case model.KindWorkloadSet:
-		return mergeList(&o.WorkloadSets, byName)
+		return listFor(&o.WorkloadSets), nil
 	case model.KindServiceExport:
-		return mergeList(&o.Exports, byName)
+		return listFor(&o.Exports), nil
 	case model.KindPeer:
-		return mergeList(&o.Peers, byName)
+		return listFor(&o.Peers), nil
 	case model.KindCluster:
-		return mergeList(&o.Clusters, byName)
+		return listFor(&o.Clusters), nil
 	}
-	return fmt.Errorf("change of unknown kind %q", kind)
+	return nil, fmt.Errorf("change of unknown kind %q", kind)
 }
 
 func mergeList[T any, P interface {
@@ -354,26 +390,11 @@ func mergeList[T any, P interface {
 // edit puts obj (or, for nil, deletes name) in the list of kind, first
 // copying the list unless *copied says it is a copy already.
 func (c *cache) edit(kind model.Kind, name string, obj model.Object, copied *bool) error {
-	o := &c.objects
-	switch kind {
-	case model.KindServiceNetwork:
-		return editList(&o.Networks, name, obj, copied)
-	case model.KindService:
-		return editList(&o.Services, name, obj, copied)
-	case model.KindTargetGroup:
-		return editList(&o.TargetGroups, name, obj, copied)
-	case model.KindCertificate:
-		return editList(&o.Certificates, name, obj, copied)
-	case model.KindWorkloadSet:
-		return editList(&o.WorkloadSets, name, obj, copied)
-	case model.KindServiceExport:
-		return editList(&o.Exports, name, obj, copied)
-	case model.KindPeer:
-		return editList(&o.Peers, name, obj, copied)
-	case model.KindCluster:
-		return editList(&o.Clusters, name, obj, copied)
+	l, err := c.list(kind)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("change of unknown kind %q", kind)
+	return l.edit(name, obj, copied)
 }
 
 // editList puts obj in the list sorted by name, or deletes name for a nil

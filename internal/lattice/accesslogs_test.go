@@ -1,12 +1,9 @@
 package lattice
 
 import (
-	"encoding/json"
 	"net/http"
 	"slices"
 	"testing"
-
-	"trellis.dev/trellis/internal/model"
 )
 
 func TestSinkOf(t *testing.T) {
@@ -62,24 +59,13 @@ func TestAccessLogSubscriptions(t *testing.T) {
 		`{"resourceIdentifier":"`+snID+`","destinationArn":"arn:aws:s3:::west-bucket"}`); status != 403 || code != "AccessDeniedException" {
 		t.Errorf("west subscribing to east's network: %d %s", status, code)
 	}
-	network := func() *model.ServiceNetwork {
-		kv, err := a.srv.Store().Get(t.Context(), model.Key(model.KindServiceNetwork, snID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var n model.ServiceNetwork
-		if err := json.Unmarshal(kv.Value, &n); err != nil {
-			t.Fatal(err)
-		}
-		return &n
-	}
-	if got := network().AccessLogs; len(got) != 2 || !slices.Contains(got, "net-logs") || !slices.Contains(got, "net-bucket") {
+	if got := a.storedNetwork(snID).AccessLogs; len(got) != 2 || !slices.Contains(got, "net-logs") || !slices.Contains(got, "net-bucket") {
 		t.Errorf("model network's access logs: %v", got)
 	}
 	if status, _, u := a.do("EAST", "PATCH", "/accesslogsubscriptions/"+id, `{"destinationArn":"arn:aws:logs:eu-west-1:123456789012:log-group:renamed"}`); status != http.StatusOK || u["destinationArn"] == nil {
 		t.Errorf("update: %d %v", status, u)
 	}
-	if got := network().AccessLogs; !slices.Contains(got, "renamed") || slices.Contains(got, "net-logs") {
+	if got := a.storedNetwork(snID).AccessLogs; !slices.Contains(got, "renamed") || slices.Contains(got, "net-logs") {
 		t.Errorf("after the update: %v", got)
 	}
 	if status, _, l := a.do("WEST", "GET", "/accesslogsubscriptions?resourceIdentifier="+snID, ""); status != 200 || len(l["items"].([]any)) != 2 {

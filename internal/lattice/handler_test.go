@@ -45,6 +45,20 @@ func newTestAPI(t *testing.T) *testAPI {
 	return &testAPI{t: t, url: ts.URL, srv: srv}
 }
 
+// storedNetwork is the model's service network id as the store holds it.
+func (a *testAPI) storedNetwork(id string) model.ServiceNetwork {
+	a.t.Helper()
+	kv, err := a.srv.Store().Get(a.t.Context(), model.Key(model.KindServiceNetwork, id))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	var n model.ServiceNetwork
+	if err := json.Unmarshal(kv.Value, &n); err != nil {
+		a.t.Fatal(err)
+	}
+	return n
+}
+
 // do sends a request signed with key's secret and returns the status,
 // the error type header and the decoded body.
 func (a *testAPI) do(key, method, path, body string) (int, string, map[string]any) {

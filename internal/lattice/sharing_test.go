@@ -60,18 +60,7 @@ func TestResourcePolicySharesANetwork(t *testing.T) {
 	if status, _, _ := a.do("EAST", "PUT", "/resourcepolicy/"+snID, string(body)); status != 200 {
 		t.Fatalf("put-resource-policy: %d", status)
 	}
-	network := func() model.ServiceNetwork {
-		kv, err := a.srv.Store().Get(t.Context(), model.Key(model.KindServiceNetwork, snID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var n model.ServiceNetwork
-		if err := json.Unmarshal(kv.Value, &n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	if n := network(); !slices.Equal(n.AllowedClusters, []string{"west"}) {
+	if n := a.storedNetwork(snID); !slices.Equal(n.AllowedClusters, []string{"west"}) {
 		t.Fatalf("shared network's allowedClusters: %v", n.AllowedClusters)
 	}
 	status, _, as := a.do("WEST", "POST", "/servicenetworkserviceassociations", assoc)
@@ -91,7 +80,7 @@ func TestResourcePolicySharesANetwork(t *testing.T) {
 	}
 	// Unshared: the network allows only east again, and a new association is refused.
 	a.do("EAST", "DELETE", "/resourcepolicy/"+snID, "")
-	if n := network(); len(n.AllowedClusters) != 0 {
+	if n := a.storedNetwork(snID); len(n.AllowedClusters) != 0 {
 		t.Errorf("unshared network's allowedClusters: %v", n.AllowedClusters)
 	}
 	a.do("WEST", "DELETE", "/servicenetworkserviceassociations/"+as["id"].(string), "")

@@ -1,7 +1,6 @@
 package lattice
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,13 +42,8 @@ func TestVPCAssociationAllowsTheCluster(t *testing.T) {
 	}
 	vid := va["id"].(string)
 	// The model network now allows west, and west's service joins it.
-	kv, err := a.srv.Store().Get(t.Context(), model.Key(model.KindServiceNetwork, id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n model.ServiceNetwork
-	if err := json.Unmarshal(kv.Value, &n); err != nil || len(n.AllowedClusters) != 1 || n.AllowedClusters[0] != "west" {
-		t.Fatalf("model allowedClusters %v (%v)", n.AllowedClusters, err)
+	if n := a.storedNetwork(id); len(n.AllowedClusters) != 1 || n.AllowedClusters[0] != "west" {
+		t.Fatalf("model allowedClusters %v", n.AllowedClusters)
 	}
 	if err := westJoins(a, id); err != nil {
 		t.Fatalf("west joins after the association: %v", err)
@@ -86,13 +80,8 @@ func TestVPCAssociationAllowsTheCluster(t *testing.T) {
 	if status, code, _ := a.do("EAST", "GET", "/servicenetworkvpcassociations/"+vid, ""); status != 404 || code != "ResourceNotFoundException" {
 		t.Errorf("get deleted: %d %s", status, code)
 	}
-	kv, err = a.srv.Store().Get(t.Context(), model.Key(model.KindServiceNetwork, id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n = model.ServiceNetwork{}
-	if err := json.Unmarshal(kv.Value, &n); err != nil || len(n.AllowedClusters) != 0 {
-		t.Errorf("model allowedClusters after delete %v (%v)", n.AllowedClusters, err)
+	if n := a.storedNetwork(id); len(n.AllowedClusters) != 0 {
+		t.Errorf("model allowedClusters after delete %v", n.AllowedClusters)
 	}
 	// West's service stays, but west can no longer write it there.
 	if _, err := a.srv.Store().Get(t.Context(), model.Key(model.KindService, "west-svc")); err != nil {

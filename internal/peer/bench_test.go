@@ -11,12 +11,12 @@ import (
 	rtmetrics "runtime/metrics"
 	"slices"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/pki"
 	testpki "trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // The cost of the hop on pooled connections: BenchmarkDirect sends to a
@@ -219,7 +219,7 @@ func BenchmarkHopClient(b *testing.B) {
 				b.ReportAllocs()
 				rtmetrics.Read(samples)
 				goroutines := samples[0].Value.Uint64()
-				cpu := cpuTime()
+				cpu := testsync.CPUTime()
 				b.ResetTimer()
 				if mode != "par16" {
 					for b.Loop() {
@@ -240,18 +240,9 @@ func BenchmarkHopClient(b *testing.B) {
 				}
 				b.StopTimer()
 				rtmetrics.Read(samples)
-				b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N), "cpu-µs/op")
+				b.ReportMetric(float64((testsync.CPUTime()-cpu).Microseconds())/float64(b.N), "cpu-µs/op")
 				b.ReportMetric(float64(samples[0].Value.Uint64()-goroutines)/float64(b.N), "goroutines/op")
 			})
 		}
 	}
-}
-
-// cpuTime is the process's CPU time, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

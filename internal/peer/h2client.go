@@ -521,12 +521,10 @@ func (cc *h2Conn) removeLocked(s *h2Stream) bool {
 	return true
 }
 
-// cancel ends s for err: a RST_STREAM(CANCEL) if it is still open.
-func (s *h2Stream) cancel(err error) {
+// removeAndUnlock removes s from its connection, whose lock it releases, and
+// then resets s if it was open and returns the freed window to the peer.
+func (s *h2Stream) removeAndUnlock(open bool, freed int) {
 	cc := s.cc
-	cc.mu.Lock()
-	open := !s.removed && !s.reset
-	freed := s.abortLocked(err)
 	removed := cc.removeLocked(s)
 	inc := cc.consumedLocked(freed)
 	cc.mu.Unlock()
@@ -536,6 +534,15 @@ func (s *h2Stream) cancel(err error) {
 	if removed {
 		cc.pool.released(cc)
 	}
+}
+
+// cancel ends s for err: a RST_STREAM(CANCEL) if it is still open.
+func (s *h2Stream) cancel(err error) {
+	cc := s.cc
+	cc.mu.Lock()
+	open := !s.removed && !s.reset
+	freed := s.abortLocked(err)
+	s.removeAndUnlock(open, freed)
 }
 
 // consumedLocked counts n bytes given back on the connection and returns
@@ -789,16 +796,7 @@ func (cc *h2Conn) writeBlock(id uint32, endStream bool, maxFrame uint32) error {
 		return cc.werr
 	}
 	cc.startWrite()
-	block := cc.hbuf.Bytes()
-	first := block[:min(len(block), int(maxFrame))]
-	block = block[len(first):]
-	err := cc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: endStream, EndHeaders: len(block) == 0})
-	for err == nil && len(block) > 0 {
-		frag := block[:min(len(block), int(maxFrame))]
-		block = block[len(frag):]
-		err = cc.fr.WriteContinuation(id, len(block) == 0, frag)
-	}
-	return cc.endWrite(err)
+	return cc.endWrite(writeHeaderBlock(cc.fr, id, cc.hbuf.Bytes(), endStream, int(maxFrame)))
 }
 
 // writeBody sends r's body on s as the windows allow, then its trailers,
@@ -1043,15 +1041,7 @@ func (s *h2Stream) Close() error {
 		s.abortLocked(errBodyClosed)
 	}
 	s.signal()
-	removed := cc.removeLocked(s)
-	inc := cc.consumedLocked(freed)
-	cc.mu.Unlock()
-	if open || inc > 0 {
-		cc.writeControl(s.id, open, 0, inc)
-	}
-	if removed {
-		cc.pool.released(cc)
-	}
+	s.removeAndUnlock(open, freed)
 	s.stop()
 	return nil
 }

@@ -54,14 +54,21 @@ func newFakePeer(t testing.TB, id *pki.Identity, ca *pki.CA, tune func(*h2Pool))
 	t.Cleanup(func() { close(fp.done) })
 	fp.enc = hpack.NewEncoder(&fp.hbuf)
 	go fp.read()
-	cc, err := c.pool.newConn(cl, fakeAddr, id.Certificate())
+	pinConn(t, c, cl, id)
+	return fp
+}
+
+// pinConn makes conn, over which c speaks as id, c's one connection to
+// fakeAddr.
+func pinConn(t testing.TB, c *Client, conn net.Conn, id *pki.Identity) {
+	t.Helper()
+	cc, err := c.pool.newConn(conn, fakeAddr, id.Certificate())
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.pool.mu.Lock()
 	c.pool.peers[fakeAddr] = &h2Peer{conns: []*h2Conn{cc}}
 	c.pool.mu.Unlock()
-	return fp
 }
 
 func (fp *fakePeer) read() {
@@ -280,13 +287,7 @@ func FuzzH2ClientFrames(f *testing.F) {
 		c.SetPeers(map[string]string{fakeAddr: "west"})
 		cl, sv := net.Pipe()
 		go io.Copy(io.Discard, sv)
-		cc, err := c.pool.newConn(cl, fakeAddr, id.Certificate())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.pool.mu.Lock()
-		c.pool.peers[fakeAddr] = &h2Peer{conns: []*h2Conn{cc}}
-		c.pool.mu.Unlock()
+		pinConn(t, c, cl, id)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)

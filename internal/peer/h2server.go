@@ -177,16 +177,7 @@ func (s *HTTPServer) ServeConn(nc net.Conn) {
 // and waits until their open streams are done or ctx ends, when it closes
 // what is left.
 func (s *HTTPServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for ln := range s.listeners {
-		ln.Close()
-	}
-	conns := make([]*serverConn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+	conns := s.stopAccepting()
 	for _, c := range conns {
 		c.shutdown()
 	}
@@ -206,9 +197,11 @@ func (s *HTTPServer) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes the listeners and every connection at once.
-func (s *HTTPServer) Close() error {
+// stopAccepting marks s closing, closes its listeners and returns the
+// connections open now.
+func (s *HTTPServer) stopAccepting() []*serverConn {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
@@ -217,7 +210,12 @@ func (s *HTTPServer) Close() error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
+	return conns
+}
+
+// Close closes the listeners and every connection at once.
+func (s *HTTPServer) Close() error {
+	conns := s.stopAccepting()
 	for _, c := range conns {
 		c.close(http.ErrServerClosed)
 	}
@@ -1701,16 +1699,9 @@ func (c *serverConn) writeFields(id uint32, fields []hpack.HeaderField, end bool
 }
 
 func (c *serverConn) writeBlock(id uint32, end bool) {
-	block := c.hbuf.b
-	max := c.maxFrameLocked()
-	first := block[:min(len(block), max)]
-	block = block[len(first):]
-	c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(block) == 0})
-	for len(block) > 0 {
-		frag := block[:min(len(block), max)]
-		block = block[len(frag):]
-		c.fr.WriteContinuation(id, len(block) == 0, frag)
-	}
+	// A write error is kept (connWriter) and closes the connection; every
+	// later write fails with it, so it needs no handling here.
+	_ = writeHeaderBlock(c.fr, id, c.hbuf.b, end, c.maxFrameLocked())
 }
 
 func (c *serverConn) maxFrameLocked() int {

@@ -8,9 +8,9 @@ import (
 	"net/http"
 	rtmetrics "runtime/metrics"
 	"strconv"
-	"syscall"
 	"testing"
-	"time"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 // BenchmarkH2ServerBody moves a 16 MiB body each way between net/http's
@@ -53,7 +53,7 @@ func BenchmarkH2ServerBody(b *testing.B) {
 			b.Run(dir+"/"+server, func(b *testing.B) {
 				url := "https://" + addrs[server] + "/"
 				b.SetBytes(size)
-				cpu := cpuNow()
+				cpu := testsync.CPUTime()
 				for b.Loop() {
 					var resp *http.Response
 					var err error
@@ -71,7 +71,7 @@ func BenchmarkH2ServerBody(b *testing.B) {
 						b.Fatalf("%d bytes", n)
 					}
 				}
-				b.ReportMetric(float64((cpuNow()-cpu).Microseconds())/float64(b.N)/16, "cpu-µs/MiB")
+				b.ReportMetric(float64((testsync.CPUTime()-cpu).Microseconds())/float64(b.N)/16, "cpu-µs/MiB")
 			})
 		}
 	}
@@ -119,19 +119,13 @@ func BenchmarkH2ServerRequest(b *testing.B) {
 			rtmetrics.Read(samples)
 			before := samples[0].Value.Uint64()
 			b.ReportAllocs()
-			cpu := cpuNow()
+			cpu := testsync.CPUTime()
 			for b.Loop() {
 				get()
 			}
 			rtmetrics.Read(samples)
-			b.ReportMetric(float64((cpuNow()-cpu).Microseconds())/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64((testsync.CPUTime()-cpu).Microseconds())/float64(b.N), "cpu-µs/op")
 			b.ReportMetric(float64(samples[0].Value.Uint64()-before)/float64(b.N), "goroutines/op")
 		})
 	}
-}
-
-func cpuNow() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

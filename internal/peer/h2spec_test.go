@@ -1,22 +1,19 @@
 package peer
 
 import (
-	"cmp"
 	"crypto/tls"
-	"encoding/xml"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/pki"
+	"trellis.dev/trellis/test/framing"
 	testpki "trellis.dev/trellis/test/pki"
 )
 
@@ -87,41 +84,18 @@ func TestH2SpecPeerServer(t *testing.T) {
 // h2spec runs h2spec against addr and returns every case (true: failed)
 // and how many passed.
 func h2spec(t *testing.T, bin, addr string) (map[string]bool, int) {
-	host, port, _ := net.SplitHostPort(addr)
-	report := filepath.Join(t.TempDir(), "h2spec.xml")
-	out, _ := exec.Command(bin, "-h", host, "-p", port, "-t", "-k", "-o", "2", "-j", report).CombinedOutput() // non-zero when a case fails
-	x, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatalf("h2spec wrote no report: %v\n%s", err, out)
-	}
-	var suites struct {
-		Suites []struct {
-			Cases []struct {
-				Package string    `xml:"package,attr"`
-				Name    string    `xml:"classname,attr"`
-				Failure *string   `xml:"failure"`
-				Error   *string   `xml:"error"`
-				Skipped *struct{} `xml:"skipped"`
-			} `xml:"testcase"`
-		} `xml:"testsuite"`
-	}
-	if err := xml.Unmarshal(x, &suites); err != nil {
-		t.Fatal(err)
-	}
+	all, out := framing.H2Spec(t, bin, addr, 2)
 	cases, passed := map[string]bool{}, 0
 	var failed []string
-	for _, s := range suites.Suites {
-		for _, c := range s.Cases {
-			if c.Skipped != nil {
-				continue
-			}
-			id := c.Package + " " + c.Name
-			cases[id] = c.Failure != nil || c.Error != nil
-			if cases[id] {
-				failed = append(failed, id+": "+*cmp.Or(c.Failure, c.Error))
-			} else {
-				passed++
-			}
+	for _, c := range all {
+		if c.Skipped {
+			continue
+		}
+		cases[c.ID] = c.Failed
+		if c.Failed {
+			failed = append(failed, c.ID+": "+c.Detail)
+		} else {
+			passed++
 		}
 	}
 	slices.Sort(failed)

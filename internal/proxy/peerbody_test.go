@@ -6,10 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,33 +45,6 @@ func bigSum(size int64) string {
 	return fmt.Sprintf("%d %08x", size, h.Sum32())
 }
 
-// heapPeak samples the heap in use until stop is called, and returns the
-// most it saw above what was in use at the start.
-func heapPeak() (stop func() uint64) {
-	var ms runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		var ms runtime.MemStats
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > base && ms.HeapInuse-base > peak.Load() {
-				peak.Store(ms.HeapInuse - base)
-			}
-		}
-	})
-	return func() uint64 { close(done); wg.Wait(); return peak.Load() }
-}
-
 // 64 MiB cross the hop each way streamed, not held: the heap of the whole
 // test process (client, both proxies, target) never grows by more than a
 // fraction of the body.
@@ -103,7 +73,7 @@ func TestLargeBodiesAcrossThePeerHop(t *testing.T) {
 	c := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{}}
 	url := "http://" + addrOf(w.east, webPort) + "/blob"
 
-	stop, start := heapPeak(), time.Now()
+	stop, start := testsync.HeapPeak(), time.Now()
 	resp, err := c.Post(url, "application/octet-stream", &bigBody{left: size})
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +86,7 @@ func TestLargeBodiesAcrossThePeerHop(t *testing.T) {
 		t.Logf("upload of 64 MiB in %v: heap grew by %d MiB at most", time.Since(start).Round(time.Millisecond), up>>20)
 	}
 
-	stop, start = heapPeak(), time.Now()
+	stop, start = testsync.HeapPeak(), time.Now()
 	resp, err = c.Get(url)
 	if err != nil {
 		t.Fatal(err)

@@ -77,6 +77,50 @@ func peerGroupKey(t *router.Target) string {
 	return peerTargetGroup + g.Name
 }
 
+// syncFrom brings from, this proxy's objects of one kind by name, up to
+// list, of which own says which are this proxy's to deliver, and sets
+// changed[prefix+name] to the targets (deliver entries) of each object
+// added or changed since, and to nil for each gone. same says list is the
+// one from was last brought up to: nothing to do but count.
+func syncFrom[T any, P interface {
+	*T
+	model.Object
+}](list []T, same bool, from map[string]T, prefix string, changed map[string]map[string]deliverable,
+	own func(P) bool, targets func(P) map[string]deliverable) {
+	n := len(from)
+	if !same {
+		n = 0
+		for i := range list {
+			v := P(&list[i])
+			if !own(v) {
+				continue
+			}
+			n++
+			name := v.ObjectMeta().Name
+			if old, ok := from[name]; ok && model.Unchanged[T, P](&old, &list[i]) {
+				continue
+			}
+			from[name] = list[i]
+			changed[prefix+name] = targets(v)
+		}
+	}
+	if n == len(from) {
+		return
+	}
+	in := map[string]bool{}
+	for i := range list {
+		if v := P(&list[i]); own(v) {
+			in[v.ObjectMeta().Name] = true
+		}
+	}
+	for name := range from {
+		if !in[name] {
+			delete(from, name)
+			changed[prefix+name] = nil
+		}
+	}
+}
+
 // compilePeers makes the peer set of snap for a proxy of cluster. What
 // this proxy delivers it takes from prev for the target groups and exports
 // unchanged since (model.Unchanged), and makes again only for the others,
@@ -125,89 +169,34 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 	// Lists the last snapshot had too are unchanged (model.SameList).
 	sameGroups, sameExports := model.SameList(prev.groupList, snap.TargetGroups), sameNamespaces && model.SameList(prev.exportList, snap.Exports)
 	ps.groupList, ps.exportList = snap.TargetGroups, snap.Exports
-	groups, exports := 0, 0
-	if sameGroups {
-		groups = len(ps.fromGroups)
-	}
-	if sameExports {
-		exports = len(ps.fromExports)
-	}
-	for i := range snap.TargetGroups {
-		if sameGroups {
-			break
-		}
-		tg := &snap.TargetGroups[i]
-		if tg.Owner != cluster {
-			continue
-		}
-		groups++
-		if old, ok := ps.fromGroups[tg.Name]; ok && model.Unchanged(&old, tg) {
-			continue
-		}
-		ps.fromGroups[tg.Name] = *tg
-		var m map[string]deliverable
-		for _, t := range tg.Targets {
-			if t.Cluster == cluster {
-				if m == nil {
-					m = map[string]deliverable{}
+	syncFrom(snap.TargetGroups, sameGroups, ps.fromGroups, peerTargetGroup, changed,
+		func(tg *model.TargetGroup) bool { return tg.Owner == cluster },
+		func(tg *model.TargetGroup) map[string]deliverable {
+			var m map[string]deliverable
+			for _, t := range tg.Targets {
+				if t.Cluster == cluster {
+					if m == nil {
+						m = map[string]deliverable{}
+					}
+					m[net.JoinHostPort(t.Address, itoa(t.EffectivePort(tg)))] = deliverable{tg.Protocol, tg.ProtocolVersion}
 				}
-				m[net.JoinHostPort(t.Address, itoa(t.EffectivePort(tg)))] = deliverable{tg.Protocol, tg.ProtocolVersion}
 			}
-		}
-		changed[peerTargetGroup+tg.Name] = m
-	}
-	for i := range snap.Exports {
-		if sameExports {
-			break
-		}
-		e := &snap.Exports[i]
-		if e.Owner != cluster || !exportable(e) {
-			continue
-		}
-		exports++
-		if old, ok := ps.fromExports[e.Name]; ok && model.Unchanged(&old, e) {
-			continue
-		}
-		ps.fromExports[e.Name] = *e
-		var m map[string]deliverable
-		for _, p := range e.Ports {
-			for _, t := range p.Targets {
-				if m == nil {
-					m = map[string]deliverable{}
+			return m
+		})
+	syncFrom(snap.Exports, sameExports, ps.fromExports, peerExport, changed,
+		func(e *model.ServiceExport) bool { return e.Owner == cluster && exportable(e) },
+		func(e *model.ServiceExport) map[string]deliverable {
+			var m map[string]deliverable
+			for _, p := range e.Ports {
+				for _, t := range p.Targets {
+					if m == nil {
+						m = map[string]deliverable{}
+					}
+					m[net.JoinHostPort(t.Address, itoa(t.Port))] = deliverable{protocol: model.ProtocolHTTP}
 				}
-				m[net.JoinHostPort(t.Address, itoa(t.Port))] = deliverable{protocol: model.ProtocolHTTP}
 			}
-		}
-		changed[peerExport+e.Name] = m
-	}
-	if groups != len(ps.fromGroups) {
-		in := map[string]bool{}
-		for i := range snap.TargetGroups {
-			if tg := &snap.TargetGroups[i]; tg.Owner == cluster {
-				in[tg.Name] = true
-			}
-		}
-		for name := range ps.fromGroups {
-			if !in[name] {
-				delete(ps.fromGroups, name)
-				changed[peerTargetGroup+name] = nil
-			}
-		}
-	}
-	if exports != len(ps.fromExports) {
-		in := map[string]bool{}
-		for i := range snap.Exports {
-			if e := &snap.Exports[i]; e.Owner == cluster && exportable(e) {
-				in[e.Name] = true
-			}
-		}
-		for name := range ps.fromExports {
-			if !in[name] {
-				delete(ps.fromExports, name)
-				changed[peerExport+name] = nil
-			}
-		}
-	}
+			return m
+		})
 	ps.deliver = prev.deliver
 	if len(changed) > 0 || ps.deliver == nil {
 		ps.deliver = maps.Clone(prev.deliver)

@@ -10,11 +10,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // BenchmarkPeerHop measures the latency the hop adds on reused connections:
@@ -58,11 +58,11 @@ func hopWork(b *testing.B, addr string) {
 			get(b, c, addr, kind+".example")
 			rtmetrics.Read(samples)
 			before := [3]uint64{samples[0].Value.Uint64(), samples[1].Value.Uint64(), samples[2].Value.Uint64()}
-			cpu := cpuTime()
+			cpu := testsync.CPUTime()
 			for b.Loop() {
 				get(b, c, addr, kind+".example")
 			}
-			cpu = cpuTime() - cpu
+			cpu = testsync.CPUTime() - cpu
 			rtmetrics.Read(samples)
 			n := float64(b.N)
 			b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-µs/op")
@@ -201,13 +201,4 @@ func loadAverage() float64 {
 		return -1
 	}
 	return v
-}
-
-// cpuTime is the CPU time, user and system, the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

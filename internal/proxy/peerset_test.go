@@ -45,28 +45,12 @@ func TestCompilePeersFromPreviousEqualsFresh(t *testing.T) {
 		name := fmt.Sprint("g", r.IntN(8))
 		owner := owners[r.IntN(len(owners))]
 		if r.IntN(2) == 0 {
-			i := slices.IndexFunc(next.TargetGroups, func(tg model.TargetGroup) bool { return tg.Name == name })
 			tg := model.TargetGroup{Meta: meta(name, owner), Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, Port: 8080, Targets: targets(owner)}
-			switch {
-			case i < 0:
-				next.TargetGroups = append(next.TargetGroups, tg)
-			case r.IntN(3) == 0:
-				next.TargetGroups = slices.Delete(next.TargetGroups, i, i+1)
-			default:
-				next.TargetGroups[i] = tg
-			}
+			next.TargetGroups = churn(r, next.TargetGroups, tg)
 			changedGroups++
 		} else {
-			i := slices.IndexFunc(next.Exports, func(e model.ServiceExport) bool { return e.Name == name })
 			e := model.ServiceExport{Meta: meta(name, owner), Namespace: "ns", Service: name, Ports: []model.ExportPort{{Protocol: "TCP", Port: 80, Targets: targets(owner)}}}
-			switch {
-			case i < 0:
-				next.Exports = append(next.Exports, e)
-			case r.IntN(3) == 0:
-				next.Exports = slices.Delete(next.Exports, i, i+1)
-			default:
-				next.Exports[i] = e
-			}
+			next.Exports = churn(r, next.Exports, e)
 		}
 		snap = &next
 		var before map[string]map[string]deliverable
@@ -97,4 +81,23 @@ func cloneDeliver(d map[string]map[string]deliverable) map[string]map[string]del
 		}
 	}
 	return out
+}
+
+// churn puts v in list when no object there has its name; otherwise it
+// deletes that object (one time in three, drawn from r) or replaces it
+// with v.
+func churn[T any, P interface {
+	*T
+	model.Object
+}](r *rand.Rand, list []T, v T) []T {
+	i := slices.IndexFunc(list, func(o T) bool { return P(&o).ObjectMeta().Name == P(&v).ObjectMeta().Name })
+	switch {
+	case i < 0:
+		return append(list, v)
+	case r.IntN(3) == 0:
+		return slices.Delete(list, i, i+1)
+	default:
+		list[i] = v
+		return list
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // scaleSnapshot is issue 15's shape: an edge network with n services, each
@@ -57,7 +58,7 @@ func BenchmarkUpdateOneService(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
-	cpu := cpuTime()
+	cpu := testsync.CPUTime()
 	for i := 0; b.Loop(); i++ {
 		next := *snap
 		next.Revision++
@@ -71,5 +72,5 @@ func BenchmarkUpdateOneService(b *testing.B) {
 	}
 	// CPU time (garbage collection included) says more than wall time on
 	// a loaded machine.
-	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testsync.CPUTime()-cpu)/float64(b.N), "cpu-ns/op")
 }

@@ -5,15 +5,14 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // BenchmarkTxnOneService is the server's part of one change at n services
@@ -58,12 +57,7 @@ func benchmarkTxnOneService(b *testing.B, n int) {
 	if _, err := cl.Apply(ctx, &objs); err != nil {
 		b.Fatal(err)
 	}
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	start := cpu()
+	start := testsync.CPUTime()
 	i := 0
 	for b.Loop() {
 		i++
@@ -73,5 +67,5 @@ func benchmarkTxnOneService(b *testing.B, n int) {
 			b.Fatalf("txn: %+v, %v", res, err)
 		}
 	}
-	b.ReportMetric(float64(cpu()-start)/float64(b.N)/1e6, "cpu-ms/op")
+	b.ReportMetric(float64(testsync.CPUTime()-start)/float64(b.N)/1e6, "cpu-ms/op")
 }

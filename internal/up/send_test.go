@@ -3,36 +3,19 @@ package up
 import (
 	"context"
 	"maps"
-	"net/http/httptest"
-	"path/filepath"
 	"testing"
 
-	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/plane"
 )
 
 // The file provider's sender applies the first configuration whole (which
 // deletes what an earlier run left), then sends only what changed, and
 // after a failed send applies whole again.
 func TestFileSenderSendsWhatChanged(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{"tok": "local"}}))
-	defer srv.Close()
-	cl, err := client.New(srv.URL, "tok", client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := plane.Start(t, server.Config{Tokens: map[string]string{"tok": "local"}}).Client(t, "tok")
 	ctx := context.Background()
-	tg := func(name string, port int32) model.TargetGroup {
-		return model.TargetGroup{Meta: model.Meta{Name: name, Owner: "local"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
-			Targets: []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "local", State: model.TargetActive}}}
-	}
 	// Left behind by an earlier run: the first send deletes it.
 	if _, err := cl.Apply(ctx, &model.Objects{TargetGroups: []model.TargetGroup{tg("stale", 1)}}); err != nil {
 		t.Fatal(err)
@@ -86,22 +69,8 @@ func TestFileSenderSendsWhatChanged(t *testing.T) {
 // sends only those objects, deletes those of them that are gone, and takes
 // every other object as it last sent it.
 func TestFileSenderSendsOnlyChanged(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{"tok": "local"}}))
-	defer srv.Close()
-	cl, err := client.New(srv.URL, "tok", client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := plane.Start(t, server.Config{Tokens: map[string]string{"tok": "local"}}).Client(t, "tok")
 	ctx := context.Background()
-	tg := func(name string, port int32) model.TargetGroup {
-		return model.TargetGroup{Meta: model.Meta{Name: name, Owner: "local"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
-			Targets: []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "local", State: model.TargetActive}}}
-	}
 	key := func(name string) string { return model.Key(model.KindTargetGroup, name) }
 	var f fileSender
 	if _, _, err := f.send(ctx, cl, &model.Objects{TargetGroups: []model.TargetGroup{tg("a", 1), tg("b", 2), tg("c", 3)}}, nil); err != nil {
@@ -132,4 +101,10 @@ func TestFileSenderSendsOnlyChanged(t *testing.T) {
 	if rev, _, err := f.send(ctx, cl, &objs, map[string]bool{key("b"): true}); err != nil || rev != 0 {
 		t.Errorf("an unchanged object was sent: revision %d, err %v", rev, err)
 	}
+}
+
+// tg is a local HTTP/1 target group with one active target on port.
+func tg(name string, port int32) model.TargetGroup {
+	return model.TargetGroup{Meta: model.Meta{Name: name, Owner: "local"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
+		Targets: []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "local", State: model.TargetActive}}}
 }

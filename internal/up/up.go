@@ -302,27 +302,12 @@ func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Ob
 		}
 	}
 	slices.Sort(deletes)
-	for _, k := range deletes {
-		kind, name, err := model.ParseKey(k)
-		if err != nil {
-			return 0, [4]int{}, err
+	return f.txn(ctx, cl, &req, deletes, objs.Len()-req.Puts.Len(), func() {
+		maps.Copy(f.sent, sums)
+		for _, k := range deletes {
+			delete(f.sent, k)
 		}
-		req.Deletes = append(req.Deletes, api.ObjectRef{Kind: kind, Name: name})
-	}
-	unchanged := objs.Len() - req.Puts.Len()
-	if req.Puts.Len() == 0 && len(req.Deletes) == 0 {
-		return 0, [4]int{0, 0, 0, unchanged}, nil
-	}
-	res, err := cl.Txn(ctx, &req)
-	if err != nil {
-		f.sent = nil
-		return 0, [4]int{}, err
-	}
-	maps.Copy(f.sent, sums)
-	for _, k := range deletes {
-		delete(f.sent, k)
-	}
-	return res.Revision, [4]int{res.Created, res.Updated, res.Deleted, unchanged + res.Unchanged}, nil
+	})
 }
 
 // sendAll sends objs, comparing every object with what was last sent.
@@ -356,26 +341,36 @@ func (f *fileSender) sendAll(ctx context.Context, cl *client.Client, objs *model
 		f.sent = encoded
 		return res.Revision, [4]int{res.Created, res.Updated, res.Deleted, res.Unchanged}, nil
 	}
+	var deletes []string
 	for _, k := range slices.Sorted(maps.Keys(f.sent)) {
-		if _, ok := encoded[k]; ok {
-			continue
+		if _, ok := encoded[k]; !ok {
+			deletes = append(deletes, k)
 		}
+	}
+	return f.txn(ctx, cl, &req, deletes, len(encoded)-req.Puts.Len(), func() { f.sent = encoded })
+}
+
+// txn sends req (its puts) with the deletion of deletes, keys in order,
+// in one transaction unless there is nothing to send, and calls sent when
+// it succeeded; after a failure every object is sent again. unchanged is
+// how many objects were left out of req for being as last sent.
+func (f *fileSender) txn(ctx context.Context, cl *client.Client, req *api.TxnRequest, deletes []string, unchanged int, sent func()) (int64, [4]int, error) {
+	for _, k := range deletes {
 		kind, name, err := model.ParseKey(k)
 		if err != nil {
 			return 0, [4]int{}, err
 		}
 		req.Deletes = append(req.Deletes, api.ObjectRef{Kind: kind, Name: name})
 	}
-	unchanged := len(encoded) - req.Puts.Len()
 	if req.Puts.Len() == 0 && len(req.Deletes) == 0 {
 		return 0, [4]int{0, 0, 0, unchanged}, nil
 	}
-	res, err := cl.Txn(ctx, &req)
+	res, err := cl.Txn(ctx, req)
 	if err != nil {
 		f.sent = nil
 		return 0, [4]int{}, err
 	}
-	f.sent = encoded
+	sent()
 	return res.Revision, [4]int{res.Created, res.Updated, res.Deleted, unchanged + res.Unchanged}, nil
 }
 

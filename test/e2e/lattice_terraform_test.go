@@ -23,7 +23,10 @@ import (
 	"trellis.dev/trellis/test/testsync"
 )
 
-const latticeTerraform = `
+// latticeTerraformProvider is the provider block of both configurations:
+// the AWS provider with its VPC Lattice endpoint the server's Lattice API
+// (var.endpoint), signing with the credentials the server is given.
+const latticeTerraformProvider = `
 terraform {
   required_providers {
     aws = { source = "hashicorp/aws", version = "5.100.0" }
@@ -47,6 +50,9 @@ provider "aws" {
   skip_metadata_api_check     = true
   endpoints { vpclattice = var.endpoint }
 }
+`
+
+const latticeTerraform = latticeTerraformProvider + `
 resource "aws_vpclattice_service_network" "net" {
   name = "tf-net"
 }
@@ -289,23 +295,8 @@ func TestLatticeTerraform(t *testing.T) {
 
 // latticeTerraformBad has a rule whose path prefix lacks its leading '/':
 // the provider lets it through, and the Lattice API refuses it.
-const latticeTerraformBad = `
-terraform {
-  required_providers {
-    aws = { source = "hashicorp/aws", version = "5.100.0" }
-  }
-}
-variable "endpoint" { type = string }
+const latticeTerraformBad = latticeTerraformProvider + `
 variable "prefix" { type = string }
-provider "aws" {
-  region                      = "us-east-1"
-  access_key                  = "AKIDTRELLISTF"
-  secret_key                  = "tf-secret-key"
-  skip_credentials_validation = true
-  skip_requesting_account_id  = true
-  skip_metadata_api_check     = true
-  endpoints { vpclattice = var.endpoint }
-}
 resource "aws_vpclattice_service" "svc" {
   name = "tf-bad"
 }

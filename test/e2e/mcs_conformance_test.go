@@ -205,6 +205,14 @@ func (c *mcsCheck) deploy(t *testing.T, i int, svc *corev1.Service, addrs ...str
 	}
 }
 
+// deployExported deploys svc in cluster 0 (as deploy does, with addrs)
+// and exports it with no labels or annotations to copy.
+func (c *mcsCheck) deployExported(t *testing.T, svc *corev1.Service, addrs ...string) {
+	t.Helper()
+	c.deploy(t, 0, svc, addrs...)
+	c.export(t, 0, nil, nil)
+}
+
 // export exports hello in cluster i, with the labels and annotations given
 // to copy to the import (nil for none). The ServiceExport carries a label
 // and an annotation of its own, which must not reach the import.
@@ -427,8 +435,7 @@ func (c *mcsCheck) reaches(t *testing.T, i, port int, want string, n int) {
 // --- conformance/service_import.go
 
 func checkImportLifetime(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.helloService())
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, c.helloService())
 	c.awaitImport(t, 0, nil)
 	c.deploy(t, 1, c.helloService())
 	c.export(t, 1, nil, nil)
@@ -484,8 +491,7 @@ func checkLabelConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
 }
 
 func checkClusterSetIPImport(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.helloService())
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, c.helloService())
 	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionValid, metav1.ConditionTrue)
 	for i := range e.clusters {
 		si := c.awaitImport(t, i, nil)
@@ -501,8 +507,7 @@ func checkClusterSetIPImport(t *testing.T, e *mcsEnv, c *mcsCheck) {
 
 func checkSessionAffinity(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc := c.helloService()
-	c.deploy(t, 0, svc)
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, svc)
 	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
 		if si.Spec.SessionAffinity != svc.Spec.SessionAffinity || fmt.Sprint(si.Spec.SessionAffinityConfig) != fmt.Sprint(svc.Spec.SessionAffinityConfig) {
 			return fmt.Errorf("sessionAffinity %q %v, want %q %v", si.Spec.SessionAffinity, si.Spec.SessionAffinityConfig,
@@ -515,8 +520,7 @@ func checkSessionAffinity(t *testing.T, e *mcsEnv, c *mcsCheck) {
 func checkInternalTrafficPolicy(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc := c.helloService()
 	svc.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
-	c.deploy(t, 0, svc)
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, svc)
 	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
 		if ptr.Deref(si.Spec.InternalTrafficPolicy, "") != corev1.ServiceInternalTrafficPolicyCluster {
 			return fmt.Errorf("internalTrafficPolicy %v", si.Spec.InternalTrafficPolicy)
@@ -528,8 +532,7 @@ func checkInternalTrafficPolicy(t *testing.T, e *mcsEnv, c *mcsCheck) {
 func checkTrafficDistribution(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc := c.helloService()
 	svc.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
-	c.deploy(t, 0, svc)
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, svc)
 	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
 		if ptr.Deref(si.Spec.TrafficDistribution, "") != corev1.ServiceTrafficDistributionPreferClose {
 			return fmt.Errorf("trafficDistribution %v", si.Spec.TrafficDistribution)
@@ -541,8 +544,7 @@ func checkTrafficDistribution(t *testing.T, e *mcsEnv, c *mcsCheck) {
 // For Trellis the clusterset IP is the address of the importing
 // cluster's proxy, the one every clusterset name resolves to there.
 func checkClusterSetIPs(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.helloService())
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, c.helloService())
 	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
 		if len(si.Spec.IPs) == 0 || len(si.Spec.IPs) != len(si.Spec.IPFamilies) {
 			return fmt.Errorf("ips %v, ipFamilies %v", si.Spec.IPs, si.Spec.IPFamilies)
@@ -556,8 +558,7 @@ func checkClusterSetIPs(t *testing.T, e *mcsEnv, c *mcsCheck) {
 
 func checkPorts(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc := c.helloService()
-	c.deploy(t, 0, svc)
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, svc)
 	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error { return samePorts(si, mcsPorts(svc.Spec.Ports...)) })
 }
 
@@ -565,8 +566,7 @@ func checkPortUnion(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc := c.helloService()
 	svc2 := c.helloService()
 	svc2.Spec.Ports = []corev1.ServicePort{svc.Spec.Ports[0], {Name: "stcp", Port: 142, Protocol: corev1.ProtocolSCTP}}
-	c.deploy(t, 0, svc)
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, svc)
 	c.awaitImport(t, 0, nil)
 	c.deploy(t, 1, svc2)
 	c.export(t, 1, nil, nil)
@@ -582,8 +582,7 @@ func checkPortConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc2 := c.helloService()
 	svc2.Spec.Ports = []corev1.ServicePort{svc.Spec.Ports[0]}
 	svc2.Spec.Ports[0].Port++
-	c.deploy(t, 0, svc)
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, svc)
 	c.awaitImport(t, 0, nil)
 	c.deploy(t, 1, svc2)
 	c.export(t, 1, nil, nil)
@@ -599,8 +598,7 @@ func (c *mcsCheck) headless() *corev1.Service {
 }
 
 func checkHeadlessImport(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.headless())
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, c.headless())
 	for i := range e.clusters {
 		si := c.awaitImport(t, i, nil)
 		if si.Spec.Type != mcsv1beta1.Headless {
@@ -614,8 +612,7 @@ func checkHeadlessImport(t *testing.T, e *mcsEnv, c *mcsCheck) {
 }
 
 func checkHeadlessNoIPs(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.headless())
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, c.headless())
 	c.awaitImport(t, 0, nil)
 	consistently(t, "the Headless ServiceImport's ips", func() error {
 		for i := range e.clusters {
@@ -632,8 +629,7 @@ func checkExternalName(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc := c.helloService()
 	svc.Spec.Type, svc.Spec.ExternalName, svc.Spec.IPFamilyPolicy = corev1.ServiceTypeExternalName, "example.com", nil
 	svc.Spec.SessionAffinity, svc.Spec.SessionAffinityConfig = "", nil
-	c.deploy(t, 0, svc)
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, svc)
 	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionValid, metav1.ConditionFalse)
 	consistently(t, "no ServiceImport for an ExternalName Service", func() error {
 		for i := range e.clusters {
@@ -646,8 +642,7 @@ func checkExternalName(t *testing.T, e *mcsEnv, c *mcsCheck) {
 }
 
 func checkHeadlessnessConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.helloService())
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, c.helloService())
 	c.awaitImport(t, 0, nil)
 	c.deploy(t, 1, c.headless())
 	c.export(t, 1, nil, nil)
@@ -749,8 +744,7 @@ func checkDifferentPortNames(t *testing.T, e *mcsEnv, c *mcsCheck) {
 // --- conformance/clusterip_service_dns.go
 
 func checkDNSClusterSetIP(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.helloService())
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, c.helloService())
 	for i, cl := range e.clusters {
 		si := c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
 			if len(si.Spec.IPs) == 0 {
@@ -758,14 +752,30 @@ func checkDNSClusterSetIP(t *testing.T, e *mcsEnv, c *mcsCheck) {
 			}
 			return nil
 		})
-		testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
-			addrs, err := cl.resolve(c.fqdn())
-			if err == nil && !slices.Equal(addrs, si.Spec.IPs) {
-				err = fmt.Errorf("A %v, want the ServiceImport's ips %v", addrs, si.Spec.IPs)
-			}
-			return err
-		})
+		c.awaitResolve(t, cl, si.Spec.IPs)
 	}
+}
+
+// awaitResolve waits until cluster cl's nameserver resolves the check's
+// clusterset name, to the addresses want unless want is nil.
+func (c *mcsCheck) awaitResolve(t *testing.T, cl *meshCluster, want []string) {
+	t.Helper()
+	testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
+		addrs, err := cl.resolve(c.fqdn())
+		if err == nil && want != nil && !slices.Equal(addrs, want) {
+			err = fmt.Errorf("A %v, want %v", addrs, want)
+		}
+		return err
+	})
+}
+
+// exportHeadless deploys the check's headless Service in cluster 0 with
+// two backends, exports it, and returns it.
+func (c *mcsCheck) exportHeadless(t *testing.T) *corev1.Service {
+	t.Helper()
+	svc := c.headless()
+	c.deployExported(t, svc, c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
+	return svc
 }
 
 // srvRecords returns the (port, target) of the SRV records cluster i's
@@ -789,8 +799,7 @@ func srvRecords(cl *meshCluster, name string) ([]string, error) {
 
 func checkDNSSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc := c.helloService()
-	c.deploy(t, 0, svc)
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, svc)
 	want := []string{fmt.Sprintf("%d %s", svc.Spec.Ports[0].Port, c.fqdn())}
 	for _, cl := range e.clusters {
 		testsync.Eventually(t, mcsWait, cl.name+"'s SRV records for "+c.fqdn(), func() error {
@@ -806,8 +815,7 @@ func checkDNSSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
 // Trellis's nameserver refuses cluster.local: it never answers a local
 // name, so the cluster's own DNS answers it with the local Service alone.
 func checkClusterLocal(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.helloService())
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, c.helloService())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var svc corev1.Service
@@ -835,8 +843,7 @@ func checkClusterLocal(t *testing.T, e *mcsEnv, c *mcsCheck) {
 // --- conformance/endpoint_slice.go
 
 func checkEndpointSlices(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.helloService())
-	c.export(t, 0, nil, nil)
+	c.deployExported(t, c.helloService())
 	names := make([][]string, len(e.clusters))
 	for i, cl := range e.clusters {
 		si := c.awaitImport(t, i, func(si *mcsv1beta1.ServiceImport) error {
@@ -941,27 +948,16 @@ func checkEndpointSlices(t *testing.T, e *mcsEnv, c *mcsCheck) {
 // checks assert that, and the document records them as not conformant.
 
 func checkHeadlessDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.headless(), c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
-	c.export(t, 0, nil, nil)
+	c.exportHeadless(t)
 	for _, cl := range e.clusters {
-		testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
-			addrs, err := cl.resolve(c.fqdn())
-			if err == nil && !slices.Equal(addrs, []string{meshProxyIP}) {
-				err = fmt.Errorf("A %v, want the proxy's %s", addrs, meshProxyIP)
-			}
-			return err
-		})
+		c.awaitResolve(t, cl, []string{meshProxyIP})
 	}
 }
 
 func checkHeadlessPodDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deploy(t, 0, c.headless(), c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
-	c.export(t, 0, nil, nil)
+	c.exportHeadless(t)
 	for _, cl := range e.clusters {
-		testsync.Eventually(t, mcsWait, cl.name+" to resolve "+c.fqdn(), func() error {
-			_, err := cl.resolve(c.fqdn())
-			return err
-		})
+		c.awaitResolve(t, cl, nil)
 		name := "hello-0.a." + c.fqdn()
 		if r, err := cl.lookup(name, dns.TypeA); err != nil || r.Rcode != dns.RcodeNameError {
 			t.Errorf("cluster %s: %s: %v %v, want NXDOMAIN", cl.name, name, r, err)
@@ -970,9 +966,7 @@ func checkHeadlessPodDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
 }
 
 func checkHeadlessSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	svc := c.headless()
-	c.deploy(t, 0, svc, c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index))
-	c.export(t, 0, nil, nil)
+	svc := c.exportHeadless(t)
 	want := []string{fmt.Sprintf("%d %s", svc.Spec.Ports[0].Port, c.fqdn())}
 	for _, cl := range e.clusters {
 		testsync.Eventually(t, mcsWait, cl.name+"'s SRV records for "+c.fqdn(), func() error {

@@ -3,7 +3,9 @@
 // refused; the connection kept or closed), and a runner that sends a row
 // to a proxy on loopback and checks the outcome. The proxy's own tests run
 // it on both request paths; TestSmuggling here runs it against a built
-// `trellis up`. Test support only; nothing in the product imports it.
+// `trellis up`. It also runs h2spec and reads its report (H2Spec), for
+// this package's and internal/peer's HTTP/2 tests. Test support only;
+// nothing in the product imports it.
 package framing
 
 import (

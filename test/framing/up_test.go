@@ -1,11 +1,9 @@
 package framing
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/xml"
 	"fmt"
 	"net"
 	"net/http"
@@ -234,49 +232,25 @@ func TestH2Spec(t *testing.T) {
 		t.Skip("TRELLIS_H2SPEC is not set (hack/h2spec.sh sets it)")
 	}
 	u := startUp(t)
-	host, port, _ := net.SplitHostPort(u.https)
-	report := filepath.Join(t.TempDir(), "h2spec.xml")
-	cmd := exec.Command(bin, "-h", host, "-p", port, "-t", "-k", "-o", "5", "-j", report)
-	out, _ := cmd.CombinedOutput() // it exits non-zero when a case fails
-	x, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatalf("h2spec wrote no report: %v\n%s", err, out)
-	}
-	var suites struct {
-		Suites []struct {
-			Cases []struct {
-				Package string    `xml:"package,attr"`
-				Name    string    `xml:"classname,attr"`
-				Failure *string   `xml:"failure"`
-				Error   *string   `xml:"error"`
-				Skipped *struct{} `xml:"skipped"`
-			} `xml:"testcase"`
-		} `xml:"testsuite"`
-	}
-	if err := xml.Unmarshal(x, &suites); err != nil {
-		t.Fatal(err)
-	}
+	cases, out := H2Spec(t, bin, u.https, 5)
 	var passed, failed, skipped int
 	var failures []string
-	for _, s := range suites.Suites {
-		for _, c := range s.Cases {
-			id := c.Package + " " + c.Name
-			switch {
-			case c.Skipped != nil:
-				skipped++
-			case c.Failure != nil || c.Error != nil:
-				failed++
-				failures = append(failures, id)
-				if why, known := h2specKnownFailures[id]; known {
-					t.Logf("known failure: %s (%s)", id, why)
-				} else {
-					t.Errorf("h2spec regression: %s: expected and got:\n%s", id, *cmp.Or(c.Failure, c.Error))
-				}
-			default:
-				passed++
-				if _, known := h2specKnownFailures[id]; known {
-					t.Logf("listed as a known failure but passes: %s", id)
-				}
+	for _, c := range cases {
+		switch {
+		case c.Skipped:
+			skipped++
+		case c.Failed:
+			failed++
+			failures = append(failures, c.ID)
+			if why, known := h2specKnownFailures[c.ID]; known {
+				t.Logf("known failure: %s (%s)", c.ID, why)
+			} else {
+				t.Errorf("h2spec regression: %s: expected and got:\n%s", c.ID, c.Detail)
+			}
+		default:
+			passed++
+			if _, known := h2specKnownFailures[c.ID]; known {
+				t.Logf("listed as a known failure but passes: %s", c.ID)
 			}
 		}
 	}

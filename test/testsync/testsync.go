@@ -1,9 +1,9 @@
 // Package testsync is test support for concurrent code, shared by the
 // tests of every package: a buffer that goroutines may write while a test
 // reads it, polling until a condition holds (or until a rotating pick
-// includes some answers, or one answer stops coming), and receiving from a
-// channel within a timeout. It holds only what several packages' tests use
-// alike.
+// includes some answers, or one answer stops coming), receiving from a
+// channel within a timeout, and the process's CPU time and heap growth. It
+// holds only what several packages' tests use alike.
 package testsync
 
 import (

@@ -10,12 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/translate"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // BenchmarkProviderChange is the file provider's part of one change at n
@@ -46,13 +46,8 @@ func benchmarkProviderChange(b *testing.B, n int) {
 	if out := <-applied; len(out.Services) != n {
 		b.Fatalf("%d services, want %d", len(out.Services), n)
 	}
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
 	hosts := map[int]string{} // each changed route's hostname now
-	start := cpu()
+	start := testsync.CPUTime()
 	i := 0
 	for b.Loop() {
 		i++
@@ -89,5 +84,5 @@ func benchmarkProviderChange(b *testing.B, n int) {
 			}
 		}
 	}
-	b.ReportMetric(float64(cpu()-start)/float64(b.N)/1e6, "cpu-ms/change")
+	b.ReportMetric(float64(testsync.CPUTime()-start)/float64(b.N)/1e6, "cpu-ms/change")
 }

@@ -413,13 +413,7 @@ func comparePrecedence(a, b pending) int {
 	if c := cmp.Compare(len(b.query), len(a.query)); c != 0 {
 		return c
 	}
-	if c := a.svc.CreatedAt.Compare(b.svc.CreatedAt); c != 0 {
-		return c
-	}
-	if c := strings.Compare(a.source, b.source); c != 0 {
-		return c
-	}
-	if c := strings.Compare(a.svc.Name, b.svc.Name); c != 0 {
+	if c := compareServices(&a, &b); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.rule, b.rule); c != 0 {
@@ -428,18 +422,24 @@ func comparePrecedence(a, b pending) int {
 	return cmp.Compare(a.match, b.match)
 }
 
-// compareInOrder orders the entries of a host name that a service with
-// RulesInOrder answers to: by service (oldest CreatedAt, then source, then
-// name), then by that service's rule order, or by precedence among the
-// rules of a service that does not rank its own.
-func compareInOrder(a, b pending) int {
+// compareServices orders the services of two entries: oldest CreatedAt,
+// then source, then name.
+func compareServices(a, b *pending) int {
 	if c := a.svc.CreatedAt.Compare(b.svc.CreatedAt); c != 0 {
 		return c
 	}
 	if c := strings.Compare(a.source, b.source); c != 0 {
 		return c
 	}
-	if c := strings.Compare(a.svc.Name, b.svc.Name); c != 0 {
+	return strings.Compare(a.svc.Name, b.svc.Name)
+}
+
+// compareInOrder orders the entries of a host name that a service with
+// RulesInOrder answers to: by service (oldest CreatedAt, then source, then
+// name), then by that service's rule order, or by precedence among the
+// rules of a service that does not rank its own.
+func compareInOrder(a, b pending) int {
+	if c := compareServices(&a, &b); c != 0 {
 		return c
 	}
 	if !a.svc.RulesInOrder {

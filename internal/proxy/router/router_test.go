@@ -263,6 +263,13 @@ func TestPrecedence(t *testing.T) {
 		return out
 	}
 	qry := func(names ...string) []model.ValueMatch { return hdr(names...) }
+	// oldNew is an older service "old" and an hour newer "new", one rule each.
+	oldNew := func(older, newer model.Match) []model.Service {
+		return []model.Service{
+			svc("old", t0, nil, rule(200, older)),
+			svc("new", t0.Add(time.Hour), nil, rule(200, newer)),
+		}
+	}
 
 	tests := []struct {
 		name     string
@@ -272,26 +279,17 @@ func TestPrecedence(t *testing.T) {
 	}{
 		{
 			"exact beats prefix from an older service",
-			[]model.Service{
-				svc("old", t0, nil, rule(200, model.Match{Path: prefix("/foo")})),
-				svc("new", t0.Add(time.Hour), nil, rule(200, model.Match{Path: exact("/foo")})),
-			},
+			oldNew(model.Match{Path: prefix("/foo")}, model.Match{Path: exact("/foo")}),
 			req{target: "/foo"}, "new/0",
 		},
 		{
 			"longer prefix beats shorter from an older service",
-			[]model.Service{
-				svc("old", t0, nil, rule(200, model.Match{Path: prefix("/a")})),
-				svc("new", t0.Add(time.Hour), nil, rule(200, model.Match{Path: prefix("/a/b")})),
-			},
+			oldNew(model.Match{Path: prefix("/a")}, model.Match{Path: prefix("/a/b")}),
 			req{target: "/a/b/c"}, "new/0",
 		},
 		{
 			"trailing slash does not lengthen a prefix",
-			[]model.Service{
-				svc("old", t0, nil, rule(200, model.Match{Path: prefix("/a")})),
-				svc("new", t0.Add(time.Hour), nil, rule(200, model.Match{Path: prefix("/a/")})),
-			},
+			oldNew(model.Match{Path: prefix("/a")}, model.Match{Path: prefix("/a/")}),
 			req{target: "/a/x"}, "old/0",
 		},
 		{
@@ -320,50 +318,32 @@ func TestPrecedence(t *testing.T) {
 		},
 		{
 			"regex beats prefix",
-			[]model.Service{
-				svc("old", t0, nil, rule(200, model.Match{Path: prefix("/r/x")})),
-				svc("new", t0.Add(time.Hour), nil, rule(200, model.Match{Path: regex("/r/.*")})),
-			},
+			oldNew(model.Match{Path: prefix("/r/x")}, model.Match{Path: regex("/r/.*")}),
 			req{target: "/r/x"}, "new/0",
 		},
 		{
 			"exact beats regex",
-			[]model.Service{
-				svc("old", t0, nil, rule(200, model.Match{Path: regex("/r/.*")})),
-				svc("new", t0.Add(time.Hour), nil, rule(200, model.Match{Path: exact("/r/x")})),
-			},
+			oldNew(model.Match{Path: regex("/r/.*")}, model.Match{Path: exact("/r/x")}),
 			req{target: "/r/x"}, "new/0",
 		},
 		{
 			"method beats more headers",
-			[]model.Service{
-				svc("old", t0, nil, rule(200, model.Match{Path: prefix("/m"), Headers: hdr("a", "b")})),
-				svc("new", t0.Add(time.Hour), nil, rule(200, model.Match{Path: prefix("/m"), Method: http.MethodGet})),
-			},
+			oldNew(model.Match{Path: prefix("/m"), Headers: hdr("a", "b")}, model.Match{Path: prefix("/m"), Method: http.MethodGet}),
 			req{target: "/m", headers: map[string]string{"a": "1", "b": "1"}}, "new/0",
 		},
 		{
 			"more headers beat fewer",
-			[]model.Service{
-				svc("old", t0, nil, rule(200, model.Match{Path: prefix("/h"), Headers: hdr("a")})),
-				svc("new", t0.Add(time.Hour), nil, rule(200, model.Match{Path: prefix("/h"), Headers: hdr("a", "b")})),
-			},
+			oldNew(model.Match{Path: prefix("/h"), Headers: hdr("a")}, model.Match{Path: prefix("/h"), Headers: hdr("a", "b")}),
 			req{target: "/h", headers: map[string]string{"a": "1", "b": "1"}}, "new/0",
 		},
 		{
 			"duplicate header names count once",
-			[]model.Service{
-				svc("old", t0, nil, rule(200, model.Match{Path: prefix("/h"), Headers: hdr("a")})),
-				svc("new", t0.Add(time.Hour), nil, rule(200, model.Match{Path: prefix("/h"), Headers: hdr("a", "A")})),
-			},
+			oldNew(model.Match{Path: prefix("/h"), Headers: hdr("a")}, model.Match{Path: prefix("/h"), Headers: hdr("a", "A")}),
 			req{target: "/h", headers: map[string]string{"a": "1"}}, "old/0",
 		},
 		{
 			"more query params beat fewer",
-			[]model.Service{
-				svc("old", t0, nil, rule(200, model.Match{Path: prefix("/q"), QueryParams: qry("a")})),
-				svc("new", t0.Add(time.Hour), nil, rule(200, model.Match{Path: prefix("/q"), QueryParams: qry("a", "b")})),
-			},
+			oldNew(model.Match{Path: prefix("/q"), QueryParams: qry("a")}, model.Match{Path: prefix("/q"), QueryParams: qry("a", "b")}),
 			req{target: "/q?a=1&b=1"}, "new/0",
 		},
 		{
