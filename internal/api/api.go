@@ -321,6 +321,13 @@ type HealthReport struct {
 	Groups []GroupHealth `json:"groups"`
 }
 
+// Bounds of one HealthReport: the server refuses a report over them, and
+// a proxy sends the first groups (by name) that fit.
+const (
+	MaxHealthGroups  = 1000
+	MaxHealthTargets = 20000
+)
+
 // GroupHealth is the health of one target group's targets.
 type GroupHealth struct {
 	TargetGroup string         `json:"targetGroup"`

@@ -32,10 +32,10 @@ const (
 	healthKeepEvery = time.Second
 	// HealthFresh is how old a report may be and still count.
 	HealthFresh = 30 * time.Second
-	// maxHealthGroups and maxHealthTargets bound one report: groups, and
-	// targets over all its groups; maxHealthBody its encoding.
-	maxHealthGroups  = 1000
-	maxHealthTargets = 20000
+	// api.MaxHealthGroups and api.MaxHealthTargets bound one report's
+	// groups and targets over all its groups; maxHealthBody its encoding.
+	maxHealthGroups  = api.MaxHealthGroups
+	maxHealthTargets = api.MaxHealthTargets
 	maxHealthBody    = 2 << 20
 )
 

@@ -29,6 +29,7 @@ import (
 	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/proxy"
+	"trellis.dev/trellis/internal/proxy/health"
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
@@ -166,7 +167,21 @@ func Run(ctx context.Context, cfg Config) error {
 		go client.KeepLease(ctx, cfg.Client, cfg.LeaseHolder, report, log)
 	}
 	if cfg.HealthHolder != "" {
-		go client.KeepHealthReported(ctx, cfg.Client, cfg.HealthHolder, func() []api.GroupHealth { return healthReport(px) }, log)
+		truncated := false
+		go client.KeepHealthReported(ctx, cfg.Client, cfg.HealthHolder, func() []api.GroupHealth {
+			groups, all := healthReport(px)
+			// Said once each time the report starts or stops being cut.
+			if cut := len(groups) < all; cut != truncated {
+				truncated = cut
+				if cut {
+					log.Warn("target health reported for the first target groups only: a report holds at most api.MaxHealthGroups groups and api.MaxHealthTargets targets",
+						"reported", len(groups), "groups", all, "maxGroups", api.MaxHealthGroups, "maxTargets", api.MaxHealthTargets)
+				} else {
+					log.Info("target health reported for every target group again", "groups", all)
+				}
+			}
+			return groups
+		}, log)
 	}
 	var names *nameserver.Server
 	if cfg.DNSListen != "" {
@@ -273,11 +288,25 @@ func servePeers(ctx context.Context, cfg Config, px *proxy.Proxy) (stop func(), 
 	}, nil
 }
 
-// healthReport is px's health of its cluster's targets, as reported.
-func healthReport(px *proxy.Proxy) []api.GroupHealth {
+// healthReport is px's health of its cluster's targets, as reported
+// (boundHealth), and how many target groups px has.
+func healthReport(px *proxy.Proxy) (_ []api.GroupHealth, all int) {
 	groups := px.TargetHealth()
-	out := make([]api.GroupHealth, 0, len(groups))
+	return boundHealth(groups), len(groups)
+}
+
+// boundHealth is the report of groups (sorted by name): the first ones
+// that fit in one report's bounds (api.MaxHealthGroups,
+// api.MaxHealthTargets), so that a proxy with more still reports, and the
+// server never refuses the report.
+func boundHealth(groups []health.GroupReport) []api.GroupHealth {
+	out := make([]api.GroupHealth, 0, min(len(groups), api.MaxHealthGroups))
+	targets := 0
 	for _, g := range groups {
+		if len(out) == api.MaxHealthGroups || targets+len(g.Targets) > api.MaxHealthTargets {
+			break
+		}
+		targets += len(g.Targets)
 		gh := api.GroupHealth{TargetGroup: g.Name, Targets: make([]api.TargetHealth, 0, len(g.Targets))}
 		for _, t := range g.Targets {
 			gh.Targets = append(gh.Targets, api.TargetHealth{Address: t.Addr, Status: t.Status.String()})
