@@ -288,7 +288,7 @@ func TestOneOfMessages(t *testing.T) {
 		t.Fatalf("empty auth type: %v, %q", err, auth)
 	}
 	cfg := TargetGroupConfig{Protocol: "HTTP"}
-	if err := checkConfig(&cfg); err != nil || cfg.ProtocolVersion != "HTTP1" || cfg.IPAddressType != "IPV4" || *cfg.Port != 80 {
+	if err := checkConfig("IP", &cfg); err != nil || cfg.ProtocolVersion != "HTTP1" || cfg.IPAddressType != "IPV4" || *cfg.Port != 80 {
 		t.Fatalf("defaults: %v, %+v", err, cfg)
 	}
 	for _, tc := range []struct {
@@ -296,10 +296,10 @@ func TestOneOfMessages(t *testing.T) {
 		want string
 	}{
 		{checkAuthType("authType", new("NOPE")), `must be NONE or AWS_IAM, not "NOPE"`},
-		{checkConfig(&TargetGroupConfig{}), "required for target groups of type IP"},
-		{checkConfig(&TargetGroupConfig{Protocol: "UDP"}), `must be HTTP, HTTPS or TCP, not "UDP"`},
-		{checkConfig(&TargetGroupConfig{Protocol: "TCP", ProtocolVersion: "HTTP3"}), `must be HTTP1, HTTP2 or GRPC, not "HTTP3"`},
-		{checkConfig(&TargetGroupConfig{Protocol: "TCP", IPAddressType: "V4"}), `must be IPV4 or IPV6, not "V4"`},
+		{checkConfig("IP", &TargetGroupConfig{}), "required for target groups of type IP"},
+		{checkConfig("IP", &TargetGroupConfig{Protocol: "UDP"}), `must be HTTP, HTTPS or TCP, not "UDP"`},
+		{checkConfig("IP", &TargetGroupConfig{Protocol: "TCP", ProtocolVersion: "HTTP3"}), `must be HTTP1, HTTP2 or GRPC, not "HTTP3"`},
+		{checkConfig("IP", &TargetGroupConfig{Protocol: "TCP", IPAddressType: "V4"}), `must be IPV4 or IPV6, not "V4"`},
 	} {
 		var ae *apiError
 		if !errors.As(tc.err, &ae) || ae.code != "ValidationException" || !strings.Contains(fmt.Sprint(ae.body), tc.want) {

@@ -10,15 +10,25 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
 var vpcRE = regexp.MustCompile(`^vpc-([0-9a-z]{8}|[0-9a-z]{17})$`)
 
-// checkConfig checks and defaults an IP target group's configuration.
-func checkConfig(c *TargetGroupConfig) error {
+// checkConfig checks and defaults the configuration of a target group of
+// type typ (IP or INSTANCE).
+func checkConfig(typ string, c *TargetGroupConfig) error {
 	if c.Protocol == "" {
-		return invalidf("config.protocol", "required for target groups of type IP")
+		return invalidf("config.protocol", "required for target groups of type %s", typ)
+	}
+	if typ == "INSTANCE" {
+		// An instance's address may be of either family: Lattice has no
+		// address type for INSTANCE groups.
+		if c.IPAddressType != "" {
+			return invalidf("config.ipAddressType", "only for target groups of type IP")
+		}
+		defer func() { c.IPAddressType = "" }()
 	}
 	if err := cmp.Or(
 		oneOf("config.protocol", &c.Protocol, "", "HTTP", "HTTPS", "TCP"),
@@ -67,18 +77,18 @@ func (h *Handler) createTargetGroup(ctx context.Context, c *call) (int, any, err
 		return 0, nil, err
 	}
 	switch req.Type {
-	case "IP":
+	case "IP", "INSTANCE":
 	case "":
 		return 0, nil, invalidf("type", "required")
-	case "LAMBDA", "INSTANCE", "ALB":
-		return 0, nil, invalidf("type", "target groups of type %s are not supported; IP is", req.Type)
+	case "LAMBDA", "ALB":
+		return 0, nil, invalidf("type", "target groups of type %s are not supported; IP and INSTANCE are", req.Type)
 	default:
 		return 0, nil, invalidf("type", "must be IP, LAMBDA, INSTANCE or ALB, not %q", req.Type)
 	}
 	if req.Config == nil {
-		return 0, nil, invalidf("config", "required for target groups of type IP")
+		return 0, nil, invalidf("config", "required for target groups of type %s", req.Type)
 	}
-	if err := checkConfig(req.Config); err != nil {
+	if err := checkConfig(req.Type, req.Config); err != nil {
 		return 0, nil, err
 	}
 	if err := checkTags(req.Tags); err != nil {
@@ -173,8 +183,11 @@ func checkTarget(tg *targetGroup, t Target) (Target, *targetFailure) {
 	}
 	ip, err := netip.ParseAddr(t.ID)
 	switch {
+	case tg.Type == "INSTANCE" && strings.HasPrefix(t.ID, "i-"):
+		return t, fail("InvalidTargetId", "%q is an EC2 instance ID: an INSTANCE target here is the instance's IP address in the caller's cluster", t.ID)
 	case err != nil || ip.Zone() != "" || ip.String() != t.ID:
 		return t, fail("InvalidTargetId", "%q is not an IP address in canonical form", t.ID)
+	case tg.Type == "INSTANCE":
 	case ip.Is4() != (tg.Config.IPAddressType == "IPV4"):
 		return t, fail("InvalidTargetId", "%s is not of the target group's address type %s", t.ID, tg.Config.IPAddressType)
 	}
@@ -351,7 +364,7 @@ func (h *Handler) updateTargetGroup(ctx context.Context, c *call) (int, any, err
 		}
 		cfg := tg.Config
 		cfg.HealthCheck = req.HealthCheck
-		if err := checkConfig(&cfg); err != nil {
+		if err := checkConfig(tg.Type, &cfg); err != nil {
 			return nil, err
 		}
 		tg.Config, tg.UpdatedAt = cfg, time.Now().UTC()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"regexp"
+	"strings"
 	"testing"
 
 	"trellis.dev/trellis/internal/api"
@@ -139,5 +140,40 @@ func TestCaseInsensitivePath(t *testing.T) {
 				t.Errorf("%+v matches %s", tc.m, p)
 			}
 		}
+	}
+}
+
+// An INSTANCE target group takes no address type, and its targets are the
+// instances' IP addresses in the caller's cluster, of either family; an
+// EC2 instance ID cannot be resolved here and is refused by name.
+func TestInstanceTargetGroup(t *testing.T) {
+	a := newTestAPI(t)
+	if status, code, body := a.do("EAST", "POST", "/targetgroups", `{"name":"vms","type":"INSTANCE","config":{"protocol":"HTTP","port":8080,"ipAddressType":"IPV4"}}`); status != 400 || code != "ValidationException" || !strings.Contains(fmt.Sprint(body), "config.ipAddressType") {
+		t.Errorf("INSTANCE with an address type: %d %s %v, want ValidationException naming config.ipAddressType", status, code, body)
+	}
+	status, _, tg := a.do("EAST", "POST", "/targetgroups", `{"name":"vms","type":"INSTANCE","config":{"protocol":"HTTP","port":8080}}`)
+	if status != 201 || tg["type"] != "INSTANCE" {
+		t.Fatalf("create INSTANCE: %d %v", status, tg)
+	}
+	if cfg := tg["config"].(map[string]any); cfg["ipAddressType"] != nil || cfg["port"] != 8080.0 {
+		t.Errorf("INSTANCE config: %v, want port 8080 and no address type", cfg)
+	}
+	id := tg["id"].(string)
+	status, _, out := a.do("EAST", "POST", "/targetgroups/"+id+"/registertargets",
+		`{"targets":[{"id":"10.0.0.7"},{"id":"fd00::7","port":9090},{"id":"i-0123456789abcdef0"}]}`)
+	if status != 200 {
+		t.Fatalf("register-targets: %d %v", status, out)
+	}
+	ok, bad := out["successful"].([]any), out["unsuccessful"].([]any)
+	if len(ok) != 2 || len(bad) != 1 || bad[0].(map[string]any)["failureCode"] != "InvalidTargetId" ||
+		!strings.Contains(bad[0].(map[string]any)["failureMessage"].(string), "EC2 instance ID") {
+		t.Errorf("register-targets: successful %v, unsuccessful %v; want both addresses in and the instance ID refused", ok, bad)
+	}
+	status, _, l := a.do("EAST", "POST", "/targetgroups/"+id+"/listtargets", "")
+	if status != 200 || len(l["items"].([]any)) != 2 {
+		t.Errorf("list-targets: %d %v, want the two addresses", status, l)
+	}
+	if status, _, g := a.do("EAST", "GET", "/targetgroups/"+id, ""); status != 200 || g["type"] != "INSTANCE" {
+		t.Errorf("get: %d %v", status, g)
 	}
 }
