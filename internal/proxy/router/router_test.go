@@ -256,7 +256,6 @@ type precedenceCase struct {
 // checkPrecedence compiles each case's services and checks the rule its
 // request (to p.example.com) matches.
 func checkPrecedence(t *testing.T, cases []precedenceCase) {
-	t.Helper()
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			tab := mustCompile(t, &model.Snapshot{Objects: model.Objects{Networks: networks, Services: tt.services}})
