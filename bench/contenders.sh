@@ -1,5 +1,6 @@
 # Shared setup of the proxy benchmarks (sourced by bench/proxies.sh,
-# bench/openloop.sh, bench/protocols.sh): the nginx backend and the
+# bench/openloop.sh, bench/protocols.sh; bench/instructions.sh takes only
+# its YAML and cleanup helpers): the nginx backend and the
 # contenders (Trellis with 55 routes, "trellis-1" with one, nginx, HAProxy,
 # Caddy and, with BENCH_CEILING=1, the two minimal forwarders of
 # bench/ceiling), all in front of it with the same route:
@@ -78,6 +79,43 @@ spec:
     backendRefs:
     - {name: b1, port: 80, weight: 50}
     - {name: b2, port: 80, weight: 50}
+CONF
+}
+
+# bench_gateway NAME PORT prints the GatewayClass trellis-edge and Gateway
+# NAME of it with one HTTP listener on PORT.
+bench_gateway() {
+  cat <<CONF
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis-edge}
+spec: {controllerName: trellis.dev/gateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: $1}
+spec:
+  gatewayClassName: trellis-edge
+  listeners: [{name: http, protocol: HTTP, port: $2}]
+CONF
+}
+
+# bench_backend NAME PORT [PORTNAME] prints Service NAME (port 80, named
+# PORTNAME, default http) and its EndpointSlice: one endpoint,
+# 127.0.0.1:PORT.
+bench_backend() {
+  cat <<CONF
+apiVersion: v1
+kind: Service
+metadata: {name: $1}
+spec: {ports: [{name: ${3:-http}, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: $1, labels: {kubernetes.io/service-name: $1}}
+addressType: IPv4
+ports: [{name: ${3:-http}, port: $2}]
+endpoints: [{addresses: [127.0.0.1]}]
 CONF
 }
 
@@ -211,17 +249,7 @@ CONF
   # Trellis: the same table as Gateway API YAML, served by `trellis up`.
   mkdir -p "$work/trellis"
   cat >"$work/trellis/bench.yaml" <<CONF
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis-edge}
-spec: {controllerName: trellis.dev/gateway}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: bench}
-spec:
-  gatewayClassName: trellis-edge
-  listeners: [{name: http, protocol: HTTP, port: $P_TRELLIS}]
+$(bench_gateway bench $P_TRELLIS)
 ---
 $(bench_route bench '{name: bench}')
 CONF
@@ -264,17 +292,7 @@ CONF
     port=$B1; [ "$i" = 2 ] && port=$B2
     tee -a "$work/trellis-1/bench.yaml" >>"$work/trellis/bench.yaml" <<CONF
 ---
-apiVersion: v1
-kind: Service
-metadata: {name: b$i}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: b$i, labels: {kubernetes.io/service-name: b$i}}
-addressType: IPv4
-ports: [{name: http, port: $port}]
-endpoints: [{addresses: [127.0.0.1]}]
+$(bench_backend b$i $port)
 CONF
   done
   [ -z "${TRELLIS_EXTRA:-}" ] || printf -- '---\n%s\n' "$TRELLIS_EXTRA" >>"$work/trellis/bench.yaml"
@@ -337,6 +355,20 @@ cpu() { local t=0 p f; for p in "$@"; do read -ra f <"/proc/$p/stat"; t=$((t + f
 # per_req TICKS0 TICKS1 RPS SECONDS prints CPU µs per request.
 per_req() { awk -v d="$(($2 - $1))" -v hz="$tick" -v r="$3" -v s="$4" 'BEGIN {if (r*s > 0) printf "%.1f", d*1e6/hz/(r*s); else print "-"}'; }
 
+# bench_rounds COLUMNS runs ROUNDS interleaved rounds of the caller's
+# `run NAME` over $contenders, printing each result (named COLUMNS) and
+# adding it to the caller's results[NAME], one line a round.
+bench_rounds() {
+  local r name res
+  for r in $(seq "$ROUNDS"); do
+    for name in $contenders; do
+      res=$(run "$name")
+      echo "round $r $name: $1 = $res"
+      results[$name]+="$res"$'\n'
+    done
+  done
+}
+
 # median of the numbers on stdin; col NAME N the median of column N of
 # the caller's results[NAME] (one line a round).
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
@@ -364,4 +396,15 @@ PY
   else
     printf '\n%s\n\n%s\n' "$3" "$(cat "$2")" >>"$doc"
   fi
+}
+
+# bench_report NAME HEADING prints the block on stdin and puts it into
+# docs/benchmarks.md with write_block.
+bench_report() {
+  local table
+  table=$(mktemp)
+  cat >"$table"
+  cat "$table"
+  write_block "$1" "$table" "$2"
+  rm -f "$table"
 }

@@ -24,14 +24,11 @@ contenders=("$@")
 ((${#contenders[@]})) || contenders=(trellis go-minimal backend)
 for c in valgrind nginx wrk; do command -v $c >/dev/null || { echo "needs $c"; exit 1; }; done
 
+# The YAML of the table and the cleanup of bench/contenders.sh (not its
+# contenders: only the ones below run, under callgrind).
+. bench/contenders.sh
 work=$(mktemp -d /tmp/trellis-instr.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 B=18201 P=18210 BV=18211
 
 backend_conf() { # port file
@@ -52,18 +49,9 @@ backend_conf $B "$work/backend.conf"
 nginx -c "$work/backend.conf" -p "$work" &
 pids+=($!)
 
-cat >"$work/bench.yaml" <<CONF
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis-edge}
-spec: {controllerName: trellis.dev/gateway}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: bench}
-spec:
-  gatewayClassName: trellis-edge
-  listeners: [{name: http, protocol: HTTP, port: $P}]
+mkdir -p "$work/trellis"
+cat >"$work/trellis/bench.yaml" <<CONF
+$(bench_gateway bench $P)
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -77,19 +65,8 @@ spec:
       headers: [{name: x-env, value: prod}]
     backendRefs: [{name: b1, port: 80}]
 ---
-apiVersion: v1
-kind: Service
-metadata: {name: b1}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: b1, labels: {kubernetes.io/service-name: b1}}
-addressType: IPv4
-ports: [{name: http, port: $B}]
-endpoints: [{addresses: [127.0.0.1]}]
+$(bench_backend b1 $B)
 CONF
-mkdir -p "$work/trellis" && mv "$work/bench.yaml" "$work/trellis/"
 bin=${TRELLIS_BIN:-$work/trellis-bin}
 [ -n "${TRELLIS_BIN:-}" ] || go build -o "$bin" ./cmd/trellis
 go build -o "$work/go-minimal" ./bench/ceiling/goroutine

@@ -295,6 +295,25 @@ func (c *mcsCheck) awaitNoImport(t *testing.T, i int) {
 	})
 }
 
+// awaitNoImports waits until hello has no ServiceImport in any cluster.
+func (c *mcsCheck) awaitNoImports(t *testing.T) {
+	t.Helper()
+	for i := range c.e.clusters {
+		c.awaitNoImport(t, i)
+	}
+}
+
+// awaitImportsOfType waits until hello's ServiceImport exists in every
+// cluster, and fails the check where it is not of type typ.
+func (c *mcsCheck) awaitImportsOfType(t *testing.T, typ mcsv1beta1.ServiceImportType) {
+	t.Helper()
+	for i := range c.e.clusters {
+		if si := c.awaitImport(t, i, nil); si.Spec.Type != typ {
+			t.Errorf("the ServiceImport in %s has type %q, want %q", c.e.clusters[i].name, si.Spec.Type, typ)
+		}
+	}
+}
+
 // consistently checks cond every 250 ms for 5 s, as the suite's
 // Consistently does, failing at the first time it does not hold.
 func consistently(t *testing.T, what string, cond func() error) {
@@ -410,6 +429,14 @@ func (c *mcsCheck) request(i, port int) (int, string, error) {
 	return getBody(hc, fmt.Sprintf("http://%s:%d/", addrs[0], port), c.fqdn())
 }
 
+// reachesFromAll is reaches from every cluster.
+func (c *mcsCheck) reachesFromAll(t *testing.T, port int, want string, n int) {
+	t.Helper()
+	for i := range c.e.clusters {
+		c.reaches(t, i, port, want, n)
+	}
+}
+
 // reaches waits until a request from cluster i on port is answered by
 // want, then sends n more: every one must be answered by want.
 func (c *mcsCheck) reaches(t *testing.T, i, port int, want string, n int) {
@@ -456,9 +483,7 @@ func checkImportLifetime(t *testing.T, e *mcsEnv, c *mcsCheck) {
 		return nil
 	})
 	c.unexport(t, 1)
-	for i := range e.clusters {
-		c.awaitNoImport(t, i)
-	}
+	c.awaitNoImports(t)
 }
 
 func checkExportedLabels(t *testing.T, e *mcsEnv, c *mcsCheck) {
@@ -493,16 +518,9 @@ func checkLabelConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
 func checkClusterSetIPImport(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.deployExported(t, c.helloService())
 	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionValid, metav1.ConditionTrue)
-	for i := range e.clusters {
-		si := c.awaitImport(t, i, nil)
-		if si.Spec.Type != mcsv1beta1.ClusterSetIP {
-			t.Errorf("the ServiceImport in %s has type %q", e.clusters[i].name, si.Spec.Type)
-		}
-	}
+	c.awaitImportsOfType(t, mcsv1beta1.ClusterSetIP)
 	c.unexport(t, 0)
-	for i := range e.clusters {
-		c.awaitNoImport(t, i)
-	}
+	c.awaitNoImports(t)
 }
 
 func checkSessionAffinity(t *testing.T, e *mcsEnv, c *mcsCheck) {
@@ -517,15 +535,22 @@ func checkSessionAffinity(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	})
 }
 
+// sameField reports, naming the field, where an import's value got is
+// not the exported Service's want.
+func sameField[T comparable](field string, got, want *T) error {
+	if (got == nil) != (want == nil) || got != nil && *got != *want {
+		var zero T
+		return fmt.Errorf("%s %v, want %v", field, ptr.Deref(got, zero), ptr.Deref(want, zero))
+	}
+	return nil
+}
+
 func checkInternalTrafficPolicy(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc := c.helloService()
 	svc.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyCluster)
 	c.deployExported(t, svc)
 	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
-		if ptr.Deref(si.Spec.InternalTrafficPolicy, "") != corev1.ServiceInternalTrafficPolicyCluster {
-			return fmt.Errorf("internalTrafficPolicy %v", si.Spec.InternalTrafficPolicy)
-		}
-		return nil
+		return sameField("internalTrafficPolicy", si.Spec.InternalTrafficPolicy, svc.Spec.InternalTrafficPolicy)
 	})
 }
 
@@ -534,10 +559,7 @@ func checkTrafficDistribution(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc.Spec.TrafficDistribution = ptr.To(corev1.ServiceTrafficDistributionPreferClose)
 	c.deployExported(t, svc)
 	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
-		if ptr.Deref(si.Spec.TrafficDistribution, "") != corev1.ServiceTrafficDistributionPreferClose {
-			return fmt.Errorf("trafficDistribution %v", si.Spec.TrafficDistribution)
-		}
-		return nil
+		return sameField("trafficDistribution", si.Spec.TrafficDistribution, svc.Spec.TrafficDistribution)
 	})
 }
 
@@ -562,16 +584,24 @@ func checkPorts(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error { return samePorts(si, mcsPorts(svc.Spec.Ports...)) })
 }
 
-func checkPortUnion(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	svc := c.helloService()
-	svc2 := c.helloService()
-	svc2.Spec.Ports = []corev1.ServicePort{svc.Spec.Ports[0], {Name: "stcp", Port: 142, Protocol: corev1.ProtocolSCTP}}
+// exportConflicting exports svc from cluster a and then, once a's import
+// is in (a's export is the older), svc2 from b, and waits until both
+// exports report the conflict.
+func (c *mcsCheck) exportConflicting(t *testing.T, svc, svc2 *corev1.Service) {
+	t.Helper()
 	c.deployExported(t, svc)
 	c.awaitImport(t, 0, nil)
 	c.deploy(t, 1, svc2)
 	c.export(t, 1, nil, nil)
 	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
 	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+}
+
+func checkPortUnion(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	svc2 := c.helloService()
+	svc2.Spec.Ports = []corev1.ServicePort{svc.Spec.Ports[0], {Name: "stcp", Port: 142, Protocol: corev1.ProtocolSCTP}}
+	c.exportConflicting(t, svc, svc2)
 	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error {
 		return samePorts(si, mcsPorts(append(slices.Clone(svc.Spec.Ports), svc2.Spec.Ports[1])...))
 	})
@@ -582,12 +612,7 @@ func checkPortConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	svc2 := c.helloService()
 	svc2.Spec.Ports = []corev1.ServicePort{svc.Spec.Ports[0]}
 	svc2.Spec.Ports[0].Port++
-	c.deployExported(t, svc)
-	c.awaitImport(t, 0, nil)
-	c.deploy(t, 1, svc2)
-	c.export(t, 1, nil, nil)
-	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
-	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
+	c.exportConflicting(t, svc, svc2)
 	c.awaitImports(t, func(si *mcsv1beta1.ServiceImport) error { return samePorts(si, mcsPorts(svc.Spec.Ports...)) })
 }
 
@@ -599,16 +624,9 @@ func (c *mcsCheck) headless() *corev1.Service {
 
 func checkHeadlessImport(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.deployExported(t, c.headless())
-	for i := range e.clusters {
-		si := c.awaitImport(t, i, nil)
-		if si.Spec.Type != mcsv1beta1.Headless {
-			t.Errorf("the ServiceImport in %s has type %q", e.clusters[i].name, si.Spec.Type)
-		}
-	}
+	c.awaitImportsOfType(t, mcsv1beta1.Headless)
 	c.unexport(t, 0)
-	for i := range e.clusters {
-		c.awaitNoImport(t, i)
-	}
+	c.awaitNoImports(t)
 }
 
 func checkHeadlessNoIPs(t *testing.T, e *mcsEnv, c *mcsCheck) {
@@ -642,18 +660,8 @@ func checkExternalName(t *testing.T, e *mcsEnv, c *mcsCheck) {
 }
 
 func checkHeadlessnessConflict(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.deployExported(t, c.helloService())
-	c.awaitImport(t, 0, nil)
-	c.deploy(t, 1, c.headless())
-	c.export(t, 1, nil, nil)
-	c.awaitCondition(t, 0, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
-	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
-	for i := range e.clusters {
-		si := c.awaitImport(t, i, nil)
-		if si.Spec.Type != mcsv1beta1.ClusterSetIP {
-			t.Errorf("the ServiceImport in %s has type %q", e.clusters[i].name, si.Spec.Type)
-		}
-	}
+	c.exportConflicting(t, c.helloService(), c.headless())
+	c.awaitImportsOfType(t, mcsv1beta1.ClusterSetIP)
 }
 
 // --- conformance/connectivity.go
@@ -695,9 +703,7 @@ func checkAccessibleThroughDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.deploy(t, 0, c.helloService())
 	c.route(t, 42)
 	c.export(t, 0, nil, nil)
-	for i := range e.clusters {
-		c.reaches(t, i, 42, c.backendAddr(0), 1)
-	}
+	c.reachesFromAll(t, 42, c.backendAddr(0), 1)
 }
 
 func checkOnlyExportingCluster(t *testing.T, e *mcsEnv, c *mcsCheck) {
@@ -705,40 +711,38 @@ func checkOnlyExportingCluster(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.deploy(t, 1, c.helloService())
 	c.route(t, 42)
 	c.export(t, 0, nil, nil)
-	for i := range e.clusters {
-		c.reaches(t, i, 42, c.backendAddr(0), 10)
-	}
+	c.reachesFromAll(t, 42, c.backendAddr(0), 10)
+}
+
+// deployWithPort4242 deploys hello in cluster a, and in b a hello whose
+// one port is 4242 (to the backends' 42) named portName.
+func (c *mcsCheck) deployWithPort4242(t *testing.T, portName string) {
+	t.Helper()
+	svc2 := c.helloService()
+	svc2.Spec.Ports = []corev1.ServicePort{{Name: portName, Port: 4242, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(42)}}
+	c.deploy(t, 0, c.helloService())
+	c.deploy(t, 1, svc2)
 }
 
 func checkSamePortName(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	svc2 := c.helloService()
-	svc2.Spec.Ports = []corev1.ServicePort{{Name: "tcp", Port: 4242, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(42)}}
-	c.deploy(t, 0, c.helloService())
-	c.deploy(t, 1, svc2)
+	c.deployWithPort4242(t, "tcp")
 	c.route(t, 42)
 	c.export(t, 0, nil, nil)
 	c.awaitImport(t, 0, nil)
 	c.export(t, 1, nil, nil)
 	// b's export is in before the requests count.
 	c.awaitCondition(t, 1, mcsv1beta1.ServiceExportConditionConflict, metav1.ConditionTrue)
-	for i := range e.clusters {
-		c.reaches(t, i, 42, c.backendAddr(0), 10)
-	}
+	c.reachesFromAll(t, 42, c.backendAddr(0), 10)
 }
 
 func checkDifferentPortNames(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	svc2 := c.helloService()
-	svc2.Spec.Ports = []corev1.ServicePort{{Name: "tcp2", Port: 4242, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(42)}}
-	c.deploy(t, 0, c.helloService())
-	c.deploy(t, 1, svc2)
+	c.deployWithPort4242(t, "tcp2")
 	c.route(t, 42)
 	c.route(t, 4242)
 	c.export(t, 0, nil, nil)
 	c.export(t, 1, nil, nil)
-	for i := range e.clusters {
-		c.reaches(t, i, 42, c.backendAddr(0), 10)
-		c.reaches(t, i, 4242, c.backendAddr(1), 10)
-	}
+	c.reachesFromAll(t, 42, c.backendAddr(0), 10)
+	c.reachesFromAll(t, 4242, c.backendAddr(1), 10)
 }
 
 // --- conformance/clusterip_service_dns.go
@@ -797,11 +801,12 @@ func srvRecords(cl *meshCluster, name string) ([]string, error) {
 	return out, nil
 }
 
-func checkDNSSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	svc := c.helloService()
-	c.deployExported(t, svc)
+// awaitSRV waits until every cluster's nameserver answers the check's
+// clusterset name with one SRV record: svc's first port, on that name.
+func (c *mcsCheck) awaitSRV(t *testing.T, svc *corev1.Service) {
+	t.Helper()
 	want := []string{fmt.Sprintf("%d %s", svc.Spec.Ports[0].Port, c.fqdn())}
-	for _, cl := range e.clusters {
+	for _, cl := range c.e.clusters {
 		testsync.Eventually(t, mcsWait, cl.name+"'s SRV records for "+c.fqdn(), func() error {
 			got, err := srvRecords(cl, c.fqdn())
 			if err == nil && !slices.Equal(got, want) {
@@ -810,6 +815,12 @@ func checkDNSSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
 			return err
 		})
 	}
+}
+
+func checkDNSSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	svc := c.helloService()
+	c.deployExported(t, svc)
+	c.awaitSRV(t, svc)
 }
 
 // Trellis's nameserver refuses cluster.local: it never answers a local
@@ -966,17 +977,7 @@ func checkHeadlessPodDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
 }
 
 func checkHeadlessSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	svc := c.exportHeadless(t)
-	want := []string{fmt.Sprintf("%d %s", svc.Spec.Ports[0].Port, c.fqdn())}
-	for _, cl := range e.clusters {
-		testsync.Eventually(t, mcsWait, cl.name+"'s SRV records for "+c.fqdn(), func() error {
-			got, err := srvRecords(cl, c.fqdn())
-			if err == nil && !slices.Equal(got, want) {
-				err = fmt.Errorf("%v, want %v", got, want)
-			}
-			return err
-		})
-	}
+	c.awaitSRV(t, c.exportHeadless(t))
 }
 
 // --- Trellis's own
@@ -1057,7 +1058,5 @@ spec:
   rules:
   - backendRefs: [{name: only-a, port: 4242}]
 `, c.ns, mcsGatewayNS, c.fqdn()))
-	for i := range e.clusters {
-		c.reaches(t, i, 4242, onlyA, 10)
-	}
+	c.reachesFromAll(t, 4242, onlyA, 10)
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -22,13 +23,14 @@ const (
 )
 
 // upQuickstart runs the README's quick start — `trellis up --config
-// examples/quickstart --demo`, on a copy of the example so a test may edit
-// it — in a fresh namespace, and waits until the inventory service answers.
-func upQuickstart(t *testing.T) (*proc, *http.Client, string, *netns.NS) {
+// examples/quickstart --demo`, with flags after it, on a copy of the
+// example so a test may edit it — in a fresh namespace, and waits until
+// the inventory service answers.
+func upQuickstart(t *testing.T, flags ...string) (*proc, *http.Client, string, *netns.NS) {
 	t.Helper()
 	ns := netns.New(t)
 	dir := copyDir(t, "../../examples/quickstart")
-	up := start(t, ns, "up", "up", "--config", dir, "--demo")
+	up := start(t, ns, "up", append([]string{"up", "--config", dir, "--demo"}, flags...)...)
 	c := ns.HTTPClient(5 * time.Second)
 	up.waitOutput(t, 15*time.Second, "proxy: listening on 127.0.0.1:8080")
 	testsync.WaitFor(t, 10*time.Second, "the inventory service to answer", func() bool {
@@ -230,5 +232,171 @@ func TestQuickstartNamesResolve(t *testing.T) {
 	}
 	if _, err := resolver.LookupHost(context.Background(), "nothing-default.my-hotel.trellis.internal"); err == nil {
 		t.Error("a name no service has resolved")
+	}
+}
+
+// An AuthPolicy dropped into the quick start's directory turns auth on for
+// the inventory route while `trellis up` runs: requests the policy does not
+// allow get Lattice's 403, those it allows still reach the service, the
+// route's neighbours stay open, and removing the file opens it again.
+func TestQuickstartAuthPolicy(t *testing.T) {
+	_, c, dir, _ := upQuickstart(t)
+	policy := filepath.Join(dir, "inventory-auth.yaml")
+	if err := os.WriteFile(policy, inventoryPolicy(hotelTeamOnly), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	do := func(host string, header http.Header) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, proxyURL, nil)
+		req.Host = host
+		req.Header = header
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	testsync.WaitFor(t, 10*time.Second, "the policy to refuse a request without x-team", func() bool {
+		code, _ := do(inventoryHost, nil)
+		return code == http.StatusForbidden
+	})
+	code, body := do(inventoryHost, nil)
+	if code != http.StatusForbidden || !strings.Contains(body, "AccessDeniedException: User: anonymous is not authorized to perform: trellis:Invoke") ||
+		!strings.Contains(body, "because no service-based policy allows") {
+		t.Errorf("GET without x-team: %d %q", code, body)
+	}
+	if code, body := do(inventoryHost, http.Header{"X-Team": {"hotel"}}); code != http.StatusOK || !strings.Contains(body, `"backend":"inventory-`) {
+		t.Errorf("GET with x-team: hotel: %d %q, want the inventory service", code, body)
+	}
+	if code, _ := do("parking-default.my-hotel.trellis.internal", nil); code != http.StatusOK {
+		t.Errorf("the parking service, which has no policy: %d, want 200", code)
+	}
+
+	// A Pod file names the local callers' address as a workload: a policy
+	// can then allow that principal alone, and the backend is told who
+	// called.
+	if err := os.WriteFile(filepath.Join(dir, "caller.yaml"), []byte(`
+apiVersion: v1
+kind: Pod
+metadata: {name: concierge}
+spec: {serviceAccountName: concierge, containers: [{name: app, image: app}]}
+status: {phase: Running, podIP: 127.0.0.1}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	concierge := `[{Effect: Allow, Principal: {Trellis: "spiffe://local/ns/default/sa/concierge"}, Action: trellis:Invoke, Resource: "*"}]`
+	if err := os.WriteFile(policy, inventoryPolicy(concierge), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testsync.WaitFor(t, 10*time.Second, "the concierge workload to be let in without x-team", func() bool {
+		code, _ := do(inventoryHost, nil)
+		return code == http.StatusOK
+	})
+	if _, body := do(inventoryHost, nil); !strings.Contains(body, `"X-Trellis-Identity":["Principal=spiffe://local/ns/default/sa/concierge; Type=Workload"]`) {
+		t.Errorf("the backend was not told the caller's identity: %s", body)
+	}
+
+	if err := os.Remove(policy); err != nil {
+		t.Fatal(err)
+	}
+	testsync.WaitFor(t, 10*time.Second, "the inventory route to open again", func() bool {
+		code, _ := do(inventoryHost, nil)
+		return code == http.StatusOK
+	})
+}
+
+// inventoryPolicy is the quick start's AuthPolicy file on its inventory
+// route, with statement (a YAML list) as the policy's Statement.
+func inventoryPolicy(statement string) []byte {
+	return []byte(`
+apiVersion: trellis.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: inventory-readers}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: inventory}]
+  policy:
+    Statement: ` + statement + "\n")
+}
+
+// hotelTeamOnly is a Statement that allows requests with the header
+// x-team: hotel, and no others.
+const hotelTeamOnly = `[{Effect: Allow, Principal: "*", Action: trellis:Invoke, Resource: "*", Condition: {StringEquals: {"trellis:RequestHeader/x-team": hotel}}}]`
+
+// `trellis up --access-log FILE` writes a JSON line per request, and the
+// default admin listener serves metrics and probes on 127.0.0.1:9901.
+func TestUpAccessLogAndMetrics(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	up, c, _, _ := upQuickstart(t, "--access-log", logPath)
+	up.waitOutput(t, 15*time.Second, "proxy: metrics and health on http://127.0.0.1:9901")
+	const n = 10
+	if counts := split(t, c, proxyURL, inventoryHost, n); counts["error"] > 0 {
+		t.Fatalf("requests failed: %v", counts)
+	}
+
+	// Entries are flushed within a second.
+	var lines []map[string]any
+	testsync.WaitFor(t, 5*time.Second, "access log lines for the requests", func() bool {
+		b, err := os.ReadFile(logPath)
+		if err != nil {
+			return false
+		}
+		lines = lines[:0]
+		for l := range strings.Lines(string(b)) {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("access log line %q: %v", l, err)
+			}
+			if m["hostHeader"] == inventoryHost {
+				lines = append(lines, m)
+			}
+		}
+		return len(lines) >= n
+	})
+	for _, m := range lines {
+		if m["service"] != "inventory-default.my-hotel" || m["serviceNetwork"] != "my-hotel" || m["responseCode"] != 200.0 {
+			t.Errorf("access log entry: service %v, network %v, code %v", m["service"], m["serviceNetwork"], m["responseCode"])
+			break
+		}
+	}
+
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  "ready",
+		"/metrics": `trellis_requests_total{code="200",rule="0",service="inventory-default.my-hotel"`,
+	} {
+		resp, err := c.Get("http://127.0.0.1:9901" + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d, body without %q:\n%.2000s", path, resp.StatusCode, want, body)
+		}
+	}
+}
+
+// The proxy's limits are set from the command line: a body over
+// --max-request-body-bytes gets 413 before it reaches a target, and one
+// within it is served.
+func TestUpRequestLimitsFromFlags(t *testing.T) {
+	_, c, _, _ := upQuickstart(t, "--max-request-body-bytes", "64", "--request-body-idle-timeout", "2s", "--settle-period", "1s")
+	post := func(n int) int {
+		req, _ := http.NewRequest(http.MethodPost, proxyURL, strings.NewReader(strings.Repeat("x", n)))
+		req.Host = inventoryHost
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := post(64); got != http.StatusOK {
+		t.Errorf("a 64-byte body with --max-request-body-bytes 64: %d, want 200", got)
+	}
+	if got := post(65); got != http.StatusRequestEntityTooLarge {
+		t.Errorf("a 65-byte body with --max-request-body-bytes 64: %d, want 413", got)
 	}
 }

@@ -244,6 +244,29 @@ func TestMatchSNIAndProtocolConflicts(t *testing.T) {
 	}
 }
 
+// precedenceCase is services on p.example.com and the rule
+// ("service/index") a request there must match.
+type precedenceCase struct {
+	name     string
+	services []model.Service
+	req      req
+	want     string
+}
+
+// checkPrecedence compiles each case's services and checks the rule its
+// request (to p.example.com) matches.
+func checkPrecedence(t *testing.T, cases []precedenceCase) {
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := mustCompile(t, &model.Snapshot{Objects: model.Objects{Networks: networks, Services: tt.services}})
+			tt.req.host = "p.example.com"
+			if got := routeName(tab.Match(Bind{Port: 80}, tt.req.build())); got != tt.want {
+				t.Errorf("Match = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestPrecedence(t *testing.T) {
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	svc := func(name string, created time.Time, source *model.SourceRef, rules ...model.Rule) model.Service {
@@ -271,12 +294,7 @@ func TestPrecedence(t *testing.T) {
 		}
 	}
 
-	tests := []struct {
-		name     string
-		services []model.Service
-		req      req
-		want     string
-	}{
+	checkPrecedence(t, []precedenceCase{
 		{
 			"exact beats prefix from an older service",
 			oldNew(model.Match{Path: prefix("/foo")}, model.Match{Path: exact("/foo")}),
@@ -361,16 +379,7 @@ func TestPrecedence(t *testing.T) {
 			},
 			req{target: "/d"}, "one/0",
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tab := mustCompile(t, &model.Snapshot{Objects: model.Objects{Networks: networks, Services: tt.services}})
-			tt.req.host = "p.example.com"
-			if got := routeName(tab.Match(Bind{Port: 80}, tt.req.build())); got != tt.want {
-				t.Errorf("Match = %s, want %s", got, tt.want)
-			}
-		})
-	}
+	})
 }
 
 func TestActions(t *testing.T) {
@@ -571,12 +580,7 @@ func TestRulesInOrder(t *testing.T) {
 		rule(206, model.Match{Path: prefix("/m")}),
 		rule(207),
 	}
-	tests := []struct {
-		name     string
-		services []model.Service
-		req      req
-		want     string
-	}{
+	checkPrecedence(t, []precedenceCase{
 		{"a prefix listed first beats an exact path", []model.Service{svc("l", t0, true, ordered...)}, req{target: "/a/b"}, "l/0"},
 		{"a prefix matches whole segments", []model.Service{svc("l", t0, true, ordered...)}, req{target: "/ab"}, "l/7"},
 		{"fewer headers listed first win", []model.Service{svc("l", t0, true, ordered...)},
@@ -593,14 +597,5 @@ func TestRulesInOrder(t *testing.T) {
 			svc("ordered", t0.Add(time.Hour), true, rule(200, model.Match{Path: exact("/q/y")})),
 			svc("gw", t0, false, rule(200, model.Match{Path: prefix("/q")}), rule(201, model.Match{Path: exact("/q/x")})),
 		}, req{target: "/q/x"}, "gw/1"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tab := mustCompile(t, &model.Snapshot{Objects: model.Objects{Networks: networks, Services: tt.services}})
-			tt.req.host = "p.example.com"
-			if got := routeName(tab.Match(Bind{Port: 80}, tt.req.build())); got != tt.want {
-				t.Errorf("Match = %s, want %s", got, tt.want)
-			}
-		})
-	}
+	})
 }
