@@ -1,20 +1,24 @@
 package peer
 
-// The peer listener's HTTP/2 server. It serves an http.Handler, as
-// net/http's server does, but costs a request less: the goroutine that
-// reads a stream's HEADERS starts another to go on reading the connection
-// and runs the handler itself (no hand-off to a serve loop and a handler
-// goroutine), and a handler writes its frames to the connection itself,
-// under a lock, through one buffered writer, so that a small response
-// (HEADERS, DATA, trailers) leaves in one flush when the handler returns.
+// An HTTP/2 server of its own, which serves the peer listener and the
+// proxy's client-facing HTTP/2 (h2c with prior knowledge on HTTP binds,
+// ALPN h2 on HTTPS binds). It serves an http.Handler, as net/http's server
+// does, but costs a request less: the goroutine that reads a stream's
+// HEADERS starts another to go on reading the connection and runs the
+// handler itself (no hand-off to a serve loop and a handler goroutine),
+// and a handler writes its frames to the connection itself, under a lock,
+// through one buffered writer, so that a small response (HEADERS, DATA,
+// trailers) leaves in one flush when the handler returns.
 //
-// Its peers are other clusters' proxies, so it bounds what a compromised one
-// can make it do: concurrent streams (a reset stream counts until its
-// handler returns), header list size, a header block's bytes on the wire
-// (CONTINUATION floods), resets and control frames per time window, flow
-// control windows, the time to the first request and idle time.
+// Its clients are other clusters' proxies or anyone on the network, so it
+// bounds what a hostile one can make it do: concurrent streams (a reset
+// stream counts until its handler returns), header list size, a header
+// block's bytes on the wire (CONTINUATION floods), resets and control
+// frames per time window, flow control windows, the time to the first
+// request, idle time and (when configured) each stream's lifetime.
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -80,14 +84,16 @@ const (
 	goAwayLinger = time.Second
 )
 
-// HTTPServer is the peer listener's HTTP/2 server (over TLS with ALPN h2;
-// a connection that is not TLS is served as HTTP/2 with prior knowledge,
-// which tests use). Its zero value is not usable: see NewHTTPServer.
+// HTTPServer is an HTTP/2 server: over TLS with ALPN h2, or HTTP/2 with
+// prior knowledge on a connection that is not TLS. Its zero value is not
+// usable: see NewHTTPServer.
 type HTTPServer struct {
-	handler http.Handler
-	log     *slog.Logger
+	handler     http.Handler
+	log         *slog.Logger
+	connContext func(context.Context, net.Conn) context.Context
 
 	readHeaderTimeout, idleTimeout, writeTimeout time.Duration
+	streamTimeout                                time.Duration
 	maxStreams, maxHeaderList                    uint32
 	maxResets, maxControl                        int
 	resetWindow, linger                          time.Duration
@@ -103,13 +109,54 @@ type HTTPServer struct {
 // its errors (failed handshakes, peers' protocol errors) go to log at
 // level Warn.
 func NewHTTPServer(h http.Handler, log *slog.Logger) *HTTPServer {
+	return NewHTTPServerConfig(h, log, HTTPServerConfig{})
+}
+
+// HTTPServerConfig is what a user of the server other than the peer
+// listener sets; a zero field keeps the peer listener's value.
+type HTTPServerConfig struct {
+	// ConnContext, as http.Server's, derives the context of a
+	// connection's requests from one carrying http.LocalAddrContextKey.
+	// It gets the connection ServeConn got.
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+	// MaxConcurrentStreams is SETTINGS_MAX_CONCURRENT_STREAMS; streams
+	// beyond it are refused.
+	MaxConcurrentStreams uint32
+	// MaxHeaderListSize bounds a request's header list (HPACK's size);
+	// a longer one is answered 431.
+	MaxHeaderListSize uint32
+	// ReadHeaderTimeout bounds a connection's TLS handshake, preface and
+	// first request's HEADERS; IdleTimeout closes a connection that has
+	// had no stream for that long.
+	ReadHeaderTimeout, IdleTimeout time.Duration
+	// StreamTimeout, when set, bounds each stream, from its HEADERS to the
+	// end of its response: past it the stream is reset (INTERNAL_ERROR),
+	// its request body and response writes fail, as net/http's server
+	// does for its ReadTimeout and WriteTimeout.
+	StreamTimeout time.Duration
+}
+
+// NewHTTPServerConfig returns an HTTP/2 server serving h with cfg; its
+// errors (failed handshakes, clients' protocol errors) go to log at level
+// Warn.
+func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig) *HTTPServer {
 	return &HTTPServer{
-		handler: h, log: log,
-		readHeaderTimeout: readHeaderTimeout, idleTimeout: idleTimeout, writeTimeout: writeTimeout,
-		maxStreams: maxConcurrentStreams, maxHeaderList: maxHeaderListSize,
-		maxResets: maxResets, resetWindow: resetWindow, maxControl: maxControl, linger: goAwayLinger,
-		listeners: map[net.Listener]struct{}{}, conns: map[*serverConn]struct{}{},
-		connGone: make(chan struct{}, 1),
+		handler:           h,
+		log:               log,
+		connContext:       cfg.ConnContext,
+		readHeaderTimeout: cmp.Or(cfg.ReadHeaderTimeout, readHeaderTimeout),
+		idleTimeout:       cmp.Or(cfg.IdleTimeout, idleTimeout),
+		writeTimeout:      writeTimeout,
+		streamTimeout:     cfg.StreamTimeout,
+		maxStreams:        cmp.Or(cfg.MaxConcurrentStreams, maxConcurrentStreams),
+		maxHeaderList:     cmp.Or(cfg.MaxHeaderListSize, maxHeaderListSize),
+		maxResets:         maxResets,
+		resetWindow:       resetWindow,
+		maxControl:        maxControl,
+		linger:            goAwayLinger,
+		listeners:         map[net.Listener]struct{}{},
+		conns:             map[*serverConn]struct{}{},
+		connGone:          make(chan struct{}, 1),
 	}
 }
 
@@ -164,7 +211,7 @@ func (s *HTTPServer) ServeConn(nc net.Conn) {
 	s.mu.Unlock()
 	if err := c.start(); err != nil {
 		if !errors.Is(err, io.EOF) {
-			s.log.Warn("peer connection refused", "remote", c.remote, "err", err)
+			s.log.Warn("HTTP/2 connection refused", "remote", c.remote, "err", err)
 		}
 		c.close(err)
 		c.release()
@@ -232,7 +279,7 @@ func (s *HTTPServer) forget(c *serverConn) {
 	}
 }
 
-// serverConn is one peer connection.
+// serverConn is one client connection.
 type serverConn struct {
 	s      *HTTPServer
 	nc     net.Conn
@@ -288,6 +335,9 @@ func (s *HTTPServer) newConn(nc net.Conn) *serverConn {
 	c.refs.Store(1)
 	c.sendCond.L = &c.mu
 	c.ctx = context.WithValue(context.Background(), http.LocalAddrContextKey, nc.LocalAddr())
+	if s.connContext != nil {
+		c.ctx = s.connContext(c.ctx, nc)
+	}
 	c.in = limitedReader{r: nc}
 	c.bw = &connWriter{c: c}
 	c.bw.buf = make([]byte, 0, 2*writeBufSize+1024)
@@ -486,7 +536,7 @@ func (c *serverConn) readError(err error) error {
 func (c *serverConn) fail(err error) {
 	var ce goAwayError
 	if errors.As(err, &ce) {
-		c.s.log.Warn("peer connection ended for a protocol error", "remote", c.remote, "err", err)
+		c.s.log.Warn("HTTP/2 connection ended for a protocol error", "remote", c.remote, "err", err)
 		c.wmu.Lock()
 		c.mu.Lock()
 		last := c.maxID
@@ -519,7 +569,7 @@ func (c *serverConn) close(err error) {
 	c.sendCond.Broadcast()
 	c.mu.Unlock()
 	c.nc.Close()
-	cause := fmt.Errorf("peer connection closed: %w", err)
+	cause := fmt.Errorf("HTTP/2 connection closed: %w", err)
 	for _, st := range streams {
 		st.abort(cause)
 	}
@@ -941,7 +991,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	st.w.st = st
 	st.w.contentLength = -1
 	if err := st.buildRequest(f); err != nil {
-		c.s.log.Debug("malformed peer request", "remote", c.remote, "err", err)
+		c.s.log.Debug("malformed HTTP/2 request", "remote", c.remote, "err", err)
 		c.resetStream(id, http2.ErrCodeProtocol)
 		return nil, c.control()
 	}
@@ -1012,13 +1062,16 @@ func (c *serverConn) serve(st *stream) {
 			if e != http.ErrAbortHandler {
 				buf := make([]byte, 16<<10)
 				buf = buf[:runtime.Stack(buf, false)]
-				c.s.log.Error("panic serving a peer request", "remote", c.remote, "panic", e, "stack", string(buf))
+				c.s.log.Error("panic serving an HTTP/2 request", "remote", c.remote, "panic", e, "stack", string(buf))
 			}
 			c.resetStream(st.id, http2.ErrCodeInternal)
 			st.w.release()
 		}
 		c.streamDone(st)
 	}()
+	if c.s.streamTimeout > 0 {
+		st.w.SetWriteDeadline(time.Now().Add(c.s.streamTimeout))
+	}
 	c.s.handler.ServeHTTP(&st.w, st.req)
 	st.w.finish()
 	panicked = false
