@@ -244,6 +244,13 @@ func (s *HTTPServer) Shutdown(ctx context.Context) error {
 	}
 }
 
+// Conns returns how many connections the server is serving.
+func (s *HTTPServer) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 // stopAccepting marks s closing, closes its listeners and returns the
 // connections open now.
 func (s *HTTPServer) stopAccepting() []*serverConn {
