@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -448,5 +449,39 @@ func TestHTTP2TooManyStreams(t *testing.T) {
 	}
 	if n := arrived.Load(); n != maxConcurrentStreams {
 		t.Errorf("%d requests reached the target, want %d", n, maxConcurrentStreams)
+	}
+}
+
+// A connection that starts like the h2c preface and goes on otherwise, or
+// stops, is closed: at once, or at the head timeout. An HTTP/1.1 request
+// whose method only starts like it is served.
+func TestH2cPrefaceHostile(t *testing.T) {
+	be := backend(t, "be")
+	p := newTestProxyWith(t, Config{Cluster: cluster, BindAddress: "127.0.0.1", test: testKnobs{readHeaderTimeout: 300 * time.Millisecond}})
+	update(t, p, oneRoute(1, []model.TargetGroup{group("be", target(t, be, model.TargetActive))}, to("be", 1)))
+	addr := addrOf(p, webPort)
+	for _, tc := range []struct{ name, sent string }{
+		{"wrong rest", "PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + strings.Repeat("garbage", 10)},
+		{"stalled", "PRI * HTTP/2.0\r\n\r\nSM"},
+		{"stalled after the preface", http2.ClientPreface},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := dialRaw(t, addr, tc.sent)
+			start := time.Now()
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := io.Copy(io.Discard, conn)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("connection still open after 5 s (%d bytes read)", n)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("closed after %v", d)
+			}
+		})
+	}
+	conn := dialRaw(t, addr, "PRIX / HTTP/1.1\r\nHost: x\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, _ := bufio.NewReader(conn).ReadString('\n')
+	if !strings.HasPrefix(line, "HTTP/1.1 ") {
+		t.Errorf("HTTP/1.1 request with method PRIX: %q", line)
 	}
 }
