@@ -18,6 +18,7 @@ package peer
 // request, idle time and (when configured) each stream's lifetime.
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -76,6 +77,8 @@ const (
 	// the default 16 KiB save the sender a write per 16 KiB (Go's client
 	// writes a frame's header and payload apart).
 	maxReadFrame = 64 << 10
+	// readBufSize is the read buffer of a connection that is not TLS.
+	readBufSize = 8 << 10
 	// writeBufSize is the connection's write buffer and a response's
 	// body buffer: a response up to that size leaves in one flush.
 	writeBufSize = 16 << 10
@@ -306,12 +309,16 @@ type serverConn struct {
 
 	// wmu serializes writes: the framer's write side, the buffered
 	// writer, the HPACK encoder. Order: wmu before mu.
-	wmu       sync.Mutex
-	bw        *connWriter
-	enc       *hpack.Encoder
-	hbuf      headerBuf
-	werr      error
-	wdeadline time.Time
+	wmu sync.Mutex
+	bw  *connWriter
+	// writeWaiters counts the goroutines in lockWrite; flushOwed is set
+	// when a writer left its flush to one of them (under wmu).
+	writeWaiters atomic.Int32
+	flushOwed    bool
+	enc          *hpack.Encoder
+	hbuf         headerBuf
+	werr         error
+	wdeadline    time.Time
 
 	mu         sync.Mutex
 	sendCond   sync.Cond // windows opened, a stream reset, the connection closed
@@ -346,6 +353,12 @@ func (s *HTTPServer) newConn(nc net.Conn) *serverConn {
 		c.ctx = s.connContext(c.ctx, nc)
 	}
 	c.in = limitedReader{r: nc}
+	if _, ok := nc.(*tls.Conn); !ok {
+		// A TLS connection reads a record at a time; a TCP connection
+		// would cost the framer a read for a frame's header and another
+		// for its payload.
+		c.in.r = bufio.NewReaderSize(nc, readBufSize)
+	}
 	c.bw = &connWriter{c: c}
 	c.bw.buf = make([]byte, 0, 2*writeBufSize+1024)
 	c.fr = http2.NewFramer(c.bw, &c.in)
@@ -374,7 +387,7 @@ func (c *serverConn) start() error {
 	}
 	c.nc.SetWriteDeadline(time.Time{})
 	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(c.nc, preface); err != nil {
+	if _, err := io.ReadFull(c.in.r, preface); err != nil {
 		return fmt.Errorf("reading the preface: %w", err)
 	}
 	if string(preface) != http2.ClientPreface {
@@ -451,6 +464,33 @@ func (w *connWriter) write(p []byte) error {
 // flushLocked sends what is buffered; wmu is held.
 func (c *serverConn) flushLocked() { c.bw.flush() }
 
+// lockWrite takes wmu, counted as waiting for it until it has it.
+func (c *serverConn) lockWrite() {
+	c.writeWaiters.Add(1)
+	c.wmu.Lock()
+	c.writeWaiters.Add(-1)
+}
+
+// unlockWrite releases wmu taken with lockWrite, and returns the
+// connection's write error. With flush, or when an earlier writer left its
+// flush to it, it sends what is buffered first, unless another goroutine
+// waits in lockWrite: then that one sends it, with its own frames, so that
+// the responses of streams that finish together leave in one write (the
+// last writer in line always flushes).
+func (c *serverConn) unlockWrite(flush bool) error {
+	if flush || c.flushOwed {
+		if c.writeWaiters.Load() > 0 {
+			c.flushOwed = true
+		} else {
+			c.flushOwed = false
+			c.flushLocked()
+		}
+	}
+	err := c.werr
+	c.wmu.Unlock()
+	return err
+}
+
 // headerBuf is the HPACK encoder's output.
 type headerBuf struct{ b []byte }
 
@@ -461,7 +501,7 @@ func (h *headerBuf) Write(p []byte) (int, error) { h.b = append(h.b, p...); retu
 // than n bytes: it bounds the work a header block can cost, empty
 // CONTINUATIONs included.
 type limitedReader struct {
-	r net.Conn
+	r io.Reader
 	n int
 }
 
@@ -606,13 +646,12 @@ func (c *serverConn) shutdown() {
 }
 
 func (c *serverConn) goAway(code http2.ErrCode) {
-	c.wmu.Lock()
+	c.lockWrite()
 	c.mu.Lock()
 	last := c.maxID
 	c.mu.Unlock()
 	c.fr.WriteGoAway(last, code, nil)
-	c.flushLocked()
-	c.wmu.Unlock()
+	c.unlockWrite(true)
 }
 
 // onIdle closes a connection that had no stream for the idle timeout.
@@ -666,10 +705,9 @@ func (c *serverConn) process(f http2.Frame) (*stream, error) {
 		if err := c.control(); err != nil {
 			return nil, err
 		}
-		c.wmu.Lock()
+		c.lockWrite()
 		c.fr.WritePing(true, f.Data)
-		c.flushLocked()
-		c.wmu.Unlock()
+		c.unlockWrite(true)
 	case *http2.PriorityFrame:
 		if f.StreamDep == f.StreamID {
 			c.resetStream(f.StreamID, http2.ErrCodeProtocol)
@@ -730,13 +768,12 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 	if err != nil {
 		return err
 	}
-	c.wmu.Lock()
+	c.lockWrite()
 	if setTable {
 		c.enc.SetMaxDynamicTableSizeLimit(tableSize)
 	}
 	c.fr.WriteSettingsAck()
-	c.flushLocked()
-	c.wmu.Unlock()
+	c.unlockWrite(true)
 	return nil
 }
 
@@ -812,10 +849,9 @@ func (c *serverConn) resetStream(id uint32, code http2.ErrCode) {
 		c.noteClosedLocked(id, true)
 	}
 	c.mu.Unlock()
-	c.wmu.Lock()
+	c.lockWrite()
 	c.fr.WriteRSTStream(id, code)
-	c.flushLocked()
-	c.wmu.Unlock()
+	c.unlockWrite(true)
 	if st != nil {
 		st.abort(fmt.Errorf("stream reset: %v", code))
 	}
@@ -927,15 +963,14 @@ func (c *serverConn) giveBack(st *stream, n int) {
 	if connInc == 0 && stInc == 0 {
 		return
 	}
-	c.wmu.Lock()
+	c.lockWrite()
 	if connInc > 0 {
 		c.fr.WriteWindowUpdate(0, connInc)
 	}
 	if stInc > 0 {
 		c.fr.WriteWindowUpdate(st.id, stInc)
 	}
-	c.flushLocked()
-	c.wmu.Unlock()
+	c.unlockWrite(true)
 }
 
 func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) {
@@ -987,10 +1022,9 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 		return nil, c.control()
 	}
 	if f.Truncated {
-		c.wmu.Lock()
+		c.lockWrite()
 		c.writeHead(id, http.StatusRequestHeaderFieldsTooLarge, nil, nil, "", "", true)
-		c.flushLocked()
-		c.wmu.Unlock()
+		c.unlockWrite(true)
 		return nil, nil
 	}
 	st := &stream{c: c, id: id, declared: -1}
@@ -1304,15 +1338,14 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	c := st.c
 	if st.needsContinue {
 		st.needsContinue = false
-		c.wmu.Lock()
+		c.lockWrite()
 		c.mu.Lock()
 		open := !st.reset && !st.remoteClosed
 		c.mu.Unlock()
 		if open && !st.w.committed {
 			c.writeHead(st.id, http.StatusContinue, nil, nil, "", "", false)
-			c.flushLocked()
 		}
-		c.wmu.Unlock()
+		c.unlockWrite(open && !st.w.committed)
 	}
 	c.mu.Lock()
 	for {
@@ -1403,10 +1436,9 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
 		c := w.st.c
-		c.wmu.Lock()
+		c.lockWrite()
 		c.writeHead(w.st.id, code, w.header, nil, "", "", false)
-		c.flushLocked()
-		c.wmu.Unlock()
+		c.unlockWrite(true)
 		return
 	}
 	w.wroteHeader, w.status = true, code
@@ -1637,7 +1669,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 		}
 		chunk, rest := p[:n], p[n:]
 		final := end && len(rest) == 0
-		c.wmu.Lock()
+		c.lockWrite()
 		c.mu.Lock()
 		reset, remoteOpen := st.reset, !st.remoteClosed
 		if final && remoteOpen && !reset {
@@ -1645,7 +1677,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 		}
 		c.mu.Unlock()
 		if reset {
-			c.wmu.Unlock()
+			c.unlockWrite(false)
 			w.err = errors.New("http2: stream closed")
 			return w.err
 		}
@@ -1669,11 +1701,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 			// The request's body is not needed any more (RFC 9113 §8.1).
 			c.fr.WriteRSTStream(st.id, http2.ErrCodeNo)
 		}
-		if flush && len(rest) == 0 {
-			c.flushLocked()
-		}
-		err := c.werr
-		c.wmu.Unlock()
+		err := c.unlockWrite(flush && len(rest) == 0)
 		if err != nil {
 			w.err = err
 			return err
@@ -1709,9 +1737,8 @@ func (c *serverConn) reserve(st *stream, want int) (int, error) {
 			// what is buffered before waiting.
 			flushed = true
 			c.mu.Unlock()
-			c.wmu.Lock()
-			c.flushLocked()
-			c.wmu.Unlock()
+			c.lockWrite()
+			c.unlockWrite(true)
 			c.mu.Lock()
 			continue
 		}
