@@ -443,7 +443,7 @@ func TestHTTP2TooManyStreams(t *testing.T) {
 			t.Errorf("stream %d refused, within the first %d", id, maxConcurrentStreams)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for arrived.Load() < maxConcurrentStreams && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
