@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,5 +96,60 @@ func TestH2ServerConfig(t *testing.T) {
 	}
 	if n := srv.Conns(); n != 1 {
 		t.Errorf("Conns() = %d with one connection open", n)
+	}
+}
+
+// Responses that finish while another writer holds the connection's write
+// lock leave in one write: each writer but the last in line leaves its
+// flush to the next.
+func TestH2ServerCoalescesFlushes(t *testing.T) {
+	gate := make(chan struct{})
+	started := make(chan struct{}, 2)
+	srv := NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-gate
+		io.WriteString(w, "ok")
+	}), slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writes atomic.Int32
+	go srv.Serve(countingListener{ln, &writes})
+	defer srv.Close()
+	rc := dialRaw(t, ln.Addr().String())
+	rc.next(func(f http2.Frame) bool {
+		return f.Header().Type == http2.FrameSettings && f.Header().Flags.Has(http2.FlagSettingsAck)
+	})
+	rc.get(1, true)
+	rc.get(3, true)
+	<-started
+	<-started
+	srv.mu.Lock()
+	var c *serverConn
+	for sc := range srv.conns {
+		c = sc
+	}
+	srv.mu.Unlock()
+
+	// Hold the write lock while both handlers finish and queue for it.
+	c.lockWrite()
+	before := writes.Load()
+	close(gate)
+	for deadline := time.Now().Add(10 * time.Second); c.writeWaiters.Load() < 2; {
+		if time.Now().After(deadline) {
+			c.unlockWrite(false)
+			t.Fatal("the handlers did not queue for the write lock")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.unlockWrite(false)
+	ended := map[uint32]bool{}
+	for len(ended) < 2 {
+		f := rc.next(func(f http2.Frame) bool { return f.Header().Flags.Has(http2.FlagDataEndStream) })
+		ended[f.Header().StreamID] = true
+	}
+	if n := writes.Load() - before; n != 1 {
+		t.Errorf("two responses that finished together took %d writes, want 1", n)
 	}
 }
