@@ -1,20 +1,25 @@
 package peer
 
-// The peer listener's HTTP/2 server. It serves an http.Handler, as
-// net/http's server does, but costs a request less: the goroutine that
-// reads a stream's HEADERS starts another to go on reading the connection
-// and runs the handler itself (no hand-off to a serve loop and a handler
-// goroutine), and a handler writes its frames to the connection itself,
-// under a lock, through one buffered writer, so that a small response
-// (HEADERS, DATA, trailers) leaves in one flush when the handler returns.
+// An HTTP/2 server of its own, which serves the peer listener and the
+// proxy's client-facing HTTP/2 (h2c with prior knowledge on HTTP binds,
+// ALPN h2 on HTTPS binds). It serves an http.Handler, as net/http's server
+// does, but costs a request less: the goroutine that reads a stream's
+// HEADERS starts another to go on reading the connection and runs the
+// handler itself (no hand-off to a serve loop and a handler goroutine),
+// and a handler writes its frames to the connection itself, under a lock,
+// through one buffered writer, so that a small response (HEADERS, DATA,
+// trailers) leaves in one flush when the handler returns.
 //
-// Its peers are other clusters' proxies, so it bounds what a compromised one
-// can make it do: concurrent streams (a reset stream counts until its
-// handler returns), header list size, a header block's bytes on the wire
-// (CONTINUATION floods), resets and control frames per time window, flow
-// control windows, the time to the first request and idle time.
+// Its clients are other clusters' proxies or anyone on the network, so it
+// bounds what a hostile one can make it do: concurrent streams (a reset
+// stream counts until its handler returns), header list size, a header
+// block's bytes on the wire (CONTINUATION floods), resets and control
+// frames per time window, flow control windows, the time to the first
+// request, idle time and (when configured) each stream's lifetime.
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -72,6 +77,8 @@ const (
 	// the default 16 KiB save the sender a write per 16 KiB (Go's client
 	// writes a frame's header and payload apart).
 	maxReadFrame = 64 << 10
+	// readBufSize is the read buffer of a connection that is not TLS.
+	readBufSize = 8 << 10
 	// writeBufSize is the connection's write buffer and a response's
 	// body buffer: a response up to that size leaves in one flush.
 	writeBufSize = 16 << 10
@@ -80,14 +87,16 @@ const (
 	goAwayLinger = time.Second
 )
 
-// HTTPServer is the peer listener's HTTP/2 server (over TLS with ALPN h2;
-// a connection that is not TLS is served as HTTP/2 with prior knowledge,
-// which tests use). Its zero value is not usable: see NewHTTPServer.
+// HTTPServer is an HTTP/2 server: over TLS with ALPN h2, or HTTP/2 with
+// prior knowledge on a connection that is not TLS. Its zero value is not
+// usable: see NewHTTPServer.
 type HTTPServer struct {
-	handler http.Handler
-	log     *slog.Logger
+	handler     http.Handler
+	log         *slog.Logger
+	connContext func(context.Context, net.Conn) context.Context
 
 	readHeaderTimeout, idleTimeout, writeTimeout time.Duration
+	streamTimeout                                time.Duration
 	maxStreams, maxHeaderList                    uint32
 	maxResets, maxControl                        int
 	resetWindow, linger                          time.Duration
@@ -103,13 +112,54 @@ type HTTPServer struct {
 // its errors (failed handshakes, peers' protocol errors) go to log at
 // level Warn.
 func NewHTTPServer(h http.Handler, log *slog.Logger) *HTTPServer {
+	return NewHTTPServerConfig(h, log, HTTPServerConfig{})
+}
+
+// HTTPServerConfig is what a user of the server other than the peer
+// listener sets; a zero field keeps the peer listener's value.
+type HTTPServerConfig struct {
+	// ConnContext, as http.Server's, derives the context of a
+	// connection's requests from one carrying http.LocalAddrContextKey.
+	// It gets the connection ServeConn got.
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+	// MaxConcurrentStreams is SETTINGS_MAX_CONCURRENT_STREAMS; streams
+	// beyond it are refused.
+	MaxConcurrentStreams uint32
+	// MaxHeaderListSize bounds a request's header list (HPACK's size);
+	// a longer one is answered 431.
+	MaxHeaderListSize uint32
+	// ReadHeaderTimeout bounds a connection's TLS handshake, preface and
+	// first request's HEADERS; IdleTimeout closes a connection that has
+	// had no stream for that long.
+	ReadHeaderTimeout, IdleTimeout time.Duration
+	// StreamTimeout, when set, bounds each stream, from its HEADERS to the
+	// end of its response: past it the stream is reset (INTERNAL_ERROR),
+	// its request body and response writes fail, as net/http's server
+	// does for its ReadTimeout and WriteTimeout.
+	StreamTimeout time.Duration
+}
+
+// NewHTTPServerConfig returns an HTTP/2 server serving h with cfg; its
+// errors (failed handshakes, clients' protocol errors) go to log at level
+// Warn.
+func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig) *HTTPServer {
 	return &HTTPServer{
-		handler: h, log: log,
-		readHeaderTimeout: readHeaderTimeout, idleTimeout: idleTimeout, writeTimeout: writeTimeout,
-		maxStreams: maxConcurrentStreams, maxHeaderList: maxHeaderListSize,
-		maxResets: maxResets, resetWindow: resetWindow, maxControl: maxControl, linger: goAwayLinger,
-		listeners: map[net.Listener]struct{}{}, conns: map[*serverConn]struct{}{},
-		connGone: make(chan struct{}, 1),
+		handler:           h,
+		log:               log,
+		connContext:       cfg.ConnContext,
+		readHeaderTimeout: cmp.Or(cfg.ReadHeaderTimeout, readHeaderTimeout),
+		idleTimeout:       cmp.Or(cfg.IdleTimeout, idleTimeout),
+		writeTimeout:      writeTimeout,
+		streamTimeout:     cfg.StreamTimeout,
+		maxStreams:        cmp.Or(cfg.MaxConcurrentStreams, maxConcurrentStreams),
+		maxHeaderList:     cmp.Or(cfg.MaxHeaderListSize, maxHeaderListSize),
+		maxResets:         maxResets,
+		resetWindow:       resetWindow,
+		maxControl:        maxControl,
+		linger:            goAwayLinger,
+		listeners:         map[net.Listener]struct{}{},
+		conns:             map[*serverConn]struct{}{},
+		connGone:          make(chan struct{}, 1),
 	}
 }
 
@@ -164,7 +214,7 @@ func (s *HTTPServer) ServeConn(nc net.Conn) {
 	s.mu.Unlock()
 	if err := c.start(); err != nil {
 		if !errors.Is(err, io.EOF) {
-			s.log.Warn("peer connection refused", "remote", c.remote, "err", err)
+			s.log.Warn("HTTP/2 connection refused", "remote", c.remote, "err", err)
 		}
 		c.close(err)
 		c.release()
@@ -195,6 +245,13 @@ func (s *HTTPServer) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// Conns returns how many connections the server is serving.
+func (s *HTTPServer) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 // stopAccepting marks s closing, closes its listeners and returns the
@@ -232,7 +289,7 @@ func (s *HTTPServer) forget(c *serverConn) {
 	}
 }
 
-// serverConn is one peer connection.
+// serverConn is one client connection.
 type serverConn struct {
 	s      *HTTPServer
 	nc     net.Conn
@@ -252,12 +309,16 @@ type serverConn struct {
 
 	// wmu serializes writes: the framer's write side, the buffered
 	// writer, the HPACK encoder. Order: wmu before mu.
-	wmu       sync.Mutex
-	bw        *connWriter
-	enc       *hpack.Encoder
-	hbuf      headerBuf
-	werr      error
-	wdeadline time.Time
+	wmu sync.Mutex
+	bw  *connWriter
+	// writeWaiters counts the goroutines in lockWrite; flushOwed is set
+	// when a writer left its flush to one of them (under wmu).
+	writeWaiters atomic.Int32
+	flushOwed    bool
+	enc          *hpack.Encoder
+	hbuf         headerBuf
+	werr         error
+	wdeadline    time.Time
 
 	mu         sync.Mutex
 	sendCond   sync.Cond // windows opened, a stream reset, the connection closed
@@ -288,7 +349,16 @@ func (s *HTTPServer) newConn(nc net.Conn) *serverConn {
 	c.refs.Store(1)
 	c.sendCond.L = &c.mu
 	c.ctx = context.WithValue(context.Background(), http.LocalAddrContextKey, nc.LocalAddr())
+	if s.connContext != nil {
+		c.ctx = s.connContext(c.ctx, nc)
+	}
 	c.in = limitedReader{r: nc}
+	if _, ok := nc.(*tls.Conn); !ok {
+		// A TLS connection reads a record at a time; a TCP connection
+		// would cost the framer a read for a frame's header and another
+		// for its payload.
+		c.in.r = bufio.NewReaderSize(nc, readBufSize)
+	}
 	c.bw = &connWriter{c: c}
 	c.bw.buf = make([]byte, 0, 2*writeBufSize+1024)
 	c.fr = http2.NewFramer(c.bw, &c.in)
@@ -317,7 +387,7 @@ func (c *serverConn) start() error {
 	}
 	c.nc.SetWriteDeadline(time.Time{})
 	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(c.nc, preface); err != nil {
+	if _, err := io.ReadFull(c.in.r, preface); err != nil {
 		return fmt.Errorf("reading the preface: %w", err)
 	}
 	if string(preface) != http2.ClientPreface {
@@ -394,6 +464,33 @@ func (w *connWriter) write(p []byte) error {
 // flushLocked sends what is buffered; wmu is held.
 func (c *serverConn) flushLocked() { c.bw.flush() }
 
+// lockWrite takes wmu, counted as waiting for it until it has it.
+func (c *serverConn) lockWrite() {
+	c.writeWaiters.Add(1)
+	c.wmu.Lock()
+	c.writeWaiters.Add(-1)
+}
+
+// unlockWrite releases wmu taken with lockWrite, and returns the
+// connection's write error. With flush, or when an earlier writer left its
+// flush to it, it sends what is buffered first, unless another goroutine
+// waits in lockWrite: then that one sends it, with its own frames, so that
+// the responses of streams that finish together leave in one write (the
+// last writer in line always flushes).
+func (c *serverConn) unlockWrite(flush bool) error {
+	if flush || c.flushOwed {
+		if c.writeWaiters.Load() > 0 {
+			c.flushOwed = true
+		} else {
+			c.flushOwed = false
+			c.flushLocked()
+		}
+	}
+	err := c.werr
+	c.wmu.Unlock()
+	return err
+}
+
 // headerBuf is the HPACK encoder's output.
 type headerBuf struct{ b []byte }
 
@@ -404,7 +501,7 @@ func (h *headerBuf) Write(p []byte) (int, error) { h.b = append(h.b, p...); retu
 // than n bytes: it bounds the work a header block can cost, empty
 // CONTINUATIONs included.
 type limitedReader struct {
-	r net.Conn
+	r io.Reader
 	n int
 }
 
@@ -486,7 +583,7 @@ func (c *serverConn) readError(err error) error {
 func (c *serverConn) fail(err error) {
 	var ce goAwayError
 	if errors.As(err, &ce) {
-		c.s.log.Warn("peer connection ended for a protocol error", "remote", c.remote, "err", err)
+		c.s.log.Warn("HTTP/2 connection ended for a protocol error", "remote", c.remote, "err", err)
 		c.wmu.Lock()
 		c.mu.Lock()
 		last := c.maxID
@@ -519,7 +616,7 @@ func (c *serverConn) close(err error) {
 	c.sendCond.Broadcast()
 	c.mu.Unlock()
 	c.nc.Close()
-	cause := fmt.Errorf("peer connection closed: %w", err)
+	cause := fmt.Errorf("HTTP/2 connection closed: %w", err)
 	for _, st := range streams {
 		st.abort(cause)
 	}
@@ -549,13 +646,12 @@ func (c *serverConn) shutdown() {
 }
 
 func (c *serverConn) goAway(code http2.ErrCode) {
-	c.wmu.Lock()
+	c.lockWrite()
 	c.mu.Lock()
 	last := c.maxID
 	c.mu.Unlock()
 	c.fr.WriteGoAway(last, code, nil)
-	c.flushLocked()
-	c.wmu.Unlock()
+	c.unlockWrite(true)
 }
 
 // onIdle closes a connection that had no stream for the idle timeout.
@@ -609,10 +705,9 @@ func (c *serverConn) process(f http2.Frame) (*stream, error) {
 		if err := c.control(); err != nil {
 			return nil, err
 		}
-		c.wmu.Lock()
+		c.lockWrite()
 		c.fr.WritePing(true, f.Data)
-		c.flushLocked()
-		c.wmu.Unlock()
+		c.unlockWrite(true)
 	case *http2.PriorityFrame:
 		if f.StreamDep == f.StreamID {
 			c.resetStream(f.StreamID, http2.ErrCodeProtocol)
@@ -673,13 +768,12 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 	if err != nil {
 		return err
 	}
-	c.wmu.Lock()
+	c.lockWrite()
 	if setTable {
 		c.enc.SetMaxDynamicTableSizeLimit(tableSize)
 	}
 	c.fr.WriteSettingsAck()
-	c.flushLocked()
-	c.wmu.Unlock()
+	c.unlockWrite(true)
 	return nil
 }
 
@@ -755,10 +849,9 @@ func (c *serverConn) resetStream(id uint32, code http2.ErrCode) {
 		c.noteClosedLocked(id, true)
 	}
 	c.mu.Unlock()
-	c.wmu.Lock()
+	c.lockWrite()
 	c.fr.WriteRSTStream(id, code)
-	c.flushLocked()
-	c.wmu.Unlock()
+	c.unlockWrite(true)
 	if st != nil {
 		st.abort(fmt.Errorf("stream reset: %v", code))
 	}
@@ -870,15 +963,14 @@ func (c *serverConn) giveBack(st *stream, n int) {
 	if connInc == 0 && stInc == 0 {
 		return
 	}
-	c.wmu.Lock()
+	c.lockWrite()
 	if connInc > 0 {
 		c.fr.WriteWindowUpdate(0, connInc)
 	}
 	if stInc > 0 {
 		c.fr.WriteWindowUpdate(st.id, stInc)
 	}
-	c.flushLocked()
-	c.wmu.Unlock()
+	c.unlockWrite(true)
 }
 
 func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) {
@@ -930,10 +1022,9 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 		return nil, c.control()
 	}
 	if f.Truncated {
-		c.wmu.Lock()
+		c.lockWrite()
 		c.writeHead(id, http.StatusRequestHeaderFieldsTooLarge, nil, nil, "", "", true)
-		c.flushLocked()
-		c.wmu.Unlock()
+		c.unlockWrite(true)
 		return nil, nil
 	}
 	st := &stream{c: c, id: id, declared: -1}
@@ -941,7 +1032,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	st.w.st = st
 	st.w.contentLength = -1
 	if err := st.buildRequest(f); err != nil {
-		c.s.log.Debug("malformed peer request", "remote", c.remote, "err", err)
+		c.s.log.Debug("malformed HTTP/2 request", "remote", c.remote, "err", err)
 		c.resetStream(id, http2.ErrCodeProtocol)
 		return nil, c.control()
 	}
@@ -1012,13 +1103,16 @@ func (c *serverConn) serve(st *stream) {
 			if e != http.ErrAbortHandler {
 				buf := make([]byte, 16<<10)
 				buf = buf[:runtime.Stack(buf, false)]
-				c.s.log.Error("panic serving a peer request", "remote", c.remote, "panic", e, "stack", string(buf))
+				c.s.log.Error("panic serving an HTTP/2 request", "remote", c.remote, "panic", e, "stack", string(buf))
 			}
 			c.resetStream(st.id, http2.ErrCodeInternal)
 			st.w.release()
 		}
 		c.streamDone(st)
 	}()
+	if c.s.streamTimeout > 0 {
+		st.w.SetWriteDeadline(time.Now().Add(c.s.streamTimeout))
+	}
 	c.s.handler.ServeHTTP(&st.w, st.req)
 	st.w.finish()
 	panicked = false
@@ -1244,15 +1338,14 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	c := st.c
 	if st.needsContinue {
 		st.needsContinue = false
-		c.wmu.Lock()
+		c.lockWrite()
 		c.mu.Lock()
 		open := !st.reset && !st.remoteClosed
 		c.mu.Unlock()
 		if open && !st.w.committed {
 			c.writeHead(st.id, http.StatusContinue, nil, nil, "", "", false)
-			c.flushLocked()
 		}
-		c.wmu.Unlock()
+		c.unlockWrite(open && !st.w.committed)
 	}
 	c.mu.Lock()
 	for {
@@ -1343,10 +1436,9 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
 		c := w.st.c
-		c.wmu.Lock()
+		c.lockWrite()
 		c.writeHead(w.st.id, code, w.header, nil, "", "", false)
-		c.flushLocked()
-		c.wmu.Unlock()
+		c.unlockWrite(true)
 		return
 	}
 	w.wroteHeader, w.status = true, code
@@ -1577,7 +1669,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 		}
 		chunk, rest := p[:n], p[n:]
 		final := end && len(rest) == 0
-		c.wmu.Lock()
+		c.lockWrite()
 		c.mu.Lock()
 		reset, remoteOpen := st.reset, !st.remoteClosed
 		if final && remoteOpen && !reset {
@@ -1585,7 +1677,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 		}
 		c.mu.Unlock()
 		if reset {
-			c.wmu.Unlock()
+			c.unlockWrite(false)
 			w.err = errors.New("http2: stream closed")
 			return w.err
 		}
@@ -1609,11 +1701,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 			// The request's body is not needed any more (RFC 9113 §8.1).
 			c.fr.WriteRSTStream(st.id, http2.ErrCodeNo)
 		}
-		if flush && len(rest) == 0 {
-			c.flushLocked()
-		}
-		err := c.werr
-		c.wmu.Unlock()
+		err := c.unlockWrite(flush && len(rest) == 0)
 		if err != nil {
 			w.err = err
 			return err
@@ -1649,9 +1737,8 @@ func (c *serverConn) reserve(st *stream, want int) (int, error) {
 			// what is buffered before waiting.
 			flushed = true
 			c.mu.Unlock()
-			c.wmu.Lock()
-			c.flushLocked()
-			c.wmu.Unlock()
+			c.lockWrite()
+			c.unlockWrite(true)
 			c.mu.Lock()
 			continue
 		}

@@ -23,7 +23,9 @@
 // (another takes over reading), and handlers write their frames to the
 // connection themselves, so a small response leaves in one write. It bounds
 // what a compromised peer can make it do (streams, header lists, resets,
-// control frames, windows, idle and header time).
+// control frames, windows, idle and header time). The proxy serves its own
+// clients' HTTP/2 with it too (HTTPServerConfig: their limits, a connection
+// context hook).
 //
 // The package owns the wire protocol and its checks. Choosing targets,
 // checking that a target is the receiver's to deliver to, and delivering

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/accesslog"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
@@ -28,8 +29,11 @@ import (
 // general-purpose reverse proxy on net/http spends most of its time
 // around.
 //
+// HTTP/2 connections (the h2c preface as the first bytes, or ALPN h2) go to
+// the listener's HTTP/2 server (peer.HTTPServer), on this goroutine.
+//
 // Everything else goes to net/http, one connection at a time: the first
-// request the fast path does not take (an upgrade, h2c, a body of unknown
+// request the fast path does not take (an upgrade, a body of unknown
 // or large size, a malformed head, a route with filters, retries, session
 // persistence or an HTTP/2, gRPC or TLS target group) hands its whole
 // connection, the bytes already read included, to the listener's
@@ -51,16 +55,18 @@ type fastServer struct {
 	// tls terminates TLS on an HTTPS listener's connections; nil on HTTP.
 	tls *tls.Config
 	// handoff feeds the listener's http.Server the connections the fast
-	// path gives up.
+	// path gives up; h2 serves the HTTP/2 ones (h2c prior knowledge,
+	// ALPN h2).
 	handoff *handoffListener
+	h2      *peer.HTTPServer
 
 	mu       sync.Mutex
 	conns    map[*fastConn]struct{}
 	draining atomic.Bool
 }
 
-func newFastServer(p *Proxy, b router.Bind, addr net.Addr, tlsConfig *tls.Config) *fastServer {
-	return &fastServer{p: p, bind: b, tls: tlsConfig, handoff: newHandoffListener(addr), conns: map[*fastConn]struct{}{}}
+func newFastServer(p *Proxy, b router.Bind, addr net.Addr, tlsConfig *tls.Config, h2 *peer.HTTPServer) *fastServer {
+	return &fastServer{p: p, bind: b, tls: tlsConfig, handoff: newHandoffListener(addr), h2: h2, conns: map[*fastConn]struct{}{}}
 }
 
 // serve accepts connections from ln until it is closed.
@@ -236,14 +242,15 @@ func (fc *fastConn) serve() {
 		fc.serverName = tc.ConnectionState().ServerName
 		fc.br.Reset(tc)
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
-			handedOff = fc.handoff("")
+			handedOff = true
+			fc.serveHTTP2("")
 			return
 		}
 	}
 	// last is when the connection's previous exchange ended: close enough
 	// to now for the idle deadline, which is kept within 1 % anyway.
 	last := time.Now()
-	for {
+	for first := true; ; first = false {
 		fc.state.Store(connIdle)
 		if s.draining.Load() {
 			return
@@ -267,6 +274,11 @@ func (fc *fastConn) serve() {
 				return
 			}
 			if err != nil {
+				return
+			}
+			if first && head == h2PrefaceHead {
+				handedOff = true
+				fc.serveHTTP2(head)
 				return
 			}
 			if err := h1.ParseRequest(head, &fc.req); err != nil {

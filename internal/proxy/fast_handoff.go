@@ -46,6 +46,45 @@ func (fc *fastConn) handoff(head string) bool {
 	return fc.s.handoff.hand(rc)
 }
 
+// h2PrefaceHead is the start of the HTTP/2 client preface (RFC 9113
+// §3.4) up to its empty line, which the fast path reads as a request head.
+const h2PrefaceHead = "PRI * HTTP/2.0\r\n\r\n"
+
+// serveHTTP2 serves the connection with the listener's HTTP/2 server, on
+// this goroutine, until the server's reader moves to another goroutine:
+// head is what the fast path consumed of the preface ("" on a TLS
+// connection that negotiated h2, of which nothing was read), and fc.br may
+// hold what followed. The connection is no longer the fast path's: drain
+// leaves it to the HTTP/2 server's GOAWAY.
+func (fc *fastConn) serveHTTP2(head string) {
+	fc.s.p.metrics.handoffs.Inc()
+	fc.s.untrack(fc)
+	_ = fc.rw.SetDeadline(time.Time{})
+	var c net.Conn = fc.rw
+	if n := fc.br.Buffered(); head != "" || n > 0 {
+		buffered, _ := fc.br.Peek(n)
+		c = &prefixConn{Conn: fc.rw, pre: append([]byte(head), buffered...)}
+	}
+	fc.br = nil
+	fc.s.h2.ServeConn(c)
+}
+
+// prefixConn is a connection whose reads return pre first: the bytes the
+// fast path read before it gave the connection away.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
 // replayConn is a connection handed to net/http: its reads return the bytes
 // the fast path already read first. tls is the state of the TLS connection
 // it wraps, which net/http cannot see through it; the listener's

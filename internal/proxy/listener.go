@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"trellis.dev/trellis/internal/auth"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -64,23 +66,30 @@ type listener struct {
 	proto model.Protocol
 	ln    net.Listener
 	srv   *http.Server
-	// fast is the fast path of an HTTP listener, which hands srv the
-	// connections it does not serve; nil on HTTPS listeners.
+	// fast is the fast path, which accepts the listener's connections: it
+	// serves HTTP/1.1 itself, gives HTTP/2 connections to h2 and the
+	// rest to srv. nil when the proxy has no fast path, and srv serves
+	// everything, HTTP/2 included.
 	fast *fastServer
+	h2   *peer.HTTPServer
+	// wildcard: the bind is a wildcard default socket, whose requests
+	// carry the address they reached (localIPKey).
+	wildcard bool
 	// closing is set before the proxy closes ln, so that Serve's resulting
 	// error is not reported as a failure.
 	closing atomic.Bool
 }
 
 func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *listener {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.serveHTTP(b, w, r)
+	})
 	l := &listener{
 		addr:  ln.Addr().String(),
 		proto: proto,
 		ln:    ln,
 		srv: &http.Server{
-			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				p.serveHTTP(b, w, r)
-			}),
+			Handler:           handler,
 			ReadHeaderTimeout: readHeaderTimeout,
 			IdleTimeout:       idleTimeout,
 			MaxHeaderBytes:    maxHeaderBytes,
@@ -88,9 +97,9 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 			Protocols:         new(http.Protocols),
 			HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxConcurrentStreams},
 		},
+		wildcard: b.Addr == "" && p.wildcard,
 	}
 	l.srv.Protocols.SetHTTP1(true)
-	wildcard := b.Addr == "" && p.wildcard
 	l.srv.ConnState = func(c net.Conn, s http.ConnState) {
 		// A connection taken over by an upgrade is no longer HTTP/1.
 		if rc, ok := c.(*replayConn); ok && s == http.StateHijacked {
@@ -99,16 +108,7 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 			}
 		}
 	}
-	l.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
-		if wildcard {
-			ctx = context.WithValue(ctx, localIPKey{}, localIP(c.LocalAddr()))
-		}
-		if rc, ok := c.(*replayConn); ok && rc.tls != nil {
-			ctx = context.WithValue(ctx, tlsStateKey{}, rc.tls)
-		}
-		ctx = context.WithValue(ctx, streamStatsKey{}, &streamStats{conn: c})
-		return withIdleConn(ctx, c)
-	}
+	l.srv.ConnContext = l.connContext
 	var serve net.Listener = idleListener{ln}
 	var tlsConfig *tls.Config
 	if proto == model.ProtocolHTTPS {
@@ -124,9 +124,10 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 		serve = guardedListener{serve}
 	}
 	if p.fast {
-		// The fast path accepts every connection (and terminates TLS)
-		// and hands srv those it does not serve.
-		l.fast = newFastServer(p, b, ln.Addr(), tlsConfig)
+		// The fast path accepts every connection (and terminates TLS),
+		// gives h2 the HTTP/2 ones and srv those it does not serve.
+		l.h2 = p.newHTTP2Server(handler, l.connContext)
+		l.fast = newFastServer(p, b, ln.Addr(), tlsConfig, l.h2)
 		serve = l.fast.handoff
 		go func() {
 			if err := l.fast.serve(ln); !l.closing.Load() {
@@ -142,6 +143,21 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 		}
 	}()
 	return l
+}
+
+// connContext is the context of the requests of connection c, on either
+// server: the local address a wildcard socket was reached at, the state of
+// a TLS connection net/http gets wrapped, the stream counts of HTTP/2
+// (rapid reset), the connection for HTTP/1 body idle timeouts.
+func (l *listener) connContext(ctx context.Context, c net.Conn) context.Context {
+	if l.wildcard {
+		ctx = context.WithValue(ctx, localIPKey{}, localIP(c.LocalAddr()))
+	}
+	if rc, ok := c.(*replayConn); ok && rc.tls != nil {
+		ctx = context.WithValue(ctx, tlsStateKey{}, rc.tls)
+	}
+	ctx = context.WithValue(ctx, streamStatsKey{}, &streamStats{conn: c})
+	return withIdleConn(ctx, c)
 }
 
 // certificate chooses the certificate of bind b (or of the bind routeBind
@@ -171,19 +187,30 @@ func (l *listener) stopAccepting() {
 }
 
 func (l *listener) drain(ctx context.Context) error {
-	if l.fast != nil {
-		if err := l.fast.drain(ctx); err != nil {
-			l.srv.Close()
-			return err
-		}
+	// HTTP/2 clients get their GOAWAY at once, while the fast path waits
+	// for its HTTP/1 connections.
+	var h2err error
+	var wg sync.WaitGroup
+	if l.h2 != nil {
+		wg.Go(func() { h2err = l.h2.Shutdown(ctx) })
 	}
-	err := l.srv.Shutdown(ctx)
-	if errors.Is(err, net.ErrClosed) {
-		// Shutdown closing the socket stopAccepting already closed.
-		return nil
+	var err error
+	if l.fast != nil {
+		err = l.fast.drain(ctx)
+	}
+	if err == nil {
+		err = l.srv.Shutdown(ctx)
+		if errors.Is(err, net.ErrClosed) {
+			// Shutdown closing the socket stopAccepting already closed.
+			err = nil
+		}
 	}
 	if err != nil {
 		l.srv.Close()
+	}
+	wg.Wait()
+	if err == nil {
+		err = h2err
 	}
 	return err
 }

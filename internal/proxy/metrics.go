@@ -94,7 +94,7 @@ func newMetrics(p *Proxy) *metrics {
 		}),
 		handoffs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trellis_http_connections_handed_off_total",
-			Help: "HTTP connections the fast path (plain HTTP/1.1 forwarding) handed to the general request path, at their first request it does not take: an upgrade, h2c, a chunked or large body, a rule with filters other than header edits, retries or sessions, an HTTP/2, gRPC or TLS target group.",
+			Help: "HTTP connections the fast path (plain HTTP/1.1 forwarding) handed to the general request path: HTTP/2 ones (h2c, ALPN h2) at once, the others at their first request it does not take: an upgrade, a chunked or large body, a rule with filters other than header edits, retries or sessions, an HTTP/2, gRPC or TLS target group.",
 		}),
 		peerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_peer_requests_total",

@@ -211,10 +211,12 @@ func TestGRPCThroughProxy(t *testing.T) {
 // checkGRPCHealth calls the health service that grpcHealthTarget serves
 // behind the proxy at addr, as grpc.example.com: a unary Check, a gRPC
 // error status (which arrives intact in the trailers), and a server stream
-// whose second status is pushed later through hs.
-func checkGRPCHealth(t *testing.T, addr string, hs *health.Server) {
+// whose second status is pushed later through hs. The connection is h2c
+// unless opts say otherwise.
+func checkGRPCHealth(t *testing.T, addr string, hs *health.Server, opts ...grpc.DialOption) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com")}, opts...)
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,9 +8,11 @@ import (
 
 // HTTP/2 rapid reset (CVE-2023-44487): a client opens streams and resets
 // them at once, so that each costs the proxy a request, and perhaps a
-// target its share, while the client's concurrency limit never binds. Go's
-// server bounds the handlers running per connection (maxConcurrentStreams)
-// but keeps the connection; streamStats cuts it.
+// target its share, while the client's concurrency limit never binds. The
+// HTTP/2 servers bound the handlers running per connection
+// (maxConcurrentStreams); net/http's keeps the connection, the proxy's own
+// (peer.HTTPServer) ends it only past 1000 resets in 10 s. streamStats cuts
+// it sooner, on either.
 
 // streamStats counts the streams of one HTTP/2 connection, completed and
 // reset by the client, and closes the connection when the resets say it
