@@ -48,6 +48,7 @@ func (b *builder) addClustersetHosts() error {
 		return cmp.Or(strings.Compare(x.Namespace, y.Namespace), strings.Compare(x.Name, y.Name))
 	})
 	kept := make(map[string]*serviceState, len(st.synthetic))
+	podNames := 0
 	for _, k := range keys {
 		im := mcs.Merge(st.exports[k])
 		host := strings.ToLower(mcs.ClustersetHost(k.Namespace, k.Name))
@@ -58,6 +59,7 @@ func (b *builder) addClustersetHosts() error {
 			st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s: exported annotation %s %v; not served", host, mcs.ClusterWeightsAnnotation, err))
 			continue
 		}
+		pods := podHosts(st.exports[k])
 		for _, p := range im.Ports {
 			version, ok := mcs.HTTPVersion(p)
 			if !ok {
@@ -70,38 +72,33 @@ func (b *builder) addClustersetHosts() error {
 				st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s port %d: %s already serves %s", host, p.Port, bind, bs.proto))
 				continue
 			}
-			if st.serves(bind, host) {
-				continue // an explicit route wins
-			}
 			if !taken && opened >= maxClustersetPorts {
 				st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s port %d: clusterset names already opened %d ports; not served", host, p.Port, maxClustersetPorts))
 				continue
 			}
-			svc := model.Service{
-				Meta:      model.Meta{Name: ClustersetServiceName(k.Namespace, k.Name, p.Port)},
-				Listeners: []model.Listener{{Name: "clusterset", Port: p.Port, Protocol: model.ProtocolHTTP, Hostnames: []string{host}}},
-				Rules: []model.Rule{{Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{
-					Weight: 1,
-					Import: &model.ImportRef{Namespace: k.Namespace, Name: k.Name, Port: p.Port, Protocol: model.ProtocolHTTP, ProtocolVersion: version, ClusterWeights: weights},
-				}}}}}},
-			}
-			ss := st.synthetic[svc.Name]
-			if ss == nil || !reflect.DeepEqual(ss.svc, svc) {
-				ss = &serviceState{svc: svc, synthetic: true}
-				if err := b.compileService(ss, nil); err != nil {
-					// Not expected (the exports were validated); still,
-					// an export never keeps the rest of the table from
-					// being served.
-					st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s port %d: %v", host, p.Port, err))
-					continue
+			ref := model.ImportRef{Namespace: k.Namespace, Name: k.Name, Port: p.Port, Protocol: model.ProtocolHTTP, ProtocolVersion: version, ClusterWeights: weights}
+			served := b.addSynthetic(ClustersetServiceName(k.Namespace, k.Name, p.Port), host, ref, kept) // an explicit route wins
+			for _, pod := range pods {
+				if podNames >= maxPodNames {
+					st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s port %d: per-pod names already make %d services; %s and the names after it not served", host, p.Port, maxPodNames, pod.host))
+					break
+				}
+				ref := ref
+				ref.ClusterWeights, ref.Hostname = map[string]int32{pod.cluster: 1}, pod.hostname
+				if b.addSynthetic(PodServiceName(k.Namespace, k.Name, p.Port, pod.hostname, pod.cluster), pod.host, ref, kept) {
+					served = true
+					podNames++
 				}
 			}
-			st.apply(ss)
-			kept[svc.Name] = ss
-			if st.synthetic[svc.Name] != ss {
-				st.servicesChanged(svc.Name, ss.service)
+			if len(pods) > 0 {
+				// Any other name below the Service's is a pod that is not
+				// ready, not known, or of no exporting cluster: the import
+				// with a hostname no endpoint has (not an RFC 1123 label)
+				// answers it 503 NoTarget, never another pod.
+				ref.ClusterWeights, ref.Hostname = nil, noPod
+				served = b.addSynthetic(ClustersetServiceName(k.Namespace, k.Name, p.Port)+"/*", "*."+host, ref, kept) || served
 			}
-			if !taken {
+			if served && !taken {
 				opened++
 			}
 		}
@@ -117,6 +114,79 @@ func (b *builder) addClustersetHosts() error {
 	st.synthetic = kept
 	return nil
 }
+
+// addSynthetic serves host on ref's port (at the proxy's bind address) by
+// a service named name with ref as its only backend, keeping it in kept,
+// unless a service of the snapshot already serves host there; it reports
+// whether it serves it.
+func (b *builder) addSynthetic(name, host string, ref model.ImportRef, kept map[string]*serviceState) bool {
+	st := b.st
+	if st.serves(Bind{Port: ref.Port}, host) {
+		return false
+	}
+	svc := model.Service{
+		Meta:      model.Meta{Name: name},
+		Listeners: []model.Listener{{Name: "clusterset", Port: ref.Port, Protocol: model.ProtocolHTTP, Hostnames: []string{host}}},
+		Rules: []model.Rule{{Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{
+			Weight: 1, Import: &ref,
+		}}}}}},
+	}
+	ss := st.synthetic[name]
+	if ss == nil || !reflect.DeepEqual(ss.svc, svc) {
+		ss = &serviceState{svc: svc, synthetic: true}
+		if err := b.compileService(ss, nil); err != nil {
+			// Not expected (the exports were validated); still, an export
+			// never keeps the rest of the table from being served.
+			st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s port %d: %v", host, ref.Port, err))
+			return false
+		}
+	}
+	st.apply(ss)
+	kept[name] = ss
+	if st.synthetic[name] != ss {
+		st.servicesChanged(name, ss.service)
+	}
+	return true
+}
+
+// PodServiceName is the name of the service serving port of the per-pod
+// name of hostname in cluster, of the clusterset name of namespace/name.
+func PodServiceName(namespace, name string, port int32, hostname, cluster string) string {
+	return ClustersetServiceName(namespace, name, port) + "/" + hostname + "." + cluster
+}
+
+// noPod is the hostname of the import backend answering the names below a
+// clusterset name that are no ready pod's: no endpoint has it, since an
+// export's hostnames are RFC 1123 labels.
+const noPod = "*"
+
+// podHost is one per-pod name: "<hostname>.<cluster>.<service>.<namespace>.svc.clusterset.local".
+type podHost struct {
+	host, hostname, cluster string
+}
+
+// podHosts are the per-pod names of exports (one Service's, by owner),
+// by host. The owner is part of the name, and a hostname is one label
+// while the owner follows it, so one cluster's export cannot name another
+// cluster's pod.
+func podHosts(exports []*model.ServiceExport) []podHost {
+	var out []podHost
+	for _, e := range exports {
+		if e.Type != model.ExportHeadless {
+			continue
+		}
+		for _, h := range e.Hostnames {
+			out = append(out, podHost{host: strings.ToLower(mcs.PodHost(h.Hostname, e.Owner, e.Namespace, e.Service)), hostname: h.Hostname, cluster: e.Owner})
+		}
+	}
+	slices.SortFunc(out, func(x, y podHost) int { return strings.Compare(x.host, y.host) })
+	return out
+}
+
+// maxPodNames bounds the services per-pod names make on a proxy, each
+// name and port one: any admitted cluster's exports name them (each at
+// most model.MaxExportHostnames).
+const maxPodNames = 4096
 
 // maxClustersetPorts bounds the ports clusterset names open on a proxy
 // beyond those its services listen on: exports of any admitted cluster

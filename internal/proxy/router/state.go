@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -35,6 +36,9 @@ type state struct {
 	// csPorts are the ports the exports name.
 	csPorts      map[int32]bool
 	importGroups map[string]*Group
+	// targetsByAddr indexes export ports' active targets by address, for
+	// per-pod names (builder.exportTargets).
+	targetsByAddr map[exportPort]map[netip.Addr][]Target
 	// netAuth holds the networks' auth policies compiled so far.
 	netAuth map[string]*auth.Policy
 
