@@ -556,12 +556,26 @@ func (b *builder) exportTargets(e *model.ServiceExport, ref *model.ImportRef) []
 		}
 		return out
 	}
-	i := slices.IndexFunc(e.Hostnames, func(h model.ExportHostname) bool { return h.Hostname == ref.Hostname })
-	if i < 0 || e.Type != model.ExportHeadless {
+	if e.Type != model.ExportHeadless {
 		return nil
 	}
 	// A per-pod name per hostname asks this of the same export: its
-	// targets by address are indexed once per state.
+	// hostnames, and its targets by address, are indexed once per state.
+	names := b.st.hostnames[e]
+	if names == nil {
+		names = make(map[string][]string, len(e.Hostnames))
+		for _, h := range e.Hostnames {
+			names[h.Hostname] = h.Addresses
+		}
+		if b.st.hostnames == nil {
+			b.st.hostnames = map[*model.ServiceExport]map[string][]string{}
+		}
+		b.st.hostnames[e] = names
+	}
+	addrs, ok := names[ref.Hostname]
+	if !ok {
+		return nil
+	}
 	k := exportPort{e, ref.Port}
 	byAddr := b.st.targetsByAddr[k]
 	if byAddr == nil {
@@ -577,7 +591,7 @@ func (b *builder) exportTargets(e *model.ServiceExport, ref *model.ImportRef) []
 		b.st.targetsByAddr[k] = byAddr
 	}
 	var out []Target
-	for _, s := range e.Hostnames[i].Addresses {
+	for _, s := range addrs {
 		if a, err := netip.ParseAddr(s); err == nil {
 			out = append(out, byAddr[a.Unmap()]...)
 		}

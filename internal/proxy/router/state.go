@@ -39,6 +39,8 @@ type state struct {
 	// targetsByAddr indexes export ports' active targets by address, for
 	// per-pod names (builder.exportTargets).
 	targetsByAddr map[exportPort]map[netip.Addr][]Target
+	// hostnames indexes exports' hostnames: their addresses by hostname.
+	hostnames map[*model.ServiceExport]map[string][]string
 	// netAuth holds the networks' auth policies compiled so far.
 	netAuth map[string]*auth.Policy
 
