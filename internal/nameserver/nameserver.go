@@ -150,7 +150,11 @@ func (s *Server) Update(snap *model.Snapshot) {
 		t.empty[dns.CanonicalName(k[0]+"."+ClustersetZone)] = true
 		// The ports are the import's, as every controller merges them.
 		im := mcs.Merge(group)
-		pods, unnamed := t.addPods(group, k[0], k[1])
+		var pods []pod
+		unnamed := true
+		if im.Type == model.ExportHeadless {
+			pods, unnamed = t.addPods(group, k[0], k[1])
+		}
 		for _, p := range im.Ports {
 			var records []srvRecord
 			if unnamed {
@@ -185,7 +189,7 @@ type pod struct {
 	ports map[string]bool
 }
 
-// addPods makes the per-pod names of a Headless Service's exports (its
+// addPods makes the per-pod names of a Headless import's exports (its
 // pods with hostnames, by cluster) resolve, and the names between them
 // and the Service's name exist empty; it returns them, and whether some
 // exporting cluster has endpoints without a hostname (or none has any

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -123,5 +124,30 @@ func TestClustersetPodSRVBounded(t *testing.T) {
 	}
 	if got := query(t, "tcp", addr, "web-999.cluster-2.db.shop.svc.clusterset.local.", dns.TypeA); len(got.answers) != 1 {
 		t.Errorf("the last pod: %+v", got)
+	}
+}
+
+// When a ClusterSetIP export wins the type conflict (it is older), the
+// import is ClusterSetIP and the Headless export's pods have no names.
+func TestClustersetPodNamesNotOfAClusterSetIPImport(t *testing.T) {
+	s, addr := start(t, "127.0.0.1")
+	snap := headless(snapshot(3), "east", "web-0=10.0.0.1")
+	snap = headless(snap, "west", "web-0=10.0.0.1")
+	snap.Exports[0].Type, snap.Exports[0].Hostnames = model.ExportClusterSetIP, nil
+	snap.Exports[0].ExportedAt = time.Unix(1000, 0)
+	snap.Exports[1].ExportedAt = time.Unix(2000, 0)
+	s.Update(snap)
+	if got := query(t, "udp", addr, "db.shop.svc.clusterset.local.", dns.TypeA); len(got.answers) != 1 {
+		t.Fatalf("the Service's name: %+v", got)
+	}
+	if got := query(t, "udp", addr, "web-0.west.db.shop.svc.clusterset.local.", dns.TypeA); got.rcode != dns.RcodeNameError {
+		t.Errorf("a pod of the younger Headless export: %+v, want NXDOMAIN", got)
+	}
+	// The older export Headless: west's pod is named again.
+	snap.Exports[1].ExportedAt = time.Unix(500, 0)
+	snap.Revision = 4
+	s.Update(snap)
+	if got := query(t, "udp", addr, "web-0.west.db.shop.svc.clusterset.local.", dns.TypeA); len(got.answers) != 1 {
+		t.Errorf("a pod of the older Headless export: %+v", got)
 	}
 }

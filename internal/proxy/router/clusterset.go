@@ -59,7 +59,10 @@ func (b *builder) addClustersetHosts() error {
 			st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s: exported annotation %s %v; not served", host, mcs.ClusterWeightsAnnotation, err))
 			continue
 		}
-		pods := podHosts(st.exports[k])
+		var pods []podHost
+		if im.Type == model.ExportHeadless {
+			pods = podHosts(st.exports[k])
+		}
 		for _, p := range im.Ports {
 			version, ok := mcs.HTTPVersion(p)
 			if !ok {
@@ -165,8 +168,9 @@ type podHost struct {
 	host, hostname, cluster string
 }
 
-// podHosts are the per-pod names of exports (one Service's, by owner),
-// by host. The owner is part of the name, and a hostname is one label
+// podHosts are the per-pod names of exports (one Service's, by owner,
+// whose import is Headless: a conflict won by a ClusterSetIP export has
+// none), by host. The owner is part of the name, and a hostname is one label
 // while the owner follows it, so one cluster's export cannot name another
 // cluster's pod.
 func podHosts(exports []*model.ServiceExport) []podHost {

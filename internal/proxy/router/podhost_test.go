@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"trellis.dev/trellis/internal/mcs"
 	"trellis.dev/trellis/internal/model"
@@ -172,5 +173,22 @@ func BenchmarkPodHostsCompile(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// An import that is ClusterSetIP (an older ClusterSetIP export won the
+// type conflict) has no per-pod names, though a younger Headless export
+// names its pods.
+func TestPodHostNotOfAClusterSetIPImport(t *testing.T) {
+	older := headlessExport("east", "=10.0.0.1")
+	older.Type, older.ExportedAt = model.ExportClusterSetIP, time.Unix(1000, 0)
+	younger := headlessExport("west", "web-0=10.0.0.2")
+	younger.ExportedAt = time.Unix(2000, 0)
+	tab := mustCompile(t, podSnapshot(older, younger))
+	if r := matchHost(tab, 80, mcs.PodHost("web-0", "west", "shop", "db")); r != nil {
+		t.Errorf("west's web-0 matched %s", r.Service)
+	}
+	if r := matchHost(tab, 80, mcs.ClustersetHost("shop", "db")); r == nil {
+		t.Error("the Service's name is not served")
 	}
 }
