@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 
 	"trellis.dev/trellis/internal/mcs"
 	"trellis.dev/trellis/internal/model"
+	testpki "trellis.dev/trellis/test/pki"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -103,5 +105,90 @@ func TestPodHostAcrossClusters(t *testing.T) {
 	}
 	if len(got) != 3 {
 		t.Errorf("the Service's name: %v, want all three backends", got)
+	}
+}
+
+// tlsEchoAt is tlsEcho listening on addr (a loopback address of its own).
+func tlsEchoAt(t *testing.T, cert tls.Certificate, name, addr string) *model.Target {
+	t.Helper()
+	ln, err := tls.Listen("tcp", addr+":0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					c.Write(append([]byte(name+":"), buf[:n]...))
+				}
+			}()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	return &model.Target{Address: addr, Port: int32(port), State: model.TargetActive}
+}
+
+// By SNI too: a TLS passthrough route over "*.db.shop.svc.clusterset.local"
+// to the import sends a connection for a per-pod name to that pod only,
+// west's through the peer hop as a tunnel; a pod that is not known gets
+// no target (the connection is closed), never another pod.
+func TestPodHostBySNIAcrossClusters(t *testing.T) {
+	w := newHopWorld(t)
+	ca := testpki.NewCA(t)
+	cert := ca.Issue(t, "*.east.db.shop.svc.clusterset.local", "*.west.db.shop.svc.clusterset.local").TLS(t)
+	export := func(cluster string, pods map[string]*model.Target) model.ServiceExport {
+		e := model.ServiceExport{Meta: model.Meta{Name: model.ExportName(cluster, "shop", "db"), Owner: cluster},
+			Namespace: "shop", Service: "db", Type: model.ExportHeadless, ExportedAt: time.Now()}
+		p := model.ExportPort{Name: "tls", Protocol: "TCP", Port: 5432}
+		for h, tt := range pods {
+			tt.Cluster = cluster
+			p.Targets = append(p.Targets, *tt)
+			e.Hostnames = append(e.Hostnames, model.ExportHostname{Hostname: h, Addresses: []string{tt.Address}})
+		}
+		e.Ports = []model.ExportPort{p}
+		return e
+	}
+	svc := model.Service{Meta: model.Meta{Name: "db-tls", Owner: "east"}, Network: "edge",
+		Listeners: []model.Listener{{Name: "tls", Port: 9443, Protocol: model.ProtocolTLSPassthrough, Hostnames: []string{"*.db.shop.svc.clusterset.local"}}},
+		Rules: []model.Rule{{Action: forward(model.WeightedTargetGroup{Weight: 1,
+			Import: &model.ImportRef{Namespace: "shop", Name: "db", Port: 5432, Protocol: model.ProtocolTCP, ProtocolVersion: model.HTTP1}})}},
+	}
+	w.update(t, &model.Snapshot{Revision: 1, Objects: model.Objects{Networks: testNetworks, Services: []model.Service{svc}, Exports: []model.ServiceExport{
+		export("east", map[string]*model.Target{"web-0": tlsEchoAt(t, cert, "east-web-0", "127.0.0.21")}),
+		export("west", map[string]*model.Target{"web-0": tlsEchoAt(t, cert, "west-web-0", "127.0.0.22"), "web-1": tlsEchoAt(t, cert, "west-web-1", "127.0.0.23")}),
+	}}})
+	dial := func(host string) (string, error) {
+		conn, err := tls.Dial("tcp", addrOf(w.east, 9443), &tls.Config{ServerName: host, RootCAs: ca.Pool()})
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		conn.Write([]byte("ping"))
+		buf := make([]byte, 64)
+		n, err := conn.Read(buf)
+		return string(buf[:n]), err
+	}
+	for _, tc := range []struct{ hostname, cluster string }{{"web-0", "east"}, {"web-0", "west"}, {"web-1", "west"}} {
+		host := mcs.PodHost(tc.hostname, tc.cluster, "shop", "db")
+		for range 5 {
+			if got, err := dial(host); err != nil || got != tc.cluster+"-"+tc.hostname+":ping" {
+				t.Fatalf("%s: %q %v", host, got, err)
+			}
+		}
+	}
+	if got, err := dial(mcs.PodHost("web-1", "east", "shop", "db")); err == nil {
+		t.Errorf("east's web-1, no such pod: answered %q", got)
 	}
 }

@@ -106,6 +106,7 @@ func (b *builder) addClustersetHosts() error {
 			}
 		}
 	}
+	b.addPodSNIHosts(kept, &podNames)
 	for name := range st.synthetic {
 		if kept[name] == nil {
 			st.servicesChanged(name, nil)
@@ -134,22 +135,32 @@ func (b *builder) addSynthetic(name, host string, ref model.ImportRef, kept map[
 			Weight: 1, Import: &ref,
 		}}}}}},
 	}
-	ss := st.synthetic[name]
-	if ss == nil || !reflect.DeepEqual(ss.svc, svc) {
-		ss = &serviceState{svc: svc, synthetic: true}
-		if err := b.compileService(ss, nil); err != nil {
-			// Not expected (the exports were validated); still, an export
-			// never keeps the rest of the table from being served.
-			st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s port %d: %v", host, ref.Port, err))
-			return false
+	if err := b.keepSynthetic(svc, nil, kept); err != nil {
+		// Not expected (the exports were validated); still, an export
+		// never keeps the rest of the table from being served.
+		st.csConflicts = append(st.csConflicts, fmt.Sprintf("clusterset name %s port %d: %v", host, ref.Port, err))
+		return false
+	}
+	return true
+}
+
+// keepSynthetic compiles svc (in network n) unless the last compile made
+// the same, applies it and keeps it in kept.
+func (b *builder) keepSynthetic(svc model.Service, n *model.ServiceNetwork, kept map[string]*serviceState) error {
+	st := b.st
+	ss := st.synthetic[svc.Name]
+	if ss == nil || ss.net != n || !reflect.DeepEqual(ss.svc, svc) {
+		ss = &serviceState{svc: svc, synthetic: true, net: n}
+		if err := b.compileService(ss, n); err != nil {
+			return err
 		}
 	}
 	st.apply(ss)
-	kept[name] = ss
-	if st.synthetic[name] != ss {
-		st.servicesChanged(name, ss.service)
+	kept[svc.Name] = ss
+	if st.synthetic[svc.Name] != ss {
+		st.servicesChanged(svc.Name, ss.service)
 	}
-	return true
+	return nil
 }
 
 // PodServiceName is the name of the service serving port of the per-pod
@@ -245,4 +256,148 @@ func wildcardSuffixes(host string) func(func(string) bool) {
 			i += 1 + j
 		}
 	}
+}
+
+// addPodSNIHosts narrows TLS passthrough to per-pod names: for each
+// service of the snapshot with a TLS passthrough listener whose wildcard
+// host name covers a per-pod name of a Headless import it forwards to
+// (a TLSRoute of "*.<svc>.<ns>.svc.clusterset.local" to the
+// ServiceImport), a service named "clusterset:<service>/<hostname>.<cluster>"
+// serves that exact name (which wins over the wildcard) on the same
+// listeners, in the same network, with the same policies, forwarding only
+// to that pod of that cluster. A listener naming a per-pod host exactly
+// is the route's own and is left to it. Its per-pod services count
+// towards maxPodNames.
+func (b *builder) addPodSNIHosts(kept map[string]*serviceState, podNames *int) {
+	st := b.st
+	for _, name := range slices.Sorted(maps.Keys(st.services)) {
+		ss := st.services[name]
+		if ss.skipped {
+			continue
+		}
+		for _, ref := range passthroughImports(&ss.svc) {
+			exports := st.exports[ref]
+			if len(exports) == 0 || mcs.Merge(exports).Type != model.ExportHeadless {
+				continue
+			}
+			for _, pod := range slices.Concat(podHosts(exports), clusterCatchAlls(exports)) {
+				svc, ok := narrowToPod(&ss.svc, ref, pod)
+				if !ok {
+					continue
+				}
+				if *podNames >= maxPodNames {
+					st.csConflicts = append(st.csConflicts, fmt.Sprintf("service %s: per-pod names already make %d services; %s and the names after it not served", name, maxPodNames, pod.host))
+					break
+				}
+				if err := b.keepSynthetic(svc, ss.net, kept); err != nil {
+					st.csConflicts = append(st.csConflicts, fmt.Sprintf("service %s per-pod name %s: %v", name, pod.host, err))
+					continue
+				}
+				*podNames++
+			}
+		}
+	}
+}
+
+// clusterCatchAlls are, for each cluster exporting a Headless Service,
+// the names below "<cluster>.<svc>.<ns>.svc.clusterset.local" that are no
+// ready pod's: a wildcard with the hostname no endpoint has (noPod), so
+// that a TLS connection for a pod that is not ready or not known matches
+// it rather than the route's wildcard over the Service, and reaches no
+// target rather than another pod.
+func clusterCatchAlls(exports []*model.ServiceExport) []podHost {
+	var out []podHost
+	for _, e := range exports {
+		if e.Type == model.ExportHeadless {
+			host := "*." + strings.ToLower(e.Owner+"."+mcs.ClustersetHost(e.Namespace, e.Service))
+			out = append(out, podHost{host: host, hostname: noPod, cluster: e.Owner})
+		}
+	}
+	slices.SortFunc(out, func(x, y podHost) int { return strings.Compare(x.host, y.host) })
+	return out
+}
+
+// passthroughImports are the imports svc's rules forward to, when it has
+// a TLS passthrough listener.
+func passthroughImports(svc *model.Service) []ExportRef {
+	if !slices.ContainsFunc(svc.Listeners, func(l model.Listener) bool { return l.Protocol == model.ProtocolTLSPassthrough }) {
+		return nil
+	}
+	var out []ExportRef
+	for _, r := range svc.Rules {
+		if r.Action.Forward == nil {
+			continue
+		}
+		for _, wb := range r.Action.Forward.Backends {
+			if im := wb.Import; im != nil && !slices.Contains(out, ExportRef{im.Namespace, im.Name}) {
+				out = append(out, ExportRef{im.Namespace, im.Name})
+			}
+		}
+	}
+	return out
+}
+
+// narrowToPod is svc serving pod's name only, by its TLS passthrough
+// listeners whose host names cover it (a wildcard itself, for a
+// clusterCatchAlls name) by a wildcard (and not exactly),
+// forwarding to that pod of ref's import only: its rules keep only their
+// backends of ref, each with pod's cluster alone and its hostname. It
+// reports false when no listener covers the name.
+func narrowToPod(svc *model.Service, ref ExportRef, pod podHost) (model.Service, bool) {
+	out := *svc
+	out.Name = ClustersetServicePrefix + svc.Name + "/" + pod.hostname + "." + pod.cluster
+	out.DNSName, out.CustomDomains, out.Listeners, out.Rules = "", nil, nil, nil
+	svcHosts := svc.Hostnames()
+	for _, l := range svc.Listeners {
+		hosts := svcHosts
+		if len(l.Hostnames) > 0 {
+			hosts = l.Hostnames
+		}
+		if l.Protocol != model.ProtocolTLSPassthrough || !coversByWildcard(hosts, pod.host) {
+			continue
+		}
+		l.Hostnames = []string{pod.host}
+		out.Listeners = append(out.Listeners, l)
+	}
+	if len(out.Listeners) == 0 {
+		return out, false
+	}
+	for _, r := range svc.Rules {
+		if r.Action.Forward == nil {
+			continue
+		}
+		var backends []model.WeightedTargetGroup
+		for _, wb := range r.Action.Forward.Backends {
+			if im := wb.Import; im != nil && (ExportRef{im.Namespace, im.Name}) == ref {
+				narrowed := *im
+				narrowed.ClusterWeights, narrowed.Hostname = map[string]int32{pod.cluster: 1}, pod.hostname
+				wb.Import = &narrowed
+				backends = append(backends, wb)
+			}
+		}
+		if len(backends) == 0 {
+			continue
+		}
+		fwd := *r.Action.Forward
+		fwd.Backends = backends
+		r.Action.Forward = &fwd
+		out.Rules = append(out.Rules, r)
+	}
+	return out, len(out.Rules) > 0
+}
+
+// coversByWildcard reports whether a wildcard of hosts covers host, and
+// none names it exactly.
+func coversByWildcard(hosts []string, host string) bool {
+	covered := false
+	for _, h := range hosts {
+		h = strings.ToLower(h)
+		if h == host {
+			return false
+		}
+		if suffix, ok := strings.CutPrefix(h, "*"); ok && strings.HasSuffix(host, suffix) && len(host) > len(suffix) {
+			covered = true
+		}
+	}
+	return covered
 }

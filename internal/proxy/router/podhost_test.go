@@ -192,3 +192,85 @@ func TestPodHostNotOfAClusterSetIPImport(t *testing.T) {
 		t.Error("the Service's name is not served")
 	}
 }
+
+// dbTLSRoute is a TLS passthrough service on port 443 of network mesh,
+// its listener's host names hosts, forwarding to shop/db's port 80 (as a
+// TLSRoute to the ServiceImport makes it).
+func dbTLSRoute(hosts ...string) model.Service {
+	return model.Service{Meta: model.Meta{Name: "db-tls"}, Network: "mesh",
+		Listeners: []model.Listener{{Name: "tls", Port: 443, Protocol: model.ProtocolTLSPassthrough, Hostnames: hosts}},
+		Rules: []model.Rule{{Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{Weight: 1,
+			Import: &model.ImportRef{Namespace: "shop", Name: "db", Port: 80, Protocol: model.ProtocolTCP, ProtocolVersion: model.HTTP1}}}}}}},
+	}
+}
+
+// A TLS passthrough route over the Service's wildcard name serves each
+// per-pod name by SNI with that pod of that cluster only; a name below an
+// exporting cluster's that is no ready pod's reaches no target; the
+// Service's other names keep the route's spread over every pod.
+func TestPodHostBySNI(t *testing.T) {
+	snap := podSnapshot(headlessExport("east", "web-0=10.0.0.1", "web-1=10.0.0.2"), headlessExport("west", "web-0=10.0.0.2"))
+	snap.Services = []model.Service{dbTLSRoute("*.db.shop.svc.clusterset.local")}
+	tab := mustCompile(t, snap)
+	if c := tab.Conflicts(); len(c) > 0 {
+		t.Fatalf("conflicts %v", c)
+	}
+	bind := Bind{Port: 443}
+	for _, tc := range []struct{ hostname, cluster, addr string }{
+		{"web-0", "east", "10.0.0.1:8080"}, {"web-1", "east", "10.0.0.2:8080"}, {"web-0", "west", "10.0.0.2:8080"},
+	} {
+		host := mcs.PodHost(tc.hostname, tc.cluster, "shop", "db")
+		r := tab.MatchSNI(bind, host)
+		if r == nil || r.Service != ClustersetServicePrefix+"db-tls/"+tc.hostname+"."+tc.cluster {
+			t.Fatalf("%s: %+v", host, r)
+		}
+		for range 20 {
+			if got := r.Pick().Group().Pick(); got == nil || got.Cluster != tc.cluster || got.Addr != tc.addr {
+				t.Fatalf("%s: picked %+v, want %s %s", host, got, tc.cluster, tc.addr)
+			}
+		}
+		// The peer hop's receiver finds the same service, in the network.
+		if svc := tab.Service(r.Service); svc == nil || svc.Network != "mesh" || len(svc.Imports) != 1 {
+			t.Errorf("%s: service %+v", host, svc)
+		}
+	}
+	for _, host := range []string{mcs.PodHost("web-1", "west", "shop", "db"), "x.web-0.east.db.shop.svc.clusterset.local"} {
+		if r := tab.MatchSNI(bind, host); r == nil || r.Pick().Group().Pick() != nil {
+			t.Errorf("%s: %+v, want a route without a target", host, r)
+		}
+	}
+	if r := tab.MatchSNI(bind, "other.db.shop.svc.clusterset.local"); r == nil || r.Service != "db-tls" {
+		t.Errorf("another name under the route's wildcard: %+v", r)
+	}
+
+	// The route goes: so do its per-pod names (an incremental compile).
+	var c Compiler
+	if _, err := c.Compile(snap); err != nil {
+		t.Fatal(err)
+	}
+	next := podSnapshot(snap.Exports...)
+	next.Revision = 2
+	next.Services = []model.Service{{Meta: model.Meta{Name: "other"}, Network: "mesh",
+		Listeners: []model.Listener{{Name: "tls", Port: 443, Protocol: model.ProtocolTLSPassthrough, Hostnames: []string{"x.example"}}},
+		Rules:     snap.Services[0].Rules}}
+	next.Services[0].Rules = nil
+	tab2, err := c.Compile(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := tab2.MatchSNI(bind, mcs.PodHost("web-0", "east", "shop", "db")); r != nil {
+		t.Errorf("after the route went: %s", r.Service)
+	}
+}
+
+// A route naming a per-pod host exactly keeps it: no per-pod service is
+// made for it.
+func TestPodHostBySNIExactRouteWins(t *testing.T) {
+	host := mcs.PodHost("web-0", "east", "shop", "db")
+	snap := podSnapshot(headlessExport("east", "web-0=10.0.0.1"))
+	snap.Services = []model.Service{dbTLSRoute(host)}
+	tab := mustCompile(t, snap)
+	if r := tab.MatchSNI(Bind{Port: 443}, host); r == nil || r.Service != "db-tls" {
+		t.Errorf("%s: %+v, want the route's own", host, r)
+	}
+}
