@@ -80,6 +80,7 @@ func TestMCSConformance(t *testing.T) {
 		// Trellis's own: not in the suite.
 		{"TrellisClustersetNameServedWithoutARoute", checkClustersetNameWithoutRoute},
 		{"TrellisHeadlessPodNamesReachThatClustersPod", checkPodNamesAcrossClusters},
+		{"TrellisHeadlessPodNamesBySNI", checkPodNamesBySNI},
 	}
 	t.Run("checks", func(t *testing.T) {
 		for i, c := range checks {
@@ -96,8 +97,8 @@ type mcsEnv struct {
 	*mesh
 }
 
-// mcsGatewayNS holds cluster a's Gateway, whose listeners (42 and 4242)
-// the connectivity checks' routes attach to. Every proxy serves the
+// mcsGatewayNS holds cluster a's Gateway, whose listeners (42 and 4242;
+// 9093 for TLS passthrough) the connectivity checks' routes attach to. Every proxy serves the
 // network's routes, so one Gateway serves the clients of all three
 // clusters.
 const mcsGatewayNS = "mcs-gateway"
@@ -105,7 +106,8 @@ const mcsGatewayNS = "mcs-gateway"
 func (e *mcsEnv) gateway(t *testing.T) {
 	apply(t, e.clusters[0].kc, namespaceYAML(mcsGatewayNS)+serviceNetworkGatewayYAML("mcs", mcsGatewayNS, `
   - {name: p42, protocol: HTTP, port: 42, allowedRoutes: {namespaces: {from: All}}}
-  - {name: p4242, protocol: HTTP, port: 4242, allowedRoutes: {namespaces: {from: All}}}`))
+  - {name: p4242, protocol: HTTP, port: 4242, allowedRoutes: {namespaces: {from: All}}}
+  - {name: p9093, protocol: TLS, port: 9093, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: All}}}`))
 }
 
 // mcsCheck is one check's namespace (the same in every cluster) and the
