@@ -15,6 +15,15 @@ func ClustersetHost(namespace, name string) string {
 	return name + "." + namespace + ".svc.clusterset.local"
 }
 
+// PodHost is the per-pod name of the endpoint with hostname in cluster of
+// Service namespace/name (a StatefulSet's pod of a headless Service):
+// "<hostname>.<cluster>.<name>.<namespace>.svc.clusterset.local", as the
+// MCS API names it. Every proxy resolves it to itself and sends its
+// requests to that endpoint only.
+func PodHost(hostname, cluster, namespace, name string) string {
+	return hostname + "." + cluster + "." + ClustersetHost(namespace, name)
+}
+
 // HTTPVersion is how a proxy serves an import's port at its clusterset
 // name without a route, and speaks to the exporting clusters' endpoints:
 // only TCP ports that say they carry HTTP are served. The port's

@@ -39,7 +39,30 @@ type ServiceExport struct {
 	ExportedLabels      map[string]string `json:"exportedLabels,omitempty"`
 	ExportedAnnotations map[string]string `json:"exportedAnnotations,omitempty"`
 	Source              *SourceRef        `json:"source,omitempty"`
+	// Hostnames are the ready endpoints of a Headless export that have a
+	// hostname (a StatefulSet's pods: EndpointSlice endpoints[].hostname),
+	// each with its addresses among the ports' targets. Every proxy serves
+	// "<hostname>.<owner>.<service>.<namespace>.svc.clusterset.local" and
+	// sends it to those addresses of the owner's cluster only; the owner is
+	// in the name, so no cluster can name another cluster's pod. At most
+	// MaxExportHostnames, sorted by hostname.
+	Hostnames []ExportHostname `json:"hostnames,omitempty"`
 }
+
+// ExportHostname is one endpoint of an export that has a hostname: an RFC
+// 1123 label, unique in the export, and the endpoint's addresses (one per
+// IP family, at most MaxHostnameAddresses).
+type ExportHostname struct {
+	Hostname  string   `json:"hostname"`
+	Addresses []string `json:"addresses"`
+}
+
+// Bounds of an export's hostnames: every proxy of every cluster serves a
+// name per hostname, so one cluster's export must not make them unbounded.
+const (
+	MaxExportHostnames   = 1000
+	MaxHostnameAddresses = 2
+)
 
 // ExportType is the type of an exported service.
 type ExportType string
@@ -128,7 +151,43 @@ func (e *ServiceExport) Validate() error {
 			}
 		}
 	}
+	validateHostnames(&f, e)
 	return f.list.err()
+}
+
+// validateHostnames checks an export's hostnames: only a Headless export
+// has them, each a label named once with one or two IP addresses.
+func validateHostnames(f *fieldErrs, e *ServiceExport) {
+	switch {
+	case len(e.Hostnames) == 0:
+		return
+	case e.Type != ExportHeadless:
+		f.add("hostnames", "only a Headless export has hostnames, not a %s one", e.Type)
+		return
+	case len(e.Hostnames) > MaxExportHostnames:
+		f.add("hostnames", "%d hostnames; at most %d", len(e.Hostnames), MaxExportHostnames)
+		return
+	}
+	seen := make(map[string]bool, len(e.Hostnames))
+	for i, h := range e.Hostnames {
+		hf := fmt.Sprintf("hostnames[%d]", i)
+		switch {
+		case !validLabel(h.Hostname):
+			f.add(hf+".hostname", "%q is not an RFC 1123 label", h.Hostname)
+		case seen[h.Hostname]:
+			f.add(hf+".hostname", "%q is named twice", h.Hostname)
+		}
+		seen[h.Hostname] = true
+		if n := len(h.Addresses); n == 0 || n > MaxHostnameAddresses {
+			f.add(hf+".addresses", "%d addresses; 1 to %d", n, MaxHostnameAddresses)
+			continue
+		}
+		for j, a := range h.Addresses {
+			if ip, err := netip.ParseAddr(a); err != nil || ip.Zone() != "" {
+				f.add(fmt.Sprintf("%s.addresses[%d]", hf, j), "%q is not an IP address", a)
+			}
+		}
+	}
 }
 
 // validLabel is an RFC 1123 label, as namespace, Service and port names are.

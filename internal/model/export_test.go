@@ -65,3 +65,39 @@ func TestPeerValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestServiceExportHostnames(t *testing.T) {
+	good := func() *ServiceExport {
+		return &ServiceExport{
+			Meta:      Meta{Name: ExportName("east", "shop", "db"), Owner: "east"},
+			Namespace: "shop", Service: "db", Type: ExportHeadless,
+			Ports: []ExportPort{{Name: "http", Protocol: "TCP", Port: 80,
+				Targets: []Target{{Address: "10.0.0.1", Port: 8080, Cluster: "east", State: TargetActive}}}},
+			Hostnames: []ExportHostname{{Hostname: "web-0", Addresses: []string{"10.0.0.1", "fd00::1"}}},
+		}
+	}
+	if err := good().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	many := make([]ExportHostname, MaxExportHostnames+1)
+	for i := range many {
+		many[i] = ExportHostname{Hostname: "web-" + strings.Repeat("0", i%3) + string(rune('a'+i%26)), Addresses: []string{"10.0.0.1"}}
+	}
+	for field, mutate := range map[string]func(e *ServiceExport){
+		"hostnames":                          func(e *ServiceExport) { e.Type = ExportClusterSetIP },
+		"hostnames[0].hostname":              func(e *ServiceExport) { e.Hostnames[0].Hostname = "web-0.west" },
+		"hostnames[1].hostname":              func(e *ServiceExport) { e.Hostnames = append(e.Hostnames, e.Hostnames[0]) },
+		"hostnames[0].addresses":             func(e *ServiceExport) { e.Hostnames[0].Addresses = append(e.Hostnames[0].Addresses, "10.0.0.2") },
+		"hostnames[0].addresses[1]":          func(e *ServiceExport) { e.Hostnames[0].Addresses[1] = "pod.example" },
+		"hostnames[0].hostname ":             func(e *ServiceExport) { e.Hostnames[0].Hostname = "Web-0" },
+		"hostnames[0].addresses[0]":          func(e *ServiceExport) { e.Hostnames[0].Addresses[0] = "fe80::1%eth0" },
+		"hostnames: 1001 hostnames; at most": func(e *ServiceExport) { e.Hostnames = many },
+	} {
+		e := good()
+		mutate(e)
+		err := e.Validate()
+		if err == nil || !strings.Contains(err.Error(), strings.TrimSpace(field)) {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
+}

@@ -378,6 +378,10 @@ type ImportRef struct {
 	// weight 0, gets none of it. Empty picks every exporting cluster's
 	// targets alike.
 	ClusterWeights map[string]int32 `json:"clusterWeights,omitempty"`
+	// Hostname, when set, keeps only the targets of the endpoint of that
+	// hostname in each exporting cluster (ServiceExport.Hostnames): the
+	// proxies' per-pod clusterset names set it with one cluster weighted.
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // FixedResponseAction answers without forwarding.

@@ -426,6 +426,9 @@ func validateImport(f *fieldErrs, p string, im *ImportRef) {
 	default:
 		f.add(p+".protocolVersion", "must be HTTP1, HTTP2 or GRPC, not %q", im.ProtocolVersion)
 	}
+	if im.Hostname != "" && !validLabel(im.Hostname) {
+		f.add(p+".hostname", "%q is not an RFC 1123 label", im.Hostname)
+	}
 	if len(im.ClusterWeights) == 0 {
 		return
 	}

@@ -11,6 +11,11 @@
 // Service some cluster exports (the Multi-Cluster Services ClusterSetIP
 // name, KEP-1645), with SRV records for the import's ports at that name
 // and at `_<port>._<protocol>.<service>.<namespace>.svc.clusterset.local`;
+// for a Headless Service, each exported pod with a hostname (a
+// StatefulSet's) has `<hostname>.<cluster>.<service>.<namespace>.svc.clusterset.local`,
+// also the proxy's addresses (the proxy sends it to that pod only: pod
+// addresses of one cluster mean nothing in another), and the SRV records
+// name each pod;
 // any other name inside those zones gets NXDOMAIN, or an
 // empty answer for a name with names below it ("shop.svc.clusterset.local");
 // a name outside every zone (cluster.local among them) is REFUSED, since it
@@ -78,7 +83,8 @@ type table struct {
 	// srv are the SRV records of the clusterset names, by owner name: at a
 	// Service's name one per port number of its import, at
 	// _<port>._<protocol>.<name> the port of that name and protocol; the
-	// target is always the Service's name.
+	// target is the Service's name, and for a Headless Service each pod's
+	// name too (the Service's only while some endpoint has no hostname).
 	srv map[string][]srvRecord
 	// serial is the SOA serial: the snapshot's revision.
 	serial uint32
@@ -144,21 +150,87 @@ func (s *Server) Update(snap *model.Snapshot) {
 		t.empty[dns.CanonicalName(k[0]+"."+ClustersetZone)] = true
 		// The ports are the import's, as every controller merges them.
 		im := mcs.Merge(group)
+		var pods []pod
+		unnamed := true
+		if im.Type == model.ExportHeadless {
+			pods, unnamed = t.addPods(group, k[0], k[1])
+		}
 		for _, p := range im.Ports {
-			r := srvRecord{port: uint16(p.Port), target: name}
-			if !slices.Contains(t.srv[name], r) {
-				t.srv[name] = append(t.srv[name], r)
+			var records []srvRecord
+			if unnamed {
+				records = append(records, srvRecord{port: uint16(p.Port), target: name})
+			}
+			for _, pod := range pods {
+				if pod.ports[fmt.Sprint(p.Port)+"/"+p.Protocol] {
+					records = append(records, srvRecord{port: uint16(p.Port), target: pod.name})
+				}
+			}
+			for _, r := range records {
+				if !slices.Contains(t.srv[name], r) {
+					t.srv[name] = append(t.srv[name], r)
+				}
 			}
 			if !dnsLabel(p.Name) {
 				continue // an unnamed port has no name of its own
 			}
 			proto := "_" + strings.ToLower(p.Protocol) + "." + name
 			t.empty[proto] = true
-			t.srv["_"+p.Name+"."+proto] = []srvRecord{r}
+			t.srv["_"+p.Name+"."+proto] = records
 		}
 	}
 	s.table.Store(t)
 	s.log.Info("names updated", "revision", snap.Revision, "zones", len(t.zones), "names", len(t.names), "exported", exported)
+}
+
+// pod is one per-pod name of an import and the ports (number/protocol)
+// its cluster's export has.
+type pod struct {
+	name  string
+	ports map[string]bool
+}
+
+// addPods makes the per-pod names of a Headless import's exports (its
+// pods with hostnames, by cluster) resolve, and the names between them
+// and the Service's name exist empty; it returns them, and whether some
+// exporting cluster has endpoints without a hostname (or none has any
+// hostname), which the SRV records reach by the Service's name.
+func (t *table) addPods(group []*model.ServiceExport, namespace, service string) (pods []pod, unnamed bool) {
+	svcName := dns.CanonicalName(mcs.ClustersetHost(namespace, service))
+	for _, e := range group {
+		if e.Type != model.ExportHeadless || len(e.Hostnames) == 0 || !model.ValidClusterName(e.Owner) {
+			unnamed = true
+			continue
+		}
+		ports := map[string]bool{}
+		named := map[string]bool{}
+		for _, h := range e.Hostnames {
+			for _, a := range h.Addresses {
+				named[a] = true
+			}
+		}
+		for _, p := range e.Ports {
+			ports[fmt.Sprint(p.Port)+"/"+p.Protocol] = true
+			for _, tg := range p.Targets {
+				unnamed = unnamed || tg.State == model.TargetActive && !named[tg.Address]
+			}
+		}
+		// "<cluster>.<service>..." and, for a cluster name with dots,
+		// each name between it and the Service's.
+		for n := dns.CanonicalName(e.Owner + "." + svcName); n != svcName; {
+			t.empty[n] = true
+			_, n, _ = strings.Cut(n, ".")
+		}
+		for _, h := range e.Hostnames {
+			if !dnsLabel(h.Hostname) {
+				continue // the control plane admits only labels
+			}
+			name := dns.CanonicalName(mcs.PodHost(h.Hostname, e.Owner, namespace, service))
+			t.names[name] = true
+			pods = append(pods, pod{name: name, ports: ports})
+		}
+	}
+	slices.SortFunc(pods, func(x, y pod) int { return strings.Compare(x.name, y.name) })
+	return pods, unnamed || len(pods) == 0
 }
 
 // dnsLabel reports whether s is an RFC 1123 label, as Kubernetes
@@ -244,6 +316,10 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 			size = max(size, int(o.UDPSize()))
 		}
 		r.Truncate(size)
+	} else {
+		// Over TCP too a message has at most 64 KiB: the SRV records of a
+		// Headless Service with many pods are cut to what fits.
+		r.Truncate(dns.MaxMsgSize)
 	}
 	w.WriteMsg(r)
 }
@@ -282,10 +358,15 @@ func (s *Server) answer(q *dns.Msg) *dns.Msg {
 				Priority: 0, Weight: 100, Port: rec.port, Target: rec.target,
 			})
 		}
-		if len(srv) > 0 {
-			// The target's addresses, which the client asks next.
-			target := srv[0].target
-			r.Extra = append(s.addresses(target, dns.TypeA), s.addresses(target, dns.TypeAAAA)...)
+		// The targets' addresses, which the client asks next (all the
+		// proxy's; a long list is cut by Truncate).
+		seen := map[string]bool{}
+		for _, rec := range srv {
+			if !seen[rec.target] {
+				seen[rec.target] = true
+				r.Extra = append(r.Extra, s.addresses(rec.target, dns.TypeA)...)
+				r.Extra = append(r.Extra, s.addresses(rec.target, dns.TypeAAAA)...)
+			}
 		}
 	}
 	if len(r.Answer) == 0 {

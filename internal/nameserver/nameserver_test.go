@@ -175,9 +175,10 @@ func FuzzAnswer(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	s.Update(withExports(snapshot(1, "inventory"), [3]string{"east", "shop", "cart"}))
+	s.Update(headless(withExports(snapshot(1, "inventory"), [3]string{"east", "shop", "cart"}), "east", "web-0=10.0.0.1", "=10.0.0.2"))
 	for _, name := range []string{"inventory-default.my-hotel.trellis.internal.", "my-hotel.trellis.internal.", "x.", ".",
-		"cart.shop.svc.clusterset.local.", "shop.svc.clusterset.local."} {
+		"cart.shop.svc.clusterset.local.", "shop.svc.clusterset.local.", "web-0.east.db.shop.svc.clusterset.local.",
+		"east.db.shop.svc.clusterset.local.", "web-0.west.db.shop.svc.clusterset.local.", "_http._tcp.db.shop.svc.clusterset.local."} {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeA)
 		b, _ := m.Pack()

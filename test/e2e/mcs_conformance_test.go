@@ -79,6 +79,8 @@ func TestMCSConformance(t *testing.T) {
 		{"ADNSSRVQueryOfTheClustersetNameForAHeadlessServiceShouldReturnValidSRVRecords", checkHeadlessSRV},
 		// Trellis's own: not in the suite.
 		{"TrellisClustersetNameServedWithoutARoute", checkClustersetNameWithoutRoute},
+		{"TrellisHeadlessPodNamesReachThatClustersPod", checkPodNamesAcrossClusters},
+		{"TrellisHeadlessPodNamesBySNI", checkPodNamesBySNI},
 	}
 	t.Run("checks", func(t *testing.T) {
 		for i, c := range checks {
@@ -95,8 +97,8 @@ type mcsEnv struct {
 	*mesh
 }
 
-// mcsGatewayNS holds cluster a's Gateway, whose listeners (42 and 4242)
-// the connectivity checks' routes attach to. Every proxy serves the
+// mcsGatewayNS holds cluster a's Gateway, whose listeners (42 and 4242;
+// 9093 for TLS passthrough) the connectivity checks' routes attach to. Every proxy serves the
 // network's routes, so one Gateway serves the clients of all three
 // clusters.
 const mcsGatewayNS = "mcs-gateway"
@@ -104,7 +106,8 @@ const mcsGatewayNS = "mcs-gateway"
 func (e *mcsEnv) gateway(t *testing.T) {
 	apply(t, e.clusters[0].kc, namespaceYAML(mcsGatewayNS)+serviceNetworkGatewayYAML("mcs", mcsGatewayNS, `
   - {name: p42, protocol: HTTP, port: 42, allowedRoutes: {namespaces: {from: All}}}
-  - {name: p4242, protocol: HTTP, port: 4242, allowedRoutes: {namespaces: {from: All}}}`))
+  - {name: p4242, protocol: HTTP, port: 4242, allowedRoutes: {namespaces: {from: All}}}
+  - {name: p9093, protocol: TLS, port: 9093, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: All}}}`))
 }
 
 // mcsCheck is one check's namespace (the same in every cluster) and the
@@ -805,10 +808,19 @@ func srvRecords(cl *meshCluster, name string) ([]string, error) {
 // clusterset name with one SRV record: svc's first port, on that name.
 func (c *mcsCheck) awaitSRV(t *testing.T, svc *corev1.Service) {
 	t.Helper()
-	want := []string{fmt.Sprintf("%d %s", svc.Spec.Ports[0].Port, c.fqdn())}
+	c.awaitSRVRecords(t, fmt.Sprintf("%d %s", svc.Spec.Ports[0].Port, c.fqdn()))
+}
+
+// awaitSRVRecords waits until every cluster's nameserver answers the
+// check's clusterset name with the SRV records want ("port target"), in
+// any order.
+func (c *mcsCheck) awaitSRVRecords(t *testing.T, want ...string) {
+	t.Helper()
+	slices.Sort(want)
 	for _, cl := range c.e.clusters {
 		testsync.Eventually(t, mcsWait, cl.name+"'s SRV records for "+c.fqdn(), func() error {
 			got, err := srvRecords(cl, c.fqdn())
+			slices.Sort(got)
 			if err == nil && !slices.Equal(got, want) {
 				err = fmt.Errorf("%v, want %v", got, want)
 			}
@@ -965,19 +977,36 @@ func checkHeadlessDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	}
 }
 
+// The pod name of an exported pod with a hostname resolves in every
+// cluster, to that cluster's proxy (which sends it to that pod only; pod
+// addresses of one cluster mean nothing in another); a hostname no ready
+// pod has, or a cluster that exports none, does not exist.
 func checkHeadlessPodDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.exportHeadless(t)
 	for _, cl := range e.clusters {
-		c.awaitResolve(t, cl, nil)
-		name := "hello-0.a." + c.fqdn()
-		if r, err := cl.lookup(name, dns.TypeA); err != nil || r.Rcode != dns.RcodeNameError {
-			t.Errorf("cluster %s: %s: %v %v, want NXDOMAIN", cl.name, name, r, err)
+		for _, name := range []string{"hello-0.a." + c.fqdn(), "hello-1.a." + c.fqdn()} {
+			testsync.Eventually(t, mcsWait, cl.name+" to resolve "+name, func() error {
+				addrs, err := cl.resolve(name)
+				if err == nil && !slices.Equal(addrs, []string{meshProxyIP}) {
+					err = fmt.Errorf("A %v, want %s", addrs, meshProxyIP)
+				}
+				return err
+			})
+		}
+		for _, name := range []string{"hello-2.a." + c.fqdn(), "hello-0.b." + c.fqdn()} {
+			if r, err := cl.lookup(name, dns.TypeA); err != nil || r.Rcode != dns.RcodeNameError {
+				t.Errorf("cluster %s: %s: %v %v, want NXDOMAIN", cl.name, name, r, err)
+			}
 		}
 	}
 }
 
+// Every cluster answers one SRV record per ready pod and port, naming the
+// pod (both of a's pods have hostnames, so none names the Service).
 func checkHeadlessSRV(t *testing.T, e *mcsEnv, c *mcsCheck) {
-	c.awaitSRV(t, c.exportHeadless(t))
+	svc := c.exportHeadless(t)
+	port := svc.Spec.Ports[0].Port
+	c.awaitSRVRecords(t, fmt.Sprintf("%d hello-0.a.%s", port, c.fqdn()), fmt.Sprintf("%d hello-1.a.%s", port, c.fqdn()))
 }
 
 // --- Trellis's own

@@ -217,6 +217,11 @@ func (r *Reconciler) exports(in *translate.Input, ses []mcsv1beta1.ServiceExport
 			res.reason = string(mcsv1beta1.ServiceExportReasonValid)
 			res.message = fmt.Sprintf("Service %s is exported", k)
 			res.export = r.modelExport(se, svc, endpoints[k])
+			if res.export.Type == model.ExportHeadless {
+				var skipped []string
+				res.export.Hostnames, skipped = exportHostnames(endpoints[k])
+				res.message += skippedNote(skipped)
+			}
 			// The control plane stamps when it first stored the export
 			// (it ignores what the cluster sends); sending the stamp back
 			// keeps what is sent equal to what it holds.

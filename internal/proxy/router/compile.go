@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"regexp/syntax"
 	"slices"
@@ -471,13 +472,16 @@ func (b *builder) importGroup(ref *model.ImportRef, locality model.Locality) *Gr
 	return b.spreadGroup(ref, key, "")
 }
 
-// importKey names an import backend's group: its export, port, protocol and
-// cluster weights.
+// importKey names an import backend's group: its export, port, protocol,
+// cluster weights and hostname.
 func importKey(ref *model.ImportRef) string {
 	clusters := slices.Sorted(maps.Keys(ref.ClusterWeights))
 	key := fmt.Sprintf("%s/%s:%d/%s/%s", ref.Namespace, ref.Name, ref.Port, ref.Protocol, ref.ProtocolVersion)
 	for _, c := range clusters {
 		key += fmt.Sprintf(";%s=%d", c, ref.ClusterWeights[c])
+	}
+	if ref.Hostname != "" {
+		key += ";hostname=" + ref.Hostname
 	}
 	return key
 }
@@ -507,10 +511,10 @@ func (b *builder) spreadGroup(ref *model.ImportRef, key, without string) *Group 
 	per := map[string][]Target{}
 	var all []Target
 	for _, e := range b.exportsOf(ref) {
-		if e.Owner == without {
-			continue
+		if e.Owner == without || ref.Hostname != "" && len(ref.ClusterWeights) > 0 && ref.ClusterWeights[e.Owner] <= 0 {
+			continue // a per-pod name's group has its cluster's targets only
 		}
-		for _, t := range exportTargets(e, ref.Port) {
+		for _, t := range b.exportTargets(e, ref) {
 			per[e.Owner] = append(per[e.Owner], t)
 			all = append(all, t)
 		}
@@ -541,20 +545,85 @@ func (b *builder) exportsOf(ref *model.ImportRef) []*model.ServiceExport {
 	return exports
 }
 
-// exportTargets are e's active targets of port, in e's owner's cluster.
-func exportTargets(e *model.ServiceExport, port int32) []Target {
-	var out []Target
-	for _, p := range e.Ports {
-		if p.Port != port || p.Protocol != "TCP" {
-			continue // every import backend is carried over TCP
+// exportTargets are e's active targets of ref's port, in e's owner's
+// cluster; with ref's Hostname, only those at that hostname's addresses
+// (none when e has no such hostname).
+func (b *builder) exportTargets(e *model.ServiceExport, ref *model.ImportRef) []Target {
+	if ref.Hostname == "" {
+		var out []Target
+		for _, t := range exportPortTargets(e, ref.Port) {
+			out = append(out, exportTarget(e, t))
 		}
-		for _, t := range p.Targets {
-			if t.State == model.TargetActive && t.Cluster == e.Owner {
-				out = append(out, Target{Addr: net.JoinHostPort(t.Address, strconv.Itoa(int(t.Port))), Cluster: e.Owner})
+		return out
+	}
+	if e.Type != model.ExportHeadless {
+		return nil
+	}
+	// A per-pod name per hostname asks this of the same export: its
+	// hostnames, and its targets by address, are indexed once per state.
+	names := b.st.hostnames[e]
+	if names == nil {
+		names = make(map[string][]string, len(e.Hostnames))
+		for _, h := range e.Hostnames {
+			names[h.Hostname] = h.Addresses
+		}
+		if b.st.hostnames == nil {
+			b.st.hostnames = map[*model.ServiceExport]map[string][]string{}
+		}
+		b.st.hostnames[e] = names
+	}
+	addrs, ok := names[ref.Hostname]
+	if !ok {
+		return nil
+	}
+	k := exportPort{e, ref.Port}
+	byAddr := b.st.targetsByAddr[k]
+	if byAddr == nil {
+		byAddr = map[netip.Addr][]Target{}
+		for _, t := range exportPortTargets(e, ref.Port) {
+			if a, err := netip.ParseAddr(t.Address); err == nil {
+				byAddr[a.Unmap()] = append(byAddr[a.Unmap()], exportTarget(e, t))
 			}
+		}
+		if b.st.targetsByAddr == nil {
+			b.st.targetsByAddr = map[exportPort]map[netip.Addr][]Target{}
+		}
+		b.st.targetsByAddr[k] = byAddr
+	}
+	var out []Target
+	for _, s := range addrs {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, byAddr[a.Unmap()]...)
 		}
 	}
 	return out
+}
+
+// exportPort is one port of one export.
+type exportPort struct {
+	e    *model.ServiceExport
+	port int32
+}
+
+// exportPortTargets yields e's active targets of port in e's owner's cluster.
+func exportPortTargets(e *model.ServiceExport, port int32) func(func(int, model.Target) bool) {
+	return func(yield func(int, model.Target) bool) {
+		for _, p := range e.Ports {
+			if p.Port != port || p.Protocol != "TCP" {
+				continue // every import backend is carried over TCP
+			}
+			for i, t := range p.Targets {
+				if t.State == model.TargetActive && t.Cluster == e.Owner && !yield(i, t) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// exportTarget is e's target t as a proxy dials it.
+func exportTarget(e *model.ServiceExport, t model.Target) Target {
+	return Target{Addr: net.JoinHostPort(t.Address, strconv.Itoa(int(t.Port))), Cluster: e.Owner}
 }
 
 // localFirstGroup is the group of an import backend of a LocalFirst rule:
@@ -571,7 +640,7 @@ func (b *builder) localFirstGroup(ref *model.ImportRef, key, local string) *Grou
 	var targets []Target
 	for _, e := range b.exportsOf(ref) {
 		if e.Owner == local {
-			targets = exportTargets(e, ref.Port)
+			targets = b.exportTargets(e, ref)
 		}
 	}
 	lg := &Group{Name: name, Protocol: ref.Protocol, Version: ref.ProtocolVersion, Export: export, targets: targets}

@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -35,6 +36,11 @@ type state struct {
 	// csPorts are the ports the exports name.
 	csPorts      map[int32]bool
 	importGroups map[string]*Group
+	// targetsByAddr indexes export ports' active targets by address, for
+	// per-pod names (builder.exportTargets).
+	targetsByAddr map[exportPort]map[netip.Addr][]Target
+	// hostnames indexes exports' hostnames: their addresses by hostname.
+	hostnames map[*model.ServiceExport]map[string][]string
 	// netAuth holds the networks' auth policies compiled so far.
 	netAuth map[string]*auth.Policy
 
@@ -380,7 +386,9 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 // touchesClusterset reports whether a change or removal has, or had, a
 // listener on a bind where a clusterset name could be served: the proxy's
 // own bind address, on a port an export names. Only there do services
-// decide which names are served (addClustersetHosts).
+// decide which names are served (addClustersetHosts). So does a TLS
+// passthrough service forwarding to an import, from which per-pod names
+// by SNI are made (addPodSNIHosts).
 func (st *state) touchesClusterset(changes []change, removed []*serviceState) bool {
 	if len(st.csPorts) == 0 {
 		return false
@@ -390,13 +398,13 @@ func (st *state) touchesClusterset(changes []change, removed []*serviceState) bo
 		return slices.ContainsFunc(ss.adds, func(a contribution) bool { return on(a.bind) }) || slices.ContainsFunc(ss.rejected, on)
 	}
 	for _, ss := range removed {
-		if had(ss) {
+		if had(ss) || passthroughImports(&ss.svc) != nil {
 			return true
 		}
 	}
 	for _, ch := range changes {
-		if ch.old != nil && had(ch.old) {
-			return true
+		if ch.old != nil && (had(ch.old) || passthroughImports(&ch.old.svc) != nil) || passthroughImports(ch.svc) != nil {
+			return true // per-pod names by SNI are made from it (addPodSNIHosts)
 		}
 		for _, l := range ch.svc.Listeners {
 			if slices.ContainsFunc(ListenerBinds(st.byNetwork[ch.svc.Network], l.Port), on) {
