@@ -54,17 +54,31 @@ type fastServer struct {
 	// path gives up.
 	handoff *handoffListener
 
+	// idle hands a new connection to a goroutine that has served one and
+	// waits for the next (work), rather than starting one: a goroutine
+	// starts on a small stack, which a TLS handshake grows to about 32
+	// KiB, copying it at each doubling. stopped ends the waits when the
+	// listener closes.
+	idle    chan *fastConn
+	stopped chan struct{}
+
 	mu       sync.Mutex
 	conns    map[*fastConn]struct{}
 	draining atomic.Bool
 }
 
+// workerIdle is how long a connection's goroutine waits for another
+// connection after its own ended.
+const workerIdle = 10 * time.Second
+
 func newFastServer(p *Proxy, b router.Bind, addr net.Addr, tlsConfig *tls.Config) *fastServer {
-	return &fastServer{p: p, bind: b, tls: tlsConfig, handoff: newHandoffListener(addr), conns: map[*fastConn]struct{}{}}
+	return &fastServer{p: p, bind: b, tls: tlsConfig, handoff: newHandoffListener(addr), conns: map[*fastConn]struct{}{},
+		idle: make(chan *fastConn), stopped: make(chan struct{})}
 }
 
 // serve accepts connections from ln until it is closed.
 func (s *fastServer) serve(ln net.Listener) error {
+	defer close(s.stopped)
 	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -85,7 +99,29 @@ func (s *fastServer) serve(ln net.Listener) error {
 			conn.Close()
 			continue
 		}
-		go fc.serve()
+		select {
+		case s.idle <- fc:
+		default:
+			go s.work(fc)
+		}
+	}
+}
+
+// work serves fc, then the connections handed to it while it waits, until
+// it has waited workerIdle for one or the listener is closed.
+func (s *fastServer) work(fc *fastConn) {
+	wait := time.NewTimer(workerIdle)
+	defer wait.Stop()
+	for {
+		fc.serve()
+		wait.Reset(workerIdle)
+		select {
+		case fc = <-s.idle:
+		case <-wait.C:
+			return
+		case <-s.stopped:
+			return
+		}
 	}
 }
 
