@@ -269,9 +269,10 @@ func (fc *fastConn) serve() {
 			return
 		}
 		fc.rw, fc.proto = tc, "https"
-		fc.serverName = tc.ConnectionState().ServerName
+		st := tc.ConnectionState()
+		fc.serverName = st.ServerName
 		fc.br.Reset(tc)
-		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		if st.NegotiatedProtocol == "h2" {
 			handedOff = fc.handoff("")
 			return
 		}
