@@ -56,8 +56,8 @@ type fastServer struct {
 
 	// idle hands a new connection to a goroutine that has served one and
 	// waits for the next (work), rather than starting one: a goroutine
-	// starts on a small stack, which a TLS handshake grows to about 32
-	// KiB, copying it at each doubling. stopped ends the waits when the
+	// starts on a small stack, which a TLS handshake grows to 8-16 KiB,
+	// copying it at each doubling. stopped ends the waits when the
 	// listener closes.
 	idle    chan *fastConn
 	stopped chan struct{}
