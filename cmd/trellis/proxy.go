@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/gcfloor"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/proxy"
@@ -72,6 +73,7 @@ TRELLIS_TOKEN variable.`,
 				return fmt.Errorf("--peer-name %q: at most 63 lower-case alphanumerics, '-' or '.' (it also names the proxy's health reports)", peerCfg.Name)
 			}
 			cfg.HealthHolder = peerCfg.Name
+			defer gcfloor.Keep(gcfloor.DefaultFloor)()
 			return withAccessLog(accessLog, cfg.Out, cfg.Logger, &cfg.AccessLog, func() error { return runner.Run(cmd.Context(), cfg) })
 		},
 	}
