@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"fmt"
@@ -8,12 +9,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // forgedTickets is a client session cache that offers every handshake a
@@ -120,4 +123,40 @@ func liveHeap() uint64 {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	return ms.HeapInuse
+}
+
+// workers counts the goroutines of fastServer.work.
+func workers() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "proxy.(*fastServer).work(")
+}
+
+// A fast-path connection's goroutine stays, once its connection ended, to
+// serve the next one (on the stack it has grown), and leaves when the
+// listener closes: a few goroutines serve a run of connections one after
+// the other, and none is left after Shutdown.
+func TestFastPathConnectionGoroutines(t *testing.T) {
+	ca := pki.NewCA(t)
+	leaf := ca.Issue(t, "shop.example.com")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer srv.Close()
+	p := newProxyWith(t, Config{})
+	update(t, p, httpsSnapshot(leaf, target(t, srv, model.TargetActive)))
+	before := workers()
+	cfg := &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}}
+	for range 20 {
+		tlsRequest(t, addrOf(p, 8443), cfg, "GET / HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n")
+	}
+	// The goroutines of the last connections wait for the next: one, or
+	// two when a connection came before the last one's goroutine was done.
+	testsync.WaitFor(t, 5*time.Second, "a connection goroutine waiting", func() bool { return workers() > before })
+	if n := workers() - before; n > 3 {
+		t.Errorf("%d connection goroutines left for 20 connections one after the other, want at most 3", n)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p.Shutdown(ctx)
+	testsync.WaitFor(t, 5*time.Second, "no connection goroutine after Shutdown", func() bool { return workers() == before })
 }
