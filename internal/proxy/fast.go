@@ -61,6 +61,9 @@ type fastServer struct {
 	// listener closes.
 	idle    chan *fastConn
 	stopped chan struct{}
+	// waiting counts the goroutines waiting on idle, at most maxWaiting
+	// (maxIdleWorkers; tests lower it).
+	waiting, maxWaiting atomic.Int32
 
 	mu       sync.Mutex
 	conns    map[*fastConn]struct{}
@@ -71,9 +74,16 @@ type fastServer struct {
 // connection after its own ended.
 const workerIdle = 10 * time.Second
 
+// maxIdleWorkers bounds the goroutines of a listener that wait for a
+// connection, so that a burst of connections does not leave as many
+// grown stacks behind it for workerIdle.
+const maxIdleWorkers = 256
+
 func newFastServer(p *Proxy, b router.Bind, addr net.Addr, tlsConfig *tls.Config) *fastServer {
-	return &fastServer{p: p, bind: b, tls: tlsConfig, handoff: newHandoffListener(addr), conns: map[*fastConn]struct{}{},
+	s := &fastServer{p: p, bind: b, tls: tlsConfig, handoff: newHandoffListener(addr), conns: map[*fastConn]struct{}{},
 		idle: make(chan *fastConn), stopped: make(chan struct{})}
+	s.maxWaiting.Store(maxIdleWorkers)
+	return s
 }
 
 // serve accepts connections from ln until it is closed.
@@ -108,18 +118,26 @@ func (s *fastServer) serve(ln net.Listener) error {
 }
 
 // work serves fc, then the connections handed to it while it waits, until
-// it has waited workerIdle for one or the listener is closed.
+// it has waited workerIdle for one, the listener is closed, or
+// maxIdleWorkers others are waiting already.
 func (s *fastServer) work(fc *fastConn) {
 	wait := time.NewTimer(workerIdle)
 	defer wait.Stop()
 	for {
 		fc.serve()
+		fc = nil // not kept while waiting
+		if s.waiting.Add(1) > s.maxWaiting.Load() {
+			s.waiting.Add(-1)
+			return
+		}
 		wait.Reset(workerIdle)
 		select {
 		case fc = <-s.idle:
 		case <-wait.C:
-			return
 		case <-s.stopped:
+		}
+		s.waiting.Add(-1)
+		if fc == nil {
 			return
 		}
 	}

@@ -9,12 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/test/pki"
 	"trellis.dev/trellis/test/testsync"
 )
@@ -125,11 +125,11 @@ func liveHeap() uint64 {
 	return ms.HeapInuse
 }
 
-// workers counts the goroutines of fastServer.work.
-func workers() int {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	return strings.Count(string(buf), "proxy.(*fastServer).work(")
+// fastOf returns the fast path of p's listener on port.
+func fastOf(p *Proxy, port int32) *fastServer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.listeners[router.Bind{Port: port}].(*listener).fast
 }
 
 // A fast-path connection's goroutine stays, once its connection ended, to
@@ -143,20 +143,55 @@ func TestFastPathConnectionGoroutines(t *testing.T) {
 	defer srv.Close()
 	p := newProxyWith(t, Config{})
 	update(t, p, httpsSnapshot(leaf, target(t, srv, model.TargetActive)))
-	before := workers()
+	fs := fastOf(p, 8443)
 	cfg := &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}}
 	for range 20 {
 		tlsRequest(t, addrOf(p, 8443), cfg, "GET / HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n")
 	}
 	// The goroutines of the last connections wait for the next: one, or
 	// two when a connection came before the last one's goroutine was done.
-	testsync.WaitFor(t, 5*time.Second, "a connection goroutine waiting", func() bool { return workers() > before })
-	if n := workers() - before; n > 3 {
+	testsync.WaitFor(t, 5*time.Second, "a connection goroutine waiting", func() bool { return fs.waiting.Load() > 0 })
+	if n := fs.waiting.Load(); n > 3 {
 		t.Errorf("%d connection goroutines left for 20 connections one after the other, want at most 3", n)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	p.Shutdown(ctx)
-	testsync.WaitFor(t, 5*time.Second, "no connection goroutine after Shutdown", func() bool { return workers() == before })
+	testsync.WaitFor(t, 5*time.Second, "no connection goroutine after Shutdown", func() bool { return fs.waiting.Load() == 0 })
+}
+
+// However many connections end at once, at most maxIdleWorkers goroutines
+// (lowered to 2 here) stay to wait for the next.
+func TestFastPathIdleGoroutinesBounded(t *testing.T) {
+	ca := pki.NewCA(t)
+	leaf := ca.Issue(t, "shop.example.com")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer srv.Close()
+	p := newProxyWith(t, Config{})
+	update(t, p, httpsSnapshot(leaf, target(t, srv, model.TargetActive)))
+	fs := fastOf(p, 8443)
+	fs.maxWaiting.Store(2)
+	cfg := &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}}
+	var conns []*tls.Conn
+	for range 10 {
+		c, err := tls.Dial("tcp", addrOf(p, 8443), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	testsync.WaitFor(t, 5*time.Second, "2 connection goroutines waiting", func() bool { return fs.waiting.Load() == 2 })
+	testsync.WaitFor(t, 5*time.Second, "every connection ended", func() bool {
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		return len(fs.conns) == 0
+	})
+	time.Sleep(50 * time.Millisecond)
+	if n := fs.waiting.Load(); n != 2 {
+		t.Errorf("%d connection goroutines wait after 10 connections ended, want 2", n)
+	}
 }
