@@ -8,8 +8,13 @@
 #   - an h2c listener with a gRPC route (authority grpc.example.com) to one
 #     Go gRPC backend (`openloop grpc-server`, grpc.testing.BenchmarkService).
 # Each round runs, per proxy in turn:
-#   tls-new      new TLS connections, one request each (`openloop tls -c 8`)
+#   tls-new      new TLS connections, one request each (`openloop tls -c 8`),
+#                the client offering Go's default key exchange groups
+#                (X25519MLKEM768 first, then X25519): each proxy picks the
+#                group it prefers, reported in the table
 #   tls-resumed  the same, resuming the previous session (TLS 1.3 tickets)
+#   tls-new-x25519, tls-resumed-x25519  the same with a client that offers
+#                X25519 alone, so that every proxy does the same key exchange
 #   https        requests on keep-alive TLS connections (wrk -t2 -c64)
 #   h2           HTTP/2 over TLS (h2load -c16 -m10; p50/p99 from its log)
 #   grpc-unary   unary calls, 64 in flight on 4 connections (`openloop grpc`)
@@ -20,8 +25,10 @@
 # BENCH_HOLD=1 starts everything, prints the processes and ports and holds
 # (no rounds), for profiling by hand.
 #
-# Usage: [TRELLIS_BIN=path] [BENCH_PORT_BASE=n] [BENCH_NO_DOC=1] bench/protocols.sh [ROUNDS] [SECONDS]
-# (defaults 5 5). Installs Debian's nghttp2-client (h2load) if missing.
+# Usage: [TRELLIS_BIN=path] [BENCH_PORT_BASE=n] [BENCH_NO_DOC=1] [BENCH_TESTS="tls-new https ..."]
+#   bench/protocols.sh [ROUNDS] [SECONDS]
+# (defaults 5 5; BENCH_TESTS runs only those tests, and then writes no table
+# into docs/benchmarks.md). Installs Debian's nghttp2-client (h2load) if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
@@ -123,7 +130,8 @@ grpc_backend=$!
 tls_port() { case $1 in trellis) echo $P_TRELLIS_TLS;; nginx) echo $P_NGINX_TLS;; haproxy) echo $P_HAPROXY_TLS;; esac; }
 grpc_port() { case $1 in trellis) echo $P_TRELLIS_GRPC;; nginx) echo $P_NGINX_GRPC;; haproxy) echo $P_HAPROXY_GRPC;; esac; }
 protos="trellis nginx haproxy"
-tests="tls-new tls-resumed https h2 grpc-unary grpc-stream"
+tests=${BENCH_TESTS:-tls-new tls-resumed tls-new-x25519 tls-resumed-x25519 https h2 grpc-unary grpc-stream}
+[ -z "${BENCH_TESTS:-}" ] || BENCH_NO_DOC=1
 
 # Each contender must serve every protocol before the rounds.
 for name in $protos; do
@@ -158,10 +166,11 @@ kv() { tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
 run() {
   local port out f
   case $1 in
-  tls-new | tls-resumed)
-    out=$("$work/openloop" tls -addr 127.0.0.1:$(tls_port $2) -H 'x-env: prod' -c 8 -d "${DURATION}s" $([ "$1" = tls-resumed ] && echo -resume))
+  tls-*)
+    out=$("$work/openloop" tls -addr 127.0.0.1:$(tls_port $2) -H 'x-env: prod' -c 8 -d "${DURATION}s" \
+      $(case $1 in tls-resumed*) echo -resume;; esac) $(case $1 in *-x25519) echo -groups X25519;; esac))
     [ "$(echo "$out" | kv errors)" = 0 ] || { echo "$2 $1: errors: $out" >&2; exit 1; }
-    echo "$(echo "$out" | kv rate) $(echo "$out" | kv p50) $(echo "$out" | kv p99) $(echo "$out" | kv resumed)" ;;
+    echo "$(echo "$out" | kv rate) $(echo "$out" | kv p50) $(echo "$out" | kv p99) $(echo "$out" | kv resumed),$(echo "$out" | kv group)" ;;
   https)
     out=$(wrk -t2 -c64 -d"${DURATION}s" --latency -H 'Host: bench.example.com' -H 'x-env: prod' "https://127.0.0.1:$(tls_port $2)/api/items")
     if echo "$out" | grep -q -E 'Non-2xx|Socket errors'; then echo "$2 https: errors under load: $out" >&2; exit 1; fi
@@ -209,8 +218,11 @@ ratio() { awk -v t="$(col "$1/trellis" 1)" -v n="$(col "$1/nginx" 1)" 'BEGIN {if
   echo "|---|---|---|---|---|---|---|"
   for t in $tests; do
     for name in $protos; do
-      extra=""
-      [ "$t" = tls-resumed ] && extra=" (resumed: $(printf '%s' "${results[$t/$name]}" | awk 'NF {print $5}' | tail -1))"
+      extra="" last=$(printf '%s' "${results[$t/$name]}" | awk 'NF {print $5}' | tail -1)
+      case $t in
+      tls-resumed*) extra=" (resumed: ${last%,*}; ${last#*,})" ;;
+      tls-*) extra=" (${last#*,})" ;;
+      esac
       echo "| $t | $name | $(col "$t/$name" 1)$extra | $(col "$t/$name" 2) | $(col "$t/$name" 3) | $(col "$t/$name" 4) | $([ $name = trellis ] && ratio $t) |"
     done
   done

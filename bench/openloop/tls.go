@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -24,11 +25,16 @@ func tlsCmd(args []string) error {
 	var headers headerFlags
 	fs.Var(&headers, "H", "request header \"Name: value\" (repeatable)")
 	resume := fs.Bool("resume", false, "resume the previous session (each worker keeps its own)")
+	groups := fs.String("groups", "", "key exchange groups the client offers, comma-separated (X25519MLKEM768, X25519, P256, ...); Go's default when empty")
 	workers := fs.Int("c", 8, "connections opened at once")
 	duration := fs.Duration("d", 5*time.Second, "how long")
 	_ = fs.Parse(args)
 	if *addr == "" || *workers < 1 || *workers > 10_000 || *duration <= 0 {
 		return errors.New("-addr is required, -c between 1 and 10000, -d positive")
+	}
+	curves, err := parseGroups(*groups)
+	if err != nil {
+		return err
 	}
 	req := "GET " + *path + " HTTP/1.1\r\nHost: " + *host + "\r\nConnection: close\r\n"
 	for _, h := range headers {
@@ -36,21 +42,25 @@ func tlsCmd(args []string) error {
 	}
 	req += "\r\n"
 	var resumed, total atomic.Int64
+	// group is the key exchange group of the last handshake.
+	var group atomic.Value
+	group.Store("-")
 	res := closedLoop(*workers, *duration, func(_ int, deadline time.Time, r *recorder) {
-		cfg := &tls.Config{InsecureSkipVerify: true, ServerName: *host, NextProtos: []string{"http/1.1"}}
+		cfg := &tls.Config{InsecureSkipVerify: true, ServerName: *host, NextProtos: []string{"http/1.1"}, CurvePreferences: curves}
 		if *resume {
 			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 		}
 		for time.Now().Before(deadline) {
 			t0 := time.Now()
-			did, err := oneTLSRequest(*addr, cfg, req)
+			st, err := oneTLSRequest(*addr, cfg, req)
 			if err != nil {
 				r.fail(err)
 				continue
 			}
 			r.lat = append(r.lat, time.Since(t0))
 			total.Add(1)
-			if did {
+			group.Store(st.CurveID.String())
+			if st.DidResume {
 				resumed.Add(1)
 			}
 		}
@@ -59,36 +69,57 @@ func tlsCmd(args []string) error {
 	if *resume {
 		res.mode = "tls-resumed"
 	}
-	res.extra = []string{fmt.Sprintf("resumed=%d/%d", resumed.Load(), total.Load())}
+	res.extra = []string{fmt.Sprintf("resumed=%d/%d", resumed.Load(), total.Load()), "group=" + group.Load().(string)}
 	res.print()
 	return nil
 }
 
-func oneTLSRequest(addr string, cfg *tls.Config, req string) (resumed bool, err error) {
+// parseGroups reads -groups: names as crypto/tls's CurveID.String prints
+// them.
+func parseGroups(list string) ([]tls.CurveID, error) {
+	if list == "" {
+		return nil, nil
+	}
+	known := map[string]tls.CurveID{}
+	for _, id := range []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256, tls.CurveP384, tls.CurveP521} {
+		known[strings.ToLower(id.String())] = id
+	}
+	var ids []tls.CurveID
+	for _, name := range strings.Split(list, ",") {
+		id, ok := known[strings.ToLower(strings.TrimSpace(name))]
+		if !ok {
+			return nil, fmt.Errorf("-groups: unknown group %q", name)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+func oneTLSRequest(addr string, cfg *tls.Config, req string) (st tls.ConnectionState, err error) {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		return false, err
+		return st, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	tc := tls.Client(c, cfg)
 	if err := tc.Handshake(); err != nil {
-		return false, err
+		return st, err
 	}
 	if _, err := io.WriteString(tc, req); err != nil {
-		return false, err
+		return st, err
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
 	if err != nil {
-		return false, err
+		return st, err
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return false, err
+		return st, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return false, statusError(resp.StatusCode)
+		return st, statusError(resp.StatusCode)
 	}
-	return tc.ConnectionState().DidResume, nil
+	return tc.ConnectionState(), nil
 }

@@ -86,3 +86,25 @@ func TestTokenFlagsGet(t *testing.T) {
 		t.Error("no token anywhere: no error")
 	}
 }
+
+// --tls-key-exchange of proxy and up takes known groups and refuses any
+// other name, naming it.
+func TestKeyExchangeFlag(t *testing.T) {
+	root := newRoot()
+	for _, name := range []string{"proxy", "up"} {
+		cmd, _, err := root.Find([]string{name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.ParseFlags([]string{"--tls-key-exchange", "X25519, p256"}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if got := cmd.Flags().Lookup("tls-key-exchange").Value.String(); got != "X25519,CurveP256" {
+			t.Errorf("%s: --tls-key-exchange is %q, want X25519,CurveP256", name, got)
+		}
+		err = cmd.ParseFlags([]string{"--tls-key-exchange", "X25519,X448"})
+		if err == nil || !strings.Contains(err.Error(), `"X448"`) || !strings.Contains(err.Error(), "tls-key-exchange") {
+			t.Errorf("%s: X448: %v, want an error naming the flag and the group", name, err)
+		}
+	}
+}

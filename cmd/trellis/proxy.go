@@ -1,16 +1,19 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/gcfloor"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/proxy"
@@ -70,6 +73,7 @@ TRELLIS_TOKEN variable.`,
 				return fmt.Errorf("--peer-name %q: at most 63 lower-case alphanumerics, '-' or '.' (it also names the proxy's health reports)", peerCfg.Name)
 			}
 			cfg.HealthHolder = peerCfg.Name
+			defer gcfloor.Keep(gcfloor.DefaultFloor)()
 			return withAccessLog(accessLog, cfg.Out, cfg.Logger, &cfg.AccessLog, func() error { return runner.Run(cmd.Context(), cfg) })
 		},
 	}
@@ -116,4 +120,30 @@ func registerLimits(f *pflag.FlagSet, l *runner.Limits) {
 	f.DurationVar(&l.RequestBodyIdleTimeout, "request-body-idle-timeout", proxy.DefaultIdleTimeout, "answer 408 when a client's request body stalls this long (negative: no limit but the request's)")
 	f.DurationVar(&l.ResponseIdleTimeout, "response-idle-timeout", proxy.DefaultIdleTimeout, "cut a target's response off when it stalls this long (negative: no limit but the request's)")
 	f.Int64Var(&l.MaxRequestBodyBytes, "max-request-body-bytes", 0, "answer 413 to a request body larger than this (0: no limit)")
+	f.Var(keyExchangeFlag{&l.TLSKeyExchange}, "tls-key-exchange", "the key exchange groups HTTPS listeners accept, comma-separated, from X25519MLKEM768, SecP256r1MLKEM768, SecP384r1MLKEM1024, X25519, P256, P384, P521 (empty: Go's default, which prefers the post-quantum hybrid X25519MLKEM768)")
 }
+
+// keyExchangeFlag is --tls-key-exchange (proxy.ParseKeyExchange).
+type keyExchangeFlag struct{ ids *[]tls.CurveID }
+
+func (f keyExchangeFlag) Set(s string) error {
+	ids, err := proxy.ParseKeyExchange(s)
+	if err != nil {
+		return err
+	}
+	*f.ids = ids
+	return nil
+}
+
+func (f keyExchangeFlag) String() string {
+	if f.ids == nil {
+		return ""
+	}
+	names := make([]string, len(*f.ids))
+	for i, id := range *f.ids {
+		names[i] = id.String()
+	}
+	return strings.Join(names, ",")
+}
+
+func (keyExchangeFlag) Type() string { return "groups" }

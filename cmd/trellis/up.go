@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"trellis.dev/trellis/internal/gcfloor"
 	"trellis.dev/trellis/internal/provider/file"
-
 	"trellis.dev/trellis/internal/up"
 )
 
@@ -42,6 +42,7 @@ one IP address.`,
 			}
 			cfg.Out = cmd.OutOrStdout()
 			cfg.Logger = slog.Default()
+			defer gcfloor.Keep(gcfloor.DefaultFloor)()
 			return withAccessLog(accessLog, cfg.Out, cfg.Logger, &cfg.AccessLog, func() error { return up.Run(cmd.Context(), cfg) })
 		},
 	}

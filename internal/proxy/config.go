@@ -3,6 +3,7 @@ package proxy
 // Config, and every limit and timeout of the proxy, in one place.
 
 import (
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"time"
@@ -68,6 +69,12 @@ type Config struct {
 	// a larger one is answered 413 before anything is forwarded, one that
 	// sends more is cut off with 413. Zero is no limit.
 	MaxRequestBodyBytes int64
+	// TLSKeyExchange are the key exchange groups HTTPS listeners accept
+	// (tls.Config.CurvePreferences: a set, chosen from in Go's order of
+	// preference; ParseKeyExchange reads them). Empty is Go's default,
+	// which prefers the hybrid post-quantum X25519MLKEM768 when a client
+	// offers it.
+	TLSKeyExchange []tls.CurveID
 
 	test testKnobs
 }

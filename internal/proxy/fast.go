@@ -60,17 +60,41 @@ type fastServer struct {
 	handoff *handoffListener
 	h2      *peer.HTTPServer
 
+	// idle hands a new connection to a goroutine that has served one and
+	// waits for the next (work), rather than starting one: a goroutine
+	// starts on a small stack, which a TLS handshake grows to 8-16 KiB,
+	// copying it at each doubling. stopped ends the waits when the
+	// listener closes.
+	idle    chan *fastConn
+	stopped chan struct{}
+	// waiting counts the goroutines waiting on idle, at most maxWaiting
+	// (maxIdleWorkers; tests lower it).
+	waiting, maxWaiting atomic.Int32
+
 	mu       sync.Mutex
 	conns    map[*fastConn]struct{}
 	draining atomic.Bool
 }
 
+// workerIdle is how long a connection's goroutine waits for another
+// connection after its own ended.
+const workerIdle = 10 * time.Second
+
+// maxIdleWorkers bounds the goroutines of a listener that wait for a
+// connection, so that a burst of connections does not leave as many
+// grown stacks behind it for workerIdle.
+const maxIdleWorkers = 256
+
 func newFastServer(p *Proxy, b router.Bind, addr net.Addr, tlsConfig *tls.Config, h2 *peer.HTTPServer) *fastServer {
-	return &fastServer{p: p, bind: b, tls: tlsConfig, handoff: newHandoffListener(addr), h2: h2, conns: map[*fastConn]struct{}{}}
+	s := &fastServer{p: p, bind: b, tls: tlsConfig, handoff: newHandoffListener(addr), h2: h2, conns: map[*fastConn]struct{}{},
+		idle: make(chan *fastConn), stopped: make(chan struct{})}
+	s.maxWaiting.Store(maxIdleWorkers)
+	return s
 }
 
 // serve accepts connections from ln until it is closed.
 func (s *fastServer) serve(ln net.Listener) error {
+	defer close(s.stopped)
 	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -91,7 +115,37 @@ func (s *fastServer) serve(ln net.Listener) error {
 			conn.Close()
 			continue
 		}
-		go fc.serve()
+		select {
+		case s.idle <- fc:
+		default:
+			go s.work(fc)
+		}
+	}
+}
+
+// work serves fc, then the connections handed to it while it waits, until
+// it has waited workerIdle for one, the listener is closed, or
+// maxIdleWorkers others are waiting already.
+func (s *fastServer) work(fc *fastConn) {
+	wait := time.NewTimer(workerIdle)
+	defer wait.Stop()
+	for {
+		fc.serve()
+		fc = nil // not kept while waiting
+		if s.waiting.Add(1) > s.maxWaiting.Load() {
+			s.waiting.Add(-1)
+			return
+		}
+		wait.Reset(workerIdle)
+		select {
+		case fc = <-s.idle:
+		case <-wait.C:
+		case <-s.stopped:
+		}
+		s.waiting.Add(-1)
+		if fc == nil {
+			return
+		}
 	}
 }
 
@@ -239,9 +293,10 @@ func (fc *fastConn) serve() {
 			return
 		}
 		fc.rw, fc.proto = tc, "https"
-		fc.serverName = tc.ConnectionState().ServerName
+		st := tc.ConnectionState()
+		fc.serverName = st.ServerName
 		fc.br.Reset(tc)
-		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		if st.NegotiatedProtocol == "h2" {
 			handedOff = true
 			fc.serveHTTP2("")
 			return

@@ -114,9 +114,10 @@ func (p *Proxy) openHTTP(b router.Bind, proto model.Protocol, ln net.Listener) *
 	if proto == model.ProtocolHTTPS {
 		l.srv.Protocols.SetHTTP2(true)
 		tlsConfig = &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			NextProtos:     []string{"h2", "http/1.1"},
-			GetCertificate: p.certificate(b),
+			MinVersion:       tls.VersionTLS12,
+			NextProtos:       []string{"h2", "http/1.1"},
+			GetCertificate:   p.certificate(b),
+			CurvePreferences: p.keyExchange,
 		}
 		serve = tls.NewListener(serve, tlsConfig)
 	} else {

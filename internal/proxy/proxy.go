@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -84,7 +85,9 @@ type Proxy struct {
 	listeners map[router.Bind]portServer
 	// certCache keeps parsed certificates between Updates.
 	certCache certCache
-	shutdown  bool
+	// keyExchange is Config.TLSKeyExchange.
+	keyExchange []tls.CurveID
+	shutdown    bool
 	// drains counts listeners draining in the background after their bind
 	// left the config; stopDrains cuts their drain short.
 	drains     sync.WaitGroup
@@ -115,9 +118,10 @@ func New(cfg Config) *Proxy {
 		listen: func(b router.Bind) (net.Listener, error) {
 			return net.Listen("tcp", net.JoinHostPort(cmp.Or(b.Addr, cfg.BindAddress), strconv.Itoa(int(b.Port))))
 		},
-		wildcard:  isWildcard(cfg.BindAddress),
-		listeners: map[router.Bind]portServer{},
-		certCache: certCache{},
+		wildcard:    isWildcard(cfg.BindAddress),
+		listeners:   map[router.Bind]portServer{},
+		certCache:   certCache{},
+		keyExchange: slices.Clone(cfg.TLSKeyExchange),
 	}
 	p.peerTransport = idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}
 	p.delivery = newDeliveryForwarder(idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}, log)

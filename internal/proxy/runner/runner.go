@@ -86,6 +86,9 @@ type Config struct {
 type Limits struct {
 	RequestBodyIdleTimeout, ResponseIdleTimeout time.Duration
 	MaxRequestBodyBytes                         int64
+	// TLSKeyExchange limits the key exchange groups of HTTPS listeners
+	// (proxy.Config.TLSKeyExchange); empty is Go's default.
+	TLSKeyExchange []tls.CurveID
 }
 
 // PeerConfig configures the peer hop of a proxy.
@@ -123,7 +126,7 @@ func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Logger
 	pcfg := proxy.Config{Cluster: cfg.Cluster, BindAddress: cfg.Bind, Logger: log, AccessLog: cfg.AccessLog, AccessLogDir: cfg.AccessLogDir, AdminAddress: cfg.AdminListen,
 		TargetMetrics: cfg.TargetMetrics, RequestBodyIdleTimeout: cfg.Limits.RequestBodyIdleTimeout, ResponseIdleTimeout: cfg.Limits.ResponseIdleTimeout,
-		MaxRequestBodyBytes: cfg.Limits.MaxRequestBodyBytes}
+		MaxRequestBodyBytes: cfg.Limits.MaxRequestBodyBytes, TLSKeyExchange: cfg.Limits.TLSKeyExchange}
 	if cfg.Peer != nil {
 		pcfg.Peer = peer.NewClient(cfg.Peer.Identity, cfg.Peer.Roots)
 		defer pcfg.Peer.Close()
