@@ -228,8 +228,15 @@ func (l *Logger) run() {
 	}
 }
 
+// write appends e's line to the buffer. A line that does not fit flushes
+// the buffer first, so that every write reaching out ends at the end of a
+// line: a reader of the file (a test, a log shipper) never sees half a line
+// that is only finished by a later write.
 func (l *Logger) write(buf []byte, e *Entry) []byte {
 	buf = AppendJSON(buf[:0], e)
+	if len(buf) > l.w.Available() && l.w.Buffered() > 0 {
+		l.flush()
+	}
 	if _, err := l.w.Write(buf); err != nil {
 		l.failed(err)
 	}

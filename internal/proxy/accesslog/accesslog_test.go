@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -258,3 +259,49 @@ func BenchmarkAppendJSON(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// writeRecorder keeps each Write's bytes apart.
+type writeRecorder struct {
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (w *writeRecorder) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes = append(w.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+// TestWritesEndAtLineEnds: lines of every size, a buffer's worth at a time,
+// reach the writer only as whole lines, never a line split across two writes
+// (which a reader of the file would see as half a line until the next flush).
+func TestWritesEndAtLineEnds(t *testing.T) {
+	var out writeRecorder
+	l := New(&out, Options{FlushInterval: time.Hour})
+	const n = 600
+	for i := range n {
+		e := sample()
+		e.Path = "/" + strings.Repeat("p", (i*997)%3000)
+		if i == n/2 {
+			e.Path = "/" + strings.Repeat("q", bufferSize+100) // longer than the buffer
+		}
+		l.Log(e)
+	}
+	if err := l.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lines := 0
+	for i, w := range out.writes {
+		if len(w) == 0 || w[len(w)-1] != '\n' {
+			t.Fatalf("write %d of %d (%d bytes) does not end a line", i, len(out.writes), len(w))
+		}
+		lines += bytes.Count(w, []byte("\n"))
+	}
+	if lines != n || l.Dropped() != 0 {
+		t.Errorf("%d lines written, %d dropped; want %d, 0", lines, l.Dropped(), n)
+	}
+	if len(out.writes) < 10 {
+		t.Errorf("%d writes: the test should cross the buffer's size many times", len(out.writes))
+	}
+}
