@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,6 +15,11 @@ import (
 // not with targets; when this many are in flight, further due checks wait
 // for one to finish.
 const MaxChecksInFlight = 1024
+
+// batchWindow is how early, in the checker's seconds, a check may run:
+// the scheduler wakes once for every check due within it, not once a
+// check.
+const batchWindow = 5 * time.Millisecond
 
 // checkKey is what one check probes: targets of several groups whose keys
 // are equal (the same address and check) share its probes.
@@ -41,6 +47,11 @@ type check struct {
 	subs []*subscription
 	// probed reports whether the check has run before.
 	probed bool
+	// conn is the plain HTTP/1.1 check's connection, kept between checks
+	// (nil for other checks, or before the first). Only the check in
+	// flight, or the Checker holding its lock while the check is queued,
+	// uses it; Close closes it whenever.
+	conn atomic.Pointer[keptConn]
 }
 
 // subscription is one target's share of a check: its own thresholds and
@@ -105,6 +116,11 @@ func (c *Checker) unsubscribe(t *Target) {
 	}
 	if ch.idx >= 0 {
 		heap.Remove(&c.queue, ch.idx)
+		// Queued, the check is not in flight: its idle connection closes
+		// now. One in flight closes its own (runCheck).
+		if kc := ch.conn.Load(); kc != nil {
+			c.drop(ch, kc)
+		}
 	}
 	delete(c.checks, ch.key)
 }
@@ -117,23 +133,31 @@ func (c *Checker) poke() {
 	}
 }
 
-// schedule runs every check when it is due, until Close.
+// schedule runs every check when it is due, until Close. It wakes once
+// for all the checks due within batchWindow (scaled to the checker's
+// second) of the first: at thousands of checks a second, a few hundred
+// wakes rather than one a check.
 func (c *Checker) schedule() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	window := batchWindow * c.second / time.Second
+	var batch []*check
 	for {
 		c.mu.Lock()
-		var ch *check
 		wait := time.Hour
+		batch = batch[:0]
 		if len(c.queue) > 0 {
-			if d := time.Until(c.queue[0].due); d > 0 {
+			now := time.Now()
+			if d := c.queue[0].due.Sub(now); d > 0 {
 				wait = d
 			} else {
-				ch = heap.Pop(&c.queue).(*check)
+				for until := now.Add(window); len(c.queue) > 0 && !c.queue[0].due.After(until); {
+					batch = append(batch, heap.Pop(&c.queue).(*check))
+				}
 			}
 		}
 		c.mu.Unlock()
-		if ch == nil {
+		if len(batch) == 0 {
 			timer.Reset(wait)
 			select {
 			case <-c.ctx.Done():
@@ -143,49 +167,49 @@ func (c *Checker) schedule() {
 			}
 			continue
 		}
-		select {
-		case c.inFlight <- struct{}{}:
-		case <-c.ctx.Done():
-			return
+		for i, ch := range batch {
+			select {
+			case c.inFlight <- struct{}{}:
+			case <-c.ctx.Done():
+				return
+			}
+			c.loops.Go(func() {
+				defer func() { <-c.inFlight }()
+				c.runCheck(ch)
+			})
+			batch[i] = nil
 		}
-		c.loops.Go(func() {
-			defer func() { <-c.inFlight }()
-			c.runCheck(ch)
-		})
 	}
 }
 
-// outcome is one subscriber's view of a probe.
-type outcome struct {
-	t             *Target
-	gen           uint32
-	sp            *spec
-	passes, fails int
-}
-
 // runCheck probes ch once, moves every subscriber's status, and queues
-// the next probe an interval after this one started (the interval is not
-// affected by how long the check took; after the first, between half an
-// interval and one).
+// the next probe an interval after this one was due (the interval is not
+// affected by how long the check took, nor by a batch running it a little
+// early; after the first, between half an interval and one).
 func (c *Checker) runCheck(ch *check) {
 	start := time.Now()
-	err := c.probe(c.ctx, ch.key.addr, ch.sp)
+	err := c.probe(ch)
 	if c.ctx.Err() != nil {
 		return
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.checks[ch.key] != ch {
-		c.mu.Unlock() // every subscriber left while it was in flight
+		// Every subscriber left while it was in flight.
+		if kc := ch.conn.Load(); kc != nil {
+			c.drop(ch, kc)
+		}
 		return
 	}
-	outs := make([]outcome, 0, len(ch.subs))
 	for _, s := range ch.subs {
 		if err == nil {
 			s.passes, s.fails = s.passes+1, 0
 		} else {
 			s.passes, s.fails = 0, s.fails+1
 		}
-		outs = append(outs, outcome{s.t, s.gen, s.sp, s.passes, s.fails})
+		// Under the lock, which record does not need, so that the next
+		// run of ch cannot overtake this one's outcome.
+		c.record(s.t, s.gen, s.sp, s.passes, s.fails, err)
 	}
 	// The first checks of many new targets all run within a second; the
 	// second of each runs at a random point of the second half of its
@@ -196,12 +220,13 @@ func (c *Checker) runCheck(ch *check) {
 		next = next/2 + jitter(next-next/2)
 		ch.probed = true
 	}
-	ch.due = start.Add(next)
+	ch.due = ch.due.Add(next)
+	if ch.due.Before(start) {
+		ch.due = start.Add(next) // it ran an interval late: from now on
+	}
 	heap.Push(&c.queue, ch)
-	c.mu.Unlock()
-	c.poke()
-	for _, o := range outs {
-		c.record(o.t, o.gen, o.sp, o.passes, o.fails, err)
+	if ch.idx == 0 {
+		c.poke()
 	}
 }
 
