@@ -31,8 +31,8 @@ type checkTarget struct {
 	// checks counts requests, conns new connections, closed the
 	// connections closed.
 	checks, conns, closed atomic.Int32
-	mu            sync.Mutex
-	last          *http.Request
+	mu                    sync.Mutex
+	last                  *http.Request
 }
 
 func newCheckTarget(t *testing.T, tls, h2c bool) *checkTarget {
