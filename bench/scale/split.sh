@@ -20,6 +20,8 @@ M=${2:-10}
 IDLE=${3:-20}
 out=$(mktemp -d /tmp/trellis-split.XXXXXX)
 trap 'rm -rf "$out"' EXIT
+# Room for a kept health-check connection per target (see run.sh).
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 go build -o "$out/trellis" ./cmd/trellis
 go build -o "$out/scale" ./bench/scale
 export N M IDLE out
