@@ -426,3 +426,48 @@ func BenchmarkProbe(b *testing.B) {
 		})
 	})
 }
+
+// FuzzCheckAnswer feeds a check whatever a target may answer: it never
+// panics, ends when the answer does, and keeps the connection only after
+// a final answer read whole with nothing after it.
+func FuzzCheckAnswer(f *testing.F) {
+	for _, seed := range []string{
+		ok200,
+		ok200 + ok200,
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"HTTP/1.1 100 Continue\r\n\r\n" + ok200,
+		"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+		"HTTP/1.0 503 Service Unavailable\r\n\r\ndown",
+		"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\n",
+		"HTTP/1.1 200 OK\r\n",
+		"garbage\r\n\r\n",
+		"",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		client, target := net.Pipe()
+		defer client.Close()
+		go func() {
+			defer target.Close()
+			if readRequest(bufio.NewReader(target)) {
+				target.Write(answer)
+			}
+		}()
+		client.SetDeadline(time.Now().Add(5 * time.Second))
+		pb := probeBufs.Get().(*probeBuf)
+		defer probeBufs.Put(pb)
+		code, keep, answered, err := pb.exchange(&keptConn{Conn: client}, "/", "192.0.2.1:80")
+		if isTimeout(err) {
+			t.Fatalf("the check waited for more than the answer: %v", err)
+		}
+		if keep && (err != nil || code < 200 || !answered) {
+			t.Errorf("connection kept after code %d, err %v, answered %v", code, err, answered)
+		}
+		if err == nil && code < 100 {
+			t.Errorf("no error and code %d", code)
+		}
+	})
+}
