@@ -72,8 +72,13 @@ type Checker struct {
 	cancel context.CancelFunc
 	loops  sync.WaitGroup
 	// wake tells the scheduler the queue's head may have changed;
-	// inFlight holds a token per check under way.
-	wake, inFlight chan struct{}
+	wake chan struct{}
+	// work hands a due check to an idle worker; workers counts the
+	// workers, at most MaxChecksInFlight, and left hears of one leaving
+	// (schedule.go).
+	work    chan *check
+	workers atomic.Int32
+	left    chan struct{}
 
 	// mu guards groups, checks, queue, every Group's targets map and
 	// every Target's check and sub.
@@ -93,14 +98,15 @@ func New(cfg Config) *Checker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Checker{
-		cluster:  cfg.Cluster,
-		log:      log,
-		outlier:  cfg.Outlier.withDefaults(),
-		second:   cmp.Or(cfg.Second, time.Second),
-		groups:   map[string]*Group{},
-		checks:   map[checkKey]*check{},
-		wake:     make(chan struct{}, 1),
-		inFlight: make(chan struct{}, MaxChecksInFlight),
+		cluster: cfg.Cluster,
+		log:     log,
+		outlier: cfg.Outlier.withDefaults(),
+		second:  cmp.Or(cfg.Second, time.Second),
+		groups:  map[string]*Group{},
+		checks:  map[checkKey]*check{},
+		wake:    make(chan struct{}, 1),
+		work:    make(chan *check),
+		left:    make(chan struct{}, 1),
 	}
 	c.h1, c.h2 = newTransport(&c.dialer, false), newTransport(&c.dialer, true)
 	c.maxKept = int64(cfg.MaxKeptConns)

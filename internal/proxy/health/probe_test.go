@@ -353,6 +353,10 @@ func TestKeptConnections(t *testing.T) {
 	if n := c.KeptConns(); n != 1 {
 		t.Errorf("%d connections kept, want 1 (the bound)", n)
 	}
+	// Two targets' checks, ten or more, ran on the same few workers.
+	if n := c.workers.Load(); n > 2 {
+		t.Errorf("%d check workers for two targets, want at most 2", n)
+	}
 	kept, unkept := a, b
 	if a.conns.Load() > b.conns.Load() {
 		kept, unkept = b, a

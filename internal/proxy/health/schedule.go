@@ -9,12 +9,16 @@ import (
 	"time"
 )
 
-// MaxChecksInFlight bounds the checks under way at once. Checks run from
-// one scheduler, each on a goroutine only while it is in flight, so the
+// MaxChecksInFlight bounds the checks under way at once. Checks run on
+// workers the scheduler starts as they are needed, each running one check
+// after another and leaving when it has had none for workerIdle, so the
 // checker's goroutines grow with checks per second times their duration,
-// not with targets; when this many are in flight, further due checks wait
-// for one to finish.
+// not with targets, and a check starts no goroutine of its own; when this
+// many are in flight, further due checks wait for one to finish.
 const MaxChecksInFlight = 1024
+
+// workerIdle is how long a worker without a check waits for the next.
+const workerIdle = time.Second
 
 // batchWindow is how early, in the checker's seconds, a check may run:
 // the scheduler wakes once for every check due within it, not once a
@@ -168,16 +172,61 @@ func (c *Checker) schedule() {
 			continue
 		}
 		for i, ch := range batch {
-			select {
-			case c.inFlight <- struct{}{}:
-			case <-c.ctx.Done():
+			if !c.dispatch(ch) {
 				return
 			}
-			c.loops.Go(func() {
-				defer func() { <-c.inFlight }()
-				c.runCheck(ch)
-			})
 			batch[i] = nil
+		}
+	}
+}
+
+// dispatch hands ch to an idle worker, or to a new one while fewer than
+// MaxChecksInFlight run, or else waits for one to be free. It reports
+// false when the checker closed first. Only the scheduler calls it.
+func (c *Checker) dispatch(ch *check) bool {
+	select {
+	case c.work <- ch:
+		return true
+	default:
+	}
+	for {
+		if c.workers.Load() < MaxChecksInFlight {
+			c.workers.Add(1)
+			c.loops.Go(func() { c.worker(ch) })
+			return true
+		}
+		select {
+		case c.work <- ch:
+			return true
+		case <-c.left:
+			// A worker left: there may be room for a new one.
+		case <-c.ctx.Done():
+			return false
+		}
+	}
+}
+
+// worker runs ch, then the checks handed to it, until it has had none for
+// workerIdle or the checker closes.
+func (c *Checker) worker(ch *check) {
+	defer func() {
+		c.workers.Add(-1)
+		select {
+		case c.left <- struct{}{}:
+		default:
+		}
+	}()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		c.runCheck(ch)
+		idle.Reset(workerIdle)
+		select {
+		case ch = <-c.work:
+		case <-idle.C:
+			return
+		case <-c.ctx.Done():
+			return
 		}
 	}
 }
