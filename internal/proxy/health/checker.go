@@ -73,12 +73,13 @@ type Checker struct {
 	loops  sync.WaitGroup
 	// wake tells the scheduler the queue's head may have changed;
 	wake chan struct{}
-	// work hands a due check to an idle worker; workers counts the
-	// workers, at most MaxChecksInFlight, and left hears of one leaving
-	// (schedule.go).
-	work    chan *check
+	// idle are the workers waiting for a check, the last to finish on
+	// top; workers counts them all, at most MaxChecksInFlight; freed
+	// hears of a worker finishing or leaving (schedule.go).
+	idleMu  sync.Mutex
+	idle    []*worker
 	workers atomic.Int32
-	left    chan struct{}
+	freed   chan struct{}
 
 	// mu guards groups, checks, queue, every Group's targets map and
 	// every Target's check and sub.
@@ -105,8 +106,7 @@ func New(cfg Config) *Checker {
 		groups:  map[string]*Group{},
 		checks:  map[checkKey]*check{},
 		wake:    make(chan struct{}, 1),
-		work:    make(chan *check),
-		left:    make(chan struct{}, 1),
+		freed:   make(chan struct{}, 1),
 	}
 	c.h1, c.h2 = newTransport(&c.dialer, false), newTransport(&c.dialer, true)
 	c.maxKept = int64(cfg.MaxKeptConns)

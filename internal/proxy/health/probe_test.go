@@ -475,3 +475,33 @@ func FuzzCheckAnswer(f *testing.F) {
 		}
 	})
 }
+
+// Workers follow the rate of checks: a burst starts as many as it keeps in
+// flight, and once checks come one at a time again, the last worker to
+// finish takes the next, so the others leave after workerIdle. (Handed
+// out in turn, every worker would get a check often enough to stay.)
+func TestWorkersFollowTheRate(t *testing.T) {
+	ct := newCheckTarget(t, false, false)
+	ct.delay.Store(int64(200 * time.Millisecond))
+	c := New(Config{})
+	defer c.Close()
+	for range 50 {
+		c.dispatch(plainCheck(t, ct.addr(), 5*time.Second))
+	}
+	if n := c.workers.Load(); n != 50 {
+		t.Fatalf("%d workers for 50 checks in flight, want 50", n)
+	}
+	ct.delay.Store(0)
+	testsync.WaitFor(t, 5*time.Second, "the burst's workers idle", func() bool {
+		c.idleMu.Lock()
+		defer c.idleMu.Unlock()
+		return len(c.idle) == 50
+	})
+	for end := time.Now().Add(2 * workerIdle); time.Now().Before(end); {
+		c.dispatch(plainCheck(t, ct.addr(), 5*time.Second))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := c.workers.Load(); n > 10 {
+		t.Errorf("%d workers left for a check every 10 ms, want a few", n)
+	}
+}

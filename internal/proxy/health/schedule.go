@@ -17,7 +17,8 @@ import (
 // many are in flight, further due checks wait for one to finish.
 const MaxChecksInFlight = 1024
 
-// workerIdle is how long a worker without a check waits for the next.
+// workerIdle is how long a worker without a check waits for the next
+// before it leaves.
 const workerIdle = time.Second
 
 // batchWindow is how early, in the checker's seconds, a check may run:
@@ -180,54 +181,91 @@ func (c *Checker) schedule() {
 	}
 }
 
-// dispatch hands ch to an idle worker, or to a new one while fewer than
-// MaxChecksInFlight run, or else waits for one to be free. It reports
-// false when the checker closed first. Only the scheduler calls it.
+// worker runs checks one after another: the checker's goroutines grow
+// with the checks in flight, and a check starts none of its own.
+type worker struct {
+	// next hands the worker its next check.
+	next chan *check
+}
+
+// dispatch hands ch to the idle worker that finished last, or to a new
+// one while fewer than MaxChecksInFlight run, or else waits for one to be
+// free. It reports false when the checker closed first. Only the
+// scheduler calls it.
 func (c *Checker) dispatch(ch *check) bool {
-	select {
-	case c.work <- ch:
-		return true
-	default:
-	}
 	for {
+		c.idleMu.Lock()
+		if n := len(c.idle); n > 0 {
+			// Last in, first out: the few workers a steady rate needs
+			// do the work, and the others, idle, leave.
+			w := c.idle[n-1]
+			c.idle[n-1] = nil
+			c.idle = c.idle[:n-1]
+			c.idleMu.Unlock()
+			w.next <- ch
+			return true
+		}
+		c.idleMu.Unlock()
 		if c.workers.Load() < MaxChecksInFlight {
 			c.workers.Add(1)
-			c.loops.Go(func() { c.worker(ch) })
+			w := &worker{next: make(chan *check, 1)}
+			c.loops.Go(func() { c.work(w, ch) })
 			return true
 		}
 		select {
-		case c.work <- ch:
-			return true
-		case <-c.left:
-			// A worker left: there may be room for a new one.
+		case <-c.freed:
 		case <-c.ctx.Done():
 			return false
 		}
 	}
 }
 
-// worker runs ch, then the checks handed to it, until it has had none for
+// work runs ch, then the checks handed to w, until w has had none for
 // workerIdle or the checker closes.
-func (c *Checker) worker(ch *check) {
+func (c *Checker) work(w *worker, ch *check) {
 	defer func() {
 		c.workers.Add(-1)
-		select {
-		case c.left <- struct{}{}:
-		default:
-		}
+		c.signalFreed()
 	}()
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
 		c.runCheck(ch)
+		c.idleMu.Lock()
+		c.idle = append(c.idle, w)
+		c.idleMu.Unlock()
+		c.signalFreed()
 		idle.Reset(workerIdle)
 		select {
-		case ch = <-c.work:
-		case <-idle.C:
+		case ch = <-w.next:
+			continue
+		case <-c.ctx.Done():
 			return
+		case <-idle.C:
+		}
+		c.idleMu.Lock()
+		i := slices.Index(c.idle, w)
+		if i >= 0 {
+			c.idle = slices.Delete(c.idle, i, i+1)
+		}
+		c.idleMu.Unlock()
+		if i >= 0 {
+			return
+		}
+		// Handed a check as it timed out.
+		select {
+		case ch = <-w.next:
 		case <-c.ctx.Done():
 			return
 		}
+	}
+}
+
+// signalFreed tells a waiting dispatch that a worker finished or left.
+func (c *Checker) signalFreed() {
+	select {
+	case c.freed <- struct{}{}:
+	default:
 	}
 }
 
