@@ -552,7 +552,10 @@ func TestGoroutinesDoNotGrowWithTargets(t *testing.T) {
 	_, port, _ := net.SplitHostPort(ct.addr())
 	p, _ := strconv.Atoi(port)
 	before := runtime.NumGoroutine()
-	c := newChecker(t)
+	// A second of 100 ms: the first checks run within it, the second
+	// ones 15 s to 30 s later, after the test.
+	c := New(Config{Cluster: cluster, Second: 100 * time.Millisecond})
+	t.Cleanup(c.Close)
 	hc := model.HealthCheck{IntervalSeconds: 300, TimeoutSeconds: 100}
 	// 2,000 targets on addresses nothing listens at (refused at once),
 	// and one that answers.
@@ -562,9 +565,10 @@ func TestGoroutinesDoNotGrowWithTargets(t *testing.T) {
 	}
 	c.Update([]model.TargetGroup{tg("many", hc, targets...)})
 	waitStatus(t, c, "many", ct.addr(), Healthy)
-	// The first checks of all 2,001 run within a second (10 ms here);
-	// once they are done, no goroutine is left per target. A loaded
-	// machine may take a while to finish them.
+	// The first checks of all 2,001 run within a second (100 ms here);
+	// once they are done, no goroutine is left per target: the workers
+	// leave after workerIdle. A loaded machine may take a while to
+	// finish them.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		n := runtime.NumGoroutine() - before

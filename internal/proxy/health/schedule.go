@@ -229,8 +229,9 @@ func (c *Checker) work(w *worker, ch *check) {
 	}()
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
+	var outs []outcome
 	for {
-		c.runCheck(ch)
+		outs = c.runCheck(ch, outs)
 		c.idleMu.Lock()
 		c.idle = append(c.idle, w)
 		c.idleMu.Unlock()
@@ -269,34 +270,42 @@ func (c *Checker) signalFreed() {
 	}
 }
 
+// outcome is one subscriber's view of a probe.
+type outcome struct {
+	t             *Target
+	gen           uint32
+	sp            *spec
+	passes, fails int
+}
+
 // runCheck probes ch once, moves every subscriber's status, and queues
 // the next probe an interval after this one was due (the interval is not
 // affected by how long the check took, nor by a batch running it a little
-// early; after the first, between half an interval and one).
-func (c *Checker) runCheck(ch *check) {
+// early; after the first, between half an interval and one). outs is
+// the worker's to reuse.
+func (c *Checker) runCheck(ch *check, outs []outcome) []outcome {
 	start := time.Now()
 	err := c.probe(ch)
 	if c.ctx.Err() != nil {
-		return
+		return outs
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.checks[ch.key] != ch {
+		c.mu.Unlock()
 		// Every subscriber left while it was in flight.
 		if kc := ch.conn.Load(); kc != nil {
 			c.drop(ch, kc)
 		}
-		return
+		return outs
 	}
+	outs = outs[:0]
 	for _, s := range ch.subs {
 		if err == nil {
 			s.passes, s.fails = s.passes+1, 0
 		} else {
 			s.passes, s.fails = 0, s.fails+1
 		}
-		// Under the lock, which record does not need, so that the next
-		// run of ch cannot overtake this one's outcome.
-		c.record(s.t, s.gen, s.sp, s.passes, s.fails, err)
+		outs = append(outs, outcome{s.t, s.gen, s.sp, s.passes, s.fails})
 	}
 	// The first checks of many new targets all run within a second; the
 	// second of each runs at a random point of the second half of its
@@ -315,6 +324,14 @@ func (c *Checker) runCheck(ch *check) {
 	if ch.idx == 0 {
 		c.poke()
 	}
+	c.mu.Unlock()
+	// Outside the lock: a transition is logged, and a slow log must not
+	// hold up every other check.
+	for i, o := range outs {
+		c.record(o.t, o.gen, o.sp, o.passes, o.fails, err)
+		outs[i] = outcome{}
+	}
+	return outs
 }
 
 // checkQueue is a min-heap of checks by due time.
