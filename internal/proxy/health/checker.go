@@ -559,7 +559,6 @@ type GroupReport struct {
 // name and target address.
 func (c *Checker) Report() []GroupReport {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	out := make([]GroupReport, 0, len(c.groups))
 	for _, g := range c.groups {
 		gr := GroupReport{Name: g.name, Ejections: g.ejections.Load(), Targets: make([]TargetReport, 0, len(g.targets))}
@@ -567,8 +566,12 @@ func (c *Checker) Report() []GroupReport {
 			w := t.state.Load()
 			gr.Targets = append(gr.Targets, TargetReport{Addr: t.addr, Status: statusOf(w), Ejected: w&ejectedBit != 0})
 		}
-		slices.SortFunc(gr.Targets, func(a, b TargetReport) int { return strings.Compare(a.Addr, b.Addr) })
 		out = append(out, gr)
+	}
+	// Sorted outside the lock, which every check takes.
+	c.mu.Unlock()
+	for _, gr := range out {
+		slices.SortFunc(gr.Targets, func(a, b TargetReport) int { return strings.Compare(a.Addr, b.Addr) })
 	}
 	slices.SortFunc(out, func(a, b GroupReport) int { return strings.Compare(a.Name, b.Name) })
 	return out
