@@ -89,7 +89,11 @@ type Checker struct {
 	// them by when they are next due.
 	checks map[checkKey]*check
 	queue  checkQueue
-	closed bool
+	// leaving are the checks no target reads any more that were in
+	// flight when their last target left, until they finish: Close ends
+	// them too.
+	leaving map[*check]bool
+	closed  bool
 }
 
 // New returns a checker with no target groups. Checks start on Update.
@@ -105,6 +109,7 @@ func New(cfg Config) *Checker {
 		second:  cmp.Or(cfg.Second, time.Second),
 		groups:  map[string]*Group{},
 		checks:  map[checkKey]*check{},
+		leaving: map[*check]bool{},
 		wake:    make(chan struct{}, 1),
 		freed:   make(chan struct{}, 1),
 	}
@@ -194,6 +199,11 @@ func (c *Checker) Close() {
 	// Checks in flight end at once; one that stores a connection after
 	// this closes it itself (dial).
 	for _, ch := range c.checks {
+		if kc := ch.conn.Load(); kc != nil {
+			kc.Close()
+		}
+	}
+	for ch := range c.leaving {
 		if kc := ch.conn.Load(); kc != nil {
 			kc.Close()
 		}

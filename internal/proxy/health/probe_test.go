@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -504,4 +505,28 @@ func TestWorkersFollowTheRate(t *testing.T) {
 	if n := c.workers.Load(); n > 10 {
 		t.Errorf("%d workers left for a check every 10 ms, want a few", n)
 	}
+}
+
+// Close ends a check in flight at once, even one whose targets left while
+// it was (here against a target that never answers, with a 12 s timeout).
+func TestCloseEndsChecksInFlight(t *testing.T) {
+	rt := newRawTarget(t, func(_ int, conn net.Conn, _ *bufio.Reader) { io.Copy(io.Discard, conn) })
+	host, port, _ := net.SplitHostPort(rt.addr())
+	p, _ := strconv.Atoi(port)
+	mt := model.Target{Address: host, Port: int32(p), Cluster: cluster, State: model.TargetActive}
+	for _, leave := range []bool{false, true} {
+		c := New(Config{Cluster: cluster, Second: 100 * time.Millisecond})
+		n := rt.conns.Load()
+		c.Update([]model.TargetGroup{tg("g", model.HealthCheck{IntervalSeconds: 300, TimeoutSeconds: 120}, mt)})
+		testsync.WaitFor(t, 5*time.Second, "the check under way", func() bool { return rt.conns.Load() > n })
+		if leave {
+			c.Update(nil)
+		}
+		start := time.Now()
+		c.Close()
+		if took := time.Since(start); took > 6*time.Second {
+			t.Errorf("target left %v: Close took %v with a check in flight (its timeout: 12 s)", leave, took)
+		}
+	}
+	testsync.WaitFor(t, 5*time.Second, "the target's connections closed", func() bool { return rt.open.Load() == 0 })
 }

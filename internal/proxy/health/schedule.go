@@ -122,10 +122,12 @@ func (c *Checker) unsubscribe(t *Target) {
 	if ch.idx >= 0 {
 		heap.Remove(&c.queue, ch.idx)
 		// Queued, the check is not in flight: its idle connection closes
-		// now. One in flight closes its own (runCheck).
+		// now. One in flight closes its own (runCheck), or Close does.
 		if kc := ch.conn.Load(); kc != nil {
 			c.drop(ch, kc)
 		}
+	} else {
+		c.leaving[ch] = true
 	}
 	delete(c.checks, ch.key)
 }
@@ -291,6 +293,7 @@ func (c *Checker) runCheck(ch *check, outs []outcome) []outcome {
 	}
 	c.mu.Lock()
 	if c.checks[ch.key] != ch {
+		delete(c.leaving, ch)
 		c.mu.Unlock()
 		// Every subscriber left while it was in flight.
 		if kc := ch.conn.Load(); kc != nil {
