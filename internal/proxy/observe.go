@@ -174,6 +174,10 @@ func localTargets(tgs []model.TargetGroup, cluster string) []model.TargetGroup {
 	return out
 }
 
+// HealthGeneration returns a number that moves whenever TargetHealth may
+// have changed, so that a caller that polls it builds it only then.
+func (p *Proxy) HealthGeneration() uint64 { return p.health.Generation() }
+
 // TargetHealth is the health of this proxy's cluster's targets by target
 // group, as its active checks see them: the target groups of the
 // configuration only, not the groups it makes itself for local-first

@@ -1,12 +1,10 @@
 package health
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -16,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"trellis.dev/trellis/internal/model"
@@ -41,6 +40,11 @@ type Config struct {
 	// check. Zero means time.Second. Only tests set it, so that a model
 	// interval of 5 s (the least the model allows) runs in milliseconds.
 	Second time.Duration
+	// MaxKeptConns bounds the plain HTTP/1.1 check connections kept open
+	// between checks (one per address and check); zero means
+	// DefaultMaxKeptConns or half the open-file limit, whichever is less,
+	// and a negative value keeps none.
+	MaxKeptConns int
 }
 
 // Checker runs the active health checks of every target group whose health
@@ -51,10 +55,16 @@ type Checker struct {
 	log     *slog.Logger
 	outlier Outlier
 	second  time.Duration
-	// dialer opens plain HTTP/1.1 check connections, h1 and h2 the others
-	// (HTTPS, HTTP/2), one per check.
+	// h1 and h2 open the HTTPS and HTTP/2 check connections, one per
+	// check; plain HTTP/1.1 checks keep theirs (probe.go).
 	dialer net.Dialer
 	h1, h2 *http.Transport
+	// kept counts the plain check connections open and counted, at most
+	// maxKept.
+	kept    atomic.Int64
+	maxKept int64
+	// gen moves whenever a target's state or the set of targets changes.
+	gen atomic.Uint64
 
 	// ctx ends the scheduler and every check in flight on Close; loops
 	// counts them.
@@ -62,8 +72,14 @@ type Checker struct {
 	cancel context.CancelFunc
 	loops  sync.WaitGroup
 	// wake tells the scheduler the queue's head may have changed;
-	// inFlight holds a token per check under way.
-	wake, inFlight chan struct{}
+	wake chan struct{}
+	// idle are the workers waiting for a check, the last to finish on
+	// top; workers counts them all, at most MaxChecksInFlight; freed
+	// hears of a worker finishing or leaving (schedule.go).
+	idleMu  sync.Mutex
+	idle    []*worker
+	workers atomic.Int32
+	freed   chan struct{}
 
 	// mu guards groups, checks, queue, every Group's targets map and
 	// every Target's check and sub.
@@ -73,7 +89,11 @@ type Checker struct {
 	// them by when they are next due.
 	checks map[checkKey]*check
 	queue  checkQueue
-	closed bool
+	// leaving are the checks no target reads any more that were in
+	// flight when their last target left, until they finish: Close ends
+	// them too.
+	leaving map[*check]bool
+	closed  bool
 }
 
 // New returns a checker with no target groups. Checks start on Update.
@@ -83,16 +103,24 @@ func New(cfg Config) *Checker {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Checker{
-		cluster:  cfg.Cluster,
-		log:      log,
-		outlier:  cfg.Outlier.withDefaults(),
-		second:   cmp.Or(cfg.Second, time.Second),
-		groups:   map[string]*Group{},
-		checks:   map[checkKey]*check{},
-		wake:     make(chan struct{}, 1),
-		inFlight: make(chan struct{}, MaxChecksInFlight),
+		cluster: cfg.Cluster,
+		log:     log,
+		outlier: cfg.Outlier.withDefaults(),
+		second:  cmp.Or(cfg.Second, time.Second),
+		groups:  map[string]*Group{},
+		checks:  map[checkKey]*check{},
+		leaving: map[*check]bool{},
+		wake:    make(chan struct{}, 1),
+		freed:   make(chan struct{}, 1),
 	}
 	c.h1, c.h2 = newTransport(&c.dialer, false), newTransport(&c.dialer, true)
+	c.maxKept = int64(cfg.MaxKeptConns)
+	if cfg.MaxKeptConns == 0 {
+		c.maxKept = DefaultMaxKeptConns
+		if l := openFileLimit(); l > 0 {
+			c.maxKept = min(c.maxKept, int64(l/2))
+		}
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.loops.Go(c.schedule)
 	return c
@@ -115,6 +143,7 @@ func (c *Checker) Update(tgs []model.TargetGroup) {
 	if c.closed {
 		return
 	}
+	defer c.gen.Add(1)
 	seen := make(map[string]bool, len(tgs))
 	// addrs is reused by every group, to spare an allocation per group.
 	addrs := map[string]bool{}
@@ -155,13 +184,31 @@ func (c *Checker) Group(name string) *Group {
 	return c.groups[name]
 }
 
-// Close stops every check loop and waits for them to return. The state
-// stays readable; Update does nothing after Close.
+// Generation returns a number that moves whenever the health of a target
+// changes or targets come and go, so that a reader of Report can tell
+// when it has nothing new to read.
+func (c *Checker) Generation() uint64 { return c.gen.Load() }
+
+// Close stops every check loop and waits for them to return, closing
+// every check connection. The state stays readable; Update does nothing
+// after Close.
 func (c *Checker) Close() {
+	c.cancel()
 	c.mu.Lock()
 	c.closed = true
+	// Checks in flight end at once; one that stores a connection after
+	// this closes it itself (dial).
+	for _, ch := range c.checks {
+		if kc := ch.conn.Load(); kc != nil {
+			kc.Close()
+		}
+	}
+	for ch := range c.leaving {
+		if kc := ch.conn.Load(); kc != nil {
+			kc.Close()
+		}
+	}
 	c.mu.Unlock()
-	c.cancel()
 	c.loops.Wait()
 }
 
@@ -403,15 +450,20 @@ func (sp *spec) healthyCode(code int) bool {
 	return false
 }
 
-// probe runs one check of addr: a GET of the check path on a new
-// connection, closed afterwards. It returns nil when the target answered in
+// probe runs one check of ch. It returns nil when the target answered in
 // time with a healthy status code.
-func (c *Checker) probe(ctx context.Context, addr string, sp *spec) error {
+func (c *Checker) probe(ch *check) error {
+	if !ch.sp.https && !ch.sp.http2 {
+		return c.probePlain(ch)
+	}
+	return c.probeTransport(c.ctx, ch.key.addr, ch.sp)
+}
+
+// probeTransport runs an HTTPS or HTTP/2 check of addr: a GET of the
+// check path on a new connection, closed afterwards.
+func (c *Checker) probeTransport(ctx context.Context, addr string, sp *spec) error {
 	ctx, cancel := context.WithTimeout(ctx, sp.timeout)
 	defer cancel()
-	if !sp.https && !sp.http2 {
-		return c.probePlain(ctx, addr, sp)
-	}
 	scheme := "http"
 	if sp.https {
 		scheme = "https"
@@ -433,44 +485,6 @@ func (c *Checker) probe(ctx context.Context, addr string, sp *spec) error {
 	req.Close = !sp.http2
 	resp, err := cc.RoundTrip(req)
 	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if !sp.healthyCode(resp.StatusCode) {
-		return &statusError{code: resp.StatusCode}
-	}
-	return nil
-}
-
-// probePlain is probe for plain HTTP/1.1, the common check, on the
-// connection alone: without a transport's reader and writer goroutines and
-// buffers, which at thousands of checks a second cost more than the check.
-func (c *Checker) probePlain(ctx context.Context, addr string, sp *spec) error {
-	conn, err := c.dialer.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if deadline, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(deadline)
-	}
-	// Close also ends a Close wait while the checker is closed.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
-	if sp.requestURI == "" {
-		return fmt.Errorf("healthCheck.path: %q is not a request target", sp.pathQuery)
-	}
-	// The request is written whole, in one write: GET, the Host, the
-	// User-Agent, Connection: close.
-	if _, err := io.WriteString(conn, "GET "+sp.requestURI+" HTTP/1.1\r\nHost: "+addr+"\r\nUser-Agent: "+userAgent+"\r\nConnection: close\r\n\r\n"); err != nil {
-		return err
-	}
-	req := &http.Request{Method: http.MethodGet}
-	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 512), req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
 		return err
 	}
 	resp.Body.Close()
@@ -555,7 +569,6 @@ type GroupReport struct {
 // name and target address.
 func (c *Checker) Report() []GroupReport {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	out := make([]GroupReport, 0, len(c.groups))
 	for _, g := range c.groups {
 		gr := GroupReport{Name: g.name, Ejections: g.ejections.Load(), Targets: make([]TargetReport, 0, len(g.targets))}
@@ -563,8 +576,12 @@ func (c *Checker) Report() []GroupReport {
 			w := t.state.Load()
 			gr.Targets = append(gr.Targets, TargetReport{Addr: t.addr, Status: statusOf(w), Ejected: w&ejectedBit != 0})
 		}
-		slices.SortFunc(gr.Targets, func(a, b TargetReport) int { return strings.Compare(a.Addr, b.Addr) })
 		out = append(out, gr)
+	}
+	// Sorted outside the lock, which every check takes.
+	c.mu.Unlock()
+	for _, gr := range out {
+		slices.SortFunc(gr.Targets, func(a, b TargetReport) int { return strings.Compare(a.Addr, b.Addr) })
 	}
 	slices.SortFunc(out, func(a, b GroupReport) int { return strings.Compare(a.Name, b.Name) })
 	return out

@@ -144,6 +144,7 @@ func (t *Target) transition(f func(uint32) uint32) (old, new uint32) {
 			break
 		}
 	}
+	t.group.checker.gen.Add(1)
 	if d := counted(new) - counted(old); d != 0 {
 		t.group.routable.Add(d)
 	}

@@ -1,7 +1,6 @@
 package health
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -29,10 +28,11 @@ type checkTarget struct {
 	srv   *httptest.Server
 	code  atomic.Int32
 	delay atomic.Int64
-	// checks counts requests, conns new connections.
-	checks, conns atomic.Int32
-	mu            sync.Mutex
-	last          *http.Request
+	// checks counts requests, conns new connections, closed the
+	// connections closed.
+	checks, conns, closed atomic.Int32
+	mu                    sync.Mutex
+	last                  *http.Request
 }
 
 func newCheckTarget(t *testing.T, tls, h2c bool) *checkTarget {
@@ -53,8 +53,11 @@ func newCheckTarget(t *testing.T, tls, h2c bool) *checkTarget {
 		w.WriteHeader(int(ct.code.Load()))
 	}))
 	ct.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+		switch s {
+		case http.StateNew:
 			ct.conns.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			ct.closed.Add(1)
 		}
 	}
 	if h2c {
@@ -158,8 +161,8 @@ func TestInitialToHealthyOnFirstPass(t *testing.T) {
 		t.Error("group with a healthy target fails open")
 	}
 	r := ct.lastRequest()
-	if r.Method != http.MethodGet || r.URL.Path != "/" || r.UserAgent() != userAgent || !r.Close {
-		t.Errorf("check was %s %s UA %q close=%v; want GET / with %q, Connection: close", r.Method, r.URL, r.UserAgent(), r.Close, userAgent)
+	if r.Method != http.MethodGet || r.URL.Path != "/" || r.Host != ct.addr() || r.UserAgent() != userAgent || r.Close {
+		t.Errorf("check was %s %s Host %q UA %q close=%v; want GET / to %s with %q, kept alive", r.Method, r.URL, r.Host, r.UserAgent(), r.Close, ct.addr(), userAgent)
 	}
 }
 
@@ -188,9 +191,9 @@ func TestThresholds(t *testing.T) {
 	if n := ct.checks.Load() - before; n < 3 {
 		t.Errorf("healthy again after %d passes, want at least 3", n)
 	}
-	// Every check came on a connection of its own.
-	if checks, conns := ct.checks.Load(), ct.conns.Load(); conns < checks {
-		t.Errorf("%d checks on %d connections, want a new connection per check", checks, conns)
+	// Every check, passed or failed, came on the one kept connection.
+	if checks, conns := ct.checks.Load(), ct.conns.Load(); conns != 1 {
+		t.Errorf("%d checks on %d connections, want all on one kept connection", checks, conns)
 	}
 }
 
@@ -549,7 +552,10 @@ func TestGoroutinesDoNotGrowWithTargets(t *testing.T) {
 	_, port, _ := net.SplitHostPort(ct.addr())
 	p, _ := strconv.Atoi(port)
 	before := runtime.NumGoroutine()
-	c := newChecker(t)
+	// A second of 100 ms: the first checks run within it, the second
+	// ones 15 s to 30 s later, after the test.
+	c := New(Config{Cluster: cluster, Second: 100 * time.Millisecond})
+	t.Cleanup(c.Close)
 	hc := model.HealthCheck{IntervalSeconds: 300, TimeoutSeconds: 100}
 	// 2,000 targets on addresses nothing listens at (refused at once),
 	// and one that answers.
@@ -559,9 +565,10 @@ func TestGoroutinesDoNotGrowWithTargets(t *testing.T) {
 	}
 	c.Update([]model.TargetGroup{tg("many", hc, targets...)})
 	waitStatus(t, c, "many", ct.addr(), Healthy)
-	// The first checks of all 2,001 run within a second (10 ms here);
-	// once they are done, no goroutine is left per target. A loaded
-	// machine may take a while to finish them.
+	// The first checks of all 2,001 run within a second (100 ms here);
+	// once they are done, no goroutine is left per target: the workers
+	// leave after workerIdle. A loaded machine may take a while to
+	// finish them.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		n := runtime.NumGoroutine() - before
@@ -573,40 +580,6 @@ func TestGoroutinesDoNotGrowWithTargets(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// BenchmarkProbe is one plain HTTP/1.1 check of a loopback target: on the
-// connection alone (what the checker does) and through an http.Transport.
-func BenchmarkProbe(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
-	defer srv.Close()
-	c := New(Config{})
-	defer c.Close()
-	sp := &spec{pathQuery: "/", timeout: 5 * time.Second, codes: [][2]int{{200, 200}}}
-	addr := srv.Listener.Addr().String()
-	b.Run("connection", func(b *testing.B) {
-		for b.Loop() {
-			if err := c.probePlain(context.Background(), addr, sp); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("transport", func(b *testing.B) {
-		for b.Loop() {
-			cc, err := c.h1.NewClientConn(context.Background(), "http", addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
-			req.Close = true
-			resp, err := cc.RoundTrip(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			resp.Body.Close()
-			cc.Close()
-		}
-	})
 }
 
 // A target group of the control plane is known by its revision: a new

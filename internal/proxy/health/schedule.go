@@ -5,15 +5,26 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
-// MaxChecksInFlight bounds the checks under way at once. Checks run from
-// one scheduler, each on a goroutine only while it is in flight, so the
+// MaxChecksInFlight bounds the checks under way at once. Checks run on
+// workers the scheduler starts as they are needed, each running one check
+// after another and leaving when it has had none for workerIdle, so the
 // checker's goroutines grow with checks per second times their duration,
-// not with targets; when this many are in flight, further due checks wait
-// for one to finish.
+// not with targets, and a check starts no goroutine of its own; when this
+// many are in flight, further due checks wait for one to finish.
 const MaxChecksInFlight = 1024
+
+// workerIdle is how long a worker without a check waits for the next
+// before it leaves.
+const workerIdle = time.Second
+
+// batchWindow is how early, in the checker's seconds, a check may run:
+// the scheduler wakes once for every check due within it, not once a
+// check.
+const batchWindow = 5 * time.Millisecond
 
 // checkKey is what one check probes: targets of several groups whose keys
 // are equal (the same address and check) share its probes.
@@ -41,6 +52,11 @@ type check struct {
 	subs []*subscription
 	// probed reports whether the check has run before.
 	probed bool
+	// conn is the plain HTTP/1.1 check's connection, kept between checks
+	// (nil for other checks, or before the first). Only the check in
+	// flight, or the Checker holding its lock while the check is queued,
+	// uses it; Close closes it whenever.
+	conn atomic.Pointer[keptConn]
 }
 
 // subscription is one target's share of a check: its own thresholds and
@@ -105,6 +121,13 @@ func (c *Checker) unsubscribe(t *Target) {
 	}
 	if ch.idx >= 0 {
 		heap.Remove(&c.queue, ch.idx)
+		// Queued, the check is not in flight: its idle connection closes
+		// now. One in flight closes its own (runCheck), or Close does.
+		if kc := ch.conn.Load(); kc != nil {
+			c.drop(ch, kc)
+		}
+	} else {
+		c.leaving[ch] = true
 	}
 	delete(c.checks, ch.key)
 }
@@ -117,23 +140,31 @@ func (c *Checker) poke() {
 	}
 }
 
-// schedule runs every check when it is due, until Close.
+// schedule runs every check when it is due, until Close. It wakes once
+// for all the checks due within batchWindow (scaled to the checker's
+// second) of the first: at thousands of checks a second, a few hundred
+// wakes rather than one a check.
 func (c *Checker) schedule() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	window := batchWindow * c.second / time.Second
+	var batch []*check
 	for {
 		c.mu.Lock()
-		var ch *check
 		wait := time.Hour
+		batch = batch[:0]
 		if len(c.queue) > 0 {
-			if d := time.Until(c.queue[0].due); d > 0 {
+			now := time.Now()
+			if d := c.queue[0].due.Sub(now); d > 0 {
 				wait = d
 			} else {
-				ch = heap.Pop(&c.queue).(*check)
+				for until := now.Add(window); len(c.queue) > 0 && !c.queue[0].due.After(until); {
+					batch = append(batch, heap.Pop(&c.queue).(*check))
+				}
 			}
 		}
 		c.mu.Unlock()
-		if ch == nil {
+		if len(batch) == 0 {
 			timer.Reset(wait)
 			select {
 			case <-c.ctx.Done():
@@ -143,15 +174,101 @@ func (c *Checker) schedule() {
 			}
 			continue
 		}
+		for i, ch := range batch {
+			if !c.dispatch(ch) {
+				return
+			}
+			batch[i] = nil
+		}
+	}
+}
+
+// worker runs checks one after another: the checker's goroutines grow
+// with the checks in flight, and a check starts none of its own.
+type worker struct {
+	// next hands the worker its next check.
+	next chan *check
+}
+
+// dispatch hands ch to the idle worker that finished last, or to a new
+// one while fewer than MaxChecksInFlight run, or else waits for one to be
+// free. It reports false when the checker closed first. Only the
+// scheduler calls it.
+func (c *Checker) dispatch(ch *check) bool {
+	for {
+		c.idleMu.Lock()
+		if n := len(c.idle); n > 0 {
+			// Last in, first out: the few workers a steady rate needs
+			// do the work, and the others, idle, leave.
+			w := c.idle[n-1]
+			c.idle[n-1] = nil
+			c.idle = c.idle[:n-1]
+			c.idleMu.Unlock()
+			w.next <- ch
+			return true
+		}
+		c.idleMu.Unlock()
+		if c.workers.Load() < MaxChecksInFlight {
+			c.workers.Add(1)
+			w := &worker{next: make(chan *check, 1)}
+			c.loops.Go(func() { c.work(w, ch) })
+			return true
+		}
 		select {
-		case c.inFlight <- struct{}{}:
+		case <-c.freed:
+		case <-c.ctx.Done():
+			return false
+		}
+	}
+}
+
+// work runs ch, then the checks handed to w, until w has had none for
+// workerIdle or the checker closes.
+func (c *Checker) work(w *worker, ch *check) {
+	defer func() {
+		c.workers.Add(-1)
+		c.signalFreed()
+	}()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	var outs []outcome
+	for {
+		outs = c.runCheck(ch, outs)
+		c.idleMu.Lock()
+		c.idle = append(c.idle, w)
+		c.idleMu.Unlock()
+		c.signalFreed()
+		idle.Reset(workerIdle)
+		select {
+		case ch = <-w.next:
+			continue
+		case <-c.ctx.Done():
+			return
+		case <-idle.C:
+		}
+		c.idleMu.Lock()
+		i := slices.Index(c.idle, w)
+		if i >= 0 {
+			c.idle = slices.Delete(c.idle, i, i+1)
+		}
+		c.idleMu.Unlock()
+		if i >= 0 {
+			return
+		}
+		// Handed a check as it timed out.
+		select {
+		case ch = <-w.next:
 		case <-c.ctx.Done():
 			return
 		}
-		c.loops.Go(func() {
-			defer func() { <-c.inFlight }()
-			c.runCheck(ch)
-		})
+	}
+}
+
+// signalFreed tells a waiting dispatch that a worker finished or left.
+func (c *Checker) signalFreed() {
+	select {
+	case c.freed <- struct{}{}:
+	default:
 	}
 }
 
@@ -164,21 +281,27 @@ type outcome struct {
 }
 
 // runCheck probes ch once, moves every subscriber's status, and queues
-// the next probe an interval after this one started (the interval is not
-// affected by how long the check took; after the first, between half an
-// interval and one).
-func (c *Checker) runCheck(ch *check) {
+// the next probe an interval after this one was due (the interval is not
+// affected by how long the check took, nor by a batch running it a little
+// early; after the first, between half an interval and one). outs is
+// the worker's to reuse.
+func (c *Checker) runCheck(ch *check, outs []outcome) []outcome {
 	start := time.Now()
-	err := c.probe(c.ctx, ch.key.addr, ch.sp)
+	err := c.probe(ch)
 	if c.ctx.Err() != nil {
-		return
+		return outs
 	}
 	c.mu.Lock()
 	if c.checks[ch.key] != ch {
-		c.mu.Unlock() // every subscriber left while it was in flight
-		return
+		delete(c.leaving, ch)
+		c.mu.Unlock()
+		// Every subscriber left while it was in flight.
+		if kc := ch.conn.Load(); kc != nil {
+			c.drop(ch, kc)
+		}
+		return outs
 	}
-	outs := make([]outcome, 0, len(ch.subs))
+	outs = outs[:0]
 	for _, s := range ch.subs {
 		if err == nil {
 			s.passes, s.fails = s.passes+1, 0
@@ -196,13 +319,22 @@ func (c *Checker) runCheck(ch *check) {
 		next = next/2 + jitter(next-next/2)
 		ch.probed = true
 	}
-	ch.due = start.Add(next)
-	heap.Push(&c.queue, ch)
-	c.mu.Unlock()
-	c.poke()
-	for _, o := range outs {
-		c.record(o.t, o.gen, o.sp, o.passes, o.fails, err)
+	ch.due = ch.due.Add(next)
+	if ch.due.Before(start) {
+		ch.due = start.Add(next) // it ran an interval late: from now on
 	}
+	heap.Push(&c.queue, ch)
+	if ch.idx == 0 {
+		c.poke()
+	}
+	c.mu.Unlock()
+	// Outside the lock: a transition is logged, and a slow log must not
+	// hold up every other check.
+	for i, o := range outs {
+		c.record(o.t, o.gen, o.sp, o.passes, o.fails, err)
+		outs[i] = outcome{}
+	}
+	return outs
 }
 
 // checkQueue is a min-heap of checks by due time.

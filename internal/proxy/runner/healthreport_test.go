@@ -3,12 +3,21 @@ package runner
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
 	"testing"
+	"time"
 
 	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy"
 	"trellis.dev/trellis/internal/proxy/health"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/test/plane"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // reports is n target groups of m targets each, sorted by name.
@@ -64,5 +73,73 @@ func TestHealthReportWithinTheServersBounds(t *testing.T) {
 				t.Errorf("the whole report (%d groups) was accepted: the bounds differ from the server's", len(whole))
 			}
 		})
+	}
+}
+
+// The report a proxy polls every second is built only when the health
+// moved (a target's status changed, targets came or went): at 100,000
+// targets, building it is a copy of them all. Between changes the poll
+// gets the last report back, and a change shows in the next poll.
+func TestHealthReportBuiltOnChange(t *testing.T) {
+	px := proxy.New(proxy.Config{Cluster: "east", BindAddress: "127.0.0.1"})
+	t.Cleanup(func() { px.Shutdown(context.Background()) })
+	off := false
+	snap := func(rev int64, addrs ...string) *model.Snapshot {
+		g := model.TargetGroup{Meta: model.Meta{Name: "tg-a", Revision: rev}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, Port: 80,
+			HealthCheck: model.HealthCheck{Enabled: &off}}
+		for _, a := range addrs {
+			g.Targets = append(g.Targets, model.Target{Address: a, Cluster: "east", State: model.TargetActive})
+		}
+		return &model.Snapshot{Revision: rev, Objects: model.Objects{TargetGroups: []model.TargetGroup{g}}}
+	}
+	if err := px.Update(snap(1, "10.0.0.1", "10.0.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	r := &healthReports{px: px}
+	first, all, fresh := r.report()
+	if !fresh || all != 1 || len(first) != 1 || len(first[0].Targets) != 2 || first[0].Targets[0].Status != "UNAVAILABLE" {
+		t.Fatalf("first report %+v (of %d groups, fresh %v), want tg-a's two UNAVAILABLE targets", first, all, fresh)
+	}
+	for range 5 {
+		again, _, fresh := r.report()
+		if fresh || &again[0] != &first[0] {
+			t.Fatal("a report built again with nothing changed")
+		}
+	}
+	if err := px.Update(snap(2, "10.0.0.1", "10.0.0.2", "10.0.0.3")); err != nil {
+		t.Fatal(err)
+	}
+	next, _, fresh := r.report()
+	if !fresh || len(next[0].Targets) != 3 {
+		t.Fatalf("report after a target came: %+v (fresh %v), want 3 targets", next, fresh)
+	}
+	// A status change alone moves it too: a checked target's first
+	// check (within a second) makes it HEALTHY.
+	// The target answers once the test has seen it INITIAL.
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
+	t.Cleanup(srv.Close)
+	var once sync.Once
+	answer := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(answer) // before srv.Close, should the test end early
+	host, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	checked := snap(3)
+	checked.TargetGroups[0].HealthCheck = model.HealthCheck{}
+	checked.TargetGroups[0].Targets = []model.Target{{Address: host, Port: int32(p), Cluster: "east", State: model.TargetActive}}
+	if err := px.Update(checked); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, fresh := r.report(); !fresh || got[0].Targets[0].Status != "INITIAL" {
+		t.Fatalf("report after the check was enabled: %+v (fresh %v), want the target INITIAL", got, fresh)
+	}
+	builds := r.builds
+	answer()
+	testsync.WaitFor(t, 5*time.Second, "the target reported HEALTHY", func() bool {
+		got, _, _ := r.report()
+		return got[0].Targets[0].Status == "HEALTHY"
+	})
+	if r.builds != builds+1 {
+		t.Errorf("%d reports built while waiting for one status change, want 1", r.builds-builds)
 	}
 }

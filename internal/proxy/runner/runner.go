@@ -171,10 +171,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.HealthHolder != "" {
 		truncated := false
+		reports := &healthReports{px: px}
 		go client.KeepHealthReported(ctx, cfg.Client, cfg.HealthHolder, func() []api.GroupHealth {
-			groups, all := healthReport(px)
+			groups, all, fresh := reports.report()
 			// Said once each time the report starts or stops being cut.
-			if cut := len(groups) < all; cut != truncated {
+			if cut := len(groups) < all; fresh && cut != truncated {
 				truncated = cut
 				if cut {
 					log.Warn("target health reported for the first target groups only: a report holds at most api.MaxHealthGroups groups and api.MaxHealthTargets targets",
@@ -291,11 +292,32 @@ func servePeers(ctx context.Context, cfg Config, px *proxy.Proxy) (stop func(), 
 	}, nil
 }
 
-// healthReport is px's health of its cluster's targets, as reported
-// (boundHealth), and how many target groups px has.
-func healthReport(px *proxy.Proxy) (_ []api.GroupHealth, all int) {
-	groups := px.TargetHealth()
-	return boundHealth(groups), len(groups)
+// healthReports makes px's reports of its cluster's targets' health for
+// a poller that looks every second: it builds a report (a copy of every
+// target's state) only when the health moved since the last, and hands
+// the last one on otherwise.
+type healthReports struct {
+	px     *proxy.Proxy
+	built  bool
+	gen    uint64
+	groups []api.GroupHealth
+	all    int
+	// builds counts the reports built.
+	builds int
+}
+
+// report returns px's health as reported (boundHealth), how many target
+// groups px has, and whether the report was built now.
+func (r *healthReports) report() (_ []api.GroupHealth, all int, fresh bool) {
+	// Read before the report: a change while it is built moves it again.
+	gen := r.px.HealthGeneration()
+	if r.built && gen == r.gen {
+		return r.groups, r.all, false
+	}
+	groups := r.px.TargetHealth()
+	r.groups, r.all, r.gen, r.built = boundHealth(groups), len(groups), gen, true
+	r.builds++
+	return r.groups, r.all, true
 }
 
 // boundHealth is the report of groups (sorted by name): the first ones

@@ -1,0 +1,33 @@
+package health
+
+import "syscall"
+
+// idle reports whether kc has nothing to read: no answer that nobody asked
+// for (a stale answer would pass for the next check's), and no close by
+// the target. It costs one non-blocking peek.
+func (kc *keptConn) idle() bool {
+	if kc.raw == nil {
+		return true
+	}
+	if kc.peekFn == nil {
+		kc.peekFn = kc.peek
+	}
+	if err := kc.raw.Read(kc.peekFn); err != nil {
+		return false
+	}
+	return kc.peekErr == syscall.EAGAIN
+}
+
+func (kc *keptConn) peek(fd uintptr) bool {
+	_, _, kc.peekErr = syscall.Recvfrom(int(fd), kc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return true
+}
+
+// openFileLimit returns the process's limit of open files, 0 if unknown.
+func openFileLimit() uint64 {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return 0
+	}
+	return l.Cur
+}
