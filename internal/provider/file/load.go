@@ -453,6 +453,39 @@ type header struct {
 	} `json:"metadata"`
 }
 
+// headerOf reads the header of a document decoded into m, as
+// json.Unmarshal into a header would, leaving out what is not a string. ok
+// is false when a key matches a header field only without regard to case,
+// which json.Unmarshal accepts, the last such key of the document winning:
+// then the caller unmarshals the header itself.
+func headerOf(m map[string]any) (h header, ok bool) {
+	exact := func(m map[string]any, names ...string) bool {
+		for k := range m {
+			for _, n := range names {
+				if k != n && strings.EqualFold(k, n) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	str := func(m map[string]any, k string) string {
+		s, _ := m[k].(string)
+		return s
+	}
+	if !exact(m, "apiVersion", "kind", "metadata") {
+		return header{}, false
+	}
+	h.APIVersion, h.Kind = str(m, "apiVersion"), str(m, "kind")
+	if meta, isMap := m["metadata"].(map[string]any); isMap {
+		if !exact(meta, "name", "namespace") {
+			return header{}, false
+		}
+		h.Metadata.Name, h.Metadata.Namespace = str(meta, "name"), str(meta, "namespace")
+	}
+	return h, true
+}
+
 // decode decodes one document. desc describes the object for errors, e.g.
 // " (HTTPRoute default/inventory)".
 func decode(doc document, where location) (e entry, desc string, err error) {
@@ -473,9 +506,11 @@ func decode(doc document, where location) (e entry, desc string, err error) {
 	if _, ok := raw.(map[string]any); !ok {
 		return entry{}, "", fmt.Errorf("a document must be a mapping with apiVersion and kind, not %s", jsonKind(raw))
 	}
-	var h header
 	// The header is best effort: the strict decode below names any error.
-	_ = json.Unmarshal(j, &h)
+	h, ok := headerOf(raw.(map[string]any))
+	if !ok {
+		_ = json.Unmarshal(j, &h)
+	}
 	kind, ok := kinds[gvk{h.APIVersion, h.Kind}]
 	if kind.namespaced && h.Metadata.Namespace == "" {
 		h.Metadata.Namespace = DefaultNamespace

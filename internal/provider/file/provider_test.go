@@ -333,6 +333,35 @@ func TestProviderDebounces(t *testing.T) {
 	h.quiet(600 * time.Millisecond)
 }
 
+// TestProviderMaxDelay: a directory that never stays quiet for the
+// debounce is still read, within MaxDelay of the first change.
+func TestProviderMaxDelay(t *testing.T) {
+	h := startWith(t, nil, func(p *Provider) { p.Debounce, p.MaxDelay = time.Hour, 50*time.Millisecond }, nil)
+	if err := h.result(); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if err := os.WriteFile(filepath.Join(h.dir, "extra.yaml"), []byte("# edit "+strings.Repeat("x", i%50)+"\n"), 0o644); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	// With an hour's debounce, only MaxDelay can bring a reading.
+	if err := h.result(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestProviderMissingDir(t *testing.T) {
 	p := &Provider{Dir: filepath.Join(t.TempDir(), "nope"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	err := p.Run(context.Background(), func(context.Context, *translate.Output) error { return nil })

@@ -8,6 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -72,16 +75,23 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 	if p.docs == nil {
 		p.docs = map[string]map[docKey]parsedDoc{}
 	}
+	// The files that changed are decoded first, side by side: at a cold
+	// start that is every file, and decoding is most of its work.
+	fresh := p.decodeChanged(files)
 	parse := func(path string, data []byte, sum [sha256.Size]byte) ([]entry, []error) {
 		k := parseKey{path, sum}
 		pf, ok := parsed[k]
 		if !ok {
 			if pf, ok = p.parsed[k]; !ok {
-				// A file that changed: only its changed documents are
-				// decoded again.
-				docs := map[docKey]parsedDoc{}
-				pf.entries, pf.errs = parseFileCached(path, data, p.docs[path], docs)
-				p.docs[path] = docs
+				d, ok := fresh[k]
+				if !ok {
+					// A file that changed: only its changed documents
+					// are decoded again.
+					d.docs = map[docKey]parsedDoc{}
+					d.entries, d.errs = parseFileCached(path, data, p.docs[path], d.docs)
+				}
+				pf = d.parsedFile
+				p.docs[path] = d.docs
 			}
 			parsed[k] = pf
 		}
@@ -219,6 +229,54 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 		}
 	}
 	return r, nil
+}
+
+// decoded is a file's content decoded by decodeChanged, with its
+// documents by key (what Provider.docs keeps for the file).
+type decoded struct {
+	parsedFile
+	docs map[docKey]parsedDoc
+}
+
+// decodeChanged decodes the files whose content the last reading did not
+// decode, on up to GOMAXPROCS goroutines, each file with the documents of
+// its last decoded content. It modifies nothing of p: the caller keeps what
+// it uses.
+func (p *Provider) decodeChanged(files []fileData) map[parseKey]decoded {
+	var todo []int
+	for i, f := range files {
+		if f.err != nil {
+			continue
+		}
+		if _, ok := p.parsed[parseKey{f.path, f.sum}]; !ok {
+			todo = append(todo, i)
+		}
+	}
+	results := make([]decoded, len(todo))
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range min(len(todo), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for {
+				n := int(next.Add(1)) - 1
+				if n >= len(todo) {
+					return
+				}
+				f := &files[todo[n]]
+				d := &results[n]
+				d.docs = map[docKey]parsedDoc{}
+				d.entries, d.errs = parseFileCached(f.path, f.data, p.docs[f.path], d.docs)
+			}
+		})
+	}
+	wg.Wait()
+	out := make(map[parseKey]decoded, len(todo))
+	for n, i := range todo {
+		out[parseKey{files[i].path, files[i].sum}] = results[n]
+	}
+	return out
 }
 
 // placed is an object of a reading and where it was defined.
