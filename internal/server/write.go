@@ -149,7 +149,8 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 		return p.obj.ObjectKind() == model.KindService
 	})
 	existing := map[string]store.KeyValue{}
-	if whole {
+	switch {
+	case w.replace:
 		kvs, rev, err := s.st.List(ctx, "/")
 		if err != nil {
 			return res, false, err
@@ -159,13 +160,33 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 			existing[kv.Key] = kv
 		}
 		res.revision = rev
-	} else {
-		rev, err := s.st.Revision(ctx)
-		if err != nil {
-			return res, false, err
+	case whole:
+		// A txn that puts a service: its association checks read the
+		// services and networks (checkAssociations), not the target
+		// groups and the rest, which are most of the bytes.
+		for _, k := range []model.Kind{model.KindService, model.KindServiceNetwork} {
+			kvs, rev, err := s.st.List(ctx, model.KindPrefix(k))
+			if err != nil {
+				return res, false, err
+			}
+			for _, kv := range kvs {
+				existing[kv.Key] = kv
+			}
+			res.revision = max(res.revision, rev)
 		}
-		res.revision = rev
+	}
+	if !w.replace {
+		if !whole {
+			rev, err := s.st.Revision(ctx)
+			if err != nil {
+				return res, false, err
+			}
+			res.revision = rev
+		}
 		for _, key := range slices.Concat(slices.Collect(maps.Keys(w.puts)), slices.Collect(maps.Keys(w.deletes))) {
+			if _, read := existing[key]; read {
+				continue
+			}
 			kv, err := s.st.Get(ctx, key)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
