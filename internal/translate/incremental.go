@@ -164,8 +164,10 @@ type incCall struct {
 }
 
 // Translate translates in, reusing what it can of the previous call's
-// work. in's objects must not be modified after the call while the
-// Incremental is in use: the next call compares against them.
+// work. The Incremental keeps nothing of in's lists (it compares the next
+// Input with its own copy of each object's identity and resourceVersion),
+// so a caller may replace their elements for the next call (the file
+// provider does).
 func (x *Incremental) Translate(in *Input) *Output {
 	c := &incCall{x: x, changed: map[string]bool{}, gatewayGrants: map[string]bool{}}
 	c.dirty, c.podsChanged = x.changes(in)

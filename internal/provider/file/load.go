@@ -20,6 +20,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -556,6 +557,26 @@ type kindInfo struct {
 	namespaced bool
 	new        func() any
 	add        func(in *translate.Input, obj any)
+}
+
+// set replaces the i-th object of kind k's list in in with obj, as add
+// would have added it.
+func (k kindInfo) set(in *translate.Input, i int, obj any) {
+	var one translate.Input
+	k.add(&one, obj)
+	list := inputList(k.kind)
+	reflect.ValueOf(in).Elem().FieldByName(list).Index(i).Set(reflect.ValueOf(&one).Elem().FieldByName(list).Index(0))
+}
+
+// inputList names the field of translate.Input that lists objects of kind.
+func inputList(kind string) string {
+	switch kind {
+	case "GatewayClass":
+		return "GatewayClasses"
+	case "AuthPolicy":
+		return "AuthPolicies"
+	}
+	return kind + "s"
 }
 
 // kinds are the supported kinds, by apiVersion and kind.

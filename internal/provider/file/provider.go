@@ -119,6 +119,9 @@ type Provider struct {
 	// of the last reading made in full (nil order when it held objects).
 	lastWhere map[objectKey]location
 	lastOrder []placed
+	// lists are the Input lists of the objects of lastOrder (nil when
+	// lastOrder is).
+	lists *inputLists
 	// indexes counts the indexes made; lastIndex and appliedIndex number
 	// lastWhere and applied.
 	indexes, lastIndex, appliedIndex int

@@ -16,6 +16,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"trellis.dev/trellis/api/v1alpha1"
+	"trellis.dev/trellis/internal/translate"
 )
 
 // reading is one reading of the directory, ready to translate.
@@ -180,6 +181,15 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 			delete(r.contents, c.path)
 		}
 	}
+	if p.sameObjects(cands) {
+		// The objects of the last reading, where they were: its index
+		// stands (it is never modified), and the lists of the last reading
+		// are kept, with the objects of the files that changed replaced.
+		r.config = &config{where: p.lastWhere}
+		r.index = p.lastIndex
+		r.config.input = p.lists.update(cands)
+		return r, nil
+	}
 	n := map[string]int{}
 	for _, c := range cands {
 		for _, e := range c.entries {
@@ -187,17 +197,6 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 		}
 	}
 	r.config = newConfigSized(n)
-	if p.sameObjects(cands) {
-		// The objects of the last reading, where they were: its index
-		// stands (it is never modified), and only the lists are made.
-		r.config.where, r.index = p.lastWhere, p.lastIndex
-		for _, c := range cands {
-			for _, e := range c.entries {
-				e.kind.add(&r.config.input, e.obj)
-			}
-		}
-		return r, nil
-	}
 	for _, c := range cands {
 		if !c.held {
 			r.config.add(c.entries)
@@ -228,7 +227,74 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 			p.lastOrder = append(p.lastOrder, placed{e.key, e.where})
 		}
 	}
+	p.lists = nil
+	if p.lastOrder != nil {
+		p.lists = newInputLists(r.config.input, cands)
+	}
 	return r, nil
+}
+
+// inputLists are the Input lists of the last reading that was made in
+// full, or kept since: the objects of Provider.lastOrder, in order. A
+// reading of the same objects (sameObjects) replaces in them only the
+// objects of the files whose entries changed, rather than copying tens of
+// thousands of objects into new lists on every change. The translator
+// keeps nothing of an Input's lists between calls (translate.Incremental),
+// so replacing an element is safe once the last reading is translated.
+type inputLists struct {
+	input translate.Input
+	// entries are each file's entries the lists hold, and counts how many
+	// of each kind (the lists' positions the file takes).
+	entries [][]entry
+	counts  []map[string]int
+}
+
+func newInputLists(in translate.Input, cands []candidate) *inputLists {
+	l := &inputLists{input: in, entries: make([][]entry, len(cands)), counts: make([]map[string]int, len(cands))}
+	for i, c := range cands {
+		l.entries[i], l.counts[i] = c.entries, countKinds(c.entries)
+	}
+	return l
+}
+
+func countKinds(entries []entry) map[string]int {
+	n := map[string]int{}
+	for _, e := range entries {
+		n[e.key.kind]++
+	}
+	return n
+}
+
+// update replaces the objects of the files whose entries are not those
+// the lists hold, and returns the lists. cands define the objects the lists
+// hold, in the same order (Provider.sameObjects).
+func (l *inputLists) update(cands []candidate) translate.Input {
+	if len(l.entries) != len(cands) {
+		// Files that define nothing came or went: every file's objects
+		// are set again.
+		l.entries, l.counts = make([][]entry, len(cands)), make([]map[string]int, len(cands))
+	}
+	at := map[string]int{}
+	for i, c := range cands {
+		if sameEntries(l.entries[i], c.entries) {
+			for k, n := range l.counts[i] {
+				at[k] += n
+			}
+			continue
+		}
+		for _, e := range c.entries {
+			e.kind.set(&l.input, at[e.key.kind], e.obj)
+			at[e.key.kind]++
+		}
+		l.entries[i], l.counts[i] = c.entries, countKinds(c.entries)
+	}
+	return l.input
+}
+
+// sameEntries reports whether a and b are one list of entries: the same
+// content of a file, decoded once.
+func sameEntries(a, b []entry) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // decoded is a file's content decoded by decodeChanged, with its
