@@ -162,12 +162,15 @@ func (p *Provider) read(ctx context.Context, now time.Time) (*reading, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	// What every file defines, for the removal checks of files settling.
+	// The AuthPolicies and Gateways every file defines, for the removal
+	// checks of files settling (the only kinds they look up).
 	defined := map[objectKey]bool{}
 	for _, c := range cands {
 		if !c.held && len(prev) > 0 {
 			for _, e := range c.entries {
-				defined[e.key] = true
+				if e.key.kind == "AuthPolicy" || e.key.kind == "Gateway" {
+					defined[e.key] = true
+				}
 			}
 		}
 	}
