@@ -323,7 +323,8 @@ func runCmd(args []string) error {
 	if err := waitServed(ctx, client, hostname(last, 0), *timeout); err != nil {
 		return fmt.Errorf("cold start: %w", err)
 	}
-	fmt.Printf("cold start to route %d served: %v\n", last, time.Since(start).Round(time.Millisecond))
+	startCPU, _ := cpuTime(cmd.Process.Pid)
+	fmt.Printf("cold start to route %d served: %v, trellis CPU %v\n", last, time.Since(start).Round(time.Millisecond), startCPU)
 	drain(logLines)
 	if err := <-startProfiled; err != nil {
 		return err

@@ -297,10 +297,22 @@ func readRegular(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%d bytes is over the limit of %d", info.Size(), limit)
 	}
 	// The file may grow while it is read: read one byte more than the
-	// limit to tell.
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
+	// limit to tell. The buffer starts at the size stat gave, so that a
+	// file that did not grow is read into one allocation.
+	data := make([]byte, 0, info.Size()+1)
+	r := io.LimitReader(f, limit+1)
+	for {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := r.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	if int64(len(data)) > limit {
 		return nil, fmt.Errorf("over the limit of %d bytes", limit)
