@@ -143,7 +143,9 @@ func (l *listings) take() []string {
 
 // A txn that puts a service reads the services and networks its
 // association checks judge by, not the whole store (the target groups are
-// most of it), and still refuses a host name another owner serves.
+// most of it), only the networks when nothing was written since the last
+// (TestHostnameIndexKeptAcrossWrites), and still refuses a host name
+// another owner serves.
 func TestTxnOfAServiceListsServicesAndNetworksOnly(t *testing.T) {
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
 	if err != nil {
@@ -174,6 +176,15 @@ func TestTxnOfAServiceListsServicesAndNetworksOnly(t *testing.T) {
 	want := []string{model.KindPrefix(model.KindService), model.KindPrefix(model.KindServiceNetwork)}
 	if got := ls.take(); !slices.Equal(got, want) {
 		t.Errorf("the txn listed %q, want %q", got, want)
+	}
+	// Nothing written since: the server's index of the stored services
+	// holds them, and only the networks are listed.
+	res, err = east.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Services: []model.Service{*loginService("login", "a-net", "shop.example", "www.shop.example", "m.shop.example")}}})
+	if err != nil || res.Updated != 1 {
+		t.Fatalf("second txn of east's service: %+v, %v", res, err)
+	}
+	if got, want := ls.take(), []string{model.KindPrefix(model.KindServiceNetwork)}; !slices.Equal(got, want) {
+		t.Errorf("the second txn listed %q, want %q", got, want)
 	}
 	_, err = west.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Services: []model.Service{*loginService("copy", "b-net", "www.shop.example")}}})
 	if apiStatus(err) != http.StatusForbidden || !slices.Equal(fieldsOf(err), []string{"puts.services[0].customDomains[0]"}) {
