@@ -252,7 +252,14 @@ func readDirCached(dir string, limit int64, prev map[string]fileData) ([]fileDat
 		}
 		f := fileData{path: path, data: data, err: err}
 		if err == nil {
-			f.sum = sha256.Sum256(data)
+			// A file read again only because its stat is recent (see
+			// below) is usually as it was: comparing costs far less than
+			// hashing.
+			if p, ok := prev[path]; ok && p.err == nil && bytes.Equal(p.data, data) {
+				f.sum = p.sum
+			} else {
+				f.sum = sha256.Sum256(data)
+			}
 			// Only a version stat saw before the read, that had not
 			// changed after it, and whose change time is older than
 			// racyWindow: file times advance in clock ticks of a few
