@@ -56,6 +56,9 @@ type Incremental struct {
 	// whole are the keys of the networks and certificates of the last
 	// output, made in full on every call.
 	whole []string
+	// tgNames are the last call's target group names, sorted (never
+	// modified: a call that needs others makes a new list).
+	tgNames []string
 	// changed are the model keys of the objects that may have changed since
 	// Acknowledge; all is true when every object may have.
 	changed map[string]bool
