@@ -60,13 +60,13 @@ func (t *translator) translateRoutes() {
 	// One allocation for every route's record, not one (and a closure)
 	// each: a change at 10,000 routes meets them all.
 	routes := make([]route, 0, len(t.in.HTTPRoutes)+len(t.in.GRPCRoutes)+len(t.in.TLSRoutes))
-	for _, r := range sortedByName(t.in.HTTPRoutes, func(r *gatewayv1.HTTPRoute) (string, string) { return r.Namespace, r.Name }) {
+	for _, r := range sortedRoutes(t, kindHTTPRoute, t.in.HTTPRoutes, func(r *gatewayv1.HTTPRoute) (string, string) { return r.Namespace, r.Name }) {
 		routes = append(routes, route{ObjectMeta: &r.ObjectMeta, kind: kindHTTPRoute, spec: &r.Spec.CommonRouteSpec, hostnames: r.Spec.Hostnames, http: r})
 	}
-	for _, r := range sortedByName(t.in.GRPCRoutes, func(r *gatewayv1.GRPCRoute) (string, string) { return r.Namespace, r.Name }) {
+	for _, r := range sortedRoutes(t, kindGRPCRoute, t.in.GRPCRoutes, func(r *gatewayv1.GRPCRoute) (string, string) { return r.Namespace, r.Name }) {
 		routes = append(routes, route{ObjectMeta: &r.ObjectMeta, kind: kindGRPCRoute, spec: &r.Spec.CommonRouteSpec, hostnames: r.Spec.Hostnames, grpc: r})
 	}
-	for _, r := range sortedByName(t.in.TLSRoutes, func(r *gatewayv1.TLSRoute) (string, string) { return r.Namespace, r.Name }) {
+	for _, r := range sortedRoutes(t, kindTLSRoute, t.in.TLSRoutes, func(r *gatewayv1.TLSRoute) (string, string) { return r.Namespace, r.Name }) {
 		routes = append(routes, route{ObjectMeta: &r.ObjectMeta, kind: kindTLSRoute, spec: &r.Spec.CommonRouteSpec, hostnames: r.Spec.Hostnames, tls: r})
 	}
 	t.out.Services = slices.Grow(t.out.Services, len(routes))
