@@ -106,6 +106,13 @@ func TestHostnameIndexKeptAcrossWrites(t *testing.T) {
 				!strings.Contains(err.Error(), "owned by") {
 				t.Fatalf("step %d: delete: %v", step, err)
 			}
+		case op == 8:
+			// A write of no service (a target group): the index stays.
+			commits++
+			tg := &model.TargetGroup{Meta: model.Meta{Name: name}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1, Port: 80}
+			if _, err := s.Commit(ctx, cluster, []model.Object{tg}, nil, nil); err != nil {
+				t.Fatalf("step %d: target group: %v", step, err)
+			}
 		default:
 			// Another writer (a health report, a lease): the store moves on.
 			if _, err := st.Txn(ctx, store.Put("/health-test", []byte(fmt.Sprint(step)))); err != nil {

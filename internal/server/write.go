@@ -165,6 +165,15 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 	if current {
 		indexRev = s.hostnamesRev
 	}
+	// untouched is the index's revision when w writes no service (it puts
+	// none, and deletes none): then the index still holds the stored
+	// services after w, if nothing else wrote in between.
+	var untouched int64
+	if !whole && !slices.ContainsFunc(slices.Collect(maps.Keys(w.deletes)), func(k string) bool {
+		return strings.HasPrefix(k, model.KindPrefix(model.KindService))
+	}) {
+		untouched = s.hostnamesRev
+	}
 	s.hostnamesRev = 0
 	existing := map[string]store.KeyValue{}
 	switch {
@@ -315,6 +324,8 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 	if len(ops) == 0 {
 		if whole && indexRev != 0 && s.hostnames != nil {
 			s.hostnamesRev = indexRev
+		} else if untouched != 0 {
+			s.hostnamesRev = untouched
 		}
 		return res, false, nil
 	}
@@ -331,6 +342,9 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 		if _, unchanged := res.revisions[key]; !unchanged {
 			res.revisions[key] = res.revision
 		}
+	}
+	if untouched != 0 && res.revision == untouched+1 {
+		s.hostnamesRev = res.revision
 	}
 	if whole && indexRev != 0 && res.revision == indexRev+1 && s.hostnames != nil {
 		// Nothing else was written between the read and this commit: the
