@@ -62,12 +62,18 @@ func main() {
 // shape is the generated configuration's size.
 type shape struct {
 	services, endpoints, perFile int
+	// noChecks gives every Service port appProtocol kubernetes.io/h2c,
+	// whose target groups are not health-checked (the Lattice default for
+	// HTTP2), so that a run measures the change path without the checks
+	// beside it: a diagnosis aid, not the issue's shape.
+	noChecks bool
 }
 
 func (s *shape) flags(fs *flag.FlagSet) {
 	fs.IntVar(&s.services, "services", 1000, "routes, each to its own Service")
 	fs.IntVar(&s.endpoints, "endpoints", 10, "ready endpoints per Service")
 	fs.IntVar(&s.perFile, "per-file", 100, "routes (with their Services) per file")
+	fs.BoolVar(&s.noChecks, "no-checks", false, "targets speak h2c, whose target groups are not health-checked (a diagnosis aid: the change path alone)")
 }
 
 func genCmd(args []string) error {
@@ -146,6 +152,10 @@ func writeFile(dir string, s shape, f int, versions map[int]int) error {
 }
 
 func writeService(b *strings.Builder, s shape, i, version int) {
+	appProtocol := ""
+	if s.noChecks {
+		appProtocol = "      appProtocol: kubernetes.io/h2c\n"
+	}
 	fmt.Fprintf(b, `---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -179,7 +189,7 @@ spec:
   ports:
     - name: http
       port: 80
-      targetPort: %[3]d
+%[4]s      targetPort: %[3]d
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -193,7 +203,7 @@ ports:
     protocol: TCP
     port: %[3]d
 endpoints:
-`, i, hostname(i, version), targetPort)
+`, i, hostname(i, version), targetPort, appProtocol)
 	for j := range s.endpoints {
 		k := i*s.endpoints + j
 		fmt.Fprintf(b, "  - addresses: [\"127.%d.%d.%d\"]\n    conditions:\n      ready: true\n", 1+k/62500, k/250%250, 1+k%250)
@@ -212,6 +222,7 @@ func runCmd(args []string) error {
 	logFile := fs.String("log", "", "write trellis's log here")
 	heapProfile := fs.String("heapprofile", "", "write a heap profile of trellis at the end here")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of trellis during the changes here")
+	startProfile := fs.String("startprofile", "", "write a CPU profile of trellis's cold start (from when its admin listener answers, 10 s) here")
 	_ = fs.Parse(args)
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "trellis-scale-")
@@ -237,7 +248,13 @@ func runCmd(args []string) error {
 		return fmt.Errorf("target listener (run in a network namespace of its own): %w", err)
 	}
 	defer ln.Close()
-	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") }))
+	echo := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })}
+	if s.noChecks {
+		echo.Protocols = new(http.Protocols)
+		echo.Protocols.SetHTTP1(true)
+		echo.Protocols.SetUnencryptedHTTP2(true)
+	}
+	go echo.Serve(ln)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -285,13 +302,33 @@ func runCmd(args []string) error {
 		close(logLines)
 	}()
 
+	startProfiled := make(chan error, 1)
+	if *startProfile != "" {
+		go func() {
+			for ctx.Err() == nil {
+				if c, err := net.Dial("tcp", adminListen); err == nil {
+					c.Close()
+					startProfiled <- saveProfile(*startProfile, 10)
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			startProfiled <- ctx.Err()
+		}()
+	} else {
+		startProfiled <- nil
+	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}, Timeout: 2 * time.Second}
 	last := s.services - 1
 	if err := waitServed(ctx, client, hostname(last, 0), *timeout); err != nil {
 		return fmt.Errorf("cold start: %w", err)
 	}
-	fmt.Printf("cold start to route %d served: %v\n", last, time.Since(start).Round(time.Millisecond))
+	startCPU, _ := cpuTime(cmd.Process.Pid)
+	fmt.Printf("cold start to route %d served: %v, trellis CPU %v\n", last, time.Since(start).Round(time.Millisecond), startCPU)
 	drain(logLines)
+	if err := <-startProfiled; err != nil {
+		return err
+	}
 
 	profiled := make(chan error, 1)
 	if *profile != "" {

@@ -102,6 +102,11 @@ type Server struct {
 	// write's checks read, refreshed by revision; nil when it must be
 	// built again. Only the write holding writing touches it.
 	hostnames *hostnameIndex
+	// hostnamesRev is the store revision at which hostnames holds exactly
+	// the stored services, as the write that left it so committed them;
+	// 0 when unknown. A write that finds the store still at it reads no
+	// services but its own (commitOnce).
+	hostnamesRev int64
 }
 
 // decodedObject is a stored object decoded at a revision.

@@ -3,12 +3,18 @@ package server_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/internal/store"
+	"trellis.dev/trellis/internal/store/bolt"
 )
 
 // A transaction puts and deletes only what it names, atomically, leaving
@@ -110,5 +116,78 @@ func TestTxnChangesOnlyWhatItNames(t *testing.T) {
 	a := &model.TargetGroup{Meta: model.Meta{Name: "a"}}
 	if err := east.Get(ctx, a); err != nil || a.Targets[0].Port != 7 {
 		t.Errorf("a = %+v, %v; want port 7", a, err)
+	}
+}
+
+// listings is a store that records the prefixes listed.
+type listings struct {
+	store.Store
+	mu       sync.Mutex
+	prefixes []string
+}
+
+func (l *listings) List(ctx context.Context, prefix string) ([]store.KeyValue, int64, error) {
+	l.mu.Lock()
+	l.prefixes = append(l.prefixes, prefix)
+	l.mu.Unlock()
+	return l.Store.List(ctx, prefix)
+}
+
+func (l *listings) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.prefixes
+	l.prefixes = nil
+	return p
+}
+
+// A txn that puts a service reads the services and networks its
+// association checks judge by, not the whole store (the target groups are
+// most of it), only the networks when nothing was written since the last
+// (TestHostnameIndexKeptAcrossWrites), and still refuses a host name
+// another owner serves.
+func TestTxnOfAServiceListsServicesAndNetworksOnly(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ls := &listings{Store: st}
+	srv := httptest.NewServer(server.New(ls, server.Config{Tokens: map[string]string{tokenA: "east", tokenB: "west"}}))
+	t.Cleanup(srv.Close)
+	east, _ := client.New(srv.URL, tokenA, client.Options{})
+	west, _ := client.New(srv.URL, tokenB, client.Options{})
+	ctx := context.Background()
+	if _, err := east.Apply(ctx, &model.Objects{
+		Networks:     []model.ServiceNetwork{*network("a-net")},
+		TargetGroups: []model.TargetGroup{*targetGroup("login", 80)},
+		Services:     []model.Service{*loginService("login", "a-net", "shop.example")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := west.Put(ctx, network("b-net")); err != nil {
+		t.Fatal(err)
+	}
+	ls.take()
+	res, err := east.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Services: []model.Service{*loginService("login", "a-net", "shop.example", "www.shop.example")}}})
+	if err != nil || res.Updated != 1 {
+		t.Fatalf("txn of east's service: %+v, %v", res, err)
+	}
+	want := []string{model.KindPrefix(model.KindService), model.KindPrefix(model.KindServiceNetwork)}
+	if got := ls.take(); !slices.Equal(got, want) {
+		t.Errorf("the txn listed %q, want %q", got, want)
+	}
+	// Nothing written since: the server's index of the stored services
+	// holds them, and only the networks are listed.
+	res, err = east.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Services: []model.Service{*loginService("login", "a-net", "shop.example", "www.shop.example", "m.shop.example")}}})
+	if err != nil || res.Updated != 1 {
+		t.Fatalf("second txn of east's service: %+v, %v", res, err)
+	}
+	if got, want := ls.take(), []string{model.KindPrefix(model.KindServiceNetwork)}; !slices.Equal(got, want) {
+		t.Errorf("the second txn listed %q, want %q", got, want)
+	}
+	_, err = west.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Services: []model.Service{*loginService("copy", "b-net", "www.shop.example")}}})
+	if apiStatus(err) != http.StatusForbidden || !slices.Equal(fieldsOf(err), []string{"puts.services[0].customDomains[0]"}) {
+		t.Errorf("west's txn of a host name east serves: %v (fields %q), want 403 naming the host name", err, fieldsOf(err))
 	}
 }

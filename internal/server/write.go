@@ -148,8 +148,45 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 	whole := w.replace || slices.ContainsFunc(slices.Collect(maps.Values(w.puts)), func(p *put) bool {
 		return p.obj.ObjectKind() == model.KindService
 	})
+	// current is true when the host-name index holds the stored services
+	// as they are now: nothing was written since the write that left it
+	// so, so that the services need not be listed.
+	current := false
+	if whole && !w.replace && s.hostnames != nil && s.hostnamesRev != 0 {
+		rev, err := s.st.Revision(ctx)
+		if err != nil {
+			return res, false, err
+		}
+		current = rev == s.hostnamesRev
+	}
+	// indexRev is the revision at which the index holds the stored
+	// services once checkAssociations has read them; 0 when it will not.
+	var indexRev int64
+	if current {
+		indexRev = s.hostnamesRev
+	}
+	// untouched is the index's revision when w writes no service (it puts
+	// none, and deletes none): then the index still holds the stored
+	// services after w, if nothing else wrote in between.
+	var untouched int64
+	if !whole && !slices.ContainsFunc(slices.Collect(maps.Keys(w.deletes)), func(k string) bool {
+		return strings.HasPrefix(k, model.KindPrefix(model.KindService))
+	}) {
+		untouched = s.hostnamesRev
+	}
+	s.hostnamesRev = 0
 	existing := map[string]store.KeyValue{}
-	if whole {
+	switch {
+	case current:
+		kvs, rev, err := s.st.List(ctx, model.KindPrefix(model.KindServiceNetwork))
+		if err != nil {
+			return res, false, err
+		}
+		for _, kv := range kvs {
+			existing[kv.Key] = kv
+		}
+		res.revision = max(indexRev, rev)
+	case w.replace:
 		kvs, rev, err := s.st.List(ctx, "/")
 		if err != nil {
 			return res, false, err
@@ -158,14 +195,37 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 		for _, kv := range kvs {
 			existing[kv.Key] = kv
 		}
-		res.revision = rev
-	} else {
-		rev, err := s.st.Revision(ctx)
-		if err != nil {
-			return res, false, err
+		res.revision, indexRev = rev, rev
+	case whole:
+		// A txn that puts a service: its association checks read the
+		// services and networks (checkAssociations), not the target
+		// groups and the rest, which are most of the bytes.
+		for _, k := range []model.Kind{model.KindService, model.KindServiceNetwork} {
+			kvs, rev, err := s.st.List(ctx, model.KindPrefix(k))
+			if err != nil {
+				return res, false, err
+			}
+			for _, kv := range kvs {
+				existing[kv.Key] = kv
+			}
+			res.revision = max(res.revision, rev)
+			if k == model.KindService {
+				indexRev = rev
+			}
 		}
-		res.revision = rev
+	}
+	if !w.replace {
+		if !whole {
+			rev, err := s.st.Revision(ctx)
+			if err != nil {
+				return res, false, err
+			}
+			res.revision = rev
+		}
 		for _, key := range slices.Concat(slices.Collect(maps.Keys(w.puts)), slices.Collect(maps.Keys(w.deletes))) {
+			if _, read := existing[key]; read {
+				continue
+			}
 			kv, err := s.st.Get(ctx, key)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
@@ -219,7 +279,7 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 		}
 	}
 	if whole {
-		if err := s.checkAssociations(w, deletes, existing, cluster); err != nil {
+		if err := s.checkAssociations(w, deletes, existing, cluster, current); err != nil {
 			return res, false, err
 		}
 	}
@@ -262,6 +322,11 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 	ops = append(ops, w.extra...)
 	callerRevs = callerRevs || len(w.extra) > 0
 	if len(ops) == 0 {
+		if whole && indexRev != 0 && s.hostnames != nil {
+			s.hostnamesRev = indexRev
+		} else if untouched != 0 {
+			s.hostnamesRev = untouched
+		}
 		return res, false, nil
 	}
 	if w.sync {
@@ -278,7 +343,41 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 			res.revisions[key] = res.revision
 		}
 	}
+	if untouched != 0 && res.revision == untouched+1 {
+		s.hostnamesRev = res.revision
+	}
+	if whole && indexRev != 0 && res.revision == indexRev+1 && s.hostnames != nil {
+		// Nothing else was written between the read and this commit: the
+		// index, with this commit's services, holds the stored services.
+		if err := s.indexCommitted(w, deletes, res.revisions); err == nil {
+			s.hostnamesRev = res.revision
+		} else {
+			s.hostnames = nil
+		}
+	}
 	return res, false, nil
+}
+
+// indexCommitted lays a committed write's services over the host-name
+// index: those it put, at their revisions, and those it deleted.
+func (s *Server) indexCommitted(w *write, deletes map[string]int64, revisions map[string]int64) error {
+	servicePrefix := model.KindPrefix(model.KindService)
+	for key, p := range w.puts {
+		if name, ok := strings.CutPrefix(key, servicePrefix); ok {
+			if err := s.hostnames.refresh(name, store.KeyValue{Key: key, Value: p.value, ModRevision: revisions[key]}); err != nil {
+				return err
+			}
+		}
+	}
+	for key := range deletes {
+		if name, ok := strings.CutPrefix(key, servicePrefix); ok {
+			if e := s.hostnames.services[name]; e != nil {
+				s.hostnames.remove(e)
+				delete(s.hostnames.services, name)
+			}
+		}
+	}
+	return nil
 }
 
 func ownerOf(kv store.KeyValue) (string, error) {
@@ -305,6 +404,9 @@ func ownerOf(kv store.KeyValue) (string, error) {
 //
 // Every refused field is named; the answer is 403.
 //
+// existing holds every stored service, unless current: then only those w
+// writes, the index (Server.hostnames) holding the others as they are.
+//
 // The objects judged against are read in the same attempt as the write
 // commits, and writes through one server take turns (see commit). Only
 // the written keys are the commit's preconditions, though (the store
@@ -312,7 +414,7 @@ func ownerOf(kv store.KeyValue) (string, error) {
 // network's allow list narrowed, or a host name claimed, between the read
 // and the commit does not stop the write. The next write of the service
 // is judged by the new state.
-func (s *Server) checkAssociations(w *write, deletes map[string]int64, existing map[string]store.KeyValue, cluster string) error {
+func (s *Server) checkAssociations(w *write, deletes map[string]int64, existing map[string]store.KeyValue, cluster string, current bool) error {
 	networks := map[string]*model.ServiceNetwork{}
 	decoded := make(map[string]decodedObject, len(s.decoded))
 	defer func() { s.decoded = decoded }()
@@ -358,7 +460,10 @@ func (s *Server) checkAssociations(w *write, deletes map[string]int64, existing 
 			networks[name] = n
 		}
 	}
-	stored.sweep()
+	if !current {
+		// Every stored service was read: those not are gone.
+		stored.sweep()
+	}
 	var mine []*put
 	for _, p := range w.puts {
 		switch o := p.obj.(type) {

@@ -56,6 +56,13 @@ type Incremental struct {
 	// whole are the keys of the networks and certificates of the last
 	// output, made in full on every call.
 	whole []string
+	// orders are, by kind, the order by namespace and name of the last
+	// Input's routes of that kind (positions in its list); a kind whose
+	// list changed otherwise than in its elements' content has none.
+	orders map[string][]int
+	// tgNames are the last call's target group names, sorted (never
+	// modified: a call that needs others makes a new list).
+	tgNames []string
 	// changed are the model keys of the objects that may have changed since
 	// Acknowledge; all is true when every object may have.
 	changed map[string]bool
@@ -164,8 +171,10 @@ type incCall struct {
 }
 
 // Translate translates in, reusing what it can of the previous call's
-// work. in's objects must not be modified after the call while the
-// Incremental is in use: the next call compares against them.
+// work. The Incremental keeps nothing of in's lists (it compares the next
+// Input with its own copy of each object's identity and resourceVersion),
+// so a caller may replace their elements for the next call (the file
+// provider does).
 func (x *Incremental) Translate(in *Input) *Output {
 	c := &incCall{x: x, changed: map[string]bool{}, gatewayGrants: map[string]bool{}}
 	c.dirty, c.podsChanged = x.changes(in)
@@ -304,6 +313,7 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 				return
 			}
 		}
+		delete(x.orders, kind) // other objects, or in another order
 		old := make(map[objectKey]objectVersion, len(last))
 		for _, o := range last {
 			if _, dup := old[o.key]; dup {
@@ -389,6 +399,38 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		return nil, true
 	}
 	return dirty, podsChanged
+}
+
+// sortedRoutes is sortedByName for the routes of kind, taking the order
+// of the last call's when the list holds the same routes in the same
+// positions (Incremental.orders), so that a change within routes does not
+// sort them all again.
+func sortedRoutes[T any](t *translator, kind gatewayv1.Kind, objs []T, key func(*T) (ns, name string)) []*T {
+	if t.inc == nil {
+		return sortedByName(objs, key)
+	}
+	x := t.inc.x
+	order, ok := x.orders[string(kind)]
+	if !ok || len(order) != len(objs) {
+		order = make([]int, len(objs))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int {
+			ans, an := key(&objs[a])
+			bns, bn := key(&objs[b])
+			return cmp.Or(cmp.Compare(ans, bns), cmp.Compare(an, bn))
+		})
+		if x.orders == nil {
+			x.orders = map[string][]int{}
+		}
+		x.orders[string(kind)] = order
+	}
+	out := make([]*T, len(objs))
+	for i, j := range order {
+		out[i] = &objs[j]
+	}
+	return out
 }
 
 // read notes that the route being recorded read d.

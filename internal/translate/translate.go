@@ -375,7 +375,7 @@ func (t *translator) output() *Output {
 	// attach or validate leaves none behind.
 	// Sorted by name before they are copied: a target group is large.
 	t.out.TargetGroups = make([]model.TargetGroup, 0, len(t.tgsUsed))
-	for _, name := range slices.Sorted(maps.Keys(t.tgsUsed)) {
+	for _, name := range t.tgNames() {
 		t.out.TargetGroups = append(t.out.TargetGroups, *t.tgs[name].tg)
 	}
 	for name := range t.certsUsed {
@@ -392,6 +392,22 @@ func (t *translator) output() *Output {
 			cmp.Compare(a.Object.Name, b.Object.Name))
 	})
 	return &t.out
+}
+
+// tgNames returns the names of the target groups used, sorted. An
+// incremental translation whose target groups are those of its last call
+// (a change within routes) takes the last call's list rather than sorting
+// again.
+func (t *translator) tgNames() []string {
+	if t.inc == nil {
+		return slices.Sorted(maps.Keys(t.tgsUsed))
+	}
+	x := t.inc.x
+	if len(x.tgNames) == len(t.tgsUsed) && !slices.ContainsFunc(x.tgNames, func(n string) bool { return !t.tgsUsed[n] }) {
+		return x.tgNames
+	}
+	x.tgNames = slices.Sorted(maps.Keys(t.tgsUsed))
+	return x.tgNames
 }
 
 // sortedByName returns pointers to the elements of objs ordered by namespace

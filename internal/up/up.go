@@ -275,12 +275,25 @@ func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Ob
 	var req api.TxnRequest
 	sums := map[string][sha256.Size]byte{}
 	present := map[string]bool{}
+	// The changed names by kind, so that passing over an unchanged object
+	// makes no key.
+	names := map[model.Kind]map[string]bool{}
+	for k := range changed {
+		kind, name, err := model.ParseKey(k)
+		if err != nil {
+			return 0, [4]int{}, err
+		}
+		if names[kind] == nil {
+			names[kind] = map[string]bool{}
+		}
+		names[kind][name] = true
+	}
 	var err error
 	eachObject(objs, func(obj model.Object) {
-		k := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
-		if !changed[k] || err != nil {
+		if err != nil || !names[obj.ObjectKind()][obj.ObjectMeta().Name] {
 			return
 		}
+		k := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
 		present[k] = true
 		var b []byte
 		if b, err = model.Encode(obj); err != nil {

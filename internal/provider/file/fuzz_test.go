@@ -2,8 +2,10 @@ package file
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -49,6 +51,46 @@ func FuzzParse(f *testing.F) {
 		}
 		if _, err := Parse("f.yaml", data); (err == nil) != (len(errs) == 0 && !dup) {
 			t.Fatalf("Parse = %v, but the file decoded with %d errors (duplicates: %v)", err, len(errs), dup)
+		}
+	})
+}
+
+// FuzzHeaderOf checks that the header read from a decoded document is the
+// one json.Unmarshal gives, whenever headerOf does not defer to it; and
+// that the strict decoder's quick check for an unknown field agrees with
+// the walk that names them.
+func FuzzHeaderOf(f *testing.F) {
+	for _, s := range []string{
+		`{"apiVersion":"v1","kind":"Service","metadata":{"name":"a","namespace":"b"}}`,
+		`{"kind":5,"metadata":"x"}`,
+		`{"Kind":"Service","kind":"Gateway"}`,
+		`{"metadata":{"Name":"a","name":"b"}}`,
+		`{"apiVersion":"v1","kind":"Service","spec":{"ports":[{"port":80,"Port":81,"bogus":1}]}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, j []byte) {
+		var raw any
+		if json.Unmarshal(j, &raw) != nil {
+			return
+		}
+		m, ok := raw.(map[string]any)
+		if !ok {
+			return
+		}
+		if h, ok := headerOf(m); ok {
+			var want header
+			_ = json.Unmarshal(j, &want)
+			if h != want {
+				t.Errorf("headerOf %+v, json.Unmarshal %+v", h, want)
+			}
+		}
+		for _, k := range kinds {
+			var errs []error
+			unknownFields("", raw, reflect.TypeOf(k.new()), &errs)
+			if got := anyUnknown(raw, reflect.TypeOf(k.new())); got != (len(errs) > 0) {
+				t.Errorf("%s: anyUnknown %v, unknownFields %v", k.kind, got, errs)
+			}
 		}
 	})
 }

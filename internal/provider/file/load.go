@@ -20,6 +20,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -251,7 +252,14 @@ func readDirCached(dir string, limit int64, prev map[string]fileData) ([]fileDat
 		}
 		f := fileData{path: path, data: data, err: err}
 		if err == nil {
-			f.sum = sha256.Sum256(data)
+			// A file read again only because its stat is recent (see
+			// below) is usually as it was: comparing costs far less than
+			// hashing.
+			if p, ok := prev[path]; ok && p.err == nil && bytes.Equal(p.data, data) {
+				f.sum = p.sum
+			} else {
+				f.sum = sha256.Sum256(data)
+			}
 			// Only a version stat saw before the read, that had not
 			// changed after it, and whose change time is older than
 			// racyWindow: file times advance in clock ticks of a few
@@ -296,10 +304,22 @@ func readRegular(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%d bytes is over the limit of %d", info.Size(), limit)
 	}
 	// The file may grow while it is read: read one byte more than the
-	// limit to tell.
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
+	// limit to tell. The buffer starts at the size stat gave, so that a
+	// file that did not grow is read into one allocation.
+	data := make([]byte, 0, info.Size()+1)
+	r := io.LimitReader(f, limit+1)
+	for {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := r.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	if int64(len(data)) > limit {
 		return nil, fmt.Errorf("over the limit of %d bytes", limit)
@@ -453,6 +473,39 @@ type header struct {
 	} `json:"metadata"`
 }
 
+// headerOf reads the header of a document decoded into m, as
+// json.Unmarshal into a header would, leaving out what is not a string. ok
+// is false when a key matches a header field only without regard to case,
+// which json.Unmarshal accepts, the last such key of the document winning:
+// then the caller unmarshals the header itself.
+func headerOf(m map[string]any) (h header, ok bool) {
+	exact := func(m map[string]any, names ...string) bool {
+		for k := range m {
+			for _, n := range names {
+				if k != n && strings.EqualFold(k, n) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	str := func(m map[string]any, k string) string {
+		s, _ := m[k].(string)
+		return s
+	}
+	if !exact(m, "apiVersion", "kind", "metadata") {
+		return header{}, false
+	}
+	h.APIVersion, h.Kind = str(m, "apiVersion"), str(m, "kind")
+	if meta, isMap := m["metadata"].(map[string]any); isMap {
+		if !exact(meta, "name", "namespace") {
+			return header{}, false
+		}
+		h.Metadata.Name, h.Metadata.Namespace = str(meta, "name"), str(meta, "namespace")
+	}
+	return h, true
+}
+
 // decode decodes one document. desc describes the object for errors, e.g.
 // " (HTTPRoute default/inventory)".
 func decode(doc document, where location) (e entry, desc string, err error) {
@@ -473,9 +526,11 @@ func decode(doc document, where location) (e entry, desc string, err error) {
 	if _, ok := raw.(map[string]any); !ok {
 		return entry{}, "", fmt.Errorf("a document must be a mapping with apiVersion and kind, not %s", jsonKind(raw))
 	}
-	var h header
 	// The header is best effort: the strict decode below names any error.
-	_ = json.Unmarshal(j, &h)
+	h, ok := headerOf(raw.(map[string]any))
+	if !ok {
+		_ = json.Unmarshal(j, &h)
+	}
 	kind, ok := kinds[gvk{h.APIVersion, h.Kind}]
 	if kind.namespaced && h.Metadata.Namespace == "" {
 		h.Metadata.Namespace = DefaultNamespace
@@ -521,6 +576,26 @@ type kindInfo struct {
 	namespaced bool
 	new        func() any
 	add        func(in *translate.Input, obj any)
+}
+
+// set replaces the i-th object of kind k's list in in with obj, as add
+// would have added it.
+func (k kindInfo) set(in *translate.Input, i int, obj any) {
+	var one translate.Input
+	k.add(&one, obj)
+	list := inputList(k.kind)
+	reflect.ValueOf(in).Elem().FieldByName(list).Index(i).Set(reflect.ValueOf(&one).Elem().FieldByName(list).Index(0))
+}
+
+// inputList names the field of translate.Input that lists objects of kind.
+func inputList(kind string) string {
+	switch kind {
+	case "GatewayClass":
+		return "GatewayClasses"
+	case "AuthPolicy":
+		return "AuthPolicies"
+	}
+	return kind + "s"
 }
 
 // kinds are the supported kinds, by apiVersion and kind.

@@ -18,8 +18,19 @@ import (
 )
 
 // DefaultDebounce is how long the directory must stay unchanged before it is
-// read again.
-const DefaultDebounce = 50 * time.Millisecond
+// read again. A save by an editor, or a file renamed over another, makes its
+// events within a millisecond or two, and a tool writing many files makes
+// them back to back: 10 ms gathers either into one reading, and costs a
+// single change no more than that. A file caught mid-write by a reading is
+// not trusted on that account alone (SettlePeriod).
+const DefaultDebounce = 10 * time.Millisecond
+
+// DefaultMaxDelay is how long after the first change of a burst the
+// directory is read at the latest, however often it keeps changing, when
+// Provider.MaxDelay is zero: a file rewritten without pause (a log written
+// into the directory by mistake) delays the others' changes by at most this
+// much.
+const DefaultMaxDelay = 250 * time.Millisecond
 
 // DefaultSettlePeriod is how long a config file must stay unchanged before a
 // change that looks like a partial write of it is applied, when
@@ -66,6 +77,10 @@ type Provider struct {
 	// Debounce is how long changes must settle before the directory is read
 	// again; DefaultDebounce when zero.
 	Debounce time.Duration
+	// MaxDelay bounds how long the directory is left unread after a change
+	// while changes keep coming; when zero, DefaultMaxDelay or Debounce,
+	// whichever is longer.
+	MaxDelay time.Duration
 	// SettlePeriod is how long a file must stay unchanged before a change
 	// that would remove what it defined applies (see above);
 	// DefaultSettlePeriod when zero.
@@ -104,6 +119,9 @@ type Provider struct {
 	// of the last reading made in full (nil order when it held objects).
 	lastWhere map[objectKey]location
 	lastOrder []placed
+	// lists are the Input lists of the objects of lastOrder (nil when
+	// lastOrder is).
+	lists *inputLists
 	// indexes counts the indexes made; lastIndex and appliedIndex number
 	// lastWhere and applied.
 	indexes, lastIndex, appliedIndex int
@@ -167,6 +185,9 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 		return fmt.Errorf("watch %s: %w", p.Dir, err)
 	}
 	debounce := cmp.Or(p.Debounce, DefaultDebounce)
+	maxDelay := cmp.Or(p.MaxDelay, max(DefaultMaxDelay, debounce))
+	// first is when the first change not yet read came; zero when none.
+	var first time.Time
 	settled := time.NewTimer(0)        // the first attempt
 	retry := time.NewTimer(retryFirst) // runs only after a failed apply
 	retry.Stop()
@@ -182,7 +203,11 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 				return nil
 			}
 			if p.relevant(ev) {
-				settled.Reset(debounce)
+				now := time.Now()
+				if first.IsZero() {
+					first = now
+				}
+				settled.Reset(min(debounce, first.Add(maxDelay).Sub(now)))
 			}
 			continue
 		case err, ok := <-w.Errors:
@@ -198,6 +223,7 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 		if ctx.Err() != nil {
 			return nil
 		}
+		first = time.Time{}
 		again, wake := p.attempt(ctx, apply)
 		settleEnd.Stop()
 		if !wake.IsZero() {

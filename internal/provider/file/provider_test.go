@@ -319,7 +319,9 @@ func TestProviderIgnoresOtherFiles(t *testing.T) {
 }
 
 func TestProviderDebounces(t *testing.T) {
-	h := start(t, 300*time.Millisecond, nil)
+	// MaxDelay out of the way: however slowly a loaded machine makes the
+	// five writes, they come within one debounce of each other.
+	h := startWith(t, nil, func(p *Provider) { p.Debounce, p.MaxDelay = 300*time.Millisecond, time.Hour }, nil)
 	if err := h.result(); err != nil {
 		t.Fatal(err)
 	}
@@ -331,6 +333,35 @@ func TestProviderDebounces(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.quiet(600 * time.Millisecond)
+}
+
+// TestProviderMaxDelay: a directory that never stays quiet for the
+// debounce is still read, within MaxDelay of the first change.
+func TestProviderMaxDelay(t *testing.T) {
+	h := startWith(t, nil, func(p *Provider) { p.Debounce, p.MaxDelay = time.Hour, 50*time.Millisecond }, nil)
+	if err := h.result(); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if err := os.WriteFile(filepath.Join(h.dir, "extra.yaml"), []byte("# edit "+strings.Repeat("x", i%50)+"\n"), 0o644); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	// With an hour's debounce, only MaxDelay can bring a reading.
+	if err := h.result(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestProviderMissingDir(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // decodeStrict decodes the JSON document j (raw is the same document decoded
@@ -17,9 +18,9 @@ import (
 // every field name must match exactly, including case, which encoding/json
 // alone does not check. Every unknown field is reported with its path.
 func decodeStrict(j []byte, raw any, obj any) error {
-	var unknown []error
-	unknownFields("", raw, reflect.TypeOf(obj), &unknown)
-	if len(unknown) > 0 {
+	if anyUnknown(raw, reflect.TypeOf(obj)) {
+		var unknown []error
+		unknownFields("", raw, reflect.TypeOf(obj), &unknown)
 		return errors.Join(unknown...)
 	}
 	d := json.NewDecoder(bytes.NewReader(j))
@@ -34,6 +35,53 @@ func decodeStrict(j []byte, raw any, obj any) error {
 }
 
 var jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+
+// anyUnknown reports whether unknownFields would find an unknown field in
+// v, without building paths or sorting keys: the common case, a document
+// without one, costs no allocation.
+func anyUnknown(v any, typ reflect.Type) bool {
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	if reflect.PointerTo(typ).Implements(jsonUnmarshaler) {
+		return false
+	}
+	switch typ.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return false
+		}
+		fields := jsonFields(typ)
+		for k, e := range m {
+			ft, ok := fields[k]
+			if !ok || anyUnknown(e, ft) {
+				return true
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		s, ok := v.([]any)
+		if !ok {
+			return false
+		}
+		for _, e := range s {
+			if anyUnknown(e, typ.Elem()) {
+				return true
+			}
+		}
+	case reflect.Map:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return false
+		}
+		for _, e := range m {
+			if anyUnknown(e, typ.Elem()) {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // unknownFields appends an error for every key in v, a decoded JSON value
 // found at path, that type typ has no field for. Values whose type decodes
@@ -84,10 +132,25 @@ func unknownFields(path string, v any, typ reflect.Type, out *[]error) {
 	}
 }
 
+// fieldsOf caches jsonFields by type: the same few types are walked for
+// every document, and files are decoded concurrently.
+var fieldsOf sync.Map // reflect.Type → map[string]reflect.Type
+
 // jsonFields returns the JSON field names of struct type typ and their types,
 // following encoding/json: embedded structs without a name are inlined, and
-// an untagged field is named by its Go name.
+// an untagged field is named by its Go name. The map returned is shared:
+// callers must not modify it.
 func jsonFields(typ reflect.Type) map[string]reflect.Type {
+	if f, ok := fieldsOf.Load(typ); ok {
+		return f.(map[string]reflect.Type)
+	}
+	f := jsonFieldsOf(typ)
+	fieldsOf.Store(typ, f)
+	return f
+}
+
+// jsonFieldsOf is jsonFields, uncached.
+func jsonFieldsOf(typ reflect.Type) map[string]reflect.Type {
 	fields := map[string]reflect.Type{}
 	for f := range typ.Fields() {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
