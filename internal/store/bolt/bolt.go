@@ -51,6 +51,12 @@ const (
 	// openTimeout bounds the wait for bbolt's exclusive file lock, so a second
 	// process opening the same file fails instead of hanging forever.
 	openTimeout = 5 * time.Second
+	// initialMmapSize is the address space bbolt maps at open. Growing the
+	// map past it means remapping the file, which waits for every read
+	// transaction to end: at 10,000 services (a 73 MB store) the first apply
+	// spent about a third of a second remapping as the file doubled. It is
+	// address space, not memory: only the pages the file has are resident.
+	initialMmapSize = 256 << 20
 )
 
 var (
@@ -131,7 +137,7 @@ func Open(path string, opts Options) (*Store, error) {
 		s.log = slog.Default()
 	}
 
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: openTimeout})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: openTimeout, InitialMmapSize: initialMmapSize})
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
