@@ -15,9 +15,13 @@ import (
 	"trellis.dev/trellis/test/testsync"
 )
 
-// BenchmarkThousandRoutes creates 1,000 HTTPRoutes on one edge Gateway and
-// measures the time from the first create until every route is Accepted in
-// its status and served by the proxy (goal: < 10 s). Run it with
+// BenchmarkThousandRoutes creates 1,000 HTTPRoutes on one edge Gateway (16
+// clients at once) and measures the time from the first create until every
+// route is Accepted in its status and served by the proxy (issue 15's goal:
+// under 3 s). It reports the apiserver's share apart, the creates
+// themselves (first create to last create returned: s-created), and the
+// controller's, from the last create returned to every route Accepted
+// (s-ctl-accepted) and served (s-ctl-served). Run it with
 //
 //	go test ./internal/provider/kubernetes -run '^$' -bench ThousandRoutes -benchtime 1x
 func BenchmarkThousandRoutes(b *testing.B) {
@@ -65,6 +69,7 @@ spec:
 		close(work)
 		wg.Wait()
 		created := time.Since(begin)
+		lastCreate := time.Now()
 
 		testsync.Eventually(b, 60*time.Second, "every route Accepted", func() error {
 			var list gatewayv1.HTTPRouteList
@@ -85,12 +90,14 @@ spec:
 			return nil
 		})
 		accepted := time.Since(begin)
+		ctlAccepted := time.Since(lastCreate)
 		hc := e.NS.HTTPClient(5 * time.Second)
 		for i := routes - 1; i >= 0; i-- {
 			host := fmt.Sprintf("r-%d.bench.example", i)
 			testsync.Eventually(b, 60*time.Second, host+" served", func() error { _, err := get(hc, url, host); return err })
 		}
 		served := time.Since(begin)
+		ctlServed := time.Since(lastCreate)
 		b.StopTimer()
 		objs, _, err := e.cp.List(context.Background(), model.KindService)
 		if err != nil || len(objs) != routes {
@@ -100,8 +107,12 @@ spec:
 		b.ReportMetric(created.Seconds(), "s-created")
 		b.ReportMetric(accepted.Seconds(), "s-accepted")
 		b.ReportMetric(served.Seconds(), "s-served")
+		b.ReportMetric(ctlAccepted.Seconds(), "s-ctl-accepted")
+		b.ReportMetric(ctlServed.Seconds(), "s-ctl-served")
 		b.ReportMetric(float64(st.Translate.Microseconds())/1000, "ms-translate")
-		b.Logf("1,000 routes: created in %v, all Accepted after %v, all served after %v; %d reconciles, %d transactions, last translation %v",
-			created.Round(time.Millisecond), accepted.Round(time.Millisecond), served.Round(time.Millisecond), st.Reconciles, st.Sent, st.Translate)
+		b.Logf("1,000 routes: created in %v (the apiserver's share); then all Accepted after %v more, all served after %v more (the controller's and proxy's share); "+
+			"%d reconciles, %d transactions, %d status writes, last translation %v",
+			created.Round(time.Millisecond), ctlAccepted.Round(time.Millisecond), ctlServed.Round(time.Millisecond),
+			st.Reconciles, st.Sent, st.StatusWrites, st.Translate)
 	}
 }

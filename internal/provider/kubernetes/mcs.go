@@ -344,7 +344,7 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 	var writes []write
 	for _, res := range own {
 		conds := r.exportConditions(res, merged, held, synced)
-		writes = append(writes, write{obj: res.se, status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{obj: res.se, steps: []change{{status: true, apply: func(o client.Object) bool {
 			se := o.(*mcsv1beta1.ServiceExport)
 			changed := false
 			for _, c := range conds {
@@ -356,7 +356,7 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 				}
 			}
 			return changed
-		}})
+		}}}})
 	}
 	if !synced {
 		// Without the control plane's view the controller does not know
@@ -385,9 +385,10 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 			creates = append(creates, si)
 			continue
 		}
-		writes = append(writes,
-			write{obj: si, apply: func(o client.Object) bool { return r.importSpec(o.(*mcsv1beta1.ServiceImport), im) }},
-			write{obj: si, status: true, apply: func(o client.Object) bool { return importStatus(o.(*mcsv1beta1.ServiceImport), im) }})
+		writes = append(writes, write{obj: si, steps: []change{
+			{apply: func(o client.Object) bool { return r.importSpec(o.(*mcsv1beta1.ServiceImport), im) }},
+			{status: true, apply: func(o client.Object) bool { return importStatus(o.(*mcsv1beta1.ServiceImport), im) }},
+		}})
 	}
 	_, err := r.runWrites(ctx, writes)
 	errs := []error{err}
