@@ -67,6 +67,9 @@ type env struct {
 	rec *kubernetes.Reconciler
 	// apiURL is the control plane's URL inside the namespace.
 	apiURL string
+	// start starts the controller, when envOptions.later kept it from
+	// starting with the env.
+	start func()
 	// stop stops the controller and returns how it ended; later calls
 	// return the same.
 	stop func() error
@@ -89,6 +92,8 @@ type envOptions struct {
 	logs io.Writer
 	// metricsAddress, when set, serves the controller's metrics there.
 	metricsAddress string
+	// later leaves the controller to be started by env.start.
+	later bool
 }
 
 func newEnvWith(t testing.TB, opts envOptions) *env {
@@ -122,9 +127,13 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 	e.rec = rec
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
+	e.start = sync.OnceFunc(func() { go func() { done <- mgr.Start(ctx) }() })
+	if !opts.later {
+		e.start()
+	}
 	e.stop = sync.OnceValue(func() error {
 		cancel()
+		e.start() // so that it ends
 		return <-done
 	})
 	t.Cleanup(func() {
