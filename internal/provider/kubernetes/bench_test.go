@@ -216,7 +216,9 @@ func BenchmarkScale(b *testing.B) {
 			i := rng.IntN(n)
 			route := scaleRoute(i, 0)
 			t0 := time.Now()
-			update(b, e.kc, route, func(r *gatewayv1.HTTPRoute) { r.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname(scaleHost(i, c+1))} })
+			update(b, e.kc, route, func(r *gatewayv1.HTTPRoute) {
+				r.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname(scaleHost(i, c+1))}
+			})
 			if err := waitServed(hc, url, scaleHost(i, c+1), time.Minute); err != nil {
 				b.Fatalf("change %d (route %d): %v", c, i, err)
 			}
