@@ -179,6 +179,9 @@ type exportResult struct {
 // exports makes the model export of each of the cluster's ServiceExports
 // from its Service and the Service's EndpointSlices.
 func (r *Reconciler) exports(in *translate.Input, ses []mcsv1beta1.ServiceExport) []exportResult {
+	if len(ses) == 0 {
+		return nil // and no index of every Service and EndpointSlice
+	}
 	services := map[types.NamespacedName]*corev1.Service{}
 	for i := range in.Services {
 		s := &in.Services[i]

@@ -269,6 +269,7 @@ func (r *Reconciler) bundleVersion(ctx context.Context) string {
 // an object, and what it was given for.
 type steadyVersion struct {
 	resourceVersion, version string
+	uid                      types.UID
 	generation               int64
 	labels, annotations      map[string]string
 }
@@ -277,8 +278,8 @@ type steadyVersion struct {
 // objects whose status the controller writes) the resourceVersion the
 // translator sees (translate.Incremental re-translates what reads an
 // object whose version changed) that changes with what the translator
-// reads of them, their generation (spec), labels and annotations, and not
-// with their status: the controller's own status write would otherwise
+// reads of them, their generation (spec), labels and annotations (and
+// which object of the name it is, its UID), and not with their status: the controller's own status write would otherwise
 // have the next reconcile translate the route again, or, for a Gateway,
 // everything. It returns the function that puts their own versions back,
 // for the writes. in's lists are the controller's shallow copies of the
@@ -297,11 +298,13 @@ func (r *Reconciler) steadyVersions(in *translate.Input) (restore func()) {
 		v, ok := r.versions[k]
 		switch {
 		case ok && v.resourceVersion == rv:
-		case ok && v.generation == o.GetGeneration() && maps.Equal(v.labels, o.GetLabels()) && maps.Equal(v.annotations, o.GetAnnotations()):
+		case ok && v.uid == o.GetUID() && v.generation == o.GetGeneration() &&
+			maps.Equal(v.labels, o.GetLabels()) && maps.Equal(v.annotations, o.GetAnnotations()):
 			v.resourceVersion = rv
 			r.versions[k] = v
 		default:
-			v = steadyVersion{resourceVersion: rv, version: rv, generation: o.GetGeneration(), labels: o.GetLabels(), annotations: o.GetAnnotations()}
+			v = steadyVersion{resourceVersion: rv, version: rv, uid: o.GetUID(), generation: o.GetGeneration(),
+				labels: o.GetLabels(), annotations: o.GetAnnotations()}
 			r.versions[k] = v
 		}
 		if v.version != rv {
