@@ -94,6 +94,8 @@ type envOptions struct {
 	metricsAddress string
 	// later leaves the controller to be started by env.start.
 	later bool
+	// statusBatch, when set, is the controller's Config.StatusBatch.
+	statusBatch int
 }
 
 func newEnvWith(t testing.TB, opts envOptions) *env {
@@ -119,7 +121,7 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 	mgr, rec, err := kubernetes.New(context.Background(), kubernetes.Config{
 		Kube: kubeConfig, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
 		LeaderElection: opts.leaderElectionNamespace != "", LeaderElectionNamespace: opts.leaderElectionNamespace,
-		MetricsAddress: opts.metricsAddress,
+		MetricsAddress: opts.metricsAddress, StatusBatch: opts.statusBatch,
 	})
 	if err != nil {
 		t.Fatal(err)

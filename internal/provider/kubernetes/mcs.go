@@ -364,7 +364,7 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 	if !synced {
 		// Without the control plane's view the controller does not know
 		// which imports should exist.
-		_, err := r.runWrites(ctx, writes)
+		_, _, err := r.runWrites(ctx, writes, 0)
 		return err
 	}
 
@@ -393,7 +393,7 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 			{status: true, apply: func(o client.Object) bool { return importStatus(o.(*mcsv1beta1.ServiceImport), im) }},
 		}})
 	}
-	_, err := r.runWrites(ctx, writes)
+	_, _, err := r.runWrites(ctx, writes, 0)
 	errs := []error{err}
 	m := 0 // creates and deletes, which runWrites did not count
 	for _, si := range creates {

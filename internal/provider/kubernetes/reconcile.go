@@ -57,6 +57,8 @@ type Reconciler struct {
 	// object's stored form, by store key; nil until seeded from the
 	// server.
 	sent map[string]digest
+	// statusBatch is the most status writes a reconcile makes.
+	statusBatch int
 	// routes records, by route, the status and annotation last found
 	// right or written, so that a reconcile compares only routes whose
 	// status may have changed.
@@ -173,7 +175,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	}
 	r.own = own
 	r.translator.Acknowledge()
-	err = r.writeStatus(ctx, in, out)
+	more, err := r.writeStatus(ctx, in, out)
 	if !r.skip["ServiceExport"] {
 		err = errors.Join(err, r.writeMCS(ctx, in, exports, imports.Items))
 	}
@@ -187,6 +189,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		r.stats.Revision = rev
 	}
 	r.mu.Unlock()
+	if more && err == nil {
+		// The statuses left over, after a send of what changed meanwhile.
+		return reconcile.Result{RequeueAfter: time.Millisecond}, nil
+	}
 	return reconcile.Result{}, err
 }
 

@@ -79,3 +79,38 @@ func TestOneRouteChangeCostsOneRoute(t *testing.T) {
 		t.Errorf("an unchanged route: %v", err)
 	}
 }
+
+// TestStatusWritesInBatches has a controller that writes at most 8 statuses
+// a reconcile create 40 routes at once: every route is Accepted all the
+// same, over several reconciles.
+func TestStatusWritesInBatches(t *testing.T) {
+	const routes = 40
+	e := newEnvWith(t, envOptions{statusBatch: 8, later: true})
+	var b strings.Builder
+	b.WriteString(classes + edgeGateway("batch") + backend("batch", "web", "198.18.65.1"))
+	for i := range routes {
+		b.WriteString(routeYAML("HTTPRoute", "batch", fmt.Sprintf("r-%d", i),
+			fmt.Sprintf("{parentRefs: [{name: web}], hostnames: [r-%d.batch.example], rules: [{backendRefs: [{name: web, port: 80}]}]}", i)))
+	}
+	e.create(t, b.String())
+	e.start()
+	testsync.Eventually(t, 60*time.Second, "every route Accepted", func() error {
+		var list gatewayv1.HTTPRouteList
+		if err := e.kc.List(context.Background(), &list, client.InNamespace("batch")); err != nil {
+			return err
+		}
+		for _, r := range list.Items {
+			if len(r.Status.Parents) != 1 {
+				return fmt.Errorf("%s: %d parents in status", r.Name, len(r.Status.Parents))
+			}
+			if err := hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation); err != nil {
+				return fmt.Errorf("%s: %w", r.Name, err)
+			}
+		}
+		return nil
+	})
+	// 40 routes and the Gateway, 8 writes a reconcile.
+	if st := e.rec.Stats(); st.Reconciles < 5 || st.StatusWrites < routes {
+		t.Errorf("%d reconciles made %d status writes; want at least 5 reconciles and %d writes", st.Reconciles, st.StatusWrites, routes)
+	}
+}

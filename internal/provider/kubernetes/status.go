@@ -24,6 +24,12 @@ import (
 // reconcile of a large cluster writes every route.
 const statusWorkers = 16
 
+// statusBatch is how many status writes a reconcile makes, by default,
+// before it ends and lets the next one send what changed meanwhile: at
+// 10,000 routes a first reconcile's writes take the apiserver a minute,
+// which a change made then would otherwise wait out.
+const statusBatch = 256
+
 // write is the pending changes to one object, made in order, each on what
 // the one before wrote.
 type write struct {
@@ -73,11 +79,12 @@ func (s routeSeen) unchanged(rv string, st *translate.RouteStatus, domains strin
 
 // writeStatus writes the translator's status into every object whose
 // status differs from it, and the annotations and finalizers that go with
-// it. Routes, which can be many, are
-// compared only when their status may have changed: the route changed
-// since its status was last found right or written, or what the
-// translator says of it did.
-func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *translate.Output) error {
+// it. Routes, which can be many, are compared only when their status may
+// have changed: the route changed since its status was last found right or
+// written, or what the translator says of it did. It makes at most
+// r.statusBatch writes; more is true when it left some for the next
+// reconcile.
+func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *translate.Output) (more bool, err error) {
 	now := metav1.Now()
 	var writes []write
 
@@ -214,8 +221,8 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 	r.mu.Lock()
 	r.stats.StatusChecked = checked
 	r.mu.Unlock()
-	_, err := r.runWrites(ctx, writes)
-	return err
+	_, more, err = r.runWrites(ctx, writes, r.statusBatch)
+	return more, err
 }
 
 // policyStatus is an AuthPolicy's status as st says, keeping each
@@ -239,15 +246,16 @@ func policyStatus(st translate.PolicyStatus, have gatewayv1.PolicyStatus, genera
 }
 
 // runWrites makes the writes that change something, statusWorkers at a
-// time, retrying each on conflict against a fresh read. It returns how
-// many writes it made.
-func (r *Reconciler) runWrites(ctx context.Context, writes []write) (int, error) {
+// time, retrying each on conflict against a fresh read, and returns how
+// many writes it made. With limit > 0 it starts at most limit of them;
+// more is true when it left some.
+func (r *Reconciler) runWrites(ctx context.Context, writes []write, limit int) (n int, more bool, err error) {
 	var (
-		mu    sync.Mutex
-		n     int
-		errs  []error
-		wg    sync.WaitGroup
-		slots = make(chan struct{}, statusWorkers)
+		mu      sync.Mutex
+		errs    []error
+		wg      sync.WaitGroup
+		slots   = make(chan struct{}, statusWorkers)
+		started int
 	)
 	for _, w := range writes {
 		if !w.changes(w.obj.DeepCopyObject().(client.Object)) {
@@ -258,6 +266,11 @@ func (r *Reconciler) runWrites(ctx context.Context, writes []write) (int, error)
 			}
 			continue
 		}
+		if limit > 0 && started == limit {
+			more = true
+			break
+		}
+		started++
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
@@ -272,7 +285,7 @@ func (r *Reconciler) runWrites(ctx context.Context, writes []write) (int, error)
 	}
 	wg.Wait()
 	r.countWrites(n)
-	return n, errors.Join(errs...)
+	return n, more, errors.Join(errs...)
 }
 
 // changes applies every change of w to obj and reports whether any
