@@ -233,6 +233,7 @@ func BenchmarkScale(b *testing.B) {
 		// One route changed at a time.
 		rng := rand.New(rand.NewPCG(1, 2))
 		var took []time.Duration
+		cpu := testsync.CPUTime()
 		for c := range *scaleChanges {
 			i := rng.IntN(n)
 			route := scaleRoute(i, 0)
@@ -245,6 +246,7 @@ func BenchmarkScale(b *testing.B) {
 			}
 			took = append(took, time.Since(t0))
 		}
+		cpu = testsync.CPUTime() - cpu
 		b.StopTimer()
 		st = e.rec.Stats()
 		b.ReportMetric(created.Seconds(), "s-created")
@@ -255,9 +257,12 @@ func BenchmarkScale(b *testing.B) {
 			p50, p99 := took[len(took)/2], took[(len(took)*99+99)/100-1]
 			b.ReportMetric(float64(p50.Microseconds())/1000, "ms-change-p50")
 			b.ReportMetric(float64(p99.Microseconds())/1000, "ms-change-p99")
-			b.Logf("one route's hostname changed → served, %d changes: p50 %v, p99 %v, max %v; the last: translation %v, %d objects encoded, %d route statuses compared",
+			perChange := cpu / time.Duration(len(took))
+			b.ReportMetric(float64(perChange.Microseconds())/1000, "ms-cpu/change")
+			b.Logf("one route's hostname changed → served, %d changes: p50 %v, p99 %v, max %v; CPU of the controller, control plane and "+
+				"test client %v a change; the last: translation %v, %d objects encoded, %d route statuses compared",
 				len(took), p50.Round(time.Millisecond), p99.Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond),
-				st.Translate, st.Encoded, st.StatusChecked)
+				perChange.Round(time.Millisecond), st.Translate, st.Encoded, st.StatusChecked)
 		}
 	}
 }
