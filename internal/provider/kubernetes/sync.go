@@ -66,7 +66,7 @@ func (r *Reconciler) send(ctx context.Context, out *model.Objects, changed map[s
 		}
 	} else {
 		digests = make(map[string]digest, len(changed))
-		for k := range changed {
+		for _, k := range slices.Sorted(maps.Keys(changed)) { // a request in one order every time
 			obj, err := find(out, k)
 			if err != nil {
 				return 0, false, err
