@@ -23,8 +23,10 @@ const ReasonNotAllowed = "NotAllowed"
 // (model.ServiceNetwork.Allows: the owner's trellis.dev/allowed-clusters
 // annotation). If it does not, the Gateway is not accepted, with the
 // reason, and its services are not sent, so that the rest of what the
-// cluster sends is not refused with them.
-func (r *Reconciler) associate(out *translate.Output) {
+// cluster sends is not refused with them. It returns the store keys of
+// the networks and services it left out, which the translator does not
+// know of (Output.Changed).
+func (r *Reconciler) associate(out *translate.Output) (removed []string) {
 	for i := 0; i < len(out.Networks); {
 		n := &out.Networks[i]
 		other, held := r.view.network(n.Name)
@@ -41,11 +43,19 @@ func (r *Reconciler) associate(out *translate.Output) {
 				"(the owner's Gateway sets that with its %s annotation)", n.Name, other.Owner, r.cluster, translate.AllowedClustersAnnotation)
 			setCondition(st, translate.Condition{Type: "Accepted", Status: false, Reason: ReasonNotAllowed, Message: msg})
 			setCondition(st, translate.Condition{Type: "Programmed", Status: false, Reason: "Invalid", Message: "the Gateway is not accepted"})
-			out.Services = slices.DeleteFunc(out.Services, func(s model.Service) bool { return s.Network == n.Name })
+			out.Services = slices.DeleteFunc(out.Services, func(s model.Service) bool {
+				if s.Network == n.Name {
+					removed = append(removed, model.Key(model.KindService, s.Name))
+					return true
+				}
+				return false
+			})
 			r.log.Warn("association refused; the Gateway's routes are not sent", "network", n.Name, "owner", other.Owner)
 		}
+		removed = append(removed, model.Key(model.KindServiceNetwork, n.Name))
 		out.Networks = slices.Delete(out.Networks, i, i+1)
 	}
+	return removed
 }
 
 // gatewayStatus is the status out has for the Gateway src names, or nil.

@@ -111,6 +111,10 @@ type Config struct {
 	// a Lease in LeaderElectionNamespace.
 	LeaderElection          bool
 	LeaderElectionNamespace string
+	// StatusBatch is the most status writes one reconcile makes before it
+	// ends, leaving the rest to the next, which first sends what changed
+	// meanwhile (default 256; at most 16 are in flight at once).
+	StatusBatch int
 	// SyncPeriod is how often the informers resync (default 10 h, as
 	// controller-runtime's). A resync that changes nothing sends nothing.
 	SyncPeriod time.Duration
@@ -262,6 +266,11 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 		log:     cfg.Logger,
 		skip:    unserved,
 		view:    &exportView{},
+
+		statusBatch: statusBatch,
+	}
+	if cfg.StatusBatch > 0 {
+		r.statusBatch = cfg.StatusBatch
 	}
 	if ip := cfg.ClusterSetIP; ip.IsValid() && !ip.IsUnspecified() {
 		r.clusterSetIP = ip.Unmap()

@@ -67,6 +67,9 @@ type env struct {
 	rec *kubernetes.Reconciler
 	// apiURL is the control plane's URL inside the namespace.
 	apiURL string
+	// start starts the controller, when envOptions.later kept it from
+	// starting with the env.
+	start func()
 	// stop stops the controller and returns how it ended; later calls
 	// return the same.
 	stop func() error
@@ -89,6 +92,10 @@ type envOptions struct {
 	logs io.Writer
 	// metricsAddress, when set, serves the controller's metrics there.
 	metricsAddress string
+	// later leaves the controller to be started by env.start.
+	later bool
+	// statusBatch, when set, is the controller's Config.StatusBatch.
+	statusBatch int
 }
 
 func newEnvWith(t testing.TB, opts envOptions) *env {
@@ -114,7 +121,7 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 	mgr, rec, err := kubernetes.New(context.Background(), kubernetes.Config{
 		Kube: kubeConfig, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
 		LeaderElection: opts.leaderElectionNamespace != "", LeaderElectionNamespace: opts.leaderElectionNamespace,
-		MetricsAddress: opts.metricsAddress,
+		MetricsAddress: opts.metricsAddress, StatusBatch: opts.statusBatch,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -122,9 +129,13 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 	e.rec = rec
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
+	e.start = sync.OnceFunc(func() { go func() { done <- mgr.Start(ctx) }() })
+	if !opts.later {
+		e.start()
+	}
 	e.stop = sync.OnceValue(func() error {
 		cancel()
+		e.start() // so that it ends
 		return <-done
 	})
 	t.Cleanup(func() {

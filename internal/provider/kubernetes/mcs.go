@@ -179,6 +179,9 @@ type exportResult struct {
 // exports makes the model export of each of the cluster's ServiceExports
 // from its Service and the Service's EndpointSlices.
 func (r *Reconciler) exports(in *translate.Input, ses []mcsv1beta1.ServiceExport) []exportResult {
+	if len(ses) == 0 {
+		return nil // and no index of every Service and EndpointSlice
+	}
 	services := map[types.NamespacedName]*corev1.Service{}
 	for i := range in.Services {
 		s := &in.Services[i]
@@ -349,7 +352,7 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 	var writes []write
 	for _, res := range own {
 		conds := r.exportConditions(res, merged, held, synced)
-		writes = append(writes, write{obj: res.se, status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{obj: res.se, steps: []change{{status: true, apply: func(o client.Object) bool {
 			se := o.(*mcsv1beta1.ServiceExport)
 			changed := false
 			for _, c := range conds {
@@ -361,12 +364,12 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 				}
 			}
 			return changed
-		}})
+		}}}})
 	}
 	if !synced {
 		// Without the control plane's view the controller does not know
 		// which imports should exist.
-		_, err := r.runWrites(ctx, writes)
+		_, _, err := r.runWrites(ctx, writes, 0)
 		return err
 	}
 
@@ -390,11 +393,12 @@ func (r *Reconciler) writeMCS(ctx context.Context, in *translate.Input, own []ex
 			creates = append(creates, si)
 			continue
 		}
-		writes = append(writes,
-			write{obj: si, apply: func(o client.Object) bool { return r.importSpec(o.(*mcsv1beta1.ServiceImport), im) }},
-			write{obj: si, status: true, apply: func(o client.Object) bool { return importStatus(o.(*mcsv1beta1.ServiceImport), im) }})
+		writes = append(writes, write{obj: si, steps: []change{
+			{apply: func(o client.Object) bool { return r.importSpec(o.(*mcsv1beta1.ServiceImport), im) }},
+			{status: true, apply: func(o client.Object) bool { return importStatus(o.(*mcsv1beta1.ServiceImport), im) }},
+		}})
 	}
-	_, err := r.runWrites(ctx, writes)
+	_, _, err := r.runWrites(ctx, writes, 0)
 	errs := []error{err}
 	m := 0 // creates and deletes, which runWrites did not count
 	for _, si := range creates {

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 
 	"trellis.dev/trellis/api/v1alpha1"
 	tclient "trellis.dev/trellis/internal/client"
+	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/translate"
 )
 
@@ -49,9 +53,23 @@ type Reconciler struct {
 	// view is every cluster's exports, from the control plane.
 	view *exportView
 
-	// sent is what the control plane holds of ours, by store key, in the
-	// form the diff compares; nil until seeded from the server.
-	sent map[string][]byte
+	// sent is what the control plane holds of ours: the digest of each
+	// object's stored form, by store key; nil until seeded from the
+	// server.
+	sent map[string]digest
+	// statusBatch is the most status writes a reconcile makes.
+	statusBatch int
+	// routes records, by route, the status and annotation last found
+	// right or written, so that a reconcile compares only routes whose
+	// status may have changed.
+	routes map[objectKey]routeSeen
+	// versions are the versions the translator is given of the objects
+	// whose status the controller writes (steady).
+	versions map[objectKey]steadyVersion
+	// own are the store keys of the objects the controller itself added to
+	// or removed from the last translation's output (exports, and what
+	// association left out), compared again on the next send.
+	own []string
 	// translator translates each reconcile's input, re-translating only
 	// the routes that read an object whose resourceVersion changed.
 	translator translate.Incremental
@@ -77,6 +95,13 @@ type Stats struct {
 	Objects, Problems int
 	// StatusWrites counts status and annotation writes.
 	StatusWrites int
+	// Encoded is how many objects the latest send encoded and compared:
+	// what changed, or every object when it compared them all.
+	Encoded int
+	// StatusChecked is how many routes the latest reconcile compared
+	// with the status they should have: those whose status may have
+	// changed since it was last written or found right.
+	StatusChecked int
 }
 
 // Stats returns a copy of the current statistics.
@@ -112,10 +137,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{}, err
 	}
 	start := time.Now()
+	restore := r.steadyVersions(in)
 	out := r.translator.Translate(in)
+	restore()
 	took := time.Since(start)
 	r.publishProxyAddress(in, out)
-	r.associate(out)
+	// What the controller changes after translating, the translator does
+	// not know of: those keys are compared on every send, and the next
+	// one's too (to send their reversal).
+	own := r.associate(out)
 	for _, p := range out.Problems {
 		r.log.Debug("translation problem", "problem", p.String())
 	}
@@ -124,18 +154,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	for _, res := range exports {
 		if res.export != nil {
 			out.Exports = append(out.Exports, *res.export)
+			own = append(own, key(res.export))
+		}
+	}
+	slices.SortFunc(out.Exports, func(a, b model.ServiceExport) int { return strings.Compare(a.Name, b.Name) })
+	changed := out.Changed // the caller's to change
+	if changed != nil {
+		for _, k := range own {
+			changed[k] = true
+		}
+		for _, k := range r.own {
+			changed[k] = true
 		}
 	}
 
 	// The model first, then status: a route reported Accepted is served.
-	rev, sent, err := r.send(ctx, out)
+	rev, sent, err := r.send(ctx, &out.Objects, changed)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	// The send compares every object with what it sent, so Changed is
-	// not used: acknowledged, it stays small.
+	r.own = own
 	r.translator.Acknowledge()
-	writes, err := r.writeStatus(ctx, in, out)
+	more, err := r.writeStatus(ctx, in, out)
 	if !r.skip["ServiceExport"] {
 		err = errors.Join(err, r.writeMCS(ctx, in, exports, imports.Items))
 	}
@@ -144,12 +184,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	r.stats.Translate = took
 	r.stats.Objects = len(out.Networks) + len(out.Services) + len(out.TargetGroups) + len(out.Certificates) + len(out.WorkloadSets)
 	r.stats.Problems = len(out.Problems)
-	r.stats.StatusWrites += writes
 	if sent {
 		r.stats.Sent++
 		r.stats.Revision = rev
 	}
 	r.mu.Unlock()
+	if more && err == nil {
+		// The statuses left over, after a send of what changed meanwhile.
+		return reconcile.Result{RequeueAfter: time.Millisecond}, nil
+	}
 	return reconcile.Result{}, err
 }
 
@@ -226,4 +269,98 @@ func (r *Reconciler) bundleVersion(ctx context.Context) string {
 	r.versionRead = true
 	r.version = crd.Annotations[consts.BundleVersionAnnotation]
 	return r.version
+}
+
+// steadyVersion is what the translator was last given as the version of
+// an object, and what it was given for.
+type steadyVersion struct {
+	resourceVersion, version string
+	uid                      types.UID
+	generation               int64
+	labels, annotations      map[string]string
+}
+
+// steadyVersions gives the routes, Gateways and GatewayClasses of in (the
+// objects whose status the controller writes) the resourceVersion the
+// translator sees (translate.Incremental re-translates what reads an
+// object whose version changed) that changes with what the translator
+// reads of them, their generation (spec), labels and annotations (and
+// which object of the name it is, its UID), and not with their status: the controller's own status write would otherwise
+// have the next reconcile translate the route again, or, for a Gateway,
+// everything. It returns the function that puts their own versions back,
+// for the writes. in's lists are the controller's shallow copies of the
+// cache's objects, so only the copies change.
+func (r *Reconciler) steadyVersions(in *translate.Input) (restore func()) {
+	if r.versions == nil {
+		r.versions = map[objectKey]steadyVersion{}
+	}
+	var (
+		objs []client.Object
+		own  []string
+	)
+	add := func(kind string, o client.Object) {
+		k := objectKey{kind, o.GetNamespace(), o.GetName()}
+		rv := o.GetResourceVersion()
+		v, ok := r.versions[k]
+		switch {
+		case ok && v.resourceVersion == rv:
+		case ok && v.uid == o.GetUID() && v.generation == o.GetGeneration() &&
+			maps.Equal(v.labels, o.GetLabels()) && maps.Equal(v.annotations, o.GetAnnotations()):
+			v.resourceVersion = rv
+			r.versions[k] = v
+		default:
+			v = steadyVersion{resourceVersion: rv, version: rv, uid: o.GetUID(), generation: o.GetGeneration(),
+				labels: o.GetLabels(), annotations: o.GetAnnotations()}
+			r.versions[k] = v
+		}
+		if v.version != rv {
+			objs, own = append(objs, o), append(own, rv)
+			o.SetResourceVersion(v.version)
+		}
+	}
+	for i := range in.GatewayClasses {
+		add("GatewayClass", &in.GatewayClasses[i])
+	}
+	for i := range in.Gateways {
+		add("Gateway", &in.Gateways[i])
+	}
+	for i := range in.HTTPRoutes {
+		add("HTTPRoute", &in.HTTPRoutes[i])
+	}
+	for i := range in.GRPCRoutes {
+		add("GRPCRoute", &in.GRPCRoutes[i])
+	}
+	for i := range in.TLSRoutes {
+		add("TLSRoute", &in.TLSRoutes[i])
+	}
+	if n := len(in.GatewayClasses) + len(in.Gateways) + len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TLSRoutes); len(r.versions) > n {
+		live := liveObjects(in)
+		maps.DeleteFunc(r.versions, func(k objectKey, _ steadyVersion) bool { return !live[k] })
+	}
+	return func() {
+		for i, o := range objs {
+			o.SetResourceVersion(own[i])
+		}
+	}
+}
+
+// liveObjects names the GatewayClasses, Gateways and routes of in.
+func liveObjects(in *translate.Input) map[objectKey]bool {
+	live := make(map[objectKey]bool, len(in.GatewayClasses)+len(in.Gateways)+len(in.HTTPRoutes)+len(in.GRPCRoutes)+len(in.TLSRoutes))
+	for i := range in.GatewayClasses {
+		live[objectKey{"GatewayClass", "", in.GatewayClasses[i].Name}] = true
+	}
+	for i := range in.Gateways {
+		live[objectKey{"Gateway", in.Gateways[i].Namespace, in.Gateways[i].Name}] = true
+	}
+	for i := range in.HTTPRoutes {
+		live[objectKey{"HTTPRoute", in.HTTPRoutes[i].Namespace, in.HTTPRoutes[i].Name}] = true
+	}
+	for i := range in.GRPCRoutes {
+		live[objectKey{"GRPCRoute", in.GRPCRoutes[i].Namespace, in.GRPCRoutes[i].Name}] = true
+	}
+	for i := range in.TLSRoutes {
+		live[objectKey{"TLSRoute", in.TLSRoutes[i].Namespace, in.TLSRoutes[i].Name}] = true
+	}
+	return live
 }

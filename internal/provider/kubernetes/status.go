@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -22,11 +24,28 @@ import (
 // reconcile of a large cluster writes every route.
 const statusWorkers = 16
 
-// write is one pending change to one object.
+// statusBatch is how many status writes a reconcile makes, by default,
+// before it ends and lets the next one send what changed meanwhile: at
+// 10,000 routes a first reconcile's writes take the apiserver a minute,
+// which a change made then would otherwise wait out.
+const statusBatch = 256
+
+// write is the pending changes to one object, made in order, each on what
+// the one before wrote.
 type write struct {
-	obj client.Object
+	obj   client.Object
+	steps []change
+	// done, when set, is called once every change holds: the object as
+	// it was at resourceVersion before, with the changes made, is at
+	// after (before when nothing was written). It is not called after a
+	// failure.
+	done func(before, after string)
+}
+
+// change is one change to an object.
+type change struct {
 	// status selects the status subresource; otherwise the object itself
-	// (annotations, finalizers) is updated.
+	// (annotations, finalizers, spec) is updated.
 	status bool
 	// apply changes obj to what it should be and reports whether that
 	// differs from what it was. It is applied again to a fresh copy after
@@ -34,10 +53,38 @@ type write struct {
 	apply func(client.Object) bool
 }
 
+// objectKey names an object of a kind.
+type objectKey struct{ kind, namespace, name string }
+
+// routeSeen is a route's status and annotation as they were last found
+// right or written: at either of its resourceVersions the route had the
+// status st (nil: none of ours) and the annotation domains make.
+type routeSeen struct {
+	versions [2]string
+	st       translate.RouteStatus
+	ours     bool // st is set
+	domains  string
+}
+
+// unchanged reports whether a route at resourceVersion rv, whose status
+// should be st and domains, is known to be so already.
+func (s routeSeen) unchanged(rv string, st *translate.RouteStatus, domains string) bool {
+	if rv != s.versions[0] && rv != s.versions[1] || domains != s.domains || (st != nil) != s.ours {
+		return false
+	}
+	// A replayed route's status shares its slices with the last one's,
+	// which DeepEqual does not walk.
+	return st == nil || reflect.DeepEqual(*st, s.st)
+}
+
 // writeStatus writes the translator's status into every object whose
 // status differs from it, and the annotations and finalizers that go with
-// it. It returns how many writes it made.
-func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *translate.Output) (int, error) {
+// it. Routes, which can be many, are compared only when their status may
+// have changed: the route changed since its status was last found right or
+// written, or what the translator says of it did. It makes at most
+// r.statusBatch writes; more is true when it left some for the next
+// reconcile.
+func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *translate.Output) (more bool, err error) {
 	now := metav1.Now()
 	var writes []write
 
@@ -53,16 +100,15 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 			continue
 		}
 		gc := &in.GatewayClasses[i]
-		writes = append(writes, write{obj: gc, status: true, apply: func(o client.Object) bool {
+		used := classUsed[gc.Name]
+		writes = append(writes, write{obj: gc, steps: []change{{status: true, apply: func(o client.Object) bool {
 			c := o.(*gatewayv1.GatewayClass)
 			want := gatewayv1.GatewayClassStatus{
 				Conditions:        conditions(st.Conditions, c.Status.Conditions, c.Generation, now),
 				SupportedFeatures: supportedFeatures(st.SupportedFeatures),
 			}
 			return setIfDifferent(&c.Status, want)
-		}})
-		used := classUsed[gc.Name]
-		writes = append(writes, write{obj: gc, apply: func(o client.Object) bool {
+		}}, {apply: func(o client.Object) bool {
 			has := slices.Contains(o.GetFinalizers(), GatewayClassFinalizer)
 			switch {
 			case used && !has && o.GetDeletionTimestamp() == nil:
@@ -73,7 +119,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 				return true
 			}
 			return false
-		}})
+		}}}})
 	}
 
 	for _, st := range out.Status.Gateways {
@@ -81,7 +127,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		if i < 0 {
 			continue
 		}
-		writes = append(writes, write{obj: &in.Gateways[i], status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{obj: &in.Gateways[i], steps: []change{{status: true, apply: func(o client.Object) bool {
 			gw := o.(*gatewayv1.Gateway)
 			want := gatewayv1.GatewayStatus{
 				Addresses:  st.Addresses,
@@ -100,29 +146,52 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 				})
 			}
 			return setIfDifferent(&gw.Status, want)
-		}})
+		}}}})
 	}
 
-	routes := map[string]*translate.RouteStatus{}
+	others := len(writes)
+	routes := make(map[objectKey]*translate.RouteStatus, len(out.Status.Routes))
 	for i := range out.Status.Routes {
 		st := &out.Status.Routes[i]
-		routes[st.Kind+"/"+st.Namespace+"/"+st.Name] = st
+		routes[objectKey{st.Kind, st.Namespace, st.Name}] = st
 	}
+	if r.routes == nil {
+		r.routes = map[objectKey]routeSeen{}
+	}
+	var (
+		seenMu  sync.Mutex
+		present int // routes of the input that r.routes holds
+	)
 	addRoute := func(kind string, route client.Object, status func(client.Object) *gatewayv1.RouteStatus) {
-		st := routes[kind+"/"+route.GetNamespace()+"/"+route.GetName()]
-		if st == nil && !hasOurParents(status(route).Parents) && route.GetAnnotations()[AssignedDomainNameAnnotation] == "" {
-			return // never ours
-		}
-		writes = append(writes, write{obj: route, status: true, apply: func(o client.Object) bool {
-			have := status(o)
-			return setIfDifferent(have, routeStatus(st, *have, o.GetGeneration(), now))
-		}})
+		k := objectKey{kind, route.GetNamespace(), route.GetName()}
+		st := routes[k]
 		domains := ""
 		if st != nil {
 			domains = strings.Join(st.DNSNames, ",")
 		}
-		writes = append(writes, write{obj: route, apply: func(o client.Object) bool {
+		seen, ok := r.routes[k]
+		if ok {
+			present++
+			if seen.unchanged(route.GetResourceVersion(), st, domains) {
+				return
+			}
+		}
+		if st == nil && !hasOurParents(status(route).Parents) && route.GetAnnotations()[AssignedDomainNameAnnotation] == "" {
+			return // never ours
+		}
+		writes = append(writes, write{obj: route, steps: []change{{status: true, apply: func(o client.Object) bool {
+			have := status(o)
+			return setIfDifferent(have, routeStatus(st, *have, o.GetGeneration(), now))
+		}}, {apply: func(o client.Object) bool {
 			return setAnnotation(o, AssignedDomainNameAnnotation, domains)
+		}}}, done: func(before, after string) {
+			seen := routeSeen{versions: [2]string{before, after}, domains: domains}
+			if st != nil {
+				seen.st, seen.ours = *st, true
+			}
+			seenMu.Lock()
+			r.routes[k] = seen
+			seenMu.Unlock()
 		}})
 	}
 	for i := range in.HTTPRoutes {
@@ -134,17 +203,26 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 	for i := range in.TLSRoutes {
 		addRoute("TLSRoute", &in.TLSRoutes[i], func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.TLSRoute).Status.RouteStatus })
 	}
+	if len(r.routes) > present {
+		live := liveObjects(in)
+		maps.DeleteFunc(r.routes, func(k objectKey, _ routeSeen) bool { return !live[k] })
+	}
+	checked := len(writes) - others
 	for _, st := range out.Status.Policies {
 		i := slices.IndexFunc(in.AuthPolicies, func(p v1alpha1.AuthPolicy) bool { return p.Namespace == st.Namespace && p.Name == st.Name })
 		if i < 0 {
 			continue
 		}
-		writes = append(writes, write{obj: &in.AuthPolicies[i], status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{obj: &in.AuthPolicies[i], steps: []change{{status: true, apply: func(o client.Object) bool {
 			p := o.(*v1alpha1.AuthPolicy)
 			return setIfDifferent(&p.Status, policyStatus(st, p.Status, p.Generation, now))
-		}})
+		}}}})
 	}
-	return r.runWrites(ctx, writes)
+	r.mu.Lock()
+	r.stats.StatusChecked = checked
+	r.mu.Unlock()
+	_, more, err = r.runWrites(ctx, writes, r.statusBatch)
+	return more, err
 }
 
 // policyStatus is an AuthPolicy's status as st says, keeping each
@@ -168,28 +246,38 @@ func policyStatus(st translate.PolicyStatus, have gatewayv1.PolicyStatus, genera
 }
 
 // runWrites makes the writes that change something, statusWorkers at a
-// time, retrying each on conflict against a fresh read.
-func (r *Reconciler) runWrites(ctx context.Context, writes []write) (int, error) {
+// time, retrying each on conflict against a fresh read, and returns how
+// many writes it made. With limit > 0 it starts at most limit of them;
+// more is true when it left some.
+func (r *Reconciler) runWrites(ctx context.Context, writes []write, limit int) (n int, more bool, err error) {
 	var (
-		mu    sync.Mutex
-		n     int
-		errs  []error
-		wg    sync.WaitGroup
-		slots = make(chan struct{}, statusWorkers)
+		mu      sync.Mutex
+		errs    []error
+		wg      sync.WaitGroup
+		slots   = make(chan struct{}, statusWorkers)
+		started int
 	)
 	for _, w := range writes {
-		if !w.apply(w.obj.DeepCopyObject().(client.Object)) {
-			continue // the common case: nothing to write, no goroutine
+		if !w.changes(w.obj.DeepCopyObject().(client.Object)) {
+			// The common case: nothing to write, no goroutine.
+			if w.done != nil {
+				rv := w.obj.GetResourceVersion()
+				w.done(rv, rv)
+			}
+			continue
 		}
+		if limit > 0 && started == limit {
+			more = true
+			break
+		}
+		started++
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
 			wrote, err := r.writeOne(ctx, w)
 			mu.Lock()
 			defer mu.Unlock()
-			if wrote {
-				n++
-			}
+			n += wrote
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -197,37 +285,59 @@ func (r *Reconciler) runWrites(ctx context.Context, writes []write) (int, error)
 	}
 	wg.Wait()
 	r.countWrites(n)
-	return n, errors.Join(errs...)
+	return n, more, errors.Join(errs...)
 }
 
-// writeOne makes one write, retrying on conflict with a fresh copy.
-func (r *Reconciler) writeOne(ctx context.Context, w write) (bool, error) {
+// changes applies every change of w to obj and reports whether any
+// changed it.
+func (w write) changes(obj client.Object) bool {
+	changed := false
+	for _, c := range w.steps {
+		changed = c.apply(obj) || changed
+	}
+	return changed
+}
+
+// writeOne makes w's changes, retrying on conflict with a fresh copy, and
+// returns how many writes it made.
+func (r *Reconciler) writeOne(ctx context.Context, w write) (int, error) {
 	obj := w.obj
+	n := 0
 	for attempt := 0; ; attempt++ {
 		cur := obj.DeepCopyObject().(client.Object)
-		if !w.apply(cur) {
-			return false, nil
-		}
+		before := cur.GetResourceVersion()
 		var err error
-		if w.status {
-			err = r.kube.Status().Update(ctx, cur)
-		} else {
-			err = r.kube.Update(ctx, cur)
+		for _, c := range w.steps {
+			if !c.apply(cur) {
+				continue
+			}
+			if c.status {
+				err = r.kube.Status().Update(ctx, cur)
+			} else {
+				err = r.kube.Update(ctx, cur)
+			}
+			if err != nil {
+				break
+			}
+			n++
 		}
 		switch {
 		case err == nil:
-			return true, nil
+			if w.done != nil {
+				w.done(before, cur.GetResourceVersion())
+			}
+			return n, nil
 		case apierrors.IsNotFound(err):
-			return false, nil // deleted meanwhile; its status is moot
+			return n, nil // deleted meanwhile; its status is moot
 		case !apierrors.IsConflict(err) || attempt == 4:
-			return false, fmt.Errorf("updating %T %s/%s: %w", cur, cur.GetNamespace(), cur.GetName(), err)
+			return n, fmt.Errorf("updating %T %s/%s: %w", cur, cur.GetNamespace(), cur.GetName(), err)
 		}
 		fresh := obj.DeepCopyObject().(client.Object)
 		if err := r.reader.Get(ctx, client.ObjectKeyFromObject(obj), fresh); err != nil {
 			if apierrors.IsNotFound(err) {
-				return false, nil
+				return n, nil
 			}
-			return false, err
+			return n, err
 		}
 		obj = fresh
 	}

@@ -2,48 +2,90 @@ package kubernetes
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"maps"
 	"slices"
+	"sort"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
-	"trellis.dev/trellis/internal/translate"
 )
 
+// digest is the hash of an object's stored form (model.Encode), what the
+// diff compares.
+type digest = [sha256.Size]byte
+
 // send makes the control plane hold exactly out's objects of ours, sending
-// only the difference from what it last sent, in one transaction. sent is
-// false when nothing differed, so nothing was sent. After a failure the
-// record of what was sent is dropped and re-read from the server next time,
-// since the failure may have left it unknown.
-func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64, sent bool, err error) {
+// only the difference from what it last sent, in one transaction. changed,
+// when not nil, names by model.Key every object of out that may differ from
+// what was last sent, or be new or gone since (translate.Output.Changed
+// and what the controller changed after translating): only those are
+// encoded and compared. Nil compares every object, as does the first send
+// after (re)reading what the control plane holds. sent is false when
+// nothing differed, so nothing was sent. After a failure the record of
+// what was sent is dropped and re-read from the server next time, since
+// the failure may have left it unknown.
+func (r *Reconciler) send(ctx context.Context, out *model.Objects, changed map[string]bool) (rev int64, sent bool, err error) {
 	if r.sent == nil {
 		if err := r.seed(ctx); err != nil {
 			return 0, false, err
 		}
+		changed = nil
 	}
-	desired := map[string]model.Object{}
-	for _, obj := range out.Each() {
-		desired[key(obj)] = obj
-	}
-	var req api.TxnRequest
-	encoded := make(map[string][]byte, len(desired))
-	for _, k := range slices.Sorted(maps.Keys(desired)) {
-		obj := desired[k]
+	var (
+		req     api.TxnRequest
+		digests map[string]digest // the new record: whole, or what changed
+		deletes []string
+		encoded int
+	)
+	put := func(k string, obj model.Object) error {
 		b, err := model.Encode(obj)
 		if err != nil {
-			return 0, false, err
+			return err
 		}
-		encoded[k] = b
-		if string(r.sent[k]) == string(b) {
-			continue
+		encoded++
+		d := sha256.Sum256(b)
+		digests[k] = d
+		if prev, ok := r.sent[k]; !ok || prev != d {
+			req.Puts.Add(obj)
 		}
-		req.Puts.Add(obj)
+		return nil
 	}
-	for _, k := range slices.Sorted(maps.Keys(r.sent)) {
-		if _, ok := desired[k]; ok {
-			continue
+	if changed == nil {
+		digests = make(map[string]digest, out.Len())
+		for _, obj := range objects(out) {
+			if err := put(key(obj), obj); err != nil {
+				return 0, false, err
+			}
 		}
+		for k := range r.sent {
+			if _, ok := digests[k]; !ok {
+				deletes = append(deletes, k)
+			}
+		}
+	} else {
+		digests = make(map[string]digest, len(changed))
+		for _, k := range slices.Sorted(maps.Keys(changed)) { // a request in one order every time
+			obj, err := find(out, k)
+			if err != nil {
+				return 0, false, err
+			}
+			if obj != nil {
+				err = put(k, obj)
+			} else if _, ok := r.sent[k]; ok {
+				deletes = append(deletes, k)
+			}
+			if err != nil {
+				return 0, false, err
+			}
+		}
+	}
+	r.mu.Lock()
+	r.stats.Encoded = encoded
+	r.mu.Unlock()
+	slices.Sort(deletes)
+	for _, k := range deletes {
 		kind, name, err := model.ParseKey(k)
 		if err != nil {
 			return 0, false, err
@@ -52,6 +94,9 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 	}
 	puts := req.Puts.Len()
 	if len(req.Deletes) == 0 && puts == 0 {
+		if changed == nil {
+			r.sent = digests
+		}
 		return 0, false, nil
 	}
 	res, err := r.cp.Txn(ctx, &req)
@@ -59,7 +104,14 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 		r.sent = nil
 		return 0, false, fmt.Errorf("sending %d puts and %d deletes to the control plane: %w", puts, len(req.Deletes), err)
 	}
-	r.sent = encoded
+	if changed == nil {
+		r.sent = digests
+	} else {
+		maps.Copy(r.sent, digests)
+		for _, k := range deletes {
+			delete(r.sent, k)
+		}
+	}
 	r.log.Info("control plane updated", "revision", res.Revision, "created", res.Created, "updated", res.Updated,
 		"deleted", res.Deleted, "unchanged", res.Unchanged)
 	return res.Revision, true, nil
@@ -70,7 +122,7 @@ func (r *Reconciler) send(ctx context.Context, out *translate.Output) (rev int64
 // publish and withdraw, and the objects the VPC Lattice API made that
 // API's, not the controller's to delete.
 func (r *Reconciler) seed(ctx context.Context) error {
-	sent := map[string][]byte{}
+	sent := map[string]digest{}
 	for _, kind := range model.Kinds {
 		if kind == model.KindPeer {
 			continue
@@ -89,7 +141,7 @@ func (r *Reconciler) seed(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			sent[key(obj)] = b
+			sent[key(obj)] = sha256.Sum256(b)
 		}
 	}
 	r.sent = sent
@@ -97,3 +149,61 @@ func (r *Reconciler) seed(ctx context.Context) error {
 }
 
 func key(obj model.Object) string { return model.Key(obj.ObjectKind(), obj.ObjectMeta().Name) }
+
+// objects returns every object of the kinds the controller sends.
+func objects(o *model.Objects) []model.Object {
+	all := make([]model.Object, 0, o.Len())
+	all = appendObjects(all, o.Networks)
+	all = appendObjects(all, o.Services)
+	all = appendObjects(all, o.TargetGroups)
+	all = appendObjects(all, o.Certificates)
+	all = appendObjects(all, o.WorkloadSets)
+	return appendObjects(all, o.Exports)
+}
+
+func appendObjects[T any, P interface {
+	*T
+	model.Object
+}](all []model.Object, list []T) []model.Object {
+	for i := range list {
+		all = append(all, P(&list[i]))
+	}
+	return all
+}
+
+// find returns the object of o with store key k, or nil when o has none.
+// o's lists of the kinds the controller sends must be sorted by name, as
+// the translator makes them (and Reconcile keeps the exports).
+func find(o *model.Objects, k string) (model.Object, error) {
+	kind, name, err := model.ParseKey(k)
+	if err != nil {
+		return nil, err
+	}
+	switch kind {
+	case model.KindServiceNetwork:
+		return findIn(o.Networks, name), nil
+	case model.KindService:
+		return findIn(o.Services, name), nil
+	case model.KindTargetGroup:
+		return findIn(o.TargetGroups, name), nil
+	case model.KindCertificate:
+		return findIn(o.Certificates, name), nil
+	case model.KindWorkloadSet:
+		return findIn(o.WorkloadSets, name), nil
+	case model.KindServiceExport:
+		return findIn(o.Exports, name), nil
+	}
+	return nil, nil
+}
+
+// findIn returns the object named name of list, sorted by name, or nil.
+func findIn[T any, P interface {
+	*T
+	model.Object
+}](list []T, name string) model.Object {
+	i := sort.Search(len(list), func(i int) bool { return P(&list[i]).ObjectMeta().Name >= name })
+	if i < len(list) && P(&list[i]).ObjectMeta().Name == name {
+		return P(&list[i])
+	}
+	return nil
+}
