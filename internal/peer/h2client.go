@@ -120,8 +120,23 @@ var (
 
 // h2Pool keeps the connections to each peer.
 type h2Pool struct {
-	c                                                *Client
 	readIdle, pingTimeout, writeTimeout, idleTimeout time.Duration
+	// dialer opens a connection to addr presenting cert; certificate is
+	// the certificate new connections present (nil: none, a target's).
+	dialer      func(ctx context.Context, addr string, cert *tls.Certificate) (net.Conn, error)
+	certificate func() *tls.Certificate
+	// scheme is the requests' :scheme.
+	scheme string
+	// spread is how many connections to an address requests spread over
+	// while each is busy; maxConns how many there may be while every one
+	// is full (its peer's SETTINGS_MAX_CONCURRENT_STREAMS).
+	spread, maxConns int
+	// headerTimeout bounds the wait for a response's head (0: none).
+	headerTimeout time.Duration
+	// replay sends a request whose stream was refused unprocessed again,
+	// on another connection, even after its body was read, when the
+	// body was small enough to keep (replayBody).
+	replay bool
 
 	mu    sync.Mutex
 	peers map[string]*h2Peer
@@ -144,15 +159,24 @@ type h2Dial struct {
 }
 
 func newH2Pool(c *Client) *h2Pool {
-	return &h2Pool{c: c, readIdle: h2ReadIdle, pingTimeout: h2PingTimeout, writeTimeout: h2WriteTimeout,
-		idleTimeout: h2IdleTimeout, peers: map[string]*h2Peer{}}
+	return &h2Pool{readIdle: h2ReadIdle, pingTimeout: h2PingTimeout, writeTimeout: h2WriteTimeout,
+		idleTimeout: h2IdleTimeout, peers: map[string]*h2Peer{},
+		dialer: func(ctx context.Context, addr string, cert *tls.Certificate) (net.Conn, error) {
+			return c.dial(ctx, "tcp", addr, cert)
+		},
+		certificate: c.id.Certificate, scheme: "https", spread: connsPerPeer, maxConns: connsPerPeer}
 }
 
 // get reserves a stream on a connection to addr: the least busy one that
 // presents the current certificate, a new one while every connection is
-// busy and there are fewer than connsPerPeer, else the least busy anyway.
+// busy and there are fewer than spread, else the least busy with a stream
+// free, else a new one while there are fewer than maxConns, else it waits
+// for a stream to end.
 func (p *h2Pool) get(ctx context.Context, addr string) (*h2Conn, error) {
-	cert := p.c.id.Certificate()
+	var cert *tls.Certificate
+	if p.certificate != nil {
+		cert = p.certificate()
+	}
 	for {
 		p.mu.Lock()
 		pp := p.peers[addr]
@@ -179,12 +203,12 @@ func (p *h2Pool) get(ctx context.Context, addr string) (*h2Conn, error) {
 				best = cc
 			}
 		}
-		if best != nil && (best.active.Load() == 0 || n+pp.dialing >= connsPerPeer) {
+		if best != nil && (best.active.Load() == 0 || n+pp.dialing >= p.spread) {
 			best.active.Add(1)
 			p.mu.Unlock()
 			return best, nil
 		}
-		if n+pp.dialing < connsPerPeer {
+		if n+pp.dialing < p.maxConns {
 			pp.dialing++
 			d := &h2Dial{done: make(chan struct{})}
 			pp.dial = d
@@ -229,7 +253,7 @@ func (p *h2Pool) get(ctx context.Context, addr string) (*h2Conn, error) {
 
 // dial opens a connection to addr presenting cert.
 func (p *h2Pool) dial(ctx context.Context, addr string, cert *tls.Certificate) (*h2Conn, error) {
-	nc, err := p.c.dial(ctx, "tcp", addr, cert)
+	nc, err := p.dialer(ctx, addr, cert)
 	if err != nil {
 		return nil, err
 	}
@@ -545,6 +569,19 @@ func (s *h2Stream) cancel(err error) {
 	s.removeAndUnlock(open, freed)
 }
 
+// cancelUnanswered cancels s for err if its response head has not come.
+func (s *h2Stream) cancelUnanswered(err error) {
+	cc := s.cc
+	cc.mu.Lock()
+	if s.head != nil || s.err != nil {
+		cc.mu.Unlock()
+		return
+	}
+	open := !s.removed && !s.reset
+	freed := s.abortLocked(err)
+	s.removeAndUnlock(open, freed)
+}
+
 // consumedLocked counts n bytes given back on the connection and returns
 // the WINDOW_UPDATE increment due, if any.
 func (cc *h2Conn) consumedLocked(n int) uint32 {
@@ -591,6 +628,15 @@ func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.Head
 		closeBody(r, bodyless)
 		return nil, err
 	}
+	var rb *replayBody
+	if p.replay && !bodyless {
+		// A copy of r whose body keeps what it read, to send again.
+		rb = newReplayBody(r.Body, r.ContentLength)
+		defer func() { rb.done() }()
+		r2 := *r
+		r2.Body = rb
+		r = &r2
+	}
 	for attempt := 0; ; attempt++ {
 		cc, err := p.get(ctx, addr)
 		if err != nil {
@@ -599,6 +645,18 @@ func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.Head
 		}
 		resp, err, untouched := cc.roundTrip(ctx, r, addr, peerFields, bodyless)
 		var unsent *unsentError
+		if err != nil && attempt < 3 && ctx.Err() == nil && !untouched && errors.As(err, &unsent) && rb != nil {
+			// Refused before processing, after (some of) the body was
+			// sent: again on another connection, if the whole body was
+			// kept.
+			if again := rb.replay(); again != nil {
+				rb = again
+				r2 := *r
+				r2.Body = rb
+				r = &r2
+				continue
+			}
+		}
 		if err != nil && attempt < 3 && ctx.Err() == nil && (untouched || bodyless && errors.As(err, &unsent)) {
 			// Refused before processing on this connection (it is going
 			// away), the body not read yet: again, on another.
@@ -683,7 +741,7 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 
 	cc.hbuf.Reset()
 	cc.encode(":method", r.Method)
-	cc.encode(":scheme", "https")
+	cc.encode(":scheme", cc.pool.scheme)
 	cc.encode(":authority", authority)
 	cc.encode(":path", path)
 	cc.encodeHeader(r.Header, peerFields != nil)
@@ -722,6 +780,10 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 		go cc.writeBody(s, r, cl)
 	}
 
+	var timer *time.Timer
+	if d := cc.pool.headerTimeout; d > 0 {
+		timer = time.AfterFunc(d, func() { s.cancelUnanswered(errHeaderTimeout) })
+	}
 	cc.mu.Lock()
 	for s.head == nil && s.err == nil {
 		cc.mu.Unlock()
@@ -730,6 +792,9 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 	}
 	resp, err := s.head, s.err
 	cc.mu.Unlock()
+	if timer != nil {
+		timer.Stop()
+	}
 	if resp == nil {
 		s.stop()
 		return nil, err, false
