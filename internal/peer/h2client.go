@@ -628,13 +628,13 @@ func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.Head
 		closeBody(r, bodyless)
 		return nil, err
 	}
-	var rb *replayBody
+	var rb *replaySource
 	if p.replay && !bodyless {
 		// A copy of r whose body keeps what it read, to send again.
-		rb = newReplayBody(r.Body, r.ContentLength)
-		defer func() { rb.done() }()
+		rb = newReplaySource(r.Body)
+		defer rb.done()
 		r2 := *r
-		r2.Body = rb
+		r2.Body = rb.cur
 		r = &r2
 	}
 	for attempt := 0; ; attempt++ {
@@ -649,10 +649,9 @@ func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.Head
 			// Refused before processing, after (some of) the body was
 			// sent: again on another connection, if the whole body was
 			// kept.
-			if again := rb.replay(); again != nil {
-				rb = again
+			if body := rb.replay(ctx); body != nil {
 				r2 := *r
-				r2.Body = rb
+				r2.Body = body
 				r = &r2
 				continue
 			}

@@ -8,7 +8,6 @@ package peer
 // its HEADERS and one read loop per connection (see h2client.go).
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -136,74 +135,152 @@ const maxReplay = 64 << 10
 
 var replayPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
-// replayBody is a request body that keeps what it read, up to maxReplay
-// bytes, so that a request refused unprocessed can be sent again.
-type replayBody struct {
+// replaySource is a request body that keeps what it read, up to
+// maxReplay bytes, so that a request refused unprocessed can be sent
+// again: each attempt reads it through its own replayBody, which reads
+// what was kept, then the rest of the body. Closing an attempt's body
+// leaves the body open for the next attempt (the read under way, if
+// any, is left to end, as the client's body arrives or its request
+// ends) until done says no attempt comes.
+type replaySource struct {
 	rc io.ReadCloser
-	cl int64 // the declared length, -1 unknown
 
-	mu   sync.Mutex
-	kept *[]byte // nil once given up
-	n    int64   // bytes read
-	eof  bool
+	mu      sync.Mutex
+	kept    *[]byte // nil once given up, or freed
+	eof     bool
+	reading bool // a read of rc is under way
+	final   bool // done: no other attempt comes
+	broken  bool // rc was closed
+	cur     *replayBody
+	changed chan struct{} // closed when an attempt's body closes or a read ends
 }
 
-func newReplayBody(rc io.ReadCloser, cl int64) *replayBody {
-	if cl == 0 {
-		cl = -1
-	}
-	b := &replayBody{rc: rc, cl: cl}
-	if cl <= maxReplay {
-		b.kept = replayPool.Get().(*[]byte)
-	}
-	return b
+// replayBody is one attempt's view of a replaySource.
+type replayBody struct {
+	src    *replaySource
+	pos    int // in kept
+	closed bool
+}
+
+func newReplaySource(rc io.ReadCloser) *replaySource {
+	src := &replaySource{rc: rc, kept: replayPool.Get().(*[]byte), changed: make(chan struct{})}
+	src.cur = &replayBody{src: src}
+	return src
+}
+
+// signalLocked wakes replay.
+func (src *replaySource) signalLocked() {
+	close(src.changed)
+	src.changed = make(chan struct{})
 }
 
 func (b *replayBody) Read(p []byte) (int, error) {
-	n, err := b.rc.Read(p)
-	b.mu.Lock()
-	b.n += int64(n)
-	if b.kept != nil {
-		if len(*b.kept)+n > maxReplay {
-			b.releaseLocked()
+	src := b.src
+	src.mu.Lock()
+	if b.closed {
+		src.mu.Unlock()
+		return 0, errBodyClosed
+	}
+	if src.kept != nil && b.pos < len(*src.kept) {
+		n := copy(p, (*src.kept)[b.pos:])
+		b.pos += n
+		if src.final && b.pos == len(*src.kept) {
+			src.releaseLocked()
+		}
+		src.mu.Unlock()
+		return n, nil
+	}
+	if src.eof {
+		src.mu.Unlock()
+		return 0, io.EOF
+	}
+	src.reading = true
+	src.mu.Unlock()
+	n, err := src.rc.Read(p)
+	src.mu.Lock()
+	src.reading = false
+	if src.kept != nil {
+		if len(*src.kept)+n > maxReplay || src.final {
+			src.releaseLocked()
 		} else {
-			*b.kept = append(*b.kept, p[:n]...)
+			*src.kept = append(*src.kept, p[:n]...)
+			b.pos = len(*src.kept)
 		}
 	}
 	if err == io.EOF {
-		b.eof = true
+		src.eof = true
 	}
-	b.mu.Unlock()
+	src.signalLocked()
+	src.mu.Unlock()
 	return n, err
 }
 
-func (b *replayBody) Close() error { return b.rc.Close() }
-
-func (b *replayBody) releaseLocked() {
-	if b.kept != nil {
-		*b.kept = (*b.kept)[:0]
-		replayPool.Put(b.kept)
-		b.kept = nil
-	}
-}
-
-// done frees what b kept: the request will not be sent again.
-func (b *replayBody) done() {
-	b.mu.Lock()
-	b.releaseLocked()
-	b.mu.Unlock()
-}
-
-// replay returns a body to send again, reading what b kept, or nil when b
-// did not keep its whole body.
-func (b *replayBody) replay() *replayBody {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.kept == nil || !(b.eof || b.cl >= 0 && b.n == b.cl) {
+func (b *replayBody) Close() error {
+	src := b.src
+	src.mu.Lock()
+	if b.closed {
+		src.mu.Unlock()
 		return nil
 	}
-	// What was kept stays with the new body's reader (not pooled again).
-	saved := *b.kept
-	b.kept = nil
-	return newReplayBody(io.NopCloser(bytes.NewReader(saved)), b.cl)
+	b.closed = true
+	src.signalLocked()
+	closeNow := src.final && !src.broken
+	if closeNow {
+		src.broken = true
+	}
+	src.mu.Unlock()
+	if closeNow {
+		return src.rc.Close()
+	}
+	return nil
+}
+
+func (src *replaySource) releaseLocked() {
+	if src.kept != nil {
+		*src.kept = (*src.kept)[:0]
+		replayPool.Put(src.kept)
+		src.kept = nil
+	}
+}
+
+// done says no other attempt comes: what was kept is freed once the
+// attempt read it, and the body closes with the attempt's.
+func (src *replaySource) done() {
+	src.mu.Lock()
+	src.final = true
+	if src.kept != nil && src.cur.pos == len(*src.kept) {
+		src.releaseLocked()
+	}
+	closeNow := src.cur.closed && !src.broken
+	if closeNow {
+		src.broken = true
+	}
+	src.mu.Unlock()
+	if closeNow {
+		src.rc.Close()
+	}
+}
+
+// replay returns the body of another attempt, once the last attempt's
+// body was closed and its read ended, or nil when there can be none: more
+// than maxReplay bytes read, or ctx ended.
+func (src *replaySource) replay(ctx context.Context) *replayBody {
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	for !src.cur.closed || src.reading {
+		ch := src.changed
+		src.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			src.mu.Lock()
+			return nil
+		}
+		src.mu.Lock()
+	}
+	if src.broken || src.kept == nil {
+		return nil
+	}
+	src.cur = &replayBody{src: src}
+	return src.cur
 }
