@@ -113,6 +113,9 @@ func (e *streamError) Error() string {
 var (
 	errBodyClosed = errors.New("peer response body closed")
 	errGoneAway   = &unsentError{"the connection is going away"}
+	// errConnFull is a stream not opened: the connection had as many as
+	// the peer allows.
+	errConnFull = &unsentError{"the connection is full"}
 	// errStreamEnded stops a request body the peer no longer wants: it
 	// sent its whole response and RST_STREAM(NO_ERROR).
 	errStreamEnded = errors.New("peer ended the stream")
@@ -133,6 +136,10 @@ type h2Pool struct {
 	spread, maxConns int
 	// headerTimeout bounds the wait for a response's head (0: none).
 	headerTimeout time.Duration
+	// awaitSettings waits for a new connection's first SETTINGS before
+	// it takes streams: a peer allowing fewer than h2DefaultStreams
+	// would refuse the streams above its limit.
+	awaitSettings bool
 	// replay sends a request whose stream was refused unprocessed again,
 	// on another connection, even after its body was read, when the
 	// body was small enough to keep (replayBody).
@@ -257,14 +264,31 @@ func (p *h2Pool) dial(ctx context.Context, addr string, cert *tls.Certificate) (
 	if err != nil {
 		return nil, err
 	}
-	return p.newConn(nc, addr, cert)
+	cc, err := p.newConn(nc, addr, cert)
+	if err != nil || !p.awaitSettings {
+		return cc, err
+	}
+	timer := time.NewTimer(p.writeTimeout)
+	defer timer.Stop()
+	select {
+	case <-cc.settings:
+		return cc, nil
+	case <-cc.done:
+		err = fmt.Errorf("%s: connection ended before its SETTINGS: %w", addr, cc.err)
+	case <-timer.C:
+		err = fmt.Errorf("%s: no SETTINGS within %v", addr, p.writeTimeout)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	cc.close(err)
+	return nil, err
 }
 
 // newConn starts HTTP/2 on nc, a connection to addr presenting cert.
 func (p *h2Pool) newConn(nc net.Conn, addr string, cert *tls.Certificate) (*h2Conn, error) {
 	cc := &h2Conn{pool: p, addr: addr, nc: nc, cert: cert, streams: map[uint32]*h2Stream{}, nextID: 1,
 		sendWindow: h2Initial, initialSendWindow: h2Initial, maxFrame: 16 << 10, recvWindow: h2ConnWindow,
-		done: make(chan struct{}), lower: map[string]string{}, canonical: map[string]string{}}
+		done: make(chan struct{}), settings: make(chan struct{}), lower: map[string]string{}, canonical: map[string]string{}}
 	cc.cond.L = &cc.mu
 	cc.maxStreams.Store(h2DefaultStreams)
 	cc.bw = bufio.NewWriterSize(nc, 32<<10)
@@ -342,6 +366,9 @@ func (p *h2Pool) released(cc *h2Conn) {
 	if pp := p.peers[cc.addr]; pp != nil {
 		pp.wake()
 	}
+	// Again under the lock, which get holds to reserve a stream: a
+	// connection just given a stream is not closed under it.
+	left = cc.active.Load()
 	closeNow := left == 0 && cc.unusable.Load()
 	if left == 0 {
 		cc.idleSince.Store(time.Now().UnixNano())
@@ -424,6 +451,9 @@ type h2Conn struct {
 	err                     error
 	done                    chan struct{}
 	closeOnce               sync.Once
+	// settings is closed when the peer's first SETTINGS came.
+	settings     chan struct{}
+	seenSettings bool
 }
 
 // startWrite and endWrite frame a write under wmu: endWrite flushes,
@@ -637,6 +667,7 @@ func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.Head
 		r2.Body = rb.cur
 		r = &r2
 	}
+	full := 0 // attempts on connections found full
 	for attempt := 0; ; attempt++ {
 		cc, err := p.get(ctx, addr)
 		if err != nil {
@@ -644,6 +675,16 @@ func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.Head
 			return nil, err
 		}
 		resp, err, untouched := cc.roundTrip(ctx, r, addr, peerFields, bodyless)
+		if err == errConnFull && full < 100 {
+			full++
+			attempt--
+			if rb != nil {
+				r2 := *r
+				r2.Body = rb.again()
+				r = &r2
+			}
+			continue
+		}
 		var unsent *unsentError
 		if err != nil && attempt < 3 && ctx.Err() == nil && !untouched && errors.As(err, &unsent) && rb != nil {
 			// Refused before processing, after (some of) the body was
@@ -659,6 +700,13 @@ func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.Head
 		if err != nil && attempt < 3 && ctx.Err() == nil && (untouched || bodyless && errors.As(err, &unsent)) {
 			// Refused before processing on this connection (it is going
 			// away), the body not read yet: again, on another.
+			if untouched && rb != nil {
+				// A body of its own: the stream may still close the
+				// last one's.
+				r2 := *r
+				r2.Body = rb.again()
+				r = &r2
+			}
 			continue
 		}
 		if err != nil && untouched {
@@ -731,6 +779,16 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 		cc.pool.released(cc)
 		return nil, errGoneAway, true
 	}
+	if uint32(len(cc.streams)) >= cc.maxStreams.Load() {
+		// The peer's SETTINGS lowered its limit after get reserved
+		// this stream: its ACK went out, so a stream above the limit
+		// would be an error now. Another connection, or a wait.
+		cc.mu.Unlock()
+		cc.wmu.Unlock()
+		cc.active.Add(-1)
+		cc.pool.released(cc)
+		return nil, errConnFull, true
+	}
 	s.id = cc.nextID
 	cc.nextID += 2
 	s.sendWindow = cc.initialSendWindow
@@ -758,8 +816,19 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 	if cl > 0 || cl == 0 && (r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch) {
 		cc.encode("content-length", strconv.FormatInt(cl, 10))
 	}
+	blockLen := cc.hbuf.Len()
 	err := cc.writeBlock(s.id, bodyless, maxFrame)
 	cc.wmu.Unlock()
+	if err != nil && errors.Is(err, net.ErrClosed) && blockLen < h2MaxFrame {
+		// This side closed the connection (a GOAWAY, idle) before the
+		// one write of the request's head: none of it left. (Its body
+		// is not closed: it goes on another connection.)
+		cc.mu.Lock()
+		s.writing = false
+		cc.mu.Unlock()
+		s.cancel(errGoneAway)
+		return nil, errGoneAway, true
+	}
 	if err != nil {
 		// The connection broke: whether the peer read the request is
 		// unknown.
@@ -1371,6 +1440,10 @@ func (cc *h2Conn) handleSettings(f *http2.SettingsFrame) error {
 		}
 		return nil
 	})
+	if err == nil && !cc.seenSettings {
+		cc.seenSettings = true
+		close(cc.settings)
+	}
 	cc.mu.Unlock()
 	if err != nil {
 		return err

@@ -53,7 +53,7 @@ type TargetTransport struct {
 func NewTargetTransport(o TargetOptions) *TargetTransport {
 	p := &h2Pool{readIdle: h2ReadIdle, pingTimeout: h2PingTimeout, writeTimeout: h2WriteTimeout,
 		idleTimeout: h2IdleTimeout, peers: map[string]*h2Peer{}, scheme: "http",
-		spread: connsPerPeer, maxConns: targetMaxConns, headerTimeout: o.ResponseHeaderTimeout, replay: true}
+		spread: connsPerPeer, maxConns: targetMaxConns, headerTimeout: o.ResponseHeaderTimeout, replay: true, awaitSettings: true}
 	if o.IdleTimeout > 0 {
 		p.idleTimeout = o.IdleTimeout
 	}
@@ -259,6 +259,17 @@ func (src *replaySource) done() {
 	if closeNow {
 		src.rc.Close()
 	}
+}
+
+// again returns the body of another attempt after one whose stream never
+// started its body: the last attempt's body is left, closed (its Close
+// does nothing).
+func (src *replaySource) again() *replayBody {
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	src.cur.closed = true
+	src.cur = &replayBody{src: src, pos: src.cur.pos}
+	return src.cur
 }
 
 // replay returns the body of another attempt, once the last attempt's
