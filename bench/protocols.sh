@@ -20,7 +20,8 @@
 # BENCH_HOLD=1 starts everything, prints the processes and ports and holds
 # (no rounds), for profiling by hand.
 #
-# Usage: [TRELLIS_BIN=path] [BENCH_PORT_BASE=n] [BENCH_NO_DOC=1] bench/protocols.sh [ROUNDS] [SECONDS]
+# Usage: [TRELLIS_BIN=path] [BENCH_PORT_BASE=n] [BENCH_NO_DOC=1] [BENCH_TESTS="grpc-unary ..."]
+#        [BENCH_PROTOS="trellis ..."] bench/protocols.sh [ROUNDS] [SECONDS]
 # (defaults 5 5). Installs Debian's nghttp2-client (h2load) if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -122,8 +123,8 @@ grpc_backend=$!
 
 tls_port() { case $1 in trellis) echo $P_TRELLIS_TLS;; nginx) echo $P_NGINX_TLS;; haproxy) echo $P_HAPROXY_TLS;; esac; }
 grpc_port() { case $1 in trellis) echo $P_TRELLIS_GRPC;; nginx) echo $P_NGINX_GRPC;; haproxy) echo $P_HAPROXY_GRPC;; esac; }
-protos="trellis nginx haproxy"
-tests="tls-new tls-resumed https h2 grpc-unary grpc-stream"
+protos=${BENCH_PROTOS:-"trellis nginx haproxy"}
+tests=${BENCH_TESTS:-"tls-new tls-resumed https h2 grpc-unary grpc-stream"}
 
 # Each contender must serve every protocol before the rounds.
 for name in $protos; do

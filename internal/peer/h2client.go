@@ -915,6 +915,14 @@ func (cc *h2Conn) encodeHeader(h http.Header, dropPeer bool) {
 			}
 			continue
 		}
+		if name == "x-trellis-request-id" {
+			// New with every request: indexed, each would evict a
+			// field that repeats.
+			for _, v := range vs {
+				cc.henc.WriteField(hpack.HeaderField{Name: name, Value: v, Sensitive: true})
+			}
+			continue
+		}
 		for _, v := range vs {
 			cc.encode(name, v)
 		}
