@@ -504,6 +504,9 @@ type h2Stream struct {
 	writing bool
 	err     error
 	trailer http.Header
+	// headerTimer bounds the wait for the response head (guarded by
+	// cc.mu).
+	headerTimer *time.Timer
 	// reqBodyClosed guards closing the request body, which ending the
 	// stream does to stop its writer's read.
 	reqBodyClosed atomic.Bool
@@ -597,6 +600,21 @@ func (s *h2Stream) cancel(err error) {
 	open := !s.removed && !s.reset
 	freed := s.abortLocked(err)
 	s.removeAndUnlock(open, freed)
+}
+
+// startHeaderTimer gives the response head the pool's headerTimeout, once
+// the whole request was sent (as net/http's transport does), if it has
+// not come yet.
+func (s *h2Stream) startHeaderTimer() {
+	d := s.cc.pool.headerTimeout
+	if d <= 0 {
+		return
+	}
+	s.cc.mu.Lock()
+	if s.head == nil && s.err == nil {
+		s.headerTimer = time.AfterFunc(d, func() { s.cancelUnanswered(errHeaderTimeout) })
+	}
+	s.cc.mu.Unlock()
 }
 
 // cancelUnanswered cancels s for err if its response head has not come.
@@ -848,9 +866,8 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 		go cc.writeBody(s, r, cl)
 	}
 
-	var timer *time.Timer
-	if d := cc.pool.headerTimeout; d > 0 {
-		timer = time.AfterFunc(d, func() { s.cancelUnanswered(errHeaderTimeout) })
+	if bodyless {
+		s.startHeaderTimer()
 	}
 	cc.mu.Lock()
 	for s.head == nil && s.err == nil {
@@ -859,10 +876,10 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 		cc.mu.Lock()
 	}
 	resp, err := s.head, s.err
-	cc.mu.Unlock()
-	if timer != nil {
-		timer.Stop()
+	if s.headerTimer != nil {
+		s.headerTimer.Stop()
 	}
+	cc.mu.Unlock()
 	if resp == nil {
 		s.stop()
 		return nil, err, false
@@ -979,6 +996,9 @@ func (cc *h2Conn) writeBody(s *h2Stream, r *http.Request, cl int64) {
 	}
 	if err == nil && !ended {
 		err = cc.writeEnd(s, r.Trailer)
+	}
+	if err == nil {
+		s.startHeaderTimer()
 	}
 	if err != nil {
 		cc.mu.Lock()

@@ -169,3 +169,30 @@ func TestTargetTransportFullDuplexTrailers(t *testing.T) {
 		t.Errorf("trailer Grpc-Status %q, want 7 (trailers %v)", got, resp.Trailer)
 	}
 }
+
+// The response head's timeout runs from the end of the request, not its
+// head: a request body slower than the timeout is not cut short.
+func TestTargetTransportHeaderTimeoutAfterBody(t *testing.T) {
+	srv := h2cServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	})
+	tt := newTarget(t, TargetOptions{ResponseHeaderTimeout: 100 * time.Millisecond})
+	pr, pw := io.Pipe()
+	go func() {
+		for _, m := range []string{"slow ", "body"} {
+			time.Sleep(150 * time.Millisecond)
+			io.WriteString(pw, m)
+		}
+		pw.Close()
+	}()
+	resp, err := tt.RoundTrip(newRequest(t, context.Background(), http.MethodPost, srv.URL+"/", pr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != "slow body" {
+		t.Fatalf("%q, %v", b, err)
+	}
+}
