@@ -26,9 +26,10 @@
 # (no rounds), for profiling by hand.
 #
 # Usage: [TRELLIS_BIN=path] [BENCH_PORT_BASE=n] [BENCH_NO_DOC=1] [BENCH_TESTS="tls-new https ..."]
-#   bench/protocols.sh [ROUNDS] [SECONDS]
-# (defaults 5 5; BENCH_TESTS runs only those tests, and then writes no table
-# into docs/benchmarks.md). Installs Debian's nghttp2-client (h2load) if missing.
+#        [BENCH_PROTOS="trellis ..."] bench/protocols.sh [ROUNDS] [SECONDS]
+# (defaults 5 5; BENCH_TESTS runs only those tests and BENCH_PROTOS only those
+# proxies, and then no table is written into docs/benchmarks.md). Installs
+# Debian's nghttp2-client (h2load) if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
@@ -129,9 +130,9 @@ grpc_backend=$!
 
 tls_port() { case $1 in trellis) echo $P_TRELLIS_TLS;; nginx) echo $P_NGINX_TLS;; haproxy) echo $P_HAPROXY_TLS;; esac; }
 grpc_port() { case $1 in trellis) echo $P_TRELLIS_GRPC;; nginx) echo $P_NGINX_GRPC;; haproxy) echo $P_HAPROXY_GRPC;; esac; }
-protos="trellis nginx haproxy"
+protos=${BENCH_PROTOS:-trellis nginx haproxy}
 tests=${BENCH_TESTS:-tls-new tls-resumed tls-new-x25519 tls-resumed-x25519 https h2 grpc-unary grpc-stream}
-[ -z "${BENCH_TESTS:-}" ] || BENCH_NO_DOC=1
+[ -z "${BENCH_TESTS:-}${BENCH_PROTOS:-}" ] || BENCH_NO_DOC=1
 
 # Each contender must serve every protocol before the rounds.
 for name in $protos; do

@@ -113,6 +113,9 @@ func (e *streamError) Error() string {
 var (
 	errBodyClosed = errors.New("peer response body closed")
 	errGoneAway   = &unsentError{"the connection is going away"}
+	// errConnFull is a stream not opened: the connection had as many as
+	// the peer allows.
+	errConnFull = &unsentError{"the connection is full"}
 	// errStreamEnded stops a request body the peer no longer wants: it
 	// sent its whole response and RST_STREAM(NO_ERROR).
 	errStreamEnded = errors.New("peer ended the stream")
@@ -120,8 +123,27 @@ var (
 
 // h2Pool keeps the connections to each peer.
 type h2Pool struct {
-	c                                                *Client
 	readIdle, pingTimeout, writeTimeout, idleTimeout time.Duration
+	// dialer opens a connection to addr presenting cert; certificate is
+	// the certificate new connections present (nil: none, a target's).
+	dialer      func(ctx context.Context, addr string, cert *tls.Certificate) (net.Conn, error)
+	certificate func() *tls.Certificate
+	// scheme is the requests' :scheme.
+	scheme string
+	// spread is how many connections to an address requests spread over
+	// while each is busy; maxConns how many there may be while every one
+	// is full (its peer's SETTINGS_MAX_CONCURRENT_STREAMS).
+	spread, maxConns int
+	// headerTimeout bounds the wait for a response's head (0: none).
+	headerTimeout time.Duration
+	// awaitSettings waits for a new connection's first SETTINGS before
+	// it takes streams: a peer allowing fewer than h2DefaultStreams
+	// would refuse the streams above its limit.
+	awaitSettings bool
+	// replay sends a request whose stream was refused unprocessed again,
+	// on another connection, even after its body was read, when the
+	// body was small enough to keep (replayBody).
+	replay bool
 
 	mu    sync.Mutex
 	peers map[string]*h2Peer
@@ -144,15 +166,24 @@ type h2Dial struct {
 }
 
 func newH2Pool(c *Client) *h2Pool {
-	return &h2Pool{c: c, readIdle: h2ReadIdle, pingTimeout: h2PingTimeout, writeTimeout: h2WriteTimeout,
-		idleTimeout: h2IdleTimeout, peers: map[string]*h2Peer{}}
+	return &h2Pool{readIdle: h2ReadIdle, pingTimeout: h2PingTimeout, writeTimeout: h2WriteTimeout,
+		idleTimeout: h2IdleTimeout, peers: map[string]*h2Peer{},
+		dialer: func(ctx context.Context, addr string, cert *tls.Certificate) (net.Conn, error) {
+			return c.dial(ctx, "tcp", addr, cert)
+		},
+		certificate: c.id.Certificate, scheme: "https", spread: connsPerPeer, maxConns: connsPerPeer}
 }
 
 // get reserves a stream on a connection to addr: the least busy one that
 // presents the current certificate, a new one while every connection is
-// busy and there are fewer than connsPerPeer, else the least busy anyway.
+// busy and there are fewer than spread, else the least busy with a stream
+// free, else a new one while there are fewer than maxConns, else it waits
+// for a stream to end.
 func (p *h2Pool) get(ctx context.Context, addr string) (*h2Conn, error) {
-	cert := p.c.id.Certificate()
+	var cert *tls.Certificate
+	if p.certificate != nil {
+		cert = p.certificate()
+	}
 	for {
 		p.mu.Lock()
 		pp := p.peers[addr]
@@ -179,12 +210,12 @@ func (p *h2Pool) get(ctx context.Context, addr string) (*h2Conn, error) {
 				best = cc
 			}
 		}
-		if best != nil && (best.active.Load() == 0 || n+pp.dialing >= connsPerPeer) {
+		if best != nil && (best.active.Load() == 0 || n+pp.dialing >= p.spread) {
 			best.active.Add(1)
 			p.mu.Unlock()
 			return best, nil
 		}
-		if n+pp.dialing < connsPerPeer {
+		if n+pp.dialing < p.maxConns {
 			pp.dialing++
 			d := &h2Dial{done: make(chan struct{})}
 			pp.dial = d
@@ -229,18 +260,35 @@ func (p *h2Pool) get(ctx context.Context, addr string) (*h2Conn, error) {
 
 // dial opens a connection to addr presenting cert.
 func (p *h2Pool) dial(ctx context.Context, addr string, cert *tls.Certificate) (*h2Conn, error) {
-	nc, err := p.c.dial(ctx, "tcp", addr, cert)
+	nc, err := p.dialer(ctx, addr, cert)
 	if err != nil {
 		return nil, err
 	}
-	return p.newConn(nc, addr, cert)
+	cc, err := p.newConn(nc, addr, cert)
+	if err != nil || !p.awaitSettings {
+		return cc, err
+	}
+	timer := time.NewTimer(p.writeTimeout)
+	defer timer.Stop()
+	select {
+	case <-cc.settings:
+		return cc, nil
+	case <-cc.done:
+		err = fmt.Errorf("%s: connection ended before its SETTINGS: %w", addr, cc.err)
+	case <-timer.C:
+		err = fmt.Errorf("%s: no SETTINGS within %v", addr, p.writeTimeout)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	cc.close(err)
+	return nil, err
 }
 
 // newConn starts HTTP/2 on nc, a connection to addr presenting cert.
 func (p *h2Pool) newConn(nc net.Conn, addr string, cert *tls.Certificate) (*h2Conn, error) {
 	cc := &h2Conn{pool: p, addr: addr, nc: nc, cert: cert, streams: map[uint32]*h2Stream{}, nextID: 1,
 		sendWindow: h2Initial, initialSendWindow: h2Initial, maxFrame: 16 << 10, recvWindow: h2ConnWindow,
-		done: make(chan struct{}), lower: map[string]string{}, canonical: map[string]string{}}
+		done: make(chan struct{}), settings: make(chan struct{}), lower: map[string]string{}, canonical: map[string]string{}}
 	cc.cond.L = &cc.mu
 	cc.maxStreams.Store(h2DefaultStreams)
 	cc.bw = bufio.NewWriterSize(nc, 32<<10)
@@ -318,6 +366,9 @@ func (p *h2Pool) released(cc *h2Conn) {
 	if pp := p.peers[cc.addr]; pp != nil {
 		pp.wake()
 	}
+	// Again under the lock, which get holds to reserve a stream: a
+	// connection just given a stream is not closed under it.
+	left = cc.active.Load()
 	closeNow := left == 0 && cc.unusable.Load()
 	if left == 0 {
 		cc.idleSince.Store(time.Now().UnixNano())
@@ -400,6 +451,9 @@ type h2Conn struct {
 	err                     error
 	done                    chan struct{}
 	closeOnce               sync.Once
+	// settings is closed when the peer's first SETTINGS came.
+	settings     chan struct{}
+	seenSettings bool
 }
 
 // startWrite and endWrite frame a write under wmu: endWrite flushes,
@@ -450,6 +504,9 @@ type h2Stream struct {
 	writing bool
 	err     error
 	trailer http.Header
+	// headerTimer bounds the wait for the response head (guarded by
+	// cc.mu).
+	headerTimer *time.Timer
 	// reqBodyClosed guards closing the request body, which ending the
 	// stream does to stop its writer's read.
 	reqBodyClosed atomic.Bool
@@ -545,6 +602,34 @@ func (s *h2Stream) cancel(err error) {
 	s.removeAndUnlock(open, freed)
 }
 
+// startHeaderTimer gives the response head the pool's headerTimeout, once
+// the whole request was sent (as net/http's transport does), if it has
+// not come yet.
+func (s *h2Stream) startHeaderTimer() {
+	d := s.cc.pool.headerTimeout
+	if d <= 0 {
+		return
+	}
+	s.cc.mu.Lock()
+	if s.head == nil && s.err == nil {
+		s.headerTimer = time.AfterFunc(d, func() { s.cancelUnanswered(errHeaderTimeout) })
+	}
+	s.cc.mu.Unlock()
+}
+
+// cancelUnanswered cancels s for err if its response head has not come.
+func (s *h2Stream) cancelUnanswered(err error) {
+	cc := s.cc
+	cc.mu.Lock()
+	if s.head != nil || s.err != nil {
+		cc.mu.Unlock()
+		return
+	}
+	open := !s.removed && !s.reset
+	freed := s.abortLocked(err)
+	s.removeAndUnlock(open, freed)
+}
+
 // consumedLocked counts n bytes given back on the connection and returns
 // the WINDOW_UPDATE increment due, if any.
 func (cc *h2Conn) consumedLocked(n int) uint32 {
@@ -591,6 +676,16 @@ func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.Head
 		closeBody(r, bodyless)
 		return nil, err
 	}
+	var rb *replaySource
+	if p.replay && !bodyless {
+		// A copy of r whose body keeps what it read, to send again.
+		rb = newReplaySource(r.Body)
+		defer rb.done()
+		r2 := *r
+		r2.Body = rb.cur
+		r = &r2
+	}
+	full := 0 // attempts on connections found full
 	for attempt := 0; ; attempt++ {
 		cc, err := p.get(ctx, addr)
 		if err != nil {
@@ -598,10 +693,38 @@ func (p *h2Pool) roundTrip(r *http.Request, addr string, peerFields []hpack.Head
 			return nil, err
 		}
 		resp, err, untouched := cc.roundTrip(ctx, r, addr, peerFields, bodyless)
+		if err == errConnFull && full < 100 {
+			full++
+			attempt--
+			if rb != nil {
+				r2 := *r
+				r2.Body = rb.again()
+				r = &r2
+			}
+			continue
+		}
 		var unsent *unsentError
+		if err != nil && attempt < 3 && ctx.Err() == nil && !untouched && errors.As(err, &unsent) && rb != nil {
+			// Refused before processing, after (some of) the body was
+			// sent: again on another connection, if the whole body was
+			// kept.
+			if body := rb.replay(ctx); body != nil {
+				r2 := *r
+				r2.Body = body
+				r = &r2
+				continue
+			}
+		}
 		if err != nil && attempt < 3 && ctx.Err() == nil && (untouched || bodyless && errors.As(err, &unsent)) {
 			// Refused before processing on this connection (it is going
 			// away), the body not read yet: again, on another.
+			if untouched && rb != nil {
+				// A body of its own: the stream may still close the
+				// last one's.
+				r2 := *r
+				r2.Body = rb.again()
+				r = &r2
+			}
 			continue
 		}
 		if err != nil && untouched {
@@ -674,6 +797,16 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 		cc.pool.released(cc)
 		return nil, errGoneAway, true
 	}
+	if uint32(len(cc.streams)) >= cc.maxStreams.Load() {
+		// The peer's SETTINGS lowered its limit after get reserved
+		// this stream: its ACK went out, so a stream above the limit
+		// would be an error now. Another connection, or a wait.
+		cc.mu.Unlock()
+		cc.wmu.Unlock()
+		cc.active.Add(-1)
+		cc.pool.released(cc)
+		return nil, errConnFull, true
+	}
 	s.id = cc.nextID
 	cc.nextID += 2
 	s.sendWindow = cc.initialSendWindow
@@ -683,7 +816,7 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 
 	cc.hbuf.Reset()
 	cc.encode(":method", r.Method)
-	cc.encode(":scheme", "https")
+	cc.encode(":scheme", cc.pool.scheme)
 	cc.encode(":authority", authority)
 	cc.encode(":path", path)
 	cc.encodeHeader(r.Header, peerFields != nil)
@@ -701,8 +834,19 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 	if cl > 0 || cl == 0 && (r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch) {
 		cc.encode("content-length", strconv.FormatInt(cl, 10))
 	}
+	blockLen := cc.hbuf.Len()
 	err := cc.writeBlock(s.id, bodyless, maxFrame)
 	cc.wmu.Unlock()
+	if err != nil && errors.Is(err, net.ErrClosed) && blockLen < h2MaxFrame {
+		// This side closed the connection (a GOAWAY, idle) before the
+		// one write of the request's head: none of it left. (Its body
+		// is not closed: it goes on another connection.)
+		cc.mu.Lock()
+		s.writing = false
+		cc.mu.Unlock()
+		s.cancel(errGoneAway)
+		return nil, errGoneAway, true
+	}
 	if err != nil {
 		// The connection broke: whether the peer read the request is
 		// unknown.
@@ -722,6 +866,9 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 		go cc.writeBody(s, r, cl)
 	}
 
+	if bodyless {
+		s.startHeaderTimer()
+	}
 	cc.mu.Lock()
 	for s.head == nil && s.err == nil {
 		cc.mu.Unlock()
@@ -729,6 +876,9 @@ func (cc *h2Conn) roundTrip(ctx context.Context, r *http.Request, addr string, p
 		cc.mu.Lock()
 	}
 	resp, err := s.head, s.err
+	if s.headerTimer != nil {
+		s.headerTimer.Stop()
+	}
 	cc.mu.Unlock()
 	if resp == nil {
 		s.stop()
@@ -779,6 +929,14 @@ func (cc *h2Conn) encodeHeader(h http.Header, dropPeer bool) {
 			// An empty User-Agent asks for none.
 			if len(vs) > 0 && vs[0] != "" {
 				cc.encode(name, vs[0])
+			}
+			continue
+		}
+		if name == "x-trellis-request-id" {
+			// New with every request: indexed, each would evict a
+			// field that repeats.
+			for _, v := range vs {
+				cc.henc.WriteField(hpack.HeaderField{Name: name, Value: v, Sensitive: true})
 			}
 			continue
 		}
@@ -838,6 +996,9 @@ func (cc *h2Conn) writeBody(s *h2Stream, r *http.Request, cl int64) {
 	}
 	if err == nil && !ended {
 		err = cc.writeEnd(s, r.Trailer)
+	}
+	if err == nil {
+		s.startHeaderTimer()
 	}
 	if err != nil {
 		cc.mu.Lock()
@@ -1307,6 +1468,10 @@ func (cc *h2Conn) handleSettings(f *http2.SettingsFrame) error {
 		}
 		return nil
 	})
+	if err == nil && !cc.seenSettings {
+		cc.seenSettings = true
+		close(cc.settings)
+	}
 	cc.mu.Unlock()
 	if err != nil {
 		return err

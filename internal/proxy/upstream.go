@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/router"
 )
 
@@ -20,8 +21,14 @@ import (
 // Over TLS the target's certificate is not verified, as in Lattice: the
 // target is identified by the address the control plane gave, not by its
 // certificate.
+//
+// HTTP/2 targets get the frame-level client of the peer hop
+// (peer.TargetTransport): the handler's goroutine writes the request's
+// HEADERS itself and one read loop per connection hands back responses,
+// where net/http's HTTP/2 transport spends a goroutine hand-off on each.
 type upstream struct {
-	h1, h2c, tlsH1, tlsH2 *http.Transport
+	h1, tlsH1  *http.Transport
+	h2c, tlsH2 *peer.TargetTransport
 	// cluster is the proxy's; a target of another cluster goes to peer
 	// (the peer hop) when it is set.
 	cluster string
@@ -29,21 +36,24 @@ type upstream struct {
 }
 
 func newUpstream(cluster string) *upstream {
-	h2c := newTransport()
-	h2c.Protocols = new(http.Protocols)
-	h2c.Protocols.SetUnencryptedHTTP2(true)
-
+	h2c := newTargetTransport(false)
 	tlsH1 := newTransport()
 	tlsH1.TLSClientConfig = &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}
 	tlsH1.Protocols = new(http.Protocols)
 	tlsH1.Protocols.SetHTTP1(true)
 
-	tlsH2 := newTransport()
-	tlsH2.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
-	tlsH2.Protocols = new(http.Protocols)
-	tlsH2.Protocols.SetHTTP2(true)
+	tlsH2 := newTargetTransport(true)
 
 	return &upstream{h1: newTransport(), h2c: h2c, tlsH1: tlsH1, tlsH2: tlsH2, cluster: cluster}
+}
+
+// newTargetTransport is the transport to HTTP/2 targets, over TLS or h2c,
+// with the limits of newTransport's.
+func newTargetTransport(useTLS bool) *peer.TargetTransport {
+	return peer.NewTargetTransport(peer.TargetOptions{
+		TLS: useTLS, DialTimeout: dialTimeout, KeepAlive: dialKeepAlive,
+		IdleTimeout: idleConnTimeout, ResponseHeaderTimeout: responseHeaderTimeout,
+	})
 }
 
 // RoundTrip sends req with the transport its target's group speaks, or
@@ -63,7 +73,7 @@ func (u *upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // transport is the transport that speaks t's group's protocol (t may be
 // nil: HTTP/1.1).
-func (u *upstream) transport(req *http.Request, t *router.Target) *http.Transport {
+func (u *upstream) transport(req *http.Request, t *router.Target) http.RoundTripper {
 	h2 := false
 	if t != nil {
 		if g := t.Group(); g != nil {
@@ -83,9 +93,11 @@ func (u *upstream) transport(req *http.Request, t *router.Target) *http.Transpor
 
 // CloseIdleConnections closes every transport's idle connections.
 func (u *upstream) CloseIdleConnections() {
-	for _, t := range []*http.Transport{u.h1, u.h2c, u.tlsH1, u.tlsH2} {
+	for _, t := range []*http.Transport{u.h1, u.tlsH1} {
 		t.CloseIdleConnections()
 	}
+	u.h2c.CloseIdleConnections()
+	u.tlsH2.CloseIdleConnections()
 }
 
 // targetScheme is the URL scheme to reach t: https for HTTPS groups.
