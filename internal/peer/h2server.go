@@ -70,8 +70,9 @@ const (
 	maxResets   = 1000
 	resetWindow = 10 * time.Second
 	// maxControl is how many frames that cost the server work but carry
-	// no request (PING, SETTINGS, PRIORITY, empty DATA, frames on closed
-	// streams) a peer may send in a second.
+	// no request (PING with no frame of ours sent since the last one,
+	// SETTINGS, PRIORITY, empty DATA, frames on closed streams) a peer may
+	// send in a second.
 	maxControl = 1000
 	// maxReadFrame is SETTINGS_MAX_FRAME_SIZE: larger DATA frames than
 	// the default 16 KiB save the sender a write per 16 KiB (Go's client
@@ -306,6 +307,10 @@ type serverConn struct {
 	sawSettings, sawHeaders bool
 	resetStart, ctrlStart   time.Time
 	resets, ctrl            int
+
+	// sentSincePing is set when a HEADERS or DATA frame of a response
+	// is written, and cleared by the next PING the client sends.
+	sentSincePing atomic.Bool
 
 	// wmu serializes writes: the framer's write side, the buffered
 	// writer, the HPACK encoder. Order: wmu before mu.
@@ -702,8 +707,14 @@ func (c *serverConn) process(f http2.Frame) (*stream, error) {
 		if f.IsAck() {
 			return nil, nil
 		}
-		if err := c.control(); err != nil {
-			return nil, err
+		// A PING that follows frames of ours is a client measuring the
+		// connection as it reads (gRPC's flow-control estimator sends one
+		// per round trip while data flows): it is free. Only PINGs with
+		// nothing sent in between count against the control-frame bound.
+		if !c.sentSincePing.Swap(false) {
+			if err := c.control(); err != nil {
+				return nil, err
+			}
 		}
 		c.lockWrite()
 		c.fr.WritePing(true, f.Data)
@@ -1692,6 +1703,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 		if !w.ended && (len(chunk) > 0 || final && len(trailers) == 0) {
 			w.ended = final && len(trailers) == 0
 			c.fr.WriteData(st.id, w.ended, chunk)
+			c.sentSincePing.Store(true)
 		}
 		if final && !w.ended {
 			c.writeFields(st.id, trailers, true)
@@ -1789,6 +1801,7 @@ func (c *serverConn) writeBlock(id uint32, end bool) {
 	// A write error is kept (connWriter) and closes the connection; every
 	// later write fails with it, so it needs no handling here.
 	_ = writeHeaderBlock(c.fr, id, c.hbuf.b, end, c.maxFrameLocked())
+	c.sentSincePing.Store(true)
 }
 
 func (c *serverConn) maxFrameLocked() int {

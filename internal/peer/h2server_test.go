@@ -1070,3 +1070,50 @@ func TestH2ServerWriteTimeout(t *testing.T) {
 		t.Fatal("the handler is still writing to a peer that reads nothing")
 	}
 }
+
+// A client that measures the connection with a PING per round trip while
+// data flows (gRPC's flow-control estimator: a PING on reading DATA when
+// none is outstanding) is not a PING flood: with a bound of 50 control
+// frames a second, hundreds of such PINGs in under a second leave the
+// connection serving. The bound still holds for PINGs with nothing sent in
+// between (TestH2ServerLimits/PING_flood).
+func TestH2ServerPingsWhileDataFlows(t *testing.T) {
+	const chunks = 400
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for range chunks {
+			io.WriteString(w, "x")
+			w.(http.Flusher).Flush()
+			time.Sleep(500 * time.Microsecond)
+		}
+	}), func(s *HTTPServer) { s.maxControl = 50 })
+	rc.get(1, true)
+	pings, got, outstanding := 0, 0, false
+	start := time.Now()
+	rc.next(func(f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v after %d PINGs and %d bytes", f.ErrCode, pings, got)
+		case *http2.PingFrame:
+			outstanding = false
+		case *http2.DataFrame:
+			got += len(f.Data())
+			if !outstanding {
+				if err := rc.fr.WritePing(false, [8]byte{byte(pings)}); err != nil {
+					t.Fatal(err)
+				}
+				pings++
+				outstanding = true
+			}
+			return f.StreamEnded()
+		}
+		return false
+	})
+	if got != chunks || pings < 100 {
+		t.Errorf("%d bytes, %d PINGs sent in %v; want %d bytes, at least 100 PINGs", got, pings, time.Since(start), chunks)
+	}
+	// The connection still serves.
+	rc.get(3, true)
+	if st := rc.status(3); st != "200" {
+		t.Errorf("next request: %s", st)
+	}
+}
