@@ -219,18 +219,8 @@ func TestH2TargetMaxConcurrentStreamsOne(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			want := "call-" + strconv.Itoa(i)
-			req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(want))
-			req.Host = "one.example.com"
-			resp, err := c.Do(req)
-			if err != nil {
+			if err := postEcho(c, url, "one.example.com", "call-"+strconv.Itoa(i)); err != nil {
 				errs <- err
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK || string(b) != want {
-				errs <- fmt.Errorf("%s: %d %q", want, resp.StatusCode, b)
 			}
 		}()
 	}
@@ -380,18 +370,8 @@ func TestH2TargetGoAwayMidLoad(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 20 {
-				want := fmt.Sprintf("worker-%d-call-%d", w, i)
-				req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(want))
-				req.Host = "ga.example.com"
-				resp, err := c.Do(req)
-				if err != nil {
+				if err := postEcho(c, url, "ga.example.com", fmt.Sprintf("worker-%d-call-%d", w, i)); err != nil {
 					errs <- err
-					continue
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK || string(b) != want {
-					errs <- fmt.Errorf("%s: %d %q", want, resp.StatusCode, b)
 				}
 			}
 		}()
@@ -405,4 +385,24 @@ func TestH2TargetGoAwayMidLoad(t *testing.T) {
 	if gt.goAways.Load() < 5 || gt.ignored.Load() == 0 {
 		t.Errorf("%d GOAWAYs, %d streams ignored: the test did not exercise unprocessed streams", gt.goAways.Load(), gt.ignored.Load())
 	}
+}
+
+// postEcho POSTs body to url with Host host through c and checks that the
+// target echoed it with a 200.
+func postEcho(c *http.Client, url, host, body string) error {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Host = host
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(b) != body {
+		return fmt.Errorf("%s: %d %q", body, resp.StatusCode, b)
+	}
+	return nil
 }

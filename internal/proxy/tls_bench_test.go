@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -39,14 +38,7 @@ func httpsSnapshot(leaf pki.Leaf, echo model.Target) *model.Snapshot {
 //
 //	go test -run '^$' -bench TLSHandshake -benchmem ./internal/proxy/
 func BenchmarkTLSHandshake(b *testing.B) {
-	ca := pki.NewCA(b)
-	leaf := ca.Issue(b, "shop.example.com")
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	defer srv.Close()
-	p := newProxyWith(b, Config{})
-	if err := p.Update(httpsSnapshot(leaf, target(b, srv, model.TargetActive))); err != nil {
-		b.Fatal(err)
-	}
+	p, ca := shopHTTPSProxy(b)
 	addr := addrOf(p, 8443)
 	const req = "GET / HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n"
 	for _, kx := range []struct {

@@ -63,12 +63,7 @@ func (f *forgedTickets) Put(_ string, cs *tls.ClientSessionState) {
 // Tickets are stateless (crypto/tls encrypts the session into them) and
 // the certificate index is made from the configuration alone.
 func TestTLSRandomNamesAndTicketsKeepNothing(t *testing.T) {
-	ca := pki.NewCA(t)
-	leaf := ca.Issue(t, "shop.example.com")
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	defer srv.Close()
-	p := newProxyWith(t, Config{})
-	update(t, p, httpsSnapshot(leaf, target(t, srv, model.TargetActive)))
+	p, ca := shopHTTPSProxy(t)
 	addr := addrOf(p, 8443)
 
 	// One real session, to build the forged ones on.
@@ -137,12 +132,7 @@ func fastOf(p *Proxy, port int32) *fastServer {
 // listener closes: a few goroutines serve a run of connections one after
 // the other, and none is left after Shutdown.
 func TestFastPathConnectionGoroutines(t *testing.T) {
-	ca := pki.NewCA(t)
-	leaf := ca.Issue(t, "shop.example.com")
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	defer srv.Close()
-	p := newProxyWith(t, Config{})
-	update(t, p, httpsSnapshot(leaf, target(t, srv, model.TargetActive)))
+	p, ca := shopHTTPSProxy(t)
 	fs := fastOf(p, 8443)
 	cfg := &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}}
 	for range 20 {
@@ -164,12 +154,7 @@ func TestFastPathConnectionGoroutines(t *testing.T) {
 // However many connections end at once, at most maxIdleWorkers goroutines
 // (lowered to 2 here) stay to wait for the next.
 func TestFastPathIdleGoroutinesBounded(t *testing.T) {
-	ca := pki.NewCA(t)
-	leaf := ca.Issue(t, "shop.example.com")
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	defer srv.Close()
-	p := newProxyWith(t, Config{})
-	update(t, p, httpsSnapshot(leaf, target(t, srv, model.TargetActive)))
+	p, ca := shopHTTPSProxy(t)
 	fs := fastOf(p, 8443)
 	fs.maxWaiting.Store(2)
 	cfg := &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}}
@@ -194,4 +179,20 @@ func TestFastPathIdleGoroutinesBounded(t *testing.T) {
 	if n := fs.waiting.Load(); n != 2 {
 		t.Errorf("%d connection goroutines wait after 10 connections ended, want 2", n)
 	}
+}
+
+// shopHTTPSProxy is a proxy serving shop.example.com on an HTTPS listener
+// (port 8443, a certificate of a new CA, which it returns) from a target
+// answering "ok".
+func shopHTTPSProxy(tb testing.TB) (*Proxy, *pki.CA) {
+	tb.Helper()
+	ca := pki.NewCA(tb)
+	leaf := ca.Issue(tb, "shop.example.com")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	tb.Cleanup(srv.Close)
+	p := newProxyWith(tb, Config{})
+	if err := p.Update(httpsSnapshot(leaf, target(tb, srv, model.TargetActive))); err != nil {
+		tb.Fatal(err)
+	}
+	return p, ca
 }
