@@ -19,7 +19,13 @@ import (
 // tlsEcho runs a TLS server on loopback that answers every line with its name.
 func tlsEcho(t *testing.T, cert tls.Certificate, name string) string {
 	t.Helper()
-	return serveTLS(t, cert, func(c net.Conn) {
+	return tlsEchoOn(t, cert, name, "127.0.0.1")
+}
+
+// tlsEchoOn is tlsEcho listening on host (a loopback address).
+func tlsEchoOn(t *testing.T, cert tls.Certificate, name, host string) string {
+	t.Helper()
+	return serveTLSOn(t, cert, host, func(c net.Conn) {
 		buf := make([]byte, 64)
 		for {
 			n, err := c.Read(buf)
@@ -36,7 +42,13 @@ func tlsEcho(t *testing.T, cert tls.Certificate, name string) string {
 // address.
 func serveTLS(t *testing.T, cert tls.Certificate, serve func(net.Conn)) string {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	return serveTLSOn(t, cert, "127.0.0.1", serve)
+}
+
+// serveTLSOn is serveTLS listening on host (a loopback address).
+func serveTLSOn(t *testing.T, cert tls.Certificate, host string, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", net.JoinHostPort(host, "0"), &tls.Config{Certificates: []tls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,35 +109,16 @@ func TestPodHostAcrossClusters(t *testing.T) {
 	}
 }
 
-// tlsEchoAt is tlsEcho listening on addr (a loopback address of its own).
+// tlsEchoAt is tlsEcho listening on addr (a loopback address of its own),
+// as a target.
 func tlsEchoAt(t *testing.T, cert tls.Certificate, name, addr string) *model.Target {
 	t.Helper()
-	ln, err := tls.Listen("tcp", addr+":0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	_, port, err := net.SplitHostPort(tlsEchoOn(t, cert, name, addr))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					c.Write(append([]byte(name+":"), buf[:n]...))
-				}
-			}()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	return &model.Target{Address: addr, Port: int32(port), State: model.TargetActive}
+	n, _ := strconv.Atoi(port)
+	return &model.Target{Address: addr, Port: int32(n), State: model.TargetActive}
 }
 
 // By SNI too: a TLS passthrough route over "*.db.shop.svc.clusterset.local"
