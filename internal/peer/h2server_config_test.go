@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 type connKey struct{}
@@ -56,29 +55,13 @@ func TestH2ServerConfig(t *testing.T) {
 	}()
 	t.Cleanup(func() { ln.Close(); srv.Close() })
 
-	nc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	rc := &rawConn{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
-	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	rc.enc = hpack.NewEncoder(&rc.hbuf)
-	io.WriteString(nc, http2.ClientPreface)
-	rc.fr.WriteSettings()
-	f, err := rc.fr.ReadFrame()
-	sf, ok := f.(*http2.SettingsFrame)
-	if err != nil || !ok || sf.IsAck() {
-		t.Fatalf("first frame %v %v, want SETTINGS", f, err)
-	}
-	if v, _ := sf.Value(http2.SettingMaxConcurrentStreams); v != 7 {
+	rc, settings := dialRawSettings(t, ln.Addr().String())
+	if v := settings[http2.SettingMaxConcurrentStreams]; v != 7 {
 		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d, want 7", v)
 	}
-	if v, _ := sf.Value(http2.SettingMaxHeaderListSize); v != 5000 {
+	if v := settings[http2.SettingMaxHeaderListSize]; v != 5000 {
 		t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE %d, want 5000", v)
 	}
-	rc.fr.WriteSettingsAck()
 	start := time.Now()
 	rc.get(1, false) // a body that never comes
 	if code := rc.reset(1); code != http2.ErrCodeInternal {

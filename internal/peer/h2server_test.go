@@ -510,6 +510,14 @@ func rawServer(t testing.TB, h http.Handler, tune func(*HTTPServer)) (*rawConn, 
 
 func dialRaw(t testing.TB, addr string) *rawConn {
 	t.Helper()
+	rc, _ := dialRawSettings(t, addr)
+	return rc
+}
+
+// dialRawSettings is dialRaw that also returns the settings of the
+// server's first SETTINGS frame.
+func dialRawSettings(t testing.TB, addr string) (*rawConn, map[http2.SettingID]uint32) {
+	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -522,11 +530,14 @@ func dialRaw(t testing.TB, addr string) *rawConn {
 	io.WriteString(nc, http2.ClientPreface)
 	rc.fr.WriteSettings()
 	f, err := rc.fr.ReadFrame()
-	if sf, ok := f.(*http2.SettingsFrame); err != nil || !ok || sf.IsAck() {
+	sf, ok := f.(*http2.SettingsFrame)
+	if err != nil || !ok || sf.IsAck() {
 		t.Fatalf("first frame %v %v, want SETTINGS", f, err)
 	}
+	settings := map[http2.SettingID]uint32{}
+	sf.ForeachSetting(func(st http2.Setting) error { settings[st.ID] = st.Val; return nil })
 	rc.fr.WriteSettingsAck()
-	return rc
+	return rc, settings
 }
 
 // block encodes a request's fields: method, path and any extra name,

@@ -82,22 +82,7 @@ spec:
 		lastCreate := time.Now()
 
 		testsync.Eventually(b, 60*time.Second, "every route Accepted", func() error {
-			var list gatewayv1.HTTPRouteList
-			if err := e.kc.List(context.Background(), &list, client.InNamespace("bench")); err != nil {
-				return err
-			}
-			n := 0
-			for _, r := range list.Items {
-				for _, p := range r.Status.Parents {
-					if hasCondition(p.Conditions, "Accepted", True, "Accepted", r.Generation) == nil {
-						n++
-					}
-				}
-			}
-			if n != routes {
-				return fmt.Errorf("%d of %d accepted", n, routes)
-			}
-			return nil
+			return routesAccepted(context.Background(), e.kc, "bench", routes)
 		})
 		accepted := time.Since(begin)
 		ctlAccepted := time.Since(lastCreate)
@@ -208,22 +193,7 @@ func BenchmarkScale(b *testing.B) {
 		b.Logf("cold start to all %d routes served: %v (the controller's first transaction stored after %v, the last route served after %v)",
 			n, served.Round(time.Millisecond), (<-sent).Round(time.Millisecond), lastServed.Round(time.Millisecond))
 		testsync.Eventually(b, 10*time.Minute, "every route Accepted", func() error {
-			var list gatewayv1.HTTPRouteList
-			if err := e.kc.List(ctx, &list, client.InNamespace("scale")); err != nil {
-				return err
-			}
-			accepted := 0
-			for _, r := range list.Items {
-				for _, p := range r.Status.Parents {
-					if hasCondition(p.Conditions, "Accepted", True, "Accepted", r.Generation) == nil {
-						accepted++
-					}
-				}
-			}
-			if accepted != n {
-				return fmt.Errorf("%d of %d accepted", accepted, n)
-			}
-			return nil
+			return routesAccepted(ctx, e.kc, "scale", n)
 		})
 		accepted := time.Since(start)
 		st := e.rec.Stats()

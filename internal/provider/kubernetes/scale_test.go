@@ -37,17 +37,8 @@ func TestOneRouteChangeCostsOneRoute(t *testing.T) {
 	}
 	// Every status written: the reconciles of the creates are over.
 	testsync.Eventually(t, 30*time.Second, "every route Accepted", func() error {
-		var list gatewayv1.HTTPRouteList
-		if err := e.kc.List(context.Background(), &list, client.InNamespace("scale")); err != nil {
+		if err := routesAccepted(context.Background(), e.kc, "scale", -1); err != nil {
 			return err
-		}
-		for _, r := range list.Items {
-			if len(r.Status.Parents) != 1 {
-				return fmt.Errorf("%s: %d parents in status", r.Name, len(r.Status.Parents))
-			}
-			if err := hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation); err != nil {
-				return fmt.Errorf("%s: %w", r.Name, err)
-			}
 		}
 		if st := e.rec.Stats(); st.Objects <= routes {
 			return fmt.Errorf("the controller sends %d objects; want more than %d", st.Objects, routes)
@@ -95,22 +86,32 @@ func TestStatusWritesInBatches(t *testing.T) {
 	e.create(t, b.String())
 	e.start()
 	testsync.Eventually(t, 60*time.Second, "every route Accepted", func() error {
-		var list gatewayv1.HTTPRouteList
-		if err := e.kc.List(context.Background(), &list, client.InNamespace("batch")); err != nil {
-			return err
-		}
-		for _, r := range list.Items {
-			if len(r.Status.Parents) != 1 {
-				return fmt.Errorf("%s: %d parents in status", r.Name, len(r.Status.Parents))
-			}
-			if err := hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation); err != nil {
-				return fmt.Errorf("%s: %w", r.Name, err)
-			}
-		}
-		return nil
+		return routesAccepted(context.Background(), e.kc, "batch", -1)
 	})
 	// 40 routes and the Gateway, 8 writes a reconcile.
 	if st := e.rec.Stats(); st.Reconciles < 5 || st.StatusWrites < routes {
 		t.Errorf("%d reconciles made %d status writes; want at least 5 reconciles and %d writes", st.Reconciles, st.StatusWrites, routes)
 	}
+}
+
+// routesAccepted checks that every HTTPRoute of namespace ns has one parent
+// in its status, Accepted at the route's generation, and, when want is not
+// negative, that there are want routes.
+func routesAccepted(ctx context.Context, kc client.Client, ns string, want int) error {
+	var list gatewayv1.HTTPRouteList
+	if err := kc.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	for _, r := range list.Items {
+		if len(r.Status.Parents) != 1 {
+			return fmt.Errorf("%s: %d parents in status", r.Name, len(r.Status.Parents))
+		}
+		if err := hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation); err != nil {
+			return fmt.Errorf("%s: %w", r.Name, err)
+		}
+	}
+	if want >= 0 && len(list.Items) != want {
+		return fmt.Errorf("%d routes, want %d", len(list.Items), want)
+	}
+	return nil
 }
