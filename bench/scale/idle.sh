@@ -16,13 +16,7 @@ M=${2:-10}
 WAIT=${3:-60}
 IDLE=${4:-20}
 PROFILE=${PROFILE:-}
-out=$(mktemp -d /tmp/trellis-idle.XXXXXX)
-trap 'rm -rf "$out"' EXIT
-# Room for a kept health-check connection per target (see run.sh).
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-echo "open-file limit: $(ulimit -n) (checks keep at most half as many connections)" >&2
-go build -o "$out/trellis" ./cmd/trellis
-go build -o "$out/scale" ./bench/scale
+. bench/scale/prepare.sh idle
 export N M WAIT IDLE PROFILE out
 unshare -n bash -euo pipefail -c '
 ip link set lo up

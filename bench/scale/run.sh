@@ -13,14 +13,6 @@ N=${1:-1000}
 M=${2:-10}
 C=${3:-50}
 shift $(( $# < 3 ? $# : 3 ))
-out=$(mktemp -d /tmp/trellis-scale-bin.XXXXXX)
-trap 'rm -rf "$out"' EXIT
-# Health checks keep a connection per target (at most half of trellis's
-# open-file limit, internal/proxy/health): room for 100,000 of them, and for
-# the echo listener's side of each.
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-echo "open-file limit: $(ulimit -n) (checks keep at most half as many connections)" >&2
-go build -o "$out/trellis" ./cmd/trellis
-go build -o "$out/scale" ./bench/scale
+. bench/scale/prepare.sh scale-bin
 unshare -n bash -c 'ip link set lo up && exec "$0" "$@"' \
   "$out/scale" run -trellis "$out/trellis" -services "$N" -endpoints "$M" -changes "$C" "$@"

@@ -18,13 +18,7 @@ cd "$(dirname "$0")/../.."
 N=${1:-10000}
 M=${2:-10}
 IDLE=${3:-20}
-out=$(mktemp -d /tmp/trellis-split.XXXXXX)
-trap 'rm -rf "$out"' EXIT
-# Room for a kept health-check connection per target (see run.sh).
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-echo "open-file limit: $(ulimit -n) (checks keep at most half as many connections)" >&2
-go build -o "$out/trellis" ./cmd/trellis
-go build -o "$out/scale" ./bench/scale
+. bench/scale/prepare.sh split
 export N M IDLE out
 unshare -n bash -euo pipefail -c '
 ip link set lo up
