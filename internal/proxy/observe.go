@@ -174,6 +174,11 @@ func localTargets(tgs []model.TargetGroup, cluster string) []model.TargetGroup {
 	return out
 }
 
+// HoldChecks keeps the health checks from starting new checks until
+// release, for at most health.DefaultMaxHold (health.Checker.Hold), so
+// that a configuration change under way has the CPU first.
+func (p *Proxy) HoldChecks() (release func()) { return p.health.Hold() }
+
 // HealthGeneration returns a number that moves whenever TargetHealth may
 // have changed, so that a caller that polls it builds it only then.
 func (p *Proxy) HealthGeneration() uint64 { return p.health.Generation() }

@@ -198,11 +198,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	report := newReporter(cfg.Out, log)
+	// A change the file provider sees holds the proxy's health checks
+	// until the proxy applied it.
+	hold := &runner.CheckHold{}
 	wg.Go(func() {
 		err := runner.Run(ctx, runner.Config{
 			Client: cl, Cluster: cfg.Cluster, Bind: cfg.Bind, AccessLog: cfg.AccessLog,
 			AdminListen: cfg.AdminListen, TargetMetrics: cfg.TargetMetrics, DNSListen: cfg.DNSListen, DNSAnswer: cfg.DNSAnswer,
 			Applied: report.proxyUpdated, Out: cfg.Out, Logger: log, Limits: cfg.Limits, HealthHolder: "proxy",
+			CheckHold: hold,
 		})
 		if err != nil {
 			fail(fmt.Errorf("proxy: %w", err))
@@ -221,7 +225,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		})
 		fmt.Fprintf(cfg.Out, "controller: watching the cluster of %s\n", cfg.Kubeconfig)
 	} else {
-		wg.Go(func() { runFileProvider(ctx, cfg, cl, log, fail) })
+		wg.Go(func() { runFileProvider(ctx, cfg, cl, hold, log, fail) })
 	}
 
 	select {
@@ -233,12 +237,22 @@ func Run(ctx context.Context, cfg Config) (err error) {
 }
 
 // runFileProvider applies the configuration directory until ctx ends.
-func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, log *slog.Logger, fail func(error)) {
-	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log, SettlePeriod: cfg.SettlePeriod, MaxFileSize: cfg.MaxFileSize}
+// A change it sees holds the proxy's health checks (hold) until the proxy
+// applied it, or until the provider finds nothing to send.
+func runFileProvider(ctx context.Context, cfg Config, cl *client.Client, hold *runner.CheckHold, log *slog.Logger, fail func(error)) {
+	prov := &file.Provider{Dir: cfg.ConfigDir, Cluster: cfg.Cluster, Logger: log, SettlePeriod: cfg.SettlePeriod, MaxFileSize: cfg.MaxFileSize,
+		OnChange: hold.Begin,
+		// A failed attempt leaves the proxy nothing to apply.
+		OnResult: func(err error) {
+			if err != nil {
+				hold.End()
+			}
+		}}
 	var send fileSender
 	err := prov.Run(ctx, func(ctx context.Context, out *translate.Output) error {
 		rev, counts, err := send.send(ctx, cl, &out.Objects, out.Changed)
 		if err != nil || rev == 0 {
+			hold.End() // nor does one that sent nothing
 			return err
 		}
 		fmt.Fprintf(cfg.Out, "config: applied revision %d (%d created, %d updated, %d deleted, %d unchanged)\n",

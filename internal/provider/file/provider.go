@@ -95,6 +95,11 @@ type Provider struct {
 	// OnResult, if set, is called after every attempt to load, translate and
 	// apply, with nil when the result was applied. It runs on Run's goroutine.
 	OnResult func(err error)
+	// OnChange, if set, is called when Run sees the first event of a
+	// change to the directory, before it waits for the change to settle
+	// and reads it, so that a proxy in the same process can make room
+	// for it (runner.CheckHold). It runs on Run's goroutine.
+	OnChange func()
 
 	mu      sync.Mutex
 	lastErr error
@@ -206,6 +211,9 @@ func (p *Provider) Run(ctx context.Context, apply func(ctx context.Context, out 
 				now := time.Now()
 				if first.IsZero() {
 					first = now
+					if p.OnChange != nil {
+						p.OnChange()
+					}
 				}
 				settled.Reset(min(debounce, first.Add(maxDelay).Sub(now)))
 			}

@@ -45,6 +45,9 @@ type Config struct {
 	// DefaultMaxKeptConns or half the open-file limit, whichever is less,
 	// and a negative value keeps none.
 	MaxKeptConns int
+	// MaxHold bounds how long a Hold keeps checks from starting;
+	// DefaultMaxHold when zero.
+	MaxHold time.Duration
 }
 
 // Checker runs the active health checks of every target group whose health
@@ -94,6 +97,15 @@ type Checker struct {
 	// them too.
 	leaving map[*check]bool
 	closed  bool
+	// holdEnd is when checks start again after a Hold (schedule.go):
+	// at the last release of the hold's period, or MaxHold after it
+	// began. hold counts the period's holds not yet released.
+	// holdServed reports whether the scheduler has looked at the queue
+	// since the last hold ended, which a new hold waits for.
+	holdEnd    time.Time
+	hold       struct{ period, n int }
+	holdServed bool
+	maxHold    time.Duration
 }
 
 // New returns a checker with no target groups. Checks start on Update.
@@ -112,6 +124,9 @@ func New(cfg Config) *Checker {
 		leaving: map[*check]bool{},
 		wake:    make(chan struct{}, 1),
 		freed:   make(chan struct{}, 1),
+		maxHold: cmp.Or(cfg.MaxHold, DefaultMaxHold),
+		// No hold has ended that the scheduler has not seen.
+		holdServed: true,
 	}
 	c.h1, c.h2 = newTransport(&c.dialer, false), newTransport(&c.dialer, true)
 	c.maxKept = int64(cfg.MaxKeptConns)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -153,8 +154,14 @@ func (c *Checker) schedule() {
 		c.mu.Lock()
 		wait := time.Hour
 		batch = batch[:0]
-		if len(c.queue) > 0 {
-			now := time.Now()
+		now := time.Now()
+		held := now.Before(c.holdEnd)
+		if held {
+			wait = c.holdEnd.Sub(now) // or until the last release pokes
+		} else {
+			c.holdServed = true
+		}
+		if !held && len(c.queue) > 0 {
 			if d := c.queue[0].due.Sub(now); d > 0 {
 				wait = d
 			} else {
@@ -180,6 +187,56 @@ func (c *Checker) schedule() {
 			}
 			batch[i] = nil
 		}
+	}
+}
+
+// DefaultMaxHold bounds a Hold when Config.MaxHold is zero: the goal of
+// a configuration change served is 250 ms, and a check held that long
+// runs less than 1 % of the least interval (5 s) late.
+const DefaultMaxHold = 250 * time.Millisecond
+
+// Hold keeps the checker from starting checks until release is called
+// or Config.MaxHold passed, whichever comes first, so that a configuration
+// change under way (a provider's reading, the control plane's write, the
+// proxy's compile, in one process) has the CPU that thousands of checks a
+// second would take: a production proxy yields its background work to a
+// pending apply. Checks in flight finish; the checks that fall due meanwhile
+// run as soon as the hold ends, in the order they fell due, none dropped,
+// and a check's timeout counts from when it starts, so the delay fails no
+// target. A new hold starts only once the scheduler has started the checks
+// due when the last one ended, so that back-to-back holds cannot starve the
+// checks: each round delays a check by at most MaxHold.
+// A hold that finds one under way joins it, and cannot lengthen it. release
+// is idempotent.
+func (c *Checker) Hold() (release func()) {
+	c.mu.Lock()
+	now := time.Now()
+	if !now.Before(c.holdEnd) && c.holdServed && !c.closed {
+		c.hold.period++
+		c.hold.n = 0
+		c.holdEnd = now.Add(c.maxHold)
+		c.holdServed = false
+	}
+	period, joined := c.hold.period, now.Before(c.holdEnd)
+	if joined {
+		c.hold.n++
+	}
+	c.mu.Unlock()
+	if !joined {
+		return func() {}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			if c.hold.period == period {
+				if c.hold.n--; c.hold.n == 0 {
+					c.holdEnd = time.Time{}
+				}
+			}
+			c.mu.Unlock()
+			c.poke()
+		})
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
@@ -61,6 +62,9 @@ type Config struct {
 	Applied func(snap *model.Snapshot, addrs map[router.Bind]string)
 	// Limits are the proxy's request limits (zero values: the defaults).
 	Limits Limits
+	// CheckHold, when set, lets a provider in this process hold the
+	// proxy's health checks while a change it saw is on its way.
+	CheckHold *CheckHold
 	// Peer, when set, serves the peer hop: other clusters' proxies hand
 	// requests for this cluster's targets to it, and this proxy hands
 	// requests for theirs to them.
@@ -102,6 +106,49 @@ type PeerConfig struct {
 	// are what peers' certificates must chain to.
 	Identity *pki.Identity
 	Roots    *x509.CertPool
+}
+
+// CheckHold lets a provider in the proxy's process hold the proxy's health
+// checks while a configuration change it saw is on its way, from when it
+// sees it until the proxy applied a snapshot (or the provider found nothing
+// to send), for at most health.DefaultMaxHold: at 10,000 services, the
+// checks of 100,000 targets (thousands a second) would otherwise take the
+// CPU the change's reading, write and compile need. Before Run's proxy
+// exists, and after Run returns, Begin does nothing. The zero value is
+// ready to use; it is safe for concurrent use.
+type CheckHold struct {
+	mu      sync.Mutex
+	hold    func() (release func())
+	release func()
+}
+
+// Begin holds the checks, unless a hold is under way.
+func (h *CheckHold) Begin() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.hold != nil && h.release == nil {
+		h.release = h.hold()
+	}
+}
+
+// End releases the hold under way, if any.
+func (h *CheckHold) End() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.release != nil {
+		h.release()
+		h.release = nil
+	}
+}
+
+// attach makes Begin hold with hold (nil: Begin does nothing).
+func (h *CheckHold) attach(hold func() (release func())) {
+	h.mu.Lock()
+	h.hold = hold
+	h.mu.Unlock()
+	if hold == nil {
+		h.End()
+	}
 }
 
 // DefaultLeasePoll is how often a proxy reads the leases: a lapse takes
@@ -195,9 +242,20 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer names.Close()
 	}
+	if cfg.CheckHold != nil {
+		cfg.CheckHold.attach(px.HoldChecks)
+		defer cfg.CheckHold.attach(nil)
+	}
 	known := map[router.Bind]string{}
 	err := cfg.Client.Follow(ctx, cfg.Follow, func(snap *model.Snapshot) {
-		if err := px.Update(snap); err != nil {
+		// The compile goes before the checks that fall due meanwhile.
+		release := px.HoldChecks()
+		err := px.Update(snap)
+		release()
+		if cfg.CheckHold != nil {
+			cfg.CheckHold.End()
+		}
+		if err != nil {
 			log.Error("configuration not fully applied", "revision", snap.Revision, "err", err)
 		}
 		if names != nil {

@@ -1,0 +1,111 @@
+package health
+
+import (
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/testsync"
+)
+
+// heldChecker returns a checker whose holds last at most maxHold, checking
+// ct at the least interval (50 ms here) with one failure enough to make it
+// Unhealthy, once ct is Healthy.
+func heldChecker(t *testing.T, ct *checkTarget, maxHold time.Duration) *Checker {
+	t.Helper()
+	c := New(Config{Cluster: cluster, Second: second, MaxHold: maxHold})
+	t.Cleanup(c.Close)
+	hc := fastCheck()
+	hc.UnhealthyThresholdCount = 1
+	c.Update([]model.TargetGroup{tg("g", hc, ct.model(t, model.TargetActive))})
+	waitStatus(t, c, "g", ct.addr(), Healthy)
+	return c
+}
+
+func TestHoldDefersChecksWithoutFailingTargets(t *testing.T) {
+	ct := newCheckTarget(t, false, false)
+	c := heldChecker(t, ct, time.Minute)
+	release := c.Hold()
+	// A check in flight when the hold began arrives within its timeout
+	// (50 ms) or not at all.
+	time.Sleep(100 * time.Millisecond)
+	before := ct.checks.Load()
+	// Six intervals held: no check starts, and the target, whose checks
+	// are all late, stays Healthy throughout.
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if got := status(t, c, "g", ct.addr()); got != Healthy {
+			t.Fatalf("held: target %s, want HEALTHY: a check's delay must not fail it", got)
+		}
+	}
+	if n := ct.checks.Load() - before; n != 0 {
+		t.Fatalf("%d checks started while held, want none", n)
+	}
+	release()
+	release() // idempotent
+	// The check that fell due during the hold runs once it ends, and the
+	// checks go on at their interval.
+	testsync.WaitFor(t, 5*time.Second, "the held checks to run after the release", func() bool { return ct.checks.Load() >= before+3 })
+	if got := status(t, c, "g", ct.addr()); got != Healthy {
+		t.Errorf("after the hold: target %s, want HEALTHY", got)
+	}
+}
+
+func TestHoldEndsAtMaxHold(t *testing.T) {
+	ct := newCheckTarget(t, false, false)
+	const maxHold = 200 * time.Millisecond
+	c := heldChecker(t, ct, maxHold)
+	// Holds that overlap, none released before the next is made: they
+	// join the first one's period, which ends maxHold after it began.
+	start := time.Now()
+	release := c.Hold()
+	time.Sleep(60 * time.Millisecond) // a check in flight has arrived
+	before := ct.checks.Load()
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			select {
+			case <-done:
+				release()
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			next := c.Hold()
+			release()
+			release = next
+		}
+	}()
+	testsync.WaitFor(t, 10*time.Second, "checks to run again while holds keep overlapping", func() bool { return ct.checks.Load() >= before+3 })
+	if held := time.Since(start); held < maxHold {
+		t.Errorf("checks ran again %v after the hold began, before its MaxHold %v", held, maxHold)
+	}
+	if got := status(t, c, "g", ct.addr()); got != Healthy {
+		t.Errorf("target %s, want HEALTHY", got)
+	}
+}
+
+func TestHoldsBackToBackDoNotStarveChecks(t *testing.T) {
+	ct := newCheckTarget(t, false, false)
+	c := heldChecker(t, ct, time.Minute)
+	// A hold made the moment the last one ended waits until the
+	// scheduler has started the checks then due: checks keep running
+	// although something always holds or is about to.
+	before := ct.checks.Load()
+	release := c.Hold()
+	testsync.WaitFor(t, 10*time.Second, "checks to run between back-to-back holds", func() bool {
+		time.Sleep(2 * time.Millisecond)
+		release()
+		release = c.Hold()
+		return ct.checks.Load() >= before+5
+	})
+	release()
+	// And a hold after them holds again.
+	testsync.WaitFor(t, 10*time.Second, "a hold that takes effect", func() bool {
+		release := c.Hold()
+		defer release()
+		time.Sleep(100 * time.Millisecond)
+		n := ct.checks.Load()
+		time.Sleep(150 * time.Millisecond)
+		return ct.checks.Load() == n
+	})
+}
