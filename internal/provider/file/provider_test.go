@@ -335,6 +335,32 @@ func TestProviderDebounces(t *testing.T) {
 	h.quiet(600 * time.Millisecond)
 }
 
+// TestProviderOnChange: OnChange hears of a burst of changes once, before
+// the reading it brings is applied.
+func TestProviderOnChange(t *testing.T) {
+	var changes, atApply atomic.Int32
+	h := startWith(t, nil, func(p *Provider) {
+		p.Debounce, p.MaxDelay = 300*time.Millisecond, time.Hour
+		p.OnChange = func() { changes.Add(1) }
+	}, func() error { atApply.Store(changes.Load()); return nil })
+	if err := h.result(); err != nil {
+		t.Fatal(err)
+	}
+	if n := changes.Load(); n != 0 {
+		t.Fatalf("first reading, no change: OnChange called %d times, want 0", n)
+	}
+	for i := range 5 {
+		h.write("extra.yaml", "# edit "+strings.Repeat("x", i)+"\n")
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := h.result(); err != nil {
+		t.Fatal(err)
+	}
+	if n, at := changes.Load(), atApply.Load(); n != 1 || at != 1 {
+		t.Errorf("a burst of five writes: OnChange called %d times, %d before the apply; want 1, 1", n, at)
+	}
+}
+
 // TestProviderMaxDelay: a directory that never stays quiet for the
 // debounce is still read, within MaxDelay of the first change.
 func TestProviderMaxDelay(t *testing.T) {
