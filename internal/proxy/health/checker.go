@@ -106,6 +106,8 @@ type Checker struct {
 	hold       struct{ period, n int }
 	holdServed bool
 	maxHold    time.Duration
+	// fresh are the checks the Update under way created (spreadFirst).
+	fresh []*check
 }
 
 // New returns a checker with no target groups. Checks start on Update.
@@ -147,7 +149,8 @@ func New(cfg Config) *Checker {
 // and port are unchanged. A new target of a group with checks enabled is
 // Initial until its first check, which runs after a random delay of up to a
 // second (or the interval, if shorter) so that checks of many new targets
-// spread out. Targets of several groups with the same address and check
+// spread out; when an Update adds more than FirstCheckRate, over as many
+// seconds as that rate needs (at most the interval). Targets of several groups with the same address and check
 // (path, protocol, port, interval, timeout, matcher) share one probe, each
 // applying its own thresholds to the outcome. Checks of targets and groups that are gone stop. A target
 // that turns Draining, or whose group disables checks, stops being checked
@@ -159,6 +162,7 @@ func (c *Checker) Update(tgs []model.TargetGroup) {
 		return
 	}
 	defer c.gen.Add(1)
+	defer c.spreadFirst()
 	seen := make(map[string]bool, len(tgs))
 	// addrs is reused by every group, to spare an allocation per group.
 	addrs := map[string]bool{}

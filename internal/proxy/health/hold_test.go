@@ -1,6 +1,7 @@
 package health
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -108,4 +109,60 @@ func TestHoldsBackToBackDoNotStarveChecks(t *testing.T) {
 		time.Sleep(150 * time.Millisecond)
 		return ct.checks.Load() == n
 	})
+}
+
+// TestFirstChecksSpread: the first checks of an Update's new targets start
+// at most FirstCheckRate a second; a few new targets still within a second.
+func TestFirstChecksSpread(t *testing.T) {
+	// Checks due in the checker's seconds, which last an hour here: none
+	// runs during the test.
+	c := New(Config{Cluster: cluster, Second: time.Hour})
+	t.Cleanup(c.Close)
+	hc := model.HealthCheck{IntervalSeconds: 30, TimeoutSeconds: 5}
+	spread := func(groups ...model.TargetGroup) (earliest, latest time.Duration) {
+		start := time.Now()
+		c.Update(groups)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		earliest = time.Duration(1<<63 - 1)
+		for _, ch := range c.checks {
+			d := ch.due.Sub(start)
+			earliest, latest = min(earliest, d), max(latest, d)
+		}
+		for i, ch := range c.queue {
+			if ch.idx != i || (i > 0 && c.queue[(i-1)/2].due.After(ch.due)) {
+				t.Fatalf("queue out of order at %d", i)
+			}
+		}
+		return earliest, latest
+	}
+	var targets []model.Target
+	for i := range 20 {
+		targets = append(targets, model.Target{Address: "127.7.0." + strconv.Itoa(i+1), Port: 9, Cluster: cluster, State: model.TargetActive})
+	}
+	if _, latest := spread(tg("few", hc, targets...)); latest > time.Hour {
+		t.Errorf("20 new targets: first checks spread over %v, want within one (checker) second", latest)
+	}
+	const n = 3 * FirstCheckRate
+	var many []model.Target
+	for i := range n {
+		many = append(many, model.Target{Address: "127.8." + strconv.Itoa(i/250) + "." + strconv.Itoa(i%250+1), Port: 9, Cluster: cluster, State: model.TargetActive})
+	}
+	earliest, latest := spread(tg("few", hc, targets...), tg("many", hc, many...))
+	// 6,000 new checks at 2,000 a second: over three seconds (the 20 of
+	// the first Update keep theirs, within the first).
+	if latest < 2*time.Hour || latest > 3*time.Hour {
+		t.Errorf("%d new targets: the last first check %v after the Update, want within 2-3 (checker) seconds", n, latest)
+	}
+	if earliest < 0 {
+		t.Errorf("a first check due %v before the Update", earliest)
+	}
+	// Never over more than the interval.
+	var more []model.Target
+	for i := range 40 * FirstCheckRate {
+		more = append(more, model.Target{Address: "127.9." + strconv.Itoa(i/250) + "." + strconv.Itoa(i%250+1), Port: 9, Cluster: cluster, State: model.TargetActive})
+	}
+	if _, latest := spread(tg("more", hc, more...)); latest > 30*time.Hour {
+		t.Errorf("%d new targets: first checks spread over %v, more than the interval", len(more), latest)
+	}
 }

@@ -97,11 +97,43 @@ func (c *Checker) subscribe(t *Target, sub *subscription, sp *spec) {
 		ch = &check{key: key, sp: sp, due: time.Now().Add(jitter(min(sp.interval, c.second))), idx: -1}
 		c.checks[key] = ch
 		heap.Push(&c.queue, ch)
+		c.fresh = append(c.fresh, ch)
 		c.poke()
 	}
 	sub.t = t
 	ch.subs = append(ch.subs, sub)
 	t.check, t.sub = ch, sub
+}
+
+// FirstCheckRate bounds, in checks a second, how fast the first checks of
+// the targets one Update adds start: they spread over a second, or over as
+// many seconds as this rate needs for them, but never over more than
+// their interval. A proxy started at 100,000 targets (checked every 30 s)
+// then checks them first at 3,333 a second, the rate it keeps afterwards,
+// not 100,000 within a second: a burst that took both cores of a small
+// machine for seconds, just as its first configuration was served and its
+// first changes came.
+const FirstCheckRate = 2000
+
+// spreadFirst spreads the first checks of the targets the Update that is
+// ending added over as long as FirstCheckRate needs, when more than a
+// second. c.mu must be held.
+func (c *Checker) spreadFirst() {
+	fresh := c.fresh
+	c.fresh = c.fresh[:0]
+	defer clear(fresh)
+	window := time.Duration(len(fresh)) * c.second / FirstCheckRate
+	if window <= c.second {
+		return // as subscribe scheduled them: within a second
+	}
+	now := time.Now()
+	for _, ch := range fresh {
+		ch.due = now.Add(jitter(min(ch.sp.interval, window)))
+	}
+	// Removed checks among them are not queued; one pass re-orders the
+	// queue.
+	heap.Init(&c.queue)
+	c.poke()
 }
 
 // unsubscribe stops checking t, and drops its check when no target reads
