@@ -222,6 +222,7 @@ func runCmd(args []string) error {
 	logFile := fs.String("log", "", "write trellis's log here")
 	heapProfile := fs.String("heapprofile", "", "write a heap profile of trellis at the end here")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of trellis during the changes here")
+	settle := fs.Duration("settle", 0, "wait this long after the cold start before the first change, so that the changes meet the health checks' steady rate (every target once an interval) rather than their first rounds (45s is past both at the default 30 s interval)")
 	startProfile := fs.String("startprofile", "", "write a CPU profile of trellis's cold start (from when its admin listener answers, 10 s) here")
 	_ = fs.Parse(args)
 	if *dir == "" {
@@ -330,6 +331,10 @@ func runCmd(args []string) error {
 		return err
 	}
 
+	if *settle > 0 {
+		time.Sleep(*settle)
+		drain(logLines)
+	}
 	profiled := make(chan error, 1)
 	if *profile != "" {
 		go func() { profiled <- saveProfile(*profile, 15) }()
