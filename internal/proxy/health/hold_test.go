@@ -112,22 +112,29 @@ func TestHoldsBackToBackDoNotStarveChecks(t *testing.T) {
 }
 
 // TestFirstChecksSpread: the first checks of an Update's new targets start
-// at most FirstCheckRate a second; a few new targets still within a second.
+// at most FirstCheckRate a second, a group's close together; a few new
+// targets still within a second.
 func TestFirstChecksSpread(t *testing.T) {
 	// Checks due in the checker's seconds, which last an hour here: none
 	// runs during the test.
 	c := New(Config{Cluster: cluster, Second: time.Hour})
 	t.Cleanup(c.Close)
 	hc := model.HealthCheck{IntervalSeconds: 30, TimeoutSeconds: 5}
-	spread := func(groups ...model.TargetGroup) (earliest, latest time.Duration) {
+	// spread updates c to groups and returns, by group, the earliest and
+	// the latest first check after the Update.
+	spread := func(groups []model.TargetGroup) (earliest, latest map[string]time.Duration) {
 		start := time.Now()
 		c.Update(groups)
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		earliest = time.Duration(1<<63 - 1)
+		earliest, latest = map[string]time.Duration{}, map[string]time.Duration{}
 		for _, ch := range c.checks {
+			name := ch.subs[0].t.group.name
 			d := ch.due.Sub(start)
-			earliest, latest = min(earliest, d), max(latest, d)
+			if e, ok := earliest[name]; !ok || d < e {
+				earliest[name] = d
+			}
+			latest[name] = max(latest[name], d)
 		}
 		for i, ch := range c.queue {
 			if ch.idx != i || (i > 0 && c.queue[(i-1)/2].due.After(ch.due)) {
@@ -136,33 +143,49 @@ func TestFirstChecksSpread(t *testing.T) {
 		}
 		return earliest, latest
 	}
-	var targets []model.Target
-	for i := range 20 {
-		targets = append(targets, model.Target{Address: "127.7.0." + strconv.Itoa(i+1), Port: 9, Cluster: cluster, State: model.TargetActive})
+	// groups makes n groups of size targets each, on addresses of 127.b.
+	groups := func(prefix string, b, n, size int) []model.TargetGroup {
+		var out []model.TargetGroup
+		for g := range n {
+			var targets []model.Target
+			for i := range size {
+				j := g*size + i
+				targets = append(targets, model.Target{Address: "127." + strconv.Itoa(b) + "." + strconv.Itoa(j/250) + "." + strconv.Itoa(j%250+1),
+					Port: 9, Cluster: cluster, State: model.TargetActive})
+			}
+			out = append(out, tg(prefix+strconv.Itoa(g), hc, targets...))
+		}
+		return out
 	}
-	if _, latest := spread(tg("few", hc, targets...)); latest > time.Hour {
+	few := groups("few", 7, 2, 10)
+	if _, latest := spread(few); max(latest["few0"], latest["few1"]) > time.Hour {
 		t.Errorf("20 new targets: first checks spread over %v, want within one (checker) second", latest)
 	}
-	const n = 3 * FirstCheckRate
-	var many []model.Target
-	for i := range n {
-		many = append(many, model.Target{Address: "127.8." + strconv.Itoa(i/250) + "." + strconv.Itoa(i%250+1), Port: 9, Cluster: cluster, State: model.TargetActive})
-	}
-	earliest, latest := spread(tg("few", hc, targets...), tg("many", hc, many...))
 	// 6,000 new checks at 2,000 a second: over three seconds (the 20 of
-	// the first Update keep theirs, within the first).
-	if latest < 2*time.Hour || latest > 3*time.Hour {
-		t.Errorf("%d new targets: the last first check %v after the Update, want within 2-3 (checker) seconds", n, latest)
+	// the first Update keep theirs, within the first), each group's
+	// within one.
+	many := groups("many", 8, 3*FirstCheckRate/10, 10)
+	earliest, latest := spread(append(few, many...))
+	var last time.Duration
+	for _, g := range many {
+		e, l := earliest[g.Name], latest[g.Name]
+		if e < 0 || l-e > time.Hour {
+			t.Fatalf("group %s: first checks from %v to %v after the Update, want within one (checker) second of each other", g.Name, e, l)
+		}
+		last = max(last, l)
 	}
-	if earliest < 0 {
-		t.Errorf("a first check due %v before the Update", earliest)
+	if last < 2*time.Hour || last > 3*time.Hour {
+		t.Errorf("%d new targets: the last first check %v after the Update, want within 2-3 (checker) seconds", len(many)*10, last)
 	}
-	// Never over more than the interval.
-	var more []model.Target
-	for i := range 40 * FirstCheckRate {
-		more = append(more, model.Target{Address: "127.9." + strconv.Itoa(i/250) + "." + strconv.Itoa(i%250+1), Port: 9, Cluster: cluster, State: model.TargetActive})
+	// One group too large for a second spreads at the rate; never over
+	// more than the interval.
+	big := groups("big", 9, 1, 3*FirstCheckRate)
+	more := groups("more", 10, 1, 40*FirstCheckRate)
+	earliest, latest = spread(append(big, more...))
+	if d := latest["big0"] - earliest["big0"]; d < 2*time.Hour {
+		t.Errorf("a group of %d new targets: first checks within %v, want spread over about 3 (checker) seconds", 3*FirstCheckRate, d)
 	}
-	if _, latest := spread(tg("more", hc, more...)); latest > 30*time.Hour {
-		t.Errorf("%d new targets: first checks spread over %v, more than the interval", len(more), latest)
+	if latest["more0"] > 30*time.Hour+time.Minute { // (the Update itself takes a moment)
+		t.Errorf("%d new targets: first checks spread over %v, more than the interval", 40*FirstCheckRate, latest["more0"])
 	}
 }

@@ -109,15 +109,20 @@ func (c *Checker) subscribe(t *Target, sub *subscription, sp *spec) {
 // the targets one Update adds start: they spread over a second, or over as
 // many seconds as this rate needs for them, but never over more than
 // their interval. A proxy started at 100,000 targets (checked every 30 s)
-// then checks them first at 3,333 a second, the rate it keeps afterwards,
-// not 100,000 within a second: a burst that took both cores of a small
-// machine for seconds, just as its first configuration was served and its
-// first changes came.
+// then checks them first at about 3,333 a second, the rate it keeps
+// afterwards, not 100,000 within a second: a burst that took both cores
+// of a small machine for seconds, just as its first configuration was
+// served and its first changes came.
 const FirstCheckRate = 2000
 
 // spreadFirst spreads the first checks of the targets the Update that is
 // ending added over as long as FirstCheckRate needs, when more than a
-// second. c.mu must be held.
+// second. A group's targets keep theirs close together (within a second,
+// or as long as the rate needs for the group alone), at a random offset
+// in that time: an Initial target takes no requests while a checked one of
+// its group does, so a group spends about a second, not the whole spread,
+// with its first healthy targets taking all of its requests. c.mu must be
+// held.
 func (c *Checker) spreadFirst() {
 	fresh := c.fresh
 	c.fresh = c.fresh[:0]
@@ -127,11 +132,31 @@ func (c *Checker) spreadFirst() {
 		return // as subscribe scheduled them: within a second
 	}
 	now := time.Now()
-	for _, ch := range fresh {
-		ch.due = now.Add(jitter(min(ch.sp.interval, window)))
+	var (
+		g            *Group
+		offset, span time.Duration
+	)
+	for i, ch := range fresh {
+		if len(ch.subs) == 0 {
+			continue // removed again: not queued
+		}
+		if tg := ch.subs[0].t.group; tg != g {
+			// The Update adds a group's targets one after another.
+			g = tg
+			n := 1
+			for _, next := range fresh[i+1:] {
+				if len(next.subs) == 0 || next.subs[0].t.group != g {
+					break
+				}
+				n++
+			}
+			within := min(ch.sp.interval, window)
+			span = min(within, max(c.second, time.Duration(n)*c.second/FirstCheckRate))
+			offset = jitter(within - span)
+		}
+		ch.due = now.Add(offset + jitter(min(ch.sp.interval-offset, span)))
 	}
-	// Removed checks among them are not queued; one pass re-orders the
-	// queue.
+	// One pass re-orders the queue.
 	heap.Init(&c.queue)
 	c.poke()
 }
