@@ -222,6 +222,7 @@ func runCmd(args []string) error {
 	logFile := fs.String("log", "", "write trellis's log here")
 	heapProfile := fs.String("heapprofile", "", "write a heap profile of trellis at the end here")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of trellis during the changes here")
+	every := fs.Duration("every", 0, "start a change at most this often (0: each as soon as the last is served), so that the changes sample the health checks' whole interval rather than a few seconds of it")
 	settle := fs.Duration("settle", 0, "wait this long after the cold start before the first change, so that the changes meet the health checks' steady rate (every target once an interval) rather than their first rounds (45s is past both at the default 30 s interval)")
 	startProfile := fs.String("startprofile", "", "write a CPU profile of trellis's cold start (from when its admin listener answers, 10 s) here")
 	_ = fs.Parse(args)
@@ -344,7 +345,10 @@ func runCmd(args []string) error {
 	rng := rand.New(rand.NewPCG(1, 2))
 	versions := map[int]int{}
 	var took, cpus []time.Duration
+	var next time.Time
 	for c := range *changes {
+		time.Sleep(time.Until(next))
+		next = time.Now().Add(*every)
 		i := rng.IntN(s.services)
 		versions[i]++
 		cpu0, _ := cpuTime(cmd.Process.Pid)
