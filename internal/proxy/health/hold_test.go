@@ -177,6 +177,9 @@ func TestFirstChecksSpread(t *testing.T) {
 	if last < 2*time.Hour || last > 3*time.Hour {
 		t.Errorf("%d new targets: the last first check %v after the Update, want within 2-3 (checker) seconds", len(many)*10, last)
 	}
+	// Spread over less than the interval, the second check spreads
+	// them further.
+	steady(t, c, false)
 	// One group too large for a second spreads at the rate; never over
 	// more than the interval.
 	big := groups("big", 9, 1, 3*FirstCheckRate)
@@ -187,5 +190,21 @@ func TestFirstChecksSpread(t *testing.T) {
 	}
 	if latest["more0"] > 30*time.Hour+time.Minute { // (the Update itself takes a moment)
 		t.Errorf("%d new targets: first checks spread over %v, more than the interval", 40*FirstCheckRate, latest["more0"])
+	}
+	// Spread over the whole interval, the checks are next due an
+	// interval after the first.
+	steady(t, c, true)
+}
+
+// steady fails t unless every check of c is next due an interval after
+// its first (want), or spread further at the second (!want).
+func steady(t *testing.T, c *Checker, want bool) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ch := range c.checks {
+		if ch.steady != want {
+			t.Fatalf("group %s: steady %v, want %v", ch.subs[0].t.group.name, ch.steady, want)
+		}
 	}
 }

@@ -51,8 +51,10 @@ type check struct {
 	idx int
 	// subs are the targets reading the check, usually one.
 	subs []*subscription
-	// probed reports whether the check has run before.
-	probed bool
+	// steady reports whether the check's next probe is due an interval
+	// after the last: after its first probe, or from the start when its
+	// first was spread over the interval (spreadFirst).
+	steady bool
 	// conn is the plain HTTP/1.1 check's connection, kept between checks
 	// (nil for other checks, or before the first). Only the check in
 	// flight, or the Checker holding its lock while the check is queued,
@@ -155,6 +157,9 @@ func (c *Checker) spreadFirst() {
 			offset = jitter(within - span)
 		}
 		ch.due = now.Add(offset + jitter(min(ch.sp.interval-offset, span)))
+		// Spread over the whole interval, the first checks need no
+		// second spreading: from the first on, every interval.
+		ch.steady = window >= ch.sp.interval
 	}
 	// One pass re-orders the queue.
 	heap.Init(&c.queue)
@@ -424,14 +429,15 @@ func (c *Checker) runCheck(ch *check, outs []outcome) []outcome {
 		}
 		outs = append(outs, outcome{s.t, s.gen, s.sp, s.passes, s.fails})
 	}
-	// The first checks of many new targets all run within a second; the
-	// second of each runs at a random point of the second half of its
-	// interval, so that from then on they are spread over half an
-	// interval rather than due together.
+	// The first checks of new targets run within a second, or spread
+	// over less than their interval (spreadFirst); the second of each
+	// runs at a random point of the second half of its interval, so that
+	// from then on they are spread over half an interval more rather than
+	// due together. Those spread over the whole interval stay as they are.
 	next := ch.sp.interval
-	if !ch.probed {
+	if !ch.steady {
 		next = next/2 + jitter(next-next/2)
-		ch.probed = true
+		ch.steady = true
 	}
 	ch.due = ch.due.Add(next)
 	if ch.due.Before(start) {
