@@ -68,7 +68,7 @@ func TestClusterExportNamespaces(t *testing.T) {
 }
 
 // `trellis cluster add --pod-network` admits a cluster into a pod network,
-// `cluster set --pod-network` moves it (or, with ”, isolates it) keeping
+// `cluster set --pod-network` moves it (or, with an empty name, isolates it) keeping
 // its export namespaces, and `cluster list` and `get clusters` show it; a
 // name that is not a label is refused naming the field podNetwork.
 func TestClusterPodNetwork(t *testing.T) {

@@ -31,11 +31,17 @@ func snapshot(rev int64, services ...string) *model.Snapshot {
 
 func start(t *testing.T, addrs ...string) (*Server, string) {
 	t.Helper()
+	return startIn(t, "", addrs...)
+}
+
+// startIn starts a server for a proxy of cluster, answering addrs.
+func startIn(t *testing.T, cluster string, addrs ...string) (*Server, string) {
+	t.Helper()
 	var as []netip.Addr
 	for _, a := range addrs {
 		as = append(as, netip.MustParseAddr(a))
 	}
-	s, err := New(Config{Addresses: as})
+	s, err := New(Config{Addresses: as, Cluster: cluster})
 	if err != nil {
 		t.Fatal(err)
 	}
