@@ -48,7 +48,8 @@ import (
 )
 
 // TTL is the time to live of the answers, in seconds: names come and go
-// with routes, and the answer itself, the proxy's address, hardly changes.
+// with routes, and the answer itself, the proxy's address, hardly changes
+// (pods' addresses, answered in a pod network, change with the pods).
 const TTL = 30
 
 // Config configures a Server.
@@ -306,8 +307,8 @@ func (t *table) addPods(group []*model.ServiceExport, namespace, service string,
 			}
 			name := dns.CanonicalName(mcs.PodHost(h.Hostname, e.Owner, namespace, service))
 			t.names[name] = true
-			if inNet(e.Owner) {
-				t.direct[name] = hostAddresses(h.Addresses)
+			if addrs := hostAddresses(h.Addresses); len(addrs) > 0 && inNet(e.Owner) {
+				t.direct[name] = addrs
 			}
 			pods = append(pods, pod{name: name, ports: ports})
 		}
