@@ -190,7 +190,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var names *nameserver.Server
 	if cfg.DNSListen != "" {
 		var err error
-		if names, err = nameserver.Start(cfg.DNSListen, cfg.DNSAnswer, cfg.Bind, log, cfg.Out); err != nil {
+		if names, err = nameserver.Start(cfg.DNSListen, cfg.DNSAnswer, cfg.Bind, cfg.Cluster, log, cfg.Out); err != nil {
 			return err
 		}
 		defer names.Close()
