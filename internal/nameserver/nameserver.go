@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -76,6 +77,13 @@ type Server struct {
 
 	mu      sync.Mutex
 	servers []*dns.Server
+
+	// build serialises building the table: last is the snapshot it was
+	// built from and lapsed the clusters whose leases have lapsed
+	// (SetLapsed), whose pods are answered by no pod address.
+	build  sync.Mutex
+	last   *model.Snapshot
+	lapsed map[string]bool
 }
 
 // ClustersetZone is the zone of the Multi-Cluster Services names:
@@ -128,6 +136,30 @@ func New(cfg Config) (*Server, error) {
 // Update makes the names of snap's service networks resolve, and only
 // those.
 func (s *Server) Update(snap *model.Snapshot) {
+	s.build.Lock()
+	defer s.build.Unlock()
+	s.last = snap
+	s.update(snap)
+}
+
+// SetLapsed replaces the set of clusters whose leases have lapsed, as the
+// proxy's lease follow reads it. A lapsed cluster's pods leave the pod
+// network's answers at once (its names answer the proxy's addresses,
+// whose pick has dropped its targets), and come back with its lease.
+func (s *Server) SetLapsed(lapsed map[string]bool) {
+	s.build.Lock()
+	defer s.build.Unlock()
+	if maps.Equal(s.lapsed, lapsed) {
+		return
+	}
+	s.lapsed = maps.Clone(lapsed)
+	if s.last != nil {
+		s.update(s.last)
+	}
+}
+
+// update builds snap's table; s.build is held.
+func (s *Server) update(snap *model.Snapshot) {
 	t := newTable(uint32(snap.Revision))
 	inNet := s.podNetwork(snap)
 	domains := map[string]string{} // network → fully qualified domain
@@ -223,7 +255,12 @@ func (s *Server) podNetwork(snap *model.Snapshot) func(cluster string) bool {
 			own = c
 		}
 	}
-	return func(cluster string) bool { return model.SamePodNetwork(own, clusters[cluster]) }
+	return func(cluster string) bool {
+		if cluster != s.cfg.Cluster && s.lapsed[cluster] {
+			return false
+		}
+		return model.SamePodNetwork(own, clusters[cluster])
+	}
 }
 
 // podAddresses returns the ready endpoints' addresses of a Headless

@@ -238,3 +238,34 @@ func TestClustersetPodNetworkBounded(t *testing.T) {
 		t.Errorf("over TCP: %s, %d addresses of 5000, first %v", dns.RcodeToString[got.rcode], len(got.answers), got.answers[:min(1, len(got.answers))])
 	}
 }
+
+// A cluster whose lease has lapsed leaves the pod network's answers at
+// once, without a new snapshot: its pods' names and the Service's name
+// answer the proxy's addresses (whose pick has dropped its targets), and
+// its pods' own addresses come back with its lease. The proxy's own
+// cluster is never lapsed to itself.
+func TestClustersetPodNetworkLapsedLease(t *testing.T) {
+	s, addr := startIn(t, "east", "127.0.0.1")
+	s.Update(podNetworkSnapshot(5))
+	check := func(name string, want ...string) {
+		t.Helper()
+		if got := query(t, "udp", addr, name, dns.TypeA); got.rcode != dns.RcodeSuccess || !slices.Equal(got.answers, want) {
+			t.Errorf("A %s = %+v, want %v", name, got, want)
+		}
+	}
+	s.SetLapsed(map[string]bool{"west.eu": true})
+	check("db.shop.svc.clusterset.local.", "127.0.0.1")
+	check("web-0.west.eu.db.shop.svc.clusterset.local.", "127.0.0.1")
+	check("web-0.east.db.shop.svc.clusterset.local.", "10.0.0.1")
+
+	s.SetLapsed(map[string]bool{"east": true})
+	check("db.shop.svc.clusterset.local.", "10.0.0.1", "10.0.0.3", "10.1.0.1")
+	check("web-0.west.eu.db.shop.svc.clusterset.local.", "10.1.0.1")
+
+	// A lapse seen before the next snapshot still holds for it.
+	s.SetLapsed(map[string]bool{"west.eu": true})
+	s.Update(podNetworkSnapshot(6))
+	check("web-0.west.eu.db.shop.svc.clusterset.local.", "127.0.0.1")
+	s.SetLapsed(nil)
+	check("web-0.west.eu.db.shop.svc.clusterset.local.", "10.1.0.1")
+}
