@@ -23,21 +23,7 @@ import (
 func TestHTTP2DirectAgreesWithReverseProxy(t *testing.T) {
 	echo := headerEcho(t)
 	snap := oneRoute(1, []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))}, to("echo", 1))
-	snap.Services[0].Rules = append(snap.Services[0].Rules, model.Rule{
-		Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/edit"}}},
-		Filters: []model.Filter{
-			{RequestHeaders: &model.HeaderFilter{
-				Set:    []model.Header{{Name: "X-Set", Value: "s"}, {Name: "Host", Value: "edited.example.com"}},
-				Add:    []model.Header{{Name: "X-Multi", Value: "3"}},
-				Remove: []string{"X-Gone"},
-			}},
-			{ResponseHeaders: &model.HeaderFilter{Add: []model.Header{{Name: "X-Resp", Value: "r"}}}},
-		},
-		Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{
-			TargetGroup: "echo", Weight: 1,
-			Filters: []model.Filter{{RequestHeaders: &model.HeaderFilter{Add: []model.Header{{Name: "X-Set", Value: "by-backend"}}}}},
-		}}}},
-	})
+	snap.Services[0].Rules = append(snap.Services[0].Rules, editRule("echo"))
 	fast := newTestProxy(t, nil)
 	update(t, fast, snap)
 	slow := newProxyWith(t, Config{DisableFastPath: true})

@@ -20,29 +20,14 @@ import (
 )
 
 // peerEchoSnapshot routes every request to group "echo", of west, with
-// targets; rules under /edit edit headers both ways, and /timeout has a
-// request timeout of 200 ms.
+// targets; rules under /edit edit headers both ways (editRule), and
+// /timeout has a request timeout of 200 ms.
 func peerEchoSnapshot(targets ...model.Target) *model.Snapshot {
 	tg := group("echo", targets...)
 	tg.Owner = "west"
 	s := oneRoute(1, []model.TargetGroup{tg}, to("echo", 1))
 	s.Services[0].Rules = append([]model.Rule{
-		{
-			Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/edit"}}},
-			Filters: []model.Filter{
-				{RequestHeaders: &model.HeaderFilter{
-					Set:    []model.Header{{Name: "X-Set", Value: "s"}, {Name: "Host", Value: "edited.example.com"}},
-					Add:    []model.Header{{Name: "X-Multi", Value: "3"}},
-					Remove: []string{"X-Gone"},
-				}},
-				{ResponseHeaders: &model.HeaderFilter{
-					Set:    []model.Header{{Name: "Content-Type", Value: "text/edited"}},
-					Add:    []model.Header{{Name: "X-Resp", Value: "r"}},
-					Remove: []string{"Content-Length"},
-				}},
-			},
-			Action: forward(to("echo", 1)),
-		},
+		editRule("echo"),
 		{
 			Matches:  []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/timeout"}}},
 			Timeouts: &model.Timeouts{Request: model.Duration(200 * time.Millisecond)},
