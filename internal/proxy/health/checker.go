@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"trellis.dev/trellis/internal/model"
 )
@@ -290,7 +291,7 @@ func (c *Checker) updateGroup(g *Group, tg *model.TargetGroup, seen map[string]b
 		}
 		t := g.targets[addr]
 		if t == nil {
-			t = &Target{group: g, addr: addr, host: mt.Address}
+			t = &Target{group: g, addr: addr}
 			g.targets[addr] = t
 		}
 		c.setMode(t, mode, sp)
@@ -331,8 +332,8 @@ func (c *Checker) remove(t *Target) {
 	c.unsubscribe(t)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.timer != nil {
-		t.timer.Stop()
+	if t.ej != nil && t.ej.timer != nil {
+		t.ej.timer.Stop()
 	}
 	old, _ := t.transition(func(w uint32) uint32 { return w | removedBit })
 	if old&ejectedBit != 0 && old&removedBit == 0 {
@@ -400,6 +401,8 @@ type spec struct {
 	// is what they were parsed from.
 	codes   [][2]int
 	matcher string
+	// probe is the interned form of what the check does at an address.
+	probe unique.Handle[probeKey]
 }
 
 // equal reports whether sp and o check alike.
@@ -426,7 +429,7 @@ func newSpec(tg *model.TargetGroup, second time.Duration) (*spec, error) {
 	if u, err := url.Parse("http://check" + hc.Path); err == nil && !strings.ContainsFunc(hc.Path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		requestURI = u.RequestURI()
 	}
-	return &spec{
+	sp := &spec{
 		requestURI: requestURI,
 		https:      hc.Protocol == model.ProtocolHTTPS,
 		http2:      hc.ProtocolVersion == model.HTTP2,
@@ -438,7 +441,10 @@ func newSpec(tg *model.TargetGroup, second time.Duration) (*spec, error) {
 		unhealthy:  int(hc.UnhealthyThresholdCount),
 		codes:      codes,
 		matcher:    hc.Matcher,
-	}, nil
+	}
+	sp.probe = unique.Make(probeKey{https: sp.https, http2: sp.http2, pathQuery: sp.pathQuery,
+		interval: sp.interval, timeout: sp.timeout, matcher: sp.matcher})
+	return sp, nil
 }
 
 func (sp *spec) healthyCode(code int) bool {
