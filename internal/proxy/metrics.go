@@ -28,7 +28,8 @@ var applyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 
 // and target group, never by anything a client chooses. The compiler
 // annotates each rule and backend of a route table with a *ruleInfo that
 // caches its label-bound histogram and the counter of each common status
-// code, each bound on first use, so that a request only increments them.
+// code, each bound on first use (the cache too is made on the rule's first
+// request), so that a request only increments them.
 // Series of rules and target groups that leave the config are deleted.
 type metrics struct {
 	cluster string
@@ -140,22 +141,33 @@ type ruleKey struct {
 }
 
 // ruleInfo is what the request path needs of one rule, or of one backend
-// of a rule: its identity, its precomputed identity headers, and its
-// metrics bound to its labels.
+// of a rule: its identity, its identity headers, and its metrics bound to
+// its labels. A proxy keeps one per rule and per backend of every service
+// (40,000 at issue 15's size), most of which may never see a request, so
+// the headers and the series are made on a rule's first request and the
+// rest is 96 bytes.
 type ruleInfo struct {
 	service, network, targetGroup string
 	// rule is the rule's label value.
 	rule string
-	// targetHeader and networkHeader are the values of x-trellis-target
-	// and x-trellis-network, made once per rule; wireHeaders both as the
-	// header lines the fast path writes.
-	targetHeader, networkHeader, wireHeaders string
 
 	m *metrics
-	// codes caches the counters of the common status codes, by
-	// codeSlots, and duration the histogram. Each is bound to its labels
-	// on first use: a compilation stays cheap, and rules without traffic
-	// export no series.
+	// headers are made on first use (identityHeaders); series are bound
+	// on first use (observe): a compilation stays cheap, and rules
+	// without traffic export no series.
+	headers atomic.Pointer[ruleHeaders]
+	series  atomic.Pointer[ruleSeries]
+}
+
+// ruleHeaders are the values of x-trellis-target and x-trellis-network of
+// a rule's backend, and both as the header lines the fast path writes.
+type ruleHeaders struct {
+	target, network, wire string
+}
+
+// ruleSeries caches a rule's counters of the common status codes, by
+// codeSlots, and its histogram, each bound to its labels on first use.
+type ruleSeries struct {
 	codes    [len(commonCodes)]atomic.Pointer[prometheus.Counter]
 	duration atomic.Pointer[prometheus.Observer]
 }
@@ -181,14 +193,39 @@ func (m *metrics) newRuleInfo(k ruleKey) *ruleInfo {
 	if k.rule >= 0 {
 		ri.rule = strconv.Itoa(k.rule)
 	}
-	if k.rule >= 0 && k.targetGroup != "" {
-		ri.targetHeader = "Service=" + k.service + "; Network=" + k.network + "; TargetGroup=" + k.targetGroup
-		ri.networkHeader = "SourceCluster=" + m.cluster + "; Network=" + k.network
-		var b strings.Builder
-		setRuleFields((*textFields)(&b), ri)
-		ri.wireHeaders = b.String()
-	}
 	return ri
+}
+
+// identityHeaders returns the rule's x-trellis-network and
+// x-trellis-target, made on the first call; nil for a rule that forwards
+// to no target group (nor for requests that matched no route).
+func (ri *ruleInfo) identityHeaders() *ruleHeaders {
+	if ri.rule == "" || ri.targetGroup == "" {
+		return nil
+	}
+	if h := ri.headers.Load(); h != nil {
+		return h
+	}
+	h := &ruleHeaders{
+		target:  "Service=" + ri.service + "; Network=" + ri.network + "; TargetGroup=" + ri.targetGroup,
+		network: "SourceCluster=" + ri.m.cluster + "; Network=" + ri.network,
+	}
+	var b strings.Builder
+	setRuleFields((*textFields)(&b), h)
+	h.wire = b.String()
+	if !ri.headers.CompareAndSwap(nil, h) {
+		return ri.headers.Load()
+	}
+	return h
+}
+
+// boundSeries returns the rule's series cache, made on the first call.
+func (ri *ruleInfo) boundSeries() *ruleSeries {
+	if s := ri.series.Load(); s != nil {
+		return s
+	}
+	ri.series.CompareAndSwap(nil, &ruleSeries{})
+	return ri.series.Load()
 }
 
 // serviceRules holds the rule data of one service's rules, by rule index;
@@ -309,21 +346,22 @@ func (m *metrics) compileFailed() {
 
 // observe counts one request answered with code after d.
 func (ri *ruleInfo) observe(code int, d time.Duration) {
-	ri.counter(code).Inc()
-	o := ri.duration.Load()
+	s := ri.boundSeries()
+	ri.counter(s, code).Inc()
+	o := s.duration.Load()
 	if o == nil {
 		h := ri.m.duration.WithLabelValues(ri.service, ri.rule, ri.targetGroup)
 		o = &h
-		ri.duration.Store(o)
+		s.duration.Store(o)
 	}
 	(*o).Observe(d.Seconds())
 }
 
-func (ri *ruleInfo) counter(code int) prometheus.Counter {
+func (ri *ruleInfo) counter(s *ruleSeries, code int) prometheus.Counter {
 	if code < 0 || code >= len(codeSlots) || codeSlots[code] < 0 {
 		return ri.m.requests.WithLabelValues(ri.service, ri.rule, ri.targetGroup, strconv.Itoa(code))
 	}
-	slot := &ri.codes[codeSlots[code]]
+	slot := &s.codes[codeSlots[code]]
 	if c := slot.Load(); c != nil {
 		return *c
 	}

@@ -186,3 +186,75 @@ func TestHealthMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestRuleDataMadeOnFirstRequest: a rule's identity headers and metric
+// series are made by its first request, not by the compilation, so that
+// rules without traffic cost their 96 bytes alone; they leave with the
+// rule.
+func TestRuleDataMadeOnFirstRequest(t *testing.T) {
+	a := backend(t, "a")
+	p := newProxyWith(t, Config{AdminAddress: "127.0.0.1:0"})
+	aTarget := target(t, a, model.TargetActive)
+	prefix := func(v string) []model.Match {
+		return []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: v}}}
+	}
+	snap := func(rev int64, rules ...model.Rule) *model.Snapshot {
+		return &model.Snapshot{Objects: model.Objects{
+			Networks:     testNetworks,
+			TargetGroups: []model.TargetGroup{group("a", aTarget)},
+			Services:     []model.Service{edgeService("svc", []string{"shop.example.com"}, rules...)},
+		}, Revision: rev}
+	}
+	used := model.Rule{Matches: prefix("/used"), Action: forward(to("a", 1))}
+	idle := model.Rule{Matches: prefix("/idle"), Action: forward(to("a", 1))}
+	update(t, p, snap(1, used, idle))
+	info := func(rule int) *ruleInfo {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.metrics.rules["svc"].find(rule, "a")
+	}
+	for rule := range 2 {
+		ri := info(rule)
+		if ri == nil {
+			t.Fatalf("rule %d: no rule data", rule)
+		}
+		if ri.series.Load() != nil || ri.headers.Load() != nil {
+			t.Errorf("rule %d: series or headers made before any request", rule)
+		}
+	}
+	if got := labelValues(scrape(t, p), "trellis_requests_total", "rule"); len(got) != 0 {
+		t.Errorf("request series before any request: rules %v", got)
+	}
+
+	c := newClient(t)
+	if r := c.get(addrOf(p, webPort), "shop.example.com", "/used"); r.status != http.StatusOK {
+		t.Fatalf("GET /used: %d", r.status)
+	}
+	if ri := info(0); ri.series.Load() == nil || ri.headers.Load() == nil {
+		t.Error("rule 0: series or headers not made by its request")
+	} else if h := ri.headers.Load(); h.target != "Service=svc; Network="+ri.network+"; TargetGroup=a" {
+		t.Errorf("rule 0: x-trellis-target %q", h.target)
+	}
+	if ri := info(1); ri.series.Load() != nil || ri.headers.Load() != nil {
+		t.Error("rule 1: series or headers made by another rule's request")
+	}
+	m := scrape(t, p)
+	if got := metricValue(m, "trellis_requests_total", "service", "svc", "rule", "0", "target_group", "a", "code", "200"); got != 1 {
+		t.Errorf("rule 0's request count = %v, want 1", got)
+	}
+	if got := metricValue(m, "trellis_request_duration_seconds", "service", "svc", "rule", "1", "target_group", "a"); got != -1 {
+		t.Errorf("rule 1's duration series exists without a request: %v", got)
+	}
+
+	// The service leaves: its rules' series go with it.
+	gone := snap(2)
+	gone.Services = nil
+	update(t, p, gone)
+	m = scrape(t, p)
+	if got := labelValues(m, "trellis_requests_total", "service"); slices.Contains(got, "svc") {
+		t.Errorf("series of a removed service remain: services %v", got)
+	}
+	if got := metricValue(m, "trellis_request_duration_seconds", "service", "svc", "rule", "0", "target_group", "a"); got != -1 {
+		t.Errorf("duration series of a removed service remains: %v", got)
+	}
+}
