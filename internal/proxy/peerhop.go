@@ -35,9 +35,9 @@ import (
 type peerSet struct {
 	// byCluster lists, for each other cluster, its proxies' addresses.
 	byCluster map[string][]string
-	// deliver indexes this cluster's deliverable targets by peer group
-	// key (peerGroupKey) and address.
-	deliver map[string]map[string]deliverable
+	// deliver holds this cluster's deliverable targets by peer group key
+	// (peerGroupKey).
+	deliver map[string]*deliverSet
 	// admitted are the clusters admitted to the control plane: peer hops
 	// go to and come from these alone.
 	admitted map[string]bool
@@ -59,6 +59,53 @@ type peerSet struct {
 type deliverable struct {
 	protocol model.Protocol
 	version  model.ProtocolVersion
+}
+
+// deliverSet is what this proxy delivers of one target group or export:
+// the object's own lists of targets, shared with the snapshot it came from
+// (a proxy holds one per target group, so no index of addresses is made;
+// a delivery looks through its group's targets).
+type deliverSet struct {
+	dv deliverable
+	// targets are a target group's targets, port its port and cluster
+	// this proxy's: those of cluster are delivered. ports are an
+	// export's: all their targets are.
+	targets []model.Target
+	port    int32
+	cluster string
+	ports   []model.ExportPort
+}
+
+// target reports whether addr ("host:port") is one of the set's targets.
+func (ds *deliverSet) target(addr string) bool {
+	if ds == nil {
+		return false
+	}
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return false
+	}
+	for _, t := range ds.targets {
+		tp := t.Port
+		if tp == 0 {
+			tp = ds.port // model.Target.EffectivePort
+		}
+		if t.Cluster == ds.cluster && t.Address == host && int64(tp) == int64(port) {
+			return true
+		}
+	}
+	for _, ep := range ds.ports {
+		for _, t := range ep.Targets {
+			if t.Address == host && int64(t.Port) == int64(port) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Peer group keys name what a target belongs to in a peer request.
@@ -85,8 +132,8 @@ func peerGroupKey(t *router.Target) string {
 func syncFrom[T any, P interface {
 	*T
 	model.Object
-}](list []T, same bool, from map[string]T, prefix string, changed map[string]map[string]deliverable,
-	own func(P) bool, targets func(P) map[string]deliverable) {
+}](list []T, same bool, from map[string]T, prefix string, changed map[string]*deliverSet,
+	own func(P) bool, targets func(P) *deliverSet) {
 	n := len(from)
 	if !same {
 		n = 0
@@ -141,7 +188,7 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 	}
 	// changed holds the deliver entries made again, nil for those gone.
 	// The from maps pass from prev to ps: only compilePeers reads them.
-	changed := map[string]map[string]deliverable{}
+	changed := map[string]*deliverSet{}
 	ps.fromGroups, ps.fromExports = prev.fromGroups, prev.fromExports
 	if ps.fromGroups == nil {
 		ps.fromGroups, ps.fromExports = map[string]model.TargetGroup{}, map[string]model.ServiceExport{}
@@ -171,37 +218,25 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 	ps.groupList, ps.exportList = snap.TargetGroups, snap.Exports
 	syncFrom(snap.TargetGroups, sameGroups, ps.fromGroups, peerTargetGroup, changed,
 		func(tg *model.TargetGroup) bool { return tg.Owner == cluster },
-		func(tg *model.TargetGroup) map[string]deliverable {
-			var m map[string]deliverable
-			for _, t := range tg.Targets {
-				if t.Cluster == cluster {
-					if m == nil {
-						m = map[string]deliverable{}
-					}
-					m[net.JoinHostPort(t.Address, itoa(t.EffectivePort(tg)))] = deliverable{tg.Protocol, tg.ProtocolVersion}
-				}
+		func(tg *model.TargetGroup) *deliverSet {
+			if !slices.ContainsFunc(tg.Targets, func(t model.Target) bool { return t.Cluster == cluster }) {
+				return nil
 			}
-			return m
+			return &deliverSet{dv: deliverable{tg.Protocol, tg.ProtocolVersion}, targets: tg.Targets, port: tg.Port, cluster: cluster}
 		})
 	syncFrom(snap.Exports, sameExports, ps.fromExports, peerExport, changed,
 		func(e *model.ServiceExport) bool { return e.Owner == cluster && exportable(e) },
-		func(e *model.ServiceExport) map[string]deliverable {
-			var m map[string]deliverable
-			for _, p := range e.Ports {
-				for _, t := range p.Targets {
-					if m == nil {
-						m = map[string]deliverable{}
-					}
-					m[net.JoinHostPort(t.Address, itoa(t.Port))] = deliverable{protocol: model.ProtocolHTTP}
-				}
+		func(e *model.ServiceExport) *deliverSet {
+			if !slices.ContainsFunc(e.Ports, func(p model.ExportPort) bool { return len(p.Targets) > 0 }) {
+				return nil
 			}
-			return m
+			return &deliverSet{dv: deliverable{protocol: model.ProtocolHTTP}, ports: e.Ports}
 		})
 	ps.deliver = prev.deliver
 	if len(changed) > 0 || ps.deliver == nil {
 		ps.deliver = maps.Clone(prev.deliver)
 		if ps.deliver == nil {
-			ps.deliver = map[string]map[string]deliverable{}
+			ps.deliver = map[string]*deliverSet{}
 		}
 		for key, m := range changed {
 			if m == nil {
@@ -403,7 +438,8 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 	sv := p.served.Load()
 	var target *router.Target
 	if sv.peers != nil {
-		if dv, ok := sv.peers.deliver[d.TargetGroup][d.Target]; ok {
+		if ds := sv.peers.deliver[d.TargetGroup]; ds.target(d.Target) {
+			dv := ds.dv
 			version := dv.version
 			if version == "" {
 				switch v := model.ProtocolVersion(d.Version); v {
