@@ -99,6 +99,10 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 
 func compileGroup(tg *model.TargetGroup) (*Group, error) {
 	g := &Group{Name: tg.Name, Protocol: tg.Protocol, Version: tg.ProtocolVersion}
+	// The targets slice is sized exactly: a proxy holds one per group.
+	if n := active(tg.Targets); n > 0 {
+		g.targets = make([]Target, 0, n)
+	}
 	for i, t := range tg.Targets {
 		port := t.EffectivePort(tg)
 		if port < 1 || port > 65535 {
@@ -119,6 +123,17 @@ func compileGroup(tg *model.TargetGroup) (*Group, error) {
 		}
 	}
 	return g, nil
+}
+
+// active counts the Active targets of ts.
+func active(ts []model.Target) int {
+	n := 0
+	for i := range ts {
+		if ts[i].State == model.TargetActive {
+			n++
+		}
+	}
+	return n
 }
 
 func fieldError(field, format string, args ...any) error {
