@@ -3,7 +3,9 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"testing"
 	"time"
@@ -117,4 +119,35 @@ func BenchmarkLiveHeapAtScale(b *testing.B) {
 	}
 	b.ReportMetric(float64(snapBytes)/n, "snapshot-B/service")
 	b.ReportMetric(float64(proxyBytes)/n, "proxy-B/service")
+}
+
+// BenchmarkScrapeAtScale is one scrape of /metrics at issue 15's size: a
+// series of healthy and unhealthy counts and of ejections per target group
+// (10,000 of each), with the Go and process collectors' and the few of the
+// rules that had a request.
+func BenchmarkScrapeAtScale(b *testing.B) {
+	const n = 10_000
+	snap := scaleSnapshot(n, 10)
+	p := newProxyWith(b, Config{AdminAddress: "127.0.0.1:0", test: testKnobs{healthSecond: time.Hour}})
+	if err := p.Update(snap); err != nil {
+		b.Fatal(err)
+	}
+	c := &http.Client{}
+	size := 0
+	b.ReportAllocs()
+	cpu := testsync.CPUTime()
+	for b.Loop() {
+		resp, err := c.Get(p.adminURL("/metrics"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("scrape: %d, %v", resp.StatusCode, err)
+		}
+		size = len(body)
+	}
+	b.ReportMetric(float64(testsync.CPUTime()-cpu)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(size), "bytes/scrape")
 }

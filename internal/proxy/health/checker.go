@@ -542,16 +542,7 @@ func (c *Checker) Summary() []GroupSummary {
 	defer c.mu.Unlock()
 	out := make([]GroupSummary, 0, len(c.groups))
 	for _, g := range c.groups {
-		s := GroupSummary{Name: g.name, Ejections: g.ejections.Load()}
-		for _, t := range g.targets {
-			switch t.Status() {
-			case Healthy:
-				s.Healthy++
-			case Unhealthy:
-				s.Unhealthy++
-			}
-		}
-		out = append(out, s)
+		out = append(out, GroupSummary{Name: g.name, Healthy: int(g.healthy.Load()), Unhealthy: int(g.unhealthy.Load()), Ejections: g.ejections.Load()})
 	}
 	return out
 }

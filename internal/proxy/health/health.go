@@ -156,11 +156,39 @@ func (t *Target) transition(f func(uint32) uint32) (old, new uint32) {
 			break
 		}
 	}
-	t.group.checker.gen.Add(1)
+	g := t.group
+	g.checker.gen.Add(1)
 	if d := counted(new) - counted(old); d != 0 {
-		t.group.routable.Add(d)
+		g.routable.Add(d)
+	}
+	if from, to := shown(old), shown(new); from != to {
+		g.byStatus(from).Add(-1)
+		g.byStatus(to).Add(1)
 	}
 	return old, new
+}
+
+// shown is the status a target in state w counts under in its group's
+// summary: its own, or none (Draining's slot, never summarized) once
+// removed.
+func shown(w uint32) Status {
+	if w&removedBit != 0 {
+		return Draining
+	}
+	return statusOf(w)
+}
+
+// byStatus is the group's count of targets of status s: Healthy and
+// Unhealthy have their own, any other status a scratch counter nobody
+// reads.
+func (g *Group) byStatus(s Status) *atomic.Int32 {
+	switch s {
+	case Healthy:
+		return &g.healthy
+	case Unhealthy:
+		return &g.unhealthy
+	}
+	return &g.other
 }
 
 // Group is the health of one target group's targets.
@@ -175,6 +203,10 @@ type Group struct {
 	active, ejected atomic.Int32
 	// ejections counts every ejection since the group appeared.
 	ejections atomic.Uint64
+	// healthy and unhealthy count the targets of those statuses, so that
+	// a summary (a scrape) reads two numbers per group, not every target;
+	// other takes the other statuses' moves (byStatus).
+	healthy, unhealthy, other atomic.Int32
 	// spec is the group's active check, nil when checks are disabled.
 	spec atomic.Pointer[spec]
 
