@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"trellis.dev/trellis/internal/model"
-	"trellis.dev/trellis/internal/proxy/health"
 )
 
 // requestBuckets are the request-duration histogram's buckets, in seconds:
@@ -118,7 +117,6 @@ func newMetrics(p *Proxy) *metrics {
 	}
 	m.reg.MustRegister(
 		m.requests, m.duration, m.revision, m.applySeconds, m.programmed, m.updateFailures, m.handoffs, m.peerRequests, m.hops,
-		healthCollector{checker: p.health, perTarget: p.targetMetrics},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "trellis_access_log_dropped_total",
 			Help: "Access log entries dropped because the writer fell behind.",
@@ -376,66 +374,6 @@ func (m *metrics) programmedTable(revision int64, apply time.Duration) {
 	m.revision.Set(float64(revision))
 	m.applySeconds.Observe(apply.Seconds())
 	m.programmed.Set(float64(time.Now().UnixNano()) / 1e9)
-}
-
-// healthCollector exports the checker's state at each scrape, so the
-// request path and the checks pay nothing for it: per target group the
-// counts of healthy and unhealthy targets and of ejections, and with
-// perTarget (Config.TargetMetrics) one series of each target's status and
-// one of its ejection.
-type healthCollector struct {
-	checker   *health.Checker
-	perTarget bool
-}
-
-var (
-	groupHealthyDesc = prometheus.NewDesc("trellis_target_group_healthy_targets",
-		"Targets of the group whose status is HEALTHY.", []string{"target_group"}, nil)
-	groupUnhealthyDesc = prometheus.NewDesc("trellis_target_group_unhealthy_targets",
-		"Targets of the group whose status is UNHEALTHY.", []string{"target_group"}, nil)
-	targetHealthDesc = prometheus.NewDesc("trellis_target_health",
-		"The target's health status: 0 INITIAL, 1 HEALTHY, 2 UNHEALTHY, 3 UNAVAILABLE, 4 DRAINING (only with --target-metrics).",
-		[]string{"target_group", "target"}, nil)
-	targetEjectedDesc = prometheus.NewDesc("trellis_target_ejected",
-		"1 while passive outlier detection leaves the target out of its group (only with --target-metrics).",
-		[]string{"target_group", "target"}, nil)
-	ejectionsDesc = prometheus.NewDesc("trellis_outlier_ejections_total",
-		"Targets ejected by passive outlier detection (consecutive failed requests), since the target group appeared.",
-		[]string{"target_group"}, nil)
-)
-
-func (c healthCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- groupHealthyDesc
-	ch <- groupUnhealthyDesc
-	ch <- ejectionsDesc
-	if c.perTarget {
-		ch <- targetHealthDesc
-		ch <- targetEjectedDesc
-	}
-}
-
-func (c healthCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, g := range c.checker.Summary() {
-		ch <- prometheus.MustNewConstMetric(groupHealthyDesc, prometheus.GaugeValue, float64(g.Healthy), g.Name)
-		ch <- prometheus.MustNewConstMetric(groupUnhealthyDesc, prometheus.GaugeValue, float64(g.Unhealthy), g.Name)
-		ch <- prometheus.MustNewConstMetric(ejectionsDesc, prometheus.CounterValue, float64(g.Ejections), g.Name)
-	}
-	if !c.perTarget {
-		return
-	}
-	for _, g := range c.checker.Report() {
-		for _, t := range g.Targets {
-			ch <- prometheus.MustNewConstMetric(targetHealthDesc, prometheus.GaugeValue, float64(t.Status), g.Name, t.Addr)
-			ch <- prometheus.MustNewConstMetric(targetEjectedDesc, prometheus.GaugeValue, bool01(t.Ejected), g.Name, t.Addr)
-		}
-	}
-}
-
-func bool01(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func (m *metrics) peerRefused(cluster, reason string) {

@@ -1,12 +1,16 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	pmodel "github.com/prometheus/common/model"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/health"
@@ -256,5 +260,68 @@ func TestRuleDataMadeOnFirstRequest(t *testing.T) {
 	}
 	if got := metricValue(m, "trellis_request_duration_seconds", "service", "svc", "rule", "0", "target_group", "a"); got != -1 {
 		t.Errorf("duration series of a removed service remains: %v", got)
+	}
+}
+
+// TestHealthTextParses: the target health families, written by hand,
+// parse as the text format, label values escaped (a group name with a
+// quote, a backslash and a line feed), per-target series included.
+func TestHealthTextParses(t *testing.T) {
+	c := health.New(health.Config{Cluster: cluster})
+	defer c.Close()
+	off := false
+	name := "we\"ird\\group\nname"
+	c.Update([]model.TargetGroup{
+		{Meta: model.Meta{Name: name}, Protocol: model.ProtocolHTTP, Port: 80, HealthCheck: model.HealthCheck{Enabled: &off},
+			Targets: []model.Target{{Address: "10.0.0.1", State: model.TargetActive, Cluster: cluster}, {Address: "10.0.0.2", State: model.TargetDraining, Cluster: cluster}}},
+		{Meta: model.Meta{Name: "plain"}, Protocol: model.ProtocolHTTP, Port: 80, HealthCheck: model.HealthCheck{Enabled: &off}},
+	})
+	var b strings.Builder
+	w := bufio.NewWriter(&b)
+	writeHealthText(w, c, true)
+	w.Flush()
+	parser := expfmt.NewTextParser(pmodel.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatalf("parsing %q: %v", b.String(), err)
+	}
+	for _, tt := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"trellis_target_group_healthy_targets", []string{"target_group", name}, 0},
+		{"trellis_target_group_unhealthy_targets", []string{"target_group", "plain"}, 0},
+		{"trellis_outlier_ejections_total", []string{"target_group", name}, 0},
+		{"trellis_target_health", []string{"target_group", name, "target", "10.0.0.1:80"}, float64(health.Unavailable)},
+		{"trellis_target_health", []string{"target_group", name, "target", "10.0.0.2:80"}, float64(health.Draining)},
+		{"trellis_target_ejected", []string{"target_group", name, "target", "10.0.0.1:80"}, 0},
+	} {
+		if got := metricValue(fams, tt.name, tt.labels...); got != tt.want {
+			t.Errorf("%s%q = %v, want %v", tt.name, tt.labels, got, tt.want)
+		}
+	}
+	if got := len(fams["trellis_target_group_healthy_targets"].GetMetric()); got != 2 {
+		t.Errorf("%d healthy-count series, want 2 (one per group)", got)
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	for _, tc := range []struct {
+		header []string
+		want   bool
+	}{
+		{nil, false},
+		{[]string{"gzip"}, true},
+		{[]string{"deflate, GZIP;q=0.5"}, true},
+		{[]string{"identity", "br, gzip"}, true},
+		{[]string{"gzip;q=0"}, false},
+		{[]string{"gzip; q=0"}, false},
+		{[]string{"x-gzip"}, false},
+	} {
+		r := &http.Request{Header: http.Header{"Accept-Encoding": tc.header}}
+		if got := acceptsGzip(r); got != tc.want {
+			t.Errorf("acceptsGzip(%q) = %v, want %v", tc.header, got, tc.want)
+		}
 	}
 }
