@@ -15,7 +15,8 @@
 # After the idle window it scrapes the proxy's /metrics three times (size and
 # time of each) and, with HEAPPROFILE=FILE set, saves a heap profile of the
 # proxy there (after a collection: what is live). PROXY_BIN=FILE runs that
-# binary as the proxy (an A/B against another build on the same store).
+# binary as the proxy (an A/B against another build on the same store), and
+# PROXY_ARGS adds flags to it (such as --memory-limit 200MiB).
 #
 # Usage: bench/scale/split.sh [SERVICES] [ENDPOINTS] [IDLE_SECONDS] (defaults 10000 10 20).
 set -euo pipefail
@@ -26,7 +27,8 @@ IDLE=${3:-20}
 . bench/scale/prepare.sh split
 HEAPPROFILE=${HEAPPROFILE:-}
 PROXY_BIN=${PROXY_BIN:-$out/trellis}
-export N M IDLE out HEAPPROFILE PROXY_BIN
+PROXY_ARGS=${PROXY_ARGS:-}
+export N M IDLE out HEAPPROFILE PROXY_BIN PROXY_ARGS
 unshare -n bash -euo pipefail -c '
 ip link set lo up
 pids=()
@@ -57,7 +59,7 @@ echo "store on disk: $(du -sh "$out/data" | cut -f1)"
 
 "$out/trellis" server --data "$out/data" --tokens "$(cat "$out/data/api-token")=local" --log-level warn & server=$!; pids+=($server)
 start=$(date +%s.%N)
-"$PROXY_BIN" proxy --token-file "$out/data/api-token" --cluster local --log-level warn & proxy=$!; pids+=($proxy)
+"$PROXY_BIN" proxy --token-file "$out/data/api-token" --cluster local --log-level warn $PROXY_ARGS & proxy=$!; pids+=($proxy)
 wait_served "$last" 600
 echo "proxy started → last route served: $(awk -v s=$start -v e=$(date +%s.%N) "BEGIN {printf \"%.1f s\", e - s}")"
 sleep 5
