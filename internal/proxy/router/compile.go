@@ -366,16 +366,21 @@ func newVhost(ps []pending) *vhost {
 		// A service that ranks its rules itself (VPC Lattice priorities):
 		// every entry is scanned in order, service by service.
 		slices.SortStableFunc(ps, compareInOrder)
-		vh := &vhost{entries: make([]entry, len(ps)), inOrder: true}
+		vh := &vhost{entries: make([]entry, len(ps)), scan: true}
 		for i := range ps {
 			vh.entries[i] = ps[i].entry
 		}
 		return vh
 	}
 	slices.SortStableFunc(ps, comparePrecedence)
-	vh := &vhost{entries: make([]entry, len(ps))}
+	vh := &vhost{entries: make([]entry, len(ps)), scan: len(ps) <= scanEntries}
 	for i := range ps {
 		vh.entries[i] = ps[i].entry
+	}
+	if vh.scan {
+		// In precedence order, the first entry that matches is the
+		// one the index would find (see match).
+		return vh
 	}
 	for start := 0; start < len(vh.entries); {
 		e := &vh.entries[start]
