@@ -16,6 +16,8 @@
 package health
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,9 +212,10 @@ type Group struct {
 	// spec is the group's active check, nil when checks are disabled.
 	spec atomic.Pointer[spec]
 
-	// targets and last are guarded by the Checker's lock; last is what
-	// the group was last updated from.
-	targets map[string]*Target
+	// targets and last are guarded by the Checker's lock: targets are
+	// sorted by address (find), last is what the group was last updated
+	// from.
+	targets []*Target
 	last    *groupInput
 }
 
@@ -231,5 +234,15 @@ func (g *Group) FailOpen() bool {
 func (g *Group) Target(addr string) *Target {
 	g.checker.mu.Lock()
 	defer g.checker.mu.Unlock()
-	return g.targets[addr]
+	return g.find(addr)
+}
+
+// find returns the target at addr, or nil. The Checker's lock must be
+// held.
+func (g *Group) find(addr string) *Target {
+	i, ok := slices.BinarySearchFunc(g.targets, addr, func(t *Target, addr string) int { return strings.Compare(t.addr, addr) })
+	if !ok {
+		return nil
+	}
+	return g.targets[i]
 }
