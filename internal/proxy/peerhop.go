@@ -41,10 +41,11 @@ type peerSet struct {
 	// admitted are the clusters admitted to the control plane: peer hops
 	// go to and come from these alone.
 	admitted map[string]bool
-	// fromGroups and fromExports are the target groups and exports of
-	// this cluster deliver was made from, for the next compilePeers.
-	fromGroups  map[string]model.TargetGroup
-	fromExports map[string]model.ServiceExport
+	// fromGroups and fromExports are what is kept of the target groups
+	// and exports of this cluster deliver was made from, for the next
+	// compilePeers.
+	fromGroups  map[string]model.Seen[model.TargetGroup, *model.TargetGroup]
+	fromExports map[string]model.Seen[model.ServiceExport, *model.ServiceExport]
 	// groupList and exportList are the snapshot's lists they were made
 	// from.
 	groupList  []model.TargetGroup
@@ -132,7 +133,7 @@ func peerGroupKey(t *router.Target) string {
 func syncFrom[T any, P interface {
 	*T
 	model.Object
-}](list []T, same bool, from map[string]T, prefix string, changed map[string]*deliverSet,
+}](list []T, same bool, from map[string]model.Seen[T, P], prefix string, changed map[string]*deliverSet,
 	own func(P) bool, targets func(P) *deliverSet) {
 	n := len(from)
 	if !same {
@@ -144,10 +145,10 @@ func syncFrom[T any, P interface {
 			}
 			n++
 			name := v.ObjectMeta().Name
-			if old, ok := from[name]; ok && model.Unchanged[T, P](&old, &list[i]) {
+			if old, ok := from[name]; ok && old.Unchanged(&list[i]) {
 				continue
 			}
-			from[name] = list[i]
+			from[name] = model.See[T, P](&list[i])
 			changed[prefix+name] = targets(v)
 		}
 	}
@@ -191,7 +192,7 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 	changed := map[string]*deliverSet{}
 	ps.fromGroups, ps.fromExports = prev.fromGroups, prev.fromExports
 	if ps.fromGroups == nil {
-		ps.fromGroups, ps.fromExports = map[string]model.TargetGroup{}, map[string]model.ServiceExport{}
+		ps.fromGroups, ps.fromExports = map[string]model.Seen[model.TargetGroup, *model.TargetGroup]{}, map[string]model.Seen[model.ServiceExport, *model.ServiceExport]{}
 	}
 	// The namespaces this cluster may export from (mcs.Served): an export
 	// outside them is not delivered. When they change, every export is
@@ -211,7 +212,7 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 		for name := range ps.fromExports {
 			changed[peerExport+name] = nil
 		}
-		ps.fromExports = map[string]model.ServiceExport{}
+		ps.fromExports = map[string]model.Seen[model.ServiceExport, *model.ServiceExport]{}
 	}
 	// Lists the last snapshot had too are unchanged (model.SameList).
 	sameGroups, sameExports := model.SameList(prev.groupList, snap.TargetGroups), sameNamespaces && model.SameList(prev.exportList, snap.Exports)
