@@ -213,9 +213,17 @@ func (c *Checker) Close() {
 	c.loops.Wait()
 }
 
-// groupInput is what updateGroup reads of a target group.
+// groupInput is what is kept of the target group a group was last
+// updated from, to tell whether the next is the same (same): the control
+// plane's revision, or for a group without one (made by hand) what
+// updateGroup reads of it.
 type groupInput struct {
-	meta     model.Meta
+	meta      model.Meta
+	byContent *groupContent
+}
+
+// groupContent is what updateGroup reads of a target group.
+type groupContent struct {
 	protocol model.Protocol
 	version  model.ProtocolVersion
 	port     int32
@@ -235,14 +243,14 @@ func enabledOf(hc *model.HealthCheck) int8 {
 }
 
 func inputOf(tg *model.TargetGroup) *groupInput {
-	in := &groupInput{meta: tg.Meta, protocol: tg.Protocol, version: tg.ProtocolVersion, port: tg.Port, hc: tg.HealthCheck,
-		enabled: enabledOf(&tg.HealthCheck)}
+	in := &groupInput{meta: tg.Meta}
 	if tg.Revision == 0 {
 		// A group of the control plane is known by its revision; only
-		// one without is compared by its targets.
-		in.targets = slices.Clone(tg.Targets)
+		// one without is compared by its content.
+		in.byContent = &groupContent{protocol: tg.Protocol, version: tg.ProtocolVersion, port: tg.Port, hc: tg.HealthCheck,
+			enabled: enabledOf(&tg.HealthCheck), targets: slices.Clone(tg.Targets)}
+		in.byContent.hc.Enabled = nil
 	}
-	in.hc.Enabled = nil
 	return in
 }
 
@@ -250,13 +258,14 @@ func inputOf(tg *model.TargetGroup) *groupInput {
 // leaves its group as it is: with thousands of groups, a snapshot changes
 // few.
 func (in *groupInput) same(tg *model.TargetGroup) bool {
-	if in.meta.Revision != 0 && in.meta == tg.Meta {
-		return true // the control plane's revision says it is unchanged
+	if in.meta.Revision != 0 {
+		return in.meta == tg.Meta // the control plane's revision says whether it changed
 	}
+	c := in.byContent
 	hc := tg.HealthCheck
 	hc.Enabled = nil
-	return in.meta.Revision == 0 && tg.Revision == 0 && in.protocol == tg.Protocol && in.version == tg.ProtocolVersion && in.port == tg.Port && in.hc == hc &&
-		in.enabled == enabledOf(&tg.HealthCheck) && slices.Equal(in.targets, tg.Targets)
+	return tg.Revision == 0 && c.protocol == tg.Protocol && c.version == tg.ProtocolVersion && c.port == tg.Port && c.hc == hc &&
+		c.enabled == enabledOf(&tg.HealthCheck) && slices.Equal(c.targets, tg.Targets)
 }
 
 // updateGroup makes g follow tg. seen is empty; it collects the addresses
