@@ -209,6 +209,7 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz, xff model.Forwa
 		}
 		route.Service, route.Index, route.Auth, route.ForwardedFor = svc.Name, ri, authz, xff
 		b.annotate(svc, ri, route)
+		prefixed := readsPrefix(route)
 		matches := rule.Matches
 		if len(matches) == 0 {
 			matches = []model.Match{{}}
@@ -219,9 +220,11 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz, xff model.Forwa
 				return nil, inField(fmt.Sprintf("rules[%d].matches[%d]", ri, mi), err)
 			}
 			e.route = route
-			if e.kind == pathPrefix && e.path != "" {
+			if e.kind == pathPrefix && e.path != "" && prefixed {
 				// The route of a prefix match knows its prefix, for
 				// ReplacePrefixMatch; the copy shares the weighted schedule.
+				// Only a rewrite or redirect reads it: other rules are
+				// not copied per match.
 				rc := *route
 				rc.MatchedPrefix = e.path
 				e.route = &rc
@@ -230,6 +233,18 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz, xff model.Forwa
 		}
 	}
 	return out, nil
+}
+
+// readsPrefix reports whether a filter of route or of one of its backends
+// reads the matched prefix: a URL rewrite or a redirect.
+func readsPrefix(route *Rule) bool {
+	reads := func(fs []Filter) bool {
+		return slices.ContainsFunc(fs, func(f Filter) bool { return f.Rewrite != nil || f.Redirect != nil })
+	}
+	if reads(route.Filters) {
+		return true
+	}
+	return slices.ContainsFunc(route.backends, func(b Backend) bool { return reads(b.Filters) })
 }
 
 func (b *builder) compileAction(a *model.Action, locality model.Locality) (*Rule, error) {

@@ -176,7 +176,9 @@ type Rule struct {
 	Status int
 	// MatchedPrefix is the normalized path prefix ("" for "/", never a
 	// trailing slash) of the match that selected this route, which a
-	// ReplacePrefixMatch path modifier replaces. Empty for other matches.
+	// ReplacePrefixMatch path modifier replaces. Empty for other matches,
+	// and for a rule with no URL rewrite or redirect (of its own or of a
+	// backend), which never reads it.
 	MatchedPrefix string
 	// Filters run in order before the action.
 	Filters []Filter
