@@ -164,8 +164,12 @@ func (t *Target) transition(f func(uint32) uint32) (old, new uint32) {
 		g.routable.Add(d)
 	}
 	if from, to := shown(old), shown(new); from != to {
-		g.byStatus(from).Add(-1)
-		g.byStatus(to).Add(1)
+		if n := g.byStatus(from); n != nil {
+			n.Add(-1)
+		}
+		if n := g.byStatus(to); n != nil {
+			n.Add(1)
+		}
 	}
 	return old, new
 }
@@ -180,9 +184,8 @@ func shown(w uint32) Status {
 	return statusOf(w)
 }
 
-// byStatus is the group's count of targets of status s: Healthy and
-// Unhealthy have their own, any other status a scratch counter nobody
-// reads.
+// byStatus is the group's count of targets of status s, Healthy or
+// Unhealthy; nil for the statuses not counted.
 func (g *Group) byStatus(s Status) *atomic.Int32 {
 	switch s {
 	case Healthy:
@@ -190,7 +193,7 @@ func (g *Group) byStatus(s Status) *atomic.Int32 {
 	case Unhealthy:
 		return &g.unhealthy
 	}
-	return &g.other
+	return nil
 }
 
 // Group is the health of one target group's targets.
@@ -206,9 +209,8 @@ type Group struct {
 	// ejections counts every ejection since the group appeared.
 	ejections atomic.Uint64
 	// healthy and unhealthy count the targets of those statuses, so that
-	// a summary (a scrape) reads two numbers per group, not every target;
-	// other takes the other statuses' moves (byStatus).
-	healthy, unhealthy, other atomic.Int32
+	// a summary (a scrape) reads two numbers per group, not every target.
+	healthy, unhealthy atomic.Int32
 	// spec is the group's active check, nil when checks are disabled.
 	spec atomic.Pointer[spec]
 
