@@ -63,9 +63,11 @@ type deliverable struct {
 }
 
 // deliverSet is what this proxy delivers of one target group or export:
-// the object's own lists of targets, shared with the snapshot it came from
-// (a proxy holds one per target group, so no index of addresses is made;
-// a delivery looks through its group's targets).
+// the object's own lists of targets, shared with the snapshot it came from.
+// A proxy holds one per target group, so a set of at most
+// deliverScanTargets targets makes no index of their addresses: a delivery
+// looks through them. A larger one has an index, so that a peer's request
+// costs the same whatever the size of the group it names.
 type deliverSet struct {
 	dv deliverable
 	// targets are a target group's targets, port its port and cluster
@@ -75,12 +77,53 @@ type deliverSet struct {
 	port    int32
 	cluster string
 	ports   []model.ExportPort
+	// index holds the addresses of a set of more than
+	// deliverScanTargets targets.
+	index map[string]bool
+}
+
+// deliverScanTargets is the most targets a deliver set looks through
+// rather than indexes.
+const deliverScanTargets = 32
+
+// indexed returns ds, with an index of its addresses if it has more than
+// deliverScanTargets targets; nil for a set with no target.
+func (ds *deliverSet) indexed() *deliverSet {
+	n := 0
+	for _, t := range ds.targets {
+		if t.Cluster == ds.cluster {
+			n++
+		}
+	}
+	for _, p := range ds.ports {
+		n += len(p.Targets)
+	}
+	if n == 0 {
+		return nil
+	}
+	if n > deliverScanTargets {
+		ds.index = make(map[string]bool, n)
+		for _, t := range ds.targets {
+			if t.Cluster == ds.cluster {
+				ds.index[net.JoinHostPort(t.Address, itoa(t.EffectivePort(&model.TargetGroup{Port: ds.port})))] = true
+			}
+		}
+		for _, p := range ds.ports {
+			for _, t := range p.Targets {
+				ds.index[net.JoinHostPort(t.Address, itoa(t.Port))] = true
+			}
+		}
+	}
+	return ds
 }
 
 // target reports whether addr ("host:port") is one of the set's targets.
 func (ds *deliverSet) target(addr string) bool {
 	if ds == nil {
 		return false
+	}
+	if ds.index != nil {
+		return ds.index[addr]
 	}
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -220,18 +263,12 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 	syncFrom(snap.TargetGroups, sameGroups, ps.fromGroups, peerTargetGroup, changed,
 		func(tg *model.TargetGroup) bool { return tg.Owner == cluster },
 		func(tg *model.TargetGroup) *deliverSet {
-			if !slices.ContainsFunc(tg.Targets, func(t model.Target) bool { return t.Cluster == cluster }) {
-				return nil
-			}
-			return &deliverSet{dv: deliverable{tg.Protocol, tg.ProtocolVersion}, targets: tg.Targets, port: tg.Port, cluster: cluster}
+			return (&deliverSet{dv: deliverable{tg.Protocol, tg.ProtocolVersion}, targets: tg.Targets, port: tg.Port, cluster: cluster}).indexed()
 		})
 	syncFrom(snap.Exports, sameExports, ps.fromExports, peerExport, changed,
 		func(e *model.ServiceExport) bool { return e.Owner == cluster && exportable(e) },
 		func(e *model.ServiceExport) *deliverSet {
-			if !slices.ContainsFunc(e.Ports, func(p model.ExportPort) bool { return len(p.Targets) > 0 }) {
-				return nil
-			}
-			return &deliverSet{dv: deliverable{protocol: model.ProtocolHTTP}, ports: e.Ports}
+			return (&deliverSet{dv: deliverable{protocol: model.ProtocolHTTP}, ports: e.Ports}).indexed()
 		})
 	ps.deliver = prev.deliver
 	if len(changed) > 0 || ps.deliver == nil {

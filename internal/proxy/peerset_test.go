@@ -134,11 +134,30 @@ func TestDeliverSetTarget(t *testing.T) {
 		{Address: "fd00::1", Cluster: cluster},
 	}}
 	export := &deliverSet{ports: []model.ExportPort{{Port: 80, Targets: []model.Target{{Address: "10.1.0.1", Port: 8000}}}}}
+	// A group of more than deliverScanTargets targets is indexed.
+	var many []model.Target
+	for i := range deliverScanTargets + 8 {
+		many = append(many, model.Target{Address: fmt.Sprintf("10.2.0.%d", i), Cluster: cluster})
+	}
+	many = append(many, model.Target{Address: "10.2.1.1", Cluster: "other"})
+	large := (&deliverSet{cluster: cluster, port: 8080, targets: many}).indexed()
+	if large.index == nil || len(large.index) != deliverScanTargets+8 {
+		t.Fatalf("a set of %d targets of this cluster is not indexed by them: %v", deliverScanTargets+8, large.index)
+	}
+	if (&deliverSet{cluster: cluster, port: 8080, targets: many[:3]}).indexed().index != nil {
+		t.Error("a set of 3 targets is indexed")
+	}
+	if (&deliverSet{cluster: cluster, targets: many[len(many)-1:]}).indexed() != nil {
+		t.Error("a set of no target of this cluster is not nil")
+	}
 	for _, tc := range []struct {
 		ds   *deliverSet
 		addr string
 		want bool
 	}{
+		{large, "10.2.0.5:8080", true},
+		{large, "10.2.0.5:8081", false},
+		{large, "10.2.1.1:8080", false}, // another cluster's
 		{group, "10.0.0.1:8080", true},
 		{group, "10.0.0.1:9090", false},
 		{group, "10.0.0.2:9090", true},
