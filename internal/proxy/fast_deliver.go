@@ -162,7 +162,8 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 	for attempt := 0; ; attempt++ {
 		now := time.Now()
 		deadline := now.Add(responseHeaderTimeout)
-		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		d, exact := ctx.Deadline()
+		if exact = exact && d.Before(deadline); exact {
 			deadline = d
 		}
 		tc := p.pool.get(t.Addr, now, false)
@@ -173,7 +174,15 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 				return nil, nil, err
 			}
 		}
-		tc.deadlines.exact(tc.conn, deadline)
+		if exact {
+			tc.deadlines.exact(tc.conn, deadline)
+		} else {
+			// responseHeaderTimeout within 1%, as the fast path's own
+			// requests have it: a busy connection moves its timers
+			// about once a second rather than twice per request.
+			tc.deadlines.read(tc.conn, now, responseHeaderTimeout)
+			tc.deadlines.write(tc.conn, now, responseHeaderTimeout)
+		}
 		conn := tc.conn
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
 		err = writeDelivery(tc.bw, r)
@@ -276,10 +285,26 @@ func readDeliveryResponse(br *bufio.Reader, w http.ResponseWriter, resp *h1.Resp
 // its Connection names, and the Trailer of a chunked one; it returns the
 // trailers announced.
 func copyResponseFields(h http.Header, resp *h1.Response) []string {
-	var trailers []string
+	// The names and values are substrings of one string, and the values'
+	// slices parts of one array: two allocations for the fields rather
+	// than two per field.
+	n := 0
 	for _, f := range resp.Fields {
+		n += len(f.Name) + len(f.Value)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, f := range resp.Fields {
+		b.Write(f.Name)
+		b.Write(f.Value)
+	}
+	all, vals := b.String(), make([]string, len(resp.Fields))
+	var trailers []string
+	for i, f := range resp.Fields {
+		name, value := all[:len(f.Name)], all[len(f.Name):len(f.Name)+len(f.Value)]
+		all = all[len(f.Name)+len(f.Value):]
 		if resp.Chunked && equalFoldBytes(f.Name, "Trailer") {
-			for t := range strings.SplitSeq(string(f.Value), ",") {
+			for t := range strings.SplitSeq(value, ",") {
 				if t = strings.Trim(t, " \t"); t != "" {
 					trailers = append(trailers, http.CanonicalHeaderKey(t))
 				}
@@ -289,8 +314,13 @@ func copyResponseFields(h http.Header, resp *h1.Response) []string {
 		if hopByHop(f.Name) || namedInBytes(f.Name, resp.ConnectionTokens) || resp.Chunked && equalFoldBytes(f.Name, "Content-Length") {
 			continue
 		}
-		k := http.CanonicalHeaderKey(string(f.Name))
-		h[k] = append(h[k], string(f.Value))
+		k := http.CanonicalHeaderKey(name)
+		if vs, ok := h[k]; ok {
+			h[k] = append(vs, value)
+			continue
+		}
+		vals[i] = value
+		h[k] = vals[i : i+1 : i+1]
 	}
 	if len(trailers) > 0 {
 		h["Trailer"] = []string{strings.Join(trailers, ", ")}

@@ -36,11 +36,10 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, 
 	if deadline.IsZero() {
 		deadline = x.start.Add(maxRequestDuration)
 	}
-	ctx := context.WithValue(context.WithValue(context.Background(), targetKey{}, t), exchangeKey{}, x)
-	ctx, cancelDeadline := context.WithDeadline(ctx, deadline)
-	defer cancelDeadline()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	// One context bounds the exchange: its deadline, and the client
+	// leaving or the response idling (each noted where it is seen).
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
 	// Nothing reads from the client while the peer works on the request:
 	// check every clientCheck that it is still there, as awaitResponse
 	// does, so that a long poll whose client left does not hold a stream.
@@ -59,8 +58,19 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, 
 		body = &peerBody{br: fc.br, conn: fc.rw, x: x, idle: p.limits.bodyIdle, left: r.ContentLength}
 		req.Body, req.ContentLength = body, r.ContentLength
 	}
-	resp, err := p.peerTransport.RoundTrip(req)
+	// The attempt as observeAttempts sees those of the net/http path:
+	// timed for the access log, its outcome told to the target's health.
+	sent := time.Now()
+	resp, err := p.peerSend(req, t, x)
+	x.attemptAddr, x.sent, x.answered = t.Addr, sent, time.Now()
 	watch.stop()
+	if err != nil {
+		if _, reason := forwardFailure(err, false, ctx.Err() == context.Canceled); targetFault(reason) {
+			t.Health.Observe(false)
+		}
+	} else {
+		t.Health.Observe(resp.StatusCode < 500)
+	}
 	if body != nil {
 		if !body.done.Load() {
 			// The transport may still read the client's connection: it
@@ -76,7 +86,7 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, 
 		return keep, false, true
 	}
 	if err != nil {
-		clientGone := errors.Is(context.Cause(ctx), errClientGone)
+		clientGone := watch.gone.Load()
 		ruleExpired := !ruleDeadline.IsZero() && !time.Now().Before(ruleDeadline)
 		var code int
 		code, x.failure = forwardFailure(err, ruleExpired, clientGone)
@@ -87,6 +97,11 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, 
 		}
 		p.log.Warn("upstream request failed", "target", t.Addr, "host", r.Host, "path", r.Path, "err", err)
 		return fc.answer(code, keep, false), false, false
+	}
+	if idle := p.limits.responseIdle; idle > 0 {
+		// Each read of the body has the response idle timeout, as
+		// idleResponses gives it on the net/http path.
+		resp.Body = newIdleBody(resp.Body, idle, func(error) { cancel() })
 	}
 	defer resp.Body.Close()
 	bodyless := h1.Bodyless(r.Method, resp.StatusCode)
@@ -278,15 +293,18 @@ type clientWatch struct {
 	mu      sync.Mutex
 	timer   *time.Timer
 	stopped bool
+	// gone is set when the client was found gone, before cancel.
+	gone atomic.Bool
 }
 
-func watchClient(conn net.Conn, every time.Duration, cancel context.CancelCauseFunc) *clientWatch {
+func watchClient(conn net.Conn, every time.Duration, cancel context.CancelFunc) *clientWatch {
 	w := &clientWatch{}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.timer = time.AfterFunc(every, func() {
 		if _, closed := peek(conn); closed {
-			cancel(errClientGone)
+			w.gone.Store(true)
+			cancel()
 			return
 		}
 		w.mu.Lock()
