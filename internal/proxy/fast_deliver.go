@@ -57,9 +57,8 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 		return false
 	}
 	ctx := r.Context()
-	var resp h1.Response
 	sent := time.Now()
-	tc, stop, err := p.deliveryRoundTrip(ctx, w, r, t, &resp)
+	tc, stop, err := p.deliveryRoundTrip(ctx, w, r, t)
 	if x != nil {
 		x.attemptAddr, x.sent, x.answered = t.Addr, sent, time.Now()
 	}
@@ -71,6 +70,9 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 		}
 		return true
 	}
+	// The connection's own: its fields (in tc's read buffer) are valid
+	// until the connection is read again or goes back to the pool.
+	resp := &tc.resp
 	t.Health.Observe(resp.Code < 500)
 	cut := func(err error) {
 		stop()
@@ -80,7 +82,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 		panic(http.ErrAbortHandler)
 	}
 	bodyless := h1.Bodyless(r.Method, resp.Code)
-	if !bodyless && !bodyBuffered(&resp, tc.br) {
+	if !bodyless && !bodyBuffered(resp, tc.br) {
 		// The body has the request's deadline, or the overall limit, and
 		// each wait for more of it the response idle timeout.
 		deadline, ok := ctx.Deadline()
@@ -92,7 +94,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 			tc.idle, tc.limit = idle, deadline
 		}
 	}
-	trailers := copyResponseFields(w.Header(), &resp)
+	trailers := copyResponseFields(w.Header(), resp)
 	w.WriteHeader(resp.Code)
 	var body io.Reader
 	switch {
@@ -151,14 +153,14 @@ func plainRequestURI(uri string) bool {
 }
 
 // deliveryRoundTrip sends r to t and reads the final response head into
-// resp, relaying informational responses to w. A request that fails on a
+// the connection's resp, relaying informational responses to w. A request that fails on a
 // pooled connection before any response byte (the target had closed it) is
 // sent once more on a new connection (a body, read from the peer, cannot
 // be). The body is sent whole before the response is read, as the fast path
 // does with the bodies it takes. stop ends the watch on r's context
 // (its cancellation, the peer resetting the stream, closes the connection);
 // it reports false when the watch already fired.
-func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target, resp *h1.Response) (*targetConn, func() bool, error) {
+func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target) (*targetConn, func() bool, error) {
 	for attempt := 0; ; attempt++ {
 		now := time.Now()
 		deadline := now.Add(responseHeaderTimeout)
@@ -187,7 +189,7 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
 		err = writeDelivery(tc.bw, r)
 		if err == nil {
-			err = readDeliveryResponse(tc.br, w, resp)
+			err = readDeliveryResponse(tc.br, w, &tc.resp)
 		}
 		if err == nil {
 			return tc, stop, nil

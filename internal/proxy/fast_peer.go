@@ -174,18 +174,38 @@ func (b *peerBody) Close() error { return nil }
 func (fc *fastConn) peerHeader() http.Header {
 	r, x := &fc.req, &fc.x
 	in, host := fc.edited, fc.host
+	var out http.Header
 	if in == nil {
-		in, host = make(http.Header, len(r.Fields)), r.Host
-		for _, f := range r.Fields {
-			if k := http.CanonicalHeaderKey(f.Name); k != "Host" {
+		// Straight from the fields, each value's slice a part of one
+		// array; in keeps only what forwardHeader and forwardedFor read
+		// of the client's (usually nothing: no map).
+		host = r.Host
+		out = make(http.Header, len(r.Fields)+addedFields+1)
+		vals := make([]string, len(r.Fields))
+		for i, f := range r.Fields {
+			k := http.CanonicalHeaderKey(f.Name)
+			switch k {
+			case "Host", "Content-Length":
+				continue
+			case "Connection", "Te", "Upgrade", "X-Forwarded-For":
+				if in == nil {
+					in = make(http.Header, 4)
+				}
 				in[k] = append(in[k], f.Value)
 			}
+			if vs, ok := out[k]; ok {
+				out[k] = append(vs, f.Value)
+				continue
+			}
+			vals[i] = f.Value
+			out[k] = vals[i : i+1 : i+1]
 		}
-	}
-	out := make(http.Header, len(in)+addedFields+1)
-	for k, vs := range in {
-		if k != "Content-Length" {
-			out[k] = vs
+	} else {
+		out = make(http.Header, len(in)+addedFields+1)
+		for k, vs := range in {
+			if k != "Content-Length" {
+				out[k] = vs
+			}
 		}
 	}
 	forwardHeader(in, out)
