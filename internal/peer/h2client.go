@@ -1187,6 +1187,19 @@ func (s *h2Stream) Read(p []byte) (int, error) {
 	return 0, io.EOF
 }
 
+// Buffered reports whether body, a response body of this package's
+// client, is whole in memory: reading it to its end waits for nothing from
+// the peer.
+func Buffered(body io.Reader) bool {
+	s, ok := body.(*h2Stream)
+	if !ok {
+		return false
+	}
+	s.cc.mu.Lock()
+	defer s.cc.mu.Unlock()
+	return s.recvEnd && s.err == nil && !s.bodyClosed
+}
+
 // Close ends the response body; a stream still open is reset.
 func (s *h2Stream) Close() error {
 	cc := s.cc

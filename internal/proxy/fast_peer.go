@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -43,7 +44,8 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, 
 	// Nothing reads from the client while the peer works on the request:
 	// check every clientCheck that it is still there, as awaitResponse
 	// does, so that a long poll whose client left does not hold a stream.
-	watch := watchClient(fc.conn, p.clientCheck, cancel)
+	watch := &fc.watch
+	watch.start(fc.conn, p.clientCheck, cancel)
 	req := (&http.Request{
 		Method: r.Method,
 		URL:    &url.URL{Scheme: "http", Host: t.Addr, Path: r.Path, RawPath: escapedPath(r.Target), RawQuery: r.RawQuery},
@@ -98,9 +100,10 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, 
 		p.log.Warn("upstream request failed", "target", t.Addr, "host", r.Host, "path", r.Path, "err", err)
 		return fc.answer(code, keep, false), false, false
 	}
-	if idle := p.limits.responseIdle; idle > 0 {
+	if idle := p.limits.responseIdle; idle > 0 && !peer.Buffered(resp.Body) {
 		// Each read of the body has the response idle timeout, as
-		// idleResponses gives it on the net/http path.
+		// idleResponses gives it on the net/http path (a body already
+		// whole in memory waits for nothing).
 		resp.Body = newIdleBody(resp.Body, idle, func(error) { cancel() })
 	}
 	defer resp.Body.Close()
@@ -308,38 +311,59 @@ func (fc *fastConn) copyChunked(resp *http.Response) (int64, error) {
 }
 
 // clientWatch cancels an exchange whose client went away: it peeks at the
-// client's connection every interval until stopped.
+// client's connection every interval until stopped. A connection keeps
+// one for all its requests (fastConn.watch): its timer is made once.
 type clientWatch struct {
 	mu      sync.Mutex
 	timer   *time.Timer
+	conn    net.Conn
+	every   time.Duration
+	cancel  context.CancelFunc
 	stopped bool
 	// gone is set when the client was found gone, before cancel.
 	gone atomic.Bool
 }
 
-func watchClient(conn net.Conn, every time.Duration, cancel context.CancelFunc) *clientWatch {
-	w := &clientWatch{}
+// start watches conn every interval for an exchange that cancel ends.
+func (w *clientWatch) start(conn net.Conn, every time.Duration, cancel context.CancelFunc) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.timer = time.AfterFunc(every, func() {
-		if _, closed := peek(conn); closed {
-			w.gone.Store(true)
-			cancel()
-			return
-		}
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if !w.stopped {
-			w.timer.Reset(every)
-		}
-	})
-	return w
+	w.conn, w.every, w.cancel, w.stopped = conn, every, cancel, false
+	w.gone.Store(false)
+	if w.timer == nil {
+		w.timer = time.AfterFunc(every, w.check)
+	} else {
+		w.timer.Reset(every)
+	}
+}
+
+// check looks at the connection once, and again after the interval while
+// the watch goes on. (A look left over from an earlier exchange of the
+// connection looks at the same client.)
+func (w *clientWatch) check() {
+	w.mu.Lock()
+	conn, cancel, stopped := w.conn, w.cancel, w.stopped
+	w.mu.Unlock()
+	if stopped {
+		return
+	}
+	if _, closed := peek(conn); closed {
+		w.gone.Store(true)
+		cancel()
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.timer.Reset(w.every)
+	}
 }
 
 func (w *clientWatch) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.stopped = true
+	w.cancel = nil
 	w.timer.Stop()
 }
 
