@@ -317,6 +317,7 @@ type serverConn struct {
 	ctx    context.Context // carries the local address
 	in     limitedReader
 	fr     *http2.Framer
+	hr     *headerReader // reads fr's frames (the reading goroutine's)
 	// refs counts the goroutines using the connection: the one reading
 	// it and the handlers; the last one out forgets it.
 	refs atomic.Int32
@@ -387,8 +388,7 @@ func (s *HTTPServer) newConn(nc net.Conn) *serverConn {
 	c.fr = http2.NewFramer(c.bw, &c.in)
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(maxReadFrame)
-	c.fr.MaxHeaderListSize = s.maxHeaderList
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.hr = newHeaderReader(c.fr, s.maxHeaderList)
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	return c
 }
@@ -556,7 +556,7 @@ func (e goAwayError) Error() string { return fmt.Sprintf("%v: %s", e.code, e.rea
 func (c *serverConn) readFrames() {
 	for {
 		c.in.n = 2*(int(c.s.maxHeaderList)+maxReadFrame) + 9
-		f, err := c.fr.ReadFrame()
+		f, err := c.hr.readFrame()
 		var st *stream
 		if err == nil {
 			st, err = c.process(f)
@@ -671,7 +671,11 @@ func (c *serverConn) readError(err error) error {
 		c.resetStream(se.StreamID, se.Code)
 		return nil
 	case errors.As(err, &ce):
-		return goAwayError{http2.ErrCode(ce), fmt.Sprint(c.fr.ErrorDetail())}
+		reason := err.Error()
+		if d := c.fr.ErrorDetail(); d != nil {
+			reason = d.Error()
+		}
+		return goAwayError{http2.ErrCode(ce), reason}
 	case errors.Is(err, http2.ErrFrameTooLarge):
 		return goAwayError{http2.ErrCodeFrameSize, "frame too large"}
 	case errors.Is(err, errHeaderBlockTooLong):
