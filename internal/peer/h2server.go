@@ -598,12 +598,13 @@ func (s *HTTPServer) takeOver(c *serverConn) {
 		return
 	}
 	s.mu.Unlock()
-	go s.read(c, nil)
+	go s.read(c)
 }
 
 // read reads c until it serves a stream or c ends, then waits, as a
 // spare, for another connection to read.
-func (s *HTTPServer) read(c *serverConn, sp *spare) {
+func (s *HTTPServer) read(c *serverConn) {
+	var sp *spare
 	for c != nil {
 		c.readFrames()
 		if sp == nil {
