@@ -4,8 +4,9 @@ package peer
 // proxy's client-facing HTTP/2 (h2c with prior knowledge on HTTP binds,
 // ALPN h2 on HTTPS binds). It serves an http.Handler, as net/http's server
 // does, but costs a request less: the goroutine that reads a stream's
-// HEADERS starts another to go on reading the connection and runs the
-// handler itself (no hand-off to a serve loop and a handler goroutine),
+// HEADERS hands the reading of the connection to another (one that served
+// a stream before and waits, when there is one) and runs the handler
+// itself (no hand-off to a serve loop and a handler goroutine),
 // and a handler writes its frames to the connection itself, under a lock,
 // through one buffered writer, so that a small response (HEADERS, DATA,
 // trailers) leaves in one flush when the handler returns.
@@ -86,6 +87,11 @@ const (
 	// goAwayLinger is how long a connection closed for an error goes on
 	// reading (and discarding) so that the peer gets the GOAWAY.
 	goAwayLinger = time.Second
+	// maxSpares bounds the goroutines kept waiting to read a connection
+	// again after serving a stream (takeOver), and spareIdle how long one
+	// waits before it ends.
+	maxSpares = 128
+	spareIdle = 10 * time.Second
 )
 
 // HTTPServer is an HTTP/2 server: over TLS with ALPN h2, or HTTP/2 with
@@ -101,12 +107,19 @@ type HTTPServer struct {
 	maxStreams, maxHeaderList                    uint32
 	maxResets, maxControl                        int
 	resetWindow, linger                          time.Duration
+	spareIdle                                    time.Duration
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
 	closing   bool
 	connGone  chan struct{} // signalled when a connection ends
+	// spares are the goroutines waiting to take over reading a
+	// connection (takeOver), the last parked last; spareReaper ends
+	// those idle for spareIdle.
+	spares      []*spare
+	spareReaper *time.Timer
+	reaping     bool
 }
 
 // NewHTTPServer returns the HTTP/2 server of a peer listener, serving h;
@@ -158,6 +171,7 @@ func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig)
 		resetWindow:       resetWindow,
 		maxControl:        maxControl,
 		linger:            goAwayLinger,
+		spareIdle:         spareIdle,
 		listeners:         map[net.Listener]struct{}{},
 		conns:             map[*serverConn]struct{}{},
 		connGone:          make(chan struct{}, 1),
@@ -264,6 +278,10 @@ func (s *HTTPServer) stopAccepting() []*serverConn {
 	for ln := range s.listeners {
 		ln.Close()
 	}
+	for _, sp := range s.spares {
+		sp.next <- nil
+	}
+	s.spares = nil
 	conns := make([]*serverConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -299,6 +317,7 @@ type serverConn struct {
 	ctx    context.Context // carries the local address
 	in     limitedReader
 	fr     *http2.Framer
+	hr     *headerReader // reads fr's frames (the reading goroutine's)
 	// refs counts the goroutines using the connection: the one reading
 	// it and the handlers; the last one out forgets it.
 	refs atomic.Int32
@@ -369,8 +388,7 @@ func (s *HTTPServer) newConn(nc net.Conn) *serverConn {
 	c.fr = http2.NewFramer(c.bw, &c.in)
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(maxReadFrame)
-	c.fr.MaxHeaderListSize = s.maxHeaderList
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.hr = newHeaderReader(c.fr, s.maxHeaderList)
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	return c
 }
@@ -533,12 +551,12 @@ type goAwayError struct {
 func (e goAwayError) Error() string { return fmt.Sprintf("%v: %s", e.code, e.reason) }
 
 // readFrames reads the connection until it ends. When a frame opens a
-// stream, it starts another goroutine to go on reading and serves the
+// stream, it has another goroutine go on reading (takeOver) and serves the
 // stream itself.
 func (c *serverConn) readFrames() {
 	for {
 		c.in.n = 2*(int(c.s.maxHeaderList)+maxReadFrame) + 9
-		f, err := c.fr.ReadFrame()
+		f, err := c.hr.readFrame()
 		var st *stream
 		if err == nil {
 			st, err = c.process(f)
@@ -551,10 +569,91 @@ func (c *serverConn) readFrames() {
 			return
 		}
 		if st != nil {
-			go c.readFrames()
+			c.s.takeOver(c)
 			c.serve(st)
 			return
 		}
+	}
+}
+
+// spare is a goroutine that served a stream and waits for a connection
+// to read (nil: end).
+type spare struct {
+	next  chan *serverConn
+	since time.Time
+}
+
+// takeOver has another goroutine go on reading c while this one serves
+// the stream it read: one that served a stream before, when one waits,
+// rather than a new one each time, whose stack would grow again through
+// the handler (a copy per doubling) on every request.
+func (s *HTTPServer) takeOver(c *serverConn) {
+	s.mu.Lock()
+	if n := len(s.spares); n > 0 {
+		sp := s.spares[n-1]
+		s.spares[n-1] = nil
+		s.spares = s.spares[:n-1]
+		s.mu.Unlock()
+		sp.next <- c
+		return
+	}
+	s.mu.Unlock()
+	go s.read(c)
+}
+
+// read reads c until it serves a stream or c ends, then waits, as a
+// spare, for another connection to read.
+func (s *HTTPServer) read(c *serverConn) {
+	var sp *spare
+	for c != nil {
+		c.readFrames()
+		if sp == nil {
+			sp = &spare{next: make(chan *serverConn, 1)}
+		}
+		if !s.park(sp) {
+			return
+		}
+		c = <-sp.next
+	}
+}
+
+// park keeps sp as a spare; it reports false when sp is not kept (too
+// many wait, or the server is closing).
+func (s *HTTPServer) park(sp *spare) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing || len(s.spares) >= maxSpares {
+		return false
+	}
+	sp.since = time.Now()
+	s.spares = append(s.spares, sp)
+	if !s.reaping {
+		s.reaping = true
+		if s.spareReaper == nil {
+			s.spareReaper = time.AfterFunc(s.spareIdle, s.reapSpares)
+		} else {
+			s.spareReaper.Reset(s.spareIdle)
+		}
+	}
+	return true
+}
+
+// reapSpares ends the spares idle for spareIdle (the first parked); it
+// runs again while some are left.
+func (s *HTTPServer) reapSpares() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	n := 0
+	for n < len(s.spares) && now.Sub(s.spares[n].since) >= s.spareIdle {
+		s.spares[n].next <- nil
+		n++
+	}
+	s.spares = append(s.spares[:0], s.spares[n:]...)
+	clear(s.spares[len(s.spares) : len(s.spares)+n])
+	s.reaping = len(s.spares) > 0
+	if s.reaping {
+		s.spareReaper.Reset(s.spareIdle - now.Sub(s.spares[0].since))
 	}
 }
 
@@ -573,7 +672,11 @@ func (c *serverConn) readError(err error) error {
 		c.resetStream(se.StreamID, se.Code)
 		return nil
 	case errors.As(err, &ce):
-		return goAwayError{http2.ErrCode(ce), fmt.Sprint(c.fr.ErrorDetail())}
+		reason := err.Error()
+		if d := c.fr.ErrorDetail(); d != nil {
+			reason = d.Error()
+		}
+		return goAwayError{http2.ErrCode(ce), reason}
 	case errors.Is(err, http2.ErrFrameTooLarge):
 		return goAwayError{http2.ErrCodeFrameSize, "frame too large"}
 	case errors.Is(err, errHeaderBlockTooLong):

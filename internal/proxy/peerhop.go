@@ -361,13 +361,21 @@ func (p *Proxy) peerUnavailable(t *router.Target, attrs ...any) {
 // of t's cluster. The caller's identity is the one this proxy gave the
 // request (X-Trellis-Identity, which no client can set).
 func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Response, error) {
+	return p.peerSend(req, t, exchangeOf(req))
+}
+
+// peerSend is peerRoundTrip for req of exchange x (nil: none).
+func (p *Proxy) peerSend(req *http.Request, t *router.Target, x *exchange) (*http.Response, error) {
+	if p.peer == nil {
+		return nil, errNoPeer
+	}
 	pr, err := p.peerRequest(t, principalOf(req.Header.Get(headerIdentity)))
 	if err != nil {
 		return nil, &hopUnsent{err}
 	}
 	// The receiver checks that the route's service routes to the target
 	// group, and judges the request by that service's policies itself.
-	if x := exchangeOf(req); x != nil && x.route != nil {
+	if x != nil && x.route != nil {
 		pr.Service, pr.Port = x.route.Service, x.port
 		if svc := x.served.table.Service(x.route.Service); svc != nil {
 			pr.Network = svc.Network
