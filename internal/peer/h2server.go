@@ -86,6 +86,14 @@ const (
 	// goAwayLinger is how long a connection closed for an error goes on
 	// reading (and discarding) so that the peer gets the GOAWAY.
 	goAwayLinger = time.Second
+	// maxIdleReaders bounds the goroutines that, their handler done, wait
+	// to take over reading a connection (readerIdle at most): a stream's
+	// handler runs on the goroutine that read its HEADERS, so another must
+	// go on reading, and one that has served a request already has the
+	// stack a request needs (a new goroutine starts on a small one and
+	// grows it, copying it at each doubling, for every request).
+	maxIdleReaders = 256
+	readerIdle     = 10 * time.Second
 )
 
 // HTTPServer is an HTTP/2 server: over TLS with ALPN h2, or HTTP/2 with
@@ -107,6 +115,13 @@ type HTTPServer struct {
 	conns     map[*serverConn]struct{}
 	closing   bool
 	connGone  chan struct{} // signalled when a connection ends
+
+	// readers hands a connection to read to a goroutine waiting in
+	// nextConn (idleReaders of them, at most maxIdleReaders).
+	readers                     chan *serverConn
+	idleReaders, maxIdleReaders atomic.Int32
+	readerIdle                  time.Duration
+	stopped                     chan struct{} // closed by Shutdown and Close
 }
 
 // NewHTTPServer returns the HTTP/2 server of a peer listener, serving h;
@@ -144,7 +159,7 @@ type HTTPServerConfig struct {
 // errors (failed handshakes, clients' protocol errors) go to log at level
 // Warn.
 func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig) *HTTPServer {
-	return &HTTPServer{
+	s := &HTTPServer{
 		handler:           h,
 		log:               log,
 		connContext:       cfg.ConnContext,
@@ -161,7 +176,12 @@ func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig)
 		listeners:         map[net.Listener]struct{}{},
 		conns:             map[*serverConn]struct{}{},
 		connGone:          make(chan struct{}, 1),
+		readers:           make(chan *serverConn),
+		readerIdle:        readerIdle,
+		stopped:           make(chan struct{}),
 	}
+	s.maxIdleReaders.Store(maxIdleReaders)
+	return s
 }
 
 // Serve accepts connections on ln and serves them until Shutdown or
@@ -260,6 +280,9 @@ func (s *HTTPServer) Conns() int {
 func (s *HTTPServer) stopAccepting() []*serverConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closing {
+		close(s.stopped)
+	}
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
@@ -302,6 +325,8 @@ type serverConn struct {
 	// refs counts the goroutines using the connection: the one reading
 	// it and the handlers; the last one out forgets it.
 	refs atomic.Int32
+	// serving counts the handlers running.
+	serving atomic.Int32
 
 	// Reader-owned: only the goroutine reading the connection uses them.
 	sawSettings, sawHeaders bool
@@ -496,6 +521,24 @@ func (c *serverConn) unlockWrite(flush bool) error {
 	return err
 }
 
+// unlockWriteYield is unlockWrite for a response's frames: when it is to
+// flush and other handlers of the connection are running, it first lets
+// the goroutines that are ready to run go (runtime.Gosched), so that the
+// frames of the responses that end meanwhile (their targets answered in
+// the same poll) leave in the same write, and then flushes what is still
+// owed. A write costs a system call and a TLS record; a yield a trip
+// through the scheduler.
+func (c *serverConn) unlockWriteYield(flush bool) error {
+	if !flush || c.serving.Load() <= 1 {
+		return c.unlockWrite(flush)
+	}
+	c.flushOwed = true
+	c.wmu.Unlock()
+	runtime.Gosched()
+	c.lockWrite()
+	return c.unlockWrite(false)
+}
+
 // headerBuf is the HPACK encoder's output.
 type headerBuf struct{ b []byte }
 
@@ -551,11 +594,57 @@ func (c *serverConn) readFrames() {
 			return
 		}
 		if st != nil {
-			go c.readFrames()
+			c.s.goRead(c)
 			c.serve(st)
 			return
 		}
 	}
+}
+
+// goRead has a goroutine go on reading c: one waiting in nextConn, whose
+// stack has grown to serve a request already, or a new one.
+func (s *HTTPServer) goRead(c *serverConn) {
+	select {
+	case s.readers <- c:
+	default:
+		go s.reader(c)
+	}
+}
+
+// reader reads c, then, after each handler it ran, the connections goRead
+// hands it, until nextConn has none.
+func (s *HTTPServer) reader(c *serverConn) {
+	var wait *time.Timer
+	for c != nil {
+		c.readFrames()
+		c = s.nextConn(&wait)
+	}
+	if wait != nil {
+		wait.Stop()
+	}
+}
+
+// nextConn waits up to readerIdle for a connection to read, unless
+// maxIdleReaders goroutines wait already; nil when none came. *wait is the
+// caller's timer, made on its first wait.
+func (s *HTTPServer) nextConn(wait **time.Timer) *serverConn {
+	if s.idleReaders.Add(1) > s.maxIdleReaders.Load() {
+		s.idleReaders.Add(-1)
+		return nil
+	}
+	defer s.idleReaders.Add(-1)
+	if *wait == nil {
+		*wait = time.NewTimer(s.readerIdle)
+	} else {
+		(*wait).Reset(s.readerIdle)
+	}
+	select {
+	case c := <-s.readers:
+		return c
+	case <-(*wait).C:
+	case <-s.stopped:
+	}
+	return nil
 }
 
 // readError turns the framer's error into the connection's fate: nil when
@@ -1065,6 +1154,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	}
 	c.mu.Unlock()
 	c.refs.Add(1)
+	c.serving.Add(1)
 	return st, nil
 }
 
@@ -1107,6 +1197,7 @@ func (c *serverConn) processTrailers(st *stream, f *http2.MetaHeadersFrame) erro
 // response and the stream.
 func (c *serverConn) serve(st *stream) {
 	defer c.release()
+	defer c.serving.Add(-1)
 	panicked := true
 	defer func() {
 		if panicked {
@@ -1713,7 +1804,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 			// The request's body is not needed any more (RFC 9113 §8.1).
 			c.fr.WriteRSTStream(st.id, http2.ErrCodeNo)
 		}
-		err := c.unlockWrite(flush && len(rest) == 0)
+		err := c.unlockWriteYield(flush && len(rest) == 0)
 		if err != nil {
 			w.err = err
 			return err
