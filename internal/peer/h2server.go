@@ -122,6 +122,9 @@ type HTTPServer struct {
 	idleReaders, maxIdleReaders atomic.Int32
 	readerIdle                  time.Duration
 	stopped                     chan struct{} // closed by Shutdown and Close
+	// noReuse and noYield turn off reusing readers and yielding before a
+	// flush, for BenchmarkH2ServerLoad's comparison.
+	noReuse, noYield bool
 }
 
 // NewHTTPServer returns the HTTP/2 server of a peer listener, serving h;
@@ -529,7 +532,7 @@ func (c *serverConn) unlockWrite(flush bool) error {
 // owed. A write costs a system call and a TLS record; a yield a trip
 // through the scheduler.
 func (c *serverConn) unlockWriteYield(flush bool) error {
-	if !flush || c.serving.Load() <= 1 {
+	if !flush || c.serving.Load() <= 1 || c.s.noYield {
 		return c.unlockWrite(flush)
 	}
 	c.flushOwed = true
@@ -604,6 +607,10 @@ func (c *serverConn) readFrames() {
 // goRead has a goroutine go on reading c: one waiting in nextConn, whose
 // stack has grown to serve a request already, or a new one.
 func (s *HTTPServer) goRead(c *serverConn) {
+	if s.noReuse {
+		go c.readFrames()
+		return
+	}
 	select {
 	case s.readers <- c:
 	default:
@@ -614,37 +621,52 @@ func (s *HTTPServer) goRead(c *serverConn) {
 // reader reads c, then, after each handler it ran, the connections goRead
 // hands it, until nextConn has none.
 func (s *HTTPServer) reader(c *serverConn) {
-	var wait *time.Timer
+	var w readerWait
 	for c != nil {
 		c.readFrames()
-		c = s.nextConn(&wait)
+		c = s.nextConn(&w)
 	}
-	if wait != nil {
-		wait.Stop()
+	if w.timer != nil {
+		w.timer.Stop()
 	}
 }
 
-// nextConn waits up to readerIdle for a connection to read, unless
-// maxIdleReaders goroutines wait already; nil when none came. *wait is the
-// caller's timer, made on its first wait.
-func (s *HTTPServer) nextConn(wait **time.Timer) *serverConn {
+// readerWait is a reader's timer, and how many connections it got: the
+// timer is not reset for every wait (that costs a request a trip through
+// the timer heap) but when it fires, if a connection came since it last
+// fired.
+type readerWait struct {
+	timer      *time.Timer
+	uses, seen int
+}
+
+// nextConn waits for a connection to read, unless maxIdleReaders
+// goroutines wait already; nil when none came for readerIdle (to twice
+// that), or the server closed.
+func (s *HTTPServer) nextConn(w *readerWait) *serverConn {
 	if s.idleReaders.Add(1) > s.maxIdleReaders.Load() {
 		s.idleReaders.Add(-1)
 		return nil
 	}
 	defer s.idleReaders.Add(-1)
-	if *wait == nil {
-		*wait = time.NewTimer(s.readerIdle)
-	} else {
-		(*wait).Reset(s.readerIdle)
+	if w.timer == nil {
+		w.timer = time.NewTimer(s.readerIdle)
 	}
-	select {
-	case c := <-s.readers:
-		return c
-	case <-(*wait).C:
-	case <-s.stopped:
+	for {
+		select {
+		case c := <-s.readers:
+			w.uses++
+			return c
+		case <-w.timer.C:
+			if w.uses == w.seen {
+				return nil
+			}
+			w.seen = w.uses
+			w.timer.Reset(s.readerIdle)
+		case <-s.stopped:
+			return nil
+		}
 	}
-	return nil
 }
 
 // readError turns the framer's error into the connection's fate: nil when

@@ -174,3 +174,25 @@ func TestH2ServerConcurrentResponsesShareWrites(t *testing.T) {
 		t.Logf("%d writes for %d responses that ended together", total, responses)
 	}
 }
+
+// A goroutine waiting to read ends when no connection came for it within
+// readerIdle (to twice that).
+func TestH2ServerIdleReadersEnd(t *testing.T) {
+	rc, srv := rawServer(t, http.HandlerFunc(ok200), func(s *HTTPServer) { s.readerIdle = 300 * time.Millisecond })
+	id := uint32(1)
+	for range 3 {
+		rc.get(id, true)
+		rc.endOf(id)
+		id += 2
+	}
+	testsync.WaitFor(t, 5*time.Second, "a goroutine waiting to read", func() bool { return srv.idleReaders.Load() > 0 })
+	testsync.Eventually(t, 5*time.Second, "idle readers after readerIdle", func() error {
+		if n := srv.idleReaders.Load(); n != 0 {
+			return fmt.Errorf("%d waiting", n)
+		}
+		return nil
+	})
+	// The connection is still served.
+	rc.get(id, true)
+	rc.endOf(id)
+}
