@@ -1422,7 +1422,9 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 			return fmt.Errorf("invalid :path: %w", err)
 		}
 	}
-	r := &http.Request{Method: method, URL: u, RequestURI: path, Host: authority,
+	// A value, not a pointer: WithContext below makes the one the handler
+	// gets, and this one stays on the stack.
+	r := http.Request{Method: method, URL: u, RequestURI: path, Host: authority,
 		Proto: "HTTP/2.0", ProtoMajor: 2, Header: h, RemoteAddr: st.c.remote, TLS: st.c.tls}
 	for _, v := range h["Trailer"] {
 		for _, k := range strings.Split(v, ",") {
