@@ -348,10 +348,13 @@ type serverConn struct {
 	// when a writer left its flush to one of them (under wmu).
 	writeWaiters atomic.Int32
 	flushOwed    bool
-	enc          *hpack.Encoder
-	hbuf         headerBuf
-	werr         error
-	wdeadline    time.Time
+	// yielding is set while a writer that owes a flush yields
+	// (unlockWriteYield); it flushes when it is back.
+	yielding  bool
+	enc       *hpack.Encoder
+	hbuf      headerBuf
+	werr      error
+	wdeadline time.Time
 
 	mu         sync.Mutex
 	sendCond   sync.Cond // windows opened, a stream reset, the connection closed
@@ -530,15 +533,24 @@ func (c *serverConn) unlockWrite(flush bool) error {
 // frames of the responses that end meanwhile (their targets answered in
 // the same poll) leave in the same write, and then flushes what is still
 // owed. A write costs a system call and a TLS record; a yield a trip
-// through the scheduler.
+// through the scheduler. While one writer yields, the others leave their
+// frames to its flush without yielding themselves.
 func (c *serverConn) unlockWriteYield(flush bool) error {
 	if !flush || c.serving.Load() <= 1 || c.s.noYield {
 		return c.unlockWrite(flush)
 	}
-	c.flushOwed = true
+	if c.yielding {
+		// The yielding writer flushes when it is back.
+		c.flushOwed = true
+		err := c.werr
+		c.wmu.Unlock()
+		return err
+	}
+	c.flushOwed, c.yielding = true, true
 	c.wmu.Unlock()
 	runtime.Gosched()
 	c.lockWrite()
+	c.yielding = false
 	return c.unlockWrite(false)
 }
 

@@ -121,7 +121,7 @@ func TestH2ServerConcurrentResponsesShareWrites(t *testing.T) {
 		}
 		// Work before the response (a proxy's reading its target's
 		// answer), so that handlers do not just queue for the write lock.
-		for t0 := time.Now(); time.Since(t0) < 100*time.Microsecond; {
+		for t0 := time.Now(); time.Since(t0) < 300*time.Microsecond; {
 		}
 		io.WriteString(w, "ok")
 	}), slog.New(slog.DiscardHandler))
@@ -167,9 +167,10 @@ func TestH2ServerConcurrentResponsesShareWrites(t *testing.T) {
 		rc.endOf(ids...)
 		total += int(writes.Load() - before)
 	}
-	// Each response flushed on its own would be a write each.
-	if responses := rounds * (streams - 1); total > responses/2 {
-		t.Errorf("%d writes for %d responses that ended together, want at most half as many", total, responses)
+	// Each response flushed on its own is about a write each (41-45 of
+	// 45 without the yield, 12-21 with it).
+	if responses := rounds * (streams - 1); total > responses*2/3 {
+		t.Errorf("%d writes for %d responses that ended together, want at most two thirds as many", total, responses)
 	} else {
 		t.Logf("%d writes for %d responses that ended together", total, responses)
 	}
