@@ -151,6 +151,14 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer stop()
 	}
+	var names *nameserver.Server
+	if cfg.DNSListen != "" {
+		var err error
+		if names, err = nameserver.Start(cfg.DNSListen, cfg.DNSAnswer, cfg.Bind, cfg.Cluster, log, cfg.Out); err != nil {
+			return err
+		}
+		defer names.Close()
+	}
 	if cfg.Peer != nil {
 		go client.FollowLeases(ctx, cfg.Client, cmp.Or(cfg.LeasePoll, DefaultLeasePoll), func(leases []api.Lease) {
 			lapsed := map[string]bool{}
@@ -160,6 +168,9 @@ func Run(ctx context.Context, cfg Config) error {
 				}
 			}
 			px.SetLapsed(lapsed)
+			if names != nil {
+				names.SetLapsed(lapsed)
+			}
 		}, log)
 	}
 	if cfg.LeaseHolder != "" {
@@ -186,14 +197,6 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return groups
 		}, log)
-	}
-	var names *nameserver.Server
-	if cfg.DNSListen != "" {
-		var err error
-		if names, err = nameserver.Start(cfg.DNSListen, cfg.DNSAnswer, cfg.Bind, log, cfg.Out); err != nil {
-			return err
-		}
-		defer names.Close()
 	}
 	known := map[router.Bind]string{}
 	err := cfg.Client.Follow(ctx, cfg.Follow, func(snap *model.Snapshot) {
