@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"runtime"
 	rtmetrics "runtime/metrics"
@@ -125,17 +124,8 @@ func TestH2ServerConcurrentResponsesShareWrites(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}), slog.New(slog.DiscardHandler))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var writes atomic.Int32
-	go srv.Serve(countingListener{ln, &writes})
-	defer srv.Close()
-	rc := dialRaw(t, ln.Addr().String())
-	rc.next(func(f http2.Frame) bool {
-		return f.Header().Type == http2.FrameSettings && f.Header().Flags.Has(http2.FlagSettingsAck)
-	})
+	rc := serveCountingWrites(t, srv, &writes)
 	total := 0
 	for round := range rounds {
 		g := make(chan struct{})
