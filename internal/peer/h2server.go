@@ -87,11 +87,14 @@ const (
 	// goAwayLinger is how long a connection closed for an error goes on
 	// reading (and discarding) so that the peer gets the GOAWAY.
 	goAwayLinger = time.Second
-	// maxSpares bounds the goroutines kept waiting to read a connection
-	// again after serving a stream (takeOver), and spareIdle how long one
-	// waits before it ends.
-	maxSpares = 128
-	spareIdle = 10 * time.Second
+	// maxIdleReaders bounds the goroutines that, their handler done, wait
+	// to take over reading a connection (readerIdle at most): a stream's
+	// handler runs on the goroutine that read its HEADERS, so another must
+	// go on reading, and one that has served a request already has the
+	// stack a request needs (a new goroutine starts on a small one and
+	// grows it, copying it at each doubling, for every request).
+	maxIdleReaders = 256
+	readerIdle     = 10 * time.Second
 )
 
 // HTTPServer is an HTTP/2 server: over TLS with ALPN h2, or HTTP/2 with
@@ -107,19 +110,22 @@ type HTTPServer struct {
 	maxStreams, maxHeaderList                    uint32
 	maxResets, maxControl                        int
 	resetWindow, linger                          time.Duration
-	spareIdle                                    time.Duration
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
 	closing   bool
 	connGone  chan struct{} // signalled when a connection ends
-	// spares are the goroutines waiting to take over reading a
-	// connection (takeOver), the last parked last; spareReaper ends
-	// those idle for spareIdle.
-	spares      []*spare
-	spareReaper *time.Timer
-	reaping     bool
+
+	// readers hands a connection to read to a goroutine waiting in
+	// nextConn (idleReaders of them, at most maxIdleReaders).
+	readers                     chan *serverConn
+	idleReaders, maxIdleReaders atomic.Int32
+	readerIdle                  time.Duration
+	stopped                     chan struct{} // closed by Shutdown and Close
+	// noReuse and noYield turn off reusing readers and yielding before a
+	// flush, for BenchmarkH2ServerLoad's comparison.
+	noReuse, noYield bool
 }
 
 // NewHTTPServer returns the HTTP/2 server of a peer listener, serving h;
@@ -157,7 +163,7 @@ type HTTPServerConfig struct {
 // errors (failed handshakes, clients' protocol errors) go to log at level
 // Warn.
 func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig) *HTTPServer {
-	return &HTTPServer{
+	s := &HTTPServer{
 		handler:           h,
 		log:               log,
 		connContext:       cfg.ConnContext,
@@ -171,11 +177,15 @@ func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig)
 		resetWindow:       resetWindow,
 		maxControl:        maxControl,
 		linger:            goAwayLinger,
-		spareIdle:         spareIdle,
 		listeners:         map[net.Listener]struct{}{},
 		conns:             map[*serverConn]struct{}{},
 		connGone:          make(chan struct{}, 1),
+		readers:           make(chan *serverConn),
+		readerIdle:        readerIdle,
+		stopped:           make(chan struct{}),
 	}
+	s.maxIdleReaders.Store(maxIdleReaders)
+	return s
 }
 
 // Serve accepts connections on ln and serves them until Shutdown or
@@ -274,14 +284,13 @@ func (s *HTTPServer) Conns() int {
 func (s *HTTPServer) stopAccepting() []*serverConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closing {
+		close(s.stopped)
+	}
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
 	}
-	for _, sp := range s.spares {
-		sp.next <- nil
-	}
-	s.spares = nil
 	conns := make([]*serverConn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -321,6 +330,8 @@ type serverConn struct {
 	// refs counts the goroutines using the connection: the one reading
 	// it and the handlers; the last one out forgets it.
 	refs atomic.Int32
+	// serving counts the handlers running.
+	serving atomic.Int32
 
 	// Reader-owned: only the goroutine reading the connection uses them.
 	sawSettings, sawHeaders bool
@@ -339,10 +350,13 @@ type serverConn struct {
 	// when a writer left its flush to one of them (under wmu).
 	writeWaiters atomic.Int32
 	flushOwed    bool
-	enc          *hpack.Encoder
-	hbuf         headerBuf
-	werr         error
-	wdeadline    time.Time
+	// yielding is set while a writer that owes a flush yields
+	// (unlockWriteYield); it flushes when it is back.
+	yielding  bool
+	enc       *hpack.Encoder
+	hbuf      headerBuf
+	werr      error
+	wdeadline time.Time
 
 	mu         sync.Mutex
 	sendCond   sync.Cond // windows opened, a stream reset, the connection closed
@@ -514,6 +528,33 @@ func (c *serverConn) unlockWrite(flush bool) error {
 	return err
 }
 
+// unlockWriteYield is unlockWrite for a response's frames: when it is to
+// flush and other handlers of the connection are running, it first lets
+// the goroutines that are ready to run go (runtime.Gosched), so that the
+// frames of the responses that end meanwhile (their targets answered in
+// the same poll) leave in the same write, and then flushes what is still
+// owed. A write costs a system call and a TLS record; a yield a trip
+// through the scheduler. While one writer yields, the others leave their
+// frames to its flush without yielding themselves.
+func (c *serverConn) unlockWriteYield(flush bool) error {
+	if !flush || c.serving.Load() <= 1 || c.s.noYield {
+		return c.unlockWrite(flush)
+	}
+	if c.yielding {
+		// The yielding writer flushes when it is back.
+		c.flushOwed = true
+		err := c.werr
+		c.wmu.Unlock()
+		return err
+	}
+	c.flushOwed, c.yielding = true, true
+	c.wmu.Unlock()
+	runtime.Gosched()
+	c.lockWrite()
+	c.yielding = false
+	return c.unlockWrite(false)
+}
+
 // headerBuf is the HPACK encoder's output.
 type headerBuf struct{ b []byte }
 
@@ -569,91 +610,75 @@ func (c *serverConn) readFrames() {
 			return
 		}
 		if st != nil {
-			c.s.takeOver(c)
+			c.s.goRead(c)
 			c.serve(st)
 			return
 		}
 	}
 }
 
-// spare is a goroutine that served a stream and waits for a connection
-// to read (nil: end).
-type spare struct {
-	next  chan *serverConn
-	since time.Time
-}
-
-// takeOver has another goroutine go on reading c while this one serves
-// the stream it read: one that served a stream before, when one waits,
-// rather than a new one each time, whose stack would grow again through
-// the handler (a copy per doubling) on every request.
-func (s *HTTPServer) takeOver(c *serverConn) {
-	s.mu.Lock()
-	if n := len(s.spares); n > 0 {
-		sp := s.spares[n-1]
-		s.spares[n-1] = nil
-		s.spares = s.spares[:n-1]
-		s.mu.Unlock()
-		sp.next <- c
+// goRead has a goroutine go on reading c: one waiting in nextConn, whose
+// stack has grown to serve a request already, or a new one.
+func (s *HTTPServer) goRead(c *serverConn) {
+	if s.noReuse {
+		go c.readFrames()
 		return
 	}
-	s.mu.Unlock()
-	go s.read(c)
+	select {
+	case s.readers <- c:
+	default:
+		go s.reader(c)
+	}
 }
 
-// read reads c until it serves a stream or c ends, then waits, as a
-// spare, for another connection to read.
-func (s *HTTPServer) read(c *serverConn) {
-	var sp *spare
+// reader reads c, then, after each handler it ran, the connections goRead
+// hands it, until nextConn has none.
+func (s *HTTPServer) reader(c *serverConn) {
+	var w readerWait
 	for c != nil {
 		c.readFrames()
-		if sp == nil {
-			sp = &spare{next: make(chan *serverConn, 1)}
-		}
-		if !s.park(sp) {
-			return
-		}
-		c = <-sp.next
+		c = s.nextConn(&w)
+	}
+	if w.timer != nil {
+		w.timer.Stop()
 	}
 }
 
-// park keeps sp as a spare; it reports false when sp is not kept (too
-// many wait, or the server is closing).
-func (s *HTTPServer) park(sp *spare) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing || len(s.spares) >= maxSpares {
-		return false
-	}
-	sp.since = time.Now()
-	s.spares = append(s.spares, sp)
-	if !s.reaping {
-		s.reaping = true
-		if s.spareReaper == nil {
-			s.spareReaper = time.AfterFunc(s.spareIdle, s.reapSpares)
-		} else {
-			s.spareReaper.Reset(s.spareIdle)
-		}
-	}
-	return true
+// readerWait is a reader's timer, and how many connections it got: the
+// timer is not reset for every wait (that costs a request a trip through
+// the timer heap) but when it fires, if a connection came since it last
+// fired.
+type readerWait struct {
+	timer      *time.Timer
+	uses, seen int
 }
 
-// reapSpares ends the spares idle for spareIdle (the first parked); it
-// runs again while some are left.
-func (s *HTTPServer) reapSpares() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now()
-	n := 0
-	for n < len(s.spares) && now.Sub(s.spares[n].since) >= s.spareIdle {
-		s.spares[n].next <- nil
-		n++
+// nextConn waits for a connection to read, unless maxIdleReaders
+// goroutines wait already; nil when none came for readerIdle (to twice
+// that), or the server closed.
+func (s *HTTPServer) nextConn(w *readerWait) *serverConn {
+	if s.idleReaders.Add(1) > s.maxIdleReaders.Load() {
+		s.idleReaders.Add(-1)
+		return nil
 	}
-	s.spares = append(s.spares[:0], s.spares[n:]...)
-	clear(s.spares[len(s.spares) : len(s.spares)+n])
-	s.reaping = len(s.spares) > 0
-	if s.reaping {
-		s.spareReaper.Reset(s.spareIdle - now.Sub(s.spares[0].since))
+	defer s.idleReaders.Add(-1)
+	if w.timer == nil {
+		w.timer = time.NewTimer(s.readerIdle)
+	}
+	for {
+		select {
+		case c := <-s.readers:
+			w.uses++
+			return c
+		case <-w.timer.C:
+			if w.uses == w.seen {
+				return nil
+			}
+			w.seen = w.uses
+			w.timer.Reset(s.readerIdle)
+		case <-s.stopped:
+			return nil
+		}
 	}
 }
 
@@ -1168,6 +1193,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	}
 	c.mu.Unlock()
 	c.refs.Add(1)
+	c.serving.Add(1)
 	return st, nil
 }
 
@@ -1210,6 +1236,7 @@ func (c *serverConn) processTrailers(st *stream, f *http2.MetaHeadersFrame) erro
 // response and the stream.
 func (c *serverConn) serve(st *stream) {
 	defer c.release()
+	defer c.serving.Add(-1)
 	panicked := true
 	defer func() {
 		if panicked {
@@ -1412,7 +1439,9 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 			return fmt.Errorf("invalid :path: %w", err)
 		}
 	}
-	r := &http.Request{Method: method, URL: u, RequestURI: path, Host: authority,
+	// A value, not a pointer: WithContext below makes the one the handler
+	// gets, and this one stays on the stack.
+	r := http.Request{Method: method, URL: u, RequestURI: path, Host: authority,
 		Proto: "HTTP/2.0", ProtoMajor: 2, Header: h, RemoteAddr: st.c.remote, TLS: st.c.tls}
 	for _, v := range h["Trailer"] {
 		for _, k := range strings.Split(v, ",") {
@@ -1816,7 +1845,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 			// The request's body is not needed any more (RFC 9113 §8.1).
 			c.fr.WriteRSTStream(st.id, http2.ErrCodeNo)
 		}
-		err := c.unlockWrite(flush && len(rest) == 0)
+		err := c.unlockWriteYield(flush && len(rest) == 0)
 		if err != nil {
 			w.err = err
 			return err
