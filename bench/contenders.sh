@@ -119,6 +119,26 @@ endpoints: [{addresses: [127.0.0.1]}]
 CONF
 }
 
+# bench_nginx NAME WORKERS starts nginx with WORKERS worker processes on
+# $work/NAME.conf, which it writes: its pid in $work/NAME.pid, its errors
+# in $work/NAME-error.log, and an http block (no access log) of what it
+# reads from stdin.
+bench_nginx() {
+  {
+    cat <<CONF
+worker_processes $2;
+pid $work/$1.pid;
+error_log $work/$1-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+CONF
+    cat
+    echo "}"
+  } >"$work/$1.conf"
+  nginx -c "$work/$1.conf" -p "$work"
+}
+
 bench_start() {
   bench_need nginx haproxy wrk caddy ${BENCH_NEED:-}
   # Debian's packages start services on install; stop any so they do not compete.
@@ -131,27 +151,13 @@ bench_start() {
   trap 'exit 1' INT TERM
 
   # Backends: one nginx, two ports, each naming itself.
-  cat >"$work/backend.conf" <<CONF
-worker_processes 1;
-pid $work/nginx-backend.pid;
-error_log $work/backend-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
+  bench_nginx nginx-backend 1 <<CONF
   server { listen 127.0.0.1:$B1 backlog=4096; keepalive_requests 1000000; location / { return 200 "backend-1\n"; } }
   server { listen 127.0.0.1:$B2 backlog=4096; keepalive_requests 1000000; location / { return 200 "backend-2\n"; } }
-}
 CONF
-  nginx -c "$work/backend.conf" -p "$work"
 
   # nginx as the proxy.
-  cat >"$work/nginx-proxy.conf" <<CONF
-worker_processes 2;
-pid $work/nginx-proxy.pid;
-error_log $work/proxy-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
+  bench_nginx nginx-proxy 2 <<CONF
   upstream split { server 127.0.0.1:$B1 weight=50; server 127.0.0.1:$B2 weight=50; keepalive 256; }
   server {
     listen 127.0.0.1:$P_NGINX backlog=4096 default_server;
@@ -172,9 +178,7 @@ http {
     location = /api { return 404; }
   }
 ${NGINX_EXTRA:-}
-}
 CONF
-  nginx -c "$work/nginx-proxy.conf" -p "$work"
 
   # HAProxy.
   cat >"$work/haproxy.cfg" <<CONF

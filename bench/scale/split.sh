@@ -12,6 +12,12 @@
 # Like run.sh it runs in a network namespace of its own (unshare -n, as root),
 # where one echo listener on 0.0.0.0:9000 answers every 127.x.y.z target.
 #
+# After the idle window it scrapes the proxy's /metrics three times (size and
+# time of each) and, with HEAPPROFILE=FILE set, saves a heap profile of the
+# proxy there (after a collection: what is live). PROXY_BIN=FILE runs that
+# binary as the proxy (an A/B against another build on the same store), and
+# PROXY_ARGS adds flags to it (such as --memory-limit 200MiB).
+#
 # Usage: bench/scale/split.sh [SERVICES] [ENDPOINTS] [IDLE_SECONDS] (defaults 10000 10 20).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,7 +25,10 @@ N=${1:-10000}
 M=${2:-10}
 IDLE=${3:-20}
 . bench/scale/prepare.sh split
-export N M IDLE out
+HEAPPROFILE=${HEAPPROFILE:-}
+PROXY_BIN=${PROXY_BIN:-$out/trellis}
+PROXY_ARGS=${PROXY_ARGS:-}
+export N M IDLE out HEAPPROFILE PROXY_BIN PROXY_ARGS
 unshare -n bash -euo pipefail -c '
 ip link set lo up
 pids=()
@@ -50,7 +59,7 @@ echo "store on disk: $(du -sh "$out/data" | cut -f1)"
 
 "$out/trellis" server --data "$out/data" --tokens "$(cat "$out/data/api-token")=local" --log-level warn & server=$!; pids+=($server)
 start=$(date +%s.%N)
-"$out/trellis" proxy --token-file "$out/data/api-token" --cluster local --log-level warn & proxy=$!; pids+=($proxy)
+"$PROXY_BIN" proxy --token-file "$out/data/api-token" --cluster local --log-level warn $PROXY_ARGS & proxy=$!; pids+=($proxy)
 wait_served "$last" 600
 echo "proxy started → last route served: $(awk -v s=$start -v e=$(date +%s.%N) "BEGIN {printf \"%.1f s\", e - s}")"
 sleep 5
@@ -60,4 +69,11 @@ sleep "$IDLE"
 s1=$(ticks $server); p1=$(ticks $proxy)
 echo "server, N=$N: $(mem $server)idle CPU $(awk -v a=$s0 -v b=$s1 -v h=$hz -v t=$IDLE "BEGIN {printf \"%.3f core\", (b - a) / h / t}")"
 echo "proxy,  N=$N: $(mem $proxy)idle CPU $(awk -v a=$p0 -v b=$p1 -v h=$hz -v t=$IDLE "BEGIN {printf \"%.3f core\", (b - a) / h / t}")"
+for i in 1 2 3; do
+  curl -s -o /dev/null -w "proxy /metrics: %{size_download} bytes in %{time_total} s\n" http://127.0.0.1:9901/metrics
+done
+if [ -n "$HEAPPROFILE" ]; then
+  curl -s -o "$HEAPPROFILE" "http://127.0.0.1:9901/debug/pprof/heap?gc=1"
+  echo "proxy heap profile: $HEAPPROFILE"
+fi
 '

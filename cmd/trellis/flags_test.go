@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,6 +106,24 @@ func TestKeyExchangeFlag(t *testing.T) {
 		err = cmd.ParseFlags([]string{"--tls-key-exchange", "X25519,X448"})
 		if err == nil || !strings.Contains(err.Error(), `"X448"`) || !strings.Contains(err.Error(), "tls-key-exchange") {
 			t.Errorf("%s: X448: %v, want an error naming the flag and the group", name, err)
+		}
+	}
+}
+
+// --memory-limit of proxy and up is refused at start, naming the flag,
+// when it is not a size; nothing starts.
+func TestMemoryLimitFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"proxy", "--memory-limit", "400MB", "--cluster", "local", "--token", "t"},
+		{"up", "--memory-limit", "lots", "--config", t.TempDir()},
+	} {
+		root := newRoot()
+		root.SetArgs(args)
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), "--memory-limit") {
+			t.Errorf("%s: %v, want an error naming --memory-limit", args[0], err)
 		}
 	}
 }

@@ -35,17 +35,20 @@ func TestGetClusters(t *testing.T) {
 	}
 
 	run := adminCLI(t, ctx, p)
+	if out, err := run("cluster", "set", "east", "--pod-network", "flat"); err != nil {
+		t.Fatalf("cluster set east --pod-network flat: %v\n%s", err, out)
+	}
 	table, err := run("get", "clusters")
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(table), "\n")
-	if len(lines) != 3 || !regexp.MustCompile(`^NAME\s+ADMITTED\s+LEASE\s+PEERS\s+RTT\s+LAST SYNC$`).MatchString(lines[0]) {
+	if len(lines) != 3 || !regexp.MustCompile(`^NAME\s+ADMITTED\s+LEASE\s+PEERS\s+RTT\s+LAST SYNC\s+POD NETWORK$`).MatchString(lines[0]) {
 		t.Fatalf("table:\n%s", table)
 	}
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`^east\s+\S+ ago\s+alive \(\S+ ago\)\s+0/0\s+-\s+never$`),
-		regexp.MustCompile(`^west\s+\S+ ago\s+alive \(never renewed\)\s+1/1\s+1.5ms\s+\S+ ago$`),
+		regexp.MustCompile(`^east\s+\S+ ago\s+alive \(\S+ ago\)\s+0/0\s+-\s+never\s+flat$`),
+		regexp.MustCompile(`^west\s+\S+ ago\s+alive \(never renewed\)\s+1/1\s+1.5ms\s+\S+ ago\s+-$`),
 	} {
 		if !slices.ContainsFunc(lines[1:], want.MatchString) {
 			t.Errorf("no row matching %s in:\n%s", want, table)
@@ -61,7 +64,7 @@ func TestGetClusters(t *testing.T) {
 		t.Fatalf("json: %v\n%s", err, out)
 	}
 	if len(got) != 1 || got[0].Name != "west" || got[0].PeersPublished != 1 || got[0].PeersReached != 1 || got[0].RTTMicros != 1500 ||
-		got[0].LastSync.IsZero() || time.Since(got[0].LastSync) > time.Minute || len(got[0].Reports) != 1 || got[0].Reports[0].Reporter != "east/proxy" {
+		got[0].LastSync.IsZero() || time.Since(got[0].LastSync) > time.Minute || len(got[0].Reports) != 1 || got[0].Reports[0].Reporter != "east/proxy" || got[0].PodNetwork != "" {
 		t.Errorf("get clusters west -o json: %+v", got)
 	}
 	if _, err := run("get", "clusters", "north"); err == nil || !strings.Contains(err.Error(), `"north" is not admitted`) {

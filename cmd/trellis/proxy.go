@@ -33,6 +33,7 @@ const (
 func newProxy() *cobra.Command {
 	var (
 		accessLog string
+		memLimit  string
 		conn      clusterFlags
 		peerCfg   runner.PeerConfig
 		cfg       runner.Config
@@ -48,6 +49,9 @@ TRELLIS_TOKEN variable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger, cfg.Out = slog.Default(), cmd.OutOrStdout()
+			if err := setMemoryLimit(memLimit, cfg.Logger); err != nil {
+				return err
+			}
 			var err error
 			var id *pki.Identity
 			if cfg.Client, cfg.Cluster, id, err = conn.connect(cmd.Context(), cfg.Logger); err != nil {
@@ -88,7 +92,26 @@ TRELLIS_TOKEN variable.`,
 	f.StringVar(&peerCfg.Listen, "peer-listen", "", "serve the peer hop here (mutual TLS with the cluster's certificate): other clusters' proxies send requests for this cluster's targets to it; needs --identity-dir")
 	f.StringVar(&peerCfg.Advertise, "peer-advertise", "", "the address other clusters reach --peer-listen at, published to the control plane (default: --peer-listen)")
 	f.StringVar(&peerCfg.Name, "peer-name", "proxy", "this proxy's name among its cluster's proxies (each needs its own): it names its lease renewals and target health reports")
+	registerMemoryLimit(f, &memLimit)
 	return cmd
+}
+
+// registerMemoryLimit registers --memory-limit, shared by `trellis proxy`
+// and `trellis up`.
+func registerMemoryLimit(f *pflag.FlagSet, limit *string) {
+	f.StringVar(limit, "memory-limit", "", "the garbage collector's soft memory limit, such as 400MiB (units B, KiB, MiB, GiB, TiB), or none; empty: nine tenths of the cgroup's memory limit, if any. A set GOMEMLIMIT stands")
+}
+
+// setMemoryLimit applies --memory-limit (gcfloor.SetLimit) and logs the
+// limit in force.
+func setMemoryLimit(flag string, log *slog.Logger) error {
+	limit, err := gcfloor.ParseLimit(flag)
+	if err != nil {
+		return fmt.Errorf("--memory-limit: %w", err)
+	}
+	n, from := gcfloor.SetLimit(limit)
+	log.Debug("garbage collector's memory limit", "bytes", n, "from", from)
+	return nil
 }
 
 // registerProxyFlags registers the flags of the proxy's outputs and

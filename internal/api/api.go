@@ -171,16 +171,25 @@ type AddClusterRequest struct {
 	// admitted cluster without it may export from all; for one admitted
 	// already it replaces the list, as SetClusterRequest does.
 	ExportNamespaces []string `json:"exportNamespaces,omitempty"`
+	// PodNetwork, when set, is the flat pod network the operator declares
+	// the cluster part of (model.Cluster.PodNetwork; "" for its own,
+	// isolated). A newly admitted cluster without it is isolated; for one
+	// admitted already it replaces the network, as SetClusterRequest does.
+	PodNetwork *string `json:"podNetwork,omitempty"`
 }
 
 // SetClusterRequest changes an admitted cluster (PATCH /v1/clusters/NAME,
-// administrators only). Narrowing ExportNamespaces takes the cluster's
+// administrators only); at least one field is required, and a field left
+// out keeps its value. Narrowing ExportNamespaces takes the cluster's
 // exports outside them out of every merge and pick at once; its
 // controller then stops sending them.
 type SetClusterRequest struct {
 	// ExportNamespaces are the namespaces the cluster may export Services
-	// from, or ["*"] for all. Required.
+	// from, or ["*"] for all.
 	ExportNamespaces []string `json:"exportNamespaces"`
+	// PodNetwork is the pod network the cluster is in ("" for its own,
+	// isolated); see model.Cluster.PodNetwork.
+	PodNetwork *string `json:"podNetwork,omitempty"`
 }
 
 // AddClusterResult carries the one-time join token for the cluster.
@@ -223,6 +232,9 @@ type Cluster struct {
 	// ["*"] (or empty, for a cluster admitted before the list existed)
 	// is all.
 	ExportNamespaces []string `json:"exportNamespaces,omitempty"`
+	// PodNetwork is the pod network the operator declared the cluster
+	// in; empty for its own, isolated.
+	PodNetwork string `json:"podNetwork,omitempty"`
 	// Lease is the cluster's lease as the answering server judges it now.
 	Lease Lease `json:"lease"`
 	// PeersPublished counts the cluster's Peer objects; PeersReached

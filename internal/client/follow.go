@@ -226,6 +226,7 @@ func (c *cache) reset(s *model.Snapshot) {
 			byKind[k] = map[string]model.Object{}
 		}
 		byKind[k][obj.ObjectMeta().Name] = obj
+		compact(obj)
 	}
 	c.objects = model.Objects{}
 	for _, k := range model.Kinds {
@@ -260,6 +261,7 @@ func (c *cache) apply(rev int64, changes []api.Change) error {
 			}
 			// The list is kept by the name the change gives.
 			obj.ObjectMeta().Name = ch.Name
+			compact(obj)
 		default:
 			return fmt.Errorf("unknown change op %q", ch.Op)
 		}

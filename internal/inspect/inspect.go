@@ -4,6 +4,7 @@
 package inspect
 
 import (
+	"cmp"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -89,7 +90,7 @@ func table(w io.Writer, k model.Kind, objs []model.Object) error {
 	case model.KindPeer:
 		row("NAME", "CLUSTER", "ADDRESS", "REVISION")
 	case model.KindCluster:
-		row("NAME", "ADMITTED", "REVISION")
+		row("NAME", "ADMITTED", "POD NETWORK", "REVISION")
 	default:
 		return fmt.Errorf("kind %q has no table", k)
 	}
@@ -119,7 +120,7 @@ func table(w io.Writer, k model.Kind, objs []model.Object) error {
 		case *model.Peer:
 			row(m.Name, m.Owner, o.Address, rev)
 		case *model.Cluster:
-			row(m.Name, o.Added.UTC().Format(time.RFC3339), rev)
+			row(m.Name, o.Added.UTC().Format(time.RFC3339), cmp.Or(o.PodNetwork, "-"), rev)
 		}
 	}
 	return tw.Flush()
@@ -179,14 +180,14 @@ func dash(s string) string {
 // in format (one of Formats): in a table, one row a cluster with its lease
 // (alive, lapsed, or held: unrenewed but kept alive because most leases
 // lapsed at once; and how long ago it was renewed), its peers (reached
-// by other clusters' proxies / published), the median RTT they measured
-// and its last sync, ages as of now.
+// by other clusters' proxies / published), the median RTT they measured,
+// its last sync, ages as of now, and its pod network ("-": its own).
 func WriteClusters(w io.Writer, format string, clusters []api.Cluster, now time.Time) error {
 	if format != "table" {
 		return encode(w, format, clusters)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tADMITTED\tLEASE\tPEERS\tRTT\tLAST SYNC")
+	fmt.Fprintln(tw, "NAME\tADMITTED\tLEASE\tPEERS\tRTT\tLAST SYNC\tPOD NETWORK")
 	for _, c := range clusters {
 		lease := "lapsed"
 		if c.Lease.Alive {
@@ -208,7 +209,7 @@ func WriteClusters(w io.Writer, format string, clusters []api.Cluster, now time.
 		if !c.LastSync.IsZero() {
 			sync = age(now.Sub(c.LastSync))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", c.Name, age(now.Sub(c.Added)), lease, c.PeersReached, c.PeersPublished, rtt, sync)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", c.Name, age(now.Sub(c.Added)), lease, c.PeersReached, c.PeersPublished, rtt, sync, cmp.Or(c.PodNetwork, "-"))
 	}
 	return tw.Flush()
 }

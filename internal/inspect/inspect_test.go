@@ -62,9 +62,11 @@ func TestTables(t *testing.T) {
 			"NAME CLUSTER ADDRESS REVISION",
 			"proxy.west west 192.0.2.11:15443 2",
 		}},
-		{model.KindCluster, []model.Object{&model.Cluster{Meta: model.Meta{Name: "west", Owner: model.ControlPlaneOwner, Revision: 3}, Added: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}}, []string{
-			"NAME ADMITTED REVISION",
-			"west 2026-12-01T00:00:00Z 3",
+		{model.KindCluster, []model.Object{&model.Cluster{Meta: model.Meta{Name: "west", Owner: model.ControlPlaneOwner, Revision: 3}, Added: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)},
+			&model.Cluster{Meta: model.Meta{Name: "east", Owner: model.ControlPlaneOwner, Revision: 4}, Added: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), PodNetwork: "flat"}}, []string{
+			"NAME ADMITTED POD NETWORK REVISION",
+			"west 2026-12-01T00:00:00Z - 3",
+			"east 2026-12-01T00:00:00Z flat 4",
 		}},
 		{model.KindCertificate, []model.Object{cert}, []string{
 			"NAME OWNER NAMES NOT AFTER REVISION",

@@ -181,11 +181,7 @@ func (h *Handler) createAccessLog(ctx context.Context, c *call) (int, any, error
 }
 
 func (h *Handler) getAccessLog(ctx context.Context, c *call) (int, any, error) {
-	_, s, err := accessLogs.find(ctx, h, c.r.PathValue("id"))
-	if err != nil {
-		return 0, nil, err
-	}
-	return http.StatusOK, accessLogView(s, true), nil
+	return accessLogs.get(ctx, h, c, func(_ *account, s *accessLogSub) map[string]any { return accessLogView(s, true) })
 }
 
 func (h *Handler) listAccessLogs(ctx context.Context, c *call) (int, any, error) {

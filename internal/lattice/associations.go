@@ -126,21 +126,14 @@ func (h *Handler) listAssociations(ctx context.Context, c *call) (int, any, erro
 }
 
 func (h *Handler) deleteAssociation(ctx context.Context, c *call) (int, any, error) {
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		as, err := associations.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
-		delete(a.Associations, as.ID)
-		return map[string]any{"id": as.ID, "arn": as.ARN, "status": statusDeleting}, nil
-	})
-	return http.StatusOK, out, err
+	return associations.remove(ctx, h, c, nil)
 }
 
-// policyTarget is the auth type and policy of the caller's network or
-// service named in the path.
-func (h *Handler) policyTarget(ctx context.Context, c *call, a *account) (*guarded, error) {
-	id := identifier(c.r.PathValue("id"))
+// ownGuarded returns the auth type and policies of the caller's service
+// network or service whose ID or ARN is id, or the error for one it does
+// not have.
+func (h *Handler) ownGuarded(ctx context.Context, c *call, a *account, id string) (*guarded, error) {
+	id = identifier(id)
 	if n := a.Networks[id]; n != nil {
 		return &n.guarded, nil
 	}
@@ -182,7 +175,7 @@ func (h *Handler) putAuthPolicy(ctx context.Context, c *call) (int, any, error) 
 		return 0, nil, invalidf("policy", "%v", err)
 	}
 	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		g, err := h.policyTarget(ctx, c, a)
+		g, err := h.ownGuarded(ctx, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}
@@ -230,7 +223,7 @@ func (h *Handler) findGuarded(ctx context.Context, id string) (*guarded, error) 
 
 func (h *Handler) deleteAuthPolicy(ctx context.Context, c *call) (int, any, error) {
 	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		g, err := h.policyTarget(ctx, c, a)
+		g, err := h.ownGuarded(ctx, c, a, c.r.PathValue("id"))
 		if err != nil {
 			return nil, err
 		}

@@ -78,15 +78,7 @@ func (h *Handler) batchUpdateRule(ctx context.Context, c *call) (int, any, error
 				continue
 			}
 			seen[id] = i
-			r := ruleRequest{Priority: u.Priority}
-			if u.Match != nil {
-				m := *u.Match
-				r.Match = &m
-			}
-			if u.Action != nil {
-				act := *u.Action
-				r.Action = &act
-			}
+			r := ruleRequest{Priority: u.Priority, Match: u.Match, Action: u.Action}.copied()
 			// Priorities are checked below, against the batch's result.
 			if r.Priority != nil {
 				if p := *r.Priority; p < 1 || p > maxPriority {

@@ -172,6 +172,20 @@ type ruleRequest struct {
 	ClientToken string            `json:"clientToken"`
 }
 
+// copied is r with a copy of its match and action, which checkRule may
+// normalize while the decoded request stays as it was.
+func (r ruleRequest) copied() ruleRequest {
+	if r.Match != nil {
+		m := *r.Match
+		r.Match = &m
+	}
+	if r.Action != nil {
+		act := *r.Action
+		r.Action = &act
+	}
+	return r
+}
+
 // checkRule checks the members a create requires or an update sets.
 func checkRule(a *account, s *service, l *listener, self string, req *ruleRequest) error {
 	if l.Protocol == protocolPassthrough {
@@ -306,15 +320,7 @@ func (h *Handler) updateRule(ctx context.Context, c *call) (int, any, error) {
 		if r == nil {
 			return nil, notFound(resourceRule, id)
 		}
-		u := req
-		if req.Match != nil {
-			m := *req.Match
-			u.Match = &m
-		}
-		if req.Action != nil {
-			act := *req.Action
-			u.Action = &act
-		}
+		u := req.copied()
 		if err := checkRule(a, s, l, r.ID, &u); err != nil {
 			return nil, err
 		}

@@ -182,11 +182,7 @@ func networkView(a *account, n *network) map[string]any {
 }
 
 func (h *Handler) getServiceNetwork(ctx context.Context, c *call) (int, any, error) {
-	a, n, err := networks.find(ctx, h, c.r.PathValue("id"))
-	if err != nil {
-		return 0, nil, err
-	}
-	return http.StatusOK, networkView(a, n), nil
+	return networks.get(ctx, h, c, networkView)
 }
 
 func (h *Handler) listServiceNetworks(ctx context.Context, c *call) (int, any, error) {

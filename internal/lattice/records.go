@@ -200,6 +200,36 @@ func put[T record](m *map[string]T, r T) {
 	(*m)[r.core().ID] = r
 }
 
+// get answers a Get operation with view's item for the record of any
+// owner whose ID, name or ARN the path's id is.
+func (k kind[T]) get(ctx context.Context, h *Handler, c *call, view func(a *account, r T) map[string]any) (int, any, error) {
+	a, r, err := k.find(ctx, h, c.r.PathValue("id"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, view(a, r), nil
+}
+
+// remove answers a Delete operation: the caller's record with the path's
+// ID goes, unless check (when not nil) refuses it.
+func (k kind[T]) remove(ctx context.Context, h *Handler, c *call, check func(a *account, r T) error) (int, any, error) {
+	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
+		r, err := k.own(ctx, h, c, a, c.r.PathValue("id"))
+		if err != nil {
+			return nil, err
+		}
+		if check != nil {
+			if err := check(a, r); err != nil {
+				return nil, err
+			}
+		}
+		m := r.core()
+		delete(*k.of(a), m.ID)
+		return map[string]any{"id": m.ID, "arn": m.ARN, "status": statusDeleting}, nil
+	})
+	return http.StatusOK, out, err
+}
+
 // list answers a List operation with the page of view's items for every
 // owner's records; view returns nil for a record the filters leave out.
 func (k kind[T]) list(ctx context.Context, h *Handler, c *call, view func(a *account, r T) map[string]any) (int, any, error) {

@@ -69,19 +69,6 @@ func checkResourcePolicy(doc string) error {
 	return nil
 }
 
-// resourcePolicyTarget is the caller's network or service the path's
-// ARN (or ID) names.
-func (h *Handler) resourcePolicyTarget(ctx context.Context, c *call, a *account) (*guarded, error) {
-	id := identifier(c.r.PathValue("arn"))
-	if n := a.Networks[id]; n != nil {
-		return &n.guarded, nil
-	}
-	if s := a.Services[id]; s != nil {
-		return &s.guarded, nil
-	}
-	return nil, h.elsewhere(ctx, c.owner, "RESOURCE", id, func(o *account) bool { return o.Networks[id] != nil || o.Services[id] != nil })
-}
-
 func (h *Handler) putResourcePolicy(ctx context.Context, c *call) (int, any, error) {
 	var req struct {
 		Policy string `json:"policy"`
@@ -93,7 +80,7 @@ func (h *Handler) putResourcePolicy(ctx context.Context, c *call) (int, any, err
 		return 0, nil, err
 	}
 	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		g, err := h.resourcePolicyTarget(ctx, c, a)
+		g, err := h.ownGuarded(ctx, c, a, c.r.PathValue("arn"))
 		if err != nil {
 			return nil, err
 		}
@@ -117,7 +104,7 @@ func (h *Handler) getResourcePolicy(ctx context.Context, c *call) (int, any, err
 
 func (h *Handler) deleteResourcePolicy(ctx context.Context, c *call) (int, any, error) {
 	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		g, err := h.resourcePolicyTarget(ctx, c, a)
+		g, err := h.ownGuarded(ctx, c, a, c.r.PathValue("arn"))
 		if err != nil {
 			return nil, err
 		}

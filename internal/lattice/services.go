@@ -140,11 +140,7 @@ func (h *Handler) checkCertificate(ctx context.Context, owner string, s *service
 }
 
 func (h *Handler) getService(ctx context.Context, c *call) (int, any, error) {
-	_, s, err := services.find(ctx, h, c.r.PathValue("id"))
-	if err != nil {
-		return 0, nil, err
-	}
-	return http.StatusOK, serviceView(s), nil
+	return services.get(ctx, h, c, func(_ *account, s *service) map[string]any { return serviceView(s) })
 }
 
 func (h *Handler) listServices(ctx context.Context, c *call) (int, any, error) {

@@ -115,12 +115,10 @@ func serviceARNs(a *account, id string) []string {
 }
 
 func (h *Handler) getTargetGroup(ctx context.Context, c *call) (int, any, error) {
-	a, tg, err := targetGroups.find(ctx, h, c.r.PathValue("id"))
-	if err != nil {
-		return 0, nil, err
-	}
-	return http.StatusOK, map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "config": tg.Config,
-		"createdAt": ts(tg.CreatedAt), "lastUpdatedAt": ts(tg.UpdatedAt), "status": statusActive, "serviceArns": serviceARNs(a, tg.ID)}, nil
+	return targetGroups.get(ctx, h, c, func(a *account, tg *targetGroup) map[string]any {
+		return map[string]any{"id": tg.ID, "arn": tg.ARN, "name": tg.Name, "type": tg.Type, "config": tg.Config,
+			"createdAt": ts(tg.CreatedAt), "lastUpdatedAt": ts(tg.UpdatedAt), "status": statusActive, "serviceArns": serviceARNs(a, tg.ID)}
+	})
 }
 
 func (h *Handler) listTargetGroups(ctx context.Context, c *call) (int, any, error) {
@@ -141,18 +139,12 @@ func (h *Handler) listTargetGroups(ctx context.Context, c *call) (int, any, erro
 }
 
 func (h *Handler) deleteTargetGroup(ctx context.Context, c *call) (int, any, error) {
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	return targetGroups.remove(ctx, h, c, func(a *account, tg *targetGroup) error {
 		if used := usedBy(a, tg.ID); len(used) > 0 {
-			return nil, conflict(resourceTargetGroup, tg.ID, "TargetGroup %s is used by a listener or rule of service %s", tg.ID, used[0])
+			return conflict(resourceTargetGroup, tg.ID, "TargetGroup %s is used by a listener or rule of service %s", tg.ID, used[0])
 		}
-		delete(a.TargetGroups, tg.ID)
-		return map[string]any{"id": tg.ID, "arn": tg.ARN, "status": statusDeleting}, nil
+		return nil
 	})
-	return http.StatusOK, out, err
 }
 
 type targetFailure struct {

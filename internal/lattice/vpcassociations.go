@@ -197,15 +197,7 @@ func (h *Handler) listVPCAssociations(ctx context.Context, c *call) (int, any, e
 }
 
 func (h *Handler) deleteVPCAssociation(ctx context.Context, c *call) (int, any, error) {
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		va, err := vpcAssociations.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
-		delete(a.VPCAssociations, va.ID)
-		return map[string]any{"id": va.ID, "arn": va.ARN, "status": statusDeleting}, nil
-	})
-	return http.StatusOK, out, err
+	return vpcAssociations.remove(ctx, h, c, nil)
 }
 
 // vpcAssociated is the first (by ID) VPC association of network id, ""

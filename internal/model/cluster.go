@@ -31,6 +31,16 @@ type Cluster struct {
 	// outside the list, and every controller and proxy leaves out one
 	// stored before the list was narrowed (see AllowsExport).
 	ExportNamespaces []string `json:"exportNamespaces,omitempty"`
+	// PodNetwork names the flat, routable pod network the operator
+	// declares the cluster part of (an RFC 1123 label): the pods of
+	// clusters with the same PodNetwork reach each other's addresses
+	// directly. Empty means the cluster's own, isolated network. Only the
+	// control plane writes it (`trellis cluster add|set --pod-network`),
+	// never the cluster: a member could otherwise claim a network and
+	// put its addresses in other clusters' DNS answers. Proxies'
+	// nameservers answer a Headless import's names with its pods' own
+	// addresses only within one pod network (see SamePodNetwork).
+	PodNetwork string `json:"podNetwork,omitempty"`
 }
 
 // ObjectMeta implements Object.
@@ -45,8 +55,28 @@ func (c *Cluster) AllowsExport(ns string) bool {
 	return len(c.ExportNamespaces) == 0 || slices.Contains(c.ExportNamespaces, AllNamespaces) || slices.Contains(c.ExportNamespaces, ns)
 }
 
+// SamePodNetwork reports whether the pods of clusters a and b, by their
+// published admissions (nil: not admitted), reach each other's addresses:
+// both are admitted and declared in one pod network. A cluster without a
+// declared network shares it with no other, nor with itself, so that its
+// answers stay as they are until an operator declares one.
+func SamePodNetwork(a, b *Cluster) bool {
+	return a != nil && b != nil && a.PodNetwork != "" && a.PodNetwork == b.PodNetwork
+}
+
+// ValidatePodNetwork checks a pod network's name: empty (isolated) or an
+// RFC 1123 label. The field is "podNetwork".
+func ValidatePodNetwork(name string) FieldErrors {
+	var f fieldErrs
+	if name != "" && !validLabel(name) {
+		f.add("podNetwork", "%q is not a pod network name: an RFC 1123 label (at most 63 lower-case alphanumerics or '-', starting and ending alphanumeric), or empty for the cluster's own", name)
+	}
+	return f.list
+}
+
 // Validate checks the name is a cluster name, the owner the control
-// plane, and the export namespaces namespace names or AllNamespaces.
+// plane, the export namespaces namespace names or AllNamespaces, and the
+// pod network a label or empty.
 func (c *Cluster) Validate() error {
 	var f fieldErrs
 	validateMeta(&f, &c.Meta)
@@ -57,6 +87,7 @@ func (c *Cluster) Validate() error {
 		f.add("owner", "must be %s: clusters are admitted by the control plane", ControlPlaneOwner)
 	}
 	f.list = append(f.list, ValidateExportNamespaces(c.ExportNamespaces)...)
+	f.list = append(f.list, ValidatePodNetwork(c.PodNetwork)...)
 	return f.list.err()
 }
 

@@ -15,7 +15,12 @@
 // StatefulSet's) has `<hostname>.<cluster>.<service>.<namespace>.svc.clusterset.local`,
 // also the proxy's addresses (the proxy sends it to that pod only: pod
 // addresses of one cluster mean nothing in another), and the SRV records
-// name each pod;
+// name each pod. Where the operator declared clusters in one flat pod
+// network (model.Cluster.PodNetwork), a proxy of one of them answers a
+// Headless Service's names with the pods' own addresses instead, as the
+// MCS API has it: a pod's name when its cluster is in the proxy's
+// cluster's network, the Service's name when every exporting cluster with
+// ready endpoints is (see podAddresses);
 // any other name inside those zones gets NXDOMAIN, or an
 // empty answer for a name with names below it ("shop.svc.clusterset.local");
 // a name outside every zone (cluster.local among them) is REFUSED, since it
@@ -28,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -43,7 +49,8 @@ import (
 )
 
 // TTL is the time to live of the answers, in seconds: names come and go
-// with routes, and the answer itself, the proxy's address, hardly changes.
+// with routes, and the answer itself, the proxy's address, hardly changes
+// (pods' addresses, answered in a pod network, change with the pods).
 const TTL = 30
 
 // Config configures a Server.
@@ -52,6 +59,11 @@ type Config struct {
 	// addresses as the clients reach them. IPv4 addresses answer A
 	// queries, IPv6 ones AAAA.
 	Addresses []netip.Addr
+	// Cluster is the cluster the proxy runs in. A Headless Service's
+	// names answer the pods' own addresses only where the snapshot's
+	// admission of this cluster declares a pod network that the pods'
+	// clusters are in; empty, or a cluster without one, never.
+	Cluster string
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -65,6 +77,13 @@ type Server struct {
 
 	mu      sync.Mutex
 	servers []*dns.Server
+
+	// build serialises building the table: last is the snapshot it was
+	// built from and lapsed the clusters whose leases have lapsed
+	// (SetLapsed), whose pods are answered by no pod address.
+	build  sync.Mutex
+	last   *model.Snapshot
+	lapsed map[string]bool
 }
 
 // ClustersetZone is the zone of the Multi-Cluster Services names:
@@ -86,6 +105,10 @@ type table struct {
 	// target is the Service's name, and for a Headless Service each pod's
 	// name too (the Service's only while some endpoint has no hostname).
 	srv map[string][]srvRecord
+	// direct are the names a Headless Service's pods answer with their
+	// own addresses (in the proxy's pod network) rather than the proxy's,
+	// and those addresses, sorted and unique.
+	direct map[string][]netip.Addr
 	// serial is the SOA serial: the snapshot's revision.
 	serial uint32
 }
@@ -106,14 +129,39 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: log}
-	s.table.Store(&table{names: map[string]bool{}, empty: map[string]bool{}, srv: map[string][]srvRecord{}})
+	s.table.Store(newTable(0))
 	return s, nil
 }
 
 // Update makes the names of snap's service networks resolve, and only
 // those.
 func (s *Server) Update(snap *model.Snapshot) {
-	t := &table{names: map[string]bool{}, empty: map[string]bool{}, srv: map[string][]srvRecord{}, serial: uint32(snap.Revision)}
+	s.build.Lock()
+	defer s.build.Unlock()
+	s.last = snap
+	s.update(snap)
+}
+
+// SetLapsed replaces the set of clusters whose leases have lapsed, as the
+// proxy's lease follow reads it. A lapsed cluster's pods leave the pod
+// network's answers at once (its names answer the proxy's addresses,
+// whose pick has dropped its targets), and come back with its lease.
+func (s *Server) SetLapsed(lapsed map[string]bool) {
+	s.build.Lock()
+	defer s.build.Unlock()
+	if maps.Equal(s.lapsed, lapsed) {
+		return
+	}
+	s.lapsed = maps.Clone(lapsed)
+	if s.last != nil {
+		s.update(s.last)
+	}
+}
+
+// update builds snap's table; s.build is held.
+func (s *Server) update(snap *model.Snapshot) {
+	t := newTable(uint32(snap.Revision))
+	inNet := s.podNetwork(snap)
 	domains := map[string]string{} // network → fully qualified domain
 	for _, n := range snap.Networks {
 		if n.Mode != model.ModeServiceNetwork || n.Domain == "" {
@@ -153,7 +201,10 @@ func (s *Server) Update(snap *model.Snapshot) {
 		var pods []pod
 		unnamed := true
 		if im.Type == model.ExportHeadless {
-			pods, unnamed = t.addPods(group, k[0], k[1])
+			pods, unnamed = t.addPods(group, k[0], k[1], inNet)
+			if addrs, ok := podAddresses(group, inNet); ok {
+				t.direct[name] = addrs
+			}
 		}
 		for _, p := range im.Ports {
 			var records []srvRecord
@@ -179,7 +230,72 @@ func (s *Server) Update(snap *model.Snapshot) {
 		}
 	}
 	s.table.Store(t)
-	s.log.Info("names updated", "revision", snap.Revision, "zones", len(t.zones), "names", len(t.names), "exported", exported)
+	s.log.Info("names updated", "revision", snap.Revision, "zones", len(t.zones), "names", len(t.names), "exported", exported, "pod_addressed", len(t.direct))
+}
+
+func newTable(serial uint32) *table {
+	return &table{names: map[string]bool{}, empty: map[string]bool{}, srv: map[string][]srvRecord{}, direct: map[string][]netip.Addr{}, serial: serial}
+}
+
+// maxPodAddresses bounds the addresses kept for one name: more A records
+// than this never fit in a DNS message (64 KiB), which Truncate cuts to
+// what fits anyway.
+const maxPodAddresses = 4096
+
+// podNetwork returns whether a cluster's pods are in the pod network of
+// the proxy's cluster, by the snapshot's admissions: only the operator
+// writes them, so no cluster can put itself in another's network.
+func (s *Server) podNetwork(snap *model.Snapshot) func(cluster string) bool {
+	var own *model.Cluster
+	clusters := make(map[string]*model.Cluster, len(snap.Clusters))
+	for i := range snap.Clusters {
+		c := &snap.Clusters[i]
+		clusters[c.Name] = c
+		if c.Name == s.cfg.Cluster && s.cfg.Cluster != "" {
+			own = c
+		}
+	}
+	return func(cluster string) bool {
+		if cluster != s.cfg.Cluster && s.lapsed[cluster] {
+			return false
+		}
+		return model.SamePodNetwork(own, clusters[cluster])
+	}
+}
+
+// podAddresses returns the ready endpoints' addresses of a Headless
+// import's exports, unique and sorted, when every exporting cluster with
+// ready endpoints is in the proxy's pod network (inNet), and whether it
+// is and there are some. With one cluster outside it the whole name keeps
+// the proxy's addresses: a name means one thing, and that cluster's pods
+// are reached only through a proxy.
+func podAddresses(group []*model.ServiceExport, inNet func(string) bool) ([]netip.Addr, bool) {
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	for _, e := range group {
+		ready := false
+		for _, p := range e.Ports {
+			for _, tg := range p.Targets {
+				if tg.State != model.TargetActive {
+					continue
+				}
+				a, err := netip.ParseAddr(tg.Address)
+				if err != nil || a.Zone() != "" {
+					continue // the control plane admits only addresses
+				}
+				ready = true
+				if a = a.Unmap(); !seen[a] && len(out) < maxPodAddresses {
+					seen[a] = true
+					out = append(out, a)
+				}
+			}
+		}
+		if ready && !inNet(e.Owner) {
+			return nil, false
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, len(out) > 0
 }
 
 // pod is one per-pod name of an import and the ports (number/protocol)
@@ -193,8 +309,10 @@ type pod struct {
 // pods with hostnames, by cluster) resolve, and the names between them
 // and the Service's name exist empty; it returns them, and whether some
 // exporting cluster has endpoints without a hostname (or none has any
-// hostname), which the SRV records reach by the Service's name.
-func (t *table) addPods(group []*model.ServiceExport, namespace, service string) (pods []pod, unnamed bool) {
+// hostname), which the SRV records reach by the Service's name. A pod of
+// a cluster in the proxy's pod network (inNet) answers with its own
+// addresses.
+func (t *table) addPods(group []*model.ServiceExport, namespace, service string, inNet func(string) bool) (pods []pod, unnamed bool) {
 	svcName := dns.CanonicalName(mcs.ClustersetHost(namespace, service))
 	for _, e := range group {
 		if e.Type != model.ExportHeadless || len(e.Hostnames) == 0 || !model.ValidClusterName(e.Owner) {
@@ -226,11 +344,26 @@ func (t *table) addPods(group []*model.ServiceExport, namespace, service string)
 			}
 			name := dns.CanonicalName(mcs.PodHost(h.Hostname, e.Owner, namespace, service))
 			t.names[name] = true
+			if addrs := hostAddresses(h.Addresses); len(addrs) > 0 && inNet(e.Owner) {
+				t.direct[name] = addrs
+			}
 			pods = append(pods, pod{name: name, ports: ports})
 		}
 	}
 	slices.SortFunc(pods, func(x, y pod) int { return strings.Compare(x.name, y.name) })
 	return pods, unnamed || len(pods) == 0
+}
+
+// hostAddresses parses a pod's addresses (one per family), sorted.
+func hostAddresses(list []string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range list {
+		if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" && !slices.Contains(out, a.Unmap()) {
+			out = append(out, a.Unmap())
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // dnsLabel reports whether s is an RFC 1123 label, as Kubernetes
@@ -349,7 +482,7 @@ func (s *Server) answer(q *dns.Msg) *dns.Msg {
 		return r
 	}
 	if t.names[name] {
-		r.Answer = s.addresses(question.Name, question.Qtype)
+		r.Answer = s.addresses(t, name, question.Name, question.Qtype)
 	}
 	if question.Qtype == dns.TypeSRV {
 		for _, rec := range srv {
@@ -358,14 +491,14 @@ func (s *Server) answer(q *dns.Msg) *dns.Msg {
 				Priority: 0, Weight: 100, Port: rec.port, Target: rec.target,
 			})
 		}
-		// The targets' addresses, which the client asks next (all the
-		// proxy's; a long list is cut by Truncate).
+		// The targets' addresses, which the client asks next, as it
+		// would get them (a long list is cut by Truncate).
 		seen := map[string]bool{}
 		for _, rec := range srv {
 			if !seen[rec.target] {
 				seen[rec.target] = true
-				r.Extra = append(r.Extra, s.addresses(rec.target, dns.TypeA)...)
-				r.Extra = append(r.Extra, s.addresses(rec.target, dns.TypeAAAA)...)
+				r.Extra = append(r.Extra, s.addresses(t, rec.target, rec.target, dns.TypeA)...)
+				r.Extra = append(r.Extra, s.addresses(t, rec.target, rec.target, dns.TypeAAAA)...)
 			}
 		}
 	}
@@ -376,12 +509,17 @@ func (s *Server) answer(q *dns.Msg) *dns.Msg {
 	return r
 }
 
-// addresses are the proxy's addresses of type qtype (A or AAAA) as
-// records of name.
-func (s *Server) addresses(name string, qtype uint16) []dns.RR {
+// addresses are the addresses of type qtype (A or AAAA) that the name
+// key (canonical) answers with, as records of owner: the proxy's, or the
+// pods' own for a name in t.direct.
+func (s *Server) addresses(t *table, key, owner string, qtype uint16) []dns.RR {
+	addrs := s.cfg.Addresses
+	if d, ok := t.direct[key]; ok {
+		addrs = d
+	}
 	var out []dns.RR
-	for _, a := range s.cfg.Addresses {
-		hdr := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: TTL}
+	for _, a := range addrs {
+		hdr := dns.RR_Header{Name: owner, Class: dns.ClassINET, Ttl: TTL}
 		switch {
 		case qtype == dns.TypeA && a.Is4():
 			hdr.Rrtype = dns.TypeA
@@ -419,14 +557,14 @@ func (t *table) soa(zone string) dns.RR {
 }
 
 // Start serves the service networks' names and the clusterset names on listen, resolving to answer
-// (or bind, see Addresses), and says where on out: the wiring `trellis up`
+// (or bind, see Addresses), for a proxy of cluster, and says where on out: the wiring `trellis up`
 // and `trellis proxy` share.
-func Start(listen, answer, bind string, log *slog.Logger, out io.Writer) (*Server, error) {
+func Start(listen, answer, bind, cluster string, log *slog.Logger, out io.Writer) (*Server, error) {
 	addrs, err := Addresses(answer, bind)
 	if err != nil {
 		return nil, fmt.Errorf("DNS: %w", err)
 	}
-	s, err := New(Config{Addresses: addrs, Logger: log})
+	s, err := New(Config{Addresses: addrs, Cluster: cluster, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -31,11 +31,17 @@ func snapshot(rev int64, services ...string) *model.Snapshot {
 
 func start(t *testing.T, addrs ...string) (*Server, string) {
 	t.Helper()
+	return startIn(t, "", addrs...)
+}
+
+// startIn starts a server for a proxy of cluster, answering addrs.
+func startIn(t *testing.T, cluster string, addrs ...string) (*Server, string) {
+	t.Helper()
 	var as []netip.Addr
 	for _, a := range addrs {
 		as = append(as, netip.MustParseAddr(a))
 	}
-	s, err := New(Config{Addresses: as})
+	s, err := New(Config{Addresses: as, Cluster: cluster})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,11 +177,14 @@ func TestConfig(t *testing.T) {
 // answers without panicking, and never with an address for a name outside
 // the table.
 func FuzzAnswer(f *testing.F) {
-	s, err := New(Config{Addresses: []netip.Addr{netip.MustParseAddr("198.18.0.1")}})
+	// A proxy of east, in pod network flat with west: db's names answer
+	// the pods' addresses, cart's the proxy's.
+	s, err := New(Config{Addresses: []netip.Addr{netip.MustParseAddr("198.18.0.1")}, Cluster: "east"})
 	if err != nil {
 		f.Fatal(err)
 	}
-	s.Update(headless(withExports(snapshot(1, "inventory"), [3]string{"east", "shop", "cart"}), "east", "web-0=10.0.0.1", "=10.0.0.2"))
+	snap := admitted(withExports(snapshot(1, "inventory"), [3]string{"east", "shop", "cart"}), "east=flat", "west=flat")
+	s.Update(headless(headless(snap, "east", "web-0=10.0.0.1", "=10.0.0.2"), "west", "web-0=fd00::1"))
 	for _, name := range []string{"inventory-default.my-hotel.trellis.internal.", "my-hotel.trellis.internal.", "x.", ".",
 		"cart.shop.svc.clusterset.local.", "shop.svc.clusterset.local.", "web-0.east.db.shop.svc.clusterset.local.",
 		"east.db.shop.svc.clusterset.local.", "web-0.west.db.shop.svc.clusterset.local.", "_http._tcp.db.shop.svc.clusterset.local."} {
@@ -192,8 +201,27 @@ func FuzzAnswer(f *testing.F) {
 		r := s.answer(q)
 		if len(r.Answer) > 0 {
 			name := dns.CanonicalName(q.Question[0].Name)
-			if !s.table.Load().names[name] {
+			tab := s.table.Load()
+			if !tab.names[name] {
 				t.Errorf("answered %q, which is not in the table", name)
+			}
+			for _, rr := range r.Answer {
+				var a netip.Addr
+				switch rr := rr.(type) {
+				case *dns.A:
+					a, _ = netip.AddrFromSlice(rr.A)
+				case *dns.AAAA:
+					a, _ = netip.AddrFromSlice(rr.AAAA)
+				default:
+					continue
+				}
+				want, ok := tab.direct[name]
+				if !ok {
+					want = s.cfg.Addresses
+				}
+				if !slices.Contains(want, a.Unmap()) {
+					t.Errorf("%q answered %s, not one of %v", name, a, want)
+				}
 			}
 		}
 	})

@@ -15,7 +15,7 @@ package peer
 // buffers more than its window.
 //
 // Everything read comes from another cluster and is bounded: header lists
-// (the Framer's MaxHeaderListSize, which also ends CONTINUATION floods),
+// (headerReader's bound, which also ends CONTINUATION floods),
 // frame sizes, windows (a peer sending beyond one, or overflowing one by
 // its updates, is an error), informational heads, pushes (refused with
 // SETTINGS_ENABLE_PUSH=0; one sent anyway ends the connection), and frames
@@ -293,8 +293,7 @@ func (p *h2Pool) newConn(nc net.Conn, addr string, cert *tls.Certificate) (*h2Co
 	cc.maxStreams.Store(h2DefaultStreams)
 	cc.bw = bufio.NewWriterSize(nc, 32<<10)
 	cc.fr = http2.NewFramer(cc.bw, bufio.NewReaderSize(nc, 32<<10))
-	cc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	cc.fr.MaxHeaderListSize = h2MaxHeaderList
+	cc.hr = newHeaderReader(cc.fr, h2MaxHeaderList)
 	cc.fr.SetMaxReadFrameSize(h2MaxFrame)
 	cc.fr.SetReuseFrames()
 	cc.henc = hpack.NewEncoder(&cc.hbuf)
@@ -423,9 +422,11 @@ type h2Conn struct {
 	// wmu orders the writes: frames, and the HPACK encoder, whose blocks
 	// must reach the peer in the order they were encoded. Taken before mu
 	// when both are.
-	wmu   sync.Mutex
-	bw    *bufio.Writer
-	fr    *http2.Framer
+	wmu sync.Mutex
+	bw  *bufio.Writer
+	fr  *http2.Framer
+	// hr reads the framer's frames (the read loop's).
+	hr    *headerReader
 	henc  *hpack.Encoder
 	hbuf  bytes.Buffer
 	lower map[string]string // header names lowercased, a cache
@@ -1187,6 +1188,19 @@ func (s *h2Stream) Read(p []byte) (int, error) {
 	return 0, io.EOF
 }
 
+// Buffered reports whether body, a response body of this package's
+// client, is whole in memory: reading it to its end waits for nothing from
+// the peer.
+func Buffered(body io.Reader) bool {
+	s, ok := body.(*h2Stream)
+	if !ok {
+		return false
+	}
+	s.cc.mu.Lock()
+	defer s.cc.mu.Unlock()
+	return s.recvEnd && s.err == nil && !s.bodyClosed
+}
+
 // Close ends the response body; a stream still open is reset.
 func (s *h2Stream) Close() error {
 	cc := s.cc
@@ -1213,7 +1227,7 @@ func (cc *h2Conn) readLoop() {
 	var err error
 	for {
 		var f http2.Frame
-		f, err = cc.fr.ReadFrame()
+		f, err = cc.hr.readFrame()
 		cc.framesRead.Add(1)
 		if err != nil {
 			var se http2.StreamError

@@ -565,3 +565,46 @@ func TestH2ClientEarlyAnswer(t *testing.T) {
 		t.Errorf("%d connections, want 1", n)
 	}
 }
+
+// Buffered: a response whose body came whole is, one whose peer still
+// holds the body open is not, and neither is anything not of the client.
+func TestH2ClientBuffered(t *testing.T) {
+	release := make(chan struct{})
+	sp := startStock(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "part")
+		if r.URL.Path == "/held" {
+			w.(http.Flusher).Flush()
+			<-release
+		}
+	}))
+	defer close(release)
+	whole, err := sp.send(httptestRequest("GET", "http://shop.example/whole", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer whole.Body.Close()
+	testsync.WaitFor(t, 5*time.Second, "the whole body buffered", func() bool { return Buffered(whole.Body) })
+	held, err := sp.send(httptestRequest("GET", "http://shop.example/held", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Body.Close()
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(held.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	if Buffered(held.Body) {
+		t.Error("a body the peer still sends is reported buffered")
+	}
+	if Buffered(strings.NewReader("x")) {
+		t.Error("a reader not of the client is reported buffered")
+	}
+	b, _ := io.ReadAll(whole.Body)
+	if string(b) != "part" {
+		t.Errorf("body %q", b)
+	}
+	whole.Body.Close()
+	if Buffered(whole.Body) {
+		t.Error("a closed body is reported buffered")
+	}
+}

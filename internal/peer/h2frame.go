@@ -1,6 +1,14 @@
 package peer
 
-import "golang.org/x/net/http2"
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
 
 // writeHeaderBlock writes block, an encoded header block, for stream id as
 // one HEADERS frame and as many CONTINUATION frames as it takes, each at
@@ -16,4 +24,157 @@ func writeHeaderBlock(fr *http2.Framer, id uint32, block []byte, endStream bool,
 		err = fr.WriteContinuation(id, len(block) == 0, frag)
 	}
 	return err
+}
+
+// headerReader reads frames as a Framer with ReadMetaHeaders does, a
+// HEADERS frame and its CONTINUATIONs coming back as one
+// *http2.MetaHeadersFrame with the same checks (RFC 9113 §8.2 and §8.3
+// field rules, the header list bound, HPACK errors), but decodes every
+// block into the same fields array: x/net's grows a new one for each
+// block, several allocations per request. The frame returned, its fields
+// included, is valid until the next read.
+type headerReader struct {
+	fr  *http2.Framer // its ReadMetaHeaders nil
+	dec *hpack.Decoder
+	// maxList bounds a block's header list (SETTINGS_MAX_HEADER_LIST_SIZE).
+	maxList uint32
+
+	mh     http2.MetaHeadersFrame
+	fields []hpack.HeaderField
+	// The block being decoded (emit's state).
+	headersLeft, trailersLeft uint32
+	sawRegular                bool
+	invalid                   error
+}
+
+func newHeaderReader(fr *http2.Framer, maxList uint32) *headerReader {
+	hr := &headerReader{fr: fr, dec: hpack.NewDecoder(4096, nil), maxList: maxList}
+	hr.dec.SetMaxStringLength(int(min(maxList, 1<<31-1)))
+	hr.dec.SetEmitFunc(hr.emit)
+	return hr
+}
+
+// emit takes one decoded field of the block under way.
+func (hr *headerReader) emit(hf hpack.HeaderField) {
+	if !httpguts.ValidHeaderFieldValue(hf.Value) {
+		hr.invalid = fmt.Errorf("invalid value of header field %q", hf.Name)
+	}
+	if strings.HasPrefix(hf.Name, ":") {
+		if hr.sawRegular {
+			hr.invalid = errors.New("pseudo header field after a regular one")
+		}
+	} else {
+		hr.sawRegular = true
+		if !validWireName(hf.Name) {
+			hr.invalid = fmt.Errorf("invalid header field name %q", hf.Name)
+		}
+	}
+	if hr.invalid != nil {
+		hr.dec.SetEmitEnabled(false)
+		return
+	}
+	left, size := &hr.headersLeft, hf.Size()
+	if hf.Name == "trailer" {
+		// As x/net counts a trailer declaration: each name it lists as a
+		// field of its own.
+		n := uint32(strings.Count(hf.Value, ",") + 1)
+		left, size = &hr.trailersLeft, uint32(len(hf.Value))-n+1+n*hpack.HeaderField{}.Size()
+	}
+	if size > *left {
+		hr.dec.SetEmitEnabled(false)
+		hr.mh.Truncated = true
+		hr.headersLeft, hr.trailersLeft = 0, 0
+		return
+	}
+	*left -= size
+	hr.fields = append(hr.fields, hf)
+}
+
+// validWireName reports whether name is a valid HTTP/2 field name: a
+// token, in lower case.
+func validWireName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, r := range name {
+		if !httpguts.IsTokenRune(r) || 'A' <= r && r <= 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// readFrame reads the next frame.
+func (hr *headerReader) readFrame() (http2.Frame, error) {
+	f, err := hr.fr.ReadFrame()
+	if err != nil {
+		return f, err
+	}
+	hf, ok := f.(*http2.HeadersFrame)
+	if !ok {
+		return f, nil
+	}
+	clear(hr.fields)
+	hr.fields = hr.fields[:0]
+	hr.mh = http2.MetaHeadersFrame{HeadersFrame: hf}
+	hr.headersLeft, hr.trailersLeft, hr.sawRegular, hr.invalid = hr.maxList, hr.maxList, false, nil
+	hr.dec.SetEmitEnabled(true)
+	var frag []byte = hf.HeaderBlockFragment()
+	ended := hf.HeadersEnded()
+	for {
+		// A fragment far beyond what is left of the list, or any after
+		// the list overflowed or a field was invalid, ends the
+		// connection rather than being decoded (as x/net does).
+		if int64(len(frag)) > 2*int64(hr.headersLeft+hr.trailersLeft) || hr.invalid != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if _, err := hr.dec.Write(frag); err != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeCompression)
+		}
+		if ended {
+			break
+		}
+		f, err := hr.fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		cf := f.(*http2.ContinuationFrame) // the Framer checks the order
+		frag, ended = cf.HeaderBlockFragment(), cf.HeadersEnded()
+	}
+	if err := hr.dec.Close(); err != nil {
+		return nil, http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if hr.invalid != nil {
+		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: hr.invalid}
+	}
+	hr.mh.Fields = hr.fields
+	if err := checkPseudos(hr.mh.PseudoFields()); err != nil {
+		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
+	}
+	return &hr.mh, nil
+}
+
+// checkPseudos checks a block's pseudo-header fields: known ones, each at
+// most once, of a request or of a response, not both.
+func checkPseudos(pf []hpack.HeaderField) error {
+	var request, response bool
+	for i, hf := range pf {
+		switch hf.Name {
+		case ":method", ":path", ":scheme", ":authority", ":protocol":
+			request = true
+		case ":status":
+			response = true
+		default:
+			return fmt.Errorf("invalid pseudo header field %q", hf.Name)
+		}
+		for _, prev := range pf[:i] {
+			if prev.Name == hf.Name {
+				return fmt.Errorf("duplicate pseudo header field %q", hf.Name)
+			}
+		}
+	}
+	if request && response {
+		return errors.New("request and response pseudo header fields mixed")
+	}
+	return nil
 }

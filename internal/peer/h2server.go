@@ -4,8 +4,9 @@ package peer
 // proxy's client-facing HTTP/2 (h2c with prior knowledge on HTTP binds,
 // ALPN h2 on HTTPS binds). It serves an http.Handler, as net/http's server
 // does, but costs a request less: the goroutine that reads a stream's
-// HEADERS starts another to go on reading the connection and runs the
-// handler itself (no hand-off to a serve loop and a handler goroutine),
+// HEADERS hands the reading of the connection to another (one that served
+// a stream before and waits, when there is one) and runs the handler
+// itself (no hand-off to a serve loop and a handler goroutine),
 // and a handler writes its frames to the connection itself, under a lock,
 // through one buffered writer, so that a small response (HEADERS, DATA,
 // trailers) leaves in one flush when the handler returns.
@@ -86,6 +87,14 @@ const (
 	// goAwayLinger is how long a connection closed for an error goes on
 	// reading (and discarding) so that the peer gets the GOAWAY.
 	goAwayLinger = time.Second
+	// maxIdleReaders bounds the goroutines that, their handler done, wait
+	// to take over reading a connection (readerIdle at most): a stream's
+	// handler runs on the goroutine that read its HEADERS, so another must
+	// go on reading, and one that has served a request already has the
+	// stack a request needs (a new goroutine starts on a small one and
+	// grows it, copying it at each doubling, for every request).
+	maxIdleReaders = 256
+	readerIdle     = 10 * time.Second
 )
 
 // HTTPServer is an HTTP/2 server: over TLS with ALPN h2, or HTTP/2 with
@@ -107,6 +116,16 @@ type HTTPServer struct {
 	conns     map[*serverConn]struct{}
 	closing   bool
 	connGone  chan struct{} // signalled when a connection ends
+
+	// readers hands a connection to read to a goroutine waiting in
+	// nextConn (idleReaders of them, at most maxIdleReaders).
+	readers                     chan *serverConn
+	idleReaders, maxIdleReaders atomic.Int32
+	readerIdle                  time.Duration
+	stopped                     chan struct{} // closed by Shutdown and Close
+	// noReuse and noYield turn off reusing readers and yielding before a
+	// flush, for BenchmarkH2ServerLoad's comparison.
+	noReuse, noYield bool
 }
 
 // NewHTTPServer returns the HTTP/2 server of a peer listener, serving h;
@@ -144,7 +163,7 @@ type HTTPServerConfig struct {
 // errors (failed handshakes, clients' protocol errors) go to log at level
 // Warn.
 func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig) *HTTPServer {
-	return &HTTPServer{
+	s := &HTTPServer{
 		handler:           h,
 		log:               log,
 		connContext:       cfg.ConnContext,
@@ -161,7 +180,12 @@ func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig)
 		listeners:         map[net.Listener]struct{}{},
 		conns:             map[*serverConn]struct{}{},
 		connGone:          make(chan struct{}, 1),
+		readers:           make(chan *serverConn),
+		readerIdle:        readerIdle,
+		stopped:           make(chan struct{}),
 	}
+	s.maxIdleReaders.Store(maxIdleReaders)
+	return s
 }
 
 // Serve accepts connections on ln and serves them until Shutdown or
@@ -260,6 +284,9 @@ func (s *HTTPServer) Conns() int {
 func (s *HTTPServer) stopAccepting() []*serverConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closing {
+		close(s.stopped)
+	}
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
@@ -299,9 +326,12 @@ type serverConn struct {
 	ctx    context.Context // carries the local address
 	in     limitedReader
 	fr     *http2.Framer
+	hr     *headerReader // reads fr's frames (the reading goroutine's)
 	// refs counts the goroutines using the connection: the one reading
 	// it and the handlers; the last one out forgets it.
 	refs atomic.Int32
+	// serving counts the handlers running.
+	serving atomic.Int32
 
 	// Reader-owned: only the goroutine reading the connection uses them.
 	sawSettings, sawHeaders bool
@@ -320,10 +350,13 @@ type serverConn struct {
 	// when a writer left its flush to one of them (under wmu).
 	writeWaiters atomic.Int32
 	flushOwed    bool
-	enc          *hpack.Encoder
-	hbuf         headerBuf
-	werr         error
-	wdeadline    time.Time
+	// yielding is set while a writer that owes a flush yields
+	// (unlockWriteYield); it flushes when it is back.
+	yielding  bool
+	enc       *hpack.Encoder
+	hbuf      headerBuf
+	werr      error
+	wdeadline time.Time
 
 	mu         sync.Mutex
 	sendCond   sync.Cond // windows opened, a stream reset, the connection closed
@@ -369,8 +402,7 @@ func (s *HTTPServer) newConn(nc net.Conn) *serverConn {
 	c.fr = http2.NewFramer(c.bw, &c.in)
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(maxReadFrame)
-	c.fr.MaxHeaderListSize = s.maxHeaderList
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.hr = newHeaderReader(c.fr, s.maxHeaderList)
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	return c
 }
@@ -496,6 +528,33 @@ func (c *serverConn) unlockWrite(flush bool) error {
 	return err
 }
 
+// unlockWriteYield is unlockWrite for a response's frames: when it is to
+// flush and other handlers of the connection are running, it first lets
+// the goroutines that are ready to run go (runtime.Gosched), so that the
+// frames of the responses that end meanwhile (their targets answered in
+// the same poll) leave in the same write, and then flushes what is still
+// owed. A write costs a system call and a TLS record; a yield a trip
+// through the scheduler. While one writer yields, the others leave their
+// frames to its flush without yielding themselves.
+func (c *serverConn) unlockWriteYield(flush bool) error {
+	if !flush || c.serving.Load() <= 1 || c.s.noYield {
+		return c.unlockWrite(flush)
+	}
+	if c.yielding {
+		// The yielding writer flushes when it is back.
+		c.flushOwed = true
+		err := c.werr
+		c.wmu.Unlock()
+		return err
+	}
+	c.flushOwed, c.yielding = true, true
+	c.wmu.Unlock()
+	runtime.Gosched()
+	c.lockWrite()
+	c.yielding = false
+	return c.unlockWrite(false)
+}
+
 // headerBuf is the HPACK encoder's output.
 type headerBuf struct{ b []byte }
 
@@ -533,12 +592,12 @@ type goAwayError struct {
 func (e goAwayError) Error() string { return fmt.Sprintf("%v: %s", e.code, e.reason) }
 
 // readFrames reads the connection until it ends. When a frame opens a
-// stream, it starts another goroutine to go on reading and serves the
+// stream, it has another goroutine go on reading (takeOver) and serves the
 // stream itself.
 func (c *serverConn) readFrames() {
 	for {
 		c.in.n = 2*(int(c.s.maxHeaderList)+maxReadFrame) + 9
-		f, err := c.fr.ReadFrame()
+		f, err := c.hr.readFrame()
 		var st *stream
 		if err == nil {
 			st, err = c.process(f)
@@ -551,9 +610,74 @@ func (c *serverConn) readFrames() {
 			return
 		}
 		if st != nil {
-			go c.readFrames()
+			c.s.goRead(c)
 			c.serve(st)
 			return
+		}
+	}
+}
+
+// goRead has a goroutine go on reading c: one waiting in nextConn, whose
+// stack has grown to serve a request already, or a new one.
+func (s *HTTPServer) goRead(c *serverConn) {
+	if s.noReuse {
+		go c.readFrames()
+		return
+	}
+	select {
+	case s.readers <- c:
+	default:
+		go s.reader(c)
+	}
+}
+
+// reader reads c, then, after each handler it ran, the connections goRead
+// hands it, until nextConn has none.
+func (s *HTTPServer) reader(c *serverConn) {
+	var w readerWait
+	for c != nil {
+		c.readFrames()
+		c = s.nextConn(&w)
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+}
+
+// readerWait is a reader's timer, and how many connections it got: the
+// timer is not reset for every wait (that costs a request a trip through
+// the timer heap) but when it fires, if a connection came since it last
+// fired.
+type readerWait struct {
+	timer      *time.Timer
+	uses, seen int
+}
+
+// nextConn waits for a connection to read, unless maxIdleReaders
+// goroutines wait already; nil when none came for readerIdle (to twice
+// that), or the server closed.
+func (s *HTTPServer) nextConn(w *readerWait) *serverConn {
+	if s.idleReaders.Add(1) > s.maxIdleReaders.Load() {
+		s.idleReaders.Add(-1)
+		return nil
+	}
+	defer s.idleReaders.Add(-1)
+	if w.timer == nil {
+		w.timer = time.NewTimer(s.readerIdle)
+	}
+	for {
+		select {
+		case c := <-s.readers:
+			w.uses++
+			return c
+		case <-w.timer.C:
+			if w.uses == w.seen {
+				return nil
+			}
+			w.seen = w.uses
+			w.timer.Reset(s.readerIdle)
+		case <-s.stopped:
+			return nil
 		}
 	}
 }
@@ -573,7 +697,11 @@ func (c *serverConn) readError(err error) error {
 		c.resetStream(se.StreamID, se.Code)
 		return nil
 	case errors.As(err, &ce):
-		return goAwayError{http2.ErrCode(ce), fmt.Sprint(c.fr.ErrorDetail())}
+		reason := err.Error()
+		if d := c.fr.ErrorDetail(); d != nil {
+			reason = d.Error()
+		}
+		return goAwayError{http2.ErrCode(ce), reason}
 	case errors.Is(err, http2.ErrFrameTooLarge):
 		return goAwayError{http2.ErrCodeFrameSize, "frame too large"}
 	case errors.Is(err, errHeaderBlockTooLong):
@@ -1065,6 +1193,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	}
 	c.mu.Unlock()
 	c.refs.Add(1)
+	c.serving.Add(1)
 	return st, nil
 }
 
@@ -1107,6 +1236,7 @@ func (c *serverConn) processTrailers(st *stream, f *http2.MetaHeadersFrame) erro
 // response and the stream.
 func (c *serverConn) serve(st *stream) {
 	defer c.release()
+	defer c.serving.Add(-1)
 	panicked := true
 	defer func() {
 		if panicked {
@@ -1309,7 +1439,9 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 			return fmt.Errorf("invalid :path: %w", err)
 		}
 	}
-	r := &http.Request{Method: method, URL: u, RequestURI: path, Host: authority,
+	// A value, not a pointer: WithContext below makes the one the handler
+	// gets, and this one stays on the stack.
+	r := http.Request{Method: method, URL: u, RequestURI: path, Host: authority,
 		Proto: "HTTP/2.0", ProtoMajor: 2, Header: h, RemoteAddr: st.c.remote, TLS: st.c.tls}
 	for _, v := range h["Trailer"] {
 		for _, k := range strings.Split(v, ",") {
@@ -1713,7 +1845,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 			// The request's body is not needed any more (RFC 9113 §8.1).
 			c.fr.WriteRSTStream(st.id, http2.ErrCodeNo)
 		}
-		err := c.unlockWrite(flush && len(rest) == 0)
+		err := c.unlockWriteYield(flush && len(rest) == 0)
 		if err != nil {
 			w.err = err
 			return err

@@ -93,17 +93,8 @@ func TestH2ServerCoalescesFlushes(t *testing.T) {
 		<-gate
 		io.WriteString(w, "ok")
 	}), slog.New(slog.DiscardHandler))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var writes atomic.Int32
-	go srv.Serve(countingListener{ln, &writes})
-	defer srv.Close()
-	rc := dialRaw(t, ln.Addr().String())
-	rc.next(func(f http2.Frame) bool {
-		return f.Header().Type == http2.FrameSettings && f.Header().Flags.Has(http2.FlagSettingsAck)
-	})
+	rc := serveCountingWrites(t, srv, &writes)
 	rc.get(1, true)
 	rc.get(3, true)
 	<-started

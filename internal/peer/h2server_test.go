@@ -993,6 +993,24 @@ func FuzzH2ServerConn(f *testing.F) {
 	})
 }
 
+// serveCountingWrites serves srv on loopback until the test ends, counting
+// the writes to its connections in writes, and returns a raw connection to
+// it whose settings the server has acknowledged.
+func serveCountingWrites(t *testing.T, srv *HTTPServer, writes *atomic.Int32) *rawConn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(countingListener{ln, writes})
+	t.Cleanup(func() { srv.Close() })
+	rc := dialRaw(t, ln.Addr().String())
+	rc.next(func(f http2.Frame) bool {
+		return f.Header().Type == http2.FrameSettings && f.Header().Flags.Has(http2.FlagSettingsAck)
+	})
+	return rc
+}
+
 // countingListener counts the writes to its connections.
 type countingListener struct {
 	net.Listener
@@ -1029,17 +1047,8 @@ func TestH2ServerSmallResponseIsOneWrite(t *testing.T) {
 			io.WriteString(w, strings.Repeat("x", 4000))
 		}
 	}), slog.New(slog.DiscardHandler))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var writes atomic.Int32
-	go srv.Serve(countingListener{ln, &writes})
-	defer srv.Close()
-	rc := dialRaw(t, ln.Addr().String())
-	rc.next(func(f http2.Frame) bool {
-		return f.Header().Type == http2.FrameSettings && f.Header().Flags.Has(http2.FlagSettingsAck)
-	})
+	rc := serveCountingWrites(t, srv, &writes)
 	id := uint32(1)
 	for _, path := range []string{"/", "/trailers", "/empty"} {
 		before := writes.Load()

@@ -510,6 +510,38 @@ type Server struct {
 	// now; a peer of a cluster that is not (removed, its certificate still
 	// valid) is refused. Nil admits every cluster the CA vouches for.
 	Admitted func(cluster string) bool
+
+	// clusters remembers the cluster each peer certificate names, for the
+	// requests after a connection's first (cleared when it holds
+	// maxClusterCache).
+	mu       sync.Mutex
+	clusters map[*x509.Certificate]string
+}
+
+// maxClusterCache bounds Server.clusters: about as many certificates as
+// peer connections.
+const maxClusterCache = 1024
+
+// clusterOf is pki.ClusterOf, remembered per certificate (a connection's
+// requests share its parsed certificate).
+func (s *Server) clusterOf(cert *x509.Certificate) (string, error) {
+	s.mu.Lock()
+	cluster, ok := s.clusters[cert]
+	s.mu.Unlock()
+	if ok {
+		return cluster, nil
+	}
+	cluster, err := pki.ClusterOf(cert)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	if s.clusters == nil || len(s.clusters) >= maxClusterCache {
+		s.clusters = make(map[*x509.Certificate]string)
+	}
+	s.clusters[cert] = cluster
+	s.mu.Unlock()
+	return cluster, nil
 }
 
 // Refusal reasons.
@@ -526,7 +558,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "peer hop needs mutual TLS", http.StatusUnauthorized)
 		return
 	}
-	cluster, err := pki.ClusterOf(r.TLS.PeerCertificates[0])
+	cluster, err := s.clusterOf(r.TLS.PeerCertificates[0])
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return

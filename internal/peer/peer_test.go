@@ -501,3 +501,35 @@ func TestVerifierRemembersOnlyWhatHolds(t *testing.T) {
 		t.Errorf("an expired certificate, verified before: %v", err)
 	}
 }
+
+// The cluster a certificate names is read once per certificate; each
+// certificate keeps its own, one that names none is refused every time,
+// and the memory holds at most maxClusterCache certificates.
+func TestServerClusterOfCertificates(t *testing.T) {
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{}
+	east, west := testpki.ClusterIdentity(t, ca, "east").Certificate().Leaf, testpki.ClusterIdentity(t, ca, "west").Certificate().Leaf
+	for range 3 {
+		for cert, want := range map[*x509.Certificate]string{east: "east", west: "west"} {
+			if got, err := s.clusterOf(cert); err != nil || got != want {
+				t.Errorf("clusterOf: %q, %v; want %q", got, err, want)
+			}
+		}
+	}
+	noCluster := &x509.Certificate{}
+	for range 2 {
+		if got, err := s.clusterOf(noCluster); err == nil {
+			t.Errorf("a certificate without a cluster ID: %q, no error", got)
+		}
+	}
+	for range maxClusterCache + 10 {
+		c := *east
+		s.clusterOf(&c)
+	}
+	if n := len(s.clusters); n > maxClusterCache {
+		t.Errorf("%d certificates remembered, want at most %d", n, maxClusterCache)
+	}
+}

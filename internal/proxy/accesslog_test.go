@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -26,6 +27,33 @@ func logLines(t *testing.T, b *testsync.Buffer) []map[string]any {
 		out = append(out, m)
 	}
 	return out
+}
+
+// logsAgree waits for n access log lines in each of logs, the fast path's
+// and net/http's, and returns each log's lines by request path; it fails t
+// for a path the two log differently, but for what differs from run to
+// run (times, request IDs, client and listener addresses).
+func logsAgree(t *testing.T, logs *[2]testsync.Buffer, n int) [2]map[string]map[string]any {
+	t.Helper()
+	var lines, same [2]map[string]map[string]any
+	for i := range logs {
+		var ls []map[string]any
+		testsync.WaitFor(t, 5*time.Second, fmt.Sprintf("%d access log lines", n), func() bool { ls = logLines(t, &logs[i]); return len(ls) == n })
+		lines[i], same[i] = map[string]map[string]any{}, map[string]map[string]any{}
+		for _, l := range ls {
+			path := l["requestPath"].(string)
+			lines[i][path], same[i][path] = l, maps.Clone(l)
+			for _, k := range []string{"startTime", "duration", "requestToTargetDuration", "responseFromTargetDuration", "requestId", "sourceIpPort", "destinationIpPort"} {
+				delete(same[i][path], k)
+			}
+		}
+	}
+	for path, f := range same[0] {
+		if a, b := fmt.Sprint(f), fmt.Sprint(same[1][path]); a != b {
+			t.Errorf("%s: access log\nfast     %s\nnet/http %s", path, a, b)
+		}
+	}
+	return lines
 }
 
 func TestAccessLog(t *testing.T) {

@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // adminServer is the admin listener: metrics and probes, apart from the
@@ -44,9 +42,7 @@ func (p *Proxy) ListenAdmin() (string, error) {
 		return "", fmt.Errorf("admin listener: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.reg, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-	}))
+	mux.Handle("GET /metrics", p.metricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

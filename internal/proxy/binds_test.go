@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -249,33 +248,29 @@ func TestWildcardServesNetworkAddresses(t *testing.T) {
 	}
 }
 
-// fanIn is one listener over several sockets.
+// fanIn is one listener over several sockets: a handoffListener that
+// each socket's accept loop hands its connections to.
 type fanIn struct {
-	lns   []net.Listener
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
+	*handoffListener
+	lns []net.Listener
 }
 
 func newFanIn(t *testing.T, addrs ...string) *fanIn {
 	t.Helper()
-	f := &fanIn{conns: make(chan net.Conn), done: make(chan struct{})}
+	f := &fanIn{}
 	for _, addr := range addrs {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		f.lns = append(f.lns, ln)
+	}
+	f.handoffListener = newHandoffListener(f.lns[0].Addr())
+	for _, ln := range f.lns {
 		go func() {
 			for {
 				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				select {
-				case f.conns <- c:
-				case <-f.done:
-					c.Close()
+				if err != nil || !f.hand(c) {
 					return
 				}
 			}
@@ -285,23 +280,10 @@ func newFanIn(t *testing.T, addrs ...string) *fanIn {
 	return f
 }
 
-func (f *fanIn) Accept() (net.Conn, error) {
-	select {
-	case c := <-f.conns:
-		return c, nil
-	case <-f.done:
-		return nil, net.ErrClosed
-	}
-}
-
 func (f *fanIn) Close() error {
-	f.once.Do(func() {
-		close(f.done)
-		for _, ln := range f.lns {
-			ln.Close()
-		}
-	})
+	f.handoffListener.Close()
+	for _, ln := range f.lns {
+		ln.Close()
+	}
 	return nil
 }
-
-func (f *fanIn) Addr() net.Addr { return f.lns[0].Addr() }

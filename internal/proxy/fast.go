@@ -245,6 +245,9 @@ type fastConn struct {
 	// body is the text answer writes next: a refused request's message.
 	body string
 	ids  requestIDs
+	// watch checks on the client while the peer hop works on its
+	// request (forwardPeer).
+	watch clientWatch
 }
 
 func (s *fastServer) newConn(conn net.Conn) *fastConn {

@@ -57,9 +57,8 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 		return false
 	}
 	ctx := r.Context()
-	var resp h1.Response
 	sent := time.Now()
-	tc, stop, err := p.deliveryRoundTrip(ctx, w, r, t, &resp)
+	tc, stop, err := p.deliveryRoundTrip(ctx, w, r, t)
 	if x != nil {
 		x.attemptAddr, x.sent, x.answered = t.Addr, sent, time.Now()
 	}
@@ -71,6 +70,9 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 		}
 		return true
 	}
+	// The connection's own: its fields (in tc's read buffer) are valid
+	// until the connection is read again or goes back to the pool.
+	resp := &tc.resp
 	t.Health.Observe(resp.Code < 500)
 	cut := func(err error) {
 		stop()
@@ -80,7 +82,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 		panic(http.ErrAbortHandler)
 	}
 	bodyless := h1.Bodyless(r.Method, resp.Code)
-	if !bodyless && !bodyBuffered(&resp, tc.br) {
+	if !bodyless && !bodyBuffered(resp, tc.br) {
 		// The body has the request's deadline, or the overall limit, and
 		// each wait for more of it the response idle timeout.
 		deadline, ok := ctx.Deadline()
@@ -92,7 +94,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 			tc.idle, tc.limit = idle, deadline
 		}
 	}
-	trailers := copyResponseFields(w.Header(), &resp)
+	trailers := copyResponseFields(w.Header(), resp)
 	w.WriteHeader(resp.Code)
 	var body io.Reader
 	switch {
@@ -151,18 +153,19 @@ func plainRequestURI(uri string) bool {
 }
 
 // deliveryRoundTrip sends r to t and reads the final response head into
-// resp, relaying informational responses to w. A request that fails on a
+// the connection's resp, relaying informational responses to w. A request that fails on a
 // pooled connection before any response byte (the target had closed it) is
 // sent once more on a new connection (a body, read from the peer, cannot
 // be). The body is sent whole before the response is read, as the fast path
 // does with the bodies it takes. stop ends the watch on r's context
 // (its cancellation, the peer resetting the stream, closes the connection);
 // it reports false when the watch already fired.
-func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target, resp *h1.Response) (*targetConn, func() bool, error) {
+func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target) (*targetConn, func() bool, error) {
 	for attempt := 0; ; attempt++ {
 		now := time.Now()
 		deadline := now.Add(responseHeaderTimeout)
-		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		d, exact := ctx.Deadline()
+		if exact = exact && d.Before(deadline); exact {
 			deadline = d
 		}
 		tc := p.pool.get(t.Addr, now, false)
@@ -173,12 +176,20 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 				return nil, nil, err
 			}
 		}
-		tc.deadlines.exact(tc.conn, deadline)
+		if exact {
+			tc.deadlines.exact(tc.conn, deadline)
+		} else {
+			// responseHeaderTimeout within 1%, as the fast path's own
+			// requests have it: a busy connection moves its timers
+			// about once a second rather than twice per request.
+			tc.deadlines.read(tc.conn, now, responseHeaderTimeout)
+			tc.deadlines.write(tc.conn, now, responseHeaderTimeout)
+		}
 		conn := tc.conn
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
 		err = writeDelivery(tc.bw, r)
 		if err == nil {
-			err = readDeliveryResponse(tc.br, w, resp)
+			err = readDeliveryResponse(tc.br, w, &tc.resp)
 		}
 		if err == nil {
 			return tc, stop, nil
@@ -276,10 +287,26 @@ func readDeliveryResponse(br *bufio.Reader, w http.ResponseWriter, resp *h1.Resp
 // its Connection names, and the Trailer of a chunked one; it returns the
 // trailers announced.
 func copyResponseFields(h http.Header, resp *h1.Response) []string {
-	var trailers []string
+	// The names and values are substrings of one string, and the values'
+	// slices parts of one array: two allocations for the fields rather
+	// than two per field.
+	n := 0
 	for _, f := range resp.Fields {
+		n += len(f.Name) + len(f.Value)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, f := range resp.Fields {
+		b.Write(f.Name)
+		b.Write(f.Value)
+	}
+	all, vals := b.String(), make([]string, len(resp.Fields))
+	var trailers []string
+	for i, f := range resp.Fields {
+		name, value := all[:len(f.Name)], all[len(f.Name):len(f.Name)+len(f.Value)]
+		all = all[len(f.Name)+len(f.Value):]
 		if resp.Chunked && equalFoldBytes(f.Name, "Trailer") {
-			for t := range strings.SplitSeq(string(f.Value), ",") {
+			for t := range strings.SplitSeq(value, ",") {
 				if t = strings.Trim(t, " \t"); t != "" {
 					trailers = append(trailers, http.CanonicalHeaderKey(t))
 				}
@@ -289,8 +316,13 @@ func copyResponseFields(h http.Header, resp *h1.Response) []string {
 		if hopByHop(f.Name) || namedInBytes(f.Name, resp.ConnectionTokens) || resp.Chunked && equalFoldBytes(f.Name, "Content-Length") {
 			continue
 		}
-		k := http.CanonicalHeaderKey(string(f.Name))
-		h[k] = append(h[k], string(f.Value))
+		k := http.CanonicalHeaderKey(name)
+		if vs, ok := h[k]; ok {
+			h[k] = append(vs, value)
+			continue
+		}
+		vals[i] = value
+		h[k] = vals[i : i+1 : i+1]
 	}
 	if len(trailers) > 0 {
 		h["Trailer"] = []string{strings.Join(trailers, ", ")}

@@ -33,13 +33,7 @@ func (p *Proxy) forwardDirect(w http.ResponseWriter, r *http.Request, t *router.
 	// What the reverse proxy's Rewrite gets: the client's fields less the
 	// forwarding ones, which setForwardedHeaders makes anew (hop-by-hop
 	// fields, which HTTP/2 does not carry anyway, go in writeDelivery).
-	out := r.Header.Clone()
-	if out == nil {
-		out = http.Header{}
-	}
-	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-		delete(out, k)
-	}
+	out := cloneForwarding(r.Header)
 	x := exchangeOf(r)
 	setForwardedHeaders(r, out, x)
 	r2 := *r
@@ -62,4 +56,31 @@ func (p *Proxy) directFailed(w http.ResponseWriter, r *http.Request, t *router.T
 		t.Health.Observe(false)
 	}
 	p.local.upstreamError(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)), err)
+}
+
+// forwardFields is how many fields setForwardedHeaders may add: the
+// X-Forwarded ones, the identity, the request ID, the rule's two, with
+// room.
+const forwardFields = 12
+
+// cloneForwarding copies h less the forwarding fields into a map made
+// for h's fields and those setForwardedHeaders adds (a map that grows
+// past 8 entries is rebuilt), the values in one array, as Header.Clone.
+func cloneForwarding(h http.Header) http.Header {
+	n := 0
+	for _, vs := range h {
+		n += len(vs)
+	}
+	vals := make([]string, n)
+	out := make(http.Header, len(h)+forwardFields)
+	for k, vs := range h {
+		switch k {
+		case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+			continue
+		}
+		m := copy(vals, vs)
+		out[k] = vals[:m:m]
+		vals = vals[m:]
+	}
+	return out
 }

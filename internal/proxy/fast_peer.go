@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -36,15 +37,15 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, 
 	if deadline.IsZero() {
 		deadline = x.start.Add(maxRequestDuration)
 	}
-	ctx := context.WithValue(context.WithValue(context.Background(), targetKey{}, t), exchangeKey{}, x)
-	ctx, cancelDeadline := context.WithDeadline(ctx, deadline)
-	defer cancelDeadline()
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	// One context bounds the exchange: its deadline, and the client
+	// leaving or the response idling (each noted where it is seen).
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
 	// Nothing reads from the client while the peer works on the request:
 	// check every clientCheck that it is still there, as awaitResponse
 	// does, so that a long poll whose client left does not hold a stream.
-	watch := watchClient(fc.conn, p.clientCheck, cancel)
+	watch := &fc.watch
+	watch.start(fc.conn, p.clientCheck, cancel)
 	req := (&http.Request{
 		Method: r.Method,
 		URL:    &url.URL{Scheme: "http", Host: t.Addr, Path: r.Path, RawPath: escapedPath(r.Target), RawQuery: r.RawQuery},
@@ -59,8 +60,19 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, 
 		body = &peerBody{br: fc.br, conn: fc.rw, x: x, idle: p.limits.bodyIdle, left: r.ContentLength}
 		req.Body, req.ContentLength = body, r.ContentLength
 	}
-	resp, err := p.peerTransport.RoundTrip(req)
+	// The attempt as observeAttempts sees those of the net/http path:
+	// timed for the access log, its outcome told to the target's health.
+	sent := time.Now()
+	resp, err := p.peerSend(req, t, x)
+	x.attemptAddr, x.sent, x.answered = t.Addr, sent, time.Now()
 	watch.stop()
+	if err != nil {
+		if _, reason := forwardFailure(err, false, ctx.Err() == context.Canceled); targetFault(reason) {
+			t.Health.Observe(false)
+		}
+	} else {
+		t.Health.Observe(resp.StatusCode < 500)
+	}
 	if body != nil {
 		if !body.done.Load() {
 			// The transport may still read the client's connection: it
@@ -76,7 +88,7 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, 
 		return keep, false, true
 	}
 	if err != nil {
-		clientGone := errors.Is(context.Cause(ctx), errClientGone)
+		clientGone := watch.gone.Load()
 		ruleExpired := !ruleDeadline.IsZero() && !time.Now().Before(ruleDeadline)
 		var code int
 		code, x.failure = forwardFailure(err, ruleExpired, clientGone)
@@ -87,6 +99,12 @@ func (fc *fastConn) forwardPeer(t *router.Target, ruleDeadline time.Time, keep, 
 		}
 		p.log.Warn("upstream request failed", "target", t.Addr, "host", r.Host, "path", r.Path, "err", err)
 		return fc.answer(code, keep, false), false, false
+	}
+	if idle := p.limits.responseIdle; idle > 0 && !peer.Buffered(resp.Body) {
+		// Each read of the body has the response idle timeout, as
+		// idleResponses gives it on the net/http path (a body already
+		// whole in memory waits for nothing).
+		resp.Body = newIdleBody(resp.Body, idle, func(error) { cancel() })
 	}
 	defer resp.Body.Close()
 	bodyless := h1.Bodyless(r.Method, resp.StatusCode)
@@ -159,18 +177,38 @@ func (b *peerBody) Close() error { return nil }
 func (fc *fastConn) peerHeader() http.Header {
 	r, x := &fc.req, &fc.x
 	in, host := fc.edited, fc.host
+	var out http.Header
 	if in == nil {
-		in, host = make(http.Header, len(r.Fields)), r.Host
-		for _, f := range r.Fields {
-			if k := http.CanonicalHeaderKey(f.Name); k != "Host" {
+		// Straight from the fields, each value's slice a part of one
+		// array; in keeps only what forwardHeader and forwardedFor read
+		// of the client's (usually nothing: no map).
+		host = r.Host
+		out = make(http.Header, len(r.Fields)+addedFields+1)
+		vals := make([]string, len(r.Fields))
+		for i, f := range r.Fields {
+			k := http.CanonicalHeaderKey(f.Name)
+			switch k {
+			case "Host", "Content-Length":
+				continue
+			case "Connection", "Te", "Upgrade", "X-Forwarded-For":
+				if in == nil {
+					in = make(http.Header, 4)
+				}
 				in[k] = append(in[k], f.Value)
 			}
+			if vs, ok := out[k]; ok {
+				out[k] = append(vs, f.Value)
+				continue
+			}
+			vals[i] = f.Value
+			out[k] = vals[i : i+1 : i+1]
 		}
-	}
-	out := make(http.Header, len(in)+addedFields+1)
-	for k, vs := range in {
-		if k != "Content-Length" {
-			out[k] = vs
+	} else {
+		out = make(http.Header, len(in)+addedFields+1)
+		for k, vs := range in {
+			if k != "Content-Length" {
+				out[k] = vs
+			}
 		}
 	}
 	forwardHeader(in, out)
@@ -273,35 +311,59 @@ func (fc *fastConn) copyChunked(resp *http.Response) (int64, error) {
 }
 
 // clientWatch cancels an exchange whose client went away: it peeks at the
-// client's connection every interval until stopped.
+// client's connection every interval until stopped. A connection keeps
+// one for all its requests (fastConn.watch): its timer is made once.
 type clientWatch struct {
 	mu      sync.Mutex
 	timer   *time.Timer
+	conn    net.Conn
+	every   time.Duration
+	cancel  context.CancelFunc
 	stopped bool
+	// gone is set when the client was found gone, before cancel.
+	gone atomic.Bool
 }
 
-func watchClient(conn net.Conn, every time.Duration, cancel context.CancelCauseFunc) *clientWatch {
-	w := &clientWatch{}
+// start watches conn every interval for an exchange that cancel ends.
+func (w *clientWatch) start(conn net.Conn, every time.Duration, cancel context.CancelFunc) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.timer = time.AfterFunc(every, func() {
-		if _, closed := peek(conn); closed {
-			cancel(errClientGone)
-			return
-		}
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if !w.stopped {
-			w.timer.Reset(every)
-		}
-	})
-	return w
+	w.conn, w.every, w.cancel, w.stopped = conn, every, cancel, false
+	w.gone.Store(false)
+	if w.timer == nil {
+		w.timer = time.AfterFunc(every, w.check)
+	} else {
+		w.timer.Reset(every)
+	}
+}
+
+// check looks at the connection once, and again after the interval while
+// the watch goes on. (A look left over from an earlier exchange of the
+// connection looks at the same client.)
+func (w *clientWatch) check() {
+	w.mu.Lock()
+	conn, cancel, stopped := w.conn, w.cancel, w.stopped
+	w.mu.Unlock()
+	if stopped {
+		return
+	}
+	if _, closed := peek(conn); closed {
+		w.gone.Store(true)
+		cancel()
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.timer.Reset(w.every)
+	}
 }
 
 func (w *clientWatch) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.stopped = true
+	w.cancel = nil
 	w.timer.Stop()
 }
 

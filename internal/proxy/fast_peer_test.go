@@ -20,29 +20,14 @@ import (
 )
 
 // peerEchoSnapshot routes every request to group "echo", of west, with
-// targets; rules under /edit edit headers both ways, and /timeout has a
-// request timeout of 200 ms.
+// targets; rules under /edit edit headers both ways (editRule), and
+// /timeout has a request timeout of 200 ms.
 func peerEchoSnapshot(targets ...model.Target) *model.Snapshot {
 	tg := group("echo", targets...)
 	tg.Owner = "west"
 	s := oneRoute(1, []model.TargetGroup{tg}, to("echo", 1))
 	s.Services[0].Rules = append([]model.Rule{
-		{
-			Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/edit"}}},
-			Filters: []model.Filter{
-				{RequestHeaders: &model.HeaderFilter{
-					Set:    []model.Header{{Name: "X-Set", Value: "s"}, {Name: "Host", Value: "edited.example.com"}},
-					Add:    []model.Header{{Name: "X-Multi", Value: "3"}},
-					Remove: []string{"X-Gone"},
-				}},
-				{ResponseHeaders: &model.HeaderFilter{
-					Set:    []model.Header{{Name: "Content-Type", Value: "text/edited"}},
-					Add:    []model.Header{{Name: "X-Resp", Value: "r"}},
-					Remove: []string{"Content-Length"},
-				}},
-			},
-			Action: forward(to("echo", 1)),
-		},
+		editRule("echo"),
 		{
 			Matches:  []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/timeout"}}},
 			Timeouts: &model.Timeouts{Request: model.Duration(200 * time.Millisecond)},
@@ -267,7 +252,7 @@ func TestFastPathPeerHopAccessLog(t *testing.T) {
 		downTG.Owner = "west"
 		snap.TargetGroups = append(snap.TargetGroups, downTG)
 		snap.Services[0].Rules = append([]model.Rule{{
-			Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/down"}}},
+			Matches: prefixMatch("/down"),
 			Action:  forward(to("down", 1)),
 		}}, snap.Services[0].Rules...)
 		worlds[i].update(t, snap)
@@ -275,23 +260,7 @@ func TestFastPathPeerHopAccessLog(t *testing.T) {
 			exchangeRaw(t, addrOf(worlds[i].east, webPort), "GET "+path+" HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: ua/1\r\n\r\n")
 		}
 	}
-	var lines [2]map[string]map[string]any
-	for i := range logs {
-		var ls []map[string]any
-		testsync.WaitFor(t, 5*time.Second, "3 access log lines", func() bool { ls = logLines(t, &logs[i]); return len(ls) == 3 })
-		lines[i] = map[string]map[string]any{}
-		for _, l := range ls {
-			for _, k := range []string{"startTime", "duration", "requestToTargetDuration", "responseFromTargetDuration", "requestId", "sourceIpPort", "destinationIpPort"} {
-				delete(l, k)
-			}
-			lines[i][l["requestPath"].(string)] = l
-		}
-	}
-	for path, f := range lines[0] {
-		if a, b := fmt.Sprint(f), fmt.Sprint(lines[1][path]); a != b {
-			t.Errorf("%s: access log\nfast     %s\nnet/http %s", path, a, b)
-		}
-	}
+	lines := logsAgree(t, &logs, 3)
 	if l := lines[0]["/ok"]; l["responseCode"] != 200.0 || l["targetIpPort"] != echo.Listener.Addr().String() || l["destinationCluster"] != "west" {
 		t.Errorf("/ok: %v", l)
 	}

@@ -299,6 +299,32 @@ func TestFastPathRequestBodies(t *testing.T) {
 	}
 }
 
+// editRule matches paths under /edit and forwards them to group, editing
+// headers both ways: request and response fields set, added and removed by
+// the rule, and a request field added by the backend. The agreement tests
+// send the fields it names.
+func editRule(group string) model.Rule {
+	return model.Rule{
+		Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/edit"}}},
+		Filters: []model.Filter{
+			{RequestHeaders: &model.HeaderFilter{
+				Set:    []model.Header{{Name: "X-Set", Value: "s"}, {Name: "Host", Value: "edited.example.com"}},
+				Add:    []model.Header{{Name: "X-Multi", Value: "3"}, {Name: "x-new", Value: "n"}},
+				Remove: []string{"X-Gone", "Content-Length"},
+			}},
+			{ResponseHeaders: &model.HeaderFilter{
+				Set:    []model.Header{{Name: "Content-Type", Value: "text/edited"}},
+				Add:    []model.Header{{Name: "X-Resp", Value: "r"}},
+				Remove: []string{"Content-Length"},
+			}},
+		},
+		Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{
+			TargetGroup: group, Weight: 1,
+			Filters: []model.Filter{{RequestHeaders: &model.HeaderFilter{Add: []model.Header{{Name: "X-Set", Value: "by-backend"}}}}},
+		}}}},
+	}
+}
+
 // The fast path and net/http forward the same requests the same way: what
 // the target receives and what the client gets back agree, header for
 // header.
@@ -306,28 +332,7 @@ func TestFastPathAgreesWithNetHTTP(t *testing.T) {
 	echo := headerEcho(t)
 	snap := func() *model.Snapshot {
 		s := oneRoute(1, []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))}, to("echo", 1))
-		// Rules under /edit edit headers both ways, by the rule and by
-		// the backend.
-		edits := model.Rule{
-			Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/edit"}}},
-			Filters: []model.Filter{
-				{RequestHeaders: &model.HeaderFilter{
-					Set:    []model.Header{{Name: "X-Set", Value: "s"}, {Name: "Host", Value: "edited.example.com"}},
-					Add:    []model.Header{{Name: "X-Multi", Value: "3"}, {Name: "x-new", Value: "n"}},
-					Remove: []string{"X-Gone", "Content-Length"},
-				}},
-				{ResponseHeaders: &model.HeaderFilter{
-					Set:    []model.Header{{Name: "Content-Type", Value: "text/edited"}},
-					Add:    []model.Header{{Name: "X-Resp", Value: "r"}},
-					Remove: []string{"Content-Length"},
-				}},
-			},
-			Action: model.Action{Forward: &model.ForwardAction{Backends: []model.WeightedTargetGroup{{
-				TargetGroup: "echo", Weight: 1,
-				Filters: []model.Filter{{RequestHeaders: &model.HeaderFilter{Add: []model.Header{{Name: "X-Set", Value: "by-backend"}}}}},
-			}}}},
-		}
-		s.Services[0].Rules = append(s.Services[0].Rules, edits)
+		s.Services[0].Rules = append(s.Services[0].Rules, editRule("echo"))
 		return s
 	}
 	fast := newTestProxy(t, nil)
@@ -581,18 +586,8 @@ func TestFastPathTLS(t *testing.T) {
 	ca := pki.NewCA(t)
 	leaf := ca.Issue(t, "shop.example.com")
 	echo := headerEcho(t)
-	snap := &model.Snapshot{Objects: model.Objects{
-		Networks:     testNetworks,
-		Certificates: []model.Certificate{{Meta: model.Meta{Name: "shop", Owner: cluster, Revision: 1}, CertPEM: string(leaf.CertPEM), KeyPEM: string(leaf.KeyPEM)}},
-		Services: []model.Service{{
-			Meta: model.Meta{Name: "svc", Owner: cluster}, Network: "edge",
-			Listeners: []model.Listener{{Name: "https", Port: 8443, Protocol: model.ProtocolHTTPS, Certificates: []string{"shop"}}},
-			Rules:     []model.Rule{{Action: forward(to("echo", 1))}},
-		}},
-		TargetGroups: []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))},
-	}, Revision: 1}
 	p := newTestProxy(t, nil)
-	update(t, p, snap)
+	update(t, p, httpsSnapshot(leaf, target(t, echo, model.TargetActive)))
 	conn, err := tls.Dial("tcp", addrOf(p, 8443), &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)

@@ -275,11 +275,17 @@ func (t idleResponses) RoundTrip(req *http.Request) (*http.Response, error) {
 		cancel(nil)
 		return nil, err
 	}
-	b := &idleBody{ReadCloser: resp.Body, idle: t.idle, cancel: cancel}
-	b.timer = time.AfterFunc(t.idle, func() { cancel(errResponseIdle) })
-	b.timer.Stop()
-	resp.Body = b
+	resp.Body = newIdleBody(resp.Body, t.idle, cancel)
 	return resp, nil
+}
+
+// newIdleBody bounds each read of body by idle: past it, cancel is called
+// with errResponseIdle (and once more, with nil, when the body is closed).
+func newIdleBody(body io.ReadCloser, idle time.Duration, cancel context.CancelCauseFunc) *idleBody {
+	b := &idleBody{ReadCloser: body, idle: idle, cancel: cancel}
+	b.timer = time.AfterFunc(idle, func() { cancel(errResponseIdle) })
+	b.timer.Stop()
+	return b
 }
 
 // idleBody is a response body whose reads each must return within idle.

@@ -206,29 +206,7 @@ func TestH2TargetMaxConcurrentStreamsOne(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		w.Write(b)
 	}), func(*recordConn) { conns.Add(1) })
-	g := versioned(group("one", tg), model.ProtocolHTTP, model.GRPC)
-	p := newTestProxy(t, nil)
-	update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks, TargetGroups: []model.TargetGroup{g},
-		Services: []model.Service{edgeService("one", []string{"one.example.com"}, model.Rule{Action: forward(to("one", 1))})}}, Revision: 1})
-	c := h2cClient()
-	c.Timeout = 20 * time.Second
-	url := "http://" + addrOf(p, webPort) + "/"
-	var wg sync.WaitGroup
-	errs := make(chan error, 20)
-	for i := range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := postEcho(c, url, "one.example.com", "call-"+strconv.Itoa(i)); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	postEchoes(t, versioned(group("one", tg), model.ProtocolHTTP, model.GRPC), 20, 1)
 	if n := conns.Load(); n < 2 || n > 20 {
 		t.Errorf("%d connections to the target, want between 2 and 20", n)
 	}
@@ -356,21 +334,33 @@ func (g *goAwayTarget) conn(nc net.Conn) {
 // process again, on a new connection, request bodies included.
 func TestH2TargetGoAwayMidLoad(t *testing.T) {
 	gt := &goAwayTarget{answer: 20}
-	g := versioned(group("ga", gt.serve(t)), model.ProtocolHTTP, model.GRPC)
+	postEchoes(t, versioned(group("ga", gt.serve(t)), model.ProtocolHTTP, model.GRPC), 20, 20)
+	t.Logf("%d GOAWAYs, %d streams ignored", gt.goAways.Load(), gt.ignored.Load())
+	if gt.goAways.Load() < 5 || gt.ignored.Load() == 0 {
+		t.Errorf("%d GOAWAYs, %d streams ignored: the test did not exercise unprocessed streams", gt.goAways.Load(), gt.ignored.Load())
+	}
+}
+
+// postEchoes serves target group g at <g>.example.com on a new proxy and
+// sends it workers concurrent streams of calls POSTs each, over HTTP/2,
+// failing t for every one not echoed with a 200.
+func postEchoes(t *testing.T, g model.TargetGroup, workers, calls int) {
+	t.Helper()
+	host := g.Name + ".example.com"
 	p := newTestProxy(t, nil)
 	update(t, p, &model.Snapshot{Objects: model.Objects{Networks: testNetworks, TargetGroups: []model.TargetGroup{g},
-		Services: []model.Service{edgeService("ga", []string{"ga.example.com"}, model.Rule{Action: forward(to("ga", 1))})}}, Revision: 1})
+		Services: []model.Service{edgeService(g.Name, []string{host}, model.Rule{Action: forward(to(g.Name, 1))})}}, Revision: 1})
 	c := h2cClient()
 	c.Timeout = 20 * time.Second
 	url := "http://" + addrOf(p, webPort) + "/"
 	var wg sync.WaitGroup
-	errs := make(chan error, 400)
-	for w := range 20 {
+	errs := make(chan error, workers*calls)
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range 20 {
-				if err := postEcho(c, url, "ga.example.com", fmt.Sprintf("worker-%d-call-%d", w, i)); err != nil {
+			for i := range calls {
+				if err := postEcho(c, url, host, fmt.Sprintf("worker-%d-call-%d", w, i)); err != nil {
 					errs <- err
 				}
 			}
@@ -380,10 +370,6 @@ func TestH2TargetGoAwayMidLoad(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
-	}
-	t.Logf("%d GOAWAYs, %d streams ignored", gt.goAways.Load(), gt.ignored.Load())
-	if gt.goAways.Load() < 5 || gt.ignored.Load() == 0 {
-		t.Errorf("%d GOAWAYs, %d streams ignored: the test did not exercise unprocessed streams", gt.goAways.Load(), gt.ignored.Load())
 	}
 }
 

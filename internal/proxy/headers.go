@@ -117,20 +117,23 @@ func addConnFields(s fieldSink, proto, port, identity string) {
 func addRequestFields(s fieldSink, host, id string, info *ruleInfo) {
 	s.set("X-Forwarded-Host", host)
 	s.set(headerRequestID, id)
-	if info != nil && info.targetHeader != "" {
-		if w, ok := s.(*wireFields); ok && info.wireHeaders != "" {
+	if info == nil {
+		return
+	}
+	if h := info.identityHeaders(); h != nil {
+		if w, ok := s.(*wireFields); ok && h.wire != "" {
 			// The same lines, made once per rule.
-			(*bufio.Writer)(w).WriteString(info.wireHeaders)
+			(*bufio.Writer)(w).WriteString(h.wire)
 			return
 		}
-		setRuleFields(s, info)
+		setRuleFields(s, h)
 	}
 }
 
-// setRuleFields adds the rule's X-Trellis-Network and X-Trellis-Target.
-func setRuleFields(s fieldSink, info *ruleInfo) {
-	s.set(headerNetwork, info.networkHeader)
-	s.set(headerTarget, info.targetHeader)
+// setRuleFields adds a rule's X-Trellis-Network and X-Trellis-Target.
+func setRuleFields(s fieldSink, h *ruleHeaders) {
+	s.set(headerNetwork, h.network)
+	s.set(headerTarget, h.target)
 }
 
 // forwardedFor is the X-Forwarded-For sent on, and whether there is one,

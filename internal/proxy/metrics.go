@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"trellis.dev/trellis/internal/model"
-	"trellis.dev/trellis/internal/proxy/health"
 )
 
 // requestBuckets are the request-duration histogram's buckets, in seconds:
@@ -28,7 +27,8 @@ var applyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 
 // and target group, never by anything a client chooses. The compiler
 // annotates each rule and backend of a route table with a *ruleInfo that
 // caches its label-bound histogram and the counter of each common status
-// code, each bound on first use, so that a request only increments them.
+// code, each bound on first use (the cache too is made on the rule's first
+// request), so that a request only increments them.
 // Series of rules and target groups that leave the config are deleted.
 type metrics struct {
 	cluster string
@@ -117,7 +117,6 @@ func newMetrics(p *Proxy) *metrics {
 	}
 	m.reg.MustRegister(
 		m.requests, m.duration, m.revision, m.applySeconds, m.programmed, m.updateFailures, m.handoffs, m.peerRequests, m.hops,
-		healthCollector{checker: p.health, perTarget: p.targetMetrics},
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "trellis_access_log_dropped_total",
 			Help: "Access log entries dropped because the writer fell behind.",
@@ -140,22 +139,33 @@ type ruleKey struct {
 }
 
 // ruleInfo is what the request path needs of one rule, or of one backend
-// of a rule: its identity, its precomputed identity headers, and its
-// metrics bound to its labels.
+// of a rule: its identity, its identity headers, and its metrics bound to
+// its labels. A proxy keeps one per rule and per backend of every service
+// (40,000 at issue 15's size), most of which may never see a request, so
+// the headers and the series are made on a rule's first request and the
+// rest is 96 bytes.
 type ruleInfo struct {
 	service, network, targetGroup string
 	// rule is the rule's label value.
 	rule string
-	// targetHeader and networkHeader are the values of x-trellis-target
-	// and x-trellis-network, made once per rule; wireHeaders both as the
-	// header lines the fast path writes.
-	targetHeader, networkHeader, wireHeaders string
 
 	m *metrics
-	// codes caches the counters of the common status codes, by
-	// codeSlots, and duration the histogram. Each is bound to its labels
-	// on first use: a compilation stays cheap, and rules without traffic
-	// export no series.
+	// headers are made on first use (identityHeaders); series are bound
+	// on first use (observe): a compilation stays cheap, and rules
+	// without traffic export no series.
+	headers atomic.Pointer[ruleHeaders]
+	series  atomic.Pointer[ruleSeries]
+}
+
+// ruleHeaders are the values of x-trellis-target and x-trellis-network of
+// a rule's backend, and both as the header lines the fast path writes.
+type ruleHeaders struct {
+	target, network, wire string
+}
+
+// ruleSeries caches a rule's counters of the common status codes, by
+// codeSlots, and its histogram, each bound to its labels on first use.
+type ruleSeries struct {
 	codes    [len(commonCodes)]atomic.Pointer[prometheus.Counter]
 	duration atomic.Pointer[prometheus.Observer]
 }
@@ -181,14 +191,39 @@ func (m *metrics) newRuleInfo(k ruleKey) *ruleInfo {
 	if k.rule >= 0 {
 		ri.rule = strconv.Itoa(k.rule)
 	}
-	if k.rule >= 0 && k.targetGroup != "" {
-		ri.targetHeader = "Service=" + k.service + "; Network=" + k.network + "; TargetGroup=" + k.targetGroup
-		ri.networkHeader = "SourceCluster=" + m.cluster + "; Network=" + k.network
-		var b strings.Builder
-		setRuleFields((*textFields)(&b), ri)
-		ri.wireHeaders = b.String()
-	}
 	return ri
+}
+
+// identityHeaders returns the rule's x-trellis-network and
+// x-trellis-target, made on the first call; nil for a rule that forwards
+// to no target group (nor for requests that matched no route).
+func (ri *ruleInfo) identityHeaders() *ruleHeaders {
+	if ri.rule == "" || ri.targetGroup == "" {
+		return nil
+	}
+	if h := ri.headers.Load(); h != nil {
+		return h
+	}
+	h := &ruleHeaders{
+		target:  "Service=" + ri.service + "; Network=" + ri.network + "; TargetGroup=" + ri.targetGroup,
+		network: "SourceCluster=" + ri.m.cluster + "; Network=" + ri.network,
+	}
+	var b strings.Builder
+	setRuleFields((*textFields)(&b), h)
+	h.wire = b.String()
+	if !ri.headers.CompareAndSwap(nil, h) {
+		return ri.headers.Load()
+	}
+	return h
+}
+
+// boundSeries returns the rule's series cache, made on the first call.
+func (ri *ruleInfo) boundSeries() *ruleSeries {
+	if s := ri.series.Load(); s != nil {
+		return s
+	}
+	ri.series.CompareAndSwap(nil, &ruleSeries{})
+	return ri.series.Load()
 }
 
 // serviceRules holds the rule data of one service's rules, by rule index;
@@ -309,21 +344,22 @@ func (m *metrics) compileFailed() {
 
 // observe counts one request answered with code after d.
 func (ri *ruleInfo) observe(code int, d time.Duration) {
-	ri.counter(code).Inc()
-	o := ri.duration.Load()
+	s := ri.boundSeries()
+	ri.counter(s, code).Inc()
+	o := s.duration.Load()
 	if o == nil {
 		h := ri.m.duration.WithLabelValues(ri.service, ri.rule, ri.targetGroup)
 		o = &h
-		ri.duration.Store(o)
+		s.duration.Store(o)
 	}
 	(*o).Observe(d.Seconds())
 }
 
-func (ri *ruleInfo) counter(code int) prometheus.Counter {
+func (ri *ruleInfo) counter(s *ruleSeries, code int) prometheus.Counter {
 	if code < 0 || code >= len(codeSlots) || codeSlots[code] < 0 {
 		return ri.m.requests.WithLabelValues(ri.service, ri.rule, ri.targetGroup, strconv.Itoa(code))
 	}
-	slot := &ri.codes[codeSlots[code]]
+	slot := &s.codes[codeSlots[code]]
 	if c := slot.Load(); c != nil {
 		return *c
 	}
@@ -338,66 +374,6 @@ func (m *metrics) programmedTable(revision int64, apply time.Duration) {
 	m.revision.Set(float64(revision))
 	m.applySeconds.Observe(apply.Seconds())
 	m.programmed.Set(float64(time.Now().UnixNano()) / 1e9)
-}
-
-// healthCollector exports the checker's state at each scrape, so the
-// request path and the checks pay nothing for it: per target group the
-// counts of healthy and unhealthy targets and of ejections, and with
-// perTarget (Config.TargetMetrics) one series of each target's status and
-// one of its ejection.
-type healthCollector struct {
-	checker   *health.Checker
-	perTarget bool
-}
-
-var (
-	groupHealthyDesc = prometheus.NewDesc("trellis_target_group_healthy_targets",
-		"Targets of the group whose status is HEALTHY.", []string{"target_group"}, nil)
-	groupUnhealthyDesc = prometheus.NewDesc("trellis_target_group_unhealthy_targets",
-		"Targets of the group whose status is UNHEALTHY.", []string{"target_group"}, nil)
-	targetHealthDesc = prometheus.NewDesc("trellis_target_health",
-		"The target's health status: 0 INITIAL, 1 HEALTHY, 2 UNHEALTHY, 3 UNAVAILABLE, 4 DRAINING (only with --target-metrics).",
-		[]string{"target_group", "target"}, nil)
-	targetEjectedDesc = prometheus.NewDesc("trellis_target_ejected",
-		"1 while passive outlier detection leaves the target out of its group (only with --target-metrics).",
-		[]string{"target_group", "target"}, nil)
-	ejectionsDesc = prometheus.NewDesc("trellis_outlier_ejections_total",
-		"Targets ejected by passive outlier detection (consecutive failed requests), since the target group appeared.",
-		[]string{"target_group"}, nil)
-)
-
-func (c healthCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- groupHealthyDesc
-	ch <- groupUnhealthyDesc
-	ch <- ejectionsDesc
-	if c.perTarget {
-		ch <- targetHealthDesc
-		ch <- targetEjectedDesc
-	}
-}
-
-func (c healthCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, g := range c.checker.Summary() {
-		ch <- prometheus.MustNewConstMetric(groupHealthyDesc, prometheus.GaugeValue, float64(g.Healthy), g.Name)
-		ch <- prometheus.MustNewConstMetric(groupUnhealthyDesc, prometheus.GaugeValue, float64(g.Unhealthy), g.Name)
-		ch <- prometheus.MustNewConstMetric(ejectionsDesc, prometheus.CounterValue, float64(g.Ejections), g.Name)
-	}
-	if !c.perTarget {
-		return
-	}
-	for _, g := range c.checker.Report() {
-		for _, t := range g.Targets {
-			ch <- prometheus.MustNewConstMetric(targetHealthDesc, prometheus.GaugeValue, float64(t.Status), g.Name, t.Addr)
-			ch <- prometheus.MustNewConstMetric(targetEjectedDesc, prometheus.GaugeValue, bool01(t.Ejected), g.Name, t.Addr)
-		}
-	}
-}
-
-func bool01(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func (m *metrics) peerRefused(cluster, reason string) {

@@ -1,12 +1,16 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	pmodel "github.com/prometheus/common/model"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/health"
@@ -183,6 +187,141 @@ func TestHealthMetrics(t *testing.T) {
 		}
 		if f := m["trellis_target_health"]; perTarget && len(f.GetMetric()) != 2 {
 			t.Errorf("%d trellis_target_health series for two targets, want one each", len(f.GetMetric()))
+		}
+	}
+}
+
+// TestRuleDataMadeOnFirstRequest: a rule's identity headers and metric
+// series are made by its first request, not by the compilation, so that
+// rules without traffic cost their 96 bytes alone; they leave with the
+// rule.
+func TestRuleDataMadeOnFirstRequest(t *testing.T) {
+	a := backend(t, "a")
+	p := newProxyWith(t, Config{AdminAddress: "127.0.0.1:0"})
+	aTarget := target(t, a, model.TargetActive)
+	prefix := func(v string) []model.Match {
+		return []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: v}}}
+	}
+	snap := func(rev int64, rules ...model.Rule) *model.Snapshot {
+		return &model.Snapshot{Objects: model.Objects{
+			Networks:     testNetworks,
+			TargetGroups: []model.TargetGroup{group("a", aTarget)},
+			Services:     []model.Service{edgeService("svc", []string{"shop.example.com"}, rules...)},
+		}, Revision: rev}
+	}
+	used := model.Rule{Matches: prefix("/used"), Action: forward(to("a", 1))}
+	idle := model.Rule{Matches: prefix("/idle"), Action: forward(to("a", 1))}
+	update(t, p, snap(1, used, idle))
+	info := func(rule int) *ruleInfo {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.metrics.rules["svc"].find(rule, "a")
+	}
+	for rule := range 2 {
+		ri := info(rule)
+		if ri == nil {
+			t.Fatalf("rule %d: no rule data", rule)
+		}
+		if ri.series.Load() != nil || ri.headers.Load() != nil {
+			t.Errorf("rule %d: series or headers made before any request", rule)
+		}
+	}
+	if got := labelValues(scrape(t, p), "trellis_requests_total", "rule"); len(got) != 0 {
+		t.Errorf("request series before any request: rules %v", got)
+	}
+
+	c := newClient(t)
+	if r := c.get(addrOf(p, webPort), "shop.example.com", "/used"); r.status != http.StatusOK {
+		t.Fatalf("GET /used: %d", r.status)
+	}
+	if ri := info(0); ri.series.Load() == nil || ri.headers.Load() == nil {
+		t.Error("rule 0: series or headers not made by its request")
+	} else if h := ri.headers.Load(); h.target != "Service=svc; Network="+ri.network+"; TargetGroup=a" {
+		t.Errorf("rule 0: x-trellis-target %q", h.target)
+	}
+	if ri := info(1); ri.series.Load() != nil || ri.headers.Load() != nil {
+		t.Error("rule 1: series or headers made by another rule's request")
+	}
+	m := scrape(t, p)
+	if got := metricValue(m, "trellis_requests_total", "service", "svc", "rule", "0", "target_group", "a", "code", "200"); got != 1 {
+		t.Errorf("rule 0's request count = %v, want 1", got)
+	}
+	if got := metricValue(m, "trellis_request_duration_seconds", "service", "svc", "rule", "1", "target_group", "a"); got != -1 {
+		t.Errorf("rule 1's duration series exists without a request: %v", got)
+	}
+
+	// The service leaves: its rules' series go with it.
+	gone := snap(2)
+	gone.Services = nil
+	update(t, p, gone)
+	m = scrape(t, p)
+	if got := labelValues(m, "trellis_requests_total", "service"); slices.Contains(got, "svc") {
+		t.Errorf("series of a removed service remain: services %v", got)
+	}
+	if got := metricValue(m, "trellis_request_duration_seconds", "service", "svc", "rule", "0", "target_group", "a"); got != -1 {
+		t.Errorf("duration series of a removed service remains: %v", got)
+	}
+}
+
+// TestHealthTextParses: the target health families, written by hand,
+// parse as the text format, label values escaped (a group name with a
+// quote, a backslash and a line feed), per-target series included.
+func TestHealthTextParses(t *testing.T) {
+	c := health.New(health.Config{Cluster: cluster})
+	defer c.Close()
+	off := false
+	name := "we\"ird\\group\nname"
+	c.Update([]model.TargetGroup{
+		{Meta: model.Meta{Name: name}, Protocol: model.ProtocolHTTP, Port: 80, HealthCheck: model.HealthCheck{Enabled: &off},
+			Targets: []model.Target{{Address: "10.0.0.1", State: model.TargetActive, Cluster: cluster}, {Address: "10.0.0.2", State: model.TargetDraining, Cluster: cluster}}},
+		{Meta: model.Meta{Name: "plain"}, Protocol: model.ProtocolHTTP, Port: 80, HealthCheck: model.HealthCheck{Enabled: &off}},
+	})
+	var b strings.Builder
+	w := bufio.NewWriter(&b)
+	writeHealthText(w, c, true)
+	w.Flush()
+	parser := expfmt.NewTextParser(pmodel.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatalf("parsing %q: %v", b.String(), err)
+	}
+	for _, tt := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"trellis_target_group_healthy_targets", []string{"target_group", name}, 0},
+		{"trellis_target_group_unhealthy_targets", []string{"target_group", "plain"}, 0},
+		{"trellis_outlier_ejections_total", []string{"target_group", name}, 0},
+		{"trellis_target_health", []string{"target_group", name, "target", "10.0.0.1:80"}, float64(health.Unavailable)},
+		{"trellis_target_health", []string{"target_group", name, "target", "10.0.0.2:80"}, float64(health.Draining)},
+		{"trellis_target_ejected", []string{"target_group", name, "target", "10.0.0.1:80"}, 0},
+	} {
+		if got := metricValue(fams, tt.name, tt.labels...); got != tt.want {
+			t.Errorf("%s%q = %v, want %v", tt.name, tt.labels, got, tt.want)
+		}
+	}
+	if got := len(fams["trellis_target_group_healthy_targets"].GetMetric()); got != 2 {
+		t.Errorf("%d healthy-count series, want 2 (one per group)", got)
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	for _, tc := range []struct {
+		header []string
+		want   bool
+	}{
+		{nil, false},
+		{[]string{"gzip"}, true},
+		{[]string{"deflate, GZIP;q=0.5"}, true},
+		{[]string{"identity", "br, gzip"}, true},
+		{[]string{"gzip;q=0"}, false},
+		{[]string{"gzip; q=0"}, false},
+		{[]string{"x-gzip"}, false},
+	} {
+		r := &http.Request{Header: http.Header{"Accept-Encoding": tc.header}}
+		if got := acceptsGzip(r); got != tc.want {
+			t.Errorf("acceptsGzip(%q) = %v, want %v", tc.header, got, tc.want)
 		}
 	}
 }

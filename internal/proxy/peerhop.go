@@ -35,16 +35,17 @@ import (
 type peerSet struct {
 	// byCluster lists, for each other cluster, its proxies' addresses.
 	byCluster map[string][]string
-	// deliver indexes this cluster's deliverable targets by peer group
-	// key (peerGroupKey) and address.
-	deliver map[string]map[string]deliverable
+	// deliver holds this cluster's deliverable targets by peer group key
+	// (peerGroupKey).
+	deliver map[string]*deliverSet
 	// admitted are the clusters admitted to the control plane: peer hops
 	// go to and come from these alone.
 	admitted map[string]bool
-	// fromGroups and fromExports are the target groups and exports of
-	// this cluster deliver was made from, for the next compilePeers.
-	fromGroups  map[string]model.TargetGroup
-	fromExports map[string]model.ServiceExport
+	// fromGroups and fromExports are what is kept of the target groups
+	// and exports of this cluster deliver was made from, for the next
+	// compilePeers.
+	fromGroups  map[string]model.Seen[model.TargetGroup, *model.TargetGroup]
+	fromExports map[string]model.Seen[model.ServiceExport, *model.ServiceExport]
 	// groupList and exportList are the snapshot's lists they were made
 	// from.
 	groupList  []model.TargetGroup
@@ -59,6 +60,96 @@ type peerSet struct {
 type deliverable struct {
 	protocol model.Protocol
 	version  model.ProtocolVersion
+}
+
+// deliverSet is what this proxy delivers of one target group or export:
+// the object's own lists of targets, shared with the snapshot it came from.
+// A proxy holds one per target group, so a set of at most
+// deliverScanTargets targets makes no index of their addresses: a delivery
+// looks through them. A larger one has an index, so that a peer's request
+// costs the same whatever the size of the group it names.
+type deliverSet struct {
+	dv deliverable
+	// targets are a target group's targets, port its port and cluster
+	// this proxy's: those of cluster are delivered. ports are an
+	// export's: all their targets are.
+	targets []model.Target
+	port    int32
+	cluster string
+	ports   []model.ExportPort
+	// index holds the addresses of a set of more than
+	// deliverScanTargets targets.
+	index map[string]bool
+}
+
+// deliverScanTargets is the most targets a deliver set looks through
+// rather than indexes.
+const deliverScanTargets = 32
+
+// indexed returns ds, with an index of its addresses if it has more than
+// deliverScanTargets targets; nil for a set with no target.
+func (ds *deliverSet) indexed() *deliverSet {
+	n := 0
+	for _, t := range ds.targets {
+		if t.Cluster == ds.cluster {
+			n++
+		}
+	}
+	for _, p := range ds.ports {
+		n += len(p.Targets)
+	}
+	if n == 0 {
+		return nil
+	}
+	if n > deliverScanTargets {
+		ds.index = make(map[string]bool, n)
+		for _, t := range ds.targets {
+			if t.Cluster == ds.cluster {
+				ds.index[net.JoinHostPort(t.Address, itoa(t.EffectivePort(&model.TargetGroup{Port: ds.port})))] = true
+			}
+		}
+		for _, p := range ds.ports {
+			for _, t := range p.Targets {
+				ds.index[net.JoinHostPort(t.Address, itoa(t.Port))] = true
+			}
+		}
+	}
+	return ds
+}
+
+// target reports whether addr ("host:port") is one of the set's targets.
+func (ds *deliverSet) target(addr string) bool {
+	if ds == nil {
+		return false
+	}
+	if ds.index != nil {
+		return ds.index[addr]
+	}
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return false
+	}
+	for _, t := range ds.targets {
+		tp := t.Port
+		if tp == 0 {
+			tp = ds.port // model.Target.EffectivePort
+		}
+		if t.Cluster == ds.cluster && t.Address == host && int64(tp) == int64(port) {
+			return true
+		}
+	}
+	for _, ep := range ds.ports {
+		for _, t := range ep.Targets {
+			if t.Address == host && int64(t.Port) == int64(port) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Peer group keys name what a target belongs to in a peer request.
@@ -85,8 +176,8 @@ func peerGroupKey(t *router.Target) string {
 func syncFrom[T any, P interface {
 	*T
 	model.Object
-}](list []T, same bool, from map[string]T, prefix string, changed map[string]map[string]deliverable,
-	own func(P) bool, targets func(P) map[string]deliverable) {
+}](list []T, same bool, from map[string]model.Seen[T, P], prefix string, changed map[string]*deliverSet,
+	own func(P) bool, targets func(P) *deliverSet) {
 	n := len(from)
 	if !same {
 		n = 0
@@ -97,10 +188,10 @@ func syncFrom[T any, P interface {
 			}
 			n++
 			name := v.ObjectMeta().Name
-			if old, ok := from[name]; ok && model.Unchanged[T, P](&old, &list[i]) {
+			if old, ok := from[name]; ok && old.Unchanged(&list[i]) {
 				continue
 			}
-			from[name] = list[i]
+			from[name] = model.See[T, P](&list[i])
 			changed[prefix+name] = targets(v)
 		}
 	}
@@ -141,10 +232,10 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 	}
 	// changed holds the deliver entries made again, nil for those gone.
 	// The from maps pass from prev to ps: only compilePeers reads them.
-	changed := map[string]map[string]deliverable{}
+	changed := map[string]*deliverSet{}
 	ps.fromGroups, ps.fromExports = prev.fromGroups, prev.fromExports
 	if ps.fromGroups == nil {
-		ps.fromGroups, ps.fromExports = map[string]model.TargetGroup{}, map[string]model.ServiceExport{}
+		ps.fromGroups, ps.fromExports = map[string]model.Seen[model.TargetGroup, *model.TargetGroup]{}, map[string]model.Seen[model.ServiceExport, *model.ServiceExport]{}
 	}
 	// The namespaces this cluster may export from (mcs.Served): an export
 	// outside them is not delivered. When they change, every export is
@@ -164,44 +255,26 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 		for name := range ps.fromExports {
 			changed[peerExport+name] = nil
 		}
-		ps.fromExports = map[string]model.ServiceExport{}
+		ps.fromExports = map[string]model.Seen[model.ServiceExport, *model.ServiceExport]{}
 	}
 	// Lists the last snapshot had too are unchanged (model.SameList).
 	sameGroups, sameExports := model.SameList(prev.groupList, snap.TargetGroups), sameNamespaces && model.SameList(prev.exportList, snap.Exports)
 	ps.groupList, ps.exportList = snap.TargetGroups, snap.Exports
 	syncFrom(snap.TargetGroups, sameGroups, ps.fromGroups, peerTargetGroup, changed,
 		func(tg *model.TargetGroup) bool { return tg.Owner == cluster },
-		func(tg *model.TargetGroup) map[string]deliverable {
-			var m map[string]deliverable
-			for _, t := range tg.Targets {
-				if t.Cluster == cluster {
-					if m == nil {
-						m = map[string]deliverable{}
-					}
-					m[net.JoinHostPort(t.Address, itoa(t.EffectivePort(tg)))] = deliverable{tg.Protocol, tg.ProtocolVersion}
-				}
-			}
-			return m
+		func(tg *model.TargetGroup) *deliverSet {
+			return (&deliverSet{dv: deliverable{tg.Protocol, tg.ProtocolVersion}, targets: tg.Targets, port: tg.Port, cluster: cluster}).indexed()
 		})
 	syncFrom(snap.Exports, sameExports, ps.fromExports, peerExport, changed,
 		func(e *model.ServiceExport) bool { return e.Owner == cluster && exportable(e) },
-		func(e *model.ServiceExport) map[string]deliverable {
-			var m map[string]deliverable
-			for _, p := range e.Ports {
-				for _, t := range p.Targets {
-					if m == nil {
-						m = map[string]deliverable{}
-					}
-					m[net.JoinHostPort(t.Address, itoa(t.Port))] = deliverable{protocol: model.ProtocolHTTP}
-				}
-			}
-			return m
+		func(e *model.ServiceExport) *deliverSet {
+			return (&deliverSet{dv: deliverable{protocol: model.ProtocolHTTP}, ports: e.Ports}).indexed()
 		})
 	ps.deliver = prev.deliver
 	if len(changed) > 0 || ps.deliver == nil {
 		ps.deliver = maps.Clone(prev.deliver)
 		if ps.deliver == nil {
-			ps.deliver = map[string]map[string]deliverable{}
+			ps.deliver = map[string]*deliverSet{}
 		}
 		for key, m := range changed {
 			if m == nil {
@@ -288,13 +361,21 @@ func (p *Proxy) peerUnavailable(t *router.Target, attrs ...any) {
 // of t's cluster. The caller's identity is the one this proxy gave the
 // request (X-Trellis-Identity, which no client can set).
 func (p *Proxy) peerRoundTrip(req *http.Request, t *router.Target) (*http.Response, error) {
+	return p.peerSend(req, t, exchangeOf(req))
+}
+
+// peerSend is peerRoundTrip for req of exchange x (nil: none).
+func (p *Proxy) peerSend(req *http.Request, t *router.Target, x *exchange) (*http.Response, error) {
+	if p.peer == nil {
+		return nil, errNoPeer
+	}
 	pr, err := p.peerRequest(t, principalOf(req.Header.Get(headerIdentity)))
 	if err != nil {
 		return nil, &hopUnsent{err}
 	}
 	// The receiver checks that the route's service routes to the target
 	// group, and judges the request by that service's policies itself.
-	if x := exchangeOf(req); x != nil && x.route != nil {
+	if x != nil && x.route != nil {
 		pr.Service, pr.Port = x.route.Service, x.port
 		if svc := x.served.table.Service(x.route.Service); svc != nil {
 			pr.Network = svc.Network
@@ -403,7 +484,8 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 	sv := p.served.Load()
 	var target *router.Target
 	if sv.peers != nil {
-		if dv, ok := sv.peers.deliver[d.TargetGroup][d.Target]; ok {
+		if ds := sv.peers.deliver[d.TargetGroup]; ds.target(d.Target) {
+			dv := ds.dv
 			version := dv.version
 			if version == "" {
 				switch v := model.ProtocolVersion(d.Version); v {

@@ -64,8 +64,12 @@ func policyWorld(t *testing.T, apiPolicy string) (w *hopWorld, snap func(rev int
 func TestPeerHopReceiverEnforcesPolicy(t *testing.T) {
 	w, _ := policyWorld(t, hopPolicy)
 	target := func(name string) string {
-		for addr := range w.west.served.Load().peers.deliver["TargetGroup/"+name] {
-			return addr
+		if ds := w.west.served.Load().peers.deliver["TargetGroup/"+name]; ds != nil {
+			for _, t := range ds.targets {
+				if t.Cluster == ds.cluster {
+					return net.JoinHostPort(t.Address, itoa(t.EffectivePort(&model.TargetGroup{Port: ds.port})))
+				}
+			}
 		}
 		t.Fatalf("west delivers nothing of %s", name)
 		return ""
@@ -290,12 +294,9 @@ func TestPeerHopReceiverJudgesUpgradeTunnels(t *testing.T) {
 	s := snap(2, hopPolicy)
 	s.TargetGroups[0].Targets = []model.Target{clusterTarget(t, ws, "west")} // group "api"
 	w.update(t, s)
-	var wsTarget string
-	for addr := range w.west.served.Load().peers.deliver["TargetGroup/api"] {
-		wsTarget = addr
-	}
-	if wsTarget != ws.Listener.Addr().String() {
-		t.Fatalf("west delivers TargetGroup/api to %q, want the WebSocket target %s", wsTarget, ws.Listener.Addr())
+	wsTarget := ws.Listener.Addr().String()
+	if !w.west.served.Load().peers.deliver["TargetGroup/api"].target(wsTarget) {
+		t.Fatalf("west does not deliver TargetGroup/api to the WebSocket target %s", wsTarget)
 	}
 	pc := peer.NewClient(w.eastID, w.ca.Pool())
 	defer pc.Close()

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"reflect"
 	"slices"
 	"testing"
@@ -55,14 +56,14 @@ func TestCompilePeersFromPreviousEqualsFresh(t *testing.T) {
 		snap = &next
 		var before map[string]map[string]deliverable
 		if prev != nil {
-			before = cloneDeliver(prev.deliver)
+			before = deliveredAddrs(t, prev.deliver)
 		}
 		got := compilePeers(snap, cluster, prev)
 		want := compilePeers(snap, cluster, nil)
-		if !reflect.DeepEqual(got.deliver, want.deliver) {
-			t.Fatalf("step %d: delivers %v, want %v", step, got.deliver, want.deliver)
+		if g, w := deliveredAddrs(t, got.deliver), deliveredAddrs(t, want.deliver); !reflect.DeepEqual(g, w) {
+			t.Fatalf("step %d: delivers %v, want %v", step, g, w)
 		}
-		if prev != nil && !reflect.DeepEqual(prev.deliver, before) {
+		if prev != nil && !reflect.DeepEqual(deliveredAddrs(t, prev.deliver), before) {
 			t.Fatalf("step %d: the previous peer set changed", step)
 		}
 		prev = got
@@ -72,12 +73,31 @@ func TestCompilePeersFromPreviousEqualsFresh(t *testing.T) {
 	}
 }
 
-func cloneDeliver(d map[string]map[string]deliverable) map[string]map[string]deliverable {
+// deliveredAddrs lists what each deliver set delivers, by address,
+// checking that its target method finds each of them.
+func deliveredAddrs(t *testing.T, d map[string]*deliverSet) map[string]map[string]deliverable {
+	t.Helper()
 	out := map[string]map[string]deliverable{}
-	for k, m := range d {
-		out[k] = map[string]deliverable{}
-		for a, v := range m {
-			out[k][a] = v
+	add := func(k string, ds *deliverSet, addr string, port int32) {
+		a := net.JoinHostPort(addr, itoa(port))
+		if !ds.target(a) {
+			t.Fatalf("%s: target(%q) = false for one of its targets", k, a)
+		}
+		if out[k] == nil {
+			out[k] = map[string]deliverable{}
+		}
+		out[k][a] = ds.dv
+	}
+	for k, ds := range d {
+		for _, tg := range ds.targets {
+			if tg.Cluster == ds.cluster {
+				add(k, ds, tg.Address, tg.EffectivePort(&model.TargetGroup{Port: ds.port}))
+			}
+		}
+		for _, p := range ds.ports {
+			for _, tg := range p.Targets {
+				add(k, ds, tg.Address, tg.Port)
+			}
 		}
 	}
 	return out
@@ -99,5 +119,60 @@ func churn[T any, P interface {
 	default:
 		list[i] = v
 		return list
+	}
+}
+
+// TestDeliverSetTarget: a delivery is taken only for a target of the set:
+// a group's targets of this cluster at their port (or the group's), an
+// export's targets at theirs; not another cluster's target, another port,
+// nor an address that does not parse.
+func TestDeliverSetTarget(t *testing.T) {
+	group := &deliverSet{cluster: cluster, port: 8080, targets: []model.Target{
+		{Address: "10.0.0.1", Cluster: cluster},
+		{Address: "10.0.0.2", Port: 9090, Cluster: cluster},
+		{Address: "10.0.0.3", Cluster: "other"},
+		{Address: "fd00::1", Cluster: cluster},
+	}}
+	export := &deliverSet{ports: []model.ExportPort{{Port: 80, Targets: []model.Target{{Address: "10.1.0.1", Port: 8000}}}}}
+	// A group of more than deliverScanTargets targets is indexed.
+	var many []model.Target
+	for i := range deliverScanTargets + 8 {
+		many = append(many, model.Target{Address: fmt.Sprintf("10.2.0.%d", i), Cluster: cluster})
+	}
+	many = append(many, model.Target{Address: "10.2.1.1", Cluster: "other"})
+	large := (&deliverSet{cluster: cluster, port: 8080, targets: many}).indexed()
+	if large.index == nil || len(large.index) != deliverScanTargets+8 {
+		t.Fatalf("a set of %d targets of this cluster is not indexed by them: %v", deliverScanTargets+8, large.index)
+	}
+	if (&deliverSet{cluster: cluster, port: 8080, targets: many[:3]}).indexed().index != nil {
+		t.Error("a set of 3 targets is indexed")
+	}
+	if (&deliverSet{cluster: cluster, targets: many[len(many)-1:]}).indexed() != nil {
+		t.Error("a set of no target of this cluster is not nil")
+	}
+	for _, tc := range []struct {
+		ds   *deliverSet
+		addr string
+		want bool
+	}{
+		{large, "10.2.0.5:8080", true},
+		{large, "10.2.0.5:8081", false},
+		{large, "10.2.1.1:8080", false}, // another cluster's
+		{group, "10.0.0.1:8080", true},
+		{group, "10.0.0.1:9090", false},
+		{group, "10.0.0.2:9090", true},
+		{group, "10.0.0.2:8080", false},
+		{group, "10.0.0.3:8080", false}, // another cluster's
+		{group, "[fd00::1]:8080", true},
+		{group, "fd00::1:8080", false},
+		{group, "10.0.0.1", false},
+		{group, "10.0.0.1:99999", false},
+		{export, "10.1.0.1:8000", true},
+		{export, "10.1.0.1:80", false},
+		{nil, "10.0.0.1:8080", false},
+	} {
+		if got := tc.ds.target(tc.addr); got != tc.want {
+			t.Errorf("target(%q) = %v, want %v", tc.addr, got, tc.want)
+		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"trellis.dev/trellis/internal/proxy/h1"
 )
 
 // connPool keeps the fast path's idle HTTP/1.1 connections to targets, per
@@ -31,6 +33,9 @@ type targetConn struct {
 	// its start, and never past limit (targetReader).
 	idle  time.Duration
 	limit time.Time
+	// resp is the last response head read for a delivery
+	// (deliveryRoundTrip), kept for its arrays.
+	resp h1.Response
 }
 
 // targetReader reads a target connection for its bufio.Reader.

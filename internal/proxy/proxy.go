@@ -64,10 +64,6 @@ type Proxy struct {
 	lapsed atomic.Pointer[map[string]bool]
 	// delivery forwards requests peers hand over (PeerHandler).
 	delivery *localForwarder
-	// peerTransport is what the fast path sends requests for other
-	// clusters' targets with: the transport under the net/http path's
-	// reverse proxy (forwardPeer).
-	peerTransport http.RoundTripper
 	// mirrors holds a slot per mirrored request in flight.
 	mirrors chan struct{}
 	// listen opens the socket of a bind (Addr "" is Config.BindAddress);
@@ -123,7 +119,6 @@ func New(cfg Config) *Proxy {
 		certCache:   certCache{},
 		keyExchange: slices.Clone(cfg.TLSKeyExchange),
 	}
-	p.peerTransport = idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}
 	p.delivery = newDeliveryForwarder(idleResponses{observeAttempts{transport}, newLimits(cfg).responseIdle}, log)
 	p.delivery.direct = p.deliverDirect
 	p.local.direct = p.forwardDirect

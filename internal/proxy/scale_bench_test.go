@@ -1,10 +1,17 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
 	"testing"
+	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -73,4 +80,74 @@ func BenchmarkUpdateOneService(b *testing.B) {
 	// CPU time (garbage collection included) says more than wall time on
 	// a loaded machine.
 	b.ReportMetric(float64(testsync.CPUTime()-cpu)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkLiveHeapAtScale measures what the proxy keeps live at issue
+// 15's size: the heap in use after a collection, once the snapshot is
+// built (snapshot-B/service: what the follow hands over) and once the
+// proxy took it (proxy-B/service: the compiled table, the health state
+// of every target and the rules' metrics data, the snapshot excluded).
+// Checks are enabled, as the Lattice defaults have them, but the
+// checker's second is an hour, so none runs under the benchmark.
+func BenchmarkLiveHeapAtScale(b *testing.B) {
+	const n = 10_000
+	live := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	var snapBytes, proxyBytes uint64
+	for b.Loop() {
+		before := live()
+		snap := scaleSnapshot(n, 10)
+		for i := range snap.TargetGroups {
+			snap.TargetGroups[i].HealthCheck.Enabled = nil
+		}
+		withSnap := live()
+		p := New(Config{Cluster: cluster, BindAddress: "127.0.0.1", test: testKnobs{healthSecond: time.Hour}})
+		p.listen = func(router.Bind) (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+		if err := p.Update(snap); err != nil {
+			b.Fatal(err)
+		}
+		withProxy := live()
+		snapBytes, proxyBytes = withSnap-before, withProxy-withSnap
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		p.Shutdown(ctx)
+		cancel()
+		runtime.KeepAlive(snap)
+	}
+	b.ReportMetric(float64(snapBytes)/n, "snapshot-B/service")
+	b.ReportMetric(float64(proxyBytes)/n, "proxy-B/service")
+}
+
+// BenchmarkScrapeAtScale is one scrape of /metrics at issue 15's size: a
+// series of healthy and unhealthy counts and of ejections per target group
+// (10,000 of each), with the Go and process collectors' and the few of the
+// rules that had a request.
+func BenchmarkScrapeAtScale(b *testing.B) {
+	const n = 10_000
+	snap := scaleSnapshot(n, 10)
+	p := newProxyWith(b, Config{AdminAddress: "127.0.0.1:0", test: testKnobs{healthSecond: time.Hour}})
+	if err := p.Update(snap); err != nil {
+		b.Fatal(err)
+	}
+	c := &http.Client{}
+	size := 0
+	b.ReportAllocs()
+	cpu := testsync.CPUTime()
+	for b.Loop() {
+		resp, err := c.Get(p.adminURL("/metrics"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("scrape: %d, %v", resp.StatusCode, err)
+		}
+		size = len(body)
+	}
+	b.ReportMetric(float64(testsync.CPUTime()-cpu)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(size), "bytes/scrape")
 }

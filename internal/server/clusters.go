@@ -266,7 +266,7 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 	if ttl <= 0 || ttl > 7*24*time.Hour {
 		return fieldError(http.StatusUnprocessableEntity, "token lifetime out of range", "tokenTTLSeconds", "must be between 1 and 604800")
 	}
-	if fe := model.ValidateExportNamespaces(req.ExportNamespaces); len(fe) > 0 {
+	if fe := validateAdmission(req.ExportNamespaces, req.PodNetwork); len(fe) > 0 {
 		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{Message: fe.Error(), Fields: fe}}
 	}
 	tok, err := pki.NewJoinToken()
@@ -278,10 +278,10 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 	ops := []store.Op{{Type: store.OpPut, Key: grantPrefix + tok.ID, Value: grant, IfRevision: store.MustNotExist}}
 	if in, err := s.admitted(r.Context(), req.Name); err != nil {
 		return err
-	} else if in && req.ExportNamespaces != nil {
-		// Admitted already: the list given replaces the published one,
-		// in the token's transaction.
-		op, err := s.setExportNamespaces(r.Context(), req.Name, req.ExportNamespaces)
+	} else if in && (req.ExportNamespaces != nil || req.PodNetwork != nil) {
+		// Admitted already: the list or network given replaces the
+		// published one, in the token's transaction.
+		op, _, err := s.setAdmission(r.Context(), req.Name, req.ExportNamespaces, req.PodNetwork)
 		if err != nil {
 			return err
 		}
@@ -292,7 +292,11 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 		if len(exports) == 0 {
 			exports = []string{model.AllNamespaces}
 		}
-		published, err := model.Encode(&model.Cluster{Meta: model.Meta{Name: req.Name, Owner: model.ControlPlaneOwner}, Added: now.UTC(), ExportNamespaces: exports})
+		c := &model.Cluster{Meta: model.Meta{Name: req.Name, Owner: model.ControlPlaneOwner}, Added: now.UTC(), ExportNamespaces: exports}
+		if req.PodNetwork != nil {
+			c.PodNetwork = *req.PodNetwork
+		}
+		published, err := model.Encode(c)
 		if err != nil {
 			return err
 		}
@@ -310,37 +314,55 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// setExportNamespaces is the store operation replacing the export
-// namespaces of admitted cluster name's published admission, conditional
-// on the admission's revision.
-func (s *Server) setExportNamespaces(ctx context.Context, name string, list []string) (store.Op, error) {
+// validateAdmission checks the operator-set fields of a cluster's
+// admission that a request gives (nil: not given).
+func validateAdmission(exports []string, podNetwork *string) model.FieldErrors {
+	fe := model.ValidateExportNamespaces(exports)
+	if podNetwork != nil {
+		fe = append(fe, model.ValidatePodNetwork(*podNetwork)...)
+	}
+	return fe
+}
+
+// setAdmission is the store operation replacing the export namespaces
+// (unless nil) and the pod network (unless nil) of admitted cluster
+// name's published admission, conditional on the admission's revision,
+// and the admission as it puts it.
+func (s *Server) setAdmission(ctx context.Context, name string, exports []string, podNetwork *string) (store.Op, *model.Cluster, error) {
 	kv, err := s.st.Get(ctx, model.Key(model.KindCluster, name))
 	if errors.Is(err, store.ErrNotFound) {
-		return store.Op{}, errorf(http.StatusNotFound, "cluster %q is not admitted; `trellis cluster add %s` admits it", name, name)
+		return store.Op{}, nil, errorf(http.StatusNotFound, "cluster %q is not admitted; `trellis cluster add %s` admits it", name, name)
 	}
 	if err != nil {
-		return store.Op{}, err
+		return store.Op{}, nil, err
 	}
 	obj, err := decode(kv)
 	if err != nil {
-		return store.Op{}, err
+		return store.Op{}, nil, err
 	}
 	c := obj.(*model.Cluster)
-	c.ExportNamespaces = list
+	if exports != nil {
+		c.ExportNamespaces = exports
+	}
+	if podNetwork != nil {
+		c.PodNetwork = *podNetwork
+	}
 	if err := c.Validate(); err != nil {
-		return store.Op{}, err
+		return store.Op{}, nil, err
 	}
 	b, err := model.Encode(c)
 	if err != nil {
-		return store.Op{}, err
+		return store.Op{}, nil, err
 	}
-	return store.Op{Type: store.OpPut, Key: kv.Key, Value: b, IfRevision: kv.ModRevision}, nil
+	return store.Op{Type: store.OpPut, Key: kv.Key, Value: b, IfRevision: kv.ModRevision}, c, nil
 }
 
-// setCluster changes an admitted cluster's export namespaces. Narrowing
-// them takes effect in every controller and proxy with the next snapshot
-// (mcs.Served leaves the cluster's exports outside them out); the
-// cluster's further writes of such exports are refused (checkExports).
+// setCluster changes an admitted cluster's export namespaces or pod
+// network. Narrowing the namespaces takes effect in every controller and
+// proxy with the next snapshot (mcs.Served leaves the cluster's exports
+// outside them out); the cluster's further writes of such exports are
+// refused (checkExports). A pod network takes effect in every proxy's
+// nameserver with the next snapshot.
 func (s *Server) setCluster(w http.ResponseWriter, r *http.Request) error {
 	if err := s.needCA(); err != nil {
 		return err
@@ -352,14 +374,14 @@ func (s *Server) setCluster(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer release()
-	if len(req.ExportNamespaces) == 0 {
-		return fieldError(http.StatusUnprocessableEntity, "exportNamespaces is required", "exportNamespaces", `required: namespace names, or ["*"] for all`)
+	if req.ExportNamespaces != nil && len(req.ExportNamespaces) == 0 || req.ExportNamespaces == nil && req.PodNetwork == nil {
+		return fieldError(http.StatusUnprocessableEntity, "exportNamespaces or podNetwork is required", "exportNamespaces", `required unless podNetwork is given: namespace names, or ["*"] for all`)
 	}
-	if fe := model.ValidateExportNamespaces(req.ExportNamespaces); len(fe) > 0 {
+	if fe := validateAdmission(req.ExportNamespaces, req.PodNetwork); len(fe) > 0 {
 		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{Message: fe.Error(), Fields: fe}}
 	}
 	for range maxAttempts {
-		op, err := s.setExportNamespaces(r.Context(), name, req.ExportNamespaces)
+		op, c, err := s.setAdmission(r.Context(), name, req.ExportNamespaces, req.PodNetwork)
 		if err != nil {
 			return err
 		}
@@ -370,8 +392,8 @@ func (s *Server) setCluster(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		s.log.Info("cluster export namespaces set", "cluster", name, "export_namespaces", req.ExportNamespaces)
-		writeJSON(w, http.StatusOK, api.Cluster{Name: name, ExportNamespaces: req.ExportNamespaces})
+		s.log.Info("cluster admission set", "cluster", name, "export_namespaces", c.ExportNamespaces, "pod_network", c.PodNetwork)
+		writeJSON(w, http.StatusOK, api.Cluster{Name: name, Added: c.Added, ExportNamespaces: c.ExportNamespaces, PodNetwork: c.PodNetwork})
 		return nil
 	}
 	return errorf(http.StatusConflict, "cluster %q kept changing while it was set; set it again", name)

@@ -7,11 +7,13 @@ import (
 	"encoding/pem"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/pki"
@@ -321,5 +323,98 @@ func TestAdmissionIsPublished(t *testing.T) {
 	}
 	if err := p.east.Get(ctx, &model.Cluster{Meta: model.Meta{Name: "west"}}); apiStatus(err) != http.StatusNotFound {
 		t.Errorf("admission after removal: %v", err)
+	}
+}
+
+// The pod network is the operator's to declare: an administrator admits a
+// cluster into one and moves it, keeping its export namespaces; the
+// published admission and the clusters' status carry it; a cluster cannot
+// set or write its own; a name that is not a label gets a 422 naming
+// podNetwork.
+func TestPodNetworkAdministration(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	ptr := func(s string) *string { return &s }
+	published := func(name string) *model.Cluster {
+		t.Helper()
+		c := &model.Cluster{Meta: model.Meta{Name: name}}
+		if err := p.east.Get(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if _, err := p.admin.AdmitCluster(ctx, api.AddClusterRequest{Name: "west", PodNetwork: ptr("flat"), ExportNamespaces: []string{"shop"}}); err != nil {
+		t.Fatal(err)
+	}
+	if c := published("west"); c.PodNetwork != "flat" || !slices.Equal(c.ExportNamespaces, []string{"shop"}) {
+		t.Errorf("west admitted as %+v", c)
+	}
+	_, west := p.Join(t, "west")
+	if _, err := p.admin.AddCluster(ctx, "north", 0); err != nil {
+		t.Fatal(err)
+	}
+	if c := published("north"); c.PodNetwork != "" {
+		t.Errorf("north admitted in pod network %q, want none", c.PodNetwork)
+	}
+
+	// A member cannot claim a network: not through the cluster API, not
+	// by writing its admission.
+	if _, err := west.SetCluster(ctx, "north", api.SetClusterRequest{PodNetwork: ptr("flat")}); apiStatus(err) != http.StatusForbidden {
+		t.Errorf("west setting north's pod network: %v", err)
+	}
+	if _, err := west.AdmitCluster(ctx, api.AddClusterRequest{Name: "west", PodNetwork: ptr("other")}); apiStatus(err) != http.StatusForbidden {
+		t.Errorf("west admitting itself into a network: %v", err)
+	}
+	forged := published("west")
+	forged.PodNetwork = "other"
+	if err := west.Put(ctx, forged); apiStatus(err) != http.StatusForbidden {
+		t.Errorf("west writing its own admission: %v", err)
+	}
+
+	for _, bad := range []string{"Flat", "a.b", "-x", "x-", strings.Repeat("n", 64), "flat net"} {
+		_, err := p.admin.SetCluster(ctx, "north", api.SetClusterRequest{PodNetwork: ptr(bad)})
+		if apiStatus(err) != http.StatusUnprocessableEntity || !slices.Contains(fieldsOf(err), "podNetwork") {
+			t.Errorf("set %q: %v (fields %v), want 422 naming podNetwork", bad, err, fieldsOf(err))
+		}
+		_, err = p.admin.AdmitCluster(ctx, api.AddClusterRequest{Name: "south", PodNetwork: ptr(bad)})
+		if apiStatus(err) != http.StatusUnprocessableEntity || !slices.Contains(fieldsOf(err), "podNetwork") {
+			t.Errorf("add %q: %v (fields %v), want 422 naming podNetwork", bad, err, fieldsOf(err))
+		}
+	}
+	if _, err := p.admin.SetCluster(ctx, "south", api.SetClusterRequest{PodNetwork: ptr("flat")}); apiStatus(err) != http.StatusNotFound {
+		t.Errorf("south after refused adds: %v, want 404", err)
+	}
+
+	set, err := p.admin.SetCluster(ctx, "north", api.SetClusterRequest{PodNetwork: ptr("flat")})
+	if err != nil || set.PodNetwork != "flat" || !slices.Equal(set.ExportNamespaces, []string{"*"}) {
+		t.Fatalf("set north into flat: %+v, %v", set, err)
+	}
+	// Admitting again for a new token keeps the network unless one is
+	// given; setting the namespaces alone keeps it too.
+	if _, err := p.admin.AddCluster(ctx, "west", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.admin.SetCluster(ctx, "west", api.SetClusterRequest{ExportNamespaces: []string{"web"}}); err != nil {
+		t.Fatal(err)
+	}
+	if c := published("west"); c.PodNetwork != "flat" || !slices.Equal(c.ExportNamespaces, []string{"web"}) {
+		t.Errorf("west after a new token and new namespaces: %+v", c)
+	}
+	if _, err := p.admin.AdmitCluster(ctx, api.AddClusterRequest{Name: "west", PodNetwork: ptr("")}); err != nil {
+		t.Fatal(err)
+	}
+	if c := published("west"); c.PodNetwork != "" || !slices.Equal(c.ExportNamespaces, []string{"web"}) {
+		t.Errorf("west after an add isolating it: %+v", c)
+	}
+	clusters, err := p.admin.Clusters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	networks := map[string]string{}
+	for _, c := range clusters {
+		networks[c.Name] = c.PodNetwork
+	}
+	if networks["north"] != "flat" || networks["west"] != "" {
+		t.Errorf("the clusters' status: pod networks %v", networks)
 	}
 }

@@ -350,16 +350,19 @@ func (s *Server) clusterStatus(ctx context.Context) ([]api.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	exportNamespaces := map[string][]string{}
+	published := map[string]*model.Cluster{}
 	for _, obj := range admissions {
 		c := obj.(*model.Cluster)
-		exportNamespaces[c.Name] = c.ExportNamespaces
+		published[c.Name] = c
 	}
 	judged := s.judgeAll(clusters, leases, now)
 	out := make([]api.Cluster, 0, len(clusters))
 	for i, c := range clusters {
-		ac := api.Cluster{Name: c.Name, Added: c.Added, Lease: judged[i], ExportNamespaces: exportNamespaces[c.Name],
+		ac := api.Cluster{Name: c.Name, Added: c.Added, Lease: judged[i],
 			PeersPublished: len(peers[c.Name]), Reports: reports[c.Name], LastSync: syncs[c.Name]}
+		if p := published[c.Name]; p != nil {
+			ac.ExportNamespaces, ac.PodNetwork = p.ExportNamespaces, p.PodNetwork
+		}
 		reached := map[string]bool{}
 		var rtts []int64
 		for _, p := range ac.Reports {

@@ -10,26 +10,35 @@ import (
 	"trellis.dev/trellis/test/testsync"
 )
 
-// probe sends requests for host through the proxy, one after another, while
-// during runs, and counts the answers by status (0: no answer).
-func probe(c *http.Client, host string, during func()) map[int]int {
-	stop, counts := make(chan struct{}), make(chan map[int]int)
+// tally runs during and meanwhile, on another goroutine, sample over and
+// over, which adds what it saw to counts; it returns counts once during
+// has returned and the last sample ended.
+func tally[K comparable](during func(), sample func(counts map[K]int)) map[K]int {
+	stop, done := make(chan struct{}), make(chan map[K]int)
 	go func() {
-		n := map[int]int{}
+		counts := map[K]int{}
 		for {
 			select {
 			case <-stop:
-				counts <- n
+				done <- counts
 				return
 			default:
 			}
-			status, _, _ := get(c, proxyURL, host)
-			n[status]++
+			sample(counts)
 		}
 	}()
 	during()
 	close(stop)
-	return <-counts
+	return <-done
+}
+
+// probe sends requests for host through the proxy, one after another, while
+// during runs, and counts the answers by status (0: no answer).
+func probe(c *http.Client, host string, during func()) map[int]int {
+	return tally(during, func(counts map[int]int) {
+		status, _, _ := get(c, proxyURL, host)
+		counts[status]++
+	})
 }
 
 // rewriteInPlace does what `(sleep 2; cat backup) > path` does: it empties

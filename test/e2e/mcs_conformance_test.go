@@ -41,10 +41,7 @@ func TestMCSConformance(t *testing.T) {
 	e := &mcsEnv{mesh: m}
 	e.gateway(t)
 
-	checks := []struct {
-		name string
-		run  func(*testing.T, *mcsEnv, *mcsCheck)
-	}{
+	checks := []mcsCheckFunc{
 		// conformance/service_import.go
 		{"AServiceImportShouldOnlyExistAsLongAsThereIsAtLeastOneExportingCluster", checkImportLifetime},
 		{"OnlyLabelsAndAnnotationsSpecifiedAsExportedShouldBePropagatedToTheServiceImport", checkExportedLabels},
@@ -73,23 +70,51 @@ func TestMCSConformance(t *testing.T) {
 		{"DNSLookupsOfTheClusterLocalNameShouldOnlyResolveLocalServices", checkClusterLocal},
 		// conformance/endpoint_slice.go
 		{"ExportingAServiceShouldCreateAnMCSEndpointSliceInEachClusterWithTheRequiredMCSLabels", checkEndpointSlices},
-		// conformance/headless_service_dns.go
-		{"ADNSQueryOfTheClustersetNameForAHeadlessServiceShouldReturnTheReadyEndpointAddresses", checkHeadlessDNS},
-		{"ADNSQueryOfThePodNameForAHeadlessStatefulSetServiceShouldReturnThePodsAddress", checkHeadlessPodDNS},
+		// conformance/headless_service_dns.go (the two A-record checks
+		// run below, in a pod network)
 		{"ADNSSRVQueryOfTheClustersetNameForAHeadlessServiceShouldReturnValidSRVRecords", checkHeadlessSRV},
 		// Trellis's own: not in the suite.
 		{"TrellisClustersetNameServedWithoutARoute", checkClustersetNameWithoutRoute},
 		{"TrellisHeadlessPodNamesReachThatClustersPod", checkPodNamesAcrossClusters},
 		{"TrellisHeadlessPodNamesBySNI", checkPodNamesBySNI},
+		{"TrellisHeadlessNameResolvesToTheProxyOutsideAPodNetwork", checkHeadlessDNSIsolated},
+		{"TrellisHeadlessPodNameResolvesToTheProxyOutsideAPodNetwork", checkHeadlessPodDNSIsolated},
 	}
-	t.Run("checks", func(t *testing.T) {
-		for i, c := range checks {
-			t.Run(c.name, func(t *testing.T) {
-				t.Parallel()
-				c.run(t, e, e.newCheck(t, i+1))
-			})
-		}
+	index := 0
+	run := func(t *testing.T, group string, checks []mcsCheckFunc) {
+		t.Run(group, func(t *testing.T) {
+			for _, c := range checks {
+				index++
+				n := index
+				t.Run(c.name, func(t *testing.T) {
+					t.Parallel()
+					c.run(t, e, e.newCheck(t, n))
+				})
+			}
+		})
+	}
+	run(t, "checks", checks)
+
+	// The suite's headless A-record checks hold where the clusters share a
+	// flat pod network, which only the operator declares. The checks above
+	// ran with every cluster isolated (the default): b and c of
+	// TrellisHeadlessPodNames* use the same pod addresses, as only isolated
+	// clusters may.
+	for _, cl := range m.clusters {
+		m.trellis(t, "cluster", "set", cl.name, "--pod-network", "flat")
+	}
+	run(t, "podnetwork", []mcsCheckFunc{
+		{"ADNSQueryOfTheClustersetNameForAHeadlessServiceShouldReturnTheReadyEndpointAddresses", checkHeadlessDNS},
+		{"ADNSQueryOfThePodNameForAHeadlessStatefulSetServiceShouldReturnThePodsAddress", checkHeadlessPodDNS},
 	})
+	// Then c leaves it.
+	run(t, "outside", []mcsCheckFunc{{"TrellisHeadlessNamesOfAClusterOutsideThePodNetwork", checkHeadlessOutsideThePodNetwork}})
+}
+
+// mcsCheckFunc is one check, by the name of its subtest.
+type mcsCheckFunc struct {
+	name string
+	run  func(*testing.T, *mcsEnv, *mcsCheck)
 }
 
 // mcsEnv is the mesh as the checks use it.
@@ -964,40 +989,113 @@ func checkEndpointSlices(t *testing.T, e *mcsEnv, c *mcsCheck) {
 
 // --- conformance/headless_service_dns.go
 //
-// Trellis connects clusters only through their proxies: pod addresses of
-// one cluster mean nothing in another (two clusters may use the same
-// ones), so a headless import's name resolves to the local proxy, like a
-// ClusterSetIP one, never to another cluster's pod addresses. These three
-// checks assert that, and the document records them as not conformant.
+// Trellis connects clusters through their proxies: pod addresses of one
+// cluster mean nothing in another unless the operator declared them in
+// one flat pod network (`trellis cluster set NAME --pod-network N`). So a
+// headless import's names resolve to the pods' own addresses only within
+// such a network (the two A-record checks, run with a, b and c in one),
+// and to the local proxy otherwise (Trellis's subtests of the default,
+// with every cluster isolated).
 
+// podAddrs are the addresses of the pods hello-0 and hello-1 that
+// exportHeadless deploys in a.
+func (c *mcsCheck) podAddrs() []string {
+	return []string{c.backendAddr(0), fmt.Sprintf("198.18.%d.20", c.index)}
+}
+
+// awaitResolveName waits until cluster cl's nameserver answers name's A
+// records with want.
+func awaitResolveName(t *testing.T, cl *meshCluster, name string, want []string) {
+	t.Helper()
+	testsync.Eventually(t, mcsWait, cl.name+" to resolve "+name, func() error {
+		addrs, err := cl.resolve(name)
+		if err == nil && !slices.Equal(addrs, want) {
+			err = fmt.Errorf("A %v, want %v", addrs, want)
+		}
+		return err
+	})
+}
+
+// The suite's property: every cluster, in one pod network with a,
+// answers the ready endpoints' addresses.
 func checkHeadlessDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.exportHeadless(t)
+	for _, cl := range e.clusters {
+		c.awaitResolve(t, cl, c.podAddrs())
+	}
+}
+
+// The suite's property: in every cluster, in one pod network with a,
+// hello-<n>.a.… resolves to that pod's address; a hostname no ready pod
+// has, or a cluster that exports none, does not exist.
+func checkHeadlessPodDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	c.exportHeadless(t)
+	for _, cl := range e.clusters {
+		for n, addr := range c.podAddrs() {
+			awaitResolveName(t, cl, fmt.Sprintf("hello-%d.a.%s", n, c.fqdn()), []string{addr})
+		}
+		c.assertNoPodNames(t, cl)
+	}
+}
+
+// assertNoPodNames asserts that cl's nameserver has no name for a pod
+// hello-2 of a, nor for b's hello-0 (b exports none).
+func (c *mcsCheck) assertNoPodNames(t *testing.T, cl *meshCluster) {
+	t.Helper()
+	for _, name := range []string{"hello-2.a." + c.fqdn(), "hello-0.b." + c.fqdn()} {
+		if r, err := cl.lookup(name, dns.TypeA); err != nil || r.Rcode != dns.RcodeNameError {
+			t.Errorf("cluster %s: %s: %v %v, want NXDOMAIN", cl.name, name, r, err)
+		}
+	}
+}
+
+// Trellis's default, every cluster isolated: a headless import's name
+// resolves to the local proxy, like a ClusterSetIP one.
+func checkHeadlessDNSIsolated(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.exportHeadless(t)
 	for _, cl := range e.clusters {
 		c.awaitResolve(t, cl, []string{meshProxyIP})
 	}
 }
 
-// The pod name of an exported pod with a hostname resolves in every
-// cluster, to that cluster's proxy (which sends it to that pod only; pod
-// addresses of one cluster mean nothing in another); a hostname no ready
-// pod has, or a cluster that exports none, does not exist.
-func checkHeadlessPodDNS(t *testing.T, e *mcsEnv, c *mcsCheck) {
+// Trellis's default, every cluster isolated: the pod name of an exported
+// pod with a hostname resolves in every cluster to that cluster's proxy
+// (which sends it to that pod only).
+func checkHeadlessPodDNSIsolated(t *testing.T, e *mcsEnv, c *mcsCheck) {
 	c.exportHeadless(t)
 	for _, cl := range e.clusters {
-		for _, name := range []string{"hello-0.a." + c.fqdn(), "hello-1.a." + c.fqdn()} {
-			testsync.Eventually(t, mcsWait, cl.name+" to resolve "+name, func() error {
-				addrs, err := cl.resolve(name)
-				if err == nil && !slices.Equal(addrs, []string{meshProxyIP}) {
-					err = fmt.Errorf("A %v, want %s", addrs, meshProxyIP)
-				}
-				return err
-			})
+		for n := range c.podAddrs() {
+			awaitResolveName(t, cl, fmt.Sprintf("hello-%d.a.%s", n, c.fqdn()), []string{meshProxyIP})
 		}
-		for _, name := range []string{"hello-2.a." + c.fqdn(), "hello-0.b." + c.fqdn()} {
-			if r, err := cl.lookup(name, dns.TypeA); err != nil || r.Rcode != dns.RcodeNameError {
-				t.Errorf("cluster %s: %s: %v %v, want NXDOMAIN", cl.name, name, r, err)
-			}
-		}
+		c.assertNoPodNames(t, cl)
+	}
+}
+
+// A cluster outside the pod network gets the proxy: with c moved out
+// (`cluster set c --pod-network ”`), a and b answer a's pods' addresses
+// and c its proxy's, for the Service's name and the pods'. Once c (now
+// outside) exports the Service too, its name answers the proxy in a and b
+// as well (a name means one thing), while a's pods' names keep their
+// addresses there and c's pod's name is the proxy everywhere.
+func checkHeadlessOutsideThePodNetwork(t *testing.T, e *mcsEnv, c *mcsCheck) {
+	e.trellis(t, "cluster", "set", "c", "--pod-network", "")
+	c.exportHeadless(t)
+	a, b, cc := e.clusters[0], e.clusters[1], e.clusters[2]
+	for _, cl := range []*meshCluster{a, b} {
+		c.awaitResolve(t, cl, c.podAddrs())
+		awaitResolveName(t, cl, "hello-0.a."+c.fqdn(), c.podAddrs()[:1])
+	}
+	c.awaitResolve(t, cc, []string{meshProxyIP})
+	awaitResolveName(t, cc, "hello-0.a."+c.fqdn(), []string{meshProxyIP})
+
+	c.deploy(t, 2, c.headless(), fmt.Sprintf("198.18.%d.12", c.index))
+	c.export(t, 2, nil, nil)
+	for _, cl := range e.clusters {
+		c.awaitResolve(t, cl, []string{meshProxyIP})
+		awaitResolveName(t, cl, "hello-0.c."+c.fqdn(), []string{meshProxyIP})
+	}
+	for _, cl := range []*meshCluster{a, b} {
+		awaitResolveName(t, cl, "hello-0.a."+c.fqdn(), c.podAddrs()[:1])
 	}
 }
 

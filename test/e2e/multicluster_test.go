@@ -173,30 +173,18 @@ spec:
 
 	// The control plane dies and comes back under steady cross-cluster
 	// traffic: no request fails (every proxy serves what it has).
-	stop := make(chan struct{})
-	during := make(chan map[string]int)
-	go func() {
-		total := map[string]int{}
-		for {
-			select {
-			case <-stop:
-				during <- total
-				return
-			default:
-			}
-			for k, v := range count(10) {
-				total[k] += v
-			}
+	got = tally(func() {
+		time.Sleep(500 * time.Millisecond)
+		srv.kill()
+		time.Sleep(2 * time.Second)
+		srv = start(t, cp, "server-again", m.serverArgs("192.0.2.1:7070")...)
+		srv.waitOutput(t, 10*time.Second, "API on https://192.0.2.1:7070")
+		time.Sleep(2 * time.Second)
+	}, func(total map[string]int) {
+		for k, v := range count(10) {
+			total[k] += v
 		}
-	}()
-	time.Sleep(500 * time.Millisecond)
-	srv.kill()
-	time.Sleep(2 * time.Second)
-	srv = start(t, cp, "server-again", m.serverArgs("192.0.2.1:7070")...)
-	srv.waitOutput(t, 10*time.Second, "API on https://192.0.2.1:7070")
-	time.Sleep(2 * time.Second)
-	close(stop)
-	got = <-during
+	})
 	t.Logf("while the control plane was killed and restarted: %v", got)
 	if got["a-local"]+got["b"]+got["c"] < 200 || got["error"] > 0 || len(got) != 3 {
 		t.Errorf("requests failed while the control plane restarted: %v", got)

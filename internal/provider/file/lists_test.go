@@ -143,7 +143,10 @@ endpoints: [{addresses: ["127.0.0.%[4]d"]}]
 // TestSetEveryKind: every supported kind names its list of
 // translate.Input, so that set replaces its objects.
 func TestSetEveryKind(t *testing.T) {
-	for _, k := range kinds {
+	for key, k := range kinds {
+		if k.kind != key.kind {
+			t.Errorf("%s %s is read as kind %q", key.apiVersion, key.kind, k.kind)
+		}
 		var in translate.Input
 		k.add(&in, k.new())
 		obj := k.new()

@@ -600,62 +600,16 @@ func inputList(kind string) string {
 
 // kinds are the supported kinds, by apiVersion and kind.
 var kinds = map[gvk]kindInfo{
-	{"gateway.networking.k8s.io/v1", "GatewayClass"}: {
-		kind: "GatewayClass",
-		new:  func() any { return &gatewayv1.GatewayClass{} },
-		add: func(in *translate.Input, obj any) {
-			in.GatewayClasses = append(in.GatewayClasses, *obj.(*gatewayv1.GatewayClass))
-		},
-	},
-	{"gateway.networking.k8s.io/v1", "Gateway"}: {
-		kind: "Gateway", namespaced: true,
-		new: func() any { return &gatewayv1.Gateway{} },
-		add: func(in *translate.Input, obj any) { in.Gateways = append(in.Gateways, *obj.(*gatewayv1.Gateway)) },
-	},
-	{"gateway.networking.k8s.io/v1", "HTTPRoute"}: {
-		kind: "HTTPRoute", namespaced: true,
-		new: func() any { return &gatewayv1.HTTPRoute{} },
-		add: func(in *translate.Input, obj any) { in.HTTPRoutes = append(in.HTTPRoutes, *obj.(*gatewayv1.HTTPRoute)) },
-	},
-	{"gateway.networking.k8s.io/v1", "GRPCRoute"}: {
-		kind: "GRPCRoute", namespaced: true,
-		new: func() any { return &gatewayv1.GRPCRoute{} },
-		add: func(in *translate.Input, obj any) { in.GRPCRoutes = append(in.GRPCRoutes, *obj.(*gatewayv1.GRPCRoute)) },
-	},
-	{"gateway.networking.k8s.io/v1", "TLSRoute"}: {
-		kind: "TLSRoute", namespaced: true,
-		new: func() any { return &gatewayv1.TLSRoute{} },
-		add: func(in *translate.Input, obj any) { in.TLSRoutes = append(in.TLSRoutes, *obj.(*gatewayv1.TLSRoute)) },
-	},
-	{"gateway.networking.k8s.io/v1", "ReferenceGrant"}: {
-		kind: "ReferenceGrant", namespaced: true,
-		new: func() any { return &gatewayv1.ReferenceGrant{} },
-		add: func(in *translate.Input, obj any) {
-			in.ReferenceGrants = append(in.ReferenceGrants, *obj.(*gatewayv1.ReferenceGrant))
-		},
-	},
-	{"trellis.dev/v1alpha1", "AuthPolicy"}: {
-		kind: "AuthPolicy", namespaced: true,
-		new: func() any { return &v1alpha1.AuthPolicy{} },
-		add: func(in *translate.Input, obj any) {
-			in.AuthPolicies = append(in.AuthPolicies, *obj.(*v1alpha1.AuthPolicy))
-		},
-	},
-	{"v1", "Pod"}: {
-		kind: "Pod", namespaced: true,
-		new: func() any { return &corev1.Pod{} },
-		add: func(in *translate.Input, obj any) { in.Pods = append(in.Pods, *obj.(*corev1.Pod)) },
-	},
-	{"v1", "Namespace"}: {
-		kind: "Namespace",
-		new:  func() any { return &corev1.Namespace{} },
-		add:  func(in *translate.Input, obj any) { in.Namespaces = append(in.Namespaces, *obj.(*corev1.Namespace)) },
-	},
-	{"v1", "Service"}: {
-		kind: "Service", namespaced: true,
-		new: func() any { return &corev1.Service{} },
-		add: func(in *translate.Input, obj any) { in.Services = append(in.Services, *obj.(*corev1.Service)) },
-	},
+	{"gateway.networking.k8s.io/v1", "GatewayClass"}:   kindOf(false, func(in *translate.Input) *[]gatewayv1.GatewayClass { return &in.GatewayClasses }),
+	{"gateway.networking.k8s.io/v1", "Gateway"}:        kindOf(true, func(in *translate.Input) *[]gatewayv1.Gateway { return &in.Gateways }),
+	{"gateway.networking.k8s.io/v1", "HTTPRoute"}:      kindOf(true, func(in *translate.Input) *[]gatewayv1.HTTPRoute { return &in.HTTPRoutes }),
+	{"gateway.networking.k8s.io/v1", "GRPCRoute"}:      kindOf(true, func(in *translate.Input) *[]gatewayv1.GRPCRoute { return &in.GRPCRoutes }),
+	{"gateway.networking.k8s.io/v1", "TLSRoute"}:       kindOf(true, func(in *translate.Input) *[]gatewayv1.TLSRoute { return &in.TLSRoutes }),
+	{"gateway.networking.k8s.io/v1", "ReferenceGrant"}: kindOf(true, func(in *translate.Input) *[]gatewayv1.ReferenceGrant { return &in.ReferenceGrants }),
+	{"trellis.dev/v1alpha1", "AuthPolicy"}:             kindOf(true, func(in *translate.Input) *[]v1alpha1.AuthPolicy { return &in.AuthPolicies }),
+	{"v1", "Pod"}:                                      kindOf(true, func(in *translate.Input) *[]corev1.Pod { return &in.Pods }),
+	{"v1", "Namespace"}:                                kindOf(false, func(in *translate.Input) *[]corev1.Namespace { return &in.Namespaces }),
+	{"v1", "Service"}:                                  kindOf(true, func(in *translate.Input) *[]corev1.Service { return &in.Services }),
 	{"v1", "Secret"}: {
 		kind: "Secret", namespaced: true,
 		new: func() any { return &corev1.Secret{} },
@@ -673,13 +627,7 @@ var kinds = map[gvk]kindInfo{
 			in.Secrets = append(in.Secrets, *s)
 		},
 	},
-	{"multicluster.x-k8s.io/v1beta1", "ServiceImport"}: {
-		kind: "ServiceImport", namespaced: true,
-		new: func() any { return &mcsv1beta1.ServiceImport{} },
-		add: func(in *translate.Input, obj any) {
-			in.ServiceImports = append(in.ServiceImports, *obj.(*mcsv1beta1.ServiceImport))
-		},
-	},
+	{"multicluster.x-k8s.io/v1beta1", "ServiceImport"}: kindOf(true, func(in *translate.Input) *[]mcsv1beta1.ServiceImport { return &in.ServiceImports }),
 	// v1alpha1 is still served by the MCS CRDs; it is read as v1beta1,
 	// which has the same fields.
 	{"multicluster.x-k8s.io/v1alpha1", "ServiceImport"}: {
@@ -689,13 +637,22 @@ var kinds = map[gvk]kindInfo{
 			in.ServiceImports = append(in.ServiceImports, *serviceImportV1beta1(obj.(*mcsv1alpha1.ServiceImport)))
 		},
 	},
-	{"discovery.k8s.io/v1", "EndpointSlice"}: {
-		kind: "EndpointSlice", namespaced: true,
-		new: func() any { return &discoveryv1.EndpointSlice{} },
+	{"discovery.k8s.io/v1", "EndpointSlice"}: kindOf(true, func(in *translate.Input) *[]discoveryv1.EndpointSlice { return &in.EndpointSlices }),
+}
+
+// kindOf is the kindInfo of a kind whose objects decode to a T and are
+// collected, as they are, in the list of translate.Input that list
+// returns; the kind is T's name.
+func kindOf[T any](namespaced bool, list func(in *translate.Input) *[]T) kindInfo {
+	return kindInfo{
+		kind:       reflect.TypeFor[T]().Name(),
+		namespaced: namespaced,
+		new:        func() any { return new(T) },
 		add: func(in *translate.Input, obj any) {
-			in.EndpointSlices = append(in.EndpointSlices, *obj.(*discoveryv1.EndpointSlice))
+			l := list(in)
+			*l = append(*l, *obj.(*T))
 		},
-	},
+	}
 }
 
 // unsupported explains why apiVersion and kind are not read.

@@ -23,13 +23,7 @@ func TestOneRouteChangeCostsOneRoute(t *testing.T) {
 	e := newEnv(t)
 	e.proxy(t, proxyBind)
 	serveName(t, e, "198.18.64.1:8080", "scale")
-	var b strings.Builder
-	b.WriteString(classes + edgeGateway("scale") + backend("scale", "web", "198.18.64.1"))
-	for i := range routes {
-		b.WriteString(routeYAML("HTTPRoute", "scale", fmt.Sprintf("r-%d", i),
-			fmt.Sprintf("{parentRefs: [{name: web}], hostnames: [r-%d.scale.example], rules: [{backendRefs: [{name: web, port: 80}]}]}", i)))
-	}
-	e.create(t, b.String())
+	e.create(t, classes+edgeGateway("scale")+backend("scale", "web", "198.18.64.1")+webRoutes("scale", routes))
 	url := e.gatewayURL(t, "scale", "web")
 	hc := e.NS.HTTPClient(5 * time.Second)
 	for i := range routes {
@@ -77,13 +71,7 @@ func TestOneRouteChangeCostsOneRoute(t *testing.T) {
 func TestStatusWritesInBatches(t *testing.T) {
 	const routes = 40
 	e := newEnvWith(t, envOptions{statusBatch: 8, later: true})
-	var b strings.Builder
-	b.WriteString(classes + edgeGateway("batch") + backend("batch", "web", "198.18.65.1"))
-	for i := range routes {
-		b.WriteString(routeYAML("HTTPRoute", "batch", fmt.Sprintf("r-%d", i),
-			fmt.Sprintf("{parentRefs: [{name: web}], hostnames: [r-%d.batch.example], rules: [{backendRefs: [{name: web, port: 80}]}]}", i)))
-	}
-	e.create(t, b.String())
+	e.create(t, classes+edgeGateway("batch")+backend("batch", "web", "198.18.65.1")+webRoutes("batch", routes))
 	e.start()
 	testsync.Eventually(t, 60*time.Second, "every route Accepted", func() error {
 		return routesAccepted(context.Background(), e.kc, "batch", -1)
@@ -92,6 +80,17 @@ func TestStatusWritesInBatches(t *testing.T) {
 	if st := e.rec.Stats(); st.Reconciles < 5 || st.StatusWrites < routes {
 		t.Errorf("%d reconciles made %d status writes; want at least 5 reconciles and %d writes", st.Reconciles, st.StatusWrites, routes)
 	}
+}
+
+// webRoutes is n HTTPRoutes of namespace ns, r-0 to r-<n-1>, each for
+// the host r-<i>.<ns>.example and sending it to Service web.
+func webRoutes(ns string, n int) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(routeYAML("HTTPRoute", ns, fmt.Sprintf("r-%d", i),
+			fmt.Sprintf("{parentRefs: [{name: web}], hostnames: [r-%d.%s.example], rules: [{backendRefs: [{name: web, port: 80}]}]}", i, ns)))
+	}
+	return b.String()
 }
 
 // routesAccepted checks that every HTTPRoute of namespace ns has one parent

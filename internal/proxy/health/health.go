@@ -16,6 +16,8 @@
 package health
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,11 +89,15 @@ func counted(w uint32) int32 {
 // Target is the health of one target of one target group. Its methods are
 // safe for concurrent use, and a nil *Target is a target without health
 // state: always routable, observing nothing.
+//
+// A proxy holds one per target of every group (100,000 at issue 15's
+// size), so what only an ejected target needs is kept apart (ej) and the
+// struct stays at 64 bytes.
 type Target struct {
 	group *Group
-	// addr is "host:port", the traffic address; host is its host part,
-	// to which the check port, if the group sets one, is joined.
-	addr, host string
+	// addr is "host:port", the traffic address; a check port, if the
+	// group sets one, is joined to its host.
+	addr string
 
 	// state holds the status, the ejected and removed bits and the
 	// generation, which every change of the target's check mode advances so
@@ -100,16 +106,24 @@ type Target struct {
 	// fails counts consecutive failed requests (passive observation).
 	fails atomic.Int32
 
-	// mu guards the ejection bookkeeping.
-	mu         sync.Mutex
-	ejections  int
-	readmitted time.Time
-	timer      *time.Timer
+	// mu guards the ejection bookkeeping, ej, which the target's first
+	// ejection allocates.
+	mu sync.Mutex
+	ej *ejection
 
 	// check is the check the target reads, sub its share of it; nil when
 	// it is not checked. Only the Checker, holding its lock, touches them.
 	check *check
 	sub   *subscription
+}
+
+// ejection is a target's passive-ejection bookkeeping: its ejections in a
+// row, when it was last readmitted, and the timer of the ejection under
+// way.
+type ejection struct {
+	ejections  int
+	readmitted time.Time
+	timer      *time.Timer
 }
 
 // Addr returns the target's "host:port".
@@ -144,11 +158,42 @@ func (t *Target) transition(f func(uint32) uint32) (old, new uint32) {
 			break
 		}
 	}
-	t.group.checker.gen.Add(1)
+	g := t.group
+	g.checker.gen.Add(1)
 	if d := counted(new) - counted(old); d != 0 {
-		t.group.routable.Add(d)
+		g.routable.Add(d)
+	}
+	if from, to := shown(old), shown(new); from != to {
+		if n := g.byStatus(from); n != nil {
+			n.Add(-1)
+		}
+		if n := g.byStatus(to); n != nil {
+			n.Add(1)
+		}
 	}
 	return old, new
+}
+
+// shown is the status a target in state w counts under in its group's
+// summary: its own, or none (Draining's slot, never summarized) once
+// removed.
+func shown(w uint32) Status {
+	if w&removedBit != 0 {
+		return Draining
+	}
+	return statusOf(w)
+}
+
+// byStatus is the group's count of targets of status s, Healthy or
+// Unhealthy; nil for the statuses not counted.
+func (g *Group) byStatus(s Status) *atomic.Int32 {
+	switch s {
+	case Healthy:
+		return &g.healthy
+	case Unhealthy:
+		return &g.unhealthy
+	}
+	return nil
 }
 
 // Group is the health of one target group's targets.
@@ -163,12 +208,16 @@ type Group struct {
 	active, ejected atomic.Int32
 	// ejections counts every ejection since the group appeared.
 	ejections atomic.Uint64
+	// healthy and unhealthy count the targets of those statuses, so that
+	// a summary (a scrape) reads two numbers per group, not every target.
+	healthy, unhealthy atomic.Int32
 	// spec is the group's active check, nil when checks are disabled.
 	spec atomic.Pointer[spec]
 
-	// targets and last are guarded by the Checker's lock; last is what
-	// the group was last updated from.
-	targets map[string]*Target
+	// targets and last are guarded by the Checker's lock: targets are
+	// sorted by address (find), last is what the group was last updated
+	// from.
+	targets []*Target
 	last    *groupInput
 }
 
@@ -187,5 +236,15 @@ func (g *Group) FailOpen() bool {
 func (g *Group) Target(addr string) *Target {
 	g.checker.mu.Lock()
 	defer g.checker.mu.Unlock()
-	return g.targets[addr]
+	return g.find(addr)
+}
+
+// find returns the target at addr, or nil. The Checker's lock must be
+// held.
+func (g *Group) find(addr string) *Target {
+	i, ok := slices.BinarySearchFunc(g.targets, addr, func(t *Target, addr string) int { return strings.Compare(t.addr, addr) })
+	if !ok {
+		return nil
+	}
+	return g.targets[i]
 }

@@ -615,3 +615,85 @@ func TestUpdateFollowsRevisedGroups(t *testing.T) {
 		t.Error("a group without a revision not followed")
 	}
 }
+
+// TestSummaryCountsFollowTargets: the per-group counts Summary reads
+// (kept as targets move, not counted at each call) agree with the
+// targets' own statuses as checks pass and fail, targets turn Draining,
+// groups disable checks, and targets and groups leave.
+func TestSummaryCountsFollowTargets(t *testing.T) {
+	up, down := newCheckTarget(t, false, false), newCheckTarget(t, false, false)
+	down.code.Store(503)
+	c := newChecker(t)
+	hc := fastCheck()
+	hc.UnhealthyThresholdCount = 2
+	// A third target's address listens nowhere: refused, unhealthy.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := ln.Addr().(*net.TCPAddr)
+	ln.Close()
+	refused := model.Target{Address: "127.0.0.1", Port: int32(gone.Port), State: model.TargetActive, Cluster: cluster}
+	check := func(step string) {
+		t.Helper()
+		want := map[string][2]int{}
+		for _, g := range c.Report() {
+			var n [2]int
+			for _, tr := range g.Targets {
+				switch tr.Status {
+				case Healthy:
+					n[0]++
+				case Unhealthy:
+					n[1]++
+				}
+			}
+			want[g.Name] = n
+		}
+		got := map[string][2]int{}
+		for _, s := range c.Summary() {
+			got[s.Name] = [2]int{s.Healthy, s.Unhealthy}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: Summary counts %v, the targets' statuses %v", step, got, want)
+		}
+	}
+	both := []model.TargetGroup{
+		tg("a", hc, up.model(t, model.TargetActive), down.model(t, model.TargetActive), refused),
+		tg("b", hc, up.model(t, model.TargetActive)),
+	}
+	c.Update(both)
+	waitStatus(t, c, "a", up.addr(), Healthy)
+	waitStatus(t, c, "a", down.addr(), Unhealthy)
+	waitStatus(t, c, "a", net.JoinHostPort("127.0.0.1", strconv.Itoa(gone.Port)), Unhealthy)
+	waitStatus(t, c, "b", up.addr(), Healthy)
+	check("checked")
+	if s := c.Summary(); len(s) != 2 {
+		t.Fatalf("Summary has %d groups, want 2", len(s))
+	}
+	for _, s := range c.Summary() {
+		if s.Name == "a" && (s.Healthy != 1 || s.Unhealthy != 2) {
+			t.Errorf("group a: %d healthy, %d unhealthy; want 1 and 2", s.Healthy, s.Unhealthy)
+		}
+	}
+
+	down.code.Store(200)
+	waitStatus(t, c, "a", down.addr(), Healthy)
+	check("recovered")
+
+	// The refused target leaves, up drains, b stops checking.
+	off := false
+	noChecks := hc
+	noChecks.Enabled = &off
+	c.Update([]model.TargetGroup{
+		tg("a", hc, up.model(t, model.TargetDraining), down.model(t, model.TargetActive)),
+		tg("b", noChecks, up.model(t, model.TargetActive)),
+	})
+	check("drained, disabled, removed")
+	for _, s := range c.Summary() {
+		if s.Name == "a" && (s.Healthy != 1 || s.Unhealthy != 0) || s.Name == "b" && (s.Healthy != 0 || s.Unhealthy != 0) {
+			t.Errorf("group %s: %d healthy, %d unhealthy after the update", s.Name, s.Healthy, s.Unhealthy)
+		}
+	}
+	c.Update(both[1:])
+	check("group a gone")
+}

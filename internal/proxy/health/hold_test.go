@@ -137,7 +137,7 @@ func TestFirstChecksSpread(t *testing.T) {
 			latest[name] = max(latest[name], d)
 		}
 		for i, ch := range c.queue {
-			if ch.idx != i || (i > 0 && c.queue[(i-1)/2].due.After(ch.due)) {
+			if int(ch.idx) != i || (i > 0 && c.queue[(i-1)/2].due.After(ch.due)) {
 				t.Fatalf("queue out of order at %d", i)
 			}
 		}

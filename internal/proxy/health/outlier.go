@@ -94,15 +94,19 @@ func (t *Target) eject() {
 			break
 		}
 	}
-	now := time.Now()
-	if t.readmitted.IsZero() || now.Sub(t.readmitted) > o.BaseEjection {
-		t.ejections = 0
+	if t.ej == nil {
+		t.ej = &ejection{}
 	}
-	t.ejections++
-	d := min(o.BaseEjection*time.Duration(t.ejections), o.MaxEjection)
+	ej := t.ej
+	now := time.Now()
+	if ej.readmitted.IsZero() || now.Sub(ej.readmitted) > o.BaseEjection {
+		ej.ejections = 0
+	}
+	ej.ejections++
+	d := min(o.BaseEjection*time.Duration(ej.ejections), o.MaxEjection)
 	t.transition(func(w uint32) uint32 { return w | ejectedBit })
 	g.ejections.Add(1)
-	t.timer = time.AfterFunc(d, t.readmit)
+	ej.timer = time.AfterFunc(d, t.readmit)
 	c.log.Warn("target ejected: consecutive failed requests", "targetGroup", g.name, "target", t.addr,
 		"failures", o.ConsecutiveFailures, "for", d)
 }
@@ -116,6 +120,6 @@ func (t *Target) readmit() {
 		return
 	}
 	t.group.ejected.Add(-1)
-	t.readmitted = time.Now()
+	t.ej.readmitted = time.Now()
 	t.group.checker.log.Info("target readmitted after ejection", "targetGroup", t.group.name, "target", t.addr)
 }

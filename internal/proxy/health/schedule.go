@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 )
 
 // MaxChecksInFlight bounds the checks under way at once. Checks run on
@@ -28,11 +29,18 @@ const workerIdle = time.Second
 const batchWindow = 5 * time.Millisecond
 
 // checkKey is what one check probes: targets of several groups whose keys
-// are equal (the same address and check) share its probes.
+// are equal (the same address and check) share its probes. It is 24 bytes,
+// the checker's map holding one per address checked: what a check does is
+// one interned probeKey, shared by every check alike.
 type checkKey struct {
 	// addr is the "host:port" dialed: the target's, or its host at the
 	// check port.
-	addr              string
+	addr  string
+	probe unique.Handle[probeKey]
+}
+
+// probeKey is what a check does at an address.
+type probeKey struct {
 	https, http2      bool
 	pathQuery         string
 	interval, timeout time.Duration
@@ -47,14 +55,14 @@ type check struct {
 	sp  *spec
 	due time.Time
 	// idx is the check's index in the queue, -1 while it is not queued
-	// (in flight, or removed).
-	idx int
+	// (in flight, or removed); steady reports whether the check's next
+	// probe is due an interval after the last: after its first probe, or
+	// from the start when its first was spread over the interval
+	// (spreadFirst).
+	idx    int32
+	steady bool
 	// subs are the targets reading the check, usually one.
 	subs []*subscription
-	// steady reports whether the check's next probe is due an interval
-	// after the last: after its first probe, or from the start when its
-	// first was spread over the interval (spreadFirst).
-	steady bool
 	// conn is the plain HTTP/1.1 check's connection, kept between checks
 	// (nil for other checks, or before the first). Only the check in
 	// flight, or the Checker holding its lock while the check is queued,
@@ -69,18 +77,18 @@ type subscription struct {
 	// gen is the generation of the mode that subscribed the target: a
 	// status change of a later mode is never undone.
 	gen           uint32
+	passes, fails int32
 	sp            *spec
-	passes, fails int
 }
 
 // keyFor returns the check that sp makes of t.
 func (sp *spec) keyFor(t *Target) checkKey {
 	addr := t.addr
 	if sp.port != 0 {
-		addr = net.JoinHostPort(t.host, strconv.Itoa(int(sp.port)))
+		host, _, _ := net.SplitHostPort(t.addr)
+		addr = net.JoinHostPort(host, strconv.Itoa(int(sp.port)))
 	}
-	return checkKey{addr: addr, https: sp.https, http2: sp.http2, pathQuery: sp.pathQuery,
-		interval: sp.interval, timeout: sp.timeout, matcher: sp.matcher}
+	return checkKey{addr: addr, probe: sp.probe}
 }
 
 // subscribe makes t checked by sp, keeping its counts if it was checked
@@ -183,7 +191,7 @@ func (c *Checker) unsubscribe(t *Target) {
 		return
 	}
 	if ch.idx >= 0 {
-		heap.Remove(&c.queue, ch.idx)
+		heap.Remove(&c.queue, int(ch.idx))
 		// Queued, the check is not in flight: its idle connection closes
 		// now. One in flight closes its own (runCheck), or Close does.
 		if kc := ch.conn.Load(); kc != nil {
@@ -427,7 +435,7 @@ func (c *Checker) runCheck(ch *check, outs []outcome) []outcome {
 		} else {
 			s.passes, s.fails = 0, s.fails+1
 		}
-		outs = append(outs, outcome{s.t, s.gen, s.sp, s.passes, s.fails})
+		outs = append(outs, outcome{s.t, s.gen, s.sp, int(s.passes), int(s.fails)})
 	}
 	// The first checks of new targets run within a second, or spread
 	// over less than their interval (spreadFirst); the second of each
@@ -464,11 +472,11 @@ func (q checkQueue) Len() int           { return len(q) }
 func (q checkQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
 func (q checkQueue) Swap(i, j int) {
 	q[i], q[j] = q[j], q[i]
-	q[i].idx, q[j].idx = i, j
+	q[i].idx, q[j].idx = int32(i), int32(j)
 }
 func (q *checkQueue) Push(x any) {
 	ch := x.(*check)
-	ch.idx = len(*q)
+	ch.idx = int32(len(*q))
 	*q = append(*q, ch)
 }
 func (q *checkQueue) Pop() any {

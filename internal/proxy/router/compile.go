@@ -99,6 +99,10 @@ func (c *Compiler) Compile(snap *model.Snapshot) (*Table, error) {
 
 func compileGroup(tg *model.TargetGroup) (*Group, error) {
 	g := &Group{Name: tg.Name, Protocol: tg.Protocol, Version: tg.ProtocolVersion}
+	// The targets slice is sized exactly: a proxy holds one per group.
+	if n := active(tg.Targets); n > 0 {
+		g.targets = make([]Target, 0, n)
+	}
 	for i, t := range tg.Targets {
 		port := t.EffectivePort(tg)
 		if port < 1 || port > 65535 {
@@ -119,6 +123,17 @@ func compileGroup(tg *model.TargetGroup) (*Group, error) {
 		}
 	}
 	return g, nil
+}
+
+// active counts the Active targets of ts.
+func active(ts []model.Target) int {
+	n := 0
+	for i := range ts {
+		if ts[i].State == model.TargetActive {
+			n++
+		}
+	}
+	return n
 }
 
 func fieldError(field, format string, args ...any) error {
@@ -194,6 +209,7 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz, xff model.Forwa
 		}
 		route.Service, route.Index, route.Auth, route.ForwardedFor = svc.Name, ri, authz, xff
 		b.annotate(svc, ri, route)
+		prefixed := readsPrefix(route)
 		matches := rule.Matches
 		if len(matches) == 0 {
 			matches = []model.Match{{}}
@@ -204,9 +220,11 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz, xff model.Forwa
 				return nil, inField(fmt.Sprintf("rules[%d].matches[%d]", ri, mi), err)
 			}
 			e.route = route
-			if e.kind == pathPrefix && e.path != "" {
+			if e.kind == pathPrefix && e.path != "" && prefixed {
 				// The route of a prefix match knows its prefix, for
 				// ReplacePrefixMatch; the copy shares the weighted schedule.
+				// Only a rewrite or redirect reads it: other rules are
+				// not copied per match.
 				rc := *route
 				rc.MatchedPrefix = e.path
 				e.route = &rc
@@ -215,6 +233,18 @@ func (b *builder) compileRules(svc *model.Service, authz *Authz, xff model.Forwa
 		}
 	}
 	return out, nil
+}
+
+// readsPrefix reports whether a filter of route or of one of its backends
+// reads the matched prefix: a URL rewrite or a redirect.
+func readsPrefix(route *Rule) bool {
+	reads := func(fs []Filter) bool {
+		return slices.ContainsFunc(fs, func(f Filter) bool { return f.Rewrite != nil || f.Redirect != nil })
+	}
+	if reads(route.Filters) {
+		return true
+	}
+	return slices.ContainsFunc(route.backends, func(b Backend) bool { return reads(b.Filters) })
 }
 
 func (b *builder) compileAction(a *model.Action, locality model.Locality) (*Rule, error) {
@@ -351,16 +381,21 @@ func newVhost(ps []pending) *vhost {
 		// A service that ranks its rules itself (VPC Lattice priorities):
 		// every entry is scanned in order, service by service.
 		slices.SortStableFunc(ps, compareInOrder)
-		vh := &vhost{entries: make([]entry, len(ps)), inOrder: true}
+		vh := &vhost{entries: make([]entry, len(ps)), scan: true}
 		for i := range ps {
 			vh.entries[i] = ps[i].entry
 		}
 		return vh
 	}
 	slices.SortStableFunc(ps, comparePrecedence)
-	vh := &vhost{entries: make([]entry, len(ps))}
+	vh := &vhost{entries: make([]entry, len(ps)), scan: len(ps) <= scanEntries}
 	for i := range ps {
 		vh.entries[i] = ps[i].entry
+	}
+	if vh.scan {
+		// In precedence order, the first entry that matches is the
+		// one the index would find (see match).
+		return vh
 	}
 	for start := 0; start < len(vh.entries); {
 		e := &vh.entries[start]

@@ -49,7 +49,10 @@ func (c *Compiler) link(g *Group) {
 		t := &g.targets[i]
 		t.group = g
 		if g.health != nil {
-			t.Health = g.health.Target(t.Addr)
+			if t.Health = g.health.Target(t.Addr); t.Health != nil {
+				// One copy of the address, the health state's.
+				t.Addr = t.Health.Addr()
+			}
 		}
 	}
 }

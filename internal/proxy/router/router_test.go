@@ -481,7 +481,7 @@ func TestCompilerReusesRegexps(t *testing.T) {
 			Rules: append([]model.Rule{rule(200, model.Match{Path: regex(expr)})}, extra...),
 		}}}}
 	}
-	re := func(tab *Table) any { return tab.ports[Bind{Port: 80}].any.regex[0].pathRE }
+	re := func(tab *Table) any { return tab.ports[Bind{Port: 80}].any.entries[0].pathRE }
 	var c Compiler
 	compile := func(s *model.Snapshot) *Table {
 		t.Helper()

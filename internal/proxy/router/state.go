@@ -73,7 +73,9 @@ type state struct {
 }
 
 type groupState struct {
-	tg  model.TargetGroup
+	// tg is what is kept of the snapshot's target group to tell whether
+	// the next one's is the same.
+	tg  model.Seen[model.TargetGroup, *model.TargetGroup]
 	g   *Group
 	gen uint64
 }
@@ -256,7 +258,7 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 		if gs != nil && gs.gen == st.gen {
 			return nil, fmt.Errorf("target group %s: duplicate name", tg.Name)
 		}
-		if gs != nil && model.Unchanged(&gs.tg, tg) && (c.Hooks.Health == nil || c.Hooks.Health(tg.Name) == gs.g.health) {
+		if gs != nil && gs.tg.Unchanged(tg) && (c.Hooks.Health == nil || c.Hooks.Health(tg.Name) == gs.g.health) {
 			gs.gen = st.gen
 			continue
 		}
@@ -265,7 +267,7 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 			return nil, fmt.Errorf("target group %s: %w", tg.Name, err)
 		}
 		c.link(g)
-		st.groups[tg.Name] = &groupState{tg: *tg, g: g, gen: st.gen}
+		st.groups[tg.Name] = &groupState{tg: model.See(tg), g: g, gen: st.gen}
 		groupsChanged = true
 	}
 	if !sameGroups && len(st.groups) != len(snap.TargetGroups) {

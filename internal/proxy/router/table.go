@@ -176,7 +176,9 @@ type Rule struct {
 	Status int
 	// MatchedPrefix is the normalized path prefix ("" for "/", never a
 	// trailing slash) of the match that selected this route, which a
-	// ReplacePrefixMatch path modifier replaces. Empty for other matches.
+	// ReplacePrefixMatch path modifier replaces. Empty for other matches,
+	// and for a rule with no URL rewrite or redirect (of its own or of a
+	// backend), which never reads it.
 	MatchedPrefix string
 	// Filters run in order before the action.
 	Filters []Filter
@@ -496,10 +498,16 @@ type vhost struct {
 	// prefix is keyed by the normalized prefix: no trailing slash, and ""
 	// for "/" (and for matches without a path condition).
 	prefix map[string][]entry
-	// inOrder: entries are in the services' own rule order (RulesInOrder),
-	// not indexed, and scanned whole.
-	inOrder bool
+	// scan: entries are not indexed but scanned whole, in order: the
+	// services' own rule order (RulesInOrder), or precedence order for a
+	// virtual host of at most scanEntries entries, the usual one (a
+	// scan of a few costs what a map lookup does, without the maps).
+	scan bool
 }
+
+// scanEntries is the most entries a virtual host scans rather than
+// indexes.
+const scanEntries = 8
 
 // match returns the route of the first entry, in precedence order, that
 // matches r. All exact entries precede all regular-expression entries,
@@ -509,7 +517,7 @@ type vhost struct {
 // entries in the same order as a scan of entries would.
 func (vh *vhost) match(r *Request) *Rule {
 	path := r.Path
-	if vh.inOrder {
+	if vh.scan {
 		for i := range vh.entries {
 			if e := &vh.entries[i]; e.matchesPath(path) && e.matchesRest(r) {
 				return e.route

@@ -198,6 +198,14 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer stop()
 	}
+	var names *nameserver.Server
+	if cfg.DNSListen != "" {
+		var err error
+		if names, err = nameserver.Start(cfg.DNSListen, cfg.DNSAnswer, cfg.Bind, cfg.Cluster, log, cfg.Out); err != nil {
+			return err
+		}
+		defer names.Close()
+	}
 	if cfg.Peer != nil {
 		go client.FollowLeases(ctx, cfg.Client, cmp.Or(cfg.LeasePoll, DefaultLeasePoll), func(leases []api.Lease) {
 			lapsed := map[string]bool{}
@@ -207,6 +215,9 @@ func Run(ctx context.Context, cfg Config) error {
 				}
 			}
 			px.SetLapsed(lapsed)
+			if names != nil {
+				names.SetLapsed(lapsed)
+			}
 		}, log)
 	}
 	if cfg.LeaseHolder != "" {
@@ -233,14 +244,6 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			return groups
 		}, log)
-	}
-	var names *nameserver.Server
-	if cfg.DNSListen != "" {
-		var err error
-		if names, err = nameserver.Start(cfg.DNSListen, cfg.DNSAnswer, cfg.Bind, log, cfg.Out); err != nil {
-			return err
-		}
-		defer names.Close()
 	}
 	if cfg.CheckHold != nil {
 		cfg.CheckHold.attach(px.HoldChecks)
