@@ -306,11 +306,13 @@ func TestH2ClientConcurrentStreams(t *testing.T) {
 // reads do; either way the server's handler sees its request end.
 func TestH2ClientCancellation(t *testing.T) {
 	ended := make(chan string, 2)
+	started := make(chan struct{}, 2)
 	sp := startStock(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/body" {
 			w.Write([]byte("first part"))
 			w.(http.Flusher).Flush()
 		}
+		started <- struct{}{}
 		<-r.Context().Done()
 		ended <- r.URL.Path
 	}))
@@ -318,7 +320,9 @@ func TestH2ClientCancellation(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		r := httptestRequest("GET", "http://shop.example"+path, nil).WithContext(ctx)
 		if path == "/head" {
-			time.AfterFunc(50*time.Millisecond, cancel)
+			// Cancelled once the server has the request: a request
+			// cancelled before it left is never seen by the handler.
+			go func() { <-started; cancel() }()
 			if _, err := sp.send(r); !errors.Is(err, context.Canceled) {
 				t.Errorf("%s: %v, want the context's error", path, err)
 			}
@@ -331,6 +335,7 @@ func TestH2ClientCancellation(t *testing.T) {
 			if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "first part" {
 				t.Fatalf("%s: %q, %v", path, buf, err)
 			}
+			<-started
 			cancel()
 			if _, err := resp.Body.Read(buf); !errors.Is(err, context.Canceled) {
 				t.Errorf("%s: read after cancel: %v", path, err)
