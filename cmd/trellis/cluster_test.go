@@ -22,15 +22,7 @@ func TestClusterExportNamespaces(t *testing.T) {
 	run := adminCLI(t, ctx, p)
 	exports := func(name string) []string {
 		t.Helper()
-		clusters, err := p.Admin(t).Clusters(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		i := slices.IndexFunc(clusters, func(c api.Cluster) bool { return c.Name == name })
-		if i < 0 {
-			t.Fatalf("cluster %s not listed", name)
-		}
-		return clusters[i].ExportNamespaces
+		return listedCluster(t, ctx, p, name).ExportNamespaces
 	}
 
 	if out, err := run("cluster", "add", "east", "--export-namespaces", "shop,web"); err != nil {
@@ -77,15 +69,7 @@ func TestClusterPodNetwork(t *testing.T) {
 	run := adminCLI(t, ctx, p)
 	cluster := func(name string) api.Cluster {
 		t.Helper()
-		clusters, err := p.Admin(t).Clusters(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		i := slices.IndexFunc(clusters, func(c api.Cluster) bool { return c.Name == name })
-		if i < 0 {
-			t.Fatalf("cluster %s not listed", name)
-		}
-		return clusters[i]
+		return listedCluster(t, ctx, p, name)
 	}
 
 	if out, err := run("cluster", "add", "east", "--pod-network", "flat", "--export-namespaces", "shop"); err != nil {
@@ -137,4 +121,18 @@ func TestClusterPodNetwork(t *testing.T) {
 	if _, err := p.Admin(t).SetCluster(ctx, "north", api.SetClusterRequest{PodNetwork: &pn}); !strings.Contains(fmt.Sprint(err), "not admitted") {
 		t.Errorf("north after refused adds: %v, want not admitted", err)
 	}
+}
+
+// listedCluster is cluster name as the control plane's admin lists it.
+func listedCluster(t *testing.T, ctx context.Context, p *plane.Plane, name string) api.Cluster {
+	t.Helper()
+	clusters, err := p.Admin(t).Clusters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(clusters, func(c api.Cluster) bool { return c.Name == name })
+	if i < 0 {
+		t.Fatalf("cluster %s not listed", name)
+	}
+	return clusters[i]
 }
