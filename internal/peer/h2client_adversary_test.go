@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"trellis.dev/trellis/internal/pki"
 	testpki "trellis.dev/trellis/test/pki"
@@ -26,8 +25,8 @@ type fakePeer struct {
 	c    *Client
 	conn net.Conn
 	fr   *http2.Framer
-	enc  *hpack.Encoder
-	hbuf bytes.Buffer
+	// fieldEncoder's block encodes the header blocks the script sends.
+	fieldEncoder
 	// heads receives the stream id of each request head the client sends;
 	// done is closed when the test ends.
 	heads chan uint32
@@ -52,7 +51,6 @@ func newFakePeer(t testing.TB, id *pki.Identity, ca *pki.CA, tune func(*h2Pool))
 	t.Cleanup(func() { sv.Close() })
 	fp := &fakePeer{c: c, conn: sv, fr: http2.NewFramer(sv, sv), heads: make(chan uint32, 16), done: make(chan struct{})}
 	t.Cleanup(func() { close(fp.done) })
-	fp.enc = hpack.NewEncoder(&fp.hbuf)
 	go fp.read()
 	pinConn(t, c, cl, id)
 	return fp
@@ -109,15 +107,6 @@ func (fp *fakePeer) sent() string {
 	fp.mu.Lock()
 	defer fp.mu.Unlock()
 	return strings.Join(fp.seen, "; ")
-}
-
-// block encodes fields as a header block.
-func (fp *fakePeer) block(fields ...string) []byte {
-	fp.hbuf.Reset()
-	for i := 0; i+1 < len(fields); i += 2 {
-		fp.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-	}
-	return bytes.Clone(fp.hbuf.Bytes())
 }
 
 func (fp *fakePeer) head(id uint32, end bool, fields ...string) {
@@ -324,19 +313,10 @@ func FuzzH2ClientFrames(f *testing.F) {
 func fuzzSeeds() [][]byte {
 	var seeds [][]byte
 	write := func(script func(fr *http2.Framer, enc func(...string) []byte)) {
-		var buf, hbuf bytes.Buffer
-		fr := http2.NewFramer(&buf, nil)
-		henc := hpack.NewEncoder(&hbuf)
-		enc := func(fields ...string) []byte {
-			hbuf.Reset()
-			for i := 0; i+1 < len(fields); i += 2 {
-				henc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-			}
-			return bytes.Clone(hbuf.Bytes())
-		}
-		fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 10})
-		script(fr, enc)
-		seeds = append(seeds, buf.Bytes())
+		seeds = append(seeds, headerStream(func(fr *http2.Framer, block func(...string) []byte) {
+			fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 10})
+			script(fr, block)
+		}))
 	}
 	write(func(fr *http2.Framer, enc func(...string) []byte) {
 		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(":status", "200", "content-length", "2"), EndHeaders: true})

@@ -47,18 +47,33 @@ func readAll(stream []byte, maxList uint32, xnet bool) []string {
 	return out
 }
 
-// headerStream writes frames with a fresh HPACK encoder.
+// fieldEncoder encodes the header blocks a test's client or peer sends,
+// all with one HPACK encoder, as one connection's are. The zero value is
+// ready.
+type fieldEncoder struct {
+	buf bytes.Buffer
+	enc *hpack.Encoder
+}
+
+// block encodes fields, given as name, value pairs, as a header block the
+// caller keeps.
+func (e *fieldEncoder) block(fields ...string) []byte {
+	if e.enc == nil {
+		e.enc = hpack.NewEncoder(&e.buf)
+	}
+	e.buf.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		e.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	return bytes.Clone(e.buf.Bytes())
+}
+
+// headerStream returns the frames write writes, its header blocks encoded
+// by a fresh fieldEncoder.
 func headerStream(write func(fr *http2.Framer, block func(fields ...string) []byte)) []byte {
-	var buf, hbuf bytes.Buffer
-	fr := http2.NewFramer(&buf, nil)
-	enc := hpack.NewEncoder(&hbuf)
-	write(fr, func(fields ...string) []byte {
-		hbuf.Reset()
-		for i := 0; i+1 < len(fields); i += 2 {
-			enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-		}
-		return slices.Clone(hbuf.Bytes())
-	})
+	var buf bytes.Buffer
+	var fe fieldEncoder
+	write(http2.NewFramer(&buf, nil), fe.block)
 	return buf.Bytes()
 }
 

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -482,11 +483,11 @@ func TestH2ServerResponseController(t *testing.T) {
 // rawConn is a client speaking frames, for the cases the stock client
 // never sends.
 type rawConn struct {
-	t    testing.TB
-	nc   net.Conn
-	fr   *http2.Framer
-	enc  *hpack.Encoder
-	hbuf bytes.Buffer
+	t  testing.TB
+	nc net.Conn
+	fr *http2.Framer
+	// fieldEncoder's block encodes the header blocks it sends.
+	fieldEncoder
 }
 
 // rawServer starts a server on a plain TCP loopback listener (HTTP/2 with
@@ -526,7 +527,6 @@ func dialRawSettings(t testing.TB, addr string) (*rawConn, map[http2.SettingID]u
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	rc := &rawConn{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
 	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	rc.enc = hpack.NewEncoder(&rc.hbuf)
 	io.WriteString(nc, http2.ClientPreface)
 	rc.fr.WriteSettings()
 	f, err := rc.fr.ReadFrame()
@@ -538,16 +538,6 @@ func dialRawSettings(t testing.TB, addr string) (*rawConn, map[http2.SettingID]u
 	sf.ForeachSetting(func(st http2.Setting) error { settings[st.ID] = st.Val; return nil })
 	rc.fr.WriteSettingsAck()
 	return rc, settings
-}
-
-// block encodes a request's fields: method, path and any extra name,
-// value pairs.
-func (rc *rawConn) block(fields ...string) []byte {
-	rc.hbuf.Reset()
-	for i := 0; i+1 < len(fields); i += 2 {
-		rc.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-	}
-	return append([]byte(nil), rc.hbuf.Bytes()...)
 }
 
 var getFields = []string{":method", "GET", ":scheme", "https", ":path", "/", ":authority", "x"}
@@ -574,6 +564,27 @@ func (rc *rawConn) next(match func(http2.Frame) bool) http2.Frame {
 func (rc *rawConn) goAway() http2.ErrCode {
 	rc.t.Helper()
 	return rc.next(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame).ErrCode
+}
+
+// wantGoAway fails the test unless the next GOAWAY the server sends
+// carries one of the codes wanted.
+func (rc *rawConn) wantGoAway(want ...http2.ErrCode) {
+	rc.t.Helper()
+	if code := rc.goAway(); !slices.Contains(want, code) {
+		rc.t.Errorf("GOAWAY %v, want %v", code, want)
+	}
+}
+
+// flood calls write in a goroutine n times, or without end for n < 0,
+// until it fails (the server has closed the connection).
+func flood(n int, write func() error) {
+	go func() {
+		for i := 0; n < 0 || i < n; i++ {
+			if write() != nil {
+				return
+			}
+		}
+	}()
 }
 
 func (rc *rawConn) reset(id uint32) http2.ErrCode {
@@ -624,9 +635,7 @@ func TestH2ServerLimits(t *testing.T) {
 				rc.get(id, true)
 			}
 		}()
-		if code := rc.goAway(); code != http2.ErrCodeEnhanceYourCalm {
-			t.Errorf("GOAWAY %v", code)
-		}
+		rc.wantGoAway(http2.ErrCodeEnhanceYourCalm)
 	})
 	t.Run("reset streams count until their handlers return", func(t *testing.T) {
 		rc, _ := rawServer(t, stuck, func(s *HTTPServer) { s.maxStreams = 2 })
@@ -645,49 +654,23 @@ func TestH2ServerLimits(t *testing.T) {
 			rc.get(id, true)
 			rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
 		}
-		if code := rc.goAway(); code != http2.ErrCodeEnhanceYourCalm {
-			t.Errorf("GOAWAY %v", code)
-		}
+		rc.wantGoAway(http2.ErrCodeEnhanceYourCalm)
 	})
 	t.Run("PING flood", func(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), func(s *HTTPServer) { s.maxControl = 50 })
-		go func() {
-			for range 200 {
-				if rc.fr.WritePing(false, [8]byte{1}) != nil {
-					return
-				}
-			}
-		}()
-		if code := rc.goAway(); code != http2.ErrCodeEnhanceYourCalm {
-			t.Errorf("GOAWAY %v", code)
-		}
+		flood(200, func() error { return rc.fr.WritePing(false, [8]byte{1}) })
+		rc.wantGoAway(http2.ErrCodeEnhanceYourCalm)
 	})
 	t.Run("SETTINGS flood", func(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), func(s *HTTPServer) { s.maxControl = 50 })
-		go func() {
-			for range 200 {
-				if rc.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0}) != nil {
-					return
-				}
-			}
-		}()
-		if code := rc.goAway(); code != http2.ErrCodeEnhanceYourCalm {
-			t.Errorf("GOAWAY %v", code)
-		}
+		flood(200, func() error { return rc.fr.WriteSettings(http2.Setting{ID: http2.SettingEnablePush, Val: 0}) })
+		rc.wantGoAway(http2.ErrCodeEnhanceYourCalm)
 	})
 	t.Run("empty DATA flood", func(t *testing.T) {
 		rc, _ := rawServer(t, stuck, func(s *HTTPServer) { s.maxControl = 50 })
 		rc.get(1, false)
-		go func() {
-			for range 200 {
-				if rc.fr.WriteData(1, false, nil) != nil {
-					return
-				}
-			}
-		}()
-		if code := rc.goAway(); code != http2.ErrCodeEnhanceYourCalm {
-			t.Errorf("GOAWAY %v", code)
-		}
+		flood(200, func() error { return rc.fr.WriteData(1, false, nil) })
+		rc.wantGoAway(http2.ErrCodeEnhanceYourCalm)
 	})
 	t.Run("header list too large", func(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), func(s *HTTPServer) { s.maxHeaderList = 1 << 10 })
@@ -702,46 +685,26 @@ func TestH2ServerLimits(t *testing.T) {
 			t.Errorf("next request: %s", st)
 		}
 		rc.get(5, true, "x-big", strings.Repeat("a", 10000))
-		if code := rc.goAway(); code != http2.ErrCodeProtocol && code != http2.ErrCodeCompression {
-			t.Errorf("far too large: GOAWAY %v", code)
-		}
+		rc.wantGoAway(http2.ErrCodeProtocol, http2.ErrCodeCompression)
 	})
 	t.Run("CONTINUATION flood", func(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), nil)
 		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block(getFields...)})
-		go func() {
-			for {
-				// Empty fragments: no header list grows, only the bytes.
-				if rc.fr.WriteContinuation(1, false, nil) != nil {
-					return
-				}
-			}
-		}()
-		if code := rc.goAway(); code != http2.ErrCodeEnhanceYourCalm {
-			t.Errorf("GOAWAY %v", code)
-		}
+		// Empty fragments: no header list grows, only the bytes.
+		flood(-1, func() error { return rc.fr.WriteContinuation(1, false, nil) })
+		rc.wantGoAway(http2.ErrCodeEnhanceYourCalm)
 	})
 	t.Run("CONTINUATION flood of fields", func(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), nil)
 		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.block(getFields...)})
 		frag := rc.block("x-a", strings.Repeat("b", 1000))
-		go func() {
-			for {
-				if rc.fr.WriteContinuation(1, false, frag) != nil {
-					return
-				}
-			}
-		}()
-		if code := rc.goAway(); code != http2.ErrCodeProtocol && code != http2.ErrCodeEnhanceYourCalm {
-			t.Errorf("GOAWAY %v", code)
-		}
+		flood(-1, func() error { return rc.fr.WriteContinuation(1, false, frag) })
+		rc.wantGoAway(http2.ErrCodeProtocol, http2.ErrCodeEnhanceYourCalm)
 	})
 	t.Run("connection window overflow", func(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), nil)
 		rc.fr.WriteWindowUpdate(0, 1<<31-1)
-		if code := rc.goAway(); code != http2.ErrCodeFlowControl {
-			t.Errorf("GOAWAY %v", code)
-		}
+		rc.wantGoAway(http2.ErrCodeFlowControl)
 	})
 	t.Run("stream window overflow", func(t *testing.T) {
 		rc, _ := rawServer(t, stuck, nil)
@@ -754,39 +717,25 @@ func TestH2ServerLimits(t *testing.T) {
 	t.Run("DATA beyond the window", func(t *testing.T) {
 		rc, _ := rawServer(t, stuck, nil)
 		rc.get(1, false)
-		go func() {
-			chunk := make([]byte, 16<<10)
-			for range (connWindow / len(chunk)) + 2 {
-				if rc.fr.WriteData(1, false, chunk) != nil {
-					return
-				}
-			}
-		}()
-		if code := rc.goAway(); code != http2.ErrCodeFlowControl {
-			t.Errorf("GOAWAY %v", code)
-		}
+		chunk := make([]byte, 16<<10)
+		flood(connWindow/len(chunk)+2, func() error { return rc.fr.WriteData(1, false, chunk) })
+		rc.wantGoAway(http2.ErrCodeFlowControl)
 	})
 	t.Run("even stream", func(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), nil)
 		rc.get(2, true)
-		if code := rc.goAway(); code != http2.ErrCodeProtocol {
-			t.Errorf("GOAWAY %v", code)
-		}
+		rc.wantGoAway(http2.ErrCodeProtocol)
 	})
 	t.Run("stream below the last", func(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), nil)
 		rc.get(5, true)
 		rc.get(3, true)
-		if code := rc.goAway(); code != http2.ErrCodeProtocol {
-			t.Errorf("GOAWAY %v", code)
-		}
+		rc.wantGoAway(http2.ErrCodeProtocol)
 	})
 	t.Run("DATA on an idle stream", func(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), nil)
 		rc.fr.WriteData(7, true, []byte("x"))
-		if code := rc.goAway(); code != http2.ErrCodeProtocol {
-			t.Errorf("GOAWAY %v", code)
-		}
+		rc.wantGoAway(http2.ErrCodeProtocol)
 	})
 	t.Run("DATA on a closed stream", func(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), nil)
@@ -826,9 +775,7 @@ func TestH2ServerLimits(t *testing.T) {
 		rc, _ := rawServer(t, http.HandlerFunc(ok200), func(s *HTTPServer) { s.idleTimeout = 100 * time.Millisecond })
 		rc.get(1, true)
 		rc.status(1)
-		if code := rc.goAway(); code != http2.ErrCodeNo {
-			t.Errorf("GOAWAY %v", code)
-		}
+		rc.wantGoAway(http2.ErrCodeNo)
 		if !rc.closed() {
 			t.Error("an idle connection stays open")
 		}
@@ -891,62 +838,47 @@ func TestH2ServerMalformedRequests(t *testing.T) {
 	}
 }
 
-// frames encodes a client's frames for a fuzz seed.
-func frames(write func(fr *http2.Framer, enc func(fields ...string) []byte)) []byte {
-	var b, hb bytes.Buffer
-	fr := http2.NewFramer(&b, nil)
-	e := hpack.NewEncoder(&hb)
-	write(fr, func(fields ...string) []byte {
-		hb.Reset()
-		for i := 0; i+1 < len(fields); i += 2 {
-			e.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-		}
-		return append([]byte(nil), hb.Bytes()...)
-	})
-	return b.Bytes()
-}
-
 // FuzzH2ServerConn feeds arbitrary bytes as a connection after the client
 // preface and SETTINGS: the server must neither panic nor hang (the
 // connection and every handler end once the client closes).
 func FuzzH2ServerConn(f *testing.F) {
 	post := []string{":method", "POST", ":scheme", "https", ":path", "/p", ":authority", "x", "trailer", "x-t"}
-	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) {
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(getFields...), EndStream: true, EndHeaders: true})
+	f.Add(headerStream(func(fr *http2.Framer, block func(...string) []byte) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(getFields...), EndStream: true, EndHeaders: true})
 	}))
-	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) {
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(post...), EndHeaders: true})
+	f.Add(headerStream(func(fr *http2.Framer, block func(...string) []byte) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(post...), EndHeaders: true})
 		fr.WriteData(1, false, []byte("body"))
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc("x-t", "v"), EndStream: true, EndHeaders: true})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block("x-t", "v"), EndStream: true, EndHeaders: true})
 	}))
-	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) { // rapid reset
+	f.Add(headerStream(func(fr *http2.Framer, block func(...string) []byte) { // rapid reset
 		for id := uint32(1); id < 60; id += 2 {
-			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: enc(getFields...), EndHeaders: true})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block(getFields...), EndHeaders: true})
 			fr.WriteRSTStream(id, http2.ErrCodeCancel)
 		}
 	}))
-	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) { // PING and SETTINGS floods
+	f.Add(headerStream(func(fr *http2.Framer, block func(...string) []byte) { // PING and SETTINGS floods
 		for range 60 {
 			fr.WritePing(false, [8]byte{})
 			fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
 		}
 	}))
-	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) { // CONTINUATION flood
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(getFields...)})
+	f.Add(headerStream(func(fr *http2.Framer, block func(...string) []byte) { // CONTINUATION flood
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(getFields...)})
 		for range 200 {
-			fr.WriteContinuation(1, false, enc("x-a", "b"))
+			fr.WriteContinuation(1, false, block("x-a", "b"))
 		}
 	}))
-	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) { // windows
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(post...), EndHeaders: true})
+	f.Add(headerStream(func(fr *http2.Framer, block func(...string) []byte) { // windows
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(post...), EndHeaders: true})
 		fr.WriteWindowUpdate(1, 1<<31-1)
 		fr.WriteWindowUpdate(0, 1<<31-1)
 		fr.WriteData(1, false, make([]byte, 16384))
 		fr.WriteData(3, true, nil)
 	}))
-	f.Add(frames(func(fr *http2.Framer, enc func(...string) []byte) { // small window, big response
+	f.Add(headerStream(func(fr *http2.Framer, block func(...string) []byte) { // small window, big response
 		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1}, http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0})
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc(append(append([]string(nil), getFields[:5]...), "/big", ":authority", "x")...), EndStream: true, EndHeaders: true})
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(append(append([]string(nil), getFields[:5]...), "/big", ":authority", "x")...), EndStream: true, EndHeaders: true})
 		fr.WriteGoAway(0, http2.ErrCodeNo, nil)
 	}))
 	f.Fuzz(func(t *testing.T, data []byte) {
