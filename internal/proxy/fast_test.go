@@ -38,22 +38,12 @@ func scriptedTarget(t *testing.T, serve func(conn net.Conn, br *bufio.Reader)) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
 	var conns atomic.Int32
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer conn.Close()
-				conn.SetDeadline(time.Now().Add(10 * time.Second))
-				serve(conn, bufio.NewReader(conn))
-			}()
-		}
-	}()
+	testsync.ServeConns(t, ln, func(conn net.Conn) {
+		conns.Add(1)
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		serve(conn, bufio.NewReader(conn))
+	})
 	tcp := ln.Addr().(*net.TCPAddr)
 	return model.Target{Address: "127.0.0.1", Port: int32(tcp.Port), Cluster: cluster, State: model.TargetActive}, &conns
 }

@@ -14,6 +14,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // tlsEcho runs a TLS server on loopback that answers every line with its name.
@@ -52,20 +53,7 @@ func serveTLSOn(t *testing.T, cert tls.Certificate, host string, serve func(net.
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return testsync.ServeConns(t, ln, serve)
 }
 
 func TestPassthroughRoutesBySNIWithoutTerminating(t *testing.T) {

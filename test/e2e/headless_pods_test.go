@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"testing"
@@ -146,21 +147,11 @@ func checkPodNamesBySNI(t *testing.T, e *mcsEnv, c *mcsCheck) {
 			t.Fatal(err)
 		}
 		tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
-		t.Cleanup(func() { tln.Close() })
-		go func() {
-			for {
-				conn, err := tln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer conn.Close()
-					buf := make([]byte, 64)
-					n, _ := conn.Read(buf)
-					fmt.Fprintf(conn, "cluster %s pod web-0: %s", cl.name, buf[:n])
-				}()
-			}
-		}()
+		testsync.ServeConns(t, tln, func(conn net.Conn) {
+			buf := make([]byte, 64)
+			n, _ := conn.Read(buf)
+			fmt.Fprintf(conn, "cluster %s pod web-0: %s", cl.name, buf[:n])
+		})
 		apply(t, cl.kc, fmt.Sprintf(`---
 apiVersion: v1
 kind: Service

@@ -3,8 +3,11 @@ package netns
 import (
 	"context"
 	"io"
+	"net"
 	"testing"
 	"time"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 // Two namespaces on a LAN reach each other's LAN addresses, while each
@@ -21,17 +24,7 @@ func TestLANJoinsNamespacesButNotTheirLocalRanges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				io.WriteString(c, name)
-				c.Close()
-			}
-		}()
+		testsync.ServeConns(t, ln, func(c net.Conn) { io.WriteString(c, name) })
 	}
 	serve(b, "192.0.2.11:9000", "b-lan")
 	serve(a, "198.18.0.50:80", "a-local")

@@ -2,12 +2,14 @@
 // tests of every package: a buffer that goroutines may write while a test
 // reads it, polling until a condition holds (or until a rotating pick
 // includes some answers, or one answer stops coming), receiving from a
-// channel within a timeout, and the process's CPU time and heap growth. It
-// holds only what several packages' tests use alike.
+// channel within a timeout, serving each connection a listener accepts in
+// its own goroutine, and the process's CPU time and heap growth. It holds
+// only what several packages' tests use alike.
 package testsync
 
 import (
 	"bytes"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -143,4 +145,24 @@ func Receive[T any](t testing.TB, ch <-chan T, timeout time.Duration, what strin
 	}
 	var zero T
 	return zero
+}
+
+// ServeConns accepts connections on ln until ln is closed, which it is
+// when the test ends, and runs serve on each in its own goroutine, closing
+// the connection when serve returns. It returns ln's address.
+func ServeConns(t testing.TB, ln net.Listener, serve func(net.Conn)) string {
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
