@@ -342,13 +342,8 @@ func TestH2ClientCancellation(t *testing.T) {
 			}
 			resp.Body.Close()
 		}
-		select {
-		case got := <-ended:
-			if got != path {
-				t.Errorf("ended %s, want %s", got, path)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: the server's handler did not see the stream reset", path)
+		if got := testsync.Receive(t, ended, 5*time.Second, path+": the stream reset seen by the server's handler"); got != path {
+			t.Errorf("ended %s, want %s", got, path)
 		}
 		cancel()
 	}

@@ -26,6 +26,7 @@ import (
 
 	"trellis.dev/trellis/internal/pki"
 	testpki "trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // h2Server starts an HTTPServer for h on a loopback TLS listener with the
@@ -470,13 +471,8 @@ func TestH2ServerResponseController(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	select {
-	case err := <-readErr:
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Errorf("read past the deadline: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the read deadline did not end the read")
+	if err := testsync.Receive(t, readErr, 5*time.Second, "the end of the read past its deadline"); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read past the deadline: %v", err)
 	}
 }
 
@@ -1013,13 +1009,8 @@ func TestH2ServerWriteTimeout(t *testing.T) {
 	rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
 	rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
 	rc.get(1, true)
-	select {
-	case err := <-writeErr:
-		if err == nil {
-			t.Error("no error")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the handler is still writing to a peer that reads nothing")
+	if err := testsync.Receive(t, writeErr, 10*time.Second, "the end of the handler's writes to a peer that reads nothing"); err == nil {
+		t.Error("no error")
 	}
 }
 

@@ -163,11 +163,7 @@ func TestHTTP2DirectTimeoutAndCancel(t *testing.T) {
 	t.Cleanup(hold.Close)
 	ended := func(what string) {
 		t.Helper()
-		select {
-		case <-gone:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: the target's request did not end", what)
-		}
+		testsync.Receive(t, gone, 5*time.Second, what+": the end of the target's request")
 	}
 	c := h2cClient()
 	for _, fastPath := range []bool{true, false} {

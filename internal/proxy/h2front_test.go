@@ -25,6 +25,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/router"
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // The client-facing HTTP/2 of the proxy: the fast path gives HTTP/2
@@ -297,11 +298,7 @@ func TestHTTP2CancelReachesTarget(t *testing.T) {
 		if err := <-done; err == nil {
 			t.Error("the cancelled request succeeded")
 		}
-		select {
-		case <-cancelled:
-		case <-time.After(5 * time.Second):
-			t.Fatal("the target's request was not cancelled")
-		}
+		testsync.Receive(t, cancelled, 5*time.Second, "the cancel of the target's request")
 	})
 }
 

@@ -55,12 +55,7 @@ func TestWebSocketAcrossThePeerHop(t *testing.T) {
 		Namespace: "shop", Workloads: []model.Workload{{Address: "127.0.0.1", ServiceAccount: "frontend"}}}}
 	w.update(t, snap)
 
-	conn, err := net.Dial("tcp", addrOf(w.east, webPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := dialWeb(t, w.east)
 	cfg, _ := websocket.NewConfig("ws://chat.example/ws", "http://chat.example/")
 	cfg.Header = http.Header{
 		headerIdentity:         {"Principal=spiffe://west/ns/shop/sa/admin; Type=Workload"},
@@ -117,12 +112,7 @@ func TestRefusedUpgradeAcrossThePeerHop(t *testing.T) {
 	tg := group("api", clusterTarget(t, api, "west"))
 	tg.Owner = "west"
 	w.update(t, oneRoute(1, []model.TargetGroup{tg}, to("api", 1)))
-	conn, err := net.Dial("tcp", addrOf(w.east, webPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := dialWeb(t, w.east)
 	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: api.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {

@@ -355,12 +355,7 @@ func TestUpgradePassesThrough(t *testing.T) {
 	p := newTestProxy(t, nil)
 	update(t, p, oneRoute(1, []model.TargetGroup{group("be", target(t, be, model.TargetActive))}, to("be", 1)))
 
-	conn, err := net.Dial("tcp", addrOf(p, webPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn := dialWeb(t, p)
 	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)

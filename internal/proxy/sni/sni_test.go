@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // serveOnce accepts one connection on a loopback listener and hands it to fn.
@@ -86,13 +87,8 @@ func TestPeekWithoutSNI(t *testing.T) {
 	}
 	defer conn.Close()
 	go tls.Client(conn, &tls.Config{InsecureSkipVerify: true}).Handshake()
-	select {
-	case h := <-got:
-		if h.ServerName != "" {
-			t.Errorf("ServerName = %q, want empty", h.ServerName)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no hello")
+	if h := testsync.Receive(t, got, 5*time.Second, "the hello"); h.ServerName != "" {
+		t.Errorf("ServerName = %q, want empty", h.ServerName)
 	}
 }
 
@@ -114,13 +110,8 @@ func TestPeekRejectsNonTLS(t *testing.T) {
 			}
 			defer conn.Close()
 			conn.Write(send)
-			select {
-			case err := <-errc:
-				if err == nil {
-					t.Error("Peek accepted a connection that is not TLS")
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("Peek hung")
+			if err := testsync.Receive(t, errc, 5*time.Second, "Peek's answer"); err == nil {
+				t.Error("Peek accepted a connection that is not TLS")
 			}
 		})
 	}
