@@ -17,12 +17,6 @@ import (
 	testpki "trellis.dev/trellis/test/pki"
 )
 
-// h2specKnownFailures are the h2spec cases HTTPServer fails, with why. A
-// case not listed that fails is a regression.
-var h2specKnownFailures = map[string]string{
-	"http2/4.2 Sends a large size HEADERS frame that exceeds the SETTINGS_MAX_FRAME_SIZE": "h2spec's frame (about 20 KiB) is within the 64 KiB SETTINGS_MAX_FRAME_SIZE the server announces, so it is served",
-}
-
 // TestH2SpecPeerServer runs h2spec (the binary TRELLIS_H2SPEC names;
 // hack/h2spec.sh builds it) against HTTPServer on a TLS listener, and
 // against net/http's HTTP/2 server (the peer listener's before it) for
@@ -64,7 +58,7 @@ func TestH2SpecPeerServer(t *testing.T) {
 		if !failed {
 			continue
 		}
-		why, known := h2specKnownFailures[id]
+		why, known := framing.H2SpecKnownFailures[id]
 		switch {
 		case known:
 			t.Logf("known failure: %s (%s)", id, why)

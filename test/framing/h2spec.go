@@ -21,6 +21,14 @@ type H2SpecCase struct {
 	Detail string
 }
 
+// H2SpecKnownFailures are the h2spec cases peer.HTTPServer fails, with
+// why: the peer listener's server, which also serves the proxy's HTTPS
+// connections that negotiate h2. A case not listed that fails is a
+// regression; a listed one that passes is news (the list should shrink).
+var H2SpecKnownFailures = map[string]string{
+	"http2/4.2 Sends a large size HEADERS frame that exceeds the SETTINGS_MAX_FRAME_SIZE": "h2spec's frame (about 20 KiB) is within the 64 KiB SETTINGS_MAX_FRAME_SIZE the server announces, so it is served",
+}
+
 // H2Spec runs h2spec (bin) over TLS against addr, each case given timeout
 // seconds, and returns the cases of its JUnit report and its output. It
 // fails t when h2spec wrote no report or one it cannot read.
