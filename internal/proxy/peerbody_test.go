@@ -66,8 +66,7 @@ func TestLargeBodiesAcrossThePeerHop(t *testing.T) {
 		fmt.Fprintf(w, "%d %08x", n, h.Sum32())
 	}))
 	t.Cleanup(be.Close)
-	tg := group("blob", clusterTarget(t, be, "west"))
-	tg.Owner = "west"
+	tg := westGroup(t, "blob", be)
 	w.update(t, oneRoute(1, []model.TargetGroup{tg}, to("blob", 1)))
 	want := bigSum(size)
 	c := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{}}
@@ -113,8 +112,7 @@ func TestCutBodyAcrossThePeerHop(t *testing.T) {
 		}
 	})
 	echo := bodyEcho(t)
-	tg := group("up", clusterTarget(t, echo, "west"))
-	tg.Owner = "west"
+	tg := westGroup(t, "up", echo)
 	w.update(t, oneRoute(1, []model.TargetGroup{tg}, to("up", 1)))
 	addr := addrOf(w.east, webPort)
 	const rounds = 6

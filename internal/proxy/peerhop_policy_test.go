@@ -38,8 +38,7 @@ func policyWorld(t *testing.T, apiPolicy string) (w *hopWorld, snap func(rev int
 	w = newHopWorldWith(t, true)
 	api := identityBackend(t, "west-api")
 	other := identityBackend(t, "west-other")
-	tgAPI, tgOther := group("api", clusterTarget(t, api, "west")), group("other", clusterTarget(t, other, "west"))
-	tgAPI.Owner, tgOther.Owner = "west", "west"
+	tgAPI, tgOther := westGroup(t, "api", api), westGroup(t, "other", other)
 	snap = func(rev int64, policy string) *model.Snapshot {
 		svc := edgeService("api", []string{"api.example.com"}, model.Rule{Action: forward(to("api", 1))})
 		svc.Owner = "east"

@@ -116,13 +116,19 @@ func clusterTarget(t testing.TB, srv *httptest.Server, cluster string) model.Tar
 	return tt
 }
 
-// westAPIGroup is target group "api", owned by west, of one target in
-// west: an identityBackend answering as west-api.
-func westAPIGroup(t *testing.T) model.TargetGroup {
-	t.Helper()
-	tg := group("api", clusterTarget(t, identityBackend(t, "west-api"), "west"))
+// westGroup is target group name, owned by west, of srv as a target in
+// west.
+func westGroup(t testing.TB, name string, srv *httptest.Server) model.TargetGroup {
+	tg := group(name, clusterTarget(t, srv, "west"))
 	tg.Owner = "west"
 	return tg
+}
+
+// westAPIGroup is westGroup "api" of an identityBackend answering as
+// west-api.
+func westAPIGroup(t *testing.T) model.TargetGroup {
+	t.Helper()
+	return westGroup(t, "api", identityBackend(t, "west-api"))
 }
 
 // A request for another cluster's target crosses the hop to that cluster's
@@ -180,8 +186,7 @@ func TestPeerHopRefusesWhatIsNotDeliverable(t *testing.T) {
 	w := newHopWorld(t)
 	api := identityBackend(t, "west-api")
 	other := identityBackend(t, "not-in-config")
-	tg := group("api", clusterTarget(t, api, "west"))
-	tg.Owner = "west"
+	tg := westGroup(t, "api", api)
 	w.update(t, oneRoute(1, []model.TargetGroup{tg}, to("api", 1)))
 
 	pc := peer.NewClient(w.eastID, w.ca.Pool())
@@ -319,8 +324,7 @@ func admitted(names ...string) []model.Cluster {
 func TestPeerHopOnlyBetweenAdmittedClusters(t *testing.T) {
 	w := newHopWorld(t)
 	api := identityBackend(t, "west-api")
-	tg := group("api", clusterTarget(t, api, "west"))
-	tg.Owner = "west"
+	tg := westGroup(t, "api", api)
 	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
 	w.update(t, snap)
 	cl := newClient(t)
@@ -457,8 +461,7 @@ func TestLapsedClusterLeavesThePick(t *testing.T) {
 func TestPeerHopLogsAndCountsBothClusters(t *testing.T) {
 	w := newHopWorldWith(t, true)
 	api := identityBackend(t, "west-api")
-	tg := group("api", clusterTarget(t, api, "west"))
-	tg.Owner = "west"
+	tg := westGroup(t, "api", api)
 	w.update(t, oneRoute(1, []model.TargetGroup{tg}, to("api", 1)))
 	cl := newClient(t)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+addrOf(w.east, webPort)+"/orders", strings.NewReader("0123456789"))

@@ -48,8 +48,7 @@ func TestWebSocketAcrossThePeerHop(t *testing.T) {
 		}
 	}))
 	t.Cleanup(ws.Close)
-	tg := group("chat", clusterTarget(t, ws, "west"))
-	tg.Owner = "west"
+	tg := westGroup(t, "chat", ws)
 	snap := oneRoute(1, []model.TargetGroup{tg}, to("chat", 1))
 	snap.WorkloadSets = []model.WorkloadSet{{Meta: model.Meta{Name: model.WorkloadSetName("east", "shop"), Owner: "east"},
 		Namespace: "shop", Workloads: []model.Workload{{Address: "127.0.0.1", ServiceAccount: "frontend"}}}}
@@ -109,8 +108,7 @@ func TestWebSocketAcrossThePeerHop(t *testing.T) {
 func TestRefusedUpgradeAcrossThePeerHop(t *testing.T) {
 	w := newHopWorld(t)
 	api := identityBackend(t, "west-api")
-	tg := group("api", clusterTarget(t, api, "west"))
-	tg.Owner = "west"
+	tg := westGroup(t, "api", api)
 	w.update(t, oneRoute(1, []model.TargetGroup{tg}, to("api", 1)))
 	conn := dialWeb(t, w.east)
 	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: api.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
@@ -169,10 +167,9 @@ func TestPeerTunnelRefusals(t *testing.T) {
 	api := identityBackend(t, "west-api")
 	raw := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(raw.Close)
-	httpTG := group("api", clusterTarget(t, api, "west"))
-	httpTG.Owner = "west"
-	tcpTG := group("raw", clusterTarget(t, raw, "west"))
-	tcpTG.Owner, tcpTG.Protocol = "west", model.ProtocolTCP
+	httpTG := westGroup(t, "api", api)
+	tcpTG := westGroup(t, "raw", raw)
+	tcpTG.Protocol = model.ProtocolTCP
 	w.update(t, oneRoute(1, []model.TargetGroup{httpTG, tcpTG}, to("api", 1)))
 
 	pc := peer.NewClient(w.eastID, w.ca.Pool())

@@ -443,9 +443,6 @@ func TestParseRequestReuse(t *testing.T) {
 	}
 }
 
-// checkAgainstNetHTTP parses head with net/http's request parser and the
-// checks its server adds, and reports where it disagrees with r. It fails
-// t if net/http refuses the head.
 // checkLines checks each field's Line: the line as it came when that is
 // the field written as Name + ": " + Value + CRLF, for writing it on.
 func checkLines(t *testing.T, head string, fields []Field) {
@@ -469,9 +466,12 @@ func withoutLines(fields []Field) []Field {
 	return out
 }
 
+// checkAgainstNetHTTP parses head with net/http's request parser and the
+// checks its server adds, and reports where it disagrees with r. It fails
+// t if net/http refuses the head.
 func checkAgainstNetHTTP(t *testing.T, head string, r *Request) {
-	checkLines(t, head, r.Fields)
 	t.Helper()
+	checkLines(t, head, r.Fields)
 	nr := strings.NewReader(head + "NEXT")
 	br := bufio.NewReader(nr)
 	req, err := http.ReadRequest(br)
