@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
@@ -308,85 +307,7 @@ func (c *cache) merge(kind model.Kind, byName map[string]model.Object) error {
 	if err != nil {
 		return err
 	}
-	return l.merge(byName)
-}
-
-// kindList is the cache's list of one kind, to merge or edit in place.
-type kindList interface {
-	merge(byName map[string]model.Object) error
-	edit(name string, obj model.Object, copied *bool) error
-}
-
-// listOf is a kindList of Ts.
-type listOf[T any, P interface {
-	*T
-	model.Object
-}] struct{ list *[]T }
-
-func (l listOf[T, P]) merge(byName map[string]model.Object) error {
-	return mergeList[T, P](l.list, byName)
-}
-
-func (l listOf[T, P]) edit(name string, obj model.Object, copied *bool) error {
-	return editList[T, P](l.list, name, obj, copied)
-}
-
-func listFor[T any, P interface {
-	*T
-	model.Object
-}](list *[]T) kindList {
-	return listOf[T, P]{list}
-}
-
-// list is the cache's list of kind.
-func (c *cache) list(kind model.Kind) (kindList, error) {
-	o := &c.objects
-	switch kind {
-	case model.KindServiceNetwork:
-		return listFor(&o.Networks), nil
-	case model.KindService:
-		return listFor(&o.Services), nil
-	case model.KindTargetGroup:
-		return listFor(&o.TargetGroups), nil
-	case model.KindCertificate:
-		return listFor(&o.Certificates), nil
-	case model.KindWorkloadSet:
-		return listFor(&o.WorkloadSets), nil
-	case model.KindServiceExport:
-		return listFor(&o.Exports), nil
-	case model.KindPeer:
-		return listFor(&o.Peers), nil
-	case model.KindCluster:
-		return listFor(&o.Clusters), nil
-	}
-	return nil, fmt.Errorf("change of unknown kind %q", kind)
-}
-
-func mergeList[T any, P interface {
-	*T
-	model.Object
-}](list *[]T, byName map[string]model.Object) error {
-	out := make([]T, 0, len(*list)+len(byName))
-	for i := range *list {
-		if _, edited := byName[P(&(*list)[i]).ObjectMeta().Name]; !edited {
-			out = append(out, (*list)[i])
-		}
-	}
-	for name, obj := range byName {
-		if obj == nil {
-			continue
-		}
-		v, ok := obj.(P)
-		if !ok {
-			return fmt.Errorf("change of %s %s holds a %T", (P)(nil).ObjectKind(), name, obj)
-		}
-		out = append(out, *v)
-	}
-	// By index: the elements' addresses stay in the list, unlike those of
-	// compared copies, which would each be allocated.
-	sort.Slice(out, func(i, j int) bool { return P(&out[i]).ObjectMeta().Name < P(&out[j]).ObjectMeta().Name })
-	*list = out
-	return nil
+	return l.Merge(byName)
 }
 
 // edit puts obj (or, for nil, deletes name) in the list of kind, first
@@ -396,42 +317,16 @@ func (c *cache) edit(kind model.Kind, name string, obj model.Object, copied *boo
 	if err != nil {
 		return err
 	}
-	return l.edit(name, obj, copied)
+	return l.Put(name, obj, copied)
 }
 
-// editList puts obj in the list sorted by name, or deletes name for a nil
-// obj, copying the list first unless *copied is set; it sets *copied when
-// it copied.
-func editList[T any, P interface {
-	*T
-	model.Object
-}](list *[]T, name string, obj model.Object, copied *bool) error {
-	var v P
-	if obj != nil {
-		var ok bool
-		if v, ok = obj.(P); !ok {
-			return fmt.Errorf("change of %s %s holds a %T", (P)(nil).ObjectKind(), name, obj)
-		}
+// list is the cache's list of kind.
+func (c *cache) list(kind model.Kind) (model.List, error) {
+	l, ok := c.objects.List(kind)
+	if !ok {
+		return nil, fmt.Errorf("change of unknown kind %q", kind)
 	}
-	l := *list
-	i := sort.Search(len(l), func(i int) bool { return P(&l[i]).ObjectMeta().Name >= name })
-	found := i < len(l) && P(&l[i]).ObjectMeta().Name == name
-	if obj == nil && !found {
-		return nil
-	}
-	if !*copied {
-		*list = append(make([]T, 0, len(*list)+1), *list...)
-		*copied = true
-	}
-	switch {
-	case obj == nil:
-		*list = slices.Delete(*list, i, i+1)
-	case found:
-		(*list)[i] = *v
-	default:
-		*list = slices.Insert(*list, i, *v)
-	}
-	return nil
+	return l, nil
 }
 
 // snapshot returns the objects as a snapshot. It shares the cache's lists,

@@ -31,9 +31,6 @@ const (
 	KindCluster        Kind = "Cluster"
 )
 
-// Kinds lists every stored kind.
-var Kinds = []Kind{KindServiceNetwork, KindCertificate, KindTargetGroup, KindService, KindWorkloadSet, KindServiceExport, KindPeer, KindCluster}
-
 // Meta is carried by every stored object.
 type Meta struct {
 	// Name is unique within the object's kind.

@@ -5,13 +5,16 @@ import (
 	"fmt"
 	"iter"
 	"reflect"
+	"slices"
+	"sort"
 	"strings"
 )
 
 // Objects is a set of objects of every kind: the one list the snapshot,
 // the API's apply and txn requests and the translator's output share, so
-// that a new kind is added here and nowhere else. The JSON names are the
-// wire's and the stored caches'; they do not change.
+// that a new kind is added here (a list, and its row in kinds below) and
+// nowhere else. The JSON names are the wire's and the stored caches'; they
+// do not change.
 type Objects struct {
 	Networks     []ServiceNetwork `json:"networks,omitempty"`
 	Services     []Service        `json:"services,omitempty"`
@@ -23,60 +26,226 @@ type Objects struct {
 	Clusters     []Cluster        `json:"clusters,omitempty"`
 }
 
-// Each yields every object, by kind in the order above and then in list
+// kinds is the one table of the stored kinds, a row each, in the order of
+// Objects' lists: New, Kinds, Objects' methods and its List go by it.
+// Adding a kind is its constant, its list in Objects and its row here.
+var kinds = []kindRow{
+	row("networks", func(o *Objects) *[]ServiceNetwork { return &o.Networks }),
+	row("services", func(o *Objects) *[]Service { return &o.Services }),
+	row("targetGroups", func(o *Objects) *[]TargetGroup { return &o.TargetGroups }),
+	row("certificates", func(o *Objects) *[]Certificate { return &o.Certificates }),
+	row("workloadSets", func(o *Objects) *[]WorkloadSet { return &o.WorkloadSets }),
+	row("exports", func(o *Objects) *[]ServiceExport { return &o.Exports }),
+	row("peers", func(o *Objects) *[]Peer { return &o.Peers }),
+	row("clusters", func(o *Objects) *[]Cluster { return &o.Clusters }),
+}
+
+// kindRow is what the table knows of one kind.
+type kindRow struct {
+	kind  Kind
+	field string                // the JSON name of its list in Objects
+	new   func() Object         // an empty one
+	list  func(o *Objects) List // its list in o
+}
+
+// row is the row of the kind whose objects are *T, listed in Objects at
+// field, which list reaches.
+func row[T any, P interface {
+	*T
+	Object
+}](field string, list func(o *Objects) *[]T) kindRow {
+	return kindRow{
+		kind:  P(nil).ObjectKind(),
+		field: field,
+		new:   func() Object { return P(new(T)) },
+		list:  func(o *Objects) List { return listOf[T, P]{list(o)} },
+	}
+}
+
+// rowOf is the row of kind k.
+func rowOf(k Kind) (kindRow, bool) {
+	for _, r := range kinds {
+		if r.kind == k {
+			return r, true
+		}
+	}
+	return kindRow{}, false
+}
+
+// Kinds lists every stored kind, in the order of Objects' lists.
+var Kinds = func() []Kind {
+	ks := make([]Kind, len(kinds))
+	for i, r := range kinds {
+		ks[i] = r.kind
+	}
+	return ks
+}()
+
+// New returns an empty object of kind k.
+func New(k Kind) (Object, error) {
+	r, ok := rowOf(k)
+	if !ok {
+		return nil, fmt.Errorf("unknown kind %q", k)
+	}
+	return r.new(), nil
+}
+
+// Each yields every object, by kind in the order of kinds and then in list
 // order, with its JSON path in o ("services[2]"). The objects are o's own,
 // not copies.
 func (o *Objects) Each() iter.Seq2[string, Object] {
 	return func(yield func(string, Object) bool) {
-		_ = each(yield, "networks", o.Networks) &&
-			each(yield, "services", o.Services) &&
-			each(yield, "targetGroups", o.TargetGroups) &&
-			each(yield, "certificates", o.Certificates) &&
-			each(yield, "workloadSets", o.WorkloadSets) &&
-			each(yield, "exports", o.Exports) &&
-			each(yield, "peers", o.Peers) &&
-			each(yield, "clusters", o.Clusters)
-	}
-}
-
-// each yields &list[i] for every i; T's pointer must be an Object.
-func each[T any, P interface {
-	*T
-	Object
-}](yield func(string, Object) bool, field string, list []T) bool {
-	for i := range list {
-		if !yield(fmt.Sprintf("%s[%d]", field, i), P(&list[i])) {
-			return false
+		for _, r := range kinds {
+			l := r.list(o)
+			for i := range l.Len() {
+				if !yield(fmt.Sprintf("%s[%d]", r.field, i), l.At(i)) {
+					return
+				}
+			}
 		}
 	}
-	return true
 }
 
 // Len is how many objects o holds, of every kind.
 func (o *Objects) Len() int {
-	return len(o.Networks) + len(o.Services) + len(o.TargetGroups) + len(o.Certificates) + len(o.WorkloadSets) + len(o.Exports) + len(o.Peers) + len(o.Clusters)
+	n := 0
+	for _, r := range kinds {
+		n += r.list(o).Len()
+	}
+	return n
 }
 
 // Add appends a copy of obj to the list of its kind.
 func (o *Objects) Add(obj Object) {
-	added := add(&o.Networks, obj) || add(&o.Services, obj) || add(&o.TargetGroups, obj) ||
-		add(&o.Certificates, obj) || add(&o.WorkloadSets, obj) || add(&o.Exports, obj) ||
-		add(&o.Peers, obj) || add(&o.Clusters, obj)
-	if !added {
+	l, ok := o.List(obj.ObjectKind())
+	if !ok || !l.add(obj) {
 		panic(fmt.Sprintf("model: Objects.Add of unknown kind %T", obj))
 	}
 }
 
-// add appends a copy of obj to list when it is a *T.
-func add[T any, P interface {
+// List is o's list of kind k, false for no such kind.
+func (o *Objects) List(k Kind) (List, bool) {
+	r, ok := rowOf(k)
+	if !ok {
+		return nil, false
+	}
+	return r.list(o), true
+}
+
+// A List is the list of one kind in an Objects, for code that treats
+// every kind alike. Find, Put and Merge need it sorted by name, as the
+// translator makes its lists and the client's cache keeps them. Put and
+// Merge replace the list's array rather than write to it (snapshots share
+// their arrays), unless told that it is a copy already.
+type List interface {
+	// Len is how many objects the list holds.
+	Len() int
+	// At is the list's i'th object: its own, not a copy.
+	At(i int) Object
+	// Find is the list's object named name, or nil.
+	Find(name string) Object
+	// Put puts a copy of obj, whose name is name, in the list, in place of
+	// the object of that name or inserted in order; a nil obj deletes
+	// name. It copies the list first unless *copied says it is a copy
+	// already, and sets *copied when it copied.
+	Put(name string, obj Object, copied *bool) error
+	// Merge replaces the list by a new one, sorted by name, with the
+	// objects of byName (nil to delete) in place of those of the same name.
+	Merge(byName map[string]Object) error
+	// add appends a copy of obj when it is of the list's kind.
+	add(obj Object) bool
+}
+
+// listOf is the List of Ts at list.
+type listOf[T any, P interface {
 	*T
 	Object
-}](list *[]T, obj Object) bool {
+}] struct{ list *[]T }
+
+func (l listOf[T, P]) Len() int { return len(*l.list) }
+
+func (l listOf[T, P]) At(i int) Object { return P(&(*l.list)[i]) }
+
+func (l listOf[T, P]) add(obj Object) bool {
 	v, ok := obj.(P)
 	if ok {
-		*list = append(*list, *v)
+		*l.list = append(*l.list, *v)
 	}
 	return ok
+}
+
+// search is where name is or would go in the list, and whether it is there.
+func (l listOf[T, P]) search(name string) (int, bool) {
+	s := *l.list
+	i := sort.Search(len(s), func(i int) bool { return P(&s[i]).ObjectMeta().Name >= name })
+	return i, i < len(s) && P(&s[i]).ObjectMeta().Name == name
+}
+
+func (l listOf[T, P]) Find(name string) Object {
+	if i, found := l.search(name); found {
+		return l.At(i)
+	}
+	return nil
+}
+
+// typed is obj as a P, or an error naming the change of name it came in.
+func (l listOf[T, P]) typed(name string, obj Object) (P, error) {
+	v, ok := obj.(P)
+	if !ok {
+		return nil, fmt.Errorf("change of %s %s holds a %T", P(nil).ObjectKind(), name, obj)
+	}
+	return v, nil
+}
+
+func (l listOf[T, P]) Put(name string, obj Object, copied *bool) error {
+	var v P
+	if obj != nil {
+		var err error
+		if v, err = l.typed(name, obj); err != nil {
+			return err
+		}
+	}
+	i, found := l.search(name)
+	if obj == nil && !found {
+		return nil
+	}
+	if !*copied {
+		*l.list = append(make([]T, 0, len(*l.list)+1), *l.list...)
+		*copied = true
+	}
+	switch {
+	case obj == nil:
+		*l.list = slices.Delete(*l.list, i, i+1)
+	case found:
+		(*l.list)[i] = *v
+	default:
+		*l.list = slices.Insert(*l.list, i, *v)
+	}
+	return nil
+}
+
+func (l listOf[T, P]) Merge(byName map[string]Object) error {
+	out := make([]T, 0, len(*l.list)+len(byName))
+	for i := range *l.list {
+		if _, edited := byName[P(&(*l.list)[i]).ObjectMeta().Name]; !edited {
+			out = append(out, (*l.list)[i])
+		}
+	}
+	for name, obj := range byName {
+		if obj == nil {
+			continue
+		}
+		v, err := l.typed(name, obj)
+		if err != nil {
+			return err
+		}
+		out = append(out, *v)
+	}
+	// By index: the elements' addresses stay in the list, unlike those of
+	// compared copies, which would each be allocated.
+	sort.Slice(out, func(i, j int) bool { return P(&out[i]).ObjectMeta().Name < P(&out[j]).ObjectMeta().Name })
+	*l.list = out
+	return nil
 }
 
 // Encode is the stored form of an object: its JSON without its revision,

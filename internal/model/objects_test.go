@@ -72,3 +72,87 @@ func TestEncodeLeavesOutTheRevision(t *testing.T) {
 		t.Errorf("Encode: %s vs %s, revision after %d", ea, eb, a.Revision)
 	}
 }
+
+// Every kind's List finds, puts and merges by name, and never writes to
+// the array a snapshot may share unless told it is a copy.
+func TestListOfEveryKind(t *testing.T) {
+	named := func(t *testing.T, k Kind, name, owner string) Object {
+		t.Helper()
+		obj, err := New(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj.ObjectMeta().Name, obj.ObjectMeta().Owner = name, owner
+		return obj
+	}
+	names := func(l List) []string {
+		var out []string
+		for i := range l.Len() {
+			out = append(out, l.At(i).ObjectMeta().Name)
+		}
+		return out
+	}
+	for _, k := range Kinds {
+		t.Run(string(k), func(t *testing.T) {
+			var o Objects
+			for _, name := range []string{"a", "c"} {
+				o.Add(named(t, k, name, "east"))
+			}
+			l, ok := o.List(k)
+			if !ok {
+				t.Fatal("no list")
+			}
+			if l.Find("c") == nil || l.Find("b") != nil || l.Find("c").ObjectKind() != k {
+				t.Errorf("Find c, b: %v, %v", l.Find("c"), l.Find("b"))
+			}
+			shared := l.At(0)
+
+			copied := false
+			if err := l.Put("b", named(t, k, "b", "east"), &copied); err != nil || !copied {
+				t.Fatalf("Put b: %v, copied %v", err, copied)
+			}
+			if err := l.Put("a", named(t, k, "a", "west"), &copied); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Put("c", nil, &copied); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Put("d", nil, &copied); err != nil {
+				t.Fatal(err)
+			}
+			if got := names(l); !slices.Equal(got, []string{"a", "b"}) || l.Find("a").ObjectMeta().Owner != "west" {
+				t.Errorf("after Put: %v, a's owner %s", got, l.Find("a").ObjectMeta().Owner)
+			}
+			if shared.ObjectMeta().Owner != "east" {
+				t.Error("Put wrote to the array before its copy")
+			}
+
+			shared = l.At(1)
+			err := l.Merge(map[string]Object{"b": nil, "e": named(t, k, "e", "east"), "0": named(t, k, "0", "east")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := names(l); !slices.Equal(got, []string{"0", "a", "e"}) || shared.ObjectMeta().Name != "b" {
+				t.Errorf("after Merge: %v, the old array's b is now %s", got, shared.ObjectMeta().Name)
+			}
+
+			other := KindService
+			if k == other {
+				other = KindPeer
+			}
+			if err := l.Put("x", named(t, other, "x", "east"), &copied); err == nil {
+				t.Errorf("Put of a %s in the %s list accepted", other, k)
+			}
+			if err := l.Merge(map[string]Object{"x": named(t, other, "x", "east")}); err == nil {
+				t.Errorf("Merge of a %s in the %s list accepted", other, k)
+			}
+		})
+	}
+	var o Objects
+	if _, ok := o.List("Nope"); ok {
+		t.Error("List of an unknown kind")
+	}
+	if _, err := New("Nope"); err == nil {
+		t.Error("New of an unknown kind")
+	}
+}

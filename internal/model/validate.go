@@ -64,29 +64,6 @@ func (*ServiceNetwork) ObjectKind() Kind { return KindServiceNetwork }
 func (*Service) ObjectKind() Kind        { return KindService }
 func (*TargetGroup) ObjectKind() Kind    { return KindTargetGroup }
 
-// New returns an empty object of kind k.
-func New(k Kind) (Object, error) {
-	switch k {
-	case KindServiceNetwork:
-		return &ServiceNetwork{}, nil
-	case KindService:
-		return &Service{}, nil
-	case KindTargetGroup:
-		return &TargetGroup{}, nil
-	case KindCertificate:
-		return &Certificate{}, nil
-	case KindWorkloadSet:
-		return &WorkloadSet{}, nil
-	case KindServiceExport:
-		return &ServiceExport{}, nil
-	case KindPeer:
-		return &Peer{}, nil
-	case KindCluster:
-		return &Cluster{}, nil
-	}
-	return nil, fmt.Errorf("unknown kind %q", k)
-}
-
 // ParseKind maps a kind's name, case-insensitively and in singular or plural
 // form ("service", "Services", "targetgroups"), to the Kind.
 func ParseKind(s string) (Kind, error) {

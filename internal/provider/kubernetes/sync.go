@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sort"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
@@ -173,37 +172,16 @@ func appendObjects[T any, P interface {
 
 // find returns the object of o with store key k, or nil when o has none.
 // o's lists of the kinds the controller sends must be sorted by name, as
-// the translator makes them (and Reconcile keeps the exports).
+// the translator makes them (and Reconcile keeps the exports); it has no
+// objects of the other kinds.
 func find(o *model.Objects, k string) (model.Object, error) {
 	kind, name, err := model.ParseKey(k)
 	if err != nil {
 		return nil, err
 	}
-	switch kind {
-	case model.KindServiceNetwork:
-		return findIn(o.Networks, name), nil
-	case model.KindService:
-		return findIn(o.Services, name), nil
-	case model.KindTargetGroup:
-		return findIn(o.TargetGroups, name), nil
-	case model.KindCertificate:
-		return findIn(o.Certificates, name), nil
-	case model.KindWorkloadSet:
-		return findIn(o.WorkloadSets, name), nil
-	case model.KindServiceExport:
-		return findIn(o.Exports, name), nil
+	l, ok := o.List(kind)
+	if !ok {
+		return nil, nil
 	}
-	return nil, nil
-}
-
-// findIn returns the object named name of list, sorted by name, or nil.
-func findIn[T any, P interface {
-	*T
-	model.Object
-}](list []T, name string) model.Object {
-	i := sort.Search(len(list), func(i int) bool { return P(&list[i]).ObjectMeta().Name >= name })
-	if i < len(list) && P(&list[i]).ObjectMeta().Name == name {
-		return P(&list[i])
-	}
-	return nil
+	return l.Find(name), nil
 }
