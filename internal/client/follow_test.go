@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/teststore"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -23,17 +23,6 @@ import (
 // on loopback.
 
 const tokenA = "token-a"
-
-// openStore opens a bolt store that the test closes when it ends.
-func openStore(t *testing.T) *bolt.Store {
-	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
 
 // serve runs a server over st for one cluster, "east", with token tokenA.
 func serve(st *bolt.Store) http.Handler {
@@ -50,7 +39,7 @@ func targetGroup(name string, port int32) *model.TargetGroup {
 // Follow delivers a snapshot, then every change, and after the stream breaks
 // it resumes from its revision without losing one.
 func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
-	srv := httptest.NewServer(serve(openStore(t)))
+	srv := httptest.NewServer(serve(teststore.Bolt(t)))
 	defer srv.Close()
 	east, err := client.New(srv.URL, tokenA, client.Options{})
 	if err != nil {
@@ -87,7 +76,7 @@ func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
 // When the stream breaks, Follow reconnects, resumes and misses nothing:
 // every change made while it was cut off arrives, in order.
 func TestFollowResumesAfterBrokenStream(t *testing.T) {
-	srv := httptest.NewServer(serve(openStore(t)))
+	srv := httptest.NewServer(serve(teststore.Bolt(t)))
 	defer srv.Close()
 	var logs testsync.Buffer
 	cl, _ := client.New(srv.URL, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -141,7 +130,7 @@ func TestFollowResumesAfterBrokenStream(t *testing.T) {
 // of the old one: nothing of the old store survives in what it serves.
 func TestFollowSeesAReplacedStore(t *testing.T) {
 	open := func() (*bolt.Store, http.Handler) {
-		st := openStore(t)
+		st := teststore.Bolt(t)
 		return st, serve(st)
 	}
 	oldStore, oldServer := open()
@@ -200,7 +189,7 @@ func TestFollowSeesAReplacedStore(t *testing.T) {
 // first goes away: its calls go through, and its watch resumes there
 // without a snapshot, missing nothing.
 func TestClientFailsOverBetweenServers(t *testing.T) {
-	st := openStore(t)
+	st := teststore.Bolt(t)
 	var watchesB atomic.Int32
 	a := httptest.NewServer(serve(st))
 	defer a.Close()

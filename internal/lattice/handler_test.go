@@ -10,7 +10,6 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -18,7 +17,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/teststore"
 )
 
 // testAPI is the Lattice API over a real server and store, and a signing
@@ -30,11 +29,7 @@ type testAPI struct {
 }
 
 func newTestAPI(t *testing.T) *testAPI {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := teststore.Bolt(t)
 	srv := server.New(st, server.Config{Tokens: map[string]string{"t": "east"}})
 	h := New(Config{Server: srv, Credentials: map[string]Credential{
 		"EAST": {Secret: "east-secret", Owner: "east"},

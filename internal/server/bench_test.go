@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/teststore"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -27,11 +26,7 @@ func BenchmarkTxnOneService(b *testing.B) {
 }
 
 func benchmarkTxnOneService(b *testing.B, n int) {
-	st, err := bolt.Open(filepath.Join(b.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
+	st := teststore.Bolt(b)
 	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{"tok": "local"}}))
 	defer srv.Close()
 	cl, err := client.New(srv.URL, "tok", client.Options{})

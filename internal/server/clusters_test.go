@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/pem"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,8 +17,8 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
 	"trellis.dev/trellis/test/plane"
+	"trellis.dev/trellis/test/teststore"
 )
 
 // clusterPlane is a control plane with a CA, served over TLS on loopback,
@@ -253,11 +252,7 @@ func TestForeignCertificateRefused(t *testing.T) {
 }
 
 func TestEnsureCA(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := teststore.Bolt(t)
 	ctx := context.Background()
 	supplied, _ := pki.NewCA(time.Now())
 	first, err := server.EnsureCA(ctx, st, supplied)

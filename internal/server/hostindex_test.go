@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -13,7 +12,7 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/store"
-	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/teststore"
 )
 
 // serviceListings is a store that counts the listings of the services.
@@ -47,11 +46,7 @@ func indexedHosts(ix *hostnameIndex) map[string][]string {
 // an index built from the stored services holds; and writes that find the
 // store unchanged since do not list the services.
 func TestHostnameIndexKeptAcrossWrites(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := teststore.Bolt(t)
 	ls := &serviceListings{Store: st}
 	s := New(ls, Config{})
 	ctx := context.Background()

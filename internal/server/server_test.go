@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +13,7 @@ import (
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
-	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/teststore"
 )
 
 const (
@@ -42,11 +41,7 @@ func newServer(t *testing.T) (url string, east, west *client.Client) {
 // returns its URL.
 func serve(t *testing.T, cfg server.Config) string {
 	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := teststore.Bolt(t)
 	srv := httptest.NewServer(server.New(st, cfg))
 	t.Cleanup(srv.Close)
 	return srv.URL
@@ -233,10 +228,7 @@ func TestApplyReplacesOnlyWhatTheCallerOwns(t *testing.T) {
 // /readyz follows the store: ready while it answers, 503 with the reason
 // once it does not; /healthz stays ok (the process is alive).
 func TestReadyzFollowsTheStore(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := teststore.Bolt(t)
 	srv := httptest.NewServer(server.New(st, server.Config{Tokens: map[string]string{tokenA: "east"}}))
 	defer srv.Close()
 	get := func(path string) (int, string) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -14,7 +13,7 @@ import (
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store"
-	"trellis.dev/trellis/internal/store/bolt"
+	"trellis.dev/trellis/test/teststore"
 )
 
 // A transaction puts and deletes only what it names, atomically, leaving
@@ -147,11 +146,7 @@ func (l *listings) take() []string {
 // (TestHostnameIndexKeptAcrossWrites), and still refuses a host name
 // another owner serves.
 func TestTxnOfAServiceListsServicesAndNetworksOnly(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := teststore.Bolt(t)
 	ls := &listings{Store: st}
 	srv := httptest.NewServer(server.New(ls, server.Config{Tokens: map[string]string{tokenA: "east", tokenB: "west"}}))
 	t.Cleanup(srv.Close)

@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -19,8 +18,8 @@ import (
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/internal/store"
-	"trellis.dev/trellis/internal/store/bolt"
 	testpki "trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/teststore"
 )
 
 // AdminToken is the admin bearer token every Plane accepts.
@@ -45,11 +44,7 @@ type Plane struct {
 // AdminToken and its CA, over a fresh store.
 func Start(t testing.TB, cfg server.Config) *Plane {
 	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := teststore.Bolt(t)
 	ca, err := server.EnsureCA(context.Background(), st, nil)
 	if err != nil {
 		t.Fatal(err)
