@@ -106,6 +106,21 @@ func (o *Objects) Each() iter.Seq2[string, Object] {
 	}
 }
 
+// All yields every object in the order of Each, without the paths Each
+// formats (a cost per object a caller that names none need not pay).
+func (o *Objects) All() iter.Seq[Object] {
+	return func(yield func(Object) bool) {
+		for _, r := range kinds {
+			l := r.list(o)
+			for i := range l.Len() {
+				if !yield(l.At(i)) {
+					return
+				}
+			}
+		}
+	}
+}
+
 // Len is how many objects o holds, of every kind.
 func (o *Objects) Len() int {
 	n := 0

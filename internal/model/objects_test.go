@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// Every kind goes into Objects and comes out of Each, so that a kind added
-// to Kinds and New but not to Objects fails here.
+// Every kind New makes goes into Objects and comes out of Each and All, in
+// Kinds' order, at its list's JSON path: a row of the kinds table that
+// reaches the wrong list, or names it wrongly, fails here.
 func TestObjectsHoldEveryKind(t *testing.T) {
 	var o Objects
 	for _, k := range Kinds {
@@ -23,12 +24,17 @@ func TestObjectsHoldEveryKind(t *testing.T) {
 	}
 	var kinds []Kind
 	var fields []string
+	var all []Object
 	for field, obj := range o.Each() {
 		kinds = append(kinds, obj.ObjectKind())
 		fields = append(fields, field)
+		all = append(all, obj)
 	}
-	if !slices.Equal(slices.Sorted(slices.Values(kinds)), slices.Sorted(slices.Values(Kinds))) {
-		t.Errorf("Each yielded kinds %v, want %v", kinds, Kinds)
+	if !slices.Equal(kinds, Kinds) {
+		t.Errorf("Each yielded kinds %v, want Kinds' order %v", kinds, Kinds)
+	}
+	if got := slices.Collect(o.All()); !slices.Equal(got, all) {
+		t.Errorf("All yielded %v, want Each's %v", got, all)
 	}
 	want := []string{"networks[0]", "services[0]", "targetGroups[0]", "certificates[0]", "workloadSets[0]", "exports[0]", "peers[0]", "clusters[0]"}
 	if !slices.Equal(fields, want) {

@@ -401,32 +401,10 @@ func (f *fileSender) txn(ctx context.Context, cl *client.Client, req *api.TxnReq
 	return res.Revision, [4]int{res.Created, res.Updated, res.Deleted, unchanged + res.Unchanged}, nil
 }
 
-// eachObject calls fn with every object of objs (without the JSON paths
-// model.Objects.Each formats).
+// eachObject calls fn with every object of objs.
 func eachObject(objs *model.Objects, fn func(model.Object)) {
-	for i := range objs.Networks {
-		fn(&objs.Networks[i])
-	}
-	for i := range objs.Services {
-		fn(&objs.Services[i])
-	}
-	for i := range objs.TargetGroups {
-		fn(&objs.TargetGroups[i])
-	}
-	for i := range objs.Certificates {
-		fn(&objs.Certificates[i])
-	}
-	for i := range objs.WorkloadSets {
-		fn(&objs.WorkloadSets[i])
-	}
-	for i := range objs.Exports {
-		fn(&objs.Exports[i])
-	}
-	for i := range objs.Peers {
-		fn(&objs.Peers[i])
-	}
-	for i := range objs.Clusters {
-		fn(&objs.Clusters[i])
+	for obj := range objs.All() {
+		fn(obj)
 	}
 }
 
