@@ -8,6 +8,8 @@ import (
 	"runtime/metrics"
 	"testing"
 	"time"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 func TestPercentFor(t *testing.T) {
@@ -51,22 +53,10 @@ func metric(name string) uint64 {
 	return s[0].Value.Uint64()
 }
 
-// eventually reports whether cond holds within a second.
-func eventually(cond func() bool) bool {
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return false
-}
-
 // gogcBecomes collects until GOGC is want (a collection's cleanup runs
 // after it, on a goroutine of its own), for up to a second.
 func gogcBecomes(want uint64) bool {
-	return eventually(func() bool { runtime.GC(); return metric("/gc/gogc:percent") == want })
+	return testsync.Poll(time.Second, func() bool { runtime.GC(); return metric("/gc/gogc:percent") == want })
 }
 
 // With a small live heap, 256 MB of garbage costs a handful of
@@ -101,7 +91,7 @@ func TestKeep(t *testing.T) {
 	}
 	// A collection's cleanup retunes GOGC just after it: until then the
 	// goal is the last GOGC's over the new live heap.
-	if !eventually(func() bool {
+	if !testsync.Poll(time.Second, func() bool {
 		runtime.GC()
 		g := metric("/gc/heap/goal:bytes")
 		return g >= floor/2 && g <= floor+floor/8
@@ -118,7 +108,7 @@ func TestKeep(t *testing.T) {
 		t.Errorf("GOGC %d with 40 MB live, want 100", metric("/gc/gogc:percent"))
 	}
 	keep = nil
-	if !eventually(func() bool { runtime.GC(); return metric("/gc/gogc:percent") > 100 }) {
+	if !testsync.Poll(time.Second, func() bool { runtime.GC(); return metric("/gc/gogc:percent") > 100 }) {
 		t.Errorf("GOGC stays 100 with the live heap small again")
 	}
 
@@ -160,7 +150,7 @@ func TestKeepWithinCgroupLimit(t *testing.T) {
 		}
 		stop := Keep(64 << 20)
 		churn(64 << 20)
-		if !eventually(func() bool {
+		if !testsync.Poll(time.Second, func() bool {
 			runtime.GC()
 			g := metric("/gc/heap/goal:bytes")
 			return g >= tc.min && g <= tc.max

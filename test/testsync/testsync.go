@@ -47,11 +47,12 @@ func (b *Buffer) Lines() []string {
 	return strings.Split(s, "\n")
 }
 
-// poll calls done until it returns true or timeout passes, sleeping 1 ms
+// Poll calls done until it returns true or timeout passes, sleeping 1 ms
 // at first and twice as long each time up to 50 ms, so that a fast
 // condition is seen at once and a slow one is not asked too often. It
-// reports whether done returned true.
-func poll(timeout time.Duration, done func() bool) bool {
+// reports whether done returned true: for a test that goes on when it
+// did not (WaitFor and Eventually fail the test).
+func Poll(timeout time.Duration, done func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	sleep := time.Millisecond
 	for !done() {
@@ -68,7 +69,7 @@ func poll(timeout time.Duration, done func() bool) bool {
 // <timeout> waiting for <what>" when timeout passes first.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if !poll(timeout, cond) {
+	if !Poll(timeout, cond) {
 		t.Fatalf("timed out after %v waiting for %s", timeout, what)
 	}
 }
@@ -120,7 +121,7 @@ func LastSeen(t testing.TB, timeout time.Duration, leaves, stays string, answer 
 func Eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
 	t.Helper()
 	var err error
-	if poll(timeout, func() bool { err = check(); return err == nil }) {
+	if Poll(timeout, func() bool { err = check(); return err == nil }) {
 		return
 	}
 	if what == "" {
