@@ -14,6 +14,7 @@ import (
 
 	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // issue returns a certificate and key of cluster (one PEM) signed by ca,
@@ -89,13 +90,7 @@ func TestFollowIdentity(t *testing.T) {
 
 	renewed := issue(t, ca, "east", 2*time.Hour)
 	write(renewed)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Until(id.Expires()) < 90*time.Minute {
-		if time.Now().After(deadline) {
-			t.Fatal("the renewed certificate was not taken up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testsync.WaitFor(t, 5*time.Second, "the renewed certificate to be taken up", func() bool { return time.Until(id.Expires()) >= 90*time.Minute })
 	want := id.Certificate()
 	for name, idPEM := range map[string][]byte{
 		"another cluster's": issue(t, ca, "west", 3*time.Hour),

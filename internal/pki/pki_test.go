@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 var t0 = time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
@@ -356,10 +358,7 @@ func TestIdentityRenews(t *testing.T) {
 	}
 	// Renewal is due at 2 s; well before the first certificate expires the
 	// server must see another one.
-	deadline := time.Now().Add(ttl - 200*time.Millisecond)
-	for id.Certificate() == first && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testsync.Poll(ttl-200*time.Millisecond, func() bool { return id.Certificate() != first })
 	second := id.Certificate()
 	if second == first {
 		t.Fatal("not renewed before expiry")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/test/pki"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // writeLeaf writes a leaf for 127.0.0.1 into dir and returns its serial.
@@ -75,28 +76,18 @@ func TestServerAndClient(t *testing.T) {
 	}
 
 	second := writeLeaf(t, ca, dir, time.Now())
-	deadline := time.Now().Add(3 * checkEvery)
-	for serial() != second {
-		if time.Now().After(deadline) {
-			t.Fatal("the rotated certificate was never served")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testsync.WaitFor(t, 3*checkEvery, "the rotated certificate to be served", func() bool { return serial() == second })
 
 	// A broken rotation keeps the certificate serving and reports why.
 	if err := os.WriteFile(filepath.Join(dir, "tls.key"), []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(3 * checkEvery)
-	for len(reloadErrs) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("a broken key file was not reported")
-		}
+	testsync.WaitFor(t, 3*checkEvery, "a broken key file to be reported", func() bool {
 		if got := serial(); got != second {
 			t.Fatalf("serial %s after a broken rotation, want %s still", got, second)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(reloadErrs) > 0
+	})
 
 	other, err := Client(writeCA(t, pki.NewCA(t)))
 	if err != nil {
