@@ -166,11 +166,7 @@ func TestClientCert(t *testing.T) {
 		t.Fatalf("server saw client certificate %s, want the file's %s", got, first)
 	}
 	second := writeLeaf(t, ca, dir, time.Now())
-	for deadline := time.Now().Add(3 * checkEvery); seen() != second; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the rotated client certificate was never presented")
-		}
-	}
+	testsync.WaitFor(t, 3*checkEvery, "the rotated client certificate to be presented", func() bool { return seen() == second })
 	if err := ClientCert(cfg, filepath.Join(dir, "missing.crt"), filepath.Join(dir, "tls.key"), nil); err == nil {
 		t.Error("ClientCert with a missing file: no error")
 	}

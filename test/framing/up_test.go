@@ -72,15 +72,8 @@ func startUp(t *testing.T) up {
 		http: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)), https: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpsPort)),
 		tls: &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}},
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if Run(u.http, "", Table[0]) == nil {
-			return u
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("trellis up did not serve %s within 30 s", u.http)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testsync.WaitFor(t, 30*time.Second, "trellis up to serve "+u.http, func() bool { return Run(u.http, "", Table[0]) == nil })
+	return u
 }
 
 const gatewayYAML = `apiVersion: gateway.networking.k8s.io/v1

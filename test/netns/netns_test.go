@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 // A server inside the namespace is reachable through the namespace's dialer
@@ -28,15 +30,10 @@ func TestDialReachesOnlyInside(t *testing.T) {
 
 	c := ns.HTTPClient(2 * time.Second)
 	var resp *http.Response
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if resp, err = c.Get("http://198.18.0.7:18080/"); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("GET inside the namespace: %v", err)
-	}
+	testsync.Eventually(t, 10*time.Second, "GET inside the namespace", func() (err error) {
+		resp, err = c.Get("http://198.18.0.7:18080/")
+		return err
+	})
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "Directory listing") {
@@ -123,11 +120,9 @@ func TestStartKillsWithTestBinary(t *testing.T) {
 	if pid == 0 || helper.ProcessState.ExitCode() != 3 {
 		t.Fatalf("helper: %v, output:\n%s", err, out)
 	}
-	for deadline := time.Now().Add(5 * time.Second); alive(pid, "sleep"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("process %d outlived the test binary that started it", pid)
-		}
+	if !testsync.Poll(5*time.Second, func() bool { return !alive(pid, "sleep") }) {
+		syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("process %d outlived the test binary that started it", pid)
 	}
 }
 
