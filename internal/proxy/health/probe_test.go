@@ -2,6 +2,8 @@ package health
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -98,7 +100,21 @@ func answer(resp string) func(int, net.Conn, *bufio.Reader) {
 // the given timeout.
 func plainCheck(t testing.TB, addr string, timeout time.Duration) *check {
 	t.Helper()
-	sp, err := newSpec(&model.TargetGroup{Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1}, time.Second)
+	return checkOf(t, addr, false, false, timeout)
+}
+
+// checkOf is a check of addr over HTTPS or not, HTTP/2 or HTTP/1.1, with
+// the given timeout.
+func checkOf(t testing.TB, addr string, https, http2 bool, timeout time.Duration) *check {
+	t.Helper()
+	tg := &model.TargetGroup{Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1}
+	if https {
+		tg.HealthCheck.Protocol = model.ProtocolHTTPS
+	}
+	if http2 {
+		tg.HealthCheck.ProtocolVersion = model.HTTP2
+	}
+	sp, err := newSpec(tg, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +225,7 @@ func TestMisbehavingTargets(t *testing.T) {
 			defer c.Close()
 			ch := plainCheck(t, rt.addr(), timeout)
 			start := time.Now()
-			err := c.probePlain(ch)
+			err := c.probeH1(ch)
 			if took := time.Since(start); took > timeout+time.Second {
 				t.Errorf("the check took %v, its timeout is %v", took, timeout)
 			}
@@ -260,13 +276,13 @@ func TestStaleAnswerIsNotTaken(t *testing.T) {
 	defer c.Close()
 	ch := plainCheck(t, rt.addr(), 5*time.Second)
 	defer c.done(ch)
-	if err := c.probePlain(ch); err != nil {
+	if err := c.probeH1(ch); err != nil {
 		t.Fatalf("first check: %v", err)
 	}
 	code.Store("503 Service Unavailable")
 	for i := range 3 {
 		var se *statusError
-		if err := c.probePlain(ch); !errors.As(err, &se) || se.code != 503 {
+		if err := c.probeH1(ch); !errors.As(err, &se) || se.code != 503 {
 			t.Fatalf("check %d: %v, want status 503 (the stale 200 taken?)", i+2, err)
 		}
 	}
@@ -286,12 +302,12 @@ func TestKeptConnectionClosedByTarget(t *testing.T) {
 		defer c.Close()
 		ch := plainCheck(t, ct.addr(), 5*time.Second)
 		defer c.done(ch)
-		if err := c.probePlain(ch); err != nil {
+		if err := c.probeH1(ch); err != nil {
 			t.Fatal(err)
 		}
 		ct.srv.CloseClientConnections()
 		testsync.WaitFor(t, 5*time.Second, "the target's close", func() bool { return ct.closed.Load() == 1 })
-		if err := c.probePlain(ch); err != nil {
+		if err := c.probeH1(ch); err != nil {
 			t.Errorf("check after the target closed its connection: %v", err)
 		}
 		if n := ct.conns.Load(); n != 2 {
@@ -316,7 +332,7 @@ func TestKeptConnectionClosedByTarget(t *testing.T) {
 		ch := plainCheck(t, rt.addr(), 5*time.Second)
 		defer c.done(ch)
 		for i := range 3 {
-			if err := c.probePlain(ch); err != nil {
+			if err := c.probeH1(ch); err != nil {
 				t.Fatalf("check %d: %v", i+1, err)
 			}
 		}
@@ -330,7 +346,7 @@ func TestKeptConnectionClosedByTarget(t *testing.T) {
 		defer c.Close()
 		ch := plainCheck(t, rt.addr(), 5*time.Second)
 		defer c.done(ch)
-		if err := c.probePlain(ch); err == nil {
+		if err := c.probeH1(ch); err == nil {
 			t.Error("check passed on a connection closed without an answer")
 		}
 		if n := rt.conns.Load(); n != 1 {
@@ -381,55 +397,91 @@ func TestKeptConnections(t *testing.T) {
 	})
 }
 
-// BenchmarkProbe is one plain HTTP/1.1 check of a loopback target that
-// answers 200 with a 3-byte body: on the kept connection (what the
-// checker does), on a new connection per check (what it did before, and
-// still does past MaxKeptConns), and through an http.Transport. cpu-µs/op
-// is the process's CPU time per check, the target's share included.
+// BenchmarkProbe is one check of a loopback target that answers 200 with
+// a short body, for each protocol (http, https: HTTP/1.1 plain and over
+// TLS; h2c, h2: HTTP/2 by prior knowledge and over TLS): on the kept
+// connection (what the checker does), on a new connection per check
+// (what it does past MaxKeptConns; TLS sessions resumed), and through
+// an http.Transport client connection per check without session
+// resumption (what it did before for HTTPS and HTTP/2 checks).
+// cpu-µs/op is the process's CPU time per check, the target's share
+// included.
 func BenchmarkProbe(b *testing.B) {
-	rt := newRawTarget(b, answer("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nok\n"))
-	addr := rt.addr()
-	cpu := func(b *testing.B, run func()) {
+	const body = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nok\n"
+	cpu := func(b *testing.B, run func() error) {
 		start := testsync.CPUTime()
 		for b.Loop() {
-			run()
+			if err := run(); err != nil {
+				b.Fatal(err)
+			}
 		}
 		b.ReportMetric(float64((testsync.CPUTime()-start).Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
 	}
-	for _, bc := range []struct {
-		name string
-		kept int
-	}{{"kept", 0}, {"new-connection", -1}} {
-		b.Run(bc.name, func(b *testing.B) {
-			c := New(Config{MaxKeptConns: bc.kept})
-			defer c.Close()
-			ch := plainCheck(b, addr, 5*time.Second)
-			defer c.done(ch)
-			cpu(b, func() {
-				if err := c.probePlain(ch); err != nil {
-					b.Fatal(err)
-				}
+	for _, proto := range []struct {
+		name         string
+		https, http2 bool
+	}{{"http", false, false}, {"https", true, false}, {"h2c", false, true}, {"h2", true, true}} {
+		var addr string
+		if proto.http2 {
+			addr = newCheckTarget(b, proto.https, true).addr()
+		} else {
+			addr = newRawTarget(b, tlsIf(b, proto.https, answer(body))).addr()
+		}
+		for _, bc := range []struct {
+			name string
+			kept int
+		}{{"kept", 0}, {"new-connection", -1}} {
+			b.Run(proto.name+"/"+bc.name, func(b *testing.B) {
+				c := New(Config{MaxKeptConns: bc.kept})
+				defer c.Close()
+				ch := checkOf(b, addr, proto.https, proto.http2, 5*time.Second)
+				defer c.done(ch)
+				cpu(b, func() error { return c.probe(ch) })
 			})
+		}
+		b.Run(proto.name+"/transport", func(b *testing.B) {
+			tr := oldTransport(proto.http2)
+			cpu(b, func() error { return transportCheck(tr, addr, proto.https, proto.http2) })
 		})
 	}
-	b.Run("transport", func(b *testing.B) {
-		c := New(Config{})
-		defer c.Close()
-		cpu(b, func() {
-			cc, err := c.h1.NewClientConn(b.Context(), "http", addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
-			req.Close = true
-			resp, err := cc.RoundTrip(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			resp.Body.Close()
-			cc.Close()
-		})
-	})
+}
+
+// oldTransport is the transport whose client connections ran HTTPS and
+// HTTP/2 checks, one per check, before they were kept.
+func oldTransport(http2 bool) *http.Transport {
+	var p http.Protocols
+	if http2 {
+		p.SetHTTP2(true)
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
+	}
+	return &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Protocols: &p, DisableCompression: true}
+}
+
+// transportCheck is a check on a new client connection of tr, closed
+// afterwards.
+func transportCheck(tr *http.Transport, addr string, https, http2 bool) error {
+	scheme := "http"
+	if https {
+		scheme = "https"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cc, err := tr.NewClientConn(ctx, scheme, addr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+"/", nil)
+	req.Header.Set("User-Agent", userAgent)
+	req.Close = !http2
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
 }
 
 // FuzzCheckAnswer feeds a check whatever a target may answer: it never
