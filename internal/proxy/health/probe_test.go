@@ -217,37 +217,54 @@ func TestMisbehavingTargets(t *testing.T) {
 			io.Copy(io.Discard, conn)
 		}, pass: true},
 		{name: "answers twice", serve: answer(ok200 + ok200), pass: true},
+		{name: "ends mid-body (over TLS: close_notify)", serve: func(_ int, conn net.Conn, br *bufio.Reader) {
+			readRequest(br)
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+			conn.(interface{ CloseWrite() error }).CloseWrite()
+			io.Copy(io.Discard, conn)
+		}, pass: true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			rt := newRawTarget(t, tt.serve)
-			c := New(Config{})
-			defer c.Close()
-			ch := plainCheck(t, rt.addr(), timeout)
-			start := time.Now()
-			err := c.probeH1(ch)
-			if took := time.Since(start); took > timeout+time.Second {
-				t.Errorf("the check took %v, its timeout is %v", took, timeout)
-			}
-			switch {
-			case tt.pass && err != nil:
-				t.Errorf("check failed: %v, want passed", err)
-			case !tt.pass && err == nil:
-				t.Error("check passed, want failed")
-			case tt.is != nil && !tt.is(err):
-				t.Errorf("check failed with %v (%T), not the expected error", err, err)
-			}
-			if kept := ch.conn.Load() != nil; kept != tt.kept || c.KeptConns() != btoi(kept) {
-				t.Errorf("connection kept: %v (%d counted), want %v", kept, c.KeptConns(), tt.kept)
-			}
-			c.done(ch)
-			if c.KeptConns() != 0 {
-				t.Errorf("%d connections counted after the check's went", c.KeptConns())
-			}
-			testsync.WaitFor(t, 5*time.Second, "the target's connections closed", func() bool { return rt.open.Load() == 0 })
-		})
+		for _, https := range []bool{false, true} {
+			t.Run(tt.name+map[bool]string{true: ", https"}[https], func(t *testing.T) {
+				rt := newRawTarget(t, tlsIf(t, https, tt.serve))
+				c := New(Config{})
+				defer c.Close()
+				ch := checkOf(t, rt.addr(), https, false, timeout)
+				misbehaving(t, c, ch, rt, timeout, tt.pass, tt.kept, tt.is)
+			})
+		}
 	}
 	testsync.WaitFor(t, 5*time.Second, "no goroutine left", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// misbehaving runs one check of ch against rt and says what went
+// unexpected: how long it took, whether it passed, its error (when is is
+// set), whether its connection is kept, and that the target's connections
+// all close when the check goes.
+func misbehaving(t *testing.T, c *Checker, ch *check, rt *rawTarget, timeout time.Duration, pass, kept bool, is func(error) bool) {
+	t.Helper()
+	start := time.Now()
+	err := c.probe(ch)
+	if took := time.Since(start); took > timeout+time.Second {
+		t.Errorf("the check took %v, its timeout is %v", took, timeout)
+	}
+	switch {
+	case pass && err != nil:
+		t.Errorf("check failed: %v, want passed", err)
+	case !pass && err == nil:
+		t.Error("check passed, want failed")
+	case is != nil && !is(err):
+		t.Errorf("check failed with %v (%T), not the expected error", err, err)
+	}
+	if got := ch.conn.Load() != nil; got != kept || c.KeptConns() != btoi(got) {
+		t.Errorf("connection kept: %v (%d counted), want %v", got, c.KeptConns(), kept)
+	}
+	c.done(ch)
+	if c.KeptConns() != 0 {
+		t.Errorf("%d connections counted after the check's went", c.KeptConns())
+	}
+	testsync.WaitFor(t, 5*time.Second, "the target's connections closed", func() bool { return rt.open.Load() == 0 })
 }
 
 func btoi(b bool) int {
@@ -259,35 +276,56 @@ func btoi(b bool) int {
 
 // A check does not use a kept connection that has something to read
 // before its request: an answer nobody asked for would pass for its own
-// (here a stale 200 while the target now answers 503).
+// (here a stale 200 while the target now answers 503). Over TLS, the
+// stale answer written apart is a record of its own, which the TLS
+// connection may already hold when the socket has nothing.
 func TestStaleAnswerIsNotTaken(t *testing.T) {
-	var code atomic.Value
-	code.Store("200 OK")
-	rt := newRawTarget(t, func(_ int, conn net.Conn, br *bufio.Reader) {
-		for readRequest(br) {
-			resp := "HTTP/1.1 " + code.Load().(string) + "\r\nContent-Length: 0\r\n\r\n"
-			// Every answer twice: the second is stale.
-			if _, err := io.WriteString(conn, resp+resp); err != nil {
-				return
+	for _, tc := range []struct {
+		name         string
+		https, apart bool
+	}{{"http", false, false}, {"http, written apart", false, true}, {"https", true, false}, {"https, written apart", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var code atomic.Value
+			code.Store("200 OK")
+			// answered counts the answers written whole, so that a check
+			// starts after the last stale answer arrived: one arriving
+			// after the request is beyond anyone's telling.
+			var answered atomic.Int32
+			rt := newRawTarget(t, tlsIf(t, tc.https, func(_ int, conn net.Conn, br *bufio.Reader) {
+				for readRequest(br) {
+					resp := "HTTP/1.1 " + code.Load().(string) + "\r\nContent-Length: 0\r\n\r\n"
+					// Every answer twice: the second is stale.
+					writes := []string{resp + resp}
+					if tc.apart {
+						writes = []string{resp, resp}
+					}
+					for _, w := range writes {
+						if _, err := io.WriteString(conn, w); err != nil {
+							return
+						}
+					}
+					answered.Add(1)
+				}
+			}))
+			c := New(Config{})
+			defer c.Close()
+			ch := checkOf(t, rt.addr(), tc.https, false, 5*time.Second)
+			defer c.done(ch)
+			if err := c.probeH1(ch); err != nil {
+				t.Fatalf("first check: %v", err)
 			}
-		}
-	})
-	c := New(Config{})
-	defer c.Close()
-	ch := plainCheck(t, rt.addr(), 5*time.Second)
-	defer c.done(ch)
-	if err := c.probeH1(ch); err != nil {
-		t.Fatalf("first check: %v", err)
-	}
-	code.Store("503 Service Unavailable")
-	for i := range 3 {
-		var se *statusError
-		if err := c.probeH1(ch); !errors.As(err, &se) || se.code != 503 {
-			t.Fatalf("check %d: %v, want status 503 (the stale 200 taken?)", i+2, err)
-		}
-	}
-	if n := rt.conns.Load(); n != 4 {
-		t.Errorf("%d connections for 4 checks each answered twice, want 4 (none reused)", n)
+			code.Store("503 Service Unavailable")
+			for i := range 3 {
+				testsync.WaitFor(t, 5*time.Second, "the last answer written", func() bool { return answered.Load() == int32(i+1) })
+				var se *statusError
+				if err := c.probeH1(ch); !errors.As(err, &se) || se.code != 503 {
+					t.Fatalf("check %d: %v, want status 503 (the stale 200 taken?)", i+2, err)
+				}
+			}
+			if n := rt.conns.Load(); n != 4 {
+				t.Errorf("%d connections for 4 checks each answered twice, want 4 (none reused)", n)
+			}
+		})
 	}
 }
 
