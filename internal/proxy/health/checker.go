@@ -41,10 +41,10 @@ type Config struct {
 	// check. Zero means time.Second. Only tests set it, so that a model
 	// interval of 5 s (the least the model allows) runs in milliseconds.
 	Second time.Duration
-	// MaxKeptConns bounds the plain HTTP/1.1 check connections kept open
-	// between checks (one per address and check); zero means
-	// DefaultMaxKeptConns or half the open-file limit, whichever is less,
-	// and a negative value keeps none.
+	// MaxKeptConns bounds the check connections kept open between checks
+	// (one per address and check); zero means DefaultMaxKeptConns or half
+	// the open-file limit, whichever is less, and a negative value keeps
+	// none. At most DefaultMaxKeptH2Conns of them are HTTP/2.
 	MaxKeptConns int
 	// MaxHold bounds how long a Hold keeps checks from starting;
 	// DefaultMaxHold when zero.
@@ -65,9 +65,9 @@ type Checker struct {
 	tlsH1, tlsH2 *tls.Config
 	h2           *http.Transport
 	// kept counts the check connections open and counted, at most
-	// maxKept.
-	kept    atomic.Int64
-	maxKept int64
+	// maxKept; keptH2 those of them that are HTTP/2, at most maxKeptH2.
+	kept, keptH2       atomic.Int64
+	maxKept, maxKeptH2 int64
 	// gen moves whenever a target's state or the set of targets changes.
 	gen atomic.Uint64
 
@@ -141,6 +141,7 @@ func New(cfg Config) *Checker {
 			c.maxKept = min(c.maxKept, int64(l/2))
 		}
 	}
+	c.maxKeptH2 = min(c.maxKept, DefaultMaxKeptH2Conns)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.loops.Go(c.schedule)
 	return c

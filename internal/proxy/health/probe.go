@@ -32,6 +32,12 @@ const (
 	// traffic needs. A check past the bound opens a connection of its own
 	// and closes it afterwards.
 	DefaultMaxKeptConns = 200_000
+	// DefaultMaxKeptH2Conns bounds, within DefaultMaxKeptConns, the
+	// HTTP/2 check connections kept between checks: each holds a read
+	// loop (a goroutine) and its framer's buffers, some 20 KB in all,
+	// where a kept HTTP/1.1 connection holds a socket and its few hundred
+	// bytes.
+	DefaultMaxKeptH2Conns = 10_000
 	// maxCheckHead bounds a check response's head.
 	maxCheckHead = 16 << 10
 	// maxCheckBody bounds the body a check reads so as to keep its
@@ -178,7 +184,7 @@ func (c *Checker) dial(ch *check, deadline time.Time) (*keptConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	kc := &keptConn{Conn: tcp, tcp: tcp, counted: c.count()}
+	kc := &keptConn{Conn: tcp, tcp: tcp, counted: c.count(false)}
 	kc.raw, _ = tcp.SyscallConn()
 	if ch.sp.https {
 		kc.wire = &wireConn{TCPConn: tcp, records: true}
@@ -214,13 +220,20 @@ func (c *Checker) dialTCP(ctx context.Context, addr string, deadline time.Time) 
 	return conn.(*net.TCPConn), nil
 }
 
-// count reports whether a new connection counts toward the bound of kept
-// connections, counting it if so.
-func (c *Checker) count() bool {
+// count reports whether a new connection (an HTTP/2 one when h2 is set)
+// counts toward the bounds of kept connections, counting it if so.
+func (c *Checker) count(h2 bool) bool {
+	if h2 && c.keptH2.Add(1) > c.maxKeptH2 {
+		c.keptH2.Add(-1)
+		return false
+	}
 	if c.kept.Add(1) <= c.maxKept {
 		return true
 	}
 	c.kept.Add(-1)
+	if h2 {
+		c.keptH2.Add(-1)
+	}
 	return false
 }
 
@@ -230,6 +243,9 @@ func (c *Checker) drop(ch *check, kc *keptConn) {
 	kc.abort()
 	if kc.counted {
 		c.kept.Add(-1)
+		if kc.cc != nil {
+			c.keptH2.Add(-1)
+		}
 	}
 }
 

@@ -128,7 +128,7 @@ func (c *Checker) dialH2(ctx context.Context, ch *check) (*keptConn, error) {
 		cc.Close()
 		return nil, fmt.Errorf("health check connection to %s not dialed by the checker", ch.key.addr)
 	}
-	kc := &keptConn{Conn: w, tcp: w.TCPConn, wire: w, cc: cc, counted: c.count()}
+	kc := &keptConn{Conn: w, tcp: w.TCPConn, wire: w, cc: cc, counted: c.count(true)}
 	ch.conn.Store(kc)
 	if c.ctx.Err() != nil {
 		c.drop(ch, kc)

@@ -320,3 +320,33 @@ func TestH2WithoutALPN(t *testing.T) {
 		t.Errorf("check of a target without h2: %v, want the ALPN named", err)
 	}
 }
+
+// Past the bound of kept HTTP/2 connections, an HTTP/2 check opens its
+// own connection and closes it afterwards, while HTTP/1.1 checks still
+// keep theirs within the shared bound.
+func TestH2KeptBound(t *testing.T) {
+	rt := newH2Target(t, false, serveH2)
+	plain := newRawTarget(t, answer(ok200))
+	c := New(Config{})
+	defer c.Close()
+	c.maxKeptH2 = 1
+	a, b := checkOf(t, rt.addr(), false, true, 5*time.Second), checkOf(t, rt.addr(), false, true, 5*time.Second)
+	p := plainCheck(t, plain.addr(), 5*time.Second)
+	defer c.done(a)
+	defer c.done(b)
+	defer c.done(p)
+	for i := range 3 {
+		for _, ch := range []*check{a, b, p} {
+			if err := c.probe(ch); err != nil {
+				t.Fatalf("round %d: %v", i+1, err)
+			}
+		}
+	}
+	if n := rt.conns.Load(); n != 4 {
+		t.Errorf("%d HTTP/2 connections for 6 checks, want 4 (1 kept, 3 of their own)", n)
+	}
+	if c.KeptConns() != 2 || c.keptH2.Load() != 1 {
+		t.Errorf("%d connections kept, %d of them HTTP/2; want 2 and 1", c.KeptConns(), c.keptH2.Load())
+	}
+	testsync.WaitFor(t, 5*time.Second, "the unkept connections closed", func() bool { return rt.open.Load() == 1 })
+}

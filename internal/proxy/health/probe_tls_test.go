@@ -187,3 +187,26 @@ func TestTLSSessionResumed(t *testing.T) {
 		t.Errorf("sessions resumed: %v, want [false true true]", resumed)
 	}
 }
+
+// FuzzRecordBoundary feeds the record follower whatever a target may
+// send, in pieces of any size: it never panics, and says a boundary
+// exactly where a walk of the records whole finds one.
+func FuzzRecordBoundary(f *testing.F) {
+	f.Add([]byte{23, 3, 3, 0, 2, 'o', 'k', 21, 3, 3, 0, 0}, uint8(1))
+	f.Add([]byte{22, 3, 1, 0xff, 0xff}, uint8(3))
+	f.Add([]byte{}, uint8(0))
+	f.Fuzz(func(t *testing.T, stream []byte, step uint8) {
+		want := 0
+		for want+5 <= len(stream) {
+			want += 5 + (int(stream[want+3])<<8 | int(stream[want+4]))
+		}
+		var w wireConn
+		n := max(int(step), 1)
+		for i := 0; i < len(stream); i += n {
+			w.follow(stream[i:min(i+n, len(stream))])
+		}
+		if got := w.atRecordBoundary(); got != (want == len(stream)) {
+			t.Errorf("at a boundary after %d bytes: %v, want %v", len(stream), got, want == len(stream))
+		}
+	})
+}
