@@ -23,7 +23,9 @@ import (
 // goroutine of its own), and read with a buffer that checks in flight
 // share from a pool (the proxy's own fuzzed response parser; no per-check
 // reader). At thousands of checks a second, a new connection, a transport
-// or http.ReadResponse per check cost more than the check.
+// or http.ReadResponse per check cost more than the check. An HTTPS check
+// of HTTP/1.1 runs the same way over TLS on the kept TCP connection: a
+// TLS handshake per check would cost some 40 times the check.
 
 const (
 	// DefaultMaxKeptConns bounds the check connections kept between checks
