@@ -283,11 +283,11 @@ func (kc *keptConn) idle() bool {
 	if !kc.wire.atRecordBoundary() {
 		return false // part of a record read, the rest to come
 	}
-	// A deadline already past makes the read return at once: with data
-	// or an alert the connection holds, or with a timeout when it holds
-	// nothing. Writes fail at once too (a KeyUpdate answer to a target
-	// that does not read cannot block the check).
-	kc.tls.SetDeadline(longAgo)
+	// A read deadline already past makes the read return at once: with
+	// data or an alert the connection holds, or with a timeout when it
+	// holds nothing. (The one write it may make, a KeyUpdate's answer,
+	// goes to a socket whose send buffer holds nothing between checks.)
+	kc.tls.SetReadDeadline(longAgo)
 	n, err := kc.tls.Read(kc.peekBuf[:])
 	return n == 0 && isTimeout(err)
 }

@@ -332,13 +332,20 @@ func TestStaleAnswerIsNotTaken(t *testing.T) {
 // A kept connection the target closed is replaced within the check, so
 // that the check passes: whether the close arrived before the check (a
 // target restarted, or closing idle connections) or as the request went
-// out (the target closed it without answering).
+// out (the target closed it without answering), over TLS (close_notify)
+// as well.
 func TestKeptConnectionClosedByTarget(t *testing.T) {
+	for _, https := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "https"}[https], func(t *testing.T) { keptConnectionClosedByTarget(t, https) })
+	}
+}
+
+func keptConnectionClosedByTarget(t *testing.T, https bool) {
 	t.Run("before the check", func(t *testing.T) {
-		ct := newCheckTarget(t, false, false)
+		ct := newCheckTarget(t, https, false)
 		c := New(Config{})
 		defer c.Close()
-		ch := plainCheck(t, ct.addr(), 5*time.Second)
+		ch := checkOf(t, ct.addr(), https, false, 5*time.Second)
 		defer c.done(ch)
 		if err := c.probeH1(ch); err != nil {
 			t.Fatal(err)
@@ -355,7 +362,7 @@ func TestKeptConnectionClosedByTarget(t *testing.T) {
 	t.Run("without answering", func(t *testing.T) {
 		// The first connection answers one request and closes at the
 		// second without a byte; later ones answer.
-		rt := newRawTarget(t, func(n int, conn net.Conn, br *bufio.Reader) {
+		rt := newRawTarget(t, tlsIf(t, https, func(n int, conn net.Conn, br *bufio.Reader) {
 			for i := 0; readRequest(br); i++ {
 				if n == 0 && i == 1 {
 					return
@@ -364,10 +371,10 @@ func TestKeptConnectionClosedByTarget(t *testing.T) {
 					return
 				}
 			}
-		})
+		}))
 		c := New(Config{})
 		defer c.Close()
-		ch := plainCheck(t, rt.addr(), 5*time.Second)
+		ch := checkOf(t, rt.addr(), https, false, 5*time.Second)
 		defer c.done(ch)
 		for i := range 3 {
 			if err := c.probeH1(ch); err != nil {
@@ -379,10 +386,10 @@ func TestKeptConnectionClosedByTarget(t *testing.T) {
 		}
 	})
 	t.Run("a new connection is not retried", func(t *testing.T) {
-		rt := newRawTarget(t, func(_ int, _ net.Conn, br *bufio.Reader) { readRequest(br) })
+		rt := newRawTarget(t, tlsIf(t, https, func(_ int, _ net.Conn, br *bufio.Reader) { readRequest(br) }))
 		c := New(Config{})
 		defer c.Close()
-		ch := plainCheck(t, rt.addr(), 5*time.Second)
+		ch := checkOf(t, rt.addr(), https, false, 5*time.Second)
 		defer c.done(ch)
 		if err := c.probeH1(ch); err == nil {
 			t.Error("check passed on a connection closed without an answer")
