@@ -404,10 +404,19 @@ func keptConnectionClosedByTarget(t *testing.T, https bool) {
 // its target leaves, keeps no more than MaxKeptConns (a check past the
 // bound opens and closes its own), and closes them all on Close.
 func TestKeptConnections(t *testing.T) {
-	a, b := newCheckTarget(t, false, false), newCheckTarget(t, false, false)
+	for _, https := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "https"}[https], func(t *testing.T) { keptConnections(t, https) })
+	}
+}
+
+func keptConnections(t *testing.T, https bool) {
+	a, b := newCheckTarget(t, https, false), newCheckTarget(t, https, false)
 	c := New(Config{Cluster: cluster, Second: second, MaxKeptConns: 1})
 	defer c.Close()
 	hc := fastCheck()
+	if https {
+		hc.Protocol = model.ProtocolHTTPS
+	}
 	c.Update([]model.TargetGroup{tg("g", hc, a.model(t, model.TargetActive), b.model(t, model.TargetActive))})
 	testsync.WaitFor(t, 10*time.Second, "five checks of each", func() bool { return a.checks.Load() >= 5 && b.checks.Load() >= 5 })
 	waitStatus(t, c, "g", a.addr(), Healthy)
