@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -289,7 +290,7 @@ func (kc *keptConn) idle() bool {
 	// goes to a socket whose send buffer holds nothing between checks.)
 	kc.tls.SetReadDeadline(longAgo)
 	n, err := kc.tls.Read(kc.peekBuf[:])
-	return n == 0 && isTimeout(err)
+	return n == 0 && errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // longAgo is a deadline already past.
