@@ -83,6 +83,9 @@ func (c *Checker) dialH2Wire(ctx context.Context, _, addr string) (net.Conn, err
 	if err != nil {
 		return nil, err
 	}
+	// Closed with a reset whoever closes it: the checker, or the client
+	// connection on a protocol error or a read past the budget.
+	tcp.SetLinger(0)
 	w := &wireConn{TCPConn: tcp, limited: true}
 	w.budget.Store(h2CheckBudget)
 	if slot, ok := ctx.Value(wireKey{}).(**wireConn); ok {
@@ -101,12 +104,10 @@ func (c *Checker) dialH2TLS(ctx context.Context, network, addr string) (net.Conn
 	w := nc.(*wireConn)
 	tc := tls.Client(w, c.tlsH2)
 	if err := tc.HandshakeContext(ctx); err != nil {
-		w.SetLinger(0)
 		w.Close()
 		return nil, err
 	}
 	if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
-		w.SetLinger(0)
 		w.Close()
 		return nil, fmt.Errorf("target did not agree on h2 by ALPN (it chose %q)", p)
 	}
