@@ -41,10 +41,10 @@ type Config struct {
 	// check. Zero means time.Second. Only tests set it, so that a model
 	// interval of 5 s (the least the model allows) runs in milliseconds.
 	Second time.Duration
-	// MaxKeptConns bounds the plain HTTP/1.1 check connections kept open
-	// between checks (one per address and check); zero means
-	// DefaultMaxKeptConns or half the open-file limit, whichever is less,
-	// and a negative value keeps none.
+	// MaxKeptConns bounds the check connections kept open between checks
+	// (one per address and check); zero means DefaultMaxKeptConns or half
+	// the open-file limit, whichever is less, and a negative value keeps
+	// none. At most DefaultMaxKeptH2Conns of them are HTTP/2.
 	MaxKeptConns int
 	// MaxHold bounds how long a Hold keeps checks from starting;
 	// DefaultMaxHold when zero.
@@ -59,14 +59,15 @@ type Checker struct {
 	log     *slog.Logger
 	outlier Outlier
 	second  time.Duration
-	// h1 and h2 open the HTTPS and HTTP/2 check connections, one per
-	// check; plain HTTP/1.1 checks keep theirs (probe.go).
-	dialer net.Dialer
-	h1, h2 *http.Transport
-	// kept counts the plain check connections open and counted, at most
-	// maxKept.
-	kept    atomic.Int64
-	maxKept int64
+	// tlsH1 and tlsH2 are the TLS of HTTPS checks (probe.go), each with
+	// its cache of sessions; h2 opens the HTTP/2 check connections
+	// (probe_h2.go).
+	tlsH1, tlsH2 *tls.Config
+	h2           *http.Transport
+	// kept counts the check connections open and counted, at most
+	// maxKept; keptH2 those of them that are HTTP/2, at most maxKeptH2.
+	kept, keptH2       atomic.Int64
+	maxKept, maxKeptH2 int64
 	// gen moves whenever a target's state or the set of targets changes.
 	gen atomic.Uint64
 
@@ -131,7 +132,8 @@ func New(cfg Config) *Checker {
 		// No hold has ended that the scheduler has not seen.
 		holdServed: true,
 	}
-	c.h1, c.h2 = newTransport(&c.dialer, false), newTransport(&c.dialer, true)
+	c.tlsH1, c.tlsH2 = newTLSConfig(), newTLSConfig("h2")
+	c.h2 = c.newH2Transport()
 	c.maxKept = int64(cfg.MaxKeptConns)
 	if cfg.MaxKeptConns == 0 {
 		c.maxKept = DefaultMaxKeptConns
@@ -139,6 +141,7 @@ func New(cfg Config) *Checker {
 			c.maxKept = min(c.maxKept, int64(l/2))
 		}
 	}
+	c.maxKeptH2 = min(c.maxKept, DefaultMaxKeptH2Conns)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.loops.Go(c.schedule)
 	return c
@@ -220,12 +223,12 @@ func (c *Checker) Close() {
 	// this closes it itself (dial).
 	for _, ch := range c.checks {
 		if kc := ch.conn.Load(); kc != nil {
-			kc.Close()
+			kc.closeNow()
 		}
 	}
 	for ch := range c.leaving {
 		if kc := ch.conn.Load(); kc != nil {
-			kc.Close()
+			kc.closeNow()
 		}
 	}
 	c.mu.Unlock()
@@ -491,65 +494,10 @@ func (sp *spec) healthyCode(code int) bool {
 // probe runs one check of ch. It returns nil when the target answered in
 // time with a healthy status code.
 func (c *Checker) probe(ch *check) error {
-	if !ch.sp.https && !ch.sp.http2 {
-		return c.probePlain(ch)
+	if ch.sp.http2 {
+		return c.probeH2(ch)
 	}
-	return c.probeTransport(c.ctx, ch.key.addr, ch.sp)
-}
-
-// probeTransport runs an HTTPS or HTTP/2 check of addr: a GET of the
-// check path on a new connection, closed afterwards.
-func (c *Checker) probeTransport(ctx context.Context, addr string, sp *spec) error {
-	ctx, cancel := context.WithTimeout(ctx, sp.timeout)
-	defer cancel()
-	scheme := "http"
-	if sp.https {
-		scheme = "https"
-	}
-	tr := c.h1
-	if sp.http2 {
-		tr = c.h2
-	}
-	cc, err := tr.NewClientConn(ctx, scheme, addr)
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+sp.pathQuery, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("User-Agent", userAgent)
-	req.Close = !sp.http2
-	resp, err := cc.RoundTrip(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if !sp.healthyCode(resp.StatusCode) {
-		return &statusError{code: resp.StatusCode}
-	}
-	return nil
-}
-
-// newTransport returns the transport whose NewClientConn opens the check
-// connections: HTTP/1.1, or HTTP/2 (with prior knowledge over plain TCP),
-// never through an HTTP proxy. Like Lattice, it checks a TLS target without
-// validating its certificate: it is the target's own, often self-signed.
-func newTransport(dialer *net.Dialer, http2 bool) *http.Transport {
-	var p http.Protocols
-	if http2 {
-		p.SetHTTP2(true)
-		p.SetUnencryptedHTTP2(true)
-	} else {
-		p.SetHTTP1(true)
-	}
-	return &http.Transport{
-		DialContext:        dialer.DialContext,
-		TLSClientConfig:    &tls.Config{InsecureSkipVerify: true},
-		Protocols:          &p,
-		DisableCompression: true,
-	}
+	return c.probeH1(ch)
 }
 
 // statusError is a check answered with a status code the matcher rejects.

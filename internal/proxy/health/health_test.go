@@ -35,7 +35,7 @@ type checkTarget struct {
 	last                  *http.Request
 }
 
-func newCheckTarget(t *testing.T, tls, h2c bool) *checkTarget {
+func newCheckTarget(t testing.TB, tls, h2c bool) *checkTarget {
 	t.Helper()
 	ct := &checkTarget{}
 	ct.code.Store(200)

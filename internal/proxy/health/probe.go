@@ -2,10 +2,16 @@ package health
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,7 +24,9 @@ import (
 // goroutine of its own), and read with a buffer that checks in flight
 // share from a pool (the proxy's own fuzzed response parser; no per-check
 // reader). At thousands of checks a second, a new connection, a transport
-// or http.ReadResponse per check cost more than the check.
+// or http.ReadResponse per check cost more than the check. An HTTPS check
+// of HTTP/1.1 runs the same way over TLS on the kept TCP connection: a
+// TLS handshake per check would cost some 40 times the check.
 
 const (
 	// DefaultMaxKeptConns bounds the check connections kept between checks
@@ -27,6 +35,12 @@ const (
 	// traffic needs. A check past the bound opens a connection of its own
 	// and closes it afterwards.
 	DefaultMaxKeptConns = 200_000
+	// DefaultMaxKeptH2Conns bounds, within DefaultMaxKeptConns, the
+	// HTTP/2 check connections kept between checks: each holds a read
+	// loop (a goroutine) and its framer's buffers, some 20 KB in all,
+	// where a kept HTTP/1.1 connection holds a socket and its few hundred
+	// bytes.
+	DefaultMaxKeptH2Conns = 10_000
 	// maxCheckHead bounds a check response's head.
 	maxCheckHead = 16 << 10
 	// maxCheckBody bounds the body a check reads so as to keep its
@@ -41,9 +55,18 @@ const (
 	checkBuffer = 1024
 )
 
-// keptConn is a check's connection to its target.
+// keptConn is a check's connection to its target: plain TCP, TLS over
+// it (tls, for HTTPS checks of HTTP/1.1), or an HTTP/2 client connection
+// over either (cc, probe_h2.go).
 type keptConn struct {
+	// Conn is what an HTTP/1.1 check writes and reads: tcp, or tls.
 	net.Conn
+	// tcp is the connection under everything, closed with a reset.
+	tcp *net.TCPConn
+	// wire, under tls or cc, sees every byte read from tcp.
+	wire *wireConn
+	tls  *tls.Conn
+	cc   *http.ClientConn
 	// counted reports whether the connection counts toward the checker's
 	// bound of kept connections; one that does not is closed after its
 	// check.
@@ -105,14 +128,14 @@ type noFlush struct{}
 
 func (noFlush) Flush() error { return nil }
 
-// probePlain runs one plain HTTP/1.1 check of ch: a GET of the check path
-// on ch's kept connection, or on a new one. A kept connection with
+// probeH1 runs one HTTP/1.1 check of ch, plain or HTTPS: a GET of the
+// check path on ch's kept connection, or on a new one. A kept connection with
 // something to read before the request (an answer nobody asked for, or the
 // target's close) is not used; one that ends before any byte of the answer
 // arrives (the target closed it meanwhile) is replaced once within the
 // same check, so that a restarted target does not fail a check. It
 // returns nil when the target answered in time with a healthy status code.
-func (c *Checker) probePlain(ch *check) error {
+func (c *Checker) probeH1(ch *check) error {
 	sp := ch.sp
 	if sp.requestURI == "" {
 		return fmt.Errorf("healthCheck.path: %q is not a request target", sp.pathQuery)
@@ -156,21 +179,20 @@ func (c *Checker) probePlain(ch *check) error {
 	}
 }
 
-// dial opens a connection for ch's checks and makes it ch's.
+// dial opens a connection for ch's checks and makes it ch's: TCP, and
+// TLS over it for an HTTPS check (resuming a session of the checker's
+// cache when it can).
 func (c *Checker) dial(ch *check, deadline time.Time) (*keptConn, error) {
-	// No TCP keep-alive probes: the checks themselves probe the
-	// connection, and an idle one costs nothing.
-	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
-	conn, err := d.DialContext(c.ctx, "tcp", ch.key.addr)
+	tcp, err := c.dialTCP(c.ctx, ch.key.addr, deadline)
 	if err != nil {
 		return nil, err
 	}
-	kc := &keptConn{Conn: conn, counted: c.kept.Add(1) <= c.maxKept}
-	if !kc.counted {
-		c.kept.Add(-1)
-	}
-	if sc, ok := conn.(syscall.Conn); ok {
-		kc.raw, _ = sc.SyscallConn()
+	kc := &keptConn{Conn: tcp, tcp: tcp, counted: c.count(false)}
+	kc.raw, _ = tcp.SyscallConn()
+	if ch.sp.https {
+		kc.wire = &wireConn{TCPConn: tcp, records: true}
+		kc.tls = tls.Client(kc.wire, c.tlsH1)
+		kc.Conn = kc.tls
 	}
 	ch.conn.Store(kc)
 	// Close closes every check's connection after ending c.ctx: one
@@ -179,7 +201,43 @@ func (c *Checker) dial(ch *check, deadline time.Time) (*keptConn, error) {
 		c.drop(ch, kc)
 		return nil, c.ctx.Err()
 	}
+	if kc.tls != nil {
+		kc.tls.SetDeadline(deadline)
+		if err := kc.tls.Handshake(); err != nil {
+			c.drop(ch, kc)
+			return nil, err
+		}
+	}
 	return kc, nil
+}
+
+// dialTCP opens a TCP connection for a check.
+func (c *Checker) dialTCP(ctx context.Context, addr string, deadline time.Time) (*net.TCPConn, error) {
+	// No TCP keep-alive probes: the checks themselves probe the
+	// connection, and an idle one costs nothing.
+	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return conn.(*net.TCPConn), nil
+}
+
+// count reports whether a new connection (an HTTP/2 one when h2 is set)
+// counts toward the bounds of kept connections, counting it if so.
+func (c *Checker) count(h2 bool) bool {
+	if h2 && c.keptH2.Add(1) > c.maxKeptH2 {
+		c.keptH2.Add(-1)
+		return false
+	}
+	if c.kept.Add(1) <= c.maxKept {
+		return true
+	}
+	c.kept.Add(-1)
+	if h2 {
+		c.keptH2.Add(-1)
+	}
+	return false
 }
 
 // drop closes kc, ch's connection.
@@ -188,19 +246,111 @@ func (c *Checker) drop(ch *check, kc *keptConn) {
 	kc.abort()
 	if kc.counted {
 		c.kept.Add(-1)
+		if kc.cc != nil {
+			c.keptH2.Add(-1)
+		}
 	}
 }
 
 // abort closes kc with a reset rather than a FIN, as HAProxy closes its
 // checks' connections: nothing is left to deliver, and the connection
 // leaves no TIME_WAIT behind (at thousands of checks a second, tens of
-// thousands of sockets, each a kernel timer).
+// thousands of sockets, each a kernel timer). A TLS connection ends
+// without close_notify: a reset discards it anyway.
 func (kc *keptConn) abort() {
-	if tc, ok := kc.Conn.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	kc.Close()
+	kc.tcp.SetLinger(0)
+	kc.closeNow()
 }
+
+// closeNow closes kc at once, whatever is in flight on it.
+func (kc *keptConn) closeNow() {
+	kc.tcp.Close()
+	if kc.cc != nil {
+		kc.cc.Close()
+	}
+}
+
+// idle reports whether kc has nothing to read: no answer that nobody asked
+// for (a stale answer would pass for the next check's), and no close by
+// the target. It costs one non-blocking peek, and for TLS a read that
+// cannot wait (a record the TLS connection holds already read).
+func (kc *keptConn) idle() bool {
+	if !kc.socketIdle() {
+		return false
+	}
+	if kc.tls == nil {
+		return true
+	}
+	if !kc.wire.atRecordBoundary() {
+		return false // part of a record read, the rest to come
+	}
+	// A read deadline already past makes the read return at once: with
+	// data or an alert the connection holds, or with a timeout when it
+	// holds nothing. (The one write it may make, a KeyUpdate's answer,
+	// goes to a socket whose send buffer holds nothing between checks.)
+	kc.tls.SetReadDeadline(longAgo)
+	n, err := kc.tls.Read(kc.peekBuf[:])
+	return n == 0 && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// longAgo is a deadline already past.
+var longAgo = time.Unix(1, 0)
+
+// wireConn is the TCP connection under a TLS or HTTP/2 check connection.
+// It follows TLS records (records), so that a check can tell part of a
+// record waiting in the TLS connection's buffer; and it bounds what a
+// target sends on a kept HTTP/2 connection (limited): a read past budget
+// ends the connection.
+type wireConn struct {
+	*net.TCPConn
+	records bool
+	// hdr and nh are the header of the record being read, as far as it
+	// has come; left is how much of its body is still to come.
+	hdr  [5]byte
+	nh   int
+	left int
+
+	limited bool
+	budget  atomic.Int64
+}
+
+// errReadBudget ends a check connection on which the target sent more than
+// its checks need (a flood of frames).
+var errReadBudget = errors.New("health check target sent more than its checks need")
+
+func (w *wireConn) Read(p []byte) (int, error) {
+	n, err := w.TCPConn.Read(p)
+	if w.records {
+		w.follow(p[:n])
+	}
+	if w.limited && w.budget.Add(-int64(n)) < 0 {
+		return 0, errReadBudget
+	}
+	return n, err
+}
+
+// follow moves the record boundary past p.
+func (w *wireConn) follow(p []byte) {
+	for len(p) > 0 {
+		if w.left > 0 {
+			k := min(w.left, len(p))
+			w.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(w.hdr[w.nh:], p)
+		w.nh += k
+		p = p[k:]
+		if w.nh == len(w.hdr) {
+			w.left = int(binary.BigEndian.Uint16(w.hdr[3:]))
+			w.nh = 0
+		}
+	}
+}
+
+// atRecordBoundary reports whether every record read so far was read
+// whole.
+func (w *wireConn) atRecordBoundary() bool { return w.nh == 0 && w.left == 0 }
 
 // KeptConns returns how many check connections the checker holds open.
 func (c *Checker) KeptConns() int { return int(c.kept.Load()) }

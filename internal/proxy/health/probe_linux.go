@@ -2,10 +2,9 @@ package health
 
 import "syscall"
 
-// idle reports whether kc has nothing to read: no answer that nobody asked
-// for (a stale answer would pass for the next check's), and no close by
-// the target. It costs one non-blocking peek.
-func (kc *keptConn) idle() bool {
+// socketIdle reports whether kc's socket has nothing to read. It costs one
+// non-blocking peek.
+func (kc *keptConn) socketIdle() bool {
 	if kc.raw == nil {
 		return true
 	}

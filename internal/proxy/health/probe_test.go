@@ -2,6 +2,8 @@ package health
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -98,7 +100,21 @@ func answer(resp string) func(int, net.Conn, *bufio.Reader) {
 // the given timeout.
 func plainCheck(t testing.TB, addr string, timeout time.Duration) *check {
 	t.Helper()
-	sp, err := newSpec(&model.TargetGroup{Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1}, time.Second)
+	return checkOf(t, addr, false, false, timeout)
+}
+
+// checkOf is a check of addr over HTTPS or not, HTTP/2 or HTTP/1.1, with
+// the given timeout.
+func checkOf(t testing.TB, addr string, https, http2 bool, timeout time.Duration) *check {
+	t.Helper()
+	tg := &model.TargetGroup{Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1}
+	if https {
+		tg.HealthCheck.Protocol = model.ProtocolHTTPS
+	}
+	if http2 {
+		tg.HealthCheck.ProtocolVersion = model.HTTP2
+	}
+	sp, err := newSpec(tg, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,37 +217,54 @@ func TestMisbehavingTargets(t *testing.T) {
 			io.Copy(io.Discard, conn)
 		}, pass: true},
 		{name: "answers twice", serve: answer(ok200 + ok200), pass: true},
+		{name: "ends mid-body (over TLS: close_notify)", serve: func(_ int, conn net.Conn, br *bufio.Reader) {
+			readRequest(br)
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+			conn.(interface{ CloseWrite() error }).CloseWrite()
+			io.Copy(io.Discard, conn)
+		}, pass: true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			rt := newRawTarget(t, tt.serve)
-			c := New(Config{})
-			defer c.Close()
-			ch := plainCheck(t, rt.addr(), timeout)
-			start := time.Now()
-			err := c.probePlain(ch)
-			if took := time.Since(start); took > timeout+time.Second {
-				t.Errorf("the check took %v, its timeout is %v", took, timeout)
-			}
-			switch {
-			case tt.pass && err != nil:
-				t.Errorf("check failed: %v, want passed", err)
-			case !tt.pass && err == nil:
-				t.Error("check passed, want failed")
-			case tt.is != nil && !tt.is(err):
-				t.Errorf("check failed with %v (%T), not the expected error", err, err)
-			}
-			if kept := ch.conn.Load() != nil; kept != tt.kept || c.KeptConns() != btoi(kept) {
-				t.Errorf("connection kept: %v (%d counted), want %v", kept, c.KeptConns(), tt.kept)
-			}
-			c.done(ch)
-			if c.KeptConns() != 0 {
-				t.Errorf("%d connections counted after the check's went", c.KeptConns())
-			}
-			testsync.WaitFor(t, 5*time.Second, "the target's connections closed", func() bool { return rt.open.Load() == 0 })
-		})
+		for _, https := range []bool{false, true} {
+			t.Run(tt.name+map[bool]string{true: ", https"}[https], func(t *testing.T) {
+				rt := newRawTarget(t, tlsIf(t, https, tt.serve))
+				c := New(Config{})
+				defer c.Close()
+				ch := checkOf(t, rt.addr(), https, false, timeout)
+				misbehaving(t, c, ch, rt, timeout, tt.pass, tt.kept, tt.is)
+			})
+		}
 	}
 	testsync.WaitFor(t, 5*time.Second, "no goroutine left", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// misbehaving runs one check of ch against rt and says what went
+// unexpected: how long it took, whether it passed, its error (when is is
+// set), whether its connection is kept, and that the target's connections
+// all close when the check goes.
+func misbehaving(t *testing.T, c *Checker, ch *check, rt *rawTarget, timeout time.Duration, pass, kept bool, is func(error) bool) {
+	t.Helper()
+	start := time.Now()
+	err := c.probe(ch)
+	if took := time.Since(start); took > timeout+time.Second {
+		t.Errorf("the check took %v, its timeout is %v", took, timeout)
+	}
+	switch {
+	case pass && err != nil:
+		t.Errorf("check failed: %v, want passed", err)
+	case !pass && err == nil:
+		t.Error("check passed, want failed")
+	case is != nil && !is(err):
+		t.Errorf("check failed with %v (%T), not the expected error", err, err)
+	}
+	if got := ch.conn.Load() != nil; got != kept || c.KeptConns() != btoi(got) {
+		t.Errorf("connection kept: %v (%d counted), want %v", got, c.KeptConns(), kept)
+	}
+	c.done(ch)
+	if c.KeptConns() != 0 {
+		t.Errorf("%d connections counted after the check's went", c.KeptConns())
+	}
+	testsync.WaitFor(t, 5*time.Second, "the target's connections closed", func() bool { return rt.open.Load() == 0 })
 }
 
 func btoi(b bool) int {
@@ -243,55 +276,83 @@ func btoi(b bool) int {
 
 // A check does not use a kept connection that has something to read
 // before its request: an answer nobody asked for would pass for its own
-// (here a stale 200 while the target now answers 503).
+// (here a stale 200 while the target now answers 503). Over TLS, the
+// stale answer written apart is a record of its own, which the TLS
+// connection may already hold when the socket has nothing.
 func TestStaleAnswerIsNotTaken(t *testing.T) {
-	var code atomic.Value
-	code.Store("200 OK")
-	rt := newRawTarget(t, func(_ int, conn net.Conn, br *bufio.Reader) {
-		for readRequest(br) {
-			resp := "HTTP/1.1 " + code.Load().(string) + "\r\nContent-Length: 0\r\n\r\n"
-			// Every answer twice: the second is stale.
-			if _, err := io.WriteString(conn, resp+resp); err != nil {
-				return
+	for _, tc := range []struct {
+		name         string
+		https, apart bool
+	}{{"http", false, false}, {"http, written apart", false, true}, {"https", true, false}, {"https, written apart", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var code atomic.Value
+			code.Store("200 OK")
+			// answered counts the answers written whole, so that a check
+			// starts after the last stale answer arrived: one arriving
+			// after the request is beyond anyone's telling.
+			var answered atomic.Int32
+			rt := newRawTarget(t, tlsIf(t, tc.https, func(_ int, conn net.Conn, br *bufio.Reader) {
+				for readRequest(br) {
+					resp := "HTTP/1.1 " + code.Load().(string) + "\r\nContent-Length: 0\r\n\r\n"
+					// Every answer twice: the second is stale.
+					writes := []string{resp + resp}
+					if tc.apart {
+						writes = []string{resp, resp}
+					}
+					for _, w := range writes {
+						if _, err := io.WriteString(conn, w); err != nil {
+							return
+						}
+					}
+					answered.Add(1)
+				}
+			}))
+			c := New(Config{})
+			defer c.Close()
+			ch := checkOf(t, rt.addr(), tc.https, false, 5*time.Second)
+			defer c.done(ch)
+			if err := c.probeH1(ch); err != nil {
+				t.Fatalf("first check: %v", err)
 			}
-		}
-	})
-	c := New(Config{})
-	defer c.Close()
-	ch := plainCheck(t, rt.addr(), 5*time.Second)
-	defer c.done(ch)
-	if err := c.probePlain(ch); err != nil {
-		t.Fatalf("first check: %v", err)
-	}
-	code.Store("503 Service Unavailable")
-	for i := range 3 {
-		var se *statusError
-		if err := c.probePlain(ch); !errors.As(err, &se) || se.code != 503 {
-			t.Fatalf("check %d: %v, want status 503 (the stale 200 taken?)", i+2, err)
-		}
-	}
-	if n := rt.conns.Load(); n != 4 {
-		t.Errorf("%d connections for 4 checks each answered twice, want 4 (none reused)", n)
+			code.Store("503 Service Unavailable")
+			for i := range 3 {
+				testsync.WaitFor(t, 5*time.Second, "the last answer written", func() bool { return answered.Load() == int32(i+1) })
+				var se *statusError
+				if err := c.probeH1(ch); !errors.As(err, &se) || se.code != 503 {
+					t.Fatalf("check %d: %v, want status 503 (the stale 200 taken?)", i+2, err)
+				}
+			}
+			if n := rt.conns.Load(); n != 4 {
+				t.Errorf("%d connections for 4 checks each answered twice, want 4 (none reused)", n)
+			}
+		})
 	}
 }
 
 // A kept connection the target closed is replaced within the check, so
 // that the check passes: whether the close arrived before the check (a
 // target restarted, or closing idle connections) or as the request went
-// out (the target closed it without answering).
+// out (the target closed it without answering), over TLS (close_notify)
+// as well.
 func TestKeptConnectionClosedByTarget(t *testing.T) {
+	for _, https := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "https"}[https], func(t *testing.T) { keptConnectionClosedByTarget(t, https) })
+	}
+}
+
+func keptConnectionClosedByTarget(t *testing.T, https bool) {
 	t.Run("before the check", func(t *testing.T) {
-		ct := newCheckTarget(t, false, false)
+		ct := newCheckTarget(t, https, false)
 		c := New(Config{})
 		defer c.Close()
-		ch := plainCheck(t, ct.addr(), 5*time.Second)
+		ch := checkOf(t, ct.addr(), https, false, 5*time.Second)
 		defer c.done(ch)
-		if err := c.probePlain(ch); err != nil {
+		if err := c.probeH1(ch); err != nil {
 			t.Fatal(err)
 		}
 		ct.srv.CloseClientConnections()
 		testsync.WaitFor(t, 5*time.Second, "the target's close", func() bool { return ct.closed.Load() == 1 })
-		if err := c.probePlain(ch); err != nil {
+		if err := c.probeH1(ch); err != nil {
 			t.Errorf("check after the target closed its connection: %v", err)
 		}
 		if n := ct.conns.Load(); n != 2 {
@@ -301,7 +362,7 @@ func TestKeptConnectionClosedByTarget(t *testing.T) {
 	t.Run("without answering", func(t *testing.T) {
 		// The first connection answers one request and closes at the
 		// second without a byte; later ones answer.
-		rt := newRawTarget(t, func(n int, conn net.Conn, br *bufio.Reader) {
+		rt := newRawTarget(t, tlsIf(t, https, func(n int, conn net.Conn, br *bufio.Reader) {
 			for i := 0; readRequest(br); i++ {
 				if n == 0 && i == 1 {
 					return
@@ -310,13 +371,13 @@ func TestKeptConnectionClosedByTarget(t *testing.T) {
 					return
 				}
 			}
-		})
+		}))
 		c := New(Config{})
 		defer c.Close()
-		ch := plainCheck(t, rt.addr(), 5*time.Second)
+		ch := checkOf(t, rt.addr(), https, false, 5*time.Second)
 		defer c.done(ch)
 		for i := range 3 {
-			if err := c.probePlain(ch); err != nil {
+			if err := c.probeH1(ch); err != nil {
 				t.Fatalf("check %d: %v", i+1, err)
 			}
 		}
@@ -325,12 +386,12 @@ func TestKeptConnectionClosedByTarget(t *testing.T) {
 		}
 	})
 	t.Run("a new connection is not retried", func(t *testing.T) {
-		rt := newRawTarget(t, func(_ int, _ net.Conn, br *bufio.Reader) { readRequest(br) })
+		rt := newRawTarget(t, tlsIf(t, https, func(_ int, _ net.Conn, br *bufio.Reader) { readRequest(br) }))
 		c := New(Config{})
 		defer c.Close()
-		ch := plainCheck(t, rt.addr(), 5*time.Second)
+		ch := checkOf(t, rt.addr(), https, false, 5*time.Second)
 		defer c.done(ch)
-		if err := c.probePlain(ch); err == nil {
+		if err := c.probeH1(ch); err == nil {
 			t.Error("check passed on a connection closed without an answer")
 		}
 		if n := rt.conns.Load(); n != 1 {
@@ -343,10 +404,19 @@ func TestKeptConnectionClosedByTarget(t *testing.T) {
 // its target leaves, keeps no more than MaxKeptConns (a check past the
 // bound opens and closes its own), and closes them all on Close.
 func TestKeptConnections(t *testing.T) {
-	a, b := newCheckTarget(t, false, false), newCheckTarget(t, false, false)
+	for _, https := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "https"}[https], func(t *testing.T) { keptConnections(t, https) })
+	}
+}
+
+func keptConnections(t *testing.T, https bool) {
+	a, b := newCheckTarget(t, https, false), newCheckTarget(t, https, false)
 	c := New(Config{Cluster: cluster, Second: second, MaxKeptConns: 1})
 	defer c.Close()
 	hc := fastCheck()
+	if https {
+		hc.Protocol = model.ProtocolHTTPS
+	}
 	c.Update([]model.TargetGroup{tg("g", hc, a.model(t, model.TargetActive), b.model(t, model.TargetActive))})
 	testsync.WaitFor(t, 10*time.Second, "five checks of each", func() bool { return a.checks.Load() >= 5 && b.checks.Load() >= 5 })
 	waitStatus(t, c, "g", a.addr(), Healthy)
@@ -381,55 +451,91 @@ func TestKeptConnections(t *testing.T) {
 	})
 }
 
-// BenchmarkProbe is one plain HTTP/1.1 check of a loopback target that
-// answers 200 with a 3-byte body: on the kept connection (what the
-// checker does), on a new connection per check (what it did before, and
-// still does past MaxKeptConns), and through an http.Transport. cpu-µs/op
-// is the process's CPU time per check, the target's share included.
+// BenchmarkProbe is one check of a loopback target that answers 200 with
+// a short body, for each protocol (http, https: HTTP/1.1 plain and over
+// TLS; h2c, h2: HTTP/2 by prior knowledge and over TLS): on the kept
+// connection (what the checker does), on a new connection per check
+// (what it does past MaxKeptConns; TLS sessions resumed), and through
+// an http.Transport client connection per check without session
+// resumption (what it did before for HTTPS and HTTP/2 checks).
+// cpu-µs/op is the process's CPU time per check, the target's share
+// included.
 func BenchmarkProbe(b *testing.B) {
-	rt := newRawTarget(b, answer("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nok\n"))
-	addr := rt.addr()
-	cpu := func(b *testing.B, run func()) {
+	const body = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nok\n"
+	cpu := func(b *testing.B, run func() error) {
 		start := testsync.CPUTime()
 		for b.Loop() {
-			run()
+			if err := run(); err != nil {
+				b.Fatal(err)
+			}
 		}
 		b.ReportMetric(float64((testsync.CPUTime()-start).Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
 	}
-	for _, bc := range []struct {
-		name string
-		kept int
-	}{{"kept", 0}, {"new-connection", -1}} {
-		b.Run(bc.name, func(b *testing.B) {
-			c := New(Config{MaxKeptConns: bc.kept})
-			defer c.Close()
-			ch := plainCheck(b, addr, 5*time.Second)
-			defer c.done(ch)
-			cpu(b, func() {
-				if err := c.probePlain(ch); err != nil {
-					b.Fatal(err)
-				}
+	for _, proto := range []struct {
+		name         string
+		https, http2 bool
+	}{{"http", false, false}, {"https", true, false}, {"h2c", false, true}, {"h2", true, true}} {
+		var addr string
+		if proto.http2 {
+			addr = newCheckTarget(b, proto.https, true).addr()
+		} else {
+			addr = newRawTarget(b, tlsIf(b, proto.https, answer(body))).addr()
+		}
+		for _, bc := range []struct {
+			name string
+			kept int
+		}{{"kept", 0}, {"new-connection", -1}} {
+			b.Run(proto.name+"/"+bc.name, func(b *testing.B) {
+				c := New(Config{MaxKeptConns: bc.kept})
+				defer c.Close()
+				ch := checkOf(b, addr, proto.https, proto.http2, 5*time.Second)
+				defer c.done(ch)
+				cpu(b, func() error { return c.probe(ch) })
 			})
+		}
+		b.Run(proto.name+"/transport", func(b *testing.B) {
+			tr := oldTransport(proto.http2)
+			cpu(b, func() error { return transportCheck(tr, addr, proto.https, proto.http2) })
 		})
 	}
-	b.Run("transport", func(b *testing.B) {
-		c := New(Config{})
-		defer c.Close()
-		cpu(b, func() {
-			cc, err := c.h1.NewClientConn(b.Context(), "http", addr)
-			if err != nil {
-				b.Fatal(err)
-			}
-			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
-			req.Close = true
-			resp, err := cc.RoundTrip(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			resp.Body.Close()
-			cc.Close()
-		})
-	})
+}
+
+// oldTransport is the transport whose client connections ran HTTPS and
+// HTTP/2 checks, one per check, before they were kept.
+func oldTransport(http2 bool) *http.Transport {
+	var p http.Protocols
+	if http2 {
+		p.SetHTTP2(true)
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP1(true)
+	}
+	return &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, Protocols: &p, DisableCompression: true}
+}
+
+// transportCheck is a check on a new client connection of tr, closed
+// afterwards.
+func transportCheck(tr *http.Transport, addr string, https, http2 bool) error {
+	scheme := "http"
+	if https {
+		scheme = "https"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cc, err := tr.NewClientConn(ctx, scheme, addr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+"/", nil)
+	req.Header.Set("User-Agent", userAgent)
+	req.Close = !http2
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
 }
 
 // FuzzCheckAnswer feeds a check whatever a target may answer: it never

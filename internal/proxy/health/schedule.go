@@ -63,8 +63,8 @@ type check struct {
 	steady bool
 	// subs are the targets reading the check, usually one.
 	subs []*subscription
-	// conn is the plain HTTP/1.1 check's connection, kept between checks
-	// (nil for other checks, or before the first). Only the check in
+	// conn is the check's connection, kept between checks (nil before
+	// the first, or after one not kept). Only the check in
 	// flight, or the Checker holding its lock while the check is queued,
 	// uses it; Close closes it whenever.
 	conn atomic.Pointer[keptConn]
