@@ -246,7 +246,10 @@ func misbehaving(t *testing.T, c *Checker, ch *check, rt *rawTarget, timeout tim
 	t.Helper()
 	start := time.Now()
 	err := c.probe(ch)
-	if took := time.Since(start); took > timeout+time.Second {
+	// A check held by its target would take as long as the target
+	// liked; the slack is for a loaded machine under -race, where a
+	// check bounded by its timeout has been seen to end 1.5 s late.
+	if took := time.Since(start); took > timeout+3*time.Second {
 		t.Errorf("the check took %v, its timeout is %v", took, timeout)
 	}
 	switch {
