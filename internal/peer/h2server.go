@@ -1298,6 +1298,7 @@ type stream struct {
 	c   *serverConn
 	id  uint32
 	req *http.Request
+	url url.URL // the request's URL when its :path is plainTarget
 	w   responseWriter
 
 	ctxCancel context.CancelCauseFunc
@@ -1433,6 +1434,10 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 		path = authority
 	case path == "*":
 		u = &url.URL{Path: "*"}
+	case plainTarget(path):
+		// What url.ParseRequestURI makes of it, in the stream's own URL.
+		st.url = plainURL(path)
+		u = &st.url
 	default:
 		var err error
 		if u, err = url.ParseRequestURI(path); err != nil {
@@ -1470,6 +1475,46 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 	st.req = r.WithContext(ctx)
 	return nil
 }
+
+// plainTarget reports whether url.ParseRequestURI would take path for a
+// URL of Path (and RawQuery) alone, path unescaped and no RawPath: it
+// starts with '/', its path has only characters a path never escapes
+// (letters, digits and "-._~$&+,/:;=@"), its query no control characters.
+func plainTarget(path string) bool {
+	if path == "" || path[0] != '/' {
+		return false
+	}
+	i := 0
+	for ; i < len(path); i++ {
+		c := path[i]
+		if c == '?' {
+			break
+		}
+		if !pathChar[c] {
+			return false
+		}
+	}
+	for ; i < len(path); i++ {
+		if c := path[i]; c < ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// plainURL is the URL of a path plainTarget takes.
+func plainURL(path string) url.URL {
+	p, q, query := strings.Cut(path, "?")
+	return url.URL{Path: p, RawQuery: q, ForceQuery: query && q == ""}
+}
+
+// pathChar marks the characters url.URL.EscapedPath leaves as they are.
+var pathChar = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~$&+,/:;=@", byte(c)) >= 0
+	}
+	return t
+}()
 
 func textTrim(s string) string { return strings.Trim(s, " \t") }
 

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
@@ -58,7 +59,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 	}
 	ctx := r.Context()
 	sent := time.Now()
-	tc, stop, err := p.deliveryRoundTrip(ctx, w, r, t)
+	tc, stop, err := p.deliveryRoundTrip(ctx, w, r, t, x)
 	if x != nil {
 		x.attemptAddr, x.sent, x.answered = t.Addr, sent, time.Now()
 	}
@@ -152,15 +153,16 @@ func plainRequestURI(uri string) bool {
 	return uri != ""
 }
 
-// deliveryRoundTrip sends r to t and reads the final response head into
-// the connection's resp, relaying informational responses to w. A request that fails on a
+// deliveryRoundTrip sends r to t (a delivery, or with x a request of this
+// proxy's own clients: writeDelivery) and reads the final response head
+// into the connection's resp, relaying informational responses to w. A request that fails on a
 // pooled connection before any response byte (the target had closed it) is
 // sent once more on a new connection (a body, read from the peer, cannot
 // be). The body is sent whole before the response is read, as the fast path
 // does with the bodies it takes. stop ends the watch on r's context
 // (its cancellation, the peer resetting the stream, closes the connection);
 // it reports false when the watch already fired.
-func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target) (*targetConn, func() bool, error) {
+func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target, x *exchange) (*targetConn, func() bool, error) {
 	for attempt := 0; ; attempt++ {
 		now := time.Now()
 		deadline := now.Add(responseHeaderTimeout)
@@ -187,7 +189,7 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 		}
 		conn := tc.conn
 		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		err = writeDelivery(tc.bw, r)
+		err = writeDelivery(tc.bw, r, x)
 		if err == nil {
 			err = readDeliveryResponse(tc.br, w, &tc.resp)
 		}
@@ -207,40 +209,43 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 }
 
 // writeDelivery writes r's head as http.Transport writes what the reverse
-// proxy makes of it: the peer's fields but hop-by-hop ones, no User-Agent
-// of its own, its Content-Length (zero only for POST, PUT and PATCH); then
-// the body.
-func writeDelivery(w *bufio.Writer, r *http.Request) error {
-	w.WriteString(r.Method)
-	w.WriteByte(' ')
-	w.WriteString(r.URL.RequestURI())
-	w.WriteString(" HTTP/1.1\r\nHost: ")
+// proxy makes of it: for a delivery (x nil) the peer's fields but
+// hop-by-hop ones; for a request of this proxy's own clients, recorded in
+// x, the fields setForwardedHeaders would leave and add (writeForwarded).
+// No User-Agent of its own, its Content-Length (zero only for POST, PUT
+// and PATCH); then the body.
+func writeDelivery(w *bufio.Writer, r *http.Request, x *exchange) error {
+	writeLine(w, r.Method, " ", r.URL.RequestURI(), " HTTP/1.1\r\nHost: ")
 	w.WriteString(r.Host)
 	w.WriteString("\r\n")
-	if ua := r.Header.Get("User-Agent"); ua != "" {
-		writeField(w, "User-Agent", ua)
+	if ua := r.Header["User-Agent"]; len(ua) > 0 && ua[0] != "" {
+		writeField(w, "User-Agent", ua[0])
 	}
 	if r.ContentLength > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
 		w.WriteString("Content-Length: ")
 		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
 		w.WriteString("\r\n")
 	}
-	var tokens []string
-	for _, v := range r.Header["Connection"] {
-		for t := range strings.SplitSeq(v, ",") {
-			tokens = append(tokens, strings.Trim(t, " \t"))
+	if x != nil {
+		writeForwarded(w, r, x)
+	} else {
+		var tokens []string
+		for _, v := range r.Header["Connection"] {
+			for t := range strings.SplitSeq(v, ",") {
+				tokens = append(tokens, strings.Trim(t, " \t"))
+			}
 		}
-	}
-	for k, vs := range r.Header {
-		if k == "User-Agent" || k == "Host" || contentLength(k) || hopByHop(k) || namedIn(k, tokens) {
-			continue
+		for k, vs := range r.Header {
+			if k == "User-Agent" || k == "Host" || contentLength(k) || hopByHop(k) || namedIn(k, tokens) {
+				continue
+			}
+			for _, v := range vs {
+				writeField(w, k, v)
+			}
 		}
-		for _, v := range vs {
-			writeField(w, k, v)
+		if takesTrailers(r.Header["Te"]) {
+			w.WriteString("Te: trailers\r\n")
 		}
-	}
-	if takesTrailers(r.Header["Te"]) {
-		w.WriteString("Te: trailers\r\n")
 	}
 	w.WriteString("\r\n")
 	if r.ContentLength > 0 {
@@ -253,6 +258,46 @@ func writeDelivery(w *bufio.Writer, r *http.Request) error {
 		}
 	}
 	return w.Flush()
+}
+
+// writeForwarded writes the fields of r, a request of this proxy's own
+// clients recorded in x, that setForwardedHeaders leaves and adds: the
+// client's but User-Agent (written first) and the hop-by-hop and
+// forwarding ones, X-Forwarded-For by the rule's mode, TE as "trailers",
+// then the proxy's own fields.
+func writeForwarded(w *bufio.Writer, r *http.Request, x *exchange) {
+	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if v, ok := forwardedFor(forwardedForMode(x), r.Header["X-Forwarded-For"], ip); ok {
+		writeField(w, "X-Forwarded-For", v)
+	}
+	var tokens []string
+	for _, v := range r.Header["Connection"] {
+		for t := range strings.SplitSeq(v, ",") {
+			tokens = append(tokens, strings.Trim(t, " \t"))
+		}
+	}
+	for k, vs := range r.Header {
+		if k == "User-Agent" || dropOnForward(k) || namedIn(k, tokens) {
+			continue
+		}
+		for _, v := range vs {
+			writeField(w, k, v)
+		}
+	}
+	if takesTrailers(r.Header["Te"]) {
+		w.WriteString("Te: trailers\r\n")
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	identity := x.identity
+	if identity == "" {
+		identity = anonymousIdentity
+	}
+	wf := (*wireFields)(w)
+	addConnFields(wf, proto, strconv.Itoa(int(x.port)), identity)
+	addRequestFields(wf, r.Host, x.id, x.ruleInfo(nil))
 }
 
 // readDeliveryResponse reads the target's final response head into resp;
@@ -335,7 +380,10 @@ func copyResponseFields(h http.Header, resp *h1.Response) []string {
 func copyFlushing(w http.ResponseWriter, src io.Reader, flush bool) (int64, error) {
 	buf := peerBuffers.Get()
 	defer peerBuffers.Put(buf)
-	rc := http.NewResponseController(w)
+	var rc *http.ResponseController
+	if flush {
+		rc = http.NewResponseController(w)
+	}
 	var n int64
 	for {
 		m, rerr := src.Read(buf)
