@@ -372,6 +372,12 @@ type serverConn struct {
 	goingAway  bool
 	closed     bool
 	idle       *time.Timer
+	// streamTimer resets the streams past their deadline (StreamTimeout):
+	// one timer for the connection, armed for the earliest deadline, not
+	// one per stream (a timer started and stopped per request costs its
+	// allocations and two trips through the timer heap).
+	streamTimer *time.Timer
+	timerArmed  bool
 }
 
 type closedID struct {
@@ -745,6 +751,9 @@ func (c *serverConn) close(err error) {
 	}
 	if c.idle != nil {
 		c.idle.Stop()
+	}
+	if c.streamTimer != nil {
+		c.streamTimer.Stop()
 	}
 	c.sendCond.Broadcast()
 	c.mu.Unlock()
@@ -1183,6 +1192,12 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	}
 	st.sendWindow = c.initWindow
 	st.recvWindow = streamWindow
+	if c.s.streamTimeout > 0 {
+		st.deadline = time.Now().Add(c.s.streamTimeout)
+		if !c.timerArmed {
+			c.armStreamTimerLocked(st.deadline)
+		}
+	}
 	if f.StreamEnded() {
 		st.remoteClosed = true
 		st.bodyErr = io.EOF
@@ -1251,12 +1266,50 @@ func (c *serverConn) serve(st *stream) {
 		}
 		c.streamDone(st)
 	}()
-	if c.s.streamTimeout > 0 {
-		st.w.SetWriteDeadline(time.Now().Add(c.s.streamTimeout))
-	}
 	c.s.handler.ServeHTTP(&st.w, st.req)
 	st.w.finish()
 	panicked = false
+}
+
+// armStreamTimerLocked has the stream timer fire at t; c.mu is held.
+func (c *serverConn) armStreamTimerLocked(t time.Time) {
+	c.timerArmed = true
+	if c.streamTimer == nil {
+		c.streamTimer = time.AfterFunc(time.Until(t), c.expireStreams)
+		return
+	}
+	c.streamTimer.Reset(time.Until(t))
+}
+
+// expireStreams resets the streams past their deadline and arms the
+// stream timer for the earliest deadline left.
+func (c *serverConn) expireStreams() {
+	now := time.Now()
+	var expired []uint32
+	var next time.Time
+	c.mu.Lock()
+	c.timerArmed = false
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	for id, st := range c.streams {
+		switch {
+		case st.deadline.IsZero():
+		case !now.Before(st.deadline):
+			st.deadline = time.Time{}
+			expired = append(expired, id)
+		case next.IsZero() || st.deadline.Before(next):
+			next = st.deadline
+		}
+	}
+	if !next.IsZero() {
+		c.armStreamTimerLocked(next)
+	}
+	c.mu.Unlock()
+	for _, id := range expired {
+		c.resetStream(id, http2.ErrCodeInternal)
+	}
 }
 
 // streamDone forgets a stream whose handler returned.
@@ -1323,7 +1376,10 @@ type stream struct {
 	bodyErr       error   // after the body: io.EOF, or why it failed
 	rdeadline     time.Time
 	rtimer        *time.Timer
-	wtimer        *time.Timer
+	// deadline is when the stream timer resets the stream (StreamTimeout),
+	// zero for never: a handler's SetWriteDeadline replaces it with wtimer.
+	deadline time.Time
+	wtimer   *time.Timer
 }
 
 // abort fails the stream's body and cancels its context.
@@ -1741,9 +1797,13 @@ func (w *responseWriter) SetReadDeadline(t time.Time) error {
 }
 
 // SetWriteDeadline bounds the response: past t the stream is reset and
-// writes fail.
+// writes fail. It replaces the server's StreamTimeout for the stream (zero:
+// no bound at all), as net/http's does its WriteTimeout.
 func (w *responseWriter) SetWriteDeadline(t time.Time) error {
 	st := w.st
+	st.c.mu.Lock()
+	st.deadline = time.Time{}
+	st.c.mu.Unlock()
 	if t.IsZero() {
 		if st.wtimer != nil {
 			st.wtimer.Stop()

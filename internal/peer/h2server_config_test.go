@@ -127,3 +127,45 @@ func TestH2ServerCoalescesFlushes(t *testing.T) {
 		t.Errorf("two responses that finished together took %d writes, want 1", n)
 	}
 }
+
+// The stream timeout holds for each stream from its own HEADERS, with one
+// timer for the connection: streams opened apart are reset apart, each
+// past its own timeout, and a stream whose handler set its own write
+// deadline (none) is not reset by it.
+func TestH2ServerStreamTimeoutEachStream(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	release := make(chan struct{})
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/unbounded" {
+			http.NewResponseController(w).SetWriteDeadline(time.Time{})
+			<-release
+			io.WriteString(w, "ok")
+			return
+		}
+		<-r.Context().Done()
+	}), func(s *HTTPServer) { s.streamTimeout = timeout })
+	start := time.Now()
+	rc.get(1, true)
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, EndStream: true, EndHeaders: true,
+		BlockFragment: rc.block(":method", "GET", ":scheme", "https", ":path", "/unbounded", ":authority", "x")})
+	time.Sleep(timeout / 2)
+	opened5 := time.Now()
+	rc.get(5, true)
+	for _, s := range []struct {
+		id     uint32
+		opened time.Time
+	}{{1, start}, {5, opened5}} {
+		f := rc.next(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok }).(*http2.RSTStreamFrame)
+		if f.StreamID != s.id || f.ErrCode != http2.ErrCodeInternal {
+			t.Fatalf("RST_STREAM %d %v, want stream %d reset INTERNAL_ERROR", f.StreamID, f.ErrCode, s.id)
+		}
+		if d := time.Since(s.opened); d < timeout {
+			t.Errorf("stream %d reset %v after its HEADERS, before its timeout %v", s.id, d, timeout)
+		}
+	}
+	time.Sleep(timeout)
+	close(release)
+	if st := rc.status(3); st != "200" {
+		t.Errorf("stream without a write deadline answered %s after the timeout, want 200", st)
+	}
+}
