@@ -1352,6 +1352,8 @@ type stream struct {
 	id  uint32
 	req *http.Request
 	url url.URL // the request's URL when its :path is plainTarget
+	// vals holds the values of a request of up to 8 fields.
+	vals [8]string
 	w   responseWriter
 
 	ctxCancel context.CancelCauseFunc
@@ -1447,7 +1449,11 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 	}
 	regular := f.RegularFields()
 	h := make(http.Header, len(regular))
-	vals := make([]string, len(regular))
+	vals := st.vals[:0]
+	if len(regular) > len(st.vals) {
+		vals = make([]string, 0, len(regular))
+	}
+	vals = vals[:len(regular)]
 	var cookies []string
 	declared := int64(-1)
 	for i, hf := range regular {
@@ -1481,7 +1487,7 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 		h["Cookie"] = []string{strings.Join(cookies, "; ")}
 	}
 	if authority == "" {
-		authority = h.Get("Host")
+		authority = firstValue(h, "Host")
 	}
 	var u *url.URL
 	switch {
@@ -1571,6 +1577,14 @@ var pathChar = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// firstValue is h.Get(k) for a canonical k, without canonicalizing it again.
+func firstValue(h http.Header, k string) string {
+	if vs := h[k]; len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
+}
 
 func textTrim(s string) string { return strings.Trim(s, " \t") }
 
@@ -1693,7 +1707,7 @@ func (w *responseWriter) WriteHeader(code int) {
 			}
 		}
 	}
-	if cl := w.header.Get("Content-Length"); cl != "" {
+	if cl := firstValue(w.header, "Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
 			w.contentLength = n
 		} else {
@@ -1856,7 +1870,7 @@ func (w *responseWriter) prepareHead(p []byte, final bool) (ctype, clen string) 
 	if !bodyAllowed(w.status) {
 		return "", ""
 	}
-	if _, ok := h["Content-Type"]; !ok && len(p) > 0 && h.Get("Content-Encoding") == "" {
+	if _, ok := h["Content-Type"]; !ok && len(p) > 0 && firstValue(h, "Content-Encoding") == "" {
 		ctype = http.DetectContentType(p)
 	}
 	if _, ok := h["Content-Length"]; !ok && final && len(w.trailers) == 0 && !w.hasPrefixTrailers() && w.st.req.Method != http.MethodHead {

@@ -378,8 +378,9 @@ func copyResponseFields(h http.Header, resp *h1.Response) []string {
 // copyFlushing copies src to w, flushing after each write when flush is
 // set.
 func copyFlushing(w http.ResponseWriter, src io.Reader, flush bool) (int64, error) {
-	buf := peerBuffers.Get()
-	defer peerBuffers.Put(buf)
+	bp := peerBuffers.get()
+	defer peerBuffers.put(bp)
+	buf := *bp
 	var rc *http.ResponseController
 	if flush {
 		rc = http.NewResponseController(w)
