@@ -1354,7 +1354,7 @@ type stream struct {
 	url url.URL // the request's URL when its :path is plainTarget
 	// vals holds the values of a request of up to 8 fields.
 	vals [8]string
-	w   responseWriter
+	w    responseWriter
 
 	ctxCancel context.CancelCauseFunc
 
