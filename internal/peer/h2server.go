@@ -1378,6 +1378,10 @@ type stream struct {
 	bodyErr       error   // after the body: io.EOF, or why it failed
 	rdeadline     time.Time
 	rtimer        *time.Timer
+	// aborted is set when abort ran, onAbort is what it closes
+	// (CloseOnAbort).
+	aborted bool
+	onAbort io.Closer
 	// deadline is when the stream timer resets the stream (StreamTimeout),
 	// zero for never: a handler's SetWriteDeadline replaces it with wtimer.
 	deadline time.Time
@@ -1392,9 +1396,71 @@ func (st *stream) abort(err error) {
 		st.bodyErr = err
 	}
 	st.readCond.Broadcast()
+	st.aborted = true
+	closer := st.onAbort
+	st.onAbort = nil
 	c.mu.Unlock()
 	if st.ctxCancel != nil {
 		st.ctxCancel(err)
+	}
+	if closer != nil {
+		closer.Close()
+	}
+}
+
+// CloseOnAbort has cl closed if the stream that w (this server's
+// ResponseWriter, or one wrapping it that has Unwrap) answers is aborted
+// before StopCloseOnAbort: reset by the peer, or by the server (its stream
+// timeout), or its connection closed, the ends that cancel the request's
+// context while its handler runs. It is context.AfterFunc(r.Context(),
+// cl.Close) without the allocations, for a context with no other
+// cancellation. It reports false, doing nothing, when w is not this
+// server's; cl is closed at once when the stream was aborted already.
+func CloseOnAbort(w http.ResponseWriter, cl io.Closer) bool {
+	st := streamOf(w)
+	if st == nil {
+		return false
+	}
+	c := st.c
+	c.mu.Lock()
+	aborted := st.aborted
+	if !aborted {
+		st.onAbort = cl
+	}
+	c.mu.Unlock()
+	if aborted {
+		cl.Close()
+	}
+	return true
+}
+
+// StopCloseOnAbort ends the watch CloseOnAbort started; it reports false
+// when the stream was aborted meanwhile (the closer is closed, or being
+// closed), as a stop function of context.AfterFunc does.
+func StopCloseOnAbort(w http.ResponseWriter) bool {
+	st := streamOf(w)
+	if st == nil {
+		return false
+	}
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.onAbort = nil
+	return !st.aborted
+}
+
+// streamOf returns the stream w answers, or nil when w is not this
+// server's.
+func streamOf(w http.ResponseWriter) *stream {
+	for {
+		switch v := w.(type) {
+		case *responseWriter:
+			return v.st
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return nil
+		}
 	}
 }
 

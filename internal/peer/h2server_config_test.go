@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,5 +168,64 @@ func TestH2ServerStreamTimeoutEachStream(t *testing.T) {
 	close(release)
 	if st := rc.status(3); st != "200" {
 		t.Errorf("stream without a write deadline answered %s after the timeout, want 200", st)
+	}
+}
+
+// closerFunc is an io.Closer.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// wrapped is a handler's wrapper of the server's ResponseWriter.
+type wrapped struct{ http.ResponseWriter }
+
+func (w wrapped) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// CloseOnAbort closes what it was given when the peer resets the stream
+// while the watch is on, through a wrapper of the ResponseWriter, and not
+// once StopCloseOnAbort ended the watch; it refuses writers not the
+// server's.
+func TestH2ServerCloseOnAbort(t *testing.T) {
+	type result struct {
+		path    string
+		closed  bool
+		stopped bool
+	}
+	results := make(chan result, 2)
+	watching := make(chan struct{}, 1)
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		closed := make(chan struct{})
+		if !CloseOnAbort(wrapped{w}, closerFunc(func() error { close(closed); return nil })) {
+			t.Error("CloseOnAbort refused the server's writer")
+		}
+		if r.URL.Path == "/reset" {
+			watching <- struct{}{}
+			<-r.Context().Done()
+			<-closed
+		}
+		stopped := StopCloseOnAbort(w)
+		select {
+		case <-closed:
+			results <- result{r.URL.Path, true, stopped}
+		default:
+			results <- result{r.URL.Path, false, stopped}
+		}
+	}), nil)
+	if CloseOnAbort(httptest.NewRecorder(), closerFunc(func() error { return nil })) {
+		t.Error("CloseOnAbort took a writer not the server's")
+	}
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndHeaders: true,
+		BlockFragment: rc.block(":method", "POST", ":scheme", "https", ":path", "/reset", ":authority", "x")})
+	<-watching
+	rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	if r := <-results; !r.closed || r.stopped {
+		t.Errorf("stream reset while watched: closed %v, stop reported %v; want closed, false", r.closed, r.stopped)
+	}
+	rc.get(3, true)
+	if st := rc.status(3); st != "200" {
+		t.Errorf("watched stream that ended: status %s", st)
+	}
+	if r := <-results; r.closed || !r.stopped {
+		t.Errorf("stream whose watch stopped: closed %v, stop reported %v; want not closed, true", r.closed, r.stopped)
 	}
 }

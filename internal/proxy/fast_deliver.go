@@ -28,6 +28,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -59,7 +60,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 	}
 	ctx := r.Context()
 	sent := time.Now()
-	tc, stop, err := p.deliveryRoundTrip(ctx, w, r, t, x)
+	tc, watch, err := p.deliveryRoundTrip(ctx, w, r, t, x)
 	if x != nil {
 		x.attemptAddr, x.sent, x.answered = t.Addr, sent, time.Now()
 	}
@@ -76,7 +77,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 	resp := &tc.resp
 	t.Health.Observe(resp.Code < 500)
 	cut := func(err error) {
-		stop()
+		watch.stop()
 		tc.conn.Close()
 		p.log.Debug("response cut off", "target", t.Addr, "host", r.Host, "path", r.URL.Path, "err", err)
 		// As the reverse proxy does: the peer's stream is reset.
@@ -134,7 +135,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 		// its own.
 		tc.idle, tc.deadlines.r = 0, time.Time{}
 	}
-	if !stop() || !bodyless && !resp.Chunked && resp.ContentLength < 0 || resp.Close {
+	if !watch.stop() || !bodyless && !resp.Chunked && resp.ContentLength < 0 || resp.Close {
 		tc.conn.Close()
 		return true
 	}
@@ -159,10 +160,10 @@ func plainRequestURI(uri string) bool {
 // pooled connection before any response byte (the target had closed it) is
 // sent once more on a new connection (a body, read from the peer, cannot
 // be). The body is sent whole before the response is read, as the fast path
-// does with the bodies it takes. stop ends the watch on r's context
-// (its cancellation, the peer resetting the stream, closes the connection);
+// does with the bodies it takes. The watch's stop ends the watch on r's
+// context (its end, the peer resetting the stream, closes the connection);
 // it reports false when the watch already fired.
-func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target, x *exchange) (*targetConn, func() bool, error) {
+func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target, x *exchange) (*targetConn, requestWatch, error) {
 	for attempt := 0; ; attempt++ {
 		now := time.Now()
 		deadline := now.Add(responseHeaderTimeout)
@@ -175,7 +176,7 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 		var err error
 		if !pooled {
 			if tc, err = p.pool.dial(t.Addr, deadline); err != nil {
-				return nil, nil, err
+				return nil, requestWatch{}, err
 			}
 		}
 		if exact {
@@ -187,25 +188,54 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 			tc.deadlines.read(tc.conn, now, responseHeaderTimeout)
 			tc.deadlines.write(tc.conn, now, responseHeaderTimeout)
 		}
-		conn := tc.conn
-		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		watch := watchRequest(ctx, w, tc.conn)
 		err = writeDelivery(tc.bw, r, x)
 		if err == nil {
 			err = readDeliveryResponse(tc.br, w, &tc.resp)
 		}
 		if err == nil {
-			return tc, stop, nil
+			return tc, watch, nil
 		}
-		stop()
+		watch.stop()
 		tc.conn.Close()
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, requestWatch{}, ctx.Err()
 		}
 		if pooled && attempt == 0 && r.ContentLength == 0 && stale(err) && tc.br.Buffered() == 0 {
 			continue
 		}
-		return nil, nil, err
+		return nil, requestWatch{}, err
 	}
+}
+
+// requestWatch closes a target connection when the request it carries
+// ends (its context is done) before stop.
+type requestWatch struct {
+	w http.ResponseWriter
+	// stopCtx is context.AfterFunc's stop; nil when the HTTP/2 server's
+	// stream closes the connection (peer.CloseOnAbort).
+	stopCtx func() bool
+}
+
+// watchRequest starts the watch of ctx, the context of the request w
+// answers, for conn. A request of the proxy's own HTTP/2 server is watched
+// by its stream, without context.AfterFunc's allocations: its context ends
+// only when the stream is aborted or at a deadline, which conn's own
+// deadlines hold it to already (deliveryRoundTrip, sendDirect).
+func watchRequest(ctx context.Context, w http.ResponseWriter, conn net.Conn) requestWatch {
+	if peer.CloseOnAbort(w, conn) {
+		return requestWatch{w: w}
+	}
+	return requestWatch{stopCtx: context.AfterFunc(ctx, func() { conn.Close() })}
+}
+
+// stop ends the watch; it reports false when the watch closed the
+// connection already.
+func (rw requestWatch) stop() bool {
+	if rw.stopCtx != nil {
+		return rw.stopCtx()
+	}
+	return peer.StopCloseOnAbort(rw.w)
 }
 
 // writeDelivery writes r's head as http.Transport writes what the reverse
