@@ -239,16 +239,16 @@ func (rw requestWatch) stop() bool {
 }
 
 // writeDelivery writes r's head as http.Transport writes what the reverse
-// proxy makes of it: for a delivery (x nil) the peer's fields but
-// hop-by-hop ones; for a request of this proxy's own clients, recorded in
-// x, the fields setForwardedHeaders would leave and add (writeForwarded).
-// No User-Agent of its own, its Content-Length (zero only for POST, PUT
-// and PATCH); then the body.
+// proxy makes of it, then the body: for a delivery (x nil) the peer's
+// fields but hop-by-hop ones, no User-Agent of its own, its Content-Length
+// (zero only for POST, PUT and PATCH); for a request of this proxy's own
+// clients, recorded in x, the fields setForwardedHeaders would leave and
+// add (writeForwarded), written from r.Header without copying it.
 func writeDelivery(w *bufio.Writer, r *http.Request, x *exchange) error {
 	writeLine(w, r.Method, " ", r.URL.RequestURI(), " HTTP/1.1\r\nHost: ")
 	w.WriteString(r.Host)
 	w.WriteString("\r\n")
-	if ua := r.Header["User-Agent"]; len(ua) > 0 && ua[0] != "" {
+	if ua := r.Header["User-Agent"]; x == nil && len(ua) > 0 && ua[0] != "" {
 		writeField(w, "User-Agent", ua[0])
 	}
 	if r.ContentLength > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
@@ -292,31 +292,12 @@ func writeDelivery(w *bufio.Writer, r *http.Request, x *exchange) error {
 
 // writeForwarded writes the fields of r, a request of this proxy's own
 // clients recorded in x, that setForwardedHeaders leaves and adds: the
-// client's but User-Agent (written first) and the hop-by-hop and
-// forwarding ones, X-Forwarded-For by the rule's mode, TE as "trailers",
-// then the proxy's own fields.
+// client's as the fast path writes an edited header (writeEditedFields:
+// X-Forwarded-For by the rule's mode, no hop-by-hop or forwarding fields,
+// TE as "trailers"), then the proxy's own.
 func writeForwarded(w *bufio.Writer, r *http.Request, x *exchange) {
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
-	if v, ok := forwardedFor(forwardedForMode(x), r.Header["X-Forwarded-For"], ip); ok {
-		writeField(w, "X-Forwarded-For", v)
-	}
-	var tokens []string
-	for _, v := range r.Header["Connection"] {
-		for t := range strings.SplitSeq(v, ",") {
-			tokens = append(tokens, strings.Trim(t, " \t"))
-		}
-	}
-	for k, vs := range r.Header {
-		if k == "User-Agent" || dropOnForward(k) || namedIn(k, tokens) {
-			continue
-		}
-		for _, v := range vs {
-			writeField(w, k, v)
-		}
-	}
-	if takesTrailers(r.Header["Te"]) {
-		w.WriteString("Te: trailers\r\n")
-	}
+	writeEditedFields(w, r.Header, forwardedForMode(x), ip)
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
