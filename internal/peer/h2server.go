@@ -1255,6 +1255,7 @@ func (c *serverConn) serve(st *stream) {
 	panicked := true
 	defer func() {
 		if panicked {
+			st.endWatch()
 			e := recover()
 			if e != http.ErrAbortHandler {
 				buf := make([]byte, 16<<10)
@@ -1267,6 +1268,7 @@ func (c *serverConn) serve(st *stream) {
 		c.streamDone(st)
 	}()
 	c.s.handler.ServeHTTP(&st.w, st.req)
+	st.endWatch()
 	st.w.finish()
 	panicked = false
 }
@@ -1447,6 +1449,15 @@ func StopCloseOnAbort(w http.ResponseWriter) bool {
 	defer c.mu.Unlock()
 	st.onAbort = nil
 	return !st.aborted
+}
+
+// endWatch ends a CloseOnAbort watch its handler left on: a stream reset
+// after its handler returned (a response shorter than it declared, a
+// panic) closes nothing of the handler's.
+func (st *stream) endWatch() {
+	st.c.mu.Lock()
+	st.onAbort = nil
+	st.c.mu.Unlock()
 }
 
 // streamOf returns the stream w answers, or nil when w is not this

@@ -229,3 +229,23 @@ func TestH2ServerCloseOnAbort(t *testing.T) {
 		t.Errorf("stream whose watch stopped: closed %v, stop reported %v; want not closed, true", r.closed, r.stopped)
 	}
 }
+
+// A watch its handler left on ends with the handler: the stream reset
+// after it (a response shorter than its declared length) closes nothing.
+func TestH2ServerCloseOnAbortEndsWithHandler(t *testing.T) {
+	var closed atomic.Bool
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		CloseOnAbort(w, closerFunc(func() error { closed.Store(true); return nil }))
+		w.Header().Set("Content-Length", "10")
+		io.WriteString(w, "ok")
+	}), nil)
+	rc.get(1, true)
+	if code := rc.reset(1); code != http2.ErrCodeInternal {
+		t.Fatalf("short response reset with %v, want INTERNAL_ERROR", code)
+	}
+	// The reset's abort runs right after its RST_STREAM is written.
+	time.Sleep(100 * time.Millisecond)
+	if closed.Load() {
+		t.Error("a stream reset after its handler returned closed the handler's watched closer")
+	}
+}
