@@ -11,10 +11,17 @@
 # Contenders: trellis (one route, one backend: trellis-1 of
 # bench/proxies.sh), go-minimal (bench/ceiling/goroutine), and the backend
 # itself, behind Trellis's head and behind a plain one (what the
-# forwarding and identity headers cost a target).
+# forwarding and identity headers cost a target); trellis-https and
+# trellis-h2, the same route on a TLS listener (a certificate made here,
+# ALPN h2 and http/1.1), driven by wrk (HTTP/1.1 over TLS, keep-alive) and
+# by h2load (-c16 -m10, bench/protocols.sh's shape; 1000 requests a second
+# asked for SECONDS: h2load runs by count, since a timed run closes its
+# connections with responses in flight and the SIGPIPEs of the proxy's
+# writes to them crash callgrind).
 #
 # Usage: [TRELLIS_BIN=path] bench/instructions.sh [SECONDS] [CONTENDERS...]
-# (defaults: 5 s, "trellis go-minimal backend"). Needs valgrind, nginx, wrk.
+# (defaults: 5 s, "trellis go-minimal backend"). Needs valgrind, nginx, wrk
+# (and openssl, h2load for trellis-https and trellis-h2).
 # Everything listens on 127.0.0.1; the script stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +36,7 @@ for c in valgrind nginx wrk; do command -v $c >/dev/null || { echo "needs $c"; e
 . bench/contenders.sh
 work=$(mktemp -d /tmp/trellis-instr.XXXXXX)
 trap bench_cleanup EXIT
-B=18201 P=18210 BV=18211
+B=18201 P=18210 BV=18211 PT=18212
 
 backend_conf() { # port file
   cat >"$2" <<CONF
@@ -67,6 +74,39 @@ spec:
 ---
 $(bench_backend b1 $B)
 CONF
+if [[ " ${contenders[*]} " == *" trellis-h"* ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench.example.com \
+    -addext subjectAltName=DNS:bench.example.com -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+  cat >>"$work/trellis/bench.yaml" <<CONF
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: trellis-edge
+  listeners: [{name: https, protocol: HTTPS, port: $PT, tls: {certificateRefs: [{name: bench-cert}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bench-tls}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [bench.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /api}
+      headers: [{name: x-env, value: prod}]
+    backendRefs: [{name: b1, port: 80}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-cert}
+type: kubernetes.io/tls
+data:
+  tls.crt: $(base64 -w0 "$work/cert.pem")
+  tls.key: $(base64 -w0 "$work/key.pem")
+CONF
+fi
 bin=${TRELLIS_BIN:-$work/trellis-bin}
 [ -n "${TRELLIS_BIN:-}" ] || go build -o "$bin" ./cmd/trellis
 go build -o "$work/go-minimal" ./bench/ceiling/goroutine
@@ -80,29 +120,46 @@ trellis_head=(-H 'User-Agent: wrk' -H 'Accept: */*' -H 'X-Forwarded-For: 127.0.0
   -H 'X-Forwarded-Proto: http' -H 'X-Forwarded-For-Proto: http' -H 'X-Forwarded-Port: 18116'
   -H 'X-Forwarded-For-Port: 18116' -H 'X-Trellis-Identity: Type=Anonymous')
 
-# measure NAME PORT WRK-HEADERS... -- CMD...: Ir per request of CMD under callgrind.
+# drive KIND PORT SECONDS WRK-HEADERS...: requests KIND (http, https, h2)
+# to PORT for about SECONDS; prints how many were answered, or fails.
+drive() {
+  local kind=$1 port=$2 secs=$3 out; shift 3
+  case $kind in
+  h2)
+    out=$(h2load -t1 -c16 -m10 -n $((secs * 1000)) --connect-to=127.0.0.1:$port -H 'x-env: prod' https://bench.example.com/api/items)
+    echo "$out" | grep -q ' 0 failed, 0 errored' || { echo "h2load: failures: $out" >&2; return 1; }
+    echo "$out" | awk '/^requests:/ {print $8}' ;;
+  *)
+    out=$(wrk -t1 -c4 -d"${secs}s" -H 'Host: bench.example.com' -H 'x-env: prod' "$@" "$kind://127.0.0.1:$port/api/items")
+    if echo "$out" | grep -q 'Non-2xx'; then echo "wrk: non-2xx answers" >&2; return 1; fi
+    echo "$out" | awk '/requests in/ {print $1}' ;;
+  esac
+}
+
+# measure NAME [KIND] PORT WRK-HEADERS... -- CMD...: Ir per request of CMD
+# under callgrind, driven by KIND (drive; http when not given).
 measure() {
-  local name=$1 port=$2; shift 2
+  local name=$1 kind=http; shift
+  case $1 in http | https | h2) kind=$1; shift ;; esac
+  local port=$1; shift
   local hdrs=()
   while [ "$1" != -- ]; do hdrs+=("$1"); shift; done
   shift
   GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name" --dump-instr=no "$@" >"$work/$name.log" 2>&1 &
   local vp=$!
   pids+=($vp)
-  local url=http://127.0.0.1:$port/api/items
+  local check=(-H 'Host: bench.example.com' "http://127.0.0.1:$port/api/items")
+  [ "$kind" = http ] || check=(-k --resolve "bench.example.com:$port:127.0.0.1" "https://bench.example.com:$port/api/items")
   for _ in $(seq 300); do
-    curl -fs -H 'Host: bench.example.com' -H 'x-env: prod' "$url" 2>/dev/null | grep -q backend- && break
+    curl -fs -H 'x-env: prod' "${check[@]}" 2>/dev/null | grep -q backend- && break
     sleep 0.2
   done
-  wrk -t1 -c4 -d2s -H 'Host: bench.example.com' -H 'x-env: prod' "${hdrs[@]}" "$url" >/dev/null
+  drive "$kind" "$port" 2 "${hdrs[@]}" >/dev/null
   callgrind_control -z $vp >/dev/null 2>&1
-  local out
-  out=$(wrk -t1 -c4 -d"${DURATION}s" -H 'Host: bench.example.com' -H 'x-env: prod' "${hdrs[@]}" "$url")
+  local reqs ir
+  reqs=$(drive "$kind" "$port" "$DURATION" "${hdrs[@]}") || exit 1
   callgrind_control -d $vp >/dev/null 2>&1
   kill $vp; wait $vp 2>/dev/null || true
-  if echo "$out" | grep -q 'Non-2xx'; then echo "$name: non-2xx answers"; exit 1; fi
-  local reqs ir
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   ir=$(callgrind_annotate "$work/cg.$name.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   awk -v n="$name" -v i="$ir" -v q="$reqs" 'BEGIN {printf "%s: %.0f instructions per request (%d requests)\n", n, i/q, q}'
 }
@@ -110,6 +167,8 @@ measure() {
 for c in "${contenders[@]}"; do
   case $c in
   trellis) measure trellis $P -- "$bin" up --config "$work/trellis" --api-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-level warn ;;
+  trellis-https | trellis-h2)
+    measure $c "${c#trellis-}" $PT -- "$bin" up --config "$work/trellis" --api-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-level warn ;;
   go-minimal) measure go-minimal $P -- "$work/go-minimal" 127.0.0.1:$P 127.0.0.1:$B ;;
   backend)
     backend_conf $BV "$work/backend-v.conf"

@@ -372,6 +372,12 @@ type serverConn struct {
 	goingAway  bool
 	closed     bool
 	idle       *time.Timer
+	// streamTimer resets the streams past their deadline (StreamTimeout):
+	// one timer for the connection, armed for the earliest deadline, not
+	// one per stream (a timer started and stopped per request costs its
+	// allocations and two trips through the timer heap).
+	streamTimer *time.Timer
+	timerArmed  bool
 }
 
 type closedID struct {
@@ -745,6 +751,9 @@ func (c *serverConn) close(err error) {
 	}
 	if c.idle != nil {
 		c.idle.Stop()
+	}
+	if c.streamTimer != nil {
+		c.streamTimer.Stop()
 	}
 	c.sendCond.Broadcast()
 	c.mu.Unlock()
@@ -1183,6 +1192,12 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	}
 	st.sendWindow = c.initWindow
 	st.recvWindow = streamWindow
+	if c.s.streamTimeout > 0 {
+		st.deadline = time.Now().Add(c.s.streamTimeout)
+		if !c.timerArmed {
+			c.armStreamTimerLocked(st.deadline)
+		}
+	}
 	if f.StreamEnded() {
 		st.remoteClosed = true
 		st.bodyErr = io.EOF
@@ -1240,6 +1255,7 @@ func (c *serverConn) serve(st *stream) {
 	panicked := true
 	defer func() {
 		if panicked {
+			st.endWatch()
 			e := recover()
 			if e != http.ErrAbortHandler {
 				buf := make([]byte, 16<<10)
@@ -1251,12 +1267,51 @@ func (c *serverConn) serve(st *stream) {
 		}
 		c.streamDone(st)
 	}()
-	if c.s.streamTimeout > 0 {
-		st.w.SetWriteDeadline(time.Now().Add(c.s.streamTimeout))
-	}
 	c.s.handler.ServeHTTP(&st.w, st.req)
+	st.endWatch()
 	st.w.finish()
 	panicked = false
+}
+
+// armStreamTimerLocked has the stream timer fire at t; c.mu is held.
+func (c *serverConn) armStreamTimerLocked(t time.Time) {
+	c.timerArmed = true
+	if c.streamTimer == nil {
+		c.streamTimer = time.AfterFunc(time.Until(t), c.expireStreams)
+		return
+	}
+	c.streamTimer.Reset(time.Until(t))
+}
+
+// expireStreams resets the streams past their deadline and arms the
+// stream timer for the earliest deadline left.
+func (c *serverConn) expireStreams() {
+	now := time.Now()
+	var expired []uint32
+	var next time.Time
+	c.mu.Lock()
+	c.timerArmed = false
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	for id, st := range c.streams {
+		switch {
+		case st.deadline.IsZero():
+		case !now.Before(st.deadline):
+			st.deadline = time.Time{}
+			expired = append(expired, id)
+		case next.IsZero() || st.deadline.Before(next):
+			next = st.deadline
+		}
+	}
+	if !next.IsZero() {
+		c.armStreamTimerLocked(next)
+	}
+	c.mu.Unlock()
+	for _, id := range expired {
+		c.resetStream(id, http2.ErrCodeInternal)
+	}
 }
 
 // streamDone forgets a stream whose handler returned.
@@ -1298,7 +1353,10 @@ type stream struct {
 	c   *serverConn
 	id  uint32
 	req *http.Request
-	w   responseWriter
+	url url.URL // the request's URL when its :path is plainTarget
+	// vals holds the values of a request of up to 8 fields.
+	vals [8]string
+	w    responseWriter
 
 	ctxCancel context.CancelCauseFunc
 
@@ -1322,7 +1380,14 @@ type stream struct {
 	bodyErr       error   // after the body: io.EOF, or why it failed
 	rdeadline     time.Time
 	rtimer        *time.Timer
-	wtimer        *time.Timer
+	// aborted is set when abort ran, onAbort is what it closes
+	// (CloseOnAbort).
+	aborted bool
+	onAbort io.Closer
+	// deadline is when the stream timer resets the stream (StreamTimeout),
+	// zero for never: a handler's SetWriteDeadline replaces it with wtimer.
+	deadline time.Time
+	wtimer   *time.Timer
 }
 
 // abort fails the stream's body and cancels its context.
@@ -1333,9 +1398,80 @@ func (st *stream) abort(err error) {
 		st.bodyErr = err
 	}
 	st.readCond.Broadcast()
+	st.aborted = true
+	closer := st.onAbort
+	st.onAbort = nil
 	c.mu.Unlock()
 	if st.ctxCancel != nil {
 		st.ctxCancel(err)
+	}
+	if closer != nil {
+		closer.Close()
+	}
+}
+
+// CloseOnAbort has cl closed if the stream that w (this server's
+// ResponseWriter, or one wrapping it that has Unwrap) answers is aborted
+// before StopCloseOnAbort: reset by the peer, or by the server (its stream
+// timeout), or its connection closed, the ends that cancel the request's
+// context while its handler runs. It is context.AfterFunc(r.Context(),
+// cl.Close) without the allocations, for a context with no other
+// cancellation. It reports false, doing nothing, when w is not this
+// server's; cl is closed at once when the stream was aborted already.
+func CloseOnAbort(w http.ResponseWriter, cl io.Closer) bool {
+	st := streamOf(w)
+	if st == nil {
+		return false
+	}
+	c := st.c
+	c.mu.Lock()
+	aborted := st.aborted
+	if !aborted {
+		st.onAbort = cl
+	}
+	c.mu.Unlock()
+	if aborted {
+		cl.Close()
+	}
+	return true
+}
+
+// StopCloseOnAbort ends the watch CloseOnAbort started; it reports false
+// when the stream was aborted meanwhile (the closer is closed, or being
+// closed), as a stop function of context.AfterFunc does.
+func StopCloseOnAbort(w http.ResponseWriter) bool {
+	st := streamOf(w)
+	if st == nil {
+		return false
+	}
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.onAbort = nil
+	return !st.aborted
+}
+
+// endWatch ends a CloseOnAbort watch its handler left on: a stream reset
+// after its handler returned (a response shorter than it declared, a
+// panic) closes nothing of the handler's.
+func (st *stream) endWatch() {
+	st.c.mu.Lock()
+	st.onAbort = nil
+	st.c.mu.Unlock()
+}
+
+// streamOf returns the stream w answers, or nil when w is not this
+// server's.
+func streamOf(w http.ResponseWriter) *stream {
+	for {
+		switch v := w.(type) {
+		case *responseWriter:
+			return v.st
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return nil
+		}
 	}
 }
 
@@ -1390,7 +1526,11 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 	}
 	regular := f.RegularFields()
 	h := make(http.Header, len(regular))
-	vals := make([]string, len(regular))
+	vals := st.vals[:0]
+	if len(regular) > len(st.vals) {
+		vals = make([]string, 0, len(regular))
+	}
+	vals = vals[:len(regular)]
 	var cookies []string
 	declared := int64(-1)
 	for i, hf := range regular {
@@ -1424,7 +1564,7 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 		h["Cookie"] = []string{strings.Join(cookies, "; ")}
 	}
 	if authority == "" {
-		authority = h.Get("Host")
+		authority = firstValue(h, "Host")
 	}
 	var u *url.URL
 	switch {
@@ -1433,6 +1573,10 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 		path = authority
 	case path == "*":
 		u = &url.URL{Path: "*"}
+	case plainTarget(path):
+		// What url.ParseRequestURI makes of it, in the stream's own URL.
+		st.url = plainURL(path)
+		u = &st.url
 	default:
 		var err error
 		if u, err = url.ParseRequestURI(path); err != nil {
@@ -1469,6 +1613,54 @@ func (st *stream) buildRequest(f *http2.MetaHeadersFrame) error {
 	st.ctxCancel = cancel
 	st.req = r.WithContext(ctx)
 	return nil
+}
+
+// plainTarget reports whether url.ParseRequestURI would take path for a
+// URL of Path (and RawQuery) alone, path unescaped and no RawPath: it
+// starts with '/', its path has only characters a path never escapes
+// (letters, digits and "-._~$&+,/:;=@"), its query no control characters.
+func plainTarget(path string) bool {
+	if path == "" || path[0] != '/' {
+		return false
+	}
+	i := 0
+	for ; i < len(path); i++ {
+		c := path[i]
+		if c == '?' {
+			break
+		}
+		if !pathChar[c] {
+			return false
+		}
+	}
+	for ; i < len(path); i++ {
+		if c := path[i]; c < ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// plainURL is the URL of a path plainTarget takes.
+func plainURL(path string) url.URL {
+	p, q, query := strings.Cut(path, "?")
+	return url.URL{Path: p, RawQuery: q, ForceQuery: query && q == ""}
+}
+
+// pathChar marks the characters url.URL.EscapedPath leaves as they are.
+var pathChar = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~$&+,/:;=@", byte(c)) >= 0
+	}
+	return t
+}()
+
+// firstValue is h.Get(k) for a canonical k, without canonicalizing it again.
+func firstValue(h http.Header, k string) string {
+	if vs := h[k]; len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
 }
 
 func textTrim(s string) string { return strings.Trim(s, " \t") }
@@ -1592,7 +1784,7 @@ func (w *responseWriter) WriteHeader(code int) {
 			}
 		}
 	}
-	if cl := w.header.Get("Content-Length"); cl != "" {
+	if cl := firstValue(w.header, "Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
 			w.contentLength = n
 		} else {
@@ -1696,9 +1888,13 @@ func (w *responseWriter) SetReadDeadline(t time.Time) error {
 }
 
 // SetWriteDeadline bounds the response: past t the stream is reset and
-// writes fail.
+// writes fail. It replaces the server's StreamTimeout for the stream (zero:
+// no bound at all), as net/http's does its WriteTimeout.
 func (w *responseWriter) SetWriteDeadline(t time.Time) error {
 	st := w.st
+	st.c.mu.Lock()
+	st.deadline = time.Time{}
+	st.c.mu.Unlock()
 	if t.IsZero() {
 		if st.wtimer != nil {
 			st.wtimer.Stop()
@@ -1751,7 +1947,7 @@ func (w *responseWriter) prepareHead(p []byte, final bool) (ctype, clen string) 
 	if !bodyAllowed(w.status) {
 		return "", ""
 	}
-	if _, ok := h["Content-Type"]; !ok && len(p) > 0 && h.Get("Content-Encoding") == "" {
+	if _, ok := h["Content-Type"]; !ok && len(p) > 0 && firstValue(h, "Content-Encoding") == "" {
 		ctype = http.DetectContentType(p)
 	}
 	if _, ok := h["Content-Length"]; !ok && final && len(w.trailers) == 0 && !w.hasPrefixTrailers() && w.st.req.Method != http.MethodHead {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,5 +126,126 @@ func TestH2ServerCoalescesFlushes(t *testing.T) {
 	}
 	if n := writes.Load() - before; n != 1 {
 		t.Errorf("two responses that finished together took %d writes, want 1", n)
+	}
+}
+
+// The stream timeout holds for each stream from its own HEADERS, with one
+// timer for the connection: streams opened apart are reset apart, each
+// past its own timeout, and a stream whose handler set its own write
+// deadline (none) is not reset by it.
+func TestH2ServerStreamTimeoutEachStream(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	release := make(chan struct{})
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/unbounded" {
+			http.NewResponseController(w).SetWriteDeadline(time.Time{})
+			<-release
+			io.WriteString(w, "ok")
+			return
+		}
+		<-r.Context().Done()
+	}), func(s *HTTPServer) { s.streamTimeout = timeout })
+	start := time.Now()
+	rc.get(1, true)
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, EndStream: true, EndHeaders: true,
+		BlockFragment: rc.block(":method", "GET", ":scheme", "https", ":path", "/unbounded", ":authority", "x")})
+	time.Sleep(timeout / 2)
+	opened5 := time.Now()
+	rc.get(5, true)
+	for _, s := range []struct {
+		id     uint32
+		opened time.Time
+	}{{1, start}, {5, opened5}} {
+		f := rc.next(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok }).(*http2.RSTStreamFrame)
+		if f.StreamID != s.id || f.ErrCode != http2.ErrCodeInternal {
+			t.Fatalf("RST_STREAM %d %v, want stream %d reset INTERNAL_ERROR", f.StreamID, f.ErrCode, s.id)
+		}
+		if d := time.Since(s.opened); d < timeout {
+			t.Errorf("stream %d reset %v after its HEADERS, before its timeout %v", s.id, d, timeout)
+		}
+	}
+	time.Sleep(timeout)
+	close(release)
+	if st := rc.status(3); st != "200" {
+		t.Errorf("stream without a write deadline answered %s after the timeout, want 200", st)
+	}
+}
+
+// closerFunc is an io.Closer.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// wrapped is a handler's wrapper of the server's ResponseWriter.
+type wrapped struct{ http.ResponseWriter }
+
+func (w wrapped) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// CloseOnAbort closes what it was given when the peer resets the stream
+// while the watch is on, through a wrapper of the ResponseWriter, and not
+// once StopCloseOnAbort ended the watch; it refuses writers not the
+// server's.
+func TestH2ServerCloseOnAbort(t *testing.T) {
+	type result struct {
+		path    string
+		closed  bool
+		stopped bool
+	}
+	results := make(chan result, 2)
+	watching := make(chan struct{}, 1)
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		closed := make(chan struct{})
+		if !CloseOnAbort(wrapped{w}, closerFunc(func() error { close(closed); return nil })) {
+			t.Error("CloseOnAbort refused the server's writer")
+		}
+		if r.URL.Path == "/reset" {
+			watching <- struct{}{}
+			<-r.Context().Done()
+			<-closed
+		}
+		stopped := StopCloseOnAbort(w)
+		select {
+		case <-closed:
+			results <- result{r.URL.Path, true, stopped}
+		default:
+			results <- result{r.URL.Path, false, stopped}
+		}
+	}), nil)
+	if CloseOnAbort(httptest.NewRecorder(), closerFunc(func() error { return nil })) {
+		t.Error("CloseOnAbort took a writer not the server's")
+	}
+	rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndHeaders: true,
+		BlockFragment: rc.block(":method", "POST", ":scheme", "https", ":path", "/reset", ":authority", "x")})
+	<-watching
+	rc.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	if r := <-results; !r.closed || r.stopped {
+		t.Errorf("stream reset while watched: closed %v, stop reported %v; want closed, false", r.closed, r.stopped)
+	}
+	rc.get(3, true)
+	if st := rc.status(3); st != "200" {
+		t.Errorf("watched stream that ended: status %s", st)
+	}
+	if r := <-results; r.closed || !r.stopped {
+		t.Errorf("stream whose watch stopped: closed %v, stop reported %v; want not closed, true", r.closed, r.stopped)
+	}
+}
+
+// A watch its handler left on ends with the handler: the stream reset
+// after it (a response shorter than its declared length) closes nothing.
+func TestH2ServerCloseOnAbortEndsWithHandler(t *testing.T) {
+	var closed atomic.Bool
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		CloseOnAbort(w, closerFunc(func() error { closed.Store(true); return nil }))
+		w.Header().Set("Content-Length", "10")
+		io.WriteString(w, "ok")
+	}), nil)
+	rc.get(1, true)
+	if code := rc.reset(1); code != http2.ErrCodeInternal {
+		t.Fatalf("short response reset with %v, want INTERNAL_ERROR", code)
+	}
+	// The reset's abort runs right after its RST_STREAM is written.
+	time.Sleep(100 * time.Millisecond)
+	if closed.Load() {
+		t.Error("a stream reset after its handler returned closed the handler's watched closer")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -1059,4 +1060,24 @@ func TestH2ServerPingsWhileDataFlows(t *testing.T) {
 	if st := rc.status(3); st != "200" {
 		t.Errorf("next request: %s", st)
 	}
+}
+
+// FuzzPlainTarget holds the server's own URL of a plain :path
+// (plainTarget) to what url.ParseRequestURI makes of it.
+func FuzzPlainTarget(f *testing.F) {
+	for _, s := range []string{"/", "/api/items", "/a?b=1&c", "/a?", "/a??", "//x", "/a%20b", "/a b", "/a?\x01", "/~u/$&+,:;=@", "/a!b", "/?#x", "*", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		if !plainTarget(path) {
+			return
+		}
+		want, err := url.ParseRequestURI(path)
+		if err != nil {
+			t.Fatalf("plainTarget(%q) but ParseRequestURI: %v", path, err)
+		}
+		if got := plainURL(path); got != *want {
+			t.Fatalf("%q: got %#v, ParseRequestURI %#v", path, got, *want)
+		}
+	})
 }

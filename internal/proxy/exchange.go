@@ -74,12 +74,19 @@ func exchangeOf(r *http.Request) *exchange {
 func (p *Proxy) begin(sv *served, port int32, w http.ResponseWriter, r *http.Request) (x *exchange, _ http.ResponseWriter, _ *http.Request) {
 	x = &exchange{
 		start: time.Now(), id: newRequestID(), port: port, served: sv,
-		method: r.Method, path: r.URL.EscapedPath(), proto: r.Proto, host: r.Host, userAgent: r.UserAgent(), remote: r.RemoteAddr,
+		method: r.Method, path: r.URL.EscapedPath(), proto: r.Proto, host: r.Host, remote: r.RemoteAddr,
 	}
 	x.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	x.ctx = r.Context()
 	x.rec.ResponseWriter = w
-	x.upgradeExpected = r.Header.Get("Upgrade") != ""
+	// The first values, as Header.Get finds them, without canonicalizing
+	// canonical names again.
+	if vs := r.Header["User-Agent"]; len(vs) > 0 {
+		x.userAgent = vs[0]
+	}
+	if vs := r.Header["Upgrade"]; len(vs) > 0 {
+		x.upgradeExpected = vs[0] != ""
+	}
 	if w, ok := sv.identity(remoteIP(r.RemoteAddr)); ok {
 		x.identity = w.header
 	}

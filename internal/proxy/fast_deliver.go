@@ -16,6 +16,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
@@ -27,6 +28,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/peer"
 	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/internal/proxy/router"
 )
@@ -58,7 +60,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 	}
 	ctx := r.Context()
 	sent := time.Now()
-	tc, stop, err := p.deliveryRoundTrip(ctx, w, r, t)
+	tc, watch, err := p.deliveryRoundTrip(ctx, w, r, t, x)
 	if x != nil {
 		x.attemptAddr, x.sent, x.answered = t.Addr, sent, time.Now()
 	}
@@ -75,7 +77,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 	resp := &tc.resp
 	t.Health.Observe(resp.Code < 500)
 	cut := func(err error) {
-		stop()
+		watch.stop()
 		tc.conn.Close()
 		p.log.Debug("response cut off", "target", t.Addr, "host", r.Host, "path", r.URL.Path, "err", err)
 		// As the reverse proxy does: the peer's stream is reset.
@@ -133,7 +135,7 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 		// its own.
 		tc.idle, tc.deadlines.r = 0, time.Time{}
 	}
-	if !stop() || !bodyless && !resp.Chunked && resp.ContentLength < 0 || resp.Close {
+	if !watch.stop() || !bodyless && !resp.Chunked && resp.ContentLength < 0 || resp.Close {
 		tc.conn.Close()
 		return true
 	}
@@ -152,15 +154,16 @@ func plainRequestURI(uri string) bool {
 	return uri != ""
 }
 
-// deliveryRoundTrip sends r to t and reads the final response head into
-// the connection's resp, relaying informational responses to w. A request that fails on a
+// deliveryRoundTrip sends r to t (a delivery, or with x a request of this
+// proxy's own clients: writeDelivery) and reads the final response head
+// into the connection's resp, relaying informational responses to w. A request that fails on a
 // pooled connection before any response byte (the target had closed it) is
 // sent once more on a new connection (a body, read from the peer, cannot
 // be). The body is sent whole before the response is read, as the fast path
-// does with the bodies it takes. stop ends the watch on r's context
-// (its cancellation, the peer resetting the stream, closes the connection);
+// does with the bodies it takes. The watch's stop ends the watch on r's
+// context (its end, the peer resetting the stream, closes the connection);
 // it reports false when the watch already fired.
-func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target) (*targetConn, func() bool, error) {
+func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r *http.Request, t *router.Target, x *exchange) (*targetConn, requestWatch, error) {
 	for attempt := 0; ; attempt++ {
 		now := time.Now()
 		deadline := now.Add(responseHeaderTimeout)
@@ -173,7 +176,7 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 		var err error
 		if !pooled {
 			if tc, err = p.pool.dial(t.Addr, deadline); err != nil {
-				return nil, nil, err
+				return nil, requestWatch{}, err
 			}
 		}
 		if exact {
@@ -185,62 +188,94 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 			tc.deadlines.read(tc.conn, now, responseHeaderTimeout)
 			tc.deadlines.write(tc.conn, now, responseHeaderTimeout)
 		}
-		conn := tc.conn
-		stop := context.AfterFunc(ctx, func() { conn.Close() })
-		err = writeDelivery(tc.bw, r)
+		watch := watchRequest(ctx, w, tc.conn)
+		err = writeDelivery(tc.bw, r, x)
 		if err == nil {
 			err = readDeliveryResponse(tc.br, w, &tc.resp)
 		}
 		if err == nil {
-			return tc, stop, nil
+			return tc, watch, nil
 		}
-		stop()
+		watch.stop()
 		tc.conn.Close()
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return nil, requestWatch{}, ctx.Err()
 		}
 		if pooled && attempt == 0 && r.ContentLength == 0 && stale(err) && tc.br.Buffered() == 0 {
 			continue
 		}
-		return nil, nil, err
+		return nil, requestWatch{}, err
 	}
 }
 
+// requestWatch closes a target connection when the request it carries
+// ends (its context is done) before stop.
+type requestWatch struct {
+	w http.ResponseWriter
+	// stopCtx is context.AfterFunc's stop; nil when the HTTP/2 server's
+	// stream closes the connection (peer.CloseOnAbort).
+	stopCtx func() bool
+}
+
+// watchRequest starts the watch of ctx, the context of the request w
+// answers, for conn. A request of the proxy's own HTTP/2 server is watched
+// by its stream, without context.AfterFunc's allocations: its context ends
+// only when the stream is aborted or at a deadline, which conn's own
+// deadlines hold it to already (deliveryRoundTrip, sendDirect).
+func watchRequest(ctx context.Context, w http.ResponseWriter, conn net.Conn) requestWatch {
+	if peer.CloseOnAbort(w, conn) {
+		return requestWatch{w: w}
+	}
+	return requestWatch{stopCtx: context.AfterFunc(ctx, func() { conn.Close() })}
+}
+
+// stop ends the watch; it reports false when the watch closed the
+// connection already.
+func (rw requestWatch) stop() bool {
+	if rw.stopCtx != nil {
+		return rw.stopCtx()
+	}
+	return peer.StopCloseOnAbort(rw.w)
+}
+
 // writeDelivery writes r's head as http.Transport writes what the reverse
-// proxy makes of it: the peer's fields but hop-by-hop ones, no User-Agent
-// of its own, its Content-Length (zero only for POST, PUT and PATCH); then
-// the body.
-func writeDelivery(w *bufio.Writer, r *http.Request) error {
-	w.WriteString(r.Method)
-	w.WriteByte(' ')
-	w.WriteString(r.URL.RequestURI())
-	w.WriteString(" HTTP/1.1\r\nHost: ")
+// proxy makes of it, then the body: for a delivery (x nil) the peer's
+// fields but hop-by-hop ones, no User-Agent of its own, its Content-Length
+// (zero only for POST, PUT and PATCH); for a request of this proxy's own
+// clients, recorded in x, the fields setForwardedHeaders would leave and
+// add (writeForwarded), written from r.Header without copying it.
+func writeDelivery(w *bufio.Writer, r *http.Request, x *exchange) error {
+	writeLine(w, r.Method, " ", r.URL.RequestURI(), " HTTP/1.1\r\nHost: ")
 	w.WriteString(r.Host)
 	w.WriteString("\r\n")
-	if ua := r.Header.Get("User-Agent"); ua != "" {
-		writeField(w, "User-Agent", ua)
+	if ua := r.Header["User-Agent"]; x == nil && len(ua) > 0 && ua[0] != "" {
+		writeField(w, "User-Agent", ua[0])
 	}
 	if r.ContentLength > 0 || r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
 		w.WriteString("Content-Length: ")
 		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
 		w.WriteString("\r\n")
 	}
-	var tokens []string
-	for _, v := range r.Header["Connection"] {
-		for t := range strings.SplitSeq(v, ",") {
-			tokens = append(tokens, strings.Trim(t, " \t"))
+	if x != nil {
+		writeForwarded(w, r, x)
+	} else {
+		var tokens []string
+		for _, v := range r.Header["Connection"] {
+			for t := range strings.SplitSeq(v, ",") {
+				tokens = append(tokens, strings.Trim(t, " \t"))
+			}
 		}
-	}
-	for k, vs := range r.Header {
-		if k == "User-Agent" || k == "Host" || contentLength(k) || hopByHop(k) || namedIn(k, tokens) {
-			continue
+		for k, vs := range r.Header {
+			if k == "User-Agent" || k == "Host" || contentLength(k) || hopByHop(k) || namedIn(k, tokens) {
+				continue
+			}
+			for _, v := range vs {
+				writeField(w, k, v)
+			}
 		}
-		for _, v := range vs {
-			writeField(w, k, v)
+		if takesTrailers(r.Header["Te"]) {
+			w.WriteString("Te: trailers\r\n")
 		}
-	}
-	if takesTrailers(r.Header["Te"]) {
-		w.WriteString("Te: trailers\r\n")
 	}
 	w.WriteString("\r\n")
 	if r.ContentLength > 0 {
@@ -253,6 +288,27 @@ func writeDelivery(w *bufio.Writer, r *http.Request) error {
 		}
 	}
 	return w.Flush()
+}
+
+// writeForwarded writes the fields of r, a request of this proxy's own
+// clients recorded in x, that setForwardedHeaders leaves and adds: the
+// client's as the fast path writes an edited header (writeEditedFields:
+// X-Forwarded-For by the rule's mode, no hop-by-hop or forwarding fields,
+// TE as "trailers"), then the proxy's own.
+func writeForwarded(w *bufio.Writer, r *http.Request, x *exchange) {
+	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+	writeEditedFields(w, r.Header, forwardedForMode(x), ip)
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	identity := x.identity
+	if identity == "" {
+		identity = anonymousIdentity
+	}
+	wf := (*wireFields)(w)
+	addConnFields(wf, proto, strconv.Itoa(int(x.port)), identity)
+	addRequestFields(wf, r.Host, x.id, x.ruleInfo(nil))
 }
 
 // readDeliveryResponse reads the target's final response head into resp;
@@ -333,9 +389,13 @@ func copyResponseFields(h http.Header, resp *h1.Response) []string {
 // copyFlushing copies src to w, flushing after each write when flush is
 // set.
 func copyFlushing(w http.ResponseWriter, src io.Reader, flush bool) (int64, error) {
-	buf := peerBuffers.Get()
-	defer peerBuffers.Put(buf)
-	rc := http.NewResponseController(w)
+	bp := peerBuffers.get()
+	defer peerBuffers.put(bp)
+	buf := *bp
+	var rc *http.ResponseController
+	if flush {
+		rc = http.NewResponseController(w)
+	}
 	var n int64
 	for {
 		m, rerr := src.Read(buf)

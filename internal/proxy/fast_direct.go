@@ -30,15 +30,14 @@ func (p *Proxy) forwardDirect(w http.ResponseWriter, r *http.Request, t *router.
 	if r.ProtoMajor != 2 || r.Trailer != nil || r.Context().Value(planKey{}) != nil {
 		return false
 	}
-	// What the reverse proxy's Rewrite gets: the client's fields less the
-	// forwarding ones, which setForwardedHeaders makes anew (hop-by-hop
-	// fields, which HTTP/2 does not carry anyway, go in writeDelivery).
-	out := cloneForwarding(r.Header)
 	x := exchangeOf(r)
-	setForwardedHeaders(r, out, x)
-	r2 := *r
-	r2.Header = out
-	return p.sendDirect(w, &r2, t, x)
+	if x == nil {
+		return false
+	}
+	// The client's fields go to the target from r.Header as they are,
+	// less the forwarding ones, which go out made anew (writeForwarded):
+	// no copy of the header.
+	return p.sendDirect(w, r, t, x)
 }
 
 // directFailed answers a request forwardDirect got no response for, as the
@@ -56,31 +55,4 @@ func (p *Proxy) directFailed(w http.ResponseWriter, r *http.Request, t *router.T
 		t.Health.Observe(false)
 	}
 	p.local.upstreamError(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)), err)
-}
-
-// forwardFields is how many fields setForwardedHeaders may add: the
-// X-Forwarded ones, the identity, the request ID, the rule's two, with
-// room.
-const forwardFields = 12
-
-// cloneForwarding copies h less the forwarding fields into a map made
-// for h's fields and those setForwardedHeaders adds (a map that grows
-// past 8 entries is rebuilt), the values in one array, as Header.Clone.
-func cloneForwarding(h http.Header) http.Header {
-	n := 0
-	for _, vs := range h {
-		n += len(vs)
-	}
-	vals := make([]string, n)
-	out := make(http.Header, len(h)+forwardFields)
-	for k, vs := range h {
-		switch k {
-		case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
-			continue
-		}
-		m := copy(vals, vs)
-		out[k] = vals[:m:m]
-		vals = vals[m:]
-	}
-	return out
 }

@@ -251,6 +251,18 @@ func (b *bufferPool) Put(buf []byte) {
 	b.pool.Put(&buf)
 }
 
+// get and put are Get and Put for callers that keep the pointer: put
+// stores it again rather than a new one (an allocation per Put).
+func (b *bufferPool) get() *[]byte {
+	if buf, ok := b.pool.Get().(*[]byte); ok {
+		return buf
+	}
+	buf := make([]byte, copyBufferSize)
+	return &buf
+}
+
+func (b *bufferPool) put(buf *[]byte) { b.pool.Put(buf) }
+
 // errResponseIdle is the cause of a response cut off because the target
 // sent nothing of its body for the response idle timeout.
 var errResponseIdle = errors.New("target response idle timeout")

@@ -482,3 +482,62 @@ func TestH2cPrefaceHostile(t *testing.T) {
 		t.Errorf("HTTP/1.1 request with method PRIX: %q", line)
 	}
 }
+
+// A 1 MiB upload from an HTTP/2 client (h2c and h2 over TLS), with its
+// length declared and without, arrives whole at an HTTP/1.1 target and at
+// an h2c one (what a gRPC route's target speaks): each body is larger than
+// the server's frames, the clients' first windows and what the fast path
+// sends itself.
+func TestHTTP2UploadReachesTargetsWhole(t *testing.T) {
+	digest := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "%s %d %x", r.Proto, n, h.Sum(nil))
+	})
+	h1 := httptest.NewServer(digest)
+	t.Cleanup(h1.Close)
+	h2c := httptest.NewUnstartedServer(digest)
+	h2c.Config.Protocols = new(http.Protocols)
+	h2c.Config.Protocols.SetUnencryptedHTTP2(true)
+	h2c.Start()
+	t.Cleanup(h2c.Close)
+	f := newH2Front(t, []model.TargetGroup{
+		group("h1", target(t, h1, model.TargetActive)),
+		versioned(group("h2c", target(t, h2c, model.TargetActive)), model.ProtocolHTTP, model.HTTP2),
+	},
+		model.Rule{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/h1/"}}}, Action: forward(to("h1", 1))},
+		model.Rule{Matches: []model.Match{{Path: &model.PathMatch{Type: model.PathPrefix, Value: "/h2c/"}}}, Action: forward(to("h2c", 1))},
+	)
+	// 1 MiB is the server's stream and connection windows, exactly;
+	// 100 bytes more go past them.
+	for _, size := range []int{1 << 20, 1<<20 + 100} {
+		payload := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
+		sum := sha256.Sum256(payload)
+		for _, tc := range []struct{ path, proto string }{{"/h1/up", "HTTP/1.1"}, {"/h2c/up", "HTTP/2.0"}} {
+			want := fmt.Sprintf("%s %d %s", tc.proto, len(payload), hex.EncodeToString(sum[:]))
+			for _, declared := range []bool{true, false} {
+				t.Run(fmt.Sprintf("%d%s/declared=%v", size, tc.path, declared), func(t *testing.T) {
+					f.each(t, func(t *testing.T, c *http.Client, base string) {
+						var body io.Reader = bytes.NewReader(payload)
+						if !declared {
+							body = io.MultiReader(body) // no length: none declared
+						}
+						resp, err := c.Do(frontRequest(context.Background(), http.MethodPost, base, tc.path, body))
+						if err != nil {
+							t.Fatal(err)
+						}
+						b, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 || string(b) != want {
+							t.Errorf("got %d %q, want 200 %q", resp.StatusCode, b, want)
+						}
+					})
+				})
+			}
+		}
+	}
+}

@@ -23,11 +23,13 @@ func (p *Proxy) serveRoute(port int32, w http.ResponseWriter, r *http.Request, r
 		ctx, cancel = context.WithTimeout(ctx, route.RequestTimeout)
 		defer cancel()
 	}
-	// A shallow copy of our own: filters change its Host and URL, which the
-	// caller's request keeps as the client sent them.
-	r = r.WithContext(ctx)
-	u := *r.URL
-	r.URL = &u
+	// A shallow copy of our own when filters change its Host or URL, which
+	// the caller's request keeps as the client sent them.
+	if ctx != r.Context() || editsRequest(route) {
+		r = r.WithContext(ctx)
+		u := *r.URL
+		r.URL = &u
+	}
 
 	var body *replayBody
 	if route.Retry != nil || hasMirror(route) {
@@ -125,6 +127,28 @@ func (p *Proxy) applyFilters(rw *responseEditor, r *http.Request, route *router.
 				return true
 			}
 			rw.cors, rw.corsRequest = f.CORS, r
+		}
+	}
+	return false
+}
+
+// editsRequest reports whether any filter of route or its backends
+// changes the request's Host or URL (header edits and rewrites).
+func editsRequest(route *router.Rule) bool {
+	edits := func(filters []router.Filter) bool {
+		for i := range filters {
+			if filters[i].RequestHeaders != nil || filters[i].Rewrite != nil {
+				return true
+			}
+		}
+		return false
+	}
+	if edits(route.Filters) {
+		return true
+	}
+	for _, b := range route.Backends() {
+		if edits(b.Filters) {
+			return true
 		}
 	}
 	return false
