@@ -509,25 +509,12 @@ func headerOf(m map[string]any) (h header, ok bool) {
 // decode decodes one document. desc describes the object for errors, e.g.
 // " (HTTPRoute default/inventory)".
 func decode(doc document, where location) (e entry, desc string, err error) {
-	j, err := yaml.YAMLToJSONStrict(doc.data)
+	j, raw, err := toJSON(doc)
 	if err != nil {
-		// One line per error, with line numbers counted in the file.
-		msg := newlineRE.ReplaceAllString(err.Error(), " ")
-		msg = yamlLineRE.ReplaceAllStringFunc(msg, func(s string) string {
-			n, _ := strconv.Atoi(strings.TrimPrefix(s, "line "))
-			return "line " + strconv.Itoa(doc.line+n-1)
-		})
-		return entry{}, "", errors.New(msg)
-	}
-	var raw any
-	if err := json.Unmarshal(j, &raw); err != nil {
 		return entry{}, "", err
 	}
-	if _, ok := raw.(map[string]any); !ok {
-		return entry{}, "", fmt.Errorf("a document must be a mapping with apiVersion and kind, not %s", jsonKind(raw))
-	}
 	// The header is best effort: the strict decode below names any error.
-	h, ok := headerOf(raw.(map[string]any))
+	h, ok := headerOf(raw)
 	if !ok {
 		_ = json.Unmarshal(j, &h)
 	}
@@ -556,6 +543,41 @@ func decode(doc document, where location) (e entry, desc string, err error) {
 	meta.SetResourceVersion(hex.EncodeToString(sum[:12]))
 	key := objectKey{kind.kind, meta.GetNamespace(), meta.GetName()}
 	return entry{key: key, where: where, kind: kind, obj: obj}, desc, nil
+}
+
+// fastYAML turns on fastJSON (off in tests comparing it with the general
+// conversion).
+var fastYAML = true
+
+// toJSON converts a document to JSON as sigs.k8s.io/yaml's
+// YAMLToJSONStrict does, and returns it decoded too (see fastJSON: the
+// numbers in raw may be int64s or float64s). It fails unless the document
+// is a mapping.
+func toJSON(doc document) (j []byte, raw map[string]any, err error) {
+	if fastYAML {
+		if j, raw, ok := fastJSON(doc.data); ok {
+			return j, raw, nil
+		}
+	}
+	j, err = yaml.YAMLToJSONStrict(doc.data)
+	if err != nil {
+		// One line per error, with line numbers counted in the file.
+		msg := newlineRE.ReplaceAllString(err.Error(), " ")
+		msg = yamlLineRE.ReplaceAllStringFunc(msg, func(s string) string {
+			n, _ := strconv.Atoi(strings.TrimPrefix(s, "line "))
+			return "line " + strconv.Itoa(doc.line+n-1)
+		})
+		return nil, nil, errors.New(msg)
+	}
+	var v any
+	if err := json.Unmarshal(j, &v); err != nil {
+		return nil, nil, err
+	}
+	raw, ok := v.(map[string]any)
+	if !ok {
+		return nil, nil, fmt.Errorf("a document must be a mapping with apiVersion and kind, not %s", jsonKind(v))
+	}
+	return j, raw, nil
 }
 
 // objectName formats an object's name as "namespace/name", or "name" for a

@@ -1,0 +1,133 @@
+package file
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+// checkFast fails t unless fastJSON either declines doc or makes of it
+// exactly what YAMLToJSONStrict makes, with raw the same document as j.
+// It reports whether fastJSON took doc.
+func checkFast(t testing.TB, doc []byte) bool {
+	t.Helper()
+	j, raw, ok := fastJSON(doc)
+	if !ok {
+		return false
+	}
+	want, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		t.Fatalf("fastJSON took %q, which YAMLToJSONStrict refuses: %v", doc, err)
+	}
+	if !bytes.Equal(j, want) {
+		t.Fatalf("fastJSON(%q) =\n%s\nYAMLToJSONStrict:\n%s", doc, j, want)
+	}
+	if m, err := json.Marshal(raw); err != nil || !bytes.Equal(m, j) {
+		t.Fatalf("fastJSON(%q): raw encodes as %s (%v), j is %s", doc, m, err, j)
+	}
+	return true
+}
+
+// fastTaken are documents of the forms configuration files have, which
+// fastJSON must take.
+var fastTaken = []string{
+	route, service,
+	"apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  labels: {}\nspec:\n  ports: []\n",
+	// kubectl's style: sequences at their key's indent, unquoted addresses.
+	"kind: EndpointSlice\nendpoints:\n- addresses:\n  - 10.0.0.1\n  conditions:\n    ready: true\n  zone: null-zone\nports:\n- port: 8080\n  name: http\n",
+	// comments, quotes, flow lists, empty values, extra spaces.
+	"# a route\nkind: HTTPRoute   # the kind\nmetadata:\n  name: 'r-1'\n  annotations:\n    a.b/c: \"x # not a comment: <&>\"\nspec:\n  hostnames: [a.example.com, \"b.example.com\" , 'c']\n  rules:\n  -   matches:\n      - path:\n          value: /api\n      backendRefs:\n  - weight: 0\n    port: 123456789012345678\n",
+	"a:\n  - - x\n    - z\n  - -\n      b: 1\n",
+	"a: false\nb: 127.0.0.1\nc: /\nd: \"\"\ne: ''\n",
+}
+
+// fastDeclined are documents fastJSON must leave to the general
+// conversion: taking them as their look suggests would change their
+// meaning, or they are errors.
+var fastDeclined = []string{
+	"a: yes\n", "a: on\n", "a: No\n", "a: ~\n", "a: True\n", "y: 1\n", "on: 1\n", "a: null\n",
+	"a: 010\n", "a: 1_000\n", "a: 1.5\n", "a: 0x1f\n", "a: -1\n", "a: .inf\n", "a: 2001-12-14\n", "a: 1e3\n", "a: 10s\n",
+	"80: a\n", "\"a\": b\n", "a: &x b\nc: *x\n", "a: !!str 1\n", "a: |\n  b\n", "a: >\n  b\n",
+	"a: b\n  c\n", "- a\n  b\n", "a: \"b\\n\"\n", "a: 'it''s'\n", "a: \"b\nc\"\n", "a:\tb\n", "a: b\r\n",
+	"a: 1\na: 2\n", "a: é\n", "a: b: c\n", "a: b#c\n", "a: [b, [c]]\n", "a: {b: c}\n", "a: [b,]\n",
+	"- a\n", "a\n", "a: 1\n b: 2\n", "a:\n  b: 1\n c: 2\n", "a:\n- b\n c\n", "<<: {}\n", "a: \"b\" c\n",
+	"a: 1\n- b\n", "...\n", "%YAML 1.1\na: b\n",
+	"a:" + strings.Repeat(" - ", 100) + "b\n",
+}
+
+func TestFastYAMLMatchesGeneral(t *testing.T) {
+	for _, doc := range fastTaken {
+		if !checkFast(t, []byte(doc)) {
+			t.Errorf("fastJSON declined %q", doc)
+		}
+	}
+	for _, doc := range fastDeclined {
+		if checkFast(t, []byte(doc)) {
+			t.Errorf("fastJSON took %q", doc)
+		}
+	}
+}
+
+// TestLoadFastMatchesGeneral loads bench/scale's generated directory and
+// the examples with fastJSON and without it: the objects must be the same,
+// and fastJSON must have taken every generated document (else the cold
+// start it is for would not be sped up).
+func TestLoadFastMatchesGeneral(t *testing.T) {
+	dir := t.TempDir()
+	gen := exec.Command("go", "run", "../../../bench/scale", "gen", "-dir", dir, "-services", "300")
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("generating: %v\n%s", err, out)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	docs := 0
+	for _, name := range files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range splitDocuments(data) {
+			docs++
+			if !checkFast(t, d.data) {
+				t.Fatalf("%s: fastJSON declined the document at line %d", name, d.line)
+			}
+		}
+	}
+	if docs < 900 {
+		t.Fatalf("%d documents generated, want 901", docs)
+	}
+	examples, _ := filepath.Glob("../../../examples/*")
+	for _, d := range append([]string{dir}, examples...) {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			continue
+		}
+		fast, fastErr := Load(d)
+		fastYAML = false
+		general, generalErr := Load(d)
+		fastYAML = true
+		if fmt.Sprint(fastErr) != fmt.Sprint(generalErr) {
+			t.Fatalf("%s: Load: %v with fastJSON, %v without", d, fastErr, generalErr)
+		}
+		if !reflect.DeepEqual(fast, general) {
+			t.Fatalf("%s: Load differs with fastJSON", d)
+		}
+	}
+}
+
+// FuzzFastYAML checks that whatever fastJSON takes, it converts exactly as
+// YAMLToJSONStrict does.
+func FuzzFastYAML(f *testing.F) {
+	for _, s := range append(append([]string{}, fastTaken...), fastDeclined...) {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		checkFast(t, doc)
+	})
+}
