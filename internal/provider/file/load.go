@@ -372,7 +372,7 @@ func splitDocuments(data []byte) []document {
 		cur, first = nil, 0
 	}
 	for i, line := range bytes.SplitAfter(data, []byte("\n")) {
-		if separatorRE.Match(line) {
+		if bytes.HasPrefix(line, []byte("---")) && separatorRE.Match(line) {
 			flush()
 			// Content may follow the marker ("--- |"); a comment is not content.
 			line = append([]byte("   "), line[3:]...)
