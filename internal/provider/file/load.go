@@ -352,6 +352,9 @@ type document struct {
 	data []byte
 	// line is the file line of the document's first content.
 	line int
+	// sum is data's SHA-256 when summed is set.
+	sum    [sha256.Size]byte
+	summed bool
 }
 
 // separatorRE matches a YAML document separator line.
@@ -429,7 +432,8 @@ func parseFileCached(name string, data []byte, prev, next map[docKey]parsedDoc) 
 	for n, doc := range splitDocuments(data) {
 		k := docKey{file: name, n: n, line: doc.line}
 		if prev != nil || next != nil {
-			k.sum = sha256.Sum256(doc.data)
+			doc.sum, doc.summed = sha256.Sum256(doc.data), true
+			k.sum = doc.sum
 		}
 		d, ok := prev[k]
 		if !ok {
@@ -539,7 +543,10 @@ func decode(doc document, where location) (e entry, desc string, err error) {
 	// The translator tells a changed object by its resourceVersion (see
 	// translate.Incremental): one that names its content's version
 	// stands in for the API server's.
-	sum := sha256.Sum256(doc.data)
+	sum := doc.sum
+	if !doc.summed {
+		sum = sha256.Sum256(doc.data)
+	}
 	meta.SetResourceVersion(hex.EncodeToString(sum[:12]))
 	key := objectKey{kind.kind, meta.GetNamespace(), meta.GetName()}
 	return entry{key: key, where: where, kind: kind, obj: obj}, desc, nil
