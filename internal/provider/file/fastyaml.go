@@ -44,6 +44,10 @@ func fastJSON(data []byte) (j []byte, raw map[string]any, ok bool) {
 // nests once per two bytes).
 const maxFastDepth = 64
 
+// maxFastKey bounds the keys fastJSON takes; a Kubernetes label or
+// annotation key is at most 317 bytes.
+const maxFastKey = 512
+
 // fastLine is one line of a document with content: its indentation and
 // what follows it, without trailing spaces.
 type fastLine struct {
@@ -218,11 +222,12 @@ func isKey(text []byte) bool {
 }
 
 // splitKey splits a mapping entry's text at the colon after its key. The
-// key must start with a letter and not be a word YAML 1.1 reads as a
-// boolean or null.
+// key must start with a letter, be at most maxFastKey bytes (YAML allows an
+// implicit key of at most 1024 characters) and not be a word YAML 1.1
+// reads as a boolean or null.
 func splitKey(text []byte) (key string, rest []byte, ok bool) {
 	n := plainLen(text)
-	if n == 0 || !isLetter(text[0]) || n == len(text) || text[n] != ':' || n+1 < len(text) && text[n+1] != ' ' {
+	if n == 0 || n > maxFastKey || !isLetter(text[0]) || n == len(text) || text[n] != ':' || n+1 < len(text) && text[n+1] != ' ' {
 		return "", nil, false
 	}
 	key = string(text[:n])

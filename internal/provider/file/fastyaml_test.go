@@ -50,6 +50,7 @@ var fastTaken = []string{
 	"# a route\nkind: HTTPRoute   # the kind\nmetadata:\n  name: 'r-1'\n  annotations:\n    a.b/c: \"x # not a comment: <&>\"\nspec:\n  hostnames: [a.example.com, \"b.example.com\" , 'c']\n  rules:\n  -   matches:\n      - path:\n          value: /api\n      backendRefs:\n  - weight: 0\n    port: 123456789012345678\n",
 	"a:\n  - - x\n    - z\n  - -\n      b: 1\n",
 	"a: false\nb: 127.0.0.1\nc: /\nd: \"\"\ne: ''\n",
+	strings.Repeat("k", 512) + ": v\n",
 }
 
 // fastDeclined are documents fastJSON must leave to the general
@@ -64,6 +65,7 @@ var fastDeclined = []string{
 	"- a\n", "a\n", "a: 1\n b: 2\n", "a:\n  b: 1\n c: 2\n", "a:\n- b\n c\n", "<<: {}\n", "a: \"b\" c\n",
 	"a: 1\n- b\n", "...\n", "%YAML 1.1\na: b\n",
 	"a:" + strings.Repeat(" - ", 100) + "b\n",
+	strings.Repeat("k", 1025) + ": v\n", strings.Repeat("k", 513) + ": v\n",
 }
 
 func TestFastYAMLMatchesGeneral(t *testing.T) {
