@@ -36,6 +36,15 @@ func checkFast(t testing.TB, doc []byte) bool {
 	if m, err := json.Marshal(raw); err != nil || !bytes.Equal(m, j) {
 		t.Fatalf("fastJSON(%q): raw encodes as %s (%v), j is %s", doc, m, err, j)
 	}
+	// What the document decodes to, or the error naming what is wrong
+	// with it (the strict decode reads the decoded maps too).
+	where := location{file: "f.yaml", line: 3}
+	fe, fdesc, ferr := decodeWith(document{data: doc, line: 3}, where, true)
+	ge, gdesc, gerr := decodeWith(document{data: doc, line: 3}, where, false)
+	if fdesc != gdesc || fmt.Sprint(ferr) != fmt.Sprint(gerr) || fe.key != ge.key || fe.where != ge.where ||
+		fe.kind.kind != ge.kind.kind || !reflect.DeepEqual(fe.obj, ge.obj) {
+		t.Fatalf("decoding %q: %+v, %q, %v with fastJSON; %+v, %q, %v without", doc, fe.obj, fdesc, ferr, ge.obj, gdesc, gerr)
+	}
 	return true
 }
 
@@ -51,6 +60,13 @@ var fastTaken = []string{
 	"a:\n  - - x\n    - z\n  - -\n      b: 1\n",
 	"a: false\nb: 127.0.0.1\nc: /\nd: \"\"\ne: ''\n",
 	strings.Repeat("k", 512) + ": v\n",
+	// decoded with errors: unknown fields, a wrong type, a header key in
+	// another case, an unsupported kind, a bad name.
+	"apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  nmae: b\nspec:\n  ports:\n  - port: \"80\"\n    prot: 1\n",
+	"apiVersion: v1\nKind: Service\nmetadata:\n  Name: a\n",
+	"apiVersion: v2\nkind: Service\nmetadata:\n  name: a\n",
+	"apiVersion: v1\nkind: Service\nmetadata:\n  name: A_b\n  namespace: x.y\n",
+	"apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: e\naddressType: IPv4\nendpoints:\n- addresses: [1.2.3.4]\n  conditions: {}\n  zone: 5\n",
 }
 
 // fastDeclined are documents fastJSON must leave to the general

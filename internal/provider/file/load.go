@@ -513,7 +513,13 @@ func headerOf(m map[string]any) (h header, ok bool) {
 // decode decodes one document. desc describes the object for errors, e.g.
 // " (HTTPRoute default/inventory)".
 func decode(doc document, where location) (e entry, desc string, err error) {
-	j, raw, err := toJSON(doc)
+	return decodeWith(doc, where, fastYAML)
+}
+
+// decodeWith is decode, converting the document with fastJSON when fast is
+// set and it takes the document.
+func decodeWith(doc document, where location, fast bool) (e entry, desc string, err error) {
+	j, raw, err := toJSON(doc, fast)
 	if err != nil {
 		return entry{}, "", err
 	}
@@ -552,16 +558,16 @@ func decode(doc document, where location) (e entry, desc string, err error) {
 	return entry{key: key, where: where, kind: kind, obj: obj}, desc, nil
 }
 
-// fastYAML turns on fastJSON (off in tests comparing it with the general
-// conversion).
+// fastYAML turns on fastJSON (off in tests comparing Load with and
+// without it).
 var fastYAML = true
 
 // toJSON converts a document to JSON as sigs.k8s.io/yaml's
-// YAMLToJSONStrict does, and returns it decoded too (see fastJSON: the
+// YAMLToJSONStrict does (with fastJSON when fast is set), and returns it decoded too (see fastJSON: the
 // numbers in raw may be int64s or float64s). It fails unless the document
 // is a mapping.
-func toJSON(doc document) (j []byte, raw map[string]any, err error) {
-	if fastYAML {
+func toJSON(doc document, fast bool) (j []byte, raw map[string]any, err error) {
+	if fast {
 		if j, raw, ok := fastJSON(doc.data); ok {
 			return j, raw, nil
 		}
