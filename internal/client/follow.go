@@ -132,9 +132,14 @@ func (c *Client) stream(ctx context.Context, server int, idle time.Duration, cac
 			return delivered, err
 		}
 		watchdog.Reset(idle)
-		var msg api.WatchMessage
-		if err := json.Unmarshal(line, &msg); err != nil {
-			return delivered, fmt.Errorf("decoding watch message: %w", err)
+		// A changes message the server wrote is read by hand, its objects
+		// (slices of line) decoded below, before the next line.
+		msg, ok := parseChanges(line)
+		if !ok {
+			msg = api.WatchMessage{}
+			if err := json.Unmarshal(line, &msg); err != nil {
+				return delivered, fmt.Errorf("decoding watch message: %w", err)
+			}
 		}
 		switch msg.Type {
 		case api.WatchHeartbeat:
