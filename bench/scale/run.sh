@@ -6,7 +6,8 @@
 # listens outside the namespace.
 #
 # Usage: bench/scale/run.sh [SERVICES] [ENDPOINTS] [CHANGES] [extra flags of `scale run`]
-# (defaults 1000 10 50).
+# (defaults 1000 10 50). TRELLIS_BIN=FILE runs that trellis binary instead of
+# this tree's (another build, for an A/B comparison with the same driver).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-1000}
@@ -15,4 +16,4 @@ C=${3:-50}
 shift $(( $# < 3 ? $# : 3 ))
 . bench/scale/prepare.sh scale-bin
 unshare -n bash -c 'ip link set lo up && exec "$0" "$@"' \
-  "$out/scale" run -trellis "$out/trellis" -services "$N" -endpoints "$M" -changes "$C" "$@"
+  "$out/scale" run -trellis "${TRELLIS_BIN:-$out/trellis}" -services "$N" -endpoints "$M" -changes "$C" "$@"

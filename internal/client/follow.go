@@ -17,6 +17,7 @@ import (
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/parallel"
 )
 
 // FollowOptions tune Follow. The zero value works.
@@ -130,9 +131,14 @@ func (c *Client) stream(ctx context.Context, server int, idle time.Duration, cac
 			return delivered, err
 		}
 		watchdog.Reset(idle)
-		var msg api.WatchMessage
-		if err := json.Unmarshal(line, &msg); err != nil {
-			return delivered, fmt.Errorf("decoding watch message: %w", err)
+		// A changes message the server wrote is read by hand, its objects
+		// (slices of line) decoded below, before the next line.
+		msg, ok := parseChanges(line)
+		if !ok {
+			msg = api.WatchMessage{}
+			if err := json.Unmarshal(line, &msg); err != nil {
+				return delivered, fmt.Errorf("decoding watch message: %w", err)
+			}
 		}
 		switch msg.Type {
 		case api.WatchHeartbeat:
@@ -244,27 +250,28 @@ func (c *cache) apply(rev int64, changes []api.Change) error {
 		name string
 		obj  model.Object // nil deletes
 	}
+	// The objects put, decoded side by side when there are many (the
+	// first revision of a configuration).
+	objs := make([]model.Object, len(changes))
+	errs := make([]error, len(changes))
+	parallel.Do(len(changes), parallelDecode, func(i int) {
+		if ch := &changes[i]; ch.Op == api.OpPut {
+			objs[i], errs[i] = decodeChange(ch)
+		}
+	})
 	edits := make([]edit, 0, len(changes))
 	perKind := map[model.Kind]int{}
-	for _, ch := range changes {
-		var obj model.Object
+	for i, ch := range changes {
 		switch ch.Op {
 		case api.OpDelete:
 		case api.OpPut:
-			var err error
-			if obj, err = model.New(ch.Kind); err != nil {
-				return fmt.Errorf("change of unknown kind %q", ch.Kind)
+			if errs[i] != nil {
+				return errs[i]
 			}
-			if err := json.Unmarshal(ch.Object, obj); err != nil {
-				return fmt.Errorf("decoding %s %s: %w", ch.Kind, ch.Name, err)
-			}
-			// The list is kept by the name the change gives.
-			obj.ObjectMeta().Name = ch.Name
-			compact(obj)
 		default:
 			return fmt.Errorf("unknown change op %q", ch.Op)
 		}
-		edits = append(edits, edit{ch.Kind, ch.Name, obj})
+		edits = append(edits, edit{ch.Kind, ch.Name, objs[i]})
 		perKind[ch.Kind]++
 	}
 	// A kind with few changes has them put in place, one binary search
@@ -293,6 +300,25 @@ func (c *cache) apply(rev int64, changes []api.Change) error {
 	}
 	c.revision = rev
 	return nil
+}
+
+// parallelDecode is how many changes a revision has before their objects
+// are decoded side by side.
+const parallelDecode = 256
+
+// decodeChange decodes the object a put change carries.
+func decodeChange(ch *api.Change) (model.Object, error) {
+	obj, err := model.New(ch.Kind)
+	if err != nil {
+		return nil, fmt.Errorf("change of unknown kind %q", ch.Kind)
+	}
+	if err := json.Unmarshal(ch.Object, obj); err != nil {
+		return nil, fmt.Errorf("decoding %s %s: %w", ch.Kind, ch.Name, err)
+	}
+	// The list is kept by the name the change gives.
+	obj.ObjectMeta().Name = ch.Name
+	compact(obj)
+	return obj, nil
 }
 
 // bulkEdits is how many changes of one kind a revision may have before

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -250,5 +251,59 @@ func TestClientFailsOverBetweenServers(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "trying the next") {
 		t.Errorf("no failover in the client's log:\n%s", logs.String())
+	}
+}
+
+// A revision of many changes (a configuration's first apply) is encoded by
+// the server's watch and decoded by Follow side by side: the snapshot it
+// makes must be the one a new follower gets whole, in a snapshot message
+// (decoded one object after another), after puts and after deletions.
+func TestFollowLargeRevisionsMatchSnapshots(t *testing.T) {
+	srv := httptest.NewServer(serve(teststore.Bolt(t)))
+	defer srv.Close()
+	east, err := client.New(srv.URL, tokenA, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := make(chan *model.Snapshot, 100)
+	go east.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second}, func(s *model.Snapshot) { snaps <- s })
+	testsync.Receive(t, snaps, 5*time.Second, "first snapshot")
+	groups := func(n, port int) *model.Objects {
+		objs := &model.Objects{}
+		for i := range n {
+			tg := targetGroup(fmt.Sprintf("tg-%04d", i), int32(port+i))
+			tg.Targets = append(tg.Targets, model.Target{Address: "127.0.0.2", Port: int32(port + i), Cluster: "east", State: model.TargetDraining})
+			objs.Add(tg)
+		}
+		return objs
+	}
+	// 700 target groups put; then 300 of them deleted and 400 changed.
+	for _, objs := range []*model.Objects{groups(700, 1000), groups(400, 3000)} {
+		res, err := east.Apply(ctx, objs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got *model.Snapshot
+		for got == nil || got.Revision < res.Revision {
+			got = testsync.Receive(t, snaps, 10*time.Second, "snapshot of the apply")
+		}
+		fresh := make(chan *model.Snapshot, 1)
+		freshCtx, freshCancel := context.WithCancel(ctx)
+		go east.Follow(freshCtx, client.FollowOptions{IdleTimeout: time.Second}, func(s *model.Snapshot) {
+			select {
+			case fresh <- s:
+			default:
+			}
+		})
+		want := testsync.Receive(t, fresh, 10*time.Second, "a new follower's snapshot")
+		freshCancel()
+		if got.Revision != want.Revision || len(got.TargetGroups) != len(objs.TargetGroups) {
+			t.Fatalf("followed revision %d with %d target groups; a new follower got revision %d, the apply had %d", got.Revision, len(got.TargetGroups), want.Revision, len(objs.TargetGroups))
+		}
+		if !reflect.DeepEqual(got.Objects, want.Objects) {
+			t.Fatalf("revision %d: the followed objects differ from a new follower's", got.Revision)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/parallel"
 	"trellis.dev/trellis/internal/store"
 )
 
@@ -169,12 +170,20 @@ func (v *keyView) snapshot(kvs []store.KeyValue, revision int64) (*api.WatchMess
 
 // changes turns one committed transaction into the stream's message: its
 // certificates redacted as the caller's view requires, and every other
-// certificate whose readability the transaction changed sent again.
+// certificate whose readability the transaction changed sent again. The
+// objects of a large transaction (the first apply of a configuration) are
+// decoded and encoded side by side.
 func (v *keyView) changes(ev store.Event) (*api.WatchMessage, error) {
 	msg := &api.WatchMessage{Type: api.WatchChanges, Revision: ev.Revision}
 	advance := ev.Revision > v.revision
 	reindex := false
 	objs := make([]model.Object, len(ev.Changes))
+	errs := make([]error, len(ev.Changes))
+	parallel.Do(len(ev.Changes), parallelChanges, func(i int) {
+		if c := ev.Changes[i]; c.Type != store.ChangeDelete {
+			objs[i], errs[i] = decode(c.KV)
+		}
+	})
 	inEvent := map[string]bool{}
 	for i, c := range ev.Changes {
 		kind, name, err := model.ParseKey(c.KV.Key)
@@ -192,13 +201,11 @@ func (v *keyView) changes(ev store.Event) (*api.WatchMessage, error) {
 			msg.Changes = append(msg.Changes, api.Change{Op: api.OpDelete, Kind: kind, Name: name})
 			continue
 		}
-		obj, err := decode(c.KV)
-		if err != nil {
-			return nil, err
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
-		objs[i] = obj
 		if advance {
-			v.put(obj)
+			v.put(objs[i])
 		}
 	}
 	if advance {
@@ -207,37 +214,45 @@ func (v *keyView) changes(ev store.Event) (*api.WatchMessage, error) {
 			v.index()
 		}
 	}
-	add := func(obj model.Object) error {
-		if c, ok := obj.(*model.Certificate); ok {
-			obj = v.outgoing(c)
-		}
-		b, err := json.Marshal(obj)
-		if err != nil {
-			return err
-		}
-		msg.Changes = append(msg.Changes, api.Change{Op: api.OpPut, Kind: obj.ObjectKind(), Name: obj.ObjectMeta().Name, Object: b})
-		return nil
-	}
+	// What is sent: the objects put, then the certificates whose
+	// readability changed. Certificates are redacted (and their
+	// readability recorded) in order; the encoding runs side by side.
+	var sent []model.Object
 	for _, obj := range objs {
-		if obj == nil {
-			continue
-		}
-		if err := add(obj); err != nil {
-			return nil, err
+		if obj != nil {
+			sent = append(sent, obj)
 		}
 	}
 	if advance && reindex {
 		for _, name := range slices.Sorted(maps.Keys(v.certs)) {
 			c := v.certs[name]
 			if !inEvent[name] && v.readers.CanRead(v.cluster, c) != v.readable[name] {
-				if err := add(c); err != nil {
-					return nil, err
-				}
+				sent = append(sent, c)
 			}
 		}
+	}
+	for i, obj := range sent {
+		if c, ok := obj.(*model.Certificate); ok {
+			sent[i] = v.outgoing(c)
+		}
+	}
+	encoded := make([][]byte, len(sent))
+	errs = make([]error, len(sent))
+	parallel.Do(len(sent), parallelChanges, func(i int) {
+		encoded[i], errs[i] = json.Marshal(sent[i])
+	})
+	for i, obj := range sent {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		msg.Changes = append(msg.Changes, api.Change{Op: api.OpPut, Kind: obj.ObjectKind(), Name: obj.ObjectMeta().Name, Object: encoded[i]})
 	}
 	slices.SortFunc(msg.Changes, func(a, b api.Change) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Name, b.Name))
 	})
 	return msg, nil
 }
+
+// parallelChanges is how many changes a transaction has before the watch
+// decodes and encodes its objects side by side.
+const parallelChanges = 256

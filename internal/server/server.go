@@ -29,6 +29,7 @@ import (
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/parallel"
 	"trellis.dev/trellis/internal/pki"
 	"trellis.dev/trellis/internal/store"
 )
@@ -518,11 +519,22 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request, cluster string) e
 // paths of invalid objects start with prefix ("objects.services[2].port");
 // when some are invalid the error is model.FieldErrors and the write holds
 // the valid ones, so that a caller can check more fields against them.
+// The objects of a large write (a configuration's first apply) are checked
+// side by side, then added in order.
 func validObjects(prefix string, objs *model.Objects, cluster string) (*write, error) {
+	var (
+		fieldNames []string
+		all        []model.Object
+	)
+	for field, obj := range objs.Each() {
+		fieldNames, all = append(fieldNames, field), append(all, obj)
+	}
+	checks := make([]checked, len(all))
+	parallel.Do(len(all), parallelChecks, func(i int) { checks[i] = check(all[i], cluster) })
 	wr := newWrite()
 	var fields model.FieldErrors
-	for field, obj := range objs.Each() {
-		if err := wr.add(prefix+"."+field, obj, cluster, &fields); err != nil {
+	for i, c := range checks {
+		if err := wr.addChecked(prefix+"."+fieldNames[i], c, &fields); err != nil {
 			return nil, err
 		}
 	}
@@ -531,6 +543,10 @@ func validObjects(prefix string, objs *model.Objects, cluster string) (*write, e
 	}
 	return wr, nil
 }
+
+// parallelChecks is how many objects a write has before they are checked
+// side by side.
+const parallelChecks = 256
 
 func (s *Server) txn(w http.ResponseWriter, r *http.Request, cluster string) error {
 	var req api.TxnRequest

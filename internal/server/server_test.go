@@ -3,9 +3,11 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -250,5 +252,49 @@ func TestReadyzFollowsTheStore(t *testing.T) {
 	}
 	if code, _ := get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz with the store closed: %d, want 200", code)
+	}
+}
+
+// The objects of a large write are checked side by side: what the server
+// answers must be what checking them in order gives, every invalid field
+// and duplicate named in the objects' order, and an object owned by
+// another cluster refused as a whole.
+func TestLargeApplyChecksObjectsInOrder(t *testing.T) {
+	_, east, _ := newServer(t)
+	ctx := context.Background()
+	objs := &model.Objects{}
+	for i := range 600 {
+		tg := targetGroup(fmt.Sprintf("tg-%03d", i), int32(1000+i))
+		switch i {
+		case 17, 450:
+			tg.Targets[0].Port = 0
+		case 300:
+			tg.Name = "tg-299"
+		}
+		objs.Add(tg)
+	}
+	_, err := east.Apply(ctx, objs)
+	var ae *client.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("apply: %v, want 422", err)
+	}
+	var got []string
+	for _, f := range ae.Body.Fields {
+		got = append(got, f.Field)
+	}
+	want := []string{"objects.targetGroups[17].targets[0].port", "objects.targetGroups[300].name", "objects.targetGroups[450].targets[0].port"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("fields %v, want %v", got, want)
+	}
+	objs.TargetGroups[17].Targets[0].Port, objs.TargetGroups[450].Targets[0].Port = 1017, 1450
+	objs.TargetGroups[300].Name = "tg-300"
+	objs.TargetGroups[500].Owner = "west"
+	if _, err := east.Apply(ctx, objs); !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
+		t.Fatalf("apply with another cluster's object: %v, want 403", err)
+	}
+	objs.TargetGroups[500].Owner = ""
+	res, err := east.Apply(ctx, objs)
+	if err != nil || res.Created != 600 {
+		t.Fatalf("apply: %+v, %v; want 600 created", res, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
@@ -64,7 +65,13 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	id := s.st.ID()
 	send := func(m *api.WatchMessage) bool {
 		m.Store = id
-		if err := enc.Encode(m); err != nil {
+		var err error
+		if m.Snapshot == nil {
+			_, err = w.Write(appendMessage(nil, m))
+		} else {
+			err = enc.Encode(m)
+		}
+		if err != nil {
 			return false
 		}
 		if flusher != nil {
@@ -139,4 +146,59 @@ func (s *Server) resume(ctx context.Context, from int64, storeID string) (<-chan
 		return nil, fmt.Errorf("revision %d is ahead of the store's %d", from, cur)
 	}
 	return s.st.Watch(ctx, "/", from)
+}
+
+// appendMessage appends m, a message without a snapshot, as a
+// json.Encoder writes it (a line), and as fast as copying its changes'
+// objects: json.Marshal made them, so they are as the Encoder would
+// compact them, which for a first apply's 20,000 objects takes a good part
+// of a second.
+func appendMessage(b []byte, m *api.WatchMessage) []byte {
+	n := 64 + len(m.Store)
+	for i := range m.Changes {
+		n += 64 + len(m.Changes[i].Name) + len(m.Changes[i].Object)
+	}
+	b = slices.Grow(b, n)
+	b = append(b, `{"type":`...)
+	b = appendString(b, m.Type)
+	b = append(b, `,"revision":`...)
+	b = strconv.AppendInt(b, m.Revision, 10)
+	if m.Store != "" {
+		b = append(b, `,"store":`...)
+		b = appendString(b, m.Store)
+	}
+	if len(m.Changes) > 0 {
+		b = append(b, `,"changes":[`...)
+		for i, c := range m.Changes {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"op":`...)
+			b = appendString(b, c.Op)
+			b = append(b, `,"kind":`...)
+			b = appendString(b, string(c.Kind))
+			b = append(b, `,"name":`...)
+			b = appendString(b, c.Name)
+			if len(c.Object) > 0 {
+				b = append(b, `,"object":`...)
+				b = append(b, c.Object...)
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	return append(b, "}\n"...)
+}
+
+// appendString appends s as encoding/json encodes a string.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }

@@ -61,28 +61,58 @@ func newWrite() *write { return &write{puts: map[string]*put{}, deletes: map[str
 // invalid object's field errors are appended to fields, prefixed with
 // field; an object whose owner is another cluster is an error.
 func (w *write) add(field string, obj model.Object, cluster string, fields *model.FieldErrors) error {
-	if err := claim(obj, cluster); err != nil {
-		return err
+	return w.addChecked(field, check(obj, cluster), fields)
+}
+
+// checked is an object claimed, validated and encoded by check, which
+// addChecked adds to a write.
+type checked struct {
+	obj model.Object
+	// refused is why obj was not claimed or validated, other than its
+	// invalid fields, fieldErrs.
+	refused   error
+	fieldErrs model.FieldErrors
+	value     []byte
+	encodeErr error
+}
+
+// check claims obj for cluster, validates it and encodes it: add's work
+// that does not touch the write, so that the objects of a large write can
+// be checked side by side.
+func check(obj model.Object, cluster string) checked {
+	c := checked{obj: obj}
+	if c.refused = claim(obj, cluster); c.refused != nil {
+		return c
 	}
 	if err := obj.Validate(); err != nil {
-		var fe model.FieldErrors
-		if !errors.As(err, &fe) {
-			return err
+		if !errors.As(err, &c.fieldErrs) {
+			c.refused = err
 		}
-		*fields = append(*fields, prefixed(field, fe)...)
+		return c
+	}
+	c.value, c.encodeErr = model.Encode(obj)
+	return c
+}
+
+// addChecked adds an object check made to the puts, as add does.
+func (w *write) addChecked(field string, c checked, fields *model.FieldErrors) error {
+	if c.refused != nil {
+		return c.refused
+	}
+	if c.fieldErrs != nil {
+		*fields = append(*fields, prefixed(field, c.fieldErrs)...)
 		return nil
 	}
-	m := obj.ObjectMeta()
-	key := model.Key(obj.ObjectKind(), m.Name)
+	m := c.obj.ObjectMeta()
+	key := model.Key(c.obj.ObjectKind(), m.Name)
 	if _, dup := w.puts[key]; dup {
 		*fields = append(*fields, &model.FieldError{Field: join(field, "name"), Detail: "duplicate name " + m.Name})
 		return nil
 	}
-	b, err := model.Encode(obj)
-	if err != nil {
-		return err
+	if c.encodeErr != nil {
+		return c.encodeErr
 	}
-	w.puts[key] = &put{field: field, obj: obj, value: b, ifRevision: m.Revision}
+	w.puts[key] = &put{field: field, obj: c.obj, value: c.value, ifRevision: m.Revision}
 	return nil
 }
 

@@ -2,7 +2,9 @@ package up
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"slices"
 	"testing"
 
 	"trellis.dev/trellis/internal/model"
@@ -107,4 +109,35 @@ func TestFileSenderSendsOnlyChanged(t *testing.T) {
 func tg(name string, port int32) model.TargetGroup {
 	return model.TargetGroup{Meta: model.Meta{Name: name, Owner: "local"}, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1,
 		Targets: []model.Target{{Address: "127.0.0.1", Port: port, Cluster: "local", State: model.TargetActive}}}
+}
+
+// A configuration of many objects (a cold start's) is encoded side by
+// side; what is sent must still be exactly what changed.
+func TestFileSenderLargeConfiguration(t *testing.T) {
+	cl := plane.Start(t, server.Config{Tokens: map[string]string{"tok": "local"}}).Client(t, "tok")
+	ctx := context.Background()
+	objs := func(changed ...int) *model.Objects {
+		o := &model.Objects{}
+		for i := range 600 {
+			port := int32(1000 + i)
+			if slices.Contains(changed, i) {
+				port += 10000
+			}
+			o.TargetGroups = append(o.TargetGroups, tg(fmt.Sprintf("tg-%03d", i), port))
+		}
+		return o
+	}
+	var f fileSender
+	for i, s := range []struct {
+		objs   *model.Objects
+		counts [4]int
+	}{
+		{objs(), [4]int{600, 0, 0, 0}},
+		{objs(3, 299, 598), [4]int{0, 3, 0, 597}},
+		{objs(3, 299, 598), [4]int{0, 0, 0, 600}},
+	} {
+		if _, counts, err := f.send(ctx, cl, s.objs, nil); err != nil || counts != s.counts {
+			t.Fatalf("send %d: counts %v, err %v; want %v", i, counts, err, s.counts)
+		}
+	}
 }

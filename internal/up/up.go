@@ -36,6 +36,7 @@ import (
 	"trellis.dev/trellis/internal/controlplane"
 	"trellis.dev/trellis/internal/demo"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/parallel"
 	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/provider/kubernetes"
 	"trellis.dev/trellis/internal/proxy/router"
@@ -338,27 +339,30 @@ func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Ob
 }
 
 // sendAll sends objs, comparing every object with what was last sent.
+// The objects are encoded side by side: at a cold start that is every
+// object of the configuration.
 func (f *fileSender) sendAll(ctx context.Context, cl *client.Client, objs *model.Objects) (int64, [4]int, error) {
-	encoded := make(map[string][sha256.Size]byte, objs.Len())
-	var req api.TxnRequest
-	var err error
-	eachObject(objs, func(obj model.Object) {
-		if err != nil {
-			return
-		}
-		k := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
+	var all []model.Object
+	eachObject(objs, func(obj model.Object) { all = append(all, obj) })
+	sums := make([][sha256.Size]byte, len(all))
+	errs := make([]error, len(all))
+	parallel.Do(len(all), 256, func(i int) {
 		var b []byte
-		if b, err = model.Encode(obj); err != nil {
-			return
-		}
-		sum := sha256.Sum256(b)
-		encoded[k] = sum
-		if prev, ok := f.sent[k]; f.sent != nil && (!ok || prev != sum) {
-			req.Puts.Add(obj)
+		if b, errs[i] = model.Encode(all[i]); errs[i] == nil {
+			sums[i] = sha256.Sum256(b)
 		}
 	})
-	if err != nil {
-		return 0, [4]int{}, err
+	encoded := make(map[string][sha256.Size]byte, len(all))
+	var req api.TxnRequest
+	for i, obj := range all {
+		if errs[i] != nil {
+			return 0, [4]int{}, errs[i]
+		}
+		k := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
+		encoded[k] = sums[i]
+		if prev, ok := f.sent[k]; f.sent != nil && (!ok || prev != sums[i]) {
+			req.Puts.Add(obj)
+		}
 	}
 	if f.sent == nil {
 		res, err := cl.Apply(ctx, objs)

@@ -352,6 +352,9 @@ type document struct {
 	data []byte
 	// line is the file line of the document's first content.
 	line int
+	// sum is data's SHA-256 when summed is set.
+	sum    [sha256.Size]byte
+	summed bool
 }
 
 // separatorRE matches a YAML document separator line.
@@ -372,7 +375,7 @@ func splitDocuments(data []byte) []document {
 		cur, first = nil, 0
 	}
 	for i, line := range bytes.SplitAfter(data, []byte("\n")) {
-		if separatorRE.Match(line) {
+		if bytes.HasPrefix(line, []byte("---")) && separatorRE.Match(line) {
 			flush()
 			// Content may follow the marker ("--- |"); a comment is not content.
 			line = append([]byte("   "), line[3:]...)
@@ -429,7 +432,8 @@ func parseFileCached(name string, data []byte, prev, next map[docKey]parsedDoc) 
 	for n, doc := range splitDocuments(data) {
 		k := docKey{file: name, n: n, line: doc.line}
 		if prev != nil || next != nil {
-			k.sum = sha256.Sum256(doc.data)
+			doc.sum, doc.summed = sha256.Sum256(doc.data), true
+			k.sum = doc.sum
 		}
 		d, ok := prev[k]
 		if !ok {
@@ -509,25 +513,18 @@ func headerOf(m map[string]any) (h header, ok bool) {
 // decode decodes one document. desc describes the object for errors, e.g.
 // " (HTTPRoute default/inventory)".
 func decode(doc document, where location) (e entry, desc string, err error) {
-	j, err := yaml.YAMLToJSONStrict(doc.data)
+	return decodeWith(doc, where, fastYAML)
+}
+
+// decodeWith is decode, converting the document with fastJSON when fast is
+// set and it takes the document.
+func decodeWith(doc document, where location, fast bool) (e entry, desc string, err error) {
+	j, raw, err := toJSON(doc, fast)
 	if err != nil {
-		// One line per error, with line numbers counted in the file.
-		msg := newlineRE.ReplaceAllString(err.Error(), " ")
-		msg = yamlLineRE.ReplaceAllStringFunc(msg, func(s string) string {
-			n, _ := strconv.Atoi(strings.TrimPrefix(s, "line "))
-			return "line " + strconv.Itoa(doc.line+n-1)
-		})
-		return entry{}, "", errors.New(msg)
-	}
-	var raw any
-	if err := json.Unmarshal(j, &raw); err != nil {
 		return entry{}, "", err
 	}
-	if _, ok := raw.(map[string]any); !ok {
-		return entry{}, "", fmt.Errorf("a document must be a mapping with apiVersion and kind, not %s", jsonKind(raw))
-	}
 	// The header is best effort: the strict decode below names any error.
-	h, ok := headerOf(raw.(map[string]any))
+	h, ok := headerOf(raw)
 	if !ok {
 		_ = json.Unmarshal(j, &h)
 	}
@@ -552,10 +549,48 @@ func decode(doc document, where location) (e entry, desc string, err error) {
 	// The translator tells a changed object by its resourceVersion (see
 	// translate.Incremental): one that names its content's version
 	// stands in for the API server's.
-	sum := sha256.Sum256(doc.data)
+	sum := doc.sum
+	if !doc.summed {
+		sum = sha256.Sum256(doc.data)
+	}
 	meta.SetResourceVersion(hex.EncodeToString(sum[:12]))
 	key := objectKey{kind.kind, meta.GetNamespace(), meta.GetName()}
 	return entry{key: key, where: where, kind: kind, obj: obj}, desc, nil
+}
+
+// fastYAML turns on fastJSON (off in tests comparing Load with and
+// without it).
+var fastYAML = true
+
+// toJSON converts a document to JSON as sigs.k8s.io/yaml's
+// YAMLToJSONStrict does (with fastJSON when fast is set), and returns it decoded too (see fastJSON: the
+// numbers in raw may be int64s or float64s). It fails unless the document
+// is a mapping.
+func toJSON(doc document, fast bool) (j []byte, raw map[string]any, err error) {
+	if fast {
+		if j, raw, ok := fastJSON(doc.data); ok {
+			return j, raw, nil
+		}
+	}
+	j, err = yaml.YAMLToJSONStrict(doc.data)
+	if err != nil {
+		// One line per error, with line numbers counted in the file.
+		msg := newlineRE.ReplaceAllString(err.Error(), " ")
+		msg = yamlLineRE.ReplaceAllStringFunc(msg, func(s string) string {
+			n, _ := strconv.Atoi(strings.TrimPrefix(s, "line "))
+			return "line " + strconv.Itoa(doc.line+n-1)
+		})
+		return nil, nil, errors.New(msg)
+	}
+	var v any
+	if err := json.Unmarshal(j, &v); err != nil {
+		return nil, nil, err
+	}
+	raw, ok := v.(map[string]any)
+	if !ok {
+		return nil, nil, fmt.Errorf("a document must be a mapping with apiVersion and kind, not %s", jsonKind(v))
+	}
+	return j, raw, nil
 }
 
 // objectName formats an object's name as "namespace/name", or "name" for a

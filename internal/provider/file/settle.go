@@ -8,14 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"trellis.dev/trellis/api/v1alpha1"
+	"trellis.dev/trellis/internal/parallel"
 	"trellis.dev/trellis/internal/translate"
 )
 
@@ -322,25 +320,12 @@ func (p *Provider) decodeChanged(files []fileData) map[parseKey]decoded {
 		}
 	}
 	results := make([]decoded, len(todo))
-	var (
-		wg   sync.WaitGroup
-		next atomic.Int64
-	)
-	for range min(len(todo), runtime.GOMAXPROCS(0)) {
-		wg.Go(func() {
-			for {
-				n := int(next.Add(1)) - 1
-				if n >= len(todo) {
-					return
-				}
-				f := &files[todo[n]]
-				d := &results[n]
-				d.docs = map[docKey]parsedDoc{}
-				d.entries, d.errs = parseFileCached(f.path, f.data, p.docs[f.path], d.docs)
-			}
-		})
-	}
-	wg.Wait()
+	parallel.Do(len(todo), 2, func(n int) {
+		f := &files[todo[n]]
+		d := &results[n]
+		d.docs = map[docKey]parsedDoc{}
+		d.entries, d.errs = parseFileCached(f.path, f.data, p.docs[f.path], d.docs)
+	})
 	out := make(map[parseKey]decoded, len(todo))
 	for n, i := range todo {
 		out[parseKey{files[i].path, files[i].sum}] = results[n]
