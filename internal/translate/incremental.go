@@ -168,6 +168,8 @@ type incCall struct {
 	next   []*record
 	// dirtyList is dirty as a list, searched instead while it is short.
 	dirtyList []dep
+	// translated are the routes translated rather than replayed.
+	translated []model.SourceRef
 }
 
 // Translate translates in, reusing what it can of the previous call's
@@ -228,6 +230,7 @@ func (x *Incremental) Translate(in *Input) *Output {
 	maps.Copy(x.changed, c.changed)
 	if !x.all {
 		out.Changed = maps.Clone(x.changed)
+		out.Retranslated = c.translated
 	}
 	return out
 }
@@ -570,6 +573,7 @@ func (t *translator) endRecord(src model.SourceRef, services, statuses int) {
 	if r == nil {
 		return
 	}
+	t.inc.translated = append(t.inc.translated, src)
 	r.services = slices.Clone(t.out.Services[services:])
 	for i := range r.services {
 		t.inc.changed[model.Key(model.KindService, r.services[i].Name)] = true

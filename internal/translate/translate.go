@@ -104,6 +104,11 @@ type Output struct {
 	// be gone since the output it last had acknowledged. Every other object
 	// is as it was then. Nil means unknown: any object may have changed.
 	Changed map[string]bool `json:"-"`
+	// Retranslated is set by Incremental with Changed: the routes this
+	// call translated rather than replayed from the last call, whose
+	// status may therefore differ from the last call's. Every other
+	// route's status is the last call's.
+	Retranslated []model.SourceRef `json:"-"`
 }
 
 // Problem is one input the translator could not honour.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -119,6 +121,7 @@ var (
 	scaleEndpoints = flag.Int("scale.endpoints", 10, "BenchmarkScale: ready endpoints per Service")
 	scaleChanges   = flag.Int("scale.changes", 50, "BenchmarkScale: single-route hostname changes to time")
 	scaleClients   = flag.Int("scale.clients", 32, "BenchmarkScale: concurrent apiserver clients creating objects and checking routes")
+	scaleProfile   = flag.String("scale.cpuprofile", "", "BenchmarkScale: write a CPU profile of the test process during the changes alone to this file")
 )
 
 // BenchmarkScale is issue 15's measurement through a real kube-apiserver:
@@ -203,6 +206,15 @@ func BenchmarkScale(b *testing.B) {
 		// One route changed at a time.
 		rng := rand.New(rand.NewPCG(1, 2))
 		var took []time.Duration
+		if *scaleProfile != "" {
+			f, err := os.Create(*scaleProfile)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				b.Fatal(err)
+			}
+		}
 		cpu := testsync.CPUTime()
 		for c := range *scaleChanges {
 			i := rng.IntN(n)
@@ -217,6 +229,9 @@ func BenchmarkScale(b *testing.B) {
 			took = append(took, time.Since(t0))
 		}
 		cpu = testsync.CPUTime() - cpu
+		if *scaleProfile != "" {
+			pprof.StopCPUProfile()
+		}
 		b.StopTimer()
 		st = e.rec.Stats()
 		b.ReportMetric(created.Seconds(), "s-created")

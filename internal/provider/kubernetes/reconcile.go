@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,15 +21,15 @@ import (
 	"sigs.k8s.io/gateway-api/pkg/consts"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
-	"trellis.dev/trellis/api/v1alpha1"
 	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/translate"
 )
 
 // Reconciler is the controller's one reconcile loop. Every event enqueues
-// the same key; a reconcile reads the whole cluster from the informer cache,
-// translates it (again only what depends on objects that changed:
+// the same key and records which object changed; a reconcile reads the
+// objects that changed from the informer cache into its copy of the
+// cluster's (keptInput), translates it (again only what depends on objects that changed:
 // translate.Incremental), sends the model objects that changed since the last
 // successful send, and writes the status that changed.
 type Reconciler struct {
@@ -73,6 +71,19 @@ type Reconciler struct {
 	// translator translates each reconcile's input, re-translating only
 	// the routes that read an object whose resourceVersion changed.
 	translator translate.Incremental
+	// changes are the objects the event handlers saw change since the
+	// last reconcile, which reads them into kept, its copy of the
+	// cluster's objects.
+	changes changeSet
+	kept    keptInput
+	// statusPending are the routes whose status a reconcile found to
+	// differ and has not written yet (left to the next batch, or failed);
+	// statusAll has the next reconcile compare every route's status.
+	statusPending map[objectKey]bool
+	statusAll     bool
+	// nothingSent, when set, is called when a reconcile sends nothing
+	// (see Config.OnChange).
+	nothingSent func()
 	// version is the Gateway API bundle version, read once.
 	version     string
 	versionRead bool
@@ -118,10 +129,15 @@ var unsafeList = client.UnsafeDisableDeepCopy
 
 // Reconcile implements reconcile.Reconciler.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-	in, err := r.input(ctx)
+	changed := r.changes.take()
+	relisted, err := r.kept.update(ctx, r.kube, changed)
 	if err != nil {
+		r.statusAll = true
 		return reconcile.Result{}, err
 	}
+	in := r.kept.input()
+	in.Cluster = r.cluster
+	in.GatewayAPIVersion = r.bundleVersion(ctx)
 	var (
 		ses     mcsv1beta1.ServiceExportList
 		imports mcsv1beta1.ServiceImportList
@@ -134,6 +150,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		in.ServiceImports = imports.Items
 	}
 	if err := r.assignAddresses(ctx, in); err != nil {
+		r.statusAll = true
 		return reconcile.Result{}, err
 	}
 	start := time.Now()
@@ -158,24 +175,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		}
 	}
 	slices.SortFunc(out.Exports, func(a, b model.ServiceExport) int { return strings.Compare(a.Name, b.Name) })
-	changed := out.Changed // the caller's to change
-	if changed != nil {
+	modelChanged := out.Changed // the caller's to change
+	if modelChanged != nil {
 		for _, k := range own {
-			changed[k] = true
+			modelChanged[k] = true
 		}
 		for _, k := range r.own {
-			changed[k] = true
+			modelChanged[k] = true
 		}
 	}
 
 	// The model first, then status: a route reported Accepted is served.
-	rev, sent, err := r.send(ctx, &out.Objects, changed)
+	rev, sent, err := r.send(ctx, &out.Objects, modelChanged)
+	if !sent && r.nothingSent != nil {
+		r.nothingSent()
+	}
 	if err != nil {
+		r.statusAll = true
 		return reconcile.Result{}, err
 	}
 	r.own = own
 	r.translator.Acknowledge()
-	more, err := r.writeStatus(ctx, in, out)
+	more, err := r.writeStatus(ctx, in, out, r.statusRoutes(changed, out, relisted))
 	if !r.skip["ServiceExport"] {
 		err = errors.Join(err, r.writeMCS(ctx, in, exports, imports.Items))
 	}
@@ -194,57 +215,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{RequeueAfter: time.Millisecond}, nil
 	}
 	return reconcile.Result{}, err
-}
-
-// input reads every object the translator considers from the cache.
-func (r *Reconciler) input(ctx context.Context) (*translate.Input, error) {
-	var (
-		classes   gatewayv1.GatewayClassList
-		gateways  gatewayv1.GatewayList
-		routes    gatewayv1.HTTPRouteList
-		grpc      gatewayv1.GRPCRouteList
-		tls       gatewayv1.TLSRouteList
-		grants    gatewayv1.ReferenceGrantList
-		secrets   corev1.SecretList
-		services  corev1.ServiceList
-		slices    discoveryv1.EndpointSliceList
-		nsList    corev1.NamespaceList
-		policies  v1alpha1.AuthPolicyList
-		pods      corev1.PodList
-		listFails []error
-	)
-	lists := []client.ObjectList{&classes, &gateways, &routes, &grants, &secrets, &services, &slices, &nsList, &policies, &pods}
-	if !r.skip["GRPCRoute"] {
-		lists = append(lists, &grpc)
-	}
-	if !r.skip["TLSRoute"] {
-		lists = append(lists, &tls)
-	}
-	for _, l := range lists {
-		if err := r.kube.List(ctx, l, unsafeList); err != nil {
-			listFails = append(listFails, err)
-		}
-	}
-	if err := errors.Join(listFails...); err != nil {
-		return nil, fmt.Errorf("reading the cluster: %w", err)
-	}
-	in := &translate.Input{
-		Cluster:           r.cluster,
-		GatewayClasses:    classes.Items,
-		Gateways:          gateways.Items,
-		HTTPRoutes:        routes.Items,
-		GRPCRoutes:        grpc.Items,
-		TLSRoutes:         tls.Items,
-		ReferenceGrants:   grants.Items,
-		AuthPolicies:      policies.Items,
-		Secrets:           secrets.Items,
-		Services:          services.Items,
-		EndpointSlices:    slices.Items,
-		Namespaces:        nsList.Items,
-		Pods:              pods.Items,
-		GatewayAPIVersion: r.bundleVersion(ctx),
-	}
-	return in, nil
 }
 
 // bundleVersion reads the Gateway API bundle version from the Gateway CRD
