@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,4 +162,41 @@ spec:
 	eventually("an unrelated route accepted and served", both(serves(hc, url, "r-7.dep.example", "two"), func() error {
 		return routesAccepted(ctx, e.kc, "dep", -1)
 	}))
+}
+
+// TestChangeHooks checks the calls `trellis up` holds the proxy's health
+// checks with: a route's change calls OnChange, and a change that makes
+// nothing to send (a Service no route reads) calls NothingSent.
+func TestChangeHooks(t *testing.T) {
+	var changes, nothing atomic.Int64
+	e := newEnvWith(t, envOptions{onChange: func() { changes.Add(1) }, nothingSent: func() { nothing.Add(1) }})
+	e.proxy(t, proxyBind)
+	serveName(t, e, "198.18.67.1:8080", "hooks")
+	e.create(t, classes+edgeGateway("hooks")+backend("hooks", "web", "198.18.67.1")+webRoutes("hooks", 1))
+	url := e.gatewayURL(t, "hooks", "web")
+	hc := e.NS.HTTPClient(5 * time.Second)
+	testsync.Eventually(t, 30*time.Second, "the route served", serves(hc, url, "r-0.hooks.example", "hooks"))
+
+	before := changes.Load()
+	update(t, e.kc, &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "hooks", Name: "r-0"}}, func(r *gatewayv1.HTTPRoute) {
+		r.Spec.Hostnames = []gatewayv1.Hostname{"new.hooks.example"}
+	})
+	testsync.Eventually(t, 30*time.Second, "the new hostname served", serves(hc, url, "new.hooks.example", "hooks"))
+	if changes.Load() == before {
+		t.Error("a route's change did not call OnChange")
+	}
+
+	before = nothing.Load()
+	e.create(t, `
+apiVersion: v1
+kind: Service
+metadata: {name: unread, namespace: hooks}
+spec: {ports: [{port: 80}]}
+`)
+	testsync.Eventually(t, 30*time.Second, "NothingSent called", func() error {
+		if nothing.Load() == before {
+			return errors.New("a change that sends nothing did not call NothingSent")
+		}
+		return nil
+	})
 }
