@@ -284,6 +284,7 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 		r.proxyAddr = ip.Unmap()
 	}
 	r.kept.init(unserved)
+	r.kept.seen, r.kept.gone = r.steady, r.gone
 	r.nothingSent = cfg.NothingSent
 	// Every event maps to the one key (clusterRequest): the reconciler is
 	// level-based over the whole cluster, and a burst of events is one

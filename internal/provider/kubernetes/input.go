@@ -97,20 +97,24 @@ func (s *changeSet) tracked(kind string, p predicate.Predicate, onChange func())
 // once (translate.Incremental). Its objects are shallow copies of the
 // cache's, whose contents must not be modified.
 type keptInput struct {
-	classes   []gatewayv1.GatewayClass
-	gateways  []gatewayv1.Gateway
-	routes    []gatewayv1.HTTPRoute
-	grpc      []gatewayv1.GRPCRoute
-	tls       []gatewayv1.TLSRoute
-	grants    []gatewayv1.ReferenceGrant
-	policies  []v1alpha1.AuthPolicy
-	secrets   []corev1.Secret
-	services  []corev1.Service
-	slices    []discoveryv1.EndpointSlice
-	nsList    []corev1.Namespace
-	pods      []corev1.Pod
-	primed    bool
-	kinds     map[string]*keptKind
+	classes  []gatewayv1.GatewayClass
+	gateways []gatewayv1.Gateway
+	routes   []gatewayv1.HTTPRoute
+	grpc     []gatewayv1.GRPCRoute
+	tls      []gatewayv1.TLSRoute
+	grants   []gatewayv1.ReferenceGrant
+	policies []v1alpha1.AuthPolicy
+	secrets  []corev1.Secret
+	services []corev1.Service
+	slices   []discoveryv1.EndpointSlice
+	nsList   []corev1.Namespace
+	pods     []corev1.Pod
+	primed   bool
+	kinds    map[string]*keptKind
+	// seen, when set, is called with every object read into a list
+	// before it is kept, and gone with every object removed.
+	seen      func(kind string, o client.Object)
+	gone      func(kind string, key types.NamespacedName)
 	objects   int // in every list
 	kindOrder []string
 }
@@ -134,8 +138,9 @@ type objectPtr[T any] interface {
 	client.Object
 }
 
-// keep makes the keptKind of the list items, which listAll lists whole.
-func keep[T any, P objectPtr[T]](items *[]T, listAll func(ctx context.Context, c client.Reader) ([]T, error)) *keptKind {
+// keep makes the keptKind of ki's list items, of kind, which listAll
+// lists whole.
+func keep[T any, P objectPtr[T]](ki *keptInput, kind string, items *[]T, listAll func(ctx context.Context, c client.Reader) ([]T, error)) *keptKind {
 	k := &keptKind{index: map[types.NamespacedName]int{}, size: func() int { return len(*items) }}
 	nameOf := func(i int) types.NamespacedName {
 		o := P(&(*items)[i])
@@ -149,6 +154,9 @@ func keep[T any, P objectPtr[T]](items *[]T, listAll func(ctx context.Context, c
 		*items = l
 		clear(k.index)
 		for i := range l {
+			if ki.seen != nil {
+				ki.seen(kind, P(&l[i]))
+			}
 			k.index[nameOf(i)] = i
 		}
 		return nil
@@ -156,25 +164,34 @@ func keep[T any, P objectPtr[T]](items *[]T, listAll func(ctx context.Context, c
 	k.read = func(ctx context.Context, c client.Reader, key types.NamespacedName) error {
 		var obj T
 		err := c.Get(ctx, key, P(&obj), &client.GetOptions{UnsafeDisableDeepCopy: ptr(true)})
-		i, had := k.index[key]
-		switch {
-		case apierrors.IsNotFound(err):
-			if had {
-				last := len(*items) - 1
-				(*items)[i] = (*items)[last]
-				var zero T
-				(*items)[last] = zero
-				*items = (*items)[:last]
-				delete(k.index, key)
-				if i < last {
-					k.index[nameOf(i)] = i
-				}
+		if apierrors.IsNotFound(err) {
+			if ki.gone != nil {
+				ki.gone(kind, key)
 			}
-		case err != nil:
+			i, had := k.index[key]
+			if !had {
+				return nil
+			}
+			last := len(*items) - 1
+			(*items)[i] = (*items)[last]
+			var zero T
+			(*items)[last] = zero
+			*items = (*items)[:last]
+			delete(k.index, key)
+			if i < last {
+				k.index[nameOf(i)] = i
+			}
+			return nil
+		}
+		if err != nil {
 			return err
-		case had:
+		}
+		if ki.seen != nil {
+			ki.seen(kind, P(&obj))
+		}
+		if i, had := k.index[key]; had {
 			(*items)[i] = obj
-		default:
+		} else {
 			k.index[key] = len(*items)
 			*items = append(*items, obj)
 		}
@@ -208,18 +225,18 @@ func (k *keptInput) init(skip map[string]bool) {
 		k.kinds[kind] = kk
 		k.kindOrder = append(k.kindOrder, kind)
 	}
-	add("GatewayClass", keep(&k.classes, listKind(func(l *gatewayv1.GatewayClassList) []gatewayv1.GatewayClass { return l.Items })))
-	add("Gateway", keep(&k.gateways, listKind(func(l *gatewayv1.GatewayList) []gatewayv1.Gateway { return l.Items })))
-	add("HTTPRoute", keep(&k.routes, listKind(func(l *gatewayv1.HTTPRouteList) []gatewayv1.HTTPRoute { return l.Items })))
-	add("GRPCRoute", keep(&k.grpc, listKind(func(l *gatewayv1.GRPCRouteList) []gatewayv1.GRPCRoute { return l.Items })))
-	add("TLSRoute", keep(&k.tls, listKind(func(l *gatewayv1.TLSRouteList) []gatewayv1.TLSRoute { return l.Items })))
-	add("ReferenceGrant", keep(&k.grants, listKind(func(l *gatewayv1.ReferenceGrantList) []gatewayv1.ReferenceGrant { return l.Items })))
-	add("AuthPolicy", keep(&k.policies, listKind(func(l *v1alpha1.AuthPolicyList) []v1alpha1.AuthPolicy { return l.Items })))
-	add("Secret", keep(&k.secrets, listKind(func(l *corev1.SecretList) []corev1.Secret { return l.Items })))
-	add("Service", keep(&k.services, listKind(func(l *corev1.ServiceList) []corev1.Service { return l.Items })))
-	add("EndpointSlice", keep(&k.slices, listKind(func(l *discoveryv1.EndpointSliceList) []discoveryv1.EndpointSlice { return l.Items })))
-	add("Namespace", keep(&k.nsList, listKind(func(l *corev1.NamespaceList) []corev1.Namespace { return l.Items })))
-	add("Pod", keep(&k.pods, listKind(func(l *corev1.PodList) []corev1.Pod { return l.Items })))
+	add("GatewayClass", keep(k, "GatewayClass", &k.classes, listKind(func(l *gatewayv1.GatewayClassList) []gatewayv1.GatewayClass { return l.Items })))
+	add("Gateway", keep(k, "Gateway", &k.gateways, listKind(func(l *gatewayv1.GatewayList) []gatewayv1.Gateway { return l.Items })))
+	add("HTTPRoute", keep(k, "HTTPRoute", &k.routes, listKind(func(l *gatewayv1.HTTPRouteList) []gatewayv1.HTTPRoute { return l.Items })))
+	add("GRPCRoute", keep(k, "GRPCRoute", &k.grpc, listKind(func(l *gatewayv1.GRPCRouteList) []gatewayv1.GRPCRoute { return l.Items })))
+	add("TLSRoute", keep(k, "TLSRoute", &k.tls, listKind(func(l *gatewayv1.TLSRouteList) []gatewayv1.TLSRoute { return l.Items })))
+	add("ReferenceGrant", keep(k, "ReferenceGrant", &k.grants, listKind(func(l *gatewayv1.ReferenceGrantList) []gatewayv1.ReferenceGrant { return l.Items })))
+	add("AuthPolicy", keep(k, "AuthPolicy", &k.policies, listKind(func(l *v1alpha1.AuthPolicyList) []v1alpha1.AuthPolicy { return l.Items })))
+	add("Secret", keep(k, "Secret", &k.secrets, listKind(func(l *corev1.SecretList) []corev1.Secret { return l.Items })))
+	add("Service", keep(k, "Service", &k.services, listKind(func(l *corev1.ServiceList) []corev1.Service { return l.Items })))
+	add("EndpointSlice", keep(k, "EndpointSlice", &k.slices, listKind(func(l *discoveryv1.EndpointSliceList) []discoveryv1.EndpointSlice { return l.Items })))
+	add("Namespace", keep(k, "Namespace", &k.nsList, listKind(func(l *corev1.NamespaceList) []corev1.Namespace { return l.Items })))
+	add("Pod", keep(k, "Pod", &k.pods, listKind(func(l *corev1.PodList) []corev1.Pod { return l.Items })))
 }
 
 // maxReadShare is the share of the kept objects that a reconcile reads one

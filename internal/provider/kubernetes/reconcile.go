@@ -136,6 +136,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{}, err
 	}
 	in := r.kept.input()
+	if relisted {
+		if n := len(in.GatewayClasses) + len(in.Gateways) + len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TLSRoutes); len(r.versions) > n {
+			live := liveObjects(in)
+			maps.DeleteFunc(r.versions, func(k objectKey, _ steadyVersion) bool { return !live[k] })
+		}
+	}
 	in.Cluster = r.cluster
 	in.GatewayAPIVersion = r.bundleVersion(ctx)
 	var (
@@ -154,9 +160,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{}, err
 	}
 	start := time.Now()
-	restore := r.steadyVersions(in)
 	out := r.translator.Translate(in)
-	restore()
 	took := time.Since(start)
 	r.publishProxyAddress(in, out)
 	// What the controller changes after translating, the translator does
@@ -250,68 +254,66 @@ type steadyVersion struct {
 	labels, annotations      map[string]string
 }
 
-// steadyVersions gives the routes, Gateways and GatewayClasses of in (the
-// objects whose status the controller writes) the resourceVersion the
-// translator sees (translate.Incremental re-translates what reads an
-// object whose version changed) that changes with what the translator
-// reads of them, their generation (spec), labels and annotations (and
-// which object of the name it is, its UID), and not with their status: the controller's own status write would otherwise
-// have the next reconcile translate the route again, or, for a Gateway,
-// everything. It returns the function that puts their own versions back,
-// for the writes. in's lists are the controller's shallow copies of the
-// cache's objects, so only the copies change.
-func (r *Reconciler) steadyVersions(in *translate.Input) (restore func()) {
+// steady gives o, of kind, as just read into the kept input, the
+// resourceVersion the translator sees (translate.Incremental re-translates
+// what reads an object whose version changed) when o is one of the objects
+// whose status the controller writes (routes, Gateways, GatewayClasses):
+// one that changes with what the translator reads of them, their
+// generation (spec), labels and annotations (and which object of the name
+// it is, its UID), and not with their status. The controller's own status
+// write would otherwise have the next reconcile translate the route again,
+// or, for a Gateway, everything. Their own versions are kept in
+// r.versions, for the writes (ownVersion).
+func (r *Reconciler) steady(kind string, o client.Object) {
+	switch kind {
+	case "GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute":
+	default:
+		return
+	}
 	if r.versions == nil {
 		r.versions = map[objectKey]steadyVersion{}
 	}
-	var (
-		objs []client.Object
-		own  []string
-	)
-	add := func(kind string, o client.Object) {
-		k := objectKey{kind, o.GetNamespace(), o.GetName()}
-		rv := o.GetResourceVersion()
-		v, ok := r.versions[k]
-		switch {
-		case ok && v.resourceVersion == rv:
-		case ok && v.uid == o.GetUID() && v.generation == o.GetGeneration() &&
-			maps.Equal(v.labels, o.GetLabels()) && maps.Equal(v.annotations, o.GetAnnotations()):
-			v.resourceVersion = rv
-			r.versions[k] = v
-		default:
-			v = steadyVersion{resourceVersion: rv, version: rv, uid: o.GetUID(), generation: o.GetGeneration(),
-				labels: o.GetLabels(), annotations: o.GetAnnotations()}
-			r.versions[k] = v
-		}
-		if v.version != rv {
-			objs, own = append(objs, o), append(own, rv)
-			o.SetResourceVersion(v.version)
-		}
+	k := objectKey{kind, o.GetNamespace(), o.GetName()}
+	rv := o.GetResourceVersion()
+	v, ok := r.versions[k]
+	switch {
+	case ok && v.resourceVersion == rv:
+	case ok && v.uid == o.GetUID() && v.generation == o.GetGeneration() &&
+		maps.Equal(v.labels, o.GetLabels()) && maps.Equal(v.annotations, o.GetAnnotations()):
+		v.resourceVersion = rv
+		r.versions[k] = v
+	default:
+		v = steadyVersion{resourceVersion: rv, version: rv, uid: o.GetUID(), generation: o.GetGeneration(),
+			labels: o.GetLabels(), annotations: o.GetAnnotations()}
+		r.versions[k] = v
 	}
-	for i := range in.GatewayClasses {
-		add("GatewayClass", &in.GatewayClasses[i])
+	o.SetResourceVersion(v.version)
+}
+
+// gone forgets the versions of an object of kind no longer in the cluster.
+func (r *Reconciler) gone(kind string, key types.NamespacedName) {
+	delete(r.versions, objectKey{kind, key.Namespace, key.Name})
+}
+
+// ownResourceVersion is the resourceVersion the apiserver gave o, of kind,
+// of the kept input (where steady may have given it another).
+func (r *Reconciler) ownResourceVersion(kind string, o client.Object) string {
+	if v, ok := r.versions[objectKey{kind, o.GetNamespace(), o.GetName()}]; ok {
+		return v.resourceVersion
 	}
-	for i := range in.Gateways {
-		add("Gateway", &in.Gateways[i])
+	return o.GetResourceVersion()
+}
+
+// ownVersion returns o, of kind, of the kept input as the apiserver has it,
+// for a write: o itself, or a copy with its own resourceVersion.
+func (r *Reconciler) ownVersion(kind string, o client.Object) client.Object {
+	rv := r.ownResourceVersion(kind, o)
+	if rv == o.GetResourceVersion() {
+		return o
 	}
-	for i := range in.HTTPRoutes {
-		add("HTTPRoute", &in.HTTPRoutes[i])
-	}
-	for i := range in.GRPCRoutes {
-		add("GRPCRoute", &in.GRPCRoutes[i])
-	}
-	for i := range in.TLSRoutes {
-		add("TLSRoute", &in.TLSRoutes[i])
-	}
-	if n := len(in.GatewayClasses) + len(in.Gateways) + len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TLSRoutes); len(r.versions) > n {
-		live := liveObjects(in)
-		maps.DeleteFunc(r.versions, func(k objectKey, _ steadyVersion) bool { return !live[k] })
-	}
-	return func() {
-		for i, o := range objs {
-			o.SetResourceVersion(own[i])
-		}
-	}
+	c := o.DeepCopyObject().(client.Object)
+	c.SetResourceVersion(rv)
+	return c
 }
 
 // liveObjects names the GatewayClasses, Gateways and routes of in.

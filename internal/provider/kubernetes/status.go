@@ -104,7 +104,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		}
 		gc := &in.GatewayClasses[i]
 		used := classUsed[gc.Name]
-		writes = append(writes, write{obj: gc, steps: []change{{status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{obj: r.ownVersion("GatewayClass", gc), steps: []change{{status: true, apply: func(o client.Object) bool {
 			c := o.(*gatewayv1.GatewayClass)
 			want := gatewayv1.GatewayClassStatus{
 				Conditions:        conditions(st.Conditions, c.Status.Conditions, c.Generation, now),
@@ -130,7 +130,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		if i < 0 {
 			continue
 		}
-		writes = append(writes, write{obj: &in.Gateways[i], steps: []change{{status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{obj: r.ownVersion("Gateway", &in.Gateways[i]), steps: []change{{status: true, apply: func(o client.Object) bool {
 			gw := o.(*gatewayv1.Gateway)
 			want := gatewayv1.GatewayStatus{
 				Addresses:  st.Addresses,
@@ -178,7 +178,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		seen, ok := r.routes[k]
 		if ok {
 			present++
-			if seen.unchanged(route.GetResourceVersion(), st, domains) {
+			if seen.unchanged(r.ownResourceVersion(kind, route), st, domains) {
 				return
 			}
 		}
@@ -186,7 +186,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 			return // never ours
 		}
 		r.statusPending[k] = true
-		writes = append(writes, write{obj: route, steps: []change{{status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{obj: r.ownVersion(kind, route), steps: []change{{status: true, apply: func(o client.Object) bool {
 			have := status(o)
 			return setIfDifferent(have, routeStatus(st, *have, o.GetGeneration(), now))
 		}}, {apply: func(o client.Object) bool {
