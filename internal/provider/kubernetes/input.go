@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,8 +25,7 @@ import (
 )
 
 // changeSet is what the event handlers saw change since a reconcile last
-// took it: the objects by kind and key, or all when an object of a kind
-// the set does not track changed.
+// took it: the objects by kind and key.
 type changeSet struct {
 	mu   sync.Mutex
 	keys map[objectKey]bool
@@ -259,7 +260,9 @@ func (k *keptInput) update(ctx context.Context, c client.Reader, changed map[obj
 			}
 		}
 	} else {
-		for key := range changed {
+		// In one order every time, so that the lists' order does not
+		// depend on the map's.
+		for _, key := range slices.SortedFunc(maps.Keys(changed), compareKeys) {
 			kk := k.kinds[key.kind]
 			if kk == nil {
 				continue
