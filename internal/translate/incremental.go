@@ -67,6 +67,8 @@ type Incremental struct {
 	// Acknowledge; all is true when every object may have.
 	changed map[string]bool
 	all     bool
+	// scratch are the last call's maps, for the next.
+	scratch *scratch
 }
 
 // scalars are the Input's fields other than object lists.
@@ -184,9 +186,11 @@ func (x *Incremental) Translate(in *Input) *Output {
 		x.routes, x.workloads, x.authed = nil, nil, nil
 	}
 	c.prev = x.routes
-	t := newTranslator(in)
+	t := newTranslator(in, x.scratch)
 	t.inc = c
 	out := translate(t)
+	// Nothing of the output refers to the maps.
+	x.scratch = &scratch{serviceRoutes: t.serviceRoutes, tgs: t.tgs, tgsUsed: t.tgsUsed}
 	x.gatewayGrants = c.gatewayGrants
 	for _, r := range c.prev[c.cursor:] {
 		c.forget(r) // routes gone
