@@ -29,8 +29,8 @@ import (
 // Reconciler is the controller's one reconcile loop. Every event enqueues
 // the same key and records which object changed; a reconcile reads the
 // objects that changed from the informer cache into its copy of the
-// cluster's (keptInput), translates it (again only what depends on objects that changed:
-// translate.Incremental), sends the model objects that changed since the last
+// cluster's (keptInput), translates it (again only what depends on objects
+// that changed: translate.Incremental), sends the model objects that changed since the last
 // successful send, and writes the status that changed.
 type Reconciler struct {
 	kube    client.Client
@@ -130,9 +130,16 @@ var unsafeList = client.UnsafeDisableDeepCopy
 // Reconcile implements reconcile.Reconciler.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	changed := r.changes.take()
+	// A reconcile that fails before its status is compared leaves the
+	// next to compare every route's: the changes it took are gone.
+	failed := true
+	defer func() {
+		if failed {
+			r.statusAll = true
+		}
+	}()
 	relisted, err := r.kept.update(ctx, r.kube, changed)
 	if err != nil {
-		r.statusAll = true
 		return reconcile.Result{}, err
 	}
 	in := r.kept.input()
@@ -156,7 +163,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		in.ServiceImports = imports.Items
 	}
 	if err := r.assignAddresses(ctx, in); err != nil {
-		r.statusAll = true
 		return reconcile.Result{}, err
 	}
 	start := time.Now()
@@ -195,9 +201,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		r.nothingSent()
 	}
 	if err != nil {
-		r.statusAll = true
 		return reconcile.Result{}, err
 	}
+	failed = false
 	r.own = own
 	r.translator.Acknowledge()
 	more, err := r.writeStatus(ctx, in, out, r.statusRoutes(changed, out, relisted))
