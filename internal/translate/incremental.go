@@ -67,6 +67,8 @@ type Incremental struct {
 	// Acknowledge; all is true when every object may have.
 	changed map[string]bool
 	all     bool
+	// scratch are the last call's maps, for the next.
+	scratch *scratch
 }
 
 // scalars are the Input's fields other than object lists.
@@ -168,6 +170,8 @@ type incCall struct {
 	next   []*record
 	// dirtyList is dirty as a list, searched instead while it is short.
 	dirtyList []dep
+	// translated are the routes translated rather than replayed.
+	translated []model.SourceRef
 }
 
 // Translate translates in, reusing what it can of the previous call's
@@ -182,9 +186,11 @@ func (x *Incremental) Translate(in *Input) *Output {
 		x.routes, x.workloads, x.authed = nil, nil, nil
 	}
 	c.prev = x.routes
-	t := newTranslator(in)
+	t := newTranslator(in, x.scratch)
 	t.inc = c
 	out := translate(t)
+	// Nothing of the output refers to the maps.
+	x.scratch = &scratch{serviceRoutes: t.serviceRoutes, tgs: t.tgs, tgsUsed: t.tgsUsed}
 	x.gatewayGrants = c.gatewayGrants
 	for _, r := range c.prev[c.cursor:] {
 		c.forget(r) // routes gone
@@ -228,6 +234,7 @@ func (x *Incremental) Translate(in *Input) *Output {
 	maps.Copy(x.changed, c.changed)
 	if !x.all {
 		out.Changed = maps.Clone(x.changed)
+		out.Retranslated = c.translated
 	}
 	return out
 }
@@ -290,12 +297,18 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 	// Input's. An input in the same order as the last (a provider's usual
 	// case) is compared position by position, without hashing; otherwise
 	// by key.
-	compare := func(kind string, n int, at func(i int) (namespace, name, rv, label string)) {
+	compare := func(kind string, n int, at func(i int) (namespace, name, rv string), labelAt func(i int) string) {
+		label := func(i int) string {
+			if labelAt == nil {
+				return ""
+			}
+			return labelAt(i)
+		}
 		last := x.lists[kind]
 		if len(last) == n {
 			same := true
 			for i := range n {
-				ns, name, _, _ := at(i)
+				ns, name, _ := at(i)
 				if k := last[i].key; k.name != name || k.namespace != ns {
 					same = false
 					break
@@ -303,9 +316,12 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 			}
 			if same {
 				for i := range n {
-					_, _, rv, label := at(i)
 					o := &last[i]
-					if now := (objectVersion{rv, label}); rv == "" || now != o.version {
+					// An object of the same resourceVersion has the same
+					// content (see Incremental), and so the same label:
+					// only a changed one's is read.
+					if _, _, rv := at(i); rv == "" || rv != o.version.resourceVersion {
+						now := objectVersion{rv, label(i)}
 						change(o.key, o.version, now)
 						o.version = now
 					}
@@ -324,13 +340,13 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		cur := make([]seenObject, n)
 		met := make(map[objectKey]bool, n)
 		for i := range n {
-			ns, name, rv, label := at(i)
+			ns, name, rv := at(i)
 			k := objectKey{kind, ns, name}
 			if met[k] {
 				rv = "" // two of a key: which is used is the translator's business
 			}
 			met[k] = true
-			now := objectVersion{rv, label}
+			now := objectVersion{rv, label(i)}
 			if v, ok := old[k]; !ok || rv == "" || v != now {
 				change(k, v, now)
 			}
@@ -343,58 +359,58 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		}
 		x.lists[kind] = cur
 	}
-	compare("GatewayClass", len(in.GatewayClasses), func(i int) (string, string, string, string) {
+	compare("GatewayClass", len(in.GatewayClasses), func(i int) (string, string, string) {
 		o := &in.GatewayClasses[i]
-		return "", o.Name, o.ResourceVersion, ""
-	})
-	compare("Gateway", len(in.Gateways), func(i int) (string, string, string, string) {
+		return "", o.Name, o.ResourceVersion
+	}, nil)
+	compare("Gateway", len(in.Gateways), func(i int) (string, string, string) {
 		o := &in.Gateways[i]
-		return o.Namespace, o.Name, o.ResourceVersion, ""
-	})
-	compare(string(kindHTTPRoute), len(in.HTTPRoutes), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, nil)
+	compare(string(kindHTTPRoute), len(in.HTTPRoutes), func(i int) (string, string, string) {
 		o := &in.HTTPRoutes[i]
-		return o.Namespace, o.Name, o.ResourceVersion, ""
-	})
-	compare(string(kindGRPCRoute), len(in.GRPCRoutes), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, nil)
+	compare(string(kindGRPCRoute), len(in.GRPCRoutes), func(i int) (string, string, string) {
 		o := &in.GRPCRoutes[i]
-		return o.Namespace, o.Name, o.ResourceVersion, ""
-	})
-	compare(string(kindTLSRoute), len(in.TLSRoutes), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, nil)
+	compare(string(kindTLSRoute), len(in.TLSRoutes), func(i int) (string, string, string) {
 		o := &in.TLSRoutes[i]
-		return o.Namespace, o.Name, o.ResourceVersion, ""
-	})
-	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, nil)
+	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) (string, string, string) {
 		o := &in.ReferenceGrants[i]
-		return o.Namespace, o.Name, o.ResourceVersion, ""
-	})
-	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, nil)
+	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) (string, string, string) {
 		o := &in.AuthPolicies[i]
-		return o.Namespace, o.Name, o.ResourceVersion, ""
-	})
-	compare("Service", len(in.Services), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, nil)
+	compare("Service", len(in.Services), func(i int) (string, string, string) {
 		o := &in.Services[i]
-		return o.Namespace, o.Name, o.ResourceVersion, ""
-	})
-	compare("EndpointSlice", len(in.EndpointSlices), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, nil)
+	compare("EndpointSlice", len(in.EndpointSlices), func(i int) (string, string, string) {
 		o := &in.EndpointSlices[i]
-		return o.Namespace, o.Name, o.ResourceVersion, o.Labels[discoveryv1.LabelServiceName]
-	})
-	compare(string(kindServiceImport), len(in.ServiceImports), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, func(i int) string { return in.EndpointSlices[i].Labels[discoveryv1.LabelServiceName] })
+	compare(string(kindServiceImport), len(in.ServiceImports), func(i int) (string, string, string) {
 		o := &in.ServiceImports[i]
-		return o.Namespace, o.Name, o.ResourceVersion, ""
-	})
-	compare("Secret", len(in.Secrets), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, nil)
+	compare("Secret", len(in.Secrets), func(i int) (string, string, string) {
 		o := &in.Secrets[i]
-		return o.Namespace, o.Name, o.ResourceVersion, ""
-	})
-	compare("Pod", len(in.Pods), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, nil)
+	compare("Pod", len(in.Pods), func(i int) (string, string, string) {
 		o := &in.Pods[i]
-		return o.Namespace, o.Name, o.ResourceVersion, ""
-	})
-	compare("Namespace", len(in.Namespaces), func(i int) (string, string, string, string) {
+		return o.Namespace, o.Name, o.ResourceVersion
+	}, nil)
+	compare("Namespace", len(in.Namespaces), func(i int) (string, string, string) {
 		o := &in.Namespaces[i]
-		return "", o.Name, o.ResourceVersion, ""
-	})
+		return "", o.Name, o.ResourceVersion
+	}, nil)
 	if full {
 		return nil, true
 	}
@@ -570,6 +586,7 @@ func (t *translator) endRecord(src model.SourceRef, services, statuses int) {
 	if r == nil {
 		return
 	}
+	t.inc.translated = append(t.inc.translated, src)
 	r.services = slices.Clone(t.out.Services[services:])
 	for i := range r.services {
 		t.inc.changed[model.Key(model.KindService, r.services[i].Name)] = true

@@ -279,7 +279,7 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 				}
 			}
 			var x translate.Incremental
-			var acked *translate.Output
+			var acked, last *translate.Output
 			full := false // a change since the last acknowledgement translated everything
 			for step := range steps {
 				var what string
@@ -299,8 +299,12 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 				in := buildInput(objs)
 				got := x.Translate(in)
 				want := translate.Translate(in)
-				changed := got.Changed
-				got.Changed = nil
+				changed, retranslated := got.Changed, got.Retranslated
+				got.Changed, got.Retranslated = nil, nil
+				if changed != nil && last != nil {
+					checkRetranslated(t, step, what, last, want, retranslated)
+				}
+				last = want
 				if !reflect.DeepEqual(got, want) {
 					g, _ := json.MarshalIndent(got, "", " ")
 					w, _ := json.MarshalIndent(want, "", " ")
@@ -393,4 +397,26 @@ func diffLines(a, b string) string {
 		}
 	}
 	return "(no difference in JSON)"
+}
+
+// checkRetranslated checks that every route whose status in now differs
+// from the one in last (the previous call's output) is among the routes
+// the Incremental says it translated again.
+func checkRetranslated(t *testing.T, step int, what string, last, now *translate.Output, retranslated []model.SourceRef) {
+	t.Helper()
+	type key struct{ kind, namespace, name string }
+	before := map[key]translate.RouteStatus{}
+	for _, st := range last.Status.Routes {
+		before[key{st.Kind, st.Namespace, st.Name}] = st
+	}
+	again := map[key]bool{}
+	for _, s := range retranslated {
+		again[key{s.Kind, s.Namespace, s.Name}] = true
+	}
+	for _, st := range now.Status.Routes {
+		k := key{st.Kind, st.Namespace, st.Name}
+		if b, ok := before[k]; (!ok || !reflect.DeepEqual(b, st)) && !again[k] {
+			t.Fatalf("step %d (%s): the status of %v changed, but it is not among the routes translated again %v", step, what, k, retranslated)
+		}
+	}
 }

@@ -199,8 +199,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	report := newReporter(cfg.Out, log)
-	// A change the file provider sees holds the proxy's health checks
-	// until the proxy applied it.
+	// A change the file provider or the controller sees holds the proxy's
+	// health checks until the proxy applied it.
 	hold := &runner.CheckHold{}
 	wg.Go(func() {
 		err := runner.Run(ctx, runner.Config{
@@ -219,6 +219,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			err := kubernetes.Run(ctx, kubernetes.Config{
 				Kube: kube, ControlPlane: cl, Cluster: cfg.Cluster, AddressPool: cfg.GatewayAddresses, Logger: log,
 				ProxyAddress: proxyAddress(cfg.Bind),
+				// A reconcile that sends nothing leaves the proxy nothing
+				// to apply.
+				OnChange: hold.Begin, NothingSent: hold.End,
 			})
 			if err != nil && ctx.Err() == nil {
 				fail(fmt.Errorf("kubernetes controller: %w", err))

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -119,6 +121,8 @@ var (
 	scaleEndpoints = flag.Int("scale.endpoints", 10, "BenchmarkScale: ready endpoints per Service")
 	scaleChanges   = flag.Int("scale.changes", 50, "BenchmarkScale: single-route hostname changes to time")
 	scaleClients   = flag.Int("scale.clients", 32, "BenchmarkScale: concurrent apiserver clients creating objects and checking routes")
+	scaleProfile   = flag.String("scale.cpuprofile", "", "BenchmarkScale: write a CPU profile of the test process during the changes alone to this file")
+	scaleCold      = flag.String("scale.coldprofile", "", "BenchmarkScale: write a CPU profile of the test process during the cold start (until every route is served) to this file")
 )
 
 // BenchmarkScale is issue 15's measurement through a real kube-apiserver:
@@ -160,6 +164,7 @@ func BenchmarkScale(b *testing.B) {
 			len(objs), n, n, m, n, created.Round(time.Millisecond), *scaleClients, float64(len(objs))/created.Seconds())
 
 		// Cold start: the controller and a proxy with every object there.
+		stopProfile := startProfile(b, *scaleCold)
 		start := time.Now()
 		e.start()
 		e.proxy(b, proxyBind)
@@ -190,6 +195,7 @@ func BenchmarkScale(b *testing.B) {
 			return waitServed(hc, url, scaleHost(i, 0), 10*time.Minute)
 		})
 		served := time.Since(start)
+		stopProfile()
 		b.Logf("cold start to all %d routes served: %v (the controller's first transaction stored after %v, the last route served after %v)",
 			n, served.Round(time.Millisecond), (<-sent).Round(time.Millisecond), lastServed.Round(time.Millisecond))
 		testsync.Eventually(b, 10*time.Minute, "every route Accepted", func() error {
@@ -203,6 +209,7 @@ func BenchmarkScale(b *testing.B) {
 		// One route changed at a time.
 		rng := rand.New(rand.NewPCG(1, 2))
 		var took []time.Duration
+		stopProfile = startProfile(b, *scaleProfile)
 		cpu := testsync.CPUTime()
 		for c := range *scaleChanges {
 			i := rng.IntN(n)
@@ -217,6 +224,7 @@ func BenchmarkScale(b *testing.B) {
 			took = append(took, time.Since(t0))
 		}
 		cpu = testsync.CPUTime() - cpu
+		stopProfile()
 		b.StopTimer()
 		st = e.rec.Stats()
 		b.ReportMetric(created.Seconds(), "s-created")
@@ -234,6 +242,25 @@ func BenchmarkScale(b *testing.B) {
 				len(took), p50.Round(time.Millisecond), p99.Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond),
 				perChange.Round(time.Millisecond), st.Translate, st.Encoded, st.StatusChecked)
 		}
+	}
+}
+
+// startProfile starts a CPU profile of the process into file, when not
+// empty, and returns the function that stops it.
+func startProfile(b *testing.B, file string) (stop func()) {
+	if file == "" {
+		return func() {}
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
 	}
 }
 

@@ -34,7 +34,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -115,6 +114,12 @@ type Config struct {
 	// ends, leaving the rest to the next, which first sends what changed
 	// meanwhile (default 256; at most 16 are in flight at once).
 	StatusBatch int
+	// OnChange, if set, is called when an event that calls for a
+	// reconcile arrives, and NothingSent when a reconcile found nothing to
+	// send to the control plane: `trellis up` holds the in-process
+	// proxy's health checks from one until the proxy applied the change,
+	// or until the other (runner.CheckHold). They must not block.
+	OnChange, NothingSent func()
 	// SyncPeriod is how often the informers resync (default 10 h, as
 	// controller-runtime's). A resync that changes nothing sends nothing.
 	SyncPeriod time.Duration
@@ -278,35 +283,43 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 	if ip := cfg.ProxyAddress; ip.IsValid() && !ip.IsUnspecified() && !cfg.AddressPool.IsValid() {
 		r.proxyAddr = ip.Unmap()
 	}
-	// Every event maps to the one key: the reconciler is level-based over
-	// the whole cluster, and a burst of events is one reconcile.
+	r.kept.init(unserved)
+	r.kept.seen, r.kept.gone = r.steady, r.gone
+	r.nothingSent = cfg.NothingSent
+	// Every event maps to the one key (clusterRequest): the reconciler is
+	// level-based over the whole cluster, and a burst of events is one
+	// reconcile. The kinds the reconciler keeps a copy of also record
+	// which object changed (changeSet.tracked).
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "cluster"}}}
+		return []reconcile.Request{clusterRequest}
 	})
 	// Status writes (ours and other controllers') do not change what is
 	// translated; spec, label and annotation changes do.
-	specChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
-		predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}, finalizersChanged{}))
+	specChanged := predicate.Or(predicate.GenerationChangedPredicate{},
+		predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{}, finalizersChanged{})
+	track := func(kind string, p predicate.Predicate) handler.EventHandler {
+		return r.changes.tracked(kind, p, cfg.OnChange)
+	}
 	skipNameValidation := true
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("trellis").
 		WithOptions(crcontroller.Options{MaxConcurrentReconciles: 1, SkipNameValidation: &skipNameValidation}).
-		Watches(&gatewayv1.GatewayClass{}, all, specChanged).
-		Watches(&gatewayv1.Gateway{}, all, specChanged).
-		Watches(&gatewayv1.HTTPRoute{}, all, specChanged)
+		Watches(&gatewayv1.GatewayClass{}, track("GatewayClass", specChanged)).
+		Watches(&gatewayv1.Gateway{}, track("Gateway", specChanged)).
+		Watches(&gatewayv1.HTTPRoute{}, track("HTTPRoute", specChanged))
 	if !unserved["GRPCRoute"] {
-		b = b.Watches(&gatewayv1.GRPCRoute{}, all, specChanged)
+		b = b.Watches(&gatewayv1.GRPCRoute{}, track("GRPCRoute", specChanged))
 	}
 	if !unserved["TLSRoute"] {
-		b = b.Watches(&gatewayv1.TLSRoute{}, all, specChanged)
+		b = b.Watches(&gatewayv1.TLSRoute{}, track("TLSRoute", specChanged))
 	}
-	b = b.Watches(&gatewayv1.ReferenceGrant{}, all).
-		Watches(&corev1.Secret{}, all).
-		Watches(&corev1.Service{}, all).
-		Watches(&discoveryv1.EndpointSlice{}, all).
-		Watches(&corev1.Namespace{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		Watches(&v1alpha1.AuthPolicy{}, all, specChanged).
-		Watches(&corev1.Pod{}, all, builder.WithPredicates(identityChanged{}))
+	b = b.Watches(&gatewayv1.ReferenceGrant{}, track("ReferenceGrant", nil)).
+		Watches(&corev1.Secret{}, track("Secret", nil)).
+		Watches(&corev1.Service{}, track("Service", nil)).
+		Watches(&discoveryv1.EndpointSlice{}, track("EndpointSlice", nil)).
+		Watches(&corev1.Namespace{}, track("Namespace", predicate.LabelChangedPredicate{})).
+		Watches(&v1alpha1.AuthPolicy{}, track("AuthPolicy", specChanged)).
+		Watches(&corev1.Pod{}, track("Pod", identityChanged{}))
 	// Every cluster's exports, and which cluster owns each service
 	// network, come from the control plane: a change there is an event
 	// like a change in the cluster.
@@ -318,8 +331,8 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 	}
 	b = b.WatchesRawSource(source.Channel(events, all))
 	if !unserved["ServiceExport"] {
-		b = b.Watches(&mcsv1beta1.ServiceExport{}, all, specChanged).
-			Watches(&mcsv1beta1.ServiceImport{}, all, specChanged)
+		b = b.Watches(&mcsv1beta1.ServiceExport{}, all, builder.WithPredicates(specChanged)).
+			Watches(&mcsv1beta1.ServiceImport{}, all, builder.WithPredicates(specChanged))
 	}
 	err = b.Complete(r)
 	if err != nil {

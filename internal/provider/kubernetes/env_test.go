@@ -96,6 +96,9 @@ type envOptions struct {
 	later bool
 	// statusBatch, when set, is the controller's Config.StatusBatch.
 	statusBatch int
+	// onChange and nothingSent are the controller's Config.OnChange and
+	// Config.NothingSent.
+	onChange, nothingSent func()
 }
 
 func newEnvWith(t testing.TB, opts envOptions) *env {
@@ -122,6 +125,7 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 		Kube: kubeConfig, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
 		LeaderElection: opts.leaderElectionNamespace != "", LeaderElectionNamespace: opts.leaderElectionNamespace,
 		MetricsAddress: opts.metricsAddress, StatusBatch: opts.statusBatch,
+		OnChange: opts.onChange, NothingSent: opts.nothingSent,
 	})
 	if err != nil {
 		t.Fatal(err)

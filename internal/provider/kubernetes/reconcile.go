@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,16 +21,16 @@ import (
 	"sigs.k8s.io/gateway-api/pkg/consts"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
-	"trellis.dev/trellis/api/v1alpha1"
 	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/translate"
 )
 
 // Reconciler is the controller's one reconcile loop. Every event enqueues
-// the same key; a reconcile reads the whole cluster from the informer cache,
-// translates it (again only what depends on objects that changed:
-// translate.Incremental), sends the model objects that changed since the last
+// the same key and records which object changed; a reconcile reads the
+// objects that changed from the informer cache into its copy of the
+// cluster's (keptInput), translates it (again only what depends on objects
+// that changed: translate.Incremental), sends the model objects that changed since the last
 // successful send, and writes the status that changed.
 type Reconciler struct {
 	kube    client.Client
@@ -73,6 +71,19 @@ type Reconciler struct {
 	// translator translates each reconcile's input, re-translating only
 	// the routes that read an object whose resourceVersion changed.
 	translator translate.Incremental
+	// changes are the objects the event handlers saw change since the
+	// last reconcile, which reads them into kept, its copy of the
+	// cluster's objects.
+	changes changeSet
+	kept    keptInput
+	// statusPending are the routes whose status a reconcile found to
+	// differ and has not written yet (left to the next batch, or failed);
+	// statusAll has the next reconcile compare every route's status.
+	statusPending map[objectKey]bool
+	statusAll     bool
+	// nothingSent, when set, is called when a reconcile sends nothing
+	// (see Config.OnChange).
+	nothingSent func()
 	// version is the Gateway API bundle version, read once.
 	version     string
 	versionRead bool
@@ -118,10 +129,28 @@ var unsafeList = client.UnsafeDisableDeepCopy
 
 // Reconcile implements reconcile.Reconciler.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-	in, err := r.input(ctx)
+	changed := r.changes.take()
+	// A reconcile that fails before its status is compared leaves the
+	// next to compare every route's: the changes it took are gone.
+	failed := true
+	defer func() {
+		if failed {
+			r.statusAll = true
+		}
+	}()
+	relisted, err := r.kept.update(ctx, r.kube, changed)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	in := r.kept.input()
+	if relisted {
+		if n := len(in.GatewayClasses) + len(in.Gateways) + len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TLSRoutes); len(r.versions) > n {
+			live := liveObjects(in)
+			maps.DeleteFunc(r.versions, func(k objectKey, _ steadyVersion) bool { return !live[k] })
+		}
+	}
+	in.Cluster = r.cluster
+	in.GatewayAPIVersion = r.bundleVersion(ctx)
 	var (
 		ses     mcsv1beta1.ServiceExportList
 		imports mcsv1beta1.ServiceImportList
@@ -137,9 +166,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{}, err
 	}
 	start := time.Now()
-	restore := r.steadyVersions(in)
 	out := r.translator.Translate(in)
-	restore()
 	took := time.Since(start)
 	r.publishProxyAddress(in, out)
 	// What the controller changes after translating, the translator does
@@ -158,24 +185,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		}
 	}
 	slices.SortFunc(out.Exports, func(a, b model.ServiceExport) int { return strings.Compare(a.Name, b.Name) })
-	changed := out.Changed // the caller's to change
-	if changed != nil {
+	modelChanged := out.Changed // the caller's to change
+	if modelChanged != nil {
 		for _, k := range own {
-			changed[k] = true
+			modelChanged[k] = true
 		}
 		for _, k := range r.own {
-			changed[k] = true
+			modelChanged[k] = true
 		}
 	}
 
 	// The model first, then status: a route reported Accepted is served.
-	rev, sent, err := r.send(ctx, &out.Objects, changed)
+	rev, sent, err := r.send(ctx, &out.Objects, modelChanged)
+	if !sent && r.nothingSent != nil {
+		r.nothingSent()
+	}
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	failed = false
 	r.own = own
 	r.translator.Acknowledge()
-	more, err := r.writeStatus(ctx, in, out)
+	more, err := r.writeStatus(ctx, in, out, r.statusRoutes(changed, out, relisted))
 	if !r.skip["ServiceExport"] {
 		err = errors.Join(err, r.writeMCS(ctx, in, exports, imports.Items))
 	}
@@ -194,57 +225,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		return reconcile.Result{RequeueAfter: time.Millisecond}, nil
 	}
 	return reconcile.Result{}, err
-}
-
-// input reads every object the translator considers from the cache.
-func (r *Reconciler) input(ctx context.Context) (*translate.Input, error) {
-	var (
-		classes   gatewayv1.GatewayClassList
-		gateways  gatewayv1.GatewayList
-		routes    gatewayv1.HTTPRouteList
-		grpc      gatewayv1.GRPCRouteList
-		tls       gatewayv1.TLSRouteList
-		grants    gatewayv1.ReferenceGrantList
-		secrets   corev1.SecretList
-		services  corev1.ServiceList
-		slices    discoveryv1.EndpointSliceList
-		nsList    corev1.NamespaceList
-		policies  v1alpha1.AuthPolicyList
-		pods      corev1.PodList
-		listFails []error
-	)
-	lists := []client.ObjectList{&classes, &gateways, &routes, &grants, &secrets, &services, &slices, &nsList, &policies, &pods}
-	if !r.skip["GRPCRoute"] {
-		lists = append(lists, &grpc)
-	}
-	if !r.skip["TLSRoute"] {
-		lists = append(lists, &tls)
-	}
-	for _, l := range lists {
-		if err := r.kube.List(ctx, l, unsafeList); err != nil {
-			listFails = append(listFails, err)
-		}
-	}
-	if err := errors.Join(listFails...); err != nil {
-		return nil, fmt.Errorf("reading the cluster: %w", err)
-	}
-	in := &translate.Input{
-		Cluster:           r.cluster,
-		GatewayClasses:    classes.Items,
-		Gateways:          gateways.Items,
-		HTTPRoutes:        routes.Items,
-		GRPCRoutes:        grpc.Items,
-		TLSRoutes:         tls.Items,
-		ReferenceGrants:   grants.Items,
-		AuthPolicies:      policies.Items,
-		Secrets:           secrets.Items,
-		Services:          services.Items,
-		EndpointSlices:    slices.Items,
-		Namespaces:        nsList.Items,
-		Pods:              pods.Items,
-		GatewayAPIVersion: r.bundleVersion(ctx),
-	}
-	return in, nil
 }
 
 // bundleVersion reads the Gateway API bundle version from the Gateway CRD
@@ -280,68 +260,66 @@ type steadyVersion struct {
 	labels, annotations      map[string]string
 }
 
-// steadyVersions gives the routes, Gateways and GatewayClasses of in (the
-// objects whose status the controller writes) the resourceVersion the
-// translator sees (translate.Incremental re-translates what reads an
-// object whose version changed) that changes with what the translator
-// reads of them, their generation (spec), labels and annotations (and
-// which object of the name it is, its UID), and not with their status: the controller's own status write would otherwise
-// have the next reconcile translate the route again, or, for a Gateway,
-// everything. It returns the function that puts their own versions back,
-// for the writes. in's lists are the controller's shallow copies of the
-// cache's objects, so only the copies change.
-func (r *Reconciler) steadyVersions(in *translate.Input) (restore func()) {
+// steady gives o, of kind, as just read into the kept input, the
+// resourceVersion the translator sees (translate.Incremental re-translates
+// what reads an object whose version changed) when o is one of the objects
+// whose status the controller writes (routes, Gateways, GatewayClasses):
+// one that changes with what the translator reads of them, their
+// generation (spec), labels and annotations (and which object of the name
+// it is, its UID), and not with their status. The controller's own status
+// write would otherwise have the next reconcile translate the route again,
+// or, for a Gateway, everything. Their own versions are kept in
+// r.versions, for the writes (ownVersion).
+func (r *Reconciler) steady(kind string, o client.Object) {
+	switch kind {
+	case "GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TLSRoute":
+	default:
+		return
+	}
 	if r.versions == nil {
 		r.versions = map[objectKey]steadyVersion{}
 	}
-	var (
-		objs []client.Object
-		own  []string
-	)
-	add := func(kind string, o client.Object) {
-		k := objectKey{kind, o.GetNamespace(), o.GetName()}
-		rv := o.GetResourceVersion()
-		v, ok := r.versions[k]
-		switch {
-		case ok && v.resourceVersion == rv:
-		case ok && v.uid == o.GetUID() && v.generation == o.GetGeneration() &&
-			maps.Equal(v.labels, o.GetLabels()) && maps.Equal(v.annotations, o.GetAnnotations()):
-			v.resourceVersion = rv
-			r.versions[k] = v
-		default:
-			v = steadyVersion{resourceVersion: rv, version: rv, uid: o.GetUID(), generation: o.GetGeneration(),
-				labels: o.GetLabels(), annotations: o.GetAnnotations()}
-			r.versions[k] = v
-		}
-		if v.version != rv {
-			objs, own = append(objs, o), append(own, rv)
-			o.SetResourceVersion(v.version)
-		}
+	k := objectKey{kind, o.GetNamespace(), o.GetName()}
+	rv := o.GetResourceVersion()
+	v, ok := r.versions[k]
+	switch {
+	case ok && v.resourceVersion == rv:
+	case ok && v.uid == o.GetUID() && v.generation == o.GetGeneration() &&
+		maps.Equal(v.labels, o.GetLabels()) && maps.Equal(v.annotations, o.GetAnnotations()):
+		v.resourceVersion = rv
+		r.versions[k] = v
+	default:
+		v = steadyVersion{resourceVersion: rv, version: rv, uid: o.GetUID(), generation: o.GetGeneration(),
+			labels: o.GetLabels(), annotations: o.GetAnnotations()}
+		r.versions[k] = v
 	}
-	for i := range in.GatewayClasses {
-		add("GatewayClass", &in.GatewayClasses[i])
+	o.SetResourceVersion(v.version)
+}
+
+// gone forgets the versions of an object of kind no longer in the cluster.
+func (r *Reconciler) gone(kind string, key types.NamespacedName) {
+	delete(r.versions, objectKey{kind, key.Namespace, key.Name})
+}
+
+// ownResourceVersion is the resourceVersion the apiserver gave o, of kind,
+// of the kept input (where steady may have given it another).
+func (r *Reconciler) ownResourceVersion(kind string, o client.Object) string {
+	if v, ok := r.versions[objectKey{kind, o.GetNamespace(), o.GetName()}]; ok {
+		return v.resourceVersion
 	}
-	for i := range in.Gateways {
-		add("Gateway", &in.Gateways[i])
+	return o.GetResourceVersion()
+}
+
+// ownVersion returns o, of kind, of the kept input as the apiserver has it,
+// for a write: o itself, or a copy with its own resourceVersion.
+func (r *Reconciler) ownVersion(kind string, o client.Object) client.Object {
+	rv := r.ownResourceVersion(kind, o)
+	if rv == o.GetResourceVersion() {
+		return o
 	}
-	for i := range in.HTTPRoutes {
-		add("HTTPRoute", &in.HTTPRoutes[i])
-	}
-	for i := range in.GRPCRoutes {
-		add("GRPCRoute", &in.GRPCRoutes[i])
-	}
-	for i := range in.TLSRoutes {
-		add("TLSRoute", &in.TLSRoutes[i])
-	}
-	if n := len(in.GatewayClasses) + len(in.Gateways) + len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TLSRoutes); len(r.versions) > n {
-		live := liveObjects(in)
-		maps.DeleteFunc(r.versions, func(k objectKey, _ steadyVersion) bool { return !live[k] })
-	}
-	return func() {
-		for i, o := range objs {
-			o.SetResourceVersion(own[i])
-		}
-	}
+	c := o.DeepCopyObject().(client.Object)
+	c.SetResourceVersion(rv)
+	return c
 }
 
 // liveObjects names the GatewayClasses, Gateways and routes of in.

@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -81,10 +83,11 @@ func (s routeSeen) unchanged(rv string, st *translate.RouteStatus, domains strin
 // status differs from it, and the annotations and finalizers that go with
 // it. Routes, which can be many, are compared only when their status may
 // have changed: the route changed since its status was last found right or
-// written, or what the translator says of it did. It makes at most
-// r.statusBatch writes; more is true when it left some for the next
-// reconcile.
-func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *translate.Output) (more bool, err error) {
+// written, or what the translator says of it did. only, when not nil,
+// names the routes to compare (statusRoutes); nil compares every route of
+// in. It makes at most r.statusBatch writes; more is true when it left
+// some for the next reconcile.
+func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *translate.Output, only map[objectKey]bool) (more bool, err error) {
 	now := metav1.Now()
 	var writes []write
 
@@ -101,7 +104,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		}
 		gc := &in.GatewayClasses[i]
 		used := classUsed[gc.Name]
-		writes = append(writes, write{obj: gc, steps: []change{{status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{obj: r.ownVersion("GatewayClass", gc), steps: []change{{status: true, apply: func(o client.Object) bool {
 			c := o.(*gatewayv1.GatewayClass)
 			want := gatewayv1.GatewayClassStatus{
 				Conditions:        conditions(st.Conditions, c.Status.Conditions, c.Generation, now),
@@ -127,7 +130,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		if i < 0 {
 			continue
 		}
-		writes = append(writes, write{obj: &in.Gateways[i], steps: []change{{status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{obj: r.ownVersion("Gateway", &in.Gateways[i]), steps: []change{{status: true, apply: func(o client.Object) bool {
 			gw := o.(*gatewayv1.Gateway)
 			want := gatewayv1.GatewayStatus{
 				Addresses:  st.Addresses,
@@ -158,6 +161,9 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 	if r.routes == nil {
 		r.routes = map[objectKey]routeSeen{}
 	}
+	if r.statusPending == nil {
+		r.statusPending = map[objectKey]bool{}
+	}
 	var (
 		seenMu  sync.Mutex
 		present int // routes of the input that r.routes holds
@@ -172,14 +178,15 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		seen, ok := r.routes[k]
 		if ok {
 			present++
-			if seen.unchanged(route.GetResourceVersion(), st, domains) {
+			if seen.unchanged(r.ownResourceVersion(kind, route), st, domains) {
 				return
 			}
 		}
 		if st == nil && !hasOurParents(status(route).Parents) && route.GetAnnotations()[AssignedDomainNameAnnotation] == "" {
 			return // never ours
 		}
-		writes = append(writes, write{obj: route, steps: []change{{status: true, apply: func(o client.Object) bool {
+		r.statusPending[k] = true
+		writes = append(writes, write{obj: r.ownVersion(kind, route), steps: []change{{status: true, apply: func(o client.Object) bool {
 			have := status(o)
 			return setIfDifferent(have, routeStatus(st, *have, o.GetGeneration(), now))
 		}}, {apply: func(o client.Object) bool {
@@ -191,21 +198,48 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 			}
 			seenMu.Lock()
 			r.routes[k] = seen
+			delete(r.statusPending, k)
 			seenMu.Unlock()
 		}})
 	}
-	for i := range in.HTTPRoutes {
-		addRoute("HTTPRoute", &in.HTTPRoutes[i], func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.HTTPRoute).Status.RouteStatus })
-	}
-	for i := range in.GRPCRoutes {
-		addRoute("GRPCRoute", &in.GRPCRoutes[i], func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.GRPCRoute).Status.RouteStatus })
-	}
-	for i := range in.TLSRoutes {
-		addRoute("TLSRoute", &in.TLSRoutes[i], func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.TLSRoute).Status.RouteStatus })
-	}
-	if len(r.routes) > present {
-		live := liveObjects(in)
-		maps.DeleteFunc(r.routes, func(k objectKey, _ routeSeen) bool { return !live[k] })
+	httpStatus := func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.HTTPRoute).Status.RouteStatus }
+	grpcStatus := func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.GRPCRoute).Status.RouteStatus }
+	tlsStatus := func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.TLSRoute).Status.RouteStatus }
+	if only != nil {
+		// The routes named, found in in by the kept input's index.
+		for _, k := range slices.SortedFunc(maps.Keys(only), compareKeys) { // writes in one order every time
+			kk := r.kept.kinds[k.kind]
+			i, ok := 0, false
+			if kk != nil {
+				i, ok = kk.index[types.NamespacedName{Namespace: k.namespace, Name: k.name}]
+			}
+			switch {
+			case !ok:
+				delete(r.routes, k) // gone
+				delete(r.statusPending, k)
+			case k.kind == "HTTPRoute":
+				addRoute(k.kind, &in.HTTPRoutes[i], httpStatus)
+			case k.kind == "GRPCRoute":
+				addRoute(k.kind, &in.GRPCRoutes[i], grpcStatus)
+			case k.kind == "TLSRoute":
+				addRoute(k.kind, &in.TLSRoutes[i], tlsStatus)
+			}
+		}
+	} else {
+		for i := range in.HTTPRoutes {
+			addRoute("HTTPRoute", &in.HTTPRoutes[i], httpStatus)
+		}
+		for i := range in.GRPCRoutes {
+			addRoute("GRPCRoute", &in.GRPCRoutes[i], grpcStatus)
+		}
+		for i := range in.TLSRoutes {
+			addRoute("TLSRoute", &in.TLSRoutes[i], tlsStatus)
+		}
+		if len(r.routes) > present || len(r.statusPending) > 0 {
+			live := liveObjects(in)
+			maps.DeleteFunc(r.routes, func(k objectKey, _ routeSeen) bool { return !live[k] })
+			maps.DeleteFunc(r.statusPending, func(k objectKey, _ bool) bool { return !live[k] })
+		}
 	}
 	checked := len(writes) - others
 	for _, st := range out.Status.Policies {
@@ -223,6 +257,36 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 	r.mu.Unlock()
 	_, more, err = r.runWrites(ctx, writes, r.statusBatch)
 	return more, err
+}
+
+// statusRoutes names the routes whose status this reconcile compares (see
+// writeStatus): nil, every route, after the kept input was listed whole,
+// after a translation of everything, or after a failure; otherwise the
+// routes the events named (changed), those the translator translated
+// again, and those whose status is still to be written.
+func (r *Reconciler) statusRoutes(changed map[objectKey]bool, out *translate.Output, relisted bool) map[objectKey]bool {
+	if relisted || r.statusAll || out.Changed == nil {
+		r.statusAll = false
+		return nil
+	}
+	only := maps.Clone(r.statusPending)
+	if only == nil {
+		only = map[objectKey]bool{}
+	}
+	for k := range changed {
+		switch k.kind {
+		case "HTTPRoute", "GRPCRoute", "TLSRoute":
+			only[k] = true
+		}
+	}
+	for _, s := range out.Retranslated {
+		only[objectKey{s.Kind, s.Namespace, s.Name}] = true
+	}
+	return only
+}
+
+func compareKeys(a, b objectKey) int {
+	return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.namespace, b.namespace), cmp.Compare(a.name, b.name))
 }
 
 // policyStatus is an AuthPolicy's status as st says, keeping each

@@ -6,14 +6,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
-
-	"trellis.dev/trellis/internal/translate"
 )
 
 // TestSteadyVersions checks the version the translator sees of a route: it
 // stays while only the route's status (its resourceVersion) changes, and
 // changes with its spec (generation), labels, annotations or identity
-// (UID); the route's own version is back after restore.
+// (UID); ownVersion gives the route's own version back, for writes.
 func TestSteadyVersions(t *testing.T) {
 	r := &Reconciler{}
 	meta := metav1.ObjectMeta{Namespace: "ns", Name: "r", UID: "a", ResourceVersion: "1", Generation: 1}
@@ -35,17 +33,16 @@ func TestSteadyVersions(t *testing.T) {
 	}
 	for _, s := range steps {
 		s.change(&meta)
-		in := &translate.Input{HTTPRoutes: []gatewayv1.HTTPRoute{{ObjectMeta: meta}}}
-		restore := r.steadyVersions(in)
-		if got := in.HTTPRoutes[0].ResourceVersion; got != s.want {
+		route := &gatewayv1.HTTPRoute{ObjectMeta: meta}
+		r.steady("HTTPRoute", route)
+		if got := route.ResourceVersion; got != s.want {
 			t.Errorf("%s: the translator sees version %q; want %q", s.name, got, s.want)
 		}
-		restore()
-		if got := in.HTTPRoutes[0].ResourceVersion; got != meta.ResourceVersion {
-			t.Errorf("%s: restored version %q; want the route's own %q", s.name, got, meta.ResourceVersion)
+		if got := r.ownVersion("HTTPRoute", route).GetResourceVersion(); got != meta.ResourceVersion {
+			t.Errorf("%s: own version %q; want the route's own %q", s.name, got, meta.ResourceVersion)
 		}
 	}
-	r.steadyVersions(&translate.Input{})()
+	r.gone("HTTPRoute", types.NamespacedName{Namespace: "ns", Name: "r"})
 	if len(r.versions) != 0 {
 		t.Errorf("%d versions kept of routes gone", len(r.versions))
 	}
