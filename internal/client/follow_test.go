@@ -37,17 +37,24 @@ func targetGroup(name string, port int32) *model.TargetGroup {
 	}
 }
 
-// Follow delivers a snapshot, then every change, and after the stream breaks
-// it resumes from its revision without losing one.
-func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
+// eastOfNewServer serves a control plane on an empty store for the test,
+// and returns cluster east's client of it and a context ended with the
+// test.
+func eastOfNewServer(t *testing.T) (*client.Client, context.Context) {
+	t.Helper()
 	srv := httptest.NewServer(serve(teststore.Bolt(t)))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	east, err := client.New(srv.URL, tokenA, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	return east, t.Context()
+}
+
+// Follow delivers a snapshot, then every change, and after the stream breaks
+// it resumes from its revision without losing one.
+func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
+	east, ctx := eastOfNewServer(t)
 	if err := east.Put(ctx, &model.ServiceNetwork{Meta: model.Meta{Name: "hotel"}, Mode: model.ModeServiceNetwork, Domain: "hotel.trellis.internal"}); err != nil {
 		t.Fatal(err)
 	}
@@ -259,14 +266,7 @@ func TestClientFailsOverBetweenServers(t *testing.T) {
 // makes must be the one a new follower gets whole, in a snapshot message
 // (decoded one object after another), after puts and after deletions.
 func TestFollowLargeRevisionsMatchSnapshots(t *testing.T) {
-	srv := httptest.NewServer(serve(teststore.Bolt(t)))
-	defer srv.Close()
-	east, err := client.New(srv.URL, tokenA, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	east, ctx := eastOfNewServer(t)
 	snaps := make(chan *model.Snapshot, 100)
 	go east.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second}, func(s *model.Snapshot) { snaps <- s })
 	testsync.Receive(t, snaps, 5*time.Second, "first snapshot")

@@ -298,17 +298,7 @@ func writeDelivery(w *bufio.Writer, r *http.Request, x *exchange) error {
 func writeForwarded(w *bufio.Writer, r *http.Request, x *exchange) {
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 	writeEditedFields(w, r.Header, forwardedForMode(x), ip)
-	proto := "http"
-	if r.TLS != nil {
-		proto = "https"
-	}
-	identity := x.identity
-	if identity == "" {
-		identity = anonymousIdentity
-	}
-	wf := (*wireFields)(w)
-	addConnFields(wf, proto, strconv.Itoa(int(x.port)), identity)
-	addRequestFields(wf, r.Host, x.id, x.ruleInfo(nil))
+	addProxyFields((*wireFields)(w), r, x)
 }
 
 // readDeliveryResponse reads the target's final response head into resp;

@@ -337,15 +337,22 @@ func setForwardedHeaders(in *http.Request, out http.Header, x *exchange) {
 	if x == nil {
 		return
 	}
+	addProxyFields(&headerFields{h: out}, in, x)
+}
+
+// addProxyFields adds the fields the proxy itself tells the target of a
+// request that came as an http.Request (the net/http path, the mirror,
+// HTTP/2 clients): the connection's and the request's, for the exchange
+// x records.
+func addProxyFields(s fieldSink, r *http.Request, x *exchange) {
 	proto := "http"
-	if in.TLS != nil {
+	if r.TLS != nil {
 		proto = "https"
 	}
 	identity := x.identity
 	if identity == "" {
 		identity = anonymousIdentity
 	}
-	hf := &headerFields{h: out}
-	addConnFields(hf, proto, strconv.Itoa(int(x.port)), identity)
-	addRequestFields(hf, in.Host, x.id, x.ruleInfo(nil))
+	addConnFields(s, proto, strconv.Itoa(int(x.port)), identity)
+	addRequestFields(s, r.Host, x.id, x.ruleInfo(nil))
 }

@@ -167,16 +167,22 @@ func (c *Checker) probeH1(ch *check) error {
 		} else {
 			c.drop(ch, kc)
 		}
-		switch {
-		case c.ctx.Err() != nil:
-			return c.ctx.Err()
-		case err != nil:
-			return err
-		case !sp.healthyCode(code):
-			return &statusError{code: code}
-		}
-		return nil
+		return c.outcome(sp, code, err)
 	}
+}
+
+// outcome is a check's result from what its exchange gave: the
+// checker's end, the exchange's error, or a status outside the matcher.
+func (c *Checker) outcome(sp *spec, code int, err error) error {
+	switch {
+	case c.ctx.Err() != nil:
+		return c.ctx.Err()
+	case err != nil:
+		return err
+	case !sp.healthyCode(code):
+		return &statusError{code: code}
+	}
+	return nil
 }
 
 // dial opens a connection for ch's checks and makes it ch's: TCP, and

@@ -183,15 +183,7 @@ func (c *Checker) probeH2(ch *check) error {
 		} else {
 			c.drop(ch, kc)
 		}
-		switch {
-		case c.ctx.Err() != nil:
-			return c.ctx.Err()
-		case err != nil:
-			return err
-		case !sp.healthyCode(code):
-			return &statusError{code: code}
-		}
-		return nil
+		return c.outcome(sp, code, err)
 	}
 }
 
