@@ -18,6 +18,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,9 +48,11 @@ func New(t testing.TB) *NS {
 	if os.Geteuid() != 0 {
 		t.Fatal("netns: these tests create network namespaces and must run as root")
 	}
+	sweepOnce.Do(sweepStale)
 	b := make([]byte, 4)
 	rand.Read(b)
-	ns := &NS{Name: "trellis-test-" + hex.EncodeToString(b), jobs: make(chan func()), closed: make(chan struct{})}
+	name := fmt.Sprintf("%s%d-%s", namePrefix, os.Getpid(), hex.EncodeToString(b))
+	ns := &NS{Name: name, jobs: make(chan func()), closed: make(chan struct{})}
 	run(t, "ip", "netns", "add", ns.Name)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns.Name).Run() })
 	run(t, "ip", "-n", ns.Name, "link", "set", "lo", "up")
@@ -60,6 +65,43 @@ func New(t testing.TB) *NS {
 	}
 	t.Cleanup(func() { close(ns.closed) })
 	return ns
+}
+
+// namePrefix begins every namespace's name, followed by the PID of the
+// test binary that made it.
+const namePrefix = "trellis-test-"
+
+var sweepOnce sync.Once
+
+// sweepStale removes the namespaces of test binaries that are gone: a
+// binary killed by -timeout or a signal runs no cleanup, and its
+// namespaces would stay until the machine restarts. Names without a PID
+// (made before it was part of the name) are left alone.
+func sweepStale() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		pid, ok := stalePID(e.Name())
+		if !ok || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
+			exec.Command("ip", "netns", "del", e.Name()).Run()
+		}
+	}
+}
+
+// stalePID returns the PID in a namespace name this package made.
+func stalePID(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, namePrefix)
+	if !ok {
+		return 0, false
+	}
+	p, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(p)
+	return pid, err == nil && pid > 0
 }
 
 func run(t testing.TB, name string, args ...string) {

@@ -163,3 +163,27 @@ func alive(pid int, comm string) bool {
 	}
 	return s[lp+1:rp] == comm && s[rp+2] != 'Z'
 }
+
+// A namespace left by a test binary that is gone (killed by -timeout, say)
+// is removed by the next binary's first New; one whose binary still runs,
+// and one without a PID in its name, stay.
+func TestStaleNamespacesSwept(t *testing.T) {
+	done := exec.Command("true")
+	if err := done.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale := fmt.Sprintf("%s%d-%s", namePrefix, done.Process.Pid, "0badc0de")
+	alive := fmt.Sprintf("%s%d-%s", namePrefix, os.Getppid(), "0badc0de")
+	other := namePrefix + "0badc0de"
+	for _, n := range []string{stale, alive, other} {
+		run(t, "ip", "netns", "add", n)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", n).Run() })
+	}
+	sweepStale()
+	for n, want := range map[string]bool{stale: false, alive: true, other: true} {
+		_, err := os.Stat("/run/netns/" + n)
+		if got := err == nil; got != want {
+			t.Errorf("%s: present %v after the sweep, want %v", n, got, want)
+		}
+	}
+}
