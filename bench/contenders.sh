@@ -61,10 +61,12 @@ bench_cleanup() {
 
 declare -A procs # contender → the processes whose CPU time is its
 
-# bench_route NAME PARENTREF prints the HTTPRoute of the benchmarked
-# table: /api with x-env: prod on bench.example.com, split evenly between
-# the two backends.
+# bench_route NAME PARENTREF [BACKENDREFS] prints the HTTPRoute of the
+# benchmarked table: /api with x-env: prod on bench.example.com, split
+# evenly between the two backends unless BACKENDREFS says otherwise.
 bench_route() {
+  local refs=${3-}
+  [[ -n $refs ]] || refs='[{name: b1, port: 80, weight: 50}, {name: b2, port: 80, weight: 50}]'
   cat <<CONF
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -76,9 +78,21 @@ spec:
   - matches:
     - path: {type: PathPrefix, value: /api}
       headers: [{name: x-env, value: prod}]
-    backendRefs:
-    - {name: b1, port: 80, weight: 50}
-    - {name: b2, port: 80, weight: 50}
+    backendRefs: $refs
+CONF
+}
+
+# bench_tls_secret DIR prints the Secret bench-cert of DIR's cert.pem and
+# key.pem.
+bench_tls_secret() {
+  cat <<CONF
+apiVersion: v1
+kind: Secret
+metadata: {name: bench-cert}
+type: kubernetes.io/tls
+data:
+  tls.crt: $(base64 -w0 "$1/cert.pem")
+  tls.key: $(base64 -w0 "$1/key.pem")
 CONF
 }
 

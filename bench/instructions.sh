@@ -60,17 +60,7 @@ mkdir -p "$work/trellis"
 cat >"$work/trellis/bench.yaml" <<CONF
 $(bench_gateway bench $P)
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: bench}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: [bench.example.com]
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /api}
-      headers: [{name: x-env, value: prod}]
-    backendRefs: [{name: b1, port: 80}]
+$(bench_route bench '{name: bench}' '[{name: b1, port: 80}]')
 ---
 $(bench_backend b1 $B)
 CONF
@@ -86,25 +76,9 @@ spec:
   gatewayClassName: trellis-edge
   listeners: [{name: https, protocol: HTTPS, port: $PT, tls: {certificateRefs: [{name: bench-cert}]}}]
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: bench-tls}
-spec:
-  parentRefs: [{name: edge}]
-  hostnames: [bench.example.com]
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /api}
-      headers: [{name: x-env, value: prod}]
-    backendRefs: [{name: b1, port: 80}]
+$(bench_route bench-tls '{name: edge}' '[{name: b1, port: 80}]')
 ---
-apiVersion: v1
-kind: Secret
-metadata: {name: bench-cert}
-type: kubernetes.io/tls
-data:
-  tls.crt: $(base64 -w0 "$work/cert.pem")
-  tls.key: $(base64 -w0 "$work/key.pem")
+$(bench_tls_secret "$work")
 CONF
 fi
 bin=${TRELLIS_BIN:-$work/trellis-bin}

@@ -101,13 +101,7 @@ spec:
   - {name: https, protocol: HTTPS, port: $P_TRELLIS_TLS, tls: {certificateRefs: [{name: bench-cert}]}}
   - {name: grpc, protocol: HTTP, port: $P_TRELLIS_GRPC}
 ---
-apiVersion: v1
-kind: Secret
-metadata: {name: bench-cert}
-type: kubernetes.io/tls
-data:
-  tls.crt: $(base64 -w0 "$certs/cert.pem")
-  tls.key: $(base64 -w0 "$certs/key.pem")
+$(bench_tls_secret "$certs")
 ---
 $(bench_route bench-tls '{name: edge, sectionName: https}')
 ---
