@@ -208,11 +208,7 @@ func (h *Handler) updateAccessLog(ctx context.Context, c *call) (int, any, error
 	if err != nil {
 		return 0, nil, err
 	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := accessLogs.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	out, err := accessLogs.change(ctx, h, c, func(a *account, s *accessLogSub) (any, error) {
 		if err := checkDestination(a, s.ResourceID, s.ID, kind); err != nil {
 			return nil, err
 		}
@@ -225,11 +221,7 @@ func (h *Handler) updateAccessLog(ctx context.Context, c *call) (int, any, error
 }
 
 func (h *Handler) deleteAccessLog(ctx context.Context, c *call) (int, any, error) {
-	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := accessLogs.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	_, err := accessLogs.change(ctx, h, c, func(a *account, s *accessLogSub) (any, error) {
 		delete(a.AccessLogs, s.ID)
 		return nil, nil
 	})

@@ -129,6 +129,19 @@ func (h *Handler) deleteAssociation(ctx context.Context, c *call) (int, any, err
 	return associations.remove(ctx, h, c, nil)
 }
 
+// changeGuarded runs fn on the auth settings of the caller's service
+// network or service that the path's value key names, in one transaction
+// of the caller's account, as kind.change does for records.
+func (h *Handler) changeGuarded(ctx context.Context, c *call, key string, fn func(g *guarded) (any, error)) (any, error) {
+	return h.mutate(ctx, c, func(a *account) (any, error) {
+		g, err := h.ownGuarded(ctx, c, a, c.r.PathValue(key))
+		if err != nil {
+			return nil, err
+		}
+		return fn(g)
+	})
+}
+
 // ownGuarded returns the auth type and policies of the caller's service
 // network or service whose ID or ARN is id, or the error for one it does
 // not have.
@@ -174,11 +187,7 @@ func (h *Handler) putAuthPolicy(ctx context.Context, c *call) (int, any, error) 
 		}
 		return 0, nil, invalidf("policy", "%v", err)
 	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		g, err := h.ownGuarded(ctx, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	out, err := h.changeGuarded(ctx, c, "id", func(g *guarded) (any, error) {
 		now := time.Now().UTC()
 		if g.Policy == nil {
 			g.Policy = &policy{CreatedAt: now}
@@ -222,11 +231,7 @@ func (h *Handler) findGuarded(ctx context.Context, id string) (*guarded, error) 
 }
 
 func (h *Handler) deleteAuthPolicy(ctx context.Context, c *call) (int, any, error) {
-	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		g, err := h.ownGuarded(ctx, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	_, err := h.changeGuarded(ctx, c, "id", func(g *guarded) (any, error) {
 		g.Policy = nil
 		return nil, nil
 	})

@@ -54,11 +54,7 @@ func (h *Handler) batchUpdateRule(ctx context.Context, c *call) (int, any, error
 			return 0, nil, invalidf(fmt.Sprintf("rules[%d].ruleIdentifier", i), "required")
 		}
 	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, l, err := h.ownListener(ctx, c, a)
-		if err != nil {
-			return nil, err
-		}
+	out, err := h.changeListener(ctx, c, func(a *account, s *service, l *listener) (any, error) {
 		failed := map[int]failure{}
 		fail := func(i int, err error) { failed[i] = failureOf(req.Rules[i].RuleIdentifier, err) }
 		seen := map[string]int{}

@@ -135,6 +135,19 @@ func (h *Handler) listListeners(ctx context.Context, c *call) (int, any, error) 
 	return pageOf(c, items)
 }
 
+// changeListener runs fn on the caller's listener with the path's IDs
+// and its service in one transaction of the caller's account, as
+// kind.change does for records.
+func (h *Handler) changeListener(ctx context.Context, c *call, fn func(a *account, s *service, l *listener) (any, error)) (any, error) {
+	return h.mutate(ctx, c, func(a *account) (any, error) {
+		s, l, err := h.ownListener(ctx, c, a)
+		if err != nil {
+			return nil, err
+		}
+		return fn(a, s, l)
+	})
+}
+
 // ownListener returns the caller's listener of its service.
 func (h *Handler) ownListener(ctx context.Context, c *call, a *account) (*service, *listener, error) {
 	s, err := services.own(ctx, h, c, a, c.r.PathValue("svc"))
@@ -152,11 +165,7 @@ func (h *Handler) ownListener(ctx context.Context, c *call, a *account) (*servic
 }
 
 func (h *Handler) deleteListener(ctx context.Context, c *call) (int, any, error) {
-	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, l, err := h.ownListener(ctx, c, a)
-		if err != nil {
-			return nil, err
-		}
+	_, err := h.changeListener(ctx, c, func(a *account, s *service, l *listener) (any, error) {
 		delete(s.Listeners, l.ID)
 		return nil, nil
 	})
@@ -230,11 +239,7 @@ func (h *Handler) createRule(ctx context.Context, c *call) (int, any, error) {
 	if err := checkTags(req.Tags); err != nil {
 		return 0, nil, err
 	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, l, err := h.ownListener(ctx, c, a)
-		if err != nil {
-			return nil, err
-		}
+	out, err := h.changeListener(ctx, c, func(a *account, s *service, l *listener) (any, error) {
 		id, err := create(a, c, ruleTokenScope, req.ClientToken, func() (string, error) {
 			r := req
 			match, act := *req.Match, *req.Action
@@ -310,11 +315,7 @@ func (h *Handler) updateRule(ctx context.Context, c *call) (int, any, error) {
 	if req.Name != "" || req.Tags != nil || req.ClientToken != "" {
 		return 0, nil, invalidf("name", "UpdateRule takes match, priority and action only")
 	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, l, err := h.ownListener(ctx, c, a)
-		if err != nil {
-			return nil, err
-		}
+	out, err := h.changeListener(ctx, c, func(a *account, s *service, l *listener) (any, error) {
 		id := identifier(c.r.PathValue("id"))
 		r := l.Rules[id]
 		if r == nil {
@@ -343,11 +344,7 @@ func (h *Handler) updateRule(ctx context.Context, c *call) (int, any, error) {
 }
 
 func (h *Handler) deleteRule(ctx context.Context, c *call) (int, any, error) {
-	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		_, l, err := h.ownListener(ctx, c, a)
-		if err != nil {
-			return nil, err
-		}
+	_, err := h.changeListener(ctx, c, func(a *account, _ *service, l *listener) (any, error) {
 		id := identifier(c.r.PathValue("id"))
 		if l.Rules[id] == nil {
 			return nil, notFound(resourceRule, id)
@@ -368,11 +365,7 @@ func (h *Handler) updateListener(ctx context.Context, c *call) (int, any, error)
 	if req.DefaultAction == nil {
 		return 0, nil, invalidf("defaultAction", "required")
 	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, l, err := h.ownListener(ctx, c, a)
-		if err != nil {
-			return nil, err
-		}
+	out, err := h.changeListener(ctx, c, func(a *account, s *service, l *listener) (any, error) {
 		act := *req.DefaultAction
 		if err := checkAction(a, s, l.Protocol, "defaultAction", &act); err != nil {
 			return nil, err

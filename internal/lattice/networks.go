@@ -216,11 +216,7 @@ func (h *Handler) updateServiceNetwork(ctx context.Context, c *call) (int, any, 
 }
 
 func (h *Handler) deleteServiceNetwork(ctx context.Context, c *call) (int, any, error) {
-	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		n, err := networks.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	_, err := networks.change(ctx, h, c, func(a *account, n *network) (any, error) {
 		id := n.ID
 		for _, as := range slices.Sorted(maps.Keys(a.Associations)) {
 			if a.Associations[as].NetworkID == id {

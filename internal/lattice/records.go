@@ -139,11 +139,7 @@ func setAuthType[T guardedRecord](ctx context.Context, h *Handler, c *call, k ki
 	if err := checkAuthType("authType", &authType); err != nil {
 		return 0, nil, err
 	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		r, err := k.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	out, err := k.change(ctx, h, c, func(a *account, r T) (any, error) {
 		m := r.core()
 		r.guard().AuthType, m.UpdatedAt = authType, time.Now().UTC()
 		return map[string]any{"id": m.ID, "name": m.Name, "arn": m.ARN, "authType": authType}, nil
@@ -176,6 +172,19 @@ func (k kind[T]) own(ctx context.Context, h *Handler, c *call, a *account, id st
 	}
 	var zero T
 	return zero, h.elsewhere(ctx, c.owner, k.typ, id, func(o *account) bool { _, ok := (*k.of(o))[id]; return ok })
+}
+
+// change runs fn on the caller's record with the path's ID in one
+// transaction of the caller's account (Handler.mutate), answering what fn
+// returns; the error for a record the caller does not have.
+func (k kind[T]) change(ctx context.Context, h *Handler, c *call, fn func(a *account, r T) (any, error)) (any, error) {
+	return h.mutate(ctx, c, func(a *account) (any, error) {
+		r, err := k.own(ctx, h, c, a, c.r.PathValue("id"))
+		if err != nil {
+			return nil, err
+		}
+		return fn(a, r)
+	})
 }
 
 // checkNew is the error for a new record named name: a conflict when the
@@ -213,11 +222,7 @@ func (k kind[T]) get(ctx context.Context, h *Handler, c *call, view func(a *acco
 // remove answers a Delete operation: the caller's record with the path's
 // ID goes, unless check (when not nil) refuses it.
 func (k kind[T]) remove(ctx context.Context, h *Handler, c *call, check func(a *account, r T) error) (int, any, error) {
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		r, err := k.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	out, err := k.change(ctx, h, c, func(a *account, r T) (any, error) {
 		if check != nil {
 			if err := check(a, r); err != nil {
 				return nil, err

@@ -79,11 +79,7 @@ func (h *Handler) putResourcePolicy(ctx context.Context, c *call) (int, any, err
 	if err := checkResourcePolicy(req.Policy); err != nil {
 		return 0, nil, err
 	}
-	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		g, err := h.ownGuarded(ctx, c, a, c.r.PathValue("arn"))
-		if err != nil {
-			return nil, err
-		}
+	_, err := h.changeGuarded(ctx, c, "arn", func(g *guarded) (any, error) {
 		g.ResourcePolicy = req.Policy
 		return nil, nil
 	})
@@ -103,11 +99,7 @@ func (h *Handler) getResourcePolicy(ctx context.Context, c *call) (int, any, err
 }
 
 func (h *Handler) deleteResourcePolicy(ctx context.Context, c *call) (int, any, error) {
-	_, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		g, err := h.ownGuarded(ctx, c, a, c.r.PathValue("arn"))
-		if err != nil {
-			return nil, err
-		}
+	_, err := h.changeGuarded(ctx, c, "arn", func(g *guarded) (any, error) {
 		g.ResourcePolicy = ""
 		return nil, nil
 	})

@@ -170,11 +170,7 @@ func (h *Handler) updateService(ctx context.Context, c *call) (int, any, error) 
 	if _, err := certificateName(*req.CertificateArn); err != nil {
 		return 0, nil, err
 	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := services.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	out, err := services.change(ctx, h, c, func(a *account, s *service) (any, error) {
 		s.CertificateARN = *req.CertificateArn
 		if req.AuthType != "" {
 			s.AuthType = req.AuthType
@@ -196,11 +192,7 @@ func (h *Handler) updateService(ctx context.Context, c *call) (int, any, error) 
 }
 
 func (h *Handler) deleteService(ctx context.Context, c *call) (int, any, error) {
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		s, err := services.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	out, err := services.change(ctx, h, c, func(a *account, s *service) (any, error) {
 		for _, as := range slices.Sorted(maps.Keys(a.Associations)) {
 			if a.Associations[as].ServiceID == s.ID {
 				return nil, conflict(resourceService, s.ID, "Service %s is associated with service network %s (%s)", s.ID, a.Associations[as].NetworkID, as)

@@ -199,11 +199,7 @@ func (h *Handler) changeTargets(ctx context.Context, c *call, change func(tg *ta
 	if err != nil {
 		return 0, nil, err
 	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	out, err := targetGroups.change(ctx, h, c, func(a *account, tg *targetGroup) (any, error) {
 		ok, failed := []Target{}, []*targetFailure{}
 		for _, t := range targets {
 			t, f := checkTarget(tg, t)
@@ -349,11 +345,7 @@ func (h *Handler) updateTargetGroup(ctx context.Context, c *call) (int, any, err
 	if req.HealthCheck == nil {
 		return 0, nil, invalidf("healthCheck", "required")
 	}
-	out, err := h.mutate(ctx, c, func(a *account) (any, error) {
-		tg, err := targetGroups.own(ctx, h, c, a, c.r.PathValue("id"))
-		if err != nil {
-			return nil, err
-		}
+	out, err := targetGroups.change(ctx, h, c, func(a *account, tg *targetGroup) (any, error) {
 		cfg := tg.Config
 		cfg.HealthCheck = req.HealthCheck
 		if err := checkConfig(tg.Type, &cfg); err != nil {

@@ -68,7 +68,7 @@ func SamePodNetwork(a, b *Cluster) bool {
 // RFC 1123 label. The field is "podNetwork".
 func ValidatePodNetwork(name string) FieldErrors {
 	var f fieldErrs
-	if name != "" && !validLabel(name) {
+	if name != "" && !ValidLabel(name) {
 		f.add("podNetwork", "%q is not a pod network name: an RFC 1123 label (at most 63 lower-case alphanumerics or '-', starting and ending alphanumeric), or empty for the cluster's own", name)
 	}
 	return f.list
@@ -106,7 +106,7 @@ func ValidateExportNamespaces(list []string) FieldErrors {
 		case ns == AllNamespaces && len(list) > 1:
 			f.add(field, "%q (all namespaces) must stand alone", AllNamespaces)
 		case ns == AllNamespaces:
-		case !validLabel(ns):
+		case !ValidLabel(ns):
 			f.add(field, "%q is not a valid namespace name", ns)
 		case slices.Index(list, ns) < i:
 			f.add(field, "duplicate namespace %q", ns)

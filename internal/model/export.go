@@ -102,9 +102,9 @@ func (e *ServiceExport) Validate() error {
 	var f fieldErrs
 	validateMeta(&f, &e.Meta)
 	switch {
-	case !validLabel(e.Namespace):
+	case !ValidLabel(e.Namespace):
 		f.add("namespace", "%q is not a valid namespace name", e.Namespace)
-	case !validLabel(e.Service):
+	case !ValidLabel(e.Service):
 		f.add("service", "%q is not a valid Service name", e.Service)
 	case e.Owner != "" && e.Name != ExportName(e.Owner, e.Namespace, e.Service):
 		f.add("name", "must be %q, the namespace, the Service and the owner", ExportName(e.Owner, e.Namespace, e.Service))
@@ -125,7 +125,7 @@ func (e *ServiceExport) Validate() error {
 		default:
 			f.add(pf+".protocol", "%q is not TCP, UDP or SCTP", p.Protocol)
 		}
-		if p.Name != "" && !validLabel(p.Name) {
+		if p.Name != "" && !ValidLabel(p.Name) {
 			f.add(pf+".name", "%q is not a valid port name", p.Name)
 		}
 		if key := p.Name + "/" + p.Protocol + "/" + fmt.Sprint(p.Port); seen[key] {
@@ -172,7 +172,7 @@ func validateHostnames(f *fieldErrs, e *ServiceExport) {
 	for i, h := range e.Hostnames {
 		hf := fmt.Sprintf("hostnames[%d]", i)
 		switch {
-		case !validLabel(h.Hostname):
+		case !ValidLabel(h.Hostname):
 			f.add(hf+".hostname", "%q is not an RFC 1123 label", h.Hostname)
 		case seen[h.Hostname]:
 			f.add(hf+".hostname", "%q is named twice", h.Hostname)
@@ -190,8 +190,10 @@ func validateHostnames(f *fieldErrs, e *ServiceExport) {
 	}
 }
 
-// validLabel is an RFC 1123 label, as namespace, Service and port names are.
-func validLabel(s string) bool {
+// ValidLabel reports whether s is an RFC 1123 label, as namespace, Service
+// and port names are: at most 63 lower-case alphanumerics or '-', starting
+// and ending alphanumeric.
+func ValidLabel(s string) bool {
 	if s == "" || len(s) > 63 {
 		return false
 	}

@@ -384,10 +384,10 @@ func validateRule(f *fieldErrs, p string, r *Rule) {
 
 // validateImport checks a backend's multi-cluster import reference.
 func validateImport(f *fieldErrs, p string, im *ImportRef) {
-	if !validLabel(im.Namespace) {
+	if !ValidLabel(im.Namespace) {
 		f.add(p+".namespace", "%q is not a valid namespace name", im.Namespace)
 	}
-	if !validLabel(im.Name) {
+	if !ValidLabel(im.Name) {
 		f.add(p+".name", "%q is not a valid Service name", im.Name)
 	}
 	if im.Port < 1 || im.Port > 65535 {
@@ -403,7 +403,7 @@ func validateImport(f *fieldErrs, p string, im *ImportRef) {
 	default:
 		f.add(p+".protocolVersion", "must be HTTP1, HTTP2 or GRPC, not %q", im.ProtocolVersion)
 	}
-	if im.Hostname != "" && !validLabel(im.Hostname) {
+	if im.Hostname != "" && !ValidLabel(im.Hostname) {
 		f.add(p+".hostname", "%q is not an RFC 1123 label", im.Hostname)
 	}
 	if len(im.ClusterWeights) == 0 {
@@ -587,13 +587,8 @@ func validHostname(s string, wildcard bool) bool {
 		return false
 	}
 	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+		if !ValidLabel(label) {
 			return false
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
 		}
 	}
 	return true

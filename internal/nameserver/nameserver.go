@@ -186,7 +186,7 @@ func (s *Server) update(snap *model.Snapshot) {
 	served, _ := mcs.Served(&snap.Objects)
 	exports := make([]*model.ServiceExport, 0, len(served))
 	for _, e := range served {
-		if dnsLabel(e.Service) && dnsLabel(e.Namespace) {
+		if model.ValidLabel(e.Service) && model.ValidLabel(e.Namespace) {
 			exports = append(exports, e) // the control plane admits only valid exports
 		}
 	}
@@ -221,7 +221,7 @@ func (s *Server) update(snap *model.Snapshot) {
 					t.srv[name] = append(t.srv[name], r)
 				}
 			}
-			if !dnsLabel(p.Name) {
+			if !model.ValidLabel(p.Name) {
 				continue // an unnamed port has no name of its own
 			}
 			proto := "_" + strings.ToLower(p.Protocol) + "." + name
@@ -339,7 +339,7 @@ func (t *table) addPods(group []*model.ServiceExport, namespace, service string,
 			_, n, _ = strings.Cut(n, ".")
 		}
 		for _, h := range e.Hostnames {
-			if !dnsLabel(h.Hostname) {
+			if !model.ValidLabel(h.Hostname) {
 				continue // the control plane admits only labels
 			}
 			name := dns.CanonicalName(mcs.PodHost(h.Hostname, e.Owner, namespace, service))
@@ -364,20 +364,6 @@ func hostAddresses(list []string) []netip.Addr {
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
 	return out
-}
-
-// dnsLabel reports whether s is an RFC 1123 label, as Kubernetes
-// namespace and Service names are, so that it is one label of a name.
-func dnsLabel(s string) bool {
-	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // Listen serves DNS on addr over UDP and TCP and returns the UDP address it

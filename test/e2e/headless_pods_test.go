@@ -13,9 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	testpki "trellis.dev/trellis/test/pki"
 	"trellis.dev/trellis/test/testsync"
@@ -100,24 +98,9 @@ func (c *mcsCheck) deployPods(t *testing.T, i int, addrs []string) {
 		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: map[string]string{"app": c.name()},
 			Ports: []corev1.ServicePort{{Name: "http", Port: 4242, Protocol: corev1.ProtocolTCP}}},
 	}
-	es := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: c.name() + "-1",
-			Labels: map[string]string{discoveryv1.LabelServiceName: c.name(), discoveryv1.LabelManagedBy: "e2e-test"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Protocol: ptr.To(corev1.ProtocolTCP), Port: ptr.To(int32(8080))}},
-	}
-	for n, a := range addrs {
-		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}, Hostname: ptr.To(fmt.Sprintf("web-%d", n)),
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
-		ln, err := cl.kube.NS.Listen("tcp", a+":8080")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body := fmt.Sprintf("cluster %s pod web-%d ip %s", cl.name, n, a)
-		s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, body) })}
-		go s.Serve(ln)
-		t.Cleanup(func() { s.Close() })
-	}
+	es := servePods(t, cl, svc, 8080, "web", addrs, func(n int, a string) string {
+		return fmt.Sprintf("cluster %s pod web-%d ip %s", cl.name, n, a)
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := cl.kc.Create(ctx, svc); err != nil {

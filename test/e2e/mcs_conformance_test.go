@@ -190,9 +190,8 @@ func (c *mcsCheck) helloService() *corev1.Service {
 
 // deploy creates svc in cluster i with one ready endpoint per address of
 // addrs (by default the check's backend address in i), each serving HTTP
-// on port 42 (what every port of svc targets), answering "pod ip <addr>".
-// The EndpointSlice is written as the endpointslice controller would (the
-// test clusters run none).
+// on port 42 (what every port of svc targets), answering "pod ip <addr>"
+// (servePods).
 func (c *mcsCheck) deploy(t *testing.T, i int, svc *corev1.Service, addrs ...string) {
 	t.Helper()
 	cl := c.e.clusters[i]
@@ -207,30 +206,40 @@ func (c *mcsCheck) deploy(t *testing.T, i int, svc *corev1.Service, addrs ...str
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return
 	}
+	es := servePods(t, cl, svc, 42, "hello", addrs, func(_ int, a string) string { return "pod ip " + a })
+	if err := cl.kc.Create(ctx, es); err != nil {
+		t.Fatalf("creating EndpointSlice in %s: %v", cl.name, err)
+	}
+}
+
+// servePods returns svc's EndpointSlice in cluster cl as the endpointslice
+// controller would write it (the test clusters run none): one ready
+// endpoint per address of addrs, named host-<n> as a StatefulSet's pods
+// are, on port for every port of svc. Each address serves HTTP on port in
+// the cluster's namespace until the test ends, answering body(n, address).
+func servePods(t *testing.T, cl *meshCluster, svc *corev1.Service, port int32, host string, addrs []string, body func(n int, addr string) string) *discoveryv1.EndpointSlice {
+	t.Helper()
 	es := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: svc.Name + "-1",
+		ObjectMeta: metav1.ObjectMeta{Namespace: svc.Namespace, Name: svc.Name + "-1",
 			Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: "e2e-test"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 	}
 	for _, sp := range svc.Spec.Ports {
-		es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr.To(sp.Name), Protocol: ptr.To(sp.Protocol), Port: ptr.To(int32(42))})
+		es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr.To(sp.Name), Protocol: ptr.To(sp.Protocol), Port: ptr.To(port)})
 	}
 	for n, a := range addrs {
-		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}, Hostname: ptr.To(fmt.Sprintf("hello-%d", n)),
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}, Hostname: ptr.To(fmt.Sprintf("%s-%d", host, n)),
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
-		ln, err := cl.kube.NS.Listen("tcp", a+":42")
+		ln, err := cl.kube.NS.Listen("tcp", fmt.Sprintf("%s:%d", a, port))
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "pod ip %s", a)
-		})}
+		answer := body(n, a)
+		s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, answer) })}
 		go s.Serve(ln)
 		t.Cleanup(func() { s.Close() })
 	}
-	if err := cl.kc.Create(ctx, es); err != nil {
-		t.Fatalf("creating EndpointSlice in %s: %v", cl.name, err)
-	}
+	return es
 }
 
 // deployExported deploys svc in cluster 0 (as deploy does, with addrs)
