@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2/hpack"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
@@ -96,7 +97,17 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 			tc.idle, tc.limit = idle, deadline
 		}
 	}
-	trailers := copyResponseFields(w.Header(), resp)
+	if !bodyless && (resp.Chunked || resp.ContentLength < 0) && !hasField(resp, "Content-Type") {
+		// A body that goes out as it comes gets no sniffed Content-Type,
+		// as the reverse proxy's head, flushed before its body, has none.
+		w.Header()["Content-Type"] = nil
+	}
+	var trailers []string
+	if fields := headFields(w, resp); fields != nil {
+		appendResponseFields(fields, resp)
+	} else {
+		trailers = copyResponseFields(w.Header(), resp)
+	}
 	w.WriteHeader(resp.Code)
 	var body io.Reader
 	switch {
@@ -118,7 +129,9 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 			cut(io.ErrUnexpectedEOF)
 		}
 	}
-	if resp.Chunked {
+	if resp.Chunked && !bodyless {
+		// A response without a body (to HEAD, 204, 304) has no trailer
+		// section either, whatever its framing fields say.
 		tr, err := readTrailers(tc.br)
 		if err != nil {
 			cut(err)
@@ -374,6 +387,77 @@ func copyResponseFields(h http.Header, resp *h1.Response) []string {
 		h["Trailer"] = []string{strings.Join(trailers, ", ")}
 	}
 	return trailers
+}
+
+// headFields returns the HTTP/2 server's head fields of the response w
+// writes (peer.ResponseFields) when resp's fields can go there as they
+// are: w is that server's writer, through this proxy's recorder and a
+// response editor with nothing to edit, and resp announces no trailers.
+// Otherwise (nil) they go through w's header map (copyResponseFields).
+func headFields(w http.ResponseWriter, resp *h1.Response) *[]hpack.HeaderField {
+	for {
+		switch rw := w.(type) {
+		case *responseEditor:
+			if rw.cors != nil || rw.token != "" || len(rw.edits) > 0 {
+				return nil
+			}
+			w = rw.ResponseWriter
+			continue
+		case *recorder:
+			w = rw.ResponseWriter
+			continue
+		}
+		break
+	}
+	if resp.Chunked && hasField(resp, "Trailer") {
+		return nil
+	}
+	return peer.ResponseFields(w)
+}
+
+// hasField reports whether resp has a field named name.
+func hasField(resp *h1.Response, name string) bool {
+	for _, f := range resp.Fields {
+		if equalFoldBytes(f.Name, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendResponseFields appends resp's fields to fields as HTTP/2 sends
+// them: the fields copyResponseFields would put in the header map (none
+// hop-by-hop or named by Connection, no Content-Length beside chunked
+// framing), names in lower case, in the order received. The names and
+// values are substrings of one string: one allocation for them all.
+func appendResponseFields(fields *[]hpack.HeaderField, resp *h1.Response) {
+	n := 0
+	for _, f := range resp.Fields {
+		n += len(f.Name) + len(f.Value)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	type span struct{ name, value int }
+	var kept [16]span
+	spans := kept[:0]
+	for _, f := range resp.Fields {
+		if hopByHop(f.Name) || namedInBytes(f.Name, resp.ConnectionTokens) || resp.Chunked && equalFoldBytes(f.Name, "Content-Length") {
+			continue
+		}
+		for _, c := range f.Name {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b.WriteByte(c)
+		}
+		b.Write(f.Value)
+		spans = append(spans, span{len(f.Name), len(f.Value)})
+	}
+	all := b.String()
+	for _, sp := range spans {
+		*fields = append(*fields, hpack.HeaderField{Name: all[:sp.name], Value: all[sp.name : sp.name+sp.value]})
+		all = all[sp.name+sp.value:]
+	}
 }
 
 // copyFlushing copies src to w, flushing after each write when flush is
