@@ -437,27 +437,83 @@ func appendResponseFields(fields *[]hpack.HeaderField, resp *h1.Response) {
 	}
 	var b strings.Builder
 	b.Grow(n)
-	type span struct{ name, value int }
+	// A kept field's name: a common one's constant, or the length of its
+	// lower-case copy in b, before its value.
+	type span struct {
+		common      string
+		name, value int
+	}
 	var kept [16]span
 	spans := kept[:0]
 	for _, f := range resp.Fields {
 		if hopByHop(f.Name) || namedInBytes(f.Name, resp.ConnectionTokens) || resp.Chunked && equalFoldBytes(f.Name, "Content-Length") {
 			continue
 		}
-		for _, c := range f.Name {
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
+		sp := span{common: commonResponseField(f.Name), value: len(f.Value)}
+		if sp.common == "" {
+			sp.name = len(f.Name)
+			for _, c := range f.Name {
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				b.WriteByte(c)
 			}
-			b.WriteByte(c)
 		}
 		b.Write(f.Value)
-		spans = append(spans, span{len(f.Name), len(f.Value)})
+		spans = append(spans, sp)
 	}
 	all := b.String()
 	for _, sp := range spans {
-		*fields = append(*fields, hpack.HeaderField{Name: all[:sp.name], Value: all[sp.name : sp.name+sp.value]})
+		name := sp.common
+		if name == "" {
+			name = all[:sp.name]
+		}
+		*fields = append(*fields, hpack.HeaderField{Name: name, Value: all[sp.name : sp.name+sp.value]})
 		all = all[sp.name+sp.value:]
 	}
+}
+
+// commonResponseField returns the lower-case name of a field most
+// responses have, when name is one (in any case), without a copy; ""
+// otherwise.
+func commonResponseField(name []byte) string {
+	var common string
+	switch len(name) {
+	case 4:
+		switch name[0] | 0x20 {
+		case 'd':
+			common = "date"
+		case 'e':
+			common = "etag"
+		case 'v':
+			common = "vary"
+		}
+	case 6:
+		common = "server"
+	case 8:
+		common = "location"
+	case 10:
+		common = "set-cookie"
+	case 12:
+		common = "content-type"
+	case 13:
+		switch name[0] | 0x20 {
+		case 'c':
+			common = "cache-control"
+		case 'l':
+			common = "last-modified"
+		case 'a':
+			common = "accept-ranges"
+		}
+	case 14:
+		common = "content-length"
+	case 16:
+		common = "content-encoding"
+	}
+	if common == "" || !equalFoldBytes(name, common) {
+		return ""
+	}
+	return common
 }
 
 // copyFlushing copies src to w, flushing after each write when flush is

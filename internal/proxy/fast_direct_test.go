@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/accesslog"
+	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -320,4 +322,51 @@ func TestHTTP2DirectResponseFields(t *testing.T) {
 	if want := append([]string{"content-type"}, order...); !slices.Equal(got, want) {
 		t.Errorf("/many: fields %v, want %v", got, want)
 	}
+}
+
+// The head fields a relayed response goes out with (appendResponseFields)
+// are the ones the header map would carry (copyResponseFields, then the
+// HTTP/2 server's lower-case names), value for value, for any response
+// head the parser takes, and the common names come out lower-case too.
+func FuzzAppendResponseFields(f *testing.F) {
+	for _, seed := range []string{
+		"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: x\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nSERVER: a\r\ndate: b\r\nEtag: \"1\"\r\nVARY: *\r\nSet-Cookie: a\r\nset-cookie: b\r\nX-Empty:\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nCache-Control: no\r\nLast-Modified: y\r\nAccept-Ranges: bytes\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: x-hop, Date\r\nX-Hop: 1\r\nDate: d\r\nKeep-Alive: 1\r\nLocation: /\r\nContent-Encoding: br\r\n\r\n",
+		"HTTP/1.0 204 No Content\r\nDatE: 1\r\nEtaG: 2\r\nDave: 3\r\nServes: 4\r\n\r\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, head string) {
+		var resp h1.Response
+		if h1.ParseResponse([]byte(head), &resp) != nil {
+			return
+		}
+		if resp.Chunked && hasField(&resp, "Trailer") {
+			return // the header map's (headFields)
+		}
+		want := map[string][]string{}
+		for k, vs := range copyHeader(&resp) {
+			want[strings.ToLower(k)] = vs
+		}
+		var fields []hpack.HeaderField
+		appendResponseFields(&fields, &resp)
+		got := map[string][]string{}
+		for _, hf := range fields {
+			if hf.Name != strings.ToLower(hf.Name) {
+				t.Fatalf("name %q not lower-case", hf.Name)
+			}
+			got[hf.Name] = append(got[hf.Name], hf.Value)
+		}
+		if a, b := sortedHeader(got), sortedHeader(want); a != b {
+			t.Fatalf("head %q:\nfields %s\nmap    %s", head, a, b)
+		}
+	})
+}
+
+func copyHeader(resp *h1.Response) http.Header {
+	h := http.Header{}
+	copyResponseFields(h, resp)
+	return h
 }
