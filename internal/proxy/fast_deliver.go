@@ -311,6 +311,13 @@ func writeDelivery(w *bufio.Writer, r *http.Request, x *exchange) error {
 func writeForwarded(w *bufio.Writer, r *http.Request, x *exchange) {
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 	writeEditedFields(w, r.Header, forwardedForMode(x), ip)
+	if s, ok := x.ctx.Value(streamStatsKey{}).(*streamStats); ok {
+		// addProxyFields, its connection's part made once per
+		// connection and snapshot.
+		w.WriteString(s.connFields(r, x))
+		addRequestFields((*wireFields)(w), r.Host, x.id, x.ruleInfo(nil))
+		return
+	}
 	addProxyFields((*wireFields)(w), r, x)
 }
 
