@@ -484,43 +484,45 @@ func appendResponseFields(fields *[]hpack.HeaderField, resp *h1.Response) {
 // responses have, when name is one (in any case), without a copy; ""
 // otherwise.
 func commonResponseField(name []byte) string {
-	var common string
+	var f [2]string // lower-case and canonical
 	switch len(name) {
 	case 4:
 		switch name[0] | 0x20 {
 		case 'd':
-			common = "date"
+			f = [2]string{"date", "Date"}
 		case 'e':
-			common = "etag"
+			f = [2]string{"etag", "Etag"}
 		case 'v':
-			common = "vary"
+			f = [2]string{"vary", "Vary"}
 		}
 	case 6:
-		common = "server"
+		f = [2]string{"server", "Server"}
 	case 8:
-		common = "location"
+		f = [2]string{"location", "Location"}
 	case 10:
-		common = "set-cookie"
+		f = [2]string{"set-cookie", "Set-Cookie"}
 	case 12:
-		common = "content-type"
+		f = [2]string{"content-type", "Content-Type"}
 	case 13:
 		switch name[0] | 0x20 {
 		case 'c':
-			common = "cache-control"
+			f = [2]string{"cache-control", "Cache-Control"}
 		case 'l':
-			common = "last-modified"
+			f = [2]string{"last-modified", "Last-Modified"}
 		case 'a':
-			common = "accept-ranges"
+			f = [2]string{"accept-ranges", "Accept-Ranges"}
 		}
 	case 14:
-		common = "content-length"
+		f = [2]string{"content-length", "Content-Length"}
 	case 16:
-		common = "content-encoding"
+		f = [2]string{"content-encoding", "Content-Encoding"}
 	}
-	if common == "" || !equalFoldBytes(name, common) {
+	// Most targets send the canonical form, some lower case: a compare
+	// of bytes before one that folds case.
+	if f[0] == "" || string(name) != f[1] && string(name) != f[0] && !equalFoldBytes(name, f[0]) {
 		return ""
 	}
-	return common
+	return f[0]
 }
 
 // copyFlushing copies src to w, flushing after each write when flush is
