@@ -1171,7 +1171,7 @@ func (c *serverConn) processHeaders(f *http2.MetaHeadersFrame) (*stream, error) 
 	}
 	if f.Truncated {
 		c.lockWrite()
-		c.writeHead(id, http.StatusRequestHeaderFieldsTooLarge, nil, nil, "", "", true)
+		c.writeHead(id, http.StatusRequestHeaderFieldsTooLarge, nil, nil, nil, "", "", true)
 		c.unlockWrite(true)
 		return nil, nil
 	}
@@ -1357,6 +1357,9 @@ type stream struct {
 	// vals holds the values of a request of up to 8 fields.
 	vals [8]string
 	w    responseWriter
+	// fieldArr holds the response's head fields (ResponseFields) when
+	// there are up to 8.
+	fieldArr [8]hpack.HeaderField
 
 	ctxCancel context.CancelCauseFunc
 
@@ -1678,7 +1681,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 		open := !st.reset && !st.remoteClosed
 		c.mu.Unlock()
 		if open && !st.w.committed {
-			c.writeHead(st.id, http.StatusContinue, nil, nil, "", "", false)
+			c.writeHead(st.id, http.StatusContinue, nil, nil, nil, "", "", false)
 		}
 		c.unlockWrite(open && !st.w.committed)
 	}
@@ -1736,8 +1739,11 @@ func (b *requestBody) Close() error {
 // non-trailer field after WriteHeader (which net/http ignores) still shows
 // while the head is unsent. Trailers are sent as net/http sends them.
 type responseWriter struct {
-	st            *stream
-	header        http.Header
+	st     *stream
+	header http.Header
+	// fields are head fields a handler gave as they go out
+	// (ResponseFields), sent before header's.
+	fields        []hpack.HeaderField
 	status        int
 	wroteHeader   bool
 	committed     bool // the head was sent
@@ -1772,7 +1778,7 @@ func (w *responseWriter) WriteHeader(code int) {
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
 		c := w.st.c
 		c.lockWrite()
-		c.writeHead(w.st.id, code, w.header, nil, "", "", false)
+		c.writeHead(w.st.id, code, nil, w.header, nil, "", "", false)
 		c.unlockWrite(true)
 		return
 	}
@@ -1791,6 +1797,45 @@ func (w *responseWriter) WriteHeader(code int) {
 			delete(w.header, "Content-Length")
 		}
 	}
+	if cl, ok := w.field("content-length"); ok {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			w.contentLength = n
+		} else {
+			w.fields = slices.DeleteFunc(w.fields, func(f hpack.HeaderField) bool { return f.Name == "content-length" })
+		}
+	}
+}
+
+// ResponseFields returns the head fields of the response w writes, for a
+// handler to append to before WriteHeader; nil when w is not this server's
+// own writer (a wrapper that may edit the header map would not see them)
+// or its head is written already. They go out as they are, before the
+// header map's, in the order appended: names lower-case tokens, values
+// without control characters but HTAB, no connection-specific fields
+// (RFC 9113 §8.2.2), no pseudo-fields; Content-Length and Content-Type
+// among them count as the map's would. It spares a handler that has the
+// fields at hand (a relayed HTTP/1.1 response) the map, its
+// canonical names and the checks per field when they are sent.
+func ResponseFields(w http.ResponseWriter) *[]hpack.HeaderField {
+	rw, ok := w.(*responseWriter)
+	if !ok || rw.wroteHeader || rw.finished {
+		return nil
+	}
+	if rw.fields == nil {
+		rw.fields = rw.st.fieldArr[:0]
+	}
+	return &rw.fields
+}
+
+// field returns the value of the first head field named name (lower-case)
+// among w.fields.
+func (w *responseWriter) field(name string) (string, bool) {
+	for i := range w.fields {
+		if w.fields[i].Name == name {
+			return w.fields[i].Value, true
+		}
+	}
+	return "", false
 }
 
 func bodyAllowed(status int) bool {
@@ -1948,10 +1993,15 @@ func (w *responseWriter) prepareHead(p []byte, final bool) (ctype, clen string) 
 		return "", ""
 	}
 	if _, ok := h["Content-Type"]; !ok && len(p) > 0 && firstValue(h, "Content-Encoding") == "" {
-		ctype = http.DetectContentType(p)
+		_, typed := w.field("content-type")
+		if enc, _ := w.field("content-encoding"); !typed && enc == "" {
+			ctype = http.DetectContentType(p)
+		}
 	}
 	if _, ok := h["Content-Length"]; !ok && final && len(w.trailers) == 0 && !w.hasPrefixTrailers() && w.st.req.Method != http.MethodHead {
-		clen = strconv.Itoa(len(p))
+		if _, ok := w.field("content-length"); !ok {
+			clen = strconv.Itoa(len(p))
+		}
 	}
 	return ctype, clen
 }
@@ -2023,7 +2073,7 @@ func (w *responseWriter) emit(p []byte, end, flush bool) error {
 		if !w.committed {
 			w.committed = true
 			w.ended = final && len(chunk) == 0 && len(trailers) == 0
-			c.writeHead(st.id, w.status, w.header, w.trailers, ctype, clen, w.ended)
+			c.writeHead(st.id, w.status, w.fields, w.header, w.trailers, ctype, clen, w.ended)
 			if w.ended {
 				w.trailers = nil
 			}
@@ -2086,9 +2136,10 @@ func (c *serverConn) reserve(st *stream, want int) (int, error) {
 	}
 }
 
-// writeHead writes a response head: status, h but for the trailers, and a
-// Content-Type and Content-Length unless "". wmu is held.
-func (c *serverConn) writeHead(id uint32, status int, h http.Header, trailers []string, ctype, clen string, end bool) {
+// writeHead writes a response head: status, fields (ResponseFields), h but
+// for the trailers, and a Content-Type and Content-Length unless "". wmu is
+// held.
+func (c *serverConn) writeHead(id uint32, status int, fields []hpack.HeaderField, h http.Header, trailers []string, ctype, clen string, end bool) {
 	c.hbuf.b = c.hbuf.b[:0]
 	c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
 	if ctype != "" {
@@ -2096,6 +2147,9 @@ func (c *serverConn) writeHead(id uint32, status int, h http.Header, trailers []
 	}
 	if clen != "" {
 		c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: clen})
+	}
+	for _, f := range fields {
+		c.enc.WriteField(f)
 	}
 	for k, vs := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) || slices.Contains(trailers, k) {

@@ -1081,3 +1081,77 @@ func FuzzPlainTarget(f *testing.F) {
 		}
 	})
 }
+
+// A handler's head fields (ResponseFields) go out with the header map's:
+// their Content-Length bounds the body (a short one resets the stream, an
+// invalid one is dropped), their Content-Type or Content-Encoding stops the
+// sniffing, and a writer that is not the server's own, or whose head is
+// written, has none.
+func TestH2ServerResponseFields(t *testing.T) {
+	var wrapped, afterHead atomic.Bool
+	addr, _, c := h2Server(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ResponseFields(struct{ http.ResponseWriter }{w}) != nil {
+			wrapped.Store(true)
+		}
+		f := ResponseFields(w)
+		if f == nil {
+			http.Error(w, "no fields", http.StatusInternalServerError)
+			return
+		}
+		add := func(name, value string) { *f = append(*f, hpack.HeaderField{Name: name, Value: value}) }
+		add("x-a", "1")
+		add("x-a", "2")
+		w.Header().Set("X-Map", "m")
+		body := "<html>hi</html>"
+		switch r.URL.Path {
+		case "/typed":
+			add("content-type", "text/plain")
+		case "/encoded":
+			add("content-encoding", "br")
+		case "/length":
+			add("content-length", "15")
+		case "/short":
+			add("content-length", "99")
+		case "/badlength":
+			add("content-length", "x1")
+		}
+		w.WriteHeader(http.StatusOK)
+		if ResponseFields(w) != nil {
+			afterHead.Store(true)
+		}
+		io.WriteString(w, body)
+	}), nil)
+	get := func(path string) (*http.Response, string, error) {
+		resp, err := c.Get("https://" + addr + path)
+		if err != nil {
+			return nil, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, string(b), err
+	}
+	for _, tc := range []struct{ path, ctype, clen string }{
+		{"/", "text/html; charset=utf-8", "15"},
+		{"/typed", "text/plain", "15"},
+		{"/encoded", "", "15"},
+		{"/length", "text/html; charset=utf-8", "15"},
+		{"/badlength", "text/html; charset=utf-8", "15"},
+	} {
+		resp, body, err := get(tc.path)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		if body != "<html>hi</html>" || !slices.Equal(resp.Header["X-A"], []string{"1", "2"}) || resp.Header.Get("X-Map") != "m" {
+			t.Errorf("%s: body %q, header %v", tc.path, body, resp.Header)
+		}
+		if resp.Header.Get("Content-Type") != tc.ctype || !slices.Equal(resp.Header["Content-Length"], []string{tc.clen}) {
+			t.Errorf("%s: Content-Type %q, Content-Length %q; want %q, %q", tc.path, resp.Header.Get("Content-Type"), resp.Header["Content-Length"], tc.ctype, tc.clen)
+		}
+	}
+	if _, body, err := get("/short"); err == nil {
+		t.Errorf("/short: body %q taken whole, 15 of the 99 bytes its Content-Length promised", body)
+	}
+	if wrapped.Load() || afterHead.Load() {
+		t.Errorf("fields offered to a wrapper (%v) or after the head was written (%v)", wrapped.Load(), afterHead.Load())
+	}
+}

@@ -151,10 +151,16 @@ func TestWorkloadIdentity(t *testing.T) {
 	// One keep-alive connection per service across the updates below, both
 	// on the fast path: identities published after a connection opened
 	// reach its later requests.
-	clients := map[string]*http.Client{"open.example.com": noRedirects(t), "guarded.example.com": noRedirects(t)}
+	// An h2c connection too, whose requests go to the target directly
+	// (forwardDirect) with its connection's fields made once per snapshot.
+	clients := map[string]*http.Client{"open.example.com": noRedirects(t), "guarded.example.com": noRedirects(t), "h2c": h2cClient()}
 	identity := func(host string) (int, string) {
 		t.Helper()
-		resp, body := send(t, clients[host], http.MethodGet, addr, host, "/", nil, "")
+		c := clients[host]
+		if host == "h2c" {
+			host = "open.example.com"
+		}
+		resp, body := send(t, c, http.MethodGet, addr, host, "/", nil, "")
 		var h http.Header
 		if resp.StatusCode == http.StatusOK {
 			if err := json.Unmarshal([]byte(body), &h); err != nil {
@@ -167,8 +173,10 @@ func TestWorkloadIdentity(t *testing.T) {
 	// Another cluster's workloads: this proxy's callers stay anonymous.
 	update(t, p, snap(1, set("elsewhere", "shop", "frontend")))
 	addr = addrOf(p, webPort)
-	if code, id := identity("open.example.com"); code != 200 || id != "Type=Anonymous" {
-		t.Errorf("with only another cluster's set: %d, identity %q; want 200, anonymous", code, id)
+	for _, host := range []string{"open.example.com", "h2c"} {
+		if code, id := identity(host); code != 200 || id != "Type=Anonymous" {
+			t.Errorf("%s with only another cluster's set: %d, identity %q; want 200, anonymous", host, code, id)
+		}
 	}
 	if code, _ := identity("guarded.example.com"); code != http.StatusForbidden {
 		t.Errorf("anonymous caller on the guarded service: %d, want 403", code)
@@ -178,7 +186,7 @@ func TestWorkloadIdentity(t *testing.T) {
 	// connections' next requests carry it.
 	update(t, p, snap(2, set(cluster, "shop", "frontend")))
 	want := "Principal=" + frontend + "; Type=Workload"
-	for _, host := range []string{"open.example.com", "guarded.example.com"} {
+	for _, host := range []string{"open.example.com", "guarded.example.com", "h2c"} {
 		if code, id := identity(host); code != 200 || id != want {
 			t.Errorf("%s from the frontend workload: %d, identity %q; want 200, %q", host, code, id, want)
 		}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2/hpack"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
@@ -96,7 +97,17 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 			tc.idle, tc.limit = idle, deadline
 		}
 	}
-	trailers := copyResponseFields(w.Header(), resp)
+	if !bodyless && (resp.Chunked || resp.ContentLength < 0) && !hasField(resp, "Content-Type") {
+		// A body that goes out as it comes gets no sniffed Content-Type,
+		// as the reverse proxy's head, flushed before its body, has none.
+		w.Header()["Content-Type"] = nil
+	}
+	var trailers []string
+	if fields := headFields(w, resp); fields != nil {
+		appendResponseFields(fields, resp)
+	} else {
+		trailers = copyResponseFields(w.Header(), resp)
+	}
 	w.WriteHeader(resp.Code)
 	var body io.Reader
 	switch {
@@ -118,7 +129,9 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 			cut(io.ErrUnexpectedEOF)
 		}
 	}
-	if resp.Chunked {
+	if resp.Chunked && !bodyless {
+		// A response without a body (to HEAD, 204, 304) has no trailer
+		// section either, whatever its framing fields say.
 		tr, err := readTrailers(tc.br)
 		if err != nil {
 			cut(err)
@@ -298,6 +311,13 @@ func writeDelivery(w *bufio.Writer, r *http.Request, x *exchange) error {
 func writeForwarded(w *bufio.Writer, r *http.Request, x *exchange) {
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 	writeEditedFields(w, r.Header, forwardedForMode(x), ip)
+	if s, ok := x.ctx.Value(streamStatsKey{}).(*streamStats); ok {
+		// addProxyFields, its connection's part made once per
+		// connection and snapshot.
+		w.WriteString(s.connFields(r, x))
+		addRequestFields((*wireFields)(w), r.Host, x.id, x.ruleInfo(nil))
+		return
+	}
 	addProxyFields((*wireFields)(w), r, x)
 }
 
@@ -374,6 +394,135 @@ func copyResponseFields(h http.Header, resp *h1.Response) []string {
 		h["Trailer"] = []string{strings.Join(trailers, ", ")}
 	}
 	return trailers
+}
+
+// headFields returns the HTTP/2 server's head fields of the response w
+// writes (peer.ResponseFields) when resp's fields can go there as they
+// are: w is that server's writer, through this proxy's recorder and a
+// response editor with nothing to edit, and resp announces no trailers.
+// Otherwise (nil) they go through w's header map (copyResponseFields).
+func headFields(w http.ResponseWriter, resp *h1.Response) *[]hpack.HeaderField {
+	for {
+		switch rw := w.(type) {
+		case *responseEditor:
+			if rw.cors != nil || rw.token != "" || len(rw.edits) > 0 {
+				return nil
+			}
+			w = rw.ResponseWriter
+			continue
+		case *recorder:
+			w = rw.ResponseWriter
+			continue
+		}
+		break
+	}
+	if resp.Chunked && hasField(resp, "Trailer") {
+		return nil
+	}
+	return peer.ResponseFields(w)
+}
+
+// hasField reports whether resp has a field named name.
+func hasField(resp *h1.Response, name string) bool {
+	for _, f := range resp.Fields {
+		if equalFoldBytes(f.Name, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendResponseFields appends resp's fields to fields as HTTP/2 sends
+// them: the fields copyResponseFields would put in the header map (none
+// hop-by-hop or named by Connection, no Content-Length beside chunked
+// framing), names in lower case, in the order received. The names and
+// values are substrings of one string: one allocation for them all.
+func appendResponseFields(fields *[]hpack.HeaderField, resp *h1.Response) {
+	n := 0
+	for _, f := range resp.Fields {
+		n += len(f.Name) + len(f.Value)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	// A kept field's name: a common one's constant, or the length of its
+	// lower-case copy in b, before its value.
+	type span struct {
+		common      string
+		name, value int
+	}
+	var kept [16]span
+	spans := kept[:0]
+	for _, f := range resp.Fields {
+		if hopByHop(f.Name) || namedInBytes(f.Name, resp.ConnectionTokens) || resp.Chunked && equalFoldBytes(f.Name, "Content-Length") {
+			continue
+		}
+		sp := span{common: commonResponseField(f.Name), value: len(f.Value)}
+		if sp.common == "" {
+			sp.name = len(f.Name)
+			for _, c := range f.Name {
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				b.WriteByte(c)
+			}
+		}
+		b.Write(f.Value)
+		spans = append(spans, sp)
+	}
+	all := b.String()
+	for _, sp := range spans {
+		name := sp.common
+		if name == "" {
+			name = all[:sp.name]
+		}
+		*fields = append(*fields, hpack.HeaderField{Name: name, Value: all[sp.name : sp.name+sp.value]})
+		all = all[sp.name+sp.value:]
+	}
+}
+
+// commonResponseField returns the lower-case name of a field most
+// responses have, when name is one (in any case), without a copy; ""
+// otherwise.
+func commonResponseField(name []byte) string {
+	var f [2]string // lower-case and canonical
+	switch len(name) {
+	case 4:
+		switch name[0] | 0x20 {
+		case 'd':
+			f = [2]string{"date", "Date"}
+		case 'e':
+			f = [2]string{"etag", "Etag"}
+		case 'v':
+			f = [2]string{"vary", "Vary"}
+		}
+	case 6:
+		f = [2]string{"server", "Server"}
+	case 8:
+		f = [2]string{"location", "Location"}
+	case 10:
+		f = [2]string{"set-cookie", "Set-Cookie"}
+	case 12:
+		f = [2]string{"content-type", "Content-Type"}
+	case 13:
+		switch name[0] | 0x20 {
+		case 'c':
+			f = [2]string{"cache-control", "Cache-Control"}
+		case 'l':
+			f = [2]string{"last-modified", "Last-Modified"}
+		case 'a':
+			f = [2]string{"accept-ranges", "Accept-Ranges"}
+		}
+	case 14:
+		f = [2]string{"content-length", "Content-Length"}
+	case 16:
+		f = [2]string{"content-encoding", "Content-Encoding"}
+	}
+	// Most targets send the canonical form, some lower case: a compare
+	// of bytes before one that folds case.
+	if f[0] == "" || string(name) != f[1] && string(name) != f[0] && !equalFoldBytes(name, f[0]) {
+		return ""
+	}
+	return f[0]
 }
 
 // copyFlushing copies src to w, flushing after each write when flush is

@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"trellis.dev/trellis/internal/proxy/router"
@@ -55,4 +57,36 @@ func (p *Proxy) directFailed(w http.ResponseWriter, r *http.Request, t *router.T
 		t.Health.Observe(false)
 	}
 	p.local.upstreamError(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, t)), err)
+}
+
+// connLines are the header lines addConnFields makes for the requests of
+// one HTTP/2 connection (its scheme, its listener's port, its client's
+// identity), made with the workload identities of sv.
+type connLines struct {
+	sv    *served
+	lines string
+}
+
+// connFields returns the lines addConnFields writes for r, a request of s's
+// connection recorded in x, as the fast path keeps them per connection
+// (setFixedFields): made again only when the proxy's identities changed (a
+// pod's identity may be published after its first connection). Every
+// request of a connection has the same scheme, listener port and client
+// address.
+func (s *streamStats) connFields(r *http.Request, x *exchange) string {
+	if c := s.lines.Load(); c != nil && c.sv == x.served {
+		return c.lines
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	identity := x.identity
+	if identity == "" {
+		identity = anonymousIdentity
+	}
+	var b strings.Builder
+	addConnFields((*textFields)(&b), proto, strconv.Itoa(int(x.port)), identity)
+	s.lines.Store(&connLines{sv: x.served, lines: b.String()})
+	return b.String()
 }

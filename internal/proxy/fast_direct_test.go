@@ -1,17 +1,24 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/accesslog"
+	"trellis.dev/trellis/internal/proxy/h1"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -204,4 +211,162 @@ func TestHTTP2DirectTimeoutAndCancel(t *testing.T) {
 		ended(fmt.Sprintf("fast path %v, client gone", fastPath))
 		<-done
 	}
+}
+
+// An HTTP/2 request sent directly gets the target's response head as
+// fields that go out as they came (peer.ResponseFields), not through a
+// header map: the client gets what the reverse proxy relays, field for
+// field (names in any case, repeated fields, empty values, hop-by-hop and
+// Connection-named fields dropped, Content-Type sniffed when absent, not
+// when encoded, Content-Length of a chunked response dropped; trailers
+// announced take the header map), and the fields keep the target's order.
+func TestHTTP2DirectResponseFields(t *testing.T) {
+	many := "HTTP/1.1 200 OK\r\n"
+	var order []string
+	for i := range 20 {
+		many += fmt.Sprintf("X-F%02d: %d\r\n", i, i)
+		order = append(order, fmt.Sprintf("x-f%02d", i))
+	}
+	many += "Content-Length: 2\r\n\r\nok"
+	order = append(order, "content-length")
+	replies := map[string]string{
+		"/mixed": "HTTP/1.1 200 OK\r\nX-Upper: A\r\nx-upper: b\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nConnection: X-Hop\r\n" +
+			"X-Hop: gone\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nX-Empty:\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+		"/sniff":     "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>",
+		"/gzip":      "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 15\r\n\r\n<html>hi</html>",
+		"/chunked":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"/trailers":  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nX-A: 1\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\n",
+		"/nocontent": "HTTP/1.1 204 No Content\r\nX-B: 2\r\n\r\n",
+		"/notmod":    "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\n\r\n",
+		"/many":      many,
+	}
+	tgt, _ := scriptedTarget(t, func(conn net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			reply := replies[req.URL.Path]
+			if req.Method == http.MethodHead {
+				reply, _, _ = strings.Cut(reply, "\r\n\r\n")
+				reply += "\r\n\r\n"
+			}
+			if _, err := io.WriteString(conn, reply); err != nil {
+				return
+			}
+		}
+	})
+	snap := oneRoute(1, []model.TargetGroup{group("raw", tgt)}, to("raw", 1))
+	fast := newTestProxy(t, nil)
+	update(t, fast, snap)
+	slow := newProxyWith(t, Config{DisableFastPath: true})
+	update(t, slow, snap)
+
+	c := h2cClient()
+	c.Transport.(*http.Transport).DisableCompression = true // the gzip body as it came
+	send := func(p *Proxy, method, path string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+addrOf(p, webPort)+path, nil)
+		req.Host = "shop.example.com"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		// net/http's server (the reverse proxy's, the fast path off)
+		// adds its own.
+		resp.Header.Del("Date")
+		return resp, string(b)
+	}
+	for path := range replies {
+		for _, method := range []string{"GET", "HEAD"} {
+			f, fb := send(fast, method, path)
+			s, sb := send(slow, method, path)
+			if f.StatusCode != s.StatusCode || fb != sb {
+				t.Errorf("%s %s: fast %d %q, net/http %d %q", method, path, f.StatusCode, fb, s.StatusCode, sb)
+			}
+			if a, b := sortedHeader(f.Header), sortedHeader(s.Header); a != b {
+				t.Errorf("%s %s: response header\nfast     %s\nnet/http %s", method, path, a, b)
+			}
+			if a, b := sortedHeader(f.Trailer), sortedHeader(s.Trailer); a != b {
+				t.Errorf("%s %s: trailers\nfast     %s\nnet/http %s", method, path, a, b)
+			}
+		}
+	}
+	if _, b := send(fast, "GET", "/mixed"); b != "hello" {
+		t.Errorf("/mixed: body %q", b)
+	}
+	if f, _ := send(fast, "GET", "/sniff"); f.Header.Get("Content-Type") != "text/html; charset=utf-8" {
+		t.Errorf("/sniff: Content-Type %q, want it sniffed", f.Header.Get("Content-Type"))
+	}
+	if f, _ := send(fast, "GET", "/trailers"); f.Trailer.Get("X-Sum") != "42" {
+		t.Errorf("/trailers: trailers %v", f.Trailer)
+	}
+
+	rf := dialRawFront(t, addrOf(fast, webPort))
+	rf.get(1, "/many")
+	hf, ok := rf.next().(*http2.MetaHeadersFrame)
+	if !ok {
+		t.Fatal("/many: no HEADERS first")
+	}
+	var got []string
+	for _, f := range hf.RegularFields() {
+		got = append(got, f.Name)
+	}
+	// The sniffed Content-Type first, then the target's, in its order.
+	if want := append([]string{"content-type"}, order...); !slices.Equal(got, want) {
+		t.Errorf("/many: fields %v, want %v", got, want)
+	}
+}
+
+// The head fields a relayed response goes out with (appendResponseFields)
+// are the ones the header map would carry (copyResponseFields, then the
+// HTTP/2 server's lower-case names), value for value, for any response
+// head the parser takes, and the common names come out lower-case too.
+func FuzzAppendResponseFields(f *testing.F) {
+	for _, seed := range []string{
+		"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: x\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nSERVER: a\r\ndate: b\r\nEtag: \"1\"\r\nVARY: *\r\nSet-Cookie: a\r\nset-cookie: b\r\nX-Empty:\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nCache-Control: no\r\nLast-Modified: y\r\nAccept-Ranges: bytes\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: x-hop, Date\r\nX-Hop: 1\r\nDate: d\r\nKeep-Alive: 1\r\nLocation: /\r\nContent-Encoding: br\r\n\r\n",
+		"HTTP/1.0 204 No Content\r\nDatE: 1\r\nEtaG: 2\r\nDave: 3\r\nServes: 4\r\n\r\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, head string) {
+		var resp h1.Response
+		if h1.ParseResponse([]byte(head), &resp) != nil {
+			return
+		}
+		if resp.Chunked && hasField(&resp, "Trailer") {
+			return // the header map's (headFields)
+		}
+		want := map[string][]string{}
+		for k, vs := range copyHeader(&resp) {
+			want[strings.ToLower(k)] = vs
+		}
+		var fields []hpack.HeaderField
+		appendResponseFields(&fields, &resp)
+		got := map[string][]string{}
+		for _, hf := range fields {
+			if hf.Name != strings.ToLower(hf.Name) {
+				t.Fatalf("name %q not lower-case", hf.Name)
+			}
+			got[hf.Name] = append(got[hf.Name], hf.Value)
+		}
+		if a, b := sortedHeader(got), sortedHeader(want); a != b {
+			t.Fatalf("head %q:\nfields %s\nmap    %s", head, a, b)
+		}
+	})
+}
+
+func copyHeader(resp *h1.Response) http.Header {
+	h := http.Header{}
+	copyResponseFields(h, resp)
+	return h
 }

@@ -21,6 +21,9 @@ type streamStats struct {
 	conn              net.Conn
 	completed, resets atomic.Int64
 	cut               atomic.Bool
+	// lines are the forwarding header lines of the connection's requests
+	// sent directly (connFields).
+	lines atomic.Pointer[connLines]
 }
 
 // done records a stream that ended, reset by the client or not. It reports
