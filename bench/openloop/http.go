@@ -101,12 +101,15 @@ func httpCmd(args []string) error {
 		recs[w] = &recorder{lat: make([]time.Duration, 0, (total-skip) / *conns + 16)}
 		if *dump != "" {
 			recs[w].index = make([]int, 0, cap(recs[w].lat))
+			recs[w].port = make([]uint16, 0, cap(recs[w].lat))
+			recs[w].late = make([]time.Duration, 0, cap(recs[w].lat))
 		}
 		wg.Add(1)
 		go func(r *recorder, last *time.Time) {
 			defer wg.Done()
 			var c net.Conn
 			var br *bufio.Reader
+			var port uint16 // c's local port, for -dump
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= total {
@@ -116,6 +119,8 @@ func httpCmd(args []string) error {
 				if d := time.Until(due); d > 0 {
 					time.Sleep(d)
 				}
+				var sent time.Time // with -dump: when the request was written
+
 				err := func() error {
 					if c == nil {
 						var err error
@@ -123,8 +128,15 @@ func httpCmd(args []string) error {
 							return err
 						}
 						br = bufio.NewReaderSize(c, 16<<10)
+						if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+							port = uint16(a.Port)
+						}
 					}
-					c.SetDeadline(time.Now().Add(30 * time.Second))
+					now := time.Now()
+					c.SetDeadline(now.Add(30 * time.Second))
+					if r.index != nil {
+						sent = now
+					}
 					if _, err := c.Write(req); err != nil {
 						return err
 					}
@@ -157,6 +169,8 @@ func httpCmd(args []string) error {
 					r.lat = append(r.lat, now.Sub(due))
 					if r.index != nil {
 						r.index = append(r.index, i)
+						r.port = append(r.port, port)
+						r.late = append(r.late, sent.Sub(due))
 					}
 					*last = now
 				}
@@ -196,13 +210,14 @@ func httpCmd(args []string) error {
 // (ms) and the connection (worker) that sent it.
 func writeDump(path string, recs []*recorder, start time.Time, interval time.Duration) error {
 	type row struct {
-		i, w int
-		lat  time.Duration
+		i, w      int
+		port      uint16
+		lat, late time.Duration
 	}
 	var rows []row
 	for w, r := range recs {
 		for k, i := range r.index {
-			rows = append(rows, row{i, w, r.lat[k]})
+			rows = append(rows, row{i, w, r.port[k], r.lat[k], r.late[k]})
 		}
 	}
 	slices.SortFunc(rows, func(a, b row) int { return a.i - b.i })
@@ -211,10 +226,10 @@ func writeDump(path string, recs []*recorder, start time.Time, interval time.Dur
 		return fmt.Errorf("-dump: %w", err)
 	}
 	bw := bufio.NewWriterSize(f, 1<<20)
-	fmt.Fprintln(bw, "# due_ms due_unix_us latency_ms conn")
+	fmt.Fprintln(bw, "# due_ms due_unix_us latency_ms conn local_port sent_late_ms")
 	for _, r := range rows {
 		due := start.Add(time.Duration(r.i) * interval)
-		fmt.Fprintf(bw, "%.3f %d %.3f %d\n", float64(time.Duration(r.i)*interval)/1e6, due.UnixMicro(), float64(r.lat)/1e6, r.w)
+		fmt.Fprintf(bw, "%.3f %d %.3f %d %d %.3f\n", float64(time.Duration(r.i)*interval)/1e6, due.UnixMicro(), float64(r.lat)/1e6, r.w, r.port, float64(r.late)/1e6)
 	}
 	if err := bw.Flush(); err != nil {
 		f.Close()

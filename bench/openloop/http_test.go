@@ -12,8 +12,8 @@ import (
 // whichever connection sent it.
 func TestWriteDump(t *testing.T) {
 	recs := []*recorder{
-		{lat: []time.Duration{3 * time.Millisecond, 1500 * time.Microsecond}, index: []int{4, 7}},
-		{lat: []time.Duration{250 * time.Microsecond}, index: []int{5}},
+		{lat: []time.Duration{3 * time.Millisecond, 1500 * time.Microsecond}, index: []int{4, 7}, port: []uint16{40000, 40001}, late: []time.Duration{10 * time.Microsecond, 2 * time.Millisecond}},
+		{lat: []time.Duration{250 * time.Microsecond}, index: []int{5}, port: []uint16{40002}, late: []time.Duration{0}},
 	}
 	start := time.UnixMicro(1_000_000)
 	path := filepath.Join(t.TempDir(), "dump")
@@ -24,10 +24,10 @@ func TestWriteDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "# due_ms due_unix_us latency_ms conn\n" +
-		"4.000 1004000 3.000 0\n" +
-		"5.000 1005000 0.250 1\n" +
-		"7.000 1007000 1.500 0\n"
+	want := "# due_ms due_unix_us latency_ms conn local_port sent_late_ms\n" +
+		"4.000 1004000 3.000 0 40000 0.010\n" +
+		"5.000 1005000 0.250 1 40002 0.000\n" +
+		"7.000 1007000 1.500 0 40001 2.000\n"
 	if got := string(b); got != want {
 		t.Errorf("dump:\n%s\nwant:\n%s", got, want)
 	}

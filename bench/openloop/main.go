@@ -59,7 +59,12 @@ const maxSamples = 50_000_000
 type recorder struct {
 	lat []time.Duration
 	// index is each latency's place in the timetable, kept for -dump.
-	index  []int
+	index []int
+	// port is each request's connection's local port, kept for -dump.
+	port []uint16
+	// late is how long after its scheduled time each request was
+	// written, kept for -dump.
+	late   []time.Duration
 	errors int
 	// firstErr is kept to say what went wrong.
 	firstErr error
