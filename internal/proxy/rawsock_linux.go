@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -22,8 +23,11 @@ import (
 type rawSocket struct {
 	conn net.Conn
 	rc   syscall.RawConn
-	// The calls' arguments and results, kept here so that the functions
-	// handed to rc are made once (a closure per call would allocate).
+	// rmu and wmu serialize reads and writes (as net.Conn's do: an
+	// HTTP/2 server may write from several goroutines) over the calls'
+	// arguments and results, kept here so that the functions handed to
+	// rc are made once (a closure per call would allocate).
+	rmu, wmu       sync.Mutex
 	rbuf, wbuf     []byte
 	rn, wn         int
 	rerrno, werrno syscall.Errno
@@ -55,15 +59,17 @@ func (s *rawSocket) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	s.rmu.Lock()
 	s.rbuf, s.rn, s.rerrno = p, 0, 0
 	err := s.rc.Read(s.readFn)
-	n := s.rn
+	n, errno := s.rn, s.rerrno
 	s.rbuf = nil
+	s.rmu.Unlock()
 	switch {
 	case err != nil:
 		return 0, err
-	case s.rerrno != 0:
-		return 0, s.opError("read", s.rerrno)
+	case errno != 0:
+		return 0, s.opError("read", errno)
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -92,15 +98,17 @@ func (s *rawSocket) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	s.wmu.Lock()
 	s.wbuf, s.wn, s.werrno = p, 0, 0
 	err := s.rc.Write(s.writeFn)
-	n := s.wn
+	n, errno := s.wn, s.werrno
 	s.wbuf = nil
+	s.wmu.Unlock()
 	switch {
 	case err != nil:
 		return n, err
-	case s.werrno != 0:
-		return n, s.opError("write", s.werrno)
+	case errno != 0:
+		return n, s.opError("write", errno)
 	}
 	return n, nil
 }

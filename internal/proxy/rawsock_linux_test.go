@@ -166,3 +166,32 @@ func TestPoolDialsRaw(t *testing.T) {
 		t.Fatalf("target answered %q, %v", got, err)
 	}
 }
+
+// Writes from several goroutines at once each arrive whole, as with
+// net.Conn (the HTTP/2 server writes frames from its handlers).
+func TestRawSocketConcurrentWrites(t *testing.T) {
+	client, server := tcpPair(t)
+	c := newIdleConn(server)
+	const writers, each = 8, 200
+	go func() {
+		for w := range writers {
+			go func() {
+				msg := bytes.Repeat([]byte{'a' + byte(w)}, 1000)
+				for range each {
+					if _, err := c.Write(msg); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	buf := make([]byte, 1000)
+	for range writers * each {
+		if _, err := io.ReadFull(client, buf); err != nil {
+			t.Fatal(err)
+		}
+		if n := bytes.Count(buf, buf[:1]); n != len(buf) {
+			t.Fatalf("a write was interleaved with another: %q…", buf[:40])
+		}
+	}
+}
