@@ -106,7 +106,7 @@ TRELLIS_TOKEN variable.`,
 // `trellis proxy` and `trellis up`.
 func registerMemoryLimit(f *pflag.FlagSet, limit *string, procs *int) {
 	f.StringVar(limit, "memory-limit", "", "the garbage collector's soft memory limit, such as 400MiB (units B, KiB, MiB, GiB, TiB), or none; empty: nine tenths of the cgroup's memory limit, if any. A set GOMEMLIMIT stands")
-	f.IntVar(procs, "procs", 0, "how many threads run the process's Go code at once (GOMAXPROCS); 0: Go's default, the CPUs the process may use (its cgroup's CPU limit, at least 2). Fewer than the CPUs lowers the latency tail where the proxy shares few CPUs with busy processes (docs/benchmarks.md); not with GOMAXPROCS set")
+	f.IntVar(procs, "procs", 0, "how many threads run the process's Go code at once (GOMAXPROCS); 0: Go's default, the CPUs the process may use (its cgroup's CPU limit, at least 2). Fewer caps the proxy at about N CPUs; it can shorten the latency tail only where the proxy shares a few CPUs with busy processes and needs less than N (docs/reference/limits.md); not with GOMAXPROCS set")
 }
 
 // setProcs applies --procs: n threads run Go code at once, or Go's
