@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,6 +44,7 @@ func httpCmd(args []string) error {
 	duration := fs.Duration("d", 10*time.Second, "how long to send (after the warm-up)")
 	warmup := fs.Duration("warmup", time.Second, "sent at the same rate first, not counted")
 	conns := fs.Int("c", 64, "keep-alive connections (at most this many requests in flight)")
+	dump := fs.String("dump", "", "write every measured request's scheduled time, latency and connection to this file (ms; one request a line)")
 	_ = fs.Parse(args)
 	u, err := url.Parse(*rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -96,11 +99,17 @@ func httpCmd(args []string) error {
 	lastDone := make([]time.Time, *conns)
 	for w := range recs {
 		recs[w] = &recorder{lat: make([]time.Duration, 0, (total-skip) / *conns + 16)}
+		if *dump != "" {
+			recs[w].index = make([]int, 0, cap(recs[w].lat))
+			recs[w].port = make([]uint16, 0, cap(recs[w].lat))
+			recs[w].late = make([]time.Duration, 0, cap(recs[w].lat))
+		}
 		wg.Add(1)
 		go func(r *recorder, last *time.Time) {
 			defer wg.Done()
 			var c net.Conn
 			var br *bufio.Reader
+			var port uint16 // c's local port, for -dump
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= total {
@@ -110,6 +119,8 @@ func httpCmd(args []string) error {
 				if d := time.Until(due); d > 0 {
 					time.Sleep(d)
 				}
+				var sent time.Time // with -dump: when the request was written
+
 				err := func() error {
 					if c == nil {
 						var err error
@@ -117,8 +128,15 @@ func httpCmd(args []string) error {
 							return err
 						}
 						br = bufio.NewReaderSize(c, 16<<10)
+						if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+							port = uint16(a.Port)
+						}
 					}
-					c.SetDeadline(time.Now().Add(30 * time.Second))
+					now := time.Now()
+					c.SetDeadline(now.Add(30 * time.Second))
+					if r.index != nil {
+						sent = now
+					}
 					if _, err := c.Write(req); err != nil {
 						return err
 					}
@@ -149,6 +167,11 @@ func httpCmd(args []string) error {
 				}
 				if i >= skip {
 					r.lat = append(r.lat, now.Sub(due))
+					if r.index != nil {
+						r.index = append(r.index, i)
+						r.port = append(r.port, port)
+						r.late = append(r.late, sent.Sub(due))
+					}
 					*last = now
 				}
 			}
@@ -158,6 +181,11 @@ func httpCmd(args []string) error {
 		}(recs[w], &lastDone[w])
 	}
 	wg.Wait()
+	if *dump != "" {
+		if err := writeDump(*dump, recs, start, interval); err != nil {
+			return err
+		}
+	}
 	lat, nerr, first := merge(recs)
 	measured := start.Add(time.Duration(skip) * interval)
 	end := measured
@@ -174,4 +202,38 @@ func httpCmd(args []string) error {
 		extra: []string{fmt.Sprintf("offered=%.1f", *rate)},
 	}.print()
 	return nil
+}
+
+// writeDump writes one line per measured request, in the timetable's
+// order: its scheduled time (ms after the first request was due, and as
+// Unix time in µs, to line it up with other tools' records), its latency
+// (ms) and the connection (worker) that sent it.
+func writeDump(path string, recs []*recorder, start time.Time, interval time.Duration) error {
+	type row struct {
+		i, w      int
+		port      uint16
+		lat, late time.Duration
+	}
+	var rows []row
+	for w, r := range recs {
+		for k, i := range r.index {
+			rows = append(rows, row{i, w, r.port[k], r.lat[k], r.late[k]})
+		}
+	}
+	slices.SortFunc(rows, func(a, b row) int { return a.i - b.i })
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("-dump: %w", err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	fmt.Fprintln(bw, "# due_ms due_unix_us latency_ms conn local_port sent_late_ms")
+	for _, r := range rows {
+		due := start.Add(time.Duration(r.i) * interval)
+		fmt.Fprintf(bw, "%.3f %d %.3f %d %d %.3f\n", float64(time.Duration(r.i)*interval)/1e6, due.UnixMicro(), float64(r.lat)/1e6, r.w, r.port, float64(r.late)/1e6)
+	}
+	if err := bw.Flush(); err != nil {
+		f.Close()
+		return fmt.Errorf("-dump %s: %w", path, err)
+	}
+	return f.Close()
 }

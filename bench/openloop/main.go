@@ -57,7 +57,14 @@ const maxSamples = 50_000_000
 
 // recorder collects one worker's latencies; workers merge theirs at the end.
 type recorder struct {
-	lat    []time.Duration
+	lat []time.Duration
+	// index is each latency's place in the timetable, kept for -dump.
+	index []int
+	// port is each request's connection's local port, kept for -dump.
+	port []uint16
+	// late is how long after its scheduled time each request was
+	// written, kept for -dump.
+	late   []time.Duration
 	errors int
 	// firstErr is kept to say what went wrong.
 	firstErr error
@@ -150,7 +157,38 @@ func (r result) print() {
 	if n := max(r.sent, len(r.lat)); syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil && n > 0 {
 		t := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		kv = append(kv, fmt.Sprintf("self_cpu_us=%.1f", float64(t)/1e3/float64(n)))
+		// How long the generator's threads waited for a CPU while
+		// runnable (Linux schedstat): where it nears the latencies, they
+		// are the generator's.
+		if wait, ok := runQueueWait(); ok {
+			kv = append(kv, fmt.Sprintf("self_runq_us=%.2f", float64(wait)/1e3/float64(n)))
+		}
 	}
 	kv = append(kv, r.extra...)
 	fmt.Println(strings.Join(kv, " "))
+}
+
+// runQueueWait sums the time this process's threads spent runnable but
+// waiting for a CPU (the second field of /proc/self/task/*/schedstat).
+func runQueueWait() (time.Duration, bool) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return 0, false
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		var ns int64
+		if _, err := fmt.Sscan(f[1], &ns); err == nil {
+			sum += time.Duration(ns)
+		}
+	}
+	return sum, true
 }

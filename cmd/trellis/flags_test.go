@@ -2,8 +2,10 @@ package main
 
 import (
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -125,5 +127,45 @@ func TestMemoryLimitFlag(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "--memory-limit") {
 			t.Errorf("%s: %v, want an error naming --memory-limit", args[0], err)
 		}
+	}
+}
+
+// --procs of proxy and up is refused at start, naming the flag, when it
+// is negative or GOMAXPROCS is set as well; nothing starts.
+func TestProcsFlagRefused(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  string
+	}{
+		{args: []string{"proxy", "--procs", "-1", "--cluster", "local", "--token", "t"}},
+		{args: []string{"up", "--procs", "-2", "--config", t.TempDir()}},
+		{args: []string{"up", "--procs", "1", "--config", t.TempDir()}, env: "2"},
+	} {
+		if c.env != "" {
+			t.Setenv("GOMAXPROCS", c.env)
+		}
+		root := newRoot()
+		root.SetArgs(c.args)
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), "--procs") {
+			t.Errorf("%q (GOMAXPROCS=%q): %v, want an error naming --procs", c.args, c.env, err)
+		}
+	}
+}
+
+// --procs N sets how many threads run Go code at once; 0 leaves Go's
+// default.
+func TestSetProcs(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(before)
+	log := slog.New(slog.DiscardHandler)
+	if err := setProcs(0, log); err != nil || runtime.GOMAXPROCS(0) != before {
+		t.Fatalf("--procs 0: %v, GOMAXPROCS %d, want %d", err, runtime.GOMAXPROCS(0), before)
+	}
+	want := before + 1
+	if err := setProcs(want, log); err != nil || runtime.GOMAXPROCS(0) != want {
+		t.Fatalf("--procs %d: %v, GOMAXPROCS %d", want, err, runtime.GOMAXPROCS(0))
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -34,6 +36,7 @@ func newProxy() *cobra.Command {
 	var (
 		accessLog string
 		memLimit  string
+		procs     int
 		conn      clusterFlags
 		peerCfg   runner.PeerConfig
 		cfg       runner.Config
@@ -50,6 +53,9 @@ TRELLIS_TOKEN variable.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger, cfg.Out = slog.Default(), cmd.OutOrStdout()
 			if err := setMemoryLimit(memLimit, cfg.Logger); err != nil {
+				return err
+			}
+			if err := setProcs(procs, cfg.Logger); err != nil {
 				return err
 			}
 			var err error
@@ -92,14 +98,33 @@ TRELLIS_TOKEN variable.`,
 	f.StringVar(&peerCfg.Listen, "peer-listen", "", "serve the peer hop here (mutual TLS with the cluster's certificate): other clusters' proxies send requests for this cluster's targets to it; needs --identity-dir")
 	f.StringVar(&peerCfg.Advertise, "peer-advertise", "", "the address other clusters reach --peer-listen at, published to the control plane (default: --peer-listen)")
 	f.StringVar(&peerCfg.Name, "peer-name", "proxy", "this proxy's name among its cluster's proxies (each needs its own): it names its lease renewals and target health reports")
-	registerMemoryLimit(f, &memLimit)
+	registerMemoryLimit(f, &memLimit, &procs)
 	return cmd
 }
 
-// registerMemoryLimit registers --memory-limit, shared by `trellis proxy`
-// and `trellis up`.
-func registerMemoryLimit(f *pflag.FlagSet, limit *string) {
+// registerMemoryLimit registers --memory-limit and --procs, shared by
+// `trellis proxy` and `trellis up`.
+func registerMemoryLimit(f *pflag.FlagSet, limit *string, procs *int) {
 	f.StringVar(limit, "memory-limit", "", "the garbage collector's soft memory limit, such as 400MiB (units B, KiB, MiB, GiB, TiB), or none; empty: nine tenths of the cgroup's memory limit, if any. A set GOMEMLIMIT stands")
+	f.IntVar(procs, "procs", 0, "how many threads run the process's Go code at once (GOMAXPROCS); 0: Go's default, the CPUs the process may use (its cgroup's CPU limit, at least 2). Fewer caps the proxy at about N CPUs; it can shorten the latency tail only where the proxy shares a few CPUs with busy processes and needs less than N (docs/reference/limits.md); not with GOMAXPROCS set")
+}
+
+// setProcs applies --procs: n threads run Go code at once, or Go's
+// default for 0. The GOMAXPROCS variable and the flag together are
+// refused rather than one of them ignored.
+func setProcs(n int, log *slog.Logger) error {
+	if n < 0 {
+		return fmt.Errorf("--procs %d: want 0 (Go's default) or more", n)
+	}
+	if n == 0 {
+		return nil
+	}
+	if v, set := os.LookupEnv("GOMAXPROCS"); set {
+		return fmt.Errorf("--procs %d: GOMAXPROCS=%s is set too; set one of them", n, v)
+	}
+	runtime.GOMAXPROCS(n)
+	log.Debug("threads running Go code at once", "procs", n)
+	return nil
 }
 
 // setMemoryLimit applies --memory-limit (gcfloor.SetLimit) and logs the

@@ -18,6 +18,7 @@ func newUp() *cobra.Command {
 		pool      string
 		accessLog string
 		memLimit  string
+		procs     int
 	)
 	cmd := &cobra.Command{
 		Use:   "up (--config DIR | --kubeconfig FILE)",
@@ -46,6 +47,9 @@ one IP address.`,
 			if err := setMemoryLimit(memLimit, cfg.Logger); err != nil {
 				return err
 			}
+			if err := setProcs(procs, cfg.Logger); err != nil {
+				return err
+			}
 			defer gcfloor.Keep(gcfloor.DefaultFloor)()
 			return withAccessLog(accessLog, cfg.Out, cfg.Logger, &cfg.AccessLog, func() error { return up.Run(cmd.Context(), cfg) })
 		},
@@ -60,7 +64,7 @@ one IP address.`,
 	f.StringVar(&cfg.Cluster, "cluster", "local", "name of this cluster, the owner of what the files define")
 	f.BoolVar(&cfg.Demo, "demo", false, "serve every loopback endpoint in the config with a built-in echo backend")
 	registerProxyFlags(f, &accessLog, &cfg.AdminListen, &cfg.TargetMetrics, &cfg.DNSListen, &cfg.DNSAnswer, &cfg.Limits)
-	registerMemoryLimit(f, &memLimit)
+	registerMemoryLimit(f, &memLimit, &procs)
 	f.DurationVar(&cfg.SettlePeriod, "settle-period", file.DefaultSettlePeriod, "how long a config file that became empty or lost a policy, Gateway or listener must stay so before the removal applies (a deleted file applies at once)")
 	f.Int64Var(&cfg.MaxFileSize, "max-config-file-bytes", file.DefaultMaxFileSize, "config files larger than this are reported and keep their last content")
 	cmd.MarkFlagsOneRequired("config", "kubeconfig")

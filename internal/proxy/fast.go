@@ -110,7 +110,7 @@ func (s *fastServer) serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		fc := s.newConn(&idleConn{Conn: conn})
+		fc := s.newConn(newIdleConn(conn))
 		if !s.track(fc) {
 			conn.Close()
 			continue

@@ -15,16 +15,34 @@ import (
 // timeout bounds each wait for bytes, chunk framing included, however a
 // body reader splits its reads. HTTP/2 streams are bounded per read of the
 // stream instead (http.ResponseController), their frames arriving whole.
+//
+// Its reads and writes are raw system calls where the socket allows
+// (rawSocket), whichever path or TLS connection reads and writes it.
 type idleConn struct {
 	net.Conn
 	idle atomic.Int64 // a time.Duration; 0 is none
+	raw  *rawSocket   // nil: c.Conn's own Read and Write
+}
+
+func newIdleConn(c net.Conn) *idleConn {
+	return &idleConn{Conn: c, raw: newRawSocket(c)}
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	if d := time.Duration(c.idle.Load()); d > 0 {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(d))
 	}
+	if c.raw != nil {
+		return c.raw.Read(p)
+	}
 	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.Write(p)
+	}
+	return c.Conn.Write(p)
 }
 
 // SyscallConn lets peek look at the socket underneath.
@@ -53,7 +71,7 @@ func (l idleListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &idleConn{Conn: c}, nil
+	return newIdleConn(c), nil
 }
 
 // idleConnKey is the context key of a connection's idleConn.

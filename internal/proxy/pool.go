@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -21,6 +22,9 @@ type connPool struct {
 // targetConn is one HTTP/1.1 connection to a target.
 type targetConn struct {
 	conn net.Conn
+	// raw reads and writes conn with raw system calls (rawSocket); nil
+	// when conn has no socket of its own.
+	raw  *rawSocket
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	addr string
@@ -49,6 +53,9 @@ func (r targetReader) Read(p []byte) (int, error) {
 			d = c.limit
 		}
 		_ = c.conn.SetReadDeadline(d)
+	}
+	if c.raw != nil {
+		return c.raw.Read(p)
 	}
 	return c.conn.Read(p)
 }
@@ -94,11 +101,12 @@ func (p *connPool) dial(addr string, deadline time.Time) (*targetConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &targetConn{
-		conn: conn,
-		bw:   bufio.NewWriterSize(conn, fastWriteBuffer),
-		addr: addr,
+	c := &targetConn{conn: conn, addr: addr, raw: newRawSocket(conn)}
+	var w io.Writer = conn
+	if c.raw != nil {
+		w = c.raw
 	}
+	c.bw = bufio.NewWriterSize(w, fastWriteBuffer)
 	c.br = bufio.NewReaderSize(targetReader{c}, fastReadBuffer)
 	return c, nil
 }
