@@ -1,22 +1,21 @@
 package translate
 
 import (
-	"cmp"
 	"maps"
 	"slices"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"trellis.dev/trellis/internal/model"
 )
 
 // Incremental translates a sequence of Inputs, each a change of the one
-// before, re-translating only the routes that read an object that changed;
-// every other route's translation is replayed from what it did last time.
-// Its Output is always the one Translate would give for the same Input
-// (TestIncrementalMatchesTranslate holds it to that).
+// before, re-translating only the routes that read an object that changed
+// and patching the last Output with what they make; every other route's
+// part of the Output is kept as it was. Its Output is always the one
+// Translate would give for the same Input (TestIncrementalMatchesTranslate
+// holds it to that).
 //
 // An object has changed when its metadata.resourceVersion differs from the
 // last Input's, or is empty (so an Input without versions is translated in
@@ -27,14 +26,16 @@ import (
 // What a route reads, and so what makes it translate again: the route
 // itself; the Services, their EndpointSlices (by the service-name label)
 // and the ServiceImports its backends name; the ReferenceGrants of the
-// namespaces it refers into. A change to a GatewayClass, Gateway, Secret or
-// Namespace, to a ReferenceGrant a Gateway consulted, or to the Input's
-// Cluster, GatewayAddresses or GatewayAPIVersion translates everything;
-// Gateways, GatewayClasses and AuthPolicies are translated on every call
-// (they are few), and the WorkloadSets whenever a Pod changed. A replayed
-// route is translated again all the same when what it saw of the routes
-// before it differs: a service name or target group name taken or freed
-// by another route.
+// namespaces it refers into. An index from each of those to the routes that
+// read it (routeIndex) finds them without visiting the others. A change to
+// a GatewayClass, Gateway, Secret or Namespace, to a ReferenceGrant a
+// Gateway consulted, or to the Input's Cluster, GatewayAddresses or
+// GatewayAPIVersion translates everything; Gateways, GatewayClasses and
+// AuthPolicies are translated on every call (they are few), and the
+// WorkloadSets whenever a Pod changed. A route is translated again all the
+// same when what it sees of the routes before it changes: a service name
+// it claims, or a target group name it looks up, taken or freed by a route
+// before it that was translated again.
 //
 // The zero value is ready to use. An Incremental is not safe for concurrent
 // use.
@@ -46,28 +47,25 @@ type Incremental struct {
 	// gatewayGrants are the namespaces whose ReferenceGrants the Gateways
 	// consulted (for certificates in other namespaces).
 	gatewayGrants map[string]bool
-	// routes are the last call's route records, in the order routes are
-	// translated (translateRoutes), so that a call finds each route's by
-	// walking both in step rather than by hashing its key.
-	routes    []*record
+	// index is what the routes made and read, kept between calls; nil
+	// until a call translated everything.
+	index     *routeIndex
 	workloads *record
 	// authed are the services that had an auth policy in the last output.
 	authed map[string]bool
 	// whole are the keys of the networks and certificates of the last
 	// output, made in full on every call.
 	whole []string
-	// orders are, by kind, the order by namespace and name of the last
-	// Input's routes of that kind (positions in its list); a kind whose
-	// list changed otherwise than in its elements' content has none.
-	orders map[string][]int
-	// tgNames are the last call's target group names, sorted (never
-	// modified: a call that needs others makes a new list).
-	tgNames []string
+	// positions are where each route is in the last Input's list of its
+	// kind; stale when a list of routes changed otherwise than in its
+	// elements' content (positionsStale).
+	positions      map[objectKey]int
+	positionsStale bool
 	// changed are the model keys of the objects that may have changed since
 	// Acknowledge; all is true when every object may have.
 	changed map[string]bool
 	all     bool
-	// scratch are the last call's maps, for the next.
+	// scratch are the last full call's maps, for the next.
 	scratch *scratch
 }
 
@@ -107,6 +105,7 @@ const (
 // to do it again without translating.
 type record struct {
 	src  model.SourceRef
+	key  objectKey
 	deps []dep
 	// problems are every problem reported, in order, before
 	// deduplication against the other routes'.
@@ -156,21 +155,20 @@ type incCall struct {
 	x *Incremental
 	// dirty are the inputs that changed; nil when everything is translated.
 	dirty map[dep]bool
+	// fast says the routes are patched (patchRoutes) rather than all
+	// translated; at is then the route being translated.
+	fast bool
+	at   objectKey
 	// podsChanged says the WorkloadSets must be made again.
 	podsChanged bool
 	// changed collects the model keys of what was translated rather than
-	// replayed.
+	// kept.
 	changed map[string]bool
 	// gatewayGrants collects the namespaces whose grants Gateways consulted.
 	gatewayGrants map[string]bool
-	// prev are the last call's route records, cursor the first not yet
-	// met; next collects this call's.
-	prev   []*record
-	cursor int
-	next   []*record
-	// dirtyList is dirty as a list, searched instead while it is short.
-	dirtyList []dep
-	// translated are the routes translated rather than replayed.
+	// next collects the records of a full translation, in route order.
+	next []*record
+	// translated are the routes translated rather than kept.
 	translated []model.SourceRef
 }
 
@@ -182,20 +180,28 @@ type incCall struct {
 func (x *Incremental) Translate(in *Input) *Output {
 	c := &incCall{x: x, changed: map[string]bool{}, gatewayGrants: map[string]bool{}}
 	c.dirty, c.podsChanged = x.changes(in)
-	if c.dirty == nil {
-		x.routes, x.workloads, x.authed = nil, nil, nil
+	if c.dirty != nil && !x.findRoutes(in) {
+		c.dirty = nil // two routes of one key: which is used is the translator's business
 	}
-	c.prev = x.routes
-	t := newTranslator(in, x.scratch)
+	c.fast = c.dirty != nil && x.index != nil
+	if !c.fast {
+		c.dirty = nil
+		x.index, x.workloads, x.authed = nil, nil, nil
+	}
+	var t *translator
+	if c.fast {
+		t = newTranslator(in, &scratch{serviceRoutes: map[string]model.SourceRef{}, tgs: map[string]*targetGroupEntry{}, tgsUsed: map[string]bool{}})
+	} else {
+		t = newTranslator(in, x.scratch)
+	}
 	t.inc = c
 	out := translate(t)
-	// Nothing of the output refers to the maps.
-	x.scratch = &scratch{serviceRoutes: t.serviceRoutes, tgs: t.tgs, tgsUsed: t.tgsUsed}
-	x.gatewayGrants = c.gatewayGrants
-	for _, r := range c.prev[c.cursor:] {
-		c.forget(r) // routes gone
+	if !c.fast {
+		// Nothing of the output refers to the maps.
+		x.scratch = &scratch{serviceRoutes: t.serviceRoutes, tgs: t.tgs, tgsUsed: t.tgsUsed}
+		x.index = newRouteIndex(c.next, out.TargetGroups)
 	}
-	x.routes = c.next
+	x.gatewayGrants = c.gatewayGrants
 	// What is made in full every time, and what an auth policy touched
 	// (now or last time), may differ.
 	for _, k := range x.whole {
@@ -212,9 +218,11 @@ func (x *Incremental) Translate(in *Input) *Output {
 		c.changed[k] = true
 	}
 	authed := map[string]bool{}
-	for i := range out.Services {
-		if out.Services[i].Auth != nil {
-			authed[out.Services[i].Name] = true
+	if len(in.AuthPolicies) > 0 { // only a policy sets Auth
+		for i := range out.Services {
+			if out.Services[i].Auth != nil {
+				authed[out.Services[i].Name] = true
+			}
 		}
 	}
 	for name := range authed {
@@ -224,7 +232,7 @@ func (x *Incremental) Translate(in *Input) *Output {
 		c.changed[model.Key(model.KindService, name)] = true
 	}
 	x.authed = authed
-	if c.dirty == nil || !x.primed {
+	if !c.fast || !x.primed {
 		x.all = true
 	}
 	x.primed = true
@@ -329,7 +337,9 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 				return
 			}
 		}
-		delete(x.orders, kind) // other objects, or in another order
+		if isRouteKind(kind) {
+			x.positionsStale = true // other routes, or in another order
+		}
 		old := make(map[objectKey]objectVersion, len(last))
 		for _, o := range last {
 			if _, dup := old[o.key]; dup {
@@ -417,153 +427,11 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 	return dirty, podsChanged
 }
 
-// sortedRoutes is sortedByName for the routes of kind, taking the order
-// of the last call's when the list holds the same routes in the same
-// positions (Incremental.orders), so that a change within routes does not
-// sort them all again.
-func sortedRoutes[T any](t *translator, kind gatewayv1.Kind, objs []T, key func(*T) (ns, name string)) []*T {
-	if t.inc == nil {
-		return sortedByName(objs, key)
-	}
-	x := t.inc.x
-	order, ok := x.orders[string(kind)]
-	if !ok || len(order) != len(objs) {
-		order = make([]int, len(objs))
-		for i := range order {
-			order[i] = i
-		}
-		slices.SortStableFunc(order, func(a, b int) int {
-			ans, an := key(&objs[a])
-			bns, bn := key(&objs[b])
-			return cmp.Or(cmp.Compare(ans, bns), cmp.Compare(an, bn))
-		})
-		if x.orders == nil {
-			x.orders = map[string][]int{}
-		}
-		x.orders[string(kind)] = order
-	}
-	out := make([]*T, len(objs))
-	for i, j := range order {
-		out[i] = &objs[j]
-	}
-	return out
-}
-
 // read notes that the route being recorded read d.
 func (t *translator) read(d dep) {
 	if t.rec != nil {
 		t.rec.deps = append(t.rec.deps, d)
 	}
-}
-
-// last returns the last call's record of route src, if it had one. Routes
-// come in the order they are translated, so the records are walked in
-// step; those passed over are of routes gone, and forgotten.
-func (c *incCall) last(src model.SourceRef) *record {
-	rank := func(kind string) int {
-		switch gatewayv1.Kind(kind) {
-		case kindHTTPRoute:
-			return 0
-		case kindGRPCRoute:
-			return 1
-		}
-		return 2
-	}
-	for ; c.cursor < len(c.prev); c.cursor++ {
-		r := c.prev[c.cursor]
-		switch cmp.Or(cmp.Compare(rank(r.src.Kind), rank(src.Kind)), cmp.Compare(r.src.Namespace, src.Namespace), cmp.Compare(r.src.Name, src.Name)) {
-		case 0:
-			c.cursor++
-			return r
-		case 1:
-			return nil
-		}
-		c.forget(r)
-	}
-	return nil
-}
-
-// reusable reports whether nothing r read has changed.
-func (c *incCall) reusable(r *record) bool {
-	if c.dirty == nil || r == nil {
-		return false
-	}
-	if c.dirtyList == nil && len(c.dirty) <= 16 {
-		c.dirtyList = make([]dep, 0, len(c.dirty))
-		for d := range c.dirty {
-			c.dirtyList = append(c.dirtyList, d)
-		}
-	}
-	for _, d := range r.deps {
-		if c.dirtyList != nil {
-			if slices.Contains(c.dirtyList, d) {
-				return false
-			}
-		} else if c.dirty[d] {
-			return false
-		}
-	}
-	return true
-}
-
-// replay does again what translating the route src did when r was
-// recorded, and reports true; or does nothing and reports false when the
-// routes before it now leave it a different world (a name taken or freed).
-func (t *translator) replay(src model.SourceRef, r *record) bool {
-	for _, c := range r.claims {
-		var other model.SourceRef
-		if o, taken := t.serviceRoutes[c.name]; taken && o != src {
-			other = o
-		}
-		if other != c.other {
-			return false
-		}
-	}
-	var created []string
-	for _, u := range r.tgs {
-		e := t.tgs[u.name]
-		switch {
-		case u.created != nil:
-			if e != nil || slices.Contains(created, u.name) {
-				return false
-			}
-			created = append(created, u.name)
-		case e == nil:
-			if !slices.Contains(created, u.name) {
-				return false
-			}
-		case e.svc != u.svc || e.port != u.port || (e.tg != nil) != u.valid:
-			return false
-		}
-	}
-	t.inc.next = append(t.inc.next, r)
-	for _, c := range r.claims {
-		if c.took {
-			t.serviceRoutes[c.name] = src
-		}
-	}
-	for _, u := range r.tgs {
-		if u.created != nil {
-			t.tgs[u.name] = u.created
-		}
-	}
-	for _, p := range r.problems {
-		t.addProblem(p)
-	}
-	t.out.Services = append(t.out.Services, r.services...)
-	for _, tg := range r.targetGroups {
-		t.tgsUsed[tg] = true
-	}
-	for _, c := range r.certificates {
-		t.certsUsed[c] = true
-	}
-	for _, a := range r.attached {
-		t.gateways[a.gateway].listeners[a.index].count(src)
-	}
-	if r.status != nil {
-		t.out.Status.Routes = append(t.out.Status.Routes, *r.status)
-	}
-	return true
 }
 
 // startRecord starts recording the translation of route src, whose last
@@ -572,19 +440,20 @@ func (t *translator) startRecord(src model.SourceRef, old *record) {
 	if t.inc == nil {
 		return
 	}
-	t.rec = &record{src: src, deps: []dep{{src.Kind, src.Namespace, src.Name}}}
+	k := objectKey{src.Kind, src.Namespace, src.Name}
+	t.rec = &record{src: src, key: k, deps: []dep{k}}
 	if old != nil {
 		t.inc.forget(old)
 	}
 }
 
-// endRecord keeps the record of route src, given where its services and
-// status start in the output.
-func (t *translator) endRecord(src model.SourceRef, services, statuses int) {
+// endRecord ends and returns the record of route src, given where its
+// services and status start in the output.
+func (t *translator) endRecord(src model.SourceRef, services, statuses int) *record {
 	r := t.rec
 	t.rec = nil
 	if r == nil {
-		return
+		return nil
 	}
 	t.inc.translated = append(t.inc.translated, src)
 	r.services = slices.Clone(t.out.Services[services:])
@@ -611,6 +480,7 @@ func (t *translator) endRecord(src model.SourceRef, services, statuses int) {
 		r.status = &st
 	}
 	t.inc.next = append(t.inc.next, r)
+	return r
 }
 
 // count counts route src as attached to l, once. A route's attachments

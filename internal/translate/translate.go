@@ -397,19 +397,21 @@ func (t *translator) invalid(obj model.SourceRef, err error, field func(string) 
 
 func (t *translator) output() *Output {
 	slices.SortFunc(t.out.Networks, func(a, b model.ServiceNetwork) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(t.out.Services, func(a, b model.Service) int { return cmp.Compare(a.Name, b.Name) })
-	// Only the target groups of produced services: a route that failed to
-	// attach or validate leaves none behind.
-	// Sorted by name before they are copied: a target group is large.
-	t.out.TargetGroups = make([]model.TargetGroup, 0, len(t.tgsUsed))
-	for _, name := range t.tgNames() {
-		t.out.TargetGroups = append(t.out.TargetGroups, *t.tgs[name].tg)
+	if t.inc == nil || !t.inc.fast { // patchRoutes made them sorted
+		slices.SortFunc(t.out.Services, func(a, b model.Service) int { return cmp.Compare(a.Name, b.Name) })
+		// Only the target groups of produced services: a route that failed to
+		// attach or validate leaves none behind.
+		// Sorted by name before they are copied: a target group is large.
+		t.out.TargetGroups = make([]model.TargetGroup, 0, len(t.tgsUsed))
+		for _, name := range slices.Sorted(maps.Keys(t.tgsUsed)) {
+			t.out.TargetGroups = append(t.out.TargetGroups, *t.tgs[name].tg)
+		}
 	}
 	for name := range t.certsUsed {
 		t.out.Certificates = append(t.out.Certificates, *t.certs[name].cert)
 	}
 	slices.SortFunc(t.out.Certificates, func(a, b model.Certificate) int { return cmp.Compare(a.Name, b.Name) })
-	t.out.Status.sort()
+	t.out.Status.sort(t.inc == nil || !t.inc.fast)
 	// Group problems by object; within one object they stay in the order
 	// found, which follows the object's fields.
 	slices.SortStableFunc(t.out.Problems, func(a, b Problem) int {
@@ -419,22 +421,6 @@ func (t *translator) output() *Output {
 			cmp.Compare(a.Object.Name, b.Object.Name))
 	})
 	return &t.out
-}
-
-// tgNames returns the names of the target groups used, sorted. An
-// incremental translation whose target groups are those of its last call
-// (a change within routes) takes the last call's list rather than sorting
-// again.
-func (t *translator) tgNames() []string {
-	if t.inc == nil {
-		return slices.Sorted(maps.Keys(t.tgsUsed))
-	}
-	x := t.inc.x
-	if len(x.tgNames) == len(t.tgsUsed) && !slices.ContainsFunc(x.tgNames, func(n string) bool { return !t.tgsUsed[n] }) {
-		return x.tgNames
-	}
-	x.tgNames = slices.Sorted(maps.Keys(t.tgsUsed))
-	return x.tgNames
 }
 
 // sortedByName returns pointers to the elements of objs ordered by namespace

@@ -1,0 +1,479 @@
+package translate
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"trellis.dev/trellis/internal/model"
+)
+
+// routeIndex is what the routes made and read in the calls of an
+// Incremental so far, kept so that a change finds the routes it concerns
+// without visiting the others, and patches the last Output with what they
+// make now (patchRoutes).
+type routeIndex struct {
+	// recs are the routes' records, by route.
+	recs map[objectKey]*record
+	// readers are, by input (dep), the routes that read it.
+	readers map[dep]map[objectKey]bool
+	// claimants are, by service name, the routes that claimed it; users,
+	// by target group name, the routes that looked it up. Both in route
+	// order (routeOrder).
+	claimants map[string][]*record
+	users     map[string][]*record
+	// services, statuses and targetGroups are the routes' part of the last
+	// Output, sorted as there; services as the routes made them, before
+	// auth policies.
+	services     []model.Service
+	statuses     []RouteStatus
+	targetGroups []model.TargetGroup
+	// tgRefs and certRefs count, by name, the routes whose services use
+	// a target group or certificate.
+	tgRefs, certRefs map[string]int
+	// attached counts the routes accepted on each listener.
+	attached map[listenerRef]int32
+	// problems are the records of the routes that reported any.
+	problems map[objectKey]*record
+}
+
+// newRouteIndex makes the index of a full translation: recs are its route
+// records in route order, tgs its target groups.
+func newRouteIndex(recs []*record, tgs []model.TargetGroup) *routeIndex {
+	ix := &routeIndex{
+		recs:         make(map[objectKey]*record, len(recs)),
+		readers:      make(map[dep]map[objectKey]bool, 2*len(recs)),
+		claimants:    make(map[string][]*record, len(recs)),
+		users:        make(map[string][]*record, len(recs)),
+		services:     make([]model.Service, 0, len(recs)),
+		statuses:     make([]RouteStatus, 0, len(recs)),
+		targetGroups: slices.Clone(tgs),
+		tgRefs:       make(map[string]int, len(tgs)),
+		certRefs:     map[string]int{},
+		attached:     map[listenerRef]int32{},
+		problems:     map[objectKey]*record{},
+	}
+	for _, r := range recs {
+		ix.link(r)
+		ix.services = append(ix.services, r.services...)
+		if r.status != nil {
+			ix.statuses = append(ix.statuses, *r.status)
+		}
+	}
+	slices.SortFunc(ix.services, func(a, b model.Service) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(ix.statuses, compareRouteStatus)
+	return ix
+}
+
+// routeRank orders the route kinds as translateRoutes meets them.
+func routeRank(kind string) int {
+	switch gatewayv1.Kind(kind) {
+	case kindHTTPRoute:
+		return 0
+	case kindGRPCRoute:
+		return 1
+	}
+	return 2
+}
+
+// isRouteKind reports whether kind is a kind of route.
+func isRouteKind(kind string) bool {
+	switch gatewayv1.Kind(kind) {
+	case kindHTTPRoute, kindGRPCRoute, kindTLSRoute:
+		return true
+	}
+	return false
+}
+
+// routeOrder orders routes as translateRoutes meets them: by kind, then
+// namespace and name.
+func routeOrder(a, b objectKey) int {
+	return cmp.Or(cmp.Compare(routeRank(a.kind), routeRank(b.kind)), cmp.Compare(a.namespace, b.namespace), cmp.Compare(a.name, b.name))
+}
+
+func compareRouteStatus(a, b RouteStatus) int {
+	return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
+// took reports whether the route of r took service name; r may be nil.
+func (r *record) took(name string) bool {
+	if r == nil {
+		return false
+	}
+	return slices.ContainsFunc(r.claims, func(c claim) bool { return c.name == name && c.took })
+}
+
+// created returns the target group entry the route of r made for name,
+// if it made it; r may be nil.
+func (r *record) created(name string) *targetGroupEntry {
+	if r == nil {
+		return nil
+	}
+	for _, u := range r.tgs {
+		if u.name == name {
+			return u.created
+		}
+	}
+	return nil
+}
+
+// insertRecord inserts r into list, in route order, unless it is there.
+func insertRecord(list []*record, r *record) []*record {
+	i, found := slices.BinarySearchFunc(list, r.key, func(e *record, k objectKey) int { return routeOrder(e.key, k) })
+	if found {
+		return list
+	}
+	return slices.Insert(list, i, r)
+}
+
+// removeRecord removes r from list.
+func removeRecord(list []*record, r *record) []*record {
+	i, found := slices.BinarySearchFunc(list, r.key, func(e *record, k objectKey) int { return routeOrder(e.key, k) })
+	if !found || list[i] != r {
+		return list
+	}
+	return slices.Delete(list, i, i+1)
+}
+
+// distinctListeners calls f once for each listener r was accepted on.
+func distinctListeners(r *record, f func(listenerRef)) {
+	for i, l := range r.attached {
+		if !slices.Contains(r.attached[:i], l) {
+			f(l)
+		}
+	}
+}
+
+// link adds what r read and took to the index (not its output).
+func (ix *routeIndex) link(r *record) {
+	ix.recs[r.key] = r
+	for _, d := range r.deps {
+		m := ix.readers[d]
+		if m == nil {
+			m = map[objectKey]bool{}
+			ix.readers[d] = m
+		}
+		m[r.key] = true
+	}
+	for _, c := range r.claims {
+		ix.claimants[c.name] = insertRecord(ix.claimants[c.name], r)
+	}
+	for _, u := range r.tgs {
+		ix.users[u.name] = insertRecord(ix.users[u.name], r)
+	}
+	for _, tg := range r.targetGroups {
+		ix.tgRefs[tg]++
+	}
+	for _, c := range r.certificates {
+		ix.certRefs[c]++
+	}
+	distinctListeners(r, func(l listenerRef) { ix.attached[l]++ })
+	if len(r.problems) > 0 {
+		ix.problems[r.key] = r
+	}
+}
+
+// unlink removes what link added for r.
+func (ix *routeIndex) unlink(r *record) {
+	if ix.recs[r.key] == r {
+		delete(ix.recs, r.key)
+	}
+	for _, d := range r.deps {
+		if m := ix.readers[d]; m != nil {
+			delete(m, r.key)
+			if len(m) == 0 {
+				delete(ix.readers, d)
+			}
+		}
+	}
+	for _, c := range r.claims {
+		if l := removeRecord(ix.claimants[c.name], r); len(l) > 0 {
+			ix.claimants[c.name] = l
+		} else {
+			delete(ix.claimants, c.name)
+		}
+	}
+	for _, u := range r.tgs {
+		if l := removeRecord(ix.users[u.name], r); len(l) > 0 {
+			ix.users[u.name] = l
+		} else {
+			delete(ix.users, u.name)
+		}
+	}
+	for _, tg := range r.targetGroups {
+		if ix.tgRefs[tg]--; ix.tgRefs[tg] <= 0 {
+			delete(ix.tgRefs, tg)
+		}
+	}
+	for _, c := range r.certificates {
+		if ix.certRefs[c]--; ix.certRefs[c] <= 0 {
+			delete(ix.certRefs, c)
+		}
+	}
+	distinctListeners(r, func(l listenerRef) {
+		if ix.attached[l]--; ix.attached[l] <= 0 {
+			delete(ix.attached, l)
+		}
+	})
+	if ix.problems[r.key] == r {
+		delete(ix.problems, r.key)
+	}
+}
+
+// patchOutput replaces old's services and status in the index's lists
+// with now's; either may be nil. A service of the same name, or the status,
+// is replaced where it is (the usual change), not removed and inserted.
+func (ix *routeIndex) patchOutput(old, now *record) {
+	byName := func(s model.Service, n string) int { return cmp.Compare(s.Name, n) }
+	if old != nil {
+		for i := range old.services {
+			name := old.services[i].Name
+			if now != nil && slices.ContainsFunc(now.services, func(s model.Service) bool { return s.Name == name }) {
+				continue
+			}
+			// Not when a route after old's took the name from it since.
+			if j, found := slices.BinarySearchFunc(ix.services, name, byName); found && ix.services[j].Source != nil && *ix.services[j].Source == old.src {
+				ix.services = slices.Delete(ix.services, j, j+1)
+			}
+		}
+		if old.status != nil && (now == nil || now.status == nil) {
+			if j, found := slices.BinarySearchFunc(ix.statuses, *old.status, compareRouteStatus); found {
+				ix.statuses = slices.Delete(ix.statuses, j, j+1)
+			}
+		}
+	}
+	if now == nil {
+		return
+	}
+	for i := range now.services {
+		j, found := slices.BinarySearchFunc(ix.services, now.services[i].Name, byName)
+		if found {
+			ix.services[j] = now.services[i]
+		} else {
+			ix.services = slices.Insert(ix.services, j, now.services[i])
+		}
+	}
+	if now.status != nil {
+		j, found := slices.BinarySearchFunc(ix.statuses, *now.status, compareRouteStatus)
+		if found {
+			ix.statuses[j] = *now.status
+		} else {
+			ix.statuses = slices.Insert(ix.statuses, j, *now.status)
+		}
+	}
+}
+
+// patchTargetGroup makes the index's target group name what the routes
+// make of it now: the entry of its first user, when a service uses it.
+func (ix *routeIndex) patchTargetGroup(name string) {
+	var e *targetGroupEntry
+	if us := ix.users[name]; ix.tgRefs[name] > 0 && len(us) > 0 {
+		e = us[0].created(name)
+	}
+	i, found := slices.BinarySearchFunc(ix.targetGroups, name, func(tg model.TargetGroup, n string) int { return cmp.Compare(tg.Name, n) })
+	switch {
+	case e != nil && e.tg != nil && found:
+		ix.targetGroups[i] = *e.tg
+	case e != nil && e.tg != nil:
+		ix.targetGroups = slices.Insert(ix.targetGroups, i, *e.tg)
+	case found:
+		ix.targetGroups = slices.Delete(ix.targetGroups, i, i+1)
+	}
+}
+
+// entryChanged reports whether a route after the one that made a (before)
+// or b (now) would see the target group differently.
+func entryChanged(a, b *targetGroupEntry) bool {
+	if a == nil || b == nil {
+		return (a == nil) != (b == nil)
+	}
+	return a.svc != b.svc || a.port != b.port || (a.tg == nil) != (b.tg == nil)
+}
+
+// holder returns the route that holds service name for the route being
+// translated: the first before it that took it.
+func (t *translator) holder(name string) (model.SourceRef, bool) {
+	if o, ok := t.serviceRoutes[name]; ok || t.inc == nil || !t.inc.fast {
+		return o, ok
+	}
+	for _, r := range t.inc.x.index.claimants[name] {
+		if routeOrder(r.key, t.inc.at) >= 0 {
+			break
+		}
+		if r.took(name) {
+			return r.src, true
+		}
+	}
+	return model.SourceRef{}, false
+}
+
+// tgEntry returns the target group entry of name the route being
+// translated finds: the one the first route before it to look it up made.
+func (t *translator) tgEntry(name string) *targetGroupEntry {
+	if e := t.tgs[name]; e != nil || t.inc == nil || !t.inc.fast {
+		return e
+	}
+	if us := t.inc.x.index.users[name]; len(us) > 0 && routeOrder(us[0].key, t.inc.at) < 0 {
+		return us[0].created(name)
+	}
+	return nil
+}
+
+// findRoutes makes sure x.positions has where each of in's routes is, and
+// reports false when two routes share a key.
+func (x *Incremental) findRoutes(in *Input) bool {
+	n := len(in.HTTPRoutes) + len(in.GRPCRoutes) + len(in.TLSRoutes)
+	if x.positions == nil || x.positionsStale {
+		x.positions = make(map[objectKey]int, n)
+		for i := range in.HTTPRoutes {
+			x.positions[objectKey{string(kindHTTPRoute), in.HTTPRoutes[i].Namespace, in.HTTPRoutes[i].Name}] = i
+		}
+		for i := range in.GRPCRoutes {
+			x.positions[objectKey{string(kindGRPCRoute), in.GRPCRoutes[i].Namespace, in.GRPCRoutes[i].Name}] = i
+		}
+		for i := range in.TLSRoutes {
+			x.positions[objectKey{string(kindTLSRoute), in.TLSRoutes[i].Namespace, in.TLSRoutes[i].Name}] = i
+		}
+		x.positionsStale = false
+	}
+	return len(x.positions) == n
+}
+
+// route returns the route k of in, if it has one.
+func (x *Incremental) route(in *Input, k objectKey) (route, bool) {
+	i, ok := x.positions[k]
+	if !ok {
+		return route{}, false
+	}
+	switch gatewayv1.Kind(k.kind) {
+	case kindHTTPRoute:
+		return httpRoute(&in.HTTPRoutes[i]), true
+	case kindGRPCRoute:
+		return grpcRoute(&in.GRPCRoutes[i]), true
+	}
+	return tlsRoute(&in.TLSRoutes[i]), true
+}
+
+// patchRoutes translates the routes that read an input that changed, and
+// those after them that see a name taken or freed by one of them, in route
+// order; the index keeps every other route's part of the output.
+func (t *translator) patchRoutes() {
+	c := t.inc
+	x := c.x
+	ix := x.index
+	var work []objectKey // in route order
+	queued := map[objectKey]bool{}
+	push := func(k objectKey) {
+		if queued[k] {
+			return
+		}
+		queued[k] = true
+		i, _ := slices.BinarySearchFunc(work, k, routeOrder)
+		work = slices.Insert(work, i, k)
+	}
+	for d := range c.dirty {
+		if isRouteKind(d.kind) {
+			push(d)
+		}
+		for k := range ix.readers[d] {
+			push(k)
+		}
+	}
+	touched := map[string]bool{} // target group names
+	var names []string
+	for len(work) > 0 {
+		k := work[0]
+		work = work[1:]
+		old := ix.recs[k]
+		var now *record
+		if r, ok := x.route(t.in, k); ok {
+			c.at = k
+			clear(t.serviceRoutes)
+			clear(t.tgs)
+			// Its problems go to the output with every route's, in route
+			// order, below.
+			problems := len(t.out.Problems)
+			now = t.translateOne(&r, old)
+			for _, p := range t.out.Problems[problems:] {
+				delete(t.seen, p)
+			}
+			t.out.Problems = t.out.Problems[:problems]
+		} else if old != nil {
+			c.forget(old)
+		}
+		if old != nil {
+			ix.unlink(old)
+		}
+		if now != nil {
+			ix.link(now)
+		}
+		ix.patchOutput(old, now)
+		// The routes after k that claim a name k took or no longer takes,
+		// or look up a target group k made otherwise, see them otherwise.
+		names = names[:0]
+		for _, r := range []*record{old, now} {
+			if r != nil {
+				for _, cl := range r.claims {
+					names = append(names, cl.name)
+				}
+			}
+		}
+		for _, name := range names {
+			if old.took(name) != now.took(name) {
+				for _, r := range ix.claimants[name] {
+					if routeOrder(r.key, k) > 0 {
+						push(r.key)
+					}
+				}
+			}
+		}
+		names = names[:0]
+		for _, r := range []*record{old, now} {
+			if r != nil {
+				for _, u := range r.tgs {
+					names = append(names, u.name)
+				}
+				names = append(names, r.targetGroups...)
+			}
+		}
+		for _, name := range names {
+			touched[name] = true
+			if entryChanged(old.created(name), now.created(name)) {
+				for _, r := range ix.users[name] {
+					if routeOrder(r.key, k) > 0 {
+						push(r.key)
+					}
+				}
+			}
+		}
+	}
+	for name := range touched {
+		ix.patchTargetGroup(name)
+	}
+
+	if len(t.in.HTTPRoutes)+len(t.in.GRPCRoutes)+len(t.in.TLSRoutes) > 0 {
+		// Not nil, as a full translation's.
+		t.out.Services = append(make([]model.Service, 0, len(ix.services)), ix.services...)
+		t.out.Status.Routes = append(make([]RouteStatus, 0, len(ix.statuses)), ix.statuses...)
+	} else {
+		t.out.Services, t.out.Status.Routes = nil, nil
+	}
+	t.out.TargetGroups = append(make([]model.TargetGroup, 0, len(ix.targetGroups)), ix.targetGroups...)
+	withProblems := slices.SortedFunc(maps.Values(ix.problems), func(a, b *record) int { return routeOrder(a.key, b.key) })
+	for _, r := range withProblems {
+		for _, p := range r.problems {
+			t.addProblem(p)
+		}
+	}
+	for key, g := range t.gateways {
+		for i := range g.listeners {
+			g.listeners[i].attached = ix.attached[listenerRef{key, i}]
+		}
+	}
+	clear(t.certsUsed)
+	for name := range ix.certRefs {
+		t.certsUsed[name] = true
+	}
+}
