@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"trellis.dev/trellis/internal/model"
@@ -61,6 +62,12 @@ type Incremental struct {
 	// elements' content (positionsStale).
 	positions      map[objectKey]int
 	positionsStale bool
+	// services are where each Service is in the last Input (the first of
+	// a key), slices where the EndpointSlices of each Service are, by
+	// name; nil when that list changed otherwise than in its elements'
+	// content (or a slice's Service label changed), until one is needed.
+	services map[types.NamespacedName]int
+	slices   map[types.NamespacedName][]int
 	// changed are the model keys of the objects that may have changed since
 	// Acknowledge; all is true when every object may have.
 	changed map[string]bool
@@ -177,6 +184,12 @@ type incCall struct {
 // Input with its own copy of each object's identity and resourceVersion),
 // so a caller may replace their elements for the next call (the file
 // provider does).
+//
+// The Output's Services, TargetGroups and Status.Routes may be the
+// Incremental's own lists, which the next call patches in place rather
+// than copying 10,000 services for one that changed: they hold until the
+// next call, and a caller must not change their elements (it may slice
+// them, or replace a list with a copy it changes).
 func (x *Incremental) Translate(in *Input) *Output {
 	c := &incCall{x: x, changed: map[string]bool{}, gatewayGrants: map[string]bool{}}
 	c.dirty, c.podsChanged = x.changes(in)
@@ -294,6 +307,9 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 			}
 			dirty[dep{depGrants, k.namespace, ""}] = true
 		case "EndpointSlice":
+			if old.label != now.label {
+				x.slices = nil
+			}
 			dirty[dep{depSlices, k.namespace, old.label}] = true
 			dirty[dep{depSlices, k.namespace, now.label}] = true
 		default:
@@ -305,7 +321,7 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 	// Input's. An input in the same order as the last (a provider's usual
 	// case) is compared position by position, without hashing; otherwise
 	// by key.
-	compare := func(kind string, n int, at func(i int) (namespace, name, rv string), labelAt func(i int) string) {
+	compare := func(kind string, n int, at func(i int) *metav1.ObjectMeta, labelAt func(i int) string) {
 		label := func(i int) string {
 			if labelAt == nil {
 				return ""
@@ -314,31 +330,41 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		}
 		last := x.lists[kind]
 		if len(last) == n {
+			// In one pass: the objects that changed, while every position
+			// holds the object it held.
+			var changed []int
 			same := true
 			for i := range n {
-				ns, name, _ := at(i)
-				if k := last[i].key; k.name != name || k.namespace != ns {
+				m, o := at(i), &last[i]
+				if o.key.name != m.Name || o.key.namespace != m.Namespace {
 					same = false
 					break
 				}
+				// An object of the same resourceVersion has the same
+				// content (see Incremental), and so the same label: only
+				// a changed one's is read.
+				if m.ResourceVersion == "" || m.ResourceVersion != o.version.resourceVersion {
+					changed = append(changed, i)
+				}
 			}
 			if same {
-				for i := range n {
+				for _, i := range changed {
 					o := &last[i]
-					// An object of the same resourceVersion has the same
-					// content (see Incremental), and so the same label:
-					// only a changed one's is read.
-					if _, _, rv := at(i); rv == "" || rv != o.version.resourceVersion {
-						now := objectVersion{rv, label(i)}
-						change(o.key, o.version, now)
-						o.version = now
-					}
+					now := objectVersion{at(i).ResourceVersion, label(i)}
+					change(o.key, o.version, now)
+					o.version = now
 				}
 				return
 			}
 		}
-		if isRouteKind(kind) {
-			x.positionsStale = true // other routes, or in another order
+		// Other objects, or in another order.
+		switch {
+		case isRouteKind(kind):
+			x.positionsStale = true
+		case kind == "Service":
+			x.services = nil
+		case kind == "EndpointSlice":
+			x.slices = nil
 		}
 		old := make(map[objectKey]objectVersion, len(last))
 		for _, o := range last {
@@ -350,7 +376,8 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		cur := make([]seenObject, n)
 		met := make(map[objectKey]bool, n)
 		for i := range n {
-			ns, name, rv := at(i)
+			m := at(i)
+			ns, name, rv := m.Namespace, m.Name, m.ResourceVersion
 			k := objectKey{kind, ns, name}
 			if met[k] {
 				rv = "" // two of a key: which is used is the translator's business
@@ -369,58 +396,19 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		}
 		x.lists[kind] = cur
 	}
-	compare("GatewayClass", len(in.GatewayClasses), func(i int) (string, string, string) {
-		o := &in.GatewayClasses[i]
-		return "", o.Name, o.ResourceVersion
-	}, nil)
-	compare("Gateway", len(in.Gateways), func(i int) (string, string, string) {
-		o := &in.Gateways[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare(string(kindHTTPRoute), len(in.HTTPRoutes), func(i int) (string, string, string) {
-		o := &in.HTTPRoutes[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare(string(kindGRPCRoute), len(in.GRPCRoutes), func(i int) (string, string, string) {
-		o := &in.GRPCRoutes[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare(string(kindTLSRoute), len(in.TLSRoutes), func(i int) (string, string, string) {
-		o := &in.TLSRoutes[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) (string, string, string) {
-		o := &in.ReferenceGrants[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) (string, string, string) {
-		o := &in.AuthPolicies[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("Service", len(in.Services), func(i int) (string, string, string) {
-		o := &in.Services[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("EndpointSlice", len(in.EndpointSlices), func(i int) (string, string, string) {
-		o := &in.EndpointSlices[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, func(i int) string { return in.EndpointSlices[i].Labels[discoveryv1.LabelServiceName] })
-	compare(string(kindServiceImport), len(in.ServiceImports), func(i int) (string, string, string) {
-		o := &in.ServiceImports[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("Secret", len(in.Secrets), func(i int) (string, string, string) {
-		o := &in.Secrets[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("Pod", len(in.Pods), func(i int) (string, string, string) {
-		o := &in.Pods[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("Namespace", len(in.Namespaces), func(i int) (string, string, string) {
-		o := &in.Namespaces[i]
-		return "", o.Name, o.ResourceVersion
-	}, nil)
+	compare("GatewayClass", len(in.GatewayClasses), func(i int) *metav1.ObjectMeta { return &in.GatewayClasses[i].ObjectMeta }, nil)
+	compare("Gateway", len(in.Gateways), func(i int) *metav1.ObjectMeta { return &in.Gateways[i].ObjectMeta }, nil)
+	compare(string(kindHTTPRoute), len(in.HTTPRoutes), func(i int) *metav1.ObjectMeta { return &in.HTTPRoutes[i].ObjectMeta }, nil)
+	compare(string(kindGRPCRoute), len(in.GRPCRoutes), func(i int) *metav1.ObjectMeta { return &in.GRPCRoutes[i].ObjectMeta }, nil)
+	compare(string(kindTLSRoute), len(in.TLSRoutes), func(i int) *metav1.ObjectMeta { return &in.TLSRoutes[i].ObjectMeta }, nil)
+	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) *metav1.ObjectMeta { return &in.ReferenceGrants[i].ObjectMeta }, nil)
+	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) *metav1.ObjectMeta { return &in.AuthPolicies[i].ObjectMeta }, nil)
+	compare("Service", len(in.Services), func(i int) *metav1.ObjectMeta { return &in.Services[i].ObjectMeta }, nil)
+	compare("EndpointSlice", len(in.EndpointSlices), func(i int) *metav1.ObjectMeta { return &in.EndpointSlices[i].ObjectMeta }, func(i int) string { return in.EndpointSlices[i].Labels[discoveryv1.LabelServiceName] })
+	compare(string(kindServiceImport), len(in.ServiceImports), func(i int) *metav1.ObjectMeta { return &in.ServiceImports[i].ObjectMeta }, nil)
+	compare("Secret", len(in.Secrets), func(i int) *metav1.ObjectMeta { return &in.Secrets[i].ObjectMeta }, nil)
+	compare("Pod", len(in.Pods), func(i int) *metav1.ObjectMeta { return &in.Pods[i].ObjectMeta }, nil)
+	compare("Namespace", len(in.Namespaces), func(i int) *metav1.ObjectMeta { return &in.Namespaces[i].ObjectMeta }, nil)
 	if full {
 		return nil, true
 	}

@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"trellis.dev/trellis/internal/model"
@@ -453,14 +455,16 @@ func (t *translator) patchRoutes() {
 		ix.patchTargetGroup(name)
 	}
 
+	// The index's own lists, not copies (see Incremental.Translate), capped
+	// so that an append by the caller copies them.
 	if len(t.in.HTTPRoutes)+len(t.in.GRPCRoutes)+len(t.in.TLSRoutes) > 0 {
 		// Not nil, as a full translation's.
-		t.out.Services = append(make([]model.Service, 0, len(ix.services)), ix.services...)
-		t.out.Status.Routes = append(make([]RouteStatus, 0, len(ix.statuses)), ix.statuses...)
+		t.out.Services = nonNil(ix.services)
+		t.out.Status.Routes = nonNil(ix.statuses)
 	} else {
 		t.out.Services, t.out.Status.Routes = nil, nil
 	}
-	t.out.TargetGroups = append(make([]model.TargetGroup, 0, len(ix.targetGroups)), ix.targetGroups...)
+	t.out.TargetGroups = nonNil(ix.targetGroups)
 	withProblems := slices.SortedFunc(maps.Values(ix.problems), func(a, b *record) int { return routeOrder(a.key, b.key) })
 	for _, r := range withProblems {
 		for _, p := range r.problems {
@@ -476,4 +480,48 @@ func (t *translator) patchRoutes() {
 	for name := range ix.certRefs {
 		t.certsUsed[name] = true
 	}
+}
+
+// nonNil returns s capped at its length, and not nil.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s[:len(s):len(s)]
+}
+
+// servicePositions returns where each Service of in is (the first of its
+// key), made again when the list changed otherwise than in its elements'
+// content.
+func (x *Incremental) servicePositions(in *Input) map[types.NamespacedName]int {
+	if x.services == nil {
+		x.services = make(map[types.NamespacedName]int, len(in.Services))
+		for i := range in.Services {
+			k := types.NamespacedName{Namespace: in.Services[i].Namespace, Name: in.Services[i].Name}
+			if _, dup := x.services[k]; !dup {
+				x.services[k] = i
+			}
+		}
+	}
+	return x.services
+}
+
+// slicePositions returns where the EndpointSlices of each Service of in
+// are (by the service-name label), by name, made again when the list
+// changed otherwise than in its elements' content or a label changed.
+func (x *Incremental) slicePositions(in *Input) map[types.NamespacedName][]int {
+	if x.slices == nil {
+		x.slices = map[types.NamespacedName][]int{}
+		for i := range in.EndpointSlices {
+			es := &in.EndpointSlices[i]
+			if svc := es.Labels[discoveryv1.LabelServiceName]; svc != "" {
+				k := types.NamespacedName{Namespace: es.Namespace, Name: svc}
+				x.slices[k] = append(x.slices[k], i)
+			}
+		}
+		for _, l := range x.slices {
+			slices.SortStableFunc(l, func(a, b int) int { return cmp.Compare(in.EndpointSlices[a].Name, in.EndpointSlices[b].Name) })
+		}
+	}
+	return x.slices
 }

@@ -209,8 +209,6 @@ type translator struct {
 	// of the route (or WorkloadSets) being translated.
 	inc *incCall
 	rec *record
-	// scanned counts look-ups made by scanning (see scans).
-	scanned int
 }
 
 // classInfo is one of our GatewayClasses.
@@ -283,20 +281,12 @@ func newTranslator(in *Input, s *scratch) *translator {
 	return t
 }
 
-// scans is how many look-ups of a Service or its EndpointSlices an
-// incremental translation makes by scanning the input before it indexes
-// them: one change re-translates a route or two, and scanning for those
-// costs less than indexing thousands of Services.
-const scans = 8
-
 // kubeService returns the Service key names, or nil. Of two with one key,
 // the first in the input is used.
 func (t *translator) kubeService(key types.NamespacedName) *corev1.Service {
-	if t.kubeServices == nil && t.scan() {
-		for i := range t.in.Services {
-			if s := &t.in.Services[i]; s.Name == key.Name && s.Namespace == key.Namespace {
-				return s
-			}
+	if t.inc != nil && t.inc.fast {
+		if i, ok := t.inc.x.servicePositions(t.in)[key]; ok {
+			return &t.in.Services[i]
 		}
 		return nil
 	}
@@ -320,14 +310,11 @@ func (t *translator) slicesOf(key types.NamespacedName) []*discoveryv1.EndpointS
 		return types.NamespacedName{Namespace: es.Namespace, Name: svc}, svc != ""
 	}
 	byName := func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) }
-	if t.endpointSlices == nil && t.scan() {
+	if t.inc != nil && t.inc.fast {
 		var out []*discoveryv1.EndpointSlice
-		for i := range t.in.EndpointSlices {
-			if k, ok := of(&t.in.EndpointSlices[i]); ok && k == key {
-				out = append(out, &t.in.EndpointSlices[i])
-			}
+		for _, i := range t.inc.x.slicePositions(t.in)[key] {
+			out = append(out, &t.in.EndpointSlices[i])
 		}
-		slices.SortStableFunc(out, byName)
 		return out
 	}
 	if t.endpointSlices == nil {
@@ -342,17 +329,6 @@ func (t *translator) slicesOf(key types.NamespacedName) []*discoveryv1.EndpointS
 		}
 	}
 	return t.endpointSlices[key]
-}
-
-// scan reports whether the next look-up should scan the input rather than
-// build an index: only while an incremental translation has made fewer
-// than scans.
-func (t *translator) scan() bool {
-	if t.inc == nil || t.inc.dirty == nil || t.scanned >= scans {
-		return false
-	}
-	t.scanned++
-	return true
 }
 
 // problem records one problem, once, and returns it.
