@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 
@@ -444,6 +445,11 @@ func (t *translator) endRecord(src model.SourceRef, services, statuses int) *rec
 		return nil
 	}
 	t.inc.translated = append(t.inc.translated, src)
+	// Each input once, for the index.
+	slices.SortFunc(r.deps, func(a, b dep) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.namespace, b.namespace), cmp.Compare(a.name, b.name))
+	})
+	r.deps = slices.Clip(slices.Compact(r.deps))
 	r.services = slices.Clone(t.out.Services[services:])
 	for i := range r.services {
 		t.inc.changed[model.Key(model.KindService, r.services[i].Name)] = true

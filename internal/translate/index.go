@@ -19,8 +19,9 @@ import (
 type routeIndex struct {
 	// recs are the routes' records, by route.
 	recs map[objectKey]*record
-	// readers are, by input (dep), the routes that read it.
-	readers map[dep]map[objectKey]bool
+	// readers are, by input (dep), the routes that read it (a list: most
+	// inputs have one reader, and a map each would double the index).
+	readers map[dep][]*record
 	// claimants are, by service name, the routes that claimed it; users,
 	// by target group name, the routes that looked it up. Both in route
 	// order (routeOrder).
@@ -46,7 +47,7 @@ type routeIndex struct {
 func newRouteIndex(recs []*record, tgs []model.TargetGroup) *routeIndex {
 	ix := &routeIndex{
 		recs:         make(map[objectKey]*record, len(recs)),
-		readers:      make(map[dep]map[objectKey]bool, 2*len(recs)),
+		readers:      make(map[dep][]*record, 2*len(recs)),
 		claimants:    make(map[string][]*record, len(recs)),
 		users:        make(map[string][]*record, len(recs)),
 		services:     make([]model.Service, 0, len(recs)),
@@ -151,13 +152,8 @@ func distinctListeners(r *record, f func(listenerRef)) {
 // link adds what r read and took to the index (not its output).
 func (ix *routeIndex) link(r *record) {
 	ix.recs[r.key] = r
-	for _, d := range r.deps {
-		m := ix.readers[d]
-		if m == nil {
-			m = map[objectKey]bool{}
-			ix.readers[d] = m
-		}
-		m[r.key] = true
+	for _, d := range r.deps { // each once (endRecord)
+		ix.readers[d] = append(ix.readers[d], r)
 	}
 	for _, c := range r.claims {
 		ix.claimants[c.name] = insertRecord(ix.claimants[c.name], r)
@@ -183,11 +179,10 @@ func (ix *routeIndex) unlink(r *record) {
 		delete(ix.recs, r.key)
 	}
 	for _, d := range r.deps {
-		if m := ix.readers[d]; m != nil {
-			delete(m, r.key)
-			if len(m) == 0 {
-				delete(ix.readers, d)
-			}
+		if l := slices.DeleteFunc(ix.readers[d], func(e *record) bool { return e == r }); len(l) > 0 {
+			ix.readers[d] = l
+		} else {
+			delete(ix.readers, d)
 		}
 	}
 	for _, c := range r.claims {
@@ -379,8 +374,8 @@ func (t *translator) patchRoutes() {
 		if isRouteKind(d.kind) {
 			push(d)
 		}
-		for k := range ix.readers[d] {
-			push(k)
+		for _, r := range ix.readers[d] {
+			push(r.key)
 		}
 	}
 	touched := map[string]bool{} // target group names
