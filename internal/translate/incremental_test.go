@@ -508,3 +508,40 @@ func TestIncrementalTranslatesWhatReadsAChange(t *testing.T) {
 	}, []string{"r-3", "r-31"})
 	step("nothing", func() {}, nil)
 }
+
+// TestIncrementalSharedTargetGroup checks that when the route that made a
+// target group many routes share goes, the next route makes it and the
+// others, which find the same target group, are not translated again.
+func TestIncrementalSharedTargetGroup(t *testing.T) {
+	in := benchInput(100)
+	for i := range in.HTTPRoutes {
+		in.HTTPRoutes[i].ResourceVersion = "1"
+		in.Services[i].ResourceVersion = "1"
+		in.EndpointSlices[i].ResourceVersion = "1"
+		in.HTTPRoutes[i].Spec.Rules[0].BackendRefs[0].Name = "svc-0" // all to one Service
+	}
+	in.GatewayClasses[0].ResourceVersion = "1"
+	in.Gateways[0].ResourceVersion = "1"
+	var x translate.Incremental
+	x.Translate(in)
+	x.Acknowledge()
+	// Routes are met by name: r-0, r-1, r-10, r-11, ...
+	in.HTTPRoutes = in.HTTPRoutes[1:]
+	out := x.Translate(in)
+	var got []string
+	for _, s := range out.Retranslated {
+		got = append(got, s.Name)
+	}
+	if want := []string{"r-1"}; !slices.Equal(got, want) {
+		t.Errorf("translated again %v, want %v", got, want)
+	}
+	out.Changed, out.Retranslated = nil, nil
+	if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
+		g, _ := json.MarshalIndent(out, "", " ")
+		w, _ := json.MarshalIndent(full, "", " ")
+		t.Fatalf("incremental output differs from a full translation:\n%s", diffLines(string(g), string(w)))
+	}
+	if len(out.TargetGroups) != 1 || len(out.Services) != 99 {
+		t.Errorf("%d target groups and %d services; want 1 and 99", len(out.TargetGroups), len(out.Services))
+	}
+}

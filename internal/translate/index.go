@@ -280,13 +280,34 @@ func (ix *routeIndex) patchTargetGroup(name string) {
 	}
 }
 
-// entryChanged reports whether a route after the one that made a (before)
-// or b (now) would see the target group differently.
-func entryChanged(a, b *targetGroupEntry) bool {
-	if a == nil || b == nil {
-		return (a == nil) != (b == nil)
+// maker is the route that made a target group (the first to look it
+// up), and what the routes after it find.
+type maker struct {
+	r     *record
+	found tgFound
+}
+
+// tgFound is a target group entry as a route that looks it up finds it.
+type tgFound struct {
+	exists bool
+	svc    types.NamespacedName
+	port   int32
+	valid  bool
+}
+
+// maker returns the maker of target group name.
+func (ix *routeIndex) maker(name string) maker {
+	us := ix.users[name]
+	if len(us) == 0 {
+		return maker{}
 	}
-	return a.svc != b.svc || a.port != b.port || (a.tg == nil) != (b.tg == nil)
+	r := us[0]
+	for _, u := range r.tgs {
+		if u.name == name {
+			return maker{r, tgFound{true, u.svc, u.port, u.valid}}
+		}
+	}
+	return maker{r: r}
 }
 
 // holder returns the route that holds service name for the route being
@@ -379,7 +400,10 @@ func (t *translator) patchRoutes() {
 		}
 	}
 	touched := map[string]bool{} // target group names
-	var names []string
+	var (
+		names, tgNames []string
+		makers         []maker
+	)
 	for len(work) > 0 {
 		k := work[0]
 		work = work[1:]
@@ -399,6 +423,23 @@ func (t *translator) patchRoutes() {
 			t.out.Problems = t.out.Problems[:problems]
 		} else if old != nil {
 			c.forget(old)
+		}
+		// The target groups k looked up, and who made each (the first
+		// route to look it up) before k's change.
+		tgNames = tgNames[:0]
+		for _, r := range []*record{old, now} {
+			if r != nil {
+				for _, u := range r.tgs {
+					tgNames = append(tgNames, u.name)
+				}
+				tgNames = append(tgNames, r.targetGroups...)
+			}
+		}
+		slices.Sort(tgNames)
+		tgNames = slices.Compact(tgNames)
+		makers = makers[:0]
+		for _, name := range tgNames {
+			makers = append(makers, ix.maker(name))
 		}
 		if old != nil {
 			ix.unlink(old)
@@ -426,18 +467,22 @@ func (t *translator) patchRoutes() {
 				}
 			}
 		}
-		names = names[:0]
-		for _, r := range []*record{old, now} {
-			if r != nil {
-				for _, u := range r.tgs {
-					names = append(names, u.name)
-				}
-				names = append(names, r.targetGroups...)
-			}
-		}
-		for _, name := range names {
+		// A route after k that looks up a target group k looked up sees it
+		// otherwise when its maker changed (the route that made it before
+		// now finds it, or the one that found it now makes it), or what
+		// the routes after the maker find changed (another Service or
+		// port, or valid no longer).
+		for i, name := range tgNames {
 			touched[name] = true
-			if entryChanged(old.created(name), now.created(name)) {
+			was, is := makers[i], ix.maker(name)
+			if was.r != is.r {
+				for _, r := range []*record{was.r, is.r} {
+					if r != nil && routeOrder(r.key, k) > 0 && ix.recs[r.key] == r {
+						push(r.key)
+					}
+				}
+			}
+			if was.found != is.found {
 				for _, r := range ix.users[name] {
 					if routeOrder(r.key, k) > 0 {
 						push(r.key)
