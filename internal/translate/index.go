@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"container/heap"
 	"maps"
 	"slices"
 
@@ -219,65 +220,112 @@ func (ix *routeIndex) unlink(r *record) {
 	}
 }
 
-// patchOutput replaces old's services and status in the index's lists
-// with now's; either may be nil. A service of the same name, or the status,
-// is replaced where it is (the usual change), not removed and inserted.
-func (ix *routeIndex) patchOutput(old, now *record) {
-	byName := func(s model.Service, n string) int { return cmp.Compare(s.Name, n) }
+// outputPatch collects what the routes translated again in one call
+// change in the index's lists: the entries to drop (their own, as the
+// routes made them last time) and those to put.
+type outputPatch struct {
+	dropServices, putServices []model.Service
+	dropStatuses, putStatuses []RouteStatus
+}
+
+// add notes that old's part of the output (either may be nil) is now
+// now's.
+func (o *outputPatch) add(old, now *record) {
 	if old != nil {
-		for i := range old.services {
-			name := old.services[i].Name
-			if now != nil && slices.ContainsFunc(now.services, func(s model.Service) bool { return s.Name == name }) {
-				continue
-			}
-			// Not when a route after old's took the name from it since.
-			if j, found := slices.BinarySearchFunc(ix.services, name, byName); found && ix.services[j].Source != nil && *ix.services[j].Source == old.src {
-				ix.services = slices.Delete(ix.services, j, j+1)
-			}
-		}
-		if old.status != nil && (now == nil || now.status == nil) {
-			if j, found := slices.BinarySearchFunc(ix.statuses, *old.status, compareRouteStatus); found {
-				ix.statuses = slices.Delete(ix.statuses, j, j+1)
-			}
+		o.dropServices = append(o.dropServices, old.services...)
+		if old.status != nil {
+			o.dropStatuses = append(o.dropStatuses, *old.status)
 		}
 	}
-	if now == nil {
-		return
-	}
-	for i := range now.services {
-		j, found := slices.BinarySearchFunc(ix.services, now.services[i].Name, byName)
-		if found {
-			ix.services[j] = now.services[i]
-		} else {
-			ix.services = slices.Insert(ix.services, j, now.services[i])
-		}
-	}
-	if now.status != nil {
-		j, found := slices.BinarySearchFunc(ix.statuses, *now.status, compareRouteStatus)
-		if found {
-			ix.statuses[j] = *now.status
-		} else {
-			ix.statuses = slices.Insert(ix.statuses, j, *now.status)
+	if now != nil {
+		o.putServices = append(o.putServices, now.services...)
+		if now.status != nil {
+			o.putStatuses = append(o.putStatuses, *now.status)
 		}
 	}
 }
 
-// patchTargetGroup makes the index's target group name what the routes
-// make of it now: the entry of its first user, when a service uses it.
-func (ix *routeIndex) patchTargetGroup(name string) {
-	var e *targetGroupEntry
-	if us := ix.users[name]; ix.tgRefs[name] > 0 && len(us) > 0 {
-		e = us[0].created(name)
+func compareServices(a, b *model.Service) int { return cmp.Compare(a.Name, b.Name) }
+
+// sameSource reports whether service e is the one drop was (a route after
+// drop's may have taken the name from it since).
+func sameSource(e, drop *model.Service) bool {
+	return e.Source != nil && drop.Source != nil && *e.Source == *drop.Source
+}
+
+func compareStatuses(a, b *RouteStatus) int { return compareRouteStatus(*a, *b) }
+
+func compareTargetGroups(a, b *model.TargetGroup) int { return cmp.Compare(a.Name, b.Name) }
+
+// patchInPlace is how many changes patchList makes in place, at most.
+var patchInPlace = 16
+
+// patchList returns list, ordered by compare, without the elements that
+// drop names (of the same key, and owned as owned says), and with put's
+// (each in place of one of its key). Few changes are made in list, in
+// place; many in a new list, in one merge, so that a change of thousands
+// of routes (a namespace deleted) costs one pass, not one each.
+func patchList[T any](list, drop, put []T, compare func(a, b *T) int, owned func(e, drop *T) bool) []T {
+	slices.SortFunc(drop, func(a, b T) int { return compare(&a, &b) })
+	slices.SortFunc(put, func(a, b T) int { return compare(&a, &b) })
+	search := func(l []T, x *T) (int, bool) {
+		return slices.BinarySearchFunc(l, x, func(e T, x *T) int { return compare(&e, x) })
 	}
-	i, found := slices.BinarySearchFunc(ix.targetGroups, name, func(tg model.TargetGroup, n string) int { return cmp.Compare(tg.Name, n) })
-	switch {
-	case e != nil && e.tg != nil && found:
-		ix.targetGroups[i] = *e.tg
-	case e != nil && e.tg != nil:
-		ix.targetGroups = slices.Insert(ix.targetGroups, i, *e.tg)
-	case found:
-		ix.targetGroups = slices.Delete(ix.targetGroups, i, i+1)
+	if len(drop)+len(put) <= patchInPlace {
+		for i := range drop {
+			if _, replaced := search(put, &drop[i]); replaced {
+				continue // replaced below, where it is
+			}
+			if j, found := search(list, &drop[i]); found && owned(&list[j], &drop[i]) {
+				list = slices.Delete(list, j, j+1)
+			}
+		}
+		for i := range put {
+			if j, found := search(list, &put[i]); found {
+				list[j] = put[i]
+			} else {
+				list = slices.Insert(list, j, put[i])
+			}
+		}
+		return list
 	}
+	out := make([]T, 0, len(list)+len(put))
+	d, p := 0, 0
+	for i := range list {
+		e := &list[i]
+		for p < len(put) && compare(&put[p], e) < 0 {
+			out = append(out, put[p])
+			p++
+		}
+		for d < len(drop) && compare(&drop[d], e) < 0 {
+			d++
+		}
+		switch {
+		case p < len(put) && compare(&put[p], e) == 0:
+			out = append(out, put[p])
+			p++
+		case d < len(drop) && compare(&drop[d], e) == 0 && owned(e, &drop[d]):
+		default:
+			out = append(out, *e)
+		}
+	}
+	return append(out, put[p:]...)
+}
+
+// patchTargetGroups makes the index's target groups of the names given
+// what the routes make of them now: the entry of each one's first user,
+// when a service uses it.
+func (ix *routeIndex) patchTargetGroups(names map[string]bool) {
+	var drop, put []model.TargetGroup
+	for name := range names {
+		drop = append(drop, model.TargetGroup{Meta: model.Meta{Name: name}})
+		if us := ix.users[name]; ix.tgRefs[name] > 0 && len(us) > 0 {
+			if e := us[0].created(name); e != nil && e.tg != nil {
+				put = append(put, *e.tg)
+			}
+		}
+	}
+	ix.targetGroups = patchList(ix.targetGroups, drop, put, compareTargetGroups, func(_, _ *model.TargetGroup) bool { return true })
 }
 
 // maker is the route that made a target group (the first to look it
@@ -381,15 +429,13 @@ func (t *translator) patchRoutes() {
 	c := t.inc
 	x := c.x
 	ix := x.index
-	var work []objectKey // in route order
+	var work routeHeap // taken in route order
 	queued := map[objectKey]bool{}
 	push := func(k objectKey) {
-		if queued[k] {
-			return
+		if !queued[k] {
+			queued[k] = true
+			heap.Push(&work, k)
 		}
-		queued[k] = true
-		i, _ := slices.BinarySearchFunc(work, k, routeOrder)
-		work = slices.Insert(work, i, k)
 	}
 	for d := range c.dirty {
 		if isRouteKind(d.kind) {
@@ -400,13 +446,13 @@ func (t *translator) patchRoutes() {
 		}
 	}
 	touched := map[string]bool{} // target group names
+	var patch outputPatch
 	var (
 		names, tgNames []string
 		makers         []maker
 	)
-	for len(work) > 0 {
-		k := work[0]
-		work = work[1:]
+	for work.Len() > 0 {
+		k := heap.Pop(&work).(objectKey)
 		old := ix.recs[k]
 		var now *record
 		if r, ok := x.route(t.in, k); ok {
@@ -447,7 +493,7 @@ func (t *translator) patchRoutes() {
 		if now != nil {
 			ix.link(now)
 		}
-		ix.patchOutput(old, now)
+		patch.add(old, now)
 		// The routes after k that claim a name k took or no longer takes,
 		// or look up a target group k made otherwise, see them otherwise.
 		names = names[:0]
@@ -491,9 +537,9 @@ func (t *translator) patchRoutes() {
 			}
 		}
 	}
-	for name := range touched {
-		ix.patchTargetGroup(name)
-	}
+	ix.services = patchList(ix.services, patch.dropServices, patch.putServices, compareServices, sameSource)
+	ix.statuses = patchList(ix.statuses, patch.dropStatuses, patch.putStatuses, compareStatuses, func(_, _ *RouteStatus) bool { return true })
+	ix.patchTargetGroups(touched)
 
 	// The index's own lists, not copies (see Incremental.Translate), capped
 	// so that an append by the caller copies them.
@@ -564,4 +610,18 @@ func (x *Incremental) slicePositions(in *Input) map[types.NamespacedName][]int {
 		}
 	}
 	return x.slices
+}
+
+// routeHeap is a heap of routes, the first in route order on top.
+type routeHeap []objectKey
+
+func (h routeHeap) Len() int           { return len(h) }
+func (h routeHeap) Less(i, j int) bool { return routeOrder(h[i], h[j]) < 0 }
+func (h routeHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *routeHeap) Push(x any)        { *h = append(*h, x.(objectKey)) }
+func (h *routeHeap) Pop() any {
+	old := *h
+	k := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return k
 }
