@@ -109,8 +109,9 @@ const (
 	depGrants = "ReferenceGrants"
 )
 
-// record is what translating one route (or the WorkloadSets) did, enough
-// to do it again without translating.
+// record is what translating one route (or the WorkloadSets) did: what
+// it read, claimed and made, which the index (routeIndex) keeps until the
+// route is translated again.
 type record struct {
 	src  model.SourceRef
 	key  objectKey

@@ -105,7 +105,7 @@ type Output struct {
 	// is as it was then. Nil means unknown: any object may have changed.
 	Changed map[string]bool `json:"-"`
 	// Retranslated is set by Incremental with Changed: the routes this
-	// call translated rather than replayed from the last call, whose
+	// call translated rather than kept from the last call, whose
 	// status may therefore differ from the last call's. Every other
 	// route's status is the last call's.
 	Retranslated []model.SourceRef `json:"-"`
