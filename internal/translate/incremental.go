@@ -135,12 +135,10 @@ type record struct {
 	workloadSets []model.WorkloadSet
 }
 
-// claim is one service name a route tried to take; other is the route
-// that held it then (zero when none did).
+// claim is one service name a route tried to take, and whether it took it.
 type claim struct {
-	name  string
-	other model.SourceRef
-	took  bool
+	name string
+	took bool
 }
 
 // tgUse is one look-up of a target group by name: the entry the route

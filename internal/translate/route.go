@@ -147,11 +147,7 @@ func (t *translator) translateRoute(r *route, src model.SourceRef) bool {
 		}
 		other, taken := t.holder(svc.Name)
 		if t.rec != nil {
-			c := claim{name: svc.Name}
-			if taken && other != src {
-				c.other = other
-			}
-			t.rec.claims = append(t.rec.claims, c)
+			t.rec.claims = append(t.rec.claims, claim{name: svc.Name})
 		}
 		if taken && other != src {
 			a.reject(t.problem(src, "metadata.name", ReasonNameConflict,
