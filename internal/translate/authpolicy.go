@@ -50,6 +50,9 @@ func (t *translator) translateAuthPolicies() {
 	if len(t.in.AuthPolicies) == 0 {
 		return
 	}
+	if t.inc != nil && t.inc.fast {
+		t.out.Services = slices.Clone(t.out.Services) // the Incremental's, which this must not change
+	}
 	policies := sortedByName(t.in.AuthPolicies, func(p *v1alpha1.AuthPolicy) (string, string) { return p.Namespace, p.Name })
 	slices.SortStableFunc(policies, func(a, b *v1alpha1.AuthPolicy) int {
 		return a.CreationTimestamp.Compare(b.CreationTimestamp.Time)

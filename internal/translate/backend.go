@@ -72,7 +72,7 @@ func (t *translator) backend(r *route, src model.SourceRef, p string, b *gateway
 		return fail(".port", gatewayv1.RouteReasonUnsupportedProtocol, "Service %s port %d %v", key, sp.Port, err)
 	}
 	name := fmt.Sprintf("%s-%s-%d%s", svc.Name, svc.Namespace, sp.Port, suffix)
-	e := t.tgs[name]
+	e := t.tgEntry(name)
 	var created *targetGroupEntry
 	if e == nil {
 		e = &targetGroupEntry{svc: key, port: sp.Port, tg: t.targetGroup(name, svc, sp, protocol, version)}

@@ -6,17 +6,18 @@ import (
 	"slices"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"trellis.dev/trellis/internal/model"
 )
 
 // Incremental translates a sequence of Inputs, each a change of the one
-// before, re-translating only the routes that read an object that changed;
-// every other route's translation is replayed from what it did last time.
-// Its Output is always the one Translate would give for the same Input
-// (TestIncrementalMatchesTranslate holds it to that).
+// before, re-translating only the routes that read an object that changed
+// and patching the last Output with what they make; every other route's
+// part of the Output is kept as it was. Its Output is always the one
+// Translate would give for the same Input (TestIncrementalMatchesTranslate
+// holds it to that).
 //
 // An object has changed when its metadata.resourceVersion differs from the
 // last Input's, or is empty (so an Input without versions is translated in
@@ -27,14 +28,16 @@ import (
 // What a route reads, and so what makes it translate again: the route
 // itself; the Services, their EndpointSlices (by the service-name label)
 // and the ServiceImports its backends name; the ReferenceGrants of the
-// namespaces it refers into. A change to a GatewayClass, Gateway, Secret or
-// Namespace, to a ReferenceGrant a Gateway consulted, or to the Input's
-// Cluster, GatewayAddresses or GatewayAPIVersion translates everything;
-// Gateways, GatewayClasses and AuthPolicies are translated on every call
-// (they are few), and the WorkloadSets whenever a Pod changed. A replayed
-// route is translated again all the same when what it saw of the routes
-// before it differs: a service name or target group name taken or freed
-// by another route.
+// namespaces it refers into. An index from each of those to the routes that
+// read it (routeIndex) finds them without visiting the others. A change to
+// a GatewayClass, Gateway, Secret or Namespace, to a ReferenceGrant a
+// Gateway consulted, or to the Input's Cluster, GatewayAddresses or
+// GatewayAPIVersion translates everything; Gateways, GatewayClasses and
+// AuthPolicies are translated on every call (they are few), and the
+// WorkloadSets whenever a Pod changed. A route is translated again all the
+// same when what it sees of the routes before it changes: a service name
+// it claims, or a target group name it looks up, taken or freed by a route
+// before it that was translated again.
 //
 // The zero value is ready to use. An Incremental is not safe for concurrent
 // use.
@@ -46,28 +49,31 @@ type Incremental struct {
 	// gatewayGrants are the namespaces whose ReferenceGrants the Gateways
 	// consulted (for certificates in other namespaces).
 	gatewayGrants map[string]bool
-	// routes are the last call's route records, in the order routes are
-	// translated (translateRoutes), so that a call finds each route's by
-	// walking both in step rather than by hashing its key.
-	routes    []*record
+	// index is what the routes made and read, kept between calls; nil
+	// until a call translated everything.
+	index     *routeIndex
 	workloads *record
 	// authed are the services that had an auth policy in the last output.
 	authed map[string]bool
 	// whole are the keys of the networks and certificates of the last
 	// output, made in full on every call.
 	whole []string
-	// orders are, by kind, the order by namespace and name of the last
-	// Input's routes of that kind (positions in its list); a kind whose
-	// list changed otherwise than in its elements' content has none.
-	orders map[string][]int
-	// tgNames are the last call's target group names, sorted (never
-	// modified: a call that needs others makes a new list).
-	tgNames []string
+	// positions are where each route is in the last Input's list of its
+	// kind; stale when a list of routes changed otherwise than in its
+	// elements' content (positionsStale).
+	positions      map[objectKey]int
+	positionsStale bool
+	// services are where each Service is in the last Input (the first of
+	// a key), slices where the EndpointSlices of each Service are, by
+	// name; nil when that list changed otherwise than in its elements'
+	// content (or a slice's Service label changed), until one is needed.
+	services map[types.NamespacedName]int
+	slices   map[types.NamespacedName][]int
 	// changed are the model keys of the objects that may have changed since
 	// Acknowledge; all is true when every object may have.
 	changed map[string]bool
 	all     bool
-	// scratch are the last call's maps, for the next.
+	// scratch are the last full call's maps, for the next.
 	scratch *scratch
 }
 
@@ -103,10 +109,12 @@ const (
 	depGrants = "ReferenceGrants"
 )
 
-// record is what translating one route (or the WorkloadSets) did, enough
-// to do it again without translating.
+// record is what translating one route (or the WorkloadSets) did: what
+// it read, claimed and made, which the index (routeIndex) keeps until the
+// route is translated again.
 type record struct {
 	src  model.SourceRef
+	key  objectKey
 	deps []dep
 	// problems are every problem reported, in order, before
 	// deduplication against the other routes'.
@@ -127,12 +135,10 @@ type record struct {
 	workloadSets []model.WorkloadSet
 }
 
-// claim is one service name a route tried to take; other is the route
-// that held it then (zero when none did).
+// claim is one service name a route tried to take, and whether it took it.
 type claim struct {
-	name  string
-	other model.SourceRef
-	took  bool
+	name string
+	took bool
 }
 
 // tgUse is one look-up of a target group by name: the entry the route
@@ -156,21 +162,20 @@ type incCall struct {
 	x *Incremental
 	// dirty are the inputs that changed; nil when everything is translated.
 	dirty map[dep]bool
+	// fast says the routes are patched (patchRoutes) rather than all
+	// translated; at is then the route being translated.
+	fast bool
+	at   objectKey
 	// podsChanged says the WorkloadSets must be made again.
 	podsChanged bool
 	// changed collects the model keys of what was translated rather than
-	// replayed.
+	// kept.
 	changed map[string]bool
 	// gatewayGrants collects the namespaces whose grants Gateways consulted.
 	gatewayGrants map[string]bool
-	// prev are the last call's route records, cursor the first not yet
-	// met; next collects this call's.
-	prev   []*record
-	cursor int
-	next   []*record
-	// dirtyList is dirty as a list, searched instead while it is short.
-	dirtyList []dep
-	// translated are the routes translated rather than replayed.
+	// next collects the records of a full translation, in route order.
+	next []*record
+	// translated are the routes translated rather than kept.
 	translated []model.SourceRef
 }
 
@@ -179,23 +184,37 @@ type incCall struct {
 // Input with its own copy of each object's identity and resourceVersion),
 // so a caller may replace their elements for the next call (the file
 // provider does).
+//
+// The Output's Services, TargetGroups and Status.Routes may be the
+// Incremental's own lists, which the next call patches in place rather
+// than copying 10,000 services for one that changed: they hold until the
+// next call, and a caller must not change their elements (it may slice
+// them, or replace a list with a copy it changes).
 func (x *Incremental) Translate(in *Input) *Output {
 	c := &incCall{x: x, changed: map[string]bool{}, gatewayGrants: map[string]bool{}}
 	c.dirty, c.podsChanged = x.changes(in)
-	if c.dirty == nil {
-		x.routes, x.workloads, x.authed = nil, nil, nil
+	if c.dirty != nil && !x.findRoutes(in) {
+		c.dirty = nil // two routes of one key: which is used is the translator's business
 	}
-	c.prev = x.routes
-	t := newTranslator(in, x.scratch)
+	c.fast = c.dirty != nil && x.index != nil
+	if !c.fast {
+		c.dirty = nil
+		x.index, x.workloads, x.authed = nil, nil, nil
+	}
+	var t *translator
+	if c.fast {
+		t = newTranslator(in, &scratch{serviceRoutes: map[string]model.SourceRef{}, tgs: map[string]*targetGroupEntry{}, tgsUsed: map[string]bool{}})
+	} else {
+		t = newTranslator(in, x.scratch)
+	}
 	t.inc = c
 	out := translate(t)
-	// Nothing of the output refers to the maps.
-	x.scratch = &scratch{serviceRoutes: t.serviceRoutes, tgs: t.tgs, tgsUsed: t.tgsUsed}
-	x.gatewayGrants = c.gatewayGrants
-	for _, r := range c.prev[c.cursor:] {
-		c.forget(r) // routes gone
+	if !c.fast {
+		// Nothing of the output refers to the maps.
+		x.scratch = &scratch{serviceRoutes: t.serviceRoutes, tgs: t.tgs, tgsUsed: t.tgsUsed}
+		x.index = newRouteIndex(c.next, out.TargetGroups)
 	}
-	x.routes = c.next
+	x.gatewayGrants = c.gatewayGrants
 	// What is made in full every time, and what an auth policy touched
 	// (now or last time), may differ.
 	for _, k := range x.whole {
@@ -212,9 +231,11 @@ func (x *Incremental) Translate(in *Input) *Output {
 		c.changed[k] = true
 	}
 	authed := map[string]bool{}
-	for i := range out.Services {
-		if out.Services[i].Auth != nil {
-			authed[out.Services[i].Name] = true
+	if len(in.AuthPolicies) > 0 { // only a policy sets Auth
+		for i := range out.Services {
+			if out.Services[i].Auth != nil {
+				authed[out.Services[i].Name] = true
+			}
 		}
 	}
 	for name := range authed {
@@ -224,7 +245,7 @@ func (x *Incremental) Translate(in *Input) *Output {
 		c.changed[model.Key(model.KindService, name)] = true
 	}
 	x.authed = authed
-	if c.dirty == nil || !x.primed {
+	if !c.fast || !x.primed {
 		x.all = true
 	}
 	x.primed = true
@@ -286,6 +307,9 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 			}
 			dirty[dep{depGrants, k.namespace, ""}] = true
 		case "EndpointSlice":
+			if old.label != now.label {
+				x.slices = nil
+			}
 			dirty[dep{depSlices, k.namespace, old.label}] = true
 			dirty[dep{depSlices, k.namespace, now.label}] = true
 		default:
@@ -297,7 +321,7 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 	// Input's. An input in the same order as the last (a provider's usual
 	// case) is compared position by position, without hashing; otherwise
 	// by key.
-	compare := func(kind string, n int, at func(i int) (namespace, name, rv string), labelAt func(i int) string) {
+	compare := func(kind string, n int, at func(i int) *metav1.ObjectMeta, labelAt func(i int) string) {
 		label := func(i int) string {
 			if labelAt == nil {
 				return ""
@@ -306,30 +330,42 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		}
 		last := x.lists[kind]
 		if len(last) == n {
+			// In one pass: the objects that changed, while every position
+			// holds the object it held.
+			var changed []int
 			same := true
 			for i := range n {
-				ns, name, _ := at(i)
-				if k := last[i].key; k.name != name || k.namespace != ns {
+				m, o := at(i), &last[i]
+				if o.key.name != m.Name || o.key.namespace != m.Namespace {
 					same = false
 					break
 				}
+				// An object of the same resourceVersion has the same
+				// content (see Incremental), and so the same label: only
+				// a changed one's is read.
+				if m.ResourceVersion == "" || m.ResourceVersion != o.version.resourceVersion {
+					changed = append(changed, i)
+				}
 			}
 			if same {
-				for i := range n {
+				for _, i := range changed {
 					o := &last[i]
-					// An object of the same resourceVersion has the same
-					// content (see Incremental), and so the same label:
-					// only a changed one's is read.
-					if _, _, rv := at(i); rv == "" || rv != o.version.resourceVersion {
-						now := objectVersion{rv, label(i)}
-						change(o.key, o.version, now)
-						o.version = now
-					}
+					now := objectVersion{at(i).ResourceVersion, label(i)}
+					change(o.key, o.version, now)
+					o.version = now
 				}
 				return
 			}
 		}
-		delete(x.orders, kind) // other objects, or in another order
+		// Other objects, or in another order.
+		switch {
+		case isRouteKind(kind):
+			x.positionsStale = true
+		case kind == "Service":
+			x.services = nil
+		case kind == "EndpointSlice":
+			x.slices = nil
+		}
 		old := make(map[objectKey]objectVersion, len(last))
 		for _, o := range last {
 			if _, dup := old[o.key]; dup {
@@ -340,7 +376,8 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		cur := make([]seenObject, n)
 		met := make(map[objectKey]bool, n)
 		for i := range n {
-			ns, name, rv := at(i)
+			m := at(i)
+			ns, name, rv := m.Namespace, m.Name, m.ResourceVersion
 			k := objectKey{kind, ns, name}
 			if met[k] {
 				rv = "" // two of a key: which is used is the translator's business
@@ -359,94 +396,23 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		}
 		x.lists[kind] = cur
 	}
-	compare("GatewayClass", len(in.GatewayClasses), func(i int) (string, string, string) {
-		o := &in.GatewayClasses[i]
-		return "", o.Name, o.ResourceVersion
-	}, nil)
-	compare("Gateway", len(in.Gateways), func(i int) (string, string, string) {
-		o := &in.Gateways[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare(string(kindHTTPRoute), len(in.HTTPRoutes), func(i int) (string, string, string) {
-		o := &in.HTTPRoutes[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare(string(kindGRPCRoute), len(in.GRPCRoutes), func(i int) (string, string, string) {
-		o := &in.GRPCRoutes[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare(string(kindTLSRoute), len(in.TLSRoutes), func(i int) (string, string, string) {
-		o := &in.TLSRoutes[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) (string, string, string) {
-		o := &in.ReferenceGrants[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) (string, string, string) {
-		o := &in.AuthPolicies[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("Service", len(in.Services), func(i int) (string, string, string) {
-		o := &in.Services[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("EndpointSlice", len(in.EndpointSlices), func(i int) (string, string, string) {
-		o := &in.EndpointSlices[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, func(i int) string { return in.EndpointSlices[i].Labels[discoveryv1.LabelServiceName] })
-	compare(string(kindServiceImport), len(in.ServiceImports), func(i int) (string, string, string) {
-		o := &in.ServiceImports[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("Secret", len(in.Secrets), func(i int) (string, string, string) {
-		o := &in.Secrets[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("Pod", len(in.Pods), func(i int) (string, string, string) {
-		o := &in.Pods[i]
-		return o.Namespace, o.Name, o.ResourceVersion
-	}, nil)
-	compare("Namespace", len(in.Namespaces), func(i int) (string, string, string) {
-		o := &in.Namespaces[i]
-		return "", o.Name, o.ResourceVersion
-	}, nil)
+	compare("GatewayClass", len(in.GatewayClasses), func(i int) *metav1.ObjectMeta { return &in.GatewayClasses[i].ObjectMeta }, nil)
+	compare("Gateway", len(in.Gateways), func(i int) *metav1.ObjectMeta { return &in.Gateways[i].ObjectMeta }, nil)
+	compare(string(kindHTTPRoute), len(in.HTTPRoutes), func(i int) *metav1.ObjectMeta { return &in.HTTPRoutes[i].ObjectMeta }, nil)
+	compare(string(kindGRPCRoute), len(in.GRPCRoutes), func(i int) *metav1.ObjectMeta { return &in.GRPCRoutes[i].ObjectMeta }, nil)
+	compare(string(kindTLSRoute), len(in.TLSRoutes), func(i int) *metav1.ObjectMeta { return &in.TLSRoutes[i].ObjectMeta }, nil)
+	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) *metav1.ObjectMeta { return &in.ReferenceGrants[i].ObjectMeta }, nil)
+	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) *metav1.ObjectMeta { return &in.AuthPolicies[i].ObjectMeta }, nil)
+	compare("Service", len(in.Services), func(i int) *metav1.ObjectMeta { return &in.Services[i].ObjectMeta }, nil)
+	compare("EndpointSlice", len(in.EndpointSlices), func(i int) *metav1.ObjectMeta { return &in.EndpointSlices[i].ObjectMeta }, func(i int) string { return in.EndpointSlices[i].Labels[discoveryv1.LabelServiceName] })
+	compare(string(kindServiceImport), len(in.ServiceImports), func(i int) *metav1.ObjectMeta { return &in.ServiceImports[i].ObjectMeta }, nil)
+	compare("Secret", len(in.Secrets), func(i int) *metav1.ObjectMeta { return &in.Secrets[i].ObjectMeta }, nil)
+	compare("Pod", len(in.Pods), func(i int) *metav1.ObjectMeta { return &in.Pods[i].ObjectMeta }, nil)
+	compare("Namespace", len(in.Namespaces), func(i int) *metav1.ObjectMeta { return &in.Namespaces[i].ObjectMeta }, nil)
 	if full {
 		return nil, true
 	}
 	return dirty, podsChanged
-}
-
-// sortedRoutes is sortedByName for the routes of kind, taking the order
-// of the last call's when the list holds the same routes in the same
-// positions (Incremental.orders), so that a change within routes does not
-// sort them all again.
-func sortedRoutes[T any](t *translator, kind gatewayv1.Kind, objs []T, key func(*T) (ns, name string)) []*T {
-	if t.inc == nil {
-		return sortedByName(objs, key)
-	}
-	x := t.inc.x
-	order, ok := x.orders[string(kind)]
-	if !ok || len(order) != len(objs) {
-		order = make([]int, len(objs))
-		for i := range order {
-			order[i] = i
-		}
-		slices.SortStableFunc(order, func(a, b int) int {
-			ans, an := key(&objs[a])
-			bns, bn := key(&objs[b])
-			return cmp.Or(cmp.Compare(ans, bns), cmp.Compare(an, bn))
-		})
-		if x.orders == nil {
-			x.orders = map[string][]int{}
-		}
-		x.orders[string(kind)] = order
-	}
-	out := make([]*T, len(objs))
-	for i, j := range order {
-		out[i] = &objs[j]
-	}
-	return out
 }
 
 // read notes that the route being recorded read d.
@@ -456,137 +422,33 @@ func (t *translator) read(d dep) {
 	}
 }
 
-// last returns the last call's record of route src, if it had one. Routes
-// come in the order they are translated, so the records are walked in
-// step; those passed over are of routes gone, and forgotten.
-func (c *incCall) last(src model.SourceRef) *record {
-	rank := func(kind string) int {
-		switch gatewayv1.Kind(kind) {
-		case kindHTTPRoute:
-			return 0
-		case kindGRPCRoute:
-			return 1
-		}
-		return 2
-	}
-	for ; c.cursor < len(c.prev); c.cursor++ {
-		r := c.prev[c.cursor]
-		switch cmp.Or(cmp.Compare(rank(r.src.Kind), rank(src.Kind)), cmp.Compare(r.src.Namespace, src.Namespace), cmp.Compare(r.src.Name, src.Name)) {
-		case 0:
-			c.cursor++
-			return r
-		case 1:
-			return nil
-		}
-		c.forget(r)
-	}
-	return nil
-}
-
-// reusable reports whether nothing r read has changed.
-func (c *incCall) reusable(r *record) bool {
-	if c.dirty == nil || r == nil {
-		return false
-	}
-	if c.dirtyList == nil && len(c.dirty) <= 16 {
-		c.dirtyList = make([]dep, 0, len(c.dirty))
-		for d := range c.dirty {
-			c.dirtyList = append(c.dirtyList, d)
-		}
-	}
-	for _, d := range r.deps {
-		if c.dirtyList != nil {
-			if slices.Contains(c.dirtyList, d) {
-				return false
-			}
-		} else if c.dirty[d] {
-			return false
-		}
-	}
-	return true
-}
-
-// replay does again what translating the route src did when r was
-// recorded, and reports true; or does nothing and reports false when the
-// routes before it now leave it a different world (a name taken or freed).
-func (t *translator) replay(src model.SourceRef, r *record) bool {
-	for _, c := range r.claims {
-		var other model.SourceRef
-		if o, taken := t.serviceRoutes[c.name]; taken && o != src {
-			other = o
-		}
-		if other != c.other {
-			return false
-		}
-	}
-	var created []string
-	for _, u := range r.tgs {
-		e := t.tgs[u.name]
-		switch {
-		case u.created != nil:
-			if e != nil || slices.Contains(created, u.name) {
-				return false
-			}
-			created = append(created, u.name)
-		case e == nil:
-			if !slices.Contains(created, u.name) {
-				return false
-			}
-		case e.svc != u.svc || e.port != u.port || (e.tg != nil) != u.valid:
-			return false
-		}
-	}
-	t.inc.next = append(t.inc.next, r)
-	for _, c := range r.claims {
-		if c.took {
-			t.serviceRoutes[c.name] = src
-		}
-	}
-	for _, u := range r.tgs {
-		if u.created != nil {
-			t.tgs[u.name] = u.created
-		}
-	}
-	for _, p := range r.problems {
-		t.addProblem(p)
-	}
-	t.out.Services = append(t.out.Services, r.services...)
-	for _, tg := range r.targetGroups {
-		t.tgsUsed[tg] = true
-	}
-	for _, c := range r.certificates {
-		t.certsUsed[c] = true
-	}
-	for _, a := range r.attached {
-		t.gateways[a.gateway].listeners[a.index].count(src)
-	}
-	if r.status != nil {
-		t.out.Status.Routes = append(t.out.Status.Routes, *r.status)
-	}
-	return true
-}
-
 // startRecord starts recording the translation of route src, whose last
 // record (if any) was old.
 func (t *translator) startRecord(src model.SourceRef, old *record) {
 	if t.inc == nil {
 		return
 	}
-	t.rec = &record{src: src, deps: []dep{{src.Kind, src.Namespace, src.Name}}}
+	k := objectKey{src.Kind, src.Namespace, src.Name}
+	t.rec = &record{src: src, key: k, deps: []dep{k}}
 	if old != nil {
 		t.inc.forget(old)
 	}
 }
 
-// endRecord keeps the record of route src, given where its services and
-// status start in the output.
-func (t *translator) endRecord(src model.SourceRef, services, statuses int) {
+// endRecord ends and returns the record of route src, given where its
+// services and status start in the output.
+func (t *translator) endRecord(src model.SourceRef, services, statuses int) *record {
 	r := t.rec
 	t.rec = nil
 	if r == nil {
-		return
+		return nil
 	}
 	t.inc.translated = append(t.inc.translated, src)
+	// Each input once, for the index.
+	slices.SortFunc(r.deps, func(a, b dep) int {
+		return cmp.Or(cmp.Compare(a.kind, b.kind), cmp.Compare(a.namespace, b.namespace), cmp.Compare(a.name, b.name))
+	})
+	r.deps = slices.Clip(slices.Compact(r.deps))
 	r.services = slices.Clone(t.out.Services[services:])
 	for i := range r.services {
 		t.inc.changed[model.Key(model.KindService, r.services[i].Name)] = true
@@ -611,6 +473,7 @@ func (t *translator) endRecord(src model.SourceRef, services, statuses int) {
 		r.status = &st
 	}
 	t.inc.next = append(t.inc.next, r)
+	return r
 }
 
 // count counts route src as attached to l, once. A route's attachments

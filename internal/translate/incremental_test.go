@@ -250,6 +250,11 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 	}
 	for seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			if seed%2 == 1 {
+				// The output's lists patched by merging, as after a
+				// change of thousands of routes, rather than in place.
+				defer translate.SetPatchInPlace(0)()
+			}
 			r := rand.New(rand.NewPCG(uint64(seed), 15))
 			// A world of the objects of one to three golden inputs, so
 			// that objects that act on each other meet often; the whole
@@ -284,7 +289,17 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 			for step := range steps {
 				var what string
 				if step > 0 {
-					what = change(r, p, state, put)
+					// One change, as an event brings, or (a step in four)
+					// several at once, as a reconcile after a burst does.
+					n := 1
+					if r.IntN(4) == 0 {
+						n += 1 + r.IntN(5)
+					}
+					whats := make([]string, n)
+					for i := range whats {
+						whats[i] = change(r, p, state, put)
+					}
+					what = strings.Join(whats, ", ")
 				}
 				objs := make([]object, 0, len(state))
 				for _, k := range p.keys {
@@ -418,5 +433,126 @@ func checkRetranslated(t *testing.T, step int, what string, last, now *translate
 		if b, ok := before[k]; (!ok || !reflect.DeepEqual(b, st)) && !again[k] {
 			t.Fatalf("step %d (%s): the status of %v changed, but it is not among the routes translated again %v", step, what, k, retranslated)
 		}
+	}
+}
+
+// TestIncrementalTranslatesWhatReadsAChange checks that a change to one
+// route, Service or EndpointSlice among 100 translates again the routes
+// that read it and no other (what makes a change cost what it changes),
+// and that the output is still a full translation's.
+func TestIncrementalTranslatesWhatReadsAChange(t *testing.T) {
+	in := benchInput(100)
+	version := 1
+	bump := func(m *metav1.ObjectMeta) {
+		version++
+		m.ResourceVersion = strconv.Itoa(version)
+	}
+	for i := range in.HTTPRoutes {
+		bump(&in.HTTPRoutes[i].ObjectMeta)
+		bump(&in.Services[i].ObjectMeta)
+		bump(&in.EndpointSlices[i].ObjectMeta)
+	}
+	bump(&in.GatewayClasses[0].ObjectMeta)
+	bump(&in.Gateways[0].ObjectMeta)
+	var x translate.Incremental
+	x.Translate(in)
+	x.Acknowledge()
+	step := func(what string, change func(), want []string, changed ...string) {
+		t.Helper()
+		change()
+		out := x.Translate(in)
+		x.Acknowledge()
+		var got []string
+		for _, s := range out.Retranslated {
+			got = append(got, s.Name)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: translated again %v, want %v", what, got, want)
+		}
+		for _, k := range changed {
+			if !out.Changed[k] {
+				t.Errorf("%s: Changed %v lacks %s", what, out.Changed, k)
+			}
+		}
+		out.Changed, out.Retranslated = nil, nil
+		if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
+			g, _ := json.MarshalIndent(out, "", " ")
+			w, _ := json.MarshalIndent(full, "", " ")
+			t.Fatalf("%s: incremental output differs from a full translation:\n%s", what, diffLines(string(g), string(w)))
+		}
+	}
+	step("a route's hostname", func() {
+		r := &in.HTTPRoutes[50]
+		r.Spec.Hostnames = []gatewayv1.Hostname{"new.example.com"}
+		bump(&r.ObjectMeta)
+	}, []string{"r-50"}, model.Key(model.KindService, "r-50-default.web-default"))
+	step("a Service's port", func() {
+		s := &in.Services[7]
+		s.Spec.Ports = []corev1.ServicePort{{Port: 81}}
+		bump(&s.ObjectMeta)
+	}, []string{"r-7"}, model.Key(model.KindTargetGroup, "svc-7-default-80"))
+	step("an EndpointSlice's endpoints", func() {
+		es := &in.EndpointSlices[8]
+		es.Endpoints = es.Endpoints[1:]
+		bump(&es.ObjectMeta)
+	}, []string{"r-8"}, model.Key(model.KindTargetGroup, "svc-8-default-80"))
+	step("an EndpointSlice moved to another Service", func() {
+		es := &in.EndpointSlices[9]
+		es.Labels = map[string]string{discoveryv1.LabelServiceName: "svc-10"}
+		bump(&es.ObjectMeta)
+	}, []string{"r-10", "r-9"}, model.Key(model.KindTargetGroup, "svc-9-default-80"), model.Key(model.KindTargetGroup, "svc-10-default-80"))
+	step("a route deleted", func() {
+		in.HTTPRoutes = slices.Delete(in.HTTPRoutes, 20, 21)
+	}, nil, model.Key(model.KindService, "r-20-default.web-default"), model.Key(model.KindTargetGroup, "svc-20-default-80"))
+	step("two routes changed at once", func() {
+		for _, i := range []int{30, 3} {
+			r := &in.HTTPRoutes[i]
+			r.Spec.Hostnames = []gatewayv1.Hostname{"twice.example.com"}
+			bump(&r.ObjectMeta)
+		}
+	}, []string{"r-3", "r-31"})
+	step("a third of the routes deleted", func() {
+		in.HTTPRoutes = slices.DeleteFunc(in.HTTPRoutes, func(r gatewayv1.HTTPRoute) bool {
+			i, _ := strconv.Atoi(strings.TrimPrefix(r.Name, "r-"))
+			return i%3 == 0
+		})
+	}, nil, model.Key(model.KindService, "r-12-default.web-default"), model.Key(model.KindTargetGroup, "svc-12-default-80"))
+	step("nothing", func() {}, nil)
+}
+
+// TestIncrementalSharedTargetGroup checks that when the route that made a
+// target group many routes share goes, the next route makes it and the
+// others, which find the same target group, are not translated again.
+func TestIncrementalSharedTargetGroup(t *testing.T) {
+	in := benchInput(100)
+	for i := range in.HTTPRoutes {
+		in.HTTPRoutes[i].ResourceVersion = "1"
+		in.Services[i].ResourceVersion = "1"
+		in.EndpointSlices[i].ResourceVersion = "1"
+		in.HTTPRoutes[i].Spec.Rules[0].BackendRefs[0].Name = "svc-0" // all to one Service
+	}
+	in.GatewayClasses[0].ResourceVersion = "1"
+	in.Gateways[0].ResourceVersion = "1"
+	var x translate.Incremental
+	x.Translate(in)
+	x.Acknowledge()
+	// Routes are met by name: r-0, r-1, r-10, r-11, ...
+	in.HTTPRoutes = in.HTTPRoutes[1:]
+	out := x.Translate(in)
+	var got []string
+	for _, s := range out.Retranslated {
+		got = append(got, s.Name)
+	}
+	if want := []string{"r-1"}; !slices.Equal(got, want) {
+		t.Errorf("translated again %v, want %v", got, want)
+	}
+	out.Changed, out.Retranslated = nil, nil
+	if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
+		g, _ := json.MarshalIndent(out, "", " ")
+		w, _ := json.MarshalIndent(full, "", " ")
+		t.Fatalf("incremental output differs from a full translation:\n%s", diffLines(string(g), string(w)))
+	}
+	if len(out.TargetGroups) != 1 || len(out.Services) != 99 {
+		t.Errorf("%d target groups and %d services; want 1 and 99", len(out.TargetGroups), len(out.Services))
 	}
 }

@@ -394,15 +394,16 @@ func parentKey(p gatewayv1.ParentReference) string {
 		deref(p.Namespace, ""), p.Name, deref(p.SectionName, ""), deref(p.Port, 0))
 }
 
-// sortStatus orders the status lists by kind, namespace and name.
-func (s *Status) sort() {
+// sort orders the status lists by kind, namespace and name; the routes'
+// only when routes is true (patchRoutes keeps them in order).
+func (s *Status) sort(routes bool) {
 	slices.SortFunc(s.GatewayClasses, func(a, b GatewayClassStatus) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(s.Gateways, func(a, b GatewayStatus) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	slices.SortFunc(s.Routes, func(a, b RouteStatus) int {
-		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	if routes {
+		slices.SortFunc(s.Routes, compareRouteStatus)
+	}
 	slices.SortFunc(s.Policies, func(a, b PolicyStatus) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})

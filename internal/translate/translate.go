@@ -105,7 +105,7 @@ type Output struct {
 	// is as it was then. Nil means unknown: any object may have changed.
 	Changed map[string]bool `json:"-"`
 	// Retranslated is set by Incremental with Changed: the routes this
-	// call translated rather than replayed from the last call, whose
+	// call translated rather than kept from the last call, whose
 	// status may therefore differ from the last call's. Every other
 	// route's status is the last call's.
 	Retranslated []model.SourceRef `json:"-"`
@@ -209,8 +209,6 @@ type translator struct {
 	// of the route (or WorkloadSets) being translated.
 	inc *incCall
 	rec *record
-	// scanned counts look-ups made by scanning (see scans).
-	scanned int
 }
 
 // classInfo is one of our GatewayClasses.
@@ -283,20 +281,12 @@ func newTranslator(in *Input, s *scratch) *translator {
 	return t
 }
 
-// scans is how many look-ups of a Service or its EndpointSlices an
-// incremental translation makes by scanning the input before it indexes
-// them: one change re-translates a route or two, and scanning for those
-// costs less than indexing thousands of Services.
-const scans = 8
-
 // kubeService returns the Service key names, or nil. Of two with one key,
 // the first in the input is used.
 func (t *translator) kubeService(key types.NamespacedName) *corev1.Service {
-	if t.kubeServices == nil && t.scan() {
-		for i := range t.in.Services {
-			if s := &t.in.Services[i]; s.Name == key.Name && s.Namespace == key.Namespace {
-				return s
-			}
+	if t.inc != nil && t.inc.fast {
+		if i, ok := t.inc.x.servicePositions(t.in)[key]; ok {
+			return &t.in.Services[i]
 		}
 		return nil
 	}
@@ -320,14 +310,11 @@ func (t *translator) slicesOf(key types.NamespacedName) []*discoveryv1.EndpointS
 		return types.NamespacedName{Namespace: es.Namespace, Name: svc}, svc != ""
 	}
 	byName := func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) }
-	if t.endpointSlices == nil && t.scan() {
+	if t.inc != nil && t.inc.fast {
 		var out []*discoveryv1.EndpointSlice
-		for i := range t.in.EndpointSlices {
-			if k, ok := of(&t.in.EndpointSlices[i]); ok && k == key {
-				out = append(out, &t.in.EndpointSlices[i])
-			}
+		for _, i := range t.inc.x.slicePositions(t.in)[key] {
+			out = append(out, &t.in.EndpointSlices[i])
 		}
-		slices.SortStableFunc(out, byName)
 		return out
 	}
 	if t.endpointSlices == nil {
@@ -342,17 +329,6 @@ func (t *translator) slicesOf(key types.NamespacedName) []*discoveryv1.EndpointS
 		}
 	}
 	return t.endpointSlices[key]
-}
-
-// scan reports whether the next look-up should scan the input rather than
-// build an index: only while an incremental translation has made fewer
-// than scans.
-func (t *translator) scan() bool {
-	if t.inc == nil || t.inc.dirty == nil || t.scanned >= scans {
-		return false
-	}
-	t.scanned++
-	return true
 }
 
 // problem records one problem, once, and returns it.
@@ -397,19 +373,21 @@ func (t *translator) invalid(obj model.SourceRef, err error, field func(string) 
 
 func (t *translator) output() *Output {
 	slices.SortFunc(t.out.Networks, func(a, b model.ServiceNetwork) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(t.out.Services, func(a, b model.Service) int { return cmp.Compare(a.Name, b.Name) })
-	// Only the target groups of produced services: a route that failed to
-	// attach or validate leaves none behind.
-	// Sorted by name before they are copied: a target group is large.
-	t.out.TargetGroups = make([]model.TargetGroup, 0, len(t.tgsUsed))
-	for _, name := range t.tgNames() {
-		t.out.TargetGroups = append(t.out.TargetGroups, *t.tgs[name].tg)
+	if t.inc == nil || !t.inc.fast { // patchRoutes made them sorted
+		slices.SortFunc(t.out.Services, func(a, b model.Service) int { return cmp.Compare(a.Name, b.Name) })
+		// Only the target groups of produced services: a route that failed to
+		// attach or validate leaves none behind.
+		// Sorted by name before they are copied: a target group is large.
+		t.out.TargetGroups = make([]model.TargetGroup, 0, len(t.tgsUsed))
+		for _, name := range slices.Sorted(maps.Keys(t.tgsUsed)) {
+			t.out.TargetGroups = append(t.out.TargetGroups, *t.tgs[name].tg)
+		}
 	}
 	for name := range t.certsUsed {
 		t.out.Certificates = append(t.out.Certificates, *t.certs[name].cert)
 	}
 	slices.SortFunc(t.out.Certificates, func(a, b model.Certificate) int { return cmp.Compare(a.Name, b.Name) })
-	t.out.Status.sort()
+	t.out.Status.sort(t.inc == nil || !t.inc.fast)
 	// Group problems by object; within one object they stay in the order
 	// found, which follows the object's fields.
 	slices.SortStableFunc(t.out.Problems, func(a, b Problem) int {
@@ -419,22 +397,6 @@ func (t *translator) output() *Output {
 			cmp.Compare(a.Object.Name, b.Object.Name))
 	})
 	return &t.out
-}
-
-// tgNames returns the names of the target groups used, sorted. An
-// incremental translation whose target groups are those of its last call
-// (a change within routes) takes the last call's list rather than sorting
-// again.
-func (t *translator) tgNames() []string {
-	if t.inc == nil {
-		return slices.Sorted(maps.Keys(t.tgsUsed))
-	}
-	x := t.inc.x
-	if len(x.tgNames) == len(t.tgsUsed) && !slices.ContainsFunc(x.tgNames, func(n string) bool { return !t.tgsUsed[n] }) {
-		return x.tgNames
-	}
-	x.tgNames = slices.Sorted(maps.Keys(t.tgsUsed))
-	return x.tgNames
 }
 
 // sortedByName returns pointers to the elements of objs ordered by namespace

@@ -306,25 +306,30 @@ func (f *fileSender) send(ctx context.Context, cl *client.Client, objs *model.Ob
 		}
 		names[kind][name] = true
 	}
-	var err error
-	eachObject(objs, func(obj model.Object) {
-		if err != nil || !names[obj.ObjectKind()][obj.ObjectMeta().Name] {
-			return
+	// Each changed object found by name (the lists are sorted), rather
+	// than every object visited: a change costs what it changes.
+	for _, kind := range model.Kinds {
+		l, ok := objs.List(kind)
+		if !ok || len(names[kind]) == 0 {
+			continue
 		}
-		k := model.Key(obj.ObjectKind(), obj.ObjectMeta().Name)
-		present[k] = true
-		var b []byte
-		if b, err = model.Encode(obj); err != nil {
-			return
+		for _, name := range slices.Sorted(maps.Keys(names[kind])) { // in the lists' order
+			obj := l.Find(name)
+			if obj == nil {
+				continue
+			}
+			k := model.Key(kind, name)
+			present[k] = true
+			b, err := model.Encode(obj)
+			if err != nil {
+				return 0, [4]int{}, err
+			}
+			sum := sha256.Sum256(b)
+			if prev, ok := f.sent[k]; !ok || prev != sum {
+				req.Puts.Add(obj)
+				sums[k] = sum
+			}
 		}
-		sum := sha256.Sum256(b)
-		if prev, ok := f.sent[k]; !ok || prev != sum {
-			req.Puts.Add(obj)
-			sums[k] = sum
-		}
-	})
-	if err != nil {
-		return 0, [4]int{}, err
 	}
 	var deletes []string
 	for k := range changed {

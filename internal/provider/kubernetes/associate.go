@@ -43,7 +43,8 @@ func (r *Reconciler) associate(out *translate.Output) (removed []string) {
 				"(the owner's Gateway sets that with its %s annotation)", n.Name, other.Owner, r.cluster, translate.AllowedClustersAnnotation)
 			setCondition(st, translate.Condition{Type: "Accepted", Status: false, Reason: ReasonNotAllowed, Message: msg})
 			setCondition(st, translate.Condition{Type: "Programmed", Status: false, Reason: "Invalid", Message: "the Gateway is not accepted"})
-			out.Services = slices.DeleteFunc(out.Services, func(s model.Service) bool {
+			// A copy: the list is the translator's (translate.Incremental).
+			out.Services = slices.DeleteFunc(slices.Clone(out.Services), func(s model.Service) bool {
 				if s.Network == n.Name {
 					removed = append(removed, model.Key(model.KindService, s.Name))
 					return true

@@ -153,10 +153,16 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 	}
 
 	others := len(writes)
-	routes := make(map[objectKey]*translate.RouteStatus, len(out.Status.Routes))
-	for i := range out.Status.Routes {
-		st := &out.Status.Routes[i]
-		routes[objectKey{st.Kind, st.Namespace, st.Name}] = st
+	// A route's status, found in the sorted list rather than through a map
+	// of all 10,000 made for the few that changed.
+	routeStatusOf := func(k objectKey) *translate.RouteStatus {
+		i, found := slices.BinarySearchFunc(out.Status.Routes, k, func(st translate.RouteStatus, k objectKey) int {
+			return compareKeys(objectKey{st.Kind, st.Namespace, st.Name}, k)
+		})
+		if !found {
+			return nil
+		}
+		return &out.Status.Routes[i]
 	}
 	if r.routes == nil {
 		r.routes = map[objectKey]routeSeen{}
@@ -170,7 +176,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 	)
 	addRoute := func(kind string, route client.Object, status func(client.Object) *gatewayv1.RouteStatus) {
 		k := objectKey{kind, route.GetNamespace(), route.GetName()}
-		st := routes[k]
+		st := routeStatusOf(k)
 		domains := ""
 		if st != nil {
 			domains = strings.Join(st.DNSNames, ",")

@@ -143,6 +143,7 @@ func TestSendComparesWhatChanged(t *testing.T) {
 	// vouches for it); a named one that is gone is deleted.
 	before := held(t, r)
 	out = x.Translate(syncInput(t, routes, 7))
+	out.Services = slices.Clone(out.Services) // the translator's list, not to be changed in place
 	gone := key(&out.Services[3])
 	untouched := key(&out.Services[4])
 	out.Services[4].RulesInOrder = !out.Services[4].RulesInOrder
