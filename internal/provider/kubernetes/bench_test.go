@@ -193,6 +193,7 @@ func BenchmarkScale(b *testing.B) {
 		b.StartTimer()
 		stopProfile := startProfile(b, *scaleCold)
 		start := time.Now()
+		coldCPU := testsync.CPUTime()
 		e.start()
 		e.proxy(b, proxyBind)
 		// The controller's first transaction holds every object; the
@@ -218,13 +219,15 @@ func BenchmarkScale(b *testing.B) {
 			b.Fatal(err)
 		}
 		lastServed := time.Since(start)
+		coldCPU = testsync.CPUTime() - coldCPU
 		parallel(b, 8, n, func(i int) error {
 			return waitServed(hc, url, scaleHost(i, 0), 10*time.Minute)
 		})
 		served := time.Since(start)
 		stopProfile()
-		b.Logf("cold start to all %d routes served: %v (the controller's first transaction stored after %v, the last route served after %v)",
-			n, served.Round(time.Millisecond), (<-sent).Round(time.Millisecond), lastServed.Round(time.Millisecond))
+		b.Logf("cold start to all %d routes served: %v (the controller's first transaction stored after %v, the last route served after %v; "+
+			"CPU of the test process to that point %v)",
+			n, served.Round(time.Millisecond), (<-sent).Round(time.Millisecond), lastServed.Round(time.Millisecond), coldCPU.Round(time.Millisecond))
 		testsync.Eventually(b, 10*time.Minute, "every route Accepted", func() error {
 			return routesAccepted(ctx, e.kc, "scale", n)
 		})
@@ -258,6 +261,8 @@ func BenchmarkScale(b *testing.B) {
 			b.ReportMetric(created.Seconds(), "s-created")
 		}
 		b.ReportMetric(served.Seconds(), "s-cold-served")
+		b.ReportMetric(lastServed.Seconds(), "s-cold-last")
+		b.ReportMetric(coldCPU.Seconds(), "s-cold-last-cpu")
 		b.ReportMetric(accepted.Seconds(), "s-cold-accepted")
 		if len(took) > 0 {
 			slices.Sort(took)
