@@ -10,9 +10,15 @@
 //	DELETE /v1/{kind}/{name}?revision=N
 //	POST   /v1/apply               replace everything the caller owns → ApplyResult
 //	POST   /v1/txn                 put and delete some of the caller's objects atomically → TxnResult
-//	GET    /v1/watch?revision=N&store=ID    newline-delimited WatchMessage stream
+//	GET    /v1/watch?revision=N&store=ID&kind=K    newline-delimited WatchMessage stream
 //
-// {kind} is a model.Kind in any case, singular or plural ("services").
+// {kind} is a model.Kind in any case, singular or plural ("services"), and so
+// is each kind of a watch's kind filter: ?kind= once per kind or kinds
+// separated by commas ("kind=serviceexports,clusters"). A filtered watch's
+// snapshot and messages carry only those kinds, and a transaction that
+// changed none of them sends no message (a stream that resumes sends the
+// later ones of those kinds); without ?kind= it carries every kind. An
+// unknown kind is a 400 naming it. A list (GET /v1/{kind}) is of one kind.
 // Errors are an Error body with an HTTP status: 400 malformed (bad JSON,
 // an unknown field, data after the JSON object, a revision that is not a
 // non-negative integer), 401 no or bad token, 403 owned by another cluster

@@ -35,6 +35,11 @@ type FollowOptions struct {
 	// resumes the watch from its revision. A proxy restarted during a
 	// control-plane outage thereby serves its last configuration.
 	CacheFile string
+	// Kinds, when set, has the stream carry only these kinds (the
+	// server's ?kind= filter): every snapshot's other lists are empty, and
+	// the server neither decodes nor sends the objects of the others. A
+	// CacheFile holds what the stream carried.
+	Kinds []model.Kind
 }
 
 // Follow watches the configuration and calls apply with a complete snapshot
@@ -60,7 +65,7 @@ func (c *Client) Follow(ctx context.Context, opts FollowOptions, apply func(*mod
 	tried := 0
 	for {
 		server := c.server()
-		delivered, err := c.stream(ctx, server, opts.IdleTimeout, cache, apply)
+		delivered, err := c.stream(ctx, server, opts.IdleTimeout, opts.Kinds, cache, apply)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -88,10 +93,13 @@ func (c *Client) Follow(ctx context.Context, opts FollowOptions, apply func(*mod
 
 // stream runs one watch request until it fails. delivered reports whether it
 // applied at least one revision.
-func (c *Client) stream(ctx context.Context, server int, idle time.Duration, cache *cache, apply func(*model.Snapshot)) (delivered bool, err error) {
+func (c *Client) stream(ctx context.Context, server int, idle time.Duration, kinds []model.Kind, cache *cache, apply func(*model.Snapshot)) (delivered bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	q := url.Values{}
+	for _, k := range kinds {
+		q.Add("kind", string(k))
+	}
 	if cache.revision > 0 {
 		q.Set("revision", fmt.Sprint(cache.revision))
 		if cache.store != "" {

@@ -307,3 +307,63 @@ func TestFollowLargeRevisionsMatchSnapshots(t *testing.T) {
 		}
 	}
 }
+
+// With Kinds, every snapshot holds those kinds alone, across reconnects
+// that resume with the filter: the changes of other kinds never arrive,
+// and none of the filtered kinds' is missed.
+func TestFollowKindsResumes(t *testing.T) {
+	srv := httptest.NewServer(serve(teststore.Bolt(t)))
+	defer srv.Close()
+	var logs testsync.Buffer
+	cl, _ := client.New(srv.URL, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	writer, _ := client.New(srv.URL, tokenA, client.Options{
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+	})
+	// Ended before srv.Close, which waits for the watch.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := writer.Put(ctx, targetGroup("before", 999)); err != nil {
+		t.Fatal(err)
+	}
+	snaps := make(chan *model.Snapshot, 1000)
+	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond, Kinds: []model.Kind{model.KindServiceNetwork}},
+		func(s *model.Snapshot) { snaps <- s })
+
+	const writes = 20
+	for i := range writes {
+		name := fmt.Sprintf("n-%02d", i)
+		if err := writer.Put(ctx, &model.ServiceNetwork{Meta: model.Meta{Name: name}, Mode: model.ModeServiceNetwork, Domain: name + ".trellis.internal"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := writer.Put(ctx, targetGroup(fmt.Sprintf("tg-%02d", i), int32(1000+i))); err != nil {
+			t.Fatal(err)
+		}
+		if i%5 == 2 {
+			srv.CloseClientConnections()
+		}
+	}
+	var last *model.Snapshot
+	deadline := time.After(10 * time.Second)
+	for last == nil || len(last.Networks) < writes {
+		select {
+		case s := <-snaps:
+			if len(s.TargetGroups) != 0 {
+				t.Fatalf("a snapshot at revision %d holds %d target groups, want none", s.Revision, len(s.TargetGroups))
+			}
+			if last != nil && s.Revision <= last.Revision {
+				t.Fatalf("revision went from %d to %d", last.Revision, s.Revision)
+			}
+			last = s
+		case <-deadline:
+			t.Fatalf("after 10 s the follower has %d of %d networks", len(last.Networks), writes)
+		}
+	}
+	if !strings.Contains(logs.String(), "configuration stream broke") {
+		t.Error("the stream was never cut: the test proves nothing about resuming")
+	}
+	for i, n := range last.Networks {
+		if want := fmt.Sprintf("n-%02d", i); n.Name != want {
+			t.Errorf("network %d = %s, want %s", i, n.Name, want)
+		}
+	}
+}

@@ -78,11 +78,19 @@ type keyView struct {
 	// readable records, by certificate, whether the stream last sent it
 	// with its key.
 	readable map[string]bool
+	// follow is false for a stream that sends no certificates: the view
+	// then stays empty and changes nothing it sends.
+	follow bool
 }
 
-func newKeyView(cluster string, kvs []store.KeyValue, revision int64) (*keyView, error) {
+// newKeyView makes the view of a stream starting at revision, where the
+// store holds kvs; follow says whether the stream sends certificates.
+func newKeyView(cluster string, kvs []store.KeyValue, revision int64, follow bool) (*keyView, error) {
 	v := &keyView{cluster: cluster, revision: revision, networks: map[string]*model.ServiceNetwork{},
-		services: map[string]*model.Service{}, certs: map[string]*model.Certificate{}, readable: map[string]bool{}}
+		services: map[string]*model.Service{}, certs: map[string]*model.Certificate{}, readable: map[string]bool{}, follow: follow}
+	if !follow {
+		kvs = nil
+	}
 	for _, kv := range kvs {
 		switch kind, _, _ := model.ParseKey(kv.Key); kind {
 		case model.KindServiceNetwork, model.KindService, model.KindCertificate:
@@ -175,7 +183,7 @@ func (v *keyView) snapshot(kvs []store.KeyValue, revision int64) (*api.WatchMess
 // decoded and encoded side by side.
 func (v *keyView) changes(ev store.Event) (*api.WatchMessage, error) {
 	msg := &api.WatchMessage{Type: api.WatchChanges, Revision: ev.Revision}
-	advance := ev.Revision > v.revision
+	advance := v.follow && ev.Revision > v.revision
 	reindex := false
 	objs := make([]model.Object, len(ev.Changes))
 	errs := make([]error, len(ev.Changes))

@@ -189,9 +189,15 @@ func watchAs(t *testing.T, url, token string) func() api.WatchMessage {
 // watchFrom is watchAs resuming from revision rev.
 func watchFrom(t *testing.T, url, token string, rev int64) func() api.WatchMessage {
 	t.Helper()
+	return watchQuery(t, url, token, fmt.Sprintf("revision=%d", rev))
+}
+
+// watchQuery is watchAs with the query query.
+func watchQuery(t *testing.T, url, token, query string) func() api.WatchMessage {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/watch?revision=%d", url, rev), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/watch?"+query, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -272,6 +278,12 @@ func TestPrivateKeysOnlyReachTheirServers(t *testing.T) {
 	}
 
 	westWatch := watchAs(t, url, tokenB)
+	// A stream of certificates alone follows what makes them readable.
+	westCerts := watchQuery(t, url, tokenB, "kind=certificates")
+	if m := westCerts(); m.Snapshot == nil || len(m.Snapshot.Certificates) != 1 || m.Snapshot.Certificates[0].KeyPEM != model.RedactedKey ||
+		len(m.Snapshot.Networks)+len(m.Snapshot.Services)+len(m.Snapshot.TargetGroups) != 0 {
+		t.Fatalf("west's snapshot of certificates: %+v, want a-cert redacted and nothing else", m.Snapshot)
+	}
 	snap := westWatch().Snapshot
 	if snap == nil || len(snap.Certificates) != 1 || snap.Certificates[0].KeyPEM != model.RedactedKey {
 		t.Fatalf("west's snapshot: %+v, want a-cert redacted", snap)
@@ -296,6 +308,12 @@ func TestPrivateKeysOnlyReachTheirServers(t *testing.T) {
 	m = westWatch()
 	if len(m.Changes) != 2 || m.Changes[0].Kind != model.KindCertificate || certIn(t, m.Changes[0]).KeyPEM != key {
 		t.Fatalf("west's change after being allowed: %+v, want a-cert with its key and the network", m)
+	}
+	if m := westCerts(); len(m.Changes) != 1 || m.Changes[0].Kind != model.KindCertificate || certIn(t, m.Changes[0]).KeyPEM != model.RedactedKey {
+		t.Fatalf("west's certificates, the rotation: %+v, want a-cert redacted", m)
+	}
+	if m := westCerts(); len(m.Changes) != 1 || m.Changes[0].Kind != model.KindCertificate || certIn(t, m.Changes[0]).KeyPEM != key {
+		t.Fatalf("west's certificates after being allowed: %+v, want a-cert with its key alone", m)
 	}
 	if got := keyOf(west); got != key {
 		t.Errorf("an allowed cluster reads key %.20q", got)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
@@ -18,9 +19,15 @@ import (
 // watch streams the configuration: a snapshot (unless the client resumes from
 // a revision still in history), then every transaction in order, with
 // heartbeats while idle. It ends when the client goes away or the store ends
-// the watch; clients reconnect with the last revision they saw.
+// the watch; clients reconnect with the last revision they saw. With a kind
+// filter (?kind=, see kindsParam) the snapshot and the messages carry only
+// those kinds, and a transaction that changed none of them sends nothing.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) error {
 	from, err := revisionParam(r)
+	if err != nil {
+		return err
+	}
+	kinds, err := kindsParam(r)
 	if err != nil {
 		return err
 	}
@@ -33,9 +40,18 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	if err != nil {
 		return err
 	}
-	view, err := newKeyView(cluster, kvs, rev)
+	// A stream of no certificates needs no view of who may read their
+	// keys (for a controller following exports, not decoding every
+	// service).
+	view, err := newKeyView(cluster, kvs, rev, kinds == nil || kinds[model.KindCertificate])
 	if err != nil {
 		return err
+	}
+	if kinds != nil {
+		kvs = slices.DeleteFunc(kvs, func(kv store.KeyValue) bool {
+			kind, _, _ := model.ParseKey(kv.Key)
+			return !kinds[kind]
+		})
 	}
 	var first *api.WatchMessage
 	var events <-chan store.Event
@@ -113,10 +129,28 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 				s.log.Info("cluster removed: ending its watch stream before its removal", "cluster", cluster, "revision", ev.Revision)
 				return nil
 			}
+			// A view that follows networks and services sees every
+			// change (one of them may make a certificate readable, which
+			// is sent again); other streams decode only what they send.
+			if kinds != nil && !view.follow {
+				ev.Changes = slices.DeleteFunc(slices.Clone(ev.Changes), func(c store.Change) bool {
+					kind, _, _ := model.ParseKey(c.KV.Key)
+					return !kinds[kind]
+				})
+				if len(ev.Changes) == 0 {
+					continue
+				}
+			}
 			msg, err := view.changes(ev)
 			if err != nil {
 				s.log.Error("watch: encoding changes", "revision", ev.Revision, "err", err)
 				return nil
+			}
+			if kinds != nil {
+				msg.Changes = slices.DeleteFunc(msg.Changes, func(c api.Change) bool { return !kinds[c.Kind] })
+				if len(msg.Changes) == 0 {
+					continue
+				}
 			}
 			if !send(msg) {
 				return nil
@@ -125,6 +159,35 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 			heartbeat.Reset(s.cfg.Heartbeat)
 		}
 	}
+}
+
+// maxKindParams bounds the values of ?kind= a watch may give (each kind once
+// is len(model.Kinds) of them).
+const maxKindParams = 64
+
+// kindsParam reads a watch's kind filter: ?kind= once per kind, or kinds
+// separated by commas, each a model.Kind in any case, singular or plural
+// (as the path of GET /v1/{kind}). It returns nil, every kind, without one;
+// an unknown or empty kind is a 400 naming it.
+func kindsParam(r *http.Request) (map[model.Kind]bool, error) {
+	values, ok := r.URL.Query()["kind"]
+	if !ok {
+		return nil, nil
+	}
+	if len(values) > maxKindParams {
+		return nil, errorf(http.StatusBadRequest, "query parameter kind: %d values, at most %d", len(values), maxKindParams)
+	}
+	kinds := map[model.Kind]bool{}
+	for _, v := range values {
+		for name := range strings.SplitSeq(v, ",") {
+			k, err := model.ParseKind(name)
+			if err != nil {
+				return nil, errorf(http.StatusBadRequest, "query parameter kind: %v", err)
+			}
+			kinds[k] = true
+		}
+	}
+	return kinds, nil
 }
 
 // resume watches from a client's revision, or fails when the client must

@@ -63,6 +63,12 @@ type Options struct {
 	// service account, ...). Start waits for its health endpoint, not for
 	// every controller's first sync: wait for the effect you need.
 	ControllerManager bool
+	// DataCache, when set, names a data cache (see SaveDataCache): the
+	// cluster starts from a copy of its etcd data when it exists
+	// (DataCached then reports true), from the template otherwise. The
+	// name must say what shapes the data, such as the objects' count and
+	// form.
+	DataCache string
 }
 
 // Cluster is a running control plane. Its fields are valid until the test
@@ -78,7 +84,9 @@ type Cluster struct {
 	Kubeconfig string
 
 	dir     string // PKI, kubeconfigs, etcd data, logs; under t.TempDir()
+	dataDir string // etcd's
 	bin     string
+	opts    Options
 	pki     *pki
 	client  client.Client
 	http    *http.Client
@@ -86,6 +94,8 @@ type Cluster struct {
 
 	mu    sync.Mutex
 	procs []*process // every process started, for the logs
+
+	fromCache bool // started from Options.DataCache
 }
 
 // Start starts a cluster and returns once the apiserver is ready, the
@@ -102,7 +112,7 @@ type Cluster struct {
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	begin := time.Now()
-	c := &Cluster{bin: binDir(t), dir: t.TempDir()}
+	c := &Cluster{bin: binDir(t), dir: t.TempDir(), opts: opts}
 	c.NS = netns.New(t)
 	// Cleanups run last-in first-out: this one runs after the processes
 	// are killed (their logs are complete) and before t.TempDir is removed.
@@ -144,20 +154,21 @@ func Start(t testing.TB, opts Options) *Cluster {
 		return crds
 	})
 
-	template, built := c.etcdTemplate(t, crds)
+	var template string
+	built := false
+	if opts.DataCache != "" {
+		template = c.cachedData(t, opts.DataCache)
+		c.fromCache = template != ""
+	}
+	if template == "" {
+		template, built = c.etcdTemplate(t, crds)
+	}
 	bootstrapped := time.Since(begin)
-	dataDir := filepath.Join(c.dir, "etcd")
-	if err := copyDir(template, dataDir); err != nil {
+	c.dataDir = filepath.Join(c.dir, "etcd")
+	if err := copyDir(template, c.dataDir); err != nil {
 		t.Fatalf("test/kube: copying the etcd template: %v", err)
 	}
-	// The apiserver retries etcd until it answers, so both start at once.
-	c.running = []*process{
-		c.start(t, "etcd", "etcd", etcdFlags(dataDir)...),
-		c.start(t, "kube-apiserver", "kube-apiserver", apiserverFlags(c.dir)...),
-	}
-	c.waitFor(t, "kube-apiserver /readyz", time.Minute, c.running, func(ctx context.Context) error {
-		return c.get(ctx, Server+"/readyz")
-	})
+	c.startControlPlane(t, "")
 	apiReady := time.Since(begin)
 	if opts.ControllerManager {
 		c.running = append(c.running, c.startControllerManager(t))
@@ -173,7 +184,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 		})
 	}
 	how := "template reused"
-	if built {
+	if c.fromCache {
+		how = "data cache " + opts.DataCache + " copied"
+	} else if built {
 		how = fmt.Sprintf("template built in %.1f s", bootstrapped.Seconds())
 	}
 	t.Logf("test/kube: cluster ready in %.1f s (%s, apiserver ready at %.1f s; namespace %s)",

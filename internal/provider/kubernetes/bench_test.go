@@ -123,7 +123,14 @@ var (
 	scaleClients   = flag.Int("scale.clients", 32, "BenchmarkScale: concurrent apiserver clients creating objects and checking routes")
 	scaleProfile   = flag.String("scale.cpuprofile", "", "BenchmarkScale: write a CPU profile of the test process during the changes alone to this file")
 	scaleCold      = flag.String("scale.coldprofile", "", "BenchmarkScale: write a CPU profile of the test process during the cold start (until every route is served) to this file")
+	scaleCache     = flag.Bool("scale.cache", false, "BenchmarkScale: keep the apiserver's etcd data with the objects created, keyed by -scale.services and -scale.endpoints, "+
+		"and start later runs of the same size from a copy of it instead of creating the objects again")
 )
+
+// scaleFormat names the form of BenchmarkScale's objects in the name of its
+// data cache; change it when scaleService, scaleSlice, scaleRoute or the
+// Gateway change.
+const scaleFormat = "1"
 
 // BenchmarkScale is issue 15's measurement through a real kube-apiserver:
 // N Services with an EndpointSlice of M ready endpoints each and N
@@ -141,7 +148,11 @@ func BenchmarkScale(b *testing.B) {
 	}
 	for range b.N {
 		b.StopTimer()
-		e := newEnvWith(b, envOptions{later: true})
+		cache := ""
+		if *scaleCache {
+			cache = fmt.Sprintf("scale-%dx%d-f%s", n, m, scaleFormat)
+		}
+		e := newEnvWith(b, envOptions{later: true, dataCache: cache})
 		ln, err := e.NS.Listen("tcp", "0.0.0.0:9000")
 		if err != nil {
 			b.Fatal(err)
@@ -152,20 +163,37 @@ func BenchmarkScale(b *testing.B) {
 		e.create(b, classes+edgeGateway("scale"))
 
 		ctx := context.Background()
-		objs := make([]client.Object, 0, 3*n)
-		for i := range n {
-			objs = append(objs, scaleService(i), scaleSlice(i, m), scaleRoute(i, 0))
+		var created time.Duration
+		if e.DataCached() {
+			if err := scaleObjectsThere(ctx, e.kc, n); err != nil {
+				e.DropDataCache(b)
+				b.Fatalf("the data cache does not hold BenchmarkScale's objects (%v); it was removed, run again", err)
+			}
+			b.Logf("%d objects (%d Services, %d EndpointSlices of %d endpoints, %d HTTPRoutes) from the data cache %s",
+				3*n, n, n, m, n, cache)
+		} else {
+			objs := make([]client.Object, 0, 3*n)
+			for i := range n {
+				objs = append(objs, scaleService(i), scaleSlice(i, m), scaleRoute(i, 0))
+			}
+			b.StartTimer()
+			begin := time.Now()
+			parallel(b, *scaleClients, len(objs), func(i int) error { return e.kc.Create(ctx, objs[i]) })
+			created = time.Since(begin)
+			b.Logf("%d objects (%d Services, %d EndpointSlices of %d endpoints, %d HTTPRoutes) created by the apiserver in %v, %d clients at once: %.0f objects/s",
+				len(objs), n, n, m, n, created.Round(time.Millisecond), *scaleClients, float64(len(objs))/created.Seconds())
+			if cache != "" {
+				b.StopTimer()
+				e.SaveDataCache(b)
+				b.StartTimer()
+			}
 		}
-		b.StartTimer()
-		begin := time.Now()
-		parallel(b, *scaleClients, len(objs), func(i int) error { return e.kc.Create(ctx, objs[i]) })
-		created := time.Since(begin)
-		b.Logf("%d objects (%d Services, %d EndpointSlices of %d endpoints, %d HTTPRoutes) created by the apiserver in %v, %d clients at once: %.0f objects/s",
-			len(objs), n, n, m, n, created.Round(time.Millisecond), *scaleClients, float64(len(objs))/created.Seconds())
 
 		// Cold start: the controller and a proxy with every object there.
+		b.StartTimer()
 		stopProfile := startProfile(b, *scaleCold)
 		start := time.Now()
+		coldCPU := testsync.CPUTime()
 		e.start()
 		e.proxy(b, proxyBind)
 		// The controller's first transaction holds every object; the
@@ -191,13 +219,15 @@ func BenchmarkScale(b *testing.B) {
 			b.Fatal(err)
 		}
 		lastServed := time.Since(start)
+		coldCPU = testsync.CPUTime() - coldCPU
 		parallel(b, 8, n, func(i int) error {
 			return waitServed(hc, url, scaleHost(i, 0), 10*time.Minute)
 		})
 		served := time.Since(start)
 		stopProfile()
-		b.Logf("cold start to all %d routes served: %v (the controller's first transaction stored after %v, the last route served after %v)",
-			n, served.Round(time.Millisecond), (<-sent).Round(time.Millisecond), lastServed.Round(time.Millisecond))
+		b.Logf("cold start to all %d routes served: %v (the controller's first transaction stored after %v, the last route served after %v; "+
+			"CPU of the test process to that point %v)",
+			n, served.Round(time.Millisecond), (<-sent).Round(time.Millisecond), lastServed.Round(time.Millisecond), coldCPU.Round(time.Millisecond))
 		testsync.Eventually(b, 10*time.Minute, "every route Accepted", func() error {
 			return routesAccepted(ctx, e.kc, "scale", n)
 		})
@@ -227,8 +257,12 @@ func BenchmarkScale(b *testing.B) {
 		stopProfile()
 		b.StopTimer()
 		st = e.rec.Stats()
-		b.ReportMetric(created.Seconds(), "s-created")
+		if created > 0 {
+			b.ReportMetric(created.Seconds(), "s-created")
+		}
 		b.ReportMetric(served.Seconds(), "s-cold-served")
+		b.ReportMetric(lastServed.Seconds(), "s-cold-last")
+		b.ReportMetric(coldCPU.Seconds(), "s-cold-last-cpu")
 		b.ReportMetric(accepted.Seconds(), "s-cold-accepted")
 		if len(took) > 0 {
 			slices.Sort(took)
@@ -243,6 +277,37 @@ func BenchmarkScale(b *testing.B) {
 				perChange.Round(time.Millisecond), st.Translate, st.Encoded, st.StatusChecked)
 		}
 	}
+}
+
+// scaleObjectsThere checks that the scale namespace holds n Services, n
+// EndpointSlices and n HTTPRoutes, none of them with a status yet (the data
+// cache is saved before the controller runs), and the Gateway.
+func scaleObjectsThere(ctx context.Context, kc client.Client, n int) error {
+	var gw gatewayv1.Gateway
+	if err := kc.Get(ctx, client.ObjectKey{Namespace: "scale", Name: "web"}, &gw); err != nil {
+		return err
+	}
+	var svcs corev1.ServiceList
+	if err := kc.List(ctx, &svcs, client.InNamespace("scale")); err != nil {
+		return err
+	}
+	var eps discoveryv1.EndpointSliceList
+	if err := kc.List(ctx, &eps, client.InNamespace("scale")); err != nil {
+		return err
+	}
+	var routes gatewayv1.HTTPRouteList
+	if err := kc.List(ctx, &routes, client.InNamespace("scale")); err != nil {
+		return err
+	}
+	if len(svcs.Items) != n || len(eps.Items) != n || len(routes.Items) != n {
+		return fmt.Errorf("%d Services, %d EndpointSlices, %d HTTPRoutes; want %d of each", len(svcs.Items), len(eps.Items), len(routes.Items), n)
+	}
+	for _, r := range routes.Items {
+		if len(r.Status.Parents) > 0 {
+			return fmt.Errorf("HTTPRoute %s has a status", r.Name)
+		}
+	}
+	return nil
 }
 
 // startProfile starts a CPU profile of the process into file, when not

@@ -99,11 +99,13 @@ type envOptions struct {
 	// onChange and nothingSent are the controller's Config.OnChange and
 	// Config.NothingSent.
 	onChange, nothingSent func()
+	// dataCache is the cluster's kube.Options.DataCache.
+	dataCache string
 }
 
 func newEnvWith(t testing.TB, opts envOptions) *env {
 	t.Helper()
-	c := kube.Start(t, kube.Options{})
+	c := kube.Start(t, kube.Options{DataCache: opts.dataCache})
 	e := &env{Cluster: c, kc: c.Client(t)}
 	kubeConfig := c.Config
 	if opts.identity != nil {

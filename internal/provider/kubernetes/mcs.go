@@ -143,7 +143,10 @@ func (v *exportView) set(s *model.Snapshot) bool {
 // follow keeps the view of every cluster's exports until ctx ends and
 // asks for a reconcile whenever they change.
 func (r *Reconciler) follow(ctx context.Context, cp *tclient.Client, events chan<- event.GenericEvent) error {
-	err := cp.Follow(ctx, tclient.FollowOptions{}, func(s *model.Snapshot) {
+	// Only the kinds the view reads: the control plane holds every
+	// cluster's services and target groups, which it need not decode.
+	opts := tclient.FollowOptions{Kinds: []model.Kind{model.KindServiceExport, model.KindCluster, model.KindServiceNetwork}}
+	err := cp.Follow(ctx, opts, func(s *model.Snapshot) {
 		if !r.view.set(s) {
 			return
 		}

@@ -9,7 +9,12 @@ import (
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/parallel"
 )
+
+// parallelEncode is how many objects a send encodes before it encodes them
+// side by side.
+const parallelEncode = 256
 
 // digest is the hash of an object's stored form (model.Encode), what the
 // diff compares.
@@ -32,51 +37,58 @@ func (r *Reconciler) send(ctx context.Context, out *model.Objects, changed map[s
 		}
 		changed = nil
 	}
+	// What to encode and compare: every object, or what changed (in one
+	// order every time, so a request is the same for the same change).
 	var (
-		req     api.TxnRequest
-		digests map[string]digest // the new record: whole, or what changed
+		keys    []string
+		objs    []model.Object
 		deletes []string
-		encoded int
 	)
-	put := func(k string, obj model.Object) error {
-		b, err := model.Encode(obj)
-		if err != nil {
-			return err
-		}
-		encoded++
-		d := sha256.Sum256(b)
-		digests[k] = d
-		if prev, ok := r.sent[k]; !ok || prev != d {
-			req.Puts.Add(obj)
-		}
-		return nil
-	}
 	if changed == nil {
-		digests = make(map[string]digest, out.Len())
-		for _, obj := range objects(out) {
-			if err := put(key(obj), obj); err != nil {
-				return 0, false, err
-			}
-		}
-		for k := range r.sent {
-			if _, ok := digests[k]; !ok {
-				deletes = append(deletes, k)
-			}
+		objs = objects(out)
+		keys = make([]string, len(objs))
+		for i, obj := range objs {
+			keys[i] = key(obj)
 		}
 	} else {
-		digests = make(map[string]digest, len(changed))
-		for _, k := range slices.Sorted(maps.Keys(changed)) { // a request in one order every time
+		for _, k := range slices.Sorted(maps.Keys(changed)) {
 			obj, err := find(out, k)
 			if err != nil {
 				return 0, false, err
 			}
 			if obj != nil {
-				err = put(k, obj)
+				keys, objs = append(keys, k), append(objs, obj)
 			} else if _, ok := r.sent[k]; ok {
 				deletes = append(deletes, k)
 			}
-			if err != nil {
-				return 0, false, err
+		}
+	}
+	// Side by side when there are many: a first send is every object of
+	// the cluster (20,001 at issue 15's size).
+	sums := make([]digest, len(objs))
+	errs := make([]error, len(objs))
+	parallel.Do(len(objs), parallelEncode, func(i int) {
+		var b []byte
+		if b, errs[i] = model.Encode(objs[i]); errs[i] == nil {
+			sums[i] = sha256.Sum256(b)
+		}
+	})
+	var req api.TxnRequest
+	digests := make(map[string]digest, len(objs)) // the new record: whole, or what changed
+	for i, obj := range objs {
+		if errs[i] != nil {
+			return 0, false, errs[i]
+		}
+		digests[keys[i]] = sums[i]
+		if prev, ok := r.sent[keys[i]]; !ok || prev != sums[i] {
+			req.Puts.Add(obj)
+		}
+	}
+	encoded := len(objs)
+	if changed == nil {
+		for k := range r.sent {
+			if _, ok := digests[k]; !ok {
+				deletes = append(deletes, k)
 			}
 		}
 	}
