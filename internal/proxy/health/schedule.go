@@ -252,7 +252,10 @@ func (c *Checker) schedule() {
 			continue
 		}
 		for i, ch := range batch {
-			if !c.dispatch(ch) {
+			// A plain check on a kept connection is sent from here and
+			// its answer read by the answer loop: no worker, no goroutine
+			// woken or parked for it.
+			if !c.sendFast(ch, nil) && !c.dispatch(ch) {
 				return
 			}
 			batch[i] = nil
@@ -414,7 +417,12 @@ type outcome struct {
 // the worker's to reuse.
 func (c *Checker) runCheck(ch *check, outs []outcome) []outcome {
 	start := time.Now()
-	err := c.probe(ch)
+	return c.finish(ch, start, c.probe(ch), outs)
+}
+
+// finish ends a check of ch that started at start with err: it moves every
+// subscriber's status and queues the next probe (runCheck).
+func (c *Checker) finish(ch *check, start time.Time, err error, outs []outcome) []outcome {
 	if c.ctx.Err() != nil {
 		return outs
 	}
