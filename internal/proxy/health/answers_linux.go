@@ -127,7 +127,9 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 	start := time.Now()
 	pb := probeBufs.Get().(*probeBuf)
 	pb.request(sp.requestURI, ch.key.addr)
-	p := &pendingRead{ch: ch, kc: kc, pb: pb, start: start, deadline: start.Add(sp.timeout), done: done}
+	// A check is in flight once at a time: its pendingRead is its own.
+	p := &ch.sent
+	*p = pendingRead{ch: ch, kc: kc, pb: pb, start: start, deadline: start.Add(sp.timeout), done: done}
 	// Pending before it is sent: the answer's event finds it.
 	l.add(p)
 	var n int
@@ -221,8 +223,12 @@ func (l *answerLoop) collect(uintptr) bool {
 	return true
 }
 
-// expire fails the pending checks whose deadline passed, and sets the
-// loop's deadline to the earliest of the others.
+// expire fails the pending checks whose deadline passed, and moves the
+// loop's deadline when it passed or is later than the earliest pending
+// check's. A deadline still to come and earlier than every pending check's
+// stays: it costs the loop an early wake-up once, where setting and
+// clearing it for every check (usually the only one pending) would cost
+// two timer changes a check.
 func (l *answerLoop) expire() {
 	now := time.Now()
 	for {
@@ -232,7 +238,7 @@ func (l *answerLoop) expire() {
 			if len(l.queue) > 0 {
 				d = l.queue[0].deadline
 			}
-			if !d.Equal(l.deadline) {
+			if passed := !l.deadline.After(now); passed && !d.Equal(l.deadline) || !d.IsZero() && d.Before(l.deadline) {
 				l.deadline = d
 				l.file.SetReadDeadline(d)
 			}

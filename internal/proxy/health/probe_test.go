@@ -119,7 +119,7 @@ func checkOf(t testing.TB, addr string, https, http2 bool, timeout time.Duration
 		t.Fatal(err)
 	}
 	sp.timeout = timeout
-	return &check{key: sp.keyFor(&Target{addr: addr}), sp: sp, idx: -1}
+	return &check{key: sp.keyFor(&Target{addr: addr}), sp: sp}
 }
 
 // done drops ch's connection, as the checker does when the check goes.
