@@ -557,24 +557,55 @@ func transportCheck(tr *http.Transport, addr string, https, http2 bool) error {
 	return nil
 }
 
+// answerSeeds are answers a target may give, for the fuzz tests.
+var answerSeeds = []string{
+	ok200,
+	ok200 + ok200,
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+	"HTTP/1.1 100 Continue\r\n\r\n" + ok200,
+	"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+	"HTTP/1.0 503 Service Unavailable\r\n\r\ndown",
+	"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\n",
+	"HTTP/1.1 200 OK\r\n",
+	"garbage\r\n\r\n",
+	"",
+}
+
+// FuzzAnswerLoopRead feeds the answer loop's parse whatever one read of an
+// answer brought: it never panics, and either asks for more (the rest is
+// read on by a worker's code) or decides at once, keeping the connection
+// only after a final answer read whole with nothing after it.
+func FuzzAnswerLoopRead(f *testing.F) {
+	for _, seed := range answerSeeds {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, got []byte) {
+		pb := probeBufs.Get().(*probeBuf)
+		defer probeBufs.Put(pb)
+		pb.src = countingReader{prefix: got}
+		pb.br.Reset(&pb.src)
+		code, keep, _, err := pb.readAnswer()
+		short := pb.src.short
+		pb.src = countingReader{}
+		if keep && (short || err != nil || code < 200) {
+			t.Errorf("connection kept after code %d, err %v, short %v", code, err, short)
+		}
+		if errors.Is(err, errIncomplete) && !short {
+			t.Errorf("incomplete without asking for more: %v", err)
+		}
+		if !short && err == nil && code < 100 {
+			t.Errorf("no error and code %d", code)
+		}
+	})
+}
+
 // FuzzCheckAnswer feeds a check whatever a target may answer: it never
 // panics, ends when the answer does, and keeps the connection only after
 // a final answer read whole with nothing after it.
 func FuzzCheckAnswer(f *testing.F) {
-	for _, seed := range []string{
-		ok200,
-		ok200 + ok200,
-		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-		"HTTP/1.1 100 Continue\r\n\r\n" + ok200,
-		"HTTP/1.1 101 Switching Protocols\r\n\r\n",
-		"HTTP/1.0 503 Service Unavailable\r\n\r\ndown",
-		"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
-		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
-		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\n",
-		"HTTP/1.1 200 OK\r\n",
-		"garbage\r\n\r\n",
-		"",
-	} {
+	for _, seed := range answerSeeds {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, answer []byte) {
