@@ -484,9 +484,9 @@ func (c *Checker) finish(ch *check, start time.Time, err error, outs []outcome) 
 }
 
 // checkQueue is a min-heap of checks by due time. Its entries hold the
-// due time, so that ordering them reads the queue's own memory, not a
-// check's a comparison (at 100,000 checks, cache misses were most of the
-// scheduler's time); a removed check's entry stays until it comes up.
+// due time, so that ordering them reads the queue's own memory, not two
+// checks' a comparison (at 10,000 checks those reads were 9 % of an idle
+// process's CPU); a removed check's entry stays until it comes up.
 type checkQueue []queued
 
 type queued struct {
