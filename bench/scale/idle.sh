@@ -5,8 +5,22 @@
 # in a network namespace of its own (unshare -n, as root). After WAIT seconds
 # (past the first checks' wave and the second, spread over the interval) it
 # prints trellis's CPU over IDLE seconds, the echo target's, RSS, file
-# descriptors and TCP states (TIME-WAIT counts closed check connections).
-# With PROFILE set, it saves a CPU profile of the same window there.
+# descriptors, goroutines and TCP states (TIME-WAIT counts closed check
+# connections).
+#
+# CPU is measured twice: from /proc's user+system ticks (10 ms each: over
+# 60 s, 0.0002 core) and, with PERF=1, by perf's task-clock, which also
+# counts syscalls, context switches and futex calls over the same window,
+# printed per check (N*M/30 checks a second) for trellis and the target
+# apart. Needs perf (Debian: linux-perf) and root.
+#
+# Environment:
+#   TRELLIS_BIN=FILE  run that trellis binary instead of this tree's (the
+#                     same target and driver, for an A/B comparison)
+#   NO_CHECKS=1       targets speak h2c, whose groups are not checked: the
+#                     process's cost without checks, to subtract
+#   PROFILE=FILE      save a CPU profile of the window there (not with PERF)
+#   PERF=1            perf stat over the window (above)
 #
 # Usage: bench/scale/idle.sh [SERVICES] [ENDPOINTS] [WAIT] [IDLE] (defaults 2000 10 60 20).
 set -euo pipefail
@@ -16,25 +30,46 @@ M=${2:-10}
 WAIT=${3:-60}
 IDLE=${4:-20}
 PROFILE=${PROFILE:-}
+PERF=${PERF:-}
+GENFLAGS=
+[ -n "${NO_CHECKS:-}" ] && GENFLAGS=-no-checks
 . bench/scale/prepare.sh idle
-export N M WAIT IDLE PROFILE out
+BIN=${TRELLIS_BIN:-$out/trellis}
+export N M WAIT IDLE PROFILE PERF GENFLAGS BIN out
 unshare -n bash -euo pipefail -c '
 ip link set lo up
 pids=()
 trap "kill \${pids[*]} 2>/dev/null || true; wait 2>/dev/null || true" EXIT
-"$out/scale" gen -services "$N" -endpoints "$M" -dir "$out/cfg" >/dev/null
+"$out/scale" gen -services "$N" -endpoints "$M" $GENFLAGS -dir "$out/cfg" >/dev/null
 "$out/trellis" echo --listen 0.0.0.0:9000 --log-level warn >/dev/null 2>&1 & target=$!; pids+=($target)
-"$out/trellis" up --config "$out/cfg" --admin-listen 127.0.0.1:9901 --log-level warn >"$out/up.log" 2>&1 & up=$!; pids+=($up)
+"$BIN" up --config "$out/cfg" --admin-listen 127.0.0.1:9901 --log-level warn >"$out/up.log" 2>&1 & up=$!; pids+=($up)
 sleep "$WAIT"
 ticks() { awk "{print \$14 + \$15}" /proc/$1/stat; }
-core() { awk -v a=$1 -v b=$2 -v h=$(getconf CLK_TCK) -v t=$IDLE "BEGIN {printf \"%.3f core\", (b - a) / h / t}"; }
+core() { awk -v a=$1 -v b=$2 -v h=$(getconf CLK_TCK) -v t=$IDLE "BEGIN {printf \"%.4f core\", (b - a) / h / t}"; }
+ev=task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep
 t0=$(ticks $up); e0=$(ticks $target)
-if [ -n "$PROFILE" ]; then
+if [ -n "$PERF" ]; then
+  perf stat -x, -e "$ev" -p $up -o "$out/perf.up" -- sleep "$IDLE" & p1=$!
+  perf stat -x, -e "$ev" -p $target -o "$out/perf.echo" -- sleep "$IDLE" & p2=$!
+  wait $p1 $p2
+elif [ -n "$PROFILE" ]; then
   curl -s -o "$PROFILE" "http://127.0.0.1:9901/debug/pprof/profile?seconds=$IDLE"
 else
   sleep "$IDLE"
 fi
 t1=$(ticks $up); e1=$(ticks $target)
-echo "N=$N M=$M: trellis idle CPU $(core $t0 $t1) (echo target $(core $e0 $e1)), RSS $(awk "/^VmRSS/ {printf \"%.0f MiB\", \$2/1024}" /proc/$up/status), fds $(ls /proc/$up/fd | wc -l)"
+g=$(curl -s "http://127.0.0.1:9901/debug/pprof/goroutine?debug=1" | awk "NR == 1 {print \$NF}")
+echo "N=$N M=$M ${GENFLAGS:-checks on} $(basename "$BIN"): trellis idle CPU $(core $t0 $t1) (echo target $(core $e0 $e1)), RSS $(awk "/^VmRSS/ {printf \"%.0f MiB\", \$2/1024}" /proc/$up/status), fds $(ls /proc/$up/fd | wc -l), goroutines ${g:-?}"
 ss -tan | awk "NR > 1 {n[\$1]++} END {for (s in n) printf \"%s %d  \", s, n[s]; print \"\"}"
+if [ -n "$PERF" ]; then
+  for who in up echo; do
+    awk -F, -v who=$who -v q=$(( N * M * IDLE / 30 )) -v t=$IDLE "
+      /^[0-9]/ {
+        e = \$3; sub(/.*:sys_enter_?/, \"\", e); if (e == \"\") e = \"syscalls\"
+        if (e == \"task-clock\") out = out sprintf(\" cpu %.4f core = %.1fus\", \$1 / 1e3 / t, \$1 * 1e3 / q)
+        else if (\$1 > 0) out = out sprintf(\" %s %.2f\", e, \$1 / q)
+      }
+      END { printf \"perf %s, per check (%d checks):%s\n\", who, q, out }" "$out/perf.$who"
+  done
+fi
 '

@@ -110,6 +110,10 @@ type Checker struct {
 	maxHold    time.Duration
 	// fresh are the checks the Update under way created (spreadFirst).
 	fresh []*check
+	// answers reads the answers of the plain checks the scheduler sends
+	// on kept connections; nil where the system has no epoll (checks
+	// then all run on workers).
+	answers *answerLoop
 }
 
 // New returns a checker with no target groups. Checks start on Update.
@@ -143,6 +147,9 @@ func New(cfg Config) *Checker {
 	}
 	c.maxKeptH2 = min(c.maxKept, DefaultMaxKeptH2Conns)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if c.answers = newAnswerLoop(c); c.answers != nil {
+		c.loops.Go(c.answers.run)
+	}
 	c.loops.Go(c.schedule)
 	return c
 }
@@ -232,6 +239,9 @@ func (c *Checker) Close() {
 		}
 	}
 	c.mu.Unlock()
+	if c.answers != nil {
+		c.answers.close()
+	}
 	c.loops.Wait()
 }
 

@@ -136,8 +136,8 @@ func TestFirstChecksSpread(t *testing.T) {
 			}
 			latest[name] = max(latest[name], d)
 		}
-		for i, ch := range c.queue {
-			if int(ch.idx) != i || (i > 0 && c.queue[(i-1)/2].due.After(ch.due)) {
+		for i, e := range c.queue {
+			if e.ch.queued && !e.due.Equal(e.ch.due) || (i > 0 && c.queue[(i-1)/2].due.After(e.due)) {
 				t.Fatalf("queue out of order at %d", i)
 			}
 		}

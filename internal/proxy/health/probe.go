@@ -71,6 +71,10 @@ type keptConn struct {
 	// bound of kept connections; one that does not is closed after its
 	// check.
 	counted bool
+	// token is the connection's in the answer loop's epoll instance,
+	// 0 before it is registered there (answers_linux.go); only the
+	// scheduler sets it.
+	token uint64
 	// raw, peekFn, peekBuf and peekErr serve idle.
 	raw     syscall.RawConn
 	peekFn  func(fd uintptr) bool
@@ -88,6 +92,8 @@ type probeBuf struct {
 	// sink takes a chunked body being discarded, through bw.
 	sink bodySink
 	bw   *bufio.Writer
+	// got is what the answer loop read of an answer (answers_linux.go).
+	got []byte
 }
 
 var probeBufs = sync.Pool{New: func() any {
@@ -99,12 +105,30 @@ var probeBufs = sync.Pool{New: func() any {
 
 // countingReader counts what it reads, so that a check tells a kept
 // connection the target had closed (nothing read) from a broken answer.
+// It reads prefix first (what the answer loop read of the answer), then
+// conn; without conn, errIncomplete past prefix.
 type countingReader struct {
-	conn net.Conn
-	n    int
+	prefix []byte
+	conn   net.Conn
+	n      int
+	// short reports that a read went past prefix without conn.
+	short bool
 }
 
+// errIncomplete is the answer loop's answer that goes on past what it read.
+var errIncomplete = errors.New("health check answer incomplete")
+
 func (r *countingReader) Read(p []byte) (int, error) {
+	if len(r.prefix) > 0 {
+		n := copy(p, r.prefix)
+		r.prefix = r.prefix[n:]
+		r.n += n
+		return n, nil
+	}
+	if r.conn == nil {
+		r.short = true
+		return 0, errIncomplete
+	}
 	n, err := r.conn.Read(p)
 	r.n += n
 	return n, err
@@ -169,6 +193,23 @@ func (c *Checker) probeH1(ch *check) error {
 		}
 		return c.outcome(sp, code, err)
 	}
+}
+
+// readOn reads on the answer to ch's check on kc of which the answer
+// loop read prefix (pb.got), with blocking reads until deadline, and ends
+// the check as probeH1 does.
+func (c *Checker) readOn(ch *check, kc *keptConn, pb *probeBuf, prefix []byte, deadline time.Time) error {
+	kc.SetDeadline(deadline)
+	pb.src = countingReader{prefix: prefix, conn: kc.Conn}
+	pb.br.Reset(&pb.src)
+	code, keep, _, err := pb.readAnswer()
+	pb.src = countingReader{}
+	if keep {
+		kc.SetDeadline(time.Time{})
+	} else {
+		c.drop(ch, kc)
+	}
+	return c.outcome(ch.sp, code, err)
 }
 
 // outcome is a check's result from what its exchange gave: the
@@ -365,17 +406,29 @@ func (c *Checker) KeptConns() int { return int(c.kept.Load()) }
 // status code, whether kc can carry the next check, and whether any byte
 // of an answer arrived.
 func (pb *probeBuf) exchange(kc *keptConn, requestURI, addr string) (code int, keep, answered bool, err error) {
-	pb.req = append(pb.req[:0], "GET "...)
-	pb.req = append(pb.req, requestURI...)
-	pb.req = append(pb.req, " HTTP/1.1\r\nHost: "...)
-	pb.req = append(pb.req, addr...)
-	pb.req = append(pb.req, "\r\nUser-Agent: "+userAgent+"\r\n\r\n"...)
+	pb.request(requestURI, addr)
 	if _, err := kc.Write(pb.req); err != nil {
 		return 0, false, false, err
 	}
 	pb.src = countingReader{conn: kc.Conn}
 	pb.br.Reset(&pb.src)
-	defer func() { pb.src.conn = nil }()
+	defer func() { pb.src = countingReader{} }()
+	return pb.readAnswer()
+}
+
+// request makes pb.req the check's request.
+func (pb *probeBuf) request(requestURI, addr string) {
+	pb.req = append(pb.req[:0], "GET "...)
+	pb.req = append(pb.req, requestURI...)
+	pb.req = append(pb.req, " HTTP/1.1\r\nHost: "...)
+	pb.req = append(pb.req, addr...)
+	pb.req = append(pb.req, "\r\nUser-Agent: "+userAgent+"\r\n\r\n"...)
+}
+
+// readAnswer reads the answer to the check's request from pb.br: its
+// status code, whether the connection can carry the next check, and
+// whether any byte of an answer arrived.
+func (pb *probeBuf) readAnswer() (code int, keep, answered bool, err error) {
 	for range maxInformational + 1 {
 		head, err := h1.ReadResponseHead(pb.br, pb.head, maxCheckHead)
 		if err != nil {
@@ -386,7 +439,7 @@ func (pb *probeBuf) exchange(kc *keptConn, requestURI, addr string) (code int, k
 		}
 		code = pb.resp.Code
 		if code >= 200 {
-			return code, pb.discardBody() && pb.br.Buffered() == 0, true, nil
+			return code, pb.discardBody() && pb.br.Buffered() == 0 && len(pb.src.prefix) == 0, true, nil
 		}
 		if code == 101 {
 			break // a switch of protocols nobody asked for

@@ -119,7 +119,7 @@ func checkOf(t testing.TB, addr string, https, http2 bool, timeout time.Duration
 		t.Fatal(err)
 	}
 	sp.timeout = timeout
-	return &check{key: sp.keyFor(&Target{addr: addr}), sp: sp, idx: -1}
+	return &check{key: sp.keyFor(&Target{addr: addr}), sp: sp}
 }
 
 // done drops ch's connection, as the checker does when the check goes.
@@ -138,15 +138,37 @@ const ok200 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 func TestMisbehavingTargets(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	before := runtime.NumGoroutine()
-	tests := []struct {
-		name  string
-		serve func(n int, conn net.Conn, br *bufio.Reader)
-		// pass is whether the check passes, kept whether the checker
-		// keeps the connection afterwards.
-		pass, kept bool
-		// is, when set, is what the error must be.
-		is func(error) bool
-	}{
+	tests := misbehavingTargets(timeout)
+	for _, tt := range tests {
+		for _, https := range []bool{false, true} {
+			t.Run(tt.name+map[bool]string{true: ", https"}[https], func(t *testing.T) {
+				rt := newRawTarget(t, tlsIf(t, https, tt.serve))
+				c := New(Config{})
+				defer c.Close()
+				ch := checkOf(t, rt.addr(), https, false, timeout)
+				misbehaving(t, c, ch, rt, timeout, tt.pass, tt.kept, tt.is)
+			})
+		}
+	}
+	testsync.WaitFor(t, 5*time.Second, "no goroutine left", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// misbehavingTarget is a target that answers a check as serve does, and
+// what the check must make of it.
+type misbehavingTarget struct {
+	name  string
+	serve func(n int, conn net.Conn, br *bufio.Reader)
+	// pass is whether the check passes, kept whether the checker
+	// keeps the connection afterwards.
+	pass, kept bool
+	// is, when set, is what the error must be.
+	is func(error) bool
+}
+
+// misbehavingTargets are the ways of misbehaving a check must survive,
+// with timeout its timeout.
+func misbehavingTargets(timeout time.Duration) []misbehavingTarget {
+	return []misbehavingTarget{
 		{name: "well-behaved", serve: answer(ok200), pass: true, kept: true},
 		{name: "chunked body", serve: answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"), pass: true, kept: true},
 		{name: "no body (204)", serve: answer("HTTP/1.1 204 No Content\r\n\r\n"), kept: true,
@@ -224,18 +246,6 @@ func TestMisbehavingTargets(t *testing.T) {
 			io.Copy(io.Discard, conn)
 		}, pass: true},
 	}
-	for _, tt := range tests {
-		for _, https := range []bool{false, true} {
-			t.Run(tt.name+map[bool]string{true: ", https"}[https], func(t *testing.T) {
-				rt := newRawTarget(t, tlsIf(t, https, tt.serve))
-				c := New(Config{})
-				defer c.Close()
-				ch := checkOf(t, rt.addr(), https, false, timeout)
-				misbehaving(t, c, ch, rt, timeout, tt.pass, tt.kept, tt.is)
-			})
-		}
-	}
-	testsync.WaitFor(t, 5*time.Second, "no goroutine left", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 // misbehaving runs one check of ch against rt and says what went
@@ -244,8 +254,14 @@ func TestMisbehavingTargets(t *testing.T) {
 // all close when the check goes.
 func misbehaving(t *testing.T, c *Checker, ch *check, rt *rawTarget, timeout time.Duration, pass, kept bool, is func(error) bool) {
 	t.Helper()
+	misbehavingWith(t, c, ch, rt, timeout, pass, kept, is, func() error { return c.probe(ch) })
+}
+
+// misbehavingWith is misbehaving with the check run by run.
+func misbehavingWith(t *testing.T, c *Checker, ch *check, rt *rawTarget, timeout time.Duration, pass, kept bool, is func(error) bool, run func() error) {
+	t.Helper()
 	start := time.Now()
-	err := c.probe(ch)
+	err := run()
 	// A check held by its target would take as long as the target
 	// liked; the slack is for a loaded machine under -race, where a
 	// check bounded by its timeout has been seen to end 1.5 s late.
@@ -541,24 +557,55 @@ func transportCheck(tr *http.Transport, addr string, https, http2 bool) error {
 	return nil
 }
 
+// answerSeeds are answers a target may give, for the fuzz tests.
+var answerSeeds = []string{
+	ok200,
+	ok200 + ok200,
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+	"HTTP/1.1 100 Continue\r\n\r\n" + ok200,
+	"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+	"HTTP/1.0 503 Service Unavailable\r\n\r\ndown",
+	"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\n",
+	"HTTP/1.1 200 OK\r\n",
+	"garbage\r\n\r\n",
+	"",
+}
+
+// FuzzAnswerLoopRead feeds the answer loop's parse whatever one read of an
+// answer brought: it never panics, and either asks for more (the rest is
+// read on by a worker's code) or decides at once, keeping the connection
+// only after a final answer read whole with nothing after it.
+func FuzzAnswerLoopRead(f *testing.F) {
+	for _, seed := range answerSeeds {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, got []byte) {
+		pb := probeBufs.Get().(*probeBuf)
+		defer probeBufs.Put(pb)
+		pb.src = countingReader{prefix: got}
+		pb.br.Reset(&pb.src)
+		code, keep, _, err := pb.readAnswer()
+		short := pb.src.short
+		pb.src = countingReader{}
+		if keep && (short || err != nil || code < 200) {
+			t.Errorf("connection kept after code %d, err %v, short %v", code, err, short)
+		}
+		if errors.Is(err, errIncomplete) && !short {
+			t.Errorf("incomplete without asking for more: %v", err)
+		}
+		if !short && err == nil && code < 100 {
+			t.Errorf("no error and code %d", code)
+		}
+	})
+}
+
 // FuzzCheckAnswer feeds a check whatever a target may answer: it never
 // panics, ends when the answer does, and keeps the connection only after
 // a final answer read whole with nothing after it.
 func FuzzCheckAnswer(f *testing.F) {
-	for _, seed := range []string{
-		ok200,
-		ok200 + ok200,
-		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-		"HTTP/1.1 100 Continue\r\n\r\n" + ok200,
-		"HTTP/1.1 101 Switching Protocols\r\n\r\n",
-		"HTTP/1.0 503 Service Unavailable\r\n\r\ndown",
-		"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
-		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
-		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\n",
-		"HTTP/1.1 200 OK\r\n",
-		"garbage\r\n\r\n",
-		"",
-	} {
+	for _, seed := range answerSeeds {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, answer []byte) {

@@ -1,0 +1,346 @@
+package health
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The answer loop runs the common check, plain HTTP/1.1 on a kept
+// connection, without a worker: the scheduler writes the request (after
+// the same peek as a worker's check), and one goroutine waits for the
+// answers of every such check in flight on an epoll instance of its own
+// (itself in Go's poller), reads each as it comes with one non-blocking
+// read, and finishes the check. A batch of due checks then costs the
+// scheduler's wake-up, a peek and a write a check, and the loop's
+// wake-ups as answers come (together, for a batch's checks answered
+// together), where a worker's check cost a hand-off to a worker, the
+// deadline set and cleared on the connection, a read that found nothing
+// and parked its goroutine, and the poller's wake-up for its answer alone.
+// What the loop cannot finish at once goes to the worker's code, on a
+// goroutine of its own: an answer longer than one read brought
+// (checkBuffer*4, or parts still to come), read on by the worker's
+// blocking reads to the check's deadline; a connection that ended before
+// any byte of the answer, replaced once within the check. An answer that
+// does not come by the check's deadline fails the check, as a worker's.
+
+// answerBuffer is what the loop reads of an answer at once.
+const answerBuffer = 4 * checkBuffer
+
+// answerLoop waits for the answers of checks the scheduler sent.
+type answerLoop struct {
+	c *Checker
+	// ep is the epoll instance the check connections are registered
+	// with (edge-triggered, once each); file is ep in Go's poller.
+	ep   int
+	file *os.File
+	raw  syscall.RawConn
+
+	// mu guards pending, queue, deadline and next.
+	mu sync.Mutex
+	// pending are the checks sent and not answered, by their
+	// connection's token; queue orders them by deadline, the earliest
+	// of which is file's read deadline (deadline).
+	pending  map[uint64]*pendingRead
+	queue    pendingQueue
+	deadline time.Time
+	next     uint64
+
+	// events, ready and outs are the loop's own.
+	events [128]syscall.EpollEvent
+	ready  []*pendingRead
+	outs   []outcome
+}
+
+// pendingRead is a check sent on a kept connection, waiting for its
+// answer.
+type pendingRead struct {
+	ch       *check
+	kc       *keptConn
+	pb       *probeBuf
+	start    time.Time
+	deadline time.Time
+	// done, when set, takes the outcome instead of finish (tests).
+	done func(error)
+	idx  int
+}
+
+// newAnswerLoop returns the checker's answer loop, or nil when the
+// system gives none (checks then all run on workers).
+func newAnswerLoop(c *Checker) *answerLoop {
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil
+	}
+	if err := syscall.SetNonblock(ep, true); err != nil {
+		syscall.Close(ep)
+		return nil
+	}
+	l := &answerLoop{c: c, ep: ep, file: os.NewFile(uintptr(ep), "health-answers"), pending: map[uint64]*pendingRead{}}
+	// Without the poller (no deadlines), the loop could not wait.
+	if l.file.SetReadDeadline(time.Time{}) != nil {
+		l.file.Close()
+		return nil
+	}
+	if l.raw, err = l.file.SyscallConn(); err != nil {
+		l.file.Close()
+		return nil
+	}
+	return l
+}
+
+// sendFast sends ch's check when it is a plain HTTP/1.1 check with a kept
+// connection that has nothing to read, for the answer loop to finish
+// (with done, when set, instead of finish). It reports false when it did
+// not: the check is then for a worker, as if sendFast had not looked at
+// it (a connection found unusable is dropped, and the worker dials).
+func (c *Checker) sendFast(ch *check, done func(error)) bool {
+	l := c.answers
+	sp := ch.sp
+	if l == nil || sp.https || sp.http2 || sp.requestURI == "" || c.ctx.Err() != nil {
+		return false
+	}
+	kc := ch.conn.Load()
+	if kc == nil || !kc.counted || kc.tls != nil || kc.cc != nil || kc.raw == nil {
+		return false
+	}
+	if !kc.socketIdle() {
+		c.drop(ch, kc)
+		return false
+	}
+	if kc.token == 0 {
+		l.mu.Lock()
+		l.next++
+		token := l.next
+		l.mu.Unlock()
+		var err error
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | -syscall.EPOLLET, Fd: int32(token), Pad: int32(token >> 32)}
+		if cerr := kc.raw.Control(func(fd uintptr) { err = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil || err != nil {
+			return false
+		}
+		kc.token = token
+	}
+	start := time.Now()
+	pb := probeBufs.Get().(*probeBuf)
+	pb.request(sp.requestURI, ch.key.addr)
+	// A check is in flight once at a time: its pendingRead is its own.
+	p := &ch.sent
+	*p = pendingRead{ch: ch, kc: kc, pb: pb, start: start, deadline: start.Add(sp.timeout), done: done}
+	// Pending before it is sent: the answer's event finds it.
+	l.add(p)
+	var n int
+	var err error
+	if cerr := kc.raw.Control(func(fd uintptr) {
+		n, err = syscall.SendmsgN(int(fd), pb.req, nil, nil, syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL)
+	}); cerr != nil {
+		err = cerr
+	}
+	if err == nil && n == len(pb.req) {
+		return true
+	}
+	// Not sent whole (the target closed the connection, or does not read
+	// its requests): a worker's check on a new connection, unless the
+	// loop has taken the check already (it finishes it then).
+	if !l.remove(p) {
+		return true
+	}
+	probeBufs.Put(pb)
+	c.drop(ch, kc)
+	return false
+}
+
+// add makes p pending. The loop's deadline moves to p's if earlier.
+func (l *answerLoop) add(p *pendingRead) {
+	l.mu.Lock()
+	l.pending[p.kc.token] = p
+	heap.Push(&l.queue, p)
+	if l.deadline.IsZero() || p.deadline.Before(l.deadline) {
+		l.deadline = p.deadline
+		l.file.SetReadDeadline(p.deadline)
+	}
+	l.mu.Unlock()
+}
+
+// remove takes p out of the pending checks, reporting whether it was
+// there: whoever removes it finishes its check.
+func (l *answerLoop) remove(p *pendingRead) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p.idx < 0 || l.pending[p.kc.token] != p {
+		return false
+	}
+	delete(l.pending, p.kc.token)
+	heap.Remove(&l.queue, p.idx)
+	return true
+}
+
+// run waits for answers until the checker closes.
+func (l *answerLoop) run() {
+	for {
+		l.ready = l.ready[:0]
+		err := l.raw.Read(l.collect)
+		if l.c.ctx.Err() != nil {
+			return
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			l.c.log.Error("health check answers: the loop ended", "err", err)
+			return
+		}
+		for i, p := range l.ready {
+			l.answer(p)
+			l.ready[i] = nil
+		}
+		l.expire()
+	}
+}
+
+// collect takes the pending checks whose connections have something to
+// read, as the loop's wait for the epoll instance to be readable; it
+// reports false (wait) when there are none.
+func (l *answerLoop) collect(uintptr) bool {
+	n, _ := syscall.EpollWait(l.ep, l.events[:], 0)
+	if n <= 0 {
+		return false
+	}
+	l.mu.Lock()
+	for _, ev := range l.events[:n] {
+		token := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+		p := l.pending[token]
+		if p == nil {
+			// Between checks (a close, or an answer nobody asked for):
+			// the next check's peek sees it.
+			continue
+		}
+		delete(l.pending, token)
+		heap.Remove(&l.queue, p.idx)
+		l.ready = append(l.ready, p)
+	}
+	l.mu.Unlock()
+	return true
+}
+
+// expire fails the pending checks whose deadline passed, and moves the
+// loop's deadline when it passed or is later than the earliest pending
+// check's. A deadline still to come and earlier than every pending check's
+// stays: it costs the loop an early wake-up once, where setting and
+// clearing it for every check (usually the only one pending) would cost
+// two timer changes a check.
+func (l *answerLoop) expire() {
+	now := time.Now()
+	for {
+		l.mu.Lock()
+		if len(l.queue) == 0 || l.queue[0].deadline.After(now) {
+			var d time.Time
+			if len(l.queue) > 0 {
+				d = l.queue[0].deadline
+			}
+			if passed := !l.deadline.After(now); passed && !d.Equal(l.deadline) || !d.IsZero() && d.Before(l.deadline) {
+				l.deadline = d
+				l.file.SetReadDeadline(d)
+			}
+			l.mu.Unlock()
+			return
+		}
+		p := heap.Pop(&l.queue).(*pendingRead)
+		delete(l.pending, p.kc.token)
+		l.mu.Unlock()
+		l.c.drop(p.ch, p.kc)
+		l.end(p, fmt.Errorf("health check: no answer within %v: %w", p.ch.sp.timeout, os.ErrDeadlineExceeded))
+	}
+}
+
+// answer reads what p's connection has and finishes p's check, or hands
+// it to the worker's code when it cannot finish it at once.
+func (l *answerLoop) answer(p *pendingRead) {
+	c, pb, kc := l.c, p.pb, p.kc
+	if cap(pb.got) < answerBuffer {
+		pb.got = make([]byte, answerBuffer)
+	}
+	got := pb.got[:answerBuffer]
+	var n int
+	var err error
+	if cerr := kc.raw.Control(func(fd uintptr) {
+		n, _, err = syscall.Recvfrom(int(fd), got, syscall.MSG_DONTWAIT)
+	}); cerr != nil {
+		err = cerr
+	}
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		// An event with nothing to read: wait on. Its next event comes
+		// with the next epoll wait.
+		l.add(p)
+		return
+	case err != nil || n == 0:
+		// Closed before any byte of the answer: a restarted target, or
+		// one closing idle connections. Replaced once, as a worker does.
+		c.drop(p.ch, kc)
+		l.handOff(p, func() error { return c.probeH1(p.ch) })
+		return
+	}
+	pb.src = countingReader{prefix: got[:n]}
+	pb.br.Reset(&pb.src)
+	code, keep, _, err := pb.readAnswer()
+	short := pb.src.short
+	pb.src = countingReader{}
+	if short {
+		// More to come: the worker's blocking reads from the start of
+		// the answer, to the check's deadline.
+		l.handOff(p, func() error { return c.readOn(p.ch, kc, pb, got[:n], p.deadline) })
+		return
+	}
+	if !keep {
+		c.drop(p.ch, kc)
+	}
+	l.end(p, c.outcome(p.ch.sp, code, err))
+}
+
+// handOff finishes p's check with run on a goroutine of its own.
+func (l *answerLoop) handOff(p *pendingRead, run func() error) {
+	l.c.loops.Go(func() { l.c.endPending(p, run(), nil) })
+}
+
+// end finishes p's check with err, on the loop.
+func (l *answerLoop) end(p *pendingRead, err error) {
+	l.outs = l.c.endPending(p, err, l.outs)
+}
+
+// endPending finishes p's check with err; outs is the caller's to reuse.
+func (c *Checker) endPending(p *pendingRead, err error, outs []outcome) []outcome {
+	probeBufs.Put(p.pb)
+	p.pb = nil
+	if p.done != nil {
+		p.done(err)
+		return outs
+	}
+	return c.finish(p.ch, p.start, err, outs)
+}
+
+// close ends the loop's wait.
+func (l *answerLoop) close() { l.file.Close() }
+
+// pendingQueue is a min-heap of pending checks by deadline.
+type pendingQueue []*pendingRead
+
+func (q pendingQueue) Len() int           { return len(q) }
+func (q pendingQueue) Less(i, j int) bool { return q[i].deadline.Before(q[j].deadline) }
+func (q pendingQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].idx, q[j].idx = i, j
+}
+func (q *pendingQueue) Push(x any) {
+	p := x.(*pendingRead)
+	p.idx = len(*q)
+	*q = append(*q, p)
+}
+func (q *pendingQueue) Pop() any {
+	old := *q
+	p := old[len(old)-1]
+	old[len(old)-1] = nil
+	p.idx = -1
+	*q = old[:len(old)-1]
+	return p
+}
