@@ -86,13 +86,7 @@ func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
 func TestFollowResumesAfterBrokenStream(t *testing.T) {
 	srv := httptest.NewServer(serve(teststore.Bolt(t)))
 	defer srv.Close()
-	var logs testsync.Buffer
-	cl, _ := client.New(srv.URL, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	// Writes use connections of their own, so cutting connections cuts
-	// only the watch.
-	writer, _ := client.New(srv.URL, tokenA, client.Options{
-		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
-	})
+	cl, writer, logs := followerAndWriter(t, srv.URL)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -150,7 +144,7 @@ func TestFollowSeesAReplacedStore(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	writer, _ := client.New(srv.URL, tokenA, client.Options{HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}})
+	_, writer, _ := followerAndWriter(t, srv.URL)
 	for i := range 3 {
 		if err := writer.Put(ctx, targetGroup(fmt.Sprintf("old-%d", i), int32(1000+i))); err != nil {
 			t.Fatal(err)
@@ -314,11 +308,7 @@ func TestFollowLargeRevisionsMatchSnapshots(t *testing.T) {
 func TestFollowKindsResumes(t *testing.T) {
 	srv := httptest.NewServer(serve(teststore.Bolt(t)))
 	defer srv.Close()
-	var logs testsync.Buffer
-	cl, _ := client.New(srv.URL, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	writer, _ := client.New(srv.URL, tokenA, client.Options{
-		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
-	})
+	cl, writer, logs := followerAndWriter(t, srv.URL)
 	// Ended before srv.Close, which waits for the watch.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -366,4 +356,23 @@ func TestFollowKindsResumes(t *testing.T) {
 			t.Errorf("network %d = %s, want %s", i, n.Name, want)
 		}
 	}
+}
+
+// followerAndWriter returns a client for Follow, logging to the returned
+// buffer, and a client for writes. Writes use connections of their own, so
+// cutting connections cuts only the watch.
+func followerAndWriter(t *testing.T, url string) (follower, writer *client.Client, logs *testsync.Buffer) {
+	t.Helper()
+	logs = new(testsync.Buffer)
+	follower, err := client.New(url, tokenA, client.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer, err = client.New(url, tokenA, client.Options{
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return follower, writer, logs
 }

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -77,16 +76,8 @@ func (s *streamStats) connFields(r *http.Request, x *exchange) string {
 	if c := s.lines.Load(); c != nil && c.sv == x.served {
 		return c.lines
 	}
-	proto := "http"
-	if r.TLS != nil {
-		proto = "https"
-	}
-	identity := x.identity
-	if identity == "" {
-		identity = anonymousIdentity
-	}
 	var b strings.Builder
-	addConnFields((*textFields)(&b), proto, strconv.Itoa(int(x.port)), identity)
+	addConnFieldsOf((*textFields)(&b), r, x)
 	s.lines.Store(&connLines{sv: x.served, lines: b.String()})
 	return b.String()
 }

@@ -345,6 +345,13 @@ func setForwardedHeaders(in *http.Request, out http.Header, x *exchange) {
 // HTTP/2 clients): the connection's and the request's, for the exchange
 // x records.
 func addProxyFields(s fieldSink, r *http.Request, x *exchange) {
+	addConnFieldsOf(s, r, x)
+	addRequestFields(s, r.Host, x.id, x.ruleInfo(nil))
+}
+
+// addConnFieldsOf adds the connection's fields (scheme, port, identity) of
+// a request that came as an http.Request, for the exchange x records.
+func addConnFieldsOf(s fieldSink, r *http.Request, x *exchange) {
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
@@ -354,5 +361,4 @@ func addProxyFields(s fieldSink, r *http.Request, x *exchange) {
 		identity = anonymousIdentity
 	}
 	addConnFields(s, proto, strconv.Itoa(int(x.port)), identity)
-	addRequestFields(s, r.Host, x.id, x.ruleInfo(nil))
 }
