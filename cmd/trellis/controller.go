@@ -51,6 +51,15 @@ does not serve a CRD it requires.`,
 				}
 				cfg.ClusterSetIP = ip
 			}
+			if cfg.APIQPS < 0 {
+				return fmt.Errorf("--kube-api-qps %v: a rate is not negative", cfg.APIQPS)
+			}
+			if cfg.APIBurst < 0 {
+				return fmt.Errorf("--kube-api-burst %d: a burst is not negative", cfg.APIBurst)
+			}
+			if cfg.APIBurst > 0 && cfg.APIQPS == 0 {
+				return errors.New("--kube-api-burst needs --kube-api-qps")
+			}
 			if kubeconfig != "" {
 				cfg.Kube, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 			} else {
@@ -91,6 +100,8 @@ does not serve a CRD it requires.`,
 	f.StringVar(&cfg.HealthAddress, "health-address", ":8081", "address of /healthz and /readyz (0 disables)")
 	f.BoolVar(&cfg.LeaderElection, "leader-elect", false, "elect a leader among replicas (a Lease in --leader-election-namespace)")
 	f.StringVar(&cfg.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader-election Lease (default: the pod's)")
+	f.Float32Var(&cfg.APIQPS, "kube-api-qps", 0, "requests a second to the Kubernetes API, over the kubeconfig's (default: the kubeconfig's, else 100); a large cluster's first reconcile writes a status per route")
+	f.IntVar(&cfg.APIBurst, "kube-api-burst", 0, "requests at once to the Kubernetes API with --kube-api-qps (default: twice the rate)")
 	f.DurationVar(&cfg.SyncPeriod, "resync", 10*time.Hour, "how often the informers resync; a resync that changes nothing sends nothing")
 	return cmd
 }

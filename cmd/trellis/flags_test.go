@@ -169,3 +169,26 @@ func TestSetProcs(t *testing.T) {
 		t.Fatalf("--procs %d: %v, GOMAXPROCS %d", want, err, runtime.GOMAXPROCS(0))
 	}
 }
+
+// --kube-api-qps and --kube-api-burst of the controller are refused at
+// start, naming the flag, when negative, and a burst without a rate is
+// refused; nothing starts.
+func TestKubeAPILimitFlagsRefused(t *testing.T) {
+	for _, c := range []struct {
+		args       []string
+		flag, says string
+	}{
+		{[]string{"--kube-api-qps", "-5"}, "--kube-api-qps", "not negative"},
+		{[]string{"--kube-api-qps", "50", "--kube-api-burst", "-1"}, "--kube-api-burst", "not negative"},
+		{[]string{"--kube-api-burst", "100"}, "--kube-api-burst", "needs --kube-api-qps"},
+	} {
+		root := newRoot()
+		root.SetArgs(append([]string{"controller", "--kubeconfig", filepath.Join(t.TempDir(), "missing"), "--cluster", "local", "--token", "t"}, c.args...))
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), c.flag) || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%q: %v, want an error naming %s that says %q", c.args, err, c.flag, c.says)
+		}
+	}
+}
