@@ -50,6 +50,13 @@ type answerLoop struct {
 	deadline time.Time
 	next     uint64
 
+	// sendMu guards req, the request sendFast sends: not a pooled
+	// probeBuf's, which the loop may hand back to the pool (and a worker
+	// fill with another request) as soon as the answer came, while the
+	// send that brought it has not yet returned.
+	sendMu sync.Mutex
+	req    []byte
+
 	// events, ready and outs are the loop's own.
 	events [128]syscall.EpollEvent
 	ready  []*pendingRead
@@ -125,21 +132,26 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 		kc.token = token
 	}
 	start := time.Now()
+	// pb is the loop's once p is pending: from then on only p's remover
+	// may touch it.
 	pb := probeBufs.Get().(*probeBuf)
-	pb.request(sp.requestURI, ch.key.addr)
 	// A check is in flight once at a time: its pendingRead is its own.
 	p := &ch.sent
 	*p = pendingRead{ch: ch, kc: kc, pb: pb, start: start, deadline: start.Add(sp.timeout), done: done}
+	l.sendMu.Lock()
+	l.req = appendRequest(l.req[:0], sp.requestURI, ch.key.addr)
 	// Pending before it is sent: the answer's event finds it.
 	l.add(p)
 	var n int
 	var err error
 	if cerr := kc.raw.Control(func(fd uintptr) {
-		n, err = syscall.SendmsgN(int(fd), pb.req, nil, nil, syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL)
+		n, err = syscall.SendmsgN(int(fd), l.req, nil, nil, syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL)
 	}); cerr != nil {
 		err = cerr
 	}
-	if err == nil && n == len(pb.req) {
+	whole := err == nil && n == len(l.req)
+	l.sendMu.Unlock()
+	if whole {
 		return true
 	}
 	// Not sent whole (the target closed the connection, or does not read

@@ -418,11 +418,16 @@ func (pb *probeBuf) exchange(kc *keptConn, requestURI, addr string) (code int, k
 
 // request makes pb.req the check's request.
 func (pb *probeBuf) request(requestURI, addr string) {
-	pb.req = append(pb.req[:0], "GET "...)
-	pb.req = append(pb.req, requestURI...)
-	pb.req = append(pb.req, " HTTP/1.1\r\nHost: "...)
-	pb.req = append(pb.req, addr...)
-	pb.req = append(pb.req, "\r\nUser-Agent: "+userAgent+"\r\n\r\n"...)
+	pb.req = appendRequest(pb.req[:0], requestURI, addr)
+}
+
+// appendRequest appends a check's request to b.
+func appendRequest(b []byte, requestURI, addr string) []byte {
+	b = append(b, "GET "...)
+	b = append(b, requestURI...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, addr...)
+	return append(b, "\r\nUser-Agent: "+userAgent+"\r\n\r\n"...)
 }
 
 // readAnswer reads the answer to the check's request from pb.br: its
