@@ -61,3 +61,26 @@ func BenchmarkKeepHealthPart(b *testing.B) {
 		}
 	})
 }
+
+// Whatever a reporter sends, a report checkHealthReport passes names a
+// part within the bounds, and its record's name gives back its holder
+// and part.
+func FuzzHealthReportParts(f *testing.F) {
+	f.Add([]byte(`{"holder":"a","part":2,"parts":3,"groups":[]}`))
+	f.Add([]byte(`{"holder":"a","groups":[]}`))
+	f.Add([]byte(`{"holder":"a","part":1}`))
+	f.Add([]byte(`{"holder":"a","part":-1,"parts":17}`))
+	f.Add([]byte(`{"holder":"a/1","part":0,"parts":2}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var req api.HealthReport
+		if json.Unmarshal(body, &req) != nil || len(checkHealthReport(&req)) > 0 {
+			return
+		}
+		if req.Parts < 0 || req.Parts > api.MaxHealthParts || req.Part < 0 || req.Part >= max(req.Parts, 1) {
+			t.Fatalf("part %d of %d passed", req.Part, req.Parts)
+		}
+		if h, p, ok := splitPartName(partName(req.Holder, req.Part)); !ok || h != req.Holder || p != req.Part {
+			t.Fatalf("%q part %d named %q: back as %q part %d (%v)", req.Holder, req.Part, partName(req.Holder, req.Part), h, p, ok)
+		}
+	})
+}
