@@ -337,13 +337,22 @@ type HealthReport struct {
 	// Holder names the reporting proxy among its cluster's.
 	Holder string        `json:"holder"`
 	Groups []GroupHealth `json:"groups"`
+	// Part and Parts split a holder's report that is over one report's
+	// bounds: the holder's whole view is Parts reports, Part 0 to
+	// Parts-1, each kept on its own, so that each may be sent only when
+	// it changed. Absent (0), Parts is 1: the report is the whole view.
+	// A report saying Parts drops the holder's kept parts from Parts on.
+	Part  int `json:"part,omitempty"`
+	Parts int `json:"parts,omitempty"`
 }
 
 // Bounds of one HealthReport: the server refuses a report over them, and
-// a proxy sends the first groups (by name) that fit.
+// a proxy sends the first groups (by name) that fit in MaxHealthParts
+// reports.
 const (
 	MaxHealthGroups  = 1000
 	MaxHealthTargets = 20000
+	MaxHealthParts   = 16
 )
 
 // GroupHealth is the health of one target group's targets.

@@ -123,27 +123,49 @@ const (
 )
 
 // KeepHealthReported reports report's health of the cluster's targets as
-// holder until ctx ends: within about a second of a change, and every
-// healthRefresh when nothing changes. A failed report is logged (once
-// until one succeeds again) and sent again a second later.
-func KeepHealthReported(ctx context.Context, c *Client, holder string, report func() []api.GroupHealth, log *slog.Logger) {
-	var last []api.GroupHealth
-	var sent time.Time
+// holder until ctx ends. report gives the report in parts, each within
+// one report's bounds (at most api.MaxHealthParts; none is one empty
+// part); each part is sent within about a second of its change, all of
+// them when their count changes (part 0 first: the server then drops the
+// parts past the count), and each every healthRefresh when nothing
+// changes. A failed report is logged (once until one succeeds again) and
+// sent again a second later, with the parts not sent yet.
+func KeepHealthReported(ctx context.Context, c *Client, holder string, report func() [][]api.GroupHealth, log *slog.Logger) {
+	type sentPart struct {
+		groups []api.GroupHealth
+		parts  int
+		at     time.Time
+	}
+	var sent []sentPart
 	log = log.With("holder", holder)
 	repeat(ctx, log, "target health not reported; retrying", "target health reported again", func() time.Duration { return healthLook }, func(ctx context.Context) error {
-		groups := report()
-		if groups == nil {
-			groups = []api.GroupHealth{}
+		parts := report()
+		if len(parts) == 0 {
+			parts = [][]api.GroupHealth{{}}
 		}
-		if !sent.IsZero() && time.Since(sent) < healthRefresh && slices.EqualFunc(groups, last, func(a, b api.GroupHealth) bool {
-			return a.TargetGroup == b.TargetGroup && slices.Equal(a.Targets, b.Targets)
-		}) {
-			return nil
+		for i, groups := range parts {
+			if groups == nil {
+				groups = []api.GroupHealth{}
+			}
+			if i < len(sent) && sent[i].parts == len(parts) && !sent[i].at.IsZero() && time.Since(sent[i].at) < healthRefresh &&
+				slices.EqualFunc(groups, sent[i].groups, func(a, b api.GroupHealth) bool {
+					return a.TargetGroup == b.TargetGroup && slices.Equal(a.Targets, b.Targets)
+				}) {
+				continue
+			}
+			r := api.HealthReport{Holder: holder, Groups: groups}
+			if len(parts) > 1 {
+				r.Part, r.Parts = i, len(parts)
+			}
+			if err := c.ReportHealth(ctx, r); err != nil {
+				return err
+			}
+			if i >= len(sent) {
+				sent = append(sent, make([]sentPart, i+1-len(sent))...)
+			}
+			sent[i] = sentPart{groups: groups, parts: len(parts), at: time.Now()}
 		}
-		if err := c.ReportHealth(ctx, api.HealthReport{Holder: holder, Groups: groups}); err != nil {
-			return err
-		}
-		last, sent = groups, time.Now()
+		sent = sent[:min(len(sent), len(parts))]
 		return nil
 	})
 }

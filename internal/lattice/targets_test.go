@@ -177,3 +177,34 @@ func TestInstanceTargetGroup(t *testing.T) {
 		t.Errorf("get: %d %v", status, g)
 	}
 }
+
+// A proxy's report in parts reaches ListTargets whichever part holds the
+// target group.
+func TestListTargetsHealthInParts(t *testing.T) {
+	a := newTestAPI(t)
+	_, _, tg := a.do("EAST", "POST", "/targetgroups", `{"name":"web","type":"IP","config":{"protocol":"HTTP","port":80}}`)
+	tgID := tg["id"].(string)
+	a.do("EAST", "POST", "/targetgroups/"+tgID+"/registertargets", `{"targets":[{"id":"10.0.0.1"}]}`)
+	_, _, svc := a.do("EAST", "POST", "/services", `{"name":"web"}`)
+	a.do("EAST", "POST", "/services/"+svc["id"].(string)+"/listeners",
+		fmt.Sprintf(`{"name":"http","protocol":"HTTP","port":80,"defaultAction":{"forward":{"targetGroups":[{"targetGroupIdentifier":%q}]}}}`, tgID))
+	ts := httptest.NewServer(a.srv)
+	defer ts.Close()
+	cl, err := client.New(ts.URL, "t", client.Options{}) // token t is cluster east
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := make([]api.GroupHealth, api.MaxHealthGroups)
+	for i := range other {
+		other[i] = api.GroupHealth{TargetGroup: fmt.Sprintf("other-%04d", i), Targets: []api.TargetHealth{{Address: "10.1.0.1:80", Status: "HEALTHY"}}}
+	}
+	for i, groups := range [][]api.GroupHealth{other, {{TargetGroup: tgID, Targets: []api.TargetHealth{{Address: "10.0.0.1:80", Status: "UNHEALTHY"}}}}} {
+		if err := cl.ReportHealth(t.Context(), api.HealthReport{Holder: "proxy-a", Part: i, Parts: 2, Groups: groups}); err != nil {
+			t.Fatalf("part %d: %v", i, err)
+		}
+	}
+	status, _, l := a.do("EAST", "POST", "/targetgroups/"+tgID+"/listtargets", "")
+	if status != 200 || len(l["items"].([]any)) != 1 || l["items"].([]any)[0].(map[string]any)["status"] != "UNHEALTHY" {
+		t.Errorf("list-targets with the group in part 1 of 2: %d %v", status, l)
+	}
+}

@@ -6,6 +6,14 @@ package server
 // under healthPrefix, outside the model's "/" keys so that no report
 // reaches the watch stream, and TargetHealth merges a cluster's fresh
 // reports for the VPC Lattice API's ListTargets.
+//
+// A holder's report may come in parts (api.HealthReport.Part, Parts),
+// each kept as its own record: healthPrefix+cluster+"/"+holder for part
+// 0 (and a report in one part, as before parts), and
+// healthPrefix+cluster+"/"+holder+"/"+part for the others. Beside each
+// record a small stamp under healthStampPrefix (same name) holds when it
+// was reported and in how many parts, so that keeping a report reads the
+// stamps, not every holder's whole report.
 
 import (
 	"context"
@@ -16,6 +24,8 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
@@ -23,7 +33,10 @@ import (
 	"trellis.dev/trellis/internal/store"
 )
 
-const healthPrefix = "health/"
+const (
+	healthPrefix      = "health/"
+	healthStampPrefix = "healthat/"
+)
 
 // Bounds of health reports.
 const (
@@ -37,13 +50,44 @@ const (
 	maxHealthGroups  = api.MaxHealthGroups
 	maxHealthTargets = api.MaxHealthTargets
 	maxHealthBody    = 2 << 20
+	// maxHealthParts bounds the parts of one holder's report: a holder
+	// keeps at most maxHealthParts records of maxHealthBody each.
+	maxHealthParts = api.MaxHealthParts
 )
 
-// healthRecord is one holder's latest health report as stored.
+// healthRecord is one part of one holder's latest health report as
+// stored. Part and Parts are 0 for a report in one part.
 type healthRecord struct {
 	Holder   string            `json:"holder"`
 	Reported time.Time         `json:"reported"`
+	Part     int               `json:"part,omitempty"`
+	Parts    int               `json:"parts,omitempty"`
 	Groups   []api.GroupHealth `json:"groups"`
+}
+
+// healthStamp is when a part of a holder's report was kept, and in how
+// many parts the holder reported then.
+type healthStamp struct {
+	Reported time.Time `json:"reported"`
+	Parts    int       `json:"parts,omitempty"`
+}
+
+// partName is the name under the cluster's prefixes of holder's part.
+func partName(holder string, part int) string {
+	if part == 0 {
+		return holder
+	}
+	return holder + "/" + strconv.Itoa(part)
+}
+
+// splitPartName undoes partName; ok is false for a name it did not make.
+func splitPartName(name string) (holder string, part int, ok bool) {
+	holder, p, found := strings.Cut(name, "/")
+	if !found {
+		return holder, 0, true
+	}
+	part, err := strconv.Atoi(p)
+	return holder, part, err == nil && part > 0 && strconv.Itoa(part) == p
 }
 
 // targetStatuses are the statuses a report may give a target, in the
@@ -64,13 +108,14 @@ func (s *Server) reportHealth(w http.ResponseWriter, r *http.Request, cluster st
 	if fields := checkHealthReport(&req); len(fields) > 0 {
 		return &httpError{status: http.StatusUnprocessableEntity, body: api.Error{Message: fields.Error(), Fields: fields}}
 	}
-	now := time.Now()
-	b, _ := json.Marshal(healthRecord{Holder: req.Holder, Reported: now.UTC(), Groups: req.Groups})
-	kept, err := s.keepHolderRecord(r.Context(), healthPrefix+cluster+"/", req.Holder, b, now, healthKeepEvery, HealthFresh)
+	kept, err := s.keepHealthPart(r.Context(), cluster, &req, time.Now())
 	if err != nil {
 		return err
 	}
 	if !kept {
+		if req.Parts > 1 {
+			return errorf(http.StatusTooManyRequests, "holder %q reported part %d less than %v ago: this report is not kept", req.Holder, req.Part, healthKeepEvery)
+		}
 		return errorf(http.StatusTooManyRequests, "holder %q reported less than %v ago: this report is not kept", req.Holder, healthKeepEvery)
 	}
 	writeJSON(w, http.StatusOK, api.HealthReported{KeepEveryMillis: healthKeepEvery.Milliseconds()})
@@ -87,6 +132,11 @@ func checkHealthReport(req *api.HealthReport) model.FieldErrors {
 	}
 	if !validHolder(req.Holder) {
 		add("holder", "%q is not a holder name: at most 63 lower-case alphanumerics, '-' or '.'", req.Holder)
+	}
+	if req.Parts < 0 || req.Parts > maxHealthParts {
+		add("parts", "%d is not between 1 and %d (or absent, for one part)", req.Parts, maxHealthParts)
+	} else if req.Part < 0 || req.Part >= max(req.Parts, 1) {
+		add("part", "%d is not between 0 and parts-1 (%d)", req.Part, max(req.Parts, 1)-1)
 	}
 	if len(req.Groups) > maxHealthGroups {
 		add("groups", "at most %d target groups", maxHealthGroups)
@@ -121,6 +171,70 @@ func checkHealthReport(req *api.HealthReport) model.FieldErrors {
 		}
 	}
 	return fields
+}
+
+// keepHealthPart keeps req (valid) as its holder's part in cluster, unless
+// the holder's same part was kept less than healthKeepEvery ago (then it
+// reports false), and unless the cluster already keeps fresh reports of
+// maxReporters other holders (parts count as their holder, once). On the
+// way it deletes records older than HealthFresh and the holder's parts
+// from req.Parts on. It reads the stamps only: their size is bounded by
+// holders × parts, not by the reports' size.
+func (s *Server) keepHealthPart(ctx context.Context, cluster string, req *api.HealthReport, now time.Time) (bool, error) {
+	parts := max(req.Parts, 1)
+	name := partName(req.Holder, req.Part)
+	rec := healthRecord{Holder: req.Holder, Reported: now.UTC(), Groups: req.Groups}
+	if parts > 1 {
+		rec.Part, rec.Parts = req.Part, parts
+	}
+	doc, _ := json.Marshal(rec)
+	stamp, _ := json.Marshal(healthStamp{Reported: rec.Reported, Parts: rec.Parts})
+	recPrefix, stampPrefix := healthPrefix+cluster+"/", healthStampPrefix+cluster+"/"
+	for range 3 {
+		kvs, _, err := s.st.List(ctx, stampPrefix)
+		if err != nil {
+			return false, err
+		}
+		var ops []store.Op
+		drop := func(kv store.KeyValue, n string) {
+			ops = append(ops, store.Op{Type: store.OpDelete, Key: kv.Key, IfRevision: kv.ModRevision},
+				store.Op{Type: store.OpDelete, Key: recPrefix + n})
+		}
+		others := map[string]bool{}
+		for _, kv := range kvs {
+			n := strings.TrimPrefix(kv.Key, stampPrefix)
+			var st healthStamp
+			if err := json.Unmarshal(kv.Value, &st); err != nil {
+				return false, fmt.Errorf("decoding %s: %w", kv.Key, err)
+			}
+			holder, part, ok := splitPartName(n)
+			switch {
+			case n == name:
+				if d := now.Sub(st.Reported); d >= 0 && d < healthKeepEvery {
+					return false, nil
+				}
+			case !ok || now.Sub(st.Reported) > HealthFresh:
+				drop(kv, n)
+			case holder == req.Holder:
+				if part >= parts {
+					drop(kv, n)
+				}
+			default:
+				others[holder] = true
+			}
+		}
+		if len(others) >= maxReporters {
+			return false, errorf(http.StatusTooManyRequests, "%d other components already report here: holder %q's report is not kept", len(others), req.Holder)
+		}
+		ops = append(ops, store.Op{Type: store.OpPut, Key: recPrefix + name, Value: doc},
+			store.Op{Type: store.OpPut, Key: stampPrefix + name, Value: stamp})
+		_, err = s.st.Txn(ctx, ops...)
+		if errors.Is(err, store.ErrConflict) {
+			continue // a stamp read changed meanwhile: read them again
+		}
+		return err == nil, err
+	}
+	return false, errorf(http.StatusConflict, "cluster %q's health reports kept changing; report again", cluster)
 }
 
 // keepHolderRecord stores doc as holder's record under prefix, unless the
@@ -171,10 +285,26 @@ func (s *Server) keepHolderRecord(ctx context.Context, prefix, holder string, do
 // is absent.
 func (s *Server) TargetHealth(ctx context.Context, cluster string) (map[string]map[string]string, error) {
 	now := time.Now()
-	votes := map[string]map[string]map[string]int{} // group → address → status → reporters
+	var recs []healthRecord
+	latest := map[string]healthRecord{} // holder → its last kept part
 	err := eachRecord(ctx, s.st, healthPrefix+cluster+"/", func(_ string, rec healthRecord) {
 		if now.Sub(rec.Reported) > HealthFresh {
 			return
+		}
+		recs = append(recs, rec)
+		if l, ok := latest[rec.Holder]; !ok || rec.Reported.After(l.Reported) {
+			latest[rec.Holder] = rec
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	votes := map[string]map[string]map[string]int{} // group → address → status → reporters
+	for _, rec := range recs {
+		// A part past the holder's last count of parts no longer counts
+		// (kept deletes it too; this covers a race with that delete).
+		if rec.Part >= max(latest[rec.Holder].Parts, 1) {
+			continue
 		}
 		for _, g := range rec.Groups {
 			if votes[g.TargetGroup] == nil {
@@ -187,9 +317,6 @@ func (s *Server) TargetHealth(ctx context.Context, cluster string) (map[string]m
 				votes[g.TargetGroup][t.Address][t.Status]++
 			}
 		}
-	})
-	if err != nil {
-		return nil, err
 	}
 	out := make(map[string]map[string]string, len(votes))
 	for group, targets := range votes {

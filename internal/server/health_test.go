@@ -6,9 +6,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"trellis.dev/trellis/internal/api"
 	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/test/testsync"
 )
 
 func healthOf(group string, targets ...string) api.GroupHealth {
@@ -64,8 +66,10 @@ func TestHealthReportsMerged(t *testing.T) {
 	if _, err := p.admin.RemoveCluster(ctx, "west"); err != nil {
 		t.Fatal(err)
 	}
-	if kvs, _, err := p.Store.List(ctx, "health/west/"); err != nil || len(kvs) != 0 {
-		t.Errorf("west's reports after its removal: %d (%v)", len(kvs), err)
+	for _, prefix := range []string{"health/west/", "healthat/west/"} {
+		if kvs, _, err := p.Store.List(ctx, prefix); err != nil || len(kvs) != 0 {
+			t.Errorf("west's reports after its removal: %d under %s (%v)", len(kvs), prefix, err)
+		}
 	}
 }
 
@@ -106,5 +110,119 @@ func TestHealthReportsBounded(t *testing.T) {
 	}
 	if kvs, _, err := p.Store.List(ctx, "health/east/"); err != nil || len(kvs) != 64 {
 		t.Errorf("%d reports kept, want 64 (%v)", len(kvs), err)
+	}
+}
+
+// groupsOf is n target groups named prefix-00000 on, one HEALTHY target
+// each.
+func groupsOf(prefix string, from, n int) []api.GroupHealth {
+	out := make([]api.GroupHealth, n)
+	for i := range out {
+		j := from + i
+		out[i] = healthOf(fmt.Sprintf("%s-%05d", prefix, j), fmt.Sprintf("10.%d.%d.1:80", j>>8, j&255), "HEALTHY")
+	}
+	return out
+}
+
+// A holder with more target groups than one report holds reports them in
+// parts, each kept on its own: TargetHealth merges them all, with an
+// old-style report (no parts) beside them. A report in fewer parts drops
+// the parts past its count. Parts count as their holder once among the
+// cluster's reporters, and each part has its own pace.
+func TestHealthReportsInParts(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	srv := server.New(p.Store, server.Config{})
+	all := groupsOf("tg", 0, 2500)
+	parts := [][]api.GroupHealth{all[:1000], all[1000:2000], all[2000:]}
+	for i, groups := range parts {
+		// Right after one another: the pace is each part's.
+		if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "a", Part: i, Parts: 3, Groups: groups}); err != nil {
+			t.Fatalf("part %d: %v", i, err)
+		}
+	}
+	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "old", Groups: []api.GroupHealth{healthOf("tg-old", "10.9.9.9:80", "UNHEALTHY")}}); err != nil {
+		t.Fatalf("a report without parts: %v", err)
+	}
+	got, err := srv.TargetHealth(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2501 || got["tg-02499"]["10.9.195.1:80"] != "HEALTHY" || got["tg-01000"]["10.3.232.1:80"] != "HEALTHY" || got["tg-old"]["10.9.9.9:80"] != "UNHEALTHY" {
+		t.Fatalf("TargetHealth after 3 parts and an old-style report: %d groups (tg-02499 %v, tg-01000 %v, tg-old %v), want 2501",
+			len(got), got["tg-02499"], got["tg-01000"], got["tg-old"])
+	}
+	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "a", Part: 1, Parts: 3, Groups: parts[1]}); apiStatus(err) != http.StatusTooManyRequests {
+		t.Errorf("part 1 again at once: %v, want 429", err)
+	}
+
+	// 62 more holders make 64: a 65th is refused, but not holder a's
+	// fourth part (its parts count as one holder).
+	for i := range 62 {
+		if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: fmt.Sprintf("proxy-%d", i)}); err != nil {
+			t.Fatalf("holder %d: %v", i, err)
+		}
+	}
+	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "proxy-62"}); apiStatus(err) != http.StatusTooManyRequests {
+		t.Errorf("the 65th holder: %v, want 429", err)
+	}
+	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "a", Part: 3, Parts: 4, Groups: groupsOf("tg-more", 0, 1)}); err != nil {
+		t.Errorf("holder a's fourth part among 64 holders: %v", err)
+	}
+
+	// Back to one part: a's other parts are dropped and count no more.
+	testsync.WaitFor(t, 5*time.Second, "holder a's part 0 kept again", func() bool {
+		err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "a", Groups: parts[0]})
+		if err != nil && apiStatus(err) != http.StatusTooManyRequests {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
+	got, err = srv.TargetHealth(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1001 || got["tg-00999"] == nil || got["tg-01000"] != nil || got["tg-more-00000"] != nil {
+		t.Errorf("TargetHealth after a report in one part: %d groups, want a's first 1000 and tg-old", len(got))
+	}
+	for _, prefix := range []string{"health/east/a", "healthat/east/a"} {
+		if kvs, _, err := p.Store.List(ctx, prefix); err != nil || len(kvs) != 1 {
+			t.Errorf("%d records under %s after a report in one part, want 1 (%v)", len(kvs), prefix, err)
+		}
+	}
+}
+
+// Bad part numbers are named; no holder keeps more than
+// api.MaxHealthParts parts.
+func TestHealthReportPartsBounded(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		part, parts int
+		field       string
+	}{
+		{0, api.MaxHealthParts + 1, "parts"},
+		{api.MaxHealthParts, api.MaxHealthParts + 1, "parts"},
+		{0, -1, "parts"},
+		{3, 3, "part"},
+		{-1, 2, "part"},
+		{1, 0, "part"},
+		{1, 1, "part"},
+	} {
+		err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "a", Part: tc.part, Parts: tc.parts})
+		if apiStatus(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), tc.field+":") {
+			t.Errorf("part %d of %d: %v, want 422 naming %s", tc.part, tc.parts, err, tc.field)
+		}
+	}
+	for i := range api.MaxHealthParts {
+		if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "a", Part: i, Parts: api.MaxHealthParts, Groups: groupsOf("tg", i, 1)}); err != nil {
+			t.Fatalf("part %d of %d: %v", i, api.MaxHealthParts, err)
+		}
+	}
+	if kvs, _, err := p.Store.List(ctx, "health/east/"); err != nil || len(kvs) != api.MaxHealthParts {
+		t.Errorf("%d records kept, want %d (%v)", len(kvs), api.MaxHealthParts, err)
+	}
+	if got, _ := server.New(p.Store, server.Config{}).TargetHealth(ctx, "east"); len(got) != api.MaxHealthParts {
+		t.Errorf("TargetHealth: %d groups, want %d", len(got), api.MaxHealthParts)
 	}
 }

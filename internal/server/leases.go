@@ -394,7 +394,7 @@ func syncOp(cluster string, now time.Time) store.Op {
 // that their traffic is not disturbed; named in kept).
 func (s *Server) cleanupOps(ctx context.Context, cluster string) (ops []store.Op, deleted int, kept []string, err error) {
 	ops = append(ops, store.Op{Type: store.OpDelete, Key: leasePrefix + cluster}, store.Op{Type: store.OpDelete, Key: syncPrefix + cluster})
-	for _, prefix := range []string{statusPrefix, healthPrefix} {
+	for _, prefix := range []string{statusPrefix, healthPrefix, healthStampPrefix} {
 		kvs, _, err := s.st.List(ctx, prefix+cluster+"/")
 		if err != nil {
 			return nil, 0, nil, err

@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,9 +35,9 @@ func reports(n, m int) []health.GroupReport {
 }
 
 // A proxy with more target groups or targets than one report holds
-// reports the first ones that fit, and the control plane accepts that
-// report; the whole of it, it refuses. Before, such a proxy sent the
-// whole report every second and was refused every time.
+// reports them in parts, each within one report's bounds, and the
+// control plane accepts every part; past api.MaxHealthParts parts, the
+// first groups that fit. One report of the whole, it refuses.
 func TestHealthReportWithinTheServersBounds(t *testing.T) {
 	p := plane.Start(t, server.Config{})
 	_, c := p.Join(t, "east")
@@ -43,36 +45,53 @@ func TestHealthReportWithinTheServersBounds(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		groups    []health.GroupReport
-		wantFirst int
+		wantParts []int // groups in each part
 	}{
-		{"more groups than a report holds", reports(api.MaxHealthGroups+500, 3), api.MaxHealthGroups},
-		{"more targets than a report holds", reports(5, api.MaxHealthTargets/4+1), 3},
-		{"within the bounds", reports(10, 10), 10},
+		{"more groups than a report holds", reports(api.MaxHealthGroups+500, 3), []int{api.MaxHealthGroups, 500}},
+		{"more targets than a report holds", reports(5, api.MaxHealthTargets/4+1), []int{3, 2}},
+		{"within the bounds", reports(10, 10), []int{10}},
+		{"none", nil, []int{0}},
+		{"more than the parts hold", reports(api.MaxHealthParts*api.MaxHealthGroups+1, 1), slices.Repeat([]int{api.MaxHealthGroups}, api.MaxHealthParts)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := boundHealth(tc.groups)
-			if len(got) != tc.wantFirst {
-				t.Fatalf("%d groups reported, want the first %d", len(got), tc.wantFirst)
+			parts := splitHealth(tc.groups)
+			var sizes []int
+			var got []api.GroupHealth
+			for _, part := range parts {
+				sizes = append(sizes, len(part))
+				got = append(got, part...)
+			}
+			if !slices.Equal(sizes, tc.wantParts) {
+				t.Fatalf("parts of %v groups, want %v", sizes, tc.wantParts)
 			}
 			for i, g := range got {
 				if g.TargetGroup != tc.groups[i].Name || len(g.Targets) != len(tc.groups[i].Targets) {
 					t.Fatalf("group %d: %s with %d targets, want %s with %d", i, g.TargetGroup, len(g.Targets), tc.groups[i].Name, len(tc.groups[i].Targets))
 				}
 			}
-			if err := c.ReportHealth(ctx, api.HealthReport{Holder: "proxy-" + fmt.Sprint(len(got)), Groups: got}); err != nil {
-				t.Errorf("the bounded report refused: %v", err)
+			holder := strings.ReplaceAll(tc.name, " ", "-")
+			for i, part := range parts {
+				r := api.HealthReport{Holder: holder, Groups: part}
+				if len(parts) > 1 {
+					r.Part, r.Parts = i, len(parts)
+				}
+				if err := c.ReportHealth(ctx, r); err != nil {
+					t.Errorf("part %d of %d refused: %v", i, len(parts), err)
+				}
 			}
-			if len(got) == len(tc.groups) {
+			if len(parts) == 1 {
 				return
 			}
-			whole := boundHealth(nil)
-			for _, g := range tc.groups {
-				whole = append(whole, boundHealth([]health.GroupReport{g})...)
-			}
-			if err := c.ReportHealth(ctx, api.HealthReport{Holder: "whole-" + fmt.Sprint(len(got)), Groups: whole}); err == nil {
-				t.Errorf("the whole report (%d groups) was accepted: the bounds differ from the server's", len(whole))
+			if err := c.ReportHealth(ctx, api.HealthReport{Holder: "whole-" + holder, Groups: got}); err == nil {
+				t.Errorf("the whole report (%d groups) was accepted: the bounds differ from the server's", len(got))
 			}
 		})
+	}
+	// A group with more targets than a report holds is left out, not the
+	// groups after it.
+	groups := append(reports(1, api.MaxHealthTargets+1), reports(2, 1)[1])
+	if parts := splitHealth(groups); len(parts) != 1 || len(parts[0]) != 1 || parts[0][0].TargetGroup != groups[1].Name {
+		t.Errorf("a group over a report's targets, then one more: %d parts, want only %s", len(parts), groups[1].Name)
 	}
 }
 
@@ -96,20 +115,22 @@ func TestHealthReportBuiltOnChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &healthReports{px: px}
-	first, all, fresh := r.report()
+	firstParts, all, fresh := r.report()
+	first := firstParts[0]
 	if !fresh || all != 1 || len(first) != 1 || len(first[0].Targets) != 2 || first[0].Targets[0].Status != "UNAVAILABLE" {
 		t.Fatalf("first report %+v (of %d groups, fresh %v), want tg-a's two UNAVAILABLE targets", first, all, fresh)
 	}
 	for range 5 {
 		again, _, fresh := r.report()
-		if fresh || &again[0] != &first[0] {
+		if fresh || &again[0][0] != &first[0] {
 			t.Fatal("a report built again with nothing changed")
 		}
 	}
 	if err := px.Update(snap(2, "10.0.0.1", "10.0.0.2", "10.0.0.3")); err != nil {
 		t.Fatal(err)
 	}
-	next, _, fresh := r.report()
+	nextParts, _, fresh := r.report()
+	next := nextParts[0]
 	if !fresh || len(next[0].Targets) != 3 {
 		t.Fatalf("report after a target came: %+v (fresh %v), want 3 targets", next, fresh)
 	}
@@ -130,14 +151,14 @@ func TestHealthReportBuiltOnChange(t *testing.T) {
 	if err := px.Update(checked); err != nil {
 		t.Fatal(err)
 	}
-	if got, _, fresh := r.report(); !fresh || got[0].Targets[0].Status != "INITIAL" {
+	if got, _, fresh := r.report(); !fresh || got[0][0].Targets[0].Status != "INITIAL" {
 		t.Fatalf("report after the check was enabled: %+v (fresh %v), want the target INITIAL", got, fresh)
 	}
 	builds := r.builds
 	answer()
 	testsync.WaitFor(t, 5*time.Second, "the target reported HEALTHY", func() bool {
 		got, _, _ := r.report()
-		return got[0].Targets[0].Status == "HEALTHY"
+		return got[0][0].Targets[0].Status == "HEALTHY"
 	})
 	if r.builds != builds+1 {
 		t.Errorf("%d reports built while waiting for one status change, want 1", r.builds-builds)

@@ -230,19 +230,23 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.HealthHolder != "" {
 		truncated := false
 		reports := &healthReports{px: px}
-		go client.KeepHealthReported(ctx, cfg.Client, cfg.HealthHolder, func() []api.GroupHealth {
-			groups, all, fresh := reports.report()
+		go client.KeepHealthReported(ctx, cfg.Client, cfg.HealthHolder, func() [][]api.GroupHealth {
+			parts, all, fresh := reports.report()
+			reported := 0
+			for _, p := range parts {
+				reported += len(p)
+			}
 			// Said once each time the report starts or stops being cut.
-			if cut := len(groups) < all; fresh && cut != truncated {
+			if cut := reported < all; fresh && cut != truncated {
 				truncated = cut
 				if cut {
-					log.Warn("target health reported for the first target groups only: a report holds at most api.MaxHealthGroups groups and api.MaxHealthTargets targets",
-						"reported", len(groups), "groups", all, "maxGroups", api.MaxHealthGroups, "maxTargets", api.MaxHealthTargets)
+					log.Warn("target health reported for the first target groups only: a report holds at most api.MaxHealthParts parts of api.MaxHealthGroups groups and api.MaxHealthTargets targets",
+						"reported", reported, "groups", all, "maxParts", api.MaxHealthParts, "maxGroups", api.MaxHealthGroups, "maxTargets", api.MaxHealthTargets)
 				} else {
 					log.Info("target health reported for every target group again", "groups", all)
 				}
 			}
-			return groups
+			return parts
 		}, log)
 	}
 	if cfg.CheckHold != nil {
@@ -358,46 +362,55 @@ func servePeers(ctx context.Context, cfg Config, px *proxy.Proxy) (stop func(), 
 // target's state) only when the health moved since the last, and hands
 // the last one on otherwise.
 type healthReports struct {
-	px     *proxy.Proxy
-	built  bool
-	gen    uint64
-	groups []api.GroupHealth
-	all    int
+	px    *proxy.Proxy
+	built bool
+	gen   uint64
+	parts [][]api.GroupHealth
+	all   int
 	// builds counts the reports built.
 	builds int
 }
 
-// report returns px's health as reported (boundHealth), how many target
+// report returns px's health as reported (splitHealth), how many target
 // groups px has, and whether the report was built now.
-func (r *healthReports) report() (_ []api.GroupHealth, all int, fresh bool) {
+func (r *healthReports) report() (_ [][]api.GroupHealth, all int, fresh bool) {
 	// Read before the report: a change while it is built moves it again.
 	gen := r.px.HealthGeneration()
 	if r.built && gen == r.gen {
-		return r.groups, r.all, false
+		return r.parts, r.all, false
 	}
 	groups := r.px.TargetHealth()
-	r.groups, r.all, r.gen, r.built = boundHealth(groups), len(groups), gen, true
+	r.parts, r.all, r.gen, r.built = splitHealth(groups), len(groups), gen, true
 	r.builds++
-	return r.groups, r.all, true
+	return r.parts, r.all, true
 }
 
-// boundHealth is the report of groups (sorted by name): the first ones
-// that fit in one report's bounds (api.MaxHealthGroups,
-// api.MaxHealthTargets), so that a proxy with more still reports, and the
-// server never refuses the report.
-func boundHealth(groups []health.GroupReport) []api.GroupHealth {
-	out := make([]api.GroupHealth, 0, min(len(groups), api.MaxHealthGroups))
+// splitHealth is the report of groups (sorted by name) in parts, each
+// within one report's bounds (api.MaxHealthGroups, api.MaxHealthTargets),
+// so that the server never refuses one: the first groups that fit in
+// api.MaxHealthParts parts, but for a group with more targets than a
+// report holds. No groups are one empty part.
+func splitHealth(groups []health.GroupReport) [][]api.GroupHealth {
+	parts := [][]api.GroupHealth{make([]api.GroupHealth, 0, min(len(groups), api.MaxHealthGroups))}
 	targets := 0
-	for _, g := range groups {
-		if len(out) == api.MaxHealthGroups || targets+len(g.Targets) > api.MaxHealthTargets {
-			break
+	for i, g := range groups {
+		if len(g.Targets) > api.MaxHealthTargets {
+			continue // fits in no report
+		}
+		last := parts[len(parts)-1]
+		if len(last) == api.MaxHealthGroups || targets+len(g.Targets) > api.MaxHealthTargets {
+			if len(parts) == api.MaxHealthParts {
+				break
+			}
+			parts = append(parts, make([]api.GroupHealth, 0, min(len(groups)-i, api.MaxHealthGroups)))
+			last, targets = parts[len(parts)-1], 0
 		}
 		targets += len(g.Targets)
 		gh := api.GroupHealth{TargetGroup: g.Name, Targets: make([]api.TargetHealth, 0, len(g.Targets))}
 		for _, t := range g.Targets {
 			gh.Targets = append(gh.Targets, api.TargetHealth{Address: t.Addr, Status: t.Status.String()})
 		}
-		out = append(out, gh)
+		parts[len(parts)-1] = append(last, gh)
 	}
-	return out
+	return parts
 }
