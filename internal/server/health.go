@@ -53,6 +53,11 @@ const (
 	// maxHealthParts bounds the parts of one holder's report: a holder
 	// keeps at most maxHealthParts records of maxHealthBody each.
 	maxHealthParts = api.MaxHealthParts
+	// maxHealthRecords bounds the fresh parts one cluster keeps, over all
+	// its holders (at most maxHealthBody each: 256 MiB), so that
+	// maxReporters holders of maxHealthParts parts each cannot make it
+	// keep 2 GiB; eight holders can each report in every part.
+	maxHealthRecords = 128
 )
 
 // healthRecord is one part of one holder's latest health report as
@@ -201,6 +206,7 @@ func (s *Server) keepHealthPart(ctx context.Context, cluster string, req *api.He
 				store.Op{Type: store.OpDelete, Key: recPrefix + n})
 		}
 		others := map[string]bool{}
+		records := 0 // fresh records kept beside this one
 		for _, kv := range kvs {
 			n := strings.TrimPrefix(kv.Key, stampPrefix)
 			var st healthStamp
@@ -218,13 +224,19 @@ func (s *Server) keepHealthPart(ctx context.Context, cluster string, req *api.He
 			case holder == req.Holder:
 				if part >= parts {
 					drop(kv, n)
+				} else {
+					records++
 				}
 			default:
 				others[holder] = true
+				records++
 			}
 		}
 		if len(others) >= maxReporters {
 			return false, errorf(http.StatusTooManyRequests, "%d other components already report here: holder %q's report is not kept", len(others), req.Holder)
+		}
+		if records >= maxHealthRecords {
+			return false, errorf(http.StatusTooManyRequests, "cluster %q already keeps %d fresh report parts, the most it keeps: holder %q's part %d is not kept", cluster, records, req.Holder, req.Part)
 		}
 		ops = append(ops, store.Op{Type: store.OpPut, Key: recPrefix + name, Value: doc},
 			store.Op{Type: store.OpPut, Key: stampPrefix + name, Value: stamp})

@@ -225,4 +225,27 @@ func TestHealthReportPartsBounded(t *testing.T) {
 	if got, _ := server.New(p.Store, server.Config{}).TargetHealth(ctx, "east"); len(got) != api.MaxHealthParts {
 		t.Errorf("TargetHealth: %d groups, want %d", len(got), api.MaxHealthParts)
 	}
+
+	// Over all holders a cluster keeps at most 128 fresh parts: seven more
+	// holders of every part fill it (8 × 16), and then a ninth holder's
+	// part, or a holder's added part, is refused; a holder's kept part
+	// may still be reported again.
+	for h := 1; h < 8; h++ {
+		for i := range api.MaxHealthParts {
+			if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: fmt.Sprintf("h%d", h), Part: i, Parts: api.MaxHealthParts, Groups: groupsOf("tg", i, 1)}); err != nil {
+				t.Fatalf("holder h%d part %d: %v", h, i, err)
+			}
+		}
+	}
+	err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "h8", Groups: groupsOf("tg", 0, 1)})
+	if apiStatus(err) != http.StatusTooManyRequests || !strings.Contains(err.Error(), "fresh report parts") {
+		t.Errorf("a 129th part: %v, want 429 saying the cluster keeps the most parts", err)
+	}
+	if kvs, _, err := p.Store.List(ctx, "health/east/"); err != nil || len(kvs) != 128 {
+		t.Errorf("%d records kept, want 128 (%v)", len(kvs), err)
+	}
+	time.Sleep(time.Second) // a holder's part is kept at most once a second
+	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "h3", Part: 5, Parts: api.MaxHealthParts, Groups: groupsOf("tg", 5, 1)}); err != nil {
+		t.Errorf("a kept part reported again at the bound: %v", err)
+	}
 }
