@@ -159,15 +159,17 @@ func TestMissingCRDs(t *testing.T) {
 }
 
 // `trellis up --kubeconfig` against a cluster with only the Gateway API
-// CRDs installs the AuthPolicy CRD and serves the cluster: its
-// GatewayClasses are accepted. The optional TLSRoute CRD missing too, it
-// runs without that watch and says so. Without --gateway-addresses an edge Gateway
+// CRDs (no Multi-Cluster Services CRDs either: a new user's cluster)
+// installs the AuthPolicy CRD and serves the cluster: its GatewayClasses
+// are accepted. The optional TLSRoute CRD missing too, it runs without
+// that watch and says so. Without --gateway-addresses an edge Gateway
 // is published at the proxy's bind address, where it is served. (Before,
 // every GatewayClass stayed Pending, and the Gateway had no address.)
 func TestUpInstallsCRDsAndPublishesBindAddress(t *testing.T) {
 	c := kube.Start(t, kube.Options{})
 	kc := c.Client(t)
-	deleteCRDs(t, c, kc, "authpolicies.trellis.dev", "tlsroutes.gateway.networking.k8s.io")
+	deleteCRDs(t, c, kc, "authpolicies.trellis.dev", "tlsroutes.gateway.networking.k8s.io",
+		"serviceexports.multicluster.x-k8s.io", "serviceimports.multicluster.x-k8s.io")
 
 	const bind = "198.18.70.1"
 	cmd := exec.Command(trellisBin, "up", "--kubeconfig", c.Kubeconfig, "--bind", bind,
