@@ -1393,8 +1393,14 @@ type stream struct {
 	wtimer   *time.Timer
 }
 
-// abort fails the stream's body and cancels its context.
+// abort fails the stream's body and cancels its context. The context is
+// cancelled first, so that whoever sees the stream aborted (CloseOnAbort
+// closing its closer at once) sees its context done too, and takes what
+// failed for the client's going, not the target's.
 func (st *stream) abort(err error) {
+	if st.ctxCancel != nil {
+		st.ctxCancel(err)
+	}
 	c := st.c
 	c.mu.Lock()
 	if st.bodyErr == nil || st.bodyErr == io.EOF {
@@ -1405,9 +1411,6 @@ func (st *stream) abort(err error) {
 	closer := st.onAbort
 	st.onAbort = nil
 	c.mu.Unlock()
-	if st.ctxCancel != nil {
-		st.ctxCancel(err)
-	}
 	if closer != nil {
 		closer.Close()
 	}

@@ -249,7 +249,7 @@ func TestHTTP2RapidResetCut(t *testing.T) {
 	}
 	for _, l := range lines {
 		if code, _ := l["responseCode"].(float64); code >= 500 {
-			t.Errorf("a cancelled request logged as %v %v", code, l["failureReason"])
+			t.Errorf("a cancelled request logged as %v %v: %v", code, l["failureReason"], l)
 			break
 		}
 	}
