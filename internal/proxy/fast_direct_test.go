@@ -240,6 +240,7 @@ func TestHTTP2DirectResponseFields(t *testing.T) {
 		"/notmod":    "HTTP/1.1 304 Not Modified\r\nEtag: \"v1\"\r\n\r\n",
 		"/many":      many,
 	}
+	streamed := map[string]bool{"/chunked": true, "/trailers": true}
 	tgt, _ := scriptedTarget(t, func(conn net.Conn, br *bufio.Reader) {
 		for {
 			req, err := http.ReadRequest(br)
@@ -289,6 +290,15 @@ func TestHTTP2DirectResponseFields(t *testing.T) {
 			s, sb := send(slow, method, path)
 			if f.StatusCode != s.StatusCode || fb != sb {
 				t.Errorf("%s %s: fast %d %q, net/http %d %q", method, path, f.StatusCode, fb, s.StatusCode, sb)
+			}
+			if streamed[path] {
+				// httputil flushes a streamed head from a timer that races
+				// its first body write, so net/http's client may or may not
+				// see a sniffed Content-Type; the fast path never sniffs one.
+				if ct := f.Header.Get("Content-Type"); ct != "" {
+					t.Errorf("%s %s: a streamed body got Content-Type %q, want none", method, path, ct)
+				}
+				s.Header.Del("Content-Type")
 			}
 			if a, b := sortedHeader(f.Header), sortedHeader(s.Header); a != b {
 				t.Errorf("%s %s: response header\nfast     %s\nnet/http %s", method, path, a, b)
