@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -211,14 +209,8 @@ func TestUpInstallsCRDsAndPublishesBindAddress(t *testing.T) {
 		return nil
 	})
 
-	ln, err := c.NS.Listen("tcp", "198.18.60.1:8080")
-	if err != nil {
-		t.Fatal(err)
-	}
-	web := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "web") })}
-	go web.Serve(ln)
-	t.Cleanup(func() { web.Close() })
 	e := &env{Cluster: c, kc: kc}
+	serveName(t, e, "198.18.60.1:8080", "web")
 	e.create(t, classes+namespace("infra", "")+
 		backend("infra", "web", "198.18.60.1")+
 		gatewayYAML("infra", "edge", "trellis-edge", `[{name: http, protocol: HTTP, port: 8080}]`)+
