@@ -66,9 +66,16 @@ func TestHealthReportsMerged(t *testing.T) {
 	if _, err := p.admin.RemoveCluster(ctx, "west"); err != nil {
 		t.Fatal(err)
 	}
-	for _, prefix := range []string{"health/west/", "healthat/west/"} {
-		if kvs, _, err := p.Store.List(ctx, prefix); err != nil || len(kvs) != 0 {
-			t.Errorf("west's reports after its removal: %d under %s (%v)", len(kvs), prefix, err)
+	p.checkHealthRecords(t, "west/", 0, "after west's removal")
+}
+
+// checkHealthRecords checks that want reports, and as many report times,
+// are stored under holder (a cluster's "name/", or "name/holder").
+func (p *clusterPlane) checkHealthRecords(t *testing.T, holder string, want int, when string) {
+	t.Helper()
+	for _, prefix := range []string{"health/" + holder, "healthat/" + holder} {
+		if kvs, _, err := p.Store.List(t.Context(), prefix); err != nil || len(kvs) != want {
+			t.Errorf("%d records under %s %s, want %d (%v)", len(kvs), prefix, when, want, err)
 		}
 	}
 }
@@ -185,11 +192,7 @@ func TestHealthReportsInParts(t *testing.T) {
 	if len(got) != 1001 || got["tg-00999"] == nil || got["tg-01000"] != nil || got["tg-more-00000"] != nil {
 		t.Errorf("TargetHealth after a report in one part: %d groups, want a's first 1000 and tg-old", len(got))
 	}
-	for _, prefix := range []string{"health/east/a", "healthat/east/a"} {
-		if kvs, _, err := p.Store.List(ctx, prefix); err != nil || len(kvs) != 1 {
-			t.Errorf("%d records under %s after a report in one part, want 1 (%v)", len(kvs), prefix, err)
-		}
-	}
+	p.checkHealthRecords(t, "east/a", 1, "after a report in one part")
 }
 
 // Bad part numbers are named; no holder keeps more than
