@@ -174,27 +174,16 @@ func TestUpInstallsCRDsAndPublishesBindAddress(t *testing.T) {
 		"--api-listen", bind+":0", "--admin-listen", "", "--data", t.TempDir())
 	var out testsync.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := c.NS.Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
 		if t.Failed() {
 			t.Logf("trellis up output:\n%s", out.String())
 		}
 	})
+	exited := c.NS.StartUntilCleanup(t, cmd, os.Interrupt, 15*time.Second)
 	testsync.Eventually(t, time.Minute, "trellis up installs the AuthPolicy CRD", func() error {
 		select {
-		case err := <-exited:
-			t.Fatalf("trellis up exited: %v", err)
+		case <-exited:
+			t.Fatalf("trellis up exited: %v", cmd.ProcessState)
 		default:
 		}
 		for _, want := range []string{
