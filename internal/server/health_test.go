@@ -107,16 +107,24 @@ func TestHealthReportsBounded(t *testing.T) {
 	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "a", Groups: many}); apiStatus(err) != http.StatusUnprocessableEntity {
 		t.Errorf("1,001 groups: %v", err)
 	}
-	for i := range 64 {
-		if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: fmt.Sprintf("proxy-%d", i)}); err != nil {
+	p.fillHolders(t, 64)
+	if kvs, _, err := p.Store.List(ctx, "health/east/"); err != nil || len(kvs) != 64 {
+		t.Errorf("%d reports kept, want 64 (%v)", len(kvs), err)
+	}
+}
+
+// fillHolders has east report as holders proxy-0 to proxy-<n-1>, which
+// must make 64 holders with those east has, and checks that one more is
+// refused with 429.
+func (p *clusterPlane) fillHolders(t *testing.T, n int) {
+	t.Helper()
+	for i := range n {
+		if err := p.east.ReportHealth(t.Context(), api.HealthReport{Holder: fmt.Sprintf("proxy-%d", i)}); err != nil {
 			t.Fatalf("holder %d: %v", i, err)
 		}
 	}
-	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "proxy-64"}); apiStatus(err) != http.StatusTooManyRequests {
-		t.Errorf("the 65th holder: %v", err)
-	}
-	if kvs, _, err := p.Store.List(ctx, "health/east/"); err != nil || len(kvs) != 64 {
-		t.Errorf("%d reports kept, want 64 (%v)", len(kvs), err)
+	if err := p.east.ReportHealth(t.Context(), api.HealthReport{Holder: fmt.Sprintf("proxy-%d", n)}); apiStatus(err) != http.StatusTooManyRequests {
+		t.Errorf("the 65th holder: %v, want 429", err)
 	}
 }
 
@@ -165,14 +173,7 @@ func TestHealthReportsInParts(t *testing.T) {
 
 	// 62 more holders make 64: a 65th is refused, but not holder a's
 	// fourth part (its parts count as one holder).
-	for i := range 62 {
-		if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: fmt.Sprintf("proxy-%d", i)}); err != nil {
-			t.Fatalf("holder %d: %v", i, err)
-		}
-	}
-	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "proxy-62"}); apiStatus(err) != http.StatusTooManyRequests {
-		t.Errorf("the 65th holder: %v, want 429", err)
-	}
+	p.fillHolders(t, 62)
 	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "a", Part: 3, Parts: 4, Groups: groupsOf("tg-more", 0, 1)}); err != nil {
 		t.Errorf("holder a's fourth part among 64 holders: %v", err)
 	}
