@@ -37,13 +37,20 @@ func targetGroup(name string, port int32) *model.TargetGroup {
 	}
 }
 
+// newServer serves a control plane on an empty store until the test ends
+// (after t.Context has ended: Close waits for open watches).
+func newServer(t *testing.T) *httptest.Server {
+	srv := httptest.NewServer(serve(teststore.Bolt(t)))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 // eastOfNewServer serves a control plane on an empty store for the test,
 // and returns cluster east's client of it and a context ended with the
 // test.
 func eastOfNewServer(t *testing.T) (*client.Client, context.Context) {
 	t.Helper()
-	srv := httptest.NewServer(serve(teststore.Bolt(t)))
-	t.Cleanup(srv.Close)
+	srv := newServer(t)
 	east, err := client.New(srv.URL, tokenA, client.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -83,12 +90,9 @@ func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
 // When the stream breaks, Follow reconnects, resumes and misses nothing:
 // every change made while it was cut off arrives, in order.
 func TestFollowResumesAfterBrokenStream(t *testing.T) {
-	srv := httptest.NewServer(serve(teststore.Bolt(t)))
-	defer srv.Close()
+	srv := newServer(t)
 	cl, writer, logs := followerAndWriter(t, srv.URL)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	snaps := follow(ctx, cl, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond})
 
 	const writes = 30
@@ -298,12 +302,9 @@ func TestFollowLargeRevisionsMatchSnapshots(t *testing.T) {
 // that resume with the filter: the changes of other kinds never arrive,
 // and none of the filtered kinds' is missed.
 func TestFollowKindsResumes(t *testing.T) {
-	srv := httptest.NewServer(serve(teststore.Bolt(t)))
-	defer srv.Close()
+	srv := newServer(t)
 	cl, writer, logs := followerAndWriter(t, srv.URL)
-	// Ended before srv.Close, which waits for the watch.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	if err := writer.Put(ctx, targetGroup("before", 999)); err != nil {
 		t.Fatal(err)
 	}
