@@ -37,13 +37,20 @@ func targetGroup(name string, port int32) *model.TargetGroup {
 	}
 }
 
+// newServer serves a control plane on an empty store until the test ends
+// (after t.Context has ended: Close waits for open watches).
+func newServer(t *testing.T) *httptest.Server {
+	srv := httptest.NewServer(serve(teststore.Bolt(t)))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 // eastOfNewServer serves a control plane on an empty store for the test,
 // and returns cluster east's client of it and a context ended with the
 // test.
 func eastOfNewServer(t *testing.T) (*client.Client, context.Context) {
 	t.Helper()
-	srv := httptest.NewServer(serve(teststore.Bolt(t)))
-	t.Cleanup(srv.Close)
+	srv := newServer(t)
 	east, err := client.New(srv.URL, tokenA, client.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -58,8 +65,7 @@ func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
 	if err := east.Put(ctx, &model.ServiceNetwork{Meta: model.Meta{Name: "hotel"}, Mode: model.ModeServiceNetwork, Domain: "hotel.trellis.internal"}); err != nil {
 		t.Fatal(err)
 	}
-	snaps := make(chan *model.Snapshot, 100)
-	go east.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second}, func(s *model.Snapshot) { snaps <- s })
+	snaps := follow(ctx, east, client.FollowOptions{IdleTimeout: time.Second})
 
 	next := func() *model.Snapshot {
 		t.Helper()
@@ -84,15 +90,10 @@ func TestFollowDeliversSnapshotThenChanges(t *testing.T) {
 // When the stream breaks, Follow reconnects, resumes and misses nothing:
 // every change made while it was cut off arrives, in order.
 func TestFollowResumesAfterBrokenStream(t *testing.T) {
-	srv := httptest.NewServer(serve(teststore.Bolt(t)))
-	defer srv.Close()
+	srv := newServer(t)
 	cl, writer, logs := followerAndWriter(t, srv.URL)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	snaps := make(chan *model.Snapshot, 1000)
-	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond},
-		func(s *model.Snapshot) { snaps <- s })
+	ctx := t.Context()
+	snaps := follow(ctx, cl, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond})
 
 	const writes = 30
 	for i := range writes {
@@ -151,9 +152,7 @@ func TestFollowSeesAReplacedStore(t *testing.T) {
 		}
 	}
 	cl, _ := client.New(srv.URL, tokenA, client.Options{})
-	snaps := make(chan *model.Snapshot, 100)
-	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond},
-		func(s *model.Snapshot) { snaps <- s })
+	snaps := follow(ctx, cl, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond})
 	if s := <-snaps; len(s.TargetGroups) != 3 || s.Store != oldStore.ID() {
 		t.Fatalf("first snapshot: %d target groups of store %q, want 3 of %q", len(s.TargetGroups), s.Store, oldStore.ID())
 	}
@@ -213,9 +212,7 @@ func TestClientFailsOverBetweenServers(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	snaps := make(chan *model.Snapshot, 100)
-	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond},
-		func(s *model.Snapshot) { snaps <- s })
+	snaps := follow(ctx, cl, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond})
 	if err := cl.Put(ctx, targetGroup("first", 1001)); err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +258,7 @@ func TestClientFailsOverBetweenServers(t *testing.T) {
 // (decoded one object after another), after puts and after deletions.
 func TestFollowLargeRevisionsMatchSnapshots(t *testing.T) {
 	east, ctx := eastOfNewServer(t)
-	snaps := make(chan *model.Snapshot, 100)
-	go east.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second}, func(s *model.Snapshot) { snaps <- s })
+	snaps := follow(ctx, east, client.FollowOptions{IdleTimeout: time.Second})
 	testsync.Receive(t, snaps, 5*time.Second, "first snapshot")
 	groups := func(n, port int) *model.Objects {
 		objs := &model.Objects{}
@@ -306,18 +302,13 @@ func TestFollowLargeRevisionsMatchSnapshots(t *testing.T) {
 // that resume with the filter: the changes of other kinds never arrive,
 // and none of the filtered kinds' is missed.
 func TestFollowKindsResumes(t *testing.T) {
-	srv := httptest.NewServer(serve(teststore.Bolt(t)))
-	defer srv.Close()
+	srv := newServer(t)
 	cl, writer, logs := followerAndWriter(t, srv.URL)
-	// Ended before srv.Close, which waits for the watch.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	if err := writer.Put(ctx, targetGroup("before", 999)); err != nil {
 		t.Fatal(err)
 	}
-	snaps := make(chan *model.Snapshot, 1000)
-	go cl.Follow(ctx, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond, Kinds: []model.Kind{model.KindServiceNetwork}},
-		func(s *model.Snapshot) { snaps <- s })
+	snaps := follow(ctx, cl, client.FollowOptions{IdleTimeout: time.Second, MinBackoff: 10 * time.Millisecond, Kinds: []model.Kind{model.KindServiceNetwork}})
 
 	const writes = 20
 	for i := range writes {
@@ -356,6 +347,14 @@ func TestFollowKindsResumes(t *testing.T) {
 			t.Errorf("network %d = %s, want %s", i, n.Name, want)
 		}
 	}
+}
+
+// follow runs c.Follow with opts until ctx ends and returns the snapshots
+// it delivers, in order.
+func follow(ctx context.Context, c *client.Client, opts client.FollowOptions) <-chan *model.Snapshot {
+	snaps := make(chan *model.Snapshot, 1000)
+	go c.Follow(ctx, opts, func(s *model.Snapshot) { snaps <- s })
+	return snaps
 }
 
 // followerAndWriter returns a client for Follow, logging to the returned

@@ -116,11 +116,10 @@ func accessLogView(s *accessLogSub, full bool) map[string]any {
 
 func (h *Handler) createAccessLog(ctx context.Context, c *call) (int, any, error) {
 	var req struct {
-		ResourceIdentifier string            `json:"resourceIdentifier"`
-		DestinationArn     string            `json:"destinationArn"`
-		LogType            string            `json:"serviceNetworkLogType"`
-		Tags               map[string]string `json:"tags"`
-		ClientToken        string            `json:"clientToken"`
+		ResourceIdentifier string `json:"resourceIdentifier"`
+		DestinationArn     string `json:"destinationArn"`
+		LogType            string `json:"serviceNetworkLogType"`
+		creation
 	}
 	if err := c.decode(&req); err != nil {
 		return 0, nil, err

@@ -11,10 +11,9 @@ import (
 
 func (h *Handler) createAssociation(ctx context.Context, c *call) (int, any, error) {
 	var req struct {
-		ServiceIdentifier        string            `json:"serviceIdentifier"`
-		ServiceNetworkIdentifier string            `json:"serviceNetworkIdentifier"`
-		Tags                     map[string]string `json:"tags"`
-		ClientToken              string            `json:"clientToken"`
+		ServiceIdentifier        string `json:"serviceIdentifier"`
+		ServiceNetworkIdentifier string `json:"serviceNetworkIdentifier"`
+		creation
 	}
 	if err := c.decode(&req); err != nil {
 		return 0, nil, err

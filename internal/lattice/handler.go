@@ -383,3 +383,11 @@ type list struct {
 }
 
 func ts(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// creation is the members every create request carries: the new
+// resource's tags (checked with checkTags) and the client token that
+// makes the create idempotent (see create).
+type creation struct {
+	Tags        map[string]string `json:"tags"`
+	ClientToken string            `json:"clientToken"`
+}

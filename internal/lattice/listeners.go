@@ -13,12 +13,11 @@ const protocolPassthrough = "TLS_PASSTHROUGH"
 
 func (h *Handler) createListener(ctx context.Context, c *call) (int, any, error) {
 	var req struct {
-		Name          string            `json:"name"`
-		Protocol      string            `json:"protocol"`
-		Port          *int32            `json:"port"`
-		DefaultAction *RuleAction       `json:"defaultAction"`
-		Tags          map[string]string `json:"tags"`
-		ClientToken   string            `json:"clientToken"`
+		Name          string      `json:"name"`
+		Protocol      string      `json:"protocol"`
+		Port          *int32      `json:"port"`
+		DefaultAction *RuleAction `json:"defaultAction"`
+		creation
 	}
 	if err := c.decode(&req); err != nil {
 		return 0, nil, err
@@ -173,12 +172,11 @@ func (h *Handler) deleteListener(ctx context.Context, c *call) (int, any, error)
 }
 
 type ruleRequest struct {
-	Name        string            `json:"name"`
-	Match       *RuleMatch        `json:"match"`
-	Priority    *int32            `json:"priority"`
-	Action      *RuleAction       `json:"action"`
-	Tags        map[string]string `json:"tags"`
-	ClientToken string            `json:"clientToken"`
+	Name     string      `json:"name"`
+	Match    *RuleMatch  `json:"match"`
+	Priority *int32      `json:"priority"`
+	Action   *RuleAction `json:"action"`
+	creation
 }
 
 // copied is r with a copy of its match and action, which checkRule may

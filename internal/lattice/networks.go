@@ -138,13 +138,12 @@ func (h *Handler) elsewhere(ctx context.Context, owner, typ, id string, has func
 
 func (h *Handler) createServiceNetwork(ctx context.Context, c *call) (int, any, error) {
 	var req struct {
-		Name          string            `json:"name"`
-		AuthType      string            `json:"authType"`
-		Tags          map[string]string `json:"tags"`
-		ClientToken   string            `json:"clientToken"`
+		Name          string `json:"name"`
+		AuthType      string `json:"authType"`
 		SharingConfig *struct {
 			Enabled bool `json:"enabled"`
 		} `json:"sharingConfig"`
+		creation
 	}
 	if err := c.decode(&req); err != nil {
 		return 0, nil, err

@@ -17,12 +17,11 @@ import (
 
 func (h *Handler) createService(ctx context.Context, c *call) (int, any, error) {
 	var req struct {
-		Name             string            `json:"name"`
-		AuthType         string            `json:"authType"`
-		CustomDomainName string            `json:"customDomainName"`
-		CertificateArn   string            `json:"certificateArn"`
-		Tags             map[string]string `json:"tags"`
-		ClientToken      string            `json:"clientToken"`
+		Name             string `json:"name"`
+		AuthType         string `json:"authType"`
+		CustomDomainName string `json:"customDomainName"`
+		CertificateArn   string `json:"certificateArn"`
+		creation
 	}
 	if err := c.decode(&req); err != nil {
 		return 0, nil, err

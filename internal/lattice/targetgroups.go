@@ -64,11 +64,10 @@ func checkConfig(typ string, c *TargetGroupConfig) error {
 
 func (h *Handler) createTargetGroup(ctx context.Context, c *call) (int, any, error) {
 	var req struct {
-		Name        string             `json:"name"`
-		Type        string             `json:"type"`
-		Config      *TargetGroupConfig `json:"config"`
-		Tags        map[string]string  `json:"tags"`
-		ClientToken string             `json:"clientToken"`
+		Name   string             `json:"name"`
+		Type   string             `json:"type"`
+		Config *TargetGroupConfig `json:"config"`
+		creation
 	}
 	if err := c.decode(&req); err != nil {
 		return 0, nil, err

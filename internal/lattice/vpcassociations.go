@@ -66,13 +66,12 @@ func allowedClusters(a *account, n *network, known map[string]string) []string {
 
 func (h *Handler) createVPCAssociation(ctx context.Context, c *call) (int, any, error) {
 	var req struct {
-		ServiceNetworkIdentifier string            `json:"serviceNetworkIdentifier"`
-		VPCIdentifier            string            `json:"vpcIdentifier"`
-		SecurityGroupIDs         []string          `json:"securityGroupIds"`
-		PrivateDNSEnabled        *bool             `json:"privateDnsEnabled"`
-		DNSOptions               json.RawMessage   `json:"dnsOptions"`
-		Tags                     map[string]string `json:"tags"`
-		ClientToken              string            `json:"clientToken"`
+		ServiceNetworkIdentifier string          `json:"serviceNetworkIdentifier"`
+		VPCIdentifier            string          `json:"vpcIdentifier"`
+		SecurityGroupIDs         []string        `json:"securityGroupIds"`
+		PrivateDNSEnabled        *bool           `json:"privateDnsEnabled"`
+		DNSOptions               json.RawMessage `json:"dnsOptions"`
+		creation
 	}
 	if err := c.decode(&req); err != nil {
 		return 0, nil, err

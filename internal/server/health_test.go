@@ -66,9 +66,16 @@ func TestHealthReportsMerged(t *testing.T) {
 	if _, err := p.admin.RemoveCluster(ctx, "west"); err != nil {
 		t.Fatal(err)
 	}
-	for _, prefix := range []string{"health/west/", "healthat/west/"} {
-		if kvs, _, err := p.Store.List(ctx, prefix); err != nil || len(kvs) != 0 {
-			t.Errorf("west's reports after its removal: %d under %s (%v)", len(kvs), prefix, err)
+	p.checkHealthRecords(t, "west/", 0, "after west's removal")
+}
+
+// checkHealthRecords checks that want reports, and as many report times,
+// are stored under holder (a cluster's "name/", or "name/holder").
+func (p *clusterPlane) checkHealthRecords(t *testing.T, holder string, want int, when string) {
+	t.Helper()
+	for _, prefix := range []string{"health/" + holder, "healthat/" + holder} {
+		if kvs, _, err := p.Store.List(t.Context(), prefix); err != nil || len(kvs) != want {
+			t.Errorf("%d records under %s %s, want %d (%v)", len(kvs), prefix, when, want, err)
 		}
 	}
 }
@@ -100,16 +107,24 @@ func TestHealthReportsBounded(t *testing.T) {
 	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "a", Groups: many}); apiStatus(err) != http.StatusUnprocessableEntity {
 		t.Errorf("1,001 groups: %v", err)
 	}
-	for i := range 64 {
-		if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: fmt.Sprintf("proxy-%d", i)}); err != nil {
+	p.fillHolders(t, 64)
+	if kvs, _, err := p.Store.List(ctx, "health/east/"); err != nil || len(kvs) != 64 {
+		t.Errorf("%d reports kept, want 64 (%v)", len(kvs), err)
+	}
+}
+
+// fillHolders has east report as holders proxy-0 to proxy-<n-1>, which
+// must make 64 holders with those east has, and checks that one more is
+// refused with 429.
+func (p *clusterPlane) fillHolders(t *testing.T, n int) {
+	t.Helper()
+	for i := range n {
+		if err := p.east.ReportHealth(t.Context(), api.HealthReport{Holder: fmt.Sprintf("proxy-%d", i)}); err != nil {
 			t.Fatalf("holder %d: %v", i, err)
 		}
 	}
-	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "proxy-64"}); apiStatus(err) != http.StatusTooManyRequests {
-		t.Errorf("the 65th holder: %v", err)
-	}
-	if kvs, _, err := p.Store.List(ctx, "health/east/"); err != nil || len(kvs) != 64 {
-		t.Errorf("%d reports kept, want 64 (%v)", len(kvs), err)
+	if err := p.east.ReportHealth(t.Context(), api.HealthReport{Holder: fmt.Sprintf("proxy-%d", n)}); apiStatus(err) != http.StatusTooManyRequests {
+		t.Errorf("the 65th holder: %v, want 429", err)
 	}
 }
 
@@ -158,14 +173,7 @@ func TestHealthReportsInParts(t *testing.T) {
 
 	// 62 more holders make 64: a 65th is refused, but not holder a's
 	// fourth part (its parts count as one holder).
-	for i := range 62 {
-		if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: fmt.Sprintf("proxy-%d", i)}); err != nil {
-			t.Fatalf("holder %d: %v", i, err)
-		}
-	}
-	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "proxy-62"}); apiStatus(err) != http.StatusTooManyRequests {
-		t.Errorf("the 65th holder: %v, want 429", err)
-	}
+	p.fillHolders(t, 62)
 	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "a", Part: 3, Parts: 4, Groups: groupsOf("tg-more", 0, 1)}); err != nil {
 		t.Errorf("holder a's fourth part among 64 holders: %v", err)
 	}
@@ -185,11 +193,7 @@ func TestHealthReportsInParts(t *testing.T) {
 	if len(got) != 1001 || got["tg-00999"] == nil || got["tg-01000"] != nil || got["tg-more-00000"] != nil {
 		t.Errorf("TargetHealth after a report in one part: %d groups, want a's first 1000 and tg-old", len(got))
 	}
-	for _, prefix := range []string{"health/east/a", "healthat/east/a"} {
-		if kvs, _, err := p.Store.List(ctx, prefix); err != nil || len(kvs) != 1 {
-			t.Errorf("%d records under %s after a report in one part, want 1 (%v)", len(kvs), prefix, err)
-		}
-	}
+	p.checkHealthRecords(t, "east/a", 1, "after a report in one part")
 }
 
 // Bad part numbers are named; no holder keeps more than

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -21,7 +20,6 @@ import (
 
 	"trellis.dev/trellis/api/v1alpha1"
 	"trellis.dev/trellis/internal/model"
-	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/translate"
 )
 
@@ -49,15 +47,7 @@ func loadCases(t *testing.T) [][]object {
 	}
 	var cases [][]object
 	for _, path := range inputs {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		in, err := file.Parse(path, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cases = append(cases, inputObjects(in))
+		cases = append(cases, inputObjects(parseFile(t, path)))
 	}
 	return cases
 }

@@ -35,14 +35,7 @@ func TestGolden(t *testing.T) {
 	for _, input := range inputs {
 		dir := filepath.Dir(input)
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			data, err := os.ReadFile(input)
-			if err != nil {
-				t.Fatal(err)
-			}
-			in, err := file.Parse(input, data)
-			if err != nil {
-				t.Fatal(err)
-			}
+			in := parseFile(t, input)
 			in.Cluster = "local"
 			if err := readOptions(filepath.Join(dir, "options.yaml"), in); err != nil {
 				t.Fatal(err)
@@ -60,6 +53,20 @@ func TestGolden(t *testing.T) {
 			compareGolden(t, filepath.Join(dir, "output.golden.yaml"), out)
 		})
 	}
+}
+
+// parseFile reads the objects of one YAML file, as the file provider does.
+func parseFile(t *testing.T, path string) *translate.Input {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := file.Parse(path, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
 }
 
 // TestQuickstartExample checks that the example the quick start documents

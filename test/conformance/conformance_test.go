@@ -319,26 +319,14 @@ func startTrellis(t *testing.T, e *env, bin, logDir string) {
 		"--bind", serviceNetworkAddress.String(),
 		"--data", t.TempDir())
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := e.cluster.NS.Start(cmd); err != nil {
-		logFile.Close()
-		t.Fatalf("starting trellis: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
 		logFile.Close()
 		if t.Failed() {
 			data, _ := os.ReadFile(logPath)
 			t.Logf("trellis log (%s), last lines:\n%s", logPath, lastLines(data, 80))
 		}
 	})
+	e.cluster.NS.StartUntilCleanup(t, cmd, syscall.SIGTERM, 10*time.Second)
 	t.Logf("trellis up running in namespace %s, log %s", e.cluster.NS.Name, logPath)
 }
 

@@ -137,6 +137,33 @@ func (ns *NS) Start(cmd *exec.Cmd) error {
 	return err
 }
 
+// StartUntilCleanup is Start, and stops cmd when the test ends: it sends
+// sig, then kills cmd if it has not exited within grace. The returned
+// channel is closed once cmd has exited (cmd.ProcessState says how). A
+// cleanup the caller registered before the call runs after cmd has
+// stopped: the place to log its output.
+func (ns *NS) StartUntilCleanup(t testing.TB, cmd *exec.Cmd, sig os.Signal, grace time.Duration) <-chan struct{} {
+	t.Helper()
+	if err := ns.Start(cmd); err != nil {
+		t.Fatalf("starting %s: %v", cmd.Path, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(sig)
+		select {
+		case <-exited:
+		case <-time.After(grace):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	return exited
+}
+
 // Do runs f on the namespace's OS thread and waits for it. A socket belongs
 // to the namespace of the thread that creates it, so sockets (and processes)
 // that f creates synchronously are inside the namespace; goroutines f starts

@@ -187,3 +187,38 @@ func TestStaleNamespacesSwept(t *testing.T) {
 		}
 	}
 }
+
+// A process StartUntilCleanup started is stopped when its test ends: by
+// the signal when it exits on it, by a kill after the grace period when it
+// ignores it.
+func TestStartUntilCleanupStops(t *testing.T) {
+	ns := New(t)
+	for _, tc := range []struct {
+		name, script string
+		killed       bool
+	}{
+		{"exits on the signal", "sleep 60", false},
+		{"ignores the signal", "trap '' TERM; while :; do sleep 0.1; done", true},
+	} {
+		var cmd *exec.Cmd
+		var exited <-chan struct{}
+		t.Run(tc.name, func(t *testing.T) {
+			cmd = exec.Command("sh", "-c", tc.script)
+			exited = ns.StartUntilCleanup(t, cmd, syscall.SIGTERM, time.Second)
+			select {
+			case <-exited:
+				t.Fatalf("exited before the test ended: %v", cmd.ProcessState)
+			case <-time.After(200 * time.Millisecond):
+			}
+		})
+		select {
+		case <-exited:
+		default:
+			t.Fatalf("%s: still running after its test's cleanup", tc.name)
+		}
+		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if want := map[bool]syscall.Signal{false: syscall.SIGTERM, true: syscall.SIGKILL}[tc.killed]; !ws.Signaled() || ws.Signal() != want {
+			t.Errorf("%s: ended %v, want by %v", tc.name, cmd.ProcessState, want)
+		}
+	}
+}

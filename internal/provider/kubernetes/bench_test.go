@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -153,13 +152,7 @@ func BenchmarkScale(b *testing.B) {
 			cache = fmt.Sprintf("scale-%dx%d-f%s", n, m, scaleFormat)
 		}
 		e := newEnvWith(b, envOptions{later: true, dataCache: cache})
-		ln, err := e.NS.Listen("tcp", "0.0.0.0:9000")
-		if err != nil {
-			b.Fatal(err)
-		}
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })}
-		go srv.Serve(ln)
-		b.Cleanup(func() { srv.Close() })
+		serveName(b, e, "0.0.0.0:9000", "ok")
 		e.create(b, classes+edgeGateway("scale"))
 
 		ctx := context.Background()

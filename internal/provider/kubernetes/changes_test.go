@@ -122,15 +122,7 @@ spec: {ports: [{port: 80, targetPort: 8080}]}
 	// An AuthPolicy on a route: accepted, and the route's service has auth
 	// on; removed, off again.
 	policy := &v1alpha1.AuthPolicy{}
-	e.create(t, `
-apiVersion: trellis.dev/v1alpha1
-kind: AuthPolicy
-metadata: {name: near-readers, namespace: dep}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: near}]
-  policy:
-    Statement: [{Effect: Allow, Principal: "*", Action: "trellis:Invoke", Resource: "*"}]
-`)
+	e.create(t, authPolicyYAML("dep", "near-readers", "near", `{Effect: Allow, Principal: "*", Action: "trellis:Invoke", Resource: "*"}`))
 	auth := func(want bool) func() error {
 		return func() error {
 			cp := e.controlPlane(t)

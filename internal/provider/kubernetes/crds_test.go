@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -176,27 +174,16 @@ func TestUpInstallsCRDsAndPublishesBindAddress(t *testing.T) {
 		"--api-listen", bind+":0", "--admin-listen", "", "--data", t.TempDir())
 	var out testsync.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := c.NS.Start(cmd); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
 		if t.Failed() {
 			t.Logf("trellis up output:\n%s", out.String())
 		}
 	})
+	exited := c.NS.StartUntilCleanup(t, cmd, os.Interrupt, 15*time.Second)
 	testsync.Eventually(t, time.Minute, "trellis up installs the AuthPolicy CRD", func() error {
 		select {
-		case err := <-exited:
-			t.Fatalf("trellis up exited: %v", err)
+		case <-exited:
+			t.Fatalf("trellis up exited: %v", cmd.ProcessState)
 		default:
 		}
 		for _, want := range []string{
@@ -211,14 +198,8 @@ func TestUpInstallsCRDsAndPublishesBindAddress(t *testing.T) {
 		return nil
 	})
 
-	ln, err := c.NS.Listen("tcp", "198.18.60.1:8080")
-	if err != nil {
-		t.Fatal(err)
-	}
-	web := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "web") })}
-	go web.Serve(ln)
-	t.Cleanup(func() { web.Close() })
 	e := &env{Cluster: c, kc: kc}
+	serveName(t, e, "198.18.60.1:8080", "web")
 	e.create(t, classes+namespace("infra", "")+
 		backend("infra", "web", "198.18.60.1")+
 		gatewayYAML("infra", "edge", "trellis-edge", `[{name: http, protocol: HTTP, port: 8080}]`)+

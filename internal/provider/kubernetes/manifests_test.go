@@ -81,15 +81,8 @@ func TestManifests(t *testing.T) {
   {name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: All}}},
   {name: https, protocol: HTTPS, port: 443, tls: {certificateRefs: [{name: edge-cert}]}, allowedRoutes: {namespaces: {from: All}}}]`)+
 		gatewayYAML("infra", "mesh", "trellis", `[{name: http, protocol: HTTP, port: 80, allowedRoutes: {namespaces: {from: All}}}]`)+
-		routeYAML("HTTPRoute", "shop", "web", `{parentRefs: [{name: edge, namespace: infra}, {name: mesh, namespace: infra}], rules: [{backendRefs: [{name: web, port: 80}]}]}`)+`
-apiVersion: trellis.dev/v1alpha1
-kind: AuthPolicy
-metadata: {name: web-readers, namespace: shop}
-spec:
-  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: web}]
-  policy:
-    Statement: [{Effect: Allow, Principal: "*", Action: "trellis:Invoke", Resource: "*", Condition: {StringEquals: {"trellis:RequestMethod": GET}}}]
-`)
+		routeYAML("HTTPRoute", "shop", "web", `{parentRefs: [{name: edge, namespace: infra}, {name: mesh, namespace: infra}], rules: [{backendRefs: [{name: web, port: 80}]}]}`)+
+		authPolicyYAML("shop", "web-readers", "web", `{Effect: Allow, Principal: "*", Action: "trellis:Invoke", Resource: "*", Condition: {StringEquals: {"trellis:RequestMethod": GET}}}`))
 	e.tlsSecret(t, ca, "infra", "edge-cert", "shop.example.com")
 
 	ctx := context.Background()

@@ -63,6 +63,21 @@ spec: %s
 `, kind, name, ns, spec)
 }
 
+// authPolicyYAML is an AuthPolicy in namespace ns on HTTPRoute route, with
+// one policy statement (a YAML flow mapping).
+func authPolicyYAML(ns, name, route, statement string) string {
+	return fmt.Sprintf(`
+apiVersion: trellis.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: %s, namespace: %s}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: %s}]
+  policy:
+    Statement: [%s]
+---
+`, name, ns, route, statement)
+}
+
 // backend is a Service of port 80 to target port 8080 in namespace ns, and
 // its EndpointSlice of one ready endpoint, ip.
 func backend(ns, name, ip string) string {

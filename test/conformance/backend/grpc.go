@@ -50,13 +50,12 @@ func startGRPCEcho(in *Instance, c Container) error {
 	}
 	c.printf("plaintext server listening at %s\n", c.addr(httpPort))
 
-	certFile, keyFile := c.Env["TLS_SERVER_CERT"], c.Env["TLS_SERVER_PRIV_KEY"]
-	if certFile == "" || keyFile == "" {
-		return nil
-	}
-	cfg, err := serverTLS(c, certFile, keyFile)
+	cfg, err := serverTLS(c, "TLS_SERVER_CERT", "TLS_SERVER_PRIV_KEY")
 	if err != nil {
 		return fmt.Errorf("grpc tls: %w", err)
+	}
+	if cfg == nil {
+		return nil
 	}
 	secure := base
 	secure.tls = true

@@ -83,13 +83,12 @@ func startHTTPEcho(in *Instance, c Container) error {
 		return fmt.Errorf("h2c: %w", err)
 	}
 
-	certFile, keyFile := c.Env["TLS_SERVER_CERT"], c.Env["TLS_SERVER_PRIVKEY"]
-	if certFile == "" || keyFile == "" {
-		return nil
-	}
-	cfg, err := serverTLS(c, certFile, keyFile)
+	cfg, err := serverTLS(c, "TLS_SERVER_CERT", "TLS_SERVER_PRIVKEY")
 	if err != nil {
 		return fmt.Errorf("https: %w", err)
+	}
+	if cfg == nil {
+		return nil
 	}
 	if caFile := c.Env["TLS_CLIENT_CACERTS"]; caFile != "" {
 		pem, err := c.readFile(caFile)
@@ -112,8 +111,14 @@ func startHTTPEcho(in *Instance, c Container) error {
 	return nil
 }
 
-// serverTLS loads the key pair the container's files name.
-func serverTLS(c Container, certFile, keyFile string) (*tls.Config, error) {
+// serverTLS loads the key pair in the files that the container's
+// environment variables certEnv and keyEnv name; nil when either is unset
+// (the image then serves no TLS).
+func serverTLS(c Container, certEnv, keyEnv string) (*tls.Config, error) {
+	certFile, keyFile := c.Env[certEnv], c.Env[keyEnv]
+	if certFile == "" || keyFile == "" {
+		return nil, nil
+	}
 	certPEM, err := c.readFile(certFile)
 	if err != nil {
 		return nil, err

@@ -27,11 +27,11 @@ func startTCPEcho(in *Instance, c Container) error {
 		TCPPort: tcpPort, TLSPort: tlsPort,
 	}
 
-	var cfg *tls.Config
-	if certFile, keyFile := c.Env["TLS_SERVER_CERT"], c.Env["TLS_SERVER_PRIV_KEY"]; certFile != "" && keyFile != "" {
-		if cfg, err = serverTLS(c, certFile, keyFile); err != nil {
-			return fmt.Errorf("tcp tls: %w", err)
-		}
+	cfg, err := serverTLS(c, "TLS_SERVER_CERT", "TLS_SERVER_PRIV_KEY")
+	if err != nil {
+		return fmt.Errorf("tcp tls: %w", err)
+	}
+	if cfg != nil {
 		cfg.MinVersion = tls.VersionTLS12
 	}
 
