@@ -30,7 +30,7 @@ func TestClusterJoinRenewRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := start(t, ns, "server", "server", "--listen", "127.0.0.1:7070", "--data", data, "--tokens", writer+"=local",
-		"--admin-tokens-file", adminFile, "--tls-hosts", "127.0.0.1", "--cert-ttl", "4s", "--heartbeat", "500ms")
+		"--admin-tokens-file", adminFile, "--tls-hosts", "127.0.0.1", "--cert-ttl", "8s", "--heartbeat", "500ms")
 	srv.waitOutput(t, 10*time.Second, "API on https://127.0.0.1:7070")
 	caFile := filepath.Join(data, "ca.crt")
 	api := []string{"--server", "https://127.0.0.1:7070", "--ca-file", caFile}
@@ -83,8 +83,10 @@ func TestClusterJoinRenewRemove(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(idDir, "identity.pem")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("identity file: %v, %v", fi, err)
 	}
-	// The certificate lives 4 s: the proxy renews it on its own.
-	px.waitOutput(t, 10*time.Second, "cluster certificate renewed")
+	// The certificate lives 8 s: the proxy renews it on its own, two thirds
+	// of the way, leaving the last third (2.7 s) for the renewal, which a
+	// loaded CI machine needs.
+	px.waitOutput(t, 20*time.Second, "cluster certificate renewed")
 
 	// The token is spent: a second component cannot use it.
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
@@ -100,6 +102,10 @@ func TestClusterJoinRenewRemove(t *testing.T) {
 	px = start(t, ns, "proxy-restarted", proxyArgs...)
 	px.waitOutput(t, 10*time.Second, "cluster certificate loaded")
 	px.waitOutput(t, 10*time.Second, "listening on 127.0.0.1:8080")
+	// Wait for its renewal, so that the proxy below takes up a certificate
+	// with its whole life ahead: one taken up with a second left would
+	// leave its own renewal a third of that second.
+	px.waitOutput(t, 20*time.Second, "cluster certificate renewed")
 
 	// A proxy that may only read the directory (as a proxy mounting the
 	// controller's Secret) starts from it and renews in memory.
@@ -107,7 +113,7 @@ func TestClusterJoinRenewRemove(t *testing.T) {
 		"--admin-listen", "", "--bind", "127.0.0.2"}, api...)...)
 	ro.waitOutput(t, 10*time.Second, "cluster certificate loaded")
 	ro.waitOutput(t, 10*time.Second, "listening on 127.0.0.2:8080")
-	ro.waitOutput(t, 10*time.Second, "cluster certificate renewed")
+	ro.waitOutput(t, 20*time.Second, "cluster certificate renewed")
 	ro.stop()
 	if out := ro.stderr.String(); strings.Contains(out, "not renewed") || strings.Contains(out, "keeping the certificate failed") {
 		t.Errorf("the read-only proxy's renewal failed:\n%s", out)

@@ -54,7 +54,7 @@ func TestIdentitySecret(t *testing.T) {
 	if err := kc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "trellis-system"}}); err != nil {
 		t.Fatal(err)
 	}
-	p := newJoinPlane(t, 4*time.Second)
+	p := newJoinPlane(t, 6*time.Second)
 	store, err := kubernetes.NewSecretStore(c.Config, "trellis-system/trellis-identity")
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestIdentitySecret(t *testing.T) {
 		t.Errorf("the identity from the Secret does not authenticate: %v", err)
 	}
 
-	// Renewal (at two thirds of the 4 s life) updates the Secret; a start
+	// Renewal (at two thirds of the 6 s life) updates the Secret; a start
 	// after that, without a token, uses the renewed certificate.
 	renewCtx, stopRenewing := context.WithCancel(ctx)
 	go tclient.KeepRenewed(renewCtx, cp2, id2, store, slog.New(slog.DiscardHandler))
@@ -113,7 +113,7 @@ func TestIdentitySecret(t *testing.T) {
 	if _, _, err := p.enroll(ctx, tclient.DirStore(t.TempDir()), token, "east"); err == nil {
 		t.Fatal("the join token worked twice")
 	}
-	testsync.Eventually(t, 10*time.Second, "a renewed certificate in the Secret", func() error {
+	testsync.Eventually(t, 15*time.Second, "a renewed certificate in the Secret", func() error {
 		got := leafOf(secret().Data[kubernetes.SecretIdentityKey])
 		if !got.NotAfter.After(first.NotAfter) {
 			return errors.New("still the joined certificate")
@@ -316,7 +316,7 @@ func TestMemberManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newJoinPlane(t, 4*time.Second)
+	p := newJoinPlane(t, 6*time.Second)
 	cp, id, err := p.enroll(ctx, store, p.JoinToken(t, "east"), "east")
 	if err != nil {
 		t.Fatalf("joining into %s as the controller's ServiceAccount: %v", ref, err)
@@ -328,7 +328,7 @@ func TestMemberManifests(t *testing.T) {
 	defer stop()
 	var renewLog testsync.Buffer
 	go tclient.KeepRenewed(renewCtx, cp, id, store, slog.New(slog.NewTextHandler(&renewLog, nil)))
-	testsync.WaitFor(t, 10*time.Second, "a renewal kept in "+ref, func() bool { return strings.Contains(renewLog.String(), "cluster certificate renewed") })
+	testsync.WaitFor(t, 15*time.Second, "a renewal kept in "+ref, func() bool { return strings.Contains(renewLog.String(), "cluster certificate renewed") })
 	if strings.Contains(renewLog.String(), "not renewed") {
 		t.Errorf("renewal failed under the manifests' RBAC:\n%s", renewLog.String())
 	}
