@@ -476,7 +476,7 @@ func TestPeerHopLogsAndCountsBothClusters(t *testing.T) {
 		t.Fatalf("across the hop: %d", resp.StatusCode)
 	}
 	var sent, received map[string]any
-	testsync.WaitFor(t, 2*time.Second, "an access-log entry on both ends", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "an access-log entry on both ends", func() bool {
 		e, r := logLines(t, w.eastLog), logLines(t, w.westLog)
 		if len(e) > 0 && len(r) > 0 {
 			sent, received = e[0], r[0]
@@ -519,7 +519,7 @@ func TestPeerHopLogsAndCountsBothClusters(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	testsync.WaitFor(t, 2*time.Second, "the refusal's entry", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "the refusal's entry", func() bool {
 		r := logLines(t, w.westLog)
 		return len(r) == 2 && r[1]["failureReason"] == "PeerNotDeliverable" && r[1]["responseCode"] == 403.0 && r[1]["sourceCluster"] == "east"
 	})

@@ -111,7 +111,7 @@ func TestLeaseRenewedOnlyByItsCluster(t *testing.T) {
 
 	// north renews and is alive again; west stops and lapses.
 	stopNorth := renewing(north, "controller")
-	testsync.WaitFor(t, 2*time.Second, "north alive again", func() bool {
+	testsync.WaitFor(t, 10*time.Second, "north alive again", func() bool {
 		leases, err := p.east.Leases(ctx)
 		return err == nil && leaseOf(t, leases, "north").Alive
 	})
