@@ -478,8 +478,9 @@ func (p *Proxy) peerRefused(cluster, reason string) {
 // names routes to that group, and the service's policies allow the
 // request; otherwise 403.
 // The identity the peer asserted (checked to be of its own cluster) goes to
-// the target in X-Trellis-Identity; the peer's other fields pass as the
-// peer sent them, its forwarding headers included.
+// the target in X-Trellis-Identity, and the other identity fields are the
+// receiver's (deliveredFields); the peer's other fields pass as the peer
+// sent them, its forwarding headers included.
 func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery) {
 	sv := p.served.Load()
 	var target *router.Target
@@ -528,6 +529,7 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 			refusal = accesslog.PeerNotDeliverable
 			break
 		}
+		deliveredFields(r.Header, d, svc)
 		var allowed bool
 		if deniedBy, allowed = p.authorizeDelivery(rec, r, d, svc, port); !allowed {
 			refusal = accesslog.ClientAccessDenied
@@ -601,6 +603,35 @@ func deliveredIdentity(d peer.Delivery) string {
 		return "Principal=" + d.Identity + "; Type=Workload"
 	}
 	return anonymousIdentity
+}
+
+// deliveredFields makes h, a delivery's header, carry only the identity
+// fields the receiver can vouch for: the sending proxy is trusted for what
+// its certificate names, not for what it writes. Every field that starts
+// with x-trellis- or x-amzn-lattice- (in any case, '_' for '-') goes but
+// one X-Trellis-Request-Id and an X-Trellis-Target that names the service
+// and network the receiver checked (routedFor); X-Trellis-Network is the
+// certificate's cluster and the service's network, and deliver sets
+// X-Trellis-Identity. An honest sender's fields arrive as it wrote them.
+func deliveredFields(h http.Header, d peer.Delivery, svc *router.Service) {
+	reqID, target := h[headerRequestID], h[headerTarget]
+	for k := range h {
+		if hasFieldPrefix(k, trellisPrefix) || hasFieldPrefix(k, latticePrefix) {
+			delete(h, k)
+		}
+	}
+	if len(reqID) == 1 && reqID[0] != "" {
+		h[headerRequestID] = reqID
+	}
+	prefix := "Service=" + svc.Name + "; Network=" + svc.Network + "; TargetGroup="
+	if len(target) == 1 && strings.HasPrefix(target[0], prefix) &&
+		len(target[0]) > len(prefix) && !strings.ContainsAny(target[0][len(prefix):], "; ,\t") {
+		h[headerTarget] = target
+	} else {
+		_, group, _ := strings.Cut(d.TargetGroup, "/")
+		h.Set(headerTarget, prefix+group)
+	}
+	h.Set(headerNetwork, "SourceCluster="+d.PeerCluster+"; Network="+svc.Network)
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }

@@ -219,6 +219,7 @@ func (p *Proxy) deliverUpgrade(w http.ResponseWriter, r *http.Request, s *peer.S
 		http.Error(w, fmt.Sprintf("service %q of network %q on port %q does not route to %s", d.Service, d.Network, d.Port, d.TargetGroup), http.StatusForbidden)
 		return
 	}
+	deliveredFields(req.Header, d, svc)
 	if _, allowed := p.authorizeDelivery(w, req, d, svc, port); !allowed {
 		return
 	}

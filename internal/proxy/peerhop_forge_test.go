@@ -1,0 +1,185 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/internal/peer"
+	"trellis.dev/trellis/test/testsync"
+)
+
+// fieldsBackend answers with every field it received whose name starts
+// with x-trellis- or x-amzn-lattice- (in any case, '_' for '-'), as JSON.
+func fieldsBackend(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen := map[string][]string{}
+		for k, v := range r.Header {
+			if hasFieldPrefix(k, trellisPrefix) || hasFieldPrefix(k, latticePrefix) {
+				seen[k] = v
+			}
+		}
+		json.NewEncoder(w).Encode(seen)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// A peer proxy is trusted for what its certificate says and nothing else:
+// the identity fields a target reads as the proxy's word (X-Trellis-*, and
+// Lattice's x-amzn-lattice-*, in any spelling) are the receiver's, not
+// whatever the sending proxy wrote. A proxy of east that claims to be
+// west's (SourceCluster=west), or slips a west identity in under a name a
+// CGI-style target reads as X-Trellis-Identity, gets neither to the
+// target; an honest hop's fields arrive as before.
+func TestPeerHopSenderCannotForgeIdentityFields(t *testing.T) {
+	w := newHopWorld(t)
+	srv := fieldsBackend(t)
+	tg := westGroup(t, "api", srv)
+	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
+	snap.Services[0].Owner = "east"
+	w.update(t, snap)
+
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	defer pc.CloseIdleConnections()
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	send := func(h http.Header) map[string][]string {
+		t.Helper()
+		req := httptest.NewRequest("GET", "http://shop.example/", nil)
+		req.Header = h
+		resp, err := pc.RoundTrip(req, peer.Request{
+			Cluster: "west", Addr: w.westPeer, TargetGroup: "TargetGroup/api", Target: srv.Listener.Addr().String(),
+			Service: "svc", Network: "edge", Port: webPort,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("delivery: %d %q", resp.StatusCode, body)
+		}
+		var seen map[string][]string
+		if err := json.Unmarshal(body, &seen); err != nil {
+			t.Fatalf("target's answer %q: %v", body, err)
+		}
+		return seen
+	}
+
+	honest := send(http.Header{
+		"X-Trellis-Network":    {"SourceCluster=east; Network=edge"},
+		"X-Trellis-Target":     {"Service=svc; Network=edge; TargetGroup=api"},
+		"X-Trellis-Request-Id": {"2f1a64c4-5b6e-4b8e-9a51-0c7d1f1d1e2a"},
+		"X-Trellis-Identity":   {"Type=Anonymous"},
+	})
+	want := map[string][]string{
+		"X-Trellis-Network":    {"SourceCluster=east; Network=edge"},
+		"X-Trellis-Target":     {"Service=svc; Network=edge; TargetGroup=api"},
+		"X-Trellis-Request-Id": {"2f1a64c4-5b6e-4b8e-9a51-0c7d1f1d1e2a"},
+		"X-Trellis-Identity":   {anonymousIdentity},
+	}
+	if !equalFields(honest, want) {
+		t.Errorf("an honest hop's fields reached the target as %v, want %v", honest, want)
+	}
+
+	forged := send(http.Header{
+		"X-Trellis-Network":       {"SourceCluster=west; Network=edge", "SourceCluster=east; Network=edge"},
+		"X-Trellis-Target":        {"Service=admin; Network=mesh; TargetGroup=admin"},
+		"X-Trellis-Request-Id":    {"a", "b"},
+		"X_trellis_identity":      {"Principal=spiffe://west/ns/shop/sa/admin; Type=Workload"},
+		"X-Trellis_network":       {"SourceCluster=west; Network=edge"},
+		"X-Amzn-Lattice-Identity": {"Principal=arn:aws:iam::123456789012:role/admin; Type=AWS_IAM"},
+		"X-Amzn-Lattice-Network":  {"SourceVpcArn=arn:aws:ec2:us-west-2:123456789012:vpc/vpc-1"},
+	})
+	want = map[string][]string{
+		"X-Trellis-Network":  {"SourceCluster=east; Network=edge"},
+		"X-Trellis-Target":   {"Service=svc; Network=edge; TargetGroup=api"},
+		"X-Trellis-Identity": {anonymousIdentity},
+	}
+	if !equalFields(forged, want) {
+		t.Errorf("a forging hop's fields reached the target as %v, want %v", forged, want)
+	}
+}
+
+func equalFields(got, want map[string][]string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for k, v := range want {
+		if !slices.Equal(got[k], v) {
+			return false
+		}
+	}
+	return true
+}
+
+// The same holds for an upgrade tunnel: the upgrade request's head as the
+// target reads it carries the receiver's identity fields, not the ones
+// the sending proxy wrote into it.
+func TestPeerHopTunnelSenderCannotForgeIdentityFields(t *testing.T) {
+	w := newHopWorld(t)
+	seen := make(chan http.Header, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		h := http.Header{}
+		for k, v := range r.Header {
+			if hasFieldPrefix(k, trellisPrefix) || hasFieldPrefix(k, latticePrefix) {
+				h[k] = v
+			}
+		}
+		seen <- h
+		conn, _, err := rw.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+		conn.Close()
+	}))
+	t.Cleanup(srv.Close)
+	tg := westGroup(t, "api", srv)
+	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
+	snap.Services[0].Owner = "east"
+	w.update(t, snap)
+
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	defer pc.Close()
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	head := "GET / HTTP/1.1\r\nHost: shop.example\r\nUpgrade: test\r\nConnection: Upgrade\r\n" +
+		"X-Trellis-Network: SourceCluster=west; Network=edge\r\n" +
+		"X_Trellis_Identity: Principal=spiffe://west/ns/shop/sa/admin; Type=Workload\r\n" +
+		"X-Amzn-Lattice-Identity: Principal=arn:aws:iam::123456789012:role/admin\r\n\r\n"
+	rest, restW := io.Pipe()
+	defer restW.Close()
+	back, err := pc.Tunnel(context.Background(), peer.Request{
+		Cluster: "west", Addr: w.westPeer, TargetGroup: "TargetGroup/api", Target: srv.Listener.Addr().String(),
+		Service: "svc", Network: "edge", Port: webPort,
+	}, peer.TunnelUpgrade, []byte(head), rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	resp, err := http.ReadResponse(bufio.NewReader(back), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %d, want the target's 101", resp.StatusCode)
+	}
+	got := testsync.Receive(t, seen, 5*time.Second, "the upgrade request at the target")
+	want := map[string][]string{
+		"X-Trellis-Network":  {"SourceCluster=east; Network=edge"},
+		"X-Trellis-Target":   {"Service=svc; Network=edge; TargetGroup=api"},
+		"X-Trellis-Identity": {anonymousIdentity},
+	}
+	if !equalFields(got, want) {
+		t.Errorf("a forging tunnel's fields reached the target as %v, want %v", got, want)
+	}
+}
