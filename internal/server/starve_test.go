@@ -1,0 +1,71 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/server"
+	"trellis.dev/trellis/test/plane"
+	"trellis.dev/trellis/test/testsync"
+)
+
+// stallBody starts a request of east's (by bearer token) whose body of
+// unknown length stops after its first bytes and never ends, so that the
+// server's body budget it reserved stays held; it returns once a small
+// write of east's no longer gets through, that is once the budget is
+// held. The request ends with the test.
+func stallBody(t *testing.T, p *plane.Plane, method, path, first string) {
+	t.Helper()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.Roots}}
+	t.Cleanup(tr.CloseIdleConnections)
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.Close() })
+	req, _ := http.NewRequest(method, p.URL()+path, chunked{pr})
+	req.Header.Set("Authorization", "Bearer "+tokenA)
+	go func() {
+		if resp, err := (&http.Client{Transport: tr}).Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	pw.Write([]byte(first))
+	probe := func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "PUT", p.URL()+"/v1/servicenetworks/probe", strings.NewReader(padded(10)))
+		req.Header.Set("Authorization", "Bearer "+tokenA)
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err != nil
+	}
+	testsync.WaitFor(t, 10*time.Second, "east's stalled body to hold the body budget", probe)
+}
+
+// One cluster's stalled request body holds the server's whole body budget
+// (an apply of unknown length reserves all of it): another cluster's
+// lease renewals and health reports still go through, since each cluster
+// reads those from a budget of its own. On main a renewal waited for the
+// stalled body, so that every other cluster's lease lapsed (its targets
+// leaving every pick) for as long as one cluster kept a body open.
+func TestStalledBodyDoesNotStarveOtherClusters(t *testing.T) {
+	p := plane.Start(t, server.Config{Tokens: map[string]string{tokenA: "east"}, MaxRequestBytes: 1 << 20, LeaseDuration: time.Second})
+	_, west := p.Join(t, "west")
+	stallBody(t, p, "POST", "/v1/apply", `{"objects":{`)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := west.RenewLease(ctx, api.LeaseRenewal{Holder: "proxy"})
+	if err != nil || !res.Lease.Alive {
+		t.Errorf("west's renewal while east holds the body budget: %+v, %v", res, err)
+	}
+	if err := west.ReportHealth(ctx, api.HealthReport{Holder: "proxy"}); err != nil {
+		t.Errorf("west's health report while east holds the body budget: %v", err)
+	}
+}
