@@ -90,6 +90,9 @@ type Server struct {
 	bodies *semaphore.Weighted
 	// own holds each cluster's own budgets (clusterBudgets), by cluster.
 	own sync.Map
+	// joins is the budget of the one call without credentials, join
+	// (joinBudget), so that no one without credentials holds the others.
+	joins *semaphore.Weighted
 	// writing is held by the one write planning and committing at a
 	// time, so that on one server what a write's checks read cannot
 	// change before it commits.
@@ -136,6 +139,7 @@ func New(st store.Store, cfg Config) *Server {
 	}
 	cfg.MaxObjectBytes = min(cfg.MaxObjectBytes, cfg.MaxRequestBytes)
 	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.MaxRequestBytes),
+		joins:   semaphore.NewWeighted(joinBudget),
 		writing: make(chan struct{}, 1)}
 	s.renewalsBlocked()
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
@@ -367,8 +371,9 @@ func bodyTimeout(n int64) time.Duration {
 
 // Each cluster's own budgets of request-body bytes, apart from the
 // server's (Config.MaxRequestBytes) that writes share: what a cluster's
-// components must get through whatever other callers do (lease renewals,
-// or its leases lapse; health reports) is read from these, so that
+// components must get through whatever other callers do (lease and
+// certificate renewals, or its leases lapse and its certificate expires;
+// health reports) is read from these, so that
 // another cluster holding the shared budget (a stalled body of unknown
 // length reserves all of it) cannot starve them. A cluster's own bodies
 // wait only behind its own.
@@ -379,6 +384,10 @@ const (
 	// healthBudget fits two reports of the largest size.
 	healthBudget = 2 * maxHealthBody
 )
+
+// joinBudget is the budget of join bodies, apart from every cluster's:
+// 64 of the largest at once.
+const joinBudget = 64 * maxJoinBody
 
 // clusterBudgets are one cluster's own body budgets.
 type clusterBudgets struct {

@@ -69,3 +69,45 @@ func TestStalledBodyDoesNotStarveOtherClusters(t *testing.T) {
 		t.Errorf("west's health report while east holds the body budget: %v", err)
 	}
 }
+
+// Callers without credentials cannot hold the budget clusters write with:
+// join bodies (16 KiB at most, the one call without credentials) come
+// from a budget of their own. On main, enough stalled joins held the
+// whole shared budget, and every cluster's writes waited.
+func TestStalledJoinsDoNotStarveWrites(t *testing.T) {
+	p := plane.Start(t, server.Config{Tokens: map[string]string{tokenA: "east"}, MaxRequestBytes: 64 << 10})
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.Roots}}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr}
+	join := func(ctx context.Context, body io.Reader) error {
+		req, _ := http.NewRequestWithContext(ctx, "POST", p.URL()+"/v1/join", body)
+		resp, err := hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	// Stalled joins of unknown length, 16 KiB reserved each, until another
+	// no longer gets through: at least four (the whole shared budget).
+	stalled := 0
+	testsync.WaitFor(t, 30*time.Second, "stalled joins to hold the join budget", func() bool {
+		pr, pw := io.Pipe()
+		t.Cleanup(func() { pw.Close() })
+		go join(context.Background(), chunked{pr})
+		pw.Write([]byte(`{"token":`))
+		stalled++
+		if stalled < 4 {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		return join(ctx, chunked{strings.NewReader(`{}`)}) != nil
+	})
+	// Within less than the stalled bodies' own time (10 s).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n := network("harbour")
+	if err := p.Client(t, tokenA).Put(ctx, n); err != nil {
+		t.Errorf("east's write while %d stalled joins hold their budget: %v", stalled, err)
+	}
+}
