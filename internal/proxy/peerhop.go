@@ -508,6 +508,12 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 	var body *countedBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &countedBody{ReadCloser: r.Body}
+		if idle := p.limits.bodyIdle; idle > 0 {
+			// As for a client of the proxy's own listeners: a peer that
+			// stalls mid-body holds the stream, its goroutine and a
+			// target connection no longer than the body idle timeout.
+			body.idle, body.rc = idle, http.NewResponseController(w)
+		}
 		r.Body = body
 	}
 	// refusal is the access log's failure reason when the request is not
@@ -545,15 +551,28 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 }
 
 // countedBody counts the bytes read from a request body, for the access
-// log; the transport reads it on a goroutine of its own.
+// log; the transport reads it on a goroutine of its own. With idle set,
+// each read must return within it (the stream's read deadline, through
+// rc), else it fails as a timeout (408, RequestBodyTimeout). A read's
+// failure is the peer's (clientBodyError).
 type countedBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n    atomic.Int64
+	idle time.Duration
+	rc   *http.ResponseController
 }
 
 func (b *countedBody) Read(p []byte) (int, error) {
+	if b.idle > 0 {
+		b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		// The peer's fault (stalled, cut short), never the target's: it
+		// must not count against the target's health.
+		err = &clientBodyError{err}
+	}
 	return n, err
 }
 

@@ -183,3 +183,51 @@ func TestPeerHopTunnelSenderCannotForgeIdentityFields(t *testing.T) {
 		t.Errorf("a forging tunnel's fields reached the target as %v, want %v", got, want)
 	}
 }
+
+// A peer proxy that starts a request body and never sends the rest holds
+// no stream, goroutine or target connection of the receiver longer than
+// the body idle timeout (Config.RequestBodyIdleTimeout), as a client of
+// the proxy's own listeners would not: the delivery is answered 408 and
+// the target's read of the body fails. On main the receiver waited for
+// as long as the peer kept the stream open.
+func TestPeerHopStalledBodyTimesOut(t *testing.T) {
+	w := newHopWorld(t, func(c *Config) { c.RequestBodyIdleTimeout = 200 * time.Millisecond })
+	readErr := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		readErr <- err
+	}))
+	t.Cleanup(srv.Close)
+	tg := westGroup(t, "api", srv)
+	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
+	snap.Services[0].Owner = "east"
+	w.update(t, snap)
+
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	defer pc.Close()
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req := httptest.NewRequest("POST", "http://shop.example/", pr)
+	req.ContentLength = -1
+	done := make(chan int, 1)
+	go func() {
+		resp, err := pc.RoundTrip(req, peer.Request{
+			Cluster: "west", Addr: w.westPeer, TargetGroup: "TargetGroup/api", Target: srv.Listener.Addr().String(),
+			Service: "svc", Network: "edge", Port: webPort,
+		})
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	pw.Write([]byte("the first bytes"))
+	if code := testsync.Receive(t, done, 10*time.Second, "west's answer to a stalled body"); code != http.StatusRequestTimeout {
+		t.Errorf("a stalled body across the hop: %d, want 408", code)
+	}
+	if err := testsync.Receive(t, readErr, 10*time.Second, "the target's read of the stalled body"); err == nil {
+		t.Error("the target read the stalled body to its end, want the body cut short")
+	}
+}
