@@ -633,24 +633,55 @@ func deliveredIdentity(d peer.Delivery) string {
 // certificate's cluster and the service's network, and deliver sets
 // X-Trellis-Identity. An honest sender's fields arrive as it wrote them.
 func deliveredFields(h http.Header, d peer.Delivery, svc *router.Service) {
-	reqID, target := h[headerRequestID], h[headerTarget]
-	for k := range h {
-		if hasFieldPrefix(k, trellisPrefix) || hasFieldPrefix(k, latticePrefix) {
-			delete(h, k)
+	for k, vs := range h {
+		if !hasFieldPrefix(k, trellisPrefix) && !hasFieldPrefix(k, latticePrefix) {
+			continue
+		}
+		switch {
+		case k == headerIdentity: // deliver sets it
+			continue
+		case k == headerRequestID && len(vs) == 1 && vs[0] != "":
+			continue
+		case k == headerTarget && len(vs) == 1 && deliveredTarget(vs[0], svc):
+			continue
+		case k == headerNetwork && len(vs) == 1 && deliveredNetwork(vs[0], d.PeerCluster, svc.Network):
+			continue
+		}
+		delete(h, k)
+	}
+	if _, ok := h[headerTarget]; !ok {
+		_, group, _ := strings.Cut(d.TargetGroup, "/")
+		h[headerTarget] = []string{"Service=" + svc.Name + "; Network=" + svc.Network + "; TargetGroup=" + group}
+	}
+	if _, ok := h[headerNetwork]; !ok {
+		h[headerNetwork] = []string{"SourceCluster=" + d.PeerCluster + "; Network=" + svc.Network}
+	}
+}
+
+// deliveredTarget reports whether v is "Service=<svc>; Network=<its
+// network>; TargetGroup=<a name>".
+func deliveredTarget(v string, svc *router.Service) bool {
+	rest, ok := cutPrefixes(v, "Service=", svc.Name, "; Network=", svc.Network, "; TargetGroup=")
+	return ok && rest != "" && !strings.ContainsAny(rest, "; ,\t")
+}
+
+// deliveredNetwork reports whether v is "SourceCluster=<cluster>;
+// Network=<network>".
+func deliveredNetwork(v, cluster, network string) bool {
+	rest, ok := cutPrefixes(v, "SourceCluster=", cluster, "; Network=", network)
+	return ok && rest == ""
+}
+
+// cutPrefixes cuts each of prefixes from s in turn, reporting whether s
+// starts with all of them.
+func cutPrefixes(s string, prefixes ...string) (string, bool) {
+	for _, p := range prefixes {
+		var ok bool
+		if s, ok = strings.CutPrefix(s, p); !ok {
+			return "", false
 		}
 	}
-	if len(reqID) == 1 && reqID[0] != "" {
-		h[headerRequestID] = reqID
-	}
-	prefix := "Service=" + svc.Name + "; Network=" + svc.Network + "; TargetGroup="
-	if len(target) == 1 && strings.HasPrefix(target[0], prefix) &&
-		len(target[0]) > len(prefix) && !strings.ContainsAny(target[0][len(prefix):], "; ,\t") {
-		h[headerTarget] = target
-	} else {
-		_, group, _ := strings.Cut(d.TargetGroup, "/")
-		h.Set(headerTarget, prefix+group)
-	}
-	h.Set(headerNetwork, "SourceCluster="+d.PeerCluster+"; Network="+svc.Network)
+	return s, true
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }
