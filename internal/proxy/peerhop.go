@@ -624,6 +624,31 @@ func deliveredIdentity(d peer.Delivery) string {
 	return anonymousIdentity
 }
 
+// authorizeConnect judges a passthrough tunnel a peer handed over by the
+// auth policies of svc and its network (trellis:Connect, as a local
+// passthrough connection is judged), the caller being the identity the
+// peer asserted (of its own cluster) or anonymous, the source cluster the
+// one its certificate names; it answers 403 when they deny it.
+func (p *Proxy) authorizeConnect(w http.ResponseWriter, d peer.Delivery, svc *router.Service, port int32) bool {
+	if svc.Auth == nil {
+		return true
+	}
+	principal := auth.Principal{Type: auth.PrincipalAnonymous}
+	if d.Identity != "" {
+		principal = auth.Principal{Type: auth.PrincipalWorkload, ID: d.Identity}
+	}
+	req := &auth.Request{Action: auth.ActionConnect, Principal: principal, Port: int(port), SourceCluster: d.PeerCluster}
+	res := svc.Auth.Authorize(req)
+	if res.Allowed {
+		return true
+	}
+	p.metrics.peerRefused(d.PeerCluster, peerPolicyDenied)
+	p.log.Warn("peer tunnel denied by auth policy", "peer_cluster", d.PeerCluster, "service", svc.Name,
+		"network", svc.Network, "denied_by", res.DeniedBy, "principal", principal.ID)
+	http.Error(w, res.Message(req), http.StatusForbidden)
+	return false
+}
+
 // deliveredFields makes h, a delivery's header, carry only the identity
 // fields the receiver can vouch for: the sending proxy is trusted for what
 // its certificate names, not for what it writes. Every field that starts

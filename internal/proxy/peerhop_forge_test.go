@@ -3,16 +3,22 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/peer"
+	testpki "trellis.dev/trellis/test/pki"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -230,4 +236,85 @@ func TestPeerHopStalledBodyTimesOut(t *testing.T) {
 	if err := testsync.Receive(t, readErr, 10*time.Second, "the target's read of the stalled body"); err == nil {
 		t.Error("the target read the stalled body to its end, want the body cut short")
 	}
+}
+
+// A passthrough tunnel is judged by the receiver as a request is: it must
+// name a service that routes to the group here, and that service's
+// policies must allow trellis:Connect from the sending cluster. A proxy of
+// east that skips its own checks cannot reach a west TLS target that no
+// service it names routes to, nor one whose policy admits only west's own
+// clients. An honest east proxy's tunnel names the route's service and
+// passes (TestTLSPassthroughAcrossThePeerHop).
+func TestPeerHopPassthroughJudgedByReceiver(t *testing.T) {
+	w := newHopWorld(t)
+	ca := testpki.NewCA(t)
+	dbAddr := tlsEcho(t, ca.Issue(t, "db.example.com").TLS(t), "west-db")
+	tg := westTCPGroup(dbAddr)
+	const onlyWest = `{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "trellis:Connect", "Resource": "*",
+		"Condition": {"StringEquals": {"trellis:SourceCluster": "west"}}}]}`
+	open := passthroughDB(to("db", 1))
+	guarded := passthroughDB(to("db", 1))
+	guarded.Name, guarded.CustomDomains = "guarded", []string{"guarded.example.com"}
+	guarded.Auth = &model.Auth{Policy: json.RawMessage(onlyWest)}
+	w.update(t, &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks, TargetGroups: []model.TargetGroup{tg}, Services: []model.Service{open, guarded},
+	}, Revision: 1})
+
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	defer pc.Close()
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	hello := clientHello(t, "db.example.com")
+	for _, tc := range []struct {
+		name, service string
+		port          int32
+		reason        string
+	}{
+		{"no service named", "", 0, peerNotRouted},
+		{"a service that does not exist", "nope", 9443, peerNotRouted},
+		{"a port the service does not listen on", "db", 8443, peerNotRouted},
+		{"a service whose policy refuses east", "guarded", 9443, ""}, // a denial is an answer: no reason
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		back, err := pc.Tunnel(ctx, peer.Request{Cluster: "west", Addr: w.westPeer, TargetGroup: "TargetGroup/db", Target: dbAddr,
+			Service: tc.service, Network: "edge", Port: tc.port}, peer.TunnelTCP, hello, closedAfter(ctx))
+		var re *peer.RefusedError
+		if err == nil {
+			back.Close()
+			t.Errorf("%s: tunnel accepted, want refused %q", tc.name, tc.reason)
+		} else if !errors.As(err, &re) || re.Status != http.StatusForbidden || re.Reason != tc.reason {
+			t.Errorf("%s: %v, want refused 403 %q", tc.name, err, tc.reason)
+		}
+		cancel()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	back, err := pc.Tunnel(ctx, peer.Request{Cluster: "west", Addr: w.westPeer, TargetGroup: "TargetGroup/db", Target: dbAddr,
+		Service: "db", Network: "edge", Port: 9443}, peer.TunnelTCP, hello, closedAfter(ctx))
+	if err != nil {
+		t.Fatalf("a tunnel naming the open service that routes there: %v", err)
+	}
+	back.Close()
+	for outcome, want := range map[string]float64{peerNotRouted: 3, peerPolicyDenied: 1, "Delivered": 1} {
+		if n := testutil.ToFloat64(w.west.metrics.peerRequests.WithLabelValues("east", outcome)); n != want {
+			t.Errorf("west counted %v %s tunnels from east, want %v", n, outcome, want)
+		}
+	}
+}
+
+// clientHello is the first flight of a TLS client for serverName.
+func clientHello(t *testing.T, serverName string) []byte {
+	t.Helper()
+	c, s := net.Pipe()
+	defer s.Close()
+	go func() {
+		tls.Client(c, &tls.Config{ServerName: serverName, InsecureSkipVerify: true}).Handshake()
+		c.Close()
+	}()
+	buf := make([]byte, 16<<10)
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := s.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
 }
