@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -109,5 +110,38 @@ func TestStalledJoinsDoNotStarveWrites(t *testing.T) {
 	n := network("harbour")
 	if err := p.Client(t, tokenA).Put(ctx, n); err != nil {
 		t.Errorf("east's write while %d stalled joins hold their budget: %v", stalled, err)
+	}
+}
+
+// One cluster at the most health report parts it keeps (128) or the most
+// holders (64) takes nothing from another: the bounds are each cluster's,
+// and another cluster's reports are kept and read as before.
+func TestHealthBoundsArePerCluster(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	_, west := p.Join(t, "west")
+	for h := range 8 {
+		for i := range api.MaxHealthParts {
+			if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: fmt.Sprintf("h%d", h), Part: i, Parts: api.MaxHealthParts, Groups: groupsOf("tg", i, 1)}); err != nil {
+				t.Fatalf("east's holder h%d part %d: %v", h, i, err)
+			}
+		}
+	}
+	for h := 8; h < 64; h++ {
+		if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: fmt.Sprintf("h%d", h)}); err == nil {
+			t.Fatalf("east's holder h%d kept past the bound of 128 parts", h)
+		}
+	}
+	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "more"}); apiStatus(err) != http.StatusTooManyRequests {
+		t.Fatalf("east past its bounds: %v, want 429", err)
+	}
+	for h := range 8 {
+		if err := west.ReportHealth(ctx, api.HealthReport{Holder: fmt.Sprintf("h%d", h), Part: 0, Parts: 2, Groups: []api.GroupHealth{healthOf("tg-1", "10.0.0.1:80", "HEALTHY")}}); err != nil {
+			t.Fatalf("west's holder h%d while east is at its bounds: %v", h, err)
+		}
+	}
+	got, err := server.New(p.Store, server.Config{}).TargetHealth(ctx, "west")
+	if err != nil || len(got) != 1 || got["tg-1"]["10.0.0.1:80"] != "HEALTHY" {
+		t.Errorf("TargetHealth(west) = %v, %v; want west's own report alone", got, err)
 	}
 }
