@@ -358,10 +358,10 @@ func (s *Server) readBodyFrom(budget *semaphore.Weighted, w http.ResponseWriter,
 
 // Bounds of the time a request body may take once its budget is
 // reserved: bodyTimeoutBase, and a second for every bodyMinRate bytes
-// reserved.
+// reserved (a link of 2 Mbit/s sends the largest apply in time).
 var (
 	bodyTimeoutBase       = 10 * time.Second
-	bodyMinRate     int64 = 1 << 20
+	bodyMinRate     int64 = 256 << 10
 )
 
 // bodyTimeout is how long a body of up to n bytes may take to arrive.
