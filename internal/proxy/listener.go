@@ -229,9 +229,10 @@ func (*passthroughPort) protocol() model.Protocol { return model.ProtocolTLSPass
 // bind routeBind gives it) by its server name: the auth policies of the
 // name's service must allow trellis:Connect, then its route picks a backend
 // and a target as for HTTP. A target of another cluster is reached through
-// the peer hop (peerPassthrough), whose proxies must be reachable.
+// the peer hop (peerPassthrough), whose proxies must be reachable, with the
+// route's service, port and the caller's identity for the receiver to judge.
 func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
-	return func(local, remote net.Addr, serverName string) (*router.Target, *router.Group) {
+	return func(local, remote net.Addr, serverName string) (*router.Target, *router.Group, hopClaim) {
 		sv := p.served.Load()
 		tab := sv.table
 		rb := b
@@ -240,7 +241,7 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 		}
 		rt := tab.MatchSNI(rb, serverName)
 		if rt == nil {
-			return nil, nil
+			return nil, nil, hopClaim{}
 		}
 		if rt.Auth != nil {
 			src := remoteIP(remote.String())
@@ -251,22 +252,33 @@ func (p *Proxy) passthroughPick(b router.Bind) passthroughPick {
 			if res := rt.Auth.Authorize(req); !res.Allowed {
 				p.log.Info("passthrough: connection refused by auth policy", "server_name", serverName, "remote", remote.String(),
 					"level", res.DeniedBy, "explicit", res.Explicit)
-				return nil, nil
+				return nil, nil, hopClaim{}
 			}
 		}
 		b := rt.Pick()
 		if b == nil || b.Group() == nil {
-			return nil, nil
+			return nil, nil, hopClaim{}
 		}
 		t := b.Group().Pick()
 		if t == nil {
-			return nil, nil
+			return nil, nil, hopClaim{}
 		}
 		if !p.reachable(t) {
 			p.peerUnavailable(t, "server_name", serverName)
-			return nil, nil
+			return nil, nil, hopClaim{}
 		}
-		return t, b.Group()
+		var via hopClaim
+		if t.Cluster != p.cluster {
+			// What the receiver judges the tunnel by again.
+			via = hopClaim{service: rt.Service, port: rb.Port}
+			if svc := tab.Service(rt.Service); svc != nil {
+				via.network = svc.Network
+			}
+			if pr := sv.principal(remoteIP(remote.String())); pr.Type == auth.PrincipalWorkload {
+				via.identity = pr.ID
+			}
+		}
+		return t, b.Group(), via
 	}
 }
 

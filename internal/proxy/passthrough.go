@@ -17,7 +17,15 @@ import (
 // accepted at local, goes: the target and the group it was picked from, or
 // a nil target when no service on the connection's bind takes the name or
 // its auth policies refuse the connection.
-type passthroughPick func(local, remote net.Addr, serverName string) (*router.Target, *router.Group)
+type passthroughPick func(local, remote net.Addr, serverName string) (*router.Target, *router.Group, hopClaim)
+
+// hopClaim is what a connection sent through the peer hop says of how it
+// was routed, for the receiver to judge again: the service, its network
+// and listener port, and the caller's workload identity ("" for none).
+type hopClaim struct {
+	service, network, identity string
+	port                       int32
+}
 
 // passthroughServer serves one TLS_PASSTHROUGH port: it reads each
 // connection's SNI without terminating TLS, picks a target by it and
@@ -31,7 +39,7 @@ type passthroughServer struct {
 	// peer hop (Proxy.peerPassthrough), reporting when the hop delivered
 	// nothing and another pick may be tried.
 	cluster string
-	peer    func(client net.Conn, hello sni.Hello, t *router.Target) (unsent bool)
+	peer    func(client net.Conn, hello sni.Hello, t *router.Target, via hopClaim) (unsent bool)
 	log     *slog.Logger
 
 	mu     sync.Mutex
@@ -89,7 +97,7 @@ func (s *passthroughServer) handle(client net.Conn) {
 		s.log.Debug("passthrough: no TLS ClientHello", "remote", client.RemoteAddr(), "err", err)
 		return
 	}
-	t, g := s.pick(client.LocalAddr(), client.RemoteAddr(), hello.ServerName)
+	t, g, via := s.pick(client.LocalAddr(), client.RemoteAddr(), hello.ServerName)
 	if t == nil {
 		// No service for the name, or not for this client: close without
 		// a word; a TLS alert would need a certificate we do not have.
@@ -100,7 +108,7 @@ func (s *passthroughServer) handle(client net.Conn) {
 	// connection as it was: another pick (any cluster's) takes it, as
 	// retryingTransport re-picks requests.
 	for tries := 0; t.Cluster != s.cluster; tries++ {
-		if !s.peer(client, hello, t) || g == nil || tries == maxUnsent {
+		if !s.peer(client, hello, t, via) || g == nil || tries == maxUnsent {
 			return
 		}
 		if t = g.Pick(); t == nil {

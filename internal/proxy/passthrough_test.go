@@ -66,12 +66,12 @@ func TestPassthroughRoutesBySNIWithoutTerminating(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newPassthroughServer(ln, func(_, _ net.Addr, name string) (*router.Target, *router.Group) {
+	srv := newPassthroughServer(ln, func(_, _ net.Addr, name string) (*router.Target, *router.Group, hopClaim) {
 		a, ok := routes[name]
 		if !ok {
-			return nil, nil
+			return nil, nil, hopClaim{}
 		}
-		return router.NewTarget(a, "", "tg", model.ProtocolTCP, model.HTTP1), nil
+		return router.NewTarget(a, "", "tg", model.ProtocolTCP, model.HTTP1), nil, hopClaim{}
 	}, slog.New(slog.DiscardHandler))
 	go srv.serve()
 	defer func() { srv.stopAccepting(); srv.drain(context.Background()) }()
@@ -106,8 +106,8 @@ func TestPassthroughDrain(t *testing.T) {
 	ca := pki.NewCA(t)
 	addr := tlsEcho(t, ca.Issue(t, "a.example.com").TLS(t), "a")
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	srv := newPassthroughServer(ln, func(_, _ net.Addr, _ string) (*router.Target, *router.Group) {
-		return router.NewTarget(addr, "", "tg", model.ProtocolTCP, model.HTTP1), nil
+	srv := newPassthroughServer(ln, func(_, _ net.Addr, _ string) (*router.Target, *router.Group, hopClaim) {
+		return router.NewTarget(addr, "", "tg", model.ProtocolTCP, model.HTTP1), nil, hopClaim{}
 	}, slog.New(slog.DiscardHandler))
 	go srv.serve()
 

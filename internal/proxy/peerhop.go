@@ -478,8 +478,9 @@ func (p *Proxy) peerRefused(cluster, reason string) {
 // names routes to that group, and the service's policies allow the
 // request; otherwise 403.
 // The identity the peer asserted (checked to be of its own cluster) goes to
-// the target in X-Trellis-Identity; the peer's other fields pass as the
-// peer sent them, its forwarding headers included.
+// the target in X-Trellis-Identity, and the other identity fields are the
+// receiver's (deliveredFields); the peer's other fields pass as the peer
+// sent them, its forwarding headers included.
 func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery) {
 	sv := p.served.Load()
 	var target *router.Target
@@ -507,6 +508,12 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 	var body *countedBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &countedBody{ReadCloser: r.Body}
+		if idle := p.limits.bodyIdle; idle > 0 {
+			// As for a client of the proxy's own listeners: a peer that
+			// stalls mid-body holds the stream, its goroutine and a
+			// target connection no longer than the body idle timeout.
+			body.idle, body.rc = idle, http.NewResponseController(w)
+		}
 		r.Body = body
 	}
 	// refusal is the access log's failure reason when the request is not
@@ -528,6 +535,7 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 			refusal = accesslog.PeerNotDeliverable
 			break
 		}
+		deliveredFields(r.Header, d, svc)
 		var allowed bool
 		if deniedBy, allowed = p.authorizeDelivery(rec, r, d, svc, port); !allowed {
 			refusal = accesslog.ClientAccessDenied
@@ -543,15 +551,28 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 }
 
 // countedBody counts the bytes read from a request body, for the access
-// log; the transport reads it on a goroutine of its own.
+// log; the transport reads it on a goroutine of its own. With idle set,
+// each read must return within it (the stream's read deadline, through
+// rc), else it fails as a timeout (408, RequestBodyTimeout). A read's
+// failure is the peer's (clientBodyError).
 type countedBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n    atomic.Int64
+	idle time.Duration
+	rc   *http.ResponseController
 }
 
 func (b *countedBody) Read(p []byte) (int, error) {
+	if b.idle > 0 {
+		b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		// The peer's fault (stalled, cut short), never the target's: it
+		// must not count against the target's health.
+		err = &clientBodyError{err}
+	}
 	return n, err
 }
 
@@ -601,6 +622,91 @@ func deliveredIdentity(d peer.Delivery) string {
 		return "Principal=" + d.Identity + "; Type=Workload"
 	}
 	return anonymousIdentity
+}
+
+// authorizeConnect judges a passthrough tunnel a peer handed over by the
+// auth policies of svc and its network (trellis:Connect, as a local
+// passthrough connection is judged), the caller being the identity the
+// peer asserted (of its own cluster) or anonymous, the source cluster the
+// one its certificate names; it answers 403 when they deny it.
+func (p *Proxy) authorizeConnect(w http.ResponseWriter, d peer.Delivery, svc *router.Service, port int32) bool {
+	if svc.Auth == nil {
+		return true
+	}
+	principal := auth.Principal{Type: auth.PrincipalAnonymous}
+	if d.Identity != "" {
+		principal = auth.Principal{Type: auth.PrincipalWorkload, ID: d.Identity}
+	}
+	req := &auth.Request{Action: auth.ActionConnect, Principal: principal, Port: int(port), SourceCluster: d.PeerCluster}
+	res := svc.Auth.Authorize(req)
+	if res.Allowed {
+		return true
+	}
+	p.metrics.peerRefused(d.PeerCluster, peerPolicyDenied)
+	p.log.Warn("peer tunnel denied by auth policy", "peer_cluster", d.PeerCluster, "service", svc.Name,
+		"network", svc.Network, "denied_by", res.DeniedBy, "principal", principal.ID)
+	http.Error(w, res.Message(req), http.StatusForbidden)
+	return false
+}
+
+// deliveredFields makes h, a delivery's header, carry only the identity
+// fields the receiver can vouch for: the sending proxy is trusted for what
+// its certificate names, not for what it writes. Every field that starts
+// with x-trellis- or x-amzn-lattice- (in any case, '_' for '-') goes but
+// one X-Trellis-Request-Id and an X-Trellis-Target that names the service
+// and network the receiver checked (routedFor); X-Trellis-Network is the
+// certificate's cluster and the service's network, and deliver sets
+// X-Trellis-Identity. An honest sender's fields arrive as it wrote them.
+func deliveredFields(h http.Header, d peer.Delivery, svc *router.Service) {
+	for k, vs := range h {
+		if !hasFieldPrefix(k, trellisPrefix) && !hasFieldPrefix(k, latticePrefix) {
+			continue
+		}
+		switch {
+		case k == headerIdentity: // deliver sets it
+			continue
+		case k == headerRequestID && len(vs) == 1 && vs[0] != "":
+			continue
+		case k == headerTarget && len(vs) == 1 && deliveredTarget(vs[0], svc):
+			continue
+		case k == headerNetwork && len(vs) == 1 && deliveredNetwork(vs[0], d.PeerCluster, svc.Network):
+			continue
+		}
+		delete(h, k)
+	}
+	if _, ok := h[headerTarget]; !ok {
+		_, group, _ := strings.Cut(d.TargetGroup, "/")
+		h[headerTarget] = []string{"Service=" + svc.Name + "; Network=" + svc.Network + "; TargetGroup=" + group}
+	}
+	if _, ok := h[headerNetwork]; !ok {
+		h[headerNetwork] = []string{"SourceCluster=" + d.PeerCluster + "; Network=" + svc.Network}
+	}
+}
+
+// deliveredTarget reports whether v is "Service=<svc>; Network=<its
+// network>; TargetGroup=<a name>".
+func deliveredTarget(v string, svc *router.Service) bool {
+	rest, ok := cutPrefixes(v, "Service=", svc.Name, "; Network=", svc.Network, "; TargetGroup=")
+	return ok && rest != "" && !strings.ContainsAny(rest, "; ,\t")
+}
+
+// deliveredNetwork reports whether v is "SourceCluster=<cluster>;
+// Network=<network>".
+func deliveredNetwork(v, cluster, network string) bool {
+	rest, ok := cutPrefixes(v, "SourceCluster=", cluster, "; Network=", network)
+	return ok && rest == ""
+}
+
+// cutPrefixes cuts each of prefixes from s in turn, reporting whether s
+// starts with all of them.
+func cutPrefixes(s string, prefixes ...string) (string, bool) {
+	for _, p := range prefixes {
+		var ok bool
+		if s, ok = strings.CutPrefix(s, p); !ok {
+			return "", false
+		}
+	}
+	return s, true
 }
 
 func itoa(n int32) string { return strconv.Itoa(int(n)) }

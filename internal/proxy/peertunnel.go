@@ -36,16 +36,17 @@ import (
 // until both sides are done. It reports unsent when the hop delivered
 // nothing and did not read on from client: the connection may then go to
 // another pick.
-func (p *Proxy) peerPassthrough(client net.Conn, hello sni.Hello, t *router.Target) (unsent bool) {
+func (p *Proxy) peerPassthrough(client net.Conn, hello sni.Hello, t *router.Target, via hopClaim) (unsent bool) {
 	if p.peer == nil {
 		p.peerUnavailable(t, "server_name", hello.ServerName)
 		return false
 	}
-	pr, err := p.peerRequest(t, "")
+	pr, err := p.peerRequest(t, via.identity)
 	if err != nil {
 		p.peerUnavailable(t, "server_name", hello.ServerName)
 		return true
 	}
+	pr.Service, pr.Network, pr.Port = via.service, via.network, via.port
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The tunnel carries the bytes read so far, then, once accepted, the
@@ -164,6 +165,18 @@ func (p *Proxy) deliverPassthrough(w http.ResponseWriter, r *http.Request, s *pe
 		http.Error(w, "a passthrough tunnel must start with a TLS ClientHello", http.StatusBadRequest)
 		return
 	}
+	// As for a request: the service named must route to the group here,
+	// and its policies allow the connection from the peer's cluster.
+	svc, port := routedFor(p.served.Load(), d, p.cluster)
+	if svc == nil {
+		p.peerRefused(d.PeerCluster, peerNotRouted)
+		w.Header().Set(peer.HeaderRefused, peerNotRouted)
+		http.Error(w, fmt.Sprintf("service %q of network %q on port %q does not route to %s", d.Service, d.Network, d.Port, d.TargetGroup), http.StatusForbidden)
+		return
+	}
+	if !p.authorizeConnect(w, d, svc, port) {
+		return
+	}
 	target, err := (&net.Dialer{Timeout: passthroughDialTimeout}).DialContext(r.Context(), "tcp", t.Addr)
 	if err != nil {
 		p.log.Warn("peer passthrough: target unreachable", "peer_cluster", d.PeerCluster, "server_name", hello.ServerName, "target", t.Addr, "err", err)
@@ -219,6 +232,7 @@ func (p *Proxy) deliverUpgrade(w http.ResponseWriter, r *http.Request, s *peer.S
 		http.Error(w, fmt.Sprintf("service %q of network %q on port %q does not route to %s", d.Service, d.Network, d.Port, d.TargetGroup), http.StatusForbidden)
 		return
 	}
+	deliveredFields(req.Header, d, svc)
 	if _, allowed := p.authorizeDelivery(w, req, d, svc, port); !allowed {
 		return
 	}

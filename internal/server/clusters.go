@@ -469,7 +469,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req api.JoinRequest
-	release, err := s.readBody(w, r, &req, maxJoinBody)
+	release, err := s.readBodyFrom(s.joins, w, r, &req, maxJoinBody)
 	if err != nil {
 		return err
 	}
@@ -531,7 +531,7 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req api.RenewRequest
-	release, err := s.readBody(w, r, &req, maxJoinBody)
+	release, err := s.readBodyFrom(s.budgetsOf(cluster).lease, w, r, &req, maxJoinBody)
 	if err != nil {
 		return err
 	}

@@ -105,7 +105,7 @@ var objectNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
 // holder reports the health of the cluster's targets.
 func (s *Server) reportHealth(w http.ResponseWriter, r *http.Request, cluster string) error {
 	var req api.HealthReport
-	release, err := s.readBody(w, r, &req, maxHealthBody)
+	release, err := s.readBodyFrom(s.budgetsOf(cluster).health, w, r, &req, maxHealthBody)
 	if err != nil {
 		return err
 	}

@@ -140,7 +140,7 @@ func (s *Server) renewLease(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req api.LeaseRenewal
-	release, err := s.readBody(w, r, &req, maxJoinBody*4)
+	release, err := s.readBodyFrom(s.budgetsOf(cluster).lease, w, r, &req, maxJoinBody*4)
 	if err != nil {
 		return err
 	}

@@ -20,8 +20,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,6 +88,11 @@ type Server struct {
 	mux *http.ServeMux
 	// bodies is the budget of request-body bytes, MaxRequestBytes.
 	bodies *semaphore.Weighted
+	// own holds each cluster's own budgets (clusterBudgets), by cluster.
+	own sync.Map
+	// joins is the budget of the one call without credentials, join
+	// (joinBudget), so that no one without credentials holds the others.
+	joins *semaphore.Weighted
 	// writing is held by the one write planning and committing at a
 	// time, so that on one server what a write's checks read cannot
 	// change before it commits.
@@ -132,6 +139,7 @@ func New(st store.Store, cfg Config) *Server {
 	}
 	cfg.MaxObjectBytes = min(cfg.MaxObjectBytes, cfg.MaxRequestBytes)
 	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.MaxRequestBytes),
+		joins:   semaphore.NewWeighted(joinBudget),
 		writing: make(chan struct{}, 1)}
 	s.renewalsBlocked()
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
@@ -296,6 +304,11 @@ func pathKind(r *http.Request) (model.Kind, error) {
 // server's budget (see Config.MaxRequestBytes); the caller calls release
 // once it has answered.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any, limit int64) (release func(), err error) {
+	return s.readBodyFrom(s.bodies, w, r, v, limit)
+}
+
+// readBodyFrom is readBody reserving from budget.
+func (s *Server) readBodyFrom(budget *semaphore.Weighted, w http.ResponseWriter, r *http.Request, v any, limit int64) (release func(), err error) {
 	tooLarge := errorf(http.StatusRequestEntityTooLarge, "request body larger than the limit of %d bytes", limit)
 	if r.ContentLength > limit {
 		return nil, tooLarge
@@ -304,10 +317,18 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any, limit i
 	if r.ContentLength >= 0 {
 		reserve = max(r.ContentLength, 1)
 	}
-	if err := s.bodies.Acquire(r.Context(), reserve); err != nil {
+	if err := budget.Acquire(r.Context(), reserve); err != nil {
 		return nil, errorf(http.StatusServiceUnavailable, "waiting to read the request body: %v", err)
 	}
-	release = func() { s.bodies.Release(reserve) }
+	release = func() { budget.Release(reserve) }
+	// A body that holds its reservation must come within a time that
+	// grows with its size: a sender that stalls mid-body (a slowloris, or
+	// a client gone silent) gives the budget back.
+	rc := http.NewResponseController(w)
+	within := bodyTimeout(reserve)
+	if rc.SetReadDeadline(time.Now().Add(within)) == nil {
+		defer rc.SetReadDeadline(time.Time{})
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, reserve))
 	dec.DisallowUnknownFields()
 	err = dec.Decode(v)
@@ -323,6 +344,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any, limit i
 	switch {
 	case errors.As(err, &mbe):
 		err = tooLarge
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = errorf(http.StatusRequestTimeout, "request body of up to %d bytes not received within %v", reserve, within)
 	case err != nil:
 		err = errorf(http.StatusBadRequest, "decoding request body: %v", err)
 	}
@@ -331,6 +354,55 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, v any, limit i
 		return nil, err
 	}
 	return release, nil
+}
+
+// Bounds of the time a request body may take once its budget is
+// reserved: bodyTimeoutBase, and a second for every bodyMinRate bytes
+// reserved (a link of 2 Mbit/s sends the largest apply in time).
+var (
+	bodyTimeoutBase       = 10 * time.Second
+	bodyMinRate     int64 = 256 << 10
+)
+
+// bodyTimeout is how long a body of up to n bytes may take to arrive.
+func bodyTimeout(n int64) time.Duration {
+	return bodyTimeoutBase + time.Duration(n)*time.Second/time.Duration(bodyMinRate)
+}
+
+// Each cluster's own budgets of request-body bytes, apart from the
+// server's (Config.MaxRequestBytes) that writes share: what a cluster's
+// components must get through whatever other callers do (lease and
+// certificate renewals, or its leases lapse and its certificate expires;
+// health reports) is read from these, so that
+// another cluster holding the shared budget (a stalled body of unknown
+// length reserves all of it) cannot starve them. A cluster's own bodies
+// wait only behind its own.
+const (
+	// leaseBudget fits four renewals of the largest size, or thousands
+	// of a usual one.
+	leaseBudget = 4 * maxJoinBody * 4
+	// healthBudget fits two reports of the largest size.
+	healthBudget = 2 * maxHealthBody
+)
+
+// joinBudget is the budget of join bodies, apart from every cluster's:
+// 64 of the largest at once.
+const joinBudget = 64 * maxJoinBody
+
+// clusterBudgets are one cluster's own body budgets.
+type clusterBudgets struct {
+	lease, health *semaphore.Weighted
+}
+
+// budgetsOf returns cluster's own budgets, made on first use. Only an
+// authenticated cluster has any: they are at most as many as the clusters
+// ever admitted (or named by a token).
+func (s *Server) budgetsOf(cluster string) *clusterBudgets {
+	if b, ok := s.own.Load(cluster); ok {
+		return b.(*clusterBudgets)
+	}
+	b, _ := s.own.LoadOrStore(cluster, &clusterBudgets{lease: semaphore.NewWeighted(leaseBudget), health: semaphore.NewWeighted(healthBudget)})
+	return b.(*clusterBudgets)
 }
 
 // decode turns a stored value back into an object carrying its revision.
