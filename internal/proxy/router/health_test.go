@@ -14,14 +14,17 @@ import (
 // health checks of them fail.
 func refusingPorts(t *testing.T, n int) []int32 {
 	t.Helper()
+	// Every listener stays open until all ports are chosen: one closed
+	// at once could be handed out again by the next Listen, and two
+	// targets with the same address are one.
 	var ports []int32
 	for range n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer ln.Close()
 		ports = append(ports, int32(ln.Addr().(*net.TCPAddr).Port))
-		ln.Close()
 	}
 	return ports
 }
