@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -120,6 +121,26 @@ func (t *translator) headerMatches(src model.SourceRef, p string, headers []gate
 	return out
 }
 
+// badPath says what is wrong with an Exact or PathPrefix path value by the
+// HTTPRoute CRD's validation rules (the model checks that it starts with
+// '/'), or "" when nothing is.
+func badPath(v string) string {
+	for _, s := range []string{"//", "/./", "/../", "%2f", "%2F", "#"} {
+		if strings.Contains(v, s) {
+			return "contain " + strconv.Quote(s)
+		}
+	}
+	for _, s := range []string{"/..", "/."} {
+		if strings.HasSuffix(v, s) {
+			return "end with " + strconv.Quote(s)
+		}
+	}
+	if len(v) > 1024 {
+		return "be longer than 1024 bytes"
+	}
+	return ""
+}
+
 // match translates one match, applying the Gateway API defaults: path
 // PathPrefix "/", header and query matches Exact. Values the model rejects
 // are passed on for its validation to name.
@@ -128,6 +149,11 @@ func (t *translator) match(src model.SourceRef, p string, m *gatewayv1.HTTPRoute
 	if m.Path != nil {
 		path.Type = model.PathMatchType(deref(m.Path.Type, gatewayv1.PathMatchPathPrefix))
 		path.Value = deref(m.Path.Value, "/")
+		if path.Type == model.PathExact || path.Type == model.PathPrefix {
+			if bad := badPath(path.Value); bad != "" {
+				t.problem(src, p+".path.value", string(gatewayv1.RouteReasonUnsupportedValue), "%q must not %s", path.Value, bad)
+			}
+		}
 	}
 	out := model.Match{Path: &path}
 	if m.Method != nil {
