@@ -239,6 +239,12 @@ func (t *translator) validService(svc *model.Service, src model.SourceRef) bool 
 func (t *translator) routeHostnames(r *route, src model.SourceRef) ([]string, bool) {
 	var out []string
 	ok := true
+	if r.kind == kindTLSRoute && len(r.hostnames) == 0 {
+		// The CRD requires them: a TLSRoute is matched by SNI.
+		p := t.problem(src, "spec.hostnames", string(gatewayv1.RouteReasonUnsupportedValue), "a TLSRoute needs at least one hostname; the route is not accepted")
+		t.cur.fatal = &p
+		ok = false
+	}
 	for i, h := range r.hostnames {
 		l := strings.ToLower(string(h))
 		if !validHostname(l) {
