@@ -139,6 +139,9 @@ func (t *translator) tlsRules(r *route, src model.SourceRef, specRules []gateway
 		if rule.Name != nil {
 			out.Name = string(*rule.Name)
 		}
+		if len(rule.BackendRefs) == 0 {
+			t.problem(src, "spec.rules[0].backendRefs", string(gatewayv1.RouteReasonUnsupportedValue), "a TLSRoute's rule needs a backendRef; its connections are refused")
+		}
 		for j := range rule.BackendRefs {
 			hb := gatewayv1.HTTPBackendRef{BackendRef: rule.BackendRefs[j]}
 			backends = append(backends, t.backend(r, src, fmt.Sprintf("spec.rules[0].backendRefs[%d]", j), &hb))

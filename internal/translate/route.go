@@ -116,6 +116,7 @@ func (t *translator) translateRoute(r *route, src model.SourceRef) bool {
 	if !ours {
 		return false
 	}
+	t.checkRouteLists(r, src)
 	locality := t.routeLocality(r, src)
 	if r.spec.UseDefaultGateways != "" && r.spec.UseDefaultGateways != gatewayv1.GatewayDefaultScopeNone {
 		t.problem(src, "spec.useDefaultGateways", string(gatewayv1.RouteReasonUnsupportedValue), "default Gateways are not supported yet")

@@ -156,6 +156,10 @@ func (t *translator) match(src model.SourceRef, p string, m *gatewayv1.HTTPRoute
 		}
 	}
 	out := model.Match{Path: &path}
+	if len(m.Headers) > maxMatchValues || len(m.QueryParams) > maxMatchValues {
+		t.tooMany(src, p+".headers", len(m.Headers), maxMatchValues)
+		t.tooMany(src, p+".queryParams", len(m.QueryParams), maxMatchValues)
+	}
 	if m.Method != nil {
 		if !httpMethods[*m.Method] {
 			t.problem(src, p+".method", string(gatewayv1.RouteReasonUnsupportedValue), "%q is not one of the methods the Gateway API allows", *m.Method)
