@@ -97,6 +97,11 @@ func (t *translator) filters(r *route, src model.SourceRef, p string, fs []gatew
 				missing("cors")
 				continue
 			}
+			for k, m := range c.AllowMethods {
+				if m != "*" && !httpMethods[gatewayv1.HTTPMethod(m)] {
+					t.problem(src, fmt.Sprintf("%s.cors.allowMethods[%d]", fp, k), string(gatewayv1.RouteReasonUnsupportedValue), "%q is not one of the methods the Gateway API allows, nor *", m)
+				}
+			}
 			out = append(out, model.Filter{CORS: &model.CORSFilter{
 				AllowOrigins:     strs(c.AllowOrigins),
 				AllowMethods:     strs(c.AllowMethods),
