@@ -744,7 +744,9 @@ func checkMeta(kind string, namespaced bool, m metav1.Object) error {
 	}
 	validName := validation.IsDNS1123Subdomain
 	if kind == "Service" {
-		validName = validation.IsDNS1035Label
+		// A DNS label, which may start with a digit: the apiserver's rule
+		// since Kubernetes 1.34 (RelaxedServiceNameValidation).
+		validName = validation.IsDNS1123Label
 	}
 	if errs := validName(m.GetName()); len(errs) > 0 {
 		return fmt.Errorf("metadata.name: %q is invalid: %s", m.GetName(), strings.Join(errs, "; "))
