@@ -469,6 +469,87 @@ spec:
 	{name: "invalid/mirror percent over 100", yaml: httpRoute(`  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: svc, port: 80}, percent: 101}}]
     backendRefs: [{name: svc, port: 80}]
 `)},
+	{name: "invalid/repeated header modifier filter", yaml: httpRoute(`  - filters:
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: "1"}]}}
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-b, value: "2"}]}}
+    backendRefs: [{name: svc, port: 80}]
+`)},
+	{name: "invalid/repeated grpc header modifier filter", yaml: grpcRoute(`  - filters:
+    - {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-a, value: "1"}]}}
+    - {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-b, value: "2"}]}}
+    backendRefs: [{name: svc, port: 80}]
+`)},
+	{name: "invalid/backend filter redirect", yaml: httpRoute(`  - backendRefs: [{name: svc, port: 80, filters: [{type: RequestRedirect, requestRedirect: {hostname: a.example}}]}]
+`)},
+	{name: "invalid/selector without selector", yaml: base + `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: other}
+spec:
+  gatewayClassName: trellis
+  listeners: [{name: http, protocol: HTTP, port: 8081, allowedRoutes: {namespaces: {from: Selector}}}]
+`},
+	{name: "invalid/cors origin", yaml: httpRoute(`  - filters: [{type: CORS, cors: {allowOrigins: ["not an origin"]}}]
+    backendRefs: [{name: svc, port: 80}]
+`)},
+	{name: "invalid/cors method", yaml: httpRoute(`  - filters: [{type: CORS, cors: {allowOrigins: ["*"], allowMethods: [FETCH]}}]
+    backendRefs: [{name: svc, port: 80}]
+`)},
+	{name: "invalid/retry code", yaml: httpRoute(`  - retry: {codes: [200]}
+    backendRefs: [{name: svc, port: 80}]
+`)},
+	{name: "invalid/listener allowed kinds", yaml: edgeGateway(`  - name: http
+    protocol: HTTP
+    port: 8080
+    allowedRoutes: {kinds: [{kind: "bad kind"}]}
+`)},
+	{name: "invalid/gateway address value", yaml: edgeBase + `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: edge
+  addresses: [{type: IPAddress, value: "not-an-ip"}]
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+`},
+	{name: "invalid/endpointslice port", yaml: base + `---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: svc-2, labels: {kubernetes.io/service-name: svc}}
+addressType: IPv4
+ports: [{name: http, protocol: TCP, port: 70000}]
+endpoints: [{addresses: [198.18.0.12], conditions: {ready: true}}]
+`},
+	{name: "gap/endpointslice address type", gap: "core kinds", yaml: base + `---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: svc-2, labels: {kubernetes.io/service-name: svc}}
+addressType: IPv5
+ports: [{name: http, protocol: TCP, port: 8090}]
+endpoints: [{addresses: [198.18.0.12], conditions: {ready: true}}]
+`},
+	{name: "invalid/unknown field", yaml: base + `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: net}]
+  rulez: []
+`},
+	{name: "default/service name with a digit first", yaml: base + `---
+apiVersion: v1
+kind: Service
+metadata: {name: 1svc}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: net}]
+  rules: [{backendRefs: [{name: 1svc, port: 80}]}]
+`},
 	{name: "differ/loopback endpoints", yaml: base + `---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice

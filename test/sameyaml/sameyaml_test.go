@@ -397,11 +397,26 @@ func causes(u *unstructured.Unstructured, err error) []refusal {
 			if strings.Contains(c.Message, "some validation rules were not checked") {
 				continue // it comes with the causes that stopped them
 			}
-			rs = append(rs, refusal{object: what, field: c.Field, message: c.Message})
+			field := c.Field
+			if field == "" || field == "<nil>" {
+				field = quotedField(c.Message)
+			}
+			rs = append(rs, refusal{object: what, field: field, message: c.Message})
 		}
 		return rs
 	}
-	return []refusal{{object: what, message: err.Error()}}
+	return []refusal{{object: what, field: quotedField(err.Error()), message: err.Error()}}
+}
+
+var quotedFieldRE = regexp.MustCompile(`"((?:spec|metadata|data|endpoints|ports|addressType)\b[^"]*)"`)
+
+// quotedField is the field path a message quotes ("spec.addresses[0]" must
+// validate..., unknown field "spec.rulez"), for a cause that names no field.
+func quotedField(message string) string {
+	if m := quotedFieldRE.FindStringSubmatch(message); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 // documents decodes a YAML stream into its objects, leaving out empty
