@@ -56,6 +56,7 @@ func TestCRDRules(t *testing.T) {
 		{"17 backendRefs", crdRoute("  - backendRefs: [" + strings.Repeat("{name: svc, port: 80}, ", 17) + "]\n"), "spec.rules[0].backendRefs"},
 		{"128 matches", crdRoute(strings.Repeat("  - matches: ["+strings.Repeat("{path: {value: /a}}, ", 64)+"]\n"+backend, 2)), "spec.rules"},
 		{"17 header matches", crdRoute("  - matches: [{headers: [" + strings.Repeat("{name: x, value: v}, ", 17) + "]}]\n" + backend), "spec.rules[0].matches[0].headers"},
+		{"empty rules", crdRoute("    []\n"), "spec.rules"},
 		{"rule names", crdRoute("  - name: a\n" + backend + "  - name: a\n" + backend), "spec.rules[1].name"},
 		{"cors method", crdRoute("  - filters: [{type: CORS, cors: {allowMethods: [FETCH]}}]\n" + backend), "spec.rules[0].filters[0].cors.allowMethods[0]"},
 		{"parentRefs repeated", strings.Replace(crdRoute(oneRule), "[{name: net}]", "[{name: net}, {name: net}]", 1), "spec.parentRefs[1]"},

@@ -21,6 +21,11 @@ var defaultRule = gatewayv1.HTTPRouteRule{Matches: []gatewayv1.HTTPRouteMatch{{}
 // tie-breaker.
 func (t *translator) httpRules(r *route, src model.SourceRef, specRules []gatewayv1.HTTPRouteRule) []model.Rule {
 	if len(specRules) == 0 {
+		if specRules != nil {
+			// Written out empty ("rules: []"), which the CRD refuses;
+			// left out, it defaults to defaultRule.
+			t.problem(src, "spec.rules", string(gatewayv1.RouteReasonUnsupportedValue), "an empty list; leave rules out for the default rule")
+		}
 		specRules = []gatewayv1.HTTPRouteRule{defaultRule}
 	}
 	out := make([]model.Rule, len(specRules))
