@@ -550,6 +550,57 @@ spec:
   parentRefs: [{name: net}]
   rules: [{backendRefs: [{name: 1svc, port: 80}]}]
 `},
+	{name: "invalid/empty rules", yaml: base + `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: net}]
+  rules: []
+`},
+	{name: "default/grpc route without rules", yaml: base + `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g}
+spec:
+  parentRefs: [{name: net}]
+`},
+	{name: "invalid/gateway without listeners", yaml: edgeBase + `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  gatewayClassName: edge
+  listeners: []
+`},
+	{name: "invalid/tls listener hostname on TCP", yaml: edgeGateway(`  - {name: tcp, protocol: TCP, port: 9000, hostname: a.example}
+`)},
+	{name: "invalid/https listener passthrough", yaml: edgeGateway(`  - {name: https, protocol: HTTPS, port: 8443, hostname: a.example, tls: {mode: Passthrough}}
+`)},
+	{name: "invalid/rewrite replacePrefixMatch without prefix match", yaml: httpRoute(`  - matches: [{path: {type: Exact, value: /a}}]
+    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]
+    backendRefs: [{name: svc, port: 80}]
+`)},
+	{name: "invalid/mirror percent and fraction", yaml: httpRoute(`  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: svc, port: 80}, percent: 5, fraction: {numerator: 1}}}]
+    backendRefs: [{name: svc, port: 80}]
+`)},
+	{name: "gap/serviceimport type", gap: "ServiceImport type", yaml: base + `---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceImport
+metadata: {name: imp}
+spec: {type: Bogus, ports: [{port: 80}]}
+`},
+	{name: "invalid/serviceimport port", yaml: base + `---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceImport
+metadata: {name: imp}
+spec: {type: ClusterSetIP, ports: [{port: 0}]}
+`},
+	{name: "differ/namespace on a cluster-scoped kind", stricter: "namespace on a cluster-scoped kind", yaml: `apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis, namespace: default}
+spec: {controllerName: trellis.dev/service-network}
+`},
 	{name: "differ/loopback endpoints", yaml: base + `---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
