@@ -61,6 +61,7 @@ func TestCRDRules(t *testing.T) {
 		{"cors method", crdRoute("  - filters: [{type: CORS, cors: {allowMethods: [FETCH]}}]\n" + backend), "spec.rules[0].filters[0].cors.allowMethods[0]"},
 		{"parentRefs repeated", strings.Replace(crdRoute(oneRule), "[{name: net}]", "[{name: net}, {name: net}]", 1), "spec.parentRefs[1]"},
 		{"parentRefs unalike", strings.Replace(crdRoute(oneRule), "[{name: net}]", "[{name: net}, {name: net, sectionName: http}]", 1), "spec.parentRefs[1]"},
+		{"listener name", strings.Replace(crdNetwork, "name: http,", "name: Bad_Name,", 1), "spec.listeners[0].name"},
 		{"grpc service", crdNetwork + `apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: g}

@@ -601,6 +601,41 @@ kind: GatewayClass
 metadata: {name: trellis, namespace: default}
 spec: {controllerName: trellis.dev/service-network}
 `},
+	{name: "invalid/authpolicy targetRef without name", yaml: base + `---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: p}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: ""}]
+  policy: {Statement: [{Effect: Allow, Principal: "*", Action: "*", Resource: "*"}]}
+`},
+	{name: "invalid/authpolicy without policy", yaml: base + `---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthPolicy
+metadata: {name: p}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: net}]
+`},
+	{name: "invalid/parentRef port 0", yaml: base + `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: net, port: 0}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+`},
+	{name: "invalid/parentRef sectionName", yaml: base + `---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: net, sectionName: "Bad_Name"}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+`},
+	{name: "invalid/listener name", yaml: edgeGateway(`  - {name: "Bad_Name", protocol: HTTP, port: 8080}
+`)},
+	{name: "invalid/backendRef name empty", yaml: httpRoute(`  - backendRefs: [{name: "", port: 80}]
+`)},
 	{name: "differ/loopback endpoints", yaml: base + `---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
