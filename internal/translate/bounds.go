@@ -98,9 +98,10 @@ func checkRules[R any](t *translator, src model.SourceRef, rules []R, lists func
 }
 
 // checkParentRefs reports parentRefs to one parent (group, kind, namespace
-// as written, name) that the CRDs' rules refuse: one that repeats another's
-// sectionName and port, or that sets sectionName or port where the other
-// does not.
+// as written, name) that the CRDs' rules refuse in both channels: one that
+// repeats another's sectionName and port, or that sets sectionName where the
+// other does not. (The experimental channel also refuses a port set on one
+// alone; the standard channel takes it, so the translator does too.)
 func (t *translator) checkParentRefs(src model.SourceRef, refs []gatewayv1.ParentReference) {
 	for i := range refs {
 		a := &refs[i]
@@ -116,8 +117,8 @@ func (t *translator) checkParentRefs(src model.SourceRef, refs []gatewayv1.Paren
 			switch {
 			case aSection == bSection && aPort == bPort:
 				t.problem(src, field, string(gatewayv1.RouteReasonUnsupportedValue), "repeats parentRefs[%d]; sectionName or port must tell two references to one parent apart", j)
-			case (aSection == "") != (bSection == "") || (aPort == 0) != (bPort == 0):
-				t.problem(src, field, string(gatewayv1.RouteReasonUnsupportedValue), "parentRefs[%d] names the same parent; both must set sectionName, or port, alike", j)
+			case (aSection == "") != (bSection == ""):
+				t.problem(src, field, string(gatewayv1.RouteReasonUnsupportedValue), "parentRefs[%d] names the same parent; both must set sectionName, or neither", j)
 			default:
 				continue
 			}
