@@ -241,10 +241,9 @@ func (t *translator) routeHostnames(r *route, src model.SourceRef) ([]string, bo
 	var out []string
 	ok := true
 	if r.kind == kindTLSRoute && len(r.hostnames) == 0 {
-		// The CRD requires them: a TLSRoute is matched by SNI.
-		p := t.problem(src, "spec.hostnames", string(gatewayv1.RouteReasonUnsupportedValue), "a TLSRoute needs at least one hostname; the route is not accepted")
-		t.cur.fatal = &p
-		ok = false
+		// TLSRoute v1 requires them. A route made through v1alpha2,
+		// which did not, still takes its listeners' host names.
+		t.problem(src, "spec.hostnames", string(gatewayv1.RouteReasonUnsupportedValue), "a TLSRoute of gateway.networking.k8s.io/v1 needs at least one hostname")
 	}
 	for i, h := range r.hostnames {
 		l := strings.ToLower(string(h))
