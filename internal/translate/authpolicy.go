@@ -72,6 +72,10 @@ func (t *translator) translateAuthPolicies() {
 	}
 }
 
+// maxTargetRefs is the AuthPolicy CRD's bound on spec.targetRefs
+// (api/v1alpha1).
+const maxTargetRefs = 16
+
 func (t *translator) translateAuthPolicy(p *v1alpha1.AuthPolicy, networks map[string]*model.ServiceNetwork, services map[model.SourceRef][]*model.Service) {
 	src := ref(kindAuthPolicy, p.Namespace, p.Name)
 	st := PolicyStatus{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation}
@@ -118,6 +122,10 @@ func (t *translator) translateAuthPolicy(p *v1alpha1.AuthPolicy, networks map[st
 		note(ancestor(kind, src.Namespace, name), ServiceNetworkController, p.Reason, "%s", p.Message)
 	}
 
+	if n := len(p.Spec.TargetRefs); n == 0 || n > maxTargetRefs {
+		// The CRD's bounds.
+		t.problem(src, "spec.targetRefs", string(gatewayv1.PolicyReasonInvalid), "an AuthPolicy needs 1 to %d targetRefs, not %d", maxTargetRefs, n)
+	}
 	for i, tr := range p.Spec.TargetRefs {
 		field := fmt.Sprintf("spec.targetRefs[%d]", i)
 		kind := string(tr.Kind)

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +13,10 @@ import (
 
 	"trellis.dev/trellis/internal/model"
 )
+
+// corsMaxAge is the CORS filter's maxAge when it gives none (the CRD's
+// default; the field's minimum is 1, so zero means unset).
+const corsMaxAge = 5
 
 // filters translates an HTTPRoute rule's or backendRef's filters, 1:1 and in
 // order. ok is false when a filter cannot be honoured (an ExtensionRef,
@@ -92,12 +97,17 @@ func (t *translator) filters(r *route, src model.SourceRef, p string, fs []gatew
 				missing("cors")
 				continue
 			}
+			for k, m := range c.AllowMethods {
+				if m != "*" && !httpMethods[gatewayv1.HTTPMethod(m)] {
+					t.problem(src, fmt.Sprintf("%s.cors.allowMethods[%d]", fp, k), string(gatewayv1.RouteReasonUnsupportedValue), "%q is not one of the methods the Gateway API allows, nor *", m)
+				}
+			}
 			out = append(out, model.Filter{CORS: &model.CORSFilter{
 				AllowOrigins:     strs(c.AllowOrigins),
 				AllowMethods:     strs(c.AllowMethods),
 				AllowHeaders:     strs(c.AllowHeaders),
 				ExposeHeaders:    strs(c.ExposeHeaders),
-				MaxAgeSeconds:    c.MaxAge,
+				MaxAgeSeconds:    cmp.Or(c.MaxAge, corsMaxAge),
 				AllowCredentials: deref(c.AllowCredentials, false),
 			}})
 		case gatewayv1.HTTPRouteFilterExtensionRef:

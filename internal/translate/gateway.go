@@ -386,6 +386,8 @@ func (t *translator) listeners(gw *gatewayv1.Gateway, src model.SourceRef) []lis
 		}
 		if j, dup := names[l.Name]; dup {
 			fail(".name", string(gatewayv1.ListenerReasonUnsupportedValue), "listener name %q is already used by spec.listeners[%d]", l.Name, j)
+		} else if len(l.Name) > 253 || !sectionNameRE.MatchString(string(l.Name)) {
+			fail(".name", string(gatewayv1.ListenerReasonUnsupportedValue), "%q is not a listener name: lower-case DNS labels joined by dots", l.Name)
 		} else {
 			names[l.Name] = i
 		}

@@ -3,7 +3,6 @@ package translate
 import (
 	"fmt"
 	"regexp"
-	"strings"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -64,6 +63,12 @@ func httpFilters(fs []gatewayv1.GRPCRouteFilter) []gatewayv1.HTTPRouteFilter {
 // match leaves out: one path segment.
 const anyName = "[^/]+"
 
+// The GRPCRoute CRD's patterns for an Exact match's service and method.
+var (
+	grpcServiceRE = regexp.MustCompile(`^(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$`)
+	grpcMethodRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z_0-9]*$`)
+)
+
 // grpcMatch translates one GRPCRoute match. The method match becomes a
 // path match on "/<service>/<method>":
 //
@@ -82,8 +87,10 @@ func (t *translator) grpcMatch(src model.SourceRef, p string, m *gatewayv1.GRPCR
 		switch typ := deref(mm.Type, gatewayv1.GRPCMethodMatchExact); typ {
 		case gatewayv1.GRPCMethodMatchExact:
 			switch {
-			case strings.Contains(svc, "/") || strings.Contains(method, "/"):
-				t.problem(src, p+".method", string(gatewayv1.RouteReasonUnsupportedValue), "a gRPC service or method name contains no '/'")
+			case svc != "" && !grpcServiceRE.MatchString(svc):
+				t.problem(src, p+".method.service", string(gatewayv1.RouteReasonUnsupportedValue), "%q is not a gRPC service name (%s)", svc, grpcServiceRE)
+			case method != "" && !grpcMethodRE.MatchString(method):
+				t.problem(src, p+".method.method", string(gatewayv1.RouteReasonUnsupportedValue), "%q is not a gRPC method name (%s)", method, grpcMethodRE)
 			case svc != "" && method != "":
 				path = model.PathMatch{Type: model.PathExact, Value: "/" + svc + "/" + method}
 			case svc != "":
@@ -120,6 +127,9 @@ func (t *translator) grpcMatch(src model.SourceRef, p string, m *gatewayv1.GRPCR
 // invalid) gets one invalid backend, so that its connections are refused.
 func (t *translator) tlsRules(r *route, src model.SourceRef, specRules []gatewayv1.TLSRouteRule) []model.Rule {
 	out := model.Rule{Name: "rule-0"}
+	if len(specRules) == 0 {
+		t.problem(src, "spec.rules", string(gatewayv1.RouteReasonUnsupportedValue), "a TLSRoute needs one rule; its connections are refused")
+	}
 	for i := 1; i < len(specRules); i++ {
 		t.problem(src, fmt.Sprintf("spec.rules[%d]", i), string(gatewayv1.RouteReasonUnsupportedValue), "a TLSRoute takes one rule; this one is left out")
 	}
@@ -128,6 +138,9 @@ func (t *translator) tlsRules(r *route, src model.SourceRef, specRules []gateway
 		rule := &specRules[0]
 		if rule.Name != nil {
 			out.Name = string(*rule.Name)
+		}
+		if len(rule.BackendRefs) == 0 {
+			t.problem(src, "spec.rules[0].backendRefs", string(gatewayv1.RouteReasonUnsupportedValue), "a TLSRoute's rule needs a backendRef; its connections are refused")
 		}
 		for j := range rule.BackendRefs {
 			hb := gatewayv1.HTTPBackendRef{BackendRef: rule.BackendRefs[j]}

@@ -10,6 +10,10 @@ import (
 // behind a "*." wildcard label.
 var hostnameRE = regexp.MustCompile(`^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
+// sectionNameRE is the Gateway API SectionName pattern (a listener's name):
+// DNS labels, lower case.
+var sectionNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
 // validHostname reports whether h (already lower-cased) is a Gateway API
 // hostname: a DNS name or "*." wildcard, and not an IP address.
 func validHostname(h string) bool {

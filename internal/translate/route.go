@@ -116,6 +116,7 @@ func (t *translator) translateRoute(r *route, src model.SourceRef) bool {
 	if !ours {
 		return false
 	}
+	t.checkRouteLists(r, src)
 	locality := t.routeLocality(r, src)
 	if r.spec.UseDefaultGateways != "" && r.spec.UseDefaultGateways != gatewayv1.GatewayDefaultScopeNone {
 		t.problem(src, "spec.useDefaultGateways", string(gatewayv1.RouteReasonUnsupportedValue), "default Gateways are not supported yet")
@@ -239,6 +240,11 @@ func (t *translator) validService(svc *model.Service, src model.SourceRef) bool 
 func (t *translator) routeHostnames(r *route, src model.SourceRef) ([]string, bool) {
 	var out []string
 	ok := true
+	if r.kind == kindTLSRoute && len(r.hostnames) == 0 {
+		// TLSRoute v1 requires them. A route made through v1alpha2,
+		// which did not, still takes its listeners' host names.
+		t.problem(src, "spec.hostnames", string(gatewayv1.RouteReasonUnsupportedValue), "a TLSRoute of gateway.networking.k8s.io/v1 needs at least one hostname")
+	}
 	for i, h := range r.hostnames {
 		l := strings.ToLower(string(h))
 		if !validHostname(l) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -20,6 +21,11 @@ var defaultRule = gatewayv1.HTTPRouteRule{Matches: []gatewayv1.HTTPRouteMatch{{}
 // tie-breaker.
 func (t *translator) httpRules(r *route, src model.SourceRef, specRules []gatewayv1.HTTPRouteRule) []model.Rule {
 	if len(specRules) == 0 {
+		if specRules != nil {
+			// Written out empty ("rules: []"), which the CRD refuses;
+			// left out, it defaults to defaultRule.
+			t.problem(src, "spec.rules", string(gatewayv1.RouteReasonUnsupportedValue), "an empty list; leave rules out for the default rule")
+		}
 		specRules = []gatewayv1.HTTPRouteRule{defaultRule}
 	}
 	out := make([]model.Rule, len(specRules))
@@ -120,6 +126,26 @@ func (t *translator) headerMatches(src model.SourceRef, p string, headers []gate
 	return out
 }
 
+// badPath says what is wrong with an Exact or PathPrefix path value by the
+// HTTPRoute CRD's validation rules (the model checks that it starts with
+// '/'), or "" when nothing is.
+func badPath(v string) string {
+	for _, s := range []string{"//", "/./", "/../", "%2f", "%2F", "#"} {
+		if strings.Contains(v, s) {
+			return "contain " + strconv.Quote(s)
+		}
+	}
+	for _, s := range []string{"/..", "/."} {
+		if strings.HasSuffix(v, s) {
+			return "end with " + strconv.Quote(s)
+		}
+	}
+	if len(v) > 1024 {
+		return "be longer than 1024 bytes"
+	}
+	return ""
+}
+
 // match translates one match, applying the Gateway API defaults: path
 // PathPrefix "/", header and query matches Exact. Values the model rejects
 // are passed on for its validation to name.
@@ -128,8 +154,17 @@ func (t *translator) match(src model.SourceRef, p string, m *gatewayv1.HTTPRoute
 	if m.Path != nil {
 		path.Type = model.PathMatchType(deref(m.Path.Type, gatewayv1.PathMatchPathPrefix))
 		path.Value = deref(m.Path.Value, "/")
+		if path.Type == model.PathExact || path.Type == model.PathPrefix {
+			if bad := badPath(path.Value); bad != "" {
+				t.problem(src, p+".path.value", string(gatewayv1.RouteReasonUnsupportedValue), "%q must not %s", path.Value, bad)
+			}
+		}
 	}
 	out := model.Match{Path: &path}
+	if len(m.Headers) > maxMatchValues || len(m.QueryParams) > maxMatchValues {
+		t.tooMany(src, p+".headers", len(m.Headers), maxMatchValues)
+		t.tooMany(src, p+".queryParams", len(m.QueryParams), maxMatchValues)
+	}
 	if m.Method != nil {
 		if !httpMethods[*m.Method] {
 			t.problem(src, p+".method", string(gatewayv1.RouteReasonUnsupportedValue), "%q is not one of the methods the Gateway API allows", *m.Method)

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -643,8 +644,25 @@ var kinds = map[gvk]kindInfo{
 	{"gateway.networking.k8s.io/v1", "ReferenceGrant"}: kindOf(true, func(in *translate.Input) *[]gatewayv1.ReferenceGrant { return &in.ReferenceGrants }),
 	{"trellis.dev/v1alpha1", "AuthPolicy"}:             kindOf(true, func(in *translate.Input) *[]v1alpha1.AuthPolicy { return &in.AuthPolicies }),
 	{"v1", "Pod"}:                                      kindOf(true, func(in *translate.Input) *[]corev1.Pod { return &in.Pods }),
-	{"v1", "Namespace"}:                                kindOf(false, func(in *translate.Input) *[]corev1.Namespace { return &in.Namespaces }),
-	{"v1", "Service"}:                                  kindOf(true, func(in *translate.Input) *[]corev1.Service { return &in.Services }),
+	{"v1", "Namespace"}: {
+		kind: "Namespace",
+		new:  func() any { return &corev1.Namespace{} },
+		add: func(in *translate.Input, obj any) {
+			// The API server labels every namespace with its name (and
+			// overwrites that label), which listeners' namespace
+			// selectors may match; so does the file provider.
+			ns := obj.(*corev1.Namespace)
+			if ns.Labels[corev1.LabelMetadataName] != ns.Name {
+				ns.Labels = maps.Clone(ns.Labels)
+				if ns.Labels == nil {
+					ns.Labels = map[string]string{}
+				}
+				ns.Labels[corev1.LabelMetadataName] = ns.Name
+			}
+			in.Namespaces = append(in.Namespaces, *ns)
+		},
+	},
+	{"v1", "Service"}: kindOf(true, func(in *translate.Input) *[]corev1.Service { return &in.Services }),
 	{"v1", "Secret"}: {
 		kind: "Secret", namespaced: true,
 		new: func() any { return &corev1.Secret{} },
@@ -726,7 +744,9 @@ func checkMeta(kind string, namespaced bool, m metav1.Object) error {
 	}
 	validName := validation.IsDNS1123Subdomain
 	if kind == "Service" {
-		validName = validation.IsDNS1035Label
+		// A DNS label, which may start with a digit: the apiserver's rule
+		// since Kubernetes 1.34 (RelaxedServiceNameValidation).
+		validName = validation.IsDNS1123Label
 	}
 	if errs := validName(m.GetName()); len(errs) > 0 {
 		return fmt.Errorf("metadata.name: %q is invalid: %s", m.GetName(), strings.Join(errs, "; "))

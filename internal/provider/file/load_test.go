@@ -1,6 +1,7 @@
 package file
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,5 +197,39 @@ func TestLoadSkips(t *testing.T) {
 func TestLoadMissingDir(t *testing.T) {
 	if _, err := Load(filepath.Join(t.TempDir(), "nope")); err == nil {
 		t.Error("Load of a missing directory succeeded")
+	}
+}
+
+// TestParseAsTheAPIServer checks what the file provider does to objects as an
+// apiserver would: a Namespace gets the label of its name (overwriting any
+// other value), and a Service may be named with a digit first.
+func TestParseAsTheAPIServer(t *testing.T) {
+	in, err := Parse("a.yaml", []byte(`apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: a, kubernetes.io/metadata.name: other}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: bare}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: 1svc}
+spec: {ports: [{port: 80}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]map[string]string{
+		"shop": {"team": "a", "kubernetes.io/metadata.name": "shop"},
+		"bare": {"kubernetes.io/metadata.name": "bare"},
+	}
+	for _, ns := range in.Namespaces {
+		if got := ns.Labels; !maps.Equal(got, want[ns.Name]) {
+			t.Errorf("namespace %s: labels %v, want %v", ns.Name, got, want[ns.Name])
+		}
+	}
+	if len(in.Namespaces) != 2 || len(in.Services) != 1 || in.Services[0].Name != "1svc" {
+		t.Errorf("got namespaces %v, services %v", in.Namespaces, in.Services)
 	}
 }
