@@ -178,3 +178,183 @@ func checkPseudos(pf []hpack.HeaderField) error {
 	}
 	return nil
 }
+
+// appendLiteralField appends f to an HPACK header block as a literal field
+// without indexing (RFC 7541 §6.2.2; never indexed, §6.2.3, when f is
+// Sensitive): the name as an index of the static table when it is there,
+// the value as a plain string. It reads and changes no dynamic table, so
+// it costs a few instructions a byte where the Encoder's search of its
+// tables costs about 300 a field; the price is the bytes a dynamic-table
+// reference would have saved (the value sent again in each response), which
+// HAProxy and nginx pay too. The caller writes a pending dynamic table size
+// update first (the Encoder does, with the block's first field).
+func appendLiteralField(b []byte, f hpack.HeaderField) []byte {
+	prefix := byte(0x00)
+	if f.Sensitive {
+		prefix = 0x10
+	}
+	if i := staticNameIndex(f.Name); i > 0 {
+		b = appendHpackInt(b, prefix, 4, uint64(i))
+	} else {
+		b = append(b, prefix)
+		b = appendHpackString(b, f.Name)
+	}
+	return appendHpackString(b, f.Value)
+}
+
+// appendStatusField appends a response's :status to an HPACK header block:
+// an indexed field when the static table has the code, a literal without
+// indexing of the static table's name otherwise.
+func appendStatusField(b []byte, status int) []byte {
+	switch status {
+	case 200:
+		return append(b, 0x80|8)
+	case 204:
+		return append(b, 0x80|9)
+	case 206:
+		return append(b, 0x80|10)
+	case 304:
+		return append(b, 0x80|11)
+	case 400:
+		return append(b, 0x80|12)
+	case 404:
+		return append(b, 0x80|13)
+	case 500:
+		return append(b, 0x80|14)
+	}
+	b = append(b, 8)
+	return appendHpackString(b, statusText(status))
+}
+
+// appendHpackString appends s as an HPACK string literal, not Huffman
+// coded (RFC 7541 §5.2).
+func appendHpackString(b []byte, s string) []byte {
+	b = appendHpackInt(b, 0, 7, uint64(len(s)))
+	return append(b, s...)
+}
+
+// appendHpackInt appends v as an HPACK integer of an n-bit prefix (RFC 7541
+// §5.1), the first byte's other bits being first's.
+func appendHpackInt(b []byte, first byte, n uint, v uint64) []byte {
+	full := uint64(1)<<n - 1
+	if v < full {
+		return append(b, first|byte(v))
+	}
+	b = append(b, first|byte(full))
+	for v -= full; v >= 128; v >>= 7 {
+		b = append(b, byte(v&0x7f|0x80))
+	}
+	return append(b, byte(v))
+}
+
+// staticNameIndex is the index of name's first entry in HPACK's static
+// table (RFC 7541 Appendix A), 0 when it has none.
+func staticNameIndex(name string) int {
+	switch name {
+	case ":authority":
+		return 1
+	case ":method":
+		return 2
+	case ":path":
+		return 4
+	case ":scheme":
+		return 6
+	case ":status":
+		return 8
+	case "accept-charset":
+		return 15
+	case "accept-encoding":
+		return 16
+	case "accept-language":
+		return 17
+	case "accept-ranges":
+		return 18
+	case "accept":
+		return 19
+	case "access-control-allow-origin":
+		return 20
+	case "age":
+		return 21
+	case "allow":
+		return 22
+	case "authorization":
+		return 23
+	case "cache-control":
+		return 24
+	case "content-disposition":
+		return 25
+	case "content-encoding":
+		return 26
+	case "content-language":
+		return 27
+	case "content-length":
+		return 28
+	case "content-location":
+		return 29
+	case "content-range":
+		return 30
+	case "content-type":
+		return 31
+	case "cookie":
+		return 32
+	case "date":
+		return 33
+	case "etag":
+		return 34
+	case "expect":
+		return 35
+	case "expires":
+		return 36
+	case "from":
+		return 37
+	case "host":
+		return 38
+	case "if-match":
+		return 39
+	case "if-modified-since":
+		return 40
+	case "if-none-match":
+		return 41
+	case "if-range":
+		return 42
+	case "if-unmodified-since":
+		return 43
+	case "last-modified":
+		return 44
+	case "link":
+		return 45
+	case "location":
+		return 46
+	case "max-forwards":
+		return 47
+	case "proxy-authenticate":
+		return 48
+	case "proxy-authorization":
+		return 49
+	case "range":
+		return 50
+	case "referer":
+		return 51
+	case "refresh":
+		return 52
+	case "retry-after":
+		return 53
+	case "server":
+		return 54
+	case "set-cookie":
+		return 55
+	case "strict-transport-security":
+		return 56
+	case "transfer-encoding":
+		return 57
+	case "user-agent":
+		return 58
+	case "vary":
+		return 59
+	case "via":
+		return 60
+	case "www-authenticate":
+		return 61
+	}
+	return 0
+}

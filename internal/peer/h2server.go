@@ -352,11 +352,17 @@ type serverConn struct {
 	flushOwed    bool
 	// yielding is set while a writer that owes a flush yields
 	// (unlockWriteYield); it flushes when it is back.
-	yielding  bool
-	enc       *hpack.Encoder
-	hbuf      headerBuf
-	werr      error
-	wdeadline time.Time
+	yielding bool
+	// enc writes nothing but a header block's first field after the
+	// peer changed its SETTINGS_HEADER_TABLE_SIZE (tableChanged), for the
+	// dynamic table size update it may owe; every field goes out as a
+	// literal the peer does not index (appendLiteralField), and no field
+	// refers to the dynamic table.
+	enc          *hpack.Encoder
+	tableChanged bool
+	hbuf         headerBuf
+	werr         error
+	wdeadline    time.Time
 
 	mu         sync.Mutex
 	sendCond   sync.Cond // windows opened, a stream reset, the connection closed
@@ -919,6 +925,7 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 	c.lockWrite()
 	if setTable {
 		c.enc.SetMaxDynamicTableSizeLimit(tableSize)
+		c.tableChanged = true
 	}
 	c.fr.WriteSettingsAck()
 	c.unlockWrite(true)
@@ -2141,18 +2148,23 @@ func (c *serverConn) reserve(st *stream, want int) (int, error) {
 
 // writeHead writes a response head: status, fields (ResponseFields), h but
 // for the trailers, and a Content-Type and Content-Length unless "". wmu is
-// held.
+// held. The fields go out as literals that the client's decoder does not
+// index (appendLiteralField), not through the Encoder's search of its
+// tables.
 func (c *serverConn) writeHead(id uint32, status int, fields []hpack.HeaderField, h http.Header, trailers []string, ctype, clen string, end bool) {
 	c.hbuf.b = c.hbuf.b[:0]
-	c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
+	b := c.beginBlock(hpack.HeaderField{Name: ":status", Value: statusText(status)})
+	if b == nil {
+		b = appendStatusField(c.hbuf.b, status)
+	}
 	if ctype != "" {
-		c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: ctype})
+		b = appendLiteralField(b, hpack.HeaderField{Name: "content-type", Value: ctype})
 	}
 	if clen != "" {
-		c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: clen})
+		b = appendLiteralField(b, hpack.HeaderField{Name: "content-length", Value: clen})
 	}
 	for _, f := range fields {
-		c.enc.WriteField(f)
+		b = appendLiteralField(b, f)
 	}
 	for k, vs := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) || slices.Contains(trailers, k) {
@@ -2164,10 +2176,11 @@ func (c *serverConn) writeHead(id uint32, status int, fields []hpack.HeaderField
 		}
 		for _, v := range vs {
 			if httpguts.ValidHeaderFieldValue(v) {
-				c.enc.WriteField(hpack.HeaderField{Name: name, Value: v})
+				b = appendLiteralField(b, hpack.HeaderField{Name: name, Value: v})
 			}
 		}
 	}
+	c.hbuf.b = b
 	c.writeBlock(id, end)
 }
 
@@ -2175,11 +2188,31 @@ func (c *serverConn) writeHead(id uint32, status int, fields []hpack.HeaderField
 func (c *serverConn) writeFields(id uint32, fields []hpack.HeaderField, end bool) {
 	c.hbuf.b = c.hbuf.b[:0]
 	for _, f := range fields {
-		if httpguts.ValidHeaderFieldValue(f.Value) {
-			c.enc.WriteField(f)
+		if !httpguts.ValidHeaderFieldValue(f.Value) {
+			continue
+		}
+		if b := c.beginBlock(f); b != nil {
+			c.hbuf.b = b
+		} else {
+			c.hbuf.b = appendLiteralField(c.hbuf.b, f)
 		}
 	}
 	c.writeBlock(id, end)
+}
+
+// beginBlock starts a header block: when the peer changed its
+// SETTINGS_HEADER_TABLE_SIZE since the last block, the Encoder writes
+// first, the dynamic table size update it owes (RFC 7541 §4.2) and then
+// first, and beginBlock returns the block so far; otherwise nil, and the
+// caller writes first itself. A block started, the next call returns nil.
+// wmu is held.
+func (c *serverConn) beginBlock(first hpack.HeaderField) []byte {
+	if !c.tableChanged {
+		return nil
+	}
+	c.tableChanged = false
+	c.enc.WriteField(first)
+	return c.hbuf.b
 }
 
 func (c *serverConn) writeBlock(id uint32, end bool) {
