@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -56,7 +57,7 @@ func newHeaderReader(fr *http2.Framer, maxList uint32) *headerReader {
 
 // emit takes one decoded field of the block under way.
 func (hr *headerReader) emit(hf hpack.HeaderField) {
-	if !httpguts.ValidHeaderFieldValue(hf.Value) {
+	if !validWireValue(hf.Value) {
 		hr.invalid = fmt.Errorf("invalid value of header field %q", hf.Name)
 	}
 	if strings.HasPrefix(hf.Name, ":") {
@@ -90,14 +91,44 @@ func (hr *headerReader) emit(hf hpack.HeaderField) {
 	hr.fields = append(hr.fields, hf)
 }
 
+// Byte classes of a field on the wire, for validWireName and
+// validWireValue.
+const (
+	wireName  = 1 << iota // a token's byte, not upper case
+	wireValue             // not a control byte but HTAB
+)
+
+var wireClass = func() (t [256]uint8) {
+	for c := range 256 {
+		if c < utf8.RuneSelf && httpguts.IsTokenRune(rune(c)) && !('A' <= c && c <= 'Z') {
+			t[c] |= wireName
+		}
+		if c >= ' ' && c != 0x7f || c == '\t' {
+			t[c] |= wireValue
+		}
+	}
+	return t
+}()
+
 // validWireName reports whether name is a valid HTTP/2 field name: a
 // token, in lower case.
 func validWireName(name string) bool {
 	if name == "" {
 		return false
 	}
-	for _, r := range name {
-		if !httpguts.IsTokenRune(r) || 'A' <= r && r <= 'Z' {
+	for i := 0; i < len(name); i++ {
+		if wireClass[name[i]]&wireName == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validWireValue is httpguts.ValidHeaderFieldValue by table: no control
+// bytes but HTAB.
+func validWireValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if wireClass[v[i]]&wireValue == 0 {
 			return false
 		}
 	}

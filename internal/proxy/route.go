@@ -188,15 +188,20 @@ type responseEditor struct {
 func (rw *responseEditor) WriteHeader(code int) {
 	if !rw.wrote && code >= 200 {
 		rw.wrote = true
-		h := rw.Header()
-		if rw.cors != nil {
-			rw.cors.Actual(rw.corsRequest, h)
-		}
-		if rw.token != "" {
-			setSession(h, rw.session, rw.token)
-		}
-		for _, e := range rw.edits {
-			e.Apply(h, nil)
+		// Header only when there is something to edit: the HTTP/2
+		// server's writer makes its map on the first call, which a
+		// response relayed as fields (peer.ResponseFields) never needs.
+		if rw.cors != nil || rw.token != "" || len(rw.edits) > 0 {
+			h := rw.Header()
+			if rw.cors != nil {
+				rw.cors.Actual(rw.corsRequest, h)
+			}
+			if rw.token != "" {
+				setSession(h, rw.session, rw.token)
+			}
+			for _, e := range rw.edits {
+				e.Apply(h, nil)
+			}
 		}
 	}
 	rw.ResponseWriter.WriteHeader(code)
