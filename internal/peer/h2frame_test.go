@@ -207,3 +207,14 @@ func TestWireClassAgreesWithHttpguts(t *testing.T) {
 		}
 	}
 }
+
+func FuzzValidWireValue(f *testing.F) {
+	for _, s := range []string{"", "text/plain; charset=utf-8", "a\tb", "0123456789abcdef\x7f", "01234567\x1f", "é€ and more than eight", "\x80\x9f\xff\xfe\xa0\xc0\xe0\xf0\x7e"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := validWireValue(s), httpguts.ValidHeaderFieldValue(s); got != want {
+			t.Fatalf("validWireValue(%q) = %v, httpguts says %v", s, got, want)
+		}
+	})
+}
