@@ -57,6 +57,8 @@ type exchange struct {
 	rec             recorder
 	body            countingBody
 	upgradeExpected bool
+	// editor is serveRoute's response writer.
+	editor responseEditor
 }
 
 type exchangeKey struct{}
