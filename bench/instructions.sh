@@ -19,7 +19,9 @@
 # connections with responses in flight and the SIGPIPEs of the proxy's
 # writes to them crash callgrind).
 #
-# Usage: [TRELLIS_BIN=path] bench/instructions.sh [SECONDS] [CONTENDERS...]
+# Usage: [TRELLIS_BIN=path] [INSTR_KEEP=dir] bench/instructions.sh [SECONDS] [CONTENDERS...]
+# (INSTR_KEEP: the callgrind profile of each contender is copied there, as
+# cg.NAME, for callgrind_annotate)
 # (defaults: 5 s, "trellis go-minimal backend"). Needs valgrind, nginx, wrk
 # (and openssl, h2load for trellis-https and trellis-h2).
 # Everything listens on 127.0.0.1; the script stops what it started.
@@ -134,6 +136,7 @@ measure() {
   reqs=$(drive "$kind" "$port" "$DURATION" "${hdrs[@]}") || exit 1
   callgrind_control -d $vp >/dev/null 2>&1
   kill $vp; wait $vp 2>/dev/null || true
+  [ -z "${INSTR_KEEP:-}" ] || { mkdir -p "$INSTR_KEEP"; cp "$work/cg.$name.1" "$INSTR_KEEP/cg.$name"; }
   ir=$(callgrind_annotate "$work/cg.$name.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   awk -v n="$name" -v i="$ir" -v q="$reqs" 'BEGIN {printf "%s: %.0f instructions per request (%d requests)\n", n, i/q, q}'
 }

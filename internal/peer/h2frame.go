@@ -1,9 +1,11 @@
 package peer
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -56,7 +58,7 @@ func newHeaderReader(fr *http2.Framer, maxList uint32) *headerReader {
 
 // emit takes one decoded field of the block under way.
 func (hr *headerReader) emit(hf hpack.HeaderField) {
-	if !httpguts.ValidHeaderFieldValue(hf.Value) {
+	if !validWireValue(hf.Value) {
 		hr.invalid = fmt.Errorf("invalid value of header field %q", hf.Name)
 	}
 	if strings.HasPrefix(hf.Name, ":") {
@@ -90,14 +92,58 @@ func (hr *headerReader) emit(hf hpack.HeaderField) {
 	hr.fields = append(hr.fields, hf)
 }
 
+// Byte classes of a field on the wire, for validWireName and
+// validWireValue.
+const (
+	wireName  = 1 << iota // a token's byte, not upper case
+	wireValue             // not a control byte but HTAB
+)
+
+var wireClass = func() (t [256]uint8) {
+	for c := range 256 {
+		if c < utf8.RuneSelf && httpguts.IsTokenRune(rune(c)) && !('A' <= c && c <= 'Z') {
+			t[c] |= wireName
+		}
+		if c >= ' ' && c != 0x7f || c == '\t' {
+			t[c] |= wireValue
+		}
+	}
+	return t
+}()
+
 // validWireName reports whether name is a valid HTTP/2 field name: a
 // token, in lower case.
 func validWireName(name string) bool {
 	if name == "" {
 		return false
 	}
-	for _, r := range name {
-		if !httpguts.IsTokenRune(r) || 'A' <= r && r <= 'Z' {
+	for i := 0; i < len(name); i++ {
+		if wireClass[name[i]]&wireName == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validWireValue is httpguts.ValidHeaderFieldValue: no control bytes but
+// HTAB. Every field of every request goes through it (a client's cookies
+// and tokens come again with each request, from its HPACK table), so it
+// looks at eight bytes at a time while none of them is below 0x20 or 0x7f,
+// and by table at the rest.
+func validWireValue(v string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		x := binary.LittleEndian.Uint64([]byte(v[i : i+8]))
+		// A byte below 0x20 (x-0x20 borrows into its high bit where x's
+		// is clear), or one equal to 0x7f (a zero byte in x^0x7f...).
+		y := x ^ 0x7f*ones
+		if (x-0x20*ones)&^x&highs|(y-ones)&^y&highs != 0 {
+			break
+		}
+	}
+	for ; i < len(v); i++ {
+		if wireClass[v[i]]&wireValue == 0 {
 			return false
 		}
 	}
@@ -177,4 +223,184 @@ func checkPseudos(pf []hpack.HeaderField) error {
 		return errors.New("request and response pseudo header fields mixed")
 	}
 	return nil
+}
+
+// appendLiteralField appends f to an HPACK header block as a literal field
+// without indexing (RFC 7541 §6.2.2; never indexed, §6.2.3, when f is
+// Sensitive): the name as an index of the static table when it is there,
+// the value as a plain string. It reads and changes no dynamic table, so
+// it costs a few instructions a byte where the Encoder's search of its
+// tables costs about 300 a field; the price is the bytes a dynamic-table
+// reference would have saved (the value sent again in each response), which
+// HAProxy and nginx pay too. The caller writes a pending dynamic table size
+// update first (the Encoder does, with the block's first field).
+func appendLiteralField(b []byte, f hpack.HeaderField) []byte {
+	prefix := byte(0x00)
+	if f.Sensitive {
+		prefix = 0x10
+	}
+	if i := staticNameIndex(f.Name); i > 0 {
+		b = appendHpackInt(b, prefix, 4, uint64(i))
+	} else {
+		b = append(b, prefix)
+		b = appendHpackString(b, f.Name)
+	}
+	return appendHpackString(b, f.Value)
+}
+
+// appendStatusField appends a response's :status to an HPACK header block:
+// an indexed field when the static table has the code, a literal without
+// indexing of the static table's name otherwise.
+func appendStatusField(b []byte, status int) []byte {
+	switch status {
+	case 200:
+		return append(b, 0x80|8)
+	case 204:
+		return append(b, 0x80|9)
+	case 206:
+		return append(b, 0x80|10)
+	case 304:
+		return append(b, 0x80|11)
+	case 400:
+		return append(b, 0x80|12)
+	case 404:
+		return append(b, 0x80|13)
+	case 500:
+		return append(b, 0x80|14)
+	}
+	b = append(b, 8)
+	return appendHpackString(b, statusText(status))
+}
+
+// appendHpackString appends s as an HPACK string literal, not Huffman
+// coded (RFC 7541 §5.2).
+func appendHpackString(b []byte, s string) []byte {
+	b = appendHpackInt(b, 0, 7, uint64(len(s)))
+	return append(b, s...)
+}
+
+// appendHpackInt appends v as an HPACK integer of an n-bit prefix (RFC 7541
+// §5.1), the first byte's other bits being first's.
+func appendHpackInt(b []byte, first byte, n uint, v uint64) []byte {
+	full := uint64(1)<<n - 1
+	if v < full {
+		return append(b, first|byte(v))
+	}
+	b = append(b, first|byte(full))
+	for v -= full; v >= 128; v >>= 7 {
+		b = append(b, byte(v&0x7f|0x80))
+	}
+	return append(b, byte(v))
+}
+
+// staticNameIndex is the index of name's first entry in HPACK's static
+// table (RFC 7541 Appendix A), 0 when it has none.
+func staticNameIndex(name string) int {
+	switch name {
+	case ":authority":
+		return 1
+	case ":method":
+		return 2
+	case ":path":
+		return 4
+	case ":scheme":
+		return 6
+	case ":status":
+		return 8
+	case "accept-charset":
+		return 15
+	case "accept-encoding":
+		return 16
+	case "accept-language":
+		return 17
+	case "accept-ranges":
+		return 18
+	case "accept":
+		return 19
+	case "access-control-allow-origin":
+		return 20
+	case "age":
+		return 21
+	case "allow":
+		return 22
+	case "authorization":
+		return 23
+	case "cache-control":
+		return 24
+	case "content-disposition":
+		return 25
+	case "content-encoding":
+		return 26
+	case "content-language":
+		return 27
+	case "content-length":
+		return 28
+	case "content-location":
+		return 29
+	case "content-range":
+		return 30
+	case "content-type":
+		return 31
+	case "cookie":
+		return 32
+	case "date":
+		return 33
+	case "etag":
+		return 34
+	case "expect":
+		return 35
+	case "expires":
+		return 36
+	case "from":
+		return 37
+	case "host":
+		return 38
+	case "if-match":
+		return 39
+	case "if-modified-since":
+		return 40
+	case "if-none-match":
+		return 41
+	case "if-range":
+		return 42
+	case "if-unmodified-since":
+		return 43
+	case "last-modified":
+		return 44
+	case "link":
+		return 45
+	case "location":
+		return 46
+	case "max-forwards":
+		return 47
+	case "proxy-authenticate":
+		return 48
+	case "proxy-authorization":
+		return 49
+	case "range":
+		return 50
+	case "referer":
+		return 51
+	case "refresh":
+		return 52
+	case "retry-after":
+		return 53
+	case "server":
+		return 54
+	case "set-cookie":
+		return 55
+	case "strict-transport-security":
+		return 56
+	case "transfer-encoding":
+		return 57
+	case "user-agent":
+		return 58
+	case "vary":
+		return 59
+	case "via":
+		return 60
+	case "www-authenticate":
+		return 61
+	}
+	return 0
 }

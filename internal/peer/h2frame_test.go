@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -186,4 +187,34 @@ func TestHeaderReaderReusesFields(t *testing.T) {
 	if allocs > 2 {
 		t.Errorf("%.1f allocations per block of %d fields, want at most 2", allocs, len(fields)/2)
 	}
+}
+
+// The byte tables decide as x/net's checks: every byte alone, and at the
+// end of a valid name or value.
+func TestWireClassAgreesWithHttpguts(t *testing.T) {
+	for c := range 256 {
+		for _, s := range []string{string([]byte{byte(c)}), "x-a" + string([]byte{byte(c)})} {
+			wantName := true
+			for _, r := range s {
+				wantName = wantName && httpguts.IsTokenRune(r) && !('A' <= r && r <= 'Z')
+			}
+			if got := validWireName(s); got != wantName {
+				t.Errorf("validWireName(%q) = %v, want %v", s, got, wantName)
+			}
+			if got, want := validWireValue(s), httpguts.ValidHeaderFieldValue(s); got != want {
+				t.Errorf("validWireValue(%q) = %v, want %v", s, got, want)
+			}
+		}
+	}
+}
+
+func FuzzValidWireValue(f *testing.F) {
+	for _, s := range []string{"", "text/plain; charset=utf-8", "a\tb", "0123456789abcdef\x7f", "01234567\x1f", "é€ and more than eight", "\x80\x9f\xff\xfe\xa0\xc0\xe0\xf0\x7e"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := validWireValue(s), httpguts.ValidHeaderFieldValue(s); got != want {
+			t.Fatalf("validWireValue(%q) = %v, httpguts says %v", s, got, want)
+		}
+	})
 }

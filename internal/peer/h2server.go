@@ -117,12 +117,15 @@ type HTTPServer struct {
 	closing   bool
 	connGone  chan struct{} // signalled when a connection ends
 
-	// readers hands a connection to read to a goroutine waiting in
-	// nextConn (idleReaders of them, at most maxIdleReaders).
-	readers                     chan *serverConn
+	// idle are the goroutines waiting in nextConn for a connection to
+	// read, the last to wait first (its stack the likeliest in cache);
+	// idleReaders of them, at most maxIdleReaders. readersStopped: Shutdown
+	// or Close ended their waits, and no more wait.
+	idleMu                      sync.Mutex
+	idle                        []*idleReader
+	readersStopped              bool
 	idleReaders, maxIdleReaders atomic.Int32
 	readerIdle                  time.Duration
-	stopped                     chan struct{} // closed by Shutdown and Close
 	// noReuse and noYield turn off reusing readers and yielding before a
 	// flush, for BenchmarkH2ServerLoad's comparison.
 	noReuse, noYield bool
@@ -180,9 +183,7 @@ func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig)
 		listeners:         map[net.Listener]struct{}{},
 		conns:             map[*serverConn]struct{}{},
 		connGone:          make(chan struct{}, 1),
-		readers:           make(chan *serverConn),
 		readerIdle:        readerIdle,
-		stopped:           make(chan struct{}),
 	}
 	s.maxIdleReaders.Store(maxIdleReaders)
 	return s
@@ -285,7 +286,7 @@ func (s *HTTPServer) stopAccepting() []*serverConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closing {
-		close(s.stopped)
+		s.stopReaders()
 	}
 	s.closing = true
 	for ln := range s.listeners {
@@ -352,11 +353,17 @@ type serverConn struct {
 	flushOwed    bool
 	// yielding is set while a writer that owes a flush yields
 	// (unlockWriteYield); it flushes when it is back.
-	yielding  bool
-	enc       *hpack.Encoder
-	hbuf      headerBuf
-	werr      error
-	wdeadline time.Time
+	yielding bool
+	// enc writes nothing but a header block's first field after the
+	// peer changed its SETTINGS_HEADER_TABLE_SIZE (tableChanged), for the
+	// dynamic table size update it may owe; every field goes out as a
+	// literal the peer does not index (appendLiteralField), and no field
+	// refers to the dynamic table.
+	enc          *hpack.Encoder
+	tableChanged bool
+	hbuf         headerBuf
+	werr         error
+	wdeadline    time.Time
 
 	mu         sync.Mutex
 	sendCond   sync.Cond // windows opened, a stream reset, the connection closed
@@ -630,62 +637,105 @@ func (s *HTTPServer) goRead(c *serverConn) {
 		go c.readFrames()
 		return
 	}
-	select {
-	case s.readers <- c:
-	default:
-		go s.reader(c)
+	s.idleMu.Lock()
+	if n := len(s.idle); n > 0 {
+		r := s.idle[n-1]
+		s.idle[n-1] = nil
+		s.idle = s.idle[:n-1]
+		s.idleReaders.Add(-1)
+		r.idle = false
+		r.uses++
+		s.idleMu.Unlock()
+		r.next <- c
+		return
 	}
+	s.idleMu.Unlock()
+	go s.reader(c)
 }
 
 // reader reads c, then, after each handler it ran, the connections goRead
 // hands it, until nextConn has none.
 func (s *HTTPServer) reader(c *serverConn) {
-	var w readerWait
+	r := &idleReader{next: make(chan *serverConn, 1)}
 	for c != nil {
 		c.readFrames()
-		c = s.nextConn(&w)
+		c = s.nextConn(r)
 	}
-	if w.timer != nil {
-		w.timer.Stop()
+	s.idleMu.Lock()
+	r.done = true
+	s.idleMu.Unlock()
+	if r.timer != nil {
+		r.timer.Stop()
 	}
 }
 
-// readerWait is a reader's timer, and how many connections it got: the
-// timer is not reset for every wait (that costs a request a trip through
-// the timer heap) but when it fires, if a connection came since it last
-// fired.
-type readerWait struct {
-	timer      *time.Timer
+// idleReader is a goroutine that reads connections (reader) while it waits
+// in nextConn. A wait is a receive on a channel of its own, which costs a
+// hand-off less than a select of a shared channel, a timer's and the
+// server's stop.
+type idleReader struct {
+	// next gets the connection to read, or nil when the wait ends: one
+	// send per wait, by whoever took the reader off s.idle.
+	next chan *serverConn
+	// timer ends the wait when no connection came for a period
+	// (readerExpired); it is re-armed when it fires, not for every wait
+	// (that costs a request a trip through the timer heap).
+	timer *time.Timer
+	// Under s.idleMu: in s.idle; the goroutine ended; connections got,
+	// and as many when the timer last fired.
+	idle, done bool
 	uses, seen int
 }
 
 // nextConn waits for a connection to read, unless maxIdleReaders
 // goroutines wait already; nil when none came for readerIdle (to twice
 // that), or the server closed.
-func (s *HTTPServer) nextConn(w *readerWait) *serverConn {
-	if s.idleReaders.Add(1) > s.maxIdleReaders.Load() {
-		s.idleReaders.Add(-1)
+func (s *HTTPServer) nextConn(r *idleReader) *serverConn {
+	s.idleMu.Lock()
+	if s.readersStopped || len(s.idle) >= int(s.maxIdleReaders.Load()) {
+		s.idleMu.Unlock()
 		return nil
 	}
-	defer s.idleReaders.Add(-1)
-	if w.timer == nil {
-		w.timer = time.NewTimer(s.readerIdle)
+	r.idle = true
+	s.idle = append(s.idle, r)
+	s.idleReaders.Add(1)
+	if r.timer == nil {
+		r.timer = time.AfterFunc(s.readerIdle, func() { s.readerExpired(r) })
 	}
-	for {
-		select {
-		case c := <-s.readers:
-			w.uses++
-			return c
-		case <-w.timer.C:
-			if w.uses == w.seen {
-				return nil
-			}
-			w.seen = w.uses
-			w.timer.Reset(s.readerIdle)
-		case <-s.stopped:
-			return nil
-		}
+	s.idleMu.Unlock()
+	return <-r.next
+}
+
+// readerExpired ends r's wait if no connection came to it since the timer
+// last fired, and re-arms the timer otherwise.
+func (s *HTTPServer) readerExpired(r *idleReader) {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	if r.done {
+		return
 	}
+	if r.idle && r.uses == r.seen {
+		s.idle = slices.DeleteFunc(s.idle, func(x *idleReader) bool { return x == r })
+		s.idleReaders.Add(-1)
+		r.idle = false
+		r.next <- nil
+		return
+	}
+	r.seen = r.uses
+	r.timer.Reset(s.readerIdle)
+}
+
+// stopReaders ends the idle readers' waits, and any to come.
+func (s *HTTPServer) stopReaders() {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	s.readersStopped = true
+	for _, r := range s.idle {
+		r.idle = false
+		r.next <- nil
+	}
+	s.idleReaders.Add(-int32(len(s.idle)))
+	s.idle = nil
 }
 
 // readError turns the framer's error into the connection's fate: nil when
@@ -919,6 +969,7 @@ func (c *serverConn) processSettings(f *http2.SettingsFrame) error {
 	c.lockWrite()
 	if setTable {
 		c.enc.SetMaxDynamicTableSizeLimit(tableSize)
+		c.tableChanged = true
 	}
 	c.fr.WriteSettingsAck()
 	c.unlockWrite(true)
@@ -2141,18 +2192,23 @@ func (c *serverConn) reserve(st *stream, want int) (int, error) {
 
 // writeHead writes a response head: status, fields (ResponseFields), h but
 // for the trailers, and a Content-Type and Content-Length unless "". wmu is
-// held.
+// held. The fields go out as literals that the client's decoder does not
+// index (appendLiteralField), not through the Encoder's search of its
+// tables.
 func (c *serverConn) writeHead(id uint32, status int, fields []hpack.HeaderField, h http.Header, trailers []string, ctype, clen string, end bool) {
 	c.hbuf.b = c.hbuf.b[:0]
-	c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
+	b := c.beginBlock(hpack.HeaderField{Name: ":status", Value: statusText(status)})
+	if b == nil {
+		b = appendStatusField(c.hbuf.b, status)
+	}
 	if ctype != "" {
-		c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: ctype})
+		b = appendLiteralField(b, hpack.HeaderField{Name: "content-type", Value: ctype})
 	}
 	if clen != "" {
-		c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: clen})
+		b = appendLiteralField(b, hpack.HeaderField{Name: "content-length", Value: clen})
 	}
 	for _, f := range fields {
-		c.enc.WriteField(f)
+		b = appendLiteralField(b, f)
 	}
 	for k, vs := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) || slices.Contains(trailers, k) {
@@ -2164,10 +2220,11 @@ func (c *serverConn) writeHead(id uint32, status int, fields []hpack.HeaderField
 		}
 		for _, v := range vs {
 			if httpguts.ValidHeaderFieldValue(v) {
-				c.enc.WriteField(hpack.HeaderField{Name: name, Value: v})
+				b = appendLiteralField(b, hpack.HeaderField{Name: name, Value: v})
 			}
 		}
 	}
+	c.hbuf.b = b
 	c.writeBlock(id, end)
 }
 
@@ -2175,11 +2232,31 @@ func (c *serverConn) writeHead(id uint32, status int, fields []hpack.HeaderField
 func (c *serverConn) writeFields(id uint32, fields []hpack.HeaderField, end bool) {
 	c.hbuf.b = c.hbuf.b[:0]
 	for _, f := range fields {
-		if httpguts.ValidHeaderFieldValue(f.Value) {
-			c.enc.WriteField(f)
+		if !httpguts.ValidHeaderFieldValue(f.Value) {
+			continue
+		}
+		if b := c.beginBlock(f); b != nil {
+			c.hbuf.b = b
+		} else {
+			c.hbuf.b = appendLiteralField(c.hbuf.b, f)
 		}
 	}
 	c.writeBlock(id, end)
+}
+
+// beginBlock starts a header block: when the peer changed its
+// SETTINGS_HEADER_TABLE_SIZE since the last block, the Encoder writes
+// first, the dynamic table size update it owes (RFC 7541 §4.2) and then
+// first, and beginBlock returns the block so far; otherwise nil, and the
+// caller writes first itself. A block started, the next call returns nil.
+// wmu is held.
+func (c *serverConn) beginBlock(first hpack.HeaderField) []byte {
+	if !c.tableChanged {
+		return nil
+	}
+	c.tableChanged = false
+	c.enc.WriteField(first)
+	return c.hbuf.b
 }
 
 func (c *serverConn) writeBlock(id uint32, end bool) {

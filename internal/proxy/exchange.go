@@ -57,6 +57,8 @@ type exchange struct {
 	rec             recorder
 	body            countingBody
 	upgradeExpected bool
+	// editor is serveRoute's response writer.
+	editor responseEditor
 }
 
 type exchangeKey struct{}
@@ -87,8 +89,12 @@ func (p *Proxy) begin(sv *served, port int32, w http.ResponseWriter, r *http.Req
 	if vs := r.Header["Upgrade"]; len(vs) > 0 {
 		x.upgradeExpected = vs[0] != ""
 	}
-	if w, ok := sv.identity(remoteIP(r.RemoteAddr)); ok {
-		x.identity = w.header
+	if len(sv.ids) > 0 {
+		// Parsing the client's address costs more than the rest of the
+		// lookup: not when no workload has an identity.
+		if w, ok := sv.identity(remoteIP(r.RemoteAddr)); ok {
+			x.identity = w.header
+		}
 	}
 	r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
 	if r.Body != nil && r.Body != http.NoBody {

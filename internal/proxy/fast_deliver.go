@@ -115,7 +115,8 @@ func (p *Proxy) sendDirect(w http.ResponseWriter, r *http.Request, t *router.Tar
 	case resp.Chunked:
 		body = httputil.NewChunkedReader(tc.br)
 	case resp.ContentLength >= 0:
-		body = io.LimitReader(tc.br, resp.ContentLength)
+		tc.body = io.LimitedReader{R: tc.br, N: resp.ContentLength}
+		body = &tc.body
 	default:
 		body = tc.br
 	}

@@ -38,8 +38,11 @@ type targetConn struct {
 	idle  time.Duration
 	limit time.Time
 	// resp is the last response head read for a delivery
-	// (deliveryRoundTrip), kept for its arrays.
+	// (deliveryRoundTrip), kept for its arrays; body reads its body when
+	// the head gives its length (sendDirect), kept here to save the
+	// request an allocation.
 	resp h1.Response
+	body io.LimitedReader
 }
 
 // targetReader reads a target connection for its bufio.Reader.
