@@ -21,9 +21,9 @@
 #            build (an A/B comparison in the same run)
 # Each phase starts its process, waits WAIT seconds (past the first
 # interval's checks), then measures IDLE seconds: the process's user+system
-# ticks from /proc (10 ms each), the target's, the target's count of
-# requests (the checks), and the connections it accepted (the namespace's
-# TCP PassiveOpens). CPU per check is the process's CPU over the checks
+# ticks from /proc (10 ms each; the user share printed apart), the
+# target's, the target's count of requests (the checks), and the
+# connections it accepted (the namespace's TCP PassiveOpens). CPU per check is the process's CPU over the checks
 # counted. With PERF=1, perf stat over the same window adds context
 # switches and syscalls per check (perf's tracepoints add to the CPU they
 # count: read CPU from runs without it). HAProxy's servers' states and
@@ -61,6 +61,7 @@ trap "kill \${pids[*]} 2>/dev/null || true; wait 2>/dev/null || true" EXIT
 "$out/scale" target -listen 0.0.0.0:9000 -count 127.0.0.1:9002 & target=$!; pids+=($target)
 sleep 1
 ticks() { awk "{print \$14 + \$15}" /proc/$1/stat; }
+uticks() { awk "{print \$14}" /proc/$1/stat; }
 opens() { awk "/^Tcp:/ && \$2 ~ /^[0-9]/ {print \$7}" /proc/net/snmp; }
 count() { curl -s http://127.0.0.1:9002/; }
 hz=$(getconf CLK_TCK)
@@ -79,18 +80,18 @@ for round in $(seq "$ROUNDS"); do
     pids+=($pid)
     sleep "$WAIT"
     if ! kill -0 $pid 2>/dev/null; then echo "$phase: exited; its log:" >&2; cat "$out/$phase.log" >&2; exit 1; fi
-    t0=$(ticks $pid); e0=$(ticks $target); c0=$(count); o0=$(opens); l0=$(cut -d" " -f1 /proc/loadavg)
+    t0=$(ticks $pid); u0=$(uticks $pid); e0=$(ticks $target); c0=$(count); o0=$(opens); l0=$(cut -d" " -f1 /proc/loadavg)
     if [ -n "$PERF" ]; then
       perf stat -x, -e "$ev" -p $pid -o "$out/perf.$phase" -- sleep "$IDLE"
     else
       sleep "$IDLE"
     fi
-    t1=$(ticks $pid); e1=$(ticks $target); c1=$(count); o1=$(opens); l1=$(cut -d" " -f1 /proc/loadavg)
+    t1=$(ticks $pid); u1=$(uticks $pid); e1=$(ticks $target); c1=$(count); o1=$(opens); l1=$(cut -d" " -f1 /proc/loadavg)
     fds=$(ls /proc/$pid/fd | wc -l); rss=$(awk "/^VmRSS/ {printf \"%.0f\", \$2/1024}" /proc/$pid/status)
-    awk -v r=$round -v p=$phase -v t=$(( t1 - t0 )) -v e=$(( e1 - e0 )) -v c=$(( c1 - c0 )) -v o=$(( o1 - o0 )) \
+    awk -v r=$round -v p=$phase -v t=$(( t1 - t0 )) -v u=$(( u1 - u0 )) -v e=$(( e1 - e0 )) -v c=$(( c1 - c0 )) -v o=$(( o1 - o0 )) \
         -v hz=$hz -v w=$IDLE -v fds=$fds -v rss=$rss -v l="$l0-$l1" "BEGIN {
-      printf \"round %d %-9s cpu %.4f core  checks %.0f/s  %s/check  target %.4f core  conns/check %.2f  fds %d  rss %d MiB  load %s\n\",
-        r, p, t / hz / w, c / w, (c > 0 ? sprintf(\"%.1fus\", t / hz * 1e6 / c) : \"-\"), e / hz / w, (c > 0 ? o / c : 0), fds, rss, l }"
+      printf \"round %d %-9s cpu %.4f core (user %.0f%%)  checks %.0f/s  %s/check  target %.4f core  conns/check %.2f  fds %d  rss %d MiB  load %s\n\",
+        r, p, t / hz / w, (t > 0 ? 100 * u / t : 0), c / w, (c > 0 ? sprintf(\"%.1fus\", t / hz * 1e6 / c) : \"-\"), e / hz / w, (c > 0 ? o / c : 0), fds, rss, l }"
     if [ -n "$PERF" ]; then
       awk -F, -v p=$phase -v q=$(( c1 - c0 )) "
         /^[0-9]/ && q > 0 {

@@ -42,7 +42,8 @@ var errDialAnswerTooLong = fmt.Errorf("health check answer: no final status with
 // dialFast starts ch's check on a connection the answer loop dials, when
 // it is a plain HTTP/1.1 check of an IP address with no kept connection
 // and the bound of kept connections is reached (otherwise a worker dials,
-// and keeps the connection). done, when set, takes the outcome instead of
+// and keeps the connection), while fewer than MaxChecksInFlight checks are
+// dialed by the loop or run by workers. done, when set, takes the outcome instead of
 // finish (tests). It reports false when it did not start the check: the
 // check is then for a worker.
 func (c *Checker) dialFast(ch *check, done func(error)) bool {
@@ -59,7 +60,9 @@ func (c *Checker) dialFast(ch *check, done func(error)) bool {
 		return false // a name, or a zone: net.Dialer's business
 	}
 	l.mu.Lock()
-	if l.closed || l.dials >= MaxChecksInFlight {
+	// The loop's dials and the workers together hold at most
+	// MaxChecksInFlight sockets of checks past the bound.
+	if l.closed || l.dials >= MaxChecksInFlight-int(c.workers.Load()) {
 		l.mu.Unlock()
 		return false
 	}
@@ -172,6 +175,10 @@ func (l *answerLoop) dialed(p *pendingRead) {
 			return
 		}
 		p.sent = true
+		// The answer comes with an event of its own: a read now would
+		// find nothing.
+		l.add(p)
+		return
 	}
 	pb := p.pb
 	if cap(pb.got) < answerBuffer {
