@@ -192,41 +192,48 @@ func (l *answerLoop) dialed(p *pendingRead) {
 			l.endDial(p, l.sockError(p, "read", err))
 			return
 		}
-		got := pb.got[:p.got]
-		full := p.got >= maxDialAnswer
-		// Parsed once a head may have ended (a blank line among what
-		// came), when the socket ended, or when the bound is reached: a
-		// target sending its answer a byte at a time costs a scan of each
-		// byte, not a parse of everything so far at each.
-		if eof || full || blankLine(got, was) {
-			pb.src = countingReader{prefix: got}
-			pb.br.Reset(&pb.src)
-			code, _, _, err := pb.readAnswer()
-			short := pb.src.short
-			pb.src = countingReader{}
-			if !short || err == nil && code >= 200 {
-				// The status alone decides; the connection closes
-				// whatever follows.
-				l.endDial(p, l.c.outcome(p.ch.sp, code, err))
-				return
-			}
-			switch {
-			case full:
-				l.endDial(p, errDialAnswerTooLong)
-				return
-			case eof && p.got == 0:
-				l.endDial(p, io.EOF)
-				return
-			case eof:
-				l.endDial(p, io.ErrUnexpectedEOF)
-				return
-			}
+		if done, code, err := pb.dialAnswer(pb.got[:p.got], was, eof); done {
+			// The status alone decides; the connection closes whatever
+			// follows.
+			l.endDial(p, l.c.outcome(p.ch.sp, code, err))
+			return
 		}
 		if drained {
 			l.add(p) // more to come, with an event of its own
 			return
 		}
 	}
+}
+
+// dialAnswer decides a check on a connection the loop dialed from got,
+// what came of the answer so far (was bytes of it before the last reads),
+// eof telling that the connection ended after it: done reports whether
+// the check is decided, with the status code and error. It parses got
+// once a head may have ended (a blank line among what came), when the
+// connection ended, or when got reached maxDialAnswer: a target sending
+// its answer a byte at a time costs a scan of each byte, not a parse of
+// everything so far at each.
+func (pb *probeBuf) dialAnswer(got []byte, was int, eof bool) (done bool, code int, err error) {
+	full := len(got) >= maxDialAnswer
+	if !eof && !full && !blankLine(got, was) {
+		return false, 0, nil
+	}
+	pb.src = countingReader{prefix: got}
+	pb.br.Reset(&pb.src)
+	code, _, _, err = pb.readAnswer()
+	short := pb.src.short
+	pb.src = countingReader{}
+	switch {
+	case !short || err == nil && code >= 200:
+		return true, code, err
+	case full:
+		return true, code, errDialAnswerTooLong
+	case eof && len(got) == 0:
+		return true, 0, io.EOF
+	case eof:
+		return true, code, io.ErrUnexpectedEOF
+	}
+	return false, 0, nil
 }
 
 // read reads what p's socket has into p.pb.got, up to maxDialAnswer:

@@ -154,3 +154,43 @@ func TestDialLoopNeedsNoWorker(t *testing.T) {
 		t.Errorf("%d connections kept past the bound", n)
 	}
 }
+
+// FuzzDialAnswer feeds the decision of a check the loop dialed whatever a
+// target may answer, split wherever the fuzzer likes into what one read
+// brings: it never panics, decides once the connection ends, keeps no
+// more than its bound, and decides as it does with the answer whole.
+func FuzzDialAnswer(f *testing.F) {
+	for _, seed := range answerSeeds {
+		f.Add([]byte(seed), uint16(1), uint16(7))
+	}
+	f.Add([]byte(strings.Repeat("HTTP/1.1 103 Early Hints\r\nX: "+strings.Repeat("a", 9000)+"\r\n\r\n", 3)), uint16(4096), uint16(4096))
+	f.Fuzz(func(t *testing.T, answer []byte, first, step uint16) {
+		pb := probeBufs.Get().(*probeBuf)
+		defer probeBufs.Put(pb)
+		answer = answer[:min(len(answer), maxDialAnswer)]
+		whole := func() (int, error) {
+			done, code, err := pb.dialAnswer(answer, 0, true)
+			if !done {
+				t.Fatal("not decided with the whole answer and the connection's end")
+			}
+			return code, err
+		}
+		wantCode, wantErr := whole()
+		if wantErr == nil && wantCode < 100 {
+			t.Fatalf("decided with no error and code %d", wantCode)
+		}
+		for got, was := min(len(answer), int(first)), 0; ; got, was = min(len(answer), got+int(step)+1), got {
+			eof := got == len(answer)
+			done, code, err := pb.dialAnswer(answer[:got], was, eof)
+			if !done && eof {
+				t.Fatalf("not decided at the connection's end, after %d bytes", got)
+			}
+			if done {
+				if code != wantCode || (err == nil) != (wantErr == nil) {
+					t.Fatalf("read in parts: code %d, err %v; whole: code %d, err %v", code, err, wantCode, wantErr)
+				}
+				return
+			}
+		}
+	})
+}
