@@ -50,7 +50,7 @@ type answerLoop struct {
 	deadline time.Time
 	next     uint64
 	// dials counts the checks in flight on connections the loop dialed
-	// (dial_linux.go), with the workers at most MaxChecksInFlight; closed
+	// (dial_linux.go), at most MaxChecksInFlight less the workers; closed
 	// is set when the loop ended, after which it takes no dial (their
 	// sockets are its to close).
 	dials  int

@@ -42,10 +42,10 @@ var errDialAnswerTooLong = fmt.Errorf("health check answer: no final status with
 // dialFast starts ch's check on a connection the answer loop dials, when
 // it is a plain HTTP/1.1 check of an IP address with no kept connection
 // and the bound of kept connections is reached (otherwise a worker dials,
-// and keeps the connection), while fewer than MaxChecksInFlight checks are
-// dialed by the loop or run by workers. done, when set, takes the outcome instead of
-// finish (tests). It reports false when it did not start the check: the
-// check is then for a worker.
+// and keeps the connection), while the loop dials fewer checks than
+// MaxChecksInFlight less the workers running. done, when set, takes the
+// outcome instead of finish (tests). It reports false when it did not
+// start the check: the check is then for a worker.
 func (c *Checker) dialFast(ch *check, done func(error)) bool {
 	l := c.answers
 	sp := ch.sp
@@ -60,8 +60,8 @@ func (c *Checker) dialFast(ch *check, done func(error)) bool {
 		return false // a name, or a zone: net.Dialer's business
 	}
 	l.mu.Lock()
-	// The loop's dials and the workers together hold at most
-	// MaxChecksInFlight sockets of checks past the bound.
+	// The loop's dials and the workers running hold about
+	// MaxChecksInFlight sockets of checks in flight at most.
 	if l.closed || l.dials >= MaxChecksInFlight-int(c.workers.Load()) {
 		l.mu.Unlock()
 		return false
@@ -274,14 +274,8 @@ func blankLine(got []byte, was int) bool {
 	return bytes.Contains(got[max(0, was-2):], []byte("\n\n")) || bytes.Contains(got[max(0, was-3):], []byte("\n\r\n"))
 }
 
-// sockError is err of op on p's socket, with the socket's own error when
-// the call gave none of its own.
+// sockError is err of op on p's socket.
 func (l *answerLoop) sockError(p *pendingRead, op string, err error) error {
-	if err == nil {
-		if e, _ := syscall.GetsockoptInt(p.fd, syscall.SOL_SOCKET, syscall.SO_ERROR); e != 0 {
-			err = syscall.Errno(e)
-		}
-	}
 	ap, _ := netip.ParseAddrPort(p.ch.key.addr)
 	if op == "read" {
 		return &net.OpError{Op: "read", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError("recvfrom", err)}
