@@ -4,6 +4,8 @@
 //
 //	scale gen -dir DIR -services N -endpoints M   writes the configuration
 //	scale run -trellis BIN -services N ...        generates, starts trellis up, measures
+//	scale haproxy -services N -endpoints M        writes HAProxy's configuration checking the same targets
+//	scale target -listen ADDR -count ADDR         answers every target, counting requests
 //
 // run measures cold start to the last route served, one hostname changed to
 // served (over -changes changes), the process's RSS and goroutines, and the
@@ -41,7 +43,7 @@ const (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: scale gen|run [flags]")
+		fmt.Fprintln(os.Stderr, "usage: scale gen|run|haproxy|target [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -50,6 +52,10 @@ func main() {
 		err = genCmd(os.Args[2:])
 	case "run":
 		err = runCmd(os.Args[2:])
+	case "haproxy":
+		err = haproxyCmd(os.Args[2:])
+	case "target":
+		err = targetCmd(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -205,9 +211,15 @@ ports:
 endpoints:
 `, i, hostname(i, version), targetPort, appProtocol)
 	for j := range s.endpoints {
-		k := i*s.endpoints + j
-		fmt.Fprintf(b, "  - addresses: [\"127.%d.%d.%d\"]\n    conditions:\n      ready: true\n", 1+k/62500, k/250%250, 1+k%250)
+		fmt.Fprintf(b, "  - addresses: [%q]\n    conditions:\n      ready: true\n", endpointIP(i*s.endpoints+j))
 	}
+}
+
+// endpointIP is the address of the k-th endpoint of the configuration (its
+// service's endpoints are consecutive): one of 127.0.0.0/8, which loopback
+// answers whole.
+func endpointIP(k int) string {
+	return fmt.Sprintf("127.%d.%d.%d", 1+k/62500, k/250%250, 1+k%250)
 }
 
 func runCmd(args []string) error {

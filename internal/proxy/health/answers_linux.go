@@ -40,7 +40,7 @@ type answerLoop struct {
 	file *os.File
 	raw  syscall.RawConn
 
-	// mu guards pending, queue, deadline and next.
+	// mu guards pending, queue, deadline, next, dials and closed.
 	mu sync.Mutex
 	// pending are the checks sent and not answered, by their
 	// connection's token; queue orders them by deadline, the earliest
@@ -49,6 +49,12 @@ type answerLoop struct {
 	queue    pendingQueue
 	deadline time.Time
 	next     uint64
+	// dials counts the checks in flight on connections the loop dialed
+	// (dial_linux.go), at most MaxChecksInFlight less the workers; closed
+	// is set when the loop ended, after which it takes no dial (their
+	// sockets are its to close).
+	dials  int
+	closed bool
 
 	// sendMu guards req, the request sendFast sends: not a pooled
 	// probeBuf's, which the loop may hand back to the pool (and a worker
@@ -66,14 +72,23 @@ type answerLoop struct {
 // pendingRead is a check sent on a kept connection, waiting for its
 // answer.
 type pendingRead struct {
-	ch       *check
+	ch *check
+	// kc is the kept connection the check was sent on; nil for a check
+	// on a connection the loop dialed, whose socket is fd (dial_linux.go).
 	kc       *keptConn
+	token    uint64
 	pb       *probeBuf
 	start    time.Time
 	deadline time.Time
 	// done, when set, takes the outcome instead of finish (tests).
 	done func(error)
 	idx  int
+	// fd, sent and got serve a check on a connection the loop dialed:
+	// its socket, whether the request went, and how much of the answer
+	// pb.got holds.
+	fd   int
+	sent bool
+	got  int
 }
 
 // newAnswerLoop returns the checker's answer loop, or nil when the
@@ -137,7 +152,7 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 	pb := probeBufs.Get().(*probeBuf)
 	// A check is in flight once at a time: its pendingRead is its own.
 	p := &ch.sent
-	*p = pendingRead{ch: ch, kc: kc, pb: pb, start: start, deadline: start.Add(sp.timeout), done: done}
+	*p = pendingRead{ch: ch, kc: kc, token: kc.token, pb: pb, start: start, deadline: start.Add(sp.timeout), done: done, fd: -1}
 	l.sendMu.Lock()
 	l.req = appendRequest(l.req[:0], sp.requestURI, ch.key.addr)
 	// Pending before it is sent: the answer's event finds it.
@@ -168,13 +183,18 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 // add makes p pending. The loop's deadline moves to p's if earlier.
 func (l *answerLoop) add(p *pendingRead) {
 	l.mu.Lock()
-	l.pending[p.kc.token] = p
+	l.addLocked(p)
+	l.mu.Unlock()
+}
+
+// addLocked is add with l.mu held.
+func (l *answerLoop) addLocked(p *pendingRead) {
+	l.pending[p.token] = p
 	heap.Push(&l.queue, p)
 	if l.deadline.IsZero() || p.deadline.Before(l.deadline) {
 		l.deadline = p.deadline
 		l.file.SetReadDeadline(p.deadline)
 	}
-	l.mu.Unlock()
 }
 
 // remove takes p out of the pending checks, reporting whether it was
@@ -182,16 +202,17 @@ func (l *answerLoop) add(p *pendingRead) {
 func (l *answerLoop) remove(p *pendingRead) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if p.idx < 0 || l.pending[p.kc.token] != p {
+	if p.idx < 0 || l.pending[p.token] != p {
 		return false
 	}
-	delete(l.pending, p.kc.token)
+	delete(l.pending, p.token)
 	heap.Remove(&l.queue, p.idx)
 	return true
 }
 
 // run waits for answers until the checker closes.
 func (l *answerLoop) run() {
+	defer l.closeDials()
 	for {
 		l.ready = l.ready[:0]
 		err := l.raw.Read(l.collect)
@@ -203,7 +224,11 @@ func (l *answerLoop) run() {
 			return
 		}
 		for i, p := range l.ready {
-			l.answer(p)
+			if p.kc == nil {
+				l.dialed(p)
+			} else {
+				l.answer(p)
+			}
 			l.ready[i] = nil
 		}
 		l.expire()
@@ -258,8 +283,12 @@ func (l *answerLoop) expire() {
 			return
 		}
 		p := heap.Pop(&l.queue).(*pendingRead)
-		delete(l.pending, p.kc.token)
+		delete(l.pending, p.token)
 		l.mu.Unlock()
+		if p.kc == nil {
+			l.endDial(p, fmt.Errorf("health check: no answer within %v: %w", p.ch.sp.timeout, os.ErrDeadlineExceeded))
+			continue
+		}
 		l.c.drop(p.ch, p.kc)
 		l.end(p, fmt.Errorf("health check: no answer within %v: %w", p.ch.sp.timeout, os.ErrDeadlineExceeded))
 	}

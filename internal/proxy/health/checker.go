@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,6 +50,29 @@ type Config struct {
 	// MaxHold bounds how long a Hold keeps checks from starting;
 	// DefaultMaxHold when zero.
 	MaxHold time.Duration
+}
+
+// BenchMaxKeptEnv names the environment variable that, when set to an
+// integer, lowers the bound of kept check connections of a checker whose
+// Config.MaxKeptConns is zero (a negative value keeps none, so that every
+// check dials): a knob for benchmarks (bench/scale/peer-health.sh measures
+// the checks that dial against a peer's), not for production.
+const BenchMaxKeptEnv = "TRELLIS_BENCH_HEALTH_MAX_KEPT_CONNS"
+
+// benchMaxKept returns the bound BenchMaxKeptEnv sets, if it is set; a
+// value that is not an integer is logged and ignored.
+func benchMaxKept(log *slog.Logger) (int64, bool) {
+	v, ok := os.LookupEnv(BenchMaxKeptEnv)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		log.Error("health checks: ignoring "+BenchMaxKeptEnv+": not an integer", "value", v)
+		return 0, false
+	}
+	log.Warn("health checks: kept connections bounded for a benchmark", BenchMaxKeptEnv, n)
+	return n, true
 }
 
 // Checker runs the active health checks of every target group whose health
@@ -143,6 +167,9 @@ func New(cfg Config) *Checker {
 		c.maxKept = DefaultMaxKeptConns
 		if l := openFileLimit(); l > 0 {
 			c.maxKept = min(c.maxKept, int64(l/2))
+		}
+		if n, ok := benchMaxKept(log); ok {
+			c.maxKept = min(c.maxKept, n)
 		}
 	}
 	c.maxKeptH2 = min(c.maxKept, DefaultMaxKeptH2Conns)

@@ -136,7 +136,10 @@ const ok200 = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 // a check; a body the check cannot finish only costs the connection). No
 // connection or goroutine is left behind.
 func TestMisbehavingTargets(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	// Long enough that a loaded machine answers the targets that do
+	// answer within it (300 ms failed under four -race runs: a TLS
+	// handshake, a 16 KiB head, took longer).
+	const timeout = time.Second
 	before := runtime.NumGoroutine()
 	tests := misbehavingTargets(timeout)
 	for _, tt := range tests {
@@ -688,4 +691,31 @@ func TestCloseEndsChecksInFlight(t *testing.T) {
 		}
 	}
 	testsync.WaitFor(t, 5*time.Second, "the target's connections closed", func() bool { return rt.open.Load() == 0 })
+}
+
+// The benchmarks' knob bounds kept connections: at -1 every check dials
+// and closes its connection; a value that is not an integer is ignored.
+func TestBenchMaxKeptEnv(t *testing.T) {
+	rt := newRawTarget(t, answer(ok200))
+	t.Setenv(BenchMaxKeptEnv, "-1")
+	c := New(Config{})
+	defer c.Close()
+	ch := plainCheck(t, rt.addr(), 5*time.Second)
+	for range 3 {
+		if err := c.probe(ch); err != nil {
+			t.Fatal(err)
+		}
+		if ch.conn.Load() != nil || c.KeptConns() != 0 {
+			t.Fatalf("a connection kept with %s=-1", BenchMaxKeptEnv)
+		}
+	}
+	if n := rt.conns.Load(); n != 3 {
+		t.Errorf("%d connections for 3 checks, want 3", n)
+	}
+	t.Setenv(BenchMaxKeptEnv, "many")
+	c2 := New(Config{})
+	defer c2.Close()
+	if c2.maxKept <= 0 {
+		t.Errorf("a bound of %d kept connections from %s=many, want the default", c2.maxKept, BenchMaxKeptEnv)
+	}
 }

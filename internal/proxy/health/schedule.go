@@ -265,8 +265,9 @@ func (c *Checker) schedule() {
 		for i, ch := range batch {
 			// A plain check on a kept connection is sent from here and
 			// its answer read by the answer loop: no worker, no goroutine
-			// woken or parked for it.
-			if !c.sendFast(ch, nil) && !c.dispatch(ch) {
+			// woken or parked for it; past the bound of kept connections,
+			// the loop dials it too (dial_linux.go).
+			if !c.sendFast(ch, nil) && !c.dialFast(ch, nil) && !c.dispatch(ch) {
 				return
 			}
 			batch[i] = nil
