@@ -105,6 +105,10 @@ func TestSteadyChecksNeedNoWorker(t *testing.T) {
 		targets = append(targets, ct.model(t, model.TargetActive))
 	}
 	hc := fastCheck() // every 100 ms here
+	// A timeout of 1.2 s, not 100 ms: on a loaded machine an answer late
+	// by a tenth of a second would close the kept connection, and the
+	// next check would dial another.
+	hc.TimeoutSeconds = 60
 	hc.UnhealthyThresholdCount = 2
 	c.Update([]model.TargetGroup{tg("g", hc, targets...)})
 	for _, ct := range cts {
