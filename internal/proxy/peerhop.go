@@ -528,10 +528,7 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 		http.Error(rec, "not a target of cluster "+p.cluster+" in "+d.TargetGroup, http.StatusForbidden)
 		refusal = accesslog.PeerNotDeliverable
 	default:
-		if svc, port = routedFor(sv, d, p.cluster); svc == nil {
-			p.peerRefused(d.PeerCluster, peerNotRouted)
-			rec.Header().Set(peer.HeaderRefused, peerNotRouted)
-			http.Error(rec, fmt.Sprintf("service %q of network %q on port %q does not route to %s", d.Service, d.Network, d.Port, d.TargetGroup), http.StatusForbidden)
+		if svc, port = p.routedOrRefused(rec, sv, d); svc == nil {
 			refusal = accesslog.PeerNotDeliverable
 			break
 		}
@@ -725,6 +722,18 @@ const (
 	// the request.
 	peerPolicyDenied = "PolicyDenied"
 )
+
+// routedOrRefused is routedFor, answering the peer 403 (NotRouted) and
+// counting the refusal when the service named does not route to the group.
+func (p *Proxy) routedOrRefused(w http.ResponseWriter, sv *served, d peer.Delivery) (*router.Service, int32) {
+	svc, port := routedFor(sv, d, p.cluster)
+	if svc == nil {
+		p.peerRefused(d.PeerCluster, peerNotRouted)
+		w.Header().Set(peer.HeaderRefused, peerNotRouted)
+		http.Error(w, fmt.Sprintf("service %q of network %q on port %q does not route to %s", d.Service, d.Network, d.Port, d.TargetGroup), http.StatusForbidden)
+	}
+	return svc, port
+}
 
 // routedFor returns the service the peer says the request was routed for,
 // and the listener port, when sv (this proxy's configuration now) agrees

@@ -167,11 +167,8 @@ func (p *Proxy) deliverPassthrough(w http.ResponseWriter, r *http.Request, s *pe
 	}
 	// As for a request: the service named must route to the group here,
 	// and its policies allow the connection from the peer's cluster.
-	svc, port := routedFor(p.served.Load(), d, p.cluster)
+	svc, port := p.routedOrRefused(w, p.served.Load(), d)
 	if svc == nil {
-		p.peerRefused(d.PeerCluster, peerNotRouted)
-		w.Header().Set(peer.HeaderRefused, peerNotRouted)
-		http.Error(w, fmt.Sprintf("service %q of network %q on port %q does not route to %s", d.Service, d.Network, d.Port, d.TargetGroup), http.StatusForbidden)
 		return
 	}
 	if !p.authorizeConnect(w, d, svc, port) {
@@ -225,11 +222,8 @@ func (p *Proxy) deliverUpgrade(w http.ResponseWriter, r *http.Request, s *peer.S
 	}
 	// As for a request: the service named must route to the group here,
 	// and its policies allow the upgrade's head.
-	svc, port := routedFor(p.served.Load(), d, p.cluster)
+	svc, port := p.routedOrRefused(w, p.served.Load(), d)
 	if svc == nil {
-		p.peerRefused(d.PeerCluster, peerNotRouted)
-		w.Header().Set(peer.HeaderRefused, peerNotRouted)
-		http.Error(w, fmt.Sprintf("service %q of network %q on port %q does not route to %s", d.Service, d.Network, d.Port, d.TargetGroup), http.StatusForbidden)
 		return
 	}
 	deliveredFields(req.Header, d, svc)

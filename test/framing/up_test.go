@@ -42,7 +42,7 @@ func startUp(t *testing.T) up {
 	echo := httptest.NewServer(http.HandlerFunc(Echo))
 	t.Cleanup(echo.Close)
 	_, echoPort, _ := net.SplitHostPort(echo.Listener.Addr().String())
-	ports := freePorts(t, 2)
+	ports := testsync.FreePorts(t, 2)
 	httpPort, httpsPort := ports[0], ports[1]
 	ca := pki.NewCA(t)
 	leaf := ca.Issue(t, "shop.example.com", "127.0.0.1")
@@ -147,23 +147,6 @@ data:
   tls.crt: %s
   tls.key: %s
 `
-
-// freePorts returns n different loopback ports nothing listens on right
-// now. Each listener stays open until all are chosen: one closed at once
-// could be handed out again by the next Listen.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
 
 // TestSmuggling runs the framing table against a built `trellis up`, on
 // fresh connections (the fast path, which hands what it does not take to

@@ -167,3 +167,21 @@ func ServeConns(t testing.TB, ln net.Listener, serve func(net.Conn)) string {
 	}()
 	return ln.Addr().String()
 }
+
+// FreePorts returns n different ports on 127.0.0.1 that nothing listens
+// on right now (a dial to them is refused until something does). Every
+// listener stays open until all n are chosen: one closed at once could be
+// handed out again by the next Listen.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}

@@ -2,29 +2,20 @@ package router
 
 import (
 	"fmt"
-	"net"
 	"net/http/httptest"
 	"testing"
 
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/proxy/health"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // refusingPorts returns n ports on 127.0.0.1 that refuse connections, so that
 // health checks of them fail.
 func refusingPorts(t *testing.T, n int) []int32 {
-	t.Helper()
-	// Every listener stays open until all ports are chosen: one closed
-	// at once could be handed out again by the next Listen, and two
-	// targets with the same address are one.
 	var ports []int32
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports = append(ports, int32(ln.Addr().(*net.TCPAddr).Port))
+	for _, p := range testsync.FreePorts(t, n) {
+		ports = append(ports, int32(p))
 	}
 	return ports
 }
