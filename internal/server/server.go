@@ -115,6 +115,8 @@ type Server struct {
 	// 0 when unknown. A write that finds the store still at it reads no
 	// services but its own (commitOnce).
 	hostnamesRev int64
+	// health keeps the health report parts decoded for TargetHealth.
+	health healthParts
 }
 
 // decodedObject is a stored object decoded at a revision.
