@@ -89,9 +89,10 @@ type Config struct {
 	// to SnapshotTimeout (then 503). A store larger than a quarter is sent
 	// to one stream of a cluster at a time.
 	MaxSnapshotBytes int64
-	// SnapshotTimeout bounds how long a watch stream's first message may
-	// take to send (default DefaultSnapshotTimeout): a client that does
-	// not read it is cut off and gives its share of MaxSnapshotBytes back.
+	// SnapshotTimeout bounds how long a watch stream's message, its first
+	// (the snapshot) or any other, may take to write (default
+	// DefaultSnapshotTimeout): a client that does not read is cut off and
+	// gives its share of MaxSnapshotBytes, and its stream, back.
 	SnapshotTimeout time.Duration
 }
 

@@ -117,8 +117,13 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	id := s.st.ID()
+	// A client that does not read gives its stream back by
+	// SnapshotTimeout: its share of the snapshot budget while the first
+	// message is sent, its place among the cluster's MaxWatches after.
+	rc := http.NewResponseController(w)
 	send := func(m *api.WatchMessage) bool {
 		m.Store = id
+		rc.SetWriteDeadline(time.Now().Add(s.cfg.SnapshotTimeout))
 		var err error
 		if m.Snapshot == nil {
 			_, err = w.Write(appendMessage(nil, m))
@@ -133,17 +138,12 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 		}
 		return true
 	}
-	// A client that does not read its first message gives its share of
-	// the snapshot budget back by SnapshotTimeout.
-	rc := http.NewResponseController(w)
-	rc.SetWriteDeadline(time.Now().Add(s.cfg.SnapshotTimeout))
 	if first != nil && !send(first) {
 		return nil
 	}
-	first = nil
-	rc.SetWriteDeadline(time.Time{})
-	releaseOnce()
 	s.log.Debug("watch started", "cluster", cluster, "revision", from, "snapshot", first != nil)
+	first = nil
+	releaseOnce()
 
 	heartbeat := time.NewTicker(s.cfg.Heartbeat)
 	defer heartbeat.Stop()

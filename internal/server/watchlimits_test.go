@@ -82,15 +82,16 @@ func TestWatchesPerClusterBounded(t *testing.T) {
 }
 
 // The worst watcher: a cluster opens streams and never reads them, over
-// a store far larger than the sockets' buffers. While they are open
+// a store (6 MB) larger than the sockets can buffer (the kernel's most,
+// tcp_wmem, is commonly 4 MiB). While they are open
 // another cluster's stream gets its snapshot (a cluster holds at most a
 // quarter of the snapshot budget), and the cluster's own streams are
 // served again once SnapshotTimeout has cut the unread ones off (without
 // it the first unread stream would hold the cluster's share for good).
 func TestUnreadWatchesGiveTheirSnapshotBudgetBack(t *testing.T) {
 	url := serve(t, server.Config{Tokens: map[string]string{tokenA: "east", tokenB: "west"}, Heartbeat: 50 * time.Millisecond,
-		MaxSnapshotBytes: 4, SnapshotTimeout: time.Second})
-	for i := range 8 {
+		MaxSnapshotBytes: 4, SnapshotTimeout: 5 * time.Second})
+	for i := range 6 {
 		if status, msg := send(t, "PUT", fmt.Sprintf("%s/v1/servicenetworks/n%d", url, i), strings.NewReader(padded(1<<20))); status != http.StatusCreated {
 			t.Fatalf("network %d: %d %s", i, status, msg)
 		}
@@ -99,7 +100,7 @@ func TestUnreadWatchesGiveTheirSnapshotBudgetBack(t *testing.T) {
 	// a cluster's whole share (1 of 4 bytes).
 	_, _, c := openWatch(t, t.Context(), url, tokenA)
 	c()
-	for range 8 {
+	for range 4 {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
 		if err != nil {
 			t.Fatal(err)
@@ -108,14 +109,24 @@ func TestUnreadWatchesGiveTheirSnapshotBudgetBack(t *testing.T) {
 		conn.(*net.TCPConn).SetReadBuffer(4096)
 		fmt.Fprintf(conn, "GET /v1/watch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tokenA)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
+	// Once an unread stream holds east's share, another waits and is
+	// refused (503) after SnapshotTimeout.
+	testsync.WaitFor(t, 60*time.Second, "east's unread streams to hold its share", func() bool {
+		status, msg, close := openWatch(t, ctx, url, tokenA)
+		close()
+		if status == http.StatusServiceUnavailable && !strings.Contains(msg, "MaxSnapshotBytes") {
+			t.Errorf("503 not naming MaxSnapshotBytes: %s", msg)
+		}
+		return status == http.StatusServiceUnavailable
+	})
 	if status, msg, close := openWatch(t, ctx, url, tokenB); status != http.StatusOK {
 		t.Errorf("west's watch beside east's unread ones: %d %s", status, msg)
 	} else {
 		close()
 	}
-	testsync.WaitFor(t, 30*time.Second, "east's watch served after its unread ones", func() bool {
+	testsync.WaitFor(t, 60*time.Second, "east's watch served after its unread ones", func() bool {
 		status, msg, close := openWatch(t, ctx, url, tokenA)
 		close()
 		if status != http.StatusOK && status != http.StatusServiceUnavailable {
