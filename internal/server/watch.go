@@ -45,8 +45,13 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	// snapshot budget: the size of the last whole-store read, taken
 	// before its own read so that streams waiting their turn hold no
 	// copy of the store.
-	reserved := min(max(s.storeBytes.Load(), 1), s.cfg.MaxSnapshotBytes/4, s.cfg.MaxSnapshotBytes)
-	reserved = max(reserved, 1)
+	// Before any read the size is unknown: a stream reserves its
+	// cluster's whole share.
+	share := max(s.cfg.MaxSnapshotBytes/4, 1)
+	reserved := share
+	if n := s.storeBytes.Load(); n > 0 {
+		reserved = min(n, share)
+	}
 	wait, cancelWait := context.WithTimeout(ctx, s.cfg.SnapshotTimeout)
 	err = own.snapshots.Acquire(wait, reserved)
 	if err == nil {
@@ -121,6 +126,14 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	// SnapshotTimeout: its share of the snapshot budget while the first
 	// message is sent, its place among the cluster's MaxWatches after.
 	rc := http.NewResponseController(w)
+	// A stream that ends with its client reading leaves no deadline on
+	// the connection for its next request.
+	written := true
+	defer func() {
+		if written {
+			rc.SetWriteDeadline(time.Time{})
+		}
+	}()
 	send := func(m *api.WatchMessage) bool {
 		m.Store = id
 		rc.SetWriteDeadline(time.Now().Add(s.cfg.SnapshotTimeout))
@@ -131,6 +144,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 			err = enc.Encode(m)
 		}
 		if err != nil {
+			written = false
 			return false
 		}
 		if flusher != nil {
