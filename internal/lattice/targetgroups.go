@@ -263,7 +263,7 @@ const (
 // listTargets lists targets with their health: a group no listener or
 // rule uses is UNUSED; a deregistered target DRAINING; a target of a group
 // whose checks are off UNAVAILABLE; any other what the owner's cluster's
-// proxies report of their checks (server.TargetHealth), or UNAVAILABLE
+// proxies report of their checks (server.TargetGroupHealth), or UNAVAILABLE
 // with reason HealthStatusNotReported while no proxy has reported it.
 func (h *Handler) listTargets(ctx context.Context, c *call) (int, any, error) {
 	filter, err := targetsRequest(c, false)
@@ -279,11 +279,10 @@ func (h *Handler) listTargets(ctx context.Context, c *call) (int, any, error) {
 	unused := len(usedBy(a, tg.ID)) == 0
 	var reported map[string]string
 	if checked && !unused {
-		all, err := h.cfg.Server.TargetHealth(ctx, a.Owner)
+		reported, err = h.cfg.Server.TargetGroupHealth(ctx, a.Owner, tg.ID)
 		if err != nil {
 			return 0, nil, err
 		}
-		reported = all[tg.ID]
 	}
 	now := time.Now()
 	var items []map[string]any

@@ -5,7 +5,8 @@ package server
 // by token or certificate); the server keeps each holder's latest report
 // under healthPrefix, outside the model's "/" keys so that no report
 // reaches the watch stream, and TargetHealth merges a cluster's fresh
-// reports for the VPC Lattice API's ListTargets.
+// reports for the VPC Lattice API's ListTargets (decoding each part once
+// per report: healthparts.go).
 //
 // A holder's report may come in parts (api.HealthReport.Part, Parts),
 // each kept as its own record: healthPrefix+cluster+"/"+holder for part
@@ -296,52 +297,31 @@ func (s *Server) keepHolderRecord(ctx context.Context, prefix, holder string, do
 // UNHEALTHY before INITIAL before HEALTHY). A target no fresh report names
 // is absent.
 func (s *Server) TargetHealth(ctx context.Context, cluster string) (map[string]map[string]string, error) {
-	now := time.Now()
-	var recs []healthRecord
-	latest := map[string]healthRecord{} // holder → its last kept part
-	err := eachRecord(ctx, s.st, healthPrefix+cluster+"/", func(_ string, rec healthRecord) {
-		if now.Sub(rec.Reported) > HealthFresh {
-			return
-		}
-		recs = append(recs, rec)
-		if l, ok := latest[rec.Holder]; !ok || rec.Reported.After(l.Reported) {
-			latest[rec.Holder] = rec
-		}
-	})
+	parts, err := s.freshHealthParts(ctx, cluster)
 	if err != nil {
 		return nil, err
 	}
-	votes := map[string]map[string]map[string]int{} // group → address → status → reporters
-	for _, rec := range recs {
-		// A part past the holder's last count of parts no longer counts
-		// (kept deletes it too; this covers a race with that delete).
-		if rec.Part >= max(latest[rec.Holder].Parts, 1) {
-			continue
-		}
-		for _, g := range rec.Groups {
-			if votes[g.TargetGroup] == nil {
-				votes[g.TargetGroup] = map[string]map[string]int{}
-			}
-			for _, t := range g.Targets {
-				if votes[g.TargetGroup][t.Address] == nil {
-					votes[g.TargetGroup][t.Address] = map[string]int{}
-				}
-				votes[g.TargetGroup][t.Address][t.Status]++
-			}
-		}
-	}
-	out := make(map[string]map[string]string, len(votes))
-	for group, targets := range votes {
-		out[group] = make(map[string]string, len(targets))
-		for addr, counts := range targets {
-			best := ""
-			for _, st := range targetStatuses {
-				if counts[st] > counts[best] {
-					best = st
+	latest := latestParts(parts)
+	out := map[string]map[string]string{}
+	for _, p := range parts {
+		for group := range p.groups {
+			if _, done := out[group]; !done {
+				if h := groupHealth(parts, latest, group); h != nil {
+					out[group] = h
 				}
 			}
-			out[group][addr] = best
 		}
 	}
 	return out, nil
+}
+
+// TargetGroupHealth is TargetHealth's answer for one target group, nil
+// when no fresh report names the group. It reads only the group's
+// targets of each report part, which are decoded once per report.
+func (s *Server) TargetGroupHealth(ctx context.Context, cluster, group string) (map[string]string, error) {
+	parts, err := s.freshHealthParts(ctx, cluster)
+	if err != nil {
+		return nil, err
+	}
+	return groupHealth(parts, latestParts(parts), group), nil
 }

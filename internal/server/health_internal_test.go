@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,4 +84,165 @@ func FuzzHealthReportParts(f *testing.F) {
 			t.Fatalf("%q part %d named %q: back as %q part %d (%v)", req.Holder, req.Part, partName(req.Holder, req.Part), h, p, ok)
 		}
 	})
+}
+
+// healthParts16 has s keep, for cluster east, 4 holders' reports in 4
+// parts each (16 parts) of 200 target groups of 50 targets: 10,000
+// targets a part, about 0.6 MB of JSON.
+func healthParts16(tb testing.TB, s *Server) {
+	tb.Helper()
+	now := time.Now()
+	for h := range 4 {
+		for part := range 4 {
+			groups := make([]api.GroupHealth, 200)
+			for g := range groups {
+				groups[g] = api.GroupHealth{TargetGroup: fmt.Sprintf("tg-%05d", part*200+g)}
+				for t := range 50 {
+					groups[g].Targets = append(groups[g].Targets, api.TargetHealth{Address: fmt.Sprintf("10.%d.%d.%d:8080", part, g, t), Status: targetStatuses[(h+t)%3]})
+				}
+			}
+			req := &api.HealthReport{Holder: fmt.Sprintf("proxy-%d", h), Part: part, Parts: 4, Groups: groups}
+			if kept, err := s.keepHealthPart(tb.Context(), "east", req, now); !kept || err != nil {
+				tb.Fatal(kept, err)
+			}
+		}
+	}
+}
+
+// BenchmarkTargetHealth is the server's part of one Lattice ListTargets
+// call while the owner cluster keeps 16 fresh report parts of 10,000
+// targets each: the health of one target group ("group", what
+// ListTargets reads), and of every group ("all", TargetHealth).
+func BenchmarkTargetHealth(b *testing.B) {
+	s := New(teststore.Bolt(b), Config{})
+	healthParts16(b, s)
+	b.Run("group", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h, err := s.TargetGroupHealth(b.Context(), "east", "tg-00007")
+			if err != nil || len(h) != 50 {
+				b.Fatal(len(h), err)
+			}
+		}
+	})
+	b.Run("all", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			all, err := s.TargetHealth(b.Context(), "east")
+			if err != nil || len(all["tg-00007"]) != 50 {
+				b.Fatal(len(all["tg-00007"]), err)
+			}
+		}
+	})
+}
+
+// Concurrent reads of an unchanged cluster's health decode each report
+// part once, whatever their number; a part reported again is decoded
+// again, alone; and what they read is what the parts say.
+func TestTargetHealthDecodesOncePerReport(t *testing.T) {
+	s := New(teststore.Bolt(t), Config{})
+	healthParts16(t, s)
+	check := func(h map[string]string, err error, when string) {
+		t.Helper()
+		// tg-00007 is in every holder's part 0; target t is given
+		// status (h+t)%3 by holder h of 4: two votes decide.
+		if err != nil || len(h) != 50 {
+			t.Errorf("%s: %d targets of tg-00007, want 50 (%v)", when, len(h), err)
+		} else if h["10.0.7.0:8080"] != "UNHEALTHY" || h["10.0.7.1:8080"] != "INITIAL" || h["10.0.7.2:8080"] != "HEALTHY" {
+			t.Errorf("%s: tg-00007 = %v", when, h)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			h, err := s.TargetGroupHealth(t.Context(), "east", "tg-00007")
+			check(h, err, "32 reads at once")
+		})
+	}
+	wg.Wait()
+	if n := s.health.decodes.Load(); n != 16 {
+		t.Fatalf("32 reads at once of 16 parts decoded %d parts, want 16", n)
+	}
+	all, err := s.TargetHealth(t.Context(), "east")
+	if err != nil || len(all) != 800 {
+		t.Fatalf("TargetHealth: %d groups, want 800 (%v)", len(all), err)
+	}
+	check(all["tg-00007"], nil, "TargetHealth")
+	if n := s.health.decodes.Load(); n != 16 {
+		t.Fatalf("after TargetHealth: %d decodes, want 16", n)
+	}
+
+	// proxy-1 reports part 0 again, every target UNHEALTHY now: target 1
+	// ties (INITIAL, UNHEALTHY twice each) and goes to the worse.
+	groups := make([]api.GroupHealth, 200)
+	for g := range groups {
+		groups[g] = api.GroupHealth{TargetGroup: fmt.Sprintf("tg-%05d", g)}
+		for tg := range 50 {
+			groups[g].Targets = append(groups[g].Targets, api.TargetHealth{Address: fmt.Sprintf("10.0.%d.%d:8080", g, tg), Status: "UNHEALTHY"})
+		}
+	}
+	if kept, err := s.keepHealthPart(t.Context(), "east", &api.HealthReport{Holder: "proxy-1", Part: 0, Parts: 4, Groups: groups}, time.Now().Add(2*healthKeepEvery)); !kept || err != nil {
+		t.Fatal(kept, err)
+	}
+	for range 8 {
+		wg.Go(func() {
+			h, err := s.TargetGroupHealth(t.Context(), "east", "tg-00007")
+			if err != nil || h["10.0.7.1:8080"] != "UNHEALTHY" || h["10.0.7.0:8080"] != "UNHEALTHY" || h["10.0.7.2:8080"] != "HEALTHY" {
+				t.Errorf("after proxy-1's new part 0: %v (%v)", h, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := s.health.decodes.Load(); n != 17 {
+		t.Fatalf("after one part reported again: %d decodes, want 17", n)
+	}
+	if n := len(s.health.clusters["east"]); n != 16 {
+		t.Errorf("%d parts kept for east, want 16", n)
+	}
+}
+
+// Parts no longer fresh, or no longer stored, are not kept: a cluster
+// keeps no more decoded parts than it has fresh ones in the store.
+func TestTargetHealthPartsExpire(t *testing.T) {
+	st := teststore.Bolt(t)
+	s := New(st, Config{})
+	long := time.Now().Add(-HealthFresh - time.Second)
+	for _, c := range []string{"east", "west"} {
+		for part := range 2 {
+			req := &api.HealthReport{Holder: "a", Part: part, Parts: 2, Groups: []api.GroupHealth{{TargetGroup: "tg", Targets: []api.TargetHealth{{Address: fmt.Sprintf("10.0.0.%d:80", part), Status: "HEALTHY"}}}}}
+			if kept, err := s.keepHealthPart(t.Context(), c, req, time.Now()); !kept || err != nil {
+				t.Fatal(kept, err)
+			}
+		}
+		if h, err := s.TargetGroupHealth(t.Context(), c, "tg"); err != nil || len(h) != 2 {
+			t.Fatalf("%s: %v (%v)", c, h, err)
+		}
+	}
+	if len(s.health.clusters) != 2 || len(s.health.clusters["west"]) != 2 {
+		t.Fatalf("kept %v, want two clusters of two parts", s.health.clusters)
+	}
+	// west's part 1 goes (a report in one part drops it); east's parts
+	// all grow old.
+	req := &api.HealthReport{Holder: "a", Groups: []api.GroupHealth{{TargetGroup: "tg", Targets: []api.TargetHealth{{Address: "10.0.0.9:80", Status: "UNHEALTHY"}}}}}
+	if kept, err := s.keepHealthPart(t.Context(), "west", req, time.Now().Add(2*healthKeepEvery)); !kept || err != nil {
+		t.Fatal(kept, err)
+	}
+	if h, err := s.TargetGroupHealth(t.Context(), "west", "tg"); err != nil || len(h) != 1 || h["10.0.0.9:80"] != "UNHEALTHY" {
+		t.Fatalf("west after a report in one part: %v (%v)", h, err)
+	}
+	if n := len(s.health.clusters["west"]); n != 1 {
+		t.Errorf("west keeps %d parts, want 1", n)
+	}
+	s.health.mu.Lock()
+	for _, p := range s.health.clusters["east"] {
+		p.reported = long
+	}
+	s.health.swept = long
+	s.health.mu.Unlock()
+	if _, err := s.TargetGroupHealth(t.Context(), "west", "tg"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.health.clusters["east"]; ok || len(s.health.clusters) != 1 {
+		t.Errorf("after east's parts grew old: kept %v, want west's alone", s.health.clusters)
+	}
 }

@@ -78,7 +78,36 @@ type Config struct {
 	// (default DefaultLeaseDuration); its components renew it every fifth
 	// of that.
 	LeaseDuration time.Duration
+	// MaxWatches bounds the watch streams one cluster has open at once
+	// (default DefaultMaxWatches); one more is answered 429.
+	MaxWatches int
+	// MaxSnapshotBytes bounds, over all clusters, the store bytes read for
+	// the watch streams whose first message (their snapshot) is being
+	// built or sent (default DefaultMaxSnapshotBytes), and one cluster's
+	// streams to a quarter of it, so that one cluster's streams cannot
+	// hold all of it; a stream starting beyond either waits its turn, up
+	// to SnapshotTimeout (then 503). A store larger than a quarter is sent
+	// to one stream of a cluster at a time.
+	MaxSnapshotBytes int64
+	// SnapshotTimeout bounds how long a watch stream's message, its first
+	// (the snapshot) or any other, may take to write (default
+	// DefaultSnapshotTimeout): a client that does not read is cut off and
+	// gives its share of MaxSnapshotBytes, and its stream, back.
+	SnapshotTimeout time.Duration
 }
+
+// Watch bounds, by default.
+const (
+	// DefaultMaxWatches is well above the node proxies of a large
+	// cluster, each with one stream.
+	DefaultMaxWatches = 1024
+	// DefaultMaxSnapshotBytes lets 32 snapshots of a 16 MiB store be
+	// built and sent at once.
+	DefaultMaxSnapshotBytes = 512 << 20
+	// DefaultSnapshotTimeout leaves a slow link minutes for a large
+	// snapshot.
+	DefaultSnapshotTimeout = 2 * time.Minute
+)
 
 // Server serves the API over a Store.
 type Server struct {
@@ -115,6 +144,13 @@ type Server struct {
 	// 0 when unknown. A write that finds the store still at it reads no
 	// services but its own (commitOnce).
 	hostnamesRev int64
+	// health keeps the health report parts decoded for TargetHealth.
+	health healthParts
+	// snapshots is the budget of store bytes of watch streams not past
+	// their first message, MaxSnapshotBytes; storeBytes is the size of
+	// the last whole-store read, what a stream reserves before its own.
+	snapshots  *semaphore.Weighted
+	storeBytes atomic.Int64
 }
 
 // decodedObject is a stored object decoded at a revision.
@@ -138,9 +174,19 @@ func New(st store.Store, cfg Config) *Server {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
 	}
 	cfg.MaxObjectBytes = min(cfg.MaxObjectBytes, cfg.MaxRequestBytes)
+	if cfg.MaxWatches <= 0 {
+		cfg.MaxWatches = DefaultMaxWatches
+	}
+	if cfg.MaxSnapshotBytes <= 0 {
+		cfg.MaxSnapshotBytes = DefaultMaxSnapshotBytes
+	}
+	if cfg.SnapshotTimeout <= 0 {
+		cfg.SnapshotTimeout = DefaultSnapshotTimeout
+	}
 	s := &Server{st: st, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), bodies: semaphore.NewWeighted(cfg.MaxRequestBytes),
-		joins:   semaphore.NewWeighted(joinBudget),
-		writing: make(chan struct{}, 1)}
+		joins:     semaphore.NewWeighted(joinBudget),
+		writing:   make(chan struct{}, 1),
+		snapshots: semaphore.NewWeighted(cfg.MaxSnapshotBytes)}
 	s.renewalsBlocked()
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", s.ready)
@@ -392,6 +438,10 @@ const joinBudget = 64 * maxJoinBody
 // clusterBudgets are one cluster's own body budgets.
 type clusterBudgets struct {
 	lease, health *semaphore.Weighted
+	// watches counts the cluster's open watch streams; snapshots is its
+	// share of the snapshot budget, a quarter of MaxSnapshotBytes.
+	watches   atomic.Int64
+	snapshots *semaphore.Weighted
 }
 
 // budgetsOf returns cluster's own budgets, made on first use. Only an
@@ -401,7 +451,8 @@ func (s *Server) budgetsOf(cluster string) *clusterBudgets {
 	if b, ok := s.own.Load(cluster); ok {
 		return b.(*clusterBudgets)
 	}
-	b, _ := s.own.LoadOrStore(cluster, &clusterBudgets{lease: semaphore.NewWeighted(leaseBudget), health: semaphore.NewWeighted(healthBudget)})
+	b, _ := s.own.LoadOrStore(cluster, &clusterBudgets{lease: semaphore.NewWeighted(leaseBudget), health: semaphore.NewWeighted(healthBudget),
+		snapshots: semaphore.NewWeighted(max(s.cfg.MaxSnapshotBytes/4, 1))})
 	return b.(*clusterBudgets)
 }
 

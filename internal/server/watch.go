@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"trellis.dev/trellis/internal/api"
@@ -31,8 +32,45 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	if err != nil {
 		return err
 	}
+	own := s.budgetsOf(cluster)
+	open := &own.watches
+	defer open.Add(-1)
+	if n := open.Add(1); n > int64(s.cfg.MaxWatches) {
+		return errorf(http.StatusTooManyRequests, "cluster %q has %d watch streams open, the most it may (MaxWatches): close one first", cluster, n-1)
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+
+	// Until its first message is sent, a stream holds a share of the
+	// snapshot budget: the size of the last whole-store read, taken
+	// before its own read so that streams waiting their turn hold no
+	// copy of the store.
+	// Before any read the size is unknown: a stream reserves its
+	// cluster's whole share.
+	share := max(s.cfg.MaxSnapshotBytes/4, 1)
+	reserved := share
+	if n := s.storeBytes.Load(); n > 0 {
+		reserved = min(n, share)
+	}
+	wait, cancelWait := context.WithTimeout(ctx, s.cfg.SnapshotTimeout)
+	err = own.snapshots.Acquire(wait, reserved)
+	if err == nil {
+		if err = s.snapshots.Acquire(wait, reserved); err != nil {
+			own.snapshots.Release(reserved)
+		}
+	}
+	cancelWait()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return errorf(http.StatusServiceUnavailable, "watch snapshots of %d bytes are being sent at once, the most the server sends (MaxSnapshotBytes; a quarter of it to one cluster): watch again later", s.cfg.MaxSnapshotBytes)
+	}
+	releaseOnce := sync.OnceFunc(func() {
+		s.snapshots.Release(reserved)
+		own.snapshots.Release(reserved)
+	})
+	defer releaseOnce()
 
 	// One read of everything: the snapshot, if the stream starts with one,
 	// and the view that decides which private keys the caller may read.
@@ -40,6 +78,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	if err != nil {
 		return err
 	}
+	size := int64(0)
+	for _, kv := range kvs {
+		size += int64(len(kv.Key) + len(kv.Value))
+	}
+	s.storeBytes.Store(size)
 	// A stream of no certificates needs no view of who may read their
 	// keys (for a controller following exports, not decoding every
 	// service).
@@ -79,8 +122,21 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
 	id := s.st.ID()
+	// A client that does not read gives its stream back by
+	// SnapshotTimeout: its share of the snapshot budget while the first
+	// message is sent, its place among the cluster's MaxWatches after.
+	rc := http.NewResponseController(w)
+	// A stream that ends with its client reading leaves no deadline on
+	// the connection for its next request.
+	written := true
+	defer func() {
+		if written {
+			rc.SetWriteDeadline(time.Time{})
+		}
+	}()
 	send := func(m *api.WatchMessage) bool {
 		m.Store = id
+		rc.SetWriteDeadline(time.Now().Add(s.cfg.SnapshotTimeout))
 		var err error
 		if m.Snapshot == nil {
 			_, err = w.Write(appendMessage(nil, m))
@@ -88,6 +144,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 			err = enc.Encode(m)
 		}
 		if err != nil {
+			written = false
 			return false
 		}
 		if flusher != nil {
@@ -99,6 +156,8 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 		return nil
 	}
 	s.log.Debug("watch started", "cluster", cluster, "revision", from, "snapshot", first != nil)
+	first = nil
+	releaseOnce()
 
 	heartbeat := time.NewTicker(s.cfg.Heartbeat)
 	defer heartbeat.Stop()
