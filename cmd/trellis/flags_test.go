@@ -192,3 +192,25 @@ func TestKubeAPILimitFlagsRefused(t *testing.T) {
 		}
 	}
 }
+
+// The server's watch bounds take positive values only: zero would
+// otherwise fall back to the default without a word.
+func TestWatchLimitFlagsRefused(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--max-watches", "0"}, "--max-watches"},
+		{[]string{"--max-snapshot-bytes", "-1"}, "--max-snapshot-bytes"},
+		{[]string{"--snapshot-timeout", "0s"}, "--snapshot-timeout"},
+	} {
+		root := newRoot()
+		root.SetArgs(append([]string{"server", "--data", t.TempDir(), "--listen", "127.0.0.1:0"}, c.args...))
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), c.flag) || !strings.Contains(err.Error(), "must be positive") {
+			t.Errorf("%q: %v, want an error naming %s", c.args, err, c.flag)
+		}
+	}
+}

@@ -24,6 +24,7 @@ func newServer() *cobra.Command {
 		lattice                                   controlplane.LatticeOptions
 		tokens, oldTokens, tlsHosts               []string
 		heartbeat, certTTL, leaseDuration         time.Duration
+		watchLimits                               server.Config
 		ec                                        controlplane.EtcdOptions
 	)
 	cmd := &cobra.Command{
@@ -31,6 +32,14 @@ func newServer() *cobra.Command {
 		Short: "Run the control plane: the API and watch stream over the embedded store or etcd",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case watchLimits.MaxWatches <= 0:
+				return fmt.Errorf("--max-watches %d: must be positive", watchLimits.MaxWatches)
+			case watchLimits.MaxSnapshotBytes <= 0:
+				return fmt.Errorf("--max-snapshot-bytes %d: must be positive", watchLimits.MaxSnapshotBytes)
+			case watchLimits.SnapshotTimeout <= 0:
+				return fmt.Errorf("--snapshot-timeout %v: must be positive", watchLimits.SnapshotTimeout)
+			}
 			log := slog.Default()
 			auth, err := controlplane.LoadTokens(append(tokens, oldTokens...), cmp.Or(tokensFile, oldTokenFile))
 			if err != nil {
@@ -62,7 +71,8 @@ func newServer() *cobra.Command {
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "control plane: CA certificate in %s (the --ca-file of clusters' components)\n", caCertOut)
 			}
-			srv := server.New(st, server.Config{Tokens: auth, AdminTokens: admins, CA: ca, CertTTL: certTTL, LeaseDuration: leaseDuration, Heartbeat: heartbeat, Logger: log})
+			srv := server.New(st, server.Config{Tokens: auth, AdminTokens: admins, CA: ca, CertTTL: certTTL, LeaseDuration: leaseDuration, Heartbeat: heartbeat, Logger: log,
+				MaxWatches: watchLimits.MaxWatches, MaxSnapshotBytes: watchLimits.MaxSnapshotBytes, SnapshotTimeout: watchLimits.SnapshotTimeout})
 			ln, url, err := controlplane.Listen(controlplane.ListenOptions{
 				Addr: listen, CertFile: certFile, KeyFile: keyFile, CAHosts: tlsHosts, CA: ca, ClientAuth: srv.TLSConfig, Logger: log,
 			})
@@ -93,6 +103,10 @@ func newServer() *cobra.Command {
 	f.MarkDeprecated("token-file", "use --tokens-file (--token-file is the client's own token on the other commands)")
 	f.MarkDeprecated("token", "use --tokens (--token is the client's own token on the other commands)")
 	f.DurationVar(&heartbeat, "heartbeat", 10*time.Second, "heartbeat interval of idle watch streams")
+	f.IntVar(&watchLimits.MaxWatches, "max-watches", server.DefaultMaxWatches, "watch streams one cluster may have open at once (a proxy holds one); one more is answered 429")
+	f.Int64Var(&watchLimits.MaxSnapshotBytes, "max-snapshot-bytes", server.DefaultMaxSnapshotBytes,
+		"store bytes, over all clusters, that watch streams not yet past their first message (the whole-store snapshot) may hold at once; one cluster gets at most a quarter, and a stream waits for its turn (503 after --snapshot-timeout)")
+	f.DurationVar(&watchLimits.SnapshotTimeout, "snapshot-timeout", server.DefaultSnapshotTimeout, "how long a watch stream's message (its snapshot included) may take to be written; a client that does not read is cut off")
 	f.StringVar(&certFile, "tls-cert-file", "", "serve the API over TLS with this certificate (PEM; reloaded when the file changes)")
 	f.StringVar(&keyFile, "tls-key-file", "", "private key of --tls-cert-file (PEM)")
 	f.StringSliceVar(&tlsHosts, "tls-hosts", nil, "serve the API over TLS with a certificate for these host names and addresses issued by the control plane's own CA (instead of --tls-cert-file); joined clusters trust it")
