@@ -49,14 +49,7 @@ func fieldsBackend(t *testing.T) *httptest.Server {
 func TestPeerHopSenderCannotForgeIdentityFields(t *testing.T) {
 	w := newHopWorld(t)
 	srv := fieldsBackend(t)
-	tg := westGroup(t, "api", srv)
-	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
-	snap.Services[0].Owner = "east"
-	w.update(t, snap)
-
-	pc := peer.NewClient(w.eastID, w.ca.Pool())
-	defer pc.CloseIdleConnections()
-	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	pc := w.eastSender(t, srv)
 	send := func(h http.Header) map[string][]string {
 		t.Helper()
 		req := httptest.NewRequest("GET", "http://shop.example/", nil)
@@ -149,14 +142,7 @@ func TestPeerHopTunnelSenderCannotForgeIdentityFields(t *testing.T) {
 		conn.Close()
 	}))
 	t.Cleanup(srv.Close)
-	tg := westGroup(t, "api", srv)
-	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
-	snap.Services[0].Owner = "east"
-	w.update(t, snap)
-
-	pc := peer.NewClient(w.eastID, w.ca.Pool())
-	defer pc.Close()
-	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	pc := w.eastSender(t, srv)
 	head := "GET / HTTP/1.1\r\nHost: shop.example\r\nUpgrade: test\r\nConnection: Upgrade\r\n" +
 		"X-Trellis-Network: SourceCluster=west; Network=edge\r\n" +
 		"X_Trellis_Identity: Principal=spiffe://west/ns/shop/sa/admin; Type=Workload\r\n" +
@@ -204,14 +190,7 @@ func TestPeerHopStalledBodyTimesOut(t *testing.T) {
 		readErr <- err
 	}))
 	t.Cleanup(srv.Close)
-	tg := westGroup(t, "api", srv)
-	snap := oneRoute(1, []model.TargetGroup{tg}, to("api", 1))
-	snap.Services[0].Owner = "east"
-	w.update(t, snap)
-
-	pc := peer.NewClient(w.eastID, w.ca.Pool())
-	defer pc.Close()
-	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	pc := w.eastSender(t, srv)
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	req := httptest.NewRequest("POST", "http://shop.example/", pr)
@@ -322,4 +301,18 @@ func clientHello(t *testing.T, serverName string) []byte {
 		t.Fatal(err)
 	}
 	return buf[:n]
+}
+
+// eastSender serves srv as west's target group "api" behind east's service
+// "svc" and returns a peer client of east's that hands requests to west's
+// peer listener directly, as a proxy that skipped its own checks would.
+func (w *hopWorld) eastSender(t *testing.T, srv *httptest.Server) *peer.Client {
+	t.Helper()
+	snap := oneRoute(1, []model.TargetGroup{westGroup(t, "api", srv)}, to("api", 1))
+	snap.Services[0].Owner = "east"
+	w.update(t, snap)
+	pc := peer.NewClient(w.eastID, w.ca.Pool())
+	t.Cleanup(pc.Close)
+	pc.SetPeers(map[string]string{w.westPeer: "west"})
+	return pc
 }
