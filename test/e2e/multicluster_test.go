@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"trellis.dev/trellis/test/manifest"
 	"trellis.dev/trellis/test/netns"
 	"trellis.dev/trellis/test/testsync"
 )
@@ -62,7 +63,7 @@ metadata: {name: cart, namespace: shop}
 `)
 	}
 	apply(t, clusters[0].kc, namespaceYAML("shop")+cartService("cart-local", "198.18.0.51")+
-		serviceNetworkGatewayYAML("mesh", "shop", "[{name: http, protocol: HTTP, port: 8080}]")+`---
+		manifest.ServiceNetwork("mesh", "shop", "[{name: http, protocol: HTTP, port: 8080}]")+`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: storefront, namespace: shop}
@@ -223,24 +224,6 @@ spec:
 
 func namespaceYAML(name string) string {
 	return "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + name + "}\n"
-}
-
-// serviceNetworkGatewayYAML is the GatewayClass trellis of the
-// service-network controller and a Gateway of it, name in namespace, whose
-// spec.listeners is the YAML value listeners.
-func serviceNetworkGatewayYAML(name, namespace, listeners string) string {
-	return `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis}
-spec: {controllerName: trellis.dev/service-network}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ` + name + `, namespace: ` + namespace + `}
-spec:
-  gatewayClassName: trellis
-  listeners: ` + listeners + "\n"
 }
 
 // cartService is a Service of port 80 in namespace shop whose one endpoint

@@ -1,0 +1,34 @@
+// Package manifest writes the Kubernetes YAML documents that tests feed to
+// Trellis (the file provider, the translator, a test apiserver), so that a
+// test states only the fields its case is about. It builds text and reads
+// nothing; it must not import Trellis packages, so that any test may use it.
+package manifest
+
+// GatewayAPI is the apiVersion of the Gateway API kinds.
+const GatewayAPI = "gateway.networking.k8s.io/v1"
+
+// Doc is one YAML document: a "---" line, apiVersion, kind, metadata (the
+// inside of its flow mapping, as "name: r, namespace: other") and then rest,
+// the other top-level fields as written, each line ending in "\n".
+func Doc(apiVersion, kind, metadata, rest string) string {
+	return "---\napiVersion: " + apiVersion + "\nkind: " + kind + "\nmetadata: {" + metadata + "}\n" + rest
+}
+
+// Spec is Doc for a kind whose one other field is spec: fields are the
+// lines of spec, each indented by two spaces.
+func Spec(apiVersion, kind, metadata, fields string) string {
+	return Doc(apiVersion, kind, metadata, "spec:\n"+fields)
+}
+
+// ServiceNetwork is the GatewayClass "trellis" of the service-network
+// controller and a Gateway of it named name, in namespace (the default one
+// when ""), whose spec.listeners is the YAML value listeners (a flow
+// sequence, or block lines starting with "\n").
+func ServiceNetwork(name, namespace, listeners string) string {
+	meta := "name: " + name
+	if namespace != "" {
+		meta += ", namespace: " + namespace
+	}
+	return Spec(GatewayAPI, "GatewayClass", "name: trellis", "  controllerName: trellis.dev/service-network\n") +
+		Spec(GatewayAPI, "Gateway", meta, "  gatewayClassName: trellis\n  listeners: "+listeners+"\n")
+}
