@@ -20,15 +20,30 @@ func Spec(apiVersion, kind, metadata, fields string) string {
 	return Doc(apiVersion, kind, metadata, "spec:\n"+fields)
 }
 
-// ServiceNetwork is the GatewayClass "trellis" of the service-network
-// controller and a Gateway of it named name, in namespace (the default one
+// The controllerNames of Trellis's two GatewayClasses.
+const (
+	ServiceNetworkController = "trellis.dev/service-network"
+	GatewayController        = "trellis.dev/gateway"
+)
+
+// Class is a GatewayClass name of controller.
+func Class(name, controller string) string {
+	return Spec(GatewayAPI, "GatewayClass", "name: "+name, "  controllerName: "+controller+"\n")
+}
+
+// Gateway is a Gateway of class named name, in namespace (the default one
 // when ""), whose spec.listeners is the YAML value listeners (a flow
 // sequence, or block lines starting with "\n").
-func ServiceNetwork(name, namespace, listeners string) string {
+func Gateway(name, namespace, class, listeners string) string {
 	meta := "name: " + name
 	if namespace != "" {
 		meta += ", namespace: " + namespace
 	}
-	return Spec(GatewayAPI, "GatewayClass", "name: trellis", "  controllerName: trellis.dev/service-network\n") +
-		Spec(GatewayAPI, "Gateway", meta, "  gatewayClassName: trellis\n  listeners: "+listeners+"\n")
+	return Spec(GatewayAPI, "Gateway", meta, "  gatewayClassName: "+class+"\n  listeners: "+listeners+"\n")
+}
+
+// ServiceNetwork is the GatewayClass "trellis" of the service-network
+// controller and a Gateway of it (see Gateway).
+func ServiceNetwork(name, namespace, listeners string) string {
+	return Class("trellis", ServiceNetworkController) + Gateway(name, namespace, "trellis", listeners)
 }

@@ -15,7 +15,7 @@ var (
 	svc = service("name: svc", "[{name: http, port: 80, targetPort: 8090}]") +
 		slice("svc-1", "svc", "IPv4", "[{name: http, protocol: TCP, port: 8090}]", "[{addresses: [198.18.0.10], conditions: {ready: true}}]")
 	base     = manifest.ServiceNetwork("net", "", "[{name: http, protocol: HTTP, port: 8080}]") + svc
-	edgeBase = manifest.Spec(manifest.GatewayAPI, "GatewayClass", "name: edge", "  controllerName: trellis.dev/gateway\n") + svc
+	edgeBase = manifest.Class("edge", manifest.GatewayController) + svc
 )
 
 // Route fields the cases share: parentRefs to the Gateway net or edge, and
@@ -219,7 +219,7 @@ var crafted = []sameCase{
 	{name: "invalid/grpc service name", yaml: grpcRoute(`  - matches: [{method: {service: "bad service", method: Get}}]
     backendRefs: [{name: svc, port: 80}]
 `)},
-	{name: "gap/gatewayclass controllerName", gap: "GatewayClass controllerName", yaml: manifest.Spec(manifest.GatewayAPI, "GatewayClass", "name: trellis", `  controllerName: "no-slash"`+"\n")},
+	{name: "gap/gatewayclass controllerName", gap: "GatewayClass controllerName", yaml: manifest.Class("trellis", `"no-slash"`)},
 	{name: "invalid/authpolicy without targetRefs", yaml: policy("  targetRefs: []\n" + allowAll)},
 	{name: "invalid/authpolicy targetRef kind", yaml: policy(`  targetRefs: [{group: gateway.networking.k8s.io, kind: "Bad Kind", name: net}]` + "\n" + allowAll)},
 	{name: "gap/service ports without names", gap: "core kinds", yaml: base + service("name: two", "[{port: 80}, {port: 81}]")},
