@@ -32,8 +32,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"trellis.dev/trellis/test/manifest"
 )
 
 const (
@@ -101,8 +99,24 @@ func generate(dir string, s shape) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	gw := manifest.Class("edge", manifest.GatewayController) +
-		manifest.Gateway("web", "", "edge", fmt.Sprintf("[{name: http, protocol: HTTP, port: %d}]", gatewayPort))
+	gw := fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: edge
+spec:
+  controllerName: trellis.dev/gateway
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: web
+spec:
+  gatewayClassName: edge
+  listeners:
+    - name: http
+      protocol: HTTP
+      port: %d
+`, gatewayPort)
 	if err := os.WriteFile(filepath.Join(dir, "0-gateway.yaml"), []byte(gw), 0o644); err != nil {
 		return err
 	}
