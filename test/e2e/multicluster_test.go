@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"trellis.dev/trellis/test/manifest"
 	"trellis.dev/trellis/test/netns"
@@ -252,16 +251,13 @@ endpoints: [{addresses: [%[2]s], conditions: {ready: true}}]
 // apply creates every object of a YAML stream in c.
 func apply(t *testing.T, c client.Client, stream string) {
 	t.Helper()
-	for _, doc := range strings.Split(stream, "\n---\n") {
-		if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" {
-			continue
-		}
-		var obj unstructured.Unstructured
-		if err := yaml.Unmarshal([]byte(strings.TrimPrefix(doc, "---\n")), &obj.Object); err != nil {
-			t.Fatalf("%v in\n%s", err, doc)
-		}
+	objs, err := manifest.Decode(stream)
+	if err != nil {
+		t.Fatalf("%v in\n%s", err, stream)
+	}
+	for _, obj := range objs {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := c.Create(ctx, &obj)
+		err := c.Create(ctx, obj)
 		cancel()
 		if err != nil {
 			t.Fatalf("creating %s %s: %v", obj.GetKind(), obj.GetName(), err)

@@ -1,8 +1,18 @@
 // Package manifest writes the Kubernetes YAML documents that tests feed to
 // Trellis (the file provider, the translator, a test apiserver), so that a
-// test states only the fields its case is about. It builds text and reads
-// nothing; it must not import Trellis packages, so that any test may use it.
+// test states only the fields its case is about, and decodes such a stream
+// into objects. It must not import Trellis packages, so that any test may
+// use it.
 package manifest
+
+import (
+	"errors"
+	"io"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+)
 
 // GatewayAPI is the apiVersion of the Gateway API kinds.
 const GatewayAPI = "gateway.networking.k8s.io/v1"
@@ -46,4 +56,23 @@ func Gateway(name, namespace, class, listeners string) string {
 // controller and a Gateway of it (see Gateway).
 func ServiceNetwork(name, namespace, listeners string) string {
 	return Class("trellis", ServiceNetworkController) + Gateway(name, namespace, "trellis", listeners)
+}
+
+// Decode reads a YAML stream into its objects, in order, leaving out empty
+// documents.
+func Decode(stream string) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(stream), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, err
+		}
+		if len(m) > 0 {
+			objs = append(objs, &unstructured.Unstructured{Object: m})
+		}
+	}
 }
