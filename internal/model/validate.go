@@ -95,19 +95,33 @@ func ParseKey(key string) (Kind, string, error) {
 	return "", "", fmt.Errorf("malformed key %q", key)
 }
 
-// nameRE is the DNS-subdomain-like form object names take: lower-case
-// alphanumerics, '-' and '.', starting and ending alphanumeric.
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
+// ValidName reports whether s has the DNS-subdomain-like form object names
+// take (model objects', and Kubernetes namespaces' and service accounts'):
+// at most 253 lower-case alphanumerics, '-' or '.', starting and ending
+// alphanumeric.
+func ValidName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !alnum && (c != '-' && c != '.' || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
+}
 
-// ValidClusterName says whether s may name a cluster: at most 63
-// lower-case alphanumerics, '-' or '.', starting and ending alphanumeric.
-func ValidClusterName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
+// ValidClusterName says whether s may name a cluster: a ValidName of at
+// most 63 bytes.
+func ValidClusterName(s string) bool { return len(s) <= 63 && ValidName(s) }
 
 func validateMeta(f *fieldErrs, m *Meta) {
 	switch {
 	case m.Name == "":
 		f.add("name", "required")
-	case len(m.Name) > 253 || !nameRE.MatchString(m.Name):
+	case !ValidName(m.Name):
 		f.add("name", "%q must be at most 253 lower-case alphanumerics, '-' or '.', starting and ending alphanumeric", m.Name)
 	}
 	if m.Owner == "" {

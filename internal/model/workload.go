@@ -51,7 +51,7 @@ func (w *WorkloadSet) Validate() error {
 	switch {
 	case w.Namespace == "":
 		f.add("namespace", "required")
-	case len(w.Namespace) > 63 || !nameRE.MatchString(w.Namespace):
+	case len(w.Namespace) > 63 || !ValidName(w.Namespace):
 		f.add("namespace", "%q is not a valid namespace name", w.Namespace)
 	case w.Owner != "" && w.Name != WorkloadSetName(w.Owner, w.Namespace):
 		f.add("name", "must be %q, the namespace and the owner", WorkloadSetName(w.Owner, w.Namespace))
@@ -68,7 +68,7 @@ func (w *WorkloadSet) Validate() error {
 		default:
 			prev = a
 		}
-		if wl.ServiceAccount == "" || len(wl.ServiceAccount) > 253 || !nameRE.MatchString(wl.ServiceAccount) {
+		if !ValidName(wl.ServiceAccount) {
 			f.add(field+".serviceAccount", "%q is not a valid service account name", wl.ServiceAccount)
 		}
 	}

@@ -623,26 +623,10 @@ func identityCluster(id string) (string, bool) {
 		return "", false
 	}
 	ns, sa, ok := strings.Cut(rest, "/sa/")
-	if !ok || !model.ValidClusterName(cluster) || !validName(ns) || !validName(sa) {
+	if !ok || !model.ValidClusterName(cluster) || !model.ValidName(ns) || !model.ValidName(sa) {
 		return "", false
 	}
 	return cluster, true
-}
-
-// validName is a Kubernetes namespace or service account name: at most 253
-// lower-case alphanumerics, '-' or '.', starting and ending alphanumeric.
-func validName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-		if !alnum && (c != '-' && c != '.' || i == 0 || i == len(s)-1) {
-			return false
-		}
-	}
-	return true
 }
 
 // TLSConfig is the configuration a peer listener serves with: the proxy's

@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -100,8 +99,6 @@ func splitPartName(name string) (holder string, part int, ok bool) {
 // order a tie between reporters is broken: the worse first.
 var targetStatuses = []string{"UNHEALTHY", "INITIAL", "HEALTHY", "UNAVAILABLE", "DRAINING"}
 
-var objectNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
-
 // reportHealth answers POST /v1/health: the caller's cluster's proxy
 // holder reports the health of the cluster's targets.
 func (s *Server) reportHealth(w http.ResponseWriter, r *http.Request, cluster string) error {
@@ -158,7 +155,7 @@ func checkHealthReport(req *api.HealthReport) model.FieldErrors {
 	}
 	for i, g := range req.Groups {
 		at := fmt.Sprintf("groups[%d]", i)
-		if len(g.TargetGroup) > 253 || !objectNameRE.MatchString(g.TargetGroup) {
+		if !model.ValidName(g.TargetGroup) {
 			if !add(at+".targetGroup", "%q is not a target group's name", g.TargetGroup) {
 				return fields
 			}

@@ -6,38 +6,17 @@ import (
 
 	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/translate"
+	"trellis.dev/trellis/test/manifest"
 )
 
 // crdNetwork is a service network with a Service, which the cases below
 // add a route to.
-const crdNetwork = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis}
-spec: {controllerName: trellis.dev/service-network}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: net}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: svc}
-spec: {ports: [{port: 80}]}
----
-`
+var crdNetwork = manifest.ServiceNetwork("net", "", "[{name: http, protocol: HTTP, port: 8080}]") +
+	manifest.Doc("v1", "Service", "name: svc", "spec: {ports: [{port: 80}]}\n")
 
 // crdRoute is an HTTPRoute on crdNetwork with the given rules.
 func crdRoute(rules string) string {
-	return crdNetwork + `apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r}
-spec:
-  parentRefs: [{name: net}]
-  rules:
-` + rules
+	return crdNetwork + manifest.Spec(manifest.GatewayAPI, "HTTPRoute", "name: r", "  parentRefs: [{name: net}]\n  rules:\n"+rules)
 }
 
 // TestCRDRules checks the Problems that stand in for the route CRDs'
@@ -62,20 +41,10 @@ func TestCRDRules(t *testing.T) {
 		{"parentRefs repeated", strings.Replace(crdRoute(oneRule), "[{name: net}]", "[{name: net}, {name: net}]", 1), "spec.parentRefs[1]"},
 		{"parentRefs unalike", strings.Replace(crdRoute(oneRule), "[{name: net}]", "[{name: net}, {name: net, sectionName: http}]", 1), "spec.parentRefs[1]"},
 		{"listener name", strings.Replace(crdNetwork, "name: http,", "name: Bad_Name,", 1), "spec.listeners[0].name"},
-		{"grpc service", crdNetwork + `apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata: {name: g}
-spec:
-  parentRefs: [{name: net}]
-  rules: [{matches: [{method: {service: "a b", method: Get}}], backendRefs: [{name: svc, port: 80}]}]
-`, "spec.rules[0].matches[0].method.service"},
-		{"authpolicy without targets", crdNetwork + `apiVersion: trellis.dev/v1alpha1
-kind: AuthPolicy
-metadata: {name: p}
-spec:
-  targetRefs: []
-  policy: {Statement: [{Effect: Allow, Principal: "*", Action: "*", Resource: "*"}]}
-`, "spec.targetRefs"},
+		{"grpc service", crdNetwork + manifest.Spec(manifest.GatewayAPI, "GRPCRoute", "name: g",
+			"  parentRefs: [{name: net}]\n  rules: [{matches: [{method: {service: \"a b\", method: Get}}], backendRefs: [{name: svc, port: 80}]}]\n"), "spec.rules[0].matches[0].method.service"},
+		{"authpolicy without targets", crdNetwork + manifest.Spec("trellis.dev/v1alpha1", "AuthPolicy", "name: p",
+			"  targetRefs: []\n"+`  policy: {Statement: [{Effect: Allow, Principal: "*", Action: "*", Resource: "*"}]}`+"\n"), "spec.targetRefs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -33,70 +33,42 @@ func (t *translator) filters(r *route, src model.SourceRef, p string, fs []gatew
 			ok = false
 			t.problem(src, fp+field, string(gatewayv1.RouteReasonUnsupportedValue), format+"; the requests it applies to are answered with 500", args...)
 		}
-		missing := func(field string) {
+		if field, present := filterConfig(f); !present {
 			unsupported("."+field, "%s is required for a filter of type %s", field, f.Type)
+			continue
 		}
 		switch f.Type {
 		case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
-			if f.RequestHeaderModifier == nil {
-				missing("requestHeaderModifier")
-				continue
-			}
 			out = append(out, model.Filter{RequestHeaders: headerFilter(f.RequestHeaderModifier)})
 		case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
-			if f.ResponseHeaderModifier == nil {
-				missing("responseHeaderModifier")
-				continue
-			}
 			out = append(out, model.Filter{ResponseHeaders: headerFilter(f.ResponseHeaderModifier)})
 		case gatewayv1.HTTPRouteFilterRequestRedirect:
 			rd := f.RequestRedirect
-			if rd == nil {
-				missing("requestRedirect")
+			path, pok := t.pathModifier(src, fp+".requestRedirect.path", rd.Path)
+			if !pok {
+				ok = false
 				continue
 			}
-			m := &model.RedirectFilter{
+			out = append(out, model.Filter{Redirect: &model.RedirectFilter{
 				Scheme:     deref(rd.Scheme, ""),
 				Hostname:   string(deref(rd.Hostname, "")),
 				Port:       int32(deref(rd.Port, 0)),
 				StatusCode: deref(rd.StatusCode, 302),
-			}
-			if rd.Path != nil {
-				if m.Path = t.pathModifier(src, fp+".requestRedirect.path", rd.Path); m.Path == nil {
-					ok = false
-					continue
-				}
-			}
-			out = append(out, model.Filter{Redirect: m})
+				Path:       path,
+			}})
 		case gatewayv1.HTTPRouteFilterURLRewrite:
-			rw := f.URLRewrite
-			if rw == nil {
-				missing("urlRewrite")
+			path, pok := t.pathModifier(src, fp+".urlRewrite.path", f.URLRewrite.Path)
+			if !pok {
+				ok = false
 				continue
 			}
-			m := &model.RewriteFilter{Hostname: string(deref(rw.Hostname, ""))}
-			if rw.Path != nil {
-				if m.Path = t.pathModifier(src, fp+".urlRewrite.path", rw.Path); m.Path == nil {
-					ok = false
-					continue
-				}
-			}
-			out = append(out, model.Filter{Rewrite: m})
+			out = append(out, model.Filter{Rewrite: &model.RewriteFilter{Hostname: string(deref(f.URLRewrite.Hostname, "")), Path: path}})
 		case gatewayv1.HTTPRouteFilterRequestMirror:
-			m := f.RequestMirror
-			if m == nil {
-				missing("requestMirror")
-				continue
-			}
-			if mf, mok := t.mirror(r, src, fp+".requestMirror", m); mok {
+			if mf, mok := t.mirror(r, src, fp+".requestMirror", f.RequestMirror); mok {
 				out = append(out, model.Filter{Mirror: mf})
 			}
 		case gatewayv1.HTTPRouteFilterCORS:
 			c := f.CORS
-			if c == nil {
-				missing("cors")
-				continue
-			}
 			for k, m := range c.AllowMethods {
 				if m != "*" && !httpMethods[gatewayv1.HTTPMethod(m)] {
 					t.problem(src, fmt.Sprintf("%s.cors.allowMethods[%d]", fp, k), string(gatewayv1.RouteReasonUnsupportedValue), "%q is not one of the methods the Gateway API allows, nor *", m)
@@ -138,24 +110,48 @@ func headerFilter(h *gatewayv1.HTTPHeaderFilter) *model.HeaderFilter {
 	return out
 }
 
-// pathModifier translates a redirect's or rewrite's path, or returns nil
-// with a problem when its type and value do not agree.
-func (t *translator) pathModifier(src model.SourceRef, p string, m *gatewayv1.HTTPPathModifier) *model.PathModifier {
-	bad := func(format string, args ...any) *model.PathModifier {
+// filterConfig names the field that configures a filter of f's type, and
+// tells whether f has it. A type without such a field (ExtensionRef,
+// ExternalAuth, an unknown one) has it.
+func filterConfig(f *gatewayv1.HTTPRouteFilter) (field string, present bool) {
+	switch f.Type {
+	case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
+		return "requestHeaderModifier", f.RequestHeaderModifier != nil
+	case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
+		return "responseHeaderModifier", f.ResponseHeaderModifier != nil
+	case gatewayv1.HTTPRouteFilterRequestRedirect:
+		return "requestRedirect", f.RequestRedirect != nil
+	case gatewayv1.HTTPRouteFilterURLRewrite:
+		return "urlRewrite", f.URLRewrite != nil
+	case gatewayv1.HTTPRouteFilterRequestMirror:
+		return "requestMirror", f.RequestMirror != nil
+	case gatewayv1.HTTPRouteFilterCORS:
+		return "cors", f.CORS != nil
+	}
+	return "", true
+}
+
+// pathModifier translates a redirect's or rewrite's path (none when m is
+// nil). ok is false, with a problem, when its type and value do not agree.
+func (t *translator) pathModifier(src model.SourceRef, p string, m *gatewayv1.HTTPPathModifier) (_ *model.PathModifier, ok bool) {
+	bad := func(format string, args ...any) (*model.PathModifier, bool) {
 		t.problem(src, p, string(gatewayv1.RouteReasonUnsupportedValue), format+"; the requests it applies to are answered with 500", args...)
-		return nil
+		return nil, false
+	}
+	if m == nil {
+		return nil, true
 	}
 	switch m.Type {
 	case gatewayv1.FullPathHTTPPathModifier:
 		if m.ReplaceFullPath == nil || m.ReplacePrefixMatch != nil {
 			return bad("type ReplaceFullPath needs replaceFullPath and only it")
 		}
-		return &model.PathModifier{Type: model.ReplaceFullPath, Value: *m.ReplaceFullPath}
+		return &model.PathModifier{Type: model.ReplaceFullPath, Value: *m.ReplaceFullPath}, true
 	case gatewayv1.PrefixMatchHTTPPathModifier:
 		if m.ReplacePrefixMatch == nil || m.ReplaceFullPath != nil {
 			return bad("type ReplacePrefixMatch needs replacePrefixMatch and only it")
 		}
-		return &model.PathModifier{Type: model.ReplacePrefixMatch, Value: *m.ReplacePrefixMatch}
+		return &model.PathModifier{Type: model.ReplacePrefixMatch, Value: *m.ReplacePrefixMatch}, true
 	}
 	return bad("path modifier type %q is not supported", m.Type)
 }

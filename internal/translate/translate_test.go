@@ -16,6 +16,7 @@ import (
 
 	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/translate"
+	"trellis.dev/trellis/test/manifest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files from the current output")
@@ -250,26 +251,8 @@ func FuzzTranslate(f *testing.F) {
 // order, and nothing is reported.
 func TestTwelveBackendsInOneRule(t *testing.T) {
 	var b strings.Builder
-	b.WriteString(`apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis}
-spec: {controllerName: trellis.dev/service-network}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: mesh}
-spec:
-  gatewayClassName: trellis
-  listeners: [{name: http, protocol: HTTP, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: many}
-spec:
-  parentRefs: [{name: mesh}]
-  rules:
-    - backendRefs:
-`)
+	b.WriteString(manifest.ServiceNetwork("mesh", "", "[{name: http, protocol: HTTP, port: 80}]") +
+		manifest.Spec(manifest.GatewayAPI, "HTTPRoute", "name: many", "  parentRefs: [{name: mesh}]\n  rules:\n    - backendRefs:\n"))
 	for i := range 12 {
 		if i%2 == 0 {
 			fmt.Fprintf(&b, "        - {name: svc-%d, port: 80, weight: %d}\n", i, i+1)

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 
+	"trellis.dev/trellis/test/manifest"
 	"trellis.dev/trellis/test/testsync"
 )
 
@@ -129,7 +130,7 @@ type mcsEnv struct {
 const mcsGatewayNS = "mcs-gateway"
 
 func (e *mcsEnv) gateway(t *testing.T) {
-	apply(t, e.clusters[0].kc, namespaceYAML(mcsGatewayNS)+serviceNetworkGatewayYAML("mcs", mcsGatewayNS, `
+	apply(t, e.clusters[0].kc, namespaceYAML(mcsGatewayNS)+manifest.ServiceNetwork("mcs", mcsGatewayNS, `
   - {name: p42, protocol: HTTP, port: 42, allowedRoutes: {namespaces: {from: All}}}
   - {name: p4242, protocol: HTTP, port: 4242, allowedRoutes: {namespaces: {from: All}}}
   - {name: p9093, protocol: TLS, port: 9093, tls: {mode: Passthrough}, allowedRoutes: {namespaces: {from: All}}}`))

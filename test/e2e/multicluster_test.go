@@ -13,8 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
+	"trellis.dev/trellis/test/manifest"
 	"trellis.dev/trellis/test/netns"
 	"trellis.dev/trellis/test/testsync"
 )
@@ -62,7 +62,7 @@ metadata: {name: cart, namespace: shop}
 `)
 	}
 	apply(t, clusters[0].kc, namespaceYAML("shop")+cartService("cart-local", "198.18.0.51")+
-		serviceNetworkGatewayYAML("mesh", "shop", "[{name: http, protocol: HTTP, port: 8080}]")+`---
+		manifest.ServiceNetwork("mesh", "shop", "[{name: http, protocol: HTTP, port: 8080}]")+`---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: storefront, namespace: shop}
@@ -225,24 +225,6 @@ func namespaceYAML(name string) string {
 	return "apiVersion: v1\nkind: Namespace\nmetadata: {name: " + name + "}\n"
 }
 
-// serviceNetworkGatewayYAML is the GatewayClass trellis of the
-// service-network controller and a Gateway of it, name in namespace, whose
-// spec.listeners is the YAML value listeners.
-func serviceNetworkGatewayYAML(name, namespace, listeners string) string {
-	return `---
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis}
-spec: {controllerName: trellis.dev/service-network}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: ` + name + `, namespace: ` + namespace + `}
-spec:
-  gatewayClassName: trellis
-  listeners: ` + listeners + "\n"
-}
-
 // cartService is a Service of port 80 in namespace shop whose one endpoint
 // is addr:8080, with its EndpointSlice (no controller makes it: the test
 // clusters run no kube-controller-manager).
@@ -269,16 +251,13 @@ endpoints: [{addresses: [%[2]s], conditions: {ready: true}}]
 // apply creates every object of a YAML stream in c.
 func apply(t *testing.T, c client.Client, stream string) {
 	t.Helper()
-	for _, doc := range strings.Split(stream, "\n---\n") {
-		if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" {
-			continue
-		}
-		var obj unstructured.Unstructured
-		if err := yaml.Unmarshal([]byte(strings.TrimPrefix(doc, "---\n")), &obj.Object); err != nil {
-			t.Fatalf("%v in\n%s", err, doc)
-		}
+	objs, err := manifest.Decode(stream)
+	if err != nil {
+		t.Fatalf("%v in\n%s", err, stream)
+	}
+	for _, obj := range objs {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := c.Create(ctx, &obj)
+		err := c.Create(ctx, obj)
 		cancel()
 		if err != nil {
 			t.Fatalf("creating %s %s: %v", obj.GetKind(), obj.GetName(), err)

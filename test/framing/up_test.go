@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"trellis.dev/trellis/test/manifest"
 	"trellis.dev/trellis/test/pki"
 	"trellis.dev/trellis/test/testsync"
 	"trellis.dev/trellis/test/trellisbin"
@@ -77,30 +78,12 @@ func startUp(t *testing.T) up {
 	return u
 }
 
-const gatewayYAML = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: edge
-spec:
-  controllerName: trellis.dev/gateway
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: edge
-spec:
-  gatewayClassName: edge
-  listeners:
-    - name: http
-      protocol: HTTP
-      port: %d
-    - name: https
-      protocol: HTTPS
-      port: %d
-      tls:
-        certificateRefs:
-          - name: shop
----
+// gatewayYAML is a format of the edge Gateway with an HTTP and an HTTPS
+// listener, its route to the Service echo and the HTTPS listener's
+// certificate; its arguments are the two listeners' ports, echo's port, and
+// the certificate and its key in base64.
+var gatewayYAML = manifest.Class("edge", manifest.GatewayController) + manifest.Gateway("edge", "", "edge",
+	"[{name: http, protocol: HTTP, port: %d}, {name: https, protocol: HTTPS, port: %d, tls: {certificateRefs: [{name: shop}]}}]") + `---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -21,7 +20,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -30,6 +28,7 @@ import (
 	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/translate"
 	"trellis.dev/trellis/test/kube"
+	"trellis.dev/trellis/test/manifest"
 )
 
 // sameCase is one manifest, read both ways.
@@ -434,20 +433,11 @@ func quotedField(message string) string {
 // documents.
 func documents(t *testing.T, stream string) []*unstructured.Unstructured {
 	t.Helper()
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(stream), 4096)
-	var docs []*unstructured.Unstructured
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return docs
-			}
-			t.Fatalf("decoding the case: %v", err)
-		}
-		if len(m) > 0 {
-			docs = append(docs, &unstructured.Unstructured{Object: m})
-		}
+	docs, err := manifest.Decode(stream)
+	if err != nil {
+		t.Fatalf("decoding the case: %v", err)
 	}
+	return docs
 }
 
 // render is an output as JSON lines, for comparing and showing differences.

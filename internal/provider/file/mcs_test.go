@@ -14,6 +14,7 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	"trellis.dev/trellis/internal/translate"
+	"trellis.dev/trellis/test/manifest"
 )
 
 // serviceImportBody sets every field a ServiceImport has; it follows an
@@ -202,40 +203,11 @@ func hasPath(v any, path string) bool {
 	return slices.ContainsFunc(items, func(e any) bool { return hasPath(e, rest) })
 }
 
-const importNetwork = `apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: trellis
-spec:
-  controllerName: trellis.dev/service-network
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: mesh
-  namespace: shop
-spec:
-  gatewayClassName: trellis
-  listeners:
-    - name: http
-      protocol: HTTP
-      port: 80
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: cart
-  namespace: shop
-spec:
-  parentRefs:
-    - name: mesh
-  rules:
-    - backendRefs:
-        - group: multicluster.x-k8s.io
-          kind: ServiceImport
-          name: cart
-          port: 80
-`
+// importNetwork is the service network mesh in namespace shop with a route
+// to the ServiceImport cart.
+var importNetwork = manifest.ServiceNetwork("mesh", "shop", "[{name: http, protocol: HTTP, port: 80}]") +
+	manifest.Spec(manifest.GatewayAPI, "HTTPRoute", "name: cart, namespace: shop",
+		"  parentRefs: [{name: mesh}]\n  rules: [{backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: cart, port: 80}]}]\n")
 
 // A route to a ServiceImport read from files translates as it would from
 // an API server: to a backend naming the import (standalone has no exports,
