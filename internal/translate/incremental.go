@@ -28,7 +28,9 @@ import (
 // What a route reads, and so what makes it translate again: the route
 // itself; the Services, their EndpointSlices (by the service-name label)
 // and the ServiceImports its backends name; the ReferenceGrants of the
-// namespaces it refers into. An index from each of those to the routes that
+// namespaces it refers into; and the TargetGroupPolicies naming those
+// Services (a policy's change counts as a change of the Services it
+// targets, before and after). An index from each of those to the routes that
 // read it (routeIndex) finds them without visiting the others. A change to
 // a GatewayClass, Gateway, Secret or Namespace, to a ReferenceGrant a
 // Gateway consulted, or to the Input's Cluster, GatewayAddresses or
@@ -55,6 +57,9 @@ type Incremental struct {
 	workloads *record
 	// authed are the services that had an auth policy in the last output.
 	authed map[string]bool
+	// tgpTargets are the Services each TargetGroupPolicy of the last Input
+	// targets.
+	tgpTargets map[objectKey][]dep
 	// whole are the keys of the networks and certificates of the last
 	// output, made in full on every call.
 	whole []string
@@ -295,6 +300,12 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		x.lists = map[string][]seenObject{}
 	}
 	dirty = map[dep]bool{}
+	tgpTargets := make(map[objectKey][]dep, len(in.TargetGroupPolicies))
+	for i := range in.TargetGroupPolicies {
+		p := &in.TargetGroupPolicies[i]
+		k := objectKey{kindTargetGroupPolicy, p.Namespace, p.Name}
+		tgpTargets[k] = append(tgpTargets[k], policyTargets(p)...)
+	}
 	change := func(k objectKey, old, now objectVersion) {
 		switch k.kind {
 		case "GatewayClass", "Gateway", "Secret", "Namespace":
@@ -312,6 +323,16 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 			}
 			dirty[dep{depSlices, k.namespace, old.label}] = true
 			dirty[dep{depSlices, k.namespace, now.label}] = true
+		case kindTargetGroupPolicy:
+			// Which policy a Service takes depends on every policy
+			// naming it: the routes using its target groups, the
+			// targets of before and of now, translate again.
+			for _, d := range x.tgpTargets[k] {
+				dirty[d] = true
+			}
+			for _, d := range tgpTargets[k] {
+				dirty[d] = true
+			}
 		default:
 			dirty[k] = true
 		}
@@ -403,6 +424,8 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 	compare(string(kindTLSRoute), len(in.TLSRoutes), func(i int) *metav1.ObjectMeta { return &in.TLSRoutes[i].ObjectMeta }, nil)
 	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) *metav1.ObjectMeta { return &in.ReferenceGrants[i].ObjectMeta }, nil)
 	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) *metav1.ObjectMeta { return &in.AuthPolicies[i].ObjectMeta }, nil)
+	compare(kindTargetGroupPolicy, len(in.TargetGroupPolicies), func(i int) *metav1.ObjectMeta { return &in.TargetGroupPolicies[i].ObjectMeta }, nil)
+	x.tgpTargets = tgpTargets
 	compare("Service", len(in.Services), func(i int) *metav1.ObjectMeta { return &in.Services[i].ObjectMeta }, nil)
 	compare("EndpointSlice", len(in.EndpointSlices), func(i int) *metav1.ObjectMeta { return &in.EndpointSlices[i].ObjectMeta }, func(i int) string { return in.EndpointSlices[i].Labels[discoveryv1.LabelServiceName] })
 	compare(string(kindServiceImport), len(in.ServiceImports), func(i int) *metav1.ObjectMeta { return &in.ServiceImports[i].ObjectMeta }, nil)

@@ -103,6 +103,9 @@ func inputObjects(in *translate.Input) []object {
 	for i := range in.AuthPolicies {
 		add(&in.AuthPolicies[i])
 	}
+	for i := range in.TargetGroupPolicies {
+		add(&in.TargetGroupPolicies[i])
+	}
 	for i := range in.Services {
 		add(&in.Services[i])
 	}
@@ -143,6 +146,8 @@ func buildInput(objs []object) *translate.Input {
 			in.ReferenceGrants = append(in.ReferenceGrants, *o)
 		case *v1alpha1.AuthPolicy:
 			in.AuthPolicies = append(in.AuthPolicies, *o)
+		case *v1alpha1.TargetGroupPolicy:
+			in.TargetGroupPolicies = append(in.TargetGroupPolicies, *o)
 		case *corev1.Service:
 			in.Services = append(in.Services, *o)
 		case *discoveryv1.EndpointSlice:
@@ -203,6 +208,12 @@ func mutate(r *rand.Rand, p *pool, o object) {
 			o.Spec.Ports = o.Spec.Ports[:len(o.Spec.Ports)-1]
 		} else {
 			o.Spec.Type = corev1.ServiceTypeExternalName
+		}
+	case *v1alpha1.TargetGroupPolicy:
+		if r.IntN(2) == 0 && len(o.Spec.TargetRefs) > 0 {
+			o.Spec.TargetRefs[r.IntN(len(o.Spec.TargetRefs))].Name = gatewayv1.ObjectName(p.services[r.IntN(len(p.services))])
+		} else {
+			o.Spec.HealthCheck = &v1alpha1.HealthCheckPolicy{IntervalSeconds: ptr(int32(5 + r.IntN(300)))}
 		}
 	case *gatewayv1.ReferenceGrant:
 		for i := range o.Spec.To {
@@ -545,4 +556,67 @@ func TestIncrementalSharedTargetGroup(t *testing.T) {
 	if len(out.TargetGroups) != 1 || len(out.Services) != 99 {
 		t.Errorf("%d target groups and %d services; want 1 and 99", len(out.TargetGroups), len(out.Services))
 	}
+}
+
+// TestIncrementalTargetGroupPolicy changes, retargets and deletes a
+// TargetGroupPolicy and sees the target groups' health checks follow,
+// translating again only the routes that use the Services it targeted
+// before or after, and agreeing with a full translation every time.
+func TestIncrementalTargetGroupPolicy(t *testing.T) {
+	in := benchInput(50)
+	for i := range in.HTTPRoutes {
+		in.HTTPRoutes[i].ResourceVersion = "1"
+		in.Services[i].ResourceVersion = "1"
+		in.EndpointSlices[i].ResourceVersion = "1"
+	}
+	in.GatewayClasses[0].ResourceVersion = "1"
+	in.Gateways[0].ResourceVersion = "1"
+	policy := func(rv, target string, interval int32) v1alpha1.TargetGroupPolicy {
+		p := v1alpha1.TargetGroupPolicy{Spec: v1alpha1.TargetGroupPolicySpec{
+			TargetRefs:  []gatewayv1.LocalPolicyTargetReference{{Kind: "Service", Name: gatewayv1.ObjectName(target)}},
+			HealthCheck: &v1alpha1.HealthCheckPolicy{IntervalSeconds: &interval, Path: ptr("/ready")},
+		}}
+		p.Name, p.Namespace, p.ResourceVersion = "checks", in.Services[0].Namespace, rv
+		return p
+	}
+	var x translate.Incremental
+	x.Translate(in)
+	x.Acknowledge()
+	interval := func(out *translate.Output, svc string) int32 {
+		t.Helper()
+		for _, tg := range out.TargetGroups {
+			if tg.Source != nil && tg.Source.Name == svc {
+				return tg.HealthCheck.IntervalSeconds
+			}
+		}
+		t.Fatalf("no target group of Service %s", svc)
+		return 0
+	}
+	step := func(what string, wantRetranslated int, want map[string]int32) {
+		t.Helper()
+		out := x.Translate(in)
+		x.Acknowledge()
+		if len(out.Retranslated) != wantRetranslated {
+			t.Errorf("%s: translated %d routes again, want %d: %v", what, len(out.Retranslated), wantRetranslated, out.Retranslated)
+		}
+		for svc, w := range want {
+			if got := interval(out, svc); got != w {
+				t.Errorf("%s: Service %s's target group checks every %d s, want %d", what, svc, got, w)
+			}
+		}
+		out.Changed, out.Retranslated = nil, nil
+		if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
+			g, _ := json.MarshalIndent(out, "", " ")
+			w, _ := json.MarshalIndent(full, "", " ")
+			t.Fatalf("%s: incremental output differs from a full translation:\n%s", what, diffLines(string(g), string(w)))
+		}
+	}
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{policy("1", "svc-3", 10)}
+	step("policy added", 1, map[string]int32{"svc-3": 10, "svc-4": 0})
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{policy("2", "svc-3", 20)}
+	step("interval changed", 1, map[string]int32{"svc-3": 20})
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{policy("3", "svc-4", 20)}
+	step("retargeted", 2, map[string]int32{"svc-3": 0, "svc-4": 20})
+	in.TargetGroupPolicies = nil
+	step("deleted", 1, map[string]int32{"svc-4": 0})
 }

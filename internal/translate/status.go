@@ -25,6 +25,9 @@ type Status struct {
 	Gateways       []GatewayStatus      `json:"gateways,omitempty"`
 	Routes         []RouteStatus        `json:"routes,omitempty"`
 	Policies       []PolicyStatus       `json:"policies,omitempty"`
+	// TargetGroupPolicies are the TargetGroupPolicies' statuses, one
+	// ancestor per target Service.
+	TargetGroupPolicies []PolicyStatus `json:"targetGroupPolicies,omitempty"`
 }
 
 // Condition is a status condition without its transition time.
@@ -405,6 +408,9 @@ func (s *Status) sort(routes bool) {
 		slices.SortFunc(s.Routes, compareRouteStatus)
 	}
 	slices.SortFunc(s.Policies, func(a, b PolicyStatus) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	slices.SortFunc(s.TargetGroupPolicies, func(a, b PolicyStatus) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 }
