@@ -102,3 +102,29 @@ func FuzzTargetGroupPolicy(f *testing.F) {
 		}
 	})
 }
+
+// TestHealthChecksExample: examples/health-checks translates without a
+// problem, its policy accepted, and the target group checks as it says.
+func TestHealthChecksExample(t *testing.T) {
+	in, err := file.Load("../../examples/health-checks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Cluster = "local"
+	out := translate.Translate(in)
+	checkValid(t, out)
+	if len(out.Problems) > 0 {
+		t.Fatalf("problems: %v", out.Problems)
+	}
+	if len(out.TargetGroups) != 1 {
+		t.Fatalf("%d target groups, want 1", len(out.TargetGroups))
+	}
+	hc := out.TargetGroups[0].HealthCheck
+	if hc.Path != "/healthz" || hc.IntervalSeconds != 10 || hc.HealthyThresholdCount != 2 || hc.UnhealthyThresholdCount != 3 || hc.Matcher != "200-299" {
+		t.Errorf("health check %+v, want the example policy's", hc)
+	}
+	st := out.Status.TargetGroupPolicies
+	if len(st) != 1 || len(st[0].Ancestors) != 1 || !st[0].Ancestors[0].Conditions[0].Status {
+		t.Errorf("policy status %+v, want accepted at Service rates", st)
+	}
+}
