@@ -58,8 +58,14 @@ type Incremental struct {
 	// authed are the services that had an auth policy in the last output.
 	authed map[string]bool
 	// tgpTargets are the Services each TargetGroupPolicy of the last Input
-	// targets.
-	tgpTargets map[objectKey][]dep
+	// targets, and tgpTargeted all of them.
+	tgpTargets  map[objectKey][]dep
+	tgpTargeted map[dep]bool
+	// tgp is the last call's resolution of the TargetGroupPolicies, which
+	// a call reuses unless a policy, or a Service one targets, changed
+	// (tgpStale).
+	tgp      *tgpResolution
+	tgpStale bool
 	// whole are the keys of the networks and certificates of the last
 	// output, made in full on every call.
 	whole []string
@@ -204,7 +210,7 @@ func (x *Incremental) Translate(in *Input) *Output {
 	c.fast = c.dirty != nil && x.index != nil
 	if !c.fast {
 		c.dirty = nil
-		x.index, x.workloads, x.authed = nil, nil, nil
+		x.index, x.workloads, x.authed, x.tgp = nil, nil, nil, nil
 	}
 	var t *translator
 	if c.fast {
@@ -300,12 +306,7 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		x.lists = map[string][]seenObject{}
 	}
 	dirty = map[dep]bool{}
-	tgpTargets := make(map[objectKey][]dep, len(in.TargetGroupPolicies))
-	for i := range in.TargetGroupPolicies {
-		p := &in.TargetGroupPolicies[i]
-		k := objectKey{kindTargetGroupPolicy, p.Namespace, p.Name}
-		tgpTargets[k] = append(tgpTargets[k], policyTargets(p)...)
-	}
+	var tgpChanged []objectKey
 	change := func(k objectKey, old, now objectVersion) {
 		switch k.kind {
 		case "GatewayClass", "Gateway", "Secret", "Namespace":
@@ -326,13 +327,18 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		case kindTargetGroupPolicy:
 			// Which policy a Service takes depends on every policy
 			// naming it: the routes using its target groups, the
-			// targets of before and of now, translate again.
+			// targets of before (here) and of now (below), translate
+			// again.
+			x.tgpStale = true
+			tgpChanged = append(tgpChanged, k)
 			for _, d := range x.tgpTargets[k] {
 				dirty[d] = true
 			}
-			for _, d := range tgpTargets[k] {
-				dirty[d] = true
+		case "Service":
+			if x.tgpTargeted[k] {
+				x.tgpStale = true // a target found or lost
 			}
+			dirty[k] = true
 		default:
 			dirty[k] = true
 		}
@@ -425,7 +431,23 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) *metav1.ObjectMeta { return &in.ReferenceGrants[i].ObjectMeta }, nil)
 	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) *metav1.ObjectMeta { return &in.AuthPolicies[i].ObjectMeta }, nil)
 	compare(kindTargetGroupPolicy, len(in.TargetGroupPolicies), func(i int) *metav1.ObjectMeta { return &in.TargetGroupPolicies[i].ObjectMeta }, nil)
-	x.tgpTargets = tgpTargets
+	if len(tgpChanged) > 0 || x.tgpTargets == nil {
+		x.tgpTargets = make(map[objectKey][]dep, len(in.TargetGroupPolicies))
+		x.tgpTargeted = make(map[dep]bool, len(in.TargetGroupPolicies))
+		for i := range in.TargetGroupPolicies {
+			p := &in.TargetGroupPolicies[i]
+			k := objectKey{kindTargetGroupPolicy, p.Namespace, p.Name}
+			for _, d := range policyTargets(p) {
+				x.tgpTargets[k] = append(x.tgpTargets[k], d)
+				x.tgpTargeted[d] = true
+			}
+		}
+		for _, k := range tgpChanged {
+			for _, d := range x.tgpTargets[k] {
+				dirty[d] = true
+			}
+		}
+	}
 	compare("Service", len(in.Services), func(i int) *metav1.ObjectMeta { return &in.Services[i].ObjectMeta }, nil)
 	compare("EndpointSlice", len(in.EndpointSlices), func(i int) *metav1.ObjectMeta { return &in.EndpointSlices[i].ObjectMeta }, func(i int) string { return in.EndpointSlices[i].Labels[discoveryv1.LabelServiceName] })
 	compare(string(kindServiceImport), len(in.ServiceImports), func(i int) *metav1.ObjectMeta { return &in.ServiceImports[i].ObjectMeta }, nil)

@@ -410,7 +410,4 @@ func (s *Status) sort(routes bool) {
 	slices.SortFunc(s.Policies, func(a, b PolicyStatus) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	slices.SortFunc(s.TargetGroupPolicies, func(a, b PolicyStatus) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
 }

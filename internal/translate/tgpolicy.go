@@ -40,6 +40,20 @@ func (t *translator) resolveTargetGroupPolicies() {
 	if len(t.in.TargetGroupPolicies) == 0 {
 		return
 	}
+	var x *Incremental
+	if t.inc != nil {
+		x = t.inc.x
+		if r := x.tgp; r != nil && t.inc.fast && !x.tgpStale {
+			// Nothing it depends on changed: the last call's, shared.
+			t.tgPolicies = r.winners
+			t.out.Status.TargetGroupPolicies = r.statuses
+			for _, p := range r.problems {
+				t.addProblem(p)
+			}
+			return
+		}
+	}
+	problems := len(t.out.Problems)
 	policies := sortedByName(t.in.TargetGroupPolicies, func(p *v1alpha1.TargetGroupPolicy) (string, string) { return p.Namespace, p.Name })
 	slices.SortStableFunc(policies, func(a, b *v1alpha1.TargetGroupPolicy) int {
 		return a.CreationTimestamp.Compare(b.CreationTimestamp.Time)
@@ -48,6 +62,22 @@ func (t *translator) resolveTargetGroupPolicies() {
 	for _, p := range policies {
 		t.resolveTargetGroupPolicy(p)
 	}
+	st := t.out.Status.TargetGroupPolicies
+	slices.SortFunc(st, func(a, b PolicyStatus) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	if x != nil {
+		x.tgp = &tgpResolution{winners: t.tgPolicies, statuses: st, problems: slices.Clone(t.out.Problems[problems:])}
+		x.tgpStale = false
+	}
+}
+
+// tgpResolution is what resolveTargetGroupPolicies concluded, which an
+// Incremental keeps for the next call.
+type tgpResolution struct {
+	winners  map[types.NamespacedName]*tgPolicy
+	statuses []PolicyStatus
+	problems []Problem
 }
 
 // tgPolicy is the TargetGroupPolicy that applies to a Service.
