@@ -58,14 +58,17 @@ type Incremental struct {
 	// authed are the services that had an auth policy in the last output.
 	authed map[string]bool
 	// tgpTargets are the Services each TargetGroupPolicy of the last Input
-	// targets, and tgpTargeted all of them.
+	// targets, and tgpTargeted how many policies target each.
 	tgpTargets  map[objectKey][]dep
-	tgpTargeted map[dep]bool
+	tgpTargeted map[dep]int
 	// tgp is the last call's resolution of the TargetGroupPolicies, which
-	// a call reuses unless a policy, or a Service one targets, changed
-	// (tgpStale).
-	tgp      *tgpResolution
-	tgpStale bool
+	// a call updates with the policies and targeted Services that changed
+	// (incCall.tgpChanged, tgpServices).
+	tgp *tgpResolution
+	// tgpAt is where each TargetGroupPolicy is in the Input; nil when
+	// the list changed otherwise than in its elements' content, until one
+	// is needed.
+	tgpAt map[objectKey]int
 	// whole are the keys of the networks and certificates of the last
 	// output, made in full on every call.
 	whole []string
@@ -188,6 +191,12 @@ type incCall struct {
 	next []*record
 	// translated are the routes translated rather than kept.
 	translated []model.SourceRef
+	// tgpChanged are the TargetGroupPolicies that changed, tgpAt where
+	// those still there are in the Input, and tgpServices the Services
+	// that changed which policies target.
+	tgpChanged  []objectKey
+	tgpAt       map[objectKey]int
+	tgpServices []types.NamespacedName
 }
 
 // Translate translates in, reusing what it can of the previous call's
@@ -203,7 +212,7 @@ type incCall struct {
 // them, or replace a list with a copy it changes).
 func (x *Incremental) Translate(in *Input) *Output {
 	c := &incCall{x: x, changed: map[string]bool{}, gatewayGrants: map[string]bool{}}
-	c.dirty, c.podsChanged = x.changes(in)
+	c.dirty, c.podsChanged = x.changes(in, c)
 	if c.dirty != nil && !x.findRoutes(in) {
 		c.dirty = nil // two routes of one key: which is used is the translator's business
 	}
@@ -292,7 +301,7 @@ func (c *incCall) forget(r *record) {
 
 // changes compares in with the last Input. dirty is nil when everything
 // must be translated.
-func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) {
+func (x *Incremental) changes(in *Input, c *incCall) (dirty map[dep]bool, podsChanged bool) {
 	s := scalars{cluster: in.Cluster, apiVersion: in.GatewayAPIVersion, addresses: in.GatewayAddresses, hasAddresses: in.GatewayAddresses != nil}
 	full := !x.primed || s.cluster != x.scalars.cluster || s.apiVersion != x.scalars.apiVersion || s.hasAddresses != x.scalars.hasAddresses ||
 		!maps.EqualFunc(s.addresses, x.scalars.addresses, slices.Equal[[]string])
@@ -306,7 +315,6 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 		x.lists = map[string][]seenObject{}
 	}
 	dirty = map[dep]bool{}
-	var tgpChanged []objectKey
 	change := func(k objectKey, old, now objectVersion) {
 		switch k.kind {
 		case "GatewayClass", "Gateway", "Secret", "Namespace":
@@ -329,14 +337,13 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 			// naming it: the routes using its target groups, the
 			// targets of before (here) and of now (below), translate
 			// again.
-			x.tgpStale = true
-			tgpChanged = append(tgpChanged, k)
+			c.tgpChanged = append(c.tgpChanged, k)
 			for _, d := range x.tgpTargets[k] {
 				dirty[d] = true
 			}
 		case "Service":
-			if x.tgpTargeted[k] {
-				x.tgpStale = true // a target found or lost
+			if x.tgpTargeted[k] > 0 {
+				c.tgpServices = append(c.tgpServices, types.NamespacedName{Namespace: k.namespace, Name: k.name})
 			}
 			dirty[k] = true
 		default:
@@ -390,6 +397,8 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 			x.positionsStale = true
 		case kind == "Service":
 			x.services = nil
+		case kind == kindTargetGroupPolicy:
+			x.tgpAt = nil
 		case kind == "EndpointSlice":
 			x.slices = nil
 		}
@@ -431,19 +440,34 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) *metav1.ObjectMeta { return &in.ReferenceGrants[i].ObjectMeta }, nil)
 	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) *metav1.ObjectMeta { return &in.AuthPolicies[i].ObjectMeta }, nil)
 	compare(kindTargetGroupPolicy, len(in.TargetGroupPolicies), func(i int) *metav1.ObjectMeta { return &in.TargetGroupPolicies[i].ObjectMeta }, nil)
-	if len(tgpChanged) > 0 || x.tgpTargets == nil {
-		x.tgpTargets = make(map[objectKey][]dep, len(in.TargetGroupPolicies))
-		x.tgpTargeted = make(map[dep]bool, len(in.TargetGroupPolicies))
-		for i := range in.TargetGroupPolicies {
-			p := &in.TargetGroupPolicies[i]
-			k := objectKey{kindTargetGroupPolicy, p.Namespace, p.Name}
-			for _, d := range policyTargets(p) {
-				x.tgpTargets[k] = append(x.tgpTargets[k], d)
-				x.tgpTargeted[d] = true
+	if len(c.tgpChanged) > 0 {
+		// The changed policies' targets of now, found by key.
+		if x.tgpTargets == nil {
+			x.tgpTargets, x.tgpTargeted = map[objectKey][]dep{}, map[dep]int{}
+		}
+		if x.tgpAt == nil {
+			x.tgpAt = make(map[objectKey]int, len(in.TargetGroupPolicies))
+			for i := range in.TargetGroupPolicies {
+				p := &in.TargetGroupPolicies[i]
+				x.tgpAt[objectKey{kindTargetGroupPolicy, p.Namespace, p.Name}] = i
 			}
 		}
-		for _, k := range tgpChanged {
+		c.tgpAt = x.tgpAt
+		for _, k := range c.tgpChanged {
 			for _, d := range x.tgpTargets[k] {
+				if x.tgpTargeted[d]--; x.tgpTargeted[d] <= 0 {
+					delete(x.tgpTargeted, d)
+				}
+			}
+			delete(x.tgpTargets, k)
+			i, ok := c.tgpAt[k]
+			if !ok {
+				continue
+			}
+			targets := policyTargets(&in.TargetGroupPolicies[i])
+			x.tgpTargets[k] = targets
+			for _, d := range targets {
+				x.tgpTargeted[d]++
 				dirty[d] = true
 			}
 		}

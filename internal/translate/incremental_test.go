@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -210,10 +211,19 @@ func mutate(r *rand.Rand, p *pool, o object) {
 			o.Spec.Type = corev1.ServiceTypeExternalName
 		}
 	case *v1alpha1.TargetGroupPolicy:
-		if r.IntN(2) == 0 && len(o.Spec.TargetRefs) > 0 {
-			o.Spec.TargetRefs[r.IntN(len(o.Spec.TargetRefs))].Name = gatewayv1.ObjectName(p.services[r.IntN(len(p.services))])
-		} else {
-			o.Spec.HealthCheck = &v1alpha1.HealthCheckPolicy{IntervalSeconds: ptr(int32(5 + r.IntN(300)))}
+		// Retargeted, made valid or invalid (an interval of 3), or
+		// older or younger: each moves which policy a Service takes.
+		switch r.IntN(4) {
+		case 0:
+			if len(o.Spec.TargetRefs) > 0 {
+				o.Spec.TargetRefs[r.IntN(len(o.Spec.TargetRefs))].Name = gatewayv1.ObjectName(p.services[r.IntN(len(p.services))])
+			}
+		case 1:
+			o.Spec.HealthCheck = &v1alpha1.HealthCheckPolicy{IntervalSeconds: ptr(int32(3 + r.IntN(300)))}
+		case 2:
+			o.Spec.HealthCheck = &v1alpha1.HealthCheckPolicy{IntervalSeconds: ptr(int32(3))}
+		default:
+			o.CreationTimestamp = metav1.NewTime(time.Date(2025, 1, 1+r.IntN(60), 0, 0, 0, 0, time.UTC))
 		}
 	case *gatewayv1.ReferenceGrant:
 		for i := range o.Spec.To {
