@@ -197,6 +197,8 @@ type incCall struct {
 	tgpChanged  []objectKey
 	tgpAt       map[objectKey]int
 	tgpServices []types.NamespacedName
+	// tgpRemade are the TargetGroupPolicies whose status was made again.
+	tgpRemade []model.SourceRef
 }
 
 // Translate translates in, reusing what it can of the previous call's
@@ -205,10 +207,10 @@ type incCall struct {
 // so a caller may replace their elements for the next call (the file
 // provider does).
 //
-// The Output's Services, TargetGroups and Status.Routes may be the
-// Incremental's own lists, which the next call patches in place rather
-// than copying 10,000 services for one that changed: they hold until the
-// next call, and a caller must not change their elements (it may slice
+// The Output's Services, TargetGroups, Status.Routes and
+// Status.TargetGroupPolicies may be the Incremental's own lists, which the
+// next call patches in place rather than copying 10,000 services for one
+// that changed: they hold until the next call, and a caller must not change their elements (it may slice
 // them, or replace a list with a copy it changes).
 func (x *Incremental) Translate(in *Input) *Output {
 	c := &incCall{x: x, changed: map[string]bool{}, gatewayGrants: map[string]bool{}}
@@ -276,6 +278,7 @@ func (x *Incremental) Translate(in *Input) *Output {
 	if !x.all {
 		out.Changed = maps.Clone(x.changed)
 		out.Retranslated = c.translated
+		out.RetranslatedPolicies = c.tgpRemade
 	}
 	return out
 }

@@ -326,7 +326,7 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 				got := x.Translate(in)
 				want := translate.Translate(in)
 				changed, retranslated := got.Changed, got.Retranslated
-				got.Changed, got.Retranslated = nil, nil
+				got.Changed, got.Retranslated, got.RetranslatedPolicies = nil, nil, nil
 				if changed != nil && last != nil {
 					checkRetranslated(t, step, what, last, want, retranslated)
 				}
@@ -485,7 +485,7 @@ func TestIncrementalTranslatesWhatReadsAChange(t *testing.T) {
 				t.Errorf("%s: Changed %v lacks %s", what, out.Changed, k)
 			}
 		}
-		out.Changed, out.Retranslated = nil, nil
+		out.Changed, out.Retranslated, out.RetranslatedPolicies = nil, nil, nil
 		if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
 			g, _ := json.MarshalIndent(out, "", " ")
 			w, _ := json.MarshalIndent(full, "", " ")
@@ -557,7 +557,7 @@ func TestIncrementalSharedTargetGroup(t *testing.T) {
 	if want := []string{"r-1"}; !slices.Equal(got, want) {
 		t.Errorf("translated again %v, want %v", got, want)
 	}
-	out.Changed, out.Retranslated = nil, nil
+	out.Changed, out.Retranslated, out.RetranslatedPolicies = nil, nil, nil
 	if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
 		g, _ := json.MarshalIndent(out, "", " ")
 		w, _ := json.MarshalIndent(full, "", " ")
@@ -609,24 +609,33 @@ func TestIncrementalTargetGroupPolicy(t *testing.T) {
 		if len(out.Retranslated) != wantRetranslated {
 			t.Errorf("%s: translated %d routes again, want %d: %v", what, len(out.Retranslated), wantRetranslated, out.Retranslated)
 		}
+		if len(out.RetranslatedPolicies) != 1 || out.RetranslatedPolicies[0].Name != "checks" {
+			t.Errorf("%s: policies whose status was made again: %v, want checks alone", what, out.RetranslatedPolicies)
+		}
 		for svc, w := range want {
 			if got := interval(out, svc); got != w {
 				t.Errorf("%s: Service %s's target group checks every %d s, want %d", what, svc, got, w)
 			}
 		}
-		out.Changed, out.Retranslated = nil, nil
+		out.Changed, out.Retranslated, out.RetranslatedPolicies = nil, nil, nil
 		if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
 			g, _ := json.MarshalIndent(out, "", " ")
 			w, _ := json.MarshalIndent(full, "", " ")
 			t.Fatalf("%s: incremental output differs from a full translation:\n%s", what, diffLines(string(g), string(w)))
 		}
 	}
-	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{policy("1", "svc-3", 10)}
-	step("policy added", 1, map[string]int32{"svc-3": 10, "svc-4": 0})
-	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{policy("2", "svc-3", 20)}
+	// Another policy, on a Service of its own, which no step touches.
+	other := policy("1", "svc-9", 15)
+	other.Name = "other"
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other}
+	x.Translate(in)
+	x.Acknowledge()
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other, policy("1", "svc-3", 10)}
+	step("policy added", 1, map[string]int32{"svc-3": 10, "svc-4": 0, "svc-9": 15})
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other, policy("2", "svc-3", 20)}
 	step("interval changed", 1, map[string]int32{"svc-3": 20})
-	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{policy("3", "svc-4", 20)}
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other, policy("3", "svc-4", 20)}
 	step("retargeted", 2, map[string]int32{"svc-3": 0, "svc-4": 20})
-	in.TargetGroupPolicies = nil
-	step("deleted", 1, map[string]int32{"svc-4": 0})
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other}
+	step("deleted", 1, map[string]int32{"svc-4": 0, "svc-9": 15})
 }

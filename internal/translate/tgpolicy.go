@@ -174,6 +174,7 @@ func (t *translator) updateTargetGroupPolicies(r *tgpResolution) {
 		}
 	}
 	for k := range policies {
+		c.tgpRemade = append(c.tgpRemade, ref(kindTargetGroupPolicy, k.namespace, k.name))
 		i, found := slices.BinarySearchFunc(r.statuses, k, func(st PolicyStatus, k objectKey) int {
 			return cmp.Or(cmp.Compare(st.Namespace, k.namespace), cmp.Compare(st.Name, k.name))
 		})

@@ -112,6 +112,10 @@ type Output struct {
 	// status may therefore differ from the last call's. Every other
 	// route's status is the last call's.
 	Retranslated []model.SourceRef `json:"-"`
+	// RetranslatedPolicies is set by Incremental with Changed: the
+	// TargetGroupPolicies whose status this call made again. Every other
+	// policy's status is the last call's.
+	RetranslatedPolicies []model.SourceRef `json:"-"`
 }
 
 // Problem is one input the translator could not honour.
