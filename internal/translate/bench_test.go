@@ -161,7 +161,7 @@ func BenchmarkTranslatePolicyChange(b *testing.B) {
 						p := &in.TargetGroupPolicies[n/2]
 						changed := *p
 						changed.ResourceVersion = fmt.Sprint(version)
-						interval := int32(5 + version%300)
+						interval := int32(5 + version%296)
 						changed.Spec.HealthCheck = &v1alpha1.HealthCheckPolicy{IntervalSeconds: &interval}
 						*p = changed
 					} else {
