@@ -38,7 +38,8 @@ spec:
 // group's health check in the control plane, and the proxy's checks reach
 // the target at the policy's path; a change of the policy changes both. A
 // younger policy on the same Service is Conflicted, one on a Service that
-// is not there TargetNotFound, each condition of the policy's generation.
+// is not there TargetNotFound until it is created, each condition of the
+// policy's generation.
 // The CRD refuses an interval out of range, naming the field.
 func TestTargetGroupPolicy(t *testing.T) {
 	ctx := context.Background()
@@ -129,6 +130,13 @@ func TestTargetGroupPolicy(t *testing.T) {
 		p.Spec.HealthCheck.Path = ptr("/tgp-ready-v2")
 	})
 	testsync.Eventually(t, time.Minute, "the changed path checked", all(policyIs("checks", "Accepted"), checkPath("/tgp-ready-v2"), sawCheck("/tgp-ready-v2")))
+
+	// The missing Service created: that policy's status follows (a
+	// Service's change reaches the policies targeting it), the others
+	// keep theirs.
+	e.create(t, backend("tgp", "nothing", "198.18.72.2"))
+	testsync.Eventually(t, time.Minute, "the policy of the new Service accepted", all(
+		policyIs("missing", "Accepted"), policyIs("later", "Conflicted"), policyIs("checks", "Accepted")))
 
 	// The API server refuses what is out of the CRD's bounds, naming the
 	// field.
