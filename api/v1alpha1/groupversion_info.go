@@ -23,7 +23,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &AuthPolicy{}, &AuthPolicyList{})
+	s.AddKnownTypes(GroupVersion, &AuthPolicy{}, &AuthPolicyList{}, &TargetGroupPolicy{}, &TargetGroupPolicyList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -11,7 +11,7 @@
 # CPU is measured twice: from /proc's user+system ticks (10 ms each: over
 # 60 s, 0.0002 core) and, with PERF=1, by perf's task-clock, which also
 # counts syscalls, context switches and futex calls over the same window,
-# printed per check (N*M/30 checks a second) for trellis and the target
+# printed per check (N*M/INTERVAL checks a second) for trellis and the target
 # apart. Needs perf (Debian: linux-perf) and root.
 #
 # Environment:
@@ -21,6 +21,9 @@
 #                     process's cost without checks, to subtract
 #   PROFILE=FILE      save a CPU profile of the window there (not with PERF)
 #   PERF=1            perf stat over the window (above)
+#   INTERVAL=S        check every S seconds (5-300) rather than 30: a
+#                     TargetGroupPolicy per Service (scale gen -interval),
+#                     for a chosen rate of checks
 #
 # Usage: bench/scale/idle.sh [SERVICES] [ENDPOINTS] [WAIT] [IDLE] (defaults 2000 10 60 20).
 set -euo pipefail
@@ -33,9 +36,11 @@ PROFILE=${PROFILE:-}
 PERF=${PERF:-}
 GENFLAGS=
 [ -n "${NO_CHECKS:-}" ] && GENFLAGS=-no-checks
+INTERVAL=${INTERVAL:-30}
+[ "$INTERVAL" != 30 ] && GENFLAGS="$GENFLAGS -interval $INTERVAL"
 . bench/scale/prepare.sh idle
 BIN=${TRELLIS_BIN:-$out/trellis}
-export N M WAIT IDLE PROFILE PERF GENFLAGS BIN out
+export N M WAIT IDLE PROFILE PERF GENFLAGS BIN out INTERVAL
 unshare -n bash -euo pipefail -c '
 ip link set lo up
 pids=()
@@ -63,7 +68,7 @@ echo "N=$N M=$M ${GENFLAGS:-checks on} $(basename "$BIN"): trellis idle CPU $(co
 ss -tan | awk "NR > 1 {n[\$1]++} END {for (s in n) printf \"%s %d  \", s, n[s]; print \"\"}"
 if [ -n "$PERF" ]; then
   for who in up echo; do
-    awk -F, -v who=$who -v q=$(( N * M * IDLE / 30 )) -v t=$IDLE "
+    awk -F, -v who=$who -v q=$(( N * M * IDLE / INTERVAL )) -v t=$IDLE "
       /^[0-9]/ {
         e = \$3; sub(/.*:sys_enter_?/, \"\", e); if (e == \"\") e = \"syscalls\"
         if (e == \"task-clock\") out = out sprintf(\" cpu %.4f core = %.1fus\", \$1 / 1e3 / t, \$1 * 1e3 / q)

@@ -3,6 +3,7 @@
 // rule and a catch-all rule, to its own Service of M ready endpoints.
 //
 //	scale gen -dir DIR -services N -endpoints M   writes the configuration
+//	    (-interval S: and a TargetGroupPolicy per Service checking every S seconds)
 //	scale run -trellis BIN -services N ...        generates, starts trellis up, measures
 //	scale haproxy -services N -endpoints M        writes HAProxy's configuration checking the same targets
 //	scale target -listen ADDR -count ADDR         answers every target, counting requests
@@ -73,6 +74,10 @@ type shape struct {
 	// HTTP2), so that a run measures the change path without the checks
 	// beside it: a diagnosis aid, not the issue's shape.
 	noChecks bool
+	// interval, when not 0, writes a TargetGroupPolicy per Service with
+	// healthCheck.intervalSeconds interval, so that the checks run at a
+	// chosen rate: services×endpoints/interval a second.
+	interval int
 }
 
 func (s *shape) flags(fs *flag.FlagSet) {
@@ -80,6 +85,7 @@ func (s *shape) flags(fs *flag.FlagSet) {
 	fs.IntVar(&s.endpoints, "endpoints", 10, "ready endpoints per Service")
 	fs.IntVar(&s.perFile, "per-file", 100, "routes (with their Services) per file")
 	fs.BoolVar(&s.noChecks, "no-checks", false, "targets speak h2c, whose target groups are not health-checked (a diagnosis aid: the change path alone)")
+	fs.IntVar(&s.interval, "interval", 0, "seconds between two health checks of a target (5-300): one TargetGroupPolicy per Service; 0 writes none (the default, 30 s)")
 }
 
 func genCmd(args []string) error {
@@ -96,6 +102,9 @@ func genCmd(args []string) error {
 
 // generate writes the gateway file and one file per perFile routes.
 func generate(dir string, s shape) error {
+	if s.interval != 0 && (s.interval < 5 || s.interval > 300) {
+		return fmt.Errorf("-interval %d is not in 5-300 (a TargetGroupPolicy's healthCheck.intervalSeconds)", s.interval)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -212,6 +221,21 @@ endpoints:
 `, i, hostname(i, version), targetPort, appProtocol)
 	for j := range s.endpoints {
 		fmt.Fprintf(b, "  - addresses: [%q]\n    conditions:\n      ready: true\n", endpointIP(i*s.endpoints+j))
+	}
+	if s.interval != 0 {
+		fmt.Fprintf(b, `---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroupPolicy
+metadata:
+  name: svc-%[1]d
+spec:
+  targetRefs:
+    - group: ""
+      kind: Service
+      name: svc-%[1]d
+  healthCheck:
+    intervalSeconds: %[2]d
+`, i, s.interval)
 	}
 }
 

@@ -157,6 +157,9 @@ func (t *translator) targetGroup(name string, svc *corev1.Service, sp *corev1.Se
 		ProtocolVersion: version,
 		Source:          &src,
 	}
+	if p := t.tgPolicies[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}]; p != nil {
+		tg.HealthCheck = p.hc
+	}
 	set := TargetSet{}
 	for _, es := range t.slicesOf(types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}) {
 		esSrc := ref("EndpointSlice", es.Namespace, es.Name)

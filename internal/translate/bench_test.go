@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"trellis.dev/trellis/api/v1alpha1"
 	"trellis.dev/trellis/internal/translate"
 )
 
@@ -121,4 +122,62 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkTranslatePolicyChange is one TargetGroupPolicy's interval
+// changed through Incremental at n routes, with a policy per Service (what
+// bench/scale gen -interval writes), against one route's hostname changed
+// in the same world: policies are resolved on every call, so both cost
+// what n policies cost besides the routes translated again.
+func BenchmarkTranslatePolicyChange(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		for _, what := range []string{"policy", "route"} {
+			b.Run(fmt.Sprintf("routes=%d/change=%s", n, what), func(b *testing.B) {
+				in := benchInput(n)
+				for i := range in.HTTPRoutes {
+					in.HTTPRoutes[i].ResourceVersion = "1"
+					in.Services[i].ResourceVersion = "1"
+					in.EndpointSlices[i].ResourceVersion = "1"
+					interval := int32(10)
+					p := v1alpha1.TargetGroupPolicy{Spec: v1alpha1.TargetGroupPolicySpec{
+						TargetRefs:  []gatewayv1.LocalPolicyTargetReference{{Kind: "Service", Name: gatewayv1.ObjectName(in.Services[i].Name)}},
+						HealthCheck: &v1alpha1.HealthCheckPolicy{IntervalSeconds: &interval},
+					}}
+					p.Namespace, p.Name, p.ResourceVersion = "default", in.Services[i].Name, "1"
+					in.TargetGroupPolicies = append(in.TargetGroupPolicies, p)
+				}
+				in.GatewayClasses[0].ResourceVersion = "1"
+				in.Gateways[0].ResourceVersion = "1"
+				var x translate.Incremental
+				x.Translate(in)
+				x.Acknowledge()
+				b.ReportAllocs()
+				version := 1
+				cpu := processCPU()
+				defer func() { b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op") }()
+				for b.Loop() {
+					version++
+					if what == "policy" {
+						p := &in.TargetGroupPolicies[n/2]
+						changed := *p
+						changed.ResourceVersion = fmt.Sprint(version)
+						interval := int32(5 + version%296)
+						changed.Spec.HealthCheck = &v1alpha1.HealthCheckPolicy{IntervalSeconds: &interval}
+						*p = changed
+					} else {
+						r := &in.HTTPRoutes[n/2]
+						changed := *r
+						changed.ResourceVersion = fmt.Sprint(version)
+						changed.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname(fmt.Sprintf("v%d.example.com", version))}
+						*r = changed
+					}
+					out := x.Translate(in)
+					x.Acknowledge()
+					if len(out.Services) != n || len(out.Problems) != 0 || len(out.Changed) > 3 {
+						b.Fatalf("%d services, problems %v, changed %v", len(out.Services), out.Problems, out.Changed)
+					}
+				}
+			})
+		}
+	}
 }

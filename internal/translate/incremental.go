@@ -28,7 +28,9 @@ import (
 // What a route reads, and so what makes it translate again: the route
 // itself; the Services, their EndpointSlices (by the service-name label)
 // and the ServiceImports its backends name; the ReferenceGrants of the
-// namespaces it refers into. An index from each of those to the routes that
+// namespaces it refers into; and the TargetGroupPolicies naming those
+// Services (a policy's change counts as a change of the Services it
+// targets, before and after). An index from each of those to the routes that
 // read it (routeIndex) finds them without visiting the others. A change to
 // a GatewayClass, Gateway, Secret or Namespace, to a ReferenceGrant a
 // Gateway consulted, or to the Input's Cluster, GatewayAddresses or
@@ -55,6 +57,18 @@ type Incremental struct {
 	workloads *record
 	// authed are the services that had an auth policy in the last output.
 	authed map[string]bool
+	// tgpTargets are the Services each TargetGroupPolicy of the last Input
+	// targets, and tgpTargeted how many policies target each.
+	tgpTargets  map[objectKey][]dep
+	tgpTargeted map[dep]int
+	// tgp is the last call's resolution of the TargetGroupPolicies, which
+	// a call updates with the policies and targeted Services that changed
+	// (incCall.tgpChanged, tgpServices).
+	tgp *tgpResolution
+	// tgpAt is where each TargetGroupPolicy is in the Input; nil when
+	// the list changed otherwise than in its elements' content, until one
+	// is needed.
+	tgpAt map[objectKey]int
 	// whole are the keys of the networks and certificates of the last
 	// output, made in full on every call.
 	whole []string
@@ -177,6 +191,14 @@ type incCall struct {
 	next []*record
 	// translated are the routes translated rather than kept.
 	translated []model.SourceRef
+	// tgpChanged are the TargetGroupPolicies that changed, tgpAt where
+	// those still there are in the Input, and tgpServices the Services
+	// that changed which policies target.
+	tgpChanged  []objectKey
+	tgpAt       map[objectKey]int
+	tgpServices []types.NamespacedName
+	// tgpRemade are the TargetGroupPolicies whose status was made again.
+	tgpRemade []model.SourceRef
 }
 
 // Translate translates in, reusing what it can of the previous call's
@@ -185,21 +207,21 @@ type incCall struct {
 // so a caller may replace their elements for the next call (the file
 // provider does).
 //
-// The Output's Services, TargetGroups and Status.Routes may be the
-// Incremental's own lists, which the next call patches in place rather
-// than copying 10,000 services for one that changed: they hold until the
-// next call, and a caller must not change their elements (it may slice
+// The Output's Services, TargetGroups, Status.Routes and
+// Status.TargetGroupPolicies may be the Incremental's own lists, which the
+// next call patches in place rather than copying 10,000 services for one
+// that changed: they hold until the next call, and a caller must not change their elements (it may slice
 // them, or replace a list with a copy it changes).
 func (x *Incremental) Translate(in *Input) *Output {
 	c := &incCall{x: x, changed: map[string]bool{}, gatewayGrants: map[string]bool{}}
-	c.dirty, c.podsChanged = x.changes(in)
+	c.dirty, c.podsChanged = x.changes(in, c)
 	if c.dirty != nil && !x.findRoutes(in) {
 		c.dirty = nil // two routes of one key: which is used is the translator's business
 	}
 	c.fast = c.dirty != nil && x.index != nil
 	if !c.fast {
 		c.dirty = nil
-		x.index, x.workloads, x.authed = nil, nil, nil
+		x.index, x.workloads, x.authed, x.tgp = nil, nil, nil, nil
 	}
 	var t *translator
 	if c.fast {
@@ -256,6 +278,7 @@ func (x *Incremental) Translate(in *Input) *Output {
 	if !x.all {
 		out.Changed = maps.Clone(x.changed)
 		out.Retranslated = c.translated
+		out.RetranslatedPolicies = c.tgpRemade
 	}
 	return out
 }
@@ -281,7 +304,7 @@ func (c *incCall) forget(r *record) {
 
 // changes compares in with the last Input. dirty is nil when everything
 // must be translated.
-func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) {
+func (x *Incremental) changes(in *Input, c *incCall) (dirty map[dep]bool, podsChanged bool) {
 	s := scalars{cluster: in.Cluster, apiVersion: in.GatewayAPIVersion, addresses: in.GatewayAddresses, hasAddresses: in.GatewayAddresses != nil}
 	full := !x.primed || s.cluster != x.scalars.cluster || s.apiVersion != x.scalars.apiVersion || s.hasAddresses != x.scalars.hasAddresses ||
 		!maps.EqualFunc(s.addresses, x.scalars.addresses, slices.Equal[[]string])
@@ -312,6 +335,20 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 			}
 			dirty[dep{depSlices, k.namespace, old.label}] = true
 			dirty[dep{depSlices, k.namespace, now.label}] = true
+		case kindTargetGroupPolicy:
+			// Which policy a Service takes depends on every policy
+			// naming it: the routes using its target groups, the
+			// targets of before (here) and of now (below), translate
+			// again.
+			c.tgpChanged = append(c.tgpChanged, k)
+			for _, d := range x.tgpTargets[k] {
+				dirty[d] = true
+			}
+		case "Service":
+			if x.tgpTargeted[k] > 0 {
+				c.tgpServices = append(c.tgpServices, types.NamespacedName{Namespace: k.namespace, Name: k.name})
+			}
+			dirty[k] = true
 		default:
 			dirty[k] = true
 		}
@@ -363,6 +400,8 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 			x.positionsStale = true
 		case kind == "Service":
 			x.services = nil
+		case kind == kindTargetGroupPolicy:
+			x.tgpAt = nil
 		case kind == "EndpointSlice":
 			x.slices = nil
 		}
@@ -403,6 +442,39 @@ func (x *Incremental) changes(in *Input) (dirty map[dep]bool, podsChanged bool) 
 	compare(string(kindTLSRoute), len(in.TLSRoutes), func(i int) *metav1.ObjectMeta { return &in.TLSRoutes[i].ObjectMeta }, nil)
 	compare("ReferenceGrant", len(in.ReferenceGrants), func(i int) *metav1.ObjectMeta { return &in.ReferenceGrants[i].ObjectMeta }, nil)
 	compare(kindAuthPolicy, len(in.AuthPolicies), func(i int) *metav1.ObjectMeta { return &in.AuthPolicies[i].ObjectMeta }, nil)
+	compare(kindTargetGroupPolicy, len(in.TargetGroupPolicies), func(i int) *metav1.ObjectMeta { return &in.TargetGroupPolicies[i].ObjectMeta }, nil)
+	if len(c.tgpChanged) > 0 {
+		// The changed policies' targets of now, found by key.
+		if x.tgpTargets == nil {
+			x.tgpTargets, x.tgpTargeted = map[objectKey][]dep{}, map[dep]int{}
+		}
+		if x.tgpAt == nil {
+			x.tgpAt = make(map[objectKey]int, len(in.TargetGroupPolicies))
+			for i := range in.TargetGroupPolicies {
+				p := &in.TargetGroupPolicies[i]
+				x.tgpAt[objectKey{kindTargetGroupPolicy, p.Namespace, p.Name}] = i
+			}
+		}
+		c.tgpAt = x.tgpAt
+		for _, k := range c.tgpChanged {
+			for _, d := range x.tgpTargets[k] {
+				if x.tgpTargeted[d]--; x.tgpTargeted[d] <= 0 {
+					delete(x.tgpTargeted, d)
+				}
+			}
+			delete(x.tgpTargets, k)
+			i, ok := c.tgpAt[k]
+			if !ok {
+				continue
+			}
+			targets := policyTargets(&in.TargetGroupPolicies[i])
+			x.tgpTargets[k] = targets
+			for _, d := range targets {
+				x.tgpTargeted[d]++
+				dirty[d] = true
+			}
+		}
+	}
 	compare("Service", len(in.Services), func(i int) *metav1.ObjectMeta { return &in.Services[i].ObjectMeta }, nil)
 	compare("EndpointSlice", len(in.EndpointSlices), func(i int) *metav1.ObjectMeta { return &in.EndpointSlices[i].ObjectMeta }, func(i int) string { return in.EndpointSlices[i].Labels[discoveryv1.LabelServiceName] })
 	compare(string(kindServiceImport), len(in.ServiceImports), func(i int) *metav1.ObjectMeta { return &in.ServiceImports[i].ObjectMeta }, nil)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -103,6 +104,9 @@ func inputObjects(in *translate.Input) []object {
 	for i := range in.AuthPolicies {
 		add(&in.AuthPolicies[i])
 	}
+	for i := range in.TargetGroupPolicies {
+		add(&in.TargetGroupPolicies[i])
+	}
 	for i := range in.Services {
 		add(&in.Services[i])
 	}
@@ -143,6 +147,8 @@ func buildInput(objs []object) *translate.Input {
 			in.ReferenceGrants = append(in.ReferenceGrants, *o)
 		case *v1alpha1.AuthPolicy:
 			in.AuthPolicies = append(in.AuthPolicies, *o)
+		case *v1alpha1.TargetGroupPolicy:
+			in.TargetGroupPolicies = append(in.TargetGroupPolicies, *o)
 		case *corev1.Service:
 			in.Services = append(in.Services, *o)
 		case *discoveryv1.EndpointSlice:
@@ -203,6 +209,21 @@ func mutate(r *rand.Rand, p *pool, o object) {
 			o.Spec.Ports = o.Spec.Ports[:len(o.Spec.Ports)-1]
 		} else {
 			o.Spec.Type = corev1.ServiceTypeExternalName
+		}
+	case *v1alpha1.TargetGroupPolicy:
+		// Retargeted, made valid or invalid (an interval of 3), or
+		// older or younger: each moves which policy a Service takes.
+		switch r.IntN(4) {
+		case 0:
+			if len(o.Spec.TargetRefs) > 0 {
+				o.Spec.TargetRefs[r.IntN(len(o.Spec.TargetRefs))].Name = gatewayv1.ObjectName(p.services[r.IntN(len(p.services))])
+			}
+		case 1:
+			o.Spec.HealthCheck = &v1alpha1.HealthCheckPolicy{IntervalSeconds: ptr(int32(3 + r.IntN(300)))}
+		case 2:
+			o.Spec.HealthCheck = &v1alpha1.HealthCheckPolicy{IntervalSeconds: ptr(int32(3))}
+		default:
+			o.CreationTimestamp = metav1.NewTime(time.Date(2025, 1, 1+r.IntN(60), 0, 0, 0, 0, time.UTC))
 		}
 	case *gatewayv1.ReferenceGrant:
 		for i := range o.Spec.To {
@@ -305,7 +326,7 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 				got := x.Translate(in)
 				want := translate.Translate(in)
 				changed, retranslated := got.Changed, got.Retranslated
-				got.Changed, got.Retranslated = nil, nil
+				got.Changed, got.Retranslated, got.RetranslatedPolicies = nil, nil, nil
 				if changed != nil && last != nil {
 					checkRetranslated(t, step, what, last, want, retranslated)
 				}
@@ -464,7 +485,7 @@ func TestIncrementalTranslatesWhatReadsAChange(t *testing.T) {
 				t.Errorf("%s: Changed %v lacks %s", what, out.Changed, k)
 			}
 		}
-		out.Changed, out.Retranslated = nil, nil
+		out.Changed, out.Retranslated, out.RetranslatedPolicies = nil, nil, nil
 		if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
 			g, _ := json.MarshalIndent(out, "", " ")
 			w, _ := json.MarshalIndent(full, "", " ")
@@ -536,7 +557,7 @@ func TestIncrementalSharedTargetGroup(t *testing.T) {
 	if want := []string{"r-1"}; !slices.Equal(got, want) {
 		t.Errorf("translated again %v, want %v", got, want)
 	}
-	out.Changed, out.Retranslated = nil, nil
+	out.Changed, out.Retranslated, out.RetranslatedPolicies = nil, nil, nil
 	if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
 		g, _ := json.MarshalIndent(out, "", " ")
 		w, _ := json.MarshalIndent(full, "", " ")
@@ -545,4 +566,76 @@ func TestIncrementalSharedTargetGroup(t *testing.T) {
 	if len(out.TargetGroups) != 1 || len(out.Services) != 99 {
 		t.Errorf("%d target groups and %d services; want 1 and 99", len(out.TargetGroups), len(out.Services))
 	}
+}
+
+// TestIncrementalTargetGroupPolicy changes, retargets and deletes a
+// TargetGroupPolicy and sees the target groups' health checks follow,
+// translating again only the routes that use the Services it targeted
+// before or after, and agreeing with a full translation every time.
+func TestIncrementalTargetGroupPolicy(t *testing.T) {
+	in := benchInput(50)
+	for i := range in.HTTPRoutes {
+		in.HTTPRoutes[i].ResourceVersion = "1"
+		in.Services[i].ResourceVersion = "1"
+		in.EndpointSlices[i].ResourceVersion = "1"
+	}
+	in.GatewayClasses[0].ResourceVersion = "1"
+	in.Gateways[0].ResourceVersion = "1"
+	policy := func(rv, target string, interval int32) v1alpha1.TargetGroupPolicy {
+		p := v1alpha1.TargetGroupPolicy{Spec: v1alpha1.TargetGroupPolicySpec{
+			TargetRefs:  []gatewayv1.LocalPolicyTargetReference{{Kind: "Service", Name: gatewayv1.ObjectName(target)}},
+			HealthCheck: &v1alpha1.HealthCheckPolicy{IntervalSeconds: &interval, Path: ptr("/ready")},
+		}}
+		p.Name, p.Namespace, p.ResourceVersion = "checks", in.Services[0].Namespace, rv
+		return p
+	}
+	var x translate.Incremental
+	x.Translate(in)
+	x.Acknowledge()
+	interval := func(out *translate.Output, svc string) int32 {
+		t.Helper()
+		for _, tg := range out.TargetGroups {
+			if tg.Source != nil && tg.Source.Name == svc {
+				return tg.HealthCheck.IntervalSeconds
+			}
+		}
+		t.Fatalf("no target group of Service %s", svc)
+		return 0
+	}
+	step := func(what string, wantRetranslated int, want map[string]int32) {
+		t.Helper()
+		out := x.Translate(in)
+		x.Acknowledge()
+		if len(out.Retranslated) != wantRetranslated {
+			t.Errorf("%s: translated %d routes again, want %d: %v", what, len(out.Retranslated), wantRetranslated, out.Retranslated)
+		}
+		if len(out.RetranslatedPolicies) != 1 || out.RetranslatedPolicies[0].Name != "checks" {
+			t.Errorf("%s: policies whose status was made again: %v, want checks alone", what, out.RetranslatedPolicies)
+		}
+		for svc, w := range want {
+			if got := interval(out, svc); got != w {
+				t.Errorf("%s: Service %s's target group checks every %d s, want %d", what, svc, got, w)
+			}
+		}
+		out.Changed, out.Retranslated, out.RetranslatedPolicies = nil, nil, nil
+		if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
+			g, _ := json.MarshalIndent(out, "", " ")
+			w, _ := json.MarshalIndent(full, "", " ")
+			t.Fatalf("%s: incremental output differs from a full translation:\n%s", what, diffLines(string(g), string(w)))
+		}
+	}
+	// Another policy, on a Service of its own, which no step touches.
+	other := policy("1", "svc-9", 15)
+	other.Name = "other"
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other}
+	x.Translate(in)
+	x.Acknowledge()
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other, policy("1", "svc-3", 10)}
+	step("policy added", 1, map[string]int32{"svc-3": 10, "svc-4": 0, "svc-9": 15})
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other, policy("2", "svc-3", 20)}
+	step("interval changed", 1, map[string]int32{"svc-3": 20})
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other, policy("3", "svc-4", 20)}
+	step("retargeted", 2, map[string]int32{"svc-3": 0, "svc-4": 20})
+	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other}
+	step("deleted", 1, map[string]int32{"svc-4": 0, "svc-9": 15})
 }

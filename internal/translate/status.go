@@ -25,6 +25,9 @@ type Status struct {
 	Gateways       []GatewayStatus      `json:"gateways,omitempty"`
 	Routes         []RouteStatus        `json:"routes,omitempty"`
 	Policies       []PolicyStatus       `json:"policies,omitempty"`
+	// TargetGroupPolicies are the TargetGroupPolicies' statuses, one
+	// ancestor per target Service.
+	TargetGroupPolicies []PolicyStatus `json:"targetGroupPolicies,omitempty"`
 }
 
 // Condition is a status condition without its transition time.

@@ -55,9 +55,12 @@ type Input struct {
 	TLSRoutes       []gatewayv1.TLSRoute
 	ReferenceGrants []gatewayv1.ReferenceGrant
 	// AuthPolicies turn auth on for the Gateways and routes they target.
-	AuthPolicies   []v1alpha1.AuthPolicy
-	Services       []corev1.Service
-	EndpointSlices []discoveryv1.EndpointSlice
+	AuthPolicies []v1alpha1.AuthPolicy
+	// TargetGroupPolicies set the health checks of the target groups made
+	// from the Services they target.
+	TargetGroupPolicies []v1alpha1.TargetGroupPolicy
+	Services            []corev1.Service
+	EndpointSlices      []discoveryv1.EndpointSlice
 	// ServiceImports are the Multi-Cluster Services imports routes may
 	// name as backends (GEP-1748). A backend to one becomes a model
 	// backend naming the import; the proxies find its endpoints in the
@@ -109,6 +112,10 @@ type Output struct {
 	// status may therefore differ from the last call's. Every other
 	// route's status is the last call's.
 	Retranslated []model.SourceRef `json:"-"`
+	// RetranslatedPolicies is set by Incremental with Changed: the
+	// TargetGroupPolicies whose status this call made again. Every other
+	// policy's status is the last call's.
+	RetranslatedPolicies []model.SourceRef `json:"-"`
 }
 
 // Problem is one input the translator could not honour.
@@ -162,6 +169,7 @@ func Translate(in *Input) *Output {
 func translate(t *translator) *Output {
 	t.translateClasses()
 	t.translateGateways()
+	t.resolveTargetGroupPolicies()
 	t.translateRoutes()
 	t.translateAuthPolicies()
 	t.translateWorkloadsOnce()
@@ -204,6 +212,8 @@ type translator struct {
 	serviceRoutes  map[string]model.SourceRef                            // model service name → route
 	tgs            map[string]*targetGroupEntry                          // by name
 	tgsUsed        map[string]bool
+	// tgPolicies are the TargetGroupPolicies that apply, by Service.
+	tgPolicies map[types.NamespacedName]*tgPolicy
 
 	// inc is set when an Incremental translates; rec is then the record
 	// of the route (or WorkloadSets) being translated.

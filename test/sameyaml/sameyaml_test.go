@@ -524,5 +524,6 @@ func corpus(t *testing.T) []sameCase {
 		}
 		cases = append(cases, sameCase{name: "examples/" + filepath.Base(dir), yaml: all.String()})
 	}
-	return append(cases, crafted...)
+	cases = append(cases, crafted...)
+	return append(cases, targetGroupPolicyCases...)
 }

@@ -630,6 +630,8 @@ func inputList(kind string) string {
 		return "GatewayClasses"
 	case "AuthPolicy":
 		return "AuthPolicies"
+	case "TargetGroupPolicy":
+		return "TargetGroupPolicies"
 	}
 	return kind + "s"
 }
@@ -643,7 +645,8 @@ var kinds = map[gvk]kindInfo{
 	{"gateway.networking.k8s.io/v1", "TLSRoute"}:       kindOf(true, func(in *translate.Input) *[]gatewayv1.TLSRoute { return &in.TLSRoutes }),
 	{"gateway.networking.k8s.io/v1", "ReferenceGrant"}: kindOf(true, func(in *translate.Input) *[]gatewayv1.ReferenceGrant { return &in.ReferenceGrants }),
 	{"trellis.dev/v1alpha1", "AuthPolicy"}:             kindOf(true, func(in *translate.Input) *[]v1alpha1.AuthPolicy { return &in.AuthPolicies }),
-	{"v1", "Pod"}:                                      kindOf(true, func(in *translate.Input) *[]corev1.Pod { return &in.Pods }),
+	{"trellis.dev/v1alpha1", "TargetGroupPolicy"}:      kindOf(true, func(in *translate.Input) *[]v1alpha1.TargetGroupPolicy { return &in.TargetGroupPolicies }),
+	{"v1", "Pod"}: kindOf(true, func(in *translate.Input) *[]corev1.Pod { return &in.Pods }),
 	{"v1", "Namespace"}: {
 		kind: "Namespace",
 		new:  func() any { return &corev1.Namespace{} },
@@ -723,7 +726,7 @@ func unsupported(apiVersion, kind string) error {
 		slices.Sort(versions)
 		return fmt.Errorf("%s must have apiVersion %s, not %s", kind, strings.Join(versions, " or "), apiVersion)
 	}
-	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (%s/v1), AuthPolicy (trellis.dev/v1alpha1), Namespace, Service, Secret and Pod (v1), EndpointSlice (discovery.k8s.io/v1) and ServiceImport (multicluster.x-k8s.io/v1beta1 or v1alpha1)",
+	return fmt.Errorf("kind %s (%s) is not supported; files may hold GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and ReferenceGrant (%s/v1), AuthPolicy and TargetGroupPolicy (trellis.dev/v1alpha1), Namespace, Service, Secret and Pod (v1), EndpointSlice (discovery.k8s.io/v1) and ServiceImport (multicluster.x-k8s.io/v1beta1 or v1alpha1)",
 		kind, apiVersion, gatewayv1.GroupName)
 }
 

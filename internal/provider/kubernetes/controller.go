@@ -336,6 +336,7 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 		Watches(&discoveryv1.EndpointSlice{}, track("EndpointSlice", nil)).
 		Watches(&corev1.Namespace{}, track("Namespace", predicate.LabelChangedPredicate{})).
 		Watches(&v1alpha1.AuthPolicy{}, track("AuthPolicy", specChanged)).
+		Watches(&v1alpha1.TargetGroupPolicy{}, track("TargetGroupPolicy", specChanged)).
 		Watches(&corev1.Pod{}, track("Pod", identityChanged{}))
 	// Every cluster's exports, and which cluster owns each service
 	// network, come from the control plane: a change there is an event

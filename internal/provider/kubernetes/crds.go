@@ -78,6 +78,11 @@ var Watched = []CRD{
 		Group: v1alpha1.GroupVersion.Group, Version: v1alpha1.GroupVersion.Version,
 		Resource: "authpolicies", Kind: "AuthPolicy", Required: true, Own: true,
 	},
+	{
+		Name:  "targetgrouppolicies." + v1alpha1.GroupVersion.Group,
+		Group: v1alpha1.GroupVersion.Group, Version: v1alpha1.GroupVersion.Version,
+		Resource: "targetgrouppolicies", Kind: "TargetGroupPolicy", Required: true, Own: true,
+	},
 	mcsCRD(mcsv1beta1.ServiceExportPluralName, mcsv1beta1.ServiceExportKindName),
 	mcsCRD(mcsv1beta1.ServiceImportPluralName, mcsv1beta1.ServiceImportKindName),
 }

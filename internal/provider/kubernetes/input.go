@@ -105,6 +105,7 @@ type keptInput struct {
 	tls      []gatewayv1.TLSRoute
 	grants   []gatewayv1.ReferenceGrant
 	policies []v1alpha1.AuthPolicy
+	tgps     []v1alpha1.TargetGroupPolicy
 	secrets  []corev1.Secret
 	services []corev1.Service
 	slices   []discoveryv1.EndpointSlice
@@ -233,6 +234,7 @@ func (k *keptInput) init(skip map[string]bool) {
 	add("TLSRoute", keep(k, "TLSRoute", &k.tls, listKind(func(l *gatewayv1.TLSRouteList) []gatewayv1.TLSRoute { return l.Items })))
 	add("ReferenceGrant", keep(k, "ReferenceGrant", &k.grants, listKind(func(l *gatewayv1.ReferenceGrantList) []gatewayv1.ReferenceGrant { return l.Items })))
 	add("AuthPolicy", keep(k, "AuthPolicy", &k.policies, listKind(func(l *v1alpha1.AuthPolicyList) []v1alpha1.AuthPolicy { return l.Items })))
+	add("TargetGroupPolicy", keep(k, "TargetGroupPolicy", &k.tgps, listKind(func(l *v1alpha1.TargetGroupPolicyList) []v1alpha1.TargetGroupPolicy { return l.Items })))
 	add("Secret", keep(k, "Secret", &k.secrets, listKind(func(l *corev1.SecretList) []corev1.Secret { return l.Items })))
 	add("Service", keep(k, "Service", &k.services, listKind(func(l *corev1.ServiceList) []corev1.Service { return l.Items })))
 	add("EndpointSlice", keep(k, "EndpointSlice", &k.slices, listKind(func(l *discoveryv1.EndpointSliceList) []discoveryv1.EndpointSlice { return l.Items })))
@@ -286,17 +288,18 @@ func (k *keptInput) update(ctx context.Context, c client.Reader, changed map[obj
 // input is the translator's Input of k's lists.
 func (k *keptInput) input() *translate.Input {
 	return &translate.Input{
-		GatewayClasses:  k.classes,
-		Gateways:        k.gateways,
-		HTTPRoutes:      k.routes,
-		GRPCRoutes:      k.grpc,
-		TLSRoutes:       k.tls,
-		ReferenceGrants: k.grants,
-		AuthPolicies:    k.policies,
-		Secrets:         k.secrets,
-		Services:        k.services,
-		EndpointSlices:  k.slices,
-		Namespaces:      k.nsList,
-		Pods:            k.pods,
+		GatewayClasses:      k.classes,
+		Gateways:            k.gateways,
+		HTTPRoutes:          k.routes,
+		GRPCRoutes:          k.grpc,
+		TLSRoutes:           k.tls,
+		ReferenceGrants:     k.grants,
+		AuthPolicies:        k.policies,
+		TargetGroupPolicies: k.tgps,
+		Secrets:             k.secrets,
+		Services:            k.services,
+		EndpointSlices:      k.slices,
+		Namespaces:          k.nsList,
+		Pods:                k.pods,
 	}
 }

@@ -81,6 +81,8 @@ type Reconciler struct {
 	// statusAll has the next reconcile compare every route's status.
 	statusPending map[objectKey]bool
 	statusAll     bool
+	// tgpStatus is the TargetGroupPolicies' status writer's (tgpstatus.go).
+	tgpStatus tgpStatusState
 	// nothingSent, when set, is called when a reconcile sends nothing
 	// (see Config.OnChange).
 	nothingSent func()

@@ -258,6 +258,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 			return setIfDifferent(&p.Status, policyStatus(st, p.Status, p.Generation, now))
 		}}}})
 	}
+	writes = append(writes, r.targetGroupPolicyWrites(in, out, only == nil, now)...)
 	r.mu.Lock()
 	r.stats.StatusChecked = checked
 	r.mu.Unlock()
