@@ -95,6 +95,21 @@ const (
 	// grows it, copying it at each doubling, for every request).
 	maxIdleReaders = 256
 	readerIdle     = 10 * time.Second
+	// readerYieldEvery is how many streams one connection's readers open,
+	// each handing the reading on to the next (goRead), before the next
+	// yields (runtime.Gosched) before it reads. A goroutine made ready by
+	// a channel send runs next on its P, in the time slice of the one
+	// that sent (runnext), ahead of the P's run queue; while a client
+	// keeps a connection's next request ready before its last response
+	// is out (h2load's -m10), its readers hand the P to each other, one
+	// request after the other, and every goroutine the poller made ready
+	// on that P (other connections' readers, handlers whose targets
+	// answered) waits, for 10 to 200 ms, until the chain breaks by chance:
+	// the scheduler's preemption of a long time slice does not break it
+	// (docs/benchmarks.md, "HTTP/2's tail"). A yield puts the reader at
+	// the end of the queue, which bounds the chain to this many requests
+	// (under a millisecond) for one Gosched per this many.
+	readerYieldEvery = 16
 )
 
 // HTTPServer is an HTTP/2 server: over TLS with ALPN h2, or HTTP/2 with
@@ -338,6 +353,11 @@ type serverConn struct {
 	sawSettings, sawHeaders bool
 	resetStart, ctrlStart   time.Time
 	resets, ctrl            int
+	// handoffs counts the streams opened since a reader last yielded;
+	// yieldRead has the next reader yield before it reads
+	// (readerYieldEvery).
+	handoffs  int
+	yieldRead bool
 
 	// sentSincePing is set when a HEADERS or DATA frame of a response
 	// is written, and cleared by the next PING the client sends.
@@ -605,9 +625,13 @@ type goAwayError struct {
 func (e goAwayError) Error() string { return fmt.Sprintf("%v: %s", e.code, e.reason) }
 
 // readFrames reads the connection until it ends. When a frame opens a
-// stream, it has another goroutine go on reading (takeOver) and serves the
-// stream itself.
+// stream, it has another goroutine go on reading (goRead) and serves the
+// stream itself; every readerYieldEvery streams, that one yields first.
 func (c *serverConn) readFrames() {
+	if c.yieldRead {
+		c.yieldRead = false
+		runtime.Gosched()
+	}
 	for {
 		c.in.n = 2*(int(c.s.maxHeaderList)+maxReadFrame) + 9
 		f, err := c.hr.readFrame()
@@ -623,6 +647,9 @@ func (c *serverConn) readFrames() {
 			return
 		}
 		if st != nil {
+			if c.handoffs++; c.handoffs >= readerYieldEvery {
+				c.handoffs, c.yieldRead = 0, true
+			}
 			c.s.goRead(c)
 			c.serve(st)
 			return

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -186,4 +187,91 @@ func TestH2ServerIdleReadersEnd(t *testing.T) {
 	// The connection is still served.
 	rc.get(id, true)
 	rc.endOf(id)
+}
+
+// A connection whose client always has its next request there before the
+// last response is out does not keep a P from the others. Each of its
+// streams' readers hands the reading to the next through a channel, and
+// the goroutine a channel send makes ready runs next on its P, ahead of
+// the P's run queue; without a yield now and then (readerYieldEvery) the
+// readers of one busy connection pass the P to each other request after
+// request while another connection's reader, made ready by the poller,
+// waits in the queue until the chain breaks by chance (in h2load's runs
+// 10 to 200 ms, docs/benchmarks.md). On one P, with connection a's
+// requests all sent before b's one, b's is served after a few of a's.
+// (Under -race the scheduler puts half of such goroutines at the end of
+// the queue, which breaks the chain by itself: the test then shows less.)
+func TestH2ServerBusyConnectionYields(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	var aDone atomic.Int32
+	bSaw := make(chan int32, 1)
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/b" {
+			bSaw <- aDone.Load()
+		} else {
+			aDone.Add(1)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}), nil)
+	a, b := rc, dialRaw(t, rc.nc.RemoteAddr().String())
+	// Both connections' readers have served a request and wait on their
+	// sockets.
+	a.get(1, true)
+	a.endOf(1)
+	b.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndStream: true, EndHeaders: true,
+		BlockFragment: b.block(":method", "GET", ":scheme", "https", ":path", "/b", ":authority", "x")})
+	b.endOf(1)
+	<-bSaw
+	aDone.Store(0)
+
+	// b's request, then a's many in one write, before this goroutine
+	// waits: both readers are made ready by the same poll, which runs the
+	// last made ready first (a's) and queues the others.
+	const n = 4000
+	var batch bytes.Buffer
+	fr := http2.NewFramer(&batch, nil)
+	for i := range n {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(3 + 2*i), EndStream: true, EndHeaders: true,
+			BlockFragment: a.block(getFields...)})
+	}
+	var bReq bytes.Buffer
+	http2.NewFramer(&bReq, nil).WriteHeaders(http2.HeadersFrameParam{StreamID: 3, EndStream: true, EndHeaders: true,
+		BlockFragment: b.block(":method", "GET", ":scheme", "https", ":path", "/b", ":authority", "x")})
+	aRead := make(chan error, 1)
+	go func() {
+		// a's responses are read as they come, so that none waits for
+		// socket buffer space.
+		for got := 0; got < n; {
+			f, err := a.fr.ReadFrame()
+			if err != nil {
+				aRead <- err
+				return
+			}
+			if f.Header().Flags.Has(http2.FlagHeadersEndStream) {
+				got++
+			}
+		}
+		aRead <- nil
+	}()
+	if _, err := b.nc.Write(bReq.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.nc.Write(batch.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	saw := <-bSaw
+	b.endOf(3)
+	if err := <-aRead; err != nil {
+		t.Fatalf("reading a's responses: %v", err)
+	}
+	// With the yield, b's request is read after one or two of a's chains
+	// (readerYieldEvery streams each: 15 or 31 in 20 runs); without it
+	// (readerYieldEvery 1<<30), after a's readers ran for the scheduler's
+	// 10 ms time slice or longer: 175 to all 4000 in 20 runs, most about
+	// a thousand.
+	if limit := int32(100); saw > limit {
+		t.Errorf("b's request was served after %d of a's %d requests, want at most %d", saw, n, limit)
+	} else {
+		t.Logf("b's request was served after %d of a's %d requests", saw, n)
+	}
 }
