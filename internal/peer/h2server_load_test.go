@@ -26,7 +26,7 @@ import (
 // target: a round trip on a pooled loopback connection to a minimal
 // HTTP/1.1 backend, then a small response. The client is a frame-level
 // one (a goroutine per connection), so that most of the process's CPU is
-// the server's. Sub-benchmarks turn off reusing reader goroutines
+// the server's. Sub-benchmarks turn off reusing worker goroutines
 // (noreuse) and yielding before a response's flush (noyield), for an A/B
 // within one run. Run with
 //
