@@ -619,8 +619,8 @@ func (e goAwayError) Error() string { return fmt.Sprintf("%v: %s", e.code, e.rea
 // waited until the chain broke by chance: 10 to 200 ms, the scheduler's
 // preemption of a long time slice not breaking it. docs/benchmarks.md,
 // "HTTP/2's tail".) Handing a stream to a worker makes the worker ready
-// the same way, but a worker that ends its stream makes no one ready
-// but through the network, so no chain forms.
+// the same way, but a worker that ends its stream makes no one ready but
+// through the network (or a lock it lets go), so no chain of streams forms.
 func (c *serverConn) readFrames() {
 	for {
 		c.in.n = 2*(int(c.s.maxHeaderList)+maxReadFrame) + 9
