@@ -3,11 +3,10 @@ package peer
 // An HTTP/2 server of its own, which serves the peer listener and the
 // proxy's client-facing HTTP/2 (h2c with prior knowledge on HTTP binds,
 // ALPN h2 on HTTPS binds). It serves an http.Handler, as net/http's server
-// does, but costs a request less: the goroutine that reads a stream's
-// HEADERS hands the reading of the connection to another (one that served
-// a stream before and waits, when there is one) and runs the handler
-// itself (no hand-off to a serve loop and a handler goroutine),
-// and a handler writes its frames to the connection itself, under a lock,
+// does, but costs a request less: one goroutine reads a connection and
+// hands each stream to a worker (one that served a stream before and
+// waits, when there is one), which runs the handler (no serve loop between
+// them), and a handler writes its frames to the connection itself, under a lock,
 // through one buffered writer, so that a small response (HEADERS, DATA,
 // trailers) leaves in one flush when the handler returns.
 //
@@ -87,14 +86,13 @@ const (
 	// goAwayLinger is how long a connection closed for an error goes on
 	// reading (and discarding) so that the peer gets the GOAWAY.
 	goAwayLinger = time.Second
-	// maxIdleReaders bounds the goroutines that, their handler done, wait
-	// to take over reading a connection (readerIdle at most): a stream's
-	// handler runs on the goroutine that read its HEADERS, so another must
-	// go on reading, and one that has served a request already has the
-	// stack a request needs (a new goroutine starts on a small one and
-	// grows it, copying it at each doubling, for every request).
-	maxIdleReaders = 256
-	readerIdle     = 10 * time.Second
+	// maxIdleWorkers bounds the goroutines that, their handler done, wait
+	// for the next stream to serve (workerIdle at most): one that has
+	// served a request already has the stack a request needs (a new
+	// goroutine starts on a small one and grows it, copying it at each
+	// doubling, for every request).
+	maxIdleWorkers = 256
+	workerIdle     = 10 * time.Second
 )
 
 // HTTPServer is an HTTP/2 server: over TLS with ALPN h2, or HTTP/2 with
@@ -117,16 +115,16 @@ type HTTPServer struct {
 	closing   bool
 	connGone  chan struct{} // signalled when a connection ends
 
-	// idle are the goroutines waiting in nextConn for a connection to
-	// read, the last to wait first (its stack the likeliest in cache);
-	// idleReaders of them, at most maxIdleReaders. readersStopped: Shutdown
+	// idle are the goroutines waiting in nextStream for a stream to
+	// serve, the last to wait first (its stack the likeliest in cache);
+	// idleWorkers of them, at most maxIdleWorkers. workersStopped: Shutdown
 	// or Close ended their waits, and no more wait.
 	idleMu                      sync.Mutex
-	idle                        []*idleReader
-	readersStopped              bool
-	idleReaders, maxIdleReaders atomic.Int32
-	readerIdle                  time.Duration
-	// noReuse and noYield turn off reusing readers and yielding before a
+	idle                        []*idleWorker
+	workersStopped              bool
+	idleWorkers, maxIdleWorkers atomic.Int32
+	workerIdle                  time.Duration
+	// noReuse and noYield turn off reusing workers and yielding before a
 	// flush, for BenchmarkH2ServerLoad's comparison.
 	noReuse, noYield bool
 }
@@ -183,9 +181,9 @@ func NewHTTPServerConfig(h http.Handler, log *slog.Logger, cfg HTTPServerConfig)
 		listeners:         map[net.Listener]struct{}{},
 		conns:             map[*serverConn]struct{}{},
 		connGone:          make(chan struct{}, 1),
-		readerIdle:        readerIdle,
+		workerIdle:        workerIdle,
 	}
-	s.maxIdleReaders.Store(maxIdleReaders)
+	s.maxIdleWorkers.Store(maxIdleWorkers)
 	return s
 }
 
@@ -286,7 +284,7 @@ func (s *HTTPServer) stopAccepting() []*serverConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closing {
-		s.stopReaders()
+		s.stopWorkers()
 	}
 	s.closing = true
 	for ln := range s.listeners {
@@ -604,9 +602,25 @@ type goAwayError struct {
 
 func (e goAwayError) Error() string { return fmt.Sprintf("%v: %s", e.code, e.reason) }
 
-// readFrames reads the connection until it ends. When a frame opens a
-// stream, it has another goroutine go on reading (takeOver) and serves the
-// stream itself.
+// readFrames reads the connection until it ends, on the goroutine that
+// ServeConn runs on; each stream it opens is served by another (goServe).
+//
+// The goroutine that reads is the connection's for its life, and waits
+// for the client on the poller, which puts it at the end of its P's run
+// queue when the client's frames come. (Until 2026-12-06 a stream's
+// handler ran on the goroutine that read its HEADERS, which first handed
+// the reading to another through a channel; a goroutine a channel send
+// makes ready runs next on its P, ahead of the P's run queue, in the
+// sender's time slice. A client that always had a connection's next
+// request there before its last response was out, as h2load's -m10 does,
+// then had that connection's readers hand the P to each other request
+// after request, while every other goroutine the poller made ready on the
+// P, other connections' readers and handlers whose targets answered,
+// waited until the chain broke by chance: 10 to 200 ms, the scheduler's
+// preemption of a long time slice not breaking it. docs/benchmarks.md,
+// "HTTP/2's tail".) Handing a stream to a worker makes the worker ready
+// the same way, but a worker that ends its stream makes no one ready but
+// through the network (or a lock it lets go), so no chain of streams forms.
 func (c *serverConn) readFrames() {
 	for {
 		c.in.n = 2*(int(c.s.maxHeaderList)+maxReadFrame) + 9
@@ -623,118 +637,116 @@ func (c *serverConn) readFrames() {
 			return
 		}
 		if st != nil {
-			c.s.goRead(c)
-			c.serve(st)
-			return
+			c.s.goServe(st)
 		}
 	}
 }
 
-// goRead has a goroutine go on reading c: one waiting in nextConn, whose
-// stack has grown to serve a request already, or a new one.
-func (s *HTTPServer) goRead(c *serverConn) {
+// goServe has a goroutine serve st: one waiting in nextStream, whose stack
+// has grown to serve a request already, or a new one.
+func (s *HTTPServer) goServe(st *stream) {
 	if s.noReuse {
-		go c.readFrames()
+		go st.c.serve(st)
 		return
 	}
 	s.idleMu.Lock()
 	if n := len(s.idle); n > 0 {
-		r := s.idle[n-1]
+		w := s.idle[n-1]
 		s.idle[n-1] = nil
 		s.idle = s.idle[:n-1]
-		s.idleReaders.Add(-1)
-		r.idle = false
-		r.uses++
+		s.idleWorkers.Add(-1)
+		w.idle = false
+		w.uses++
 		s.idleMu.Unlock()
-		r.next <- c
+		w.next <- st
 		return
 	}
 	s.idleMu.Unlock()
-	go s.reader(c)
+	go s.worker(st)
 }
 
-// reader reads c, then, after each handler it ran, the connections goRead
-// hands it, until nextConn has none.
-func (s *HTTPServer) reader(c *serverConn) {
-	r := &idleReader{next: make(chan *serverConn, 1)}
-	for c != nil {
-		c.readFrames()
-		c = s.nextConn(r)
+// worker serves st, then the streams goServe hands it, until nextStream
+// has none.
+func (s *HTTPServer) worker(st *stream) {
+	w := &idleWorker{next: make(chan *stream, 1)}
+	for st != nil {
+		st.c.serve(st)
+		st = s.nextStream(w)
 	}
 	s.idleMu.Lock()
-	r.done = true
+	w.done = true
 	s.idleMu.Unlock()
-	if r.timer != nil {
-		r.timer.Stop()
+	if w.timer != nil {
+		w.timer.Stop()
 	}
 }
 
-// idleReader is a goroutine that reads connections (reader) while it waits
-// in nextConn. A wait is a receive on a channel of its own, which costs a
+// idleWorker is a goroutine that serves streams (worker) while it waits in
+// nextStream. A wait is a receive on a channel of its own, which costs a
 // hand-off less than a select of a shared channel, a timer's and the
 // server's stop.
-type idleReader struct {
-	// next gets the connection to read, or nil when the wait ends: one
-	// send per wait, by whoever took the reader off s.idle.
-	next chan *serverConn
-	// timer ends the wait when no connection came for a period
-	// (readerExpired); it is re-armed when it fires, not for every wait
+type idleWorker struct {
+	// next gets the stream to serve, or nil when the wait ends: one send
+	// per wait, by whoever took the worker off s.idle.
+	next chan *stream
+	// timer ends the wait when no stream came for a period
+	// (workerExpired); it is re-armed when it fires, not for every wait
 	// (that costs a request a trip through the timer heap).
 	timer *time.Timer
-	// Under s.idleMu: in s.idle; the goroutine ended; connections got,
-	// and as many when the timer last fired.
+	// Under s.idleMu: in s.idle; the goroutine ended; streams got, and
+	// as many when the timer last fired.
 	idle, done bool
 	uses, seen int
 }
 
-// nextConn waits for a connection to read, unless maxIdleReaders
-// goroutines wait already; nil when none came for readerIdle (to twice
+// nextStream waits for a stream to serve, unless maxIdleWorkers
+// goroutines wait already; nil when none came for workerIdle (to twice
 // that), or the server closed.
-func (s *HTTPServer) nextConn(r *idleReader) *serverConn {
+func (s *HTTPServer) nextStream(w *idleWorker) *stream {
 	s.idleMu.Lock()
-	if s.readersStopped || len(s.idle) >= int(s.maxIdleReaders.Load()) {
+	if s.workersStopped || len(s.idle) >= int(s.maxIdleWorkers.Load()) {
 		s.idleMu.Unlock()
 		return nil
 	}
-	r.idle = true
-	s.idle = append(s.idle, r)
-	s.idleReaders.Add(1)
-	if r.timer == nil {
-		r.timer = time.AfterFunc(s.readerIdle, func() { s.readerExpired(r) })
+	w.idle = true
+	s.idle = append(s.idle, w)
+	s.idleWorkers.Add(1)
+	if w.timer == nil {
+		w.timer = time.AfterFunc(s.workerIdle, func() { s.workerExpired(w) })
 	}
 	s.idleMu.Unlock()
-	return <-r.next
+	return <-w.next
 }
 
-// readerExpired ends r's wait if no connection came to it since the timer
-// last fired, and re-arms the timer otherwise.
-func (s *HTTPServer) readerExpired(r *idleReader) {
+// workerExpired ends w's wait if no stream came to it since the timer last
+// fired, and re-arms the timer otherwise.
+func (s *HTTPServer) workerExpired(w *idleWorker) {
 	s.idleMu.Lock()
 	defer s.idleMu.Unlock()
-	if r.done {
+	if w.done {
 		return
 	}
-	if r.idle && r.uses == r.seen {
-		s.idle = slices.DeleteFunc(s.idle, func(x *idleReader) bool { return x == r })
-		s.idleReaders.Add(-1)
-		r.idle = false
-		r.next <- nil
+	if w.idle && w.uses == w.seen {
+		s.idle = slices.DeleteFunc(s.idle, func(x *idleWorker) bool { return x == w })
+		s.idleWorkers.Add(-1)
+		w.idle = false
+		w.next <- nil
 		return
 	}
-	r.seen = r.uses
-	r.timer.Reset(s.readerIdle)
+	w.seen = w.uses
+	w.timer.Reset(s.workerIdle)
 }
 
-// stopReaders ends the idle readers' waits, and any to come.
-func (s *HTTPServer) stopReaders() {
+// stopWorkers ends the idle workers' waits, and any to come.
+func (s *HTTPServer) stopWorkers() {
 	s.idleMu.Lock()
 	defer s.idleMu.Unlock()
-	s.readersStopped = true
-	for _, r := range s.idle {
-		r.idle = false
-		r.next <- nil
+	s.workersStopped = true
+	for _, w := range s.idle {
+		w.idle = false
+		w.next <- nil
 	}
-	s.idleReaders.Add(-int32(len(s.idle)))
+	s.idleWorkers.Add(-int32(len(s.idle)))
 	s.idle = nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	rtmetrics "runtime/metrics"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -26,7 +27,7 @@ import (
 // target: a round trip on a pooled loopback connection to a minimal
 // HTTP/1.1 backend, then a small response. The client is a frame-level
 // one (a goroutine per connection), so that most of the process's CPU is
-// the server's. Sub-benchmarks turn off reusing reader goroutines
+// the server's. Sub-benchmarks turn off reusing worker goroutines
 // (noreuse) and yielding before a response's flush (noyield), for an A/B
 // within one run. Run with
 //
@@ -95,8 +96,9 @@ func BenchmarkH2ServerLoad(b *testing.B) {
 }
 
 // loadH2 runs b.N GETs over conns TLS connections to addr, inflight
-// streams at a time on each, and reports the process's CPU time and
-// goroutines started per request.
+// streams at a time on each, and reports the process's CPU time,
+// goroutines started per request and the requests' latency percentiles
+// (from the client's HEADERS to its response's end).
 func loadH2(b *testing.B, addr string, cfg *tls.Config, conns, inflight int) {
 	// Connections first, out of the measurement.
 	ccs := make([]*tls.Conn, conns)
@@ -126,8 +128,10 @@ func loadH2(b *testing.B, addr string, cfg *tls.Config, conns, inflight int) {
 	b.ResetTimer()
 	cpu0, t0 := testsync.CPUTime(), time.Now()
 	var wg sync.WaitGroup
-	for _, c := range ccs {
+	lat := make([][]time.Duration, len(ccs))
+	for i, c := range ccs {
 		wg.Go(func() {
+			sent := map[uint32]time.Time{}
 			var hbuf bytes.Buffer
 			enc := hpack.NewEncoder(&hbuf)
 			bw := bufio.NewWriter(c)
@@ -146,6 +150,7 @@ func loadH2(b *testing.B, addr string, cfg *tls.Config, conns, inflight int) {
 					enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
 				}
 				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: next, BlockFragment: hbuf.Bytes(), EndStream: true, EndHeaders: true})
+				sent[next] = time.Now()
 				next += 2
 				return true
 			}
@@ -176,6 +181,8 @@ func loadH2(b *testing.B, addr string, cfg *tls.Config, conns, inflight int) {
 					if !f.StreamEnded() {
 						continue
 					}
+					lat[i] = append(lat[i], time.Since(sent[f.StreamID]))
+					delete(sent, f.StreamID)
 					open--
 					if send() {
 						open++
@@ -195,6 +202,14 @@ func loadH2(b *testing.B, addr string, cfg *tls.Config, conns, inflight int) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 	b.ReportMetric(float64(b.N)/wall.Seconds(), "req/s")
 	b.ReportMetric(float64(samples[0].Value.Uint64()-g0)/float64(b.N), "goroutines/op")
+	all := slices.Concat(lat...)
+	if len(all) > 0 {
+		slices.Sort(all)
+		at := func(q float64) float64 { return float64(all[min(len(all)-1, int(q*float64(len(all))))].Microseconds()) }
+		b.ReportMetric(at(0.99), "p99-µs")
+		b.ReportMetric(at(0.999), "p99.9-µs")
+		b.ReportMetric(at(1), "max-µs")
+	}
 }
 
 // h1Backend serves a fixed small HTTP/1.1 response on loopback, a

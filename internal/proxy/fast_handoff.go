@@ -51,7 +51,7 @@ func (fc *fastConn) handoff(head string) bool {
 const h2PrefaceHead = "PRI * HTTP/2.0\r\n\r\n"
 
 // serveHTTP2 serves the connection with the listener's HTTP/2 server, on
-// this goroutine, until the server's reader moves to another goroutine:
+// this goroutine (the server's reader of the connection) until it ends:
 // head is what the fast path consumed of the preface ("" on a TLS
 // connection that negotiated h2, of which nothing was read), and fc.br may
 // hold what followed. The connection is no longer the fast path's: drain
