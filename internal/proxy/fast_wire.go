@@ -115,6 +115,11 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 			return err
 		}
 	}
+	if tc.raw != nil && tc.br.Buffered() == 0 {
+		// awaitResponse reads the answer next: the request's last bytes
+		// go out with that read, which then waits without trying first.
+		tc.raw.holdNextWrite()
+	}
 	return w.Flush()
 }
 
