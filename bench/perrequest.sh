@@ -14,7 +14,10 @@
 # (the backend's workers) the backend's CPU per request: what the proxy
 # makes the others on the same cores spend.
 #
-# Usage: [BACKEND=PIDS] bench/perrequest.sh NAME PID[,PID...] URL [WRK ARGS...]
+# LIGHT=1 counts only CPU time and context switches: no syscall
+# tracepoints, which slow the proxy's calls (for rates and p99s to compare).
+#
+# Usage: [BACKEND=PIDS] [LIGHT=1] bench/perrequest.sh NAME PID[,PID...] URL [WRK ARGS...]
 # (wrk defaults: -t2 -c64 -d4s, with the benchmark's Host and x-env).
 # Needs perf (Debian: linux-perf) and root.
 set -euo pipefail
@@ -33,7 +36,9 @@ cpu() {
 }
 b0=0
 [ -z "${BACKEND:-}" ] || b0=$(cpu "$BACKEND")
-perf stat -x, -e "$ev" -e syscalls:sys_exit_read --filter 'ret == -11' -p "$pids" -o "$tmp/perf" -- \
+evs=(-e "$ev" -e syscalls:sys_exit_read --filter 'ret == -11')
+[ -z "${LIGHT:-}" ] || evs=(-e context-switches,task-clock)
+perf stat -x, "${evs[@]}" -p "$pids" -o "$tmp/perf" -- \
   perf stat -x, -e task-clock -o "$tmp/wrkcpu" -- \
   wrk "${args[@]}" --latency -H 'Host: bench.example.com' -H 'x-env: prod' "$url" >"$tmp/wrk"
 b1=0

@@ -115,12 +115,7 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 			return err
 		}
 	}
-	if tc.raw != nil && tc.br.Buffered() == 0 {
-		// awaitResponse reads the answer next: the request's last bytes
-		// go out with that read, which then waits without trying first.
-		tc.raw.holdNextWrite()
-	}
-	return w.Flush()
+	return tc.flushRequest()
 }
 
 // writeFields writes the client's header fields that go on to the target
