@@ -142,6 +142,12 @@ func (s *rawSocket) readFd(fd uintptr) bool {
 func (s *rawSocket) sendThenRead() error {
 	s.wmu.Lock()
 	held := s.held
+	if held == nil {
+		// A Write of another goroutine sent them meanwhile: a read as
+		// any, which tries before it waits.
+		s.wmu.Unlock()
+		return s.rc.Read(s.readFn)
+	}
 	s.held = nil
 	s.heldSet.Store(false)
 	s.wbuf, s.wn, s.werrno, s.sent = held, 0, 0, false
