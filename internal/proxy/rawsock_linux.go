@@ -72,7 +72,7 @@ func newRawSocket(c net.Conn) *rawSocket {
 // written by the Read after it, which then waits for the answer through the
 // poller without first trying to read. A request sent to a target cannot
 // have its answer yet when it is written; a read right after the write only
-// finds nothing (EAGAIN), a system call of about a microsecond for each
+// finds nothing (EAGAIN), a system call of about half a microsecond each
 // exchange. The write cannot be moved into that read's wait later than
 // this: Go's poller forgets, when a read begins, that the socket became
 // readable before, so a wait that does not read first is safe only for
