@@ -205,6 +205,9 @@ func (p *Proxy) deliveryRoundTrip(ctx context.Context, w http.ResponseWriter, r 
 		watch := watchRequest(ctx, w, tc.conn)
 		err = writeDelivery(tc.bw, r, x)
 		if err == nil {
+			err = tc.flushRequest()
+		}
+		if err == nil {
 			err = readDeliveryResponse(tc.br, w, &tc.resp)
 		}
 		if err == nil {
@@ -257,7 +260,8 @@ func (rw requestWatch) stop() bool {
 // fields but hop-by-hop ones, no User-Agent of its own, its Content-Length
 // (zero only for POST, PUT and PATCH); for a request of this proxy's own
 // clients, recorded in x, the fields setForwardedHeaders would leave and
-// add (writeForwarded), written from r.Header without copying it.
+// add (writeForwarded), written from r.Header without copying it. The
+// caller flushes w.
 func writeDelivery(w *bufio.Writer, r *http.Request, x *exchange) error {
 	writeLine(w, r.Method, " ", r.URL.RequestURI(), " HTTP/1.1\r\nHost: ")
 	w.WriteString(r.Host)
@@ -301,7 +305,7 @@ func writeDelivery(w *bufio.Writer, r *http.Request, x *exchange) error {
 			return err
 		}
 	}
-	return w.Flush()
+	return nil
 }
 
 // writeForwarded writes the fields of r, a request of this proxy's own

@@ -201,6 +201,19 @@ func (fc *fastConn) roundTrip(t *router.Target, ruleDeadline, now time.Time) (*t
 	}
 }
 
+// flushRequest sends the request written to c.bw, whose answer is read
+// next: its last bytes go out with that read, which then waits for the
+// answer without first trying to read (rawSocket.holdNextWrite). Only a
+// Flush that writes is held: with nothing buffered (a body that ended on
+// the buffer's end went out already), the hold would fall on the next
+// request's first write.
+func (c *targetConn) flushRequest() error {
+	if c.raw != nil && c.bw.Buffered() > 0 && c.br.Buffered() == 0 {
+		c.raw.holdNextWrite()
+	}
+	return c.bw.Flush()
+}
+
 // errClientGone is the error of an exchange whose client went away while
 // the target had not answered yet.
 var errClientGone = errors.New("client closed the connection before the target answered")

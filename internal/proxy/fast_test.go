@@ -722,6 +722,10 @@ func TestMisdirectedRequest(t *testing.T) {
 			{"b.example.com", "b.example.com", http.StatusOK},
 			{"a.example.com", "b.example.com", http.StatusMisdirectedRequest},
 			{"b.example.com", "a.example.com", http.StatusMisdirectedRequest},
+			{"a.example.com", "A.Example.COM:8443", http.StatusOK},
+			{"a.example.com", "a.example.com.", http.StatusOK},
+			{"A.EXAMPLE.com", "b.example.com:8443", http.StatusMisdirectedRequest},
+			{"b.example.com", "A.example.com.:8443", http.StatusMisdirectedRequest},
 		} {
 			tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: tc.sni, RootCAs: ca.Pool()}, Protocols: new(http.Protocols)}
 			tr.Protocols.SetHTTP1(!h2)

@@ -115,7 +115,7 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 			return err
 		}
 	}
-	return w.Flush()
+	return tc.flushRequest()
 }
 
 // writeFields writes the client's header fields that go on to the target

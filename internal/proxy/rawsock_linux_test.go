@@ -1,12 +1,19 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"trellis.dev/trellis/internal/model"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -193,5 +200,320 @@ func TestRawSocketConcurrentWrites(t *testing.T) {
 		if n := bytes.Count(buf, buf[:1]); n != len(buf) {
 			t.Fatalf("a write was interleaved with another: %q…", buf[:40])
 		}
+	}
+}
+
+// lineAnswerer answers each line conn reads with "got N\n", N the line's
+// length, after delay, and reports each line's length on got.
+func lineAnswerer(conn net.Conn, delay time.Duration) <-chan int {
+	got := make(chan int, 16)
+	go func() {
+		defer close(got)
+		br := bufio.NewReaderSize(conn, 1<<16)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			got <- len(line)
+			time.Sleep(delay)
+			if _, err := io.WriteString(conn, "got "+strconv.Itoa(len(line))+"\n"); err != nil {
+				return
+			}
+		}
+	}()
+	return got
+}
+
+// nothingSent fails the test if the peer gets a line within 50 ms.
+func nothingSent(t *testing.T, got <-chan int, what string) {
+	t.Helper()
+	select {
+	case n := <-got:
+		t.Fatalf("%s: the peer got %d bytes, want none yet", what, n)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// readLine reads one answer of lineAnswerer through s.
+func readLine(t *testing.T, s *rawSocket, want string) {
+	t.Helper()
+	var got []byte
+	buf := make([]byte, 64)
+	for !bytes.HasSuffix(got, []byte("\n")) {
+		n, err := s.Read(buf)
+		if err != nil {
+			t.Fatalf("read %q then %v, want %q", got, err, want)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != want {
+		t.Fatalf("read %q, want %q", got, want)
+	}
+}
+
+// A write held for the next read (holdNextWrite) goes out with that read,
+// which then waits for the answer without a read that finds nothing; a
+// write before that read sends the held bytes first; a read the poller
+// refuses (its deadline passed) keeps them held; a held write larger than
+// the socket's buffers goes out whole, waiting for room as Write does.
+func TestRawSocketHeldWrite(t *testing.T) {
+	client, server := tcpPair(t)
+	s := newRawSocket(server)
+	got := lineAnswerer(client, 10*time.Millisecond)
+
+	// Without holding: the read right after the write finds nothing.
+	if _, err := s.Write([]byte("zero\n")); err != nil {
+		t.Fatal(err)
+	}
+	readLine(t, s, "got 5\n")
+	<-got
+	if s.empty != 1 {
+		t.Fatalf("%d empty reads after a plain write, want 1", s.empty)
+	}
+
+	s.empty = 0
+	s.holdNextWrite()
+	if n, err := s.Write([]byte("one\n")); n != 4 || err != nil {
+		t.Fatalf("held write: %d, %v", n, err)
+	}
+	nothingSent(t, got, "held write before the read")
+	readLine(t, s, "got 4\n")
+	if n := <-got; n != 4 {
+		t.Fatalf("peer got %d bytes, want 4", n)
+	}
+	if s.empty != 0 {
+		t.Fatalf("%d empty reads after a held write, want 0", s.empty)
+	}
+
+	// A write after a held one: both, in order.
+	s.holdNextWrite()
+	if _, err := s.Write([]byte("three\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte("fourth\n")); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := <-got, <-got; a != 6 || b != 7 {
+		t.Fatalf("peer got lines of %d and %d bytes, want 6 then 7", a, b)
+	}
+	readLine(t, s, "got 6\n")
+	readLine(t, s, "got 7\n")
+
+	// A read past its deadline writes nothing; the next one does.
+	s.holdNextWrite()
+	if _, err := s.Write([]byte("fifth!\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = server.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := s.Read(make([]byte, 8)); !isTimeout(err) {
+		t.Fatalf("read past the deadline: %v, want a timeout", err)
+	}
+	nothingSent(t, got, "held write after a refused read")
+	_ = server.SetReadDeadline(time.Time{})
+	readLine(t, s, "got 7\n")
+	<-got
+
+	// 8 MiB held, more than both sockets' buffers, the peer reading only
+	// after a while.
+	big := append(bytes.Repeat([]byte("0123456789abcdef"), 1<<19), '\n')
+	s.holdNextWrite()
+	if _, err := s.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	readLine(t, s, "got "+strconv.Itoa(len(big))+"\n")
+	if n := <-got; n != len(big) {
+		t.Fatalf("peer got %d bytes, want %d", n, len(big))
+	}
+}
+
+// A held write to a peer that has closed the connection fails the read
+// that sends it as a stale pooled connection fails, not by waiting.
+func TestRawSocketHeldWriteToClosedPeer(t *testing.T) {
+	client, server := tcpPair(t)
+	s := newRawSocket(server)
+	client.Close()
+	time.Sleep(20 * time.Millisecond) // the peer's FIN arrives first
+	errc := make(chan error, 1)
+	go func() {
+		s.holdNextWrite()
+		_, _ = s.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+		_, err := s.Read(make([]byte, 64))
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if !stale(err) {
+			t.Fatalf("read after a held write to a closed peer: %v, want EOF, EPIPE or ECONNRESET", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("read still waiting after a held write to a closed peer")
+	}
+}
+
+// The fast path sends a request to its target with the read of the
+// answer: over a pooled connection, a target that answers after a while
+// costs no read that finds nothing, and every answer is the right one.
+func TestFastPathSendsWithTheWait(t *testing.T) {
+	tgt, conns := scriptedTarget(t, func(conn net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			time.Sleep(5 * time.Millisecond)
+			body := req.Method + " " + req.URL.Path
+			if _, err := io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body); err != nil {
+				return
+			}
+		}
+	})
+	p := newTestProxy(t, nil)
+	update(t, p, oneRoute(1, []model.TargetGroup{group("a", tgt)}, to("a", 1)))
+	conn := dialWeb(t, p)
+	br := bufio.NewReader(conn)
+	for i := range 10 {
+		method, body := "GET", ""
+		if i%2 == 1 {
+			method, body = "POST", strings.Repeat("b", 40<<10) // larger than a write buffer
+		}
+		path := "/r" + strconv.Itoa(i)
+		if _, err := io.WriteString(conn, method+" "+path+" HTTP/1.1\r\nHost: a\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := method + " " + path; resp.StatusCode != 200 || string(b) != want {
+			t.Fatalf("request %d: %d %q, want 200 %q", i, resp.StatusCode, b, want)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("target saw %d connections, want 1", n)
+	}
+	p.pool.mu.Lock()
+	defer p.pool.mu.Unlock()
+	var pooled []*targetConn
+	for _, cs := range p.pool.idle {
+		pooled = append(pooled, cs...)
+	}
+	if len(pooled) != 1 || pooled[0].raw == nil {
+		t.Fatalf("%d pooled target connections, want one read raw", len(pooled))
+	}
+	if n := pooled[0].raw.empty; n != 0 {
+		t.Fatalf("%d reads of the target found nothing, want 0", n)
+	}
+}
+
+// BenchmarkRawSocketExchange sends a small request and reads its answer
+// over loopback, from a peer that answers each at once: written then read
+// (the read finds nothing first, then waits), or held for the read
+// (holdNextWrite). cpu-ns/op is the process's CPU time (the peer's
+// included), which a loaded machine inflates less than the wall time.
+func BenchmarkRawSocketExchange(b *testing.B) {
+	for _, held := range []bool{false, true} {
+		name := "read-first"
+		if held {
+			name = "held"
+		}
+		b.Run(name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				buf := make([]byte, 64)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			s := newRawSocket(conn)
+			req, answer := []byte("GET / HTTP/1.1\r\n\r\n"), make([]byte, 64)
+			cpu0 := processCPU()
+			b.ResetTimer()
+			for range b.N {
+				if held {
+					s.holdNextWrite()
+				}
+				if _, err := s.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				for got := 0; got < len(req); {
+					n, err := s.Read(answer)
+					if err != nil {
+						b.Fatal(err)
+					}
+					got += n
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(s.empty)/float64(b.N), "empty-reads/op")
+		})
+	}
+}
+
+// processCPU is the process's user and system time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// A request whose bytes all went out before its Flush (a body ending on the
+// write buffer's end) leaves no hold behind for the next request's writes.
+func TestFlushRequestWithNothingBuffered(t *testing.T) {
+	client, server := tcpPair(t)
+	tc := &targetConn{conn: server, raw: newRawSocket(server)}
+	tc.bw = bufio.NewWriterSize(tc.raw, fastWriteBuffer)
+	tc.br = bufio.NewReaderSize(targetReader{tc}, fastReadBuffer)
+	got := lineAnswerer(client, 0)
+	if _, err := tc.bw.Write(append(bytes.Repeat([]byte("a"), 2*fastWriteBuffer-1), '\n')); err != nil {
+		t.Fatal(err)
+	}
+	if tc.bw.Buffered() != 0 {
+		t.Fatalf("%d bytes buffered, want none (written through)", tc.bw.Buffered())
+	}
+	if err := tc.flushRequest(); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-got; n != 2*fastWriteBuffer {
+		t.Fatalf("peer got %d bytes, want %d", n, 2*fastWriteBuffer)
+	}
+	if _, err := tc.br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	// The next write goes out at once.
+	if _, err := tc.raw.Write([]byte("next\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-got:
+		if n != 5 {
+			t.Fatalf("peer got %d bytes, want 5", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a write after an empty flush was held")
 	}
 }

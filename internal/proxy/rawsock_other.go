@@ -12,3 +12,4 @@ func newRawSocket(net.Conn) *rawSocket { return nil }
 
 func (*rawSocket) Read([]byte) (int, error)  { panic("rawSocket: none off Linux") }
 func (*rawSocket) Write([]byte) (int, error) { panic("rawSocket: none off Linux") }
+func (*rawSocket) holdNextWrite()            { panic("rawSocket: none off Linux") }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -195,4 +196,65 @@ func shopHTTPSProxy(tb testing.TB) (*Proxy, *pki.CA) {
 		tb.Fatal(err)
 	}
 	return p, ca
+}
+
+// A TLS client that sends its request head a byte to a record, slowly
+// (slowloris in the smallest records), is cut off once the header timeout
+// passes, as on a plain connection: each record is read and decrypted as
+// it comes, and none moves the head's deadline. Another client is served
+// meanwhile.
+func TestTLSTinyRecordsSlowHeadCutOff(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	ca := pki.NewCA(t)
+	leaf := ca.Issue(t, "shop.example.com")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	t.Cleanup(srv.Close)
+	p := newProxyWith(t, Config{test: testKnobs{readHeaderTimeout: timeout}})
+	if err := p.Update(httpsSnapshot(leaf, target(t, srv, model.TargetActive))); err != nil {
+		t.Fatal(err)
+	}
+	addr := addrOf(p, 8443)
+	cfg := &tls.Config{ServerName: "shop.example.com", RootCAs: ca.Pool(), NextProtos: []string{"http/1.1"}}
+	conn, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	closed := make(chan time.Duration, 1)
+	go func() {
+		io.Copy(io.Discard, conn) // returns when the proxy closes the connection
+		closed <- time.Since(start)
+	}()
+	// 100 records of one byte at 50 ms each would take 5 s.
+	slow := "GET / HTTP/1.1\r\nHost: shop.example.com\r\nX-Slow: " + strings.Repeat("a", 55) + "\r\n"
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var cutAfter time.Duration
+	sent := 0
+loop:
+	for ; sent < len(slow); sent++ {
+		select {
+		case cutAfter = <-closed:
+			break loop
+		case <-tick.C:
+		}
+		if _, err := conn.Write([]byte{slow[sent]}); err != nil {
+			break
+		}
+		if sent == 2 {
+			// Answered 200, or the test fails.
+			tlsRequest(t, addr, cfg, "GET / HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n")
+		}
+	}
+	if cutAfter == 0 {
+		cutAfter = testsync.Receive(t, closed, 5*time.Second, fmt.Sprintf("the proxy closing the slow TLS client after %d of %d records", sent, len(slow)))
+	}
+	// The head's clock starts at its first byte, a little after ours.
+	if cutAfter < timeout/2 || cutAfter > timeout+2*time.Second {
+		t.Errorf("slow TLS client cut off after %v, want about %v", cutAfter, timeout)
+	}
+	if sent >= len(slow) {
+		t.Error("the slow TLS client sent its whole head")
+	}
 }

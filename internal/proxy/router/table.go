@@ -435,10 +435,45 @@ func (t *Table) Misdirected(b Bind, serverName, host string) bool {
 		return false
 	}
 	ht := t.ports[b]
-	if ht == nil {
+	if ht == nil || ht.exactListeners == nil && ht.wildcardListeners == nil {
+		// One listener answers every name on the port.
+		return false
+	}
+	if sameHost(serverName, host) {
+		// The usual request of a TLS connection: no lowering, no lookup.
 		return false
 	}
 	return ht.listener(requestHost(serverName)) != ht.listener(requestHost(host))
+}
+
+// sameHost reports whether host, without its port, names serverName, as
+// requestHost compares them, for ASCII names (false for any other, and for
+// a bracketed address, which requestHost then compares).
+func sameHost(serverName, host string) bool {
+	if i := strings.IndexByte(host, ':'); i >= 0 {
+		host = host[:i]
+	}
+	host, serverName = strings.TrimSuffix(host, "."), strings.TrimSuffix(serverName, ".")
+	if len(host) != len(serverName) {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		a, b := host[i], serverName[i]
+		if a >= 0x80 || b >= 0x80 || a == '[' || b == '[' {
+			return false
+		}
+		if a != b && lowerASCII(a) != lowerASCII(b) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // longestSuffix returns the value of m whose key is the longest suffix of
