@@ -101,11 +101,13 @@ type envOptions struct {
 	onChange, nothingSent func()
 	// dataCache is the cluster's kube.Options.DataCache.
 	dataCache string
+	// profiling is the cluster's kube.Options.Profiling.
+	profiling bool
 }
 
 func newEnvWith(t testing.TB, opts envOptions) *env {
 	t.Helper()
-	c := kube.Start(t, kube.Options{DataCache: opts.dataCache})
+	c := kube.Start(t, kube.Options{DataCache: opts.dataCache, Profiling: opts.profiling})
 	e := &env{Cluster: c, kc: c.Client(t)}
 	kubeConfig := c.Config
 	if opts.identity != nil {
@@ -233,12 +235,13 @@ func readControlPlane(t testing.TB, cp *tclient.Client) *model.Objects {
 }
 
 // proxy runs `trellis proxy` inside the namespace, bound to bind, following
-// the test's control plane.
-func (e *env) proxy(t testing.TB, bind string) {
+// the test's control plane, and returns its process.
+func (e *env) proxy(t testing.TB, bind string) *os.Process {
 	t.Helper()
 	cmd := exec.Command(trellisBin, "proxy", "--server", e.apiURL, "--cluster", cluster, "--bind", bind, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "TRELLIS_TOKEN="+token)
 	start(t, e.Cluster, cmd)
+	return cmd.Process
 }
 
 // serveControlPlane runs a control plane over a bolt store inside c's

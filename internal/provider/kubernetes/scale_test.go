@@ -101,16 +101,25 @@ func routesAccepted(ctx context.Context, kc client.Client, ns string, want int) 
 	if err := kc.List(ctx, &list, client.InNamespace(ns)); err != nil {
 		return err
 	}
-	for _, r := range list.Items {
-		if len(r.Status.Parents) != 1 {
-			return fmt.Errorf("%s: %d parents in status", r.Name, len(r.Status.Parents))
-		}
-		if err := hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation); err != nil {
-			return fmt.Errorf("%s: %w", r.Name, err)
+	for i := range list.Items {
+		if err := routeAccepted(&list.Items[i]); err != nil {
+			return err
 		}
 	}
 	if want >= 0 && len(list.Items) != want {
 		return fmt.Errorf("%d routes, want %d", len(list.Items), want)
+	}
+	return nil
+}
+
+// routeAccepted checks that r has one parent in its status, Accepted at
+// r's generation.
+func routeAccepted(r *gatewayv1.HTTPRoute) error {
+	if len(r.Status.Parents) != 1 {
+		return fmt.Errorf("%s: %d parents in status", r.Name, len(r.Status.Parents))
+	}
+	if err := hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation); err != nil {
+		return fmt.Errorf("%s: %w", r.Name, err)
 	}
 	return nil
 }
