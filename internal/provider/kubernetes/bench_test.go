@@ -23,7 +23,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -78,16 +79,14 @@ func BenchmarkThousandRoutes(b *testing.B) {
 		createAll(b, e.kc, docs)
 		created := time.Since(begin)
 		lastCreate := time.Now()
-
+		atLastCreate := e.rec.Stats()
 		cpu = append(cpu, readRunCPU(b, e.Cluster, proxy))
-
 		select {
 		case <-accepted:
 		case <-time.After(60 * time.Second):
 			b.Fatal("every route Accepted: not after 60 s")
 		}
 		acceptedAt := time.Since(begin)
-
 		ctlAccepted := time.Since(lastCreate)
 		hc := e.NS.HTTPClient(5 * time.Second)
 		for i := routes - 1; i >= 0; i-- {
@@ -124,16 +123,16 @@ func BenchmarkThousandRoutes(b *testing.B) {
 		b.ReportMetric(perRoute(run.proxy), "cpu-ms-proxy/route")
 		b.Logf("1,000 routes: created in %v (the apiserver's share; with no controller the same creates took it %v); "+
 			"then all Accepted after %v more, all served after %v more (the controller's and proxy's share); "+
-			"%d reconciles, %d transactions, %d status writes, last translation %v",
+			"%d reconciles, %d transactions, %d status writes (%d refused as conflicts; at the last create %d written, %d objects' waiting), last translation %v",
 			created.Round(time.Millisecond), alone.created.Round(time.Millisecond),
 			ctlAccepted.Round(time.Millisecond), ctlServed.Round(time.Millisecond),
-			st.Reconciles, st.Sent, st.StatusWrites, st.Translate)
+			st.Reconciles, st.Sent, st.StatusWrites, st.StatusConflicts, atLastCreate.StatusWrites, atLastCreate.StatusQueued, st.Translate)
 		b.Logf("CPU, no controller, creating: %v; with the controller, creating: %v; after the last create: %v",
 			alone.cpu, cpu[1].sub(cpu[0]), cpu[2].sub(cpu[1]))
 		if m, err := e.APIServerMetrics(ctx); err != nil {
 			b.Logf("the apiserver's metrics: %v", err)
 		} else {
-			b.Logf("the apiserver's requests with the controller: %s", apiserverRequests(m, "httproutes", "gateways"))
+			b.Logf("the apiserver's requests with the controller: %s", apiserverRequests(m))
 		}
 	}
 }
@@ -200,44 +199,59 @@ func createAll(b *testing.B, kc client.Client, docs []client.Object) {
 	parallel(b, 16, len(docs), func(i int) error { return kc.Create(context.Background(), docs[i]) })
 }
 
-// watchAccepted watches the HTTPRoutes of namespace ns and closes the
-// channel it returns once want of them are Accepted (routeAccepted): a
-// benchmark waits on it instead of listing every route again and again,
-// which would cost the apiserver (and the test process) what it measures.
+// watchAccepted watches the HTTPRoutes of namespace ns (an informer: a
+// watch resumed when the apiserver ends it, as it ends one that falls
+// behind) and closes the channel it returns once want of them are Accepted
+// (routeAccepted): a benchmark waits on it instead of listing every route
+// again and again, which would cost the apiserver (and the test process)
+// what it measures.
 func watchAccepted(b *testing.B, e *env, ns string, want int) <-chan struct{} {
-	wc, err := client.NewWithWatch(e.Config, client.Options{Scheme: kube.Scheme()})
+	ca, err := cache.New(e.Config, cache.Options{Scheme: kube.Scheme(), DefaultNamespaces: map[string]cache.Config{ns: {}}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	w, err := wc.Watch(ctx, &gatewayv1.HTTPRouteList{}, client.InNamespace(ns))
+	inf, err := ca.GetInformer(ctx, &gatewayv1.HTTPRoute{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer w.Stop()
-		accepted := map[string]bool{}
-		for ev := range w.ResultChan() {
-			r, ok := ev.Object.(*gatewayv1.HTTPRoute)
-			if !ok {
-				continue // a bookmark or an error: the benchmark times out
-			}
-			switch {
-			case ev.Type == watch.Deleted:
-				delete(accepted, r.Name)
-			case routeAccepted(r) == nil:
-				accepted[r.Name] = true
-			default:
-				delete(accepted, r.Name)
-			}
-			if len(accepted) == want {
-				close(done)
-				return
-			}
+	var (
+		accepted = map[string]bool{}
+		done     = make(chan struct{})
+		closed   bool
+	)
+	// The informer calls the handlers one at a time.
+	seen := func(obj any) {
+		r, ok := obj.(*gatewayv1.HTTPRoute)
+		if !ok {
+			return
 		}
-	}()
+		if routeAccepted(r) == nil {
+			accepted[r.Name] = true
+		} else {
+			delete(accepted, r.Name)
+		}
+		if len(accepted) == want && !closed {
+			closed = true
+			close(done)
+		}
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    seen,
+		UpdateFunc: func(_, obj any) { seen(obj) },
+		DeleteFunc: func(obj any) {
+			if r, ok := obj.(*gatewayv1.HTTPRoute); ok {
+				delete(accepted, r.Name)
+			}
+		},
+	}); err != nil {
+		b.Fatal(err)
+	}
+	go ca.Start(ctx)
+	if !ca.WaitForCacheSync(ctx) {
+		b.Fatal("the benchmark's HTTPRoute informer did not sync")
+	}
 	return done
 }
 
@@ -297,7 +311,7 @@ func apiserverProfile(b *testing.B, c *kube.Cluster, name string) (wait func()) 
 }
 
 // apiserverRequests sums the apiserver's apiserver_request_total by
-// resource, verb and subresource for the resources named, from its
+// resource, verb and subresource for the resources named (none: all), from its
 // metrics, and adds the watches open on them
 // (apiserver_longrunning_requests).
 func apiserverRequests(metrics []byte, resources ...string) string {
@@ -316,7 +330,7 @@ func apiserverRequests(metrics []byte, resources ...string) string {
 			continue
 		}
 		res := label(line, "resource")
-		if !slices.Contains(resources, res) {
+		if len(resources) > 0 && !slices.Contains(resources, res) {
 			continue
 		}
 		fields := strings.Fields(line)
@@ -643,7 +657,9 @@ func scaleRoute(i, v int) *gatewayv1.HTTPRoute {
 
 // BenchmarkRouteStatusWrite measures what one route status write costs the
 // apiserver, by how the controller could make it: an update of the status
-// subresource with the whole object (put, what the controller does), a
+// subresource with the whole object (put, what the controller does), the
+// same without the object's managedFields (put-unmanaged: the apiserver
+// keeps the ones it has), a
 // JSON merge patch of the status alone (merge), the same with the
 // resourceVersion as a precondition (merge-locked), and a server-side apply
 // of the status (apply). Each route gets its first status (one parent,
@@ -652,7 +668,7 @@ func scaleRoute(i, v int) *gatewayv1.HTTPRoute {
 // take turns, 40 routes each, in a rotating order, so that the machine's load falls on all of
 // them alike. It reports the CPU time of kube-apiserver and etcd per write.
 func BenchmarkRouteStatusWrite(b *testing.B) {
-	methods := []string{"put", "merge", "merge-locked", "apply"}
+	methods := []string{"put", "put-unmanaged", "merge", "merge-locked", "apply"}
 	const (
 		rounds = 8
 		each   = 40
@@ -739,9 +755,12 @@ func writeRouteStatus(ctx context.Context, kc client.Client, method string, r *g
 		},
 	}}}
 	switch method {
-	case "put":
+	case "put", "put-unmanaged":
 		w := r.DeepCopy()
 		w.Status.RouteStatus = st
+		if method == "put-unmanaged" {
+			w.ManagedFields = nil
+		}
 		return kc.Status().Update(ctx, w)
 	case "merge", "merge-locked":
 		w := r.DeepCopy()

@@ -94,8 +94,10 @@ type envOptions struct {
 	metricsAddress string
 	// later leaves the controller to be started by env.start.
 	later bool
-	// statusBatch, when set, is the controller's Config.StatusBatch.
-	statusBatch int
+	// apiQPS and apiBurst are the controller's Config.APIQPS and
+	// Config.APIBurst.
+	apiQPS   float32
+	apiBurst int
 	// onChange and nothingSent are the controller's Config.OnChange and
 	// Config.NothingSent.
 	onChange, nothingSent func()
@@ -128,7 +130,7 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 	mgr, rec, err := kubernetes.New(context.Background(), kubernetes.Config{
 		Kube: kubeConfig, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
 		LeaderElection: opts.leaderElectionNamespace != "", LeaderElectionNamespace: opts.leaderElectionNamespace,
-		MetricsAddress: opts.metricsAddress, StatusBatch: opts.statusBatch,
+		MetricsAddress: opts.metricsAddress, APIQPS: opts.apiQPS, APIBurst: opts.apiBurst,
 		OnChange: opts.onChange, NothingSent: opts.nothingSent,
 	})
 	if err != nil {
