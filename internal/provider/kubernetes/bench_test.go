@@ -62,7 +62,10 @@ func BenchmarkThousandRoutes(b *testing.B) {
 		b.StopTimer()
 		alone := thousandAlone(b, routes, setup)
 
-		e := newEnvWith(b, envOptions{profiling: *thousandProfile != ""})
+		// The controller's API client as a user would set it for a cluster
+		// of this size (trellis controller --kube-api-qps 500, bursts of
+		// 1,000), not test/kube's unlimited one; it does not bind here.
+		e := newEnvWith(b, envOptions{profiling: *thousandProfile != "", apiQPS: 500})
 		proxy := e.proxy(b, proxyBind)
 		serveName(b, e, "198.18.63.1:8080", "bench")
 		e.create(b, setup)

@@ -264,19 +264,25 @@ func (r *Reconciler) writeStatus(in *translate.Input, out *translate.Output, onl
 	r.queueWrites(writes)
 }
 
-// queueWrites hands the writes that change something to the statusQueue;
-// a write of an object with one queued or in flight is handed over
-// without comparing.
+// queueWrites hands the writes that change something to the statusQueue,
+// each with a copy of its object (the kept input's objects are overwritten
+// by the next reconcile); a write of an object with one queued or in
+// flight is handed over without comparing.
 func (r *Reconciler) queueWrites(writes []write) {
 	for _, w := range writes {
-		if !r.status.has(w.key) && !w.changes(w.obj.DeepCopyObject().(client.Object)) {
-			// The common case: nothing to write.
-			if w.done != nil {
-				rv := w.obj.GetResourceVersion()
-				w.done(rv, rv)
+		c := w.obj.DeepCopyObject().(client.Object)
+		if !r.status.has(w.key) {
+			if !w.changes(c) {
+				// The common case: nothing to write.
+				if w.done != nil {
+					rv := w.obj.GetResourceVersion()
+					w.done(rv, rv)
+				}
+				continue
 			}
-			continue
+			c = w.obj.DeepCopyObject().(client.Object) // w.changes changed the first
 		}
+		w.obj = c
 		r.status.put(w)
 	}
 }
