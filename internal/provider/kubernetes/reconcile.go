@@ -80,6 +80,8 @@ type Reconciler struct {
 	kept    keptInput
 	// statusAll has the next reconcile compare every route's status.
 	statusAll bool
+	// lastStart is when the last reconcile started (burstSpacing).
+	lastStart time.Time
 	// nothingSent, when set, is called when a reconcile sends nothing
 	// (see Config.OnChange).
 	nothingSent func()
@@ -136,8 +138,28 @@ func (r *Reconciler) Stats() Stats {
 // status writes copy first).
 var unsafeList = client.UnsafeDisableDeepCopy
 
+// burstSpacing is the least time from one reconcile's start to the next
+// while more status writes wait than statusWorkers make at once: while
+// objects arrive in a burst, each reconcile would otherwise send a
+// transaction of a few routes, which the control plane stores and every
+// proxy applies, and queue their statuses behind the ones waiting anyway.
+// The events of the wait are taken by the reconcile that follows it.
+const burstSpacing = 50 * time.Millisecond
+
 // Reconcile implements reconcile.Reconciler.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	if r.status != nil && r.status.pending() > statusWorkers {
+		if wait := burstSpacing - time.Since(r.lastStart); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return reconcile.Result{}, ctx.Err()
+			case <-t.C:
+			}
+		}
+	}
+	r.lastStart = time.Now()
 	changed := r.changes.take()
 	// A reconcile that fails before its status is compared leaves the
 	// next to compare every route's: the changes it took are gone.
