@@ -36,8 +36,10 @@ type write struct {
 	// done, when set, is called once every change holds: the object as
 	// it was at resourceVersion before, with the changes made, is at
 	// after (before when nothing was written). It is not called after a
-	// failure.
-	done func(before, after string)
+	// failure. wrote, when set, is then given the object as the last
+	// write left it (as the apiserver returned it).
+	done  func(before, after string)
+	wrote func(client.Object)
 }
 
 // change is one change to an object.
@@ -422,6 +424,9 @@ func (r *Reconciler) writeOne(ctx context.Context, w write) (int, error) {
 		case err == nil:
 			if w.done != nil {
 				w.done(before, cur.GetResourceVersion())
+			}
+			if w.wrote != nil {
+				w.wrote(cur)
 			}
 			return n, nil
 		case apierrors.IsNotFound(err):

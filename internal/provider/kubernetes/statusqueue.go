@@ -26,7 +26,18 @@ const (
 	// write is tried again, doubling from one to the other.
 	statusRetryFirst = 100 * time.Millisecond
 	statusRetryMost  = 30 * time.Second
+	// writtenKept is how long the queue keeps the object a write left:
+	// longer than the cache takes to catch up.
+	writtenKept = 30 * time.Second
 )
+
+// written is what a write of an object left: the object as the apiserver
+// returned it, and the resourceVersion the write was made at.
+type written struct {
+	before string
+	obj    client.Object
+	at     time.Time
+}
 
 // statusQueue holds the status writes waiting, at most one per object (a
 // newer write of an object replaces the one waiting), oldest first, and
@@ -48,12 +59,13 @@ type statusQueue struct {
 	// waiting, not in order), and notBefore when each may be written.
 	held      map[objectKey]bool
 	notBefore map[objectKey]time.Time
-	// written maps a Gateway's or GatewayClass's resourceVersion before
-	// the queue's last write of it to the one after: a write queued from
-	// a copy the cache has not updated yet is made at the version it
-	// follows, not refused as a conflict. (A write that waited while one
-	// of its object ran is moved to the version that one left.)
-	written map[objectKey][2]string
+	// written holds, for writtenKept, what each object's last write
+	// left: a write made from a copy the cache has not updated yet (it
+	// is at the version that write was made at) starts from the object
+	// that write left instead, rather than being refused as a conflict
+	// and reading the object again. recent orders them by age.
+	written map[objectKey]written
+	recent  []objectKey
 	// failures counts each object's failed writes in a row; retrying
 	// names the retry each failed object waits for (a newer write of the
 	// object cancels it), retries numbers them.
@@ -71,7 +83,7 @@ func newStatusQueue(writeFn func(context.Context, write) (int, error), log *slog
 		running:   map[objectKey]bool{},
 		held:      map[objectKey]bool{},
 		notBefore: map[objectKey]time.Time{},
-		written:   map[objectKey][2]string{},
+		written:   map[objectKey]written{},
 		failures:  map[objectKey]int{},
 		retrying:  map[objectKey]uint64{},
 	}
@@ -181,22 +193,15 @@ func (q *statusQueue) work(ctx context.Context) {
 		}
 		delete(q.waiting, k)
 		q.running[k] = true
-		if v, ok := q.written[k]; ok && w.obj.GetResourceVersion() == v[0] {
-			o := w.obj.DeepCopyObject().(client.Object)
-			o.SetResourceVersion(v[1])
-			w.obj = o
+		if v, ok := q.written[k]; ok && w.obj.GetResourceVersion() == v.before {
+			w.obj = v.obj // writeOne changes copies of it
 		}
 		q.mu.Unlock()
 
 		before := w.obj.GetResourceVersion()
-		after := before
+		var left client.Object
 		run := w
-		run.done = func(b, a string) {
-			after = a
-			if w.done != nil {
-				w.done(b, a)
-			}
-		}
+		run.wrote = func(o client.Object) { left = o }
 		_, err := q.write(ctx, run)
 
 		q.mu.Lock()
@@ -204,16 +209,22 @@ func (q *statusQueue) work(ctx context.Context) {
 		if k.kind == "Gateway" {
 			q.notBefore[k] = time.Now().Add(gatewayStatusInterval)
 		}
-		if err == nil && after != before {
-			if k.kind == "Gateway" || k.kind == "GatewayClass" {
-				q.written[k] = [2]string{before, after}
+		now := time.Now()
+		if err == nil && left != nil && left.GetResourceVersion() != before {
+			q.written[k] = written{before: before, obj: left, at: now}
+			q.recent = append(q.recent, k)
+		}
+		// Forget what writes left writtenKept ago. (A key written again
+		// since is in recent again, later: its first place waits.)
+		for len(q.recent) > 0 {
+			v, ok := q.written[q.recent[0]]
+			if ok && now.Sub(v.at) < writtenKept {
+				break
 			}
-			if next, ok := q.waiting[k]; ok && next.obj.GetResourceVersion() == before {
-				o := next.obj.DeepCopyObject().(client.Object)
-				o.SetResourceVersion(after)
-				next.obj = o
-				q.waiting[k] = next
+			if ok {
+				delete(q.written, q.recent[0])
 			}
+			q.recent = q.recent[1:]
 		}
 		_, newer := q.waiting[k]
 		switch {

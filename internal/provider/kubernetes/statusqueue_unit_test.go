@@ -16,8 +16,8 @@ import (
 )
 
 // fakeWrites records the writes a statusQueue makes: each write's
-// object's name and resourceVersion and its label "v" (which write it is),
-// and makes each a new resourceVersion.
+// object's name and resourceVersion and the label "v" its change sets
+// (which write it is), and makes each a new resourceVersion.
 type fakeWrites struct {
 	mu      sync.Mutex
 	made    []string // name/resourceVersion/v
@@ -44,10 +44,17 @@ func (f *fakeWrites) write(ctx context.Context, w write) (int, error) {
 		f.fail[name]--
 		return 0, errors.New("refused")
 	}
-	f.made = append(f.made, name+"/"+w.obj.GetResourceVersion()+"/"+w.obj.GetLabels()["v"])
+	cur := w.obj.DeepCopyObject().(client.Object)
+	w.changes(cur)
+	f.made = append(f.made, name+"/"+cur.GetResourceVersion()+"/"+cur.GetLabels()["v"])
 	f.rv++
+	after := strconv.Itoa(100 + f.rv)
+	cur.SetResourceVersion(after)
 	if w.done != nil {
-		w.done(w.obj.GetResourceVersion(), strconv.Itoa(100+f.rv))
+		w.done(w.obj.GetResourceVersion(), after)
+	}
+	if w.wrote != nil {
+		w.wrote(cur)
 	}
 	return 1, nil
 }
@@ -65,8 +72,10 @@ func queuedWrite(kind, name, rv, v string) write {
 	}
 	obj.SetName(name)
 	obj.SetResourceVersion(rv)
-	obj.SetLabels(map[string]string{"v": v})
-	return write{key: objectKey{kind, "", name}, obj: obj}
+	return write{key: objectKey{kind, "", name}, obj: obj, steps: []change{{apply: func(o client.Object) bool {
+		o.SetLabels(map[string]string{"v": v})
+		return true
+	}}}}
 }
 
 func startQueue(t *testing.T, f *fakeWrites, workers int) *statusQueue {
