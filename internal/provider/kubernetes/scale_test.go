@@ -66,13 +66,13 @@ func TestOneRouteChangeCostsOneRoute(t *testing.T) {
 }
 
 // TestChangeServedWhileStatusesWait starts a controller whose API client
-// may make 10 requests a second on 60 routes, so that their statuses take
-// it seconds to write, and changes a route's hostname meanwhile: the change
+// may make 10 requests a second on 100 routes, so that their statuses take
+// it 10 s to write, and changes a route's hostname meanwhile: the change
 // is served without waiting for the status writes queued before it, and
 // in the end every route is Accepted at its generation and the Gateway
 // counts every route.
 func TestChangeServedWhileStatusesWait(t *testing.T) {
-	const routes = 60
+	const routes = 100
 	e := newEnvWith(t, envOptions{apiQPS: 10, apiBurst: 10, later: true})
 	e.proxy(t, proxyBind)
 	serveName(t, e, "198.18.65.1:8080", "batch")
