@@ -50,8 +50,9 @@ type statusQueue struct {
 
 	mu   sync.Mutex
 	cond *sync.Cond
-	// order holds the keys waiting to be written; every one of them is
-	// in waiting, none of them is running or held.
+	// order holds the keys waiting to be written, oldest first: each is
+	// in waiting, not running nor held, but for keys dropped since
+	// (work skips them).
 	order   []objectKey
 	waiting map[objectKey]write
 	running map[objectKey]bool
