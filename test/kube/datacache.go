@@ -112,10 +112,15 @@ func (c *Cluster) startControlPlane(t testing.TB, how string) {
 	if how != "" {
 		suffix = "-" + how
 	}
+	apiFlags := apiserverFlags(c.dir)
+	if c.opts.Profiling {
+		// The last of a repeated flag holds.
+		apiFlags = append(apiFlags, "--profiling=true")
+	}
 	// The apiserver retries etcd until it answers, so both start at once.
 	c.running = []*process{
 		c.start(t, "etcd"+suffix, "etcd", etcdFlags(c.dataDir)...),
-		c.start(t, "kube-apiserver"+suffix, "kube-apiserver", apiserverFlags(c.dir)...),
+		c.start(t, "kube-apiserver"+suffix, "kube-apiserver", apiFlags...),
 	}
 	c.waitFor(t, "kube-apiserver /readyz", 2*time.Minute, c.running, func(ctx context.Context) error {
 		return c.get(ctx, Server+"/readyz")

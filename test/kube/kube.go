@@ -69,6 +69,8 @@ type Options struct {
 	// name must say what shapes the data, such as the objects' count and
 	// form.
 	DataCache string
+	// Profiling has the apiserver serve /debug/pprof (APIServerProfile).
+	Profiling bool
 }
 
 // Cluster is a running control plane. Its fields are valid until the test
@@ -283,6 +285,18 @@ func (c *Cluster) startControllerManager(t testing.TB) *process {
 		"--leader-elect=false",
 		"--controllers=*",
 		"--profiling=false")
+}
+
+// Stop kills the cluster's processes before the test ends, as the test's
+// end would: for a benchmark that runs clusters one after the other, so
+// that one's idle work does not load the next.
+func (c *Cluster) Stop(t testing.TB) {
+	t.Helper()
+	for _, p := range c.processes() {
+		if err := p.stop(os.Kill, 10*time.Second); err != nil && p.running() == nil {
+			t.Fatalf("test/kube: %v", err)
+		}
+	}
 }
 
 // Client returns a controller-runtime client for the admin identity, with

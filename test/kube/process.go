@@ -15,6 +15,7 @@ import (
 // output going to a log file.
 type process struct {
 	name    string
+	binary  string
 	logFile string
 	proc    *os.Process
 	exited  chan struct{} // closed when the process has exited
@@ -26,7 +27,7 @@ type process struct {
 // netns.Start, whenever the test binary exits).
 func (c *Cluster) start(t testing.TB, name, binary string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, logFile: filepath.Join(c.dir, name+".log"), exited: make(chan struct{})}
+	p := &process{name: name, binary: binary, logFile: filepath.Join(c.dir, name+".log"), exited: make(chan struct{})}
 	log, err := os.Create(p.logFile)
 	if err != nil {
 		t.Fatalf("test/kube: %s: %v", name, err)

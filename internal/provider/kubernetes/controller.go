@@ -117,10 +117,6 @@ type Config struct {
 	// route: 10,000 routes at 100 a second take 100 s.
 	APIQPS   float32
 	APIBurst int
-	// StatusBatch is the most status writes one reconcile makes before it
-	// ends, leaving the rest to the next, which first sends what changed
-	// meanwhile (default 256; at most 16 are in flight at once).
-	StatusBatch int
 	// OnChange, if set, is called when an event that calls for a
 	// reconcile arrives, and NothingSent when a reconcile found nothing to
 	// send to the control plane: `trellis up` holds the in-process
@@ -288,11 +284,14 @@ func New(ctx context.Context, cfg Config) (manager.Manager, *Reconciler, error) 
 		log:     cfg.Logger,
 		skip:    unserved,
 		view:    &exportView{},
-
-		statusBatch: statusBatch,
 	}
-	if cfg.StatusBatch > 0 {
-		r.statusBatch = cfg.StatusBatch
+	// Statuses are written in the background, by workers that run while
+	// the controller leads.
+	r.status = newStatusQueue(r.writeCounted, cfg.Logger)
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return r.status.run(ctx, statusWorkers)
+	})); err != nil {
+		return nil, nil, fmt.Errorf("controller: %w", err)
 	}
 	if ip := cfg.ClusterSetIP; ip.IsValid() && !ip.IsUnspecified() {
 		r.clusterSetIP = ip.Unmap()

@@ -94,18 +94,22 @@ type envOptions struct {
 	metricsAddress string
 	// later leaves the controller to be started by env.start.
 	later bool
-	// statusBatch, when set, is the controller's Config.StatusBatch.
-	statusBatch int
+	// apiQPS and apiBurst are the controller's Config.APIQPS and
+	// Config.APIBurst.
+	apiQPS   float32
+	apiBurst int
 	// onChange and nothingSent are the controller's Config.OnChange and
 	// Config.NothingSent.
 	onChange, nothingSent func()
 	// dataCache is the cluster's kube.Options.DataCache.
 	dataCache string
+	// profiling is the cluster's kube.Options.Profiling.
+	profiling bool
 }
 
 func newEnvWith(t testing.TB, opts envOptions) *env {
 	t.Helper()
-	c := kube.Start(t, kube.Options{DataCache: opts.dataCache})
+	c := kube.Start(t, kube.Options{DataCache: opts.dataCache, Profiling: opts.profiling})
 	e := &env{Cluster: c, kc: c.Client(t)}
 	kubeConfig := c.Config
 	if opts.identity != nil {
@@ -126,7 +130,7 @@ func newEnvWith(t testing.TB, opts envOptions) *env {
 	mgr, rec, err := kubernetes.New(context.Background(), kubernetes.Config{
 		Kube: kubeConfig, ControlPlane: e.cp, Cluster: cluster, AddressPool: netip.MustParsePrefix(pool), Logger: log,
 		LeaderElection: opts.leaderElectionNamespace != "", LeaderElectionNamespace: opts.leaderElectionNamespace,
-		MetricsAddress: opts.metricsAddress, StatusBatch: opts.statusBatch,
+		MetricsAddress: opts.metricsAddress, APIQPS: opts.apiQPS, APIBurst: opts.apiBurst,
 		OnChange: opts.onChange, NothingSent: opts.nothingSent,
 	})
 	if err != nil {
@@ -233,12 +237,13 @@ func readControlPlane(t testing.TB, cp *tclient.Client) *model.Objects {
 }
 
 // proxy runs `trellis proxy` inside the namespace, bound to bind, following
-// the test's control plane.
-func (e *env) proxy(t testing.TB, bind string) {
+// the test's control plane, and returns its process.
+func (e *env) proxy(t testing.TB, bind string) *os.Process {
 	t.Helper()
 	cmd := exec.Command(trellisBin, "proxy", "--server", e.apiURL, "--cluster", cluster, "--bind", bind, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "TRELLIS_TOKEN="+token)
 	start(t, e.Cluster, cmd)
+	return cmd.Process
 }
 
 // serveControlPlane runs a control plane over a bolt store inside c's

@@ -55,12 +55,14 @@ type Reconciler struct {
 	// object's stored form, by store key; nil until seeded from the
 	// server.
 	sent map[string]digest
-	// statusBatch is the most status writes a reconcile makes.
-	statusBatch int
+	// status writes the statuses that differ in the background.
+	status *statusQueue
 	// routes records, by route, the status and annotation last found
 	// right or written, so that a reconcile compares only routes whose
-	// status may have changed.
-	routes map[objectKey]routeSeen
+	// status may have changed; statusMu guards it (the status writes
+	// update it).
+	statusMu sync.Mutex
+	routes   map[objectKey]routeSeen
 	// versions are the versions the translator is given of the objects
 	// whose status the controller writes (steady).
 	versions map[objectKey]steadyVersion
@@ -76,11 +78,10 @@ type Reconciler struct {
 	// cluster's objects.
 	changes changeSet
 	kept    keptInput
-	// statusPending are the routes whose status a reconcile found to
-	// differ and has not written yet (left to the next batch, or failed);
 	// statusAll has the next reconcile compare every route's status.
-	statusPending map[objectKey]bool
-	statusAll     bool
+	statusAll bool
+	// lastStart is when the last reconcile started (burstSpacing).
+	lastStart time.Time
 	// tgpStatus is the TargetGroupPolicies' status writer's (tgpstatus.go).
 	tgpStatus tgpStatusState
 	// nothingSent, when set, is called when a reconcile sends nothing
@@ -115,13 +116,23 @@ type Stats struct {
 	// with the status they should have: those whose status may have
 	// changed since it was last written or found right.
 	StatusChecked int
+	// StatusConflicts counts status and annotation writes the apiserver
+	// refused as conflicts (each then read the object again).
+	StatusConflicts int
+	// StatusQueued is how many objects' status writes are waiting or in
+	// flight now.
+	StatusQueued int
 }
 
 // Stats returns a copy of the current statistics.
 func (r *Reconciler) Stats() Stats {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.stats
+	st := r.stats
+	r.mu.Unlock()
+	if r.status != nil {
+		st.StatusQueued = r.status.pending()
+	}
+	return st
 }
 
 // unsafeList lists from the informer cache without copying: the objects are
@@ -129,8 +140,28 @@ func (r *Reconciler) Stats() Stats {
 // status writes copy first).
 var unsafeList = client.UnsafeDisableDeepCopy
 
+// burstSpacing is the least time from one reconcile's start to the next
+// while more status writes wait than statusWorkers make at once: while
+// objects arrive in a burst, each reconcile would otherwise send a
+// transaction of a few routes, which the control plane stores and every
+// proxy applies, and queue their statuses behind the ones waiting anyway.
+// The events of the wait are taken by the reconcile that follows it.
+const burstSpacing = 50 * time.Millisecond
+
 // Reconcile implements reconcile.Reconciler.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	if r.status != nil && r.status.pending() > statusWorkers {
+		if wait := burstSpacing - time.Since(r.lastStart); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return reconcile.Result{}, ctx.Err()
+			case <-t.C:
+			}
+		}
+	}
+	r.lastStart = time.Now()
 	changed := r.changes.take()
 	// A reconcile that fails before its status is compared leaves the
 	// next to compare every route's: the changes it took are gone.
@@ -208,9 +239,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	failed = false
 	r.own = own
 	r.translator.Acknowledge()
-	more, err := r.writeStatus(ctx, in, out, r.statusRoutes(changed, out, relisted))
+	r.writeStatus(in, out, r.statusRoutes(changed, out, relisted))
 	if !r.skip["ServiceExport"] {
-		err = errors.Join(err, r.writeMCS(ctx, in, exports, imports.Items))
+		err = r.writeMCS(ctx, in, exports, imports.Items)
 	}
 	r.mu.Lock()
 	r.stats.Reconciles++
@@ -222,10 +253,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		r.stats.Revision = rev
 	}
 	r.mu.Unlock()
-	if more && err == nil {
-		// The statuses left over, after a send of what changed meanwhile.
-		return reconcile.Result{RequeueAfter: time.Millisecond}, nil
-	}
 	return reconcile.Result{}, err
 }
 

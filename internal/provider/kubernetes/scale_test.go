@@ -65,21 +65,54 @@ func TestOneRouteChangeCostsOneRoute(t *testing.T) {
 	}
 }
 
-// TestStatusWritesInBatches has a controller that writes at most 8 statuses
-// a reconcile create 40 routes at once: every route is Accepted all the
-// same, over several reconciles.
-func TestStatusWritesInBatches(t *testing.T) {
-	const routes = 40
-	e := newEnvWith(t, envOptions{statusBatch: 8, later: true})
+// TestChangeServedWhileStatusesWait starts a controller whose API client
+// may make 10 requests a second on 100 routes, so that their statuses take
+// it 10 s to write, and changes a route's hostname meanwhile: the change
+// is served without waiting for the status writes queued before it, and
+// in the end every route is Accepted at its generation and the Gateway
+// counts every route.
+func TestChangeServedWhileStatusesWait(t *testing.T) {
+	const routes = 100
+	e := newEnvWith(t, envOptions{apiQPS: 10, apiBurst: 10, later: true})
+	e.proxy(t, proxyBind)
+	serveName(t, e, "198.18.65.1:8080", "batch")
 	e.create(t, classes+edgeGateway("batch")+backend("batch", "web", "198.18.65.1")+webRoutes("batch", routes))
 	e.start()
-	testsync.Eventually(t, 60*time.Second, "every route Accepted", func() error {
-		return routesAccepted(context.Background(), e.kc, "batch", -1)
-	})
-	// 40 routes and the Gateway, 8 writes a reconcile.
-	if st := e.rec.Stats(); st.Reconciles < 5 || st.StatusWrites < routes {
-		t.Errorf("%d reconciles made %d status writes; want at least 5 reconciles and %d writes", st.Reconciles, st.StatusWrites, routes)
+	url := e.gatewayURL(t, "batch", "web")
+	hc := e.NS.HTTPClient(5 * time.Second)
+	testsync.Eventually(t, 30*time.Second, "the routes served", serves(hc, url, "r-0.batch.example", "batch"))
+
+	route := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "batch", Name: "r-7"}}
+	update(t, e.kc, route, func(r *gatewayv1.HTTPRoute) { r.Spec.Hostnames = []gatewayv1.Hostname{"r-7-new.batch.example"} })
+	testsync.Eventually(t, 30*time.Second, "the new hostname served", serves(hc, url, "r-7-new.batch.example", "batch"))
+	if st := e.rec.Stats(); st.StatusWrites >= routes {
+		t.Errorf("the change was served after %d status writes; want it served before the %d routes' statuses were all written", st.StatusWrites, routes)
 	}
+
+	testsync.Eventually(t, 60*time.Second, "every route Accepted", func() error {
+		return routesAccepted(context.Background(), e.kc, "batch", routes)
+	})
+	if err := e.kc.Get(context.Background(), client.ObjectKeyFromObject(route), route); err != nil {
+		t.Fatal(err)
+	}
+	if route.Generation != 2 {
+		t.Errorf("route r-7 is at generation %d; want 2", route.Generation)
+	}
+	testsync.Eventually(t, 30*time.Second, "the Gateway counts every route", func() error {
+		gw := &gatewayv1.Gateway{}
+		if err := e.kc.Get(context.Background(), client.ObjectKey{Namespace: "batch", Name: "web"}, gw); err != nil {
+			return err
+		}
+		for _, l := range gw.Status.Listeners {
+			if l.AttachedRoutes != routes {
+				return fmt.Errorf("listener %s: %d attached routes, want %d", l.Name, l.AttachedRoutes, routes)
+			}
+		}
+		if len(gw.Status.Listeners) == 0 {
+			return fmt.Errorf("no listener status")
+		}
+		return nil
+	})
 }
 
 // webRoutes is n HTTPRoutes of namespace ns, r-0 to r-<n-1>, each for
@@ -101,16 +134,25 @@ func routesAccepted(ctx context.Context, kc client.Client, ns string, want int) 
 	if err := kc.List(ctx, &list, client.InNamespace(ns)); err != nil {
 		return err
 	}
-	for _, r := range list.Items {
-		if len(r.Status.Parents) != 1 {
-			return fmt.Errorf("%s: %d parents in status", r.Name, len(r.Status.Parents))
-		}
-		if err := hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation); err != nil {
-			return fmt.Errorf("%s: %w", r.Name, err)
+	for i := range list.Items {
+		if err := routeAccepted(&list.Items[i]); err != nil {
+			return err
 		}
 	}
 	if want >= 0 && len(list.Items) != want {
 		return fmt.Errorf("%d routes, want %d", len(list.Items), want)
+	}
+	return nil
+}
+
+// routeAccepted checks that r has one parent in its status, Accepted at
+// r's generation.
+func routeAccepted(r *gatewayv1.HTTPRoute) error {
+	if len(r.Status.Parents) != 1 {
+		return fmt.Errorf("%s: %d parents in status", r.Name, len(r.Status.Parents))
+	}
+	if err := hasCondition(r.Status.Parents[0].Conditions, "Accepted", True, "Accepted", r.Generation); err != nil {
+		return fmt.Errorf("%s: %w", r.Name, err)
 	}
 	return nil
 }

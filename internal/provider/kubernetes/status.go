@@ -26,22 +26,20 @@ import (
 // reconcile of a large cluster writes every route.
 const statusWorkers = 16
 
-// statusBatch is how many status writes a reconcile makes, by default,
-// before it ends and lets the next one send what changed meanwhile: at
-// 10,000 routes a first reconcile's writes take the apiserver a minute,
-// which a change made then would otherwise wait out.
-const statusBatch = 256
-
 // write is the pending changes to one object, made in order, each on what
 // the one before wrote.
 type write struct {
+	// key names obj (its kind too), for the statusQueue.
+	key   objectKey
 	obj   client.Object
 	steps []change
 	// done, when set, is called once every change holds: the object as
 	// it was at resourceVersion before, with the changes made, is at
 	// after (before when nothing was written). It is not called after a
-	// failure.
-	done func(before, after string)
+	// failure. wrote, when set, is then given the object as the last
+	// write left it (as the apiserver returned it).
+	done  func(before, after string)
+	wrote func(client.Object)
 }
 
 // change is one change to an object.
@@ -79,15 +77,16 @@ func (s routeSeen) unchanged(rv string, st *translate.RouteStatus, domains strin
 	return st == nil || reflect.DeepEqual(*st, s.st)
 }
 
-// writeStatus writes the translator's status into every object whose
-// status differs from it, and the annotations and finalizers that go with
-// it. Routes, which can be many, are compared only when their status may
-// have changed: the route changed since its status was last found right or
-// written, or what the translator says of it did. only, when not nil,
-// names the routes to compare (statusRoutes); nil compares every route of
-// in. It makes at most r.statusBatch writes; more is true when it left
-// some for the next reconcile.
-func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *translate.Output, only map[objectKey]bool) (more bool, err error) {
+// writeStatus queues a write of the translator's status into every object
+// whose status differs from it, and of the annotations and finalizers that
+// go with it, for the statusQueue to make in the background. Routes, which
+// can be many, are compared only when their status may have changed: the
+// route changed since its status was last found right or written, or what
+// the translator says of it did. only, when not nil, names the routes to
+// compare (statusRoutes); nil compares every route of in. An object with a
+// write queued or in flight is not compared: its newest write replaces the
+// one waiting, or follows the one in flight.
+func (r *Reconciler) writeStatus(in *translate.Input, out *translate.Output, only map[objectKey]bool) {
 	now := metav1.Now()
 	var writes []write
 
@@ -104,7 +103,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		}
 		gc := &in.GatewayClasses[i]
 		used := classUsed[gc.Name]
-		writes = append(writes, write{obj: r.ownVersion("GatewayClass", gc), steps: []change{{status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{key: objectKey{"GatewayClass", "", gc.Name}, obj: r.ownVersion("GatewayClass", gc), steps: []change{{status: true, apply: func(o client.Object) bool {
 			c := o.(*gatewayv1.GatewayClass)
 			want := gatewayv1.GatewayClassStatus{
 				Conditions:        conditions(st.Conditions, c.Status.Conditions, c.Generation, now),
@@ -130,7 +129,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		if i < 0 {
 			continue
 		}
-		writes = append(writes, write{obj: r.ownVersion("Gateway", &in.Gateways[i]), steps: []change{{status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{key: objectKey{"Gateway", st.Namespace, st.Name}, obj: r.ownVersion("Gateway", &in.Gateways[i]), steps: []change{{status: true, apply: func(o client.Object) bool {
 			gw := o.(*gatewayv1.Gateway)
 			want := gatewayv1.GatewayStatus{
 				Addresses:  st.Addresses,
@@ -164,35 +163,39 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		}
 		return &out.Status.Routes[i]
 	}
+	// r.routes is shared with the writes' done, which the statusQueue's
+	// workers call.
+	r.statusMu.Lock()
 	if r.routes == nil {
 		r.routes = map[objectKey]routeSeen{}
 	}
-	if r.statusPending == nil {
-		r.statusPending = map[objectKey]bool{}
-	}
-	var (
-		seenMu  sync.Mutex
-		present int // routes of the input that r.routes holds
-	)
+	present := 0 // routes of the input that r.routes holds
 	addRoute := func(kind string, route client.Object, status func(client.Object) *gatewayv1.RouteStatus) {
 		k := objectKey{kind, route.GetNamespace(), route.GetName()}
 		st := routeStatusOf(k)
 		domains := ""
 		if st != nil {
 			domains = strings.Join(st.DNSNames, ",")
+			// The translator's lists are its own until its next call, and
+			// the write may run after that. (It replaces their slices, it
+			// does not change them in place.)
+			c := *st
+			st = &c
 		}
+		// A write waiting or in flight may write another status than the
+		// one last seen: this one must follow it.
+		queued := r.status.has(k)
 		seen, ok := r.routes[k]
 		if ok {
 			present++
-			if seen.unchanged(r.ownResourceVersion(kind, route), st, domains) {
+			if !queued && seen.unchanged(r.ownResourceVersion(kind, route), st, domains) {
 				return
 			}
 		}
-		if st == nil && !hasOurParents(status(route).Parents) && route.GetAnnotations()[AssignedDomainNameAnnotation] == "" {
+		if !queued && st == nil && !hasOurParents(status(route).Parents) && route.GetAnnotations()[AssignedDomainNameAnnotation] == "" {
 			return // never ours
 		}
-		r.statusPending[k] = true
-		writes = append(writes, write{obj: r.ownVersion(kind, route), steps: []change{{status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{key: k, obj: r.ownVersion(kind, route), steps: []change{{status: true, apply: func(o client.Object) bool {
 			have := status(o)
 			return setIfDifferent(have, routeStatus(st, *have, o.GetGeneration(), now))
 		}}, {apply: func(o client.Object) bool {
@@ -202,10 +205,9 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 			if st != nil {
 				seen.st, seen.ours = *st, true
 			}
-			seenMu.Lock()
+			r.statusMu.Lock()
 			r.routes[k] = seen
-			delete(r.statusPending, k)
-			seenMu.Unlock()
+			r.statusMu.Unlock()
 		}})
 	}
 	httpStatus := func(o client.Object) *gatewayv1.RouteStatus { return &o.(*gatewayv1.HTTPRoute).Status.RouteStatus }
@@ -222,7 +224,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 			switch {
 			case !ok:
 				delete(r.routes, k) // gone
-				delete(r.statusPending, k)
+				r.status.drop(k)
 			case k.kind == "HTTPRoute":
 				addRoute(k.kind, &in.HTTPRoutes[i], httpStatus)
 			case k.kind == "GRPCRoute":
@@ -241,19 +243,19 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 		for i := range in.TLSRoutes {
 			addRoute("TLSRoute", &in.TLSRoutes[i], tlsStatus)
 		}
-		if len(r.routes) > present || len(r.statusPending) > 0 {
+		if len(r.routes) > present {
 			live := liveObjects(in)
 			maps.DeleteFunc(r.routes, func(k objectKey, _ routeSeen) bool { return !live[k] })
-			maps.DeleteFunc(r.statusPending, func(k objectKey, _ bool) bool { return !live[k] })
 		}
 	}
+	r.statusMu.Unlock()
 	checked := len(writes) - others
 	for _, st := range out.Status.Policies {
 		i := slices.IndexFunc(in.AuthPolicies, func(p v1alpha1.AuthPolicy) bool { return p.Namespace == st.Namespace && p.Name == st.Name })
 		if i < 0 {
 			continue
 		}
-		writes = append(writes, write{obj: &in.AuthPolicies[i], steps: []change{{status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{key: objectKey{"AuthPolicy", st.Namespace, st.Name}, obj: &in.AuthPolicies[i], steps: []change{{status: true, apply: func(o client.Object) bool {
 			p := o.(*v1alpha1.AuthPolicy)
 			return setIfDifferent(&p.Status, policyStatus(st, p.Status, p.Generation, now))
 		}}}})
@@ -262,24 +264,51 @@ func (r *Reconciler) writeStatus(ctx context.Context, in *translate.Input, out *
 	r.mu.Lock()
 	r.stats.StatusChecked = checked
 	r.mu.Unlock()
-	_, more, err = r.runWrites(ctx, writes, r.statusBatch)
-	return more, err
+	r.queueWrites(writes)
+}
+
+// queueWrites hands the writes that change something to the statusQueue,
+// each with a copy of its object (the kept input's objects are overwritten
+// by the next reconcile); a write of an object with one queued or in
+// flight is handed over without comparing.
+func (r *Reconciler) queueWrites(writes []write) {
+	for _, w := range writes {
+		c := w.obj.DeepCopyObject().(client.Object)
+		if !r.status.has(w.key) {
+			if !w.changes(c) {
+				// The common case: nothing to write.
+				if w.done != nil {
+					rv := w.obj.GetResourceVersion()
+					w.done(rv, rv)
+				}
+				continue
+			}
+			c = w.obj.DeepCopyObject().(client.Object) // w.changes changed the first
+		}
+		w.obj = c
+		r.status.put(w)
+	}
+}
+
+// writeCounted makes w (writeOne) and counts its requests in the stats.
+func (r *Reconciler) writeCounted(ctx context.Context, w write) (int, error) {
+	n, err := r.writeOne(ctx, w)
+	r.countWrites(n)
+	return n, err
 }
 
 // statusRoutes names the routes whose status this reconcile compares (see
 // writeStatus): nil, every route, after the kept input was listed whole,
 // after a translation of everything, or after a failure; otherwise the
-// routes the events named (changed), those the translator translated
-// again, and those whose status is still to be written.
+// routes the events named (changed) and those the translator translated
+// again. (A route whose write failed is not among them: the statusQueue
+// tries it again itself.)
 func (r *Reconciler) statusRoutes(changed map[objectKey]bool, out *translate.Output, relisted bool) map[objectKey]bool {
 	if relisted || r.statusAll || out.Changed == nil {
 		r.statusAll = false
 		return nil
 	}
-	only := maps.Clone(r.statusPending)
-	if only == nil {
-		only = map[objectKey]bool{}
-	}
+	only := map[objectKey]bool{}
 	for k := range changed {
 		switch k.kind {
 		case "HTTPRoute", "GRPCRoute", "TLSRoute":
@@ -397,12 +426,18 @@ func (r *Reconciler) writeOne(ctx context.Context, w write) (int, error) {
 			if w.done != nil {
 				w.done(before, cur.GetResourceVersion())
 			}
+			if w.wrote != nil {
+				w.wrote(cur)
+			}
 			return n, nil
 		case apierrors.IsNotFound(err):
 			return n, nil // deleted meanwhile; its status is moot
 		case !apierrors.IsConflict(err) || attempt == 4:
 			return n, fmt.Errorf("updating %T %s/%s: %w", cur, cur.GetNamespace(), cur.GetName(), err)
 		}
+		r.mu.Lock()
+		r.stats.StatusConflicts++
+		r.mu.Unlock()
 		fresh := obj.DeepCopyObject().(client.Object)
 		if err := r.reader.Get(ctx, client.ObjectKeyFromObject(obj), fresh); err != nil {
 			if apierrors.IsNotFound(err) {

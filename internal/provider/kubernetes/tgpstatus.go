@@ -82,7 +82,7 @@ func (r *Reconciler) targetGroupPolicyWrites(in *translate.Input, out *translate
 			continue
 		}
 		s.pending[key] = true
-		writes = append(writes, write{obj: &in.TargetGroupPolicies[i], steps: []change{{status: true, apply: func(o client.Object) bool {
+		writes = append(writes, write{key: objectKey{"TargetGroupPolicy", key.Namespace, key.Name}, obj: &in.TargetGroupPolicies[i], steps: []change{{status: true, apply: func(o client.Object) bool {
 			p := o.(*v1alpha1.TargetGroupPolicy)
 			return setIfDifferent(&p.Status, policyStatus(st, p.Status, p.Generation, now))
 		}}}, done: func(_, _ string) {
