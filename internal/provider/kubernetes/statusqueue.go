@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -207,10 +208,13 @@ func (q *statusQueue) work(ctx context.Context) {
 
 		q.mu.Lock()
 		delete(q.running, k)
-		if k.kind == "Gateway" {
-			q.notBefore[k] = time.Now().Add(gatewayStatusInterval)
-		}
 		now := time.Now()
+		if k.kind == "Gateway" {
+			// Entries whose time has passed say nothing: forgotten here,
+			// so that Gateways deleted since leave none behind.
+			maps.DeleteFunc(q.notBefore, func(g objectKey, t time.Time) bool { return !t.After(now) && !q.held[g] })
+			q.notBefore[k] = now.Add(gatewayStatusInterval)
+		}
 		if err == nil && left != nil && left.GetResourceVersion() != before {
 			q.written[k] = written{before: before, obj: left, at: now}
 			q.recent = append(q.recent, k)

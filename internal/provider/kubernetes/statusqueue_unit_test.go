@@ -181,6 +181,22 @@ func TestStatusQueue(t *testing.T) {
 			t.Errorf("the last write %q; want the 20th, at the version the one before left", last)
 		}
 	})
+	t.Run("a Gateway's spacing is forgotten once it has passed", func(t *testing.T) {
+		f := &fakeWrites{}
+		q := startQueue(t, f, 2)
+		for i := range 5 {
+			q.put(queuedWrite("Gateway", "gw-"+strconv.Itoa(i), "1", "0"))
+		}
+		testsync.WaitFor(t, 5*time.Second, "written", func() bool { return q.pending() == 0 })
+		time.Sleep(gatewayStatusInterval + 50*time.Millisecond)
+		q.put(queuedWrite("Gateway", "last", "1", "0"))
+		testsync.WaitFor(t, 5*time.Second, "written", func() bool { return q.pending() == 0 })
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if _, ok := q.notBefore[objectKey{"Gateway", "", "last"}]; len(q.notBefore) != 1 || !ok {
+			t.Errorf("spacing kept for %v; want the last Gateway's alone (deleted Gateways must leave nothing)", q.notBefore)
+		}
+	})
 }
 
 // hasWaiting reports whether a write of the HTTPRoute name is waiting.
