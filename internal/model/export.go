@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -194,15 +195,5 @@ func validateHostnames(f *fieldErrs, e *ServiceExport) {
 // and port names are: at most 63 lower-case alphanumerics or '-', starting
 // and ending alphanumeric.
 func ValidLabel(s string) bool {
-	if s == "" || len(s) > 63 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-		if !alnum && (c != '-' || i == 0 || i == len(s)-1) {
-			return false
-		}
-	}
-	return true
+	return len(s) <= 63 && !strings.Contains(s, ".") && ValidName(s)
 }

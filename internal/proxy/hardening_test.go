@@ -60,38 +60,14 @@ func TestSlowHeadersCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	start := time.Now()
-	closed := make(chan time.Duration, 1)
-	go func() {
-		io.Copy(io.Discard, conn) // returns when the proxy closes the connection
-		closed <- time.Since(start)
-	}()
+	c := newClient(t)
 	// 100 bytes at 50 ms each would take 5 s.
 	slow := "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 70) + "\r\n"
-	sent := 0
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	c := newClient(t)
-	var cutAfter time.Duration
-loop:
-	for ; sent < len(slow); sent++ {
-		select {
-		case cutAfter = <-closed:
-			break loop
-		case <-tick.C:
+	cutAfter, sent := sendSlowly(t, conn, slow, "slow client", func() {
+		if r := c.get(addr, "x", "/"); r.body != "a" {
+			t.Errorf("another client during the slow one: %d %q", r.status, r.body)
 		}
-		if _, err := conn.Write([]byte{slow[sent]}); err != nil {
-			break
-		}
-		if sent == 2 {
-			if r := c.get(addr, "x", "/"); r.body != "a" {
-				t.Errorf("another client during the slow one: %d %q", r.status, r.body)
-			}
-		}
-	}
-	if cutAfter == 0 {
-		cutAfter = testsync.Receive(t, closed, 5*time.Second, fmt.Sprintf("the proxy closing the slow client after %d of %d bytes sent", sent, len(slow)))
-	}
+	})
 	// The proxy's clock starts when it accepts, a little before ours.
 	if cutAfter < timeout/2 || cutAfter > timeout+2*time.Second {
 		t.Errorf("slow client cut off after %v, want about %v", cutAfter, timeout)
@@ -100,6 +76,41 @@ loop:
 	if sent >= len(slow) {
 		t.Error("the slow client sent its whole header")
 	}
+}
+
+// sendSlowly writes head to conn a byte at a time, one every 50 ms, until
+// the proxy closes conn (what names the client in failures), and calls
+// meanwhile once, after the third byte, while the proxy holds the slow
+// client. It returns how long after its start the proxy closed conn and how
+// many bytes were written by then.
+func sendSlowly(t *testing.T, conn net.Conn, head, what string, meanwhile func()) (cutAfter time.Duration, sent int) {
+	t.Helper()
+	start := time.Now()
+	closed := make(chan time.Duration, 1)
+	go func() {
+		io.Copy(io.Discard, conn) // returns when the proxy closes the connection
+		closed <- time.Since(start)
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+loop:
+	for ; sent < len(head); sent++ {
+		select {
+		case cutAfter = <-closed:
+			break loop
+		case <-tick.C:
+		}
+		if _, err := conn.Write([]byte{head[sent]}); err != nil {
+			break
+		}
+		if sent == 2 {
+			meanwhile()
+		}
+	}
+	if cutAfter == 0 {
+		cutAfter = testsync.Receive(t, closed, 5*time.Second, fmt.Sprintf("the proxy closing the %s after %d of %d bytes sent", what, sent, len(head)))
+	}
+	return cutAfter, sent
 }
 
 func TestListenerTimeouts(t *testing.T) {

@@ -220,36 +220,12 @@ func TestTLSTinyRecordsSlowHeadCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	start := time.Now()
-	closed := make(chan time.Duration, 1)
-	go func() {
-		io.Copy(io.Discard, conn) // returns when the proxy closes the connection
-		closed <- time.Since(start)
-	}()
 	// 100 records of one byte at 50 ms each would take 5 s.
 	slow := "GET / HTTP/1.1\r\nHost: shop.example.com\r\nX-Slow: " + strings.Repeat("a", 55) + "\r\n"
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var cutAfter time.Duration
-	sent := 0
-loop:
-	for ; sent < len(slow); sent++ {
-		select {
-		case cutAfter = <-closed:
-			break loop
-		case <-tick.C:
-		}
-		if _, err := conn.Write([]byte{slow[sent]}); err != nil {
-			break
-		}
-		if sent == 2 {
-			// Answered 200, or the test fails.
-			tlsRequest(t, addr, cfg, "GET / HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n")
-		}
-	}
-	if cutAfter == 0 {
-		cutAfter = testsync.Receive(t, closed, 5*time.Second, fmt.Sprintf("the proxy closing the slow TLS client after %d of %d records", sent, len(slow)))
-	}
+	cutAfter, sent := sendSlowly(t, conn, slow, "slow TLS client", func() {
+		// Answered 200, or the test fails.
+		tlsRequest(t, addr, cfg, "GET / HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n")
+	})
 	// The head's clock starts at its first byte, a little after ours.
 	if cutAfter < timeout/2 || cutAfter > timeout+2*time.Second {
 		t.Errorf("slow TLS client cut off after %v, want about %v", cutAfter, timeout)
