@@ -33,7 +33,9 @@ const (
 )
 
 // written is what a write of an object left: the object as the apiserver
-// returned it, and the resourceVersion the write was made at.
+// returned it, and the resourceVersion of the copy the write was made from
+// (the cache's, which the write may have replaced by what the write before
+// it left).
 type written struct {
 	before string
 	obj    client.Object
@@ -195,7 +197,11 @@ func (q *statusQueue) work(ctx context.Context) {
 		}
 		delete(q.waiting, k)
 		q.running[k] = true
-		if v, ok := q.written[k]; ok && w.obj.GetResourceVersion() == v.before {
+		// base is the version of the copy the write was made from; a
+		// chain of writes from one stale copy (the cache behind all of
+		// them) each starts from what the one before left.
+		base := w.obj.GetResourceVersion()
+		if v, ok := q.written[k]; ok && base == v.before {
 			w.obj = v.obj // writeOne changes copies of it
 		}
 		q.mu.Unlock()
@@ -216,7 +222,7 @@ func (q *statusQueue) work(ctx context.Context) {
 			q.notBefore[k] = now.Add(gatewayStatusInterval)
 		}
 		if err == nil && left != nil && left.GetResourceVersion() != before {
-			q.written[k] = written{before: before, obj: left, at: now}
+			q.written[k] = written{before: base, obj: left, at: now}
 			q.recent = append(q.recent, k)
 		}
 		// Forget what writes left writtenKept ago. (A key written again

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -135,6 +136,21 @@ func TestStatusQueue(t *testing.T) {
 		}
 		if f.most != 1 {
 			t.Errorf("%d writes of one object ran at once", f.most)
+		}
+	})
+
+	t.Run("writes from one stale copy each start where the last left", func(t *testing.T) {
+		f := &fakeWrites{}
+		q := startQueue(t, f, 2)
+		for v := range 4 {
+			// The cache never catches up: every write is made from the
+			// copy at 1.
+			q.put(queuedWrite("HTTPRoute", "a", "1", strconv.Itoa(v)))
+			testsync.WaitFor(t, 5*time.Second, "written", func() bool { return q.pending() == 0 })
+		}
+		want := []string{"a/1/0", "a/101/1", "a/102/2", "a/103/3"}
+		if got := f.writes(); !slices.Equal(got, want) {
+			t.Errorf("writes %q; want %q", got, want)
 		}
 	})
 
