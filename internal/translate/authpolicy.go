@@ -216,9 +216,28 @@ func ancestor(kind, namespace, name string) gatewayv1.ParentReference {
 // place.
 func (t *translator) authDocument(p *v1alpha1.AuthPolicy, src model.SourceRef) (json.RawMessage, string) {
 	doc := json.RawMessage(p.Spec.Policy.Raw)
+	// An Incremental parses a policy's document again only when the
+	// policy changed (an object of one resourceVersion has one content).
+	var x *Incremental
+	k := objectKey{kindAuthPolicy, p.Namespace, p.Name}
+	if t.inc != nil && p.ResourceVersion != "" {
+		x = t.inc.x
+		if x.authParsed[k] == p.ResourceVersion {
+			return doc, ""
+		}
+	}
 	_, err := auth.Parse(doc)
 	if err == nil {
+		if x != nil {
+			if x.authParsed == nil {
+				x.authParsed = map[objectKey]string{}
+			}
+			x.authParsed[k] = p.ResourceVersion
+		}
 		return doc, ""
+	}
+	if x != nil {
+		delete(x.authParsed, k)
 	}
 	var errs auth.Errors
 	if !errors.As(err, &errs) {

@@ -61,6 +61,9 @@ type Incremental struct {
 	// authStatuses are the AuthPolicies' statuses of the last output, in
 	// name order.
 	authStatuses []PolicyStatus
+	// authParsed are the AuthPolicies whose document parsed, by the
+	// resourceVersion it parsed at.
+	authParsed map[objectKey]string
 	// tgpTargets are the Services each TargetGroupPolicy of the last Input
 	// targets, and tgpTargeted how many policies target each.
 	tgpTargets  map[objectKey][]dep
@@ -285,6 +288,14 @@ func (x *Incremental) Translate(in *Input) *Output {
 		out.RetranslatedPolicies = append(c.tgpRemade, x.authRemade(out.Status.Policies)...)
 	}
 	x.authStatuses = out.Status.Policies
+	if len(x.authParsed) > len(in.AuthPolicies) {
+		// Some are gone.
+		live := make(map[objectKey]bool, len(in.AuthPolicies))
+		for i := range in.AuthPolicies {
+			live[objectKey{kindAuthPolicy, in.AuthPolicies[i].Namespace, in.AuthPolicies[i].Name}] = true
+		}
+		maps.DeleteFunc(x.authParsed, func(k objectKey, _ string) bool { return !live[k] })
+	}
 	return out
 }
 

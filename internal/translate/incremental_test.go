@@ -735,6 +735,13 @@ func TestIncrementalAuthPolicyStatus(t *testing.T) {
 	if got := reason("p-9"); got != "Invalid" {
 		t.Errorf("p-9 is %s, want Invalid", got)
 	}
+	policy(9, "3", func(p *v1alpha1.AuthPolicy) {
+		p.Spec.Policy.Raw = []byte(`{"Statement":[{"Effect":"Deny","Principal":"*","Action":"*","Resource":"*"}]}`)
+	})
+	step("the document fixed", "p-9")
+	if got := reason("p-9"); got != "Accepted" {
+		t.Errorf("p-9 is %s, want Accepted", got)
+	}
 	in.AuthPolicies = slices.Delete(in.AuthPolicies, 7, 8)
 	step("the retargeted policy deleted", "p-8")
 	route(3, "3", func(r *gatewayv1.HTTPRoute) { r.Spec.ParentRefs[0].Name = "web" })
