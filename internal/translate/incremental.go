@@ -3,6 +3,7 @@ package translate
 import (
 	"cmp"
 	"maps"
+	"reflect"
 	"slices"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -57,6 +58,12 @@ type Incremental struct {
 	workloads *record
 	// authed are the services that had an auth policy in the last output.
 	authed map[string]bool
+	// authStatuses are the AuthPolicies' statuses of the last output, in
+	// name order.
+	authStatuses []PolicyStatus
+	// authParsed are the AuthPolicies whose document parsed, by the
+	// resourceVersion it parsed at.
+	authParsed map[objectKey]string
 	// tgpTargets are the Services each TargetGroupPolicy of the last Input
 	// targets, and tgpTargeted how many policies target each.
 	tgpTargets  map[objectKey][]dep
@@ -278,9 +285,45 @@ func (x *Incremental) Translate(in *Input) *Output {
 	if !x.all {
 		out.Changed = maps.Clone(x.changed)
 		out.Retranslated = c.translated
-		out.RetranslatedPolicies = c.tgpRemade
+		out.RetranslatedPolicies = append(c.tgpRemade, x.authRemade(out.Status.Policies)...)
+	}
+	x.authStatuses = out.Status.Policies
+	if len(x.authParsed) > len(in.AuthPolicies) {
+		// Some are gone.
+		live := make(map[objectKey]bool, len(in.AuthPolicies))
+		for i := range in.AuthPolicies {
+			live[objectKey{kindAuthPolicy, in.AuthPolicies[i].Namespace, in.AuthPolicies[i].Name}] = true
+		}
+		maps.DeleteFunc(x.authParsed, func(k objectKey, _ string) bool { return !live[k] })
 	}
 	return out
+}
+
+// authRemade names the AuthPolicies of statuses (this call's, in name
+// order) whose status differs from the last call's or is new.
+// AuthPolicies are translated on every call, and a change of anything a
+// policy reaches (a route, its Gateways, an older policy on its target)
+// may change its status: comparing the statuses finds what changed
+// whatever the cause.
+func (x *Incremental) authRemade(statuses []PolicyStatus) []model.SourceRef {
+	var remade []model.SourceRef
+	last := x.authStatuses
+	j := 0
+	for i := range statuses {
+		st := &statuses[i]
+		for j < len(last) && cmp.Or(cmp.Compare(last[j].Namespace, st.Namespace), cmp.Compare(last[j].Name, st.Name)) < 0 {
+			j++ // gone
+		}
+		if j < len(last) && last[j].Namespace == st.Namespace && last[j].Name == st.Name &&
+			(i+1 == len(statuses) || statuses[i+1].Namespace != st.Namespace || statuses[i+1].Name != st.Name) &&
+			(j+1 == len(last) || last[j+1].Namespace != st.Namespace || last[j+1].Name != st.Name) &&
+			reflect.DeepEqual(*st, last[j]) {
+			j++
+			continue
+		}
+		remade = append(remade, ref(kindAuthPolicy, st.Namespace, st.Name))
+	}
+	return remade
 }
 
 // Acknowledge says that the caller has acted on the last Output (sent it),

@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -638,4 +639,111 @@ func TestIncrementalTargetGroupPolicy(t *testing.T) {
 	step("retargeted", 2, map[string]int32{"svc-3": 0, "svc-4": 20})
 	in.TargetGroupPolicies = []v1alpha1.TargetGroupPolicy{other}
 	step("deleted", 1, map[string]int32{"svc-4": 0, "svc-9": 15})
+}
+
+// TestIncrementalAuthPolicyStatus puts an AuthPolicy on each of 20 routes
+// and checks that RetranslatedPolicies names the policies whose status
+// differs from the last call's, whatever changed: a route moved off the
+// Gateway or deleted (the policy unchanged), a policy retargeted onto a
+// route that has a younger policy (which becomes Conflicted, unchanged
+// itself), a policy's document made invalid; and nothing when a change
+// leaves every policy's status as it was.
+func TestIncrementalAuthPolicyStatus(t *testing.T) {
+	const n = 20
+	in := benchInput(n)
+	for i := range in.HTTPRoutes {
+		in.HTTPRoutes[i].ResourceVersion = "1"
+		in.Services[i].ResourceVersion = "1"
+		in.EndpointSlices[i].ResourceVersion = "1"
+		p := v1alpha1.AuthPolicy{Spec: v1alpha1.AuthPolicySpec{
+			TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: gatewayv1.ObjectName(in.HTTPRoutes[i].Name)}},
+			Policy:     apiextensionsv1.JSON{Raw: []byte(`{"Statement":[{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}`)},
+		}}
+		p.Namespace, p.Name, p.ResourceVersion, p.Generation = "default", fmt.Sprintf("p-%d", i), "1", 1
+		in.AuthPolicies = append(in.AuthPolicies, p)
+	}
+	in.GatewayClasses[0].ResourceVersion = "1"
+	in.Gateways[0].ResourceVersion = "1"
+	var x translate.Incremental
+	x.Translate(in)
+	x.Acknowledge()
+	step := func(what string, want ...string) {
+		t.Helper()
+		out := x.Translate(in)
+		x.Acknowledge()
+		var got []string
+		for _, p := range out.RetranslatedPolicies {
+			if p.Kind != "AuthPolicy" {
+				t.Errorf("%s: %v among the AuthPolicies made again", what, p)
+			}
+			got = append(got, p.Name)
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: AuthPolicies whose status differs: %v, want %v", what, got, want)
+		}
+		out.Changed, out.Retranslated, out.RetranslatedPolicies = nil, nil, nil
+		if full := translate.Translate(in); !reflect.DeepEqual(out, full) {
+			g, _ := json.MarshalIndent(out, "", " ")
+			w, _ := json.MarshalIndent(full, "", " ")
+			t.Fatalf("%s: incremental output differs from a full translation:\n%s", what, diffLines(string(g), string(w)))
+		}
+	}
+	reason := func(name string) string {
+		t.Helper()
+		for _, st := range translate.Translate(in).Status.Policies {
+			if st.Name == name {
+				return st.Ancestors[0].Conditions[0].Reason
+			}
+		}
+		t.Fatalf("no status of policy %s", name)
+		return ""
+	}
+	route := func(i int, rv string, f func(*gatewayv1.HTTPRoute)) {
+		r := in.HTTPRoutes[i]
+		r.ResourceVersion = rv
+		r.Spec.ParentRefs = slices.Clone(r.Spec.ParentRefs)
+		f(&r)
+		in.HTTPRoutes[i] = r
+	}
+	policy := func(i int, rv string, f func(*v1alpha1.AuthPolicy)) {
+		p := in.AuthPolicies[i]
+		p.ResourceVersion = rv
+		p.Generation++
+		p.Spec.TargetRefs = slices.Clone(p.Spec.TargetRefs)
+		f(&p)
+		in.AuthPolicies[i] = p
+	}
+
+	route(4, "2", func(r *gatewayv1.HTTPRoute) { r.Spec.Hostnames = []gatewayv1.Hostname{"moved.example.com"} })
+	step("a hostname changed")
+	route(3, "2", func(r *gatewayv1.HTTPRoute) { r.Spec.ParentRefs[0].Name = "elsewhere" })
+	step("a route moved off the Gateway", "p-3")
+	if got := reason("p-3"); got != "TargetNotFound" {
+		t.Errorf("p-3 is %s, want TargetNotFound", got)
+	}
+	in.HTTPRoutes = slices.Delete(in.HTTPRoutes, 5, 6)
+	step("a route deleted", "p-5")
+	policy(7, "2", func(p *v1alpha1.AuthPolicy) { p.Spec.TargetRefs[0].Name = "r-8" })
+	step("a policy retargeted onto another's route", "p-7", "p-8")
+	if got := reason("p-8"); got != "Conflicted" {
+		t.Errorf("p-8 is %s, want Conflicted", got)
+	}
+	policy(9, "2", func(p *v1alpha1.AuthPolicy) { p.Spec.Policy.Raw = []byte(`{"Statement":[{"Effect":"Maybe"}]}`) })
+	step("a policy's document made invalid", "p-9")
+	if got := reason("p-9"); got != "Invalid" {
+		t.Errorf("p-9 is %s, want Invalid", got)
+	}
+	policy(9, "3", func(p *v1alpha1.AuthPolicy) {
+		p.Spec.Policy.Raw = []byte(`{"Statement":[{"Effect":"Deny","Principal":"*","Action":"*","Resource":"*"}]}`)
+	})
+	step("the document fixed", "p-9")
+	if got := reason("p-9"); got != "Accepted" {
+		t.Errorf("p-9 is %s, want Accepted", got)
+	}
+	in.AuthPolicies = slices.Delete(in.AuthPolicies, 7, 8)
+	step("the retargeted policy deleted", "p-8")
+	route(3, "3", func(r *gatewayv1.HTTPRoute) { r.Spec.ParentRefs[0].Name = "web" })
+	step("the route back on the Gateway", "p-3")
 }

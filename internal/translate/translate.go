@@ -113,7 +113,8 @@ type Output struct {
 	// route's status is the last call's.
 	Retranslated []model.SourceRef `json:"-"`
 	// RetranslatedPolicies is set by Incremental with Changed: the
-	// TargetGroupPolicies whose status this call made again. Every other
+	// TargetGroupPolicies whose status this call made again, and the
+	// AuthPolicies whose status differs from the last call's. Every other
 	// policy's status is the last call's.
 	RetranslatedPolicies []model.SourceRef `json:"-"`
 }
@@ -214,6 +215,9 @@ type translator struct {
 	tgsUsed        map[string]bool
 	// tgPolicies are the TargetGroupPolicies that apply, by Service.
 	tgPolicies map[types.NamespacedName]*tgPolicy
+	// routeParents are the parentRefs of each route, by source; nil until
+	// an AuthPolicy needs one (routeGateways).
+	routeParents map[model.SourceRef][]gatewayv1.ParentReference
 
 	// inc is set when an Incremental translates; rec is then the record
 	// of the route (or WorkloadSets) being translated.

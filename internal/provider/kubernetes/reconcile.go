@@ -82,8 +82,9 @@ type Reconciler struct {
 	statusAll bool
 	// lastStart is when the last reconcile started (burstSpacing).
 	lastStart time.Time
-	// tgpStatus is the TargetGroupPolicies' status writer's (tgpstatus.go).
-	tgpStatus tgpStatusState
+	// tgpStatus and authStatus are the TargetGroupPolicies' and
+	// AuthPolicies' status writers' (policystatus.go).
+	tgpStatus, authStatus policyStatusState
 	// nothingSent, when set, is called when a reconcile sends nothing
 	// (see Config.OnChange).
 	nothingSent func()
@@ -116,6 +117,12 @@ type Stats struct {
 	// with the status they should have: those whose status may have
 	// changed since it was last written or found right.
 	StatusChecked int
+	// PoliciesChecked is how many AuthPolicies and TargetGroupPolicies
+	// the latest reconcile compared with the status they should have:
+	// every one after a relist or a failure, otherwise those whose status
+	// the translator made again, those that changed since their status
+	// was last written or found right, and those still to be written.
+	PoliciesChecked int
 	// StatusConflicts counts status and annotation writes the apiserver
 	// refused as conflicts (each then read the object again).
 	StatusConflicts int
@@ -239,7 +246,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 	failed = false
 	r.own = own
 	r.translator.Acknowledge()
-	r.writeStatus(in, out, r.statusRoutes(changed, out, relisted))
+	r.writeStatus(in, out, r.statusRoutes(changed, out, relisted), changed)
 	if !r.skip["ServiceExport"] {
 		err = r.writeMCS(ctx, in, exports, imports.Items)
 	}

@@ -18,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"trellis.dev/trellis/api/v1alpha1"
 	"trellis.dev/trellis/internal/translate"
 )
 
@@ -83,10 +82,11 @@ func (s routeSeen) unchanged(rv string, st *translate.RouteStatus, domains strin
 // can be many, are compared only when their status may have changed: the
 // route changed since its status was last found right or written, or what
 // the translator says of it did. only, when not nil, names the routes to
-// compare (statusRoutes); nil compares every route of in. An object with a
+// compare (statusRoutes); nil compares every route of in, and every
+// policy (changed names the objects the events named). An object with a
 // write queued or in flight is not compared: its newest write replaces the
 // one waiting, or follows the one in flight.
-func (r *Reconciler) writeStatus(in *translate.Input, out *translate.Output, only map[objectKey]bool) {
+func (r *Reconciler) writeStatus(in *translate.Input, out *translate.Output, only, changed map[objectKey]bool) {
 	now := metav1.Now()
 	var writes []write
 
@@ -250,19 +250,12 @@ func (r *Reconciler) writeStatus(in *translate.Input, out *translate.Output, onl
 	}
 	r.statusMu.Unlock()
 	checked := len(writes) - others
-	for _, st := range out.Status.Policies {
-		i := slices.IndexFunc(in.AuthPolicies, func(p v1alpha1.AuthPolicy) bool { return p.Namespace == st.Namespace && p.Name == st.Name })
-		if i < 0 {
-			continue
-		}
-		writes = append(writes, write{key: objectKey{"AuthPolicy", st.Namespace, st.Name}, obj: &in.AuthPolicies[i], steps: []change{{status: true, apply: func(o client.Object) bool {
-			p := o.(*v1alpha1.AuthPolicy)
-			return setIfDifferent(&p.Status, policyStatus(st, p.Status, p.Generation, now))
-		}}}})
-	}
-	writes = append(writes, r.targetGroupPolicyWrites(in, out, only == nil, now)...)
+	authWrites, authChecked := r.authPolicyWrites(in, out, only == nil, changed, now)
+	tgpWrites, tgpChecked := r.targetGroupPolicyWrites(in, out, only == nil, changed, now)
+	writes = append(append(writes, authWrites...), tgpWrites...)
 	r.mu.Lock()
 	r.stats.StatusChecked = checked
+	r.stats.PoliciesChecked = authChecked + tgpChecked
 	r.mu.Unlock()
 	r.queueWrites(writes)
 }
