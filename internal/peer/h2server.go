@@ -125,10 +125,8 @@ type HTTPServer struct {
 	idleWorkers, maxIdleWorkers atomic.Int32
 	workerIdle                  time.Duration
 	// noReuse and noYield turn off reusing workers and yielding before a
-	// flush, for BenchmarkH2ServerLoad's comparison; yield, when set,
-	// replaces runtime.Gosched in unlockWriteYield (tests hold a yield).
+	// flush, for BenchmarkH2ServerLoad's comparison.
 	noReuse, noYield bool
-	yield            func()
 }
 
 // NewHTTPServer returns the HTTP/2 server of a peer listener, serving h;
@@ -352,10 +350,8 @@ type serverConn struct {
 	writeWaiters atomic.Int32
 	flushOwed    bool
 	// yielding is set while a writer that owes a flush yields
-	// (unlockWriteYield); it flushes when it is back. yieldStart is when
-	// it began.
-	yielding   bool
-	yieldStart time.Time
+	// (unlockWriteYield); it flushes when it is back.
+	yielding bool
 	// enc writes nothing but a header block's first field after the
 	// peer changed its SETTINGS_HEADER_TABLE_SIZE (tableChanged), for the
 	// dynamic table size update it may owe; every field goes out as a
@@ -543,11 +539,6 @@ func (c *serverConn) unlockWrite(flush bool) error {
 	return err
 }
 
-// yieldFlushAfter is how long a writer leaves its frames to a yielding
-// one (unlockWriteYield): past it, the writer flushes them, the yielding
-// one's with them.
-const yieldFlushAfter = 500 * time.Microsecond
-
 // unlockWriteYield is unlockWrite for a response's frames: when it is to
 // flush and other handlers of the connection are running, it first lets
 // the goroutines that are ready to run go (runtime.Gosched), so that the
@@ -555,31 +546,21 @@ const yieldFlushAfter = 500 * time.Microsecond
 // the same poll) leave in the same write, and then flushes what is still
 // owed. A write costs a system call and a TLS record; a yield a trip
 // through the scheduler. While one writer yields, the others leave their
-// frames to its flush without yielding themselves, for yieldFlushAfter:
-// the yielding goroutine waits in the global run queue, which a busy P
-// looks at only when its own is empty or every 61st turn (milliseconds,
-// docs/benchmarks.md), so a writer that comes later flushes at once.
+// frames to its flush without yielding themselves.
 func (c *serverConn) unlockWriteYield(flush bool) error {
 	if !flush || c.serving.Load() <= 1 || c.s.noYield {
 		return c.unlockWrite(flush)
 	}
 	if c.yielding {
-		if time.Since(c.yieldStart) >= yieldFlushAfter {
-			return c.unlockWrite(true)
-		}
 		// The yielding writer flushes when it is back.
 		c.flushOwed = true
 		err := c.werr
 		c.wmu.Unlock()
 		return err
 	}
-	c.flushOwed, c.yielding, c.yieldStart = true, true, time.Now()
+	c.flushOwed, c.yielding = true, true
 	c.wmu.Unlock()
-	if c.s.yield != nil {
-		c.s.yield()
-	} else {
-		runtime.Gosched()
-	}
+	runtime.Gosched()
 	c.lockWrite()
 	c.yielding = false
 	return c.unlockWrite(false)

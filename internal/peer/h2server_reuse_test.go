@@ -119,9 +119,8 @@ func TestH2ServerConcurrentResponsesShareWrites(t *testing.T) {
 			<-g
 		}
 		// Work before the response (a proxy's reading its target's
-		// answer), so that handlers do not just queue for the write lock;
-		// all nine end within yieldFlushAfter of the first.
-		for t0 := time.Now(); time.Since(t0) < 50*time.Microsecond; {
+		// answer), so that handlers do not just queue for the write lock.
+		for t0 := time.Now(); time.Since(t0) < 300*time.Microsecond; {
 		}
 		io.WriteString(w, "ok")
 	}), slog.New(slog.DiscardHandler))
@@ -269,58 +268,4 @@ func TestH2ServerBusyConnectionYields(t *testing.T) {
 	if len(late) == rounds || !raceEnabled && len(late) > 0 {
 		t.Errorf("b's request was served after more than %d of a's %d requests in %d of %d rounds: after %v", limit, n, len(late), rounds, late)
 	}
-}
-
-// A response that ends while another writer of its connection has been
-// yielding for yieldFlushAfter is flushed at once, the yielding one's
-// frames with it: neither waits for the yielding goroutine to be back
-// from the global run queue (held here until both responses are read).
-func TestH2ServerYieldDoesNotHoldLaterResponses(t *testing.T) {
-	gateA, gateB := make(chan struct{}), make(chan struct{})
-	var running sync.WaitGroup
-	yielding, release := make(chan struct{}), make(chan struct{})
-	var held atomic.Bool
-	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		running.Done()
-		if r.URL.Path == "/a" {
-			<-gateA
-		} else {
-			<-gateB
-		}
-		io.WriteString(w, r.URL.Path)
-	}), func(s *HTTPServer) {
-		s.yield = func() {
-			if held.CompareAndSwap(false, true) {
-				close(yielding)
-				<-release
-			}
-		}
-	})
-	var once sync.Once
-	unhold := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unhold)
-	running.Add(2)
-	for _, s := range []struct {
-		id   uint32
-		path string
-	}{{1, "/a"}, {3, "/b"}} {
-		rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, EndStream: true, EndHeaders: true,
-			BlockFragment: rc.block(":method", "GET", ":scheme", "https", ":path", s.path, ":authority", "x")})
-	}
-	running.Wait()
-	close(gateA) // a's handler ends while b's runs: it yields, and is held
-	select {
-	case <-yielding:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the first response's writer did not yield")
-	}
-	time.Sleep(2 * yieldFlushAfter)
-	close(gateB)
-	rc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	rc.endOf(1, 3)
-	unhold()
-	rc.nc.SetReadDeadline(time.Time{})
-	running.Add(1)
-	rc.get(5, true)
-	rc.endOf(5)
 }
