@@ -11,12 +11,12 @@ import (
 )
 
 // The answer loop runs the common check, plain HTTP/1.1 on a kept
-// connection, without a worker: the scheduler writes the request (after
-// the same peek as a worker's check), and one goroutine waits for the
+// connection, without a worker: the scheduler writes the request (with
+// no peek first: below), and one goroutine waits for the
 // answers of every such check in flight on an epoll instance of its own
 // (itself in Go's poller), reads each as it comes with one non-blocking
 // read, and finishes the check. A batch of due checks then costs the
-// scheduler's wake-up, a peek and a write a check, and the loop's
+// scheduler's wake-up and a write a check, and the loop's
 // wake-ups as answers come (together, for a batch's checks answered
 // together), where a worker's check cost a hand-off to a worker, the
 // deadline set and cleared on the connection, a read that found nothing
@@ -27,6 +27,28 @@ import (
 // blocking reads to the check's deadline; a connection that ended before
 // any byte of the answer, replaced once within the check. An answer that
 // does not come by the check's deadline fails the check, as a worker's.
+//
+// No peek before the write: the loop sees every event of a connection it
+// watches, between checks too (edge-triggered: each arrival of bytes, and
+// the target's close, is an event). An event of a connection with no
+// check pending marks the connection (stray); the next check of a marked
+// connection peeks it as a worker's check does, and drops it when there
+// is something to read (an answer nobody asked for, or the target's
+// close) or sends on it when there is not (the event was the tail of an
+// answer already read, say by a worker's reads). An unmarked connection
+// is sent on without a system call to look first. What this changes: a
+// stray answer or a close that reached the socket but whose event the
+// loop has not yet collected when the check becomes pending goes
+// unnoticed, a window that was "between the peek and the write" and is
+// now "until the loop collects the event" (the loop's wake-up, usually
+// microseconds, longer on a loaded machine). A close in that window is
+// the case a peek could always miss: the check's read ends before any
+// byte of the answer, and the check is retried once on a new connection
+// (answer, below). A stray answer in that window is taken for the check's
+// own answer and decides that one check of that target: the target's own
+// doing, as a target can answer a check whatever it likes anyway; it
+// cannot touch another target's check (each connection is one target's),
+// and it leaves the connection dropped or marked for the next check.
 
 // answerBuffer is what the loop reads of an answer at once.
 const answerBuffer = 4 * checkBuffer
@@ -55,6 +77,10 @@ type answerLoop struct {
 	// sockets are its to close).
 	dials  int
 	closed bool
+	// conns are the kept connections registered with ep, by token, until
+	// dropped: what collect marks (keptConn.stray) on an event between
+	// checks.
+	conns map[uint64]*keptConn
 
 	// sendMu guards req, the request sendFast sends: not a pooled
 	// probeBuf's, which the loop may hand back to the pool (and a worker
@@ -89,6 +115,10 @@ type pendingRead struct {
 	fd   int
 	sent bool
 	got  int
+	// hup is set by collect when the event that brought the answer also
+	// told that the target closed (or reset) the connection: the
+	// connection is then dropped after the answer, whatever it says.
+	hup bool
 }
 
 // newAnswerLoop returns the checker's answer loop, or nil when the
@@ -102,7 +132,7 @@ func newAnswerLoop(c *Checker) *answerLoop {
 		syscall.Close(ep)
 		return nil
 	}
-	l := &answerLoop{c: c, ep: ep, file: os.NewFile(uintptr(ep), "health-answers"), pending: map[uint64]*pendingRead{}}
+	l := &answerLoop{c: c, ep: ep, file: os.NewFile(uintptr(ep), "health-answers"), pending: map[uint64]*pendingRead{}, conns: map[uint64]*keptConn{}}
 	// Without the poller (no deadlines), the loop could not wait.
 	if l.file.SetReadDeadline(time.Time{}) != nil {
 		l.file.Close()
@@ -116,7 +146,8 @@ func newAnswerLoop(c *Checker) *answerLoop {
 }
 
 // sendFast sends ch's check when it is a plain HTTP/1.1 check with a kept
-// connection that has nothing to read, for the answer loop to finish
+// connection not known to have something to read (above: a connection
+// the loop marked is peeked first), for the answer loop to finish
 // (with done, when set, instead of finish). It reports false when it did
 // not: the check is then for a worker, as if sendFast had not looked at
 // it (a connection found unusable is dropped, and the worker dials).
@@ -130,18 +161,26 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 	if kc == nil || !kc.counted || kc.tls != nil || kc.cc != nil || kc.raw == nil {
 		return false
 	}
-	if !kc.socketIdle() {
-		c.drop(ch, kc)
-		return false
-	}
 	if kc.token == 0 {
+		// Not yet watched by the loop: what came before is for the
+		// peek to see.
+		if !kc.socketIdle() {
+			c.drop(ch, kc)
+			return false
+		}
+		// In conns before it is registered: an event that registering
+		// gives (bytes already there) marks it.
 		l.mu.Lock()
 		l.next++
 		token := l.next
+		l.conns[token] = kc
 		l.mu.Unlock()
 		var err error
 		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | -syscall.EPOLLET, Fd: int32(token), Pad: int32(token >> 32)}
 		if cerr := kc.raw.Control(func(fd uintptr) { err = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil || err != nil {
+			l.mu.Lock()
+			delete(l.conns, token)
+			l.mu.Unlock()
 			return false
 		}
 		kc.token = token
@@ -153,10 +192,20 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 	// A check is in flight once at a time: its pendingRead is its own.
 	p := &ch.sent
 	*p = pendingRead{ch: ch, kc: kc, token: kc.token, pb: pb, start: start, deadline: start.Add(sp.timeout), done: done, fd: -1}
+	// Pending before it is sent: the answer's event finds it. A marked
+	// connection is peeked first, and dropped if it has something to
+	// read; marked again meanwhile (an event between the peek and
+	// addKept), it is dropped.
+	for peeked := false; !l.addKept(p); peeked = true {
+		if peeked || !kc.socketIdle() {
+			probeBufs.Put(pb)
+			p.pb = nil
+			c.drop(ch, kc)
+			return false
+		}
+	}
 	l.sendMu.Lock()
 	l.req = appendRequest(l.req[:0], sp.requestURI, ch.key.addr)
-	// Pending before it is sent: the answer's event finds it.
-	l.add(p)
 	var n int
 	var err error
 	if cerr := kc.raw.Control(func(fd uintptr) {
@@ -184,6 +233,27 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 func (l *answerLoop) add(p *pendingRead) {
 	l.mu.Lock()
 	l.addLocked(p)
+	l.mu.Unlock()
+}
+
+// addKept makes p, a check on a kept connection, pending, unless its
+// connection is marked (an event came between checks): it then clears the
+// mark and reports false, for the caller to peek.
+func (l *answerLoop) addKept(p *pendingRead) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p.kc.stray {
+		p.kc.stray = false
+		return false
+	}
+	l.addLocked(p)
+	return true
+}
+
+// forget stops marking kc, which is dropped.
+func (l *answerLoop) forget(kc *keptConn) {
+	l.mu.Lock()
+	delete(l.conns, kc.token)
 	l.mu.Unlock()
 }
 
@@ -249,8 +319,15 @@ func (l *answerLoop) collect(uintptr) bool {
 		p := l.pending[token]
 		if p == nil {
 			// Between checks (a close, or an answer nobody asked for):
-			// the next check's peek sees it.
+			// marked, for the next check to peek. A connection already
+			// dropped is not in conns.
+			if kc := l.conns[token]; kc != nil {
+				kc.stray = true
+			}
 			continue
+		}
+		if ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+			p.hup = true
 		}
 		delete(l.pending, token)
 		heap.Remove(&l.queue, p.idx)
@@ -333,7 +410,7 @@ func (l *answerLoop) answer(p *pendingRead) {
 		l.handOff(p, func() error { return c.readOn(p.ch, kc, pb, got[:n], p.deadline) })
 		return
 	}
-	if !keep {
+	if !keep || p.hup {
 		c.drop(p.ch, kc)
 	}
 	l.end(p, c.outcome(p.ch.sp, code, err))

@@ -132,3 +132,208 @@ func TestSteadyChecksNeedNoWorker(t *testing.T) {
 		}
 	}
 }
+
+// marked reports whether the answer loop marked kc (an event between
+// checks).
+func marked(c *Checker, kc *keptConn) bool {
+	c.answers.mu.Lock()
+	defer c.answers.mu.Unlock()
+	return kc.stray
+}
+
+// checkNext runs ch's next check as the scheduler does: sent for the
+// answer loop when sendFast takes it, else on a worker (c.probe). It
+// reports the outcome and whether sendFast took it.
+func checkNext(c *Checker, ch *check) (err error, fast bool) {
+	done := make(chan error, 1)
+	if c.sendFast(ch, func(err error) { done <- err }) {
+		return <-done, true
+	}
+	return c.probe(ch), false
+}
+
+// keptFast opens ch's kept connection with a worker's check and sends the
+// second check for the answer loop, so that the loop watches the
+// connection; it returns the connection.
+func keptFast(t *testing.T, c *Checker, ch *check) *keptConn {
+	t.Helper()
+	if err := c.probe(ch); err != nil {
+		t.Fatalf("the check that opens the connection: %v", err)
+	}
+	if err := probeFast(t, c, ch); err != nil {
+		t.Fatalf("the first check sent for the loop: %v", err)
+	}
+	kc := ch.conn.Load()
+	if kc == nil || kc.token == 0 {
+		t.Fatal("the connection is not kept and watched by the loop")
+	}
+	return kc
+}
+
+// A check on a kept connection the loop watches, with nothing between
+// checks, is sent with no peek.
+func TestAnswerLoopNoPeek(t *testing.T) {
+	rt := newRawTarget(t, answer(ok200))
+	c := New(Config{})
+	defer c.Close()
+	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
+	defer c.done(ch)
+	kc := keptFast(t, c, ch)
+	before := kc.peeks
+	for i := range 5 {
+		if err := probeFast(t, c, ch); err != nil {
+			t.Fatalf("check %d: %v", i, err)
+		}
+	}
+	if n := kc.peeks - before; n != 0 {
+		t.Errorf("%d peeks for 5 checks on a watched connection, want 0", n)
+	}
+	if ch.conn.Load() != kc || rt.conns.Load() != 1 {
+		t.Errorf("the checks did not all run on the one kept connection (%d connections)", rt.conns.Load())
+	}
+}
+
+// An answer nobody asked for, sent between checks, is not taken for the
+// next check's: the loop marks the connection, the next check drops it
+// and runs on a new connection, judged by that connection's answer. (Had
+// the peek been dropped without the mark, the stray 503 would fail the
+// check.)
+func TestAnswerLoopStrayAnswerBetweenChecks(t *testing.T) {
+	const stray503 = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+	stray := make(chan struct{})
+	rt := newRawTarget(t, func(n int, conn net.Conn, br *bufio.Reader) {
+		if n > 0 {
+			answer(ok200)(n, conn, br)
+			return
+		}
+		for range 2 {
+			if !readRequest(br) {
+				return
+			}
+			io.WriteString(conn, ok200)
+		}
+		<-stray
+		io.WriteString(conn, stray503)
+		for readRequest(br) {
+			io.WriteString(conn, stray503)
+		}
+	})
+	c := New(Config{})
+	defer c.Close()
+	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
+	defer c.done(ch)
+	kc := keptFast(t, c, ch)
+	close(stray)
+	testsync.WaitFor(t, 5*time.Second, "the loop marks the connection", func() bool { return marked(c, kc) })
+	err, fast := checkNext(c, ch)
+	if err != nil {
+		t.Fatalf("the check after a stray answer: %v (judged by the stray answer?)", err)
+	}
+	if fast {
+		t.Error("the check was sent on the connection holding a stray answer")
+	}
+	if nkc := ch.conn.Load(); nkc == nil || nkc == kc {
+		t.Error("the check did not keep a new connection")
+	}
+	if n := rt.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+	if err, _ := checkNext(c, ch); err != nil {
+		t.Errorf("the check after, on the new connection: %v", err)
+	}
+}
+
+// A target that closes its kept connection between checks fails no
+// check: the loop marks the connection, and the next check runs on a new
+// one.
+func TestAnswerLoopCloseBetweenChecks(t *testing.T) {
+	closing := make(chan struct{})
+	rt := newRawTarget(t, closeAfter(2, closing))
+	c := New(Config{})
+	defer c.Close()
+	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
+	defer c.done(ch)
+	kc := keptFast(t, c, ch)
+	close(closing)
+	testsync.WaitFor(t, 5*time.Second, "the loop marks the connection", func() bool { return marked(c, kc) })
+	if err, _ := checkNext(c, ch); err != nil {
+		t.Fatalf("the check after the target closed: %v", err)
+	}
+	if n := rt.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+	if err := probeFast(t, c, ch); err != nil {
+		t.Errorf("the check after, on the new connection: %v", err)
+	}
+}
+
+// A close the loop has not collected when the check is sent (its mark
+// cleared here, as if the event were still to come) is the window a peek
+// could miss too: the check is sent on the closed connection, its read
+// ends before any byte of the answer, and it is retried once on a new
+// connection, and passes.
+func TestAnswerLoopCloseNotYetCollected(t *testing.T) {
+	closing := make(chan struct{})
+	rt := newRawTarget(t, closeAfter(2, closing))
+	c := New(Config{})
+	defer c.Close()
+	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
+	defer c.done(ch)
+	kc := keptFast(t, c, ch)
+	close(closing)
+	testsync.WaitFor(t, 5*time.Second, "the loop marks the connection", func() bool { return marked(c, kc) })
+	c.answers.mu.Lock()
+	kc.stray = false
+	c.answers.mu.Unlock()
+	if err := probeFast(t, c, ch); err != nil {
+		t.Fatalf("the check sent on a connection the target closed: %v", err)
+	}
+	if n := rt.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (a retry on a new one)", n)
+	}
+	if nkc := ch.conn.Load(); nkc == nil || nkc == kc {
+		t.Error("the retry did not keep a new connection")
+	}
+}
+
+// A mark with nothing to read (the event of bytes already read, say by a
+// worker's reads of a long answer) costs a peek, not the connection.
+func TestAnswerLoopMarkWithNothingToRead(t *testing.T) {
+	rt := newRawTarget(t, answer(ok200))
+	c := New(Config{})
+	defer c.Close()
+	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
+	defer c.done(ch)
+	kc := keptFast(t, c, ch)
+	c.answers.mu.Lock()
+	kc.stray = true
+	c.answers.mu.Unlock()
+	before := kc.peeks
+	if err := probeFast(t, c, ch); err != nil {
+		t.Fatal(err)
+	}
+	if n := kc.peeks - before; n != 1 {
+		t.Errorf("%d peeks, want 1", n)
+	}
+	if ch.conn.Load() != kc || rt.conns.Load() != 1 {
+		t.Errorf("the connection was not kept (%d connections)", rt.conns.Load())
+	}
+}
+
+// closeAfter answers the first connection's first n requests and closes
+// it once closing is closed; later connections answer every request.
+func closeAfter(n int, closing <-chan struct{}) func(int, net.Conn, *bufio.Reader) {
+	return func(i int, conn net.Conn, br *bufio.Reader) {
+		if i > 0 {
+			answer(ok200)(i, conn, br)
+			return
+		}
+		for range n {
+			if !readRequest(br) {
+				return
+			}
+			io.WriteString(conn, ok200)
+		}
+		<-closing
+	}
+}

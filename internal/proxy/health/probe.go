@@ -75,11 +75,18 @@ type keptConn struct {
 	// 0 before it is registered there (answers_linux.go); only the
 	// scheduler sets it.
 	token uint64
+	// stray, guarded by the answer loop's mu, marks a connection of
+	// which the loop saw an event with no check pending: the next check
+	// peeks it (answers_linux.go).
+	stray bool
 	// raw, peekFn, peekBuf and peekErr serve idle.
 	raw     syscall.RawConn
 	peekFn  func(fd uintptr) bool
 	peekBuf [1]byte
 	peekErr error
+	// peeks counts the peeks made (tests); one check at a time makes
+	// them.
+	peeks int
 }
 
 // probeBuf is what one check in flight writes and reads with.
@@ -291,6 +298,9 @@ func (c *Checker) count(h2 bool) bool {
 func (c *Checker) drop(ch *check, kc *keptConn) {
 	ch.conn.CompareAndSwap(kc, nil)
 	kc.abort()
+	if kc.token != 0 {
+		c.answers.forget(kc)
+	}
 	if kc.counted {
 		c.kept.Add(-1)
 		if kc.cc != nil {

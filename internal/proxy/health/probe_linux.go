@@ -8,6 +8,7 @@ func (kc *keptConn) socketIdle() bool {
 	if kc.raw == nil {
 		return true
 	}
+	kc.peeks++
 	if kc.peekFn == nil {
 		kc.peekFn = kc.peek
 	}

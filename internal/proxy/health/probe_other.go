@@ -16,6 +16,7 @@ type answerLoop struct{}
 func newAnswerLoop(*Checker) *answerLoop { return nil }
 func (*answerLoop) run()                 {}
 func (*answerLoop) close()               {}
+func (*answerLoop) forget(*keptConn)     {}
 
 // sendFast and dialFast leave every check to a worker.
 func (c *Checker) sendFast(*check, func(error)) bool { return false }
