@@ -131,56 +131,27 @@ func processCPU() time.Duration {
 // in the same world: policies are resolved on every call, so both cost
 // what n policies cost besides the routes translated again.
 func BenchmarkTranslatePolicyChange(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		for _, what := range []string{"policy", "route"} {
-			b.Run(fmt.Sprintf("routes=%d/change=%s", n, what), func(b *testing.B) {
-				in := benchInput(n)
-				for i := range in.HTTPRoutes {
-					in.HTTPRoutes[i].ResourceVersion = "1"
-					in.Services[i].ResourceVersion = "1"
-					in.EndpointSlices[i].ResourceVersion = "1"
-					interval := int32(10)
-					p := v1alpha1.TargetGroupPolicy{Spec: v1alpha1.TargetGroupPolicySpec{
-						TargetRefs:  []gatewayv1.LocalPolicyTargetReference{{Kind: "Service", Name: gatewayv1.ObjectName(in.Services[i].Name)}},
-						HealthCheck: &v1alpha1.HealthCheckPolicy{IntervalSeconds: &interval},
-					}}
-					p.Namespace, p.Name, p.ResourceVersion = "default", in.Services[i].Name, "1"
-					in.TargetGroupPolicies = append(in.TargetGroupPolicies, p)
-				}
-				in.GatewayClasses[0].ResourceVersion = "1"
-				in.Gateways[0].ResourceVersion = "1"
-				var x translate.Incremental
-				x.Translate(in)
-				x.Acknowledge()
-				b.ReportAllocs()
-				version := 1
-				cpu := processCPU()
-				defer func() { b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op") }()
-				for b.Loop() {
-					version++
-					if what == "policy" {
-						p := &in.TargetGroupPolicies[n/2]
-						changed := *p
-						changed.ResourceVersion = fmt.Sprint(version)
-						interval := int32(5 + version%296)
-						changed.Spec.HealthCheck = &v1alpha1.HealthCheckPolicy{IntervalSeconds: &interval}
-						*p = changed
-					} else {
-						r := &in.HTTPRoutes[n/2]
-						changed := *r
-						changed.ResourceVersion = fmt.Sprint(version)
-						changed.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname(fmt.Sprintf("v%d.example.com", version))}
-						*r = changed
-					}
-					out := x.Translate(in)
-					x.Acknowledge()
-					if len(out.Services) != n || len(out.Problems) != 0 || len(out.Changed) > 3 {
-						b.Fatalf("%d services, problems %v, changed %v", len(out.Services), out.Problems, out.Changed)
-					}
-				}
-			})
+	benchPolicyChange(b, func(in *translate.Input, i int) {
+		interval := int32(10)
+		p := v1alpha1.TargetGroupPolicy{Spec: v1alpha1.TargetGroupPolicySpec{
+			TargetRefs:  []gatewayv1.LocalPolicyTargetReference{{Kind: "Service", Name: gatewayv1.ObjectName(in.Services[i].Name)}},
+			HealthCheck: &v1alpha1.HealthCheckPolicy{IntervalSeconds: &interval},
+		}}
+		p.Namespace, p.Name, p.ResourceVersion = "default", in.Services[i].Name, "1"
+		in.TargetGroupPolicies = append(in.TargetGroupPolicies, p)
+	}, func(in *translate.Input, version int) {
+		p := &in.TargetGroupPolicies[len(in.TargetGroupPolicies)/2]
+		changed := *p
+		changed.ResourceVersion = fmt.Sprint(version)
+		interval := int32(5 + version%296)
+		changed.Spec.HealthCheck = &v1alpha1.HealthCheckPolicy{IntervalSeconds: &interval}
+		*p = changed
+	}, func(out *translate.Output, n int) error {
+		if len(out.Services) != n || len(out.Problems) != 0 || len(out.Changed) > 3 {
+			return fmt.Errorf("%d services, problems %v, changed %v", len(out.Services), out.Problems, out.Changed)
 		}
-	}
+		return nil
+	})
 }
 
 // BenchmarkTranslateAuthPolicyChange is one AuthPolicy's document changed
@@ -188,6 +159,33 @@ func BenchmarkTranslatePolicyChange(b *testing.B) {
 // route's hostname changed in the same world. Out.RetranslatedPolicies
 // names the AuthPolicies whose status the controller compares.
 func BenchmarkTranslateAuthPolicyChange(b *testing.B) {
+	benchPolicyChange(b, func(in *translate.Input, i int) {
+		p := v1alpha1.AuthPolicy{Spec: v1alpha1.AuthPolicySpec{
+			TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: gatewayv1.ObjectName(in.HTTPRoutes[i].Name)}},
+			Policy:     apiextensionsv1.JSON{Raw: []byte(`{"Statement":[{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}`)},
+		}}
+		p.Namespace, p.Name, p.ResourceVersion, p.Generation = "default", in.HTTPRoutes[i].Name, "1", 1
+		in.AuthPolicies = append(in.AuthPolicies, p)
+	}, func(in *translate.Input, version int) {
+		p := &in.AuthPolicies[len(in.AuthPolicies)/2]
+		changed := *p
+		changed.ResourceVersion = fmt.Sprint(version)
+		changed.Generation = int64(version)
+		changed.Spec.Policy = apiextensionsv1.JSON{Raw: fmt.Appendf(nil, `{"Statement":[{"Sid":"v%d","Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}`, version)}
+		*p = changed
+	}, func(out *translate.Output, n int) error {
+		if len(out.Services) != n || len(out.Problems) != 0 || len(out.Status.Policies) != n {
+			return fmt.Errorf("%d services, %d policy statuses, problems %v", len(out.Services), len(out.Status.Policies), out.Problems)
+		}
+		return nil
+	})
+}
+
+// benchPolicyChange runs a policy benchmark at 1,000 and 10,000 routes: add
+// gives route i's world its policy, then each iteration changes either the
+// middle policy (change, at a new version) or the middle route's hostname,
+// translates through Incremental and checks the output.
+func benchPolicyChange(b *testing.B, add func(in *translate.Input, i int), change func(in *translate.Input, version int), check func(out *translate.Output, n int) error) {
 	for _, n := range []int{1000, 10000} {
 		for _, what := range []string{"policy", "route"} {
 			b.Run(fmt.Sprintf("routes=%d/change=%s", n, what), func(b *testing.B) {
@@ -196,12 +194,7 @@ func BenchmarkTranslateAuthPolicyChange(b *testing.B) {
 					in.HTTPRoutes[i].ResourceVersion = "1"
 					in.Services[i].ResourceVersion = "1"
 					in.EndpointSlices[i].ResourceVersion = "1"
-					p := v1alpha1.AuthPolicy{Spec: v1alpha1.AuthPolicySpec{
-						TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: gatewayv1.ObjectName(in.HTTPRoutes[i].Name)}},
-						Policy:     apiextensionsv1.JSON{Raw: []byte(`{"Statement":[{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}`)},
-					}}
-					p.Namespace, p.Name, p.ResourceVersion, p.Generation = "default", in.HTTPRoutes[i].Name, "1", 1
-					in.AuthPolicies = append(in.AuthPolicies, p)
+					add(in, i)
 				}
 				in.GatewayClasses[0].ResourceVersion = "1"
 				in.Gateways[0].ResourceVersion = "1"
@@ -215,12 +208,7 @@ func BenchmarkTranslateAuthPolicyChange(b *testing.B) {
 				for b.Loop() {
 					version++
 					if what == "policy" {
-						p := &in.AuthPolicies[n/2]
-						changed := *p
-						changed.ResourceVersion = fmt.Sprint(version)
-						changed.Generation = int64(version)
-						changed.Spec.Policy = apiextensionsv1.JSON{Raw: fmt.Appendf(nil, `{"Statement":[{"Sid":"v%d","Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}`, version)}
-						*p = changed
+						change(in, version)
 					} else {
 						r := &in.HTTPRoutes[n/2]
 						changed := *r
@@ -230,8 +218,8 @@ func BenchmarkTranslateAuthPolicyChange(b *testing.B) {
 					}
 					out := x.Translate(in)
 					x.Acknowledge()
-					if len(out.Services) != n || len(out.Problems) != 0 || len(out.Status.Policies) != n {
-						b.Fatalf("%d services, %d policy statuses, problems %v", len(out.Services), len(out.Status.Policies), out.Problems)
+					if err := check(out, n); err != nil {
+						b.Fatal(err)
 					}
 				}
 			})
