@@ -9,11 +9,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"trellis.dev/trellis/internal/model"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
@@ -39,6 +39,17 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	}
 	t.Cleanup(func() { client.Close(); server.Close() })
 	return client, server
+}
+
+// serveLoopback serves connections on a loopback listener with serve until
+// the test ends (testsync.ServeConns); it returns the address.
+func serveLoopback(tb testing.TB, serve func(net.Conn)) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return testsync.ServeConns(tb, ln, serve)
 }
 
 // A raw socket reads and writes what net.Conn would: all of a write larger
@@ -138,23 +149,13 @@ func TestRawSocketCloseEndsRead(t *testing.T) {
 
 // Target connections of the pool read and write raw too.
 func TestPoolDialsRaw(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	addr := serveLoopback(t, func(c net.Conn) {
 		b := make([]byte, 4)
 		if _, err := io.ReadFull(c, b); err == nil {
 			_, _ = c.Write(append(b, '!'))
 		}
-	}()
-	tc, err := newConnPool().dial(ln.Addr().String(), time.Now().Add(5*time.Second))
+	})
+	tc, err := newConnPool().dial(addr, time.Now().Add(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,17 +422,7 @@ func BenchmarkRawSocketExchange(b *testing.B) {
 			name = "held"
 		}
 		b.Run(name, func(b *testing.B) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
+			addr := serveLoopback(b, func(c net.Conn) {
 				buf := make([]byte, 64)
 				for {
 					n, err := c.Read(buf)
@@ -442,15 +433,15 @@ func BenchmarkRawSocketExchange(b *testing.B) {
 						return
 					}
 				}
-			}()
-			conn, err := net.Dial("tcp", ln.Addr().String())
+			})
+			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer conn.Close()
 			s := newRawSocket(conn)
 			req, answer := []byte("GET / HTTP/1.1\r\n\r\n"), make([]byte, 64)
-			cpu0 := processCPU()
+			cpu0 := testsync.CPUTime()
 			b.ResetTimer()
 			for range b.N {
 				if held {
@@ -468,17 +459,10 @@ func BenchmarkRawSocketExchange(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(testsync.CPUTime()-cpu0)/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(s.empty)/float64(b.N), "empty-reads/op")
 		})
 	}
-}
-
-// processCPU is the process's user and system time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // A request whose bytes all went out before its Flush (a body ending on the

@@ -2,9 +2,7 @@ package translate_test
 
 import (
 	"fmt"
-	"syscall"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -14,6 +12,7 @@ import (
 
 	"trellis.dev/trellis/api/v1alpha1"
 	"trellis.dev/trellis/internal/translate"
+	"trellis.dev/trellis/test/testsync"
 )
 
 // BenchmarkTranslate translates a cluster of n HTTPRoutes, each with its
@@ -43,32 +42,13 @@ func benchmarkTranslate(b *testing.B, n int) {
 func BenchmarkTranslateChange(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
-			in := benchInput(n)
-			for i := range in.HTTPRoutes {
-				in.HTTPRoutes[i].ResourceVersion = "1"
-			}
-			for i := range in.Services {
-				in.Services[i].ResourceVersion = "1"
-				in.EndpointSlices[i].ResourceVersion = "1"
-			}
-			in.GatewayClasses[0].ResourceVersion = "1"
-			in.Gateways[0].ResourceVersion = "1"
-			var x translate.Incremental
-			x.Translate(in)
-			x.Acknowledge()
+			in, x := benchIncremental(n, nil)
 			b.ReportAllocs()
 			version := 1
-			cpu := processCPU()
-			defer func() { b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op") }()
+			defer reportCPU(b)()
 			for b.Loop() {
 				version++
-				r := &in.HTTPRoutes[n/2]
-				// A new object, as a provider makes: the last one stays as
-				// the Incremental saw it.
-				changed := *r
-				changed.ResourceVersion = fmt.Sprint(version)
-				changed.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname(fmt.Sprintf("v%d.example.com", version))}
-				*r = changed
+				changeHostname(in, n, version)
 				out := x.Translate(in)
 				x.Acknowledge()
 				if len(out.Services) != n || len(out.Problems) != 0 || len(out.Changed) != 3 {
@@ -77,6 +57,47 @@ func BenchmarkTranslateChange(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchIncremental is benchInput(n) at resourceVersion 1, with add (if
+// any) giving route i's world its policy, translated and acknowledged by
+// the Incremental it returns.
+func benchIncremental(n int, add func(in *translate.Input, i int)) (*translate.Input, *translate.Incremental) {
+	in := benchInput(n)
+	for i := range in.HTTPRoutes {
+		in.HTTPRoutes[i].ResourceVersion = "1"
+		in.Services[i].ResourceVersion = "1"
+		in.EndpointSlices[i].ResourceVersion = "1"
+		if add != nil {
+			add(in, i)
+		}
+	}
+	in.GatewayClasses[0].ResourceVersion = "1"
+	in.Gateways[0].ResourceVersion = "1"
+	x := new(translate.Incremental)
+	x.Translate(in)
+	x.Acknowledge()
+	return in, x
+}
+
+// changeHostname gives the middle route of n a new hostname at version,
+// as a new object, as a provider makes: the last one stays as the
+// Incremental saw it.
+func changeHostname(in *translate.Input, n, version int) {
+	r := &in.HTTPRoutes[n/2]
+	changed := *r
+	changed.ResourceVersion = fmt.Sprint(version)
+	changed.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname(fmt.Sprintf("v%d.example.com", version))}
+	*r = changed
+}
+
+// reportCPU starts counting the process's CPU time (testsync.CPUTime:
+// what a benchmark costs on a machine that other work slows, which the
+// time per op is not); the function it returns reports it per op as
+// cpu-ns/op.
+func reportCPU(b *testing.B) func() {
+	cpu := testsync.CPUTime()
+	return func() { b.ReportMetric(float64(testsync.CPUTime()-cpu)/float64(b.N), "cpu-ns/op") }
 }
 
 // benchInput is n HTTPRoutes, each with its own Service of ten endpoints,
@@ -112,17 +133,6 @@ func benchInput(n int) *translate.Input {
 			}})
 	}
 	return in
-}
-
-// processCPU is the CPU time the process has used, user and system, in
-// every thread (the garbage collector's too): what a benchmark costs on a
-// machine that other work slows, which the time per op is not.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkTranslatePolicyChange is one TargetGroupPolicy's interval
@@ -189,32 +199,16 @@ func benchPolicyChange(b *testing.B, add func(in *translate.Input, i int), chang
 	for _, n := range []int{1000, 10000} {
 		for _, what := range []string{"policy", "route"} {
 			b.Run(fmt.Sprintf("routes=%d/change=%s", n, what), func(b *testing.B) {
-				in := benchInput(n)
-				for i := range in.HTTPRoutes {
-					in.HTTPRoutes[i].ResourceVersion = "1"
-					in.Services[i].ResourceVersion = "1"
-					in.EndpointSlices[i].ResourceVersion = "1"
-					add(in, i)
-				}
-				in.GatewayClasses[0].ResourceVersion = "1"
-				in.Gateways[0].ResourceVersion = "1"
-				var x translate.Incremental
-				x.Translate(in)
-				x.Acknowledge()
+				in, x := benchIncremental(n, add)
 				b.ReportAllocs()
 				version := 1
-				cpu := processCPU()
-				defer func() { b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op") }()
+				defer reportCPU(b)()
 				for b.Loop() {
 					version++
 					if what == "policy" {
 						change(in, version)
 					} else {
-						r := &in.HTTPRoutes[n/2]
-						changed := *r
-						changed.ResourceVersion = fmt.Sprint(version)
-						changed.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname(fmt.Sprintf("v%d.example.com", version))}
-						*r = changed
+						changeHostname(in, n, version)
 					}
 					out := x.Translate(in)
 					x.Acknowledge()

@@ -690,15 +690,18 @@ func TestIncrementalAuthPolicyStatus(t *testing.T) {
 			t.Fatalf("%s: incremental output differs from a full translation:\n%s", what, diffLines(string(g), string(w)))
 		}
 	}
-	reason := func(name string) string {
+	// wantReason checks policy name's reason in a full translation.
+	wantReason := func(name, want string) {
 		t.Helper()
 		for _, st := range translate.Translate(in).Status.Policies {
 			if st.Name == name {
-				return st.Ancestors[0].Conditions[0].Reason
+				if got := st.Ancestors[0].Conditions[0].Reason; got != want {
+					t.Errorf("%s is %s, want %s", name, got, want)
+				}
+				return
 			}
 		}
 		t.Fatalf("no status of policy %s", name)
-		return ""
 	}
 	route := func(i int, rv string, f func(*gatewayv1.HTTPRoute)) {
 		r := in.HTTPRoutes[i]
@@ -720,28 +723,20 @@ func TestIncrementalAuthPolicyStatus(t *testing.T) {
 	step("a hostname changed")
 	route(3, "2", func(r *gatewayv1.HTTPRoute) { r.Spec.ParentRefs[0].Name = "elsewhere" })
 	step("a route moved off the Gateway", "p-3")
-	if got := reason("p-3"); got != "TargetNotFound" {
-		t.Errorf("p-3 is %s, want TargetNotFound", got)
-	}
+	wantReason("p-3", "TargetNotFound")
 	in.HTTPRoutes = slices.Delete(in.HTTPRoutes, 5, 6)
 	step("a route deleted", "p-5")
 	policy(7, "2", func(p *v1alpha1.AuthPolicy) { p.Spec.TargetRefs[0].Name = "r-8" })
 	step("a policy retargeted onto another's route", "p-7", "p-8")
-	if got := reason("p-8"); got != "Conflicted" {
-		t.Errorf("p-8 is %s, want Conflicted", got)
-	}
+	wantReason("p-8", "Conflicted")
 	policy(9, "2", func(p *v1alpha1.AuthPolicy) { p.Spec.Policy.Raw = []byte(`{"Statement":[{"Effect":"Maybe"}]}`) })
 	step("a policy's document made invalid", "p-9")
-	if got := reason("p-9"); got != "Invalid" {
-		t.Errorf("p-9 is %s, want Invalid", got)
-	}
+	wantReason("p-9", "Invalid")
 	policy(9, "3", func(p *v1alpha1.AuthPolicy) {
 		p.Spec.Policy.Raw = []byte(`{"Statement":[{"Effect":"Deny","Principal":"*","Action":"*","Resource":"*"}]}`)
 	})
 	step("the document fixed", "p-9")
-	if got := reason("p-9"); got != "Accepted" {
-		t.Errorf("p-9 is %s, want Accepted", got)
-	}
+	wantReason("p-9", "Accepted")
 	in.AuthPolicies = slices.Delete(in.AuthPolicies, 7, 8)
 	step("the retargeted policy deleted", "p-8")
 	route(3, "3", func(r *gatewayv1.HTTPRoute) { r.Spec.ParentRefs[0].Name = "web" })

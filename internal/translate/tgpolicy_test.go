@@ -110,12 +110,7 @@ func TestHealthChecksExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Cluster = "local"
-	out := translate.Translate(in)
-	checkValid(t, out)
-	if len(out.Problems) > 0 {
-		t.Fatalf("problems: %v", out.Problems)
-	}
+	out := translateClean(t, in)
 	if len(out.TargetGroups) != 1 {
 		t.Fatalf("%d target groups, want 1", len(out.TargetGroups))
 	}

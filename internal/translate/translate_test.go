@@ -140,6 +140,19 @@ func compareGolden(t *testing.T, path string, out *translate.Output) {
 	}
 }
 
+// translateClean translates in as cluster "local", checks the output
+// (checkValid) and fails the test if it has problems.
+func translateClean(t *testing.T, in *translate.Input) *translate.Output {
+	t.Helper()
+	in.Cluster = "local"
+	out := translate.Translate(in)
+	checkValid(t, out)
+	if len(out.Problems) > 0 {
+		t.Fatalf("problems: %v", out.Problems)
+	}
+	return out
+}
+
 // checkValid checks the promises Output makes: every object valid, lists
 // sorted by name, every problem naming its object.
 func checkValid(t *testing.T, out *translate.Output) {
@@ -271,12 +284,7 @@ func TestTwelveBackendsInOneRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Cluster = "local"
-	out := translate.Translate(in)
-	checkValid(t, out)
-	if len(out.Problems) > 0 {
-		t.Errorf("problems: %v", out.Problems)
-	}
+	out := translateClean(t, in)
 	if len(out.Services) != 1 {
 		t.Fatalf("%d services, want 1", len(out.Services))
 	}

@@ -303,12 +303,25 @@ func (c *Cluster) inDiscovery(ctx context.Context, path, resource string) error 
 }
 
 func (c *Cluster) getJSON(ctx context.Context, url string, v any) error {
+	return getBody(ctx, c.http, url, "application/json", func(r io.Reader) error {
+		if err := json.NewDecoder(r).Decode(v); err != nil {
+			return fmt.Errorf("GET %s: %w", url, err)
+		}
+		return nil
+	})
+}
+
+// getBody GETs url with hc (asking for the accept media type, if given),
+// wants 200, and hands the body to read (if any).
+func getBody(ctx context.Context, hc *http.Client, url, accept string, read func(io.Reader) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
@@ -316,10 +329,10 @@ func (c *Cluster) getJSON(ctx context.Context, url string, v any) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return fmt.Errorf("GET %s: %w", url, err)
+	if read == nil {
+		return nil
 	}
-	return nil
+	return read(resp.Body)
 }
 
 func condition(crd *apiextensionsv1.CustomResourceDefinition, typ apiextensionsv1.CustomResourceDefinitionConditionType) *apiextensionsv1.CustomResourceDefinitionCondition {

@@ -344,19 +344,7 @@ func (c *Cluster) get(ctx context.Context, url string) error {
 }
 
 func getOK(ctx context.Context, hc *http.Client, url string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
+	return getBody(ctx, hc, url, "", nil)
 }
 
 // writeKubeconfig writes a kubeconfig for Server with a client certificate.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -84,35 +83,18 @@ func (c *Cluster) APIServerProfile(ctx context.Context, d time.Duration, w io.Wr
 		return fmt.Errorf("test/kube: the apiserver profiles only with Options.Profiling")
 	}
 	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", Server, max(1, int(d.Round(time.Second)/time.Second)))
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
+	return getBody(ctx, c.http, url, "", func(r io.Reader) error {
+		_, err := io.Copy(w, r)
 		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	_, err = io.Copy(w, resp.Body)
-	return err
+	})
 }
 
 // APIServerMetrics returns the apiserver's /metrics (Prometheus text).
 func (c *Cluster) APIServerMetrics(ctx context.Context) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, Server+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s/metrics: %s", Server, resp.Status)
-	}
-	return io.ReadAll(resp.Body)
+	var metrics []byte
+	err := getBody(ctx, c.http, Server+"/metrics", "", func(r io.Reader) (err error) {
+		metrics, err = io.ReadAll(r)
+		return err
+	})
+	return metrics, err
 }

@@ -38,17 +38,7 @@ func TestAuthPolicyStatusCostsWhatChanged(t *testing.T) {
 		if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "aps", Name: name}, &p); err != nil {
 			return err
 		}
-		if len(p.Status.Ancestors) != 1 {
-			return fmt.Errorf("policy %s: %d ancestors in status", name, len(p.Status.Ancestors))
-		}
-		status := False
-		if reason == "Accepted" {
-			status = True
-		}
-		if err := hasCondition(p.Status.Ancestors[0].Conditions, "Accepted", status, reason, p.Generation); err != nil {
-			return fmt.Errorf("policy %s: %w", name, err)
-		}
-		return nil
+		return policyAccepted(name, p.Status, p.Generation, reason)
 	}
 	// want is each policy's reason; Accepted for those not named.
 	expect := func(want map[string]string) func() error {

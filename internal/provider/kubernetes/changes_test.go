@@ -65,20 +65,11 @@ func TestEachKindOfChangeReachesItsDependents(t *testing.T) {
 			return nil
 		}
 	}
-	both := func(checks ...func() error) func() error {
-		return func() error {
-			var errs []error
-			for _, c := range checks {
-				errs = append(errs, c())
-			}
-			return errors.Join(errs...)
-		}
-	}
 	eventually := func(what string, check func() error) {
 		t.Helper()
 		testsync.Eventually(t, 30*time.Second, what, check)
 	}
-	eventually("near served by one; cross not permitted", both(serves(hc, url, "near.dep.example", "one"),
+	eventually("near served by one; cross not permitted", all(serves(hc, url, "near.dep.example", "one"),
 		routeIs("near", True, "ResolvedRefs"), routeIs("cross", False, "RefNotPermitted"), notServed("cross.dep.example"),
 		serves(hc, url, "r-3.dep.example", "one")))
 
@@ -86,7 +77,7 @@ func TestEachKindOfChangeReachesItsDependents(t *testing.T) {
 	update(t, e.kc, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "dep", Name: "web-1"}}, func(s *discoveryv1.EndpointSlice) {
 		s.Endpoints[0].Addresses = []string{"198.18.66.2"}
 	})
-	eventually("near and the other routes served by two", both(serves(hc, url, "near.dep.example", "two"), serves(hc, url, "r-3.dep.example", "two")))
+	eventually("near and the other routes served by two", all(serves(hc, url, "near.dep.example", "two"), serves(hc, url, "r-3.dep.example", "two")))
 
 	// A Service: gone, its routes' backend is not found; back, found.
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "dep-far", Name: "far"}}
@@ -98,12 +89,12 @@ func TestEachKindOfChangeReachesItsDependents(t *testing.T) {
 	if err := e.kc.Create(ctx, grant); err != nil {
 		t.Fatal(err)
 	}
-	eventually("cross permitted and served by two", both(routeIs("cross", True, "ResolvedRefs"), serves(hc, url, "cross.dep.example", "two")))
+	eventually("cross permitted and served by two", all(routeIs("cross", True, "ResolvedRefs"), serves(hc, url, "cross.dep.example", "two")))
 
 	if err := e.kc.Delete(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
-	eventually("cross's backend not found", both(routeIs("cross", False, "BackendNotFound"), notServed("cross.dep.example"),
+	eventually("cross's backend not found", all(routeIs("cross", False, "BackendNotFound"), notServed("cross.dep.example"),
 		routeIs("near", True, "ResolvedRefs")))
 	e.create(t, `
 apiVersion: v1
@@ -111,13 +102,13 @@ kind: Service
 metadata: {name: far, namespace: dep-far}
 spec: {ports: [{port: 80, targetPort: 8080}]}
 `)
-	eventually("cross's backend found again", both(routeIs("cross", True, "ResolvedRefs"), serves(hc, url, "cross.dep.example", "two")))
+	eventually("cross's backend found again", all(routeIs("cross", True, "ResolvedRefs"), serves(hc, url, "cross.dep.example", "two")))
 
 	// The grant gone: not permitted again.
 	if err := e.kc.Delete(ctx, grant); err != nil {
 		t.Fatal(err)
 	}
-	eventually("cross not permitted again", both(routeIs("cross", False, "RefNotPermitted"), notServed("cross.dep.example")))
+	eventually("cross not permitted again", all(routeIs("cross", False, "RefNotPermitted"), notServed("cross.dep.example")))
 
 	// An AuthPolicy on a route: accepted, and the route's service has auth
 	// on; removed, off again.
@@ -136,7 +127,7 @@ spec: {ports: [{port: 80, targetPort: 8080}]}
 			return nil
 		}
 	}
-	eventually("the policy accepted, near's service with auth", both(auth(true), func() error {
+	eventually("the policy accepted, near's service with auth", all(auth(true), func() error {
 		if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "dep", Name: "near-readers"}, policy); err != nil {
 			return err
 		}
@@ -151,7 +142,7 @@ spec: {ports: [{port: 80, targetPort: 8080}]}
 	eventually("near's service without auth", auth(false))
 
 	// Through every change, an unrelated route kept its status and is served.
-	eventually("an unrelated route accepted and served", both(serves(hc, url, "r-7.dep.example", "two"), func() error {
+	eventually("an unrelated route accepted and served", all(serves(hc, url, "r-7.dep.example", "two"), func() error {
 		return routesAccepted(ctx, e.kc, "dep", -1)
 	}))
 }

@@ -34,6 +34,23 @@ spec:
 `, name, ns, svc, healthCheck)
 }
 
+// policyAccepted checks that policy name's status has one ancestor, whose
+// Accepted condition has reason (True for "Accepted", else False) and
+// the policy's generation.
+func policyAccepted(name string, st gatewayv1.PolicyStatus, generation int64, reason string) error {
+	if len(st.Ancestors) != 1 {
+		return fmt.Errorf("policy %s: %d ancestors in status", name, len(st.Ancestors))
+	}
+	status := False
+	if reason == "Accepted" {
+		status = True
+	}
+	if err := hasCondition(st.Ancestors[0].Conditions, "Accepted", status, reason, generation); err != nil {
+		return fmt.Errorf("policy %s: %w", name, err)
+	}
+	return nil
+}
+
 // TestTargetGroupPolicy: a TargetGroupPolicy on a Service sets its target
 // group's health check in the control plane, and the proxy's checks reach
 // the target at the policy's path; a change of the policy changes both. A
@@ -88,14 +105,7 @@ func TestTargetGroupPolicy(t *testing.T) {
 			if err := e.kc.Get(ctx, types.NamespacedName{Namespace: "tgp", Name: name}, &p); err != nil {
 				return err
 			}
-			if len(p.Status.Ancestors) != 1 {
-				return fmt.Errorf("policy %s: %d ancestors in status", name, len(p.Status.Ancestors))
-			}
-			status := False
-			if reason == "Accepted" {
-				status = True
-			}
-			return hasCondition(p.Status.Ancestors[0].Conditions, "Accepted", status, reason, p.Generation)
+			return policyAccepted(name, p.Status, p.Generation, reason)
 		}
 	}
 	checkPath := func(want string) func() error {
@@ -111,15 +121,6 @@ func TestTargetGroupPolicy(t *testing.T) {
 				return fmt.Errorf("target group %s checks %q every %d s; want %q every 5 s", cp.TargetGroups[i].Name, hc.Path, hc.IntervalSeconds, want)
 			}
 			return nil
-		}
-	}
-	all := func(checks ...func() error) func() error {
-		return func() error {
-			var errs []error
-			for _, c := range checks {
-				errs = append(errs, c())
-			}
-			return errors.Join(errs...)
 		}
 	}
 	testsync.Eventually(t, time.Minute, "the oldest policy applies and the proxy checks its path", all(

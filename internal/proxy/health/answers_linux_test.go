@@ -170,15 +170,36 @@ func keptFast(t *testing.T, c *Checker, ch *check) *keptConn {
 	return kc
 }
 
+// newKeptFast starts a checker for rt's plain check and opens its kept
+// connection as keptFast does; the check and the checker end with the
+// test.
+func newKeptFast(t *testing.T, rt *rawTarget) (*Checker, *check, *keptConn) {
+	t.Helper()
+	c := New(Config{})
+	t.Cleanup(c.Close)
+	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
+	t.Cleanup(func() { c.done(ch) })
+	return c, ch, keptFast(t, c, ch)
+}
+
+// waitMarked waits until the answer loop marks kc.
+func waitMarked(t *testing.T, c *Checker, kc *keptConn) {
+	t.Helper()
+	testsync.WaitFor(t, 5*time.Second, "the loop marks the connection", func() bool { return marked(c, kc) })
+}
+
+// setMarked sets kc's mark as the answer loop would (or clears it).
+func setMarked(c *Checker, kc *keptConn, stray bool) {
+	c.answers.mu.Lock()
+	kc.stray = stray
+	c.answers.mu.Unlock()
+}
+
 // A check on a kept connection the loop watches, with nothing between
 // checks, is sent with no peek.
 func TestAnswerLoopNoPeek(t *testing.T) {
 	rt := newRawTarget(t, answer(ok200))
-	c := New(Config{})
-	defer c.Close()
-	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
-	defer c.done(ch)
-	kc := keptFast(t, c, ch)
+	c, ch, kc := newKeptFast(t, rt)
 	before := kc.peeks
 	for i := range 5 {
 		if err := probeFast(t, c, ch); err != nil {
@@ -201,30 +222,15 @@ func TestAnswerLoopNoPeek(t *testing.T) {
 func TestAnswerLoopStrayAnswerBetweenChecks(t *testing.T) {
 	const stray503 = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
 	stray := make(chan struct{})
-	rt := newRawTarget(t, func(n int, conn net.Conn, br *bufio.Reader) {
-		if n > 0 {
-			answer(ok200)(n, conn, br)
-			return
-		}
-		for range 2 {
-			if !readRequest(br) {
-				return
-			}
-			io.WriteString(conn, ok200)
-		}
-		<-stray
+	rt := newRawTarget(t, serveThen(2, stray, func(conn net.Conn, br *bufio.Reader) {
 		io.WriteString(conn, stray503)
 		for readRequest(br) {
 			io.WriteString(conn, stray503)
 		}
-	})
-	c := New(Config{})
-	defer c.Close()
-	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
-	defer c.done(ch)
-	kc := keptFast(t, c, ch)
+	}))
+	c, ch, kc := newKeptFast(t, rt)
 	close(stray)
-	testsync.WaitFor(t, 5*time.Second, "the loop marks the connection", func() bool { return marked(c, kc) })
+	waitMarked(t, c, kc)
 	err, fast := checkNext(c, ch)
 	if err != nil {
 		t.Fatalf("the check after a stray answer: %v (judged by the stray answer?)", err)
@@ -247,15 +253,7 @@ func TestAnswerLoopStrayAnswerBetweenChecks(t *testing.T) {
 // check: the loop marks the connection, and the next check runs on a new
 // one.
 func TestAnswerLoopCloseBetweenChecks(t *testing.T) {
-	closing := make(chan struct{})
-	rt := newRawTarget(t, closeAfter(2, closing))
-	c := New(Config{})
-	defer c.Close()
-	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
-	defer c.done(ch)
-	kc := keptFast(t, c, ch)
-	close(closing)
-	testsync.WaitFor(t, 5*time.Second, "the loop marks the connection", func() bool { return marked(c, kc) })
+	rt, c, ch, _ := keptClosed(t)
 	if err, _ := checkNext(c, ch); err != nil {
 		t.Fatalf("the check after the target closed: %v", err)
 	}
@@ -273,18 +271,8 @@ func TestAnswerLoopCloseBetweenChecks(t *testing.T) {
 // ends before any byte of the answer, and it is retried once on a new
 // connection, and passes.
 func TestAnswerLoopCloseNotYetCollected(t *testing.T) {
-	closing := make(chan struct{})
-	rt := newRawTarget(t, closeAfter(2, closing))
-	c := New(Config{})
-	defer c.Close()
-	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
-	defer c.done(ch)
-	kc := keptFast(t, c, ch)
-	close(closing)
-	testsync.WaitFor(t, 5*time.Second, "the loop marks the connection", func() bool { return marked(c, kc) })
-	c.answers.mu.Lock()
-	kc.stray = false
-	c.answers.mu.Unlock()
+	rt, c, ch, kc := keptClosed(t)
+	setMarked(c, kc, false)
 	if err := probeFast(t, c, ch); err != nil {
 		t.Fatalf("the check sent on a connection the target closed: %v", err)
 	}
@@ -300,14 +288,8 @@ func TestAnswerLoopCloseNotYetCollected(t *testing.T) {
 // worker's reads of a long answer) costs a peek, not the connection.
 func TestAnswerLoopMarkWithNothingToRead(t *testing.T) {
 	rt := newRawTarget(t, answer(ok200))
-	c := New(Config{})
-	defer c.Close()
-	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
-	defer c.done(ch)
-	kc := keptFast(t, c, ch)
-	c.answers.mu.Lock()
-	kc.stray = true
-	c.answers.mu.Unlock()
+	c, ch, kc := newKeptFast(t, rt)
+	setMarked(c, kc, true)
 	before := kc.peeks
 	if err := probeFast(t, c, ch); err != nil {
 		t.Fatal(err)
@@ -320,9 +302,22 @@ func TestAnswerLoopMarkWithNothingToRead(t *testing.T) {
 	}
 }
 
-// closeAfter answers the first connection's first n requests and closes
-// it once closing is closed; later connections answer every request.
-func closeAfter(n int, closing <-chan struct{}) func(int, net.Conn, *bufio.Reader) {
+// keptClosed opens a kept connection the loop watches to a target that
+// then closes it, and waits until the loop marks the connection.
+func keptClosed(t *testing.T) (*rawTarget, *Checker, *check, *keptConn) {
+	t.Helper()
+	closing := make(chan struct{})
+	rt := newRawTarget(t, serveThen(2, closing, nil))
+	c, ch, kc := newKeptFast(t, rt)
+	close(closing)
+	waitMarked(t, c, kc)
+	return rt, c, ch, kc
+}
+
+// serveThen answers the first connection's first n requests, waits for
+// gate to close, and then hands the connection to then (if any) before
+// closing it; later connections answer every request.
+func serveThen(n int, gate <-chan struct{}, then func(net.Conn, *bufio.Reader)) func(int, net.Conn, *bufio.Reader) {
 	return func(i int, conn net.Conn, br *bufio.Reader) {
 		if i > 0 {
 			answer(ok200)(i, conn, br)
@@ -334,6 +329,9 @@ func closeAfter(n int, closing <-chan struct{}) func(int, net.Conn, *bufio.Reade
 			}
 			io.WriteString(conn, ok200)
 		}
-		<-closing
+		<-gate
+		if then != nil {
+			then(conn, br)
+		}
 	}
 }
