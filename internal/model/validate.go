@@ -510,18 +510,28 @@ func (t *TargetGroup) Validate() error {
 	return f.list.err()
 }
 
-// The ranges Lattice accepts; 0 means "use the default".
+// HealthCheckRanges are the ranges Lattice accepts for a health check's
+// numbers, by field (0 means "use the default"): the one list the model's
+// validation and the translator's TargetGroupPolicy check both read.
+var HealthCheckRanges = map[string][2]int32{
+	"port":                    {1, 65535},
+	"intervalSeconds":         {5, 300},
+	"timeoutSeconds":          {1, 120},
+	"healthyThresholdCount":   {2, 10},
+	"unhealthyThresholdCount": {2, 10},
+}
+
 func validateHealthCheck(f *fieldErrs, h *HealthCheck) {
-	check := func(field string, v, lo, hi int32) {
-		if v != 0 && (v < lo || v > hi) {
-			f.add("healthCheck."+field, "%d is not in %d-%d", v, lo, hi)
+	check := func(field string, v int32) {
+		if r := HealthCheckRanges[field]; v != 0 && (v < r[0] || v > r[1]) {
+			f.add("healthCheck."+field, "%d is not in %d-%d", v, r[0], r[1])
 		}
 	}
-	check("port", h.Port, 1, 65535)
-	check("intervalSeconds", h.IntervalSeconds, 5, 300)
-	check("timeoutSeconds", h.TimeoutSeconds, 1, 120)
-	check("healthyThresholdCount", h.HealthyThresholdCount, 2, 10)
-	check("unhealthyThresholdCount", h.UnhealthyThresholdCount, 2, 10)
+	check("port", h.Port)
+	check("intervalSeconds", h.IntervalSeconds)
+	check("timeoutSeconds", h.TimeoutSeconds)
+	check("healthyThresholdCount", h.HealthyThresholdCount)
+	check("unhealthyThresholdCount", h.UnhealthyThresholdCount)
 	switch {
 	case h.Path != "" && !strings.HasPrefix(h.Path, "/"):
 		f.add("healthCheck.path", "%q must start with '/'", h.Path)

@@ -343,22 +343,22 @@ func policyHealthCheck(h *v1alpha1.HealthCheckPolicy, src model.SourceRef) (hc m
 			invalid = p.Field + ": " + p.Message
 		}
 	}
-	number := func(field string, v *int32, lo, hi int32) int32 {
+	number := func(field string, v *int32) int32 {
 		if v == nil {
 			return 0
 		}
-		if *v < lo || *v > hi {
-			bad(field, "%d is not in %d-%d", *v, lo, hi)
+		if r := model.HealthCheckRanges[field]; *v < r[0] || *v > r[1] {
+			bad(field, "%d is not in %d-%d", *v, r[0], r[1])
 			return 0
 		}
 		return *v
 	}
 	hc.Enabled = h.Enabled
-	hc.IntervalSeconds = number("intervalSeconds", h.IntervalSeconds, 5, 300)
-	hc.TimeoutSeconds = number("timeoutSeconds", h.TimeoutSeconds, 1, 120)
-	hc.HealthyThresholdCount = number("healthyThresholdCount", h.HealthyThresholdCount, 2, 10)
-	hc.UnhealthyThresholdCount = number("unhealthyThresholdCount", h.UnhealthyThresholdCount, 2, 10)
-	hc.Port = number("port", h.Port, 1, 65535)
+	hc.IntervalSeconds = number("intervalSeconds", h.IntervalSeconds)
+	hc.TimeoutSeconds = number("timeoutSeconds", h.TimeoutSeconds)
+	hc.HealthyThresholdCount = number("healthyThresholdCount", h.HealthyThresholdCount)
+	hc.UnhealthyThresholdCount = number("unhealthyThresholdCount", h.UnhealthyThresholdCount)
+	hc.Port = number("port", h.Port)
 	if m := h.StatusMatch; m != nil {
 		switch _, err := model.ParseMatcher(*m); {
 		case len(*m) > maxStatusMatch:
