@@ -9,6 +9,9 @@
 //     connection paired with its own target connection — nginx's
 //     architecture, with nothing but forwarding.
 //
+// goroutine serves net/http/pprof on GOMINIMAL_DEBUG=ADDR when set, for
+// runtime traces beside Trellis's (bench/gotrace-waits).
+//
 // They assume well-behaved peers (a request head in one read, responses
 // with Content-Length) and are measuring instruments, not proxies: nothing
 // else may import or run them.

@@ -26,7 +26,47 @@ type gstate struct {
 	since trace.Time
 	state trace.GoState
 	cause string
+	proc  trace.ProcID
 }
+
+// cycle is one request's time in the proxy as a goroutine serving a
+// client connection sees it: from the poller making it ready with the
+// client's bytes to its next wait for the client. Its parts: waiting to
+// run after each wake (client's bytes, target's answer), running (system
+// calls included), and waiting for the target.
+type cycle struct {
+	open bool
+	// start is when the client's bytes made the goroutine ready, total
+	// the time from then to its next wait for the client.
+	start, total                     trace.Time
+	clientRunq, targetRunq, run, tgt float64
+	// pollGap is how long before the target's answer was seen the
+	// poller had last been asked (a bound on how late the poller saw it).
+	pollGap  float64
+	onClient bool
+}
+
+// clientWait reports whether a goroutine blocked on the network with
+// stack s waits for its client (the next request), not for a target:
+// Trellis's fast path reads clients through idleConn; go-minimal
+// (bench/ceiling/goroutine) reads the target's answer in answer, the
+// client's head in serve.
+func clientWait(s trace.Stack) bool {
+	for f := range s.Frames() {
+		switch {
+		case strings.Contains(f.Func, "idleConn"):
+			return true
+		case f.Func == "main.answer":
+			return false
+		case f.Func == "main.serve":
+			return true
+		}
+	}
+	return false
+}
+
+// span is a goroutine's time running on a P, or waiting to run.
+type span struct{ from, to trace.Time }
 
 func hasFunc(s trace.Stack, subs ...string) string {
 	for f := range s.Frames() {
@@ -65,6 +105,30 @@ func main() {
 	// A goroutine first seen running has no cause ("").
 	runnable := map[string][]float64{}
 	blocked := map[string][]float64{}
+	// slices are how long goroutines ran at a time: a slice far longer
+	// than a request's work is a thread the kernel took the CPU from (or
+	// a goroutine that does not yield). ranges sum the runtime's ranges
+	// (GC mark, stop-the-world, mark assists) by name.
+	var slices []float64
+	type rng struct {
+		n        int
+		sum, max float64
+	}
+	ranges := map[string]*rng{}
+	open := map[string]trace.Time{}
+	// late counts the waits of 1 ms or more per 10 ms window of the
+	// trace: whether the tail comes in bursts or spread out.
+	late := map[int64]int{}
+	var first, last trace.Time
+	// running holds each P's running spans in order; waits the runnable
+	// -> running waits of 1 ms or more, for what the Ps did meanwhile.
+	running := map[trace.ProcID][]span{}
+	var waits []span
+	cycles := map[trace.GoID]*cycle{}
+	// polls: the times the poller made goroutines ready, one per batch
+	// (wakes within 5 µs of each other are one batch).
+	var prevPoll, curPoll trace.Time
+	var done []cycle
 	for {
 		ev, err := r.ReadEvent()
 		if err == io.EOF {
@@ -73,6 +137,32 @@ func main() {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
+		}
+		if first == 0 {
+			first = ev.Time()
+		}
+		last = ev.Time()
+		switch ev.Kind() {
+		case trace.EventRangeBegin, trace.EventRangeActive:
+			r := ev.Range()
+			open[r.Name+"/"+r.Scope.String()] = ev.Time()
+			continue
+		case trace.EventRangeEnd:
+			r := ev.Range()
+			k := r.Name + "/" + r.Scope.String()
+			if t0, ok := open[k]; ok {
+				d := float64(ev.Time()-t0) / 1e6
+				x := ranges[r.Name]
+				if x == nil {
+					x = &rng{}
+					ranges[r.Name] = x
+				}
+				x.n++
+				x.sum += d
+				x.max = max(x.max, d)
+				delete(open, k)
+			}
+			continue
 		}
 		if ev.Kind() != trace.EventStateTransition {
 			continue
@@ -92,6 +182,19 @@ func main() {
 		switch {
 		case g.state == trace.GoRunnable && to == trace.GoRunning:
 			runnable[g.cause] = append(runnable[g.cause], d)
+			if d >= 1 {
+				late[int64(ev.Time()-first)/1e7]++
+				waits = append(waits, span{g.since, ev.Time()})
+			}
+		case g.state == trace.GoRunning && to != trace.GoRunning:
+			slices = append(slices, d)
+			fallthrough
+		case g.state == trace.GoSyscall && to != trace.GoSyscall:
+			// A goroutine in a system call holds its P (until sysmon
+			// retakes it: not told apart here).
+			if g.proc != trace.NoProc {
+				running[g.proc] = append(running[g.proc], span{g.since, ev.Time()})
+			}
 		case g.state == trace.GoWaiting && to == trace.GoRunnable:
 			if strings.HasPrefix(g.cause, "woken:mutex ") {
 				blocked[g.cause] = append(blocked[g.cause], d)
@@ -127,7 +230,40 @@ func main() {
 				g.cause = "new or undetermined"
 			}
 		}
+		if g.state == trace.GoWaiting && to == trace.GoRunnable && g.cause == "woken:network" || strings.HasPrefix(g.cause, "woken:network ") {
+			if ev.Time()-curPoll > 5000 {
+				prevPoll, curPoll = curPoll, ev.Time()
+			}
+		}
+		c := cycles[id]
+		if c == nil {
+			c = &cycle{}
+			cycles[id] = c
+		}
+		switch {
+		case g.state == trace.GoWaiting && to == trace.GoRunnable && c.onClient:
+			*c = cycle{open: true, start: ev.Time()}
+		case g.state == trace.GoWaiting && to == trace.GoRunnable:
+			c.tgt += d
+			c.pollGap = float64(ev.Time()-prevPoll) / 1e6
+		case g.state == trace.GoRunnable && to == trace.GoRunning && c.tgt == 0:
+			c.clientRunq += d
+		case g.state == trace.GoRunnable && to == trace.GoRunning:
+			c.targetRunq += d
+		case g.state == trace.GoRunning || g.state == trace.GoSyscall:
+			c.run += d
+		}
+		if from == trace.GoRunning && to == trace.GoWaiting && st.Reason == "network" {
+			c.onClient = clientWait(st.Stack)
+			if c.onClient && c.open {
+				c.total = ev.Time() - c.start
+				done = append(done, *c)
+			}
+		}
 		g.state, g.since = to, ev.Time()
+		if to == trace.GoRunning || to == trace.GoSyscall {
+			g.proc = ev.Proc()
+		}
 	}
 	show := func(title string, m map[string][]float64) {
 		fmt.Println(title)
@@ -152,4 +288,106 @@ func main() {
 	}
 	show("runnable -> running wait, by what made the goroutine runnable:", runnable)
 	show("blocked on the suspect mutexes (waiting -> runnable):", blocked)
+	show("running slices (running -> not running):", map[string][]float64{"all": slices})
+	fmt.Println("runtime ranges:")
+	var names []string
+	for k := range ranges {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		x := ranges[k]
+		fmt.Printf("  %-34s n=%d sum=%.1f max=%.2f ms\n", k, x.n, x.sum, x.max)
+	}
+	explain(waits, running)
+	requests(done)
+	var counts []int
+	all := 0
+	for _, c := range late {
+		counts = append(counts, c)
+		all += c
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(counts)))
+	top := 0
+	for i := 0; i < len(counts) && i < len(counts)/10+1; i++ {
+		top += counts[i]
+	}
+	fmt.Printf("waits >= 1 ms: %d in %d of %d 10-ms windows; the busiest tenth of those windows holds %d\n",
+		all, len(late), int64(last-first)/1e7+1, top)
+}
+
+// explain prints, for the long waits, what the Ps did meanwhile (pTime).
+func explain(waits []span, running map[trace.ProcID][]span) {
+	short, long, idle := pTime(waits, running)
+	all := short + long + idle
+	if all == 0 {
+		return
+	}
+	fmt.Printf("during the %d waits >= 1 ms, P time: %.0f %% running slices < 0.5 ms, %.0f %% in slices >= 0.5 ms, %.0f %% running nothing (%d Ps)\n",
+		len(waits), 100*short/all, 100*long/all, 100*idle/all, len(running))
+}
+
+// pTime sums, over the waits and the Ps, the time (ms) the Ps spent
+// running other goroutines in short slices (the run queue: work ahead of
+// the waiter), in slices of 0.5 ms or more (a thread the kernel
+// descheduled while it held a P, or a goroutine that did not yield), and
+// running nothing (no thread took the waiter: a wake-up the kernel was
+// late with). Each P's spans are in order and do not overlap.
+func pTime(waits []span, running map[trace.ProcID][]span) (short, long, idle float64) {
+	for _, w := range waits {
+		for _, ss := range running {
+			i := sort.Search(len(ss), func(i int) bool { return ss[i].to > w.from })
+			covered := trace.Time(0)
+			for ; i < len(ss) && ss[i].from < w.to; i++ {
+				o := min(ss[i].to, w.to) - max(ss[i].from, w.from)
+				covered += o
+				if ss[i].to-ss[i].from >= 500_000 {
+					long += float64(o) / 1e6
+				} else {
+					short += float64(o) / 1e6
+				}
+			}
+			idle += float64(w.to-w.from-covered) / 1e6
+		}
+	}
+	return short, long, idle
+}
+
+// requests prints the distribution of the requests' time in the proxy
+// and, for the slowest 1 %, where that time went on average (slowest).
+func requests(done []cycle) {
+	if len(done) == 0 {
+		return
+	}
+	sort.Slice(done, func(i, j int) bool { return done[i].total < done[j].total })
+	ms := func(t trace.Time) float64 { return float64(t) / 1e6 }
+	n := len(done)
+	fmt.Printf("requests in the proxy (client's bytes ready -> next wait for the client): n=%d p50=%.3f p99=%.3f p99.9=%.3f max=%.1f ms\n",
+		n, ms(done[n/2].total), ms(done[n*99/100].total), ms(done[n*999/1000].total), ms(done[n-1].total))
+	m := slowest(done)
+	fmt.Printf("  the slowest 1 %% (%d), mean %.3f ms: ready to run after the client's bytes %.3f, after the target's answer %.3f, running %.3f, waiting for the target %.3f (of it at most %.3f for the poller to look)\n",
+		n-n*99/100, ms(m.total), m.clientRunq, m.targetRunq, m.run, m.tgt, m.pollGap)
+}
+
+// slowest returns the mean of the slowest 1 % of done, which is sorted by
+// total.
+func slowest(done []cycle) cycle {
+	slow := done[len(done)*99/100:]
+	var m cycle
+	for _, c := range slow {
+		m.total += c.total
+		m.clientRunq += c.clientRunq
+		m.targetRunq += c.targetRunq
+		m.run += c.run
+		m.tgt += c.tgt
+		m.pollGap += c.pollGap
+	}
+	k := float64(len(slow))
+	m.total = trace.Time(float64(m.total) / k)
+	m.clientRunq /= k
+	m.targetRunq /= k
+	m.run /= k
+	m.tgt /= k
+	m.pollGap /= k
+	return m
 }

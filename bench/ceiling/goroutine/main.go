@@ -1,6 +1,8 @@
 // Command goroutine is the goroutine-per-connection forwarder of package
 // ceiling: goroutine ADDR TARGET... forwards every request on ADDR to the
-// targets in turn.
+// targets in turn. With GOMINIMAL_DEBUG=ADDR it also serves net/http/pprof
+// on ADDR, so that its runtime traces can be read beside Trellis's
+// (bench/gotrace-waits).
 package main
 
 import (
@@ -9,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"strconv"
 	"sync"
@@ -79,21 +83,7 @@ func serve(conn net.Conn, pools []*pool, next *atomic.Uint32) {
 		if tc.bw.Flush() != nil {
 			return
 		}
-		n := 0
-		for {
-			line, err := tc.br.ReadSlice('\n')
-			if err != nil {
-				return
-			}
-			if len(line) > len(contentLength) && bytes.EqualFold(line[:len(contentLength)], contentLength) {
-				n, _ = strconv.Atoi(string(bytes.TrimSpace(line[len(contentLength):])))
-			}
-			bw.Write(line)
-			if len(line) <= 2 {
-				break
-			}
-		}
-		if _, err := io.CopyN(bw, tc.br, int64(n)); err != nil {
+		if answer(tc, bw) != nil {
 			return
 		}
 		p.put(tc)
@@ -101,6 +91,30 @@ func serve(conn net.Conn, pools []*pool, next *atomic.Uint32) {
 			return
 		}
 	}
+}
+
+// answer copies the target's response into bw. A function of its own so
+// that a runtime trace tells its waits from those for the client
+// (bench/gotrace-waits).
+//
+//go:noinline
+func answer(tc *targetConn, bw *bufio.Writer) error {
+	n := 0
+	for {
+		line, err := tc.br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) > len(contentLength) && bytes.EqualFold(line[:len(contentLength)], contentLength) {
+			n, _ = strconv.Atoi(string(bytes.TrimSpace(line[len(contentLength):])))
+		}
+		bw.Write(line)
+		if len(line) <= 2 {
+			break
+		}
+	}
+	_, err := io.CopyN(bw, tc.br, int64(n))
+	return err
 }
 
 func main() {
@@ -116,6 +130,9 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if addr := os.Getenv("GOMINIMAL_DEBUG"); addr != "" {
+		go func() { fmt.Fprintln(os.Stderr, http.ListenAndServe(addr, nil)) }()
 	}
 	var next atomic.Uint32
 	for {
