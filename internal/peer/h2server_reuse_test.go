@@ -329,3 +329,37 @@ func TestH2ServerReadsStreamsInOrder(t *testing.T) {
 		t.Errorf("the handlers of one read's %d requests started out of order: %v", n, late)
 	}
 }
+
+// Every stream of a read longer than maxChain is served, each on a
+// goroutine of its own: handlers that wait for each other all start (a
+// list served one stream after another would never end).
+func TestH2ServerQueuedStreamsRunTogether(t *testing.T) {
+	const n = 2*maxChain + 5
+	var started atomic.Int32
+	all := make(chan struct{})
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if started.Add(1) == n {
+			close(all)
+		}
+		select {
+		case <-all:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}), nil)
+	var batch bytes.Buffer
+	fr := http2.NewFramer(&batch, nil)
+	var ids []uint32
+	for i := range n {
+		id := uint32(2*i + 1)
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndStream: true, EndHeaders: true, BlockFragment: rc.block(getFields...)})
+		ids = append(ids, id)
+	}
+	if _, err := rc.nc.Write(batch.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	rc.endOf(ids...) // fails the test at the connection's read deadline
+	if got := started.Load(); got != n {
+		t.Errorf("%d handlers started, want %d", got, n)
+	}
+}
