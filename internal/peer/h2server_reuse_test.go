@@ -259,9 +259,10 @@ func TestH2ServerBusyConnectionYields(t *testing.T) {
 		bID += 2
 		a.endOf(ids...)
 	}
-	// Now b's request is served after one of a's (or none) in every
-	// round; with the readers' chain, after all of them in 5 to 7 of the
-	// 10 rounds (5 runs). Under -race the scheduler puts
+	// Now b's request is served after the last of a's lists (queue,
+	// maxChain) in every round: after 4 of a's; with a hand-off per
+	// stream, after one of a's or none; with the readers' chain, after
+	// all of them in 5 to 7 of the 10 rounds (5 runs). Under -race the scheduler puts
 	// half of the goroutines a send makes ready at the end of the queue,
 	// b's handler too, which then runs after a's whatever the reading:
 	// some round must still be served early.
