@@ -159,7 +159,7 @@ func (l *answerLoop) dialed(p *pendingRead) {
 	if !p.sent {
 		l.sendMu.Lock()
 		l.req = appendRequest(l.req[:0], p.ch.sp.requestURI, p.ch.key.addr)
-		n, err := syscall.SendmsgN(p.fd, l.req, nil, nil, syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL)
+		n, err := sendNow(p.fd, l.req)
 		whole := n == len(l.req)
 		l.sendMu.Unlock()
 		switch {
@@ -249,7 +249,7 @@ func (p *pendingRead) read() (eof, drained bool, err error) {
 			pb.got = pb.got[:cap(pb.got)]
 		}
 		space := min(len(pb.got), maxDialAnswer) - p.got
-		n, _, err := syscall.Recvfrom(p.fd, pb.got[p.got:p.got+space], syscall.MSG_DONTWAIT)
+		n, err := recvNow(p.fd, pb.got[p.got:p.got+space], 0)
 		switch {
 		case err == syscall.EINTR:
 			continue
