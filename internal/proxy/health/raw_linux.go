@@ -1,6 +1,7 @@
 package health
 
 import (
+	"net/netip"
 	"syscall"
 	"unsafe"
 )
@@ -57,4 +58,59 @@ func epollNow(ep int, events []syscall.EpollEvent) (int, error) {
 		return 0, e
 	}
 	return int(n), nil
+}
+
+// openNow opens a non-blocking TCP socket of family, closed with a reset
+// (SO_LINGER on, 0 s).
+func openNow(family int) (int, error) {
+	fd, _, e := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(family), syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
+	if e != 0 {
+		return -1, e
+	}
+	linger := syscall.Linger{Onoff: 1}
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, fd, syscall.SOL_SOCKET, syscall.SO_LINGER, uintptr(unsafe.Pointer(&linger)), unsafe.Sizeof(linger), 0); e != 0 {
+		closeNow(int(fd))
+		return -1, e
+	}
+	return int(fd), nil
+}
+
+// connectNow starts connecting fd, a non-blocking socket, to ap:
+// EINPROGRESS while the connection is being made.
+func connectNow(fd int, ap netip.AddrPort) error {
+	var sa4 syscall.RawSockaddrInet4
+	var sa6 syscall.RawSockaddrInet6
+	var p unsafe.Pointer
+	var n uintptr
+	port := (*[2]byte)(unsafe.Pointer(&sa4.Port))
+	if a := ap.Addr(); a.Is4() || a.Is4In6() {
+		sa4.Family, sa4.Addr = syscall.AF_INET, a.Unmap().As4()
+		p, n = unsafe.Pointer(&sa4), unsafe.Sizeof(sa4)
+	} else {
+		sa6.Family, sa6.Addr = syscall.AF_INET6, a.As16()
+		port = (*[2]byte)(unsafe.Pointer(&sa6.Port))
+		p, n = unsafe.Pointer(&sa6), unsafe.Sizeof(sa6)
+	}
+	port[0], port[1] = byte(ap.Port()>>8), byte(ap.Port())
+	if _, _, e := syscall.RawSyscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(p), n); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// closeNow closes fd (a socket with SO_LINGER 0 closes at once, with a
+// reset).
+func closeNow(fd int) error {
+	if _, _, e := syscall.RawSyscall(syscall.SYS_CLOSE, uintptr(fd), 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// epollAddNow registers fd with ep for ev.
+func epollAddNow(ep, fd int, ev *syscall.EpollEvent) error {
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(ep), syscall.EPOLL_CTL_ADD, uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0); e != 0 {
+		return e
+	}
+	return nil
 }

@@ -2,8 +2,12 @@ package health
 
 import (
 	"errors"
+	"net"
 	"syscall"
 	"testing"
+	"time"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 // The raw calls keep the contract of the syscall package's calls they
@@ -61,5 +65,46 @@ func TestRawCalls(t *testing.T) {
 	}
 	if n, err := sendNow(ours, []byte("GET")); !errors.Is(err, syscall.EPIPE) {
 		t.Fatalf("send after the peer closed: %d, %v; want EPIPE", n, err)
+	}
+}
+
+// connectNow reaches the address it is given, IPv4 and IPv6 (the port in
+// network order), on a socket openNow made.
+func TestConnectNow(t *testing.T) {
+	for _, network := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", network)
+		if err != nil {
+			t.Logf("%s: %v (skipped)", network, err)
+			continue
+		}
+		ap := ln.Addr().(*net.TCPAddr).AddrPort()
+		family := syscall.AF_INET
+		if ap.Addr().Is6() {
+			family = syscall.AF_INET6
+		}
+		fd, err := openNow(family)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := connectNow(fd, ap); err != nil && !errors.Is(err, syscall.EINPROGRESS) {
+			t.Fatalf("%s: connect: %v", ap, err)
+		}
+		conn, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1)
+		testsync.WaitFor(t, 5*time.Second, "the byte sent", func() bool {
+			n, _ := recvNow(fd, buf, 0)
+			return n == 1
+		})
+		conn.Close()
+		ln.Close()
+		if err := closeNow(fd); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
