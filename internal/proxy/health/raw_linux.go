@@ -7,7 +7,9 @@ import (
 )
 
 // The checks' system calls that never wait (a send or a read with
-// MSG_DONTWAIT, an epoll wait with no timeout) are made raw: without
+// MSG_DONTWAIT, an epoll wait with no timeout, and the dial path's socket,
+// connect of a non-blocking socket, epoll registration and close with
+// SO_LINGER 0) are made raw: without
 // telling Go's scheduler that the goroutine enters a system call. The
 // syscall package's calls do tell it (entersyscall, exitsyscall), and each
 // such entry wakes the runtime's monitor thread (sysmon) when it sleeps
