@@ -209,7 +209,7 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 	var n int
 	var err error
 	if cerr := kc.raw.Control(func(fd uintptr) {
-		n, err = syscall.SendmsgN(int(fd), l.req, nil, nil, syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL)
+		n, err = sendNow(int(fd), l.req)
 	}); cerr != nil {
 		err = cerr
 	}
@@ -309,7 +309,7 @@ func (l *answerLoop) run() {
 // read, as the loop's wait for the epoll instance to be readable; it
 // reports false (wait) when there are none.
 func (l *answerLoop) collect(uintptr) bool {
-	n, _ := syscall.EpollWait(l.ep, l.events[:], 0)
+	n, _ := epollNow(l.ep, l.events[:])
 	if n <= 0 {
 		return false
 	}
@@ -382,7 +382,7 @@ func (l *answerLoop) answer(p *pendingRead) {
 	var n int
 	var err error
 	if cerr := kc.raw.Control(func(fd uintptr) {
-		n, _, err = syscall.Recvfrom(int(fd), got, syscall.MSG_DONTWAIT)
+		n, err = recvNow(int(fd), got, 0)
 	}); cerr != nil {
 		err = cerr
 	}

@@ -83,7 +83,7 @@ func (c *Checker) dialFast(ch *check, done func(error)) bool {
 	// Registered once connecting: a socket not yet connecting polls as
 	// hung up and writable. An error or a connection made at once comes
 	// as the event registering it gives.
-	if err := syscall.Connect(fd, sockaddr(ap)); err != nil && err != syscall.EINPROGRESS && err != syscall.EINTR {
+	if err := connectNow(fd, ap); err != nil && err != syscall.EINPROGRESS && err != syscall.EINTR {
 		l.closeDial(p)
 		c.endPending(p, dialError(ap, "connect", err), nil)
 		return true
@@ -104,26 +104,10 @@ func openCheckSocket(ap netip.AddrPort) (int, error) {
 	if !ap.Addr().Is4() && !ap.Addr().Is4In6() {
 		family = syscall.AF_INET6
 	}
-	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
-	if err != nil {
-		return -1, err
-	}
 	// Closed with a reset: nothing is left to deliver once the status is
 	// known, and no TIME_WAIT socket stays behind (as HAProxy closes its
 	// checks).
-	if err := syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1}); err != nil {
-		syscall.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-// sockaddr is ap as the system takes it.
-func sockaddr(ap netip.AddrPort) syscall.Sockaddr {
-	if a := ap.Addr(); a.Is4() || a.Is4In6() {
-		return &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: a.Unmap().As4()}
-	}
-	return &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	return openNow(family)
 }
 
 // dialError is err of op on a connection to ap, as net.Dialer's errors
@@ -145,7 +129,7 @@ func (l *answerLoop) addDial(p *pendingRead) bool {
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | -syscall.EPOLLET, Fd: int32(p.token), Pad: int32(p.token >> 32)}
 	l.addLocked(p)
-	if syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, p.fd, &ev) != nil {
+	if epollAddNow(l.ep, p.fd, &ev) != nil {
 		delete(l.pending, p.token)
 		heap.Remove(&l.queue, p.idx)
 		return false
@@ -159,7 +143,7 @@ func (l *answerLoop) dialed(p *pendingRead) {
 	if !p.sent {
 		l.sendMu.Lock()
 		l.req = appendRequest(l.req[:0], p.ch.sp.requestURI, p.ch.key.addr)
-		n, err := syscall.SendmsgN(p.fd, l.req, nil, nil, syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL)
+		n, err := sendNow(p.fd, l.req)
 		whole := n == len(l.req)
 		l.sendMu.Unlock()
 		switch {
@@ -249,7 +233,7 @@ func (p *pendingRead) read() (eof, drained bool, err error) {
 			pb.got = pb.got[:cap(pb.got)]
 		}
 		space := min(len(pb.got), maxDialAnswer) - p.got
-		n, _, err := syscall.Recvfrom(p.fd, pb.got[p.got:p.got+space], syscall.MSG_DONTWAIT)
+		n, err := recvNow(p.fd, pb.got[p.got:p.got+space], 0)
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -292,7 +276,7 @@ func (l *answerLoop) endDial(p *pendingRead, err error) {
 
 // closeDial closes p's socket and counts its dial done.
 func (l *answerLoop) closeDial(p *pendingRead) {
-	syscall.Close(p.fd)
+	closeNow(p.fd)
 	p.fd = -1
 	if cap(p.pb.got) > answerBuffer {
 		p.pb.got = nil // a long answer's buffer is not pooled

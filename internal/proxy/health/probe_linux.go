@@ -19,7 +19,7 @@ func (kc *keptConn) socketIdle() bool {
 }
 
 func (kc *keptConn) peek(fd uintptr) bool {
-	_, _, kc.peekErr = syscall.Recvfrom(int(fd), kc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	_, kc.peekErr = recvNow(int(fd), kc.peekBuf[:], syscall.MSG_PEEK)
 	return true
 }
 
