@@ -357,9 +357,7 @@ func TestStaleAnswerIsNotTaken(t *testing.T) {
 // out (the target closed it without answering), over TLS (close_notify)
 // as well.
 func TestKeptConnectionClosedByTarget(t *testing.T) {
-	for _, https := range []bool{false, true} {
-		t.Run(map[bool]string{false: "http", true: "https"}[https], func(t *testing.T) { keptConnectionClosedByTarget(t, https) })
-	}
+	overHTTPAndHTTPS(t, keptConnectionClosedByTarget)
 }
 
 func keptConnectionClosedByTarget(t *testing.T, https bool) {
@@ -426,8 +424,14 @@ func keptConnectionClosedByTarget(t *testing.T, https bool) {
 // its target leaves, keeps no more than MaxKeptConns (a check past the
 // bound opens and closes its own), and closes them all on Close.
 func TestKeptConnections(t *testing.T) {
+	overHTTPAndHTTPS(t, keptConnections)
+}
+
+// overHTTPAndHTTPS runs test as two subtests, "http" and "https", its
+// checks over TLS in the second.
+func overHTTPAndHTTPS(t *testing.T, test func(t *testing.T, https bool)) {
 	for _, https := range []bool{false, true} {
-		t.Run(map[bool]string{false: "http", true: "https"}[https], func(t *testing.T) { keptConnections(t, https) })
+		t.Run(map[bool]string{false: "http", true: "https"}[https], func(t *testing.T) { test(t, https) })
 	}
 }
 
