@@ -120,6 +120,9 @@ func TestTargetGroupValidation(t *testing.T) {
 			tg.HealthCheck = HealthCheck{IntervalSeconds: 1, TimeoutSeconds: 121, HealthyThresholdCount: 11, Path: "health", Matcher: "200-199"}
 		}, []string{"healthCheck.healthyThresholdCount", "healthCheck.intervalSeconds", "healthCheck.matcher", "healthCheck.path", "healthCheck.timeoutSeconds"}},
 		{"health check path with a header in it", func(tg *TargetGroup) { tg.HealthCheck.Path = "/h HTTP/1.1\r\nX-Injected: 1" }, []string{"healthCheck.path"}},
+		{"health check protocol and version", func(tg *TargetGroup) { tg.HealthCheck.Protocol, tg.HealthCheck.ProtocolVersion = "TCP", "GRPC" },
+			[]string{"healthCheck.protocol", "healthCheck.protocolVersion"}},
+		{"health check over HTTPS and HTTP/2", func(tg *TargetGroup) { tg.HealthCheck.Protocol, tg.HealthCheck.ProtocolVersion = ProtocolHTTPS, HTTP2 }, nil},
 	}
 	checkMutations(t, valid, tests)
 }

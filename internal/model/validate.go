@@ -543,16 +543,37 @@ func validateHealthCheck(f *fieldErrs, h *HealthCheck) {
 			f.add("healthCheck.matcher", "%v", err)
 		}
 	}
-	switch h.Protocol {
-	case "", ProtocolHTTP, ProtocolHTTPS:
-	default:
-		f.add("healthCheck.protocol", "must be HTTP or HTTPS, not %q", h.Protocol)
+	if h.Protocol != "" {
+		if err := CheckHealthProtocol(h.Protocol); err != nil {
+			f.add("healthCheck.protocol", "%v", err)
+		}
 	}
-	switch h.ProtocolVersion {
-	case "", HTTP1, HTTP2:
-	default:
-		f.add("healthCheck.protocolVersion", "must be HTTP1 or HTTP2, not %q", h.ProtocolVersion)
+	if h.ProtocolVersion != "" {
+		if err := CheckHealthProtocolVersion(h.ProtocolVersion); err != nil {
+			f.add("healthCheck.protocolVersion", "%v", err)
+		}
 	}
+}
+
+// CheckHealthProtocol says why p is not a health check's protocol (HTTP or
+// HTTPS), nil when it is one; CheckHealthProtocolVersion likewise for the
+// version (HTTP1 or HTTP2). The model's validation and the translator's
+// TargetGroupPolicy check both ask them.
+func CheckHealthProtocol(p Protocol) error {
+	switch p {
+	case ProtocolHTTP, ProtocolHTTPS:
+		return nil
+	}
+	return fmt.Errorf("must be HTTP or HTTPS, not %q", p)
+}
+
+// CheckHealthProtocolVersion: see CheckHealthProtocol.
+func CheckHealthProtocolVersion(v ProtocolVersion) error {
+	switch v {
+	case HTTP1, HTTP2:
+		return nil
+	}
+	return fmt.Errorf("must be HTTP1 or HTTP2, not %q", v)
 }
 
 // ParseMatcher parses a health-check matcher ("200", "200,202", "200-299")

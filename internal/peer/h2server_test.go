@@ -516,12 +516,7 @@ func dialRaw(t testing.TB, addr string) *rawConn {
 // server's first SETTINGS frame.
 func dialRawSettings(t testing.TB, addr string) (*rawConn, map[http2.SettingID]uint32) {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	nc := testsync.Dial(t, addr)
 	rc := &rawConn{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
 	rc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	io.WriteString(nc, http2.ClientPreface)

@@ -39,29 +39,7 @@ func TestHTTP2DirectAgreesWithReverseProxy(t *testing.T) {
 	c := h2cClient()
 	send := func(p *Proxy, method, path, body string, h http.Header) (*http.Response, []byte) {
 		t.Helper()
-		var rb io.Reader
-		if body != "" {
-			rb = strings.NewReader(body)
-		}
-		req, err := http.NewRequest(method, "http://"+addrOf(p, webPort)+path, rb)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Host = "shop.example.com"
-		req.Header = h.Clone()
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.ProtoMajor != 2 {
-			t.Fatalf("%s %s: answered over HTTP/%d", method, path, resp.ProtoMajor)
-		}
-		return resp, b
+		return sendH2(t, c, p, method, path, body, h)
 	}
 
 	type request struct {
@@ -268,17 +246,7 @@ func TestHTTP2DirectResponseFields(t *testing.T) {
 	c.Transport.(*http.Transport).DisableCompression = true // the gzip body as it came
 	send := func(p *Proxy, method, path string) (*http.Response, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+addrOf(p, webPort)+path, nil)
-		req.Host = "shop.example.com"
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
+		resp, b := sendH2(t, c, p, method, path, "", nil)
 		// net/http's server (the reverse proxy's, the fast path off)
 		// adds its own.
 		resp.Header.Del("Date")
@@ -379,4 +347,34 @@ func copyHeader(resp *h1.Response) http.Header {
 	h := http.Header{}
 	copyResponseFields(h, resp)
 	return h
+}
+
+// sendH2 sends one request for shop.example.com to p's web port through the
+// HTTP/2 client c and returns the answer with its body read whole; an answer
+// over anything but HTTP/2 fails the test.
+func sendH2(t *testing.T, c *http.Client, p *Proxy, method, path, body string, h http.Header) (*http.Response, []byte) {
+	t.Helper()
+	var rb io.Reader
+	if body != "" {
+		rb = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, "http://"+addrOf(p, webPort)+path, rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "shop.example.com"
+	req.Header = h.Clone()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("%s %s: answered over HTTP/%d", method, path, resp.ProtoMajor)
+	}
+	return resp, b
 }

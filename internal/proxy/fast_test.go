@@ -752,16 +752,11 @@ func dialWeb(t *testing.T, p *Proxy) net.Conn {
 	return dialRaw(t, addrOf(p, webPort), "")
 }
 
-// dialRaw opens a connection to addr, closed when the test ends, with a
-// 10-second deadline, and writes raw on it.
+// dialRaw opens a connection to addr (testsync.Dial: closed when the test
+// ends, with a 10-second deadline) and writes raw on it.
 func dialRaw(t *testing.T, addr, raw string) net.Conn {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	conn := testsync.Dial(t, addr)
 	if _, err := io.WriteString(conn, raw); err != nil {
 		t.Fatal(err)
 	}

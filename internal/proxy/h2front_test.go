@@ -76,6 +76,21 @@ func frontRequest(ctx context.Context, method, base, path string, body io.Reader
 	return req
 }
 
+// upload POSTs body to the h2Front's service at base through c and wants
+// a 200 whose body is want.
+func upload(t *testing.T, c *http.Client, base, path string, body io.Reader, want string) {
+	t.Helper()
+	resp, err := c.Do(frontRequest(context.Background(), http.MethodPost, base, path, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != want {
+		t.Errorf("got %d %q, want 200 %q", resp.StatusCode, b, want)
+	}
+}
+
 // h2Server returns the HTTP/2 server of p's listener on port.
 func h2ServerOf(t *testing.T, p *Proxy, port int32) interface{ Conns() int } {
 	t.Helper()
@@ -256,15 +271,7 @@ func TestHTTP2LargeRequestBody(t *testing.T) {
 	sum := sha256.Sum256(payload)
 	want := fmt.Sprintf("%d %s", len(payload), hex.EncodeToString(sum[:]))
 	f.each(t, func(t *testing.T, c *http.Client, base string) {
-		resp, err := c.Do(frontRequest(context.Background(), http.MethodPost, base, "/upload", bytes.NewReader(payload)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(b) != want {
-			t.Errorf("got %d %q, want 200 %q", resp.StatusCode, b, want)
-		}
+		upload(t, c, base, "/upload", bytes.NewReader(payload), want)
 	})
 }
 
@@ -526,15 +533,7 @@ func TestHTTP2UploadReachesTargetsWhole(t *testing.T) {
 						if !declared {
 							body = io.MultiReader(body) // no length: none declared
 						}
-						resp, err := c.Do(frontRequest(context.Background(), http.MethodPost, base, tc.path, body))
-						if err != nil {
-							t.Fatal(err)
-						}
-						b, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != 200 || string(b) != want {
-							t.Errorf("got %d %q, want 200 %q", resp.StatusCode, b, want)
-						}
+						upload(t, c, base, tc.path, body, want)
 					})
 				})
 			}

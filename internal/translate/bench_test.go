@@ -60,8 +60,9 @@ func BenchmarkTranslateChange(b *testing.B) {
 }
 
 // benchIncremental is benchInput(n) at resourceVersion 1, with add (if
-// any) giving route i's world its policy, translated and acknowledged by
-// the Incremental it returns.
+// any) run for each route i (to give its world a policy, say), translated
+// and acknowledged by the Incremental it returns. The incremental tests
+// start from it as the benchmarks do.
 func benchIncremental(n int, add func(in *translate.Input, i int)) (*translate.Input, *translate.Incremental) {
 	in := benchInput(n)
 	for i := range in.HTTPRoutes {

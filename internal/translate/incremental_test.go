@@ -536,18 +536,9 @@ func TestIncrementalTranslatesWhatReadsAChange(t *testing.T) {
 // target group many routes share goes, the next route makes it and the
 // others, which find the same target group, are not translated again.
 func TestIncrementalSharedTargetGroup(t *testing.T) {
-	in := benchInput(100)
-	for i := range in.HTTPRoutes {
-		in.HTTPRoutes[i].ResourceVersion = "1"
-		in.Services[i].ResourceVersion = "1"
-		in.EndpointSlices[i].ResourceVersion = "1"
+	in, x := benchIncremental(100, func(in *translate.Input, i int) {
 		in.HTTPRoutes[i].Spec.Rules[0].BackendRefs[0].Name = "svc-0" // all to one Service
-	}
-	in.GatewayClasses[0].ResourceVersion = "1"
-	in.Gateways[0].ResourceVersion = "1"
-	var x translate.Incremental
-	x.Translate(in)
-	x.Acknowledge()
+	})
 	// Routes are met by name: r-0, r-1, r-10, r-11, ...
 	in.HTTPRoutes = in.HTTPRoutes[1:]
 	out := x.Translate(in)
@@ -574,14 +565,7 @@ func TestIncrementalSharedTargetGroup(t *testing.T) {
 // translating again only the routes that use the Services it targeted
 // before or after, and agreeing with a full translation every time.
 func TestIncrementalTargetGroupPolicy(t *testing.T) {
-	in := benchInput(50)
-	for i := range in.HTTPRoutes {
-		in.HTTPRoutes[i].ResourceVersion = "1"
-		in.Services[i].ResourceVersion = "1"
-		in.EndpointSlices[i].ResourceVersion = "1"
-	}
-	in.GatewayClasses[0].ResourceVersion = "1"
-	in.Gateways[0].ResourceVersion = "1"
+	in, x := benchIncremental(50, nil)
 	policy := func(rv, target string, interval int32) v1alpha1.TargetGroupPolicy {
 		p := v1alpha1.TargetGroupPolicy{Spec: v1alpha1.TargetGroupPolicySpec{
 			TargetRefs:  []gatewayv1.LocalPolicyTargetReference{{Kind: "Service", Name: gatewayv1.ObjectName(target)}},
@@ -590,9 +574,6 @@ func TestIncrementalTargetGroupPolicy(t *testing.T) {
 		p.Name, p.Namespace, p.ResourceVersion = "checks", in.Services[0].Namespace, rv
 		return p
 	}
-	var x translate.Incremental
-	x.Translate(in)
-	x.Acknowledge()
 	interval := func(out *translate.Output, svc string) int32 {
 		t.Helper()
 		for _, tg := range out.TargetGroups {
@@ -650,23 +631,14 @@ func TestIncrementalTargetGroupPolicy(t *testing.T) {
 // leaves every policy's status as it was.
 func TestIncrementalAuthPolicyStatus(t *testing.T) {
 	const n = 20
-	in := benchInput(n)
-	for i := range in.HTTPRoutes {
-		in.HTTPRoutes[i].ResourceVersion = "1"
-		in.Services[i].ResourceVersion = "1"
-		in.EndpointSlices[i].ResourceVersion = "1"
+	in, x := benchIncremental(n, func(in *translate.Input, i int) {
 		p := v1alpha1.AuthPolicy{Spec: v1alpha1.AuthPolicySpec{
 			TargetRefs: []gatewayv1.LocalPolicyTargetReference{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: gatewayv1.ObjectName(in.HTTPRoutes[i].Name)}},
 			Policy:     apiextensionsv1.JSON{Raw: []byte(`{"Statement":[{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}`)},
 		}}
 		p.Namespace, p.Name, p.ResourceVersion, p.Generation = "default", fmt.Sprintf("p-%d", i), "1", 1
 		in.AuthPolicies = append(in.AuthPolicies, p)
-	}
-	in.GatewayClasses[0].ResourceVersion = "1"
-	in.Gateways[0].ResourceVersion = "1"
-	var x translate.Incremental
-	x.Translate(in)
-	x.Acknowledge()
+	})
 	step := func(what string, want ...string) {
 		t.Helper()
 		out := x.Translate(in)

@@ -382,19 +382,17 @@ func policyHealthCheck(h *v1alpha1.HealthCheckPolicy, src model.SourceRef) (hc m
 		}
 	}
 	if p := h.Protocol; p != nil {
-		switch model.Protocol(*p) {
-		case model.ProtocolHTTP, model.ProtocolHTTPS:
+		if err := model.CheckHealthProtocol(model.Protocol(*p)); err != nil {
+			bad("protocol", "%v", err)
+		} else {
 			hc.Protocol = model.Protocol(*p)
-		default:
-			bad("protocol", "must be HTTP or HTTPS, not %q", *p)
 		}
 	}
 	if v := h.ProtocolVersion; v != nil {
-		switch model.ProtocolVersion(*v) {
-		case model.HTTP1, model.HTTP2:
+		if err := model.CheckHealthProtocolVersion(model.ProtocolVersion(*v)); err != nil {
+			bad("protocolVersion", "%v", err)
+		} else {
 			hc.ProtocolVersion = model.ProtocolVersion(*v)
-		default:
-			bad("protocolVersion", "must be HTTP1 or HTTP2, not %q", *v)
 		}
 	}
 	if invalid != "" {

@@ -168,6 +168,20 @@ func ServeConns(t testing.TB, ln net.Listener, serve func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
+// Dial opens a TCP connection to addr, closed when the test ends, whose
+// reads and writes fail after 10 seconds, so that a peer that goes quiet
+// fails the test instead of hanging it.
+func Dial(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
 // FreePorts returns n different ports on 127.0.0.1 that nothing listens
 // on right now (a dial to them is refused until something does). Every
 // listener stays open until all n are chosen: one closed at once could be

@@ -30,13 +30,7 @@ func TestServeConns(t *testing.T) {
 		// first's serve still waits for its line.
 		var conns [2]net.Conn
 		for i := range conns {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			conns[i] = c
+			conns[i] = Dial(t, addr)
 		}
 		for _, i := range []int{1, 0} {
 			io.WriteString(conns[i], "hi\n")
@@ -49,5 +43,26 @@ func TestServeConns(t *testing.T) {
 	if c, err := ln.Accept(); err == nil {
 		c.Close()
 		t.Error("the listener is still open after the test")
+	}
+}
+
+// Dial's connection is closed when the test that dialled ends.
+func TestDialClosedWithTheTest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	t.Run("dial", func(t *testing.T) {
+		io.WriteString(Dial(t, ln.Addr().String()), "hi")
+	})
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if got, err := io.ReadAll(c); err != nil || string(got) != "hi" {
+		t.Errorf("read %q, %v; want the write, then the connection closed", got, err)
 	}
 }

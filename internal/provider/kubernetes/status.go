@@ -323,12 +323,7 @@ func compareKeys(a, b objectKey) int {
 func policyStatus(st translate.PolicyStatus, have gatewayv1.PolicyStatus, generation int64, now metav1.Time) gatewayv1.PolicyStatus {
 	want := gatewayv1.PolicyStatus{Ancestors: []gatewayv1.PolicyAncestorStatus{}}
 	for _, a := range st.Ancestors {
-		var prev []metav1.Condition
-		if i := slices.IndexFunc(have.Ancestors, func(h gatewayv1.PolicyAncestorStatus) bool {
-			return h.ControllerName == a.ControllerName && equality.Semantic.DeepEqual(h.AncestorRef, a.AncestorRef)
-		}); i >= 0 {
-			prev = have.Ancestors[i].Conditions
-		}
+		prev := prevConditions(have.Ancestors, ancestorEntry, a.ControllerName, a.AncestorRef)
 		want.Ancestors = append(want.Ancestors, gatewayv1.PolicyAncestorStatus{
 			AncestorRef:    a.AncestorRef,
 			ControllerName: a.ControllerName,
@@ -482,6 +477,27 @@ func copyMap(m map[string]string) map[string]string {
 	return out
 }
 
+// prevConditions is the conditions of the entry in have that controller
+// wrote for ref, nil when there is none: the conditions whose transition
+// times a new entry for them keeps. Route parents and policy ancestors are
+// both keyed so; entry reads one of them.
+func prevConditions[E any](have []E, entry func(E) (gatewayv1.GatewayController, gatewayv1.ParentReference, []metav1.Condition), controller gatewayv1.GatewayController, ref gatewayv1.ParentReference) []metav1.Condition {
+	for _, h := range have {
+		if c, r, conds := entry(h); c == controller && equality.Semantic.DeepEqual(r, ref) {
+			return conds
+		}
+	}
+	return nil
+}
+
+func ancestorEntry(a gatewayv1.PolicyAncestorStatus) (gatewayv1.GatewayController, gatewayv1.ParentReference, []metav1.Condition) {
+	return a.ControllerName, a.AncestorRef, a.Conditions
+}
+
+func parentEntry(p gatewayv1.RouteParentStatus) (gatewayv1.GatewayController, gatewayv1.ParentReference, []metav1.Condition) {
+	return p.ControllerName, p.ParentRef, p.Conditions
+}
+
 // conditions converts the translator's conditions, keeping the transition
 // time of each condition whose status did not change.
 func conditions(want []translate.Condition, have []metav1.Condition, generation int64, now metav1.Time) []metav1.Condition {
@@ -536,12 +552,7 @@ func routeStatus(st *translate.RouteStatus, have gatewayv1.RouteStatus, generati
 		return want
 	}
 	for _, p := range st.Parents {
-		var prev []metav1.Condition
-		if i := slices.IndexFunc(have.Parents, func(h gatewayv1.RouteParentStatus) bool {
-			return h.ControllerName == p.ControllerName && equality.Semantic.DeepEqual(h.ParentRef, p.ParentRef)
-		}); i >= 0 {
-			prev = have.Parents[i].Conditions
-		}
+		prev := prevConditions(have.Parents, parentEntry, p.ControllerName, p.ParentRef)
 		want.Parents = append(want.Parents, gatewayv1.RouteParentStatus{
 			ParentRef:      p.ParentRef,
 			ControllerName: p.ControllerName,

@@ -75,3 +75,48 @@ func TestRouteStatusKeepsOtherControllersParents(t *testing.T) {
 		})
 	}
 }
+
+// A route parent's or a policy ancestor's conditions keep their transition
+// times from the entry the same controller wrote for the same ref, never
+// from another controller's entry for that ref or from another ref's.
+func TestEntryConditionsKeepTheirOwnEntrysTimes(t *testing.T) {
+	then := metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	now := metav1.NewTime(then.Add(time.Hour))
+	web, shop := gatewayv1.ParentReference{Name: "web"}, gatewayv1.ParentReference{Name: "shop"}
+	accepted := []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", LastTransitionTime: then}}
+	wantAccepted := []translate.Condition{{Type: "Accepted", Status: true, Reason: "Accepted"}}
+	type entry struct {
+		controller gatewayv1.GatewayController
+		ref        gatewayv1.ParentReference
+	}
+	tests := []struct {
+		name string
+		have entry
+		want metav1.Time
+	}{
+		{"same controller, same ref", entry{translate.EdgeController, web}, then},
+		{"another controller's entry for the ref", entry{"example.com/gateway", web}, now},
+		{"same controller, another ref", entry{translate.EdgeController, shop}, now},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			route := routeStatus(&translate.RouteStatus{Parents: []translate.RouteParentStatus{{
+				ParentRef: web, ControllerName: translate.EdgeController, Conditions: wantAccepted,
+			}}}, gatewayv1.RouteStatus{Parents: []gatewayv1.RouteParentStatus{{
+				ParentRef: tt.have.ref, ControllerName: tt.have.controller, Conditions: accepted,
+			}}}, 2, now)
+			i := len(route.Parents) - 1 // another controller's entry is kept first
+			if got := route.Parents[i].Conditions[0].LastTransitionTime; !got.Equal(&tt.want) {
+				t.Errorf("route parent: transition time %v, want %v", got, tt.want)
+			}
+			policy := policyStatus(translate.PolicyStatus{Ancestors: []translate.PolicyAncestorStatus{{
+				AncestorRef: web, ControllerName: translate.EdgeController, Conditions: wantAccepted,
+			}}}, gatewayv1.PolicyStatus{Ancestors: []gatewayv1.PolicyAncestorStatus{{
+				AncestorRef: tt.have.ref, ControllerName: tt.have.controller, Conditions: accepted,
+			}}}, 2, now)
+			if got := policy.Ancestors[0].Conditions[0].LastTransitionTime; !got.Equal(&tt.want) {
+				t.Errorf("policy ancestor: transition time %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

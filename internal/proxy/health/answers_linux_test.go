@@ -175,10 +175,7 @@ func keptFast(t *testing.T, c *Checker, ch *check) *keptConn {
 // test.
 func newKeptFast(t *testing.T, rt *rawTarget) (*Checker, *check, *keptConn) {
 	t.Helper()
-	c := New(Config{})
-	t.Cleanup(c.Close)
-	ch := checkOf(t, rt.addr(), false, false, 5*time.Second)
-	t.Cleanup(func() { c.done(ch) })
+	c, ch := checking(t, rt.addr(), false, false)
 	return c, ch, keptFast(t, c, ch)
 }
 

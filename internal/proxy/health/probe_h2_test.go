@@ -285,10 +285,7 @@ func TestH2BetweenChecks(t *testing.T) {
 					tc.after(p)
 				}
 			})
-			c := New(Config{})
-			defer c.Close()
-			ch := checkOf(t, rt.addr(), false, true, 5*time.Second)
-			defer c.done(ch)
+			c, ch := checking(t, rt.addr(), false, true)
 			if err := c.probe(ch); err != nil {
 				t.Fatalf("first check: %v", err)
 			}
@@ -312,10 +309,7 @@ func TestH2BetweenChecks(t *testing.T) {
 // fails, saying so.
 func TestH2WithoutALPN(t *testing.T) {
 	rt := newRawTarget(t, tlsIf(t, true, answer(ok200)))
-	c := New(Config{})
-	defer c.Close()
-	ch := checkOf(t, rt.addr(), true, true, 5*time.Second)
-	defer c.done(ch)
+	c, ch := checking(t, rt.addr(), true, true)
 	if err := c.probe(ch); err == nil || !strings.Contains(err.Error(), "h2 by ALPN") {
 		t.Errorf("check of a target without h2: %v, want the ALPN named", err)
 	}

@@ -103,6 +103,17 @@ func plainCheck(t testing.TB, addr string, timeout time.Duration) *check {
 	return checkOf(t, addr, false, false, timeout)
 }
 
+// checking is a Checker with one check of addr (checkOf, a 5-second
+// timeout), the check and the Checker ended when the test ends.
+func checking(t testing.TB, addr string, https, http2 bool) (*Checker, *check) {
+	t.Helper()
+	c := New(Config{})
+	t.Cleanup(c.Close)
+	ch := checkOf(t, addr, https, http2, 5*time.Second)
+	t.Cleanup(func() { c.done(ch) })
+	return c, ch
+}
+
 // checkOf is a check of addr over HTTPS or not, HTTP/2 or HTTP/1.1, with
 // the given timeout.
 func checkOf(t testing.TB, addr string, https, http2 bool, timeout time.Duration) *check {
@@ -329,10 +340,7 @@ func TestStaleAnswerIsNotTaken(t *testing.T) {
 					answered.Add(1)
 				}
 			}))
-			c := New(Config{})
-			defer c.Close()
-			ch := checkOf(t, rt.addr(), tc.https, false, 5*time.Second)
-			defer c.done(ch)
+			c, ch := checking(t, rt.addr(), tc.https, false)
 			if err := c.probeH1(ch); err != nil {
 				t.Fatalf("first check: %v", err)
 			}
@@ -357,18 +365,13 @@ func TestStaleAnswerIsNotTaken(t *testing.T) {
 // out (the target closed it without answering), over TLS (close_notify)
 // as well.
 func TestKeptConnectionClosedByTarget(t *testing.T) {
-	for _, https := range []bool{false, true} {
-		t.Run(map[bool]string{false: "http", true: "https"}[https], func(t *testing.T) { keptConnectionClosedByTarget(t, https) })
-	}
+	overHTTPAndHTTPS(t, keptConnectionClosedByTarget)
 }
 
 func keptConnectionClosedByTarget(t *testing.T, https bool) {
 	t.Run("before the check", func(t *testing.T) {
 		ct := newCheckTarget(t, https, false)
-		c := New(Config{})
-		defer c.Close()
-		ch := checkOf(t, ct.addr(), https, false, 5*time.Second)
-		defer c.done(ch)
+		c, ch := checking(t, ct.addr(), https, false)
 		if err := c.probeH1(ch); err != nil {
 			t.Fatal(err)
 		}
@@ -394,10 +397,7 @@ func keptConnectionClosedByTarget(t *testing.T, https bool) {
 				}
 			}
 		}))
-		c := New(Config{})
-		defer c.Close()
-		ch := checkOf(t, rt.addr(), https, false, 5*time.Second)
-		defer c.done(ch)
+		c, ch := checking(t, rt.addr(), https, false)
 		for i := range 3 {
 			if err := c.probeH1(ch); err != nil {
 				t.Fatalf("check %d: %v", i+1, err)
@@ -409,10 +409,7 @@ func keptConnectionClosedByTarget(t *testing.T, https bool) {
 	})
 	t.Run("a new connection is not retried", func(t *testing.T) {
 		rt := newRawTarget(t, tlsIf(t, https, func(_ int, _ net.Conn, br *bufio.Reader) { readRequest(br) }))
-		c := New(Config{})
-		defer c.Close()
-		ch := checkOf(t, rt.addr(), https, false, 5*time.Second)
-		defer c.done(ch)
+		c, ch := checking(t, rt.addr(), https, false)
 		if err := c.probeH1(ch); err == nil {
 			t.Error("check passed on a connection closed without an answer")
 		}
@@ -426,8 +423,14 @@ func keptConnectionClosedByTarget(t *testing.T, https bool) {
 // its target leaves, keeps no more than MaxKeptConns (a check past the
 // bound opens and closes its own), and closes them all on Close.
 func TestKeptConnections(t *testing.T) {
+	overHTTPAndHTTPS(t, keptConnections)
+}
+
+// overHTTPAndHTTPS runs test as two subtests, "http" and "https", its
+// checks over TLS in the second.
+func overHTTPAndHTTPS(t *testing.T, test func(t *testing.T, https bool)) {
 	for _, https := range []bool{false, true} {
-		t.Run(map[bool]string{false: "http", true: "https"}[https], func(t *testing.T) { keptConnections(t, https) })
+		t.Run(map[bool]string{false: "http", true: "https"}[https], func(t *testing.T) { test(t, https) })
 	}
 }
 

@@ -119,10 +119,7 @@ func TestPartialRecordIsNotTaken(t *testing.T) {
 			}
 		}
 	})
-	c := New(Config{})
-	defer c.Close()
-	ch := checkOf(t, rt.addr(), true, false, 5*time.Second)
-	defer c.done(ch)
+	c, ch := checking(t, rt.addr(), true, false)
 	if err := c.probeH1(ch); err != nil {
 		t.Fatalf("first check: %v", err)
 	}
