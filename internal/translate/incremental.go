@@ -35,9 +35,11 @@ import (
 // read it (routeIndex) finds them without visiting the others. A change to
 // a GatewayClass, Gateway, Secret or Namespace, to a ReferenceGrant a
 // Gateway consulted, or to the Input's Cluster, GatewayAddresses or
-// GatewayAPIVersion translates everything; Gateways, GatewayClasses and
-// AuthPolicies are translated on every call (they are few), and the
-// WorkloadSets whenever a Pod changed. A route is translated again all the
+// GatewayAPIVersion translates everything; Gateways and GatewayClasses are
+// translated on every call (they are few), and the WorkloadSets whenever a
+// Pod changed. AuthPolicies are attached again when they changed, or when
+// a target they claim may have another holder or other services or
+// parents (patchAuthPolicies). A route is translated again all the
 // same when what it sees of the routes before it changes: a service name
 // it claims, or a target group name it looks up, taken or freed by a route
 // before it that was translated again.
@@ -225,7 +227,7 @@ type incCall struct {
 // so a caller may replace their elements for the next call (the file
 // provider does).
 //
-// The Output's Services, TargetGroups, Status.Routes and
+// The Output's Services, TargetGroups, Status.Routes, Status.Policies and
 // Status.TargetGroupPolicies may be the Incremental's own lists, which the
 // next call patches in place rather than copying 10,000 services for one
 // that changed: they hold until the next call, and a caller must not change their elements (it may slice
