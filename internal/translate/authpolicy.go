@@ -268,6 +268,9 @@ func (t *translator) patchAuthPolicies(at map[objectKey]int) {
 	c := t.inc
 	x := c.x
 	ax := x.auth
+	if len(ax.recs) == 0 && len(c.authChanged) == 0 {
+		return // no policy, then or now
+	}
 	// targets are those whose holder, services or parents may have
 	// changed; again the policies to attach again.
 	targets := map[objectKey]bool{}

@@ -214,7 +214,7 @@ type incCall struct {
 	tgpRemade []model.SourceRef
 	// authChanged are the AuthPolicies that changed (added, changed or
 	// removed); patched the routes patchRoutes translated again or
-	// removed; authRemade the AuthPolicies whose status differs from the
+	// removed, when a policy claims any route; authRemade the AuthPolicies whose status differs from the
 	// last call's.
 	authChanged []objectKey
 	patched     []objectKey

@@ -452,7 +452,9 @@ func (t *translator) patchRoutes() {
 	)
 	for work.Len() > 0 {
 		k := heap.Pop(&work).(objectKey)
-		c.patched = append(c.patched, k)
+		if x.auth != nil && len(x.auth.claimants) > 0 { // for patchAuthPolicies
+			c.patched = append(c.patched, k)
+		}
 		old := ix.recs[k]
 		var now *record
 		if r, ok := x.route(t.in, k); ok {
