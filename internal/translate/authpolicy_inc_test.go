@@ -331,3 +331,45 @@ func checkPoliciesRemade(t *testing.T, step int, what string, last, now *transla
 		}
 	}
 }
+
+// TestAuthPolicyManyTargetRefs gives a policy more targetRefs than the CRD
+// allows (a file is not bounded): 40 missing routes, one of them twice,
+// then a route that exists, twice. Each missing route is an ancestor of
+// its own, once; the Gateway of the route the policy holds is Conflicted
+// by the second targetRef, which finds the route taken by the policy
+// itself; and the bound is reported.
+func TestAuthPolicyManyTargetRefs(t *testing.T) {
+	in := benchInput(2)
+	p := v1alpha1.AuthPolicy{Spec: v1alpha1.AuthPolicySpec{Policy: apiextensionsv1.JSON{Raw: []byte(`{"Statement":[{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}`)}}}
+	p.Namespace, p.Name = "default", "many"
+	route := func(name string) gatewayv1.LocalPolicyTargetReference {
+		return gatewayv1.LocalPolicyTargetReference{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Name: gatewayv1.ObjectName(name)}
+	}
+	for i := range 40 {
+		p.Spec.TargetRefs = append(p.Spec.TargetRefs, route(fmt.Sprintf("x-%d", i)))
+	}
+	p.Spec.TargetRefs = append(p.Spec.TargetRefs, route("x-7"), route("r-1"), route("r-1"))
+	in.AuthPolicies = append(in.AuthPolicies, p)
+	out := translate.Translate(in)
+	st := out.Status.Policies[0]
+	if len(st.Ancestors) != 41 {
+		t.Fatalf("%d ancestors, want 41 (40 missing routes and the Gateway)", len(st.Ancestors))
+	}
+	for _, a := range st.Ancestors {
+		want := string(gatewayv1.PolicyReasonTargetNotFound)
+		if a.AncestorRef.Name == "web" {
+			want = string(gatewayv1.PolicyReasonConflicted)
+		}
+		if got := a.Conditions[0].Reason; got != want {
+			t.Errorf("ancestor %s: %s, want %s", a.AncestorRef.Name, got, want)
+		}
+	}
+	if !slices.ContainsFunc(out.Problems, func(pr translate.Problem) bool { return pr.Field == "spec.targetRefs" }) {
+		t.Errorf("no problem names the bound of spec.targetRefs: %v", out.Problems)
+	}
+	if !slices.ContainsFunc(out.Services, func(s model.Service) bool {
+		return s.Source.Name == "r-1" && s.Auth != nil && s.Auth.Source.Name == "many"
+	}) {
+		t.Error("the policy is not on route r-1's service")
+	}
+}
