@@ -214,8 +214,8 @@ type incCall struct {
 	tgpRemade []model.SourceRef
 	// authChanged are the AuthPolicies that changed (added, changed or
 	// removed); patched the routes patchRoutes translated again or
-	// removed, when a policy claims any route; authRemade the AuthPolicies whose status differs from the
-	// last call's.
+	// removed, when a policy claims any target; authRemade the
+	// AuthPolicies whose status differs from the last call's.
 	authChanged []objectKey
 	patched     []objectKey
 	authRemade  []model.SourceRef
