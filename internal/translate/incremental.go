@@ -35,9 +35,11 @@ import (
 // read it (routeIndex) finds them without visiting the others. A change to
 // a GatewayClass, Gateway, Secret or Namespace, to a ReferenceGrant a
 // Gateway consulted, or to the Input's Cluster, GatewayAddresses or
-// GatewayAPIVersion translates everything; Gateways, GatewayClasses and
-// AuthPolicies are translated on every call (they are few), and the
-// WorkloadSets whenever a Pod changed. A route is translated again all the
+// GatewayAPIVersion translates everything; Gateways and GatewayClasses are
+// translated on every call (they are few), and the WorkloadSets whenever a
+// Pod changed. AuthPolicies are attached again when they changed, or when
+// a target they claim may have another holder or other services or
+// parents (patchAuthPolicies). A route is translated again all the
 // same when what it sees of the routes before it changes: a service name
 // it claims, or a target group name it looks up, taken or freed by a route
 // before it that was translated again.
@@ -56,8 +58,12 @@ type Incremental struct {
 	// until a call translated everything.
 	index     *routeIndex
 	workloads *record
-	// authed are the services that had an auth policy in the last output.
-	authed map[string]bool
+	// auth is the AuthPolicies' attachment, kept between calls; nil until
+	// a call attached every policy, or when two policies share a key.
+	auth *authIndex
+	// authAt is where each AuthPolicy is in the Input; nil when the list
+	// changed otherwise than in its elements' content, until one is needed.
+	authAt map[objectKey]int
 	// authStatuses are the AuthPolicies' statuses of the last output, in
 	// name order.
 	authStatuses []PolicyStatus
@@ -206,6 +212,13 @@ type incCall struct {
 	tgpServices []types.NamespacedName
 	// tgpRemade are the TargetGroupPolicies whose status was made again.
 	tgpRemade []model.SourceRef
+	// authChanged are the AuthPolicies that changed (added, changed or
+	// removed); patched the routes patchRoutes translated again or
+	// removed, when a policy claims any target; authRemade the
+	// AuthPolicies whose status differs from the last call's.
+	authChanged []objectKey
+	patched     []objectKey
+	authRemade  []model.SourceRef
 }
 
 // Translate translates in, reusing what it can of the previous call's
@@ -214,7 +227,7 @@ type incCall struct {
 // so a caller may replace their elements for the next call (the file
 // provider does).
 //
-// The Output's Services, TargetGroups, Status.Routes and
+// The Output's Services, TargetGroups, Status.Routes, Status.Policies and
 // Status.TargetGroupPolicies may be the Incremental's own lists, which the
 // next call patches in place rather than copying 10,000 services for one
 // that changed: they hold until the next call, and a caller must not change their elements (it may slice
@@ -228,7 +241,7 @@ func (x *Incremental) Translate(in *Input) *Output {
 	c.fast = c.dirty != nil && x.index != nil
 	if !c.fast {
 		c.dirty = nil
-		x.index, x.workloads, x.authed, x.tgp = nil, nil, nil, nil
+		x.index, x.workloads, x.auth, x.tgp = nil, nil, nil, nil
 	}
 	var t *translator
 	if c.fast {
@@ -241,11 +254,11 @@ func (x *Incremental) Translate(in *Input) *Output {
 	if !c.fast {
 		// Nothing of the output refers to the maps.
 		x.scratch = &scratch{serviceRoutes: t.serviceRoutes, tgs: t.tgs, tgsUsed: t.tgsUsed}
-		x.index = newRouteIndex(c.next, out.TargetGroups)
+		x.index = newRouteIndex(c.next, out.Services, out.TargetGroups)
 	}
 	x.gatewayGrants = c.gatewayGrants
-	// What is made in full every time, and what an auth policy touched
-	// (now or last time), may differ.
+	// What is made in full every time may differ (the services whose auth
+	// changed are marked by translateAuthPolicies).
 	for _, k := range x.whole {
 		c.changed[k] = true
 	}
@@ -259,21 +272,6 @@ func (x *Incremental) Translate(in *Input) *Output {
 	for _, k := range x.whole {
 		c.changed[k] = true
 	}
-	authed := map[string]bool{}
-	if len(in.AuthPolicies) > 0 { // only a policy sets Auth
-		for i := range out.Services {
-			if out.Services[i].Auth != nil {
-				authed[out.Services[i].Name] = true
-			}
-		}
-	}
-	for name := range authed {
-		c.changed[model.Key(model.KindService, name)] = true
-	}
-	for name := range x.authed {
-		c.changed[model.Key(model.KindService, name)] = true
-	}
-	x.authed = authed
 	if !c.fast || !x.primed {
 		x.all = true
 	}
@@ -285,7 +283,7 @@ func (x *Incremental) Translate(in *Input) *Output {
 	if !x.all {
 		out.Changed = maps.Clone(x.changed)
 		out.Retranslated = c.translated
-		out.RetranslatedPolicies = append(c.tgpRemade, x.authRemade(out.Status.Policies)...)
+		out.RetranslatedPolicies = append(c.tgpRemade, c.authRemade...)
 	}
 	x.authStatuses = out.Status.Policies
 	if len(x.authParsed) > len(in.AuthPolicies) {
@@ -300,11 +298,8 @@ func (x *Incremental) Translate(in *Input) *Output {
 }
 
 // authRemade names the AuthPolicies of statuses (this call's, in name
-// order) whose status differs from the last call's or is new.
-// AuthPolicies are translated on every call, and a change of anything a
-// policy reaches (a route, its Gateways, an older policy on its target)
-// may change its status: comparing the statuses finds what changed
-// whatever the cause.
+// order) whose status differs from the last call's or is new, when every
+// policy was attached again (attachAuthPolicies).
 func (x *Incremental) authRemade(statuses []PolicyStatus) []model.SourceRef {
 	var remade []model.SourceRef
 	last := x.authStatuses
@@ -387,6 +382,8 @@ func (x *Incremental) changes(in *Input, c *incCall) (dirty map[dep]bool, podsCh
 			for _, d := range x.tgpTargets[k] {
 				dirty[d] = true
 			}
+		case kindAuthPolicy:
+			c.authChanged = append(c.authChanged, k)
 		case "Service":
 			if x.tgpTargeted[k] > 0 {
 				c.tgpServices = append(c.tgpServices, types.NamespacedName{Namespace: k.namespace, Name: k.name})
@@ -445,6 +442,8 @@ func (x *Incremental) changes(in *Input, c *incCall) (dirty map[dep]bool, podsCh
 			x.services = nil
 		case kind == kindTargetGroupPolicy:
 			x.tgpAt = nil
+		case kind == kindAuthPolicy:
+			x.authAt = nil
 		case kind == "EndpointSlice":
 			x.slices = nil
 		}
@@ -627,4 +626,18 @@ func (t *translator) translateWorkloadsOnce() {
 	r.workloadSets = slices.Clone(t.out.WorkloadSets)
 	t.inc.forget(r)
 	x.workloads = r
+}
+
+// authPositions returns where each AuthPolicy of in is, made again when
+// the list changed otherwise than in its elements' content; it has fewer
+// entries than the list when two policies share a key.
+func (x *Incremental) authPositions(in *Input) map[objectKey]int {
+	if x.authAt == nil {
+		x.authAt = make(map[objectKey]int, len(in.AuthPolicies))
+		for i := range in.AuthPolicies {
+			p := &in.AuthPolicies[i]
+			x.authAt[objectKey{kindAuthPolicy, p.Namespace, p.Name}] = i
+		}
+	}
+	return x.authAt
 }

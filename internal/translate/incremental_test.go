@@ -226,6 +226,28 @@ func mutate(r *rand.Rand, p *pool, o object) {
 		default:
 			o.CreationTimestamp = metav1.NewTime(time.Date(2025, 1, 1+r.IntN(60), 0, 0, 0, 0, time.UTC))
 		}
+	case *v1alpha1.AuthPolicy:
+		// Retargeted onto a Gateway or route of the pool (which another
+		// policy may hold), made older or younger, or its document made
+		// valid or invalid.
+		switch r.IntN(3) {
+		case 0:
+			var targets []string
+			for _, k := range p.keys {
+				if strings.HasPrefix(k, "*v1.Gateway/") || strings.HasPrefix(k, "*v1.HTTPRoute/") || strings.HasPrefix(k, "*v1.GRPCRoute/") {
+					targets = append(targets, k)
+				}
+			}
+			if len(targets) > 0 && len(o.Spec.TargetRefs) > 0 {
+				parts := strings.Split(targets[r.IntN(len(targets))], "/") // *v1.Kind, namespace, name
+				tr := &o.Spec.TargetRefs[r.IntN(len(o.Spec.TargetRefs))]
+				tr.Group, tr.Kind, tr.Name = gatewayv1.GroupName, gatewayv1.Kind(strings.TrimPrefix(parts[0], "*v1.")), gatewayv1.ObjectName(parts[2])
+			}
+		case 1:
+			o.CreationTimestamp = metav1.NewTime(time.Date(2026, 1, 1+r.IntN(6), 0, 0, 0, 0, time.UTC))
+		default:
+			o.Spec.Policy.Raw = []byte([]string{`{"Statement":[{"Effect":"Maybe"}]}`, `{"Statement":[{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}`}[r.IntN(2)])
+		}
 	case *gatewayv1.ReferenceGrant:
 		for i := range o.Spec.To {
 			if o.Spec.To[i].Name == nil {
@@ -326,10 +348,11 @@ func TestIncrementalMatchesTranslate(t *testing.T) {
 				in := buildInput(objs)
 				got := x.Translate(in)
 				want := translate.Translate(in)
-				changed, retranslated := got.Changed, got.Retranslated
+				changed, retranslated, remade := got.Changed, got.Retranslated, got.RetranslatedPolicies
 				got.Changed, got.Retranslated, got.RetranslatedPolicies = nil, nil, nil
 				if changed != nil && last != nil {
 					checkRetranslated(t, step, what, last, want, retranslated)
+					checkPoliciesRemade(t, step, what, last, want, remade)
 				}
 				last = want
 				if !reflect.DeepEqual(got, want) {

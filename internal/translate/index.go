@@ -29,8 +29,8 @@ type routeIndex struct {
 	claimants map[string][]*record
 	users     map[string][]*record
 	// services, statuses and targetGroups are the routes' part of the last
-	// Output, sorted as there; services as the routes made them, before
-	// auth policies.
+	// Output, sorted as there; services with the auth policies attached
+	// (a route's records hold its services before).
 	services     []model.Service
 	statuses     []RouteStatus
 	targetGroups []model.TargetGroup
@@ -44,14 +44,15 @@ type routeIndex struct {
 }
 
 // newRouteIndex makes the index of a full translation: recs are its route
-// records in route order, tgs its target groups.
-func newRouteIndex(recs []*record, tgs []model.TargetGroup) *routeIndex {
+// records in route order, services and tgs its services (auth policies
+// attached) and target groups.
+func newRouteIndex(recs []*record, services []model.Service, tgs []model.TargetGroup) *routeIndex {
 	ix := &routeIndex{
 		recs:         make(map[objectKey]*record, len(recs)),
 		readers:      make(map[dep][]*record, 2*len(recs)),
 		claimants:    make(map[string][]*record, len(recs)),
 		users:        make(map[string][]*record, len(recs)),
-		services:     make([]model.Service, 0, len(recs)),
+		services:     slices.Clone(services),
 		statuses:     make([]RouteStatus, 0, len(recs)),
 		targetGroups: slices.Clone(tgs),
 		tgRefs:       make(map[string]int, len(tgs)),
@@ -61,12 +62,10 @@ func newRouteIndex(recs []*record, tgs []model.TargetGroup) *routeIndex {
 	}
 	for _, r := range recs {
 		ix.link(r)
-		ix.services = append(ix.services, r.services...)
 		if r.status != nil {
 			ix.statuses = append(ix.statuses, *r.status)
 		}
 	}
-	slices.SortFunc(ix.services, func(a, b model.Service) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(ix.statuses, compareRouteStatus)
 	return ix
 }
@@ -453,6 +452,9 @@ func (t *translator) patchRoutes() {
 	)
 	for work.Len() > 0 {
 		k := heap.Pop(&work).(objectKey)
+		if x.auth != nil && len(x.auth.claimants) > 0 { // for patchAuthPolicies
+			c.patched = append(c.patched, k)
+		}
 		old := ix.recs[k]
 		var now *record
 		if r, ok := x.route(t.in, k); ok {

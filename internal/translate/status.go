@@ -407,7 +407,5 @@ func (s *Status) sort(routes bool) {
 	if routes {
 		slices.SortFunc(s.Routes, compareRouteStatus)
 	}
-	slices.SortFunc(s.Policies, func(a, b PolicyStatus) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	// The Policies are made sorted (translateAuthPolicies).
 }
