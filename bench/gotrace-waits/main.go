@@ -15,7 +15,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -267,12 +269,7 @@ func main() {
 	}
 	show := func(title string, m map[string][]float64) {
 		fmt.Println(title)
-		var ks []string
-		for k := range m {
-			ks = append(ks, k)
-		}
-		sort.Strings(ks)
-		for _, k := range ks {
+		for _, k := range sortedKeys(m) {
 			ds := m[k]
 			sort.Float64s(ds)
 			over, sum := 0, 0.0
@@ -290,12 +287,7 @@ func main() {
 	show("blocked on the suspect mutexes (waiting -> runnable):", blocked)
 	show("running slices (running -> not running):", map[string][]float64{"all": slices})
 	fmt.Println("runtime ranges:")
-	var names []string
-	for k := range ranges {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
+	for _, k := range sortedKeys(ranges) {
 		x := ranges[k]
 		fmt.Printf("  %-34s n=%d sum=%.1f max=%.2f ms\n", k, x.n, x.sum, x.max)
 	}
@@ -391,3 +383,6 @@ func slowest(done []cycle) cycle {
 	m.pollGap /= k
 	return m
 }
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

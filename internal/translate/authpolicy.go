@@ -105,11 +105,7 @@ func (ax *authIndex) unclaim(r *authRecord) {
 	delete(ax.recs, r.key)
 	delete(ax.problems, r.key)
 	for _, k := range r.targets {
-		if l := slices.DeleteFunc(ax.claimants[k], func(e *authRecord) bool { return e == r }); len(l) > 0 {
-			ax.claimants[k] = l
-		} else {
-			delete(ax.claimants, k)
-		}
+		removeFromList(ax.claimants, k, r)
 	}
 }
 

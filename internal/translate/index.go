@@ -179,25 +179,13 @@ func (ix *routeIndex) unlink(r *record) {
 		delete(ix.recs, r.key)
 	}
 	for _, d := range r.deps {
-		if l := slices.DeleteFunc(ix.readers[d], func(e *record) bool { return e == r }); len(l) > 0 {
-			ix.readers[d] = l
-		} else {
-			delete(ix.readers, d)
-		}
+		removeFromList(ix.readers, d, r)
 	}
 	for _, c := range r.claims {
-		if l := removeRecord(ix.claimants[c.name], r); len(l) > 0 {
-			ix.claimants[c.name] = l
-		} else {
-			delete(ix.claimants, c.name)
-		}
+		putList(ix.claimants, c.name, removeRecord(ix.claimants[c.name], r))
 	}
 	for _, u := range r.tgs {
-		if l := removeRecord(ix.users[u.name], r); len(l) > 0 {
-			ix.users[u.name] = l
-		} else {
-			delete(ix.users, u.name)
-		}
+		putList(ix.users, u.name, removeRecord(ix.users[u.name], r))
 	}
 	for _, tg := range r.targetGroups {
 		if ix.tgRefs[tg]--; ix.tgRefs[tg] <= 0 {
@@ -626,4 +614,20 @@ func (h *routeHeap) Pop() any {
 	k := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return k
+}
+
+// removeFromList removes v from the list m holds at k, and k from m when
+// its list is left empty: the one rule of the translator's indexes of
+// lists (readers by input, claimants by target, policies by Service).
+func removeFromList[K, V comparable](m map[K][]V, k K, v V) {
+	putList(m, k, slices.DeleteFunc(m[k], func(e V) bool { return e == v }))
+}
+
+// putList stores l at k in m, or removes k when l is empty.
+func putList[K comparable, V any](m map[K][]V, k K, l []V) {
+	if len(l) > 0 {
+		m[k] = l
+	} else {
+		delete(m, k)
+	}
 }

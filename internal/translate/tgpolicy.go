@@ -208,12 +208,7 @@ func (r *tgpResolution) add(e *tgpEntry) {
 // remove removes policy k from r's entries and index.
 func (r *tgpResolution) remove(k objectKey) {
 	for _, svc := range r.entries[k].targets {
-		l := slices.DeleteFunc(r.byService[svc], func(o objectKey) bool { return o == k })
-		if len(l) == 0 {
-			delete(r.byService, svc)
-		} else {
-			r.byService[svc] = l
-		}
+		removeFromList(r.byService, svc, k)
 	}
 	delete(r.entries, k)
 }
