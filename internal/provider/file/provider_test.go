@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -75,7 +76,7 @@ func startWith(t *testing.T, prepare func(h *harness), configure func(p *Provide
 					return err
 				}
 			}
-			h.applied <- out
+			h.applied <- held(out)
 			return nil
 		})
 	}()
@@ -396,4 +397,18 @@ func TestProviderMissingDir(t *testing.T) {
 	if err == nil {
 		t.Error("Run on a missing directory succeeded")
 	}
+}
+
+// held returns a copy of out that the provider's next translation leaves
+// as it is: an Incremental's output lends it its own lists until the next
+// call (translate.Incremental.Translate), which patches them in place,
+// and the tests read an output while the provider runs on.
+func held(out *translate.Output) *translate.Output {
+	c := *out
+	c.Services = slices.Clone(out.Services)
+	c.TargetGroups = slices.Clone(out.TargetGroups)
+	c.Status.Routes = slices.Clone(out.Status.Routes)
+	c.Status.Policies = slices.Clone(out.Status.Policies)
+	c.Status.TargetGroupPolicies = slices.Clone(out.Status.TargetGroupPolicies)
+	return &c
 }
