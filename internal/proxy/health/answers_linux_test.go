@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -331,4 +333,55 @@ func serveThen(n int, gate <-chan struct{}, then func(net.Conn, *bufio.Reader)) 
 			then(conn, br)
 		}
 	}
+}
+
+// No descriptor is left behind: a checker's kept connections, watched by
+// the answer loop (and read on by a worker for a long answer), close when
+// their targets leave and when the checker closes.
+func TestKeptSocketsLeakNoDescriptor(t *testing.T) {
+	long := "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\n\r\n" + strings.Repeat("x", 8192)
+	var rts []*rawTarget
+	for i := range 6 {
+		resp := ok200
+		if i%2 == 1 {
+			resp = long
+		}
+		rts = append(rts, newRawTarget(t, answer(resp)))
+	}
+	open := func() int32 {
+		var n int32
+		for _, rt := range rts {
+			n += rt.open.Load()
+		}
+		return n
+	}
+	before := openFDs(t)
+	c := New(Config{Cluster: cluster, Second: 20 * time.Millisecond})
+	defer c.Close()
+	var targets []model.Target
+	for _, rt := range rts {
+		host, port, _ := net.SplitHostPort(rt.addr())
+		p, _ := strconv.Atoi(port)
+		targets = append(targets, model.Target{Address: host, Port: int32(p), Cluster: cluster, State: model.TargetActive})
+	}
+	hc := fastCheck()
+	hc.TimeoutSeconds = 60
+	c.Update([]model.TargetGroup{tg("g", hc, targets...)})
+	testsync.WaitFor(t, 20*time.Second, "every kept connection watched by the loop", func() bool {
+		c.answers.mu.Lock()
+		defer c.answers.mu.Unlock()
+		return len(c.answers.conns) == len(rts)
+	})
+	if n := c.KeptConns(); n != len(rts) {
+		t.Fatalf("%d kept connections, want %d", n, len(rts))
+	}
+	c.Update([]model.TargetGroup{tg("g", hc)})
+	testsync.WaitFor(t, 10*time.Second, "the targets' connections closed", func() bool { return open() == 0 && c.KeptConns() == 0 })
+	// The answer loop's epoll instance is the checker's one descriptor.
+	testsync.WaitFor(t, 10*time.Second, "the descriptors of the targets that left closed", func() bool { return openFDs(t) <= before+1 })
+	c.Update([]model.TargetGroup{tg("g", hc, targets...)})
+	testsync.WaitFor(t, 20*time.Second, "the targets back, kept", func() bool { return c.KeptConns() == len(rts) })
+	c.Close()
+	testsync.WaitFor(t, 10*time.Second, "the targets' connections closed", func() bool { return open() == 0 })
+	testsync.WaitFor(t, 10*time.Second, "every descriptor closed", func() bool { return openFDs(t) <= before })
 }
