@@ -4,11 +4,12 @@ package peer
 // proxy's client-facing HTTP/2 (h2c with prior knowledge on HTTP binds,
 // ALPN h2 on HTTPS binds). It serves an http.Handler, as net/http's server
 // does, but costs a request less: one goroutine reads a connection and
-// hands each stream to a worker (one that served a stream before and
-// waits, when there is one), which runs the handler (no serve loop between
-// them), and a handler writes its frames to the connection itself, under a lock,
-// through one buffered writer, so that a small response (HEADERS, DATA,
-// trailers) leaves in one flush when the handler returns.
+// hands the streams of each read to a worker (one that served a stream
+// before and waits, when there is one), which hands the rest on and runs
+// the first's handler (no serve loop between them), and a handler writes
+// its frames to the connection itself, under a lock, through one buffered
+// writer, so that a small response (HEADERS, DATA, trailers) leaves in one
+// flush when the handler returns.
 //
 // Its clients are other clusters' proxies or anyone on the network, so it
 // bounds what a hostile one can make it do: concurrent streams (a reset
@@ -329,8 +330,15 @@ type serverConn struct {
 	// refs counts the goroutines using the connection: the one reading
 	// it and the handlers; the last one out forgets it.
 	refs atomic.Int32
-	// serving counts the handlers running.
+	// serving counts the handlers running or queued.
 	serving atomic.Int32
+
+	// qmu guards the list of streams the reader opened since it last
+	// handed streams to a worker that has not taken them yet: qhead to
+	// qtail, linked by stream.next, qlen of them (queue, claim).
+	qmu          sync.Mutex
+	qhead, qtail *stream
+	qlen         int
 
 	// Reader-owned: only the goroutine reading the connection uses them.
 	sawSettings, sawHeaders bool
@@ -603,7 +611,7 @@ type goAwayError struct {
 func (e goAwayError) Error() string { return fmt.Sprintf("%v: %s", e.code, e.reason) }
 
 // readFrames reads the connection until it ends, on the goroutine that
-// ServeConn runs on; each stream it opens is served by another (goServe).
+// ServeConn runs on; the streams it opens are served by others (queue).
 //
 // The goroutine that reads is the connection's for its life, and waits
 // for the client on the poller, which puts it at the end of its P's run
@@ -618,9 +626,11 @@ func (e goAwayError) Error() string { return fmt.Sprintf("%v: %s", e.code, e.rea
 // P, other connections' readers and handlers whose targets answered,
 // waited until the chain broke by chance: 10 to 200 ms, the scheduler's
 // preemption of a long time slice not breaking it. docs/benchmarks.md,
-// "HTTP/2's tail".) Handing a stream to a worker makes the worker ready
-// the same way, but a worker that ends its stream makes no one ready but
-// through the network (or a lock it lets go), so no chain of streams forms.
+// "HTTP/2's tail".) Handing streams to a worker makes the worker ready
+// the same way, but a worker's chain ends with the streams the reader
+// queued (at most maxChain), and a worker that ends its stream makes no
+// one ready but through the network (or a lock it lets go), so no chain
+// runs on from one read of the connection to the next.
 func (c *serverConn) readFrames() {
 	for {
 		c.in.n = 2*(int(c.s.maxHeaderList)+maxReadFrame) + 9
@@ -637,16 +647,63 @@ func (c *serverConn) readFrames() {
 			return
 		}
 		if st != nil {
-			c.s.goServe(st)
+			c.queue(st)
 		}
 	}
 }
 
-// goServe has a goroutine serve st: one waiting in nextStream, whose stack
-// has grown to serve a request already, or a new one.
+// maxChain bounds the streams one hand-off from the reader starts (see
+// queue): a chain's handlers run one after the other, each as its
+// predecessor blocks, ahead of the P's run queue, so it is as long as one
+// connection may keep the others' ready goroutines waiting.
+const maxChain = 16
+
+// queue has st served. The streams the reader opens while the worker it
+// handed the last ones to has not run yet join that worker's list, up to
+// maxChain: a read that brings ten requests costs the reader one
+// hand-off, not ten. (Each hand-off makes the worker ready in the
+// reader's P's runnext slot and pushes the one made ready before to the
+// tail of the P's run queue, behind the other connections' readers and
+// handlers: with a hand-off per stream, nine of ten requests of a read
+// waited there before their handlers started, p99 4-6 ms under h2load.
+// docs/benchmarks.md, "HTTP/2: one hand-off per read".) The worker takes
+// the list (claim) and hands its rest to another worker before it serves
+// the first stream, so that the list's handlers start in the order the
+// requests came, each as soon as the one before blocks.
+func (c *serverConn) queue(st *stream) {
+	c.qmu.Lock()
+	if c.qhead != nil && c.qlen < maxChain {
+		c.qtail.next = st
+		c.qtail = st
+		c.qlen++
+		c.qmu.Unlock()
+		return
+	}
+	c.qhead, c.qtail, c.qlen = st, st, 1
+	c.qmu.Unlock()
+	c.s.goServe(st)
+}
+
+// claim takes st off the reader's list when st heads it, so that the
+// reader starts a new one, and returns the streams after st: those its
+// server is to hand on.
+func (c *serverConn) claim(st *stream) *stream {
+	c.qmu.Lock()
+	if c.qhead == st {
+		c.qhead, c.qtail, c.qlen = nil, nil, 0
+	}
+	rest := st.next
+	st.next = nil
+	c.qmu.Unlock()
+	return rest
+}
+
+// goServe has a goroutine serve st and the streams after it: one waiting
+// in nextStream, whose stack has grown to serve a request already, or a
+// new one.
 func (s *HTTPServer) goServe(st *stream) {
 	if s.noReuse {
-		go st.c.serve(st)
+		go s.serveFirst(st)
 		return
 	}
 	s.idleMu.Lock()
@@ -665,12 +722,21 @@ func (s *HTTPServer) goServe(st *stream) {
 	go s.worker(st)
 }
 
-// worker serves st, then the streams goServe hands it, until nextStream
-// has none.
+// serveFirst hands the streams after st to another goroutine, then
+// serves st.
+func (s *HTTPServer) serveFirst(st *stream) {
+	if rest := st.c.claim(st); rest != nil {
+		s.goServe(rest)
+	}
+	st.c.serve(st)
+}
+
+// worker serves st (and has the streams after it served), then the
+// streams goServe hands it, until nextStream has none.
 func (s *HTTPServer) worker(st *stream) {
 	w := &idleWorker{next: make(chan *stream, 1)}
 	for st != nil {
-		st.c.serve(st)
+		s.serveFirst(st)
 		st = s.nextStream(w)
 	}
 	s.idleMu.Lock()
@@ -1413,10 +1479,12 @@ func (c *serverConn) streamDone(st *stream) {
 
 // stream is one request and its response.
 type stream struct {
-	c   *serverConn
-	id  uint32
-	req *http.Request
-	url url.URL // the request's URL when its :path is plainTarget
+	c  *serverConn
+	id uint32
+	// next is the stream after this one in the reader's list (queue).
+	next *stream
+	req  *http.Request
+	url  url.URL // the request's URL when its :path is plainTarget
 	// vals holds the values of a request of up to 8 fields.
 	vals [8]string
 	w    responseWriter

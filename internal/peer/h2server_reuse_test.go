@@ -259,13 +259,108 @@ func TestH2ServerBusyConnectionYields(t *testing.T) {
 		bID += 2
 		a.endOf(ids...)
 	}
-	// Now b's request is served after one of a's (or none) in every
-	// round; with the readers' chain, after all of them in 5 to 7 of the
-	// 10 rounds (5 runs). Under -race the scheduler puts
+	// Now b's request is served after the last of a's lists (queue,
+	// maxChain) in every round: after 4 of a's; with a hand-off per
+	// stream, after one of a's or none; with the readers' chain, after
+	// all of them in 5 to 7 of the 10 rounds (5 runs). Under -race the scheduler puts
 	// half of the goroutines a send makes ready at the end of the queue,
 	// b's handler too, which then runs after a's whatever the reading:
 	// some round must still be served early.
 	if len(late) == rounds || !raceEnabled && len(late) > 0 {
 		t.Errorf("b's request was served after more than %d of a's %d requests in %d of %d rounds: after %v", limit, n, len(late), rounds, late)
+	}
+}
+
+// The streams one read brings start in the order they came, each as soon
+// as the handler before it blocks: the reader hands them to one worker,
+// which hands the rest on before it serves the first (queue), where a
+// hand-off per stream left all but the last behind the P's run queue.
+func TestH2ServerReadsStreamsInOrder(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const n = 8 // under maxChain
+	var mu sync.Mutex
+	var order []string
+	release := make(chan struct{})
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		order = append(order, r.URL.Path)
+		all := len(order)%n == 0
+		mu.Unlock()
+		if all {
+			release <- struct{}{}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}), nil)
+	rc.get(1, true)
+	rc.endOf(1)
+	id := uint32(3)
+	const rounds = 5
+	var late []string
+	for round := range rounds {
+		mu.Lock()
+		order = order[:0]
+		mu.Unlock()
+		var batch bytes.Buffer
+		fr := http2.NewFramer(&batch, nil)
+		var ids []uint32
+		for i := range n {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndStream: true, EndHeaders: true,
+				BlockFragment: rc.block(":method", "GET", ":scheme", "https", ":path", fmt.Sprintf("/%d", i), ":authority", "x")})
+			ids = append(ids, id)
+			id += 2
+		}
+		if _, err := rc.nc.Write(batch.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		<-release
+		rc.endOf(ids...)
+		mu.Lock()
+		for i, p := range order {
+			if p != fmt.Sprintf("/%d", i) {
+				late = append(late, fmt.Sprintf("round %d: %v", round, order))
+				break
+			}
+		}
+		mu.Unlock()
+	}
+	// Under -race the scheduler puts half of the goroutines a send makes
+	// ready at the end of the queue instead of next: the order holds
+	// there too, but the old hand-off per stream may pass by chance.
+	if len(late) > 0 {
+		t.Errorf("the handlers of one read's %d requests started out of order: %v", n, late)
+	}
+}
+
+// Every stream of a read longer than maxChain is served, each on a
+// goroutine of its own: handlers that wait for each other all start (a
+// list served one stream after another would never end).
+func TestH2ServerQueuedStreamsRunTogether(t *testing.T) {
+	const n = 2*maxChain + 5
+	var started atomic.Int32
+	all := make(chan struct{})
+	rc, _ := rawServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if started.Add(1) == n {
+			close(all)
+		}
+		select {
+		case <-all:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}), nil)
+	var batch bytes.Buffer
+	fr := http2.NewFramer(&batch, nil)
+	var ids []uint32
+	for i := range n {
+		id := uint32(2*i + 1)
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndStream: true, EndHeaders: true, BlockFragment: rc.block(getFields...)})
+		ids = append(ids, id)
+	}
+	if _, err := rc.nc.Write(batch.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	rc.endOf(ids...) // fails the test at the connection's read deadline
+	if got := started.Load(); got != n {
+		t.Errorf("%d handlers started, want %d", got, n)
 	}
 }
