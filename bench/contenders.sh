@@ -138,6 +138,45 @@ endpoints: [{addresses: [127.0.0.1]}]
 CONF
 }
 
+# bench_table PORT prints Trellis's benchmarked table (without the
+# Services b1 and b2): Gateway bench on PORT, the route of bench_route and
+# 54 more, as a service network has them: 27 on other hosts and 27 on other
+# paths of bench.example.com, each with a header match.
+bench_table() {
+  bench_gateway bench "$1"
+  echo ---
+  bench_route bench '{name: bench}'
+  local i
+  for i in $(seq 27); do
+    cat <<CONF
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: svc-$i}
+spec:
+  parentRefs: [{name: bench}]
+  hostnames: [svc-$i.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /api}
+      headers: [{name: x-env, value: prod}]
+    backendRefs: [{name: b1, port: 80, weight: 50}, {name: b2, port: 80, weight: 50}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: path-$i}
+spec:
+  parentRefs: [{name: bench}]
+  hostnames: [bench.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /svc-$i}
+      headers: [{name: x-tenant, value: t$i}]
+    backendRefs: [{name: b2, port: 80}]
+CONF
+  done
+}
+
 # bench_nginx NAME WORKERS starts nginx with WORKERS worker processes on
 # $work/NAME.conf, which it writes: its pid in $work/NAME.pid, its errors
 # in $work/NAME-error.log, and an http block (no access log) of what it
@@ -271,42 +310,8 @@ CONF
 
   # Trellis: the same table as Gateway API YAML, served by `trellis up`.
   mkdir -p "$work/trellis"
-  cat >"$work/trellis/bench.yaml" <<CONF
-$(bench_gateway bench $P_TRELLIS)
----
-$(bench_route bench '{name: bench}')
-CONF
-  # 54 more routes, as a service network has them: 27 on other hosts and 27
-  # on other paths of bench.example.com, each with a header match.
+  bench_table $P_TRELLIS >"$work/trellis/bench.yaml"
   local i port
-  for i in $(seq 27); do
-    cat >>"$work/trellis/bench.yaml" <<CONF
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: svc-$i}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: [svc-$i.example.com]
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /api}
-      headers: [{name: x-env, value: prod}]
-    backendRefs: [{name: b1, port: 80, weight: 50}, {name: b2, port: 80, weight: 50}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: path-$i}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: [bench.example.com]
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /svc-$i}
-      headers: [{name: x-tenant, value: t$i}]
-    backendRefs: [{name: b2, port: 80}]
-CONF
-  done
   mkdir -p "$work/trellis-1"
   sed -e "s/port: $P_TRELLIS}/port: $P_TRELLIS1}/" \
       -e '/- {name: b2, port: 80, weight: 50}/d' -e 's/- {name: b1, port: 80, weight: 50}/- {name: b1, port: 80}/' \
