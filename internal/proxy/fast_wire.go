@@ -197,9 +197,20 @@ func writeLine(w *bufio.Writer, a, b, c, d string) {
 // after it unless keep.
 func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*router.HeaderEdit) {
 	w := fc.bw
-	w.WriteString("HTTP/1.1 ")
-	writeStatus(w, resp.Code, resp.Reason)
+	// Lines that go on as they came and lie one after the other in the
+	// target's head are written together: run is the ones so far.
+	var run []byte
+	if resp.Minor == 1 && len(resp.Reason) > 0 {
+		// "HTTP/1.1 " + code + " " + reason + CRLF, what writeStatus
+		// would write.
+		run = resp.StatusLine
+	} else {
+		w.WriteString("HTTP/1.1 ")
+		writeStatus(w, resp.Code, resp.Reason)
+	}
 	if len(edits) > 0 {
+		w.Write(run)
+		run = nil
 		writeEditedResponse(w, resp, edits)
 	}
 	for _, f := range resp.Fields {
@@ -211,14 +222,22 @@ func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*rou
 			continue
 		}
 		if f.Line != nil {
-			w.Write(f.Line)
+			if follows(run, f.Line) {
+				run = run[:len(run)+len(f.Line)]
+			} else {
+				w.Write(run)
+				run = f.Line
+			}
 			continue
 		}
+		w.Write(run)
+		run = nil
 		w.Write(f.Name)
 		w.WriteString(": ")
 		w.Write(f.Value)
 		w.WriteString("\r\n")
 	}
+	w.Write(run)
 	if resp.Chunked {
 		w.WriteString("Transfer-Encoding: chunked\r\n")
 	}
@@ -226,6 +245,11 @@ func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*rou
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
+}
+
+// follows reports whether b starts where a ends, in the same array.
+func follows(a, b []byte) bool {
+	return len(a) > 0 && len(b) > 0 && len(a)+len(b) <= cap(a) && &a[:len(a)+1][len(a)] == &b[0]
 }
 
 // writeEditedResponse writes the fields of resp but its framing

@@ -23,6 +23,8 @@ type Response struct {
 	// Code is the status code, Reason the reason phrase (maybe empty).
 	Code   int
 	Reason []byte
+	// StatusLine is the status line as received, CRLF included.
+	StatusLine []byte
 	// Minor is the HTTP/1 minor version the target spoke.
 	Minor int
 	// Fields are the header fields in the order received.
@@ -141,6 +143,7 @@ func parseResponse(buf []byte, r *Response) (int, error) {
 		return 0, malformed("status code %d", code)
 	}
 	r.Code = code
+	r.StatusLine = buf[:len(line)+2]
 	if len(line) > 13 {
 		r.Reason = line[13:]
 		if !validValue(r.Reason) {
