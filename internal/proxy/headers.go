@@ -219,13 +219,13 @@ func takesTrailers(te []string) bool {
 // hop-by-hop fields, and the fields the proxy sets itself. Fields the
 // Connection names are dropped too, apart.
 func dropOnForward(name string) bool {
-	return len(name) == 4 && strings.EqualFold(name, "Host") || contentLength(name) || hopByHop(name) || setByProxy(name)
+	return equalFoldASCII(name, "Host") || contentLength(name) || hopByHop(name) || setByProxy(name)
 }
 
 // contentLength reports whether name is Content-Length, which only the proxy
 // writes on a forwarded request and no Connection option removes.
 func contentLength(name string) bool {
-	return len(name) == 14 && strings.EqualFold(name, "Content-Length")
+	return equalFoldASCII(name, "Content-Length")
 }
 
 // hopByHop reports whether name is a hop-by-hop field: those of RFC 9110
@@ -234,19 +234,19 @@ func contentLength(name string) bool {
 func hopByHop[T string | []byte](name T) bool {
 	switch len(name) {
 	case 2:
-		return strings.EqualFold(string(name), "TE")
+		return equalFoldASCII(name, "TE")
 	case 7:
-		return strings.EqualFold(string(name), "Upgrade") || strings.EqualFold(string(name), "Trailer")
+		return equalFoldASCII(name, "Upgrade") || equalFoldASCII(name, "Trailer")
 	case 10:
-		return strings.EqualFold(string(name), "Connection") || strings.EqualFold(string(name), "Keep-Alive")
+		return equalFoldASCII(name, "Connection") || equalFoldASCII(name, "Keep-Alive")
 	case 16:
-		return strings.EqualFold(string(name), "Proxy-Connection")
+		return equalFoldASCII(name, "Proxy-Connection")
 	case 17:
-		return strings.EqualFold(string(name), "Transfer-Encoding")
+		return equalFoldASCII(name, "Transfer-Encoding")
 	case 18:
-		return strings.EqualFold(string(name), "Proxy-Authenticate")
+		return equalFoldASCII(name, "Proxy-Authenticate")
 	case 19:
-		return strings.EqualFold(string(name), "Proxy-Authorization")
+		return equalFoldASCII(name, "Proxy-Authorization")
 	}
 	return false
 }
@@ -259,7 +259,7 @@ func hopByHop[T string | []byte](name T) bool {
 func setByProxy(name string) bool {
 	switch {
 	case len(name) == 9:
-		return strings.EqualFold(name, "Forwarded")
+		return equalFoldASCII(name, "Forwarded")
 	case len(name) < len(trellisPrefix):
 		return false
 	}
@@ -322,7 +322,27 @@ func namedInBytes(name []byte, tokens [][]byte) bool {
 }
 
 func equalFoldBytes(b []byte, s string) bool {
-	return len(b) == len(s) && strings.EqualFold(string(b), s)
+	return equalFoldASCII(b, s)
+}
+
+// equalFoldASCII reports whether a and b are equal with ASCII letters
+// folded. For a and b of one length of which one is ASCII (a field name,
+// parsed or constant) it is strings.EqualFold, without the rune decoding:
+// the only non-ASCII runes that fold to ASCII, K (Kelvin) and ſ, are
+// longer than the letters they fold to. Strings of other lengths it never
+// takes for equal, as an http.Header lookup does not.
+func equalFoldASCII[T string | []byte](a T, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(b) {
+		if c, d := a[i], b[i]; c != d {
+			if c |= 0x20; c != d|0x20 || c < 'a' || c > 'z' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // setForwardedHeaders makes out, a copy of in's header, the header the

@@ -267,7 +267,7 @@ var crlfcrlf = []byte("\r\n\r\n")
 // value, as parsed): then b[i]|0x20 is s[i] exactly when b[i] is s[i] in
 // either case ('-' | 0x20 is '-', and only CR, a control byte, also gives
 // '-').
-func equalFold(b []byte, s string) bool {
+func equalFold[T string | []byte](b T, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
