@@ -45,3 +45,43 @@ func TestWriteResponseHead(t *testing.T) {
 		}
 	}
 }
+
+// writeRequest sends a request without header edits on with the head the
+// forwarding rules make (docs/reference/headers.md), byte for byte: the
+// fields that came canonical as they came, the others remade, hop-by-hop
+// and the proxy's own fields dropped, X-Forwarded-For appended to, TE kept
+// as trailers, the framing, the request's and the rule's fields, and the
+// connection's.
+func TestWriteRequestHead(t *testing.T) {
+	ri := &ruleInfo{rule: "r", targetGroup: "g"}
+	ri.headers.Store(&ruleHeaders{wire: "X-Trellis-Network: N\r\nX-Trellis-Target: T\r\n"})
+	const fixed = "X-Forwarded-Proto: http\r\nX-Trellis-Identity: Type=Anonymous\r\n"
+	tests := []struct {
+		name, head string
+		info       *ruleInfo
+		want       string
+	}{
+		{"plain", "GET /a?b HTTP/1.1\r\nHost: h.example\r\nUser-Agent: wrk\r\nx-env: prod\r\n\r\n", ri,
+			"GET /a?b HTTP/1.1\r\nHost: h.example\r\nX-Forwarded-For: 192.0.2.1\r\nUser-Agent: wrk\r\nx-env: prod\r\n" +
+				"X-Forwarded-Host: h.example\r\nX-Trellis-Request-Id: id-1\r\nX-Trellis-Network: N\r\nX-Trellis-Target: T\r\n" + fixed + "\r\n"},
+		{"dropped and remade", "POST / HTTP/1.1\r\nHOST: h\r\nA:1\r\nConnection: x-hop, TE\r\nX-Hop: 2\r\nTE: trailers\r\n" +
+			"X-Forwarded-For: 198.51.100.7\r\nX-Trellis-Identity: forged\r\nKeep-Alive: 5\r\nContent-Length: 0\r\nB:  3 \r\n\r\n", nil,
+			"POST / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 198.51.100.7, 192.0.2.1\r\nA: 1\r\nB: 3\r\nTe: trailers\r\nContent-Length: 0\r\n" +
+				"X-Forwarded-Host: h\r\nX-Trellis-Request-Id: id-1\r\n" + fixed + "\r\n"},
+	}
+	for _, tt := range tests {
+		fc := &fastConn{ip: "192.0.2.1", fixedFields: fixed}
+		if err := h1.ParseRequest(tt.head, &fc.req); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		fc.x = exchange{id: "id-1", info: tt.info}
+		var out strings.Builder
+		tc := &targetConn{bw: bufio.NewWriter(&out)}
+		if err := fc.writeRequest(tc); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if out.String() != tt.want {
+			t.Errorf("%s: sent\n%q, want\n%q", tt.name, out.String(), tt.want)
+		}
+	}
+}

@@ -82,6 +82,19 @@ type wireFields bufio.Writer
 
 func (w *wireFields) set(name, value string) { writeField((*bufio.Writer)(w), name, value) }
 
+// headLines appends added fields as header lines to a head being made.
+type headLines []byte
+
+func (h *headLines) set(name, value string) { *h = appendField(*h, name, value) }
+
+// appendField appends the header line name: value to b.
+func appendField(b []byte, name, value string) []byte {
+	b = append(b, name...)
+	b = append(b, ": "...)
+	b = append(b, value...)
+	return append(b, "\r\n"...)
+}
+
 // textFields collects added fields as header lines, for the fast path to
 // write again and again.
 type textFields strings.Builder
@@ -121,10 +134,18 @@ func addRequestFields(s fieldSink, host, id string, info *ruleInfo) {
 		return
 	}
 	if h := info.identityHeaders(); h != nil {
-		if w, ok := s.(*wireFields); ok && h.wire != "" {
-			// The same lines, made once per rule.
-			(*bufio.Writer)(w).WriteString(h.wire)
-			return
+		// The same lines, made once per rule.
+		switch w := s.(type) {
+		case *wireFields:
+			if h.wire != "" {
+				(*bufio.Writer)(w).WriteString(h.wire)
+				return
+			}
+		case *headLines:
+			if h.wire != "" {
+				*w = append(*w, h.wire...)
+				return
+			}
 		}
 		setRuleFields(s, h)
 	}
