@@ -266,17 +266,34 @@ var crlfcrlf = []byte("\r\n\r\n")
 // letters and '-' and b without control bytes (a field name or a field
 // value, as parsed): then b[i]|0x20 is s[i] exactly when b[i] is s[i] in
 // either case ('-' | 0x20 is '-', and only CR, a control byte, also gives
-// '-').
+// '-'). Eight bytes are compared at a time, the last eight (which may
+// overlap the ones before) last.
 func equalFold[T string | []byte](b T, s string) bool {
-	if len(b) != len(s) {
+	n := len(s)
+	if len(b) != n {
 		return false
 	}
-	for i := range len(b) {
-		if b[i]|0x20 != s[i] {
+	if n < 8 {
+		for i := range n {
+			if b[i]|0x20 != s[i] {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < n-8; i += 8 {
+		if word(b, i)|0x2020202020202020 != word(s, i) {
 			return false
 		}
 	}
-	return true
+	return word(b, n-8)|0x2020202020202020 == word(s, n-8)
+}
+
+// word is the eight bytes of s from i as a little-endian number.
+func word[T string | []byte](s T, i int) uint64 {
+	w := s[i : i+8]
+	return uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+		uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
 }
 
 // truncate shortens what an error quotes from a target.
