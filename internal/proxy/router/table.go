@@ -71,8 +71,11 @@ type Table struct {
 	// ports are the HTTP and HTTPS binds' host tables; tls the TLS
 	// passthrough binds' server-name tables.
 	ports, tls map[Bind]*hostTable
-	protocols  map[Bind]model.Protocol
-	conflicts  []string
+	// portHosts are ports' host tables of the binds without an address,
+	// by port: looked up for every request, by a key cheaper to hash.
+	portHosts map[int32]*hostTable
+	protocols map[Bind]model.Protocol
+	conflicts []string
 	// binds is the sorted list of every bind served.
 	binds []Bind
 	// services are the snapshot's services by name.
@@ -122,7 +125,7 @@ func (t *Table) Match(b Bind, r *http.Request) *Rule {
 // MatchRequest is Match for a request in matching's own terms, which a
 // listener that parses requests itself builds without an *http.Request.
 func (t *Table) MatchRequest(b Bind, r *Request) *Rule {
-	ht := t.ports[b]
+	ht := t.hosts(b)
 	if ht == nil {
 		return nil
 	}
@@ -131,6 +134,14 @@ func (t *Table) MatchRequest(b Bind, r *Request) *Rule {
 		return nil
 	}
 	return vh.match(r)
+}
+
+// hosts returns the host table of an HTTP or HTTPS bind, nil when none.
+func (t *Table) hosts(b Bind) *hostTable {
+	if b.Addr == "" {
+		return t.portHosts[b.Port]
+	}
+	return t.ports[b]
 }
 
 // Request is what matching reads of a request.
@@ -434,7 +445,7 @@ func (t *Table) Misdirected(b Bind, serverName, host string) bool {
 	if serverName == "" {
 		return false
 	}
-	ht := t.ports[b]
+	ht := t.hosts(b)
 	if ht == nil || ht.exactListeners == nil && ht.wildcardListeners == nil {
 		// One listener answers every name on the port.
 		return false
