@@ -351,11 +351,14 @@ func equalFoldBytes(b []byte, s string) bool {
 // parsed or constant) it is strings.EqualFold, without the rune decoding:
 // the only non-ASCII runes that fold to ASCII, K (Kelvin) and ſ, are
 // longer than the letters they fold to. Strings of other lengths it never
-// takes for equal, as an http.Header lookup does not.
+// takes for equal, as an http.Header lookup does not. The lengths are
+// compared inline, where most names part.
 func equalFoldASCII[T string | []byte](a T, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
+	return len(a) == len(b) && foldEqualASCII(a, b)
+}
+
+// foldEqualASCII is equalFoldASCII for a and b of one length.
+func foldEqualASCII[T string | []byte](a T, b string) bool {
 	for i := range len(b) {
 		if c, d := a[i], b[i]; c != d {
 			if c |= 0x20; c != d|0x20 || c < 'a' || c > 'z' {

@@ -267,12 +267,15 @@ var crlfcrlf = []byte("\r\n\r\n")
 // value, as parsed): then b[i]|0x20 is s[i] exactly when b[i] is s[i] in
 // either case ('-' | 0x20 is '-', and only CR, a control byte, also gives
 // '-'). Eight bytes are compared at a time, the last eight (which may
-// overlap the ones before) last.
+// overlap the ones before) last. The lengths are compared inline, where
+// most names part.
 func equalFold[T string | []byte](b T, s string) bool {
+	return len(b) == len(s) && foldEqual(b, s)
+}
+
+// foldEqual is equalFold for b and s of one length.
+func foldEqual[T string | []byte](b T, s string) bool {
 	n := len(s)
-	if len(b) != n {
-		return false
-	}
 	if n < 8 {
 		for i := range n {
 			if b[i]|0x20 != s[i] {
