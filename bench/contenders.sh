@@ -22,7 +22,8 @@
 #   BENCH_NEED      more commands to install (command:debian-package ...)
 #   BENCH_TRELLIS_PROCS=N  one more contender, "trellis-pN": trellis-1's table
 #                   served by `trellis up --procs N` (Go code on N threads at once)
-#   BENCH_TRELLIS_BASE=path  one more contender, "trellis-1-base": trellis-1's
+#   BENCH_TRELLIS_BASE=path  two more contenders, "trellis-1-base": trellis-1's
+#                   table, and "trellis-base": trellis's (55 routes),
 #                   table served by that trellis binary (a before/after in one run)
 # BENCH_NO_DOC=1 runs without writing docs/benchmarks.md (smoke runs).
 # After bench_start: $work, $bin (the trellis binary), procs[NAME] (the
@@ -37,6 +38,7 @@ pb=${BENCH_PORT_BASE:-18100}
 B1=$((pb + 1)) B2=$((pb + 2)) P_TRELLIS=$((pb + 10)) P_NGINX=$((pb + 11)) P_HAPROXY=$((pb + 12)) P_GO=$((pb + 13)) P_EPOLL=$((pb + 14)) P_CADDY=$((pb + 15)) P_TRELLIS1=$((pb + 16))
 A_TRELLIS=$((pb + 20)) A_TRELLIS1=$((pb + 21))
 P_TRELLISP=$((pb + 17)) A_TRELLISP=$((pb + 23)) P_TRELLISB=$((pb + 18)) A_TRELLISB=$((pb + 24))
+P_TRELLISBT=$((pb + 19)) A_TRELLISBT=$((pb + 25))
 
 # bench_need CMD[:PACKAGE]... installs the missing ones from Debian.
 bench_need() {
@@ -136,6 +138,45 @@ addressType: IPv4
 ports: [{name: ${3:-http}, port: $2}]
 endpoints: [{addresses: [127.0.0.1]}]
 CONF
+}
+
+# bench_table PORT prints Trellis's benchmarked table (without the
+# Services b1 and b2): Gateway bench on PORT, the route of bench_route and
+# 54 more, as a service network has them: 27 on other hosts and 27 on other
+# paths of bench.example.com, each with a header match.
+bench_table() {
+  bench_gateway bench "$1"
+  echo ---
+  bench_route bench '{name: bench}'
+  local i
+  for i in $(seq 27); do
+    cat <<CONF
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: svc-$i}
+spec:
+  parentRefs: [{name: bench}]
+  hostnames: [svc-$i.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /api}
+      headers: [{name: x-env, value: prod}]
+    backendRefs: [{name: b1, port: 80, weight: 50}, {name: b2, port: 80, weight: 50}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: path-$i}
+spec:
+  parentRefs: [{name: bench}]
+  hostnames: [bench.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /svc-$i}
+      headers: [{name: x-tenant, value: t$i}]
+    backendRefs: [{name: b2, port: 80}]
+CONF
+  done
 }
 
 # bench_nginx NAME WORKERS starts nginx with WORKERS worker processes on
@@ -271,42 +312,8 @@ CONF
 
   # Trellis: the same table as Gateway API YAML, served by `trellis up`.
   mkdir -p "$work/trellis"
-  cat >"$work/trellis/bench.yaml" <<CONF
-$(bench_gateway bench $P_TRELLIS)
----
-$(bench_route bench '{name: bench}')
-CONF
-  # 54 more routes, as a service network has them: 27 on other hosts and 27
-  # on other paths of bench.example.com, each with a header match.
+  bench_table $P_TRELLIS >"$work/trellis/bench.yaml"
   local i port
-  for i in $(seq 27); do
-    cat >>"$work/trellis/bench.yaml" <<CONF
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: svc-$i}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: [svc-$i.example.com]
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /api}
-      headers: [{name: x-env, value: prod}]
-    backendRefs: [{name: b1, port: 80, weight: 50}, {name: b2, port: 80, weight: 50}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: path-$i}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: [bench.example.com]
-  rules:
-  - matches:
-    - path: {type: PathPrefix, value: /svc-$i}
-      headers: [{name: x-tenant, value: t$i}]
-    backendRefs: [{name: b2, port: 80}]
-CONF
-  done
   mkdir -p "$work/trellis-1"
   sed -e "s/port: $P_TRELLIS}/port: $P_TRELLIS1}/" \
       -e '/- {name: b2, port: 80, weight: 50}/d' -e 's/- {name: b1, port: 80, weight: 50}/- {name: b1, port: 80}/' \
@@ -345,7 +352,13 @@ CONF
     "$BENCH_TRELLIS_BASE" up --config "$work/trellis-b" --api-listen 127.0.0.1:0 --admin-listen 127.0.0.1:$A_TRELLISB --log-level warn >"$work/trellis-b.log" 2>&1 &
     pids+=($!)
     procs[trellis-1-base]=$!
+    mkdir -p "$work/trellis-bt"
+    sed -e "s/port: $P_TRELLIS}/port: $P_TRELLISBT}/" "$work/trellis/bench.yaml" >"$work/trellis-bt/bench.yaml"
+    "$BENCH_TRELLIS_BASE" up --config "$work/trellis-bt" --api-listen 127.0.0.1:0 --admin-listen 127.0.0.1:$A_TRELLISBT --log-level warn >"$work/trellis-bt.log" 2>&1 &
+    pids+=($!)
+    procs[trellis-base]=$!
     contenders="${contenders/trellis-1 /trellis-1 trellis-1-base }"
+    contenders="${contenders/trellis /trellis trellis-base }"
   fi
   if [ -n "${BENCH_CEILING:-}" ]; then
     go build -o "$work/go-minimal" ./bench/ceiling/goroutine
@@ -361,7 +374,7 @@ CONF
 
   check trellis $P_TRELLIS; check trellis-1 $P_TRELLIS1; check nginx $P_NGINX
   if [ -n "${BENCH_TRELLIS_PROCS:-}" ]; then check "trellis-p$BENCH_TRELLIS_PROCS" $P_TRELLISP; fi
-  if [ -n "${BENCH_TRELLIS_BASE:-}" ]; then check trellis-1-base $P_TRELLISB; fi
+  if [ -n "${BENCH_TRELLIS_BASE:-}" ]; then check trellis-1-base $P_TRELLISB; check trellis-base $P_TRELLISBT; fi
   check haproxy $P_HAPROXY; check caddy $P_CADDY
   if [ -n "${BENCH_CEILING:-}" ]; then check go-minimal $P_GO; check epoll-minimal $P_EPOLL; fi
   # The header match must hold everywhere: without it, 404.
@@ -377,7 +390,7 @@ CONF
 
 # port NAME prints the contender's port.
 port() {
-  case $1 in trellis) echo $P_TRELLIS;; trellis-1) echo $P_TRELLIS1;; trellis-p*) echo $P_TRELLISP;; trellis-1-base) echo $P_TRELLISB;; caddy) echo $P_CADDY;; nginx) echo $P_NGINX;; haproxy) echo $P_HAPROXY;; go-minimal) echo $P_GO;; epoll-minimal) echo $P_EPOLL;; *) echo "no port for $1" >&2; exit 1;; esac
+  case $1 in trellis) echo $P_TRELLIS;; trellis-1) echo $P_TRELLIS1;; trellis-p*) echo $P_TRELLISP;; trellis-1-base) echo $P_TRELLISB;; trellis-base) echo $P_TRELLISBT;; caddy) echo $P_CADDY;; nginx) echo $P_NGINX;; haproxy) echo $P_HAPROXY;; go-minimal) echo $P_GO;; epoll-minimal) echo $P_EPOLL;; *) echo "no port for $1" >&2; exit 1;; esac
 }
 url() { echo "http://127.0.0.1:$1/api/items"; }
 check() { # name port

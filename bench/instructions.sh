@@ -9,7 +9,8 @@
 # The kernel's share (syscalls, loopback TCP) is not counted.
 #
 # Contenders: trellis (one route, one backend: trellis-1 of
-# bench/proxies.sh), go-minimal (bench/ceiling/goroutine), and the backend
+# bench/proxies.sh), trellis-table (bench/proxies.sh's 55-route table,
+# header matches, two weighted target groups: its trellis), go-minimal (bench/ceiling/goroutine), and the backend
 # itself, behind Trellis's head and behind a plain one (what the
 # forwarding and identity headers cost a target); trellis-https and
 # trellis-h2, the same route on a TLS listener (a certificate made here,
@@ -19,12 +20,14 @@
 # connections with responses in flight and the SIGPIPEs of the proxy's
 # writes to them crash callgrind).
 #
-# Usage: [TRELLIS_BIN=path] [INSTR_KEEP=dir] bench/instructions.sh [SECONDS] [CONTENDERS...]
+# Usage: [TRELLIS_BIN=path] [INSTR_KEEP=dir] [INSTR_PORT_BASE=n] bench/instructions.sh [SECONDS] [CONTENDERS...]
 # (INSTR_KEEP: the callgrind profile of each contender is copied there, as
 # cg.NAME, for callgrind_annotate)
 # (defaults: 5 s, "trellis go-minimal backend"). Needs valgrind, nginx, wrk
 # (and openssl, h2load for trellis-https and trellis-h2).
 # Everything listens on 127.0.0.1; the script stops what it started.
+# The Go programs run with GODEBUG=cpu.rdtscp=off: valgrind 3.19 does not
+# know RDTSCP, which the runtime's lock spinning reads the clock with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-5}
@@ -38,9 +41,13 @@ for c in valgrind nginx wrk; do command -v $c >/dev/null || { echo "needs $c"; e
 . bench/contenders.sh
 work=$(mktemp -d /tmp/trellis-instr.XXXXXX)
 trap bench_cleanup EXIT
-B=18201 P=18210 BV=18211 PT=18212
+# Ports: INSTR_PORT_BASE (default 18200) plus 1..19.
+ib=${INSTR_PORT_BASE:-18200}
+B=$((ib + 1)) B2=$((ib + 2)) P=$((ib + 10)) BV=$((ib + 11)) PT=$((ib + 12)) PTT=$((ib + 13))
 
-backend_conf() { # port file
+backend_conf() { # port file [second-port]
+  local second=
+  [ -z "${3:-}" ] || second="server { listen 127.0.0.1:$3 backlog=4096; keepalive_requests 1000000; location / { return 200 \"backend-2\\n\"; } }"
   cat >"$2" <<CONF
 daemon off;
 master_process off;
@@ -51,10 +58,11 @@ events { worker_connections 1024; }
 http {
   access_log off;
   server { listen 127.0.0.1:$1 backlog=4096; keepalive_requests 1000000; location / { return 200 "backend-1\n"; } }
+  $second
 }
 CONF
 }
-backend_conf $B "$work/backend.conf"
+backend_conf $B "$work/backend.conf" $B2
 nginx -c "$work/backend.conf" -p "$work" &
 pids+=($!)
 
@@ -83,6 +91,12 @@ $(bench_route bench-tls '{name: edge}' '[{name: b1, port: 80}]')
 $(bench_tls_secret "$work")
 CONF
 fi
+mkdir -p "$work/trellis-table"
+{
+  bench_table $PTT
+  echo ---; bench_backend b1 $B
+  echo ---; bench_backend b2 $B2
+} >"$work/trellis-table/bench.yaml"
 bin=${TRELLIS_BIN:-$work/trellis-bin}
 [ -n "${TRELLIS_BIN:-}" ] || go build -o "$bin" ./cmd/trellis
 go build -o "$work/go-minimal" ./bench/ceiling/goroutine
@@ -121,7 +135,7 @@ measure() {
   local hdrs=()
   while [ "$1" != -- ]; do hdrs+=("$1"); shift; done
   shift
-  GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name" --dump-instr=no "$@" >"$work/$name.log" 2>&1 &
+  GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off valgrind --tool=callgrind --callgrind-out-file="$work/cg.$name" --dump-instr=no "$@" >"$work/$name.log" 2>&1 &
   local vp=$!
   pids+=($vp)
   local check=(-H 'Host: bench.example.com' "http://127.0.0.1:$port/api/items")
@@ -144,6 +158,7 @@ measure() {
 for c in "${contenders[@]}"; do
   case $c in
   trellis) measure trellis $P -- "$bin" up --config "$work/trellis" --api-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-level warn ;;
+  trellis-table) measure trellis-table $PTT -- "$bin" up --config "$work/trellis-table" --api-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-level warn ;;
   trellis-https | trellis-h2)
     measure $c "${c#trellis-}" $PT -- "$bin" up --config "$work/trellis" --api-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-level warn ;;
   go-minimal) measure go-minimal $P -- "$work/go-minimal" 127.0.0.1:$P 127.0.0.1:$B ;;

@@ -15,16 +15,16 @@ type deadlines struct {
 }
 
 func (d *deadlines) read(c net.Conn, now time.Time, timeout time.Duration) {
-	if want := now.Add(timeout); moved(d.r, want, timeout) {
-		d.r = want
-		_ = c.SetReadDeadline(want)
+	if moved(d.r, now, timeout) {
+		d.r = now.Add(timeout)
+		_ = c.SetReadDeadline(d.r)
 	}
 }
 
 func (d *deadlines) write(c net.Conn, now time.Time, timeout time.Duration) {
-	if want := now.Add(timeout); moved(d.w, want, timeout) {
-		d.w = want
-		_ = c.SetWriteDeadline(want)
+	if moved(d.w, now, timeout) {
+		d.w = now.Add(timeout)
+		_ = c.SetWriteDeadline(d.w)
 	}
 }
 
@@ -35,9 +35,11 @@ func (d *deadlines) write(c net.Conn, now time.Time, timeout time.Duration) {
 // a busy target then moves its timer about twice per interval rather than
 // every few requests.
 func (d *deadlines) check(c net.Conn, now time.Time, interval time.Duration) {
-	if want := now.Add(interval); d.r.Before(want.Add(-interval/2)) || d.r.After(want) {
-		d.r = want
-		_ = c.SetReadDeadline(want)
+	// One clock subtraction rather than two additions and two
+	// comparisons: it is done for every request.
+	if in := d.r.Sub(now); in < interval-interval/2 || in > interval {
+		d.r = now.Add(interval)
+		_ = c.SetReadDeadline(d.r)
 	}
 }
 
@@ -58,7 +60,11 @@ func (d *deadlines) exact(c net.Conn, t time.Time) {
 }
 
 // moved reports whether a deadline at have is off by more than 1% of
-// timeout from want.
-func moved(have, want time.Time, timeout time.Duration) bool {
-	return want.Sub(have).Abs() > timeout/100
+// timeout from now + timeout: one clock subtraction, no addition, for
+// the deadline that stays. (No timeout here comes near the Duration
+// range's ends, where the sums below would overflow; a zero have, before
+// any deadline, is a saturated minimal distance and so moved.)
+func moved(have, now time.Time, timeout time.Duration) bool {
+	in, slack := have.Sub(now), timeout/100
+	return in < timeout-slack || in > timeout+slack
 }

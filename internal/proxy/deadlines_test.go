@@ -73,3 +73,22 @@ func TestDeadlinesCheck(t *testing.T) {
 		t.Errorf("read timed out after %v, want between %v and %v (plus scheduling)", waited, short/2, short)
 	}
 }
+
+// moved decides as its first form did: want := now + timeout, moved when
+// |want - have| > timeout/100, around the 1% edges and for no deadline yet.
+func TestDeadlinesMoved(t *testing.T) {
+	now := time.Now()
+	for _, timeout := range []time.Duration{time.Second, 10 * time.Second, 3*time.Minute + 7} {
+		slack := timeout / 100
+		for _, off := range []time.Duration{0, 1, -1, slack - 1, slack, slack + 1, -slack + 1, -slack, -slack - 1, timeout, -timeout, -2 * timeout} {
+			have := now.Add(timeout + off)
+			want := now.Add(timeout)
+			if got, old := moved(have, now, timeout), want.Sub(have).Abs() > slack; got != old {
+				t.Errorf("timeout %v, deadline off by %v: moved %v, want %v", timeout, off, got, old)
+			}
+		}
+		if !moved(time.Time{}, now, timeout) {
+			t.Errorf("timeout %v: no deadline yet is not moved", timeout)
+		}
+	}
+}

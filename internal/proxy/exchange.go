@@ -5,7 +5,9 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
+	"math/bits"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -371,23 +373,40 @@ func (r *requestIDs) next() string {
 
 // putRequestID writes a new request ID into s.
 func putRequestID(s []byte) {
-	_ = s[35]
 	hi, lo := rand.Uint64(), rand.Uint64()
 	// Bytes 6 and 8 of the 16 carry the version (4) and the variant
 	// (RFC 9562).
 	hi = hi&^(0xf0<<48) | 0x40<<48
 	lo = lo&^0xc0 | 0x80
-	for i := range 8 {
-		b, c := byte(hi>>(8*i)), byte(lo>>(8*i))
-		p, q := idDigits[i], idDigits[8+i]
-		s[p], s[p+1] = hexDigits[b>>4], hexDigits[b&0xf]
-		s[q], s[q+1] = hexDigits[c>>4], hexDigits[c&0xf]
-	}
+	putUUID(s, hi, lo)
+}
+
+// putUUID writes the UUID whose 16 bytes are hi's and then lo's, each
+// from its lowest byte, as text (8-4-4-4-12 hex digits) into s: eight
+// digits at a time (hexDigits8), not one byte at a time.
+func putUUID(s []byte, hi, lo uint64) {
+	_ = s[35]
+	h, l := bits.ReverseBytes64(hi), bits.ReverseBytes64(lo)
+	mid := hexDigits8(uint32(h))
+	last := hexDigits8(uint32(l >> 32))
+	binary.BigEndian.PutUint64(s[0:], hexDigits8(uint32(h>>32)))
+	binary.BigEndian.PutUint32(s[9:], uint32(mid>>32))
+	binary.BigEndian.PutUint32(s[14:], uint32(mid))
+	binary.BigEndian.PutUint32(s[19:], uint32(last>>32))
+	binary.BigEndian.PutUint32(s[24:], uint32(last))
+	binary.BigEndian.PutUint64(s[28:], hexDigits8(uint32(l)))
 	s[8], s[13], s[18], s[23] = '-', '-', '-', '-'
 }
 
-const hexDigits = "0123456789abcdef"
-
-// idDigits are where the two hex digits of each of a UUID's 16 bytes go
-// in its text: 8-4-4-4-12.
-var idDigits = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+// hexDigits8 returns the eight lower-case hex digits of v, the first in
+// the highest byte: its nibbles spread one to a byte, then each made a
+// digit at once ('0' + n, and 'a' - '0' - 10 more where n > 9, which is
+// where n + 6 carries into the byte's high nibble).
+func hexDigits8(v uint32) uint64 {
+	x := uint64(v)
+	x = (x | x<<16) & 0x0000ffff0000ffff
+	x = (x | x<<8) & 0x00ff00ff00ff00ff
+	x = (x | x<<4) & 0x0f0f0f0f0f0f0f0f
+	letters := (x + 0x0606060606060606) >> 4 & 0x0101010101010101
+	return x + 0x3030303030303030 + letters*('a'-'0'-10)
+}

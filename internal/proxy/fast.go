@@ -519,7 +519,7 @@ type requestFields h1.Request
 func (r *requestFields) Values(name string) []string {
 	var vs []string
 	for _, f := range r.Fields {
-		if strings.EqualFold(f.Name, name) {
+		if equalFoldASCII(f.Name, name) {
 			vs = append(vs, f.Value)
 		}
 	}
@@ -528,7 +528,7 @@ func (r *requestFields) Values(name string) []string {
 
 func (r *requestFields) Value(name string, i int) (string, bool) {
 	for _, f := range r.Fields {
-		if strings.EqualFold(f.Name, name) {
+		if equalFoldASCII(f.Name, name) {
 			if i == 0 {
 				return f.Value, true
 			}

@@ -81,7 +81,10 @@ func TestFastPathPeerHopAgreesWithNetHTTP(t *testing.T) {
 	idle := func(p *Proxy) int {
 		p.pool.mu.Lock()
 		defer p.pool.mu.Unlock()
-		return len(p.pool.idle[echo.Listener.Addr().String()])
+		if l := p.pool.idle[echo.Listener.Addr().String()]; l != nil {
+			return len(l.conns)
+		}
+		return 0
 	}
 	if f, s := idle(fast.west), idle(slow.west); f == 0 || s != 0 {
 		t.Errorf("west's pooled connections to the target: %d with the fast path, %d without", f, s)

@@ -83,31 +83,21 @@ func (fc *fastConn) flush() bool {
 // rules (headers.go) add, and its body.
 func (fc *fastConn) writeRequest(tc *targetConn) error {
 	r, x, w := &fc.req, &fc.x, tc.bw
-	host := r.Host
-	if fc.edited != nil {
-		host = fc.host
-	}
-	writeLine(w, r.Method, " ", r.Target, " HTTP/1.1\r\nHost: ")
-	w.WriteString(host)
-	w.WriteString("\r\n")
-	if fc.edited != nil {
-		writeEditedFields(w, fc.edited, forwardedForMode(x), fc.ip)
-	} else {
-		fc.writeFields(w)
-	}
-	// The body's framing is the proxy's: no edit or Connection option
-	// changes it.
-	if r.HasContentLength {
-		w.WriteString("Content-Length: ")
-		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
-		w.WriteString("\r\n")
-	}
-	addRequestFields((*wireFields)(w), host, x.id, x.ruleInfo(nil))
 	if fc.fixedFrom != fc.sv {
 		fc.setFixedFields()
 	}
-	w.WriteString(fc.fixedFields)
-	w.WriteString("\r\n")
+	if fc.edited == nil {
+		// The head is made where it is written, in w's free buffer (a
+		// head too large for it in an array of its own), and written
+		// once.
+		w.Write(fc.appendHead(w.AvailableBuffer()))
+	} else {
+		writeLine(w, r.Method, " ", r.Target, " HTTP/1.1\r\nHost: ")
+		w.WriteString(fc.host)
+		w.WriteString("\r\n")
+		writeEditedFields(w, fc.edited, forwardedForMode(x), fc.ip)
+		fc.writeEnd(w, fc.host)
+	}
 	if r.ContentLength > 0 {
 		n, err := fc.copyBody(w, r.ContentLength)
 		x.body.n.Add(n)
@@ -118,32 +108,73 @@ func (fc *fastConn) writeRequest(tc *targetConn) error {
 	return tc.flushRequest()
 }
 
-// writeFields writes the client's header fields that go on to the target
-// and X-Forwarded-For.
-func (fc *fastConn) writeFields(w *bufio.Writer) {
+// writeEnd writes what follows the fields of a head whose rule edits them:
+// the framing, the fields the proxy adds, and the empty line.
+func (fc *fastConn) writeEnd(w *bufio.Writer, host string) {
+	r := &fc.req
+	// The body's framing is the proxy's: no edit or Connection option
+	// changes it.
+	if r.HasContentLength {
+		w.WriteString("Content-Length: ")
+		w.WriteString(strconv.FormatInt(r.ContentLength, 10))
+		w.WriteString("\r\n")
+	}
+	addRequestFields((*wireFields)(w), host, fc.x.id, fc.x.ruleInfo(nil))
+	w.WriteString(fc.fixedFields)
+	w.WriteString("\r\n")
+}
+
+// appendHead appends the head sent to the target of a request without
+// header edits to b: the request line and Host, the client's fields that
+// go on and X-Forwarded-For (appendFields), the framing, the fields the
+// proxy adds, and the empty line, as writeEnd writes them.
+func (fc *fastConn) appendHead(b []byte) []byte {
+	r := &fc.req
+	b = append(b, r.Method...)
+	b = append(b, ' ')
+	b = append(b, r.Target...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, r.Host...)
+	b = append(b, "\r\n"...)
+	b = fc.appendFields(b)
+	if r.HasContentLength {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, r.ContentLength, 10)
+		b = append(b, "\r\n"...)
+	}
+	lines := headLines(b)
+	addRequestFields(&lines, r.Host, fc.x.id, fc.x.ruleInfo(nil))
+	b = append(lines, fc.fixedFields...)
+	return append(b, "\r\n"...)
+}
+
+// appendFields appends the client's header fields that go on to the
+// target and X-Forwarded-For to b.
+func (fc *fastConn) appendFields(b []byte) []byte {
 	r := &fc.req
 	var prior []string
 	if r.HasForwardedFor {
 		prior = (*requestFields)(r).Values("X-Forwarded-For")
 	}
 	if v, ok := forwardedFor(forwardedForMode(&fc.x), prior, fc.ip); ok {
-		writeField(w, "X-Forwarded-For", v)
+		b = appendField(b, "X-Forwarded-For", v)
 	}
 	trailers := false
 	for _, f := range r.Fields {
 		if dropOnForward(f.Name) || namedIn(f.Name, r.ConnectionTokens) {
-			trailers = trailers || len(f.Name) == 2 && strings.EqualFold(f.Name, "TE") && hasToken(f.Value, "trailers")
+			trailers = trailers || equalFoldASCII(f.Name, "TE") && hasToken(f.Value, "trailers")
 			continue
 		}
 		if f.Line != "" {
-			w.WriteString(f.Line)
+			b = append(b, f.Line...)
 		} else {
-			writeField(w, f.Name, f.Value)
+			b = appendField(b, f.Name, f.Value)
 		}
 	}
 	if trailers {
-		w.WriteString("Te: trailers\r\n")
+		b = append(b, "Te: trailers\r\n"...)
 	}
+	return b
 }
 
 // writeEditedFields is writeFields for a header the rule's edits changed.
@@ -197,9 +228,20 @@ func writeLine(w *bufio.Writer, a, b, c, d string) {
 // after it unless keep.
 func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*router.HeaderEdit) {
 	w := fc.bw
-	w.WriteString("HTTP/1.1 ")
-	writeStatus(w, resp.Code, resp.Reason)
+	// Lines that go on as they came and lie one after the other in the
+	// target's head are written together: run is the ones so far.
+	var run []byte
+	if resp.Minor == 1 && len(resp.Reason) > 0 {
+		// "HTTP/1.1 " + code + " " + reason + CRLF, what writeStatus
+		// would write.
+		run = resp.StatusLine
+	} else {
+		w.WriteString("HTTP/1.1 ")
+		writeStatus(w, resp.Code, resp.Reason)
+	}
 	if len(edits) > 0 {
+		w.Write(run)
+		run = nil
 		writeEditedResponse(w, resp, edits)
 	}
 	for _, f := range resp.Fields {
@@ -211,14 +253,22 @@ func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*rou
 			continue
 		}
 		if f.Line != nil {
-			w.Write(f.Line)
+			if follows(run, f.Line) {
+				run = run[:len(run)+len(f.Line)]
+			} else {
+				w.Write(run)
+				run = f.Line
+			}
 			continue
 		}
+		w.Write(run)
+		run = nil
 		w.Write(f.Name)
 		w.WriteString(": ")
 		w.Write(f.Value)
 		w.WriteString("\r\n")
 	}
+	w.Write(run)
 	if resp.Chunked {
 		w.WriteString("Transfer-Encoding: chunked\r\n")
 	}
@@ -226,6 +276,11 @@ func (fc *fastConn) writeResponseHead(resp *h1.Response, keep bool, edits []*rou
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
+}
+
+// follows reports whether b starts where a ends, in the same array.
+func follows(a, b []byte) bool {
+	return len(a) > 0 && len(b) > 0 && len(a)+len(b) <= cap(a) && &a[:len(a)+1][len(a)] == &b[0]
 }
 
 // writeEditedResponse writes the fields of resp but its framing

@@ -82,6 +82,19 @@ type wireFields bufio.Writer
 
 func (w *wireFields) set(name, value string) { writeField((*bufio.Writer)(w), name, value) }
 
+// headLines appends added fields as header lines to a head being made.
+type headLines []byte
+
+func (h *headLines) set(name, value string) { *h = appendField(*h, name, value) }
+
+// appendField appends the header line name: value to b.
+func appendField(b []byte, name, value string) []byte {
+	b = append(b, name...)
+	b = append(b, ": "...)
+	b = append(b, value...)
+	return append(b, "\r\n"...)
+}
+
 // textFields collects added fields as header lines, for the fast path to
 // write again and again.
 type textFields strings.Builder
@@ -121,10 +134,18 @@ func addRequestFields(s fieldSink, host, id string, info *ruleInfo) {
 		return
 	}
 	if h := info.identityHeaders(); h != nil {
-		if w, ok := s.(*wireFields); ok && h.wire != "" {
-			// The same lines, made once per rule.
-			(*bufio.Writer)(w).WriteString(h.wire)
-			return
+		// The same lines, made once per rule.
+		switch w := s.(type) {
+		case *wireFields:
+			if h.wire != "" {
+				(*bufio.Writer)(w).WriteString(h.wire)
+				return
+			}
+		case *headLines:
+			if h.wire != "" {
+				*w = append(*w, h.wire...)
+				return
+			}
 		}
 		setRuleFields(s, h)
 	}
@@ -219,13 +240,13 @@ func takesTrailers(te []string) bool {
 // hop-by-hop fields, and the fields the proxy sets itself. Fields the
 // Connection names are dropped too, apart.
 func dropOnForward(name string) bool {
-	return len(name) == 4 && strings.EqualFold(name, "Host") || contentLength(name) || hopByHop(name) || setByProxy(name)
+	return equalFoldASCII(name, "Host") || contentLength(name) || hopByHop(name) || setByProxy(name)
 }
 
 // contentLength reports whether name is Content-Length, which only the proxy
 // writes on a forwarded request and no Connection option removes.
 func contentLength(name string) bool {
-	return len(name) == 14 && strings.EqualFold(name, "Content-Length")
+	return equalFoldASCII(name, "Content-Length")
 }
 
 // hopByHop reports whether name is a hop-by-hop field: those of RFC 9110
@@ -234,19 +255,19 @@ func contentLength(name string) bool {
 func hopByHop[T string | []byte](name T) bool {
 	switch len(name) {
 	case 2:
-		return strings.EqualFold(string(name), "TE")
+		return equalFoldASCII(name, "TE")
 	case 7:
-		return strings.EqualFold(string(name), "Upgrade") || strings.EqualFold(string(name), "Trailer")
+		return equalFoldASCII(name, "Upgrade") || equalFoldASCII(name, "Trailer")
 	case 10:
-		return strings.EqualFold(string(name), "Connection") || strings.EqualFold(string(name), "Keep-Alive")
+		return equalFoldASCII(name, "Connection") || equalFoldASCII(name, "Keep-Alive")
 	case 16:
-		return strings.EqualFold(string(name), "Proxy-Connection")
+		return equalFoldASCII(name, "Proxy-Connection")
 	case 17:
-		return strings.EqualFold(string(name), "Transfer-Encoding")
+		return equalFoldASCII(name, "Transfer-Encoding")
 	case 18:
-		return strings.EqualFold(string(name), "Proxy-Authenticate")
+		return equalFoldASCII(name, "Proxy-Authenticate")
 	case 19:
-		return strings.EqualFold(string(name), "Proxy-Authorization")
+		return equalFoldASCII(name, "Proxy-Authorization")
 	}
 	return false
 }
@@ -259,7 +280,7 @@ func hopByHop[T string | []byte](name T) bool {
 func setByProxy(name string) bool {
 	switch {
 	case len(name) == 9:
-		return strings.EqualFold(name, "Forwarded")
+		return equalFoldASCII(name, "Forwarded")
 	case len(name) < len(trellisPrefix):
 		return false
 	}
@@ -322,7 +343,30 @@ func namedInBytes(name []byte, tokens [][]byte) bool {
 }
 
 func equalFoldBytes(b []byte, s string) bool {
-	return len(b) == len(s) && strings.EqualFold(string(b), s)
+	return equalFoldASCII(b, s)
+}
+
+// equalFoldASCII reports whether a and b are equal with ASCII letters
+// folded. For a and b of one length of which one is ASCII (a field name,
+// parsed or constant) it is strings.EqualFold, without the rune decoding:
+// the only non-ASCII runes that fold to ASCII, K (Kelvin) and ſ, are
+// longer than the letters they fold to. Strings of other lengths it never
+// takes for equal, as an http.Header lookup does not. The lengths are
+// compared inline, where most names part.
+func equalFoldASCII[T string | []byte](a T, b string) bool {
+	return len(a) == len(b) && foldEqualASCII(a, b)
+}
+
+// foldEqualASCII is equalFoldASCII for a and b of one length.
+func foldEqualASCII[T string | []byte](a T, b string) bool {
+	for i := range len(b) {
+		if c, d := a[i], b[i]; c != d {
+			if c |= 0x20; c != d|0x20 || c < 'a' || c > 'z' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // setForwardedHeaders makes out, a copy of in's header, the header the

@@ -206,3 +206,30 @@ func TestForwardedForModes(t *testing.T) {
 		}
 	}
 }
+
+// equalFoldASCII agrees with strings.EqualFold for strings of one length
+// of which one is ASCII, and takes no Unicode folding.
+func TestEqualFoldASCII(t *testing.T) {
+	for c := range 256 {
+		for d := range 128 {
+			a, b := string([]byte{'x', byte(c)}), string([]byte{'X', byte(d)})
+			if got, want := equalFoldASCII(a, b), strings.EqualFold(a, b); got != want {
+				t.Errorf("equalFoldASCII(%q, %q) = %v, want %v", a, b, got, want)
+			}
+			if got, want := equalFoldASCII([]byte(b), a), strings.EqualFold(b, a); got != want {
+				t.Errorf("equalFoldASCII(%q, %q) = %v, want %v", b, a, got, want)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"Content-Length", "content-length", true}, {"X-Env", "x-env", true}, {"X-Env", "x-en", false},
+		{"\u212Aeep-Alive", "Keep-Alive", false}, {"Tran\u017Ffer-Encoding", "Transfer-Encoding", false},
+	} {
+		if got := equalFoldASCII(tc.a, tc.b); got != tc.want {
+			t.Errorf("equalFoldASCII(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+}

@@ -15,9 +15,15 @@ import (
 type connPool struct {
 	dialer net.Dialer
 	mu     sync.Mutex
-	idle   map[string][]*targetConn
+	// idle holds a list per address that has had one, changed in place:
+	// a get and a put look the address up once and assign nothing.
+	idle   map[string]*idleConns
 	closed bool
 }
+
+// idleConns are the idle connections to one address, the most recently
+// used last.
+type idleConns struct{ conns []*targetConn }
 
 // targetConn is one HTTP/1.1 connection to a target.
 type targetConn struct {
@@ -66,7 +72,7 @@ func (r targetReader) Read(p []byte) (int, error) {
 func newConnPool() *connPool {
 	return &connPool{
 		dialer: net.Dialer{Timeout: dialTimeout, KeepAlive: dialKeepAlive},
-		idle:   map[string][]*targetConn{},
+		idle:   map[string]*idleConns{},
 	}
 }
 
@@ -77,14 +83,15 @@ func newConnPool() *connPool {
 func (p *connPool) get(addr string, now time.Time, check bool) *targetConn {
 	for {
 		p.mu.Lock()
-		conns := p.idle[addr]
-		if len(conns) == 0 {
+		l := p.idle[addr]
+		if l == nil || len(l.conns) == 0 {
 			p.mu.Unlock()
 			return nil
 		}
-		c := conns[len(conns)-1]
-		conns[len(conns)-1] = nil
-		p.idle[addr] = conns[:len(conns)-1]
+		last := len(l.conns) - 1
+		c := l.conns[last]
+		l.conns[last] = nil
+		l.conns = l.conns[:last]
 		p.mu.Unlock()
 		idle := now.Sub(c.idleSince)
 		if idle < staleAfter && !check || idle < idleConnTimeout && c.alive() {
@@ -120,13 +127,17 @@ func (p *connPool) put(c *targetConn, now time.Time) {
 	c.reused = true
 	c.idleSince = now
 	p.mu.Lock()
-	conns := p.idle[c.addr]
-	if p.closed || len(conns) >= maxIdleConnsPerHost {
+	l := p.idle[c.addr]
+	if p.closed || l != nil && len(l.conns) >= maxIdleConnsPerHost {
 		p.mu.Unlock()
 		c.conn.Close()
 		return
 	}
-	p.idle[c.addr] = append(conns, c)
+	if l == nil {
+		l = &idleConns{}
+		p.idle[c.addr] = l
+	}
+	l.conns = append(l.conns, c)
 	p.mu.Unlock()
 }
 
@@ -135,11 +146,11 @@ func (p *connPool) put(c *targetConn, now time.Time) {
 func (p *connPool) closeIdle(final bool) {
 	p.mu.Lock()
 	idle := p.idle
-	p.idle = map[string][]*targetConn{}
+	p.idle = map[string]*idleConns{}
 	p.closed = p.closed || final
 	p.mu.Unlock()
-	for _, conns := range idle {
-		for _, c := range conns {
+	for _, l := range idle {
+		for _, c := range l.conns {
 			c.conn.Close()
 		}
 	}

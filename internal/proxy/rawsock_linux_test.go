@@ -399,8 +399,8 @@ func TestFastPathSendsWithTheWait(t *testing.T) {
 	p.pool.mu.Lock()
 	defer p.pool.mu.Unlock()
 	var pooled []*targetConn
-	for _, cs := range p.pool.idle {
-		pooled = append(pooled, cs...)
+	for _, l := range p.pool.idle {
+		pooled = append(pooled, l.conns...)
 	}
 	if len(pooled) != 1 || pooled[0].raw == nil {
 		t.Fatalf("%d pooled target connections, want one read raw", len(pooled))

@@ -134,3 +134,29 @@ func TestEqualFold(t *testing.T) {
 		t.Error("equalFold on a whole name")
 	}
 }
+
+// TestEqualFoldWords checks equalFold on names of one to twenty bytes,
+// eight at a time and the rest, against a byte-by-byte fold: each byte of
+// a name replaced by every byte a parsed name or value can hold.
+func TestEqualFoldWords(t *testing.T) {
+	const letters = "abcdefghij-klmnopqrst"
+	for n := 1; n <= 20; n++ {
+		s := letters[:n]
+		for at := range n {
+			for c := range 256 {
+				if c < ' ' && c != '\t' || c == 0x7f {
+					continue
+				}
+				b := []byte(strings.ToUpper(s))
+				b[at] = byte(c)
+				want := strings.EqualFold(string(b), s)
+				if got := equalFold(b, s); got != want {
+					t.Fatalf("equalFold(%q, %q) = %v, want %v", b, s, got, want)
+				}
+				if got := equalFold(string(b), s); got != want {
+					t.Fatalf("equalFold(string %q, %q) = %v, want %v", b, s, got, want)
+				}
+			}
+		}
+	}
+}

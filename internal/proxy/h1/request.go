@@ -258,39 +258,40 @@ const (
 	fieldUnsupported
 )
 
-// special tells which of the fields ParseRequest reads or refuses name is,
-// by its length first so that most names are compared with nothing.
+// special tells which of the fields ParseRequest reads or refuses name, a
+// field name as cutField takes it, is, by its length first so that most
+// names are compared with nothing.
 func special(name string) int {
 	switch len(name) {
 	case 4:
-		if strings.EqualFold(name, "Host") {
+		if equalFold(name, "host") {
 			return fieldHost
 		}
 	case 6:
-		if strings.EqualFold(name, "Expect") {
+		if equalFold(name, "expect") {
 			return fieldUnsupported
 		}
 	case 7:
-		if strings.EqualFold(name, "Upgrade") {
+		if equalFold(name, "upgrade") {
 			return fieldUnsupported
 		}
 	case 10:
 		switch {
-		case strings.EqualFold(name, "Connection"):
+		case equalFold(name, "connection"):
 			return fieldConnection
-		case strings.EqualFold(name, "User-Agent"):
+		case equalFold(name, "user-agent"):
 			return fieldUserAgent
 		}
 	case 14:
-		if strings.EqualFold(name, "Content-Length") {
+		if equalFold(name, "content-length") {
 			return fieldContentLength
 		}
 	case 15:
-		if strings.EqualFold(name, "X-Forwarded-For") {
+		if equalFold(name, "x-forwarded-for") {
 			return fieldForwardedFor
 		}
 	case 17:
-		if strings.EqualFold(name, "Transfer-Encoding") {
+		if equalFold(name, "transfer-encoding") {
 			return fieldUnsupported
 		}
 	}

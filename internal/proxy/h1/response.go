@@ -23,6 +23,8 @@ type Response struct {
 	// Code is the status code, Reason the reason phrase (maybe empty).
 	Code   int
 	Reason []byte
+	// StatusLine is the status line as received, CRLF included.
+	StatusLine []byte
 	// Minor is the HTTP/1 minor version the target spoke.
 	Minor int
 	// Fields are the header fields in the order received.
@@ -141,6 +143,7 @@ func parseResponse(buf []byte, r *Response) (int, error) {
 		return 0, malformed("status code %d", code)
 	}
 	r.Code = code
+	r.StatusLine = buf[:len(line)+2]
 	if len(line) > 13 {
 		r.Reason = line[13:]
 		if !validValue(r.Reason) {
@@ -263,17 +266,37 @@ var crlfcrlf = []byte("\r\n\r\n")
 // letters and '-' and b without control bytes (a field name or a field
 // value, as parsed): then b[i]|0x20 is s[i] exactly when b[i] is s[i] in
 // either case ('-' | 0x20 is '-', and only CR, a control byte, also gives
-// '-').
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
+// '-'). Eight bytes are compared at a time, the last eight (which may
+// overlap the ones before) last. The lengths are compared inline, where
+// most names part.
+func equalFold[T string | []byte](b T, s string) bool {
+	return len(b) == len(s) && foldEqual(b, s)
+}
+
+// foldEqual is equalFold for b and s of one length.
+func foldEqual[T string | []byte](b T, s string) bool {
+	n := len(s)
+	if n < 8 {
+		for i := range n {
+			if b[i]|0x20 != s[i] {
+				return false
+			}
+		}
+		return true
 	}
-	for i := range len(b) {
-		if b[i]|0x20 != s[i] {
+	for i := 0; i < n-8; i += 8 {
+		if word(b, i)|0x2020202020202020 != word(s, i) {
 			return false
 		}
 	}
-	return true
+	return word(b, n-8)|0x2020202020202020 == word(s, n-8)
+}
+
+// word is the eight bytes of s from i as a little-endian number.
+func word[T string | []byte](s T, i int) uint64 {
+	w := s[i : i+8]
+	return uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+		uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
 }
 
 // truncate shortens what an error quotes from a target.

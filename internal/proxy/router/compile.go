@@ -418,6 +418,7 @@ func newVhost(ps []pending) *vhost {
 				vh.prefix = map[string][]entry{}
 			}
 			vh.prefix[e.path] = run
+			vh.prefixLens |= 1 << min(len(e.path), 63)
 		}
 		start = end
 	}

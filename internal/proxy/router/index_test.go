@@ -139,3 +139,67 @@ func FuzzMatch(f *testing.F) {
 		}
 	})
 }
+
+// TestIndexLongPrefixes: prefixes of 63 bytes and more share a bit of
+// prefixLens, and each is still found, as are the shorter ones beside them.
+func TestIndexLongPrefixes(t *testing.T) {
+	for _, lens := range [][]int{{1, 2, 5, 62, 63, 64, 65, 100}, {1, 2, 5, 62, 64, 65, 100}} {
+		var matches []model.Match
+		var paths []string
+		for _, n := range lens {
+			p := "/" + strings.Repeat("a", n-1)
+			matches = append(matches, model.Match{Path: prefix(p)})
+			paths = append(paths, p, p+"/", p+"/x", p+"a", p[:len(p)-1])
+		}
+		// Two rules a prefix, the second with a header condition: more
+		// entries than a scan takes.
+		var rules []model.Rule
+		for i := range matches {
+			m := matches[i]
+			m.Headers = []model.ValueMatch{{Type: model.ValueExact, Name: "x-a", Value: "1"}}
+			rules = append(rules, rule(300+i, matches[i]), rule(400+i, m))
+		}
+		tab := mustCompile(t, &model.Snapshot{Objects: model.Objects{Networks: networks, Services: []model.Service{{
+			Meta: model.Meta{Name: "s"}, Network: "edge", CustomDomains: []string{"p.example.com"}, Listeners: http80(), Rules: rules,
+		}}}})
+		vh := tab.ports[Bind{Port: 80}].exact["p.example.com"]
+		if vh == nil || vh.scan {
+			t.Fatalf("virtual host %v not indexed", vh)
+		}
+		hits := 0
+		for _, path := range paths {
+			r := matchRequest(&http.Request{Method: http.MethodGet, Host: "p.example.com", URL: &url.URL{Path: path}, Header: http.Header{}})
+			got, want := vh.match(r), linearMatch(vh, r)
+			if got != want {
+				t.Errorf("prefixes of %v bytes, %q: index = %s, scan = %s", lens, path, routeName(got), routeName(want))
+			}
+			if got != nil {
+				hits++
+			}
+		}
+		if hits < len(paths)/2 {
+			t.Errorf("prefixes of %v bytes: only %d of %d paths matched", lens, hits, len(paths))
+		}
+	}
+}
+
+// lower agrees with strings.ToLower for every byte at every place of a
+// word and of the tail, among lower-case letters.
+func TestLower(t *testing.T) {
+	for _, n := range []int{1, 7, 8, 9, 17} {
+		for at := range n {
+			for c := range 256 {
+				b := []byte(strings.Repeat("a", n))
+				b[at] = byte(c)
+				if s := string(b); lower(s) != strings.ToLower(s) {
+					t.Fatalf("lower(%q) = %q, want %q", s, lower(s), strings.ToLower(s))
+				}
+			}
+		}
+	}
+	for _, s := range []string{"", "bench.example.com", "Bench.example.com", "bench.example.coM", "xn--bcher-kva.example", "bücher.example", "ÄÖ.example.com"} {
+		if lower(s) != strings.ToLower(s) {
+			t.Errorf("lower(%q) = %q, want %q", s, lower(s), strings.ToLower(s))
+		}
+	}
+}

@@ -818,6 +818,7 @@ func (st *state) build(snap *model.Snapshot) *Table {
 	t := &Table{
 		revision:  snap.Revision,
 		ports:     map[Bind]*hostTable{},
+		portHosts: map[int32]*hostTable{},
 		tls:       map[Bind]*hostTable{},
 		protocols: make(map[Bind]model.Protocol, len(st.binds)),
 		services:  st.table.services,
@@ -833,6 +834,9 @@ func (st *state) build(snap *model.Snapshot) *Table {
 			t.tls[bind] = bs.root.build()
 		} else {
 			t.ports[bind] = bs.root.build()
+			if bind.Addr == "" {
+				t.portHosts[bind.Port] = t.ports[bind]
+			}
 		}
 		t.protocols[bind] = bs.proto
 		t.binds = append(t.binds, bind)

@@ -71,8 +71,11 @@ type Table struct {
 	// ports are the HTTP and HTTPS binds' host tables; tls the TLS
 	// passthrough binds' server-name tables.
 	ports, tls map[Bind]*hostTable
-	protocols  map[Bind]model.Protocol
-	conflicts  []string
+	// portHosts are ports' host tables of the binds without an address,
+	// by port: looked up for every request, by a key cheaper to hash.
+	portHosts map[int32]*hostTable
+	protocols map[Bind]model.Protocol
+	conflicts []string
 	// binds is the sorted list of every bind served.
 	binds []Bind
 	// services are the snapshot's services by name.
@@ -122,7 +125,7 @@ func (t *Table) Match(b Bind, r *http.Request) *Rule {
 // MatchRequest is Match for a request in matching's own terms, which a
 // listener that parses requests itself builds without an *http.Request.
 func (t *Table) MatchRequest(b Bind, r *Request) *Rule {
-	ht := t.ports[b]
+	ht := t.hosts(b)
 	if ht == nil {
 		return nil
 	}
@@ -131,6 +134,14 @@ func (t *Table) MatchRequest(b Bind, r *Request) *Rule {
 		return nil
 	}
 	return vh.match(r)
+}
+
+// hosts returns the host table of an HTTP or HTTPS bind, nil when none.
+func (t *Table) hosts(b Bind) *hostTable {
+	if b.Addr == "" {
+		return t.portHosts[b.Port]
+	}
+	return t.ports[b]
 }
 
 // Request is what matching reads of a request.
@@ -434,7 +445,7 @@ func (t *Table) Misdirected(b Bind, serverName, host string) bool {
 	if serverName == "" {
 		return false
 	}
-	ht := t.ports[b]
+	ht := t.hosts(b)
 	if ht == nil || ht.exactListeners == nil && ht.wildcardListeners == nil {
 		// One listener answers every name on the port.
 		return false
@@ -512,14 +523,40 @@ func (ht *hostTable) vhost(host string) *vhost {
 func requestHost(h string) string {
 	if strings.HasPrefix(h, "[") {
 		if i := strings.IndexByte(h, ']'); i > 0 {
-			return strings.ToLower(h[1:i])
+			return lower(h[1:i])
 		}
-		return strings.ToLower(h)
+		return lower(h)
 	}
 	if i := strings.IndexByte(h, ':'); i >= 0 {
 		h = h[:i]
 	}
-	return strings.ToLower(strings.TrimSuffix(h, "."))
+	return lower(strings.TrimSuffix(h, "."))
+}
+
+// lower is strings.ToLower, which a host name in lower-case ASCII, the
+// usual one, passes through after a look at eight bytes at a time: in a
+// word x of bytes b, with m the bytes' low seven bits, m + 0x3f carries
+// into a byte's high bit exactly when b&0x7f >= 'A' and m + 0x25 when it
+// is past 'Z' (never into the next byte: m + 0x3f < 0x100), and x itself
+// has it for each byte of 0x80 and more (not ASCII).
+func lower(h string) string {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(h); i += 8 {
+		w := h[i : i+8]
+		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		m := x &^ highs
+		if ((m+(0x80-'A')*ones)&^(m+(0x80-'Z'-1)*ones)|x)&highs != 0 {
+			return strings.ToLower(h)
+		}
+	}
+	for ; i < len(h); i++ {
+		if c := h[i]; c >= 0x80 || 'A' <= c && c <= 'Z' {
+			return strings.ToLower(h)
+		}
+	}
+	return h
 }
 
 // vhost is one virtual host: the rules of every service answering to one
@@ -533,6 +570,10 @@ type vhost struct {
 	// prefix is keyed by the normalized prefix: no trailing slash, and ""
 	// for "/" (and for matches without a path condition).
 	prefix map[string][]entry
+	// prefixLens has bit n set when prefix has a key of n bytes, bit 63
+	// for every key of 63 bytes or more: a path's prefixes of other
+	// lengths are not looked up.
+	prefixLens uint64
 	// scan: entries are not indexed but scanned whole, in order: the
 	// services' own rule order (RulesInOrder), or precedence order for a
 	// virtual host of at most scanEntries entries, the usual one (a
@@ -570,7 +611,7 @@ func (vh *vhost) match(r *Request) *Rule {
 	}
 	if len(vh.prefix) > 0 {
 		for i := len(path); i >= 0; i-- {
-			if i < len(path) && path[i] != '/' {
+			if i < len(path) && path[i] != '/' || vh.prefixLens&(1<<min(i, 63)) == 0 {
 				continue
 			}
 			if rt := firstMatch(vh.prefix[path[:i]], r); rt != nil {
