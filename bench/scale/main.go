@@ -260,6 +260,7 @@ func runCmd(args []string) error {
 	profile := fs.String("cpuprofile", "", "write a CPU profile of trellis during the changes here")
 	every := fs.Duration("every", 0, "start a change at most this often (0: each as soon as the last is served), so that the changes sample the health checks' whole interval rather than a few seconds of it")
 	settle := fs.Duration("settle", 0, "wait this long after the cold start before the first change, so that the changes meet the health checks' steady rate (every target once an interval) rather than their first rounds (45s is past both at the default 30 s interval)")
+	settleRSS := fs.Duration("settlerss", 0, "after the idle window, wait this long more and print the resident memory again (settled: the runtime returns freed memory to the system over minutes)")
 	startProfile := fs.String("startprofile", "", "write a CPU profile of trellis's cold start (from when its admin listener answers, 10 s) here")
 	_ = fs.Parse(args)
 	if *dir == "" {
@@ -421,8 +422,10 @@ func runCmd(args []string) error {
 			return err
 		}
 	}
-	if rss, err := rssBytes(cmd.Process.Pid); err == nil {
-		fmt.Printf("RSS: %.0f MiB\n", float64(rss)/(1<<20))
+	fmt.Printf("RSS: %s\n", memLine(cmd.Process.Pid))
+	if *settleRSS > 0 {
+		time.Sleep(*settleRSS)
+		fmt.Printf("RSS %v later: %s\n", *settleRSS, memLine(cmd.Process.Pid))
 	}
 	t0 := time.Now()
 	body, err := get(&http.Client{Timeout: time.Minute}, "http://"+adminListen+"/metrics", "")
@@ -528,19 +531,34 @@ func dirSize(dir string) (int64, error) {
 	return n, nil
 }
 
-// rssBytes reads a process's resident set size from /proc.
-func rssBytes(pid int) (int64, error) {
+// memStatus reads a process's memory lines from /proc/PID/status (VmRSS,
+// VmHWM: the peak, RssAnon, RssFile...), in bytes.
+func memStatus(pid int) (map[string]int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	m := map[string]int64{}
 	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10, err
+		if f := strings.Fields(l); len(f) == 3 && f[2] == "kB" {
+			if kb, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				m[strings.TrimSuffix(f[0], ":")] = kb << 10
+			}
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	return m, nil
+}
+
+// memLine is a process's resident memory in MiB: now, the peak, and what
+// of it is anonymous (the heap, stacks) and file-backed (the binary, the
+// store's map).
+func memLine(pid int) string {
+	m, err := memStatus(pid)
+	if err != nil {
+		return err.Error()
+	}
+	mib := func(k string) float64 { return float64(m[k]) / (1 << 20) }
+	return fmt.Sprintf("%.0f MiB (peak %.0f MiB; anon %.0f, file %.0f)", mib("VmRSS"), mib("VmHWM"), mib("RssAnon"), mib("RssFile"))
 }
 
 // cpuTime reads a process's user+system CPU time from /proc (clock ticks of 10 ms).

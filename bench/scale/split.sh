@@ -15,8 +15,9 @@
 # After the idle window it scrapes the proxy's /metrics three times (size and
 # time of each) and, with HEAPPROFILE=FILE set, saves a heap profile of the
 # proxy there (after a collection: what is live). PROXY_BIN=FILE runs that
-# binary as the proxy (an A/B against another build on the same store), and
-# PROXY_ARGS adds flags to it (such as --memory-limit 200MiB).
+# binary as the proxy (an A/B against another build on the same store),
+# TRELLIS_BIN=FILE runs that one as `up` and the server, and PROXY_ARGS adds
+# flags to the proxy (such as --memory-limit 200MiB).
 #
 # Usage: bench/scale/split.sh [SERVICES] [ENDPOINTS] [IDLE_SECONDS] (defaults 10000 10 20).
 set -euo pipefail
@@ -26,9 +27,10 @@ M=${2:-10}
 IDLE=${3:-20}
 . bench/scale/prepare.sh split
 HEAPPROFILE=${HEAPPROFILE:-}
+TRELLIS=${TRELLIS_BIN:-$out/trellis}
 PROXY_BIN=${PROXY_BIN:-$out/trellis}
 PROXY_ARGS=${PROXY_ARGS:-}
-export N M IDLE out HEAPPROFILE PROXY_BIN PROXY_ARGS
+export N M IDLE out HEAPPROFILE TRELLIS PROXY_BIN PROXY_ARGS
 unshare -n bash -euo pipefail -c '
 ip link set lo up
 pids=()
@@ -47,17 +49,17 @@ wait_served() {
     sleep 0.1
   done
 }
-# mem PID: VmRSS and VmHWM (the peak) in MiB.
-mem() { awk "/^VmRSS|^VmHWM/ {printf \"%s %.0f MiB, \", \$1, \$2/1024}" /proc/$1/status; }
+# mem PID: VmRSS, VmHWM (the peak), RssAnon and RssFile (the binary, the mapped store) in MiB.
+mem() { awk "/^VmRSS|^VmHWM|^RssAnon|^RssFile/ {printf \"%s %.0f MiB, \", \$1, \$2/1024}" /proc/$1/status; }
 # ticks PID: user+system clock ticks so far.
 ticks() { awk "{print \$14 + \$15}" /proc/$1/stat; }
 
-"$out/trellis" up --config "$out/cfg" --data "$out/data" --log-level warn >"$out/up.log" 2>&1 & up=$!; pids+=($up)
+"$TRELLIS" up --config "$out/cfg" --data "$out/data" --log-level warn >"$out/up.log" 2>&1 & up=$!; pids+=($up)
 wait_served "$last" 600
 kill -TERM $up; wait $up || true
 echo "store on disk: $(du -sh "$out/data" | cut -f1)"
 
-"$out/trellis" server --data "$out/data" --tokens "$(cat "$out/data/api-token")=local" --log-level warn & server=$!; pids+=($server)
+"$TRELLIS" server --data "$out/data" --tokens "$(cat "$out/data/api-token")=local" --log-level warn & server=$!; pids+=($server)
 start=$(date +%s.%N)
 "$PROXY_BIN" proxy --token-file "$out/data/api-token" --cluster local --log-level warn $PROXY_ARGS & proxy=$!; pids+=($proxy)
 wait_served "$last" 600
@@ -69,6 +71,7 @@ sleep "$IDLE"
 s1=$(ticks $server); p1=$(ticks $proxy)
 echo "server, N=$N: $(mem $server)idle CPU $(awk -v a=$s0 -v b=$s1 -v h=$hz -v t=$IDLE "BEGIN {printf \"%.3f core\", (b - a) / h / t}")"
 echo "proxy,  N=$N: $(mem $proxy)idle CPU $(awk -v a=$p0 -v b=$p1 -v h=$hz -v t=$IDLE "BEGIN {printf \"%.3f core\", (b - a) / h / t}")"
+echo "store on disk after the idle window: $(du -sh "$out/data" | cut -f1)"
 for i in 1 2 3; do
   curl -s -o /dev/null -w "proxy /metrics: %{size_download} bytes in %{time_total} s\n" http://127.0.0.1:9901/metrics
 done

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync/atomic"
 
@@ -130,7 +131,9 @@ func (c *Client) url(i int, path string, query url.Values) string {
 // each other server once.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) error {
 	var b []byte
-	if in != nil {
+	if raw, ok := in.(encoded); ok {
+		b = raw
+	} else if in != nil {
 		var err error
 		if b, err = json.Marshal(in); err != nil {
 			return err
@@ -230,7 +233,11 @@ func (c *Client) List(ctx context.Context, k model.Kind) ([]model.Object, int64,
 // one transaction.
 func (c *Client) Apply(ctx context.Context, objs *model.Objects) (api.ApplyResult, error) {
 	var res api.ApplyResult
-	err := c.do(ctx, http.MethodPost, "/v1/apply", nil, api.ApplyRequest{Objects: *objs}, &res)
+	body, err := objs.AppendJSON([]byte(`{"objects":`))
+	if err != nil {
+		return res, err
+	}
+	err = c.do(ctx, http.MethodPost, "/v1/apply", nil, encoded(append(body, '}')), &res)
 	return res, err
 }
 
@@ -238,6 +245,36 @@ func (c *Client) Apply(ctx context.Context, objs *model.Objects) (api.ApplyResul
 // api.TxnRequest).
 func (c *Client) Txn(ctx context.Context, req *api.TxnRequest) (api.TxnResult, error) {
 	var res api.TxnResult
-	err := c.do(ctx, http.MethodPost, "/v1/txn", nil, req, &res)
+	body, err := txnBody(req)
+	if err != nil {
+		return res, err
+	}
+	err = c.do(ctx, http.MethodPost, "/v1/txn", nil, body, &res)
 	return res, err
+}
+
+// encoded is a request body in JSON already, which do sends as it is.
+type encoded []byte
+
+// txnBody is req as json.Marshal writes it, its puts marshalled one object
+// at a time (model.Objects.AppendJSON says why).
+func txnBody(req *api.TxnRequest) (encoded, error) {
+	b := []byte{'{'}
+	if !reflect.ValueOf(req.Puts).IsZero() {
+		var err error
+		if b, err = req.Puts.AppendJSON(append(b, `"puts":`...)); err != nil {
+			return nil, err
+		}
+	}
+	if len(req.Deletes) > 0 {
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		d, err := json.Marshal(req.Deletes)
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(b, `"deletes":`...), d...)
+	}
+	return append(b, '}'), nil
 }

@@ -113,6 +113,19 @@ func NewKeyReaders(networks []*ServiceNetwork, services []*Service) *KeyReaders 
 	return k
 }
 
+// KeyReadersPart is what NewKeyReaders reads of s (its name, owner,
+// network and listeners' certificates), for a caller that keeps services
+// only to make KeyReaders: a copy, sharing the certificate names.
+func (s *Service) KeyReadersPart() *Service {
+	k := &Service{Meta: Meta{Name: s.Name, Owner: s.Owner}, Network: s.Network}
+	for _, l := range s.Listeners {
+		if len(l.Certificates) > 0 {
+			k.Listeners = append(k.Listeners, Listener{Certificates: l.Certificates})
+		}
+	}
+	return k
+}
+
 // CanRead reports whether cluster may read c's private key.
 func (k *KeyReaders) CanRead(cluster string, c *Certificate) bool {
 	if c.Owner == cluster {

@@ -23,7 +23,15 @@ func TestKeyReaders(t *testing.T) {
 		// a service in a network that does not exist serves nothing.
 		{Meta: Meta{Name: "lost", Owner: "a"}, Network: "gone", Listeners: https("lost-cert")},
 	}
+	// What a keyView keeps of each service makes the same readers: a
+	// plain listener before the HTTPS one changes nothing.
+	services[0].Listeners = append([]Listener{{Name: "http", Port: 80, Protocol: ProtocolHTTP}}, services[0].Listeners...)
+	var parts []*Service
+	for _, s := range services {
+		parts = append(parts, s.KeyReadersPart())
+	}
 	k := NewKeyReaders(networks, services)
+	kParts := NewKeyReaders(networks, parts)
 	cert := func(name, owner string) *Certificate { return &Certificate{Meta: Meta{Name: name, Owner: owner}} }
 	tests := []struct {
 		cert    *Certificate
@@ -44,6 +52,9 @@ func TestKeyReaders(t *testing.T) {
 	for _, tt := range tests {
 		if got := k.CanRead(tt.cluster, tt.cert); got != tt.want {
 			t.Errorf("CanRead(%q, %s of %s) = %v, want %v", tt.cluster, tt.cert.Name, tt.cert.Owner, got, tt.want)
+		}
+		if got := kParts.CanRead(tt.cluster, tt.cert); got != tt.want {
+			t.Errorf("of KeyReadersParts: CanRead(%q, %s of %s) = %v, want %v", tt.cluster, tt.cert.Name, tt.cert.Owner, got, tt.want)
 		}
 	}
 	if _, err := cert("x", "a").Redacted().Parse(); err == nil {

@@ -162,3 +162,34 @@ func TestListOfEveryKind(t *testing.T) {
 		t.Error("New of an unknown kind")
 	}
 }
+
+// AppendJSON writes what json.Marshal writes of the same Objects: empty,
+// one kind, several kinds with strings json.Marshal escapes.
+func TestObjectsAppendJSONIsMarshal(t *testing.T) {
+	full := Objects{
+		Services: []Service{{Meta: Meta{Name: "a<b>&c", Owner: "x"}, Network: "n\u2028"}, {Meta: Meta{Name: "b"}}},
+		TargetGroups: []TargetGroup{{Meta: Meta{Name: "tg"}, Port: 80, Targets: []Target{
+			{Address: "10.0.0.1", Cluster: "c"}, {Address: "10.0.0.2", Port: 8080, Cluster: "c"},
+		}}},
+		Peers: []Peer{{Meta: Meta{Name: "p"}, Address: "127.0.0.1:1"}},
+	}
+	for name, o := range map[string]Objects{
+		"empty":       {},
+		"empty lists": {Services: []Service{}, Peers: []Peer{}},
+		"services":    {Services: full.Services},
+		"peers":       {Peers: full.Peers},
+		"several":     full,
+	} {
+		want, err := json.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := o.AppendJSON([]byte("prefix:"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != "prefix:"+string(want) {
+			t.Errorf("%s: AppendJSON = %s\nwant prefix:%s", name, got, want)
+		}
+	}
+}

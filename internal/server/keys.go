@@ -116,7 +116,7 @@ func (v *keyView) put(obj model.Object) {
 	case *model.ServiceNetwork:
 		v.networks[o.Name] = o
 	case *model.Service:
-		v.services[o.Name] = o
+		v.services[o.Name] = o.KeyReadersPart()
 	case *model.Certificate:
 		v.certs[o.Name] = o
 	}

@@ -120,7 +120,6 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
 	id := s.st.ID()
 	// A client that does not read gives its stream back by
 	// SnapshotTimeout: its share of the snapshot budget while the first
@@ -138,11 +137,15 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, cluster string) e
 		m.Store = id
 		rc.SetWriteDeadline(time.Now().Add(s.cfg.SnapshotTimeout))
 		var err error
+		var b []byte
 		if m.Snapshot == nil {
-			_, err = w.Write(appendMessage(nil, m))
-		} else {
-			err = enc.Encode(m)
+			b = appendMessage(nil, m)
+		} else if b, err = appendSnapshot(nil, m); err != nil {
+			s.log.Error("watch snapshot not encoded", "cluster", cluster, "error", err)
+			written = false
+			return false
 		}
+		_, err = w.Write(b)
 		if err != nil {
 			written = false
 			return false
@@ -310,6 +313,43 @@ func appendMessage(b []byte, m *api.WatchMessage) []byte {
 		b = append(b, ']')
 	}
 	return append(b, "}\n"...)
+}
+
+// appendSnapshot appends m, a snapshot message without changes, as a
+// json.Encoder writes it (a line), its objects marshalled one at a time:
+// the Encoder would grow a buffer of encoding/json's pool to the whole
+// snapshot's size (tens of MB at 10,000 services), which the pool then
+// keeps for as long as anything in the process marshals JSON now and then
+// (model.Objects.AppendJSON).
+func appendSnapshot(b []byte, m *api.WatchMessage) ([]byte, error) {
+	b = append(b, `{"type":`...)
+	b = appendString(b, m.Type)
+	b = append(b, `,"revision":`...)
+	b = strconv.AppendInt(b, m.Revision, 10)
+	if m.Store != "" {
+		b = append(b, `,"store":`...)
+		b = appendString(b, m.Store)
+	}
+	b = append(b, `,"snapshot":{"revision":`...)
+	b = strconv.AppendInt(b, m.Snapshot.Revision, 10)
+	if m.Snapshot.Store != "" {
+		b = append(b, `,"store":`...)
+		b = appendString(b, m.Snapshot.Store)
+	}
+	// The objects' fields are the snapshot's own (Objects is embedded):
+	// AppendJSON's object without its braces.
+	n := len(b)
+	b, err := m.Snapshot.Objects.AppendJSON(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) == n+2 { // {}
+		b = b[:n]
+	} else {
+		b[n] = ','
+		b = b[:len(b)-1]
+	}
+	return append(b, "}}\n"...), nil
 }
 
 // appendString appends s as encoding/json encodes a string.

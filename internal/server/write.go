@@ -596,8 +596,12 @@ func (ix *hostnameIndex) keep(svc *model.Service, rev int64) {
 		}
 		ix.remove(e)
 	}
+	claims := svc.HostnameClaims()
+	// What a conflict reads of a service, not all of it: the index of the
+	// stored services holds every one (10,000 at issue 15's size).
+	svc = &model.Service{Meta: model.Meta{Name: svc.Name, Owner: svc.Owner}, Network: svc.Network}
 	e := &indexedService{rev: rev, svc: svc, stamp: ix.stamp}
-	for _, c := range svc.HostnameClaims() {
+	for _, c := range claims {
 		m := ix.hosts(c.Name)
 		if m[c.Name] == nil {
 			m[c.Name] = map[string]*model.Service{}

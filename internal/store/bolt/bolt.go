@@ -9,6 +9,8 @@
 //   - keys: key → {createRevision, modRevision, value};
 //   - history: revision (big-endian uint64) → every change that revision
 //     made, so a watcher can resume from a revision even across restarts.
+//     It keeps the newest revisions up to a count and a size
+//     (Options.HistoryLimit, HistoryBytes), whichever is reached first.
 //
 // Every transaction that changes something advances the revision by one and
 // writes its keys, its history entry and the trimmed history in one bbolt
@@ -41,6 +43,7 @@ import (
 // Defaults for Options.
 const (
 	DefaultHistoryLimit = 10000
+	DefaultHistoryBytes = 64 << 20
 	DefaultWatchBuffer  = 1024
 )
 
@@ -76,6 +79,15 @@ type Options struct {
 	// Watching from an older revision fails with store.ErrCompacted. Zero
 	// means DefaultHistoryLimit.
 	HistoryLimit int
+	// HistoryBytes bounds the size of the retained history (the encoded
+	// changes, values included): the oldest revisions are trimmed past it,
+	// though never the newest. A history bounded by count alone grows
+	// with the values written: a proxy's health report at 100,000
+	// targets is kept every 10 s in parts of up to 2 MB, each written
+	// again into its revision's entry, so 10,000 revisions of them made
+	// a file of gigabytes, mapped and resident in the process. Zero means
+	// DefaultHistoryBytes.
+	HistoryBytes int64
 	// WatchBuffer is how many events may queue for a watcher that is not
 	// reading before the store gives up on it and closes its channel, so a
 	// slow watcher never blocks writers. Zero means DefaultWatchBuffer.
@@ -91,6 +103,7 @@ type Store struct {
 	db           *bbolt.DB
 	path         string
 	historyLimit int64
+	historyBytes int64
 	watchBuffer  int
 	log          *slog.Logger
 	id           string
@@ -98,6 +111,9 @@ type Store struct {
 	// writeMu serializes commit and publish, so watchers receive events in
 	// revision order.
 	writeMu sync.Mutex
+	// historySize is the size of the retained history's entries, read
+	// at open and kept by Txn under writeMu.
+	historySize int64
 
 	mu        sync.Mutex
 	rev       int64 // last revision committed and published to watchers
@@ -116,12 +132,16 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.HistoryLimit < 0 {
 		return nil, fmt.Errorf("store: open %s: negative history limit %d", path, opts.HistoryLimit)
 	}
+	if opts.HistoryBytes < 0 {
+		return nil, fmt.Errorf("store: open %s: negative history size %d", path, opts.HistoryBytes)
+	}
 	if opts.WatchBuffer < 0 {
 		return nil, fmt.Errorf("store: open %s: negative watch buffer %d", path, opts.WatchBuffer)
 	}
 	s := &Store{
 		path:         path,
 		historyLimit: int64(opts.HistoryLimit),
+		historyBytes: opts.HistoryBytes,
 		watchBuffer:  opts.WatchBuffer,
 		log:          opts.Logger,
 		watchers:     make(map[*watcher]struct{}),
@@ -129,6 +149,9 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	if s.historyLimit == 0 {
 		s.historyLimit = DefaultHistoryLimit
+	}
+	if s.historyBytes == 0 {
+		s.historyBytes = DefaultHistoryBytes
 	}
 	if s.watchBuffer == 0 {
 		s.watchBuffer = DefaultWatchBuffer
@@ -174,6 +197,12 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		compacted, err := metaInt(meta, metaCompacted)
 		s.rev, s.compacted = rev, compacted
+		// The cursor reads each entry's length from its page header, not
+		// its value.
+		c := tx.Bucket(bucketHistory).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			s.historySize += int64(len(v))
+		}
 		return err
 	})
 	if err != nil {
@@ -276,10 +305,11 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	var (
 		ev        store.Event
 		compacted int64
+		size      int64
 	)
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		var err error
-		ev, compacted, err = s.apply(tx, ops)
+		ev, compacted, size, err = s.apply(tx, ops)
 		return err
 	})
 	var conflict *store.ConflictError
@@ -291,6 +321,7 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	case err != nil:
 		return 0, fmt.Errorf("store: txn: %w", closedErr(err))
 	}
+	s.historySize = size
 	s.publish(ev, compacted)
 	return ev.Revision, nil
 }
@@ -298,12 +329,13 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 // apply checks every precondition, then writes ops, their history entry and
 // the trimmed history at the next revision. It returns the resulting event
 // (Revision is the current revision and Changes empty, with errNoChange, if
-// nothing changed) and the newest compacted revision.
-func (s *Store) apply(tx *bbolt.Tx, ops []store.Op) (store.Event, int64, error) {
+// nothing changed), the newest compacted revision and the retained
+// history's size.
+func (s *Store) apply(tx *bbolt.Tx, ops []store.Op) (store.Event, int64, int64, error) {
 	meta, keys, history := tx.Bucket(bucketMeta), tx.Bucket(bucketKeys), tx.Bucket(bucketHistory)
 	cur, err := metaInt(meta, metaRevision)
 	if err != nil {
-		return store.Event{}, 0, err
+		return store.Event{}, 0, 0, err
 	}
 	rev := cur + 1
 
@@ -316,11 +348,11 @@ func (s *Store) apply(tx *bbolt.Tx, ops []store.Op) (store.Event, int64, error) 
 		exists := raw != nil
 		if exists {
 			if oldCreate, oldMod, _, err = decodeHeader(raw); err != nil {
-				return store.Event{}, 0, fmt.Errorf("key %s: %w", op.Key, err)
+				return store.Event{}, 0, 0, fmt.Errorf("key %s: %w", op.Key, err)
 			}
 		}
 		if op.IfRevision == store.MustNotExist && exists || op.IfRevision > 0 && oldMod != op.IfRevision {
-			return store.Event{}, 0, &store.ConflictError{Key: op.Key, Expected: op.IfRevision, Actual: oldMod}
+			return store.Event{}, 0, 0, &store.ConflictError{Key: op.Key, Expected: op.IfRevision, Actual: oldMod}
 		}
 		switch {
 		case op.Type == store.OpPut:
@@ -341,7 +373,7 @@ func (s *Store) apply(tx *bbolt.Tx, ops []store.Op) (store.Event, int64, error) 
 		}
 	}
 	if len(changes) == 0 {
-		return store.Event{Revision: cur}, 0, errNoChange
+		return store.Event{Revision: cur}, 0, 0, errNoChange
 	}
 
 	for _, c := range changes {
@@ -351,34 +383,40 @@ func (s *Store) apply(tx *bbolt.Tx, ops []store.Op) (store.Event, int64, error) 
 			err = keys.Put([]byte(c.KV.Key), encodeRecord(c.KV))
 		}
 		if err != nil {
-			return store.Event{}, 0, fmt.Errorf("%s %s: %w", c.Type, c.KV.Key, err)
+			return store.Event{}, 0, 0, fmt.Errorf("%s %s: %w", c.Type, c.KV.Key, err)
 		}
 	}
-	if err := history.Put(revKey(rev), encodeChanges(changes)); err != nil {
-		return store.Event{}, 0, fmt.Errorf("write history %d: %w", rev, err)
+	entry := encodeChanges(changes)
+	if err := history.Put(revKey(rev), entry); err != nil {
+		return store.Event{}, 0, 0, fmt.Errorf("write history %d: %w", rev, err)
 	}
 	if err := meta.Put(metaRevision, revKey(rev)); err != nil {
-		return store.Event{}, 0, fmt.Errorf("write revision %d: %w", rev, err)
+		return store.Event{}, 0, 0, fmt.Errorf("write revision %d: %w", rev, err)
 	}
 
-	// Trim history to the newest historyLimit revisions. Every revision has
-	// an entry, so the retained ones are exactly (compacted, rev].
+	// Trim history to the newest historyLimit revisions, and then to
+	// historyBytes, keeping at least this revision. Every revision has an
+	// entry, so the retained ones are exactly (compacted, rev].
 	compacted, err := metaInt(meta, metaCompacted)
 	if err != nil {
-		return store.Event{}, 0, err
+		return store.Event{}, 0, 0, err
 	}
-	if oldest := rev - s.historyLimit; oldest > compacted {
-		for r := compacted + 1; r <= oldest; r++ {
-			if err := history.Delete(revKey(r)); err != nil {
-				return store.Event{}, 0, fmt.Errorf("trim history %d: %w", r, err)
-			}
+	size := s.historySize + int64(len(entry))
+	trimmed := compacted
+	for r := compacted + 1; r < rev && (r <= rev-s.historyLimit || size > s.historyBytes); r++ {
+		size -= int64(len(history.Get(revKey(r))))
+		if err := history.Delete(revKey(r)); err != nil {
+			return store.Event{}, 0, 0, fmt.Errorf("trim history %d: %w", r, err)
 		}
-		compacted = oldest
+		trimmed = r
+	}
+	if trimmed > compacted {
+		compacted = trimmed
 		if err := meta.Put(metaCompacted, revKey(compacted)); err != nil {
-			return store.Event{}, 0, fmt.Errorf("write compacted revision %d: %w", compacted, err)
+			return store.Event{}, 0, 0, fmt.Errorf("write compacted revision %d: %w", compacted, err)
 		}
 	}
-	return store.Event{Revision: rev, Changes: changes}, compacted, nil
+	return store.Event{Revision: rev, Changes: changes}, compacted, size, nil
 }
 
 // Close stops every watcher (closing its channel), waits for in-flight

@@ -209,6 +209,91 @@ func TestHistoryTrim(t *testing.T) {
 	}
 }
 
+// TestHistoryTrimBySize: the history keeps the newest revisions whose
+// entries fit in HistoryBytes, always the newest one, and the size
+// retained is read again at open.
+func TestHistoryTrimBySize(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "store.db")
+	// An entry of one put of key "k/NN" and a 300-byte value is 311
+	// bytes: three fit in 1,000.
+	opts := bolt.Options{HistoryBytes: 1000, Logger: quiet}
+	s := openStore(t, path, opts)
+	value := bytes.Repeat([]byte("v"), 300)
+	for i := 1; i <= 10; i++ {
+		if _, err := s.Txn(ctx, store.Put(fmt.Sprintf("k/%02d", i), value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	watchable := func(s *bolt.Store, after int64) bool {
+		t.Helper()
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		_, err := s.Watch(wctx, "", after)
+		if err != nil && !errors.Is(err, store.ErrCompacted) {
+			t.Fatalf("Watch from %d: %v", after, err)
+		}
+		return err == nil
+	}
+	if watchable(s, 6) || !watchable(s, 7) {
+		t.Errorf("after 10 entries of 311 bytes in 1,000: watchable from 6 %v, from 7 %v; want revisions 8-10 kept", watchable(s, 6), watchable(s, 7))
+	}
+	events, err := s.Watch(ctx, "", 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want := int64(8); want <= 10; want++ {
+		if ev := recv(t, events); ev.Revision != want || len(ev.Changes) != 1 || !bytes.Equal(ev.Changes[0].KV.Value, value) {
+			t.Fatalf("replayed %s, want revision %d with the value", fmtEvent(ev), want)
+		}
+	}
+
+	// An entry larger than the bound is kept alone.
+	if _, err := s.Txn(ctx, store.Put("big", bytes.Repeat([]byte("b"), 5000))); err != nil {
+		t.Fatal(err)
+	}
+	if watchable(s, 9) || !watchable(s, 10) {
+		t.Errorf("after an entry over the bound: watchable from 9 %v, from 10 %v; want revision 11 alone", watchable(s, 9), watchable(s, 10))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reopened, the store knows the history's size: the next write trims
+	// the large entry.
+	s = openStore(t, path, opts)
+	if _, err := s.Txn(ctx, store.Put("k/12", value)); err != nil {
+		t.Fatal(err)
+	}
+	if watchable(s, 10) || !watchable(s, 11) {
+		t.Errorf("after reopen: watchable from 10 %v, from 11 %v; want revision 12 alone", watchable(s, 10), watchable(s, 11))
+	}
+}
+
+// TestHistoryBytesBoundsTheFile: rewriting a large value over and over
+// (as a proxy's health report is) leaves a file of about the bound, not
+// one that grows with every write, as it did with history bounded by
+// count alone.
+func TestHistoryBytesBoundsTheFile(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "store.db")
+	s := openStore(t, path, bolt.Options{HistoryBytes: 1 << 20, Logger: quiet})
+	value := bytes.Repeat([]byte("h"), 512<<10)
+	for range 200 { // 100 MiB written
+		if _, err := s.Txn(ctx, store.Put("health/a", value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bbolt grows a file 16 MiB at a time.
+	if info.Size() > 32<<20 {
+		t.Errorf("file is %d bytes after 200 writes of 512 KiB with 1 MiB of history; want at most 32 MiB", info.Size())
+	}
+}
+
 func TestSlowWatcher(t *testing.T) {
 	const buffer, writes = 4, 30
 	var logs testsync.Buffer
@@ -299,6 +384,7 @@ func TestOpenErrors(t *testing.T) {
 	}{
 		{"negative history limit", filepath.Join(dir, "a.db"), bolt.Options{HistoryLimit: -1}},
 		{"negative watch buffer", filepath.Join(dir, "b.db"), bolt.Options{WatchBuffer: -1}},
+		{"negative history size", filepath.Join(dir, "e.db"), bolt.Options{HistoryBytes: -1}},
 		{"missing directory", filepath.Join(dir, "no", "such", "c.db"), bolt.Options{}},
 		{"not a bbolt file", writeFile(t, filepath.Join(dir, "d.db"), bytes.Repeat([]byte("junk"), 4096)), bolt.Options{}},
 	}
