@@ -175,12 +175,21 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 		token := l.next
 		l.conns[token] = kc
 		l.mu.Unlock()
-		var err error
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | -syscall.EPOLLET, Fd: int32(token), Pad: int32(token >> 32)}
-		if cerr := kc.raw.Control(func(fd uintptr) { err = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil || err != nil {
+		// Held as its bare socket from now on (kept_linux.go). A
+		// connection that cannot be is left to a worker as it is; one
+		// detached and not registered is dropped.
+		if kc.detach() != nil {
 			l.mu.Lock()
 			delete(l.conns, token)
 			l.mu.Unlock()
+			return false
+		}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | -syscall.EPOLLET, Fd: int32(token), Pad: int32(token >> 32)}
+		if kc.watch(l.ep, &ev) != nil {
+			l.mu.Lock()
+			delete(l.conns, token)
+			l.mu.Unlock()
+			c.drop(ch, kc)
 			return false
 		}
 		kc.token = token
@@ -206,13 +215,7 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 	}
 	l.sendMu.Lock()
 	l.req = appendRequest(l.req[:0], sp.requestURI, ch.key.addr)
-	var n int
-	var err error
-	if cerr := kc.raw.Control(func(fd uintptr) {
-		n, err = sendNow(int(fd), l.req)
-	}); cerr != nil {
-		err = cerr
-	}
+	n, err := kc.send(l.req)
 	whole := err == nil && n == len(l.req)
 	l.sendMu.Unlock()
 	if whole {
@@ -379,13 +382,7 @@ func (l *answerLoop) answer(p *pendingRead) {
 		pb.got = make([]byte, answerBuffer)
 	}
 	got := pb.got[:answerBuffer]
-	var n int
-	var err error
-	if cerr := kc.raw.Control(func(fd uintptr) {
-		n, err = recvNow(int(fd), got, 0)
-	}); cerr != nil {
-		err = cerr
-	}
+	n, err := kc.recv(got, 0)
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 		// An event with nothing to read: wait on. Its next event comes

@@ -2,11 +2,13 @@ package health
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -335,9 +337,131 @@ func serveThen(n int, gate <-chan struct{}, then func(net.Conn, *bufio.Reader)) 
 	}
 }
 
-// No descriptor is left behind: a checker's kept connections, watched by
-// the answer loop (and read on by a worker for a long answer), close when
-// their targets leave and when the checker closes.
+// A connection the answer loop watches is held as its bare socket: its
+// net.Conn is closed (out of Go's poller) while the target's connection
+// stays, and later checks keep running on it. Dropped, it closes with a
+// reset, as a kept net.Conn did.
+func TestAnswerLoopDetachedSocket(t *testing.T) {
+	reset := make(chan error, 1)
+	rt := newRawTarget(t, func(_ int, conn net.Conn, br *bufio.Reader) {
+		for {
+			// A reset is reported by one read, the first after it.
+			if _, err := br.Peek(1); err != nil {
+				reset <- err
+				return
+			}
+			if !readRequest(br) {
+				return
+			}
+			if _, err := io.WriteString(conn, ok200); err != nil {
+				return
+			}
+		}
+	})
+	c, ch, kc := newKeptFast(t, rt)
+	if !kc.isDetached() {
+		t.Fatal("the connection the loop watches is not detached")
+	}
+	if err := kc.raw.Control(func(uintptr) {}); err == nil {
+		t.Error("the connection's net.Conn is still open (in Go's poller)")
+	}
+	for i := range 3 {
+		if err, fast := checkNext(c, ch); err != nil || !fast {
+			t.Fatalf("check %d on the detached socket: %v (sent for the loop: %v)", i, err, fast)
+		}
+	}
+	if n := rt.conns.Load(); n != 1 {
+		t.Errorf("%d connections, want every check on the one kept", n)
+	}
+	c.done(ch)
+	select {
+	case err := <-reset:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("the target read %v after the drop, want a reset", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the dropped socket did not close")
+	}
+}
+
+// An answer longer than the loop's read, on a detached connection, is
+// read on by a worker through a borrowed net.Conn: the check passes, the
+// connection is kept and watched, the borrowed one closes, and the next
+// check is the loop's again.
+func TestAnswerLoopDetachedLongAnswer(t *testing.T) {
+	long := "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\n\r\n" + strings.Repeat("x", 8192)
+	rt := newRawTarget(t, answer(long))
+	c, ch, kc := newKeptFast(t, rt)
+	before := openFDs(t)
+	for i := range 3 {
+		if err, fast := checkNext(c, ch); err != nil || !fast {
+			t.Fatalf("check %d: %v (sent for the loop: %v)", i, err, fast)
+		}
+		if ch.conn.Load() != kc {
+			t.Fatalf("check %d: the connection was not kept", i)
+		}
+	}
+	kc.mu.Lock()
+	tmp := kc.tmp
+	kc.mu.Unlock()
+	if tmp != nil {
+		t.Error("the borrowed net.Conn is still held")
+	}
+	if n := rt.conns.Load(); n != 1 {
+		t.Errorf("%d connections, want every check on the one kept", n)
+	}
+	if n := openFDs(t); n != before {
+		t.Errorf("%d open descriptors after the long answers, %d before", n, before)
+	}
+}
+
+// Close ends at once a worker's read on a borrowed net.Conn (a target
+// that sends part of a long answer and stalls), not at the check's
+// deadline.
+func TestCloseEndsBorrowedRead(t *testing.T) {
+	rt := newRawTarget(t, func(n int, conn net.Conn, br *bufio.Reader) {
+		for i := 0; readRequest(br); i++ {
+			if i < 2 {
+				io.WriteString(conn, ok200)
+				continue
+			}
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\n\r\n"+strings.Repeat("x", 5000))
+			io.Copy(io.Discard, conn)
+			return
+		}
+	})
+	// Checks every 0.5 s, a timeout of 100 s.
+	c := New(Config{Cluster: cluster, Second: 100 * time.Millisecond})
+	defer c.Close()
+	host, port, _ := net.SplitHostPort(rt.addr())
+	p, _ := strconv.Atoi(port)
+	c.Update([]model.TargetGroup{tg("g", model.HealthCheck{IntervalSeconds: 5, TimeoutSeconds: 1000}, model.Target{Address: host, Port: int32(p), Cluster: cluster, State: model.TargetActive})})
+	testsync.WaitFor(t, 20*time.Second, "a worker reading on a borrowed conn", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, ch := range c.checks {
+			if kc := ch.conn.Load(); kc != nil {
+				kc.mu.Lock()
+				tmp := kc.tmp
+				kc.mu.Unlock()
+				return tmp != nil
+			}
+		}
+		return false
+	})
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close waits for the borrowed read (the check's deadline is 100 s away)")
+	}
+	testsync.WaitFor(t, 10*time.Second, "the target's connection closed", func() bool { return rt.open.Load() == 0 })
+}
+
+// No descriptor is left behind: a checker's kept connections, held by the
+// answer loop as bare sockets (and borrowed for a long answer), close
+// when their targets leave and when the checker closes.
 func TestKeptSocketsLeakNoDescriptor(t *testing.T) {
 	long := "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\n\r\n" + strings.Repeat("x", 8192)
 	var rts []*rawTarget
@@ -368,9 +492,15 @@ func TestKeptSocketsLeakNoDescriptor(t *testing.T) {
 	hc.TimeoutSeconds = 60
 	c.Update([]model.TargetGroup{tg("g", hc, targets...)})
 	testsync.WaitFor(t, 20*time.Second, "every kept connection watched by the loop", func() bool {
-		c.answers.mu.Lock()
-		defer c.answers.mu.Unlock()
-		return len(c.answers.conns) == len(rts)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		n := 0
+		for _, ch := range c.checks {
+			if kc := ch.conn.Load(); kc != nil && kc.isDetached() {
+				n++
+			}
+		}
+		return n == len(rts)
 	})
 	if n := c.KeptConns(); n != len(rts) {
 		t.Fatalf("%d kept connections, want %d", n, len(rts))
