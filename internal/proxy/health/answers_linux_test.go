@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -183,10 +184,28 @@ func newKeptFast(t *testing.T, rt *rawTarget) (*Checker, *check, *keptConn) {
 	return c, ch, keptFast(t, c, ch)
 }
 
-// waitMarked waits until the answer loop marks kc.
-func waitMarked(t *testing.T, c *Checker, kc *keptConn) {
+// waitReadable waits until kc's socket has something to read, or ended:
+// what the target sent (or its close) reached it.
+func waitReadable(t *testing.T, kc *keptConn) {
 	t.Helper()
-	testsync.WaitFor(t, 5*time.Second, "the loop marks the connection", func() bool { return marked(c, kc) })
+	var b [1]byte
+	testsync.WaitFor(t, 5*time.Second, "the target's bytes or close reach the connection", func() bool {
+		_, err := kc.recv(b[:], syscall.MSG_PEEK)
+		return err != syscall.EAGAIN
+	})
+}
+
+// collectIdle takes the events of the idle loop's epoll instance, as the
+// scheduler does before it sends the next check, marking their
+// connections.
+func collectIdle(t *testing.T, c *Checker) {
+	t.Helper()
+	c.answers.mu.Lock()
+	defer c.answers.mu.Unlock()
+	if len(c.answers.pending) != 0 {
+		t.Fatal("checks pending")
+	}
+	c.answers.takeStraysLocked()
 }
 
 // setMarked sets kc's mark as the answer loop would (or clears it).
@@ -216,10 +235,11 @@ func TestAnswerLoopNoPeek(t *testing.T) {
 }
 
 // An answer nobody asked for, sent between checks, is not taken for the
-// next check's: the loop marks the connection, the next check drops it
-// and runs on a new connection, judged by that connection's answer. (Had
-// the peek been dropped without the mark, the stray 503 would fail the
-// check.)
+// next check's: the connection is marked (by the scheduler, taking the
+// idle loop's events before it sends), the next check drops it and runs
+// on a new connection, judged by that connection's answer. (Had the peek
+// been dropped without the mark, or the idle loop's events not taken
+// before the send, the stray 503 would fail the check.)
 func TestAnswerLoopStrayAnswerBetweenChecks(t *testing.T) {
 	const stray503 = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
 	stray := make(chan struct{})
@@ -231,7 +251,7 @@ func TestAnswerLoopStrayAnswerBetweenChecks(t *testing.T) {
 	}))
 	c, ch, kc := newKeptFast(t, rt)
 	close(stray)
-	waitMarked(t, c, kc)
+	waitReadable(t, kc)
 	err, fast := checkNext(c, ch)
 	if err != nil {
 		t.Fatalf("the check after a stray answer: %v (judged by the stray answer?)", err)
@@ -266,13 +286,17 @@ func TestAnswerLoopCloseBetweenChecks(t *testing.T) {
 	}
 }
 
-// A close the loop has not collected when the check is sent (its mark
-// cleared here, as if the event were still to come) is the window a peek
-// could miss too: the check is sent on the closed connection, its read
+// A close the loop has not collected when the check is sent (its event
+// taken and its mark cleared here, as if the event were still to come)
+// is the window a peek could miss too: the check is sent on the closed connection, its read
 // ends before any byte of the answer, and it is retried once on a new
 // connection, and passes.
 func TestAnswerLoopCloseNotYetCollected(t *testing.T) {
 	rt, c, ch, kc := keptClosed(t)
+	collectIdle(t, c)
+	if !marked(c, kc) {
+		t.Fatal("the close's event did not mark the connection")
+	}
 	setMarked(c, kc, false)
 	if err := probeFast(t, c, ch); err != nil {
 		t.Fatalf("the check sent on a connection the target closed: %v", err)
@@ -304,14 +328,14 @@ func TestAnswerLoopMarkWithNothingToRead(t *testing.T) {
 }
 
 // keptClosed opens a kept connection the loop watches to a target that
-// then closes it, and waits until the loop marks the connection.
+// then closes it, and waits until the close reached the connection.
 func keptClosed(t *testing.T) (*rawTarget, *Checker, *check, *keptConn) {
 	t.Helper()
 	closing := make(chan struct{})
 	rt := newRawTarget(t, serveThen(2, closing, nil))
 	c, ch, kc := newKeptFast(t, rt)
 	close(closing)
-	waitMarked(t, c, kc)
+	waitReadable(t, kc)
 	return rt, c, ch, kc
 }
 
@@ -514,4 +538,72 @@ func TestKeptSocketsLeakNoDescriptor(t *testing.T) {
 	c.Close()
 	testsync.WaitFor(t, 10*time.Second, "the targets' connections closed", func() bool { return open() == 0 })
 	testsync.WaitFor(t, 10*time.Second, "every descriptor closed", func() bool { return openFDs(t) <= before })
+}
+
+// slowPolls makes c's answer loop sleep as long as the earliest pending
+// check's deadline allows: no poll before it.
+func slowPolls(c *Checker) {
+	c.answers.mu.Lock()
+	c.answers.pollFirst, c.answers.pollMax = time.Hour, time.Hour
+	c.answers.mu.Unlock()
+}
+
+// keptSlow starts a checker with a check of timeout on rt, opens its kept
+// connection as keptFast does (two checks), and makes the loop's polls
+// slow (slowPolls).
+func keptSlow(t *testing.T, rt *rawTarget, timeout time.Duration) (*Checker, *check) {
+	t.Helper()
+	c := New(Config{})
+	t.Cleanup(c.Close)
+	ch := checkOf(t, rt.addr(), false, false, timeout)
+	t.Cleanup(func() { c.done(ch) })
+	keptFast(t, c, ch)
+	slowPolls(c)
+	return c, ch
+}
+
+// The loop's sleep never fails a check whose answer came in time: with
+// polls as rare as the deadline allows, the answer that came well before
+// the deadline is read by the poll at the deadline, before the check
+// would fail for it. (Failing the pending checks past their deadline
+// before taking the events fails this check.)
+func TestAnswerLoopSleepFailsNoTimelyAnswer(t *testing.T) {
+	rt := newRawTarget(t, func(_ int, conn net.Conn, br *bufio.Reader) {
+		for n := 0; readRequest(br); n++ {
+			if n >= 2 {
+				time.Sleep(50 * time.Millisecond) // a slow target, well within the timeout
+			}
+			if _, err := io.WriteString(conn, ok200); err != nil {
+				return
+			}
+		}
+	})
+	c, ch := keptSlow(t, rt, 500*time.Millisecond)
+	if err := probeFast(t, c, ch); err != nil {
+		t.Fatalf("the answer that came in time, read at the deadline: %v", err)
+	}
+	if n := rt.conns.Load(); n != 1 {
+		t.Errorf("%d connections, want the one kept", n)
+	}
+}
+
+// A check whose answer never comes fails at its deadline, however long
+// the loop would otherwise sleep.
+func TestAnswerLoopDeadlineEndsSleep(t *testing.T) {
+	never := make(chan struct{})
+	rt := newRawTarget(t, serveThen(2, never, nil))
+	t.Cleanup(func() { close(never) }) // before the target's end waits for its connections
+	c, ch := keptSlow(t, rt, 200*time.Millisecond)
+	done := make(chan error, 1)
+	if !c.sendFast(ch, func(err error) { done <- err }) {
+		t.Fatal("the check was not sent for the answer loop")
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("the check without an answer: %v, want its deadline passed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the check without an answer did not fail by its deadline (the loop slept past it)")
+	}
 }

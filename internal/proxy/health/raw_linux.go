@@ -128,6 +128,15 @@ func closeNow(fd int) error {
 	return nil
 }
 
+// epollCreateNow returns a new epoll instance, closed on exec.
+func epollCreateNow() (int, error) {
+	ep, _, e := syscall.RawSyscall(syscall.SYS_EPOLL_CREATE1, syscall.EPOLL_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(ep), nil
+}
+
 // epollAddNow registers fd with ep for ev.
 func epollAddNow(ep, fd int, ev *syscall.EpollEvent) error {
 	if _, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(ep), syscall.EPOLL_CTL_ADD, uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0); e != 0 {
