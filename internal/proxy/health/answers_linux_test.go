@@ -607,3 +607,21 @@ func TestAnswerLoopDeadlineEndsSleep(t *testing.T) {
 		t.Fatal("the check without an answer did not fail by its deadline (the loop slept past it)")
 	}
 }
+
+// With no check pending the loop does not poll: it waits for the
+// scheduler's next send, and the checks after still pass.
+func TestAnswerLoopIdleWithNothingPending(t *testing.T) {
+	rt := newRawTarget(t, answer(ok200))
+	c, ch, _ := newKeptFast(t, rt)
+	idle := func() bool {
+		c.answers.mu.Lock()
+		defer c.answers.mu.Unlock()
+		return c.answers.idle
+	}
+	for i := range 3 {
+		testsync.WaitFor(t, 10*time.Second, "the loop idle, nothing pending", idle)
+		if err := probeFast(t, c, ch); err != nil {
+			t.Fatalf("check %d after the loop went idle: %v", i, err)
+		}
+	}
+}
