@@ -30,9 +30,12 @@ import (
 // 0); when none is pending it waits for the scheduler's signal. Go's
 // timers ride on the runtime's own wait (its epoll_wait's timeout), so a
 // poll costs no thread of its own. A batch's answers (on loopback, within
-// a millisecond of the sends) are then read by one poll, where each
-// arriving answer, or each few together, woke the runtime's poller thread
-// before (through the loop's epoll instance, in Go's poller). An answer
+// a millisecond or two of the sends) are then read by a few polls, where
+// each arriving answer, or each few together, woke the runtime's poller
+// thread before (through the loop's epoll instance, in Go's poller). A
+// locked OS thread blocking in epoll_wait instead measured a third more
+// CPU a check (its wake-ups, and sysmon's at each return from the
+// blocking call: docs/benchmarks.md). An answer
 // is read at most maxPoll late (firstPoll for a batch's first poll); the
 // timeout holds as before: a check's deadline counts from its send, the
 // poll at a deadline collects what came before the check is failed, so an
