@@ -2,7 +2,6 @@ package health
 
 import (
 	"container/heap"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -13,14 +12,34 @@ import (
 // The answer loop runs the common check, plain HTTP/1.1 on a kept
 // connection, without a worker: the scheduler writes the request (with
 // no peek first: below), and one goroutine waits for the
-// answers of every such check in flight on an epoll instance of its own
-// (itself in Go's poller), reads each as it comes with one non-blocking
-// read, and finishes the check. A batch of due checks then costs the
-// scheduler's wake-up and a write a check, and the loop's
-// wake-ups as answers come (together, for a batch's checks answered
-// together), where a worker's check cost a hand-off to a worker, the
-// deadline set and cleared on the connection, a read that found nothing
-// and parked its goroutine, and the poller's wake-up for its answer alone.
+// answers of every such check in flight on an epoll instance of its own,
+// reads each with one non-blocking read, and finishes the check. A batch
+// of due checks then costs the scheduler's wake-up and a write a check,
+// and a few of the loop's polls for the whole batch (below), where a
+// worker's check cost a hand-off to a worker, the deadline set and
+// cleared on the connection, a read that found nothing and parked its
+// goroutine, and the poller's wake-up for its answer alone.
+//
+// The loop polls; it is never woken by an answer. Its epoll instance is
+// not in Go's poller (a bare epoll_create1, never an os.File), nor are
+// the sockets it watches (kept_linux.go, dial_linux.go): an answer that
+// arrives wakes nothing. While checks are pending the loop sleeps on a Go
+// timer, firstPoll after a check was sent, then twice as long each time
+// up to maxPoll, or to the earliest pending check's deadline when that is
+// sooner, and takes what the epoll instance has with epoll_wait(timeout
+// 0); when none is pending it waits for the scheduler's signal. Go's
+// timers ride on the runtime's own wait (its epoll_wait's timeout), so a
+// poll costs no thread of its own. A batch's answers (on loopback, within
+// a millisecond or two of the sends) are then read by a few polls, where
+// each arriving answer, or each few together, woke the runtime's poller
+// thread before (through the loop's epoll instance, in Go's poller). A
+// locked OS thread blocking in epoll_wait instead measured a third more
+// CPU a check (its wake-ups, and sysmon's at each return from the
+// blocking call: docs/benchmarks.md). An answer
+// is read at most maxPoll late (firstPoll for a batch's first poll); the
+// timeout holds as before: a check's deadline counts from its send, the
+// poll at a deadline collects what came before the check is failed, so an
+// answer that arrived in time is never failed for the loop's sleep.
 // What the loop cannot finish at once goes to the worker's code, on a
 // goroutine of its own: an answer longer than one read brought
 // (checkBuffer*4, or parts still to come), read on by the worker's
@@ -40,8 +59,10 @@ import (
 // stray answer or a close that reached the socket but whose event the
 // loop has not yet collected when the check becomes pending goes
 // unnoticed, a window that was "between the peek and the write" and is
-// now "until the loop collects the event" (the loop's wake-up, usually
-// microseconds, longer on a loaded machine). A close in that window is
+// now "until the loop collects the event": the loop's next poll while
+// checks are pending (at most maxPoll), and the scheduler's, before the
+// first check it sends while none is (addPending: the loop does not poll
+// then, and the events of that time wait in the epoll instance). A close in that window is
 // the case a peek could always miss: the check's read ends before any
 // byte of the answer, and the check is retried once on a new connection
 // (answer, below). A stray answer in that window is taken for the check's
@@ -53,24 +74,36 @@ import (
 // answerBuffer is what the loop reads of an answer at once.
 const answerBuffer = 4 * checkBuffer
 
+// firstPoll and maxPoll bound the loop's sleep while checks are pending
+// (above): the first poll after checks were sent, and the longest. On
+// loopback a batch's answers come within a few hundred microseconds of
+// its sends, so one poll a millisecond after mostly finds them all; a
+// slower target's answer is read within maxPoll of coming, an added
+// latency of under 0.1 % of the least check timeout (1 s) and nothing in
+// a health check's outcome, while a target that never answers costs the
+// loop at most 1/maxPoll polls a second until the check's deadline,
+// however many such targets there are.
+const (
+	firstPoll = time.Millisecond
+	maxPoll   = 8 * time.Millisecond
+)
+
 // answerLoop waits for the answers of checks the scheduler sent.
 type answerLoop struct {
 	c *Checker
 	// ep is the epoll instance the check connections are registered
-	// with (edge-triggered, once each); file is ep in Go's poller.
-	ep   int
-	file *os.File
-	raw  syscall.RawConn
+	// with (edge-triggered, once each), outside Go's poller; closed by
+	// close, once nothing uses it.
+	ep int
 
-	// mu guards pending, queue, deadline, next, dials and closed.
+	// mu guards pending, queue, next, dials, closed, conns, idle, fresh,
+	// idleEvents, pollFirst and pollMax.
 	mu sync.Mutex
 	// pending are the checks sent and not answered, by their
-	// connection's token; queue orders them by deadline, the earliest
-	// of which is file's read deadline (deadline).
-	pending  map[uint64]*pendingRead
-	queue    pendingQueue
-	deadline time.Time
-	next     uint64
+	// connection's token; queue orders them by deadline.
+	pending map[uint64]*pendingRead
+	queue   pendingQueue
+	next    uint64
 	// dials counts the checks in flight on connections the loop dialed
 	// (dial_linux.go), at most MaxChecksInFlight less the workers; closed
 	// is set when the loop ended, after which it takes no dial (their
@@ -81,6 +114,17 @@ type answerLoop struct {
 	// dropped: what collect marks (keptConn.stray) on an event between
 	// checks.
 	conns map[uint64]*keptConn
+	// idle is set while the loop waits for wake, with no check pending;
+	// the scheduler's next check clears it, after taking the events
+	// that came meanwhile (idleEvents, its buffer for them), and signals
+	// wake. fresh is set when a check was sent since the loop's last
+	// poll: the next sleep is firstPoll again. pollFirst and pollMax
+	// are firstPoll and maxPoll (tests change them).
+	idle               bool
+	fresh              bool
+	wake               chan struct{}
+	idleEvents         [64]syscall.EpollEvent
+	pollFirst, pollMax time.Duration
 
 	// sendMu guards req, the request sendFast sends: not a pooled
 	// probeBuf's, which the loop may hand back to the pool (and a worker
@@ -124,25 +168,11 @@ type pendingRead struct {
 // newAnswerLoop returns the checker's answer loop, or nil when the
 // system gives none (checks then all run on workers).
 func newAnswerLoop(c *Checker) *answerLoop {
-	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	ep, err := epollCreateNow()
 	if err != nil {
 		return nil
 	}
-	if err := syscall.SetNonblock(ep, true); err != nil {
-		syscall.Close(ep)
-		return nil
-	}
-	l := &answerLoop{c: c, ep: ep, file: os.NewFile(uintptr(ep), "health-answers"), pending: map[uint64]*pendingRead{}, conns: map[uint64]*keptConn{}}
-	// Without the poller (no deadlines), the loop could not wait.
-	if l.file.SetReadDeadline(time.Time{}) != nil {
-		l.file.Close()
-		return nil
-	}
-	if l.raw, err = l.file.SyscallConn(); err != nil {
-		l.file.Close()
-		return nil
-	}
-	return l
+	return &answerLoop{c: c, ep: ep, pending: map[uint64]*pendingRead{}, conns: map[uint64]*keptConn{}, wake: make(chan struct{}, 1), pollFirst: firstPoll, pollMax: maxPoll}
 }
 
 // sendFast sends ch's check when it is a plain HTTP/1.1 check with a kept
@@ -175,12 +205,21 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 		token := l.next
 		l.conns[token] = kc
 		l.mu.Unlock()
-		var err error
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | -syscall.EPOLLET, Fd: int32(token), Pad: int32(token >> 32)}
-		if cerr := kc.raw.Control(func(fd uintptr) { err = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); cerr != nil || err != nil {
+		// Held as its bare socket from now on (kept_linux.go). A
+		// connection that cannot be is left to a worker as it is; one
+		// detached and not registered is dropped.
+		if kc.detach() != nil {
 			l.mu.Lock()
 			delete(l.conns, token)
 			l.mu.Unlock()
+			return false
+		}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | -syscall.EPOLLET, Fd: int32(token), Pad: int32(token >> 32)}
+		if kc.watch(l.ep, &ev) != nil {
+			l.mu.Lock()
+			delete(l.conns, token)
+			l.mu.Unlock()
+			c.drop(ch, kc)
 			return false
 		}
 		kc.token = token
@@ -206,13 +245,7 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 	}
 	l.sendMu.Lock()
 	l.req = appendRequest(l.req[:0], sp.requestURI, ch.key.addr)
-	var n int
-	var err error
-	if cerr := kc.raw.Control(func(fd uintptr) {
-		n, err = sendNow(int(fd), l.req)
-	}); cerr != nil {
-		err = cerr
-	}
+	n, err := kc.send(l.req)
 	whole := err == nil && n == len(l.req)
 	l.sendMu.Unlock()
 	if whole {
@@ -229,7 +262,7 @@ func (c *Checker) sendFast(ch *check, done func(error)) bool {
 	return false
 }
 
-// add makes p pending. The loop's deadline moves to p's if earlier.
+// add makes p pending again, on the loop.
 func (l *answerLoop) add(p *pendingRead) {
 	l.mu.Lock()
 	l.addLocked(p)
@@ -242,12 +275,52 @@ func (l *answerLoop) add(p *pendingRead) {
 func (l *answerLoop) addKept(p *pendingRead) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.wakeLocked()
 	if p.kc.stray {
 		p.kc.stray = false
 		return false
 	}
 	l.addLocked(p)
+	l.fresh = true
 	return true
+}
+
+// wakeLocked, with l.mu held, readies the loop for a check about to be
+// made pending (after this: the events it takes must not be a pending
+// check's): when the loop is idle it takes the events that came since its
+// last poll (each a connection's with no check pending: marked, as the
+// loop marks them) and signals the loop.
+func (l *answerLoop) wakeLocked() {
+	if !l.idle {
+		return
+	}
+	l.idle = false
+	l.takeStraysLocked()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeStraysLocked, with l.mu held and no check pending, takes the events
+// the epoll instance has and marks their connections.
+func (l *answerLoop) takeStraysLocked() {
+	for {
+		n, _ := epollNow(l.ep, l.idleEvents[:])
+		for _, ev := range l.idleEvents[:max(n, 0)] {
+			if kc := l.conns[token(ev)]; kc != nil {
+				kc.stray = true
+			}
+		}
+		if n < len(l.idleEvents) {
+			return
+		}
+	}
+}
+
+// token is the token ev was registered with.
+func token(ev syscall.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 }
 
 // forget stops marking kc, which is dropped.
@@ -261,10 +334,6 @@ func (l *answerLoop) forget(kc *keptConn) {
 func (l *answerLoop) addLocked(p *pendingRead) {
 	l.pending[p.token] = p
 	heap.Push(&l.queue, p)
-	if l.deadline.IsZero() || p.deadline.Before(l.deadline) {
-		l.deadline = p.deadline
-		l.file.SetReadDeadline(p.deadline)
-	}
 }
 
 // remove takes p out of the pending checks, reporting whether it was
@@ -283,16 +352,49 @@ func (l *answerLoop) remove(p *pendingRead) bool {
 // run waits for answers until the checker closes.
 func (l *answerLoop) run() {
 	defer l.closeDials()
+	ctx := l.c.ctx
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var sleep time.Duration
 	for {
-		l.ready = l.ready[:0]
-		err := l.raw.Read(l.collect)
-		if l.c.ctx.Err() != nil {
-			return
+		l.mu.Lock()
+		if len(l.pending) == 0 {
+			l.idle = true
+			l.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.wake:
+			}
+			l.mu.Lock()
 		}
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			l.c.log.Error("health check answers: the loop ended", "err", err)
-			return
+		if l.fresh {
+			l.fresh = false
+			sleep = l.pollFirst
+		} else {
+			sleep = min(2*sleep, l.pollMax)
 		}
+		wait := sleep
+		if len(l.queue) > 0 {
+			wait = max(0, min(wait, time.Until(l.queue[0].deadline)))
+		}
+		l.mu.Unlock()
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		l.poll()
+		l.expire()
+	}
+}
+
+// poll finishes the pending checks whose connections have something to
+// read (or, dialed by the loop, are connected), without waiting.
+func (l *answerLoop) poll() {
+	for {
+		n := l.collect()
 		for i, p := range l.ready {
 			if p.kc == nil {
 				l.dialed(p)
@@ -301,21 +403,23 @@ func (l *answerLoop) run() {
 			}
 			l.ready[i] = nil
 		}
-		l.expire()
+		if n < len(l.events) {
+			return
+		}
 	}
 }
 
-// collect takes the pending checks whose connections have something to
-// read, as the loop's wait for the epoll instance to be readable; it
-// reports false (wait) when there are none.
-func (l *answerLoop) collect(uintptr) bool {
+// collect takes into l.ready the pending checks whose connections have
+// something to read, returning the number of events it took.
+func (l *answerLoop) collect() int {
+	l.ready = l.ready[:0]
 	n, _ := epollNow(l.ep, l.events[:])
 	if n <= 0 {
-		return false
+		return 0
 	}
 	l.mu.Lock()
 	for _, ev := range l.events[:n] {
-		token := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+		token := token(ev)
 		p := l.pending[token]
 		if p == nil {
 			// Between checks (a close, or an answer nobody asked for):
@@ -334,28 +438,17 @@ func (l *answerLoop) collect(uintptr) bool {
 		l.ready = append(l.ready, p)
 	}
 	l.mu.Unlock()
-	return true
+	return n
 }
 
-// expire fails the pending checks whose deadline passed, and moves the
-// loop's deadline when it passed or is later than the earliest pending
-// check's. A deadline still to come and earlier than every pending check's
-// stays: it costs the loop an early wake-up once, where setting and
-// clearing it for every check (usually the only one pending) would cost
-// two timer changes a check.
+// expire fails the pending checks whose deadline passed. The poll just
+// before has read what came by now: an answer that came in time has
+// finished its check.
 func (l *answerLoop) expire() {
 	now := time.Now()
 	for {
 		l.mu.Lock()
 		if len(l.queue) == 0 || l.queue[0].deadline.After(now) {
-			var d time.Time
-			if len(l.queue) > 0 {
-				d = l.queue[0].deadline
-			}
-			if passed := !l.deadline.After(now); passed && !d.Equal(l.deadline) || !d.IsZero() && d.Before(l.deadline) {
-				l.deadline = d
-				l.file.SetReadDeadline(d)
-			}
 			l.mu.Unlock()
 			return
 		}
@@ -379,13 +472,7 @@ func (l *answerLoop) answer(p *pendingRead) {
 		pb.got = make([]byte, answerBuffer)
 	}
 	got := pb.got[:answerBuffer]
-	var n int
-	var err error
-	if cerr := kc.raw.Control(func(fd uintptr) {
-		n, err = recvNow(int(fd), got, 0)
-	}); cerr != nil {
-		err = cerr
-	}
+	n, err := kc.recv(got, 0)
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 		// An event with nothing to read: wait on. Its next event comes
@@ -437,8 +524,9 @@ func (c *Checker) endPending(p *pendingRead, err error, outs []outcome) []outcom
 	return c.finish(p.ch, p.start, err, outs)
 }
 
-// close ends the loop's wait.
-func (l *answerLoop) close() { l.file.Close() }
+// close closes the loop's epoll instance, once the loop and the scheduler
+// have ended (Checker.Close): its number is not reused under a call.
+func (l *answerLoop) close() { closeNow(l.ep) }
 
 // pendingQueue is a min-heap of pending checks by deadline.
 type pendingQueue []*pendingRead

@@ -2,11 +2,14 @@ package health
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -181,10 +184,28 @@ func newKeptFast(t *testing.T, rt *rawTarget) (*Checker, *check, *keptConn) {
 	return c, ch, keptFast(t, c, ch)
 }
 
-// waitMarked waits until the answer loop marks kc.
-func waitMarked(t *testing.T, c *Checker, kc *keptConn) {
+// waitReadable waits until kc's socket has something to read, or ended:
+// what the target sent (or its close) reached it.
+func waitReadable(t *testing.T, kc *keptConn) {
 	t.Helper()
-	testsync.WaitFor(t, 5*time.Second, "the loop marks the connection", func() bool { return marked(c, kc) })
+	var b [1]byte
+	testsync.WaitFor(t, 5*time.Second, "the target's bytes or close reach the connection", func() bool {
+		_, err := kc.recv(b[:], syscall.MSG_PEEK)
+		return err != syscall.EAGAIN
+	})
+}
+
+// collectIdle takes the events of the idle loop's epoll instance, as the
+// scheduler does before it sends the next check, marking their
+// connections.
+func collectIdle(t *testing.T, c *Checker) {
+	t.Helper()
+	c.answers.mu.Lock()
+	defer c.answers.mu.Unlock()
+	if len(c.answers.pending) != 0 {
+		t.Fatal("checks pending")
+	}
+	c.answers.takeStraysLocked()
 }
 
 // setMarked sets kc's mark as the answer loop would (or clears it).
@@ -214,10 +235,11 @@ func TestAnswerLoopNoPeek(t *testing.T) {
 }
 
 // An answer nobody asked for, sent between checks, is not taken for the
-// next check's: the loop marks the connection, the next check drops it
-// and runs on a new connection, judged by that connection's answer. (Had
-// the peek been dropped without the mark, the stray 503 would fail the
-// check.)
+// next check's: the connection is marked (by the scheduler, taking the
+// idle loop's events before it sends), the next check drops it and runs
+// on a new connection, judged by that connection's answer. (Had the peek
+// been dropped without the mark, or the idle loop's events not taken
+// before the send, the stray 503 would fail the check.)
 func TestAnswerLoopStrayAnswerBetweenChecks(t *testing.T) {
 	const stray503 = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
 	stray := make(chan struct{})
@@ -229,7 +251,7 @@ func TestAnswerLoopStrayAnswerBetweenChecks(t *testing.T) {
 	}))
 	c, ch, kc := newKeptFast(t, rt)
 	close(stray)
-	waitMarked(t, c, kc)
+	waitReadable(t, kc)
 	err, fast := checkNext(c, ch)
 	if err != nil {
 		t.Fatalf("the check after a stray answer: %v (judged by the stray answer?)", err)
@@ -264,13 +286,17 @@ func TestAnswerLoopCloseBetweenChecks(t *testing.T) {
 	}
 }
 
-// A close the loop has not collected when the check is sent (its mark
-// cleared here, as if the event were still to come) is the window a peek
-// could miss too: the check is sent on the closed connection, its read
+// A close the loop has not collected when the check is sent (its event
+// taken and its mark cleared here, as if the event were still to come)
+// is the window a peek could miss too: the check is sent on the closed connection, its read
 // ends before any byte of the answer, and it is retried once on a new
 // connection, and passes.
 func TestAnswerLoopCloseNotYetCollected(t *testing.T) {
 	rt, c, ch, kc := keptClosed(t)
+	collectIdle(t, c)
+	if !marked(c, kc) {
+		t.Fatal("the close's event did not mark the connection")
+	}
 	setMarked(c, kc, false)
 	if err := probeFast(t, c, ch); err != nil {
 		t.Fatalf("the check sent on a connection the target closed: %v", err)
@@ -302,14 +328,14 @@ func TestAnswerLoopMarkWithNothingToRead(t *testing.T) {
 }
 
 // keptClosed opens a kept connection the loop watches to a target that
-// then closes it, and waits until the loop marks the connection.
+// then closes it, and waits until the close reached the connection.
 func keptClosed(t *testing.T) (*rawTarget, *Checker, *check, *keptConn) {
 	t.Helper()
 	closing := make(chan struct{})
 	rt := newRawTarget(t, serveThen(2, closing, nil))
 	c, ch, kc := newKeptFast(t, rt)
 	close(closing)
-	waitMarked(t, c, kc)
+	waitReadable(t, kc)
 	return rt, c, ch, kc
 }
 
@@ -335,9 +361,131 @@ func serveThen(n int, gate <-chan struct{}, then func(net.Conn, *bufio.Reader)) 
 	}
 }
 
-// No descriptor is left behind: a checker's kept connections, watched by
-// the answer loop (and read on by a worker for a long answer), close when
-// their targets leave and when the checker closes.
+// A connection the answer loop watches is held as its bare socket: its
+// net.Conn is closed (out of Go's poller) while the target's connection
+// stays, and later checks keep running on it. Dropped, it closes with a
+// reset, as a kept net.Conn did.
+func TestAnswerLoopDetachedSocket(t *testing.T) {
+	reset := make(chan error, 1)
+	rt := newRawTarget(t, func(_ int, conn net.Conn, br *bufio.Reader) {
+		for {
+			// A reset is reported by one read, the first after it.
+			if _, err := br.Peek(1); err != nil {
+				reset <- err
+				return
+			}
+			if !readRequest(br) {
+				return
+			}
+			if _, err := io.WriteString(conn, ok200); err != nil {
+				return
+			}
+		}
+	})
+	c, ch, kc := newKeptFast(t, rt)
+	if !kc.isDetached() {
+		t.Fatal("the connection the loop watches is not detached")
+	}
+	if err := kc.raw.Control(func(uintptr) {}); err == nil {
+		t.Error("the connection's net.Conn is still open (in Go's poller)")
+	}
+	for i := range 3 {
+		if err, fast := checkNext(c, ch); err != nil || !fast {
+			t.Fatalf("check %d on the detached socket: %v (sent for the loop: %v)", i, err, fast)
+		}
+	}
+	if n := rt.conns.Load(); n != 1 {
+		t.Errorf("%d connections, want every check on the one kept", n)
+	}
+	c.done(ch)
+	select {
+	case err := <-reset:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("the target read %v after the drop, want a reset", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the dropped socket did not close")
+	}
+}
+
+// An answer longer than the loop's read, on a detached connection, is
+// read on by a worker through a borrowed net.Conn: the check passes, the
+// connection is kept and watched, the borrowed one closes, and the next
+// check is the loop's again.
+func TestAnswerLoopDetachedLongAnswer(t *testing.T) {
+	long := "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\n\r\n" + strings.Repeat("x", 8192)
+	rt := newRawTarget(t, answer(long))
+	c, ch, kc := newKeptFast(t, rt)
+	before := openFDs(t)
+	for i := range 3 {
+		if err, fast := checkNext(c, ch); err != nil || !fast {
+			t.Fatalf("check %d: %v (sent for the loop: %v)", i, err, fast)
+		}
+		if ch.conn.Load() != kc {
+			t.Fatalf("check %d: the connection was not kept", i)
+		}
+	}
+	kc.mu.Lock()
+	tmp := kc.tmp
+	kc.mu.Unlock()
+	if tmp != nil {
+		t.Error("the borrowed net.Conn is still held")
+	}
+	if n := rt.conns.Load(); n != 1 {
+		t.Errorf("%d connections, want every check on the one kept", n)
+	}
+	if n := openFDs(t); n != before {
+		t.Errorf("%d open descriptors after the long answers, %d before", n, before)
+	}
+}
+
+// Close ends at once a worker's read on a borrowed net.Conn (a target
+// that sends part of a long answer and stalls), not at the check's
+// deadline.
+func TestCloseEndsBorrowedRead(t *testing.T) {
+	rt := newRawTarget(t, func(n int, conn net.Conn, br *bufio.Reader) {
+		for i := 0; readRequest(br); i++ {
+			if i < 2 {
+				io.WriteString(conn, ok200)
+				continue
+			}
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\n\r\n"+strings.Repeat("x", 5000))
+			io.Copy(io.Discard, conn)
+			return
+		}
+	})
+	// Checks every 0.5 s, a timeout of 100 s.
+	c := New(Config{Cluster: cluster, Second: 100 * time.Millisecond})
+	defer c.Close()
+	host, port, _ := net.SplitHostPort(rt.addr())
+	p, _ := strconv.Atoi(port)
+	c.Update([]model.TargetGroup{tg("g", model.HealthCheck{IntervalSeconds: 5, TimeoutSeconds: 1000}, model.Target{Address: host, Port: int32(p), Cluster: cluster, State: model.TargetActive})})
+	testsync.WaitFor(t, 20*time.Second, "a worker reading on a borrowed conn", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, ch := range c.checks {
+			if kc := ch.conn.Load(); kc != nil {
+				kc.mu.Lock()
+				tmp := kc.tmp
+				kc.mu.Unlock()
+				return tmp != nil
+			}
+		}
+		return false
+	})
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close waits for the borrowed read (the check's deadline is 100 s away)")
+	}
+	testsync.WaitFor(t, 10*time.Second, "the target's connection closed", func() bool { return rt.open.Load() == 0 })
+}
+
+// No descriptor is left behind: a checker's kept connections, held by the
+// answer loop as bare sockets (and borrowed for a long answer), close
+// when their targets leave and when the checker closes.
 func TestKeptSocketsLeakNoDescriptor(t *testing.T) {
 	long := "HTTP/1.1 200 OK\r\nContent-Length: 8192\r\n\r\n" + strings.Repeat("x", 8192)
 	var rts []*rawTarget
@@ -368,9 +516,15 @@ func TestKeptSocketsLeakNoDescriptor(t *testing.T) {
 	hc.TimeoutSeconds = 60
 	c.Update([]model.TargetGroup{tg("g", hc, targets...)})
 	testsync.WaitFor(t, 20*time.Second, "every kept connection watched by the loop", func() bool {
-		c.answers.mu.Lock()
-		defer c.answers.mu.Unlock()
-		return len(c.answers.conns) == len(rts)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		n := 0
+		for _, ch := range c.checks {
+			if kc := ch.conn.Load(); kc != nil && kc.isDetached() {
+				n++
+			}
+		}
+		return n == len(rts)
 	})
 	if n := c.KeptConns(); n != len(rts) {
 		t.Fatalf("%d kept connections, want %d", n, len(rts))
@@ -384,4 +538,90 @@ func TestKeptSocketsLeakNoDescriptor(t *testing.T) {
 	c.Close()
 	testsync.WaitFor(t, 10*time.Second, "the targets' connections closed", func() bool { return open() == 0 })
 	testsync.WaitFor(t, 10*time.Second, "every descriptor closed", func() bool { return openFDs(t) <= before })
+}
+
+// slowPolls makes c's answer loop sleep as long as the earliest pending
+// check's deadline allows: no poll before it.
+func slowPolls(c *Checker) {
+	c.answers.mu.Lock()
+	c.answers.pollFirst, c.answers.pollMax = time.Hour, time.Hour
+	c.answers.mu.Unlock()
+}
+
+// keptSlow starts a checker with a check of timeout on rt, opens its kept
+// connection as keptFast does (two checks), and makes the loop's polls
+// slow (slowPolls).
+func keptSlow(t *testing.T, rt *rawTarget, timeout time.Duration) (*Checker, *check) {
+	t.Helper()
+	c := New(Config{})
+	t.Cleanup(c.Close)
+	ch := checkOf(t, rt.addr(), false, false, timeout)
+	t.Cleanup(func() { c.done(ch) })
+	keptFast(t, c, ch)
+	slowPolls(c)
+	return c, ch
+}
+
+// The loop's sleep never fails a check whose answer came in time: with
+// polls as rare as the deadline allows, the answer that came well before
+// the deadline is read by the poll at the deadline, before the check
+// would fail for it. (Failing the pending checks past their deadline
+// before taking the events fails this check.)
+func TestAnswerLoopSleepFailsNoTimelyAnswer(t *testing.T) {
+	rt := newRawTarget(t, func(_ int, conn net.Conn, br *bufio.Reader) {
+		for n := 0; readRequest(br); n++ {
+			if n >= 2 {
+				time.Sleep(50 * time.Millisecond) // a slow target, well within the timeout
+			}
+			if _, err := io.WriteString(conn, ok200); err != nil {
+				return
+			}
+		}
+	})
+	c, ch := keptSlow(t, rt, 500*time.Millisecond)
+	if err := probeFast(t, c, ch); err != nil {
+		t.Fatalf("the answer that came in time, read at the deadline: %v", err)
+	}
+	if n := rt.conns.Load(); n != 1 {
+		t.Errorf("%d connections, want the one kept", n)
+	}
+}
+
+// A check whose answer never comes fails at its deadline, however long
+// the loop would otherwise sleep.
+func TestAnswerLoopDeadlineEndsSleep(t *testing.T) {
+	never := make(chan struct{})
+	rt := newRawTarget(t, serveThen(2, never, nil))
+	t.Cleanup(func() { close(never) }) // before the target's end waits for its connections
+	c, ch := keptSlow(t, rt, 200*time.Millisecond)
+	done := make(chan error, 1)
+	if !c.sendFast(ch, func(err error) { done <- err }) {
+		t.Fatal("the check was not sent for the answer loop")
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("the check without an answer: %v, want its deadline passed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the check without an answer did not fail by its deadline (the loop slept past it)")
+	}
+}
+
+// With no check pending the loop does not poll: it waits for the
+// scheduler's next send, and the checks after still pass.
+func TestAnswerLoopIdleWithNothingPending(t *testing.T) {
+	rt := newRawTarget(t, answer(ok200))
+	c, ch, _ := newKeptFast(t, rt)
+	idle := func() bool {
+		c.answers.mu.Lock()
+		defer c.answers.mu.Unlock()
+		return c.answers.idle
+	}
+	for i := range 3 {
+		testsync.WaitFor(t, 10*time.Second, "the loop idle, nothing pending", idle)
+		if err := probeFast(t, c, ch); err != nil {
+			t.Fatalf("check %d after the loop went idle: %v", i, err)
+		}
+	}
 }

@@ -266,10 +266,10 @@ func (c *Checker) Close() {
 		}
 	}
 	c.mu.Unlock()
+	c.loops.Wait()
 	if c.answers != nil {
 		c.answers.close()
 	}
-	c.loops.Wait()
 }
 
 // groupInput is what is kept of the target group a group was last

@@ -128,12 +128,16 @@ func (l *answerLoop) addDial(p *pendingRead) bool {
 		return false
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | -syscall.EPOLLET, Fd: int32(p.token), Pad: int32(p.token >> 32)}
+	// Readied first: an idle loop's events are taken as strays, and
+	// p's registration gives one of its own.
+	l.wakeLocked()
 	l.addLocked(p)
 	if epollAddNow(l.ep, p.fd, &ev) != nil {
 		delete(l.pending, p.token)
 		heap.Remove(&l.queue, p.idx)
 		return false
 	}
+	l.fresh = true
 	return true
 }
 

@@ -79,6 +79,19 @@ type keptConn struct {
 	// which the loop saw an event with no check pending: the next check
 	// peeks it (answers_linux.go).
 	stray bool
+	// mu guards detached, sock, closed and tmp, and every use of sock:
+	// a socket closed (and its number reused) under a system call made on
+	// it would read or write another connection.
+	mu sync.Mutex
+	// detached is set once the answer loop watches the connection
+	// (kept_linux.go): the connection is then sock, a non-blocking socket
+	// outside Go's poller, and tcp is closed (Conn with it). closed is
+	// set when the connection closed. tmp is a net.Conn over a duplicate
+	// of sock while a worker reads an answer on it (readOn).
+	detached bool
+	sock     int
+	closed   bool
+	tmp      net.Conn
 	// raw, peekFn, peekBuf and peekErr serve idle.
 	raw     syscall.RawConn
 	peekFn  func(fd uintptr) bool
@@ -175,7 +188,10 @@ func (c *Checker) probeH1(ch *check) error {
 	pb := probeBufs.Get().(*probeBuf)
 	defer probeBufs.Put(pb)
 	kc := ch.conn.Load()
-	if kc != nil && !kc.idle() {
+	// A connection the answer loop watches has no Conn to write and
+	// read: it meets a worker only when sendFast did not take its check
+	// (the checker closing), and is not reused.
+	if kc != nil && (kc.isDetached() || !kc.idle()) {
 		c.drop(ch, kc)
 		kc = nil
 	}
@@ -205,14 +221,25 @@ func (c *Checker) probeH1(ch *check) error {
 // readOn reads on the answer to ch's check on kc of which the answer
 // loop read prefix (pb.got), with blocking reads until deadline, and ends
 // the check as probeH1 does.
+// A connection the answer loop watches is read through a net.Conn over a
+// duplicate of its socket, closed before the check ends.
 func (c *Checker) readOn(ch *check, kc *keptConn, pb *probeBuf, prefix []byte, deadline time.Time) error {
-	kc.SetDeadline(deadline)
-	pb.src = countingReader{prefix: prefix, conn: kc.Conn}
+	conn := kc.Conn
+	if kc.isDetached() {
+		var err error
+		if conn, err = kc.borrow(); err != nil {
+			c.drop(ch, kc)
+			return c.outcome(ch.sp, 0, err)
+		}
+		defer kc.giveBack(conn)
+	}
+	conn.SetDeadline(deadline)
+	pb.src = countingReader{prefix: prefix, conn: conn}
 	pb.br.Reset(&pb.src)
 	code, keep, _, err := pb.readAnswer()
 	pb.src = countingReader{}
 	if keep {
-		kc.SetDeadline(time.Time{})
+		conn.SetDeadline(time.Time{})
 	} else {
 		c.drop(ch, kc)
 	}
@@ -319,8 +346,22 @@ func (kc *keptConn) abort() {
 	kc.closeNow()
 }
 
-// closeNow closes kc at once, whatever is in flight on it.
+// closeNow closes kc at once, whatever is in flight on it. (abort's
+// SetLinger does nothing on a detached connection, whose tcp is closed:
+// its socket was set to close with a reset when it was detached.)
 func (kc *keptConn) closeNow() {
+	kc.mu.Lock()
+	defer kc.mu.Unlock()
+	kc.closed = true
+	if kc.tmp != nil {
+		kc.tmp.Close()
+		kc.tmp = nil
+	}
+	if kc.detached {
+		closeSocket(kc.sock)
+		kc.sock = -1
+		return
+	}
 	kc.tcp.Close()
 	if kc.cc != nil {
 		kc.cc.Close()

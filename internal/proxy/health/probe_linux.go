@@ -9,6 +9,10 @@ func (kc *keptConn) socketIdle() bool {
 		return true
 	}
 	kc.peeks++
+	if kc.isDetached() {
+		_, err := kc.recv(kc.peekBuf[:], syscall.MSG_PEEK)
+		return err == syscall.EAGAIN
+	}
 	if kc.peekFn == nil {
 		kc.peekFn = kc.peek
 	}

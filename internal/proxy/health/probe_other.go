@@ -2,6 +2,11 @@
 
 package health
 
+import (
+	"errors"
+	"net"
+)
+
 // socketIdle reports whether kc may carry the next check. Without a peek,
 // a check on a connection the target closed is retried on a new one.
 func (kc *keptConn) socketIdle() bool { return true }
@@ -23,3 +28,9 @@ func (c *Checker) sendFast(*check, func(error)) bool { return false }
 func (c *Checker) dialFast(*check, func(error)) bool { return false }
 
 type pendingRead struct{}
+
+// Connections are detached only for the answer loop.
+func (kc *keptConn) isDetached() bool          { return false }
+func (kc *keptConn) borrow() (net.Conn, error) { return nil, errors.ErrUnsupported }
+func (kc *keptConn) giveBack(net.Conn)         {}
+func closeSocket(int)                          {}

@@ -9,7 +9,8 @@ import (
 // The checks' system calls that never wait (a send or a read with
 // MSG_DONTWAIT, an epoll wait with no timeout, and the dial path's socket,
 // connect of a non-blocking socket, epoll registration and close with
-// SO_LINGER 0) are made raw: without
+// SO_LINGER 0, and the duplicate of a kept connection's socket the
+// answer loop holds) are made raw: without
 // telling Go's scheduler that the goroutine enters a system call. The
 // syscall package's calls do tell it (entersyscall, exitsyscall), and each
 // such entry wakes the runtime's monitor thread (sysmon) when it sleeps
@@ -69,12 +70,30 @@ func openNow(family int) (int, error) {
 	if e != 0 {
 		return -1, e
 	}
-	linger := syscall.Linger{Onoff: 1}
-	if _, _, e := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, fd, syscall.SOL_SOCKET, syscall.SO_LINGER, uintptr(unsafe.Pointer(&linger)), unsafe.Sizeof(linger), 0); e != 0 {
+	if err := lingerZeroNow(int(fd)); err != nil {
 		closeNow(int(fd))
-		return -1, e
+		return -1, err
 	}
 	return int(fd), nil
+}
+
+// lingerZeroNow sets fd, a socket, to close with a reset (SO_LINGER on,
+// 0 s).
+func lingerZeroNow(fd int) error {
+	linger := syscall.Linger{Onoff: 1}
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.SOL_SOCKET, syscall.SO_LINGER, uintptr(unsafe.Pointer(&linger)), unsafe.Sizeof(linger), 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// dupNow returns a duplicate of fd, closed on exec.
+func dupNow(fd int) (int, error) {
+	n, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, uintptr(fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(n), nil
 }
 
 // connectNow starts connecting fd, a non-blocking socket, to ap:
@@ -107,6 +126,15 @@ func closeNow(fd int) error {
 		return e
 	}
 	return nil
+}
+
+// epollCreateNow returns a new epoll instance, closed on exec.
+func epollCreateNow() (int, error) {
+	ep, _, e := syscall.RawSyscall(syscall.SYS_EPOLL_CREATE1, syscall.EPOLL_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(ep), nil
 }
 
 // epollAddNow registers fd with ep for ev.
