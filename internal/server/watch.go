@@ -284,14 +284,7 @@ func appendMessage(b []byte, m *api.WatchMessage) []byte {
 		n += 64 + len(m.Changes[i].Name) + len(m.Changes[i].Object)
 	}
 	b = slices.Grow(b, n)
-	b = append(b, `{"type":`...)
-	b = appendString(b, m.Type)
-	b = append(b, `,"revision":`...)
-	b = strconv.AppendInt(b, m.Revision, 10)
-	if m.Store != "" {
-		b = append(b, `,"store":`...)
-		b = appendString(b, m.Store)
-	}
+	b = appendMessageStart(b, m)
 	if len(m.Changes) > 0 {
 		b = append(b, `,"changes":[`...)
 		for i, c := range m.Changes {
@@ -315,13 +308,9 @@ func appendMessage(b []byte, m *api.WatchMessage) []byte {
 	return append(b, "}\n"...)
 }
 
-// appendSnapshot appends m, a snapshot message without changes, as a
-// json.Encoder writes it (a line), its objects marshalled one at a time:
-// the Encoder would grow a buffer of encoding/json's pool to the whole
-// snapshot's size (tens of MB at 10,000 services), which the pool then
-// keeps for as long as anything in the process marshals JSON now and then
-// (model.Objects.AppendJSON).
-func appendSnapshot(b []byte, m *api.WatchMessage) ([]byte, error) {
+// appendMessageStart appends the fields every message starts with: its
+// type, revision and store.
+func appendMessageStart(b []byte, m *api.WatchMessage) []byte {
 	b = append(b, `{"type":`...)
 	b = appendString(b, m.Type)
 	b = append(b, `,"revision":`...)
@@ -330,6 +319,17 @@ func appendSnapshot(b []byte, m *api.WatchMessage) ([]byte, error) {
 		b = append(b, `,"store":`...)
 		b = appendString(b, m.Store)
 	}
+	return b
+}
+
+// appendSnapshot appends m, a snapshot message without changes, as a
+// json.Encoder writes it (a line), its objects marshalled one at a time:
+// the Encoder would grow a buffer of encoding/json's pool to the whole
+// snapshot's size (tens of MB at 10,000 services), which the pool then
+// keeps for as long as anything in the process marshals JSON now and then
+// (model.Objects.AppendJSON).
+func appendSnapshot(b []byte, m *api.WatchMessage) ([]byte, error) {
+	b = appendMessageStart(b, m)
 	b = append(b, `,"snapshot":{"revision":`...)
 	b = strconv.AppendInt(b, m.Snapshot.Revision, 10)
 	if m.Snapshot.Store != "" {
