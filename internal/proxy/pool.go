@@ -19,6 +19,11 @@ type connPool struct {
 	// a get and a put look the address up once and assign nothing.
 	idle   map[string]*idleConns
 	closed bool
+	// sweeping is armed while idle connections wait: sweep closes those
+	// idle past idleConnTimeout, which get alone never reaches for an
+	// address no request asks for again (a target gone in a rolling
+	// update).
+	sweeping *time.Timer
 }
 
 // idleConns are the idle connections to one address, the most recently
@@ -138,7 +143,41 @@ func (p *connPool) put(c *targetConn, now time.Time) {
 		p.idle[c.addr] = l
 	}
 	l.conns = append(l.conns, c)
+	if p.sweeping == nil {
+		p.sweeping = time.AfterFunc(idleConnTimeout/2, p.sweep)
+	}
 	p.mu.Unlock()
+}
+
+// sweep closes the connections idle past idleConnTimeout, forgets the
+// addresses left with none, and is armed again while any connection waits.
+func (p *connPool) sweep() {
+	now := time.Now()
+	var stale []*targetConn
+	p.mu.Lock()
+	for addr, l := range p.idle {
+		kept := l.conns[:0]
+		for _, c := range l.conns {
+			if now.Sub(c.idleSince) >= idleConnTimeout {
+				stale = append(stale, c)
+			} else {
+				kept = append(kept, c)
+			}
+		}
+		clear(l.conns[len(kept):])
+		l.conns = kept
+		if len(kept) == 0 {
+			delete(p.idle, addr)
+		}
+	}
+	p.sweeping = nil
+	if len(p.idle) > 0 && !p.closed {
+		p.sweeping = time.AfterFunc(idleConnTimeout/2, p.sweep)
+	}
+	p.mu.Unlock()
+	for _, c := range stale {
+		c.conn.Close()
+	}
 }
 
 // closeIdle closes every idle connection; with final set, connections put
@@ -148,6 +187,10 @@ func (p *connPool) closeIdle(final bool) {
 	idle := p.idle
 	p.idle = map[string]*idleConns{}
 	p.closed = p.closed || final
+	if p.sweeping != nil {
+		p.sweeping.Stop()
+		p.sweeping = nil
+	}
 	p.mu.Unlock()
 	for _, l := range idle {
 		for _, c := range l.conns {
