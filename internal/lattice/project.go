@@ -119,14 +119,34 @@ func modelMatch(m RuleMatch) model.Match {
 		}
 	}
 	for _, h := range hm.HeaderMatches {
-		if h.CaseSensitive != nil && *h.CaseSensitive {
-			out.Headers = append(out.Headers, model.ValueMatch{Type: model.ValueExact, Name: h.Name, Value: h.Match.Exact})
-		} else {
-			out.Headers = append(out.Headers, model.ValueMatch{Type: model.ValueRegularExpression, Name: h.Name,
-				Value: "(?i)^" + regexp.QuoteMeta(h.Match.Exact) + "$"})
-		}
+		out.Headers = append(out.Headers, headerMatch(h))
 	}
 	return out
+}
+
+// headerMatch is the model's form of a checked header match. The model's
+// expressions match whole values, so a prefix is the quoted prefix and
+// anything after it, contains anything either side; (?i) makes it
+// case-insensitive, Lattice's default, and (?s) lets "anything" cross a
+// line break should a value carry one.
+func headerMatch(h HeaderMatch) model.ValueMatch {
+	sensitive := h.CaseSensitive != nil && *h.CaseSensitive
+	kind, v, _ := h.Match.kind()
+	if kind == "exact" && sensitive {
+		return model.ValueMatch{Type: model.ValueExact, Name: h.Name, Value: v}
+	}
+	expr := regexp.QuoteMeta(v)
+	switch kind {
+	case "prefix":
+		expr += ".*"
+	case "contains":
+		expr = ".*" + expr + ".*"
+	}
+	flags := "(?s)"
+	if !sensitive {
+		flags = "(?is)"
+	}
+	return model.ValueMatch{Type: model.ValueRegularExpression, Name: h.Name, Value: flags + expr}
 }
 
 // caseInsensitivePath is the model's expression of a path match with

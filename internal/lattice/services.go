@@ -295,11 +295,12 @@ func checkMatch(field string, m *RuleMatch) error {
 		if len(hdr.Name) < 1 || len(hdr.Name) > 100 || !tokenRE.MatchString(hdr.Name) {
 			return invalidf(hf+".name", "%q is not a header name of 1-100 characters", hdr.Name)
 		}
-		if hdr.Match.Prefix != "" || hdr.Match.Contains != "" {
-			return invalidf(hf+".match", "only exact header matches are supported yet")
+		kind, v, n := hdr.Match.kind()
+		if n != 1 {
+			return invalidf(hf+".match", "exactly one of exact, prefix and contains is required")
 		}
-		if v := hdr.Match.Exact; len(v) < 1 || len(v) > 200 {
-			return invalidf(hf+".match.exact", "must be 1-200 characters")
+		if len(v) > 200 {
+			return invalidf(hf+".match."+kind, "must be 1-200 characters")
 		}
 	}
 	return nil

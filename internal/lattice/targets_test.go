@@ -2,6 +2,7 @@ package lattice
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"regexp"
@@ -206,5 +207,57 @@ func TestListTargetsHealthInParts(t *testing.T) {
 	status, _, l := a.do("EAST", "POST", "/targetgroups/"+tgID+"/listtargets", "")
 	if status != 200 || len(l["items"].([]any)) != 1 || l["items"].([]any)[0].(map[string]any)["status"] != "UNHEALTHY" {
 		t.Errorf("list-targets with the group in part 1 of 2: %d %v", status, l)
+	}
+}
+
+// Header matches of each kind: exact, prefix and contains, in any case
+// unless caseSensitive is true, always against the whole value as the
+// model's expressions are matched.
+func TestHeaderMatchKinds(t *testing.T) {
+	yes, no := true, false
+	for _, tc := range []struct {
+		m        HeaderMatch
+		hit, not []string
+	}{
+		{HeaderMatch{Match: HeaderMatchType{Exact: "beta"}}, []string{"beta", "BETA"}, []string{"betas", "a beta"}},
+		{HeaderMatch{Match: HeaderMatchType{Exact: "beta"}, CaseSensitive: &yes}, []string{"beta"}, []string{"BETA"}},
+		{HeaderMatch{Match: HeaderMatchType{Prefix: "rc-"}, CaseSensitive: &yes}, []string{"rc-", "rc-7"}, []string{"RC-7", "xrc-7", "rc"}},
+		{HeaderMatch{Match: HeaderMatchType{Prefix: "a.b"}, CaseSensitive: &no}, []string{"A.B", "a.bc"}, []string{"axb"}},
+		{HeaderMatch{Match: HeaderMatchType{Contains: "blocked"}}, []string{"blocked", "is-BLOCKED-now", "x\nblocked"}, []string{"block", "b-locked"}},
+		{HeaderMatch{Match: HeaderMatchType{Contains: "(x)"}, CaseSensitive: &yes}, []string{"a(x)b"}, []string{"a(X)b", "x"}},
+	} {
+		vm := headerMatch(tc.m)
+		var matches func(string) bool
+		switch vm.Type {
+		case model.ValueExact:
+			matches = func(s string) bool { return s == vm.Value }
+		default:
+			re := regexp.MustCompile(`^(?:` + vm.Value + `)$`)
+			matches = re.MatchString
+		}
+		for _, v := range tc.hit {
+			if !matches(v) {
+				t.Errorf("%+v (%q) does not match %q", tc.m, vm.Value, v)
+			}
+		}
+		for _, v := range tc.not {
+			if matches(v) {
+				t.Errorf("%+v (%q) matches %q", tc.m, vm.Value, v)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		m    HeaderMatchType
+		want string
+	}{
+		{HeaderMatchType{}, "headerMatches[0].match: exactly one of exact, prefix and contains"},
+		{HeaderMatchType{Prefix: "a", Contains: "b"}, "headerMatches[0].match: exactly one of exact, prefix and contains"},
+		{HeaderMatchType{Contains: strings.Repeat("x", 201)}, "headerMatches[0].match.contains: must be 1-200 characters"},
+	} {
+		err := checkMatch("match", &RuleMatch{HTTPMatch: &HTTPMatch{HeaderMatches: []HeaderMatch{{Name: "x-a", Match: tc.m}}}})
+		var ae *apiError
+		if !errors.As(err, &ae) || ae.code != "ValidationException" || !strings.Contains(fmt.Sprint(ae.body), tc.want) {
+			t.Errorf("%+v: got %v, want a ValidationException saying %s", tc.m, err, tc.want)
+		}
 	}
 }

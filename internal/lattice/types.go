@@ -67,6 +67,19 @@ type HeaderMatchType struct {
 	Contains string `json:"contains,omitempty"`
 }
 
+// kind names the one of m's fields that is set and gives its value; n is
+// how many are set (an empty value counts as unset, as Lattice requires
+// 1-200 characters).
+func (m HeaderMatchType) kind() (kind, value string, n int) {
+	for _, f := range []struct{ kind, value string }{{"exact", m.Exact}, {"prefix", m.Prefix}, {"contains", m.Contains}} {
+		if f.value != "" {
+			kind, value = f.kind, f.value
+			n++
+		}
+	}
+	return kind, value, n
+}
+
 // TargetGroupConfig is a target group's configuration.
 type TargetGroupConfig struct {
 	Port                        *int32             `json:"port,omitempty"`

@@ -183,6 +183,37 @@ func TestLatticeAPIWithAWSCLI(t *testing.T) {
 		}
 	}
 
+	// A prefix match (case-sensitive) and a contains match (any case, as
+	// Lattice's default), each answered 404 by a fixed response.
+	var hdrRules []string
+	for _, r := range []struct{ name, priority, match string }{
+		{"release-candidates", "11", `{"httpMatch":{"headerMatches":[{"name":"x-build","caseSensitive":true,"match":{"prefix":"rc-"}}]}}`},
+		{"blocked", "12", `{"httpMatch":{"headerMatches":[{"name":"x-tag","match":{"contains":"blocked"}}]}}`},
+	} {
+		hdrRules = append(hdrRules, lattice("create-rule", "--service-identifier", svcID, "--listener-identifier", listener, "--name", r.name,
+			"--priority", r.priority, "--match", r.match, "--action", `{"fixedResponse":{"statusCode":404}}`)["id"].(string))
+	}
+	// (The CLI itself refuses a match of two kinds; the server's refusal is
+	// internal/lattice's TestHeaderMatchKinds.)
+	testsync.WaitFor(t, 10*time.Second, "the header-match rules to be served", func() bool {
+		status, _, err := getWith(c, url, dns, http.Header{"X-Build": {"rc-7"}})
+		return err == nil && status == http.StatusNotFound
+	})
+	for _, tc := range []struct {
+		name, value string
+		want        int
+	}{
+		{"X-Build", "RC-7", http.StatusOK}, {"X-Build", "xrc-7", http.StatusOK},
+		{"X-Tag", "is-BLOCKED-now", http.StatusNotFound}, {"X-Tag", "block", http.StatusOK},
+	} {
+		if status, _, err := getWith(c, url, dns, http.Header{tc.name: {tc.value}}); err != nil || status != tc.want {
+			t.Errorf("%s: %s answered %d (%v), want %d", tc.name, tc.value, status, err, tc.want)
+		}
+	}
+	for _, id := range hdrRules {
+		lattice("delete-rule", "--service-identifier", svcID, "--listener-identifier", listener, "--rule-identifier", id)
+	}
+
 	// UpdateListener shifts every request to ver2.
 	lattice("update-listener", "--service-identifier", svcID, "--listener-identifier", listener, "--default-action",
 		fmt.Sprintf(`{"forward":{"targetGroups":[{"targetGroupIdentifier":%q,"weight":0},{"targetGroupIdentifier":%q,"weight":10}]}}`,
