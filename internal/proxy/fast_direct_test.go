@@ -85,15 +85,8 @@ func TestHTTP2DirectAgreesWithReverseProxy(t *testing.T) {
 		}
 		agreeWithNetHTTP(t, raw.String(), f, s, fb, sb, ignore)
 	}
-	idle := func(p *Proxy) int {
-		p.pool.mu.Lock()
-		defer p.pool.mu.Unlock()
-		if l := p.pool.idle[echo.Listener.Addr().String()]; l != nil {
-			return len(l.conns)
-		}
-		return 0
-	}
-	if f, s := idle(fast), idle(slow); f == 0 || s != 0 {
+	target := echo.Listener.Addr().String()
+	if f, s := fast.pool.idleConns(target), slow.pool.idleConns(target); f == 0 || s != 0 {
 		t.Errorf("pooled connections to the target: %d with the fast path, %d without", f, s)
 	}
 }

@@ -78,15 +78,8 @@ func TestFastPathPeerHopAgreesWithNetHTTP(t *testing.T) {
 	}
 	// West delivered on its handlers' goroutines (deliverDirect), over the
 	// fast path's pool, where the fast path is on.
-	idle := func(p *Proxy) int {
-		p.pool.mu.Lock()
-		defer p.pool.mu.Unlock()
-		if l := p.pool.idle[echo.Listener.Addr().String()]; l != nil {
-			return len(l.conns)
-		}
-		return 0
-	}
-	if f, s := idle(fast.west), idle(slow.west); f == 0 || s != 0 {
+	target := echo.Listener.Addr().String()
+	if f, s := fast.west.pool.idleConns(target), slow.west.pool.idleConns(target); f == 0 || s != 0 {
 		t.Errorf("west's pooled connections to the target: %d with the fast path, %d without", f, s)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"trellis.dev/trellis/test/testsync"
 )
 
 // A connection idle past idleConnTimeout to an address no request asks
@@ -16,21 +18,10 @@ func TestPoolSweepClosesIdleConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(io.Discard, c) // until the proxy's side closes
-				closed <- c.RemoteAddr().String()
-				c.Close()
-			}()
-		}
-	}()
-	addr := ln.Addr().String()
+	addr := testsync.ServeConns(t, ln, func(c net.Conn) {
+		io.Copy(io.Discard, c) // until the proxy's side closes
+		closed <- c.RemoteAddr().String()
+	})
 	p := newConnPool()
 	t.Cleanup(func() { p.closeIdle(true) })
 	old, err := p.dial(addr, time.Now().Add(5*time.Second))
@@ -75,4 +66,14 @@ func TestPoolSweepClosesIdleConnections(t *testing.T) {
 	if n != 0 || armed {
 		t.Errorf("with no connection left the pool keeps %d addresses (sweep armed: %v), want none", n, armed)
 	}
+}
+
+// idleConns counts the connections p keeps idle to addr.
+func (p *connPool) idleConns(addr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.idle[addr]; l != nil {
+		return len(l.conns)
+	}
+	return 0
 }
