@@ -33,7 +33,7 @@ func BenchmarkKeepHealthPart(b *testing.B) {
 	for h := range 16 {
 		for part := range 3 {
 			name := partName(fmt.Sprintf("proxy-%d", h), part)
-			doc, _ := json.Marshal(healthRecord{Holder: fmt.Sprintf("proxy-%d", h), Reported: ahead, Part: part, Parts: 3, Groups: groups})
+			doc, _ := json.Marshal(reportedRecord{healthRecord{Holder: fmt.Sprintf("proxy-%d", h), Part: part, Parts: 3, Groups: groups}, ahead})
 			stamp, _ := json.Marshal(healthStamp{Reported: ahead, Parts: 3})
 			ops = append(ops, store.Put(healthPrefix+"east/"+name, doc), store.Put(healthStampPrefix+"east/"+name, stamp))
 		}
@@ -42,12 +42,12 @@ func BenchmarkKeepHealthPart(b *testing.B) {
 		b.Fatal(err)
 	}
 	small := &api.HealthReport{Holder: "x", Groups: groups[:1]}
-	doc, _ := json.Marshal(healthRecord{Holder: "x", Reported: base, Groups: small.Groups})
+	doc, _ := json.Marshal(reportedRecord{healthRecord{Holder: "x", Groups: small.Groups}, base})
 	b.Run("stamps", func(b *testing.B) {
 		now := base
 		for b.Loop() {
 			now = now.Add(2 * healthKeepEvery)
-			if kept, err := s.keepHealthPart(ctx, "east", small, now); !kept || err != nil {
+			if _, kept, err := s.keepHealthPart(ctx, "east", small, now); !kept || err != nil {
 				b.Fatal(kept, err)
 			}
 		}
@@ -61,6 +61,12 @@ func BenchmarkKeepHealthPart(b *testing.B) {
 			}
 		}
 	})
+}
+
+// reportedRecord is a record as keepHolderRecord reads it: with its time.
+type reportedRecord struct {
+	healthRecord
+	Reported time.Time `json:"reported"`
 }
 
 // Whatever a reporter sends, a report checkHealthReport passes names a
@@ -102,7 +108,7 @@ func healthParts16(tb testing.TB, s *Server) {
 				}
 			}
 			req := &api.HealthReport{Holder: fmt.Sprintf("proxy-%d", h), Part: part, Parts: 4, Groups: groups}
-			if kept, err := s.keepHealthPart(tb.Context(), "east", req, now); !kept || err != nil {
+			if _, kept, err := s.keepHealthPart(tb.Context(), "east", req, now); !kept || err != nil {
 				tb.Fatal(kept, err)
 			}
 		}
@@ -181,7 +187,7 @@ func TestTargetHealthDecodesOncePerReport(t *testing.T) {
 			groups[g].Targets = append(groups[g].Targets, api.TargetHealth{Address: fmt.Sprintf("10.0.%d.%d:8080", g, tg), Status: "UNHEALTHY"})
 		}
 	}
-	if kept, err := s.keepHealthPart(t.Context(), "east", &api.HealthReport{Holder: "proxy-1", Part: 0, Parts: 4, Groups: groups}, time.Now().Add(2*healthKeepEvery)); !kept || err != nil {
+	if _, kept, err := s.keepHealthPart(t.Context(), "east", &api.HealthReport{Holder: "proxy-1", Part: 0, Parts: 4, Groups: groups}, time.Now().Add(2*healthKeepEvery)); !kept || err != nil {
 		t.Fatal(kept, err)
 	}
 	for range 8 {
@@ -210,7 +216,7 @@ func TestTargetHealthPartsExpire(t *testing.T) {
 	for _, c := range []string{"east", "west"} {
 		for part := range 2 {
 			req := &api.HealthReport{Holder: "a", Part: part, Parts: 2, Groups: []api.GroupHealth{{TargetGroup: "tg", Targets: []api.TargetHealth{{Address: fmt.Sprintf("10.0.0.%d:80", part), Status: "HEALTHY"}}}}}
-			if kept, err := s.keepHealthPart(t.Context(), c, req, time.Now()); !kept || err != nil {
+			if _, kept, err := s.keepHealthPart(t.Context(), c, req, time.Now()); !kept || err != nil {
 				t.Fatal(kept, err)
 			}
 		}
@@ -224,7 +230,7 @@ func TestTargetHealthPartsExpire(t *testing.T) {
 	// west's part 1 goes (a report in one part drops it); east's parts
 	// all grow old.
 	req := &api.HealthReport{Holder: "a", Groups: []api.GroupHealth{{TargetGroup: "tg", Targets: []api.TargetHealth{{Address: "10.0.0.9:80", Status: "UNHEALTHY"}}}}}
-	if kept, err := s.keepHealthPart(t.Context(), "west", req, time.Now().Add(2*healthKeepEvery)); !kept || err != nil {
+	if _, kept, err := s.keepHealthPart(t.Context(), "west", req, time.Now().Add(2*healthKeepEvery)); !kept || err != nil {
 		t.Fatal(kept, err)
 	}
 	if h, err := s.TargetGroupHealth(t.Context(), "west", "tg"); err != nil || len(h) != 1 || h["10.0.0.9:80"] != "UNHEALTHY" {
