@@ -6,7 +6,8 @@
 # (past the first checks' wave and the second, spread over the interval) it
 # prints trellis's CPU over IDLE seconds, the echo target's, RSS, file
 # descriptors, goroutines and TCP states (TIME-WAIT counts closed check
-# connections).
+# connections), and the bytes allocated a second over the window (from
+# /metrics' go_memstats_alloc_bytes_total) with the Go heap in use after it.
 #
 # CPU is measured twice: from /proc's user+system ticks (10 ms each: over
 # 60 s, 0.0002 core) and, with PERF=1, by perf's task-clock, which also
@@ -52,6 +53,8 @@ sleep "$WAIT"
 ticks() { awk "{print \$14 + \$15}" /proc/$1/stat; }
 core() { awk -v a=$1 -v b=$2 -v h=$(getconf CLK_TCK) -v t=$IDLE "BEGIN {printf \"%.4f core\", (b - a) / h / t}"; }
 ev=task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep
+metric() { curl -s http://127.0.0.1:9901/metrics | awk -v m=$1 "\$1 == m {printf \"%.0f\", \$2}"; }
+a0=$(metric go_memstats_alloc_bytes_total); c0=$(metric go_gc_duration_seconds_count)
 t0=$(ticks $up); e0=$(ticks $target)
 if [ -n "$PERF" ]; then
   perf stat -x, -e "$ev" -p $up -o "$out/perf.up" -- sleep "$IDLE" & p1=$!
@@ -63,6 +66,8 @@ else
   sleep "$IDLE"
 fi
 t1=$(ticks $up); e1=$(ticks $target)
+a1=$(metric go_memstats_alloc_bytes_total); c1=$(metric go_gc_duration_seconds_count)
+echo "allocated $(awk -v a=${a0:-0} -v b=${a1:-0} -v t=$IDLE "BEGIN {printf \"%.2f MB/s\", (b - a) / t / 1e6}") over the window, Go heap in use $(metric go_memstats_heap_inuse_bytes | awk "{printf \"%.0f MiB\", \$1/1048576}"), $(( ${c1:-0} - ${c0:-0} )) GC cycles"
 g=$(curl -s "http://127.0.0.1:9901/debug/pprof/goroutine?debug=1" | awk "NR == 1 {print \$NF}")
 echo "N=$N M=$M ${GENFLAGS:-checks on} $(basename "$BIN"): trellis idle CPU $(core $t0 $t1) (echo target $(core $e0 $e1)), RSS $(awk "/^VmRSS/ {printf \"%.0f MiB\", \$2/1024}" /proc/$up/status), fds $(ls /proc/$up/fd | wc -l), goroutines ${g:-?}"
 ss -tan | awk "NR > 1 {n[\$1]++} END {for (s in n) printf \"%s %d  \", s, n[s]; print \"\"}"
