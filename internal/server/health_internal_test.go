@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -251,4 +253,100 @@ func TestTargetHealthPartsExpire(t *testing.T) {
 	if _, ok := s.health.clusters["east"]; ok || len(s.health.clusters) != 1 {
 		t.Errorf("after east's parts grew old: kept %v, want west's alone", s.health.clusters)
 	}
+}
+
+// A part reported again unchanged, whole or by digest, keeps its record
+// as it was (the same revision: nothing rewritten, no history) and only
+// its stamp moves, yet counts as long after its last report as any part:
+// written 50 s ago and reported again since, it is fresh now, and read
+// without being decoded again. A digest whose part was last kept over HealthFresh
+// ago no longer counts: the part must be reported whole.
+func TestHealthPartUnchangedKeepsRecord(t *testing.T) {
+	st := teststore.Bolt(t)
+	s := New(st, Config{})
+	ctx := t.Context()
+	now := time.Now()
+	groups := func() []api.GroupHealth {
+		return []api.GroupHealth{{TargetGroup: "tg", Targets: []api.TargetHealth{{Address: "10.0.0.1:80", Status: "HEALTHY"}}}}
+	}
+	keep := func(r api.HealthReport, at time.Time) (string, error) {
+		t.Helper()
+		if fields := checkHealthReport(&r); len(fields) > 0 {
+			t.Fatal(fields)
+		}
+		d, kept, err := s.keepHealthPart(ctx, "east", &r, at)
+		if err == nil && !kept {
+			t.Fatalf("report at %v not kept", at)
+		}
+		return d, err
+	}
+	revs := func() (int64, int64) {
+		t.Helper()
+		r, err := st.Get(ctx, "health/east/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := st.Get(ctx, "healthat/east/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.ModRevision, s.ModRevision
+	}
+	digest, err := keep(api.HealthReport{Holder: "a", Groups: groups()}, now.Add(-50*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	record, stamp := revs()
+	s.health.swept = now // no sweep of parts kept in the past
+	if h, err := s.TargetGroupHealth(ctx, "east", "tg"); err != nil || h != nil {
+		t.Fatalf("a part kept 50 s ago counts: %v, %v", h, err)
+	}
+	// Kept again unchanged: whole at -25 s, by digest at -5 s.
+	if d, err := keep(api.HealthReport{Holder: "a", Groups: groups()}, now.Add(-25*time.Second)); err != nil || d != digest {
+		t.Fatalf("the same part whole: %q, %v; want %q", d, err, digest)
+	}
+	r, sr := revs()
+	if r != record || sr == stamp {
+		t.Errorf("whole: record at %d (kept at %d), stamp at %d (was %d): want the record untouched, the stamp moved", r, record, sr, stamp)
+	}
+	if h, err := s.TargetGroupHealth(ctx, "east", "tg"); err != nil || h["10.0.0.1:80"] != "HEALTHY" {
+		t.Fatalf("written 50 s ago, reported unchanged 25 s ago: %v, %v; want fresh", h, err)
+	}
+	decodes := s.health.decodes.Load()
+	if _, err := keep(api.HealthReport{Holder: "a", Digest: digest}, now.Add(-5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	r, sr2 := revs()
+	if r != record || sr2 == sr {
+		t.Errorf("by digest: record at %d (kept at %d), stamp at %d (was %d): want the record untouched, the stamp moved", r, record, sr2, sr)
+	}
+	if h, err := s.TargetGroupHealth(ctx, "east", "tg"); err != nil || h["10.0.0.1:80"] != "HEALTHY" {
+		t.Errorf("reported by digest 5 s ago: %v, %v; want fresh", h, err)
+	}
+	if n := s.health.decodes.Load(); n != decodes {
+		t.Errorf("an unchanged part was decoded again (%d decodes, was %d)", n, decodes)
+	}
+	// 31 s after its last report, the digest is stale.
+	if _, err := keep(api.HealthReport{Holder: "a", Digest: digest}, now.Add(26*time.Second)); statusOf(err) != http.StatusPreconditionFailed {
+		t.Errorf("by digest 31 s after the last report: %v, want 412", err)
+	}
+	if _, sr3 := revs(); sr3 != sr2 {
+		t.Errorf("a refused report by digest moved the stamp")
+	}
+	// Whole, the same part is kept again (its record rewritten).
+	if d, err := keep(api.HealthReport{Holder: "a", Groups: groups()}, now.Add(27*time.Second)); err != nil || d != digest {
+		t.Errorf("whole after the digest went stale: %q, %v", d, err)
+	}
+	if r, _ := revs(); r == record {
+		t.Errorf("a part kept whole after its stamp went stale kept its old record")
+	}
+}
+
+// statusOf is the HTTP status of a server error, 0 for none.
+func statusOf(err error) int {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.status
+	}
+	return 0
 }
