@@ -21,6 +21,8 @@
 #   NO_CHECKS=1       targets speak h2c, whose groups are not checked: the
 #                     process's cost without checks, to subtract
 #   PROFILE=FILE      save a CPU profile of the window there (not with PERF)
+#   ALLOCS=FILE       save the window's allocations there (a delta heap
+#                     profile: go tool pprof -sample_index=alloc_space FILE)
 #   PERF=1            perf stat over the window (above)
 #   INTERVAL=S        check every S seconds (5-300) rather than 30: a
 #                     TargetGroupPolicy per Service (scale gen -interval),
@@ -35,13 +37,14 @@ WAIT=${3:-60}
 IDLE=${4:-20}
 PROFILE=${PROFILE:-}
 PERF=${PERF:-}
+ALLOCS=${ALLOCS:-}
 GENFLAGS=
 [ -n "${NO_CHECKS:-}" ] && GENFLAGS=-no-checks
 INTERVAL=${INTERVAL:-30}
 [ "$INTERVAL" != 30 ] && GENFLAGS="$GENFLAGS -interval $INTERVAL"
 . bench/scale/prepare.sh idle
 BIN=${TRELLIS_BIN:-$out/trellis}
-export N M WAIT IDLE PROFILE PERF GENFLAGS BIN out INTERVAL
+export N M WAIT IDLE PROFILE PERF ALLOCS GENFLAGS BIN out INTERVAL
 unshare -n bash -euo pipefail -c '
 ip link set lo up
 pids=()
@@ -56,6 +59,9 @@ ev=task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_read,sy
 metric() { curl -s http://127.0.0.1:9901/metrics | awk -v m=$1 "\$1 == m {printf \"%.0f\", \$2}"; }
 a0=$(metric go_memstats_alloc_bytes_total); c0=$(metric go_gc_duration_seconds_count)
 t0=$(ticks $up); e0=$(ticks $target)
+if [ -n "$ALLOCS" ]; then
+  curl -s -o "$ALLOCS" "http://127.0.0.1:9901/debug/pprof/allocs?seconds=$IDLE" & pids+=($!)
+fi
 if [ -n "$PERF" ]; then
   perf stat -x, -e "$ev" -p $up -o "$out/perf.up" -- sleep "$IDLE" & p1=$!
   perf stat -x, -e "$ev" -p $target -o "$out/perf.echo" -- sleep "$IDLE" & p2=$!
@@ -66,6 +72,7 @@ else
   sleep "$IDLE"
 fi
 t1=$(ticks $up); e1=$(ticks $target)
+[ -n "$ALLOCS" ] && wait ${pids[-1]}
 a1=$(metric go_memstats_alloc_bytes_total); c1=$(metric go_gc_duration_seconds_count)
 echo "allocated $(awk -v a=${a0:-0} -v b=${a1:-0} -v t=$IDLE "BEGIN {printf \"%.2f MB/s\", (b - a) / t / 1e6}") over the window, Go heap in use $(metric go_memstats_heap_inuse_bytes | awk "{printf \"%.0f MiB\", \$1/1048576}"), $(( ${c1:-0} - ${c0:-0} )) GC cycles"
 g=$(curl -s "http://127.0.0.1:9901/debug/pprof/goroutine?debug=1" | awk "NR == 1 {print \$NF}")
