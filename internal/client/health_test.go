@@ -185,3 +185,95 @@ func TestKeepHealthReportedPartByPart(t *testing.T) {
 		})
 	}
 }
+
+// bodies wraps h to count the bytes of the health reports it is sent, and
+// answers a report by digest 400 when old (as a server before digests
+// does: an unknown field).
+func bodies(h http.Handler, old bool, sent *atomic.Int64, byDigest *atomic.Int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/health" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		sent.Add(int64(len(body)))
+		if bytes.Contains(body, []byte(`"digest"`)) {
+			byDigest.Add(1)
+			if old {
+				http.Error(w, `{"message":"unknown field \"digest\""}`, http.StatusBadRequest)
+				return
+			}
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.ServeHTTP(w, r)
+	})
+}
+
+// An unchanged report is refreshed every 10 s by its parts' digests: a
+// few hundred bytes, not the parts again, and the records stay as they
+// were; against a server that refuses reports by digest, the parts are
+// sent whole instead and still kept.
+func TestKeepHealthReportedRefreshByDigest(t *testing.T) {
+	for _, old := range []bool{false, true} {
+		t.Run(fmt.Sprintf("old server %v", old), func(t *testing.T) {
+			t.Parallel()
+			st := teststore.Bolt(t)
+			var sent, byDigest atomic.Int64
+			hs := httptest.NewServer(bodies(serve(st), old, &sent, &byDigest))
+			t.Cleanup(hs.Close)
+			east, err := client.New(hs.URL, tokenA, client.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			parts := [][]api.GroupHealth{healthGroups(0, 1000, "HEALTHY"), healthGroups(1000, 1000, "HEALTHY")}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				client.KeepHealthReported(ctx, east, "proxy-a", func() [][]api.GroupHealth { return parts }, slog.New(slog.DiscardHandler))
+			}()
+			revs := func() (records, stamps []int64) {
+				for _, prefix := range []string{"health/east/", "healthat/east/"} {
+					kvs, _, err := st.List(t.Context(), prefix)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, kv := range kvs {
+						if prefix == "health/east/" {
+							records = append(records, kv.ModRevision)
+						} else {
+							stamps = append(stamps, kv.ModRevision)
+						}
+					}
+				}
+				return records, stamps
+			}
+			testsync.WaitFor(t, 10*time.Second, "both parts kept", func() bool { r, _ := revs(); return len(r) == 2 })
+			records, stamps := revs()
+			first := sent.Load()
+			testsync.WaitFor(t, 20*time.Second, "both parts refreshed", func() bool {
+				_, s := revs()
+				return len(s) == 2 && s[0] != stamps[0] && s[1] != stamps[1]
+			})
+			cancel()
+			<-done
+			again := sent.Load() - first
+			if r, _ := revs(); fmt.Sprint(r) != fmt.Sprint(records) {
+				t.Errorf("records at %v after the refresh, were at %v: rewritten though unchanged", r, records)
+			}
+			if byDigest.Load() < 2 {
+				t.Errorf("%d reports by digest, want one a part", byDigest.Load())
+			}
+			if !old && again > 1000 {
+				t.Errorf("the refresh sent %d bytes (the parts were %d): want the digests alone", again, first)
+			}
+			if old && again < first {
+				t.Errorf("the refresh to a server without digests sent %d bytes, want the parts whole (%d)", again, first)
+			}
+		})
+	}
+}
