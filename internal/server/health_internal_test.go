@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -73,13 +75,17 @@ type reportedRecord struct {
 
 // Whatever a reporter sends, a report checkHealthReport passes names a
 // part within the bounds, and its record's name gives back its holder
-// and part.
+// and part; a report by digest has a digest of the server's form and no
+// groups; every address it keeps is canonical, without a zone.
 func FuzzHealthReportParts(f *testing.F) {
 	f.Add([]byte(`{"holder":"a","part":2,"parts":3,"groups":[]}`))
 	f.Add([]byte(`{"holder":"a","groups":[]}`))
 	f.Add([]byte(`{"holder":"a","part":1}`))
 	f.Add([]byte(`{"holder":"a","part":-1,"parts":17}`))
 	f.Add([]byte(`{"holder":"a/1","part":0,"parts":2}`))
+	f.Add([]byte(`{"holder":"a","part":1,"parts":2,"digest":"` + strings.Repeat("0f", 32) + `"}`))
+	f.Add([]byte(`{"holder":"a","digest":"x","groups":[]}`))
+	f.Add([]byte(`{"holder":"a","groups":[{"targetGroup":"tg","targets":[{"address":"[fd00::0001]:0080","status":"HEALTHY"},{"address":"[fe80::1%eth0]:80","status":"HEALTHY"}]}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var req api.HealthReport
 		if json.Unmarshal(body, &req) != nil || len(checkHealthReport(&req)) > 0 {
@@ -90,6 +96,16 @@ func FuzzHealthReportParts(f *testing.F) {
 		}
 		if h, p, ok := splitPartName(partName(req.Holder, req.Part)); !ok || h != req.Holder || p != req.Part {
 			t.Fatalf("%q part %d named %q: back as %q part %d (%v)", req.Holder, req.Part, partName(req.Holder, req.Part), h, p, ok)
+		}
+		if req.Digest != "" && (!validDigest(req.Digest) || req.Groups != nil) {
+			t.Fatalf("report by digest %q with %d groups passed", req.Digest, len(req.Groups))
+		}
+		for _, g := range req.Groups {
+			for _, tg := range g.Targets {
+				if ap, err := netip.ParseAddrPort(tg.Address); err != nil || ap.Addr().Zone() != "" || ap.String() != tg.Address {
+					t.Fatalf("address %q kept", tg.Address)
+				}
+			}
 		}
 	})
 }
