@@ -20,7 +20,8 @@ import (
 // BenchmarkKeepHealthPart is the store work of keeping one health report
 // part (issue 15) while the cluster keeps 16 other holders' reports of 3
 // parts of 1,000 groups each: "stamps" is keepHealthPart, which reads the
-// parts' small stamps; "records" is keepHolderRecord over the same
+// parts' small stamps (and, the part being the same each time, rewrites
+// only its stamp); "records" is keepHolderRecord over the same
 // records, which decodes every full report (what keeping a report did
 // before the stamps), for the A/B.
 func BenchmarkKeepHealthPart(b *testing.B) {
@@ -65,6 +66,68 @@ func BenchmarkKeepHealthPart(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkKeepHealthPartAtScale is the server's work for one part of
+// 20,000 targets (1,000 groups of 20, the proxy's part at 100,000
+// targets), checked and kept, as a proxy's refresh every 10 s: "changed"
+// alternates two contents (the record rewritten each time: what every
+// refresh did before digests), "same" sends the same part whole (a proxy
+// before digests: only the stamp rewritten), "digest" reports it by its
+// digest.
+func BenchmarkKeepHealthPartAtScale(b *testing.B) {
+	s := New(teststore.Bolt(b), Config{})
+	part := func(status string) []api.GroupHealth {
+		groups := make([]api.GroupHealth, 1000)
+		for i := range groups {
+			groups[i] = api.GroupHealth{TargetGroup: fmt.Sprintf("tg-%05d", i)}
+			for j := range 20 {
+				groups[i].Targets = append(groups[i].Targets, api.TargetHealth{Address: fmt.Sprintf("10.%d.%d.%d:8080", i>>8, i&255, j), Status: status})
+			}
+		}
+		return groups
+	}
+	contents := [][]api.GroupHealth{part("HEALTHY"), part("UNHEALTHY")}
+	var bodies [2][]byte
+	for i, c := range contents {
+		bodies[i], _ = json.Marshal(api.HealthReport{Holder: "proxy", Part: 1, Parts: 5, Groups: c})
+	}
+	now := time.Now()
+	keep := func(b *testing.B, req api.HealthReport) string {
+		now = now.Add(2 * healthKeepEvery)
+		if fields := checkHealthReport(&req); len(fields) > 0 {
+			b.Fatal(fields)
+		}
+		d, kept, err := s.keepHealthPart(b.Context(), "east", &req, now)
+		if !kept || err != nil {
+			b.Fatal(kept, err)
+		}
+		return d
+	}
+	for _, mode := range []string{"changed", "same", "digest"} {
+		b.Run(mode, func(b *testing.B) {
+			b.ReportAllocs()
+			digest := keep(b, api.HealthReport{Holder: "proxy", Part: 1, Parts: 5, Groups: contents[0]})
+			i := 0
+			for b.Loop() {
+				i++
+				switch mode {
+				case "changed", "same":
+					body := bodies[0]
+					if mode == "changed" {
+						body = bodies[i%2]
+					}
+					var req api.HealthReport // decoded, as the server does
+					if err := json.Unmarshal(body, &req); err != nil {
+						b.Fatal(err)
+					}
+					keep(b, req)
+				case "digest":
+					keep(b, api.HealthReport{Holder: "proxy", Part: 1, Parts: 5, Digest: digest})
+				}
+			}
+		})
+	}
 }
 
 // reportedRecord is a record as keepHolderRecord reads it: with its time.
