@@ -6,7 +6,8 @@
 # (past the first checks' wave and the second, spread over the interval) it
 # prints trellis's CPU over IDLE seconds, the echo target's, RSS, file
 # descriptors, goroutines and TCP states (TIME-WAIT counts closed check
-# connections).
+# connections), and the bytes allocated a second over the window (from
+# /metrics' go_memstats_alloc_bytes_total) with the Go heap in use after it.
 #
 # CPU is measured twice: from /proc's user+system ticks (10 ms each: over
 # 60 s, 0.0002 core) and, with PERF=1, by perf's task-clock, which also
@@ -20,6 +21,8 @@
 #   NO_CHECKS=1       targets speak h2c, whose groups are not checked: the
 #                     process's cost without checks, to subtract
 #   PROFILE=FILE      save a CPU profile of the window there (not with PERF)
+#   ALLOCS=FILE       save the window's allocations there (a delta heap
+#                     profile: go tool pprof -sample_index=alloc_space FILE)
 #   PERF=1            perf stat over the window (above)
 #   INTERVAL=S        check every S seconds (5-300) rather than 30: a
 #                     TargetGroupPolicy per Service (scale gen -interval),
@@ -34,13 +37,14 @@ WAIT=${3:-60}
 IDLE=${4:-20}
 PROFILE=${PROFILE:-}
 PERF=${PERF:-}
+ALLOCS=${ALLOCS:-}
 GENFLAGS=
 [ -n "${NO_CHECKS:-}" ] && GENFLAGS=-no-checks
 INTERVAL=${INTERVAL:-30}
 [ "$INTERVAL" != 30 ] && GENFLAGS="$GENFLAGS -interval $INTERVAL"
 . bench/scale/prepare.sh idle
 BIN=${TRELLIS_BIN:-$out/trellis}
-export N M WAIT IDLE PROFILE PERF GENFLAGS BIN out INTERVAL
+export N M WAIT IDLE PROFILE PERF ALLOCS GENFLAGS BIN out INTERVAL
 unshare -n bash -euo pipefail -c '
 ip link set lo up
 pids=()
@@ -52,7 +56,12 @@ sleep "$WAIT"
 ticks() { awk "{print \$14 + \$15}" /proc/$1/stat; }
 core() { awk -v a=$1 -v b=$2 -v h=$(getconf CLK_TCK) -v t=$IDLE "BEGIN {printf \"%.4f core\", (b - a) / h / t}"; }
 ev=task-clock,context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep
+metric() { curl -s http://127.0.0.1:9901/metrics | awk -v m=$1 "\$1 == m {printf \"%.0f\", \$2}"; }
+a0=$(metric go_memstats_alloc_bytes_total); c0=$(metric go_gc_duration_seconds_count)
 t0=$(ticks $up); e0=$(ticks $target)
+if [ -n "$ALLOCS" ]; then
+  curl -s -o "$ALLOCS" "http://127.0.0.1:9901/debug/pprof/allocs?seconds=$IDLE" & pids+=($!)
+fi
 if [ -n "$PERF" ]; then
   perf stat -x, -e "$ev" -p $up -o "$out/perf.up" -- sleep "$IDLE" & p1=$!
   perf stat -x, -e "$ev" -p $target -o "$out/perf.echo" -- sleep "$IDLE" & p2=$!
@@ -63,6 +72,9 @@ else
   sleep "$IDLE"
 fi
 t1=$(ticks $up); e1=$(ticks $target)
+[ -n "$ALLOCS" ] && wait ${pids[-1]}
+a1=$(metric go_memstats_alloc_bytes_total); c1=$(metric go_gc_duration_seconds_count)
+echo "allocated $(awk -v a=${a0:-0} -v b=${a1:-0} -v t=$IDLE "BEGIN {printf \"%.2f MB/s\", (b - a) / t / 1e6}") over the window, Go heap in use $(metric go_memstats_heap_inuse_bytes | awk "{printf \"%.0f MiB\", \$1/1048576}"), $(( ${c1:-0} - ${c0:-0} )) GC cycles"
 g=$(curl -s "http://127.0.0.1:9901/debug/pprof/goroutine?debug=1" | awk "NR == 1 {print \$NF}")
 echo "N=$N M=$M ${GENFLAGS:-checks on} $(basename "$BIN"): trellis idle CPU $(core $t0 $t1) (echo target $(core $e0 $e1)), RSS $(awk "/^VmRSS/ {printf \"%.0f MiB\", \$2/1024}" /proc/$up/status), fds $(ls /proc/$up/fd | wc -l), goroutines ${g:-?}"
 ss -tan | awk "NR > 1 {n[\$1]++} END {for (s in n) printf \"%s %d  \", s, n[s]; print \"\"}"

@@ -344,6 +344,13 @@ type HealthReport struct {
 	// A report saying Parts drops the holder's kept parts from Parts on.
 	Part  int `json:"part,omitempty"`
 	Parts int `json:"parts,omitempty"`
+	// Digest, with no Groups, asks the server to count the part it keeps
+	// as reported again, unchanged: it names the content a full report
+	// of the part was kept with (HealthReported.Digest). The server
+	// answers 412 Precondition Failed, keeping nothing, unless that part
+	// is kept, fresh, in as many Parts and with that digest; the holder
+	// then sends the part whole.
+	Digest string `json:"digest,omitempty"`
 }
 
 // Bounds of one HealthReport: the server refuses a report over them, and
@@ -373,4 +380,8 @@ type TargetHealth struct {
 // one, at most.
 type HealthReported struct {
 	KeepEveryMillis int64 `json:"keepEveryMillis"`
+	// Digest names the content the part is kept with, for a later
+	// unchanged report by digest (HealthReport.Digest). Servers that do
+	// not keep digests leave it out; their holders send every part whole.
+	Digest string `json:"digest,omitempty"`
 }

@@ -1,7 +1,10 @@
 package client
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -43,7 +46,7 @@ func KeepLease(ctx context.Context, c *Client, holder string, report func() []ap
 	every, reportEvery := defaultRenewEvery, time.Duration(0)
 	var lastReport time.Time
 	log = log.With("holder", holder)
-	repeat(ctx, log, "cluster lease not renewed; retrying", "cluster lease renewed again", func() time.Duration { return every }, func(ctx context.Context) error {
+	repeat(ctx, log, "cluster lease not renewed; retrying", "cluster lease renewed again", callTimeout, func() time.Duration { return every }, func(ctx context.Context) error {
 		req := api.LeaseRenewal{Holder: holder}
 		if report != nil && reportEvery > 0 && time.Since(lastReport) >= reportEvery {
 			req.Peers = report()
@@ -68,7 +71,7 @@ func KeepLease(ctx context.Context, c *Client, holder string, report func() []ap
 // each answer to apply. A read that fails hands nothing: the caller keeps
 // what it last had (a control plane out of reach lapses no lease).
 func FollowLeases(ctx context.Context, c *Client, interval time.Duration, apply func([]api.Lease), log *slog.Logger) {
-	repeat(ctx, log, "cluster leases not read; keeping the last ones", "", func() time.Duration { return interval }, func(ctx context.Context) error {
+	repeat(ctx, log, "cluster leases not read; keeping the last ones", "", callTimeout, func() time.Duration { return interval }, func(ctx context.Context) error {
 		leases, err := c.Leases(ctx)
 		if err == nil {
 			apply(leases)
@@ -77,14 +80,17 @@ func FollowLeases(ctx context.Context, c *Client, interval time.Duration, apply 
 	})
 }
 
-// repeat calls call until ctx ends, each call bounded by callTimeout, and
-// waits next() between calls. A failed call is logged as failed, once
-// until a call succeeds again, which is logged as recovered unless that
-// is empty.
-func repeat(ctx context.Context, log *slog.Logger, failed, recovered string, next func() time.Duration, call func(context.Context) error) {
+// repeat calls call until ctx ends, each call bounded by timeout (none
+// when 0: the call bounds its own requests), and waits next() between
+// calls. A failed call is logged as failed, once until a call succeeds
+// again, which is logged as recovered unless that is empty.
+func repeat(ctx context.Context, log *slog.Logger, failed, recovered string, timeout time.Duration, next func() time.Duration, call func(context.Context) error) {
 	failing := false
 	for {
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if timeout > 0 {
+			cctx, cancel = context.WithTimeout(ctx, timeout)
+		}
 		err := call(cctx)
 		cancel()
 		switch {
@@ -109,9 +115,19 @@ func repeat(ctx context.Context, log *slog.Logger, failed, recovered string, nex
 	}
 }
 
-// ReportHealth sends the holder's view of its cluster's targets.
+// ReportHealth sends the holder's view of its cluster's targets, or a
+// part of it.
 func (c *Client) ReportHealth(ctx context.Context, r api.HealthReport) error {
-	return c.do(ctx, http.MethodPost, "/v1/health", nil, r, &api.HealthReported{})
+	_, err := c.ReportHealthPart(ctx, r)
+	return err
+}
+
+// ReportHealthPart is ReportHealth, returning the digest the server keeps
+// the part with (empty from servers that keep none).
+func (c *Client) ReportHealthPart(ctx context.Context, r api.HealthReport) (string, error) {
+	var res api.HealthReported
+	err := c.do(ctx, http.MethodPost, "/v1/health", nil, r, &res)
+	return res.Digest, err
 }
 
 // Pacing of health reports: looked at every healthLook, sent when
@@ -122,50 +138,109 @@ const (
 	healthRefresh = 10 * time.Second
 )
 
+// healthPartTimeout bounds the sending of one part of targets targets:
+// callTimeout, and a millisecond for every 4 targets past 2,000, which
+// gives a part at the bounds (20,000 targets, up to 2 MiB to encode, send,
+// check and store) 6.5 s on a loaded machine, well within the 30 s the
+// server counts the part sent before.
+func healthPartTimeout(targets int) time.Duration {
+	return callTimeout + time.Duration(max(targets-2000, 0))*time.Millisecond/4
+}
+
 // KeepHealthReported reports report's health of the cluster's targets as
 // holder until ctx ends. report gives the report in parts, each within
 // one report's bounds (at most api.MaxHealthParts; none is one empty
 // part); each part is sent within about a second of its change, all of
 // them when their count changes (part 0 first: the server then drops the
 // parts past the count), and each every healthRefresh when nothing
-// changes. A failed report is logged (once until one succeeds again) and
-// sent again a second later, with the parts not sent yet.
+// changes: by the digest the server kept it with when it gave one (a
+// few bytes, not the part again), whole when it did not or refuses the
+// digest. Each part is sent on its own, bounded by healthPartTimeout: a
+// part that fails does not keep the others from being sent. A failed
+// part is logged (once until a look sends every part due) and sent again
+// a second later. A part report gives must not change once given: the
+// same slice is taken to be the same part.
 func KeepHealthReported(ctx context.Context, c *Client, holder string, report func() [][]api.GroupHealth, log *slog.Logger) {
 	type sentPart struct {
 		groups []api.GroupHealth
 		parts  int
 		at     time.Time
+		digest string // the server's, for a refresh of an unchanged part
 	}
 	var sent []sentPart
 	log = log.With("holder", holder)
-	repeat(ctx, log, "target health not reported; retrying", "target health reported again", func() time.Duration { return healthLook }, func(ctx context.Context) error {
+	repeat(ctx, log, "target health not reported; retrying", "target health reported again", 0, func() time.Duration { return healthLook }, func(ctx context.Context) error {
 		parts := report()
 		if len(parts) == 0 {
 			parts = [][]api.GroupHealth{{}}
 		}
+		if len(sent) < len(parts) {
+			sent = append(sent, make([]sentPart, len(parts)-len(sent))...)
+		}
+		sent = sent[:len(parts)]
+		var failed error
 		for i, groups := range parts {
 			if groups == nil {
 				groups = []api.GroupHealth{}
 			}
-			if i < len(sent) && sent[i].parts == len(parts) && !sent[i].at.IsZero() && time.Since(sent[i].at) < healthRefresh &&
-				slices.EqualFunc(groups, sent[i].groups, func(a, b api.GroupHealth) bool {
-					return a.TargetGroup == b.TargetGroup && slices.Equal(a.Targets, b.Targets)
-				}) {
+			last := &sent[i]
+			unchanged := last.parts == len(parts) && !last.at.IsZero() && sameGroups(groups, last.groups)
+			if unchanged && time.Since(last.at) < healthRefresh {
 				continue
 			}
 			r := api.HealthReport{Holder: holder, Groups: groups}
 			if len(parts) > 1 {
 				r.Part, r.Parts = i, len(parts)
 			}
-			if err := c.ReportHealth(ctx, r); err != nil {
-				return err
+			targets := 0
+			for _, g := range groups {
+				targets += len(g.Targets)
 			}
-			if i >= len(sent) {
-				sent = append(sent, make([]sentPart, i+1-len(sent))...)
+			digest, err := reportPart(ctx, c, r, unchanged, last.digest, healthPartTimeout(targets))
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-			sent[i] = sentPart{groups: groups, parts: len(parts), at: time.Now()}
+			if err != nil {
+				failed = cmp.Or(failed, fmt.Errorf("part %d of %d: %w", i, len(parts), err))
+				continue
+			}
+			*last = sentPart{groups: groups, parts: len(parts), at: time.Now(), digest: digest}
 		}
-		sent = sent[:min(len(sent), len(parts))]
-		return nil
+		return failed
+	})
+}
+
+// reportPart sends r, by digest when the part is unchanged since the
+// server gave one, whole otherwise or when the server refuses the digest
+// (412; 400 from a server that knows none), each send bounded by timeout.
+// It returns the server's digest of the part.
+func reportPart(ctx context.Context, c *Client, r api.HealthReport, unchanged bool, digest string, timeout time.Duration) (string, error) {
+	if unchanged && digest != "" {
+		byDigest := api.HealthReport{Holder: r.Holder, Part: r.Part, Parts: r.Parts, Digest: digest}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		_, err := c.ReportHealthPart(cctx, byDigest)
+		cancel()
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusPreconditionFailed && ae.Status != http.StatusBadRequest {
+			return digest, err
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return c.ReportHealthPart(cctx, r)
+}
+
+// sameGroups reports whether two reports of a part say the same. The
+// parts a report gives are not changed once given, so the same slice is
+// the same report, known without comparing its targets.
+func sameGroups(a, b []api.GroupHealth) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	return slices.EqualFunc(a, b, func(a, b api.GroupHealth) bool {
+		return a.TargetGroup == b.TargetGroup && slices.Equal(a.Targets, b.Targets)
 	})
 }

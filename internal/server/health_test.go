@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"trellis.dev/trellis/internal/api"
+	"trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/server"
 	"trellis.dev/trellis/test/testsync"
 )
@@ -253,5 +254,126 @@ func TestHealthReportPartsBounded(t *testing.T) {
 	time.Sleep(time.Second) // a holder's part is kept at most once a second
 	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "h3", Part: 5, Parts: api.MaxHealthParts, Groups: groupsOf("tg", 5, 1)}); err != nil {
 		t.Errorf("a kept part reported again at the bound: %v", err)
+	}
+}
+
+// A part reported again unchanged is kept by its stamp alone; a holder
+// may report it by the digest the server gave (a few bytes). The digest
+// counts only for the part it was given for, in the caller's cluster,
+// as long as that part is kept fresh with it: anything else is 412 and
+// keeps nothing.
+func TestHealthReportByDigest(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	_, west := p.Join(t, "west")
+	groups := []api.GroupHealth{healthOf("tg-1", "10.0.0.1:80", "HEALTHY", "[fd00:0::0001]:80", "UNHEALTHY")}
+	report := api.HealthReport{Holder: "a", Part: 1, Parts: 2, Groups: groups}
+	digest, err := p.east.ReportHealthPart(ctx, report)
+	if err != nil || len(digest) != 64 {
+		t.Fatalf("report: digest %q, %v", digest, err)
+	}
+	revs := func() (record, stamp int64) {
+		t.Helper()
+		r, err := p.Store.Get(ctx, "health/east/a/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := p.Store.Get(ctx, "healthat/east/a/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.ModRevision, s.ModRevision
+	}
+	record, stamp := revs()
+	again := func(r api.HealthReport, by ...*client.Client) (string, error) {
+		t.Helper()
+		c := p.east
+		if len(by) > 0 {
+			c = by[0]
+		}
+		var d string
+		testsync.WaitFor(t, 5*time.Second, "a report past the second between reports", func() bool {
+			d, err = c.ReportHealthPart(ctx, r)
+			return apiStatus(err) != http.StatusTooManyRequests
+		})
+		return d, err
+	}
+
+	// The same part again, whole (what a proxy before digests sends):
+	// the same digest, the record as it was, a new stamp.
+	if d, err := again(report); err != nil || d != digest {
+		t.Fatalf("the same part again: digest %q, %v; want %q", d, err, digest)
+	}
+	r2, s2 := revs()
+	if r2 != record || s2 == stamp {
+		t.Errorf("the same part again: record at %d (was %d), stamp at %d (was %d); want the record as it was and a new stamp", r2, record, s2, stamp)
+	}
+	// By digest: the same.
+	byDigest := api.HealthReport{Holder: "a", Part: 1, Parts: 2, Digest: digest}
+	if d, err := again(byDigest); err != nil || d != digest {
+		t.Fatalf("by digest: %q, %v", d, err)
+	}
+	r3, s3 := revs()
+	if r3 != record || s3 == s2 {
+		t.Errorf("by digest: record at %d (was %d), stamp at %d (was %d)", r3, record, s3, s2)
+	}
+	if got, _ := server.New(p.Store, server.Config{}).TargetGroupHealth(ctx, "east", "tg-1"); fmt.Sprint(got) != "map[10.0.0.1:80:HEALTHY [fd00::1]:80:UNHEALTHY]" {
+		t.Errorf("tg-1 after a report by digest: %v (addresses as ListTargets looks them up)", got)
+	}
+
+	// What a digest does not stand for is refused, and changes nothing.
+	for _, tc := range []struct {
+		name string
+		by   *client.Client
+		r    api.HealthReport
+	}{
+		{"another cluster", west, byDigest},
+		{"another holder", p.east, api.HealthReport{Holder: "b", Part: 1, Parts: 2, Digest: digest}},
+		{"another part", p.east, api.HealthReport{Holder: "a", Part: 0, Parts: 2, Digest: digest}},
+		{"another count of parts", p.east, api.HealthReport{Holder: "a", Part: 1, Parts: 3, Digest: digest}},
+		{"a forged digest", p.east, api.HealthReport{Holder: "a", Part: 1, Parts: 2, Digest: strings.Repeat("0", 64)}},
+	} {
+		if _, err := again(tc.r, tc.by); apiStatus(err) != http.StatusPreconditionFailed {
+			t.Errorf("%s: %v, want 412", tc.name, err)
+		}
+	}
+	if r, s := revs(); r != record || s != s3 {
+		t.Errorf("after refused reports by digest: record at %d, stamp at %d; want %d, %d", r, s, record, s3)
+	}
+	for _, prefix := range []string{"health/west/", "healthat/west/", "healthat/east/b", "healthat/east/a/2"} {
+		if kvs, _, _ := p.Store.List(ctx, prefix); len(kvs) != 0 {
+			t.Errorf("%d keys under %s after refused reports by digest", len(kvs), prefix)
+		}
+	}
+
+	// Changed, the part has a new digest; the old one no longer counts.
+	changed := api.HealthReport{Holder: "a", Part: 1, Parts: 2, Groups: []api.GroupHealth{healthOf("tg-1", "10.0.0.1:80", "UNHEALTHY")}}
+	d2, err := again(changed)
+	if err != nil || d2 == digest {
+		t.Fatalf("a changed part: digest %q (was %q), %v", d2, digest, err)
+	}
+	if _, err := again(byDigest); apiStatus(err) != http.StatusPreconditionFailed {
+		t.Errorf("the old digest after a change: %v, want 412", err)
+	}
+	if got, _ := server.New(p.Store, server.Config{}).TargetGroupHealth(ctx, "east", "tg-1"); fmt.Sprint(got) != "map[10.0.0.1:80:UNHEALTHY]" {
+		t.Errorf("tg-1 after the change: %v", got)
+	}
+
+	// Bad reports by digest are named.
+	for _, tc := range []struct {
+		r     api.HealthReport
+		field string
+	}{
+		{api.HealthReport{Holder: "a", Digest: "abc"}, "digest"},
+		{api.HealthReport{Holder: "a", Digest: strings.Repeat("A", 64)}, "digest"},
+		{api.HealthReport{Holder: "a", Digest: d2, Groups: []api.GroupHealth{}}, "groups"},
+	} {
+		if err := p.east.ReportHealth(ctx, tc.r); apiStatus(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), tc.field+":") {
+			t.Errorf("%+v: %v, want 422 naming %s", tc.r, err, tc.field)
+		}
+	}
+	// An address with a zone is refused: it names no target.
+	if err := p.east.ReportHealth(ctx, api.HealthReport{Holder: "z", Groups: []api.GroupHealth{healthOf("tg-1", "[fe80::1%eth0]:80", "HEALTHY")}}); apiStatus(err) != http.StatusUnprocessableEntity {
+		t.Errorf("an address with a zone: %v, want 422", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,10 +17,13 @@ import (
 
 // healthParts keeps the health report parts TargetHealth decoded, by
 // cluster and part name, so that a part is read from the store and
-// decoded once per report, not once per Lattice ListTargets call. An
+// decoded once per change, not once per Lattice ListTargets call. An
 // entry is known by the part's stamp's revision, which keepHealthPart
 // writes in the same transaction as the part's record: a part reported
-// again has a new one, and is decoded again. A cluster keeps only the
+// again has a new one. Its content is known by the digest of the record
+// it was decoded from: a part reported again unchanged (its new stamp
+// has that digest) keeps its content, one changed is decoded again. A
+// cluster keeps only the
 // entries of the fresh stamps its last read listed (at most
 // maxHealthRecords), and entries older than HealthFresh are swept from
 // every cluster, so the parts kept are at most those the store keeps.
@@ -31,19 +35,40 @@ type healthParts struct {
 	decodes atomic.Int64
 }
 
-// healthPart is one part of a holder's report. Its fields but groups and
-// err are set when it is made and never change; groups and err are set
-// before done is closed.
+// healthPart is one part of a holder's report as one stamp says. Its
+// fields are set when it is made and never change.
 type healthPart struct {
 	rev      int64 // its stamp's ModRevision
 	holder   string
 	part     int
 	parts    int       // in how many parts the holder reported then
 	reported time.Time // when it was kept
-	done     chan struct{}
+	*healthContent
+}
+
+// healthContent is what one record of a part says, shared by the parts
+// of stamps that name its digest. Its fields are set before done is
+// closed.
+type healthContent struct {
+	done chan struct{}
+	// digest is the record's digestOf, as read (not as its stamp said).
+	digest string
 	// groups are the part's targets by target group.
 	groups map[string][]api.TargetHealth
-	err    error
+	// missing says the record was gone when read: a later read reads it
+	// again.
+	missing bool
+	err     error
+}
+
+// sameContent reports whether c, decoded, is the record digest names.
+func (c *healthContent) sameContent(digest string) bool {
+	select {
+	case <-c.done:
+		return digest != "" && c.err == nil && !c.missing && c.digest == digest
+	default:
+		return false
+	}
 }
 
 // freshHealthParts returns cluster's parts reported at most HealthFresh
@@ -82,8 +107,14 @@ func (s *Server) freshHealthParts(ctx context.Context, cluster string) ([]*healt
 			if now.Sub(st.Reported) > HealthFresh {
 				continue
 			}
-			p = &healthPart{rev: kv.ModRevision, holder: holder, part: part, parts: max(st.Parts, 1), reported: st.Reported, done: make(chan struct{})}
-			mine = append(mine, p)
+			np := &healthPart{rev: kv.ModRevision, holder: holder, part: part, parts: max(st.Parts, 1), reported: st.Reported}
+			if p != nil && p.sameContent(st.Digest) {
+				np.healthContent = p.healthContent // reported again unchanged
+			} else {
+				np.healthContent = &healthContent{done: make(chan struct{})}
+				mine = append(mine, np)
+			}
+			p = np
 		} else if now.Sub(p.reported) > HealthFresh {
 			continue
 		}
@@ -112,12 +143,14 @@ func (s *Server) freshHealthParts(ctx context.Context, cluster string) ([]*healt
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		if p.err != nil {
+		if p.err != nil || p.missing {
 			c.mu.Lock()
 			if cp := c.clusters[cluster]; cp[partName(p.holder, p.part)] == p {
 				delete(cp, partName(p.holder, p.part)) // the next call reads it again
 			}
 			c.mu.Unlock()
+		}
+		if p.err != nil {
 			return nil, p.err
 		}
 	}
@@ -132,6 +165,7 @@ func (s *Server) decodeHealthPart(ctx context.Context, cluster string, p *health
 	key := healthPrefix + cluster + "/" + partName(p.holder, p.part)
 	kv, err := s.st.Get(ctx, key)
 	if errors.Is(err, store.ErrNotFound) {
+		p.missing = true
 		return
 	}
 	if err != nil {
@@ -143,9 +177,23 @@ func (s *Server) decodeHealthPart(ctx context.Context, cluster string, p *health
 		p.err = fmt.Errorf("decoding %s: %w", key, err)
 		return
 	}
-	p.groups = make(map[string][]api.TargetHealth, len(rec.Groups))
+	p.digest = digestOf(kv.Value)
+	p.groups = make(map[string][]api.TargetHealth, len(rec.Groups)+len(rec.Targets))
 	for _, g := range rec.Groups {
 		p.groups[g.TargetGroup] = append(p.groups[g.TargetGroup], g.Targets...)
+	}
+	for _, g := range rec.Targets {
+		n := 0
+		for _, addrs := range g.Status {
+			n += len(addrs)
+		}
+		targets := slices.Grow(p.groups[g.TargetGroup], n)
+		for _, st := range targetStatuses {
+			for _, a := range g.Status[st] {
+				targets = append(targets, api.TargetHealth{Address: a, Status: st})
+			}
+		}
+		p.groups[g.TargetGroup] = targets
 	}
 }
 
