@@ -448,3 +448,56 @@ func TestHostnameClaimsFollowTheStore(t *testing.T) {
 		t.Errorf("west takes shop.example, which no service names now: %v", err)
 	}
 }
+
+// A cluster that east allows into one of its networks cannot read the key
+// of a certificate east serves elsewhere by naming it on a listener of its
+// own service in that network: only east's own services make east's keys
+// readable to others.
+func TestAllowedClusterCannotNameItselfIntoAKey(t *testing.T) {
+	url, east, west := newServer(t)
+	ctx := context.Background()
+	leaf := pki.NewCA(t).Issue(t, "bank.example")
+	bankCert := &model.Certificate{Meta: model.Meta{Name: "bank-cert"}, CertPEM: string(leaf.CertPEM), KeyPEM: string(leaf.KeyPEM)}
+	// East's bank is served in p-net, which allows nobody else; a-net is
+	// shared with west.
+	bank := loginService("bank", "p-net", "bank.example")
+	bank.Listeners = []model.Listener{{Name: "https", Port: 443, Protocol: model.ProtocolHTTPS, Certificates: []string{"bank-cert"}}}
+	for _, obj := range []model.Object{network("p-net"), network("a-net"), targetGroup("bank", 8443), bankCert, bank} {
+		if err := east.Put(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allowClusters(t, east, "a-net", "west")
+	westCerts := watchQuery(t, url, tokenB, "kind=certificates")
+	if m := westCerts(); m.Snapshot == nil || len(m.Snapshot.Certificates) != 1 || m.Snapshot.Certificates[0].KeyPEM != model.RedactedKey {
+		t.Fatalf("west's first snapshot: %+v, want bank-cert redacted", m.Snapshot)
+	}
+
+	// West's own service in a-net names bank-cert.
+	steal := loginService("steal", "a-net")
+	steal.Listeners = bank.Listeners
+	for _, obj := range []model.Object{inCluster("west", targetGroup("steal", 1)), steal} {
+		if err := west.Put(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := &model.Certificate{Meta: model.Meta{Name: "bank-cert"}}
+	if err := west.Get(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if got.KeyPEM != model.RedactedKey {
+		t.Errorf("west reads bank-cert's key %.30q after naming it in a-net, want it redacted", got.KeyPEM)
+	}
+	if snap := watchAs(t, url, tokenB)().Snapshot; snap == nil || len(snap.Certificates) != 1 || snap.Certificates[0].KeyPEM != model.RedactedKey {
+		t.Errorf("west's snapshot after naming bank-cert in a-net has its key, want it redacted")
+	}
+	// East itself serving bank-cert in a-net lends it to west.
+	shared := loginService("bank-shared", "a-net")
+	shared.Listeners = bank.Listeners
+	if err := east.Put(ctx, shared); err != nil {
+		t.Fatal(err)
+	}
+	if err := west.Get(ctx, got); err != nil || got.KeyPEM != string(leaf.KeyPEM) {
+		t.Errorf("west reads bank-cert's key %.30q (%v) once east serves it in a-net, want it", got.KeyPEM, err)
+	}
+}
