@@ -739,7 +739,9 @@ func (p *Proxy) routedOrRefused(w http.ResponseWriter, sv *served, d peer.Delive
 // and the listener port, when sv (this proxy's configuration now) agrees
 // that the service is in the network named, listens on the port named and
 // forwards to the target group (or this cluster's export) named; otherwise
-// nil.
+// nil. A target group is this cluster's, so the service must be too: only
+// its own services, judged by its own policies, send to its target groups
+// (any cluster's service may send to its exports, which it published).
 func routedFor(sv *served, d peer.Delivery, cluster string) (*router.Service, int32) {
 	svc := sv.table.Service(d.Service)
 	if svc == nil || svc.Network != d.Network {
@@ -751,7 +753,7 @@ func routedFor(sv *served, d peer.Delivery, cluster string) (*router.Service, in
 	}
 	switch {
 	case strings.HasPrefix(d.TargetGroup, peerTargetGroup):
-		if slices.Contains(svc.TargetGroups, d.TargetGroup[len(peerTargetGroup):]) {
+		if svc.Owner == cluster && slices.Contains(svc.TargetGroups, d.TargetGroup[len(peerTargetGroup):]) {
 			return svc, int32(port)
 		}
 	case strings.HasPrefix(d.TargetGroup, peerExport):

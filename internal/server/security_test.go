@@ -501,3 +501,47 @@ func TestAllowedClusterCannotNameItselfIntoAKey(t *testing.T) {
 		t.Errorf("west reads bank-cert's key %.30q (%v) once east serves it in a-net, want it", got.KeyPEM, err)
 	}
 }
+
+// West cannot route its own service to east's target group: east's
+// targets take what east's services send them, judged by east's policies,
+// and what east exports. By PUT, apply and txn, on a forward or a mirror,
+// the refusal names the field; west's own target group of the same
+// service is fine.
+func TestServiceCannotForwardToAnotherClustersTargetGroup(t *testing.T) {
+	_, east, west := newServer(t)
+	ctx := context.Background()
+	setUpShop(t, east) // east's target group "shop"
+	if err := west.Put(ctx, network("b-net")); err != nil {
+		t.Fatal(err)
+	}
+	evil := loginService("evil", "b-net")
+	evil.Rules[0].Action.Forward.Backends = []model.WeightedTargetGroup{{TargetGroup: "shop", Weight: 1}}
+	err := west.Put(ctx, evil)
+	if apiStatus(err) != http.StatusForbidden || !slices.Equal(fieldsOf(err), []string{"rules[0].action.forward.backends[0].targetGroup"}) {
+		t.Fatalf("west's service forwarding to east's target group: %v, want 403 naming the backend's targetGroup", err)
+	}
+	if !strings.Contains(err.Error(), `target group "shop" is cluster "east"'s`) {
+		t.Errorf("the refusal does not name the group's owner: %v", err)
+	}
+	if _, err := west.Apply(ctx, &model.Objects{Networks: []model.ServiceNetwork{*network("b-net")}, Services: []model.Service{*evil}}); !slices.Equal(fieldsOf(err),
+		[]string{"objects.services[0].rules[0].action.forward.backends[0].targetGroup"}) {
+		t.Errorf("west applies it: %v", err)
+	}
+	mirror := loginService("evil", "b-net")
+	mirror.Rules[0].Filters = []model.Filter{{Mirror: &model.MirrorFilter{TargetGroup: "shop", Numerator: 1, Denominator: 1}}}
+	if err := west.Put(ctx, inCluster("west", targetGroup("evil", 9999))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := west.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Services: []model.Service{*mirror}}}); !slices.Equal(fieldsOf(err),
+		[]string{"puts.services[0].rules[0].filters[0].mirror.targetGroup"}) {
+		t.Errorf("west mirrors to east's target group in a txn: %v", err)
+	}
+	// Its own group, or one that does not exist yet, is west's business.
+	if err := west.Put(ctx, loginService("evil", "b-net")); err != nil {
+		t.Errorf("west's service to its own target group: %v", err)
+	}
+	dangling := loginService("later", "b-net")
+	if err := west.Put(ctx, dangling); err != nil {
+		t.Errorf("west's service to a target group not written yet: %v", err)
+	}
+}
