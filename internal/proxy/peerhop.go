@@ -223,7 +223,10 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 		ps.admitted[c.Name] = true
 	}
 	for _, p := range snap.Peers {
-		if p.Owner != cluster && ps.admitted[p.Owner] {
+		// A cluster's first model.MaxClusterPeers by name (the snapshot's
+		// order): the control plane refuses more, and a store written
+		// before it did must not have this proxy dial and probe them all.
+		if p.Owner != cluster && ps.admitted[p.Owner] && len(ps.byCluster[p.Owner]) < model.MaxClusterPeers {
 			ps.byCluster[p.Owner] = append(ps.byCluster[p.Owner], p.Address)
 		}
 	}

@@ -545,3 +545,65 @@ func TestServiceCannotForwardToAnotherClustersTargetGroup(t *testing.T) {
 		t.Errorf("west's service to a target group not written yet: %v", err)
 	}
 }
+
+// Every proxy of every other cluster dials and probes each Peer a
+// cluster publishes (every 5 s, all at once): a cluster publishing
+// without bound would have all of them open TLS connections to any
+// addresses it likes, as often. A cluster publishes at most 256 Peers;
+// past that a write is refused, naming the Peers beyond, and the others'
+// are not affected.
+func TestClusterPublishesBoundedPeers(t *testing.T) {
+	_, east, west := newServer(t)
+	ctx := context.Background()
+	peerOf := func(cluster string, i int) model.Peer {
+		return model.Peer{Meta: model.Meta{Name: model.PeerName(cluster, fmt.Sprintf("p%03d", i))}, Address: fmt.Sprintf("127.0.0.1:%d", 10000+i)}
+	}
+	var req api.TxnRequest
+	for i := range 250 {
+		req.Puts.Peers = append(req.Puts.Peers, peerOf("west", i))
+	}
+	if _, err := west.Txn(ctx, &req); err != nil {
+		t.Fatal(err)
+	}
+	req = api.TxnRequest{}
+	for i := 250; i < 258; i++ {
+		req.Puts.Peers = append(req.Puts.Peers, peerOf("west", i))
+	}
+	_, err := west.Txn(ctx, &req)
+	if apiStatus(err) != http.StatusForbidden || !slices.Equal(fieldsOf(err), []string{"puts.peers[6].name", "puts.peers[7].name"}) {
+		t.Fatalf("west's peers 251 to 258: %v, want 403 naming the last two", err)
+	}
+	// Six more fit, one at a time too; not a seventh.
+	for i := 250; i < 256; i++ {
+		p := peerOf("west", i)
+		if err := west.Put(ctx, &p); err != nil {
+			t.Fatalf("west's peer %d: %v", i, err)
+		}
+	}
+	p := peerOf("west", 256)
+	if err := west.Put(ctx, &p); apiStatus(err) != http.StatusForbidden || !slices.Equal(fieldsOf(err), []string{"name"}) {
+		t.Errorf("west's 257th peer: %v, want 403 naming name", err)
+	}
+	// Updating one it has is fine, and so is replacing one in a txn.
+	p = peerOf("west", 0)
+	p.Address = "127.0.0.2:1"
+	if err := west.Put(ctx, &p); err != nil {
+		t.Errorf("west updates a peer: %v", err)
+	}
+	if _, err := west.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Peers: []model.Peer{peerOf("west", 300)}},
+		Deletes: []api.ObjectRef{{Kind: model.KindPeer, Name: peerOf("west", 1).Name}}}); err != nil {
+		t.Errorf("west replaces a peer: %v", err)
+	}
+	e := peerOf("east", 0)
+	if err := east.Put(ctx, &e); err != nil {
+		t.Errorf("east's first peer: %v", err)
+	}
+	// An apply replaces west's peers: 256 new ones fit, the old going.
+	var all model.Objects
+	for i := 400; i < 656; i++ {
+		all.Peers = append(all.Peers, peerOf("west", i))
+	}
+	if _, err := west.Apply(ctx, &all); err != nil {
+		t.Errorf("west applies 256 other peers: %v", err)
+	}
+}

@@ -319,6 +319,9 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 	if err := s.checkExports(ctx, w, existing, cluster, time.Now()); err != nil {
 		return res, false, err
 	}
+	if err := s.checkPeers(ctx, w, deletes, existing, cluster); err != nil {
+		return res, false, err
+	}
 
 	res.revisions = make(map[string]int64, len(w.puts))
 	for _, key := range slices.Sorted(maps.Keys(w.puts)) {
