@@ -78,9 +78,11 @@ func (c *Certificate) Expired(now time.Time) bool {
 // KeyReaders says which clusters may read which certificates' private keys:
 // the certificate's owner, and the clusters whose proxies serve it. Those
 // are the clusters a network allows (see ServiceNetwork.Allows) when one of
-// the network's services names the certificate on a listener, and the
-// service or the network is the certificate's owner's: naming another
-// cluster's certificate in one's own service grants nothing.
+// the network's services that the certificate's owner wrote names it on a
+// listener. Naming another cluster's certificate in one's own service
+// grants nothing, even in a network of the certificate's owner: a cluster
+// allowed into one network of another's would otherwise read the key of
+// every certificate that other cluster has.
 type KeyReaders struct {
 	// servedIn lists, by certificate name, the networks whose services
 	// name it, each with the owner of the naming service.
@@ -132,7 +134,7 @@ func (k *KeyReaders) CanRead(cluster string, c *Certificate) bool {
 		return true
 	}
 	for _, sb := range k.servedIn[c.Name] {
-		if (sb.serviceOwner == c.Owner || sb.network.Owner == c.Owner) && sb.network.Allows(cluster) {
+		if sb.serviceOwner == c.Owner && sb.network.Allows(cluster) {
 			return true
 		}
 	}

@@ -18,6 +18,9 @@ func TestKeyReaders(t *testing.T) {
 		{Meta: Meta{Name: "b-shop", Owner: "b"}, Network: "a-net", Listeners: https("b-cert")},
 		// a network open to all.
 		{Meta: Meta{Name: "pub", Owner: "a"}, Network: "open", Listeners: https("open-cert")},
+		// b names a's certificate in a's network, which allows b: that
+		// grants b nothing either.
+		{Meta: Meta{Name: "b-steal", Owner: "b"}, Network: "a-net", Listeners: https("a-private")},
 		// c names a's certificate in c's own network: that grants c nothing.
 		{Meta: Meta{Name: "steal", Owner: "c"}, Network: "c-net", Listeners: https("a-only")},
 		// a service in a network that does not exist serves nothing.
@@ -46,6 +49,8 @@ func TestKeyReaders(t *testing.T) {
 		{cert("open-cert", "a"), "z", true},
 		{cert("a-only", "a"), "c", false},
 		{cert("a-only", "a"), "a", true},
+		{cert("a-private", "a"), "b", false},
+		{cert("a-private", "a"), "a", true},
 		{cert("lost-cert", "a"), "b", false},
 		{cert("unused", "a"), "b", false},
 	}

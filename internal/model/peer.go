@@ -16,6 +16,13 @@ type Peer struct {
 	Address string `json:"address"`
 }
 
+// MaxClusterPeers is the most Peers one cluster may publish (the control
+// plane refuses more; a proxy uses the first so many by name). Every proxy
+// of every other cluster dials them for its requests and probes each every
+// 5 s (its peer reports), so a cluster's Peers bound what it makes the
+// others' proxies do; 256 is also the most peers a report carries.
+const MaxClusterPeers = 256
+
 // PeerName is the name of proxy id's Peer in cluster.
 func PeerName(cluster, id string) string { return id + "." + cluster }
 

@@ -11,7 +11,12 @@ import (
 )
 
 // certIndex chooses an HTTPS bind's certificate by the client's SNI, from
-// the names the certificates themselves carry.
+// the names the certificates themselves carry. A name some service naming
+// a certificate serves goes to that certificate before any other carrying
+// the name: services of every network share a mesh port's bind, so a
+// certificate of another cluster's service, carrying a host name it does
+// not serve, must not take that name from the service that does (the
+// control plane keeps one owner's services on a host name).
 type certIndex struct {
 	exact map[string]*tls.Certificate
 	// wildcard maps the parent domain of a "*.example.com" name to its
@@ -22,24 +27,33 @@ type certIndex struct {
 	fallback *tls.Certificate
 }
 
-func newCertIndex(certs []*tls.Certificate) *certIndex {
+// newCertIndex indexes certs, hosts[i] being the host names (lower case)
+// the services naming certs[i] on the bind serve: first each certificate's
+// names that one of its hosts covers or is covered by, then the rest of
+// its names, each name going to the first certificate in that order.
+func newCertIndex(certs []*tls.Certificate, hosts [][]string) *certIndex {
 	ix := &certIndex{exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}}
-	for _, c := range certs {
-		if ix.fallback == nil {
-			ix.fallback = c
-		}
-		names := c.Leaf.DNSNames
-		if len(names) == 0 && c.Leaf.Subject.CommonName != "" {
-			names = []string{c.Leaf.Subject.CommonName}
-		}
-		for _, n := range names {
-			n = strings.ToLower(n)
-			if parent, ok := strings.CutPrefix(n, "*."); ok {
-				if ix.wildcard[parent] == nil {
-					ix.wildcard[parent] = c
+	for _, served := range []bool{true, false} {
+		for i, c := range certs {
+			if ix.fallback == nil {
+				ix.fallback = c
+			}
+			names := c.Leaf.DNSNames
+			if len(names) == 0 && c.Leaf.Subject.CommonName != "" {
+				names = []string{c.Leaf.Subject.CommonName}
+			}
+			for _, n := range names {
+				n = strings.ToLower(n)
+				if served && !slices.ContainsFunc(hosts[i], func(h string) bool { return model.HostnamesOverlap(n, h) }) {
+					continue
 				}
-			} else if ix.exact[n] == nil {
-				ix.exact[n] = c
+				if parent, ok := strings.CutPrefix(n, "*."); ok {
+					if ix.wildcard[parent] == nil {
+						ix.wildcard[parent] = c
+					}
+				} else if ix.exact[n] == nil {
+					ix.exact[n] = c
+				}
 			}
 		}
 	}
@@ -98,16 +112,31 @@ func (cc certCache) compileCerts(snap *model.Snapshot) (map[router.Bind]*certInd
 	var problems []error
 	used := map[string]bool{}
 	refs := map[router.Bind][]string{}
+	// hosts are, by bind and certificate, the host names the services
+	// naming the certificate there serve.
+	hosts := map[router.Bind]map[string][]string{}
 	for i := range snap.Services {
 		s := &snap.Services[i]
 		for _, l := range s.Listeners {
 			if l.Protocol != model.ProtocolHTTPS {
 				continue
 			}
+			served := l.Hostnames
+			if len(served) == 0 {
+				served = s.Hostnames()
+			}
 			for _, b := range router.ListenerBinds(networks[s.Network], l.Port) {
+				if hosts[b] == nil {
+					hosts[b] = map[string][]string{}
+				}
 				for _, name := range l.Certificates {
 					if !slices.Contains(refs[b], name) {
 						refs[b] = append(refs[b], name)
+					}
+					for _, h := range served {
+						if h = strings.ToLower(h); !slices.Contains(hosts[b][name], h) {
+							hosts[b][name] = append(hosts[b][name], h)
+						}
 					}
 				}
 			}
@@ -117,6 +146,7 @@ func (cc certCache) compileCerts(snap *model.Snapshot) (map[router.Bind]*certInd
 	for b, names := range refs {
 		slices.Sort(names)
 		var certs []*tls.Certificate
+		var served [][]string
 		for _, name := range names {
 			mc := byName[name]
 			if mc == nil {
@@ -129,10 +159,10 @@ func (cc certCache) compileCerts(snap *model.Snapshot) (map[router.Bind]*certInd
 				problems = append(problems, fmt.Errorf("%s: certificate %q: %w", b, name, err))
 				continue
 			}
-			certs = append(certs, c)
+			certs, served = append(certs, c), append(served, hosts[b][name])
 		}
 		if len(certs) > 0 {
-			out[b] = newCertIndex(certs)
+			out[b] = newCertIndex(certs, served)
 		}
 	}
 	for name := range cc {

@@ -92,3 +92,48 @@ func TestCertsPerBind(t *testing.T) {
 		}
 	}
 }
+
+// Services of every network share a mesh port's bind, and every proxy
+// holds every certificate whose key it may read. West's service, on its
+// own name, names a certificate of west's that also carries east's host
+// name and sorts first: a client asking for east's name still gets the
+// certificate of the service that serves it; west's name, and names
+// nobody serves, are as before.
+func TestCertOfAnotherClustersServiceDoesNotTakeAHostName(t *testing.T) {
+	ca := pki.NewCA(t)
+	cert := func(name, owner string, names ...string) model.Certificate {
+		l := ca.Issue(t, names...)
+		return model.Certificate{Meta: model.Meta{Name: name, Owner: owner, Revision: 1}, CertPEM: string(l.CertPEM), KeyPEM: string(l.KeyPEM)}
+	}
+	https := func(name, owner string, hosts []string, certs ...string) model.Service {
+		return model.Service{Meta: model.Meta{Name: name, Owner: owner}, Network: "mesh", CustomDomains: hosts,
+			Listeners: []model.Listener{{Port: 443, Protocol: model.ProtocolHTTPS, Certificates: certs}}}
+	}
+	snap := &model.Snapshot{Objects: model.Objects{
+		Networks: testNetworks,
+		Certificates: []model.Certificate{
+			cert("aaa", "west", "fine.example", "shop.example", "*.shop.example", "nobody.example"),
+			cert("shop", "east", "shop.example", "*.shop.example"),
+		},
+		Services: []model.Service{
+			https("fine", "west", []string{"fine.example"}, "aaa"),
+			https("shop", "east", []string{"shop.example", "www.shop.example"}, "shop"),
+		},
+	}}
+	binds, problems := certCache{}.compileCerts(snap)
+	ix := binds[router.Bind{Port: 443}]
+	if len(problems) != 0 || ix == nil {
+		t.Fatalf("compileCerts = %v, %v", binds, problems)
+	}
+	for sni, want := range map[string]string{
+		"shop.example":     "shop.example",
+		"www.shop.example": "shop.example",
+		"fine.example":     "fine.example",
+		"nobody.example":   "fine.example", // only west's carries it
+		"":                 "fine.example", // the fallback, first by name
+	} {
+		if got := ix.get(sni).Leaf.DNSNames[0]; got != want {
+			t.Errorf("SNI %q → the certificate of %s, want %s's", sni, got, want)
+		}
+	}
+}

@@ -223,7 +223,10 @@ func compilePeers(snap *model.Snapshot, cluster string, prev *peerSet) *peerSet 
 		ps.admitted[c.Name] = true
 	}
 	for _, p := range snap.Peers {
-		if p.Owner != cluster && ps.admitted[p.Owner] {
+		// A cluster's first model.MaxClusterPeers by name (the snapshot's
+		// order): the control plane refuses more, and a store written
+		// before it did must not have this proxy dial and probe them all.
+		if p.Owner != cluster && ps.admitted[p.Owner] && len(ps.byCluster[p.Owner]) < model.MaxClusterPeers {
 			ps.byCluster[p.Owner] = append(ps.byCluster[p.Owner], p.Address)
 		}
 	}
@@ -739,7 +742,9 @@ func (p *Proxy) routedOrRefused(w http.ResponseWriter, sv *served, d peer.Delive
 // and the listener port, when sv (this proxy's configuration now) agrees
 // that the service is in the network named, listens on the port named and
 // forwards to the target group (or this cluster's export) named; otherwise
-// nil.
+// nil. A target group is this cluster's, so the service must be too: only
+// its own services, judged by its own policies, send to its target groups
+// (any cluster's service may send to its exports, which it published).
 func routedFor(sv *served, d peer.Delivery, cluster string) (*router.Service, int32) {
 	svc := sv.table.Service(d.Service)
 	if svc == nil || svc.Network != d.Network {
@@ -751,7 +756,7 @@ func routedFor(sv *served, d peer.Delivery, cluster string) (*router.Service, in
 	}
 	switch {
 	case strings.HasPrefix(d.TargetGroup, peerTargetGroup):
-		if slices.Contains(svc.TargetGroups, d.TargetGroup[len(peerTargetGroup):]) {
+		if svc.Owner == cluster && slices.Contains(svc.TargetGroups, d.TargetGroup[len(peerTargetGroup):]) {
 			return svc, int32(port)
 		}
 	case strings.HasPrefix(d.TargetGroup, peerExport):

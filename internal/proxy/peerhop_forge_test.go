@@ -303,13 +303,13 @@ func clientHello(t *testing.T, serverName string) []byte {
 	return buf[:n]
 }
 
-// eastSender serves srv as west's target group "api" behind east's service
+// eastSender serves srv as west's target group "api" behind west's service
 // "svc" and returns a peer client of east's that hands requests to west's
 // peer listener directly, as a proxy that skipped its own checks would.
 func (w *hopWorld) eastSender(t *testing.T, srv *httptest.Server) *peer.Client {
 	t.Helper()
 	snap := oneRoute(1, []model.TargetGroup{westGroup(t, "api", srv)}, to("api", 1))
-	snap.Services[0].Owner = "east"
+	snap.Services[0].Owner = "west"
 	w.update(t, snap)
 	pc := peer.NewClient(w.eastID, w.ca.Pool())
 	t.Cleanup(pc.Close)

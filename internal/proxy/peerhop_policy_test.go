@@ -30,9 +30,10 @@ const hopPolicy = `{"Statement": [
 	{"Effect": "Allow", "Principal": {"Trellis": "spiffe://east/ns/shop/sa/frontend"}, "Action": "trellis:Invoke", "Resource": "*"},
 	{"Effect": "Deny", "Principal": "*", "Action": "trellis:Invoke", "Resource": "api/admin*"}]}`
 
-// policyWorld is a hop world where service "api" (east's, with policy)
-// forwards to west's target group "api", and service "open" (east's, no
-// policy) to west's target group "other".
+// policyWorld is a hop world where service "api" (west's, with policy)
+// forwards to west's target group "api", and service "open" (west's, no
+// policy) to west's target group "other"; east's clients reach them
+// through east's proxy and the hop.
 func policyWorld(t *testing.T, apiPolicy string) (w *hopWorld, snap func(rev int64, policy string) *model.Snapshot) {
 	t.Helper()
 	w = newHopWorldWith(t, true)
@@ -41,12 +42,12 @@ func policyWorld(t *testing.T, apiPolicy string) (w *hopWorld, snap func(rev int
 	tgAPI, tgOther := westGroup(t, "api", api), westGroup(t, "other", other)
 	snap = func(rev int64, policy string) *model.Snapshot {
 		svc := edgeService("api", []string{"api.example.com"}, model.Rule{Action: forward(to("api", 1))})
-		svc.Owner = "east"
+		svc.Owner = "west"
 		if policy != "" {
 			svc.Auth = &model.Auth{Policy: json.RawMessage(policy)}
 		}
 		open := edgeService("open", []string{"open.example.com"}, model.Rule{Action: forward(to("other", 1))})
-		open.Owner = "east"
+		open.Owner = "west"
 		return &model.Snapshot{Objects: model.Objects{
 			Networks: testNetworks, TargetGroups: []model.TargetGroup{tgAPI, tgOther}, Services: []model.Service{svc, open},
 			WorkloadSets: []model.WorkloadSet{{Meta: model.Meta{Name: model.WorkloadSetName("east", "shop"), Owner: "east"},
@@ -220,13 +221,18 @@ func TestPeerHopServiceHeaderNotForgeable(t *testing.T) {
 // to the receiver's check: it never panics, and it accepts exactly the
 // claims the configuration bears out.
 func FuzzPeerRoutedFor(f *testing.F) {
+	api := edgeService("api", []string{"api.example.com"}, model.Rule{Action: forward(to("api", 1))})
+	api.Owner = "west"
+	// East's service naming west's target group routes nothing to it.
+	evil := edgeService("evil", []string{"evil.example.com"}, model.Rule{Action: forward(to("api", 1))})
+	evil.Owner = "east"
 	snap := &model.Snapshot{Objects: model.Objects{
 		Networks: testNetworks,
 		TargetGroups: []model.TargetGroup{
 			{Meta: model.Meta{Name: "api", Owner: "west"}, Protocol: model.ProtocolHTTP, Port: 80},
 		},
 		Services: []model.Service{
-			edgeService("api", []string{"api.example.com"}, model.Rule{Action: forward(to("api", 1))}),
+			api, evil,
 			edgeService("cart", nil, model.Rule{Action: forward(model.WeightedTargetGroup{Weight: 1, Import: &model.ImportRef{
 				Namespace: "shop", Name: "cart", Port: 80, Protocol: model.ProtocolHTTP, ProtocolVersion: model.HTTP1}})}),
 		},
@@ -245,6 +251,7 @@ func FuzzPeerRoutedFor(f *testing.F) {
 		f.Add(k[0], k[1], k[2], k[3])
 	}
 	f.Add("api", "mesh", port, "TargetGroup/api")
+	f.Add("evil", "edge", port, "TargetGroup/api")
 	f.Add("api", "edge", "+"+port, "TargetGroup/api")
 	f.Add("cart", "edge", port, "ServiceExport/"+model.ExportName("east", "shop", "cart"))
 	f.Add("", "", "", "")

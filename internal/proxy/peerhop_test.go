@@ -77,12 +77,42 @@ func newHopWorldWith(t testing.TB, logged bool, configure ...func(*Config)) *hop
 // update gives both proxies the same snapshot, as the control plane does.
 func (w *hopWorld) update(t testing.TB, snap *model.Snapshot) {
 	t.Helper()
+	ownServices(snap)
 	snap.Peers = []model.Peer{{Meta: model.Meta{Name: "proxy.west", Owner: "west"}, Address: w.westPeer}}
 	if snap.Clusters == nil {
 		snap.Clusters = admitted("east", "west")
 	}
 	update(t, w.east, snap)
 	update(t, w.west, snap)
+}
+
+// ownServices gives each service of snap that the fixtures left to the
+// test's cluster (edgeService) the owner of the first target group it
+// forwards to, as a translator writes them: a service forwards only to
+// its own cluster's target groups (router's builder.group).
+func ownServices(snap *model.Snapshot) {
+	owners := map[string]string{}
+	for _, tg := range snap.TargetGroups {
+		owners[tg.Name] = tg.Owner
+	}
+	for i := range snap.Services {
+		svc := &snap.Services[i]
+		if svc.Owner != cluster {
+			continue
+		}
+	rules:
+		for _, r := range svc.Rules {
+			if r.Action.Forward == nil {
+				continue
+			}
+			for _, b := range r.Action.Forward.Backends {
+				if o, ok := owners[b.TargetGroup]; ok {
+					svc.Owner = o
+					break rules
+				}
+			}
+		}
+	}
 }
 
 // identityBackend answers with its name and the identity and forwarding
@@ -140,7 +170,7 @@ func TestPeerHopDeliversWithIdentity(t *testing.T) {
 	for i := range snap.Networks {
 		snap.Networks[i].Owner = "east"
 	}
-	snap.Services[0].Owner = "east"
+	snap.Services[0].Owner = "west" // in east's network
 	snap.WorkloadSets = []model.WorkloadSet{{Meta: model.Meta{Name: model.WorkloadSetName("east", "shop"), Owner: "east"},
 		Namespace: "shop", Workloads: []model.Workload{{Address: "127.0.0.1", ServiceAccount: "frontend"}}}}
 	w.update(t, snap)
@@ -386,7 +416,7 @@ func TestPolicyAcrossClusters(t *testing.T) {
 	w := newHopWorld(t)
 	tg := westAPIGroup(t)
 	svc := edgeService("api", []string{"api.example.com"}, model.Rule{Action: forward(to("api", 1))})
-	svc.Owner = "east"
+	svc.Owner = "west"
 	svc.Auth = &model.Auth{Policy: json.RawMessage(`{"Statement": [
 		{"Effect": "Allow", "Principal": {"Trellis": "spiffe://*/ns/shop/sa/frontend"}, "Action": "trellis:Invoke", "Resource": "*"}]}`)}
 	set := func(owner, sa string) model.WorkloadSet {

@@ -176,3 +176,20 @@ func TestDeliverSetTarget(t *testing.T) {
 		}
 	}
 }
+
+// A proxy takes at most model.MaxClusterPeers of a cluster's Peers, the
+// first by name, whatever the store holds: each is dialled and probed.
+func TestCompilePeersBoundsAClustersPeers(t *testing.T) {
+	snap := &model.Snapshot{Objects: model.Objects{Clusters: []model.Cluster{{Meta: model.Meta{Name: cluster}}, {Meta: model.Meta{Name: "west"}}, {Meta: model.Meta{Name: "east"}}}}}
+	for i := range model.MaxClusterPeers + 44 {
+		snap.Peers = append(snap.Peers, model.Peer{Meta: model.Meta{Name: fmt.Sprintf("p%04d.west", i), Owner: "west"}, Address: fmt.Sprintf("127.0.1.%d:%d", i%250+1, 1000+i)})
+	}
+	snap.Peers = append(snap.Peers, model.Peer{Meta: model.Meta{Name: "p.east", Owner: "east"}, Address: "127.0.2.1:1"})
+	ps := compilePeers(snap, cluster, nil)
+	if got := ps.byCluster["west"]; len(got) != model.MaxClusterPeers || got[0] != "127.0.1.1:1000" {
+		t.Errorf("west's peers: %d, first %v; want %d from the first", len(got), got[:1], model.MaxClusterPeers)
+	}
+	if got := ps.byCluster["east"]; !slices.Equal(got, []string{"127.0.2.1:1"}) {
+		t.Errorf("east's peers: %v", got)
+	}
+}

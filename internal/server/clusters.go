@@ -287,6 +287,9 @@ func (s *Server) addCluster(w http.ResponseWriter, r *http.Request) error {
 		}
 		ops = append(ops, op)
 	} else if !in {
+		if err := s.checkNesting(r.Context(), req.Name); err != nil {
+			return err
+		}
 		rec, _ := json.Marshal(clusterRecord{Name: req.Name, Added: now})
 		exports := req.ExportNamespaces
 		if len(exports) == 0 {
@@ -328,6 +331,27 @@ func validateAdmission(exports []string, podNetwork *string) model.FieldErrors {
 // (unless nil) and the pod network (unless nil) of admitted cluster
 // name's published admission, conditional on the admission's revision,
 // and the admission as it puts it.
+// checkNesting refuses (422, naming the field name) to admit cluster name
+// when it ends with "." and an admitted cluster's name, or an admitted
+// cluster's ends with "." and name. Peers and workload sets are named
+// "<proxy or namespace>.<owner>", so of two such clusters the shorter
+// could take the longer's names (its proxy "p.x" is the other's "p"), and
+// the other could no longer publish them. Two administrators admitting
+// two such names at once through two servers are not stopped.
+func (s *Server) checkNesting(ctx context.Context, name string) error {
+	recs, err := s.clusterRecords(ctx)
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		if strings.HasSuffix(name, "."+rec.Name) || strings.HasSuffix(rec.Name, "."+name) {
+			return fieldError(http.StatusUnprocessableEntity, fmt.Sprintf("%q and the admitted cluster %q: one name ends with '.' and the other", name, rec.Name),
+				"name", "must not end with '.' and an admitted cluster's name, nor be the end of one: the names of peers and workload sets (<name>.<cluster>) would collide")
+		}
+	}
+	return nil
+}
+
 func (s *Server) setAdmission(ctx context.Context, name string, exports []string, podNetwork *string) (store.Op, *model.Cluster, error) {
 	kv, err := s.st.Get(ctx, model.Key(model.KindCluster, name))
 	if errors.Is(err, store.ErrNotFound) {

@@ -413,3 +413,35 @@ func TestPodNetworkAdministration(t *testing.T) {
 		t.Errorf("the clusters' status: pod networks %v", networks)
 	}
 }
+
+// Peers and workload sets are named "<proxy or namespace>.<cluster>", the
+// name ending with the owner. Were "b" and "x.b" both admitted, b could
+// take the names of x.b's ("p.x.b", a proxy "p.x" of b's) and x.b could no
+// longer publish its proxy: a cluster's name ending with "." and another's
+// is refused at admission, either way round, naming the other cluster.
+func TestClusterNamesDoNotNestInsideAnother(t *testing.T) {
+	p := newClusterPlane(t)
+	ctx := context.Background()
+	if _, err := p.admin.AddCluster(ctx, "b", 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"x.b", "y.x.b"} {
+		_, err := p.admin.AddCluster(ctx, name, 0)
+		if apiStatus(err) != http.StatusUnprocessableEntity || !slices.Equal(fieldsOf(err), []string{"name"}) || !strings.Contains(err.Error(), `"b"`) {
+			t.Errorf("admitting %s beside b: %v, want 422 naming name and b", name, err)
+		}
+	}
+	if _, err := p.admin.AddCluster(ctx, "x.c", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.admin.AddCluster(ctx, "c", 0); apiStatus(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), `"x.c"`) {
+		t.Errorf("admitting c beside x.c: %v, want 422 naming x.c", err)
+	}
+	// Names that only share a tail of characters are fine, and so is a
+	// new token for a cluster admitted already.
+	for _, name := range []string{"xb", "b-x", "b"} {
+		if _, err := p.admin.AddCluster(ctx, name, 0); err != nil {
+			t.Errorf("admitting %s: %v", name, err)
+		}
+	}
+}

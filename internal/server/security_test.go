@@ -448,3 +448,162 @@ func TestHostnameClaimsFollowTheStore(t *testing.T) {
 		t.Errorf("west takes shop.example, which no service names now: %v", err)
 	}
 }
+
+// A cluster that east allows into one of its networks cannot read the key
+// of a certificate east serves elsewhere by naming it on a listener of its
+// own service in that network: only east's own services make east's keys
+// readable to others.
+func TestAllowedClusterCannotNameItselfIntoAKey(t *testing.T) {
+	url, east, west := newServer(t)
+	ctx := context.Background()
+	leaf := pki.NewCA(t).Issue(t, "bank.example")
+	bankCert := &model.Certificate{Meta: model.Meta{Name: "bank-cert"}, CertPEM: string(leaf.CertPEM), KeyPEM: string(leaf.KeyPEM)}
+	// East's bank is served in p-net, which allows nobody else; a-net is
+	// shared with west.
+	bank := loginService("bank", "p-net", "bank.example")
+	bank.Listeners = []model.Listener{{Name: "https", Port: 443, Protocol: model.ProtocolHTTPS, Certificates: []string{"bank-cert"}}}
+	for _, obj := range []model.Object{network("p-net"), network("a-net"), targetGroup("bank", 8443), bankCert, bank} {
+		if err := east.Put(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allowClusters(t, east, "a-net", "west")
+	westCerts := watchQuery(t, url, tokenB, "kind=certificates")
+	if m := westCerts(); m.Snapshot == nil || len(m.Snapshot.Certificates) != 1 || m.Snapshot.Certificates[0].KeyPEM != model.RedactedKey {
+		t.Fatalf("west's first snapshot: %+v, want bank-cert redacted", m.Snapshot)
+	}
+
+	// West's own service in a-net names bank-cert.
+	steal := loginService("steal", "a-net")
+	steal.Listeners = bank.Listeners
+	for _, obj := range []model.Object{inCluster("west", targetGroup("steal", 1)), steal} {
+		if err := west.Put(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := &model.Certificate{Meta: model.Meta{Name: "bank-cert"}}
+	if err := west.Get(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if got.KeyPEM != model.RedactedKey {
+		t.Errorf("west reads bank-cert's key %.30q after naming it in a-net, want it redacted", got.KeyPEM)
+	}
+	if snap := watchAs(t, url, tokenB)().Snapshot; snap == nil || len(snap.Certificates) != 1 || snap.Certificates[0].KeyPEM != model.RedactedKey {
+		t.Errorf("west's snapshot after naming bank-cert in a-net has its key, want it redacted")
+	}
+	// East itself serving bank-cert in a-net lends it to west.
+	shared := loginService("bank-shared", "a-net")
+	shared.Listeners = bank.Listeners
+	if err := east.Put(ctx, shared); err != nil {
+		t.Fatal(err)
+	}
+	if err := west.Get(ctx, got); err != nil || got.KeyPEM != string(leaf.KeyPEM) {
+		t.Errorf("west reads bank-cert's key %.30q (%v) once east serves it in a-net, want it", got.KeyPEM, err)
+	}
+}
+
+// West cannot route its own service to east's target group: east's
+// targets take what east's services send them, judged by east's policies,
+// and what east exports. By PUT, apply and txn, on a forward or a mirror,
+// the refusal names the field; west's own target group of the same
+// service is fine.
+func TestServiceCannotForwardToAnotherClustersTargetGroup(t *testing.T) {
+	_, east, west := newServer(t)
+	ctx := context.Background()
+	setUpShop(t, east) // east's target group "shop"
+	if err := west.Put(ctx, network("b-net")); err != nil {
+		t.Fatal(err)
+	}
+	evil := loginService("evil", "b-net")
+	evil.Rules[0].Action.Forward.Backends = []model.WeightedTargetGroup{{TargetGroup: "shop", Weight: 1}}
+	err := west.Put(ctx, evil)
+	if apiStatus(err) != http.StatusForbidden || !slices.Equal(fieldsOf(err), []string{"rules[0].action.forward.backends[0].targetGroup"}) {
+		t.Fatalf("west's service forwarding to east's target group: %v, want 403 naming the backend's targetGroup", err)
+	}
+	if !strings.Contains(err.Error(), `target group "shop" is cluster "east"'s`) {
+		t.Errorf("the refusal does not name the group's owner: %v", err)
+	}
+	if _, err := west.Apply(ctx, &model.Objects{Networks: []model.ServiceNetwork{*network("b-net")}, Services: []model.Service{*evil}}); !slices.Equal(fieldsOf(err),
+		[]string{"objects.services[0].rules[0].action.forward.backends[0].targetGroup"}) {
+		t.Errorf("west applies it: %v", err)
+	}
+	mirror := loginService("evil", "b-net")
+	mirror.Rules[0].Filters = []model.Filter{{Mirror: &model.MirrorFilter{TargetGroup: "shop", Numerator: 1, Denominator: 1}}}
+	if err := west.Put(ctx, inCluster("west", targetGroup("evil", 9999))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := west.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Services: []model.Service{*mirror}}}); !slices.Equal(fieldsOf(err),
+		[]string{"puts.services[0].rules[0].filters[0].mirror.targetGroup"}) {
+		t.Errorf("west mirrors to east's target group in a txn: %v", err)
+	}
+	// Its own group, or one that does not exist yet, is west's business.
+	if err := west.Put(ctx, loginService("evil", "b-net")); err != nil {
+		t.Errorf("west's service to its own target group: %v", err)
+	}
+	dangling := loginService("later", "b-net")
+	if err := west.Put(ctx, dangling); err != nil {
+		t.Errorf("west's service to a target group not written yet: %v", err)
+	}
+}
+
+// Every proxy of every other cluster dials and probes each Peer a
+// cluster publishes (every 5 s, all at once): a cluster publishing
+// without bound would have all of them open TLS connections to any
+// addresses it likes, as often. A cluster publishes at most 256 Peers;
+// past that a write is refused, naming the Peers beyond, and the others'
+// are not affected.
+func TestClusterPublishesBoundedPeers(t *testing.T) {
+	_, east, west := newServer(t)
+	ctx := context.Background()
+	peerOf := func(cluster string, i int) model.Peer {
+		return model.Peer{Meta: model.Meta{Name: model.PeerName(cluster, fmt.Sprintf("p%03d", i))}, Address: fmt.Sprintf("127.0.0.1:%d", 10000+i)}
+	}
+	var req api.TxnRequest
+	for i := range 250 {
+		req.Puts.Peers = append(req.Puts.Peers, peerOf("west", i))
+	}
+	if _, err := west.Txn(ctx, &req); err != nil {
+		t.Fatal(err)
+	}
+	req = api.TxnRequest{}
+	for i := 250; i < 258; i++ {
+		req.Puts.Peers = append(req.Puts.Peers, peerOf("west", i))
+	}
+	_, err := west.Txn(ctx, &req)
+	if apiStatus(err) != http.StatusForbidden || !slices.Equal(fieldsOf(err), []string{"puts.peers[6].name", "puts.peers[7].name"}) {
+		t.Fatalf("west's peers 251 to 258: %v, want 403 naming the last two", err)
+	}
+	// Six more fit, one at a time too; not a seventh.
+	for i := 250; i < 256; i++ {
+		p := peerOf("west", i)
+		if err := west.Put(ctx, &p); err != nil {
+			t.Fatalf("west's peer %d: %v", i, err)
+		}
+	}
+	p := peerOf("west", 256)
+	if err := west.Put(ctx, &p); apiStatus(err) != http.StatusForbidden || !slices.Equal(fieldsOf(err), []string{"name"}) {
+		t.Errorf("west's 257th peer: %v, want 403 naming name", err)
+	}
+	// Updating one it has is fine, and so is replacing one in a txn.
+	p = peerOf("west", 0)
+	p.Address = "127.0.0.2:1"
+	if err := west.Put(ctx, &p); err != nil {
+		t.Errorf("west updates a peer: %v", err)
+	}
+	if _, err := west.Txn(ctx, &api.TxnRequest{Puts: model.Objects{Peers: []model.Peer{peerOf("west", 300)}},
+		Deletes: []api.ObjectRef{{Kind: model.KindPeer, Name: peerOf("west", 1).Name}}}); err != nil {
+		t.Errorf("west replaces a peer: %v", err)
+	}
+	e := peerOf("east", 0)
+	if err := east.Put(ctx, &e); err != nil {
+		t.Errorf("east's first peer: %v", err)
+	}
+	// An apply replaces west's peers: 256 new ones fit, the old going.
+	var all model.Objects
+	for i := 400; i < 656; i++ {
+		all.Peers = append(all.Peers, peerOf("west", i))
+	}
+	if _, err := west.Apply(ctx, &all); err != nil {
+		t.Errorf("west applies 256 other peers: %v", err)
+	}
+}

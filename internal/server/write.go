@@ -312,8 +312,14 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 		if err := s.checkAssociations(w, deletes, existing, cluster, current); err != nil {
 			return res, false, err
 		}
+		if err := s.checkTargetGroups(ctx, w, existing, cluster); err != nil {
+			return res, false, err
+		}
 	}
 	if err := s.checkExports(ctx, w, existing, cluster, time.Now()); err != nil {
+		return res, false, err
+	}
+	if err := s.checkPeers(ctx, w, deletes, existing, cluster); err != nil {
 		return res, false, err
 	}
 

@@ -56,7 +56,8 @@ func (b *builder) compileAuthz(svc *model.Service, n *model.ServiceNetwork) (*Au
 // receiving end of the peer hop checks a peer's claim that it routed a
 // request for the service against it.
 type Service struct {
-	Name, Network string
+	// Owner is the cluster that wrote the service.
+	Name, Network, Owner string
 	// Auth is nil when auth is off for the service and its network.
 	Auth *Authz
 	// Ports are the service's listener ports.
@@ -73,7 +74,7 @@ func (t *Table) Service(name string) *Service { return t.services[name] }
 
 // serviceOf summarizes svc for Table.Service.
 func serviceOf(svc *model.Service, authz *Authz) *Service {
-	s := &Service{Name: svc.Name, Network: svc.Network, Auth: authz}
+	s := &Service{Name: svc.Name, Network: svc.Network, Owner: svc.Owner, Auth: authz}
 	for _, l := range svc.Listeners {
 		if !slices.Contains(s.Ports, l.Port) {
 			s.Ports = append(s.Ports, l.Port)

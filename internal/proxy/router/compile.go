@@ -167,8 +167,12 @@ type builder struct {
 	// seen by the clients the tokens are given to.
 	sessionSecret []byte
 	compiler      *Compiler
-	// deps collects the target groups the service being compiled names.
-	deps []groupDep
+	// deps collects the target groups the service being compiled names;
+	// owner is that service's owner, foreign the target groups it names
+	// of another owner.
+	deps    []groupDep
+	owner   string
+	foreign []string
 }
 
 // pending is an entry with the keys it is sorted by.

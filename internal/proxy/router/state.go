@@ -78,6 +78,9 @@ type groupState struct {
 	tg  model.Seen[model.TargetGroup, *model.TargetGroup]
 	g   *Group
 	gen uint64
+	// owner is the target group's cluster: only its services forward to
+	// it (builder.group).
+	owner string
 }
 
 // groupDep is a target group a service's rules name, and the compiled
@@ -106,8 +109,11 @@ type serviceState struct {
 	adds      []contribution
 	rejected  []Bind
 	conflicts []string
-	deps      []groupDep
-	imports   bool
+	// foreign are the conflicts of the rules' target groups of another
+	// owner, which apply reports.
+	foreign []string
+	deps    []groupDep
+	imports bool
 }
 
 // contribution is one listener's bind and host names, as addListener
@@ -267,7 +273,7 @@ func (c *Compiler) compile(snap *model.Snapshot, full bool) (*Table, error) {
 			return nil, fmt.Errorf("target group %s: %w", tg.Name, err)
 		}
 		c.link(g)
-		st.groups[tg.Name] = &groupState{tg: model.See(tg), g: g, gen: st.gen}
+		st.groups[tg.Name] = &groupState{tg: model.See(tg), g: g, gen: st.gen, owner: tg.Owner}
 		groupsChanged = true
 	}
 	if !sameGroups && len(st.groups) != len(snap.TargetGroups) {
@@ -517,7 +523,7 @@ func usesImports(svc *model.Service) bool {
 // without adding them to the table (apply does).
 func (b *builder) compileService(ss *serviceState, n *model.ServiceNetwork) error {
 	svc := &ss.svc
-	b.deps = b.deps[:0]
+	b.deps, b.owner, b.foreign = b.deps[:0], svc.Owner, nil
 	authz, err := b.compileAuthz(svc, n)
 	if err != nil {
 		return err
@@ -534,18 +540,37 @@ func (b *builder) compileService(ss *serviceState, n *model.ServiceNetwork) erro
 	ss.entries = entries
 	ss.deps = slices.Clone(b.deps)
 	ss.imports = usesImports(svc)
+	ss.foreign = nil
+	for _, name := range b.foreign {
+		ss.foreign = append(ss.foreign, fmt.Sprintf("service %s of cluster %s: target group %s is cluster %s's, and a service forwards only to its own cluster's (another's through its exports); no target",
+			svc.Name, svc.Owner, name, b.st.groups[name].owner))
+	}
 	return nil
 }
 
 // group returns the compiled target group name, or nil, and records that
-// the service being compiled depends on it.
+// the service being compiled depends on it. A target group of another
+// owner than the service's is nil (a conflict): a cluster's targets
+// receive only what its own services send them, as their policies allow,
+// or what its exports publish; another cluster's service naming them
+// would reach them by its own rules, with no policy of the targets'
+// cluster judging it.
 func (b *builder) group(name string) *Group {
-	var g *Group
-	if gs := b.st.groups[name]; gs != nil {
-		g = gs.g
+	gs := b.st.groups[name]
+	if gs == nil {
+		b.deps = append(b.deps, groupDep{name, nil})
+		return nil
 	}
-	b.deps = append(b.deps, groupDep{name, g})
-	return g
+	// The dependency is the group compiled, whoever owns it: a group that
+	// changes hands is compiled again, and so is the service.
+	b.deps = append(b.deps, groupDep{name, gs.g})
+	if gs.owner != b.owner {
+		if !slices.Contains(b.foreign, name) {
+			b.foreign = append(b.foreign, name)
+		}
+		return nil
+	}
+	return gs.g
 }
 
 // apply adds ss's entries to the virtual hosts of its listeners: a virtual
@@ -558,7 +583,7 @@ func (st *state) apply(ss *serviceState) {
 		st.conflicted++
 		return
 	}
-	ss.adds, ss.rejected, ss.conflicts = nil, nil, nil
+	ss.adds, ss.rejected, ss.conflicts = nil, nil, slices.Clone(ss.foreign)
 	svc := &ss.svc
 	edge := ss.net != nil && ss.net.Mode == model.ModeEdge
 	svcHosts := lowerUnique(svc.Hostnames())
