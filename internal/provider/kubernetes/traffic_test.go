@@ -165,11 +165,11 @@ func TestWeightChangeReachesTheProxy(t *testing.T) {
 	}
 	slices.Sort(delays)
 	p50, p99 := delays[len(delays)/2], delays[(len(delays)*99+99)/100-1]
+	// Logged, not asserted: the delay is a speed goal, measured by
+	// bench/change.sh (docs/benchmarks.md); here each flip must only
+	// arrive (within 10 s, above), whatever the machine's load.
 	t.Logf("weight change → proxy: %d samples, p50 %v, p99 %v, max %v (goal: p99 < 250ms)",
 		samples, p50.Round(time.Millisecond), p99.Round(time.Millisecond), delays[len(delays)-1].Round(time.Millisecond))
-	if p99 > time.Second {
-		t.Errorf("p99 %v is over a second", p99)
-	}
 }
 
 // TestRollingUpdateLosesNoRequest replaces a Service's endpoints one by one
