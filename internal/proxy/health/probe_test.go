@@ -460,8 +460,10 @@ func keptConnections(t *testing.T, https bool) {
 	if a.conns.Load() > b.conns.Load() {
 		kept, unkept = b, a
 	}
-	if kept.conns.Load() != 1 || unkept.conns.Load() < 4 {
-		t.Errorf("connections: %d and %d, want 1 kept and one a check", kept.conns.Load(), unkept.conns.Load())
+	// The kept one may have been replaced once: a check that times out
+	// (a TLS handshake on a loaded machine) closes its connection.
+	if k, u := kept.conns.Load(), unkept.conns.Load(); k > 2 || u < 4 || u < 2*k {
+		t.Errorf("connections: %d and %d, want 1 kept (2 after a timeout) and one a check", k, u)
 	}
 	// The kept target leaves: its connection closes.
 	c.Update([]model.TargetGroup{tg("g", hc, unkept.model(t, model.TargetActive))})
