@@ -2,6 +2,7 @@ package kubernetes_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -92,7 +93,13 @@ func helmCmd(t testing.TB, args ...string) *exec.Cmd {
 // helm's output and error.
 func helmTemplate(t testing.TB, values ...string) ([]byte, error) {
 	t.Helper()
-	args := []string{"template", releaseName, chartDir, "--namespace", releaseNamespace, "--include-crds"}
+	return helmTemplateArgs(t, nil, values...)
+}
+
+// helmTemplateArgs is helmTemplate with more flags.
+func helmTemplateArgs(t testing.TB, flags []string, values ...string) ([]byte, error) {
+	t.Helper()
+	args := append([]string{"template", releaseName, chartDir, "--namespace", releaseNamespace, "--include-crds"}, flags...)
 	for i, v := range values {
 		f := filepath.Join(t.TempDir(), fmt.Sprintf("values-%d.yaml", i))
 		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
@@ -416,29 +423,66 @@ proxy: {podSecurityContext: {runAsNonRoot: true, runAsUser: 1000}}
 	}
 }
 
-// TestChartValuesInjection gives the chart values that carry YAML of their
-// own: each stays one string where it lands, and adds nothing.
+// TestChartValuesInjection gives the chart, its schema skipped (helm
+// --skip-schema-validation), values that carry YAML of their own: a field,
+// a second document. Each stays one string where it lands and adds nothing:
+// the same objects as with the defaults, and no hostNetwork anywhere.
 func TestChartValuesInjection(t *testing.T) {
-	evil := "--bind=0.0.0.0\n            - --admin-listen=0.0.0.0:9901\n  hostNetwork: true"
-	values, err := yaml.Marshal(map[string]any{
-		"proxy":  map[string]any{"extraArgs": []string{evil}, "serviceAccount": map[string]any{"annotations": map[string]string{"a": "b\nautomountServiceAccountToken: true"}}},
-		"member": map[string]any{"enabled": true, "cluster": "east", "server": "https://cp.example.internal:7070", "peerAdvertise": "192.0.2.10:15443"},
-	})
+	const evil = "x\n  hostNetwork: true\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: injected}"
+	for _, member := range []bool{false, true} {
+		values := map[string]any{
+			"image":    map[string]any{"repository": evil, "tag": evil, "pullPolicy": evil, "pullSecrets": []string{evil}},
+			"logLevel": evil,
+			"secrets":  map[string]any{"cluster": evil, "tokens": evil, "serverTLS": evil},
+			"server":   map[string]any{"storage": map[string]any{"size": evil, "className": evil}, "extraArgs": []string{evil}},
+			"proxy": map[string]any{"extraArgs": []string{evil}, "serviceAccount": map[string]any{"annotations": map[string]string{evil: evil}},
+				"podDisruptionBudget": map[string]any{"enabled": true, "maxUnavailable": evil}},
+		}
+		defaults := ""
+		if member {
+			values["member"] = map[string]any{"enabled": true, "cluster": evil, "server": evil, "peerAdvertise": evil,
+				"joinTokenSecret": evil, "caSecret": evil, "identitySecret": evil}
+			defaults = memberValues(t)
+		}
+		v, err := yaml.Marshal(values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := helmTemplateArgs(t, []string{"--skip-schema-validation"}, string(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs := decodeObjects(t, "helm template", out)
+		want := map[string]bool{"PodDisruptionBudget " + releaseNamespace + "/trellis-proxy": true}
+		for _, o := range renderChart(t, defaults) {
+			want[objectKey(o)] = true
+		}
+		got := map[string]bool{}
+		for _, o := range objs {
+			got[objectKey(o)] = true
+			if strings.Contains(string(mustJSON(t, o.Object)), `"hostNetwork"`) {
+				t.Errorf("member %v: %s has a hostNetwork field", member, objectKey(o))
+			}
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("member %v: rendered %v, want %v", member, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+		}
+		args := podField(t, objs, "Deployment", "trellis-proxy", "container", "args").([]any)
+		if args[len(args)-2] != "--log-level="+evil || args[len(args)-1] != evil {
+			t.Errorf("member %v: proxy args %q do not end with the log level and the extra argument, each one string", member, args)
+		}
+		same(t, "the proxy's image pull secrets", podField(t, objs, "Deployment", "trellis-proxy", "imagePullSecrets"), string(mustJSON(t, []any{map[string]any{"name": evil}})))
+		same(t, "the proxy's image", podField(t, objs, "Deployment", "trellis-proxy", "container", "image"), string(mustJSON(t, evil+":"+evil)))
+	}
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := renderChart(t, string(values))
-	args := podField(t, objs, "Deployment", "trellis-proxy", "container", "args").([]any)
-	if args[len(args)-1] != evil || slices.Contains(args, any("--admin-listen=0.0.0.0:9901")) {
-		t.Errorf("proxy args %q: the extra argument is not kept as one string", args)
-	}
-	if _, ok, _ := unstructured.NestedFieldNoCopy(findObject(t, objs, "Deployment", "trellis-proxy").Object, "spec", "template", "spec", "hostNetwork"); ok {
-		t.Error("an extra argument set hostNetwork")
-	}
-	sa := findObject(t, objs, "ServiceAccount", "trellis-proxy")
-	if v, _, _ := unstructured.NestedBool(sa.Object, "automountServiceAccountToken"); v {
-		t.Error("an annotation turned automountServiceAccountToken on")
-	}
+	return b
 }
 
 // TestChartSchema gives the chart bad values: values.schema.json refuses
@@ -451,15 +495,17 @@ func TestChartSchema(t *testing.T) {
 		{`image: {tag: "v1\nhostNetwork: true"}`, "/image/tag"},
 		{`image: {pullPolicy: Sometimes}`, "/image/pullPolicy"},
 		{`image: {pullSecrets: ["Not A Name"]}`, "/image/pullSecrets/0"},
-		{`replica: 2`, "replica"},
-		{`controller: {replica: 2}`, "replica"},
+		{`replica: 2`, "at '': additional properties 'replica'"},
+		{`controller: {replica: 2}`, "at '/controller': additional properties 'replica'"},
+		// One server: each replica would keep a store of its own.
+		{`server: {replicas: 3}`, "at '/server': additional properties 'replicas'"},
 		{`logLevel: verbose`, "/logLevel"},
 		{`secrets: {cluster: ""}`, "/secrets/cluster"},
 		{`secrets: {serverTLS: "../x"}`, "/secrets/serverTLS"},
 		{`proxy: {extraArgs: [bind=0.0.0.0]}`, "/proxy/extraArgs/0"},
 		{`proxy: {podDisruptionBudget: {enabled: true, maxUnavailable: -1}}`, "/proxy/podDisruptionBudget/maxUnavailable"},
 		{`server: {storage: {size: lots}}`, "/server/storage/size"},
-		{`member: {enabled: true}`, "/member"},
+		{`member: {enabled: true}`, "/member/cluster"},
 		{`member: {enabled: true, cluster: East, server: "https://cp:7070", peerAdvertise: "192.0.2.10:15443"}`, "/member/cluster"},
 		{`member: {enabled: true, cluster: east, server: "http://cp:7070", peerAdvertise: "192.0.2.10:15443"}`, "/member/server"},
 		{`member: {enabled: true, cluster: east, server: "https://cp:7070", peerAdvertise: "192.0.2.10"}`, "/member/peerAdvertise"},

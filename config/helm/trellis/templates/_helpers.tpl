@@ -72,7 +72,7 @@ args, env, ports, probes and mounts: trellis.container (list $ .Values.WORKLOAD)
 {{- $w := index . 1 -}}
 image: {{ printf "%s:%s" $root.Values.image.repository ($root.Values.image.tag | default $root.Chart.AppVersion) | toJson }}
 {{- with $root.Values.image.pullPolicy }}
-imagePullPolicy: {{ . }}
+imagePullPolicy: {{ . | toJson }}
 {{- end }}
 {{- with $w.resources }}
 resources:
