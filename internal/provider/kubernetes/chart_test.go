@@ -423,6 +423,43 @@ proxy: {podSecurityContext: {runAsNonRoot: true, runAsUser: 1000}}
 	}
 }
 
+// TestChartNamespace installs the release elsewhere than trellis-system:
+// every object and every reference to the namespace follows.
+func TestChartNamespace(t *testing.T) {
+	for _, member := range []bool{false, true} {
+		var values []string
+		if member {
+			values = append(values, memberValues(t))
+		}
+		out, err := helmTemplateArgs(t, []string{"--namespace", "mesh"}, values...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs := decodeObjects(t, "helm template", out)
+		for _, o := range objs {
+			clusterScoped := o.GetKind() == "CustomResourceDefinition" || strings.HasPrefix(o.GetKind(), "Cluster")
+			if ns := o.GetNamespace(); ns != "mesh" && !clusterScoped {
+				t.Errorf("member %v: %s in namespace %q, want mesh", member, objectKey(o), ns)
+			}
+			if strings.Contains(string(mustJSON(t, o.Object)), releaseNamespace) {
+				t.Errorf("member %v: %s still names %s", member, objectKey(o), releaseNamespace)
+			}
+		}
+		args := podField(t, objs, "Deployment", "trellis-controller", "container", "args").([]any)
+		if !slices.Contains(args, any("--leader-election-namespace=mesh")) {
+			t.Errorf("member %v: controller args %v: no --leader-election-namespace=mesh", member, args)
+		}
+		if member && !slices.Contains(args, any("--identity-secret=mesh/trellis-identity")) {
+			t.Errorf("controller args %v: no --identity-secret=mesh/trellis-identity", args)
+		}
+		if !member && !slices.Contains(args, any("--server=https://trellis-server.mesh.svc:7070")) {
+			t.Errorf("controller args %v: no --server=https://trellis-server.mesh.svc:7070", args)
+		}
+		same(t, "the ClusterRoleBinding's subjects", field(t, findObject(t, objs, "ClusterRoleBinding", "trellis-controller"), "subjects"),
+			"[{kind: ServiceAccount, name: trellis-controller, namespace: mesh}]")
+	}
+}
+
 // TestChartValuesInjection gives the chart, its schema skipped (helm
 // --skip-schema-validation), values that carry YAML of their own: a field,
 // a second document. Each stays one string where it lands and adds nothing:
