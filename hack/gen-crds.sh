@@ -14,4 +14,7 @@ fi
 go run "sigs.k8s.io/controller-tools/cmd/controller-gen@$version" \
   object paths=./api/... \
   crd paths=./api/... output:crd:artifacts:config=config/crd
-echo "CRDs written to config/crd; list new files in config/crd/kustomization.yaml" >&2
+# The Helm chart carries the same files (Helm reads only its own directory).
+rm -f config/helm/trellis/crds/trellis.dev_*.yaml
+cp config/crd/trellis.dev_*.yaml config/helm/trellis/crds/
+echo "CRDs written to config/crd and config/helm/trellis/crds; list new files in config/crd/kustomization.yaml" >&2

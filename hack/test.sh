@@ -32,11 +32,11 @@ echo "== go vet"
 go vet ./...
 
 echo "== generated code is current (hack/gen-crds.sh)"
-generated() { cat api/*/zz_generated.deepcopy.go config/crd/*.yaml | sha256sum; }
+generated() { cat api/*/zz_generated.deepcopy.go config/crd/*.yaml config/helm/trellis/crds/*.yaml | sha256sum; }
 before=$(generated)
 ./hack/gen-crds.sh 2>/dev/null
 if [ "$(generated)" != "$before" ]; then
-  echo "hack/gen-crds.sh changed the generated files: run it and commit the result"; git status --short api config/crd; exit 1
+  echo "hack/gen-crds.sh changed the generated files: run it and commit the result"; git status --short api config/crd config/helm/trellis/crds; exit 1
 fi
 
 echo "== staticcheck"
@@ -45,6 +45,10 @@ go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "== Kubernetes control plane for the integration tests (cached after the first build)"
 TRELLIS_KUBE_BIN=$(./hack/build-kube.sh | tail -n1)
 export TRELLIS_KUBE_BIN
+
+echo "== helm for the chart tests (cached after the first build)"
+TRELLIS_HELM_BIN=$(./hack/build-helm.sh | tail -n1)
+export TRELLIS_HELM_BIN
 
 echo "== go test"
 go test -race -count=1 -timeout 20m ./...

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -214,25 +213,33 @@ func joinedInDir(t *testing.T, ctx context.Context, p *joinPlane, cluster string
 	return idPEM
 }
 
-// The member-cluster manifests (config/multicluster) apply to a real
-// apiserver, agree among themselves on the identity Secret (the Secret the
-// controller keeps is the one the proxies mount, under the file names
-// --identity-dir reads), and give the controller's ServiceAccount what it
-// needs to join into that Secret and renew it, and no more: it may not
-// update another Secret.
+// The member-cluster manifests (config/multicluster, and the chart with
+// member.enabled, through `helm install`) apply to a real apiserver, agree
+// among themselves on the identity Secret (the Secret the controller keeps
+// is the one the proxies mount, under the file names --identity-dir reads),
+// and give the controller's ServiceAccount what it needs to join into that
+// Secret and renew it, and no more: it may not update another Secret.
 func TestMemberManifests(t *testing.T) {
-	objs := readKustomization(t, memberManifestsDir)
-	c := kube.Start(t, kube.Options{})
+	t.Run("kustomize", func(t *testing.T) {
+		c := kube.Start(t, kube.Options{})
+		objs := readKustomization(t, memberManifestsDir)
+		applyObjects(t, c.Client(t), memberManifestsDir, objs)
+		testMemberManifests(t, c, objs)
+	})
+	t.Run("helm", func(t *testing.T) {
+		c := kube.Start(t, kube.Options{})
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: releaseNamespace}}
+		if err := c.Client(t).Create(context.Background(), ns); err != nil {
+			t.Fatal(err)
+		}
+		testMemberManifests(t, c, helmInstall(t, c, memberValues(t)))
+	})
+}
+
+// testMemberManifests is TestMemberManifests for the objects installed in c.
+func testMemberManifests(t *testing.T, c *kube.Cluster, objs []*unstructured.Unstructured) {
 	kc := c.Client(t)
 	ctx := context.Background()
-	slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int {
-		return boolRank(a.GetKind() != "Namespace") - boolRank(b.GetKind() != "Namespace")
-	})
-	for _, o := range objs {
-		if err := kc.Create(ctx, o); err != nil && !(apierrors.IsAlreadyExists(err) && o.GetKind() == "CustomResourceDefinition") {
-			t.Fatalf("applying %s %s/%s from %s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), memberManifestsDir, err)
-		}
-	}
 
 	containerOf := func(deployment string) (map[string]any, map[string]any) {
 		t.Helper()
@@ -246,7 +253,7 @@ func TestMemberManifests(t *testing.T) {
 				return cs[0].(map[string]any), spec
 			}
 		}
-		t.Fatalf("no Deployment %s in %s", deployment, memberManifestsDir)
+		t.Fatalf("no Deployment %s installed", deployment)
 		return nil, nil
 	}
 	flag := func(c map[string]any, name string) (string, bool) {

@@ -1,11 +1,9 @@
 package kubernetes_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -44,34 +41,67 @@ const (
 	memberManifestsDir = "../../../config/multicluster"
 )
 
-// TestManifests applies the install manifests to a real apiserver (every
-// object must be valid there) and runs the controller as the ServiceAccount
-// they define, with their RBAC and leader election as deployed: if a role
-// lacks a permission the controller needs, a Gateway or route below never
-// gets its status, and the controller's log says what was forbidden.
+// TestManifests installs trellis in a real apiserver, with the kustomize
+// manifests (`kubectl apply -k config/`) and with the Helm chart (`helm
+// install`, its default values) in turn: every object must be valid there.
+// It runs the controller as the ServiceAccount they define, with their RBAC
+// and leader election as deployed: if a role lacks a permission the
+// controller needs, a Gateway or route below never gets its status, and the
+// controller's log says what was forbidden.
 func TestManifests(t *testing.T) {
-	objs := readKustomization(t, manifestsDir)
+	for _, source := range []struct {
+		name    string
+		install func(t *testing.T, c *kube.Cluster, kc client.Client) []*unstructured.Unstructured
+	}{
+		{"kustomize", func(t *testing.T, _ *kube.Cluster, kc client.Client) []*unstructured.Unstructured {
+			objs := readKustomization(t, manifestsDir)
+			applyObjects(t, kc, manifestsDir, objs)
+			return objs
+		}},
+		{"helm", func(t *testing.T, c *kube.Cluster, kc client.Client) []*unstructured.Unstructured {
+			// As docs/install.md: the namespace first, for the Secrets.
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: releaseNamespace}}
+			if err := kc.Create(context.Background(), ns); err != nil {
+				t.Fatal(err)
+			}
+			return helmInstall(t, c)
+		}},
+	} {
+		t.Run(source.name, func(t *testing.T) {
+			testManifests(t, func(c *kube.Cluster, kc client.Client) []*unstructured.Unstructured { return source.install(t, c, kc) })
+		})
+	}
+}
+
+// applyObjects creates objs, read from source, as `kubectl apply` would.
+func applyObjects(t *testing.T, kc client.Client, source string, objs []*unstructured.Unstructured) {
+	t.Helper()
+	ctx := context.Background()
+	// Namespaces first, as kubectl orders them.
+	slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int {
+		return boolRank(a.GetKind() != "Namespace") - boolRank(b.GetKind() != "Namespace")
+	})
+	for _, o := range objs {
+		err := kc.Create(ctx, o)
+		if apierrors.IsAlreadyExists(err) && o.GetKind() == "CustomResourceDefinition" {
+			// test/kube installs the same files in every cluster.
+			continue
+		}
+		if err != nil {
+			t.Fatalf("applying %s %s/%s from %s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), source, err)
+		}
+	}
+}
+
+// testManifests is TestManifests for the objects install puts in the
+// cluster.
+func testManifests(t *testing.T, install func(c *kube.Cluster, kc client.Client) []*unstructured.Unstructured) {
 	var logs testsync.Buffer
 	e := newEnvWith(t, envOptions{
 		leaderElectionNamespace: "trellis-system",
 		logs:                    &logs,
 		identity: func(c *kube.Cluster, kc client.Client) *rest.Config {
-			ctx := context.Background()
-			// Namespaces first, as kubectl orders them.
-			slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int {
-				return boolRank(a.GetKind() != "Namespace") - boolRank(b.GetKind() != "Namespace")
-			})
-			for _, o := range objs {
-				err := kc.Create(ctx, o)
-				if apierrors.IsAlreadyExists(err) && o.GetKind() == "CustomResourceDefinition" {
-					// test/kube installs the same files in every cluster.
-					continue
-				}
-				if err != nil {
-					t.Fatalf("applying %s %s/%s from %s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), manifestsDir, err)
-				}
-			}
-			return serviceAccountConfig(t, c, kc, controllerAccount(t, objs))
+			return serviceAccountConfig(t, c, kc, controllerAccount(t, install(c, kc)))
 		},
 	})
 
@@ -210,21 +240,33 @@ func TestManifests(t *testing.T) {
 }
 
 // TestManifestArgs runs every trellis container's command line from the
-// install manifests with --help added: a flag the binary does not have (a
-// typo, a renamed flag) fails here rather than in a crash-looping Pod.
+// install manifests and the chart's renders with --help added: a flag the
+// binary does not have (a typo, a renamed flag) fails here rather than in a
+// crash-looping Pod.
 func TestManifestArgs(t *testing.T) {
-	for dir, want := range map[string]int{manifestsDir: 3, memberManifestsDir: 2} {
-		if n := runManifestArgs(t, dir); n < want {
-			t.Errorf("found %d trellis containers in %s, want %d", n, dir, want)
+	for _, c := range []struct {
+		source string
+		objs   []*unstructured.Unstructured
+		want   int
+	}{
+		{manifestsDir, readKustomization(t, manifestsDir), 3},
+		{memberManifestsDir, readKustomization(t, memberManifestsDir), 2},
+		{"the chart", renderChart(t), 3},
+		{"the chart, member", renderChart(t, memberValues(t)), 2},
+		{"the chart, logLevel", renderChart(t, `logLevel: warn`), 3},
+		{"the chart, member, logLevel", renderChart(t, memberValues(t), `logLevel: error`), 2},
+	} {
+		if n := runManifestArgs(t, c.objs); n < c.want {
+			t.Errorf("found %d trellis containers in %s, want %d", n, c.source, c.want)
 		}
 	}
 }
 
-// runManifestArgs runs the trellis containers of the kustomization in dir
-// with --help and returns how many there are.
-func runManifestArgs(t *testing.T, dir string) int {
+// runManifestArgs runs the trellis containers of objs with --help and
+// returns how many there are.
+func runManifestArgs(t *testing.T, objs []*unstructured.Unstructured) int {
 	n := 0
-	for _, o := range readKustomization(t, dir) {
+	for _, o := range objs {
 		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
 		for _, c := range containers {
 			c, _ := c.(map[string]any)
@@ -268,7 +310,7 @@ func controllerAccount(t *testing.T, objs []*unstructured.Unstructured) types.Na
 		}
 		return types.NamespacedName{Namespace: o.GetNamespace(), Name: sa}
 	}
-	t.Fatalf("no trellis-controller Deployment in %s", manifestsDir)
+	t.Fatal("no trellis-controller Deployment installed")
 	return types.NamespacedName{}
 }
 
@@ -298,7 +340,7 @@ func serviceAccountConfig(t *testing.T, c *kube.Cluster, kc client.Client, sa ty
 // readKustomization returns the objects of the kustomization in dir. The
 // manifests use kustomize only to list their files; a kustomization that
 // uses anything else fails the test, so that it is never read wrongly.
-func readKustomization(t *testing.T, dir string) []*unstructured.Unstructured {
+func readKustomization(t testing.TB, dir string) []*unstructured.Unstructured {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
 	if err != nil {
@@ -332,18 +374,7 @@ func readKustomization(t *testing.T, dir string) []*unstructured.Unstructured {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-		for {
-			var o unstructured.Unstructured
-			if err := dec.Decode(&o.Object); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", path, err)
-			}
-			if len(o.Object) > 0 {
-				out = append(out, &o)
-			}
-		}
+		out = append(out, decodeObjects(t, path, data)...)
 	}
 	return out
 }
