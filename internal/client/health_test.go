@@ -99,11 +99,10 @@ func TestKeepHealthReportedInParts(t *testing.T) {
 	}
 }
 
-// slowPart wraps h so that the health reports of part 1 are answered
-// only after delay (or when the request ends) with what answer(w) writes,
-// or by h when answer is nil; the others go to h at once. seen counts
-// part 1's reports.
-func slowPart(h http.Handler, delay time.Duration, answer func(http.ResponseWriter), seen *atomic.Int64) http.Handler {
+// healthReports wraps h so that each health report's body is handed to
+// report first, with the request's body still to be read by h; report
+// answers it itself by returning false. Other requests go to h.
+func healthReports(h http.Handler, report func(w http.ResponseWriter, r *http.Request, body []byte) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/health" {
 			h.ServeHTTP(w, r)
@@ -114,20 +113,32 @@ func slowPart(h http.Handler, delay time.Duration, answer func(http.ResponseWrit
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if report(w, r, body) {
+			h.ServeHTTP(w, r)
+		}
+	})
+}
+
+// slowPart wraps h so that the health reports of part 1 are answered
+// only after delay (or when the request ends) with what answer(w) writes,
+// or by h when answer is nil; the others go to h at once. seen counts
+// part 1's reports.
+func slowPart(h http.Handler, delay time.Duration, answer func(http.ResponseWriter), seen *atomic.Int64) http.Handler {
+	return healthReports(h, func(w http.ResponseWriter, r *http.Request, body []byte) bool {
 		var part struct{ Part int }
 		if json.Unmarshal(body, &part) == nil && part.Part == 1 {
 			seen.Add(1)
 			select {
 			case <-time.After(delay):
 			case <-r.Context().Done():
-				return
+				return false
 			}
 			if answer != nil {
 				answer(w)
-				return
+				return false
 			}
 		}
-		h.ServeHTTP(w, r)
+		return true
 	})
 }
 
@@ -190,25 +201,16 @@ func TestKeepHealthReportedPartByPart(t *testing.T) {
 // answers a report by digest 400 when old (as a server before digests
 // does: an unknown field).
 func bodies(h http.Handler, old bool, sent *atomic.Int64, byDigest *atomic.Int64) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/health" {
-			h.ServeHTTP(w, r)
-			return
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return
-		}
+	return healthReports(h, func(w http.ResponseWriter, r *http.Request, body []byte) bool {
 		sent.Add(int64(len(body)))
 		if bytes.Contains(body, []byte(`"digest"`)) {
 			byDigest.Add(1)
 			if old {
 				http.Error(w, `{"message":"unknown field \"digest\""}`, http.StatusBadRequest)
-				return
+				return false
 			}
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		h.ServeHTTP(w, r)
+		return true
 	})
 }
 
