@@ -100,6 +100,9 @@ func authPath(p string) string {
 // request paths answer such a request 400 before routing, so that what the
 // routes and policies judge is what the target reads.
 func ambiguousPath(p string) bool {
+	if !strings.Contains(p, "/.") && !strings.Contains(p, "//") && strings.IndexByte(p, '\\') < 0 && !strings.HasPrefix(p, ".") {
+		return false // the usual path, found by the fast substring searches
+	}
 	seg := 0 // the start of the current segment, just after its slash
 	for i := 0; i <= len(p); i++ {
 		if i < len(p) && p[i] == '\\' {

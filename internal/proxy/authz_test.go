@@ -304,3 +304,17 @@ func TestWorkloadIdentity(t *testing.T) {
 		t.Errorf("billing workload on the guarded service: %d %q, want 403 naming it", resp.StatusCode, body)
 	}
 }
+
+// BenchmarkAmbiguousPath is the check every request's path takes on both
+// request paths, on paths that pass it.
+func BenchmarkAmbiguousPath(b *testing.B) {
+	for _, p := range []string{"/", "/api/v1/users/12345/orders", "/static/js/app.0123456789abcdef.bundle.min.js", "/a/.well-known/x"} {
+		b.Run(p, func(b *testing.B) {
+			for b.Loop() {
+				if ambiguousPath(p) {
+					b.Fatal(p)
+				}
+			}
+		})
+	}
+}
