@@ -89,6 +89,43 @@ func authPath(p string) string {
 	return c
 }
 
+// ambiguousPath reports whether the request path p (unescaped, as
+// url.URL.Path) is one that targets read in different ways, so that a
+// policy or a route judging one reading would let another through: a dot
+// segment ("/x/../admin", also spelled "%2e%2e", "..%2f" or with a path
+// parameter, "..;"), an empty segment ("//admin", "/a%2f%2fb"), or a
+// backslash, which some servers take for a slash ("/public\..\admin").
+// Browsers and HTTP libraries resolve dot segments before they send, so a
+// request with one comes from someone spelling a path around a check. Both
+// request paths answer such a request 400 before routing, so that what the
+// routes and policies judge is what the target reads.
+func ambiguousPath(p string) bool {
+	if !strings.Contains(p, "/.") && !strings.Contains(p, "//") && strings.IndexByte(p, '\\') < 0 && !strings.HasPrefix(p, ".") {
+		return false // the usual path, found by the fast substring searches
+	}
+	seg := 0 // the start of the current segment, just after its slash
+	for i := 0; i <= len(p); i++ {
+		if i < len(p) && p[i] == '\\' {
+			return true
+		}
+		if i < len(p) && p[i] != '/' {
+			continue
+		}
+		if i > 0 && seg == i && i < len(p) {
+			return true // an empty segment before another slash
+		}
+		s := p[seg:i]
+		if j := strings.IndexByte(s, ';'); j >= 0 {
+			s = s[:j]
+		}
+		if s == "." || s == ".." {
+			return true
+		}
+		seg = i + 1
+	}
+	return false
+}
+
 // remoteIP is the IP of a "host:port" remote address; invalid when it has
 // none.
 func remoteIP(addr string) netip.Addr {

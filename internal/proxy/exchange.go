@@ -88,8 +88,8 @@ func (p *Proxy) begin(sv *served, port int32, w http.ResponseWriter, r *http.Req
 	if vs := r.Header["User-Agent"]; len(vs) > 0 {
 		x.userAgent = vs[0]
 	}
-	if vs := r.Header["Upgrade"]; len(vs) > 0 {
-		x.upgradeExpected = vs[0] != ""
+	if _, ok := r.Header["Upgrade"]; ok {
+		x.upgradeExpected = upgradeTo(r.Header) != ""
 	}
 	if len(sv.ids) > 0 {
 		// Parsing the client's address costs more than the rest of the

@@ -355,8 +355,9 @@ func (fc *fastConn) serve() {
 			bind = p.routeBind(table, bind, fc.localIP)
 		}
 		r := &fc.req
-		if table.Misdirected(bind, fc.serverName, r.Host) {
-			// net/http answers it, as it does on HTTP/2 connections.
+		if ambiguousPath(r.Path) || table.Misdirected(bind, fc.serverName, r.Host) {
+			// net/http answers them: 400 for a path targets read in
+			// different ways, 421 as on HTTP/2 connections.
 			handedOff = fc.handoff(head)
 			return
 		}

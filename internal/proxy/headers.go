@@ -16,7 +16,8 @@ import (
 // functions in this file, so the paths cannot disagree;
 // TestFastPathAgreesWithNetHTTP holds them to it.
 //
-// Removed before forwarding (but an upgrade's Upgrade and Connection):
+// Removed before forwarding (but an upgrade's Upgrade and Connection, an
+// upgrade to HTTP/2 excepted: upgradeTo):
 //   - the hop-by-hop fields (hopByHop), Proxy-Authorization and
 //     Proxy-Authenticate included, and any field the client's Connection
 //     names, but the body's framing (Content-Length), which the proxy writes
@@ -206,10 +207,33 @@ func forwardHeader(in, out http.Header) {
 	}
 	// A protocol upgrade (WebSocket) asks the target to switch: it keeps
 	// its Upgrade, and a Connection that says so.
-	if up := in.Get("Upgrade"); up != "" && connectionHas(in, "upgrade") {
+	if up := upgradeTo(in); up != "" {
 		out["Connection"] = []string{"Upgrade"}
 		out["Upgrade"] = []string{up}
 	}
+}
+
+// upgradeTo is the protocol upgrade a request with header in asks the
+// target for: its Upgrade when its Connection names "upgrade", but none
+// when Upgrade names HTTP/2 (h2c). A target that switched its connection to
+// HTTP/2 would take every later stream on it as a request of its own,
+// straight from the client: routed and judged by no one. The proxy speaks
+// HTTP/2 to targets itself where a target group says so.
+func upgradeTo(in http.Header) string {
+	up := in.Get("Upgrade")
+	if up == "" || !connectionHas(in, "upgrade") {
+		return ""
+	}
+	for v := up; v != ""; {
+		var e string
+		e, v, _ = strings.Cut(v, ",")
+		name, version, _ := strings.Cut(strings.Trim(e, " \t"), "/")
+		if strings.EqualFold(name, "h2c") || strings.EqualFold(name, "h2") ||
+			strings.EqualFold(name, "http") && strings.HasPrefix(version, "2") {
+			return ""
+		}
+	}
+	return up
 }
 
 // connectionHas reports whether h's Connection has option opt.

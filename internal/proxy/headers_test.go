@@ -233,3 +233,44 @@ func TestEqualFoldASCII(t *testing.T) {
 		}
 	}
 }
+
+// An upgrade to HTTP/2 (h2c, in any spelling) is not passed to the target,
+// on either request path: a target that switched would take every later
+// stream on the connection as a request straight from the client, routed
+// and judged by no one. A WebSocket upgrade still is. On the old code the
+// target got Upgrade: h2c with Connection: Upgrade.
+func TestH2CUpgradeNotForwarded(t *testing.T) {
+	echo := headerEcho(t)
+	for _, disable := range []bool{false, true} {
+		p := newProxyWith(t, Config{DisableFastPath: disable})
+		update(t, p, oneRoute(1, []model.TargetGroup{group("echo", target(t, echo, model.TargetActive))}, to("echo", 1)))
+		addr := addrOf(p, webPort)
+		for _, tc := range []struct {
+			upgrade, connection string
+			forwarded           bool
+		}{
+			{"h2c", "Upgrade, HTTP2-Settings", false},
+			{"h2c", "Upgrade", false},
+			{"H2C", "upgrade", false},
+			{"websocket, h2c", "Upgrade", false},
+			{"HTTP/2.0", "Upgrade", false},
+			{"websocket", "Upgrade", true},
+		} {
+			resp, body := rawRequest(t, addr, "GET /path HTTP/1.1\nHost: shop.example.com\nUpgrade: "+tc.upgrade+
+				"\nConnection: "+tc.connection+"\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\nConnection: close\n")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("DisableFastPath=%v Upgrade %q: %d %s", disable, tc.upgrade, resp.StatusCode, body)
+			}
+			var seen http.Header
+			if err := json.Unmarshal(body, &seen); err != nil {
+				t.Fatalf("Upgrade %q: %v in %q", tc.upgrade, err, body)
+			}
+			if tc.forwarded && (seen.Get("Upgrade") != tc.upgrade || seen.Get("Connection") != "Upgrade") {
+				t.Errorf("DisableFastPath=%v: Upgrade %q reached the target as Upgrade %q, Connection %q", disable, tc.upgrade, seen["Upgrade"], seen["Connection"])
+			}
+			if !tc.forwarded && (seen["Upgrade"] != nil || seen["Connection"] != nil) {
+				t.Errorf("DisableFastPath=%v: Upgrade %q reached the target: Upgrade %q, Connection %q", disable, tc.upgrade, seen["Upgrade"], seen["Connection"])
+			}
+		}
+	}
+}

@@ -539,6 +539,9 @@ func (p *Proxy) deliver(w http.ResponseWriter, r *http.Request, d peer.Delivery)
 		var allowed bool
 		if deniedBy, allowed = p.authorizeDelivery(rec, r, d, svc, port); !allowed {
 			refusal = accesslog.ClientAccessDenied
+			if deniedBy == "" {
+				refusal = accesslog.MalformedRequest // an ambiguous path
+			}
 			break
 		}
 		r.Header.Set(headerIdentity, deliveredIdentity(d))
@@ -771,7 +774,8 @@ func routedFor(sv *served, d peer.Delivery, cluster string) (*router.Service, in
 
 // authorizeDelivery judges a delivery by the auth policies of svc and its
 // network, as this proxy's configuration has them, and answers 403 when
-// they deny it. The caller is the identity the peer asserted (package peer
+// they deny it, and 400 (deniedBy "") when the path is ambiguous (see
+// ambiguousPath). The caller is the identity the peer asserted (package peer
 // checked it is of the peer's cluster), or anonymous; the source cluster is
 // the one the peer's certificate names; the request is the one delivered.
 // The source address is absent: the sender's word on its client's address
@@ -780,6 +784,15 @@ func routedFor(sv *served, d peer.Delivery, cluster string) (*router.Service, in
 func (p *Proxy) authorizeDelivery(w http.ResponseWriter, r *http.Request, d peer.Delivery, svc *router.Service, port int32) (deniedBy string, allowed bool) {
 	if svc.Auth == nil {
 		return "", true
+	}
+	if ambiguousPath(r.URL.Path) {
+		// The sending proxy refuses such paths from its clients; a peer
+		// that sends one anyway is not judged on a reading the target may
+		// not share.
+		p.metrics.peerRefused(d.PeerCluster, peerPolicyDenied)
+		p.log.Warn("peer request refused: ambiguous path", "peer_cluster", d.PeerCluster, "service", svc.Name, "path", r.URL.Path)
+		http.Error(w, "ambiguous request path", http.StatusBadRequest)
+		return "", false
 	}
 	principal := auth.Principal{Type: auth.PrincipalAnonymous}
 	if d.Identity != "" {

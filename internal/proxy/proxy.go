@@ -392,7 +392,7 @@ func (p *Proxy) serveHTTP(b router.Bind, w http.ResponseWriter, r *http.Request)
 			defer func() { s.done(r.Context().Err() != nil, p.log) }()
 		}
 	}
-	if !validPseudoFields(r) {
+	if !validPseudoFields(r) || ambiguousPath(r.URL.Path) {
 		x.failure = accesslog.MalformedRequest
 		w.WriteHeader(http.StatusBadRequest)
 		return
