@@ -32,17 +32,25 @@ func healthGroups(from, n int, status string) []api.GroupHealth {
 	return out
 }
 
-// KeepHealthReported sends a report in parts, each part when it changes:
-// 2,500 target groups in 3 parts all reach TargetHealth; a change of the
-// last part sends it alone; back to one part, the others stop counting.
-func TestKeepHealthReportedInParts(t *testing.T) {
-	st := teststore.Bolt(t)
-	hs := httptest.NewServer(serve(st))
+// eastOf serves h for the test and returns a client of it with east's
+// token.
+func eastOf(t *testing.T, h http.Handler) *client.Client {
+	t.Helper()
+	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 	east, err := client.New(hs.URL, tokenA, client.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return east
+}
+
+// KeepHealthReported sends a report in parts, each part when it changes:
+// 2,500 target groups in 3 parts all reach TargetHealth; a change of the
+// last part sends it alone; back to one part, the others stop counting.
+func TestKeepHealthReportedInParts(t *testing.T) {
+	st := teststore.Bolt(t)
+	east := eastOf(t, serve(st))
 	ctx := t.Context()
 	srv := server.New(st, server.Config{}) // reads what hs keeps
 
@@ -162,12 +170,7 @@ func TestKeepHealthReportedPartByPart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st := teststore.Bolt(t)
 			var seen atomic.Int64
-			hs := httptest.NewServer(slowPart(serve(st), tc.delay, tc.answer, &seen))
-			t.Cleanup(hs.Close)
-			east, err := client.New(hs.URL, tokenA, client.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			east := eastOf(t, slowPart(serve(st), tc.delay, tc.answer, &seen))
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			// Part 1 has 10,000 targets, as the proxy's parts at scale.
@@ -224,12 +227,7 @@ func TestKeepHealthReportedRefreshByDigest(t *testing.T) {
 			t.Parallel()
 			st := teststore.Bolt(t)
 			var sent, byDigest atomic.Int64
-			hs := httptest.NewServer(bodies(serve(st), old, &sent, &byDigest))
-			t.Cleanup(hs.Close)
-			east, err := client.New(hs.URL, tokenA, client.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			east := eastOf(t, bodies(serve(st), old, &sent, &byDigest))
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			parts := [][]api.GroupHealth{healthGroups(0, 1000, "HEALTHY"), healthGroups(1000, 1000, "HEALTHY")}
