@@ -100,6 +100,12 @@ func check(obj model.Object, cluster string) checked {
 // addChecked adds an object check made to the puts, as add does.
 func (w *write) addChecked(field string, c checked, fields *model.FieldErrors) error {
 	if c.refused != nil {
+		// A refusal naming a field of the object (claim's owner) names
+		// it at the object's place in the request, as the other 403s do.
+		var he *httpError
+		if field != "" && errors.As(c.refused, &he) && len(he.body.Fields) > 0 {
+			return &httpError{status: he.status, body: api.Error{Message: he.body.Message, Fields: prefixed(field, he.body.Fields)}}
+		}
 		return c.refused
 	}
 	if c.fieldErrs != nil {
