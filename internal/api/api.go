@@ -23,7 +23,8 @@
 // an unknown field, data after the JSON object, a revision that is not a
 // non-negative integer), 401 no or bad token, 403 owned by another cluster
 // or not allowed by another cluster's network (Fields names each refused
-// field), 404 not found, 409 revision conflict, 413 body larger than the
+// field; for objects another cluster owns, every such object's name in the
+// request, "puts.targetGroups[3].name"), 404 not found, 409 revision conflict, 413 body larger than the
 // server's limit (8 MiB for a PUT, 64 MiB for apply and txn, by default),
 // 422 invalid object (Fields names each invalid field).
 //
@@ -64,7 +65,9 @@ import (
 // Error is the body of every non-2xx response.
 type Error struct {
 	Message string `json:"message"`
-	// Fields is set for 422 responses: every invalid field of the object.
+	// Fields is set for 422 responses (every invalid field of the object)
+	// and for 403s that refuse an object or a field of one (every refused
+	// one, by its path in the request).
 	Fields model.FieldErrors `json:"fields,omitempty"`
 }
 

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -180,6 +181,30 @@ func (o *Objects) List(k Kind) (List, bool) {
 		return nil, false
 	}
 	return r.list(o), true
+}
+
+// At is the object of o at the start of path, a path as Each makes it
+// ("services[2]") followed by anything (".rules[0].forward"): what an
+// error's field path names. False when path names no object of o.
+func (o *Objects) At(path string) (Object, bool) {
+	field, rest, ok := strings.Cut(path, "[")
+	if !ok {
+		return nil, false
+	}
+	digits, _, ok := strings.Cut(rest, "]")
+	i, err := strconv.Atoi(digits)
+	if !ok || err != nil || i < 0 || strconv.Itoa(i) != digits {
+		return nil, false
+	}
+	for _, r := range kinds {
+		if r.field == field {
+			if l := r.list(o); i < l.Len() {
+				return l.At(i), true
+			}
+			return nil, false
+		}
+	}
+	return nil, false
 }
 
 // A List is the list of one kind in an Objects, for code that treats

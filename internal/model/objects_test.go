@@ -54,6 +54,20 @@ func TestObjectsHoldEveryKind(t *testing.T) {
 			t.Errorf("JSON %s has no %q", b, f[:len(f)-3])
 		}
 	}
+	// At finds each object at the path Each gave it, with or without a
+	// field after it, and nothing at a path that names none.
+	for i, f := range want {
+		for _, path := range []string{f, f + ".name"} {
+			if got, ok := o.At(path); !ok || got != all[i] {
+				t.Errorf("At(%q) = %v, %v; want %v", path, got, ok, all[i])
+			}
+		}
+	}
+	for _, path := range []string{"", "services", "services[1]", "services[-0]", "services[01]", "services[x]", "bogus[0]", "services[0"} {
+		if got, ok := o.At(path); ok {
+			t.Errorf("At(%q) = %v, want none", path, got)
+		}
+	}
 	// Each yields o's own objects: a change through it is a change of o.
 	for _, obj := range o.Each() {
 		obj.ObjectMeta().Owner = "east"

@@ -705,6 +705,10 @@ func (s *Server) txn(w http.ResponseWriter, r *http.Request, cluster string) err
 			continue
 		}
 		wr.deletes[key] = d.Revision
+		if wr.deleteFields == nil {
+			wr.deleteFields = map[string]string{}
+		}
+		wr.deleteFields[key] = field
 	}
 	if len(fields) > 0 {
 		return fields

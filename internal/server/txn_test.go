@@ -21,8 +21,10 @@ import (
 func TestTxnChangesOnlyWhatItNames(t *testing.T) {
 	_, east, west := newServer(t)
 	ctx := context.Background()
-	if err := west.Put(ctx, inCluster("west", targetGroup("west-tg", 9))); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"west-tg", "west-tg2"} {
+		if err := west.Put(ctx, inCluster("west", targetGroup(name, 9))); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := east.Put(ctx, targetGroup("keep", 1)); err != nil {
 		t.Fatal(err)
@@ -62,7 +64,15 @@ func TestTxnChangesOnlyWhatItNames(t *testing.T) {
 		{name: "a delete at a stale revision is a conflict",
 			req: api.TxnRequest{Deletes: []api.ObjectRef{del("b", b.Revision-1)}}, status: http.StatusConflict},
 		{name: "another cluster's object is forbidden, and nothing else happens",
-			req: api.TxnRequest{Puts: put(targetGroup("c", 3)), Deletes: []api.ObjectRef{del("west-tg", 0)}}, status: http.StatusForbidden},
+			req: api.TxnRequest{Puts: put(targetGroup("c", 3)), Deletes: []api.ObjectRef{del("west-tg", 0)}}, status: http.StatusForbidden,
+			fields: []string{"deletes[0].name"}},
+		{name: "every object another cluster owns is named, not only the first",
+			req: api.TxnRequest{Puts: put(targetGroup("c", 3), targetGroup("west-tg", 1), targetGroup("west-tg2", 1))}, status: http.StatusForbidden,
+			fields: []string{"puts.targetGroups[1].name", "puts.targetGroups[2].name"}},
+		{name: "a put claiming another owner names its owner field at its place",
+			req: api.TxnRequest{Puts: put(targetGroup("c", 3), &model.TargetGroup{Meta: model.Meta{Name: "d", Owner: "west"}, Protocol: model.ProtocolHTTP,
+				ProtocolVersion: model.HTTP1, Port: 80})}, status: http.StatusForbidden,
+			fields: []string{"puts.targetGroups[1].owner"}},
 		{name: "invalid objects name their fields",
 			req: api.TxnRequest{Puts: put(targetGroup("ok", 1), &model.TargetGroup{Meta: model.Meta{Name: "bad"}, Protocol: "UDP", ProtocolVersion: model.HTTP1}),
 				Deletes: []api.ObjectRef{{Kind: "Bogus", Name: "x"}, {Kind: model.KindTargetGroup}, del("ok", 0)}},
@@ -100,7 +110,7 @@ func TestTxnChangesOnlyWhatItNames(t *testing.T) {
 		})
 	}
 
-	// What is left: keep (untouched), a (updated), west-tg; no b, no c.
+	// What is left: keep (untouched), a (updated), west's; no b, no c.
 	objs, _, err := east.List(ctx, model.KindTargetGroup)
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +119,7 @@ func TestTxnChangesOnlyWhatItNames(t *testing.T) {
 	for _, o := range objs {
 		names = append(names, o.ObjectMeta().Name)
 	}
-	if want := []string{"a", "keep", "west-tg"}; !slices.Equal(names, want) {
+	if want := []string{"a", "keep", "west-tg", "west-tg2"}; !slices.Equal(names, want) {
 		t.Errorf("target groups = %v, want %v", names, want)
 	}
 	a := &model.TargetGroup{Meta: model.Meta{Name: "a"}}

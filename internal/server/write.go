@@ -24,6 +24,9 @@ type write struct {
 	puts map[string]*put
 	// deletes maps keys to the revision the caller expects, 0 for any.
 	deletes map[string]int64
+	// deleteFields maps a txn's deletes to where they are in the request
+	// ("deletes[3]"), for the errors that name them.
+	deleteFields map[string]string
 	// replace deletes every other object the caller owns (apply).
 	replace bool
 	// sync records, when the write changes anything, that the caller's
@@ -97,6 +100,12 @@ func check(obj model.Object, cluster string) checked {
 // addChecked adds an object check made to the puts, as add does.
 func (w *write) addChecked(field string, c checked, fields *model.FieldErrors) error {
 	if c.refused != nil {
+		// A refusal naming a field of the object (claim's owner) names
+		// it at the object's place in the request, as the other 403s do.
+		var he *httpError
+		if field != "" && errors.As(c.refused, &he) && len(he.body.Fields) > 0 {
+			return &httpError{status: he.status, body: api.Error{Message: he.body.Message, Fields: prefixed(field, he.body.Fields)}}
+		}
 		return c.refused
 	}
 	if c.fieldErrs != nil {
@@ -114,6 +123,20 @@ func (w *write) addChecked(field string, c checked, fields *model.FieldErrors) e
 	}
 	w.puts[key] = &put{field: field, obj: c.obj, value: c.value, ifRevision: m.Revision}
 	return nil
+}
+
+// ownedElsewhere is the refusal of the put or delete of key, an object
+// owner owns: its field is the object's name in the request
+// ("puts.targetGroups[3].name", "deletes[0].name", "name" for a PUT or
+// DELETE of one object), as the other 403s that refuse a put name a field
+// of it, so that a client drops each refused object by its path.
+func (w *write) ownedElsewhere(key string, isPut bool, owner, cluster string) *model.FieldError {
+	field := w.deleteFields[key]
+	if isPut {
+		field = w.puts[key].field
+	}
+	return &model.FieldError{Field: join(field, "name"),
+		Detail: fmt.Sprintf("%s is owned by cluster %q, not %q", key, owner, cluster)}
 }
 
 func join(prefix, field string) string {
@@ -268,6 +291,7 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 	}
 
 	var ops []store.Op
+	var foreign model.FieldErrors
 	callerRevs := false
 	deletes := maps.Clone(w.deletes)
 	// Only an apply judges every existing object; a txn, only those it
@@ -294,7 +318,7 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 		switch {
 		case isPut || isDelete:
 			if owner != cluster {
-				return res, false, errorf(http.StatusForbidden, "%s is owned by cluster %q, not %q", key, owner, cluster)
+				foreign = append(foreign, w.ownedElsewhere(key, isPut, owner, cluster))
 			}
 		case owner == cluster:
 			// Apply: an object of the caller's it no longer wants,
@@ -307,6 +331,9 @@ func (s *Server) commitOnce(ctx context.Context, w *write, cluster string) (res 
 				deletes[key] = 0
 			}
 		}
+	}
+	if len(foreign) > 0 {
+		return res, false, &httpError{status: http.StatusForbidden, body: api.Error{Message: foreign.Error(), Fields: foreign}}
 	}
 	if whole {
 		if err := s.checkAssociations(w, deletes, existing, cluster, current); err != nil {

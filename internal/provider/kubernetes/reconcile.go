@@ -55,6 +55,11 @@ type Reconciler struct {
 	// object's stored form, by store key; nil until seeded from the
 	// server.
 	sent map[string]digest
+	// refused are the objects of ours the control plane refused at the
+	// last send (another cluster owns the name, or a rule of its own),
+	// by store key, with why: kept out of sent and offered again at
+	// every send, until taken.
+	refused map[string]string
 	// status writes the statuses that differ in the background.
 	status *statusQueue
 	// routes records, by route, the status and annotation last found
@@ -260,8 +265,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconc
 		r.stats.Revision = rev
 	}
 	r.mu.Unlock()
+	if len(r.refused) > 0 {
+		// Nothing here changes when the other cluster frees a name.
+		return reconcile.Result{RequeueAfter: refusedRetry}, err
+	}
 	return reconcile.Result{}, err
 }
+
+// refusedRetry is how long after a reconcile whose send was refused some
+// objects the controller offers them again, when nothing in the cluster
+// changes before.
+const refusedRetry = time.Minute
 
 // bundleVersion reads the Gateway API bundle version from the Gateway CRD
 // once, or "" when it cannot (no permission, or CRDs installed without

@@ -3,11 +3,15 @@ package kubernetes
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
+	"strings"
 
 	"trellis.dev/trellis/internal/api"
+	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/parallel"
 )
@@ -20,8 +24,18 @@ const parallelEncode = 256
 // diff compares.
 type digest = [sha256.Size]byte
 
+// refusalRounds is how many times a send drops the puts the control plane
+// refused and sends the rest again: dropping a target group another
+// cluster owns makes a service forwarding to it refused in turn.
+const refusalRounds = 4
+
 // send makes the control plane hold exactly out's objects of ours, sending
-// only the difference from what it last sent, in one transaction. changed,
+// only the difference from what it last sent, in one transaction. The
+// puts the control plane refuses with a 403 naming them (a name another
+// cluster owns, a target group or network that cluster's rules keep from
+// us) are dropped and the rest sent again, so that one clash does not stop
+// every other change; those objects are kept out of sent and offered again
+// at the next send, and logged once. changed,
 // when not nil, names by model.Key every object of out that may differ from
 // what was last sent, or be new or gone since (translate.Output.Changed
 // and what the controller changed after translating): only those are
@@ -30,7 +44,7 @@ type digest = [sha256.Size]byte
 // nothing differed, so nothing was sent. After a failure the record of
 // what was sent is dropped and re-read from the server next time, since
 // the failure may have left it unknown.
-func (r *Reconciler) send(ctx context.Context, out *model.Objects, changed map[string]bool) (rev int64, sent bool, err error) {
+func (r *Reconciler) send(ctx context.Context, out *model.Objects, changed map[string]bool) (rev int64, sent bool, _ error) {
 	if r.sent == nil {
 		if err := r.seed(ctx); err != nil {
 			return 0, false, err
@@ -51,6 +65,10 @@ func (r *Reconciler) send(ctx context.Context, out *model.Objects, changed map[s
 			keys[i] = key(obj)
 		}
 	} else {
+		// What was refused is offered again: its name may be free now.
+		for k := range r.refused {
+			changed[k] = true
+		}
 		for _, k := range slices.Sorted(maps.Keys(changed)) {
 			obj, err := find(out, k)
 			if err != nil {
@@ -103,29 +121,105 @@ func (r *Reconciler) send(ctx context.Context, out *model.Objects, changed map[s
 		}
 		req.Deletes = append(req.Deletes, api.ObjectRef{Kind: kind, Name: name})
 	}
-	puts := req.Puts.Len()
-	if len(req.Deletes) == 0 && puts == 0 {
-		if changed == nil {
-			r.sent = digests
+	var (
+		res     api.TxnResult
+		err     error
+		refused = map[string]string{}
+	)
+	for round := 0; req.Puts.Len() > 0 || len(req.Deletes) > 0; round++ {
+		res, err = r.cp.Txn(ctx, &req)
+		drop := refusedPuts(err, &req)
+		if drop == nil || round == refusalRounds {
+			sent = true
+			break
 		}
-		return 0, false, nil
+		maps.Copy(refused, drop)
+		req.Puts = without(&req.Puts, drop)
+		res, err = api.TxnResult{}, nil
 	}
-	res, err := r.cp.Txn(ctx, &req)
 	if err != nil {
 		r.sent = nil
-		return 0, false, fmt.Errorf("sending %d puts and %d deletes to the control plane: %w", puts, len(req.Deletes), err)
+		return 0, false, fmt.Errorf("sending %d puts and %d deletes to the control plane: %w", req.Puts.Len(), len(req.Deletes), err)
+	}
+	r.noteRefused(refused)
+	for k := range refused {
+		delete(digests, k)
 	}
 	if changed == nil {
 		r.sent = digests
 	} else {
 		maps.Copy(r.sent, digests)
-		for _, k := range deletes {
+		for _, k := range slices.Concat(deletes, slices.Collect(maps.Keys(refused))) {
 			delete(r.sent, k)
 		}
+	}
+	if !sent {
+		return 0, false, nil
 	}
 	r.log.Info("control plane updated", "revision", res.Revision, "created", res.Created, "updated", res.Updated,
 		"deleted", res.Deleted, "unchanged", res.Unchanged)
 	return res.Revision, true, nil
+}
+
+// refusedPuts returns, by store key, the puts of req that err, the
+// control plane's answer to it, refuses and why: a 403 whose every field
+// names a put ("puts.targetGroups[3].name"). Nil for any other answer,
+// one that names anything else too (a delete) included: then nothing of
+// req can be dropped to send the rest.
+func refusedPuts(err error, req *api.TxnRequest) map[string]string {
+	var ae *tclient.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusForbidden || len(ae.Body.Fields) == 0 {
+		return nil
+	}
+	drop := map[string]string{}
+	for _, f := range ae.Body.Fields {
+		path, ok := strings.CutPrefix(f.Field, "puts.")
+		if !ok {
+			return nil
+		}
+		obj, ok := req.Puts.At(path)
+		if !ok {
+			return nil
+		}
+		if k := key(obj); drop[k] == "" {
+			drop[k] = f.Detail
+		} else {
+			drop[k] += "; " + f.Detail
+		}
+	}
+	return drop
+}
+
+// without returns the objects of puts not named in drop.
+func without(puts *model.Objects, drop map[string]string) model.Objects {
+	var rest model.Objects
+	for obj := range puts.All() {
+		if _, ok := drop[key(obj)]; !ok {
+			rest.Add(obj)
+		}
+	}
+	return rest
+}
+
+// noteRefused records what the last send had refused: a warning for each
+// object newly refused (or refused for another reason), a line for each
+// object refused before and taken now, not a line per send.
+func (r *Reconciler) noteRefused(refused map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(refused)) {
+		if r.refused[k] != refused[k] {
+			r.log.Warn("the control plane refused an object of this cluster; it is offered again at every sync",
+				"object", k, "reason", refused[k])
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.refused)) {
+		if _, still := refused[k]; !still {
+			r.log.Info("an object the control plane refused before is no longer refused", "object", k)
+		}
+	}
+	if len(refused) == 0 {
+		refused = nil
+	}
+	r.refused = refused
 }
 
 // seed records what the control plane holds of this cluster's, of the

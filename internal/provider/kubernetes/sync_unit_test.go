@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
 
+	"trellis.dev/trellis/internal/api"
+	tclient "trellis.dev/trellis/internal/client"
 	"trellis.dev/trellis/internal/model"
 	"trellis.dev/trellis/internal/provider/file"
 	"trellis.dev/trellis/internal/server"
@@ -179,5 +182,55 @@ func TestSendComparesWhatChanged(t *testing.T) {
 	}
 	if got, w := held(t, r), want(t, &out.Objects); !maps.Equal(got, w) {
 		t.Fatalf("after a failed send the control plane holds %d objects; want %d", len(got), len(w))
+	}
+}
+
+// Only a 403 whose every field names a put of the request lets a send
+// drop puts: anything else (another status, a field naming a delete or
+// no object of the request, a path past a list's end) leaves the request
+// whole, to fail as before.
+func TestRefusedPutsOnlyWhatA403Names(t *testing.T) {
+	req := &api.TxnRequest{Deletes: []api.ObjectRef{{Kind: model.KindService, Name: "gone"}}}
+	req.Puts.Add(&model.TargetGroup{Meta: model.Meta{Name: "a"}})
+	req.Puts.Add(&model.TargetGroup{Meta: model.Meta{Name: "b"}})
+	req.Puts.Add(&model.Service{Meta: model.Meta{Name: "s"}})
+	refusal := func(status int, fields ...string) error {
+		ae := &tclient.APIError{Status: status}
+		for _, f := range fields {
+			ae.Body.Fields = append(ae.Body.Fields, &model.FieldError{Field: f, Detail: "why " + f})
+		}
+		return fmt.Errorf("sending: %w", ae)
+	}
+	tests := []struct {
+		name string
+		err  error
+		want []string
+	}{
+		{"two owned elsewhere", refusal(http.StatusForbidden, "puts.targetGroups[1].name", "puts.services[0].rules[0].action.forward.backends[0].targetGroup"),
+			[]string{model.Key(model.KindService, "s"), model.Key(model.KindTargetGroup, "b")}},
+		{"a 403 without fields", refusal(http.StatusForbidden), nil},
+		{"a 422", refusal(http.StatusUnprocessableEntity, "puts.targetGroups[0].port"), nil},
+		{"a delete named too", refusal(http.StatusForbidden, "puts.targetGroups[0].name", "deletes[0].name"), nil},
+		{"past the list's end", refusal(http.StatusForbidden, "puts.targetGroups[2].name"), nil},
+		{"no index", refusal(http.StatusForbidden, "puts.targetGroups.name"), nil},
+		{"not an API error", fmt.Errorf("connection refused"), nil},
+		{"no error", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			drop := refusedPuts(tt.err, req)
+			if got := slices.Sorted(maps.Keys(drop)); !slices.Equal(got, tt.want) {
+				t.Errorf("refusedPuts = %v, want %v", got, tt.want)
+			}
+			for k, why := range drop {
+				if !strings.HasPrefix(why, "why puts.") {
+					t.Errorf("%s refused for %q, want the 403's detail", k, why)
+				}
+			}
+		})
+	}
+	rest := without(&req.Puts, refusedPuts(tests[0].err, req))
+	if rest.Len() != 1 || rest.TargetGroups[0].Name != "a" {
+		t.Errorf("without the refused: %+v, want target group a alone", rest)
 	}
 }
